@@ -1,0 +1,167 @@
+//! The audit log: who did what to which resource, append-only.
+//!
+//! Entries are not tied to a tenant row (no foreign key): deleting a tenant
+//! is itself audited and its trail must outlive it.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::codec::{Ts, now};
+use crate::page::{CursorKind, Page, Paged, decode_int_cursor};
+use crate::{Error, Store};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Increasing with insertion order.
+    pub id: i64,
+    pub at: DateTime<Utc>,
+    /// `None` for platform-level actions.
+    pub tenant_id: Option<String>,
+    /// Who: e.g. `platform-admin`, `tenant-admin:alice`, `system`.
+    pub actor: String,
+    /// What: e.g. `tenant.create`, `device.update`.
+    pub action: String,
+    /// On what: e.g. `tenants/acme/devices/s-1`.
+    pub target: String,
+    pub request_id: Option<String>,
+    /// Anything else worth keeping, never secrets.
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    pub tenant_id: Option<String>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub request_id: Option<String>,
+    #[serde(default = "empty_object")]
+    pub details: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(serde_json::Map::new())
+}
+
+impl NewAuditEntry {
+    /// An entry with no tenant, request id or details; set those fields after.
+    pub fn new(
+        actor: impl Into<String>,
+        action: impl Into<String>,
+        target: impl Into<String>,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            tenant_id: None,
+            actor: actor.into(),
+            action: action.into(),
+            target: target.into(),
+            request_id: None,
+            details: empty_object(),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct AuditRow {
+    id: i64,
+    at: Ts,
+    tenant_id: Option<String>,
+    actor: String,
+    action: String,
+    target: String,
+    request_id: Option<String>,
+    details: Json<Value>,
+}
+
+impl From<AuditRow> for AuditEntry {
+    fn from(r: AuditRow) -> Self {
+        AuditEntry {
+            id: r.id,
+            at: r.at.0,
+            tenant_id: r.tenant_id,
+            actor: r.actor,
+            action: r.action,
+            target: r.target,
+            request_id: r.request_id,
+            details: r.details.0,
+        }
+    }
+}
+
+/// The columns of [`AuditRow`], for `concat!`.
+macro_rules! columns {
+    () => {
+        "id, at, tenant_id, actor, action, target, request_id, details"
+    };
+}
+
+impl Store {
+    /// Record an entry; `id` and `at` are assigned here.
+    #[tracing::instrument(skip_all, fields(action = %entry.action))]
+    pub async fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, Error> {
+        const SQL: &str = concat!(
+            "INSERT INTO audit_log (at, tenant_id, actor, action, target, request_id, details) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
+            columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(SQL)
+            .bind(Ts(now()))
+            .bind(entry.tenant_id.as_deref())
+            .bind(&entry.actor)
+            .bind(&entry.action)
+            .bind(&entry.target)
+            .bind(entry.request_id.as_deref())
+            .bind(Json(&entry.details))
+            .fetch_one(pool)
+            .await?);
+        Ok(row.into())
+    }
+
+    /// Entries newest first: one tenant's, or with `None` every entry
+    /// (platform-wide, including those of other tenants).
+    pub async fn list_audit(
+        &self,
+        tenant_id: Option<&str>,
+        page: &Page,
+    ) -> Result<Paged<AuditEntry>, Error> {
+        // Ids start at 1, so "before i64::MAX" is the first page.
+        let before = match &page.cursor {
+            Some(cursor) => decode_int_cursor(CursorKind::Audit, cursor)?,
+            None => i64::MAX,
+        };
+        let limit = page.fetch_limit();
+        let rows = match tenant_id {
+            Some(tenant_id) => {
+                const SQL: &str = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM audit_log WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                );
+                on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(SQL)
+                    .bind(tenant_id)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?)
+            }
+            None => {
+                const SQL: &str = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
+                );
+                on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(SQL)
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?)
+            }
+        };
+        let entries = rows.into_iter().map(AuditEntry::from).collect();
+        Ok(Paged::from_rows(entries, page, CursorKind::Audit, |e| {
+            e.id.to_string()
+        }))
+    }
+}

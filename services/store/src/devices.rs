@@ -1,0 +1,292 @@
+//! Devices: belong to one tenant, keyed by (tenant id, device id).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+
+use crate::codec::{Ts, now};
+use crate::error::{Violation, violation};
+use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::{Backend, DeviceId, Error, Store};
+
+const KIND: &str = "device";
+
+pub type Labels = BTreeMap<String, String>;
+pub type Attributes = Map<String, Value>;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub tenant_id: String,
+    pub id: String,
+    /// Flat string → string tags, for filtering (`?label=k=v`).
+    pub labels: Labels,
+    /// Free-form JSON object.
+    pub attributes: Attributes,
+    /// A disabled device may not connect.
+    pub enabled: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewDevice {
+    /// `[A-Za-z0-9._-]{1,128}`, checked on create.
+    pub id: String,
+    #[serde(default)]
+    pub labels: Labels,
+    #[serde(default)]
+    pub attributes: Attributes,
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+}
+
+fn enabled_by_default() -> bool {
+    true
+}
+
+impl NewDevice {
+    /// An enabled device with no labels or attributes.
+    pub fn new(id: impl Into<String>) -> NewDevice {
+        NewDevice {
+            id: id.into(),
+            labels: Labels::new(),
+            attributes: Attributes::new(),
+            enabled: true,
+        }
+    }
+}
+
+/// Fields to change; `None` leaves a field as it is. `labels` and
+/// `attributes` replace the whole object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DevicePatch {
+    pub labels: Option<Labels>,
+    pub attributes: Option<Attributes>,
+    pub enabled: Option<bool>,
+}
+
+/// Which devices `list_devices` returns: all conditions must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFilter {
+    pub enabled: Option<bool>,
+    /// Every pair must be among the device's labels.
+    pub labels: Labels,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeviceRow {
+    tenant_id: String,
+    id: String,
+    labels: Json<Labels>,
+    attributes: Json<Attributes>,
+    enabled: bool,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl From<DeviceRow> for Device {
+    fn from(r: DeviceRow) -> Self {
+        Device {
+            tenant_id: r.tenant_id,
+            id: r.id,
+            labels: r.labels.0,
+            attributes: r.attributes.0,
+            enabled: r.enabled,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+/// The columns of [`DeviceRow`], for `concat!`.
+macro_rules! columns {
+    () => {
+        "tenant_id, id, labels, attributes, enabled, created_at, updated_at"
+    };
+}
+
+impl Store {
+    /// Create a device in `tenant_id`. `NotFound` (tenant) if the tenant does
+    /// not exist, `AlreadyExists` if the device id is taken in that tenant.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %new.id))]
+    pub async fn create_device(&self, tenant_id: &str, new: &NewDevice) -> Result<Device, Error> {
+        DeviceId::parse(&new.id)?;
+        const SQL: &str = concat!(
+            "INSERT INTO devices ",
+            "(tenant_id, id, labels, attributes, enabled, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
+            columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceRow>(SQL)
+            .bind(tenant_id)
+            .bind(&new.id)
+            .bind(Json(&new.labels))
+            .bind(Json(&new.attributes))
+            .bind(new.enabled)
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        match row {
+            Ok(row) => Ok(row.into()),
+            Err(e) => match violation(&e) {
+                Some(Violation::Unique) => Err(Error::AlreadyExists {
+                    kind: KIND,
+                    id: qualified(tenant_id, &new.id),
+                }),
+                Some(Violation::ForeignKey) => Err(Error::NotFound {
+                    kind: "tenant",
+                    id: tenant_id.to_owned(),
+                }),
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// The device, or `NotFound`.
+    pub async fn get_device(&self, tenant_id: &str, id: &str) -> Result<Device, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM devices WHERE tenant_id = $1 AND id = $2"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceRow>(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(Device::from)
+            .ok_or_else(|| not_found(tenant_id, id))
+    }
+
+    /// A tenant's devices matching `filter`, in device id order. `NotFound`
+    /// (tenant) when the tenant does not exist.
+    pub async fn list_devices(
+        &self,
+        tenant_id: &str,
+        filter: &DeviceFilter,
+        page: &Page,
+    ) -> Result<Paged<Device>, Error> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(CursorKind::Devices, c))
+            .transpose()?;
+        let backend = self.backend();
+        let rows = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(concat!(
+                "SELECT ",
+                columns!(),
+                " FROM devices WHERE tenant_id = "
+            ));
+            q.push_bind(tenant_id);
+            if let Some(after) = &after {
+                q.push(" AND id > ").push_bind(after.as_str());
+            }
+            if let Some(enabled) = filter.enabled {
+                q.push(" AND enabled = ").push_bind(enabled);
+            }
+            if !filter.labels.is_empty() {
+                match backend {
+                    // Containment, served by the GIN index on labels.
+                    Backend::Postgres => {
+                        q.push(" AND labels @> ").push_bind(Json(&filter.labels));
+                    }
+                    Backend::Sqlite => {
+                        for (key, value) in &filter.labels {
+                            q.push(
+                                " AND EXISTS (SELECT 1 FROM json_each(devices.labels) \
+                                 WHERE json_each.key = ",
+                            )
+                            .push_bind(key.as_str())
+                            .push(" AND json_each.value = ")
+                            .push_bind(value.as_str())
+                            .push(")");
+                        }
+                    }
+                }
+            }
+            q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());
+            q.build_query_as::<DeviceRow>().fetch_all(pool).await?
+        });
+        if rows.is_empty() && !self.tenant_exists(tenant_id).await? {
+            return Err(Error::NotFound {
+                kind: "tenant",
+                id: tenant_id.to_owned(),
+            });
+        }
+        let devices = rows.into_iter().map(Device::from).collect();
+        Ok(Paged::from_rows(devices, page, CursorKind::Devices, |d| {
+            d.id.clone()
+        }))
+    }
+
+    /// Apply `patch` to the device and return it, or `NotFound`.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %id))]
+    pub async fn update_device(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        patch: &DevicePatch,
+    ) -> Result<Device, Error> {
+        const SQL: &str = concat!(
+            "UPDATE devices SET labels = COALESCE($3, labels), ",
+            "attributes = COALESCE($4, attributes), enabled = COALESCE($5, enabled), ",
+            "updated_at = $6 WHERE tenant_id = $1 AND id = $2 RETURNING ",
+            columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceRow>(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .bind(patch.labels.as_ref().map(Json))
+            .bind(patch.attributes.as_ref().map(Json))
+            .bind(patch.enabled)
+            .bind(Ts(now()))
+            .fetch_optional(pool)
+            .await?);
+        row.map(Device::from)
+            .ok_or_else(|| not_found(tenant_id, id))
+    }
+
+    /// Delete the device, or `NotFound`.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %id))]
+    pub async fn delete_device(&self, tenant_id: &str, id: &str) -> Result<(), Error> {
+        const SQL: &str = "DELETE FROM devices WHERE tenant_id = $1 AND id = $2";
+        let deleted = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if deleted == 0 {
+            return Err(not_found(tenant_id, id));
+        }
+        Ok(())
+    }
+}
+
+/// How a device appears in `NotFound`/`AlreadyExists`: `tenant/device`.
+fn qualified(tenant_id: &str, id: &str) -> String {
+    format!("{tenant_id}/{id}")
+}
+
+fn not_found(tenant_id: &str, id: &str) -> Error {
+    Error::NotFound {
+        kind: KIND,
+        id: qualified(tenant_id, id),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_device_json_defaults() {
+        let d: NewDevice = serde_json::from_str(r#"{"id":"s-1"}"#).unwrap();
+        assert_eq!(d, NewDevice::new("s-1"));
+        assert!(d.enabled);
+    }
+}

@@ -1,0 +1,183 @@
+//! Tenants: the unit of isolation. Deleting one deletes its devices.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::codec::{Ts, now};
+use crate::error::{Violation, violation};
+use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::{Error, Store, TenantId};
+
+const KIND: &str = "tenant";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewTenant {
+    /// `[a-z0-9-]{3,63}`, checked on create.
+    pub id: String,
+    pub name: String,
+}
+
+/// Fields to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantPatch {
+    pub name: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantRow {
+    id: String,
+    name: String,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl From<TenantRow> for Tenant {
+    fn from(r: TenantRow) -> Self {
+        Tenant {
+            id: r.id,
+            name: r.name,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+/// The columns of [`TenantRow`], as a macro so that `concat!` can build
+/// `&'static str` queries from it.
+macro_rules! columns {
+    () => {
+        "id, name, created_at, updated_at"
+    };
+}
+
+impl Store {
+    /// Create a tenant. `AlreadyExists` if the id is taken, `InvalidId` if it
+    /// does not match the tenant id pattern.
+    #[tracing::instrument(skip_all, fields(tenant = %new.id))]
+    pub async fn create_tenant(&self, new: &NewTenant) -> Result<Tenant, Error> {
+        TenantId::parse(&new.id)?;
+        const SQL: &str = concat!(
+            "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) ",
+            "RETURNING ",
+            columns!()
+        );
+        let at = Ts(now());
+        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
+            .bind(&new.id)
+            .bind(&new.name)
+            .bind(at)
+            .fetch_one(pool)
+            .await);
+        match row {
+            Ok(row) => Ok(row.into()),
+            Err(e) => match violation(&e) {
+                Some(Violation::Unique) => Err(Error::AlreadyExists {
+                    kind: KIND,
+                    id: new.id.clone(),
+                }),
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// The tenant `id`, or `NotFound`.
+    pub async fn get_tenant(&self, id: &str) -> Result<Tenant, Error> {
+        const SQL: &str = concat!("SELECT ", columns!(), " FROM tenants WHERE id = $1");
+        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(Tenant::from).ok_or_else(|| not_found(id))
+    }
+
+    /// Whether the tenant `id` exists (cheaper than `get_tenant`).
+    pub async fn tenant_exists(&self, id: &str) -> Result<bool, Error> {
+        const SQL: &str = "SELECT COUNT(*) FROM tenants WHERE id = $1";
+        let n: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(id)
+            .fetch_one(pool)
+            .await?);
+        Ok(n > 0)
+    }
+
+    /// Tenants in id order.
+    pub async fn list_tenants(&self, page: &Page) -> Result<Paged<Tenant>, Error> {
+        let limit = page.fetch_limit();
+        let rows = match &page.cursor {
+            None => {
+                const SQL: &str =
+                    concat!("SELECT ", columns!(), " FROM tenants ORDER BY id LIMIT $1");
+                on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?)
+            }
+            Some(cursor) => {
+                let after = decode_cursor(CursorKind::Tenants, cursor)?;
+                const SQL: &str = concat!(
+                    "SELECT ",
+                    columns!(),
+                    " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
+                );
+                on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
+                    .bind(&after)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?)
+            }
+        };
+        let tenants = rows.into_iter().map(Tenant::from).collect();
+        Ok(Paged::from_rows(tenants, page, CursorKind::Tenants, |t| {
+            t.id.clone()
+        }))
+    }
+
+    /// Apply `patch` to the tenant `id` and return it, or `NotFound`.
+    #[tracing::instrument(skip_all, fields(tenant = %id))]
+    pub async fn update_tenant(&self, id: &str, patch: &TenantPatch) -> Result<Tenant, Error> {
+        const SQL: &str = concat!(
+            "UPDATE tenants SET name = COALESCE($2, name), updated_at = $3 WHERE id = $1 ",
+            "RETURNING ",
+            columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
+            .bind(id)
+            .bind(patch.name.as_deref())
+            .bind(Ts(now()))
+            .fetch_optional(pool)
+            .await?);
+        row.map(Tenant::from).ok_or_else(|| not_found(id))
+    }
+
+    /// Delete the tenant `id` and, by cascade, its devices. `NotFound` if
+    /// there is no such tenant. Audit entries about it stay.
+    #[tracing::instrument(skip_all, fields(tenant = %id))]
+    pub async fn delete_tenant(&self, id: &str) -> Result<(), Error> {
+        const SQL: &str = "DELETE FROM tenants WHERE id = $1";
+        let deleted = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if deleted == 0 {
+            return Err(not_found(id));
+        }
+        tracing::info!("tenant deleted");
+        Ok(())
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound {
+        kind: KIND,
+        id: id.to_owned(),
+    }
+}

@@ -1,0 +1,27 @@
+//! Conformance suite: the same repository tests on every backend.
+//!
+//! Each test below runs as `name::sqlite` (always) and `name::postgres`
+//! (when TEST_DATABASE_URL or DATABASE_URL is set), each on a fresh database
+//! of its own; see `store::testing`.
+
+// A test crate: clippy's allow-*-in-tests covers only `#[test]` functions,
+// and most of these bodies are helpers that `backend_tests!` wraps.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod audit;
+mod devices;
+mod migrations;
+mod sqlite;
+mod tenants;
+
+use store::{NewTenant, Store, Tenant};
+
+/// Create tenant `id` named after itself.
+async fn tenant(store: &Store, id: &str) -> anyhow::Result<Tenant> {
+    Ok(store
+        .create_tenant(&NewTenant {
+            id: id.into(),
+            name: format!("Tenant {id}"),
+        })
+        .await?)
+}
