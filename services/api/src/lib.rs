@@ -1,0 +1,111 @@
+//! fleetmq HTTP API: the axum app shared by the `fleetmq` binary and tests.
+//!
+//! Module map:
+//!
+//! - `lib.rs` — [`AppState`] (what handlers get: the store, the metrics
+//!   handle; config values, no globals), [`HttpLimits`], this crate's
+//!   startup [`Error`].
+//! - `router.rs` — [`router()`] builds the whole app: routes, the 404
+//!   fallback and the layers, in one documented order.
+//! - [`error`] — RFC 9457 `application/problem+json`: [`Problem`],
+//!   [`ApiError`] (one variant per status) and the one mapping from
+//!   `store::Error`.
+//! - [`extract`] — [`ApiJson`], the JSON body extractor whose rejections
+//!   are problems, with the JSON pointer of the bad field.
+//! - `middleware` — request ids, problem bodies for errors made outside
+//!   handlers, timeout, concurrency limit, panic response, request span.
+//! - [`telemetry`] — the process-wide Prometheus recorder
+//!   ([`install_metrics_recorder`]) and the HTTP request metrics.
+//! - `routes/` — one file per resource, each with `router()`, merged in
+//!   `routes/mod.rs`: `health` (`/healthz`, `/readyz`), `metrics`
+//!   (`/metrics`).
+//! - `server.rs` — [`serve`]: the app on a bound listener until a shutdown
+//!   future completes.
+//! - `test_support.rs` (tests only) — apps on `store::testing` databases,
+//!   `oneshot` helpers.
+
+use std::fmt;
+use std::time::Duration;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use store::Store;
+
+pub mod error;
+pub mod extract;
+mod middleware;
+mod router;
+mod routes;
+mod server;
+pub mod telemetry;
+#[cfg(test)]
+mod test_support;
+
+pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
+pub use extract::ApiJson;
+pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
+pub use router::router;
+pub use server::serve;
+pub use telemetry::install_metrics_recorder;
+
+/// What every handler can reach. Cheap to clone (handles only).
+#[derive(Clone)]
+pub struct AppState {
+    pub(crate) store: Store,
+    pub(crate) metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// `metrics` is the handle from [`install_metrics_recorder`].
+    pub fn new(store: Store, metrics: PrometheusHandle) -> Self {
+        Self { store, metrics }
+    }
+
+    /// The database.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+}
+
+impl fmt::Debug for AppState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppState")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Bounds on each HTTP request, applied by [`router()`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body accepted; larger ones get 413. Default 1 MiB.
+    pub body_limit_bytes: usize,
+    /// Longest a request may take up to its response head, queueing
+    /// included; then 503 (see [`ApiError::Timeout`]). Default 30 s.
+    pub request_timeout: Duration,
+    /// Most `/v1` requests in handlers at once; more wait (within
+    /// `request_timeout`). `None` for no limit; `Some(0)` means 1. Probes
+    /// and `/metrics` are never limited. Default 1024.
+    pub concurrency_limit: Option<usize>,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            body_limit_bytes: 1024 * 1024,
+            request_timeout: Duration::from_secs(30),
+            concurrency_limit: Some(1024),
+        }
+    }
+}
+
+/// Errors setting up the HTTP side (handlers use [`ApiError`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Another `metrics` recorder was installed first, or the builder
+    /// rejected its settings.
+    #[error("cannot install the Prometheus metrics recorder")]
+    MetricsRecorder(#[source] metrics_exporter_prometheus::BuildError),
+    /// The thread that keeps histogram memory bounded did not start.
+    #[error("cannot start the metrics upkeep thread")]
+    MetricsUpkeep(#[source] std::io::Error),
+}

@@ -1,0 +1,126 @@
+//! `GET /healthz` (the process is up) and `GET /readyz` (it can serve: the
+//! database answers and its migrations are current).
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// How long `/readyz` waits for the database. Shorter than the request
+/// timeout so a hung database reads as "unreachable", not as a timeout.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+}
+
+#[derive(Debug, Serialize)]
+struct Health {
+    status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Ready {
+    status: &'static str,
+    database: String,
+}
+
+/// Liveness: answers as long as the process serves HTTP; checks nothing
+/// else, so a database outage does not get the process restarted.
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// Readiness: 200 with the database backend, or 503 naming what is wrong
+/// (the store's errors map to client-safe details in `error.rs`; whatever
+/// else fails the check is still "not ready", so 503 too).
+async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.check_ready()).await {
+        Ok(Ok(())) => Ok(Json(Ready {
+            status: "ready",
+            database: state.store.backend().to_string(),
+        })),
+        Ok(Err(e)) => Err(match ApiError::from(e) {
+            ApiError::Internal(source) => ApiError::Unavailable {
+                detail: "database check failed".to_owned(),
+                source: Some(source),
+            },
+            other => other,
+        }),
+        Err(_elapsed) => Err(ApiError::unavailable(format!(
+            "database did not answer within {READY_CHECK_TIMEOUT:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use store::Backend;
+
+    use crate::test_support::{self, TestState, body_json, get, problem, send};
+    use crate::{HttpLimits, router};
+
+    const BACKENDS: [Backend; 2] = [Backend::Sqlite, Backend::Postgres];
+
+    #[tokio::test]
+    async fn healthz_is_ok() {
+        let (app, _s) = test_support::app().await;
+        let response = send(&app, get("/healthz")).await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            body_json(response).await,
+            serde_json::json!({"status": "ok"})
+        );
+    }
+
+    #[tokio::test]
+    async fn readyz_is_ready_on_a_migrated_store() {
+        for backend in BACKENDS {
+            let Some(s) = TestState::new(backend, true).await else {
+                continue;
+            };
+            let app = router(s.state.clone(), &HttpLimits::default());
+            let response = send(&app, get("/readyz")).await;
+            assert_eq!(response.status(), 200, "{backend}");
+            assert_eq!(
+                body_json(response).await,
+                serde_json::json!({"status": "ready", "database": backend.to_string()})
+            );
+            s.db.cleanup().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn readyz_names_pending_migrations() {
+        for backend in BACKENDS {
+            let Some(s) = TestState::new(backend, false).await else {
+                continue;
+            };
+            let app = router(s.state.clone(), &HttpLimits::default());
+            let body = problem(send(&app, get("/readyz")).await, 503).await;
+            assert_eq!(body["type"], "https://fleetmq.dev/problems/unavailable");
+            let detail = body["detail"].as_str().unwrap();
+            assert!(detail.contains("migrations pending"), "{backend}: {detail}");
+            // Liveness does not depend on the database.
+            assert_eq!(send(&app, get("/healthz")).await.status(), 200);
+            s.db.cleanup().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn readyz_names_an_unreachable_database() {
+        let s = test_support::state().await;
+        s.state.store().close().await;
+        let app = router(s.state.clone(), &HttpLimits::default());
+        let body = problem(send(&app, get("/readyz")).await, 503).await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains("unreachable"), "{detail}");
+    }
+}
