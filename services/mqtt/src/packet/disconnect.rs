@@ -1,0 +1,143 @@
+//! DISCONNECT (3.14): in 5.0 either side may send it, with a reason.
+
+use bytes::{BufMut, BytesMut};
+
+use super::ack::{check_reason, read_reason};
+use super::{PacketType, ProtocolVersion};
+use crate::codec::Reader;
+use crate::error::{EncodeError, Error};
+use crate::properties::{Properties, PropertyContext};
+use crate::reason::ReasonCode;
+
+/// DISCONNECT (3.14).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Disconnect {
+    /// Why; 3.1.1 has none, so it is dropped when encoding for it.
+    pub reason_code: ReasonCode,
+    /// DISCONNECT properties (MQTT 5).
+    pub properties: Properties,
+}
+
+impl Disconnect {
+    /// A DISCONNECT with `reason_code` and no properties.
+    pub fn new(reason_code: ReasonCode) -> Self {
+        Self {
+            reason_code,
+            properties: Properties::default(),
+        }
+    }
+
+    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
+        read_reason_and_properties(
+            r,
+            version,
+            PacketType::Disconnect,
+            PropertyContext::Disconnect,
+        )
+        .map(|(reason_code, properties)| Self {
+            reason_code,
+            properties,
+        })
+    }
+
+    /// Writes the body; returns the fixed header flags.
+    pub(crate) fn write(
+        &self,
+        version: ProtocolVersion,
+        dst: &mut BytesMut,
+    ) -> Result<u8, EncodeError> {
+        if version == ProtocolVersion::V5 {
+            let ctx = PropertyContext::Disconnect;
+            write_reason_and_properties(
+                self.reason_code,
+                &self.properties,
+                PacketType::Disconnect,
+                ctx,
+                dst,
+            )?;
+        }
+        Ok(0)
+    }
+}
+
+/// DISCONNECT and AUTH: both parts may be left out, a remaining length of
+/// 0 meaning Success and of 1 meaning no properties (3.14.2.1, 3.15.2.1).
+pub(crate) fn read_reason_and_properties(
+    r: &mut Reader,
+    version: ProtocolVersion,
+    packet: PacketType,
+    ctx: PropertyContext,
+) -> Result<(ReasonCode, Properties), Error> {
+    let mut out = (ReasonCode::Success, Properties::default());
+    if version == ProtocolVersion::V5 && !r.is_empty() {
+        out.0 = read_reason(r, packet)?;
+        if !r.is_empty() {
+            out.1 = Properties::read(r, ctx)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The shortest encoding of a reason code and properties.
+pub(crate) fn write_reason_and_properties(
+    reason_code: ReasonCode,
+    properties: &Properties,
+    packet: PacketType,
+    ctx: PropertyContext,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    check_reason(reason_code, packet)?;
+    if reason_code == ReasonCode::Success && properties.is_empty() {
+        return Ok(());
+    }
+    dst.put_u8(reason_code.to_u8());
+    if !properties.is_empty() {
+        properties.write(ctx, dst)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::Packet;
+    use crate::packet::testutil::{decode_one, encode};
+
+    const V4: ProtocolVersion = ProtocolVersion::V311;
+    const V5: ProtocolVersion = ProtocolVersion::V5;
+
+    #[test]
+    fn shortest_forms() {
+        let normal = Packet::Disconnect(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION));
+        assert_eq!(encode(&normal, V4), [0xE0, 0x00]);
+        assert_eq!(encode(&normal, V5), [0xE0, 0x00]);
+        let taken = Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver));
+        assert_eq!(encode(&taken, V4), [0xE0, 0x00]);
+        assert_eq!(encode(&taken, V5), [0xE0, 0x01, 0x8E]);
+        assert_eq!(decode_one(&[0xE0, 0x01, 0x8E], V5).unwrap(), taken);
+        assert_eq!(decode_one(&[0xE0, 0x02, 0x8E, 0x00], V5).unwrap(), taken);
+        assert_eq!(decode_one(&[0xE0, 0x00], V5).unwrap(), normal);
+    }
+
+    #[test]
+    fn v311_disconnect_has_no_body_and_fixed_flags() {
+        assert_eq!(
+            decode_one(&[0xE0, 0x01, 0x00], V4),
+            Err(Error::TrailingBytes(1))
+        );
+        assert_eq!(
+            decode_one(&[0xE1, 0x00], V4),
+            Err(Error::InvalidHeaderFlags {
+                packet: PacketType::Disconnect,
+                flags: 1
+            })
+        );
+        assert_eq!(
+            decode_one(&[0xE0, 0x01, 0x18], V5),
+            Err(Error::InvalidReasonCode {
+                packet: PacketType::Disconnect,
+                code: 0x18
+            })
+        );
+    }
+}

@@ -1,0 +1,21 @@
+//! Helpers for the packet unit tests.
+
+use bytes::BytesMut;
+
+use super::{MAX_PACKET_SIZE, Packet, ProtocolVersion, decode};
+use crate::error::Error;
+
+/// Decodes `bytes` as exactly one whole packet.
+pub(crate) fn decode_one(bytes: &[u8], version: ProtocolVersion) -> Result<Packet, Error> {
+    let mut buf = BytesMut::from(bytes);
+    let packet = decode(&mut buf, version, MAX_PACKET_SIZE)?.expect("a whole packet");
+    assert!(buf.is_empty(), "decode left {} bytes", buf.len());
+    Ok(packet)
+}
+
+/// Encodes `packet` for `version`.
+pub(crate) fn encode(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
+    let mut buf = BytesMut::new();
+    packet.encode(version, &mut buf).expect("encodable");
+    buf.to_vec()
+}
