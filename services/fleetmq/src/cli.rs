@@ -1,0 +1,129 @@
+//! Command-line definitions. Every value is optional here so that
+//! [`crate::config`] can tell a flag or environment variable (which clap reads)
+//! from a config-file value or a default.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "fleetmq",
+    version,
+    about = "fleetmq: a multi-tenant IoT device platform (MQTT broker, PKI, REST API, webhooks)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the platform: broker, REST API, webhooks and dashboard in one process.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(StorageArgs),
+}
+
+/// Options shared by every subcommand that touches the data directory or database.
+#[derive(Debug, Clone, Default, Args)]
+pub struct StorageArgs {
+    /// TOML config file; its keys are the long flag names with `_` for `-`
+    /// (e.g. `http_listen = "0.0.0.0:8080"`). Flags and environment win over it.
+    #[arg(long, env = "FLEETMQ_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory for the SQLite database, keys and the lock file; created with
+    /// mode 0700. [default: ./fleetmq-data]
+    #[arg(long, env = "FLEETMQ_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Database: `postgres://user@host:port/db` or `sqlite://path`.
+    /// [default: sqlite://<data-dir>/fleetmq.db]
+    #[arg(long, env = "FLEETMQ_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+
+    /// Log format on stderr; filter with RUST_LOG (e.g. `RUST_LOG=fleetmq=debug`).
+    /// [default: pretty]
+    #[arg(long, env = "FLEETMQ_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// MQTT over TCP listen address; port 0 picks a free port. [default: 0.0.0.0:1883]
+    #[arg(long, env = "FLEETMQ_MQTT_LISTEN", value_name = "ADDR")]
+    pub mqtt_listen: Option<String>,
+
+    /// MQTT over TLS listen address. [default: 0.0.0.0:8883]
+    #[arg(long, env = "FLEETMQ_MQTTS_LISTEN", value_name = "ADDR")]
+    pub mqtts_listen: Option<String>,
+
+    /// MQTT over WebSocket listen address (path /mqtt). [default: 0.0.0.0:8083]
+    #[arg(long, env = "FLEETMQ_WS_LISTEN", value_name = "ADDR")]
+    pub ws_listen: Option<String>,
+
+    /// HTTP listen address for the REST API, dashboard, /healthz, /readyz and
+    /// /metrics; port 0 picks a free port. [default: 0.0.0.0:8080]
+    #[arg(long, env = "FLEETMQ_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<String>,
+
+    /// Let webhooks target loopback and private addresses (development and tests only).
+    #[arg(long, env = "FLEETMQ_WEBHOOK_ALLOW_PRIVATE", value_name = "BOOL",
+          num_args = 0..=1, default_missing_value = "true",
+          value_parser = clap::builder::BoolishValueParser::new())]
+    pub webhook_allow_private: Option<bool>,
+
+    /// Let unauthenticated MQTT clients in, with full access to TENANT's topics
+    /// (created if missing). Development and benchmarks only; off by default.
+    #[arg(long, env = "FLEETMQ_ALLOW_ANONYMOUS", value_name = "TENANT")]
+    pub allow_anonymous: Option<String>,
+
+    /// Seconds to drain connections after SIGINT/SIGTERM before closing anyway.
+    /// [default: 10]
+    #[arg(long, env = "FLEETMQ_SHUTDOWN_TIMEOUT", value_name = "SECS")]
+    pub shutdown_timeout: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable, coloured when stderr is a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn boolean_flag_accepts_bare_and_explicit_values() {
+        let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
+            Command::Serve(s) => s.webhook_allow_private,
+            Command::Migrate(_) => unreachable!(),
+        };
+        assert_eq!(parse(&["fleetmq", "serve"]), None);
+        assert_eq!(
+            parse(&["fleetmq", "serve", "--webhook-allow-private"]),
+            Some(true)
+        );
+        assert_eq!(
+            parse(&["fleetmq", "serve", "--webhook-allow-private=false"]),
+            Some(false)
+        );
+        assert!(
+            Cli::try_parse_from(["fleetmq", "serve", "--webhook-allow-private=maybe"]).is_err()
+        );
+    }
+}

@@ -1,0 +1,399 @@
+//! Settings layered as flags > environment > config file > defaults.
+//!
+//! clap already puts flags above environment variables, so each setting is
+//! `flag_or_env.or(file).unwrap_or(default)`. Values are checked here, once,
+//! and every error names the setting in all the forms a user may have used.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{LogFormat, ServeArgs, StorageArgs};
+use crate::error::Error;
+
+/// One setting's three spellings, for error messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub key: &'static str,
+}
+
+impl fmt::Display for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} / {}", self.flag, self.env)
+    }
+}
+
+macro_rules! setting {
+    ($name:ident, $flag:literal, $env:literal, $key:literal) => {
+        pub const $name: Setting = Setting {
+            flag: $flag,
+            env: $env,
+            key: $key,
+        };
+    };
+}
+setting!(DATA_DIR, "--data-dir", "FLEETMQ_DATA_DIR", "data_dir");
+setting!(
+    DATABASE_URL,
+    "--database-url",
+    "FLEETMQ_DATABASE_URL",
+    "database_url"
+);
+setting!(
+    MQTT_LISTEN,
+    "--mqtt-listen",
+    "FLEETMQ_MQTT_LISTEN",
+    "mqtt_listen"
+);
+setting!(
+    MQTTS_LISTEN,
+    "--mqtts-listen",
+    "FLEETMQ_MQTTS_LISTEN",
+    "mqtts_listen"
+);
+setting!(WS_LISTEN, "--ws-listen", "FLEETMQ_WS_LISTEN", "ws_listen");
+setting!(
+    HTTP_LISTEN,
+    "--http-listen",
+    "FLEETMQ_HTTP_LISTEN",
+    "http_listen"
+);
+setting!(
+    ALLOW_ANONYMOUS,
+    "--allow-anonymous",
+    "FLEETMQ_ALLOW_ANONYMOUS",
+    "allow_anonymous"
+);
+setting!(
+    SHUTDOWN_TIMEOUT,
+    "--shutdown-timeout",
+    "FLEETMQ_SHUTDOWN_TIMEOUT",
+    "shutdown_timeout"
+);
+
+pub const DEFAULT_DATA_DIR: &str = "./fleetmq-data";
+pub const SQLITE_FILE: &str = "fleetmq.db";
+
+/// The config file. Unknown keys are an error: a typo must not be ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub log_format: Option<LogFormat>,
+    pub mqtt_listen: Option<String>,
+    pub mqtts_listen: Option<String>,
+    pub ws_listen: Option<String>,
+    pub http_listen: Option<String>,
+    pub webhook_allow_private: Option<bool>,
+    pub allow_anonymous: Option<String>,
+    pub shutdown_timeout: Option<u64>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::ConfigRead {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| Error::ConfigInvalid {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is one line with the line number, since
+    /// toml's own Display spans several lines with a source excerpt.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            match e.span() {
+                Some(span) => {
+                    let line = text
+                        .get(..span.start)
+                        .map_or(0, |s| s.matches('\n').count())
+                        + 1;
+                    format!("line {line}: {message}")
+                }
+                None => message,
+            }
+        })
+    }
+}
+
+/// Where the data lives: shared by `serve` and `migrate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageConfig {
+    pub data_dir: PathBuf,
+    /// The database URL; `None` means the embedded SQLite file in the data dir.
+    pub database_url: Option<String>,
+    pub log_format: LogFormat,
+}
+
+impl StorageConfig {
+    /// The URL to open: the explicit one, or SQLite inside the data dir.
+    pub fn effective_database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join(SQLITE_FILE).display()),
+        }
+    }
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub storage: StorageConfig,
+    pub mqtt_listen: SocketAddr,
+    pub mqtts_listen: SocketAddr,
+    pub ws_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub webhook_allow_private: bool,
+    pub allow_anonymous: Option<String>,
+    pub shutdown_timeout: Duration,
+}
+
+fn load_file(path: Option<&Path>) -> Result<FileConfig, Error> {
+    path.map_or_else(|| Ok(FileConfig::default()), FileConfig::load)
+}
+
+pub fn resolve_storage(args: &StorageArgs) -> Result<StorageConfig, Error> {
+    let file = load_file(args.config.as_deref())?;
+    storage_from(args, &file)
+}
+
+fn storage_from(args: &StorageArgs, file: &FileConfig) -> Result<StorageConfig, Error> {
+    let data_dir = args
+        .data_dir
+        .clone()
+        .or_else(|| file.data_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        return Err(Error::invalid(DATA_DIR, "", "must not be empty"));
+    }
+    let database_url = args
+        .database_url
+        .clone()
+        .or_else(|| file.database_url.clone());
+    if let Some(url) = &database_url {
+        check_database_url(url)?;
+    }
+    Ok(StorageConfig {
+        data_dir,
+        database_url,
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Pretty),
+    })
+}
+
+fn check_database_url(url: &str) -> Result<(), Error> {
+    const SCHEMES: [&str; 4] = ["postgres://", "postgresql://", "sqlite://", "sqlite:"];
+    if SCHEMES.iter().any(|s| url.starts_with(s)) {
+        Ok(())
+    } else {
+        // Never echo the URL: it may hold a password.
+        Err(Error::invalid(
+            DATABASE_URL,
+            "<redacted>",
+            "expected postgres://user@host:port/db or sqlite://path",
+        ))
+    }
+}
+
+pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
+    let file = load_file(args.storage.config.as_deref())?;
+    let storage = storage_from(&args.storage, &file)?;
+    let addr = |setting: Setting, flag: &Option<String>, file: &Option<String>, default: &str| {
+        let text = flag.as_deref().or(file.as_deref()).unwrap_or(default);
+        parse_listen_addr(setting, text)
+    };
+    let allow_anonymous = args
+        .allow_anonymous
+        .clone()
+        .or_else(|| file.allow_anonymous.clone());
+    if let Some(tenant) = &allow_anonymous
+        && store::TenantId::parse(tenant).is_err()
+    {
+        return Err(Error::invalid(
+            ALLOW_ANONYMOUS,
+            tenant,
+            "a tenant id is 3 to 63 characters of a-z, 0-9 and -",
+        ));
+    }
+    let shutdown_secs = args
+        .shutdown_timeout
+        .or(file.shutdown_timeout)
+        .unwrap_or(10);
+    if shutdown_secs == 0 || shutdown_secs > 3600 {
+        return Err(Error::invalid(
+            SHUTDOWN_TIMEOUT,
+            &shutdown_secs.to_string(),
+            "expected 1 to 3600 seconds",
+        ));
+    }
+    Ok(ServeConfig {
+        storage,
+        mqtt_listen: addr(
+            MQTT_LISTEN,
+            &args.mqtt_listen,
+            &file.mqtt_listen,
+            "0.0.0.0:1883",
+        )?,
+        mqtts_listen: addr(
+            MQTTS_LISTEN,
+            &args.mqtts_listen,
+            &file.mqtts_listen,
+            "0.0.0.0:8883",
+        )?,
+        ws_listen: addr(WS_LISTEN, &args.ws_listen, &file.ws_listen, "0.0.0.0:8083")?,
+        http_listen: addr(
+            HTTP_LISTEN,
+            &args.http_listen,
+            &file.http_listen,
+            "0.0.0.0:8080",
+        )?,
+        webhook_allow_private: args
+            .webhook_allow_private
+            .or(file.webhook_allow_private)
+            .unwrap_or(false),
+        allow_anonymous,
+        shutdown_timeout: Duration::from_secs(shutdown_secs),
+    })
+}
+
+/// `HOST:PORT` with an IP or a resolvable name (`localhost:8080`).
+fn parse_listen_addr(setting: Setting, text: &str) -> Result<SocketAddr, Error> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = "expected HOST:PORT such as 0.0.0.0:8080 or 127.0.0.1:0 (port 0 picks a free port)";
+    // Only names with an explicit port are resolved: "8080" alone is a mistake.
+    if text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        && let Some(addr) = text.to_socket_addrs().ok().and_then(|mut a| a.next())
+    {
+        return Ok(addr);
+    }
+    Err(Error::invalid(setting, text, hint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn serve_args(f: impl FnOnce(&mut ServeArgs)) -> ServeArgs {
+        let mut args = ServeArgs::default();
+        f(&mut args);
+        args
+    }
+
+    #[test]
+    fn defaults_follow_the_design_contract() {
+        let cfg = resolve_serve(&ServeArgs::default()).unwrap();
+        assert_eq!(cfg.http_listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(cfg.mqtt_listen, "0.0.0.0:1883".parse().unwrap());
+        assert_eq!(cfg.mqtts_listen, "0.0.0.0:8883".parse().unwrap());
+        assert_eq!(cfg.storage.data_dir, PathBuf::from("./fleetmq-data"));
+        assert_eq!(
+            cfg.storage.effective_database_url(),
+            "sqlite://./fleetmq-data/fleetmq.db"
+        );
+        assert!(!cfg.webhook_allow_private);
+        assert_eq!(cfg.allow_anonymous, None);
+    }
+
+    #[test]
+    fn flag_or_env_wins_over_file_which_wins_over_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("fleetmq.toml");
+        std::fs::write(
+            &file,
+            "http_listen = \"127.0.0.2:0\"\nmqtt_listen = \"127.0.0.2:0\"\n",
+        )
+        .unwrap();
+        let cfg = resolve_serve(&serve_args(|a| {
+            a.storage.config = Some(file.clone());
+            a.http_listen = Some("127.0.0.3:0".into());
+        }))
+        .unwrap();
+        assert_eq!(cfg.http_listen, "127.0.0.3:0".parse().unwrap());
+        assert_eq!(cfg.mqtt_listen, "127.0.0.2:0".parse().unwrap());
+        assert_eq!(cfg.ws_listen, "0.0.0.0:8083".parse().unwrap());
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let file = FileConfig::parse(include_str!("../../../deploy/fleetmq.toml")).unwrap();
+        assert_eq!(file.data_dir, Some(PathBuf::from("/var/lib/fleetmq")));
+        assert_eq!(file.log_format, Some(LogFormat::Json));
+    }
+
+    #[test]
+    fn unknown_file_key_names_key_and_line() {
+        let err = FileConfig::parse("data_dir = \"x\"\nhttp_listn = \"1\"\n").unwrap_err();
+        assert!(err.starts_with("line 2:"), "{err}");
+        assert!(err.contains("http_listn"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn bad_address_names_flag_and_env() {
+        let err = resolve_serve(&serve_args(|a| a.http_listen = Some("8080".into()))).unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("--http-listen") && msg.contains("FLEETMQ_HTTP_LISTEN"),
+            "{msg}"
+        );
+        assert!(msg.contains("'8080'"), "{msg}");
+    }
+
+    #[test]
+    fn resolvable_names_are_accepted() {
+        let cfg =
+            resolve_serve(&serve_args(|a| a.http_listen = Some("localhost:0".into()))).unwrap();
+        assert!(cfg.http_listen.ip().is_loopback());
+    }
+
+    #[test]
+    fn database_url_scheme_is_checked_without_echoing_it() {
+        let err = resolve_serve(&serve_args(|a| {
+            a.storage.database_url = Some("mysql://u:hunter2@h/db".into());
+        }))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--database-url") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn anonymous_tenant_must_be_a_valid_id() {
+        assert!(
+            resolve_serve(&serve_args(
+                |a| a.allow_anonymous = Some("Bad Tenant".into())
+            ))
+            .is_err()
+        );
+        let cfg = resolve_serve(&serve_args(|a| {
+            a.allow_anonymous = Some("dev-fleet".into())
+        }))
+        .unwrap();
+        assert_eq!(cfg.allow_anonymous.as_deref(), Some("dev-fleet"));
+    }
+
+    #[test]
+    fn shutdown_timeout_is_bounded() {
+        assert!(resolve_serve(&serve_args(|a| a.shutdown_timeout = Some(0))).is_err());
+        let cfg = resolve_serve(&serve_args(|a| a.shutdown_timeout = Some(3))).unwrap();
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(3));
+    }
+}

@@ -1,0 +1,102 @@
+//! The binary's errors. Each Display is one line that says what went wrong and
+//! what to change; `main` prints it and exits with [`Error::exit_code`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::config::{DATA_DIR, Setting};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read config file {}: {source}", path.display())]
+    ConfigRead { path: PathBuf, source: io::Error },
+
+    #[error("config file {}: {message}", path.display())]
+    ConfigInvalid { path: PathBuf, message: String },
+
+    #[error("invalid value '{value}' for {setting}: {hint}")]
+    InvalidSetting {
+        setting: Setting,
+        value: String,
+        hint: &'static str,
+    },
+
+    #[error("data dir {}: cannot {action}: {source}; fix it or choose another with {DATA_DIR}", path.display())]
+    DataDir {
+        path: PathBuf,
+        action: &'static str,
+        source: io::Error,
+    },
+
+    #[error(
+        "data dir {} is already in use by another fleetmq process{}; stop it or choose another with {DATA_DIR}",
+        path.display(),
+        holder.as_ref().map(|pid| format!(" (pid {pid})")).unwrap_or_default()
+    )]
+    DataDirInUse {
+        path: PathBuf,
+        holder: Option<String>,
+    },
+
+    #[error(
+        "cannot listen for {what} on {addr}: port {} is already in use; choose another with {setting} (port 0 picks a free port)",
+        addr.port()
+    )]
+    PortInUse {
+        what: &'static str,
+        addr: SocketAddr,
+        setting: Setting,
+    },
+
+    #[error("cannot listen for {what} on {addr}: {source}; choose another address with {setting}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        setting: Setting,
+        source: io::Error,
+    },
+
+    #[error("database {url}: {source}")]
+    Store { url: String, source: store::Error },
+
+    #[error("metrics: {0}")]
+    Metrics(String),
+
+    #[error("logging: {0}")]
+    Telemetry(String),
+
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(io::Error),
+
+    #[error("HTTP server failed: {0}")]
+    Serve(io::Error),
+}
+
+impl Error {
+    pub fn invalid(setting: Setting, value: &str, hint: &'static str) -> Self {
+        Error::InvalidSetting {
+            setting,
+            value: value.to_owned(),
+            hint,
+        }
+    }
+
+    pub fn store(url: &str, source: store::Error) -> Self {
+        Error::Store {
+            url: store::redact_url(url),
+            source,
+        }
+    }
+
+    /// 2 for a configuration the user must fix (as clap does for bad flags),
+    /// 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::ConfigRead { .. }
+            | Error::ConfigInvalid { .. }
+            | Error::InvalidSetting { .. } => 2,
+            _ => 1,
+        }
+    }
+}

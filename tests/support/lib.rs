@@ -1,0 +1,215 @@
+//! Helpers for end-to-end tests: start the real `fleetmq` binary on port 0,
+//! wait until it says where it listens, talk to it over HTTP, stop it with a
+//! real signal, and give each Postgres test a database of its own.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
+
+/// How long a freshly built binary may take to answer (the bound).
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+const READY_LINE: &str = "fleetmq: http listening on ";
+
+/// The `fleetmq` binary cargo built beside this test (override: FLEETMQ_BIN).
+pub fn fleetmq_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FLEETMQ_BIN") {
+        return PathBuf::from(bin);
+    }
+    // Test binaries live in target/<profile>/deps/; the binary one level up.
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("fleetmq");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it with `cargo build -p fleetmq` (nextest --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A `fleetmq` command with a clean environment: no FLEETMQ_* from the caller.
+pub fn fleetmq(cwd: &Path) -> Command {
+    let mut cmd = Command::new(fleetmq_bin());
+    cmd.current_dir(cwd).kill_on_drop(true).stdin(Stdio::null());
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("FLEETMQ_") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    cmd
+}
+
+/// Runs a command that is expected to exit by itself.
+pub async fn run_to_exit(mut cmd: Command) -> Result<Finished> {
+    let output = tokio::time::timeout(
+        START_TIMEOUT,
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).output(),
+    )
+    .await
+    .context("command did not exit in time")??;
+    Ok(Finished {
+        status: output.status,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}
+
+/// The one error line the binary prints on failure (log lines may precede
+/// it); panics unless there is exactly one and nothing panicked.
+pub fn error_line(stderr: &str) -> &str {
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("fleetmq: error: "))
+        .collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "exactly one error line expected in:\n{stderr}"
+    );
+    lines[0]
+}
+
+#[derive(Debug)]
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A running server.
+pub struct Server {
+    child: Child,
+    pub http: SocketAddr,
+    pub stdout: Vec<String>,
+    stderr: mpsc::UnboundedReceiver<String>,
+}
+
+impl Server {
+    /// Starts `fleetmq serve <args>` in `cwd` and waits for its ready line.
+    pub async fn start(mut cmd: Command) -> Result<Server> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().context("spawn fleetmq")?;
+        let (stderr_tx, stderr) = mpsc::unbounded_channel();
+        let mut err_lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = err_lines.next_line().await {
+                if stderr_tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut out_lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut stdout = Vec::new();
+        let http = tokio::time::timeout(START_TIMEOUT, async {
+            while let Some(line) = out_lines.next_line().await? {
+                stdout.push(line.clone());
+                if let Some(addr) = line.strip_prefix(READY_LINE) {
+                    return Ok::<_, anyhow::Error>(Some(addr.trim().parse::<SocketAddr>()?));
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .context("no ready line within 60 s")??;
+        // Keep draining stdout so the server never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = out_lines.next_line().await {} });
+        let mut server = Server {
+            child,
+            http: SocketAddr::from(([0, 0, 0, 0], 0)),
+            stdout,
+            stderr,
+        };
+        match http {
+            Some(addr) => {
+                server.http = loopback(addr);
+                Ok(server)
+            }
+            None => {
+                let status = server.child.wait().await?;
+                bail!(
+                    "fleetmq exited ({status}) before listening:\n{}",
+                    server.drain_stderr().join("\n")
+                )
+            }
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+
+    pub async fn get(&self, path: &str) -> Result<reqwest::Response> {
+        Ok(reqwest::Client::new()
+            .get(self.url(path))
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await?)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    /// Sends a real signal, as Ctrl-C or a service manager would.
+    pub async fn signal(&self, name: &str) -> Result<()> {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await?;
+        if !status.success() {
+            bail!("kill -{name} failed");
+        }
+        Ok(())
+    }
+
+    /// Waits for the process to exit by itself.
+    pub async fn wait(&mut self, within: Duration) -> Result<ExitStatus> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .map_err(|_| anyhow!("fleetmq did not exit within {within:?}"))?
+            .map_err(Into::into)
+    }
+
+    /// Stops with SIGINT and asserts a clean exit.
+    pub async fn stop(mut self) -> Result<Vec<String>> {
+        self.signal("INT").await?;
+        let status = self.wait(Duration::from_secs(20)).await?;
+        let stderr = self.drain_stderr();
+        if !status.success() {
+            bail!("fleetmq exited with {status}:\n{}", stderr.join("\n"));
+        }
+        Ok(stderr)
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn drain_stderr(&mut self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.try_recv() {
+            lines.push(line);
+        }
+        lines
+    }
+}
+
+fn loopback(addr: SocketAddr) -> SocketAddr {
+    match addr.ip().is_unspecified() {
+        true => SocketAddr::from(([127, 0, 0, 1], addr.port())),
+        false => addr,
+    }
+}
+
+/// Fresh databases per test, shared with the store's own conformance suite.
+pub use store::testing::TestDb;
