@@ -1,0 +1,32 @@
+//! `fleetmq-loadgen`: an MQTT fan-in load generator built on rumqttc, a
+//! client neither fleetmq nor Mosquitto ships, so both brokers are measured
+//! by the same outside tool.
+//!
+//! N publisher connections each send M messages of S bytes to their own
+//! topic `bench/<n>`; K subscribers on `bench/#` count what arrives. Every
+//! payload starts with a 16-byte header (publisher, sequence, send time), so
+//! subscribers can drop duplicates and measure end-to-end latency against
+//! one in-process clock.
+//!
+//! Module map:
+//!
+//! - [`config`]: command-line arguments ([`Args`]) and their validation into
+//!   a [`Config`]; only loopback targets are accepted.
+//! - [`payload`]: the payload header, written by publishers and read by
+//!   subscribers.
+//! - [`stats`]: latency percentiles and the [`Report`] printed at the end.
+//! - [`run`]: the run itself: connect subscribers, then publishers, start
+//!   them together, stop when everything arrived, the broker went quiet, or
+//!   the time bound passed.
+//! - [`error`]: [`Error`], what can go wrong in setup.
+
+pub mod config;
+pub mod error;
+pub mod payload;
+pub mod run;
+pub mod stats;
+
+pub use config::{Args, Config};
+pub use error::Error;
+pub use run::run;
+pub use stats::Report;
