@@ -38,7 +38,7 @@ pub const PROBLEM_TYPE_BASE: &str = "https://fleetmq.dev/problems/";
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
 /// One invalid field of a request body.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     /// RFC 6901 JSON pointer to the field, `""` for the whole document.
     pub pointer: String,
@@ -60,7 +60,7 @@ impl FieldError {
 ///
 /// Build one from an [`ApiError`] in handlers; [`Problem::from_status`] is for
 /// responses produced by framework layers (see the router's middleware).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Problem {
     /// Stable identifier of the problem kind (see the module docs).
     #[serde(rename = "type")]
@@ -95,6 +95,7 @@ fn kind_of(status: StatusCode) -> Option<(&'static str, &'static str)> {
         StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Request body too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
         StatusCode::UNPROCESSABLE_ENTITY => ("validation", "Validation failed"),
+        StatusCode::TOO_MANY_REQUESTS => ("rate-limited", "Too many requests"),
         StatusCode::INTERNAL_SERVER_ERROR => ("internal", "Internal server error"),
         StatusCode::SERVICE_UNAVAILABLE => ("unavailable", "Service unavailable"),
         _ => return None,
@@ -225,6 +226,22 @@ pub enum ApiError {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// 422: an `Idempotency-Key` already used for a different request (or
+    /// by someone else).
+    #[error("idempotency key reused for a different request")]
+    IdempotencyKeyReused,
+
+    /// 409: the first request with this `Idempotency-Key` is still running.
+    #[error("a request with this idempotency key is in progress")]
+    IdempotencyKeyInFlight,
+
+    /// 429: the caller is over its rate limit; answered with `Retry-After`.
+    #[error("rate limited; retry after {retry_after:?}")]
+    TooManyRequests {
+        /// How long until a request would be accepted.
+        retry_after: Duration,
+    },
+
     /// 413: the request body is over the configured limit.
     #[error("request body too large")]
     PayloadTooLarge,
@@ -292,7 +309,11 @@ impl ApiError {
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::AlreadyExists { .. } | Self::Conflict(_) => StatusCode::CONFLICT,
+            Self::AlreadyExists { .. } | Self::Conflict(_) | Self::IdempotencyKeyInFlight => {
+                StatusCode::CONFLICT
+            }
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -318,6 +339,22 @@ impl ApiError {
                 Problem::new(status, "already-exists", "Already exists")
                     .with_detail(format!("{resource} {id} already exists"))
             }
+            Self::IdempotencyKeyReused => {
+                Problem::new(status, "idempotency-key-reused", "Idempotency key reused")
+                    .with_detail(
+                        "this Idempotency-Key was used for a different request; use a new key",
+                    )
+            }
+            Self::IdempotencyKeyInFlight => {
+                Problem::new(status, "idempotency-key-in-flight", "Request in progress")
+                    .with_detail(
+                        "the first request with this Idempotency-Key has not finished; retry",
+                    )
+            }
+            Self::TooManyRequests { retry_after } => base.with_detail(format!(
+                "over the rate limit; retry in {} s",
+                retry_after.as_secs().saturating_add(1)
+            )),
             Self::PayloadTooLarge => base.with_detail("the request body is over the size limit"),
             Self::Validation(errors) => base
                 .with_detail("the request body has invalid fields")
@@ -364,6 +401,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
+        if let Self::TooManyRequests { retry_after } = &self {
+            // Whole seconds, rounded up (RFC 9110 §10.2.3).
+            let secs = retry_after.as_secs().saturating_add(1);
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
@@ -408,6 +452,19 @@ impl From<store::Error> for ApiError {
             | E::MigrationDirty { .. }) => {
                 unavailable("database migrations do not match this server", e)
             }
+            e => Self::Internal(Box::new(e)),
+        }
+    }
+}
+
+/// Token problems are the client's (401, the message is safe to send:
+/// it never contains the token); key storage problems are ours.
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError as A;
+        match e {
+            A::Store(e) => Self::from(e),
+            e if e.is_client_error() => Self::Unauthorized(e.to_string()),
             e => Self::Internal(Box::new(e)),
         }
     }

@@ -21,7 +21,7 @@ use crate::error::{ApiError, FieldError};
 /// - malformed JSON or trailing data → 400;
 /// - well-formed JSON of the wrong shape → 422 with one [`FieldError`] whose
 ///   `pointer` is the JSON pointer of the bad field (for a missing field, the
-///   pointer of the field that is missing).
+///   pointer of the field that is missing; for an unknown field, its own).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -105,6 +105,17 @@ fn json_error(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
                 .and_then(|rest| rest.strip_suffix('`'))
             {
                 push_token(&mut pointer, field);
+            } else if let Some(field) = message
+                .strip_prefix("unknown field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(field, _)| field)
+            {
+                // Likewise for a field the type does not have (deny_unknown_fields).
+                let mut token = String::new();
+                push_token(&mut token, field);
+                if !pointer.ends_with(&token) {
+                    pointer.push_str(&token);
+                }
             }
             ApiError::Validation(vec![FieldError::new(pointer, message)])
         }
@@ -174,6 +185,23 @@ mod tests {
     fn missing_field_points_at_the_field() {
         let e = ApiJson::<Device>::from_bytes(br#"{"labels":[]}"#).unwrap_err();
         assert_eq!(field_errors(e)[0].pointer, "/id");
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Strict {
+        id: String,
+        inner: Option<Box<Strict>>,
+    }
+
+    #[test]
+    fn unknown_field_points_at_the_field() {
+        let e = ApiJson::<Strict>::from_bytes(br#"{"id":"a","extra":1}"#).unwrap_err();
+        assert_eq!(field_errors(e)[0].pointer, "/extra");
+        let e =
+            ApiJson::<Strict>::from_bytes(br#"{"id":"a","inner":{"id":"b","x/y":1}}"#).unwrap_err();
+        assert_eq!(field_errors(e)[0].pointer, "/inner/x~1y");
     }
 
     #[test]

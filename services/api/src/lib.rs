@@ -10,6 +10,11 @@
 //! - [`error`] — RFC 9457 `application/problem+json`: [`Problem`],
 //!   [`ApiError`] (one variant per status) and the one mapping from
 //!   `store::Error`.
+//! - [`auth`] — bearer JWTs: [`Keys`] (ES256 signing keys kept in the
+//!   store, rotation by `kid`, [`Keys::issue`] for `fleetmq admin token`),
+//!   [`Role`], the [`Principal`] extractor with its access checks and the
+//!   per-caller rate limit.
+//! - [`model`] — what the API sends (its own types, with OpenAPI schemas).
 //! - [`extract`] — [`ApiJson`], the JSON body extractor whose rejections
 //!   are problems, with the JSON pointer of the bad field.
 //! - `middleware` — request ids, problem bodies for errors made outside
@@ -18,21 +23,30 @@
 //!   ([`install_metrics_recorder`]) and the HTTP request metrics.
 //! - `routes/` — one file per resource, each with `router()`, merged in
 //!   `routes/mod.rs`: `health` (`/healthz`, `/readyz`), `metrics`
-//!   (`/metrics`).
+//!   (`/metrics`), `openapi` (`/openapi.json`, [`openapi_document`]);
+//!   under `/v1`: `tenants`, `devices`, `device_import`
+//!   (`devices:import`), `audit`, `api_keys` (with `/v1/auth/token`); and
+//!   what they share: `query` (strict list query strings), `validate`
+//!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
+//!   middleware on creates).
 //! - `server.rs` — [`serve`]: the app on a bound listener until a shutdown
 //!   future completes.
 //! - `test_support.rs` (tests only) — apps on `store::testing` databases,
 //!   `oneshot` helpers.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use store::Store;
+use tokio::sync::OnceCell;
 
+pub mod auth;
 pub mod error;
 pub mod extract;
 mod middleware;
+pub mod model;
 mod router;
 mod routes;
 mod server;
@@ -40,10 +54,12 @@ pub mod telemetry;
 #[cfg(test)]
 mod test_support;
 
+pub use auth::{Keys, Principal, Role};
 pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use extract::ApiJson;
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
 pub use router::router;
+pub use routes::openapi_document;
 pub use server::serve;
 pub use telemetry::install_metrics_recorder;
 
@@ -52,12 +68,37 @@ pub use telemetry::install_metrics_recorder;
 pub struct AppState {
     pub(crate) store: Store,
     pub(crate) metrics: PrometheusHandle,
+    /// Loaded (or created) on first use unless given by [`AppState::with_keys`].
+    keys: Arc<OnceCell<Keys>>,
 }
 
 impl AppState {
-    /// `metrics` is the handle from [`install_metrics_recorder`].
+    /// `metrics` is the handle from [`install_metrics_recorder`]. The token
+    /// keys are loaded from `store` (created there on first start) when the
+    /// first authenticated request arrives; see [`AppState::with_keys`].
     pub fn new(store: Store, metrics: PrometheusHandle) -> Self {
-        Self { store, metrics }
+        Self {
+            store,
+            metrics,
+            keys: Arc::new(OnceCell::new()),
+        }
+    }
+
+    /// Use `keys` (from [`Keys::load_or_create`] on the same store) rather
+    /// than loading them on first use.
+    #[must_use]
+    pub fn with_keys(self, keys: Keys) -> Self {
+        Self {
+            keys: Arc::new(OnceCell::new_with(Some(keys))),
+            ..self
+        }
+    }
+
+    /// The token keys, loaded or created on first call.
+    pub async fn keys(&self) -> Result<&Keys, auth::AuthError> {
+        self.keys
+            .get_or_try_init(|| Keys::load_or_create(&self.store))
+            .await
     }
 
     /// The database.
@@ -86,6 +127,10 @@ pub struct HttpLimits {
     /// `request_timeout`). `None` for no limit; `Some(0)` means 1. Probes
     /// and `/metrics` are never limited. Default 1024.
     pub concurrency_limit: Option<usize>,
+    /// Requests per authenticated caller (token subject), answered 429
+    /// with `Retry-After` beyond it. `None` for no limit. Default 50/s,
+    /// bursts of 200.
+    pub rate_limit: Option<auth::RateLimit>,
 }
 
 impl Default for HttpLimits {
@@ -94,6 +139,7 @@ impl Default for HttpLimits {
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             concurrency_limit: Some(1024),
+            rate_limit: Some(auth::RateLimit::default()),
         }
     }
 }

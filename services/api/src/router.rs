@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware::{from_fn, from_fn_with_state};
+use axum::{Extension, Router};
 use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION, SET_COOKIE};
 use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
@@ -18,6 +18,7 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
+use crate::auth::RateLimiter;
 use crate::middleware::{
     MakeRequestUuidV7, X_REQUEST_ID, drop_unusable_request_id, limit_concurrency,
     make_request_span, no_route, panic_response, render_problems, timeout,
@@ -42,9 +43,11 @@ use crate::{AppState, HttpLimits, routes};
 /// 6. panics → 500 problem (message logged only);
 /// 7. request timeout → 503 problem;
 /// 8. body limit → 413 (by `Content-Length`, or while reading);
-/// 9. for `/v1` routes only: the concurrency limit.
+/// 9. for `/v1` routes only: the concurrency limit, and the per-caller
+///    rate limit (checked once the caller is authenticated).
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
-    with_api(state, limits, routes::api())
+    let api = routes::api(&state);
+    with_api(state, limits, api)
 }
 
 /// [`router()`] with `api` in place of the resource routes; tests add
@@ -55,6 +58,10 @@ pub(crate) fn with_api(state: AppState, limits: &HttpLimits, api: Router<AppStat
             let permits = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
             api.layer(from_fn_with_state(permits, limit_concurrency))
         }
+        None => api,
+    };
+    let api = match limits.rate_limit {
+        Some(limit) => api.layer(Extension(Arc::new(RateLimiter::new(limit)))),
         None => api,
     };
     let layers = ServiceBuilder::new()

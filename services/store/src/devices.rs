@@ -267,6 +267,98 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Create many devices in `tenant_id`, in order: one result per device
+    /// attempted. With `all_or_nothing`, in one transaction that stops at
+    /// the first failure and is rolled back (so the earlier `Ok`s did not
+    /// persist, and later devices were not attempted); otherwise each
+    /// device on its own. Per-device errors are `AlreadyExists` and
+    /// `InvalidId`; `NotFound` (tenant) if the tenant does not exist, and
+    /// database failures, fail the whole call.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, count = devices.len()))]
+    pub async fn import_devices(
+        &self,
+        tenant_id: &str,
+        devices: &[NewDevice],
+        all_or_nothing: bool,
+    ) -> Result<Vec<Result<Device, Error>>, Error> {
+        if !self.tenant_exists(tenant_id).await? {
+            return Err(Error::NotFound {
+                kind: "tenant",
+                id: tenant_id.to_owned(),
+            });
+        }
+        if !all_or_nothing {
+            let mut results = Vec::with_capacity(devices.len());
+            for new in devices {
+                match self.create_device(tenant_id, new).await {
+                    Ok(d) => results.push(Ok(d)),
+                    Err(e @ (Error::AlreadyExists { .. } | Error::InvalidId { .. })) => {
+                        results.push(Err(e));
+                    }
+                    // The tenant went away meanwhile, or the database did.
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(results);
+        }
+        const SQL: &str = concat!(
+            "INSERT INTO devices ",
+            "(tenant_id, id, labels, attributes, enabled, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
+            columns!()
+        );
+        let at = Ts(now());
+        let results = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let mut results = Vec::with_capacity(devices.len());
+            for new in devices {
+                let result = match DeviceId::parse(&new.id) {
+                    Err(e) => Err(e),
+                    Ok(_) => match sqlx::query_as::<_, DeviceRow>(SQL)
+                        .bind(tenant_id)
+                        .bind(&new.id)
+                        .bind(Json(&new.labels))
+                        .bind(Json(&new.attributes))
+                        .bind(new.enabled)
+                        .bind(at)
+                        .fetch_one(&mut *tx)
+                        .await
+                    {
+                        Ok(row) => Ok(Device::from(row)),
+                        Err(e) => match violation(&e) {
+                            Some(Violation::Unique) => Err(Error::AlreadyExists {
+                                kind: KIND,
+                                id: qualified(tenant_id, &new.id),
+                            }),
+                            Some(Violation::ForeignKey) => {
+                                return Err(Error::NotFound {
+                                    kind: "tenant",
+                                    id: tenant_id.to_owned(),
+                                });
+                            }
+                            // The transaction rolls back on drop.
+                            None => return Err(e.into()),
+                        },
+                    },
+                };
+                let failed = result.is_err();
+                results.push(result);
+                if failed {
+                    break;
+                }
+            }
+            if results.iter().all(Result::is_ok) {
+                tx.commit().await?;
+            } else {
+                tx.rollback().await?;
+            }
+            results
+        });
+        Ok(results)
+    }
+}
+
 /// How a device appears in `NotFound`/`AlreadyExists`: `tenant/device`.
 fn qualified(tenant_id: &str, id: &str) -> String {
     format!("{tenant_id}/{id}")

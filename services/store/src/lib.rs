@@ -8,6 +8,9 @@
 //!   [`Store::migrate`], [`Store::migration_status`], [`Store::check_ready`].
 //! - `tenants.rs`, `devices.rs`, `audit.rs` — one file per aggregate: its
 //!   domain types and its repository methods on [`Store`].
+//! - `api_keys.rs` — tenants' API keys (hashed secrets).
+//! - `signing_keys.rs` — the API's JWT signing keys (rotation by `kid`).
+//! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
 //! - `page.rs` — cursor paging ([`Page`] → [`Paged`]).
 //! - `ids.rs` — [`TenantId`] and [`DeviceId`] (parse, don't validate).
 //! - `codec.rs` — the timestamp column type shared by both backends.
@@ -43,23 +46,29 @@ macro_rules! on_pool {
     };
 }
 
+mod api_keys;
 mod audit;
 mod codec;
 mod devices;
 mod error;
+mod idempotency;
 mod ids;
 mod migrate;
 mod page;
+mod signing_keys;
 mod store;
 mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
 pub use devices::{Attributes, Device, DeviceFilter, DevicePatch, Labels, NewDevice};
 pub use error::Error;
+pub use idempotency::{IdempotencyClaim, IdempotencyRecord};
 pub use ids::{DeviceId, TenantId};
 pub use migrate::MigrationStatus;
 pub use page::{Page, Paged};
+pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};

@@ -96,6 +96,7 @@ pub(crate) enum CursorKind {
     Tenants,
     Devices,
     Audit,
+    ApiKeys,
 }
 
 impl CursorKind {
@@ -104,6 +105,7 @@ impl CursorKind {
             CursorKind::Tenants => "t1:",
             CursorKind::Devices => "d1:",
             CursorKind::Audit => "a1:",
+            CursorKind::ApiKeys => "k1:",
         }
     }
 }

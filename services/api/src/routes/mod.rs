@@ -1,12 +1,27 @@
 //! Routes, one file per resource; each file has `router()`, and they are
-//! merged here, in one place.
+//! merged here, in one place. `query`, `validate` and `idempotency` are
+//! shared by the resources.
 
 use axum::Router;
+use axum::middleware::from_fn_with_state;
+use serde::{Deserialize, Deserializer};
+use utoipa::IntoParams;
 
 use crate::AppState;
 
+pub(crate) mod api_keys;
+pub(crate) mod audit;
+pub(crate) mod device_import;
+pub(crate) mod devices;
 mod health;
+mod idempotency;
 mod metrics;
+mod openapi;
+
+pub use openapi::document as openapi_document;
+mod query;
+pub(crate) mod tenants;
+mod validate;
 
 /// Operational endpoints: `/healthz`, `/readyz`, `/metrics`. Not subject
 /// to the concurrency limit, so probes and scrapes still get through when
@@ -15,10 +30,54 @@ pub(crate) fn ops() -> Router<AppState> {
     Router::new()
         .merge(health::router())
         .merge(metrics::router())
+        .merge(openapi::router())
 }
 
-/// The resource API (`/v1/…`), behind the concurrency limit. Resources are
-/// merged here as they are written.
-pub(crate) fn api() -> Router<AppState> {
+/// The resource API (`/v1/…`), behind the concurrency limit. Creating
+/// tenants and devices honours `Idempotency-Key` (see `idempotency`).
+pub(crate) fn api(state: &AppState) -> Router<AppState> {
     Router::new()
+        .merge(tenants::router())
+        .merge(devices::router())
+        // Only these: API key and token responses carry secrets, which
+        // must not be kept for replay.
+        .route_layer(from_fn_with_state(state.clone(), idempotency::layer))
+        .merge(audit::router())
+        .merge(api_keys::router())
+}
+
+/// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value
+/// → `Some(Some(v))` (with `#[serde(default)]`).
+pub(crate) fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `?limit=&cursor=` of every list (documentation).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub(crate) struct PageParams {
+    /// Items per page, 1 to 1000; default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// `next_cursor` of the previous page (opaque; a cursor from another
+    /// list, or made up, is 400).
+    #[param(min_length = 1, max_length = 262, pattern = "^([0-9a-f]{2})+$")]
+    cursor: Option<String>,
+}
+
+/// The `Idempotency-Key` request header (documentation).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct IdempotencyKeyHeader {
+    /// 1 to 255 visible ASCII characters, unique per request you mean to
+    /// make once. A retry with the same key and body gets the first
+    /// response (`Idempotent-Replayed: true`) for 24 hours.
+    #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
+    idempotency_key: Option<String>,
 }

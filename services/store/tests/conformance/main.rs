@@ -8,6 +8,7 @@
 // and most of these bodies are helpers that `backend_tests!` wraps.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod api_auth;
 mod audit;
 mod devices;
 mod migrations;

@@ -1,0 +1,229 @@
+//! `/v1/tenants/{t}/api-keys` (tenant-admin): create (the secret is shown
+//! once), list, revoke; and `POST /v1/auth/token`, which exchanges a key's
+//! secret for a short-lived bearer token of the key's role and tenant.
+//!
+//! Secrets are `fmq_{id}_{64 hex}`; only their SHA-256 is stored (they are
+//! random, so a slow hash adds nothing). Revoking a key stops new tokens;
+//! tokens already issued last until they expire ([`TOKEN_TTL`]).
+
+use std::time::Duration;
+
+use aws_lc_rs::constant_time::verify_slices_are_equal;
+use aws_lc_rs::digest::{SHA256, digest};
+use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use serde::Deserialize;
+use serde_json::json;
+use store::{NewApiKey, TenantId};
+use utoipa::ToSchema;
+
+use super::audit::{Event, RequestId, record};
+use super::{query, validate};
+use crate::auth::{Access, AuthError, Principal, Role};
+use crate::model::{AccessToken, ApiKeyPage, CreatedApiKey};
+use crate::{ApiError, ApiJson, AppState, FieldError};
+
+/// Lifetime of a token from `POST /v1/auth/token`.
+pub(crate) const TOKEN_TTL: Duration = Duration::from_secs(15 * 60);
+const PREFIX: &str = "fmq_";
+/// Longest `api_key` we look at.
+const MAX_SECRET_LEN: usize = 128;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{t}/api-keys", get(list).post(create))
+        .route("/v1/tenants/{t}/api-keys/{id}", delete(revoke))
+        .route("/v1/auth/token", post(token))
+}
+
+/// A new API key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateApiKey {
+    /// What it is for, 1 to 200 characters.
+    #[schema(example = "billing backend")]
+    name: String,
+    /// The role its tokens get.
+    #[schema(pattern = "^(tenant-admin|operator|viewer)$", example = "operator")]
+    role: String,
+}
+
+/// An API key secret to exchange.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TokenRequest {
+    api_key: String,
+}
+
+/// Create an API key (tenant-admin). The response is the only time the
+/// secret is shown.
+#[utoipa::path(post, path = "/v1/tenants/{t}/api-keys", tag = "api-keys",
+    operation_id = "create_api_key",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    request_body = CreateApiKey,
+    responses((status = 201, description = "The key and its secret", body = CreatedApiKey)))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<CreateApiKey>,
+) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
+    who.require(&t, Access::Admin)?;
+    let mut errors = Vec::new();
+    validate::name(&body.name, "/name", &mut errors);
+    match body.role.parse::<Role>() {
+        Ok(Role::PlatformAdmin) | Err(_) => errors.push(FieldError::new(
+            "/role",
+            "must be tenant-admin, operator or viewer",
+        )),
+        Ok(_) => {}
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let id = uuid::Uuid::now_v7().simple().to_string();
+    let mut random = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut random)
+        .map_err(|_| ApiError::internal(std::io::Error::other("no randomness")))?;
+    let secret = format!("{PREFIX}{id}_{}", hex(&random));
+    let key = state
+        .store
+        .create_api_key(&NewApiKey {
+            id,
+            tenant_id: t.clone(),
+            name: body.name,
+            role: body.role,
+            secret_hash: digest(&SHA256, secret.as_bytes()).as_ref().to_vec(),
+        })
+        .await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "api_key.create",
+            target: format!("tenants/{t}/api-keys/{}", key.id),
+            details: json!({ "role": key.role, "name": key.name }),
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(CreatedApiKey {
+            key: key.into(),
+            secret,
+        }),
+    ))
+}
+
+/// List a tenant's API keys, revoked ones included (tenant-admin).
+#[utoipa::path(get, path = "/v1/tenants/{t}/api-keys", tag = "api-keys",
+    operation_id = "list_api_keys",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        super::PageParams),
+    responses((status = 200, description = "A page of keys", body = ApiKeyPage)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<ApiJson<ApiKeyPage>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let q = query::parse(raw.as_deref(), &[], &[])?;
+    if !state.store.tenant_exists(&t).await? {
+        return Err(ApiError::NotFound {
+            resource: "tenant".to_owned(),
+            id: t,
+        });
+    }
+    Ok(ApiJson(
+        state.store.list_api_keys(&t, &q.page).await?.into(),
+    ))
+}
+
+/// Revoke an API key (tenant-admin): it gets no more tokens.
+#[utoipa::path(delete, path = "/v1/tenants/{t}/api-keys/{id}", tag = "api-keys",
+    operation_id = "revoke_api_key",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("id" = String, Path, description = "API key id")),
+    responses((status = 204, description = "Revoked")))]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::Admin)?;
+    state.store.revoke_api_key(&t, &id).await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "api_key.revoke",
+            target: format!("tenants/{t}/api-keys/{id}"),
+            details: json!({}),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Exchange an API key secret for a bearer token of its role and tenant,
+/// valid 15 minutes. No bearer token needed.
+#[utoipa::path(post, path = "/v1/auth/token", tag = "api-keys",
+    operation_id = "exchange_api_key",
+    security(()),
+    request_body = TokenRequest,
+    responses((status = 200, description = "A bearer token", body = AccessToken)))]
+pub(crate) async fn token(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<TokenRequest>,
+) -> Result<ApiJson<AccessToken>, ApiError> {
+    let invalid = || ApiError::Unauthorized("invalid or revoked API key".to_owned());
+    let secret = body.api_key;
+    if secret.len() > MAX_SECRET_LEN {
+        return Err(invalid());
+    }
+    let (id, _) = secret
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .ok_or_else(invalid)?;
+    let (key, hash) = match state.store.api_key_with_hash(id).await {
+        Ok(found) => found,
+        Err(store::Error::NotFound { .. }) => return Err(invalid()),
+        Err(e) => return Err(e.into()),
+    };
+    let presented = digest(&SHA256, secret.as_bytes());
+    if verify_slices_are_equal(presented.as_ref(), &hash).is_err() || key.revoked_at.is_some() {
+        return Err(invalid());
+    }
+    let role: Role = key
+        .role
+        .parse()
+        .map_err(|e: AuthError| ApiError::internal(e))?;
+    let tenant = TenantId::parse(&key.tenant_id)?;
+    let keys = state.keys().await?;
+    let token = keys.issue_for(
+        &format!("api-key:{}", key.id),
+        role,
+        Some(&tenant),
+        TOKEN_TTL,
+    )?;
+    Ok(ApiJson(AccessToken {
+        access_token: token,
+        token_type: "Bearer".to_owned(),
+        expires_in: TOKEN_TTL.as_secs(),
+    }))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,204 @@
+//! `POST /v1/tenants/{t}/devices:import`: many devices at once, as NDJSON
+//! (one `CreateDevice` object per line), with a result per line.
+//!
+//! `?all_or_nothing=true` applies every line or none: any invalid line, or
+//! any line the store refuses (a duplicate id), and nothing is created.
+//! Otherwise each valid line is created on its own. The answer is always
+//! 200 with an [`ImportReport`]: `applied` says whether anything persisted.
+//! CSV input is not supported yet.
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use http::HeaderMap;
+use http::header::CONTENT_TYPE;
+use serde::Serialize;
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::audit::{Event, RequestId, record};
+use super::devices::{CreateDevice, new_device};
+use super::query;
+use crate::auth::{Access, Principal};
+use crate::{ApiError, ApiJson, AppState, FieldError};
+
+/// Most lines in one import.
+pub(crate) const MAX_LINES: usize = 10_000;
+/// Most device ids kept in the audit entry of one import.
+const MAX_AUDITED_IDS: usize = 1_000;
+
+/// The outcome of an import.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ImportReport {
+    /// Whether any device was created (false after an all-or-nothing
+    /// import with a failure).
+    applied: bool,
+    created: usize,
+    failed: usize,
+    /// One per non-empty line, in order.
+    results: Vec<LineResult>,
+}
+
+/// What happened to one line.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LineResult {
+    /// 1-based line number in the request body.
+    line: usize,
+    /// The device id, when the line had one.
+    id: Option<String>,
+    /// `created`, `failed`, `rolled_back` (valid, but the all-or-nothing
+    /// import failed elsewhere) or `not_attempted`.
+    #[schema(pattern = "^(created|failed|rolled_back|not_attempted)$")]
+    status: &'static str,
+    /// Why it failed: a problem type slug and detail, and field errors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<LineError>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LineError {
+    #[schema(example = "https://fleetmq.dev/problems/already-exists")]
+    r#type: String,
+    detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    errors: Vec<FieldError>,
+}
+
+impl LineError {
+    fn from_api(e: &ApiError) -> Self {
+        let p = e.to_problem();
+        LineError {
+            r#type: p.type_uri,
+            detail: p.detail.unwrap_or(p.title),
+            errors: p.errors,
+        }
+    }
+}
+
+/// Import devices from NDJSON (operator, tenant-admin).
+#[utoipa::path(post, path = "/v1/tenants/{t}/devices:import", tag = "devices",
+    operation_id = "import_devices",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("all_or_nothing" = Option<bool>, Query, description = "Apply every line or none")),
+    request_body(content = String, content_type = "application/x-ndjson",
+        description = "One CreateDevice JSON object per line, at most 10000 lines"),
+    responses((status = 200, description = "A result per line", body = ImportReport)))]
+pub(crate) async fn import(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    RawQuery(raw): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<ApiJson<ImportReport>, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    let q = query::parse(raw.as_deref(), &["all_or_nothing"], &[])?;
+    let all_or_nothing = match q.filters.first().map(|(_, v)| v.as_str()) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`all_or_nothing` must be `true` or `false`".to_owned(),
+            ));
+        }
+    };
+    let ndjson = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-ndjson"));
+    if !ndjson {
+        return Err(ApiError::UnsupportedMediaType(
+            "expected `Content-Type: application/x-ndjson`".to_owned(),
+        ));
+    }
+
+    // Parse and validate every line first.
+    let mut parsed = Vec::new();
+    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if parsed.len() == MAX_LINES {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_LINES} lines per import"
+            )));
+        }
+        let device = ApiJson::<CreateDevice>::from_bytes(line)
+            .and_then(|ApiJson(body)| new_device(body).map_err(ApiError::Validation));
+        parsed.push((index + 1, device));
+    }
+    let mut results: Vec<LineResult> = parsed
+        .iter()
+        .map(|(line, device)| LineResult {
+            line: *line,
+            id: device.as_ref().ok().map(|d| d.id.clone()),
+            status: "not_attempted",
+            error: device.as_ref().err().map(LineError::from_api),
+        })
+        .collect();
+    for r in &mut results {
+        if r.error.is_some() {
+            r.status = "failed";
+        }
+    }
+    let invalid = results.iter().any(|r| r.error.is_some());
+    let valid: Vec<(usize, store::NewDevice)> = parsed
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, (_, d))| d.ok().map(|d| (i, d)))
+        .collect();
+
+    if !(all_or_nothing && invalid) {
+        let devices: Vec<store::NewDevice> = valid.iter().map(|(_, d)| d.clone()).collect();
+        let outcomes = state
+            .store
+            .import_devices(&t, &devices, all_or_nothing)
+            .await?;
+        let committed = !all_or_nothing || outcomes.iter().all(Result::is_ok);
+        for ((i, _), outcome) in valid.iter().zip(outcomes) {
+            let Some(r) = results.get_mut(*i) else {
+                continue;
+            };
+            match outcome {
+                Ok(_) if committed => r.status = "created",
+                Ok(_) => r.status = "rolled_back",
+                Err(e) => {
+                    r.status = "failed";
+                    r.error = Some(LineError::from_api(&ApiError::from(e)));
+                }
+            }
+        }
+    }
+    let created: Vec<&str> = results
+        .iter()
+        .filter(|r| r.status == "created")
+        .filter_map(|r| r.id.as_deref())
+        .collect();
+    let failed = results.iter().filter(|r| r.status == "failed").count();
+    if !created.is_empty() {
+        record(
+            &state,
+            &who,
+            &request_id,
+            Event {
+                tenant: Some(&t),
+                action: "device.import",
+                target: format!("tenants/{t}/devices"),
+                details: json!({
+                    "created": created.len(),
+                    "ids": created.iter().take(MAX_AUDITED_IDS).collect::<Vec<_>>(),
+                    "ids_truncated": created.len() > MAX_AUDITED_IDS,
+                    "all_or_nothing": all_or_nothing,
+                }),
+            },
+        )
+        .await?;
+    }
+    Ok(ApiJson(ImportReport {
+        applied: !created.is_empty(),
+        created: created.len(),
+        failed,
+        results,
+    }))
+}

@@ -1,0 +1,325 @@
+//! `/v1/tenants/{t}/devices`: create, list (filters `status`, `label`),
+//! read, update with a JSON merge patch, delete. Reading needs any role of
+//! the tenant; the rest needs operator, tenant-admin or platform-admin.
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use store::{Attributes, DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice};
+use utoipa::ToSchema;
+
+use super::audit::{Event, RequestId, record};
+use super::tenants::id_detail;
+use super::{nullable, query, validate};
+use crate::auth::{Access, Principal};
+use crate::model::{Device, DevicePage};
+use crate::{ApiError, ApiJson, AppState, FieldError};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{t}/devices", get(list).post(create))
+        .route(
+            "/v1/tenants/{t}/devices:import",
+            axum::routing::post(super::device_import::import),
+        )
+        .route(
+            "/v1/tenants/{t}/devices/{d}",
+            get(read).patch(update).delete(remove),
+        )
+}
+
+/// A new device.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateDevice {
+    /// `[A-Za-z0-9._-]{1,128}`; substituted into topics, certificates and URLs.
+    #[schema(example = "sensor-1", pattern = "^[A-Za-z0-9._-]{1,128}$")]
+    id: String,
+    /// At most 64; keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 bytes.
+    #[serde(default)]
+    labels: Labels,
+    /// A JSON object of at most 16 KiB, nested at most 8 deep.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    attributes: Attributes,
+    /// Default true.
+    #[serde(default)]
+    enabled: Option<bool>,
+}
+
+/// The device `body` describes, or what is wrong with it.
+pub(crate) fn new_device(body: CreateDevice) -> Result<NewDevice, Vec<FieldError>> {
+    let mut errors = Vec::new();
+    if let Err(e) = DeviceId::parse(&body.id) {
+        errors.push(FieldError::new("/id", id_detail(&e)));
+    }
+    validate::labels(&body.labels, "/labels", &mut errors);
+    validate::attributes(&body.attributes, "/attributes", &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(NewDevice {
+        id: body.id,
+        labels: body.labels,
+        attributes: body.attributes,
+        enabled: body.enabled.unwrap_or(true),
+    })
+}
+
+/// Changes to a device, as a JSON merge patch (RFC 7396): `labels` and
+/// `attributes` merge key by key (`null` removes a key; `null` for the
+/// whole member empties it), `enabled` replaces.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchDevice {
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    labels: Option<Option<Map<String, Value>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<Object>)]
+    attributes: Option<Option<Map<String, Value>>>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = bool)]
+    enabled: Option<Option<bool>>,
+}
+
+/// Create a device (operator, tenant-admin). Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/tenants/{t}/devices", operation_id = "create_device", tag = "devices",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), super::IdempotencyKeyHeader),
+    request_body = CreateDevice,
+    responses(
+        (status = 201, description = "The device", body = Device),
+        (status = 409, description = "A device with this id exists in the tenant",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<CreateDevice>,
+) -> Result<(StatusCode, ApiJson<Device>), ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    let new = new_device(body).map_err(ApiError::Validation)?;
+    let device = state.store.create_device(&t, &new).await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "device.create",
+            target: target(&t, &device.id),
+            details: json!({ "enabled": device.enabled }),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(device.into())))
+}
+
+/// List a tenant's devices in id order (any role of the tenant).
+///
+/// `?status=enabled|disabled` and `?label=key=value` (repeatable, all must
+/// match). `online`/`offline` come with presence tracking (later).
+#[utoipa::path(get, path = "/v1/tenants/{t}/devices", operation_id = "list_devices", tag = "devices",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), super::PageParams, DeviceFilters),
+    responses((status = 200, description = "A page of devices", body = DevicePage)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<ApiJson<DevicePage>, ApiError> {
+    who.require(&t, Access::Read)?;
+    let q = query::parse(raw.as_deref(), &["status", "label"], &["label"])?;
+    let mut filter = DeviceFilter::default();
+    for (name, value) in q.filters {
+        if name == "status" {
+            filter.enabled = Some(match value.as_str() {
+                "enabled" => true,
+                "disabled" => false,
+                "online" | "offline" => {
+                    return Err(ApiError::BadRequest(
+                        "`status=online|offline` needs presence tracking, which is not there \
+                         yet; use `enabled` or `disabled`"
+                            .to_owned(),
+                    ));
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(
+                        "`status` must be `enabled` or `disabled`".to_owned(),
+                    ));
+                }
+            });
+        } else {
+            let (key, value) = value
+                .split_once('=')
+                .filter(|(k, _)| validate::label_key_ok(k))
+                .ok_or_else(|| {
+                    ApiError::BadRequest(
+                        "`label` must be `key=value` with a valid label key".to_owned(),
+                    )
+                })?;
+            if filter.labels.len() >= query::MAX_LABEL_FILTERS {
+                return Err(ApiError::BadRequest(format!(
+                    "at most {} `label` filters",
+                    query::MAX_LABEL_FILTERS
+                )));
+            }
+            filter.labels.insert(key.to_owned(), value.to_owned());
+        }
+    }
+    Ok(ApiJson(
+        state.store.list_devices(&t, &filter, &q.page).await?.into(),
+    ))
+}
+
+/// Device list filters (documentation only: the handler parses the query
+/// string itself, strictly).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct DeviceFilters {
+    /// `enabled` or `disabled`.
+    #[param(pattern = "^(enabled|disabled)$")]
+    status: Option<String>,
+    /// `key=value`; repeat for several (all must match), at most 16.
+    #[param(style = Form, explode)]
+    label: Option<Vec<String>>,
+}
+
+/// Read a device (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}", operation_id = "get_device", tag = "devices",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses((status = 200, description = "The device", body = Device)))]
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((t, d)): Path<(String, String)>,
+) -> Result<ApiJson<Device>, ApiError> {
+    who.require(&t, Access::Read)?;
+    Ok(ApiJson(state.store.get_device(&t, &d).await?.into()))
+}
+
+/// Update a device with a JSON merge patch (operator, tenant-admin).
+#[utoipa::path(patch, path = "/v1/tenants/{t}/devices/{d}", operation_id = "update_device", tag = "devices",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    request_body(content = PatchDevice, content_type = "application/merge-patch+json"),
+    responses((status = 200, description = "The updated device", body = Device)))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, d)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PatchDevice>,
+) -> Result<ApiJson<Device>, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    // TODO(#4): If-Match/ETag, so two concurrent merges cannot lose one.
+    let current = state.store.get_device(&t, &d).await?;
+    let mut errors = Vec::new();
+    let labels = match body.labels {
+        None => None,
+        Some(None) => Some(Labels::new()),
+        Some(Some(patch)) => {
+            let mut merged: Map<String, Value> = current
+                .labels
+                .into_iter()
+                .map(|(k, v)| (k, Value::String(v)))
+                .collect();
+            validate::merge_patch(&mut merged, patch);
+            let mut labels = Labels::new();
+            for (k, v) in merged {
+                match v {
+                    Value::String(s) => {
+                        labels.insert(k, s);
+                    }
+                    _ => errors.push(FieldError::new(
+                        format!("/labels/{}", validate::escape(&k)),
+                        "label values are strings (or null to remove the label)",
+                    )),
+                }
+            }
+            validate::labels(&labels, "/labels", &mut errors);
+            Some(labels)
+        }
+    };
+    let attributes = match body.attributes {
+        None => None,
+        Some(None) => Some(Attributes::new()),
+        Some(Some(patch)) => {
+            let mut merged = current.attributes;
+            validate::merge_patch(&mut merged, patch);
+            validate::attributes(&merged, "/attributes", &mut errors);
+            Some(merged)
+        }
+    };
+    let enabled = match body.enabled {
+        None => None,
+        Some(None) => {
+            errors.push(FieldError::new("/enabled", "must be true or false"));
+            None
+        }
+        Some(Some(b)) => Some(b),
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let details = json!({
+        "labels": labels.is_some(),
+        "attributes": attributes.is_some(),
+        "enabled": enabled,
+    });
+    let patch = DevicePatch {
+        labels,
+        attributes,
+        enabled,
+    };
+    let device = state.store.update_device(&t, &d, &patch).await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "device.update",
+            target: target(&t, &d),
+            details,
+        },
+    )
+    .await?;
+    Ok(ApiJson(device.into()))
+}
+
+/// Delete a device (operator, tenant-admin).
+#[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}", operation_id = "delete_device", tag = "devices",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, d)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    state.store.delete_device(&t, &d).await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "device.delete",
+            target: target(&t, &d),
+            details: json!({}),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn target(t: &str, d: &str) -> String {
+    format!("tenants/{t}/devices/{d}")
+}

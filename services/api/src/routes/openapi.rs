@@ -1,0 +1,215 @@
+//! `GET /openapi.json`: the OpenAPI 3.1 document, generated from the
+//! handlers' `#[utoipa::path]` attributes and the types they take and give.
+//!
+//! Errors every `/v1` operation can answer (400, 401, 403, 404 under a
+//! path id, 413/415/422 with a body, 500, 503) are added by [`Errors`]
+//! rather than repeated on each handler.
+
+use axum::Router;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use http::header::CONTENT_TYPE;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
+use utoipa::{Modify, OpenApi};
+
+use super::{api_keys, audit, device_import, devices, tenants};
+use crate::error::{FieldError, Problem};
+use crate::model::{
+    AccessToken, ApiKey, ApiKeyPage, AuditEntry, AuditPage, CreatedApiKey, Device, DevicePage,
+    Tenant, TenantPage,
+};
+use crate::{AppState, PROBLEM_JSON};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "fleetmq",
+        description = "Multi-tenant IoT platform API. Errors are RFC 9457 \
+            application/problem+json with a stable `type`. Lists page with \
+            `?limit=&cursor=` and answer `{items, next_cursor}`.",
+    ),
+    paths(
+        tenants::create, tenants::list, tenants::read, tenants::update, tenants::remove,
+        devices::create, devices::list, devices::read, devices::update, devices::remove,
+        device_import::import,
+        audit::list_tenant, audit::list_all,
+        api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
+    ),
+    components(schemas(
+        Tenant, TenantPage, Device, DevicePage, AuditEntry, AuditPage, Problem, FieldError,
+        tenants::CreateTenant, tenants::PatchTenant, devices::CreateDevice, devices::PatchDevice,
+        ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
+        api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
+        device_import::LineError,
+    )),
+    security(("bearer" = [])),
+    modifiers(&Errors),
+    tags(
+        (name = "tenants", description = "Tenants: the unit of isolation."),
+        (name = "devices", description = "A tenant's devices."),
+        (name = "audit", description = "Who changed what, when."),
+        (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
+    ),
+)]
+pub(crate) struct ApiDoc;
+
+/// The document, as served.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(serve))
+}
+
+async fn serve() -> impl IntoResponse {
+    match document().to_json() {
+        Ok(json) => ([(CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => crate::ApiError::internal(e).into_response(),
+    }
+}
+
+/// Adds the bearer scheme and the shared error responses.
+struct Errors;
+
+impl Modify for Errors {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "ES256 JWT from `fleetmq admin token` (roles: platform-admin, \
+                         tenant-admin, operator, viewer)",
+                    ))
+                    .build(),
+            ),
+        );
+        let problem = |description: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(description)
+                    .content(
+                        PROBLEM_JSON,
+                        Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "Problem",
+                        )))),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let has_id = path.contains('{');
+            let ops = [
+                (&mut item.get, false),
+                (&mut item.post, true),
+                (&mut item.patch, true),
+                (&mut item.delete, false),
+            ];
+            for (op, has_body) in ops {
+                let Some(op) = op.as_mut() else { continue };
+                let mut add = |status: &str, description: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| problem(description));
+                };
+                add(
+                    "400",
+                    "Malformed request (query string, JSON syntax, paging cursor)",
+                );
+                add(
+                    "401",
+                    "Missing or invalid bearer token (see WWW-Authenticate)",
+                );
+                add("403", "The token's role may not do this");
+                if has_id {
+                    add("404", "No such resource, or one of another tenant");
+                }
+                if has_body {
+                    add("413", "Request body too large");
+                    add("415", "Content-Type is not JSON");
+                    add(
+                        "422",
+                        "Invalid fields; `errors` has a JSON pointer for each",
+                    );
+                }
+                add("429", "Over the caller's rate limit; see Retry-After");
+                add("500", "Our fault; the request id finds it in the logs");
+                add("503", "Database unavailable or request timed out");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_is_3_1_with_every_route_and_its_errors() {
+        let doc = serde_json::to_value(document()).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in [
+            ("/v1/tenants", &["get", "post"][..]),
+            ("/v1/tenants/{t}", &["get", "patch", "delete"]),
+            ("/v1/tenants/{t}/devices", &["get", "post"]),
+            ("/v1/tenants/{t}/devices/{d}", &["get", "patch", "delete"]),
+            ("/v1/tenants/{t}/audit", &["get"]),
+            ("/v1/audit", &["get"]),
+        ] {
+            for method in methods {
+                let op = &paths[path][*method];
+                assert!(op.is_object(), "{method} {path} missing");
+                let responses = op["responses"].as_object().unwrap();
+                for status in ["400", "401", "403", "500"] {
+                    assert!(responses.contains_key(status), "{method} {path} {status}");
+                }
+            }
+        }
+        // Generators need unique operation ids and parameters.
+        let mut ids = std::collections::BTreeSet::new();
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                let id = op["operationId"].as_str().unwrap();
+                assert!(ids.insert(id.to_owned()), "duplicate operationId {id}");
+                let params: Vec<(String, String)> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|p| (p["in"].to_string(), p["name"].to_string()))
+                    .collect();
+                let unique: std::collections::BTreeSet<_> = params.iter().collect();
+                assert_eq!(unique.len(), params.len(), "{method} {path}: {params:?}");
+            }
+        }
+        assert_eq!(
+            doc["components"]["securitySchemes"]["bearer"]["scheme"],
+            "bearer"
+        );
+        assert!(doc["components"]["schemas"]["Problem"].is_object());
+    }
+
+    /// The committed document is what the code generates, so clients built
+    /// from openapi/openapi.json match the server.
+    #[test]
+    fn committed_openapi_json_matches_the_code() {
+        let committed = concat!(env!("CARGO_MANIFEST_DIR"), "/../../openapi/openapi.json");
+        let generated = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        if std::env::var_os("FLEETMQ_WRITE_OPENAPI").is_some() {
+            std::fs::write(committed, &generated).unwrap();
+        }
+        let on_disk = std::fs::read_to_string(committed).unwrap_or_default();
+        assert!(
+            on_disk == generated,
+            "openapi/openapi.json is out of date with the code; regenerate it with\n  \
+             FLEETMQ_WRITE_OPENAPI=1 cargo nextest run -p api committed_openapi_json\n\
+             and commit the result"
+        );
+    }
+}

@@ -1,0 +1,200 @@
+//! `/v1/tenants`: create and list (platform-admin), read (any role of the
+//! tenant), update with a JSON merge patch (tenant-admin), delete
+//! (platform-admin; deletes the tenant's devices too).
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use serde::Deserialize;
+use serde_json::json;
+use store::{NewTenant, TenantId, TenantPatch};
+use utoipa::ToSchema;
+
+use super::audit::{Event, RequestId, record};
+use super::{nullable, query, validate};
+use crate::auth::{Access, Principal};
+use crate::model::{Tenant, TenantPage};
+use crate::{ApiError, ApiJson, AppState, FieldError};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants", get(list).post(create))
+        .route("/v1/tenants/{t}", get(read).patch(update).delete(remove))
+}
+
+/// A new tenant.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateTenant {
+    /// `[a-z0-9-]{3,63}`; substituted into topics, certificates and URLs.
+    #[schema(example = "acme", pattern = "^[a-z0-9-]{3,63}$")]
+    id: String,
+    /// 1 to 200 characters, no control characters.
+    #[schema(
+        example = "Acme Corp",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,200}$"
+    )]
+    name: String,
+}
+
+/// Changes to a tenant, as a JSON merge patch (RFC 7396): members left out
+/// stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchTenant {
+    /// The new name (cannot be removed).
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = String, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,200}$")]
+    name: Option<Option<String>>,
+}
+
+/// Create a tenant (platform-admin). Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/tenants", operation_id = "create_tenant", tag = "tenants",
+    params(super::IdempotencyKeyHeader),
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "The tenant", body = Tenant),
+        (status = 409, description = "A tenant with this id exists", body = crate::Problem,
+         content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<(StatusCode, ApiJson<Tenant>), ApiError> {
+    who.require_platform_admin()?;
+    let mut errors = Vec::new();
+    if let Err(e) = TenantId::parse(&body.id) {
+        errors.push(FieldError::new("/id", id_detail(&e)));
+    }
+    validate::name(&body.name, "/name", &mut errors);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let tenant = state
+        .store
+        .create_tenant(&NewTenant {
+            id: body.id,
+            name: body.name,
+        })
+        .await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&tenant.id),
+            action: "tenant.create",
+            target: format!("tenants/{}", tenant.id),
+            details: json!({ "name": tenant.name }),
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(tenant.into())))
+}
+
+/// List tenants in id order (platform-admin).
+#[utoipa::path(get, path = "/v1/tenants", operation_id = "list_tenants", tag = "tenants",
+    params(super::PageParams),
+    responses((status = 200, description = "A page of tenants", body = TenantPage)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    RawQuery(raw): RawQuery,
+) -> Result<ApiJson<TenantPage>, ApiError> {
+    who.require_platform_admin()?;
+    let q = query::parse(raw.as_deref(), &[], &[])?;
+    Ok(ApiJson(state.store.list_tenants(&q.page).await?.into()))
+}
+
+/// Read a tenant (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}", operation_id = "get_tenant", tag = "tenants",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 200, description = "The tenant", body = Tenant)))]
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<Tenant>, ApiError> {
+    who.require(&t, Access::Read)?;
+    Ok(ApiJson(state.store.get_tenant(&t).await?.into()))
+}
+
+/// Update a tenant with a JSON merge patch (tenant-admin).
+#[utoipa::path(patch, path = "/v1/tenants/{t}", operation_id = "update_tenant", tag = "tenants",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    request_body(content = PatchTenant, content_type = "application/merge-patch+json"),
+    responses((status = 200, description = "The updated tenant", body = Tenant)))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<PatchTenant>,
+) -> Result<ApiJson<Tenant>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let name = match body.name {
+        None => None,
+        Some(None) => return Err(ApiError::invalid_field("/name", "name cannot be removed")),
+        Some(Some(name)) => {
+            let mut errors = Vec::new();
+            validate::name(&name, "/name", &mut errors);
+            if !errors.is_empty() {
+                return Err(ApiError::Validation(errors));
+            }
+            Some(name)
+        }
+    };
+    let changed = json!({ "name": name });
+    let tenant = state.store.update_tenant(&t, &TenantPatch { name }).await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "tenant.update",
+            target: format!("tenants/{t}"),
+            details: changed,
+        },
+    )
+    .await?;
+    Ok(ApiJson(tenant.into()))
+}
+
+/// Delete a tenant and all its devices (platform-admin).
+#[utoipa::path(delete, path = "/v1/tenants/{t}", operation_id = "delete_tenant", tag = "tenants",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::Platform)?;
+    state.store.delete_tenant(&t).await?;
+    record(
+        &state,
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "tenant.delete",
+            target: format!("tenants/{t}"),
+            details: json!({}),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The store's id error, without repeating the id back.
+pub(crate) fn id_detail(e: &store::Error) -> String {
+    match e {
+        store::Error::InvalidId { kind, expected, .. } => format!("{kind} id must be {expected}"),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,174 @@
+//! Bounds on what clients store: names, labels, attributes. Each check adds
+//! [`FieldError`]s (with the JSON pointer of the bad field) to a list, so
+//! one answer names every bad field.
+
+use serde_json::{Map, Value};
+use store::Labels;
+
+use crate::FieldError;
+
+pub(crate) const MAX_NAME_CHARS: usize = 200;
+pub(crate) const MAX_LABELS: usize = 64;
+pub(crate) const MAX_LABEL_KEY_LEN: usize = 63;
+pub(crate) const MAX_LABEL_VALUE_LEN: usize = 256;
+/// Serialized size of a device's attributes object.
+pub(crate) const MAX_ATTRIBUTES_BYTES: usize = 16 * 1024;
+/// Nesting depth of attributes (the object itself is depth 1).
+pub(crate) const MAX_ATTRIBUTES_DEPTH: usize = 8;
+
+/// A display name: 1 to 200 characters, no control characters.
+pub(crate) fn name(name: &str, pointer: &str, errors: &mut Vec<FieldError>) {
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            pointer,
+            format!("must be 1 to {MAX_NAME_CHARS} characters, none of them control characters"),
+        ));
+    }
+}
+
+/// Label keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 bytes without
+/// control characters, at most 64 labels.
+pub(crate) fn labels(labels: &Labels, pointer: &str, errors: &mut Vec<FieldError>) {
+    if labels.len() > MAX_LABELS {
+        errors.push(FieldError::new(
+            pointer,
+            format!("at most {MAX_LABELS} labels"),
+        ));
+        return;
+    }
+    for (key, value) in labels {
+        let at = format!("{pointer}/{}", escape(key));
+        if !label_key_ok(key) {
+            errors.push(FieldError::new(
+                at.clone(),
+                format!(
+                    "label keys are 1 to {MAX_LABEL_KEY_LEN} characters from A-Z, a-z, 0-9, \
+                     '.', '_', '/' and '-'"
+                ),
+            ));
+        }
+        if value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
+            errors.push(FieldError::new(
+                at,
+                format!(
+                    "label values are at most {MAX_LABEL_VALUE_LEN} bytes, without control \
+                     characters"
+                ),
+            ));
+        }
+    }
+}
+
+pub(crate) fn label_key_ok(key: &str) -> bool {
+    (1..=MAX_LABEL_KEY_LEN).contains(&key.len())
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
+}
+
+/// At most 16 KiB serialized and 8 levels deep.
+pub(crate) fn attributes(attrs: &Map<String, Value>, pointer: &str, errors: &mut Vec<FieldError>) {
+    let size = serde_json::to_vec(attrs).map_or(usize::MAX, |v| v.len());
+    if size > MAX_ATTRIBUTES_BYTES {
+        errors.push(FieldError::new(
+            pointer,
+            format!("at most {MAX_ATTRIBUTES_BYTES} bytes of JSON"),
+        ));
+    }
+    if attrs.values().map(depth).max().unwrap_or(0) + 1 > MAX_ATTRIBUTES_DEPTH {
+        errors.push(FieldError::new(
+            pointer,
+            format!("nested at most {MAX_ATTRIBUTES_DEPTH} levels deep"),
+        ));
+    }
+}
+
+fn depth(v: &Value) -> usize {
+    match v {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// RFC 7396 JSON merge patch of `patch` into `target`.
+pub(crate) fn merge_patch(target: &mut Map<String, Value>, patch: Map<String, Value>) {
+    for (key, value) in patch {
+        match value {
+            Value::Null => {
+                target.remove(&key);
+            }
+            Value::Object(inner) => {
+                let slot = target
+                    .entry(key)
+                    .or_insert_with(|| Value::Object(Map::new()));
+                if !slot.is_object() {
+                    *slot = Value::Object(Map::new());
+                }
+                if let Value::Object(slot) = slot {
+                    merge_patch(slot, inner);
+                }
+            }
+            other => {
+                target.insert(key, other);
+            }
+        }
+    }
+}
+
+/// RFC 6901 token escaping.
+pub(crate) fn escape(token: &str) -> String {
+    token.replace('~', "~0").replace('/', "~1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            _ => panic!("not an object"),
+        }
+    }
+
+    #[test]
+    fn merge_patch_follows_rfc_7396() {
+        let mut target = obj(json!({"a": "b", "c": {"d": "e", "f": "g"}, "x": 1}));
+        merge_patch(
+            &mut target,
+            obj(json!({"a": "z", "c": {"f": null}, "x": {"y": 2}})),
+        );
+        assert_eq!(
+            Value::Object(target),
+            json!({"a": "z", "c": {"d": "e"}, "x": {"y": 2}})
+        );
+    }
+
+    #[test]
+    fn bounds() {
+        let mut errors = Vec::new();
+        let mut labels = Labels::new();
+        labels.insert("ok/key".into(), "v".into());
+        labels.insert("bad key".into(), "x".repeat(300));
+        self::labels(&labels, "/labels", &mut errors);
+        assert_eq!(errors.len(), 2);
+        assert_eq!(errors[0].pointer, "/labels/bad key");
+
+        let mut errors = Vec::new();
+        let mut deep = json!(1);
+        for _ in 0..10 {
+            deep = json!([deep]);
+        }
+        attributes(&obj(json!({ "d": deep })), "/attributes", &mut errors);
+        assert_eq!(errors.len(), 1);
+
+        let mut errors = Vec::new();
+        name("", "/name", &mut errors);
+        name("ok", "/name", &mut errors);
+        name("a\nb", "/name", &mut errors);
+        assert_eq!(errors.len(), 2);
+    }
+}

@@ -1,0 +1,135 @@
+use api::Role;
+use http::Method;
+use serde_json::json;
+use store::testing::TestDb;
+
+use crate::TestApp;
+
+async fn api_keys_are_exchanged_for_tokens(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    t.tenant("acme").await;
+    t.tenant("other").await;
+    let ta = t.token(Role::TenantAdmin, "acme");
+    let keys = "/v1/tenants/acme/api-keys";
+    let created = t
+        .post(keys, &ta, json!({"name": "billing", "role": "operator"}))
+        .await
+        .expect(201)
+        .body;
+    let secret = created["secret"].as_str().unwrap().to_owned();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("fmq_"), "{secret}");
+    assert_eq!(created["role"], "operator");
+    assert_eq!(created["tenant_id"], "acme");
+
+    // Listed without the secret.
+    let list = t.get(keys, &ta).await.expect(200).body;
+    assert_eq!(list["items"][0]["id"], id.as_str());
+    assert!(list["items"][0].get("secret").is_none());
+    assert!(!list.to_string().contains(&secret));
+
+    // Exchange: no bearer needed; the token has the key's role and tenant.
+    let exchange = async |secret: &str| {
+        t.call(
+            Method::POST,
+            "/v1/auth/token",
+            None,
+            Some(json!({ "api_key": secret })),
+        )
+        .await
+    };
+    let got = exchange(&secret).await.expect(200).body;
+    assert_eq!(got["token_type"], "Bearer");
+    assert_eq!(got["expires_in"], 900);
+    let token = got["access_token"].as_str().unwrap().to_owned();
+    t.post("/v1/tenants/acme/devices", &token, json!({"id": "d1"}))
+        .await
+        .expect(201);
+    t.patch("/v1/tenants/acme", &token, json!({"name": "x"}))
+        .await
+        .problem(403, "forbidden");
+    t.get("/v1/tenants/other/devices", &token)
+        .await
+        .problem(404, "not-found");
+    let log = t.get("/v1/tenants/acme/audit", &ta).await.expect(200).body;
+    assert_eq!(log["items"][0]["actor"], format!("operator:api-key:{id}"));
+    assert_eq!(log["items"][1]["action"], "api_key.create");
+
+    // Wrong secrets.
+    let wrong = format!("{}0", &secret[..secret.len() - 1]);
+    let wrong = if wrong == secret {
+        format!("{}1", &secret[..secret.len() - 1])
+    } else {
+        wrong
+    };
+    for bad in [
+        wrong.as_str(),
+        "fmq_nope_x",
+        "garbage",
+        "",
+        &"x".repeat(500),
+    ] {
+        exchange(bad).await.problem(401, "unauthorized");
+    }
+    t.call(
+        Method::POST,
+        "/v1/auth/token",
+        None,
+        Some(json!({"key": "x"})),
+    )
+    .await
+    .problem(422, "validation");
+
+    // Revoked: no more tokens.
+    t.delete(&format!("{keys}/{id}"), &ta).await.expect(204);
+    exchange(&secret).await.problem(401, "unauthorized");
+    let list = t.get(keys, &ta).await.expect(200).body;
+    assert!(list["items"][0]["revoked_at"].is_string());
+}
+
+async fn api_key_access(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    t.tenant("acme").await;
+    t.tenant("other").await;
+    let keys = "/v1/tenants/acme/api-keys";
+    for role in [Role::Operator, Role::Viewer] {
+        let tok = t.token(role, "acme");
+        t.post(keys, &tok, json!({"name": "n", "role": "viewer"}))
+            .await
+            .problem(403, "forbidden");
+        t.get(keys, &tok).await.problem(403, "forbidden");
+        t.delete(&format!("{keys}/x"), &tok)
+            .await
+            .problem(403, "forbidden");
+    }
+    let other_admin = t.token(Role::TenantAdmin, "other");
+    t.post(keys, &other_admin, json!({"name": "n", "role": "viewer"}))
+        .await
+        .problem(404, "not-found");
+    t.get(keys, &other_admin).await.problem(404, "not-found");
+    let ta = t.token(Role::TenantAdmin, "acme");
+    let r = t
+        .post(keys, &ta, json!({"name": "n", "role": "platform-admin"}))
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/role");
+    t.delete(&format!("{keys}/nope"), &ta)
+        .await
+        .problem(404, "not-found");
+    // Platform admin may manage any tenant's keys; missing tenants are 404.
+    t.post(keys, &t.admin, json!({"name": "n", "role": "viewer"}))
+        .await
+        .expect(201);
+    t.get("/v1/tenants/missing/api-keys", &t.admin)
+        .await
+        .problem(404, "not-found");
+    t.post(
+        "/v1/tenants/missing/api-keys",
+        &t.admin,
+        json!({"name": "n", "role": "viewer"}),
+    )
+    .await
+    .problem(404, "not-found");
+}
+
+store::backend_tests!(api_keys_are_exchanged_for_tokens, api_key_access);

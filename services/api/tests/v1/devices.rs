@@ -1,0 +1,282 @@
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use store::NewDevice;
+use store::testing::TestDb;
+
+use crate::TestApp;
+
+async fn device_crud(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    let a = &t.admin;
+    t.tenant("acme").await;
+    let base = "/v1/tenants/acme/devices";
+    let created = t
+        .post(
+            base,
+            a,
+            json!({"id": "Sensor_1.x-2", "labels": {"room": "lab", "floor": "2"},
+                   "attributes": {"fw": {"version": "1.0", "channel": "beta"}}}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(created["id"], "Sensor_1.x-2");
+    assert_eq!(created["tenant_id"], "acme");
+    assert_eq!(created["enabled"], true);
+    assert_eq!(created["labels"]["room"], "lab");
+
+    let one = format!("{base}/Sensor_1.x-2");
+    assert_eq!(t.get(&one, a).await.expect(200).body, created);
+
+    // Merge patch: set, remove, nested merge, replace.
+    let patched = t
+        .patch(
+            &one,
+            a,
+            json!({"labels": {"room": "hall", "floor": null, "new": "yes"},
+                   "attributes": {"fw": {"channel": null, "version": "1.1"}, "x": [1]},
+                   "enabled": false}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(patched["labels"], json!({"room": "hall", "new": "yes"}));
+    assert_eq!(
+        patched["attributes"],
+        json!({"fw": {"version": "1.1"}, "x": [1]})
+    );
+    assert_eq!(patched["enabled"], false);
+    let cleared = t
+        .patch(&one, a, json!({"labels": null}))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(cleared["labels"], json!({}));
+    assert_eq!(cleared["attributes"]["x"], json!([1]));
+
+    t.post(base, a, json!({"id": "Sensor_1.x-2"}))
+        .await
+        .problem(409, "already-exists");
+    t.delete(&one, a).await.expect(204);
+    t.get(&one, a).await.problem(404, "not-found");
+    t.delete(&one, a).await.problem(404, "not-found");
+    t.patch(&one, a, json!({"enabled": true}))
+        .await
+        .problem(404, "not-found");
+    // Devices of a tenant that does not exist.
+    t.post("/v1/tenants/nope/devices", a, json!({"id": "d"}))
+        .await
+        .problem(404, "not-found");
+    t.get("/v1/tenants/nope/devices", a)
+        .await
+        .problem(404, "not-found");
+}
+
+async fn device_validation(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    let a = &t.admin;
+    t.tenant("acme").await;
+    let base = "/v1/tenants/acme/devices";
+    for bad in [
+        "",
+        "a/b",
+        "a+b",
+        "a#",
+        "$SYS",
+        "a b",
+        "d@acme",
+        "é",
+        &"a".repeat(129),
+    ] {
+        let r = t
+            .post(base, a, json!({ "id": bad }))
+            .await
+            .problem(422, "validation");
+        assert_eq!(r.pointer(), "/id", "{bad:?}");
+    }
+    let cases: [(Value, &str); 7] = [
+        (json!({"id": "d", "color": "red"}), "/color"),
+        (json!({"id": "d", "labels": {"k": 1}}), "/labels/k"),
+        (
+            json!({"id": "d", "labels": {"bad key": "v"}}),
+            "/labels/bad key",
+        ),
+        (
+            json!({"id": "d", "labels": {"k": "v".repeat(300)}}),
+            "/labels/k",
+        ),
+        (
+            json!({"id": "d", "attributes": {"a": "x".repeat(17_000)}}),
+            "/attributes",
+        ),
+        (json!({"id": "d", "attributes": [1]}), "/attributes"),
+        (json!({"id": "d", "enabled": "yes"}), "/enabled"),
+    ];
+    for (body, pointer) in cases {
+        let r = t
+            .post(base, a, body.clone())
+            .await
+            .problem(422, "validation");
+        assert_eq!(r.pointer(), pointer, "{body}");
+    }
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    t.post(base, a, json!({"id": "d", "labels": many}))
+        .await
+        .problem(422, "validation");
+
+    t.device("acme", "d").await;
+    let one = format!("{base}/d");
+    let r = t
+        .patch(&one, a, json!({"enabled": null}))
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/enabled");
+    let r = t
+        .patch(&one, a, json!({"labels": {"k": 5}}))
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/labels/k");
+    let r = t
+        .patch(&one, a, json!({"id": "other"}))
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/id");
+
+    for q in [
+        "status=online",
+        "status=weird",
+        "label=novalue",
+        "label==v",
+        "limit=5000",
+        "cursor=74313a61",
+        "status=enabled&status=disabled",
+        "sort=id",
+    ] {
+        t.get(&format!("{base}?{q}"), a)
+            .await
+            .problem(400, "bad-request");
+    }
+}
+
+async fn device_filters(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    let a = &t.admin;
+    t.tenant("acme").await;
+    let base = "/v1/tenants/acme/devices";
+    for (id, room, enabled) in [
+        ("a1", "lab", true),
+        ("a2", "lab", false),
+        ("a3", "hall", true),
+    ] {
+        t.post(
+            base,
+            a,
+            json!({"id": id, "labels": {"room": room, "kind": "temp"}, "enabled": enabled}),
+        )
+        .await
+        .expect(201);
+    }
+    let ids = |v: &Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = t.get(base, a).await.expect(200).body;
+    assert_eq!(ids(&all), ["a1", "a2", "a3"]);
+    assert!(all["next_cursor"].is_null());
+    let r = t
+        .get(&format!("{base}?label=room%3Dlab"), a)
+        .await
+        .expect(200);
+    assert_eq!(ids(&r.body), ["a1", "a2"]);
+    let r = t
+        .get(&format!("{base}?label=room=lab&status=enabled"), a)
+        .await
+        .expect(200);
+    assert_eq!(ids(&r.body), ["a1"]);
+    let r = t
+        .get(&format!("{base}?status=disabled"), a)
+        .await
+        .expect(200);
+    assert_eq!(ids(&r.body), ["a2"]);
+    let r = t
+        .get(&format!("{base}?label=room=hall&label=kind=temp"), a)
+        .await
+        .expect(200);
+    assert_eq!(ids(&r.body), ["a3"]);
+    let r = t
+        .get(&format!("{base}?label=room=hall&label=kind=other"), a)
+        .await
+        .expect(200);
+    assert!(ids(&r.body).is_empty());
+}
+
+/// 2,500 devices paged 100 at a time while more are being added: every
+/// device that existed before paging started is seen exactly once, in
+/// order, and nothing is seen twice.
+async fn paging_while_adding(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    t.tenant("acme").await;
+    for i in 0..2500 {
+        t.store
+            .create_device("acme", &NewDevice::new(format!("dev-{i:05}")))
+            .await
+            .unwrap();
+    }
+    let writer = {
+        let app = TestApp {
+            app: t.app.clone(),
+            keys: t.keys.clone(),
+            store: t.store.clone(),
+            admin: t.admin.clone(),
+        };
+        tokio::spawn(async move {
+            // Interleaved with the existing ids, before and after them.
+            for i in 0..150 {
+                let id = format!("dev-{:05}-new", i * 17);
+                app.device("acme", &id).await;
+                let id = format!("aaa-{i:03}");
+                app.device("acme", &id).await;
+            }
+        })
+    };
+    let mut seen: Vec<String> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let uri = match &cursor {
+            Some(c) => format!("/v1/tenants/acme/devices?limit=100&cursor={c}"),
+            None => "/v1/tenants/acme/devices?limit=100".to_owned(),
+        };
+        let page = t.get(&uri, &t.admin).await.expect(200).body;
+        pages += 1;
+        for d in page["items"].as_array().unwrap() {
+            seen.push(d["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        tokio::task::yield_now().await;
+    }
+    writer.await.unwrap();
+    assert!(pages >= 25, "{pages}");
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "duplicates");
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "not in order");
+    for i in 0..2500 {
+        assert!(unique.contains(&format!("dev-{i:05}")), "gap at {i}");
+    }
+}
+
+store::backend_tests!(
+    device_crud,
+    device_validation,
+    device_filters,
+    paging_while_adding
+);

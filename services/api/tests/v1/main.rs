@@ -1,0 +1,196 @@
+//! The `/v1` API over HTTP, through `api::router` (and once on a real
+//! port): every test runs as `name::sqlite` and `name::postgres` (the latter
+//! when TEST_DATABASE_URL or DATABASE_URL is set), each on a fresh database.
+
+// A test crate: panics are how helpers fail a test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod api_keys;
+mod audit;
+mod auth;
+mod device_import;
+mod devices;
+mod idempotency;
+mod tenants;
+
+use std::time::Duration;
+
+use api::{AppState, HttpLimits, Keys, Role};
+use axum::Router;
+use axum::body::Body;
+use http::{HeaderMap, Method, Request};
+use http_body_util::BodyExt as _;
+use serde_json::{Value, json};
+use store::testing::TestDb;
+use store::{Store, TenantId};
+use tower::ServiceExt as _;
+
+pub const PROBLEMS: &str = "https://fleetmq.dev/problems/";
+
+/// The wired app on a test database, and a platform-admin token.
+pub struct TestApp {
+    pub app: Router,
+    pub keys: Keys,
+    pub store: Store,
+    pub admin: String,
+}
+
+/// One response: status, headers, and the body as JSON (`Null` if empty).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Resp {
+    /// Asserts the status (showing the body if it differs).
+    #[track_caller]
+    pub fn expect(self, status: u16) -> Resp {
+        assert_eq!(self.status, status, "{}", self.body);
+        self
+    }
+
+    /// Asserts a problem with `status` and type slug `slug`.
+    #[track_caller]
+    pub fn problem(self, status: u16, slug: &str) -> Resp {
+        assert_eq!(self.status, status, "{}", self.body);
+        assert_eq!(
+            self.headers[http::header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert_eq!(
+            self.body["type"],
+            format!("{PROBLEMS}{slug}"),
+            "{}",
+            self.body
+        );
+        assert_eq!(self.body["status"], status);
+        self
+    }
+
+    /// The JSON pointer of the first field error.
+    pub fn pointer(&self) -> &str {
+        self.body["errors"][0]["pointer"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    pub async fn new(db: &TestDb) -> TestApp {
+        let store = db.store().clone();
+        let keys = Keys::load_or_create(&store).await.unwrap();
+        let metrics = api::install_metrics_recorder().unwrap();
+        let state = AppState::new(store.clone(), metrics).with_keys(keys.clone());
+        // Tests make hundreds of requests with one token: no rate limit
+        // here (auth::rate_limited tests it).
+        let limits = HttpLimits {
+            rate_limit: None,
+            ..HttpLimits::default()
+        };
+        let app = api::router(state, &limits);
+        let admin = keys
+            .issue(Role::PlatformAdmin, None, Duration::from_secs(600))
+            .unwrap();
+        TestApp {
+            app,
+            keys,
+            store,
+            admin,
+        }
+    }
+
+    /// A token for `role` in `tenant` (none for platform-admin).
+    pub fn token(&self, role: Role, tenant: &str) -> String {
+        let tenant = (role != Role::PlatformAdmin).then(|| TenantId::parse(tenant).unwrap());
+        self.keys
+            .issue_for("tester", role, tenant.as_ref(), Duration::from_secs(600))
+            .unwrap()
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Resp {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        };
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// `method uri` with bearer `token` and a JSON `body`.
+    pub async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        self.send(request(method, uri, token, body, &[])).await
+    }
+
+    pub async fn get(&self, uri: &str, token: &str) -> Resp {
+        self.call(Method::GET, uri, Some(token), None).await
+    }
+
+    pub async fn post(&self, uri: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::POST, uri, Some(token), Some(body)).await
+    }
+
+    pub async fn patch(&self, uri: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PATCH, uri, Some(token), Some(body)).await
+    }
+
+    pub async fn delete(&self, uri: &str, token: &str) -> Resp {
+        self.call(Method::DELETE, uri, Some(token), None).await
+    }
+
+    /// Create tenant `id` as platform-admin.
+    pub async fn tenant(&self, id: &str) {
+        self.post("/v1/tenants", &self.admin, json!({"id": id, "name": id}))
+            .await
+            .expect(201);
+    }
+
+    /// Create device `d` in `t` as platform-admin.
+    pub async fn device(&self, t: &str, d: &str) -> Value {
+        self.post(
+            &format!("/v1/tenants/{t}/devices"),
+            &self.admin,
+            json!({ "id": d }),
+        )
+        .await
+        .expect(201)
+        .body
+    }
+}
+
+pub fn request(
+    method: Method,
+    uri: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> Request<Body> {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(token) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    match body {
+        Some(body) => req
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap(),
+        None => req.body(Body::empty()).unwrap(),
+    }
+}

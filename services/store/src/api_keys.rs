@@ -1,0 +1,176 @@
+//! API keys: a tenant's long-lived credentials for its backends, exchanged
+//! by the API for short-lived tokens. Only a hash of each secret is kept.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::codec::{Ts, now};
+use crate::error::{Violation, violation};
+use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::{Error, Store};
+
+const KIND: &str = "api key";
+
+/// An API key, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    /// `tenant-admin`, `operator` or `viewer`.
+    pub role: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A key to store. `Debug` leaves the hash out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    pub id: String,
+    pub tenant_id: String,
+    pub name: String,
+    pub role: String,
+    /// SHA-256 of the secret.
+    pub secret_hash: Vec<u8>,
+}
+
+impl fmt::Debug for NewApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewApiKey")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("role", &self.role)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    id: String,
+    tenant_id: String,
+    name: String,
+    role: String,
+    secret_hash: Vec<u8>,
+    created_at: Ts,
+    revoked_at: Option<Ts>,
+}
+
+impl ApiKeyRow {
+    fn split(self) -> (ApiKey, Vec<u8>) {
+        let key = ApiKey {
+            id: self.id,
+            tenant_id: self.tenant_id,
+            name: self.name,
+            role: self.role,
+            created_at: self.created_at.0,
+            revoked_at: self.revoked_at.map(|t| t.0),
+        };
+        (key, self.secret_hash)
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "id, tenant_id, name, role, secret_hash, created_at, revoked_at"
+    };
+}
+
+impl Store {
+    /// Store a new key. `NotFound` (tenant) if the tenant does not exist.
+    #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, api_key = %new.id))]
+    pub async fn create_api_key(&self, new: &NewApiKey) -> Result<ApiKey, Error> {
+        const SQL: &str = concat!(
+            "INSERT INTO api_keys (id, tenant_id, name, role, secret_hash, created_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+            columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
+            .bind(&new.id)
+            .bind(&new.tenant_id)
+            .bind(&new.name)
+            .bind(&new.role)
+            .bind(&new.secret_hash)
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        match row {
+            Ok(row) => Ok(row.split().0),
+            Err(e) => match violation(&e) {
+                Some(Violation::Unique) => Err(Error::AlreadyExists {
+                    kind: KIND,
+                    id: new.id.clone(),
+                }),
+                Some(Violation::ForeignKey) => Err(Error::NotFound {
+                    kind: "tenant",
+                    id: new.tenant_id.clone(),
+                }),
+                None => Err(e.into()),
+            },
+        }
+    }
+
+    /// The key `id` and its secret hash, revoked or not, or `NotFound`.
+    pub async fn api_key_with_hash(&self, id: &str) -> Result<(ApiKey, Vec<u8>), Error> {
+        const SQL: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(ApiKeyRow::split).ok_or_else(|| Error::NotFound {
+            kind: KIND,
+            id: id.to_owned(),
+        })
+    }
+
+    /// A tenant's keys (revoked ones included) in id order.
+    pub async fn list_api_keys(
+        &self,
+        tenant_id: &str,
+        page: &Page,
+    ) -> Result<Paged<ApiKey>, Error> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(CursorKind::ApiKeys, c))
+            .transpose()?
+            .unwrap_or_default();
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
+            .bind(tenant_id)
+            .bind(&after)
+            .bind(page.fetch_limit())
+            .fetch_all(pool)
+            .await?);
+        let keys = rows.into_iter().map(|r| r.split().0).collect();
+        Ok(Paged::from_rows(keys, page, CursorKind::ApiKeys, |k| {
+            k.id.clone()
+        }))
+    }
+
+    /// Revoke the key (it stops being exchangeable for tokens). `NotFound`
+    /// unless the tenant has it; revoking twice keeps the first time.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, api_key = %id))]
+    pub async fn revoke_api_key(&self, tenant_id: &str, id: &str) -> Result<ApiKey, Error> {
+        const SQL: &str = concat!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) ",
+            "WHERE tenant_id = $1 AND id = $2 RETURNING ",
+            columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .bind(Ts(now()))
+            .fetch_optional(pool)
+            .await?);
+        row.map(|r| r.split().0).ok_or_else(|| Error::NotFound {
+            kind: KIND,
+            id: id.to_owned(),
+        })
+    }
+}

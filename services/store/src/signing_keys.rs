@@ -1,0 +1,161 @@
+//! Signing keys: the keys the API signs its bearer tokens with. The newest
+//! unretired key signs; every key still listed verifies, so tokens signed
+//! before a rotation keep working until they expire.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::codec::{Ts, now};
+use crate::error::{Violation, violation};
+use crate::{Error, Store};
+
+const KIND: &str = "signing key";
+
+/// One key. `Debug` leaves the private key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    /// The JWT header `kid`.
+    pub kid: String,
+    /// JWS algorithm name, e.g. `ES256`.
+    pub algorithm: String,
+    /// PKCS#8 DER. Secret.
+    pub private_key: Vec<u8>,
+    /// Verification key bytes (for ES256: the uncompressed SEC1 point).
+    pub public_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    /// When a newer key took over signing.
+    pub retired_at: Option<DateTime<Utc>>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key to store. `Debug` leaves the private key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewSigningKey {
+    pub kid: String,
+    pub algorithm: String,
+    pub private_key: Vec<u8>,
+    pub public_key: Vec<u8>,
+}
+
+impl fmt::Debug for NewSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewSigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SigningKeyRow {
+    kid: String,
+    algorithm: String,
+    private_key: Vec<u8>,
+    public_key: Vec<u8>,
+    created_at: Ts,
+    retired_at: Option<Ts>,
+}
+
+impl From<SigningKeyRow> for SigningKey {
+    fn from(r: SigningKeyRow) -> Self {
+        SigningKey {
+            kid: r.kid,
+            algorithm: r.algorithm,
+            private_key: r.private_key,
+            public_key: r.public_key,
+            created_at: r.created_at.0,
+            retired_at: r.retired_at.map(|t| t.0),
+        }
+    }
+}
+
+macro_rules! columns {
+    () => {
+        "kid, algorithm, private_key, public_key, created_at, retired_at"
+    };
+}
+
+impl Store {
+    /// Store a new (unretired) key. `AlreadyExists` if the kid is taken.
+    #[tracing::instrument(skip_all, fields(kid = %new.kid))]
+    pub async fn create_signing_key(&self, new: &NewSigningKey) -> Result<SigningKey, Error> {
+        const SQL: &str = concat!(
+            "INSERT INTO signing_keys (kid, algorithm, private_key, public_key, created_at) ",
+            "VALUES ($1, $2, $3, $4, $5) RETURNING ",
+            columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, SigningKeyRow>(SQL)
+            .bind(&new.kid)
+            .bind(&new.algorithm)
+            .bind(&new.private_key)
+            .bind(&new.public_key)
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        match row {
+            Ok(row) => Ok(row.into()),
+            Err(e) => match violation(&e) {
+                Some(Violation::Unique) => Err(Error::AlreadyExists {
+                    kind: KIND,
+                    id: new.kid.clone(),
+                }),
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// Every stored key, oldest first (ties broken by kid).
+    pub async fn list_signing_keys(&self) -> Result<Vec<SigningKey>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            " FROM signing_keys ORDER BY created_at, kid"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, SigningKeyRow>(SQL)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(SigningKey::from).collect())
+    }
+
+    /// Mark every unretired key other than `keep` retired (it stops signing,
+    /// keeps verifying). Returns how many were retired.
+    #[tracing::instrument(skip_all, fields(kid = %keep))]
+    pub async fn retire_signing_keys_except(&self, keep: &str) -> Result<u64, Error> {
+        const SQL: &str =
+            "UPDATE signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL";
+        let n = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(keep)
+            .bind(Ts(now()))
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n)
+    }
+
+    /// Delete keys retired before `before` (no token they signed is still
+    /// valid). Returns how many were deleted.
+    pub async fn delete_signing_keys_retired_before(
+        &self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, Error> {
+        const SQL: &str =
+            "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1";
+        let n = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(Ts(before))
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n)
+    }
+}
