@@ -23,6 +23,33 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(StorageArgs),
+    /// Administration with the same config and data as `serve`.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Print a bearer token for the REST API (safe while the server runs).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    pub storage: StorageArgs,
+
+    /// platform-admin, tenant-admin, operator or viewer.
+    #[arg(long, value_name = "ROLE")]
+    pub role: String,
+
+    /// The tenant the token is for; required for every role but platform-admin.
+    #[arg(long, value_name = "TENANT")]
+    pub tenant: Option<String>,
+
+    /// Lifetime: seconds, or a number with s, m, h or d (at most 30d).
+    #[arg(long, value_name = "TTL", default_value = "1h")]
+    pub ttl: String,
 }
 
 /// Options shared by every subcommand that touches the data directory or database.
@@ -111,7 +138,7 @@ mod tests {
     fn boolean_flag_accepts_bare_and_explicit_values() {
         let parse = |args: &[&str]| match Cli::try_parse_from(args).unwrap().command {
             Command::Serve(s) => s.webhook_allow_private,
-            Command::Migrate(_) => unreachable!(),
+            _ => unreachable!(),
         };
         assert_eq!(parse(&["fleetmq", "serve"]), None);
         assert_eq!(

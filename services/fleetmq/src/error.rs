@@ -60,6 +60,17 @@ pub enum Error {
     #[error("database {url}: {source}")]
     Store { url: String, source: store::Error },
 
+    #[error("{0}")]
+    Usage(String),
+
+    #[error(
+        "tenant '{0}' does not exist; create it first (POST /v1/tenants with a platform-admin token)"
+    )]
+    NoSuchTenant(String),
+
+    #[error("token: {0}")]
+    Token(String),
+
     #[error("metrics: {0}")]
     Metrics(String),
 
@@ -95,7 +106,8 @@ impl Error {
         match self {
             Error::ConfigRead { .. }
             | Error::ConfigInvalid { .. }
-            | Error::InvalidSetting { .. } => 2,
+            | Error::InvalidSetting { .. }
+            | Error::Usage(_) => 2,
             _ => 1,
         }
     }

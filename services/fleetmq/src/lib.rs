@@ -6,7 +6,7 @@
 //! - [`datadir`]: the data directory (0700), its exclusive lock, and 0600 secret files.
 //! - [`listen`]: binding listeners with errors that name the flag to change.
 //! - [`telemetry`]: the tracing subscriber (`--log-format`, `RUST_LOG`).
-//! - [`cmd`]: one file per subcommand (`serve`, `migrate`).
+//! - [`cmd`]: one file per subcommand (`serve`, `migrate`, `admin`).
 //! - [`error`]: the binary's error type and its exit codes.
 
 pub mod cli;
@@ -24,5 +24,6 @@ pub fn run(cli: cli::Cli) -> Result<(), Error> {
     match cli.command {
         cli::Command::Serve(args) => cmd::serve::run(args),
         cli::Command::Migrate(args) => cmd::migrate::run(args),
+        cli::Command::Admin(cli::AdminCommand::Token(args)) => cmd::admin::token(args),
     }
 }
