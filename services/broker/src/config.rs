@@ -1,0 +1,55 @@
+//! [`Config`]: limits and timers, with defaults suitable for a small fleet.
+
+use std::time::Duration;
+
+/// Broker limits. Every field has a default ([`Config::default`]).
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Connections served at once per listener; further accepts wait.
+    pub max_connections: usize,
+    /// Time a new connection has to send CONNECT.
+    pub connect_timeout: Duration,
+    /// If set, the largest keep alive we accept; larger (or 0) values are
+    /// replaced and announced as Server Keep Alive in MQTT 5 (3.2.2.3.14).
+    pub max_keep_alive: Option<u16>,
+    /// Our Receive Maximum: QoS 1/2 PUBLISHes a client may have
+    /// unacknowledged towards us (3.2.2.3.3); exceeding it is 0x93.
+    pub receive_maximum: u16,
+    /// Largest packet we accept (fixed header included), announced as
+    /// Maximum Packet Size in MQTT 5.
+    pub max_packet_size: u32,
+    /// Topic Alias Maximum we announce (client → server aliases).
+    pub topic_alias_maximum: u16,
+    /// Messages queued per session (online or offline) before new ones are
+    /// dropped and counted. Retained messages for a new subscription may
+    /// use `max_retained_per_subscribe` more on top.
+    pub max_queued_messages: usize,
+    /// Retained messages one SUBSCRIBE may deliver; the rest are skipped,
+    /// counted and logged.
+    pub max_retained_per_subscribe: usize,
+    /// How long a socket may refuse our writes before the client is
+    /// disconnected as a slow consumer.
+    pub write_timeout: Duration,
+    /// Cap on the Session Expiry Interval a client may ask for, seconds.
+    pub max_session_expiry: u32,
+    /// How long a new connection waits for the one it takes over to end.
+    pub takeover_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+            max_keep_alive: None,
+            receive_maximum: 64,
+            max_packet_size: 1024 * 1024,
+            topic_alias_maximum: 64,
+            max_queued_messages: 10_000,
+            max_retained_per_subscribe: 10_000,
+            write_timeout: Duration::from_secs(30),
+            max_session_expiry: 7 * 24 * 3600,
+            takeover_timeout: Duration::from_secs(5),
+        }
+    }
+}

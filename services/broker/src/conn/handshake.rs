@@ -1,0 +1,299 @@
+//! CONNECT → CONNACK (3.1, 3.2): read CONNECT within the timeout,
+//! authenticate, settle client id, keep alive and session, answer.
+
+use std::collections::HashMap;
+use std::num::{NonZeroU16, NonZeroU32};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use mqtt::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode, decode};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Duration;
+use tracing::{Span, debug, info, warn};
+
+use super::{Conn, Outbound, Peer};
+use crate::Error;
+use crate::auth::AuthRequest;
+use crate::broker::Broker;
+use crate::events::Event;
+use crate::session::ConnControl;
+
+/// Byte offset of the protocol level in a CONNECT body: "MQTT" as a UTF-8
+/// string is 6 bytes (3.1.2.1).
+const LEVEL_OFFSET: usize = 6;
+
+/// The protocol level a (possibly malformed) CONNECT claims, read before
+/// decoding so a failure can still be answered in the client's version.
+fn claimed_level(buf: &[u8]) -> Option<u8> {
+    // Fixed header: 1 type byte, then 1-4 length bytes ending without the
+    // continuation bit.
+    let len_bytes = buf.iter().skip(1).take(4).position(|b| b & 0x80 == 0)? + 1;
+    buf.get(1 + len_bytes + LEVEL_OFFSET).copied()
+}
+
+async fn write_packet<S>(
+    stream: &mut S,
+    version: ProtocolVersion,
+    packet: Packet,
+) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::new();
+    packet.encode(version, &mut buf)?;
+    stream.write_all(&buf).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Refuses a CONNECT: CONNACK with `reason` (3.1.1 maps it to its return
+/// codes), then the caller closes.
+async fn refuse<S>(
+    stream: &mut S,
+    version: ProtocolVersion,
+    reason: ReasonCode,
+) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+{
+    write_packet(stream, version, ConnAck::new(reason, false).into()).await
+}
+
+async fn read_connect<S>(stream: &mut S, inbuf: &mut BytesMut, max: usize) -> Result<Connect, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let level = claimed_level(inbuf);
+        match decode(inbuf, ProtocolVersion::V5, max) {
+            Ok(Some(Packet::Connect(c))) => return Ok(*c),
+            // MQTT-3.1.0-1: the first packet must be CONNECT.
+            Ok(Some(other)) => return Err(Error::NotConnect(other.packet_type())),
+            Ok(None) => {}
+            Err(e) => {
+                let reason = ReasonCode::from(&e);
+                match (&e, level) {
+                    // MQTT-3.1.2-2 (3.1.1: return code 0x01; 5.0: 0x84).
+                    (mqtt::Error::UnsupportedProtocolLevel(_), _) => {
+                        refuse(stream, ProtocolVersion::V311, reason).await?;
+                    }
+                    // 5.0 4.13.1: a CONNACK with the reason may precede the
+                    // close; 3.1.1 just closes (MQTT-4.8.0-1).
+                    (_, Some(5)) => refuse(stream, ProtocolVersion::V5, reason).await?,
+                    _ => {}
+                }
+                return Err(e.into());
+            }
+        }
+        if stream.read_buf(inbuf).await? == 0 {
+            return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Runs the handshake up to attaching the session. `Ok(None)`: the client
+/// was refused (CONNACK sent). A returned [`Conn`] holds the session: the
+/// caller sends the CONNACK through [`Conn::start`] and must end with
+/// [`Conn::finish`] whatever happens.
+pub(crate) async fn handshake<S>(
+    stream: &mut S,
+    inbuf: &mut BytesMut,
+    peer: Peer,
+    broker: &Broker,
+    conn_id: u64,
+) -> Result<Option<(Conn, ConnAck)>, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = broker.config().clone();
+    let max_packet = usize::try_from(config.max_packet_size).unwrap_or(usize::MAX);
+    let connect = tokio::time::timeout(
+        config.connect_timeout,
+        read_connect(stream, inbuf, max_packet),
+    )
+    .await
+    .map_err(|_| Error::ConnectTimeout(config.connect_timeout))??;
+    let version = connect.protocol;
+    let v5 = version == ProtocolVersion::V5;
+
+    // Enhanced authentication (4.12) is not supported.
+    if connect.properties.authentication_method.is_some() {
+        refuse(stream, version, ReasonCode::BadAuthenticationMethod).await?;
+        return Ok(None);
+    }
+
+    let request = AuthRequest {
+        username: connect.username.clone(),
+        password: connect.password.clone(),
+        client_id: connect.client_id.clone(),
+        peer: peer.addr,
+        peer_certificates: peer.certificates,
+        protocol: version,
+    };
+    let identity = match broker.authenticator().authenticate(&request).await {
+        Ok(identity) => identity,
+        Err(e) => {
+            warn!(error = %e, "authentication failed");
+            refuse(stream, version, ReasonCode::from(&e)).await?;
+            return Ok(None);
+        }
+    };
+
+    // Client id: an empty one is assigned (MQTT-3.1.3-6); 3.1.1 allows that
+    // only with Clean Session (MQTT-3.1.3-8 in 3.1.1).
+    let mut assigned = None;
+    let client_id: Arc<str> = if connect.client_id.is_empty() {
+        if !v5 && !connect.clean_start {
+            refuse(stream, version, ReasonCode::ClientIdentifierNotValid).await?;
+            return Ok(None);
+        }
+        let id = format!("fleetmq-{}", uuid::Uuid::new_v4().simple());
+        assigned = Some(id.clone());
+        Arc::from(id)
+    } else {
+        Arc::from(connect.client_id.as_str())
+    };
+
+    // Session expiry: 3.1.1 Clean Session 0 keeps the session (bounded by
+    // our cap); 5.0 uses the property, absent = 0 (3.1.2.11.2).
+    let session_expiry = if v5 {
+        connect.properties.session_expiry_interval.unwrap_or(0)
+    } else if connect.clean_start {
+        0
+    } else {
+        u32::MAX
+    }
+    .min(config.max_session_expiry);
+
+    // Keep alive: 0 is "off" unless we set a maximum (3.1.2.10); a v5 client
+    // is told the value we use (MQTT-3.2.2-21).
+    let mut keep_alive = connect.keep_alive;
+    let mut server_keep_alive = None;
+    if let Some(max) = config.max_keep_alive
+        && (keep_alive == 0 || keep_alive > max)
+    {
+        if !v5 {
+            // 3.1.1 cannot be told another value; refuse rather than cut
+            // the client off at a deadline it does not know (as Mosquitto).
+            refuse(stream, version, ReasonCode::ClientIdentifierNotValid).await?;
+            return Ok(None);
+        }
+        keep_alive = max;
+        server_keep_alive = Some(max);
+    }
+
+    let tenant = match broker.tenant(&identity.tenant).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "tenant could not be loaded");
+            refuse(stream, version, ReasonCode::ServerUnavailable).await?;
+            return Ok(None);
+        }
+    };
+    Span::current().record("tenant", identity.tenant.as_str());
+    Span::current().record("client_id", &*client_id);
+
+    let ctl = ConnControl::new(conn_id);
+    let attached = tenant.attach(
+        &client_id,
+        connect.clean_start,
+        ctl.clone(),
+        config.max_queued_messages,
+    );
+    if let Some(previous) = attached.previous {
+        // MQTT-3.1.4-3: the older connection is closed with 0x8E.
+        previous.kicked.cancel();
+        if tokio::time::timeout(config.takeover_timeout, previous.finished.cancelled())
+            .await
+            .is_err()
+        {
+            warn!("previous connection did not let go of the session in time");
+        }
+    }
+
+    let mut ack = ConnAck::new(ReasonCode::Success, attached.present);
+    if v5 {
+        let p = &mut ack.properties;
+        p.receive_maximum = NonZeroU16::new(config.receive_maximum);
+        p.maximum_packet_size = NonZeroU32::new(config.max_packet_size);
+        p.topic_alias_maximum = Some(config.topic_alias_maximum).filter(|m| *m > 0);
+        p.assigned_client_identifier = assigned;
+        p.server_keep_alive = server_keep_alive;
+        if connect
+            .properties
+            .session_expiry_interval
+            .is_some_and(|s| s > session_expiry)
+        {
+            p.session_expiry_interval = Some(session_expiry);
+        }
+    }
+    let client_max = connect
+        .properties
+        .maximum_packet_size
+        .and_then(|m| usize::try_from(m.get()).ok())
+        .unwrap_or(mqtt::MAX_PACKET_SIZE);
+    let out = Outbound::new(
+        version,
+        client_max,
+        if v5 {
+            connect.properties.topic_alias_maximum.unwrap_or(0)
+        } else {
+            0
+        },
+    );
+
+    let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
+    let conn = Conn {
+        broker: broker.clone(),
+        tenant,
+        session: attached.session,
+        ctl,
+        identity: identity.clone(),
+        client_id: client_id.clone(),
+        version,
+        keep_alive,
+        will: connect.will,
+        session_expiry,
+        out,
+        receive_maximum: usize::from(
+            connect
+                .properties
+                .receive_maximum
+                .map_or(u16::MAX, NonZeroU16::get),
+        ),
+        in_aliases: HashMap::new(),
+        resumed: attached.present,
+    };
+    info!(
+        principal = %identity.principal,
+        clean_start = connect.clean_start,
+        session_present = attached.present,
+        "connected"
+    );
+    debug!(
+        keep_alive = connect.keep_alive,
+        session_expiry, "connect parameters"
+    );
+    broker.events().emit(Event::Connected {
+        tenant: identity.tenant,
+        client_id: client_id.to_string(),
+        principal: identity.principal,
+        peer: peer.addr,
+        protocol: version,
+    });
+    Ok(Some((conn, ack)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claimed_level_reads_past_the_fixed_header() {
+        let connect = [0x10, 0x10, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x05, 0x02];
+        assert_eq!(claimed_level(&connect), Some(5));
+        assert_eq!(claimed_level(&connect[..5]), None);
+        assert_eq!(claimed_level(&[0x10, 0xFF, 0xFF, 0xFF, 0xFF, 0x01]), None);
+        assert_eq!(claimed_level(&[]), None);
+    }
+}

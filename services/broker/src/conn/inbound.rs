@@ -1,0 +1,295 @@
+//! Packets from the client after CONNECT (3.3 – 3.15).
+
+use mqtt::{
+    Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
+    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use super::{Conn, End};
+use crate::Error;
+use crate::message::{Delivery, Message};
+use crate::metrics;
+use crate::session::Outgoing;
+
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+        QoS::AtLeastOnce => ReasonCode::GrantedQoS1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQoS2,
+    }
+}
+
+impl Conn {
+    /// Handles one packet; `Some(end)` closes the connection.
+    pub(super) fn handle(&mut self, packet: Packet) -> Result<Option<End>, Error> {
+        debug!(packet = ?packet.packet_type(), "received");
+        match packet {
+            Packet::Publish(p) => self.on_publish(p)?,
+            Packet::PubAck(a) => {
+                let mut st = self.session.lock();
+                if let Some(Outgoing::Publish(d)) = st.inflight.get(&a.packet_id)
+                    && d.qos == QoS::AtLeastOnce
+                {
+                    st.inflight.remove(&a.packet_id);
+                }
+            }
+            Packet::PubRec(r) => self.on_pubrec(r)?,
+            Packet::PubComp(c) => {
+                let mut st = self.session.lock();
+                if matches!(st.inflight.get(&c.packet_id), Some(Outgoing::Released)) {
+                    st.inflight.remove(&c.packet_id);
+                }
+            }
+            Packet::PubRel(r) => {
+                let known = self.session.lock().incoming_qos2.remove(&r.packet_id);
+                let mut comp = PubComp::new(r.packet_id);
+                if !known {
+                    comp.reason_code = ReasonCode::PacketIdentifierNotFound;
+                }
+                self.out.send(comp)?;
+            }
+            Packet::Subscribe(s) => self.on_subscribe(s)?,
+            Packet::Unsubscribe(u) => self.on_unsubscribe(u)?,
+            Packet::PingReq => self.out.send(Packet::PingResp)?,
+            Packet::Disconnect(d) => {
+                if let Some(expiry) = d.properties.session_expiry_interval {
+                    // MQTT-3.14.2-2: 0 at CONNECT may not become non-zero.
+                    if self.session_expiry == 0 && expiry > 0 {
+                        return Err(Error::protocol(
+                            ReasonCode::ProtocolError,
+                            "session expiry set at DISCONNECT after 0 at CONNECT",
+                        ));
+                    }
+                    self.session_expiry = expiry.min(self.broker.config().max_session_expiry);
+                }
+                return Ok(Some(End::Client(d.reason_code)));
+            }
+            // Enhanced auth is refused at CONNECT (CONNACK 0x8C), so no
+            // method is in force and an AUTH is a Protocol Error (4.12);
+            // 0x8C is not a DISCONNECT reason code (3.14.2.1).
+            Packet::Auth(_) => {
+                return Err(Error::protocol(
+                    ReasonCode::ProtocolError,
+                    "AUTH without an authentication method",
+                ));
+            }
+            // MQTT-3.1.0-2: a second CONNECT is a Protocol Error.
+            Packet::Connect(_) => {
+                return Err(Error::protocol(ReasonCode::ProtocolError, "second CONNECT"));
+            }
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                return Err(Error::protocol(
+                    ReasonCode::ProtocolError,
+                    "server-to-client packet sent by the client",
+                ));
+            }
+        }
+        Ok(None)
+    }
+
+    fn on_publish(&mut self, mut p: Publish) -> Result<(), Error> {
+        // MQTT-3.3.4-6: a client may not send Subscription Identifiers.
+        if !p.properties.subscription_identifiers.is_empty() {
+            return Err(Error::protocol(
+                ReasonCode::ProtocolError,
+                "subscription identifier in a client PUBLISH",
+            ));
+        }
+        let topic = match (p.topic.take(), p.properties.topic_alias) {
+            (topic, Some(alias)) => {
+                // MQTT-3.3.2-9: 0 (caught by the codec) or above our maximum.
+                if alias.get() > self.broker.config().topic_alias_maximum {
+                    return Err(Error::protocol(
+                        ReasonCode::TopicAliasInvalid,
+                        "topic alias above our maximum",
+                    ));
+                }
+                match topic {
+                    Some(t) => {
+                        self.in_aliases.insert(alias, t.clone());
+                        t
+                    }
+                    None => self.in_aliases.get(&alias).cloned().ok_or(Error::protocol(
+                        ReasonCode::ProtocolError,
+                        "unknown topic alias",
+                    ))?,
+                }
+            }
+            (Some(t), None) => t,
+            (None, None) => {
+                return Err(Error::protocol(
+                    ReasonCode::ProtocolError,
+                    "PUBLISH without topic",
+                ));
+            }
+        };
+        let qos = p.qos;
+        let id = p.packet_id;
+        if qos == QoS::ExactlyOnce
+            && let Some(id) = id
+        {
+            let mut st = self.session.lock();
+            if st.incoming_qos2.contains(&id) {
+                // A resend of a message already delivered onward (4.3.3):
+                // acknowledge again, do not deliver twice.
+                drop(st);
+                self.out.send(PubRec::new(id))?;
+                return Ok(());
+            }
+            // MQTT-3.3.4-9: more unacknowledged QoS 2 than our maximum.
+            if st.incoming_qos2.len() >= usize::from(self.broker.config().receive_maximum) {
+                return Err(Error::protocol(
+                    ReasonCode::ReceiveMaximumExceeded,
+                    "receive maximum exceeded",
+                ));
+            }
+            st.incoming_qos2.insert(id);
+        }
+        let reason = if !self.broker.authorizer().can_publish(&self.identity, &topic) {
+            warn!(topic = %topic, "publish not authorized");
+            ReasonCode::NotAuthorized
+        } else {
+            let message =
+                Message::from_publish(p, topic, Some(self.client_id.clone()), Instant::now());
+            let delivered = self.route(message);
+            if delivered == 0 && self.version == ProtocolVersion::V5 {
+                ReasonCode::NoMatchingSubscribers
+            } else {
+                ReasonCode::Success
+            }
+        };
+        match (qos, id) {
+            (QoS::AtLeastOnce, Some(id)) => {
+                let mut ack = PubAck::new(id);
+                ack.reason_code = reason;
+                self.out.send(ack)?;
+            }
+            (QoS::ExactlyOnce, Some(id)) => {
+                let mut rec = PubRec::new(id);
+                rec.reason_code = reason;
+                if reason.is_error() {
+                    // 4.3.3: a failed PUBREC ends the exchange.
+                    self.session.lock().incoming_qos2.remove(&id);
+                }
+                self.out.send(rec)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn on_pubrec(&mut self, r: PubRec) -> Result<(), Error> {
+        let mut st = self.session.lock();
+        let ours = matches!(
+            st.inflight.get(&r.packet_id),
+            Some(Outgoing::Publish(d)) if d.qos == QoS::ExactlyOnce
+        );
+        if !ours {
+            drop(st);
+            let mut rel = PubRel::new(r.packet_id);
+            rel.reason_code = ReasonCode::PacketIdentifierNotFound;
+            return self.out.send(rel);
+        }
+        if r.reason_code.is_error() {
+            // 4.3.3: the client refused it; the packet id is free again.
+            st.inflight.remove(&r.packet_id);
+            return Ok(());
+        }
+        st.inflight.insert(r.packet_id, Outgoing::Released);
+        drop(st);
+        self.out.send(PubRel::new(r.packet_id))
+    }
+
+    fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Error> {
+        let sub_id = s.properties.subscription_identifiers.first().copied();
+        let cap = self.broker.config().max_retained_per_subscribe;
+        let now = Instant::now();
+        let mut codes = Vec::with_capacity(s.subscriptions.len());
+        let mut retained = Vec::new();
+        for sub in s.subscriptions {
+            if !self
+                .broker
+                .authorizer()
+                .can_subscribe(&self.identity, &sub.filter)
+            {
+                warn!(topic = %sub.filter, "subscribe not authorized");
+                codes.push(ReasonCode::NotAuthorized);
+                continue;
+            }
+            let opts = sub.options;
+            let existed = self
+                .tenant
+                .subscribe(&self.session, &sub.filter, opts, sub_id);
+            codes.push(granted(opts.qos));
+            // 3.8.3.1 Retain Handling; shared subscriptions get no retained
+            // messages (4.8.2).
+            let send = match opts.retain_handling {
+                RetainHandling::SendOnSubscribe => true,
+                RetainHandling::SendIfNew => !existed,
+                RetainHandling::DoNotSend => false,
+            };
+            if !send || sub.filter.shared().is_some() {
+                continue;
+            }
+            let found = self.tenant.retained_for(&sub.filter, now, cap);
+            if !found.expired.is_empty() {
+                // 3.3.2.3.3: an expired retained message is gone for good.
+                for topic in self.tenant.prune_retained(&found.expired, now) {
+                    self.broker
+                        .retained_store()
+                        .save(&self.tenant.id, &topic, None);
+                    self.broker
+                        .events()
+                        .emit(crate::events::Event::RetainedChanged {
+                            tenant: self.tenant.id.clone(),
+                            topic,
+                            payload: None,
+                        });
+                }
+            }
+            if found.truncated {
+                metrics::retained_cap_hit();
+                warn!(topic = %sub.filter, cap, "retained messages capped for this subscribe");
+            }
+            retained.extend(found.messages.into_iter().map(|m| Delivery {
+                qos: m.qos.min(opts.qos),
+                // MQTT-3.3.1-9: retained on subscribe keep RETAIN set.
+                retain: true,
+                subscription_ids: sub_id.into_iter().collect(),
+                shared: None,
+                message: m,
+            }));
+        }
+        // MQTT-3.8.4-1: SUBACK before the retained messages it triggers.
+        self.out.send(SubAck {
+            packet_id: s.packet_id,
+            reason_codes: codes,
+            properties: Default::default(),
+        })?;
+        for d in retained {
+            self.session.enqueue_retained(d, cap);
+        }
+        Ok(())
+    }
+
+    fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Error> {
+        let codes = u
+            .filters
+            .iter()
+            .map(|f| {
+                if self.tenant.unsubscribe(&self.session, f) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::NoSubscriptionExisted
+                }
+            })
+            .collect();
+        self.out.send(UnsubAck {
+            packet_id: u.packet_id,
+            reason_codes: codes,
+            properties: Default::default(),
+        })
+    }
+}

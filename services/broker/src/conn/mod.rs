@@ -1,0 +1,393 @@
+//! One client connection, generic over the byte stream (TCP, TLS,
+//! WebSocket): the CONNECT handshake ([`handshake`]), the read/write loop
+//! (here), packet handling ([`inbound`]), encoding and batching
+//! ([`outbound`]) and what happens when it ends ([`will`]).
+//!
+//! The loop is one task. Each turn it moves queued deliveries from the
+//! session into the encode buffer (up to the client's Receive Maximum of
+//! QoS 1/2 in flight), writes the buffer in one go, then waits for the
+//! first of: bytes from the client, new deliveries, the keep-alive
+//! deadline, a takeover or shutdown. Every branch of that `select!` is
+//! cancel-safe (`read_buf`, `Notify::notified`, `CancellationToken::
+//! cancelled`, `sleep_until`). Writes happen outside the `select!`, under
+//! `write_timeout`: a client that stops reading is disconnected.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU16;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use mqtt::{
+    ConnAck, Disconnect, LastWill, ProtocolVersion, PubRel, QoS, ReasonCode, TopicName, decode,
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, field, info, info_span, warn};
+
+use crate::auth::Identity;
+use crate::broker::Broker;
+use crate::metrics::{self, DropReason};
+use crate::session::{ConnControl, Outgoing, Session};
+use crate::tenant::Tenant;
+use crate::{Error, router};
+
+mod handshake;
+mod inbound;
+mod outbound;
+mod will;
+
+use outbound::Outbound;
+
+/// Batch size per turn: bounds how long one busy session keeps its
+/// connection from reading.
+const PUMP_BATCH: usize = 256;
+
+/// How a connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum End {
+    /// The socket closed or failed without a DISCONNECT.
+    Lost,
+    /// The client sent DISCONNECT with this reason.
+    Client(ReasonCode),
+    /// We close it with this reason.
+    Server(ReasonCode),
+}
+
+/// A connection after a successful CONNECT.
+pub(crate) struct Conn {
+    broker: Broker,
+    tenant: Arc<Tenant>,
+    session: Arc<Session>,
+    ctl: Arc<ConnControl>,
+    identity: Identity,
+    client_id: Arc<str>,
+    version: ProtocolVersion,
+    /// 1.5 × the keep alive in force (MQTT-3.1.2-22), if any.
+    keep_alive: Option<Duration>,
+    will: Option<LastWill>,
+    /// Session Expiry Interval in force, seconds.
+    session_expiry: u32,
+    out: Outbound,
+    /// The client's Receive Maximum: our in-flight window (MQTT-3.3.4-7).
+    receive_maximum: usize,
+    /// Client → server topic aliases (3.3.2.3.4).
+    in_aliases: HashMap<NonZeroU16, TopicName>,
+    /// Whether an existing session was resumed (Session Present).
+    resumed: bool,
+}
+
+/// Where a connection comes from.
+#[derive(Debug, Clone)]
+pub(crate) struct Peer {
+    pub(crate) addr: SocketAddr,
+    /// `tcp`, `tls` or `ws`.
+    pub(crate) proto: &'static str,
+    /// The TLS client certificate chain (DER, leaf first), if any.
+    pub(crate) certificates: Option<Vec<bytes::Bytes>>,
+}
+
+/// Serves one connection until it ends; never fails the caller.
+pub(crate) async fn serve<S>(mut stream: S, peer: Peer, broker: Broker, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let proto = peer.proto;
+    let conn_id = broker.next_conn_id();
+    let span = info_span!(
+        "conn",
+        conn_id,
+        peer = %peer.addr,
+        proto,
+        tenant = field::Empty,
+        client_id = field::Empty
+    );
+    async move {
+        metrics::connection_opened();
+        let mut inbuf = BytesMut::with_capacity(4096);
+        match handshake::handshake(&mut stream, &mut inbuf, peer, &broker, conn_id).await {
+            Ok(Some((mut conn, ack))) => {
+                let end = match conn.start(ack) {
+                    Ok(()) => conn.run(&mut stream, &mut inbuf, &shutdown).await,
+                    Err(e) => {
+                        error!(error = %e, "could not encode CONNACK or resends");
+                        End::Server(ReasonCode::from(&e))
+                    }
+                };
+                // Always: the session must be let go of.
+                conn.finish(&mut stream, end).await;
+            }
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "connection closed before CONNACK"),
+        }
+        // Best effort, and bounded: the peer may be gone or, with TLS or
+        // WebSocket, not reading the close we try to write.
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        metrics::connection_closed();
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Conn {
+    /// Queues the CONNACK and, for a resumed session, the resends.
+    fn start(&mut self, ack: ConnAck) -> Result<(), Error> {
+        self.out.send(ack)?;
+        if self.resumed {
+            self.resend_inflight()?;
+        }
+        Ok(())
+    }
+
+    async fn run<S>(
+        &mut self,
+        stream: &mut S,
+        inbuf: &mut BytesMut,
+        shutdown: &CancellationToken,
+    ) -> End
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        match self.run_inner(stream, inbuf, shutdown).await {
+            Ok(end) => end,
+            Err(e @ (Error::Io(_) | Error::WriteTimeout(_))) => {
+                debug!(error = %e, "connection lost");
+                End::Lost
+            }
+            Err(e) => {
+                let reason = ReasonCode::from(&e);
+                warn!(error = %e, reason = reason.to_u8(), "closing connection");
+                End::Server(reason)
+            }
+        }
+    }
+
+    async fn run_inner<S>(
+        &mut self,
+        stream: &mut S,
+        inbuf: &mut BytesMut,
+        shutdown: &CancellationToken,
+    ) -> Result<End, Error>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut last_rx = Instant::now();
+        let max_packet =
+            usize::try_from(self.broker.config().max_packet_size).unwrap_or(usize::MAX);
+        // Packets pipelined behind CONNECT are already in the buffer.
+        if let Some(end) = self.drain(inbuf, max_packet)? {
+            self.flush(stream).await?;
+            return Ok(end);
+        }
+        loop {
+            if self.pump()? {
+                // More than one batch is queued: come back without waiting.
+                self.ctl.wake.notify_one();
+            }
+            self.flush(stream).await?;
+            if inbuf.capacity() - inbuf.len() < 1024 {
+                inbuf.reserve(4096);
+            }
+            let deadline = self.keep_alive.map(|k| last_rx + k);
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
+                () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
+                read = stream.read_buf(inbuf) => {
+                    let n = read?;
+                    if n == 0 {
+                        return Ok(End::Lost);
+                    }
+                    metrics::bytes_in(n);
+                    last_rx = Instant::now();
+                    if let Some(end) = self.drain(inbuf, max_packet)? {
+                        self.flush(stream).await?;
+                        return Ok(end);
+                    }
+                }
+                () = self.ctl.wake.notified() => {}
+                () = sleep_until(deadline) => {
+                    return Err(Error::KeepAliveTimeout(self.keep_alive.unwrap_or_default()));
+                }
+            }
+        }
+    }
+
+    /// Handles every whole packet in the read buffer.
+    fn drain(&mut self, inbuf: &mut BytesMut, max_packet: usize) -> Result<Option<End>, Error> {
+        while let Some(packet) = decode(inbuf, self.version, max_packet)? {
+            if let Some(end) = self.handle(packet)? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Writes the encode buffer in one go (batched writes).
+    async fn flush<S>(&mut self, stream: &mut S) -> Result<(), Error>
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if self.out.buf.is_empty() {
+            return Ok(());
+        }
+        let limit = self.broker.config().write_timeout;
+        let write = async {
+            stream.write_all(&self.out.buf).await?;
+            stream.flush().await
+        };
+        tokio::time::timeout(limit, write)
+            .await
+            .map_err(|_| Error::WriteTimeout(limit))??;
+        metrics::bytes_out(self.out.buf.len());
+        self.out.buf.clear();
+        Ok(())
+    }
+
+    /// Moves queued deliveries into the encode buffer within the in-flight
+    /// window; returns whether more are waiting that fit the window.
+    fn pump(&mut self) -> Result<bool, Error> {
+        let now = Instant::now();
+        let mut batch = Vec::new();
+        let more = {
+            let mut st = self.session.lock();
+            while batch.len() < PUMP_BATCH {
+                let Some(front) = st.pending.front() else {
+                    break;
+                };
+                // Order is kept: a QoS 1/2 message waiting for the window
+                // holds back what is queued behind it.
+                if front.qos != QoS::AtMostOnce && st.inflight.len() >= self.receive_maximum {
+                    break;
+                }
+                let Some(d) = st.pending.pop_front() else {
+                    break;
+                };
+                // 3.3.2.3.3: an expired message is not sent.
+                if d.message.expired(now) {
+                    st.count_drop(DropReason::Expired);
+                    continue;
+                }
+                if d.qos == QoS::AtMostOnce {
+                    batch.push((None, d));
+                    continue;
+                }
+                let Some(id) = st.next_packet_id() else {
+                    st.pending.push_front(d);
+                    break;
+                };
+                st.inflight.insert(id, Outgoing::Publish(d.clone()));
+                batch.push((Some(id), d));
+            }
+            batch.len() == PUMP_BATCH && !st.pending.is_empty()
+        };
+        for (id, d) in batch {
+            let mut publish = d.to_publish(now);
+            publish.packet_id = id;
+            if self.out.publish(publish)? {
+                metrics::message_out(d.qos);
+            } else {
+                let mut st = self.session.lock();
+                st.count_drop(DropReason::TooLarge);
+                if let Some(id) = id {
+                    st.inflight.remove(&id);
+                }
+            }
+        }
+        Ok(more)
+    }
+
+    /// MQTT-4.4.0-1: on a resumed session, resend unacknowledged PUBLISH
+    /// (with DUP) and PUBREL with their original packet ids.
+    fn resend_inflight(&mut self) -> Result<(), Error> {
+        let now = Instant::now();
+        let inflight: Vec<_> = self
+            .session
+            .lock()
+            .inflight
+            .iter()
+            .map(|(id, o)| (*id, o.clone()))
+            .collect();
+        for (id, outgoing) in inflight {
+            match outgoing {
+                Outgoing::Publish(d) => {
+                    let mut publish = d.to_publish(now);
+                    publish.packet_id = Some(id);
+                    publish.dup = true; // MQTT-3.3.1-1
+                    if !self.out.publish(publish)? {
+                        self.session.lock().inflight.remove(&id);
+                    }
+                }
+                Outgoing::Released => self.out.send(PubRel::new(id))?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Says goodbye, publishes the will when due, lets go of the session.
+    async fn finish<S>(&mut self, stream: &mut S, end: End)
+    where
+        S: AsyncWrite + Unpin,
+    {
+        if let End::Server(reason) = end
+            && self.version == ProtocolVersion::V5
+        {
+            // MQTT-4.13.1-1: tell a v5 client why before closing.
+            self.out.buf.clear();
+            if self.out.send(Disconnect::new(reason)).is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(stream)).await;
+            }
+        }
+        info!(?end, "disconnected");
+        self.broker
+            .events()
+            .emit(crate::events::Event::Disconnected {
+                tenant: self.tenant.id.clone(),
+                client_id: self.client_id.to_string(),
+                graceful: end == End::Client(ReasonCode::Success),
+                reason: match end {
+                    End::Lost => ReasonCode::UnspecifiedError,
+                    End::Client(r) | End::Server(r) => r,
+                },
+            });
+        // MQTT-3.1.2-8: the will is published unless the client said a
+        // normal DISCONNECT (MQTT-3.14.4-3); 0x04 asks for it. A server
+        // shutdown is not the client's loss.
+        let will_due = match end {
+            End::Lost => true,
+            End::Client(r) => r == ReasonCode::DisconnectWithWillMessage,
+            End::Server(r) => r != ReasonCode::ServerShuttingDown,
+        };
+        let will = self.will.take().filter(|_| will_due);
+        will::after_disconnect(
+            &self.broker,
+            &self.tenant,
+            &self.session,
+            self.ctl.id,
+            self.session_expiry,
+            will.map(|w| will::PendingWill {
+                will: w,
+                identity: self.identity.clone(),
+                client_id: self.client_id.clone(),
+            }),
+        );
+        self.ctl.finished.cancel();
+    }
+
+    /// Publishes an application message from this client.
+    fn route(&self, message: crate::message::Message) -> usize {
+        router::publish(&self.broker, &self.tenant, &self.client_id, message)
+    }
+}
+
+#[cfg(test)]
+mod tests;

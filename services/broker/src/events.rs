@@ -1,0 +1,116 @@
+//! [`EventSink`]: lifecycle and message events leaving the broker (for
+//! presence, webhooks and the dashboard), and an in-memory sink.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use mqtt::{ProtocolVersion, QoS, ReasonCode, TopicName};
+
+use crate::TenantId;
+
+/// Something that happened in a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A client finished CONNECT successfully.
+    Connected {
+        /// Tenant.
+        tenant: TenantId,
+        /// MQTT client id.
+        client_id: String,
+        /// Principal from the authenticator.
+        principal: String,
+        /// Peer address.
+        peer: SocketAddr,
+        /// Protocol version.
+        protocol: ProtocolVersion,
+    },
+    /// A connection ended.
+    Disconnected {
+        /// Tenant.
+        tenant: TenantId,
+        /// MQTT client id.
+        client_id: String,
+        /// Whether the client said DISCONNECT 0x00 (a clean goodbye).
+        graceful: bool,
+        /// The reason code of the DISCONNECT that ended it (ours or theirs).
+        reason: ReasonCode,
+    },
+    /// An application message was accepted from a client (or a will).
+    Published {
+        /// Tenant.
+        tenant: TenantId,
+        /// Publishing client id.
+        client_id: String,
+        /// Topic.
+        topic: TopicName,
+        /// Payload (shared, not copied).
+        payload: Bytes,
+        /// QoS as published.
+        qos: QoS,
+        /// RETAIN flag.
+        retain: bool,
+    },
+    /// A retained message was set, replaced or (payload `None`) deleted.
+    RetainedChanged {
+        /// Tenant.
+        tenant: TenantId,
+        /// Topic.
+        topic: TopicName,
+        /// The new payload, or `None` when deleted.
+        payload: Option<Bytes>,
+    },
+}
+
+/// Receives [`Event`]s. Called on the hot path, under no lock: an
+/// implementation must not block (hand the event to a channel or buffer).
+pub trait EventSink: Send + Sync + 'static {
+    /// Takes one event.
+    fn emit(&self, event: Event);
+
+    /// Whether [`Event::Published`] is wanted at all; `false` spares the
+    /// hot path building one per message.
+    fn wants_published(&self) -> bool {
+        true
+    }
+}
+
+/// Drops every event.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEvents;
+
+impl EventSink for NoEvents {
+    fn emit(&self, _: Event) {}
+
+    fn wants_published(&self) -> bool {
+        false
+    }
+}
+
+/// Keeps every event in memory, for tests and debugging.
+#[derive(Debug, Default)]
+pub struct MemoryEvents {
+    // std Mutex: nothing awaits while it is held.
+    events: Mutex<Vec<Event>>,
+}
+
+impl MemoryEvents {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A copy of the events so far.
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.events.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+}
+
+impl EventSink for MemoryEvents {
+    fn emit(&self, event: Event) {
+        if let Ok(mut events) = self.events.lock() {
+            events.push(event);
+        }
+    }
+}

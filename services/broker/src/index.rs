@@ -1,0 +1,335 @@
+//! The per-tenant subscription index: a trie over topic levels.
+//!
+//! Matching walks the topic's levels and at each node looks up at most three
+//! children (the literal level, `+` and `#`), so its cost grows with topic
+//! depth (and the number of wildcard branches that actually exist), not with
+//! the number of subscriptions. Shared subscriptions (4.8.2) live at the
+//! node of their inner filter, one [`Group`] per share name, and each
+//! matching group yields exactly one member, chosen round-robin.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use mqtt::{SubscriptionOptions, TopicFilter, TopicName};
+
+use crate::session::Session;
+
+/// A session's subscription as the index keeps it.
+#[derive(Debug, Clone)]
+pub(crate) struct Subscriber {
+    pub(crate) session: Arc<Session>,
+    pub(crate) options: SubscriptionOptions,
+    /// Subscription Identifier (3.8.2.1.2).
+    pub(crate) id: Option<u32>,
+}
+
+/// One match of a topic: the subscriber and, when it came through a shared
+/// subscription, that `$share/` filter (No Local and the one-copy merge do
+/// not apply to those).
+#[derive(Debug, Clone)]
+pub(crate) struct Matched {
+    pub(crate) subscriber: Subscriber,
+    pub(crate) shared: Option<TopicFilter>,
+}
+
+#[derive(Debug)]
+struct Group {
+    /// The whole `$share/{group}/{filter}`.
+    filter: TopicFilter,
+    members: Vec<(Arc<str>, Subscriber)>,
+    /// Round-robin cursor; atomic so matching needs only a read lock.
+    next: AtomicUsize,
+}
+
+impl Group {
+    /// The next member, preferring one that is connected.
+    fn pick(&self) -> Option<&Subscriber> {
+        let n = self.members.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        let ordered = self.members.iter().cycle().skip(start).take(n);
+        let mut first = None;
+        for (_, sub) in ordered {
+            if sub.session.is_online() {
+                return Some(sub);
+            }
+            first.get_or_insert(sub);
+        }
+        first
+    }
+}
+
+#[derive(Debug, Default)]
+struct Node {
+    children: HashMap<Box<str>, Node>,
+    subscribers: HashMap<Arc<str>, Subscriber>,
+    groups: HashMap<Box<str>, Group>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.subscribers.is_empty() && self.groups.is_empty()
+    }
+
+    fn collect(&self, out: &mut Vec<Matched>) {
+        out.extend(self.subscribers.values().map(|s| Matched {
+            subscriber: s.clone(),
+            shared: None,
+        }));
+        out.extend(self.groups.values().filter_map(|g| {
+            g.pick().map(|s| Matched {
+                subscriber: s.clone(),
+                shared: Some(g.filter.clone()),
+            })
+        }));
+    }
+
+    fn walk(&self, levels: &[&str], depth: usize, system: bool, out: &mut Vec<Matched>) {
+        // MQTT-4.7.2-1: a filter starting with a wildcard does not match a
+        // topic starting with `$`.
+        let wildcards = !(depth == 0 && system);
+        match levels.split_first() {
+            None => {
+                self.collect(out);
+                // 4.7.1.2: `a/#` also matches `a`.
+                if let Some(hash) = self.children.get("#") {
+                    hash.collect(out);
+                }
+            }
+            Some((level, rest)) => {
+                if let Some(child) = self.children.get(*level) {
+                    child.walk(rest, depth + 1, system, out);
+                }
+                if wildcards {
+                    if let Some(plus) = self.children.get("+") {
+                        plus.walk(rest, depth + 1, system, out);
+                    }
+                    if let Some(hash) = self.children.get("#") {
+                        hash.collect(out);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Removes `client`'s entry below this node; prunes empty nodes.
+    fn remove(&mut self, levels: &[&str], group: Option<&str>, client: &str) -> bool {
+        match levels.split_first() {
+            None => match group {
+                None => self.subscribers.remove(client).is_some(),
+                Some(g) => {
+                    let Some(grp) = self.groups.get_mut(g) else {
+                        return false;
+                    };
+                    let before = grp.members.len();
+                    grp.members.retain(|(c, _)| &**c != client);
+                    let removed = grp.members.len() != before;
+                    if grp.members.is_empty() {
+                        self.groups.remove(g);
+                    }
+                    removed
+                }
+            },
+            Some((level, rest)) => {
+                let Some(child) = self.children.get_mut(*level) else {
+                    return false;
+                };
+                let removed = child.remove(rest, group, client);
+                if child.is_empty() {
+                    self.children.remove(*level);
+                }
+                removed
+            }
+        }
+    }
+}
+
+/// The filter levels and share name of a (possibly shared) filter.
+fn split(filter: &TopicFilter) -> (Option<String>, TopicFilter) {
+    match filter.shared() {
+        Some(s) => (Some(s.group), s.filter),
+        None => (None, filter.clone()),
+    }
+}
+
+/// All subscriptions of one tenant.
+#[derive(Debug, Default)]
+pub(crate) struct SubscriptionIndex {
+    root: Node,
+    len: usize,
+}
+
+impl SubscriptionIndex {
+    /// Adds or replaces `client`'s subscription to `filter`; returns whether
+    /// one existed (for Retain Handling 1, 3.8.3.1).
+    pub(crate) fn insert(
+        &mut self,
+        filter: &TopicFilter,
+        client: &Arc<str>,
+        sub: Subscriber,
+    ) -> bool {
+        let (group, inner) = split(filter);
+        let mut node = &mut self.root;
+        for level in inner.as_str().split('/') {
+            node = node.children.entry(Box::from(level)).or_default();
+        }
+        let existed = match group {
+            None => node.subscribers.insert(client.clone(), sub).is_some(),
+            Some(g) => {
+                let grp = node
+                    .groups
+                    .entry(Box::from(g.as_str()))
+                    .or_insert_with(|| Group {
+                        filter: filter.clone(),
+                        members: Vec::new(),
+                        next: AtomicUsize::new(0),
+                    });
+                match grp.members.iter_mut().find(|(c, _)| c == client) {
+                    Some(slot) => {
+                        slot.1 = sub;
+                        true
+                    }
+                    None => {
+                        grp.members.push((client.clone(), sub));
+                        false
+                    }
+                }
+            }
+        };
+        if !existed {
+            self.len += 1;
+        }
+        existed
+    }
+
+    /// Removes `client`'s subscription to `filter`; returns whether it
+    /// existed.
+    pub(crate) fn remove(&mut self, filter: &TopicFilter, client: &str) -> bool {
+        let (group, inner) = split(filter);
+        let levels: Vec<&str> = inner.as_str().split('/').collect();
+        let removed = self.root.remove(&levels, group.as_deref(), client);
+        if removed {
+            self.len = self.len.saturating_sub(1);
+        }
+        removed
+    }
+
+    /// The next member of the shared subscription `filter`, if any is
+    /// left (used to redistribute a leaving member's messages).
+    pub(crate) fn pick_shared(&self, filter: &TopicFilter) -> Option<Subscriber> {
+        let (Some(group), inner) = split(filter) else {
+            return None;
+        };
+        let mut node = &self.root;
+        for level in inner.as_str().split('/') {
+            node = node.children.get(level)?;
+        }
+        node.groups.get(group.as_str())?.pick().cloned()
+    }
+
+    /// Number of subscriptions.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Appends every subscription matching `topic` to `out` (one member per
+    /// matching shared group).
+    pub(crate) fn matches(&self, topic: &TopicName, out: &mut Vec<Matched>) {
+        let levels: Vec<&str> = topic.levels().collect();
+        self.root.walk(&levels, 0, topic.is_system(), out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::Session;
+    use mqtt::QoS;
+
+    fn sub() -> Subscriber {
+        Subscriber {
+            session: Arc::new(Session::new(Arc::from("s"), 10)),
+            options: SubscriptionOptions::new(QoS::AtMostOnce),
+            id: None,
+        }
+    }
+
+    fn names(idx: &SubscriptionIndex, topic: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        idx.matches(&TopicName::parse(topic).unwrap(), &mut out);
+        let mut v: Vec<String> = out
+            .iter()
+            .map(|m| m.subscriber.session.client_id().to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn add(idx: &mut SubscriptionIndex, filter: &str, client: &str) -> bool {
+        let mut s = sub();
+        s.session = Arc::new(Session::new(Arc::from(client), 10));
+        idx.insert(&TopicFilter::parse(filter).unwrap(), &Arc::from(client), s)
+    }
+
+    #[test]
+    fn matches_like_the_naive_matcher() {
+        let filters = [
+            "a/b", "a/+", "a/#", "#", "+/+", "+", "a/b/c", "+/b/#", "$SYS/#", "$SYS/+", "/a",
+            "+/a", "a//b", "a/+/b",
+        ];
+        let topics = [
+            "a", "a/b", "a/b/c", "a/c", "$SYS/x", "$SYS", "/a", "a//b", "b/b/x", "x",
+        ];
+        let mut idx = SubscriptionIndex::default();
+        for (i, f) in filters.iter().enumerate() {
+            assert!(!add(&mut idx, f, &format!("c{i}")));
+        }
+        assert_eq!(idx.len(), filters.len());
+        for t in topics {
+            let topic = TopicName::parse(t).unwrap();
+            let mut want: Vec<String> = filters
+                .iter()
+                .enumerate()
+                .filter(|(_, f)| TopicFilter::parse(**f).unwrap().matches(&topic))
+                .map(|(i, _)| format!("c{i}"))
+                .collect();
+            want.sort();
+            assert_eq!(names(&idx, t), want, "topic {t}");
+        }
+    }
+
+    #[test]
+    fn remove_prunes_and_reports() {
+        let mut idx = SubscriptionIndex::default();
+        add(&mut idx, "a/b/c", "x");
+        assert!(add(&mut idx, "a/b/c", "x"));
+        assert_eq!(idx.len(), 1);
+        let f = TopicFilter::parse("a/b/c").unwrap();
+        assert!(idx.remove(&f, "x"));
+        assert!(!idx.remove(&f, "x"));
+        assert!(idx.root.is_empty());
+        assert_eq!(idx.len(), 0);
+    }
+
+    #[test]
+    fn shared_groups_yield_one_member_round_robin() {
+        let mut idx = SubscriptionIndex::default();
+        add(&mut idx, "$share/g/a/+", "m1");
+        add(&mut idx, "$share/g/a/+", "m2");
+        add(&mut idx, "$share/h/a/#", "m3");
+        let mut seen = Vec::new();
+        for _ in 0..4 {
+            let got = names(&idx, "a/b");
+            assert_eq!(got.len(), 2, "{got:?}");
+            assert!(got.contains(&"m3".to_string()));
+            seen.extend(got.into_iter().filter(|n| n != "m3"));
+        }
+        assert_eq!(seen.iter().filter(|n| *n == "m1").count(), 2);
+        assert_eq!(seen.iter().filter(|n| *n == "m2").count(), 2);
+        assert!(idx.remove(&TopicFilter::parse("$share/g/a/+").unwrap(), "m1"));
+        assert_eq!(names(&idx, "a/b"), ["m2", "m3"]);
+    }
+}

@@ -1,0 +1,81 @@
+//! fleetmq's MQTT 3.1.1/5.0 broker: listeners, sessions, QoS flows, the
+//! subscription index, retained messages, wills and expiry, per tenant.
+//! Packets come from the `mqtt` crate; identity, ACLs, persistence and
+//! events go out through traits the platform implements.
+//!
+//! Module map (see `architecture.md` for how a connection, a publish and a
+//! subscribe flow):
+//!
+//! - [`server`]: `run_listener` (TCP), `run_tls_listener`,
+//!   `run_ws_listener`: accept loops, connection cap, shutdown.
+//! - `transport` (private): WebSocket adapter to a byte stream.
+//! - `conn` (private): one connection: `handshake.rs` (CONNECT → CONNACK),
+//!   `mod.rs` (read/write loop, batching, keep alive), `inbound.rs`
+//!   (packets from the client), `outbound.rs` (encoding, topic aliases,
+//!   maximum packet size), `will.rs` (will delay, session expiry).
+//! - [`broker`]: [`Broker`], the shared state, and its builder.
+//! - `tenant` (private): one namespace: its sessions, index and retained.
+//! - `session` (private): state that outlives a connection: queue, in-flight.
+//! - `index` (private): the subscription trie, shared subscriptions.
+//! - `retained` (private): the retained trie with capped wildcard lookup.
+//! - `router` (private): publishing one message: retained, fan-out, events.
+//! - `message` (private): a routed message and one delivery of it.
+//! - [`auth`]: [`Authenticator`], [`Authorizer`], [`AllowAnonymous`] and
+//!   in-memory implementations.
+//! - [`events`]: [`EventSink`] and [`Event`].
+//! - [`store`]: [`RetainedStore`] and the in-memory store.
+//! - [`config`]: [`Config`]. [`ids`]: [`TenantId`]. [`error`]: [`Error`].
+//! - `metrics` (private): metric names.
+//!
+//! Wiring (what `fleetmq serve --allow-anonymous dev` does, minus config):
+//!
+//! ```no_run
+//! use broker::{Broker, CancellationToken, Config, TenantId};
+//! # async fn wire() -> Result<(), Box<dyn std::error::Error>> {
+//! let broker = Broker::allow_anonymous(TenantId::parse("dev")?, Config::default());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! println!("mqtt listening on {}", listener.local_addr()?);
+//! let shutdown = CancellationToken::new();
+//! let tcp = tokio::spawn(broker::run_listener(listener, broker.clone(), shutdown.clone()));
+//! // … on SIGTERM:
+//! shutdown.cancel();
+//! tcp.await??; // returns once every connection has closed
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+mod conn;
+pub mod error;
+pub mod events;
+pub mod ids;
+mod index;
+#[cfg(test)]
+mod index_props;
+mod message;
+mod metrics;
+mod retained;
+mod router;
+pub mod server;
+mod session;
+pub mod store;
+mod tenant;
+mod transport;
+
+pub use auth::{
+    AllowAll, AllowAnonymous, AuthError, AuthRequest, Authenticator, Authorizer, Identity,
+    MemoryAuthenticator, TemplateAcl,
+};
+pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
+pub use config::Config;
+pub use error::Error;
+pub use events::{Event, EventSink, MemoryEvents, NoEvents};
+pub use ids::TenantId;
+pub use server::{run_listener, run_tls_listener, run_ws_listener};
+pub use session::DropCounters;
+pub use store::{MemoryRetainedStore, RetainedStore, StoreError, StoredRetained};
+pub use tenant::TenantStats;
+pub use tokio_util::sync::CancellationToken;

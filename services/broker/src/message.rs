@@ -1,0 +1,143 @@
+//! [`Message`]: one application message as routed, shared by every
+//! subscriber it goes to (`Arc`, payload `Bytes`), and [`Delivery`], one
+//! copy of it queued for one session.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use mqtt::{Properties, Publish, QoS, TopicName};
+use tokio::time::{Duration, Instant};
+
+/// An application message inside the broker.
+#[derive(Debug)]
+pub(crate) struct Message {
+    pub(crate) topic: TopicName,
+    pub(crate) payload: Bytes,
+    pub(crate) qos: QoS,
+    pub(crate) retain: bool,
+    /// Pass-through properties only: payload format, content type,
+    /// response topic, correlation data, user properties (MQTT-3.3.2-17,
+    /// MQTT-3.3.2-18, MQTT-3.3.2-20). Alias, subscription ids and expiry are
+    /// per delivery.
+    pub(crate) properties: Properties,
+    /// When the Message Expiry Interval runs out (3.3.2.3.3).
+    pub(crate) expires_at: Option<Instant>,
+    /// The publishing client, for No Local (MQTT-3.8.3-3).
+    pub(crate) origin: Option<Arc<str>>,
+}
+
+impl Message {
+    /// A message from a PUBLISH whose topic has been resolved.
+    pub(crate) fn from_publish(
+        publish: Publish,
+        topic: TopicName,
+        origin: Option<Arc<str>>,
+        now: Instant,
+    ) -> Self {
+        Self::new(
+            topic,
+            publish.payload,
+            publish.qos,
+            publish.retain,
+            publish.properties,
+            origin,
+            now,
+        )
+    }
+
+    pub(crate) fn new(
+        topic: TopicName,
+        payload: Bytes,
+        qos: QoS,
+        retain: bool,
+        mut properties: Properties,
+        origin: Option<Arc<str>>,
+        now: Instant,
+    ) -> Self {
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|s| now + Duration::from_secs(u64::from(s)));
+        properties.topic_alias = None;
+        properties.subscription_identifiers.clear();
+        Self {
+            topic,
+            payload,
+            qos,
+            retain,
+            properties,
+            expires_at,
+            origin,
+        }
+    }
+
+    /// Whether the message has outlived its expiry interval.
+    pub(crate) fn expired(&self, now: Instant) -> bool {
+        self.expires_at.is_some_and(|at| at <= now)
+    }
+
+    /// The expiry interval left, for the forwarded PUBLISH (MQTT-3.3.2-6).
+    pub(crate) fn remaining_expiry(&self, now: Instant) -> Option<u32> {
+        self.expires_at.map(|at| {
+            let left = at.saturating_duration_since(now).as_secs();
+            u32::try_from(left).unwrap_or(u32::MAX).max(1)
+        })
+    }
+}
+
+/// One copy of a message for one session.
+#[derive(Debug, Clone)]
+pub(crate) struct Delivery {
+    pub(crate) message: Arc<Message>,
+    /// min(published QoS, granted QoS) (MQTT-3.8.4-8 downgrade).
+    pub(crate) qos: QoS,
+    /// RETAIN flag on the outgoing PUBLISH.
+    pub(crate) retain: bool,
+    /// Matching subscription identifiers (MQTT-3.3.4-3).
+    pub(crate) subscription_ids: Vec<u32>,
+    /// The `$share/` filter it was routed through, so it can be given to
+    /// another member if this one leaves before acknowledging it.
+    pub(crate) shared: Option<mqtt::TopicFilter>,
+}
+
+impl Delivery {
+    /// The PUBLISH to send (no packet id, alias or DUP yet).
+    pub(crate) fn to_publish(&self, now: Instant) -> Publish {
+        let m = &self.message;
+        let mut properties = m.properties.clone();
+        properties.message_expiry_interval = m.remaining_expiry(now);
+        properties
+            .subscription_identifiers
+            .clone_from(&self.subscription_ids);
+        Publish {
+            dup: false,
+            qos: self.qos,
+            retain: self.retain,
+            topic: Some(m.topic.clone()),
+            packet_id: None,
+            payload: m.payload.clone(),
+            properties,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn expiry_counts_down_and_never_forwards_zero() {
+        let mut p = Publish::new(TopicName::parse("t").unwrap(), "x");
+        p.properties.message_expiry_interval = Some(10);
+        p.properties.topic_alias = std::num::NonZeroU16::new(3);
+        let now = Instant::now();
+        let m = Message::from_publish(p, TopicName::parse("t").unwrap(), None, now);
+        assert_eq!(m.properties.topic_alias, None);
+        assert_eq!(m.remaining_expiry(now), Some(10));
+        tokio::time::advance(Duration::from_millis(9_500)).await;
+        assert_eq!(m.remaining_expiry(Instant::now()), Some(1));
+        assert!(!m.expired(Instant::now()));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(m.expired(Instant::now()));
+    }
+}

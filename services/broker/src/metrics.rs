@@ -1,0 +1,77 @@
+//! Metric names and the helpers that record them (`metrics` crate; the
+//! binary installs the Prometheus recorder).
+
+use mqtt::QoS;
+
+/// Why a message was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DropReason {
+    QueueFull,
+    OfflineQoS0,
+    Expired,
+    TooLarge,
+}
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::OfflineQoS0 => "offline_qos0",
+            DropReason::Expired => "expired",
+            DropReason::TooLarge => "too_large",
+        }
+    }
+}
+
+fn qos_label(qos: QoS) -> &'static str {
+    match qos {
+        QoS::AtMostOnce => "0",
+        QoS::AtLeastOnce => "1",
+        QoS::ExactlyOnce => "2",
+    }
+}
+
+pub(crate) fn dropped(reason: DropReason) {
+    metrics::counter!("mqtt_messages_dropped_total", "reason" => reason.label()).increment(1);
+}
+
+pub(crate) fn retained_cap_hit() {
+    metrics::counter!("mqtt_messages_dropped_total", "reason" => "retained_cap").increment(1);
+}
+
+pub(crate) fn connection_opened() {
+    metrics::counter!("mqtt_connections_total").increment(1);
+    metrics::gauge!("mqtt_connections").increment(1.0);
+}
+
+pub(crate) fn connection_closed() {
+    metrics::gauge!("mqtt_connections").decrement(1.0);
+}
+
+pub(crate) fn message_in(qos: QoS) {
+    metrics::counter!("mqtt_messages_received_total", "qos" => qos_label(qos)).increment(1);
+}
+
+pub(crate) fn message_out(qos: QoS) {
+    metrics::counter!("mqtt_messages_sent_total", "qos" => qos_label(qos)).increment(1);
+}
+
+pub(crate) fn bytes_in(n: usize) {
+    metrics::counter!("mqtt_bytes_received_total").increment(u64::try_from(n).unwrap_or(u64::MAX));
+}
+
+pub(crate) fn bytes_out(n: usize) {
+    metrics::counter!("mqtt_bytes_sent_total").increment(u64::try_from(n).unwrap_or(u64::MAX));
+}
+
+pub(crate) fn sessions(delta: f64) {
+    metrics::gauge!("mqtt_sessions").increment(delta);
+}
+
+pub(crate) fn subscriptions(delta: f64) {
+    metrics::gauge!("mqtt_subscriptions").increment(delta);
+}
+
+pub(crate) fn retained(delta: f64) {
+    metrics::gauge!("mqtt_retained_messages").increment(delta);
+}

@@ -1,0 +1,206 @@
+//! Publishing one message inside a tenant: retained update, fan-out to the
+//! matching sessions, events. The payload is shared (`Arc<Message>` holding
+//! `Bytes`) by every delivery; the index is read-locked only while matching.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mqtt::QoS;
+
+use crate::broker::Broker;
+use crate::events::Event;
+use crate::index::Matched;
+use crate::message::{Delivery, Message};
+use crate::metrics;
+use crate::retained::Change;
+use crate::store::StoredRetained;
+use crate::tenant::Tenant;
+
+/// Publishes `message` from `client_id` in `tenant`; returns how many
+/// sessions it was queued for.
+pub(crate) fn publish(
+    broker: &Broker,
+    tenant: &Tenant,
+    client_id: &str,
+    message: Message,
+) -> usize {
+    let message = Arc::new(message);
+    metrics::message_in(message.qos);
+    if message.retain {
+        update_retained(broker, tenant, &message);
+    }
+    let events = broker.events();
+    if events.wants_published() {
+        events.emit(Event::Published {
+            tenant: tenant.id.clone(),
+            client_id: client_id.to_owned(),
+            topic: message.topic.clone(),
+            payload: message.payload.clone(),
+            qos: message.qos,
+            retain: message.retain,
+        });
+    }
+    route(tenant, &message)
+}
+
+/// MQTT-3.3.1-5/6/7: a retained PUBLISH replaces the topic's retained
+/// message; an empty payload deletes it (and is not itself retained).
+fn update_retained(broker: &Broker, tenant: &Tenant, message: &Arc<Message>) {
+    let topic = &message.topic;
+    if message.payload.is_empty() {
+        if tenant.set_retained(topic, None) == Change::Removed {
+            broker.retained_store().save(&tenant.id, topic, None);
+            broker.events().emit(Event::RetainedChanged {
+                tenant: tenant.id.clone(),
+                topic: topic.clone(),
+                payload: None,
+            });
+        }
+        return;
+    }
+    tenant.set_retained(topic, Some(message.clone()));
+    let mut properties = message.properties.clone();
+    properties.message_expiry_interval = message.remaining_expiry(tokio::time::Instant::now());
+    broker.retained_store().save(
+        &tenant.id,
+        topic,
+        Some(&StoredRetained {
+            topic: topic.clone(),
+            payload: message.payload.clone(),
+            qos: message.qos,
+            properties,
+        }),
+    );
+    broker.events().emit(Event::RetainedChanged {
+        tenant: tenant.id.clone(),
+        topic: topic.clone(),
+        payload: Some(message.payload.clone()),
+    });
+}
+
+/// One pending copy per session for the non-shared matches.
+struct Merged {
+    session: Arc<crate::session::Session>,
+    qos: QoS,
+    retain: bool,
+    ids: Vec<u32>,
+}
+
+/// Queues `message` for every matching subscription.
+///
+/// Overlapping non-shared subscriptions of one session yield one copy at
+/// the highest granted QoS with every matching Subscription Identifier
+/// (MQTT-3.3.5-1, MQTT-3.3.4-3). Each matching shared group yields one copy
+/// to one member.
+pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
+    let mut matched: Vec<Matched> = Vec::new();
+    tenant.matches(&message.topic, &mut matched);
+    let mut merged: HashMap<Arc<str>, Merged> = HashMap::new();
+    let mut count = 0;
+    for m in matched {
+        let sub = m.subscriber;
+        let qos = message.qos.min(sub.options.qos); // MQTT-3.8.4-8
+        // MQTT-3.3.1-12, MQTT-3.3.1-13
+        let retain = sub.options.retain_as_published && message.retain;
+        if let Some(filter) = m.shared {
+            sub.session.enqueue(Delivery {
+                message: message.clone(),
+                qos,
+                retain,
+                subscription_ids: sub.id.into_iter().collect(),
+                shared: Some(filter),
+            });
+            count += 1;
+            continue;
+        }
+        // MQTT-3.8.3-3: No Local.
+        if sub.options.no_local && message.origin.as_ref() == Some(sub.session.client_id()) {
+            continue;
+        }
+        let entry = merged
+            .entry(sub.session.client_id().clone())
+            .or_insert_with(|| Merged {
+                session: sub.session.clone(),
+                qos,
+                retain,
+                ids: Vec::new(),
+            });
+        entry.qos = entry.qos.max(qos);
+        entry.retain |= retain;
+        entry.ids.extend(sub.id);
+    }
+    for (_, m) in merged {
+        m.session.enqueue(Delivery {
+            message: message.clone(),
+            qos: m.qos,
+            retain: m.retain,
+            subscription_ids: m.ids,
+            shared: None,
+        });
+        count += 1;
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TenantId;
+    use crate::session::ConnControl;
+    use bytes::Bytes;
+    use mqtt::{Properties, SubscriptionOptions, TopicFilter, TopicName};
+    use tokio::time::Instant;
+
+    fn message(topic: &str, qos: QoS, origin: &str) -> Arc<Message> {
+        Arc::new(Message::new(
+            TopicName::parse(topic).unwrap(),
+            Bytes::from_static(b"p"),
+            qos,
+            false,
+            Properties::default(),
+            Some(Arc::from(origin)),
+            Instant::now(),
+        ))
+    }
+
+    #[test]
+    fn overlapping_subscriptions_give_one_copy_at_max_qos_with_all_ids() {
+        let t = Tenant::new(TenantId::parse("acme").unwrap());
+        let s = t
+            .attach(&Arc::from("c"), true, ConnControl::new(1), 10)
+            .session;
+        let opts = |q| SubscriptionOptions::new(q);
+        t.subscribe(
+            &s,
+            &TopicFilter::parse("a/+").unwrap(),
+            opts(QoS::AtMostOnce),
+            Some(1),
+        );
+        t.subscribe(
+            &s,
+            &TopicFilter::parse("a/#").unwrap(),
+            opts(QoS::AtLeastOnce),
+            Some(2),
+        );
+        assert_eq!(route(&t, &message("a/b", QoS::ExactlyOnce, "p")), 1);
+        let st = s.lock();
+        let d = st.pending.front().unwrap();
+        assert_eq!(d.qos, QoS::AtLeastOnce);
+        let mut ids = d.subscription_ids.clone();
+        ids.sort_unstable();
+        assert_eq!(ids, [1, 2]);
+    }
+
+    #[test]
+    fn no_local_skips_the_publisher() {
+        let t = Tenant::new(TenantId::parse("acme").unwrap());
+        let s = t
+            .attach(&Arc::from("c"), true, ConnControl::new(1), 10)
+            .session;
+        let mut o = SubscriptionOptions::new(QoS::AtMostOnce);
+        o.no_local = true;
+        t.subscribe(&s, &TopicFilter::parse("a").unwrap(), o, None);
+        assert_eq!(route(&t, &message("a", QoS::AtMostOnce, "c")), 0);
+        assert_eq!(route(&t, &message("a", QoS::AtMostOnce, "other")), 1);
+    }
+}

@@ -1,0 +1,390 @@
+//! [`Tenant`]: one namespace with its own subscription index, retained
+//! trie and sessions. Nothing in here refers to another tenant, so routing
+//! cannot cross tenants whatever an ACL says.
+//!
+//! Locks (all std, nothing awaits under them), always taken in this order
+//! when nested: `sessions` → a session's state; the index and the retained
+//! trie are never held together with `sessions`' callers' session locks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
+
+use mqtt::{SubscriptionOptions, TopicFilter};
+use tokio::time::Instant;
+
+use crate::TenantId;
+use crate::index::{Subscriber, SubscriptionIndex};
+use crate::message::Delivery;
+use crate::metrics;
+use crate::retained::{Change, Lookup, RetainedTrie};
+use crate::session::{ConnControl, Session, SubscriptionEntry};
+
+/// Counts describing a tenant, for tests and admin views.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TenantStats {
+    /// Sessions (connected or kept for an offline client).
+    pub sessions: usize,
+    /// Subscriptions in the index.
+    pub subscriptions: usize,
+    /// Retained topics.
+    pub retained: usize,
+}
+
+/// Result of attaching a connection to a session.
+pub(crate) struct Attached {
+    pub(crate) session: Arc<Session>,
+    /// Session Present (MQTT-3.2.2-2, MQTT-3.2.2-3).
+    pub(crate) present: bool,
+    /// The connection that served the session before, to be closed.
+    pub(crate) previous: Option<Arc<ConnControl>>,
+}
+
+/// What detaching left behind.
+pub(crate) enum Detached {
+    /// Another connection took the session over; nothing to do.
+    NotCurrent,
+    /// The session ended with the connection (expiry 0).
+    Ended,
+    /// The session stays until its expiry; `generation` identifies this
+    /// offline period for the expiry and will-delay timers.
+    Kept { generation: u64 },
+}
+
+#[derive(Debug)]
+pub(crate) struct Tenant {
+    pub(crate) id: TenantId,
+    index: RwLock<SubscriptionIndex>,
+    retained: RwLock<RetainedTrie>,
+    sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Tenant {
+    pub(crate) fn new(id: TenantId) -> Self {
+        Self {
+            id,
+            index: RwLock::default(),
+            retained: RwLock::default(),
+            sessions: Mutex::default(),
+        }
+    }
+
+    fn sessions(&self) -> MutexGuard<'_, HashMap<Arc<str>, Arc<Session>>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn stats(&self) -> TenantStats {
+        TenantStats {
+            sessions: self.sessions().len(),
+            subscriptions: read(&self.index).len(),
+            retained: read(&self.retained).len(),
+        }
+    }
+
+    /// The connection currently serving `client_id`, if any.
+    pub(crate) fn connection(&self, client_id: &str) -> Option<Arc<ConnControl>> {
+        let session = self.sessions().get(client_id).cloned()?;
+        session.lock().conn.clone()
+    }
+
+    pub(crate) fn session_drops(&self, client_id: &str) -> Option<crate::session::DropCounters> {
+        let session = self.sessions().get(client_id).cloned()?;
+        let dropped = session.lock().dropped;
+        Some(dropped)
+    }
+
+    /// Finds or creates the session for `client_id` and makes `ctl` its
+    /// connection (3.1.2.4 Clean Start, MQTT-3.1.4-3 takeover).
+    pub(crate) fn attach(
+        &self,
+        client_id: &Arc<str>,
+        clean_start: bool,
+        ctl: Arc<ConnControl>,
+        max_pending: usize,
+    ) -> Attached {
+        let mut sessions = self.sessions();
+        if let Some(existing) = sessions.get(client_id).cloned() {
+            if !clean_start {
+                let mut st = existing.lock();
+                let previous = st.conn.replace(ctl);
+                st.generation += 1;
+                drop(st);
+                return Attached {
+                    session: existing,
+                    present: true,
+                    previous,
+                };
+            }
+            // MQTT-3.1.2-4: Clean Start discards the existing session.
+            let previous = existing.lock().conn.take();
+            sessions.remove(client_id);
+            drop(sessions);
+            self.end(&existing);
+            sessions = self.sessions();
+            let session = Arc::new(Session::new(client_id.clone(), max_pending));
+            session.lock().conn = Some(ctl);
+            sessions.insert(client_id.clone(), session.clone());
+            metrics::sessions(1.0);
+            return Attached {
+                session,
+                present: false,
+                previous,
+            };
+        }
+        let session = Arc::new(Session::new(client_id.clone(), max_pending));
+        session.lock().conn = Some(ctl);
+        sessions.insert(client_id.clone(), session.clone());
+        metrics::sessions(1.0);
+        Attached {
+            session,
+            present: false,
+            previous: None,
+        }
+    }
+
+    /// The connection `conn_id` lets go of `session`.
+    pub(crate) fn detach(&self, session: &Arc<Session>, conn_id: u64, expiry: u32) -> Detached {
+        let mut sessions = self.sessions();
+        let mut st = session.lock();
+        if st.conn.as_ref().is_none_or(|c| c.id != conn_id) {
+            return Detached::NotCurrent;
+        }
+        st.conn = None;
+        if expiry > 0 {
+            return Detached::Kept {
+                generation: st.generation,
+            };
+        }
+        drop(st);
+        if sessions
+            .get(session.client_id())
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(session.client_id());
+        }
+        drop(sessions);
+        self.end(session);
+        Detached::Ended
+    }
+
+    /// Ends `session` if it is still offline in the same `generation`
+    /// (the Session Expiry Interval ran out, 3.1.2.11.2). Returns whether
+    /// it ended.
+    pub(crate) fn expire(&self, session: &Arc<Session>, generation: u64) -> bool {
+        let mut sessions = self.sessions();
+        {
+            let st = session.lock();
+            if st.conn.is_some() || st.generation != generation || st.ended {
+                return false;
+            }
+        }
+        if sessions
+            .get(session.client_id())
+            .is_some_and(|s| Arc::ptr_eq(s, session))
+        {
+            sessions.remove(session.client_id());
+        }
+        drop(sessions);
+        self.end(session);
+        true
+    }
+
+    /// Discards a session that is no longer in `sessions`: its
+    /// subscriptions leave the index and its queue is dropped.
+    fn end(&self, session: &Arc<Session>) {
+        let (subs, orphans) = {
+            let mut st = session.lock();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            let orphans = st.take_shared(None);
+            st.pending.clear();
+            st.inflight.clear();
+            (std::mem::take(&mut st.subscriptions), orphans)
+        };
+        metrics::sessions(-1.0);
+        {
+            let mut index = write(&self.index);
+            for filter in subs.keys() {
+                if index.remove(filter, session.client_id()) {
+                    metrics::subscriptions(-1.0);
+                }
+            }
+        }
+        self.redistribute(orphans);
+    }
+
+    /// Gives deliveries a leaving shared-subscription member had not
+    /// completed to the group's other members (4.8.2).
+    fn redistribute(&self, orphans: Vec<Delivery>) {
+        for d in orphans {
+            let Some(filter) = d.shared else {
+                continue;
+            };
+            let Some(sub) = read(&self.index).pick_shared(&filter) else {
+                continue;
+            };
+            sub.session.enqueue(Delivery {
+                qos: d.message.qos.min(sub.options.qos),
+                retain: d.retain,
+                subscription_ids: sub.id.into_iter().collect(),
+                shared: Some(filter),
+                message: d.message,
+            });
+        }
+    }
+
+    /// Adds or replaces a subscription; returns whether it existed.
+    pub(crate) fn subscribe(
+        &self,
+        session: &Arc<Session>,
+        filter: &TopicFilter,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> bool {
+        let existed = write(&self.index).insert(
+            filter,
+            session.client_id(),
+            Subscriber {
+                session: session.clone(),
+                options,
+                id,
+            },
+        );
+        session
+            .lock()
+            .subscriptions
+            .insert(filter.clone(), SubscriptionEntry { options, id });
+        if !existed {
+            metrics::subscriptions(1.0);
+        }
+        existed
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub(crate) fn unsubscribe(&self, session: &Arc<Session>, filter: &TopicFilter) -> bool {
+        let orphans = {
+            let mut st = session.lock();
+            st.subscriptions.remove(filter);
+            if filter.shared().is_some() {
+                st.take_shared(Some(filter))
+            } else {
+                Vec::new()
+            }
+        };
+        let existed = write(&self.index).remove(filter, session.client_id());
+        if existed {
+            metrics::subscriptions(-1.0);
+        }
+        self.redistribute(orphans);
+        existed
+    }
+
+    /// Collects the subscriptions matching `topic`.
+    pub(crate) fn matches(&self, topic: &mqtt::TopicName, out: &mut Vec<crate::index::Matched>) {
+        read(&self.index).matches(topic, out);
+    }
+
+    /// Sets or deletes a retained message.
+    pub(crate) fn set_retained(
+        &self,
+        topic: &mqtt::TopicName,
+        message: Option<Arc<crate::message::Message>>,
+    ) -> Change {
+        let change = write(&self.retained).set(topic, message);
+        match change {
+            Change::Added => metrics::retained(1.0),
+            Change::Removed => metrics::retained(-1.0),
+            Change::Replaced | Change::Unchanged => {}
+        }
+        change
+    }
+
+    /// Drops retained messages found expired by a lookup; returns the
+    /// topics actually removed.
+    pub(crate) fn prune_retained(
+        &self,
+        topics: &[mqtt::TopicName],
+        now: Instant,
+    ) -> Vec<mqtt::TopicName> {
+        let mut trie = write(&self.retained);
+        let removed: Vec<_> = topics
+            .iter()
+            .filter(|t| trie.remove_expired(t, now))
+            .cloned()
+            .collect();
+        drop(trie);
+        for _ in &removed {
+            metrics::retained(-1.0);
+        }
+        removed
+    }
+
+    /// Retained messages for a new subscription.
+    pub(crate) fn retained_for(&self, filter: &TopicFilter, now: Instant, cap: usize) -> Lookup {
+        read(&self.retained).lookup(filter, now, cap)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mqtt::QoS;
+
+    fn tenant() -> Tenant {
+        Tenant::new(TenantId::parse("acme").unwrap())
+    }
+
+    #[test]
+    fn persistent_session_survives_and_clean_start_discards() {
+        let t = tenant();
+        let id: Arc<str> = Arc::from("c1");
+        let a = t.attach(&id, false, ConnControl::new(1), 10);
+        assert!(!a.present);
+        let f = TopicFilter::parse("a/#").unwrap();
+        t.subscribe(
+            &a.session,
+            &f,
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+            None,
+        );
+        assert!(matches!(t.detach(&a.session, 1, 60), Detached::Kept { .. }));
+        let b = t.attach(&id, false, ConnControl::new(2), 10);
+        assert!(b.present);
+        assert!(Arc::ptr_eq(&a.session, &b.session));
+        assert_eq!(t.stats().subscriptions, 1);
+        // The old connection's late detach changes nothing.
+        assert!(matches!(t.detach(&a.session, 1, 0), Detached::NotCurrent));
+        let c = t.attach(&id, true, ConnControl::new(3), 10);
+        assert!(!c.present);
+        assert_eq!(c.previous.map(|p| p.id), Some(2));
+        assert_eq!(t.stats().subscriptions, 0);
+        assert!(matches!(t.detach(&c.session, 3, 0), Detached::Ended));
+        assert_eq!(t.stats().sessions, 0);
+    }
+
+    #[test]
+    fn expiry_only_ends_the_same_offline_period() {
+        let t = tenant();
+        let id: Arc<str> = Arc::from("c1");
+        let a = t.attach(&id, false, ConnControl::new(1), 10);
+        let Detached::Kept { generation } = t.detach(&a.session, 1, 60) else {
+            panic!("kept")
+        };
+        let _b = t.attach(&id, false, ConnControl::new(2), 10);
+        assert!(!t.expire(&a.session, generation));
+        let Detached::Kept { generation } = t.detach(&a.session, 2, 60) else {
+            panic!("kept")
+        };
+        assert!(t.expire(&a.session, generation));
+        assert_eq!(t.stats().sessions, 0);
+    }
+}

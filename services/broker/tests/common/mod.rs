@@ -1,0 +1,305 @@
+//! Test harness: a broker on 127.0.0.1:0, rumqttc helpers, and a raw
+//! packet client for what real clients will not send.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::{Broker, CancellationToken, Config, TenantId};
+use bytes::BytesMut;
+use mqtt::{Connect, Packet, ProtocolVersion, decode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Generous: only for liveness, never for speed.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn init_tracing() {
+    if std::env::var_os("TEST_LOG").is_some() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("broker=debug")
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+pub struct TestBroker {
+    pub addr: SocketAddr,
+    pub broker: Broker,
+    shutdown: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+pub fn tenant(s: &str) -> TenantId {
+    TenantId::parse(s).unwrap()
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::with_config(Config::default()).await
+    }
+
+    pub async fn with_config(config: Config) -> Self {
+        Self::with_broker(Broker::allow_anonymous(tenant("dev"), config)).await
+    }
+
+    pub async fn with_broker(broker: Broker) -> Self {
+        init_tracing();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(broker::run_listener(
+            listener,
+            broker.clone(),
+            shutdown.clone(),
+        ));
+        let task = tokio::spawn(async move {
+            task.await.unwrap().unwrap();
+        });
+        Self {
+            addr,
+            broker,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(WAIT, self.task)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}
+
+/// Runs a rumqttc v4 event loop; incoming packets arrive on the channel.
+pub fn v4_client(
+    port: u16,
+    id: &str,
+    clean: bool,
+) -> (
+    rumqttc::AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::Packet>,
+    JoinHandle<()>,
+) {
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_clean_session(clean);
+    opts.set_keep_alive(Duration::from_secs(30));
+    v4_with(opts)
+}
+
+pub fn v4_with(
+    opts: rumqttc::MqttOptions,
+) -> (
+    rumqttc::AsyncClient,
+    mpsc::UnboundedReceiver<rumqttc::Packet>,
+    JoinHandle<()>,
+) {
+    let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(p)) => {
+                    if tx.send(p).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    (client, rx, task)
+}
+
+pub type V5Packet = rumqttc::v5::mqttbytes::v5::Packet;
+
+/// Runs a rumqttc v5 event loop; incoming packets (and the error that
+/// ended it, as `Err`) arrive on the channel.
+pub fn v5_with(
+    opts: rumqttc::v5::MqttOptions,
+) -> (
+    rumqttc::v5::AsyncClient,
+    mpsc::UnboundedReceiver<Result<V5Packet, String>>,
+    JoinHandle<()>,
+) {
+    let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 100);
+    let (tx, rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(p)) => {
+                    if tx.send(Ok(p)).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:?}")));
+                    return;
+                }
+            }
+        }
+    });
+    (client, rx, task)
+}
+
+pub fn v5_opts(port: u16, id: &str) -> rumqttc::v5::MqttOptions {
+    let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_keep_alive(Duration::from_secs(30));
+    opts
+}
+
+/// Waits for the next packet matching `pick`.
+pub async fn next_matching<P, T>(
+    rx: &mut mpsc::UnboundedReceiver<P>,
+    mut pick: impl FnMut(P) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let p = rx.recv().await.expect("client ended");
+            if let Some(t) = pick(p) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a packet")
+}
+
+pub async fn v4_publish(rx: &mut mpsc::UnboundedReceiver<rumqttc::Packet>) -> rumqttc::Publish {
+    next_matching(rx, |p| match p {
+        rumqttc::Packet::Publish(p) => Some(p),
+        _ => None,
+    })
+    .await
+}
+
+pub async fn v4_suback(rx: &mut mpsc::UnboundedReceiver<rumqttc::Packet>) {
+    next_matching(rx, |p| {
+        matches!(p, rumqttc::Packet::SubAck(_)).then_some(())
+    })
+    .await;
+}
+
+pub async fn v5_publish(
+    rx: &mut mpsc::UnboundedReceiver<Result<V5Packet, String>>,
+) -> rumqttc::v5::mqttbytes::v5::Publish {
+    next_matching(rx, |p| match p {
+        Ok(V5Packet::Publish(p)) => Some(p),
+        Err(e) => panic!("client failed: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+pub async fn v5_suback(rx: &mut mpsc::UnboundedReceiver<Result<V5Packet, String>>) {
+    next_matching(rx, |p| match p {
+        Ok(V5Packet::SubAck(_)) => Some(()),
+        Err(e) => panic!("client failed: {e}"),
+        _ => None,
+    })
+    .await;
+}
+
+/// Asserts nothing matching `pick` arrives within `quiet` (used only to
+/// check something is *not* delivered, after a positive control).
+pub async fn assert_quiet<P: std::fmt::Debug>(
+    rx: &mut mpsc::UnboundedReceiver<P>,
+    quiet: Duration,
+    is_bad: impl Fn(&P) -> bool,
+) {
+    let _ = tokio::time::timeout(quiet, async {
+        while let Some(p) = rx.recv().await {
+            assert!(!is_bad(&p), "unexpected {p:?}");
+        }
+    })
+    .await;
+}
+
+/// A client that speaks raw packets through our codec, to send what real
+/// clients never would.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub buf: BytesMut,
+    pub version: ProtocolVersion,
+}
+
+impl Raw {
+    pub async fn open(port: u16, version: ProtocolVersion) -> Self {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        Self {
+            stream,
+            buf: BytesMut::new(),
+            version,
+        }
+    }
+
+    /// Opens and completes CONNECT/CONNACK.
+    pub async fn connect(
+        port: u16,
+        version: ProtocolVersion,
+        connect: Connect,
+    ) -> (Self, mqtt::ConnAck) {
+        let mut raw = Self::open(port, version).await;
+        raw.send(connect).await;
+        match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => (raw, ack),
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+    }
+
+    pub async fn send(&mut self, packet: impl Into<Packet>) {
+        let mut b = BytesMut::new();
+        packet.into().encode(self.version, &mut b).unwrap();
+        self.stream.write_all(&b).await.unwrap();
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.unwrap();
+    }
+
+    /// The next packet, or `None` once the server closed the connection.
+    pub async fn recv(&mut self) -> Option<Packet> {
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Some(p) = decode(&mut self.buf, self.version, mqtt::MAX_PACKET_SIZE).unwrap()
+                {
+                    return Some(p);
+                }
+                match self.stream.read_buf(&mut self.buf).await {
+                    Ok(0) | Err(_) => return None,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await
+        .expect("timed out waiting for the server")
+    }
+
+    /// Reads until the server closes; returns what it sent last.
+    pub async fn until_closed(&mut self) -> Vec<Packet> {
+        let mut got = Vec::new();
+        while let Some(p) = self.recv().await {
+            got.push(p);
+        }
+        got
+    }
+}
+
+pub fn connect(version: ProtocolVersion, id: &str) -> Connect {
+    Connect::new(version, id)
+}
+
+pub fn arc<T>(t: T) -> Arc<T> {
+    Arc::new(t)
+}

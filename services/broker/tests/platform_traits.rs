@@ -1,0 +1,236 @@
+//! The traits the platform implements, exercised through real clients:
+//! events out, retained messages persisted and reloaded, ACL decisions.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use broker::{
+    AllowAnonymous, Broker, Config, Event, MemoryEvents, MemoryRetainedStore, TemplateAcl,
+};
+use common::*;
+use mqtt::{Packet, ProtocolVersion, ReasonCode};
+use rumqttc::QoS;
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+async fn eventually(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition not reached");
+}
+
+#[tokio::test]
+async fn events_and_retained_persistence_across_a_restart() {
+    let store = Arc::new(MemoryRetainedStore::new());
+    let events = Arc::new(MemoryEvents::new());
+    let build = || {
+        Broker::builder(Arc::new(AllowAnonymous {
+            tenant: tenant("acme"),
+        }))
+        .retained_store(store.clone())
+        .events(events.clone())
+        .build()
+    };
+    let b = TestBroker::with_broker(build()).await;
+    let (c, mut rx, task) = v4_client(b.port(), "dev-1", true);
+    next_matching(&mut rx, |p| {
+        matches!(p, rumqttc::Packet::ConnAck(_)).then_some(())
+    })
+    .await;
+    c.publish("devices/dev-1/state", QoS::AtLeastOnce, true, "on")
+        .await
+        .unwrap();
+    c.publish("devices/dev-1/tmp", QoS::AtLeastOnce, true, "x")
+        .await
+        .unwrap();
+    c.publish("devices/dev-1/tmp", QoS::AtLeastOnce, true, "")
+        .await
+        .unwrap();
+    next_matching(&mut rx, |p| {
+        matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
+    })
+    .await;
+    c.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(WAIT, task).await;
+    eventually(|| {
+        events
+            .snapshot()
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { .. }))
+    })
+    .await;
+    b.stop().await;
+
+    let seen = events.snapshot();
+    assert!(matches!(&seen[0], Event::Connected { client_id, .. } if client_id == "dev-1"));
+    assert!(seen.iter().any(|e| matches!(e,
+        Event::Published { topic, payload, retain: true, .. }
+            if topic.as_str() == "devices/dev-1/state" && &payload[..] == b"on")));
+    assert!(seen.iter().any(|e| matches!(e,
+        Event::RetainedChanged { topic, payload: None, .. } if topic.as_str() == "devices/dev-1/tmp")));
+    assert!(seen.iter().any(|e| matches!(e,
+        Event::Disconnected { client_id, graceful: true, .. } if client_id == "dev-1")));
+
+    // A new broker on the same store: the retained message is back.
+    let b = TestBroker::with_broker(build()).await;
+    let (s, mut srx, _t) = v4_client(b.port(), "reader", true);
+    s.subscribe("devices/#", QoS::AtMostOnce).await.unwrap();
+    let p = v4_publish(&mut srx).await;
+    assert_eq!(
+        (&p.topic[..], &p.payload[..]),
+        ("devices/dev-1/state", &b"on"[..])
+    );
+    assert!(p.retain);
+    assert_eq!(b.broker.tenant_stats(&tenant("acme")).unwrap().retained, 1);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_authorizer_decides_publish_and_subscribe() {
+    let acl = TemplateAcl::new()
+        .publish("devices/${principal}/#")
+        .subscribe("commands/${principal}/#");
+    let broker = Broker::builder(Arc::new(AllowAnonymous {
+        tenant: tenant("acme"),
+    }))
+    .authorizer(Arc::new(acl))
+    .config(Config::default())
+    .build();
+    let b = TestBroker::with_broker(broker).await;
+    // AllowAnonymous takes the principal from the username.
+    let mut c = connect(V5, "d1");
+    c.username = Some("d1".into());
+    let (mut raw, _) = Raw::connect(b.port(), V5, c).await;
+    raw.send(mqtt::Subscribe {
+        packet_id: mqtt::PacketId::new(1).unwrap(),
+        subscriptions: ["commands/d1/#", "commands/d2/#"]
+            .into_iter()
+            .map(|f| mqtt::Subscription {
+                filter: mqtt::TopicFilter::parse(f).unwrap(),
+                options: mqtt::SubscriptionOptions::new(mqtt::QoS::AtLeastOnce),
+            })
+            .collect(),
+        properties: Default::default(),
+    })
+    .await;
+    match raw.recv().await {
+        Some(Packet::SubAck(a)) => {
+            assert_eq!(
+                a.reason_codes,
+                [ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized]
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut p = mqtt::Publish::new(mqtt::TopicName::parse("devices/d2/state").unwrap(), "x");
+    p.qos = mqtt::QoS::AtLeastOnce;
+    p.packet_id = mqtt::PacketId::new(2);
+    raw.send(p).await;
+    assert!(
+        matches!(raw.recv().await, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::NotAuthorized)
+    );
+    let mut p = mqtt::Publish::new(mqtt::TopicName::parse("devices/d1/state").unwrap(), "x");
+    p.qos = mqtt::QoS::AtLeastOnce;
+    p.packet_id = mqtt::PacketId::new(3);
+    raw.send(p).await;
+    assert!(
+        matches!(raw.recv().await, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::NoMatchingSubscribers)
+    );
+    b.stop().await;
+}
+
+/// A store whose database is down.
+struct DownStore;
+
+#[async_trait::async_trait]
+impl broker::RetainedStore for DownStore {
+    async fn load(
+        &self,
+        _: &broker::TenantId,
+    ) -> Result<Vec<broker::StoredRetained>, broker::StoreError> {
+        Err(broker::StoreError("connection refused".into()))
+    }
+    fn save(&self, _: &broker::TenantId, _: &mqtt::TopicName, _: Option<&broker::StoredRetained>) {}
+}
+
+#[tokio::test]
+async fn a_tenant_that_cannot_load_is_refused_with_server_unavailable() {
+    let broker = Broker::builder(Arc::new(AllowAnonymous {
+        tenant: tenant("acme"),
+    }))
+    .retained_store(Arc::new(DownStore))
+    .build();
+    let b = TestBroker::with_broker(broker).await;
+    let mut raw = Raw::open(b.port(), V5).await;
+    raw.send(connect(V5, "c")).await;
+    let got = raw.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == ReasonCode::ServerUnavailable),
+        "{got:?}"
+    );
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn the_platform_can_publish_and_disconnect_devices() {
+    let b = TestBroker::start().await;
+    let dev = tenant("dev");
+    // Desired state as a retained command, before the device is online.
+    let queued = b
+        .broker
+        .publish(
+            &dev,
+            mqtt::TopicName::parse("commands/d1/state/desired").unwrap(),
+            bytes::Bytes::from_static(b"{\"led\":true}"),
+            mqtt::QoS::AtLeastOnce,
+            true,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(queued, 0);
+    let mut c = connect(V5, "d1");
+    c.will = Some(mqtt::LastWill {
+        topic: mqtt::TopicName::parse("devices/d1/status").unwrap(),
+        payload: "offline".into(),
+        qos: mqtt::QoS::AtMostOnce,
+        retain: true,
+        properties: Default::default(),
+    });
+    let (mut raw, _) = Raw::connect(b.port(), V5, c).await;
+    raw.send(mqtt::Subscribe {
+        packet_id: mqtt::PacketId::new(1).unwrap(),
+        subscriptions: vec![mqtt::Subscription {
+            filter: mqtt::TopicFilter::parse("commands/d1/#").unwrap(),
+            options: mqtt::SubscriptionOptions::new(mqtt::QoS::AtLeastOnce),
+        }],
+        properties: Default::default(),
+    })
+    .await;
+    assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
+    match raw.recv().await {
+        Some(Packet::Publish(p)) => {
+            assert_eq!(&p.payload[..], b"{\"led\":true}");
+            assert!(p.retain);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    assert!(b.broker.disconnect_client(&dev, "d1"));
+    assert!(!b.broker.disconnect_client(&dev, "nobody"));
+    let got = raw.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::AdministrativeAction),
+        "{got:?}"
+    );
+    // Not the device's choice, so its will is published.
+    eventually(|| b.broker.tenant_stats(&dev).is_some_and(|s| s.retained == 2)).await;
+    b.stop().await;
+}
