@@ -55,9 +55,13 @@ impl RateLimiter {
     /// Take one request from `caller`'s bucket, or say how long until one
     /// is available.
     pub(crate) fn check(&self, caller: &str) -> Result<(), Duration> {
+        self.check_at(caller, Instant::now())
+    }
+
+    /// [`Self::check`] at a given moment, so tests need no sleeping clock.
+    fn check_at(&self, caller: &str, now: Instant) -> Result<(), Duration> {
         let burst = f64::from(self.limit.burst.max(1));
         let rate = f64::from(self.limit.per_second.max(1));
-        let now = Instant::now();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_BUCKETS {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
@@ -88,13 +92,15 @@ mod tests {
             per_second: 1000,
             burst: 3,
         });
+        let start = Instant::now();
         for _ in 0..3 {
-            limiter.check("a").unwrap();
+            limiter.check_at("a", start).unwrap();
         }
-        let wait = limiter.check("a").unwrap_err();
-        assert!(wait <= Duration::from_millis(1), "{wait:?}");
-        limiter.check("b").unwrap();
-        std::thread::sleep(Duration::from_millis(5));
-        limiter.check("a").unwrap();
+        let wait = limiter.check_at("a", start).unwrap_err();
+        assert_eq!(wait, Duration::from_millis(1));
+        limiter.check_at("b", start).unwrap();
+        limiter
+            .check_at("a", start + Duration::from_millis(5))
+            .unwrap();
     }
 }
