@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 /// How long a freshly built binary may take to answer (the bound).
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_LINE: &str = "fleetmq: http listening on ";
+const MQTT_LINE: &str = "fleetmq: mqtt listening on ";
 
 /// The `fleetmq` binary cargo built beside this test (override: FLEETMQ_BIN).
 pub fn fleetmq_bin() -> PathBuf {
@@ -46,6 +47,15 @@ pub fn fleetmq(cwd: &Path) -> Command {
         if key.to_string_lossy().starts_with("FLEETMQ_") || key == "RUST_LOG" {
             cmd.env_remove(key);
         }
+    }
+    // Never the real MQTT ports: this machine runs a reference Mosquitto on
+    // 1883, and tests run in parallel. A test's own flag or env still wins.
+    for key in [
+        "FLEETMQ_MQTT_LISTEN",
+        "FLEETMQ_MQTTS_LISTEN",
+        "FLEETMQ_WS_LISTEN",
+    ] {
+        cmd.env(key, "127.0.0.1:0");
     }
     cmd
 }
@@ -144,6 +154,16 @@ impl Server {
                 )
             }
         }
+    }
+
+    /// The MQTT (TCP) address the server printed.
+    pub fn mqtt(&self) -> SocketAddr {
+        let line = self
+            .stdout
+            .iter()
+            .find_map(|l| l.strip_prefix(MQTT_LINE))
+            .expect("mqtt line");
+        loopback(line.trim().parse().expect("mqtt address"))
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -2,12 +2,13 @@
 //! and on SIGINT/SIGTERM drain for a bounded time, close the database, exit 0.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
-use crate::config::{self, HTTP_LISTEN, ServeConfig};
+use crate::config::{self, ALLOW_ANONYMOUS, HTTP_LISTEN, MQTT_LISTEN, ServeConfig, WS_LISTEN};
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::{listen, telemetry};
@@ -33,6 +34,19 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         source,
     })?;
 
+    let mqtt = listen::bind("MQTT", config.mqtt_listen, MQTT_LISTEN).await?;
+    let mqtt_ws = listen::bind("MQTT over WebSocket", config.ws_listen, WS_LISTEN).await?;
+    let local = |l: &tokio::net::TcpListener, what: &'static str, addr, setting| {
+        l.local_addr().map_err(|source| Error::Bind {
+            what,
+            addr,
+            setting,
+            source,
+        })
+    };
+    let mqtt_addr = local(&mqtt, "MQTT", config.mqtt_listen, MQTT_LISTEN)?;
+    let ws_addr = local(&mqtt_ws, "MQTT over WebSocket", config.ws_listen, WS_LISTEN)?;
+
     let url = config.storage.effective_database_url();
     let (store, status) = super::open_and_migrate(&url).await?;
     tracing::info!(
@@ -42,23 +56,36 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         newly_applied = status.newly_applied,
         "database ready"
     );
-    if let Some(tenant) = &config.allow_anonymous {
-        tracing::warn!(
-            tenant,
-            "ANONYMOUS MQTT ACCESS IS ON: unauthenticated clients get full access to this tenant; never use this in production"
-        );
-    }
-
+    let broker = match build_broker(&config, &store, &url).await {
+        Ok(broker) => broker,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
     let app = api::router(
         api::AppState::new(store.clone(), metrics),
         &api::HttpLimits::default(),
     );
     let server = tokio::spawn(api::serve(http, app, shutdown.clone().cancelled_owned()));
+    let mqtt_tasks = [
+        tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),
+        tokio::spawn(broker::run_ws_listener(mqtt_ws, broker, shutdown.clone())),
+    ];
 
-    announce(&config, &data_dir, http_addr, &url, status.applied);
+    announce(
+        &config,
+        &data_dir,
+        [http_addr, mqtt_addr, ws_addr],
+        &url,
+        status.applied,
+    );
 
     let mut server = server;
+    let aborts: Vec<_> = std::iter::once(server.abort_handle())
+        .chain(mqtt_tasks.iter().map(|t| t.abort_handle()))
+        .collect();
     let served = tokio::select! {
         joined = &mut server => Some(joined),
         name = signals.next() => {
@@ -68,20 +95,34 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     };
     shutdown.cancel();
     let result = match served {
-        Some(joined) => flatten(joined),
+        Some(joined) => {
+            aborts.iter().for_each(|a| a.abort());
+            flatten(joined)
+        }
         None => {
+            // Every listener stops accepting at once; HTTP requests finish and
+            // MQTT v5 clients are sent DISCONNECT 0x8B (server shutting down).
+            let drain = async {
+                let http = (&mut server).await;
+                for task in mqtt_tasks {
+                    if let Ok(Err(e)) = task.await {
+                        tracing::warn!(error = %e, "MQTT listener ended with an error");
+                    }
+                }
+                http
+            };
             tokio::select! {
-                drained = tokio::time::timeout(config.shutdown_timeout, &mut server) => match drained {
+                drained = tokio::time::timeout(config.shutdown_timeout, drain) => match drained {
                     Ok(joined) => flatten(joined),
                     Err(_) => {
                         tracing::warn!(timeout_secs = config.shutdown_timeout.as_secs(), "drain timed out; closing the remaining connections");
-                        server.abort();
+                        aborts.iter().for_each(|a| a.abort());
                         Ok(())
                     }
                 },
                 name = signals.next() => {
                     tracing::warn!(signal = name, "second signal: closing the remaining connections now");
-                    server.abort();
+                    aborts.iter().for_each(|a| a.abort());
                     Ok(())
                 }
             }
@@ -100,18 +141,79 @@ fn flatten(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Resul
     }
 }
 
+/// The broker and how clients get in. `--allow-anonymous TENANT` puts every
+/// client in that tenant (created if missing). Otherwise no client has
+/// credentials yet: device certificates and passwords come with the PKI
+/// (issue 5), so every CONNECT is refused with "bad user name or password".
+async fn build_broker(
+    config: &ServeConfig,
+    store: &store::Store,
+    url: &str,
+) -> Result<broker::Broker, Error> {
+    let broker_config = broker::Config::default();
+    let Some(tenant) = &config.allow_anonymous else {
+        tracing::info!(
+            "MQTT: no device credentials are provisioned yet; clients are refused until they are"
+        );
+        return Ok(
+            broker::Broker::builder(Arc::new(broker::MemoryAuthenticator::new()))
+                .config(broker_config)
+                .build(),
+        );
+    };
+    let exists = store
+        .tenant_exists(tenant)
+        .await
+        .map_err(|e| Error::store(url, e))?;
+    if !exists {
+        let new = store::NewTenant {
+            id: tenant.clone(),
+            name: format!("{tenant} (anonymous MQTT)"),
+        };
+        match store.create_tenant(&new).await {
+            Ok(_) | Err(store::Error::AlreadyExists { .. }) => {}
+            Err(e) => return Err(Error::store(url, e)),
+        }
+    }
+    tracing::warn!(
+        tenant,
+        "ANONYMOUS MQTT ACCESS IS ON: unauthenticated clients get full access to this tenant's topics; never use this in production"
+    );
+    let tenant = broker::TenantId::parse(tenant).map_err(|_| {
+        Error::invalid(
+            ALLOW_ANONYMOUS,
+            tenant,
+            "a tenant id is 3 to 63 characters of a-z, 0-9 and -",
+        )
+    })?;
+    Ok(broker::Broker::allow_anonymous(tenant, broker_config))
+}
+
 /// Tells a person (stdout) and the log where everything is.
-fn announce(config: &ServeConfig, data_dir: &DataDir, http: SocketAddr, url: &str, schema: i64) {
+fn announce(
+    config: &ServeConfig,
+    data_dir: &DataDir,
+    [http, mqtt, ws]: [SocketAddr; 3],
+    url: &str,
+    schema: i64,
+) {
     let browse = match http.ip().is_unspecified() {
         true => SocketAddr::new([127, 0, 0, 1].into(), http.port()),
         false => http,
     };
     let database = store::redact_url(url);
     println!("fleetmq {} is up", env!("CARGO_PKG_VERSION"));
+    // Machine-readable lines (tests and scripts read them); http comes last.
+    println!("fleetmq: mqtt listening on {mqtt}");
+    println!("fleetmq: mqtt-ws listening on {ws}");
     println!("fleetmq: http listening on {http}");
     println!(
         "  REST API and dashboard  http://{browse}/   (health: /healthz /readyz, metrics: /metrics)"
     );
+    println!("  MQTT                    mqtt://{mqtt}   WebSocket: ws://{ws}/mqtt");
+    if let Some(tenant) = &config.allow_anonymous {
+        println!("  anonymous MQTT          ON, into tenant {tenant} (development only)");
+    }
     println!("  data dir                {}", data_dir.path().display());
     println!("  database                {database} (schema version {schema})");
     println!("  stop with Ctrl-C");
@@ -119,9 +221,9 @@ fn announce(config: &ServeConfig, data_dir: &DataDir, http: SocketAddr, url: &st
         %http,
         data_dir = %data_dir.path().display(),
         %database,
-        mqtt = %config.mqtt_listen,
+        %mqtt,
+        %ws,
         mqtts = %config.mqtts_listen,
-        ws = %config.ws_listen,
         webhook_allow_private = config.webhook_allow_private,
         "listening"
     );
