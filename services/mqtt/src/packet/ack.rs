@@ -85,3 +85,66 @@ pub(crate) fn write(
     }
     properties.write(ctx, dst)
 }
+
+/// Defines one acknowledgement packet type: the four share their fields and
+/// layout and differ only in name, packet type and fixed-header flags.
+macro_rules! ack_packet {
+    ($(#[$doc:meta])* $name:ident, $kind:ident, flags = $flags:expr, new_doc = $new_doc:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name {
+            /// The identifier of the flow being acknowledged.
+            pub packet_id: $crate::packet::PacketId,
+            /// Outcome; always `Success` on 3.1.1, which has no reason code here.
+            pub reason_code: $crate::reason::ReasonCode,
+            /// MQTT 5 properties (Reason String, User Property).
+            pub properties: $crate::properties::Properties,
+        }
+
+        impl $name {
+            #[doc = $new_doc]
+            pub fn new(packet_id: $crate::packet::PacketId) -> Self {
+                Self {
+                    packet_id,
+                    reason_code: $crate::reason::ReasonCode::Success,
+                    properties: $crate::properties::Properties::default(),
+                }
+            }
+
+            pub(crate) fn read(
+                r: &mut $crate::codec::Reader,
+                version: $crate::packet::ProtocolVersion,
+            ) -> Result<Self, $crate::error::Error> {
+                let parts = $crate::packet::ack::read(
+                    r,
+                    version,
+                    $crate::packet::PacketType::$kind,
+                    $crate::properties::PropertyContext::$kind,
+                )?;
+                Ok(Self {
+                    packet_id: parts.packet_id,
+                    reason_code: parts.reason_code,
+                    properties: parts.properties,
+                })
+            }
+
+            /// Writes the body; returns the fixed header flags.
+            pub(crate) fn write(
+                &self,
+                version: $crate::packet::ProtocolVersion,
+                dst: &mut bytes::BytesMut,
+            ) -> Result<u8, $crate::error::EncodeError> {
+                let parts = (self.packet_id, self.reason_code, &self.properties);
+                $crate::packet::ack::write(
+                    parts,
+                    version,
+                    $crate::packet::PacketType::$kind,
+                    $crate::properties::PropertyContext::$kind,
+                    dst,
+                )?;
+                Ok($flags)
+            }
+        }
+    };
+}
+pub(crate) use ack_packet;

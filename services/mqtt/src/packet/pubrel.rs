@@ -1,57 +1,10 @@
 //! PUBREL (3.6): second step of the QoS 2 flow (publish release).
 
-use bytes::BytesMut;
-
-use super::{PacketId, PacketType, ProtocolVersion, ack};
-use crate::codec::Reader;
-use crate::error::{EncodeError, Error};
-use crate::properties::{Properties, PropertyContext};
-use crate::reason::ReasonCode;
-
-/// PUBREL (3.6).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PubRel {
-    /// The identifier of the PUBLISH flow being acknowledged.
-    pub packet_id: PacketId,
-    /// Outcome; always `Success` on 3.1.1, which has no reason code here.
-    pub reason_code: ReasonCode,
-    /// MQTT 5 properties (Reason String, User Property).
-    pub properties: Properties,
-}
-
-impl PubRel {
-    /// A successful PUBREL without properties.
-    pub fn new(packet_id: PacketId) -> Self {
-        Self {
-            packet_id,
-            reason_code: ReasonCode::Success,
-            properties: Properties::default(),
-        }
-    }
-
-    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        let parts = ack::read(r, version, PacketType::PubRel, PropertyContext::PubRel)?;
-        Ok(Self {
-            packet_id: parts.packet_id,
-            reason_code: parts.reason_code,
-            properties: parts.properties,
-        })
-    }
-
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
-        let parts = (self.packet_id, self.reason_code, &self.properties);
-        ack::write(
-            parts,
-            version,
-            PacketType::PubRel,
-            PropertyContext::PubRel,
-            dst,
-        )?;
-        Ok(0b0010)
-    }
-}
+// MQTT-3.6.1-1: the fixed header flags of PUBREL are 0b0010.
+super::ack::ack_packet!(
+    /// PUBREL (3.6).
+    PubRel,
+    PubRel,
+    flags = 0b0010,
+    new_doc = "A successful PUBREL without properties."
+);
