@@ -10,6 +10,9 @@
 //!   domain types and its repository methods on [`Store`].
 //! - `api_keys.rs` — tenants' API keys (hashed secrets).
 //! - `signing_keys.rs` — the API's JWT signing keys (rotation by `kid`).
+//! - `pki.rs`, `certificates.rs`, `credentials.rs`, `policies.rs` — issue 5:
+//!   the platform and tenant CAs (sealed keys), device certificates and
+//!   revocation floors, device passwords and service credentials, ACL policies.
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
 //! - `page.rs` — cursor paging ([`Page`] → [`Paged`]).
 //! - `ids.rs` — [`TenantId`] and [`DeviceId`] (parse, don't validate).
@@ -48,13 +51,17 @@ macro_rules! on_pool {
 
 mod api_keys;
 mod audit;
+mod certificates;
 mod codec;
+mod credentials;
 mod devices;
 mod error;
 mod idempotency;
 mod ids;
 mod migrate;
 mod page;
+mod pki;
+mod policies;
 mod signing_keys;
 mod store;
 mod tenants;
@@ -63,12 +70,18 @@ pub mod testing;
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
+pub use certificates::{
+    CertificateFloors, CertificateStatus, DeviceCertificate, NewDeviceCertificate,
+};
+pub use credentials::{NewServiceCredential, ServiceCredential};
 pub use devices::{Attributes, Device, DeviceFilter, DevicePatch, Labels, NewDevice};
 pub use error::Error;
 pub use idempotency::{IdempotencyClaim, IdempotencyRecord};
 pub use ids::{DeviceId, TenantId};
 pub use migrate::MigrationStatus;
 pub use page::{Page, Paged};
+pub use pki::{NewTenantCa, PlatformCa, TenantCa, TenantCaKind, TenantCaStatus};
+pub use policies::{AclPolicy, PolicyDocument};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};

@@ -12,6 +12,7 @@ mod api_auth;
 mod audit;
 mod devices;
 mod migrations;
+mod pki;
 mod sqlite;
 mod tenants;
 

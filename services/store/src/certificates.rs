@@ -1,0 +1,310 @@
+//! Device certificates as issued (serial, fingerprint, validity, status),
+//! revocation, and the revocation floors that refuse every certificate
+//! issued before a moment (per device and per tenant).
+
+use chrono::{DateTime, Utc};
+
+use crate::codec::{Ts, now};
+use crate::pki::{device_not_found, on_violation, tenant_not_found, text_enum};
+use crate::{Error, Store};
+
+text_enum!(
+    /// Whether a certificate may still be used.
+    CertificateStatus, "certificate status" {
+        Active = "active",
+        Revoked = "revoked",
+    }
+);
+
+/// A certificate just issued, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDeviceCertificate {
+    pub tenant_id: String,
+    pub device_id: String,
+    /// Lower-case hex without leading zero bytes (`pki::serial_hex`).
+    pub serial: String,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    /// Subject key identifier (hex) of the issuing tenant CA.
+    pub issuer_key_id: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+}
+
+/// A recorded certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceCertificate {
+    pub tenant_id: String,
+    pub device_id: String,
+    pub serial: String,
+    pub fingerprint: String,
+    pub issuer_key_id: String,
+    pub not_before: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub status: CertificateStatus,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The reason's name as given at revocation (e.g. `key_compromise`).
+    pub revocation_reason: Option<String>,
+    /// When it was issued: what revocation floors compare against.
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DeviceCertificateRow {
+    tenant_id: String,
+    device_id: String,
+    serial: String,
+    fingerprint: String,
+    issuer_key_id: String,
+    not_before: Ts,
+    not_after: Ts,
+    status: String,
+    revoked_at: Option<Ts>,
+    revocation_reason: Option<String>,
+    created_at: Ts,
+}
+
+impl TryFrom<DeviceCertificateRow> for DeviceCertificate {
+    type Error = Error;
+
+    fn try_from(r: DeviceCertificateRow) -> Result<Self, Error> {
+        let status = CertificateStatus::parse(&r.status)?;
+        Ok(DeviceCertificate {
+            tenant_id: r.tenant_id,
+            device_id: r.device_id,
+            serial: r.serial,
+            fingerprint: r.fingerprint,
+            issuer_key_id: r.issuer_key_id,
+            not_before: r.not_before.0,
+            not_after: r.not_after.0,
+            status,
+            revoked_at: r.revoked_at.map(|t| t.0),
+            revocation_reason: r.revocation_reason,
+            created_at: r.created_at.0,
+        })
+    }
+}
+
+/// The revocation floors that apply to one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CertificateFloors {
+    /// Set for the whole tenant.
+    pub tenant: Option<DateTime<Utc>>,
+    /// Set for this device.
+    pub device: Option<DateTime<Utc>>,
+}
+
+impl CertificateFloors {
+    /// The later of the two: a certificate issued (`created_at`) before it
+    /// is refused.
+    pub fn effective(&self) -> Option<DateTime<Utc>> {
+        self.tenant.max(self.device)
+    }
+}
+
+macro_rules! cert_columns {
+    () => {
+        "tenant_id, device_id, serial, fingerprint, issuer_key_id, not_before, not_after, \
+         status, revoked_at, revocation_reason, created_at"
+    };
+}
+
+fn cert_not_found(tenant_id: &str, serial: &str) -> Error {
+    Error::NotFound {
+        kind: "certificate",
+        id: format!("{tenant_id}/{serial}"),
+    }
+}
+
+impl Store {
+    /// Record an issued certificate. `NotFound` for an unknown device,
+    /// `AlreadyExists` if the tenant already has this serial.
+    #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, device = %new.device_id, serial = %new.serial))]
+    pub async fn create_device_certificate(
+        &self,
+        new: &NewDeviceCertificate,
+    ) -> Result<DeviceCertificate, Error> {
+        const SQL: &str = concat!(
+            "INSERT INTO device_certificates (tenant_id, device_id, serial, fingerprint, ",
+            "issuer_key_id, not_before, not_after, created_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+            cert_columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+            .bind(&new.tenant_id)
+            .bind(&new.device_id)
+            .bind(&new.serial)
+            .bind(&new.fingerprint)
+            .bind(&new.issuer_key_id)
+            .bind(Ts(new.not_before))
+            .bind(Ts(new.not_after))
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        let unique = Error::AlreadyExists {
+            kind: "certificate",
+            id: format!("{}/{}", new.tenant_id, new.serial),
+        };
+        let missing = device_not_found(&new.tenant_id, &new.device_id);
+        row.map_err(|e| on_violation(e, Some(unique), Some(missing)))?
+            .try_into()
+    }
+
+    /// One certificate by tenant and serial (what the broker looks up for a
+    /// presented chain). `NotFound` if the tenant has no such serial.
+    pub async fn get_device_certificate(
+        &self,
+        tenant_id: &str,
+        serial: &str,
+    ) -> Result<DeviceCertificate, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM device_certificates WHERE tenant_id = $1 AND serial = $2"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+            .bind(tenant_id)
+            .bind(serial)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| cert_not_found(tenant_id, serial))?
+            .try_into()
+    }
+
+    /// A device's certificates, oldest first. Unpaged: a device holds a few
+    /// (rotation keeps old ones until they expire).
+    pub async fn list_device_certificates(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<DeviceCertificate>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM device_certificates WHERE tenant_id = $1 AND device_id = $2 ",
+            "ORDER BY created_at, serial"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+            .bind(tenant_id)
+            .bind(device_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(DeviceCertificate::try_from).collect()
+    }
+
+    /// Revoke one of a device's certificates at `at` for `reason`. Revoking
+    /// twice keeps the first time and reason. `NotFound` unless the device
+    /// has this serial.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id, serial = %serial, reason))]
+    pub async fn revoke_device_certificate(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        serial: &str,
+        reason: &str,
+        at: DateTime<Utc>,
+    ) -> Result<DeviceCertificate, Error> {
+        const SQL: &str = concat!(
+            "UPDATE device_certificates SET status = 'revoked', ",
+            "revoked_at = COALESCE(revoked_at, $4), ",
+            "revocation_reason = COALESCE(revocation_reason, $5) ",
+            "WHERE tenant_id = $1 AND device_id = $2 AND serial = $3 RETURNING ",
+            cert_columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+            .bind(tenant_id)
+            .bind(device_id)
+            .bind(serial)
+            .bind(Ts(at))
+            .bind(reason)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| cert_not_found(tenant_id, serial))?
+            .try_into()
+    }
+
+    /// The tenant's revoked certificates that have not expired at `at`: what
+    /// its CRL lists (an expired certificate is refused anyway).
+    pub async fn list_revoked_certificates(
+        &self,
+        tenant_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<DeviceCertificate>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            cert_columns!(),
+            " FROM device_certificates WHERE tenant_id = $1 AND status = 'revoked' ",
+            "AND not_after > $2 ORDER BY revoked_at, serial"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+            .bind(tenant_id)
+            .bind(Ts(at))
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(DeviceCertificate::try_from).collect()
+    }
+
+    /// Refuse every certificate of the tenant issued before `not_before`
+    /// (replaces an earlier floor). `NotFound` for an unknown tenant.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, %not_before))]
+    pub async fn set_tenant_cert_floor(
+        &self,
+        tenant_id: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        const SQL: &str = "INSERT INTO tenant_cert_floors (tenant_id, not_before, updated_at) \
+                           VALUES ($1, $2, $3) ON CONFLICT (tenant_id) \
+                           DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
+        let done = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(Ts(not_before))
+            .bind(Ts(now()))
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        done.map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+    }
+
+    /// Refuse every certificate of the device issued before `not_before`
+    /// (replaces an earlier floor). `NotFound` for an unknown device.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id, %not_before))]
+    pub async fn set_device_cert_floor(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        not_before: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        const SQL: &str = "INSERT INTO device_cert_floors (tenant_id, device_id, not_before, updated_at) \
+                           VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) \
+                           DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
+        let done = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(device_id)
+            .bind(Ts(not_before))
+            .bind(Ts(now()))
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        done.map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))
+    }
+
+    /// The floors that apply to a device (both `None` if none is set).
+    pub async fn cert_floors(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+    ) -> Result<CertificateFloors, Error> {
+        const SQL: &str = "SELECT \
+            (SELECT not_before FROM tenant_cert_floors WHERE tenant_id = $1) AS tenant_floor, \
+            (SELECT not_before FROM device_cert_floors WHERE tenant_id = $1 AND device_id = $2) AS device_floor";
+        let (tenant, device): (Option<Ts>, Option<Ts>) = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant_id)
+            .bind(device_id)
+            .fetch_one(pool)
+            .await?);
+        Ok(CertificateFloors {
+            tenant: tenant.map(|t| t.0),
+            device: device.map(|t| t.0),
+        })
+    }
+}

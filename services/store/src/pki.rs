@@ -1,0 +1,457 @@
+//! The platform root CA, tenant CAs and bring-your-own-CA registration
+//! codes. Plain data: certificates as PEM, keys as the sealed bytes the
+//! `pki` crate made (this crate never sees a key in the clear).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+
+use crate::codec::{Ts, now};
+use crate::error::{Violation, violation};
+use crate::{Error, Store};
+
+/// A text column outside its CHECK list: only a bug or a hand edit can do it.
+pub(crate) fn corrupt(column: &str, value: &str) -> Error {
+    Error::Database(sqlx::Error::Decode(
+        format!("unexpected {column} {value:?}").into(),
+    ))
+}
+
+/// A failed write as the caller should see it: a unique violation becomes
+/// `unique` and a foreign-key violation `foreign_key` (when given), anything
+/// else the plain database error.
+pub(crate) fn on_violation(
+    e: sqlx::Error,
+    unique: Option<Error>,
+    foreign_key: Option<Error>,
+) -> Error {
+    match (violation(&e), unique, foreign_key) {
+        (Some(Violation::Unique), Some(mapped), _) => mapped,
+        (Some(Violation::ForeignKey), _, Some(mapped)) => mapped,
+        _ => e.into(),
+    }
+}
+
+pub(crate) fn tenant_not_found(tenant_id: &str) -> Error {
+    Error::NotFound {
+        kind: "tenant",
+        id: tenant_id.to_owned(),
+    }
+}
+
+pub(crate) fn device_not_found(tenant_id: &str, device_id: &str) -> Error {
+    Error::NotFound {
+        kind: "device",
+        id: format!("{tenant_id}/{device_id}"),
+    }
+}
+
+/// The platform root as stored. `Debug` leaves the sealed key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PlatformCa {
+    pub cert_pem: String,
+    /// Sealed under the KEK (`pki::Kek::seal`, purpose root-ca).
+    pub sealed_key: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PlatformCaRow {
+    cert_pem: String,
+    sealed_key: Vec<u8>,
+    created_at: Ts,
+}
+
+impl From<PlatformCaRow> for PlatformCa {
+    fn from(r: PlatformCaRow) -> Self {
+        PlatformCa {
+            cert_pem: r.cert_pem,
+            sealed_key: r.sealed_key,
+            created_at: r.created_at.0,
+        }
+    }
+}
+
+impl fmt::Debug for PlatformCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PlatformCa")
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A Rust enum over a TEXT column with a CHECK list: `as_str` for binding,
+/// and a `parse` that calls any other value corrupt.
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident, $what:literal {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant),+
+        }
+
+        impl $name {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+
+            pub(crate) fn parse(s: &str) -> Result<Self, $crate::Error> {
+                match s {
+                    $($text => Ok($name::$variant),)+
+                    other => Err($crate::pki::corrupt($what, other)),
+                }
+            }
+        }
+    };
+}
+pub(crate) use text_enum;
+
+text_enum!(
+    /// How a tenant CA came to be trusted.
+    TenantCaKind, "tenant CA kind" {
+        /// Made by the platform, signed by its root; the platform holds the key.
+        Issued = "issued",
+        /// The tenant's own CA (proof of possession); the tenant holds the key.
+        Registered = "registered",
+    }
+);
+
+text_enum!(
+    /// Whether devices under a tenant CA are accepted.
+    TenantCaStatus, "tenant CA status" {
+        Active = "active",
+        Disabled = "disabled",
+    }
+);
+
+/// A tenant CA to store. `Debug` leaves the sealed key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewTenantCa {
+    /// Subject key identifier, lower-case hex: the key devices' AKIs match.
+    pub subject_key_id: String,
+    pub tenant_id: String,
+    pub kind: TenantCaKind,
+    pub cert_pem: String,
+    /// Present exactly when `kind` is `Issued`.
+    pub sealed_key: Option<Vec<u8>>,
+    pub subject: String,
+    /// SHA-256 of the DER, hex.
+    pub fingerprint: String,
+    pub not_after: DateTime<Utc>,
+}
+
+impl fmt::Debug for NewTenantCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewTenantCa")
+            .field("subject_key_id", &self.subject_key_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("kind", &self.kind)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stored tenant CA. `Debug` leaves the sealed key out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TenantCa {
+    pub subject_key_id: String,
+    pub tenant_id: String,
+    pub kind: TenantCaKind,
+    pub cert_pem: String,
+    pub sealed_key: Option<Vec<u8>>,
+    pub subject: String,
+    pub fingerprint: String,
+    pub not_after: DateTime<Utc>,
+    pub status: TenantCaStatus,
+    /// The last CRL number handed out ([`Store::next_crl_number`]).
+    pub crl_number: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for TenantCa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TenantCa")
+            .field("subject_key_id", &self.subject_key_id)
+            .field("tenant_id", &self.tenant_id)
+            .field("kind", &self.kind)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct TenantCaRow {
+    subject_key_id: String,
+    tenant_id: String,
+    kind: String,
+    cert_pem: String,
+    sealed_key: Option<Vec<u8>>,
+    subject: String,
+    fingerprint: String,
+    not_after: Ts,
+    status: String,
+    crl_number: i64,
+    created_at: Ts,
+}
+
+impl TryFrom<TenantCaRow> for TenantCa {
+    type Error = Error;
+
+    fn try_from(r: TenantCaRow) -> Result<Self, Error> {
+        Ok(TenantCa {
+            kind: TenantCaKind::parse(&r.kind)?,
+            status: TenantCaStatus::parse(&r.status)?,
+            subject_key_id: r.subject_key_id,
+            tenant_id: r.tenant_id,
+            cert_pem: r.cert_pem,
+            sealed_key: r.sealed_key,
+            subject: r.subject,
+            fingerprint: r.fingerprint,
+            not_after: r.not_after.0,
+            crl_number: r.crl_number,
+            created_at: r.created_at.0,
+        })
+    }
+}
+
+macro_rules! ca_columns {
+    () => {
+        "subject_key_id, tenant_id, kind, cert_pem, sealed_key, subject, fingerprint, \
+         not_after, status, crl_number, created_at"
+    };
+}
+
+fn tenant_ca_not_found(tenant_id: &str, subject_key_id: &str) -> Error {
+    Error::NotFound {
+        kind: "tenant CA",
+        id: format!("{tenant_id}/{subject_key_id}"),
+    }
+}
+
+impl Store {
+    /// The platform root, if one was stored.
+    pub async fn platform_ca(&self) -> Result<Option<PlatformCa>, Error> {
+        const SQL: &str = "SELECT cert_pem, sealed_key, created_at FROM platform_ca WHERE id = 1";
+        let row = on_pool!(self, pool => sqlx::query_as::<_, PlatformCaRow>(SQL)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map(PlatformCa::from))
+    }
+
+    /// Store the platform root. There is only one: `AlreadyExists` if a
+    /// root is stored (two nodes starting at once: the loser reloads it).
+    #[tracing::instrument(skip_all)]
+    pub async fn create_platform_ca(
+        &self,
+        cert_pem: &str,
+        sealed_key: &[u8],
+    ) -> Result<PlatformCa, Error> {
+        const SQL: &str = "INSERT INTO platform_ca (id, cert_pem, sealed_key, created_at) \
+                           VALUES (1, $1, $2, $3) RETURNING cert_pem, sealed_key, created_at";
+        let row = on_pool!(self, pool => sqlx::query_as::<_, PlatformCaRow>(SQL)
+            .bind(cert_pem)
+            .bind(sealed_key)
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        row.map(PlatformCa::from).map_err(|e| {
+            on_violation(
+                e,
+                Some(Error::AlreadyExists {
+                    kind: "platform CA",
+                    id: "root".into(),
+                }),
+                None,
+            )
+        })
+    }
+
+    /// Store a tenant CA. `NotFound` for an unknown tenant, `AlreadyExists`
+    /// if a CA with this subject key identifier is stored (for any tenant).
+    #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, ca = %new.subject_key_id))]
+    pub async fn create_tenant_ca(&self, new: &NewTenantCa) -> Result<TenantCa, Error> {
+        const SQL: &str = concat!(
+            "INSERT INTO tenant_cas (subject_key_id, tenant_id, kind, cert_pem, sealed_key, ",
+            "subject, fingerprint, not_after, created_at) ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
+            ca_columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
+            .bind(&new.subject_key_id)
+            .bind(&new.tenant_id)
+            .bind(new.kind.as_str())
+            .bind(&new.cert_pem)
+            .bind(new.sealed_key.as_deref())
+            .bind(&new.subject)
+            .bind(&new.fingerprint)
+            .bind(Ts(new.not_after))
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        let unique = Error::AlreadyExists {
+            kind: "tenant CA",
+            id: new.subject_key_id.clone(),
+        };
+        let missing = tenant_not_found(&new.tenant_id);
+        row.map_err(|e| on_violation(e, Some(unique), Some(missing)))?
+            .try_into()
+    }
+
+    /// Tenant CAs, oldest first: one tenant's, or every tenant's (`None`,
+    /// to load the trust set at start-up).
+    pub async fn list_tenant_cas(&self, tenant_id: Option<&str>) -> Result<Vec<TenantCa>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            ca_columns!(),
+            " FROM tenant_cas WHERE ($1 IS NULL OR tenant_id = $1) ",
+            "ORDER BY tenant_id, created_at, subject_key_id"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(TenantCa::try_from).collect()
+    }
+
+    /// One tenant CA by subject key identifier. `NotFound` unless the tenant has it.
+    pub async fn get_tenant_ca(
+        &self,
+        tenant_id: &str,
+        subject_key_id: &str,
+    ) -> Result<TenantCa, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            ca_columns!(),
+            " FROM tenant_cas WHERE tenant_id = $1 AND subject_key_id = $2"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
+            .bind(tenant_id)
+            .bind(subject_key_id)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))?
+            .try_into()
+    }
+
+    /// Enable or disable a tenant CA. `NotFound` unless the tenant has it.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, ca = %subject_key_id))]
+    pub async fn set_tenant_ca_status(
+        &self,
+        tenant_id: &str,
+        subject_key_id: &str,
+        status: TenantCaStatus,
+    ) -> Result<TenantCa, Error> {
+        const SQL: &str = concat!(
+            "UPDATE tenant_cas SET status = $3 WHERE tenant_id = $1 AND subject_key_id = $2 ",
+            "RETURNING ",
+            ca_columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
+            .bind(tenant_id)
+            .bind(subject_key_id)
+            .bind(status.as_str())
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))?
+            .try_into()
+    }
+
+    /// Delete a tenant CA (the certificates it issued stay listed, and are
+    /// refused from then on). `NotFound` unless the tenant has it.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, ca = %subject_key_id))]
+    pub async fn delete_tenant_ca(
+        &self,
+        tenant_id: &str,
+        subject_key_id: &str,
+    ) -> Result<(), Error> {
+        const SQL: &str = "DELETE FROM tenant_cas WHERE tenant_id = $1 AND subject_key_id = $2";
+        let n = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(subject_key_id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            return Err(tenant_ca_not_found(tenant_id, subject_key_id));
+        }
+        Ok(())
+    }
+
+    /// Take the next CRL number for a CA: one more than the last, atomically,
+    /// so CRL numbers only grow even with several nodes.
+    pub async fn next_crl_number(
+        &self,
+        tenant_id: &str,
+        subject_key_id: &str,
+    ) -> Result<i64, Error> {
+        const SQL: &str = "UPDATE tenant_cas SET crl_number = crl_number + 1 \
+                           WHERE tenant_id = $1 AND subject_key_id = $2 RETURNING crl_number";
+        let n: Option<(i64,)> = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(tenant_id)
+            .bind(subject_key_id)
+            .fetch_optional(pool)
+            .await?);
+        n.map(|(n,)| n)
+            .ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))
+    }
+
+    /// Keep a bring-your-own-CA registration code until `expires_at`.
+    /// `NotFound` for an unknown tenant.
+    pub async fn create_ca_registration_code(
+        &self,
+        tenant_id: &str,
+        code: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), Error> {
+        const SQL: &str = "INSERT INTO ca_registration_codes (tenant_id, code, expires_at, created_at) \
+                           VALUES ($1, $2, $3, $4)";
+        let done = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(code)
+            .bind(Ts(expires_at))
+            .bind(Ts(now()))
+            .execute(pool)
+            .await
+            .map(|_| ()));
+        let unique = Error::AlreadyExists {
+            kind: "CA registration code",
+            id: tenant_id.to_owned(),
+        };
+        done.map_err(|e| on_violation(e, Some(unique), Some(tenant_not_found(tenant_id))))
+    }
+
+    /// Use up a registration code: true if the tenant had it and it had not
+    /// expired at `at`. Either way it is gone afterwards (single use), and
+    /// the tenant's expired codes are dropped too.
+    pub async fn take_ca_registration_code(
+        &self,
+        tenant_id: &str,
+        code: &str,
+        at: DateTime<Utc>,
+    ) -> Result<bool, Error> {
+        const TAKE: &str = "DELETE FROM ca_registration_codes \
+                            WHERE tenant_id = $1 AND code = $2 AND expires_at > $3";
+        const PURGE: &str = "DELETE FROM ca_registration_codes \
+                             WHERE tenant_id = $1 AND (code = $2 OR expires_at <= $3)";
+        let taken = on_pool!(self, pool => {
+            let taken = sqlx::query(TAKE)
+                .bind(tenant_id)
+                .bind(code)
+                .bind(Ts(at))
+                .execute(pool)
+                .await?
+                .rows_affected();
+            sqlx::query(PURGE)
+                .bind(tenant_id)
+                .bind(code)
+                .bind(Ts(at))
+                .execute(pool)
+                .await?;
+            taken
+        });
+        Ok(taken == 1)
+    }
+}

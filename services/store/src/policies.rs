@@ -1,0 +1,119 @@
+//! ACL policy templates per tenant: a name and a JSON object document whose
+//! meaning (rules, `${device}` variables) belongs to the caller.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use sqlx::types::Json;
+
+use crate::codec::{Ts, now};
+use crate::pki::{on_violation, tenant_not_found};
+use crate::{Error, Store};
+
+/// A policy document: always a JSON object.
+pub type PolicyDocument = Map<String, Value>;
+
+/// A stored policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AclPolicy {
+    pub tenant_id: String,
+    pub name: String,
+    pub document: PolicyDocument,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AclPolicyRow {
+    tenant_id: String,
+    name: String,
+    document: Json<PolicyDocument>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl From<AclPolicyRow> for AclPolicy {
+    fn from(r: AclPolicyRow) -> Self {
+        AclPolicy {
+            tenant_id: r.tenant_id,
+            name: r.name,
+            document: r.document.0,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+const COLUMNS: &str = "tenant_id, name, document, created_at, updated_at";
+
+fn policy_not_found(tenant_id: &str, name: &str) -> Error {
+    Error::NotFound {
+        kind: "ACL policy",
+        id: format!("{tenant_id}/{name}"),
+    }
+}
+
+impl Store {
+    /// Create or replace the tenant's policy `name` (created_at is kept on
+    /// replace). `NotFound` for an unknown tenant.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, policy = %name))]
+    pub async fn put_acl_policy(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        document: &PolicyDocument,
+    ) -> Result<AclPolicy, Error> {
+        let sql = format!(
+            "INSERT INTO acl_policies (tenant_id, name, document, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $4) ON CONFLICT (tenant_id, name) \
+             DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at \
+             RETURNING {COLUMNS}"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(tenant_id)
+            .bind(name)
+            .bind(Json(document))
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        row.map(AclPolicy::from)
+            .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+    }
+
+    /// The tenant's policy `name`. `NotFound` if it has none by that name.
+    pub async fn get_acl_policy(&self, tenant_id: &str, name: &str) -> Result<AclPolicy, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM acl_policies WHERE tenant_id = $1 AND name = $2");
+        let row = on_pool!(self, pool => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(tenant_id)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?);
+        row.map(AclPolicy::from)
+            .ok_or_else(|| policy_not_found(tenant_id, name))
+    }
+
+    /// The tenant's policies by name.
+    pub async fn list_acl_policies(&self, tenant_id: &str) -> Result<Vec<AclPolicy>, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM acl_policies WHERE tenant_id = $1 ORDER BY name");
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(AclPolicy::from).collect())
+    }
+
+    /// Delete the tenant's policy `name`. `NotFound` if it has none.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, policy = %name))]
+    pub async fn delete_acl_policy(&self, tenant_id: &str, name: &str) -> Result<(), Error> {
+        const SQL: &str = "DELETE FROM acl_policies WHERE tenant_id = $1 AND name = $2";
+        let n = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(name)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if n == 0 {
+            return Err(policy_not_found(tenant_id, name));
+        }
+        Ok(())
+    }
+}
