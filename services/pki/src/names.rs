@@ -117,4 +117,34 @@ mod tests {
         }
         assert!(spiffe_uri("fleetmq.local", "acme", "a/b").is_err());
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_is_refused_without_panic(uri in "\\PC{0,80}") {
+            let _ = parse_spiffe_uri(&uri);
+        }
+
+        #[test]
+        fn valid_ids_round_trip(
+            tenant in "[a-z0-9-]{3,63}",
+            device in "[A-Za-z0-9._-]{1,128}",
+        ) {
+            let uri = spiffe_uri("fleetmq.local", &tenant, &device).unwrap();
+            proptest::prop_assert_eq!(
+                parse_spiffe_uri(&uri),
+                Ok(("fleetmq.local", tenant.as_str(), device.as_str()))
+            );
+        }
+
+        #[test]
+        fn a_separator_in_an_id_never_parses(
+            tenant in "[a-z0-9-]{3,20}",
+            left in "[A-Za-z0-9]{1,10}",
+            sep in "[/+#?]",
+            right in "[A-Za-z0-9]{0,10}",
+        ) {
+            let uri = format!("spiffe://fleetmq.local/tenant/{tenant}/device/{left}{sep}{right}");
+            proptest::prop_assert!(parse_spiffe_uri(&uri).is_err());
+        }
+    }
 }
