@@ -339,3 +339,79 @@ fn openssl_agrees() {
         eprintln!("openssl refused to make a 1024-bit key ({out}); that case skipped");
     }
 }
+
+/// The way mosquitto_pub connects (OpenSSL, leaf and key files, no hints
+/// from the server): accepted for our device, refused for another root's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_client_sends_its_leaf_without_hints() {
+    use std::process::{Command, Stdio};
+    if Command::new("openssl").arg("version").output().is_err() {
+        eprintln!("openssl not found: interop test skipped");
+        return;
+    }
+    let f = Fixture::new();
+    let registry = f.registry();
+    let acceptor = TlsAcceptor::from(server_config(&f, &registry));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("root.pem"), f.root.cert_pem()).unwrap();
+    let ours = f.issue("acme", "sensor-1", DeviceKey::Generate);
+    let stranger = Fixture::new();
+    let theirs = stranger.issue("acme", "sensor-1", DeviceKey::Generate);
+
+    for (name, issued, accepted) in [("ours", &ours, true), ("theirs", &theirs, false)] {
+        let cert = dir.path().join(format!("{name}.pem"));
+        let key = dir.path().join(format!("{name}.key"));
+        std::fs::write(&cert, &issued.certificate_pem).unwrap();
+        std::fs::write(&key, issued.private_key_pem.as_ref().unwrap().expose()).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let acceptor = acceptor.clone();
+        let server = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(tcp).await.map_err(|e| e.to_string())?;
+            let mut ping = [0u8; 4];
+            tls.read_exact(&mut ping).await.map_err(|e| e.to_string())?;
+            let peer = tls.get_ref().1.peer_certificates().map(|c| c.to_vec());
+            Ok::<_, String>(peer)
+        });
+        let root = dir.path().join("root.pem");
+        let client = tokio::task::spawn_blocking(move || {
+            let mut child = Command::new("openssl")
+                .args([
+                    "s_client",
+                    "-connect",
+                    &format!("127.0.0.1:{port}"),
+                    "-servername",
+                    "localhost",
+                    "-quiet",
+                ])
+                .arg("-CAfile")
+                .arg(&root)
+                .arg("-cert")
+                .arg(&cert)
+                .arg("-key")
+                .arg(&key)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            let _ = child.stdin.take().unwrap().write_all(b"ping");
+            let _ = child.wait();
+        });
+        let result = tokio::time::timeout(StdDuration::from_secs(60), server)
+            .await
+            .expect("openssl handshake hung")
+            .unwrap();
+        client.await.unwrap();
+        if accepted {
+            let peer = result.unwrap().expect("no client certificate");
+            let identity = registry.identify(&peer, Utc::now()).unwrap();
+            assert_eq!(identity.device, "sensor-1");
+        } else {
+            let err = result.unwrap_err();
+            assert!(err.contains("UnknownIssuer"), "{err}");
+        }
+    }
+}
