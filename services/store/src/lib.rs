@@ -8,6 +8,8 @@
 //!   [`Store::migrate`], [`Store::migration_status`], [`Store::check_ready`].
 //! - `tenants.rs`, `devices.rs`, `audit.rs` — one file per aggregate: its
 //!   domain types and its repository methods on [`Store`].
+//! - `webhook_endpoints.rs`, `webhook_outbox.rs`, `webhook_deliveries.rs` —
+//!   webhooks: endpoints, the outbox and its fan-out, the delivery queue.
 //! - `api_keys.rs` — tenants' API keys (hashed secrets).
 //! - `signing_keys.rs` — the API's JWT signing keys (rotation by `kid`).
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
@@ -60,6 +62,9 @@ mod store;
 mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod webhook_deliveries;
+mod webhook_endpoints;
+mod webhook_outbox;
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
@@ -72,3 +77,12 @@ pub use page::{Page, Paged};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};
+pub use webhook_deliveries::{
+    AttemptOutcome, AttemptRecord, AttemptRecorded, ClaimedDelivery, DeliveryStatus,
+    ENDPOINT_DISABLED_EVENT_TYPE, QueueDepth, WebhookAttempt, WebhookDelivery,
+};
+pub use webhook_endpoints::{NewWebhookEndpoint, WebhookEndpoint};
+pub use webhook_outbox::{
+    BATCH_EVENT_TYPE, BatchLimits, FanOut, NewOutboxEvent, OutboxEvent, Route, StoreTx,
+    append_postgres as append_outbox_events_postgres, append_sqlite as append_outbox_events_sqlite,
+};

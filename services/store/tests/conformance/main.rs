@@ -14,6 +14,7 @@ mod devices;
 mod migrations;
 mod sqlite;
 mod tenants;
+mod webhooks;
 
 use store::{NewTenant, Store, Tenant};
 
