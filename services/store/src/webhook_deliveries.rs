@@ -360,7 +360,7 @@ impl Store {
     /// count towards the endpoint's run; the run reaching `disable_after`
     /// (or `FailedAndDisable`) disables the endpoint and appends a
     /// `webhook.endpoint_disabled` event, in the same transaction.
-    #[tracing::instrument(skip_all, fields(delivery_id))]
+    #[tracing::instrument(skip_all, fields(delivery_id = delivery_id))]
     pub async fn record_webhook_attempt(
         &self,
         delivery_id: i64,

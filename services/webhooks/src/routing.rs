@@ -97,7 +97,63 @@ pub fn route(event: &OutboxEvent, endpoint: &WebhookEndpoint, batching: bool) ->
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// The MQTT rules written as directly as possible, over level lists.
+    fn naive(filter: &[&str], topic: &[&str]) -> bool {
+        match (filter.split_first(), topic.split_first()) {
+            (Some((&"#", _)), _) => true,
+            (Some((&"+", f_rest)), Some((_, t_rest))) => naive(f_rest, t_rest),
+            (Some((f, f_rest)), Some((t, t_rest))) => f == t && naive(f_rest, t_rest),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(String::new()),
+            Just("a".to_owned()),
+            Just("b".to_owned()),
+            Just("$SYS".to_owned()),
+            Just("ü".to_owned()),
+            "[a-c€]{1,3}",
+        ]
+    }
+
+    fn filter_level() -> impl Strategy<Value = String> {
+        prop_oneof![level(), Just("+".to_owned())]
+    }
+
+    proptest! {
+        #[test]
+        fn matcher_agrees_with_the_naive_model(
+            mut filter in prop::collection::vec(filter_level(), 1..5),
+            multi in any::<bool>(),
+            topic in prop::collection::vec(level(), 1..6),
+        ) {
+            if multi {
+                filter.push("#".to_owned());
+            }
+            let filter = filter.join("/");
+            let topic = topic.join("/");
+            // One empty level makes the empty filter, which MQTT forbids.
+            prop_assume!(!filter.is_empty());
+            prop_assert!(validate_topic_filter(&filter).is_ok());
+            let f: Vec<&str> = filter.split('/').collect();
+            let t: Vec<&str> = topic.split('/').collect();
+            let dollar = topic.starts_with('$') && (filter.starts_with('+') || filter.starts_with('#'));
+            prop_assert_eq!(topic_matches(&filter, &topic), !dollar && naive(&f, &t));
+        }
+
+        #[test]
+        fn any_text_is_checked_without_panicking(filter in "\\PC{0,40}", topic in "\\PC{0,40}") {
+            let _ = validate_topic_filter(&filter);
+            let _ = topic_matches(&filter, &topic);
+        }
+    }
 
     #[test]
     fn filters_match_like_mqtt() {
