@@ -11,6 +11,7 @@
 //! share the queue; SQLite has one writer, and claims in one UPDATE …
 //! RETURNING inside an IMMEDIATE transaction.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -305,36 +306,80 @@ impl Store {
                     .await?
             }
         };
-        let mut claimed = Vec::with_capacity(rows.len());
-        for row in rows {
-            let delivery = WebhookDelivery::try_from(row)?;
-            let endpoint = self.endpoint_by_id(&delivery.endpoint_id).await?;
-            let events = self.delivery_events(delivery.id).await?;
-            claimed.push(ClaimedDelivery {
-                delivery,
-                endpoint,
-                events,
-            });
-        }
-        claimed.sort_by_key(|c| c.delivery.id);
-        Ok(claimed)
+        let deliveries = rows
+            .into_iter()
+            .map(WebhookDelivery::try_from)
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.complete_claims(deliveries).await
     }
 
-    async fn endpoint_by_id(&self, id: &str) -> Result<WebhookEndpoint, Error> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            endpoint_columns!(),
-            " FROM webhook_endpoints WHERE id = $1"
-        );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
-        row.map(WebhookEndpoint::from)
-            .ok_or_else(|| Error::NotFound {
-                kind: "webhook",
-                id: id.to_owned(),
+    /// Load the endpoints and events of claimed deliveries: two queries for
+    /// the whole round, not two per delivery.
+    async fn complete_claims(
+        &self,
+        mut deliveries: Vec<WebhookDelivery>,
+    ) -> Result<Vec<ClaimedDelivery>, Error> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        deliveries.sort_by_key(|d| d.id);
+        let mut endpoint_ids: Vec<&str> =
+            deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let endpoints: HashMap<String, WebhookEndpoint> = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(concat!(
+                "SELECT ",
+                endpoint_columns!(),
+                " FROM webhook_endpoints WHERE id IN ("
+            ));
+            let mut ids = q.separated(", ");
+            for id in &endpoint_ids {
+                ids.push_bind(*id);
+            }
+            q.push(")");
+            q.build_query_as::<EndpointRow>().fetch_all(pool).await?
+        })
+        .into_iter()
+        .map(|row| {
+            let endpoint = WebhookEndpoint::from(row);
+            (endpoint.id.clone(), endpoint)
+        })
+        .collect();
+        let mut events: HashMap<i64, Vec<OutboxEvent>> = HashMap::new();
+        let rows = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT de.delivery_id, {} FROM webhook_outbox o JOIN webhook_delivery_events de \
+                 ON de.event_id = o.id WHERE de.delivery_id IN (",
+                prefixed_outbox_columns()
+            ));
+            let mut ids = q.separated(", ");
+            for d in &deliveries {
+                ids.push_bind(d.id);
+            }
+            q.push(") ORDER BY de.delivery_id, de.position");
+            q.build_query_as::<DeliveryEventRow>().fetch_all(pool).await?
+        });
+        for row in rows {
+            events
+                .entry(row.delivery_id)
+                .or_default()
+                .push(OutboxEvent::from(row.event));
+        }
+        // An endpoint deleted since the claim took its deliveries with it
+        // (ON DELETE CASCADE): nothing to send.
+        Ok(deliveries
+            .into_iter()
+            .filter_map(|delivery| {
+                let endpoint = endpoints.get(&delivery.endpoint_id)?.clone();
+                let events = events.remove(&delivery.id).unwrap_or_default();
+                Some(ClaimedDelivery {
+                    delivery,
+                    endpoint,
+                    events,
+                })
             })
+            .collect())
     }
 
     /// The events a delivery carries, in order.
@@ -342,11 +387,7 @@ impl Store {
         let sql = format!(
             "SELECT {} FROM webhook_outbox o JOIN webhook_delivery_events de \
              ON de.event_id = o.id WHERE de.delivery_id = $1 ORDER BY de.position",
-            outbox_columns!()
-                .split(", ")
-                .map(|c| format!("o.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            prefixed_outbox_columns()
         );
         let rows = on_pool!(self, pool => sqlx::query_as::<_, OutboxRow>(
                 sqlx::AssertSqlSafe(sql.as_str()))
@@ -638,6 +679,38 @@ impl Store {
         self.get_webhook_delivery(tenant_id, id).await
     }
 
+    /// Delete finished deliveries (delivered or failed) last touched before
+    /// `before`, with their attempts, and dispatched outbox events older
+    /// than `before` that no remaining delivery carries. Returns how many
+    /// deliveries and events went. Run it periodically to keep the log
+    /// bounded.
+    #[tracing::instrument(skip_all)]
+    pub async fn prune_webhook_history(&self, before: DateTime<Utc>) -> Result<(u64, u64), Error> {
+        const DELIVERIES: &str = concat!(
+            "DELETE FROM webhook_deliveries WHERE status IN ('delivered', 'failed') ",
+            "AND updated_at < $1"
+        );
+        const EVENTS: &str = concat!(
+            "DELETE FROM webhook_outbox WHERE dispatched_at IS NOT NULL AND dispatched_at < $1 ",
+            "AND NOT EXISTS (SELECT 1 FROM webhook_delivery_events de WHERE de.event_id = webhook_outbox.id)"
+        );
+        let (deliveries, events) = on_pool!(self, pool => {
+            let deliveries = sqlx::query(DELIVERIES)
+                .bind(Ts(before))
+                .execute(pool)
+                .await?
+                .rows_affected();
+            let events = sqlx::query(EVENTS)
+                .bind(Ts(before))
+                .execute(pool)
+                .await?
+                .rows_affected();
+            (deliveries, events)
+        });
+        tracing::info!(deliveries, events, "webhook history pruned");
+        Ok((deliveries, events))
+    }
+
     /// Pending and in-flight deliveries per endpoint (endpoints with none
     /// are left out).
     pub async fn webhook_queue_depths(&self) -> Result<Vec<QueueDepth>, Error> {
@@ -658,6 +731,22 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// The outbox columns qualified with the alias `o`, for joins.
+fn prefixed_outbox_columns() -> String {
+    outbox_columns!()
+        .split(", ")
+        .map(|c| format!("o.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryEventRow {
+    delivery_id: i64,
+    #[sqlx(flatten)]
+    event: OutboxRow,
 }
 
 fn not_found(id: i64) -> Error {

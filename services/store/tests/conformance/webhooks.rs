@@ -410,6 +410,12 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
         .await?;
     assert_eq!(ping.event_count, 1);
     let depths = store.webhook_queue_depths().await?;
+    // Pruning keeps what is unfinished, and events it still carries.
+    let (deliveries, _) = store
+        .prune_webhook_history(Utc::now() + chrono::Duration::seconds(1))
+        .await?;
+    assert_eq!(deliveries, 1, "only the one that failed for good");
+    assert!(store.get_webhook_delivery("acme", again.id).await.is_ok());
     // The ping, and the two claimed above (in flight count too).
     assert_eq!(depths.iter().map(|d| d.pending).sum::<i64>(), 3);
     Ok(())
