@@ -8,8 +8,9 @@
 //!   [`Store::migrate`], [`Store::migration_status`], [`Store::check_ready`].
 //! - `tenants.rs`, `devices.rs`, `audit.rs` — one file per aggregate: its
 //!   domain types and its repository methods on [`Store`].
-//! - `webhook_endpoints.rs`, `webhook_outbox.rs`, `webhook_deliveries.rs` —
-//!   webhooks: endpoints, the outbox and its fan-out, the delivery queue.
+//! - `webhook_endpoints.rs`, `webhook_outbox.rs`, `webhook_deliveries.rs`,
+//!   `webhook_claims.rs` — webhooks: endpoints, the outbox and its fan-out,
+//!   the delivery queue and its attempt log, claiming.
 //! - `api_keys.rs` — tenants' API keys (hashed secrets).
 //! - `signing_keys.rs` — the API's JWT signing keys (rotation by `kid`).
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
@@ -62,6 +63,7 @@ mod store;
 mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod webhook_claims;
 mod webhook_deliveries;
 mod webhook_endpoints;
 mod webhook_outbox;
@@ -77,9 +79,10 @@ pub use page::{Page, Paged};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};
+pub use webhook_claims::ClaimedDelivery;
 pub use webhook_deliveries::{
-    AttemptOutcome, AttemptRecord, AttemptRecorded, ClaimedDelivery, DeliveryStatus,
-    ENDPOINT_DISABLED_EVENT_TYPE, QueueDepth, WebhookAttempt, WebhookDelivery,
+    AttemptOutcome, AttemptRecord, AttemptRecorded, DeliveryStatus, ENDPOINT_DISABLED_EVENT_TYPE,
+    QueueDepth, WebhookAttempt, WebhookDelivery,
 };
 pub use webhook_endpoints::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_outbox::{
