@@ -12,16 +12,19 @@
 //! - `worker.rs` — [`Worker`]: fan-out, claiming, sending, retries.
 //! - `endpoints.rs` — create (checked), rotate, ping, redeliver: what the
 //!   REST API calls.
+//! - `outbox_writer.rs` — [`OutboxWriter`]: a non-blocking, bounded, batching
+//!   way into the outbox for high-rate producers.
 //! - `metrics.rs` — counters, latency histogram, queue depth gauges.
 //! - `error.rs` — [`Error`].
 //!
 //! Producers append events with `Store::append_outbox_events` (or
-//! `StoreTx::append_outbox_events` inside their own transaction) and may
-//! call [`Worker::wake`].
+//! `StoreTx::append_outbox_events` inside their own transaction), or at
+//! high rates through an [`OutboxWriter`], and may call [`Worker::wake`].
 
 mod endpoints;
 mod error;
 mod metrics;
+mod outbox_writer;
 pub mod routing;
 pub mod signing;
 pub mod ssrf;
@@ -31,5 +34,8 @@ pub use endpoints::{
     EndpointRequest, PING_EVENT_TYPE, create_endpoint, redeliver, rotate_secret, send_test_ping,
 };
 pub use error::Error;
+pub use outbox_writer::{
+    EVENTS_DROPPED_EVENT_TYPE, OutboxWriter, OutboxWriterConfig, OutboxWriterTask,
+};
 pub use ssrf::UrlPolicy;
 pub use worker::{RESPONSE_EXCERPT_BYTES, Worker, WorkerConfig, request_body};

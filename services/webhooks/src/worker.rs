@@ -127,6 +127,12 @@ impl Worker {
         self.wake.notify_one();
     }
 
+    /// What [`Worker::wake`] notifies, for producers that outlive a borrow
+    /// of the worker (such as an [`crate::OutboxWriter`]).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
     /// Stop taking work and wait for in-flight requests to finish.
     pub async fn shutdown(mut self) {
         self.cancel.cancel();
