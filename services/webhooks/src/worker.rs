@@ -300,6 +300,10 @@ async fn deliver(state: &Shared, claimed: ClaimedDelivery) {
                 m::endpoint_disabled();
             }
         }
+        // The endpoint was deleted meanwhile, and its deliveries with it.
+        Err(store::Error::NotFound { .. }) => {
+            tracing::debug!("webhook delivery deleted while in flight");
+        }
         // The lease runs out and the delivery is tried again.
         Err(e) => tracing::error!(error = %e, "recording a webhook attempt failed"),
     }
