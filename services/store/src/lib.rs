@@ -8,6 +8,9 @@
 //!   [`Store::migrate`], [`Store::migration_status`], [`Store::check_ready`].
 //! - `tenants.rs`, `devices.rs`, `audit.rs` — one file per aggregate: its
 //!   domain types and its repository methods on [`Store`].
+//! - `webhook_endpoints.rs`, `webhook_outbox.rs`, `webhook_deliveries.rs`,
+//!   `webhook_claims.rs` — webhooks: endpoints, the outbox and its fan-out,
+//!   the delivery queue and its attempt log, claiming.
 //! - `api_keys.rs` — tenants' API keys (hashed secrets).
 //! - `signing_keys.rs` — the API's JWT signing keys (rotation by `kid`).
 //! - `pki.rs`, `certificates.rs`, `credentials.rs`, `policies.rs` — issue 5:
@@ -67,6 +70,10 @@ mod store;
 mod tenants;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod webhook_claims;
+mod webhook_deliveries;
+mod webhook_endpoints;
+mod webhook_outbox;
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
@@ -85,3 +92,13 @@ pub use policies::{AclPolicy, PolicyDocument};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};
+pub use webhook_claims::ClaimedDelivery;
+pub use webhook_deliveries::{
+    AttemptOutcome, AttemptRecord, AttemptRecorded, DeliveryStatus, ENDPOINT_DISABLED_EVENT_TYPE,
+    QueueDepth, WebhookAttempt, WebhookDelivery,
+};
+pub use webhook_endpoints::{NewWebhookEndpoint, WebhookEndpoint};
+pub use webhook_outbox::{
+    BATCH_EVENT_TYPE, BatchLimits, FanOut, NewOutboxEvent, OutboxEvent, Route, StoreTx,
+    append_postgres as append_outbox_events_postgres, append_sqlite as append_outbox_events_sqlite,
+};

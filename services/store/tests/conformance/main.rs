@@ -15,6 +15,7 @@ mod migrations;
 mod pki;
 mod sqlite;
 mod tenants;
+mod webhooks;
 
 use store::{NewTenant, Store, Tenant};
 

@@ -63,10 +63,14 @@ async fn concurrent_migrations_agree(db: &TestDb) -> anyhow::Result<()> {
     let (a, b) = tokio::join!(db.store().migrate(), other.migrate());
     let (a, b) = (a?, b?);
     assert!(a.is_current() && b.is_current());
-    assert_eq!(
-        a.newly_applied + b.newly_applied,
-        usize::try_from(a.latest_known)?
-    );
+    // One of them applied everything, the other nothing. (Not "as many as
+    // the latest version": numbers are assigned per branch, so a branch's
+    // versions may have gaps, such as 0005 without 0003.)
+    let mut applied = [a.newly_applied, b.newly_applied];
+    applied.sort_unstable();
+    assert_eq!(applied[0], 0);
+    assert!(applied[1] >= 1);
+    assert!(applied[1] <= usize::try_from(a.latest_known)?);
     other.close().await;
     Ok(())
 }

@@ -1,0 +1,191 @@
+//! Claiming webhook deliveries: the worker's side of the queue.
+//!
+//! Claiming is fair and ordered. Each round takes due deliveries round-robin
+//! over endpoints, at most `per_endpoint` in flight for any endpoint (counting
+//! those other workers hold), so one endpoint's backlog never starves
+//! another's. Deliveries with the same `ordering_key` (the device) go out one
+//! at a time, in id order. A claim is a lease: `next_attempt_at` becomes its
+//! end, and a delivery whose worker died is claimed again after it.
+//! Postgres claims with `FOR UPDATE SKIP LOCKED`, so several workers (nodes)
+//! share the queue; SQLite has one writer, and claims in one UPDATE …
+//! RETURNING inside an IMMEDIATE transaction.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::codec::{Ts, now};
+use crate::webhook_deliveries::{DeliveryRow, delivery_columns};
+use crate::webhook_endpoints::{EndpointRow, endpoint_columns};
+use crate::webhook_outbox::{OutboxRow, outbox_columns};
+use crate::{Error, OutboxEvent, Store, WebhookDelivery, WebhookEndpoint};
+
+/// A claimed delivery with everything needed to send it.
+#[derive(Debug, Clone)]
+pub struct ClaimedDelivery {
+    pub delivery: WebhookDelivery,
+    pub endpoint: WebhookEndpoint,
+    /// The events it carries, in order.
+    pub events: Vec<OutboxEvent>,
+}
+
+/// The due deliveries a round may take: fair over endpoints, ordered per
+/// key, within each endpoint's in-flight limit. Binds: $1 now, $2 per
+/// endpoint limit, $3 round size.
+const CANDIDATES: &str = "\
+    WITH ranked AS ( \
+        SELECT d.id, d.endpoint_id, ROW_NUMBER() OVER ( \
+            PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn \
+        FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+        WHERE e.enabled AND d.status IN ('pending', 'delivering') AND d.next_attempt_at <= $1 \
+        AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p \
+            WHERE p.endpoint_id = d.endpoint_id AND p.ordering_key = d.ordering_key \
+            AND p.id < d.id AND p.status IN ('pending', 'delivering'))), \
+    busy AS ( \
+        SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries \
+        WHERE status = 'delivering' AND next_attempt_at > $1 GROUP BY endpoint_id) \
+    SELECT r.id FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id \
+    WHERE r.rn + COALESCE(b.n, 0) <= $2 ORDER BY r.rn, r.id LIMIT $3";
+
+impl Store {
+    /// Claim up to `limit` due deliveries for `lease` (see the module docs),
+    /// at most `per_endpoint` in flight per endpoint.
+    pub async fn claim_webhook_deliveries(
+        &self,
+        limit: u32,
+        per_endpoint: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, Error> {
+        let at = now();
+        let lease_end = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
+        let rows: Vec<DeliveryRow> = match &self.pool {
+            crate::store::Pool::Sqlite(pool) => {
+                let sql = format!(
+                    "UPDATE webhook_deliveries SET status = 'delivering', batch_open = FALSE, \
+                     next_attempt_at = $4, updated_at = $1 WHERE id IN ({CANDIDATES}) \
+                     RETURNING {}",
+                    delivery_columns!()
+                );
+                let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+                let rows = sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(Ts(at))
+                    .bind(i64::from(per_endpoint))
+                    .bind(i64::from(limit))
+                    .bind(Ts(lease_end))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                rows
+            }
+            crate::store::Pool::Postgres(pool) => {
+                // The inner SELECT re-checks status and due time on the row
+                // it locks: another worker may have claimed it since our
+                // snapshot.
+                let sql = format!(
+                    "UPDATE webhook_deliveries SET status = 'delivering', batch_open = FALSE, \
+                     next_attempt_at = $4, updated_at = $1 WHERE id IN ( \
+                     SELECT id FROM webhook_deliveries WHERE id IN ({CANDIDATES}) \
+                     AND status IN ('pending', 'delivering') AND next_attempt_at <= $1 \
+                     FOR UPDATE SKIP LOCKED) RETURNING {}",
+                    delivery_columns!()
+                );
+                sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(Ts(at))
+                    .bind(i64::from(per_endpoint))
+                    .bind(i64::from(limit))
+                    .bind(Ts(lease_end))
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        let deliveries = rows
+            .into_iter()
+            .map(WebhookDelivery::try_from)
+            .collect::<Result<Vec<_>, Error>>()?;
+        self.complete_claims(deliveries).await
+    }
+
+    /// Load the endpoints and events of claimed deliveries: two queries for
+    /// the whole round, not two per delivery.
+    async fn complete_claims(
+        &self,
+        mut deliveries: Vec<WebhookDelivery>,
+    ) -> Result<Vec<ClaimedDelivery>, Error> {
+        if deliveries.is_empty() {
+            return Ok(Vec::new());
+        }
+        deliveries.sort_by_key(|d| d.id);
+        let mut endpoint_ids: Vec<&str> =
+            deliveries.iter().map(|d| d.endpoint_id.as_str()).collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let endpoints: HashMap<String, WebhookEndpoint> = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(concat!(
+                "SELECT ",
+                endpoint_columns!(),
+                " FROM webhook_endpoints WHERE id IN ("
+            ));
+            let mut ids = q.separated(", ");
+            for id in &endpoint_ids {
+                ids.push_bind(*id);
+            }
+            q.push(")");
+            q.build_query_as::<EndpointRow>().fetch_all(pool).await?
+        })
+        .into_iter()
+        .map(|row| {
+            let endpoint = WebhookEndpoint::from(row);
+            (endpoint.id.clone(), endpoint)
+        })
+        .collect();
+        let mut events: HashMap<i64, Vec<OutboxEvent>> = HashMap::new();
+        let rows = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(format!(
+                "SELECT de.delivery_id, {} FROM webhook_outbox o JOIN webhook_delivery_events de \
+                 ON de.event_id = o.id WHERE de.delivery_id IN (",
+                prefixed_outbox_columns()
+            ));
+            let mut ids = q.separated(", ");
+            for d in &deliveries {
+                ids.push_bind(d.id);
+            }
+            q.push(") ORDER BY de.delivery_id, de.position");
+            q.build_query_as::<DeliveryEventRow>().fetch_all(pool).await?
+        });
+        for row in rows {
+            events
+                .entry(row.delivery_id)
+                .or_default()
+                .push(OutboxEvent::from(row.event));
+        }
+        // An endpoint deleted since the claim took its deliveries with it
+        // (ON DELETE CASCADE): nothing to send.
+        Ok(deliveries
+            .into_iter()
+            .filter_map(|delivery| {
+                let endpoint = endpoints.get(&delivery.endpoint_id)?.clone();
+                let events = events.remove(&delivery.id).unwrap_or_default();
+                Some(ClaimedDelivery {
+                    delivery,
+                    endpoint,
+                    events,
+                })
+            })
+            .collect())
+    }
+}
+
+/// The outbox columns qualified with the alias `o`, for joins.
+pub(crate) fn prefixed_outbox_columns() -> String {
+    outbox_columns!()
+        .split(", ")
+        .map(|c| format!("o.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[derive(sqlx::FromRow)]
+struct DeliveryEventRow {
+    delivery_id: i64,
+    #[sqlx(flatten)]
+    event: OutboxRow,
+}

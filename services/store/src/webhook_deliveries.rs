@@ -1,0 +1,579 @@
+//! Webhook deliveries (one per HTTP request) and their attempt log: what
+//! the API lists and redelivers, and what the worker records. Claiming is
+//! in `webhook_claims.rs`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::codec::{Ts, now};
+use crate::webhook_claims::prefixed_outbox_columns;
+use crate::webhook_outbox::OutboxRow;
+use crate::{Error, NewOutboxEvent, OutboxEvent, Store};
+
+const KIND: &str = "webhook delivery";
+
+/// The event type the platform emits when it disables an endpoint.
+pub const ENDPOINT_DISABLED_EVENT_TYPE: &str = "webhook.endpoint_disabled";
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    Pending,
+    Delivering,
+    Delivered,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Delivering => "delivering",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DeliveryStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "pending" => Ok(DeliveryStatus::Pending),
+            "delivering" => Ok(DeliveryStatus::Delivering),
+            "delivered" => Ok(DeliveryStatus::Delivered),
+            "failed" => Ok(DeliveryStatus::Failed),
+            _ => Err(Error::InvalidId {
+                kind: "delivery status",
+                id: s.chars().take(32).collect(),
+                expected: "pending, delivering, delivered or failed",
+            }),
+        }
+    }
+}
+
+/// One delivery: one request's worth of events to one endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookDelivery {
+    pub id: i64,
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    /// The body's `type`.
+    pub event_type: String,
+    pub ordering_key: Option<String>,
+    pub status: DeliveryStatus,
+    pub event_count: i32,
+    pub attempts: i32,
+    /// Pending: when it is due. Delivering: when the claim's lease ends.
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status: Option<i32>,
+    pub last_latency_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub last_response: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct DeliveryRow {
+    id: i64,
+    tenant_id: String,
+    endpoint_id: String,
+    event_type: String,
+    ordering_key: Option<String>,
+    status: String,
+    event_count: i32,
+    attempts: i32,
+    next_attempt_at: Ts,
+    last_status: Option<i32>,
+    last_latency_ms: Option<i64>,
+    last_error: Option<String>,
+    last_response: Option<String>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl TryFrom<DeliveryRow> for WebhookDelivery {
+    type Error = Error;
+
+    fn try_from(r: DeliveryRow) -> Result<Self, Error> {
+        Ok(WebhookDelivery {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            endpoint_id: r.endpoint_id,
+            event_type: r.event_type,
+            ordering_key: r.ordering_key,
+            status: r.status.parse()?,
+            event_count: r.event_count,
+            attempts: r.attempts,
+            next_attempt_at: r.next_attempt_at.0,
+            last_status: r.last_status,
+            last_latency_ms: r.last_latency_ms,
+            last_error: r.last_error,
+            last_response: r.last_response,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        })
+    }
+}
+
+macro_rules! delivery_columns {
+    () => {
+        "id, tenant_id, endpoint_id, event_type, ordering_key, status, event_count, attempts, \
+         next_attempt_at, last_status, last_latency_ms, last_error, last_response, created_at, \
+         updated_at"
+    };
+}
+pub(crate) use delivery_columns;
+
+/// One logged attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WebhookAttempt {
+    pub id: i64,
+    pub delivery_id: i64,
+    pub attempted_at: DateTime<Utc>,
+    /// The HTTP status, if a response came.
+    pub status_code: Option<i32>,
+    pub latency_ms: i64,
+    /// At most 1 KiB of the response body.
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct AttemptRow {
+    id: i64,
+    delivery_id: i64,
+    attempted_at: Ts,
+    status_code: Option<i32>,
+    latency_ms: i64,
+    response: Option<String>,
+    error: Option<String>,
+}
+
+impl From<AttemptRow> for WebhookAttempt {
+    fn from(r: AttemptRow) -> Self {
+        WebhookAttempt {
+            id: r.id,
+            delivery_id: r.delivery_id,
+            attempted_at: r.attempted_at.0,
+            status_code: r.status_code,
+            latency_ms: r.latency_ms,
+            response: r.response,
+            error: r.error,
+        }
+    }
+}
+
+/// What happened on one attempt, to log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecord {
+    pub status_code: Option<u16>,
+    pub latency: Duration,
+    pub response: Option<String>,
+    pub error: Option<String>,
+}
+
+/// What to do with the delivery after an attempt (the worker decides).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    Delivered,
+    /// Try again at this time.
+    Retry {
+        at: DateTime<Utc>,
+    },
+    /// No more attempts.
+    Failed,
+    /// No more attempts, and disable the endpoint at once (410 Gone).
+    FailedAndDisable {
+        reason: String,
+    },
+}
+
+/// What recording an attempt did to the endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptRecorded {
+    pub status: DeliveryStatus,
+    /// Set when this attempt disabled the endpoint (and an event said so).
+    pub endpoint_disabled: Option<String>,
+}
+
+/// Pending deliveries of one endpoint, for the queue-depth gauge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    pub tenant_id: String,
+    pub endpoint_id: String,
+    pub pending: i64,
+}
+
+impl Store {
+    /// The events a delivery carries, in order.
+    pub async fn delivery_events(&self, delivery_id: i64) -> Result<Vec<OutboxEvent>, Error> {
+        let sql = format!(
+            "SELECT {} FROM webhook_outbox o JOIN webhook_delivery_events de \
+             ON de.event_id = o.id WHERE de.delivery_id = $1 ORDER BY de.position",
+            prefixed_outbox_columns()
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, OutboxRow>(
+                sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(delivery_id)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(OutboxEvent::from).collect())
+    }
+
+    /// Log an attempt and move the delivery on as `outcome` says. Failures
+    /// count towards the endpoint's run; the run reaching `disable_after`
+    /// (or `FailedAndDisable`) disables the endpoint and appends a
+    /// `webhook.endpoint_disabled` event, in the same transaction.
+    #[tracing::instrument(skip_all, fields(delivery_id = delivery_id))]
+    pub async fn record_webhook_attempt(
+        &self,
+        delivery_id: i64,
+        record: &AttemptRecord,
+        outcome: &AttemptOutcome,
+        disable_after: u32,
+    ) -> Result<AttemptRecorded, Error> {
+        const LOG: &str = concat!(
+            "INSERT INTO webhook_attempts (delivery_id, attempted_at, status_code, latency_ms, ",
+            "response, error) VALUES ($1, $2, $3, $4, $5, $6)"
+        );
+        const UPDATE: &str = concat!(
+            "UPDATE webhook_deliveries SET status = $2, attempts = attempts + 1, ",
+            "next_attempt_at = $3, last_status = $4, last_latency_ms = $5, last_error = $6, ",
+            "last_response = $7, updated_at = $8 WHERE id = $1 RETURNING endpoint_id, tenant_id"
+        );
+        const SUCCESS: &str = "UPDATE webhook_endpoints SET consecutive_failures = 0 WHERE id = $1";
+        const FAILURE: &str = concat!(
+            "UPDATE webhook_endpoints SET consecutive_failures = consecutive_failures + 1 ",
+            "WHERE id = $1 RETURNING consecutive_failures, enabled"
+        );
+        const DISABLE: &str = concat!(
+            "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $2, updated_at = $3 ",
+            "WHERE id = $1 AND enabled"
+        );
+        let at = now();
+        let (status, next_at) = match outcome {
+            AttemptOutcome::Delivered => (DeliveryStatus::Delivered, at),
+            AttemptOutcome::Retry { at: retry_at } => (DeliveryStatus::Pending, *retry_at),
+            AttemptOutcome::Failed | AttemptOutcome::FailedAndDisable { .. } => {
+                (DeliveryStatus::Failed, at)
+            }
+        };
+        let latency_ms = i64::try_from(record.latency.as_millis()).unwrap_or(i64::MAX);
+        let status_code = record.status_code.map(i32::from);
+        let mut tx = self.begin().await?;
+        let mut disabled = None;
+        macro_rules! body {
+            ($conn:expr) => {{
+                sqlx::query(LOG)
+                    .bind(delivery_id)
+                    .bind(Ts(at))
+                    .bind(status_code)
+                    .bind(latency_ms)
+                    .bind(record.response.as_deref())
+                    .bind(record.error.as_deref())
+                    .execute(&mut *$conn)
+                    .await?;
+                let (endpoint_id, tenant_id): (String, String) = sqlx::query_as(UPDATE)
+                    .bind(delivery_id)
+                    .bind(status.as_str())
+                    .bind(Ts(next_at))
+                    .bind(status_code)
+                    .bind(latency_ms)
+                    .bind(record.error.as_deref())
+                    .bind(record.response.as_deref())
+                    .bind(Ts(at))
+                    .fetch_optional(&mut *$conn)
+                    .await?
+                    .ok_or_else(|| not_found(delivery_id))?;
+                if status == DeliveryStatus::Delivered {
+                    sqlx::query(SUCCESS)
+                        .bind(&endpoint_id)
+                        .execute(&mut *$conn)
+                        .await?;
+                    None
+                } else {
+                    let (failures, enabled): (i32, bool) = sqlx::query_as(FAILURE)
+                        .bind(&endpoint_id)
+                        .fetch_one(&mut *$conn)
+                        .await?;
+                    let reason = match outcome {
+                        AttemptOutcome::FailedAndDisable { reason } => Some(reason.clone()),
+                        _ if i64::from(failures) >= i64::from(disable_after.max(1)) => {
+                            Some(format!("{failures} consecutive failed attempts"))
+                        }
+                        _ => None,
+                    };
+                    if let Some(reason) = reason.filter(|_| enabled) {
+                        sqlx::query(DISABLE)
+                            .bind(&endpoint_id)
+                            .bind(&reason)
+                            .bind(Ts(at))
+                            .execute(&mut *$conn)
+                            .await?;
+                        tracing::warn!(tenant = %tenant_id, webhook_id = %endpoint_id,
+                            %reason, "webhook endpoint disabled");
+                        let event = NewOutboxEvent::new(
+                            tenant_id.clone(),
+                            ENDPOINT_DISABLED_EVENT_TYPE,
+                            json!({"webhook_id": endpoint_id, "reason": reason}),
+                        );
+                        disabled = Some(reason);
+                        Some(event)
+                    } else {
+                        None
+                    }
+                }
+            }};
+        }
+        let event = match &mut tx {
+            crate::StoreTx::Sqlite(tx) => {
+                let conn: &mut sqlx::SqliteConnection = tx;
+                body!(conn)
+            }
+            crate::StoreTx::Postgres(tx) => {
+                let conn: &mut sqlx::PgConnection = tx;
+                body!(conn)
+            }
+        };
+        if let Some(event) = event {
+            tx.append_outbox_events(&[event]).await?;
+        }
+        tx.commit().await?;
+        Ok(AttemptRecorded {
+            status,
+            endpoint_disabled: disabled,
+        })
+    }
+
+    /// One delivery of a tenant, or `NotFound`.
+    pub async fn get_webhook_delivery(
+        &self,
+        tenant_id: &str,
+        id: i64,
+    ) -> Result<WebhookDelivery, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.ok_or_else(|| not_found(id))?.try_into()
+    }
+
+    /// An endpoint's deliveries, newest first, optionally of one status:
+    /// up to `limit` with ids below `before` (a keyset page: pass the last
+    /// id of the previous page).
+    pub async fn list_webhook_deliveries(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        status: Option<DeliveryStatus>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<WebhookDelivery>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 ",
+            "AND ($3 IS NULL OR status = $3) AND id < $4 ORDER BY id DESC LIMIT $5"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(SQL)
+            .bind(tenant_id)
+            .bind(endpoint_id)
+            .bind(status.map(DeliveryStatus::as_str))
+            .bind(before.unwrap_or(i64::MAX))
+            .bind(i64::from(limit.clamp(1, 1000)))
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter().map(WebhookDelivery::try_from).collect()
+    }
+
+    /// A delivery's attempts, oldest first.
+    pub async fn list_webhook_attempts(
+        &self,
+        tenant_id: &str,
+        delivery_id: i64,
+    ) -> Result<Vec<WebhookAttempt>, Error> {
+        const SQL: &str = concat!(
+            "SELECT a.id, a.delivery_id, a.attempted_at, a.status_code, a.latency_ms, ",
+            "a.response, a.error FROM webhook_attempts a JOIN webhook_deliveries d ",
+            "ON d.id = a.delivery_id WHERE d.tenant_id = $1 AND a.delivery_id = $2 ORDER BY a.id"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, AttemptRow>(SQL)
+            .bind(tenant_id)
+            .bind(delivery_id)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(WebhookAttempt::from).collect())
+    }
+
+    /// Send a delivery again from the start of the schedule (a finished one
+    /// as well as a pending one, which becomes due now). One being sent
+    /// right now is left alone.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, delivery_id = id))]
+    pub async fn redeliver_webhook_delivery(
+        &self,
+        tenant_id: &str,
+        id: i64,
+    ) -> Result<WebhookDelivery, Error> {
+        const SQL: &str = concat!(
+            "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, batch_open = FALSE, ",
+            "next_attempt_at = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $2 ",
+            "AND status <> 'delivering'"
+        );
+        on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .bind(Ts(now()))
+            .execute(pool)
+            .await?
+            .rows_affected());
+        self.get_webhook_delivery(tenant_id, id).await
+    }
+
+    /// Queue a delivery of one event to one endpoint only, bypassing the
+    /// fan-out (a test ping). The event is stored as already dispatched.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %endpoint_id))]
+    pub async fn enqueue_direct_delivery(
+        &self,
+        tenant_id: &str,
+        endpoint_id: &str,
+        event_type: &str,
+        payload: serde_json::Value,
+    ) -> Result<WebhookDelivery, Error> {
+        // Checks the endpoint is the tenant's.
+        self.get_webhook_endpoint(tenant_id, endpoint_id).await?;
+        let mut tx = self.begin().await?;
+        let event = NewOutboxEvent::new(tenant_id, event_type, payload);
+        let event_id = tx
+            .append_outbox_events(&[event])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| not_found(0))?;
+        const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
+        const NEW: &str = concat!(
+            "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_type, ordering_key, ",
+            "status, batch_open, event_count, attempts, next_attempt_at, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, NULL, 'pending', FALSE, 1, 0, $4, $4, $4) RETURNING id"
+        );
+        const LINK: &str = concat!(
+            "INSERT INTO webhook_delivery_events (delivery_id, position, event_id) ",
+            "VALUES ($1, 0, $2)"
+        );
+        let at = Ts(now());
+        macro_rules! body {
+            ($conn:expr) => {{
+                sqlx::query(DISPATCHED)
+                    .bind(event_id)
+                    .bind(at)
+                    .execute(&mut *$conn)
+                    .await?;
+                let id: i64 = sqlx::query_scalar(NEW)
+                    .bind(tenant_id)
+                    .bind(endpoint_id)
+                    .bind(event_type)
+                    .bind(at)
+                    .fetch_one(&mut *$conn)
+                    .await?;
+                sqlx::query(LINK)
+                    .bind(id)
+                    .bind(event_id)
+                    .execute(&mut *$conn)
+                    .await?;
+                id
+            }};
+        }
+        let id = match &mut tx {
+            crate::StoreTx::Sqlite(tx) => {
+                let conn: &mut sqlx::SqliteConnection = tx;
+                body!(conn)
+            }
+            crate::StoreTx::Postgres(tx) => {
+                let conn: &mut sqlx::PgConnection = tx;
+                body!(conn)
+            }
+        };
+        tx.commit().await?;
+        self.get_webhook_delivery(tenant_id, id).await
+    }
+
+    /// Delete finished deliveries (delivered or failed) last touched before
+    /// `before`, with their attempts, and dispatched outbox events older
+    /// than `before` that no remaining delivery carries. Returns how many
+    /// deliveries and events went. Run it periodically to keep the log
+    /// bounded.
+    #[tracing::instrument(skip_all)]
+    pub async fn prune_webhook_history(&self, before: DateTime<Utc>) -> Result<(u64, u64), Error> {
+        const DELIVERIES: &str = concat!(
+            "DELETE FROM webhook_deliveries WHERE status IN ('delivered', 'failed') ",
+            "AND updated_at < $1"
+        );
+        const EVENTS: &str = concat!(
+            "DELETE FROM webhook_outbox WHERE dispatched_at IS NOT NULL AND dispatched_at < $1 ",
+            "AND NOT EXISTS (SELECT 1 FROM webhook_delivery_events de WHERE de.event_id = webhook_outbox.id)"
+        );
+        let (deliveries, events) = on_pool!(self, pool => {
+            let deliveries = sqlx::query(DELIVERIES)
+                .bind(Ts(before))
+                .execute(pool)
+                .await?
+                .rows_affected();
+            let events = sqlx::query(EVENTS)
+                .bind(Ts(before))
+                .execute(pool)
+                .await?
+                .rows_affected();
+            (deliveries, events)
+        });
+        tracing::info!(deliveries, events, "webhook history pruned");
+        Ok((deliveries, events))
+    }
+
+    /// Pending and in-flight deliveries per endpoint (endpoints with none
+    /// are left out).
+    pub async fn webhook_queue_depths(&self) -> Result<Vec<QueueDepth>, Error> {
+        const SQL: &str = concat!(
+            "SELECT tenant_id, endpoint_id, COUNT(*) FROM webhook_deliveries ",
+            "WHERE status IN ('pending', 'delivering') GROUP BY tenant_id, endpoint_id ",
+            "ORDER BY endpoint_id"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, String, i64)>(SQL)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(tenant_id, endpoint_id, pending)| QueueDepth {
+                tenant_id,
+                endpoint_id,
+                pending,
+            })
+            .collect())
+    }
+}
+
+fn not_found(id: i64) -> Error {
+    Error::NotFound {
+        kind: KIND,
+        id: id.to_string(),
+    }
+}

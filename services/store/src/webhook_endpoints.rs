@@ -1,0 +1,295 @@
+//! Webhook endpoints: where a tenant wants its events POSTed, which events,
+//! and the secrets the requests are signed with.
+//!
+//! Secrets are stored as-is, not hashed: the sender must sign every request
+//! with them, so they have to be recoverable. Whoever can read this table can
+//! forge webhooks to the tenant's receivers; guard it like `signing_keys`.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::types::Json;
+
+use crate::codec::{Ts, now};
+use crate::error::{Violation, violation};
+use crate::{Error, Store};
+
+const KIND: &str = "webhook";
+
+/// A tenant's webhook endpoint. `Debug` leaves the secrets out.
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct WebhookEndpoint {
+    /// `wh_` + a UUIDv7 (hex).
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    /// Event type names; `"*"` matches every type.
+    pub event_types: Vec<String>,
+    /// MQTT topic filter that message events must match; `None`: any topic.
+    pub topic_filter: Option<String>,
+    pub enabled: bool,
+    /// `whsec_` + base64. Secret.
+    #[serde(skip)]
+    pub secret: String,
+    /// The secret before the last rotation, still signing until it expires.
+    #[serde(skip)]
+    pub previous_secret: Option<String>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Failed attempts since the last success.
+    pub consecutive_failures: i32,
+    /// Why the endpoint was disabled, if the platform did it.
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl WebhookEndpoint {
+    /// The secrets to sign with at `at`: the current one, then the previous
+    /// one while its overlap lasts.
+    pub fn signing_secrets(&self, at: DateTime<Utc>) -> Vec<&str> {
+        let mut secrets = vec![self.secret.as_str()];
+        if let (Some(previous), Some(until)) =
+            (&self.previous_secret, self.previous_secret_expires_at)
+            && at < until
+        {
+            secrets.push(previous);
+        }
+        secrets
+    }
+}
+
+impl fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("topic_filter", &self.topic_filter)
+            .field("enabled", &self.enabled)
+            .field("consecutive_failures", &self.consecutive_failures)
+            .field("disabled_reason", &self.disabled_reason)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An endpoint to create. The caller checks the URL (the `webhooks` crate's
+/// SSRF guard) and makes the secret. `Debug` leaves the secret out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewWebhookEndpoint {
+    pub tenant_id: String,
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub topic_filter: Option<String>,
+    pub secret: String,
+}
+
+impl fmt::Debug for NewWebhookEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewWebhookEndpoint")
+            .field("tenant_id", &self.tenant_id)
+            .field("url", &self.url)
+            .field("event_types", &self.event_types)
+            .field("topic_filter", &self.topic_filter)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct EndpointRow {
+    id: String,
+    tenant_id: String,
+    url: String,
+    event_types: Json<Vec<String>>,
+    topic_filter: Option<String>,
+    enabled: bool,
+    secret: String,
+    previous_secret: Option<String>,
+    previous_secret_expires_at: Option<Ts>,
+    consecutive_failures: i32,
+    disabled_reason: Option<String>,
+    created_at: Ts,
+    updated_at: Ts,
+}
+
+impl From<EndpointRow> for WebhookEndpoint {
+    fn from(r: EndpointRow) -> Self {
+        WebhookEndpoint {
+            id: r.id,
+            tenant_id: r.tenant_id,
+            url: r.url,
+            event_types: r.event_types.0,
+            topic_filter: r.topic_filter,
+            enabled: r.enabled,
+            secret: r.secret,
+            previous_secret: r.previous_secret,
+            previous_secret_expires_at: r.previous_secret_expires_at.map(|t| t.0),
+            consecutive_failures: r.consecutive_failures,
+            disabled_reason: r.disabled_reason,
+            created_at: r.created_at.0,
+            updated_at: r.updated_at.0,
+        }
+    }
+}
+
+/// The columns of [`EndpointRow`], for `concat!`.
+macro_rules! endpoint_columns {
+    () => {
+        "id, tenant_id, url, event_types, topic_filter, enabled, secret, previous_secret, \
+         previous_secret_expires_at, consecutive_failures, disabled_reason, created_at, updated_at"
+    };
+}
+pub(crate) use endpoint_columns;
+
+impl Store {
+    /// Create an enabled endpoint. `NotFound` (tenant) if the tenant does
+    /// not exist.
+    #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id))]
+    pub async fn create_webhook_endpoint(
+        &self,
+        new: &NewWebhookEndpoint,
+    ) -> Result<WebhookEndpoint, Error> {
+        const SQL: &str = concat!(
+            "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, topic_filter, ",
+            "enabled, secret, consecutive_failures, created_at, updated_at) ",
+            "VALUES ($1, $2, $3, $4, $5, TRUE, $6, 0, $7, $7) RETURNING ",
+            endpoint_columns!()
+        );
+        let id = format!("wh_{}", uuid::Uuid::now_v7().simple());
+        let result = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
+            .bind(&id)
+            .bind(&new.tenant_id)
+            .bind(&new.url)
+            .bind(Json(&new.event_types))
+            .bind(new.topic_filter.as_deref())
+            .bind(&new.secret)
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        match result {
+            Ok(row) => Ok(row.into()),
+            Err(e) => Err(match violation(&e) {
+                Some(Violation::ForeignKey) => Error::NotFound {
+                    kind: "tenant",
+                    id: new.tenant_id.clone(),
+                },
+                Some(Violation::Unique) => Error::AlreadyExists { kind: KIND, id },
+                None => e.into(),
+            }),
+        }
+    }
+
+    /// One endpoint of a tenant, or `NotFound`.
+    pub async fn get_webhook_endpoint(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<WebhookEndpoint, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2"
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .fetch_optional(pool)
+            .await?);
+        row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
+    }
+
+    /// All of a tenant's endpoints, in id (creation) order. Tenants have a
+    /// handful, so this is not paged.
+    pub async fn list_webhook_endpoints(
+        &self,
+        tenant_id: &str,
+    ) -> Result<Vec<WebhookEndpoint>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
+    }
+
+    /// Enable or disable an endpoint by hand. Enabling clears the failure
+    /// run and the reason the platform disabled it for.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %id))]
+    pub async fn set_webhook_endpoint_enabled(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        enabled: bool,
+    ) -> Result<WebhookEndpoint, Error> {
+        const SQL: &str = concat!(
+            "UPDATE webhook_endpoints SET enabled = $3, ",
+            "consecutive_failures = CASE WHEN $3 THEN 0 ELSE consecutive_failures END, ",
+            "disabled_reason = CASE WHEN $3 THEN NULL ELSE disabled_reason END, ",
+            "updated_at = $4 WHERE tenant_id = $1 AND id = $2 RETURNING ",
+            endpoint_columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .bind(enabled)
+            .bind(Ts(now()))
+            .fetch_optional(pool)
+            .await?);
+        row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
+    }
+
+    /// Replace the secret with `new_secret`; the old one keeps signing
+    /// (a second signature on every request) until `previous_expires_at`.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %id))]
+    pub async fn rotate_webhook_secret(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        new_secret: &str,
+        previous_expires_at: DateTime<Utc>,
+    ) -> Result<WebhookEndpoint, Error> {
+        const SQL: &str = concat!(
+            "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3, ",
+            "previous_secret_expires_at = $4, updated_at = $5 ",
+            "WHERE tenant_id = $1 AND id = $2 RETURNING ",
+            endpoint_columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .bind(new_secret)
+            .bind(Ts(previous_expires_at))
+            .bind(Ts(now()))
+            .fetch_optional(pool)
+            .await?);
+        row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
+    }
+
+    /// Delete an endpoint with its deliveries and their attempts.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %id))]
+    pub async fn delete_webhook_endpoint(&self, tenant_id: &str, id: &str) -> Result<(), Error> {
+        const SQL: &str = "DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2";
+        let deleted = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(tenant_id)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        if deleted == 0 {
+            return Err(not_found(id));
+        }
+        Ok(())
+    }
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound {
+        kind: KIND,
+        id: id.to_owned(),
+    }
+}

@@ -1,0 +1,100 @@
+//! What the REST API calls: create an endpoint (URL checked, secret made),
+//! rotate its secret, send a test ping, redeliver.
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use store::{NewWebhookEndpoint, Store, WebhookDelivery, WebhookEndpoint};
+
+use crate::Error;
+use crate::routing::validate_topic_filter;
+use crate::signing::generate_secret;
+use crate::ssrf::UrlPolicy;
+
+/// The event type of a test ping.
+pub const PING_EVENT_TYPE: &str = "webhook.ping";
+
+/// Most event types an endpoint may list.
+const MAX_EVENT_TYPES: usize = 64;
+
+/// What a tenant asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointRequest {
+    pub url: String,
+    pub event_types: Vec<String>,
+    pub topic_filter: Option<String>,
+}
+
+/// Check the request (URL against `policy`, after DNS; topic filter; event
+/// types), make a secret and store the endpoint. The secret is in the
+/// returned endpoint: show it to the tenant once.
+pub async fn create_endpoint(
+    store: &Store,
+    policy: &UrlPolicy,
+    tenant_id: &str,
+    request: &EndpointRequest,
+) -> Result<WebhookEndpoint, Error> {
+    let url = policy.check(&request.url).await?;
+    if let Some(filter) = &request.topic_filter {
+        validate_topic_filter(filter)?;
+    }
+    if request.event_types.is_empty()
+        || request.event_types.len() > MAX_EVENT_TYPES
+        || request
+            .event_types
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 128 || t.chars().any(char::is_whitespace))
+    {
+        return Err(Error::InvalidEventTypes);
+    }
+    let endpoint = store
+        .create_webhook_endpoint(&NewWebhookEndpoint {
+            tenant_id: tenant_id.to_owned(),
+            url: url.to_string(),
+            event_types: request.event_types.clone(),
+            topic_filter: request.topic_filter.clone(),
+            secret: generate_secret()?,
+        })
+        .await?;
+    Ok(endpoint)
+}
+
+/// Give the endpoint a new secret; the old one keeps signing (a second
+/// signature) until `overlap_until`.
+pub async fn rotate_secret(
+    store: &Store,
+    tenant_id: &str,
+    endpoint_id: &str,
+    overlap_until: DateTime<Utc>,
+) -> Result<WebhookEndpoint, Error> {
+    let secret = generate_secret()?;
+    Ok(store
+        .rotate_webhook_secret(tenant_id, endpoint_id, &secret, overlap_until)
+        .await?)
+}
+
+/// Queue a `webhook.ping` to this endpoint only.
+pub async fn send_test_ping(
+    store: &Store,
+    tenant_id: &str,
+    endpoint_id: &str,
+) -> Result<WebhookDelivery, Error> {
+    Ok(store
+        .enqueue_direct_delivery(
+            tenant_id,
+            endpoint_id,
+            PING_EVENT_TYPE,
+            json!({"webhook_id": endpoint_id}),
+        )
+        .await?)
+}
+
+/// Send a delivery again, from the start of the retry schedule.
+pub async fn redeliver(
+    store: &Store,
+    tenant_id: &str,
+    delivery_id: i64,
+) -> Result<WebhookDelivery, Error> {
+    Ok(store
+        .redeliver_webhook_delivery(tenant_id, delivery_id)
+        .await?)
+}

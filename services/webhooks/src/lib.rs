@@ -1,0 +1,41 @@
+//! fleetmq webhooks: device events pushed to customers' HTTP endpoints,
+//! signed, retried, logged and replayable. Storage (endpoints, outbox,
+//! delivery queue, attempt log) is the `store` crate's; this crate decides
+//! and sends.
+//!
+//! Module map:
+//! - `signing.rs` — Standard Webhooks signatures and `whsec_` secrets.
+//! - `ssrf.rs` — [`UrlPolicy`] and the resolver that keeps requests off
+//!   internal addresses.
+//! - `routing.rs` — event type patterns, MQTT topic filter matching, the
+//!   fan-out decision.
+//! - `worker.rs` — [`Worker`]: fan-out, claiming, sending, retries.
+//! - `endpoints.rs` — create (checked), rotate, ping, redeliver: what the
+//!   REST API calls.
+//! - `outbox_writer.rs` — [`OutboxWriter`]: a non-blocking, bounded, batching
+//!   way into the outbox for high-rate producers.
+//! - `metrics.rs` — counters, latency histogram, queue depth gauges.
+//! - `error.rs` — [`Error`].
+//!
+//! Producers append events with `Store::append_outbox_events` (or
+//! `StoreTx::append_outbox_events` inside their own transaction), or at
+//! high rates through an [`OutboxWriter`], and may call [`Worker::wake`].
+
+mod endpoints;
+mod error;
+mod metrics;
+mod outbox_writer;
+pub mod routing;
+pub mod signing;
+pub mod ssrf;
+mod worker;
+
+pub use endpoints::{
+    EndpointRequest, PING_EVENT_TYPE, create_endpoint, redeliver, rotate_secret, send_test_ping,
+};
+pub use error::Error;
+pub use outbox_writer::{
+    EVENTS_DROPPED_EVENT_TYPE, OutboxWriter, OutboxWriterConfig, OutboxWriterTask,
+};
+pub use ssrf::UrlPolicy;
+pub use worker::{RESPONSE_EXCERPT_BYTES, Worker, WorkerConfig, request_body};

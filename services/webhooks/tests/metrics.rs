@@ -1,0 +1,86 @@
+//! The worker's metrics through a debugging recorder (a test binary of its
+//! own: the recorder is process-global).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::*;
+use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use store::testing::TestDb;
+use store::{DeliveryStatus, Store};
+use webhooks::{Worker, WorkerConfig};
+
+/// Counter and gauge values by `name{label=value,…}`; histograms by their
+/// number of samples.
+fn values(snapshotter: &Snapshotter) -> HashMap<String, f64> {
+    let mut seen = HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let k = key.key();
+        let labels: Vec<String> = k
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let name = format!("{}{{{}}}", k.name(), labels.join(","));
+        #[allow(clippy::cast_precision_loss)]
+        let v = match value {
+            DebugValue::Counter(c) => c as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(samples) => samples.len() as f64,
+        };
+        seen.insert(name, v);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_latency_and_queue_depth() {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    recorder.install().unwrap();
+
+    let db = TestDb::sqlite().await;
+    let (store, receiver, addr, server) = scene(&db).await;
+    receiver.set("down", Behaviour::failing_first(usize::MAX));
+    let ok = endpoint(store, addr, "ok", &["device.connected"], None).await;
+    let down = endpoint(store, addr, "down", &["device.disconnected"], None).await;
+    let events = [
+        device_event("device.connected", "d1", 1),
+        device_event("device.disconnected", "d1", 1),
+        device_event("device.disconnected", "d2", 1),
+    ];
+    store.append_outbox_events(&events).await.unwrap();
+    // The failing endpoint's next attempt is an hour away: its two
+    // deliveries stay queued.
+    let config = WorkerConfig {
+        retry_schedule: vec![Duration::ZERO, Duration::from_secs(3600)],
+        ..config()
+    };
+    let worker = Worker::spawn(Store::clone(store), config).unwrap();
+    until_statuses(store, &ok, &[DeliveryStatus::Delivered]).await;
+    until_statuses(store, &down, &[DeliveryStatus::Pending; 2]).await;
+    worker.shutdown().await;
+
+    let seen = values(&snapshotter);
+    let get = |n: &str| {
+        seen.get(n)
+            .copied()
+            .unwrap_or_else(|| panic!("{n} missing: {seen:?}"))
+    };
+    assert_eq!(
+        get("fleetmq_webhook_attempts_total{outcome=delivered}"),
+        1.0
+    );
+    assert_eq!(get("fleetmq_webhook_attempts_total{outcome=retry}"), 2.0);
+    assert_eq!(get("fleetmq_webhook_attempt_duration_seconds{}"), 3.0);
+    let depth = format!(
+        "fleetmq_webhook_queue_depth{{tenant=acme,webhook_id={}}}",
+        down.id
+    );
+    assert!(get(&depth) >= 1.0, "the down endpoint has a queue");
+    server.abort();
+    db.cleanup().await;
+}

@@ -1,0 +1,105 @@
+//! The outbox writer: non-blocking pushes, batched appends, a bound that
+//! drops (and says so) instead of growing without limit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use store::testing::TestDb;
+use store::{BatchLimits, NewOutboxEvent, Route};
+use webhooks::{EVENTS_DROPPED_EVENT_TYPE, OutboxWriter, OutboxWriterConfig, Worker};
+
+fn message(n: i64) -> NewOutboxEvent {
+    NewOutboxEvent {
+        device_id: Some("d1".into()),
+        device_seq: Some(n),
+        topic: Some("devices/d1/temp".into()),
+        ..NewOutboxEvent::new("acme", "message.published", json!({"n": n}))
+    }
+}
+
+async fn pushed_events_are_delivered_in_order(db: &TestDb) {
+    let (store, receiver, addr, server) = scene(db).await;
+    endpoint(store, addr, "w", &["message.published"], None).await;
+    let worker = Worker::spawn(store.clone(), config()).unwrap();
+    let (writer, task) = OutboxWriter::spawn(
+        store.clone(),
+        OutboxWriterConfig::default(),
+        Some(worker.waker()),
+    );
+    for n in 0..20 {
+        assert!(writer.push(message(n)));
+    }
+    drop(writer);
+    task.closed().await;
+    until("all delivered", || receiver.delivered("w").len() == 20).await;
+    let ns: Vec<i64> = receiver
+        .delivered("w")
+        .iter()
+        .map(|r| r.json()["data"]["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ns, (0..20).collect::<Vec<_>>());
+    worker.shutdown().await;
+    server.abort();
+}
+
+async fn a_full_outbox_drops_and_reports(db: &TestDb) {
+    let (store, _receiver, addr, server) = scene(db).await;
+    let hook = endpoint(store, addr, "all", &["*"], None).await;
+    // No worker: nothing is fanned out, so the database side fills up.
+    let (writer, task) = OutboxWriter::spawn(
+        store.clone(),
+        OutboxWriterConfig {
+            capacity: 1000,
+            max_batch: 4,
+            max_undispatched: 5,
+        },
+        None,
+    );
+    for n in 0..20 {
+        writer.push(message(n));
+    }
+    drop(writer);
+    task.closed().await;
+
+    let batch = BatchLimits {
+        max_events: 1,
+        max_wait: Duration::ZERO,
+    };
+    store
+        .fan_out_outbox(1000, batch, |_, _| Route::Single)
+        .await
+        .unwrap();
+    let mut messages = 0;
+    let mut reported = 0;
+    for delivery in store
+        .list_webhook_deliveries("acme", &hook.id, None, None, 1000)
+        .await
+        .unwrap()
+    {
+        for event in store.delivery_events(delivery.id).await.unwrap() {
+            if event.event_type == EVENTS_DROPPED_EVENT_TYPE {
+                reported += event.payload["count"].as_i64().unwrap();
+            } else {
+                messages += 1;
+            }
+        }
+    }
+    assert!(messages <= 5, "the bound held: {messages}");
+    assert!(reported >= 15);
+    assert_eq!(
+        messages + reported,
+        20,
+        "every event appended or reported dropped"
+    );
+    server.abort();
+}
+
+store::backend_tests!(
+    pushed_events_are_delivered_in_order,
+    a_full_outbox_drops_and_reports,
+);
