@@ -11,6 +11,9 @@
 //! - `api_keys.rs` — tenants' API keys (hashed secrets).
 //! - `signing_keys.rs` — the API's JWT signing keys (rotation by `kid`).
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
+//! - `retained.rs`, `presence.rs`, `device_state.rs` — what the broker
+//!   keeps about devices (issue 6): durable retained messages, presence,
+//!   the reported/desired state document and event sequence numbers.
 //! - `page.rs` — cursor paging ([`Page`] → [`Paged`]).
 //! - `ids.rs` — [`TenantId`] and [`DeviceId`] (parse, don't validate).
 //! - `codec.rs` — the timestamp column type shared by both backends.
@@ -49,12 +52,15 @@ macro_rules! on_pool {
 mod api_keys;
 mod audit;
 mod codec;
+mod device_state;
 mod devices;
 mod error;
 mod idempotency;
 mod ids;
 mod migrate;
 mod page;
+mod presence;
+mod retained;
 mod signing_keys;
 mod store;
 mod tenants;
@@ -63,12 +69,15 @@ pub mod testing;
 
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditEntry, NewAuditEntry};
+pub use device_state::{DeviceState, merge_patch};
 pub use devices::{Attributes, Device, DeviceFilter, DevicePatch, Labels, NewDevice};
 pub use error::Error;
 pub use idempotency::{IdempotencyClaim, IdempotencyRecord};
 pub use ids::{DeviceId, TenantId};
 pub use migrate::MigrationStatus;
 pub use page::{Page, Paged};
+pub use presence::{DevicePresence, PresenceStatus, PresenceUpdate};
+pub use retained::{RetainedMessage, RetainedWrite, RetainedWriteCount};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};

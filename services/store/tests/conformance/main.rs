@@ -13,6 +13,7 @@ mod audit;
 mod devices;
 mod migrations;
 mod sqlite;
+mod state;
 mod tenants;
 
 use store::{NewTenant, Store, Tenant};
