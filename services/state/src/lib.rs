@@ -9,6 +9,7 @@
 //! - `presence.rs` — [`Presence`], an `EventSink` that turns connects,
 //!   disconnects and publishes into batched presence rows.
 //! - `fanout.rs` — [`Fanout`], one `EventSink` feeding several.
+//! - `writer.rs` — the background writer task each buffer has.
 //! - `codec.rs` — broker retained messages ↔ store rows.
 //! - `error.rs` — [`Error`].
 //!
@@ -34,6 +35,7 @@ mod error;
 mod fanout;
 mod presence;
 mod retained;
+mod writer;
 
 pub use error::Error;
 pub use fanout::Fanout;

@@ -26,11 +26,11 @@ use chrono::{DateTime, Utc};
 use mqtt::{ProtocolVersion, ReasonCode};
 use store::{PresenceStatus, PresenceUpdate, Store};
 use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::Error;
+use crate::writer::WriterTask;
 
 /// Where and how often presence is written.
 #[derive(Debug, Clone)]
@@ -94,7 +94,7 @@ impl Shared {
 /// The presence [`EventSink`]; see the module docs.
 pub struct Presence {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: WriterTask,
     recovered: u64,
 }
 
@@ -133,10 +133,10 @@ impl Presence {
             state: Mutex::default(),
             wake: Notify::new(),
         });
-        let writer = tokio::spawn(run_writer(shared.clone()));
+        let writer = WriterTask::spawn(run_writer(shared.clone()));
         Ok(Arc::new(Self {
             shared,
-            writer: Mutex::new(Some(writer)),
+            writer,
             recovered,
         }))
     }
@@ -157,14 +157,7 @@ impl Presence {
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.shared.state().closed = true;
         self.shared.wake.notify_one();
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(writer) = writer {
-            let _ = writer.await;
-        }
+        self.writer.join().await;
         flush_once(&self.shared).await
     }
 
@@ -305,5 +298,112 @@ async fn flush_once(shared: &Shared) -> Result<(), Error> {
             }
             Err(e.into())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use store::testing::TestDb;
+
+    fn key() -> (TenantId, String) {
+        (TenantId::parse("acme").unwrap(), "d1".to_owned())
+    }
+
+    fn connected() -> Event {
+        Event::Connected {
+            tenant: key().0,
+            client_id: key().1,
+            principal: "d1".into(),
+            peer: "192.0.2.7:4000".parse().unwrap(),
+            protocol: ProtocolVersion::V5,
+        }
+    }
+
+    fn disconnected(reason: ReasonCode) -> Event {
+        Event::Disconnected {
+            tenant: key().0,
+            client_id: key().1,
+            graceful: false,
+            reason,
+        }
+    }
+
+    fn published() -> Event {
+        Event::Published {
+            tenant: key().0,
+            client_id: key().1,
+            topic: mqtt::TopicName::parse("devices/d1/t").unwrap(),
+            payload: bytes::Bytes::from_static(b"x"),
+            qos: mqtt::QoS::AtMostOnce,
+            retain: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn last_seen_is_throttled_and_a_takeover_stays_online() {
+        let db = TestDb::sqlite().await;
+        let store = db.store().clone();
+        store
+            .create_tenant(&store::NewTenant {
+                id: "acme".into(),
+                name: "Acme".into(),
+            })
+            .await
+            .unwrap();
+        store
+            .create_device("acme", &store::NewDevice::new("d1"))
+            .await
+            .unwrap();
+        let presence = Presence::start(
+            store.clone(),
+            PresenceConfig {
+                flush_interval: Duration::from_secs(3600),
+                last_seen_interval: Duration::from_millis(200),
+                ..PresenceConfig::new("n1")
+            },
+        )
+        .await
+        .unwrap();
+        let get = || async { store.get_presence("acme", "d1").await.unwrap().unwrap() };
+
+        presence.emit(connected());
+        presence.flush().await.unwrap();
+        let first = get().await;
+        assert_eq!(first.status, PresenceStatus::Online);
+        assert_eq!(first.protocol.as_deref(), Some("5.0"));
+        // Publishes within the interval queue nothing.
+        for _ in 0..100 {
+            presence.emit(published());
+        }
+        assert!(presence.shared.state().updates.is_empty());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        presence.emit(published());
+        presence.flush().await.unwrap();
+        let seen = get().await;
+        assert!(seen.last_seen > first.last_seen);
+        assert_eq!(seen.connected_at, first.connected_at);
+
+        // Takeover: the new connection's CONNECT comes first.
+        presence.emit(connected());
+        presence.emit(disconnected(ReasonCode::SessionTakenOver));
+        presence.flush().await.unwrap();
+        assert_eq!(get().await.status, PresenceStatus::Online);
+        presence.emit(disconnected(ReasonCode::KeepAliveTimeout));
+        presence.flush().await.unwrap();
+        let gone = get().await;
+        assert_eq!(gone.status, PresenceStatus::Offline);
+        assert_eq!(
+            gone.disconnect_reason.as_deref(),
+            Some("KeepAliveTimeout (0x8D)")
+        );
+        // Publishes from a device no longer connected change nothing.
+        presence.emit(published());
+        assert!(presence.shared.state().updates.is_empty());
+        presence.shutdown().await.unwrap();
+        // After shutdown, events are ignored.
+        presence.emit(connected());
+        assert!(presence.shared.state().updates.is_empty());
+        db.cleanup().await;
     }
 }

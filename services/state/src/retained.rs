@@ -42,10 +42,10 @@ use chrono::Utc;
 use mqtt::TopicName;
 use store::{RetainedWrite, Store};
 use tokio::sync::{Notify, oneshot};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::writer::WriterTask;
 use crate::{Error, codec};
 
 /// How the write-behind buffer behaves; see the module docs.
@@ -144,7 +144,7 @@ impl Shared {
 /// module docs. Give it to `BrokerBuilder::retained_store`.
 pub struct DurableRetained {
     shared: Arc<Shared>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    writer: WriterTask,
 }
 
 impl std::fmt::Debug for DurableRetained {
@@ -165,11 +165,8 @@ impl DurableRetained {
             wake: Notify::new(),
             counters: Counters::default(),
         });
-        let writer = tokio::spawn(run_writer(shared.clone()));
-        Arc::new(Self {
-            shared,
-            writer: Mutex::new(Some(writer)),
-        })
+        let writer = WriterTask::spawn(run_writer(shared.clone()));
+        Arc::new(Self { shared, writer })
     }
 
     /// Waits until every change handed over before this call is committed
@@ -201,14 +198,7 @@ impl DurableRetained {
     pub async fn shutdown(&self) -> Result<(), Error> {
         self.shared.pending().closed = true;
         self.shared.wake.notify_one();
-        let writer = self
-            .writer
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
-        if let Some(writer) = writer {
-            let _ = writer.await;
-        }
+        self.writer.join().await;
         let left = self.shared.pending().writes.len();
         if left > 0 {
             return Err(Error::NotDurable(format!(
