@@ -8,6 +8,8 @@
 //!   QoS 1/2, bounded, flushed on shutdown.
 //! - `presence.rs` — [`Presence`], an `EventSink` that turns connects,
 //!   disconnects and publishes into batched presence rows.
+//! - `reported.rs` — [`ReportedState`], an `EventSink` merging what devices
+//!   publish on `devices/{d}/state/reported` into their state document.
 //! - `fanout.rs` — [`Fanout`], one `EventSink` feeding several.
 //! - `writer.rs` — the background writer task each buffer has.
 //! - `codec.rs` — broker retained messages ↔ store rows.
@@ -34,10 +36,36 @@ mod codec;
 mod error;
 mod fanout;
 mod presence;
+mod reported;
 mod retained;
 mod writer;
 
 pub use error::Error;
 pub use fanout::Fanout;
 pub use presence::{Presence, PresenceConfig};
+pub use reported::ReportedState;
 pub use retained::{DurableRetained, RetainedConfig, RetainedStats};
+
+#[cfg(test)]
+mod test_support {
+    #![allow(clippy::unwrap_used)]
+    use store::testing::TestDb;
+
+    /// A SQLite database with tenant `acme` and `devices` in it.
+    pub(crate) async fn acme(devices: &[&str]) -> TestDb {
+        let db = TestDb::sqlite().await;
+        let store = db.store();
+        let tenant = store::NewTenant {
+            id: "acme".into(),
+            name: "Acme".into(),
+        };
+        store.create_tenant(&tenant).await.unwrap();
+        for d in devices {
+            store
+                .create_device("acme", &store::NewDevice::new(*d))
+                .await
+                .unwrap();
+        }
+        db
+    }
+}

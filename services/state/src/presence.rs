@@ -304,7 +304,6 @@ async fn flush_once(shared: &Shared) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use store::testing::TestDb;
 
     fn key() -> (TenantId, String) {
         (TenantId::parse("acme").unwrap(), "d1".to_owned())
@@ -342,19 +341,8 @@ mod tests {
 
     #[tokio::test]
     async fn last_seen_is_throttled_and_a_takeover_stays_online() {
-        let db = TestDb::sqlite().await;
+        let db = crate::test_support::acme(&["d1"]).await;
         let store = db.store().clone();
-        store
-            .create_tenant(&store::NewTenant {
-                id: "acme".into(),
-                name: "Acme".into(),
-            })
-            .await
-            .unwrap();
-        store
-            .create_device("acme", &store::NewDevice::new("d1"))
-            .await
-            .unwrap();
         let presence = Presence::start(
             store.clone(),
             PresenceConfig {

@@ -448,14 +448,7 @@ mod tests {
     }
 
     async fn setup(config: RetainedConfig) -> (TestDb, Arc<DurableRetained>) {
-        let db = TestDb::sqlite().await;
-        db.store()
-            .create_tenant(&store::NewTenant {
-                id: "acme".into(),
-                name: "Acme".into(),
-            })
-            .await
-            .unwrap();
+        let db = crate::test_support::acme(&[]).await;
         let retained = DurableRetained::start(db.store().clone(), config);
         (db, retained)
     }
