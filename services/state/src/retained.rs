@@ -86,10 +86,11 @@ pub struct RetainedStats {
     pub failed_flushes: u64,
     /// QoS 0 changes not persisted (buffer full, or after shutdown).
     pub dropped: u64,
-    /// Topics waiting to be written now.
+    /// Topics waiting to be written now (in the buffer or in the
+    /// transaction being written).
     pub backlog: usize,
-    /// How long the oldest waiting change has waited: how far behind the
-    /// database is.
+    /// How long the oldest change not yet committed has waited: how far
+    /// behind the database is.
     pub lag: Duration,
 }
 
@@ -103,6 +104,10 @@ struct Pending {
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
     /// When the oldest change in `writes` arrived.
     since: Option<Instant>,
+    /// Changes in the transaction being written, and when the oldest of
+    /// them arrived: still behind, until committed.
+    in_flight: usize,
+    in_flight_since: Option<Instant>,
     closed: bool,
 }
 
@@ -213,7 +218,7 @@ impl DurableRetained {
         let c = &self.shared.counters;
         let (backlog, since) = {
             let p = self.shared.pending();
-            (p.writes.len(), p.since)
+            (p.writes.len() + p.in_flight, p.in_flight_since.or(p.since))
         };
         RetainedStats {
             saves: c.saves.load(Ordering::Relaxed),
@@ -359,12 +364,25 @@ async fn run_writer(shared: Arc<Shared>) {
 async fn flush_once(shared: &Shared) -> Result<(), Error> {
     let (writes, waiters) = {
         let mut p = shared.pending();
-        p.since = None;
+        p.in_flight_since = p.since.take();
+        p.in_flight = p.writes.len();
         (
             std::mem::take(&mut p.writes),
             std::mem::take(&mut p.waiters),
         )
     };
+    let outcome = write_batch(shared, writes, waiters).await;
+    let mut p = shared.pending();
+    p.in_flight = 0;
+    p.in_flight_since = None;
+    outcome
+}
+
+async fn write_batch(
+    shared: &Shared,
+    writes: HashMap<Key, Option<StoredRetained>>,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+) -> Result<(), Error> {
     if writes.is_empty() {
         for w in waiters {
             let _ = w.send(Ok(()));
@@ -419,7 +437,8 @@ async fn flush_once(shared: &Shared) -> Result<(), Error> {
                 // A newer change of the topic arrived meanwhile: it wins.
                 p.writes.entry(key).or_insert(change);
             }
-            p.since.get_or_insert_with(Instant::now);
+            // Still as far behind as the oldest change put back.
+            p.since = Some(p.in_flight_since.or(p.since).unwrap_or_else(Instant::now));
             Err(e)
         }
     }
