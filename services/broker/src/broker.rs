@@ -166,11 +166,13 @@ impl Broker {
             .await
             .map_err(|e| Error::Store(e.0))?;
         let fresh = Arc::new(Tenant::new(id.clone()));
-        let now = Instant::now();
+        let (now, wall) = (Instant::now(), std::time::SystemTime::now());
+        // 3.3.2.3.3: one that expired while we were down is never delivered.
         for r in stored {
             let topic = r.topic.clone();
-            let m = Message::new(r.topic, r.payload, r.qos, true, r.properties, None, now);
-            fresh.set_retained(&topic, Some(Arc::new(m)));
+            if let Some(m) = Message::from_stored(r, now, wall) {
+                fresh.set_retained(&topic, Some(Arc::new(m)));
+            }
         }
         let mut tenants = self
             .inner
@@ -196,7 +198,8 @@ impl Broker {
     /// Publishes an application message into `tenant` from the platform
     /// (e.g. a device's desired state as a retained command). Returns how
     /// many sessions it was queued for. Tenant isolation holds: it reaches
-    /// only that tenant's subscribers.
+    /// only that tenant's subscribers. A retained QoS 1/2 message is
+    /// durable in the retained store when this returns.
     pub async fn publish(
         &self,
         tenant: &TenantId,
@@ -216,7 +219,12 @@ impl Broker {
             None,
             Instant::now(),
         );
-        Ok(router::publish(self, &t, SERVER_CLIENT_ID, message))
+        let (delivered, durability) = router::publish_durable(self, &t, SERVER_CLIENT_ID, message);
+        // As for a client's QoS 1/2 publish: return once it is durable.
+        if let Some(durable) = durability {
+            durable.await.map_err(|e| Error::Store(e.0))?;
+        }
+        Ok(delivered)
     }
 
     /// What the session of `client_id` in `tenant` has dropped so far, if

@@ -76,6 +76,6 @@ pub use events::{Event, EventSink, MemoryEvents, NoEvents};
 pub use ids::TenantId;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};
 pub use session::DropCounters;
-pub use store::{MemoryRetainedStore, RetainedStore, StoreError, StoredRetained};
+pub use store::{Durability, MemoryRetainedStore, RetainedStore, StoreError, StoredRetained};
 pub use tenant::TenantStats;
 pub use tokio_util::sync::CancellationToken;

@@ -3,6 +3,7 @@
 //! copy of it queued for one session.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use mqtt::{Properties, Publish, QoS, TopicName};
@@ -69,6 +70,41 @@ impl Message {
             expires_at,
             origin,
         }
+    }
+
+    /// A retained message reloaded from the store: its expiry stays where
+    /// it was (absolute), so a restart does not extend it. `None` if it has
+    /// expired by `wall`.
+    pub(crate) fn from_stored(
+        stored: crate::store::StoredRetained,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Option<Self> {
+        let expires_at = match stored.expires_at {
+            None => None,
+            Some(at) => {
+                let left = at.duration_since(wall).ok().filter(|d| !d.is_zero())?;
+                Some(now + left)
+            }
+        };
+        let mut message = Self::new(
+            stored.topic,
+            stored.payload,
+            stored.qos,
+            true,
+            stored.properties,
+            None,
+            now,
+        );
+        message.expires_at = expires_at;
+        Some(message)
+    }
+
+    /// The expiry on the wall clock, for the store (`now` and `wall` are
+    /// the same moment on both clocks).
+    pub(crate) fn expires_at_wall(&self, now: Instant, wall: SystemTime) -> Option<SystemTime> {
+        self.expires_at
+            .map(|at| wall + at.saturating_duration_since(now))
     }
 
     /// Whether the message has outlived its expiry interval.
@@ -139,5 +175,33 @@ mod tests {
         assert!(!m.expired(Instant::now()));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(m.expired(Instant::now()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reloaded_message_keeps_its_absolute_expiry() {
+        let wall = SystemTime::now();
+        let stored = |expires_at| crate::store::StoredRetained {
+            topic: TopicName::parse("t").unwrap(),
+            payload: Bytes::from_static(b"x"),
+            qos: QoS::AtLeastOnce,
+            properties: Properties::default(),
+            expires_at,
+        };
+        let now = Instant::now();
+        // Published with 60 s, 55 s ago: 5 s are left, not 60.
+        let m =
+            Message::from_stored(stored(Some(wall + Duration::from_secs(5))), now, wall).unwrap();
+        assert_eq!(m.remaining_expiry(now), Some(5));
+        assert_eq!(
+            m.expires_at_wall(now, wall),
+            Some(wall + Duration::from_secs(5))
+        );
+        assert!(Message::from_stored(stored(Some(wall)), now, wall).is_none());
+        assert!(
+            Message::from_stored(stored(Some(wall - Duration::from_secs(1))), now, wall).is_none()
+        );
+        let forever = Message::from_stored(stored(None), now, wall).unwrap();
+        assert_eq!(forever.remaining_expiry(now), None);
+        assert!(forever.retain);
     }
 }

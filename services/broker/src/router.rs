@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use mqtt::QoS;
+use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::events::Event;
@@ -13,22 +15,36 @@ use crate::index::Matched;
 use crate::message::{Delivery, Message};
 use crate::metrics;
 use crate::retained::Change;
-use crate::store::StoredRetained;
+use crate::store::{Durability, StoredRetained};
 use crate::tenant::Tenant;
 
 /// Publishes `message` from `client_id` in `tenant`; returns how many
-/// sessions it was queued for.
+/// sessions it was queued for. A retained change is persisted without
+/// waiting for it.
 pub(crate) fn publish(
     broker: &Broker,
     tenant: &Tenant,
     client_id: &str,
     message: Message,
 ) -> usize {
+    publish_durable(broker, tenant, client_id, message).0
+}
+
+/// Like [`publish`], and for a retained QoS 1/2 message also what to wait
+/// on before acknowledging it (the store's [`Durability`]).
+pub(crate) fn publish_durable(
+    broker: &Broker,
+    tenant: &Tenant,
+    client_id: &str,
+    message: Message,
+) -> (usize, Option<Durability>) {
     let message = Arc::new(message);
     metrics::message_in(message.qos);
-    if message.retain {
-        update_retained(broker, tenant, &message);
-    }
+    let durability = if message.retain {
+        update_retained(broker, tenant, &message)
+    } else {
+        None
+    };
     let events = broker.events();
     if events.wants_published() {
         events.emit(Event::Published {
@@ -40,42 +56,48 @@ pub(crate) fn publish(
             retain: message.retain,
         });
     }
-    route(tenant, &message)
+    (route(tenant, &message), durability)
 }
 
 /// MQTT-3.3.1-5/6/7: a retained PUBLISH replaces the topic's retained
 /// message; an empty payload deletes it (and is not itself retained).
-fn update_retained(broker: &Broker, tenant: &Tenant, message: &Arc<Message>) {
+fn update_retained(broker: &Broker, tenant: &Tenant, message: &Arc<Message>) -> Option<Durability> {
     let topic = &message.topic;
+    let durable = message.qos != QoS::AtMostOnce;
     if message.payload.is_empty() {
-        if tenant.set_retained(topic, None) == Change::Removed {
-            broker.retained_store().save(&tenant.id, topic, None);
-            broker.events().emit(Event::RetainedChanged {
-                tenant: tenant.id.clone(),
-                topic: topic.clone(),
-                payload: None,
-            });
+        if tenant.set_retained(topic, None) != Change::Removed {
+            return None;
         }
-        return;
+        let durability = broker
+            .retained_store()
+            .save(&tenant.id, topic, None, durable);
+        broker.events().emit(Event::RetainedChanged {
+            tenant: tenant.id.clone(),
+            topic: topic.clone(),
+            payload: None,
+        });
+        return durability;
     }
     tenant.set_retained(topic, Some(message.clone()));
-    let mut properties = message.properties.clone();
-    properties.message_expiry_interval = message.remaining_expiry(tokio::time::Instant::now());
-    broker.retained_store().save(
+    let (now, wall) = (Instant::now(), SystemTime::now());
+    let durability = broker.retained_store().save(
         &tenant.id,
         topic,
         Some(&StoredRetained {
             topic: topic.clone(),
             payload: message.payload.clone(),
             qos: message.qos,
-            properties,
+            properties: message.properties.clone(),
+            expires_at: message.expires_at_wall(now, wall),
         }),
+        durable,
     );
     broker.events().emit(Event::RetainedChanged {
         tenant: tenant.id.clone(),
         topic: topic.clone(),
         payload: Some(message.payload.clone()),
     });
+    durability
 }
 
 /// One pending copy per session for the non-shared matches.
@@ -149,7 +171,6 @@ mod tests {
     use crate::session::ConnControl;
     use bytes::Bytes;
     use mqtt::{Properties, SubscriptionOptions, TopicFilter, TopicName};
-    use tokio::time::Instant;
 
     fn message(topic: &str, qos: QoS, origin: &str) -> Arc<Message> {
         Arc::new(Message::new(

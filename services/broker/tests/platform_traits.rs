@@ -157,7 +157,143 @@ impl broker::RetainedStore for DownStore {
     ) -> Result<Vec<broker::StoredRetained>, broker::StoreError> {
         Err(broker::StoreError("connection refused".into()))
     }
-    fn save(&self, _: &broker::TenantId, _: &mqtt::TopicName, _: Option<&broker::StoredRetained>) {}
+    fn save(
+        &self,
+        _: &broker::TenantId,
+        _: &mqtt::TopicName,
+        _: Option<&broker::StoredRetained>,
+        _: bool,
+    ) -> Option<broker::Durability> {
+        None
+    }
+}
+
+/// A store that makes QoS 1/2 retained writes durable only when the test
+/// says so (`release`), or fails them.
+struct GatedStore {
+    saves: std::sync::Mutex<Vec<(String, bool)>>,
+    gate: tokio::sync::watch::Sender<Option<Result<(), broker::StoreError>>>,
+}
+
+impl GatedStore {
+    fn new() -> Self {
+        Self {
+            saves: Default::default(),
+            gate: tokio::sync::watch::channel(None).0,
+        }
+    }
+    fn release(&self, outcome: Result<(), broker::StoreError>) {
+        self.gate.send_replace(Some(outcome));
+    }
+}
+
+#[async_trait::async_trait]
+impl broker::RetainedStore for GatedStore {
+    async fn load(
+        &self,
+        _: &broker::TenantId,
+    ) -> Result<Vec<broker::StoredRetained>, broker::StoreError> {
+        Ok(Vec::new())
+    }
+    fn save(
+        &self,
+        _: &broker::TenantId,
+        topic: &mqtt::TopicName,
+        _: Option<&broker::StoredRetained>,
+        durable: bool,
+    ) -> Option<broker::Durability> {
+        self.saves
+            .lock()
+            .unwrap()
+            .push((topic.as_str().to_owned(), durable));
+        if !durable {
+            return None;
+        }
+        let mut gate = self.gate.subscribe();
+        Some(Box::pin(async move {
+            let outcome = gate.wait_for(Option::is_some).await.unwrap().clone();
+            outcome.unwrap()
+        }))
+    }
+}
+
+async fn gated_broker(store: &Arc<GatedStore>) -> TestBroker {
+    let broker = Broker::builder(Arc::new(AllowAnonymous {
+        tenant: tenant("acme"),
+    }))
+    .retained_store(store.clone())
+    .build();
+    TestBroker::with_broker(broker).await
+}
+
+fn retained_publish(topic: &str, qos: mqtt::QoS, id: u16) -> mqtt::Publish {
+    let mut p = mqtt::Publish::new(mqtt::TopicName::parse(topic).unwrap(), "v");
+    p.qos = qos;
+    p.retain = true;
+    p.packet_id = mqtt::PacketId::new(id);
+    p
+}
+
+#[tokio::test]
+async fn qos1_and_qos2_retained_are_acknowledged_only_once_durable() {
+    let store = Arc::new(GatedStore::new());
+    let b = gated_broker(&store).await;
+    let (mut raw, _) = Raw::connect(b.port(), V5, connect(V5, "c")).await;
+    raw.send(retained_publish("r/0", mqtt::QoS::AtMostOnce, 0))
+        .await;
+    raw.send(retained_publish("r/1", mqtt::QoS::AtLeastOnce, 1))
+        .await;
+    raw.send(retained_publish("r/2", mqtt::QoS::ExactlyOnce, 2))
+        .await;
+    // A non-retained QoS 1 behind them waits too: acks stay in order.
+    let mut plain = retained_publish("p", mqtt::QoS::AtLeastOnce, 3);
+    plain.retain = false;
+    raw.send(plain).await;
+    eventually(|| store.saves.lock().unwrap().len() == 3).await;
+    assert_eq!(
+        *store.saves.lock().unwrap(),
+        [
+            ("r/0".to_owned(), false),
+            ("r/1".to_owned(), true),
+            ("r/2".to_owned(), true)
+        ]
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), raw.recv())
+            .await
+            .is_err(),
+        "acknowledged before durable"
+    );
+    store.release(Ok(()));
+    let mut acks = Vec::new();
+    for _ in 0..3 {
+        acks.push(raw.recv().await.unwrap());
+    }
+    assert!(matches!(&acks[0], Packet::PubAck(a) if a.packet_id.get() == 1));
+    assert!(matches!(&acks[1], Packet::PubRec(r) if r.packet_id.get() == 2));
+    assert!(matches!(&acks[2], Packet::PubAck(a) if a.packet_id.get() == 3));
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_retained_write_that_fails_is_not_acknowledged_as_success() {
+    let store = Arc::new(GatedStore::new());
+    store.release(Err(broker::StoreError("disk full".into())));
+    let b = gated_broker(&store).await;
+    let (mut raw, _) = Raw::connect(b.port(), V5, connect(V5, "c")).await;
+    raw.send(retained_publish("r/1", mqtt::QoS::AtLeastOnce, 1))
+        .await;
+    assert!(matches!(
+        raw.recv().await,
+        Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::ImplementationSpecificError
+    ));
+    // v3.1.1 has no failure ack: the connection closes so the client resends.
+    let v4 = ProtocolVersion::V311;
+    let (mut raw, _) = Raw::connect(b.port(), v4, connect(v4, "d")).await;
+    raw.send(retained_publish("r/1", mqtt::QoS::AtLeastOnce, 1))
+        .await;
+    assert!(raw.until_closed().await.is_empty());
+    b.stop().await;
 }
 
 #[tokio::test]

@@ -74,6 +74,8 @@ pub struct DeviceFilter {
     pub enabled: Option<bool>,
     /// Every pair must be among the device's labels.
     pub labels: Labels,
+    /// Online or offline (a device that never connected is offline).
+    pub presence: Option<crate::PresenceStatus>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -187,6 +189,16 @@ impl Store {
             }
             if let Some(enabled) = filter.enabled {
                 q.push(" AND enabled = ").push_bind(enabled);
+            }
+            if let Some(presence) = filter.presence {
+                q.push(match presence {
+                    crate::PresenceStatus::Online => " AND EXISTS",
+                    crate::PresenceStatus::Offline => " AND NOT EXISTS",
+                });
+                q.push(
+                    " (SELECT 1 FROM device_presence p WHERE p.tenant_id = devices.tenant_id \
+                     AND p.device_id = devices.id AND p.status = 'online')",
+                );
             }
             if !filter.labels.is_empty() {
                 match backend {

@@ -28,6 +28,24 @@ pub enum Error {
         expected: &'static str,
     },
 
+    /// A conditional update (`If-Match`) expected another version: someone
+    /// changed the document since the caller read it.
+    #[error("{kind} {id} is at version {actual}, not {expected}")]
+    VersionConflict {
+        kind: &'static str,
+        id: String,
+        expected: i64,
+        actual: i64,
+    },
+
+    /// A document that is not what its column holds (state documents and
+    /// their patches are JSON objects).
+    #[error("invalid {kind}: {reason}")]
+    InvalidDocument {
+        kind: &'static str,
+        reason: &'static str,
+    },
+
     /// A paging cursor that this store did not hand out (or for another list).
     #[error("invalid paging cursor")]
     InvalidCursor,

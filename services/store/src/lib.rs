@@ -17,6 +17,9 @@
 //!   the platform and tenant CAs (sealed keys), device certificates and
 //!   revocation floors, device passwords and service credentials, ACL policies.
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
+//! - `retained.rs`, `presence.rs`, `device_state.rs` — what the broker
+//!   keeps about devices (issue 6): durable retained messages, presence,
+//!   the reported/desired state document and event sequence numbers.
 //! - `page.rs` — cursor paging ([`Page`] → [`Paged`]).
 //! - `ids.rs` — [`TenantId`] and [`DeviceId`] (parse, don't validate).
 //! - `codec.rs` — the timestamp column type shared by both backends.
@@ -57,6 +60,7 @@ mod audit;
 mod certificates;
 mod codec;
 mod credentials;
+mod device_state;
 mod devices;
 mod error;
 mod idempotency;
@@ -65,6 +69,8 @@ mod migrate;
 mod page;
 mod pki;
 mod policies;
+mod presence;
+mod retained;
 mod signing_keys;
 mod store;
 mod tenants;
@@ -81,6 +87,7 @@ pub use certificates::{
     CertificateFloors, CertificateStatus, DeviceCertificate, NewDeviceCertificate,
 };
 pub use credentials::{NewServiceCredential, ServiceCredential};
+pub use device_state::{DeviceState, merge_patch};
 pub use devices::{Attributes, Device, DeviceFilter, DevicePatch, Labels, NewDevice};
 pub use error::Error;
 pub use idempotency::{IdempotencyClaim, IdempotencyRecord};
@@ -89,6 +96,8 @@ pub use migrate::MigrationStatus;
 pub use page::{Page, Paged};
 pub use pki::{NewTenantCa, PlatformCa, TenantCa, TenantCaKind, TenantCaStatus};
 pub use policies::{AclPolicy, PolicyDocument};
+pub use presence::{DevicePresence, PresenceStatus, PresenceUpdate};
+pub use retained::{RetainedMessage, RetainedWrite, RetainedWriteCount};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};

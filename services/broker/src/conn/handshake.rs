@@ -263,6 +263,7 @@ where
         ),
         in_aliases: HashMap::new(),
         resumed: attached.present,
+        deferred: Vec::new(),
     };
     info!(
         principal = %identity.principal,

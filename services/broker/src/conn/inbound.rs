@@ -12,6 +12,7 @@ use crate::Error;
 use crate::message::{Delivery, Message};
 use crate::metrics;
 use crate::session::Outgoing;
+use crate::store::Durability;
 
 fn granted(qos: QoS) -> ReasonCode {
     match qos {
@@ -135,8 +136,7 @@ impl Conn {
                 // A resend of a message already delivered onward (4.3.3):
                 // acknowledge again, do not deliver twice.
                 drop(st);
-                self.out.send(PubRec::new(id))?;
-                return Ok(());
+                return self.acknowledge(PubRec::new(id).into(), None);
             }
             // MQTT-3.3.4-9: more unacknowledged QoS 2 than our maximum.
             if st.incoming_qos2.len() >= usize::from(self.broker.config().receive_maximum) {
@@ -147,13 +147,15 @@ impl Conn {
             }
             st.incoming_qos2.insert(id);
         }
+        let mut durability = None;
         let reason = if !self.broker.authorizer().can_publish(&self.identity, &topic) {
             warn!(topic = %topic, "publish not authorized");
             ReasonCode::NotAuthorized
         } else {
             let message =
                 Message::from_publish(p, topic, Some(self.client_id.clone()), Instant::now());
-            let delivered = self.route(message);
+            let (delivered, durable) = self.route(message);
+            durability = durable;
             if delivered == 0 && self.version == ProtocolVersion::V5 {
                 ReasonCode::NoMatchingSubscribers
             } else {
@@ -164,7 +166,7 @@ impl Conn {
             (QoS::AtLeastOnce, Some(id)) => {
                 let mut ack = PubAck::new(id);
                 ack.reason_code = reason;
-                self.out.send(ack)?;
+                self.acknowledge(ack.into(), durability)?;
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 let mut rec = PubRec::new(id);
@@ -173,9 +175,47 @@ impl Conn {
                     // 4.3.3: a failed PUBREC ends the exchange.
                     self.session.lock().incoming_qos2.remove(&id);
                 }
-                self.out.send(rec)?;
+                self.acknowledge(rec.into(), durability)?;
             }
             _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends a PUBACK or PUBREC now, or after the retained store has made
+    /// the message durable. Acknowledgements stay in the order the
+    /// PUBLISHes came in (4.6), so one that waits holds back those after it.
+    fn acknowledge(&mut self, ack: Packet, durable: Option<Durability>) -> Result<(), Error> {
+        if durable.is_none() && self.deferred.is_empty() {
+            return self.out.send(ack);
+        }
+        self.deferred.push((durable, ack));
+        Ok(())
+    }
+
+    /// Waits for the deferred acknowledgements' durability and queues them.
+    /// A message the store could not make durable is not acknowledged as a
+    /// success: v5 gets 0x83 in its PUBACK/PUBREC; v3.1.1 acks cannot say
+    /// no, so the connection is closed and the client sends it again.
+    pub(super) async fn settle_deferred(&mut self) -> Result<(), Error> {
+        for (durable, mut ack) in std::mem::take(&mut self.deferred) {
+            if let Some(durable) = durable
+                && let Err(e) = durable.await
+            {
+                warn!(error = %e, "retained message not made durable");
+                if self.version != ProtocolVersion::V5 {
+                    return Err(Error::Store(e.0));
+                }
+                match &mut ack {
+                    Packet::PubAck(a) => a.reason_code = ReasonCode::ImplementationSpecificError,
+                    Packet::PubRec(r) => {
+                        r.reason_code = ReasonCode::ImplementationSpecificError;
+                        self.session.lock().incoming_qos2.remove(&r.packet_id);
+                    }
+                    _ => {}
+                }
+            }
+            self.out.send(ack)?;
         }
         Ok(())
     }
@@ -239,7 +279,7 @@ impl Conn {
                 for topic in self.tenant.prune_retained(&found.expired, now) {
                     self.broker
                         .retained_store()
-                        .save(&self.tenant.id, &topic, None);
+                        .save(&self.tenant.id, &topic, None, false);
                     self.broker
                         .events()
                         .emit(crate::events::Event::RetainedChanged {

@@ -76,6 +76,9 @@ pub(crate) struct Conn {
     in_aliases: HashMap<NonZeroU16, TopicName>,
     /// Whether an existing session was resumed (Session Present).
     resumed: bool,
+    /// PUBACK/PUBREC waiting for the retained store (QoS 1/2 retained
+    /// publishes), and those queued behind them; sent before the next write.
+    deferred: Vec<(Option<crate::store::Durability>, mqtt::Packet)>,
 }
 
 /// Where a connection comes from.
@@ -185,10 +188,12 @@ impl Conn {
             usize::try_from(self.broker.config().max_packet_size).unwrap_or(usize::MAX);
         // Packets pipelined behind CONNECT are already in the buffer.
         if let Some(end) = self.drain(inbuf, max_packet)? {
+            self.settle_deferred().await?;
             self.flush(stream).await?;
             return Ok(end);
         }
         loop {
+            self.settle_deferred().await?;
             if self.pump()? {
                 // More than one batch is queued: come back without waiting.
                 self.ctl.wake.notify_one();
@@ -210,6 +215,7 @@ impl Conn {
                     metrics::bytes_in(n);
                     last_rx = Instant::now();
                     if let Some(end) = self.drain(inbuf, max_packet)? {
+                        self.settle_deferred().await?;
                         self.flush(stream).await?;
                         return Ok(end);
                     }
@@ -383,9 +389,10 @@ impl Conn {
         self.ctl.finished.cancel();
     }
 
-    /// Publishes an application message from this client.
-    fn route(&self, message: crate::message::Message) -> usize {
-        router::publish(&self.broker, &self.tenant, &self.client_id, message)
+    /// Publishes an application message from this client; for a retained
+    /// QoS 1/2 one, also what its acknowledgement waits for.
+    fn route(&self, message: crate::message::Message) -> (usize, Option<crate::store::Durability>) {
+        router::publish_durable(&self.broker, &self.tenant, &self.client_id, message)
     }
 }
 

@@ -224,6 +224,7 @@ async fn filters_by_enabled_and_labels(db: &TestDb) -> anyhow::Result<()> {
         let filter = DeviceFilter {
             enabled,
             labels: labels(l),
+            ..DeviceFilter::default()
         };
         async move {
             let got = store
@@ -257,6 +258,7 @@ async fn filters_by_enabled_and_labels(db: &TestDb) -> anyhow::Result<()> {
     let filter = DeviceFilter {
         enabled: None,
         labels: labels(&[("kind", "meter")]),
+        ..DeviceFilter::default()
     };
     let first = store.list_devices("acme", &filter, &Page::first(3)).await?;
     let ids1: Vec<_> = first.items.iter().map(|d| d.id.as_str()).collect();

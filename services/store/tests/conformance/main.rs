@@ -14,6 +14,7 @@ mod devices;
 mod migrations;
 mod pki;
 mod sqlite;
+mod state;
 mod tenants;
 mod webhooks;
 

@@ -1,0 +1,202 @@
+//! [`ReportedState`]: what devices publish on `devices/{d}/state/reported`
+//! merged (JSON merge patch) into their state document.
+//!
+//! `emit` hands the report to a bounded queue and returns; one task applies
+//! reports in arrival order, so a device's patches apply in the order it
+//! sent them. When more than the queue's capacity wait (the database is
+//! slow or down), further reports are dropped and counted
+//! ([`ReportedState::dropped`]): the device's retained message still holds
+//! its latest payload. A payload that is not a JSON object is recorded as
+//! the document's `reported_error` instead of being merged.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use broker::{Event, EventSink, TenantId};
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use store::Store;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+
+use crate::writer::WriterTask;
+
+/// A device's reported-state topic is `devices/{device}/state/reported`.
+fn reporting_device(topic: &str) -> Option<&str> {
+    let device = topic
+        .strip_prefix("devices/")?
+        .strip_suffix("/state/reported")?;
+    store::DeviceId::parse(device).ok().map(|_| device)
+}
+
+struct Report {
+    tenant: TenantId,
+    device: String,
+    payload: Bytes,
+    at: DateTime<Utc>,
+}
+
+/// The reported-state [`EventSink`]; see the module docs.
+pub struct ReportedState {
+    queue: Mutex<Option<mpsc::Sender<Report>>>,
+    dropped: AtomicU64,
+    writer: WriterTask,
+}
+
+impl std::fmt::Debug for ReportedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReportedState")
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReportedState {
+    /// Starts the task applying reports; at most `capacity` wait.
+    pub fn start(store: Store, capacity: usize) -> Arc<Self> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        Arc::new(Self {
+            queue: Mutex::new(Some(tx)),
+            dropped: AtomicU64::new(0),
+            writer: WriterTask::spawn(apply_reports(store, rx)),
+        })
+    }
+
+    /// Reports dropped because the queue was full (or after shutdown).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Applies the reports already queued, then stops.
+    pub async fn shutdown(&self) {
+        drop(
+            self.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        self.writer.join().await;
+    }
+}
+
+impl EventSink for ReportedState {
+    fn emit(&self, event: Event) {
+        let Event::Published {
+            tenant,
+            topic,
+            payload,
+            ..
+        } = event
+        else {
+            return;
+        };
+        let Some(device) = reporting_device(topic.as_str()) else {
+            return;
+        };
+        // An empty payload on a retained topic deletes the retained
+        // message; it is not a report.
+        if payload.is_empty() {
+            return;
+        }
+        let report = Report {
+            tenant,
+            device: device.to_owned(),
+            payload,
+            at: Utc::now(),
+        };
+        let queued = self
+            .queue
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .is_some_and(|q| q.try_send(report).is_ok());
+        if !queued {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                warn!(dropped, "reported state dropped: queue full or stopped");
+            }
+        }
+    }
+}
+
+async fn apply_reports(store: Store, mut rx: mpsc::Receiver<Report>) {
+    while let Some(r) = rx.recv().await {
+        let tenant = r.tenant.as_str();
+        let result = match serde_json::from_slice::<Value>(&r.payload) {
+            Ok(patch @ Value::Object(_)) => {
+                store.merge_reported(tenant, &r.device, &patch, r.at).await
+            }
+            _ => {
+                let why = "payload is not a JSON object";
+                store.set_reported_error(tenant, &r.device, why, r.at).await
+            }
+        };
+        match result {
+            Ok(_) => {}
+            // A client id that is no registered device.
+            Err(store::Error::NotFound { .. }) => {
+                debug!(tenant, device = %r.device, "report from an unknown device ignored");
+            }
+            Err(e) => warn!(tenant, device = %r.device, error = %e, "reported state not stored"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn report(device: &str, topic_suffix: &str, payload: &'static [u8]) -> Event {
+        Event::Published {
+            tenant: TenantId::parse("acme").unwrap(),
+            client_id: device.into(),
+            topic: mqtt::TopicName::parse(format!("devices/{device}/{topic_suffix}")).unwrap(),
+            payload: Bytes::from_static(payload),
+            qos: mqtt::QoS::AtLeastOnce,
+            retain: true,
+        }
+    }
+
+    #[test]
+    fn only_the_reported_topic_of_a_valid_device_id_counts() {
+        assert_eq!(
+            reporting_device("devices/d-1.x/state/reported"),
+            Some("d-1.x")
+        );
+        assert_eq!(reporting_device("devices/d1/state/desired"), None);
+        assert_eq!(reporting_device("devices/a/b/state/reported"), None);
+        assert_eq!(reporting_device("devices//state/reported"), None);
+        assert_eq!(reporting_device("commands/d1/state/reported"), None);
+    }
+
+    #[tokio::test]
+    async fn reports_merge_in_order_and_bad_ones_are_errors() {
+        let db = crate::test_support::acme(&["d1"]).await;
+        let store = db.store().clone();
+        let sink = ReportedState::start(store.clone(), 100);
+        sink.emit(report("d1", "state/reported", br#"{"led":true,"temp":20}"#));
+        sink.emit(report("d1", "state/reported", br#"{"temp":null,"fan":1}"#));
+        sink.emit(report("d1", "telemetry", br#"{"ignored":true}"#));
+        sink.emit(report("ghost", "state/reported", br#"{"a":1}"#));
+        sink.shutdown().await;
+        let s = store.get_device_state("acme", "d1").await.unwrap();
+        assert_eq!(s.reported, json!({"led": true, "fan": 1}));
+        assert_eq!(s.reported_version, 2);
+
+        let sink = ReportedState::start(store.clone(), 100);
+        sink.emit(report("d1", "state/reported", b"not json"));
+        sink.shutdown().await;
+        let s = store.get_device_state("acme", "d1").await.unwrap();
+        assert_eq!(
+            s.reported_error.as_deref(),
+            Some("payload is not a JSON object")
+        );
+        assert_eq!(s.reported, json!({"led": true, "fan": 1}));
+        // After shutdown, reports are counted as dropped.
+        sink.emit(report("d1", "state/reported", b"{}"));
+        assert_eq!(sink.dropped(), 1);
+        db.cleanup().await;
+    }
+}

@@ -1,0 +1,624 @@
+//! [`DurableRetained`]: the broker's [`RetainedStore`] on the database.
+//!
+//! The broker keeps every retained message in memory (its trie); this
+//! type only makes them durable, through a coalescing write-behind buffer
+//! drained by one writer task:
+//!
+//! - **QoS 0** changes are write-behind: a change waits at most
+//!   [`RetainedConfig::flush_window`] in memory, and only the last change
+//!   of a topic within that window is written. A crash (`kill -9`) loses at
+//!   most the changes of one flush window (plus a flush in progress).
+//! - **QoS 1/2** changes wake the writer at once and their PUBACK/PUBREC
+//!   waits for the commit. Every change waiting when the writer starts a
+//!   transaction goes into it, and changes arriving meanwhile go into the
+//!   next one (group commit): many publishers share one commit, so
+//!   throughput grows with load instead of one transaction per message.
+//! - **Bounded, with back-pressure**: at most
+//!   [`RetainedConfig::max_pending`] distinct topics wait. Coalescing means
+//!   the buffer only grows with the number of *distinct* topics changed
+//!   while the database is slow or down, never with the message rate.
+//!   When it is full, a change to a topic already waiting still coalesces;
+//!   a QoS 1/2 change to a new topic is refused (its PUBACK/PUBREC says
+//!   0x83, or a v3.1.1 connection closes, so the client retries later); a
+//!   QoS 0 change to a new topic stays in the broker's memory (subscribers
+//!   still get it) but is not persisted, and is counted in
+//!   [`RetainedStats::dropped`]. QoS 1/2 publishers are further slowed by
+//!   the commit latency itself, since each waits for its own commit.
+//! - A failed transaction fails the QoS 1/2 changes waiting on it (so no
+//!   client is told "stored" when it is not) and puts every change back
+//!   (unless a newer one for the topic arrived meanwhile), to be retried
+//!   after [`RetainedConfig::retry_delay`].
+//! - [`DurableRetained::shutdown`] flushes what is waiting and stops the
+//!   writer; call it after the broker's listeners have stopped.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use broker::{Durability, RetainedStore, StoreError, StoredRetained, TenantId};
+use chrono::Utc;
+use mqtt::TopicName;
+use store::{RetainedWrite, Store};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use crate::writer::WriterTask;
+use crate::{Error, codec};
+
+/// How the write-behind buffer behaves; see the module docs.
+#[derive(Debug, Clone)]
+pub struct RetainedConfig {
+    /// The longest a QoS 0 change waits in memory before it is written.
+    pub flush_window: Duration,
+    /// Start a transaction without waiting for the window once this many
+    /// topics are waiting.
+    pub flush_rows: usize,
+    /// The most distinct topics that may wait.
+    pub max_pending: usize,
+    /// The pause after a failed transaction before the next try.
+    pub retry_delay: Duration,
+}
+
+impl Default for RetainedConfig {
+    fn default() -> Self {
+        Self {
+            flush_window: Duration::from_millis(100),
+            flush_rows: 10_000,
+            max_pending: 1_000_000,
+            retry_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Counters since start, and the backlog now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetainedStats {
+    /// Changes the broker handed over.
+    pub saves: u64,
+    /// Rows inserted, replaced or deleted in the database.
+    pub rows_written: u64,
+    /// Committed transactions.
+    pub transactions: u64,
+    /// Transactions that failed (and were retried).
+    pub failed_flushes: u64,
+    /// QoS 0 changes not persisted (buffer full, or after shutdown).
+    pub dropped: u64,
+    /// Topics waiting to be written now (in the buffer or in the
+    /// transaction being written).
+    pub backlog: usize,
+    /// How long the oldest change not yet committed has waited: how far
+    /// behind the database is.
+    pub lag: Duration,
+}
+
+type Key = (TenantId, TopicName);
+
+#[derive(Default)]
+struct Pending {
+    /// The last change of each topic not yet written (`None`: delete).
+    writes: HashMap<Key, Option<StoredRetained>>,
+    /// QoS 1/2 publishers waiting for the next commit.
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    /// When the oldest change in `writes` arrived.
+    since: Option<Instant>,
+    /// Changes in the transaction being written, and when the oldest of
+    /// them arrived: still behind, until committed.
+    in_flight: usize,
+    in_flight_since: Option<Instant>,
+    closed: bool,
+}
+
+impl Pending {
+    /// When the writer should start the next transaction, if at all.
+    fn due(&self, config: &RetainedConfig) -> Option<Instant> {
+        if !self.waiters.is_empty() || self.writes.len() >= config.flush_rows {
+            return Some(Instant::now());
+        }
+        self.since.map(|since| since + config.flush_window)
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    saves: AtomicU64,
+    rows_written: AtomicU64,
+    transactions: AtomicU64,
+    failed_flushes: AtomicU64,
+    dropped: AtomicU64,
+}
+
+struct Shared {
+    store: Store,
+    config: RetainedConfig,
+    // std Mutex: held only to move changes in and out, never across await.
+    pending: Mutex<Pending>,
+    wake: Notify,
+    counters: Counters,
+}
+
+impl Shared {
+    fn pending(&self) -> MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Retained messages on the database, write-behind and coalesced; see the
+/// module docs. Give it to `BrokerBuilder::retained_store`.
+pub struct DurableRetained {
+    shared: Arc<Shared>,
+    writer: WriterTask,
+}
+
+impl std::fmt::Debug for DurableRetained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableRetained")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableRetained {
+    /// Starts the writer task (call inside a tokio runtime).
+    pub fn start(store: Store, config: RetainedConfig) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            store,
+            config,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            counters: Counters::default(),
+        });
+        let writer = WriterTask::spawn(run_writer(shared.clone()));
+        Arc::new(Self { shared, writer })
+    }
+
+    /// Waits until every change handed over before this call is committed
+    /// (or its transaction failed).
+    pub async fn flush(&self) -> Result<(), Error> {
+        let rx = {
+            let mut p = self.shared.pending();
+            if p.writes.is_empty() {
+                return Ok(());
+            }
+            if p.closed {
+                return Err(Error::Stopped);
+            }
+            let (tx, rx) = oneshot::channel();
+            p.waiters.push(tx);
+            rx
+        };
+        self.shared.wake.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(Error::NotDurable(e.0)),
+            Err(_) => Err(Error::Stopped),
+        }
+    }
+
+    /// Writes what is waiting and stops the writer. Changes handed over
+    /// afterwards are not persisted (QoS 1/2 ones are refused). Returns an
+    /// error if the last transaction failed: those changes are lost.
+    pub async fn shutdown(&self) -> Result<(), Error> {
+        self.shared.pending().closed = true;
+        self.shared.wake.notify_one();
+        self.writer.join().await;
+        let left = self.shared.pending().writes.len();
+        if left > 0 {
+            return Err(Error::NotDurable(format!(
+                "{left} retained changes not written at shutdown"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Counters and backlog.
+    pub fn stats(&self) -> RetainedStats {
+        let c = &self.shared.counters;
+        let (backlog, since) = {
+            let p = self.shared.pending();
+            (p.writes.len() + p.in_flight, p.in_flight_since.or(p.since))
+        };
+        RetainedStats {
+            saves: c.saves.load(Ordering::Relaxed),
+            rows_written: c.rows_written.load(Ordering::Relaxed),
+            transactions: c.transactions.load(Ordering::Relaxed),
+            failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            backlog,
+            lag: since.map_or(Duration::ZERO, |s| s.elapsed()),
+        }
+    }
+
+    /// A change that cannot be taken: refused for QoS 1/2, counted for 0.
+    fn refuse(&self, durable: bool, why: Error) -> Option<Durability> {
+        if durable {
+            let e = StoreError::from(&why);
+            return Some(Box::pin(async move { Err(e) }));
+        }
+        let dropped = self.shared.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+        // Logged on 1, 2, 4, 8, …: visible without flooding the log.
+        if dropped.is_power_of_two() {
+            warn!(error = %why, dropped, "retained change kept in memory only");
+        }
+        None
+    }
+}
+
+#[async_trait]
+impl RetainedStore for DurableRetained {
+    async fn load(&self, tenant: &TenantId) -> Result<Vec<StoredRetained>, StoreError> {
+        let rows = self
+            .shared
+            .store
+            .load_retained(tenant.as_str(), Utc::now())
+            .await
+            .map_err(|e| StoreError::from(&Error::from(e)))?;
+        let mut by_topic = BTreeMap::new();
+        for row in rows {
+            match codec::from_row(row) {
+                Ok(m) => {
+                    by_topic.insert(m.topic.clone(), m);
+                }
+                // One bad row must not make the whole tenant unusable.
+                Err(e) => warn!(tenant = %tenant, error = %e, "retained message skipped"),
+            }
+        }
+        // Changes not written yet are newer than the database.
+        for ((t, topic), change) in &self.shared.pending().writes {
+            if t != tenant {
+                continue;
+            }
+            match change {
+                Some(m) => by_topic.insert(topic.clone(), m.clone()),
+                None => by_topic.remove(topic),
+            };
+        }
+        let now = SystemTime::now();
+        Ok(by_topic
+            .into_values()
+            .filter(|m| !m.is_expired(now))
+            .collect())
+    }
+
+    fn save(
+        &self,
+        tenant: &TenantId,
+        topic: &TopicName,
+        message: Option<&StoredRetained>,
+        durable: bool,
+    ) -> Option<Durability> {
+        let shared = &self.shared;
+        shared.counters.saves.fetch_add(1, Ordering::Relaxed);
+        let mut p = shared.pending();
+        if p.closed {
+            drop(p);
+            return self.refuse(durable, Error::Stopped);
+        }
+        let key = (tenant.clone(), topic.clone());
+        let capacity = shared.config.max_pending;
+        if p.writes.len() >= capacity && !p.writes.contains_key(&key) {
+            drop(p);
+            return self.refuse(durable, Error::BufferFull { capacity });
+        }
+        p.writes.insert(key, message.cloned());
+        let first = p.since.is_none();
+        if first {
+            p.since = Some(Instant::now());
+        }
+        let waiter = durable.then(|| {
+            let (tx, rx) = oneshot::channel();
+            p.waiters.push(tx);
+            rx
+        });
+        let wake = durable || first || p.writes.len() >= shared.config.flush_rows;
+        drop(p);
+        if wake {
+            shared.wake.notify_one();
+        }
+        waiter.map(|rx| -> Durability {
+            Box::pin(async move {
+                rx.await
+                    .unwrap_or_else(|_| Err(StoreError::from(&Error::Stopped)))
+            })
+        })
+    }
+}
+
+async fn run_writer(shared: Arc<Shared>) {
+    loop {
+        let (due, closed) = {
+            let p = shared.pending();
+            (p.due(&shared.config), p.closed)
+        };
+        if closed {
+            if let Err(e) = flush_once(&shared).await {
+                warn!(error = %e, "retained changes lost at shutdown");
+            }
+            info!("retained writer stopped");
+            return;
+        }
+        match due {
+            Some(at) if at <= Instant::now() => {
+                if flush_once(&shared).await.is_err() {
+                    tokio::select! {
+                        () = tokio::time::sleep(shared.config.retry_delay) => {}
+                        // Shutdown cuts the pause short.
+                        () = shared.wake.notified() => {}
+                    }
+                }
+            }
+            Some(at) => {
+                tokio::select! {
+                    () = tokio::time::sleep_until(at) => {}
+                    () = shared.wake.notified() => {}
+                }
+            }
+            None => shared.wake.notified().await,
+        }
+    }
+}
+
+/// One transaction with everything waiting.
+async fn flush_once(shared: &Shared) -> Result<(), Error> {
+    let (writes, waiters) = {
+        let mut p = shared.pending();
+        p.in_flight_since = p.since.take();
+        p.in_flight = p.writes.len();
+        (
+            std::mem::take(&mut p.writes),
+            std::mem::take(&mut p.waiters),
+        )
+    };
+    let outcome = write_batch(shared, writes, waiters).await;
+    let mut p = shared.pending();
+    p.in_flight = 0;
+    p.in_flight_since = None;
+    outcome
+}
+
+async fn write_batch(
+    shared: &Shared,
+    writes: HashMap<Key, Option<StoredRetained>>,
+    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+) -> Result<(), Error> {
+    if writes.is_empty() {
+        for w in waiters {
+            let _ = w.send(Ok(()));
+        }
+        return Ok(());
+    }
+    let (now, wall) = (Utc::now(), SystemTime::now());
+    let batch: Vec<RetainedWrite> = writes
+        .iter()
+        .map(|((tenant, topic), change)| match change {
+            // 3.3.2.3.3: one that expired while waiting is as good as gone.
+            Some(m) if !m.is_expired(wall) => {
+                RetainedWrite::Set(codec::to_row(tenant.as_str(), m, now))
+            }
+            _ => RetainedWrite::Delete {
+                tenant_id: tenant.as_str().to_owned(),
+                topic: topic.as_str().to_owned(),
+            },
+        })
+        .collect();
+    let started = Instant::now();
+    match shared.store.write_retained(&batch).await {
+        Ok(count) => {
+            let c = &shared.counters;
+            c.rows_written
+                .fetch_add(count.upserted + count.deleted, Ordering::Relaxed);
+            c.transactions.fetch_add(1, Ordering::Relaxed);
+            debug!(
+                rows = batch.len(),
+                waiters = waiters.len(),
+                elapsed_ms = started.elapsed().as_millis(),
+                "retained changes committed"
+            );
+            for w in waiters {
+                let _ = w.send(Ok(()));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            let e = Error::from(e);
+            warn!(error = %e, rows = batch.len(), "retained changes not committed; will retry");
+            shared
+                .counters
+                .failed_flushes
+                .fetch_add(1, Ordering::Relaxed);
+            let refusal = StoreError::from(&e);
+            for w in waiters {
+                let _ = w.send(Err(refusal.clone()));
+            }
+            let mut p = shared.pending();
+            for (key, change) in writes {
+                // A newer change of the topic arrived meanwhile: it wins.
+                p.writes.entry(key).or_insert(change);
+            }
+            // Still as far behind as the oldest change put back.
+            p.since = Some(p.in_flight_since.or(p.since).unwrap_or_else(Instant::now));
+            Err(e)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use chrono::DateTime;
+    use mqtt::{Properties, QoS};
+    use store::testing::TestDb;
+
+    fn tenant() -> TenantId {
+        TenantId::parse("acme").unwrap()
+    }
+
+    fn message(topic: &str, payload: &str, expires_at: Option<SystemTime>) -> StoredRetained {
+        StoredRetained {
+            topic: TopicName::parse(topic).unwrap(),
+            payload: Bytes::from(payload.to_owned()),
+            qos: QoS::AtMostOnce,
+            properties: Properties::default(),
+            expires_at,
+        }
+    }
+
+    async fn setup(config: RetainedConfig) -> (TestDb, Arc<DurableRetained>) {
+        let db = crate::test_support::acme(&[]).await;
+        let retained = DurableRetained::start(db.store().clone(), config);
+        (db, retained)
+    }
+
+    fn save(r: &DurableRetained, m: &StoredRetained, durable: bool) -> Option<Durability> {
+        r.save(&tenant(), &m.topic, Some(m), durable)
+    }
+
+    #[tokio::test]
+    async fn qos0_changes_coalesce_per_topic() {
+        let (db, retained) = setup(RetainedConfig {
+            flush_window: Duration::from_secs(3600),
+            ..RetainedConfig::default()
+        })
+        .await;
+        for i in 0..1_000 {
+            let m = message(&format!("devices/d{}/state", i % 10), &i.to_string(), None);
+            assert!(save(&retained, &m, false).is_none());
+        }
+        // Not yet written (the window is an hour), but load sees them.
+        assert_eq!(retained.stats().backlog, 10);
+        assert_eq!(retained.load(&tenant()).await.unwrap().len(), 10);
+        retained.flush().await.unwrap();
+        let stats = retained.stats();
+        assert_eq!(
+            (stats.saves, stats.rows_written, stats.transactions),
+            (1_000, 10, 1)
+        );
+        assert_eq!(stats.backlog, 0);
+        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        let d3 = rows.iter().find(|r| r.topic == "devices/d3/state").unwrap();
+        assert_eq!(d3.payload, b"993");
+        retained.shutdown().await.unwrap();
+        db.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn qos1_completes_only_once_committed_and_deletes_persist() {
+        let (db, retained) = setup(RetainedConfig {
+            flush_window: Duration::from_secs(3600),
+            ..RetainedConfig::default()
+        })
+        .await;
+        let m = message("devices/d1/state", "on", None);
+        let durable = save(&retained, &m, true).expect("QoS 1 waits");
+        durable.await.unwrap();
+        // Committed, though the window has an hour to go.
+        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let gone = retained.save(&tenant(), &m.topic, None, true).unwrap();
+        gone.await.unwrap();
+        assert!(
+            db.store()
+                .load_retained("acme", Utc::now())
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        retained.shutdown().await.unwrap();
+        db.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn expired_messages_are_never_returned_nor_kept() {
+        let (db, retained) = setup(RetainedConfig::default()).await;
+        let past = SystemTime::now() - Duration::from_secs(1);
+        let soon = SystemTime::now() + Duration::from_millis(300);
+        let later = SystemTime::now() + Duration::from_secs(3600);
+        save(&retained, &message("a", "old", Some(past)), false);
+        save(&retained, &message("b", "soon", Some(soon)), false);
+        save(&retained, &message("c", "later", Some(later)), false);
+        let topics = |v: Vec<StoredRetained>| {
+            v.into_iter()
+                .map(|m| m.topic.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(topics(retained.load(&tenant()).await.unwrap()), ["b", "c"]);
+        retained.flush().await.unwrap();
+        // Written as a delete: never in the database.
+        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(topics(retained.load(&tenant()).await.unwrap()), ["c"]);
+        let c = retained.load(&tenant()).await.unwrap().remove(0);
+        assert_eq!(
+            c.expires_at.map(DateTime::<Utc>::from),
+            Some(DateTime::<Utc>::from(later).trunc_micros())
+        );
+        retained.shutdown().await.unwrap();
+        db.cleanup().await;
+    }
+
+    trait TruncMicros {
+        fn trunc_micros(self) -> Self;
+    }
+
+    impl TruncMicros for DateTime<Utc> {
+        fn trunc_micros(self) -> Self {
+            chrono::SubsecRound::trunc_subsecs(self, 6)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_full_buffer_refuses_qos1_and_counts_qos0() {
+        let (db, retained) = setup(RetainedConfig {
+            flush_window: Duration::from_secs(3600),
+            max_pending: 2,
+            ..RetainedConfig::default()
+        })
+        .await;
+        save(&retained, &message("a", "1", None), false);
+        save(&retained, &message("b", "1", None), false);
+        // A topic already waiting still coalesces.
+        assert!(save(&retained, &message("a", "2", None), false).is_none());
+        assert!(save(&retained, &message("c", "1", None), false).is_none());
+        assert_eq!(retained.stats().dropped, 1);
+        let refused = save(&retained, &message("d", "1", None), true).unwrap();
+        assert!(refused.await.unwrap_err().0.contains("buffer full"));
+        retained.shutdown().await.unwrap();
+        // After shutdown: nothing is taken.
+        let late = save(&retained, &message("a", "3", None), true).unwrap();
+        assert!(late.await.is_err());
+        assert_eq!(
+            db.store()
+                .load_retained("acme", Utc::now())
+                .await
+                .unwrap()
+                .len(),
+            2
+        );
+        db.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_its_waiters_and_keeps_the_changes() {
+        let (db, retained) = setup(RetainedConfig {
+            retry_delay: Duration::from_millis(50),
+            ..RetainedConfig::default()
+        })
+        .await;
+        // The database goes away.
+        db.store().close().await;
+        let m = message("devices/d1/state", "on", None);
+        let e = save(&retained, &m, true).unwrap().await.unwrap_err();
+        assert!(
+            e.0.contains("not durable") || e.0.contains("database"),
+            "{e}"
+        );
+        assert!(retained.stats().failed_flushes >= 1);
+        assert_eq!(retained.stats().backlog, 1, "kept for a retry");
+        assert!(retained.shutdown().await.is_err(), "reports the loss");
+        db.cleanup().await;
+    }
+}

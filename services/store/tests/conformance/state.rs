@@ -1,0 +1,366 @@
+//! Issue 6: retained messages, presence and the state document.
+
+use chrono::{Duration, Utc};
+use serde_json::json;
+use store::testing::TestDb;
+use store::{
+    DeviceFilter, Error, NewDevice, Page, PresenceStatus, PresenceUpdate, RetainedMessage,
+    RetainedWrite,
+};
+
+use super::tenant;
+
+fn message(tenant: &str, topic: &str, payload: &[u8]) -> RetainedMessage {
+    RetainedMessage {
+        tenant_id: tenant.into(),
+        topic: topic.into(),
+        payload: payload.to_vec(),
+        qos: 1,
+        properties: json!({"content_type": "text/plain", "user_properties": [["k", "v"]]}),
+        expires_at: None,
+        updated_at: Utc::now(),
+    }
+}
+
+async fn retained_batches_upsert_delete_and_skip(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    tenant(store, "acme").await?;
+    tenant(store, "globex").await?;
+    let now = Utc::now();
+    let mut expiring = message("acme", "devices/d1/expiring", b"x");
+    expiring.expires_at = Some(now + Duration::seconds(60));
+    let mut expired = message("acme", "devices/d1/expired", b"x");
+    expired.expires_at = Some(now - Duration::seconds(1));
+    let mut writes = vec![
+        RetainedWrite::Set(message("acme", "devices/d1/state", b"v1")),
+        RetainedWrite::Set(message("acme", "devices/d1/state", b"v2")),
+        RetainedWrite::Set(message("acme", "devices/d10/state", b"other device")),
+        RetainedWrite::Set(message("acme", "gone", b"soon")),
+        RetainedWrite::Set(expiring.clone()),
+        RetainedWrite::Set(expired),
+        RetainedWrite::Set(message("globex", "devices/d1/state", b"globex")),
+        // A tenant that does not exist: skipped, not a failed batch.
+        RetainedWrite::Set(message("nobody", "t", b"x")),
+        RetainedWrite::Set(message("acme", "ünïcødé/tøpic", &[0, 159, 146, 150])),
+    ];
+    // Enough for several chunks.
+    for i in 0..2_500 {
+        writes.push(RetainedWrite::Set(message(
+            "globex",
+            &format!("bulk/{i}"),
+            b"b",
+        )));
+    }
+    let count = store.write_retained(&writes).await?;
+    assert_eq!(count.upserted, 7 + 2_500);
+    assert_eq!(count.skipped, 2);
+
+    let loaded = store.load_retained("acme", now).await?;
+    let topics: Vec<_> = loaded.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(
+        topics,
+        [
+            "devices/d1/expiring",
+            "devices/d1/state",
+            "devices/d10/state",
+            "gone",
+            "ünïcødé/tøpic"
+        ]
+    );
+    let state = &loaded[1];
+    assert_eq!(state.payload, b"v2");
+    assert_eq!(state.qos, 1);
+    assert_eq!(state.properties["user_properties"], json!([["k", "v"]]));
+    assert_eq!(
+        loaded[0].expires_at,
+        expiring.expires_at.map(|t| t.trunc_subsecs_micros())
+    );
+    assert_eq!(loaded[4].payload, [0, 159, 146, 150]);
+    assert_eq!(store.load_retained("globex", now).await?.len(), 2_501);
+
+    // The device's own topics only, by prefix.
+    let mine = store.list_retained("acme", "devices/d1/", now, 10).await?;
+    let topics: Vec<_> = mine.iter().map(|m| m.topic.as_str()).collect();
+    assert_eq!(topics, ["devices/d1/expiring", "devices/d1/state"]);
+
+    // Deletes, mixed with sets, in one batch.
+    let count = store
+        .write_retained(&[
+            RetainedWrite::Delete {
+                tenant_id: "acme".into(),
+                topic: "gone".into(),
+            },
+            RetainedWrite::Delete {
+                tenant_id: "acme".into(),
+                topic: "never-there".into(),
+            },
+            RetainedWrite::Set(message("acme", "devices/d1/state", b"v3")),
+        ])
+        .await?;
+    assert_eq!((count.upserted, count.deleted, count.skipped), (1, 1, 1));
+    let loaded = store.load_retained("acme", now).await?;
+    assert!(loaded.iter().all(|m| m.topic != "gone"));
+    assert_eq!(loaded[1].payload, b"v3");
+
+    // Expired rows are never returned, and can be purged.
+    let later = now + Duration::seconds(120);
+    assert_eq!(store.load_retained("acme", later).await?.len(), 3);
+    assert_eq!(store.purge_expired_retained(later).await?, 2);
+
+    // Bad input is refused before anything is written.
+    let mut empty = message("acme", "devices/d1/state", b"");
+    empty.payload.clear();
+    assert!(matches!(
+        store.write_retained(&[RetainedWrite::Set(empty)]).await,
+        Err(Error::InvalidDocument { .. })
+    ));
+    assert_eq!(store.load_retained("acme", now).await?[0].payload, b"v3");
+
+    // Deleting the tenant deletes its retained messages.
+    store.delete_tenant("globex").await?;
+    assert!(store.load_retained("globex", now).await?.is_empty());
+    Ok(())
+}
+
+trait Micros {
+    fn trunc_subsecs_micros(self) -> Self;
+}
+
+impl Micros for chrono::DateTime<Utc> {
+    fn trunc_subsecs_micros(self) -> Self {
+        chrono::SubsecRound::trunc_subsecs(self, 6)
+    }
+}
+
+fn online(device: &str, at: chrono::DateTime<Utc>, node: &str) -> PresenceUpdate {
+    PresenceUpdate {
+        tenant_id: "acme".into(),
+        device_id: device.into(),
+        status: PresenceStatus::Online,
+        at,
+        connected_at: Some(at),
+        remote_addr: Some("192.0.2.1:50000".into()),
+        protocol: Some("5.0".into()),
+        credential: Some("certificate".into()),
+        disconnect_reason: None,
+        node_id: Some(node.into()),
+    }
+}
+
+fn offline(device: &str, at: chrono::DateTime<Utc>, reason: &str) -> PresenceUpdate {
+    PresenceUpdate {
+        status: PresenceStatus::Offline,
+        connected_at: None,
+        remote_addr: None,
+        protocol: None,
+        credential: None,
+        disconnect_reason: Some(reason.into()),
+        node_id: None,
+        ..online(device, at, "")
+    }
+}
+
+async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    tenant(store, "acme").await?;
+    for d in ["a", "b", "c"] {
+        store.create_device("acme", &NewDevice::new(d)).await?;
+    }
+    let t0 = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let t1 = t0 + Duration::seconds(1);
+    let t2 = t0 + Duration::seconds(2);
+    let changed = store
+        .update_presence(&[
+            online("a", t0, "node-1"),
+            online("b", t0, "node-1"),
+            // Not a device (a service credential's client id): skipped.
+            online("backend-1", t0, "node-1"),
+            offline("b", t1, "keep alive timeout"),
+        ])
+        .await?;
+    assert_eq!(changed, 2);
+    let a = store.get_presence("acme", "a").await?.unwrap();
+    assert_eq!(a.status, PresenceStatus::Online);
+    assert_eq!(a.connected_at, Some(t0));
+    assert_eq!(a.last_seen, t0);
+    assert_eq!(a.protocol.as_deref(), Some("5.0"));
+    assert_eq!(a.node_id.as_deref(), Some("node-1"));
+    // b: connected, then went away; offline keeps where it came from.
+    let b = store.get_presence("acme", "b").await?.unwrap();
+    assert_eq!(b.status, PresenceStatus::Offline);
+    assert_eq!(b.disconnected_at, Some(t1));
+    assert_eq!(b.disconnect_reason.as_deref(), Some("keep alive timeout"));
+    assert_eq!(
+        b.remote_addr, None,
+        "b's online was superseded in the batch"
+    );
+    assert!(store.get_presence("acme", "c").await?.is_none());
+
+    let by_status = |presence| {
+        let filter = DeviceFilter {
+            presence: Some(presence),
+            ..DeviceFilter::default()
+        };
+        async move {
+            let page = store
+                .list_devices("acme", &filter, &Page::default())
+                .await?;
+            anyhow::Ok(page.items.into_iter().map(|d| d.id).collect::<Vec<_>>())
+        }
+    };
+    assert_eq!(by_status(PresenceStatus::Online).await?, ["a"]);
+    assert_eq!(by_status(PresenceStatus::Offline).await?, ["b", "c"]);
+
+    // A stale update (older than what is stored) does not roll back.
+    store
+        .update_presence(&[offline("a", t0 - Duration::seconds(5), "late")])
+        .await?;
+    assert_eq!(
+        store.get_presence("acme", "a").await?.unwrap().status,
+        PresenceStatus::Online
+    );
+    // Last seen moves forward while online; reconnecting clears the reason.
+    let mut seen = online("a", t2, "node-1");
+    seen.connected_at = None;
+    store
+        .update_presence(&[seen, online("b", t2, "node-2")])
+        .await?;
+    let a = store.get_presence("acme", "a").await?.unwrap();
+    assert_eq!((a.last_seen, a.connected_at), (t2, Some(t0)));
+    let b = store.get_presence("acme", "b").await?.unwrap();
+    assert_eq!(
+        (b.status, b.disconnect_reason, b.disconnected_at),
+        (PresenceStatus::Online, None, None)
+    );
+
+    // After a crash of node-1, its devices are set offline; node-2's stay.
+    assert_eq!(
+        store
+            .set_node_offline("node-1", t2, "node restarted")
+            .await?,
+        1
+    );
+    assert_eq!(by_status(PresenceStatus::Online).await?, ["b"]);
+    let a = store.get_presence("acme", "a").await?.unwrap();
+    assert_eq!(a.disconnect_reason.as_deref(), Some("node restarted"));
+
+    // Deleting the device deletes its presence.
+    store.delete_device("acme", "a").await?;
+    assert!(store.get_presence("acme", "a").await?.is_none());
+    Ok(())
+}
+
+async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    tenant(store, "acme").await?;
+    store.create_device("acme", &NewDevice::new("d1")).await?;
+    let now = Utc::now();
+    let empty = store.get_device_state("acme", "d1").await?;
+    assert_eq!((empty.reported_version, empty.desired_version), (0, 0));
+    assert_eq!(empty.reported, json!({}));
+
+    let s = store
+        .merge_reported("acme", "d1", &json!({"led": false, "temp": 20}), now)
+        .await?;
+    assert_eq!(
+        (s.reported_version, s.reported.clone()),
+        (1, json!({"led": false, "temp": 20}))
+    );
+    let s = store
+        .merge_reported(
+            "acme",
+            "d1",
+            &json!({"temp": null, "fan": {"speed": 1}}),
+            now,
+        )
+        .await?;
+    assert_eq!(s.reported, json!({"led": false, "fan": {"speed": 1}}));
+    assert_eq!(s.reported_version, 2);
+
+    let s = store
+        .merge_desired("acme", "d1", &json!({"led": true}), Some(0), now)
+        .await?;
+    assert_eq!((s.desired_version, s.delta()), (1, json!({"led": true})));
+    // If-Match on an old version: a typed conflict, nothing changes.
+    match store
+        .merge_desired("acme", "d1", &json!({"led": false}), Some(0), now)
+        .await
+    {
+        Err(Error::VersionConflict {
+            expected: 0,
+            actual: 1,
+            ..
+        }) => {}
+        other => panic!("expected a version conflict, got {other:?}"),
+    }
+    let s = store
+        .merge_desired("acme", "d1", &json!({"fan": {"speed": 2}}), None, now)
+        .await?;
+    assert_eq!(s.desired, json!({"led": true, "fan": {"speed": 2}}));
+    assert_eq!(s.delta(), json!({"led": true, "fan": {"speed": 2}}));
+
+    // A non-JSON payload is recorded as an error; reported stays.
+    let s = store
+        .set_reported_error("acme", "d1", "payload is not a JSON object", now)
+        .await?;
+    assert_eq!(
+        s.reported_error.as_deref(),
+        Some("payload is not a JSON object")
+    );
+    assert_eq!(s.reported_version, 2);
+    let s = store
+        .merge_reported("acme", "d1", &json!({"led": true}), now)
+        .await?;
+    assert_eq!(s.reported_error, None);
+    assert_eq!(s.delta(), json!({"fan": {"speed": 2}}));
+    assert_eq!(store.get_device_state("acme", "d1").await?, s);
+
+    // Patches are objects; unknown devices are NotFound.
+    assert!(matches!(
+        store.merge_reported("acme", "d1", &json!([1]), now).await,
+        Err(Error::InvalidDocument { .. })
+    ));
+    assert!(matches!(
+        store.merge_reported("acme", "nope", &json!({}), now).await,
+        Err(Error::NotFound { kind: "device", .. })
+    ));
+    assert!(matches!(
+        store.get_device_state("acme", "nope").await,
+        Err(Error::NotFound { .. })
+    ));
+
+    // Concurrent merges: none is lost.
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .merge_reported("acme", "d1", &json!({ format!("k{i}"): i }), Utc::now())
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await??;
+    }
+    let s = store.get_device_state("acme", "d1").await?;
+    assert_eq!(s.reported_version, 3 + 8);
+    assert!((0..8).all(|i| s.reported[format!("k{i}")] == json!(i)));
+
+    // Event sequence numbers: 1, 2, 3 per device.
+    store.create_device("acme", &NewDevice::new("d2")).await?;
+    assert_eq!(store.next_event_seq("acme", "d2").await?, 1);
+    assert_eq!(store.next_event_seq("acme", "d2").await?, 2);
+    assert_eq!(store.next_event_seq("acme", "d1").await?, 1);
+    assert!(matches!(
+        store.next_event_seq("acme", "nope").await,
+        Err(Error::NotFound { .. })
+    ));
+    Ok(())
+}
+
+store::backend_tests!(
+    retained_batches_upsert_delete_and_skip,
+    presence_batches_and_status_filter,
+    state_document_merge_versions_and_events
+);
