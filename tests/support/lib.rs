@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_LINE: &str = "fleetmq: http listening on ";
 const MQTT_LINE: &str = "fleetmq: mqtt listening on ";
+const MQTTS_LINE: &str = "fleetmq: mqtts listening on ";
+const MQTTS_CA_LINE: &str = "fleetmq: mqtts ca-file ";
+const WS_LINE: &str = "fleetmq: mqtt-ws listening on ";
 
 /// The `fleetmq` binary cargo built beside this test (override: FLEETMQ_BIN).
 pub fn fleetmq_bin() -> PathBuf {
@@ -156,14 +159,33 @@ impl Server {
         }
     }
 
+    /// What the server printed after `prefix` on a line of its own.
+    fn printed(&self, prefix: &str) -> &str {
+        self.stdout
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' line in {:?}", self.stdout))
+            .trim()
+    }
+
     /// The MQTT (TCP) address the server printed.
     pub fn mqtt(&self) -> SocketAddr {
-        let line = self
-            .stdout
-            .iter()
-            .find_map(|l| l.strip_prefix(MQTT_LINE))
-            .expect("mqtt line");
-        loopback(line.trim().parse().expect("mqtt address"))
+        loopback(self.printed(MQTT_LINE).parse().expect("mqtt address"))
+    }
+
+    /// The MQTT over TLS address the server printed.
+    pub fn mqtts(&self) -> SocketAddr {
+        loopback(self.printed(MQTTS_LINE).parse().expect("mqtts address"))
+    }
+
+    /// The certificate an MQTT/TLS client should trust, as printed.
+    pub fn mqtts_ca_file(&self) -> PathBuf {
+        PathBuf::from(self.printed(MQTTS_CA_LINE))
+    }
+
+    /// The MQTT over WebSocket address the server printed (path /mqtt).
+    pub fn ws(&self) -> SocketAddr {
+        loopback(self.printed(WS_LINE).parse().expect("mqtt-ws address"))
     }
 
     pub fn url(&self, path: &str) -> String {
