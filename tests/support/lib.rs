@@ -246,6 +246,26 @@ impl Server {
     }
 }
 
+/// Starts `fleetmq serve --allow-anonymous interop` in `cwd` on port 0
+/// everywhere, with `extra` flags.
+pub async fn start_anonymous(cwd: &Path, extra: &[&str]) -> Result<Server> {
+    let mut cmd = fleetmq(cwd);
+    cmd.args([
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--allow-anonymous",
+        "interop",
+    ])
+    .args(extra);
+    Server::start(cmd).await
+}
+
+/// tests/interop: the scripts driving clients we did not write.
+pub fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
+}
+
 fn loopback(addr: SocketAddr) -> SocketAddr {
     match addr.ip().is_unspecified() {
         true => SocketAddr::from(([127, 0, 0, 1], addr.port())),
