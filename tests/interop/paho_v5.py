@@ -14,7 +14,6 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 import time
 
 import paho.mqtt.client as mqtt
@@ -34,7 +33,7 @@ def props(packet_type, **values):
 
 
 class Peer:
-    """One paho client on its own network loop, without automatic
+    """One paho client on paho's network thread, without automatic
     reconnection (a lost connection stays lost, as the tests need)."""
 
     def __init__(self, args, client_id="", clean_start=True, will=None,
@@ -42,7 +41,7 @@ class Peer:
         transport = "websockets" if args.transport == "ws" else "tcp"
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
                                   client_id=client_id, protocol=mqtt.MQTTv5,
-                                  transport=transport)
+                                  transport=transport, reconnect_on_failure=False)
         if args.transport == "ws":
             self.client.ws_set_options(path="/mqtt")
         if args.transport == "tls":
@@ -61,16 +60,11 @@ class Peer:
                             clean_start=clean_start,
                             properties=props(PacketTypes.CONNECT, **connect_props)
                             if connect_props else None)
-        self.running = True
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
+        # paho's own thread: it alone touches the socket (a TLS socket
+        # must not be read and written from two threads at once).
+        self.client.loop_start()
         flags, self.reason, self.connack_props = self.connacks.get(timeout=WAIT)
         self.session_present = flags.session_present
-
-    def _loop(self):
-        while self.running:
-            if self.client.loop(0.05) != mqtt.MQTT_ERR_SUCCESS:
-                break
 
     def subscribe(self, filter, qos=1, sub_id=None, **options):
         p = props(PacketTypes.SUBSCRIBE, SubscriptionIdentifier=sub_id) if sub_id else None
@@ -103,10 +97,7 @@ class Peer:
     def close(self):
         if self.client.is_connected():
             self.client.disconnect()
-        time.sleep(0.1)
-        self.running = False
-        self.thread.join(timeout=WAIT)
-        self.client.socket() and self.client.socket().close()
+        self.client.loop_stop()
 
 
 def check_basic(args):
@@ -229,8 +220,7 @@ def check_session(args):
     s.quiet(0.5)
     # A short session expires while offline.
     s.client.disconnect(properties=props(PacketTypes.DISCONNECT, SessionExpiryInterval=1))
-    time.sleep(0.2)
-    s.running = False
+    s.client.loop_stop()
     time.sleep(2.5)
     s = Peer(args, "sess-1", clean_start=False, SessionExpiryInterval=60)
     assert not s.session_present, "expired session came back"
@@ -370,7 +360,7 @@ def check_limits(args):
     # Enhanced authentication is answered "bad authentication method".
     auth = Peer(args, "lim-auth", AuthenticationMethod="SCRAM-SHA-256")
     assert auth.reason.value == 0x8C, f"{auth.reason} ({auth.reason.value:#x})"
-    auth.running = False
+    auth.client.loop_stop()
 
 
 CHECKS = {name[len("check_"):].replace("_", "-"): f
