@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use fleetmq_tests::{Server, interop_dir, run_to_exit, start_anonymous};
+use fleetmq_tests::{Server, anonymous_server, interop_dir, run_to_exit, start_anonymous};
 use tokio::process::Command;
 
 #[derive(Clone, Copy)]
@@ -52,8 +52,7 @@ async fn paho(server: &Server, scenario: &str, transport: Transport) {
 }
 
 async fn scenario(name: &str, transport: Transport) {
-    let cwd = tempfile::tempdir().unwrap();
-    let server = start_anonymous(cwd.path(), &[]).await.unwrap();
+    let (_cwd, server) = anonymous_server().await;
     paho(&server, name, transport).await;
     server.stop().await.unwrap();
 }
@@ -105,8 +104,7 @@ async fn properties_pass_through_with_subscription_ids_and_no_local() {
 
 #[tokio::test]
 async fn tls_with_the_generated_certificate() {
-    let cwd = tempfile::tempdir().unwrap();
-    let server = start_anonymous(cwd.path(), &[]).await.unwrap();
+    let (_cwd, server) = anonymous_server().await;
     paho(&server, "basic", Transport::Tls).await;
     paho(&server, "retained", Transport::Tls).await;
     server.stop().await.unwrap();
@@ -114,8 +112,7 @@ async fn tls_with_the_generated_certificate() {
 
 #[tokio::test]
 async fn websocket_transport() {
-    let cwd = tempfile::tempdir().unwrap();
-    let server = start_anonymous(cwd.path(), &[]).await.unwrap();
+    let (_cwd, server) = anonymous_server().await;
     paho(&server, "basic", Transport::Ws).await;
     paho(&server, "qos", Transport::Ws).await;
     server.stop().await.unwrap();

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use fleetmq_tests::{Server, start_anonymous};
+use fleetmq_tests::{Server, anonymous_server};
 use rumqttc::v5::mqttbytes::v5::{Packet as V5Packet, Publish as V5Publish};
 use rumqttc::{Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -118,15 +118,9 @@ fn v5_opts(server: &Server, id: &str) -> rumqttc::v5::MqttOptions {
     o
 }
 
-async fn server() -> (tempfile::TempDir, Server) {
-    let cwd = tempfile::tempdir().unwrap();
-    let server = start_anonymous(cwd.path(), &[]).await.unwrap();
-    (cwd, server)
-}
-
 #[tokio::test]
 async fn v311_qos_0_1_2_both_ways_and_a_persistent_session() {
-    let (_cwd, server) = server().await;
+    let (_cwd, server) = anonymous_server().await;
     let (sub, mut srx, _t1) = v4(v4_opts(&server, "v4-sub"));
     sub.subscribe("v4/#", QoS::ExactlyOnce).await.unwrap();
     v4_suback(&mut srx).await;
@@ -170,7 +164,7 @@ async fn v311_qos_0_1_2_both_ways_and_a_persistent_session() {
 
 #[tokio::test]
 async fn v5_qos2_is_redelivered_with_dup_across_a_reconnect() {
-    let (_cwd, server) = server().await;
+    let (_cwd, server) = anonymous_server().await;
     let mut opts = v5_opts(&server, "v5-dup");
     opts.set_clean_start(false);
     opts.set_session_expiry_interval(Some(60));
@@ -217,7 +211,7 @@ async fn v5_qos2_is_redelivered_with_dup_across_a_reconnect() {
 
 #[tokio::test]
 async fn v5_takeover_ends_the_older_connection() {
-    let (_cwd, server) = server().await;
+    let (_cwd, server) = anonymous_server().await;
     let (_old, mut orx, _t1) = v5(v5_opts(&server, "twin"));
     next(&mut orx, |p| {
         matches!(p, Ok(V5Packet::ConnAck(_))).then_some(())
@@ -250,7 +244,7 @@ async fn v5_takeover_ends_the_older_connection() {
 
 #[tokio::test]
 async fn tls_with_the_printed_ca_and_websocket() {
-    let (_cwd, server) = server().await;
+    let (_cwd, server) = anonymous_server().await;
     let pem = std::fs::read(server.mqtts_ca_file()).unwrap();
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {

@@ -261,6 +261,15 @@ pub async fn start_anonymous(cwd: &Path, extra: &[&str]) -> Result<Server> {
     Server::start(cmd).await
 }
 
+/// [`start_anonymous`] in a fresh temporary directory, kept alive with it.
+pub async fn anonymous_server() -> (tempfile::TempDir, Server) {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let server = start_anonymous(cwd.path(), &[])
+        .await
+        .expect("fleetmq starts");
+    (cwd, server)
+}
+
 /// tests/interop: the scripts driving clients we did not write.
 pub fn interop_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
