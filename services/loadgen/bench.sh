@@ -118,6 +118,7 @@ if [[ $with_fleetmq -eq 1 ]]; then
     "$target/release/fleetmq" serve \
         --mqtt-listen "127.0.0.1:$fleetmq_port" \
         --allow-anonymous bench \
+        --mqtts-listen 127.0.0.1:0 \
         --ws-listen 127.0.0.1:0 \
         --http-listen 127.0.0.1:0 \
         --data-dir "$work/fleetmq-data" >"$work/fleetmq.log" 2>&1 &

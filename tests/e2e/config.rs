@@ -33,6 +33,29 @@ async fn serve_help_documents_every_option() {
         ("--webhook-allow-private", "FLEETMQ_WEBHOOK_ALLOW_PRIVATE"),
         ("--allow-anonymous", "FLEETMQ_ALLOW_ANONYMOUS"),
         ("--shutdown-timeout", "FLEETMQ_SHUTDOWN_TIMEOUT"),
+        ("--tls-cert", "FLEETMQ_TLS_CERT"),
+        ("--tls-key", "FLEETMQ_TLS_KEY"),
+        ("--mqtt-max-connections", "FLEETMQ_MQTT_MAX_CONNECTIONS"),
+        ("--mqtt-max-packet-size", "FLEETMQ_MQTT_MAX_PACKET_SIZE"),
+        ("--mqtt-receive-maximum", "FLEETMQ_MQTT_RECEIVE_MAXIMUM"),
+        ("--mqtt-max-keep-alive", "FLEETMQ_MQTT_MAX_KEEP_ALIVE"),
+        (
+            "--mqtt-max-session-expiry",
+            "FLEETMQ_MQTT_MAX_SESSION_EXPIRY",
+        ),
+        (
+            "--mqtt-max-queued-messages",
+            "FLEETMQ_MQTT_MAX_QUEUED_MESSAGES",
+        ),
+        (
+            "--mqtt-max-retained-per-subscribe",
+            "FLEETMQ_MQTT_MAX_RETAINED_PER_SUBSCRIBE",
+        ),
+        (
+            "--mqtt-topic-alias-maximum",
+            "FLEETMQ_MQTT_TOPIC_ALIAS_MAXIMUM",
+        ),
+        ("--mqtt-connect-timeout", "FLEETMQ_MQTT_CONNECT_TIMEOUT"),
     ] {
         assert!(out.stdout.contains(flag), "{flag} undocumented");
         assert!(out.stdout.contains(env), "{env} undocumented");
@@ -55,6 +78,24 @@ async fn a_bad_flag_value_is_one_clear_line() {
         !cwd.path().join("fleetmq-data").exists(),
         "nothing is created for a bad config"
     );
+}
+
+#[tokio::test]
+async fn an_out_of_range_mqtt_limit_is_one_clear_line() {
+    let cwd = tempfile::tempdir().unwrap();
+    let mut cmd = fleetmq(cwd.path());
+    cmd.arg("serve").env("FLEETMQ_MQTT_RECEIVE_MAXIMUM", "0");
+    let out = run_to_exit(cmd).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_clear_line(
+        &out.stderr,
+        &["FLEETMQ_MQTT_RECEIVE_MAXIMUM", "'0'", "1 to 65535"],
+    );
+    let mut cmd = fleetmq(cwd.path());
+    cmd.args(["serve", "--tls-cert", "server.pem"]);
+    let out = run_to_exit(cmd).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_one_clear_line(&out.stderr, &["--tls-cert", "--tls-key"]);
 }
 
 #[tokio::test]

@@ -18,6 +18,9 @@ use tokio::sync::mpsc;
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 const READY_LINE: &str = "fleetmq: http listening on ";
 const MQTT_LINE: &str = "fleetmq: mqtt listening on ";
+const MQTTS_LINE: &str = "fleetmq: mqtts listening on ";
+const MQTTS_CA_LINE: &str = "fleetmq: mqtts ca-file ";
+const WS_LINE: &str = "fleetmq: mqtt-ws listening on ";
 
 /// The `fleetmq` binary cargo built beside this test (override: FLEETMQ_BIN).
 pub fn fleetmq_bin() -> PathBuf {
@@ -156,14 +159,33 @@ impl Server {
         }
     }
 
+    /// What the server printed after `prefix` on a line of its own.
+    fn printed(&self, prefix: &str) -> &str {
+        self.stdout
+            .iter()
+            .find_map(|l| l.strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no '{prefix}' line in {:?}", self.stdout))
+            .trim()
+    }
+
     /// The MQTT (TCP) address the server printed.
     pub fn mqtt(&self) -> SocketAddr {
-        let line = self
-            .stdout
-            .iter()
-            .find_map(|l| l.strip_prefix(MQTT_LINE))
-            .expect("mqtt line");
-        loopback(line.trim().parse().expect("mqtt address"))
+        loopback(self.printed(MQTT_LINE).parse().expect("mqtt address"))
+    }
+
+    /// The MQTT over TLS address the server printed.
+    pub fn mqtts(&self) -> SocketAddr {
+        loopback(self.printed(MQTTS_LINE).parse().expect("mqtts address"))
+    }
+
+    /// The certificate an MQTT/TLS client should trust, as printed.
+    pub fn mqtts_ca_file(&self) -> PathBuf {
+        PathBuf::from(self.printed(MQTTS_CA_LINE))
+    }
+
+    /// The MQTT over WebSocket address the server printed (path /mqtt).
+    pub fn ws(&self) -> SocketAddr {
+        loopback(self.printed(WS_LINE).parse().expect("mqtt-ws address"))
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -222,6 +244,35 @@ impl Server {
         }
         lines
     }
+}
+
+/// Starts `fleetmq serve --allow-anonymous interop` in `cwd` on port 0
+/// everywhere, with `extra` flags.
+pub async fn start_anonymous(cwd: &Path, extra: &[&str]) -> Result<Server> {
+    let mut cmd = fleetmq(cwd);
+    cmd.args([
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--allow-anonymous",
+        "interop",
+    ])
+    .args(extra);
+    Server::start(cmd).await
+}
+
+/// [`start_anonymous`] in a fresh temporary directory, kept alive with it.
+pub async fn anonymous_server() -> (tempfile::TempDir, Server) {
+    let cwd = tempfile::tempdir().expect("temp dir");
+    let server = start_anonymous(cwd.path(), &[])
+        .await
+        .expect("fleetmq starts");
+    (cwd, server)
+}
+
+/// tests/interop: the scripts driving clients we did not write.
+pub fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("interop")
 }
 
 fn loopback(addr: SocketAddr) -> SocketAddr {

@@ -5,7 +5,8 @@ use std::time::Duration;
 /// Broker limits. Every field has a default ([`Config::default`]).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Connections served at once per listener; further accepts wait.
+    /// Connections served at once per listener; further ones are answered
+    /// "server busy" and closed (counted in `mqtt_connections_refused_total`).
     pub max_connections: usize,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,

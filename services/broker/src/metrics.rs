@@ -44,6 +44,11 @@ pub(crate) fn connection_opened() {
     metrics::gauge!("mqtt_connections").increment(1.0);
 }
 
+/// A connection answered and closed before CONNECT was served.
+pub(crate) fn connection_refused(reason: &'static str) {
+    metrics::counter!("mqtt_connections_refused_total", "reason" => reason).increment(1);
+}
+
 pub(crate) fn connection_closed() {
     metrics::gauge!("mqtt_connections").decrement(1.0);
 }

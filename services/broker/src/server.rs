@@ -1,9 +1,15 @@
 //! Listeners: accept loops that hand each connection to its own task.
 //!
-//! The shape of mini-redis's `server.rs`: a semaphore caps connections (an
-//! accept waits for a permit), accept errors back off instead of ending the
-//! listener, and shutdown stops accepting, tells every connection (v5
-//! clients get DISCONNECT 0x8B) and waits for their tasks to end.
+//! The shape of mini-redis's `server.rs`: a semaphore caps connections per
+//! listener, accept errors back off instead of ending the listener, and
+//! shutdown stops accepting, tells every connection (v5 clients get
+//! DISCONNECT 0x8B) and waits for their tasks to end.
+//!
+//! Over the cap, a connection is still accepted, answered CONNACK "server
+//! busy" (0x89; 3.1.1: server unavailable) and closed, and counted in
+//! `mqtt_connections_refused_total`. Leaving it in the kernel's backlog
+//! instead would keep the client waiting with no answer until its own
+//! timeout, and hide the overload from our metrics.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -15,11 +21,12 @@ use tokio::sync::Semaphore;
 use tokio::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::Error;
 use crate::broker::Broker;
-use crate::conn::{self, Peer};
+use crate::conn::{self, Admission, Peer};
+use crate::metrics;
 use crate::transport;
 
 /// Serves MQTT over plain TCP on `listener` until `shutdown` is cancelled,
@@ -34,13 +41,13 @@ pub async fn run_listener(
         broker,
         shutdown,
         "tcp",
-        |stream, peer, broker, shutdown| async move {
+        |stream, peer, broker, shutdown, admission| async move {
             let peer = Peer {
                 addr: peer,
                 proto: "tcp",
                 certificates: None,
             };
-            conn::serve(stream, peer, broker, shutdown).await;
+            conn::serve(stream, peer, broker, shutdown, admission).await;
         },
     )
     .await
@@ -60,7 +67,7 @@ pub async fn run_tls_listener(
         broker,
         shutdown,
         "tls",
-        move |stream, peer, broker, shutdown| {
+        move |stream, peer, broker, shutdown, admission| {
             let acceptor = acceptor.clone();
             async move {
                 let limit = broker.config().connect_timeout;
@@ -79,7 +86,7 @@ pub async fn run_tls_listener(
                             proto: "tls",
                             certificates,
                         };
-                        conn::serve(tls, peer, broker, shutdown).await;
+                        conn::serve(tls, peer, broker, shutdown, admission).await;
                     }
                     Ok(Err(e)) => warn!(%peer, error = %e, "TLS handshake failed"),
                     Err(_) => warn!(%peer, "TLS handshake timed out"),
@@ -102,7 +109,7 @@ pub async fn run_ws_listener(
         broker,
         shutdown,
         "ws",
-        |stream, peer, broker, shutdown| async move {
+        |stream, peer, broker, shutdown, admission| async move {
             let limit = broker.config().connect_timeout;
             let max = usize::try_from(broker.config().max_packet_size).unwrap_or(usize::MAX);
             match tokio::time::timeout(limit, transport::ws::accept(stream, max)).await {
@@ -112,7 +119,7 @@ pub async fn run_ws_listener(
                         proto: "ws",
                         certificates: None,
                     };
-                    conn::serve(ws, peer, broker, shutdown).await;
+                    conn::serve(ws, peer, broker, shutdown, admission).await;
                 }
                 Ok(Err(e)) => warn!(%peer, error = %e, "WebSocket handshake failed"),
                 Err(_) => warn!(%peer, "WebSocket handshake timed out"),
@@ -122,6 +129,10 @@ pub async fn run_ws_listener(
     .await
 }
 
+/// Over-limit connections being answered at once; past this a flood is
+/// closed without an answer, so refusing costs bounded work.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     broker: Broker,
@@ -130,21 +141,18 @@ async fn accept_loop<F, Fut>(
     handle: F,
 ) -> Result<(), Error>
 where
-    F: Fn(TcpStream, SocketAddr, Broker, CancellationToken) -> Fut,
+    F: Fn(TcpStream, SocketAddr, Broker, CancellationToken, Admission) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let limit = Arc::new(Semaphore::new(broker.config().max_connections));
+    let max_connections = broker.config().max_connections;
+    let limit = Arc::new(Semaphore::new(max_connections));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let tracker = TaskTracker::new();
-    info!(addr = ?listener.local_addr().ok(), proto, "mqtt listening");
+    info!(addr = ?listener.local_addr().ok(), proto, max_connections, "mqtt listening");
     let mut backoff = Duration::from_millis(10);
+    // Warn once per overload episode, not once per refused client.
+    let mut at_limit = false;
     loop {
-        let permit = tokio::select! {
-            () = shutdown.cancelled() => break,
-            permit = limit.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => accepted,
@@ -162,7 +170,32 @@ where
         backoff = Duration::from_millis(10);
         // Small packets (acks, pings) should not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let task = handle(stream, peer, broker.clone(), shutdown.clone());
+        let (permit, admission) = match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                at_limit = false;
+                (permit, Admission::Admitted)
+            }
+            Err(_) => {
+                metrics::connection_refused("max_connections");
+                if !at_limit {
+                    warn!(
+                        proto,
+                        max_connections,
+                        "connection limit reached; refusing new connections as server busy"
+                    );
+                    at_limit = true;
+                }
+                match refusals.clone().try_acquire_owned() {
+                    Ok(permit) => (permit, Admission::Busy),
+                    Err(_) => {
+                        debug!(%peer, "over the connection limit; closed unanswered");
+                        drop(stream);
+                        continue;
+                    }
+                }
+            }
+        };
+        let task = handle(stream, peer, broker.clone(), shutdown.clone(), admission);
         tracker.spawn(async move {
             task.await;
             drop(permit);

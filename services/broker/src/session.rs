@@ -168,6 +168,9 @@ impl SessionState {
 pub(crate) struct Session {
     client_id: Arc<str>,
     state: Mutex<SessionState>,
+    /// Cancelled when the session ends, so a delayed will goes out at once
+    /// (3.1.3.2.2: the earlier of the delay and the session's end).
+    pub(crate) ended_signal: CancellationToken,
 }
 
 impl Session {
@@ -186,6 +189,7 @@ impl Session {
                 max_pending,
                 dropped: DropCounters::default(),
             }),
+            ended_signal: CancellationToken::new(),
         }
     }
 

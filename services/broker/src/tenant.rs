@@ -41,7 +41,7 @@ pub(crate) struct Attached {
 
 /// What detaching left behind.
 pub(crate) enum Detached {
-    /// Another connection took the session over; nothing to do.
+    /// Another connection took the session over and continues it.
     NotCurrent,
     /// The session ended with the connection (expiry 0).
     Ended,
@@ -154,7 +154,12 @@ impl Tenant {
         let mut sessions = self.sessions();
         let mut st = session.lock();
         if st.conn.as_ref().is_none_or(|c| c.id != conn_id) {
-            return Detached::NotCurrent;
+            // A Clean Start takeover discarded the session before this
+            // connection let go: for its will, the session has ended.
+            return match st.ended {
+                true => Detached::Ended,
+                false => Detached::NotCurrent,
+            };
         }
         st.conn = None;
         if expiry > 0 {
@@ -205,6 +210,7 @@ impl Tenant {
                 return;
             }
             st.ended = true;
+            session.ended_signal.cancel();
             let orphans = st.take_shared(None);
             st.pending.clear();
             st.inflight.clear();
@@ -367,6 +373,10 @@ mod tests {
         assert!(!c.present);
         assert_eq!(c.previous.map(|p| p.id), Some(2));
         assert_eq!(t.stats().subscriptions, 0);
+        // The connection taken over by a Clean Start lost its session: its
+        // will (even a delayed one) is due now.
+        assert!(matches!(t.detach(&b.session, 2, 60), Detached::Ended));
+        assert!(b.session.ended_signal.is_cancelled());
         assert!(matches!(t.detach(&c.session, 3, 0), Detached::Ended));
         assert_eq!(t.stats().sessions, 0);
     }

@@ -552,3 +552,101 @@ async fn packets_pipelined_behind_connect_are_handled() {
     assert_eq!(&expect_publish(&mut raw).await.payload[..], b"self");
     b.stop().await;
 }
+
+#[tokio::test]
+async fn over_the_connection_limit_clients_are_told_server_busy() {
+    let config = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let b = TestBroker::with_config(config).await;
+    let (mut first, ack) = Raw::connect(b.port(), V5, connect(V5, "first")).await;
+    assert_eq!(ack.reason_code, ReasonCode::Success);
+    // 3.1.1 has no "busy": its fallback is return code 3, server unavailable.
+    for (version, reason) in [
+        (V5, ReasonCode::ServerBusy),
+        (V4, ReasonCode::ServerUnavailable),
+    ] {
+        let mut over = Raw::open(b.port(), version).await;
+        over.send(connect(version, "over")).await;
+        let got = over.until_closed().await;
+        assert!(
+            matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == reason),
+            "{version:?}: {got:?}"
+        );
+    }
+    // The admitted client is untouched, and its place is freed when it goes.
+    first.send(Packet::PingReq).await;
+    assert!(matches!(first.recv().await, Some(Packet::PingResp)));
+    drop(first);
+    tokio::time::timeout(WAIT, async {
+        loop {
+            let mut next = Raw::open(b.port(), V5).await;
+            next.send(connect(V5, "next")).await;
+            if let Some(Packet::ConnAck(a)) = next.recv().await
+                && a.reason_code == ReasonCode::Success
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the freed place was not reused");
+    b.stop().await;
+}
+
+/// A watcher subscribed to `wills/#`, and client "dev" connected with a
+/// 600 s session and a will delayed by 600 s.
+async fn watcher_and_delayed_will(port: u16) -> (Raw, Raw) {
+    let (mut watcher, _) = Raw::connect(port, V5, connect(V5, "watcher")).await;
+    subscribed(&mut watcher, "wills/#", QoS::AtMostOnce).await;
+    let mut c = connect(V5, "dev");
+    c.properties.session_expiry_interval = Some(600);
+    let mut will = mqtt::LastWill {
+        topic: TopicName::parse("wills/dev").unwrap(),
+        payload: "gone".into(),
+        qos: QoS::AtMostOnce,
+        retain: false,
+        properties: Default::default(),
+    };
+    will.properties.will_delay_interval = Some(600);
+    c.will = Some(will);
+    let (dev, _) = Raw::connect(port, V5, c).await;
+    (watcher, dev)
+}
+
+async fn expect_will(watcher: &mut Raw) {
+    let will = tokio::time::timeout(WAIT, expect_publish(watcher))
+        .await
+        .expect("the will was not published");
+    assert_eq!(&will.payload[..], b"gone");
+}
+
+#[tokio::test]
+async fn a_clean_start_takeover_publishes_the_delayed_will_at_once() {
+    let b = TestBroker::start().await;
+    let (mut watcher, mut old) = watcher_and_delayed_will(b.port()).await;
+    // Clean Start 1 ends the old session: its 600 s will delay is over.
+    let (_new, ack) = Raw::connect(b.port(), V5, connect(V5, "dev")).await;
+    assert!(!ack.session_present);
+    let got = old.until_closed().await;
+    assert!(
+        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver),
+        "{got:?}"
+    );
+    expect_will(&mut watcher).await;
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_clean_start_reconnect_publishes_an_offline_session_s_delayed_will() {
+    let b = TestBroker::start().await;
+    let (mut watcher, old) = watcher_and_delayed_will(b.port()).await;
+    drop(old); // lost without DISCONNECT: the will waits for its delay
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (_new, ack) = Raw::connect(b.port(), V5, connect(V5, "dev")).await;
+    assert!(!ack.session_present);
+    expect_will(&mut watcher).await;
+    b.stop().await;
+}

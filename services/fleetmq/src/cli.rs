@@ -20,7 +20,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the platform: broker, REST API, webhooks and dashboard in one process.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Apply pending database migrations and exit.
     Migrate(StorageArgs),
     /// Administration with the same config and data as `serve`.
@@ -113,6 +113,69 @@ pub struct ServeArgs {
     /// [default: 10]
     #[arg(long, env = "FLEETMQ_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
+
+    /// PEM certificate chain (leaf first) for MQTT over TLS; needs --tls-key.
+    /// [default: generated on first start into the data dir, CA in mqtts-ca.pem]
+    #[arg(long, env = "FLEETMQ_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FLEETMQ_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub mqtt_limits: MqttLimitArgs,
+}
+
+/// The broker's limits; defaults suit a small fleet.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "MQTT limits")]
+pub struct MqttLimitArgs {
+    /// Connections served at once per MQTT listener; more are answered
+    /// "server busy". [default: 10000]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_CONNECTIONS", value_name = "N")]
+    pub mqtt_max_connections: Option<u64>,
+
+    /// Largest MQTT packet accepted, in bytes (announced to v5 clients).
+    /// [default: 1048576]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_PACKET_SIZE", value_name = "BYTES")]
+    pub mqtt_max_packet_size: Option<u64>,
+
+    /// Receive Maximum: unacknowledged QoS 1/2 messages a client may send
+    /// us at once. [default: 64]
+    #[arg(long, env = "FLEETMQ_MQTT_RECEIVE_MAXIMUM", value_name = "N")]
+    pub mqtt_receive_maximum: Option<u64>,
+
+    /// Largest keep alive accepted, in seconds; longer (or none) becomes
+    /// this for v5 clients and is refused for 3.1.1. [default: no maximum]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_KEEP_ALIVE", value_name = "SECS")]
+    pub mqtt_max_keep_alive: Option<u64>,
+
+    /// Longest Session Expiry Interval granted, in seconds. [default: 604800]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_SESSION_EXPIRY", value_name = "SECS")]
+    pub mqtt_max_session_expiry: Option<u64>,
+
+    /// Messages queued per session before new ones are dropped and counted.
+    /// [default: 10000]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_QUEUED_MESSAGES", value_name = "N")]
+    pub mqtt_max_queued_messages: Option<u64>,
+
+    /// Retained messages one SUBSCRIBE may deliver. [default: 10000]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_RETAINED_PER_SUBSCRIBE",
+        value_name = "N"
+    )]
+    pub mqtt_max_retained_per_subscribe: Option<u64>,
+
+    /// Topic Alias Maximum announced to v5 clients; 0 turns client aliases
+    /// off. [default: 64]
+    #[arg(long, env = "FLEETMQ_MQTT_TOPIC_ALIAS_MAXIMUM", value_name = "N")]
+    pub mqtt_topic_alias_maximum: Option<u64>,
+
+    /// Seconds a new connection has to send CONNECT. [default: 10]
+    #[arg(long, env = "FLEETMQ_MQTT_CONNECT_TIMEOUT", value_name = "SECS")]
+    pub mqtt_connect_timeout: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

@@ -75,6 +75,11 @@ setting!(
     "FLEETMQ_SHUTDOWN_TIMEOUT",
     "shutdown_timeout"
 );
+setting!(TLS_CERT, "--tls-cert", "FLEETMQ_TLS_CERT", "tls_cert");
+setting!(TLS_KEY, "--tls-key", "FLEETMQ_TLS_KEY", "tls_key");
+
+mod limits;
+pub use limits::*;
 
 pub const DEFAULT_DATA_DIR: &str = "./fleetmq-data";
 pub const SQLITE_FILE: &str = "fleetmq.db";
@@ -93,6 +98,17 @@ pub struct FileConfig {
     pub webhook_allow_private: Option<bool>,
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    pub mqtt_max_connections: Option<u64>,
+    pub mqtt_max_packet_size: Option<u64>,
+    pub mqtt_receive_maximum: Option<u64>,
+    pub mqtt_max_keep_alive: Option<u64>,
+    pub mqtt_max_session_expiry: Option<u64>,
+    pub mqtt_max_queued_messages: Option<u64>,
+    pub mqtt_max_retained_per_subscribe: Option<u64>,
+    pub mqtt_topic_alias_maximum: Option<u64>,
+    pub mqtt_connect_timeout: Option<u64>,
 }
 
 impl FileConfig {
@@ -156,6 +172,16 @@ pub struct ServeConfig {
     pub webhook_allow_private: bool,
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Duration,
+    /// The operator's MQTT/TLS certificate; `None`: generated in the data dir.
+    pub tls: Option<TlsFiles>,
+    pub mqtt_limits: MqttLimits,
+}
+
+/// A certificate chain and its key, both PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 fn load_file(path: Option<&Path>) -> Result<FileConfig, Error> {
@@ -238,8 +264,23 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
             "expected 1 to 3600 seconds",
         ));
     }
+    let tls = match (
+        args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
+        args.tls_key.clone().or_else(|| file.tls_key.clone()),
+    ) {
+        (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(Error::Usage(format!(
+                "{TLS_CERT} and {TLS_KEY} go together: give both, or neither to use the generated certificate"
+            )));
+        }
+    };
+    let mqtt_limits = limits::resolve(&args.mqtt_limits, &file)?;
     Ok(ServeConfig {
         storage,
+        tls,
+        mqtt_limits,
         mqtt_listen: addr(
             MQTT_LISTEN,
             &args.mqtt_listen,
@@ -334,6 +375,9 @@ mod tests {
         let file = FileConfig::parse(include_str!("../../../deploy/fleetmq.toml")).unwrap();
         assert_eq!(file.data_dir, Some(PathBuf::from("/var/lib/fleetmq")));
         assert_eq!(file.log_format, Some(LogFormat::Json));
+        let limits = limits::resolve(&Default::default(), &file).unwrap();
+        assert_eq!(limits.max_connections, 50_000);
+        assert_eq!(limits.max_keep_alive, Some(1200));
     }
 
     #[test]
@@ -388,6 +432,30 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(cfg.allow_anonymous.as_deref(), Some("dev-fleet"));
+    }
+
+    #[test]
+    fn tls_cert_and_key_go_together() {
+        let err = resolve_serve(&serve_args(|a| a.tls_cert = Some("c.pem".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("--tls-cert") && err.contains("--tls-key"),
+            "{err}"
+        );
+        let cfg = resolve_serve(&serve_args(|a| {
+            a.tls_cert = Some("c.pem".into());
+            a.tls_key = Some("k.pem".into());
+        }))
+        .unwrap();
+        assert_eq!(
+            cfg.tls,
+            Some(TlsFiles {
+                cert: "c.pem".into(),
+                key: "k.pem".into()
+            })
+        );
+        assert_eq!(resolve_serve(&ServeArgs::default()).unwrap().tls, None);
     }
 
     #[test]

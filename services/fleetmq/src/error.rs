@@ -64,6 +64,32 @@ pub enum Error {
     Usage(String),
 
     #[error(
+        "cannot read MQTT/TLS file {}: {source}; choose another with {setting}",
+        path.display()
+    )]
+    TlsFileRead {
+        path: PathBuf,
+        setting: Setting,
+        source: io::Error,
+    },
+
+    #[error(
+        "MQTT/TLS file {}: {message}; choose another with {setting} (a generated one is made again when it is removed from the data dir)",
+        path.display()
+    )]
+    TlsFileInvalid {
+        path: PathBuf,
+        setting: Setting,
+        message: String,
+    },
+
+    #[error("cannot write MQTT/TLS file {}: {source}", path.display())]
+    TlsFileWrite { path: PathBuf, source: io::Error },
+
+    #[error("MQTT/TLS: {0}")]
+    Tls(String),
+
+    #[error(
         "tenant '{0}' does not exist; create it first (POST /v1/tenants with a platform-admin token)"
     )]
     NoSuchTenant(String),
@@ -107,6 +133,8 @@ impl Error {
             Error::ConfigRead { .. }
             | Error::ConfigInvalid { .. }
             | Error::InvalidSetting { .. }
+            | Error::TlsFileRead { .. }
+            | Error::TlsFileInvalid { .. }
             | Error::Usage(_) => 2,
             _ => 1,
         }

@@ -5,6 +5,7 @@
 //!   validated [`config::ServeConfig`].
 //! - [`datadir`]: the data directory (0700), its exclusive lock, and 0600 secret files.
 //! - [`listen`]: binding listeners with errors that name the flag to change.
+//! - [`tls`]: the MQTT/TLS server certificate, given or generated into the data dir.
 //! - [`telemetry`]: the tracing subscriber (`--log-format`, `RUST_LOG`).
 //! - [`cmd`]: one file per subcommand (`serve`, `migrate`, `admin`).
 //! - [`error`]: the binary's error type and its exit codes.
@@ -16,13 +17,14 @@ pub mod datadir;
 pub mod error;
 pub mod listen;
 pub mod telemetry;
+pub mod tls;
 
 pub use error::Error;
 
 /// Runs one parsed command line to completion.
 pub fn run(cli: cli::Cli) -> Result<(), Error> {
     match cli.command {
-        cli::Command::Serve(args) => cmd::serve::run(args),
+        cli::Command::Serve(args) => cmd::serve::run(*args),
         cli::Command::Migrate(args) => cmd::migrate::run(args),
         cli::Command::Admin(cli::AdminCommand::Token(args)) => cmd::admin::token(args),
     }

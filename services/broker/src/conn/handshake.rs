@@ -91,6 +91,27 @@ where
     }
 }
 
+/// Answers a connection over the listener's limit: reads its CONNECT (so
+/// the client learns why, in its own protocol version) and refuses it with
+/// Server Busy (3.1.1: server unavailable), within a short deadline.
+pub(crate) async fn refuse_busy<S>(stream: &mut S, broker: &Broker) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let config = broker.config();
+    let limit = config.connect_timeout.min(BUSY_CONNECT_TIMEOUT);
+    let max_packet = usize::try_from(config.max_packet_size).unwrap_or(usize::MAX);
+    let mut inbuf = BytesMut::with_capacity(256);
+    let connect = tokio::time::timeout(limit, read_connect(stream, &mut inbuf, max_packet))
+        .await
+        .map_err(|_| Error::ConnectTimeout(limit))??;
+    refuse(stream, connect.protocol, ReasonCode::ServerBusy).await
+}
+
+/// How long a connection refused for being over the limit may take to
+/// send its CONNECT: it holds no permit, so it must not linger.
+const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Runs the handshake up to attaching the session. `Ok(None)`: the client
 /// was refused (CONNACK sent). A returned [`Conn`] holds the session: the
 /// caller sends the CONNACK through [`Conn::start`] and must end with

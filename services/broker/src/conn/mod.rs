@@ -91,11 +91,31 @@ pub(crate) struct Peer {
     pub(crate) certificates: Option<Vec<bytes::Bytes>>,
 }
 
+/// Whether a connection got one of the listener's places.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Admission {
+    Admitted,
+    /// Over `max_connections`: answered "server busy" and closed.
+    Busy,
+}
+
 /// Serves one connection until it ends; never fails the caller.
-pub(crate) async fn serve<S>(mut stream: S, peer: Peer, broker: Broker, shutdown: CancellationToken)
-where
+pub(crate) async fn serve<S>(
+    mut stream: S,
+    peer: Peer,
+    broker: Broker,
+    shutdown: CancellationToken,
+    admission: Admission,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if admission == Admission::Busy {
+        if let Err(e) = handshake::refuse_busy(&mut stream, &broker).await {
+            debug!(peer = %peer.addr, error = %e, "over-limit connection closed before CONNECT");
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        return;
+    }
     let proto = peer.proto;
     let conn_id = broker.next_conn_id();
     let span = info_span!(

@@ -40,6 +40,7 @@ impl Client {
             peer,
             broker.clone(),
             CancellationToken::new(),
+            super::Admission::Admitted,
         ));
         Self {
             io: ours,

@@ -92,16 +92,26 @@ pub(crate) fn after_disconnect(
                 let start = Instant::now();
                 if let Some(w) = will {
                     let due = Duration::from_secs(u64::from(delay)).min(expiry);
-                    tokio::time::sleep_until(start + due).await;
-                    let still_offline = {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(start + due) => {}
+                        // A Clean Start reconnect discarded the session.
+                        () = session.ended_signal.cancelled() => {}
+                    }
+                    // Not resumed by a reconnect in the meantime (3.1.3.2.2):
+                    // either still offline, or ended without being resumed.
+                    let due_now = {
                         let st = session.lock();
-                        st.conn.is_none() && st.generation == generation && !st.ended
+                        st.generation == generation && (st.ended || st.conn.is_none())
                     };
-                    if still_offline {
+                    if due_now {
                         publish_will(&broker, &tenant, w);
                     }
                 }
-                tokio::time::sleep_until(start + expiry).await;
+                tokio::select! {
+                    () = tokio::time::sleep_until(start + expiry) => {}
+                    // Nothing left to expire; do not hold the task for days.
+                    () = session.ended_signal.cancelled() => return,
+                }
                 if tenant.expire(&session, generation) {
                     debug!(client_id = %session.client_id(), "session expired");
                 }

@@ -8,10 +8,12 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
-use crate::config::{self, ALLOW_ANONYMOUS, HTTP_LISTEN, MQTT_LISTEN, ServeConfig, WS_LISTEN};
+use crate::config::{
+    self, ALLOW_ANONYMOUS, HTTP_LISTEN, MQTT_LISTEN, MQTTS_LISTEN, ServeConfig, WS_LISTEN,
+};
 use crate::datadir::DataDir;
 use crate::error::Error;
-use crate::{listen, telemetry};
+use crate::{listen, telemetry, tls};
 
 pub fn run(args: ServeArgs) -> Result<(), Error> {
     let config = config::resolve_serve(&args)?;
@@ -35,6 +37,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     })?;
 
     let mqtt = listen::bind("MQTT", config.mqtt_listen, MQTT_LISTEN).await?;
+    let mqtts = listen::bind("MQTT over TLS", config.mqtts_listen, MQTTS_LISTEN).await?;
     let mqtt_ws = listen::bind("MQTT over WebSocket", config.ws_listen, WS_LISTEN).await?;
     let local = |l: &tokio::net::TcpListener, what: &'static str, addr, setting| {
         l.local_addr().map_err(|source| Error::Bind {
@@ -45,7 +48,9 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         })
     };
     let mqtt_addr = local(&mqtt, "MQTT", config.mqtt_listen, MQTT_LISTEN)?;
+    let mqtts_addr = local(&mqtts, "MQTT over TLS", config.mqtts_listen, MQTTS_LISTEN)?;
     let ws_addr = local(&mqtt_ws, "MQTT over WebSocket", config.ws_listen, WS_LISTEN)?;
+    let server_tls = tls::server_config(config.tls.as_ref(), &data_dir)?;
 
     let url = config.storage.effective_database_url();
     let (store, status) = super::open_and_migrate(&url).await?;
@@ -71,13 +76,25 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     let server = tokio::spawn(api::serve(http, app, shutdown.clone().cancelled_owned()));
     let mqtt_tasks = [
         tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),
+        tokio::spawn(broker::run_tls_listener(
+            mqtts,
+            broker.clone(),
+            server_tls.config.clone(),
+            shutdown.clone(),
+        )),
         tokio::spawn(broker::run_ws_listener(mqtt_ws, broker, shutdown.clone())),
     ];
 
     announce(
         &config,
         &data_dir,
-        [http_addr, mqtt_addr, ws_addr],
+        Addrs {
+            http: http_addr,
+            mqtt: mqtt_addr,
+            mqtts: mqtts_addr,
+            ws: ws_addr,
+        },
+        &server_tls,
         &url,
         status.applied,
     );
@@ -150,7 +167,7 @@ async fn build_broker(
     store: &store::Store,
     url: &str,
 ) -> Result<broker::Broker, Error> {
-    let broker_config = broker::Config::default();
+    let broker_config = config.mqtt_limits.broker_config();
     let Some(tenant) = &config.allow_anonymous else {
         tracing::info!(
             "MQTT: no device credentials are provisioned yet; clients are refused until they are"
@@ -189,41 +206,70 @@ async fn build_broker(
     Ok(broker::Broker::allow_anonymous(tenant, broker_config))
 }
 
+/// Where the listeners ended up (a port of 0 is resolved).
+struct Addrs {
+    http: SocketAddr,
+    mqtt: SocketAddr,
+    mqtts: SocketAddr,
+    ws: SocketAddr,
+}
+
 /// Tells a person (stdout) and the log where everything is.
 fn announce(
     config: &ServeConfig,
     data_dir: &DataDir,
-    [http, mqtt, ws]: [SocketAddr; 3],
+    addrs: Addrs,
+    server_tls: &tls::ServerTls,
     url: &str,
     schema: i64,
 ) {
+    let Addrs {
+        http,
+        mqtt,
+        mqtts,
+        ws,
+    } = addrs;
     let browse = match http.ip().is_unspecified() {
         true => SocketAddr::new([127, 0, 0, 1].into(), http.port()),
         false => http,
     };
     let database = store::redact_url(url);
+    let trust = server_tls.trust.display();
     println!("fleetmq {} is up", env!("CARGO_PKG_VERSION"));
     // Machine-readable lines (tests and scripts read them); http comes last.
     println!("fleetmq: mqtt listening on {mqtt}");
+    println!("fleetmq: mqtts listening on {mqtts}");
+    println!("fleetmq: mqtts ca-file {trust}");
     println!("fleetmq: mqtt-ws listening on {ws}");
     println!("fleetmq: http listening on {http}");
     println!(
         "  REST API and dashboard  http://{browse}/   (health: /healthz /readyz, metrics: /metrics)"
     );
     println!("  MQTT                    mqtt://{mqtt}   WebSocket: ws://{ws}/mqtt");
+    println!("  MQTT over TLS           mqtts://{mqtts}   clients trust {trust}");
+    if server_tls.generated {
+        println!(
+            "                          (server certificate generated now, reused on later starts)"
+        );
+    }
     if let Some(tenant) = &config.allow_anonymous {
         println!("  anonymous MQTT          ON, into tenant {tenant} (development only)");
     }
     println!("  data dir                {}", data_dir.path().display());
     println!("  database                {database} (schema version {schema})");
     println!("  stop with Ctrl-C");
+    let limits = &config.mqtt_limits;
     tracing::info!(
         %http,
         data_dir = %data_dir.path().display(),
         %database,
         %mqtt,
+        %mqtts,
         %ws,
-        mqtts = %config.mqtts_listen,
+        mqtts_trust = %trust,
+        max_connections = limits.max_connections,
+        max_packet_size = limits.max_packet_size,
+        receive_maximum = limits.receive_maximum,
         webhook_allow_private = config.webhook_allow_private,
         "listening"
     );

@@ -1,0 +1,306 @@
+//! The broker's limits as `serve` settings (`--mqtt-max-connections` …),
+//! each bounded, resolved into a [`broker::Config`]. Defaults are the
+//! broker's own ([`broker::Config::default`]), so they live in one place.
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use super::{FileConfig, Setting};
+use crate::cli::MqttLimitArgs;
+use crate::error::Error;
+
+/// The broker limits `serve` was given, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MqttLimits {
+    pub max_connections: u32,
+    pub max_packet_size: u32,
+    pub receive_maximum: u16,
+    pub max_keep_alive: Option<u16>,
+    pub max_session_expiry: u32,
+    pub max_queued_messages: u32,
+    pub max_retained_per_subscribe: u32,
+    pub topic_alias_maximum: u16,
+    pub connect_timeout: Duration,
+}
+
+impl MqttLimits {
+    /// The broker configuration with these limits; the rest keeps its defaults.
+    pub fn broker_config(&self) -> broker::Config {
+        let usize_of = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        broker::Config {
+            max_connections: usize_of(self.max_connections),
+            max_packet_size: self.max_packet_size,
+            receive_maximum: self.receive_maximum,
+            max_keep_alive: self.max_keep_alive,
+            max_session_expiry: self.max_session_expiry,
+            max_queued_messages: usize_of(self.max_queued_messages),
+            max_retained_per_subscribe: usize_of(self.max_retained_per_subscribe),
+            topic_alias_maximum: self.topic_alias_maximum,
+            connect_timeout: self.connect_timeout,
+            ..broker::Config::default()
+        }
+    }
+}
+
+/// A setting's accepted range; the hint repeats it for the error message.
+struct Bounds {
+    setting: Setting,
+    range: RangeInclusive<u64>,
+    hint: &'static str,
+}
+
+/// A limit's [`Setting`] (public, for messages) and its [`Bounds`].
+macro_rules! limit {
+    ($bounds:ident, $setting:ident, $flag:literal, $env:literal, $key:literal, $range:expr, $hint:literal) => {
+        setting!($setting, $flag, $env, $key);
+        const $bounds: Bounds = Bounds {
+            setting: $setting,
+            range: $range,
+            hint: $hint,
+        };
+    };
+}
+
+impl Bounds {
+    /// The flag's, else the file's, else the default value, in range and
+    /// in the type the broker wants (the ranges fit those types).
+    fn resolve<T: TryFrom<u64>>(
+        &self,
+        flag: Option<u64>,
+        file: Option<u64>,
+        default: u64,
+    ) -> Result<T, Error> {
+        let value = flag.or(file).unwrap_or(default);
+        self.range
+            .contains(&value)
+            .then(|| T::try_from(value).ok())
+            .flatten()
+            .ok_or_else(|| Error::invalid(self.setting, &value.to_string(), self.hint))
+    }
+}
+
+limit!(
+    MAX_CONNECTIONS,
+    MQTT_MAX_CONNECTIONS,
+    "--mqtt-max-connections",
+    "FLEETMQ_MQTT_MAX_CONNECTIONS",
+    "mqtt_max_connections",
+    1..=10_000_000,
+    "expected 1 to 10000000 connections per listener"
+);
+// At least room for a CONNECT with credentials and a will; at most the
+// largest packet MQTT can frame (2.2.3: a 4-byte remaining length).
+limit!(
+    MAX_PACKET_SIZE,
+    MQTT_MAX_PACKET_SIZE,
+    "--mqtt-max-packet-size",
+    "FLEETMQ_MQTT_MAX_PACKET_SIZE",
+    "mqtt_max_packet_size",
+    1024..=268_435_460,
+    "expected 1024 to 268435460 bytes"
+);
+// 0 is a protocol error (3.2.2.3.3).
+limit!(
+    RECEIVE_MAXIMUM,
+    MQTT_RECEIVE_MAXIMUM,
+    "--mqtt-receive-maximum",
+    "FLEETMQ_MQTT_RECEIVE_MAXIMUM",
+    "mqtt_receive_maximum",
+    1..=65_535,
+    "expected 1 to 65535"
+);
+limit!(
+    MAX_KEEP_ALIVE,
+    MQTT_MAX_KEEP_ALIVE,
+    "--mqtt-max-keep-alive",
+    "FLEETMQ_MQTT_MAX_KEEP_ALIVE",
+    "mqtt_max_keep_alive",
+    1..=65_535,
+    "expected 1 to 65535 seconds (leave it unset for no maximum)"
+);
+limit!(
+    MAX_SESSION_EXPIRY,
+    MQTT_MAX_SESSION_EXPIRY,
+    "--mqtt-max-session-expiry",
+    "FLEETMQ_MQTT_MAX_SESSION_EXPIRY",
+    "mqtt_max_session_expiry",
+    0..=4_294_967_295,
+    "expected 0 to 4294967295 seconds"
+);
+limit!(
+    MAX_QUEUED_MESSAGES,
+    MQTT_MAX_QUEUED_MESSAGES,
+    "--mqtt-max-queued-messages",
+    "FLEETMQ_MQTT_MAX_QUEUED_MESSAGES",
+    "mqtt_max_queued_messages",
+    1..=10_000_000,
+    "expected 1 to 10000000 messages per session"
+);
+limit!(
+    MAX_RETAINED_PER_SUBSCRIBE,
+    MQTT_MAX_RETAINED_PER_SUBSCRIBE,
+    "--mqtt-max-retained-per-subscribe",
+    "FLEETMQ_MQTT_MAX_RETAINED_PER_SUBSCRIBE",
+    "mqtt_max_retained_per_subscribe",
+    0..=10_000_000,
+    "expected 0 to 10000000 messages"
+);
+limit!(
+    TOPIC_ALIAS_MAXIMUM,
+    MQTT_TOPIC_ALIAS_MAXIMUM,
+    "--mqtt-topic-alias-maximum",
+    "FLEETMQ_MQTT_TOPIC_ALIAS_MAXIMUM",
+    "mqtt_topic_alias_maximum",
+    0..=65_535,
+    "expected 0 (no aliases) to 65535"
+);
+limit!(
+    CONNECT_TIMEOUT,
+    MQTT_CONNECT_TIMEOUT,
+    "--mqtt-connect-timeout",
+    "FLEETMQ_MQTT_CONNECT_TIMEOUT",
+    "mqtt_connect_timeout",
+    1..=300,
+    "expected 1 to 300 seconds"
+);
+
+pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLimits, Error> {
+    let d = broker::Config::default();
+    let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    let max_keep_alive = match args.mqtt_max_keep_alive.or(file.mqtt_max_keep_alive) {
+        Some(secs) => Some(MAX_KEEP_ALIVE.resolve(Some(secs), None, 0)?),
+        None => d.max_keep_alive,
+    };
+    Ok(MqttLimits {
+        max_connections: MAX_CONNECTIONS.resolve(
+            args.mqtt_max_connections,
+            file.mqtt_max_connections,
+            wide(d.max_connections),
+        )?,
+        max_packet_size: MAX_PACKET_SIZE.resolve(
+            args.mqtt_max_packet_size,
+            file.mqtt_max_packet_size,
+            u64::from(d.max_packet_size),
+        )?,
+        receive_maximum: RECEIVE_MAXIMUM.resolve(
+            args.mqtt_receive_maximum,
+            file.mqtt_receive_maximum,
+            u64::from(d.receive_maximum),
+        )?,
+        max_keep_alive,
+        max_session_expiry: MAX_SESSION_EXPIRY.resolve(
+            args.mqtt_max_session_expiry,
+            file.mqtt_max_session_expiry,
+            u64::from(d.max_session_expiry),
+        )?,
+        max_queued_messages: MAX_QUEUED_MESSAGES.resolve(
+            args.mqtt_max_queued_messages,
+            file.mqtt_max_queued_messages,
+            wide(d.max_queued_messages),
+        )?,
+        max_retained_per_subscribe: MAX_RETAINED_PER_SUBSCRIBE.resolve(
+            args.mqtt_max_retained_per_subscribe,
+            file.mqtt_max_retained_per_subscribe,
+            wide(d.max_retained_per_subscribe),
+        )?,
+        topic_alias_maximum: TOPIC_ALIAS_MAXIMUM.resolve(
+            args.mqtt_topic_alias_maximum,
+            file.mqtt_topic_alias_maximum,
+            u64::from(d.topic_alias_maximum),
+        )?,
+        connect_timeout: Duration::from_secs(CONNECT_TIMEOUT.resolve::<u64>(
+            args.mqtt_connect_timeout,
+            file.mqtt_connect_timeout,
+            d.connect_timeout.as_secs(),
+        )?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_broker_s_own() {
+        let limits = resolve(&MqttLimitArgs::default(), &FileConfig::default()).unwrap();
+        let ours = limits.broker_config();
+        let theirs = broker::Config::default();
+        assert_eq!(ours.max_connections, theirs.max_connections);
+        assert_eq!(ours.max_packet_size, theirs.max_packet_size);
+        assert_eq!(ours.receive_maximum, theirs.receive_maximum);
+        assert_eq!(ours.max_keep_alive, theirs.max_keep_alive);
+        assert_eq!(ours.max_session_expiry, theirs.max_session_expiry);
+        assert_eq!(ours.max_queued_messages, theirs.max_queued_messages);
+        assert_eq!(
+            ours.max_retained_per_subscribe,
+            theirs.max_retained_per_subscribe
+        );
+        assert_eq!(ours.topic_alias_maximum, theirs.topic_alias_maximum);
+        assert_eq!(ours.connect_timeout, theirs.connect_timeout);
+    }
+
+    #[test]
+    fn flag_beats_file_and_every_value_lands_in_the_broker_config() {
+        let file = FileConfig::parse(
+            "mqtt_max_connections = 5\nmqtt_receive_maximum = 7\nmqtt_max_keep_alive = 30\n\
+             mqtt_max_packet_size = 4096\nmqtt_max_session_expiry = 0\n\
+             mqtt_max_queued_messages = 9\nmqtt_max_retained_per_subscribe = 3\n\
+             mqtt_topic_alias_maximum = 0\nmqtt_connect_timeout = 2\n",
+        )
+        .unwrap();
+        let args = MqttLimitArgs {
+            mqtt_max_connections: Some(6),
+            ..Default::default()
+        };
+        let c = resolve(&args, &file).unwrap().broker_config();
+        assert_eq!(c.max_connections, 6);
+        assert_eq!(c.receive_maximum, 7);
+        assert_eq!(c.max_keep_alive, Some(30));
+        assert_eq!(c.max_packet_size, 4096);
+        assert_eq!(c.max_session_expiry, 0);
+        assert_eq!(c.max_queued_messages, 9);
+        assert_eq!(c.max_retained_per_subscribe, 3);
+        assert_eq!(c.topic_alias_maximum, 0);
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_setting_and_the_range() {
+        let cases: [(MqttLimitArgs, &str); 4] = [
+            (
+                MqttLimitArgs {
+                    mqtt_receive_maximum: Some(0),
+                    ..Default::default()
+                },
+                "--mqtt-receive-maximum",
+            ),
+            (
+                MqttLimitArgs {
+                    mqtt_receive_maximum: Some(70_000),
+                    ..Default::default()
+                },
+                "FLEETMQ_MQTT_RECEIVE_MAXIMUM",
+            ),
+            (
+                MqttLimitArgs {
+                    mqtt_max_packet_size: Some(10),
+                    ..Default::default()
+                },
+                "--mqtt-max-packet-size",
+            ),
+            (
+                MqttLimitArgs {
+                    mqtt_max_keep_alive: Some(0),
+                    ..Default::default()
+                },
+                "--mqtt-max-keep-alive",
+            ),
+        ];
+        for (args, name) in cases {
+            let err = resolve(&args, &FileConfig::default()).unwrap_err();
+            assert_eq!(err.exit_code(), 2);
+            let msg = err.to_string();
+            assert!(msg.contains(name) && msg.contains("expected"), "{msg}");
+        }
+    }
+}
