@@ -75,6 +75,18 @@ setting!(
     "FLEETMQ_SHUTDOWN_TIMEOUT",
     "shutdown_timeout"
 );
+setting!(
+    RATE_LIMIT,
+    "--rate-limit",
+    "FLEETMQ_RATE_LIMIT",
+    "rate_limit"
+);
+setting!(
+    TOKEN_RATE_LIMIT,
+    "--token-rate-limit",
+    "FLEETMQ_TOKEN_RATE_LIMIT",
+    "token_rate_limit"
+);
 
 pub const DEFAULT_DATA_DIR: &str = "./fleetmq-data";
 pub const SQLITE_FILE: &str = "fleetmq.db";
@@ -93,6 +105,8 @@ pub struct FileConfig {
     pub webhook_allow_private: Option<bool>,
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    pub rate_limit: Option<String>,
+    pub token_rate_limit: Option<String>,
 }
 
 impl FileConfig {
@@ -156,6 +170,10 @@ pub struct ServeConfig {
     pub webhook_allow_private: bool,
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Duration,
+    /// Per authenticated caller on `/v1`; `None` when `off`.
+    pub rate_limit: Option<api::auth::RateLimit>,
+    /// `POST /v1/auth/token` per API key and per client address.
+    pub token_rate_limit: Option<api::auth::RateLimit>,
 }
 
 fn load_file(path: Option<&Path>) -> Result<FileConfig, Error> {
@@ -238,7 +256,29 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
             "expected 1 to 3600 seconds",
         ));
     }
+    let rate_limit = |setting: Setting,
+                      flag: &Option<String>,
+                      file: &Option<String>,
+                      default: api::auth::RateLimit| {
+        match flag.as_deref().or(file.as_deref()) {
+            None => Ok(Some(default)),
+            Some(text) => api::auth::RateLimit::parse(text)
+                .map_err(|expected| Error::invalid(setting, text, expected)),
+        }
+    };
     Ok(ServeConfig {
+        rate_limit: rate_limit(
+            RATE_LIMIT,
+            &args.rate_limit,
+            &file.rate_limit,
+            api::auth::RateLimit::default(),
+        )?,
+        token_rate_limit: rate_limit(
+            TOKEN_RATE_LIMIT,
+            &args.token_rate_limit,
+            &file.token_rate_limit,
+            api::auth::RateLimit::token_exchange_default(),
+        )?,
         storage,
         mqtt_listen: addr(
             MQTT_LISTEN,
@@ -388,6 +428,34 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(cfg.allow_anonymous.as_deref(), Some("dev-fleet"));
+    }
+
+    #[test]
+    fn rate_limits_parse_and_can_be_off() {
+        let cfg = resolve_serve(&ServeArgs::default()).unwrap();
+        assert_eq!(cfg.rate_limit, Some(api::auth::RateLimit::default()));
+        assert_eq!(
+            cfg.token_rate_limit,
+            Some(api::auth::RateLimit::token_exchange_default())
+        );
+        let cfg = resolve_serve(&serve_args(|a| {
+            a.rate_limit = Some("off".into());
+            a.token_rate_limit = Some("3/min,burst=1".into());
+        }))
+        .unwrap();
+        assert_eq!(cfg.rate_limit, None);
+        let token = cfg.token_rate_limit.unwrap();
+        assert_eq!((token.requests, token.burst), (3, 1));
+        let e = resolve_serve(&serve_args(|a| a.rate_limit = Some("fast".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--rate-limit") && e.contains("FLEETMQ_RATE_LIMIT"),
+            "{e}"
+        );
+        let file = FileConfig::parse("rate_limit = \"5/s\"\ntoken_rate_limit = \"off\"\n").unwrap();
+        assert_eq!(file.rate_limit.as_deref(), Some("5/s"));
+        assert_eq!(file.token_rate_limit.as_deref(), Some("off"));
     }
 
     #[test]

@@ -6,13 +6,15 @@
 //! random, so a slow hash adds nothing). Revoking a key stops new tokens;
 //! tokens already issued last until they expire ([`TOKEN_TTL`]).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
@@ -22,7 +24,7 @@ use utoipa::ToSchema;
 
 use super::audit::{Event, RequestId, record};
 use super::{query, validate};
-use crate::auth::{Access, AuthError, Principal, Role};
+use crate::auth::{Access, AuthError, Principal, Role, TokenRateLimiter};
 use crate::model::{AccessToken, ApiKeyPage, CreatedApiKey};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -43,8 +45,11 @@ pub(crate) fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateApiKey {
-    /// What it is for, 1 to 200 characters.
-    #[schema(example = "billing backend")]
+    /// What it is for, 1 to 200 characters, no control characters.
+    #[schema(
+        example = "billing backend",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,200}$"
+    )]
     name: String,
     /// The role its tokens get.
     #[schema(pattern = "^(tenant-admin|operator|viewer)$", example = "operator")]
@@ -55,6 +60,8 @@ pub(crate) struct CreateApiKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenRequest {
+    /// The `secret` shown when the key was created: `fmq_{id}_{64 hex}`.
+    #[schema(max_length = 128, example = "fmq_0123456789abcdef_…")]
     api_key: String,
 }
 
@@ -177,16 +184,36 @@ pub(crate) async fn revoke(
 }
 
 /// Exchange an API key secret for a bearer token of its role and tenant,
-/// valid 15 minutes. No bearer token needed.
+/// valid 15 minutes. No bearer token needed. Attempts are rate limited per
+/// API key and per client address (default 10 a minute), so secrets cannot
+/// be guessed at speed.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "api-keys",
     operation_id = "exchange_api_key",
     security(()),
     request_body = TokenRequest,
-    responses((status = 200, description = "A bearer token", body = AccessToken)))]
+    responses(
+        (status = 200, description = "A bearer token", body = AccessToken),
+        (status = 401, description = "Unknown, malformed or revoked API key",
+         body = crate::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts for this key or from this address; see Retry-After",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn token(
     State(state): State<AppState>,
+    extensions: http::Extensions,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<ApiJson<AccessToken>, ApiError> {
+    let limiter = extensions.get::<Arc<TokenRateLimiter>>();
+    let attempt = |caller: String| match limiter {
+        Some(limiter) => limiter
+            .0
+            .check(&caller)
+            .map_err(|retry_after| ApiError::TooManyRequests { retry_after }),
+        None => Ok(()),
+    };
+    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+        attempt(format!("addr:{}", peer.ip()))?;
+    }
     let invalid = || ApiError::Unauthorized("invalid or revoked API key".to_owned());
     let secret = body.api_key;
     if secret.len() > MAX_SECRET_LEN {
@@ -196,6 +223,7 @@ pub(crate) async fn token(
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once('_'))
         .ok_or_else(invalid)?;
+    attempt(format!("key:{id}"))?;
     let (key, hash) = match state.store.api_key_with_hash(id).await {
         Ok(found) => found,
         Err(store::Error::NotFound { .. }) => return Err(invalid()),

@@ -38,8 +38,8 @@ pub(crate) struct CreateDevice {
     /// `[A-Za-z0-9._-]{1,128}`; substituted into topics, certificates and URLs.
     #[schema(example = "sensor-1", pattern = "^[A-Za-z0-9._-]{1,128}$")]
     id: String,
-    /// At most 64; keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 bytes.
     #[serde(default)]
+    #[schema(schema_with = validate::labels_schema)]
     labels: Labels,
     /// A JSON object of at most 16 KiB, nested at most 8 deep.
     #[serde(default)]
@@ -76,7 +76,7 @@ pub(crate) fn new_device(body: CreateDevice) -> Result<NewDevice, Vec<FieldError
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatchDevice {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = validate::labels_patch_schema)]
     labels: Option<Option<Map<String, Value>>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = Option<Object>)]
@@ -187,8 +187,21 @@ struct DeviceFilters {
     #[param(pattern = "^(enabled|disabled)$")]
     status: Option<String>,
     /// `key=value`; repeat for several (all must match), at most 16.
-    #[param(style = Form, explode)]
+    #[param(style = Form, explode, schema_with = label_filters_schema)]
     label: Option<Vec<String>>,
+}
+
+/// `?label=` values: a label key (as in `labels`), `=`, any value.
+fn label_filters_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9._/-]{1,63}=.*$")),
+        )
+        .max_items(Some(query::MAX_LABEL_FILTERS))
+        .build()
 }
 
 /// Read a device (any role of the tenant).

@@ -27,8 +27,8 @@ pub(crate) fn name(name: &str, pointer: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Label keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 bytes without
-/// control characters, at most 64 labels.
+/// Label keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 characters
+/// without control characters, at most 64 labels.
 pub(crate) fn labels(labels: &Labels, pointer: &str, errors: &mut Vec<FieldError>) {
     if labels.len() > MAX_LABELS {
         errors.push(FieldError::new(
@@ -48,16 +48,58 @@ pub(crate) fn labels(labels: &Labels, pointer: &str, errors: &mut Vec<FieldError
                 ),
             ));
         }
-        if value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
+        if value.chars().count() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
             errors.push(FieldError::new(
                 at,
                 format!(
-                    "label values are at most {MAX_LABEL_VALUE_LEN} bytes, without control \
+                    "label values are at most {MAX_LABEL_VALUE_LEN} characters, without control \
                      characters"
                 ),
             ));
         }
     }
+}
+
+/// The OpenAPI schema of a `labels` object: what [`labels`] accepts.
+pub(crate) fn labels_schema() -> utoipa::openapi::Object {
+    labels_object(false)
+}
+
+/// [`labels_schema`] as a merge patch: the object, or any value, may be
+/// `null` (remove).
+pub(crate) fn labels_patch_schema() -> utoipa::openapi::Object {
+    labels_object(true)
+}
+
+fn labels_object(nullable: bool) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let of = |t: Type| {
+        if nullable {
+            SchemaType::from_iter([t, Type::Null])
+        } else {
+            SchemaType::new(t)
+        }
+    };
+    ObjectBuilder::new()
+        .schema_type(of(Type::Object))
+        .description(Some(format!(
+            "At most {MAX_LABELS} labels; keys `[A-Za-z0-9._/-]{{1,{MAX_LABEL_KEY_LEN}}}`, \
+             values up to {MAX_LABEL_VALUE_LEN} characters without control characters."
+        )))
+        .max_properties(Some(MAX_LABELS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(format!("^[A-Za-z0-9._/-]{{1,{MAX_LABEL_KEY_LEN}}}$"))),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(of(Type::String))
+                .pattern(Some(format!(
+                    "^[^\\u0000-\\u001f\\u007f-\\u009f]{{0,{MAX_LABEL_VALUE_LEN}}}$"
+                ))),
+        ))
+        .build()
 }
 
 pub(crate) fn label_key_ok(key: &str) -> bool {
