@@ -25,7 +25,7 @@
 //!   `routes/mod.rs`: `health` (`/healthz`, `/readyz`), `metrics`
 //!   (`/metrics`), `openapi` (`/openapi.json`, [`openapi_document`]);
 //!   under `/v1`: `tenants`, `devices`, `device_import`
-//!   (`devices:import`), `audit`, `api_keys` (with `/v1/auth/token`); and
+//!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`); and
 //!   what they share: `query` (strict list query strings), `validate`
 //!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
 //!   middleware on creates).

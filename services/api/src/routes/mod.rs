@@ -11,6 +11,7 @@ use crate::AppState;
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+mod device_csv;
 pub(crate) mod device_import;
 pub(crate) mod devices;
 mod health;
