@@ -95,7 +95,7 @@ pub(crate) struct PatchDevice {
     request_body = CreateDevice,
     responses(
         (status = 201, description = "The device", body = Device),
-        (status = 409, description = "A device with this id exists in the tenant",
+        (status = 409, description = "A device with this id exists in the tenant, or the first request with this Idempotency-Key is still running",
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(

@@ -58,7 +58,7 @@ pub(crate) struct PatchTenant {
     request_body = CreateTenant,
     responses(
         (status = 201, description = "The tenant", body = Tenant),
-        (status = 409, description = "A tenant with this id exists", body = crate::Problem,
+        (status = 409, description = "A tenant with this id exists, or the first request with this Idempotency-Key is still running", body = crate::Problem,
          content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(
