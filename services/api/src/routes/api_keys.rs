@@ -22,7 +22,7 @@ use serde_json::json;
 use store::{NewApiKey, TenantId};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
 use super::{query, validate};
 use crate::auth::{Access, AuthError, Principal, Role, TokenRateLimiter};
 use crate::model::{AccessToken, ApiKeyPage, CreatedApiKey};
@@ -98,28 +98,24 @@ pub(crate) async fn create(
         .fill(&mut random)
         .map_err(|_| ApiError::internal(std::io::Error::other("no randomness")))?;
     let secret = format!("{PREFIX}{id}_{}", hex(&random));
-    let key = state
-        .store
-        .create_api_key(&NewApiKey {
-            id,
-            tenant_id: t.clone(),
-            name: body.name,
-            role: body.role,
-            secret_hash: digest(&SHA256, secret.as_bytes()).as_ref().to_vec(),
-        })
-        .await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
             tenant: Some(&t),
             action: "api_key.create",
-            target: format!("tenants/{t}/api-keys/{}", key.id),
-            details: json!({ "role": key.role, "name": key.name }),
+            target: format!("tenants/{t}/api-keys/{id}"),
+            details: json!({ "role": body.role, "name": body.name }),
         },
-    )
-    .await?;
+    );
+    let new = NewApiKey {
+        id,
+        tenant_id: t.clone(),
+        name: body.name,
+        role: body.role,
+        secret_hash: digest(&SHA256, secret.as_bytes()).as_ref().to_vec(),
+    };
+    let key = state.store.create_api_key_audited(&new, &audit).await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedApiKey {
@@ -167,9 +163,7 @@ pub(crate) async fn revoke(
     Path((t, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    state.store.revoke_api_key(&t, &id).await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
@@ -178,8 +172,8 @@ pub(crate) async fn revoke(
             target: format!("tenants/{t}/api-keys/{id}"),
             details: json!({}),
         },
-    )
-    .await?;
+    );
+    state.store.revoke_api_key_audited(&t, &id, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn entry(who: &Principal, request_id: &RequestId, event: Event<'_>) -
 }
 
 /// Append an audit entry for a mutation that has just succeeded, where the
-/// store has no `*_audited` method for it (API keys, line-by-line imports).
+/// store has no `*_audited` method for it (device imports).
 ///
 /// A failure here fails the request (500): the mutation stands but its
 /// entry is missing, which the error log then says.

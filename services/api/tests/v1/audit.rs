@@ -183,6 +183,12 @@ async fn unaudited_changes_roll_back(db: &TestDb) {
         .await
         .problem(500, "internal");
     t.get("/v1/tenants/acme", a).await.expect(200);
+    let keys = "/v1/tenants/acme/api-keys";
+    t.post(keys, a, json!({"name": "ci", "role": "viewer"}))
+        .await
+        .problem(500, "internal");
+    let listed = t.get(keys, a).await.expect(200).body;
+    assert_eq!(listed["items"], json!([]));
 }
 
 store::backend_tests!(mutations_are_audited, unaudited_changes_roll_back);
