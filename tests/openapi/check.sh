@@ -48,8 +48,9 @@ cleanup() {
 trap cleanup EXIT
 
 # A clean environment: the caller's FLEETMQ_* must not leak into the server.
+# `exec`, so that a backgrounded call's $! is the server itself.
 run_fleetmq() {
-  env $(env | sed -n 's/^\(FLEETMQ_[A-Z_]*\)=.*/-u \1/p') \
+  exec env $(env | sed -n 's/^\(FLEETMQ_[A-Z_]*\)=.*/-u \1/p') \
     FLEETMQ_DATA_DIR="$work/data" \
     ${FLEETMQ_DATABASE_URL:+FLEETMQ_DATABASE_URL="$FLEETMQ_DATABASE_URL"} \
     "$bin" "$@"

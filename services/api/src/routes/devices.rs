@@ -44,9 +44,8 @@ pub(crate) struct CreateDevice {
     #[serde(default)]
     #[schema(schema_with = validate::labels_schema)]
     labels: Labels,
-    /// A JSON object of at most 16 KiB, nested at most 8 deep.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = validate::attributes_schema)]
     attributes: Attributes,
     /// Default true.
     #[serde(default)]
@@ -82,7 +81,7 @@ pub(crate) struct PatchDevice {
     #[schema(schema_with = validate::labels_patch_schema)]
     labels: Option<Option<Map<String, Value>>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = validate::attributes_patch_schema)]
     attributes: Option<Option<Map<String, Value>>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = bool)]

@@ -109,8 +109,13 @@ pub(crate) fn label_key_ok(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
 }
 
-/// At most 16 KiB serialized and 8 levels deep.
+/// At most 16 KiB serialized and 8 levels deep, with no U+0000 in any
+/// string or key (PostgreSQL's `jsonb` cannot hold it, and both backends
+/// must accept the same documents).
 pub(crate) fn attributes(attrs: &Map<String, Value>, pointer: &str, errors: &mut Vec<FieldError>) {
+    for (key, value) in attrs {
+        nul_free(key, value, pointer, errors);
+    }
     let size = serde_json::to_vec(attrs).map_or(usize::MAX, |v| v.len());
     if size > MAX_ATTRIBUTES_BYTES {
         errors.push(FieldError::new(
@@ -124,6 +129,65 @@ pub(crate) fn attributes(attrs: &Map<String, Value>, pointer: &str, errors: &mut
             format!("nested at most {MAX_ATTRIBUTES_DEPTH} levels deep"),
         ));
     }
+}
+
+/// Adds an error for `key`/`value` (under `pointer`) when it holds U+0000.
+fn nul_free(key: &str, value: &Value, pointer: &str, errors: &mut Vec<FieldError>) {
+    let at = format!("{pointer}/{}", escape(key));
+    if key.contains('\0') {
+        errors.push(FieldError::new(at, "keys cannot contain U+0000"));
+        return;
+    }
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            errors.push(FieldError::new(at, "strings cannot contain U+0000"));
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nul_free(&i.to_string(), item, &at, errors);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                nul_free(k, v, &at, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The OpenAPI schema of an `attributes` object (`nullable` for merge
+/// patches). Keys are constrained; the no-U+0000 rule for nested strings is
+/// only described: a recursive schema for it defeats client generators.
+pub(crate) fn attributes_schema() -> utoipa::openapi::Object {
+    attributes_object(false)
+}
+
+/// [`attributes_schema`] as a merge patch member: `null` empties it.
+pub(crate) fn attributes_patch_schema() -> utoipa::openapi::Object {
+    attributes_object(true)
+}
+
+fn attributes_object(nullable: bool) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let kind = if nullable {
+        SchemaType::from_iter([Type::Object, Type::Null])
+    } else {
+        SchemaType::new(Type::Object)
+    };
+    ObjectBuilder::new()
+        .schema_type(kind)
+        .description(Some(format!(
+            "A JSON object of at most {} KiB, nested at most {MAX_ATTRIBUTES_DEPTH} deep; \
+             no string or key anywhere in it may contain U+0000.",
+            MAX_ATTRIBUTES_BYTES / 1024
+        )))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[^\\u0000]*$")),
+        ))
+        .build()
 }
 
 fn depth(v: &Value) -> usize {

@@ -355,7 +355,44 @@ async fn if_match_guards_updates(db: &TestDb) {
     t.send(req).await.problem(404, "not-found");
 }
 
+/// U+0000 in attributes is refused on both backends alike (PostgreSQL's
+/// jsonb cannot store it), with the pointer of the string or key.
+async fn nul_in_attributes_is_422(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    t.tenant("acme").await;
+    let base = "/v1/tenants/acme/devices";
+    let r = t
+        .post(
+            base,
+            &t.admin,
+            json!({"id": "n1", "attributes": {"a": ["ok", {"b": "x\0y"}]}}),
+        )
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/attributes/a/1/b");
+    let r = t
+        .post(
+            base,
+            &t.admin,
+            json!({"id": "n1", "attributes": {"k\0": 1}}),
+        )
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/attributes/k\0");
+    t.device("acme", "n1").await;
+    let r = t
+        .patch(
+            &format!("{base}/n1"),
+            &t.admin,
+            json!({"attributes": {"z": "\0"}}),
+        )
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/attributes/z");
+}
+
 store::backend_tests!(
+    nul_in_attributes_is_422,
     device_crud,
     device_validation,
     device_filters,
