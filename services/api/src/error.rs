@@ -92,6 +92,7 @@ fn kind_of(status: StatusCode) -> Option<(&'static str, &'static str)> {
         StatusCode::NOT_FOUND => ("not-found", "Not found"),
         StatusCode::METHOD_NOT_ALLOWED => ("method-not-allowed", "Method not allowed"),
         StatusCode::CONFLICT => ("conflict", "Conflict"),
+        StatusCode::PRECONDITION_FAILED => ("precondition-failed", "Precondition failed"),
         StatusCode::PAYLOAD_TOO_LARGE => ("payload-too-large", "Request body too large"),
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ("unsupported-media-type", "Unsupported media type"),
         StatusCode::UNPROCESSABLE_ENTITY => ("validation", "Validation failed"),
@@ -226,6 +227,11 @@ pub enum ApiError {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// 412: `If-Match` names a version of the resource other than the
+    /// current one. The message is sent.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+
     /// 422: an `Idempotency-Key` already used for a different request (or
     /// by someone else).
     #[error("idempotency key reused for a different request")]
@@ -312,6 +318,7 @@ impl ApiError {
             Self::AlreadyExists { .. } | Self::Conflict(_) | Self::IdempotencyKeyInFlight => {
                 StatusCode::CONFLICT
             }
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -331,6 +338,7 @@ impl ApiError {
             | Self::Unauthorized(msg)
             | Self::Forbidden(msg)
             | Self::Conflict(msg)
+            | Self::PreconditionFailed(msg)
             | Self::UnsupportedMediaType(msg) => base.with_detail(msg.clone()),
             Self::NotFound { resource, id } => {
                 base.with_detail(format!("{resource} {id} not found"))
@@ -414,7 +422,8 @@ impl IntoResponse for ApiError {
 
 /// The one mapping of storage errors to HTTP:
 ///
-/// - not found → 404, already exists → 409;
+/// - not found → 404, already exists → 409, changed since the version
+///   given (`If-Match`) → 412;
 /// - an id or paging cursor the client sent that does not parse → 400;
 /// - database unreachable, or its schema not the one this binary needs
 ///   → 503 with a client-safe summary;
@@ -440,6 +449,9 @@ impl From<store::Error> for ApiError {
                 id,
             },
             e @ (E::InvalidId { .. } | E::InvalidCursor) => Self::BadRequest(e.to_string()),
+            E::Modified { kind, id } => Self::PreconditionFailed(format!(
+                "{kind} {id} changed meanwhile; read it again for its current ETag"
+            )),
             e @ E::Unavailable(_) => unavailable("database unreachable", e),
             e @ E::MigrationsPending { .. } => {
                 unavailable("database migrations pending; run `fleetmq migrate`", e)

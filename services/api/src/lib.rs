@@ -25,7 +25,7 @@
 //!   `routes/mod.rs`: `health` (`/healthz`, `/readyz`), `metrics`
 //!   (`/metrics`), `openapi` (`/openapi.json`, [`openapi_document`]);
 //!   under `/v1`: `tenants`, `devices`, `device_import`
-//!   (`devices:import`), `audit`, `api_keys` (with `/v1/auth/token`); and
+//!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`); and
 //!   what they share: `query` (strict list query strings), `validate`
 //!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
 //!   middleware on creates).
@@ -131,6 +131,11 @@ pub struct HttpLimits {
     /// with `Retry-After` beyond it. `None` for no limit. Default 50/s,
     /// bursts of 200.
     pub rate_limit: Option<auth::RateLimit>,
+    /// `POST /v1/auth/token` attempts per API key id and, separately, per
+    /// client address (whichever runs out first), against secret
+    /// guessing; 429 with `Retry-After` beyond it. `None` for no limit.
+    /// Default 10/min, bursts of 10.
+    pub token_rate_limit: Option<auth::RateLimit>,
 }
 
 impl Default for HttpLimits {
@@ -140,6 +145,7 @@ impl Default for HttpLimits {
             request_timeout: Duration::from_secs(30),
             concurrency_limit: Some(1024),
             rate_limit: Some(auth::RateLimit::default()),
+            token_rate_limit: Some(auth::RateLimit::token_exchange_default()),
         }
     }
 }

@@ -18,7 +18,7 @@ use tower_http::sensitive_headers::{
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
-use crate::auth::RateLimiter;
+use crate::auth::{RateLimiter, TokenRateLimiter};
 use crate::middleware::{
     MakeRequestUuidV7, X_REQUEST_ID, drop_unusable_request_id, limit_concurrency,
     make_request_span, no_route, panic_response, render_problems, timeout,
@@ -44,7 +44,8 @@ use crate::{AppState, HttpLimits, routes};
 /// 7. request timeout → 503 problem;
 /// 8. body limit → 413 (by `Content-Length`, or while reading);
 /// 9. for `/v1` routes only: the concurrency limit, and the per-caller
-///    rate limit (checked once the caller is authenticated).
+///    rate limit (checked once the caller is authenticated); the token
+///    exchange has its own, per API key and per client address.
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
     let api = routes::api(&state);
     with_api(state, limits, api)
@@ -62,6 +63,12 @@ pub(crate) fn with_api(state: AppState, limits: &HttpLimits, api: Router<AppStat
     };
     let api = match limits.rate_limit {
         Some(limit) => api.layer(Extension(Arc::new(RateLimiter::new(limit)))),
+        None => api,
+    };
+    let api = match limits.token_rate_limit {
+        Some(limit) => api.layer(Extension(Arc::new(TokenRateLimiter(RateLimiter::new(
+            limit,
+        ))))),
         None => api,
     };
     let layers = ServiceBuilder::new()

@@ -123,6 +123,18 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETMQ_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// REST requests per authenticated caller: `off`, or RATE[,burst=N] with
+    /// RATE like 50/s, 600/min or 10000/h; over it, 429 with Retry-After.
+    /// [default: 50/s,burst=200]
+    #[arg(long, env = "FLEETMQ_RATE_LIMIT", value_name = "LIMIT")]
+    pub rate_limit: Option<String>,
+
+    /// `POST /v1/auth/token` attempts per API key and per client address,
+    /// against secret guessing; same syntax as --rate-limit.
+    /// [default: 10/min,burst=10]
+    #[arg(long, env = "FLEETMQ_TOKEN_RATE_LIMIT", value_name = "LIMIT")]
+    pub token_rate_limit: Option<String>,
+
     #[command(flatten)]
     pub mqtt_limits: MqttLimitArgs,
 }

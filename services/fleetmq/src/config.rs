@@ -80,6 +80,18 @@ setting!(TLS_KEY, "--tls-key", "FLEETMQ_TLS_KEY", "tls_key");
 
 mod limits;
 pub use limits::*;
+setting!(
+    RATE_LIMIT,
+    "--rate-limit",
+    "FLEETMQ_RATE_LIMIT",
+    "rate_limit"
+);
+setting!(
+    TOKEN_RATE_LIMIT,
+    "--token-rate-limit",
+    "FLEETMQ_TOKEN_RATE_LIMIT",
+    "token_rate_limit"
+);
 
 pub const DEFAULT_DATA_DIR: &str = "./fleetmq-data";
 pub const SQLITE_FILE: &str = "fleetmq.db";
@@ -109,6 +121,8 @@ pub struct FileConfig {
     pub mqtt_max_retained_per_subscribe: Option<u64>,
     pub mqtt_topic_alias_maximum: Option<u64>,
     pub mqtt_connect_timeout: Option<u64>,
+    pub rate_limit: Option<String>,
+    pub token_rate_limit: Option<String>,
 }
 
 impl FileConfig {
@@ -175,6 +189,10 @@ pub struct ServeConfig {
     /// The operator's MQTT/TLS certificate; `None`: generated in the data dir.
     pub tls: Option<TlsFiles>,
     pub mqtt_limits: MqttLimits,
+    /// Per authenticated caller on `/v1`; `None` when `off`.
+    pub rate_limit: Option<api::auth::RateLimit>,
+    /// `POST /v1/auth/token` per API key and per client address.
+    pub token_rate_limit: Option<api::auth::RateLimit>,
 }
 
 /// A certificate chain and its key, both PEM files.
@@ -277,7 +295,29 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         }
     };
     let mqtt_limits = limits::resolve(&args.mqtt_limits, &file)?;
+    let rate_limit = |setting: Setting,
+                      flag: &Option<String>,
+                      file: &Option<String>,
+                      default: api::auth::RateLimit| {
+        match flag.as_deref().or(file.as_deref()) {
+            None => Ok(Some(default)),
+            Some(text) => api::auth::RateLimit::parse(text)
+                .map_err(|expected| Error::invalid(setting, text, expected)),
+        }
+    };
     Ok(ServeConfig {
+        rate_limit: rate_limit(
+            RATE_LIMIT,
+            &args.rate_limit,
+            &file.rate_limit,
+            api::auth::RateLimit::default(),
+        )?,
+        token_rate_limit: rate_limit(
+            TOKEN_RATE_LIMIT,
+            &args.token_rate_limit,
+            &file.token_rate_limit,
+            api::auth::RateLimit::token_exchange_default(),
+        )?,
         storage,
         tls,
         mqtt_limits,
@@ -456,6 +496,34 @@ mod tests {
             })
         );
         assert_eq!(resolve_serve(&ServeArgs::default()).unwrap().tls, None);
+    }
+
+    #[test]
+    fn rate_limits_parse_and_can_be_off() {
+        let cfg = resolve_serve(&ServeArgs::default()).unwrap();
+        assert_eq!(cfg.rate_limit, Some(api::auth::RateLimit::default()));
+        assert_eq!(
+            cfg.token_rate_limit,
+            Some(api::auth::RateLimit::token_exchange_default())
+        );
+        let cfg = resolve_serve(&serve_args(|a| {
+            a.rate_limit = Some("off".into());
+            a.token_rate_limit = Some("3/min,burst=1".into());
+        }))
+        .unwrap();
+        assert_eq!(cfg.rate_limit, None);
+        let token = cfg.token_rate_limit.unwrap();
+        assert_eq!((token.requests, token.burst), (3, 1));
+        let e = resolve_serve(&serve_args(|a| a.rate_limit = Some("fast".into())))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--rate-limit") && e.contains("FLEETMQ_RATE_LIMIT"),
+            "{e}"
+        );
+        let file = FileConfig::parse("rate_limit = \"5/s\"\ntoken_rate_limit = \"off\"\n").unwrap();
+        assert_eq!(file.rate_limit.as_deref(), Some("5/s"));
+        assert_eq!(file.token_rate_limit.as_deref(), Some("off"));
     }
 
     #[test]

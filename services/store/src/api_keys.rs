@@ -6,10 +6,11 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::audit::commit_audited;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
-use crate::{Error, Store};
+use crate::{Error, NewAuditEntry, Store};
 
 const KIND: &str = "api key";
 
@@ -79,22 +80,44 @@ macro_rules! columns {
 
 impl Store {
     /// Store a new key. `NotFound` (tenant) if the tenant does not exist.
-    #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, api_key = %new.id))]
     pub async fn create_api_key(&self, new: &NewApiKey) -> Result<ApiKey, Error> {
+        self.write_new_api_key(new, None).await
+    }
+
+    /// [`Store::create_api_key`] and `audit` in one transaction.
+    pub async fn create_api_key_audited(
+        &self,
+        new: &NewApiKey,
+        audit: &NewAuditEntry,
+    ) -> Result<ApiKey, Error> {
+        self.write_new_api_key(new, Some(audit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, api_key = %new.id))]
+    async fn write_new_api_key(
+        &self,
+        new: &NewApiKey,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<ApiKey, Error> {
         const SQL: &str = concat!(
             "INSERT INTO api_keys (id, tenant_id, name, role, secret_hash, created_at) ",
             "VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
-            .bind(&new.id)
-            .bind(&new.tenant_id)
-            .bind(&new.name)
-            .bind(&new.role)
-            .bind(&new.secret_hash)
-            .bind(Ts(now()))
-            .fetch_one(pool)
-            .await);
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, ApiKeyRow>(SQL)
+                .bind(&new.id)
+                .bind(&new.tenant_id)
+                .bind(&new.name)
+                .bind(&new.role)
+                .bind(&new.secret_hash)
+                .bind(Ts(now()))
+                .fetch_one(&mut *tx)
+                .await;
+            commit_audited!(tx, row.is_ok(), audit);
+            row
+        });
         match row {
             Ok(row) => Ok(row.split().0),
             Err(e) => match violation(&e) {
@@ -155,19 +178,43 @@ impl Store {
 
     /// Revoke the key (it stops being exchangeable for tokens). `NotFound`
     /// unless the tenant has it; revoking twice keeps the first time.
-    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, api_key = %id))]
     pub async fn revoke_api_key(&self, tenant_id: &str, id: &str) -> Result<ApiKey, Error> {
+        self.write_revocation(tenant_id, id, None).await
+    }
+
+    /// [`Store::revoke_api_key`] and `audit` in one transaction.
+    pub async fn revoke_api_key_audited(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: &NewAuditEntry,
+    ) -> Result<ApiKey, Error> {
+        self.write_revocation(tenant_id, id, Some(audit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, api_key = %id))]
+    async fn write_revocation(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<ApiKey, Error> {
         const SQL: &str = concat!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) ",
             "WHERE tenant_id = $1 AND id = $2 RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .bind(Ts(now()))
-            .fetch_optional(pool)
-            .await?);
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, ApiKeyRow>(SQL)
+                .bind(tenant_id)
+                .bind(id)
+                .bind(Ts(now()))
+                .fetch_optional(&mut *tx)
+                .await?;
+            commit_audited!(tx, row.is_some(), audit);
+            row
+        });
         row.map(|r| r.split().0).ok_or_else(|| Error::NotFound {
             kind: KIND,
             id: id.to_owned(),

@@ -97,6 +97,45 @@ macro_rules! columns {
     };
 }
 
+/// Appends `$entry` (a `&NewAuditEntry`) on `$conn` (a connection or
+/// transaction of either backend), so a mutation and its audit entry commit
+/// or roll back together. Evaluates to `Result<(), sqlx::Error>`.
+macro_rules! append_audit_in {
+    ($conn:expr, $entry:expr) => {{
+        let entry: &$crate::NewAuditEntry = $entry;
+        sqlx::query(
+            "INSERT INTO audit_log (at, tenant_id, actor, action, target, request_id, details) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind($crate::codec::Ts($crate::codec::now()))
+        .bind(entry.tenant_id.as_deref())
+        .bind(&entry.actor)
+        .bind(&entry.action)
+        .bind(&entry.target)
+        .bind(entry.request_id.as_deref())
+        .bind(sqlx::types::Json(&entry.details))
+        .execute($conn)
+        .await
+        .map(|_| ())
+    }};
+}
+pub(crate) use append_audit_in;
+
+/// Ends transaction `$tx` of a mutation: when `$done` (the change was
+/// made), appends `$audit` (an `Option<&NewAuditEntry>`) and commits, with
+/// `?` on failure; otherwise leaves `$tx` to roll back when dropped.
+macro_rules! commit_audited {
+    ($tx:ident, $done:expr, $audit:expr) => {
+        if $done {
+            if let Some(entry) = $audit {
+                $crate::audit::append_audit_in!(&mut *$tx, entry)?;
+            }
+            $tx.commit().await?;
+        }
+    };
+}
+pub(crate) use commit_audited;
+
 impl Store {
     /// Record an entry; `id` and `at` are assigned here.
     #[tracing::instrument(skip_all, fields(action = %entry.action))]

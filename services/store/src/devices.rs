@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
+use crate::audit::commit_audited;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
-use crate::{Backend, DeviceId, Error, Store};
+use crate::{Backend, DeviceId, Error, NewAuditEntry, Store};
 
 const KIND: &str = "device";
 
@@ -113,8 +114,28 @@ macro_rules! columns {
 impl Store {
     /// Create a device in `tenant_id`. `NotFound` (tenant) if the tenant does
     /// not exist, `AlreadyExists` if the device id is taken in that tenant.
-    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %new.id))]
     pub async fn create_device(&self, tenant_id: &str, new: &NewDevice) -> Result<Device, Error> {
+        self.write_new_device(tenant_id, new, None).await
+    }
+
+    /// [`Store::create_device`] and `audit` in one transaction: both or
+    /// neither persist.
+    pub async fn create_device_audited(
+        &self,
+        tenant_id: &str,
+        new: &NewDevice,
+        audit: &NewAuditEntry,
+    ) -> Result<Device, Error> {
+        self.write_new_device(tenant_id, new, Some(audit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %new.id))]
+    async fn write_new_device(
+        &self,
+        tenant_id: &str,
+        new: &NewDevice,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<Device, Error> {
         DeviceId::parse(&new.id)?;
         const SQL: &str = concat!(
             "INSERT INTO devices ",
@@ -122,15 +143,20 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceRow>(SQL)
-            .bind(tenant_id)
-            .bind(&new.id)
-            .bind(Json(&new.labels))
-            .bind(Json(&new.attributes))
-            .bind(new.enabled)
-            .bind(Ts(now()))
-            .fetch_one(pool)
-            .await);
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, DeviceRow>(SQL)
+                .bind(tenant_id)
+                .bind(&new.id)
+                .bind(Json(&new.labels))
+                .bind(Json(&new.attributes))
+                .bind(new.enabled)
+                .bind(Ts(now()))
+                .fetch_one(&mut *tx)
+                .await;
+            commit_audited!(tx, row.is_ok(), audit);
+            row
+        });
         match row {
             Ok(row) => Ok(row.into()),
             Err(e) => match violation(&e) {
@@ -236,42 +262,109 @@ impl Store {
     }
 
     /// Apply `patch` to the device and return it, or `NotFound`.
-    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %id))]
     pub async fn update_device(
         &self,
         tenant_id: &str,
         id: &str,
         patch: &DevicePatch,
     ) -> Result<Device, Error> {
+        self.write_device_patch(tenant_id, id, patch, None, None)
+            .await
+    }
+
+    /// [`Store::update_device`] and `audit` in one transaction. With
+    /// `unchanged_since`, only if the device's `updated_at` is still that
+    /// (else `Modified`): a read-modify-write that cannot lose a concurrent
+    /// change.
+    pub async fn update_device_audited(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        patch: &DevicePatch,
+        unchanged_since: Option<DateTime<Utc>>,
+        audit: &NewAuditEntry,
+    ) -> Result<Device, Error> {
+        self.write_device_patch(tenant_id, id, patch, unchanged_since, Some(audit))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %id))]
+    async fn write_device_patch(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        patch: &DevicePatch,
+        unchanged_since: Option<DateTime<Utc>>,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<Device, Error> {
         const SQL: &str = concat!(
             "UPDATE devices SET labels = COALESCE($3, labels), ",
             "attributes = COALESCE($4, attributes), enabled = COALESCE($5, enabled), ",
-            "updated_at = $6 WHERE tenant_id = $1 AND id = $2 RETURNING ",
+            "updated_at = $6 WHERE tenant_id = $1 AND id = $2 ",
+            "AND ($7 IS NULL OR updated_at = $7) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .bind(patch.labels.as_ref().map(Json))
-            .bind(patch.attributes.as_ref().map(Json))
-            .bind(patch.enabled)
-            .bind(Ts(now()))
-            .fetch_optional(pool)
-            .await?);
-        row.map(Device::from)
-            .ok_or_else(|| not_found(tenant_id, id))
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, DeviceRow>(SQL)
+                .bind(tenant_id)
+                .bind(id)
+                .bind(patch.labels.as_ref().map(Json))
+                .bind(patch.attributes.as_ref().map(Json))
+                .bind(patch.enabled)
+                .bind(Ts(now()))
+                .bind(unchanged_since.map(Ts))
+                .fetch_optional(&mut *tx)
+                .await?;
+            commit_audited!(tx, row.is_some(), audit);
+            row
+        });
+        match row {
+            Some(row) => Ok(row.into()),
+            None if unchanged_since.is_some() && self.get_device(tenant_id, id).await.is_ok() => {
+                Err(Error::Modified {
+                    kind: KIND,
+                    id: qualified(tenant_id, id),
+                })
+            }
+            None => Err(not_found(tenant_id, id)),
+        }
     }
 
     /// Delete the device, or `NotFound`.
-    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %id))]
     pub async fn delete_device(&self, tenant_id: &str, id: &str) -> Result<(), Error> {
+        self.remove_device(tenant_id, id, None).await
+    }
+
+    /// [`Store::delete_device`] and `audit` in one transaction.
+    pub async fn delete_device_audited(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: &NewAuditEntry,
+    ) -> Result<(), Error> {
+        self.remove_device(tenant_id, id, Some(audit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %id))]
+    async fn remove_device(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM devices WHERE tenant_id = $1 AND id = $2";
-        let deleted = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let deleted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query(SQL)
+                .bind(tenant_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            commit_audited!(tx, deleted > 0, audit);
+            deleted
+        });
         if deleted == 0 {
             return Err(not_found(tenant_id, id));
         }

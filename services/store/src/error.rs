@@ -19,6 +19,11 @@ pub enum Error {
     #[error("{kind} {id} already exists")]
     AlreadyExists { kind: &'static str, id: String },
 
+    /// A conditional update found the record changed since the version the
+    /// caller read (its `updated_at` differs).
+    #[error("{kind} {id} was changed since the version given")]
+    Modified { kind: &'static str, id: String },
+
     /// An id that does not match its pattern (tenant `[a-z0-9-]{3,63}`,
     /// device `[A-Za-z0-9._-]{1,128}`).
     #[error("invalid {kind} id {id:?}: {expected}")]

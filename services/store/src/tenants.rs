@@ -3,10 +3,11 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::commit_audited;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
-use crate::{Error, Store, TenantId};
+use crate::{Error, NewAuditEntry, Store, TenantId};
 
 const KIND: &str = "tenant";
 
@@ -61,8 +62,25 @@ macro_rules! columns {
 impl Store {
     /// Create a tenant. `AlreadyExists` if the id is taken, `InvalidId` if it
     /// does not match the tenant id pattern.
-    #[tracing::instrument(skip_all, fields(tenant = %new.id))]
     pub async fn create_tenant(&self, new: &NewTenant) -> Result<Tenant, Error> {
+        self.write_new_tenant(new, None).await
+    }
+
+    /// [`Store::create_tenant`] and `audit` in one transaction.
+    pub async fn create_tenant_audited(
+        &self,
+        new: &NewTenant,
+        audit: &NewAuditEntry,
+    ) -> Result<Tenant, Error> {
+        self.write_new_tenant(new, Some(audit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %new.id))]
+    async fn write_new_tenant(
+        &self,
+        new: &NewTenant,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<Tenant, Error> {
         TenantId::parse(&new.id)?;
         const SQL: &str = concat!(
             "INSERT INTO tenants (id, name, created_at, updated_at) VALUES ($1, $2, $3, $3) ",
@@ -70,12 +88,17 @@ impl Store {
             columns!()
         );
         let at = Ts(now());
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
-            .bind(&new.id)
-            .bind(&new.name)
-            .bind(at)
-            .fetch_one(pool)
-            .await);
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, TenantRow>(SQL)
+                .bind(&new.id)
+                .bind(&new.name)
+                .bind(at)
+                .fetch_one(&mut *tx)
+                .await;
+            commit_audited!(tx, row.is_ok(), audit);
+            row
+        });
         match row {
             Ok(row) => Ok(row.into()),
             Err(e) => match violation(&e) {
@@ -141,32 +164,89 @@ impl Store {
     }
 
     /// Apply `patch` to the tenant `id` and return it, or `NotFound`.
-    #[tracing::instrument(skip_all, fields(tenant = %id))]
     pub async fn update_tenant(&self, id: &str, patch: &TenantPatch) -> Result<Tenant, Error> {
+        self.write_tenant_patch(id, patch, None, None).await
+    }
+
+    /// [`Store::update_tenant`] and `audit` in one transaction. With
+    /// `unchanged_since`, only if the tenant's `updated_at` is still that
+    /// (else `Modified`).
+    pub async fn update_tenant_audited(
+        &self,
+        id: &str,
+        patch: &TenantPatch,
+        unchanged_since: Option<DateTime<Utc>>,
+        audit: &NewAuditEntry,
+    ) -> Result<Tenant, Error> {
+        self.write_tenant_patch(id, patch, unchanged_since, Some(audit))
+            .await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %id))]
+    async fn write_tenant_patch(
+        &self,
+        id: &str,
+        patch: &TenantPatch,
+        unchanged_since: Option<DateTime<Utc>>,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<Tenant, Error> {
         const SQL: &str = concat!(
             "UPDATE tenants SET name = COALESCE($2, name), updated_at = $3 WHERE id = $1 ",
-            "RETURNING ",
+            "AND ($4 IS NULL OR updated_at = $4) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
-            .bind(id)
-            .bind(patch.name.as_deref())
-            .bind(Ts(now()))
-            .fetch_optional(pool)
-            .await?);
-        row.map(Tenant::from).ok_or_else(|| not_found(id))
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, TenantRow>(SQL)
+                .bind(id)
+                .bind(patch.name.as_deref())
+                .bind(Ts(now()))
+                .bind(unchanged_since.map(Ts))
+                .fetch_optional(&mut *tx)
+                .await?;
+            commit_audited!(tx, row.is_some(), audit);
+            row
+        });
+        match row {
+            Some(row) => Ok(row.into()),
+            None if unchanged_since.is_some() && self.tenant_exists(id).await? => {
+                Err(Error::Modified {
+                    kind: KIND,
+                    id: id.to_owned(),
+                })
+            }
+            None => Err(not_found(id)),
+        }
     }
 
     /// Delete the tenant `id` and, by cascade, its devices. `NotFound` if
     /// there is no such tenant. Audit entries about it stay.
-    #[tracing::instrument(skip_all, fields(tenant = %id))]
     pub async fn delete_tenant(&self, id: &str) -> Result<(), Error> {
+        self.remove_tenant(id, None).await
+    }
+
+    /// [`Store::delete_tenant`] and `audit` in one transaction.
+    pub async fn delete_tenant_audited(
+        &self,
+        id: &str,
+        audit: &NewAuditEntry,
+    ) -> Result<(), Error> {
+        self.remove_tenant(id, Some(audit)).await
+    }
+
+    #[tracing::instrument(skip_all, fields(tenant = %id))]
+    async fn remove_tenant(&self, id: &str, audit: Option<&NewAuditEntry>) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM tenants WHERE id = $1";
-        let deleted = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let deleted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query(SQL)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            commit_audited!(tx, deleted > 0, audit);
+            deleted
+        });
         if deleted == 0 {
             return Err(not_found(id));
         }

@@ -29,7 +29,7 @@ mod rate_limit;
 
 pub use keys::{ALGORITHM, Keys, MAX_TTL};
 pub use rate_limit::RateLimit;
-pub(crate) use rate_limit::RateLimiter;
+pub(crate) use rate_limit::{RateLimiter, TokenRateLimiter};
 
 /// `iss` of our tokens.
 pub const ISSUER: &str = "fleetmq";

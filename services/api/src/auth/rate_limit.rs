@@ -10,21 +10,107 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// Requests per second sustained, and how many may come at once.
+/// `requests` per `per` sustained, and how many may come at once.
+///
+/// Written (in configuration) as `RATE[,burst=N]` with `RATE` one of
+/// `N/s`, `N/min` or `N/h`, e.g. `50/s,burst=200`; see [`RateLimit::parse`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
-    /// Refill rate; 0 is taken as 1.
-    pub per_second: u32,
+    /// Refill: this many requests per [`Self::per`]; 0 is taken as 1.
+    pub requests: u32,
+    /// The period `requests` refill over; zero is taken as one second.
+    pub per: Duration,
     /// Bucket size; 0 is taken as 1.
     pub burst: u32,
 }
 
 impl Default for RateLimit {
+    /// The per-caller limit of `/v1`: 50/s, bursts of 200.
     fn default() -> Self {
+        Self::per_second(50, 200)
+    }
+}
+
+impl RateLimit {
+    /// `requests` per second, bursts of `burst`.
+    pub fn per_second(requests: u32, burst: u32) -> Self {
         Self {
-            per_second: 50,
-            burst: 200,
+            requests,
+            per: Duration::from_secs(1),
+            burst,
         }
+    }
+
+    /// The limit on `POST /v1/auth/token` per API key and per client
+    /// address, against secret guessing: 10/min, bursts of 10.
+    pub fn token_exchange_default() -> Self {
+        Self {
+            requests: 10,
+            per: Duration::from_secs(60),
+            burst: 10,
+        }
+    }
+
+    /// Parses `off` (no limit: `None`) or `RATE[,burst=N]`, `RATE` being
+    /// `N/s`, `N/min` or `N/h` with N from 1 to 1000000; the burst defaults
+    /// to N. The error says what was expected.
+    pub fn parse(text: &str) -> Result<Option<RateLimit>, &'static str> {
+        const EXPECTED: &str = "expected `off` or RATE[,burst=N] with RATE like 50/s, 10/min or 100/h              (1 to 1000000)";
+        let text = text.trim();
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        let count = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=1_000_000).contains(n))
+        };
+        let (rate, burst) = match text.split_once(',') {
+            Some((rate, burst)) => {
+                let burst = burst
+                    .trim()
+                    .strip_prefix("burst=")
+                    .and_then(count)
+                    .ok_or(EXPECTED)?;
+                (rate, Some(burst))
+            }
+            None => (text, None),
+        };
+        let (n, unit) = rate.split_once('/').ok_or(EXPECTED)?;
+        let requests = count(n).ok_or(EXPECTED)?;
+        let per = match unit.trim() {
+            "s" => Duration::from_secs(1),
+            "min" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            _ => return Err(EXPECTED),
+        };
+        Ok(Some(RateLimit {
+            requests,
+            per,
+            burst: burst.unwrap_or(requests),
+        }))
+    }
+
+    /// Requests per second, as the bucket refills.
+    fn rate(&self) -> f64 {
+        let per = if self.per.is_zero() {
+            1.0
+        } else {
+            self.per.as_secs_f64()
+        };
+        f64::from(self.requests.max(1)) / per
+    }
+}
+
+impl std::fmt::Display for RateLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let unit = match self.per.as_secs() {
+            60 => "min",
+            3600 => "h",
+            _ => "s",
+        };
+        write!(f, "{}/{unit},burst={}", self.requests, self.burst)
     }
 }
 
@@ -44,6 +130,12 @@ struct Bucket {
     at: Instant,
 }
 
+/// The limiter of `POST /v1/auth/token` (a type of its own so the two
+/// limiters are told apart among the request's extensions). Callers are
+/// `key:{api key id}` and `addr:{client ip}`.
+#[derive(Debug)]
+pub(crate) struct TokenRateLimiter(pub RateLimiter);
+
 impl RateLimiter {
     pub(crate) fn new(limit: RateLimit) -> Self {
         Self {
@@ -61,7 +153,7 @@ impl RateLimiter {
     /// [`Self::check`] at a given moment, so tests need no sleeping clock.
     fn check_at(&self, caller: &str, now: Instant) -> Result<(), Duration> {
         let burst = f64::from(self.limit.burst.max(1));
-        let rate = f64::from(self.limit.per_second.max(1));
+        let rate = self.limit.rate();
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_BUCKETS {
             buckets.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
@@ -88,10 +180,7 @@ mod tests {
 
     #[test]
     fn burst_then_refuse_then_refill() {
-        let limiter = RateLimiter::new(RateLimit {
-            per_second: 1000,
-            burst: 3,
-        });
+        let limiter = RateLimiter::new(RateLimit::per_second(1000, 3));
         let start = Instant::now();
         for _ in 0..3 {
             limiter.check_at("a", start).unwrap();
@@ -102,5 +191,54 @@ mod tests {
         limiter
             .check_at("a", start + Duration::from_millis(5))
             .unwrap();
+    }
+
+    #[test]
+    fn per_minute_refills_slowly() {
+        let limiter = RateLimiter::new(RateLimit::token_exchange_default());
+        let start = Instant::now();
+        for _ in 0..10 {
+            limiter.check_at("k", start).unwrap();
+        }
+        let wait = limiter.check_at("k", start).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(6));
+        limiter
+            .check_at("k", start + Duration::from_secs(6))
+            .unwrap();
+    }
+
+    #[test]
+    fn parses_the_configuration_syntax() {
+        assert_eq!(RateLimit::parse("off"), Ok(None));
+        assert_eq!(
+            RateLimit::parse("50/s,burst=200"),
+            Ok(Some(RateLimit::default()))
+        );
+        assert_eq!(
+            RateLimit::parse("10/min"),
+            Ok(Some(RateLimit::token_exchange_default()))
+        );
+        let hourly = RateLimit::parse(" 100/h , burst=5 ").unwrap().unwrap();
+        assert_eq!(hourly.per, Duration::from_secs(3600));
+        assert_eq!(hourly.burst, 5);
+        for bad in [
+            "",
+            "0/s",
+            "5",
+            "5/d",
+            "5/s,burst=0",
+            "5/s,b=3",
+            "-1/s",
+            "9999999/s",
+        ] {
+            assert!(RateLimit::parse(bad).is_err(), "{bad:?}");
+        }
+        for limit in [
+            RateLimit::default(),
+            RateLimit::token_exchange_default(),
+            hourly,
+        ] {
+            assert_eq!(RateLimit::parse(&limit.to_string()), Ok(Some(limit)));
+        }
     }
 }

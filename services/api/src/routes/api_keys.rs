@@ -6,13 +6,15 @@
 //! random, so a slow hash adds nothing). Revoking a key stops new tokens;
 //! tokens already issued last until they expire ([`TOKEN_TTL`]).
 
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
@@ -20,9 +22,9 @@ use serde_json::json;
 use store::{NewApiKey, TenantId};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
 use super::{query, validate};
-use crate::auth::{Access, AuthError, Principal, Role};
+use crate::auth::{Access, AuthError, Principal, Role, TokenRateLimiter};
 use crate::model::{AccessToken, ApiKeyPage, CreatedApiKey};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -43,8 +45,11 @@ pub(crate) fn router() -> Router<AppState> {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateApiKey {
-    /// What it is for, 1 to 200 characters.
-    #[schema(example = "billing backend")]
+    /// What it is for, 1 to 200 characters, no control characters.
+    #[schema(
+        example = "billing backend",
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{1,200}$"
+    )]
     name: String,
     /// The role its tokens get.
     #[schema(pattern = "^(tenant-admin|operator|viewer)$", example = "operator")]
@@ -55,6 +60,8 @@ pub(crate) struct CreateApiKey {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenRequest {
+    /// The `secret` shown when the key was created: `fmq_{id}_{64 hex}`.
+    #[schema(max_length = 128, example = "fmq_0123456789abcdef_…")]
     api_key: String,
 }
 
@@ -91,28 +98,24 @@ pub(crate) async fn create(
         .fill(&mut random)
         .map_err(|_| ApiError::internal(std::io::Error::other("no randomness")))?;
     let secret = format!("{PREFIX}{id}_{}", hex(&random));
-    let key = state
-        .store
-        .create_api_key(&NewApiKey {
-            id,
-            tenant_id: t.clone(),
-            name: body.name,
-            role: body.role,
-            secret_hash: digest(&SHA256, secret.as_bytes()).as_ref().to_vec(),
-        })
-        .await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
             tenant: Some(&t),
             action: "api_key.create",
-            target: format!("tenants/{t}/api-keys/{}", key.id),
-            details: json!({ "role": key.role, "name": key.name }),
+            target: format!("tenants/{t}/api-keys/{id}"),
+            details: json!({ "role": body.role, "name": body.name }),
         },
-    )
-    .await?;
+    );
+    let new = NewApiKey {
+        id,
+        tenant_id: t.clone(),
+        name: body.name,
+        role: body.role,
+        secret_hash: digest(&SHA256, secret.as_bytes()).as_ref().to_vec(),
+    };
+    let key = state.store.create_api_key_audited(&new, &audit).await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedApiKey {
@@ -160,9 +163,7 @@ pub(crate) async fn revoke(
     Path((t, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    state.store.revoke_api_key(&t, &id).await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
@@ -171,22 +172,42 @@ pub(crate) async fn revoke(
             target: format!("tenants/{t}/api-keys/{id}"),
             details: json!({}),
         },
-    )
-    .await?;
+    );
+    state.store.revoke_api_key_audited(&t, &id, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Exchange an API key secret for a bearer token of its role and tenant,
-/// valid 15 minutes. No bearer token needed.
+/// valid 15 minutes. No bearer token needed. Attempts are rate limited per
+/// API key and per client address (default 10 a minute), so secrets cannot
+/// be guessed at speed.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "api-keys",
     operation_id = "exchange_api_key",
     security(()),
     request_body = TokenRequest,
-    responses((status = 200, description = "A bearer token", body = AccessToken)))]
+    responses(
+        (status = 200, description = "A bearer token", body = AccessToken),
+        (status = 401, description = "Unknown, malformed or revoked API key",
+         body = crate::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many attempts for this key or from this address; see Retry-After",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn token(
     State(state): State<AppState>,
+    extensions: http::Extensions,
     ApiJson(body): ApiJson<TokenRequest>,
 ) -> Result<ApiJson<AccessToken>, ApiError> {
+    let limiter = extensions.get::<Arc<TokenRateLimiter>>();
+    let attempt = |caller: String| match limiter {
+        Some(limiter) => limiter
+            .0
+            .check(&caller)
+            .map_err(|retry_after| ApiError::TooManyRequests { retry_after }),
+        None => Ok(()),
+    };
+    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
+        attempt(format!("addr:{}", peer.ip()))?;
+    }
     let invalid = || ApiError::Unauthorized("invalid or revoked API key".to_owned());
     let secret = body.api_key;
     if secret.len() > MAX_SECRET_LEN {
@@ -196,6 +217,7 @@ pub(crate) async fn token(
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once('_'))
         .ok_or_else(invalid)?;
+    attempt(format!("key:{id}"))?;
     let (key, hash) = match state.store.api_key_with_hash(id).await {
         Ok(found) => found,
         Err(store::Error::NotFound { .. }) => return Err(invalid()),

@@ -48,26 +48,35 @@ pub(crate) struct Event<'a> {
     pub details: Value,
 }
 
-/// Append an audit entry for a mutation that has just succeeded.
-///
-/// A failure here fails the request (500): the mutation stands but its
-/// entry is missing, which the error log then says. Writing both in one
-/// transaction needs a store API for it (later).
-pub(crate) async fn record(
-    state: &AppState,
-    who: &Principal,
-    request_id: &RequestId,
-    event: Event<'_>,
-) -> Result<(), ApiError> {
-    let entry = NewAuditEntry {
+/// The audit entry of `event`, done by `who` in request `request_id`, for
+/// the store's `*_audited` methods, which write it in the same transaction
+/// as the change it records.
+pub(crate) fn entry(who: &Principal, request_id: &RequestId, event: Event<'_>) -> NewAuditEntry {
+    NewAuditEntry {
         tenant_id: event.tenant.map(str::to_owned),
         actor: who.actor(),
         action: event.action.to_owned(),
         target: event.target,
         request_id: request_id.0.clone(),
         details: event.details,
-    };
-    state.store.append_audit(&entry).await?;
+    }
+}
+
+/// Append an audit entry for a mutation that has just succeeded, where the
+/// store has no `*_audited` method for it (device imports).
+///
+/// A failure here fails the request (500): the mutation stands but its
+/// entry is missing, which the error log then says.
+pub(crate) async fn record(
+    state: &AppState,
+    who: &Principal,
+    request_id: &RequestId,
+    event: Event<'_>,
+) -> Result<(), ApiError> {
+    state
+        .store
+        .append_audit(&entry(who, request_id, event))
+        .await?;
     Ok(())
 }
 

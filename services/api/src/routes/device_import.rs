@@ -1,11 +1,11 @@
 //! `POST /v1/tenants/{t}/devices:import`: many devices at once, as NDJSON
-//! (one `CreateDevice` object per line), with a result per line.
+//! (one `CreateDevice` object per line) or CSV (a header row, then a
+//! device per row; see `device_csv`), with a result per line.
 //!
 //! `?all_or_nothing=true` applies every line or none: any invalid line, or
 //! any line the store refuses (a duplicate id), and nothing is created.
 //! Otherwise each valid line is created on its own. The answer is always
 //! 200 with an [`ImportReport`]: `applied` says whether anything persisted.
-//! CSV input is not supported yet.
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -25,6 +25,10 @@ use crate::{ApiError, ApiJson, AppState, FieldError};
 pub(crate) const MAX_LINES: usize = 10_000;
 /// Most device ids kept in the audit entry of one import.
 const MAX_AUDITED_IDS: usize = 1_000;
+
+/// Each device of a body with its 1-based line number, or what is wrong
+/// with it.
+pub(crate) type ParsedLines = Vec<(usize, Result<store::NewDevice, ApiError>)>;
 
 /// The outcome of an import.
 #[derive(Debug, Serialize, ToSchema)]
@@ -74,14 +78,28 @@ impl LineError {
     }
 }
 
-/// Import devices from NDJSON (operator, tenant-admin).
+/// Import devices from NDJSON or CSV (operator, tenant-admin).
+///
+/// NDJSON: one `CreateDevice` JSON object per line. CSV (RFC 4180): a
+/// header row naming the columns `id` (required), `enabled` (`true`,
+/// `false` or empty), `attributes` (a JSON object or empty) and
+/// `label.KEY` (one per label key; empty cells set no label), then one
+/// device per row. At most 10000 devices. An unknown or repeated CSV column
+/// refuses the whole body (400).
 #[utoipa::path(post, path = "/v1/tenants/{t}/devices:import", tag = "devices",
     operation_id = "import_devices",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
         ("all_or_nothing" = Option<bool>, Query, description = "Apply every line or none")),
-    request_body(content = String, content_type = "application/x-ndjson",
-        description = "One CreateDevice JSON object per line, at most 10000 lines"),
-    responses((status = 200, description = "A result per line", body = ImportReport)))]
+    request_body(description = "Devices as NDJSON or CSV, at most 10000",
+        content(
+            (String = "application/x-ndjson", example = json!("{\"id\":\"s-1\",\"labels\":{\"site\":\"berlin\"}}\n{\"id\":\"s-2\"}\n")),
+            (String = "text/csv", example = json!("id,enabled,label.site,attributes\ns-1,,berlin,\ns-2,false,,\"{\"\"fw\"\":\"\"1.2\"\"}\"\n")),
+        )),
+    responses(
+        (status = 200, description = "A result per line", body = ImportReport),
+        (status = 415, description = "Content-Type is neither application/x-ndjson nor text/csv",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn import(
     State(state): State<AppState>,
     who: Principal,
@@ -102,32 +120,21 @@ pub(crate) async fn import(
             ));
         }
     };
-    let ndjson = headers
+    let media_type = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/x-ndjson"));
-    if !ndjson {
-        return Err(ApiError::UnsupportedMediaType(
-            "expected `Content-Type: application/x-ndjson`".to_owned(),
-        ));
-    }
-
+        .map(|v| v.trim().to_ascii_lowercase());
     // Parse and validate every line first.
-    let mut parsed = Vec::new();
-    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
+    let parsed = match media_type.as_deref() {
+        Some("application/x-ndjson") => ndjson_lines(&body)?,
+        Some("text/csv") => super::device_csv::rows(&body)?,
+        _ => {
+            return Err(ApiError::UnsupportedMediaType(
+                "expected `Content-Type: application/x-ndjson` or `text/csv`".to_owned(),
+            ));
         }
-        if parsed.len() == MAX_LINES {
-            return Err(ApiError::BadRequest(format!(
-                "at most {MAX_LINES} lines per import"
-            )));
-        }
-        let device = ApiJson::<CreateDevice>::from_bytes(line)
-            .and_then(|ApiJson(body)| new_device(body).map_err(ApiError::Validation));
-        parsed.push((index + 1, device));
-    }
+    };
     let mut results: Vec<LineResult> = parsed
         .iter()
         .map(|(line, device)| LineResult {
@@ -201,4 +208,24 @@ pub(crate) async fn import(
         failed,
         results,
     }))
+}
+
+/// Every non-blank NDJSON line with its 1-based number, as a device or what
+/// is wrong with it.
+fn ndjson_lines(body: &[u8]) -> Result<ParsedLines, ApiError> {
+    let mut parsed = Vec::new();
+    for (index, line) in body.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        if parsed.len() == MAX_LINES {
+            return Err(ApiError::BadRequest(format!(
+                "at most {MAX_LINES} lines per import"
+            )));
+        }
+        let device = ApiJson::<CreateDevice>::from_bytes(line)
+            .and_then(|ApiJson(body)| new_device(body).map_err(ApiError::Validation));
+        parsed.push((index + 1, device));
+    }
+    Ok(parsed)
 }

@@ -6,12 +6,15 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use http::HeaderMap;
+use http::header::IF_MATCH;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use store::{Attributes, DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
+use super::etag::{ETag, tagged};
 use super::tenants::id_detail;
 use super::{nullable, query, validate};
 use crate::auth::{Access, Principal};
@@ -38,12 +41,11 @@ pub(crate) struct CreateDevice {
     /// `[A-Za-z0-9._-]{1,128}`; substituted into topics, certificates and URLs.
     #[schema(example = "sensor-1", pattern = "^[A-Za-z0-9._-]{1,128}$")]
     id: String,
-    /// At most 64; keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 bytes.
     #[serde(default)]
+    #[schema(schema_with = validate::labels_schema)]
     labels: Labels,
-    /// A JSON object of at most 16 KiB, nested at most 8 deep.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(schema_with = validate::attributes_schema)]
     attributes: Attributes,
     /// Default true.
     #[serde(default)]
@@ -76,10 +78,10 @@ pub(crate) fn new_device(body: CreateDevice) -> Result<NewDevice, Vec<FieldError
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatchDevice {
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = validate::labels_patch_schema)]
     labels: Option<Option<Map<String, Value>>>,
     #[serde(default, deserialize_with = "nullable")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = validate::attributes_patch_schema)]
     attributes: Option<Option<Map<String, Value>>>,
     #[serde(default, deserialize_with = "nullable")]
     #[schema(value_type = bool)]
@@ -92,7 +94,7 @@ pub(crate) struct PatchDevice {
     request_body = CreateDevice,
     responses(
         (status = 201, description = "The device", body = Device),
-        (status = 409, description = "A device with this id exists in the tenant",
+        (status = 409, description = "A device with this id exists in the tenant, or the first request with this Idempotency-Key is still running",
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(
@@ -104,19 +106,17 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, ApiJson<Device>), ApiError> {
     who.require(&t, Access::WriteDevices)?;
     let new = new_device(body).map_err(ApiError::Validation)?;
-    let device = state.store.create_device(&t, &new).await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
             tenant: Some(&t),
             action: "device.create",
-            target: target(&t, &device.id),
-            details: json!({ "enabled": device.enabled }),
+            target: target(&t, &new.id),
+            details: json!({ "enabled": new.enabled }),
         },
-    )
-    .await?;
+    );
+    let device = state.store.create_device_audited(&t, &new, &audit).await?;
     Ok((StatusCode::CREATED, ApiJson(device.into())))
 }
 
@@ -187,38 +187,63 @@ struct DeviceFilters {
     #[param(pattern = "^(enabled|disabled)$")]
     status: Option<String>,
     /// `key=value`; repeat for several (all must match), at most 16.
-    #[param(style = Form, explode)]
+    #[param(style = Form, explode, schema_with = label_filters_schema)]
     label: Option<Vec<String>>,
 }
 
-/// Read a device (any role of the tenant).
+/// `?label=` values: a label key (as in `labels`), `=`, any value.
+fn label_filters_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[A-Za-z0-9._/-]{1,63}=.*$")),
+        )
+        .max_items(Some(query::MAX_LABEL_FILTERS))
+        .build()
+}
+
+/// Read a device (any role of the tenant). The `ETag` names this version,
+/// for `If-Match` on a later update.
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}", operation_id = "get_device", tag = "devices",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
-    responses((status = 200, description = "The device", body = Device)))]
+    responses((status = 200, description = "The device", body = Device,
+        headers(("ETag" = String, description = "This version of the device")))))]
 pub(crate) async fn read(
     State(state): State<AppState>,
     who: Principal,
     Path((t, d)): Path<(String, String)>,
-) -> Result<ApiJson<Device>, ApiError> {
+) -> Result<(ETag, ApiJson<Device>), ApiError> {
     who.require(&t, Access::Read)?;
-    Ok(ApiJson(state.store.get_device(&t, &d).await?.into()))
+    tagged(state.store.get_device(&t, &d).await?.into())
 }
 
-/// Update a device with a JSON merge patch (operator, tenant-admin).
+/// Update a device with a JSON merge patch (operator, tenant-admin). With
+/// `If-Match`, only if the device is still the version that `ETag` names.
 #[utoipa::path(patch, path = "/v1/tenants/{t}/devices/{d}", operation_id = "update_device", tag = "devices",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$"),
+        super::IfMatchHeader),
     request_body(content = PatchDevice, content_type = "application/merge-patch+json"),
-    responses((status = 200, description = "The updated device", body = Device)))]
+    responses(
+        (status = 200, description = "The updated device", body = Device,
+         headers(("ETag" = String, description = "The new version of the device"))),
+        (status = 412, description = "If-Match does not name the current version",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     who: Principal,
     request_id: RequestId,
     Path((t, d)): Path<(String, String)>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<PatchDevice>,
-) -> Result<ApiJson<Device>, ApiError> {
+) -> Result<(ETag, ApiJson<Device>), ApiError> {
     who.require(&t, Access::WriteDevices)?;
-    // TODO(#4): If-Match/ETag, so two concurrent merges cannot lose one.
     let current = state.store.get_device(&t, &d).await?;
+    let read_at = current.updated_at;
+    let conditional = headers.contains_key(IF_MATCH);
+    ETag::of(&Device::from(current.clone()))?.check_if_match(&headers)?;
     let mut errors = Vec::new();
     let labels = match body.labels {
         None => None,
@@ -277,9 +302,7 @@ pub(crate) async fn update(
         attributes,
         enabled,
     };
-    let device = state.store.update_device(&t, &d, &patch).await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
@@ -288,9 +311,14 @@ pub(crate) async fn update(
             target: target(&t, &d),
             details,
         },
-    )
-    .await?;
-    Ok(ApiJson(device.into()))
+    );
+    // The merge was computed from `current`: with If-Match, a change made
+    // since then must fail the update rather than be overwritten.
+    let device = state
+        .store
+        .update_device_audited(&t, &d, &patch, conditional.then_some(read_at), &audit)
+        .await?;
+    tagged(device.into())
 }
 
 /// Delete a device (operator, tenant-admin).
@@ -304,9 +332,7 @@ pub(crate) async fn remove(
     Path((t, d)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::WriteDevices)?;
-    state.store.delete_device(&t, &d).await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
@@ -315,8 +341,8 @@ pub(crate) async fn remove(
             target: target(&t, &d),
             details: json!({}),
         },
-    )
-    .await?;
+    );
+    state.store.delete_device_audited(&t, &d, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -21,27 +21,46 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
-#[derive(Debug, Serialize)]
-struct Health {
+/// The process is up.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Health {
+    /// Always `ok`.
+    #[schema(example = "ok")]
     status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
-struct Ready {
+/// The process can serve requests.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Ready {
+    /// Always `ready`.
+    #[schema(example = "ready")]
     status: &'static str,
+    /// `sqlite` or `postgres`.
+    #[schema(example = "sqlite")]
     database: String,
 }
 
 /// Liveness: answers as long as the process serves HTTP; checks nothing
-/// else, so a database outage does not get the process restarted.
-async fn healthz() -> Json<Health> {
+/// else, so a database outage does not get the process restarted. No token
+/// needed.
+#[utoipa::path(get, path = "/healthz", operation_id = "healthz", tag = "operations",
+    security(()),
+    responses((status = 200, description = "The process is up", body = Health)))]
+pub(crate) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// Readiness: 200 with the database backend, or 503 naming what is wrong
 /// (the store's errors map to client-safe details in `error.rs`; whatever
-/// else fails the check is still "not ready", so 503 too).
-async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+/// else fails the check is still "not ready", so 503 too). No token needed.
+#[utoipa::path(get, path = "/readyz", operation_id = "readyz", tag = "operations",
+    security(()),
+    responses(
+        (status = 200, description = "Ready to serve", body = Ready),
+        (status = 503, description = "Not ready: the database is unreachable, or its migrations are not this server's",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.check_ready()).await {
         Ok(Ok(())) => Ok(Json(Ready {
             status: "ready",

@@ -17,7 +17,14 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/metrics", get(metrics))
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// Every metric of the process in the Prometheus text format (HTTP requests
+/// by method, matched route and status, and the broker's). No token needed:
+/// keep the port away from the public, or filter `/metrics` at the proxy.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", tag = "operations",
+    security(()),
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4",
+        body = String, content_type = "text/plain")))]
+pub(crate) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(CONTENT_TYPE, HeaderValue::from_static(PROMETHEUS_TEXT))],
         state.metrics.render(),

@@ -11,8 +11,10 @@ use crate::AppState;
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+mod device_csv;
 pub(crate) mod device_import;
 pub(crate) mod devices;
+mod etag;
 mod health;
 mod idempotency;
 mod metrics;
@@ -80,4 +82,18 @@ pub(crate) struct IdempotencyKeyHeader {
     /// response (`Idempotent-Replayed: true`) for 24 hours.
     #[param(rename = "Idempotency-Key", pattern = "^[!-~]{1,255}$")]
     idempotency_key: Option<String>,
+}
+
+/// The `If-Match` request header of updates (documentation).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub(crate) struct IfMatchHeader {
+    /// The `ETag` of the version read (or `*`): the update applies only if
+    /// the resource is still that version, else 412. Optional.
+    #[param(
+        rename = "If-Match",
+        pattern = "^(\\*|(W/)?\"[!#-~]*\"(, *(W/)?\"[!#-~]*\")*)$"
+    )]
+    if_match: Option<String>,
 }

@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, audit, device_import, devices, tenants};
+use super::{api_keys, audit, device_import, devices, health, metrics, tenants};
 use crate::error::{FieldError, Problem};
 use crate::model::{
     AccessToken, ApiKey, ApiKeyPage, AuditEntry, AuditPage, CreatedApiKey, Device, DevicePage,
@@ -35,13 +35,14 @@ use crate::{AppState, PROBLEM_JSON};
         device_import::import,
         audit::list_tenant, audit::list_all,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
+        health::healthz, health::readyz, metrics::metrics, serve,
     ),
     components(schemas(
         Tenant, TenantPage, Device, DevicePage, AuditEntry, AuditPage, Problem, FieldError,
         tenants::CreateTenant, tenants::PatchTenant, devices::CreateDevice, devices::PatchDevice,
         ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
         api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
-        device_import::LineError,
+        device_import::LineError, health::Health, health::Ready,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -50,6 +51,7 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "devices", description = "A tenant's devices."),
         (name = "audit", description = "Who changed what, when."),
         (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
+        (name = "operations", description = "Probes, metrics and this document; no token needed."),
     ),
 )]
 pub(crate) struct ApiDoc;
@@ -63,7 +65,12 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/openapi.json", get(serve))
 }
 
-async fn serve() -> impl IntoResponse {
+/// This document (OpenAPI 3.1). No token needed.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi", tag = "operations",
+    security(()),
+    responses((status = 200, description = "The OpenAPI document", body = Object,
+        content_type = "application/json")))]
+pub(crate) async fn serve() -> impl IntoResponse {
     match document().to_json() {
         Ok(json) => ([(CONTENT_TYPE, "application/json")], json).into_response(),
         Err(e) => crate::ApiError::internal(e).into_response(),
@@ -112,6 +119,18 @@ impl Modify for Errors {
             ];
             for (op, has_body) in ops {
                 let Some(op) = op.as_mut() else { continue };
+                // Probes, metrics and the document declare their own few
+                // answers: no body, query, token or rate limit to go wrong.
+                if !path.starts_with("/v1/") {
+                    continue;
+                }
+                // `security(())` on the operation: no bearer token (the token
+                // exchange), so no 403 either.
+                let public = op.security.as_ref().is_some_and(|requirements| {
+                    requirements
+                        .iter()
+                        .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+                });
                 let mut add = |status: &str, description: &str| {
                     op.responses
                         .responses
@@ -122,11 +141,13 @@ impl Modify for Errors {
                     "400",
                     "Malformed request (query string, JSON syntax, paging cursor)",
                 );
-                add(
-                    "401",
-                    "Missing or invalid bearer token (see WWW-Authenticate)",
-                );
-                add("403", "The token's role may not do this");
+                if !public {
+                    add(
+                        "401",
+                        "Missing or invalid bearer token (see WWW-Authenticate)",
+                    );
+                    add("403", "The token's role may not do this");
+                }
                 if has_id {
                     add("404", "No such resource, or one of another tenant");
                 }
@@ -192,6 +213,44 @@ mod tests {
             doc["components"]["securitySchemes"]["bearer"]["scheme"],
             "bearer"
         );
+        // Every operation says how it authenticates and what errors it can
+        // answer, each as problem+json.
+        assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
+        for (path, item) in paths {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                let public = op["security"] == serde_json::json!([{}]);
+                if !path.starts_with("/v1/") {
+                    assert!(public && op["tags"][0] == "operations", "{method} {path}");
+                    assert!(responses.contains_key("200"), "{method} {path}");
+                    continue;
+                }
+                let mut expected = vec!["400", "429", "500", "503"];
+                if public {
+                    assert_eq!(path, "/v1/auth/token", "{method} {path} is public");
+                    assert!(!responses.contains_key("403"), "{method} {path}");
+                    expected.push("401");
+                } else {
+                    expected.extend(["401", "403"]);
+                }
+                if path.contains('{') {
+                    expected.push("404");
+                }
+                if matches!(method.as_str(), "post" | "patch") {
+                    expected.extend(["413", "415", "422"]);
+                }
+                if method == "patch" {
+                    expected.push("412");
+                }
+                for status in expected {
+                    let content = &responses[status]["content"];
+                    assert!(
+                        content[PROBLEM_JSON].is_object(),
+                        "{method} {path} {status}: {content}"
+                    );
+                }
+            }
+        }
         assert!(doc["components"]["schemas"]["Problem"].is_object());
     }
 

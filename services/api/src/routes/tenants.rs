@@ -6,12 +6,15 @@ use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::routing::get;
+use http::HeaderMap;
+use http::header::IF_MATCH;
 use serde::Deserialize;
 use serde_json::json;
 use store::{NewTenant, TenantId, TenantPatch};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
+use super::etag::{ETag, tagged};
 use super::{nullable, query, validate};
 use crate::auth::{Access, Principal};
 use crate::model::{Tenant, TenantPage};
@@ -55,7 +58,7 @@ pub(crate) struct PatchTenant {
     request_body = CreateTenant,
     responses(
         (status = 201, description = "The tenant", body = Tenant),
-        (status = 409, description = "A tenant with this id exists", body = crate::Problem,
+        (status = 409, description = "A tenant with this id exists, or the first request with this Idempotency-Key is still running", body = crate::Problem,
          content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(
@@ -73,25 +76,21 @@ pub(crate) async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let tenant = state
-        .store
-        .create_tenant(&NewTenant {
-            id: body.id,
-            name: body.name,
-        })
-        .await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
-            tenant: Some(&tenant.id),
+            tenant: Some(&body.id),
             action: "tenant.create",
-            target: format!("tenants/{}", tenant.id),
-            details: json!({ "name": tenant.name }),
+            target: format!("tenants/{}", body.id),
+            details: json!({ "name": body.name }),
         },
-    )
-    .await?;
+    );
+    let new = NewTenant {
+        id: body.id,
+        name: body.name,
+    };
+    let tenant = state.store.create_tenant_audited(&new, &audit).await?;
     Ok((StatusCode::CREATED, ApiJson(tenant.into())))
 }
 
@@ -109,32 +108,52 @@ pub(crate) async fn list(
     Ok(ApiJson(state.store.list_tenants(&q.page).await?.into()))
 }
 
-/// Read a tenant (any role of the tenant).
+/// Read a tenant (any role of the tenant). The `ETag` names this version,
+/// for `If-Match` on a later update.
 #[utoipa::path(get, path = "/v1/tenants/{t}", operation_id = "get_tenant", tag = "tenants",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
-    responses((status = 200, description = "The tenant", body = Tenant)))]
+    responses((status = 200, description = "The tenant", body = Tenant,
+        headers(("ETag" = String, description = "This version of the tenant")))))]
 pub(crate) async fn read(
     State(state): State<AppState>,
     who: Principal,
     Path(t): Path<String>,
-) -> Result<ApiJson<Tenant>, ApiError> {
+) -> Result<(ETag, ApiJson<Tenant>), ApiError> {
     who.require(&t, Access::Read)?;
-    Ok(ApiJson(state.store.get_tenant(&t).await?.into()))
+    tagged(state.store.get_tenant(&t).await?.into())
 }
 
-/// Update a tenant with a JSON merge patch (tenant-admin).
+/// Update a tenant with a JSON merge patch (tenant-admin). With
+/// `If-Match`, only if the tenant is still the version that `ETag` names.
 #[utoipa::path(patch, path = "/v1/tenants/{t}", operation_id = "update_tenant", tag = "tenants",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        super::IfMatchHeader),
     request_body(content = PatchTenant, content_type = "application/merge-patch+json"),
-    responses((status = 200, description = "The updated tenant", body = Tenant)))]
+    responses(
+        (status = 200, description = "The updated tenant", body = Tenant,
+         headers(("ETag" = String, description = "The new version of the tenant"))),
+        (status = 412, description = "If-Match does not name the current version",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     who: Principal,
     request_id: RequestId,
     Path(t): Path<String>,
+    headers: HeaderMap,
     ApiJson(body): ApiJson<PatchTenant>,
-) -> Result<ApiJson<Tenant>, ApiError> {
+) -> Result<(ETag, ApiJson<Tenant>), ApiError> {
     who.require(&t, Access::Admin)?;
+    // With If-Match: compare with the current version, and update only if
+    // it is still that version when the write happens.
+    let unchanged_since = if headers.contains_key(IF_MATCH) {
+        let current = state.store.get_tenant(&t).await?;
+        let read_at = current.updated_at;
+        ETag::of(&Tenant::from(current))?.check_if_match(&headers)?;
+        Some(read_at)
+    } else {
+        None
+    };
     let name = match body.name {
         None => None,
         Some(None) => return Err(ApiError::invalid_field("/name", "name cannot be removed")),
@@ -148,9 +167,7 @@ pub(crate) async fn update(
         }
     };
     let changed = json!({ "name": name });
-    let tenant = state.store.update_tenant(&t, &TenantPatch { name }).await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
@@ -159,9 +176,12 @@ pub(crate) async fn update(
             target: format!("tenants/{t}"),
             details: changed,
         },
-    )
-    .await?;
-    Ok(ApiJson(tenant.into()))
+    );
+    let tenant = state
+        .store
+        .update_tenant_audited(&t, &TenantPatch { name }, unchanged_since, &audit)
+        .await?;
+    tagged(tenant.into())
 }
 
 /// Delete a tenant and all its devices (platform-admin).
@@ -175,9 +195,7 @@ pub(crate) async fn remove(
     Path(t): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Platform)?;
-    state.store.delete_tenant(&t).await?;
-    record(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
         Event {
@@ -186,8 +204,8 @@ pub(crate) async fn remove(
             target: format!("tenants/{t}"),
             details: json!({}),
         },
-    )
-    .await?;
+    );
+    state.store.delete_tenant_audited(&t, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -27,8 +27,8 @@ pub(crate) fn name(name: &str, pointer: &str, errors: &mut Vec<FieldError>) {
     }
 }
 
-/// Label keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 bytes without
-/// control characters, at most 64 labels.
+/// Label keys `[A-Za-z0-9._/-]{1,63}`, values up to 256 characters
+/// without control characters, at most 64 labels.
 pub(crate) fn labels(labels: &Labels, pointer: &str, errors: &mut Vec<FieldError>) {
     if labels.len() > MAX_LABELS {
         errors.push(FieldError::new(
@@ -48,16 +48,58 @@ pub(crate) fn labels(labels: &Labels, pointer: &str, errors: &mut Vec<FieldError
                 ),
             ));
         }
-        if value.len() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
+        if value.chars().count() > MAX_LABEL_VALUE_LEN || value.chars().any(char::is_control) {
             errors.push(FieldError::new(
                 at,
                 format!(
-                    "label values are at most {MAX_LABEL_VALUE_LEN} bytes, without control \
+                    "label values are at most {MAX_LABEL_VALUE_LEN} characters, without control \
                      characters"
                 ),
             ));
         }
     }
+}
+
+/// The OpenAPI schema of a `labels` object: what [`labels`] accepts.
+pub(crate) fn labels_schema() -> utoipa::openapi::Object {
+    labels_object(false)
+}
+
+/// [`labels_schema`] as a merge patch: the object, or any value, may be
+/// `null` (remove).
+pub(crate) fn labels_patch_schema() -> utoipa::openapi::Object {
+    labels_object(true)
+}
+
+fn labels_object(nullable: bool) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let of = |t: Type| {
+        if nullable {
+            SchemaType::from_iter([t, Type::Null])
+        } else {
+            SchemaType::new(t)
+        }
+    };
+    ObjectBuilder::new()
+        .schema_type(of(Type::Object))
+        .description(Some(format!(
+            "At most {MAX_LABELS} labels; keys `[A-Za-z0-9._/-]{{1,{MAX_LABEL_KEY_LEN}}}`, \
+             values up to {MAX_LABEL_VALUE_LEN} characters without control characters."
+        )))
+        .max_properties(Some(MAX_LABELS))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(format!("^[A-Za-z0-9._/-]{{1,{MAX_LABEL_KEY_LEN}}}$"))),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(of(Type::String))
+                .pattern(Some(format!(
+                    "^[^\\u0000-\\u001f\\u007f-\\u009f]{{0,{MAX_LABEL_VALUE_LEN}}}$"
+                ))),
+        ))
+        .build()
 }
 
 pub(crate) fn label_key_ok(key: &str) -> bool {
@@ -67,8 +109,13 @@ pub(crate) fn label_key_ok(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
 }
 
-/// At most 16 KiB serialized and 8 levels deep.
+/// At most 16 KiB serialized and 8 levels deep, with no U+0000 in any
+/// string or key (PostgreSQL's `jsonb` cannot hold it, and both backends
+/// must accept the same documents).
 pub(crate) fn attributes(attrs: &Map<String, Value>, pointer: &str, errors: &mut Vec<FieldError>) {
+    for (key, value) in attrs {
+        nul_free(key, value, pointer, errors);
+    }
     let size = serde_json::to_vec(attrs).map_or(usize::MAX, |v| v.len());
     if size > MAX_ATTRIBUTES_BYTES {
         errors.push(FieldError::new(
@@ -82,6 +129,65 @@ pub(crate) fn attributes(attrs: &Map<String, Value>, pointer: &str, errors: &mut
             format!("nested at most {MAX_ATTRIBUTES_DEPTH} levels deep"),
         ));
     }
+}
+
+/// Adds an error for `key`/`value` (under `pointer`) when it holds U+0000.
+fn nul_free(key: &str, value: &Value, pointer: &str, errors: &mut Vec<FieldError>) {
+    let at = format!("{pointer}/{}", escape(key));
+    if key.contains('\0') {
+        errors.push(FieldError::new(at, "keys cannot contain U+0000"));
+        return;
+    }
+    match value {
+        Value::String(s) if s.contains('\0') => {
+            errors.push(FieldError::new(at, "strings cannot contain U+0000"));
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                nul_free(&i.to_string(), item, &at, errors);
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                nul_free(k, v, &at, errors);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The OpenAPI schema of an `attributes` object (`nullable` for merge
+/// patches). Keys are constrained; the no-U+0000 rule for nested strings is
+/// only described: a recursive schema for it defeats client generators.
+pub(crate) fn attributes_schema() -> utoipa::openapi::Object {
+    attributes_object(false)
+}
+
+/// [`attributes_schema`] as a merge patch member: `null` empties it.
+pub(crate) fn attributes_patch_schema() -> utoipa::openapi::Object {
+    attributes_object(true)
+}
+
+fn attributes_object(nullable: bool) -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, SchemaType, Type};
+    let kind = if nullable {
+        SchemaType::from_iter([Type::Object, Type::Null])
+    } else {
+        SchemaType::new(Type::Object)
+    };
+    ObjectBuilder::new()
+        .schema_type(kind)
+        .description(Some(format!(
+            "A JSON object of at most {} KiB, nested at most {MAX_ATTRIBUTES_DEPTH} deep; \
+             no string or key anywhere in it may contain U+0000.",
+            MAX_ATTRIBUTES_BYTES / 1024
+        )))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some("^[^\\u0000]*$")),
+        ))
+        .build()
 }
 
 fn depth(v: &Value) -> usize {

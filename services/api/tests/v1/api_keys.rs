@@ -1,9 +1,14 @@
-use api::Role;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use api::auth::RateLimit;
+use api::{AppState, HttpLimits, Role};
+use axum::extract::ConnectInfo;
 use http::Method;
 use serde_json::json;
 use store::testing::TestDb;
 
-use crate::TestApp;
+use crate::{TestApp, request};
 
 async fn api_keys_are_exchanged_for_tokens(db: &TestDb) {
     let t = TestApp::new(db).await;
@@ -132,4 +137,87 @@ async fn api_key_access(db: &TestDb) {
     .problem(404, "not-found");
 }
 
-store::backend_tests!(api_keys_are_exchanged_for_tokens, api_key_access);
+/// `POST /v1/auth/token` is limited per API key and per client address:
+/// secrets cannot be guessed at speed, whichever way the guesses spread.
+async fn token_exchange_is_rate_limited(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    t.tenant("acme").await;
+    let ta = t.token(Role::TenantAdmin, "acme");
+    let mut secrets = Vec::new();
+    for name in ["a", "b"] {
+        let created = t
+            .post(
+                "/v1/tenants/acme/api-keys",
+                &ta,
+                json!({"name": name, "role": "viewer"}),
+            )
+            .await
+            .expect(201)
+            .body;
+        secrets.push(created["secret"].as_str().unwrap().to_owned());
+    }
+    let metrics = api::install_metrics_recorder().unwrap();
+    let state = AppState::new(t.store.clone(), metrics).with_keys(t.keys.clone());
+    let limits = HttpLimits {
+        rate_limit: None,
+        token_rate_limit: Some(RateLimit {
+            requests: 2,
+            per: Duration::from_secs(60),
+            burst: 2,
+        }),
+        ..HttpLimits::default()
+    };
+    let limited = TestApp {
+        app: api::router(state, &limits),
+        ..t
+    };
+    let exchange = async |secret: &str, from: [u8; 4]| {
+        let mut req = request(
+            Method::POST,
+            "/v1/auth/token",
+            None,
+            Some(json!({ "api_key": secret })),
+            &[],
+        );
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from((from, 40000))));
+        limited.send(req).await
+    };
+
+    // Per key: a third attempt within the minute is refused, from anywhere.
+    exchange(&secrets[0], [10, 0, 0, 1]).await.expect(200);
+    exchange(&secrets[0], [10, 0, 0, 2]).await.expect(200);
+    let r = exchange(&secrets[0], [10, 0, 0, 3])
+        .await
+        .problem(429, "rate-limited");
+    let retry: u64 = r.headers[http::header::RETRY_AFTER]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=31).contains(&retry), "Retry-After {retry}");
+    // Another key is not affected.
+    exchange(&secrets[1], [10, 0, 0, 4]).await.expect(200);
+
+    // Per address: guesses at made-up keys use up the address's attempts.
+    let guess = |n: u32| format!("fmq_{n:016x}_{}", "0".repeat(64));
+    exchange(&guess(1), [10, 9, 9, 9])
+        .await
+        .problem(401, "unauthorized");
+    exchange(&guess(2), [10, 9, 9, 9])
+        .await
+        .problem(401, "unauthorized");
+    exchange(&guess(3), [10, 9, 9, 9])
+        .await
+        .problem(429, "rate-limited");
+    // Even the right secret, from that address, waits.
+    exchange(&secrets[1], [10, 9, 9, 9])
+        .await
+        .problem(429, "rate-limited");
+}
+
+store::backend_tests!(
+    api_keys_are_exchanged_for_tokens,
+    api_key_access,
+    token_exchange_is_rate_limited
+);

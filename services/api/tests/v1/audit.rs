@@ -138,4 +138,57 @@ async fn mutations_are_audited(db: &TestDb) {
     assert_eq!(log["items"][0]["action"], "tenant.delete");
 }
 
-store::backend_tests!(mutations_are_audited);
+/// A change whose audit entry cannot be written is not made: the request
+/// fails (500) and the data is as before.
+async fn unaudited_changes_roll_back(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    let a = &t.admin;
+    t.tenant("acme").await;
+    t.device("acme", "d1").await;
+    db.execute("DROP TABLE audit_log").await.unwrap();
+
+    t.post("/v1/tenants/acme/devices", a, json!({"id": "d2"}))
+        .await
+        .problem(500, "internal");
+    t.get("/v1/tenants/acme/devices/d2", a)
+        .await
+        .problem(404, "not-found");
+    t.patch("/v1/tenants/acme/devices/d1", a, json!({"enabled": false}))
+        .await
+        .problem(500, "internal");
+    let d1 = t
+        .get("/v1/tenants/acme/devices/d1", a)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(d1["enabled"], true);
+    t.delete("/v1/tenants/acme/devices/d1", a)
+        .await
+        .problem(500, "internal");
+    t.get("/v1/tenants/acme/devices/d1", a).await.expect(200);
+    t.post("/v1/tenants", a, json!({"id": "globex", "name": "G"}))
+        .await
+        .problem(500, "internal");
+    t.get("/v1/tenants/globex", a)
+        .await
+        .problem(404, "not-found");
+    t.patch("/v1/tenants/acme", a, json!({"name": "Renamed"}))
+        .await
+        .problem(500, "internal");
+    assert_eq!(
+        t.get("/v1/tenants/acme", a).await.expect(200).body["name"],
+        "acme"
+    );
+    t.delete("/v1/tenants/acme", a)
+        .await
+        .problem(500, "internal");
+    t.get("/v1/tenants/acme", a).await.expect(200);
+    let keys = "/v1/tenants/acme/api-keys";
+    t.post(keys, a, json!({"name": "ci", "role": "viewer"}))
+        .await
+        .problem(500, "internal");
+    let listed = t.get(keys, a).await.expect(200).body;
+    assert_eq!(listed["items"], json!([]));
+}
+
+store::backend_tests!(mutations_are_audited, unaudited_changes_roll_back);

@@ -459,10 +459,7 @@ async fn rate_limited(db: &TestDb) {
     let metrics = api::install_metrics_recorder().unwrap();
     let state = AppState::new(t.store.clone(), metrics).with_keys(t.keys.clone());
     let limits = HttpLimits {
-        rate_limit: Some(api::auth::RateLimit {
-            per_second: 1,
-            burst: 2,
-        }),
+        rate_limit: Some(api::auth::RateLimit::per_second(1, 2)),
         ..HttpLimits::default()
     };
     let limited = TestApp {

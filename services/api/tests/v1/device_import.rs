@@ -7,9 +7,13 @@ use store::testing::TestDb;
 use crate::{Resp, TestApp};
 
 async fn import(t: &TestApp, token: &str, query: &str, body: &str) -> Resp {
+    import_as(t, token, "application/x-ndjson", query, body).await
+}
+
+async fn import_as(t: &TestApp, token: &str, media_type: &str, query: &str, body: &str) -> Resp {
     let req = Request::post(format!("/v1/tenants/acme/devices:import{query}"))
         .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
-        .header(http::header::CONTENT_TYPE, "application/x-ndjson")
+        .header(http::header::CONTENT_TYPE, media_type)
         .body(Body::from(body.to_owned()))
         .unwrap();
     t.send(req).await
@@ -29,6 +33,11 @@ fn statuses(report: &Value) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// `(line, status)` pairs as [`statuses`] gives them.
+fn s(v: &[(u64, &str)]) -> Vec<(u64, String)> {
+    v.iter().map(|(l, s)| (*l, (*s).to_owned())).collect()
+}
+
 async fn ndjson_import(db: &TestDb) {
     let t = TestApp::new(db).await;
     t.tenant("acme").await;
@@ -43,9 +52,6 @@ async fn ndjson_import(db: &TestDb) {
         "{\"id\":\"i2\",\"extra\":1}\n",
         "{\"id\":\"i3\",\"enabled\":false}\n",
     );
-    let s = |v: &[(u64, &str)]| -> Vec<(u64, String)> {
-        v.iter().map(|(l, s)| (*l, (*s).to_owned())).collect()
-    };
 
     // All or nothing: the invalid lines stop everything before the store.
     let r = import(&t, &op, "?all_or_nothing=true", body)
@@ -144,12 +150,88 @@ async fn ndjson_import(db: &TestDb) {
     import(&t, &op, "?all_or_nothing=maybe", valid)
         .await
         .problem(400, "bad-request");
-    let req = Request::post("/v1/tenants/acme/devices:import")
-        .header(http::header::AUTHORIZATION, format!("Bearer {op}"))
-        .header(http::header::CONTENT_TYPE, "text/csv")
-        .body(Body::from("id\nx\n"))
-        .unwrap();
-    t.send(req).await.problem(415, "unsupported-media-type");
+    import_as(&t, &op, "application/json", "", "{\"id\":\"x\"}")
+        .await
+        .problem(415, "unsupported-media-type");
 }
 
-store::backend_tests!(ndjson_import);
+/// CSV: same results per row (numbered by line), same all-or-nothing.
+async fn csv_import(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    t.tenant("acme").await;
+    t.device("acme", "dup").await;
+    let op = t.token(Role::Operator, "acme");
+    let csv = |query: &'static str, body: &'static str| {
+        let (t, op) = (&t, &op);
+        async move { import_as(t, op, "text/csv; charset=utf-8", query, body).await }
+    };
+    let body = concat!(
+        "id,enabled,label.site,attributes\r\n",
+        "c1,,berlin,\"{\"\"fw\"\":\"\"1.2\"\"}\"\r\n",
+        "bad id,,,\r\n",
+        "dup,,,\r\n",
+        "c2,false,,\r\n",
+    );
+
+    let r = csv("?all_or_nothing=true", body).await.expect(200).body;
+    assert_eq!(r["applied"], false);
+    assert_eq!(
+        statuses(&r),
+        s(&[
+            (2, "not_attempted"),
+            (3, "failed"),
+            (4, "not_attempted"),
+            (5, "not_attempted")
+        ])
+    );
+    assert_eq!(r["results"][1]["error"]["errors"][0]["pointer"], "/id");
+    t.get("/v1/tenants/acme/devices/c1", &op)
+        .await
+        .problem(404, "not-found");
+
+    let r = csv("", body).await.expect(200).body;
+    assert_eq!(
+        statuses(&r),
+        s(&[(2, "created"), (3, "failed"), (4, "failed"), (5, "created")])
+    );
+    assert_eq!(
+        r["results"][2]["error"]["type"],
+        "https://fleetmq.dev/problems/already-exists"
+    );
+    let c1 = t
+        .get("/v1/tenants/acme/devices/c1", &op)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(c1["labels"]["site"], "berlin");
+    assert_eq!(c1["attributes"]["fw"], "1.2");
+    assert!(c1["enabled"].as_bool().unwrap());
+    let c2 = t
+        .get("/v1/tenants/acme/devices/c2", &op)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(c2["enabled"], false);
+
+    // All or nothing, all fine.
+    let r = csv("?all_or_nothing=true", "id\nc3\nc4\n")
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(
+        (r["applied"].as_bool(), r["created"].as_u64()),
+        (Some(true), Some(2))
+    );
+
+    // A header we do not understand refuses the whole body.
+    let r = csv("", "id,colour\nc5,red\n")
+        .await
+        .problem(400, "bad-request")
+        .body;
+    assert!(r["detail"].as_str().unwrap().contains("colour"), "{r}");
+    t.get("/v1/tenants/acme/devices/c5", &op)
+        .await
+        .problem(404, "not-found");
+}
+
+store::backend_tests!(ndjson_import, csv_import);

@@ -4,7 +4,9 @@ use serde_json::{Value, json};
 use store::NewDevice;
 use store::testing::TestDb;
 
-use crate::TestApp;
+use http::Method;
+
+use crate::{TestApp, request};
 
 async fn device_crud(db: &TestDb) {
     let t = TestApp::new(db).await;
@@ -274,9 +276,126 @@ async fn paging_while_adding(db: &TestDb) {
     }
 }
 
+/// GET and PATCH answer with an ETag; a PATCH with If-Match applies only
+/// to that version (412 otherwise), for devices and tenants alike.
+async fn if_match_guards_updates(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    let a = &t.admin;
+    t.tenant("acme").await;
+    t.device("acme", "d1").await;
+    for (uri, change, other) in [
+        (
+            "/v1/tenants/acme/devices/d1",
+            json!({"labels": {"site": "berlin"}}),
+            json!({"enabled": false}),
+        ),
+        (
+            "/v1/tenants/acme",
+            json!({"name": "Acme 2"}),
+            json!({"name": "Acme 3"}),
+        ),
+    ] {
+        let read = t.get(uri, a).await.expect(200);
+        let etag = read.headers[http::header::ETAG]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+        // Unchanged: same tag on every read.
+        let again = t.get(uri, a).await.expect(200);
+        assert_eq!(again.headers[http::header::ETAG], etag.as_str());
+
+        let patch = |body: &Value, if_match: &str| {
+            let mut headers = vec![("content-type", "application/merge-patch+json")];
+            if !if_match.is_empty() {
+                headers.push(("if-match", if_match));
+            }
+            let mut req = request(Method::PATCH, uri, Some(a), None, &headers);
+            *req.body_mut() = axum::body::Body::from(body.to_string());
+            t.send(req)
+        };
+        // The right tag: applied, and a new tag comes back.
+        let updated = patch(&change, &etag).await.expect(200);
+        let new_tag = updated.headers[http::header::ETAG]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_ne!(new_tag, etag);
+        let read = t.get(uri, a).await.expect(200);
+        assert_eq!(read.headers[http::header::ETAG], new_tag.as_str());
+        // The old tag (someone else changed it meanwhile): 412, unchanged.
+        patch(&other, &etag)
+            .await
+            .problem(412, "precondition-failed");
+        assert_eq!(t.get(uri, a).await.expect(200).body, read.body);
+        // Weak tags never match; `*` and lists do; no If-Match is fine.
+        patch(&other, &format!("W/{new_tag}"))
+            .await
+            .problem(412, "precondition-failed");
+        let listed = patch(&other, &format!("\"nope\", {new_tag}"))
+            .await
+            .expect(200);
+        patch(&change, "*").await.expect(200);
+        patch(&other, "").await.expect(200);
+        assert_ne!(listed.body, Value::Null);
+    }
+    // A missing resource is still 404, whatever If-Match says.
+    let req = request(
+        Method::PATCH,
+        "/v1/tenants/acme/devices/ghost",
+        Some(a),
+        None,
+        &[
+            ("content-type", "application/merge-patch+json"),
+            ("if-match", "*"),
+        ],
+    );
+    let mut req = req;
+    *req.body_mut() = axum::body::Body::from("{}");
+    t.send(req).await.problem(404, "not-found");
+}
+
+/// U+0000 in attributes is refused on both backends alike (PostgreSQL's
+/// jsonb cannot store it), with the pointer of the string or key.
+async fn nul_in_attributes_is_422(db: &TestDb) {
+    let t = TestApp::new(db).await;
+    t.tenant("acme").await;
+    let base = "/v1/tenants/acme/devices";
+    let r = t
+        .post(
+            base,
+            &t.admin,
+            json!({"id": "n1", "attributes": {"a": ["ok", {"b": "x\0y"}]}}),
+        )
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/attributes/a/1/b");
+    let r = t
+        .post(
+            base,
+            &t.admin,
+            json!({"id": "n1", "attributes": {"k\0": 1}}),
+        )
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/attributes/k\0");
+    t.device("acme", "n1").await;
+    let r = t
+        .patch(
+            &format!("{base}/n1"),
+            &t.admin,
+            json!({"attributes": {"z": "\0"}}),
+        )
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/attributes/z");
+}
+
 store::backend_tests!(
+    nul_in_attributes_is_422,
     device_crud,
     device_validation,
     device_filters,
-    paging_while_adding
+    paging_while_adding,
+    if_match_guards_updates
 );

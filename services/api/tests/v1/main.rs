@@ -81,10 +81,12 @@ impl TestApp {
         let keys = Keys::load_or_create(&store).await.unwrap();
         let metrics = api::install_metrics_recorder().unwrap();
         let state = AppState::new(store.clone(), metrics).with_keys(keys.clone());
-        // Tests make hundreds of requests with one token: no rate limit
-        // here (auth::rate_limited tests it).
+        // Tests make hundreds of requests with one token: no rate limits
+        // here (auth::rate_limited and api_keys::token_exchange_is_rate_limited
+        // test them).
         let limits = HttpLimits {
             rate_limit: None,
+            token_rate_limit: None,
             ..HttpLimits::default()
         };
         let app = api::router(state, &limits);

@@ -71,7 +71,11 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
     let app = api::router(
         api::AppState::new(store.clone(), metrics),
-        &api::HttpLimits::default(),
+        &api::HttpLimits {
+            rate_limit: config.rate_limit,
+            token_rate_limit: config.token_rate_limit,
+            ..api::HttpLimits::default()
+        },
     );
     let server = tokio::spawn(api::serve(http, app, shutdown.clone().cancelled_owned()));
     let mqtt_tasks = [

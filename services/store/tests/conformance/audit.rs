@@ -2,7 +2,7 @@
 
 use serde_json::json;
 use store::testing::TestDb;
-use store::{Error, NewAuditEntry, Page};
+use store::{DevicePatch, Error, NewAuditEntry, NewDevice, NewTenant, Page, TenantPatch};
 
 use super::tenant;
 
@@ -85,4 +85,175 @@ async fn audit_append_and_list(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
-store::backend_tests!(audit_append_and_list);
+/// `*_audited` writes a change and its entry together: each is there after
+/// success, and when the entry cannot be written the change is not either.
+async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    let entry = |action: &str| {
+        let mut e = NewAuditEntry::new("operator:t", action, "tenants/acme");
+        e.tenant_id = Some("acme".into());
+        e
+    };
+    let acme = NewTenant {
+        id: "acme".into(),
+        name: "Acme".into(),
+    };
+    let created = store
+        .create_tenant_audited(&acme, &entry("tenant.create"))
+        .await?;
+    store
+        .create_device_audited("acme", &NewDevice::new("d1"), &entry("device.create"))
+        .await?;
+    let patch = DevicePatch {
+        enabled: Some(false),
+        ..DevicePatch::default()
+    };
+    let d1 = store
+        .update_device_audited("acme", "d1", &patch, None, &entry("device.update"))
+        .await?;
+    // A precondition on an old version: refused, nothing written.
+    let stale = store
+        .update_device_audited(
+            "acme",
+            "d1",
+            &DevicePatch::default(),
+            Some(created.updated_at - chrono::Duration::seconds(1)),
+            &entry("device.update"),
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::Modified { .. })), "{stale:?}");
+    let current = store
+        .update_device_audited(
+            "acme",
+            "d1",
+            &patch,
+            Some(d1.updated_at),
+            &entry("device.update"),
+        )
+        .await?;
+    assert!(!current.enabled);
+    let missing = store
+        .update_device_audited("acme", "ghost", &patch, Some(d1.updated_at), &entry("x"))
+        .await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+    let renamed = TenantPatch {
+        name: Some("Acme 2".into()),
+    };
+    let stale = store
+        .update_tenant_audited(
+            "acme",
+            &renamed,
+            Some(d1.created_at - chrono::Duration::seconds(1)),
+            &entry("t"),
+        )
+        .await;
+    assert!(matches!(stale, Err(Error::Modified { .. })), "{stale:?}");
+    store
+        .update_tenant_audited(
+            "acme",
+            &renamed,
+            Some(created.updated_at),
+            &entry("tenant.update"),
+        )
+        .await?;
+    store
+        .create_device_audited("acme", &NewDevice::new("d2"), &entry("device.create"))
+        .await?;
+    store
+        .delete_device_audited("acme", "d2", &entry("device.delete"))
+        .await?;
+    let actions: Vec<String> = store
+        .list_audit(Some("acme"), &Page::first(50))
+        .await?
+        .items
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "device.delete",
+            "device.create",
+            "tenant.update",
+            "device.update",
+            "device.update",
+            "device.create",
+            "tenant.create"
+        ]
+    );
+
+    // Now no entry can be written: every change fails and leaves no trace.
+    db.execute("DROP TABLE audit_log").await?;
+    let failed = store
+        .create_device_audited("acme", &NewDevice::new("d3"), &entry("device.create"))
+        .await;
+    assert!(failed.is_err());
+    assert!(matches!(
+        store.get_device("acme", "d3").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        store
+            .update_device_audited(
+                "acme",
+                "d1",
+                &DevicePatch {
+                    enabled: Some(true),
+                    ..DevicePatch::default()
+                },
+                None,
+                &entry("device.update")
+            )
+            .await
+            .is_err()
+    );
+    assert!(!store.get_device("acme", "d1").await?.enabled);
+    assert!(
+        store
+            .delete_device_audited("acme", "d1", &entry("device.delete"))
+            .await
+            .is_err()
+    );
+    store.get_device("acme", "d1").await?;
+    let other = NewTenant {
+        id: "globex".into(),
+        name: "Globex".into(),
+    };
+    assert!(
+        store
+            .create_tenant_audited(&other, &entry("tenant.create"))
+            .await
+            .is_err()
+    );
+    assert!(!store.tenant_exists("globex").await?);
+    assert!(
+        store
+            .update_tenant_audited(
+                "acme",
+                &TenantPatch {
+                    name: Some("Nope".into())
+                },
+                None,
+                &entry("t")
+            )
+            .await
+            .is_err()
+    );
+    assert_eq!(store.get_tenant("acme").await?.name, "Acme 2");
+    assert!(
+        store
+            .delete_tenant_audited("acme", &entry("tenant.delete"))
+            .await
+            .is_err()
+    );
+    assert!(store.tenant_exists("acme").await?);
+    Ok(())
+}
+
+store::backend_tests!(
+    audit_append_and_list,
+    audited_changes_commit_with_their_entry
+);
