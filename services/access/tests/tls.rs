@@ -34,6 +34,7 @@ struct Platform {
     cas: Vec<TenantCa>,
     store: Store,
     trust: TrustRegistry,
+    broker: Broker,
     cache: AccessCache,
     revocations: Revocations,
     port: u16,
@@ -104,6 +105,7 @@ impl Platform {
             cas,
             store: store.clone(),
             trust,
+            broker,
             cache,
             revocations,
             port,
@@ -321,6 +323,16 @@ impl Client {
         .await
     }
 
+    /// How the connection ended: the server's DISCONNECT reason or the error.
+    async fn ended(&mut self) -> String {
+        self.next(|p| match p {
+            Ok(Packet::Disconnect(d)) => Some(format!("{:?}", d.reason_code)),
+            Err(e) => Some(e),
+            _ => None,
+        })
+        .await
+    }
+
     /// Nothing but `allowed` packets arrive for `quiet` (after a positive control).
     async fn quiet(&mut self, quiet: Duration) {
         let _ = tokio::time::timeout(quiet, async {
@@ -415,13 +427,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
     assert!(p.revocations.certificate_revoked("acme", "d1", &d1.serial));
     // rumqttc reports the server's DISCONNECT as an error; over TLS it
     // sometimes sees the close before the packet (then: aborted).
-    let ended = dev
-        .next(|pk| match pk {
-            Ok(Packet::Disconnect(d)) => Some(format!("{:?}", d.reason_code)),
-            Err(e) => Some(e),
-            _ => None,
-        })
-        .await;
+    let ended = dev.ended().await;
     assert!(
         ended.contains("AdministrativeAction") || ended.contains("ConnectionAborted"),
         "{ended}"
@@ -441,6 +447,17 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
         .await?;
     assert!(p.revocations.device_changed("acme", "d1"));
     let refused = p.with_cert("d1", &d1b).refused().await;
+    assert!(refused.contains("NotAuthorized"), "{refused}");
+
+    // A tenant-wide floor ends globex's certificate sessions and refuses
+    // their certificates.
+    p.store
+        .set_tenant_cert_floor("globex", Utc::now() + chrono::Duration::seconds(1))
+        .await?;
+    assert_eq!(p.revocations.tenant_changed("globex"), 1);
+    let ended = other.ended().await;
+    assert!(!ended.is_empty());
+    let refused = p.with_cert("g1", &g1).refused().await;
     assert!(refused.contains("NotAuthorized"), "{refused}");
 
     // A disabled device is refused.
@@ -627,26 +644,15 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
         SubscribeReasonCode::NotAuthorized
     );
 
-    // The device's TLS options, then the program's own.
+    let server = ["-h", "localhost", "-p", &port, "--cafile", &cafile];
+    // The server, the device's certificate, then the program's own options.
     let run = |program: &'static str, extra: &[&str]| {
-        let args: Vec<String> = [
-            "-h",
-            "localhost",
-            "-p",
-            &port,
-            "--cafile",
-            &cafile,
-            "--cert",
-            &cert_path,
-            "--key",
-            &key_path,
-            "-V",
-            "mqttv5",
-        ]
-        .iter()
-        .chain(extra)
-        .map(|s| (*s).to_owned())
-        .collect();
+        let args: Vec<String> = server
+            .iter()
+            .chain(&["--cert", &cert_path, "--key", &key_path, "-V", "mqttv5"])
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect();
         tokio::task::spawn_blocking(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             mosquitto(program, &args)
@@ -698,6 +704,77 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ping");
+    // A live mosquitto_sub session ends when its certificate is revoked.
+    let watcher = run(
+        "mosquitto_sub",
+        &[
+            "-d",
+            "-i",
+            "m1",
+            "-t",
+            "commands/m1/#",
+            "-C",
+            "1",
+            "-W",
+            "15",
+        ],
+    );
+    let deadline = Instant::now() + WAIT;
+    let acme = broker::TenantId::parse("acme")?;
+    while p.broker.session_drops(&acme, "m1").is_none() {
+        assert!(Instant::now() < deadline, "mosquitto_sub never connected");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.store
+        .revoke_device_certificate("acme", "m1", &cert.serial, "superseded", Utc::now())
+        .await?;
+    let revoked_at = Instant::now();
+    assert!(
+        p.revocations
+            .certificate_revoked("acme", "m1", &cert.serial)
+    );
+    let out = watcher.await?;
+    eprintln!(
+        "mosquitto_sub ended {:?} after the revocation",
+        revoked_at.elapsed()
+    );
+    let log = String::from_utf8_lossy(&out.stdout);
+    assert!(log.contains("Received DISCONNECT (152)"), "{log}");
+    let out = run("mosquitto_pub", &[&["-i", "m1"][..], &publish].concat()).await?;
+    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        !out.status.success() && said.contains("not authorized"),
+        "{said}"
+    );
+    // 3.1.1 return codes: the revoked certificate gets 0x05 (it wins over
+    // any user name), a wrong password 0x04.
+    let v311 = ["-V", "mqttv311", "-i", "m1", "-t", "x", "-m", "x"];
+    let out = run("mosquitto_pub", &v311).await?;
+    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        !out.status.success() && said.contains("not authorised"),
+        "{said}"
+    );
+    let wrong_password = [
+        "-V",
+        "mqttv311",
+        "-i",
+        "backend-2",
+        "-u",
+        "acme-backend",
+        "-P",
+        "wrong",
+        "-t",
+        "x",
+        "-m",
+        "x",
+    ];
+    let out = mosquitto("mosquitto_pub", &[&server[..], &wrong_password].concat());
+    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        !out.status.success() && said.contains("bad user name or password"),
+        "{said}"
+    );
     p.shutdown.cancel();
     Ok(())
 }
