@@ -220,8 +220,9 @@ impl AccessCache {
     }
 
     /// The compiled rules for a principal, compiling them on first use.
-    /// `None` when nothing is known yet (policies invalidated and reloading
-    /// in the background): the caller denies.
+    /// `None` when the principal did not authenticate through this cache,
+    /// or its tenant's policies were invalidated and are reloading in the
+    /// background: the caller denies.
     pub(crate) fn compiled(&self, tenant: &str, principal: &str) -> Option<Arc<CompiledPolicy>> {
         let k = key(tenant, principal);
         let template = {
@@ -231,9 +232,9 @@ impl AccessCache {
             }
             match state.principals.get(&k) {
                 Some(PrincipalRules::Service(t)) => Some(Arc::clone(t)),
-                // A device, or a principal from before a restart of this
-                // cache: the tenant's device policies.
-                Some(PrincipalRules::Device) | None => state.tenant_policies.get(tenant).cloned(),
+                Some(PrincipalRules::Device) => state.tenant_policies.get(tenant).cloned(),
+                // Not authenticated through this cache: nothing to go on.
+                None => return None,
             }
         };
         let Some(template) = template else {
