@@ -779,3 +779,34 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 store::backend_tests!(mosquitto_clients);
+
+/// Once a device's state is cached, a connect needs no database: shown by
+/// closing the cache's own pool. An invalidation sends it back to the store.
+async fn cached_connects_skip_the_store(db: &TestDb) -> anyhow::Result<()> {
+    let p = Platform::start(db.store(), &["acme"]).await;
+    p.device("acme", "d1").await;
+    let cert = p.cert("acme", "d1", Utc::now()).await;
+    let own_pool = Store::open(db.url()).await?;
+    let cache = AccessCache::new(own_pool.clone());
+    let auth = PlatformAuthenticator::new(p.trust.clone(), cache.clone());
+    let request = AuthRequest {
+        username: None,
+        password: None,
+        client_id: "d1".into(),
+        peer: "127.0.0.1:1".parse()?,
+        peer_certificates: Some(vec![Bytes::copy_from_slice(cert.certificate_der.as_ref())]),
+        protocol: mqtt::ProtocolVersion::V311,
+    };
+    let identity = auth.authenticate(&request).await?;
+    assert_eq!(identity.principal, "d1");
+    own_pool.close().await;
+    assert_eq!(auth.authenticate(&request).await, Ok(identity));
+    cache.invalidate_device("acme", "d1");
+    assert!(matches!(
+        auth.authenticate(&request).await,
+        Err(AuthError::Unavailable(_))
+    ));
+    p.shutdown.cancel();
+    Ok(())
+}
+store::backend_tests!(cached_connects_skip_the_store);
