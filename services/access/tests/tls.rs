@@ -602,6 +602,14 @@ async fn password_devices(db: &TestDb) -> anyhow::Result<()> {
         fresh.publish("devices/p1/state", "on").await,
         PubAckReason::NotAuthorized
     );
+    // Invalidated policies: checks are denied until the background reload
+    // lands, then the stored policies apply again.
+    p.cache.invalidate_tenant("acme");
+    let deadline = Instant::now() + WAIT;
+    while fresh.publish("telemetry/p1/temp", "21").await != PubAckReason::NoMatchingSubscribers {
+        assert!(Instant::now() < deadline, "policies never reloaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     p.shutdown.cancel();
     Ok(())
 }
