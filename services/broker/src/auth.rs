@@ -201,8 +201,9 @@ impl TemplateAcl {
 }
 
 /// Whether every topic `inner` can match is also matched by `outer`
-/// (level-wise; `#` in `outer` covers the rest).
-fn covers(outer: &TopicFilter, inner: &TopicFilter) -> bool {
+/// (level-wise; `#` in `outer` covers the rest). Public so that other
+/// authorizers decide subscriptions the same way.
+pub fn covers(outer: &TopicFilter, inner: &TopicFilter) -> bool {
     let mut o = outer.as_str().split('/');
     let mut i = inner.as_str().split('/');
     loop {

@@ -67,7 +67,7 @@ mod transport;
 
 pub use auth::{
     AllowAll, AllowAnonymous, AuthError, AuthRequest, Authenticator, Authorizer, Identity,
-    MemoryAuthenticator, TemplateAcl,
+    MemoryAuthenticator, TemplateAcl, covers,
 };
 pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
 pub use config::Config;

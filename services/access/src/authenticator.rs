@@ -1,0 +1,301 @@
+//! [`PlatformAuthenticator`]: the broker's [`Authenticator`] for the
+//! platform. A TLS client certificate wins over a user name; then
+//! `{device}@{tenant}` with the device's password; then a tenant's service
+//! credential by user name.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use broker::{AuthError, AuthRequest, Authenticator, Identity, TenantId};
+use chrono::Utc;
+use rustls_pki_types::CertificateDer;
+use store::CertificateStatus;
+
+use crate::cache::PrincipalRules;
+use crate::password::{decoy_verify, parse_device_username, verify_password};
+use crate::policy::PolicyTemplate;
+use crate::{AccessCache, AccessError, Refusal};
+
+/// The principal of a tenant's service credential `name`. The prefix keeps
+/// credentials apart from devices (`:` is not allowed in device ids), so a
+/// device can never be given a credential's rules or the reverse.
+pub fn service_principal(name: &str) -> String {
+    format!("service:{name}")
+}
+
+/// Authenticates devices (certificate or password) and service credentials
+/// against the store, through the [`AccessCache`].
+#[derive(Debug, Clone)]
+pub struct PlatformAuthenticator {
+    trust: pki::TrustRegistry,
+    cache: AccessCache,
+}
+
+/// Who the refusal is about, for the log line.
+#[derive(Default)]
+struct Subject<'a> {
+    tenant: Option<&'a str>,
+    device: Option<&'a str>,
+}
+
+enum Outcome {
+    Refused(Refusal),
+    Failed(AccessError),
+}
+
+impl From<Refusal> for Outcome {
+    fn from(r: Refusal) -> Outcome {
+        Outcome::Refused(r)
+    }
+}
+
+impl From<AccessError> for Outcome {
+    fn from(e: AccessError) -> Outcome {
+        Outcome::Failed(e)
+    }
+}
+
+impl From<store::Error> for Outcome {
+    fn from(e: store::Error) -> Outcome {
+        Outcome::Failed(e.into())
+    }
+}
+
+fn tenant_id(tenant: &str) -> Result<TenantId, Outcome> {
+    // Ids come from our CA or store, already validated; a mismatch between
+    // the two rule sets is a bug on our side, not the client's.
+    TenantId::parse(tenant)
+        .map_err(|e| Outcome::Failed(AccessError::InvalidTenantId(format!("{tenant:?}: {e}"))))
+}
+
+impl PlatformAuthenticator {
+    /// Identifies certificates with `trust` (the registry the TLS verifier
+    /// reads too) and looks devices up through `cache`.
+    pub fn new(trust: pki::TrustRegistry, cache: AccessCache) -> PlatformAuthenticator {
+        PlatformAuthenticator { trust, cache }
+    }
+
+    async fn by_certificate(
+        &self,
+        request: &AuthRequest,
+        chain: &[bytes::Bytes],
+        identity_out: &mut Option<pki::DeviceIdentity>,
+    ) -> Result<Identity, Outcome> {
+        let chain: Vec<CertificateDer<'_>> = chain
+            .iter()
+            .map(|c| CertificateDer::from(c.as_ref()))
+            .collect();
+        let id = self
+            .trust
+            .identify(&chain, Utc::now())
+            .map_err(Refusal::Certificate)?;
+        let id = identity_out.insert(id);
+        let (tenant, device) = (id.tenant.as_str(), id.device.as_str());
+        let record = self.cache.certificate(tenant, &id.serial).await?;
+        let issued_at = match (&record, id.issuer_kind) {
+            (Some(cert), _) => {
+                if cert.device != device {
+                    return Err(Refusal::SerialOfAnotherDevice {
+                        serial: id.serial.clone(),
+                        recorded: cert.device.clone(),
+                    }
+                    .into());
+                }
+                if cert.status == CertificateStatus::Revoked {
+                    return Err(Refusal::Revoked {
+                        serial: id.serial.clone(),
+                    }
+                    .into());
+                }
+                cert.issued_at
+            }
+            // Certificates from a tenant's own CA are not issued by us, so
+            // never on record: their notBefore is when they were issued.
+            (None, pki::CaKind::Registered) => id.not_before,
+            (None, pki::CaKind::Issued) => {
+                return Err(Refusal::UnknownSerial {
+                    serial: id.serial.clone(),
+                }
+                .into());
+            }
+        };
+        let entry = self
+            .cache
+            .device(tenant, device)
+            .await?
+            .ok_or(Refusal::UnknownDevice)?;
+        if !entry.enabled {
+            return Err(Refusal::DeviceDisabled.into());
+        }
+        if let Some(floor) = entry.floors.effective()
+            && issued_at < floor
+        {
+            return Err(Refusal::BelowFloor {
+                serial: id.serial.clone(),
+                issued_at,
+                floor,
+            }
+            .into());
+        }
+        let identity = self.admit_device(request, tenant, device).await?;
+        self.cache.record_cert_session(tenant, device, &id.serial);
+        Ok(identity)
+    }
+
+    /// The last checks for a device that proved who it is: the client id
+    /// is its id; then its tenant's policies are made ready.
+    async fn admit_device(
+        &self,
+        request: &AuthRequest,
+        tenant: &str,
+        device: &str,
+    ) -> Result<Identity, Outcome> {
+        if request.client_id != device {
+            return Err(Refusal::ClientIdNotDevice {
+                client_id: request.client_id.clone(),
+            }
+            .into());
+        }
+        self.cache.ensure_policies(tenant).await?;
+        self.cache
+            .set_principal(tenant, device, PrincipalRules::Device);
+        Ok(Identity {
+            tenant: tenant_id(tenant)?,
+            principal: device.to_owned(),
+        })
+    }
+
+    async fn by_password<'a>(
+        &self,
+        request: &'a AuthRequest,
+        username: &'a str,
+        password: bytes::Bytes,
+        subject: &mut Subject<'a>,
+    ) -> Result<Identity, Outcome> {
+        if let Some((device, tenant)) = parse_device_username(username) {
+            subject.tenant = Some(tenant);
+            subject.device = Some(device);
+            let entry = self.cache.device(tenant, device).await?;
+            let hash = match entry {
+                Some(_) => {
+                    self.cache
+                        .store()
+                        .device_password_hash(tenant, device)
+                        .await?
+                }
+                None => None,
+            };
+            let refusal = match (&entry, &hash) {
+                (None, _) => Some(Refusal::UnknownDevice),
+                (Some(_), None) => Some(Refusal::NoPassword),
+                _ => None,
+            };
+            if !verify_blocking(password, hash).await? {
+                return Err(refusal.unwrap_or(Refusal::WrongPassword).into());
+            }
+            if !entry.is_some_and(|e| e.enabled) {
+                return Err(Refusal::DeviceDisabled.into());
+            }
+            return self.admit_device(request, tenant, device).await;
+        }
+        let credential = self
+            .cache
+            .store()
+            .service_credential_by_username(username)
+            .await?;
+        let hash = credential.as_ref().map(|c| c.password_hash.clone());
+        if !verify_blocking(password, hash).await? {
+            let refusal = match credential {
+                Some(_) => Refusal::WrongPassword,
+                None => Refusal::UnknownUser,
+            };
+            return Err(refusal.into());
+        }
+        let credential = credential.ok_or(Refusal::UnknownUser)?;
+        let principal = service_principal(&credential.name);
+        let template = PolicyTemplate::service_credential(
+            &credential.name,
+            &credential.publish,
+            &credential.subscribe,
+        );
+        self.cache.set_principal(
+            &credential.tenant_id,
+            &principal,
+            PrincipalRules::Service(Arc::new(template)),
+        );
+        Ok(Identity {
+            tenant: tenant_id(&credential.tenant_id)?,
+            principal,
+        })
+    }
+}
+
+/// Verify on the blocking pool (argon2 takes tens of milliseconds of CPU).
+/// With no hash, burn the same time on a decoy and return false.
+async fn verify_blocking(
+    password: bytes::Bytes,
+    hash: Option<String>,
+) -> Result<bool, AccessError> {
+    tokio::task::spawn_blocking(move || match hash {
+        Some(hash) => verify_password(&password, &hash),
+        None => {
+            decoy_verify(&password);
+            false
+        }
+    })
+    .await
+    .map_err(|e| AccessError::Task(e.to_string()))
+}
+
+#[async_trait]
+impl Authenticator for PlatformAuthenticator {
+    async fn authenticate(&self, request: &AuthRequest) -> Result<Identity, AuthError> {
+        let mut subject = Subject::default();
+        let mut cert_identity = None;
+        let result = match (
+            &request.peer_certificates,
+            &request.username,
+            &request.password,
+        ) {
+            (Some(chain), _, _) if !chain.is_empty() => {
+                self.by_certificate(request, chain, &mut cert_identity)
+                    .await
+            }
+            (_, Some(username), Some(password)) => {
+                self.by_password(request, username, password.clone(), &mut subject)
+                    .await
+            }
+            _ => Err(Refusal::NoCredentials.into()),
+        };
+        let tenant = cert_identity
+            .as_ref()
+            .map(|i| i.tenant.as_str())
+            .or(subject.tenant)
+            .unwrap_or_default();
+        let device = cert_identity
+            .as_ref()
+            .map(|i| i.device.as_str())
+            .or(subject.device)
+            .unwrap_or_default();
+        let client_id = request.client_id.as_str();
+        let method = if cert_identity.is_some() || request.peer_certificates.is_some() {
+            "certificate"
+        } else {
+            "password"
+        };
+        match result {
+            Ok(identity) => {
+                tracing::info!(tenant = %identity.tenant.as_str(), principal = %identity.principal, client_id, method, peer = %request.peer, "client authenticated");
+                Ok(identity)
+            }
+            Err(Outcome::Refused(refusal)) => {
+                tracing::info!(tenant, device, client_id, method, peer = %request.peer, reason = %refusal, "connection refused");
+                Err(AuthError::from(&refusal))
+            }
+            Err(Outcome::Failed(e)) => {
+                tracing::warn!(tenant, device, client_id, method, peer = %request.peer, error = %e, "could not authenticate");
+                Err(AuthError::from(&e))
+            }
+        }
+    }
+}

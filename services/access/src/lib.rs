@@ -1,0 +1,44 @@
+//! fleetmq platform access: who may connect to the broker and what each
+//! identity may publish and subscribe to, from the store and the PKI.
+//! Depends on `broker`, `pki` and `store`; only the binary depends on it.
+//!
+//! Module map:
+//! - `authenticator.rs` — [`PlatformAuthenticator`] (`broker::Authenticator`):
+//!   TLS client certificates, device passwords (`{device}@{tenant}`), tenant
+//!   service credentials.
+//! - `authorizer.rs` — [`PolicyAuthorizer`] (`broker::Authorizer`): compiled
+//!   ACL policies, deny by default.
+//! - `policy.rs` — the policy document, its variables and the engine
+//!   ([`PolicyTemplate`], [`CompiledPolicy`]).
+//! - `cache.rs` — [`AccessCache`]: device, certificate and policy state in
+//!   memory, invalidated on change.
+//! - `revocations.rs` — [`Revocations`]: invalidate and end live sessions.
+//! - `password.rs` — argon2id hashing, generated passwords, device usernames.
+//! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
+//!
+//! Wiring (in `fleetmq serve`): one [`AccessCache`] over the store; a
+//! [`PlatformAuthenticator`] and a [`PolicyAuthorizer`] sharing it, given
+//! to `Broker::builder`; then [`Revocations`] over the cache and the built
+//! broker, for the REST API.
+
+#![warn(missing_docs)]
+
+mod authenticator;
+mod authorizer;
+mod cache;
+mod error;
+mod password;
+mod policy;
+mod revocations;
+
+pub use authenticator::{PlatformAuthenticator, service_principal};
+pub use authorizer::PolicyAuthorizer;
+pub use cache::AccessCache;
+pub use error::{AccessError, Refusal};
+pub use password::{
+    device_username, generate_password, hash_password, parse_device_username, verify_password,
+};
+pub use policy::{
+    Action, CompiledPolicy, Decision, Effect, PolicyError, PolicyTemplate, Variables,
+};
+pub use revocations::Revocations;
