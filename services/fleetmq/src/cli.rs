@@ -115,7 +115,7 @@ pub struct ServeArgs {
     pub shutdown_timeout: Option<u64>,
 
     /// PEM certificate chain (leaf first) for MQTT over TLS; needs --tls-key.
-    /// [default: generated on first start into the data dir, CA in mqtts-ca.pem]
+    /// [default: issued by the platform root CA at start; clients trust <data-dir>/ca.pem]
     #[arg(long, env = "FLEETMQ_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 

@@ -186,7 +186,7 @@ pub struct ServeConfig {
     pub webhook_allow_private: bool,
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Duration,
-    /// The operator's MQTT/TLS certificate; `None`: generated in the data dir.
+    /// The operator's MQTT/TLS certificate; `None`: issued by the platform root.
     pub tls: Option<TlsFiles>,
     pub mqtt_limits: MqttLimits,
     /// Per authenticated caller on `/v1`; `None` when `off`.
@@ -290,7 +290,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         (None, None) => None,
         (Some(_), None) | (None, Some(_)) => {
             return Err(Error::Usage(format!(
-                "{TLS_CERT} and {TLS_KEY} go together: give both, or neither to use the generated certificate"
+                "{TLS_CERT} and {TLS_KEY} go together: give both, or neither to have the platform root CA issue one"
             )));
         }
     };

@@ -74,7 +74,7 @@ pub enum Error {
     },
 
     #[error(
-        "MQTT/TLS file {}: {message}; choose another with {setting} (a generated one is made again when it is removed from the data dir)",
+        "MQTT/TLS file {}: {message}; choose another with {setting}",
         path.display()
     )]
     TlsFileInvalid {
@@ -88,6 +88,12 @@ pub enum Error {
 
     #[error("MQTT/TLS: {0}")]
     Tls(String),
+
+    #[error("PKI: {0}")]
+    Pki(String),
+
+    #[error("webhooks: {0}")]
+    Webhooks(String),
 
     #[error(
         "tenant '{0}' does not exist; create it first (POST /v1/tenants with a platform-admin token)"

@@ -5,7 +5,8 @@
 //!   validated [`config::ServeConfig`].
 //! - [`datadir`]: the data directory (0700), its exclusive lock, and 0600 secret files.
 //! - [`listen`]: binding listeners with errors that name the flag to change.
-//! - [`tls`]: the MQTT/TLS server certificate, given or generated into the data dir.
+//! - [`pki_boot`]: the key-encryption key, the platform root CA and the trust set at start.
+//! - [`tls`]: the MQTT/TLS listener: the server certificate (given, or issued by the root) and the device-certificate verifier.
 //! - [`telemetry`]: the tracing subscriber (`--log-format`, `RUST_LOG`).
 //! - [`cmd`]: one file per subcommand (`serve`, `migrate`, `admin`).
 //! - [`error`]: the binary's error type and its exit codes.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod listen;
+pub mod pki_boot;
 pub mod telemetry;
 pub mod tls;
 

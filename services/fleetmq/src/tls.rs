@@ -1,91 +1,123 @@
-//! The MQTT/TLS server certificate: the operator's own (`--tls-cert`,
-//! `--tls-key`), or one generated on first start into the data directory and
-//! reused afterwards.
-//!
-//! The generated certificate is signed by a small local CA whose key is
-//! thrown away once it has signed: clients trust `mqtts-ca.pem` (a CA, which
-//! every TLS stack accepts as a trust anchor, unlike a self-signed leaf),
-//! and nothing else can ever be signed with it. The PKI (issue 5) will have
-//! the platform root CA sign this certificate instead; only
-//! [`server_config`] needs to change for that.
+//! The MQTT/TLS listener's configuration: the server certificate is the
+//! operator's own (`--tls-cert`, `--tls-key`) or, by default, issued by the
+//! platform root CA at every start (its key never touches the disk); device
+//! certificates are checked by the PKI's verifier against the run-time set
+//! of tenant CAs, so CAs added later are trusted without a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use chrono::{Duration, Utc};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{TLS_CERT, TLS_KEY, TlsFiles};
 use crate::datadir::DataDir;
 use crate::error::Error;
+use crate::pki_boot::Platform;
 
-/// File names in the data directory.
-pub const GENERATED_CA: &str = "mqtts-ca.pem";
-pub const GENERATED_CERT: &str = "mqtts-server.pem";
-pub const GENERATED_KEY: &str = "mqtts-server.key";
+/// The platform root CA certificate, written into the data directory for
+/// clients to trust (`mosquitto_pub --cafile`).
+pub const ROOT_CA_FILE: &str = "ca.pem";
 
-/// Years a generated certificate is valid; it is regenerated only when its
-/// files are removed, so this is the longest an untouched install runs.
-const VALID_YEARS: i32 = 10;
+/// How long an issued server certificate is valid; a new one is issued at
+/// every start, so this only bounds an uninterrupted run.
+const SERVER_CERT_DAYS: i64 = 397;
 
 /// The TLS configuration of the MQTT/TLS listener, and what a client should
 /// trust to connect to it.
 #[derive(Debug)]
 pub struct ServerTls {
     pub config: Arc<rustls::ServerConfig>,
-    /// The CA certificate (generated) or the server certificate (given) a
-    /// client passes as its trust anchor (`mosquitto_pub --cafile`).
+    /// The root CA (issued) or the operator's certificate (given) a client
+    /// passes as its trust anchor.
     pub trust: PathBuf,
-    /// Whether the certificate was generated on this start.
-    pub generated: bool,
 }
 
-/// The rustls server configuration for MQTT/TLS: from `files` when given,
-/// otherwise from the data directory's generated certificate (made now if
-/// missing).
-pub fn server_config(files: Option<&TlsFiles>, data_dir: &DataDir) -> Result<ServerTls, Error> {
-    let (cert_path, key_path, trust, generated) = match files {
-        Some(files) => (
-            files.cert.clone(),
-            files.key.clone(),
-            files.cert.clone(),
-            false,
+/// The operator's certificate files, read and checked before anything slow
+/// happens at start.
+#[derive(Debug)]
+pub struct GivenCert {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+}
+
+/// Reads `--tls-cert`/`--tls-key` when given.
+pub fn read_given(files: Option<&TlsFiles>) -> Result<Option<GivenCert>, Error> {
+    files
+        .map(|files| {
+            Ok(GivenCert {
+                chain: read_chain(&files.cert)?,
+                key: read_key(&files.key)?,
+                cert_path: files.cert.clone(),
+                key_path: files.key.clone(),
+            })
+        })
+        .transpose()
+}
+
+/// The rustls server configuration for MQTT/TLS.
+pub fn server_config(
+    given: Option<GivenCert>,
+    platform: &Platform,
+    data_dir: &DataDir,
+) -> Result<ServerTls, Error> {
+    let root_pem_path = data_dir.path().join(ROOT_CA_FILE);
+    data_dir
+        .write_secret(ROOT_CA_FILE, platform.root.cert_pem().as_bytes())
+        .map_err(|source| Error::TlsFileWrite {
+            path: root_pem_path.clone(),
+            source,
+        })?;
+    let (chain, key, trust, key_path) = match given {
+        Some(given) => (
+            given.chain,
+            given.key,
+            given.cert_path,
+            Some(given.key_path),
         ),
         None => {
-            let generated = ensure_generated(data_dir)?;
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+            names.extend(host_name().filter(|h| h != "localhost"));
+            let cert = platform
+                .root
+                .issue_server_cert(&names, Utc::now(), Duration::days(SERVER_CERT_DAYS))
+                .map_err(|e| Error::Tls(format!("issuing the server certificate: {e}")))?;
             (
-                data_dir.path().join(GENERATED_CERT),
-                data_dir.path().join(GENERATED_KEY),
-                data_dir.path().join(GENERATED_CA),
-                generated,
+                cert.chain_der.clone(),
+                cert.private_key_der(),
+                root_pem_path,
+                None,
             )
         }
     };
-    let chain = read_chain(&cert_path)?;
-    let key = read_key(&key_path)?;
     // The provider is named rather than taken from the process default, so
     // this works whatever else in the process installed one.
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let verifier = Arc::new(pki::DeviceCertVerifier::new(platform.trust.clone()));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Tls(format!("TLS protocol versions: {e}")))?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(chain, key)
-        .map_err(|e| Error::TlsFileInvalid {
-            path: cert_path.clone(),
-            setting: TLS_CERT,
-            message: format!("does not go with the key in {}: {e}", key_path.display()),
+        .map_err(|e| match &key_path {
+            Some(key_path) => Error::TlsFileInvalid {
+                path: trust.clone(),
+                setting: TLS_CERT,
+                message: format!("does not go with the key in {}: {e}", key_path.display()),
+            },
+            None => Error::Tls(format!("the issued server certificate: {e}")),
         })?;
+    // A resumed TLS session skips the client-certificate verifier, so a
+    // revoked certificate could get back in: no resumption.
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     Ok(ServerTls {
         config: Arc::new(config),
         // Absolute, since clients run from anywhere.
         trust: std::fs::canonicalize(&trust).unwrap_or(trust),
-        generated,
     })
 }
 
@@ -122,82 +154,6 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, Error> {
     })
 }
 
-/// Makes the certificate, its key and the CA certificate unless all three
-/// exist. Returns whether it made them.
-fn ensure_generated(data_dir: &DataDir) -> Result<bool, Error> {
-    let present = [GENERATED_CA, GENERATED_CERT, GENERATED_KEY]
-        .iter()
-        .all(|name| data_dir.path().join(name).is_file());
-    if present {
-        return Ok(false);
-    }
-    let generated = generate(&host_name())?;
-    let write = |name: &str, contents: &str| {
-        data_dir
-            .write_secret(name, contents.as_bytes())
-            .map_err(|source| Error::TlsFileWrite {
-                path: data_dir.path().join(name),
-                source,
-            })
-    };
-    // The key first: a crash in between leaves no certificate without it,
-    // and the next start regenerates all three.
-    write(GENERATED_KEY, &generated.key_pem)?;
-    write(GENERATED_CERT, &generated.cert_pem)?;
-    write(GENERATED_CA, &generated.ca_pem)?;
-    tracing::info!(
-        data_dir = %data_dir.path().display(),
-        "generated the MQTT/TLS server certificate"
-    );
-    Ok(true)
-}
-
-/// A generated server certificate (PEM), its key, and the CA that signed it.
-struct Generated {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn generate(host: &Option<String>) -> Result<Generated, Error> {
-    let err = |e: rcgen::Error| Error::Tls(format!("generating the server certificate: {e}"));
-    let year = current_year();
-    let validity = |params: &mut CertificateParams| {
-        params.not_before = rcgen::date_time_ymd(year - 1, 1, 1);
-        params.not_after = rcgen::date_time_ymd(year + VALID_YEARS, 1, 1);
-    };
-
-    let mut ca_params = CertificateParams::default();
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "fleetmq local MQTT/TLS CA");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    validity(&mut ca_params);
-    let ca_key = KeyPair::generate().map_err(err)?;
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(err)?;
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
-    names.extend(host.iter().filter(|h| *h != "localhost").cloned());
-    let mut params = CertificateParams::new(names).map_err(err)?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, host.as_deref().unwrap_or("localhost"));
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    params.use_authority_key_identifier_extension = true;
-    validity(&mut params);
-    let key = KeyPair::generate().map_err(err)?;
-    let cert = params.signed_by(&key, &issuer).map_err(err)?;
-    Ok(Generated {
-        ca_pem: ca_cert.pem(),
-        // The chain a server sends: leaf, then the CA.
-        cert_pem: format!("{}{}", cert.pem(), ca_cert.pem()),
-        key_pem: key.serialize_pem(),
-    })
-}
-
 /// This machine's host name, when it is a valid DNS name (it goes into a
 /// DNS SAN, which refuses anything else).
 fn host_name() -> Option<String> {
@@ -217,65 +173,57 @@ fn host_name() -> Option<String> {
     valid.then_some(name)
 }
 
-fn current_year() -> i32 {
-    const SECS_PER_YEAR: u64 = 31_556_952; // 365.2425 days
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    1970 + i32::try_from(secs / SECS_PER_YEAR).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
-    fn mode(path: &Path) -> u32 {
-        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    async fn platform(dir: &DataDir) -> (Platform, store::testing::TestDb) {
+        let db = store::testing::TestDb::sqlite().await;
+        let platform = crate::pki_boot::load(db.store(), dir, "sqlite://test")
+            .await
+            .unwrap();
+        (platform, db)
     }
 
-    #[test]
-    fn generated_once_into_the_data_dir_0600_and_reused() {
+    #[tokio::test]
+    async fn issued_by_the_root_which_is_written_for_clients() {
         let root = tempfile::tempdir().unwrap();
         let dir = DataDir::open(root.path()).unwrap();
-        let first = server_config(None, &dir).unwrap();
-        assert!(first.generated);
+        let (platform, _db) = platform(&dir).await;
+        let tls = server_config(None, &platform, &dir).unwrap();
         assert_eq!(
-            first.trust,
-            std::fs::canonicalize(root.path().join(GENERATED_CA)).unwrap()
+            tls.trust,
+            std::fs::canonicalize(root.path().join(ROOT_CA_FILE)).unwrap()
         );
-        for name in [GENERATED_CA, GENERATED_CERT, GENERATED_KEY] {
-            assert_eq!(mode(&root.path().join(name)), 0o600, "{name}");
-        }
-        let cert = std::fs::read(root.path().join(GENERATED_CERT)).unwrap();
-        let again = server_config(None, &dir).unwrap();
-        assert!(!again.generated);
         assert_eq!(
-            std::fs::read(root.path().join(GENERATED_CERT)).unwrap(),
-            cert
+            std::fs::read_to_string(root.path().join(ROOT_CA_FILE)).unwrap(),
+            platform.root.cert_pem()
         );
+        assert!(tls.config.send_tls13_tickets == 0);
     }
 
-    #[test]
-    fn given_files_are_used_and_bad_ones_name_the_flag() {
+    #[tokio::test]
+    async fn given_files_are_used_and_bad_ones_name_the_flag() {
         let root = tempfile::tempdir().unwrap();
         let dir = DataDir::open(root.path()).unwrap();
-        let made = generate(&Some("broker.example".into())).unwrap();
+        let (platform, _db) = platform(&dir).await;
+        let made = platform
+            .root
+            .issue_server_cert(&["broker.example".into()], Utc::now(), Duration::days(1))
+            .unwrap();
         let cert = root.path().join("cert.pem");
         let key = root.path().join("key.pem");
-        std::fs::write(&cert, &made.cert_pem).unwrap();
-        std::fs::write(&key, &made.key_pem).unwrap();
+        std::fs::write(&cert, &made.chain_pem).unwrap();
+        std::fs::write(&key, made.private_key_pem.expose()).unwrap();
         let files = TlsFiles {
             cert: cert.clone(),
             key: key.clone(),
         };
-        let tls = server_config(Some(&files), &dir).unwrap();
-        assert!(!tls.generated);
+        let tls = server_config(read_given(Some(&files)).unwrap(), &platform, &dir).unwrap();
         assert_eq!(tls.trust, std::fs::canonicalize(&cert).unwrap());
-        assert!(!root.path().join(GENERATED_KEY).exists());
 
         std::fs::write(&key, "not a key").unwrap();
-        let msg = server_config(Some(&files), &dir).unwrap_err().to_string();
+        let msg = read_given(Some(&files)).unwrap_err().to_string();
         assert!(
             msg.contains("--tls-key") && msg.contains("key.pem"),
             "{msg}"
@@ -284,16 +232,15 @@ mod tests {
             cert: root.path().join("missing.pem"),
             key,
         };
-        let err = server_config(Some(&missing), &dir).unwrap_err();
+        let err = read_given(Some(&missing)).unwrap_err();
         assert!(err.to_string().contains("--tls-cert"), "{err}");
     }
 
     #[test]
     fn host_names_are_checked_before_they_become_sans() {
-        // Whatever this machine is called, what comes back is usable.
+        // Whatever this machine is called, what comes back is a DNS name.
         if let Some(name) = host_name() {
-            assert!(CertificateParams::new(vec![name]).is_ok());
+            assert!(name.split('.').all(|l| !l.is_empty() && l.len() <= 63));
         }
-        assert!(current_year() >= 2025);
     }
 }

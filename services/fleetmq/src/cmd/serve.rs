@@ -13,6 +13,7 @@ use crate::config::{
 };
 use crate::datadir::DataDir;
 use crate::error::Error;
+use crate::pki_boot::{self, Platform};
 use crate::{listen, telemetry, tls};
 
 pub fn run(args: ServeArgs) -> Result<(), Error> {
@@ -50,7 +51,8 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     let mqtt_addr = local(&mqtt, "MQTT", config.mqtt_listen, MQTT_LISTEN)?;
     let mqtts_addr = local(&mqtts, "MQTT over TLS", config.mqtts_listen, MQTTS_LISTEN)?;
     let ws_addr = local(&mqtt_ws, "MQTT over WebSocket", config.ws_listen, WS_LISTEN)?;
-    let server_tls = tls::server_config(config.tls.as_ref(), &data_dir)?;
+    // The operator's certificate files are checked now, before anything slow.
+    let given_cert = tls::read_given(config.tls.as_ref())?;
 
     let url = config.storage.effective_database_url();
     let (store, status) = super::open_and_migrate(&url).await?;
@@ -61,13 +63,14 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         newly_applied = status.newly_applied,
         "database ready"
     );
-    let broker = match build_broker(&config, &store, &url).await {
-        Ok(broker) => broker,
-        Err(e) => {
-            store.close().await;
-            return Err(e);
-        }
-    };
+    let (broker, _platform, services, server_tls) =
+        match start_platform(&config, &store, &url, &data_dir, given_cert).await {
+            Ok(started) => started,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
     let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
     let app = api::router(
         api::AppState::new(store.clone(), metrics),
@@ -149,6 +152,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
             }
         }
     };
+    services.shutdown().await;
     store.close().await;
     drop(data_dir);
     tracing::info!("stopped");
@@ -162,33 +166,113 @@ fn flatten(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Resul
     }
 }
 
-/// The broker and how clients get in. `--allow-anonymous TENANT` puts every
-/// client in that tenant (created if missing). Otherwise no client has
-/// credentials yet: device certificates and passwords come with the PKI
-/// (issue 5), so every CONNECT is refused with "bad user name or password".
-async fn build_broker(
+/// What runs beside the broker and must be flushed when it stops.
+struct Services {
+    retained: Arc<state::DurableRetained>,
+    presence: Arc<state::Presence>,
+    reported: Arc<state::ReportedState>,
+    webhooks: webhooks::Worker,
+}
+
+impl Services {
+    /// After the listeners have returned: nothing new arrives, so what is
+    /// buffered is written now.
+    async fn shutdown(self) {
+        if let Err(e) = self.retained.shutdown().await {
+            tracing::error!(error = %e, "flushing retained messages at shutdown failed");
+        }
+        if let Err(e) = self.presence.shutdown().await {
+            tracing::error!(error = %e, "flushing presence at shutdown failed");
+        }
+        self.reported.shutdown().await;
+        self.webhooks.shutdown().await;
+    }
+}
+
+/// The PKI, the broker with its platform authenticator and authorizer,
+/// durable retained messages, presence, reported state and the webhook
+/// worker.
+async fn start_platform(
     config: &ServeConfig,
     store: &store::Store,
     url: &str,
-) -> Result<broker::Broker, Error> {
-    let broker_config = config.mqtt_limits.broker_config();
-    let Some(tenant) = &config.allow_anonymous else {
-        tracing::info!(
-            "MQTT: no device credentials are provisioned yet; clients are refused until they are"
-        );
-        return Ok(
-            broker::Broker::builder(Arc::new(broker::MemoryAuthenticator::new()))
-                .config(broker_config)
-                .build(),
-        );
+    data_dir: &DataDir,
+    given_cert: Option<tls::GivenCert>,
+) -> Result<(broker::Broker, Platform, Services, tls::ServerTls), Error> {
+    let platform = pki_boot::load(store, data_dir, url).await?;
+    let server_tls = tls::server_config(given_cert, &platform, data_dir)?;
+    let cache = access::AccessCache::new(store.clone());
+    let platform_auth: Arc<dyn broker::Authenticator> = Arc::new(
+        access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone()),
+    );
+    let policy: Arc<dyn broker::Authorizer> = Arc::new(access::PolicyAuthorizer::new(cache));
+    let (authenticator, authorizer): (Arc<dyn broker::Authenticator>, Arc<dyn broker::Authorizer>) =
+        match &config.allow_anonymous {
+            None => (platform_auth, policy),
+            Some(tenant) => {
+                let tenant = anonymous_tenant(store, url, tenant).await?;
+                (
+                    Arc::new(anonymous::Fallback {
+                        platform: platform_auth,
+                        anonymous: broker::AllowAnonymous { tenant },
+                    }),
+                    Arc::new(anonymous::Authorizer { policy }),
+                )
+            }
+        };
+    let retained = state::DurableRetained::start(store.clone(), state::RetainedConfig::default());
+    let presence = state::Presence::start(store.clone(), state::PresenceConfig::new(node_id()))
+        .await
+        .map_err(|e| Error::Pki(format!("presence: {e}")))?;
+    let reported = state::ReportedState::start(store.clone(), 10_000);
+    let webhooks = webhooks::Worker::spawn(
+        store.clone(),
+        webhooks::WorkerConfig {
+            url_policy: webhooks::UrlPolicy {
+                allow_private: config.webhook_allow_private,
+                allow_http: config.webhook_allow_private,
+            },
+            ..webhooks::WorkerConfig::default()
+        },
+    )
+    .map_err(|e| Error::Webhooks(e.to_string()))?;
+    let events: Vec<Arc<dyn broker::EventSink>> = vec![presence.clone(), reported.clone()];
+    let broker = broker::Broker::builder(authenticator)
+        .authorizer(authorizer)
+        .config(config.mqtt_limits.broker_config())
+        .retained_store(retained.clone())
+        .events(Arc::new(state::Fanout::new(events)))
+        .build();
+    let services = Services {
+        retained,
+        presence,
+        reported,
+        webhooks,
     };
+    Ok((broker, platform, services, server_tls))
+}
+
+/// `--allow-anonymous TENANT`: the tenant, created if missing, and a loud
+/// warning.
+async fn anonymous_tenant(
+    store: &store::Store,
+    url: &str,
+    tenant: &str,
+) -> Result<broker::TenantId, Error> {
+    let id = broker::TenantId::parse(tenant).map_err(|_| {
+        Error::invalid(
+            ALLOW_ANONYMOUS,
+            tenant,
+            "a tenant id is 3 to 63 characters of a-z, 0-9 and -",
+        )
+    })?;
     let exists = store
         .tenant_exists(tenant)
         .await
         .map_err(|e| Error::store(url, e))?;
     if !exists {
         let new = store::NewTenant {
-            id: tenant.clone(),
+            id: tenant.to_owned(),
             name: format!("{tenant} (anonymous MQTT)"),
         };
         match store.create_tenant(&new).await {
@@ -198,16 +282,70 @@ async fn build_broker(
     }
     tracing::warn!(
         tenant,
-        "ANONYMOUS MQTT ACCESS IS ON: unauthenticated clients get full access to this tenant's topics; never use this in production"
+        "ANONYMOUS MQTT ACCESS IS ON: clients without valid credentials get full access to this tenant's topics; never use this in production"
     );
-    let tenant = broker::TenantId::parse(tenant).map_err(|_| {
-        Error::invalid(
-            ALLOW_ANONYMOUS,
-            tenant,
-            "a tenant id is 3 to 63 characters of a-z, 0-9 and -",
-        )
-    })?;
-    Ok(broker::Broker::allow_anonymous(tenant, broker_config))
+    Ok(id)
+}
+
+/// This node's name in presence rows, so a restart after a crash sets the
+/// devices it had online offline (and no other node's).
+fn node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "fleetmq".to_owned())
+}
+
+mod anonymous {
+    //! Development mode: devices and credentials the platform knows keep
+    //! their identity and ACL; every other client lands in the anonymous
+    //! tenant with full access to it.
+
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use broker::{AuthError, AuthRequest, Identity};
+    use mqtt::{TopicFilter, TopicName};
+
+    /// Principals of anonymous clients start with this (device ids and
+    /// credential names cannot contain `:`).
+    const PREFIX: &str = "anonymous:";
+
+    pub struct Fallback {
+        pub platform: Arc<dyn broker::Authenticator>,
+        pub anonymous: broker::AllowAnonymous,
+    }
+
+    #[async_trait]
+    impl broker::Authenticator for Fallback {
+        async fn authenticate(&self, request: &AuthRequest) -> Result<Identity, AuthError> {
+            match self.platform.authenticate(request).await {
+                // A certificate that fails is refused even here: it was
+                // presented as an identity, and a bad one is an attack or
+                // a revoked device.
+                Err(AuthError::BadCredentials) if request.peer_certificates.is_none() => {
+                    let mut identity = self.anonymous.authenticate(request).await?;
+                    identity.principal = format!("{PREFIX}{}", identity.principal);
+                    Ok(identity)
+                }
+                other => other,
+            }
+        }
+    }
+
+    pub struct Authorizer {
+        pub policy: Arc<dyn broker::Authorizer>,
+    }
+
+    impl broker::Authorizer for Authorizer {
+        fn can_publish(&self, identity: &Identity, topic: &TopicName) -> bool {
+            identity.principal.starts_with(PREFIX) || self.policy.can_publish(identity, topic)
+        }
+        fn can_subscribe(&self, identity: &Identity, filter: &TopicFilter) -> bool {
+            identity.principal.starts_with(PREFIX) || self.policy.can_subscribe(identity, filter)
+        }
+    }
 }
 
 /// Where the listeners ended up (a port of 0 is resolved).
@@ -251,11 +389,6 @@ fn announce(
     );
     println!("  MQTT                    mqtt://{mqtt}   WebSocket: ws://{ws}/mqtt");
     println!("  MQTT over TLS           mqtts://{mqtts}   clients trust {trust}");
-    if server_tls.generated {
-        println!(
-            "                          (server certificate generated now, reused on later starts)"
-        );
-    }
     if let Some(tenant) = &config.allow_anonymous {
         println!("  anonymous MQTT          ON, into tenant {tenant} (development only)");
     }

@@ -1,0 +1,113 @@
+//! The platform PKI at start: the key-encryption key, the root CA (made on
+//! first start and stored sealed, so every node on one database shares it)
+//! and the run-time trust set of every tenant CA the broker accepts.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{Duration, Utc};
+use pki::{CaKind, Kek, RootCa, TrustRegistry};
+
+use crate::datadir::DataDir;
+use crate::error::Error;
+
+/// The KEK's file in the data directory (hex, 0600).
+pub const KEK_FILE: &str = "kek.hex";
+
+/// The SPIFFE trust domain in device certificates' URI SANs.
+pub const TRUST_DOMAIN: &str = "fleetmq.local";
+
+/// How long a generated root CA is valid.
+const ROOT_VALIDITY_DAYS: i64 = 20 * 365;
+
+/// What the rest of the process needs of the PKI.
+#[derive(Clone)]
+pub struct Platform {
+    pub root: Arc<RootCa>,
+    pub kek: Arc<Kek>,
+    pub trust: TrustRegistry,
+    pub trust_domain: String,
+}
+
+impl std::fmt::Debug for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Platform")
+            .field("trust_domain", &self.trust_domain)
+            .field("trusted_cas", &self.trust.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Loads (or on first start creates) the KEK and the root CA, and trusts
+/// every active tenant CA in the database.
+pub async fn load(store: &store::Store, data_dir: &DataDir, url: &str) -> Result<Platform, Error> {
+    let kek_path: PathBuf = data_dir.path().join(KEK_FILE);
+    let kek = Kek::load_or_create_file(&kek_path)
+        .map_err(|e| Error::Pki(format!("{}: {e}", kek_path.display())))?;
+    let root = match store.platform_ca().await.map_err(|e| Error::store(url, e))? {
+        Some(row) => RootCa::from_sealed(&row.cert_pem, &row.sealed_key, &kek).map_err(|e| {
+            Error::Pki(format!(
+                "the root CA's key in the database does not open with the key-encryption key in {} ({e}); restore that file",
+                kek_path.display()
+            ))
+        })?,
+        None => create_root(store, &kek, url).await?,
+    };
+    let trust = TrustRegistry::new(root.cert_der().clone(), TRUST_DOMAIN)
+        .map_err(|e| Error::Pki(format!("root CA: {e}")))?;
+    let cas = store
+        .list_tenant_cas(None)
+        .await
+        .map_err(|e| Error::store(url, e))?;
+    for ca in cas
+        .iter()
+        .filter(|ca| ca.status == store::TenantCaStatus::Active)
+    {
+        let kind = match ca.kind {
+            store::TenantCaKind::Issued => CaKind::Issued,
+            store::TenantCaKind::Registered => CaKind::Registered,
+        };
+        let der = match pki::pem_to_der_chain(&ca.cert_pem) {
+            Ok(mut chain) if !chain.is_empty() => chain.swap_remove(0),
+            _ => {
+                tracing::warn!(tenant = %ca.tenant_id, "a tenant CA certificate in the database is not PEM; not trusted");
+                continue;
+            }
+        };
+        if let Err(e) = trust.add_ca(&ca.tenant_id, kind, der) {
+            tracing::warn!(tenant = %ca.tenant_id, error = %e, "a tenant CA in the database is not trusted");
+        }
+    }
+    tracing::info!(trusted_tenant_cas = trust.len(), "PKI ready");
+    Ok(Platform {
+        root: Arc::new(root),
+        kek: Arc::new(kek),
+        trust,
+        trust_domain: TRUST_DOMAIN.to_owned(),
+    })
+}
+
+async fn create_root(store: &store::Store, kek: &Kek, url: &str) -> Result<RootCa, Error> {
+    let root = RootCa::generate(Utc::now(), Duration::days(ROOT_VALIDITY_DAYS))
+        .map_err(|e| Error::Pki(format!("generating the root CA: {e}")))?;
+    let sealed = root
+        .seal_key(kek)
+        .map_err(|e| Error::Pki(format!("sealing the root CA key: {e}")))?;
+    match store.create_platform_ca(root.cert_pem(), &sealed).await {
+        Ok(_) => {
+            tracing::info!("generated the platform root CA");
+            Ok(root)
+        }
+        // Another node made it first: use theirs.
+        Err(store::Error::AlreadyExists { .. }) => {
+            let row = store
+                .platform_ca()
+                .await
+                .map_err(|e| Error::store(url, e))?
+                .ok_or_else(|| Error::Pki("the root CA vanished while starting".into()))?;
+            RootCa::from_sealed(&row.cert_pem, &row.sealed_key, kek)
+                .map_err(|e| Error::Pki(format!("the root CA another node stored: {e}")))
+        }
+        Err(e) => Err(Error::store(url, e)),
+    }
+}
