@@ -43,6 +43,7 @@ use store::Store;
 use tokio::sync::OnceCell;
 
 pub mod auth;
+mod dashboard;
 pub mod error;
 pub mod extract;
 mod middleware;

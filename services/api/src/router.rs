@@ -101,6 +101,7 @@ pub(crate) fn with_api(state: AppState, limits: &HttpLimits, api: Router<AppStat
         .layer(DefaultBodyLimit::max(limits.body_limit_bytes));
     Router::new()
         .merge(routes::ops())
+        .merge(crate::dashboard::routes())
         .merge(api)
         .fallback(no_route)
         .layer(layers)
