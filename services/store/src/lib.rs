@@ -70,6 +70,7 @@ mod page;
 mod pki;
 mod policies;
 mod presence;
+mod presence_lookup;
 mod retained;
 mod signing_keys;
 mod store;
