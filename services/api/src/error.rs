@@ -226,6 +226,10 @@ pub enum ApiError {
     #[error("conflict: {0}")]
     Conflict(String),
 
+    /// 412: an `If-Match` precondition did not hold. The message is sent.
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(String),
+
     /// 422: an `Idempotency-Key` already used for a different request (or
     /// by someone else).
     #[error("idempotency key reused for a different request")]
@@ -313,6 +317,7 @@ impl ApiError {
                 StatusCode::CONFLICT
             }
             Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
             Self::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -332,6 +337,10 @@ impl ApiError {
             | Self::Forbidden(msg)
             | Self::Conflict(msg)
             | Self::UnsupportedMediaType(msg) => base.with_detail(msg.clone()),
+            Self::PreconditionFailed(msg) => {
+                Problem::new(status, "precondition-failed", "Precondition failed")
+                    .with_detail(msg.clone())
+            }
             Self::NotFound { resource, id } => {
                 base.with_detail(format!("{resource} {id} not found"))
             }
@@ -439,7 +448,10 @@ impl From<store::Error> for ApiError {
                 resource: kind.to_owned(),
                 id,
             },
-            e @ (E::InvalidId { .. } | E::InvalidCursor) => Self::BadRequest(e.to_string()),
+            e @ (E::InvalidId { .. } | E::InvalidCursor | E::InvalidDocument { .. }) => {
+                Self::BadRequest(e.to_string())
+            }
+            e @ E::VersionConflict { .. } => Self::PreconditionFailed(e.to_string()),
             e @ E::Unavailable(_) => unavailable("database unreachable", e),
             e @ E::MigrationsPending { .. } => {
                 unavailable("database migrations pending; run `fleetmq migrate`", e)
