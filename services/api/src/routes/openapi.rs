@@ -13,7 +13,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, audit, device_import, devices, tenants};
+use super::{api_keys, audit, device_import, devices, events, state, tenants, webhooks};
 use crate::error::{FieldError, Problem};
 use crate::model::{
     AccessToken, ApiKey, ApiKeyPage, AuditEntry, AuditPage, CreatedApiKey, Device, DevicePage,
@@ -35,6 +35,10 @@ use crate::{AppState, PROBLEM_JSON};
         device_import::import,
         audit::list_tenant, audit::list_all,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
+        state::read_state, state::put_desired, state::recent_messages,
+        events::stream,
+        webhooks::create, webhooks::list, webhooks::read, webhooks::update, webhooks::remove,
+        webhooks::rotate, webhooks::test_ping, webhooks::deliveries, webhooks::redeliver,
     ),
     components(schemas(
         Tenant, TenantPage, Device, DevicePage, AuditEntry, AuditPage, Problem, FieldError,
@@ -42,6 +46,10 @@ use crate::{AppState, PROBLEM_JSON};
         ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
         api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
         device_import::LineError,
+        state::DeviceStateView, state::StateVersions, state::RetainedView, state::Payload,
+        state::RecentMessageView, state::RecentMessagesView,
+        webhooks::Webhook, webhooks::WebhookWithSecret, webhooks::WebhookPage, webhooks::Delivery,
+        webhooks::DeliveryPage, webhooks::CreateWebhook, webhooks::PatchWebhook,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -50,6 +58,9 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "devices", description = "A tenant's devices."),
         (name = "audit", description = "Who changed what, when."),
         (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
+        (name = "state", description = "Devices' presence, state documents and recent messages."),
+        (name = "events", description = "Live platform events (server-sent events)."),
+        (name = "webhooks", description = "Signed HTTP callbacks for platform events."),
     ),
 )]
 pub(crate) struct ApiDoc;
