@@ -55,10 +55,20 @@ impl PlatformEvent {
         }
     }
 
-    /// Sets `device` and `seq`.
+    /// Sets `device` and `seq`, and puts them in `data` as `device_id` and
+    /// `seq` too (when it is an object): webhook bodies carry only `data`,
+    /// and a consumer receiving retries out of order needs `seq` to tell
+    /// which event is the latest.
     #[must_use]
     pub fn for_device(mut self, device: impl Into<String>, seq: Option<i64>) -> Self {
-        self.device = Some(device.into());
+        let device = device.into();
+        if let Value::Object(data) = &mut self.data {
+            data.insert("device_id".to_owned(), Value::String(device.clone()));
+            if let Some(seq) = seq {
+                data.insert("seq".to_owned(), Value::from(seq));
+            }
+        }
+        self.device = Some(device);
         self.seq = seq;
         self
     }
@@ -214,6 +224,7 @@ mod tests {
         let second = rx.recv().await.unwrap();
         assert_eq!(second.device.as_deref(), Some("d1"));
         assert_eq!(second.seq, Some(2));
+        assert_eq!(second.data, json!({"device_id": "d1", "seq": 2}));
     }
 
     #[tokio::test]

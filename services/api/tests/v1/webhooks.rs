@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use api::Role;
+use std::sync::Arc;
+
+use api::{EventHub, Role};
 use axum::Router;
 use axum::body::Bytes;
 use axum::routing::post;
@@ -12,7 +14,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use store::testing::TestDb;
 use tokio::sync::mpsc;
-use webhooks::{UrlPolicy, Worker, WorkerConfig};
+use webhooks::{OutboxWriter, OutboxWriterConfig, UrlPolicy, Worker, WorkerConfig};
 
 use crate::TestApp;
 
@@ -255,7 +257,80 @@ async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
     worker.shutdown().await;
 }
 
+async fn device_events_reach_webhooks_through_the_outbox_writer(db: &TestDb) {
+    let hub = EventHub::default();
+    let t = TestApp::with(db, |s| {
+        s.with_webhook_url_policy(DEV_POLICY)
+            .with_event_hub(hub.clone())
+    })
+    .await;
+    t.tenant("acme").await;
+    let (url, mut received) = receiver().await;
+    let admin = t.token(Role::TenantAdmin, "acme");
+    let created = t
+        .post(
+            "/v1/tenants/acme/webhooks",
+            &admin,
+            json!({"url": url, "events": ["device.*"]}),
+        )
+        .await
+        .expect(201)
+        .body;
+    let secret = created["secret"].as_str().unwrap();
+    let worker = Worker::spawn(
+        t.store.clone(),
+        WorkerConfig {
+            url_policy: DEV_POLICY,
+            poll_interval: Duration::from_millis(20),
+            ..WorkerConfig::default()
+        },
+    )
+    .unwrap();
+    let (writer, writer_task) = OutboxWriter::spawn(
+        t.store.clone(),
+        OutboxWriterConfig::default(),
+        Some(worker.waker()),
+    );
+    hub.add_listener(Arc::new(writer));
+
+    t.device("acme", "d1").await;
+    t.patch(
+        "/v1/tenants/acme/devices/d1",
+        &t.admin,
+        json!({"enabled": false}),
+    )
+    .await
+    .expect(200);
+    t.delete("/v1/tenants/acme/devices/d1", &t.admin)
+        .await
+        .expect(204);
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let r = next(&mut received).await;
+        assert!(verifies(secret, &r));
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["data"]["device_id"], "d1");
+        seen.push((
+            body["type"].as_str().unwrap().to_owned(),
+            body["data"]["seq"].clone(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        [
+            ("device.created".to_owned(), json!(1)),
+            ("device.updated".to_owned(), json!(2)),
+            ("device.deleted".to_owned(), json!(3)),
+        ]
+    );
+    drop(hub);
+    drop(t);
+    writer_task.closed().await;
+    worker.shutdown().await;
+}
+
 store::backend_tests!(
     webhook_crud_roles_and_url_policy,
-    test_ping_and_redeliver_reach_a_real_receiver
+    test_ping_and_redeliver_reach_a_real_receiver,
+    device_events_reach_webhooks_through_the_outbox_writer
 );
