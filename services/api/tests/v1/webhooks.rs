@@ -173,22 +173,25 @@ async fn webhook_crud_roles_and_url_policy(db: &TestDb) {
     }
 }
 
-async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
-    let t = TestApp::with(db, |s| s.with_webhook_url_policy(DEV_POLICY)).await;
-    t.tenant("acme").await;
-    let (url, mut received) = receiver().await;
-    let admin = t.token(Role::TenantAdmin, "acme");
+/// A `device.*` webhook of tenant acme to a fresh receiver, and a worker.
+struct Hooked {
+    id: String,
+    secret: String,
+    received: mpsc::UnboundedReceiver<Received>,
+    worker: Worker,
+}
+
+async fn hooked(t: &TestApp, admin: &str) -> Hooked {
+    let (url, received) = receiver().await;
     let created = t
         .post(
             "/v1/tenants/acme/webhooks",
-            &admin,
+            admin,
             json!({"url": url, "events": ["device.*"]}),
         )
         .await
         .expect(201)
         .body;
-    let id = created["id"].as_str().unwrap();
-    let secret = created["secret"].as_str().unwrap();
     let worker = Worker::spawn(
         t.store.clone(),
         WorkerConfig {
@@ -198,6 +201,24 @@ async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
         },
     )
     .unwrap();
+    Hooked {
+        id: created["id"].as_str().unwrap().to_owned(),
+        secret: created["secret"].as_str().unwrap().to_owned(),
+        received,
+        worker,
+    }
+}
+
+async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
+    let t = TestApp::with(db, |s| s.with_webhook_url_policy(DEV_POLICY)).await;
+    t.tenant("acme").await;
+    let admin = t.token(Role::TenantAdmin, "acme");
+    let Hooked {
+        id,
+        secret,
+        mut received,
+        worker,
+    } = hooked(&t, &admin).await;
 
     let queued = t
         .post(
@@ -210,7 +231,7 @@ async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
         .body;
     worker.wake();
     let ping = next(&mut received).await;
-    assert!(verifies(secret, &ping), "signature does not verify");
+    assert!(verifies(&secret, &ping), "signature does not verify");
     let body: Value = serde_json::from_slice(&ping.body).unwrap();
     assert_eq!(body["type"], "webhook.ping");
 
@@ -253,7 +274,7 @@ async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
     worker.wake();
     let again = next(&mut received).await;
     assert_eq!(again.body, ping.body);
-    assert!(verifies(secret, &again));
+    assert!(verifies(&secret, &again));
     worker.shutdown().await;
 }
 
@@ -265,27 +286,13 @@ async fn device_events_reach_webhooks_through_the_outbox_writer(db: &TestDb) {
     })
     .await;
     t.tenant("acme").await;
-    let (url, mut received) = receiver().await;
     let admin = t.token(Role::TenantAdmin, "acme");
-    let created = t
-        .post(
-            "/v1/tenants/acme/webhooks",
-            &admin,
-            json!({"url": url, "events": ["device.*"]}),
-        )
-        .await
-        .expect(201)
-        .body;
-    let secret = created["secret"].as_str().unwrap();
-    let worker = Worker::spawn(
-        t.store.clone(),
-        WorkerConfig {
-            url_policy: DEV_POLICY,
-            poll_interval: Duration::from_millis(20),
-            ..WorkerConfig::default()
-        },
-    )
-    .unwrap();
+    let Hooked {
+        id: _,
+        secret,
+        mut received,
+        worker,
+    } = hooked(&t, &admin).await;
     let (writer, writer_task) = OutboxWriter::spawn(
         t.store.clone(),
         OutboxWriterConfig::default(),
@@ -307,7 +314,7 @@ async fn device_events_reach_webhooks_through_the_outbox_writer(db: &TestDb) {
     let mut seen = Vec::new();
     for _ in 0..3 {
         let r = next(&mut received).await;
-        assert!(verifies(secret, &r));
+        assert!(verifies(&secret, &r));
         let body: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(body["data"]["device_id"], "d1");
         seen.push((
