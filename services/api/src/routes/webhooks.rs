@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint};
+use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange};
 use utoipa::ToSchema;
 
 use super::audit::{Event, RequestId, record};
@@ -178,12 +178,22 @@ pub(crate) struct CreateWebhook {
     topic_filter: Option<String>,
 }
 
-/// Changes to an endpoint.
+/// Changes to an endpoint (JSON merge patch: absent members are kept).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PatchWebhook {
     /// Enabling also clears the failure run.
-    enabled: bool,
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// Checked as when creating.
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    /// `null` removes the filter.
+    #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<String>)]
+    topic_filter: Option<Option<String>>,
 }
 
 fn target(t: &str, w: &str) -> String {
@@ -285,7 +295,8 @@ pub(crate) async fn read(
     ))
 }
 
-/// Enable or disable an endpoint (tenant-admin).
+/// Change an endpoint: enable or disable it, its URL, events or topic
+/// filter (tenant-admin).
 #[utoipa::path(patch, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "update_webhook", tag = "webhooks",
     params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
     request_body(content = PatchWebhook, content_type = "application/merge-patch+json"),
@@ -300,10 +311,28 @@ pub(crate) async fn update(
     ApiJson(body): ApiJson<PatchWebhook>,
 ) -> Result<ApiJson<Webhook>, ApiError> {
     who.require(&t, Access::Admin)?;
-    let endpoint = state
-        .store
-        .set_webhook_endpoint_enabled(&t, &w, body.enabled)
-        .await?;
+    let change = WebhookEndpointChange {
+        url: body.url,
+        event_types: body.events,
+        topic_filter: body.topic_filter,
+    };
+    let details = json!({
+        "enabled": body.enabled,
+        "url": change.url,
+        "events": change.event_types,
+        "topic_filter": change.topic_filter.is_some(),
+    });
+    let mut endpoint = if change == WebhookEndpointChange::default() {
+        state.store.get_webhook_endpoint(&t, &w).await?
+    } else {
+        webhooks::update_endpoint(&state.store, &state.webhook_url_policy, &t, &w, &change).await?
+    };
+    if let Some(enabled) = body.enabled {
+        endpoint = state
+            .store
+            .set_webhook_endpoint_enabled(&t, &w, enabled)
+            .await?;
+    }
     audit(
         &state,
         &who,
@@ -311,7 +340,7 @@ pub(crate) async fn update(
         &t,
         "webhook.update",
         target(&t, &w),
-        json!({ "enabled": body.enabled }),
+        details,
     )
     .await?;
     Ok(ApiJson(endpoint.into()))

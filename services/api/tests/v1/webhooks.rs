@@ -137,6 +137,40 @@ async fn webhook_crud_roles_and_url_policy(db: &TestDb) {
         .expect(200)
         .body;
     assert_eq!(disabled["enabled"], false);
+    let changed = t
+        .patch(
+            &one,
+            &admin,
+            json!({"events": ["state.*", "device.connected"], "topic_filter": "devices/+/telemetry", "enabled": true}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(changed["events"], json!(["state.*", "device.connected"]));
+    assert_eq!(changed["topic_filter"], "devices/+/telemetry");
+    assert_eq!(changed["enabled"], true);
+    assert_eq!(changed["url"], "http://127.0.0.1:9/hook");
+    let cleared = t
+        .patch(
+            &one,
+            &admin,
+            json!({"topic_filter": null, "url": "http://127.0.0.1:10/h"}),
+        )
+        .await
+        .expect(200)
+        .body;
+    assert!(cleared["topic_filter"].is_null());
+    assert_eq!(cleared["url"], "http://127.0.0.1:10/h");
+    assert_eq!(cleared["events"], json!(["state.*", "device.connected"]));
+    t.patch(&one, &admin, json!({"events": []}))
+        .await
+        .problem(422, "validation");
+    t.patch(&one, &admin, json!({"url": "ftp://x"}))
+        .await
+        .problem(422, "validation");
+    t.patch(&format!("{base}/wh_nope"), &admin, json!({"events": ["x"]}))
+        .await
+        .problem(404, "not-found");
     let rotated = t
         .post(&format!("{one}/rotate-secret"), &admin, json!({}))
         .await
