@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use api::Role;
+use api::{EventHub, PlatformEvent, Role};
 use http::Method;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
@@ -107,7 +107,35 @@ async fn sse_is_tenant_scoped_and_filters_are_checked(db: &TestDb) {
         .problem(401, "unauthorized");
 }
 
+async fn a_lagging_client_is_told_what_it_missed(db: &TestDb) {
+    let hub = EventHub::new(4);
+    let t = TestApp::with(db, |s| s.with_event_hub(hub.clone())).await;
+    t.tenant("acme").await;
+    let response = t
+        .app
+        .clone()
+        .oneshot(request(
+            Method::GET,
+            "/v1/tenants/acme/events/stream",
+            Some(&t.admin),
+            None,
+            &[],
+        ))
+        .await
+        .unwrap();
+    let mut body = response.into_body();
+    // Nobody reads while ten events go by: the buffer keeps the last four.
+    for i in 0..10 {
+        hub.publish(PlatformEvent::new("acme", "test.tick", json!({ "i": i })));
+    }
+    let (_, lagged) = next_event(&mut body, "lagged").await;
+    assert_eq!(lagged["missed"], 6);
+    let (_, tick) = next_event(&mut body, "test.tick").await;
+    assert_eq!(tick["data"]["i"], 6);
+}
+
 store::backend_tests!(
+    a_lagging_client_is_told_what_it_missed,
     sse_gets_events_published_after_connecting,
     sse_is_tenant_scoped_and_filters_are_checked
 );
