@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use store::{NewOutboxEvent, Store};
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use uuid::Uuid;
 
 /// Events an SSE client may fall behind by before it loses some.
@@ -103,6 +103,8 @@ impl EventListener for webhooks::OutboxWriter {
 pub struct EventHub {
     sender: broadcast::Sender<Arc<PlatformEvent>>,
     listeners: Arc<RwLock<Vec<Arc<dyn EventListener>>>>,
+    /// True once [`EventHub::close_streams`] was called.
+    closing: Arc<watch::Sender<bool>>,
 }
 
 impl EventHub {
@@ -112,7 +114,20 @@ impl EventHub {
         EventHub {
             sender,
             listeners: Arc::new(RwLock::new(Vec::new())),
+            closing: Arc::new(watch::Sender::new(false)),
         }
+    }
+
+    /// End every SSE stream (at shutdown: an open stream would otherwise
+    /// keep the HTTP server draining until its deadline). Streams opened
+    /// later end at once.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes true when streams are to end.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Call `listener` for every event published from now on.

@@ -14,6 +14,12 @@
 //!   store, rotation by `kid`, [`Keys::issue`] for `fleetmq admin token`),
 //!   [`Role`], the [`Principal`] extractor with its access checks and the
 //!   per-caller rate limit.
+//! - [`events`] — [`EventHub`]: platform events (device lifecycle,
+//!   presence, state) for SSE and, through an [`EventListener`] such as the
+//!   webhooks `OutboxWriter`, the webhook outbox.
+//! - [`device_io`] — what the binary provides from the broker:
+//!   [`DeviceCommands`] (retained publishes) and [`RecentMessages`] (with the
+//!   bounded [`InMemoryRecentMessages`]).
 //! - [`model`] — what the API sends (its own types, with OpenAPI schemas).
 //! - [`extract`] — [`ApiJson`], the JSON body extractor whose rejections
 //!   are problems, with the JSON pointer of the bad field.
@@ -25,7 +31,9 @@
 //!   `routes/mod.rs`: `health` (`/healthz`, `/readyz`), `metrics`
 //!   (`/metrics`), `openapi` (`/openapi.json`, [`openapi_document`]);
 //!   under `/v1`: `tenants`, `devices`, `device_import`
-//!   (`devices:import`), `audit`, `api_keys` (with `/v1/auth/token`); and
+//!   (`devices:import`), `audit`, `api_keys` (with `/v1/auth/token`),
+//!   `state` (device state, desired, recent messages), `events` (SSE),
+//!   `webhooks`; and
 //!   what they share: `query` (strict list query strings), `validate`
 //!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
 //!   middleware on creates).

@@ -5,7 +5,8 @@
 //! `{type, timestamp, data, device, seq}` (the webhook body, plus the device
 //! and its sequence number). A client that falls too far behind gets a
 //! `lagged` event saying how many it missed, never a silent gap. Only events
-//! published after the client connected are sent (no replay).
+//! published after the client connected are sent (no replay). Streams end
+//! when the server shuts down ([`crate::EventHub::close_streams`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -138,14 +139,20 @@ pub(crate) async fn stream(
     let filter = EventFilter::parse(raw.as_deref())?;
     state.store.get_tenant(&t).await?;
     let receiver = state.events.subscribe();
+    let closing = state.events.closing();
     tracing::debug!(tenant = %t, subject = %who.subject, "event stream opened");
     let events = futures::stream::unfold(
-        (receiver, filter, t),
-        |(mut receiver, filter, t)| async move {
+        (receiver, closing, filter, t),
+        |(mut receiver, mut closing, filter, t)| async move {
             loop {
-                match receiver.recv().await {
+                let received = tokio::select! {
+                    received = receiver.recv() => received,
+                    // Shutdown (or the hub gone): end the stream.
+                    _ = closing.wait_for(|closing| *closing) => return None,
+                };
+                match received {
                     Ok(event) if filter.accepts(&t, &event) => {
-                        return Some((Ok(sse_event(&event)), (receiver, filter, t)));
+                        return Some((Ok(sse_event(&event)), (receiver, closing, filter, t)));
                     }
                     Ok(_) => {}
                     Err(RecvError::Lagged(missed)) => {
@@ -153,7 +160,7 @@ pub(crate) async fn stream(
                         let lagged = SseEvent::default()
                             .event("lagged")
                             .data(json!({ "missed": missed }).to_string());
-                        return Some((Ok(lagged), (receiver, filter, t)));
+                        return Some((Ok(lagged), (receiver, closing, filter, t)));
                     }
                     Err(RecvError::Closed) => return None,
                 }

@@ -132,6 +132,16 @@ async fn a_lagging_client_is_told_what_it_missed(db: &TestDb) {
     assert_eq!(lagged["missed"], 6);
     let (_, tick) = next_event(&mut body, "test.tick").await;
     assert_eq!(tick["data"]["i"], 6);
+
+    // At shutdown the stream ends, so the server can finish draining.
+    hub.close_streams();
+    let end = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+    })
+    .await;
+    assert!(end.is_ok(), "stream still open after close_streams");
 }
 
 store::backend_tests!(
