@@ -448,10 +448,13 @@ impl From<store::Error> for ApiError {
                 resource: kind.to_owned(),
                 id,
             },
-            e @ (E::InvalidId { .. } | E::InvalidCursor) => Self::BadRequest(e.to_string()),
+            e @ (E::InvalidId { .. } | E::InvalidCursor | E::InvalidDocument { .. }) => {
+                Self::BadRequest(e.to_string())
+            }
             E::Modified { kind, id } => Self::PreconditionFailed(format!(
                 "{kind} {id} changed meanwhile; read it again for its current ETag"
             )),
+            e @ E::VersionConflict { .. } => Self::PreconditionFailed(e.to_string()),
             e @ E::Unavailable(_) => unavailable("database unreachable", e),
             e @ E::MigrationsPending { .. } => {
                 unavailable("database migrations pending; run `fleetmq migrate`", e)

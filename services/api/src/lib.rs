@@ -14,6 +14,12 @@
 //!   store, rotation by `kid`, [`Keys::issue`] for `fleetmq admin token`),
 //!   [`Role`], the [`Principal`] extractor with its access checks and the
 //!   per-caller rate limit.
+//! - [`events`] — [`EventHub`]: platform events (device lifecycle,
+//!   presence, state) for SSE and, through an [`EventListener`] such as the
+//!   webhooks `OutboxWriter`, the webhook outbox.
+//! - [`device_io`] — what the binary provides from the broker:
+//!   [`DeviceCommands`] (retained publishes) and [`RecentMessages`] (with the
+//!   bounded [`InMemoryRecentMessages`]).
 //! - [`model`] — what the API sends (its own types, with OpenAPI schemas).
 //! - [`extract`] — [`ApiJson`], the JSON body extractor whose rejections
 //!   are problems, with the JSON pointer of the bad field.
@@ -25,7 +31,9 @@
 //!   `routes/mod.rs`: `health` (`/healthz`, `/readyz`), `metrics`
 //!   (`/metrics`), `openapi` (`/openapi.json`, [`openapi_document`]);
 //!   under `/v1`: `tenants`, `devices`, `device_import`
-//!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`); and
+//!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`),
+//!   `state` (device state, desired, recent messages), `events` (SSE),
+//!   `webhooks`; and
 //!   what they share: `query` (strict list query strings), `validate`
 //!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
 //!   middleware on creates).
@@ -44,7 +52,9 @@ use tokio::sync::OnceCell;
 
 pub mod auth;
 mod dashboard;
+pub mod device_io;
 pub mod error;
+pub mod events;
 pub mod extract;
 mod middleware;
 pub mod model;
@@ -56,7 +66,12 @@ pub mod telemetry;
 mod test_support;
 
 pub use auth::{Keys, Principal, Role};
+pub use device_io::{
+    CommandError, DeviceCommands, InMemoryRecentMessages, RecentMessage, RecentMessages,
+    RecentMessagesLimits,
+};
 pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
+pub use events::{EventHub, EventListener, PlatformEvent};
 pub use extract::ApiJson;
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
 pub use router::router;
@@ -71,6 +86,14 @@ pub struct AppState {
     pub(crate) metrics: PrometheusHandle,
     /// Loaded (or created) on first use unless given by [`AppState::with_keys`].
     keys: Arc<OnceCell<Keys>>,
+    /// Platform events for SSE and webhooks (see [`AppState::with_event_hub`]).
+    pub(crate) events: EventHub,
+    /// `None` until the binary wires the broker: desired state answers 503.
+    pub(crate) commands: Option<Arc<dyn DeviceCommands>>,
+    /// `None` until the binary wires the broker: recent messages answer 503.
+    pub(crate) recent_messages: Option<Arc<dyn RecentMessages>>,
+    /// Which webhook URLs tenants may register.
+    pub(crate) webhook_url_policy: webhooks::UrlPolicy,
 }
 
 impl AppState {
@@ -82,7 +105,55 @@ impl AppState {
             store,
             metrics,
             keys: Arc::new(OnceCell::new()),
+            events: EventHub::default(),
+            commands: None,
+            recent_messages: None,
+            webhook_url_policy: webhooks::UrlPolicy::default(),
         }
+    }
+
+    /// Publish platform events on `hub` (a default one otherwise); the
+    /// binary shares it with the broker's event feed and attaches the
+    /// webhooks outbox with [`EventHub::add_listener`].
+    #[must_use]
+    pub fn with_event_hub(self, hub: EventHub) -> Self {
+        Self {
+            events: hub,
+            ..self
+        }
+    }
+
+    /// Publish desired state to devices through `commands`.
+    #[must_use]
+    pub fn with_device_commands(self, commands: Arc<dyn DeviceCommands>) -> Self {
+        Self {
+            commands: Some(commands),
+            ..self
+        }
+    }
+
+    /// Serve `GET …/devices/{d}/messages` from `recent`.
+    #[must_use]
+    pub fn with_recent_messages(self, recent: Arc<dyn RecentMessages>) -> Self {
+        Self {
+            recent_messages: Some(recent),
+            ..self
+        }
+    }
+
+    /// Check webhook URLs with `policy` (default: https only, no private
+    /// or loopback addresses).
+    #[must_use]
+    pub fn with_webhook_url_policy(self, policy: webhooks::UrlPolicy) -> Self {
+        Self {
+            webhook_url_policy: policy,
+            ..self
+        }
+    }
+
+    /// The platform event hub.
+    pub fn events(&self) -> &EventHub {
+        &self.events
     }
 
     /// Use `keys` (from [`Keys::load_or_create`] on the same store) rather

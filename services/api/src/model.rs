@@ -47,8 +47,20 @@ pub struct Device {
     pub attributes: Map<String, Value>,
     /// A disabled device may not connect.
     pub enabled: bool,
+    /// `online` or `offline` (presence, as the broker last recorded it).
+    #[schema(example = "offline", pattern = "^(online|offline)$")]
+    pub status: &'static str,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+impl Device {
+    /// Sets `status` from whether the device is online.
+    #[must_use]
+    pub fn online(mut self, online: bool) -> Self {
+        self.status = if online { "online" } else { "offline" };
+        self
+    }
 }
 
 impl From<store::Device> for Device {
@@ -59,6 +71,7 @@ impl From<store::Device> for Device {
             labels: d.labels,
             attributes: d.attributes,
             enabled: d.enabled,
+            status: "offline",
             created_at: d.created_at,
             updated_at: d.updated_at,
         }

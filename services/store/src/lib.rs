@@ -70,6 +70,7 @@ mod page;
 mod pki;
 mod policies;
 mod presence;
+mod presence_lookup;
 mod retained;
 mod signing_keys;
 mod store;
@@ -78,6 +79,7 @@ mod tenants;
 pub mod testing;
 mod webhook_claims;
 mod webhook_deliveries;
+mod webhook_endpoint_update;
 mod webhook_endpoints;
 mod webhook_outbox;
 
@@ -106,6 +108,7 @@ pub use webhook_deliveries::{
     AttemptOutcome, AttemptRecord, AttemptRecorded, DeliveryStatus, ENDPOINT_DISABLED_EVENT_TYPE,
     QueueDepth, WebhookAttempt, WebhookDelivery,
 };
+pub use webhook_endpoint_update::WebhookEndpointChange;
 pub use webhook_endpoints::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_outbox::{
     BATCH_EVENT_TYPE, BatchLimits, FanOut, NewOutboxEvent, OutboxEvent, Route, StoreTx,

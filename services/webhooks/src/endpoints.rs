@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use store::{NewWebhookEndpoint, Store, WebhookDelivery, WebhookEndpoint};
+use store::{NewWebhookEndpoint, Store, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange};
 
 use crate::Error;
 use crate::routing::validate_topic_filter;
@@ -37,15 +37,7 @@ pub async fn create_endpoint(
     if let Some(filter) = &request.topic_filter {
         validate_topic_filter(filter)?;
     }
-    if request.event_types.is_empty()
-        || request.event_types.len() > MAX_EVENT_TYPES
-        || request
-            .event_types
-            .iter()
-            .any(|t| t.is_empty() || t.len() > 128 || t.chars().any(char::is_whitespace))
-    {
-        return Err(Error::InvalidEventTypes);
-    }
+    validate_event_types(&request.event_types)?;
     let endpoint = store
         .create_webhook_endpoint(&NewWebhookEndpoint {
             tenant_id: tenant_id.to_owned(),
@@ -56,6 +48,42 @@ pub async fn create_endpoint(
         })
         .await?;
     Ok(endpoint)
+}
+
+fn validate_event_types(event_types: &[String]) -> Result<(), Error> {
+    if event_types.is_empty()
+        || event_types.len() > MAX_EVENT_TYPES
+        || event_types
+            .iter()
+            .any(|t| t.is_empty() || t.len() > 128 || t.chars().any(char::is_whitespace))
+    {
+        return Err(Error::InvalidEventTypes);
+    }
+    Ok(())
+}
+
+/// Check `change` as [`create_endpoint`] checks a new endpoint (a new URL
+/// against `policy`, after DNS) and apply it.
+pub async fn update_endpoint(
+    store: &Store,
+    policy: &UrlPolicy,
+    tenant_id: &str,
+    endpoint_id: &str,
+    change: &WebhookEndpointChange,
+) -> Result<WebhookEndpoint, Error> {
+    let mut checked = change.clone();
+    if let Some(url) = &change.url {
+        checked.url = Some(policy.check(url).await?.to_string());
+    }
+    if let Some(Some(filter)) = &change.topic_filter {
+        validate_topic_filter(filter)?;
+    }
+    if let Some(event_types) = &change.event_types {
+        validate_event_types(event_types)?;
+    }
+    Ok(store
+        .update_webhook_endpoint(tenant_id, endpoint_id, &checked)
+        .await?)
 }
 
 /// Give the endpoint a new secret; the old one keeps signing (a second

@@ -10,7 +10,7 @@
 //! - `routing.rs` — event type patterns, MQTT topic filter matching, the
 //!   fan-out decision.
 //! - `worker.rs` — [`Worker`]: fan-out, claiming, sending, retries.
-//! - `endpoints.rs` — create (checked), rotate, ping, redeliver: what the
+//! - `endpoints.rs` — create and update (checked), rotate, ping, redeliver: what the
 //!   REST API calls.
 //! - `outbox_writer.rs` — [`OutboxWriter`]: a non-blocking, bounded, batching
 //!   way into the outbox for high-rate producers.
@@ -32,6 +32,7 @@ mod worker;
 
 pub use endpoints::{
     EndpointRequest, PING_EVENT_TYPE, create_endpoint, redeliver, rotate_secret, send_test_ping,
+    update_endpoint,
 };
 pub use error::Error;
 pub use outbox_writer::{

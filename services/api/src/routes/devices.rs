@@ -10,14 +10,15 @@ use http::HeaderMap;
 use http::header::IF_MATCH;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
-use store::{Attributes, DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice};
+use store::{Attributes, DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice, PresenceStatus};
 use utoipa::ToSchema;
 
 use super::audit::{Event, RequestId, entry};
-use super::etag::{ETag, tagged};
+use super::etag::ETag;
 use super::tenants::id_detail;
 use super::{nullable, query, validate};
 use crate::auth::{Access, Principal};
+use crate::events::PlatformEvent;
 use crate::model::{Device, DevicePage};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -116,14 +117,15 @@ pub(crate) async fn create(
             details: json!({ "enabled": new.enabled }),
         },
     );
-    let device = state.store.create_device_audited(&t, &new, &audit).await?;
-    Ok((StatusCode::CREATED, ApiJson(device.into())))
+    let device = Device::from(state.store.create_device_audited(&t, &new, &audit).await?);
+    publish(&state, &t, &device.id, "device.created", &device).await;
+    Ok((StatusCode::CREATED, ApiJson(device)))
 }
 
 /// List a tenant's devices in id order (any role of the tenant).
 ///
 /// `?status=enabled|disabled` and `?label=key=value` (repeatable, all must
-/// match). `online`/`offline` come with presence tracking (later).
+/// match), `?status=online|offline` (presence).
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices", operation_id = "list_devices", tag = "devices",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), super::PageParams, DeviceFilters),
     responses((status = 200, description = "A page of devices", body = DevicePage)))]
@@ -138,22 +140,17 @@ pub(crate) async fn list(
     let mut filter = DeviceFilter::default();
     for (name, value) in q.filters {
         if name == "status" {
-            filter.enabled = Some(match value.as_str() {
-                "enabled" => true,
-                "disabled" => false,
-                "online" | "offline" => {
-                    return Err(ApiError::BadRequest(
-                        "`status=online|offline` needs presence tracking, which is not there \
-                         yet; use `enabled` or `disabled`"
-                            .to_owned(),
-                    ));
-                }
+            match value.as_str() {
+                "enabled" => filter.enabled = Some(true),
+                "disabled" => filter.enabled = Some(false),
+                "online" => filter.presence = Some(PresenceStatus::Online),
+                "offline" => filter.presence = Some(PresenceStatus::Offline),
                 _ => {
                     return Err(ApiError::BadRequest(
-                        "`status` must be `enabled` or `disabled`".to_owned(),
+                        "`status` must be `enabled`, `disabled`, `online` or `offline`".to_owned(),
                     ));
                 }
-            });
+            }
         } else {
             let (key, value) = value
                 .split_once('=')
@@ -172,9 +169,18 @@ pub(crate) async fn list(
             filter.labels.insert(key.to_owned(), value.to_owned());
         }
     }
-    Ok(ApiJson(
-        state.store.list_devices(&t, &filter, &q.page).await?.into(),
-    ))
+    let page = state.store.list_devices(&t, &filter, &q.page).await?;
+    let ids: Vec<String> = page.items.iter().map(|d| d.id.clone()).collect();
+    let online = state.store.online_devices(&t, &ids).await?;
+    let mut page = DevicePage::from(page);
+    for device in &mut page.items {
+        device.status = if online.contains(&device.id) {
+            "online"
+        } else {
+            "offline"
+        };
+    }
+    Ok(ApiJson(page))
 }
 
 /// Device list filters (documentation only: the handler parses the query
@@ -183,8 +189,8 @@ pub(crate) async fn list(
 #[into_params(parameter_in = Query)]
 #[allow(dead_code)]
 struct DeviceFilters {
-    /// `enabled` or `disabled`.
-    #[param(pattern = "^(enabled|disabled)$")]
+    /// `enabled`, `disabled`, `online` or `offline`.
+    #[param(pattern = "^(enabled|disabled|online|offline)$")]
     status: Option<String>,
     /// `key=value`; repeat for several (all must match), at most 16.
     #[param(style = Form, explode, schema_with = label_filters_schema)]
@@ -216,7 +222,7 @@ pub(crate) async fn read(
     Path((t, d)): Path<(String, String)>,
 ) -> Result<(ETag, ApiJson<Device>), ApiError> {
     who.require(&t, Access::Read)?;
-    tagged(state.store.get_device(&t, &d).await?.into())
+    tagged_with_status(&state, state.store.get_device(&t, &d).await?).await
 }
 
 /// Update a device with a JSON merge patch (operator, tenant-admin). With
@@ -318,7 +324,9 @@ pub(crate) async fn update(
         .store
         .update_device_audited(&t, &d, &patch, conditional.then_some(read_at), &audit)
         .await?;
-    tagged(device.into())
+    let (tag, ApiJson(device)) = tagged_with_status(&state, device).await?;
+    publish(&state, &t, &d, "device.updated", &device).await;
+    Ok((tag, ApiJson(device)))
 }
 
 /// Delete a device (operator, tenant-admin).
@@ -332,6 +340,9 @@ pub(crate) async fn remove(
     Path((t, d)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::WriteDevices)?;
+    // Numbered first: the sequence lives in the device's state row, which
+    // goes with the device.
+    let seq = state.store.next_event_seq(&t, &d).await.ok();
     let audit = entry(
         &who,
         &request_id,
@@ -343,7 +354,40 @@ pub(crate) async fn remove(
         },
     );
     state.store.delete_device_audited(&t, &d, &audit).await?;
+    state.events.publish(
+        PlatformEvent::new(&t, "device.deleted", json!({ "device_id": d })).for_device(&d, seq),
+    );
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `device` with its presence, tagged by its stored version: connects and
+/// disconnects do not change the ETag, so `If-Match` keeps working while a
+/// device comes and goes.
+async fn tagged_with_status(
+    state: &AppState,
+    device: store::Device,
+) -> Result<(ETag, ApiJson<Device>), ApiError> {
+    let tag = ETag::of(&Device::from(device.clone()))?;
+    Ok((tag, ApiJson(with_status(state, device).await?)))
+}
+
+/// `device` with its presence.
+async fn with_status(state: &AppState, device: store::Device) -> Result<Device, ApiError> {
+    let online = state
+        .store
+        .get_presence(&device.tenant_id, &device.id)
+        .await?
+        .is_some_and(|p| p.status == PresenceStatus::Online);
+    Ok(Device::from(device).online(online))
+}
+
+/// Tell SSE clients and webhooks about a device change.
+async fn publish(state: &AppState, t: &str, d: &str, event_type: &str, device: &Device) {
+    let data = serde_json::to_value(device).unwrap_or_else(|_| json!({ "device_id": d }));
+    state
+        .events
+        .publish_device(&state.store, t, d, event_type, data)
+        .await;
 }
 
 fn target(t: &str, d: &str) -> String {

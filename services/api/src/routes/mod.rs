@@ -15,6 +15,7 @@ mod device_csv;
 pub(crate) mod device_import;
 pub(crate) mod devices;
 mod etag;
+pub(crate) mod events;
 mod health;
 mod idempotency;
 mod metrics;
@@ -22,8 +23,10 @@ mod openapi;
 
 pub use openapi::document as openapi_document;
 mod query;
+pub(crate) mod state;
 pub(crate) mod tenants;
 mod validate;
+pub(crate) mod webhooks;
 
 /// Operational endpoints: `/healthz`, `/readyz`, `/metrics`. Not subject
 /// to the concurrency limit, so probes and scrapes still get through when
@@ -46,6 +49,9 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .route_layer(from_fn_with_state(state.clone(), idempotency::layer))
         .merge(audit::router())
         .merge(api_keys::router())
+        .merge(state::router())
+        .merge(events::router())
+        .merge(webhooks::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

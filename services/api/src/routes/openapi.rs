@@ -13,7 +13,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, audit, device_import, devices, health, metrics, tenants};
+use super::{
+    api_keys, audit, device_import, devices, events, health, metrics, state, tenants, webhooks,
+};
 use crate::error::{FieldError, Problem};
 use crate::model::{
     AccessToken, ApiKey, ApiKeyPage, AuditEntry, AuditPage, CreatedApiKey, Device, DevicePage,
@@ -36,6 +38,10 @@ use crate::{AppState, PROBLEM_JSON};
         audit::list_tenant, audit::list_all,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
         health::healthz, health::readyz, metrics::metrics, serve,
+        state::read_state, state::put_desired, state::recent_messages,
+        events::stream,
+        webhooks::create, webhooks::list, webhooks::read, webhooks::update, webhooks::remove,
+        webhooks::rotate, webhooks::test_ping, webhooks::deliveries, webhooks::redeliver,
     ),
     components(schemas(
         Tenant, TenantPage, Device, DevicePage, AuditEntry, AuditPage, Problem, FieldError,
@@ -43,6 +49,10 @@ use crate::{AppState, PROBLEM_JSON};
         ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
         api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
         device_import::LineError, health::Health, health::Ready,
+        state::DeviceStateView, state::StateVersions, state::RetainedView, state::Payload,
+        state::RecentMessageView, state::RecentMessagesView,
+        webhooks::Webhook, webhooks::WebhookWithSecret, webhooks::WebhookPage, webhooks::Delivery,
+        webhooks::DeliveryPage, webhooks::CreateWebhook, webhooks::PatchWebhook,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -52,6 +62,9 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "audit", description = "Who changed what, when."),
         (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
         (name = "operations", description = "Probes, metrics and this document; no token needed."),
+        (name = "state", description = "Devices' presence, state documents and recent messages."),
+        (name = "events", description = "Live platform events (server-sent events)."),
+        (name = "webhooks", description = "Signed HTTP callbacks for platform events."),
     ),
 )]
 pub(crate) struct ApiDoc;
@@ -115,6 +128,7 @@ impl Modify for Errors {
                 (&mut item.get, false),
                 (&mut item.post, true),
                 (&mut item.patch, true),
+                (&mut item.put, true),
                 (&mut item.delete, false),
             ];
             for (op, has_body) in ops {
@@ -236,10 +250,14 @@ mod tests {
                 if path.contains('{') {
                     expected.push("404");
                 }
-                if matches!(method.as_str(), "post" | "patch") {
+                if matches!(method.as_str(), "post" | "patch" | "put") {
                     expected.extend(["413", "415", "422"]);
                 }
-                if method == "patch" {
+                // An operation that takes If-Match can fail its precondition.
+                let conditional = op["parameters"]
+                    .as_array()
+                    .is_some_and(|params| params.iter().any(|p| p["name"] == "If-Match"));
+                if conditional {
                     expected.push("412");
                 }
                 for status in expected {

@@ -147,7 +147,7 @@ async fn device_validation(db: &TestDb) {
     assert_eq!(r.pointer(), "/id");
 
     for q in [
-        "status=online",
+        "status=on",
         "status=weird",
         "label=novalue",
         "label==v",

@@ -10,8 +10,11 @@ mod audit;
 mod auth;
 mod device_import;
 mod devices;
+mod events;
 mod idempotency;
+mod state;
 mod tenants;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -77,10 +80,15 @@ impl Resp {
 
 impl TestApp {
     pub async fn new(db: &TestDb) -> TestApp {
+        TestApp::with(db, |state| state).await
+    }
+
+    /// The app with `configure` applied to its state (hooks the binary wires).
+    pub async fn with(db: &TestDb, configure: impl FnOnce(AppState) -> AppState) -> TestApp {
         let store = db.store().clone();
         let keys = Keys::load_or_create(&store).await.unwrap();
         let metrics = api::install_metrics_recorder().unwrap();
-        let state = AppState::new(store.clone(), metrics).with_keys(keys.clone());
+        let state = configure(AppState::new(store.clone(), metrics).with_keys(keys.clone()));
         // Tests make hundreds of requests with one token: no rate limits
         // here (auth::rate_limited and api_keys::token_exchange_is_rate_limited
         // test them).

@@ -13,6 +13,7 @@ mod audit;
 mod devices;
 mod migrations;
 mod pki;
+mod rest_lookups;
 mod sqlite;
 mod state;
 mod tenants;

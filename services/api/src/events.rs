@@ -1,0 +1,272 @@
+//! [`EventHub`]: the one in-process stream of platform events (device
+//! lifecycle, presence, state) that the SSE endpoint and the webhooks
+//! outbox consume.
+//!
+//! Producers call [`EventHub::publish`] (or [`EventHub::publish_device`],
+//! which numbers the device's events from the store); it never blocks: SSE
+//! clients read a `tokio::sync::broadcast` and a slow one loses the oldest
+//! events (and is told so), and each [`EventListener`] is called inline, so
+//! it must not block either. The binary attaches the webhooks
+//! [`OutboxWriter`](webhooks::OutboxWriter), which implements
+//! [`EventListener`] here: a bounded, batching, non-blocking way into the
+//! durable outbox.
+
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+use store::{NewOutboxEvent, Store};
+use tokio::sync::{broadcast, watch};
+use uuid::Uuid;
+
+/// Events an SSE client may fall behind by before it loses some.
+pub const DEFAULT_EVENT_BUFFER: usize = 1024;
+
+/// One platform event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlatformEvent {
+    /// Unique (UUIDv7, so ordered by creation).
+    pub id: String,
+    pub tenant: String,
+    pub device: Option<String>,
+    /// E.g. `device.connected`, `state.desired`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The device's event sequence number (1, 2, 3, …) where there is a
+    /// device and the store could number it.
+    pub seq: Option<i64>,
+    pub timestamp: DateTime<Utc>,
+    pub data: Value,
+}
+
+impl PlatformEvent {
+    /// An event of `tenant` at the current time, with a fresh id.
+    pub fn new(tenant: impl Into<String>, event_type: impl Into<String>, data: Value) -> Self {
+        PlatformEvent {
+            id: Uuid::now_v7().to_string(),
+            tenant: tenant.into(),
+            device: None,
+            event_type: event_type.into(),
+            seq: None,
+            timestamp: Utc::now(),
+            data,
+        }
+    }
+
+    /// Sets `device` and `seq`, and puts them in `data` as `device_id` and
+    /// `seq` too (when it is an object): webhook bodies carry only `data`,
+    /// and a consumer receiving retries out of order needs `seq` to tell
+    /// which event is the latest.
+    #[must_use]
+    pub fn for_device(mut self, device: impl Into<String>, seq: Option<i64>) -> Self {
+        let device = device.into();
+        if let Value::Object(data) = &mut self.data {
+            data.insert("device_id".to_owned(), Value::String(device.clone()));
+            if let Some(seq) = seq {
+                data.insert("seq".to_owned(), Value::from(seq));
+            }
+        }
+        self.device = Some(device);
+        self.seq = seq;
+        self
+    }
+}
+
+/// Something told of every published event, inline: must not block.
+pub trait EventListener: Send + Sync {
+    fn on_event(&self, event: &PlatformEvent);
+}
+
+/// The webhooks outbox as a listener: events go in with their device and
+/// sequence number; a full writer drops (and counts) rather than blocks.
+impl EventListener for webhooks::OutboxWriter {
+    fn on_event(&self, event: &PlatformEvent) {
+        let outbox_event = NewOutboxEvent {
+            tenant_id: event.tenant.clone(),
+            event_type: event.event_type.clone(),
+            payload: event.data.clone(),
+            device_id: event.device.clone(),
+            device_seq: event.seq,
+            topic: None,
+        };
+        if !self.push(outbox_event) {
+            tracing::warn!(tenant = %event.tenant, event_type = %event.event_type,
+                "webhook outbox full: event not queued for webhooks");
+        }
+    }
+}
+
+/// The hub: cheap to clone (handles only).
+#[derive(Clone)]
+pub struct EventHub {
+    sender: broadcast::Sender<Arc<PlatformEvent>>,
+    listeners: Arc<RwLock<Vec<Arc<dyn EventListener>>>>,
+    /// True once [`EventHub::close_streams`] was called.
+    closing: Arc<watch::Sender<bool>>,
+}
+
+impl EventHub {
+    /// A hub whose subscribers may lag by up to `buffer` events.
+    pub fn new(buffer: usize) -> Self {
+        let (sender, _) = broadcast::channel(buffer.max(1));
+        EventHub {
+            sender,
+            listeners: Arc::new(RwLock::new(Vec::new())),
+            closing: Arc::new(watch::Sender::new(false)),
+        }
+    }
+
+    /// End every SSE stream (at shutdown: an open stream would otherwise
+    /// keep the HTTP server draining until its deadline). Streams opened
+    /// later end at once.
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Becomes true when streams are to end.
+    pub(crate) fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Call `listener` for every event published from now on.
+    pub fn add_listener(&self, listener: Arc<dyn EventListener>) {
+        match self.listeners.write() {
+            Ok(mut listeners) => listeners.push(listener),
+            Err(poisoned) => poisoned.into_inner().push(listener),
+        }
+    }
+
+    /// Every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PlatformEvent>> {
+        self.sender.subscribe()
+    }
+
+    /// Hand `event` to the listeners and the subscribers. Never blocks.
+    pub fn publish(&self, event: PlatformEvent) {
+        {
+            let listeners = match self.listeners.read() {
+                Ok(l) => l,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            for listener in listeners.iter() {
+                listener.on_event(&event);
+            }
+        }
+        // No subscriber is not an error: nobody is watching.
+        let _ = self.sender.send(Arc::new(event));
+    }
+
+    /// Publish a device event numbered by `store.next_event_seq`. If the
+    /// store cannot number it (the device was just deleted, the database is
+    /// down), it goes out without a number rather than not at all.
+    pub async fn publish_device(
+        &self,
+        store: &Store,
+        tenant: &str,
+        device: &str,
+        event_type: &str,
+        data: Value,
+    ) {
+        let seq = match store.next_event_seq(tenant, device).await {
+            Ok(seq) => Some(seq),
+            Err(e) => {
+                tracing::debug!(tenant, device, error = %e, "event not numbered");
+                None
+            }
+        };
+        self.publish(PlatformEvent::new(tenant, event_type, data).for_device(device, seq));
+    }
+}
+
+impl Default for EventHub {
+    fn default() -> Self {
+        EventHub::new(DEFAULT_EVENT_BUFFER)
+    }
+}
+
+impl fmt::Debug for EventHub {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventHub")
+            .field("subscribers", &self.sender.receiver_count())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether an event type matches a comma-separated filter element: exact,
+/// `prefix.*`, or `*`.
+pub(crate) fn type_matches(pattern: &str, event_type: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) if prefix.ends_with('.') => event_type.starts_with(prefix),
+        _ => pattern == event_type,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use serde_json::json;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Collect(Mutex<Vec<String>>);
+
+    impl EventListener for Collect {
+        fn on_event(&self, event: &PlatformEvent) {
+            self.0.lock().unwrap().push(event.event_type.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn listeners_and_subscribers_get_every_event() {
+        let hub = EventHub::new(8);
+        let seen = Arc::new(Collect::default());
+        hub.add_listener(seen.clone());
+        let mut rx = hub.subscribe();
+        hub.publish(PlatformEvent::new("acme", "device.created", json!({})));
+        hub.publish(
+            PlatformEvent::new("acme", "device.deleted", json!({})).for_device("d1", Some(2)),
+        );
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            ["device.created", "device.deleted"]
+        );
+        assert_eq!(rx.recv().await.unwrap().event_type, "device.created");
+        let second = rx.recv().await.unwrap();
+        assert_eq!(second.device.as_deref(), Some("d1"));
+        assert_eq!(second.seq, Some(2));
+        assert_eq!(second.data, json!({"device_id": "d1", "seq": 2}));
+    }
+
+    #[tokio::test]
+    async fn publish_without_subscribers_does_not_block_and_lag_is_reported() {
+        let hub = EventHub::new(2);
+        for _ in 0..10 {
+            hub.publish(PlatformEvent::new("acme", "x", json!(null)));
+        }
+        let mut rx = hub.subscribe();
+        for _ in 0..5 {
+            hub.publish(PlatformEvent::new("acme", "y", json!(null)));
+        }
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Lagged(3))
+        ));
+        assert_eq!(rx.recv().await.unwrap().event_type, "y");
+    }
+
+    #[test]
+    fn type_patterns() {
+        assert!(type_matches("device.*", "device.connected"));
+        assert!(!type_matches("device.*", "devices.x"));
+        assert!(!type_matches("device.*", "state.reported"));
+        assert!(type_matches("*", "state.reported"));
+        assert!(type_matches("state.desired", "state.desired"));
+        assert!(!type_matches("state.desired", "state.desired2"));
+        assert!(!type_matches("dev*", "device.created"));
+    }
+}

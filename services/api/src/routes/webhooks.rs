@@ -1,0 +1,541 @@
+//! `/v1/tenants/{t}/webhooks`: endpoints (create with a secret shown once,
+//! list, read, enable/disable, delete, rotate the secret), their delivery
+//! log, redelivery and a test ping. Reading needs any role of the tenant;
+//! the rest needs tenant-admin (or platform-admin). URLs are checked with
+//! the server's [`webhooks::UrlPolicy`].
+
+use axum::Router;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange};
+use utoipa::ToSchema;
+
+use super::audit::{Event, RequestId, record};
+use crate::auth::{Access, Principal};
+use crate::{ApiError, ApiJson, AppState};
+
+/// How long the previous secret keeps signing after a rotation.
+const ROTATION_OVERLAP_HOURS: i64 = 24;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{t}/webhooks", get(list).post(create))
+        .route(
+            "/v1/tenants/{t}/webhooks/{w}",
+            get(read).patch(update).delete(remove),
+        )
+        .route("/v1/tenants/{t}/webhooks/{w}/rotate-secret", post(rotate))
+        .route("/v1/tenants/{t}/webhooks/{w}/test", post(test_ping))
+        .route("/v1/tenants/{t}/webhooks/{w}/deliveries", get(deliveries))
+        .route(
+            "/v1/tenants/{t}/webhooks/{w}/deliveries/{id}/redeliver",
+            post(redeliver),
+        )
+}
+
+/// The one mapping from the webhooks crate's errors.
+impl From<webhooks::Error> for ApiError {
+    fn from(e: webhooks::Error) -> Self {
+        use webhooks::Error as E;
+        match e {
+            E::InvalidUrl { .. } | E::UrlRefused { .. } | E::Unresolvable { .. } => {
+                ApiError::invalid_field("/url", e.to_string())
+            }
+            E::InvalidTopicFilter { .. } => ApiError::invalid_field("/topic_filter", e.to_string()),
+            E::InvalidEventTypes => ApiError::invalid_field("/events", e.to_string()),
+            E::Store(e) => ApiError::from(e),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// A webhook endpoint (its secret is shown only when made).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Webhook {
+    pub id: String,
+    pub tenant_id: String,
+    pub url: String,
+    /// Event types or `prefix.*` patterns, e.g. `device.*`.
+    pub events: Vec<String>,
+    /// For message events: an MQTT topic filter.
+    pub topic_filter: Option<String>,
+    pub enabled: bool,
+    /// Why the platform disabled it (repeated failures, 410 Gone).
+    pub disabled_reason: Option<String>,
+    pub consecutive_failures: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<WebhookEndpoint> for Webhook {
+    fn from(e: WebhookEndpoint) -> Self {
+        Webhook {
+            id: e.id,
+            tenant_id: e.tenant_id,
+            url: e.url,
+            events: e.event_types,
+            topic_filter: e.topic_filter,
+            enabled: e.enabled,
+            disabled_reason: e.disabled_reason,
+            consecutive_failures: e.consecutive_failures,
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+        }
+    }
+}
+
+/// An endpoint with its signing secret: shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WebhookWithSecret {
+    #[serde(flatten)]
+    pub webhook: Webhook,
+    /// `whsec_` + base64 (Standard Webhooks). Keep it secret.
+    pub secret: String,
+}
+
+impl From<WebhookEndpoint> for WebhookWithSecret {
+    fn from(mut e: WebhookEndpoint) -> Self {
+        let secret = std::mem::take(&mut e.secret);
+        WebhookWithSecret {
+            webhook: e.into(),
+            secret,
+        }
+    }
+}
+
+/// A tenant's endpoints (not paged: a handful each).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct WebhookPage {
+    pub items: Vec<Webhook>,
+    /// Always `null`.
+    pub next_cursor: Option<String>,
+}
+
+/// One delivery: a request's worth of events to one endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Delivery {
+    pub id: i64,
+    pub webhook_id: String,
+    pub event_type: String,
+    /// `pending`, `delivering`, `delivered` or `failed`.
+    pub status: String,
+    pub event_count: i32,
+    pub attempts: i32,
+    pub next_attempt_at: DateTime<Utc>,
+    pub last_status: Option<i32>,
+    pub last_latency_ms: Option<i64>,
+    pub last_error: Option<String>,
+    /// The start of the last response body.
+    pub last_response: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<WebhookDelivery> for Delivery {
+    fn from(d: WebhookDelivery) -> Self {
+        Delivery {
+            id: d.id,
+            webhook_id: d.endpoint_id,
+            event_type: d.event_type,
+            status: d.status.as_str().to_owned(),
+            event_count: d.event_count,
+            attempts: d.attempts,
+            next_attempt_at: d.next_attempt_at,
+            last_status: d.last_status,
+            last_latency_ms: d.last_latency_ms,
+            last_error: d.last_error,
+            last_response: d.last_response,
+            created_at: d.created_at,
+            updated_at: d.updated_at,
+        }
+    }
+}
+
+/// Deliveries, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct DeliveryPage {
+    pub items: Vec<Delivery>,
+    /// Pass as `?cursor=` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A new endpoint.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreateWebhook {
+    /// https (plain http and internal addresses only where the server allows them).
+    #[schema(example = "https://example.com/hooks/fleetmq")]
+    url: String,
+    /// 1 to 64 event types or `prefix.*` patterns.
+    #[schema(example = json!(["device.*"]))]
+    events: Vec<String>,
+    /// For message events: an MQTT topic filter.
+    #[serde(default)]
+    topic_filter: Option<String>,
+}
+
+/// Changes to an endpoint (JSON merge patch: absent members are kept).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchWebhook {
+    /// Enabling also clears the failure run.
+    #[serde(default)]
+    enabled: Option<bool>,
+    /// Checked as when creating.
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    /// `null` removes the filter.
+    #[serde(default, deserialize_with = "super::nullable")]
+    #[schema(value_type = Option<String>)]
+    topic_filter: Option<Option<String>>,
+}
+
+fn target(t: &str, w: &str) -> String {
+    format!("tenants/{t}/webhooks/{w}")
+}
+
+/// Record a webhook change of tenant `t` in the audit log.
+async fn audit(
+    state: &AppState,
+    who: &Principal,
+    request_id: &RequestId,
+    t: &str,
+    action: &'static str,
+    target: String,
+    details: serde_json::Value,
+) -> Result<(), ApiError> {
+    let event = Event {
+        tenant: Some(t),
+        action,
+        target,
+        details,
+    };
+    record(state, who, request_id, event).await
+}
+
+/// Register an endpoint (tenant-admin). The secret is in this response only.
+#[utoipa::path(post, path = "/v1/tenants/{t}/webhooks", operation_id = "create_webhook", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    request_body = CreateWebhook,
+    responses(
+        (status = 201, description = "The endpoint, with its secret", body = WebhookWithSecret),
+        (status = 403, description = "Not tenant-admin", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "URL refused (scheme, private address), bad events or topic filter", body = crate::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<CreateWebhook>,
+) -> Result<(StatusCode, ApiJson<WebhookWithSecret>), ApiError> {
+    who.require(&t, Access::Admin)?;
+    state.store.get_tenant(&t).await?;
+    let request = webhooks::EndpointRequest {
+        url: body.url,
+        event_types: body.events,
+        topic_filter: body.topic_filter,
+    };
+    let endpoint =
+        webhooks::create_endpoint(&state.store, &state.webhook_url_policy, &t, &request).await?;
+    audit(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "webhook.create",
+        target(&t, &endpoint.id),
+        json!({ "url": endpoint.url, "events": endpoint.event_types }),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(endpoint.into())))
+}
+
+/// List the tenant's endpoints (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/webhooks", operation_id = "list_webhooks", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 200, description = "The endpoints", body = WebhookPage)),
+    security(("bearer" = [])))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<WebhookPage>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_tenant(&t).await?;
+    let items = state.store.list_webhook_endpoints(&t).await?;
+    Ok(ApiJson(WebhookPage {
+        items: items.into_iter().map(Webhook::from).collect(),
+        next_cursor: None,
+    }))
+}
+
+/// Read an endpoint (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "get_webhook", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    responses((status = 200, description = "The endpoint", body = Webhook),
+        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((t, w)): Path<(String, String)>,
+) -> Result<ApiJson<Webhook>, ApiError> {
+    who.require(&t, Access::Read)?;
+    Ok(ApiJson(
+        state.store.get_webhook_endpoint(&t, &w).await?.into(),
+    ))
+}
+
+/// Change an endpoint: enable or disable it, its URL, events or topic
+/// filter (tenant-admin).
+#[utoipa::path(patch, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "update_webhook", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    request_body(content = PatchWebhook, content_type = "application/merge-patch+json"),
+    responses((status = 200, description = "The endpoint", body = Webhook),
+        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, w)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PatchWebhook>,
+) -> Result<ApiJson<Webhook>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let change = WebhookEndpointChange {
+        url: body.url,
+        event_types: body.events,
+        topic_filter: body.topic_filter,
+    };
+    let details = json!({
+        "enabled": body.enabled,
+        "url": change.url,
+        "events": change.event_types,
+        "topic_filter": change.topic_filter.is_some(),
+    });
+    let mut endpoint = if change == WebhookEndpointChange::default() {
+        state.store.get_webhook_endpoint(&t, &w).await?
+    } else {
+        webhooks::update_endpoint(&state.store, &state.webhook_url_policy, &t, &w, &change).await?
+    };
+    if let Some(enabled) = body.enabled {
+        endpoint = state
+            .store
+            .set_webhook_endpoint_enabled(&t, &w, enabled)
+            .await?;
+    }
+    audit(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "webhook.update",
+        target(&t, &w),
+        details,
+    )
+    .await?;
+    Ok(ApiJson(endpoint.into()))
+}
+
+/// Delete an endpoint with its delivery log (tenant-admin).
+#[utoipa::path(delete, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "delete_webhook", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    responses((status = 204, description = "Deleted"),
+        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, w)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::Admin)?;
+    state.store.delete_webhook_endpoint(&t, &w).await?;
+    audit(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "webhook.delete",
+        target(&t, &w),
+        json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Give an endpoint a new secret (tenant-admin); the old one keeps signing
+/// (a second signature) for 24 hours. The new secret is shown once.
+#[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    responses((status = 200, description = "The endpoint, with its new secret", body = WebhookWithSecret),
+        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, w)): Path<(String, String)>,
+) -> Result<ApiJson<WebhookWithSecret>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let overlap_until = Utc::now() + ChronoDuration::hours(ROTATION_OVERLAP_HOURS);
+    let endpoint = webhooks::rotate_secret(&state.store, &t, &w, overlap_until).await?;
+    audit(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "webhook.rotate_secret",
+        target(&t, &w),
+        json!({ "previous_valid_until": overlap_until }),
+    )
+    .await?;
+    Ok(ApiJson(endpoint.into()))
+}
+
+/// Queue a `webhook.ping` to this endpoint only (tenant-admin).
+#[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/test", operation_id = "test_webhook", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    responses((status = 202, description = "The queued delivery", body = Delivery),
+        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn test_ping(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, w)): Path<(String, String)>,
+) -> Result<(StatusCode, ApiJson<Delivery>), ApiError> {
+    who.require(&t, Access::Admin)?;
+    state.store.get_webhook_endpoint(&t, &w).await?;
+    let delivery = webhooks::send_test_ping(&state.store, &t, &w).await?;
+    audit(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "webhook.test",
+        target(&t, &w),
+        json!({ "delivery_id": delivery.id }),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
+}
+
+/// An endpoint's deliveries, newest first (any role of the tenant).
+/// `?status=pending|delivering|delivered|failed`, `?limit=` (1 to 1000,
+/// default 100), `?cursor=`.
+#[utoipa::path(get, path = "/v1/tenants/{t}/webhooks/{w}/deliveries", operation_id = "list_webhook_deliveries", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id"),
+        ("status" = Option<String>, Query, description = "pending, delivering, delivered or failed"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000; default 100", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
+    responses((status = 200, description = "A page of deliveries", body = DeliveryPage),
+        (status = 400, description = "Bad query", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn deliveries(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((t, w)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Result<ApiJson<DeliveryPage>, ApiError> {
+    who.require(&t, Access::Read)?;
+    let mut status = None;
+    let mut limit: u32 = 100;
+    let mut before = None;
+    for pair in raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "status" => {
+                status = Some(value.parse::<DeliveryStatus>().map_err(|_| {
+                    ApiError::BadRequest(
+                        "`status` must be pending, delivering, delivered or failed".to_owned(),
+                    )
+                })?);
+            }
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1000).contains(n))
+                    .ok_or_else(|| ApiError::BadRequest("`limit` must be 1 to 1000".to_owned()))?;
+            }
+            "cursor" => {
+                before = Some(
+                    value
+                        .parse::<i64>()
+                        .map_err(|_| store::Error::InvalidCursor)?,
+                );
+            }
+            other => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter `{other}`"
+                )));
+            }
+        }
+    }
+    state.store.get_webhook_endpoint(&t, &w).await?;
+    let mut items = state
+        .store
+        .list_webhook_deliveries(&t, &w, status, before, limit + 1)
+        .await?;
+    let next_cursor = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(|d| d.id.to_string())
+    } else {
+        None
+    };
+    Ok(ApiJson(DeliveryPage {
+        items: items.into_iter().map(Delivery::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// Send a delivery again from the start of the retry schedule
+/// (tenant-admin).
+#[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/deliveries/{id}/redeliver", operation_id = "redeliver_webhook_delivery", tag = "webhooks",
+    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id"), ("id" = i64, Path, description = "Delivery id")),
+    responses((status = 202, description = "The delivery, pending again", body = Delivery),
+        (status = 404, description = "No such delivery of this endpoint", body = crate::Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub(crate) async fn redeliver(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, w, id)): Path<(String, String, i64)>,
+) -> Result<(StatusCode, ApiJson<Delivery>), ApiError> {
+    who.require(&t, Access::Admin)?;
+    let existing = state.store.get_webhook_delivery(&t, id).await?;
+    if existing.endpoint_id != w {
+        return Err(ApiError::NotFound {
+            resource: "delivery".to_owned(),
+            id: id.to_string(),
+        });
+    }
+    let delivery = webhooks::redeliver(&state.store, &t, id).await?;
+    audit(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "webhook.redeliver",
+        format!("{}/deliveries/{id}", target(&t, &w)),
+        json!({}),
+    )
+    .await?;
+    Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
+}
