@@ -47,6 +47,7 @@ pub mod error;
 pub mod extract;
 mod middleware;
 pub mod model;
+pub mod platform_pki;
 mod router;
 mod routes;
 mod server;
@@ -58,6 +59,7 @@ pub use auth::{Keys, Principal, Role};
 pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use extract::ApiJson;
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
+pub use platform_pki::{Pki, SessionControl};
 pub use router::router;
 pub use routes::openapi_document;
 pub use server::serve;
@@ -70,6 +72,12 @@ pub struct AppState {
     pub(crate) metrics: PrometheusHandle,
     /// Loaded (or created) on first use unless given by [`AppState::with_keys`].
     keys: Arc<OnceCell<Keys>>,
+    /// Set by [`AppState::with_pki`]; the certificate and CA routes answer
+    /// 503 without it.
+    pub(crate) pki: Option<Arc<Pki>>,
+    /// Set by [`AppState::with_session_control`]; without it changes are
+    /// stored but live sessions are not told.
+    pub(crate) sessions: Option<Arc<dyn SessionControl>>,
 }
 
 impl AppState {
@@ -81,6 +89,26 @@ impl AppState {
             store,
             metrics,
             keys: Arc::new(OnceCell::new()),
+            pki: None,
+            sessions: None,
+        }
+    }
+
+    /// Serve certificates and CAs from `pki`.
+    #[must_use]
+    pub fn with_pki(self, pki: Arc<Pki>) -> Self {
+        Self {
+            pki: Some(pki),
+            ..self
+        }
+    }
+
+    /// Tell `sessions` about revocations, device and policy changes.
+    #[must_use]
+    pub fn with_session_control(self, sessions: Arc<dyn SessionControl>) -> Self {
+        Self {
+            sessions: Some(sessions),
+            ..self
         }
     }
 

@@ -242,6 +242,7 @@ pub(crate) async fn update(
     who.require(&t, Access::WriteDevices)?;
     let current = state.store.get_device(&t, &d).await?;
     let read_at = current.updated_at;
+    let was_enabled = current.enabled;
     let conditional = headers.contains_key(IF_MATCH);
     ETag::of(&Device::from(current.clone()))?.check_if_match(&headers)?;
     let mut errors = Vec::new();
@@ -297,6 +298,8 @@ pub(crate) async fn update(
         "attributes": attributes.is_some(),
         "enabled": enabled,
     });
+    // Enabled state is what live sessions and the access cache depend on.
+    let enabled_changes = enabled.is_some_and(|e| e != was_enabled);
     let patch = DevicePatch {
         labels,
         attributes,
@@ -318,6 +321,9 @@ pub(crate) async fn update(
         .store
         .update_device_audited(&t, &d, &patch, conditional.then_some(read_at), &audit)
         .await?;
+    if enabled_changes {
+        state.tell_sessions(|s| s.device_changed(&t, &d));
+    }
     tagged(device.into())
 }
 
@@ -343,6 +349,7 @@ pub(crate) async fn remove(
         },
     );
     state.store.delete_device_audited(&t, &d, &audit).await?;
+    state.tell_sessions(|s| s.device_changed(&t, &d));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -11,6 +11,9 @@ use crate::AppState;
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod ca;
+pub(crate) mod certificates;
+pub(crate) mod credentials;
 mod device_csv;
 pub(crate) mod device_import;
 pub(crate) mod devices;
@@ -19,6 +22,7 @@ mod health;
 mod idempotency;
 mod metrics;
 mod openapi;
+pub(crate) mod policies;
 
 pub use openapi::document as openapi_document;
 mod query;
@@ -46,6 +50,10 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .route_layer(from_fn_with_state(state.clone(), idempotency::layer))
         .merge(audit::router())
         .merge(api_keys::router())
+        .merge(ca::router())
+        .merge(certificates::router())
+        .merge(credentials::router())
+        .merge(policies::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

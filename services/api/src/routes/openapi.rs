@@ -13,7 +13,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{api_keys, audit, device_import, devices, health, metrics, tenants};
+use super::{
+    api_keys, audit, ca, certificates, credentials, device_import, devices, health, metrics,
+    policies, tenants,
+};
 use crate::error::{FieldError, Problem};
 use crate::model::{
     AccessToken, ApiKey, ApiKeyPage, AuditEntry, AuditPage, CreatedApiKey, Device, DevicePage,
@@ -35,6 +38,12 @@ use crate::{AppState, PROBLEM_JSON};
         device_import::import,
         audit::list_tenant, audit::list_all,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
+        ca::root, ca::tenant_chain, ca::crl,
+        certificates::issue, certificates::list, certificates::revoke,
+        certificates::device_floor, certificates::tenant_floor,
+        credentials::set_password, credentials::delete_password,
+        credentials::create_service, credentials::list_services, credentials::delete_service,
+        policies::list, policies::read, policies::put, policies::remove,
         health::healthz, health::readyz, metrics::metrics, serve,
     ),
     components(schemas(
@@ -43,6 +52,11 @@ use crate::{AppState, PROBLEM_JSON};
         ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
         api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
         device_import::LineError, health::Health, health::Ready,
+        certificates::IssueCertificate, certificates::IssuedCertificate, certificates::Certificate,
+        certificates::CertificateList, certificates::RevokeCertificate, certificates::RevokeBefore,
+        certificates::Floor, credentials::DevicePassword, credentials::CreateServiceCredential,
+        credentials::ServiceCredentialView, credentials::CreatedServiceCredential,
+        credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -51,6 +65,9 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "devices", description = "A tenant's devices."),
         (name = "audit", description = "Who changed what, when."),
         (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
+        (name = "pki", description = "CAs, device certificates, revocation and CRLs."),
+        (name = "credentials", description = "Device passwords and tenant service credentials for MQTT."),
+        (name = "policies", description = "A tenant's ACL policy templates."),
         (name = "operations", description = "Probes, metrics and this document; no token needed."),
     ),
 )]
