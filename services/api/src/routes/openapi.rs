@@ -132,6 +132,7 @@ impl Modify for Errors {
                 (&mut item.get, false),
                 (&mut item.post, true),
                 (&mut item.patch, true),
+                (&mut item.put, true),
                 (&mut item.delete, false),
             ];
             for (op, has_body) in ops {
@@ -200,6 +201,10 @@ mod tests {
             ("/v1/tenants/{t}/devices/{d}", &["get", "patch", "delete"]),
             ("/v1/tenants/{t}/audit", &["get"]),
             ("/v1/audit", &["get"]),
+            ("/v1/tenants/{t}/devices/{d}/certificates", &["get", "post"]),
+            ("/v1/tenants/{t}/ca/crl", &["get"]),
+            ("/v1/tenants/{t}/policies/{name}", &["get", "put", "delete"]),
+            ("/v1/tenants/{t}/service-credentials", &["get", "post"]),
         ] {
             for method in methods {
                 let op = &paths[path][*method];
@@ -244,16 +249,23 @@ mod tests {
                 }
                 let mut expected = vec!["400", "429", "500", "503"];
                 if public {
-                    assert_eq!(path, "/v1/auth/token", "{method} {path} is public");
+                    assert!(
+                        matches!(path.as_str(), "/v1/auth/token" | "/v1/ca"),
+                        "{method} {path} is public"
+                    );
                     assert!(!responses.contains_key("403"), "{method} {path}");
-                    expected.push("401");
+                    // The token exchange refuses bad API keys; the root CA
+                    // takes no credential at all.
+                    if path == "/v1/auth/token" {
+                        expected.push("401");
+                    }
                 } else {
                     expected.extend(["401", "403"]);
                 }
                 if path.contains('{') {
                     expected.push("404");
                 }
-                if matches!(method.as_str(), "post" | "patch") {
+                if matches!(method.as_str(), "post" | "patch" | "put") {
                     expected.extend(["413", "415", "422"]);
                 }
                 if method == "patch" {

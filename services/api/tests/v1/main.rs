@@ -11,6 +11,7 @@ mod auth;
 mod device_import;
 mod devices;
 mod idempotency;
+mod pki_routes;
 mod tenants;
 
 use std::time::Duration;
@@ -77,10 +78,15 @@ impl Resp {
 
 impl TestApp {
     pub async fn new(db: &TestDb) -> TestApp {
+        TestApp::new_with(db, |state| state).await
+    }
+
+    /// As [`TestApp::new`], with `wire` adding to the state (PKI, session control).
+    pub async fn new_with(db: &TestDb, wire: impl FnOnce(AppState) -> AppState) -> TestApp {
         let store = db.store().clone();
         let keys = Keys::load_or_create(&store).await.unwrap();
         let metrics = api::install_metrics_recorder().unwrap();
-        let state = AppState::new(store.clone(), metrics).with_keys(keys.clone());
+        let state = wire(AppState::new(store.clone(), metrics).with_keys(keys.clone()));
         // Tests make hundreds of requests with one token: no rate limits
         // here (auth::rate_limited and api_keys::token_exchange_is_rate_limited
         // test them).
@@ -107,6 +113,15 @@ impl TestApp {
         self.keys
             .issue_for("tester", role, tenant.as_ref(), Duration::from_secs(600))
             .unwrap()
+    }
+
+    /// `req`'s status, headers and raw body (for PEM and DER answers).
+    pub async fn send_raw(&self, req: Request<Body>) -> (u16, HeaderMap, Vec<u8>) {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes.to_vec())
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {
