@@ -11,6 +11,7 @@ use crate::AppState;
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod byo_ca;
 pub(crate) mod ca;
 pub(crate) mod certificates;
 pub(crate) mod credentials;
@@ -51,6 +52,7 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(audit::router())
         .merge(api_keys::router())
         .merge(ca::router())
+        .merge(byo_ca::router())
         .merge(certificates::router())
         .merge(credentials::router())
         .merge(policies::router())

@@ -14,8 +14,8 @@ use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, ca, certificates, credentials, device_import, devices, health, metrics,
-    policies, tenants,
+    api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, health,
+    metrics, policies, tenants,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -39,6 +39,7 @@ use crate::{AppState, PROBLEM_JSON};
         audit::list_tenant, audit::list_all,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
         ca::root, ca::tenant_chain, ca::crl,
+        byo_ca::new_code, byo_ca::register, byo_ca::list, byo_ca::remove,
         certificates::issue, certificates::list, certificates::revoke,
         certificates::device_floor, certificates::tenant_floor,
         credentials::set_password, credentials::delete_password,
@@ -52,6 +53,7 @@ use crate::{AppState, PROBLEM_JSON};
         ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
         api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
         device_import::LineError, health::Health, health::Ready,
+        byo_ca::RegistrationCodeView, byo_ca::RegisterCa, byo_ca::TenantCaView, byo_ca::TenantCaList,
         certificates::IssueCertificate, certificates::IssuedCertificate, certificates::Certificate,
         certificates::CertificateList, certificates::RevokeCertificate, certificates::RevokeBefore,
         certificates::Floor, credentials::DevicePassword, credentials::CreateServiceCredential,

@@ -664,6 +664,13 @@ async fn roles_and_tenant_isolation(db: &TestDb) {
             Method::DELETE,
             "/v1/tenants/acme/service-credentials/x".to_owned(),
         ),
+        (
+            Method::POST,
+            "/v1/tenants/acme/ca/registration-code".to_owned(),
+        ),
+        (Method::GET, "/v1/tenants/acme/cas".to_owned()),
+        (Method::POST, "/v1/tenants/acme/cas".to_owned()),
+        (Method::DELETE, "/v1/tenants/acme/cas/00".to_owned()),
         (Method::GET, "/v1/tenants/acme/policies".to_owned()),
         (Method::GET, "/v1/tenants/acme/policies/p".to_owned()),
         (Method::PUT, "/v1/tenants/acme/policies/p".to_owned()),
@@ -673,6 +680,9 @@ async fn roles_and_tenant_isolation(db: &TestDb) {
         let body = match method {
             Method::PUT => Some(json!({"rules": []})),
             Method::POST if uri.ends_with("service-credentials") => Some(json!({"name": "x"})),
+            Method::POST if uri.ends_with("/cas") => {
+                Some(json!({"ca_pem": "x", "verification_pem": "x", "code": "x"}))
+            }
             Method::POST => Some(json!({})),
             _ => None,
         };
@@ -691,7 +701,122 @@ async fn roles_and_tenant_isolation(db: &TestDb) {
     assert_eq!(p.told.take(), vec!["tenant beta".to_owned()]);
 }
 
+/// Bring-your-own CA: code, proof of possession, registered and trusted,
+/// listed, removed.
+async fn bring_your_own_ca(db: &TestDb) {
+    let p = pki_app(db).await;
+    let t = &p.app;
+    t.tenant("acme").await;
+    let admin = t.token(Role::TenantAdmin, "acme");
+    t.post(
+        "/v1/tenants/acme/ca/registration-code",
+        &t.token(Role::Operator, "acme"),
+        json!({}),
+    )
+    .await
+    .problem(403, "forbidden");
+    let code = t
+        .post("/v1/tenants/acme/ca/registration-code", &admin, json!({}))
+        .await
+        .expect(201)
+        .body["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Acme own CA");
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let proof = |cn: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.signed_by(&key, &issuer).unwrap().pem()
+    };
+    let url = "/v1/tenants/acme/cas";
+    // Wrong CN: refused, and the code is still good afterwards.
+    let r = t
+        .post(
+            url,
+            &admin,
+            json!({"ca_pem": ca_pem, "verification_pem": proof("not-the-code"), "code": code}),
+        )
+        .await
+        .problem(422, "validation");
+    assert!(
+        r.body["errors"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("CN"),
+        "{}",
+        r.body
+    );
+    let registered = t
+        .post(
+            url,
+            &admin,
+            json!({"ca_pem": ca_pem, "verification_pem": proof(&code), "code": code}),
+        )
+        .await
+        .expect(201)
+        .body;
+    assert_eq!(registered["kind"], "registered");
+    assert_eq!(p.trust.len(), 2, "the issued and the registered CA");
+    // Single use.
+    t.post(
+        url,
+        &admin,
+        json!({"ca_pem": ca_pem, "verification_pem": proof(&code), "code": code}),
+    )
+    .await
+    .problem(422, "validation");
+
+    let list = t
+        .get(url, &t.token(Role::Viewer, "acme"))
+        .await
+        .expect(200)
+        .body;
+    let kinds: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["kind"].as_str())
+        .collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(kinds.contains(&"issued") && kinds.contains(&"registered"));
+    let issued = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "issued")
+        .unwrap()["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    t.delete(&format!("{url}/{issued}"), &admin)
+        .await
+        .problem(409, "conflict");
+    let key_id = registered["key_id"].as_str().unwrap();
+    p.told.take();
+    t.delete(&format!("{url}/{key_id}"), &admin)
+        .await
+        .expect(204);
+    assert_eq!(p.trust.len(), 1);
+    assert_eq!(p.told.take(), vec!["tenant acme".to_owned()]);
+    t.delete(&format!("{url}/{key_id}"), &admin)
+        .await
+        .problem(404, "not-found");
+}
+
 store::backend_tests!(
+    bring_your_own_ca,
     certificates_issue_list_revoke_crl,
     root_and_lazy_tenant_ca,
     device_passwords,
