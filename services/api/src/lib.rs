@@ -25,10 +25,14 @@
 //!   `routes/mod.rs`: `health` (`/healthz`, `/readyz`), `metrics`
 //!   (`/metrics`), `openapi` (`/openapi.json`, [`openapi_document`]);
 //!   under `/v1`: `tenants`, `devices`, `device_import`
-//!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`); and
+//!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`),
+//!   `ca` (root, tenant chain, CRL), `byo_ca`, `certificates`, `credentials`
+//!   (device passwords, service credentials), `policies`; and
 //!   what they share: `query` (strict list query strings), `validate`
 //!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
 //!   middleware on creates).
+//! - [`platform_pki`] — [`Pki`] and [`SessionControl`], which the binary
+//!   sets on [`AppState`] for the certificate, CA and credential routes.
 //! - `server.rs` — [`serve`]: the app on a bound listener until a shutdown
 //!   future completes.
 //! - `test_support.rs` (tests only) — apps on `store::testing` databases,
