@@ -33,10 +33,13 @@
 //!   under `/v1`: `tenants`, `devices`, `device_import`
 //!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`),
 //!   `state` (device state, desired, recent messages), `events` (SSE),
-//!   `webhooks`; and
+//!   `webhooks`, `ca` (root, tenant chain, CRL), `byo_ca`, `certificates`,
+//!   `credentials` (device passwords, service credentials), `policies`; and
 //!   what they share: `query` (strict list query strings), `validate`
 //!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
 //!   middleware on creates).
+//! - [`platform_pki`] — [`Pki`] and [`SessionControl`], which the binary
+//!   sets on [`AppState`] for the certificate, CA and credential routes.
 //! - `server.rs` — [`serve`]: the app on a bound listener until a shutdown
 //!   future completes.
 //! - `test_support.rs` (tests only) — apps on `store::testing` databases,
@@ -58,6 +61,7 @@ pub mod events;
 pub mod extract;
 mod middleware;
 pub mod model;
+pub mod platform_pki;
 mod router;
 mod routes;
 mod server;
@@ -74,6 +78,7 @@ pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use events::{EventHub, EventListener, PlatformEvent};
 pub use extract::ApiJson;
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
+pub use platform_pki::{Pki, SessionControl};
 pub use router::router;
 pub use routes::openapi_document;
 pub use server::serve;
@@ -94,6 +99,12 @@ pub struct AppState {
     pub(crate) recent_messages: Option<Arc<dyn RecentMessages>>,
     /// Which webhook URLs tenants may register.
     pub(crate) webhook_url_policy: webhooks::UrlPolicy,
+    /// Set by [`AppState::with_pki`]; the certificate and CA routes answer
+    /// 503 without it.
+    pub(crate) pki: Option<Arc<Pki>>,
+    /// Set by [`AppState::with_session_control`]; without it changes are
+    /// stored but live sessions are not told.
+    pub(crate) sessions: Option<Arc<dyn SessionControl>>,
 }
 
 impl AppState {
@@ -109,6 +120,26 @@ impl AppState {
             commands: None,
             recent_messages: None,
             webhook_url_policy: webhooks::UrlPolicy::default(),
+            pki: None,
+            sessions: None,
+        }
+    }
+
+    /// Serve certificates and CAs from `pki`.
+    #[must_use]
+    pub fn with_pki(self, pki: Arc<Pki>) -> Self {
+        Self {
+            pki: Some(pki),
+            ..self
+        }
+    }
+
+    /// Tell `sessions` about revocations, device and policy changes.
+    #[must_use]
+    pub fn with_session_control(self, sessions: Arc<dyn SessionControl>) -> Self {
+        Self {
+            sessions: Some(sessions),
+            ..self
         }
     }
 

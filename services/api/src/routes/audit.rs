@@ -80,6 +80,25 @@ pub(crate) async fn record(
     Ok(())
 }
 
+/// [`record`] of `action` on `target` in tenant `tenant`.
+pub(crate) async fn record_in_tenant(
+    state: &AppState,
+    who: &Principal,
+    request_id: &RequestId,
+    tenant: &str,
+    action: &'static str,
+    target: String,
+    details: Value,
+) -> Result<(), ApiError> {
+    let event = Event {
+        tenant: Some(tenant),
+        action,
+        target,
+        details,
+    };
+    record(state, who, request_id, event).await
+}
+
 /// Every tenant's audit entries and platform-level ones, newest first
 /// (platform-admin).
 #[utoipa::path(get, path = "/v1/audit", operation_id = "list_audit", tag = "audit",

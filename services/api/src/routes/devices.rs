@@ -248,6 +248,7 @@ pub(crate) async fn update(
     who.require(&t, Access::WriteDevices)?;
     let current = state.store.get_device(&t, &d).await?;
     let read_at = current.updated_at;
+    let was_enabled = current.enabled;
     let conditional = headers.contains_key(IF_MATCH);
     ETag::of(&Device::from(current.clone()))?.check_if_match(&headers)?;
     let mut errors = Vec::new();
@@ -303,6 +304,8 @@ pub(crate) async fn update(
         "attributes": attributes.is_some(),
         "enabled": enabled,
     });
+    // Enabled state is what live sessions and the access cache depend on.
+    let enabled_changes = enabled.is_some_and(|e| e != was_enabled);
     let patch = DevicePatch {
         labels,
         attributes,
@@ -325,6 +328,9 @@ pub(crate) async fn update(
         .update_device_audited(&t, &d, &patch, conditional.then_some(read_at), &audit)
         .await?;
     let (tag, ApiJson(device)) = tagged_with_status(&state, device).await?;
+    if enabled_changes {
+        state.tell_sessions(|s| s.device_changed(&t, &d));
+    }
     publish(&state, &t, &d, "device.updated", &device).await;
     Ok((tag, ApiJson(device)))
 }
@@ -357,6 +363,7 @@ pub(crate) async fn remove(
     state.events.publish(
         PlatformEvent::new(&t, "device.deleted", json!({ "device_id": d })).for_device(&d, seq),
     );
+    state.tell_sessions(|s| s.device_changed(&t, &d));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -11,6 +11,10 @@ use crate::AppState;
 
 pub(crate) mod api_keys;
 pub(crate) mod audit;
+pub(crate) mod byo_ca;
+pub(crate) mod ca;
+pub(crate) mod certificates;
+pub(crate) mod credentials;
 mod device_csv;
 pub(crate) mod device_import;
 pub(crate) mod devices;
@@ -20,6 +24,7 @@ mod health;
 mod idempotency;
 mod metrics;
 mod openapi;
+pub(crate) mod policies;
 
 pub use openapi::document as openapi_document;
 mod query;
@@ -52,6 +57,11 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(state::router())
         .merge(events::router())
         .merge(webhooks::router())
+        .merge(ca::router())
+        .merge(byo_ca::router())
+        .merge(certificates::router())
+        .merge(credentials::router())
+        .merge(policies::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

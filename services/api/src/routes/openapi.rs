@@ -14,7 +14,8 @@ use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, device_import, devices, events, health, metrics, state, tenants, webhooks,
+    api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, health,
+    metrics, policies, state, tenants, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -37,6 +38,13 @@ use crate::{AppState, PROBLEM_JSON};
         device_import::import,
         audit::list_tenant, audit::list_all,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
+        ca::root, ca::tenant_chain, ca::crl,
+        byo_ca::new_code, byo_ca::register, byo_ca::list, byo_ca::remove,
+        certificates::issue, certificates::list, certificates::revoke,
+        certificates::device_floor, certificates::tenant_floor,
+        credentials::set_password, credentials::delete_password,
+        credentials::create_service, credentials::list_services, credentials::delete_service,
+        policies::list, policies::read, policies::put, policies::remove,
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
@@ -53,6 +61,12 @@ use crate::{AppState, PROBLEM_JSON};
         state::RecentMessageView, state::RecentMessagesView,
         webhooks::Webhook, webhooks::WebhookWithSecret, webhooks::WebhookPage, webhooks::Delivery,
         webhooks::DeliveryPage, webhooks::CreateWebhook, webhooks::PatchWebhook,
+        byo_ca::RegistrationCodeView, byo_ca::RegisterCa, byo_ca::TenantCaView, byo_ca::TenantCaList,
+        certificates::IssueCertificate, certificates::IssuedCertificate, certificates::Certificate,
+        certificates::CertificateList, certificates::RevokeCertificate, certificates::RevokeBefore,
+        certificates::Floor, credentials::DevicePassword, credentials::CreateServiceCredential,
+        credentials::ServiceCredentialView, credentials::CreatedServiceCredential,
+        credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -61,6 +75,9 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "devices", description = "A tenant's devices."),
         (name = "audit", description = "Who changed what, when."),
         (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
+        (name = "pki", description = "CAs, device certificates, revocation and CRLs."),
+        (name = "credentials", description = "Device passwords and tenant service credentials for MQTT."),
+        (name = "policies", description = "A tenant's ACL policy templates."),
         (name = "operations", description = "Probes, metrics and this document; no token needed."),
         (name = "state", description = "Devices' presence, state documents and recent messages."),
         (name = "events", description = "Live platform events (server-sent events)."),
@@ -197,6 +214,10 @@ mod tests {
             ("/v1/tenants/{t}/devices/{d}", &["get", "patch", "delete"]),
             ("/v1/tenants/{t}/audit", &["get"]),
             ("/v1/audit", &["get"]),
+            ("/v1/tenants/{t}/devices/{d}/certificates", &["get", "post"]),
+            ("/v1/tenants/{t}/ca/crl", &["get"]),
+            ("/v1/tenants/{t}/policies/{name}", &["get", "put", "delete"]),
+            ("/v1/tenants/{t}/service-credentials", &["get", "post"]),
         ] {
             for method in methods {
                 let op = &paths[path][*method];
@@ -241,9 +262,16 @@ mod tests {
                 }
                 let mut expected = vec!["400", "429", "500", "503"];
                 if public {
-                    assert_eq!(path, "/v1/auth/token", "{method} {path} is public");
+                    assert!(
+                        matches!(path.as_str(), "/v1/auth/token" | "/v1/ca"),
+                        "{method} {path} is public"
+                    );
                     assert!(!responses.contains_key("403"), "{method} {path}");
-                    expected.push("401");
+                    // The token exchange refuses bad API keys; the root CA
+                    // takes no credential at all.
+                    if path == "/v1/auth/token" {
+                        expected.push("401");
+                    }
                 } else {
                     expected.extend(["401", "403"]);
                 }

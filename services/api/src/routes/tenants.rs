@@ -91,6 +91,12 @@ pub(crate) async fn create(
         name: body.name,
     };
     let tenant = state.store.create_tenant_audited(&new, &audit).await?;
+    if let Some(pki) = state.pki.as_deref() {
+        // The tenant stands without it: the CA is made on first need then.
+        if let Err(e) = pki.tenant_ca(&state.store, &tenant.id).await {
+            tracing::warn!(tenant = %tenant.id, error = %e, "tenant CA not created yet");
+        }
+    }
     Ok((StatusCode::CREATED, ApiJson(tenant.into())))
 }
 
@@ -206,6 +212,10 @@ pub(crate) async fn remove(
         },
     );
     state.store.delete_tenant_audited(&t, &audit).await?;
+    if let Some(pki) = state.pki.as_deref() {
+        pki.forget_tenant(&t).await;
+    }
+    state.tell_sessions(|s| s.tenant_changed(&t));
     Ok(StatusCode::NO_CONTENT)
 }
 

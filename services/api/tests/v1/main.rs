@@ -12,6 +12,7 @@ mod device_import;
 mod devices;
 mod events;
 mod idempotency;
+mod pki_routes;
 mod state;
 mod tenants;
 mod webhooks;
@@ -115,6 +116,15 @@ impl TestApp {
         self.keys
             .issue_for("tester", role, tenant.as_ref(), Duration::from_secs(600))
             .unwrap()
+    }
+
+    /// `req`'s status, headers and raw body (for PEM and DER answers).
+    pub async fn send_raw(&self, req: Request<Body>) -> (u16, HeaderMap, Vec<u8>) {
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, headers, bytes.to_vec())
     }
 
     pub async fn send(&self, req: Request<Body>) -> Resp {

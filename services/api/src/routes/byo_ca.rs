@@ -1,0 +1,258 @@
+//! Bring-your-own CA (tenant-admin): a tenant that runs its own PKI gets a
+//! single-use registration code (`POST /v1/tenants/{t}/ca/registration-code`),
+//! signs a verification certificate with CN = code using its CA key, and
+//! registers the CA with both certificates (`POST /v1/tenants/{t}/cas`).
+//! Devices with certificates from it are then accepted. `GET …/cas` lists
+//! every CA of the tenant (any role); `DELETE …/cas/{key_id}` removes a
+//! registered one and ends the tenant's certificate sessions.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, get, post};
+use chrono::{DateTime, Duration, Utc};
+use pki::{CaKind, RegistrationCode};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use store::{NewTenantCa, TenantCaKind};
+use utoipa::ToSchema;
+
+use super::audit::{RequestId, record_in_tenant};
+use crate::auth::{Access, Principal};
+use crate::{ApiError, ApiJson, AppState};
+
+/// How long a registration code can be used.
+const CODE_VALIDITY_HOURS: i64 = 24;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{t}/ca/registration-code", post(new_code))
+        .route("/v1/tenants/{t}/cas", get(list).post(register))
+        .route("/v1/tenants/{t}/cas/{key_id}", delete(remove))
+}
+
+/// A single-use code for the CN of a verification certificate.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct RegistrationCodeView {
+    code: String,
+    expires_at: DateTime<Utc>,
+}
+
+/// A CA to register, with proof that the caller holds its key.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RegisterCa {
+    /// The CA certificate, PEM (CA:TRUE, a subject key identifier, valid now).
+    ca_pem: String,
+    /// A certificate signed by the CA's key whose CN is `code`, PEM.
+    verification_pem: String,
+    /// The registration code from `POST …/ca/registration-code`.
+    code: String,
+}
+
+/// A CA of the tenant.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TenantCaView {
+    /// Hex subject key identifier.
+    key_id: String,
+    /// `issued` (by the platform) or `registered` (bring your own).
+    #[schema(pattern = "^(issued|registered)$")]
+    kind: String,
+    subject: String,
+    fingerprint_sha256: String,
+    not_after: DateTime<Utc>,
+    #[schema(pattern = "^(active|disabled)$")]
+    status: String,
+    certificate_pem: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<store::TenantCa> for TenantCaView {
+    fn from(ca: store::TenantCa) -> Self {
+        TenantCaView {
+            key_id: ca.subject_key_id,
+            kind: ca.kind.as_str().to_owned(),
+            subject: ca.subject,
+            fingerprint_sha256: ca.fingerprint,
+            not_after: ca.not_after,
+            status: ca.status.as_str().to_owned(),
+            certificate_pem: ca.cert_pem,
+            created_at: ca.created_at,
+        }
+    }
+}
+
+/// A tenant's CAs.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TenantCaList {
+    items: Vec<TenantCaView>,
+}
+
+/// Make a registration code (tenant-admin), valid for 24 hours, single use.
+#[utoipa::path(post, path = "/v1/tenants/{t}/ca/registration-code", operation_id = "create_ca_registration_code", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 201, description = "The code", body = RegistrationCodeView)))]
+pub(crate) async fn new_code(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+) -> Result<(StatusCode, ApiJson<RegistrationCodeView>), ApiError> {
+    who.require(&t, Access::Admin)?;
+    let code = RegistrationCode::generate().map_err(ApiError::internal)?;
+    let expires_at = Utc::now() + Duration::hours(CODE_VALIDITY_HOURS);
+    state
+        .store
+        .create_ca_registration_code(&t, code.as_str(), expires_at)
+        .await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "ca.registration_code",
+        format!("tenants/{t}/cas"),
+        json!({ "expires_at": expires_at }),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        ApiJson(RegistrationCodeView {
+            code: code.as_str().to_owned(),
+            expires_at,
+        }),
+    ))
+}
+
+/// Register a CA with proof of possession (tenant-admin). The code is used
+/// up by a successful registration.
+#[utoipa::path(post, path = "/v1/tenants/{t}/cas", operation_id = "register_ca", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    request_body = RegisterCa,
+    responses(
+        (status = 201, description = "The registered CA", body = TenantCaView),
+        (status = 409, description = "This CA is registered already (here or for another tenant)",
+         body = crate::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn register(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<RegisterCa>,
+) -> Result<(StatusCode, ApiJson<TenantCaView>), ApiError> {
+    who.require(&t, Access::Admin)?;
+    let pki = state.pki()?;
+    let now = Utc::now();
+    let code = RegistrationCode::from_stored(body.code.clone());
+    let registered = pki::verify_ca_registration(&body.ca_pem, &body.verification_pem, &code, now)
+        .map_err(|e| ApiError::invalid_field("", e.to_string()))?;
+    if !state
+        .store
+        .take_ca_registration_code(&t, &body.code, now)
+        .await?
+    {
+        return Err(ApiError::invalid_field(
+            "/code",
+            "unknown, used or expired registration code",
+        ));
+    }
+    let new = NewTenantCa {
+        subject_key_id: hex::encode(&registered.subject_key_id),
+        tenant_id: t.clone(),
+        kind: TenantCaKind::Registered,
+        cert_pem: registered.cert_pem.clone(),
+        sealed_key: None,
+        subject: registered.subject.clone(),
+        fingerprint: pki::fingerprint_sha256(&registered.cert_der),
+        not_after: registered.not_after,
+    };
+    let stored = state.store.create_tenant_ca(&new).await?;
+    if let Err(e) = pki
+        .trust()
+        .add_ca(&t, CaKind::Registered, registered.cert_der)
+    {
+        // Stored but not trusted would list a CA that does not work: undo.
+        state
+            .store
+            .delete_tenant_ca(&t, &new.subject_key_id)
+            .await?;
+        return Err(match e {
+            pki::Error::CaTaken { .. } => ApiError::Conflict(e.to_string()),
+            other => ApiError::internal(other),
+        });
+    }
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "ca.register",
+        format!("tenants/{t}/cas/{}", new.subject_key_id),
+        json!({ "subject": new.subject }),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, ApiJson(stored.into())))
+}
+
+/// The tenant's CAs, platform-issued and registered (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/cas", operation_id = "list_cas", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 200, description = "The CAs", body = TenantCaList)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<TenantCaList>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_tenant(&t).await?;
+    let items = state
+        .store
+        .list_tenant_cas(Some(&t))
+        .await?
+        .into_iter()
+        .map(TenantCaView::from)
+        .collect();
+    Ok(ApiJson(TenantCaList { items }))
+}
+
+/// Remove a registered CA (tenant-admin); its certificates are refused from
+/// then on. The platform-issued CA cannot be removed (409).
+#[utoipa::path(delete, path = "/v1/tenants/{t}/cas/{key_id}", operation_id = "delete_ca", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("key_id" = String, Path, description = "Hex subject key identifier")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let ca = state.store.get_tenant_ca(&t, &key_id).await?;
+    if ca.kind == TenantCaKind::Issued {
+        return Err(ApiError::Conflict(
+            "the platform-issued tenant CA cannot be removed".to_owned(),
+        ));
+    }
+    state.store.delete_tenant_ca(&t, &key_id).await?;
+    if let (Ok(pki), Ok(raw)) = (state.pki(), hex::decode(&key_id)) {
+        pki.trust().remove_ca(&raw);
+    }
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "ca.delete",
+        format!("tenants/{t}/cas/{key_id}"),
+        json!({}),
+    )
+    .await?;
+    state.tell_sessions(|s| s.tenant_changed(&t));
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,381 @@
+//! Device certificates: issue (server-made key or CSR), list, revoke one,
+//! and revocation floors ("every certificate issued before …") per device
+//! and per tenant. Issuing and revoking need operator or tenant-admin;
+//! listing any role of the tenant. Private keys are returned once and
+//! never logged or stored.
+
+use std::str::FromStr;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use chrono::{DateTime, Duration, Utc};
+use http::header::CACHE_CONTROL;
+use pki::{DeviceCertParams, DeviceKey, RevocationReason};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use store::{DeviceCertificate, NewDeviceCertificate};
+use utoipa::ToSchema;
+
+use super::audit::{RequestId, record_in_tenant};
+use crate::auth::{Access, Principal};
+use crate::{ApiError, ApiJson, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{t}/devices/{d}/certificates",
+            get(list).post(issue),
+        )
+        .route(
+            "/v1/tenants/{t}/devices/{d}/certificates/{serial}/revoke",
+            post(revoke),
+        )
+        .route(
+            "/v1/tenants/{t}/devices/{d}/certificates:revoke-before",
+            post(device_floor),
+        )
+        .route(
+            "/v1/tenants/{t}/certificates:revoke-before",
+            post(tenant_floor),
+        )
+}
+
+/// `{}` for a server-made ECDSA P-256 key (returned once), or a CSR whose
+/// public key is used (ECDSA P-256/P-384, Ed25519 or RSA ≥ 2048; its
+/// subject and extensions are ignored).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct IssueCertificate {
+    /// A PEM PKCS#10 certificate request.
+    #[serde(default)]
+    csr_pem: Option<String>,
+    /// Days of validity; default from the server's configuration, capped
+    /// by its maximum.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    validity_days: Option<u32>,
+}
+
+/// A newly issued certificate. `private_key_pem` only when the server made
+/// the key: it is not kept, so save it now.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct IssuedCertificate {
+    /// Hex, no leading zeros.
+    serial: String,
+    certificate_pem: String,
+    /// Tenant CA, then root.
+    chain_pem: String,
+    /// PKCS#8 PEM; absent for a CSR.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    private_key_pem: Option<String>,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    /// Hex SHA-256 of the DER certificate.
+    fingerprint_sha256: String,
+}
+
+/// A certificate as listed (no key, no PEM).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Certificate {
+    serial: String,
+    fingerprint_sha256: String,
+    /// Hex subject key identifier of the issuing CA.
+    issuer_key_id: String,
+    not_before: DateTime<Utc>,
+    not_after: DateTime<Utc>,
+    /// `active` or `revoked` (expiry is read from `not_after`).
+    #[schema(pattern = "^(active|revoked)$")]
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revocation_reason: Option<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<DeviceCertificate> for Certificate {
+    fn from(c: DeviceCertificate) -> Self {
+        Certificate {
+            serial: c.serial,
+            fingerprint_sha256: c.fingerprint,
+            issuer_key_id: c.issuer_key_id,
+            not_before: c.not_before,
+            not_after: c.not_after,
+            status: c.status.as_str().to_owned(),
+            revoked_at: c.revoked_at,
+            revocation_reason: c.revocation_reason,
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// A device's certificates, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CertificateList {
+    items: Vec<Certificate>,
+}
+
+/// Why a certificate is revoked.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeCertificate {
+    /// Default `unspecified`.
+    #[serde(default)]
+    #[schema(
+        pattern = "^(unspecified|key_compromise|ca_compromise|affiliation_changed|superseded|cessation_of_operation|privilege_withdrawn)$"
+    )]
+    reason: Option<String>,
+}
+
+/// A revocation floor: certificates issued before `before` are refused.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RevokeBefore {
+    /// Default now; not in the future.
+    #[serde(default)]
+    before: Option<DateTime<Utc>>,
+}
+
+/// The floor that was set.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Floor {
+    before: DateTime<Utc>,
+}
+
+/// Issue a certificate for a device (operator, tenant-admin). The response
+/// carries `Cache-Control: no-store`.
+#[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/certificates", operation_id = "issue_certificate", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    request_body = IssueCertificate,
+    responses(
+        (status = 201, description = "The certificate (and key, for `{}`)", body = IssuedCertificate),
+        (status = 400, description = "The CSR is malformed, its signature does not verify, or its key type is not accepted",
+         body = crate::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn issue(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, d)): Path<(String, String)>,
+    ApiJson(body): ApiJson<IssueCertificate>,
+) -> Result<
+    (
+        StatusCode,
+        [(http::HeaderName, &'static str); 1],
+        ApiJson<IssuedCertificate>,
+    ),
+    ApiError,
+> {
+    who.require(&t, Access::WriteDevices)?;
+    let pki = state.pki()?;
+    state.store.get_device(&t, &d).await?;
+    let validity = match body.validity_days {
+        None => pki.default_validity,
+        Some(0) => {
+            return Err(ApiError::invalid_field(
+                "/validity_days",
+                "must be at least 1",
+            ));
+        }
+        Some(days) => Duration::days(i64::from(days)),
+    };
+    let ca = pki.tenant_ca(&state.store, &t).await?;
+    let key = match body.csr_pem.as_deref() {
+        Some(pem) => DeviceKey::Csr(pem),
+        None => DeviceKey::Generate,
+    };
+    let params = DeviceCertParams {
+        trust_domain: pki.trust_domain(),
+        device: &d,
+        validity,
+        max_validity: pki.max_validity,
+        now: Utc::now(),
+    };
+    let issued = ca.issue_device_cert(&params, key).map_err(|e| match e {
+        pki::Error::Csr(reason) => ApiError::BadRequest(format!("csr_pem: {reason}")),
+        other => ApiError::internal(other),
+    })?;
+    let new = NewDeviceCertificate {
+        tenant_id: t.clone(),
+        device_id: d.clone(),
+        serial: issued.serial.clone(),
+        fingerprint: issued.fingerprint_sha256.clone(),
+        issuer_key_id: hex::encode(ca.subject_key_id()),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+    };
+    state.store.create_device_certificate(&new).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "certificate.issue",
+        target(&t, &d, &issued.serial),
+        json!({
+            "key": if body.csr_pem.is_some() { "csr" } else { "server" },
+            "not_after": issued.not_after,
+        }),
+    )
+    .await?;
+    tracing::info!(tenant = %t, device = %d, serial = %issued.serial, "certificate issued");
+    let response = IssuedCertificate {
+        serial: issued.serial,
+        certificate_pem: issued.certificate_pem,
+        chain_pem: issued.chain_pem,
+        private_key_pem: issued.private_key_pem.map(|k| k.expose().to_owned()),
+        not_before: issued.not_before,
+        not_after: issued.not_after,
+        fingerprint_sha256: issued.fingerprint_sha256,
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(CACHE_CONTROL, "no-store")],
+        ApiJson(response),
+    ))
+}
+
+/// A device's certificates, oldest first (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/certificates", operation_id = "list_certificates", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses((status = 200, description = "The certificates", body = CertificateList)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((t, d)): Path<(String, String)>,
+) -> Result<ApiJson<CertificateList>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_device(&t, &d).await?;
+    let items = state
+        .store
+        .list_device_certificates(&t, &d)
+        .await?
+        .into_iter()
+        .map(Certificate::from)
+        .collect();
+    Ok(ApiJson(CertificateList { items }))
+}
+
+/// Revoke a certificate (operator, tenant-admin): it is listed in the CRL
+/// and sessions using it end. Revoking again keeps the first time and reason.
+#[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/certificates/{serial}/revoke", operation_id = "revoke_certificate", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$"),
+        ("serial" = String, Path, description = "Serial, hex")),
+    request_body = RevokeCertificate,
+    responses((status = 200, description = "The revoked certificate", body = Certificate)))]
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, d, serial)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<RevokeCertificate>,
+) -> Result<ApiJson<Certificate>, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    let reason = match body.reason.as_deref() {
+        None => RevocationReason::Unspecified,
+        Some(r) => RevocationReason::from_str(r).map_err(|_| {
+            ApiError::invalid_field(
+                "/reason",
+                "must be one of unspecified, key_compromise, ca_compromise, \
+                 affiliation_changed, superseded, cessation_of_operation, privilege_withdrawn",
+            )
+        })?,
+    };
+    let revoked = state
+        .store
+        .revoke_device_certificate(&t, &d, &serial, reason.as_str(), Utc::now())
+        .await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "certificate.revoke",
+        target(&t, &d, &serial),
+        json!({ "reason": reason.as_str() }),
+    )
+    .await?;
+    state.tell_sessions(|s| s.certificate_revoked(&t, &d, &revoked.serial));
+    Ok(ApiJson(revoked.into()))
+}
+
+/// Refuse every certificate of the device issued before `before` (operator,
+/// tenant-admin); its sessions end.
+#[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/certificates:revoke-before", operation_id = "revoke_device_certificates_before", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    request_body = RevokeBefore,
+    responses((status = 200, description = "The floor set", body = Floor)))]
+pub(crate) async fn device_floor(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, d)): Path<(String, String)>,
+    ApiJson(body): ApiJson<RevokeBefore>,
+) -> Result<ApiJson<Floor>, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    let before = floor_time(&body)?;
+    state.store.set_device_cert_floor(&t, &d, before).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "certificate.revoke_before",
+        format!("tenants/{t}/devices/{d}/certificates"),
+        json!({ "before": before }),
+    )
+    .await?;
+    state.tell_sessions(|s| s.device_changed(&t, &d));
+    Ok(ApiJson(Floor { before }))
+}
+
+/// Refuse every certificate of the tenant issued before `before` (operator,
+/// tenant-admin); all its certificate sessions end.
+#[utoipa::path(post, path = "/v1/tenants/{t}/certificates:revoke-before", operation_id = "revoke_tenant_certificates_before", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    request_body = RevokeBefore,
+    responses((status = 200, description = "The floor set", body = Floor)))]
+pub(crate) async fn tenant_floor(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<RevokeBefore>,
+) -> Result<ApiJson<Floor>, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    let before = floor_time(&body)?;
+    state.store.set_tenant_cert_floor(&t, before).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "certificate.revoke_before",
+        format!("tenants/{t}/certificates"),
+        json!({ "before": before }),
+    )
+    .await?;
+    state.tell_sessions(|s| s.tenant_changed(&t));
+    Ok(ApiJson(Floor { before }))
+}
+
+/// `before`, defaulting to now. A future floor would refuse certificates
+/// not issued yet, which no one means: refused.
+fn floor_time(body: &RevokeBefore) -> Result<DateTime<Utc>, ApiError> {
+    let now = Utc::now();
+    match body.before {
+        None => Ok(now),
+        Some(before) if before > now => Err(ApiError::invalid_field(
+            "/before",
+            "must not be in the future",
+        )),
+        Some(before) => Ok(before),
+    }
+}
+
+fn target(t: &str, d: &str, serial: &str) -> String {
+    format!("tenants/{t}/devices/{d}/certificates/{serial}")
+}

@@ -1,0 +1,220 @@
+//! A tenant's ACL policy templates: `GET /v1/tenants/{t}/policies` and
+//! `GET|PUT|DELETE /v1/tenants/{t}/policies/{name}`. Reading needs any
+//! role of the tenant, changing needs tenant-admin. A document is checked
+//! with `access::PolicyTemplate::parse` before it is stored (422 with the
+//! JSON pointer of the bad part), and live sessions reload the tenant's
+//! policies after a change.
+
+use access::{PolicyError, PolicyTemplate};
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+use store::AclPolicy;
+use utoipa::ToSchema;
+
+use super::audit::{RequestId, record_in_tenant};
+use super::credentials::name_ok;
+use crate::auth::{Access, Principal};
+use crate::{ApiError, ApiJson, AppState, FieldError};
+
+/// Most rules in one document; more is a mistake, and every session
+/// compiles them.
+const MAX_RULES: usize = 256;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{t}/policies", get(list))
+        .route(
+            "/v1/tenants/{t}/policies/{name}",
+            get(read).put(put).delete(remove),
+        )
+}
+
+/// A stored policy.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Policy {
+    name: String,
+    /// `{"rules": [{"effect": "allow"|"deny", "action":
+    /// "publish"|"subscribe"|"both", "filters": ["devices/${device}/#"]}]}`;
+    /// variables `${tenant}`, `${device}`, `${client_id}`, `${username}`.
+    #[schema(value_type = Object)]
+    document: Map<String, Value>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<AclPolicy> for Policy {
+    fn from(p: AclPolicy) -> Self {
+        Policy {
+            name: p.name,
+            document: p.document,
+            created_at: p.created_at,
+            updated_at: p.updated_at,
+        }
+    }
+}
+
+/// A tenant's policies, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PolicyList {
+    items: Vec<Policy>,
+}
+
+/// `document` as the broker will read it, or the field error saying where
+/// it is wrong.
+pub(crate) fn check_document(
+    name: &str,
+    document: &Map<String, Value>,
+) -> Result<PolicyTemplate, FieldError> {
+    let rules = document.get("rules").and_then(Value::as_array);
+    if rules.is_some_and(|r| r.len() > MAX_RULES) {
+        return Err(FieldError::new(
+            "/rules",
+            format!("at most {MAX_RULES} rules"),
+        ));
+    }
+    PolicyTemplate::parse(name, document).map_err(|e| {
+        let filter = match &e {
+            PolicyError::UnknownVariable { filter, .. }
+            | PolicyError::InvalidFilter { filter, .. } => Some(filter.as_str()),
+            _ => None,
+        };
+        FieldError::new(filter_pointer(rules, filter), e.to_string())
+    })
+}
+
+/// Where `filter` first appears in `rules` (`/rules/i/filters/j`); the
+/// whole document when it cannot be found.
+fn filter_pointer(rules: Option<&Vec<Value>>, filter: Option<&str>) -> String {
+    let (Some(rules), Some(filter)) = (rules, filter) else {
+        return String::new();
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        let filters = rule.get("filters").and_then(Value::as_array);
+        for (j, f) in filters.into_iter().flatten().enumerate() {
+            if f.as_str() == Some(filter) {
+                return format!("/rules/{i}/filters/{j}");
+            }
+        }
+    }
+    String::new()
+}
+
+fn check_name(name: &str) -> Result<(), ApiError> {
+    if name_ok(name) {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(
+            "policy names are 1-64 of A-Z, a-z, 0-9, '.', '_' and '-'".to_owned(),
+        ))
+    }
+}
+
+/// A tenant's policies by name (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/policies", operation_id = "list_policies", tag = "policies",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 200, description = "The policies", body = PolicyList)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<PolicyList>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_tenant(&t).await?;
+    let items = state
+        .store
+        .list_acl_policies(&t)
+        .await?
+        .into_iter()
+        .map(Policy::from)
+        .collect();
+    Ok(ApiJson(PolicyList { items }))
+}
+
+/// One policy (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/policies/{name}", operation_id = "get_policy", tag = "policies",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("name" = String, Path, description = "Policy name", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 200, description = "The policy", body = Policy)))]
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((t, name)): Path<(String, String)>,
+) -> Result<ApiJson<Policy>, ApiError> {
+    who.require(&t, Access::Read)?;
+    Ok(ApiJson(state.store.get_acl_policy(&t, &name).await?.into()))
+}
+
+/// Create or replace a policy (tenant-admin). The body is the document.
+#[utoipa::path(put, path = "/v1/tenants/{t}/policies/{name}", operation_id = "put_policy", tag = "policies",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("name" = String, Path, description = "Policy name", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    request_body(content = Object, description = "The policy document"),
+    responses(
+        (status = 200, description = "The stored policy", body = Policy),
+        (status = 422, description = "The document is not a valid policy; the pointer says where",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, name)): Path<(String, String)>,
+    ApiJson(document): ApiJson<Map<String, Value>>,
+) -> Result<ApiJson<Policy>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    check_name(&name)?;
+    check_document(&name, &document).map_err(|e| ApiError::Validation(vec![e]))?;
+    let stored = state.store.put_acl_policy(&t, &name, &document).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "policy.put",
+        target(&t, &name),
+        json!({}),
+    )
+    .await?;
+    if let Some(sessions) = state.sessions() {
+        sessions.policies_changed(&t).await;
+    }
+    Ok(ApiJson(stored.into()))
+}
+
+/// Delete a policy (tenant-admin).
+#[utoipa::path(delete, path = "/v1/tenants/{t}/policies/{name}", operation_id = "delete_policy", tag = "policies",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("name" = String, Path, description = "Policy name", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::Admin)?;
+    state.store.delete_acl_policy(&t, &name).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "policy.delete",
+        target(&t, &name),
+        json!({}),
+    )
+    .await?;
+    if let Some(sessions) = state.sessions() {
+        sessions.policies_changed(&t).await;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn target(t: &str, name: &str) -> String {
+    format!("tenants/{t}/policies/{name}")
+}
