@@ -14,7 +14,7 @@ use crate::config::{
 use crate::datadir::DataDir;
 use crate::error::Error;
 use crate::pki_boot::{self, Platform};
-use crate::{listen, telemetry, tls};
+use crate::{bridge, listen, telemetry, tls};
 
 pub fn run(args: ServeArgs) -> Result<(), Error> {
     let config = config::resolve_serve(&args)?;
@@ -63,7 +63,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         newly_applied = status.newly_applied,
         "database ready"
     );
-    let (broker, _platform, services, server_tls) =
+    let (broker, platform, services, server_tls) =
         match start_platform(&config, &store, &url, &data_dir, given_cert).await {
             Ok(started) => started,
             Err(e) => {
@@ -73,7 +73,11 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         };
     let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
     let app = api::router(
-        api::AppState::new(store.clone(), metrics),
+        services.wire_api(
+            api::AppState::new(store.clone(), metrics),
+            &platform,
+            &config,
+        ),
         &api::HttpLimits {
             rate_limit: config.rate_limit,
             token_rate_limit: config.token_rate_limit,
@@ -118,6 +122,8 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         }
     };
     shutdown.cancel();
+    // Open event streams would hold the HTTP drain until its deadline.
+    services.events.close_streams();
     let result = match served {
         Some(joined) => {
             aborts.iter().for_each(|a| a.abort());
@@ -172,9 +178,35 @@ struct Services {
     presence: Arc<state::Presence>,
     reported: Arc<state::ReportedState>,
     webhooks: webhooks::Worker,
+    events: api::events::EventHub,
+    recent: Arc<dyn api::device_io::RecentMessages>,
+    sessions: Arc<bridge::Sessions>,
+    commands: Arc<bridge::BrokerCommands>,
 }
 
 impl Services {
+    /// The REST API's hooks into the PKI, the broker and the event hub.
+    fn wire_api(
+        &self,
+        state: api::AppState,
+        platform: &Platform,
+        config: &ServeConfig,
+    ) -> api::AppState {
+        let pki = api::Pki::new(
+            platform.root.clone(),
+            platform.kek.clone(),
+            platform.trust.clone(),
+            platform.trust_domain.clone(),
+        );
+        state
+            .with_pki(Arc::new(pki))
+            .with_session_control(self.sessions.clone())
+            .with_event_hub(self.events.clone())
+            .with_device_commands(self.commands.clone())
+            .with_recent_messages(self.recent.clone())
+            .with_webhook_url_policy(url_policy(config))
+    }
+
     /// After the listeners have returned: nothing new arrives, so what is
     /// buffered is written now.
     async fn shutdown(self) {
@@ -202,6 +234,7 @@ async fn start_platform(
     let platform = pki_boot::load(store, data_dir, url).await?;
     let server_tls = tls::server_config(given_cert, &platform, data_dir)?;
     let cache = access::AccessCache::new(store.clone());
+    let session_cache = cache.clone();
     let platform_auth: Arc<dyn broker::Authenticator> = Arc::new(
         access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone()),
     );
@@ -228,15 +261,26 @@ async fn start_platform(
     let webhooks = webhooks::Worker::spawn(
         store.clone(),
         webhooks::WorkerConfig {
-            url_policy: webhooks::UrlPolicy {
-                allow_private: config.webhook_allow_private,
-                allow_http: config.webhook_allow_private,
-            },
+            url_policy: url_policy(config),
             ..webhooks::WorkerConfig::default()
         },
     )
     .map_err(|e| Error::Webhooks(e.to_string()))?;
-    let events: Vec<Arc<dyn broker::EventSink>> = vec![presence.clone(), reported.clone()];
+    // Platform events reach SSE clients through the hub and webhooks
+    // through the outbox, which wakes the worker when it has written.
+    let hub = api::events::EventHub::default();
+    let (outbox, _outbox_task) = webhooks::OutboxWriter::spawn(
+        store.clone(),
+        webhooks::OutboxWriterConfig::default(),
+        Some(webhooks.waker()),
+    );
+    hub.add_listener(Arc::new(outbox));
+    let recent: Arc<dyn api::device_io::RecentMessages> = Arc::new(
+        api::device_io::InMemoryRecentMessages::new(api::device_io::RecentMessagesLimits::default()),
+    );
+    let platform_events = bridge::PlatformEvents::start(store.clone(), hub.clone(), recent.clone());
+    let events: Vec<Arc<dyn broker::EventSink>> =
+        vec![presence.clone(), reported.clone(), platform_events];
     let broker = broker::Broker::builder(authenticator)
         .authorizer(authorizer)
         .config(config.mqtt_limits.broker_config())
@@ -248,8 +292,26 @@ async fn start_platform(
         presence,
         reported,
         webhooks,
+        events: hub,
+        recent,
+        sessions: Arc::new(bridge::Sessions {
+            revocations: access::Revocations::new(session_cache.clone(), broker.clone()),
+            cache: session_cache,
+        }),
+        commands: Arc::new(bridge::BrokerCommands {
+            broker: broker.clone(),
+        }),
     };
     Ok((broker, platform, services, server_tls))
+}
+
+/// `--webhook-allow-private` is development mode for webhooks: loopback
+/// and private addresses, and plain http, are allowed.
+fn url_policy(config: &ServeConfig) -> webhooks::UrlPolicy {
+    webhooks::UrlPolicy {
+        allow_private: config.webhook_allow_private,
+        allow_http: config.webhook_allow_private,
+    }
 }
 
 /// `--allow-anonymous TENANT`: the tenant, created if missing, and a loud
