@@ -91,12 +91,24 @@ done
 echo "== schemathesis: $examples examples per operation against $base/openapi.json"
 # From the scratch dir: schemathesis keeps its state in the working directory.
 cd "$work"
-PYTHONPATH="$root/tests/openapi${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=hooks st --config-file "$root/tests/openapi/schemathesis.toml" run "$base/openapi.json" \
-  --header "Authorization: Bearer $token" \
-  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,positive_data_acceptance \
-  --max-examples "$examples" --seed 4242 --workers 2 \
-  --request-timeout 30 --no-shrink \
-  --report junit --report-dir "$work/report" \
-  --suppress-health-check too_slow,filter_too_much
+# Operations whose bodies carry content the schema cannot describe: PEM
+# certificates and CSRs (parsed and checked), webhook URLs (resolved, and
+# refused unless public; this machine resolves no public names), MQTT topic
+# filters and ACL documents (compiled), revocation floors (not in the
+# future). A schema-valid body there can rightly be refused 4xx, so they are
+# checked for server errors and schema conformance, not for acceptance.
+semantic='^/v1/(ca|tenants/\{t\}/(cas|ca/|certificates|devices/\{d\}/certificates|service-credentials|policies|webhooks))'
+st_run() {
+  PYTHONPATH="$root/tests/openapi${PYTHONPATH:+:$PYTHONPATH}" SCHEMATHESIS_HOOKS=hooks st --config-file "$root/tests/openapi/schemathesis.toml" run "$base/openapi.json" \
+    --header "Authorization: Bearer $token" \
+    --max-examples "$examples" --seed 4242 --workers 2 \
+    --request-timeout 30 --no-shrink \
+    --report junit --report-dir "$work/report" \
+    --suppress-health-check too_slow,filter_too_much "$@"
+}
+conformance=not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance
+st_run --exclude-path-regex "$semantic" --checks "$conformance,positive_data_acceptance"
+echo "== schemathesis: PKI, credential, policy and webhook operations (no server error, schema conformance)"
+st_run --include-path-regex "$semantic" --checks "$conformance"
 echo "== generated client round trip"
 python3 "$root/tests/openapi/client_roundtrip.py" "$root/openapi/openapi.json" "$base" "$token" "$work/client"

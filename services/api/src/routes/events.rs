@@ -119,12 +119,25 @@ fn sse_event(event: &PlatformEvent) -> SseEvent {
 ///
 /// `?device=d1,d2` and `?type=device.*,state.reported` (comma-separated;
 /// `prefix.*` patterns) narrow it. Keep-alive comments every 15 s.
+/// One server-sent event as a client parses it (each field a line of the
+/// stream); `data` is the JSON text of the event body.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)] // documents the stream's frames; never built as a value
+pub(crate) struct SseFrame {
+    /// The event id (UUIDv7); absent on `lagged`.
+    id: Option<String>,
+    /// The event type, or `lagged`.
+    event: String,
+    /// `{type, timestamp, data, device, seq}`, or `{missed}` for `lagged`.
+    data: String,
+}
+
 #[utoipa::path(get, path = "/v1/tenants/{t}/events/stream", operation_id = "stream_events", tag = "events",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
         ("device" = Option<String>, Query, description = "Comma-separated device ids"),
         ("type" = Option<String>, Query, description = "Comma-separated event types or `prefix.*` patterns")),
     responses(
-        (status = 200, description = "`text/event-stream`: `id` = event id, `event` = type, `data` = `{type, timestamp, data, device, seq}`; a `lagged` event `{missed}` when the client fell behind", content_type = "text/event-stream", body = String),
+        (status = 200, description = "`text/event-stream`: `id` = event id, `event` = type, `data` = `{type, timestamp, data, device, seq}`; a `lagged` event `{missed}` when the client fell behind", content_type = "text/event-stream", body = SseFrame),
         (status = 400, description = "Bad filter", body = crate::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
     ),

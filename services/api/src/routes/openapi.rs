@@ -57,7 +57,7 @@ use crate::{AppState, PROBLEM_JSON};
         ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
         api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
         device_import::LineError, health::Health, health::Ready,
-        state::DeviceStateView, state::StateVersions, state::RetainedView, state::Payload,
+        events::SseFrame, state::DeviceStateView, state::StateVersions, state::RetainedView, state::Payload,
         state::RecentMessageView, state::RecentMessagesView,
         webhooks::Webhook, webhooks::WebhookWithSecret, webhooks::WebhookPage, webhooks::Delivery,
         webhooks::DeliveryPage, webhooks::CreateWebhook, webhooks::PatchWebhook,
