@@ -3,24 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-
-use fleetmq_tests::{Server, error_line, fleetmq, run_to_exit};
+use fleetmq_tests::{Server, admin_token, error_line, fleetmq, run_to_exit};
 use serde_json::{Value, json};
-
-async fn admin_token(cwd: &Path, args: &[&str]) -> String {
-    let mut cmd = fleetmq(cwd);
-    cmd.args(["admin", "token"]).args(args);
-    let out = run_to_exit(cmd).await.unwrap();
-    assert!(out.status.success(), "{}", out.stderr);
-    let token = out.stdout.trim().to_owned();
-    assert_eq!(
-        token.split('.').count(),
-        3,
-        "a JWT alone on stdout: {token}"
-    );
-    token
-}
 
 #[tokio::test]
 async fn tokens_from_the_cli_manage_tenants_and_devices() {

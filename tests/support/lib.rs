@@ -284,3 +284,19 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
 
 /// Fresh databases per test, shared with the store's own conformance suite.
 pub use store::testing::TestDb;
+
+/// A JWT minted by `fleetmq admin token <args>` in `cwd` (next to a running
+/// server: admin does not need the data dir's lock).
+pub async fn admin_token(cwd: &Path, args: &[&str]) -> String {
+    let mut cmd = fleetmq(cwd);
+    cmd.args(["admin", "token"]).args(args);
+    let out = run_to_exit(cmd).await.unwrap();
+    assert!(out.status.success(), "{}", out.stderr);
+    let token = out.stdout.trim().to_owned();
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "a JWT alone on stdout: {token}"
+    );
+    token
+}
