@@ -5,6 +5,7 @@
 //!   validated [`config::ServeConfig`].
 //! - [`datadir`]: the data directory (0700), its exclusive lock, and 0600 secret files.
 //! - [`listen`]: binding listeners with errors that name the flag to change.
+//! - [`anonymous`]: `--allow-anonymous`: unknown clients fall back to one tenant.
 //! - [`bridge`]: the API's hooks implemented on the broker, and broker events as platform events.
 //! - [`pki_boot`]: the key-encryption key, the platform root CA and the trust set at start.
 //! - [`tls`]: the MQTT/TLS listener: the server certificate (given, or issued by the root) and the device-certificate verifier.
@@ -12,6 +13,7 @@
 //! - [`cmd`]: one file per subcommand (`serve`, `migrate`, `admin`).
 //! - [`error`]: the binary's error type and its exit codes.
 
+pub mod anonymous;
 pub mod bridge;
 pub mod cli;
 pub mod cmd;
