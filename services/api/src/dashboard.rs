@@ -10,9 +10,21 @@ use http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, X_CONTE
 
 use crate::AppState;
 
-const INDEX_HTML: &str = include_str!("../../../web/index.html");
-const APP_JS: &str = include_str!("../../../web/app.js");
-const APP_CSS: &str = include_str!("../../../web/app.css");
+/// Every file of web/ the page loads: path, media type, contents.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("/", HTML, include_str!("../../../web/index.html")),
+    ("/app.css", CSS, include_str!("../../../web/app.css")),
+    ("/app.js", JS, include_str!("../../../web/app.js")),
+    ("/lib.js", JS, include_str!("../../../web/lib.js")),
+    ("/chart.js", JS, include_str!("../../../web/chart.js")),
+    ("/overview.js", JS, include_str!("../../../web/overview.js")),
+    ("/devices.js", JS, include_str!("../../../web/devices.js")),
+    ("/device.js", JS, include_str!("../../../web/device.js")),
+    ("/admin.js", JS, include_str!("../../../web/admin.js")),
+];
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
 
 /// Everything comes from this origin: no CDN, no inline script, and the
 /// page cannot be framed (clickjacking).
@@ -32,21 +44,13 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
-/// `/`, `/app.js` and `/app.css`.
+/// `/` and the page's styles and ES modules.
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/",
-            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
-        )
-        .route(
-            "/app.js",
-            get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }),
-        )
-        .route(
-            "/app.css",
-            get(|| async { asset("text/css; charset=utf-8", APP_CSS) }),
-        )
+    ASSETS
+        .iter()
+        .fold(Router::new(), |router, &(path, content_type, body)| {
+            router.route(path, get(move || async move { asset(content_type, body) }))
+        })
 }
 
 #[cfg(test)]
@@ -61,6 +65,12 @@ mod tests {
         for (path, kind, needle) in [
             ("/", "text/html", "<main id=\"main\""),
             ("/app.js", "text/javascript", "function route()"),
+            ("/chart.js", "text/javascript", "export function lineChart"),
+            (
+                "/device.js",
+                "text/javascript",
+                "export async function pageDevice",
+            ),
             ("/app.css", "text/css", "prefers-color-scheme: dark"),
         ] {
             let response = send(&app, get(path)).await;
@@ -75,6 +85,22 @@ mod tests {
             );
             let body = String::from_utf8(body_bytes(response).await).unwrap();
             assert!(body.contains(needle), "{path}");
+        }
+    }
+
+    /// A module imported but not served would break the page with no
+    /// server-side error: every `from "./x.js"` must be in [`super::ASSETS`].
+    #[test]
+    fn every_imported_module_is_served() {
+        for (path, _, body) in super::ASSETS {
+            for import in body.split("from \"./").skip(1) {
+                let file = import.split('"').next().unwrap();
+                let served = format!("/{file}");
+                assert!(
+                    super::ASSETS.iter().any(|(p, _, _)| *p == served),
+                    "{path} imports {file}, which is not served"
+                );
+            }
         }
     }
 }

@@ -37,7 +37,10 @@
 //!   `credentials` (device passwords, service credentials), `policies`; and
 //!   what they share: `query` (strict list query strings), `validate`
 //!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
-//!   middleware on creates).
+//!   middleware on creates); `fleet` (the dashboard's series, lifecycle and
+//!   presence, from [`fleet_stats`]).
+//! - [`fleet_stats`] — [`FleetStats`]: per-tenant series of the last hour,
+//!   top talkers and lifecycle rings, in memory.
 //! - [`platform_pki`] — [`Pki`] and [`SessionControl`], which the binary
 //!   sets on [`AppState`] for the certificate, CA and credential routes.
 //! - `server.rs` — [`serve`]: the app on a bound listener until a shutdown
@@ -59,6 +62,7 @@ pub mod device_io;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod fleet_stats;
 mod middleware;
 pub mod model;
 pub mod platform_pki;
@@ -77,6 +81,7 @@ pub use device_io::{
 pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use events::{EventHub, EventListener, PlatformEvent};
 pub use extract::ApiJson;
+pub use fleet_stats::{CountingRecentMessages, FleetStats};
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
 pub use platform_pki::{Pki, SessionControl};
 pub use router::router;
@@ -105,6 +110,9 @@ pub struct AppState {
     /// Set by [`AppState::with_session_control`]; without it changes are
     /// stored but live sessions are not told.
     pub(crate) sessions: Option<Arc<dyn SessionControl>>,
+    /// The dashboard's series, top talkers and presence history; an empty
+    /// one (nothing feeds it) unless [`AppState::with_fleet_stats`].
+    pub(crate) fleet_stats: Arc<FleetStats>,
 }
 
 impl AppState {
@@ -122,6 +130,17 @@ impl AppState {
             webhook_url_policy: webhooks::UrlPolicy::default(),
             pki: None,
             sessions: None,
+            fleet_stats: Arc::new(FleetStats::new()),
+        }
+    }
+
+    /// Serve the dashboard's series and presence history from `stats`
+    /// (which the binary feeds from the event hub and the broker).
+    #[must_use]
+    pub fn with_fleet_stats(self, stats: Arc<FleetStats>) -> Self {
+        Self {
+            fleet_stats: stats,
+            ..self
         }
     }
 

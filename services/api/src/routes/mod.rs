@@ -20,6 +20,7 @@ pub(crate) mod device_import;
 pub(crate) mod devices;
 mod etag;
 pub(crate) mod events;
+pub(crate) mod fleet;
 mod health;
 mod idempotency;
 mod metrics;
@@ -56,6 +57,7 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(api_keys::router())
         .merge(state::router())
         .merge(events::router())
+        .merge(fleet::router())
         .merge(webhooks::router())
         .merge(ca::router())
         .merge(byo_ca::router())

@@ -14,8 +14,8 @@ use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::{
-    api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, health,
-    metrics, policies, state, tenants, webhooks,
+    api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, fleet,
+    health, metrics, policies, state, tenants, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -48,6 +48,7 @@ use crate::{AppState, PROBLEM_JSON};
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
+        fleet::series, fleet::lifecycle, fleet::presence,
         webhooks::create, webhooks::list, webhooks::read, webhooks::update, webhooks::remove,
         webhooks::rotate, webhooks::test_ping, webhooks::deliveries, webhooks::redeliver,
     ),
@@ -59,6 +60,7 @@ use crate::{AppState, PROBLEM_JSON};
         device_import::LineError, health::Health, health::Ready,
         events::SseFrame, state::DeviceStateView, state::StateVersions, state::RetainedView, state::Payload,
         state::RecentMessageView, state::RecentMessagesView,
+        fleet::SeriesView, fleet::BucketView, fleet::TalkerView, fleet::LifecycleView, fleet::LifecycleList,
         webhooks::Webhook, webhooks::WebhookWithSecret, webhooks::WebhookPage, webhooks::Delivery,
         webhooks::DeliveryPage, webhooks::CreateWebhook, webhooks::PatchWebhook,
         byo_ca::RegistrationCodeView, byo_ca::RegisterCa, byo_ca::TenantCaView, byo_ca::TenantCaList,
@@ -81,6 +83,7 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "operations", description = "Probes, metrics and this document; no token needed."),
         (name = "state", description = "Devices' presence, state documents and recent messages."),
         (name = "events", description = "Live platform events (server-sent events)."),
+        (name = "fleet", description = "A tenant's last hour for dashboards: series, top talkers, lifecycle and presence history."),
         (name = "webhooks", description = "Signed HTTP callbacks for platform events."),
     ),
 )]

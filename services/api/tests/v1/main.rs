@@ -11,6 +11,7 @@ mod auth;
 mod device_import;
 mod devices;
 mod events;
+mod fleet;
 mod idempotency;
 mod pki_routes;
 mod state;

@@ -182,6 +182,7 @@ struct Services {
     recent: Arc<dyn api::device_io::RecentMessages>,
     sessions: Arc<bridge::Sessions>,
     commands: Arc<bridge::BrokerCommands>,
+    fleet_stats: Arc<api::FleetStats>,
 }
 
 impl Services {
@@ -204,6 +205,7 @@ impl Services {
             .with_event_hub(self.events.clone())
             .with_device_commands(self.commands.clone())
             .with_recent_messages(self.recent.clone())
+            .with_fleet_stats(self.fleet_stats.clone())
             .with_webhook_url_policy(url_policy(config))
     }
 
@@ -275,9 +277,16 @@ async fn start_platform(
         Some(webhooks.waker()),
     );
     hub.add_listener(Arc::new(outbox));
-    let recent: Arc<dyn api::device_io::RecentMessages> = Arc::new(
-        api::device_io::InMemoryRecentMessages::new(api::device_io::RecentMessagesLimits::default()),
-    );
+    // The dashboard's charts and presence history: lifecycle from the hub,
+    // device messages counted on their way into the recent-messages ring.
+    let fleet_stats = Arc::new(api::FleetStats::new());
+    hub.add_listener(fleet_stats.clone());
+    let recent: Arc<dyn api::device_io::RecentMessages> = Arc::new(api::CountingRecentMessages {
+        inner: Arc::new(api::device_io::InMemoryRecentMessages::new(
+            api::device_io::RecentMessagesLimits::default(),
+        )),
+        stats: fleet_stats.clone(),
+    });
     let platform_events = bridge::PlatformEvents::start(store.clone(), hub.clone(), recent.clone());
     let events: Vec<Arc<dyn broker::EventSink>> =
         vec![presence.clone(), reported.clone(), platform_events];
@@ -301,6 +310,7 @@ async fn start_platform(
         commands: Arc::new(bridge::BrokerCommands {
             broker: broker.clone(),
         }),
+        fleet_stats,
     };
     Ok((broker, platform, services, server_tls))
 }

@@ -1,0 +1,188 @@
+//! What the dashboard charts (any role of the tenant), from this node's
+//! [`FleetStats`](crate::fleet_stats::FleetStats): `GET
+//! /v1/tenants/{t}/metrics/series` (the last hour in ten-second buckets and
+//! the top talkers), `GET /v1/tenants/{t}/lifecycle` (recent device
+//! lifecycle events) and `GET /v1/tenants/{t}/devices/{d}/presence` (a
+//! device's connects and disconnects). Memory only: empty after a restart.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::auth::{Access, Principal};
+use crate::fleet_stats::{self, BUCKET_SECONDS, LifecycleEntry};
+use crate::{ApiError, ApiJson, AppState};
+
+/// Top talkers listed.
+const TOP_TALKERS: usize = 10;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{t}/metrics/series", get(series))
+        .route("/v1/tenants/{t}/lifecycle", get(lifecycle))
+        .route("/v1/tenants/{t}/devices/{d}/presence", get(presence))
+}
+
+/// One ten-second bucket.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct BucketView {
+    /// Start of the bucket.
+    pub start: DateTime<Utc>,
+    /// Messages devices published in it.
+    pub messages: u64,
+    pub connects: u64,
+    pub disconnects: u64,
+    /// The most device connections open at once in it.
+    pub connections: u64,
+}
+
+/// A device by messages published in the window.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TalkerView {
+    pub device_id: String,
+    pub messages: u64,
+}
+
+/// A tenant's last hour.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct SeriesView {
+    /// Seconds per bucket (10).
+    #[schema(example = 10)]
+    pub bucket_seconds: i64,
+    /// The last hour, oldest first; the last bucket is the current one.
+    pub buckets: Vec<BucketView>,
+    /// Device connections open now.
+    pub connections: u64,
+    /// Up to 10 devices by messages in the last hour, most first.
+    pub top_talkers: Vec<TalkerView>,
+}
+
+/// A device lifecycle event.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LifecycleView {
+    pub at: DateTime<Utc>,
+    /// E.g. `device.connected`, `device.disconnected`, `device.created`.
+    #[serde(rename = "type")]
+    #[schema(example = "device.connected")]
+    pub event_type: String,
+    pub device_id: String,
+    /// Why a session ended (the MQTT reason).
+    pub reason: Option<String>,
+    /// Whether the client said goodbye (DISCONNECT) before it went.
+    pub graceful: Option<bool>,
+    /// The client's address, on connect.
+    pub remote_addr: Option<String>,
+}
+
+impl From<LifecycleEntry> for LifecycleView {
+    fn from(e: LifecycleEntry) -> Self {
+        LifecycleView {
+            at: e.at,
+            event_type: e.event_type,
+            device_id: e.device_id,
+            reason: e.reason,
+            graceful: e.graceful,
+            remote_addr: e.remote_addr,
+        }
+    }
+}
+
+/// Lifecycle events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct LifecycleList {
+    pub items: Vec<LifecycleView>,
+}
+
+/// The tenant's connections and messages over the last hour, in
+/// ten-second buckets, and its top talkers (any role of the tenant). Kept
+/// in memory by this node: empty after a restart.
+#[utoipa::path(get, path = "/v1/tenants/{t}/metrics/series", operation_id = "get_tenant_series", tag = "fleet",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses(
+        (status = 200, description = "The last hour", body = SeriesView),
+        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn series(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<SeriesView>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_tenant(&t).await?;
+    let now = Utc::now();
+    let (buckets, connections) = state.fleet_stats.series_at(&t, now);
+    let top_talkers = state
+        .fleet_stats
+        .top_talkers_at(&t, now, TOP_TALKERS)
+        .into_iter()
+        .map(|(device_id, messages)| TalkerView {
+            device_id,
+            messages,
+        })
+        .collect();
+    Ok(ApiJson(SeriesView {
+        bucket_seconds: BUCKET_SECONDS,
+        buckets: buckets
+            .into_iter()
+            .map(|b| BucketView {
+                start: fleet_stats::at_secs(b.start),
+                messages: b.messages,
+                connects: b.connects,
+                disconnects: b.disconnects,
+                connections: b.connections,
+            })
+            .collect(),
+        connections,
+        top_talkers,
+    }))
+}
+
+/// The tenant's last 100 device lifecycle events (connects, disconnects,
+/// creations, changes, deletions), newest first (any role of the tenant).
+/// Kept in memory by this node: empty after a restart.
+#[utoipa::path(get, path = "/v1/tenants/{t}/lifecycle", operation_id = "list_tenant_lifecycle", tag = "fleet",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses(
+        (status = 200, description = "The events", body = LifecycleList),
+        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn lifecycle(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<LifecycleList>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_tenant(&t).await?;
+    let items = state.fleet_stats.recent_lifecycle(&t);
+    Ok(ApiJson(LifecycleList {
+        items: items.into_iter().map(LifecycleView::from).collect(),
+    }))
+}
+
+/// The device's last 50 connects and disconnects with their times and
+/// reasons, newest first (any role of the tenant). Kept in memory by this
+/// node: empty after a restart.
+#[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/presence", operation_id = "list_device_presence", tag = "fleet",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses(
+        (status = 200, description = "The history", body = LifecycleList),
+        (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn presence(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((t, d)): Path<(String, String)>,
+) -> Result<ApiJson<LifecycleList>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_device(&t, &d).await?;
+    let items = state.fleet_stats.presence(&t, &d);
+    Ok(ApiJson(LifecycleList {
+        items: items.into_iter().map(LifecycleView::from).collect(),
+    }))
+}
