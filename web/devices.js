@@ -66,7 +66,7 @@ export async function pageDevices(t) {
 }
 
 function deviceCreateForm(t, err, done) {
-  const id = h("input", { name: "id", required: true, pattern: "[A-Za-z0-9._-]{1,128}", placeholder: "sensor-001" });
+  const id = h("input", { name: "id", required: true, pattern: "[A-Za-z0-9._\\-]{1,128}", placeholder: "sensor-001" });
   const labels = h("input", { name: "labels", placeholder: "site=berlin,kind=meter" });
   return h("form", {
     class: "inline",
