@@ -6,7 +6,7 @@ import { api, empty, h, isAdmin, listAll, loading, mount, problemView, table, to
 export async function pageTenants() {
   const list = h("div", {}, loading("tenants"));
   const err = h("div", { "aria-live": "polite" });
-  const id = h("input", { id: "tenant-id", name: "id", required: true, pattern: "[a-z0-9-]{3,63}", placeholder: "acme" });
+  const id = h("input", { id: "tenant-id", name: "id", required: true, pattern: "[a-z0-9\\-]{3,63}", placeholder: "acme" });
   const name = h("input", { id: "tenant-name", name: "name", required: true, placeholder: "Acme Corp" });
   const create = h("form", {
     class: "inline",

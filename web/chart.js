@@ -22,8 +22,9 @@ function fmt(v) {
 
 // `points` is [{t: Date, v: number}], oldest first. Returns a <figure>
 // whose <svg> has a text summary for screen readers.
-export function lineChart({ title, unit, points, id }) {
-  const last = points.length ? points[points.length - 1].v : 0;
+// `now`, when given, is the current value (else the last point's).
+export function lineChart({ title, unit, points, id, now }) {
+  const last = now ?? (points.length ? points[points.length - 1].v : 0);
   const peak = points.reduce((m, p) => Math.max(m, p.v), 0);
   const max = niceMax(peak);
   const x0 = points.length ? points[0].t.getTime() : 0;

@@ -40,8 +40,8 @@ export async function pageDevice(t, d) {
       paintHead();
       loadPresence();
     }
-    if (ev.type === "state.reported") { refreshReported(); loadMessages(); }
-    if (ev.type === "state.desired") refreshReported();
+    if (ev.type === "state.reported") { settle(); loadMessages(); }
+    if (ev.type === "state.desired") settle();
   }, liveLabel(liveState));
 
   function paintHead() {
@@ -86,6 +86,12 @@ export async function pageDevice(t, d) {
     deltaPre.textContent = pretty(data.delta ?? {});
     retainedBox.replaceChildren((data.retained || []).length === 0 ? empty("No retained topics.")
       : h("ul", {}, data.retained.map((r) => h("li", {}, h("code", {}, r.topic), ` (QoS ${r.qos}, ${when(r.updated_at)})`))));
+  }
+  // The broker's event can arrive before the state writer has stored the
+  // report (they run side by side), so read it again a little later too.
+  function settle() {
+    refreshReported();
+    for (const ms of [750, 2500]) setTimeout(refreshReported, ms);
   }
   async function refreshReported() {
     try { paintLive((await api("GET", `${base}/state`)).data); } catch { /* the next event retries */ }

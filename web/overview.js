@@ -46,29 +46,37 @@ export async function pageOverview(t) {
       const secs = data.bucket_seconds;
       const pts = (f) => data.buckets.map((b) => ({ t: new Date(b.start), v: f(b) }));
       charts.replaceChildren(
-        lineChart({ id: "chart-connections", title: "Connections", unit: "open", points: pts((b) => b.connections) }),
+        lineChart({ id: "chart-connections", title: "Connections", unit: "open", points: pts((b) => b.connections), now: data.connections }),
         lineChart({ id: "chart-messages", title: "Messages", unit: "per second", points: pts((b) => b.messages / secs) }));
       talkers.replaceChildren(data.top_talkers.length === 0
         ? empty("No device has published in the last hour.")
-        : table(["Device", "Messages (1 h)"], data.top_talkers.map((x) => h("tr", {},
+        : table(["Device", h("th", { scope: "col", class: "num" }, "Messages (1 h)")], data.top_talkers.map((x) => h("tr", {},
           h("td", {}, h("a", { href: `#/t/${t}/devices/${encodeURIComponent(x.device_id)}` }, x.device_id)),
           h("td", { class: "num" }, x.messages))), { class: "talkers" }));
     } catch (e) { charts.replaceChildren(problemView(e)); }
   }
 
-  try {
-    const [devices, lifecycle] = await Promise.all([
-      listAll(`/v1/tenants/${t}/devices`),
-      api("GET", `/v1/tenants/${t}/lifecycle`),
-    ]);
+  // Presence is written to the store in the background: a device that went
+  // a moment before this page loaded may still be listed online, and the
+  // stream will not repeat it. So the counts are taken again now and then.
+  async function loadCounts() {
+    const devices = await listAll(`/v1/tenants/${t}/devices`);
     counts.total = devices.length;
     counts.online = devices.filter((d) => d.status === "online").length;
-    recent.push(...lifecycle.data.items);
     paintCards();
+  }
+  try {
+    const [, lifecycle] = await Promise.all([loadCounts(), api("GET", `/v1/tenants/${t}/lifecycle`)]);
+    recent.push(...lifecycle.data.items);
     paintEvents();
   } catch (e) { cards.replaceChildren(problemView(e)); events.replaceChildren(); }
   loadSeries();
-  every(10000, loadSeries);
+  let ticks = 0;
+  every(10000, () => {
+    loadSeries();
+    ticks += 1;
+    if (ticks % 3 === 0) loadCounts().catch(() => { /* the next tick retries */ });
+  });
   followEvents(t, "?type=device.*", (ev) => {
     if (ev.type === "device.connected") counts.online += 1;
     if (ev.type === "device.disconnected") counts.online = Math.max(0, counts.online - 1);

@@ -33,6 +33,8 @@ let current = "start";
 let page;
 
 async function shot(p, name) {
+  // Toasts are transient; they would cover the page in a still.
+  await p.evaluate(() => document.getElementById("toast")?.replaceChildren());
   await p.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
   console.log(`  screenshot ${join(SHOTS, `${name}.png`)}`);
 }
@@ -161,6 +163,9 @@ try {
     check((await pub.done) === 0, `mosquitto_pub succeeded: ${pub.err}`);
     await until("the reported state in the page", async () => (await page.locator("pre.reported").innerText()).includes("21.5"));
     await page.locator("ol.messages").getByText(`devices/${DEVICE}/state/reported`).first().waitFor({ timeout: WAIT });
+    // Telemetry for the charts and top talkers.
+    const telemetry = mosquitto("mosquitto_pub", files, ["-q", "1", "-t", `devices/${DEVICE}/telemetry`, "-m", '{"temp": 21.5}', "--repeat", "20"]);
+    check((await telemetry.done) === 0, `mosquitto_pub --repeat succeeded: ${telemetry.err}`);
     check(await page.evaluate(() => window.__sameDocument === true), "the page was not reloaded");
   });
 
@@ -180,6 +185,7 @@ try {
     await page.locator("#chart-messages svg polyline").waitFor({ timeout: WAIT });
     await page.locator("#chart-connections svg polyline").waitFor({ timeout: WAIT });
     await page.locator("table.talkers").getByText(DEVICE).waitFor({ timeout: WAIT });
+    check(await page.locator("table.talkers td.num").first().innerText() === "21", "20 telemetry messages and 1 report counted");
     await page.locator("table.lifecycle").getByText("device.disconnected").first().waitFor({ timeout: WAIT });
     const label = await page.locator("#chart-messages svg").getAttribute("aria-label");
     check(/Messages: now .* per second/.test(label), `the chart has a text summary: ${label}`);
