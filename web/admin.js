@@ -1,7 +1,7 @@
 // Tenants (platform admin), the audit log, and webhooks: endpoints, their
 // delivery log with status and response, redeliver and a test ping.
 
-import { api, empty, h, isAdmin, listAll, loading, mount, problemView, table, toast, when } from "./lib.js";
+import { api, empty, every, h, isAdmin, listAll, loading, mount, problemView, table, toast, when } from "./lib.js";
 
 export async function pageTenants() {
   const list = h("div", {}, loading("tenants"));
@@ -64,7 +64,7 @@ function deliveryRows(base, items, out, reload) {
     }, "Redeliver")) : null));
 }
 
-function webhookPanel(t, w, refreshAll) {
+function webhookPanel(t, w, refreshAll, stoppers) {
   const base = `/v1/tenants/${t}/webhooks/${w.id}`;
   const out = h("div", { "aria-live": "polite" });
   const log = h("div", {}, loading("deliveries"));
@@ -93,6 +93,7 @@ function webhookPanel(t, w, refreshAll) {
       await api("DELETE", base); refreshAll();
     }, "danger")) : h("div", { class: "toolbar" }, h("button", { type: "button", onclick: loadLog }, "Refresh log"));
   loadLog();
+  stoppers.push(every(5000, loadLog));
   return h("article", { class: "panel webhook", "aria-label": `Webhook ${w.url}` },
     h("h2", {}, h("code", {}, w.url)),
     h("p", {}, h("span", { class: `badge ${w.enabled ? "delivered" : "failed"}` }, w.enabled ? "enabled" : "disabled"),
@@ -128,10 +129,13 @@ export async function pageWebhooks(t) {
   const body = h("div", {}, loading("webhooks"));
   const err = h("div", { "aria-live": "polite" });
   mount(h("h1", {}, "Webhooks"), isAdmin() ? webhookCreateForm(t, err, load) : null, err, body);
+  // Each panel refreshes its delivery log; panels replaced on reload stop.
+  const stoppers = [];
   async function load() {
     try {
       const items = await listAll(`/v1/tenants/${t}/webhooks`);
-      body.replaceChildren(...(items.length === 0 ? [empty("No webhook endpoints.")] : items.map((w) => webhookPanel(t, w, load))));
+      stoppers.splice(0).forEach((stop) => stop());
+      body.replaceChildren(...(items.length === 0 ? [empty("No webhook endpoints.")] : items.map((w) => webhookPanel(t, w, load, stoppers))));
     } catch (e) { body.replaceChildren(problemView(e)); }
   }
   load();

@@ -17,7 +17,7 @@ function niceMax(v) {
 
 function fmt(v) {
   if (v >= 1000) return `${(v / 1000).toFixed(v >= 10000 ? 0 : 1)}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(v < 1 ? 2 : 1);
+  return String(Number.isInteger(v) ? v : Number(v.toFixed(2)));
 }
 
 // `points` is [{t: Date, v: number}], oldest first. Returns a <figure>

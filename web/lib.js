@@ -127,12 +127,14 @@ export function stopLive() {
   live.aborts = [];
 }
 
-// A timer that ends with the page (charts refresh from the server's series).
+// A timer that ends with the page (charts refresh from the server's
+// series) or when the returned function is called.
 export function every(ms, fn) {
   const ctrl = new AbortController();
   live.aborts.push(ctrl);
   const id = setInterval(() => { if (!document.hidden) fn(); }, ms);
   ctrl.signal.addEventListener("abort", () => clearInterval(id));
+  return () => ctrl.abort();
 }
 
 export async function followEvents(tenant, query, onEvent, onState = () => {}) {

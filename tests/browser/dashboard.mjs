@@ -8,6 +8,7 @@
 
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
 
@@ -29,6 +30,21 @@ const browser = await chromium.launch({
   args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking"],
 });
 const children = [];
+
+// The webhook receiver: answers every delivery 200 with a body the
+// delivery log must show.
+const hits = [];
+const receiver = createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => { body += c; });
+  req.on("end", () => {
+    hits.push({ url: req.url, body });
+    res.writeHead(200, { "Content-Type": "text/plain" });
+    res.end("ok from the test receiver");
+  });
+});
+await new Promise((resolve) => receiver.listen(0, "127.0.0.1", resolve));
+const HOOK_URL = `http://127.0.0.1:${receiver.address().port}/hook`;
 let current = "start";
 let page;
 
@@ -192,12 +208,24 @@ try {
     await shot(page, "overview");
   });
 
-  await step("webhooks page shows its empty state", async () => {
+  await step("webhooks: API errors with their detail, an endpoint, test ping, delivery log, redeliver", async () => {
     await page.getByRole("link", { name: "Webhooks" }).click();
     await page.getByText("No webhook endpoints.").waitFor({ timeout: WAIT });
     await page.getByLabel("Endpoint URL").fill("https://example.invalid/hook");
     await page.getByRole("button", { name: "Add endpoint" }).click();
-    await page.locator("#main .error, #main .secret").first().waitFor({ timeout: WAIT });
+    await page.locator("#main .error").getByText("/url").waitFor({ timeout: WAIT });
+    await page.getByLabel("Endpoint URL").fill(HOOK_URL);
+    await page.getByRole("button", { name: "Add endpoint" }).click();
+    await page.locator("#main .secret").getByText("Signing secret").waitFor({ timeout: WAIT });
+    await page.locator("article.webhook").waitFor({ timeout: WAIT });
+    await page.getByRole("button", { name: "Send test ping" }).click();
+    // The log refreshes itself while the page is open.
+    await page.locator("table.deliveries .badge.delivered").first().waitFor({ timeout: WAIT });
+    await page.locator("table.deliveries details pre", { hasText: "ok from the test receiver" }).first().waitFor({ state: "attached", timeout: WAIT });
+    check(hits.length >= 1, "the receiver got the ping");
+    const before = hits.length;
+    await page.getByRole("button", { name: "Redeliver" }).first().click();
+    await until("the redelivery at the receiver", () => hits.length > before);
     await shot(page, "webhooks");
   });
 
@@ -250,5 +278,6 @@ try {
   process.exitCode = 1;
 } finally {
   for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+  receiver.close();
   await browser.close();
 }

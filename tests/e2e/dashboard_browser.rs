@@ -62,15 +62,27 @@ async fn dashboard_in_chromium(name: &str, db_args: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
     let work = tempfile::tempdir().unwrap();
     let mut cmd = fleetmq(cwd.path());
-    cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
-        .args(db_args);
+    // The script's webhook receiver listens on loopback over plain http.
+    cmd.args([
+        "serve",
+        "--http-listen",
+        "127.0.0.1:0",
+        "--webhook-allow-private",
+    ])
+    .args(db_args);
     let server = Server::start(cmd).await.unwrap();
     let admin = admin_token(
         cwd.path(),
         &[&["--role", "platform-admin"], db_args].concat(),
     )
     .await;
-    post(&server, &admin, "/v1/tenants", json!({"id": "acme", "name": "Acme"})).await;
+    post(
+        &server,
+        &admin,
+        "/v1/tenants",
+        json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
     let mut keys = Vec::new();
     for role in ["tenant-admin", "viewer"] {
         let key = post(
@@ -84,6 +96,8 @@ async fn dashboard_in_chromium(name: &str, db_args: &[&str]) {
     }
 
     let shots = screenshot_dir(name);
+    // Only this run's pictures (a failure.png of an earlier run would mislead).
+    let _ = std::fs::remove_dir_all(&shots);
     let mut node = Command::new("node");
     node.arg(browser_dir().join("dashboard.mjs"))
         .current_dir(browser_dir())

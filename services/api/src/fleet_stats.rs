@@ -87,8 +87,10 @@ impl TenantStats {
                 self.buckets.pop_front();
             }
         }
-        // A clock that stepped back lands in the newest bucket.
-        self.buckets.back_mut().expect("a bucket was just ensured")
+        // A clock that stepped back lands in the newest bucket. The deque
+        // is never empty here: a bucket was pushed above if there was none.
+        let newest = self.buckets.len() - 1;
+        &mut self.buckets[newest]
     }
 }
 
