@@ -2,7 +2,7 @@
 // handling), presence history, the last messages arriving live,
 // certificates and the MQTT password.
 
-import { api, canEdit, empty, followEvents, h, liveLabel, loading, mount, problemView, table, time, toast, when } from "./lib.js";
+import { api, canEdit, empty, every, followEvents, h, liveLabel, loading, mount, problemView, table, time, toast, when } from "./lib.js";
 
 const pretty = (v) => JSON.stringify(v ?? null, null, 2);
 
@@ -34,6 +34,10 @@ export async function pageDevice(t, d) {
   loadCerts();
   loadPresence();
   loadMessages();
+  // Only reported state is a platform event; other device topics are seen
+  // in the recent-messages ring, read every few seconds while the page is
+  // open (and at once on each event).
+  every(3000, loadMessages);
   followEvents(t, `?device=${encodeURIComponent(d)}`, (ev) => {
     if (ev.type === "device.connected" || ev.type === "device.disconnected") {
       device.status = ev.type === "device.connected" ? "online" : "offline";

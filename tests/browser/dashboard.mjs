@@ -182,6 +182,7 @@ try {
     // Telemetry for the charts and top talkers.
     const telemetry = mosquitto("mosquitto_pub", files, ["-q", "1", "-t", `devices/${DEVICE}/telemetry`, "-m", '{"temp": 21.5}', "--repeat", "20"]);
     check((await telemetry.done) === 0, `mosquitto_pub --repeat succeeded: ${telemetry.err}`);
+    await page.locator("ol.messages").getByText(`devices/${DEVICE}/telemetry`).first().waitFor({ timeout: WAIT });
     check(await page.evaluate(() => window.__sameDocument === true), "the page was not reloaded");
   });
 
