@@ -231,20 +231,7 @@ async fn number_and_publish(
     closing: CancellationToken,
 ) {
     let mut batch = Vec::with_capacity(ROUND);
-    let mut closed = false;
-    loop {
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, ROUND) => n,
-            () = closing.cancelled(), if !closed => {
-                // What is queued still comes out; then recv_many gives 0.
-                rx.close();
-                closed = true;
-                continue;
-            }
-        };
-        if received == 0 {
-            break;
-        }
+    while webhooks::recv_until_closed(&mut rx, &mut batch, ROUND, &closing).await > 0 {
         let mut numbering = Numbering::default();
         for at in 0..batch.len() {
             if let Some(messages) = &messages {

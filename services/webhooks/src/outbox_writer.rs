@@ -122,6 +122,26 @@ impl OutboxWriter {
     }
 }
 
+/// `recv_many` for a consumer that is told to stop by `closing`: from then
+/// on the channel takes nothing new, what is already queued still comes
+/// out, and 0 means everything has.
+pub async fn recv_until_closed<T>(
+    rx: &mut mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+    max: usize,
+    closing: &CancellationToken,
+) -> usize {
+    if !closing.is_cancelled() {
+        tokio::select! {
+            n = rx.recv_many(batch, max) => return n,
+            () = closing.cancelled() => {}
+        }
+    }
+    // Idempotent; after it recv_many drains the queue, then answers 0.
+    rx.close();
+    rx.recv_many(batch, max).await
+}
+
 fn count_dropped(dropped: &Mutex<HashMap<String, u64>>, tenant_id: &str, n: u64) {
     metrics::counter!("fleetmq_webhook_events_dropped_total").increment(n);
     // A poisoned lock only means another producer panicked mid-increment.
@@ -141,20 +161,7 @@ async fn write(
 ) {
     let max_batch = config.max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
-    let mut closed = false;
-    loop {
-        let received = tokio::select! {
-            n = rx.recv_many(&mut batch, max_batch) => n,
-            () = closing.cancelled(), if !closed => {
-                // What is queued still comes out; then recv_many gives 0.
-                rx.close();
-                closed = true;
-                continue;
-            }
-        };
-        if received == 0 {
-            break;
-        }
+    while recv_until_closed(&mut rx, &mut batch, max_batch, &closing).await > 0 {
         let within_bound = match store.undispatched_outbox_len().await {
             Ok(waiting) => {
                 waiting.saturating_add(i64::try_from(batch.len()).unwrap_or(i64::MAX))

@@ -24,6 +24,31 @@ fn message(n: i64) -> NewOutboxEvent {
     }
 }
 
+/// Fan out everything (no batching) and read back the events of `hook`'s
+/// deliveries, in order.
+async fn fan_out_to(
+    store: &store::Store,
+    hook: &store::WebhookEndpoint,
+) -> Vec<store::OutboxEvent> {
+    let batch = BatchLimits {
+        max_events: 1,
+        max_wait: Duration::ZERO,
+    };
+    store
+        .fan_out_outbox(1000, batch, |_, _| Route::Single)
+        .await
+        .unwrap();
+    let mut events = Vec::new();
+    for delivery in store
+        .list_webhook_deliveries("acme", &hook.id, None, None, 1000)
+        .await
+        .unwrap()
+    {
+        events.extend(store.delivery_events(delivery.id).await.unwrap());
+    }
+    events
+}
+
 async fn pushed_events_are_delivered_in_order(db: &TestDb) {
     let (store, receiver, addr, server) = scene(db).await;
     endpoint(store, addr, "w", &["message.published"], None).await;
@@ -68,27 +93,13 @@ async fn a_full_outbox_drops_and_reports(db: &TestDb) {
     drop(writer);
     task.closed().await;
 
-    let batch = BatchLimits {
-        max_events: 1,
-        max_wait: Duration::ZERO,
-    };
-    store
-        .fan_out_outbox(1000, batch, |_, _| Route::Single)
-        .await
-        .unwrap();
     let mut messages = 0;
     let mut reported = 0;
-    for delivery in store
-        .list_webhook_deliveries("acme", &hook.id, None, None, 1000)
-        .await
-        .unwrap()
-    {
-        for event in store.delivery_events(delivery.id).await.unwrap() {
-            if event.event_type == EVENTS_DROPPED_EVENT_TYPE {
-                reported += event.payload["count"].as_i64().unwrap();
-            } else {
-                messages += 1;
-            }
+    for event in fan_out_to(store, &hook).await {
+        if event.event_type == EVENTS_DROPPED_EVENT_TYPE {
+            reported += event.payload["count"].as_i64().unwrap();
+        } else {
+            messages += 1;
         }
     }
     assert!(messages <= 5, "the bound held: {messages}");
@@ -118,24 +129,11 @@ async fn close_flushes_while_producers_still_hold_the_writer(db: &TestDb) {
         !writer.push(message(99)),
         "closed: later events are refused"
     );
-    let batch = BatchLimits {
-        max_events: 1,
-        max_wait: Duration::ZERO,
-    };
-    store
-        .fan_out_outbox(1000, batch, |_, _| Route::Single)
+    let types: Vec<String> = fan_out_to(store, &hook)
         .await
-        .unwrap();
-    let mut types = Vec::new();
-    for delivery in store
-        .list_webhook_deliveries("acme", &hook.id, None, None, 1000)
-        .await
-        .unwrap()
-    {
-        for event in store.delivery_events(delivery.id).await.unwrap() {
-            types.push(event.event_type);
-        }
-    }
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
     assert_eq!(
         types.iter().filter(|t| *t == "message.published").count(),
         50

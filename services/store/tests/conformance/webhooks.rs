@@ -434,7 +434,7 @@ async fn enabled_endpoints_by_tenant_or_all(db: &TestDb) -> anyhow::Result<()> {
     let ids = |v: Vec<WebhookEndpoint>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
     assert_eq!(
         ids(store.list_enabled_webhook_endpoints(Some("acme")).await?),
-        [a1.id.clone()]
+        std::slice::from_ref(&a1.id)
     );
     assert_eq!(
         ids(store.list_enabled_webhook_endpoints(None).await?),
