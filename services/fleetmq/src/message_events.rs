@@ -266,6 +266,132 @@ mod tests {
         assert!(binary.payload.get("seq").is_none());
     }
 
+    /// The outbox's events, oldest first (read through a fan-out that
+    /// routes nothing).
+    async fn outbox(store: &store::Store) -> Vec<store::OutboxEvent> {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let limits = store::BatchLimits {
+            max_events: 1,
+            max_wait: std::time::Duration::ZERO,
+        };
+        store
+            .fan_out_outbox(1000, limits, |event, _| {
+                let mut seen = seen.lock().unwrap();
+                if seen
+                    .last()
+                    .is_none_or(|e: &store::OutboxEvent| e.id != event.id)
+                {
+                    seen.push(event.clone());
+                }
+                store::Route::Skip
+            })
+            .await
+            .unwrap();
+        seen.into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn watched_messages_only_numbered_between_the_lifecycle_events() {
+        use std::sync::Arc;
+
+        use broker::{EventSink, TenantId};
+        use mqtt::{ProtocolVersion, QoS, ReasonCode, TopicName};
+
+        let db = store::testing::TestDb::sqlite().await;
+        let store = db.store().clone();
+        for tenant in ["acme", "beta"] {
+            store
+                .create_tenant(&store::NewTenant {
+                    id: tenant.into(),
+                    name: tenant.into(),
+                })
+                .await
+                .unwrap();
+            store
+                .create_device(tenant, &store::NewDevice::new("d1"))
+                .await
+                .unwrap();
+        }
+        store
+            .create_webhook_endpoint(&store::NewWebhookEndpoint {
+                tenant_id: "acme".into(),
+                url: "https://example.com/hook".into(),
+                event_types: vec!["device.*".into(), "message.published".into()],
+                topic_filter: Some("devices/+/temp".into()),
+                secret: "whsec_c2VjcmV0".into(),
+            })
+            .await
+            .unwrap();
+        let routes = webhooks::MessageRoutes::load(store.clone()).await.unwrap();
+        let (outbox_writer, outbox_task) =
+            webhooks::OutboxWriter::spawn(store.clone(), Default::default(), None);
+        let hub = api::events::EventHub::default();
+        hub.add_listener(Arc::new(outbox_writer.clone()));
+        let recent = Arc::new(api::device_io::InMemoryRecentMessages::new(
+            api::device_io::RecentMessagesLimits::default(),
+        ));
+        let events = crate::bridge::PlatformEvents::start_with_messages(
+            store.clone(),
+            hub,
+            recent,
+            Some(MessageWebhooks {
+                routes,
+                outbox: outbox_writer,
+            }),
+        );
+        let acme = TenantId::parse("acme").unwrap();
+        let publish = |tenant: &TenantId, topic: &str, payload: &'static str| Event::Published {
+            tenant: tenant.clone(),
+            client_id: "d1".into(),
+            topic: TopicName::parse(topic).unwrap(),
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
+        events.emit(Event::Connected {
+            tenant: acme.clone(),
+            client_id: "d1".into(),
+            principal: "d1".into(),
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            protocol: ProtocolVersion::V5,
+        });
+        events.emit(publish(&acme, "devices/d1/temp", "20"));
+        events.emit(publish(&acme, "devices/d1/humidity", "unwatched"));
+        events.emit(publish(
+            &TenantId::parse("beta").unwrap(),
+            "devices/d1/temp",
+            "other tenant",
+        ));
+        events.emit(publish(&acme, "devices/d1/temp", "21"));
+        events.emit(Event::Disconnected {
+            tenant: acme,
+            client_id: "d1".into(),
+            graceful: true,
+            reason: ReasonCode::Success,
+        });
+        events.close().await;
+        outbox_task.close().await;
+
+        // Nothing else was written (beta's message would not show below:
+        // beta has no endpoint to route it to).
+        assert_eq!(store.undispatched_outbox_len().await.unwrap(), 4);
+        let written = outbox(&store).await;
+        let seen: Vec<(&str, Option<i64>, &Value)> = written
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.device_seq, &e.payload["payload"]))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("device.connected", Some(1), &Value::Null),
+                ("message.published", Some(2), &json!("20")),
+                ("message.published", Some(3), &json!("21")),
+                ("device.disconnected", Some(4), &Value::Null),
+            ]
+        );
+        db.cleanup().await;
+    }
+
     #[test]
     fn runs_hand_out_their_numbers_in_order() {
         let mut run = Run::Numbered { next: 5, left: 2 };
