@@ -4,8 +4,8 @@
 //! checked with an HMAC of our own. A delivery that failed is delivered by
 //! the next run of the binary.
 //!
-//! Not covered: "fails 3 times, delivered on the 4th" — serve does not expose
-//! `webhooks::WorkerConfig::retry_schedule`, whose 3rd retry is 5 min away.
+//! Retries on a short `--webhook-retry-schedule`, message events, redeliver,
+//! metrics and Postgres: `platform_webhook_messages.rs`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

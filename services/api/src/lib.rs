@@ -113,6 +113,9 @@ pub struct AppState {
     /// The dashboard's series, top talkers and presence history; an empty
     /// one (nothing feeds it) unless [`AppState::with_fleet_stats`].
     pub(crate) fleet_stats: Arc<FleetStats>,
+    /// Set by [`AppState::with_webhook_message_routes`]; told when a
+    /// tenant's webhook endpoints change.
+    pub(crate) webhook_routes: Option<webhooks::MessageRoutes>,
 }
 
 impl AppState {
@@ -130,6 +133,7 @@ impl AppState {
             webhook_url_policy: webhooks::UrlPolicy::default(),
             pki: None,
             sessions: None,
+            webhook_routes: None,
             fleet_stats: Arc::new(FleetStats::new()),
         }
     }
@@ -198,6 +202,28 @@ impl AppState {
         Self {
             webhook_url_policy: policy,
             ..self
+        }
+    }
+
+    /// Reload `routes` for a tenant whenever its webhook endpoints (or the
+    /// tenant) change, so MQTT messages reach new endpoints at once.
+    #[must_use]
+    pub fn with_webhook_message_routes(self, routes: webhooks::MessageRoutes) -> Self {
+        Self {
+            webhook_routes: Some(routes),
+            ..self
+        }
+    }
+
+    /// A tenant's webhook endpoints changed: read its message routes again
+    /// before answering, so messages published after the answer reach a
+    /// new endpoint.
+    pub(crate) async fn webhooks_changed(&self, tenant: &str) {
+        if let Some(routes) = &self.webhook_routes
+            && let Err(e) = routes.reload(Some(tenant)).await
+        {
+            tracing::warn!(tenant, error = %e, "reloading webhook message routes failed; retried in the background");
+            routes.invalidate(tenant);
         }
     }
 

@@ -12,6 +12,9 @@ use futures::future::BoxFuture;
 use mqtt::{Properties, QoS, TopicName};
 use serde_json::json;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::message_events::{MessageWebhooks, Numbering};
 
 /// The API publishes desired state through the broker, retained at QoS 1.
 pub struct BrokerCommands {
@@ -84,6 +87,10 @@ const EVENT_QUEUE: usize = 10_000;
 pub struct PlatformEvents {
     queue: mpsc::Sender<Event>,
     recent: Arc<dyn RecentMessages>,
+    /// MQTT messages as webhook events, when some endpoint wants them.
+    messages: Option<MessageWebhooks>,
+    closing: CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl PlatformEvents {
@@ -92,9 +99,49 @@ impl PlatformEvents {
         hub: EventHub,
         recent: Arc<dyn RecentMessages>,
     ) -> Arc<PlatformEvents> {
+        Self::start_with_messages(store, hub, recent, None)
+    }
+
+    /// As [`PlatformEvents::start`], and messages that `messages.routes`
+    /// says an endpoint wants become `message.published` events, queued in
+    /// order with the device's lifecycle events.
+    pub fn start_with_messages(
+        store: store::Store,
+        hub: EventHub,
+        recent: Arc<dyn RecentMessages>,
+        messages: Option<MessageWebhooks>,
+    ) -> Arc<PlatformEvents> {
         let (queue, rx) = mpsc::channel(EVENT_QUEUE);
-        tokio::spawn(number_and_publish(store, hub, rx));
-        Arc::new(PlatformEvents { queue, recent })
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(number_and_publish(
+            store,
+            hub,
+            messages.clone(),
+            rx,
+            closing.clone(),
+        ));
+        Arc::new(PlatformEvents {
+            queue,
+            recent,
+            messages,
+            closing,
+            task: std::sync::Mutex::new(Some(task)),
+        })
+    }
+
+    /// At shutdown, after the listeners: stop taking events and publish the
+    /// ones queued (the last disconnects among them).
+    pub async fn close(&self) {
+        self.closing.cancel();
+        let task = match self.task.lock() {
+            Ok(mut task) => task.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(task) = task
+            && let Err(e) = task.await
+        {
+            tracing::error!(error = %e, "platform event task failed");
+        }
     }
 }
 
@@ -109,7 +156,14 @@ impl EventSink for PlatformEvents {
             ..
         } = &event
         {
+            let watched = self
+                .messages
+                .as_ref()
+                .is_some_and(|m| m.routes.wants(tenant.as_str(), topic.as_str()));
             let Some(device) = device_of(topic) else {
+                if watched {
+                    self.queue_or_count(event);
+                }
                 return;
             };
             self.recent.record(
@@ -124,12 +178,25 @@ impl EventSink for PlatformEvents {
                     received_at: chrono::Utc::now(),
                 },
             );
-            if !is_reported_state(topic, device) {
+            if !watched && !is_reported_state(topic, device) {
                 return;
             }
         }
-        if self.queue.try_send(event).is_err() {
+        self.queue_or_count(event);
+    }
+}
+
+impl PlatformEvents {
+    /// Queue without waiting; a full queue drops and counts (a watched
+    /// message also in the webhook drop counter and event).
+    fn queue_or_count(&self, event: Event) {
+        if let Err(e) = self.queue.try_send(event) {
             metrics::counter!("fleetmq_platform_events_dropped_total").increment(1);
+            if let (Some(messages), Event::Published { tenant, .. }) =
+                (&self.messages, e.into_inner())
+            {
+                messages.outbox.count_dropped(tenant.as_str(), 1);
+            }
         }
     }
 }
@@ -143,13 +210,44 @@ fn device_of(topic: &TopicName) -> Option<&str> {
     }
 }
 
+/// Is `topic` some device's `devices/{d}/state/reported`?
+pub(crate) fn is_reported_state_topic(topic: &str) -> bool {
+    TopicName::parse(topic).is_ok_and(|t| device_of(&t).is_some_and(|d| is_reported_state(&t, d)))
+}
+
 fn is_reported_state(topic: &TopicName, device: &str) -> bool {
     topic.as_str().len() == "devices/".len() + device.len() + "/state/reported".len()
         && topic.as_str().ends_with("/state/reported")
 }
 
-async fn number_and_publish(store: store::Store, hub: EventHub, mut rx: mpsc::Receiver<Event>) {
-    while let Some(event) = rx.recv().await {
+/// Events handled per round (message numbers are reserved per round).
+const ROUND: usize = 256;
+
+async fn number_and_publish(
+    store: store::Store,
+    hub: EventHub,
+    messages: Option<MessageWebhooks>,
+    mut rx: mpsc::Receiver<Event>,
+    closing: CancellationToken,
+) {
+    let mut batch = Vec::with_capacity(ROUND);
+    while webhooks::recv_until_closed(&mut rx, &mut batch, ROUND, &closing).await > 0 {
+        let mut numbering = Numbering::default();
+        for at in 0..batch.len() {
+            if let Some(messages) = &messages {
+                messages.append(&store, &mut numbering, &batch, at).await;
+            }
+            if let Some(event) = batch.get(at) {
+                publish_platform_event(&store, &hub, event.clone()).await;
+            }
+        }
+        batch.clear();
+    }
+}
+
+/// A lifecycle event or a reported state, numbered, on the hub.
+async fn publish_platform_event(store: &store::Store, hub: &EventHub, event: Event) {
+    {
         let (tenant, device, kind, data) = match event {
             Event::Connected {
                 tenant,
@@ -160,7 +258,7 @@ async fn number_and_publish(store: store::Store, hub: EventHub, mut rx: mpsc::Re
             } => {
                 // Service credentials and anonymous clients are not devices.
                 if principal.contains(':') {
-                    continue;
+                    return;
                 }
                 let data = json!({
                     "client_id": client_id,
@@ -190,8 +288,11 @@ async fn number_and_publish(store: store::Store, hub: EventHub, mut rx: mpsc::Re
                 payload,
                 ..
             } => {
-                let Some(device) = device_of(&topic).map(str::to_owned) else {
-                    continue;
+                let Some(device) = device_of(&topic)
+                    .filter(|d| is_reported_state(&topic, d))
+                    .map(str::to_owned)
+                else {
+                    return;
                 };
                 let reported = serde_json::from_slice::<serde_json::Value>(&payload)
                     .unwrap_or_else(|_| json!({ "error": "payload is not JSON" }));
@@ -202,19 +303,19 @@ async fn number_and_publish(store: store::Store, hub: EventHub, mut rx: mpsc::Re
                     json!({ "reported": reported }),
                 )
             }
-            _ => continue,
+            _ => return,
         };
         // A client id that is no device of the tenant (anonymous clients,
         // service credentials without a prefix) is not a device event.
         match store.get_device(tenant.as_str(), &device).await {
             Ok(_) => {}
-            Err(store::Error::NotFound { .. }) => continue,
+            Err(store::Error::NotFound { .. }) => return,
             Err(e) => {
                 tracing::debug!(tenant = %tenant, device, error = %e, "device event not published");
-                continue;
+                return;
             }
         }
-        hub.publish_device(&store, tenant.as_str(), &device, kind, data)
+        hub.publish_device(store, tenant.as_str(), &device, kind, data)
             .await;
     }
 }

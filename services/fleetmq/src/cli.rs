@@ -137,6 +137,44 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub mqtt_limits: MqttLimitArgs,
+
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Webhook delivery: retries, timeouts, batching, the outbox bound.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Webhooks")]
+pub struct WebhookArgs {
+    /// Wait before each delivery attempt, the first included, comma-separated
+    /// (ms, s, m, h, d); its length is the number of attempts. Each wait is
+    /// spread by ±10%. [default: 0s,5s,5m,30m,2h,5h,10h,10h]
+    #[arg(long, env = "FLEETMQ_WEBHOOK_RETRY_SCHEDULE", value_name = "WAITS")]
+    pub webhook_retry_schedule: Option<String>,
+
+    /// Time a receiver has to answer one request. [default: 15s]
+    #[arg(long, env = "FLEETMQ_WEBHOOK_REQUEST_TIMEOUT", value_name = "DURATION")]
+    pub webhook_request_timeout: Option<String>,
+
+    /// Failed attempts in a row after which an endpoint is disabled (with a
+    /// `webhook.endpoint_disabled` event). [default: 50]
+    #[arg(long, env = "FLEETMQ_WEBHOOK_DISABLE_AFTER_FAILURES", value_name = "N")]
+    pub webhook_disable_after_failures: Option<u64>,
+
+    /// Messages per request for endpoints with a topic filter (a
+    /// `message.batch`); 1 sends each message alone. [default: 100]
+    #[arg(long, env = "FLEETMQ_WEBHOOK_BATCH_MAX_MESSAGES", value_name = "N")]
+    pub webhook_batch_max_messages: Option<u64>,
+
+    /// Longest a batch waits for more messages before it is sent. [default: 1s]
+    #[arg(long, env = "FLEETMQ_WEBHOOK_BATCH_MAX_WAIT", value_name = "DURATION")]
+    pub webhook_batch_max_wait: Option<String>,
+
+    /// Events waiting in the database to be fanned out beyond which new
+    /// ones are dropped, counted and reported as `webhook.events_dropped`.
+    /// [default: 1000000]
+    #[arg(long, env = "FLEETMQ_WEBHOOK_MAX_PENDING_EVENTS", value_name = "N")]
+    pub webhook_max_pending_events: Option<u64>,
 }
 
 /// The broker's limits; defaults suit a small fleet.

@@ -80,6 +80,8 @@ setting!(TLS_KEY, "--tls-key", "FLEETMQ_TLS_KEY", "tls_key");
 
 mod limits;
 pub use limits::*;
+mod webhook_settings;
+pub use webhook_settings::WebhookSettings;
 setting!(
     RATE_LIMIT,
     "--rate-limit",
@@ -123,6 +125,12 @@ pub struct FileConfig {
     pub mqtt_connect_timeout: Option<u64>,
     pub rate_limit: Option<String>,
     pub token_rate_limit: Option<String>,
+    pub webhook_retry_schedule: Option<String>,
+    pub webhook_request_timeout: Option<String>,
+    pub webhook_disable_after_failures: Option<u64>,
+    pub webhook_batch_max_messages: Option<u64>,
+    pub webhook_batch_max_wait: Option<String>,
+    pub webhook_max_pending_events: Option<u64>,
 }
 
 impl FileConfig {
@@ -193,6 +201,8 @@ pub struct ServeConfig {
     pub rate_limit: Option<api::auth::RateLimit>,
     /// `POST /v1/auth/token` per API key and per client address.
     pub token_rate_limit: Option<api::auth::RateLimit>,
+    /// Retries, timeouts, batching and the outbox bound of webhooks.
+    pub webhooks: WebhookSettings,
 }
 
 /// A certificate chain and its key, both PEM files.
@@ -295,6 +305,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         }
     };
     let mqtt_limits = limits::resolve(&args.mqtt_limits, &file)?;
+    let webhooks = webhook_settings::resolve(&args.webhooks, &file)?;
     let rate_limit = |setting: Setting,
                       flag: &Option<String>,
                       file: &Option<String>,
@@ -321,6 +332,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         storage,
         tls,
         mqtt_limits,
+        webhooks,
         mqtt_listen: addr(
             MQTT_LISTEN,
             &args.mqtt_listen,

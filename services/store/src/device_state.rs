@@ -259,6 +259,29 @@ impl Store {
         seq.map_err(|e| state_error(e, tenant_id, device_id))
     }
 
+    /// Reserve `count` consecutive event sequence numbers of the device at
+    /// once (for message events, numbered in batches); the last one comes
+    /// back, so they are `last - count + 1 ..= last`. `NotFound` if the
+    /// device does not exist.
+    pub async fn reserve_event_seqs(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        count: u32,
+    ) -> Result<i64, Error> {
+        const SQL: &str = "INSERT INTO device_state (tenant_id, device_id, event_seq) \
+             VALUES ($1, $2, $3) ON CONFLICT (tenant_id, device_id) \
+             DO UPDATE SET event_seq = device_state.event_seq + $3 RETURNING event_seq";
+        let count = i64::from(count.max(1));
+        let seq = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL)
+            .bind(tenant_id)
+            .bind(device_id)
+            .bind(count)
+            .fetch_one(pool)
+            .await);
+        seq.map_err(|e| state_error(e, tenant_id, device_id))
+    }
+
     async fn read_state(
         &self,
         tenant_id: &str,

@@ -217,6 +217,26 @@ impl Store {
         Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
     }
 
+    /// The enabled endpoints of one tenant, or of every tenant when
+    /// `tenant_id` is `None`, in tenant and id order: what the message
+    /// router caches to decide which MQTT messages anyone wants.
+    pub async fn list_enabled_webhook_endpoints(
+        &self,
+        tenant_id: Option<&str>,
+    ) -> Result<Vec<WebhookEndpoint>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints WHERE enabled AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) ",
+            "ORDER BY tenant_id, id"
+        );
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
+            .bind(tenant_id)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
+    }
+
     /// Enable or disable an endpoint by hand. Enabling clears the failure
     /// run and the reason the platform disabled it for.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %id))]

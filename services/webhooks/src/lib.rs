@@ -14,6 +14,8 @@
 //!   REST API calls.
 //! - `outbox_writer.rs` — [`OutboxWriter`]: a non-blocking, bounded, batching
 //!   way into the outbox for high-rate producers.
+//! - `message_routes.rs` — [`MessageRoutes`]: which MQTT messages any
+//!   endpoint wants, cached so unwatched messages cost nothing.
 //! - `metrics.rs` — counters, latency histogram, queue depth gauges.
 //! - `error.rs` — [`Error`].
 //!
@@ -23,6 +25,7 @@
 
 mod endpoints;
 mod error;
+mod message_routes;
 mod metrics;
 mod outbox_writer;
 pub mod routing;
@@ -35,8 +38,10 @@ pub use endpoints::{
     update_endpoint,
 };
 pub use error::Error;
+pub use message_routes::{MESSAGE_EVENT_TYPE, MessageRoutes};
 pub use outbox_writer::{
     EVENTS_DROPPED_EVENT_TYPE, OutboxWriter, OutboxWriterConfig, OutboxWriterTask,
+    recv_until_closed,
 };
 pub use ssrf::UrlPolicy;
 pub use worker::{RESPONSE_EXCERPT_BYTES, Worker, WorkerConfig, request_body};

@@ -2,6 +2,8 @@
 //! recorder, e.g. the API's Prometheus endpoint).
 //!
 //! - `fleetmq_webhook_attempts_total{outcome}`: delivered, retry, failed.
+//! - `fleetmq_webhook_deliveries_total{status}`: deliveries finished, by
+//!   their final status (delivered, failed).
 //! - `fleetmq_webhook_attempt_duration_seconds`: request latency.
 //! - `fleetmq_webhook_queue_depth{tenant, webhook_id}`: pending deliveries.
 //! - `fleetmq_webhook_endpoints_disabled_total`.
@@ -17,6 +19,9 @@ pub(crate) fn record_attempt(outcome: &AttemptOutcome, latency: Duration) {
         AttemptOutcome::Failed | AttemptOutcome::FailedAndDisable { .. } => "failed",
     };
     metrics::counter!("fleetmq_webhook_attempts_total", "outcome" => outcome).increment(1);
+    if outcome != "retry" {
+        metrics::counter!("fleetmq_webhook_deliveries_total", "status" => outcome).increment(1);
+    }
     metrics::histogram!("fleetmq_webhook_attempt_duration_seconds").record(latency.as_secs_f64());
 }
 

@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use store::{NewOutboxEvent, Store};
 use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
 
 /// The event type that reports dropped events.
 pub const EVENTS_DROPPED_EVENT_TYPE: &str = "webhook.events_dropped";
@@ -53,9 +54,18 @@ pub struct OutboxWriter {
 /// The writer's task; `close` flushes what is queued.
 pub struct OutboxWriterTask {
     task: tokio::task::JoinHandle<()>,
+    closing: CancellationToken,
 }
 
 impl OutboxWriterTask {
+    /// Stop taking events (later pushes are dropped and counted), append
+    /// every one already queued, and wait until that is done: at shutdown,
+    /// while producers may still hold [`OutboxWriter`] clones.
+    pub async fn close(self) {
+        self.closing.cancel();
+        self.closed().await;
+    }
+
     /// Wait until every queued event is appended (call after dropping all
     /// [`OutboxWriter`] clones).
     pub async fn closed(self) {
@@ -75,8 +85,27 @@ impl OutboxWriter {
     ) -> (OutboxWriter, OutboxWriterTask) {
         let (queue, rx) = mpsc::channel(config.capacity.max(1));
         let dropped = Arc::new(Mutex::new(HashMap::new()));
-        let task = tokio::spawn(write(store, config, rx, dropped.clone(), wake));
-        (OutboxWriter { queue, dropped }, OutboxWriterTask { task })
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(write(
+            store,
+            config,
+            rx,
+            dropped.clone(),
+            wake,
+            closing.clone(),
+        ));
+        (
+            OutboxWriter { queue, dropped },
+            OutboxWriterTask { task, closing },
+        )
+    }
+
+    /// Count `n` events of `tenant` that a producer had to drop before they
+    /// reached this writer (its own queue was full): they are reported
+    /// like the writer's own drops, in the counter and a
+    /// `webhook.events_dropped` event.
+    pub fn count_dropped(&self, tenant_id: &str, n: u64) {
+        count_dropped(&self.dropped, tenant_id, n);
     }
 
     /// Queue an event; false if it was dropped (queue full or closed).
@@ -91,6 +120,26 @@ impl OutboxWriter {
             }
         }
     }
+}
+
+/// `recv_many` for a consumer that is told to stop by `closing`: from then
+/// on the channel takes nothing new, what is already queued still comes
+/// out, and 0 means everything has.
+pub async fn recv_until_closed<T>(
+    rx: &mut mpsc::Receiver<T>,
+    batch: &mut Vec<T>,
+    max: usize,
+    closing: &CancellationToken,
+) -> usize {
+    if !closing.is_cancelled() {
+        tokio::select! {
+            n = rx.recv_many(batch, max) => return n,
+            () = closing.cancelled() => {}
+        }
+    }
+    // Idempotent; after it recv_many drains the queue, then answers 0.
+    rx.close();
+    rx.recv_many(batch, max).await
 }
 
 fn count_dropped(dropped: &Mutex<HashMap<String, u64>>, tenant_id: &str, n: u64) {
@@ -108,10 +157,11 @@ async fn write(
     mut rx: mpsc::Receiver<NewOutboxEvent>,
     dropped: Arc<Mutex<HashMap<String, u64>>>,
     wake: Option<Arc<Notify>>,
+    closing: CancellationToken,
 ) {
     let max_batch = config.max_batch.max(1);
     let mut batch = Vec::with_capacity(max_batch);
-    while rx.recv_many(&mut batch, max_batch).await > 0 {
+    while recv_until_closed(&mut rx, &mut batch, max_batch, &closing).await > 0 {
         let within_bound = match store.undispatched_outbox_len().await {
             Ok(waiting) => {
                 waiting.saturating_add(i64::try_from(batch.len()).unwrap_or(i64::MAX))

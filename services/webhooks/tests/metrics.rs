@@ -75,6 +75,14 @@ async fn outcomes_latency_and_queue_depth() {
         1.0
     );
     assert_eq!(get("fleetmq_webhook_attempts_total{outcome=retry}"), 2.0);
+    assert_eq!(
+        get("fleetmq_webhook_deliveries_total{status=delivered}"),
+        1.0
+    );
+    assert!(
+        !seen.contains_key("fleetmq_webhook_deliveries_total{status=retry}"),
+        "a retry finishes no delivery"
+    );
     assert_eq!(get("fleetmq_webhook_attempt_duration_seconds{}"), 3.0);
     let depth = format!(
         "fleetmq_webhook_queue_depth{{tenant=acme,webhook_id={}}}",

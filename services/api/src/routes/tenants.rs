@@ -212,6 +212,7 @@ pub(crate) async fn remove(
         },
     );
     state.store.delete_tenant_audited(&t, &audit).await?;
+    state.webhooks_changed(&t).await;
     if let Some(pki) = state.pki.as_deref() {
         pki.forget_tenant(&t).await;
     }

@@ -246,6 +246,7 @@ pub(crate) async fn create(
     };
     let endpoint =
         webhooks::create_endpoint(&state.store, &state.webhook_url_policy, &t, &request).await?;
+    state.webhooks_changed(&t).await;
     audit(
         &state,
         &who,
@@ -333,6 +334,7 @@ pub(crate) async fn update(
             .set_webhook_endpoint_enabled(&t, &w, enabled)
             .await?;
     }
+    state.webhooks_changed(&t).await;
     audit(
         &state,
         &who,
@@ -360,6 +362,7 @@ pub(crate) async fn remove(
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
     state.store.delete_webhook_endpoint(&t, &w).await?;
+    state.webhooks_changed(&t).await;
     audit(
         &state,
         &who,

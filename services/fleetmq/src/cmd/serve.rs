@@ -63,6 +63,9 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         newly_applied = status.newly_applied,
         "database ready"
     );
+    // Before the services start: what they record at once (the webhook
+    // worker's first queue depths) must not go to the no-op recorder.
+    let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
     let (broker, platform, services, server_tls) =
         match start_platform(&config, &store, &url, &data_dir, given_cert).await {
             Ok(started) => started,
@@ -71,7 +74,6 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
                 return Err(e);
             }
         };
-    let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
     let app = api::router(
         services.wire_api(
             api::AppState::new(store.clone(), metrics),
@@ -183,7 +185,16 @@ struct Services {
     sessions: Arc<bridge::Sessions>,
     commands: Arc<bridge::BrokerCommands>,
     fleet_stats: Arc<api::FleetStats>,
+    /// Message webhooks: who wants which messages (told of endpoint
+    /// changes by the API), and the queue into the outbox.
+    webhook_routes: webhooks::MessageRoutes,
+    platform_events: Arc<bridge::PlatformEvents>,
+    outbox_task: webhooks::OutboxWriterTask,
+    stop_refresh: CancellationToken,
 }
+
+/// How long a graceful stop waits for queued webhook events to be written.
+const OUTBOX_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Services {
     /// The REST API's hooks into the PKI, the broker and the event hub.
@@ -207,6 +218,7 @@ impl Services {
             .with_recent_messages(self.recent.clone())
             .with_fleet_stats(self.fleet_stats.clone())
             .with_webhook_url_policy(url_policy(config))
+            .with_webhook_message_routes(self.webhook_routes.clone())
     }
 
     /// After the listeners have returned: nothing new arrives, so what is
@@ -219,6 +231,22 @@ impl Services {
             tracing::error!(error = %e, "flushing presence at shutdown failed");
         }
         self.reported.shutdown().await;
+        // Queued platform events (the last disconnects among them) reach
+        // the outbox writer, and it writes everything it holds.
+        self.stop_refresh.cancel();
+        let flush = async {
+            self.platform_events.close().await;
+            self.outbox_task.close().await;
+        };
+        if tokio::time::timeout(OUTBOX_FLUSH_TIMEOUT, flush)
+            .await
+            .is_err()
+        {
+            tracing::error!(
+                timeout_secs = OUTBOX_FLUSH_TIMEOUT.as_secs(),
+                "writing queued webhook events at shutdown timed out; they are lost"
+            );
+        }
         self.webhooks.shutdown().await;
     }
 }
@@ -262,34 +290,46 @@ async fn start_platform(
     let reported = state::ReportedState::start(store.clone(), 10_000);
     let webhooks = webhooks::Worker::spawn(
         store.clone(),
-        webhooks::WorkerConfig {
-            url_policy: url_policy(config),
-            ..webhooks::WorkerConfig::default()
-        },
+        config.webhooks.worker_config(url_policy(config)),
     )
     .map_err(|e| Error::Webhooks(e.to_string()))?;
     // Platform events reach SSE clients through the hub and webhooks
     // through the outbox, which wakes the worker when it has written.
     let hub = api::events::EventHub::default();
-    let (outbox, _outbox_task) = webhooks::OutboxWriter::spawn(
+    let (outbox, outbox_task) = webhooks::OutboxWriter::spawn(
         store.clone(),
-        webhooks::OutboxWriterConfig::default(),
+        config.webhooks.outbox_config(),
         Some(webhooks.waker()),
     );
-    hub.add_listener(Arc::new(outbox));
+    hub.add_listener(Arc::new(outbox.clone()));
     // The dashboard's charts and presence history: lifecycle from the hub,
     // device messages counted on their way into the recent-messages ring.
     let fleet_stats = Arc::new(api::FleetStats::new());
     hub.add_listener(fleet_stats.clone());
+    // Which MQTT messages any endpoint wants, in memory: the broker asks
+    // for each message, so unwatched ones never reach the database.
+    let webhook_routes = webhooks::MessageRoutes::load(store.clone())
+        .await
+        .map_err(|e| Error::Webhooks(e.to_string()))?;
+    let stop_refresh = CancellationToken::new();
+    webhook_routes.spawn_refresh(ROUTES_REFRESH, stop_refresh.clone());
     let recent: Arc<dyn api::device_io::RecentMessages> = Arc::new(api::CountingRecentMessages {
         inner: Arc::new(api::device_io::InMemoryRecentMessages::new(
             api::device_io::RecentMessagesLimits::default(),
         )),
         stats: fleet_stats.clone(),
     });
-    let platform_events = bridge::PlatformEvents::start(store.clone(), hub.clone(), recent.clone());
+    let platform_events = bridge::PlatformEvents::start_with_messages(
+        store.clone(),
+        hub.clone(),
+        recent.clone(),
+        Some(crate::message_events::MessageWebhooks {
+            routes: webhook_routes.clone(),
+            outbox,
+        }),
+    );
     let events: Vec<Arc<dyn broker::EventSink>> =
-        vec![presence.clone(), reported.clone(), platform_events];
+        vec![presence.clone(), reported.clone(), platform_events.clone()];
     let broker = broker::Broker::builder(authenticator)
         .authorizer(authorizer)
         .config(config.mqtt_limits.broker_config())
@@ -311,9 +351,17 @@ async fn start_platform(
             broker: broker.clone(),
         }),
         fleet_stats,
+        webhook_routes,
+        platform_events,
+        outbox_task,
+        stop_refresh,
     };
     Ok((broker, platform, services, server_tls))
 }
+
+/// How often the message routes are read whole again, for endpoint changes
+/// the API did not see (another node; the worker disabling an endpoint).
+const ROUTES_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `--webhook-allow-private` is development mode for webhooks: loopback
 /// and private addresses, and plain http, are allowed.

@@ -356,6 +356,15 @@ async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result
         store.next_event_seq("acme", "nope").await,
         Err(Error::NotFound { .. })
     ));
+    // Blocks of numbers continue the same counter.
+    assert_eq!(store.reserve_event_seqs("acme", "d2", 5).await?, 7);
+    assert_eq!(store.next_event_seq("acme", "d2").await?, 8);
+    store.create_device("acme", &NewDevice::new("d3")).await?;
+    assert_eq!(store.reserve_event_seqs("acme", "d3", 3).await?, 3);
+    assert!(matches!(
+        store.reserve_event_seqs("acme", "nope", 2).await,
+        Err(Error::NotFound { .. })
+    ));
     Ok(())
 }
 

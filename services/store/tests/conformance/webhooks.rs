@@ -421,7 +421,36 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
     Ok(())
 }
 
+async fn enabled_endpoints_by_tenant_or_all(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    super::tenant(store, "acme").await?;
+    super::tenant(store, "beta").await?;
+    let a1 = endpoint(store, "acme", &["message.published"]).await?;
+    let a2 = endpoint(store, "acme", &["*"]).await?;
+    let b1 = endpoint(store, "beta", &["device.*"]).await?;
+    store
+        .set_webhook_endpoint_enabled("acme", &a2.id, false)
+        .await?;
+    let ids = |v: Vec<WebhookEndpoint>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.list_enabled_webhook_endpoints(Some("acme")).await?),
+        std::slice::from_ref(&a1.id)
+    );
+    assert_eq!(
+        ids(store.list_enabled_webhook_endpoints(None).await?),
+        [a1.id, b1.id]
+    );
+    assert!(
+        store
+            .list_enabled_webhook_endpoints(Some("none"))
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
+
 store::backend_tests!(
+    enabled_endpoints_by_tenant_or_all,
     endpoint_crud_and_rotation,
     outbox_is_transactional_and_fans_out_once,
     batches_fill_and_close,

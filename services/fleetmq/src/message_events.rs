@@ -1,0 +1,403 @@
+//! MQTT messages as `message.published` webhook events.
+//!
+//! The broker's hot path asks [`webhooks::MessageRoutes`] (memory only)
+//! whether any endpoint wants a message; only those are queued, on the same
+//! queue as the lifecycle events (see `bridge.rs`), so a device's
+//! `device.connected`, its messages and its `device.disconnected` reach the
+//! outbox — and so each endpoint — in the order they happened. Messages are
+//! numbered in the device's event sequence like lifecycle events, one
+//! database round trip per run of a device's messages in a queue batch
+//! rather than one per message, and handed to the batching
+//! [`webhooks::OutboxWriter`].
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use broker::Event;
+use serde_json::{Value, json};
+use store::NewOutboxEvent;
+
+/// The webhook side of message events: what is wanted, and where it goes.
+#[derive(Clone)]
+pub struct MessageWebhooks {
+    pub routes: webhooks::MessageRoutes,
+    pub outbox: webhooks::OutboxWriter,
+}
+
+/// Sequence numbers reserved for the current run of one client's messages.
+enum Run {
+    Numbered {
+        next: i64,
+        left: u32,
+    },
+    /// The database could not number them; they go out without `seq`.
+    Unnumbered {
+        left: u32,
+    },
+    /// The client is no device of the tenant: not a device message.
+    NotDevice {
+        left: u32,
+    },
+}
+
+/// Runs reserved while one queue batch is processed.
+#[derive(Default)]
+pub struct Numbering {
+    runs: HashMap<(String, String), Run>,
+}
+
+/// What one message event carries besides its number.
+struct Message<'a> {
+    tenant: &'a str,
+    client_id: &'a str,
+    topic: &'a str,
+    payload: &'a [u8],
+    qos: u8,
+    retain: bool,
+}
+
+fn as_message(event: &Event) -> Option<Message<'_>> {
+    match event {
+        Event::Published {
+            tenant,
+            client_id,
+            topic,
+            payload,
+            qos,
+            retain,
+            ..
+        } => Some(Message {
+            tenant: tenant.as_str(),
+            client_id,
+            topic: topic.as_str(),
+            payload,
+            qos: qos.to_u8(),
+            retain: *retain,
+        }),
+        _ => None,
+    }
+}
+
+/// The client an event is about, for the ones that take a sequence number.
+fn client_of(event: &Event) -> Option<(&str, &str)> {
+    match event {
+        Event::Connected {
+            tenant, client_id, ..
+        }
+        | Event::Disconnected {
+            tenant, client_id, ..
+        }
+        | Event::Published {
+            tenant, client_id, ..
+        } => Some((tenant.as_str(), client_id.as_str())),
+        _ => None,
+    }
+}
+
+impl MessageWebhooks {
+    fn watched(&self, event: &Event) -> bool {
+        as_message(event).is_some_and(|m| self.routes.wants(m.tenant, m.topic))
+    }
+
+    /// If `batch[at]` is a message some endpoint wants, number it and hand
+    /// it to the outbox writer.
+    pub async fn append(
+        &self,
+        store: &store::Store,
+        numbering: &mut Numbering,
+        batch: &[Event],
+        at: usize,
+    ) {
+        let Some(message) = batch
+            .get(at)
+            .filter(|e| self.watched(e))
+            .and_then(as_message)
+        else {
+            return;
+        };
+        let key = (message.tenant.to_owned(), message.client_id.to_owned());
+        if !numbering.runs.get(&key).is_some_and(Run::has_left) {
+            let count = self.run_length(batch, at);
+            let run = match store
+                .reserve_event_seqs(message.tenant, message.client_id, count)
+                .await
+            {
+                Ok(last) => Run::Numbered {
+                    next: last - i64::from(count) + 1,
+                    left: count,
+                },
+                Err(store::Error::NotFound { .. }) => Run::NotDevice { left: count },
+                Err(e) => {
+                    tracing::debug!(tenant = message.tenant, device = message.client_id, error = %e,
+                        "message events not numbered");
+                    Run::Unnumbered { left: count }
+                }
+            };
+            numbering.runs.insert(key.clone(), run);
+        }
+        let seq = match numbering.runs.get_mut(&key).map(Run::take) {
+            Some(Taken::Seq(seq)) => Some(seq),
+            Some(Taken::NoSeq) => None,
+            Some(Taken::NotDevice) | None => return,
+        };
+        if !self.outbox.push(outbox_event(&message, seq)) {
+            tracing::debug!(
+                tenant = message.tenant,
+                device = message.client_id,
+                "webhook outbox full: message event dropped"
+            );
+        }
+    }
+
+    /// How many watched messages of `batch[at]`'s client follow in a row
+    /// (it included) before another numbered event of the same client (a
+    /// connect, a disconnect, a reported state): they share one reservation.
+    fn run_length(&self, batch: &[Event], at: usize) -> u32 {
+        let Some(client) = batch.get(at).and_then(client_of) else {
+            return 1;
+        };
+        let mut count = 1u32;
+        for event in batch.iter().skip(at + 1) {
+            if client_of(event) != Some(client) {
+                continue;
+            }
+            let plain_message = self.watched(event)
+                && as_message(event)
+                    .is_some_and(|m| !crate::bridge::is_reported_state_topic(m.topic));
+            if !plain_message {
+                break;
+            }
+            count = count.saturating_add(1);
+        }
+        count
+    }
+}
+
+enum Taken {
+    Seq(i64),
+    NoSeq,
+    NotDevice,
+}
+
+impl Run {
+    fn has_left(&self) -> bool {
+        match self {
+            Run::Numbered { left, .. } | Run::Unnumbered { left } | Run::NotDevice { left } => {
+                *left > 0
+            }
+        }
+    }
+
+    fn take(&mut self) -> Taken {
+        match self {
+            Run::Numbered { next, left } => {
+                *left = left.saturating_sub(1);
+                let seq = *next;
+                *next += 1;
+                Taken::Seq(seq)
+            }
+            Run::Unnumbered { left } => {
+                *left = left.saturating_sub(1);
+                Taken::NoSeq
+            }
+            Run::NotDevice { left } => {
+                *left = left.saturating_sub(1);
+                Taken::NotDevice
+            }
+        }
+    }
+}
+
+/// The event: `data` is `{device_id, seq, client_id, topic, qos, retain,
+/// payload, payload_encoding}`, the payload as text when it is UTF-8 and
+/// base64 otherwise.
+fn outbox_event(m: &Message<'_>, seq: Option<i64>) -> NewOutboxEvent {
+    let (payload, encoding) = match std::str::from_utf8(m.payload) {
+        Ok(text) => (text.to_owned(), "utf8"),
+        Err(_) => (
+            base64::engine::general_purpose::STANDARD.encode(m.payload),
+            "base64",
+        ),
+    };
+    let mut data = json!({
+        "device_id": m.client_id,
+        "client_id": m.client_id,
+        "topic": m.topic,
+        "qos": m.qos,
+        "retain": m.retain,
+        "payload": payload,
+        "payload_encoding": encoding,
+    });
+    if let (Some(seq), Value::Object(fields)) = (seq, &mut data) {
+        fields.insert("seq".to_owned(), Value::from(seq));
+    }
+    NewOutboxEvent {
+        device_id: Some(m.client_id.to_owned()),
+        device_seq: seq,
+        topic: Some(m.topic.to_owned()),
+        ..NewOutboxEvent::new(m.tenant, webhooks::MESSAGE_EVENT_TYPE, data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payloads_are_text_or_base64() {
+        let m = |payload: &'static [u8]| Message {
+            tenant: "acme",
+            client_id: "d1",
+            topic: "devices/d1/temp",
+            payload,
+            qos: 1,
+            retain: false,
+        };
+        let text = outbox_event(&m(b"21.5"), Some(7));
+        assert_eq!(text.payload["payload"], "21.5");
+        assert_eq!(text.payload["payload_encoding"], "utf8");
+        assert_eq!(text.payload["seq"], 7);
+        assert_eq!(text.device_seq, Some(7));
+        assert_eq!(text.topic.as_deref(), Some("devices/d1/temp"));
+        assert_eq!(text.event_type, "message.published");
+        let binary = outbox_event(&m(&[0xff, 0x00]), None);
+        assert_eq!(binary.payload["payload"], "/wA=");
+        assert_eq!(binary.payload["payload_encoding"], "base64");
+        assert!(binary.payload.get("seq").is_none());
+    }
+
+    /// The outbox's events, oldest first (read through a fan-out that
+    /// routes nothing).
+    async fn outbox(store: &store::Store) -> Vec<store::OutboxEvent> {
+        let seen = std::sync::Mutex::new(Vec::new());
+        let limits = store::BatchLimits {
+            max_events: 1,
+            max_wait: std::time::Duration::ZERO,
+        };
+        store
+            .fan_out_outbox(1000, limits, |event, _| {
+                let mut seen = seen.lock().unwrap();
+                if seen
+                    .last()
+                    .is_none_or(|e: &store::OutboxEvent| e.id != event.id)
+                {
+                    seen.push(event.clone());
+                }
+                store::Route::Skip
+            })
+            .await
+            .unwrap();
+        seen.into_inner().unwrap()
+    }
+
+    #[tokio::test]
+    async fn watched_messages_only_numbered_between_the_lifecycle_events() {
+        use std::sync::Arc;
+
+        use broker::{EventSink, TenantId};
+        use mqtt::{ProtocolVersion, QoS, ReasonCode, TopicName};
+
+        let db = store::testing::TestDb::sqlite().await;
+        let store = db.store().clone();
+        for tenant in ["acme", "beta"] {
+            store
+                .create_tenant(&store::NewTenant {
+                    id: tenant.into(),
+                    name: tenant.into(),
+                })
+                .await
+                .unwrap();
+            store
+                .create_device(tenant, &store::NewDevice::new("d1"))
+                .await
+                .unwrap();
+        }
+        store
+            .create_webhook_endpoint(&store::NewWebhookEndpoint {
+                tenant_id: "acme".into(),
+                url: "https://example.com/hook".into(),
+                event_types: vec!["device.*".into(), "message.published".into()],
+                topic_filter: Some("devices/+/temp".into()),
+                secret: "whsec_c2VjcmV0".into(),
+            })
+            .await
+            .unwrap();
+        let routes = webhooks::MessageRoutes::load(store.clone()).await.unwrap();
+        let (outbox_writer, outbox_task) =
+            webhooks::OutboxWriter::spawn(store.clone(), Default::default(), None);
+        let hub = api::events::EventHub::default();
+        hub.add_listener(Arc::new(outbox_writer.clone()));
+        let recent = Arc::new(api::device_io::InMemoryRecentMessages::new(
+            api::device_io::RecentMessagesLimits::default(),
+        ));
+        let events = crate::bridge::PlatformEvents::start_with_messages(
+            store.clone(),
+            hub,
+            recent,
+            Some(MessageWebhooks {
+                routes,
+                outbox: outbox_writer,
+            }),
+        );
+        let acme = TenantId::parse("acme").unwrap();
+        let publish = |tenant: &TenantId, topic: &str, payload: &'static str| Event::Published {
+            tenant: tenant.clone(),
+            client_id: "d1".into(),
+            topic: TopicName::parse(topic).unwrap(),
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        };
+        events.emit(Event::Connected {
+            tenant: acme.clone(),
+            client_id: "d1".into(),
+            principal: "d1".into(),
+            peer: "127.0.0.1:5000".parse().unwrap(),
+            protocol: ProtocolVersion::V5,
+        });
+        events.emit(publish(&acme, "devices/d1/temp", "20"));
+        events.emit(publish(&acme, "devices/d1/humidity", "unwatched"));
+        events.emit(publish(
+            &TenantId::parse("beta").unwrap(),
+            "devices/d1/temp",
+            "other tenant",
+        ));
+        events.emit(publish(&acme, "devices/d1/temp", "21"));
+        events.emit(Event::Disconnected {
+            tenant: acme,
+            client_id: "d1".into(),
+            graceful: true,
+            reason: ReasonCode::Success,
+        });
+        events.close().await;
+        outbox_task.close().await;
+
+        // Nothing else was written (beta's message would not show below:
+        // beta has no endpoint to route it to).
+        assert_eq!(store.undispatched_outbox_len().await.unwrap(), 4);
+        let written = outbox(&store).await;
+        let seen: Vec<(&str, Option<i64>, &Value)> = written
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.device_seq, &e.payload["payload"]))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("device.connected", Some(1), &Value::Null),
+                ("message.published", Some(2), &json!("20")),
+                ("message.published", Some(3), &json!("21")),
+                ("device.disconnected", Some(4), &Value::Null),
+            ]
+        );
+        db.cleanup().await;
+    }
+
+    #[test]
+    fn runs_hand_out_their_numbers_in_order() {
+        let mut run = Run::Numbered { next: 5, left: 2 };
+        assert!(matches!(run.take(), Taken::Seq(5)));
+        assert!(run.has_left());
+        assert!(matches!(run.take(), Taken::Seq(6)));
+        assert!(!run.has_left());
+    }
+}
