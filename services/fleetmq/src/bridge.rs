@@ -157,6 +157,8 @@ async fn number_and_publish(store: store::Store, hub: EventHub, mut rx: mpsc::Re
                 principal,
                 peer,
                 protocol,
+                credential,
+                ..
             } => {
                 // Service credentials and anonymous clients are not devices.
                 if principal.contains(':') {
@@ -166,6 +168,7 @@ async fn number_and_publish(store: store::Store, hub: EventHub, mut rx: mpsc::Re
                     "client_id": client_id,
                     "remote_addr": peer.to_string(),
                     "protocol": format!("{protocol:?}"),
+                    "credential": state::credential_text(&credential),
                 });
                 (tenant, client_id, "device.connected", data)
             }

@@ -85,6 +85,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         },
     );
     let server = tokio::spawn(api::serve(http, app, shutdown.clone().cancelled_owned()));
+    let purge = state::RetainedPurge::spawn(store.clone(), config.retained_purge_interval);
     let mqtt_tasks = [
         tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),
         tokio::spawn(broker::run_tls_listener(
@@ -158,6 +159,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
             }
         }
     };
+    purge.stop();
     services.shutdown().await;
     store.close().await;
     drop(data_dir);
