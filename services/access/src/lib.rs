@@ -13,6 +13,9 @@
 //! - `cache.rs` — [`AccessCache`]: device, certificate and policy state in
 //!   memory, invalidated on change.
 //! - `revocations.rs` — [`Revocations`]: invalidate and end live sessions.
+//! - `status_topic.rs` — [`StatusTopics`] (which tenants get platform
+//!   presence on `devices/{d}/status`) and [`StatusTopicGuard`], which keeps
+//!   devices from forging it.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
@@ -30,6 +33,7 @@ mod error;
 mod password;
 mod policy;
 mod revocations;
+mod status_topic;
 
 pub use authenticator::{PlatformAuthenticator, service_principal};
 pub use authorizer::PolicyAuthorizer;
@@ -42,3 +46,4 @@ pub use policy::{
     Action, CompiledPolicy, Decision, Effect, PolicyError, PolicyTemplate, Variables,
 };
 pub use revocations::Revocations;
+pub use status_topic::{StatusTopicGuard, StatusTopics, status_topic};

@@ -105,6 +105,9 @@ pub struct AppState {
     /// Set by [`AppState::with_session_control`]; without it changes are
     /// stored but live sessions are not told.
     pub(crate) sessions: Option<Arc<dyn SessionControl>>,
+    /// The broker's view of which tenants get platform presence on
+    /// `devices/{d}/status`; the presence-settings route updates it.
+    pub(crate) status_topics: access::StatusTopics,
 }
 
 impl AppState {
@@ -122,6 +125,17 @@ impl AppState {
             webhook_url_policy: webhooks::UrlPolicy::default(),
             pki: None,
             sessions: None,
+            status_topics: access::StatusTopics::new(),
+        }
+    }
+
+    /// Share `topics` with the broker, so presence-settings changes reach
+    /// it at once.
+    #[must_use]
+    pub fn with_status_topics(self, topics: access::StatusTopics) -> Self {
+        Self {
+            status_topics: topics,
+            ..self
         }
     }
 

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, health,
-    metrics, policies, state, tenants, webhooks,
+    metrics, policies, presence_settings, state, tenants, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -45,6 +45,7 @@ use crate::{AppState, PROBLEM_JSON};
         credentials::set_password, credentials::delete_password,
         credentials::create_service, credentials::list_services, credentials::delete_service,
         policies::list, policies::read, policies::put, policies::remove,
+        presence_settings::read, presence_settings::put,
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
@@ -67,6 +68,7 @@ use crate::{AppState, PROBLEM_JSON};
         certificates::Floor, credentials::DevicePassword, credentials::CreateServiceCredential,
         credentials::ServiceCredentialView, credentials::CreatedServiceCredential,
         credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
+        presence_settings::PresenceSettingsView, presence_settings::PutPresenceSettings,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -218,6 +220,7 @@ mod tests {
             ("/v1/tenants/{t}/ca/crl", &["get"]),
             ("/v1/tenants/{t}/policies/{name}", &["get", "put", "delete"]),
             ("/v1/tenants/{t}/service-credentials", &["get", "post"]),
+            ("/v1/tenants/{t}/presence-settings", &["get", "put"]),
         ] {
             for method in methods {
                 let op = &paths[path][*method];

@@ -184,6 +184,8 @@ struct Services {
     recent: Arc<dyn api::device_io::RecentMessages>,
     sessions: Arc<bridge::Sessions>,
     commands: Arc<bridge::BrokerCommands>,
+    status: Arc<crate::presence_status::StatusPublisher>,
+    status_topics: access::StatusTopics,
 }
 
 impl Services {
@@ -207,11 +209,14 @@ impl Services {
             .with_device_commands(self.commands.clone())
             .with_recent_messages(self.recent.clone())
             .with_webhook_url_policy(url_policy(config))
+            .with_status_topics(self.status_topics.clone())
     }
 
     /// After the listeners have returned: nothing new arrives, so what is
     /// buffered is written now.
     async fn shutdown(self) {
+        // The shutdown's offline statuses go out before retained stops.
+        self.status.shutdown(std::time::Duration::from_secs(5)).await;
         if let Err(e) = self.retained.shutdown().await {
             tracing::error!(error = %e, "flushing retained messages at shutdown failed");
         }
@@ -255,6 +260,14 @@ async fn start_platform(
                 )
             }
         };
+    let status_topics = access::StatusTopics::load(store)
+        .await
+        .map_err(|e| Error::store(url, e))?;
+    let authorizer: Arc<dyn broker::Authorizer> = Arc::new(access::StatusTopicGuard::new(
+        authorizer,
+        status_topics.clone(),
+    ));
+    let status = crate::presence_status::StatusPublisher::start(status_topics.clone());
     let retained = state::DurableRetained::start(store.clone(), state::RetainedConfig::default());
     let presence = state::Presence::start(store.clone(), state::PresenceConfig::new(node_id()))
         .await
@@ -282,13 +295,14 @@ async fn start_platform(
     );
     let platform_events = bridge::PlatformEvents::start(store.clone(), hub.clone(), recent.clone());
     let events: Vec<Arc<dyn broker::EventSink>> =
-        vec![presence.clone(), reported.clone(), platform_events];
+        vec![presence.clone(), reported.clone(), platform_events, status.clone()];
     let broker = broker::Broker::builder(authenticator)
         .authorizer(authorizer)
         .config(config.mqtt_limits.broker_config())
         .retained_store(retained.clone())
         .events(Arc::new(state::Fanout::new(events)))
         .build();
+    status.set_broker(broker.clone());
     let services = Services {
         retained,
         presence,
@@ -303,6 +317,8 @@ async fn start_platform(
         commands: Arc::new(bridge::BrokerCommands {
             broker: broker.clone(),
         }),
+        status,
+        status_topics,
     };
     Ok((broker, platform, services, server_tls))
 }

@@ -1,0 +1,278 @@
+//! Platform presence over MQTT: on connect and disconnect the broker
+//! publishes, retained at QoS 1 in the device's tenant,
+//! `devices/{d}/status` = `{"status": "online"|"offline", "reason", "at",
+//! …}`, so MQTT-only backends see presence without relying on each
+//! device's Last Will. Per tenant, on by default (`PUT
+//! /v1/tenants/{t}/presence-settings`); where it is on, devices may not
+//! publish that topic themselves (`access::StatusTopicGuard`).
+//!
+//! Reasons: `connected`, `takeover` (a new connection took the client id
+//! over: still online), and for offline `disconnected` (the client said
+//! DISCONNECT 0x00), `keep_alive_timeout`, `administrative_action`
+//! (revoked, disabled or deleted), `connection_lost`,
+//! `server_shutting_down`, or the snake-cased MQTT reason otherwise; offline
+//! messages carry `reason_code` too.
+//!
+//! Connections are counted per client id here as in `state::Presence`: in
+//! a takeover the new CONNECT comes before the old connection's end, which
+//! then publishes nothing. `emit` is on the broker's hot path, so statuses
+//! queue (bounded; dropped and counted if the publisher falls far behind)
+//! for one task that publishes them in order.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::Duration;
+
+use broker::{Broker, Event, EventSink, TenantId};
+use bytes::Bytes;
+use chrono::{SecondsFormat, Utc};
+use mqtt::{ProtocolVersion, Properties, QoS, ReasonCode, TopicName};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Statuses waiting to be published.
+const QUEUE: usize = 10_000;
+
+struct Status {
+    tenant: TenantId,
+    device: String,
+    payload: Value,
+}
+
+/// The sink; see the module docs. Give [`StatusPublisher::set_broker`] the
+/// broker once it is built (it is built with this sink inside).
+pub struct StatusPublisher {
+    topics: access::StatusTopics,
+    // std Mutex: held only to count, never across await.
+    live: Mutex<HashMap<(TenantId, String), u32>>,
+    queue: Mutex<Option<mpsc::Sender<Status>>>,
+    task: Mutex<Option<JoinHandle<()>>>,
+    broker: Arc<OnceLock<Broker>>,
+}
+
+impl StatusPublisher {
+    /// Starts the publishing task (inside a tokio runtime).
+    pub fn start(topics: access::StatusTopics) -> Arc<StatusPublisher> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let broker = Arc::new(OnceLock::new());
+        let task = tokio::spawn(publish_all(broker.clone(), rx));
+        Arc::new(StatusPublisher {
+            topics,
+            live: Mutex::default(),
+            queue: Mutex::new(Some(tx)),
+            task: Mutex::new(Some(task)),
+            broker,
+        })
+    }
+
+    /// The broker to publish through.
+    pub fn set_broker(&self, broker: Broker) {
+        // Set once at start; a second call would be a wiring bug, and the
+        // first broker stays.
+        let _ = self.broker.set(broker);
+    }
+
+    /// Publishes what is queued (the disconnects of a shutdown) for at most
+    /// `timeout`, then stops. Call after the listeners have returned and
+    /// before the retained store shuts down.
+    pub async fn shutdown(&self, timeout: Duration) {
+        drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
+        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(timeout, &mut task).await.is_err()
+        {
+            tracing::warn!("presence statuses not all published at shutdown");
+            task.abort();
+        }
+    }
+
+    fn send(&self, tenant: TenantId, device: String, payload: Value) {
+        if !self.topics.publishes(tenant.as_str()) {
+            return;
+        }
+        let queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = queue.as_ref().is_some_and(|q| {
+            q.try_send(Status {
+                tenant,
+                device,
+                payload,
+            })
+            .is_ok()
+        });
+        if !sent {
+            metrics::counter!("fleetmq_presence_status_dropped_total").increment(1);
+        }
+    }
+
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, String), u32>> {
+        self.live.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn protocol_name(v: ProtocolVersion) -> &'static str {
+    match v {
+        ProtocolVersion::V311 => "3.1.1",
+        ProtocolVersion::V5 => "5.0",
+    }
+}
+
+/// Why a connection ended, as the status message says it.
+pub fn offline_reason(graceful: bool, reason: ReasonCode) -> String {
+    if graceful {
+        return "disconnected".to_owned();
+    }
+    match reason {
+        // The broker reports a lost connection (EOF, I/O error) so.
+        ReasonCode::UnspecifiedError => "connection_lost".to_owned(),
+        other => snake_case(&format!("{other:?}")),
+    }
+}
+
+fn snake_case(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl EventSink for StatusPublisher {
+    fn emit(&self, event: Event) {
+        match event {
+            Event::Connected {
+                tenant,
+                client_id,
+                principal,
+                protocol,
+                credential,
+                ..
+            } => {
+                // Devices only: service credentials and anonymous clients
+                // have a `:` in their principal.
+                if principal.contains(':') {
+                    return;
+                }
+                let connections = {
+                    let mut live = self.live();
+                    let n = live.entry((tenant.clone(), client_id.clone())).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                let reason = if connections > 1 { "takeover" } else { "connected" };
+                let payload = json!({
+                    "status": "online",
+                    "reason": reason,
+                    "at": now(),
+                    "device": client_id,
+                    "protocol": protocol_name(protocol),
+                    "credential": state::credential_text(&credential),
+                });
+                self.send(tenant, client_id, payload);
+            }
+            Event::Disconnected {
+                tenant,
+                client_id,
+                graceful,
+                reason,
+                ..
+            } => {
+                let key = (tenant, client_id);
+                {
+                    let mut live = self.live();
+                    // Not a device we saw connect (a service credential).
+                    let Some(n) = live.get_mut(&key) else {
+                        return;
+                    };
+                    *n = n.saturating_sub(1);
+                    if *n > 0 {
+                        // Taken over: online on the newer connection.
+                        return;
+                    }
+                    live.remove(&key);
+                }
+                let (tenant, device) = key;
+                let payload = json!({
+                    "status": "offline",
+                    "reason": offline_reason(graceful, reason),
+                    "reason_code": reason.to_u8(),
+                    "at": now(),
+                    "device": device,
+                });
+                self.send(tenant, device, payload);
+            }
+            _ => {}
+        }
+    }
+
+    fn wants_published(&self) -> bool {
+        false
+    }
+}
+
+async fn publish_all(broker: Arc<OnceLock<Broker>>, mut rx: mpsc::Receiver<Status>) {
+    while let Some(status) = rx.recv().await {
+        let Some(broker) = broker.get() else {
+            tracing::warn!(tenant = %status.tenant, device = status.device, "presence status before the broker was wired; dropped");
+            continue;
+        };
+        let topic = match TopicName::parse(&access::status_topic(&status.device)) {
+            Ok(topic) => topic,
+            Err(e) => {
+                tracing::warn!(tenant = %status.tenant, device = status.device, error = %e, "no status topic for this device id");
+                continue;
+            }
+        };
+        let payload = Bytes::from(status.payload.to_string());
+        if let Err(e) = broker
+            .publish(
+                &status.tenant,
+                topic,
+                payload,
+                QoS::AtLeastOnce,
+                true,
+                Properties::default(),
+            )
+            .await
+        {
+            tracing::warn!(tenant = %status.tenant, device = status.device, error = %e, "presence status not published");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_read_as_words() {
+        assert_eq!(offline_reason(true, ReasonCode::Success), "disconnected");
+        assert_eq!(
+            offline_reason(false, ReasonCode::KeepAliveTimeout),
+            "keep_alive_timeout"
+        );
+        assert_eq!(
+            offline_reason(false, ReasonCode::AdministrativeAction),
+            "administrative_action"
+        );
+        assert_eq!(
+            offline_reason(false, ReasonCode::UnspecifiedError),
+            "connection_lost"
+        );
+        assert_eq!(
+            offline_reason(false, ReasonCode::ServerShuttingDown),
+            "server_shutting_down"
+        );
+    }
+}
