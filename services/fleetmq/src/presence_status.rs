@@ -13,9 +13,10 @@
 //! `server_shutting_down`, or the snake-cased MQTT reason otherwise; offline
 //! messages carry `reason_code` too.
 //!
-//! Connections are counted per client id here as in `state::Presence`: in
-//! a takeover the new CONNECT comes before the old connection's end, which
-//! then publishes nothing. `emit` is on the broker's hot path, so statuses
+//! Connections are counted per client id. In a takeover the old
+//! connection ends with 0x8E (session taken over) and the new one's
+//! CONNECT is reported either before or after that end; neither order
+//! publishes `offline`, and the new connection's status says `takeover`. `emit` is on the broker's hot path, so statuses
 //! queue (bounded; dropped and counted if the publisher falls far behind)
 //! for one task that publishes them in order.
 
@@ -31,6 +32,15 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+/// A device's connections, as the events told them.
+#[derive(Default)]
+struct Live {
+    connections: u32,
+    /// Its last connection ended by a takeover whose CONNECT is still to
+    /// be reported.
+    taken_over: bool,
+}
+
 /// Statuses waiting to be published.
 const QUEUE: usize = 10_000;
 
@@ -45,7 +55,7 @@ struct Status {
 pub struct StatusPublisher {
     topics: access::StatusTopics,
     // std Mutex: held only to count, never across await.
-    live: Mutex<HashMap<(TenantId, String), u32>>,
+    live: Mutex<HashMap<(TenantId, String), Live>>,
     queue: Mutex<Option<mpsc::Sender<Status>>>,
     task: Mutex<Option<JoinHandle<()>>>,
     broker: Arc<OnceLock<Broker>>,
@@ -105,7 +115,7 @@ impl StatusPublisher {
         }
     }
 
-    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, String), u32>> {
+    fn live(&self) -> std::sync::MutexGuard<'_, HashMap<(TenantId, String), Live>> {
         self.live.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -164,13 +174,15 @@ impl EventSink for StatusPublisher {
                 if principal.contains(':') {
                     return;
                 }
-                let connections = {
+                let takeover = {
                     let mut live = self.live();
-                    let n = live.entry((tenant.clone(), client_id.clone())).or_insert(0);
-                    *n += 1;
-                    *n
+                    let entry = live.entry((tenant.clone(), client_id.clone())).or_default();
+                    entry.connections += 1;
+                    let takeover = entry.connections > 1 || entry.taken_over;
+                    entry.taken_over = false;
+                    takeover
                 };
-                let reason = if connections > 1 { "takeover" } else { "connected" };
+                let reason = if takeover { "takeover" } else { "connected" };
                 let payload = json!({
                     "status": "online",
                     "reason": reason,
@@ -192,12 +204,17 @@ impl EventSink for StatusPublisher {
                 {
                     let mut live = self.live();
                     // Not a device we saw connect (a service credential).
-                    let Some(n) = live.get_mut(&key) else {
+                    let Some(entry) = live.get_mut(&key) else {
                         return;
                     };
-                    *n = n.saturating_sub(1);
-                    if *n > 0 {
+                    entry.connections = entry.connections.saturating_sub(1);
+                    if entry.connections > 0 {
                         // Taken over: online on the newer connection.
+                        return;
+                    }
+                    if reason == ReasonCode::SessionTakenOver {
+                        // The newer connection's CONNECT is on its way.
+                        entry.taken_over = true;
                         return;
                     }
                     live.remove(&key);
