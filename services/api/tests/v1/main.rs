@@ -8,6 +8,7 @@
 mod api_keys;
 mod audit;
 mod auth;
+mod certificate_events;
 mod device_import;
 mod devices;
 mod events;
