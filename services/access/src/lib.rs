@@ -16,6 +16,8 @@
 //! - `status_topic.rs` — [`StatusTopics`] (which tenants get platform
 //!   presence on `devices/{d}/status`) and [`StatusTopicGuard`], which keeps
 //!   devices from forging it.
+//! - `jit.rs` — just-in-time registration of devices with certificates
+//!   from a registered CA that allows it.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
@@ -30,6 +32,7 @@ mod authenticator;
 mod authorizer;
 mod cache;
 mod error;
+mod jit;
 mod password;
 mod policy;
 mod revocations;
@@ -39,6 +42,7 @@ pub use authenticator::{PlatformAuthenticator, service_principal};
 pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
 pub use error::{AccessError, Refusal};
+pub use jit::{DeviceCreated, JIT_ACTOR};
 pub use password::{
     device_username, generate_password, hash_password, parse_device_username, verify_password,
 };

@@ -70,6 +70,27 @@ impl api::SessionControl for Sessions {
     }
 }
 
+/// `device.created` for devices the broker registered just in time, like
+/// the REST API's (numbered per device; off the connect path).
+pub fn jit_device_created(store: store::Store, hub: EventHub) -> access::DeviceCreated {
+    access::DeviceCreated(Arc::new(move |device: &store::Device| {
+        let (store, hub) = (store.clone(), hub.clone());
+        let (tenant, id) = (device.tenant_id.clone(), device.id.clone());
+        let data = json!({
+            "id": device.id,
+            "labels": device.labels,
+            "attributes": device.attributes,
+            "enabled": device.enabled,
+            "created_at": device.created_at,
+            "registered_by": access::JIT_ACTOR,
+        });
+        tokio::spawn(async move {
+            hub.publish_device(&store, &tenant, &id, "device.created", data)
+                .await;
+        });
+    }))
+}
+
 /// Lifecycle events waiting to be numbered and published.
 const EVENT_QUEUE: usize = 10_000;
 

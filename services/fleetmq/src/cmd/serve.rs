@@ -242,8 +242,12 @@ async fn start_platform(
     let server_tls = tls::server_config(given_cert, &platform, data_dir)?;
     let cache = access::AccessCache::new(store.clone());
     let session_cache = cache.clone();
+    // Platform events reach SSE clients through the hub and webhooks
+    // through the outbox, which wakes the worker when it has written.
+    let hub = api::events::EventHub::default();
     let platform_auth: Arc<dyn broker::Authenticator> = Arc::new(
-        access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone()),
+        access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone())
+            .on_device_created(bridge::jit_device_created(store.clone(), hub.clone())),
     );
     let policy: Arc<dyn broker::Authorizer> = Arc::new(access::PolicyAuthorizer::new(cache));
     let (authenticator, authorizer): (Arc<dyn broker::Authenticator>, Arc<dyn broker::Authorizer>) =
@@ -281,9 +285,6 @@ async fn start_platform(
         },
     )
     .map_err(|e| Error::Webhooks(e.to_string()))?;
-    // Platform events reach SSE clients through the hub and webhooks
-    // through the outbox, which wakes the worker when it has written.
-    let hub = api::events::EventHub::default();
     let (outbox, _outbox_task) = webhooks::OutboxWriter::spawn(
         store.clone(),
         webhooks::OutboxWriterConfig::default(),
