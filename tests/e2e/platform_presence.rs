@@ -270,7 +270,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
 
     // Takeover: a second connection with the same client id; the device
     // stays online, and the status says why.
-    let mut second = Client::connect(mqtt, "pres-1", &user, &password).await;
+    let second = Client::connect(mqtt, "pres-1", &user, &password).await;
     let taken = watcher.status_of("pres-1").await;
     assert_eq!(taken["status"], "online", "{taken}");
     assert_eq!(taken["reason"], "takeover", "{taken}");
