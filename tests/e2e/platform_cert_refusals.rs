@@ -172,7 +172,10 @@ impl Api {
 
     async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let (status, body) = self.call(method.clone(), path, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {body}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {body}"
+        );
         body
     }
 }
@@ -230,8 +233,12 @@ async fn byo_ca_refusals_and_jit(db_args: &[&str]) {
     };
     use reqwest::Method;
     for t in ["acme", "beta"] {
-        api.ok(Method::POST, "/v1/tenants", Some(json!({"id": t, "name": t})))
-            .await;
+        api.ok(
+            Method::POST,
+            "/v1/tenants",
+            Some(json!({"id": t, "name": t})),
+        )
+        .await;
     }
     api.ok(
         Method::POST,
@@ -243,11 +250,7 @@ async fn byo_ca_refusals_and_jit(db_args: &[&str]) {
     // Register the CA: proof of possession over a server-issued code.
     let ca = own_ca();
     let code = api
-        .ok(
-            Method::POST,
-            "/v1/tenants/acme/ca/registration-code",
-            None,
-        )
+        .ok(Method::POST, "/v1/tenants/acme/ca/registration-code", None)
         .await["code"]
         .as_str()
         .unwrap()
@@ -335,9 +338,7 @@ async fn byo_ca_refusals_and_jit(db_args: &[&str]) {
         .ok(Method::GET, "/v1/tenants/acme/devices/jit-1", None)
         .await;
     assert_eq!(device["enabled"], true, "{device}");
-    let audit = api
-        .ok(Method::GET, "/v1/tenants/acme/audit", None)
-        .await;
+    let audit = api.ok(Method::GET, "/v1/tenants/acme/audit", None).await;
     let created = audit["items"]
         .as_array()
         .unwrap()
@@ -358,7 +359,10 @@ async fn byo_ca_refusals_and_jit(db_args: &[&str]) {
     let (status, problem) = api
         .call(
             Method::PATCH,
-            &format!("/v1/tenants/acme/cas/{}", issued["key_id"].as_str().unwrap()),
+            &format!(
+                "/v1/tenants/acme/cas/{}",
+                issued["key_id"].as_str().unwrap()
+            ),
             Some(json!({"jit_registration": true})),
         )
         .await;

@@ -244,7 +244,12 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     // devices/pres-1/#), but its other topics still pass.
     device
         .client
-        .publish("devices/pres-1/status", QoS::AtLeastOnce, true, r#"{"status":"offline"}"#)
+        .publish(
+            "devices/pres-1/status",
+            QoS::AtLeastOnce,
+            true,
+            r#"{"status":"offline"}"#,
+        )
         .await
         .unwrap();
     device
@@ -275,7 +280,9 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     assert_eq!(taken["status"], "online", "{taken}");
     assert_eq!(taken["reason"], "takeover", "{taken}");
     let state = api
-        .state_until("pres-1", "online after takeover", |s| s["status"] == "online")
+        .state_until("pres-1", "online after takeover", |s| {
+            s["status"] == "online"
+        })
         .await;
     assert!(state["disconnect_reason"].is_null(), "{state}");
     // No offline status follows for the connection taken over: the next
@@ -352,7 +359,12 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     let mut quiet = Client::connect(mqtt, "pres-1", &user, &password).await;
     quiet
         .client
-        .publish("devices/pres-1/status", QoS::AtLeastOnce, false, r#"{"mine":true}"#)
+        .publish(
+            "devices/pres-1/status",
+            QoS::AtLeastOnce,
+            false,
+            r#"{"mine":true}"#,
+        )
         .await
         .unwrap();
     loop {

@@ -557,7 +557,9 @@ mod tests {
     #[test]
     fn retained_purge_interval_is_bounded() {
         assert_eq!(
-            resolve_serve(&serve_args(|_| ())).unwrap().retained_purge_interval,
+            resolve_serve(&serve_args(|_| ()))
+                .unwrap()
+                .retained_purge_interval,
             Duration::from_secs(60)
         );
         assert!(resolve_serve(&serve_args(|a| a.retained_purge_interval = Some(0))).is_err());

@@ -27,7 +27,7 @@ use std::time::Duration;
 use broker::{Broker, Event, EventSink, TenantId};
 use bytes::Bytes;
 use chrono::{SecondsFormat, Utc};
-use mqtt::{ProtocolVersion, Properties, QoS, ReasonCode, TopicName};
+use mqtt::{Properties, ProtocolVersion, QoS, ReasonCode, TopicName};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -87,8 +87,17 @@ impl StatusPublisher {
     /// `timeout`, then stops. Call after the listeners have returned and
     /// before the retained store shuts down.
     pub async fn shutdown(&self, timeout: Duration) {
-        drop(self.queue.lock().unwrap_or_else(PoisonError::into_inner).take());
-        let task = self.task.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(
+            self.queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let task = self
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
         if let Some(mut task) = task
             && tokio::time::timeout(timeout, &mut task).await.is_err()
         {
@@ -244,7 +253,7 @@ async fn publish_all(broker: Arc<OnceLock<Broker>>, mut rx: mpsc::Receiver<Statu
             tracing::warn!(tenant = %status.tenant, device = status.device, "presence status before the broker was wired; dropped");
             continue;
         };
-        let topic = match TopicName::parse(&access::status_topic(&status.device)) {
+        let topic = match TopicName::parse(access::status_topic(&status.device)) {
             Ok(topic) => topic,
             Err(e) => {
                 tracing::warn!(tenant = %status.tenant, device = status.device, error = %e, "no status topic for this device id");

@@ -91,13 +91,22 @@ mod tests {
         let purge = RetainedPurge::spawn(store.clone(), Duration::from_millis(50));
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
-            let left = store.load_retained("acme", now - chrono::Duration::days(1)).await.unwrap();
+            let left = store
+                .load_retained("acme", now - chrono::Duration::days(1))
+                .await
+                .unwrap();
             let topics: Vec<_> = left.iter().map(|r| r.topic.as_str()).collect();
             if !topics.contains(&"gone") {
-                assert!(topics.contains(&"kept") && topics.contains(&"forever"), "{topics:?}");
+                assert!(
+                    topics.contains(&"kept") && topics.contains(&"forever"),
+                    "{topics:?}"
+                );
                 break;
             }
-            assert!(tokio::time::Instant::now() < deadline, "expired row never purged");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "expired row never purged"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         purge.stop();

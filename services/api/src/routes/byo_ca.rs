@@ -34,10 +34,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{t}/ca/registration-code", post(new_code))
         .route("/v1/tenants/{t}/cas", get(list).post(register))
-        .route(
-            "/v1/tenants/{t}/cas/{key_id}",
-            delete(remove).patch(update),
-        )
+        .route("/v1/tenants/{t}/cas/{key_id}", delete(remove).patch(update))
 }
 
 /// A single-use code for the CN of a verification certificate.

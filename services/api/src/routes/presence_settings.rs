@@ -19,10 +19,7 @@ use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState};
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route(
-        "/v1/tenants/{t}/presence-settings",
-        get(read).put(put),
-    )
+    Router::new().route("/v1/tenants/{t}/presence-settings", get(read).put(put))
 }
 
 /// How the tenant's presence is published over MQTT.

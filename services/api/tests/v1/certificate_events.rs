@@ -39,7 +39,11 @@ async fn certificate_events(db: &TestDb) {
     };
 
     let issued = t
-        .post("/v1/tenants/acme/devices/d1/certificates", &t.admin, json!({}))
+        .post(
+            "/v1/tenants/acme/devices/d1/certificates",
+            &t.admin,
+            json!({}),
+        )
         .await
         .expect(201)
         .body;
@@ -66,7 +70,10 @@ async fn certificate_events(db: &TestDb) {
     assert_eq!(e.data["serial"], serial);
     assert_eq!(e.data["reason"], "key_compromise");
     assert!(e.data["revoked_at"].is_string(), "{}", e.data);
-    assert!(e.seq.unwrap() > first_seq, "later events have larger numbers");
+    assert!(
+        e.seq.unwrap() > first_seq,
+        "later events have larger numbers"
+    );
 
     t.post(
         "/v1/tenants/acme/devices/d1/certificates:revoke-before",
@@ -81,9 +88,13 @@ async fn certificate_events(db: &TestDb) {
     assert_eq!(e.data["scope"], "device");
     assert!(e.data["issued_before"].is_string(), "{}", e.data);
 
-    t.post("/v1/tenants/acme/certificates:revoke-before", &t.admin, json!({}))
-        .await
-        .expect(200);
+    t.post(
+        "/v1/tenants/acme/certificates:revoke-before",
+        &t.admin,
+        json!({}),
+    )
+    .await
+    .expect(200);
     let e = next().await;
     assert_eq!(e.event_type, "certificate.revoked");
     assert_eq!(e.device, None);

@@ -22,30 +22,45 @@ async fn presence_settings(db: &TestDb) {
     assert_eq!(fresh.body["status_topic"], "devices/{d}/status");
     assert!(fresh.body["updated_at"].is_null());
 
-    t.call(Method::PUT, uri, Some(&viewer), Some(json!({"publish_status": false})))
-        .await
-        .problem(403, "forbidden");
+    t.call(
+        Method::PUT,
+        uri,
+        Some(&viewer),
+        Some(json!({"publish_status": false})),
+    )
+    .await
+    .problem(403, "forbidden");
     assert!(topics.publishes("acme"));
-    t.call(Method::PUT, uri, Some(&admin), Some(json!({"publish": false})))
-        .await
-        .problem(422, "validation");
+    t.call(
+        Method::PUT,
+        uri,
+        Some(&admin),
+        Some(json!({"publish": false})),
+    )
+    .await
+    .problem(422, "validation");
     t.call(Method::PUT, uri, Some(&admin), Some(json!({})))
         .await
         .problem(422, "validation");
 
     let off = t
-        .call(Method::PUT, uri, Some(&admin), Some(json!({"publish_status": false})))
+        .call(
+            Method::PUT,
+            uri,
+            Some(&admin),
+            Some(json!({"publish_status": false})),
+        )
         .await
         .expect(200);
     assert_eq!(off.body["publish_status"], false);
     assert!(off.body["updated_at"].is_string());
     assert!(!topics.publishes("acme"));
-    assert_eq!(t.get(uri, &viewer).await.expect(200).body["publish_status"], false);
+    assert_eq!(
+        t.get(uri, &viewer).await.expect(200).body["publish_status"],
+        false
+    );
 
-    let audit = t
-        .get("/v1/tenants/acme/audit", &t.admin)
-        .await
-        .expect(200);
+    let audit = t.get("/v1/tenants/acme/audit", &t.admin).await.expect(200);
     let entry = audit.body["items"]
         .as_array()
         .unwrap()

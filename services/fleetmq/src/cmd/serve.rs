@@ -216,7 +216,9 @@ impl Services {
     /// buffered is written now.
     async fn shutdown(self) {
         // The shutdown's offline statuses go out before retained stops.
-        self.status.shutdown(std::time::Duration::from_secs(5)).await;
+        self.status
+            .shutdown(std::time::Duration::from_secs(5))
+            .await;
         if let Err(e) = self.retained.shutdown().await {
             tracing::error!(error = %e, "flushing retained messages at shutdown failed");
         }
@@ -295,8 +297,12 @@ async fn start_platform(
         api::device_io::InMemoryRecentMessages::new(api::device_io::RecentMessagesLimits::default()),
     );
     let platform_events = bridge::PlatformEvents::start(store.clone(), hub.clone(), recent.clone());
-    let events: Vec<Arc<dyn broker::EventSink>> =
-        vec![presence.clone(), reported.clone(), platform_events, status.clone()];
+    let events: Vec<Arc<dyn broker::EventSink>> = vec![
+        presence.clone(),
+        reported.clone(),
+        platform_events,
+        status.clone(),
+    ];
     let broker = broker::Broker::builder(authenticator)
         .authorizer(authorizer)
         .config(config.mqtt_limits.broker_config())

@@ -18,7 +18,12 @@ async fn presence_settings_default_on_then_set(db: &TestDb) -> anyhow::Result<()
     assert!(!off.publish_status && off.updated_at.is_some());
     assert_eq!(store.get_presence_settings("acme").await?, off);
     assert_eq!(store.list_presence_settings().await?, vec![off]);
-    assert!(store.put_presence_settings("acme", true).await?.publish_status);
+    assert!(
+        store
+            .put_presence_settings("acme", true)
+            .await?
+            .publish_status
+    );
     assert!(matches!(
         store.put_presence_settings("nobody", true).await,
         Err(Error::NotFound { kind: "tenant", .. })
