@@ -2,7 +2,8 @@
 //! when TEST_DATABASE_URL is set: a device's presence row (`GET …/state`)
 //! and the retained `devices/{d}/status` message the broker publishes, seen
 //! by a tenant service credential, after connect, clean disconnect,
-//! keep-alive loss (a raw TCP client that goes silent) and takeover; the
+//! keep-alive loss (a raw TCP client that goes silent), takeover and a
+//! platform kick (device disabled); the
 //! device cannot forge its status; the per-tenant switch turns it off.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -347,6 +348,27 @@ async fn presence_and_status_messages(db_args: &[&str]) {
         state["disconnect_reason"], "KeepAliveTimeout (0x8D)",
         "{state}"
     );
+
+    // Kicked by the platform (the device is disabled; revocation ends
+    // sessions the same way): offline with the administrative reason.
+    let _kicked = Client::connect(mqtt, "pres-1", &user, &password).await;
+    assert_eq!(watcher.status_of("pres-1").await["reason"], "connected");
+    api.send(
+        reqwest::Method::PATCH,
+        "/v1/tenants/acme/devices/pres-1",
+        Some(json!({"enabled": false})),
+    )
+    .await;
+    let kicked = watcher.status_of("pres-1").await;
+    assert_eq!(kicked["status"], "offline", "{kicked}");
+    assert_eq!(kicked["reason"], "administrative_action", "{kicked}");
+    assert_eq!(kicked["reason_code"], 0x98, "{kicked}");
+    api.send(
+        reqwest::Method::PATCH,
+        "/v1/tenants/acme/devices/pres-1",
+        Some(json!({"enabled": true})),
+    )
+    .await;
 
     // Off for the tenant: no status on connect, and the device may use
     // the topic itself (its Last Will, say).
