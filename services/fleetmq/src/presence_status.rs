@@ -65,15 +65,24 @@ impl StatusPublisher {
     /// Starts the publishing task (inside a tokio runtime).
     pub fn start(topics: access::StatusTopics) -> Arc<StatusPublisher> {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let broker = Arc::new(OnceLock::new());
-        let task = tokio::spawn(publish_all(broker.clone(), rx));
-        Arc::new(StatusPublisher {
+        let publisher = StatusPublisher::queued(topics, tx);
+        let task = tokio::spawn(publish_all(publisher.broker.clone(), rx));
+        *publisher
+            .task
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(task);
+        Arc::new(publisher)
+    }
+
+    /// Statuses go to `queue`; nothing publishes them yet.
+    fn queued(topics: access::StatusTopics, queue: mpsc::Sender<Status>) -> StatusPublisher {
+        StatusPublisher {
             topics,
             live: Mutex::default(),
-            queue: Mutex::new(Some(tx)),
-            task: Mutex::new(Some(task)),
-            broker,
-        })
+            queue: Mutex::new(Some(queue)),
+            task: Mutex::new(None),
+            broker: Arc::new(OnceLock::new()),
+        }
     }
 
     /// The broker to publish through.
@@ -280,6 +289,72 @@ async fn publish_all(broker: Arc<OnceLock<Broker>>, mut rx: mpsc::Receiver<Statu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connected(client_id: &str, principal: &str) -> Event {
+        Event::Connected {
+            tenant: TenantId::parse("acme").unwrap(),
+            client_id: client_id.into(),
+            principal: principal.into(),
+            peer: "192.0.2.1:1".parse().unwrap(),
+            protocol: ProtocolVersion::V5,
+            credential: broker::Credential::Password,
+        }
+    }
+
+    fn disconnected(client_id: &str, graceful: bool, reason: ReasonCode) -> Event {
+        Event::Disconnected {
+            tenant: TenantId::parse("acme").unwrap(),
+            client_id: client_id.into(),
+            graceful,
+            reason,
+        }
+    }
+
+    fn drain(rx: &mut mpsc::Receiver<Status>) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        while let Ok(s) = rx.try_recv() {
+            out.push((
+                s.payload["status"].as_str().unwrap().to_owned(),
+                s.payload["reason"].as_str().unwrap().to_owned(),
+            ));
+        }
+        out
+    }
+
+    fn pair(status: &str, reason: &str) -> (String, String) {
+        (status.to_owned(), reason.to_owned())
+    }
+
+    #[test]
+    fn a_takeover_never_publishes_offline_whichever_end_is_reported_first() {
+        let topics = access::StatusTopics::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let p = StatusPublisher::queued(topics.clone(), tx);
+        p.emit(connected("d1", "d1"));
+        // New CONNECT reported before the old connection's end.
+        p.emit(connected("d1", "d1"));
+        p.emit(disconnected("d1", false, ReasonCode::SessionTakenOver));
+        // And the other way round.
+        p.emit(disconnected("d1", false, ReasonCode::SessionTakenOver));
+        p.emit(connected("d1", "d1"));
+        p.emit(disconnected("d1", false, ReasonCode::KeepAliveTimeout));
+        assert_eq!(
+            drain(&mut rx),
+            [
+                pair("online", "connected"),
+                pair("online", "takeover"),
+                pair("online", "takeover"),
+                pair("offline", "keep_alive_timeout"),
+            ]
+        );
+        // Service credentials are no devices; a tenant that turned it off
+        // gets nothing.
+        p.emit(connected("backend", "service:backend"));
+        p.emit(disconnected("backend", true, ReasonCode::Success));
+        topics.set("acme", false);
+        p.emit(connected("d2", "d2"));
+        assert!(drain(&mut rx).is_empty());
+    }
 
     #[test]
     fn reasons_read_as_words() {
