@@ -29,6 +29,7 @@ pub fn service_principal(name: &str) -> String {
 pub struct PlatformAuthenticator {
     trust: pki::TrustRegistry,
     cache: AccessCache,
+    jit: Option<crate::jit::DeviceCreated>,
 }
 
 /// Who the refusal is about, for the log line.
@@ -38,7 +39,7 @@ struct Subject<'a> {
     device: Option<&'a str>,
 }
 
-enum Outcome {
+pub(crate) enum Outcome {
     Refused(Refusal),
     Failed(AccessError),
 }
@@ -72,7 +73,19 @@ impl PlatformAuthenticator {
     /// Identifies certificates with `trust` (the registry the TLS verifier
     /// reads too) and looks devices up through `cache`.
     pub fn new(trust: pki::TrustRegistry, cache: AccessCache) -> PlatformAuthenticator {
-        PlatformAuthenticator { trust, cache }
+        PlatformAuthenticator {
+            trust,
+            cache,
+            jit: None,
+        }
+    }
+
+    /// Tell `hook` about devices created just in time (the binary turns
+    /// them into `device.created` events).
+    #[must_use]
+    pub fn on_device_created(mut self, hook: crate::jit::DeviceCreated) -> PlatformAuthenticator {
+        self.jit = Some(hook);
+        self
     }
 
     async fn by_certificate(
@@ -119,11 +132,16 @@ impl PlatformAuthenticator {
                 .into());
             }
         };
-        let entry = self
-            .cache
-            .device(tenant, device)
-            .await?
-            .ok_or(Refusal::UnknownDevice)?;
+        let entry = match self.cache.device(tenant, device).await? {
+            Some(entry) => entry,
+            None => {
+                crate::jit::register(&self.cache, self.jit.as_ref(), id).await?;
+                self.cache
+                    .device(tenant, device)
+                    .await?
+                    .ok_or(Refusal::UnknownDevice)?
+            }
+        };
         if !entry.enabled {
             return Err(Refusal::DeviceDisabled.into());
         }

@@ -68,6 +68,13 @@ pub enum Refusal {
     /// No such device.
     #[error("unknown device")]
     UnknownDevice,
+    /// No such device, and the tenant's CA that issued the certificate does
+    /// not register devices just in time.
+    #[error("unknown device, and just-in-time registration is off for CA {ca}")]
+    UnknownDeviceNoJit {
+        /// Hex subject key identifier of the issuing CA.
+        ca: String,
+    },
     /// The device is disabled.
     #[error("device is disabled")]
     DeviceDisabled,
@@ -96,6 +103,7 @@ impl From<&Refusal> for AuthError {
             | Refusal::UnknownSerial { .. }
             | Refusal::SerialOfAnotherDevice { .. }
             | Refusal::UnknownDevice
+            | Refusal::UnknownDeviceNoJit { .. }
             | Refusal::NoPassword
             | Refusal::WrongPassword
             | Refusal::UnknownUser => AuthError::BadCredentials,

@@ -13,6 +13,11 @@
 //! - `cache.rs` — [`AccessCache`]: device, certificate and policy state in
 //!   memory, invalidated on change.
 //! - `revocations.rs` — [`Revocations`]: invalidate and end live sessions.
+//! - `status_topic.rs` — [`StatusTopics`] (which tenants get platform
+//!   presence on `devices/{d}/status`) and [`StatusTopicGuard`], which keeps
+//!   devices from forging it.
+//! - `jit.rs` — just-in-time registration of devices with certificates
+//!   from a registered CA that allows it.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
@@ -27,14 +32,17 @@ mod authenticator;
 mod authorizer;
 mod cache;
 mod error;
+mod jit;
 mod password;
 mod policy;
 mod revocations;
+mod status_topic;
 
 pub use authenticator::{PlatformAuthenticator, service_principal};
 pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
 pub use error::{AccessError, Refusal};
+pub use jit::{DeviceCreated, JIT_ACTOR};
 pub use password::{
     device_username, generate_password, hash_password, parse_device_username, verify_password,
 };
@@ -42,3 +50,4 @@ pub use policy::{
     Action, CompiledPolicy, Decision, Effect, PolicyError, PolicyTemplate, Variables,
 };
 pub use revocations::Revocations;
+pub use status_topic::{StatusTopicGuard, StatusTopics, status_topic};

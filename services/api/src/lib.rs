@@ -116,6 +116,9 @@ pub struct AppState {
     /// Set by [`AppState::with_webhook_message_routes`]; told when a
     /// tenant's webhook endpoints change.
     pub(crate) webhook_routes: Option<webhooks::MessageRoutes>,
+    /// The broker's view of which tenants get platform presence on
+    /// `devices/{d}/status`; the presence-settings route updates it.
+    pub(crate) status_topics: access::StatusTopics,
 }
 
 impl AppState {
@@ -135,6 +138,17 @@ impl AppState {
             sessions: None,
             webhook_routes: None,
             fleet_stats: Arc::new(FleetStats::new()),
+            status_topics: access::StatusTopics::new(),
+        }
+    }
+
+    /// Share `topics` with the broker, so presence-settings changes reach
+    /// it at once.
+    #[must_use]
+    pub fn with_status_topics(self, topics: access::StatusTopics) -> Self {
+        Self {
+            status_topics: topics,
+            ..self
         }
     }
 

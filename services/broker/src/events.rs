@@ -25,6 +25,8 @@ pub enum Event {
         peer: SocketAddr,
         /// Protocol version.
         protocol: ProtocolVersion,
+        /// What the client presented that the authenticator could use.
+        credential: Credential,
     },
     /// A connection ended.
     Disconnected {
@@ -61,6 +63,30 @@ pub enum Event {
         /// The new payload, or `None` when deleted.
         payload: Option<Bytes>,
     },
+}
+
+/// The credential a client presented at CONNECT, as the platform's
+/// authenticators weigh it: a TLS client certificate wins over a user name
+/// and password (so a device's presence names the certificate it used).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// The TLS client certificate (DER of the leaf; shared, not copied).
+    Certificate(Bytes),
+    /// A user name with a password.
+    Password,
+    /// Nothing (an anonymous client).
+    None,
+}
+
+impl Credential {
+    /// What `request` presented.
+    pub fn of(request: &crate::auth::AuthRequest) -> Credential {
+        match request.peer_certificates.as_deref().and_then(<[_]>::first) {
+            Some(leaf) => Credential::Certificate(leaf.clone()),
+            None if request.password.is_some() => Credential::Password,
+            None => Credential::None,
+        }
+    }
 }
 
 /// Receives [`Event`]s. Called on the hot path, under no lock: an

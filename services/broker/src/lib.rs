@@ -72,7 +72,7 @@ pub use auth::{
 pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
 pub use config::Config;
 pub use error::Error;
-pub use events::{Event, EventSink, MemoryEvents, NoEvents};
+pub use events::{Credential, Event, EventSink, MemoryEvents, NoEvents};
 pub use ids::TenantId;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};
 pub use session::DropCounters;

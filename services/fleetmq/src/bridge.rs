@@ -73,6 +73,27 @@ impl api::SessionControl for Sessions {
     }
 }
 
+/// `device.created` for devices the broker registered just in time, like
+/// the REST API's (numbered per device; off the connect path).
+pub fn jit_device_created(store: store::Store, hub: EventHub) -> access::DeviceCreated {
+    access::DeviceCreated(Arc::new(move |device: &store::Device| {
+        let (store, hub) = (store.clone(), hub.clone());
+        let (tenant, id) = (device.tenant_id.clone(), device.id.clone());
+        let data = json!({
+            "id": device.id,
+            "labels": device.labels,
+            "attributes": device.attributes,
+            "enabled": device.enabled,
+            "created_at": device.created_at,
+            "registered_by": access::JIT_ACTOR,
+        });
+        tokio::spawn(async move {
+            hub.publish_device(&store, &tenant, &id, "device.created", data)
+                .await;
+        });
+    }))
+}
+
 /// Lifecycle events waiting to be numbered and published.
 const EVENT_QUEUE: usize = 10_000;
 
@@ -255,6 +276,8 @@ async fn publish_platform_event(store: &store::Store, hub: &EventHub, event: Eve
                 principal,
                 peer,
                 protocol,
+                credential,
+                ..
             } => {
                 // Service credentials and anonymous clients are not devices.
                 if principal.contains(':') {
@@ -264,6 +287,7 @@ async fn publish_platform_event(store: &store::Store, hub: &EventHub, event: Eve
                     "client_id": client_id,
                     "remote_addr": peer.to_string(),
                     "protocol": format!("{protocol:?}"),
+                    "credential": state::credential_text(&credential),
                 });
                 (tenant, client_id, "device.connected", data)
             }

@@ -114,6 +114,11 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETMQ_SHUTDOWN_TIMEOUT", value_name = "SECS")]
     pub shutdown_timeout: Option<u64>,
 
+    /// Seconds between deletions of expired retained messages from the
+    /// database (expired ones are never delivered in between). [default: 60]
+    #[arg(long, env = "FLEETMQ_RETAINED_PURGE_INTERVAL", value_name = "SECS")]
+    pub retained_purge_interval: Option<u64>,
+
     /// PEM certificate chain (leaf first) for MQTT over TLS; needs --tls-key.
     /// [default: issued by the platform root CA at start; clients trust <data-dir>/ca.pem]
     #[arg(long, env = "FLEETMQ_TLS_CERT", value_name = "FILE")]

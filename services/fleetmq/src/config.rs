@@ -75,6 +75,12 @@ setting!(
     "FLEETMQ_SHUTDOWN_TIMEOUT",
     "shutdown_timeout"
 );
+setting!(
+    RETAINED_PURGE_INTERVAL,
+    "--retained-purge-interval",
+    "FLEETMQ_RETAINED_PURGE_INTERVAL",
+    "retained_purge_interval"
+);
 setting!(TLS_CERT, "--tls-cert", "FLEETMQ_TLS_CERT", "tls_cert");
 setting!(TLS_KEY, "--tls-key", "FLEETMQ_TLS_KEY", "tls_key");
 
@@ -112,6 +118,7 @@ pub struct FileConfig {
     pub webhook_allow_private: Option<bool>,
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Option<u64>,
+    pub retained_purge_interval: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub mqtt_max_connections: Option<u64>,
@@ -194,6 +201,8 @@ pub struct ServeConfig {
     pub webhook_allow_private: bool,
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Duration,
+    /// How often expired retained messages are deleted from the database.
+    pub retained_purge_interval: Duration,
     /// The operator's MQTT/TLS certificate; `None`: issued by the platform root.
     pub tls: Option<TlsFiles>,
     pub mqtt_limits: MqttLimits,
@@ -292,6 +301,17 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
             "expected 1 to 3600 seconds",
         ));
     }
+    let purge_secs = args
+        .retained_purge_interval
+        .or(file.retained_purge_interval)
+        .unwrap_or(60);
+    if purge_secs == 0 || purge_secs > 86_400 {
+        return Err(Error::invalid(
+            RETAINED_PURGE_INTERVAL,
+            &purge_secs.to_string(),
+            "expected 1 to 86400 seconds",
+        ));
+    }
     let tls = match (
         args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
         args.tls_key.clone().or_else(|| file.tls_key.clone()),
@@ -358,6 +378,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
             .unwrap_or(false),
         allow_anonymous,
         shutdown_timeout: Duration::from_secs(shutdown_secs),
+        retained_purge_interval: Duration::from_secs(purge_secs),
     })
 }
 
@@ -543,5 +564,18 @@ mod tests {
         assert!(resolve_serve(&serve_args(|a| a.shutdown_timeout = Some(0))).is_err());
         let cfg = resolve_serve(&serve_args(|a| a.shutdown_timeout = Some(3))).unwrap();
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn retained_purge_interval_is_bounded() {
+        assert_eq!(
+            resolve_serve(&serve_args(|_| ()))
+                .unwrap()
+                .retained_purge_interval,
+            Duration::from_secs(60)
+        );
+        assert!(resolve_serve(&serve_args(|a| a.retained_purge_interval = Some(0))).is_err());
+        let cfg = resolve_serve(&serve_args(|a| a.retained_purge_interval = Some(5))).unwrap();
+        assert_eq!(cfg.retained_purge_interval, Duration::from_secs(5));
     }
 }

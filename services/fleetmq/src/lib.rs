@@ -8,6 +8,7 @@
 //! - [`anonymous`]: `--allow-anonymous`: unknown clients fall back to one tenant.
 //! - [`bridge`]: the API's hooks implemented on the broker, and broker events as platform events.
 //! - [`message_events`]: MQTT messages some webhook wants as `message.published` events.
+//! - [`presence_status`]: retained `devices/{d}/status` presence messages published by the broker.
 //! - [`pki_boot`]: the key-encryption key, the platform root CA and the trust set at start.
 //! - [`tls`]: the MQTT/TLS listener: the server certificate (given, or issued by the root) and the device-certificate verifier.
 //! - [`telemetry`]: the tracing subscriber (`--log-format`, `RUST_LOG`).
@@ -24,6 +25,7 @@ pub mod error;
 pub mod listen;
 pub mod message_events;
 pub mod pki_boot;
+pub mod presence_status;
 pub mod telemetry;
 pub mod tls;
 

@@ -354,6 +354,7 @@ mod tests {
             principal: "d1".into(),
             peer: "127.0.0.1:5000".parse().unwrap(),
             protocol: ProtocolVersion::V5,
+            credential: broker::Credential::Password,
         });
         events.emit(publish(&acme, "devices/d1/temp", "20"));
         events.emit(publish(&acme, "devices/d1/humidity", "unwatched"));

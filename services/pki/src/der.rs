@@ -30,6 +30,14 @@ pub fn fingerprint_sha256(der: &[u8]) -> String {
     hex::encode(digest(&SHA256, der))
 }
 
+/// The serial (as [`serial_hex`]) of a DER certificate, `None` when it
+/// does not parse.
+pub fn serial_of(der: &[u8]) -> Option<String> {
+    parse_cert(der)
+        .ok()
+        .map(|c| serial_hex(c.tbs_certificate.raw_serial()))
+}
+
 /// Every `CERTIFICATE` block in `pem`, in order. Errors if there is none.
 pub fn pem_to_der_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, Error> {
     let chain = CertificateDer::pem_slice_iter(pem.as_bytes())

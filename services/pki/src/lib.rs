@@ -51,7 +51,7 @@ pub use byoca::{RegisteredCa, RegistrationCode, verify_ca_registration};
 pub use ca::{RootCa, TenantCa};
 pub use crl::{Crl, RevocationReason, RevokedCert};
 pub use csr::AcceptedKey;
-pub use der::{fingerprint_sha256, pem_to_der_chain, serial_hex};
+pub use der::{fingerprint_sha256, pem_to_der_chain, serial_hex, serial_of};
 pub use error::{ByoCaError, CsrError, Error, IdentityError};
 pub use issue::{
     DEVICE_CLOCK_SKEW, DeviceCertParams, DeviceKey, IssuedDeviceCert, SecretPem, ServerCert,

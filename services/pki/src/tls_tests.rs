@@ -158,7 +158,7 @@ async fn clients_without_a_certificate_still_connect() {
 }
 
 #[tokio::test]
-async fn bad_certificates_are_refused_in_the_handshake() {
+async fn bad_certificates_fail_the_handshake_or_reach_connect_with_their_reason() {
     let f = Fixture::new();
     let registry = f.registry();
     let server = server_config(&f, &registry);
@@ -181,12 +181,14 @@ async fn bad_certificates_are_refused_in_the_handshake() {
     let foreign = stranger.issue("acme", "d", DeviceKey::Generate);
     let ca_key = key_der(&acme.issuer().key().serialize_pem());
 
-    let cases = [
+    // Chains we verified: the handshake passes and the broker's identify
+    // (at CONNECT) gives the reason it refuses them with.
+    let deferred = [
         ("expired", device_credentials(&expired, true), "Expired"),
         (
             "not yet valid",
             device_credentials(&early, false),
-            "NotValidYet",
+            "NotYetValid",
         ),
         (
             "wrong-tenant SAN",
@@ -198,17 +200,20 @@ async fn bad_certificates_are_refused_in_the_handshake() {
             (vec![acme.cert_der().clone()], ca_key),
             "CaAsClient",
         ),
-        (
-            "other root",
-            device_credentials(&foreign, true),
-            "UnknownIssuer",
-        ),
     ];
-    for (case, credentials, why) in cases {
+    for (case, credentials, why) in deferred {
         let client = client_config(&f, Some(credentials), TLS13);
-        let err = handshake(server.clone(), client).await.unwrap_err();
-        assert!(err.contains(why), "{case}: {err}");
+        let peer = handshake(server.clone(), client)
+            .await
+            .unwrap_or_else(|e| panic!("{case}: {e}"))
+            .expect("the chain reaches the broker");
+        let refused = registry.identify(&peer, Utc::now()).unwrap_err();
+        assert!(format!("{refused:?}").contains(why), "{case}: {refused:?}");
     }
+    // Not ours at all: refused in the handshake.
+    let client = client_config(&f, Some(device_credentials(&foreign, true)), TLS13);
+    let err = handshake(server.clone(), client).await.unwrap_err();
+    assert!(err.contains("UnknownIssuer"), "other root: {err}");
 }
 
 #[tokio::test]

@@ -2,11 +2,18 @@
 //!
 //! It reads the shared [`TrustRegistry`], so tenant CAs added or removed at
 //! run time count from the next handshake. Client certificates are optional
-//! at the TLS layer (password clients connect over TLS too); a client that
-//! sends one must pass [`TrustRegistry::identify`], so a bad certificate
-//! fails the handshake itself. After the handshake the broker calls
-//! `identify` again on `peer_certificates()` for the identity, and then
-//! checks revocation and device state, which this crate does not know.
+//! at the TLS layer (password clients connect over TLS too). A certificate
+//! that does not chain to a trusted CA with good signatures (unknown
+//! issuer, bad signature, malformed) fails the handshake itself: we cannot
+//! say who sent it. One that does chain, but names an identity the
+//! platform refuses (expired, not yet valid, SAN of another tenant, a CA
+//! certificate as the client's, names that disagree), passes the handshake
+//! and is refused at CONNECT, so the device gets a CONNACK reason code
+//! (0x86 in v5, 0x04 in 3.1.1) and the log a line with its tenant and
+//! device: the broker calls `identify` again on `peer_certificates()` for
+//! the identity, then checks revocation and device state, which this crate
+//! does not know. rustls checks the client's proof of its key
+//! (CertificateVerify) either way.
 //!
 //! Session resumption skips `verify_client_cert`: a resumed session keeps
 //! the certificate it was first verified with. The broker's `ServerConfig`
@@ -62,6 +69,18 @@ fn to_rustls(e: IdentityError) -> rustls::Error {
     rustls::Error::InvalidCertificate(certificate_error)
 }
 
+/// Errors about a chain we verified, left for the broker's authenticator to
+/// refuse with a reason code (see the module docs).
+fn refused_at_connect(e: &IdentityError) -> bool {
+    !matches!(
+        e,
+        IdentityError::NoCertificate
+            | IdentityError::Malformed { .. }
+            | IdentityError::UnknownIssuer
+            | IdentityError::BadSignature
+    )
+}
+
 impl ClientCertVerifier for DeviceCertVerifier {
     fn offer_client_auth(&self) -> bool {
         true
@@ -87,6 +106,10 @@ impl ClientCertVerifier for DeviceCertVerifier {
             .identify(std::slice::from_ref(end_entity), from_unix(seconds))
         {
             Ok(_) => Ok(ClientCertVerified::assertion()),
+            Err(e) if refused_at_connect(&e) => {
+                tracing::debug!(reason = %e, "client certificate chains to a trusted CA; its identity is refused at CONNECT");
+                Ok(ClientCertVerified::assertion())
+            }
             Err(e) => {
                 tracing::info!(reason = %e, "client certificate refused");
                 Err(to_rustls(e))

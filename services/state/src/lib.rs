@@ -10,6 +10,8 @@
 //!   disconnects and publishes into batched presence rows.
 //! - `reported.rs` — [`ReportedState`], an `EventSink` merging what devices
 //!   publish on `devices/{d}/state/reported` into their state document.
+//! - `purge.rs` — [`RetainedPurge`], the timer deleting expired retained
+//!   rows.
 //! - `fanout.rs` — [`Fanout`], one `EventSink` feeding several.
 //! - `writer.rs` — the background writer task each buffer has.
 //! - `codec.rs` — broker retained messages ↔ store rows.
@@ -36,13 +38,15 @@ mod codec;
 mod error;
 mod fanout;
 mod presence;
+mod purge;
 mod reported;
 mod retained;
 mod writer;
 
 pub use error::Error;
 pub use fanout::Fanout;
-pub use presence::{Presence, PresenceConfig};
+pub use presence::{Presence, PresenceConfig, credential_text};
+pub use purge::{RetainedPurge, purge_once as purge_expired_retained};
 pub use reported::ReportedState;
 pub use retained::{DurableRetained, RetainedConfig, RetainedStats};
 

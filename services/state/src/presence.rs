@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use broker::{Event, EventSink, TenantId};
+use broker::{Credential, Event, EventSink, TenantId};
 use chrono::{DateTime, Utc};
 use mqtt::{ProtocolVersion, ReasonCode};
 use store::{PresenceStatus, PresenceUpdate, Store};
@@ -113,6 +113,22 @@ fn protocol_name(v: ProtocolVersion) -> &'static str {
     }
 }
 
+/// How a device authenticated, as stored in its presence row and sent in
+/// `device.connected`: `certificate:{serial}` (the serial the REST API
+/// names certificates by), `password`, or `none`.
+pub fn credential_text(credential: &Credential) -> String {
+    match credential {
+        Credential::Certificate(leaf) => match pki::serial_of(leaf) {
+            Some(serial) => format!("certificate:{serial}"),
+            // The TLS layer parsed it already; this cannot fail for a
+            // connection that got this far, but presence must not panic.
+            None => "certificate".to_owned(),
+        },
+        Credential::Password => "password".to_owned(),
+        Credential::None => "none".to_owned(),
+    }
+}
+
 fn reason_text(reason: ReasonCode) -> String {
     format!("{reason:?} (0x{:02X})", reason.to_u8())
 }
@@ -161,7 +177,14 @@ impl Presence {
         flush_once(&self.shared).await
     }
 
-    fn connected(&self, key: Key, peer: String, protocol: ProtocolVersion, now: DateTime<Utc>) {
+    fn connected(
+        &self,
+        key: Key,
+        peer: String,
+        protocol: ProtocolVersion,
+        credential: &Credential,
+        now: DateTime<Utc>,
+    ) {
         let update = PresenceUpdate {
             tenant_id: key.0.as_str().to_owned(),
             device_id: key.1.clone(),
@@ -170,9 +193,7 @@ impl Presence {
             connected_at: Some(now),
             remote_addr: Some(peer),
             protocol: Some(protocol_name(protocol).to_owned()),
-            // The broker's events do not say which kind of credential was
-            // used yet; the column stays as it was.
-            credential: None,
+            credential: Some(credential_text(credential)),
             disconnect_reason: None,
             node_id: Some(self.shared.config.node_id.clone()),
         };
@@ -246,8 +267,15 @@ impl EventSink for Presence {
                 client_id,
                 peer,
                 protocol,
+                credential,
                 ..
-            } => self.connected((tenant, client_id), peer.to_string(), protocol, now),
+            } => self.connected(
+                (tenant, client_id),
+                peer.to_string(),
+                protocol,
+                &credential,
+                now,
+            ),
             Event::Disconnected {
                 tenant,
                 client_id,
@@ -316,6 +344,7 @@ mod tests {
             principal: "d1".into(),
             peer: "192.0.2.7:4000".parse().unwrap(),
             protocol: ProtocolVersion::V5,
+            credential: Credential::Password,
         }
     }
 
@@ -339,6 +368,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn credential_names_the_certificate_serial() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["d1".into()]).unwrap();
+        params.serial_number = Some(rcgen::SerialNumber::from_slice(&[0x00, 0xab, 0xcd]));
+        let cert = params.self_signed(&key).unwrap();
+        let leaf = bytes::Bytes::copy_from_slice(cert.der());
+        assert_eq!(
+            credential_text(&Credential::Certificate(leaf)),
+            "certificate:abcd"
+        );
+        assert_eq!(credential_text(&Credential::Password), "password");
+        assert_eq!(
+            credential_text(&Credential::Certificate(bytes::Bytes::from_static(b"junk"))),
+            "certificate"
+        );
+    }
+
     #[tokio::test]
     async fn last_seen_is_throttled_and_a_takeover_stays_online() {
         let db = crate::test_support::acme(&["d1"]).await;
@@ -360,6 +407,7 @@ mod tests {
         let first = get().await;
         assert_eq!(first.status, PresenceStatus::Online);
         assert_eq!(first.protocol.as_deref(), Some("5.0"));
+        assert_eq!(first.credential.as_deref(), Some("password"));
         // Publishes within the interval queue nothing.
         for _ in 0..100 {
             presence.emit(published());

@@ -169,6 +169,9 @@ pub struct TenantCa {
     /// The last CRL number handed out ([`Store::next_crl_number`]).
     pub crl_number: i64,
     pub created_at: DateTime<Utc>,
+    /// A registered CA whose certificates create their device on first
+    /// connect ([`Store::set_tenant_ca_jit`]).
+    pub jit_registration: bool,
 }
 
 impl fmt::Debug for TenantCa {
@@ -195,6 +198,7 @@ struct TenantCaRow {
     status: String,
     crl_number: i64,
     created_at: Ts,
+    jit_registration: bool,
 }
 
 impl TryFrom<TenantCaRow> for TenantCa {
@@ -213,6 +217,7 @@ impl TryFrom<TenantCaRow> for TenantCa {
             not_after: r.not_after.0,
             crl_number: r.crl_number,
             created_at: r.created_at.0,
+            jit_registration: r.jit_registration,
         })
     }
 }
@@ -220,7 +225,7 @@ impl TryFrom<TenantCaRow> for TenantCa {
 macro_rules! ca_columns {
     () => {
         "subject_key_id, tenant_id, kind, cert_pem, sealed_key, subject, fingerprint, \
-         not_after, status, crl_number, created_at"
+         not_after, status, crl_number, created_at, jit_registration"
     };
 }
 
@@ -357,6 +362,41 @@ impl Store {
             .await?);
         row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))?
             .try_into()
+    }
+
+    /// Turn just-in-time registration on or off for a registered CA.
+    /// `NotFound` unless the tenant has it; `InvalidDocument` for the
+    /// platform-issued CA (its devices are registered before issuance).
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, ca = %subject_key_id))]
+    pub async fn set_tenant_ca_jit(
+        &self,
+        tenant_id: &str,
+        subject_key_id: &str,
+        jit_registration: bool,
+    ) -> Result<TenantCa, Error> {
+        const SQL: &str = concat!(
+            "UPDATE tenant_cas SET jit_registration = $3 ",
+            "WHERE tenant_id = $1 AND subject_key_id = $2 AND kind = 'registered' ",
+            "RETURNING ",
+            ca_columns!()
+        );
+        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
+            .bind(tenant_id)
+            .bind(subject_key_id)
+            .bind(jit_registration)
+            .fetch_optional(pool)
+            .await?);
+        match row {
+            Some(row) => row.try_into(),
+            None => {
+                // Missing, or the issued CA: tell which.
+                self.get_tenant_ca(tenant_id, subject_key_id).await?;
+                Err(Error::InvalidDocument {
+                    kind: "tenant CA",
+                    reason: "just-in-time registration is for registered CAs only",
+                })
+            }
+        }
     }
 
     /// Delete a tenant CA (the certificates it issued stay listed, and are

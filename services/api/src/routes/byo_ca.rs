@@ -5,6 +5,12 @@
 //! Devices with certificates from it are then accepted. `GET …/cas` lists
 //! every CA of the tenant (any role); `DELETE …/cas/{key_id}` removes a
 //! registered one and ends the tenant's certificate sessions.
+//!
+//! Just-in-time registration (`jit_registration` on register, or `PATCH
+//! …/cas/{key_id}`): a device presenting a certificate from the CA whose
+//! device id is not registered yet is created on its first connect
+//! (audited as `device.create` by `mqtt:jit-registration`, with a
+//! `device.created` event) instead of refused.
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -28,7 +34,7 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{t}/ca/registration-code", post(new_code))
         .route("/v1/tenants/{t}/cas", get(list).post(register))
-        .route("/v1/tenants/{t}/cas/{key_id}", delete(remove))
+        .route("/v1/tenants/{t}/cas/{key_id}", delete(remove).patch(update))
 }
 
 /// A single-use code for the CN of a verification certificate.
@@ -48,6 +54,18 @@ pub(crate) struct RegisterCa {
     verification_pem: String,
     /// The registration code from `POST …/ca/registration-code`.
     code: String,
+    /// Create a device on the first connect of a certificate from this CA
+    /// whose device does not exist yet (default false: refused).
+    #[serde(default)]
+    jit_registration: bool,
+}
+
+/// Changes to a registered CA.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PatchCa {
+    /// Just-in-time registration of unknown devices on first connect.
+    jit_registration: bool,
 }
 
 /// A CA of the tenant.
@@ -65,6 +83,9 @@ pub(crate) struct TenantCaView {
     status: String,
     certificate_pem: String,
     created_at: DateTime<Utc>,
+    /// Unknown devices with certificates from this CA are created on their
+    /// first connect (registered CAs only).
+    jit_registration: bool,
 }
 
 impl From<store::TenantCa> for TenantCaView {
@@ -78,6 +99,7 @@ impl From<store::TenantCa> for TenantCaView {
             status: ca.status.as_str().to_owned(),
             certificate_pem: ca.cert_pem,
             created_at: ca.created_at,
+            jit_registration: ca.jit_registration,
         }
     }
 }
@@ -168,7 +190,13 @@ pub(crate) async fn register(
         fingerprint: pki::fingerprint_sha256(&registered.cert_der),
         not_after: registered.not_after,
     };
-    let stored = state.store.create_tenant_ca(&new).await?;
+    let mut stored = state.store.create_tenant_ca(&new).await?;
+    if body.jit_registration {
+        stored = state
+            .store
+            .set_tenant_ca_jit(&t, &new.subject_key_id, true)
+            .await?;
+    }
     if let Err(e) = pki
         .trust()
         .add_ca(&t, CaKind::Registered, registered.cert_der)
@@ -190,7 +218,7 @@ pub(crate) async fn register(
         &t,
         "ca.register",
         format!("tenants/{t}/cas/{}", new.subject_key_id),
-        json!({ "subject": new.subject }),
+        json!({ "subject": new.subject, "jit_registration": body.jit_registration }),
     )
     .await?;
     Ok((StatusCode::CREATED, ApiJson(stored.into())))
@@ -255,4 +283,47 @@ pub(crate) async fn remove(
     .await?;
     state.tell_sessions(|s| s.tenant_changed(&t));
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Turn just-in-time registration of a registered CA on or off
+/// (tenant-admin). The platform-issued CA has no such switch (409).
+#[utoipa::path(patch, path = "/v1/tenants/{t}/cas/{key_id}", operation_id = "update_ca", tag = "pki",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("key_id" = String, Path, description = "Hex subject key identifier")),
+    request_body = PatchCa,
+    responses(
+        (status = 200, description = "The CA", body = TenantCaView),
+        (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The body is not a valid change; the pointer says where",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, key_id)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PatchCa>,
+) -> Result<ApiJson<TenantCaView>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let ca = state.store.get_tenant_ca(&t, &key_id).await?;
+    if ca.kind == TenantCaKind::Issued {
+        return Err(ApiError::Conflict(
+            "just-in-time registration is for registered CAs; the platform-issued CA's devices are registered before issuance".to_owned(),
+        ));
+    }
+    let stored = state
+        .store
+        .set_tenant_ca_jit(&t, &key_id, body.jit_registration)
+        .await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "ca.update",
+        format!("tenants/{t}/cas/{key_id}"),
+        json!({ "jit_registration": body.jit_registration }),
+    )
+    .await?;
+    Ok(ApiJson(stored.into()))
 }

@@ -222,6 +222,22 @@ pub(crate) async fn issue(
     )
     .await?;
     tracing::info!(tenant = %t, device = %d, serial = %issued.serial, "certificate issued");
+    state
+        .events
+        .publish_device(
+            &state.store,
+            &t,
+            &d,
+            "certificate.issued",
+            json!({
+                "serial": issued.serial,
+                "fingerprint_sha256": issued.fingerprint_sha256,
+                "not_before": issued.not_before,
+                "not_after": issued.not_after,
+                "key": if body.csr_pem.is_some() { "csr" } else { "server" },
+            }),
+        )
+        .await;
     let response = IssuedCertificate {
         serial: issued.serial,
         certificate_pem: issued.certificate_pem,
@@ -299,6 +315,16 @@ pub(crate) async fn revoke(
     )
     .await?;
     state.tell_sessions(|s| s.certificate_revoked(&t, &d, &revoked.serial));
+    state
+        .events
+        .publish_device(
+            &state.store,
+            &t,
+            &d,
+            "certificate.revoked",
+            json!({ "serial": revoked.serial, "reason": reason.as_str(), "revoked_at": revoked.revoked_at }),
+        )
+        .await;
     Ok(ApiJson(revoked.into()))
 }
 
@@ -329,6 +355,18 @@ pub(crate) async fn device_floor(
     )
     .await?;
     state.tell_sessions(|s| s.device_changed(&t, &d));
+    // One event for the floor: its certificates are refused without being
+    // listed one by one.
+    state
+        .events
+        .publish_device(
+            &state.store,
+            &t,
+            &d,
+            "certificate.revoked",
+            json!({ "scope": "device", "issued_before": before }),
+        )
+        .await;
     Ok(ApiJson(Floor { before }))
 }
 
@@ -359,6 +397,13 @@ pub(crate) async fn tenant_floor(
     )
     .await?;
     state.tell_sessions(|s| s.tenant_changed(&t));
+    // A tenant-wide event (no device, so no per-device sequence): one
+    // floor covers every device, listed or not.
+    state.events.publish(crate::events::PlatformEvent::new(
+        t.as_str(),
+        "certificate.revoked",
+        json!({ "scope": "tenant", "issued_before": before }),
+    ));
     Ok(ApiJson(Floor { before }))
 }
 

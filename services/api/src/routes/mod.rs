@@ -26,6 +26,7 @@ mod idempotency;
 mod metrics;
 mod openapi;
 pub(crate) mod policies;
+pub(crate) mod presence_settings;
 
 pub use openapi::document as openapi_document;
 mod query;
@@ -64,6 +65,7 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(certificates::router())
         .merge(credentials::router())
         .merge(policies::router())
+        .merge(presence_settings::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, fleet,
-    health, metrics, policies, state, tenants, webhooks,
+    health, metrics, policies, presence_settings, state, tenants, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -39,12 +39,13 @@ use crate::{AppState, PROBLEM_JSON};
         audit::list_tenant, audit::list_all,
         api_keys::create, api_keys::list, api_keys::revoke, api_keys::token,
         ca::root, ca::tenant_chain, ca::crl,
-        byo_ca::new_code, byo_ca::register, byo_ca::list, byo_ca::remove,
+        byo_ca::new_code, byo_ca::register, byo_ca::list, byo_ca::remove, byo_ca::update,
         certificates::issue, certificates::list, certificates::revoke,
         certificates::device_floor, certificates::tenant_floor,
         credentials::set_password, credentials::delete_password,
         credentials::create_service, credentials::list_services, credentials::delete_service,
         policies::list, policies::read, policies::put, policies::remove,
+        presence_settings::read, presence_settings::put,
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
@@ -63,12 +64,13 @@ use crate::{AppState, PROBLEM_JSON};
         fleet::SeriesView, fleet::BucketView, fleet::TalkerView, fleet::LifecycleView, fleet::LifecycleList,
         webhooks::Webhook, webhooks::WebhookWithSecret, webhooks::WebhookPage, webhooks::Delivery,
         webhooks::DeliveryPage, webhooks::CreateWebhook, webhooks::PatchWebhook,
-        byo_ca::RegistrationCodeView, byo_ca::RegisterCa, byo_ca::TenantCaView, byo_ca::TenantCaList,
+        byo_ca::RegistrationCodeView, byo_ca::RegisterCa, byo_ca::PatchCa, byo_ca::TenantCaView, byo_ca::TenantCaList,
         certificates::IssueCertificate, certificates::IssuedCertificate, certificates::Certificate,
         certificates::CertificateList, certificates::RevokeCertificate, certificates::RevokeBefore,
         certificates::Floor, credentials::DevicePassword, credentials::CreateServiceCredential,
         credentials::ServiceCredentialView, credentials::CreatedServiceCredential,
         credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
+        presence_settings::PresenceSettingsView, presence_settings::PutPresenceSettings,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -221,6 +223,7 @@ mod tests {
             ("/v1/tenants/{t}/ca/crl", &["get"]),
             ("/v1/tenants/{t}/policies/{name}", &["get", "put", "delete"]),
             ("/v1/tenants/{t}/service-credentials", &["get", "post"]),
+            ("/v1/tenants/{t}/presence-settings", &["get", "put"]),
         ] {
             for method in methods {
                 let op = &paths[path][*method];

@@ -102,6 +102,19 @@ pub(crate) struct DeviceStateView {
     pub last_seen: Option<DateTime<Utc>>,
     /// Since when it is connected (while online).
     pub connected_at: Option<DateTime<Utc>>,
+    /// How it authenticated on its current (or last) connection:
+    /// `certificate:{serial}`, `password` or `none`.
+    #[schema(example = "certificate:5f0e8c1d2a3b4c5d6e7f8091a2b3c4d5")]
+    pub credential: Option<String>,
+    /// Its address on its current (or last) connection.
+    #[schema(example = "192.0.2.7:50312")]
+    pub remote_addr: Option<String>,
+    /// MQTT version of its current (or last) connection: `3.1.1` or `5.0`.
+    #[schema(example = "5.0")]
+    pub protocol: Option<String>,
+    /// Why its last connection ended (while offline).
+    #[schema(example = "KeepAliveTimeout (0x8D)")]
+    pub disconnect_reason: Option<String>,
     #[schema(value_type = Object)]
     pub reported: Value,
     #[schema(value_type = Object)]
@@ -196,6 +209,13 @@ async fn state_view(
             .as_ref()
             .filter(|_| online)
             .and_then(|p| p.connected_at),
+        credential: presence.as_ref().and_then(|p| p.credential.clone()),
+        remote_addr: presence.as_ref().and_then(|p| p.remote_addr.clone()),
+        protocol: presence.as_ref().and_then(|p| p.protocol.clone()),
+        disconnect_reason: presence
+            .as_ref()
+            .filter(|_| !online)
+            .and_then(|p| p.disconnect_reason.clone()),
         delta: document.delta(),
         versions: StateVersions {
             reported: document.reported_version,

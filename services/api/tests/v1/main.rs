@@ -8,12 +8,14 @@
 mod api_keys;
 mod audit;
 mod auth;
+mod certificate_events;
 mod device_import;
 mod devices;
 mod events;
 mod fleet;
 mod idempotency;
 mod pki_routes;
+mod presence_settings;
 mod state;
 mod tenants;
 mod webhooks;

@@ -151,6 +151,7 @@ where
         peer_certificates: peer.certificates,
         protocol: version,
     };
+    let credential = crate::events::Credential::of(&request);
     let identity = match broker.authenticator().authenticate(&request).await {
         Ok(identity) => identity,
         Err(e) => {
@@ -302,6 +303,7 @@ where
         principal: identity.principal,
         peer: peer.addr,
         protocol: version,
+        credential,
     });
     Ok(Some((conn, ack)))
 }

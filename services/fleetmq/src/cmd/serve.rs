@@ -87,6 +87,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         },
     );
     let server = tokio::spawn(api::serve(http, app, shutdown.clone().cancelled_owned()));
+    let purge = state::RetainedPurge::spawn(store.clone(), config.retained_purge_interval);
     let mqtt_tasks = [
         tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),
         tokio::spawn(broker::run_tls_listener(
@@ -160,6 +161,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
             }
         }
     };
+    purge.stop();
     services.shutdown().await;
     store.close().await;
     drop(data_dir);
@@ -191,6 +193,8 @@ struct Services {
     platform_events: Arc<bridge::PlatformEvents>,
     outbox_task: webhooks::OutboxWriterTask,
     stop_refresh: CancellationToken,
+    status: Arc<crate::presence_status::StatusPublisher>,
+    status_topics: access::StatusTopics,
 }
 
 /// How long a graceful stop waits for queued webhook events to be written.
@@ -219,11 +223,16 @@ impl Services {
             .with_fleet_stats(self.fleet_stats.clone())
             .with_webhook_url_policy(url_policy(config))
             .with_webhook_message_routes(self.webhook_routes.clone())
+            .with_status_topics(self.status_topics.clone())
     }
 
     /// After the listeners have returned: nothing new arrives, so what is
     /// buffered is written now.
     async fn shutdown(self) {
+        // The shutdown's offline statuses go out before retained stops.
+        self.status
+            .shutdown(std::time::Duration::from_secs(5))
+            .await;
         if let Err(e) = self.retained.shutdown().await {
             tracing::error!(error = %e, "flushing retained messages at shutdown failed");
         }
@@ -265,8 +274,12 @@ async fn start_platform(
     let server_tls = tls::server_config(given_cert, &platform, data_dir)?;
     let cache = access::AccessCache::new(store.clone());
     let session_cache = cache.clone();
+    // Platform events reach SSE clients through the hub and webhooks
+    // through the outbox, which wakes the worker when it has written.
+    let hub = api::events::EventHub::default();
     let platform_auth: Arc<dyn broker::Authenticator> = Arc::new(
-        access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone()),
+        access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone())
+            .on_device_created(bridge::jit_device_created(store.clone(), hub.clone())),
     );
     let policy: Arc<dyn broker::Authorizer> = Arc::new(access::PolicyAuthorizer::new(cache));
     let (authenticator, authorizer): (Arc<dyn broker::Authenticator>, Arc<dyn broker::Authorizer>) =
@@ -283,6 +296,14 @@ async fn start_platform(
                 )
             }
         };
+    let status_topics = access::StatusTopics::load(store)
+        .await
+        .map_err(|e| Error::store(url, e))?;
+    let authorizer: Arc<dyn broker::Authorizer> = Arc::new(access::StatusTopicGuard::new(
+        authorizer,
+        status_topics.clone(),
+    ));
+    let status = crate::presence_status::StatusPublisher::start(status_topics.clone());
     let retained = state::DurableRetained::start(store.clone(), state::RetainedConfig::default());
     let presence = state::Presence::start(store.clone(), state::PresenceConfig::new(node_id()))
         .await
@@ -293,9 +314,6 @@ async fn start_platform(
         config.webhooks.worker_config(url_policy(config)),
     )
     .map_err(|e| Error::Webhooks(e.to_string()))?;
-    // Platform events reach SSE clients through the hub and webhooks
-    // through the outbox, which wakes the worker when it has written.
-    let hub = api::events::EventHub::default();
     let (outbox, outbox_task) = webhooks::OutboxWriter::spawn(
         store.clone(),
         config.webhooks.outbox_config(),
@@ -328,14 +346,19 @@ async fn start_platform(
             outbox,
         }),
     );
-    let events: Vec<Arc<dyn broker::EventSink>> =
-        vec![presence.clone(), reported.clone(), platform_events.clone()];
+    let events: Vec<Arc<dyn broker::EventSink>> = vec![
+        presence.clone(),
+        reported.clone(),
+        platform_events.clone(),
+        status.clone(),
+    ];
     let broker = broker::Broker::builder(authenticator)
         .authorizer(authorizer)
         .config(config.mqtt_limits.broker_config())
         .retained_store(retained.clone())
         .events(Arc::new(state::Fanout::new(events)))
         .build();
+    status.set_broker(broker.clone());
     let services = Services {
         retained,
         presence,
@@ -355,6 +378,8 @@ async fn start_platform(
         platform_events,
         outbox_task,
         stop_refresh,
+        status,
+        status_topics,
     };
     Ok((broker, platform, services, server_tls))
 }

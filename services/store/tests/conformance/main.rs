@@ -13,6 +13,7 @@ mod audit;
 mod devices;
 mod migrations;
 mod pki;
+mod presence_settings;
 mod rest_lookups;
 mod sqlite;
 mod state;

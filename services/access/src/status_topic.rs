@@ -1,0 +1,153 @@
+//! The platform's presence topic `devices/{d}/status`: which tenants have
+//! the broker publish it ([`StatusTopics`]), and [`StatusTopicGuard`], the
+//! authorizer wrapper that keeps devices from forging it.
+//!
+//! The default device policy lets a device publish `devices/${device}/#`,
+//! which covers its status topic. When the platform publishes presence
+//! there, a device writing it too could claim to be online while it is
+//! gone (or the reverse), so in those tenants a device's publish to exactly
+//! its own `devices/{d}/status` is refused whatever its policy says. Other
+//! topics under `devices/{d}/` are untouched; tenants that turn platform
+//! presence off get the topic back for Last Will use.
+
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use broker::{Authorizer, Identity};
+use mqtt::{TopicFilter, TopicName};
+
+/// The status topic of `device`.
+pub fn status_topic(device: &str) -> String {
+    format!("devices/{device}/status")
+}
+
+/// Which tenants have platform presence on (the default) or off; an
+/// in-memory view of the store's presence settings, read on the hot path.
+#[derive(Debug, Clone, Default)]
+pub struct StatusTopics {
+    // std RwLock: held only to read or set one entry, never across await.
+    by_tenant: Arc<RwLock<HashMap<String, bool>>>,
+}
+
+impl StatusTopics {
+    /// Every tenant on.
+    pub fn new() -> StatusTopics {
+        StatusTopics::default()
+    }
+
+    /// The view of the settings stored now.
+    pub async fn load(store: &store::Store) -> Result<StatusTopics, store::Error> {
+        let topics = StatusTopics::new();
+        for s in store.list_presence_settings().await? {
+            topics.set(&s.tenant_id, s.publish_status);
+        }
+        Ok(topics)
+    }
+
+    /// After the tenant's setting changed (the REST API calls this).
+    pub fn set(&self, tenant: &str, publish_status: bool) {
+        self.by_tenant
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(tenant.to_owned(), publish_status);
+    }
+
+    /// Whether the broker publishes `devices/{d}/status` in `tenant`.
+    pub fn publishes(&self, tenant: &str) -> bool {
+        self.by_tenant
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .copied()
+            .unwrap_or(true)
+    }
+}
+
+/// Refuses a device's publish to its own status topic in tenants where the
+/// platform publishes it; everything else is `inner`'s decision.
+pub struct StatusTopicGuard {
+    inner: Arc<dyn Authorizer>,
+    topics: StatusTopics,
+}
+
+impl StatusTopicGuard {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<dyn Authorizer>, topics: StatusTopics) -> StatusTopicGuard {
+        StatusTopicGuard { inner, topics }
+    }
+}
+
+/// `topic` is `devices/{principal}/status`, without building a string.
+fn is_own_status(principal: &str, topic: &str) -> bool {
+    topic
+        .strip_prefix("devices/")
+        .and_then(|rest| rest.strip_prefix(principal))
+        .is_some_and(|rest| rest == "/status")
+}
+
+impl Authorizer for StatusTopicGuard {
+    fn can_publish(&self, identity: &Identity, topic: &TopicName) -> bool {
+        let principal = identity.principal.as_str();
+        // Devices only: service credentials and anonymous principals have
+        // a `:` and are the operator's own backends.
+        if !principal.contains(':')
+            && is_own_status(principal, topic.as_str())
+            && self.topics.publishes(identity.tenant.as_str())
+        {
+            tracing::debug!(
+                tenant = %identity.tenant,
+                principal,
+                action = "publish",
+                target = topic.as_str(),
+                allowed = false,
+                rule = "platform presence: the status topic is the broker's",
+                "ACL decision"
+            );
+            return false;
+        }
+        self.inner.can_publish(identity, topic)
+    }
+
+    fn can_subscribe(&self, identity: &Identity, filter: &TopicFilter) -> bool {
+        self.inner.can_subscribe(identity, filter)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    struct AllowAll;
+    impl Authorizer for AllowAll {
+        fn can_publish(&self, _: &Identity, _: &TopicName) -> bool {
+            true
+        }
+        fn can_subscribe(&self, _: &Identity, _: &TopicFilter) -> bool {
+            true
+        }
+    }
+
+    fn who(principal: &str) -> Identity {
+        Identity {
+            tenant: broker::TenantId::parse("acme").unwrap(),
+            principal: principal.into(),
+        }
+    }
+
+    #[test]
+    fn a_device_cannot_forge_its_status_while_the_platform_publishes_it() {
+        let topics = StatusTopics::new();
+        let guard = StatusTopicGuard::new(Arc::new(AllowAll), topics.clone());
+        let t = |s: &str| TopicName::parse(s).unwrap();
+        assert!(!guard.can_publish(&who("d1"), &t("devices/d1/status")));
+        assert!(guard.can_publish(&who("d1"), &t("devices/d1/status/x")));
+        assert!(guard.can_publish(&who("d1"), &t("devices/d1/state/reported")));
+        assert!(guard.can_publish(&who("d1"), &t("devices/d10/status")));
+        assert!(guard.can_publish(&who("service:backend"), &t("devices/d1/status")));
+        topics.set("acme", false);
+        assert!(guard.can_publish(&who("d1"), &t("devices/d1/status")));
+        topics.set("acme", true);
+        assert!(!guard.can_publish(&who("d1"), &t("devices/d1/status")));
+    }
+}

@@ -1,0 +1,105 @@
+//! A tenant's presence settings: `GET|PUT /v1/tenants/{t}/presence-settings`.
+//! With `publish_status` on (the default) the broker publishes a retained
+//! JSON message on `devices/{d}/status` when a device connects or
+//! disconnects, and refuses the device's own publishes to that topic (so it
+//! cannot forge its presence). Reading needs any role of the tenant,
+//! changing needs tenant-admin; a change is audited and takes effect at
+//! once for new connects, disconnects and publishes.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use utoipa::ToSchema;
+
+use super::audit::{RequestId, record_in_tenant};
+use crate::auth::{Access, Principal};
+use crate::{ApiError, ApiJson, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/tenants/{t}/presence-settings", get(read).put(put))
+}
+
+/// How the tenant's presence is published over MQTT.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PresenceSettingsView {
+    /// Whether the broker publishes `{"status": "online"|"offline",
+    /// "reason", "at", …}` retained on `devices/{d}/status` (and refuses
+    /// devices' own publishes there).
+    publish_status: bool,
+    /// The topic, with `{d}` for the device id.
+    #[schema(example = "devices/{d}/status")]
+    status_topic: &'static str,
+    /// When the settings were last changed; absent while they are the
+    /// defaults.
+    updated_at: Option<DateTime<Utc>>,
+}
+
+impl From<store::PresenceSettings> for PresenceSettingsView {
+    fn from(s: store::PresenceSettings) -> Self {
+        PresenceSettingsView {
+            publish_status: s.publish_status,
+            status_topic: "devices/{d}/status",
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+/// New presence settings.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PutPresenceSettings {
+    /// Publish retained presence on `devices/{d}/status`.
+    publish_status: bool,
+}
+
+/// The tenant's presence settings (any role of the tenant).
+#[utoipa::path(get, path = "/v1/tenants/{t}/presence-settings", operation_id = "get_presence_settings", tag = "state",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 200, description = "The settings", body = PresenceSettingsView)))]
+pub(crate) async fn read(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
+    who.require(&t, Access::Read)?;
+    state.store.get_tenant(&t).await?;
+    Ok(ApiJson(state.store.get_presence_settings(&t).await?.into()))
+}
+
+/// Set the tenant's presence settings (tenant-admin).
+#[utoipa::path(put, path = "/v1/tenants/{t}/presence-settings", operation_id = "put_presence_settings", tag = "state",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    request_body = PutPresenceSettings,
+    responses(
+        (status = 200, description = "The stored settings", body = PresenceSettingsView),
+        (status = 422, description = "The body is not valid settings; the pointer says where",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn put(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<PutPresenceSettings>,
+) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let stored = state
+        .store
+        .put_presence_settings(&t, body.publish_status)
+        .await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "presence_settings.put",
+        format!("tenants/{t}/presence-settings"),
+        json!({ "publish_status": body.publish_status }),
+    )
+    .await?;
+    state.status_topics.set(&t, stored.publish_status);
+    Ok(ApiJson(stored.into()))
+}

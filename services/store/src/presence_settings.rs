@@ -1,0 +1,96 @@
+//! Per-tenant presence settings: whether the broker publishes a retained
+//! `devices/{d}/status` message for the tenant's devices. No row means the
+//! default (on).
+
+use chrono::{DateTime, Utc};
+
+use crate::codec::{Ts, now};
+use crate::pki::{on_violation, tenant_not_found};
+use crate::{Error, Store};
+
+/// A tenant's presence settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceSettings {
+    pub tenant_id: String,
+    /// Publish `devices/{d}/status`, retained, on connect and disconnect.
+    pub publish_status: bool,
+    /// When they were last set; `None` while the tenant has the defaults.
+    pub updated_at: Option<DateTime<Utc>>,
+}
+
+impl PresenceSettings {
+    /// What a tenant that never set them has.
+    pub fn default_for(tenant_id: &str) -> PresenceSettings {
+        PresenceSettings {
+            tenant_id: tenant_id.to_owned(),
+            publish_status: true,
+            updated_at: None,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    tenant_id: String,
+    publish_status: bool,
+    updated_at: Ts,
+}
+
+impl From<Row> for PresenceSettings {
+    fn from(r: Row) -> Self {
+        PresenceSettings {
+            tenant_id: r.tenant_id,
+            publish_status: r.publish_status,
+            updated_at: Some(r.updated_at.0),
+        }
+    }
+}
+
+impl Store {
+    /// The tenant's presence settings (the defaults if never set). Does not
+    /// check that the tenant exists.
+    pub async fn get_presence_settings(&self, tenant_id: &str) -> Result<PresenceSettings, Error> {
+        const SQL: &str = "SELECT tenant_id, publish_status, updated_at \
+                           FROM tenant_presence_settings WHERE tenant_id = $1";
+        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(SQL)
+            .bind(tenant_id)
+            .fetch_optional(pool)
+            .await?);
+        Ok(row.map_or_else(
+            || PresenceSettings::default_for(tenant_id),
+            PresenceSettings::from,
+        ))
+    }
+
+    /// Every tenant's settings that differ from never having set them, for
+    /// the broker's in-memory view at start.
+    pub async fn list_presence_settings(&self) -> Result<Vec<PresenceSettings>, Error> {
+        const SQL: &str = "SELECT tenant_id, publish_status, updated_at \
+                           FROM tenant_presence_settings ORDER BY tenant_id";
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, Row>(SQL)
+            .fetch_all(pool)
+            .await?);
+        Ok(rows.into_iter().map(PresenceSettings::from).collect())
+    }
+
+    /// Set the tenant's presence settings. `NotFound` for an unknown tenant.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id))]
+    pub async fn put_presence_settings(
+        &self,
+        tenant_id: &str,
+        publish_status: bool,
+    ) -> Result<PresenceSettings, Error> {
+        const SQL: &str = "INSERT INTO tenant_presence_settings (tenant_id, publish_status, updated_at) \
+                           VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE SET \
+                           publish_status = excluded.publish_status, updated_at = excluded.updated_at \
+                           RETURNING tenant_id, publish_status, updated_at";
+        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(SQL)
+            .bind(tenant_id)
+            .bind(publish_status)
+            .bind(Ts(now()))
+            .fetch_one(pool)
+            .await);
+        row.map(PresenceSettings::from)
+            .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+    }
+}
