@@ -55,6 +55,7 @@ pub mod ids;
 mod index;
 #[cfg(test)]
 mod index_props;
+pub mod limits;
 mod message;
 mod metrics;
 mod retained;
@@ -74,6 +75,7 @@ pub use config::Config;
 pub use error::Error;
 pub use events::{Event, EventSink, MemoryEvents, NoEvents};
 pub use ids::TenantId;
+pub use limits::{PublishLimits, Rate};
 pub use server::{run_listener, run_tls_listener, run_ws_listener};
 pub use session::DropCounters;
 pub use store::{Durability, MemoryRetainedStore, RetainedStore, StoreError, StoredRetained};

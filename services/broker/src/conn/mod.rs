@@ -36,9 +36,11 @@ use crate::{Error, router};
 mod handshake;
 mod inbound;
 mod outbound;
+mod throttle;
 mod will;
 
 use outbound::Outbound;
+use throttle::Stalled;
 
 /// Batch size per turn: bounds how long one busy session keeps its
 /// connection from reading.
@@ -79,6 +81,12 @@ pub(crate) struct Conn {
     /// PUBACK/PUBREC waiting for the retained store (QoS 1/2 retained
     /// publishes), and those queued behind them; sent before the next write.
     deferred: Vec<(Option<crate::store::Durability>, mqtt::Packet)>,
+    /// The publish rate limiter; `None` when nothing is limited.
+    limiter: Option<crate::limits::Limiter>,
+    /// MQTT 5 PUBLISHes refused for the rate limit in a row.
+    strikes: u32,
+    /// A 3.1.1 PUBLISH held back by the rate limit.
+    stalled: Option<Stalled>,
 }
 
 /// Where a connection comes from.
@@ -222,12 +230,26 @@ impl Conn {
             if inbuf.capacity() - inbuf.len() < 1024 {
                 inbuf.reserve(4096);
             }
-            let deadline = self.keep_alive.map(|k| last_rx + k);
+            let stall = self.stalled.as_ref().map(|s| s.until);
+            // While a PUBLISH is held back the socket is not read, so the
+            // client's silence is ours: no keep-alive deadline.
+            let deadline = self
+                .keep_alive
+                .filter(|_| stall.is_none())
+                .map(|k| last_rx + k);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
                 () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
-                read = stream.read_buf(inbuf) => {
+                () = sleep_until(stall), if stall.is_some() => {
+                    last_rx = Instant::now();
+                    if let Some(end) = self.release_stalled(inbuf, max_packet)? {
+                        self.settle_deferred().await?;
+                        self.flush(stream).await?;
+                        return Ok(end);
+                    }
+                }
+                read = stream.read_buf(inbuf), if stall.is_none() => {
                     let n = read?;
                     if n == 0 {
                         return Ok(End::Lost);
@@ -249,13 +271,52 @@ impl Conn {
     }
 
     /// Handles every whole packet in the read buffer.
+    /// Handles every whole packet in the read buffer, or stops at a 3.1.1
+    /// PUBLISH the rate limit holds back.
     fn drain(&mut self, inbuf: &mut BytesMut, max_packet: usize) -> Result<Option<End>, Error> {
-        while let Some(packet) = decode(inbuf, self.version, max_packet)? {
+        while self.stalled.is_none() {
+            let Some(mut packet) = decode(inbuf, self.version, max_packet)? else {
+                break;
+            };
+            if self.version != ProtocolVersion::V5 {
+                match self.hold_back(packet, true) {
+                    Ok(p) => packet = p,
+                    Err(stalled) => {
+                        self.stalled = Some(stalled);
+                        break;
+                    }
+                }
+            }
             if let Some(end) = self.handle(packet)? {
                 return Ok(Some(end));
             }
         }
         Ok(None)
+    }
+
+    /// The held-back PUBLISH, once its time has come, then the rest of the
+    /// read buffer.
+    fn release_stalled(
+        &mut self,
+        inbuf: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<End>, Error> {
+        let Some(stalled) = self.stalled.take() else {
+            return Ok(None);
+        };
+        match self.hold_back(stalled.packet, false) {
+            Ok(packet) => {
+                if let Some(end) = self.handle(packet)? {
+                    return Ok(Some(end));
+                }
+            }
+            // Not yet (the limits changed meanwhile): wait again.
+            Err(again) => {
+                self.stalled = Some(again);
+                return Ok(None);
+            }
+        }
+        self.drain(inbuf, max_packet)
     }
 
     /// Writes the encode buffer in one go (batched writes).
@@ -418,3 +479,5 @@ impl Conn {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod throttle_tests;
