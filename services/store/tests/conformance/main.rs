@@ -13,6 +13,7 @@ mod audit;
 mod devices;
 mod migrations;
 mod pki;
+mod publish_limits;
 mod rest_lookups;
 mod sqlite;
 mod state;
