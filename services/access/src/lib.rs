@@ -13,6 +13,8 @@
 //! - `cache.rs` — [`AccessCache`]: device, certificate and policy state in
 //!   memory, invalidated on change.
 //! - `revocations.rs` — [`Revocations`]: invalidate and end live sessions.
+//! - `limits.rs` — publish rate limits for the broker ([`broker_limits`])
+//!   and [`LiveLimits`]: changed limits reach live sessions.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
@@ -27,6 +29,7 @@ mod authenticator;
 mod authorizer;
 mod cache;
 mod error;
+mod limits;
 mod password;
 mod policy;
 mod revocations;
@@ -35,6 +38,7 @@ pub use authenticator::{PlatformAuthenticator, service_principal};
 pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
 pub use error::{AccessError, Refusal};
+pub use limits::{LiveLimits, broker_limits};
 pub use password::{
     device_username, generate_password, hash_password, parse_device_username, verify_password,
 };
