@@ -121,6 +121,11 @@ pub struct FileConfig {
     pub mqtt_max_retained_per_subscribe: Option<u64>,
     pub mqtt_topic_alias_maximum: Option<u64>,
     pub mqtt_connect_timeout: Option<u64>,
+    pub mqtt_publish_rate: Option<u64>,
+    pub mqtt_publish_burst: Option<u64>,
+    pub mqtt_publish_byte_rate: Option<u64>,
+    pub mqtt_publish_byte_burst: Option<u64>,
+    pub mqtt_rate_limit_strikes: Option<u64>,
     pub rate_limit: Option<String>,
     pub token_rate_limit: Option<String>,
 }

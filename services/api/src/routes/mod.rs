@@ -25,6 +25,7 @@ mod idempotency;
 mod metrics;
 mod openapi;
 pub(crate) mod policies;
+pub(crate) mod publish_limits;
 
 pub use openapi::document as openapi_document;
 mod query;
@@ -62,6 +63,7 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(certificates::router())
         .merge(credentials::router())
         .merge(policies::router())
+        .merge(publish_limits::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value
