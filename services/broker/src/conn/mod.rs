@@ -147,18 +147,41 @@ pub(crate) async fn serve<S>(
                     }
                 };
                 // Always: the session must be let go of.
-                conn.finish(&mut stream, end).await;
+                let told = conn.finish(&mut stream, end).await;
+                // Best effort, and bounded: the peer may be gone or, with TLS
+                // or WebSocket, not reading the close we try to write.
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                if told {
+                    // Closing with the client's bytes unread (a flooding
+                    // client's PUBLISHes) makes the kernel send a reset,
+                    // which can destroy our DISCONNECT before the client
+                    // reads it: read and drop until it closes, briefly.
+                    let _ = tokio::time::timeout(LINGER, discard_until_eof(&mut stream)).await;
+                }
+                metrics::connection_closed();
+                return;
             }
             Ok(None) => {}
             Err(e) => debug!(error = %e, "connection closed before CONNACK"),
         }
-        // Best effort, and bounded: the peer may be gone or, with TLS or
-        // WebSocket, not reading the close we try to write.
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         metrics::connection_closed();
     }
     .instrument(span)
     .await;
+}
+
+/// How long a connection we closed with a DISCONNECT keeps reading, so
+/// that the client can read the DISCONNECT (see `serve`).
+const LINGER: Duration = Duration::from_secs(1);
+
+async fn discard_until_eof<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut scratch = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut scratch).await {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -193,6 +216,14 @@ impl Conn {
             Err(e @ (Error::Io(_) | Error::WriteTimeout(_))) => {
                 debug!(error = %e, "connection lost");
                 End::Lost
+            }
+            Err(e @ Error::RateLimited { .. }) => {
+                // The PUBLISHes before the last were answered (admitted or
+                // 0x97): the client gets those answers before the DISCONNECT.
+                let reason = ReasonCode::from(&e);
+                warn!(error = %e, reason = reason.to_u8(), "closing connection");
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(stream)).await;
+                End::Server(reason)
             }
             Err(e) => {
                 let reason = ReasonCode::from(&e);
@@ -421,17 +452,21 @@ impl Conn {
     }
 
     /// Says goodbye, publishes the will when due, lets go of the session.
-    async fn finish<S>(&mut self, stream: &mut S, end: End)
+    /// Returns whether a DISCONNECT was written.
+    async fn finish<S>(&mut self, stream: &mut S, end: End) -> bool
     where
         S: AsyncWrite + Unpin,
     {
+        let mut told = false;
         if let End::Server(reason) = end
             && self.version == ProtocolVersion::V5
         {
             // MQTT-4.13.1-1: tell a v5 client why before closing.
             self.out.buf.clear();
             if self.out.send(Disconnect::new(reason)).is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(stream)).await;
+                told = tokio::time::timeout(Duration::from_secs(1), self.flush(stream))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
             }
         }
         info!(?end, "disconnected");
@@ -468,6 +503,7 @@ impl Conn {
             }),
         );
         self.ctl.finished.cancel();
+        told
     }
 
     /// Publishes an application message from this client; for a retained
