@@ -40,7 +40,7 @@ mod throttle;
 mod will;
 
 use outbound::Outbound;
-use throttle::Stalled;
+use throttle::{Pace, Stalled};
 
 /// Batch size per turn: bounds how long one busy session keeps its
 /// connection from reading.
@@ -311,8 +311,8 @@ impl Conn {
             };
             if self.version != ProtocolVersion::V5 {
                 match self.hold_back(packet, true) {
-                    Ok(p) => packet = p,
-                    Err(stalled) => {
+                    Pace::Go(p) => packet = p,
+                    Pace::Wait(stalled) => {
                         self.stalled = Some(stalled);
                         break;
                     }
@@ -336,13 +336,13 @@ impl Conn {
             return Ok(None);
         };
         match self.hold_back(stalled.packet, false) {
-            Ok(packet) => {
+            Pace::Go(packet) => {
                 if let Some(end) = self.handle(packet)? {
                     return Ok(Some(end));
                 }
             }
             // Not yet (the limits changed meanwhile): wait again.
-            Err(again) => {
+            Pace::Wait(again) => {
                 self.stalled = Some(again);
                 return Ok(None);
             }

@@ -25,6 +25,12 @@ pub(super) struct Stalled {
     pub(super) until: Instant,
 }
 
+/// Whether a packet may be handled now.
+pub(super) enum Pace {
+    Go(Packet),
+    Wait(Stalled),
+}
+
 impl Conn {
     /// Picks up limits the platform set while we were connected.
     fn refresh_limits(&mut self, now: Instant) {
@@ -34,20 +40,20 @@ impl Conn {
         }
     }
 
-    /// MQTT 3.1.1: `Some(stall)` when `packet` (a PUBLISH) has to wait for
-    /// its tokens; otherwise it is admitted and charged. `first`: the
+    /// MQTT 3.1.1: whether `packet` (if a PUBLISH) has to wait for its
+    /// tokens; if not, it is admitted and charged. `first`: the
     /// packet was not held back before (it is counted once).
-    pub(super) fn hold_back(&mut self, packet: Packet, first: bool) -> Result<Packet, Stalled> {
+    pub(super) fn hold_back(&mut self, packet: Packet, first: bool) -> Pace {
         let Packet::Publish(p) = &packet else {
-            return Ok(packet);
+            return Pace::Go(packet);
         };
         let now = Instant::now();
         self.refresh_limits(now);
         let Some(limiter) = &mut self.limiter else {
-            return Ok(packet);
+            return Pace::Go(packet);
         };
         match limiter.acquire(now, p.payload.len()) {
-            Ok(()) => Ok(packet),
+            Ok(()) => Pace::Go(packet),
             Err(wait) => {
                 if first {
                     metrics::throttled(&self.tenant.id, Throttle::Delayed);
@@ -56,7 +62,7 @@ impl Conn {
                         "publish held back by the rate limit"
                     );
                 }
-                Err(Stalled {
+                Pace::Wait(Stalled {
                     packet,
                     until: now + wait,
                 })
