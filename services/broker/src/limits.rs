@@ -1,5 +1,5 @@
 //! Publish rate limits: [`PublishLimits`] (what an identity is allowed)
-//! and the per-connection [`Limiter`] of two token buckets that enforces
+//! and the per-connection `Limiter` of two token buckets that enforces
 //! them. A limiter belongs to one connection task and is never shared, so
 //! the hot path takes no lock and touches no other connection's state.
 
