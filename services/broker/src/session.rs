@@ -62,7 +62,10 @@ impl ConnControl {
 
     /// New publish limits, if the platform set some since the last call.
     pub(crate) fn take_limits(&self) -> Option<PublishLimits> {
-        if !self.limits_changed.swap(false, Ordering::Acquire) {
+        // A plain load first: the hot path pays no read-modify-write.
+        if !self.limits_changed.load(Ordering::Relaxed)
+            || !self.limits_changed.swap(false, Ordering::Acquire)
+        {
             return None;
         }
         self.new_limits
