@@ -9,9 +9,10 @@ use async_trait::async_trait;
 use broker::{AuthError, AuthRequest, Authenticator, Identity, TenantId};
 use chrono::Utc;
 use rustls_pki_types::CertificateDer;
-use store::CertificateStatus;
+use store::{CertificateStatus, PublishLimitSettings};
 
 use crate::cache::PrincipalRules;
+use crate::limits::broker_limits;
 use crate::password::{decoy_verify, parse_device_username, verify_password};
 use crate::policy::PolicyTemplate;
 use crate::{AccessCache, AccessError, Refusal};
@@ -155,18 +156,22 @@ impl PlatformAuthenticator {
             }
             .into());
         }
-        let identity = self.admit_device(request, tenant, device).await?;
+        let identity = self
+            .admit_device(request, tenant, device, entry.limits)
+            .await?;
         self.cache.record_cert_session(tenant, device, &id.serial);
         Ok(identity)
     }
 
     /// The last checks for a device that proved who it is: the client id
-    /// is its id; then its tenant's policies are made ready.
+    /// is its id; then its tenant's policies are made ready. Its publish
+    /// limits (from the cached device entry) go with the identity.
     async fn admit_device(
         &self,
         request: &AuthRequest,
         tenant: &str,
         device: &str,
+        limits: Option<PublishLimitSettings>,
     ) -> Result<Identity, Outcome> {
         if request.client_id != device {
             return Err(Refusal::ClientIdNotDevice {
@@ -180,6 +185,7 @@ impl PlatformAuthenticator {
         Ok(Identity {
             tenant: tenant_id(tenant)?,
             principal: device.to_owned(),
+            limits: limits.as_ref().map(broker_limits),
         })
     }
 
@@ -211,10 +217,12 @@ impl PlatformAuthenticator {
             if !verify_blocking(password, hash).await? {
                 return Err(refusal.unwrap_or(Refusal::WrongPassword).into());
             }
-            if !entry.is_some_and(|e| e.enabled) {
+            let Some(entry) = entry.filter(|e| e.enabled) else {
                 return Err(Refusal::DeviceDisabled.into());
-            }
-            return self.admit_device(request, tenant, device).await;
+            };
+            return self
+                .admit_device(request, tenant, device, entry.limits)
+                .await;
         }
         let credential = self
             .cache
@@ -241,9 +249,12 @@ impl PlatformAuthenticator {
             &principal,
             PrincipalRules::Service(Arc::new(template)),
         );
+        // Service credentials are the tenant's own backends: the
+        // platform default applies, not the devices' limits.
         Ok(Identity {
             tenant: tenant_id(&credential.tenant_id)?,
             principal,
+            limits: None,
         })
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use chrono::{DateTime, Utc};
-use store::{CertificateFloors, CertificateStatus, Store};
+use store::{CertificateFloors, CertificateStatus, PublishLimitSettings, Store};
 
 use crate::AccessError;
 use crate::policy::{CompiledPolicy, PolicyTemplate, Variables};
@@ -22,6 +22,9 @@ use crate::policy::{CompiledPolicy, PolicyTemplate, Variables};
 pub(crate) struct DeviceEntry {
     pub enabled: bool,
     pub floors: CertificateFloors,
+    /// Its publish limits (override, else tenant default); `None`: the
+    /// broker's default.
+    pub limits: Option<PublishLimitSettings>,
 }
 
 /// A recorded certificate's connect-relevant state.
@@ -141,6 +144,24 @@ impl AccessCache {
         state
             .certificates
             .retain(|(t, _), c| !(t == tenant && c.device == device));
+    }
+
+    /// Forget the connect state of every device of the tenant (their
+    /// publish limits among it), keeping certificates and policies. Call
+    /// after the tenant's default publish limits change.
+    pub fn invalidate_tenant_devices(&self, tenant: &str) {
+        self.invalidating().devices.retain(|(t, _), _| t != tenant);
+    }
+
+    /// Devices of `tenant` that have authenticated through this cache (the
+    /// ones that may have a live session).
+    pub(crate) fn device_principals(&self, tenant: &str) -> Vec<String> {
+        self.read()
+            .principals
+            .iter()
+            .filter(|((t, _), rules)| t == tenant && matches!(rules, PrincipalRules::Device))
+            .map(|((_, d), _)| d.clone())
+            .collect()
     }
 
     /// Forget one certificate's status. Call after it is revoked.
@@ -303,9 +324,14 @@ impl AccessCache {
             Err(e) => return Err(e.into()),
         };
         let floors = self.store().cert_floors(tenant, device).await?;
+        let limits = self
+            .store()
+            .effective_publish_limits(tenant, device)
+            .await?;
         let entry = DeviceEntry {
             enabled: found.enabled,
             floors,
+            limits,
         };
         let mut state = self.write();
         if self.generation() == generation {

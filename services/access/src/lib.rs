@@ -18,6 +18,8 @@
 //!   devices from forging it.
 //! - `jit.rs` — just-in-time registration of devices with certificates
 //!   from a registered CA that allows it.
+//! - `limits.rs` — publish rate limits for the broker ([`broker_limits`])
+//!   and [`LiveLimits`]: changed limits reach live sessions.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
@@ -33,6 +35,7 @@ mod authorizer;
 mod cache;
 mod error;
 mod jit;
+mod limits;
 mod password;
 mod policy;
 mod revocations;
@@ -43,6 +46,7 @@ pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
 pub use error::{AccessError, Refusal};
 pub use jit::{DeviceCreated, JIT_ACTOR};
+pub use limits::{LiveLimits, broker_limits};
 pub use password::{
     device_username, generate_password, hash_password, parse_device_username, verify_password,
 };

@@ -132,6 +132,7 @@ mod tests {
         Identity {
             tenant: broker::TenantId::parse("acme").unwrap(),
             principal: principal.into(),
+            limits: None,
         }
     }
 

@@ -575,6 +575,33 @@ async fn password_devices(db: &TestDb) -> anyhow::Result<()> {
         let refused = p.with_password(client_id, user, password).refused().await;
         assert!(refused.contains(expect), "{user}/{client_id}: {refused}");
     }
+    // A per-device publish limit reaches the live session at once.
+    let live = access::LiveLimits::new(p.cache.clone(), p.broker.clone());
+    // Ten bytes at once, then one a second: a second ten-byte message
+    // waits ten seconds, far longer than the test takes.
+    let slow = store::PublishLimitSettings {
+        bytes_per_second: Some(1),
+        bytes_burst: Some(10),
+        ..Default::default()
+    };
+    p.store
+        .put_device_publish_limits("acme", "p1", &slow)
+        .await?;
+    assert!(live.device_changed("acme", "p1").await?);
+    assert_eq!(
+        ok.publish("devices/p1/state", "0123456789").await,
+        PubAckReason::NoMatchingSubscribers
+    );
+    assert_eq!(
+        ok.publish("devices/p1/state", "0123456789").await,
+        PubAckReason::QuotaExceeded
+    );
+    p.store.delete_device_publish_limits("acme", "p1").await?;
+    assert_eq!(live.tenant_changed("acme").await?, 1);
+    assert_eq!(
+        ok.publish("devices/p1/state", "c").await,
+        PubAckReason::NoMatchingSubscribers
+    );
     // A tenant policy replaces the default device policy, live.
     let policy = serde_json::json!({"rules": [
         {"effect": "allow", "action": "publish", "filters": ["telemetry/${device}/#"]},
@@ -805,8 +832,16 @@ async fn cached_connects_skip_the_store(db: &TestDb) -> anyhow::Result<()> {
         peer_certificates: Some(vec![Bytes::copy_from_slice(cert.certificate_der.as_ref())]),
         protocol: mqtt::ProtocolVersion::V311,
     };
+    let limits = store::PublishLimitSettings {
+        bytes_per_second: Some(4096),
+        ..Default::default()
+    };
+    p.store
+        .put_device_publish_limits("acme", "d1", &limits)
+        .await?;
     let identity = auth.authenticate(&request).await?;
     assert_eq!(identity.principal, "d1");
+    assert_eq!(identity.limits, Some(access::broker_limits(&limits)));
     own_pool.close().await;
     assert_eq!(auth.authenticate(&request).await, Ok(identity));
     cache.invalidate_device("acme", "d1");

@@ -166,6 +166,12 @@ pub trait SessionControl: Send + Sync + 'static {
     fn tenant_changed(&self, tenant: &str);
     /// The tenant's ACL policies changed; reload them for live sessions.
     async fn policies_changed(&self, tenant: &str);
+    /// Publish limits changed: the device's override (`Some(device)`) or
+    /// the tenant's default (`None`). Forget the cached ones and give live
+    /// sessions the new ones. Default: nothing (no broker to tell).
+    async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
+        let _ = (tenant, device);
+    }
 }
 
 impl crate::AppState {

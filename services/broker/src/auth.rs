@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use mqtt::{ProtocolVersion, ReasonCode, TopicFilter, TopicName};
 
-use crate::TenantId;
+use crate::{PublishLimits, TenantId};
 
 /// What a client presented when it connected.
 #[derive(Debug, Clone)]
@@ -35,6 +35,9 @@ pub struct Identity {
     /// The device id or credential name inside the tenant; used by
     /// authorizers and events, never as a routing key.
     pub principal: String,
+    /// The publish rate limits that come with this identity (per device or
+    /// per tenant); `None`: the broker's default ([`crate::Config::publish_limits`]).
+    pub limits: Option<PublishLimits>,
 }
 
 /// Why a client was refused at CONNECT.
@@ -107,6 +110,7 @@ impl Authenticator for AllowAnonymous {
                 .username
                 .clone()
                 .unwrap_or_else(|| "anonymous".to_owned()),
+            limits: None,
         })
     }
 }
@@ -242,6 +246,7 @@ mod tests {
         Identity {
             tenant: TenantId::parse("acme").unwrap(),
             principal: p.into(),
+            limits: None,
         }
     }
 

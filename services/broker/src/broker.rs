@@ -16,7 +16,7 @@ use crate::router;
 use crate::session::DropCounters;
 use crate::store::{MemoryRetainedStore, RetainedStore};
 use crate::tenant::{Tenant, TenantStats};
-use crate::{Config, Error, TenantId};
+use crate::{Config, Error, PublishLimits, TenantId};
 
 /// The client id events name for messages the platform publishes through
 /// [`Broker::publish`] (`$` cannot start a device id).
@@ -192,6 +192,22 @@ impl Broker {
             return false;
         };
         conn.kick(ReasonCode::AdministrativeAction);
+        true
+    }
+
+    /// Gives the live connection of `client_id` in `tenant` new publish
+    /// limits (`None`: the broker's default), in force from its next
+    /// PUBLISH with full buckets. Returns whether a connection was found.
+    pub fn set_publish_limits(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+        limits: Option<PublishLimits>,
+    ) -> bool {
+        let Some(conn) = self.existing(tenant).and_then(|t| t.connection(client_id)) else {
+            return false;
+        };
+        conn.set_limits(limits.unwrap_or(self.inner.config.publish_limits));
         true
     }
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::PublishLimits;
+
 /// Broker limits. Every field has a default ([`Config::default`]).
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +37,13 @@ pub struct Config {
     pub max_session_expiry: u32,
     /// How long a new connection waits for the one it takes over to end.
     pub takeover_timeout: Duration,
+    /// Publish rate limits of a client whose identity brings none (the
+    /// platform-wide default). Default: unlimited.
+    pub publish_limits: PublishLimits,
+    /// PUBLISHes refused (or, QoS 0, dropped) in a row for being over the
+    /// rate limit after which an MQTT 5 client is disconnected with 0x96;
+    /// any admitted PUBLISH starts the count again.
+    pub rate_limit_strikes: u32,
 }
 
 impl Default for Config {
@@ -51,6 +60,8 @@ impl Default for Config {
             write_timeout: Duration::from_secs(30),
             max_session_expiry: 7 * 24 * 3600,
             takeover_timeout: Duration::from_secs(5),
+            publish_limits: PublishLimits::default(),
+            rate_limit_strikes: 20,
         }
     }
 }

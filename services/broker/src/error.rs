@@ -48,6 +48,13 @@ pub enum Error {
     /// Loading retained messages from the store failed.
     #[error("retained store: {0}")]
     Store(String),
+    /// An MQTT 5 client went on publishing over its rate limit after
+    /// `strikes` refusals in a row.
+    #[error("publish rate limit exceeded {strikes} times in a row")]
+    RateLimited {
+        /// Refusals in a row.
+        strikes: u32,
+    },
     /// A TLS or WebSocket handshake failed.
     #[error("handshake: {0}")]
     Handshake(String),
@@ -67,6 +74,7 @@ impl From<&Error> for ReasonCode {
             Error::Protocol { reason, .. } => *reason,
             Error::NotConnect(_) => ReasonCode::ProtocolError,
             Error::KeepAliveTimeout(_) => ReasonCode::KeepAliveTimeout,
+            Error::RateLimited { .. } => ReasonCode::MessageRateTooHigh,
             Error::Encode(_) => ReasonCode::ImplementationSpecificError,
             Error::ConnectTimeout(_)
             | Error::WriteTimeout(_)

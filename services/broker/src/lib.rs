@@ -12,7 +12,10 @@
 //! - `conn` (private): one connection: `handshake.rs` (CONNECT → CONNACK),
 //!   `mod.rs` (read/write loop, batching, keep alive), `inbound.rs`
 //!   (packets from the client), `outbound.rs` (encoding, topic aliases,
-//!   maximum packet size), `will.rs` (will delay, session expiry).
+//!   maximum packet size), `will.rs` (will delay, session expiry),
+//!   `throttle.rs` (publish rate limits: 0x97/0x96 for v5, back-pressure
+//!   for 3.1.1).
+//! - [`limits`]: [`PublishLimits`] and the per-connection token buckets.
 //! - [`broker`]: [`Broker`], the shared state, and its builder.
 //! - `tenant` (private): one namespace: its sessions, index and retained.
 //! - `session` (private): state that outlives a connection: queue, in-flight.
@@ -55,6 +58,7 @@ pub mod ids;
 mod index;
 #[cfg(test)]
 mod index_props;
+pub mod limits;
 mod message;
 mod metrics;
 mod retained;
@@ -74,6 +78,7 @@ pub use config::Config;
 pub use error::Error;
 pub use events::{Credential, Event, EventSink, MemoryEvents, NoEvents};
 pub use ids::TenantId;
+pub use limits::{PublishLimits, Rate};
 pub use server::{run_listener, run_tls_listener, run_ws_listener};
 pub use session::DropCounters;
 pub use store::{Durability, MemoryRetainedStore, RetainedStore, StoreError, StoredRetained};

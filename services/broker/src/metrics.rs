@@ -80,3 +80,42 @@ pub(crate) fn subscriptions(delta: f64) {
 pub(crate) fn retained(delta: f64) {
     metrics::gauge!("mqtt_retained_messages").increment(delta);
 }
+
+/// What happened to a PUBLISH over its client's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Throttle {
+    /// MQTT 5 QoS 1/2: acknowledged with 0x96, not routed.
+    Refused,
+    /// MQTT 5 QoS 0: dropped.
+    Dropped,
+    /// MQTT 3.1.1: held back (the socket is not read) until it fits.
+    Delayed,
+}
+
+impl Throttle {
+    fn label(self) -> &'static str {
+        match self {
+            Throttle::Refused => "refused",
+            Throttle::Dropped => "dropped",
+            Throttle::Delayed => "delayed",
+        }
+    }
+}
+
+/// Off the hot path: only messages over a limit get here.
+pub(crate) fn throttled(tenant: &crate::TenantId, what: Throttle) {
+    metrics::counter!(
+        "mqtt_messages_throttled_total",
+        "tenant" => tenant.as_str().to_owned(),
+        "outcome" => what.label()
+    )
+    .increment(1);
+}
+
+pub(crate) fn rate_limit_disconnect(tenant: &crate::TenantId) {
+    metrics::counter!(
+        "mqtt_rate_limit_disconnects_total",
+        "tenant" => tenant.as_str().to_owned()
+    )
+    .increment(1);
+}

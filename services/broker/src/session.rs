@@ -5,12 +5,14 @@
 //! lock, so a slow client contends only with itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mqtt::{PacketId, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::PublishLimits;
 use crate::message::Delivery;
 use crate::metrics::{self, DropReason};
 
@@ -28,6 +30,11 @@ pub(crate) struct ConnControl {
     kick_reason: Mutex<Option<ReasonCode>>,
     /// Cancelled by the connection once it has let go of the session.
     pub(crate) finished: CancellationToken,
+    /// Publish limits set by the platform while connected, for the
+    /// connection to pick up at its next PUBLISH; `limits_changed` says
+    /// there are some, so the hot path reads one atomic and no lock.
+    new_limits: Mutex<Option<PublishLimits>>,
+    limits_changed: AtomicBool,
 }
 
 impl ConnControl {
@@ -38,7 +45,33 @@ impl ConnControl {
             kicked: CancellationToken::new(),
             kick_reason: Mutex::new(None),
             finished: CancellationToken::new(),
+            new_limits: Mutex::new(None),
+            limits_changed: AtomicBool::new(false),
         })
+    }
+
+    /// Gives the connection new publish limits, in force from its next
+    /// PUBLISH (with full buckets).
+    pub(crate) fn set_limits(&self, limits: PublishLimits) {
+        *self
+            .new_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(limits);
+        self.limits_changed.store(true, Ordering::Release);
+    }
+
+    /// New publish limits, if the platform set some since the last call.
+    pub(crate) fn take_limits(&self) -> Option<PublishLimits> {
+        // A plain load first: the hot path pays no read-modify-write.
+        if !self.limits_changed.load(Ordering::Relaxed)
+            || !self.limits_changed.swap(false, Ordering::Acquire)
+        {
+            return None;
+        }
+        self.new_limits
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 
     /// Closes the connection with `reason`.

@@ -246,6 +246,7 @@ async fn tenants_are_isolated() {
     let id = |t: &str, p: &str| Identity {
         tenant: tenant(t),
         principal: p.into(),
+        limits: None,
     };
     let auth = MemoryAuthenticator::new()
         .with_user("a1", "pw", id("tenant-a", "a1"))

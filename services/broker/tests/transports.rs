@@ -255,6 +255,7 @@ impl broker::Authenticator for SeesCertificates {
         Ok(broker::Identity {
             tenant: tenant("dev"),
             principal: request.client_id.clone(),
+            limits: None,
         })
     }
 }

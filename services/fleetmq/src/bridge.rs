@@ -53,6 +53,7 @@ impl DeviceCommands for BrokerCommands {
 pub struct Sessions {
     pub revocations: access::Revocations,
     pub cache: access::AccessCache,
+    pub limits: access::LiveLimits,
 }
 
 #[async_trait::async_trait]
@@ -69,6 +70,19 @@ impl api::SessionControl for Sessions {
     async fn policies_changed(&self, tenant: &str) {
         if let Err(e) = self.cache.reload_policies(tenant).await {
             tracing::warn!(tenant, error = %e, "reloading ACL policies failed; sessions re-read them on their next check");
+        }
+    }
+    async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
+        let applied = match device {
+            Some(device) => self
+                .limits
+                .device_changed(tenant, device)
+                .await
+                .map(usize::from),
+            None => self.limits.tenant_changed(tenant).await,
+        };
+        if let Err(e) = applied {
+            tracing::warn!(tenant, device, error = %e, "publish limits not applied to live sessions; they apply at the next connect");
         }
     }
 }

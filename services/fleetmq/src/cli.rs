@@ -231,6 +231,32 @@ pub struct MqttLimitArgs {
     /// Seconds a new connection has to send CONNECT. [default: 10]
     #[arg(long, env = "FLEETMQ_MQTT_CONNECT_TIMEOUT", value_name = "SECS")]
     pub mqtt_connect_timeout: Option<u64>,
+
+    /// Platform-wide publish limit per client, in messages per second, for
+    /// clients whose tenant or device has none set by REST; 0 is
+    /// unlimited. [default: 0]
+    #[arg(long, env = "FLEETMQ_MQTT_PUBLISH_RATE", value_name = "N")]
+    pub mqtt_publish_rate: Option<u64>,
+
+    /// Messages a client may publish at once above --mqtt-publish-rate.
+    /// [default: one second's worth]
+    #[arg(long, env = "FLEETMQ_MQTT_PUBLISH_BURST", value_name = "N")]
+    pub mqtt_publish_burst: Option<u64>,
+
+    /// Platform-wide publish limit per client, in payload bytes per second;
+    /// 0 is unlimited. [default: 0]
+    #[arg(long, env = "FLEETMQ_MQTT_PUBLISH_BYTE_RATE", value_name = "BYTES")]
+    pub mqtt_publish_byte_rate: Option<u64>,
+
+    /// Payload bytes a client may publish at once above
+    /// --mqtt-publish-byte-rate. [default: one second's worth]
+    #[arg(long, env = "FLEETMQ_MQTT_PUBLISH_BYTE_BURST", value_name = "BYTES")]
+    pub mqtt_publish_byte_burst: Option<u64>,
+
+    /// PUBLISHes refused for the rate limit in a row after which an MQTT 5
+    /// client is disconnected (0x96). [default: 20]
+    #[arg(long, env = "FLEETMQ_MQTT_RATE_LIMIT_STRIKES", value_name = "N")]
+    pub mqtt_rate_limit_strikes: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

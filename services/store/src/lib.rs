@@ -16,6 +16,8 @@
 //! - `pki.rs`, `certificates.rs`, `credentials.rs`, `policies.rs` — issue 5:
 //!   the platform and tenant CAs (sealed keys), device certificates and
 //!   revocation floors, device passwords and service credentials, ACL policies.
+//! - `publish_limits.rs` — issue 5: publish rate limits per tenant (default)
+//!   and per device (override).
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
 //! - `retained.rs`, `presence.rs`, `device_state.rs` — what the broker
 //!   keeps about devices (issue 6): durable retained messages, presence,
@@ -72,6 +74,7 @@ mod policies;
 mod presence;
 mod presence_lookup;
 mod presence_settings;
+mod publish_limits;
 mod retained;
 mod signing_keys;
 mod store;
@@ -101,6 +104,7 @@ pub use pki::{NewTenantCa, PlatformCa, TenantCa, TenantCaKind, TenantCaStatus};
 pub use policies::{AclPolicy, PolicyDocument};
 pub use presence::{DevicePresence, PresenceStatus, PresenceUpdate};
 pub use presence_settings::PresenceSettings;
+pub use publish_limits::{PublishLimitSettings, StoredPublishLimits};
 pub use retained::{RetainedMessage, RetainedWrite, RetainedWriteCount};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};

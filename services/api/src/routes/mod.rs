@@ -27,6 +27,7 @@ mod metrics;
 mod openapi;
 pub(crate) mod policies;
 pub(crate) mod presence_settings;
+pub(crate) mod publish_limits;
 
 pub use openapi::document as openapi_document;
 mod query;
@@ -66,6 +67,7 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(credentials::router())
         .merge(policies::router())
         .merge(presence_settings::router())
+        .merge(publish_limits::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, fleet,
-    health, metrics, policies, presence_settings, state, tenants, webhooks,
+    health, metrics, policies, presence_settings, publish_limits, state, tenants, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -46,6 +46,8 @@ use crate::{AppState, PROBLEM_JSON};
         credentials::create_service, credentials::list_services, credentials::delete_service,
         policies::list, policies::read, policies::put, policies::remove,
         presence_settings::read, presence_settings::put,
+        publish_limits::read_tenant, publish_limits::put_tenant, publish_limits::delete_tenant,
+        publish_limits::read_device, publish_limits::put_device, publish_limits::delete_device,
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
@@ -71,6 +73,7 @@ use crate::{AppState, PROBLEM_JSON};
         credentials::ServiceCredentialView, credentials::CreatedServiceCredential,
         credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
         presence_settings::PresenceSettingsView, presence_settings::PutPresenceSettings,
+        publish_limits::PublishLimits, publish_limits::PublishLimitsView,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -82,6 +85,7 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "pki", description = "CAs, device certificates, revocation and CRLs."),
         (name = "credentials", description = "Device passwords and tenant service credentials for MQTT."),
         (name = "policies", description = "A tenant's ACL policy templates."),
+        (name = "publish-limits", description = "MQTT publish rate limits per tenant (default) and per device (override)."),
         (name = "operations", description = "Probes, metrics and this document; no token needed."),
         (name = "state", description = "Devices' presence, state documents and recent messages."),
         (name = "events", description = "Live platform events (server-sent events)."),

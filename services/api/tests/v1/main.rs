@@ -16,6 +16,7 @@ mod fleet;
 mod idempotency;
 mod pki_routes;
 mod presence_settings;
+mod publish_limits;
 mod state;
 mod tenants;
 mod webhooks;

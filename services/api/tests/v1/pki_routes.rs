@@ -16,10 +16,10 @@ use crate::{TestApp, request};
 
 /// What the API told the session side, in order.
 #[derive(Default)]
-struct Told(Mutex<Vec<String>>);
+pub(crate) struct Told(Mutex<Vec<String>>);
 
 impl Told {
-    fn take(&self) -> Vec<String> {
+    pub(crate) fn take(&self) -> Vec<String> {
         std::mem::take(&mut *self.0.lock().unwrap())
     }
     fn push(&self, what: String) {
@@ -41,16 +41,19 @@ impl SessionControl for Told {
     async fn policies_changed(&self, tenant: &str) {
         self.push(format!("policies {tenant}"));
     }
+    async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
+        self.push(format!("limits {tenant}/{}", device.unwrap_or("*")));
+    }
 }
 
-struct PkiApp {
-    app: TestApp,
-    told: Arc<Told>,
+pub(crate) struct PkiApp {
+    pub(crate) app: TestApp,
+    pub(crate) told: Arc<Told>,
     trust: TrustRegistry,
     root_pem: String,
 }
 
-async fn pki_app(db: &TestDb) -> PkiApp {
+pub(crate) async fn pki_app(db: &TestDb) -> PkiApp {
     let root = RootCa::generate(Utc::now(), chrono::Duration::days(3650)).unwrap();
     let root_pem = root.cert_pem().to_owned();
     let trust = TrustRegistry::new(root.cert_der().clone(), "fleetmq.local").unwrap();

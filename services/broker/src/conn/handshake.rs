@@ -286,6 +286,12 @@ where
         in_aliases: HashMap::new(),
         resumed: attached.present,
         deferred: Vec::new(),
+        limiter: crate::limits::Limiter::new(
+            identity.limits.unwrap_or(config.publish_limits),
+            tokio::time::Instant::now(),
+        ),
+        strikes: 0,
+        stalled: None,
     };
     info!(
         principal = %identity.principal,

@@ -147,8 +147,15 @@ impl Conn {
             }
             st.incoming_qos2.insert(id);
         }
+        // 3.1.1 PUBLISHes were paced before decoding got here (throttle).
+        let admitted = self.version != ProtocolVersion::V5 || self.admit(qos, p.payload.len())?;
         let mut durability = None;
-        let reason = if !self.broker.authorizer().can_publish(&self.identity, &topic) {
+        let reason = if !admitted {
+            // 0x96 is not a PUBACK/PUBREC code (3.4.2.1, 3.5.2.1; clients
+            // such as rumqttc reject it): 0x97 says an administrative
+            // limit was hit, and 0x96 is kept for the DISCONNECT.
+            ReasonCode::QuotaExceeded
+        } else if !self.broker.authorizer().can_publish(&self.identity, &topic) {
             warn!(topic = %topic, "publish not authorized");
             ReasonCode::NotAuthorized
         } else {

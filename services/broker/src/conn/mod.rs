@@ -36,9 +36,11 @@ use crate::{Error, router};
 mod handshake;
 mod inbound;
 mod outbound;
+mod throttle;
 mod will;
 
 use outbound::Outbound;
+use throttle::{Pace, Stalled};
 
 /// Batch size per turn: bounds how long one busy session keeps its
 /// connection from reading.
@@ -79,6 +81,12 @@ pub(crate) struct Conn {
     /// PUBACK/PUBREC waiting for the retained store (QoS 1/2 retained
     /// publishes), and those queued behind them; sent before the next write.
     deferred: Vec<(Option<crate::store::Durability>, mqtt::Packet)>,
+    /// The publish rate limiter; `None` when nothing is limited.
+    limiter: Option<crate::limits::Limiter>,
+    /// MQTT 5 PUBLISHes refused for the rate limit in a row.
+    strikes: u32,
+    /// A 3.1.1 PUBLISH held back by the rate limit.
+    stalled: Option<Stalled>,
 }
 
 /// Where a connection comes from.
@@ -139,18 +147,41 @@ pub(crate) async fn serve<S>(
                     }
                 };
                 // Always: the session must be let go of.
-                conn.finish(&mut stream, end).await;
+                let told = conn.finish(&mut stream, end).await;
+                // Best effort, and bounded: the peer may be gone or, with TLS
+                // or WebSocket, not reading the close we try to write.
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                if told {
+                    // Closing with the client's bytes unread (a flooding
+                    // client's PUBLISHes) makes the kernel send a reset,
+                    // which can destroy our DISCONNECT before the client
+                    // reads it: read and drop until it closes, briefly.
+                    let _ = tokio::time::timeout(LINGER, discard_until_eof(&mut stream)).await;
+                }
+                metrics::connection_closed();
+                return;
             }
             Ok(None) => {}
             Err(e) => debug!(error = %e, "connection closed before CONNACK"),
         }
-        // Best effort, and bounded: the peer may be gone or, with TLS or
-        // WebSocket, not reading the close we try to write.
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         metrics::connection_closed();
     }
     .instrument(span)
     .await;
+}
+
+/// How long a connection we closed with a DISCONNECT keeps reading, so
+/// that the client can read the DISCONNECT (see `serve`).
+const LINGER: Duration = Duration::from_secs(1);
+
+async fn discard_until_eof<S: AsyncRead + Unpin>(stream: &mut S) {
+    let mut scratch = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut scratch).await {
+        if n == 0 {
+            return;
+        }
+    }
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -185,6 +216,14 @@ impl Conn {
             Err(e @ (Error::Io(_) | Error::WriteTimeout(_))) => {
                 debug!(error = %e, "connection lost");
                 End::Lost
+            }
+            Err(e @ Error::RateLimited { .. }) => {
+                // The PUBLISHes before the last were answered (admitted or
+                // 0x97): the client gets those answers before the DISCONNECT.
+                let reason = ReasonCode::from(&e);
+                warn!(error = %e, reason = reason.to_u8(), "closing connection");
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(stream)).await;
+                End::Server(reason)
             }
             Err(e) => {
                 let reason = ReasonCode::from(&e);
@@ -222,12 +261,26 @@ impl Conn {
             if inbuf.capacity() - inbuf.len() < 1024 {
                 inbuf.reserve(4096);
             }
-            let deadline = self.keep_alive.map(|k| last_rx + k);
+            let stall = self.stalled.as_ref().map(|s| s.until);
+            // While a PUBLISH is held back the socket is not read, so the
+            // client's silence is ours: no keep-alive deadline.
+            let deadline = self
+                .keep_alive
+                .filter(|_| stall.is_none())
+                .map(|k| last_rx + k);
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
                 () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
-                read = stream.read_buf(inbuf) => {
+                () = sleep_until(stall), if stall.is_some() => {
+                    last_rx = Instant::now();
+                    if let Some(end) = self.release_stalled(inbuf, max_packet)? {
+                        self.settle_deferred().await?;
+                        self.flush(stream).await?;
+                        return Ok(end);
+                    }
+                }
+                read = stream.read_buf(inbuf), if stall.is_none() => {
                     let n = read?;
                     if n == 0 {
                         return Ok(End::Lost);
@@ -249,13 +302,52 @@ impl Conn {
     }
 
     /// Handles every whole packet in the read buffer.
+    /// Handles every whole packet in the read buffer, or stops at a 3.1.1
+    /// PUBLISH the rate limit holds back.
     fn drain(&mut self, inbuf: &mut BytesMut, max_packet: usize) -> Result<Option<End>, Error> {
-        while let Some(packet) = decode(inbuf, self.version, max_packet)? {
+        while self.stalled.is_none() {
+            let Some(mut packet) = decode(inbuf, self.version, max_packet)? else {
+                break;
+            };
+            if self.version != ProtocolVersion::V5 {
+                match self.hold_back(packet, true) {
+                    Pace::Go(p) => packet = p,
+                    Pace::Wait(stalled) => {
+                        self.stalled = Some(stalled);
+                        break;
+                    }
+                }
+            }
             if let Some(end) = self.handle(packet)? {
                 return Ok(Some(end));
             }
         }
         Ok(None)
+    }
+
+    /// The held-back PUBLISH, once its time has come, then the rest of the
+    /// read buffer.
+    fn release_stalled(
+        &mut self,
+        inbuf: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<End>, Error> {
+        let Some(stalled) = self.stalled.take() else {
+            return Ok(None);
+        };
+        match self.hold_back(stalled.packet, false) {
+            Pace::Go(packet) => {
+                if let Some(end) = self.handle(packet)? {
+                    return Ok(Some(end));
+                }
+            }
+            // Not yet (the limits changed meanwhile): wait again.
+            Pace::Wait(again) => {
+                self.stalled = Some(again);
+                return Ok(None);
+            }
+        }
+        self.drain(inbuf, max_packet)
     }
 
     /// Writes the encode buffer in one go (batched writes).
@@ -360,17 +452,21 @@ impl Conn {
     }
 
     /// Says goodbye, publishes the will when due, lets go of the session.
-    async fn finish<S>(&mut self, stream: &mut S, end: End)
+    /// Returns whether a DISCONNECT was written.
+    async fn finish<S>(&mut self, stream: &mut S, end: End) -> bool
     where
         S: AsyncWrite + Unpin,
     {
+        let mut told = false;
         if let End::Server(reason) = end
             && self.version == ProtocolVersion::V5
         {
             // MQTT-4.13.1-1: tell a v5 client why before closing.
             self.out.buf.clear();
             if self.out.send(Disconnect::new(reason)).is_ok() {
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(stream)).await;
+                told = tokio::time::timeout(Duration::from_secs(1), self.flush(stream))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
             }
         }
         info!(?end, "disconnected");
@@ -407,6 +503,7 @@ impl Conn {
             }),
         );
         self.ctl.finished.cancel();
+        told
     }
 
     /// Publishes an application message from this client; for a retained
@@ -418,3 +515,5 @@ impl Conn {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod throttle_tests;

@@ -22,13 +22,18 @@ fn broker() -> Broker {
     Broker::allow_anonymous(TenantId::parse("dev").unwrap(), Config::default())
 }
 
-struct Client {
+pub(super) struct Client {
     io: DuplexStream,
     buf: BytesMut,
+    version: ProtocolVersion,
 }
 
 impl Client {
     fn open(broker: &Broker) -> Self {
+        Self::open_as(broker, V5)
+    }
+
+    pub(super) fn open_as(broker: &Broker, version: ProtocolVersion) -> Self {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         let peer = Peer {
             addr: "127.0.0.1:9".parse().unwrap(),
@@ -45,18 +50,19 @@ impl Client {
         Self {
             io: ours,
             buf: BytesMut::new(),
+            version,
         }
     }
 
-    async fn send(&mut self, p: impl Into<Packet>) {
+    pub(super) async fn send(&mut self, p: impl Into<Packet>) {
         let mut b = BytesMut::new();
-        p.into().encode(V5, &mut b).unwrap();
+        p.into().encode(self.version, &mut b).unwrap();
         self.io.write_all(&b).await.unwrap();
     }
 
-    async fn recv(&mut self) -> Option<Packet> {
+    pub(super) async fn recv(&mut self) -> Option<Packet> {
         loop {
-            if let Some(p) = decode(&mut self.buf, V5, mqtt::MAX_PACKET_SIZE).unwrap() {
+            if let Some(p) = decode(&mut self.buf, self.version, mqtt::MAX_PACKET_SIZE).unwrap() {
                 return Some(p);
             }
             if self.io.read_buf(&mut self.buf).await.unwrap_or(0) == 0 {
@@ -65,8 +71,8 @@ impl Client {
         }
     }
 
-    async fn connect(broker: &Broker, c: Connect) -> Self {
-        let mut client = Self::open(broker);
+    pub(super) async fn connect(broker: &Broker, c: Connect) -> Self {
+        let mut client = Self::open_as(broker, c.protocol);
         client.send(c).await;
         assert!(
             matches!(client.recv().await, Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::Success)
@@ -112,7 +118,7 @@ async fn no_connect_within_the_timeout_closes() {
     assert_eq!(start.elapsed(), b.config().connect_timeout);
 }
 
-async fn watcher(b: &Broker) -> Client {
+pub(super) async fn watcher(b: &Broker) -> Client {
     let mut c = Connect::new(V5, "watcher");
     c.keep_alive = 0;
     let mut watcher = Client::connect(b, c).await;

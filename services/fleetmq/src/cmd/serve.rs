@@ -368,6 +368,7 @@ async fn start_platform(
         recent,
         sessions: Arc::new(bridge::Sessions {
             revocations: access::Revocations::new(session_cache.clone(), broker.clone()),
+            limits: access::LiveLimits::new(session_cache.clone(), broker.clone()),
             cache: session_cache,
         }),
         commands: Arc::new(bridge::BrokerCommands {

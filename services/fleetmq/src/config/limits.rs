@@ -21,6 +21,9 @@ pub struct MqttLimits {
     pub max_retained_per_subscribe: u32,
     pub topic_alias_maximum: u16,
     pub connect_timeout: Duration,
+    /// The platform-wide publish limits (unlimited by default).
+    pub publish_limits: broker::PublishLimits,
+    pub rate_limit_strikes: u32,
 }
 
 impl MqttLimits {
@@ -37,6 +40,8 @@ impl MqttLimits {
             max_retained_per_subscribe: usize_of(self.max_retained_per_subscribe),
             topic_alias_maximum: self.topic_alias_maximum,
             connect_timeout: self.connect_timeout,
+            publish_limits: self.publish_limits,
+            rate_limit_strikes: self.rate_limit_strikes,
             ..broker::Config::default()
         }
     }
@@ -164,6 +169,106 @@ limit!(
     "expected 1 to 300 seconds"
 );
 
+const MAX_RATE: u64 = 1_000_000_000_000;
+limit!(
+    PUBLISH_RATE,
+    MQTT_PUBLISH_RATE,
+    "--mqtt-publish-rate",
+    "FLEETMQ_MQTT_PUBLISH_RATE",
+    "mqtt_publish_rate",
+    0..=MAX_RATE,
+    "expected 0 (unlimited) to 1000000000000 messages per second"
+);
+limit!(
+    PUBLISH_BURST,
+    MQTT_PUBLISH_BURST,
+    "--mqtt-publish-burst",
+    "FLEETMQ_MQTT_PUBLISH_BURST",
+    "mqtt_publish_burst",
+    1..=MAX_RATE,
+    "expected 1 to 1000000000000 messages, with --mqtt-publish-rate set"
+);
+limit!(
+    PUBLISH_BYTE_RATE,
+    MQTT_PUBLISH_BYTE_RATE,
+    "--mqtt-publish-byte-rate",
+    "FLEETMQ_MQTT_PUBLISH_BYTE_RATE",
+    "mqtt_publish_byte_rate",
+    0..=MAX_RATE,
+    "expected 0 (unlimited) to 1000000000000 bytes per second"
+);
+limit!(
+    PUBLISH_BYTE_BURST,
+    MQTT_PUBLISH_BYTE_BURST,
+    "--mqtt-publish-byte-burst",
+    "FLEETMQ_MQTT_PUBLISH_BYTE_BURST",
+    "mqtt_publish_byte_burst",
+    1..=MAX_RATE,
+    "expected 1 to 1000000000000 bytes, with --mqtt-publish-byte-rate set"
+);
+limit!(
+    RATE_LIMIT_STRIKES,
+    MQTT_RATE_LIMIT_STRIKES,
+    "--mqtt-rate-limit-strikes",
+    "FLEETMQ_MQTT_RATE_LIMIT_STRIKES",
+    "mqtt_rate_limit_strikes",
+    1..=1_000_000,
+    "expected 1 to 1000000 refusals in a row"
+);
+
+/// One rate and its burst: `None` when the rate is 0 (unlimited); a burst
+/// without a rate is a mistake, not silently ignored.
+fn rate(
+    (rate, rate_flag, rate_file): (&Bounds, Option<u64>, Option<u64>),
+    (burst, burst_flag, burst_file): (&Bounds, Option<u64>, Option<u64>),
+) -> Result<Option<broker::Rate>, Error> {
+    let per_second: u64 = rate.resolve(rate_flag, rate_file, 0)?;
+    let Some(given) = burst_flag.or(burst_file) else {
+        return Ok((per_second > 0).then(|| broker::Rate::new(per_second, None)));
+    };
+    let value: u64 = burst.resolve(Some(given), None, 0)?;
+    if per_second == 0 {
+        return Err(Error::invalid(
+            burst.setting,
+            &given.to_string(),
+            burst.hint,
+        ));
+    }
+    Ok(Some(broker::Rate::new(per_second, Some(value))))
+}
+
+fn resolve_publish_limits(
+    args: &MqttLimitArgs,
+    file: &FileConfig,
+) -> Result<broker::PublishLimits, Error> {
+    Ok(broker::PublishLimits {
+        messages: rate(
+            (
+                &PUBLISH_RATE,
+                args.mqtt_publish_rate,
+                file.mqtt_publish_rate,
+            ),
+            (
+                &PUBLISH_BURST,
+                args.mqtt_publish_burst,
+                file.mqtt_publish_burst,
+            ),
+        )?,
+        bytes: rate(
+            (
+                &PUBLISH_BYTE_RATE,
+                args.mqtt_publish_byte_rate,
+                file.mqtt_publish_byte_rate,
+            ),
+            (
+                &PUBLISH_BYTE_BURST,
+                args.mqtt_publish_byte_burst,
+                file.mqtt_publish_byte_burst,
+            ),
+        )?,
+    })
+}
+
 pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLimits, Error> {
     let d = broker::Config::default();
     let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
@@ -213,6 +318,12 @@ pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLim
             file.mqtt_connect_timeout,
             d.connect_timeout.as_secs(),
         )?),
+        publish_limits: resolve_publish_limits(args, file)?,
+        rate_limit_strikes: RATE_LIMIT_STRIKES.resolve(
+            args.mqtt_rate_limit_strikes,
+            file.mqtt_rate_limit_strikes,
+            u64::from(d.rate_limit_strikes),
+        )?,
     })
 }
 
@@ -237,6 +348,55 @@ mod tests {
         );
         assert_eq!(ours.topic_alias_maximum, theirs.topic_alias_maximum);
         assert_eq!(ours.connect_timeout, theirs.connect_timeout);
+        assert_eq!(ours.publish_limits, theirs.publish_limits);
+        assert!(ours.publish_limits.is_unlimited());
+        assert_eq!(ours.rate_limit_strikes, theirs.rate_limit_strikes);
+    }
+
+    #[test]
+    fn publish_limits_from_flags_and_file() {
+        let file = FileConfig::parse(
+            "mqtt_publish_rate = 50\nmqtt_publish_byte_rate = 4096\n\
+             mqtt_publish_byte_burst = 8192\nmqtt_rate_limit_strikes = 5\n",
+        )
+        .unwrap();
+        let args = MqttLimitArgs {
+            mqtt_publish_burst: Some(100),
+            ..Default::default()
+        };
+        let c = resolve(&args, &file).unwrap().broker_config();
+        assert_eq!(
+            c.publish_limits.messages,
+            Some(broker::Rate::new(50, Some(100)))
+        );
+        assert_eq!(
+            c.publish_limits.bytes,
+            Some(broker::Rate::new(4096, Some(8192)))
+        );
+        assert_eq!(c.rate_limit_strikes, 5);
+        // A burst alone would look like a limit and be none.
+        let lonely = MqttLimitArgs {
+            mqtt_publish_byte_burst: Some(10),
+            ..Default::default()
+        };
+        let err = resolve(&lonely, &FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("--mqtt-publish-byte-burst"),
+            "{err}"
+        );
+        // Without a burst, one second's worth.
+        let only_rate = MqttLimitArgs {
+            mqtt_publish_rate: Some(7),
+            ..Default::default()
+        };
+        let c = resolve(&only_rate, &FileConfig::default())
+            .unwrap()
+            .broker_config();
+        assert_eq!(
+            c.publish_limits.messages,
+            Some(broker::Rate::new(7, Some(7)))
+        );
+        assert_eq!(c.publish_limits.bytes, None);
     }
 
     #[test]

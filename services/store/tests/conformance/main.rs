@@ -14,6 +14,7 @@ mod devices;
 mod migrations;
 mod pki;
 mod presence_settings;
+mod publish_limits;
 mod rest_lookups;
 mod sqlite;
 mod state;

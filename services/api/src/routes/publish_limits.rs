@@ -1,0 +1,301 @@
+//! MQTT publish rate limits: a tenant's default for its devices
+//! (`GET|PUT|DELETE /v1/tenants/{t}/publish-limits`, changed by
+//! tenant-admin) and a device's override
+//! (`GET|PUT|DELETE /v1/tenants/{t}/devices/{d}/publish-limits`, changed
+//! by operator and up). Any role of the tenant reads them. The most
+//! specific one applies as a whole: the device's, else the tenant's, else
+//! the platform default of `fleetmq serve` (`--mqtt-publish-*`). A change
+//! reaches the device's live session from its next PUBLISH.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use store::{PublishLimitSettings, StoredPublishLimits};
+use utoipa::ToSchema;
+
+use super::audit::{RequestId, record_in_tenant};
+use crate::auth::{Access, Principal};
+use crate::{ApiError, ApiJson, AppState, FieldError};
+
+/// The largest rate or burst accepted (a trillion per second is already
+/// "unlimited"; the bound keeps values inside the database's integers).
+const MAX_VALUE: u64 = 1_000_000_000_000;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/v1/tenants/{t}/publish-limits",
+            get(read_tenant).put(put_tenant).delete(delete_tenant),
+        )
+        .route(
+            "/v1/tenants/{t}/devices/{d}/publish-limits",
+            get(read_device).put(put_device).delete(delete_device),
+        )
+}
+
+/// Publish rate limits. An absent (or null) rate is not limited; an absent
+/// burst is one second's worth of its rate. Over the limit an MQTT 5 client
+/// gets PUBACK/PUBREC 0x97 (QoS 0 is dropped) and, if it keeps on,
+/// DISCONNECT 0x96; an MQTT 3.1.1 client is slowed down (its socket is
+/// read later), never refused.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PublishLimits {
+    /// PUBLISH packets per second.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    messages_per_second: Option<u64>,
+    /// Messages that may be sent at once after a quiet spell.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    messages_burst: Option<u64>,
+    /// Payload bytes per second.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    bytes_per_second: Option<u64>,
+    /// Payload bytes that may be sent at once after a quiet spell.
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_u64)]
+    bytes_burst: Option<u64>,
+}
+
+/// Stored publish limits.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PublishLimitsView {
+    messages_per_second: Option<u64>,
+    messages_burst: Option<u64>,
+    bytes_per_second: Option<u64>,
+    bytes_burst: Option<u64>,
+    updated_at: DateTime<Utc>,
+}
+
+impl From<StoredPublishLimits> for PublishLimitsView {
+    fn from(s: StoredPublishLimits) -> Self {
+        let l = s.settings;
+        PublishLimitsView {
+            messages_per_second: l.messages_per_second,
+            messages_burst: l.messages_burst,
+            bytes_per_second: l.bytes_per_second,
+            bytes_burst: l.bytes_burst,
+            updated_at: s.updated_at,
+        }
+    }
+}
+
+impl PublishLimits {
+    /// The settings, or every field error at once.
+    fn check(&self) -> Result<PublishLimitSettings, ApiError> {
+        let mut errors = Vec::new();
+        let fields = [
+            ("/messages_per_second", self.messages_per_second),
+            ("/messages_burst", self.messages_burst),
+            ("/bytes_per_second", self.bytes_per_second),
+            ("/bytes_burst", self.bytes_burst),
+        ];
+        for (pointer, value) in fields {
+            if value.is_some_and(|v| v == 0 || v > MAX_VALUE) {
+                errors.push(FieldError::new(
+                    pointer,
+                    format!("expected 1 to {MAX_VALUE}"),
+                ));
+            }
+        }
+        // A burst without its rate would look like a limit and be none.
+        if self.messages_burst.is_some() && self.messages_per_second.is_none() {
+            errors.push(FieldError::new(
+                "/messages_burst",
+                "a burst needs messages_per_second",
+            ));
+        }
+        if self.bytes_burst.is_some() && self.bytes_per_second.is_none() {
+            errors.push(FieldError::new(
+                "/bytes_burst",
+                "a burst needs bytes_per_second",
+            ));
+        }
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        Ok(PublishLimitSettings {
+            messages_per_second: self.messages_per_second,
+            messages_burst: self.messages_burst,
+            bytes_per_second: self.bytes_per_second,
+            bytes_burst: self.bytes_burst,
+        })
+    }
+}
+
+fn audit_details(s: &PublishLimitSettings) -> serde_json::Value {
+    json!({
+        "messages_per_second": s.messages_per_second,
+        "messages_burst": s.messages_burst,
+        "bytes_per_second": s.bytes_per_second,
+        "bytes_burst": s.bytes_burst,
+    })
+}
+
+/// Tell live sessions (the session control logs its own failures: the
+/// change is stored either way, and the next connect reads it).
+async fn tell_sessions(state: &AppState, tenant: &str, device: Option<&str>) {
+    if let Some(sessions) = state.sessions() {
+        sessions.publish_limits_changed(tenant, device).await;
+    }
+}
+
+/// The tenant's default publish limits for its devices (any role of the
+/// tenant); 404 when it has none (the platform default applies).
+#[utoipa::path(get, path = "/v1/tenants/{t}/publish-limits", operation_id = "get_tenant_publish_limits", tag = "publish-limits",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 200, description = "The tenant's default", body = PublishLimitsView)))]
+pub(crate) async fn read_tenant(
+    State(state): State<AppState>,
+    who: Principal,
+    Path(t): Path<String>,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    who.require(&t, Access::Read)?;
+    Ok(ApiJson(
+        state.store.get_tenant_publish_limits(&t).await?.into(),
+    ))
+}
+
+/// Set the tenant's default publish limits (tenant-admin).
+#[utoipa::path(put, path = "/v1/tenants/{t}/publish-limits", operation_id = "put_tenant_publish_limits", tag = "publish-limits",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    request_body = PublishLimits,
+    responses(
+        (status = 200, description = "The stored default", body = PublishLimitsView),
+        (status = 422, description = "A value out of range, or a burst without its rate",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn put_tenant(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+    ApiJson(body): ApiJson<PublishLimits>,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    who.require(&t, Access::Admin)?;
+    let settings = body.check()?;
+    let stored = state.store.put_tenant_publish_limits(&t, &settings).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "publish_limits.put",
+        format!("tenants/{t}/publish-limits"),
+        audit_details(&settings),
+    )
+    .await?;
+    tell_sessions(&state, &t, None).await;
+    Ok(ApiJson(stored.into()))
+}
+
+/// Remove the tenant's default (tenant-admin): the platform default
+/// applies to devices without an override.
+#[utoipa::path(delete, path = "/v1/tenants/{t}/publish-limits", operation_id = "delete_tenant_publish_limits", tag = "publish-limits",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    responses((status = 204, description = "Removed")))]
+pub(crate) async fn delete_tenant(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(t): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::Admin)?;
+    state.store.delete_tenant_publish_limits(&t).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "publish_limits.delete",
+        format!("tenants/{t}/publish-limits"),
+        json!({}),
+    )
+    .await?;
+    tell_sessions(&state, &t, None).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A device's override (any role of the tenant); 404 when it has none.
+#[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "get_device_publish_limits", tag = "publish-limits",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses((status = 200, description = "The device's override", body = PublishLimitsView)))]
+pub(crate) async fn read_device(
+    State(state): State<AppState>,
+    who: Principal,
+    Path((t, d)): Path<(String, String)>,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    who.require(&t, Access::Read)?;
+    Ok(ApiJson(
+        state.store.get_device_publish_limits(&t, &d).await?.into(),
+    ))
+}
+
+/// Set a device's override (operator and up); its live session follows
+/// from its next PUBLISH.
+#[utoipa::path(put, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "put_device_publish_limits", tag = "publish-limits",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    request_body = PublishLimits,
+    responses(
+        (status = 200, description = "The stored override", body = PublishLimitsView),
+        (status = 422, description = "A value out of range, or a burst without its rate",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn put_device(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, d)): Path<(String, String)>,
+    ApiJson(body): ApiJson<PublishLimits>,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    let settings = body.check()?;
+    let stored = state
+        .store
+        .put_device_publish_limits(&t, &d, &settings)
+        .await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "device.publish_limits.put",
+        format!("tenants/{t}/devices/{d}/publish-limits"),
+        audit_details(&settings),
+    )
+    .await?;
+    tell_sessions(&state, &t, Some(&d)).await;
+    Ok(ApiJson(stored.into()))
+}
+
+/// Remove a device's override (operator and up): the tenant's default, or
+/// the platform's, applies again.
+#[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "delete_device_publish_limits", tag = "publish-limits",
+    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+        ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    responses((status = 204, description = "Removed")))]
+pub(crate) async fn delete_device(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path((t, d)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    who.require(&t, Access::WriteDevices)?;
+    state.store.delete_device_publish_limits(&t, &d).await?;
+    record_in_tenant(
+        &state,
+        &who,
+        &request_id,
+        &t,
+        "device.publish_limits.delete",
+        format!("tenants/{t}/devices/{d}/publish-limits"),
+        json!({}),
+    )
+    .await?;
+    tell_sessions(&state, &t, Some(&d)).await;
+    Ok(StatusCode::NO_CONTENT)
+}
