@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::auth::{AllowAll, AllowAnonymous, Authenticator, Authorizer};
 use crate::events::{EventSink, NoEvents};
 use crate::message::Message;
+use crate::platform::TenantDirectory;
 use crate::router;
 use crate::session::DropCounters;
 use crate::store::{MemoryRetainedStore, RetainedStore};
@@ -28,9 +29,12 @@ struct Inner {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
-    /// Tenants by id, created on first use. Read-locked per CONNECT only;
-    /// messages never touch it.
+    /// Tenants by id, created on first use. Read-locked per CONNECT (and
+    /// per platform client publish); tenant messages never touch it.
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
+    /// The platform namespace ([`TenantId::platform`]), never in `tenants`.
+    platform: Arc<Tenant>,
+    directory: Option<Arc<dyn TenantDirectory>>,
     next_conn_id: AtomicU64,
 }
 
@@ -56,6 +60,7 @@ pub struct BrokerBuilder {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
+    directory: Option<Arc<dyn TenantDirectory>>,
 }
 
 impl BrokerBuilder {
@@ -83,6 +88,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Sets where platform clients learn which tenants exist (default:
+    /// the tenants used since start).
+    pub fn tenant_directory(mut self, directory: Arc<dyn TenantDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
     /// The broker.
     pub fn build(self) -> Broker {
         Broker {
@@ -93,6 +105,8 @@ impl BrokerBuilder {
                 events: self.events,
                 retained_store: self.retained_store,
                 tenants: RwLock::default(),
+                platform: Arc::new(Tenant::new(TenantId::platform())),
+                directory: self.directory,
                 next_conn_id: AtomicU64::new(1),
             }),
         }
@@ -108,6 +122,7 @@ impl Broker {
             authorizer: Arc::new(AllowAll),
             events: Arc::new(NoEvents),
             retained_store: Arc::new(MemoryRetainedStore::new()),
+            directory: None,
         }
     }
 
@@ -144,7 +159,12 @@ impl Broker {
         self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn existing(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+    /// The tenant `id` if it is in memory (the platform namespace for
+    /// [`TenantId::platform`]).
+    pub(crate) fn existing(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+        if id.is_platform() {
+            return Some(self.inner.platform.clone());
+        }
         self.inner
             .tenants
             .read()
@@ -183,6 +203,64 @@ impl Broker {
         Ok(tenants.entry(id.clone()).or_insert(fresh).clone())
     }
 
+    /// The platform namespace.
+    pub(crate) fn platform(&self) -> &Tenant {
+        &self.inner.platform
+    }
+
+    /// Every tenant in memory (not the platform namespace).
+    pub(crate) fn loaded_tenants(&self) -> Vec<Arc<Tenant>> {
+        self.inner
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Brings tenant `id` into memory if the directory knows it (without a
+    /// directory: only if it already is). Returns it, if it exists.
+    pub(crate) async fn load_if_exists(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+        if let Some(t) = self.existing(id) {
+            return Some(t);
+        }
+        let directory = self.inner.directory.as_ref()?;
+        match directory.exists(id).await {
+            Ok(true) => self
+                .tenant(id)
+                .await
+                .inspect_err(
+                    |e| tracing::warn!(tenant = %id, error = %e, "tenant could not be loaded"),
+                )
+                .ok(),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "tenant directory unavailable");
+                None
+            }
+        }
+    }
+
+    /// Brings every tenant the directory lists into memory.
+    pub(crate) async fn load_all_tenants(&self) {
+        let Some(directory) = &self.inner.directory else {
+            return;
+        };
+        let ids = match directory.list().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "tenant directory unavailable");
+                return;
+            }
+        };
+        for id in ids.iter().filter(|id| !id.is_platform()) {
+            if let Err(e) = self.tenant(id).await {
+                tracing::warn!(tenant = %id, error = %e, "tenant could not be loaded");
+            }
+        }
+    }
+
     /// Closes the connection of `client_id` in `tenant` with DISCONNECT
     /// 0x98 Administrative action (v5) — for a device disabled or revoked
     /// by the platform. Its will is published as for any server close.
@@ -209,6 +287,10 @@ impl Broker {
         retain: bool,
         properties: Properties,
     ) -> Result<usize, Error> {
+        if tenant.is_platform() {
+            // The platform namespace has no topics of its own.
+            return Err(Error::InvalidTenantId(tenant.to_string()));
+        }
         let t = self.tenant(tenant).await?;
         let message = Message::new(
             topic,

@@ -15,6 +15,8 @@
 //!   maximum packet size), `will.rs` (will delay, session expiry).
 //! - [`broker`]: [`Broker`], the shared state, and its builder.
 //! - `tenant` (private): one namespace: its sessions, index and retained.
+//! - `platform` (private): the platform namespace, where every tenant's
+//!   topics are mounted under the tenant id; [`TenantDirectory`].
 //! - `session` (private): state that outlives a connection: queue, in-flight.
 //! - `index` (private): the subscription trie, shared subscriptions.
 //! - `retained` (private): the retained trie with capped wildcard lookup.
@@ -57,6 +59,7 @@ mod index;
 mod index_props;
 mod message;
 mod metrics;
+mod platform;
 mod retained;
 mod router;
 pub mod server;
@@ -74,6 +77,7 @@ pub use config::Config;
 pub use error::Error;
 pub use events::{Event, EventSink, MemoryEvents, NoEvents};
 pub use ids::TenantId;
+pub use platform::TenantDirectory;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};
 pub use session::DropCounters;
 pub use store::{Durability, MemoryRetainedStore, RetainedStore, StoreError, StoredRetained};

@@ -7,6 +7,7 @@
 //! trie are never held together with `sessions`' callers' session locks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use mqtt::{SubscriptionOptions, TopicFilter};
@@ -56,6 +57,9 @@ pub(crate) struct Tenant {
     index: RwLock<SubscriptionIndex>,
     retained: RwLock<RetainedTrie>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// The index's size, readable without its lock: every tenant publish
+    /// checks the platform namespace's for zero before mounting anything.
+    subscribed: AtomicUsize,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -73,6 +77,23 @@ impl Tenant {
             index: RwLock::default(),
             retained: RwLock::default(),
             sessions: Mutex::default(),
+            subscribed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Whether any subscription is in the index (one atomic load).
+    pub(crate) fn has_subscriptions(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) > 0
+    }
+
+    fn count_subscriptions(&self, added: bool) {
+        if added {
+            self.subscribed.fetch_add(1, Ordering::AcqRel);
+            metrics::subscriptions(1.0);
+        } else {
+            // Only called for a subscription that was in the index.
+            self.subscribed.fetch_sub(1, Ordering::AcqRel);
+            metrics::subscriptions(-1.0);
         }
     }
 
@@ -221,7 +242,7 @@ impl Tenant {
             let mut index = write(&self.index);
             for filter in subs.keys() {
                 if index.remove(filter, session.client_id()) {
-                    metrics::subscriptions(-1.0);
+                    self.count_subscriptions(false);
                 }
             }
         }
@@ -270,7 +291,7 @@ impl Tenant {
             .subscriptions
             .insert(filter.clone(), SubscriptionEntry { options, id });
         if !existed {
-            metrics::subscriptions(1.0);
+            self.count_subscriptions(true);
         }
         existed
     }
@@ -288,7 +309,7 @@ impl Tenant {
         };
         let existed = write(&self.index).remove(filter, session.client_id());
         if existed {
-            metrics::subscriptions(-1.0);
+            self.count_subscriptions(false);
         }
         self.redistribute(orphans);
         existed

@@ -296,13 +296,16 @@ where
         keep_alive = connect.keep_alive,
         session_expiry, "connect parameters"
     );
-    broker.events().emit(Event::Connected {
-        tenant: identity.tenant,
-        client_id: client_id.to_string(),
-        principal: identity.principal,
-        peer: peer.addr,
-        protocol: version,
-    });
+    // Platform clients are no tenant's clients: no lifecycle events.
+    if !identity.tenant.is_platform() {
+        broker.events().emit(Event::Connected {
+            tenant: identity.tenant,
+            client_id: client_id.to_string(),
+            principal: identity.principal,
+            peer: peer.addr,
+            protocol: version,
+        });
+    }
     Ok(Some((conn, ack)))
 }
 

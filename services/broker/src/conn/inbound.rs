@@ -148,29 +148,46 @@ impl Conn {
             st.incoming_qos2.insert(id);
         }
         let mut durability = None;
+        let mut why = None;
         let reason = if !self.broker.authorizer().can_publish(&self.identity, &topic) {
             warn!(topic = %topic, "publish not authorized");
             ReasonCode::NotAuthorized
         } else {
-            let message =
-                Message::from_publish(p, topic, Some(self.client_id.clone()), Instant::now());
-            let (delivered, durable) = self.route(message);
-            durability = durable;
-            if delivered == 0 && self.version == ProtocolVersion::V5 {
-                ReasonCode::NoMatchingSubscribers
-            } else {
-                ReasonCode::Success
+            match self.route_publish(p, topic) {
+                Ok((delivered, durable)) => {
+                    durability = durable;
+                    if delivered == 0 && self.version == ProtocolVersion::V5 {
+                        ReasonCode::NoMatchingSubscribers
+                    } else {
+                        ReasonCode::Success
+                    }
+                }
+                Err((reason, detail)) => {
+                    why = Some(detail);
+                    reason
+                }
             }
+        };
+        if reason.is_error() {
+            // QoS 0 has no acknowledgement to say so: counted instead.
+            metrics::refused(reason);
+        }
+        // A reason string only where the packet can carry one (3.4.2.2.2).
+        let properties = mqtt::Properties {
+            reason_string: why.filter(|_| self.version == ProtocolVersion::V5),
+            ..Default::default()
         };
         match (qos, id) {
             (QoS::AtLeastOnce, Some(id)) => {
                 let mut ack = PubAck::new(id);
                 ack.reason_code = reason;
+                ack.properties = properties;
                 self.acknowledge(ack.into(), durability)?;
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 let mut rec = PubRec::new(id);
                 rec.reason_code = reason;
+                rec.properties = properties;
                 if reason.is_error() {
                     // 4.3.3: a failed PUBREC ends the exchange.
                     self.session.lock().incoming_qos2.remove(&id);
@@ -180,6 +197,34 @@ impl Conn {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Routes an authorized publish: in this connection's tenant, or for a
+    /// platform client in the tenant its first topic level names. Refused
+    /// with the reason code and a reason string for the client.
+    #[allow(clippy::type_complexity)]
+    fn route_publish(
+        &self,
+        p: Publish,
+        topic: mqtt::TopicName,
+    ) -> Result<(usize, Option<Durability>), (ReasonCode, String)> {
+        let origin = Some(self.client_id.clone());
+        if !self.tenant.id.is_platform() {
+            let message = Message::from_publish(p, topic, origin, Instant::now());
+            return Ok(self.route(message));
+        }
+        let (tenant, inner) = crate::platform::target(&self.broker, &topic).map_err(|e| {
+            warn!(topic = %topic, error = %e, "platform publish refused");
+            (ReasonCode::TopicNameInvalid, e.to_string())
+        })?;
+        let mut message = Message::from_publish(p, inner, origin, Instant::now());
+        message.platform_origin = true;
+        Ok(crate::router::publish_durable(
+            &self.broker,
+            &tenant,
+            &self.client_id,
+            message,
+        ))
     }
 
     /// Sends a PUBACK or PUBREC now, or after the retained store has made
@@ -273,26 +318,11 @@ impl Conn {
             if !send || sub.filter.shared().is_some() {
                 continue;
             }
-            let found = self.tenant.retained_for(&sub.filter, now, cap);
-            if !found.expired.is_empty() {
-                // 3.3.2.3.3: an expired retained message is gone for good.
-                for topic in self.tenant.prune_retained(&found.expired, now) {
-                    self.broker
-                        .retained_store()
-                        .save(&self.tenant.id, &topic, None, false);
-                    self.broker
-                        .events()
-                        .emit(crate::events::Event::RetainedChanged {
-                            tenant: self.tenant.id.clone(),
-                            topic,
-                            payload: None,
-                        });
-                }
-            }
-            if found.truncated {
-                metrics::retained_cap_hit();
-                warn!(topic = %sub.filter, cap, "retained messages capped for this subscribe");
-            }
+            let found = if self.tenant.id.is_platform() {
+                crate::platform::retained_for(&self.broker, &sub.filter, now, cap)
+            } else {
+                crate::router::retained_for(&self.broker, &self.tenant, &sub.filter, now, cap)
+            };
             retained.extend(found.messages.into_iter().map(|m| Delivery {
                 qos: m.qos.min(opts.qos),
                 // MQTT-3.3.1-9: retained on subscribe keep RETAIN set.

@@ -153,6 +153,24 @@ pub(crate) async fn serve<S>(
     .await;
 }
 
+/// Brings the tenants a platform client's PUBLISH or SUBSCRIBE names
+/// into memory, so that handling it (synchronous) finds them.
+async fn load_tenants_for(broker: &Broker, packet: &mqtt::Packet) {
+    match packet {
+        mqtt::Packet::Publish(p) => {
+            if let Some(topic) = &p.topic {
+                crate::platform::load_for_publish(broker, topic).await;
+            }
+        }
+        mqtt::Packet::Subscribe(s) => {
+            for sub in &s.subscriptions {
+                crate::platform::load_for_filter(broker, &sub.filter).await;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -207,7 +225,7 @@ impl Conn {
         let max_packet =
             usize::try_from(self.broker.config().max_packet_size).unwrap_or(usize::MAX);
         // Packets pipelined behind CONNECT are already in the buffer.
-        if let Some(end) = self.drain(inbuf, max_packet)? {
+        if let Some(end) = self.drain(inbuf, max_packet).await? {
             self.settle_deferred().await?;
             self.flush(stream).await?;
             return Ok(end);
@@ -234,7 +252,7 @@ impl Conn {
                     }
                     metrics::bytes_in(n);
                     last_rx = Instant::now();
-                    if let Some(end) = self.drain(inbuf, max_packet)? {
+                    if let Some(end) = self.drain(inbuf, max_packet).await? {
                         self.settle_deferred().await?;
                         self.flush(stream).await?;
                         return Ok(end);
@@ -248,9 +266,17 @@ impl Conn {
         }
     }
 
-    /// Handles every whole packet in the read buffer.
-    fn drain(&mut self, inbuf: &mut BytesMut, max_packet: usize) -> Result<Option<End>, Error> {
+    /// Handles every whole packet in the read buffer. Awaits only for a
+    /// platform client, whose packets may name tenants not yet in memory.
+    async fn drain(
+        &mut self,
+        inbuf: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<End>, Error> {
         while let Some(packet) = decode(inbuf, self.version, max_packet)? {
+            if self.tenant.id.is_platform() {
+                load_tenants_for(&self.broker, &packet).await;
+            }
             if let Some(end) = self.handle(packet)? {
                 return Ok(Some(end));
             }
@@ -374,17 +400,20 @@ impl Conn {
             }
         }
         info!(?end, "disconnected");
-        self.broker
-            .events()
-            .emit(crate::events::Event::Disconnected {
-                tenant: self.tenant.id.clone(),
-                client_id: self.client_id.to_string(),
-                graceful: end == End::Client(ReasonCode::Success),
-                reason: match end {
-                    End::Lost => ReasonCode::UnspecifiedError,
-                    End::Client(r) | End::Server(r) => r,
-                },
-            });
+        // Platform clients are no tenant's clients: no lifecycle events.
+        if !self.tenant.id.is_platform() {
+            self.broker
+                .events()
+                .emit(crate::events::Event::Disconnected {
+                    tenant: self.tenant.id.clone(),
+                    client_id: self.client_id.to_string(),
+                    graceful: end == End::Client(ReasonCode::Success),
+                    reason: match end {
+                        End::Lost => ReasonCode::UnspecifiedError,
+                        End::Client(r) | End::Server(r) => r,
+                    },
+                });
+        }
         // MQTT-3.1.2-8: the will is published unless the client said a
         // normal DISCONNECT (MQTT-3.14.4-3); 0x04 asks for it. A server
         // shutdown is not the client's loss.
