@@ -16,6 +16,8 @@
 //! - `pki.rs`, `certificates.rs`, `credentials.rs`, `policies.rs` — issue 5:
 //!   the platform and tenant CAs (sealed keys), device certificates and
 //!   revocation floors, device passwords and service credentials, ACL policies.
+//! - `platform_access.rs` — issue 5: platform service credentials, every
+//!   tenant's id, per-tenant topic hygiene rules.
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
 //! - `retained.rs`, `presence.rs`, `device_state.rs` — what the broker
 //!   keeps about devices (issue 6): durable retained messages, presence,
@@ -68,6 +70,7 @@ mod ids;
 mod migrate;
 mod page;
 mod pki;
+mod platform_access;
 mod policies;
 mod presence;
 mod presence_lookup;
@@ -96,6 +99,7 @@ pub use idempotency::{IdempotencyClaim, IdempotencyRecord};
 pub use ids::{DeviceId, TenantId};
 pub use migrate::MigrationStatus;
 pub use page::{Page, Paged};
+pub use platform_access::{NewPlatformCredential, PlatformCredential, TopicRules};
 pub use pki::{NewTenantCa, PlatformCa, TenantCa, TenantCaKind, TenantCaStatus};
 pub use policies::{AclPolicy, PolicyDocument};
 pub use presence::{DevicePresence, PresenceStatus, PresenceUpdate};

@@ -13,6 +13,7 @@ mod audit;
 mod devices;
 mod migrations;
 mod pki;
+mod platform_access;
 mod rest_lookups;
 mod sqlite;
 mod state;
