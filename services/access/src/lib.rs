@@ -13,6 +13,7 @@
 //! - `cache.rs` — [`AccessCache`]: device, certificate and policy state in
 //!   memory, invalidated on change.
 //! - `revocations.rs` — [`Revocations`]: invalidate and end live sessions.
+//! - `tenants.rs` — [`StoreTenants`]: the broker's `TenantDirectory`.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
@@ -30,8 +31,10 @@ mod error;
 mod password;
 mod policy;
 mod revocations;
+mod tenants;
 
-pub use authenticator::{PlatformAuthenticator, service_principal};
+pub use authenticator::{PlatformAuthenticator, platform_principal, service_principal};
+pub use tenants::StoreTenants;
 pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
 pub use error::{AccessError, Refusal};

@@ -58,6 +58,19 @@ impl Revocations {
         self.kick(tenant, device)
     }
 
+    /// A platform service credential was deleted: end every session it
+    /// opened. Returns how many were ended.
+    pub fn platform_credential_deleted(&self, name: &str) -> usize {
+        let principal = crate::platform_principal(name);
+        let ended = self
+            .broker
+            .disconnect_principal(&TenantId::platform(), &principal);
+        if ended > 0 {
+            tracing::info!(principal, sessions = ended, "platform sessions ended by the platform");
+        }
+        ended
+    }
+
     /// The tenant's revocation floor was set (or the tenant deleted): forget
     /// the tenant and end every session of it that logged in with a
     /// certificate. Returns how many sessions were ended.

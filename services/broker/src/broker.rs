@@ -273,6 +273,21 @@ impl Broker {
         true
     }
 
+    /// Closes every connection `principal` authenticated in `tenant` (the
+    /// platform namespace for [`TenantId::platform`]) with DISCONNECT 0x98
+    /// Administrative action — for a credential deleted by the platform.
+    /// Returns how many were closed.
+    pub fn disconnect_principal(&self, tenant: &TenantId, principal: &str) -> usize {
+        let Some(t) = self.existing(tenant) else {
+            return 0;
+        };
+        let conns = t.connections_of(principal);
+        for conn in &conns {
+            conn.kick(ReasonCode::AdministrativeAction);
+        }
+        conns.len()
+    }
+
     /// Publishes an application message into `tenant` from the platform
     /// (e.g. a device's desired state as a retained command). Returns how
     /// many sessions it was queued for. Tenant isolation holds: it reaches

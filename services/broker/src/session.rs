@@ -28,6 +28,9 @@ pub(crate) struct ConnControl {
     kick_reason: Mutex<Option<ReasonCode>>,
     /// Cancelled by the connection once it has let go of the session.
     pub(crate) finished: CancellationToken,
+    /// Who authenticated the connection, so that deleting a credential
+    /// can end the sessions it opened. Set once, at CONNECT.
+    pub(crate) principal: std::sync::OnceLock<String>,
 }
 
 impl ConnControl {
@@ -38,6 +41,7 @@ impl ConnControl {
             kicked: CancellationToken::new(),
             kick_reason: Mutex::new(None),
             finished: CancellationToken::new(),
+            principal: std::sync::OnceLock::new(),
         })
     }
 

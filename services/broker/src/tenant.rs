@@ -115,6 +115,16 @@ impl Tenant {
         session.lock().conn.clone()
     }
 
+    /// The live connections `principal` authenticated.
+    pub(crate) fn connections_of(&self, principal: &str) -> Vec<Arc<ConnControl>> {
+        let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+        sessions
+            .iter()
+            .filter_map(|s| s.lock().conn.clone())
+            .filter(|c| c.principal.get().is_some_and(|p| p == principal))
+            .collect()
+    }
+
     pub(crate) fn session_drops(&self, client_id: &str) -> Option<crate::session::DropCounters> {
         let session = self.sessions().get(client_id).cloned()?;
         let dropped = session.lock().dropped;

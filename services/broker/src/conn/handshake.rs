@@ -215,6 +215,7 @@ where
     Span::current().record("client_id", &*client_id);
 
     let ctl = ConnControl::new(conn_id);
+    let _ = ctl.principal.set(identity.principal.clone());
     let attached = tenant.attach(
         &client_id,
         connect.clean_start,

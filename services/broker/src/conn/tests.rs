@@ -278,3 +278,20 @@ async fn platform_clients_see_tenants_mounted_and_publish_into_them() {
         "{got:?}"
     );
 }
+
+#[tokio::test]
+async fn deleting_a_credential_ends_the_sessions_it_opened() {
+    let b = platform_broker();
+    let mut ops = Client::connect(&b, login("ops-1", "platform:ops")).await;
+    let _device = Client::connect(&b, login("d1", "d1@tenant-a")).await;
+    assert_eq!(b.disconnect_principal(&TenantId::platform(), "d1"), 0);
+    assert_eq!(
+        b.disconnect_principal(&TenantId::platform(), "platform:ops"),
+        1
+    );
+    let got = ops.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::AdministrativeAction),
+        "{got:?}"
+    );
+}
