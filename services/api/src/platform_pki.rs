@@ -166,6 +166,15 @@ pub trait SessionControl: Send + Sync + 'static {
     fn tenant_changed(&self, tenant: &str);
     /// The tenant's ACL policies changed; reload them for live sessions.
     async fn policies_changed(&self, tenant: &str);
+    /// Platform service credential `name` was deleted: its sessions end.
+    fn platform_credential_deleted(&self, name: &str) {
+        let _ = name;
+    }
+    /// The tenant's topic hygiene rules were replaced: the broker applies
+    /// `rules` from now on.
+    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
+        let _ = (tenant, rules);
+    }
 }
 
 impl crate::AppState {

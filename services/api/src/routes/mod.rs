@@ -24,12 +24,14 @@ mod health;
 mod idempotency;
 mod metrics;
 mod openapi;
+pub(crate) mod platform_credentials;
 pub(crate) mod policies;
 
 pub use openapi::document as openapi_document;
 mod query;
 pub(crate) mod state;
 pub(crate) mod tenants;
+pub(crate) mod topic_rules;
 mod validate;
 pub(crate) mod webhooks;
 
@@ -62,6 +64,8 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(certificates::router())
         .merge(credentials::router())
         .merge(policies::router())
+        .merge(platform_credentials::router())
+        .merge(topic_rules::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

@@ -15,7 +15,7 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, health,
-    metrics, policies, state, tenants, webhooks,
+    metrics, platform_credentials, policies, state, tenants, topic_rules, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -45,6 +45,8 @@ use crate::{AppState, PROBLEM_JSON};
         credentials::set_password, credentials::delete_password,
         credentials::create_service, credentials::list_services, credentials::delete_service,
         policies::list, policies::read, policies::put, policies::remove,
+        platform_credentials::create, platform_credentials::list, platform_credentials::remove,
+        topic_rules::read, topic_rules::put,
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
@@ -67,6 +69,9 @@ use crate::{AppState, PROBLEM_JSON};
         certificates::Floor, credentials::DevicePassword, credentials::CreateServiceCredential,
         credentials::ServiceCredentialView, credentials::CreatedServiceCredential,
         credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
+        platform_credentials::CreatePlatformCredential, platform_credentials::PlatformCredentialView,
+        platform_credentials::CreatedPlatformCredential, platform_credentials::PlatformCredentialList,
+        topic_rules::TopicRules,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -76,8 +81,8 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "audit", description = "Who changed what, when."),
         (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
         (name = "pki", description = "CAs, device certificates, revocation and CRLs."),
-        (name = "credentials", description = "Device passwords and tenant service credentials for MQTT."),
-        (name = "policies", description = "A tenant's ACL policy templates."),
+        (name = "credentials", description = "Device passwords, tenant service credentials and platform service credentials for MQTT."),
+        (name = "policies", description = "A tenant's ACL policy templates and topic hygiene rules."),
         (name = "operations", description = "Probes, metrics and this document; no token needed."),
         (name = "state", description = "Devices' presence, state documents and recent messages."),
         (name = "events", description = "Live platform events (server-sent events)."),
@@ -218,6 +223,9 @@ mod tests {
             ("/v1/tenants/{t}/ca/crl", &["get"]),
             ("/v1/tenants/{t}/policies/{name}", &["get", "put", "delete"]),
             ("/v1/tenants/{t}/service-credentials", &["get", "post"]),
+            ("/v1/service-credentials", &["get", "post"]),
+            ("/v1/service-credentials/{id}", &["delete"]),
+            ("/v1/tenants/{t}/topic-rules", &["get", "put"]),
         ] {
             for method in methods {
                 let op = &paths[path][*method];

@@ -13,6 +13,7 @@ mod devices;
 mod events;
 mod idempotency;
 mod pki_routes;
+mod platform_access;
 mod state;
 mod tenants;
 mod webhooks;
