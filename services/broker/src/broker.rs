@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::auth::{AllowAll, AllowAnonymous, Authenticator, Authorizer};
 use crate::events::{EventSink, NoEvents};
+use crate::hygiene::TopicRules;
 use crate::message::Message;
 use crate::platform::TenantDirectory;
 use crate::router;
@@ -35,6 +36,9 @@ struct Inner {
     /// The platform namespace ([`TenantId::platform`]), never in `tenants`.
     platform: Arc<Tenant>,
     directory: Option<Arc<dyn TenantDirectory>>,
+    /// Topic rules by tenant (only tenants with some rule on), including
+    /// tenants not in memory yet: a tenant loaded later starts with them.
+    topic_rules: RwLock<HashMap<TenantId, TopicRules>>,
     next_conn_id: AtomicU64,
 }
 
@@ -107,6 +111,7 @@ impl BrokerBuilder {
                 tenants: RwLock::default(),
                 platform: Arc::new(Tenant::new(TenantId::platform())),
                 directory: self.directory,
+                topic_rules: RwLock::default(),
                 next_conn_id: AtomicU64::new(1),
             }),
         }
@@ -200,7 +205,43 @@ impl Broker {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         // Another connection may have created it meanwhile: keep the first.
-        Ok(tenants.entry(id.clone()).or_insert(fresh).clone())
+        let tenant = tenants.entry(id.clone()).or_insert(fresh).clone();
+        // Under the tenants lock: a concurrent `set_topic_rules` either
+        // updated the map before (read here) or finds the tenant after.
+        if let Some(rules) = self.topic_rules_of(id) {
+            tenant.set_rules(rules);
+        }
+        Ok(tenant)
+    }
+
+    fn topic_rules_of(&self, id: &TenantId) -> Option<TopicRules> {
+        self.inner
+            .topic_rules
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .copied()
+    }
+
+    /// Sets `tenant`'s topic hygiene rules (all off is the default); live
+    /// sessions are held to them from their next packet. Existing
+    /// subscriptions stay, but count towards the catch-all cap.
+    pub fn set_topic_rules(&self, tenant: &TenantId, rules: TopicRules) {
+        {
+            let mut all = self
+                .inner
+                .topic_rules
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if rules.is_off() {
+                all.remove(tenant);
+            } else {
+                all.insert(tenant.clone(), rules);
+            }
+        }
+        if let Some(t) = self.existing(tenant).filter(|t| !t.id.is_platform()) {
+            t.set_rules(rules);
+        }
     }
 
     /// The platform namespace.

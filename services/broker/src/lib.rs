@@ -25,6 +25,7 @@
 //! - [`auth`]: [`Authenticator`], [`Authorizer`], [`AllowAnonymous`] and
 //!   in-memory implementations.
 //! - [`events`]: [`EventSink`] and [`Event`].
+//! - [`hygiene`]: per-tenant [`TopicRules`] and [`TopicRefusal`].
 //! - [`store`]: [`RetainedStore`] and the in-memory store.
 //! - [`config`]: [`Config`]. [`ids`]: [`TenantId`]. [`error`]: [`Error`].
 //! - `metrics` (private): metric names.
@@ -53,6 +54,7 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod events;
+pub mod hygiene;
 pub mod ids;
 mod index;
 #[cfg(test)]
@@ -76,6 +78,7 @@ pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
 pub use config::Config;
 pub use error::Error;
 pub use events::{Event, EventSink, MemoryEvents, NoEvents};
+pub use hygiene::{TopicRefusal, TopicRules};
 pub use ids::TenantId;
 pub use platform::TenantDirectory;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};

@@ -209,7 +209,12 @@ impl Conn {
         topic: mqtt::TopicName,
     ) -> Result<(usize, Option<Durability>), (ReasonCode, String)> {
         let origin = Some(self.client_id.clone());
+        let refused = |e: crate::TopicRefusal| {
+            warn!(topic = %topic, reason = %e, "publish refused by the tenant's topic rules");
+            (e.publish_reason(), e.to_string())
+        };
         if !self.tenant.id.is_platform() {
+            self.tenant.check_topic(&topic).map_err(refused)?;
             let message = Message::from_publish(p, topic, origin, Instant::now());
             return Ok(self.route(message));
         }
@@ -217,6 +222,7 @@ impl Conn {
             warn!(topic = %topic, error = %e, "platform publish refused");
             (ReasonCode::TopicNameInvalid, e.to_string())
         })?;
+        tenant.check_topic(&inner).map_err(refused)?;
         let mut message = Message::from_publish(p, inner, origin, Instant::now());
         message.platform_origin = true;
         Ok(crate::router::publish_durable(
@@ -292,6 +298,7 @@ impl Conn {
         let cap = self.broker.config().max_retained_per_subscribe;
         let now = Instant::now();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
+        let mut why: Vec<String> = Vec::new();
         let mut retained = Vec::new();
         for sub in s.subscriptions {
             if !self
@@ -304,9 +311,20 @@ impl Conn {
                 continue;
             }
             let opts = sub.options;
-            let existed = self
-                .tenant
-                .subscribe(&self.session, &sub.filter, opts, sub_id);
+            let existed = match self.tenant.subscribe_checked(
+                &self.session,
+                &sub.filter,
+                opts,
+                sub_id,
+            ) {
+                Ok(existed) => existed,
+                Err(e) => {
+                    warn!(topic = %sub.filter, reason = %e, "subscribe refused by the tenant's topic rules");
+                    codes.push(e.subscribe_reason());
+                    why.push(e.to_string());
+                    continue;
+                }
+            };
             codes.push(granted(opts.qos));
             // 3.8.3.1 Retain Handling; shared subscriptions get no retained
             // messages (4.8.2).
@@ -333,10 +351,16 @@ impl Conn {
             }));
         }
         // MQTT-3.8.4-1: SUBACK before the retained messages it triggers.
+        // 3.9.2.1.2: one reason string for the packet; v5 only.
+        let properties = mqtt::Properties {
+            reason_string: (!why.is_empty() && self.version == ProtocolVersion::V5)
+                .then(|| why.join("; ")),
+            ..Default::default()
+        };
         self.out.send(SubAck {
             packet_id: s.packet_id,
             reason_codes: codes,
-            properties: Default::default(),
+            properties,
         })?;
         for d in retained {
             self.session.enqueue_retained(d, cap);
