@@ -34,7 +34,6 @@ mod revocations;
 mod tenants;
 
 pub use authenticator::{PlatformAuthenticator, platform_principal, service_principal};
-pub use tenants::StoreTenants;
 pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
 pub use error::{AccessError, Refusal};
@@ -45,3 +44,4 @@ pub use policy::{
     Action, CompiledPolicy, Decision, Effect, PolicyError, PolicyTemplate, Variables,
 };
 pub use revocations::Revocations;
+pub use tenants::{StoreTenants, load_topic_rules};

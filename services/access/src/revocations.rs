@@ -66,9 +66,24 @@ impl Revocations {
             .broker
             .disconnect_principal(&TenantId::platform(), &principal);
         if ended > 0 {
-            tracing::info!(principal, sessions = ended, "platform sessions ended by the platform");
+            tracing::info!(
+                principal,
+                sessions = ended,
+                "platform sessions ended by the platform"
+            );
         }
         ended
+    }
+
+    /// The tenant's topic hygiene rules were replaced: the broker applies
+    /// them from the next packet of every session.
+    pub fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
+        let Ok(tenant_id) = TenantId::parse(tenant) else {
+            return;
+        };
+        self.broker
+            .set_topic_rules(&tenant_id, crate::tenants::broker_rules(rules));
+        tracing::info!(tenant, "topic rules changed");
     }
 
     /// The tenant's revocation floor was set (or the tenant deleted): forget

@@ -1,9 +1,36 @@
 //! [`StoreTenants`]: the broker's [`TenantDirectory`] on the store, so a
-//! platform client reaches tenants no device has used since start.
+//! platform client reaches tenants no device has used since start; and
+//! [`load_topic_rules`], every tenant's topic hygiene rules into the broker.
 
 use async_trait::async_trait;
-use broker::{StoreError, TenantDirectory, TenantId};
+use broker::{Broker, StoreError, TenantDirectory, TenantId};
 use store::Store;
+
+/// The store's rules as the broker's.
+pub(crate) fn broker_rules(r: &store::TopicRules) -> broker::TopicRules {
+    broker::TopicRules {
+        max_depth: r.max_depth,
+        forbid_leading_slash: r.forbid_leading_slash,
+        forbid_spaces: r.forbid_spaces,
+        max_catch_all_subscriptions: r.max_catch_all_subscriptions,
+    }
+}
+
+/// Gives the broker every tenant's topic rules (at start; changes come
+/// through [`crate::Revocations::topic_rules_changed`]). Returns how many
+/// tenants have rules.
+pub async fn load_topic_rules(store: &Store, broker: &Broker) -> Result<usize, store::Error> {
+    let all = store.all_topic_rules().await?;
+    for (tenant, rules) in &all {
+        match TenantId::parse(tenant) {
+            Ok(id) => broker.set_topic_rules(&id, broker_rules(rules)),
+            Err(e) => {
+                tracing::warn!(tenant = %tenant, error = %e, "topic rules of an invalid tenant id skipped")
+            }
+        }
+    }
+    Ok(all.len())
+}
 
 /// Which tenants exist, read from the store.
 #[derive(Debug, Clone)]

@@ -63,7 +63,8 @@ async fn platform_credentials_authenticate_into_the_platform_namespace(
         Err(AuthError::BadCredentials)
     );
     assert_eq!(
-        auth.authenticate(&request("platform:nobody", &secret)).await,
+        auth.authenticate(&request("platform:nobody", &secret))
+            .await,
         Err(AuthError::BadCredentials)
     );
     // The same name as a tenant service user name is another user.
@@ -84,10 +85,7 @@ async fn platform_credentials_authenticate_into_the_platform_namespace(
     let acme = TenantId::parse("acme")?;
     assert!(directory.exists(&acme).await?);
     assert!(!directory.exists(&TenantId::parse("initech")?).await?);
-    assert_eq!(
-        directory.list().await?,
-        [acme, TenantId::parse("globex")?]
-    );
+    assert_eq!(directory.list().await?, [acme, TenantId::parse("globex")?]);
     Ok(())
 }
 

@@ -68,6 +68,12 @@ impl api::SessionControl for Sessions {
             tracing::warn!(tenant, error = %e, "reloading ACL policies failed; sessions re-read them on their next check");
         }
     }
+    fn platform_credential_deleted(&self, name: &str) {
+        self.revocations.platform_credential_deleted(name);
+    }
+    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
+        self.revocations.topic_rules_changed(tenant, rules);
+    }
 }
 
 /// Lifecycle events waiting to be numbered and published.

@@ -107,6 +107,8 @@ pub struct TopicRules {
 
 #[derive(sqlx::FromRow)]
 struct TopicRulesRow {
+    #[sqlx(default)]
+    tenant_id: String,
     max_depth: Option<i32>,
     forbid_leading_slash: bool,
     forbid_spaces: bool,
@@ -212,10 +214,11 @@ impl Store {
             .bind(id)
             .fetch_optional(pool)
             .await?);
-        row.map(PlatformCredential::from).ok_or_else(|| Error::NotFound {
-            kind: "platform service credential",
-            id: id.to_owned(),
-        })
+        row.map(PlatformCredential::from)
+            .ok_or_else(|| Error::NotFound {
+                kind: "platform service credential",
+                id: id.to_owned(),
+            })
     }
 
     /// Every tenant's id, in id order (the broker's platform namespace
@@ -242,6 +245,19 @@ impl Store {
             None if self.tenant_exists(tenant_id).await? => Ok(TopicRules::default()),
             None => Err(tenant_not_found(tenant_id)),
         }
+    }
+
+    /// Every tenant's rules that were ever set, by tenant id (the broker
+    /// loads them at start).
+    pub async fn all_topic_rules(&self) -> Result<Vec<(String, TopicRules)>, Error> {
+        const SQL: &str = "SELECT tenant_id, max_depth, forbid_leading_slash, forbid_spaces, \
+                           max_catch_all_subscriptions FROM tenant_topic_rules ORDER BY tenant_id";
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, TopicRulesRow>(SQL)
+            .fetch_all(pool)
+            .await?);
+        rows.into_iter()
+            .map(|mut r| Ok((std::mem::take(&mut r.tenant_id), r.into_rules()?)))
+            .collect()
     }
 
     /// Replace the tenant's topic hygiene rules. `NotFound` for an unknown

@@ -22,10 +22,7 @@ use crate::{ApiError, ApiJson, AppState};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
-        .route(
-            "/v1/service-credentials",
-            post(create).get(list),
-        )
+        .route("/v1/service-credentials", post(create).get(list))
         .route("/v1/service-credentials/{id}", delete(remove))
 }
 

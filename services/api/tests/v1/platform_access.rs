@@ -53,7 +53,11 @@ async fn platform_credentials_are_for_platform_admins(db: &TestDb) {
         .problem(422, "validation");
     assert_eq!(r.pointer(), "/name");
     let r = t
-        .post(url, &t.admin, json!({"name": "ops", "subscribe": ["a/#/b"]}))
+        .post(
+            url,
+            &t.admin,
+            json!({"name": "ops", "subscribe": ["a/#/b"]}),
+        )
         .await
         .problem(422, "validation");
     assert!(r.pointer().starts_with("/subscribe"), "{}", r.body);
@@ -76,7 +80,10 @@ async fn platform_credentials_are_for_platform_admins(db: &TestDb) {
         .await
         .unwrap()
         .unwrap();
-    assert!(access::verify_password(password.as_bytes(), &stored.password_hash));
+    assert!(access::verify_password(
+        password.as_bytes(),
+        &stored.password_hash
+    ));
     assert!(stored.password_hash.starts_with("$argon2id$"));
     t.post(url, &t.admin, json!({"name": "ops"}))
         .await
@@ -125,7 +132,12 @@ async fn topic_rules_get_put(db: &TestDb) {
         .await
         .problem(403, "forbidden");
     let r = t
-        .call(Method::PUT, url, Some(&admin), Some(json!({"max_depth": 0})))
+        .call(
+            Method::PUT,
+            url,
+            Some(&admin),
+            Some(json!({"max_depth": 0})),
+        )
         .await
         .problem(422, "validation");
     assert_eq!(r.pointer(), "/max_depth");
@@ -146,8 +158,15 @@ async fn topic_rules_get_put(db: &TestDb) {
     t.get("/v1/tenants/nope/topic-rules", &t.admin)
         .await
         .problem(404, "not-found");
-    let log = t.get("/v1/tenants/acme/audit", &admin).await.expect(200).body;
+    let log = t
+        .get("/v1/tenants/acme/audit", &admin)
+        .await
+        .expect(200)
+        .body;
     assert_eq!(log["items"][0]["action"], "topic_rules.put", "{log}");
 }
 
-store::backend_tests!(platform_credentials_are_for_platform_admins, topic_rules_get_put);
+store::backend_tests!(
+    platform_credentials_are_for_platform_admins,
+    topic_rules_get_put
+);

@@ -286,7 +286,11 @@ async fn start_platform(
         .config(config.mqtt_limits.broker_config())
         .retained_store(retained.clone())
         .events(Arc::new(state::Fanout::new(events)))
+        .tenant_directory(Arc::new(access::StoreTenants::new(store.clone())))
         .build();
+    access::load_topic_rules(store, &broker)
+        .await
+        .map_err(|e| Error::store(url, e))?;
     let services = Services {
         retained,
         presence,

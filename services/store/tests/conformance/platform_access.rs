@@ -19,17 +19,30 @@ fn credential(id: &str, name: &str) -> NewPlatformCredential {
 
 async fn platform_credentials_create_find_list_delete(db: &TestDb) -> anyhow::Result<()> {
     let store = db.store();
-    let made = store.create_platform_credential(&credential("c1", "ops")).await?;
+    let made = store
+        .create_platform_credential(&credential("c1", "ops"))
+        .await?;
     assert_eq!(made.username, "platform:ops");
     assert_eq!(made.subscribe, ["+/devices/+/status"]);
     assert!(matches!(
-        store.create_platform_credential(&credential("c2", "ops")).await,
+        store
+            .create_platform_credential(&credential("c2", "ops"))
+            .await,
         Err(Error::AlreadyExists { .. })
     ));
-    store.create_platform_credential(&credential("c3", "audit")).await?;
-    let found = store.platform_credential_by_username("platform:ops").await?;
+    store
+        .create_platform_credential(&credential("c3", "audit"))
+        .await?;
+    let found = store
+        .platform_credential_by_username("platform:ops")
+        .await?;
     assert_eq!(found.map(|c| c.id), Some("c1".to_owned()));
-    assert!(store.platform_credential_by_username("ops").await?.is_none());
+    assert!(
+        store
+            .platform_credential_by_username("ops")
+            .await?
+            .is_none()
+    );
     let names: Vec<String> = store
         .list_platform_credentials()
         .await?
@@ -42,7 +55,12 @@ async fn platform_credentials_create_find_list_delete(db: &TestDb) -> anyhow::Re
         store.delete_platform_credential("c1").await,
         Err(Error::NotFound { .. })
     ));
-    assert!(store.platform_credential_by_username("platform:ops").await?.is_none());
+    assert!(
+        store
+            .platform_credential_by_username("platform:ops")
+            .await?
+            .is_none()
+    );
     Ok(())
 }
 
@@ -67,6 +85,10 @@ async fn tenant_ids_and_topic_rules(db: &TestDb) -> anyhow::Result<()> {
     store.set_topic_rules("alpha", &relaxed).await?;
     assert_eq!(store.topic_rules("alpha").await?, relaxed);
     assert_eq!(store.topic_rules("beta").await?, TopicRules::default());
+    assert_eq!(
+        store.all_topic_rules().await?,
+        [("alpha".to_owned(), relaxed)]
+    );
     assert!(matches!(
         store.topic_rules("gamma").await,
         Err(Error::NotFound { .. })
