@@ -29,7 +29,9 @@ type Got = (String, String, bool);
 /// An MQTT 5 client (rumqttc) with its packets in arrival order.
 struct Mqtt {
     client: rumqttc::v5::AsyncClient,
-    incoming: UnboundedReceiver<Packet>,
+    /// Packets, then how the connection ended (rumqttc reports the
+    /// server's DISCONNECT as an error).
+    incoming: UnboundedReceiver<Result<Packet, String>>,
     messages: VecDeque<Got>,
 }
 
@@ -40,10 +42,15 @@ impl Mqtt {
         let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 100);
         let (tx, incoming) = unbounded_channel();
         tokio::spawn(async move {
-            while let Ok(event) = el.poll().await {
-                if let rumqttc::v5::Event::Incoming(p) = event
-                    && tx.send(p).is_err()
-                {
+            loop {
+                let event = el.poll().await;
+                let end = event.is_err();
+                let packet = match event {
+                    Ok(rumqttc::v5::Event::Incoming(p)) => Ok(p),
+                    Ok(_) => continue,
+                    Err(e) => Err(format!("{e:?}")),
+                };
+                if tx.send(packet).is_err() || end {
                     return;
                 }
             }
@@ -65,10 +72,25 @@ impl Mqtt {
     }
 
     async fn next_packet(&mut self) -> Packet {
+        self.next()
+            .await
+            .unwrap_or_else(|e| panic!("connection ended: {e}"))
+    }
+
+    async fn next(&mut self) -> Result<Packet, String> {
         tokio::time::timeout(WAIT, self.incoming.recv())
             .await
             .expect("no packet in time")
             .expect("client ended")
+    }
+
+    /// How the connection ended, skipping what came before.
+    async fn ended(&mut self) -> String {
+        loop {
+            if let Err(e) = self.next().await {
+                return e;
+            }
+        }
     }
 
     /// The next packet that is not a PUBLISH (those are kept for `message`).
@@ -129,7 +151,7 @@ impl Mqtt {
     async fn drain(&mut self, quiet: Duration) -> Vec<Got> {
         let mut v: Vec<Got> = self.messages.drain(..).collect();
         while let Ok(Some(p)) = tokio::time::timeout(quiet, self.incoming.recv()).await {
-            if let Packet::Publish(p) = p {
+            if let Ok(Packet::Publish(p)) = p {
                 v.push(got(&p));
             }
         }
@@ -351,6 +373,31 @@ async fn mounting_and_topic_rules(extra: &[&str]) {
             .lines()
             .any(|l| l.starts_with("mqtt_publishes_refused_total{reason_code=\"0x90\"}")),
         "{metrics}"
+    );
+    // Deleting the credential ends its session (0x98) and refuses it.
+    let id = cred["id"].as_str().unwrap();
+    api.send(
+        reqwest::Method::DELETE,
+        &format!("/v1/service-credentials/{id}"),
+        Value::Null,
+    )
+    .await;
+    // rumqttc sometimes sees the close before the DISCONNECT (aborted).
+    let ended = ops.ended().await;
+    assert!(
+        ended.contains("AdministrativeAction") || ended.contains("ConnectionAborted"),
+        "{ended}"
+    );
+    let mut opts = rumqttc::v5::MqttOptions::new("ops-2", "127.0.0.1", server.mqtt().port());
+    opts.set_credentials("platform:ops", cred["password"].as_str().unwrap());
+    let (_gone, mut el) = rumqttc::v5::AsyncClient::new(opts, 10);
+    let refused = tokio::time::timeout(WAIT, el.poll())
+        .await
+        .expect("no CONNACK in time")
+        .expect_err("a deleted credential is refused");
+    assert!(
+        format!("{refused:?}").contains("BadUserNamePassword"),
+        "{refused:?}"
     );
     server.stop().await.unwrap();
 }
