@@ -336,10 +336,9 @@ impl Tenant {
         options: SubscriptionOptions,
         id: Option<u32>,
     ) -> bool {
-        match self.insert(session, filter, options, id, None) {
-            Ok(existed) => existed,
-            Err(_) => false,
-        }
+        // Without a cap, inserting cannot be refused.
+        self.insert(session, filter, options, id, None)
+            .unwrap_or_default()
     }
 
     fn insert(

@@ -14,6 +14,10 @@ use crate::metrics;
 use crate::session::Outgoing;
 use crate::store::Durability;
 
+/// Sessions reached and what the acknowledgement waits for, or why the
+/// publish was refused (reason code, reason string).
+type Routed = Result<(usize, Option<Durability>), (ReasonCode, String)>;
+
 fn granted(qos: QoS) -> ReasonCode {
     match qos {
         QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
@@ -202,12 +206,7 @@ impl Conn {
     /// Routes an authorized publish: in this connection's tenant, or for a
     /// platform client in the tenant its first topic level names. Refused
     /// with the reason code and a reason string for the client.
-    #[allow(clippy::type_complexity)]
-    fn route_publish(
-        &self,
-        p: Publish,
-        topic: mqtt::TopicName,
-    ) -> Result<(usize, Option<Durability>), (ReasonCode, String)> {
+    fn route_publish(&self, p: Publish, topic: mqtt::TopicName) -> Routed {
         let origin = Some(self.client_id.clone());
         let refused = |e: crate::TopicRefusal| {
             warn!(topic = %topic, reason = %e, "publish refused by the tenant's topic rules");
