@@ -20,8 +20,13 @@ const END: &str = "<!-- walkthrough:end -->";
 fn walkthrough() -> String {
     let readme = Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md");
     let text = std::fs::read_to_string(&readme).unwrap();
-    let start = text.find(BEGIN).expect("README has the walkthrough begin marker") + BEGIN.len();
-    let len = text[start..].find(END).expect("README has the walkthrough end marker");
+    let start = text
+        .find(BEGIN)
+        .expect("README has the walkthrough begin marker")
+        + BEGIN.len();
+    let len = text[start..]
+        .find(END)
+        .expect("README has the walkthrough end marker");
     let block = text[start..start + len].trim();
     let body = block
         .strip_prefix("```sh")
@@ -112,9 +117,9 @@ async fn run_walkthrough(database_url: Option<&str>) {
     ];
     let mut rest = out.stdout.as_str();
     for want in expected {
-        let at = rest
-            .find(want)
-            .unwrap_or_else(|| panic!("{want:?} not in the walkthrough's output (in order): {log}"));
+        let at = rest.find(want).unwrap_or_else(|| {
+            panic!("{want:?} not in the walkthrough's output (in order): {log}")
+        });
         rest = &rest[at + want.len()..];
     }
     let revoked_serial = std::fs::read_to_string(cwd.path().join("sensor-1.json")).unwrap();

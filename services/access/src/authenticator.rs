@@ -24,6 +24,16 @@ pub fn service_principal(name: &str) -> String {
     format!("service:{name}")
 }
 
+/// The principal (and MQTT user name) of platform service credential
+/// `name`: `platform:{name}`. `:` is in no device id, so it is never read
+/// as `{device}@{tenant}`, and `platform:` is not `service:`, so it never
+/// names a tenant's credential.
+pub fn platform_principal(name: &str) -> String {
+    format!("{PLATFORM_PREFIX}{name}")
+}
+
+const PLATFORM_PREFIX: &str = "platform:";
+
 /// Authenticates devices (certificate or password) and service credentials
 /// against the store, through the [`AccessCache`].
 #[derive(Debug, Clone)]
@@ -224,6 +234,9 @@ impl PlatformAuthenticator {
                 .admit_device(request, tenant, device, entry.limits)
                 .await;
         }
+        if username.starts_with(PLATFORM_PREFIX) {
+            return self.by_platform_credential(username, password).await;
+        }
         let credential = self
             .cache
             .store()
@@ -253,6 +266,50 @@ impl PlatformAuthenticator {
         // platform default applies, not the devices' limits.
         Ok(Identity {
             tenant: tenant_id(&credential.tenant_id)?,
+            principal,
+            limits: None,
+        })
+    }
+}
+
+impl PlatformAuthenticator {
+    /// A platform service credential: the client lives in the platform
+    /// namespace, where every tenant is mounted under its id; its filters
+    /// apply to that mounted topic space.
+    async fn by_platform_credential(
+        &self,
+        username: &str,
+        password: bytes::Bytes,
+    ) -> Result<Identity, Outcome> {
+        let credential = self
+            .cache
+            .store()
+            .platform_credential_by_username(username)
+            .await?;
+        let hash = credential.as_ref().map(|c| c.password_hash.clone());
+        if !verify_blocking(password, hash).await? {
+            let refusal = match credential {
+                Some(_) => Refusal::WrongPassword,
+                None => Refusal::UnknownUser,
+            };
+            return Err(refusal.into());
+        }
+        let credential = credential.ok_or(Refusal::UnknownUser)?;
+        let principal = platform_principal(&credential.name);
+        let template = PolicyTemplate::service_credential(
+            &credential.name,
+            &credential.publish,
+            &credential.subscribe,
+        );
+        let tenant = TenantId::platform();
+        self.cache.set_principal(
+            tenant.as_str(),
+            &principal,
+            PrincipalRules::Service(Arc::new(template)),
+        );
+        // Platform service credentials get the platform default limits.
+        Ok(Identity {
+            tenant,
             principal,
             limits: None,
         })

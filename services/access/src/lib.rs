@@ -20,6 +20,7 @@
 //!   from a registered CA that allows it.
 //! - `limits.rs` — publish rate limits for the broker ([`broker_limits`])
 //!   and [`LiveLimits`]: changed limits reach live sessions.
+//! - `tenants.rs` — [`StoreTenants`]: the broker's `TenantDirectory`.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
@@ -40,8 +41,9 @@ mod password;
 mod policy;
 mod revocations;
 mod status_topic;
+mod tenants;
 
-pub use authenticator::{PlatformAuthenticator, service_principal};
+pub use authenticator::{PlatformAuthenticator, platform_principal, service_principal};
 pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
 pub use error::{AccessError, Refusal};
@@ -55,3 +57,4 @@ pub use policy::{
 };
 pub use revocations::Revocations;
 pub use status_topic::{StatusTopicGuard, StatusTopics, status_topic};
+pub use tenants::{StoreTenants, load_topic_rules};

@@ -58,6 +58,34 @@ impl Revocations {
         self.kick(tenant, device)
     }
 
+    /// A platform service credential was deleted: end every session it
+    /// opened. Returns how many were ended.
+    pub fn platform_credential_deleted(&self, name: &str) -> usize {
+        let principal = crate::platform_principal(name);
+        let ended = self
+            .broker
+            .disconnect_principal(&TenantId::platform(), &principal);
+        if ended > 0 {
+            tracing::info!(
+                principal,
+                sessions = ended,
+                "platform sessions ended by the platform"
+            );
+        }
+        ended
+    }
+
+    /// The tenant's topic hygiene rules were replaced: the broker applies
+    /// them from the next packet of every session.
+    pub fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
+        let Ok(tenant_id) = TenantId::parse(tenant) else {
+            return;
+        };
+        self.broker
+            .set_topic_rules(&tenant_id, crate::tenants::broker_rules(rules));
+        tracing::info!(tenant, "topic rules changed");
+    }
+
     /// The tenant's revocation floor was set (or the tenant deleted): forget
     /// the tenant and end every session of it that logged in with a
     /// certificate. Returns how many sessions were ended.

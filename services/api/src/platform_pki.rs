@@ -172,6 +172,15 @@ pub trait SessionControl: Send + Sync + 'static {
     async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
         let _ = (tenant, device);
     }
+    /// Platform service credential `name` was deleted: its sessions end.
+    fn platform_credential_deleted(&self, name: &str) {
+        let _ = name;
+    }
+    /// The tenant's topic hygiene rules were replaced: the broker applies
+    /// `rules` from now on.
+    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
+        let _ = (tenant, rules);
+    }
 }
 
 impl crate::AppState {

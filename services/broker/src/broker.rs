@@ -11,7 +11,9 @@ use tokio::time::Instant;
 
 use crate::auth::{AllowAll, AllowAnonymous, Authenticator, Authorizer};
 use crate::events::{EventSink, NoEvents};
+use crate::hygiene::TopicRules;
 use crate::message::Message;
+use crate::platform::TenantDirectory;
 use crate::router;
 use crate::session::DropCounters;
 use crate::store::{MemoryRetainedStore, RetainedStore};
@@ -28,9 +30,15 @@ struct Inner {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
-    /// Tenants by id, created on first use. Read-locked per CONNECT only;
-    /// messages never touch it.
+    /// Tenants by id, created on first use. Read-locked per CONNECT (and
+    /// per platform client publish); tenant messages never touch it.
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
+    /// The platform namespace ([`TenantId::platform`]), never in `tenants`.
+    platform: Arc<Tenant>,
+    directory: Option<Arc<dyn TenantDirectory>>,
+    /// Topic rules by tenant (only tenants with some rule on), including
+    /// tenants not in memory yet: a tenant loaded later starts with them.
+    topic_rules: RwLock<HashMap<TenantId, TopicRules>>,
     next_conn_id: AtomicU64,
 }
 
@@ -56,6 +64,7 @@ pub struct BrokerBuilder {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
+    directory: Option<Arc<dyn TenantDirectory>>,
 }
 
 impl BrokerBuilder {
@@ -83,6 +92,13 @@ impl BrokerBuilder {
         self
     }
 
+    /// Sets where platform clients learn which tenants exist (default:
+    /// the tenants used since start).
+    pub fn tenant_directory(mut self, directory: Arc<dyn TenantDirectory>) -> Self {
+        self.directory = Some(directory);
+        self
+    }
+
     /// The broker.
     pub fn build(self) -> Broker {
         Broker {
@@ -93,6 +109,9 @@ impl BrokerBuilder {
                 events: self.events,
                 retained_store: self.retained_store,
                 tenants: RwLock::default(),
+                platform: Arc::new(Tenant::new(TenantId::platform())),
+                directory: self.directory,
+                topic_rules: RwLock::default(),
                 next_conn_id: AtomicU64::new(1),
             }),
         }
@@ -108,6 +127,7 @@ impl Broker {
             authorizer: Arc::new(AllowAll),
             events: Arc::new(NoEvents),
             retained_store: Arc::new(MemoryRetainedStore::new()),
+            directory: None,
         }
     }
 
@@ -144,7 +164,12 @@ impl Broker {
         self.inner.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    fn existing(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+    /// The tenant `id` if it is in memory (the platform namespace for
+    /// [`TenantId::platform`]).
+    pub(crate) fn existing(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+        if id.is_platform() {
+            return Some(self.inner.platform.clone());
+        }
         self.inner
             .tenants
             .read()
@@ -180,7 +205,101 @@ impl Broker {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         // Another connection may have created it meanwhile: keep the first.
-        Ok(tenants.entry(id.clone()).or_insert(fresh).clone())
+        let tenant = tenants.entry(id.clone()).or_insert(fresh).clone();
+        // Under the tenants lock: a concurrent `set_topic_rules` either
+        // updated the map before (read here) or finds the tenant after.
+        if let Some(rules) = self.topic_rules_of(id) {
+            tenant.set_rules(rules);
+        }
+        Ok(tenant)
+    }
+
+    fn topic_rules_of(&self, id: &TenantId) -> Option<TopicRules> {
+        self.inner
+            .topic_rules
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .copied()
+    }
+
+    /// Sets `tenant`'s topic hygiene rules (all off is the default); live
+    /// sessions are held to them from their next packet. Existing
+    /// subscriptions stay, but count towards the catch-all cap.
+    pub fn set_topic_rules(&self, tenant: &TenantId, rules: TopicRules) {
+        {
+            let mut all = self
+                .inner
+                .topic_rules
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if rules.is_off() {
+                all.remove(tenant);
+            } else {
+                all.insert(tenant.clone(), rules);
+            }
+        }
+        if let Some(t) = self.existing(tenant).filter(|t| !t.id.is_platform()) {
+            t.set_rules(rules);
+        }
+    }
+
+    /// The platform namespace.
+    pub(crate) fn platform(&self) -> &Tenant {
+        &self.inner.platform
+    }
+
+    /// Every tenant in memory (not the platform namespace).
+    pub(crate) fn loaded_tenants(&self) -> Vec<Arc<Tenant>> {
+        self.inner
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Brings tenant `id` into memory if the directory knows it (without a
+    /// directory: only if it already is). Returns it, if it exists.
+    pub(crate) async fn load_if_exists(&self, id: &TenantId) -> Option<Arc<Tenant>> {
+        if let Some(t) = self.existing(id) {
+            return Some(t);
+        }
+        let directory = self.inner.directory.as_ref()?;
+        match directory.exists(id).await {
+            Ok(true) => self
+                .tenant(id)
+                .await
+                .inspect_err(
+                    |e| tracing::warn!(tenant = %id, error = %e, "tenant could not be loaded"),
+                )
+                .ok(),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(tenant = %id, error = %e, "tenant directory unavailable");
+                None
+            }
+        }
+    }
+
+    /// Brings every tenant the directory lists into memory.
+    pub(crate) async fn load_all_tenants(&self) {
+        let Some(directory) = &self.inner.directory else {
+            return;
+        };
+        let ids = match directory.list().await {
+            Ok(ids) => ids,
+            Err(e) => {
+                tracing::warn!(error = %e, "tenant directory unavailable");
+                return;
+            }
+        };
+        for id in ids.iter().filter(|id| !id.is_platform()) {
+            if let Err(e) = self.tenant(id).await {
+                tracing::warn!(tenant = %id, error = %e, "tenant could not be loaded");
+            }
+        }
     }
 
     /// Closes the connection of `client_id` in `tenant` with DISCONNECT
@@ -211,6 +330,21 @@ impl Broker {
         true
     }
 
+    /// Closes every connection `principal` authenticated in `tenant` (the
+    /// platform namespace for [`TenantId::platform`]) with DISCONNECT 0x98
+    /// Administrative action — for a credential deleted by the platform.
+    /// Returns how many were closed.
+    pub fn disconnect_principal(&self, tenant: &TenantId, principal: &str) -> usize {
+        let Some(t) = self.existing(tenant) else {
+            return 0;
+        };
+        let conns = t.connections_of(principal);
+        for conn in &conns {
+            conn.kick(ReasonCode::AdministrativeAction);
+        }
+        conns.len()
+    }
+
     /// Publishes an application message into `tenant` from the platform
     /// (e.g. a device's desired state as a retained command). Returns how
     /// many sessions it was queued for. Tenant isolation holds: it reaches
@@ -225,6 +359,10 @@ impl Broker {
         retain: bool,
         properties: Properties,
     ) -> Result<usize, Error> {
+        if tenant.is_platform() {
+            // The platform namespace has no topics of its own.
+            return Err(Error::InvalidTenantId(tenant.to_string()));
+        }
         let t = self.tenant(tenant).await?;
         let message = Message::new(
             topic,

@@ -26,7 +26,25 @@ impl TenantId {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The platform namespace: where clients with platform service
+    /// credentials live and every tenant's topics are mounted under the
+    /// tenant id (`{tenant}/{topic}`). `$` is in no tenant id, so [`parse`]
+    /// never yields it and no tenant can be mistaken for it.
+    ///
+    /// [`parse`]: TenantId::parse
+    pub fn platform() -> Self {
+        Self(Arc::from(PLATFORM))
+    }
+
+    /// Whether this is [`TenantId::platform`].
+    pub fn is_platform(&self) -> bool {
+        &*self.0 == PLATFORM
+    }
 }
+
+/// The platform namespace's id (see [`TenantId::platform`]).
+const PLATFORM: &str = "$platform";
 
 impl fmt::Debug for TenantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -51,5 +69,8 @@ mod tests {
         assert!(TenantId::parse("Acme").is_err());
         assert!(TenantId::parse("a/b/c").is_err());
         assert!(TenantId::parse(&"a".repeat(64)).is_err());
+        assert!(TenantId::parse(TenantId::platform().as_str()).is_err());
+        assert!(TenantId::platform().is_platform());
+        assert!(!TenantId::parse("platform").unwrap().is_platform());
     }
 }

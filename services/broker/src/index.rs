@@ -160,6 +160,8 @@ fn split(filter: &TopicFilter) -> (Option<String>, TopicFilter) {
 pub(crate) struct SubscriptionIndex {
     root: Node,
     len: usize,
+    /// How many of them are catch-all filters (`#`, `+/#`, …).
+    catch_all: usize,
 }
 
 impl SubscriptionIndex {
@@ -201,8 +203,35 @@ impl SubscriptionIndex {
         };
         if !existed {
             self.len += 1;
+            if crate::hygiene::is_catch_all(filter) {
+                self.catch_all += 1;
+            }
         }
         existed
+    }
+
+    /// Whether `client` has a subscription to `filter`.
+    pub(crate) fn contains(&self, filter: &TopicFilter, client: &str) -> bool {
+        let (group, inner) = split(filter);
+        let mut node = &self.root;
+        for level in inner.as_str().split('/') {
+            match node.children.get(level) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        match group {
+            None => node.subscribers.contains_key(client),
+            Some(g) => node
+                .groups
+                .get(g.as_str())
+                .is_some_and(|grp| grp.members.iter().any(|(c, _)| &**c == client)),
+        }
+    }
+
+    /// Number of catch-all subscriptions.
+    pub(crate) fn catch_all(&self) -> usize {
+        self.catch_all
     }
 
     /// Removes `client`'s subscription to `filter`; returns whether it
@@ -213,6 +242,9 @@ impl SubscriptionIndex {
         let removed = self.root.remove(&levels, group.as_deref(), client);
         if removed {
             self.len = self.len.saturating_sub(1);
+            if crate::hygiene::is_catch_all(filter) {
+                self.catch_all = self.catch_all.saturating_sub(1);
+            }
         }
         removed
     }

@@ -18,6 +18,8 @@
 //! - [`limits`]: [`PublishLimits`] and the per-connection token buckets.
 //! - [`broker`]: [`Broker`], the shared state, and its builder.
 //! - `tenant` (private): one namespace: its sessions, index and retained.
+//! - `platform` (private): the platform namespace, where every tenant's
+//!   topics are mounted under the tenant id; [`TenantDirectory`].
 //! - `session` (private): state that outlives a connection: queue, in-flight.
 //! - `index` (private): the subscription trie, shared subscriptions.
 //! - `retained` (private): the retained trie with capped wildcard lookup.
@@ -26,6 +28,7 @@
 //! - [`auth`]: [`Authenticator`], [`Authorizer`], [`AllowAnonymous`] and
 //!   in-memory implementations.
 //! - [`events`]: [`EventSink`] and [`Event`].
+//! - [`hygiene`]: per-tenant [`TopicRules`] and [`TopicRefusal`].
 //! - [`store`]: [`RetainedStore`] and the in-memory store.
 //! - [`config`]: [`Config`]. [`ids`]: [`TenantId`]. [`error`]: [`Error`].
 //! - `metrics` (private): metric names.
@@ -54,6 +57,7 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod events;
+pub mod hygiene;
 pub mod ids;
 mod index;
 #[cfg(test)]
@@ -61,6 +65,7 @@ mod index_props;
 pub mod limits;
 mod message;
 mod metrics;
+mod platform;
 mod retained;
 mod router;
 pub mod server;
@@ -77,8 +82,10 @@ pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
 pub use config::Config;
 pub use error::Error;
 pub use events::{Credential, Event, EventSink, MemoryEvents, NoEvents};
+pub use hygiene::{TopicRefusal, TopicRules};
 pub use ids::TenantId;
 pub use limits::{PublishLimits, Rate};
+pub use platform::TenantDirectory;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};
 pub use session::DropCounters;
 pub use store::{Durability, MemoryRetainedStore, RetainedStore, StoreError, StoredRetained};

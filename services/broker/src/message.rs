@@ -25,6 +25,10 @@ pub(crate) struct Message {
     pub(crate) expires_at: Option<Instant>,
     /// The publishing client, for No Local (MQTT-3.8.3-3).
     pub(crate) origin: Option<Arc<str>>,
+    /// Whether `origin` names a client of the platform namespace rather
+    /// than of the tenant: client ids are unique per namespace only, so No
+    /// Local compares them only inside the namespace they came from.
+    pub(crate) platform_origin: bool,
 }
 
 impl Message {
@@ -69,6 +73,23 @@ impl Message {
             properties,
             expires_at,
             origin,
+            platform_origin: false,
+        }
+    }
+
+    /// The same message under `topic` (a tenant's message as the platform
+    /// namespace sees it, mounted under the tenant id): payload and
+    /// properties are shared or cloned, the expiry instant is kept.
+    pub(crate) fn with_topic(&self, topic: TopicName) -> Self {
+        Self {
+            topic,
+            payload: self.payload.clone(),
+            qos: self.qos,
+            retain: self.retain,
+            properties: self.properties.clone(),
+            expires_at: self.expires_at,
+            origin: self.origin.clone(),
+            platform_origin: self.platform_origin,
         }
     }
 

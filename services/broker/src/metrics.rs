@@ -35,6 +35,13 @@ pub(crate) fn dropped(reason: DropReason) {
     metrics::counter!("mqtt_messages_dropped_total", "reason" => reason.label()).increment(1);
 }
 
+/// A PUBLISH refused (not authorized, no such tenant, …), by reason code;
+/// the only trace of a refused QoS 0 message.
+pub(crate) fn refused(reason: mqtt::ReasonCode) {
+    metrics::counter!("mqtt_publishes_refused_total", "reason_code" => format!("0x{:02x}", reason.to_u8()))
+        .increment(1);
+}
+
 pub(crate) fn retained_cap_hit() {
     metrics::counter!("mqtt_messages_dropped_total", "reason" => "retained_cap").increment(1);
 }

@@ -6,15 +6,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use mqtt::QoS;
+use mqtt::{QoS, TopicFilter};
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::broker::Broker;
 use crate::events::Event;
 use crate::index::Matched;
 use crate::message::{Delivery, Message};
 use crate::metrics;
-use crate::retained::Change;
+use crate::platform;
+use crate::retained::{Change, Lookup};
 use crate::store::{Durability, StoredRetained};
 use crate::tenant::Tenant;
 
@@ -56,7 +58,37 @@ pub(crate) fn publish_durable(
             retain: message.retain,
         });
     }
-    (route(tenant, &message), durability)
+    let delivered = route(tenant, &message) + platform::fan_out(broker, tenant, &message);
+    (delivered, durability)
+}
+
+/// The tenant's retained messages matching a non-shared `filter`, at most
+/// `cap`. Expired ones found on the way are deleted for good (3.3.2.3.3).
+pub(crate) fn retained_for(
+    broker: &Broker,
+    tenant: &Tenant,
+    filter: &TopicFilter,
+    now: Instant,
+    cap: usize,
+) -> Lookup {
+    let mut found = tenant.retained_for(filter, now, cap);
+    if !found.expired.is_empty() {
+        for topic in tenant.prune_retained(&std::mem::take(&mut found.expired), now) {
+            broker
+                .retained_store()
+                .save(&tenant.id, &topic, None, false);
+            broker.events().emit(Event::RetainedChanged {
+                tenant: tenant.id.clone(),
+                topic,
+                payload: None,
+            });
+        }
+    }
+    if found.truncated {
+        metrics::retained_cap_hit();
+        warn!(tenant = %tenant.id, topic = %filter, cap, "retained messages capped for this subscribe");
+    }
+    found
 }
 
 /// MQTT-3.3.1-5/6/7: a retained PUBLISH replaces the topic's retained
@@ -135,8 +167,11 @@ pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
             count += 1;
             continue;
         }
-        // MQTT-3.8.3-3: No Local.
-        if sub.options.no_local && message.origin.as_ref() == Some(sub.session.client_id()) {
+        // MQTT-3.8.3-3: No Local, for a publisher of this namespace.
+        if sub.options.no_local
+            && message.platform_origin == tenant.id.is_platform()
+            && message.origin.as_ref() == Some(sub.session.client_id())
+        {
             continue;
         }
         let entry = merged

@@ -35,6 +35,9 @@ pub(crate) struct ConnControl {
     /// there are some, so the hot path reads one atomic and no lock.
     new_limits: Mutex<Option<PublishLimits>>,
     limits_changed: AtomicBool,
+    /// Who authenticated the connection, so that deleting a credential
+    /// can end the sessions it opened. Set once, at CONNECT.
+    pub(crate) principal: std::sync::OnceLock<String>,
 }
 
 impl ConnControl {
@@ -47,6 +50,7 @@ impl ConnControl {
             finished: CancellationToken::new(),
             new_limits: Mutex::new(None),
             limits_changed: AtomicBool::new(false),
+            principal: std::sync::OnceLock::new(),
         })
     }
 

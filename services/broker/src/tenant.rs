@@ -7,12 +7,14 @@
 //! trie are never held together with `sessions`' callers' session locks.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 
 use mqtt::{SubscriptionOptions, TopicFilter};
 use tokio::time::Instant;
 
 use crate::TenantId;
+use crate::hygiene::{TopicRefusal, TopicRules};
 use crate::index::{Subscriber, SubscriptionIndex};
 use crate::message::Delivery;
 use crate::metrics;
@@ -56,6 +58,12 @@ pub(crate) struct Tenant {
     index: RwLock<SubscriptionIndex>,
     retained: RwLock<RetainedTrie>,
     sessions: Mutex<HashMap<Arc<str>, Arc<Session>>>,
+    /// The index's size, readable without its lock: every tenant publish
+    /// checks the platform namespace's for zero before mounting anything.
+    subscribed: AtomicUsize,
+    /// Topic hygiene; `rules_on` lets a tenant without rules skip the lock.
+    rules: RwLock<TopicRules>,
+    rules_on: AtomicBool,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -73,6 +81,68 @@ impl Tenant {
             index: RwLock::default(),
             retained: RwLock::default(),
             sessions: Mutex::default(),
+            subscribed: AtomicUsize::new(0),
+            rules: RwLock::default(),
+            rules_on: AtomicBool::new(false),
+        }
+    }
+
+    /// Replaces the tenant's topic hygiene rules.
+    pub(crate) fn set_rules(&self, rules: TopicRules) {
+        *write(&self.rules) = rules;
+        self.rules_on.store(!rules.is_off(), Ordering::Release);
+    }
+
+    /// The rules in force, `None` when all are off (one atomic load).
+    pub(crate) fn rules(&self) -> Option<TopicRules> {
+        if !self.rules_on.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(*read(&self.rules))
+    }
+
+    /// Checks a topic name against the tenant's rules.
+    pub(crate) fn check_topic(&self, topic: &mqtt::TopicName) -> Result<(), TopicRefusal> {
+        self.rules().map_or(Ok(()), |r| r.check(topic.as_str()))
+    }
+
+    /// [`Tenant::subscribe`] held to the tenant's rules: the filter's
+    /// shape, and the catch-all cap (decided under the index lock, so
+    /// concurrent subscribes cannot overshoot it).
+    pub(crate) fn subscribe_checked(
+        &self,
+        session: &Arc<Session>,
+        filter: &TopicFilter,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+    ) -> Result<bool, TopicRefusal> {
+        let Some(rules) = self.rules() else {
+            return Ok(self.subscribe(session, filter, options, id));
+        };
+        let inner = filter.shared().map_or_else(|| filter.clone(), |s| s.filter);
+        rules.check(inner.as_str())?;
+        self.insert(
+            session,
+            filter,
+            options,
+            id,
+            rules.max_catch_all_subscriptions,
+        )
+    }
+
+    /// Whether any subscription is in the index (one atomic load).
+    pub(crate) fn has_subscriptions(&self) -> bool {
+        self.subscribed.load(Ordering::Acquire) > 0
+    }
+
+    fn count_subscriptions(&self, added: bool) {
+        if added {
+            self.subscribed.fetch_add(1, Ordering::AcqRel);
+            metrics::subscriptions(1.0);
+        } else {
+            // Only called for a subscription that was in the index.
+            self.subscribed.fetch_sub(1, Ordering::AcqRel);
+            metrics::subscriptions(-1.0);
         }
     }
 
@@ -92,6 +162,16 @@ impl Tenant {
     pub(crate) fn connection(&self, client_id: &str) -> Option<Arc<ConnControl>> {
         let session = self.sessions().get(client_id).cloned()?;
         session.lock().conn.clone()
+    }
+
+    /// The live connections `principal` authenticated.
+    pub(crate) fn connections_of(&self, principal: &str) -> Vec<Arc<ConnControl>> {
+        let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+        sessions
+            .iter()
+            .filter_map(|s| s.lock().conn.clone())
+            .filter(|c| c.principal.get().is_some_and(|p| p == principal))
+            .collect()
     }
 
     pub(crate) fn session_drops(&self, client_id: &str) -> Option<crate::session::DropCounters> {
@@ -221,7 +301,7 @@ impl Tenant {
             let mut index = write(&self.index);
             for filter in subs.keys() {
                 if index.remove(filter, session.client_id()) {
-                    metrics::subscriptions(-1.0);
+                    self.count_subscriptions(false);
                 }
             }
         }
@@ -256,7 +336,28 @@ impl Tenant {
         options: SubscriptionOptions,
         id: Option<u32>,
     ) -> bool {
-        let existed = write(&self.index).insert(
+        // Without a cap, inserting cannot be refused.
+        self.insert(session, filter, options, id, None)
+            .unwrap_or_default()
+    }
+
+    fn insert(
+        &self,
+        session: &Arc<Session>,
+        filter: &TopicFilter,
+        options: SubscriptionOptions,
+        id: Option<u32>,
+        catch_all_cap: Option<u32>,
+    ) -> Result<bool, TopicRefusal> {
+        let mut index = write(&self.index);
+        if let Some(max) = catch_all_cap
+            && crate::hygiene::is_catch_all(filter)
+            && !index.contains(filter, session.client_id())
+            && index.catch_all() >= usize::try_from(max).unwrap_or(usize::MAX)
+        {
+            return Err(TopicRefusal::CatchAllLimit { max });
+        }
+        let existed = index.insert(
             filter,
             session.client_id(),
             Subscriber {
@@ -265,14 +366,15 @@ impl Tenant {
                 id,
             },
         );
+        drop(index);
         session
             .lock()
             .subscriptions
             .insert(filter.clone(), SubscriptionEntry { options, id });
         if !existed {
-            metrics::subscriptions(1.0);
+            self.count_subscriptions(true);
         }
-        existed
+        Ok(existed)
     }
 
     /// Removes a subscription; returns whether it existed.
@@ -288,7 +390,7 @@ impl Tenant {
         };
         let existed = write(&self.index).remove(filter, session.client_id());
         if existed {
-            metrics::subscriptions(-1.0);
+            self.count_subscriptions(false);
         }
         self.redistribute(orphans);
         existed

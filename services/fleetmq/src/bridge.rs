@@ -85,6 +85,12 @@ impl api::SessionControl for Sessions {
             tracing::warn!(tenant, device, error = %e, "publish limits not applied to live sessions; they apply at the next connect");
         }
     }
+    fn platform_credential_deleted(&self, name: &str) {
+        self.revocations.platform_credential_deleted(name);
+    }
+    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
+        self.revocations.topic_rules_changed(tenant, rules);
+    }
 }
 
 /// `device.created` for devices the broker registered just in time, like

@@ -18,6 +18,8 @@
 //!   revocation floors, device passwords and service credentials, ACL policies.
 //! - `publish_limits.rs` — issue 5: publish rate limits per tenant (default)
 //!   and per device (override).
+//! - `platform_access.rs` — issue 5: platform service credentials, every
+//!   tenant's id, per-tenant topic hygiene rules.
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
 //! - `retained.rs`, `presence.rs`, `device_state.rs` — what the broker
 //!   keeps about devices (issue 6): durable retained messages, presence,
@@ -70,6 +72,7 @@ mod ids;
 mod migrate;
 mod page;
 mod pki;
+mod platform_access;
 mod policies;
 mod presence;
 mod presence_lookup;
@@ -101,6 +104,7 @@ pub use ids::{DeviceId, TenantId};
 pub use migrate::MigrationStatus;
 pub use page::{Page, Paged};
 pub use pki::{NewTenantCa, PlatformCa, TenantCa, TenantCaKind, TenantCaStatus};
+pub use platform_access::{NewPlatformCredential, PlatformCredential, TopicRules};
 pub use policies::{AclPolicy, PolicyDocument};
 pub use presence::{DevicePresence, PresenceStatus, PresenceUpdate};
 pub use presence_settings::PresenceSettings;

@@ -104,7 +104,7 @@ pub(crate) struct ServiceCredentialList {
 
 /// A fresh password and its argon2id hash (hashing is slow on purpose: off
 /// the async threads).
-async fn new_secret() -> Result<(String, String), ApiError> {
+pub(crate) async fn new_secret() -> Result<(String, String), ApiError> {
     let password = access::generate_password().map_err(ApiError::internal)?;
     let clear = password.clone();
     let hash = tokio::task::spawn_blocking(move || access::hash_password(&clear))
@@ -213,32 +213,7 @@ pub(crate) async fn create_service(
     ApiError,
 > {
     who.require(&t, Access::Admin)?;
-    let mut errors = Vec::new();
-    if !name_ok(&body.name) {
-        errors.push(FieldError::new(
-            "/name",
-            "expected 1-64 of A-Z, a-z, 0-9, '.', '_' and '-'",
-        ));
-    }
-    for (member, filters) in [("publish", &body.publish), ("subscribe", &body.subscribe)] {
-        if filters.len() > MAX_FILTERS {
-            errors.push(FieldError::new(
-                format!("/{member}"),
-                format!("at most {MAX_FILTERS} filters"),
-            ));
-            continue;
-        }
-        // The same check a policy gets: a credential's filters become its rules.
-        let mut document = serde_json::Map::new();
-        document.insert(
-            "rules".to_owned(),
-            json!([{ "effect": "allow", "action": member, "filters": filters }]),
-        );
-        if let Err(e) = check_document(&body.name, &document) {
-            let pointer = e.pointer.replace("/rules/0/filters", &format!("/{member}"));
-            errors.push(FieldError::new(pointer, e.detail));
-        }
-    }
+    let errors = check_credential(&body.name, &body.publish, &body.subscribe);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -320,6 +295,43 @@ pub(crate) async fn delete_service(
     // through the tenant.
     state.tell_sessions(|s| s.tenant_changed(&t));
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The name and filters of a service credential (tenant or platform), one
+/// error per bad field: its filters become its rules, so they get the
+/// checks a policy gets.
+pub(crate) fn check_credential(
+    name: &str,
+    publish: &[String],
+    subscribe: &[String],
+) -> Vec<FieldError> {
+    let mut errors = Vec::new();
+    if !name_ok(name) {
+        errors.push(FieldError::new(
+            "/name",
+            "expected 1-64 of A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
+    for (member, filters) in [("publish", publish), ("subscribe", subscribe)] {
+        if filters.len() > MAX_FILTERS {
+            errors.push(FieldError::new(
+                format!("/{member}"),
+                format!("at most {MAX_FILTERS} filters"),
+            ));
+            continue;
+        }
+        // The same check a policy gets: a credential's filters become its rules.
+        let mut document = serde_json::Map::new();
+        document.insert(
+            "rules".to_owned(),
+            json!([{ "effect": "allow", "action": member, "filters": filters }]),
+        );
+        if let Err(e) = check_document(name, &document) {
+            let pointer = e.pointer.replace("/rules/0/filters", &format!("/{member}"));
+            errors.push(FieldError::new(pointer, e.detail));
+        }
+    }
+    errors
 }
 
 /// `[A-Za-z0-9._-]{1,64}`: safe in user names, URLs and log lines.

@@ -25,6 +25,7 @@ mod health;
 mod idempotency;
 mod metrics;
 mod openapi;
+pub(crate) mod platform_credentials;
 pub(crate) mod policies;
 pub(crate) mod presence_settings;
 pub(crate) mod publish_limits;
@@ -33,6 +34,7 @@ pub use openapi::document as openapi_document;
 mod query;
 pub(crate) mod state;
 pub(crate) mod tenants;
+pub(crate) mod topic_rules;
 mod validate;
 pub(crate) mod webhooks;
 
@@ -68,6 +70,8 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(policies::router())
         .merge(presence_settings::router())
         .merge(publish_limits::router())
+        .merge(platform_credentials::router())
+        .merge(topic_rules::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

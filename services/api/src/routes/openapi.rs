@@ -15,7 +15,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, fleet,
-    health, metrics, policies, presence_settings, publish_limits, state, tenants, webhooks,
+    health, metrics, platform_credentials, policies, presence_settings, publish_limits, state,
+    tenants, topic_rules, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -48,6 +49,8 @@ use crate::{AppState, PROBLEM_JSON};
         presence_settings::read, presence_settings::put,
         publish_limits::read_tenant, publish_limits::put_tenant, publish_limits::delete_tenant,
         publish_limits::read_device, publish_limits::put_device, publish_limits::delete_device,
+        platform_credentials::create, platform_credentials::list, platform_credentials::remove,
+        topic_rules::read, topic_rules::put,
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
@@ -74,6 +77,9 @@ use crate::{AppState, PROBLEM_JSON};
         credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
         presence_settings::PresenceSettingsView, presence_settings::PutPresenceSettings,
         publish_limits::PublishLimits, publish_limits::PublishLimitsView,
+        platform_credentials::CreatePlatformCredential, platform_credentials::PlatformCredentialView,
+        platform_credentials::CreatedPlatformCredential, platform_credentials::PlatformCredentialList,
+        topic_rules::TopicRules,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -83,8 +89,8 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "audit", description = "Who changed what, when."),
         (name = "api-keys", description = "Tenants' API keys, exchanged for short-lived tokens."),
         (name = "pki", description = "CAs, device certificates, revocation and CRLs."),
-        (name = "credentials", description = "Device passwords and tenant service credentials for MQTT."),
-        (name = "policies", description = "A tenant's ACL policy templates."),
+        (name = "credentials", description = "Device passwords, tenant service credentials and platform service credentials for MQTT."),
+        (name = "policies", description = "A tenant's ACL policy templates and topic hygiene rules."),
         (name = "publish-limits", description = "MQTT publish rate limits per tenant (default) and per device (override)."),
         (name = "operations", description = "Probes, metrics and this document; no token needed."),
         (name = "state", description = "Devices' presence, state documents and recent messages."),
@@ -228,6 +234,9 @@ mod tests {
             ("/v1/tenants/{t}/policies/{name}", &["get", "put", "delete"]),
             ("/v1/tenants/{t}/service-credentials", &["get", "post"]),
             ("/v1/tenants/{t}/presence-settings", &["get", "put"]),
+            ("/v1/service-credentials", &["get", "post"]),
+            ("/v1/service-credentials/{id}", &["delete"]),
+            ("/v1/tenants/{t}/topic-rules", &["get", "put"]),
         ] {
             for method in methods {
                 let op = &paths[path][*method];

@@ -15,6 +15,7 @@ mod events;
 mod fleet;
 mod idempotency;
 mod pki_routes;
+mod platform_access;
 mod presence_settings;
 mod publish_limits;
 mod state;

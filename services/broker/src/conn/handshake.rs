@@ -216,6 +216,7 @@ where
     Span::current().record("client_id", &*client_id);
 
     let ctl = ConnControl::new(conn_id);
+    let _ = ctl.principal.set(identity.principal.clone());
     let attached = tenant.attach(
         &client_id,
         connect.clean_start,
@@ -303,14 +304,17 @@ where
         keep_alive = connect.keep_alive,
         session_expiry, "connect parameters"
     );
-    broker.events().emit(Event::Connected {
-        tenant: identity.tenant,
-        client_id: client_id.to_string(),
-        principal: identity.principal,
-        peer: peer.addr,
-        protocol: version,
-        credential,
-    });
+    // Platform clients are no tenant's clients: no lifecycle events.
+    if !identity.tenant.is_platform() {
+        broker.events().emit(Event::Connected {
+            tenant: identity.tenant,
+            client_id: client_id.to_string(),
+            principal: identity.principal,
+            peer: peer.addr,
+            protocol: version,
+            credential,
+        });
+    }
     Ok(Some((conn, ack)))
 }
 

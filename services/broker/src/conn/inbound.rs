@@ -14,6 +14,10 @@ use crate::metrics;
 use crate::session::Outgoing;
 use crate::store::Durability;
 
+/// Sessions reached and what the acknowledgement waits for, or why the
+/// publish was refused (reason code, reason string).
+type Routed = Result<(usize, Option<Durability>), (ReasonCode, String)>;
+
 fn granted(qos: QoS) -> ReasonCode {
     match qos {
         QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
@@ -150,6 +154,7 @@ impl Conn {
         // 3.1.1 PUBLISHes were paced before decoding got here (throttle).
         let admitted = self.version != ProtocolVersion::V5 || self.admit(qos, p.payload.len())?;
         let mut durability = None;
+        let mut why = None;
         let reason = if !admitted {
             // 0x96 is not a PUBACK/PUBREC code (3.4.2.1, 3.5.2.1; clients
             // such as rumqttc reject it): 0x97 says an administrative
@@ -159,25 +164,41 @@ impl Conn {
             warn!(topic = %topic, "publish not authorized");
             ReasonCode::NotAuthorized
         } else {
-            let message =
-                Message::from_publish(p, topic, Some(self.client_id.clone()), Instant::now());
-            let (delivered, durable) = self.route(message);
-            durability = durable;
-            if delivered == 0 && self.version == ProtocolVersion::V5 {
-                ReasonCode::NoMatchingSubscribers
-            } else {
-                ReasonCode::Success
+            match self.route_publish(p, topic) {
+                Ok((delivered, durable)) => {
+                    durability = durable;
+                    if delivered == 0 && self.version == ProtocolVersion::V5 {
+                        ReasonCode::NoMatchingSubscribers
+                    } else {
+                        ReasonCode::Success
+                    }
+                }
+                Err((reason, detail)) => {
+                    why = Some(detail);
+                    reason
+                }
             }
+        };
+        if reason.is_error() {
+            // QoS 0 has no acknowledgement to say so: counted instead.
+            metrics::refused(reason);
+        }
+        // A reason string only where the packet can carry one (3.4.2.2.2).
+        let properties = mqtt::Properties {
+            reason_string: why.filter(|_| self.version == ProtocolVersion::V5),
+            ..Default::default()
         };
         match (qos, id) {
             (QoS::AtLeastOnce, Some(id)) => {
                 let mut ack = PubAck::new(id);
                 ack.reason_code = reason;
+                ack.properties = properties;
                 self.acknowledge(ack.into(), durability)?;
             }
             (QoS::ExactlyOnce, Some(id)) => {
                 let mut rec = PubRec::new(id);
                 rec.reason_code = reason;
+                rec.properties = properties;
                 if reason.is_error() {
                     // 4.3.3: a failed PUBREC ends the exchange.
                     self.session.lock().incoming_qos2.remove(&id);
@@ -187,6 +208,35 @@ impl Conn {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Routes an authorized publish: in this connection's tenant, or for a
+    /// platform client in the tenant its first topic level names. Refused
+    /// with the reason code and a reason string for the client.
+    fn route_publish(&self, p: Publish, topic: mqtt::TopicName) -> Routed {
+        let origin = Some(self.client_id.clone());
+        let refused = |e: crate::TopicRefusal| {
+            warn!(topic = %topic, reason = %e, "publish refused by the tenant's topic rules");
+            (e.publish_reason(), e.to_string())
+        };
+        if !self.tenant.id.is_platform() {
+            self.tenant.check_topic(&topic).map_err(refused)?;
+            let message = Message::from_publish(p, topic, origin, Instant::now());
+            return Ok(self.route(message));
+        }
+        let (tenant, inner) = crate::platform::target(&self.broker, &topic).map_err(|e| {
+            warn!(topic = %topic, error = %e, "platform publish refused");
+            (ReasonCode::TopicNameInvalid, e.to_string())
+        })?;
+        tenant.check_topic(&inner).map_err(refused)?;
+        let mut message = Message::from_publish(p, inner, origin, Instant::now());
+        message.platform_origin = true;
+        Ok(crate::router::publish_durable(
+            &self.broker,
+            &tenant,
+            &self.client_id,
+            message,
+        ))
     }
 
     /// Sends a PUBACK or PUBREC now, or after the retained store has made
@@ -254,6 +304,7 @@ impl Conn {
         let cap = self.broker.config().max_retained_per_subscribe;
         let now = Instant::now();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
+        let mut why: Vec<String> = Vec::new();
         let mut retained = Vec::new();
         for sub in s.subscriptions {
             if !self
@@ -266,9 +317,20 @@ impl Conn {
                 continue;
             }
             let opts = sub.options;
-            let existed = self
-                .tenant
-                .subscribe(&self.session, &sub.filter, opts, sub_id);
+            let existed = match self.tenant.subscribe_checked(
+                &self.session,
+                &sub.filter,
+                opts,
+                sub_id,
+            ) {
+                Ok(existed) => existed,
+                Err(e) => {
+                    warn!(topic = %sub.filter, reason = %e, "subscribe refused by the tenant's topic rules");
+                    codes.push(e.subscribe_reason());
+                    why.push(e.to_string());
+                    continue;
+                }
+            };
             codes.push(granted(opts.qos));
             // 3.8.3.1 Retain Handling; shared subscriptions get no retained
             // messages (4.8.2).
@@ -280,26 +342,11 @@ impl Conn {
             if !send || sub.filter.shared().is_some() {
                 continue;
             }
-            let found = self.tenant.retained_for(&sub.filter, now, cap);
-            if !found.expired.is_empty() {
-                // 3.3.2.3.3: an expired retained message is gone for good.
-                for topic in self.tenant.prune_retained(&found.expired, now) {
-                    self.broker
-                        .retained_store()
-                        .save(&self.tenant.id, &topic, None, false);
-                    self.broker
-                        .events()
-                        .emit(crate::events::Event::RetainedChanged {
-                            tenant: self.tenant.id.clone(),
-                            topic,
-                            payload: None,
-                        });
-                }
-            }
-            if found.truncated {
-                metrics::retained_cap_hit();
-                warn!(topic = %sub.filter, cap, "retained messages capped for this subscribe");
-            }
+            let found = if self.tenant.id.is_platform() {
+                crate::platform::retained_for(&self.broker, &sub.filter, now, cap)
+            } else {
+                crate::router::retained_for(&self.broker, &self.tenant, &sub.filter, now, cap)
+            };
             retained.extend(found.messages.into_iter().map(|m| Delivery {
                 qos: m.qos.min(opts.qos),
                 // MQTT-3.3.1-9: retained on subscribe keep RETAIN set.
@@ -310,10 +357,16 @@ impl Conn {
             }));
         }
         // MQTT-3.8.4-1: SUBACK before the retained messages it triggers.
+        // 3.9.2.1.2: one reason string for the packet; v5 only.
+        let properties = mqtt::Properties {
+            reason_string: (!why.is_empty() && self.version == ProtocolVersion::V5)
+                .then(|| why.join("; ")),
+            ..Default::default()
+        };
         self.out.send(SubAck {
             packet_id: s.packet_id,
             reason_codes: codes,
-            properties: Default::default(),
+            properties,
         })?;
         for d in retained {
             self.session.enqueue_retained(d, cap);

@@ -184,6 +184,24 @@ async fn discard_until_eof<S: AsyncRead + Unpin>(stream: &mut S) {
     }
 }
 
+/// Brings the tenants a platform client's PUBLISH or SUBSCRIBE names
+/// into memory, so that handling it (synchronous) finds them.
+async fn load_tenants_for(broker: &Broker, packet: &mqtt::Packet) {
+    match packet {
+        mqtt::Packet::Publish(p) => {
+            if let Some(topic) = &p.topic {
+                crate::platform::load_for_publish(broker, topic).await;
+            }
+        }
+        mqtt::Packet::Subscribe(s) => {
+            for sub in &s.subscriptions {
+                crate::platform::load_for_filter(broker, &sub.filter).await;
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Sleeps until `deadline`, or forever without one.
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
@@ -246,7 +264,7 @@ impl Conn {
         let max_packet =
             usize::try_from(self.broker.config().max_packet_size).unwrap_or(usize::MAX);
         // Packets pipelined behind CONNECT are already in the buffer.
-        if let Some(end) = self.drain(inbuf, max_packet)? {
+        if let Some(end) = self.drain(inbuf, max_packet).await? {
             self.settle_deferred().await?;
             self.flush(stream).await?;
             return Ok(end);
@@ -274,7 +292,7 @@ impl Conn {
                 () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
                 () = sleep_until(stall), if stall.is_some() => {
                     last_rx = Instant::now();
-                    if let Some(end) = self.release_stalled(inbuf, max_packet)? {
+                    if let Some(end) = self.release_stalled(inbuf, max_packet).await? {
                         self.settle_deferred().await?;
                         self.flush(stream).await?;
                         return Ok(end);
@@ -287,7 +305,7 @@ impl Conn {
                     }
                     metrics::bytes_in(n);
                     last_rx = Instant::now();
-                    if let Some(end) = self.drain(inbuf, max_packet)? {
+                    if let Some(end) = self.drain(inbuf, max_packet).await? {
                         self.settle_deferred().await?;
                         self.flush(stream).await?;
                         return Ok(end);
@@ -301,14 +319,21 @@ impl Conn {
         }
     }
 
-    /// Handles every whole packet in the read buffer.
     /// Handles every whole packet in the read buffer, or stops at a 3.1.1
-    /// PUBLISH the rate limit holds back.
-    fn drain(&mut self, inbuf: &mut BytesMut, max_packet: usize) -> Result<Option<End>, Error> {
+    /// PUBLISH the rate limit holds back. Awaits only for a platform
+    /// client, whose packets may name tenants not yet in memory.
+    async fn drain(
+        &mut self,
+        inbuf: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<End>, Error> {
         while self.stalled.is_none() {
             let Some(mut packet) = decode(inbuf, self.version, max_packet)? else {
                 break;
             };
+            if self.tenant.id.is_platform() {
+                load_tenants_for(&self.broker, &packet).await;
+            }
             if self.version != ProtocolVersion::V5 {
                 match self.hold_back(packet, true) {
                     Pace::Go(p) => packet = p,
@@ -327,7 +352,7 @@ impl Conn {
 
     /// The held-back PUBLISH, once its time has come, then the rest of the
     /// read buffer.
-    fn release_stalled(
+    async fn release_stalled(
         &mut self,
         inbuf: &mut BytesMut,
         max_packet: usize,
@@ -347,7 +372,7 @@ impl Conn {
                 return Ok(None);
             }
         }
-        self.drain(inbuf, max_packet)
+        self.drain(inbuf, max_packet).await
     }
 
     /// Writes the encode buffer in one go (batched writes).
@@ -470,17 +495,20 @@ impl Conn {
             }
         }
         info!(?end, "disconnected");
-        self.broker
-            .events()
-            .emit(crate::events::Event::Disconnected {
-                tenant: self.tenant.id.clone(),
-                client_id: self.client_id.to_string(),
-                graceful: end == End::Client(ReasonCode::Success),
-                reason: match end {
-                    End::Lost => ReasonCode::UnspecifiedError,
-                    End::Client(r) | End::Server(r) => r,
-                },
-            });
+        // Platform clients are no tenant's clients: no lifecycle events.
+        if !self.tenant.id.is_platform() {
+            self.broker
+                .events()
+                .emit(crate::events::Event::Disconnected {
+                    tenant: self.tenant.id.clone(),
+                    client_id: self.client_id.to_string(),
+                    graceful: end == End::Client(ReasonCode::Success),
+                    reason: match end {
+                        End::Lost => ReasonCode::UnspecifiedError,
+                        End::Client(r) | End::Server(r) => r,
+                    },
+                });
+        }
         // MQTT-3.1.2-8: the will is published unless the client said a
         // normal DISCONNECT (MQTT-3.14.4-3); 0x04 asks for it. A server
         // shutdown is not the client's loss.

@@ -194,3 +194,190 @@ async fn a_will_delay_longer_than_the_session_fires_when_it_ends() {
     assert!(matches!(watcher.recv().await, Some(Packet::Publish(_))));
     assert_eq!(start.elapsed().as_secs(), 5);
 }
+
+fn platform_broker() -> Broker {
+    use crate::auth::{Identity, MemoryAuthenticator};
+    let auth = MemoryAuthenticator::new()
+        .with_user(
+            "platform:ops",
+            "pw",
+            Identity {
+                tenant: TenantId::platform(),
+                principal: "platform:ops".into(),
+                limits: None,
+            },
+        )
+        .with_user(
+            "d1@tenant-a",
+            "pw",
+            Identity {
+                tenant: TenantId::parse("tenant-a").unwrap(),
+                principal: "d1".into(),
+                limits: None,
+            },
+        );
+    Broker::builder(std::sync::Arc::new(auth)).build()
+}
+
+fn login(client_id: &str, user: &str) -> Connect {
+    let mut c = Connect::new(V5, client_id);
+    c.keep_alive = 0;
+    c.username = Some(user.into());
+    c.password = Some("pw".into());
+    c
+}
+
+async fn subscribe(client: &mut Client, filter: &str) {
+    client
+        .send(Subscribe {
+            packet_id: NonZeroU16::new(1).unwrap(),
+            subscriptions: vec![Subscription {
+                filter: TopicFilter::parse(filter).unwrap(),
+                options: SubscriptionOptions::new(QoS::AtLeastOnce),
+            }],
+            properties: Default::default(),
+        })
+        .await;
+    assert!(
+        matches!(client.recv().await, Some(Packet::SubAck(a)) if !a.reason_codes[0].is_error())
+    );
+}
+
+fn publish(topic: &str, id: u16) -> mqtt::Publish {
+    let mut p = mqtt::Publish::new(TopicName::parse(topic).unwrap(), "x");
+    p.qos = QoS::AtLeastOnce;
+    p.packet_id = NonZeroU16::new(id);
+    p
+}
+
+#[tokio::test]
+async fn platform_clients_see_tenants_mounted_and_publish_into_them() {
+    let b = platform_broker();
+    let mut device = Client::connect(&b, login("d1", "d1@tenant-a")).await;
+    subscribe(&mut device, "commands/d1/#").await;
+    let mut ops = Client::connect(&b, login("ops", "platform:ops")).await;
+    subscribe(&mut ops, "+/devices/+/status").await;
+
+    device.send(publish("devices/d1/status", 1)).await;
+    assert!(
+        matches!(device.recv().await, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::Success)
+    );
+    let got = ops.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::Publish(p)) if p.topic.as_ref().map(TopicName::as_str) == Some("tenant-a/devices/d1/status")),
+        "{got:?}"
+    );
+
+    // No tenant of that name: 0x90 with a reason string.
+    ops.send(publish("tenant-z/commands/d1/x", 2)).await;
+    let got = ops.recv().await;
+    let Some(Packet::PubAck(ack)) = &got else {
+        panic!("{got:?}")
+    };
+    assert_eq!(ack.reason_code, ReasonCode::TopicNameInvalid);
+    assert!(
+        ack.properties
+            .reason_string
+            .as_deref()
+            .is_some_and(|r| r.contains("tenant-z")),
+        "{ack:?}"
+    );
+
+    ops.send(publish("tenant-a/commands/d1/reboot", 3)).await;
+    let got = device.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::Publish(p)) if p.topic.as_ref().map(TopicName::as_str) == Some("commands/d1/reboot")),
+        "{got:?}"
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_credential_ends_the_sessions_it_opened() {
+    let b = platform_broker();
+    let mut ops = Client::connect(&b, login("ops-1", "platform:ops")).await;
+    let _device = Client::connect(&b, login("d1", "d1@tenant-a")).await;
+    assert_eq!(b.disconnect_principal(&TenantId::platform(), "d1"), 0);
+    assert_eq!(
+        b.disconnect_principal(&TenantId::platform(), "platform:ops"),
+        1
+    );
+    let got = ops.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::AdministrativeAction),
+        "{got:?}"
+    );
+}
+
+async fn suback(client: &mut Client, filter: &str) -> mqtt::SubAck {
+    client
+        .send(Subscribe {
+            packet_id: NonZeroU16::new(7).unwrap(),
+            subscriptions: vec![Subscription {
+                filter: TopicFilter::parse(filter).unwrap(),
+                options: SubscriptionOptions::new(QoS::AtMostOnce),
+            }],
+            properties: Default::default(),
+        })
+        .await;
+    match client.recv().await {
+        Some(Packet::SubAck(a)) => a,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn topic_rules_refuse_with_reason_codes_and_strings_at_once() {
+    let b = platform_broker();
+    let tenant = TenantId::parse("tenant-a").unwrap();
+    // Set before the tenant is in memory: it starts with them.
+    b.set_topic_rules(
+        &tenant,
+        crate::TopicRules {
+            max_depth: Some(3),
+            forbid_leading_slash: true,
+            forbid_spaces: true,
+            max_catch_all_subscriptions: Some(1),
+        },
+    );
+    let mut d = Client::connect(&b, login("d1", "d1@tenant-a")).await;
+    let mut other = Client::connect(&b, login("d2", "d1@tenant-a")).await;
+    let a = suback(&mut d, "#").await;
+    assert_eq!(a.reason_codes, [ReasonCode::GRANTED_QOS_0]);
+    // Re-subscribing to the same catch-all is a replacement, not another.
+    assert_eq!(
+        suback(&mut d, "#").await.reason_codes,
+        [ReasonCode::GRANTED_QOS_0]
+    );
+    let a = suback(&mut other, "+/#").await;
+    assert_eq!(a.reason_codes, [ReasonCode::QuotaExceeded]);
+    assert!(a.properties.reason_string.unwrap().contains("catch-all"));
+    for (filter, reason) in [("a/b c", "space"), ("/a", "'/'"), ("a/b/c/d", "levels")] {
+        let a = suback(&mut other, filter).await;
+        assert_eq!(a.reason_codes, [ReasonCode::TopicFilterInvalid], "{filter}");
+        assert!(
+            a.properties.reason_string.unwrap().contains(reason),
+            "{filter}"
+        );
+    }
+    assert_eq!(
+        suback(&mut other, "a/+/c").await.reason_codes,
+        [ReasonCode::GRANTED_QOS_0]
+    );
+
+    other.send(publish("a/b c", 9)).await;
+    let got = other.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::TopicNameInvalid
+            && a.properties.reason_string.as_deref().is_some_and(|r| r.contains("space"))),
+        "{got:?}"
+    );
+    // Rules off again: the same publish goes through, to `#`.
+    b.set_topic_rules(&tenant, crate::TopicRules::default());
+    other.send(publish("a/b c", 10)).await;
+    assert!(
+        matches!(other.recv().await, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::Success)
+    );
+    assert!(
+        matches!(d.recv().await, Some(Packet::Publish(p)) if p.topic.as_ref().map(TopicName::as_str) == Some("a/b c"))
+    );
+}

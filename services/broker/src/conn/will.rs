@@ -43,7 +43,20 @@ fn publish_will(broker: &Broker, tenant: &Tenant, pending: PendingWill) {
         Some(client_id.clone()),
         Instant::now(),
     );
-    router::publish(broker, tenant, &client_id, message);
+    if !tenant.id.is_platform() {
+        router::publish(broker, tenant, &client_id, message);
+        return;
+    }
+    // A platform client's will goes into the tenant it names, if that
+    // tenant is in memory (the will cannot wait for a load).
+    match crate::platform::target(broker, &message.topic) {
+        Ok((target, inner)) => {
+            let mut message = message.with_topic(inner);
+            message.platform_origin = true;
+            router::publish(broker, &target, &client_id, message);
+        }
+        Err(e) => debug!(topic = %message.topic, error = %e, "platform will dropped"),
+    }
 }
 
 /// Detaches the connection from its session, then publishes the will now

@@ -357,8 +357,12 @@ async fn start_platform(
         .config(config.mqtt_limits.broker_config())
         .retained_store(retained.clone())
         .events(Arc::new(state::Fanout::new(events)))
+        .tenant_directory(Arc::new(access::StoreTenants::new(store.clone())))
         .build();
     status.set_broker(broker.clone());
+    access::load_topic_rules(store, &broker)
+        .await
+        .map_err(|e| Error::store(url, e))?;
     let services = Services {
         retained,
         presence,

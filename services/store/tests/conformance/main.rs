@@ -13,6 +13,7 @@ mod audit;
 mod devices;
 mod migrations;
 mod pki;
+mod platform_access;
 mod presence_settings;
 mod publish_limits;
 mod rest_lookups;

@@ -1,0 +1,92 @@
+//! Platform service credentials: `platform:{name}` authenticates into the
+//! broker's platform namespace with its filters over the mounted topic
+//! space; the store is the tenant directory.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use access::{AccessCache, PlatformAuthenticator, PolicyAuthorizer, StoreTenants};
+use broker::{AuthError, AuthRequest, Authenticator, Authorizer, TenantDirectory, TenantId};
+use bytes::Bytes;
+use chrono::Utc;
+use mqtt::{TopicFilter, TopicName};
+use pki::{RootCa, TrustRegistry};
+use store::testing::TestDb;
+use store::{NewPlatformCredential, NewTenant};
+
+fn request(username: &str, password: &str) -> AuthRequest {
+    AuthRequest {
+        username: Some(username.into()),
+        password: Some(Bytes::copy_from_slice(password.as_bytes())),
+        client_id: "backend-1".into(),
+        peer: "127.0.0.1:1".parse().unwrap(),
+        peer_certificates: None,
+        protocol: mqtt::ProtocolVersion::V5,
+    }
+}
+
+async fn platform_credentials_authenticate_into_the_platform_namespace(
+    db: &TestDb,
+) -> anyhow::Result<()> {
+    let store = db.store();
+    let root = RootCa::generate(Utc::now(), chrono::Duration::days(30))?;
+    let trust = TrustRegistry::new(root.cert_der().clone(), pki::DEFAULT_TRUST_DOMAIN)?;
+    let cache = AccessCache::new(store.clone());
+    let auth = PlatformAuthenticator::new(trust, cache.clone());
+    let authorizer = PolicyAuthorizer::new(cache);
+    let secret = access::generate_password()?;
+    store
+        .create_platform_credential(&NewPlatformCredential {
+            id: "p1".into(),
+            name: "ops".into(),
+            username: access::platform_principal("ops"),
+            password_hash: access::hash_password(&secret)?,
+            publish: vec!["+/commands/#".into()],
+            subscribe: vec![],
+        })
+        .await?;
+
+    let identity = auth
+        .authenticate(&request("platform:ops", &secret))
+        .await
+        .unwrap();
+    assert_eq!(identity.tenant, TenantId::platform());
+    assert_eq!(identity.principal, "platform:ops");
+    let t = |s: &str| TopicName::parse(s).unwrap();
+    let f = |s: &str| TopicFilter::parse(s).unwrap();
+    assert!(authorizer.can_publish(&identity, &t("acme/commands/d1/x")));
+    assert!(!authorizer.can_publish(&identity, &t("acme/devices/d1/x")));
+    assert!(authorizer.can_subscribe(&identity, &f("+/devices/+/status")));
+    assert!(authorizer.can_subscribe(&identity, &f("#")));
+
+    assert_eq!(
+        auth.authenticate(&request("platform:ops", "wrong")).await,
+        Err(AuthError::BadCredentials)
+    );
+    assert_eq!(
+        auth.authenticate(&request("platform:nobody", &secret))
+            .await,
+        Err(AuthError::BadCredentials)
+    );
+    // The same name as a tenant service user name is another user.
+    assert_eq!(
+        auth.authenticate(&request("ops", &secret)).await,
+        Err(AuthError::BadCredentials)
+    );
+
+    let directory = StoreTenants::new(store.clone());
+    for id in ["globex", "acme"] {
+        store
+            .create_tenant(&NewTenant {
+                id: id.into(),
+                name: id.into(),
+            })
+            .await?;
+    }
+    let acme = TenantId::parse("acme")?;
+    assert!(directory.exists(&acme).await?);
+    assert!(!directory.exists(&TenantId::parse("initech")?).await?);
+    assert_eq!(directory.list().await?, [acme, TenantId::parse("globex")?]);
+    Ok(())
+}
+
+store::backend_tests!(platform_credentials_authenticate_into_the_platform_namespace);

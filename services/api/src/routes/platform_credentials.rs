@@ -1,0 +1,183 @@
+//! Platform service credentials (`/v1/service-credentials`, platform-admin):
+//! MQTT access for the operator's own backends, which see every tenant
+//! with its topics mounted under the tenant id (`{tenant}/devices/{d}/…`).
+//! MQTT user name `platform:{name}`; the secret is made here, returned
+//! once, and stored only as an argon2id hash.
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use chrono::{DateTime, Utc};
+use http::header::CACHE_CONTROL;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use store::{NewPlatformCredential, PlatformCredential};
+use utoipa::ToSchema;
+
+use super::audit::{Event, RequestId, record};
+use super::credentials::{check_credential, new_secret};
+use crate::auth::Principal;
+use crate::{ApiError, ApiJson, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/service-credentials", post(create).get(list))
+        .route("/v1/service-credentials/{id}", delete(remove))
+}
+
+/// A new platform service credential.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CreatePlatformCredential {
+    /// Unique on the platform; `[A-Za-z0-9._-]{1,64}`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    name: String,
+    /// Topic filters it may publish to, over the mounted topic space
+    /// (`{tenant}/…`); empty or absent for everything.
+    #[serde(default)]
+    publish: Vec<String>,
+    /// Topic filters it may subscribe to, over the mounted topic space;
+    /// empty or absent for everything.
+    #[serde(default)]
+    subscribe: Vec<String>,
+}
+
+/// A platform service credential, without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PlatformCredentialView {
+    id: String,
+    name: String,
+    /// The MQTT user name: `platform:{name}`.
+    username: String,
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<PlatformCredential> for PlatformCredentialView {
+    fn from(c: PlatformCredential) -> Self {
+        PlatformCredentialView {
+            id: c.id,
+            name: c.name,
+            username: c.username,
+            publish: c.publish,
+            subscribe: c.subscribe,
+            created_at: c.created_at,
+        }
+    }
+}
+
+/// A created platform service credential with its password, shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedPlatformCredential {
+    #[serde(flatten)]
+    credential: PlatformCredentialView,
+    password: String,
+}
+
+/// The platform service credentials, by name.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct PlatformCredentialList {
+    items: Vec<PlatformCredentialView>,
+}
+
+fn target(id: &str) -> String {
+    format!("service-credentials/{id}")
+}
+
+/// Create a platform service credential (platform-admin); the password is
+/// shown once. `Cache-Control: no-store`.
+#[utoipa::path(post, path = "/v1/service-credentials", operation_id = "create_platform_credential", tag = "credentials",
+    request_body = CreatePlatformCredential,
+    responses(
+        (status = 201, description = "The credential and its password (shown once)", body = CreatedPlatformCredential),
+        (status = 409, description = "A platform credential with this name exists",
+         body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    ApiJson(body): ApiJson<CreatePlatformCredential>,
+) -> Result<
+    (
+        StatusCode,
+        [(http::HeaderName, &'static str); 1],
+        ApiJson<CreatedPlatformCredential>,
+    ),
+    ApiError,
+> {
+    who.require_platform_admin()?;
+    let errors = check_credential(&body.name, &body.publish, &body.subscribe);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (password, hash) = new_secret().await?;
+    let new = NewPlatformCredential {
+        id: uuid::Uuid::now_v7().to_string(),
+        username: access::platform_principal(&body.name),
+        name: body.name,
+        password_hash: hash,
+        publish: body.publish,
+        subscribe: body.subscribe,
+    };
+    let created = state.store.create_platform_credential(&new).await?;
+    let event = Event {
+        tenant: None,
+        action: "platform_credential.create",
+        target: target(&created.id),
+        details: json!({ "name": created.name }),
+    };
+    record(&state, &who, &request_id, event).await?;
+    Ok((
+        StatusCode::CREATED,
+        [(CACHE_CONTROL, "no-store")],
+        ApiJson(CreatedPlatformCredential {
+            credential: created.into(),
+            password,
+        }),
+    ))
+}
+
+/// The platform service credentials, by name, without secrets (platform-admin).
+#[utoipa::path(get, path = "/v1/service-credentials", operation_id = "list_platform_credentials", tag = "credentials",
+    responses((status = 200, description = "The credentials", body = PlatformCredentialList)))]
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    who: Principal,
+) -> Result<ApiJson<PlatformCredentialList>, ApiError> {
+    who.require_platform_admin()?;
+    let items = state
+        .store
+        .list_platform_credentials()
+        .await?
+        .into_iter()
+        .map(PlatformCredentialView::from)
+        .collect();
+    Ok(ApiJson(PlatformCredentialList { items }))
+}
+
+/// Delete a platform service credential (platform-admin). Its MQTT
+/// sessions end (DISCONNECT 0x98 in v5).
+#[utoipa::path(delete, path = "/v1/service-credentials/{id}", operation_id = "delete_platform_credential", tag = "credentials",
+    params(("id" = String, Path, description = "Credential id")),
+    responses((status = 204, description = "Deleted")))]
+pub(crate) async fn remove(
+    State(state): State<AppState>,
+    who: Principal,
+    request_id: RequestId,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    who.require_platform_admin()?;
+    let deleted = state.store.delete_platform_credential(&id).await?;
+    let event = Event {
+        tenant: None,
+        action: "platform_credential.delete",
+        target: target(&id),
+        details: json!({ "name": deleted.name }),
+    };
+    record(&state, &who, &request_id, event).await?;
+    state.tell_sessions(|s| s.platform_credential_deleted(&deleted.name));
+    Ok(StatusCode::NO_CONTENT)
+}

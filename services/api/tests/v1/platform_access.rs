@@ -1,0 +1,172 @@
+//! Platform service credentials (`/v1/service-credentials`) and a
+//! tenant's topic hygiene rules (`/v1/tenants/{t}/topic-rules`): roles,
+//! validation, audit, and what the session side is told.
+
+use std::sync::{Arc, Mutex};
+
+use api::{Role, SessionControl};
+use http::Method;
+use serde_json::json;
+use store::testing::TestDb;
+
+use crate::TestApp;
+
+#[derive(Default)]
+struct Told(Mutex<Vec<String>>);
+
+#[async_trait::async_trait]
+impl SessionControl for Told {
+    fn certificate_revoked(&self, _: &str, _: &str, _: &str) {}
+    fn device_changed(&self, _: &str, _: &str) {}
+    fn tenant_changed(&self, _: &str) {}
+    async fn policies_changed(&self, _: &str) {}
+    fn platform_credential_deleted(&self, name: &str) {
+        self.0.lock().unwrap().push(format!("deleted {name}"));
+    }
+    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
+        self.0.lock().unwrap().push(format!(
+            "rules {tenant} depth={:?} catch_all={:?}",
+            rules.max_depth, rules.max_catch_all_subscriptions
+        ));
+    }
+}
+
+async fn app(db: &TestDb) -> (TestApp, Arc<Told>) {
+    let told = Arc::new(Told::default());
+    let sessions: Arc<dyn SessionControl> = told.clone();
+    let app = TestApp::with(db, |state| state.with_session_control(sessions)).await;
+    (app, told)
+}
+
+async fn platform_credentials_are_for_platform_admins(db: &TestDb) {
+    let (t, told) = app(db).await;
+    t.tenant("acme").await;
+    let url = "/v1/service-credentials";
+    let tenant_admin = t.token(Role::TenantAdmin, "acme");
+    t.post(url, &tenant_admin, json!({"name": "ops"}))
+        .await
+        .problem(403, "forbidden");
+    t.get(url, &tenant_admin).await.problem(403, "forbidden");
+    let r = t
+        .post(url, &t.admin, json!({"name": "bad name"}))
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/name");
+    let r = t
+        .post(
+            url,
+            &t.admin,
+            json!({"name": "ops", "subscribe": ["a/#/b"]}),
+        )
+        .await
+        .problem(422, "validation");
+    assert!(r.pointer().starts_with("/subscribe"), "{}", r.body);
+
+    let r = t
+        .post(
+            url,
+            &t.admin,
+            json!({"name": "ops", "subscribe": ["+/devices/+/status"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(r.headers[http::header::CACHE_CONTROL], "no-store");
+    let created = r.body;
+    assert_eq!(created["username"], "platform:ops");
+    let password = created["password"].as_str().unwrap();
+    let stored = t
+        .store
+        .platform_credential_by_username("platform:ops")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(access::verify_password(
+        password.as_bytes(),
+        &stored.password_hash
+    ));
+    assert!(stored.password_hash.starts_with("$argon2id$"));
+    t.post(url, &t.admin, json!({"name": "ops"}))
+        .await
+        .problem(409, "already-exists");
+
+    let list = t.get(url, &t.admin).await.expect(200).body;
+    assert_eq!(list["items"][0]["name"], "ops");
+    assert!(list["items"][0].get("password").is_none());
+
+    let id = created["id"].as_str().unwrap();
+    t.delete(&format!("{url}/{id}"), &tenant_admin)
+        .await
+        .problem(403, "forbidden");
+    t.delete(&format!("{url}/{id}"), &t.admin).await.expect(204);
+    t.delete(&format!("{url}/{id}"), &t.admin)
+        .await
+        .problem(404, "not-found");
+    assert_eq!(*told.0.lock().unwrap(), ["deleted ops"]);
+
+    let log = t.get("/v1/audit", &t.admin).await.expect(200).body;
+    let actions: Vec<&str> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["action"].as_str())
+        .collect();
+    assert!(actions.contains(&"platform_credential.create"), "{log}");
+    assert!(actions.contains(&"platform_credential.delete"), "{log}");
+}
+
+async fn topic_rules_get_put(db: &TestDb) {
+    let (t, told) = app(db).await;
+    t.tenant("acme").await;
+    let url = "/v1/tenants/acme/topic-rules";
+    let viewer = t.token(Role::Viewer, "acme");
+    let admin = t.token(Role::TenantAdmin, "acme");
+    let off = t.get(url, &viewer).await.expect(200).body;
+    assert_eq!(
+        off,
+        json!({"max_depth": null, "forbid_leading_slash": false, "forbid_spaces": false,
+               "max_catch_all_subscriptions": null})
+    );
+    let rules = json!({"max_depth": 4, "forbid_leading_slash": true, "forbid_spaces": true,
+                       "max_catch_all_subscriptions": 0});
+    t.call(Method::PUT, url, Some(&viewer), Some(rules.clone()))
+        .await
+        .problem(403, "forbidden");
+    let r = t
+        .call(
+            Method::PUT,
+            url,
+            Some(&admin),
+            Some(json!({"max_depth": 0})),
+        )
+        .await
+        .problem(422, "validation");
+    assert_eq!(r.pointer(), "/max_depth");
+    t.call(Method::PUT, url, Some(&admin), Some(json!({"depth": 3})))
+        .await
+        .problem(422, "validation");
+    let put = t
+        .call(Method::PUT, url, Some(&admin), Some(rules.clone()))
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(put, rules);
+    assert_eq!(t.get(url, &viewer).await.expect(200).body, rules);
+    assert_eq!(
+        *told.0.lock().unwrap(),
+        ["rules acme depth=Some(4) catch_all=Some(0)"]
+    );
+    t.get("/v1/tenants/nope/topic-rules", &t.admin)
+        .await
+        .problem(404, "not-found");
+    let log = t
+        .get("/v1/tenants/acme/audit", &admin)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(log["items"][0]["action"], "topic_rules.put", "{log}");
+}
+
+store::backend_tests!(
+    platform_credentials_are_for_platform_admins,
+    topic_rules_get_put
+);
