@@ -190,6 +190,7 @@ impl EventSink for PlatformEvents {
     fn emit(&self, event: Event) {
         if let Event::Published {
             tenant,
+            client_id,
             topic,
             payload,
             qos,
@@ -201,7 +202,10 @@ impl EventSink for PlatformEvents {
                 .messages
                 .as_ref()
                 .is_some_and(|m| m.routes.wants(tenant.as_str(), topic.as_str()));
-            let Some(device) = device_of(topic) else {
+            // The broker's own messages (presence on devices/{d}/status)
+            // are not the device's traffic: not in its recent messages.
+            let device = device_of(topic).filter(|_| client_id != broker::SERVER_CLIENT_ID);
+            let Some(device) = device else {
                 if watched {
                     self.queue_or_count(event);
                 }
