@@ -243,6 +243,13 @@ async fn mounting_and_topic_rules(extra: &[&str]) {
     };
     for t in ["alpha", "bravo"] {
         api.post("/v1/tenants", json!({ "id": t, "name": t })).await;
+        // The devices publish their own status here: the platform's
+        // presence messages on the same topic are switched off.
+        api.put(
+            &format!("/v1/tenants/{t}/presence-settings"),
+            json!({ "publish_status": false }),
+        )
+        .await;
     }
     // alpha's devices may subscribe to everything in alpha.
     api.put(
