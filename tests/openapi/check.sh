@@ -94,10 +94,11 @@ cd "$work"
 # Operations whose bodies carry content the schema cannot describe: PEM
 # certificates and CSRs (parsed and checked), webhook URLs (resolved, and
 # refused unless public; this machine resolves no public names), MQTT topic
-# filters and ACL documents (compiled), revocation floors (not in the
+# filters and ACL documents (compiled; platform service credentials and
+# topic rules too), publish limits (a burst needs its rate), revocation floors (not in the
 # future). A schema-valid body there can rightly be refused 4xx, so they are
 # checked for server errors and schema conformance, not for acceptance.
-semantic='^/v1/(ca|tenants/\{t\}/(cas|ca/|certificates|devices/\{d\}/certificates|service-credentials|policies|webhooks))'
+semantic='^/v1/(ca|service-credentials|tenants/\{t\}/(cas|ca/|certificates|devices/\{d\}/(certificates|publish-limits)|service-credentials|policies|webhooks|publish-limits|topic-rules))'
 # With two workers Hypothesis now and then parses lambda sources with `ast`
 # from two threads at once, which CPython 3.11 can fail ("AST constructor
 # recursion depth mismatch"): a crash of the tool, not a finding about the
