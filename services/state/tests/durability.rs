@@ -334,8 +334,10 @@ async fn presence_follows_connections_takeover_and_crash(db: &TestDb) -> anyhow:
     assert!(store.get_presence("acme", "backend-1").await?.is_none());
 
     // A crash: the node never writes d2 offline. Its next start does.
+    // Presence stops writing before the listener is told to stop: the
+    // other order lets the shutdown's disconnects race into the last flush.
+    node.presence.shutdown().await?;
     node.shutdown.cancel();
-    node.presence.shutdown().await?; // stop writing before the disconnects
     tokio::time::timeout(WAIT, node.listener).await??;
     node.retained.shutdown().await?;
     assert_eq!(
