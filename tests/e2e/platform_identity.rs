@@ -540,18 +540,38 @@ async fn identity_policy_state_revocation_and_restarts(db_args: &[&str]) {
         "{}",
         out.output
     );
+    // Connected when the node dies: its presence and retained status say
+    // online until the next start corrects them.
+    let mut holder = Subscriber::start(&server, &sensor, "commands/sensor-1/#");
+    assert!(holder.next_message().await.contains(r#""fan":2"#));
+    api.wait_for(state, "online with its status retained", |s| {
+        s["status"] == "online"
+            && retained_or_empty(s, "devices/sensor-1/status").contains("online")
+    })
+    .await;
     drop(api);
 
     // kill -9 right after the acknowledged retained publish.
     let mut server = server;
     server.signal("KILL").await.unwrap();
     server.wait(WAIT).await.unwrap();
+    drop(holder);
     let server = start(cwd.path(), db_args).await;
     let api = Api {
         server: &server,
         token,
         http: reqwest::Client::new(),
     };
+    let after_crash = api
+        .wait_for(state, "offline after the crash", |s| {
+            retained_or_empty(s, "devices/sensor-1/status").contains("node_restarted")
+        })
+        .await;
+    assert_eq!(after_crash["status"], "offline", "{after_crash}");
+    assert_eq!(
+        after_crash["disconnect_reason"], "node restarted",
+        "{after_crash}"
+    );
     let mut replay = Subscriber::start(&server, &sensor, "commands/sensor-1/#");
     assert!(replay.next_message().await.contains(r#""fan":2"#));
     let kept = api.get(state).await;
@@ -563,6 +583,16 @@ async fn identity_policy_state_revocation_and_restarts(db_args: &[&str]) {
     drop(replay);
     drop(api);
     server.stop().await.unwrap();
+}
+
+/// The payload retained on `topic`, or "" while there is none.
+fn retained_or_empty(view: &Value, topic: &str) -> String {
+    view["retained"]
+        .as_array()
+        .and_then(|all| all.iter().find(|r| r["topic"] == topic))
+        .and_then(|r| r["payload"].as_str())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// The payload retained on `topic`, from a device state view.

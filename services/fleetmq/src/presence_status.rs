@@ -10,8 +10,9 @@
 //! over: still online), and for offline `disconnected` (the client said
 //! DISCONNECT 0x00), `keep_alive_timeout`, `administrative_action`
 //! (revoked, disabled or deleted), `connection_lost`,
-//! `server_shutting_down`, or the snake-cased MQTT reason otherwise; offline
-//! messages carry `reason_code` too.
+//! `server_shutting_down`, `node_restarted` (the node that had it online
+//! crashed and started again), or the snake-cased MQTT reason otherwise;
+//! offline messages for a connection's end carry `reason_code` too.
 //!
 //! Connections are counted per client id. In a takeover the old
 //! connection ends with 0x8E (session taken over) and the new one's
@@ -112,6 +113,22 @@ impl StatusPublisher {
         {
             tracing::warn!("presence statuses not all published at shutdown");
             task.abort();
+        }
+    }
+
+    /// Publishes `offline` (reason `node_restarted`) for devices this node
+    /// had online when it stopped without saying goodbye (a crash): their
+    /// retained status still says `online`. Call before the listeners
+    /// start, so a device's next connect is published after it.
+    pub fn node_restarted(&self, devices: &[(TenantId, String)]) {
+        for (tenant, device) in devices {
+            let payload = json!({
+                "status": "offline",
+                "reason": "node_restarted",
+                "at": now(),
+                "device": device,
+            });
+            self.send(tenant.clone(), device.clone(), payload);
         }
     }
 
@@ -354,6 +371,19 @@ mod tests {
         topics.set("acme", false);
         p.emit(connected("d2", "d2"));
         assert!(drain(&mut rx).is_empty());
+    }
+
+    #[test]
+    fn devices_left_online_by_a_crash_are_published_offline() {
+        let topics = access::StatusTopics::new();
+        let (tx, mut rx) = mpsc::channel(16);
+        let p = StatusPublisher::queued(topics.clone(), tx);
+        topics.set("quiet", false);
+        p.node_restarted(&[
+            (TenantId::parse("acme").unwrap(), "d1".to_owned()),
+            (TenantId::parse("quiet").unwrap(), "d2".to_owned()),
+        ]);
+        assert_eq!(drain(&mut rx), [pair("offline", "node_restarted")]);
     }
 
     #[test]

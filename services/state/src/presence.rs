@@ -95,7 +95,7 @@ impl Shared {
 pub struct Presence {
     shared: Arc<Shared>,
     writer: WriterTask,
-    recovered: u64,
+    recovered: Vec<(TenantId, String)>,
 }
 
 impl std::fmt::Debug for Presence {
@@ -140,9 +140,15 @@ impl Presence {
         let recovered = store
             .set_node_offline(&config.node_id, Utc::now(), "node restarted")
             .await?;
-        if recovered > 0 {
-            info!(node = %config.node_id, devices = recovered, "devices left online by an earlier run set offline");
+        if !recovered.is_empty() {
+            info!(node = %config.node_id, devices = recovered.len(), "devices left online by an earlier run set offline");
         }
+        // Ids the store holds were valid when written; one that no longer
+        // parses has no status topic to correct either.
+        let recovered = recovered
+            .into_iter()
+            .filter_map(|(tenant, device)| Some((TenantId::parse(&tenant).ok()?, device)))
+            .collect();
         let shared = Arc::new(Shared {
             store,
             config,
@@ -157,9 +163,10 @@ impl Presence {
         }))
     }
 
-    /// How many devices were set offline at start.
-    pub fn recovered(&self) -> u64 {
-        self.recovered
+    /// The devices set offline at start (this node had them online when it
+    /// stopped without saying goodbye), as `(tenant, device)`.
+    pub fn recovered(&self) -> &[(TenantId, String)] {
+        &self.recovered
     }
 
     /// Writes the changes waiting now.

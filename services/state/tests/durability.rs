@@ -345,7 +345,10 @@ async fn presence_follows_connections_takeover_and_crash(db: &TestDb) -> anyhow:
         PresenceStatus::Online
     );
     let restarted = Node::start(db.url(), Duration::from_millis(50)).await;
-    assert_eq!(restarted.presence.recovered(), 1);
+    assert_eq!(
+        restarted.presence.recovered(),
+        [(TenantId::parse("acme").unwrap(), "d2".to_owned())]
+    );
     let p = store.get_presence("acme", "d2").await?.unwrap();
     assert_eq!(p.status, PresenceStatus::Offline);
     assert_eq!(p.disconnect_reason.as_deref(), Some("node restarted"));

@@ -202,22 +202,25 @@ impl Store {
 
     /// Sets every device that `node_id` has marked online to offline (at
     /// `at`, with `reason`): a node starting after a crash never said
-    /// goodbye for its connections. Returns how many devices it changed.
+    /// goodbye for its connections. Returns the devices it changed, as
+    /// `(tenant, device)`, so their retained status can say so too.
     #[tracing::instrument(skip(self, at))]
     pub async fn set_node_offline(
         &self,
         node_id: &str,
         at: DateTime<Utc>,
         reason: &str,
-    ) -> Result<u64, Error> {
+    ) -> Result<Vec<(String, String)>, Error> {
         const SQL: &str = "UPDATE device_presence SET status = 'offline', disconnected_at = $2, \
-             disconnect_reason = $3 WHERE node_id = $1 AND status = 'online'";
-        Ok(on_pool!(self, pool => sqlx::query(SQL)
+             disconnect_reason = $3 WHERE node_id = $1 AND status = 'online' \
+             RETURNING tenant_id, device_id";
+        let mut devices: Vec<(String, String)> = on_pool!(self, pool => sqlx::query_as(SQL)
             .bind(node_id)
             .bind(Ts(at))
             .bind(reason)
-            .execute(pool)
-            .await?
-            .rows_affected()))
+            .fetch_all(pool)
+            .await?);
+        devices.sort();
+        Ok(devices)
     }
 }

@@ -360,6 +360,7 @@ async fn start_platform(
         .tenant_directory(Arc::new(access::StoreTenants::new(store.clone())))
         .build();
     status.set_broker(broker.clone());
+    status.node_restarted(presence.recovered());
     access::load_topic_rules(store, &broker)
         .await
         .map_err(|e| Error::store(url, e))?;

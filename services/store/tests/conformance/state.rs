@@ -238,7 +238,7 @@ async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
         store
             .set_node_offline("node-1", t2, "node restarted")
             .await?,
-        1
+        [("acme".to_owned(), "a".to_owned())]
     );
     assert_eq!(by_status(PresenceStatus::Online).await?, ["b"]);
     let a = store.get_presence("acme", "a").await?.unwrap();
