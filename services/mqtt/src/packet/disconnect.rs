@@ -78,7 +78,10 @@ pub(crate) fn read_reason_and_properties(
     Ok(out)
 }
 
-/// The shortest encoding of a reason code and properties.
+/// A reason code and properties; both left out for Success without
+/// properties. The property length is written even when it is 0: the spec
+/// lets it be left out then, but clients in the field (rumqttc 0.25) fail
+/// to decode a DISCONNECT without it, and the byte costs nothing.
 pub(crate) fn write_reason_and_properties(
     reason_code: ReasonCode,
     properties: &Properties,
@@ -91,10 +94,7 @@ pub(crate) fn write_reason_and_properties(
         return Ok(());
     }
     dst.put_u8(reason_code.to_u8());
-    if !properties.is_empty() {
-        properties.write(ctx, dst)?;
-    }
-    Ok(())
+    properties.write(ctx, dst)
 }
 
 #[cfg(test)]
@@ -107,13 +107,13 @@ mod tests {
     const V5: ProtocolVersion = ProtocolVersion::V5;
 
     #[test]
-    fn shortest_forms() {
+    fn short_forms() {
         let normal = Packet::Disconnect(Disconnect::new(ReasonCode::NORMAL_DISCONNECTION));
         assert_eq!(encode(&normal, V4), [0xE0, 0x00]);
         assert_eq!(encode(&normal, V5), [0xE0, 0x00]);
         let taken = Packet::Disconnect(Disconnect::new(ReasonCode::SessionTakenOver));
         assert_eq!(encode(&taken, V4), [0xE0, 0x00]);
-        assert_eq!(encode(&taken, V5), [0xE0, 0x01, 0x8E]);
+        assert_eq!(encode(&taken, V5), [0xE0, 0x02, 0x8E, 0x00]);
         assert_eq!(decode_one(&[0xE0, 0x01, 0x8E], V5).unwrap(), taken);
         assert_eq!(decode_one(&[0xE0, 0x02, 0x8E, 0x00], V5).unwrap(), taken);
         assert_eq!(decode_one(&[0xE0, 0x00], V5).unwrap(), normal);
