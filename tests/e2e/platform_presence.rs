@@ -5,16 +5,20 @@
 //! keep-alive loss (a raw TCP client that goes silent), takeover and a
 //! platform kick (device disabled); the
 //! device cannot forge its status; the per-tenant switch turns it off.
+//! Deleting a service credential ends its sessions (and no device's);
+//! deleting the tenant ends every session of it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fleetmq_tests::{Server, TestDb, admin_token, fleetmq};
+use fleetmq_tests::{Server, platform_server};
 use rumqttc::v5::mqttbytes::QoS;
-use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+use rumqttc::v5::mqttbytes::v5::{
+    Disconnect, DisconnectProperties, DisconnectReasonCode, Packet, PubAckReason,
+};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -94,14 +98,34 @@ impl Client {
         let (client, mut el) = AsyncClient::new(opts, 100);
         let (tx, incoming) = unbounded_channel();
         tokio::spawn(async move {
-            while let Ok(event) = el.poll().await {
-                if let Event::Incoming(p) = event
-                    && tx.send(p).is_err()
-                {
-                    return;
+            loop {
+                match el.poll().await {
+                    Ok(Event::Incoming(p)) => {
+                        if tx.send(p).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    // rumqttc reports the server's DISCONNECT as an error;
+                    // passed on as the packet it was.
+                    Err(ConnectionError::MqttState(StateError::ServerDisconnect {
+                        reason_code,
+                        reason_string,
+                    })) => {
+                        let mut d = Disconnect::new(reason_code);
+                        d.properties = reason_string.map(|reason| DisconnectProperties {
+                            session_expiry_interval: None,
+                            reason_string: Some(reason),
+                            user_properties: Vec::new(),
+                            server_reference: None,
+                        });
+                        let _ = tx.send(Packet::Disconnect(d));
+                        return;
+                    }
+                    // A test client never reconnects.
+                    Err(_) => return,
                 }
             }
-            // Ends on the first error: a test client never reconnects.
         });
         let mut c = Client { client, incoming };
         match c.next().await {
@@ -120,6 +144,15 @@ impl Client {
             .await
             .expect("no packet in time")
             .expect("client ended")
+    }
+
+    /// The reason of the server's DISCONNECT, skipping other packets.
+    async fn disconnected(&mut self) -> DisconnectReasonCode {
+        loop {
+            if let Packet::Disconnect(d) = self.next().await {
+                return d.reason_code;
+            }
+        }
     }
 
     /// The next status message of `device`, as JSON.
@@ -168,39 +201,9 @@ fn connect_packet(client_id: &str, user: &str, password: &str, keep_alive: u16) 
     packet
 }
 
-#[tokio::test]
-async fn presence_and_status_messages_on_sqlite() {
-    presence_and_status_messages(&[]).await;
-}
-
-#[tokio::test]
-async fn presence_and_status_messages_on_postgres() {
-    // Skipped (TestDb prints why) when TEST_DATABASE_URL is not set.
-    let Some(db) = TestDb::postgres_unmigrated().await else {
-        return;
-    };
-    presence_and_status_messages(&["--database-url", db.url()]).await;
-    db.cleanup().await;
-}
-
 async fn presence_and_status_messages(db_args: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
-    let mut cmd = fleetmq(cwd.path());
-    cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
-        .args(db_args);
-    let server = Server::start(cmd).await.unwrap();
-    let token = admin_token(
-        cwd.path(),
-        &[&["--role", "platform-admin"], db_args].concat(),
-    )
-    .await;
-    let api = Api {
-        base: server.url(""),
-        token,
-        http: reqwest::Client::new(),
-    };
-    api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
-        .await;
+    let (server, api) = acme(cwd.path(), db_args).await;
     let backend = api
         .post(
             "/v1/tenants/acme/service-credentials",
@@ -405,7 +408,99 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     server.stop().await.unwrap();
 }
 
+fleetmq_tests::binary_backend_tests!(presence_and_status_messages, deletions_end_their_sessions);
+
+/// The platform on `db_args` with tenant `acme`, and an admin client.
+async fn acme(cwd: &std::path::Path, db_args: &[&str]) -> (Server, Api) {
+    let (server, token) = platform_server(cwd, db_args, &[]).await;
+    let api = Api {
+        base: server.url(""),
+        token,
+        http: reqwest::Client::new(),
+    };
+    api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
+        .await;
+    (server, api)
+}
+
 /// `2026-11-25T20:30:00.123Z`-like: a date, a `T`, and a zone.
 fn chrono_like(at: &str) -> bool {
     at.len() >= 20 && at.as_bytes()[10] == b'T' && (at.ends_with('Z') || at.contains('+'))
+}
+
+async fn deletions_end_their_sessions(db_args: &[&str]) {
+    let cwd = tempfile::tempdir().unwrap();
+    let (server, api) = acme(cwd.path(), db_args).await;
+    let ops = api
+        .post(
+            "/v1/tenants/acme/service-credentials",
+            json!({"name": "ops", "subscribe": ["devices/#"]}),
+        )
+        .await;
+    let (user, password) = api.device("del-1").await;
+    let mqtt = server.mqtt();
+    let ops_user = ops["username"].as_str().unwrap();
+    let ops_password = ops["password"].as_str().unwrap();
+    let mut backend = Client::connect(mqtt, "ops-1", ops_user, ops_password).await;
+    let mut device = Client::connect(mqtt, "del-1", &user, &password).await;
+
+    // The credential goes: its session ends with 0x98, the device's stays.
+    api.send(
+        reqwest::Method::DELETE,
+        &format!(
+            "/v1/tenants/acme/service-credentials/{}",
+            ops["id"].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        backend.disconnected().await,
+        DisconnectReasonCode::AdministrativeAction
+    );
+    device
+        .client
+        .publish("devices/del-1/t", QoS::AtLeastOnce, false, "still here")
+        .await
+        .unwrap();
+    loop {
+        match device.next().await {
+            Packet::PubAck(ack) => {
+                // Nobody listens any more: accepted, with no subscriber.
+                assert_eq!(ack.reason, PubAckReason::NoMatchingSubscribers);
+                break;
+            }
+            Packet::Disconnect(d) => panic!("device ended with the credential: {d:?}"),
+            _ => {}
+        }
+    }
+    let mut opts = MqttOptions::new("ops-2", mqtt.ip().to_string(), mqtt.port());
+    opts.set_credentials(ops_user, ops_password);
+    let (_gone, mut el) = AsyncClient::new(opts, 10);
+    let refused = tokio::time::timeout(WAIT, el.poll())
+        .await
+        .expect("no CONNACK in time");
+    assert!(
+        refused.is_err(),
+        "a deleted credential connected: {refused:?}"
+    );
+
+    // The tenant goes: every session of it ends, and the device is refused.
+    api.send(reqwest::Method::DELETE, "/v1/tenants/acme", None)
+        .await;
+    assert_eq!(
+        device.disconnected().await,
+        DisconnectReasonCode::AdministrativeAction
+    );
+    let mut opts = MqttOptions::new("del-1", mqtt.ip().to_string(), mqtt.port());
+    opts.set_credentials(user, password);
+    let (_gone, mut el) = AsyncClient::new(opts, 10);
+    let refused = tokio::time::timeout(WAIT, el.poll())
+        .await
+        .expect("no CONNACK in time");
+    assert!(
+        refused.is_err(),
+        "a deleted tenant's device connected: {refused:?}"
+    );
+    server.stop().await.unwrap();
 }

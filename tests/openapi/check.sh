@@ -102,8 +102,9 @@ semantic='^/v1/(ca|service-credentials|tenants/\{t\}/(cas|ca/|certificates|devic
 # With two workers Hypothesis now and then parses lambda sources with `ast`
 # from two threads at once, which CPython 3.11 can fail ("AST constructor
 # recursion depth mismatch"): a crash of the tool, not a finding about the
-# API. Such a run (an error and no failure) is run once more; one worker
-# avoids it but makes the coverage phase several times slower.
+# API. hooks.py serialises ast.parse against it; should it still happen, a
+# run with that error and no failure is run once more. One worker would
+# avoid it too, but makes the coverage phase several times slower.
 st_run() {
   local out="$work/st-$RANDOM.log" rc=0
   st_once "$@" 2>&1 | tee "$out" || rc=$?

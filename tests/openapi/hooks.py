@@ -5,11 +5,28 @@
   to make once. Generated keys repeat across different bodies, which the API
   rightly answers 422 (draft-ietf-httpapi-idempotency-key-header); a fresh
   key per call keeps those creates reaching the handler.
+- ast.parse under a lock: with two workers Hypothesis parses lambda sources
+  from two threads at once, and CPython 3.11's ast is not safe for that
+  ("SystemError: AST constructor recursion depth mismatch"), which crashes
+  the tool mid-run. Serialising the parse costs nothing measurable.
 """
 
+import ast
+import threading
 import uuid
 
 import schemathesis
+
+_ast_parse = ast.parse
+_ast_lock = threading.Lock()
+
+
+def _locked_parse(*args, **kwargs):
+    with _ast_lock:
+        return _ast_parse(*args, **kwargs)
+
+
+ast.parse = _locked_parse
 
 schemathesis.serializer.alias(["application/x-ndjson", "text/csv"], "text/plain")
 

@@ -300,3 +300,42 @@ pub async fn admin_token(cwd: &Path, args: &[&str]) -> String {
     );
     token
 }
+
+/// `fleetmq serve` in `cwd` on ephemeral ports, on the database `db_args`
+/// name (none: the embedded SQLite in `cwd`), plus `extra` flags, and a
+/// platform-admin token for it.
+pub async fn platform_server(cwd: &Path, db_args: &[&str], extra: &[&str]) -> (Server, String) {
+    let mut cmd = fleetmq(cwd);
+    cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
+        .args(db_args)
+        .args(extra);
+    let server = Server::start(cmd).await.unwrap();
+    let token = admin_token(cwd, &[&["--role", "platform-admin"], db_args].concat()).await;
+    (server, token)
+}
+
+/// Runs each `async fn name(db_args: &[&str])` twice, as `name::sqlite`
+/// (the embedded default: no database flag) and `name::postgres` (a fresh
+/// database of its own; skipped, saying why, without TEST_DATABASE_URL).
+#[macro_export]
+macro_rules! binary_backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            mod $name {
+                #[::tokio::test]
+                async fn sqlite() {
+                    super::$name(&[]).await;
+                }
+
+                #[::tokio::test]
+                async fn postgres() {
+                    let Some(db) = $crate::TestDb::postgres_unmigrated().await else {
+                        return;
+                    };
+                    super::$name(&["--database-url", db.url()]).await;
+                    db.cleanup().await;
+                }
+            }
+        )+
+    };
+}

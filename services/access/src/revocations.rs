@@ -58,6 +58,45 @@ impl Revocations {
         self.kick(tenant, device)
     }
 
+    /// The tenant's service credential `name` was deleted: end every
+    /// session it opened. Returns how many were ended.
+    pub fn service_credential_deleted(&self, tenant: &str, name: &str) -> usize {
+        let Ok(tenant_id) = TenantId::parse(tenant) else {
+            return 0;
+        };
+        let principal = crate::service_principal(name);
+        let ended = self.broker.disconnect_principal(&tenant_id, &principal);
+        if ended > 0 {
+            tracing::info!(
+                tenant,
+                principal,
+                sessions = ended,
+                "service credential sessions ended by the platform"
+            );
+        }
+        ended
+    }
+
+    /// The tenant was deleted: forget it here and in the broker, ending
+    /// every session of it whatever it logged in with. Returns how many
+    /// sessions were ended.
+    pub fn tenant_deleted(&self, tenant: &str) -> usize {
+        self.cache.invalidate_tenant(tenant);
+        for device in self.cache.cert_session_devices(tenant) {
+            self.cache.forget_cert_session(tenant, &device);
+        }
+        let Ok(tenant_id) = TenantId::parse(tenant) else {
+            return 0;
+        };
+        let ended = self.broker.remove_tenant(&tenant_id);
+        tracing::info!(
+            tenant,
+            sessions = ended,
+            "tenant deleted; its sessions ended"
+        );
+        ended
+    }
+
     /// A platform service credential was deleted: end every session it
     /// opened. Returns how many were ended.
     pub fn platform_credential_deleted(&self, name: &str) -> usize {

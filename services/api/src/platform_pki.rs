@@ -162,8 +162,18 @@ pub trait SessionControl: Send + Sync + 'static {
     /// password changed: its sessions must re-check who they are.
     fn device_changed(&self, tenant: &str, device: &str);
     /// Something affecting every device of the tenant changed (a tenant
-    /// floor, a CA removed, a service credential deleted).
+    /// floor, a CA removed).
     fn tenant_changed(&self, tenant: &str);
+    /// The tenant was deleted: every session of it ends and the broker
+    /// forgets it. Default: as [`SessionControl::tenant_changed`].
+    fn tenant_deleted(&self, tenant: &str) {
+        self.tenant_changed(tenant);
+    }
+    /// The tenant's service credential `name` was deleted: its sessions
+    /// end. Default: nothing (no broker to tell).
+    fn service_credential_deleted(&self, tenant: &str, name: &str) {
+        let _ = (tenant, name);
+    }
     /// The tenant's ACL policies changed; reload them for live sessions.
     async fn policies_changed(&self, tenant: &str);
     /// Publish limits changed: the device's override (`Some(device)`) or

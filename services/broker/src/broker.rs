@@ -345,6 +345,37 @@ impl Broker {
         conns.len()
     }
 
+    /// Forgets tenant `id` (deleted by the platform): every connection of
+    /// it is closed with DISCONNECT 0x98 Administrative action, and its
+    /// sessions, subscriptions, retained messages in memory and topic rules
+    /// go. A client of it that connects again is asked about by the
+    /// authenticator as for any new tenant. Returns how many connections
+    /// were closed.
+    pub fn remove_tenant(&self, id: &TenantId) -> usize {
+        if id.is_platform() {
+            return 0;
+        }
+        self.inner
+            .topic_rules
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        let removed = self
+            .inner
+            .tenants
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+        let Some(tenant) = removed else {
+            return 0;
+        };
+        let conns = tenant.connections();
+        for conn in &conns {
+            conn.kick(ReasonCode::AdministrativeAction);
+        }
+        conns.len()
+    }
+
     /// Publishes an application message into `tenant` from the platform
     /// (e.g. a device's desired state as a retained command). Returns how
     /// many sessions it was queued for. Tenant isolation holds: it reaches
@@ -363,7 +394,17 @@ impl Broker {
             // The platform namespace has no topics of its own.
             return Err(Error::InvalidTenantId(tenant.to_string()));
         }
-        let t = self.tenant(tenant).await?;
+        let t = match self.existing(tenant) {
+            Some(t) => t,
+            // With a directory, a tenant not in memory is asked about first,
+            // so a publish after a deletion (a last presence status) does not
+            // bring the deleted tenant back.
+            None if self.inner.directory.is_some() => self
+                .load_if_exists(tenant)
+                .await
+                .ok_or_else(|| Error::UnknownTenant(tenant.to_string()))?,
+            None => self.tenant(tenant).await?,
+        };
         let message = Message::new(
             topic,
             payload,

@@ -45,6 +45,9 @@ pub enum Error {
     /// The tenant id is not `[a-z0-9-]{{3,63}}`.
     #[error("invalid tenant id {0:?}")]
     InvalidTenantId(String),
+    /// The tenant directory does not know this tenant (deleted).
+    #[error("no tenant {0:?}")]
+    UnknownTenant(String),
     /// Loading retained messages from the store failed.
     #[error("retained store: {0}")]
     Store(String),
@@ -81,6 +84,7 @@ impl From<&Error> for ReasonCode {
             | Error::Io(_)
             | Error::Handshake(_) => ReasonCode::UnspecifiedError,
             Error::InvalidTenantId(_) | Error::Store(_) => ReasonCode::ServerUnavailable,
+            Error::UnknownTenant(_) => ReasonCode::NotAuthorized,
         }
     }
 }

@@ -164,6 +164,15 @@ impl Tenant {
         session.lock().conn.clone()
     }
 
+    /// Every live connection.
+    pub(crate) fn connections(&self) -> Vec<Arc<ConnControl>> {
+        let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
+        sessions
+            .iter()
+            .filter_map(|s| s.lock().conn.clone())
+            .collect()
+    }
+
     /// The live connections `principal` authenticated.
     pub(crate) fn connections_of(&self, principal: &str) -> Vec<Arc<ConnControl>> {
         let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();

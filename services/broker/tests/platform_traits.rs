@@ -370,3 +370,37 @@ async fn the_platform_can_publish_and_disconnect_devices() {
     eventually(|| b.broker.tenant_stats(&dev).is_some_and(|s| s.retained == 2)).await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn removing_a_tenant_ends_its_sessions_and_forgets_its_state() {
+    let b = TestBroker::start().await;
+    let dev = tenant("dev");
+    b.broker
+        .publish(
+            &dev,
+            mqtt::TopicName::parse("devices/d1/state").unwrap(),
+            bytes::Bytes::from_static(b"kept?"),
+            mqtt::QoS::AtLeastOnce,
+            true,
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    let (mut first, _) = Raw::connect(b.port(), V5, connect(V5, "d1")).await;
+    let (mut second, _) = Raw::connect(b.port(), V5, connect(V5, "backend")).await;
+    assert_eq!(b.broker.tenant_stats(&dev).map(|s| s.retained), Some(1));
+
+    assert_eq!(b.broker.remove_tenant(&dev), 2);
+    for raw in [&mut first, &mut second] {
+        let got = raw.until_closed().await;
+        assert!(
+            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::AdministrativeAction),
+            "{got:?}"
+        );
+    }
+    assert!(b.broker.tenant_stats(&dev).is_none());
+    assert_eq!(b.broker.remove_tenant(&dev), 0);
+    // The platform namespace is never removed.
+    assert_eq!(b.broker.remove_tenant(&broker::TenantId::platform()), 0);
+    b.stop().await;
+}

@@ -67,6 +67,12 @@ impl api::SessionControl for Sessions {
     fn tenant_changed(&self, tenant: &str) {
         self.revocations.tenant_changed(tenant);
     }
+    fn tenant_deleted(&self, tenant: &str) {
+        self.revocations.tenant_deleted(tenant);
+    }
+    fn service_credential_deleted(&self, tenant: &str, name: &str) {
+        self.revocations.service_credential_deleted(tenant, name);
+    }
     async fn policies_changed(&self, tenant: &str) {
         if let Err(e) = self.cache.reload_policies(tenant).await {
             tracing::warn!(tenant, error = %e, "reloading ACL policies failed; sessions re-read them on their next check");

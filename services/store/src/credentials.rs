@@ -216,22 +216,24 @@ impl Store {
         Ok(rows.into_iter().map(ServiceCredential::from).collect())
     }
 
-    /// Delete a service credential. `NotFound` unless the tenant has it.
+    /// Delete a service credential; returns its name (whose sessions must
+    /// end). `NotFound` unless the tenant has it.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, credential = %id))]
-    pub async fn delete_service_credential(&self, tenant_id: &str, id: &str) -> Result<(), Error> {
-        const SQL: &str = "DELETE FROM service_credentials WHERE tenant_id = $1 AND id = $2";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
+    pub async fn delete_service_credential(
+        &self,
+        tenant_id: &str,
+        id: &str,
+    ) -> Result<String, Error> {
+        const SQL: &str =
+            "DELETE FROM service_credentials WHERE tenant_id = $1 AND id = $2 RETURNING name";
+        let name: Option<String> = on_pool!(self, pool => sqlx::query_scalar(SQL)
             .bind(tenant_id)
             .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected());
-        if n == 0 {
-            return Err(Error::NotFound {
-                kind: "service credential",
-                id: format!("{tenant_id}/{id}"),
-            });
-        }
-        Ok(())
+            .fetch_optional(pool)
+            .await?);
+        name.ok_or_else(|| Error::NotFound {
+            kind: "service credential",
+            id: format!("{tenant_id}/{id}"),
+        })
     }
 }

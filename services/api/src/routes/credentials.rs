@@ -280,7 +280,7 @@ pub(crate) async fn delete_service(
     Path((t, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    state.store.delete_service_credential(&t, &id).await?;
+    let name = state.store.delete_service_credential(&t, &id).await?;
     record_in_tenant(
         &state,
         &who,
@@ -291,9 +291,7 @@ pub(crate) async fn delete_service(
         json!({}),
     )
     .await?;
-    // Sessions are keyed by device; a credential's sessions are found
-    // through the tenant.
-    state.tell_sessions(|s| s.tenant_changed(&t));
+    state.tell_sessions(|s| s.service_credential_deleted(&t, &name));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -216,7 +216,7 @@ pub(crate) async fn remove(
     if let Some(pki) = state.pki.as_deref() {
         pki.forget_tenant(&t).await;
     }
-    state.tell_sessions(|s| s.tenant_changed(&t));
+    state.tell_sessions(|s| s.tenant_deleted(&t));
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -38,6 +38,12 @@ impl SessionControl for Told {
     fn tenant_changed(&self, tenant: &str) {
         self.push(format!("tenant {tenant}"));
     }
+    fn tenant_deleted(&self, tenant: &str) {
+        self.push(format!("tenant deleted {tenant}"));
+    }
+    fn service_credential_deleted(&self, tenant: &str, name: &str) {
+        self.push(format!("service credential {tenant}/{name}"));
+    }
     async fn policies_changed(&self, tenant: &str) {
         self.push(format!("policies {tenant}"));
     }
@@ -544,7 +550,10 @@ async fn service_credentials(db: &TestDb) {
     t.delete(&format!("{url}/{id}"), &admin)
         .await
         .problem(404, "not-found");
-    assert_eq!(p.told.take(), vec!["tenant acme".to_owned()]);
+    assert_eq!(
+        p.told.take(),
+        vec!["service credential acme/ingest".to_owned()]
+    );
 }
 
 async fn policies_round_trip(db: &TestDb) {
@@ -701,7 +710,7 @@ async fn roles_and_tenant_isolation(db: &TestDb) {
     assert_eq!(p.trust.len(), 2);
     t.delete("/v1/tenants/beta", &t.admin).await.expect(204);
     assert_eq!(p.trust.len(), 1);
-    assert_eq!(p.told.take(), vec!["tenant beta".to_owned()]);
+    assert_eq!(p.told.take(), vec!["tenant deleted beta".to_owned()]);
 }
 
 /// Bring-your-own CA: code, proof of possession, registered and trusted,

@@ -323,7 +323,10 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
         store.delete_service_credential("beta", "sc1").await,
         Err(Error::NotFound { .. })
     ));
-    store.delete_service_credential("acme", "sc1").await?;
+    assert_eq!(
+        store.delete_service_credential("acme", "sc1").await?,
+        "ingest"
+    );
     assert_eq!(
         store
             .service_credential_by_username("svc-ingest@acme")
