@@ -222,6 +222,9 @@ impl EventSink for PlatformEvents {
                 device,
                 RecentMessage {
                     topic: topic.as_str().to_owned(),
+                    // A copy on purpose: the payload may be a slice of the
+                    // connection's read buffer, and keeping it would pin that
+                    // whole buffer for as long as the message is recent.
                     payload: payload.to_vec(),
                     truncated: false,
                     qos: qos.to_u8(),
