@@ -242,40 +242,24 @@ impl PlatformAuthenticator {
             .store()
             .service_credential_by_username(username)
             .await?;
-        let hash = credential.as_ref().map(|c| c.password_hash.clone());
-        if !verify_blocking(password, hash).await? {
-            let refusal = match credential {
-                Some(_) => Refusal::WrongPassword,
-                None => Refusal::UnknownUser,
-            };
-            return Err(refusal.into());
-        }
-        let credential = credential.ok_or(Refusal::UnknownUser)?;
-        let principal = service_principal(&credential.name);
-        let template = PolicyTemplate::service_credential(
-            &credential.name,
-            &credential.publish,
-            &credential.subscribe,
-        );
-        self.cache.set_principal(
-            &credential.tenant_id,
-            &principal,
-            PrincipalRules::Service(Arc::new(template)),
-        );
-        // Service credentials are the tenant's own backends: the
-        // platform default applies, not the devices' limits.
-        Ok(Identity {
-            tenant: tenant_id(&credential.tenant_id)?,
-            principal,
-            limits: None,
-        })
+        let login = match &credential {
+            Some(c) => Some(ServiceLogin {
+                tenant: tenant_id(&c.tenant_id)?,
+                name: &c.name,
+                password_hash: &c.password_hash,
+                publish: &c.publish,
+                subscribe: &c.subscribe,
+            }),
+            None => None,
+        };
+        // Service credentials are the tenant's own backends: the platform
+        // default limits apply, not the devices'.
+        self.admit_service(password, login, service_principal).await
     }
-}
 
-impl PlatformAuthenticator {
     /// A platform service credential: the client lives in the platform
     /// namespace, where every tenant is mounted under its id; its filters
-    /// apply to that mounted topic space.
+    /// apply to that mounted topic space, with the platform default limits.
     async fn by_platform_credential(
         &self,
         username: &str,
@@ -286,34 +270,59 @@ impl PlatformAuthenticator {
             .store()
             .platform_credential_by_username(username)
             .await?;
-        let hash = credential.as_ref().map(|c| c.password_hash.clone());
+        let login = credential.as_ref().map(|c| ServiceLogin {
+            tenant: TenantId::platform(),
+            name: &c.name,
+            password_hash: &c.password_hash,
+            publish: &c.publish,
+            subscribe: &c.subscribe,
+        });
+        self.admit_service(password, login, platform_principal)
+            .await
+    }
+
+    /// Checks the password of a service credential (the decoy's time when
+    /// there is none) and admits it with its own filters as its policy.
+    async fn admit_service(
+        &self,
+        password: bytes::Bytes,
+        login: Option<ServiceLogin<'_>>,
+        principal_of: fn(&str) -> String,
+    ) -> Result<Identity, Outcome> {
+        let hash = login.as_ref().map(|l| l.password_hash.to_owned());
         if !verify_blocking(password, hash).await? {
-            let refusal = match credential {
+            let refusal = match login {
                 Some(_) => Refusal::WrongPassword,
                 None => Refusal::UnknownUser,
             };
             return Err(refusal.into());
         }
-        let credential = credential.ok_or(Refusal::UnknownUser)?;
-        let principal = platform_principal(&credential.name);
-        let template = PolicyTemplate::service_credential(
-            &credential.name,
-            &credential.publish,
-            &credential.subscribe,
-        );
-        let tenant = TenantId::platform();
+        let login = login.ok_or(Refusal::UnknownUser)?;
+        let principal = principal_of(login.name);
+        let template =
+            PolicyTemplate::service_credential(login.name, login.publish, login.subscribe);
         self.cache.set_principal(
-            tenant.as_str(),
+            login.tenant.as_str(),
             &principal,
             PrincipalRules::Service(Arc::new(template)),
         );
-        // Platform service credentials get the platform default limits.
         Ok(Identity {
-            tenant,
+            tenant: login.tenant,
             principal,
             limits: None,
         })
     }
+}
+
+/// A tenant's or the platform's service credential, as the authenticator
+/// needs it.
+struct ServiceLogin<'a> {
+    /// Its namespace: the tenant, or the platform's.
+    tenant: TenantId,
+    name: &'a str,
+    password_hash: &'a str,
+    publish: &'a [String],
+    subscribe: &'a [String],
 }
 
 /// Verify on the blocking pool (argon2 takes tens of milliseconds of CPU).
