@@ -13,7 +13,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fleetmq_tests::{Server, TestDb, admin_token, fleetmq};
+use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType, date_time_ymd,
@@ -21,7 +21,7 @@ use rcgen::{
 use rumqttc::{TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -149,37 +149,6 @@ async fn connect_v311(
     outcome.expect("no CONNACK in time")
 }
 
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(WAIT);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn ok(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let (status, body) = self.call(method.clone(), path, body).await;
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {body}"
-        );
-        body
-    }
-}
-
 /// Waits for a server log line containing every one of `needles`.
 fn logged(server: &mut Server, seen: &mut Vec<String>, needles: &[&str]) -> bool {
     seen.extend(server.drain_stderr());
@@ -226,11 +195,7 @@ async fn byo_ca_refusals_and_jit(db_args: &[&str]) {
         &[&["--role", "platform-admin"], db_args].concat(),
     )
     .await;
-    let api = Api {
-        base: server.url(""),
-        token,
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(&server, token);
     use reqwest::Method;
     for t in ["acme", "beta"] {
         api.ok(

@@ -10,67 +10,12 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use fleetmq_tests::{Server, TestDb, admin_token, fleetmq, run_to_exit};
+use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq, run_to_exit};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-/// The REST API as one operator sees it.
-struct Api<'a> {
-    server: &'a Server,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api<'_> {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut req = self
-            .http
-            .request(method, self.server.url(path))
-            .bearer_auth(&self.token)
-            .timeout(WAIT);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let text = res.text().await.unwrap();
-        (
-            status,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, body) = self.send(reqwest::Method::POST, path, Some(body)).await;
-        assert!((200..300).contains(&status), "POST {path}: {status} {body}");
-        body
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        let (status, body) = self.send(reqwest::Method::GET, path, None).await;
-        assert_eq!(status, 200, "GET {path}: {body}");
-        body
-    }
-
-    /// Polls `path` until `done` holds for its body.
-    async fn wait_for(&self, path: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let body = self.get(path).await;
-            if done(&body) {
-                return body;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{what} never seen at {path}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
 
 /// Client files for one identity: certificate chain and key, or a password.
 struct Identity {
@@ -191,7 +136,7 @@ async fn start(cwd: &Path, extra: &[&str]) -> Server {
 }
 
 async fn issue_certificate(
-    api: &Api<'_>,
+    api: &Api,
     dir: &Path,
     tenant: &str,
     device: &str,
@@ -270,11 +215,7 @@ async fn identity_policy_state_revocation_and_restarts(db_args: &[&str]) {
         &[&["--role", "platform-admin"], db_args].concat(),
     )
     .await;
-    let api = Api {
-        server: &server,
-        token: token.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(&server, token.clone());
     for tenant in ["acme", "beta"] {
         api.post("/v1/tenants", json!({"id": tenant, "name": tenant}))
             .await;
@@ -289,7 +230,7 @@ async fn identity_policy_state_revocation_and_restarts(db_args: &[&str]) {
 
     // Desired state set while the device has never connected: kept retained.
     let (status, view) = api
-        .send(
+        .call(
             reqwest::Method::PUT,
             &format!("{state}/desired"),
             Some(json!({"led": "on"})),
@@ -466,7 +407,7 @@ async fn identity_policy_state_revocation_and_restarts(db_args: &[&str]) {
         .as_i64()
         .unwrap();
     let (status, _) = api
-        .send(
+        .call(
             reqwest::Method::PUT,
             &format!("{state}/desired"),
             Some(json!({"fan": 2})),
@@ -518,11 +459,7 @@ async fn identity_policy_state_revocation_and_restarts(db_args: &[&str]) {
     server.signal("INT").await.unwrap();
     server.wait(WAIT).await.unwrap();
     let server = start(cwd.path(), db_args).await;
-    let api = Api {
-        server: &server,
-        token: token.clone(),
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(&server, token.clone());
     let kept = api.get(state).await;
     assert_eq!(kept["reported"]["hum"], 40, "{kept}");
     assert_eq!(kept["desired"]["fan"], 2, "{kept}");
@@ -557,11 +494,7 @@ async fn identity_policy_state_revocation_and_restarts(db_args: &[&str]) {
     server.wait(WAIT).await.unwrap();
     drop(holder);
     let server = start(cwd.path(), db_args).await;
-    let api = Api {
-        server: &server,
-        token,
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(&server, token);
     let after_crash = api
         .wait_for(state, "offline after the crash", |s| {
             retained_or_empty(s, "devices/sensor-1/status").contains("node_restarted")

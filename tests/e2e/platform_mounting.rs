@@ -14,10 +14,10 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
 
-use fleetmq_tests::{Server, TestDb, admin_token, fleetmq};
+use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAck, PubAckReason, SubAck, SubscribeReasonCode};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 /// Generous: only for liveness, never for speed.
@@ -171,60 +171,6 @@ fn msg(topic: &str, payload: &str, retain: bool) -> Got {
     (topic.to_owned(), payload.to_owned(), retain)
 }
 
-/// The REST API as the platform admin.
-struct Api<'a> {
-    server: &'a Server,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api<'_> {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .request(method.clone(), self.server.url(path))
-            .bearer_auth(&self.token)
-            .timeout(WAIT)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {body}"
-        );
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.send(reqwest::Method::POST, path, body).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Value {
-        self.send(reqwest::Method::PUT, path, body).await
-    }
-
-    /// A device with a fresh password: (username, password).
-    async fn password_device(&self, tenant: &str, device: &str) -> (String, String) {
-        self.post(
-            &format!("/v1/tenants/{tenant}/devices"),
-            json!({ "id": device }),
-        )
-        .await;
-        let p = self
-            .post(
-                &format!("/v1/tenants/{tenant}/devices/{device}/password"),
-                json!({}),
-            )
-            .await;
-        let username = p["username"].as_str().unwrap().to_owned();
-        assert_eq!(username, format!("{device}@{tenant}"));
-        (username, p["password"].as_str().unwrap().to_owned())
-    }
-}
-
 async fn start(cwd: &Path, extra: &[&str]) -> Server {
     let mut cmd = fleetmq(cwd);
     cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
@@ -235,12 +181,11 @@ async fn start(cwd: &Path, extra: &[&str]) -> Server {
 async fn mounting_and_topic_rules(extra: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
     let server = start(cwd.path(), extra).await;
-    let api = Api {
-        server: &server,
-        // The signing keys live in the database: the same one as serve's.
-        token: admin_token(cwd.path(), &[&["--role", "platform-admin"], extra].concat()).await,
-        http: reqwest::Client::new(),
-    };
+    // The signing keys live in the database: the same one as serve's.
+    let api = Api::new(
+        &server,
+        admin_token(cwd.path(), &[&["--role", "platform-admin"], extra].concat()).await,
+    );
     for t in ["alpha", "bravo"] {
         api.post("/v1/tenants", json!({ "id": t, "name": t })).await;
         // The devices publish their own status here: the platform's
@@ -383,12 +328,7 @@ async fn mounting_and_topic_rules(extra: &[&str]) {
     );
     // Deleting the credential ends its session (0x98) and refuses it.
     let id = cred["id"].as_str().unwrap();
-    api.send(
-        reqwest::Method::DELETE,
-        &format!("/v1/service-credentials/{id}"),
-        Value::Null,
-    )
-    .await;
+    api.delete(&format!("/v1/service-credentials/{id}")).await;
     let ended = ops.ended().await;
     assert!(ended.contains("AdministrativeAction"), "{ended}");
     let mut opts = rumqttc::v5::MqttOptions::new("ops-2", "127.0.0.1", server.mqtt().port());

@@ -13,7 +13,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use fleetmq_tests::{Server, platform_server};
+use fleetmq_tests::{Api, Server, platform_server};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{
     Disconnect, DisconnectProperties, DisconnectReasonCode, Packet, PubAckReason,
@@ -25,64 +25,6 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 const WAIT: Duration = Duration::from_secs(20);
-
-struct Api {
-    base: String,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api {
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
-        let mut req = self
-            .http
-            .request(method.clone(), format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(WAIT);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        assert!(status.is_success(), "{method} {path}: {status} {body}");
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.send(reqwest::Method::POST, path, Some(body)).await
-    }
-
-    /// Polls the device's state until `done` holds.
-    async fn state_until(&self, device: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let path = format!("/v1/tenants/acme/devices/{device}/state");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let body = self.send(reqwest::Method::GET, &path, None).await;
-            if done(&body) {
-                return body;
-            }
-            assert!(Instant::now() < deadline, "{what} never seen: {body}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    /// A device with a password; returns (username, password).
-    async fn device(&self, device: &str) -> (String, String) {
-        self.post("/v1/tenants/acme/devices", json!({ "id": device }))
-            .await;
-        let pw = self
-            .post(
-                &format!("/v1/tenants/acme/devices/{device}/password"),
-                json!({}),
-            )
-            .await;
-        (
-            pw["username"].as_str().unwrap().to_owned(),
-            pw["password"].as_str().unwrap().to_owned(),
-        )
-    }
-}
 
 /// An MQTT 5 client (rumqttc) and the packets it receives.
 struct Client {
@@ -210,8 +152,8 @@ async fn presence_and_status_messages(db_args: &[&str]) {
             json!({"name": "presence-watcher", "subscribe": ["devices/+/status"]}),
         )
         .await;
-    let (user, password) = api.device("pres-1").await;
-    let (ka_user, ka_password) = api.device("ka-1").await;
+    let (user, password) = api.password_device("acme", "pres-1").await;
+    let (ka_user, ka_password) = api.password_device("acme", "ka-1").await;
     let mqtt = server.mqtt();
 
     let mut watcher = Client::connect(
@@ -239,7 +181,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
         "RFC 3339: {online}"
     );
     let state = api
-        .state_until("pres-1", "online", |s| s["status"] == "online")
+        .wait_for(&state_of("pres-1"), "online", |s| s["status"] == "online")
         .await;
     assert_eq!(state["credential"], "password", "{state}");
     assert_eq!(state["protocol"], "5.0", "{state}");
@@ -284,7 +226,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     assert_eq!(taken["status"], "online", "{taken}");
     assert_eq!(taken["reason"], "takeover", "{taken}");
     let state = api
-        .state_until("pres-1", "online after takeover", |s| {
+        .wait_for(&state_of("pres-1"), "online after takeover", |s| {
             s["status"] == "online"
         })
         .await;
@@ -299,7 +241,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     assert_eq!(offline["status"], "offline", "{offline}");
     assert_eq!(offline["reason"], "disconnected", "{offline}");
     assert_eq!(offline["reason_code"], 0, "{offline}");
-    api.state_until("pres-1", "offline", |s| s["status"] == "offline")
+    api.wait_for(&state_of("pres-1"), "offline", |s| s["status"] == "offline")
         .await;
     // Retained: a subscriber arriving later sees the last status at once.
     let mut late = Client::connect(
@@ -343,7 +285,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     assert_eq!(lost["reason"], "keep_alive_timeout", "{lost}");
     assert_eq!(lost["reason_code"], 0x8D, "{lost}");
     let state = api
-        .state_until("ka-1", "offline after keep-alive loss", |s| {
+        .wait_for(&state_of("ka-1"), "offline after keep-alive loss", |s| {
             s["status"] == "offline"
         })
         .await;
@@ -356,7 +298,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     // sessions the same way): offline with the administrative reason.
     let _kicked = Client::connect(mqtt, "pres-1", &user, &password).await;
     assert_eq!(watcher.status_of("pres-1").await["reason"], "connected");
-    api.send(
+    api.ok(
         reqwest::Method::PATCH,
         "/v1/tenants/acme/devices/pres-1",
         Some(json!({"enabled": false})),
@@ -366,7 +308,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     assert_eq!(kicked["status"], "offline", "{kicked}");
     assert_eq!(kicked["reason"], "administrative_action", "{kicked}");
     assert_eq!(kicked["reason_code"], 0x98, "{kicked}");
-    api.send(
+    api.ok(
         reqwest::Method::PATCH,
         "/v1/tenants/acme/devices/pres-1",
         Some(json!({"enabled": true})),
@@ -375,7 +317,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
 
     // Off for the tenant: no status on connect, and the device may use
     // the topic itself (its Last Will, say).
-    api.send(
+    api.ok(
         reqwest::Method::PUT,
         "/v1/tenants/acme/presence-settings",
         Some(json!({"publish_status": false})),
@@ -401,7 +343,7 @@ async fn presence_and_status_messages(db_args: &[&str]) {
     // The first status the watcher sees now is the device's own message.
     let own = watcher.status_of("pres-1").await;
     assert_eq!(own, json!({"mine": true}));
-    api.state_until("pres-1", "online with the switch off", |s| {
+    api.wait_for(&state_of("pres-1"), "online with the switch off", |s| {
         s["status"] == "online"
     })
     .await;
@@ -413,14 +355,15 @@ fleetmq_tests::binary_backend_tests!(presence_and_status_messages, deletions_end
 /// The platform on `db_args` with tenant `acme`, and an admin client.
 async fn acme(cwd: &std::path::Path, db_args: &[&str]) -> (Server, Api) {
     let (server, token) = platform_server(cwd, db_args, &[]).await;
-    let api = Api {
-        base: server.url(""),
-        token,
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(&server, token);
     api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
         .await;
     (server, api)
+}
+
+/// The state document of `device` in acme.
+fn state_of(device: &str) -> String {
+    format!("/v1/tenants/acme/devices/{device}/state")
 }
 
 /// `2026-11-25T20:30:00.123Z`-like: a date, a `T`, and a zone.
@@ -437,7 +380,7 @@ async fn deletions_end_their_sessions(db_args: &[&str]) {
             json!({"name": "ops", "subscribe": ["devices/#"]}),
         )
         .await;
-    let (user, password) = api.device("del-1").await;
+    let (user, password) = api.password_device("acme", "del-1").await;
     let mqtt = server.mqtt();
     let ops_user = ops["username"].as_str().unwrap();
     let ops_password = ops["password"].as_str().unwrap();
@@ -445,7 +388,7 @@ async fn deletions_end_their_sessions(db_args: &[&str]) {
     let mut device = Client::connect(mqtt, "del-1", &user, &password).await;
 
     // The credential goes: its session ends with 0x98, the device's stays.
-    api.send(
+    api.ok(
         reqwest::Method::DELETE,
         &format!(
             "/v1/tenants/acme/service-credentials/{}",
@@ -486,7 +429,7 @@ async fn deletions_end_their_sessions(db_args: &[&str]) {
     );
 
     // The tenant goes: every session of it ends, and the device is refused.
-    api.send(reqwest::Method::DELETE, "/v1/tenants/acme", None)
+    api.ok(reqwest::Method::DELETE, "/v1/tenants/acme", None)
         .await;
     assert_eq!(
         device.disconnected().await,

@@ -12,64 +12,13 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleetmq_tests::{Server, TestDb, admin_token, fleetmq};
+use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-struct Api<'a> {
-    server: &'a Server,
-    token: String,
-    http: reqwest::Client,
-}
-
-impl Api<'_> {
-    async fn call(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
-        let res = self
-            .http
-            .request(method.clone(), self.server.url(path))
-            .bearer_auth(&self.token)
-            .timeout(WAIT)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let status = res.status().as_u16();
-        let body: Value = res.json().await.unwrap_or(Value::Null);
-        assert!(
-            (200..300).contains(&status),
-            "{method} {path}: {status} {body}"
-        );
-        body
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::POST, path, body).await
-    }
-
-    async fn put(&self, path: &str, body: Value) -> Value {
-        self.call(reqwest::Method::PUT, path, body).await
-    }
-
-    /// A device with a password; returns (username, password).
-    async fn device(&self, id: &str) -> (String, String) {
-        self.post("/v1/tenants/acme/devices", json!({ "id": id }))
-            .await;
-        let secret = self
-            .post(
-                &format!("/v1/tenants/acme/devices/{id}/password"),
-                json!({}),
-            )
-            .await;
-        (
-            secret["username"].as_str().unwrap().to_owned(),
-            secret["password"].as_str().unwrap().to_owned(),
-        )
-    }
-}
 
 /// An MQTT 5 client and what it receives, until its connection ends.
 struct V5 {
@@ -170,17 +119,16 @@ async fn start(cwd: &Path, extra: &[&str]) -> Server {
 async fn rate_limits(extra: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
     let server = start(cwd.path(), extra).await;
-    let api = Api {
-        server: &server,
-        token: admin_token(cwd.path(), &[&["--role", "platform-admin"], extra].concat()).await,
-        http: reqwest::Client::new(),
-    };
+    let api = Api::new(
+        &server,
+        admin_token(cwd.path(), &[&["--role", "platform-admin"], extra].concat()).await,
+    );
     api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
         .await;
-    let a = api.device("dev-a").await;
-    let b = api.device("dev-b").await;
-    let c = api.device("dev-c").await;
-    let d = api.device("dev-d").await;
+    let a = api.password_device("acme", "dev-a").await;
+    let b = api.password_device("acme", "dev-b").await;
+    let c = api.password_device("acme", "dev-c").await;
+    let d = api.password_device("acme", "dev-d").await;
     // dev-a: 2 messages a second, burst 2. dev-c (MQTT 3.1.1): 5, burst 5.
     // dev-d: 100 payload bytes at once, then 1 byte a second.
     api.put(

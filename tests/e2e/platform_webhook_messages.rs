@@ -22,7 +22,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use fleetmq_tests::{Server, TestDb, admin_token, fleetmq};
+use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};
@@ -133,61 +133,15 @@ async fn start(cwd: &Path, db_args: &[&str], allow_private: bool) -> Server {
     Server::start(cmd).await.unwrap()
 }
 
-struct Api {
-    http: reqwest::Client,
-    token: String,
-    base: String,
-}
-
-impl Api {
-    async fn call(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        body: Option<Value>,
-    ) -> (u16, String, Value) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .timeout(WAIT);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        let content_type = res
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
-        let text = res.text().await.unwrap();
-        (
-            status,
-            content_type,
-            serde_json::from_str(&text).unwrap_or(Value::Null),
-        )
-    }
-
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let (status, _, answer) = self.call(reqwest::Method::POST, path, Some(body)).await;
-        assert!(
-            (200..300).contains(&status),
-            "POST {path}: {status} {answer}"
-        );
-        answer
-    }
-
-    /// Create a webhook to `url` and tell the receiver its secret.
-    async fn webhook(&self, rx: &Receiver, path: &str, body: Value, fail_first: u32) -> String {
-        let mut body = body;
-        body["url"] = Value::from(rx.url(path));
-        let created = self.post("/v1/tenants/acme/webhooks", body).await;
-        let secret = created["secret"].as_str().expect("secret shown once");
-        rx.control(json!({"path": path, "secret": secret, "fail_first": fail_first}))
-            .await;
-        created["id"].as_str().unwrap().to_owned()
-    }
+/// Creates a webhook to `path` on `rx` and tells the receiver its secret.
+async fn webhook(api: &Api, rx: &Receiver, path: &str, body: Value, fail_first: u32) -> String {
+    let mut body = body;
+    body["url"] = Value::from(rx.url(path));
+    let created = api.post("/v1/tenants/acme/webhooks", body).await;
+    let secret = created["secret"].as_str().expect("secret shown once");
+    rx.control(json!({"path": path, "secret": secret, "fail_first": fail_first}))
+        .await;
+    created["id"].as_str().unwrap().to_owned()
 }
 
 fn mqtt_args(server: &Server, creds: &(String, String)) -> Vec<String> {
@@ -265,11 +219,7 @@ async fn scenario(db_args: &[&str]) {
         &[&["--role", "platform-admin"], db_args].concat(),
     )
     .await;
-    let mut api = Api {
-        http: reqwest::Client::new(),
-        token,
-        base: server.url(""),
-    };
+    let mut api = Api::new(&server, token);
     api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
         .await;
     api.post("/v1/tenants/acme/devices", json!({"id": DEVICE}))
@@ -286,7 +236,7 @@ async fn scenario(db_args: &[&str]) {
     );
     for url in [rx.url("/ordered"), "https://10.1.2.3/hook".to_owned()] {
         let (status, content_type, problem) = api
-            .call(
+            .call_typed(
                 reqwest::Method::POST,
                 "/v1/tenants/acme/webhooks",
                 Some(json!({"url": url, "events": ["device.*"]})),
@@ -300,15 +250,16 @@ async fn scenario(db_args: &[&str]) {
     // Connect, publish three messages, leave.
     let mut server = start(cwd.path(), db_args, true).await;
     api.base = server.url("");
-    let ordered = api
-        .webhook(
-            &rx,
-            "/ordered",
-            json!({"events": ["device.*", "message.published"]}),
-            0,
-        )
-        .await;
-    api.webhook(
+    let ordered = webhook(
+        &api,
+        &rx,
+        "/ordered",
+        json!({"events": ["device.*", "message.published"]}),
+        0,
+    )
+    .await;
+    webhook(
+        &api,
         &rx,
         "/batched",
         json!({"events": ["message.published"], "topic_filter": "devices/+/telemetry"}),
@@ -371,9 +322,14 @@ async fn scenario(db_args: &[&str]) {
     assert_eq!(batch_payloads, [&json!("t0"), &json!("t1"), &json!("t2")]);
 
     // Three failures, then delivered, on the schedule; then redelivered.
-    let flaky = api
-        .webhook(&rx, "/flaky", json!({"events": ["device.connected"]}), 3)
-        .await;
+    let flaky = webhook(
+        &api,
+        &rx,
+        "/flaky",
+        json!({"events": ["device.connected"]}),
+        3,
+    )
+    .await;
     publish_lines(&server, &creds, &["again"]).await;
     rx.until("delivered on the 4th attempt", |seen| {
         seen.iter()
@@ -406,7 +362,9 @@ async fn scenario(db_args: &[&str]) {
     let mut log = Value::Null;
     let recorded = tokio::time::timeout(WAIT, async {
         loop {
-            let (status, _, answer) = api.call(reqwest::Method::GET, &deliveries, None).await;
+            let (status, _, answer) = api
+                .call_typed(reqwest::Method::GET, &deliveries, None)
+                .await;
             assert_eq!(status, 200, "{answer}");
             log = answer;
             if log["items"][0]["status"] == "delivered" {
@@ -421,7 +379,7 @@ async fn scenario(db_args: &[&str]) {
     assert_eq!(item["attempts"], 4, "{log}");
     let delivery = item["id"].as_i64().unwrap();
     let (status, _, again) = api
-        .call(
+        .call_typed(
             reqwest::Method::POST,
             &format!("/v1/tenants/acme/webhooks/{flaky}/deliveries/{delivery}/redeliver"),
             None,

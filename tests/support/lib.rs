@@ -339,3 +339,149 @@ macro_rules! binary_backend_tests {
         )+
     };
 }
+
+/// How long one REST call or a polled condition may take in these tests.
+pub const API_WAIT: Duration = Duration::from_secs(20);
+
+/// The REST API as one caller (a bearer token) sees it.
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    /// `server`'s API with `token`.
+    pub fn new(server: &Server, token: impl Into<String>) -> Api {
+        Api {
+            base: server.url(""),
+            token: token.into(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The same API with another token.
+    pub fn with_token(&self, token: impl Into<String>) -> Api {
+        Api {
+            base: self.base.clone(),
+            token: token.into(),
+            http: self.http.clone(),
+        }
+    }
+
+    /// Any call: the status and the body (JSON, else the text as a JSON
+    /// string, `null` when empty).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let (status, _, body) = self.call_typed(method, path, body).await;
+        (status, body)
+    }
+
+    /// [`Api::call`] with the response's content type in the middle.
+    pub async fn call_typed(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, String, serde_json::Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .timeout(API_WAIT);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let content_type = res
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let text = res.text().await.unwrap();
+        let body = if text.is_empty() {
+            serde_json::Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text))
+        };
+        (status, content_type, body)
+    }
+
+    /// A call that must succeed (2xx); its body.
+    pub async fn ok(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
+        let (status, got) = self.call(method.clone(), path, body).await;
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {got}"
+        );
+        got
+    }
+
+    pub async fn get(&self, path: &str) -> serde_json::Value {
+        self.ok(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.ok(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn put(&self, path: &str, body: serde_json::Value) -> serde_json::Value {
+        self.ok(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> serde_json::Value {
+        self.ok(reqwest::Method::DELETE, path, None).await
+    }
+
+    /// Polls `path` until `done` holds for its body; `what` says what was
+    /// awaited when it never does.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        what: &str,
+        done: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + API_WAIT;
+        loop {
+            let body = self.get(path).await;
+            if done(&body) {
+                return body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what} never seen at {path}: {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates device `device` in `tenant` with a password; returns its
+    /// MQTT user name and password.
+    pub async fn password_device(&self, tenant: &str, device: &str) -> (String, String) {
+        self.post(
+            &format!("/v1/tenants/{tenant}/devices"),
+            serde_json::json!({ "id": device }),
+        )
+        .await;
+        let pw = self
+            .post(
+                &format!("/v1/tenants/{tenant}/devices/{device}/password"),
+                serde_json::json!({}),
+            )
+            .await;
+        let username = pw["username"].as_str().unwrap().to_owned();
+        assert_eq!(username, format!("{device}@{tenant}"));
+        (username, pw["password"].as_str().unwrap().to_owned())
+    }
+}
