@@ -2,7 +2,10 @@
 
 use serde_json::json;
 use store::testing::TestDb;
-use store::{DevicePatch, Error, NewAuditEntry, NewDevice, NewTenant, Page, TenantPatch};
+use store::{
+    DevicePatch, Error, NewAuditEntry, NewDevice, NewPlatformCredential, NewServiceCredential,
+    NewTenant, Page, PlatformCredential, PolicyDocument, TenantPatch,
+};
 
 use super::tenant;
 
@@ -253,7 +256,142 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
     Ok(())
 }
 
+/// The same for changes that take an optional entry: a policy (upsert and
+/// delete), a service credential and a platform credential (whose entry is
+/// made from the deleted row). A change that does not happen writes no
+/// entry; once no entry can be written, no change persists.
+async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    tenant(store, "acme").await?;
+    let entry = |action: &str| {
+        let mut e = NewAuditEntry::new("tenant-admin:t", action, "tenants/acme");
+        e.tenant_id = Some("acme".into());
+        e
+    };
+    let document: PolicyDocument = serde_json::from_value(json!({"publish": ["#"]}))?;
+    store
+        .put_acl_policy("acme", "p1", &document, Some(&entry("policy.put")))
+        .await?;
+    let service = |id: &str, name: &str| NewServiceCredential {
+        id: id.into(),
+        tenant_id: "acme".into(),
+        name: name.into(),
+        username: format!("{name}@acme"),
+        password_hash: "$argon2id$secret".into(),
+        publish: vec![],
+        subscribe: vec![],
+    };
+    store
+        .create_service_credential(&service("sc1", "ingest"), Some(&entry("sc.create")))
+        .await?;
+    // Refused (the name is taken) or missing: no entry.
+    let taken = store
+        .create_service_credential(&service("sc2", "ingest"), Some(&entry("sc.create")))
+        .await;
+    assert!(
+        matches!(taken, Err(Error::AlreadyExists { .. })),
+        "{taken:?}"
+    );
+    let missing = store
+        .delete_acl_policy("acme", "ghost", Some(&entry("policy.delete")))
+        .await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+    let platform = |id: &str, name: &str| NewPlatformCredential {
+        id: id.into(),
+        name: name.into(),
+        username: format!("platform:{name}"),
+        password_hash: "$argon2id$secret".into(),
+        publish: vec![],
+        subscribe: vec![],
+    };
+    store
+        .create_platform_credential(&platform("pc1", "ops"), Some(&entry("pc.create")))
+        .await?;
+    let named = |c: &PlatformCredential| NewAuditEntry {
+        details: json!({ "name": c.name }),
+        ..entry("pc.delete")
+    };
+    store
+        .delete_platform_credential("pc1", Some(&named))
+        .await?;
+    assert!(matches!(
+        store.delete_platform_credential("pc1", Some(&named)).await,
+        Err(Error::NotFound { .. })
+    ));
+    let entries = store
+        .list_audit(Some("acme"), &Page::first(50))
+        .await?
+        .items;
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["pc.delete", "pc.create", "sc.create", "policy.put"]
+    );
+    assert_eq!(entries[0].details, json!({ "name": "ops" }));
+
+    // Now no entry can be written: every change fails and leaves no trace.
+    db.execute("DROP TABLE audit_log").await?;
+    let other: PolicyDocument = serde_json::from_value(json!({"publish": []}))?;
+    assert!(
+        store
+            .put_acl_policy("acme", "p1", &other, Some(&entry("policy.put")))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .put_acl_policy("acme", "p2", &other, Some(&entry("policy.put")))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.get_acl_policy("acme", "p1").await?.document, document);
+    assert!(matches!(
+        store.get_acl_policy("acme", "p2").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        store
+            .delete_acl_policy("acme", "p1", Some(&entry("policy.delete")))
+            .await
+            .is_err()
+    );
+    store.get_acl_policy("acme", "p1").await?;
+    assert!(
+        store
+            .create_service_credential(&service("sc3", "other"), Some(&entry("sc.create")))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .delete_service_credential("acme", "sc1", Some(&entry("sc.delete")))
+            .await
+            .is_err()
+    );
+    let names: Vec<String> = store
+        .list_service_credentials("acme")
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["ingest"]);
+    assert!(
+        store
+            .create_platform_credential(&platform("pc2", "ops2"), Some(&entry("pc.create")))
+            .await
+            .is_err()
+    );
+    assert!(store.list_platform_credentials().await?.is_empty());
+    // Without an entry the same changes still work.
+    store.put_acl_policy("acme", "p2", &other, None).await?;
+    Ok(())
+}
+
 store::backend_tests!(
     audit_append_and_list,
-    audited_changes_commit_with_their_entry
+    audited_changes_commit_with_their_entry,
+    optional_audit_entries_commit_with_their_change
 );
