@@ -41,6 +41,10 @@ pub struct NewAuditEntry {
     pub details: Value,
 }
 
+/// Makes the audit entry of a change from what the change returned (say a
+/// deleted row whose name the entry gives), inside its transaction.
+pub type AuditOf<'a, T> = &'a (dyn Fn(&T) -> NewAuditEntry + Sync);
+
 fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }

@@ -12,7 +12,7 @@ use sqlx::types::Json;
 use crate::audit::{audited_tx, commit_audited};
 use crate::codec::{Ts, now};
 use crate::pki::{on_violation, tenant_not_found};
-use crate::{Error, NewAuditEntry, Store};
+use crate::{AuditOf, Error, NewAuditEntry, Store};
 
 /// A platform service credential to store. `Debug` leaves the hash out.
 #[derive(Clone, PartialEq, Eq)]
@@ -212,7 +212,7 @@ impl Store {
     pub async fn delete_platform_credential(
         &self,
         id: &str,
-        audit: Option<&(dyn Fn(&PlatformCredential) -> NewAuditEntry + Sync)>,
+        audit: Option<AuditOf<'_, PlatformCredential>>,
     ) -> Result<PlatformCredential, Error> {
         const SQL: &str = concat!(
             "DELETE FROM platform_service_credentials WHERE id = $1 RETURNING ",

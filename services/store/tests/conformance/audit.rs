@@ -3,8 +3,8 @@
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    DevicePatch, Error, NewAuditEntry, NewDevice, NewPlatformCredential, NewServiceCredential,
-    NewTenant, Page, PlatformCredential, PolicyDocument, TenantPatch,
+    Device, DevicePatch, Error, NewAuditEntry, NewDevice, NewPlatformCredential,
+    NewServiceCredential, NewTenant, Page, PlatformCredential, PolicyDocument, TenantPatch,
 };
 
 use super::tenant;
@@ -257,9 +257,10 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
 }
 
 /// The same for changes that take an optional entry: a policy (upsert and
-/// delete), a service credential and a platform credential (whose entry is
-/// made from the deleted row). A change that does not happen writes no
-/// entry; once no entry can be written, no change persists.
+/// delete), a service credential, a platform credential (whose entry is
+/// made from the deleted row) and a device import (whose entry is made
+/// from its results). A change that does not happen writes no entry; once
+/// no entry can be written, no change persists.
 async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow::Result<()> {
     let store = db.store();
     tenant(store, "acme").await?;
@@ -321,6 +322,28 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
         store.delete_platform_credential("pc1", Some(&named)).await,
         Err(Error::NotFound { .. })
     ));
+    // An import that skips a taken id: the entry counts what it created.
+    let imported = |outcomes: &[Result<Device, Error>]| NewAuditEntry {
+        details: json!({ "created": outcomes.iter().filter(|o| o.is_ok()).count() }),
+        ..entry("device.import")
+    };
+    store
+        .create_device("acme", &NewDevice::new("taken"))
+        .await?;
+    let batch = [
+        NewDevice::new("i1"),
+        NewDevice::new("taken"),
+        NewDevice::new("i2"),
+    ];
+    let outcomes = store
+        .import_devices("acme", &batch, false, Some(&imported))
+        .await?;
+    assert!(outcomes[0].is_ok() && outcomes[1].is_err() && outcomes[2].is_ok());
+    // Refused as a whole: no entry.
+    let atomic = store
+        .import_devices("acme", &batch, true, Some(&imported))
+        .await?;
+    assert!(atomic.iter().any(Result::is_err));
     let entries = store
         .list_audit(Some("acme"), &Page::first(50))
         .await?
@@ -328,9 +351,16 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
     let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(
         actions,
-        ["pc.delete", "pc.create", "sc.create", "policy.put"]
+        [
+            "device.import",
+            "pc.delete",
+            "pc.create",
+            "sc.create",
+            "policy.put"
+        ]
     );
-    assert_eq!(entries[0].details, json!({ "name": "ops" }));
+    assert_eq!(entries[0].details, json!({ "created": 2 }));
+    assert_eq!(entries[1].details, json!({ "name": "ops" }));
 
     // Now no entry can be written: every change fails and leaves no trace.
     db.execute("DROP TABLE audit_log").await?;
@@ -385,6 +415,17 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
             .is_err()
     );
     assert!(store.list_platform_credentials().await?.is_empty());
+    let more = [NewDevice::new("i3"), NewDevice::new("i4")];
+    assert!(
+        store
+            .import_devices("acme", &more, false, Some(&imported))
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        store.get_device("acme", "i3").await,
+        Err(Error::NotFound { .. })
+    ));
     // Without an entry the same changes still work.
     store.put_acl_policy("acme", "p2", &other, None).await?;
     Ok(())
