@@ -35,14 +35,17 @@ async fn platform_credentials_authenticate_into_the_platform_namespace(
     let authorizer = PolicyAuthorizer::new(cache);
     let secret = access::generate_password()?;
     store
-        .create_platform_credential(&NewPlatformCredential {
-            id: "p1".into(),
-            name: "ops".into(),
-            username: access::platform_principal("ops"),
-            password_hash: access::hash_password(&secret)?,
-            publish: vec!["+/commands/#".into()],
-            subscribe: vec![],
-        })
+        .create_platform_credential(
+            &NewPlatformCredential {
+                id: "p1".into(),
+                name: "ops".into(),
+                username: access::platform_principal("ops"),
+                password_hash: access::hash_password(&secret)?,
+                publish: vec!["+/commands/#".into()],
+                subscribe: vec![],
+            },
+            None,
+        )
         .await?;
 
     let identity = auth

@@ -134,15 +134,18 @@ impl Platform {
     ) -> IssuedDeviceCert {
         let issued = issue(self.ca(tenant), device, now);
         self.store
-            .create_device_certificate(&NewDeviceCertificate {
-                tenant_id: tenant.into(),
-                device_id: device.into(),
-                serial: issued.serial.clone(),
-                fingerprint: issued.fingerprint_sha256.clone(),
-                issuer_key_id: hex_key(self.ca(tenant)),
-                not_before: issued.not_before,
-                not_after: issued.not_after,
-            })
+            .create_device_certificate(
+                &NewDeviceCertificate {
+                    tenant_id: tenant.into(),
+                    device_id: device.into(),
+                    serial: issued.serial.clone(),
+                    fingerprint: issued.fingerprint_sha256.clone(),
+                    issuer_key_id: hex_key(self.ca(tenant)),
+                    not_before: issued.not_before,
+                    not_after: issued.not_after,
+                },
+                None,
+            )
             .await
             .unwrap();
         issued
@@ -200,6 +203,23 @@ impl Platform {
     fn cafile(&self) -> String {
         self.dir.path().join("root.pem").display().to_string()
     }
+}
+
+/// acme's service credential `backend` (user name `acme-backend`).
+fn backend(
+    secret: &str,
+    publish: Vec<String>,
+    subscribe: Vec<String>,
+) -> anyhow::Result<NewServiceCredential> {
+    Ok(NewServiceCredential {
+        id: "svc-1".into(),
+        tenant_id: "acme".into(),
+        name: "backend".into(),
+        username: "acme-backend".into(),
+        password_hash: access::hash_password(secret)?,
+        publish,
+        subscribe,
+    })
 }
 
 fn hex_key(ca: &TenantCa) -> String {
@@ -355,15 +375,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
     // A service credential of acme sees all of acme, nothing of globex.
     let secret = access::generate_password()?;
     p.store
-        .create_service_credential(&NewServiceCredential {
-            id: "svc-1".into(),
-            tenant_id: "acme".into(),
-            name: "backend".into(),
-            username: "acme-backend".into(),
-            password_hash: access::hash_password(&secret)?,
-            publish: vec![],
-            subscribe: vec![],
-        })
+        .create_service_credential(&backend(&secret, vec![], vec![])?, None)
         .await?;
     let mut service = p.with_password("backend-1", "acme-backend", &secret);
     service.connected().await;
@@ -421,7 +433,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
 
     // Revoke while connected: DISCONNECT 0x98 at once, refused afterwards.
     p.store
-        .revoke_device_certificate("acme", "d1", &d1.serial, "key_compromise", Utc::now())
+        .revoke_device_certificate("acme", "d1", &d1.serial, "key_compromise", Utc::now(), None)
         .await?;
     let revoked_at = Instant::now();
     assert!(p.revocations.certificate_revoked("acme", "d1", &d1.serial));
@@ -443,7 +455,12 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
     let mut again = p.with_cert("d1", &d1b);
     again.connected().await;
     p.store
-        .set_device_cert_floor("acme", "d1", Utc::now() + chrono::Duration::seconds(1))
+        .set_device_cert_floor(
+            "acme",
+            "d1",
+            Utc::now() + chrono::Duration::seconds(1),
+            None,
+        )
         .await?;
     assert!(p.revocations.device_changed("acme", "d1"));
     let refused = p.with_cert("d1", &d1b).refused().await;
@@ -452,7 +469,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
     // A tenant-wide floor ends globex's certificate sessions and refuses
     // their certificates.
     p.store
-        .set_tenant_cert_floor("globex", Utc::now() + chrono::Duration::seconds(1))
+        .set_tenant_cert_floor("globex", Utc::now() + chrono::Duration::seconds(1), None)
         .await?;
     assert_eq!(p.revocations.tenant_changed("globex"), 1);
     let ended = other.ended().await;
@@ -548,7 +565,7 @@ async fn password_devices(db: &TestDb) -> anyhow::Result<()> {
     p.device("acme", "p1").await;
     let secret = access::generate_password()?;
     p.store
-        .set_device_password("acme", "p1", &access::hash_password(&secret)?)
+        .set_device_password("acme", "p1", &access::hash_password(&secret)?, None)
         .await?;
     // Allowed publishes are acked 0x10: accepted, no one listens here.
     let mut ok = p.with_password("p1", "p1@acme", &secret);
@@ -585,7 +602,7 @@ async fn password_devices(db: &TestDb) -> anyhow::Result<()> {
         ..Default::default()
     };
     p.store
-        .put_device_publish_limits("acme", "p1", &slow)
+        .put_device_publish_limits("acme", "p1", &slow, None)
         .await?;
     assert!(live.device_changed("acme", "p1").await?);
     assert_eq!(
@@ -596,7 +613,9 @@ async fn password_devices(db: &TestDb) -> anyhow::Result<()> {
         ok.publish("devices/p1/state", "0123456789").await,
         PubAckReason::QuotaExceeded
     );
-    p.store.delete_device_publish_limits("acme", "p1").await?;
+    p.store
+        .delete_device_publish_limits("acme", "p1", None)
+        .await?;
     assert_eq!(live.tenant_changed("acme").await?, 1);
     assert_eq!(
         ok.publish("devices/p1/state", "c").await,
@@ -612,7 +631,7 @@ async fn password_devices(db: &TestDb) -> anyhow::Result<()> {
     };
     access::PolicyTemplate::parse("telemetry", &document)?;
     p.store
-        .put_acl_policy("acme", "telemetry", &document)
+        .put_acl_policy("acme", "telemetry", &document, None)
         .await?;
     // The live session follows the reloaded policies.
     p.cache.reload_policies("acme").await?;
@@ -658,15 +677,14 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
     let port = p.port.to_string();
     let secret = access::generate_password()?;
     p.store
-        .create_service_credential(&NewServiceCredential {
-            id: "svc-1".into(),
-            tenant_id: "acme".into(),
-            name: "backend".into(),
-            username: "acme-backend".into(),
-            password_hash: access::hash_password(&secret)?,
-            publish: vec!["commands/#".into()],
-            subscribe: vec!["devices/+/state".into()],
-        })
+        .create_service_credential(
+            &backend(
+                &secret,
+                vec!["commands/#".into()],
+                vec!["devices/+/state".into()],
+            )?,
+            None,
+        )
         .await?;
     let mut service = p.with_password("backend-1", "acme-backend", &secret);
     service.connected().await;
@@ -761,7 +779,7 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     p.store
-        .revoke_device_certificate("acme", "m1", &cert.serial, "superseded", Utc::now())
+        .revoke_device_certificate("acme", "m1", &cert.serial, "superseded", Utc::now(), None)
         .await?;
     let revoked_at = Instant::now();
     assert!(
@@ -837,7 +855,7 @@ async fn cached_connects_skip_the_store(db: &TestDb) -> anyhow::Result<()> {
         ..Default::default()
     };
     p.store
-        .put_device_publish_limits("acme", "d1", &limits)
+        .put_device_publish_limits("acme", "d1", &limits, None)
         .await?;
     let identity = auth.authenticate(&request).await?;
     assert_eq!(identity.principal, "d1");

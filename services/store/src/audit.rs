@@ -41,6 +41,10 @@ pub struct NewAuditEntry {
     pub details: Value,
 }
 
+/// Makes the audit entry of a change from what the change returned (say a
+/// deleted row whose name the entry gives), inside its transaction.
+pub type AuditOf<'a, T> = &'a (dyn Fn(&T) -> NewAuditEntry + Sync);
+
 fn empty_object() -> Value {
     Value::Object(serde_json::Map::new())
 }
@@ -135,6 +139,25 @@ macro_rules! commit_audited {
     };
 }
 pub(crate) use commit_audited;
+
+/// Runs `$run` with `$conn` bound to a new transaction of `$store` and,
+/// when `$done(&result)` (the change was made), appends `$audit` (an
+/// `Option<&NewAuditEntry>`) and commits, so the change and its entry
+/// persist together or not at all. Evaluates to the result of `$run`.
+macro_rules! audited_tx {
+    ($store:expr, $audit:expr, $done:expr, $conn:ident => $run:expr) => {
+        on_pool!($store, pool => {
+            let mut tx = pool.begin().await?;
+            let out = {
+                let $conn = &mut *tx;
+                $run
+            };
+            $crate::audit::commit_audited!(tx, ($done)(&out), $audit);
+            out
+        })
+    };
+}
+pub(crate) use audited_tx;
 
 impl Store {
     /// Record an entry; `id` and `at` are assigned here.

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::pki::{device_not_found, on_violation, tenant_not_found, text_enum};
-use crate::{Error, Store};
+use crate::{Error, NewAuditEntry, Store};
 
 text_enum!(
     /// Whether a certificate may still be used.
@@ -117,12 +118,14 @@ fn cert_not_found(tenant_id: &str, serial: &str) -> Error {
 }
 
 impl Store {
-    /// Record an issued certificate. `NotFound` for an unknown device,
-    /// `AlreadyExists` if the tenant already has this serial.
+    /// Record an issued certificate, with `audit` in the same transaction.
+    /// `NotFound` for an unknown device, `AlreadyExists` if the tenant
+    /// already has this serial.
     #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, device = %new.device_id, serial = %new.serial))]
     pub async fn create_device_certificate(
         &self,
         new: &NewDeviceCertificate,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<DeviceCertificate, Error> {
         const SQL: &str = concat!(
             "INSERT INTO device_certificates (tenant_id, device_id, serial, fingerprint, ",
@@ -130,7 +133,7 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             cert_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
             .bind(&new.tenant_id)
             .bind(&new.device_id)
             .bind(&new.serial)
@@ -139,7 +142,7 @@ impl Store {
             .bind(Ts(new.not_before))
             .bind(Ts(new.not_after))
             .bind(Ts(now()))
-            .fetch_one(pool)
+            .fetch_one(tx)
             .await);
         let unique = Error::AlreadyExists {
             kind: "certificate",
@@ -192,9 +195,9 @@ impl Store {
         rows.into_iter().map(DeviceCertificate::try_from).collect()
     }
 
-    /// Revoke one of a device's certificates at `at` for `reason`. Revoking
-    /// twice keeps the first time and reason. `NotFound` unless the device
-    /// has this serial.
+    /// Revoke one of a device's certificates at `at` for `reason`, with
+    /// `audit` in the same transaction. Revoking twice keeps the first time
+    /// and reason. `NotFound` unless the device has this serial.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id, serial = %serial, reason))]
     pub async fn revoke_device_certificate(
         &self,
@@ -203,6 +206,7 @@ impl Store {
         serial: &str,
         reason: &str,
         at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<DeviceCertificate, Error> {
         const SQL: &str = concat!(
             "UPDATE device_certificates SET status = 'revoked', ",
@@ -211,13 +215,13 @@ impl Store {
             "WHERE tenant_id = $1 AND device_id = $2 AND serial = $3 RETURNING ",
             cert_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+        let row = audited_tx!(self, audit, Option::is_some, tx => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
             .bind(tenant_id)
             .bind(device_id)
             .bind(serial)
             .bind(Ts(at))
             .bind(reason)
-            .fetch_optional(pool)
+            .fetch_optional(tx)
             .await?);
         row.ok_or_else(|| cert_not_found(tenant_id, serial))?
             .try_into()
@@ -245,44 +249,48 @@ impl Store {
     }
 
     /// Refuse every certificate of the tenant issued before `not_before`
-    /// (replaces an earlier floor). `NotFound` for an unknown tenant.
+    /// (replaces an earlier floor), with `audit` in the same transaction.
+    /// `NotFound` for an unknown tenant.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, %not_before))]
     pub async fn set_tenant_cert_floor(
         &self,
         tenant_id: &str,
         not_before: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO tenant_cert_floors (tenant_id, not_before, updated_at) \
                            VALUES ($1, $2, $3) ON CONFLICT (tenant_id) \
                            DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
-        let done = on_pool!(self, pool => sqlx::query(SQL)
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(Ts(not_before))
             .bind(Ts(now()))
-            .execute(pool)
+            .execute(tx)
             .await
             .map(|_| ()));
         done.map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
     }
 
     /// Refuse every certificate of the device issued before `not_before`
-    /// (replaces an earlier floor). `NotFound` for an unknown device.
+    /// (replaces an earlier floor), with `audit` in the same transaction.
+    /// `NotFound` for an unknown device.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id, %not_before))]
     pub async fn set_device_cert_floor(
         &self,
         tenant_id: &str,
         device_id: &str,
         not_before: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO device_cert_floors (tenant_id, device_id, not_before, updated_at) \
                            VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) \
                            DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
-        let done = on_pool!(self, pool => sqlx::query(SQL)
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(device_id)
             .bind(Ts(not_before))
             .bind(Ts(now()))
-            .execute(pool)
+            .execute(tx)
             .await
             .map(|_| ()));
         done.map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))

@@ -7,9 +7,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::pki::{device_not_found, on_violation, tenant_not_found};
-use crate::{Error, Store};
+use crate::{Error, NewAuditEntry, Store};
 
 /// A service credential to store. `Debug` leaves the hash out.
 #[derive(Clone, PartialEq, Eq)]
@@ -95,23 +96,25 @@ macro_rules! credential_columns {
 }
 
 impl Store {
-    /// Set (or replace) a device's password hash. `NotFound` for an unknown device.
+    /// Set (or replace) a device's password hash, with `audit` in the same
+    /// transaction. `NotFound` for an unknown device.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id))]
     pub async fn set_device_password(
         &self,
         tenant_id: &str,
         device_id: &str,
         password_hash: &str,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO device_passwords (tenant_id, device_id, password_hash, created_at) \
                            VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) \
                            DO UPDATE SET password_hash = excluded.password_hash, created_at = excluded.created_at";
-        let done = on_pool!(self, pool => sqlx::query(SQL)
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(device_id)
             .bind(password_hash)
             .bind(Ts(now()))
-            .execute(pool)
+            .execute(tx)
             .await
             .map(|_| ()));
         done.map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))
@@ -133,28 +136,32 @@ impl Store {
         Ok(row.map(|(hash,)| hash))
     }
 
-    /// Remove a device's password; true if it had one.
+    /// Remove a device's password, with `audit` in the same transaction
+    /// (only if it had one); true if it had one.
     pub async fn delete_device_password(
         &self,
         tenant_id: &str,
         device_id: &str,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<bool, Error> {
         const SQL: &str = "DELETE FROM device_passwords WHERE tenant_id = $1 AND device_id = $2";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
+        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(device_id)
-            .execute(pool)
+            .execute(tx)
             .await?
             .rows_affected());
         Ok(n > 0)
     }
 
-    /// Store a service credential. `NotFound` for an unknown tenant,
-    /// `AlreadyExists` if the id, the tenant's name or the username is taken.
+    /// Store a service credential, with `audit` in the same transaction.
+    /// `NotFound` for an unknown tenant, `AlreadyExists` if the id, the
+    /// tenant's name or the username is taken.
     #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id, credential = %new.id))]
     pub async fn create_service_credential(
         &self,
         new: &NewServiceCredential,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<ServiceCredential, Error> {
         const SQL: &str = concat!(
             "INSERT INTO service_credentials (id, tenant_id, name, username, password_hash, ",
@@ -162,7 +169,7 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             credential_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ServiceCredentialRow>(SQL)
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, ServiceCredentialRow>(SQL)
             .bind(&new.id)
             .bind(&new.tenant_id)
             .bind(&new.name)
@@ -171,7 +178,7 @@ impl Store {
             .bind(Json(&new.publish))
             .bind(Json(&new.subscribe))
             .bind(Ts(now()))
-            .fetch_one(pool)
+            .fetch_one(tx)
             .await);
         let unique = Error::AlreadyExists {
             kind: "service credential",
@@ -216,20 +223,22 @@ impl Store {
         Ok(rows.into_iter().map(ServiceCredential::from).collect())
     }
 
-    /// Delete a service credential; returns its name (whose sessions must
-    /// end). `NotFound` unless the tenant has it.
+    /// Delete a service credential, with `audit` in the same transaction;
+    /// returns its name (whose sessions must end). `NotFound` unless the
+    /// tenant has it.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, credential = %id))]
     pub async fn delete_service_credential(
         &self,
         tenant_id: &str,
         id: &str,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<String, Error> {
         const SQL: &str =
             "DELETE FROM service_credentials WHERE tenant_id = $1 AND id = $2 RETURNING name";
-        let name: Option<String> = on_pool!(self, pool => sqlx::query_scalar(SQL)
+        let name: Option<String> = audited_tx!(self, audit, Option::is_some, tx => sqlx::query_scalar(SQL)
             .bind(tenant_id)
             .bind(id)
-            .fetch_optional(pool)
+            .fetch_optional(tx)
             .await?);
         name.ok_or_else(|| Error::NotFound {
             kind: "service credential",

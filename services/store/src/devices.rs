@@ -11,7 +11,7 @@ use crate::audit::commit_audited;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
-use crate::{Backend, DeviceId, Error, NewAuditEntry, Store};
+use crate::{AuditOf, Backend, DeviceId, Error, NewAuditEntry, Store};
 
 const KIND: &str = "device";
 
@@ -374,18 +374,21 @@ impl Store {
 
 impl Store {
     /// Create many devices in `tenant_id`, in order: one result per device
-    /// attempted. With `all_or_nothing`, in one transaction that stops at
-    /// the first failure and is rolled back (so the earlier `Ok`s did not
-    /// persist, and later devices were not attempted); otherwise each
-    /// device on its own. Per-device errors are `AlreadyExists` and
+    /// attempted, all in one transaction. With `all_or_nothing`, it stops
+    /// at the first failure and is rolled back (so the earlier `Ok`s did
+    /// not persist, and later devices were not attempted); otherwise a
+    /// refused device is skipped and the others persist. When any device
+    /// persists, `audit` makes its entry from the results, written in the
+    /// same transaction. Per-device errors are `AlreadyExists` and
     /// `InvalidId`; `NotFound` (tenant) if the tenant does not exist, and
-    /// database failures, fail the whole call.
+    /// database failures, fail the whole call (nothing persists).
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, count = devices.len()))]
     pub async fn import_devices(
         &self,
         tenant_id: &str,
         devices: &[NewDevice],
         all_or_nothing: bool,
+        audit: Option<AuditOf<'_, [Result<Device, Error>]>>,
     ) -> Result<Vec<Result<Device, Error>>, Error> {
         if !self.tenant_exists(tenant_id).await? {
             return Err(Error::NotFound {
@@ -393,24 +396,12 @@ impl Store {
                 id: tenant_id.to_owned(),
             });
         }
-        if !all_or_nothing {
-            let mut results = Vec::with_capacity(devices.len());
-            for new in devices {
-                match self.create_device(tenant_id, new).await {
-                    Ok(d) => results.push(Ok(d)),
-                    Err(e @ (Error::AlreadyExists { .. } | Error::InvalidId { .. })) => {
-                        results.push(Err(e));
-                    }
-                    // The tenant went away meanwhile, or the database did.
-                    Err(e) => return Err(e),
-                }
-            }
-            return Ok(results);
-        }
+        // A taken id returns no row instead of failing, which on Postgres
+        // would abort the transaction and every later device with it.
         const SQL: &str = concat!(
             "INSERT INTO devices ",
             "(tenant_id, id, labels, attributes, enabled, created_at, updated_at) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
+            "VALUES ($1, $2, $3, $4, $5, $6, $6) ON CONFLICT DO NOTHING RETURNING ",
             columns!()
         );
         let at = Ts(now());
@@ -427,15 +418,15 @@ impl Store {
                         .bind(Json(&new.attributes))
                         .bind(new.enabled)
                         .bind(at)
-                        .fetch_one(&mut *tx)
+                        .fetch_optional(&mut *tx)
                         .await
                     {
-                        Ok(row) => Ok(Device::from(row)),
+                        Ok(Some(row)) => Ok(Device::from(row)),
+                        Ok(None) => Err(Error::AlreadyExists {
+                            kind: KIND,
+                            id: qualified(tenant_id, &new.id),
+                        }),
                         Err(e) => match violation(&e) {
-                            Some(Violation::Unique) => Err(Error::AlreadyExists {
-                                kind: KIND,
-                                id: qualified(tenant_id, &new.id),
-                            }),
                             Some(Violation::ForeignKey) => {
                                 return Err(Error::NotFound {
                                     kind: "tenant",
@@ -443,21 +434,20 @@ impl Store {
                                 });
                             }
                             // The transaction rolls back on drop.
-                            None => return Err(e.into()),
+                            _ => return Err(e.into()),
                         },
                     },
                 };
                 let failed = result.is_err();
                 results.push(result);
-                if failed {
+                if failed && all_or_nothing {
                     break;
                 }
             }
-            if results.iter().all(Result::is_ok) {
-                tx.commit().await?;
-            } else {
-                tx.rollback().await?;
-            }
+            let created = results.iter().filter(|r| r.is_ok()).count();
+            let refused = all_or_nothing && created < results.len();
+            let entry = audit.filter(|_| created > 0).map(|audit| audit(&results));
+            commit_audited!(tx, !refused, entry.as_ref());
             results
         });
         Ok(results)

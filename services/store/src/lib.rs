@@ -91,7 +91,7 @@ mod webhook_endpoints;
 mod webhook_outbox;
 
 pub use api_keys::{ApiKey, NewApiKey};
-pub use audit::{AuditEntry, NewAuditEntry};
+pub use audit::{AuditEntry, AuditOf, NewAuditEntry};
 pub use certificates::{
     CertificateFloors, CertificateStatus, DeviceCertificate, NewDeviceCertificate,
 };

@@ -6,9 +6,10 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
-use crate::{Error, Store};
+use crate::{Error, NewAuditEntry, Store};
 
 /// A text column outside its CHECK list: only a bug or a hand edit can do it.
 pub(crate) fn corrupt(column: &str, value: &str) -> Error {
@@ -364,15 +365,17 @@ impl Store {
             .try_into()
     }
 
-    /// Turn just-in-time registration on or off for a registered CA.
-    /// `NotFound` unless the tenant has it; `InvalidDocument` for the
-    /// platform-issued CA (its devices are registered before issuance).
+    /// Turn just-in-time registration on or off for a registered CA, with
+    /// `audit` in the same transaction. `NotFound` unless the tenant has it;
+    /// `InvalidDocument` for the platform-issued CA (its devices are
+    /// registered before issuance).
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, ca = %subject_key_id))]
     pub async fn set_tenant_ca_jit(
         &self,
         tenant_id: &str,
         subject_key_id: &str,
         jit_registration: bool,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<TenantCa, Error> {
         const SQL: &str = concat!(
             "UPDATE tenant_cas SET jit_registration = $3 ",
@@ -380,11 +383,11 @@ impl Store {
             "RETURNING ",
             ca_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
+        let row = audited_tx!(self, audit, Option::is_some, tx => sqlx::query_as::<_, TenantCaRow>(SQL)
             .bind(tenant_id)
             .bind(subject_key_id)
             .bind(jit_registration)
-            .fetch_optional(pool)
+            .fetch_optional(tx)
             .await?);
         match row {
             Some(row) => row.try_into(),
@@ -400,18 +403,20 @@ impl Store {
     }
 
     /// Delete a tenant CA (the certificates it issued stay listed, and are
-    /// refused from then on). `NotFound` unless the tenant has it.
+    /// refused from then on), with `audit` in the same transaction.
+    /// `NotFound` unless the tenant has it.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, ca = %subject_key_id))]
     pub async fn delete_tenant_ca(
         &self,
         tenant_id: &str,
         subject_key_id: &str,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM tenant_cas WHERE tenant_id = $1 AND subject_key_id = $2";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
+        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(subject_key_id)
-            .execute(pool)
+            .execute(tx)
             .await?
             .rows_affected());
         if n == 0 {
@@ -438,22 +443,23 @@ impl Store {
             .ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))
     }
 
-    /// Keep a bring-your-own-CA registration code until `expires_at`.
-    /// `NotFound` for an unknown tenant.
+    /// Keep a bring-your-own-CA registration code until `expires_at`, with
+    /// `audit` in the same transaction. `NotFound` for an unknown tenant.
     pub async fn create_ca_registration_code(
         &self,
         tenant_id: &str,
         code: &str,
         expires_at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO ca_registration_codes (tenant_id, code, expires_at, created_at) \
                            VALUES ($1, $2, $3, $4)";
-        let done = on_pool!(self, pool => sqlx::query(SQL)
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(code)
             .bind(Ts(expires_at))
             .bind(Ts(now()))
-            .execute(pool)
+            .execute(tx)
             .await
             .map(|_| ()));
         let unique = Error::AlreadyExists {

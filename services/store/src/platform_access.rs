@@ -9,9 +9,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
+use crate::audit::{audited_tx, commit_audited};
 use crate::codec::{Ts, now};
 use crate::pki::{on_violation, tenant_not_found};
-use crate::{Error, Store};
+use crate::{AuditOf, Error, NewAuditEntry, Store};
 
 /// A platform service credential to store. `Debug` leaves the hash out.
 #[derive(Clone, PartialEq, Eq)]
@@ -141,12 +142,13 @@ impl TopicRulesRow {
 }
 
 impl Store {
-    /// Store a platform service credential. `AlreadyExists` if the id,
-    /// name or username is taken.
+    /// Store a platform service credential, with `audit` in the same
+    /// transaction. `AlreadyExists` if the id, name or username is taken.
     #[tracing::instrument(skip_all, fields(credential = %new.id))]
     pub async fn create_platform_credential(
         &self,
         new: &NewPlatformCredential,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<PlatformCredential, Error> {
         const SQL: &str = concat!(
             "INSERT INTO platform_service_credentials (id, name, username, password_hash, ",
@@ -154,7 +156,7 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             platform_credential_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, PlatformCredentialRow>(SQL)
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, PlatformCredentialRow>(SQL)
             .bind(&new.id)
             .bind(&new.name)
             .bind(&new.username)
@@ -162,7 +164,7 @@ impl Store {
             .bind(Json(&new.publish))
             .bind(Json(&new.subscribe))
             .bind(Ts(now()))
-            .fetch_one(pool)
+            .fetch_one(tx)
             .await);
         let unique = Error::AlreadyExists {
             kind: "platform service credential",
@@ -202,23 +204,35 @@ impl Store {
         Ok(rows.into_iter().map(PlatformCredential::from).collect())
     }
 
-    /// Delete a platform service credential; returns it. `NotFound` if
+    /// Delete a platform service credential; returns it. With `audit`,
+    /// the entry it makes of the deleted credential (whose name the caller
+    /// may not know yet) is written in the same transaction. `NotFound` if
     /// there is none with this id.
     #[tracing::instrument(skip_all, fields(credential = %id))]
-    pub async fn delete_platform_credential(&self, id: &str) -> Result<PlatformCredential, Error> {
+    pub async fn delete_platform_credential(
+        &self,
+        id: &str,
+        audit: Option<AuditOf<'_, PlatformCredential>>,
+    ) -> Result<PlatformCredential, Error> {
         const SQL: &str = concat!(
             "DELETE FROM platform_service_credentials WHERE id = $1 RETURNING ",
             platform_credential_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, PlatformCredentialRow>(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
-        row.map(PlatformCredential::from)
-            .ok_or_else(|| Error::NotFound {
-                kind: "platform service credential",
-                id: id.to_owned(),
-            })
+        let deleted = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query_as::<_, PlatformCredentialRow>(SQL)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(PlatformCredential::from);
+            let entry = deleted.as_ref().zip(audit).map(|(c, audit)| audit(c));
+            commit_audited!(tx, deleted.is_some(), entry.as_ref());
+            deleted
+        });
+        deleted.ok_or_else(|| Error::NotFound {
+            kind: "platform service credential",
+            id: id.to_owned(),
+        })
     }
 
     /// Every tenant's id, in id order (the broker's platform namespace
@@ -260,10 +274,15 @@ impl Store {
             .collect()
     }
 
-    /// Replace the tenant's topic hygiene rules. `NotFound` for an unknown
-    /// tenant.
+    /// Replace the tenant's topic hygiene rules, with `audit` in the same
+    /// transaction. `NotFound` for an unknown tenant.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id))]
-    pub async fn set_topic_rules(&self, tenant_id: &str, rules: &TopicRules) -> Result<(), Error> {
+    pub async fn set_topic_rules(
+        &self,
+        tenant_id: &str,
+        rules: &TopicRules,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO tenant_topic_rules (tenant_id, max_depth, forbid_leading_slash, \
                            forbid_spaces, max_catch_all_subscriptions, updated_at) \
                            VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id) DO UPDATE SET \
@@ -275,14 +294,14 @@ impl Store {
         let max_catch_all = rules
             .max_catch_all_subscriptions
             .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
-        let done = on_pool!(self, pool => sqlx::query(SQL)
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(rules.max_depth.map(i32::from))
             .bind(rules.forbid_leading_slash)
             .bind(rules.forbid_spaces)
             .bind(max_catch_all)
             .bind(Ts(now()))
-            .execute(pool)
+            .execute(tx)
             .await
             .map(|_| ()));
         done.map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))

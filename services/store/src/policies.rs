@@ -5,9 +5,10 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::pki::{on_violation, tenant_not_found};
-use crate::{Error, Store};
+use crate::{Error, NewAuditEntry, Store};
 
 /// A policy document: always a JSON object.
 pub type PolicyDocument = Map<String, Value>;
@@ -54,13 +55,15 @@ fn policy_not_found(tenant_id: &str, name: &str) -> Error {
 
 impl Store {
     /// Create or replace the tenant's policy `name` (created_at is kept on
-    /// replace). `NotFound` for an unknown tenant.
+    /// replace), with `audit` in the same transaction. `NotFound` for an
+    /// unknown tenant.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, policy = %name))]
     pub async fn put_acl_policy(
         &self,
         tenant_id: &str,
         name: &str,
         document: &PolicyDocument,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<AclPolicy, Error> {
         let sql = format!(
             "INSERT INTO acl_policies (tenant_id, name, document, created_at, updated_at) \
@@ -68,12 +71,12 @@ impl Store {
              DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at \
              RETURNING {COLUMNS}"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
             .bind(tenant_id)
             .bind(name)
             .bind(Json(document))
             .bind(Ts(now()))
-            .fetch_one(pool)
+            .fetch_one(tx)
             .await);
         row.map(AclPolicy::from)
             .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
@@ -101,14 +104,20 @@ impl Store {
         Ok(rows.into_iter().map(AclPolicy::from).collect())
     }
 
-    /// Delete the tenant's policy `name`. `NotFound` if it has none.
+    /// Delete the tenant's policy `name`, with `audit` in the same
+    /// transaction. `NotFound` if it has none.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, policy = %name))]
-    pub async fn delete_acl_policy(&self, tenant_id: &str, name: &str) -> Result<(), Error> {
+    pub async fn delete_acl_policy(
+        &self,
+        tenant_id: &str,
+        name: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM acl_policies WHERE tenant_id = $1 AND name = $2";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
+        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(name)
-            .execute(pool)
+            .execute(tx)
             .await?
             .rows_affected());
         if n == 0 {

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::pki::{on_violation, tenant_not_found};
-use crate::{Error, Store};
+use crate::{Error, NewAuditEntry, Store};
 
 /// A tenant's presence settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,22 +74,24 @@ impl Store {
         Ok(rows.into_iter().map(PresenceSettings::from).collect())
     }
 
-    /// Set the tenant's presence settings. `NotFound` for an unknown tenant.
+    /// Set the tenant's presence settings, with `audit` in the same
+    /// transaction. `NotFound` for an unknown tenant.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id))]
     pub async fn put_presence_settings(
         &self,
         tenant_id: &str,
         publish_status: bool,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<PresenceSettings, Error> {
         const SQL: &str = "INSERT INTO tenant_presence_settings (tenant_id, publish_status, updated_at) \
                            VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE SET \
                            publish_status = excluded.publish_status, updated_at = excluded.updated_at \
                            RETURNING tenant_id, publish_status, updated_at";
-        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(SQL)
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, Row>(SQL)
             .bind(tenant_id)
             .bind(publish_status)
             .bind(Ts(now()))
-            .fetch_one(pool)
+            .fetch_one(tx)
             .await);
         row.map(PresenceSettings::from)
             .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))

@@ -4,9 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::pki::{device_not_found, on_violation, tenant_not_found};
-use crate::{Error, Store};
+use crate::{Error, NewAuditEntry, Store};
 
 /// What a tenant or device is allowed to publish; a `None` rate is not
 /// limited, a `None` burst is one second's worth of the rate.
@@ -136,6 +137,7 @@ impl Store {
         &self,
         scope: Scope<'_>,
         s: &PublishLimitSettings,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<StoredPublishLimits, Error> {
         let keys = scope.keys();
         let n = keys.len();
@@ -159,7 +161,7 @@ impl Store {
             narrow(s.bytes_per_second)?,
             narrow(s.bytes_burst)?,
         );
-        let row = on_pool!(self, pool => {
+        let row = audited_tx!(self, audit, Result::is_ok, tx => {
             let q = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()));
             bind_scope!(q, scope)
                 .bind(mps)
@@ -167,7 +169,7 @@ impl Store {
                 .bind(bps)
                 .bind(bb)
                 .bind(Ts(now()))
-                .fetch_one(pool)
+                .fetch_one(tx)
                 .await
         });
         row.map(StoredPublishLimits::from)
@@ -188,11 +190,15 @@ impl Store {
             .ok_or_else(|| scope.not_found())
     }
 
-    async fn delete_publish_limits(&self, scope: Scope<'_>) -> Result<(), Error> {
+    async fn delete_publish_limits(
+        &self,
+        scope: Scope<'_>,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<(), Error> {
         let sql = format!("DELETE FROM {} WHERE {}", scope.table(), scope.key_filter());
-        let n = on_pool!(self, pool => {
+        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => {
             let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            bind_scope!(q, scope).execute(pool).await?.rows_affected()
+            bind_scope!(q, scope).execute(tx).await?.rows_affected()
         });
         if n == 0 {
             return Err(scope.not_found());
@@ -200,15 +206,16 @@ impl Store {
         Ok(())
     }
 
-    /// Set (create or replace) the tenant's default limits. `NotFound` for
-    /// an unknown tenant.
+    /// Set (create or replace) the tenant's default limits, with `audit` in
+    /// the same transaction. `NotFound` for an unknown tenant.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id))]
     pub async fn put_tenant_publish_limits(
         &self,
         tenant_id: &str,
         settings: &PublishLimitSettings,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<StoredPublishLimits, Error> {
-        self.put_publish_limits(Scope::Tenant(tenant_id), settings)
+        self.put_publish_limits(Scope::Tenant(tenant_id), settings, audit)
             .await
     }
 
@@ -220,22 +227,29 @@ impl Store {
         self.get_publish_limits(Scope::Tenant(tenant_id)).await
     }
 
-    /// Remove the tenant's default limits; `NotFound` when it has none.
+    /// Remove the tenant's default limits, with `audit` in the same
+    /// transaction; `NotFound` when it has none.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id))]
-    pub async fn delete_tenant_publish_limits(&self, tenant_id: &str) -> Result<(), Error> {
-        self.delete_publish_limits(Scope::Tenant(tenant_id)).await
+    pub async fn delete_tenant_publish_limits(
+        &self,
+        tenant_id: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<(), Error> {
+        self.delete_publish_limits(Scope::Tenant(tenant_id), audit)
+            .await
     }
 
-    /// Set (create or replace) a device's override. `NotFound` for an
-    /// unknown device.
+    /// Set (create or replace) a device's override, with `audit` in the
+    /// same transaction. `NotFound` for an unknown device.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id))]
     pub async fn put_device_publish_limits(
         &self,
         tenant_id: &str,
         device_id: &str,
         settings: &PublishLimitSettings,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<StoredPublishLimits, Error> {
-        self.put_publish_limits(Scope::Device(tenant_id, device_id), settings)
+        self.put_publish_limits(Scope::Device(tenant_id, device_id), settings, audit)
             .await
     }
 
@@ -249,14 +263,16 @@ impl Store {
             .await
     }
 
-    /// Remove a device's override; `NotFound` when it has none.
+    /// Remove a device's override, with `audit` in the same transaction;
+    /// `NotFound` when it has none.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id))]
     pub async fn delete_device_publish_limits(
         &self,
         tenant_id: &str,
         device_id: &str,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
-        self.delete_publish_limits(Scope::Device(tenant_id, device_id))
+        self.delete_publish_limits(Scope::Device(tenant_id, device_id), audit)
             .await
     }
 

@@ -1,5 +1,6 @@
 //! `GET /v1/tenants/{t}/audit` and `GET /v1/audit`: the audit log, newest
-//! first; and [`record`], which every mutating handler calls.
+//! first; and [`entry`] and [`record`], with which mutating handlers make
+//! their entries.
 
 use axum::Router;
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
@@ -49,8 +50,8 @@ pub(crate) struct Event<'a> {
 }
 
 /// The audit entry of `event`, done by `who` in request `request_id`, for
-/// the store's `*_audited` methods, which write it in the same transaction
-/// as the change it records.
+/// the store methods that take one (`*_audited`, or an `audit` parameter),
+/// which write it in the same transaction as the change it records.
 pub(crate) fn entry(who: &Principal, request_id: &RequestId, event: Event<'_>) -> NewAuditEntry {
     NewAuditEntry {
         tenant_id: event.tenant.map(str::to_owned),
@@ -62,8 +63,9 @@ pub(crate) fn entry(who: &Principal, request_id: &RequestId, event: Event<'_>) -
     }
 }
 
-/// Append an audit entry for a mutation that has just succeeded, where the
-/// store has no `*_audited` method for it (device imports).
+/// Append an audit entry for a mutation that has just succeeded, where its
+/// entry cannot be written in the mutation's own transaction (device
+/// imports, CA registration).
 ///
 /// A failure here fails the request (500): the mutation stands but its
 /// entry is missing, which the error log then says.
@@ -78,25 +80,6 @@ pub(crate) async fn record(
         .append_audit(&entry(who, request_id, event))
         .await?;
     Ok(())
-}
-
-/// [`record`] of `action` on `target` in tenant `tenant`.
-pub(crate) async fn record_in_tenant(
-    state: &AppState,
-    who: &Principal,
-    request_id: &RequestId,
-    tenant: &str,
-    action: &'static str,
-    target: String,
-    details: Value,
-) -> Result<(), ApiError> {
-    let event = Event {
-        tenant: Some(tenant),
-        action,
-        target,
-        details,
-    };
-    record(state, who, request_id, event).await
 }
 
 /// Every tenant's audit entries and platform-level ones, newest first

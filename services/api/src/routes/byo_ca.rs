@@ -23,7 +23,7 @@ use serde_json::json;
 use store::{NewTenantCa, TenantCaKind};
 use utoipa::ToSchema;
 
-use super::audit::{RequestId, record_in_tenant};
+use super::audit::{Event, RequestId, entry, record};
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState};
 
@@ -123,20 +123,20 @@ pub(crate) async fn new_code(
     who.require(&t, Access::Admin)?;
     let code = RegistrationCode::generate().map_err(ApiError::internal)?;
     let expires_at = Utc::now() + Duration::hours(CODE_VALIDITY_HOURS);
-    state
-        .store
-        .create_ca_registration_code(&t, code.as_str(), expires_at)
-        .await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "ca.registration_code",
-        format!("tenants/{t}/cas"),
-        json!({ "expires_at": expires_at }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "ca.registration_code",
+            target: format!("tenants/{t}/cas"),
+            details: json!({ "expires_at": expires_at }),
+        },
+    );
+    state
+        .store
+        .create_ca_registration_code(&t, code.as_str(), expires_at, Some(&audit))
+        .await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(RegistrationCodeView {
@@ -194,7 +194,7 @@ pub(crate) async fn register(
     if body.jit_registration {
         stored = state
             .store
-            .set_tenant_ca_jit(&t, &new.subject_key_id, true)
+            .set_tenant_ca_jit(&t, &new.subject_key_id, true, None)
             .await?;
     }
     if let Err(e) = pki
@@ -204,23 +204,22 @@ pub(crate) async fn register(
         // Stored but not trusted would list a CA that does not work: undo.
         state
             .store
-            .delete_tenant_ca(&t, &new.subject_key_id)
+            .delete_tenant_ca(&t, &new.subject_key_id, None)
             .await?;
         return Err(match e {
             pki::Error::CaTaken { .. } => ApiError::Conflict(e.to_string()),
             other => ApiError::internal(other),
         });
     }
-    record_in_tenant(
-        &state,
-        &who,
-        &request_id,
-        &t,
-        "ca.register",
-        format!("tenants/{t}/cas/{}", new.subject_key_id),
-        json!({ "subject": new.subject, "jit_registration": body.jit_registration }),
-    )
-    .await?;
+    // Recorded on its own, after the trust set took the CA: an entry
+    // committed with the row would outlive the undo above.
+    let event = Event {
+        tenant: Some(&t),
+        action: "ca.register",
+        target: format!("tenants/{t}/cas/{}", new.subject_key_id),
+        details: json!({ "subject": new.subject, "jit_registration": body.jit_registration }),
+    };
+    record(&state, &who, &request_id, event).await?;
     Ok((StatusCode::CREATED, ApiJson(stored.into())))
 }
 
@@ -267,20 +266,23 @@ pub(crate) async fn remove(
             "the platform-issued tenant CA cannot be removed".to_owned(),
         ));
     }
-    state.store.delete_tenant_ca(&t, &key_id).await?;
+    let audit = entry(
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "ca.delete",
+            target: format!("tenants/{t}/cas/{key_id}"),
+            details: json!({}),
+        },
+    );
+    state
+        .store
+        .delete_tenant_ca(&t, &key_id, Some(&audit))
+        .await?;
     if let (Ok(pki), Ok(raw)) = (state.pki(), hex::decode(&key_id)) {
         pki.trust().remove_ca(&raw);
     }
-    record_in_tenant(
-        &state,
-        &who,
-        &request_id,
-        &t,
-        "ca.delete",
-        format!("tenants/{t}/cas/{key_id}"),
-        json!({}),
-    )
-    .await?;
     state.tell_sessions(|s| s.tenant_changed(&t));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -311,19 +313,19 @@ pub(crate) async fn update(
             "just-in-time registration is for registered CAs; the platform-issued CA's devices are registered before issuance".to_owned(),
         ));
     }
-    let stored = state
-        .store
-        .set_tenant_ca_jit(&t, &key_id, body.jit_registration)
-        .await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "ca.update",
-        format!("tenants/{t}/cas/{key_id}"),
-        json!({ "jit_registration": body.jit_registration }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "ca.update",
+            target: format!("tenants/{t}/cas/{key_id}"),
+            details: json!({ "jit_registration": body.jit_registration }),
+        },
+    );
+    let stored = state
+        .store
+        .set_tenant_ca_jit(&t, &key_id, body.jit_registration, Some(&audit))
+        .await?;
     Ok(ApiJson(stored.into()))
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use store::{DeviceCertificate, NewDeviceCertificate};
 use utoipa::ToSchema;
 
-use super::audit::{RequestId, record_in_tenant};
+use super::audit::{Event, RequestId, entry};
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState};
 
@@ -207,20 +207,23 @@ pub(crate) async fn issue(
         not_before: issued.not_before,
         not_after: issued.not_after,
     };
-    state.store.create_device_certificate(&new).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "certificate.issue",
-        target(&t, &d, &issued.serial),
-        json!({
-            "key": if body.csr_pem.is_some() { "csr" } else { "server" },
-            "not_after": issued.not_after,
-        }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "certificate.issue",
+            target: target(&t, &d, &issued.serial),
+            details: json!({
+                "key": if body.csr_pem.is_some() { "csr" } else { "server" },
+                "not_after": issued.not_after,
+            }),
+        },
+    );
+    state
+        .store
+        .create_device_certificate(&new, Some(&audit))
+        .await?;
     tracing::info!(tenant = %t, device = %d, serial = %issued.serial, "certificate issued");
     state
         .events
@@ -300,20 +303,20 @@ pub(crate) async fn revoke(
             )
         })?,
     };
-    let revoked = state
-        .store
-        .revoke_device_certificate(&t, &d, &serial, reason.as_str(), Utc::now())
-        .await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "certificate.revoke",
-        target(&t, &d, &serial),
-        json!({ "reason": reason.as_str() }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "certificate.revoke",
+            target: target(&t, &d, &serial),
+            details: json!({ "reason": reason.as_str() }),
+        },
+    );
+    let revoked = state
+        .store
+        .revoke_device_certificate(&t, &d, &serial, reason.as_str(), Utc::now(), Some(&audit))
+        .await?;
     state.tell_sessions(|s| s.certificate_revoked(&t, &d, &revoked.serial));
     state
         .events
@@ -343,17 +346,20 @@ pub(crate) async fn device_floor(
 ) -> Result<ApiJson<Floor>, ApiError> {
     who.require(&t, Access::WriteDevices)?;
     let before = floor_time(&body)?;
-    state.store.set_device_cert_floor(&t, &d, before).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "certificate.revoke_before",
-        format!("tenants/{t}/devices/{d}/certificates"),
-        json!({ "before": before }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "certificate.revoke_before",
+            target: format!("tenants/{t}/devices/{d}/certificates"),
+            details: json!({ "before": before }),
+        },
+    );
+    state
+        .store
+        .set_device_cert_floor(&t, &d, before, Some(&audit))
+        .await?;
     state.tell_sessions(|s| s.device_changed(&t, &d));
     // One event for the floor: its certificates are refused without being
     // listed one by one.
@@ -385,17 +391,20 @@ pub(crate) async fn tenant_floor(
 ) -> Result<ApiJson<Floor>, ApiError> {
     who.require(&t, Access::WriteDevices)?;
     let before = floor_time(&body)?;
-    state.store.set_tenant_cert_floor(&t, before).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "certificate.revoke_before",
-        format!("tenants/{t}/certificates"),
-        json!({ "before": before }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "certificate.revoke_before",
+            target: format!("tenants/{t}/certificates"),
+            details: json!({ "before": before }),
+        },
+    );
+    state
+        .store
+        .set_tenant_cert_floor(&t, before, Some(&audit))
+        .await?;
     state.tell_sessions(|s| s.tenant_changed(&t));
     // A tenant-wide event (no device, so no per-device sequence): one
     // floor covers every device, listed or not.

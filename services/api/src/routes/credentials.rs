@@ -15,7 +15,7 @@ use serde_json::json;
 use store::{NewServiceCredential, ServiceCredential};
 use utoipa::ToSchema;
 
-use super::audit::{RequestId, record_in_tenant};
+use super::audit::{Event, RequestId, entry};
 use super::policies::check_document;
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState, FieldError};
@@ -135,17 +135,20 @@ pub(crate) async fn set_password(
     who.require(&t, Access::WriteDevices)?;
     state.store.get_device(&t, &d).await?;
     let (password, hash) = new_secret().await?;
-    state.store.set_device_password(&t, &d, &hash).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "device.password.set",
-        password_target(&t, &d),
-        json!({}),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "device.password.set",
+            target: password_target(&t, &d),
+            details: json!({}),
+        },
+    );
+    state
+        .store
+        .set_device_password(&t, &d, &hash, Some(&audit))
+        .await?;
     state.tell_sessions(|s| s.device_changed(&t, &d));
     Ok((
         StatusCode::CREATED,
@@ -169,22 +172,26 @@ pub(crate) async fn delete_password(
     Path((t, d)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::WriteDevices)?;
-    if !state.store.delete_device_password(&t, &d).await? {
+    let audit = entry(
+        &who,
+        &request_id,
+        Event {
+            tenant: Some(&t),
+            action: "device.password.delete",
+            target: password_target(&t, &d),
+            details: json!({}),
+        },
+    );
+    if !state
+        .store
+        .delete_device_password(&t, &d, Some(&audit))
+        .await?
+    {
         return Err(ApiError::NotFound {
             resource: "device password".to_owned(),
             id: format!("{t}/{d}"),
         });
     }
-    record_in_tenant(
-        &state,
-        &who,
-        &request_id,
-        &t,
-        "device.password.delete",
-        password_target(&t, &d),
-        json!({}),
-    )
-    .await?;
     state.tell_sessions(|s| s.device_changed(&t, &d));
     Ok(StatusCode::NO_CONTENT)
 }
@@ -227,17 +234,20 @@ pub(crate) async fn create_service(
         publish: body.publish,
         subscribe: body.subscribe,
     };
-    let created = state.store.create_service_credential(&new).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "service_credential.create",
-        service_target(&t, &created.id),
-        json!({ "name": created.name }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "service_credential.create",
+            target: service_target(&t, &new.id),
+            details: json!({ "name": new.name }),
+        },
+    );
+    let created = state
+        .store
+        .create_service_credential(&new, Some(&audit))
+        .await?;
     Ok((
         StatusCode::CREATED,
         [(CACHE_CONTROL, "no-store")],
@@ -280,17 +290,20 @@ pub(crate) async fn delete_service(
     Path((t, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    let name = state.store.delete_service_credential(&t, &id).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "service_credential.delete",
-        service_target(&t, &id),
-        json!({}),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "service_credential.delete",
+            target: service_target(&t, &id),
+            details: json!({}),
+        },
+    );
+    let name = state
+        .store
+        .delete_service_credential(&t, &id, Some(&audit))
+        .await?;
     state.tell_sessions(|s| s.service_credential_deleted(&t, &name));
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,7 +4,7 @@
 //!
 //! `?all_or_nothing=true` applies every line or none: any invalid line, or
 //! any line the store refuses (a duplicate id), and nothing is created.
-//! Otherwise each valid line is created on its own. The answer is always
+//! Otherwise each valid line the store accepts is created. The answer is always
 //! 200 with an [`ImportReport`]: `applied` says whether anything persisted.
 
 use axum::body::Bytes;
@@ -15,7 +15,7 @@ use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
 use super::devices::{CreateDevice, new_device};
 use super::query;
 use crate::auth::{Access, Principal};
@@ -158,9 +158,30 @@ pub(crate) async fn import(
 
     if !(all_or_nothing && invalid) {
         let devices: Vec<store::NewDevice> = valid.iter().map(|(_, d)| d.clone()).collect();
+        // The entry lists the devices created, which the store knows only
+        // in the transaction it writes the entry in.
+        let audit = |outcomes: &[Result<store::Device, store::Error>]| {
+            let created: Vec<&str> = outcomes
+                .iter()
+                .filter_map(|o| o.as_ref().ok())
+                .map(|d| d.id.as_str())
+                .collect();
+            let event = Event {
+                tenant: Some(&t),
+                action: "device.import",
+                target: format!("tenants/{t}/devices"),
+                details: json!({
+                    "created": created.len(),
+                    "ids": created.iter().take(MAX_AUDITED_IDS).collect::<Vec<_>>(),
+                    "ids_truncated": created.len() > MAX_AUDITED_IDS,
+                    "all_or_nothing": all_or_nothing,
+                }),
+            };
+            entry(&who, &request_id, event)
+        };
         let outcomes = state
             .store
-            .import_devices(&t, &devices, all_or_nothing)
+            .import_devices(&t, &devices, all_or_nothing, Some(&audit))
             .await?;
         let committed = !all_or_nothing || outcomes.iter().all(Result::is_ok);
         for ((i, _), outcome) in valid.iter().zip(outcomes) {
@@ -183,25 +204,6 @@ pub(crate) async fn import(
         .filter_map(|r| r.id.as_deref())
         .collect();
     let failed = results.iter().filter(|r| r.status == "failed").count();
-    if !created.is_empty() {
-        record(
-            &state,
-            &who,
-            &request_id,
-            Event {
-                tenant: Some(&t),
-                action: "device.import",
-                target: format!("tenants/{t}/devices"),
-                details: json!({
-                    "created": created.len(),
-                    "ids": created.iter().take(MAX_AUDITED_IDS).collect::<Vec<_>>(),
-                    "ids_truncated": created.len() > MAX_AUDITED_IDS,
-                    "all_or_nothing": all_or_nothing,
-                }),
-            },
-        )
-        .await?;
-    }
     Ok(ApiJson(ImportReport {
         applied: !created.is_empty(),
         created: created.len(),

@@ -15,7 +15,7 @@ use serde_json::json;
 use store::{NewPlatformCredential, PlatformCredential};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
 use super::credentials::{check_credential, new_secret};
 use crate::auth::Principal;
 use crate::{ApiError, ApiJson, AppState};
@@ -122,14 +122,17 @@ pub(crate) async fn create(
         publish: body.publish,
         subscribe: body.subscribe,
     };
-    let created = state.store.create_platform_credential(&new).await?;
     let event = Event {
         tenant: None,
         action: "platform_credential.create",
-        target: target(&created.id),
-        details: json!({ "name": created.name }),
+        target: target(&new.id),
+        details: json!({ "name": new.name }),
     };
-    record(&state, &who, &request_id, event).await?;
+    let audit = entry(&who, &request_id, event);
+    let created = state
+        .store
+        .create_platform_credential(&new, Some(&audit))
+        .await?;
     Ok((
         StatusCode::CREATED,
         [(CACHE_CONTROL, "no-store")],
@@ -170,14 +173,20 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     who.require_platform_admin()?;
-    let deleted = state.store.delete_platform_credential(&id).await?;
-    let event = Event {
-        tenant: None,
-        action: "platform_credential.delete",
-        target: target(&id),
-        details: json!({ "name": deleted.name }),
+    // The entry names the credential, which only the delete returns.
+    let audit = |deleted: &PlatformCredential| {
+        let event = Event {
+            tenant: None,
+            action: "platform_credential.delete",
+            target: target(&id),
+            details: json!({ "name": deleted.name }),
+        };
+        entry(&who, &request_id, event)
     };
-    record(&state, &who, &request_id, event).await?;
+    let deleted = state
+        .store
+        .delete_platform_credential(&id, Some(&audit))
+        .await?;
     state.tell_sessions(|s| s.platform_credential_deleted(&deleted.name));
     Ok(StatusCode::NO_CONTENT)
 }

@@ -16,7 +16,7 @@ use serde_json::{Map, Value, json};
 use store::AclPolicy;
 use utoipa::ToSchema;
 
-use super::audit::{RequestId, record_in_tenant};
+use super::audit::{Event, RequestId, entry};
 use super::credentials::name_ok;
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState, FieldError};
@@ -169,17 +169,20 @@ pub(crate) async fn put(
     who.require(&t, Access::Admin)?;
     check_name(&name)?;
     check_document(&name, &document).map_err(|e| ApiError::Validation(vec![e]))?;
-    let stored = state.store.put_acl_policy(&t, &name, &document).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "policy.put",
-        target(&t, &name),
-        json!({}),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "policy.put",
+            target: target(&t, &name),
+            details: json!({}),
+        },
+    );
+    let stored = state
+        .store
+        .put_acl_policy(&t, &name, &document, Some(&audit))
+        .await?;
     if let Some(sessions) = state.sessions() {
         sessions.policies_changed(&t).await;
     }
@@ -198,17 +201,20 @@ pub(crate) async fn remove(
     Path((t, name)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    state.store.delete_acl_policy(&t, &name).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "policy.delete",
-        target(&t, &name),
-        json!({}),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "policy.delete",
+            target: target(&t, &name),
+            details: json!({}),
+        },
+    );
+    state
+        .store
+        .delete_acl_policy(&t, &name, Some(&audit))
+        .await?;
     if let Some(sessions) = state.sessions() {
         sessions.policies_changed(&t).await;
     }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::audit::{RequestId, record_in_tenant};
+use super::audit::{Event, RequestId, entry};
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState};
 
@@ -86,20 +86,20 @@ pub(crate) async fn put(
     ApiJson(body): ApiJson<PutPresenceSettings>,
 ) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
     who.require(&t, Access::Admin)?;
-    let stored = state
-        .store
-        .put_presence_settings(&t, body.publish_status)
-        .await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "presence_settings.put",
-        format!("tenants/{t}/presence-settings"),
-        json!({ "publish_status": body.publish_status }),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "presence_settings.put",
+            target: format!("tenants/{t}/presence-settings"),
+            details: json!({ "publish_status": body.publish_status }),
+        },
+    );
+    let stored = state
+        .store
+        .put_presence_settings(&t, body.publish_status, Some(&audit))
+        .await?;
     state.status_topics.set(&t, stored.publish_status);
     Ok(ApiJson(stored.into()))
 }

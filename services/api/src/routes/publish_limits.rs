@@ -17,7 +17,7 @@ use serde_json::json;
 use store::{PublishLimitSettings, StoredPublishLimits};
 use utoipa::ToSchema;
 
-use super::audit::{RequestId, record_in_tenant};
+use super::audit::{Event, RequestId, entry};
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -176,17 +176,20 @@ pub(crate) async fn put_tenant(
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
     who.require(&t, Access::Admin)?;
     let settings = body.check()?;
-    let stored = state.store.put_tenant_publish_limits(&t, &settings).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "publish_limits.put",
-        format!("tenants/{t}/publish-limits"),
-        audit_details(&settings),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "publish_limits.put",
+            target: format!("tenants/{t}/publish-limits"),
+            details: audit_details(&settings),
+        },
+    );
+    let stored = state
+        .store
+        .put_tenant_publish_limits(&t, &settings, Some(&audit))
+        .await?;
     tell_sessions(&state, &t, None).await;
     Ok(ApiJson(stored.into()))
 }
@@ -203,17 +206,20 @@ pub(crate) async fn delete_tenant(
     Path(t): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    state.store.delete_tenant_publish_limits(&t).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "publish_limits.delete",
-        format!("tenants/{t}/publish-limits"),
-        json!({}),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "publish_limits.delete",
+            target: format!("tenants/{t}/publish-limits"),
+            details: json!({}),
+        },
+    );
+    state
+        .store
+        .delete_tenant_publish_limits(&t, Some(&audit))
+        .await?;
     tell_sessions(&state, &t, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -254,20 +260,20 @@ pub(crate) async fn put_device(
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
     who.require(&t, Access::WriteDevices)?;
     let settings = body.check()?;
-    let stored = state
-        .store
-        .put_device_publish_limits(&t, &d, &settings)
-        .await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "device.publish_limits.put",
-        format!("tenants/{t}/devices/{d}/publish-limits"),
-        audit_details(&settings),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "device.publish_limits.put",
+            target: format!("tenants/{t}/devices/{d}/publish-limits"),
+            details: audit_details(&settings),
+        },
+    );
+    let stored = state
+        .store
+        .put_device_publish_limits(&t, &d, &settings, Some(&audit))
+        .await?;
     tell_sessions(&state, &t, Some(&d)).await;
     Ok(ApiJson(stored.into()))
 }
@@ -285,17 +291,20 @@ pub(crate) async fn delete_device(
     Path((t, d)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::WriteDevices)?;
-    state.store.delete_device_publish_limits(&t, &d).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "device.publish_limits.delete",
-        format!("tenants/{t}/devices/{d}/publish-limits"),
-        json!({}),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "device.publish_limits.delete",
+            target: format!("tenants/{t}/devices/{d}/publish-limits"),
+            details: json!({}),
+        },
+    );
+    state
+        .store
+        .delete_device_publish_limits(&t, &d, Some(&audit))
+        .await?;
     tell_sessions(&state, &t, Some(&d)).await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::audit::{RequestId, record_in_tenant};
+use super::audit::{Event, RequestId, entry};
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -115,17 +115,20 @@ pub(crate) async fn put(
 ) -> Result<ApiJson<TopicRules>, ApiError> {
     who.require(&t, Access::Admin)?;
     let rules = body.parse()?;
-    state.store.set_topic_rules(&t, &rules).await?;
-    record_in_tenant(
-        &state,
+    let audit = entry(
         &who,
         &request_id,
-        &t,
-        "topic_rules.put",
-        format!("tenants/{t}/topic-rules"),
-        json!(TopicRules::from(rules)),
-    )
-    .await?;
+        Event {
+            tenant: Some(&t),
+            action: "topic_rules.put",
+            target: format!("tenants/{t}/topic-rules"),
+            details: json!(TopicRules::from(rules)),
+        },
+    );
+    state
+        .store
+        .set_topic_rules(&t, &rules, Some(&audit))
+        .await?;
     state.tell_sessions(|s| s.topic_rules_changed(&t, &rules));
     Ok(ApiJson(rules.into()))
 }

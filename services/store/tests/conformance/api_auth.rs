@@ -124,7 +124,7 @@ async fn import_all_or_nothing(db: &TestDb) -> anyhow::Result<()> {
         NewDevice::new("dup"),
         NewDevice::new("b"),
     ];
-    let atomic = store.import_devices("acme", &batch, true).await?;
+    let atomic = store.import_devices("acme", &batch, true, None).await?;
     assert_eq!(atomic.len(), 2);
     assert!(atomic[0].is_ok());
     assert!(matches!(atomic[1], Err(Error::AlreadyExists { .. })));
@@ -132,12 +132,12 @@ async fn import_all_or_nothing(db: &TestDb) -> anyhow::Result<()> {
         store.get_device("acme", "a").await,
         Err(Error::NotFound { .. })
     ));
-    let each = store.import_devices("acme", &batch, false).await?;
+    let each = store.import_devices("acme", &batch, false, None).await?;
     assert_eq!(each.len(), 3);
     assert!(each[0].is_ok() && each[1].is_err() && each[2].is_ok());
     store.get_device("acme", "b").await?;
     assert!(matches!(
-        store.import_devices("nope", &batch, true).await,
+        store.import_devices("nope", &batch, true, None).await,
         Err(Error::NotFound { kind: "tenant", .. })
     ));
     Ok(())

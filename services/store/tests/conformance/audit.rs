@@ -2,7 +2,10 @@
 
 use serde_json::json;
 use store::testing::TestDb;
-use store::{DevicePatch, Error, NewAuditEntry, NewDevice, NewTenant, Page, TenantPatch};
+use store::{
+    Device, DevicePatch, Error, NewAuditEntry, NewDevice, NewPlatformCredential,
+    NewServiceCredential, NewTenant, Page, PlatformCredential, PolicyDocument, TenantPatch,
+};
 
 use super::tenant;
 
@@ -253,7 +256,183 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
     Ok(())
 }
 
+/// The same for changes that take an optional entry: a policy (upsert and
+/// delete), a service credential, a platform credential (whose entry is
+/// made from the deleted row) and a device import (whose entry is made
+/// from its results). A change that does not happen writes no entry; once
+/// no entry can be written, no change persists.
+async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    tenant(store, "acme").await?;
+    let entry = |action: &str| {
+        let mut e = NewAuditEntry::new("tenant-admin:t", action, "tenants/acme");
+        e.tenant_id = Some("acme".into());
+        e
+    };
+    let document: PolicyDocument = serde_json::from_value(json!({"publish": ["#"]}))?;
+    store
+        .put_acl_policy("acme", "p1", &document, Some(&entry("policy.put")))
+        .await?;
+    let service = |id: &str, name: &str| NewServiceCredential {
+        id: id.into(),
+        tenant_id: "acme".into(),
+        name: name.into(),
+        username: format!("{name}@acme"),
+        password_hash: "$argon2id$secret".into(),
+        publish: vec![],
+        subscribe: vec![],
+    };
+    store
+        .create_service_credential(&service("sc1", "ingest"), Some(&entry("sc.create")))
+        .await?;
+    // Refused (the name is taken) or missing: no entry.
+    let taken = store
+        .create_service_credential(&service("sc2", "ingest"), Some(&entry("sc.create")))
+        .await;
+    assert!(
+        matches!(taken, Err(Error::AlreadyExists { .. })),
+        "{taken:?}"
+    );
+    let missing = store
+        .delete_acl_policy("acme", "ghost", Some(&entry("policy.delete")))
+        .await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+    let platform = |id: &str, name: &str| NewPlatformCredential {
+        id: id.into(),
+        name: name.into(),
+        username: format!("platform:{name}"),
+        password_hash: "$argon2id$secret".into(),
+        publish: vec![],
+        subscribe: vec![],
+    };
+    store
+        .create_platform_credential(&platform("pc1", "ops"), Some(&entry("pc.create")))
+        .await?;
+    let named = |c: &PlatformCredential| NewAuditEntry {
+        details: json!({ "name": c.name }),
+        ..entry("pc.delete")
+    };
+    store
+        .delete_platform_credential("pc1", Some(&named))
+        .await?;
+    assert!(matches!(
+        store.delete_platform_credential("pc1", Some(&named)).await,
+        Err(Error::NotFound { .. })
+    ));
+    // An import that skips a taken id: the entry counts what it created.
+    let imported = |outcomes: &[Result<Device, Error>]| NewAuditEntry {
+        details: json!({ "created": outcomes.iter().filter(|o| o.is_ok()).count() }),
+        ..entry("device.import")
+    };
+    store
+        .create_device("acme", &NewDevice::new("taken"))
+        .await?;
+    let batch = [
+        NewDevice::new("i1"),
+        NewDevice::new("taken"),
+        NewDevice::new("i2"),
+    ];
+    let outcomes = store
+        .import_devices("acme", &batch, false, Some(&imported))
+        .await?;
+    assert!(outcomes[0].is_ok() && outcomes[1].is_err() && outcomes[2].is_ok());
+    // Refused as a whole: no entry.
+    let atomic = store
+        .import_devices("acme", &batch, true, Some(&imported))
+        .await?;
+    assert!(atomic.iter().any(Result::is_err));
+    let entries = store
+        .list_audit(Some("acme"), &Page::first(50))
+        .await?
+        .items;
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "device.import",
+            "pc.delete",
+            "pc.create",
+            "sc.create",
+            "policy.put"
+        ]
+    );
+    assert_eq!(entries[0].details, json!({ "created": 2 }));
+    assert_eq!(entries[1].details, json!({ "name": "ops" }));
+
+    // Now no entry can be written: every change fails and leaves no trace.
+    db.execute("DROP TABLE audit_log").await?;
+    let other: PolicyDocument = serde_json::from_value(json!({"publish": []}))?;
+    assert!(
+        store
+            .put_acl_policy("acme", "p1", &other, Some(&entry("policy.put")))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .put_acl_policy("acme", "p2", &other, Some(&entry("policy.put")))
+            .await
+            .is_err()
+    );
+    assert_eq!(store.get_acl_policy("acme", "p1").await?.document, document);
+    assert!(matches!(
+        store.get_acl_policy("acme", "p2").await,
+        Err(Error::NotFound { .. })
+    ));
+    assert!(
+        store
+            .delete_acl_policy("acme", "p1", Some(&entry("policy.delete")))
+            .await
+            .is_err()
+    );
+    store.get_acl_policy("acme", "p1").await?;
+    assert!(
+        store
+            .create_service_credential(&service("sc3", "other"), Some(&entry("sc.create")))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .delete_service_credential("acme", "sc1", Some(&entry("sc.delete")))
+            .await
+            .is_err()
+    );
+    let names: Vec<String> = store
+        .list_service_credentials("acme")
+        .await?
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(names, ["ingest"]);
+    assert!(
+        store
+            .create_platform_credential(&platform("pc2", "ops2"), Some(&entry("pc.create")))
+            .await
+            .is_err()
+    );
+    assert!(store.list_platform_credentials().await?.is_empty());
+    let more = [NewDevice::new("i3"), NewDevice::new("i4")];
+    assert!(
+        store
+            .import_devices("acme", &more, false, Some(&imported))
+            .await
+            .is_err()
+    );
+    assert!(matches!(
+        store.get_device("acme", "i3").await,
+        Err(Error::NotFound { .. })
+    ));
+    // Without an entry the same changes still work.
+    store.put_acl_policy("acme", "p2", &other, None).await?;
+    Ok(())
+}
+
 store::backend_tests!(
     audit_append_and_list,
-    audited_changes_commit_with_their_entry
+    audited_changes_commit_with_their_entry,
+    optional_audit_entries_commit_with_their_change
 );

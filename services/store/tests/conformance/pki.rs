@@ -117,9 +117,9 @@ async fn tenant_cas_are_kept_per_tenant(db: &TestDb) -> anyhow::Result<()> {
         store.get_tenant_ca("beta", "aa01").await,
         Err(Error::NotFound { .. })
     ));
-    store.delete_tenant_ca("beta", "bb01").await?;
+    store.delete_tenant_ca("beta", "bb01", None).await?;
     assert!(matches!(
-        store.delete_tenant_ca("beta", "bb01").await,
+        store.delete_tenant_ca("beta", "bb01", None).await,
         Err(Error::NotFound { .. })
     ));
     store.delete_tenant("acme").await?;
@@ -141,17 +141,25 @@ async fn device_certificates_are_recorded_and_revoked(db: &TestDb) -> anyhow::Re
         not_before,
         not_after: not_before + Duration::days(365),
     };
-    let first = store.create_device_certificate(&new("0a1b", "d1")).await?;
+    let first = store
+        .create_device_certificate(&new("0a1b", "d1"), None)
+        .await?;
     assert_eq!(first.status, CertificateStatus::Active);
     assert_eq!((first.not_before, first.revoked_at), (not_before, None));
     // Rotation: several certificates per device; a serial once per tenant.
-    store.create_device_certificate(&new("0c2d", "d1")).await?;
+    store
+        .create_device_certificate(&new("0c2d", "d1"), None)
+        .await?;
     assert!(matches!(
-        store.create_device_certificate(&new("0a1b", "d1")).await,
+        store
+            .create_device_certificate(&new("0a1b", "d1"), None)
+            .await,
         Err(Error::AlreadyExists { .. })
     ));
     assert!(matches!(
-        store.create_device_certificate(&new("0e3f", "ghost")).await,
+        store
+            .create_device_certificate(&new("0e3f", "ghost"), None)
+            .await,
         Err(Error::NotFound { kind: "device", .. })
     ));
     let listed = store.list_device_certificates("acme", "d1").await?;
@@ -160,19 +168,26 @@ async fn device_certificates_are_recorded_and_revoked(db: &TestDb) -> anyhow::Re
 
     let at = Utc::now().trunc_subsecs(6);
     let revoked = store
-        .revoke_device_certificate("acme", "d1", "0a1b", "key_compromise", at)
+        .revoke_device_certificate("acme", "d1", "0a1b", "key_compromise", at, None)
         .await?;
     assert_eq!(revoked.status, CertificateStatus::Revoked);
     assert_eq!(revoked.revoked_at, Some(at));
     // Twice: the first time and reason stay.
     let again = store
-        .revoke_device_certificate("acme", "d1", "0a1b", "superseded", at + Duration::hours(1))
+        .revoke_device_certificate(
+            "acme",
+            "d1",
+            "0a1b",
+            "superseded",
+            at + Duration::hours(1),
+            None,
+        )
         .await?;
     assert_eq!(again, revoked);
     assert_eq!(again.revocation_reason.as_deref(), Some("key_compromise"));
     assert!(matches!(
         store
-            .revoke_device_certificate("acme", "d2", "0c2d", "unspecified", at)
+            .revoke_device_certificate("acme", "d2", "0c2d", "unspecified", at, None)
             .await,
         Err(Error::NotFound { .. })
     ));
@@ -214,8 +229,8 @@ async fn revocation_floors_per_device_and_tenant(db: &TestDb) -> anyhow::Result<
     assert_eq!(store.cert_floors("acme", "d1").await?.effective(), None);
     let t1 = Utc::now().trunc_subsecs(6);
     let t2 = t1 + Duration::minutes(5);
-    store.set_device_cert_floor("acme", "d1", t2).await?;
-    store.set_tenant_cert_floor("acme", t1).await?;
+    store.set_device_cert_floor("acme", "d1", t2, None).await?;
+    store.set_tenant_cert_floor("acme", t1, None).await?;
     let d1 = store.cert_floors("acme", "d1").await?;
     assert_eq!(
         (d1.tenant, d1.device, d1.effective()),
@@ -223,14 +238,14 @@ async fn revocation_floors_per_device_and_tenant(db: &TestDb) -> anyhow::Result<
     );
     assert_eq!(store.cert_floors("acme", "d2").await?.effective(), Some(t1));
     // A floor is replaced, not merged.
-    store.set_device_cert_floor("acme", "d1", t1).await?;
+    store.set_device_cert_floor("acme", "d1", t1, None).await?;
     assert_eq!(store.cert_floors("acme", "d1").await?.device, Some(t1));
     assert!(matches!(
-        store.set_device_cert_floor("acme", "ghost", t1).await,
+        store.set_device_cert_floor("acme", "ghost", t1, None).await,
         Err(Error::NotFound { kind: "device", .. })
     ));
     assert!(matches!(
-        store.set_tenant_cert_floor("nobody", t1).await,
+        store.set_tenant_cert_floor("nobody", t1, None).await,
         Err(Error::NotFound { kind: "tenant", .. })
     ));
     Ok(())
@@ -241,17 +256,19 @@ async fn ca_registration_codes_are_single_use(db: &TestDb) -> anyhow::Result<()>
     tenant(store, "acme").await?;
     let now = Utc::now();
     store
-        .create_ca_registration_code("acme", "c0de", now + Duration::minutes(10))
+        .create_ca_registration_code("acme", "c0de", now + Duration::minutes(10), None)
         .await?;
     store
-        .create_ca_registration_code("acme", "old", now - Duration::minutes(1))
+        .create_ca_registration_code("acme", "old", now - Duration::minutes(1), None)
         .await?;
     assert!(!store.take_ca_registration_code("beta", "c0de", now).await?);
     assert!(!store.take_ca_registration_code("acme", "old", now).await?);
     assert!(store.take_ca_registration_code("acme", "c0de", now).await?);
     assert!(!store.take_ca_registration_code("acme", "c0de", now).await?);
     assert!(matches!(
-        store.create_ca_registration_code("nobody", "x", now).await,
+        store
+            .create_ca_registration_code("nobody", "x", now, None)
+            .await,
         Err(Error::NotFound { .. })
     ));
     Ok(())
@@ -263,21 +280,21 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
     device(store, "acme", "d1").await?;
     assert_eq!(store.device_password_hash("acme", "d1").await?, None);
     store
-        .set_device_password("acme", "d1", "$argon2id$v=19$one")
+        .set_device_password("acme", "d1", "$argon2id$v=19$one", None)
         .await?;
     store
-        .set_device_password("acme", "d1", "$argon2id$v=19$two")
+        .set_device_password("acme", "d1", "$argon2id$v=19$two", None)
         .await?;
     assert_eq!(
         store.device_password_hash("acme", "d1").await?.as_deref(),
         Some("$argon2id$v=19$two")
     );
     assert!(matches!(
-        store.set_device_password("acme", "ghost", "h").await,
+        store.set_device_password("acme", "ghost", "h", None).await,
         Err(Error::NotFound { .. })
     ));
-    assert!(store.delete_device_password("acme", "d1").await?);
-    assert!(!store.delete_device_password("acme", "d1").await?);
+    assert!(store.delete_device_password("acme", "d1", None).await?);
+    assert!(!store.delete_device_password("acme", "d1", None).await?);
 
     let new = NewServiceCredential {
         id: "sc1".into(),
@@ -288,7 +305,7 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
         publish: vec!["commands/#".into()],
         subscribe: vec!["devices/+/state/#".into(), "devices/+/status".into()],
     };
-    let created = store.create_service_credential(&new).await?;
+    let created = store.create_service_credential(&new, None).await?;
     assert_eq!(
         (created.publish.clone(), created.subscribe.clone()),
         (new.publish.clone(), new.subscribe.clone())
@@ -300,7 +317,7 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
         ..new.clone()
     };
     assert!(matches!(
-        store.create_service_credential(&taken_name).await,
+        store.create_service_credential(&taken_name, None).await,
         Err(Error::AlreadyExists { .. })
     ));
     let taken_user = NewServiceCredential {
@@ -309,7 +326,7 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
         ..new.clone()
     };
     assert!(matches!(
-        store.create_service_credential(&taken_user).await,
+        store.create_service_credential(&taken_user, None).await,
         Err(Error::AlreadyExists { .. })
     ));
     assert_eq!(
@@ -320,11 +337,11 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
     );
     assert_eq!(store.list_service_credentials("acme").await?, vec![created]);
     assert!(matches!(
-        store.delete_service_credential("beta", "sc1").await,
+        store.delete_service_credential("beta", "sc1", None).await,
         Err(Error::NotFound { .. })
     ));
     assert_eq!(
-        store.delete_service_credential("acme", "sc1").await?,
+        store.delete_service_credential("acme", "sc1", None).await?,
         "ingest"
     );
     assert_eq!(
@@ -346,15 +363,17 @@ async fn acl_policies_put_get_list_delete(db: &TestDb) -> anyhow::Result<()> {
             .unwrap()
     };
     let first = store
-        .put_acl_policy("acme", "device", &doc("devices/${device}/#"))
+        .put_acl_policy("acme", "device", &doc("devices/${device}/#"), None)
         .await?;
     let second = store
-        .put_acl_policy("acme", "device", &doc("devices/${device}/up"))
+        .put_acl_policy("acme", "device", &doc("devices/${device}/up"), None)
         .await?;
     assert_eq!(second.created_at, first.created_at);
     assert!(second.updated_at >= first.updated_at);
     assert_eq!(second.document, doc("devices/${device}/up"));
-    store.put_acl_policy("acme", "backend", &doc("#")).await?;
+    store
+        .put_acl_policy("acme", "backend", &doc("#"), None)
+        .await?;
     let names: Vec<_> = store
         .list_acl_policies("acme")
         .await?
@@ -364,16 +383,18 @@ async fn acl_policies_put_get_list_delete(db: &TestDb) -> anyhow::Result<()> {
     assert_eq!(names, ["backend", "device"]);
     assert_eq!(store.get_acl_policy("acme", "device").await?, second);
     assert!(matches!(
-        store.put_acl_policy("nobody", "device", &doc("#")).await,
+        store
+            .put_acl_policy("nobody", "device", &doc("#"), None)
+            .await,
         Err(Error::NotFound { kind: "tenant", .. })
     ));
-    store.delete_acl_policy("acme", "device").await?;
+    store.delete_acl_policy("acme", "device", None).await?;
     assert!(matches!(
         store.get_acl_policy("acme", "device").await,
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        store.delete_acl_policy("acme", "device").await,
+        store.delete_acl_policy("acme", "device", None).await,
         Err(Error::NotFound { .. })
     ));
     Ok(())

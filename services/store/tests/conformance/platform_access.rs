@@ -20,18 +20,18 @@ fn credential(id: &str, name: &str) -> NewPlatformCredential {
 async fn platform_credentials_create_find_list_delete(db: &TestDb) -> anyhow::Result<()> {
     let store = db.store();
     let made = store
-        .create_platform_credential(&credential("c1", "ops"))
+        .create_platform_credential(&credential("c1", "ops"), None)
         .await?;
     assert_eq!(made.username, "platform:ops");
     assert_eq!(made.subscribe, ["+/devices/+/status"]);
     assert!(matches!(
         store
-            .create_platform_credential(&credential("c2", "ops"))
+            .create_platform_credential(&credential("c2", "ops"), None)
             .await,
         Err(Error::AlreadyExists { .. })
     ));
     store
-        .create_platform_credential(&credential("c3", "audit"))
+        .create_platform_credential(&credential("c3", "audit"), None)
         .await?;
     let found = store
         .platform_credential_by_username("platform:ops")
@@ -50,9 +50,12 @@ async fn platform_credentials_create_find_list_delete(db: &TestDb) -> anyhow::Re
         .map(|c| c.name)
         .collect();
     assert_eq!(names, ["audit", "ops"]);
-    assert_eq!(store.delete_platform_credential("c1").await?.name, "ops");
+    assert_eq!(
+        store.delete_platform_credential("c1", None).await?.name,
+        "ops"
+    );
     assert!(matches!(
-        store.delete_platform_credential("c1").await,
+        store.delete_platform_credential("c1", None).await,
         Err(Error::NotFound { .. })
     ));
     assert!(
@@ -76,13 +79,13 @@ async fn tenant_ids_and_topic_rules(db: &TestDb) -> anyhow::Result<()> {
         forbid_spaces: true,
         max_catch_all_subscriptions: Some(0),
     };
-    store.set_topic_rules("alpha", &rules).await?;
+    store.set_topic_rules("alpha", &rules, None).await?;
     assert_eq!(store.topic_rules("alpha").await?, rules);
     let relaxed = TopicRules {
         max_catch_all_subscriptions: Some(2),
         ..TopicRules::default()
     };
-    store.set_topic_rules("alpha", &relaxed).await?;
+    store.set_topic_rules("alpha", &relaxed, None).await?;
     assert_eq!(store.topic_rules("alpha").await?, relaxed);
     assert_eq!(store.topic_rules("beta").await?, TopicRules::default());
     assert_eq!(
@@ -94,7 +97,7 @@ async fn tenant_ids_and_topic_rules(db: &TestDb) -> anyhow::Result<()> {
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
-        store.set_topic_rules("gamma", &rules).await,
+        store.set_topic_rules("gamma", &rules, None).await,
         Err(Error::NotFound { .. })
     ));
     // Rules go with their tenant.

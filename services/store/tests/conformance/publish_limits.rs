@@ -23,10 +23,10 @@ async fn device_beats_tenant_and_both_go_with_their_owner(db: &TestDb) -> anyhow
         bytes_burst: None,
     };
     store
-        .put_tenant_publish_limits("acme", &tenant_default)
+        .put_tenant_publish_limits("acme", &tenant_default, None)
         .await?;
     let stored = store
-        .put_device_publish_limits("acme", "d1", &device)
+        .put_device_publish_limits("acme", "d1", &device, None)
         .await?;
     assert_eq!(stored.settings, device);
     assert_eq!(store.get_device_publish_limits("acme", "d1").await?, stored);
@@ -44,36 +44,38 @@ async fn device_beats_tenant_and_both_go_with_their_owner(db: &TestDb) -> anyhow
         ..Default::default()
     };
     store
-        .put_device_publish_limits("acme", "d1", &fewer)
+        .put_device_publish_limits("acme", "d1", &fewer, None)
         .await?;
     assert_eq!(
         store.effective_publish_limits("acme", "d1").await?,
         Some(fewer)
     );
-    store.delete_device_publish_limits("acme", "d1").await?;
+    store
+        .delete_device_publish_limits("acme", "d1", None)
+        .await?;
     assert_eq!(
         store.effective_publish_limits("acme", "d1").await?,
         Some(tenant_default)
     );
     assert!(matches!(
-        store.delete_device_publish_limits("acme", "d1").await,
+        store.delete_device_publish_limits("acme", "d1", None).await,
         Err(Error::NotFound { .. })
     ));
     assert!(matches!(
         store
-            .put_device_publish_limits("acme", "nope", &device)
+            .put_device_publish_limits("acme", "nope", &device, None)
             .await,
         Err(Error::NotFound { kind: "device", .. })
     ));
     assert!(matches!(
         store
-            .put_tenant_publish_limits("nope", &tenant_default)
+            .put_tenant_publish_limits("nope", &tenant_default, None)
             .await,
         Err(Error::NotFound { kind: "tenant", .. })
     ));
     // An override goes with its device.
     store
-        .put_device_publish_limits("acme", "d2", &device)
+        .put_device_publish_limits("acme", "d2", &device, None)
         .await?;
     store.delete_device("acme", "d2").await?;
     store.create_device("acme", &NewDevice::new("d2")).await?;
@@ -81,7 +83,7 @@ async fn device_beats_tenant_and_both_go_with_their_owner(db: &TestDb) -> anyhow
         store.effective_publish_limits("acme", "d2").await?,
         Some(tenant_default)
     );
-    store.delete_tenant_publish_limits("acme").await?;
+    store.delete_tenant_publish_limits("acme", None).await?;
     assert!(matches!(
         store.get_tenant_publish_limits("acme").await,
         Err(Error::NotFound { .. })
