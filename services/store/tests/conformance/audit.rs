@@ -1,9 +1,10 @@
 //! The audit log: append, list per tenant and platform-wide, newest first.
 
+use chrono::Utc;
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    Device, DevicePatch, Error, NewAuditEntry, NewDevice, NewPlatformCredential,
+    Device, DevicePatch, DeviceState, Error, NewAuditEntry, NewDevice, NewPlatformCredential,
     NewServiceCredential, NewTenant, NewWebhookEndpoint, Page, PlatformCredential, PolicyDocument,
     TenantPatch, WebhookEndpoint,
 };
@@ -274,6 +275,16 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
     store
         .put_acl_policy("acme", "p1", &document, Some(&entry("policy.put")))
         .await?;
+    // A desired state entry gives the version the store sets.
+    store.create_device("acme", &NewDevice::new("sd")).await?;
+    let versioned = |s: &DeviceState| NewAuditEntry {
+        details: json!({ "version": s.desired_version }),
+        ..entry("state.desired")
+    };
+    let led = json!({"led": true});
+    store
+        .merge_desired("acme", "sd", &led, None, Utc::now(), Some(&versioned))
+        .await?;
     // A webhook endpoint's entry names the id the store makes.
     let hook = |url: &str| NewWebhookEndpoint {
         tenant_id: "acme".into(),
@@ -388,9 +399,11 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
             "wh.delete",
             "wh.create",
             "wh.create",
+            "state.desired",
             "policy.put"
         ]
     );
+    assert_eq!(entries[7].details, json!({ "version": 1 }));
     assert_eq!(entries[0].details, json!({ "created": 2 }));
     assert_eq!(entries[1].details, json!({ "name": "ops" }));
     assert_eq!(
@@ -485,6 +498,15 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
         .map(|e| e.url)
         .collect();
     assert_eq!(hooks, ["https://example.com/b"]);
+    let fan = json!({"fan": 2});
+    assert!(
+        store
+            .merge_desired("acme", "sd", &fan, None, Utc::now(), Some(&versioned))
+            .await
+            .is_err()
+    );
+    let desired = store.get_device_state("acme", "sd").await?;
+    assert_eq!((desired.desired, desired.desired_version), (led, 1));
     // Without an entry the same changes still work.
     store.put_acl_policy("acme", "p2", &other, None).await?;
     store
