@@ -313,13 +313,16 @@ mod tests {
                 .unwrap();
         }
         store
-            .create_webhook_endpoint(&store::NewWebhookEndpoint {
-                tenant_id: "acme".into(),
-                url: "https://example.com/hook".into(),
-                event_types: vec!["device.*".into(), "message.published".into()],
-                topic_filter: Some("devices/+/temp".into()),
-                secret: "whsec_c2VjcmV0".into(),
-            })
+            .create_webhook_endpoint(
+                &store::NewWebhookEndpoint {
+                    tenant_id: "acme".into(),
+                    url: "https://example.com/hook".into(),
+                    event_types: vec!["device.*".into(), "message.published".into()],
+                    topic_filter: Some("devices/+/temp".into()),
+                    secret: "whsec_c2VjcmV0".into(),
+                },
+                None,
+            )
             .await
             .unwrap();
         let routes = webhooks::MessageRoutes::load(store.clone()).await.unwrap();

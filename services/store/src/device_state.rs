@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
+use crate::audit::commit_audited;
 use crate::codec::Ts;
 use crate::error::{Violation, violation};
-use crate::{Error, Store};
+use crate::{AuditOf, Error, Store};
 
 const KIND: &str = "device state";
 /// Lost races before giving up with `VersionConflict`: only a device
@@ -138,11 +139,15 @@ macro_rules! state_columns {
     };
 }
 
-/// Which half of the document a merge changes.
+/// Which half of the document a merge changes, with what only desired
+/// changes have: an `If-Match` version and an audit entry.
 #[derive(Clone, Copy)]
-enum Side {
+enum Side<'a> {
     Reported,
-    Desired,
+    Desired {
+        expected_version: Option<i64>,
+        audit: Option<AuditOf<'a, DeviceState>>,
+    },
 }
 
 fn qualified(tenant_id: &str, device_id: &str) -> String {
@@ -189,13 +194,15 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<DeviceState, Error> {
         require_object(patch)?;
-        self.merge(tenant_id, device_id, Side::Reported, patch, None, at)
+        self.merge(tenant_id, device_id, Side::Reported, patch, at)
             .await
     }
 
     /// Merges `patch` (a JSON object, RFC 7386) into desired and bumps its
     /// version. With `expected_version` (`If-Match`), the merge happens
     /// only if desired is still at that version, else `VersionConflict`.
+    /// With `audit`, the entry it makes of the new document (whose version
+    /// is set here) is written in the same transaction as the merge.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id))]
     pub async fn merge_desired(
         &self,
@@ -204,17 +211,14 @@ impl Store {
         patch: &Value,
         expected_version: Option<i64>,
         at: DateTime<Utc>,
+        audit: Option<AuditOf<'_, DeviceState>>,
     ) -> Result<DeviceState, Error> {
         require_object(patch)?;
-        self.merge(
-            tenant_id,
-            device_id,
-            Side::Desired,
-            patch,
+        let side = Side::Desired {
             expected_version,
-            at,
-        )
-        .await
+            audit,
+        };
+        self.merge(tenant_id, device_id, side, patch, at).await
     }
 
     /// Records that the device published something on its reported topic
@@ -316,12 +320,18 @@ impl Store {
         &self,
         tenant_id: &str,
         device_id: &str,
-        side: Side,
+        side: Side<'_>,
         patch: &Value,
-        expected_version: Option<i64>,
         at: DateTime<Utc>,
     ) -> Result<DeviceState, Error> {
         self.ensure_state_row(tenant_id, device_id).await?;
+        let (expected_version, audit) = match side {
+            Side::Reported => (None, None),
+            Side::Desired {
+                expected_version,
+                audit,
+            } => (expected_version, audit),
+        };
         let sql = match side {
             Side::Reported => concat!(
                 "UPDATE device_state SET reported = $3, reported_version = $4 + 1, ",
@@ -329,7 +339,7 @@ impl Store {
                 "AND device_id = $2 AND reported_version = $4 RETURNING ",
                 state_columns!()
             ),
-            Side::Desired => concat!(
+            Side::Desired { .. } => concat!(
                 "UPDATE device_state SET desired = $3, desired_version = $4 + 1, ",
                 "desired_at = $5 WHERE tenant_id = $1 ",
                 "AND device_id = $2 AND desired_version = $4 RETURNING ",
@@ -344,7 +354,7 @@ impl Store {
                 .ok_or_else(|| device_not_found(tenant_id, device_id))?;
             let (mut doc, version) = match side {
                 Side::Reported => (current.reported, current.reported_version),
-                Side::Desired => (current.desired, current.desired_version),
+                Side::Desired { .. } => (current.desired, current.desired_version),
             };
             last_seen = version;
             if let Some(expected) = expected_version
@@ -353,16 +363,33 @@ impl Store {
                 return Err(conflict(tenant_id, device_id, expected, version));
             }
             merge_patch(&mut doc, patch);
-            let row = on_pool!(self, pool => sqlx::query_as::<_, StateRow>(sql)
-                .bind(tenant_id)
-                .bind(device_id)
-                .bind(Json(&doc))
-                .bind(version)
-                .bind(Ts(at))
-                .fetch_optional(pool)
-                .await?);
-            if let Some(row) = row {
-                return Ok(row.into());
+            macro_rules! write {
+                ($conn:expr) => {
+                    sqlx::query_as::<_, StateRow>(sql)
+                        .bind(tenant_id)
+                        .bind(device_id)
+                        .bind(Json(&doc))
+                        .bind(version)
+                        .bind(Ts(at))
+                        .fetch_optional($conn)
+                        .await?
+                        .map(DeviceState::from)
+                };
+            }
+            // Reported state (the MQTT hot path) has no entry and needs
+            // no transaction.
+            let written = match audit {
+                None => on_pool!(self, pool => write!(pool)),
+                Some(audit) => on_pool!(self, pool => {
+                    let mut tx = pool.begin().await?;
+                    let written = write!(&mut *tx);
+                    let entry = written.as_ref().map(audit);
+                    commit_audited!(tx, written.is_some(), entry.as_ref());
+                    written
+                }),
+            };
+            if let Some(state) = written {
+                return Ok(state);
             }
             // Another writer got in between: read again.
         }

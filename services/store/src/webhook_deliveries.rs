@@ -10,10 +10,11 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 
+use crate::audit::{append_audit_in, audited_tx};
 use crate::codec::{Ts, now};
 use crate::webhook_claims::prefixed_outbox_columns;
 use crate::webhook_outbox::OutboxRow;
-use crate::{Error, NewOutboxEvent, OutboxEvent, Store};
+use crate::{AuditOf, Error, NewAuditEntry, NewOutboxEvent, OutboxEvent, Store};
 
 const KIND: &str = "webhook delivery";
 
@@ -428,30 +429,45 @@ impl Store {
 
     /// Send a delivery again from the start of the schedule (a finished one
     /// as well as a pending one, which becomes due now). One being sent
-    /// right now is left alone.
+    /// right now is left alone. With `audit`, the entry is written in the
+    /// same transaction (when the delivery exists).
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, delivery_id = id))]
     pub async fn redeliver_webhook_delivery(
         &self,
         tenant_id: &str,
         id: i64,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<WebhookDelivery, Error> {
         const SQL: &str = concat!(
             "UPDATE webhook_deliveries SET status = 'pending', attempts = 0, batch_open = FALSE, ",
             "next_attempt_at = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $2 ",
             "AND status <> 'delivering'"
         );
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .bind(Ts(now()))
-            .execute(pool)
-            .await?
-            .rows_affected());
-        self.get_webhook_delivery(tenant_id, id).await
+        const GET: &str = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
+        );
+        let row = audited_tx!(self, audit, Option::is_some, tx => {
+            sqlx::query(SQL)
+                .bind(tenant_id)
+                .bind(id)
+                .bind(Ts(now()))
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query_as::<_, DeliveryRow>(GET)
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?
+        });
+        row.ok_or_else(|| not_found(id))?.try_into()
     }
 
     /// Queue a delivery of one event to one endpoint only, bypassing the
     /// fan-out (a test ping). The event is stored as already dispatched.
+    /// With `audit`, the entry it makes of the new delivery (whose id is
+    /// made here) is written in the same transaction.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %endpoint_id))]
     pub async fn enqueue_direct_delivery(
         &self,
@@ -459,6 +475,7 @@ impl Store {
         endpoint_id: &str,
         event_type: &str,
         payload: serde_json::Value,
+        audit: Option<AuditOf<'_, WebhookDelivery>>,
     ) -> Result<WebhookDelivery, Error> {
         // Checks the endpoint is the tenant's.
         self.get_webhook_endpoint(tenant_id, endpoint_id).await?;
@@ -480,6 +497,11 @@ impl Store {
             "INSERT INTO webhook_delivery_events (delivery_id, position, event_id) ",
             "VALUES ($1, 0, $2)"
         );
+        const GET: &str = concat!(
+            "SELECT ",
+            delivery_columns!(),
+            " FROM webhook_deliveries WHERE id = $1"
+        );
         let at = Ts(now());
         macro_rules! body {
             ($conn:expr) => {{
@@ -500,10 +522,18 @@ impl Store {
                     .bind(event_id)
                     .execute(&mut *$conn)
                     .await?;
-                id
+                let delivery: WebhookDelivery = sqlx::query_as::<_, DeliveryRow>(GET)
+                    .bind(id)
+                    .fetch_one(&mut *$conn)
+                    .await?
+                    .try_into()?;
+                if let Some(audit) = audit {
+                    append_audit_in!(&mut *$conn, &audit(&delivery))?;
+                }
+                delivery
             }};
         }
-        let id = match &mut tx {
+        let delivery = match &mut tx {
             crate::StoreTx::Sqlite(tx) => {
                 let conn: &mut sqlx::SqliteConnection = tx;
                 body!(conn)
@@ -514,7 +544,7 @@ impl Store {
             }
         };
         tx.commit().await?;
-        self.get_webhook_delivery(tenant_id, id).await
+        Ok(delivery)
     }
 
     /// Delete finished deliveries (delivered or failed) last touched before

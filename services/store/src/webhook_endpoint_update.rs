@@ -1,10 +1,11 @@
-//! Changing where an endpoint points and what it receives.
+//! Changing where an endpoint points, what it receives and whether it is on.
 
 use sqlx::types::Json;
 
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::webhook_endpoints::{EndpointRow, endpoint_columns};
-use crate::{Error, Store, WebhookEndpoint};
+use crate::{Error, NewAuditEntry, Store, WebhookEndpoint};
 
 /// What to change in an endpoint; `None` keeps the stored value.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,35 +15,60 @@ pub struct WebhookEndpointChange {
     pub event_types: Option<Vec<String>>,
     /// `Some(None)` removes the filter.
     pub topic_filter: Option<Option<String>>,
+    /// Enable or disable it by hand; enabling also clears the failure run
+    /// and the reason the platform disabled it for.
+    pub enabled: Option<bool>,
 }
 
 impl Store {
-    /// Apply `change` to the endpoint; `NotFound` if the tenant has no
-    /// endpoint `id`. Deliveries already queued keep their target.
+    /// Apply `change` to the endpoint (an empty change leaves it untouched,
+    /// `updated_at` included); `NotFound` if the tenant has no endpoint
+    /// `id`. Deliveries already queued keep their target. With `audit`, the
+    /// entry is written in the same transaction.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %id))]
     pub async fn update_webhook_endpoint(
         &self,
         tenant_id: &str,
         id: &str,
         change: &WebhookEndpointChange,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<WebhookEndpoint, Error> {
+        const GET: &str = concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2"
+        );
+        // `CASE WHEN NULL` takes the ELSE branch: no `enabled`, no change.
         const SQL: &str = concat!(
             "UPDATE webhook_endpoints SET url = COALESCE($3, url), ",
             "event_types = COALESCE($4, event_types), ",
-            "topic_filter = CASE WHEN $5 THEN $6 ELSE topic_filter END, updated_at = $7 ",
-            "WHERE tenant_id = $1 AND id = $2 RETURNING ",
+            "topic_filter = CASE WHEN $5 THEN $6 ELSE topic_filter END, ",
+            "enabled = COALESCE($8, enabled), ",
+            "consecutive_failures = CASE WHEN $8 THEN 0 ELSE consecutive_failures END, ",
+            "disabled_reason = CASE WHEN $8 THEN NULL ELSE disabled_reason END, ",
+            "updated_at = $7 WHERE tenant_id = $1 AND id = $2 RETURNING ",
             endpoint_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .bind(change.url.as_deref())
-            .bind(change.event_types.as_ref().map(Json))
-            .bind(change.topic_filter.is_some())
-            .bind(change.topic_filter.clone().flatten())
-            .bind(Ts(now()))
-            .fetch_optional(pool)
-            .await?);
+        let unchanged = *change == WebhookEndpointChange::default();
+        let row = audited_tx!(self, audit, Option::is_some, tx => if unchanged {
+            sqlx::query_as::<_, EndpointRow>(GET)
+                .bind(tenant_id)
+                .bind(id)
+                .fetch_optional(tx)
+                .await?
+        } else {
+            sqlx::query_as::<_, EndpointRow>(SQL)
+                .bind(tenant_id)
+                .bind(id)
+                .bind(change.url.as_deref())
+                .bind(change.event_types.as_ref().map(Json))
+                .bind(change.topic_filter.is_some())
+                .bind(change.topic_filter.clone().flatten())
+                .bind(Ts(now()))
+                .bind(change.enabled)
+                .fetch_optional(tx)
+                .await?
+        });
         row.map(WebhookEndpoint::from)
             .ok_or_else(|| Error::NotFound {
                 kind: "webhook",

@@ -11,9 +11,10 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
+use crate::audit::{audited_tx, commit_audited};
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
-use crate::{Error, Store};
+use crate::{AuditOf, Error, NewAuditEntry, Store};
 
 const KIND: &str = "webhook";
 
@@ -143,12 +144,14 @@ macro_rules! endpoint_columns {
 pub(crate) use endpoint_columns;
 
 impl Store {
-    /// Create an enabled endpoint. `NotFound` (tenant) if the tenant does
-    /// not exist.
+    /// Create an enabled endpoint. With `audit`, the entry it makes of the
+    /// new endpoint (whose id is made here) is written in the same
+    /// transaction. `NotFound` (tenant) if the tenant does not exist.
     #[tracing::instrument(skip_all, fields(tenant = %new.tenant_id))]
     pub async fn create_webhook_endpoint(
         &self,
         new: &NewWebhookEndpoint,
+        audit: Option<AuditOf<'_, WebhookEndpoint>>,
     ) -> Result<WebhookEndpoint, Error> {
         const SQL: &str = concat!(
             "INSERT INTO webhook_endpoints (id, tenant_id, url, event_types, topic_filter, ",
@@ -157,18 +160,25 @@ impl Store {
             endpoint_columns!()
         );
         let id = format!("wh_{}", uuid::Uuid::now_v7().simple());
-        let result = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(&id)
-            .bind(&new.tenant_id)
-            .bind(&new.url)
-            .bind(Json(&new.event_types))
-            .bind(new.topic_filter.as_deref())
-            .bind(&new.secret)
-            .bind(Ts(now()))
-            .fetch_one(pool)
-            .await);
+        let result = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let created = sqlx::query_as::<_, EndpointRow>(SQL)
+                .bind(&id)
+                .bind(&new.tenant_id)
+                .bind(&new.url)
+                .bind(Json(&new.event_types))
+                .bind(new.topic_filter.as_deref())
+                .bind(&new.secret)
+                .bind(Ts(now()))
+                .fetch_one(&mut *tx)
+                .await
+                .map(WebhookEndpoint::from);
+            let entry = created.as_ref().ok().zip(audit).map(|(e, audit)| audit(e));
+            commit_audited!(tx, created.is_ok(), entry.as_ref());
+            created
+        });
         match result {
-            Ok(row) => Ok(row.into()),
+            Ok(endpoint) => Ok(endpoint),
             Err(e) => Err(match violation(&e) {
                 Some(Violation::ForeignKey) => Error::NotFound {
                     kind: "tenant",
@@ -265,6 +275,7 @@ impl Store {
 
     /// Replace the secret with `new_secret`; the old one keeps signing
     /// (a second signature on every request) until `previous_expires_at`.
+    /// With `audit`, the entry is written in the same transaction.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %id))]
     pub async fn rotate_webhook_secret(
         &self,
@@ -272,6 +283,7 @@ impl Store {
         id: &str,
         new_secret: &str,
         previous_expires_at: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
     ) -> Result<WebhookEndpoint, Error> {
         const SQL: &str = concat!(
             "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3, ",
@@ -279,25 +291,31 @@ impl Store {
             "WHERE tenant_id = $1 AND id = $2 RETURNING ",
             endpoint_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
+        let row = audited_tx!(self, audit, Option::is_some, tx => sqlx::query_as::<_, EndpointRow>(SQL)
             .bind(tenant_id)
             .bind(id)
             .bind(new_secret)
             .bind(Ts(previous_expires_at))
             .bind(Ts(now()))
-            .fetch_optional(pool)
+            .fetch_optional(tx)
             .await?);
         row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
     }
 
-    /// Delete an endpoint with its deliveries and their attempts.
+    /// Delete an endpoint with its deliveries and their attempts. With
+    /// `audit`, the entry is written in the same transaction.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, webhook_id = %id))]
-    pub async fn delete_webhook_endpoint(&self, tenant_id: &str, id: &str) -> Result<(), Error> {
+    pub async fn delete_webhook_endpoint(
+        &self,
+        tenant_id: &str,
+        id: &str,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2";
-        let deleted = on_pool!(self, pool => sqlx::query(SQL)
+        let deleted = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
             .bind(tenant_id)
             .bind(id)
-            .execute(pool)
+            .execute(tx)
             .await?
             .rows_affected());
         if deleted == 0 {

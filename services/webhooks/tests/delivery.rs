@@ -43,6 +43,7 @@ async fn signatures_verify_during_rotation(db: &TestDb) {
         "acme",
         &hook.id,
         Utc::now() + chrono::Duration::hours(1),
+        None,
     )
     .await
     .unwrap();
@@ -173,7 +174,7 @@ async fn redeliver_and_ping(db: &TestDb) {
         .await
         .unwrap()
         .remove(0);
-    webhooks::redeliver(store, "acme", delivery.id)
+    webhooks::redeliver(store, "acme", delivery.id, None)
         .await
         .unwrap();
     worker.wake();
@@ -183,7 +184,7 @@ async fn redeliver_and_ping(db: &TestDb) {
     assert_eq!(got[0].body, got[1].body);
     assert!(verifies(&hook.secret, &got[1]));
 
-    let ping = webhooks::send_test_ping(store, "acme", &hook.id)
+    let ping = webhooks::send_test_ping(store, "acme", &hook.id, None)
         .await
         .unwrap();
     worker.wake();
@@ -214,7 +215,7 @@ async fn private_urls_are_refused(db: &TestDb) {
             event_types: vec!["*".into()],
             topic_filter: None,
         };
-        let err = webhooks::create_endpoint(store, &strict, "acme", &request)
+        let err = webhooks::create_endpoint(store, &strict, "acme", &request, None)
             .await
             .unwrap_err();
         assert!(

@@ -172,7 +172,7 @@ async fn message_routes_follow_the_endpoints(db: &TestDb) {
     routes.reload(None).await.unwrap();
     assert!(!routes.wants("acme", "devices/d1/temp"), "disabled");
     store
-        .delete_webhook_endpoint("acme", &lifecycle.id)
+        .delete_webhook_endpoint("acme", &lifecycle.id, None)
         .await
         .unwrap();
     endpoint(store, addr, "all", &["*"], None).await;

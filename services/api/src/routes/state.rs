@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use store::{DeviceState, PresenceStatus, RetainedMessage};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
 use crate::auth::{Access, Principal};
 use crate::device_io::RecentMessage;
 use crate::{ApiError, ApiJson, AppState};
@@ -268,9 +268,19 @@ pub(crate) async fn put_desired(
         .commands
         .clone()
         .ok_or_else(|| ApiError::unavailable("MQTT not available"))?;
+    // The entry gives the new version, which the store sets.
+    let stored = |document: &DeviceState| {
+        let event = Event {
+            tenant: Some(&t),
+            action: "device.state.desired",
+            target: format!("tenants/{t}/devices/{d}/state"),
+            details: json!({ "version": document.desired_version }),
+        };
+        entry(&who, &request_id, event)
+    };
     let document = state
         .store
-        .merge_desired(&t, &d, &patch, expected, Utc::now())
+        .merge_desired(&t, &d, &patch, expected, Utc::now(), Some(&stored))
         .await?;
     let topic = format!("commands/{d}/state/desired");
     let payload = serde_json::to_vec(&document.desired).map_err(ApiError::internal)?;
@@ -285,18 +295,6 @@ pub(crate) async fn put_desired(
             source: Some(Box::new(e)),
         })?;
     tracing::info!(tenant = %t, device = %d, version = document.desired_version, "desired state published");
-    record(
-        &state,
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.state.desired",
-            target: format!("tenants/{t}/devices/{d}/state"),
-            details: json!({ "version": document.desired_version }),
-        },
-    )
-    .await?;
     state
         .events
         .publish_device(

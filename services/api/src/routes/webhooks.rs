@@ -11,10 +11,12 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange};
+use store::{
+    DeliveryStatus, NewAuditEntry, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange,
+};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, record};
+use super::audit::{Event, RequestId, entry};
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState};
 
@@ -200,23 +202,23 @@ fn target(t: &str, w: &str) -> String {
     format!("tenants/{t}/webhooks/{w}")
 }
 
-/// Record a webhook change of tenant `t` in the audit log.
-async fn audit(
-    state: &AppState,
+/// The audit entry of a webhook change of tenant `t`, for the store to
+/// write in the change's own transaction.
+fn audit(
     who: &Principal,
     request_id: &RequestId,
     t: &str,
     action: &'static str,
     target: String,
     details: serde_json::Value,
-) -> Result<(), ApiError> {
+) -> NewAuditEntry {
     let event = Event {
         tenant: Some(t),
         action,
         target,
         details,
     };
-    record(state, who, request_id, event).await
+    entry(who, request_id, event)
 }
 
 /// Register an endpoint (tenant-admin). The secret is in this response only.
@@ -244,19 +246,26 @@ pub(crate) async fn create(
         event_types: body.events,
         topic_filter: body.topic_filter,
     };
-    let endpoint =
-        webhooks::create_endpoint(&state.store, &state.webhook_url_policy, &t, &request).await?;
-    state.webhooks_changed(&t).await;
-    audit(
-        &state,
-        &who,
-        &request_id,
+    // The entry names the endpoint, whose id the store makes.
+    let created = |endpoint: &WebhookEndpoint| {
+        audit(
+            &who,
+            &request_id,
+            &t,
+            "webhook.create",
+            target(&t, &endpoint.id),
+            json!({ "url": endpoint.url, "events": endpoint.event_types }),
+        )
+    };
+    let endpoint = webhooks::create_endpoint(
+        &state.store,
+        &state.webhook_url_policy,
         &t,
-        "webhook.create",
-        target(&t, &endpoint.id),
-        json!({ "url": endpoint.url, "events": endpoint.event_types }),
+        &request,
+        Some(&created),
     )
     .await?;
+    state.webhooks_changed(&t).await;
     Ok((StatusCode::CREATED, ApiJson(endpoint.into())))
 }
 
@@ -316,35 +325,33 @@ pub(crate) async fn update(
         url: body.url,
         event_types: body.events,
         topic_filter: body.topic_filter,
+        enabled: body.enabled,
     };
     let details = json!({
-        "enabled": body.enabled,
+        "enabled": change.enabled,
         "url": change.url,
         "events": change.event_types,
         "topic_filter": change.topic_filter.is_some(),
     });
-    let mut endpoint = if change == WebhookEndpointChange::default() {
-        state.store.get_webhook_endpoint(&t, &w).await?
-    } else {
-        webhooks::update_endpoint(&state.store, &state.webhook_url_policy, &t, &w, &change).await?
-    };
-    if let Some(enabled) = body.enabled {
-        endpoint = state
-            .store
-            .set_webhook_endpoint_enabled(&t, &w, enabled)
-            .await?;
-    }
-    state.webhooks_changed(&t).await;
-    audit(
-        &state,
+    let entry = audit(
         &who,
         &request_id,
         &t,
         "webhook.update",
         target(&t, &w),
         details,
+    );
+    // The change, the enabled flag and the entry commit together.
+    let endpoint = webhooks::update_endpoint(
+        &state.store,
+        &state.webhook_url_policy,
+        &t,
+        &w,
+        &change,
+        Some(&entry),
     )
     .await?;
+    state.webhooks_changed(&t).await;
     Ok(ApiJson(endpoint.into()))
 }
 
@@ -361,18 +368,19 @@ pub(crate) async fn remove(
     Path((t, w)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    state.store.delete_webhook_endpoint(&t, &w).await?;
-    state.webhooks_changed(&t).await;
-    audit(
-        &state,
+    let entry = audit(
         &who,
         &request_id,
         &t,
         "webhook.delete",
         target(&t, &w),
         json!({}),
-    )
-    .await?;
+    );
+    state
+        .store
+        .delete_webhook_endpoint(&t, &w, Some(&entry))
+        .await?;
+    state.webhooks_changed(&t).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -391,17 +399,16 @@ pub(crate) async fn rotate(
 ) -> Result<ApiJson<WebhookWithSecret>, ApiError> {
     who.require(&t, Access::Admin)?;
     let overlap_until = Utc::now() + ChronoDuration::hours(ROTATION_OVERLAP_HOURS);
-    let endpoint = webhooks::rotate_secret(&state.store, &t, &w, overlap_until).await?;
-    audit(
-        &state,
+    let entry = audit(
         &who,
         &request_id,
         &t,
         "webhook.rotate_secret",
         target(&t, &w),
         json!({ "previous_valid_until": overlap_until }),
-    )
-    .await?;
+    );
+    let endpoint =
+        webhooks::rotate_secret(&state.store, &t, &w, overlap_until, Some(&entry)).await?;
     Ok(ApiJson(endpoint.into()))
 }
 
@@ -419,17 +426,18 @@ pub(crate) async fn test_ping(
 ) -> Result<(StatusCode, ApiJson<Delivery>), ApiError> {
     who.require(&t, Access::Admin)?;
     state.store.get_webhook_endpoint(&t, &w).await?;
-    let delivery = webhooks::send_test_ping(&state.store, &t, &w).await?;
-    audit(
-        &state,
-        &who,
-        &request_id,
-        &t,
-        "webhook.test",
-        target(&t, &w),
-        json!({ "delivery_id": delivery.id }),
-    )
-    .await?;
+    // The entry names the delivery, whose id the store makes.
+    let queued = |delivery: &WebhookDelivery| {
+        audit(
+            &who,
+            &request_id,
+            &t,
+            "webhook.test",
+            target(&t, &w),
+            json!({ "delivery_id": delivery.id }),
+        )
+    };
+    let delivery = webhooks::send_test_ping(&state.store, &t, &w, Some(&queued)).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
 }
 
@@ -529,16 +537,14 @@ pub(crate) async fn redeliver(
             id: id.to_string(),
         });
     }
-    let delivery = webhooks::redeliver(&state.store, &t, id).await?;
-    audit(
-        &state,
+    let entry = audit(
         &who,
         &request_id,
         &t,
         "webhook.redeliver",
         format!("{}/deliveries/{id}", target(&t, &w)),
         json!({}),
-    )
-    .await?;
+    );
+    let delivery = webhooks::redeliver(&state.store, &t, id, Some(&entry)).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
 }

@@ -1,10 +1,12 @@
 //! The audit log: append, list per tenant and platform-wide, newest first.
 
+use chrono::Utc;
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    Device, DevicePatch, Error, NewAuditEntry, NewDevice, NewPlatformCredential,
-    NewServiceCredential, NewTenant, Page, PlatformCredential, PolicyDocument, TenantPatch,
+    Device, DevicePatch, DeviceState, Error, NewAuditEntry, NewDevice, NewPlatformCredential,
+    NewServiceCredential, NewTenant, NewWebhookEndpoint, Page, PlatformCredential, PolicyDocument,
+    TenantPatch, WebhookEndpoint,
 };
 
 use super::tenant;
@@ -273,6 +275,44 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
     store
         .put_acl_policy("acme", "p1", &document, Some(&entry("policy.put")))
         .await?;
+    // A desired state entry gives the version the store sets.
+    store.create_device("acme", &NewDevice::new("sd")).await?;
+    let versioned = |s: &DeviceState| NewAuditEntry {
+        details: json!({ "version": s.desired_version }),
+        ..entry("state.desired")
+    };
+    let led = json!({"led": true});
+    store
+        .merge_desired("acme", "sd", &led, None, Utc::now(), Some(&versioned))
+        .await?;
+    // A webhook endpoint's entry names the id the store makes.
+    let hook = |url: &str| NewWebhookEndpoint {
+        tenant_id: "acme".into(),
+        url: url.into(),
+        event_types: vec!["device.*".into()],
+        topic_filter: None,
+        secret: "whsec_c2VjcmV0".into(),
+    };
+    let hook_created = |e: &WebhookEndpoint| NewAuditEntry {
+        target: format!("tenants/acme/webhooks/{}", e.id),
+        ..entry("wh.create")
+    };
+    let gone = store
+        .create_webhook_endpoint(&hook("https://example.com/a"), Some(&hook_created))
+        .await?;
+    let kept = store
+        .create_webhook_endpoint(&hook("https://example.com/b"), Some(&hook_created))
+        .await?;
+    store
+        .delete_webhook_endpoint("acme", &gone.id, Some(&entry("wh.delete")))
+        .await?;
+    let missing_hook = store
+        .delete_webhook_endpoint("acme", &gone.id, Some(&entry("wh.delete")))
+        .await;
+    assert!(
+        matches!(missing_hook, Err(Error::NotFound { .. })),
+        "{missing_hook:?}"
+    );
     let service = |id: &str, name: &str| NewServiceCredential {
         id: id.into(),
         tenant_id: "acme".into(),
@@ -356,11 +396,24 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
             "pc.delete",
             "pc.create",
             "sc.create",
+            "wh.delete",
+            "wh.create",
+            "wh.create",
+            "state.desired",
             "policy.put"
         ]
     );
+    assert_eq!(entries[7].details, json!({ "version": 1 }));
     assert_eq!(entries[0].details, json!({ "created": 2 }));
     assert_eq!(entries[1].details, json!({ "name": "ops" }));
+    assert_eq!(
+        entries[5].target,
+        format!("tenants/acme/webhooks/{}", kept.id)
+    );
+    assert_eq!(
+        entries[6].target,
+        format!("tenants/acme/webhooks/{}", gone.id)
+    );
 
     // Now no entry can be written: every change fails and leaves no trace.
     db.execute("DROP TABLE audit_log").await?;
@@ -426,8 +479,39 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
         store.get_device("acme", "i3").await,
         Err(Error::NotFound { .. })
     ));
+    assert!(
+        store
+            .create_webhook_endpoint(&hook("https://example.com/c"), Some(&hook_created))
+            .await
+            .is_err()
+    );
+    assert!(
+        store
+            .delete_webhook_endpoint("acme", &kept.id, Some(&entry("wh.delete")))
+            .await
+            .is_err()
+    );
+    let hooks: Vec<String> = store
+        .list_webhook_endpoints("acme")
+        .await?
+        .into_iter()
+        .map(|e| e.url)
+        .collect();
+    assert_eq!(hooks, ["https://example.com/b"]);
+    let fan = json!({"fan": 2});
+    assert!(
+        store
+            .merge_desired("acme", "sd", &fan, None, Utc::now(), Some(&versioned))
+            .await
+            .is_err()
+    );
+    let desired = store.get_device_state("acme", "sd").await?;
+    assert_eq!((desired.desired, desired.desired_version), (led, 1));
     // Without an entry the same changes still work.
     store.put_acl_policy("acme", "p2", &other, None).await?;
+    store
+        .create_webhook_endpoint(&hook("https://example.com/c"), None)
+        .await?;
     Ok(())
 }
 

@@ -54,18 +54,21 @@ async fn webhook_endpoint_changes(db: &TestDb) -> anyhow::Result<()> {
     let store = db.store();
     tenant(store, "acme").await?;
     let created = store
-        .create_webhook_endpoint(&NewWebhookEndpoint {
-            tenant_id: "acme".into(),
-            url: "https://example.com/hook".into(),
-            event_types: vec!["device.*".into()],
-            topic_filter: Some("devices/#".into()),
-            secret: "whsec_c2VjcmV0".into(),
-        })
+        .create_webhook_endpoint(
+            &NewWebhookEndpoint {
+                tenant_id: "acme".into(),
+                url: "https://example.com/hook".into(),
+                event_types: vec!["device.*".into()],
+                topic_filter: Some("devices/#".into()),
+                secret: "whsec_c2VjcmV0".into(),
+            },
+            None,
+        )
         .await?;
     let id = &created.id;
 
     let unchanged = store
-        .update_webhook_endpoint("acme", id, &WebhookEndpointChange::default())
+        .update_webhook_endpoint("acme", id, &WebhookEndpointChange::default(), None)
         .await?;
     assert_eq!(unchanged.url, created.url);
     assert_eq!(unchanged.event_types, created.event_types);
@@ -79,7 +82,9 @@ async fn webhook_endpoint_changes(db: &TestDb) -> anyhow::Result<()> {
                 url: Some("https://example.org/new".into()),
                 event_types: Some(vec!["state.reported".into(), "device.connected".into()]),
                 topic_filter: Some(None),
+                enabled: None,
             },
+            None,
         )
         .await?;
     assert_eq!(changed.url, "https://example.org/new");
@@ -96,13 +101,50 @@ async fn webhook_endpoint_changes(db: &TestDb) -> anyhow::Result<()> {
                 topic_filter: Some(Some("devices/+/t".into())),
                 ..WebhookEndpointChange::default()
             },
+            None,
         )
         .await?;
     assert_eq!(filtered.topic_filter.as_deref(), Some("devices/+/t"));
     assert_eq!(filtered.url, "https://example.org/new");
 
+    // The enabled flag changes with the rest, or alone.
+    let disabled = store
+        .update_webhook_endpoint(
+            "acme",
+            id,
+            &WebhookEndpointChange {
+                event_types: Some(vec!["*".into()]),
+                enabled: Some(false),
+                ..WebhookEndpointChange::default()
+            },
+            None,
+        )
+        .await?;
+    assert!(!disabled.enabled);
+    assert_eq!(disabled.event_types, ["*"]);
+    assert_eq!(disabled.topic_filter.as_deref(), Some("devices/+/t"));
+    let untouched = store
+        .update_webhook_endpoint("acme", id, &WebhookEndpointChange::default(), None)
+        .await?;
+    assert_eq!(untouched, disabled);
+    let enabled = store
+        .update_webhook_endpoint(
+            "acme",
+            id,
+            &WebhookEndpointChange {
+                enabled: Some(true),
+                ..WebhookEndpointChange::default()
+            },
+            None,
+        )
+        .await?;
+    assert!(enabled.enabled);
+    assert_eq!(enabled.consecutive_failures, 0);
+    assert_eq!(enabled.disabled_reason, None);
+    assert_eq!(enabled.event_types, ["*"]);
+
     let missing = store
-        .update_webhook_endpoint("other", id, &WebhookEndpointChange::default())
+        .update_webhook_endpoint("other", id, &WebhookEndpointChange::default(), None)
         .await;
     assert!(
         matches!(missing, Err(store::Error::NotFound { .. })),

@@ -278,12 +278,12 @@ async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result
     assert_eq!(s.reported_version, 2);
 
     let s = store
-        .merge_desired("acme", "d1", &json!({"led": true}), Some(0), now)
+        .merge_desired("acme", "d1", &json!({"led": true}), Some(0), now, None)
         .await?;
     assert_eq!((s.desired_version, s.delta()), (1, json!({"led": true})));
     // If-Match on an old version: a typed conflict, nothing changes.
     match store
-        .merge_desired("acme", "d1", &json!({"led": false}), Some(0), now)
+        .merge_desired("acme", "d1", &json!({"led": false}), Some(0), now, None)
         .await
     {
         Err(Error::VersionConflict {
@@ -294,7 +294,7 @@ async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result
         other => panic!("expected a version conflict, got {other:?}"),
     }
     let s = store
-        .merge_desired("acme", "d1", &json!({"fan": {"speed": 2}}), None, now)
+        .merge_desired("acme", "d1", &json!({"fan": {"speed": 2}}), None, now, None)
         .await?;
     assert_eq!(s.desired, json!({"led": true, "fan": {"speed": 2}}));
     assert_eq!(s.delta(), json!({"led": true, "fan": {"speed": 2}}));

@@ -18,13 +18,16 @@ const LEASE: Duration = Duration::from_secs(60);
 
 async fn endpoint(store: &Store, tenant: &str, types: &[&str]) -> anyhow::Result<WebhookEndpoint> {
     Ok(store
-        .create_webhook_endpoint(&NewWebhookEndpoint {
-            tenant_id: tenant.into(),
-            url: "https://example.com/hook".into(),
-            event_types: types.iter().map(|t| t.to_string()).collect(),
-            topic_filter: None,
-            secret: "whsec_c2VjcmV0".into(),
-        })
+        .create_webhook_endpoint(
+            &NewWebhookEndpoint {
+                tenant_id: tenant.into(),
+                url: "https://example.com/hook".into(),
+                event_types: types.iter().map(|t| t.to_string()).collect(),
+                topic_filter: None,
+                secret: "whsec_c2VjcmV0".into(),
+            },
+            None,
+        )
         .await?)
 }
 
@@ -83,7 +86,7 @@ async fn endpoint_crud_and_rotation(db: &TestDb) -> anyhow::Result<()> {
 
     let until = Utc::now() + chrono::Duration::hours(1);
     let rotated = store
-        .rotate_webhook_secret("acme", &created.id, "whsec_bmV3", until)
+        .rotate_webhook_secret("acme", &created.id, "whsec_bmV3", until, None)
         .await?;
     assert_eq!(rotated.secret, "whsec_bmV3");
     assert_eq!(rotated.previous_secret.as_deref(), Some("whsec_c2VjcmV0"));
@@ -104,22 +107,27 @@ async fn endpoint_crud_and_rotation(db: &TestDb) -> anyhow::Result<()> {
         Err(store::Error::NotFound { .. })
     ));
     let missing = store
-        .create_webhook_endpoint(&NewWebhookEndpoint {
-            tenant_id: "nope".into(),
-            ..NewWebhookEndpoint {
-                tenant_id: String::new(),
-                url: "https://x".into(),
-                event_types: vec![],
-                topic_filter: None,
-                secret: "whsec_eA==".into(),
-            }
-        })
+        .create_webhook_endpoint(
+            &NewWebhookEndpoint {
+                tenant_id: "nope".into(),
+                ..NewWebhookEndpoint {
+                    tenant_id: String::new(),
+                    url: "https://x".into(),
+                    event_types: vec![],
+                    topic_filter: None,
+                    secret: "whsec_eA==".into(),
+                }
+            },
+            None,
+        )
         .await;
     assert!(matches!(
         missing,
         Err(store::Error::NotFound { kind: "tenant", .. })
     ));
-    store.delete_webhook_endpoint("acme", &created.id).await?;
+    store
+        .delete_webhook_endpoint("acme", &created.id, None)
+        .await?;
     assert!(store.list_webhook_endpoints("acme").await?.is_empty());
     Ok(())
 }
@@ -398,7 +406,7 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
         .set_webhook_endpoint_enabled("acme", &hook.id, true)
         .await?;
     let again = store
-        .redeliver_webhook_delivery("acme", claimed[0].delivery.id)
+        .redeliver_webhook_delivery("acme", claimed[0].delivery.id, None)
         .await?;
     assert_eq!((again.status, again.attempts), (DeliveryStatus::Pending, 0));
     let claimed = store.claim_webhook_deliveries(10, 10, LEASE).await?;
@@ -406,7 +414,7 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
     assert_eq!(claimed[0].delivery.id, again.id);
 
     let ping = store
-        .enqueue_direct_delivery("acme", &watcher.id, "webhook.ping", json!({}))
+        .enqueue_direct_delivery("acme", &watcher.id, "webhook.ping", json!({}), None)
         .await?;
     assert_eq!(ping.event_count, 1);
     let depths = store.webhook_queue_depths().await?;

@@ -232,7 +232,7 @@ pub async fn endpoint(
         event_types: event_types.iter().map(|t| t.to_string()).collect(),
         topic_filter: topic_filter.map(str::to_owned),
     };
-    webhooks::create_endpoint(store, &DEV, "acme", &request)
+    webhooks::create_endpoint(store, &DEV, "acme", &request, None)
         .await
         .unwrap()
 }
