@@ -134,10 +134,10 @@ pub(crate) struct SseFrame {
 
 #[utoipa::path(get, path = "/v1/tenants/{t}/events/stream", operation_id = "stream_events", tag = "events",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("device" = Option<String>, Query, description = "Comma-separated device ids",
-            pattern = "^[A-Za-z0-9._-]{1,128}(,[A-Za-z0-9._-]{1,128})*$"),
-        ("type" = Option<String>, Query, description = "Comma-separated event types or `prefix.*` patterns, at most 32",
-            pattern = "^[A-Za-z0-9._*-]{1,128}(,[A-Za-z0-9._*-]{1,128}){0,31}$")),
+        ("device" = Option<String>, Query, description = "Comma-separated device ids (each at most 128 characters)",
+            pattern = "^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$"),
+        ("type" = Option<String>, Query, description = "Comma-separated event types or `prefix.*` patterns (at most 32, each at most 128 characters)",
+            pattern = "^[A-Za-z0-9._*-]+(,[A-Za-z0-9._*-]+)*$")),
     responses(
         (status = 200, description = "`text/event-stream`: `id` = event id, `event` = type, `data` = `{type, timestamp, data, device, seq}`; a `lagged` event `{missed}` when the client fell behind", content_type = "text/event-stream", body = SseFrame),
         (status = 400, description = "Bad filter", body = crate::Problem, content_type = "application/problem+json"),

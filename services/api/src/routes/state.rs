@@ -241,7 +241,7 @@ async fn state_view(
 /// `PUT {}` publishes the stored document again.
 #[utoipa::path(put, path = "/v1/tenants/{t}/devices/{d}/state/desired", operation_id = "put_desired_state", tag = "state",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$"),
-        ("If-Match" = Option<String>, Header, description = "The ETag of the desired version this change is based on, or `*`",
+        ("If-Match" = Option<String>, Header, nullable = false, description = "The ETag of the desired version this change is based on, or `*`",
             pattern = "^(\\*|(W/)?\"[0-9]{1,18}\")$")),
     request_body(content = Object, content_type = "application/merge-patch+json"),
     responses(
