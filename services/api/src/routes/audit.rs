@@ -63,9 +63,27 @@ pub(crate) fn entry(who: &Principal, request_id: &RequestId, event: Event<'_>) -
     }
 }
 
+/// [`entry`] for `action` on `target` in tenant `tenant`.
+pub(crate) fn tenant_entry(
+    who: &Principal,
+    request_id: &RequestId,
+    tenant: &str,
+    action: &'static str,
+    target: String,
+    details: Value,
+) -> NewAuditEntry {
+    let event = Event {
+        tenant: Some(tenant),
+        action,
+        target,
+        details,
+    };
+    entry(who, request_id, event)
+}
+
 /// Append an audit entry for a mutation that has just succeeded, where its
-/// entry cannot be written in the mutation's own transaction (device
-/// imports, CA registration).
+/// entry cannot be written in the mutation's own transaction (CA
+/// registration, which is undone when the trust registry refuses the CA).
 ///
 /// A failure here fails the request (500): the mutation stands but its
 /// entry is missing, which the error log then says.

@@ -11,12 +11,10 @@ use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{
-    DeliveryStatus, NewAuditEntry, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange,
-};
+use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange};
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, entry};
+use super::audit::{RequestId, tenant_entry};
 use crate::auth::{Access, Principal};
 use crate::{ApiError, ApiJson, AppState};
 
@@ -202,25 +200,6 @@ fn target(t: &str, w: &str) -> String {
     format!("tenants/{t}/webhooks/{w}")
 }
 
-/// The audit entry of a webhook change of tenant `t`, for the store to
-/// write in the change's own transaction.
-fn audit(
-    who: &Principal,
-    request_id: &RequestId,
-    t: &str,
-    action: &'static str,
-    target: String,
-    details: serde_json::Value,
-) -> NewAuditEntry {
-    let event = Event {
-        tenant: Some(t),
-        action,
-        target,
-        details,
-    };
-    entry(who, request_id, event)
-}
-
 /// Register an endpoint (tenant-admin). The secret is in this response only.
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks", operation_id = "create_webhook", tag = "webhooks",
     params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
@@ -248,7 +227,7 @@ pub(crate) async fn create(
     };
     // The entry names the endpoint, whose id the store makes.
     let created = |endpoint: &WebhookEndpoint| {
-        audit(
+        tenant_entry(
             &who,
             &request_id,
             &t,
@@ -333,7 +312,7 @@ pub(crate) async fn update(
         "events": change.event_types,
         "topic_filter": change.topic_filter.is_some(),
     });
-    let entry = audit(
+    let entry = tenant_entry(
         &who,
         &request_id,
         &t,
@@ -368,7 +347,7 @@ pub(crate) async fn remove(
     Path((t, w)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     who.require(&t, Access::Admin)?;
-    let entry = audit(
+    let entry = tenant_entry(
         &who,
         &request_id,
         &t,
@@ -399,7 +378,7 @@ pub(crate) async fn rotate(
 ) -> Result<ApiJson<WebhookWithSecret>, ApiError> {
     who.require(&t, Access::Admin)?;
     let overlap_until = Utc::now() + ChronoDuration::hours(ROTATION_OVERLAP_HOURS);
-    let entry = audit(
+    let entry = tenant_entry(
         &who,
         &request_id,
         &t,
@@ -428,7 +407,7 @@ pub(crate) async fn test_ping(
     state.store.get_webhook_endpoint(&t, &w).await?;
     // The entry names the delivery, whose id the store makes.
     let queued = |delivery: &WebhookDelivery| {
-        audit(
+        tenant_entry(
             &who,
             &request_id,
             &t,
@@ -537,7 +516,7 @@ pub(crate) async fn redeliver(
             id: id.to_string(),
         });
     }
-    let entry = audit(
+    let entry = tenant_entry(
         &who,
         &request_id,
         &t,
