@@ -260,6 +260,29 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL).fetch_one(pool).await?))
     }
 
+    /// Events not yet fanned out, of each of `tenants` that has any.
+    pub async fn undispatched_outbox_len_of(
+        &self,
+        tenants: &[&str],
+    ) -> Result<HashMap<String, i64>, Error> {
+        if tenants.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT tenant_id, COUNT(*) FROM webhook_outbox \
+                 WHERE dispatched_at IS NULL AND tenant_id IN (",
+            );
+            let mut ids = q.separated(", ");
+            for tenant in tenants {
+                ids.push_bind(*tenant);
+            }
+            q.push(") GROUP BY tenant_id");
+            q.build_query_as().fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
     /// Turn up to `limit` undispatched events, oldest first, into deliveries
     /// for the enabled endpoints of their tenants, as `route` says, and
     /// mark them dispatched; all in one transaction, so each event fans out
