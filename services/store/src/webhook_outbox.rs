@@ -218,6 +218,13 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
+/// How many events one fan-out round takes.
+#[derive(Debug, Clone, Copy)]
+struct FanOutLimits {
+    round: u32,
+    per_tenant: u32,
+}
+
 /// What one fan-out round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FanOut {
@@ -293,6 +300,23 @@ impl Store {
         batch: BatchLimits,
         route: impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
     ) -> Result<FanOut, Error> {
+        self.fan_out_outbox_fair(limit, limit, batch, route).await
+    }
+
+    /// [`Store::fan_out_outbox`] taking at most `per_tenant` events of any
+    /// one tenant (its oldest), so a tenant's backlog delays another
+    /// tenant's events by one round at most.
+    pub async fn fan_out_outbox_fair(
+        &self,
+        limit: u32,
+        per_tenant: u32,
+        batch: BatchLimits,
+        route: impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
+    ) -> Result<FanOut, Error> {
+        let limit = FanOutLimits {
+            round: limit,
+            per_tenant: per_tenant.max(1),
+        };
         match &self.pool {
             crate::store::Pool::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -319,10 +343,14 @@ impl Store {
 /// concurrent claim; SQLite already holds the only write lock).
 macro_rules! fan_out_on {
     ($conn:expr, $limit:expr, $batch:expr, $route:expr, $lock_batch:literal) => {{
+        // Each tenant's oldest, at most $2 of them (the partial index on
+        // (tenant_id, id) serves the window), oldest first overall.
         const EVENTS: &str = concat!(
             "SELECT ",
             outbox_columns!(),
-            " FROM webhook_outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT $1"
+            " FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS turn ",
+            "FROM webhook_outbox WHERE dispatched_at IS NULL) AS waiting ",
+            "WHERE turn <= $2 ORDER BY id LIMIT $1"
         );
         const ENDPOINTS: &str = concat!(
             "SELECT ",
@@ -352,13 +380,14 @@ macro_rules! fan_out_on {
         );
         const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
 
-        let limit = i64::from($limit);
+        let limits: FanOutLimits = $limit;
         let max_events = i64::from($batch.max_events.max(1));
         let at = now();
         let batch_due =
             at + chrono::Duration::from_std($batch.max_wait).unwrap_or(chrono::Duration::zero());
         let events: Vec<OutboxEvent> = sqlx::query_as::<_, OutboxRow>(EVENTS)
-            .bind(limit)
+            .bind(i64::from(limits.round))
+            .bind(i64::from(limits.per_tenant))
             .fetch_all(&mut *$conn)
             .await?
             .into_iter()
@@ -467,7 +496,7 @@ macro_rules! fan_out_on {
 
 async fn fan_out_sqlite(
     conn: &mut SqliteConnection,
-    limit: u32,
+    limit: FanOutLimits,
     batch: BatchLimits,
     route: &impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
 ) -> Result<FanOut, Error> {
@@ -476,7 +505,7 @@ async fn fan_out_sqlite(
 
 async fn fan_out_postgres(
     conn: &mut PgConnection,
-    limit: u32,
+    limit: FanOutLimits,
     batch: BatchLimits,
     route: &impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
 ) -> Result<FanOut, Error> {

@@ -93,6 +93,9 @@ impl Default for WorkerConfig {
 
 /// Events fanned out per round.
 const FAN_OUT_LIMIT: u32 = 500;
+/// Events of one tenant fanned out per round: a tenant's backlog delays
+/// another tenant's events by one round at most.
+const FAN_OUT_PER_TENANT: u32 = 100;
 /// How often the queue-depth gauges are refreshed.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 /// A claim outlives the request by this much before another worker may
@@ -218,9 +221,12 @@ async fn round(state: &Arc<Shared>, in_flight: &mut JoinSet<()>) -> Result<bool,
     let batching = config.batch.max_events > 1;
     let fanned = state
         .store
-        .fan_out_outbox(FAN_OUT_LIMIT, config.batch, |event, endpoint| {
-            routing::route(event, endpoint, batching)
-        })
+        .fan_out_outbox_fair(
+            FAN_OUT_LIMIT,
+            FAN_OUT_PER_TENANT,
+            config.batch,
+            |event, endpoint| routing::route(event, endpoint, batching),
+        )
         .await?;
     let room = usize::try_from(config.max_in_flight)
         .unwrap_or(usize::MAX)

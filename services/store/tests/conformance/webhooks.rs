@@ -490,7 +490,29 @@ async fn claims_are_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One tenant's outbox backlog delays another tenant's events by one
+/// fan-out round at most.
+async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    super::tenant(store, "acme").await?;
+    super::tenant(store, "beta").await?;
+    let backlog: Vec<_> = (0..300)
+        .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
+        .collect();
+    store.append_outbox_events(&backlog).await?;
+    store
+        .append_outbox_events(&[NewOutboxEvent::new("beta", "quiet", json!({}))])
+        .await?;
+    let round = store.fan_out_outbox_fair(50, 10, NO_BATCH, by_type).await?;
+    assert_eq!(round.events, 11);
+    let waiting = store.undispatched_outbox_len_of(&["acme", "beta"]).await?;
+    assert_eq!(waiting.get("acme"), Some(&290));
+    assert_eq!(waiting.get("beta"), None);
+    Ok(())
+}
+
 store::backend_tests!(
+    fan_out_is_fair_between_tenants,
     claims_are_fair_between_tenants,
     enabled_endpoints_by_tenant_or_all,
     endpoint_crud_and_rotation,
