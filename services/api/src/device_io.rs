@@ -3,7 +3,7 @@
 //! [`RecentMessages`] (the last messages each device published), with
 //! [`InMemoryRecentMessages`], a bounded implementation the broker can feed.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
@@ -59,8 +59,10 @@ pub trait RecentMessages: Send + Sync {
 pub struct RecentMessagesLimits {
     /// Messages kept per device. Default 50.
     pub per_device: usize,
-    /// Devices kept; the one that published least recently is forgotten
-    /// first. Default 10,000.
+    /// Devices kept, all tenants together; past it the device that
+    /// published least recently *in the tenant keeping the most devices*
+    /// is forgotten, so one tenant's many devices never push out another
+    /// tenant's (a tenant keeps at least its fair share). Default 10,000.
     pub max_devices: usize,
     /// Payload bytes kept per message; the rest is cut. Default 4 KiB.
     pub max_payload_bytes: usize,
@@ -82,9 +84,40 @@ type DeviceKey = (String, String);
 struct Ring {
     /// device → (its last write tick, its messages, oldest first).
     devices: HashMap<DeviceKey, (u64, VecDeque<RecentMessage>)>,
-    /// last write tick → device: the least recently written is first.
-    by_tick: BTreeMap<u64, DeviceKey>,
+    /// Per tenant, last write tick → device: the least recently written
+    /// is first.
+    by_tick: HashMap<String, BTreeMap<u64, String>>,
+    /// (devices kept, tenant): the tenant keeping the most is last.
+    sizes: BTreeSet<(usize, String)>,
     tick: u64,
+}
+
+impl Ring {
+    /// Forget the least recently written device of the tenant keeping the
+    /// most devices.
+    fn evict_one(&mut self) -> bool {
+        let Some((size, tenant)) = self.sizes.pop_last() else {
+            return false;
+        };
+        let Some(ticks) = self.by_tick.get_mut(&tenant) else {
+            return false;
+        };
+        let Some((_, device)) = ticks.pop_first() else {
+            return false;
+        };
+        if ticks.is_empty() {
+            self.by_tick.remove(&tenant);
+        }
+        if size > 1 {
+            self.sizes.insert((size - 1, tenant.clone()));
+        }
+        self.devices.remove(&(tenant, device));
+        true
+    }
+
+    fn size_of(&self, tenant: &str) -> usize {
+        self.by_tick.get(tenant).map_or(0, BTreeMap::len)
+    }
 }
 
 /// A memory-bounded [`RecentMessages`].
@@ -128,18 +161,23 @@ impl RecentMessages for InMemoryRecentMessages {
         let previous_tick = ring.devices.get(&key).map(|(t, _)| *t);
         match previous_tick {
             Some(old) => {
-                ring.by_tick.remove(&old);
-            }
-            None => {
-                while ring.devices.len() >= limits.max_devices {
-                    let Some((_, evicted)) = ring.by_tick.pop_first() else {
-                        break;
-                    };
-                    ring.devices.remove(&evicted);
+                if let Some(ticks) = ring.by_tick.get_mut(tenant) {
+                    ticks.remove(&old);
                 }
             }
+            None => {
+                while ring.devices.len() >= limits.max_devices && ring.evict_one() {}
+                let size = ring.size_of(tenant);
+                if size > 0 {
+                    ring.sizes.remove(&(size, tenant.to_owned()));
+                }
+                ring.sizes.insert((size + 1, tenant.to_owned()));
+            }
         }
-        ring.by_tick.insert(tick, key.clone());
+        ring.by_tick
+            .entry(tenant.to_owned())
+            .or_default()
+            .insert(tick, device.to_owned());
         let entry = ring.devices.entry(key).or_default();
         entry.0 = tick;
         entry.1.push_back(message);
@@ -194,6 +232,26 @@ mod tests {
     }
 
     #[test]
+    fn one_tenants_many_devices_never_push_out_anothers() {
+        let ring = InMemoryRecentMessages::new(RecentMessagesLimits {
+            per_device: 2,
+            max_devices: 10,
+            ..RecentMessagesLimits::default()
+        });
+        ring.record("beta", "b1", message("devices/b1/x", b"kept"));
+        for i in 0..1000 {
+            let device = format!("a{i}");
+            ring.record("acme", &device, message("devices/a/x", b"flood"));
+        }
+        assert_eq!(ring.recent("beta", "b1", 10).len(), 1);
+        assert_eq!(ring.recent("acme", "a999", 10).len(), 1);
+        assert!(ring.recent("acme", "a0", 10).is_empty());
+        let kept = ring.ring();
+        assert_eq!(kept.devices.len(), 10);
+        assert_eq!(kept.sizes.iter().map(|(n, _)| n).sum::<usize>(), 10);
+    }
+
+    #[test]
     fn forgets_the_least_recently_written_device_and_cuts_payloads() {
         let ring = InMemoryRecentMessages::new(RecentMessagesLimits {
             per_device: 2,
@@ -210,6 +268,13 @@ mod tests {
         assert_eq!(cut.payload, b"1234");
         assert!(cut.truncated);
         assert_eq!(ring.ring().devices.len(), 2);
-        assert_eq!(ring.ring().by_tick.len(), 2);
+        assert_eq!(
+            ring.ring()
+                .by_tick
+                .values()
+                .map(BTreeMap::len)
+                .sum::<usize>(),
+            2
+        );
     }
 }

@@ -4,15 +4,20 @@
 //!
 //! Producers call [`EventHub::publish`] (or [`EventHub::publish_device`],
 //! which numbers the device's events from the store); it never blocks: SSE
-//! clients read a `tokio::sync::broadcast` and a slow one loses the oldest
-//! events (and is told so), and each [`EventListener`] is called inline, so
-//! it must not block either. The binary attaches the webhooks
+//! clients read a `tokio::sync::broadcast` of their tenant's own (one
+//! tenant's event rate never makes another tenant's streams lag), a slow
+//! one loses the oldest events (and is told so), and each [`EventListener`]
+//! is called inline, so it must not block either. Events of a tenant
+//! dropped before they reached the hub (its share of the platform event
+//! queue was full) are reported to that tenant's streams with
+//! [`EventHub::report_missed`]. The binary attaches the webhooks
 //! [`OutboxWriter`](webhooks::OutboxWriter), which implements
 //! [`EventListener`] here: a bounded, batching, non-blocking way into the
 //! durable outbox.
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -91,17 +96,31 @@ impl EventListener for webhooks::OutboxWriter {
             device_seq: event.seq,
             topic: None,
         };
+        // A drop is counted and reported to the tenant by the writer; one
+        // log line per event would flood the log exactly when it hurts.
         if !self.push(outbox_event) {
-            tracing::warn!(tenant = %event.tenant, event_type = %event.event_type,
+            tracing::debug!(tenant = %event.tenant, event_type = %event.event_type,
                 "webhook outbox full: event not queued for webhooks");
         }
     }
 }
 
+/// What an SSE stream of one tenant receives.
+#[derive(Debug, Clone)]
+pub enum StreamItem {
+    Event(Arc<PlatformEvent>),
+    /// This many of the tenant's events were dropped before the hub.
+    Missed(u64),
+}
+
+type Streams = HashMap<String, broadcast::Sender<StreamItem>>;
+
 /// The hub: cheap to clone (handles only).
 #[derive(Clone)]
 pub struct EventHub {
-    sender: broadcast::Sender<Arc<PlatformEvent>>,
+    /// Each tenant's stream channel, while someone listens.
+    streams: Arc<RwLock<Streams>>,
+    buffer: usize,
     listeners: Arc<RwLock<Vec<Arc<dyn EventListener>>>>,
     /// True once [`EventHub::close_streams`] was called.
     closing: Arc<watch::Sender<bool>>,
@@ -110,9 +129,9 @@ pub struct EventHub {
 impl EventHub {
     /// A hub whose subscribers may lag by up to `buffer` events.
     pub fn new(buffer: usize) -> Self {
-        let (sender, _) = broadcast::channel(buffer.max(1));
         EventHub {
-            sender,
+            streams: Arc::new(RwLock::new(HashMap::new())),
+            buffer: buffer.max(1),
             listeners: Arc::new(RwLock::new(Vec::new())),
             closing: Arc::new(watch::Sender::new(false)),
         }
@@ -138,9 +157,33 @@ impl EventHub {
         }
     }
 
-    /// Every event published from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<PlatformEvent>> {
-        self.sender.subscribe()
+    /// Every event of `tenant` published from now on.
+    pub fn subscribe(&self, tenant: &str) -> broadcast::Receiver<StreamItem> {
+        let mut streams = self.streams.write().unwrap_or_else(PoisonError::into_inner);
+        // Channels nobody listens to any more go when a stream opens.
+        streams.retain(|_, sender| sender.receiver_count() > 0);
+        match streams.get(tenant) {
+            Some(sender) => sender.subscribe(),
+            None => {
+                let (sender, receiver) = broadcast::channel(self.buffer);
+                streams.insert(tenant.to_owned(), sender);
+                receiver
+            }
+        }
+    }
+
+    /// Tell `tenant`'s streams that `missed` of its events were dropped
+    /// before they reached the hub (they get a `lagged` event).
+    pub fn report_missed(&self, tenant: &str, missed: u64) {
+        self.send(tenant, StreamItem::Missed(missed));
+    }
+
+    fn send(&self, tenant: &str, item: StreamItem) {
+        let streams = self.streams.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(sender) = streams.get(tenant) {
+            // No subscriber is not an error: nobody is watching.
+            let _ = sender.send(item);
+        }
     }
 
     /// Hand `event` to the listeners and the subscribers. Never blocks.
@@ -154,8 +197,8 @@ impl EventHub {
                 listener.on_event(&event);
             }
         }
-        // No subscriber is not an error: nobody is watching.
-        let _ = self.sender.send(Arc::new(event));
+        let tenant = event.tenant.clone();
+        self.send(&tenant, StreamItem::Event(Arc::new(event)));
     }
 
     /// Publish a device event numbered by `store.next_event_seq`. If the
@@ -189,7 +232,14 @@ impl Default for EventHub {
 impl fmt::Debug for EventHub {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EventHub")
-            .field("subscribers", &self.sender.receiver_count())
+            .field(
+                "streams",
+                &self
+                    .streams
+                    .read()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -226,7 +276,7 @@ mod tests {
         let hub = EventHub::new(8);
         let seen = Arc::new(Collect::default());
         hub.add_listener(seen.clone());
-        let mut rx = hub.subscribe();
+        let mut rx = hub.subscribe("acme");
         hub.publish(PlatformEvent::new("acme", "device.created", json!({})));
         hub.publish(
             PlatformEvent::new("acme", "device.deleted", json!({})).for_device("d1", Some(2)),
@@ -235,8 +285,8 @@ mod tests {
             *seen.0.lock().unwrap(),
             ["device.created", "device.deleted"]
         );
-        assert_eq!(rx.recv().await.unwrap().event_type, "device.created");
-        let second = rx.recv().await.unwrap();
+        assert_eq!(event(rx.recv().await.unwrap()).event_type, "device.created");
+        let second = event(rx.recv().await.unwrap());
         assert_eq!(second.device.as_deref(), Some("d1"));
         assert_eq!(second.seq, Some(2));
         assert_eq!(second.data, json!({"device_id": "d1", "seq": 2}));
@@ -248,7 +298,7 @@ mod tests {
         for _ in 0..10 {
             hub.publish(PlatformEvent::new("acme", "x", json!(null)));
         }
-        let mut rx = hub.subscribe();
+        let mut rx = hub.subscribe("acme");
         for _ in 0..5 {
             hub.publish(PlatformEvent::new("acme", "y", json!(null)));
         }
@@ -256,7 +306,34 @@ mod tests {
             rx.recv().await,
             Err(broadcast::error::RecvError::Lagged(3))
         ));
-        assert_eq!(rx.recv().await.unwrap().event_type, "y");
+        assert_eq!(event(rx.recv().await.unwrap()).event_type, "y");
+    }
+
+    fn event(item: StreamItem) -> Arc<PlatformEvent> {
+        match item {
+            StreamItem::Event(event) => event,
+            StreamItem::Missed(n) => panic!("missed {n}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn one_tenants_rate_never_makes_anothers_stream_lag() {
+        let hub = EventHub::new(4);
+        let mut a = hub.subscribe("acme");
+        let mut b = hub.subscribe("beta");
+        hub.publish(PlatformEvent::new("beta", "before", json!(null)));
+        for _ in 0..1000 {
+            hub.publish(PlatformEvent::new("acme", "flood", json!(null)));
+        }
+        hub.publish(PlatformEvent::new("beta", "after", json!(null)));
+        hub.report_missed("beta", 7);
+        assert_eq!(event(b.recv().await.unwrap()).event_type, "before");
+        assert_eq!(event(b.recv().await.unwrap()).event_type, "after");
+        assert!(matches!(b.recv().await, Ok(StreamItem::Missed(7))));
+        assert!(matches!(
+            a.recv().await,
+            Err(broadcast::error::RecvError::Lagged(996))
+        ));
     }
 
     #[test]

@@ -86,7 +86,7 @@ pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
 pub use platform_pki::{Pki, SessionControl};
 pub use router::router;
 pub use routes::openapi_document;
-pub use server::serve;
+pub use server::{ConnLimits, serve, serve_with};
 pub use telemetry::install_metrics_recorder;
 
 /// What every handler can reach. Cheap to clone (handles only).

@@ -2,7 +2,8 @@
 //! both: the API's hooks implemented on the broker, and the broker's events
 //! turned into platform events (SSE, webhooks) and recent messages.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, PoisonError};
 
 use api::device_io::{CommandError, DeviceCommands, RecentMessage, RecentMessages};
 use api::events::EventHub;
@@ -11,10 +12,8 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use mqtt::{Properties, QoS, TopicName};
 use serde_json::json;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use crate::message_events::{MessageWebhooks, Numbering};
+use crate::message_events::MessageWebhooks;
 
 /// The API publishes desired state through the broker, retained at QoS 1.
 pub struct BrokerCommands {
@@ -120,8 +119,17 @@ pub fn jit_device_created(store: store::Store, hub: EventHub) -> access::DeviceC
     }))
 }
 
-/// Lifecycle events waiting to be numbered and published.
-const EVENT_QUEUE: usize = 10_000;
+/// Each tenant's share of the platform event queue: events waiting to be
+/// numbered and published.
+const EVENT_QUEUE_PER_TENANT: usize = 10_000;
+/// All tenants together, before a tenant at or over its fair share of it
+/// is refused (see [`fair::FairQueue`]).
+const EVENT_QUEUE_TOTAL: usize = 100_000;
+/// Events numbered and published per round: two database statements
+/// number a whole round, whatever its size.
+const ROUND: usize = 512;
+/// Wait before numbering a round again when the database failed.
+const RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The broker's events as platform events: `device.connected`,
 /// `device.disconnected` and `state.reported` on the event hub (and so to
@@ -129,15 +137,49 @@ const EVENT_QUEUE: usize = 10_000;
 /// publishes under `devices/{d}/` into the recent-messages ring.
 ///
 /// `emit` runs on the broker's hot path: numbering an event needs the
-/// database, so events queue for a background task and are dropped (and
-/// counted) if it falls far behind, never blocking a connection.
+/// database, so events wait in a queue shared fairly by the tenants
+/// ([`fair::FairQueue`]: a share per tenant, drained round-robin in rounds
+/// of [`ROUND`]), so one tenant's flood neither crowds out nor delays
+/// another tenant's events by more than a round. When a tenant's share is
+/// full its events are dropped, never blocking a connection, and the
+/// tenant (only it) is told: a `lagged` event on its SSE streams, a
+/// `webhook.events_dropped` event to its webhooks, and
+/// `fleetmq_platform_events_dropped_total{tenant}`.
 pub struct PlatformEvents {
-    queue: mpsc::Sender<Event>,
+    queue: Arc<fair::FairQueue<Event>>,
+    /// Drops per tenant not yet reported.
+    dropped: Arc<Drops>,
     recent: Arc<dyn RecentMessages>,
     /// MQTT messages as webhook events, when some endpoint wants them.
     messages: Option<MessageWebhooks>,
-    closing: CancellationToken,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// Events dropped per tenant since the last report.
+#[derive(Default)]
+struct Drops(std::sync::Mutex<HashMap<String, u64>>);
+
+impl Drops {
+    fn count(&self, tenant: &str) {
+        let mut drops = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        *drops.entry(tenant.to_owned()).or_default() += 1;
+    }
+
+    /// Tell each tenant with drops: its SSE streams, its webhooks.
+    fn report(&self, hub: &EventHub, messages: Option<&MessageWebhooks>) {
+        let drops = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for (tenant, n) in drops {
+            tracing::warn!(
+                tenant,
+                dropped = n,
+                "platform event queue full for this tenant: events dropped"
+            );
+            hub.report_missed(&tenant, n);
+            if let Some(messages) = messages {
+                messages.outbox.count_dropped(&tenant, n);
+            }
+        }
+    }
 }
 
 impl PlatformEvents {
@@ -158,20 +200,23 @@ impl PlatformEvents {
         recent: Arc<dyn RecentMessages>,
         messages: Option<MessageWebhooks>,
     ) -> Arc<PlatformEvents> {
-        let (queue, rx) = mpsc::channel(EVENT_QUEUE);
-        let closing = CancellationToken::new();
-        let task = tokio::spawn(number_and_publish(
+        let queue = Arc::new(fair::FairQueue::new(fair::Bounds {
+            per_key: EVENT_QUEUE_PER_TENANT,
+            total: EVENT_QUEUE_TOTAL,
+        }));
+        let dropped = Arc::new(Drops::default());
+        let task = tokio::spawn(number_and_publish(Drain {
             store,
             hub,
-            messages.clone(),
-            rx,
-            closing.clone(),
-        ));
+            messages: messages.clone(),
+            queue: queue.clone(),
+            dropped: dropped.clone(),
+        }));
         Arc::new(PlatformEvents {
             queue,
+            dropped,
             recent,
             messages,
-            closing,
             task: std::sync::Mutex::new(Some(task)),
         })
     }
@@ -179,7 +224,7 @@ impl PlatformEvents {
     /// At shutdown, after the listeners: stop taking events and publish the
     /// ones queued (the last disconnects among them).
     pub async fn close(&self) {
-        self.closing.cancel();
+        self.queue.close();
         let task = match self.task.lock() {
             Ok(mut task) => task.take(),
             Err(poisoned) => poisoned.into_inner().take(),
@@ -241,17 +286,26 @@ impl EventSink for PlatformEvents {
 }
 
 impl PlatformEvents {
-    /// Queue without waiting; a full queue drops and counts (a watched
-    /// message also in the webhook drop counter and event).
+    /// Queue without waiting; over the tenant's share, drop and count it
+    /// against that tenant (reported by the drain task).
     fn queue_or_count(&self, event: Event) {
-        if let Err(e) = self.queue.try_send(event) {
-            metrics::counter!("fleetmq_platform_events_dropped_total").increment(1);
-            if let (Some(messages), Event::Published { tenant, .. }) =
-                (&self.messages, e.into_inner())
-            {
-                messages.outbox.count_dropped(tenant.as_str(), 1);
-            }
+        let Some(tenant) = tenant_of(&event).map(str::to_owned) else {
+            return;
+        };
+        if self.queue.push(&tenant, event).is_err() {
+            metrics::counter!("fleetmq_platform_events_dropped_total", "tenant" => tenant.clone())
+                .increment(1);
+            self.dropped.count(&tenant);
         }
+    }
+}
+
+fn tenant_of(event: &Event) -> Option<&str> {
+    match event {
+        Event::Connected { tenant, .. }
+        | Event::Disconnected { tenant, .. }
+        | Event::Published { tenant, .. } => Some(tenant.as_str()),
+        _ => None,
     }
 }
 
@@ -265,115 +319,202 @@ fn device_of(topic: &TopicName) -> Option<&str> {
 }
 
 /// Is `topic` some device's `devices/{d}/state/reported`?
-pub(crate) fn is_reported_state_topic(topic: &str) -> bool {
-    TopicName::parse(topic).is_ok_and(|t| device_of(&t).is_some_and(|d| is_reported_state(&t, d)))
-}
-
 fn is_reported_state(topic: &TopicName, device: &str) -> bool {
     topic.as_str().len() == "devices/".len() + device.len() + "/state/reported".len()
         && topic.as_str().ends_with("/state/reported")
 }
 
-/// Events handled per round (message numbers are reserved per round).
-const ROUND: usize = 256;
-
-async fn number_and_publish(
+/// What the drain task works with.
+struct Drain {
     store: store::Store,
     hub: EventHub,
     messages: Option<MessageWebhooks>,
-    mut rx: mpsc::Receiver<Event>,
-    closing: CancellationToken,
-) {
+    queue: Arc<fair::FairQueue<Event>>,
+    dropped: Arc<Drops>,
+}
+
+async fn number_and_publish(drain: Drain) {
     let mut batch = Vec::with_capacity(ROUND);
-    while webhooks::recv_until_closed(&mut rx, &mut batch, ROUND, &closing).await > 0 {
-        let mut numbering = Numbering::default();
-        for at in 0..batch.len() {
-            if let Some(messages) = &messages {
-                messages.append(&store, &mut numbering, &batch, at).await;
+    while drain.queue.next_batch(&mut batch, ROUND).await > 0 {
+        drain.dropped.report(&drain.hub, drain.messages.as_ref());
+        let plan: Vec<Planned> = batch
+            .drain(..)
+            .map(|(_, event)| Planned::of(event, drain.messages.as_ref()))
+            .collect();
+        let mut numbers = loop {
+            match Numbers::reserve(&drain.store, &plan).await {
+                Ok(numbers) => break numbers,
+                Err(e) => {
+                    // The events wait (later ones queue behind them, within
+                    // each tenant's share) until the database is back.
+                    tracing::warn!(error = %e, events = plan.len(), "numbering platform events failed; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    drain.dropped.report(&drain.hub, drain.messages.as_ref());
+                }
             }
-            if let Some(event) = batch.get(at) {
-                publish_platform_event(&store, &hub, event.clone()).await;
-            }
+        };
+        for planned in plan {
+            planned.publish(&drain, &mut numbers);
         }
-        batch.clear();
+    }
+    drain.dropped.report(&drain.hub, drain.messages.as_ref());
+}
+
+/// One queued event and the numbered events it becomes.
+struct Planned {
+    event: Event,
+    /// `message.published` for the webhooks.
+    message: bool,
+    /// `device.connected`, `device.disconnected` or `state.reported`.
+    platform: Option<&'static str>,
+}
+
+impl Planned {
+    fn of(event: Event, messages: Option<&MessageWebhooks>) -> Planned {
+        let message = messages.is_some_and(|m| m.watched(&event));
+        let platform = match &event {
+            // Service credentials and anonymous clients are not devices.
+            Event::Connected { principal, .. } if !principal.contains(':') => {
+                Some("device.connected")
+            }
+            Event::Disconnected { .. } => Some("device.disconnected"),
+            Event::Published { topic, .. }
+                if device_of(topic).is_some_and(|d| is_reported_state(topic, d)) =>
+            {
+                Some("state.reported")
+            }
+            _ => None,
+        };
+        Planned {
+            event,
+            message,
+            platform,
+        }
+    }
+
+    /// The client whose number the message event takes.
+    fn message_client(&self) -> Option<(&str, &str)> {
+        match &self.event {
+            Event::Published {
+                tenant, client_id, ..
+            } if self.message => Some((tenant.as_str(), client_id.as_str())),
+            _ => None,
+        }
+    }
+
+    /// The device whose number the lifecycle or state event takes: the
+    /// client, or for a reported state the device the topic names.
+    fn platform_device(&self) -> Option<(&str, &str)> {
+        self.platform?;
+        match &self.event {
+            Event::Published { tenant, topic, .. } => Some((tenant.as_str(), device_of(topic)?)),
+            Event::Connected {
+                tenant, client_id, ..
+            }
+            | Event::Disconnected {
+                tenant, client_id, ..
+            } => Some((tenant.as_str(), client_id.as_str())),
+            _ => None,
+        }
+    }
+
+    /// Number its events and hand them on: the message to the outbox
+    /// writer, the lifecycle or state event to the hub.
+    fn publish(self, drain: &Drain, numbers: &mut Numbers) {
+        if let (Some(messages), Some((tenant, client))) = (&drain.messages, self.message_client())
+            && let Some(seq) = numbers.next(tenant, client)
+        {
+            messages.send(&self.event, seq);
+        }
+        let (Some(kind), Some((tenant, device))) = (self.platform, self.platform_device()) else {
+            return;
+        };
+        let Some(seq) = numbers.next(tenant, device) else {
+            return;
+        };
+        let data = platform_data(&self.event);
+        drain.hub.publish(
+            api::events::PlatformEvent::new(tenant, kind, data).for_device(device, Some(seq)),
+        );
     }
 }
 
-/// A lifecycle event or a reported state, numbered, on the hub.
-async fn publish_platform_event(store: &store::Store, hub: &EventHub, event: Event) {
-    {
-        let (tenant, device, kind, data) = match event {
-            Event::Connected {
-                tenant,
-                client_id,
-                principal,
-                peer,
-                protocol,
-                credential,
-                ..
-            } => {
-                // Service credentials and anonymous clients are not devices.
-                if principal.contains(':') {
-                    return;
-                }
-                let data = json!({
-                    "client_id": client_id,
-                    "remote_addr": peer.to_string(),
-                    "protocol": format!("{protocol:?}"),
-                    "credential": state::credential_text(&credential),
-                });
-                (tenant, client_id, "device.connected", data)
-            }
-            Event::Disconnected {
-                tenant,
-                client_id,
-                graceful,
-                reason,
-                ..
-            } => {
-                let data = json!({
-                    "client_id": client_id,
-                    "graceful": graceful,
-                    "reason_code": reason.to_u8(),
-                    "reason": format!("{reason:?}"),
-                });
-                (tenant, client_id, "device.disconnected", data)
-            }
-            Event::Published {
-                tenant,
-                topic,
-                payload,
-                ..
-            } => {
-                let Some(device) = device_of(&topic)
-                    .filter(|d| is_reported_state(&topic, d))
-                    .map(str::to_owned)
-                else {
-                    return;
-                };
-                let reported = serde_json::from_slice::<serde_json::Value>(&payload)
-                    .unwrap_or_else(|_| json!({ "error": "payload is not JSON" }));
-                (
-                    tenant,
-                    device,
-                    "state.reported",
-                    json!({ "reported": reported }),
-                )
-            }
-            _ => return,
-        };
-        // A client id that is no device of the tenant (anonymous clients,
-        // service credentials without a prefix) is not a device event.
-        match store.get_device(tenant.as_str(), &device).await {
-            Ok(_) => {}
-            Err(store::Error::NotFound { .. }) => return,
-            Err(e) => {
-                tracing::debug!(tenant = %tenant, device, error = %e, "device event not published");
-                return;
+/// Sequence numbers reserved for one round, handed out in queue order:
+/// per device, the next one and how many are left.
+struct Numbers(HashMap<(String, String), (i64, u32)>);
+
+impl Numbers {
+    /// Two statements for the whole round: which clients are devices, and
+    /// a block of numbers for each.
+    async fn reserve(store: &store::Store, plan: &[Planned]) -> Result<Numbers, store::Error> {
+        let mut counts: HashMap<(&str, &str), u32> = HashMap::new();
+        for planned in plan {
+            for device in [planned.message_client(), planned.platform_device()]
+                .into_iter()
+                .flatten()
+            {
+                *counts.entry(device).or_default() += 1;
             }
         }
-        hub.publish_device(store, tenant.as_str(), &device, kind, data)
-            .await;
+        let counts: Vec<(String, String, u32)> = counts
+            .into_iter()
+            .map(|((t, d), n)| (t.to_owned(), d.to_owned(), n))
+            .collect();
+        let last = store.reserve_event_seqs_batch(&counts).await?;
+        Ok(Numbers(
+            counts
+                .into_iter()
+                .zip(last)
+                .filter_map(|((t, d, n), last)| {
+                    let last = last?;
+                    Some(((t, d), (last - i64::from(n) + 1, n)))
+                })
+                .collect(),
+        ))
+    }
+
+    /// The device's next number; `None` for a client that is no device.
+    fn next(&mut self, tenant: &str, device: &str) -> Option<i64> {
+        let (next, left) = self.0.get_mut(&(tenant.to_owned(), device.to_owned()))?;
+        *left = left.checked_sub(1)?;
+        let seq = *next;
+        *next += 1;
+        Some(seq)
+    }
+}
+
+/// The `data` of a lifecycle or state event.
+fn platform_data(event: &Event) -> serde_json::Value {
+    match event {
+        Event::Connected {
+            client_id,
+            peer,
+            protocol,
+            credential,
+            ..
+        } => json!({
+            "client_id": client_id,
+            "remote_addr": peer.to_string(),
+            "protocol": format!("{protocol:?}"),
+            "credential": state::credential_text(credential),
+        }),
+        Event::Disconnected {
+            client_id,
+            graceful,
+            reason,
+            ..
+        } => json!({
+            "client_id": client_id,
+            "graceful": graceful,
+            "reason_code": reason.to_u8(),
+            "reason": format!("{reason:?}"),
+        }),
+        Event::Published { payload, .. } => {
+            let reported = serde_json::from_slice::<serde_json::Value>(payload)
+                .unwrap_or_else(|_| json!({ "error": "payload is not JSON" }));
+            json!({ "reported": reported })
+        }
+        _ => json!({}),
     }
 }
 

@@ -144,6 +144,9 @@ pub struct ServeArgs {
     pub mqtt_limits: MqttLimitArgs,
 
     #[command(flatten)]
+    pub http_limits: HttpLimitArgs,
+
+    #[command(flatten)]
     pub webhooks: WebhookArgs,
 }
 
@@ -180,6 +183,30 @@ pub struct WebhookArgs {
     /// [default: 1000000]
     #[arg(long, env = "FLEETMQ_WEBHOOK_MAX_PENDING_EVENTS", value_name = "N")]
     pub webhook_max_pending_events: Option<u64>,
+}
+
+/// The HTTP listener's connection limits.
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "HTTP limits")]
+pub struct HttpLimitArgs {
+    /// HTTP connections open at once; more are answered 503 and closed.
+    /// [default: 1024]
+    #[arg(long, env = "FLEETMQ_HTTP_MAX_CONNECTIONS", value_name = "N")]
+    pub http_max_connections: Option<u64>,
+
+    /// HTTP connections open at once from one client address.
+    /// [default: 256]
+    #[arg(
+        long,
+        env = "FLEETMQ_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+        value_name = "N"
+    )]
+    pub http_max_connections_per_address: Option<u64>,
+
+    /// Seconds a client has to send a request's headers, from connecting
+    /// and after each response (so also the idle timeout). [default: 10]
+    #[arg(long, env = "FLEETMQ_HTTP_HEADER_TIMEOUT", value_name = "SECS")]
+    pub http_header_timeout: Option<u64>,
 }
 
 /// The broker's limits; defaults suit a small fleet.

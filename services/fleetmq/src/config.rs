@@ -135,6 +135,9 @@ pub struct FileConfig {
     pub mqtt_publish_byte_rate: Option<u64>,
     pub mqtt_publish_byte_burst: Option<u64>,
     pub mqtt_rate_limit_strikes: Option<u64>,
+    pub http_max_connections: Option<u64>,
+    pub http_max_connections_per_address: Option<u64>,
+    pub http_header_timeout: Option<u64>,
     pub rate_limit: Option<String>,
     pub token_rate_limit: Option<String>,
     pub webhook_retry_schedule: Option<String>,
@@ -211,6 +214,8 @@ pub struct ServeConfig {
     /// The operator's MQTT/TLS certificate; `None`: issued by the platform root.
     pub tls: Option<TlsFiles>,
     pub mqtt_limits: MqttLimits,
+    /// The HTTP listener's connection cap and header (idle) timeout.
+    pub http_conn: api::ConnLimits,
     /// Per authenticated caller on `/v1`; `None` when `off`.
     pub rate_limit: Option<api::auth::RateLimit>,
     /// `POST /v1/auth/token` per API key and per client address.
@@ -330,6 +335,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         }
     };
     let mqtt_limits = limits::resolve(&args.mqtt_limits, &file)?;
+    let http_conn = limits::resolve_http(&args.http_limits, &file)?;
     let webhooks = webhook_settings::resolve(&args.webhooks, &file)?;
     let rate_limit = |setting: Setting,
                       flag: &Option<String>,
@@ -357,6 +363,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         storage,
         tls,
         mqtt_limits,
+        http_conn,
         webhooks,
         mqtt_listen: addr(
             MQTT_LISTEN,

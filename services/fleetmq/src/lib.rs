@@ -5,6 +5,7 @@
 //!   validated [`config::ServeConfig`].
 //! - [`datadir`]: the data directory (0700), its exclusive lock, and 0600 secret files.
 //! - [`listen`]: binding listeners with errors that name the flag to change.
+//! - [`fdlimit`]: the open-file limit raised at start, and checked against the connection caps.
 //! - [`anonymous`]: `--allow-anonymous`: unknown clients fall back to one tenant.
 //! - [`bridge`]: the API's hooks implemented on the broker, and broker events as platform events.
 //! - [`message_events`]: MQTT messages some webhook wants as `message.published` events.
@@ -22,6 +23,7 @@ pub mod cmd;
 pub mod config;
 pub mod datadir;
 pub mod error;
+pub mod fdlimit;
 pub mod listen;
 pub mod message_events;
 pub mod pki_boot;

@@ -5,12 +5,9 @@
 //! queue as the lifecycle events (see `bridge.rs`), so a device's
 //! `device.connected`, its messages and its `device.disconnected` reach the
 //! outbox — and so each endpoint — in the order they happened. Messages are
-//! numbered in the device's event sequence like lifecycle events, one
-//! database round trip per run of a device's messages in a queue batch
-//! rather than one per message, and handed to the batching
-//! [`webhooks::OutboxWriter`].
-
-use std::collections::HashMap;
+//! numbered in the device's event sequence like lifecycle events (the
+//! bridge numbers a whole round of the queue in two statements) and handed
+//! to the batching [`webhooks::OutboxWriter`].
 
 use base64::Engine;
 use broker::Event;
@@ -22,28 +19,6 @@ use store::NewOutboxEvent;
 pub struct MessageWebhooks {
     pub routes: webhooks::MessageRoutes,
     pub outbox: webhooks::OutboxWriter,
-}
-
-/// Sequence numbers reserved for the current run of one client's messages.
-enum Run {
-    Numbered {
-        next: i64,
-        left: u32,
-    },
-    /// The database could not number them; they go out without `seq`.
-    Unnumbered {
-        left: u32,
-    },
-    /// The client is no device of the tenant: not a device message.
-    NotDevice {
-        left: u32,
-    },
-}
-
-/// Runs reserved while one queue batch is processed.
-#[derive(Default)]
-pub struct Numbering {
-    runs: HashMap<(String, String), Run>,
 }
 
 /// What one message event carries besides its number.
@@ -78,132 +53,24 @@ fn as_message(event: &Event) -> Option<Message<'_>> {
     }
 }
 
-/// The client an event is about, for the ones that take a sequence number.
-fn client_of(event: &Event) -> Option<(&str, &str)> {
-    match event {
-        Event::Connected {
-            tenant, client_id, ..
-        }
-        | Event::Disconnected {
-            tenant, client_id, ..
-        }
-        | Event::Published {
-            tenant, client_id, ..
-        } => Some((tenant.as_str(), client_id.as_str())),
-        _ => None,
-    }
-}
-
 impl MessageWebhooks {
-    fn watched(&self, event: &Event) -> bool {
+    /// Does some endpoint want this message?
+    pub fn watched(&self, event: &Event) -> bool {
         as_message(event).is_some_and(|m| self.routes.wants(m.tenant, m.topic))
     }
 
-    /// If `batch[at]` is a message some endpoint wants, number it and hand
-    /// it to the outbox writer.
-    pub async fn append(
-        &self,
-        store: &store::Store,
-        numbering: &mut Numbering,
-        batch: &[Event],
-        at: usize,
-    ) {
-        let Some(message) = batch
-            .get(at)
-            .filter(|e| self.watched(e))
-            .and_then(as_message)
-        else {
+    /// Hand a message numbered `seq` in its device's sequence to the
+    /// outbox writer.
+    pub fn send(&self, event: &Event, seq: i64) {
+        let Some(message) = as_message(event) else {
             return;
         };
-        let key = (message.tenant.to_owned(), message.client_id.to_owned());
-        if !numbering.runs.get(&key).is_some_and(Run::has_left) {
-            let count = self.run_length(batch, at);
-            let run = match store
-                .reserve_event_seqs(message.tenant, message.client_id, count)
-                .await
-            {
-                Ok(last) => Run::Numbered {
-                    next: last - i64::from(count) + 1,
-                    left: count,
-                },
-                Err(store::Error::NotFound { .. }) => Run::NotDevice { left: count },
-                Err(e) => {
-                    tracing::debug!(tenant = message.tenant, device = message.client_id, error = %e,
-                        "message events not numbered");
-                    Run::Unnumbered { left: count }
-                }
-            };
-            numbering.runs.insert(key.clone(), run);
-        }
-        let seq = match numbering.runs.get_mut(&key).map(Run::take) {
-            Some(Taken::Seq(seq)) => Some(seq),
-            Some(Taken::NoSeq) => None,
-            Some(Taken::NotDevice) | None => return,
-        };
-        if !self.outbox.push(outbox_event(&message, seq)) {
+        if !self.outbox.push(outbox_event(&message, Some(seq))) {
             tracing::debug!(
                 tenant = message.tenant,
                 device = message.client_id,
                 "webhook outbox full: message event dropped"
             );
-        }
-    }
-
-    /// How many watched messages of `batch[at]`'s client follow in a row
-    /// (it included) before another numbered event of the same client (a
-    /// connect, a disconnect, a reported state): they share one reservation.
-    fn run_length(&self, batch: &[Event], at: usize) -> u32 {
-        let Some(client) = batch.get(at).and_then(client_of) else {
-            return 1;
-        };
-        let mut count = 1u32;
-        for event in batch.iter().skip(at + 1) {
-            if client_of(event) != Some(client) {
-                continue;
-            }
-            let plain_message = self.watched(event)
-                && as_message(event)
-                    .is_some_and(|m| !crate::bridge::is_reported_state_topic(m.topic));
-            if !plain_message {
-                break;
-            }
-            count = count.saturating_add(1);
-        }
-        count
-    }
-}
-
-enum Taken {
-    Seq(i64),
-    NoSeq,
-    NotDevice,
-}
-
-impl Run {
-    fn has_left(&self) -> bool {
-        match self {
-            Run::Numbered { left, .. } | Run::Unnumbered { left } | Run::NotDevice { left } => {
-                *left > 0
-            }
-        }
-    }
-
-    fn take(&mut self) -> Taken {
-        match self {
-            Run::Numbered { next, left } => {
-                *left = left.saturating_sub(1);
-                let seq = *next;
-                *next += 1;
-                Taken::Seq(seq)
-            }
-            Run::Unnumbered { left } => {
-                *left = left.saturating_sub(1);
-                Taken::NoSeq
-            }
-            Run::NotDevice { left } => {
-                *left = left.saturating_sub(1);
-                Taken::NotDevice
-            }
         }
     }
 }
@@ -394,14 +261,5 @@ mod tests {
             ]
         );
         db.cleanup().await;
-    }
-
-    #[test]
-    fn runs_hand_out_their_numbers_in_order() {
-        let mut run = Run::Numbered { next: 5, left: 2 };
-        assert!(matches!(run.take(), Taken::Seq(5)));
-        assert!(run.has_left());
-        assert!(matches!(run.take(), Taken::Seq(6)));
-        assert!(!run.has_left());
     }
 }

@@ -1,23 +1,25 @@
 //! [`ReportedState`]: what devices publish on `devices/{d}/state/reported`
 //! merged (JSON merge patch) into their state document.
 //!
-//! `emit` hands the report to a bounded queue and returns; one task applies
-//! reports in arrival order, so a device's patches apply in the order it
-//! sent them. When more than the queue's capacity wait (the database is
-//! slow or down), further reports are dropped and counted
-//! ([`ReportedState::dropped`]): the device's retained message still holds
-//! its latest payload. A payload that is not a JSON object is recorded as
+//! `emit` hands the report to a bounded queue shared fairly by the tenants
+//! ([`fair::FairQueue`]: `capacity` per tenant, taken round-robin) and
+//! returns; one task applies reports in arrival order per tenant, so a
+//! device's patches apply in the order it sent them, and one tenant's flood
+//! delays another's reports by at most a round. When a tenant has more than
+//! its share waiting (the database is slow or down), its further reports
+//! are dropped and counted ([`ReportedState::dropped`],
+//! `fleetmq_write_behind_dropped_total{buffer="reported",tenant}`): the
+//! device's retained message still holds its latest payload. A payload that is not a JSON object is recorded as
 //! the document's `reported_error` instead of being merged.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use broker::{Event, EventSink, TenantId};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use store::Store;
-use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use crate::writer::WriterTask;
@@ -39,7 +41,7 @@ struct Report {
 
 /// The reported-state [`EventSink`]; see the module docs.
 pub struct ReportedState {
-    queue: Mutex<Option<mpsc::Sender<Report>>>,
+    queue: Arc<fair::FairQueue<Report>>,
     dropped: AtomicU64,
     writer: WriterTask,
 }
@@ -53,13 +55,17 @@ impl std::fmt::Debug for ReportedState {
 }
 
 impl ReportedState {
-    /// Starts the task applying reports; at most `capacity` wait.
+    /// Starts the task applying reports; at most `capacity` of one tenant
+    /// wait (ten times that of all tenants together).
     pub fn start(store: Store, capacity: usize) -> Arc<Self> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queue = Arc::new(fair::FairQueue::new(fair::Bounds {
+            per_key: capacity.max(1),
+            total: capacity.max(1).saturating_mul(10),
+        }));
         Arc::new(Self {
-            queue: Mutex::new(Some(tx)),
+            queue: queue.clone(),
             dropped: AtomicU64::new(0),
-            writer: WriterTask::spawn(apply_reports(store, rx)),
+            writer: WriterTask::spawn(apply_reports(store, queue)),
         })
     }
 
@@ -70,12 +76,7 @@ impl ReportedState {
 
     /// Applies the reports already queued, then stops.
     pub async fn shutdown(&self) {
-        drop(
-            self.queue
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take(),
-        );
+        self.queue.close();
         self.writer.join().await;
     }
 }
@@ -105,13 +106,11 @@ impl EventSink for ReportedState {
             payload,
             at: Utc::now(),
         };
-        let queued = self
-            .queue
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-            .is_some_and(|q| q.try_send(report).is_ok());
-        if !queued {
+        let tenant = report.tenant.as_str().to_owned();
+        if self.queue.push(&tenant, report).is_err() {
+            metrics::counter!("fleetmq_write_behind_dropped_total",
+                "buffer" => "reported", "tenant" => tenant)
+            .increment(1);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(dropped, "reported state dropped: queue full or stopped");
@@ -120,8 +119,20 @@ impl EventSink for ReportedState {
     }
 }
 
-async fn apply_reports(store: Store, mut rx: mpsc::Receiver<Report>) {
-    while let Some(r) = rx.recv().await {
+/// Reports applied per round (one tenant's run of them is not a round).
+const ROUND: usize = 64;
+
+async fn apply_reports(store: Store, queue: Arc<fair::FairQueue<Report>>) {
+    let mut batch = Vec::with_capacity(ROUND);
+    while queue.next_batch(&mut batch, ROUND).await > 0 {
+        for (_, r) in batch.drain(..) {
+            apply(&store, r).await;
+        }
+    }
+}
+
+async fn apply(store: &Store, r: Report) {
+    {
         let tenant = r.tenant.as_str();
         let result = match serde_json::from_slice::<Value>(&r.payload) {
             Ok(patch @ Value::Object(_)) => {

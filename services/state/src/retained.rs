@@ -14,7 +14,11 @@
 //!   next one (group commit): many publishers share one commit, so
 //!   throughput grows with load instead of one transaction per message.
 //! - **Bounded, with back-pressure**: at most
-//!   [`RetainedConfig::max_pending`] distinct topics wait. Coalescing means
+//!   [`RetainedConfig::max_pending`] distinct topics wait, at most
+//!   [`RetainedConfig::max_pending_per_tenant`] of one tenant (so one
+//!   tenant's many topics never fill it for the others); changes not
+//!   persisted are counted per tenant in
+//!   `fleetmq_write_behind_dropped_total{buffer="retained",tenant}`. Coalescing means
 //!   the buffer only grows with the number of *distinct* topics changed
 //!   while the database is slow or down, never with the message rate.
 //!   When it is full, a change to a topic already waiting still coalesces;
@@ -58,6 +62,10 @@ pub struct RetainedConfig {
     pub flush_rows: usize,
     /// The most distinct topics that may wait.
     pub max_pending: usize,
+    /// The most distinct topics of one tenant that may wait: one tenant
+    /// changing many topics while the database is slow never fills the
+    /// buffer for the others.
+    pub max_pending_per_tenant: usize,
     /// The pause after a failed transaction before the next try.
     pub retry_delay: Duration,
 }
@@ -68,6 +76,7 @@ impl Default for RetainedConfig {
             flush_window: Duration::from_millis(100),
             flush_rows: 10_000,
             max_pending: 1_000_000,
+            max_pending_per_tenant: 100_000,
             retry_delay: Duration::from_secs(1),
         }
     }
@@ -100,6 +109,8 @@ type Key = (TenantId, TopicName);
 struct Pending {
     /// The last change of each topic not yet written (`None`: delete).
     writes: HashMap<Key, Option<StoredRetained>>,
+    /// How many of `writes` each tenant has.
+    per_tenant: HashMap<TenantId, usize>,
     /// QoS 1/2 publishers waiting for the next commit.
     waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
     /// When the oldest change in `writes` arrived.
@@ -232,7 +243,10 @@ impl DurableRetained {
     }
 
     /// A change that cannot be taken: refused for QoS 1/2, counted for 0.
-    fn refuse(&self, durable: bool, why: Error) -> Option<Durability> {
+    fn refuse(&self, tenant: &TenantId, durable: bool, why: Error) -> Option<Durability> {
+        metrics::counter!("fleetmq_write_behind_dropped_total",
+            "buffer" => "retained", "tenant" => tenant.as_str().to_owned())
+        .increment(1);
         if durable {
             let e = StoreError::from(&why);
             return Some(Box::pin(async move { Err(e) }));
@@ -294,13 +308,19 @@ impl RetainedStore for DurableRetained {
         let mut p = shared.pending();
         if p.closed {
             drop(p);
-            return self.refuse(durable, Error::Stopped);
+            return self.refuse(tenant, durable, Error::Stopped);
         }
         let key = (tenant.clone(), topic.clone());
-        let capacity = shared.config.max_pending;
-        if p.writes.len() >= capacity && !p.writes.contains_key(&key) {
-            drop(p);
-            return self.refuse(durable, Error::BufferFull { capacity });
+        if !p.writes.contains_key(&key) {
+            let capacity = shared.config.max_pending;
+            let per_tenant = shared.config.max_pending_per_tenant;
+            let held = p.per_tenant.get(tenant).copied().unwrap_or(0);
+            if p.writes.len() >= capacity || held >= per_tenant {
+                drop(p);
+                let capacity = capacity.min(per_tenant);
+                return self.refuse(tenant, durable, Error::BufferFull { capacity });
+            }
+            *p.per_tenant.entry(tenant.clone()).or_default() += 1;
         }
         p.writes.insert(key, message.cloned());
         let first = p.since.is_none();
@@ -366,6 +386,7 @@ async fn flush_once(shared: &Shared) -> Result<(), Error> {
         let mut p = shared.pending();
         p.in_flight_since = p.since.take();
         p.in_flight = p.writes.len();
+        p.per_tenant.clear();
         (
             std::mem::take(&mut p.writes),
             std::mem::take(&mut p.waiters),
@@ -432,10 +453,14 @@ async fn write_batch(
             for w in waiters {
                 let _ = w.send(Err(refusal.clone()));
             }
-            let mut p = shared.pending();
+            let mut guard = shared.pending();
+            let p = &mut *guard;
             for (key, change) in writes {
                 // A newer change of the topic arrived meanwhile: it wins.
-                p.writes.entry(key).or_insert(change);
+                if let std::collections::hash_map::Entry::Vacant(slot) = p.writes.entry(key) {
+                    *p.per_tenant.entry(slot.key().0.clone()).or_default() += 1;
+                    slot.insert(change);
+                }
             }
             // Still as far behind as the oldest change put back.
             p.since = Some(p.in_flight_since.or(p.since).unwrap_or_else(Instant::now));

@@ -286,6 +286,71 @@ impl Store {
         seq.map_err(|e| state_error(e, tenant_id, device_id))
     }
 
+    /// [`Store::reserve_event_seqs`] for many devices in two statements,
+    /// whatever their number: `counts` names each `(tenant, device, count)`
+    /// once, and the answer has, in the same order, the last number
+    /// reserved, or `None` for a client that is no device.
+    pub async fn reserve_event_seqs_batch(
+        &self,
+        counts: &[(String, String, u32)],
+    ) -> Result<Vec<Option<i64>>, Error> {
+        if counts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let devices: Vec<(String, String)> = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new("SELECT tenant_id, id FROM devices WHERE ");
+            for (at, (tenant, device, _)) in counts.iter().enumerate() {
+                q.push(if at == 0 { "(tenant_id = " } else { " OR (tenant_id = " });
+                q.push_bind(tenant).push(" AND id = ").push_bind(device).push(")");
+            }
+            q.build_query_as().fetch_all(pool).await?
+        });
+        let devices: std::collections::HashSet<(String, String)> = devices.into_iter().collect();
+        let wanted: Vec<&(String, String, u32)> = counts
+            .iter()
+            .filter(|(t, d, _)| devices.contains(&(t.clone(), d.clone())))
+            .collect();
+        let mut last = std::collections::HashMap::new();
+        if !wanted.is_empty() {
+            let rows: Result<Vec<(String, String, i64)>, sqlx::Error> = on_pool!(self, pool => {
+                let mut q = sqlx::QueryBuilder::new(
+                    "INSERT INTO device_state (tenant_id, device_id, event_seq) ",
+                );
+                q.push_values(&wanted, |mut row, (tenant, device, count)| {
+                    row.push_bind(tenant)
+                        .push_bind(device)
+                        .push_bind(i64::from((*count).max(1)));
+                });
+                q.push(
+                    " ON CONFLICT (tenant_id, device_id) DO UPDATE SET \
+                     event_seq = device_state.event_seq + excluded.event_seq \
+                     RETURNING tenant_id, device_id, event_seq",
+                );
+                q.build_query_as().fetch_all(pool).await
+            });
+            match rows {
+                Ok(rows) => last.extend(rows.into_iter().map(|(t, d, seq)| ((t, d), seq))),
+                // A device deleted between the two statements: one by one.
+                Err(e) if matches!(violation(&e), Some(Violation::ForeignKey)) => {
+                    for (tenant, device, count) in &wanted {
+                        match self.reserve_event_seqs(tenant, device, *count).await {
+                            Ok(seq) => {
+                                last.insert((tenant.clone(), device.clone()), seq);
+                            }
+                            Err(Error::NotFound { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(counts
+            .iter()
+            .map(|(t, d, _)| last.get(&(t.clone(), d.clone())).copied())
+            .collect())
+    }
+
     async fn read_state(
         &self,
         tenant_id: &str,

@@ -1,9 +1,12 @@
 //! Claiming webhook deliveries: the worker's side of the queue.
 //!
 //! Claiming is fair and ordered. Each round takes due deliveries round-robin
-//! over endpoints, at most `per_endpoint` in flight for any endpoint (counting
-//! those other workers hold), so one endpoint's backlog never starves
-//! another's. Deliveries with the same `ordering_key` (the device) go out one
+//! over tenants and, within a tenant, over its endpoints, at most
+//! `per_endpoint` in flight for any endpoint and `per_tenant` for any
+//! tenant (counting those other workers hold), so one endpoint's backlog
+//! never starves another's, and a tenant with many slow endpoints holds at
+//! most `per_tenant` of a worker's slots: another tenant's due delivery is
+//! claimed in the next round whatever the first tenant has queued. Deliveries with the same `ordering_key` (the device) go out one
 //! at a time, in id order. A claim is a lease: `next_attempt_at` becomes its
 //! end, and a delivery whose worker died is claimed again after it.
 //! Postgres claims with `FOR UPDATE SKIP LOCKED`, so several workers (nodes)
@@ -28,12 +31,13 @@ pub struct ClaimedDelivery {
     pub events: Vec<OutboxEvent>,
 }
 
-/// The due deliveries a round may take: fair over endpoints, ordered per
-/// key, within each endpoint's in-flight limit. Binds: $1 now, $2 per
-/// endpoint limit, $3 round size.
+/// The due deliveries a round may take: fair over tenants, then over each
+/// tenant's endpoints, ordered per key, within each endpoint's and each
+/// tenant's in-flight limit. Binds: $1 now, $2 per endpoint limit, $3 round
+/// size, $5 per tenant limit.
 const CANDIDATES: &str = "\
     WITH ranked AS ( \
-        SELECT d.id, d.endpoint_id, ROW_NUMBER() OVER ( \
+        SELECT d.id, d.tenant_id, d.endpoint_id, ROW_NUMBER() OVER ( \
             PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at, d.id) AS rn \
         FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id \
         WHERE e.enabled AND d.status IN ('pending', 'delivering') AND d.next_attempt_at <= $1 \
@@ -42,17 +46,38 @@ const CANDIDATES: &str = "\
             AND p.id < d.id AND p.status IN ('pending', 'delivering'))), \
     busy AS ( \
         SELECT endpoint_id, COUNT(*) AS n FROM webhook_deliveries \
-        WHERE status = 'delivering' AND next_attempt_at > $1 GROUP BY endpoint_id) \
-    SELECT r.id FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id \
-    WHERE r.rn + COALESCE(b.n, 0) <= $2 ORDER BY r.rn, r.id LIMIT $3";
+        WHERE status = 'delivering' AND next_attempt_at > $1 GROUP BY endpoint_id), \
+    tenant_busy AS ( \
+        SELECT tenant_id, COUNT(*) AS n FROM webhook_deliveries \
+        WHERE status = 'delivering' AND next_attempt_at > $1 GROUP BY tenant_id), \
+    eligible AS ( \
+        SELECT r.id, r.tenant_id, r.rn, ROW_NUMBER() OVER ( \
+            PARTITION BY r.tenant_id ORDER BY r.rn, r.id) AS trn \
+        FROM ranked r LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id \
+        WHERE r.rn + COALESCE(b.n, 0) <= $2) \
+    SELECT g.id FROM eligible g LEFT JOIN tenant_busy t ON t.tenant_id = g.tenant_id \
+    WHERE g.trn + COALESCE(t.n, 0) <= $5 ORDER BY g.trn, g.rn, g.id LIMIT $3";
 
 impl Store {
     /// Claim up to `limit` due deliveries for `lease` (see the module docs),
-    /// at most `per_endpoint` in flight per endpoint.
+    /// at most `per_endpoint` in flight per endpoint, none per tenant.
     pub async fn claim_webhook_deliveries(
         &self,
         limit: u32,
         per_endpoint: u32,
+        lease: Duration,
+    ) -> Result<Vec<ClaimedDelivery>, Error> {
+        self.claim_webhook_deliveries_fair(limit, per_endpoint, u32::MAX, lease)
+            .await
+    }
+
+    /// [`Store::claim_webhook_deliveries`], and at most `per_tenant` in
+    /// flight per tenant.
+    pub async fn claim_webhook_deliveries_fair(
+        &self,
+        limit: u32,
+        per_endpoint: u32,
+        per_tenant: u32,
         lease: Duration,
     ) -> Result<Vec<ClaimedDelivery>, Error> {
         let at = now();
@@ -71,6 +96,7 @@ impl Store {
                     .bind(i64::from(per_endpoint))
                     .bind(i64::from(limit))
                     .bind(Ts(lease_end))
+                    .bind(i64::from(per_tenant))
                     .fetch_all(&mut *tx)
                     .await?;
                 tx.commit().await?;
@@ -93,6 +119,7 @@ impl Store {
                     .bind(i64::from(per_endpoint))
                     .bind(i64::from(limit))
                     .bind(Ts(lease_end))
+                    .bind(i64::from(per_tenant))
                     .fetch_all(pool)
                     .await?
             }

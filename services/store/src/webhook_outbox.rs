@@ -218,6 +218,13 @@ pub struct BatchLimits {
     pub max_wait: Duration,
 }
 
+/// How many events one fan-out round takes.
+#[derive(Debug, Clone, Copy)]
+struct FanOutLimits {
+    round: u32,
+    per_tenant: u32,
+}
+
 /// What one fan-out round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FanOut {
@@ -260,6 +267,29 @@ impl Store {
         Ok(on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL).fetch_one(pool).await?))
     }
 
+    /// Events not yet fanned out, of each of `tenants` that has any.
+    pub async fn undispatched_outbox_len_of(
+        &self,
+        tenants: &[&str],
+    ) -> Result<HashMap<String, i64>, Error> {
+        if tenants.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT tenant_id, COUNT(*) FROM webhook_outbox \
+                 WHERE dispatched_at IS NULL AND tenant_id IN (",
+            );
+            let mut ids = q.separated(", ");
+            for tenant in tenants {
+                ids.push_bind(*tenant);
+            }
+            q.push(") GROUP BY tenant_id");
+            q.build_query_as().fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().collect())
+    }
+
     /// Turn up to `limit` undispatched events, oldest first, into deliveries
     /// for the enabled endpoints of their tenants, as `route` says, and
     /// mark them dispatched; all in one transaction, so each event fans out
@@ -270,6 +300,23 @@ impl Store {
         batch: BatchLimits,
         route: impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
     ) -> Result<FanOut, Error> {
+        self.fan_out_outbox_fair(limit, limit, batch, route).await
+    }
+
+    /// [`Store::fan_out_outbox`] taking at most `per_tenant` events of any
+    /// one tenant (its oldest), so a tenant's backlog delays another
+    /// tenant's events by one round at most.
+    pub async fn fan_out_outbox_fair(
+        &self,
+        limit: u32,
+        per_tenant: u32,
+        batch: BatchLimits,
+        route: impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
+    ) -> Result<FanOut, Error> {
+        let limit = FanOutLimits {
+            round: limit,
+            per_tenant: per_tenant.max(1),
+        };
         match &self.pool {
             crate::store::Pool::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -296,10 +343,14 @@ impl Store {
 /// concurrent claim; SQLite already holds the only write lock).
 macro_rules! fan_out_on {
     ($conn:expr, $limit:expr, $batch:expr, $route:expr, $lock_batch:literal) => {{
+        // Each tenant's oldest, at most $2 of them (the partial index on
+        // (tenant_id, id) serves the window), oldest first overall.
         const EVENTS: &str = concat!(
             "SELECT ",
             outbox_columns!(),
-            " FROM webhook_outbox WHERE dispatched_at IS NULL ORDER BY id LIMIT $1"
+            " FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS turn ",
+            "FROM webhook_outbox WHERE dispatched_at IS NULL) AS waiting ",
+            "WHERE turn <= $2 ORDER BY id LIMIT $1"
         );
         const ENDPOINTS: &str = concat!(
             "SELECT ",
@@ -329,13 +380,14 @@ macro_rules! fan_out_on {
         );
         const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
 
-        let limit = i64::from($limit);
+        let limits: FanOutLimits = $limit;
         let max_events = i64::from($batch.max_events.max(1));
         let at = now();
         let batch_due =
             at + chrono::Duration::from_std($batch.max_wait).unwrap_or(chrono::Duration::zero());
         let events: Vec<OutboxEvent> = sqlx::query_as::<_, OutboxRow>(EVENTS)
-            .bind(limit)
+            .bind(i64::from(limits.round))
+            .bind(i64::from(limits.per_tenant))
             .fetch_all(&mut *$conn)
             .await?
             .into_iter()
@@ -444,7 +496,7 @@ macro_rules! fan_out_on {
 
 async fn fan_out_sqlite(
     conn: &mut SqliteConnection,
-    limit: u32,
+    limit: FanOutLimits,
     batch: BatchLimits,
     route: &impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
 ) -> Result<FanOut, Error> {
@@ -453,7 +505,7 @@ async fn fan_out_sqlite(
 
 async fn fan_out_postgres(
     conn: &mut PgConnection,
-    limit: u32,
+    limit: FanOutLimits,
     batch: BatchLimits,
     route: &impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
 ) -> Result<FanOut, Error> {

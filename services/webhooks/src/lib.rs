@@ -41,7 +41,6 @@ pub use error::Error;
 pub use message_routes::{MESSAGE_EVENT_TYPE, MessageRoutes};
 pub use outbox_writer::{
     EVENTS_DROPPED_EVENT_TYPE, OutboxWriter, OutboxWriterConfig, OutboxWriterTask,
-    recv_until_closed,
 };
 pub use ssrf::UrlPolicy;
 pub use worker::{RESPONSE_EXCERPT_BYTES, Worker, WorkerConfig, request_body};

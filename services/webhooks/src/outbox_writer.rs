@@ -2,11 +2,15 @@
 //! hand events to the outbox without ever waiting on the database.
 //!
 //! `push` puts the event on a bounded in-memory queue and returns at once; a
-//! task appends what has queued up in batches (one transaction each). When
-//! the queue is full, or the database already holds `max_undispatched`
-//! events not yet fanned out, events are dropped: counted in
-//! `fleetmq_webhook_events_dropped_total` and reported to the tenant as a
-//! `webhook.events_dropped` event (`{count}`) with the next batch.
+//! task appends what has queued up in batches (one transaction each). The
+//! queue is shared fairly by the tenants ([`fair::FairQueue`]: a share of
+//! `capacity` each, batches taken round-robin), so one tenant's flood
+//! neither crowds out nor delays another's events by more than a batch.
+//! When a tenant's share is full, or the database already holds
+//! `max_undispatched` of its events not yet fanned out, its events are
+//! dropped: counted in `fleetmq_webhook_events_dropped_total{tenant}` and
+//! reported to that tenant (only) as a `webhook.events_dropped` event
+//! (`{count}`) with the next batch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,8 +18,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use store::{NewOutboxEvent, Store};
-use tokio::sync::{Notify, mpsc};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::Notify;
 
 /// The event type that reports dropped events.
 pub const EVENTS_DROPPED_EVENT_TYPE: &str = "webhook.events_dropped";
@@ -23,11 +26,13 @@ pub const EVENTS_DROPPED_EVENT_TYPE: &str = "webhook.events_dropped";
 /// Bounds of an [`OutboxWriter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OutboxWriterConfig {
-    /// Events waiting in memory.
+    /// Events of one tenant waiting in memory (all tenants together: ten
+    /// times that, before a tenant over its fair share is refused).
     pub capacity: usize,
     /// Events per append.
     pub max_batch: usize,
-    /// Undispatched events in the database beyond which batches are dropped.
+    /// Undispatched events of one tenant in the database beyond which its
+    /// new events are dropped.
     pub max_undispatched: i64,
 }
 
@@ -41,20 +46,35 @@ impl Default for OutboxWriterConfig {
     }
 }
 
+/// All tenants' events in memory together, in tenant shares.
+const TENANTS_SHARING: usize = 10;
+
 /// Wait after a failed append before trying the same batch again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-/// The producer's handle. Cheap to clone.
+type Queue = fair::FairQueue<NewOutboxEvent>;
+
+/// The producer's handle. Cheap to clone; when the last clone is dropped
+/// the queue closes, and the task appends what is left and ends.
 #[derive(Clone)]
 pub struct OutboxWriter {
-    queue: mpsc::Sender<NewOutboxEvent>,
+    queue: Arc<Queue>,
     dropped: Arc<Mutex<HashMap<String, u64>>>,
+    _producers: Arc<CloseOnDrop>,
+}
+
+struct CloseOnDrop(Arc<Queue>);
+
+impl Drop for CloseOnDrop {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 /// The writer's task; `close` flushes what is queued.
 pub struct OutboxWriterTask {
     task: tokio::task::JoinHandle<()>,
-    closing: CancellationToken,
+    queue: Arc<Queue>,
 }
 
 impl OutboxWriterTask {
@@ -62,7 +82,7 @@ impl OutboxWriterTask {
     /// every one already queued, and wait until that is done: at shutdown,
     /// while producers may still hold [`OutboxWriter`] clones.
     pub async fn close(self) {
-        self.closing.cancel();
+        self.queue.close();
         self.closed().await;
     }
 
@@ -83,20 +103,19 @@ impl OutboxWriter {
         config: OutboxWriterConfig,
         wake: Option<Arc<Notify>>,
     ) -> (OutboxWriter, OutboxWriterTask) {
-        let (queue, rx) = mpsc::channel(config.capacity.max(1));
+        let queue = Arc::new(fair::FairQueue::new(fair::Bounds {
+            per_key: config.capacity.max(1),
+            total: config.capacity.max(1).saturating_mul(TENANTS_SHARING),
+        }));
         let dropped = Arc::new(Mutex::new(HashMap::new()));
-        let closing = CancellationToken::new();
-        let task = tokio::spawn(write(
-            store,
-            config,
-            rx,
-            dropped.clone(),
-            wake,
-            closing.clone(),
-        ));
+        let task = tokio::spawn(write(store, config, queue.clone(), dropped.clone(), wake));
         (
-            OutboxWriter { queue, dropped },
-            OutboxWriterTask { task, closing },
+            OutboxWriter {
+                queue: queue.clone(),
+                dropped,
+                _producers: Arc::new(CloseOnDrop(queue.clone())),
+            },
+            OutboxWriterTask { task, queue },
         )
     }
 
@@ -108,42 +127,23 @@ impl OutboxWriter {
         count_dropped(&self.dropped, tenant_id, n);
     }
 
-    /// Queue an event; false if it was dropped (queue full or closed).
+    /// Queue an event; false if it was dropped (its tenant's share full,
+    /// or the writer closed).
     pub fn push(&self, event: NewOutboxEvent) -> bool {
-        match self.queue.try_send(event) {
+        let tenant = event.tenant_id.clone();
+        match self.queue.push(&tenant, event) {
             Ok(()) => true,
-            Err(
-                mpsc::error::TrySendError::Full(event) | mpsc::error::TrySendError::Closed(event),
-            ) => {
-                count_dropped(&self.dropped, &event.tenant_id, 1);
+            Err(_) => {
+                count_dropped(&self.dropped, &tenant, 1);
                 false
             }
         }
     }
 }
 
-/// `recv_many` for a consumer that is told to stop by `closing`: from then
-/// on the channel takes nothing new, what is already queued still comes
-/// out, and 0 means everything has.
-pub async fn recv_until_closed<T>(
-    rx: &mut mpsc::Receiver<T>,
-    batch: &mut Vec<T>,
-    max: usize,
-    closing: &CancellationToken,
-) -> usize {
-    if !closing.is_cancelled() {
-        tokio::select! {
-            n = rx.recv_many(batch, max) => return n,
-            () = closing.cancelled() => {}
-        }
-    }
-    // Idempotent; after it recv_many drains the queue, then answers 0.
-    rx.close();
-    rx.recv_many(batch, max).await
-}
-
 fn count_dropped(dropped: &Mutex<HashMap<String, u64>>, tenant_id: &str, n: u64) {
-    metrics::counter!("fleetmq_webhook_events_dropped_total").increment(n);
+    metrics::counter!("fleetmq_webhook_events_dropped_total", "tenant" => tenant_id.to_owned())
+        .increment(n);
     // A poisoned lock only means another producer panicked mid-increment.
     let mut dropped = dropped
         .lock()
@@ -154,33 +154,15 @@ fn count_dropped(dropped: &Mutex<HashMap<String, u64>>, tenant_id: &str, n: u64)
 async fn write(
     store: Store,
     config: OutboxWriterConfig,
-    mut rx: mpsc::Receiver<NewOutboxEvent>,
+    queue: Arc<Queue>,
     dropped: Arc<Mutex<HashMap<String, u64>>>,
     wake: Option<Arc<Notify>>,
-    closing: CancellationToken,
 ) {
     let max_batch = config.max_batch.max(1);
-    let mut batch = Vec::with_capacity(max_batch);
-    while recv_until_closed(&mut rx, &mut batch, max_batch, &closing).await > 0 {
-        let within_bound = match store.undispatched_outbox_len().await {
-            Ok(waiting) => {
-                waiting.saturating_add(i64::try_from(batch.len()).unwrap_or(i64::MAX))
-                    <= config.max_undispatched
-            }
-            // The append below will fail too, and be retried.
-            Err(_) => true,
-        };
-        if !within_bound {
-            let mut per_tenant: HashMap<&str, u64> = HashMap::new();
-            for event in &batch {
-                *per_tenant.entry(event.tenant_id.as_str()).or_default() += 1;
-            }
-            for (tenant_id, n) in per_tenant {
-                count_dropped(&dropped, tenant_id, n);
-            }
-            tracing::warn!(count = batch.len(), "webhook outbox full: events dropped");
-            batch.clear();
-        }
+    let mut taken = Vec::with_capacity(max_batch);
+    while queue.next_batch(&mut taken, max_batch).await > 0 {
+        let mut batch: Vec<NewOutboxEvent> = taken.drain(..).map(|(_, event)| event).collect();
+        drop_over_bound(&store, &config, &mut batch, &dropped).await;
         let reports: Vec<NewOutboxEvent> = {
             let mut dropped = dropped
                 .lock()
@@ -209,5 +191,38 @@ async fn write(
         if let Some(wake) = &wake {
             wake.notify_one();
         }
+    }
+}
+
+/// Drop (and count) the events of tenants that already have
+/// `max_undispatched` events waiting in the database.
+async fn drop_over_bound(
+    store: &Store,
+    config: &OutboxWriterConfig,
+    batch: &mut Vec<NewOutboxEvent>,
+    dropped: &Mutex<HashMap<String, u64>>,
+) {
+    let mut per_tenant: HashMap<String, i64> = HashMap::new();
+    for event in batch.iter() {
+        *per_tenant.entry(event.tenant_id.clone()).or_default() += 1;
+    }
+    let tenants: Vec<&str> = per_tenant.keys().map(String::as_str).collect();
+    let waiting = match store.undispatched_outbox_len_of(&tenants).await {
+        Ok(waiting) => waiting,
+        // The append will fail too, and be retried.
+        Err(_) => return,
+    };
+    let over: Vec<(String, i64)> = per_tenant
+        .into_iter()
+        .filter(|(tenant, n)| {
+            waiting.get(tenant).copied().unwrap_or(0).saturating_add(*n) > config.max_undispatched
+        })
+        .collect();
+    for (tenant_id, n) in &over {
+        count_dropped(dropped, tenant_id, u64::try_from(*n).unwrap_or(0));
+        tracing::warn!(tenant = %tenant_id, count = n, "webhook outbox full for this tenant: events dropped");
+    }
+    if !over.is_empty() {
+        batch.retain(|e| !over.iter().any(|(tenant, _)| *tenant == e.tenant_id));
     }
 }

@@ -2,8 +2,8 @@
 //! deliveries, POSTs them signed, and records every attempt.
 //!
 //! One loop per process. Each round: fan out new events, claim what is due
-//! (the store keeps it fair across endpoints, ordered per device, and within
-//! each endpoint's in-flight limit), and send each claimed delivery on a
+//! (the store keeps it fair across tenants and their endpoints, ordered per
+//! device, and within each endpoint's and each tenant's in-flight limit), and send each claimed delivery on a
 //! task of its own. The loop sleeps `poll_interval` when idle; producers can
 //! wake it at once with [`Worker::wake`].
 
@@ -44,6 +44,9 @@ pub struct WorkerConfig {
     pub per_endpoint_concurrency: u32,
     /// Deliveries in flight in this worker at once.
     pub max_in_flight: u32,
+    /// Deliveries of one tenant in flight at once (across all workers): a
+    /// tenant with many slow endpoints never holds every slot.
+    pub per_tenant_in_flight: u32,
     /// Sleep between rounds when there is nothing to do.
     pub poll_interval: Duration,
     /// Failed attempts in a row after which an endpoint is disabled.
@@ -76,6 +79,7 @@ impl Default for WorkerConfig {
             request_timeout: Duration::from_secs(15),
             per_endpoint_concurrency: 4,
             max_in_flight: 256,
+            per_tenant_in_flight: 64,
             poll_interval: Duration::from_millis(500),
             disable_after_failures: 50,
             batch: BatchLimits {
@@ -89,6 +93,9 @@ impl Default for WorkerConfig {
 
 /// Events fanned out per round.
 const FAN_OUT_LIMIT: u32 = 500;
+/// Events of one tenant fanned out per round: a tenant's backlog delays
+/// another tenant's events by one round at most.
+const FAN_OUT_PER_TENANT: u32 = 100;
 /// How often the queue-depth gauges are refreshed.
 const DEPTH_INTERVAL: Duration = Duration::from_secs(5);
 /// A claim outlives the request by this much before another worker may
@@ -214,9 +221,12 @@ async fn round(state: &Arc<Shared>, in_flight: &mut JoinSet<()>) -> Result<bool,
     let batching = config.batch.max_events > 1;
     let fanned = state
         .store
-        .fan_out_outbox(FAN_OUT_LIMIT, config.batch, |event, endpoint| {
-            routing::route(event, endpoint, batching)
-        })
+        .fan_out_outbox_fair(
+            FAN_OUT_LIMIT,
+            FAN_OUT_PER_TENANT,
+            config.batch,
+            |event, endpoint| routing::route(event, endpoint, batching),
+        )
         .await?;
     let room = usize::try_from(config.max_in_flight)
         .unwrap_or(usize::MAX)
@@ -227,9 +237,10 @@ async fn round(state: &Arc<Shared>, in_flight: &mut JoinSet<()>) -> Result<bool,
     }
     let claimed = state
         .store
-        .claim_webhook_deliveries(
+        .claim_webhook_deliveries_fair(
             room,
             config.per_endpoint_concurrency.max(1),
+            config.per_tenant_in_flight.max(1),
             config.request_timeout + LEASE_MARGIN,
         )
         .await?;

@@ -3,8 +3,11 @@
 //!
 //! Each event: `id:` the event id, `event:` its type, `data:` JSON
 //! `{type, timestamp, data, device, seq}` (the webhook body, plus the device
-//! and its sequence number). A client that falls too far behind gets a
-//! `lagged` event saying how many it missed, never a silent gap. Only events
+//! and its sequence number). A client that falls too far behind, or whose
+//! tenant's events were dropped before they reached the stream (the
+//! tenant's share of the platform event queue overflowed), gets a `lagged`
+//! event saying how many it missed, never a silent gap; counted in
+//! `fleetmq_sse_events_missed_total{tenant}`. Only events
 //! published after the client connected are sent (no replay). Streams end
 //! when the server shuts down ([`crate::EventHub::close_streams`]).
 
@@ -21,7 +24,7 @@ use store::DeviceId;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{Access, Principal};
-use crate::events::{PlatformEvent, type_matches};
+use crate::events::{PlatformEvent, StreamItem, type_matches};
 use crate::{ApiError, AppState};
 
 /// Time between keep-alive comments, so proxies keep the stream open.
@@ -153,7 +156,7 @@ pub(crate) async fn stream(
     who.require(&t, Access::Read)?;
     let filter = EventFilter::parse(raw.as_deref())?;
     state.store.get_tenant(&t).await?;
-    let receiver = state.events.subscribe();
+    let receiver = state.events.subscribe(&t);
     let closing = state.events.closing();
     tracing::debug!(tenant = %t, subject = %who.subject, "event stream opened");
     let events = futures::stream::unfold(
@@ -165,20 +168,24 @@ pub(crate) async fn stream(
                     // Shutdown (or the hub gone): end the stream.
                     _ = closing.wait_for(|closing| *closing) => return None,
                 };
-                match received {
-                    Ok(event) if filter.accepts(&t, &event) => {
+                let missed = match received {
+                    Ok(StreamItem::Event(event)) if filter.accepts(&t, &event) => {
                         return Some((Ok(sse_event(&event)), (receiver, closing, filter, t)));
                     }
-                    Ok(_) => {}
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::debug!(tenant = %t, missed, "event stream lagged");
-                        let lagged = SseEvent::default()
-                            .event("lagged")
-                            .data(json!({ "missed": missed }).to_string());
-                        return Some((Ok(lagged), (receiver, closing, filter, t)));
-                    }
+                    Ok(StreamItem::Event(_)) => continue,
+                    // Dropped before the hub: this stream could not see them.
+                    Ok(StreamItem::Missed(missed)) => missed,
+                    // This stream was too slow for its tenant's own events.
+                    Err(RecvError::Lagged(missed)) => missed,
                     Err(RecvError::Closed) => return None,
-                }
+                };
+                tracing::debug!(tenant = %t, missed, "event stream lagged");
+                metrics::counter!("fleetmq_sse_events_missed_total", "tenant" => t.clone())
+                    .increment(missed);
+                let lagged = SseEvent::default()
+                    .event("lagged")
+                    .data(json!({ "missed": missed }).to_string());
+                return Some((Ok(lagged), (receiver, closing, filter, t)));
             }
         },
     );

@@ -22,7 +22,7 @@ async fn certificate_events(db: &TestDb) {
         "fleetmq.local",
     ));
     let hub = EventHub::new(64);
-    let mut events = hub.subscribe();
+    let mut events = hub.subscribe("acme");
     let t = TestApp::with(db, |s| s.with_pki(pki).with_event_hub(hub.clone())).await;
     t.tenant("acme").await;
     t.device("acme", "d1").await;
@@ -32,6 +32,9 @@ async fn certificate_events(db: &TestDb) {
                 .await
                 .expect("an event in time")
                 .unwrap();
+            let api::events::StreamItem::Event(e) = e else {
+                panic!("events missed");
+            };
             if e.event_type.starts_with("certificate.") {
                 return e;
             }

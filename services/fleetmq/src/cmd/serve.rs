@@ -26,6 +26,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     // Signals are hooked first so a Ctrl-C during a slow start is still a clean stop.
     let shutdown = CancellationToken::new();
     let mut signals = Signals::new()?;
+    crate::fdlimit::raise_and_check(&config);
 
     let data_dir = DataDir::open(&config.storage.data_dir)?;
     // Bind before the (possibly slow) migration so a taken port fails fast.
@@ -86,7 +87,12 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
             ..api::HttpLimits::default()
         },
     );
-    let server = tokio::spawn(api::serve(http, app, shutdown.clone().cancelled_owned()));
+    let server = tokio::spawn(api::serve_with(
+        http,
+        app,
+        config.http_conn,
+        shutdown.clone().cancelled_owned(),
+    ));
     let purge = state::RetainedPurge::spawn(store.clone(), config.retained_purge_interval);
     let mqtt_tasks = [
         tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),

@@ -269,6 +269,60 @@ fn resolve_publish_limits(
     })
 }
 
+limit!(
+    HTTP_MAX_CONNECTIONS_BOUNDS,
+    HTTP_MAX_CONNECTIONS,
+    "--http-max-connections",
+    "FLEETMQ_HTTP_MAX_CONNECTIONS",
+    "http_max_connections",
+    1..=10_000_000,
+    "expected 1 to 10000000 connections"
+);
+limit!(
+    HTTP_MAX_PER_ADDRESS_BOUNDS,
+    HTTP_MAX_CONNECTIONS_PER_ADDRESS,
+    "--http-max-connections-per-address",
+    "FLEETMQ_HTTP_MAX_CONNECTIONS_PER_ADDRESS",
+    "http_max_connections_per_address",
+    1..=10_000_000,
+    "expected 1 to 10000000 connections"
+);
+limit!(
+    HTTP_HEADER_TIMEOUT_BOUNDS,
+    HTTP_HEADER_TIMEOUT,
+    "--http-header-timeout",
+    "FLEETMQ_HTTP_HEADER_TIMEOUT",
+    "http_header_timeout",
+    1..=3600,
+    "expected 1 to 3600 seconds"
+);
+
+/// The HTTP listener's limits; defaults are [`api::ConnLimits::default`].
+pub(super) fn resolve_http(
+    args: &crate::cli::HttpLimitArgs,
+    file: &FileConfig,
+) -> Result<api::ConnLimits, Error> {
+    let d = api::ConnLimits::default();
+    let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    Ok(api::ConnLimits {
+        max_connections: HTTP_MAX_CONNECTIONS_BOUNDS.resolve(
+            args.http_max_connections,
+            file.http_max_connections,
+            wide(d.max_connections),
+        )?,
+        max_per_address: HTTP_MAX_PER_ADDRESS_BOUNDS.resolve(
+            args.http_max_connections_per_address,
+            file.http_max_connections_per_address,
+            wide(d.max_per_address),
+        )?,
+        header_read_timeout: Duration::from_secs(HTTP_HEADER_TIMEOUT_BOUNDS.resolve(
+            args.http_header_timeout,
+            file.http_header_timeout,
+            d.header_read_timeout.as_secs(),
+        )?),
+    })
+}
+
 pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLimits, Error> {
     let d = broker::Config::default();
     let wide = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);

@@ -365,6 +365,20 @@ async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result
         store.reserve_event_seqs("acme", "nope", 2).await,
         Err(Error::NotFound { .. })
     ));
+    // Many devices at once, in two statements; a device without a state
+    // row yet (d4) starts at its count, a client that is no device is None.
+    store.create_device("acme", &NewDevice::new("d4")).await?;
+    let counts = [
+        ("acme".to_owned(), "d2".to_owned(), 2),
+        ("acme".to_owned(), "ghost".to_owned(), 4),
+        ("acme".to_owned(), "d4".to_owned(), 3),
+        ("acme".to_owned(), "d3".to_owned(), 1),
+    ];
+    assert_eq!(
+        store.reserve_event_seqs_batch(&counts).await?,
+        [Some(10), None, Some(3), Some(4)]
+    );
+    assert_eq!(store.reserve_event_seqs_batch(&[]).await?, []);
     Ok(())
 }
 

@@ -457,7 +457,63 @@ async fn enabled_endpoints_by_tenant_or_all(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A tenant with many endpoints and a backlog holds at most its share of
+/// the slots, and another tenant's delivery comes first in the next round.
+async fn claims_are_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    super::tenant(store, "acme").await?;
+    super::tenant(store, "beta").await?;
+    for _ in 0..5 {
+        endpoint(store, "acme", &["busy"]).await?;
+    }
+    let backlog: Vec<_> = (0..40)
+        .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
+        .collect();
+    store.append_outbox_events(&backlog).await?;
+    store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
+    // acme: 5 endpoints × 2 = 10 could go; its tenant limit is 6.
+    let first = store
+        .claim_webhook_deliveries_fair(100, 2, 6, LEASE)
+        .await?;
+    assert_eq!(first.len(), 6);
+    endpoint(store, "beta", &["quiet"]).await?;
+    store
+        .append_outbox_events(&[NewOutboxEvent::new("beta", "quiet", json!({}))])
+        .await?;
+    store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
+    // acme is at its limit: beta's one delivery is all there is.
+    let second = store
+        .claim_webhook_deliveries_fair(100, 2, 6, LEASE)
+        .await?;
+    assert_eq!(second.len(), 1);
+    assert_eq!(second[0].delivery.tenant_id, "beta");
+    Ok(())
+}
+
+/// One tenant's outbox backlog delays another tenant's events by one
+/// fan-out round at most.
+async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    super::tenant(store, "acme").await?;
+    super::tenant(store, "beta").await?;
+    let backlog: Vec<_> = (0..300)
+        .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
+        .collect();
+    store.append_outbox_events(&backlog).await?;
+    store
+        .append_outbox_events(&[NewOutboxEvent::new("beta", "quiet", json!({}))])
+        .await?;
+    let round = store.fan_out_outbox_fair(50, 10, NO_BATCH, by_type).await?;
+    assert_eq!(round.events, 11);
+    let waiting = store.undispatched_outbox_len_of(&["acme", "beta"]).await?;
+    assert_eq!(waiting.get("acme"), Some(&290));
+    assert_eq!(waiting.get("beta"), None);
+    Ok(())
+}
+
 store::backend_tests!(
+    fan_out_is_fair_between_tenants,
+    claims_are_fair_between_tenants,
     enabled_endpoints_by_tenant_or_all,
     endpoint_crud_and_rotation,
     outbox_is_transactional_and_fans_out_once,

@@ -210,6 +210,7 @@ pub fn config() -> WorkerConfig {
         request_timeout: Duration::from_secs(30),
         per_endpoint_concurrency: 2,
         max_in_flight: 64,
+        per_tenant_in_flight: 64,
         poll_interval: Duration::from_millis(20),
         disable_after_failures: 1000,
         batch: BatchLimits {
