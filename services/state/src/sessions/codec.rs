@@ -3,6 +3,7 @@
 //! as UTC timestamps. Rows that do not turn back into MQTT values are
 //! reported (by the caller, who skips them) rather than trusted.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -17,9 +18,13 @@ use mqtt::{
     PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions, TopicFilter, TopicName,
 };
 use serde_json::{Value, json};
-use store::{QueueEntry, QueueState, SessionMessage, SessionSubscription, SessionWill};
+use store::{
+    IncomingWrite, QueueEntry, QueueState, QueueTransition, SessionDisconnect, SessionKey,
+    SessionMessage, SessionMessageId, SessionSubscription, SessionWill, SessionWrites,
+    SubscriptionWrite,
+};
 
-use super::batch::{PendingBody, PendingEntry, Upsert};
+use super::batch::{Batch, PendingBody, PendingEntry, Row, Upsert};
 use crate::codec::{properties_from_json, properties_to_json};
 
 /// Why a stored value is not an MQTT one.
@@ -239,6 +244,65 @@ pub(crate) fn session_from_row(
             .map(packet_id)
             .collect::<Result<_, _>>()?,
     })
+}
+
+/// The store's batch for `batch`: each session's coalesced changes, and
+/// each body its queue rows reference, once.
+pub(crate) fn writes(batch: &Batch, node: &str) -> SessionWrites {
+    let mut w = SessionWrites::default();
+    let mut bodies: HashMap<SessionMessageId, (&TenantId, &PendingBody)> = HashMap::new();
+    for ((tenant, client), c) in &batch.sessions {
+        let key = SessionKey::new(tenant.as_str(), &**client);
+        if c.reset {
+            w.deleted.push(key.clone());
+        }
+        match &c.row {
+            Row::Deleted => continue,
+            Row::Upsert(u) => w.upserted.push(record_row(tenant, u, node)),
+            Row::Unchanged => {
+                if let Some(d) = &c.disconnected {
+                    w.disconnected.push(SessionDisconnect {
+                        key: key.clone(),
+                        at: d.at.into(),
+                        expires_at: d.expires_at.map(Into::into),
+                        will_due_at: d.will_due_at.map(Into::into),
+                    });
+                }
+                if c.will_cleared {
+                    w.wills_cleared.push(key.clone());
+                }
+            }
+        }
+        for (filter, sub) in &c.subscriptions {
+            w.subscriptions.push(match sub {
+                Some(s) => SubscriptionWrite::Set(key.clone(), subscription_row(s)),
+                None => SubscriptionWrite::Remove(key.clone(), filter.as_str().to_owned()),
+            });
+        }
+        for (seq, e) in &c.inserts {
+            bodies.entry(e.body.id).or_insert((tenant, &e.body));
+            w.enqueued.push((key.clone(), entry_row(*seq, e)));
+        }
+        for (seq, to) in &c.transitions {
+            w.transitions.push(QueueTransition {
+                key: key.clone(),
+                seq: *seq,
+                to: to.map(state_row),
+            });
+        }
+        for (packet_id, awaiting) in &c.incoming {
+            w.incoming.push(IncomingWrite {
+                key: key.clone(),
+                packet_id: packet_id.get(),
+                awaiting: *awaiting,
+            });
+        }
+    }
+    w.messages = bodies
+        .values()
+        .map(|(tenant, body)| message_row(tenant, body))
+        .collect();
+    w
 }
 
 #[cfg(test)]

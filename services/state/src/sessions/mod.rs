@@ -47,15 +47,12 @@ use broker::session_store::{
 use broker::{Durability, StoreError, TenantId};
 use chrono::Utc;
 use mqtt::{PacketId, QoS, TopicFilter};
-use store::{
-    IncomingWrite, MAX_SESSION_CLIENT_ID_BYTES, QueueTransition, SessionKey, SessionMessageId,
-    SessionWrites, Store, SubscriptionWrite,
-};
+use store::{MAX_SESSION_CLIENT_ID_BYTES, SessionMessageId, Store};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
-use self::batch::{Batch, PendingBody, Row};
+use self::batch::{Batch, PendingBody};
 use crate::Error;
 use crate::writer::{GroupCommit, Waiters, WriterTask, run_group_commit};
 
@@ -315,7 +312,7 @@ impl Shared {
             waiters.resolve(&Ok(()));
             return Ok(());
         }
-        let writes = to_writes(&batch, &self.config.node_id);
+        let writes = codec::writes(&batch, &self.config.node_id);
         let started = Instant::now();
         match self.store.write_sessions(&writes).await {
             Ok(count) => {
@@ -388,65 +385,6 @@ impl GroupCommit for Shared {
         p.in_flight_since = None;
         outcome
     }
-}
-
-/// The store's batch for `batch`: each session's coalesced changes, and
-/// each body its queue rows reference, once.
-fn to_writes(batch: &Batch, node: &str) -> SessionWrites {
-    let mut w = SessionWrites::default();
-    let mut bodies: HashMap<SessionMessageId, (&TenantId, &PendingBody)> = HashMap::new();
-    for ((tenant, client), c) in &batch.sessions {
-        let key = SessionKey::new(tenant.as_str(), &**client);
-        if c.reset {
-            w.deleted.push(key.clone());
-        }
-        match &c.row {
-            Row::Deleted => continue,
-            Row::Upsert(u) => w.upserted.push(codec::record_row(tenant, u, node)),
-            Row::Unchanged => {
-                if let Some(d) = &c.disconnected {
-                    w.disconnected.push(store::SessionDisconnect {
-                        key: key.clone(),
-                        at: d.at.into(),
-                        expires_at: d.expires_at.map(Into::into),
-                        will_due_at: d.will_due_at.map(Into::into),
-                    });
-                }
-                if c.will_cleared {
-                    w.wills_cleared.push(key.clone());
-                }
-            }
-        }
-        for (filter, sub) in &c.subscriptions {
-            w.subscriptions.push(match sub {
-                Some(s) => SubscriptionWrite::Set(key.clone(), codec::subscription_row(s)),
-                None => SubscriptionWrite::Remove(key.clone(), filter.as_str().to_owned()),
-            });
-        }
-        for (seq, e) in &c.inserts {
-            bodies.entry(e.body.id).or_insert((tenant, &e.body));
-            w.enqueued.push((key.clone(), codec::entry_row(*seq, e)));
-        }
-        for (seq, to) in &c.transitions {
-            w.transitions.push(QueueTransition {
-                key: key.clone(),
-                seq: *seq,
-                to: to.map(codec::state_row),
-            });
-        }
-        for (packet_id, awaiting) in &c.incoming {
-            w.incoming.push(IncomingWrite {
-                key: key.clone(),
-                packet_id: packet_id.get(),
-                awaiting: *awaiting,
-            });
-        }
-    }
-    w.messages = bodies
-        .values()
-        .map(|(tenant, body)| codec::message_row(tenant, body))
-        .collect();
-    w
 }
 
 #[async_trait]
