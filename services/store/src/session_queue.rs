@@ -241,13 +241,14 @@ impl Store {
                 q.push(" AND s.client_id = ").push_bind(client_id);
             }
             if let Some(c) = after {
-                q.push(" AND (q.session_id > ")
+                // A row value, so that both planners start the primary
+                // key's range scan at the cursor instead of sorting the
+                // tenant's whole queue for every page.
+                q.push(" AND (q.session_id, q.seq) > (")
                     .push_bind(c.session)
-                    .push(" OR (q.session_id = ")
-                    .push_bind(c.session)
-                    .push(" AND q.seq > ")
+                    .push(", ")
                     .push_bind(c.seq)
-                    .push("))");
+                    .push(")");
             }
             q.push(" ORDER BY q.session_id, q.seq LIMIT ").push_bind(limit);
             q.build_query_as::<QueueRow>().fetch_all(pool).await?

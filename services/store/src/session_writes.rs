@@ -133,7 +133,15 @@ impl Store {
         let (awaiting, released): (Vec<_>, Vec<_>) = incoming.into_iter().partition(|i| i.awaiting);
 
         let mut count = SessionWriteCount::default();
-        let mut candidates: HashSet<Vec<u8>> = messages.iter().map(|m| m.id.0.to_vec()).collect();
+        // Bodies no new row references are collected at the end; so are
+        // all new ones if some rows were skipped (their session is gone),
+        // which the database alone can tell.
+        let referenced: HashSet<_> = enqueued.iter().map(|(_, e)| e.message_id).collect();
+        let mut candidates: HashSet<Vec<u8>> = messages
+            .iter()
+            .filter(|m| !referenced.contains(&m.id))
+            .map(|m| m.id.0.to_vec())
+            .collect();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             for chunk in deleted.chunks(CHUNK) {
@@ -400,6 +408,9 @@ impl Store {
                      ON CONFLICT (session_id, packet_id) DO NOTHING",
                 );
                 count.incoming += q.build().execute(&mut *tx).await?.rows_affected();
+            }
+            if count.enqueued < u64::try_from(enqueued.len()).unwrap_or(u64::MAX) {
+                candidates.extend(messages.iter().map(|m| m.id.0.to_vec()));
             }
             count.collected = collect_bodies!(tx, candidates);
             tx.commit().await?;
