@@ -124,9 +124,7 @@ pub use session_batch::{
     IncomingWrite, QueueTransition, SessionDisconnect, SessionWriteCount, SessionWrites,
     SubscriptionWrite,
 };
-pub use session_queue::{
-    QueueCursor, QueueEntry, QueuePage, QueueState, SessionMessage, SessionMessageId,
-};
+pub use session_queue::{QueueEntry, QueuePage, QueueState, SessionMessage, SessionMessageId};
 pub use sessions::{
     MAX_SESSION_CLIENT_ID_BYTES, SessionKey, SessionPurge, SessionRecord, SessionSubscription,
     SessionSummary, SessionWill, StoredSession,

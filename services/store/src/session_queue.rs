@@ -156,28 +156,18 @@ impl QueueEntry {
     }
 }
 
-/// Where the next [`Store::session_queue`] page starts (after the last
-/// row of the previous one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct QueueCursor {
-    session: i64,
-    seq: i64,
-}
-
-/// One page of queue rows and the bodies they reference (each once).
+/// One page of a session's queue and the bodies it references (each once).
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuePage {
-    /// (client id, entry), by session then in queue order.
-    pub entries: Vec<(String, QueueEntry)>,
+    /// In queue order.
+    pub entries: Vec<QueueEntry>,
     pub messages: Vec<SessionMessage>,
-    /// `None` on the last page.
-    pub next: Option<QueueCursor>,
+    /// The `after` of the next page; `None` on the last one.
+    pub next: Option<u64>,
 }
 
 #[derive(sqlx::FromRow)]
 struct QueueRow {
-    client_id: String,
-    session_id: i64,
     seq: i64,
     message_id: Vec<u8>,
     qos: i16,
@@ -218,54 +208,41 @@ impl TryFrom<MessageRow> for SessionMessage {
 }
 
 impl Store {
-    /// Queue rows of a tenant's sessions (of one session with `client_id`)
-    /// after `after`, at most `limit` (clamped to 1..=10,000), by session
-    /// then in queue order, with the bodies they reference.
+    /// A session's queue rows after seq `after`, at most `limit` (clamped
+    /// to 1..=10,000), in queue order, with the bodies they reference.
+    /// One session at a time: the primary key's range scan, whatever the
+    /// planner's statistics say (a tenant-wide page had Postgres sort the
+    /// tenant's whole queue for each page while its tables were fresh).
     pub async fn session_queue(
         &self,
         tenant_id: &str,
-        client_id: Option<&str>,
-        after: Option<QueueCursor>,
+        client_id: &str,
+        after: Option<u64>,
         limit: u32,
     ) -> Result<QueuePage, Error> {
+        const SQL: &str = "SELECT q.seq, q.message_id, q.qos, q.retain, q.subscription_ids, \
+             q.shared_filter, q.state, q.packet_id FROM mqtt_session_queue q \
+             WHERE q.session_id = (SELECT id FROM mqtt_sessions \
+             WHERE tenant_id = $1 AND client_id = $2) AND q.seq > $3 ORDER BY q.seq LIMIT $4";
         let limit = i64::from(limit.clamp(1, 10_000));
-        let rows = on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(
-                "SELECT s.client_id, q.session_id, q.seq, q.message_id, q.qos, q.retain, \
-                 q.subscription_ids, q.shared_filter, q.state, q.packet_id \
-                 FROM mqtt_session_queue q JOIN mqtt_sessions s ON s.id = q.session_id \
-                 WHERE s.tenant_id = ",
-            );
-            q.push_bind(tenant_id);
-            if let Some(client_id) = client_id {
-                q.push(" AND s.client_id = ").push_bind(client_id);
-            }
-            if let Some(c) = after {
-                // A row value, so that both planners start the primary
-                // key's range scan at the cursor instead of sorting the
-                // tenant's whole queue for every page.
-                q.push(" AND (q.session_id, q.seq) > (")
-                    .push_bind(c.session)
-                    .push(", ")
-                    .push_bind(c.seq)
-                    .push(")");
-            }
-            q.push(" ORDER BY q.session_id, q.seq LIMIT ").push_bind(limit);
-            q.build_query_as::<QueueRow>().fetch_all(pool).await?
-        });
-        let next = rows
-            .last()
-            .filter(|_| i64::try_from(rows.len()).is_ok_and(|n| n == limit))
-            .map(|r| QueueCursor {
-                session: r.session_id,
-                seq: r.seq,
-            });
+        // -1: every seq (they are at least 0).
+        let after_seq = after
+            .map_or(Ok(-1), i64::try_from)
+            .map_err(|_| invalid("seq"))?;
+        let rows = on_pool!(self, pool => sqlx::query_as::<_, QueueRow>(SQL)
+            .bind(tenant_id)
+            .bind(client_id)
+            .bind(after_seq)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?);
+        let full = i64::try_from(rows.len()).is_ok_and(|n| n == limit);
         let mut wanted = HashSet::new();
         let mut entries = Vec::with_capacity(rows.len());
         for r in rows {
             let message_id = SessionMessageId::from_slice(&r.message_id)?;
             wanted.insert(message_id);
-            let entry = QueueEntry {
+            entries.push(QueueEntry {
                 seq: u64::try_from(r.seq).map_err(|_| invalid("seq"))?,
                 message_id,
                 qos: to_u8(r.qos, "delivery qos out of range")?,
@@ -273,9 +250,9 @@ impl Store {
                 subscription_ids: r.subscription_ids.map(|j| j.0).unwrap_or_default(),
                 shared_filter: r.shared_filter,
                 state: QueueState::parse(&r.state, r.packet_id)?,
-            };
-            entries.push((r.client_id, entry));
+            });
         }
+        let next = entries.last().filter(|_| full).map(|e| e.seq);
         let messages = self.session_messages(&wanted).await?;
         Ok(QueuePage {
             entries,

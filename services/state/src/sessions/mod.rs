@@ -395,13 +395,16 @@ impl SessionStore for DurableSessions {
         let store = &self.shared.store;
         let failed = |e: store::Error| store_error(&Error::from(e));
         let rows = store.load_sessions(tenant.as_str()).await.map_err(failed)?;
+        // Bodies shared by many sessions are read once per page and held
+        // once in memory.
+        let mut bodies: HashMap<SessionMessageId, Arc<StoredMessage>> = HashMap::new();
         let mut queues: HashMap<String, Vec<StoredDelivery>> = HashMap::new();
-        if rows.iter().any(|s| s.queued > 0) {
-            let mut bodies: HashMap<SessionMessageId, Arc<StoredMessage>> = HashMap::new();
+        for row in rows.iter().filter(|s| s.queued > 0) {
+            let client = &row.record.client_id;
             let mut after = None;
             loop {
                 let page = store
-                    .session_queue(tenant.as_str(), None, after, self.shared.config.load_page)
+                    .session_queue(tenant.as_str(), client, after, self.shared.config.load_page)
                     .await
                     .map_err(failed)?;
                 for m in page.messages {
@@ -414,12 +417,13 @@ impl SessionStore for DurableSessions {
                         Err(reason) => warn!(tenant = %tenant, reason, "queued message skipped"),
                     }
                 }
-                for (client, entry) in page.entries {
+                let queue = queues.entry(client.clone()).or_default();
+                for entry in page.entries {
                     let Some(m) = bodies.get(&entry.message_id) else {
                         continue;
                     };
                     match codec::delivery_from_row(entry, m.clone()) {
-                        Ok(d) => queues.entry(client).or_default().push(d),
+                        Ok(d) => queue.push(d),
                         Err(reason) => {
                             warn!(tenant = %tenant, client_id = %client, reason, "queued delivery skipped");
                         }
