@@ -57,7 +57,7 @@ pub struct IncomingWrite {
     pub awaiting: bool,
 }
 
-/// One batch for [`Store::write_sessions`]; see the module docs.
+/// One batch for [`crate::Store::write_sessions`]; see its docs.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SessionWrites {
     /// Sessions deleted with everything they hold, first: ended, or about

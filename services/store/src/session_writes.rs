@@ -102,8 +102,13 @@ macro_rules! collect_bodies {
 }
 
 impl Store {
-    /// Applies `writes` in one transaction; see the module docs. A batch
-    /// that fails [`SessionWrites::check`] is refused whole, before any SQL.
+    /// Applies `writes` in one transaction, phase by phase: deletions,
+    /// session rows, disconnects, cleared wills, subscriptions, bodies,
+    /// queue rows, queue transitions, incoming QoS 2 ids, then the bodies
+    /// no queue row references any more. Within a phase the last write of
+    /// a key wins; writes for sessions or tenants that do not exist are
+    /// skipped. A batch that fails [`SessionWrites::check`] is refused
+    /// whole, before any SQL.
     #[tracing::instrument(skip_all, fields(
         sessions = writes.upserted.len(),
         enqueued = writes.enqueued.len(),
