@@ -70,6 +70,7 @@ mod retained;
 mod router;
 pub mod server;
 mod session;
+pub mod session_store;
 pub mod store;
 mod tenant;
 mod transport;

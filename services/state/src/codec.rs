@@ -56,7 +56,7 @@ pub(crate) fn from_row(row: RetainedMessage) -> Result<StoredRetained, Error> {
 /// -18, -20): payload format, content type, response topic, correlation
 /// data (hex), user properties (pairs, order kept). Everything else is
 /// per delivery or per connection and never stored.
-fn properties_to_json(p: &Properties) -> Value {
+pub(crate) fn properties_to_json(p: &Properties) -> Value {
     let mut out = Map::new();
     if let Some(format) = p.payload_format_indicator {
         let utf8 = format == PayloadFormat::Utf8;
@@ -77,7 +77,7 @@ fn properties_to_json(p: &Properties) -> Value {
     Value::Object(out)
 }
 
-fn properties_from_json(v: &Value) -> Option<Properties> {
+pub(crate) fn properties_from_json(v: &Value) -> Option<Properties> {
     let o = v.as_object()?;
     let mut p = Properties::default();
     if let Some(f) = o.get("payload_format_indicator") {

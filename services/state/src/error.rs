@@ -25,6 +25,15 @@ pub enum Error {
     /// The writer was shut down; nothing more is persisted.
     #[error("retained writer stopped")]
     Stopped,
+    /// The session write buffer holds as many changes as it may.
+    #[error("session write buffer full ({capacity} changes waiting)")]
+    SessionBufferFull { capacity: usize },
+    /// Session changes could not be committed (the transaction's error).
+    #[error("session changes not durable: {0}")]
+    SessionsNotDurable(String),
+    /// The session writer was shut down; nothing more is persisted.
+    #[error("session writer stopped")]
+    SessionsStopped,
 }
 
 impl From<&Error> for broker::StoreError {

@@ -6,6 +6,11 @@
 //! - `retained.rs` — [`DurableRetained`], the broker's `RetainedStore` on
 //!   the database: write-behind and coalesced for QoS 0, group commit for
 //!   QoS 1/2, bounded, flushed on shutdown.
+//! - `sessions/` — [`DurableSessions`], the broker's `SessionStore` on the
+//!   database (issue 14): changes coalesced per session (`batch.rs`),
+//!   group commit for what acknowledgements wait on, write-behind for the
+//!   rest, one body per message; `codec.rs` maps broker types to rows.
+//!   Design: `services/state/sessions.md`.
 //! - `presence.rs` — [`Presence`], an `EventSink` that turns connects,
 //!   disconnects and publishes into batched presence rows.
 //! - `reported.rs` — [`ReportedState`], an `EventSink` merging what devices
@@ -13,7 +18,8 @@
 //! - `purge.rs` — [`RetainedPurge`], the timer deleting expired retained
 //!   rows.
 //! - `fanout.rs` — [`Fanout`], one `EventSink` feeding several.
-//! - `writer.rs` — the background writer task each buffer has.
+//! - `writer.rs` — the background writer task each buffer has, and the
+//!   group-commit loop it runs.
 //! - `codec.rs` — broker retained messages ↔ store rows.
 //! - `error.rs` — [`Error`].
 //!
@@ -41,6 +47,7 @@ mod presence;
 mod purge;
 mod reported;
 mod retained;
+mod sessions;
 mod writer;
 
 pub use error::Error;
@@ -49,6 +56,7 @@ pub use presence::{Presence, PresenceConfig, credential_text};
 pub use purge::{RetainedPurge, purge_once as purge_expired_retained};
 pub use reported::ReportedState;
 pub use retained::{DurableRetained, RetainedConfig, RetainedStats};
+pub use sessions::{DurableSessions, SessionStats, SessionsConfig};
 
 #[cfg(test)]
 mod test_support {

@@ -45,11 +45,11 @@ use broker::{Durability, RetainedStore, StoreError, StoredRetained, TenantId};
 use chrono::Utc;
 use mqtt::TopicName;
 use store::{RetainedWrite, Store};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
-use crate::writer::WriterTask;
+use crate::writer::{GroupCommit, Waiters, WriterTask, run_group_commit};
 use crate::{Error, codec};
 
 /// How the write-behind buffer behaves; see the module docs.
@@ -112,7 +112,7 @@ struct Pending {
     /// How many of `writes` each tenant has.
     per_tenant: HashMap<TenantId, usize>,
     /// QoS 1/2 publishers waiting for the next commit.
-    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    waiters: Waiters,
     /// When the oldest change in `writes` arrived.
     since: Option<Instant>,
     /// Changes in the transaction being written, and when the oldest of
@@ -181,14 +181,14 @@ impl DurableRetained {
             wake: Notify::new(),
             counters: Counters::default(),
         });
-        let writer = WriterTask::spawn(run_writer(shared.clone()));
+        let writer = WriterTask::spawn(run_group_commit(shared.clone(), "retained changes"));
         Arc::new(Self { shared, writer })
     }
 
     /// Waits until every change handed over before this call is committed
     /// (or its transaction failed).
     pub async fn flush(&self) -> Result<(), Error> {
-        let rx = {
+        let committed = {
             let mut p = self.shared.pending();
             if p.writes.is_empty() {
                 return Ok(());
@@ -196,15 +196,13 @@ impl DurableRetained {
             if p.closed {
                 return Err(Error::Stopped);
             }
-            let (tx, rx) = oneshot::channel();
-            p.waiters.push(tx);
-            rx
+            p.waiters.push()
         };
         self.shared.wake.notify_one();
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(Error::NotDurable(e.0)),
-            Err(_) => Err(Error::Stopped),
+        match committed.wait().await {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err(Error::NotDurable(e.0)),
+            Err(None) => Err(Error::Stopped),
         }
     }
 
@@ -327,56 +325,32 @@ impl RetainedStore for DurableRetained {
         if first {
             p.since = Some(Instant::now());
         }
-        let waiter = durable.then(|| {
-            let (tx, rx) = oneshot::channel();
-            p.waiters.push(tx);
-            rx
-        });
+        let waiter = durable.then(|| p.waiters.push());
         let wake = durable || first || p.writes.len() >= shared.config.flush_rows;
         drop(p);
         if wake {
             shared.wake.notify_one();
         }
-        waiter.map(|rx| -> Durability {
-            Box::pin(async move {
-                rx.await
-                    .unwrap_or_else(|_| Err(StoreError::from(&Error::Stopped)))
-            })
-        })
+        waiter.map(|w| w.into_durability(StoreError::from(&Error::Stopped)))
     }
 }
 
-async fn run_writer(shared: Arc<Shared>) {
-    loop {
-        let (due, closed) = {
-            let p = shared.pending();
-            (p.due(&shared.config), p.closed)
-        };
-        if closed {
-            if let Err(e) = flush_once(&shared).await {
-                warn!(error = %e, "retained changes lost at shutdown");
-            }
-            info!("retained writer stopped");
-            return;
-        }
-        match due {
-            Some(at) if at <= Instant::now() => {
-                if flush_once(&shared).await.is_err() {
-                    tokio::select! {
-                        () = tokio::time::sleep(shared.config.retry_delay) => {}
-                        // Shutdown cuts the pause short.
-                        () = shared.wake.notified() => {}
-                    }
-                }
-            }
-            Some(at) => {
-                tokio::select! {
-                    () = tokio::time::sleep_until(at) => {}
-                    () = shared.wake.notified() => {}
-                }
-            }
-            None => shared.wake.notified().await,
-        }
+impl GroupCommit for Shared {
+    fn due(&self) -> (Option<Instant>, bool) {
+        let p = self.pending();
+        (p.due(&self.config), p.closed)
+    }
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn retry_delay(&self) -> Duration {
+        self.config.retry_delay
+    }
+
+    async fn flush_once(&self) -> Result<(), Error> {
+        flush_once(self).await
     }
 }
 
@@ -402,12 +376,10 @@ async fn flush_once(shared: &Shared) -> Result<(), Error> {
 async fn write_batch(
     shared: &Shared,
     writes: HashMap<Key, Option<StoredRetained>>,
-    waiters: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    waiters: Waiters,
 ) -> Result<(), Error> {
     if writes.is_empty() {
-        for w in waiters {
-            let _ = w.send(Ok(()));
-        }
+        waiters.resolve(&Ok(()));
         return Ok(());
     }
     let (now, wall) = (Utc::now(), SystemTime::now());
@@ -437,9 +409,7 @@ async fn write_batch(
                 elapsed_ms = started.elapsed().as_millis(),
                 "retained changes committed"
             );
-            for w in waiters {
-                let _ = w.send(Ok(()));
-            }
+            waiters.resolve(&Ok(()));
             Ok(())
         }
         Err(e) => {
@@ -449,10 +419,7 @@ async fn write_batch(
                 .counters
                 .failed_flushes
                 .fetch_add(1, Ordering::Relaxed);
-            let refusal = StoreError::from(&e);
-            for w in waiters {
-                let _ = w.send(Err(refusal.clone()));
-            }
+            waiters.resolve(&Err(StoreError::from(&e)));
             let mut guard = shared.pending();
             let p = &mut *guard;
             for (key, change) in writes {

@@ -24,6 +24,12 @@
 //! - `retained.rs`, `presence.rs`, `device_state.rs` — what the broker
 //!   keeps about devices (issue 6): durable retained messages, presence,
 //!   the reported/desired state document and event sequence numbers.
+//! - `sessions.rs`, `session_queue.rs`, `session_batch.rs`,
+//!   `session_writes.rs` — persistent MQTT sessions (issue 14): sessions
+//!   with subscriptions, wills and incoming QoS 2 ids; message bodies
+//!   stored once and per-session queues; one batch of changes
+//!   ([`SessionWrites`]) applied by [`Store::write_sessions`] in one
+//!   transaction; expiry and deletion.
 //! - `page.rs` — cursor paging ([`Page`] → [`Paged`]).
 //! - `ids.rs` — [`TenantId`] and [`DeviceId`] (parse, don't validate).
 //! - `codec.rs` — the timestamp column type shared by both backends.
@@ -79,6 +85,10 @@ mod presence_lookup;
 mod presence_settings;
 mod publish_limits;
 mod retained;
+mod session_batch;
+mod session_queue;
+mod session_writes;
+mod sessions;
 mod signing_keys;
 mod store;
 mod tenants;
@@ -110,6 +120,15 @@ pub use presence::{DevicePresence, PresenceStatus, PresenceUpdate};
 pub use presence_settings::PresenceSettings;
 pub use publish_limits::{PublishLimitSettings, StoredPublishLimits};
 pub use retained::{RetainedMessage, RetainedWrite, RetainedWriteCount};
+pub use session_batch::{
+    IncomingWrite, QueueTransition, SessionDisconnect, SessionWriteCount, SessionWrites,
+    SubscriptionWrite,
+};
+pub use session_queue::{QueueEntry, QueuePage, QueueState, SessionMessage, SessionMessageId};
+pub use sessions::{
+    MAX_SESSION_CLIENT_ID_BYTES, SessionKey, SessionPurge, SessionRecord, SessionSubscription,
+    SessionSummary, SessionWill, StoredSession,
+};
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};

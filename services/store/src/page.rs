@@ -97,6 +97,7 @@ pub(crate) enum CursorKind {
     Devices,
     Audit,
     ApiKeys,
+    Sessions,
 }
 
 impl CursorKind {
@@ -106,12 +107,14 @@ impl CursorKind {
             CursorKind::Devices => "d1:",
             CursorKind::Audit => "a1:",
             CursorKind::ApiKeys => "k1:",
+            CursorKind::Sessions => "s1:",
         }
     }
 }
 
-/// Longest cursor we decode: keys are at most 128 bytes, hex doubles that.
-const MAX_CURSOR_LEN: usize = 2 * (3 + 128);
+/// Longest cursor we decode: keys are at most 1024 bytes (an MQTT session's
+/// client id; ids elsewhere are at most 128), hex doubles that.
+const MAX_CURSOR_LEN: usize = 2 * (3 + 1024);
 
 pub(crate) fn encode_cursor(kind: CursorKind, key: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";

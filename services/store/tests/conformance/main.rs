@@ -17,6 +17,8 @@ mod platform_access;
 mod presence_settings;
 mod publish_limits;
 mod rest_lookups;
+mod session_queue;
+mod sessions;
 mod sqlite;
 mod state;
 mod tenants;

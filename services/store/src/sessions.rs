@@ -1,0 +1,589 @@
+//! Persistent MQTT sessions (issue 14): the session rows, their
+//! subscriptions and incoming QoS 2 packet ids, read back per tenant; the
+//! operator's paged view; deletion; expiry. Writes go through one batch,
+//! [`Store::write_sessions`] (`session_writes.rs`); queued messages are
+//! in `session_queue.rs`. Design: `services/state/sessions.md`.
+//!
+//! The store keeps what the broker gives it (topics, filters and
+//! properties as text and JSON): what an MQTT field means is the broker's
+//! business. Times are absolute, so downtime counts against every
+//! deadline.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::types::Json;
+
+use crate::codec::Ts;
+use crate::page::{CursorKind, decode_cursor};
+use crate::{Error, Page, Paged, SessionWrites, Store};
+
+/// The longest client id (and owner) a stored session may have, in bytes.
+/// MQTT allows 65,535; a longer key would not fit a Postgres index entry.
+pub const MAX_SESSION_CLIENT_ID_BYTES: usize = 1024;
+
+/// The longest topic or filter stored, in bytes (MQTT 1.5.4).
+pub(crate) const MAX_TOPIC_BYTES: usize = 65_535;
+
+/// The largest Subscription Identifier (MQTT 3.8.2.1.2).
+pub(crate) const MAX_SUBSCRIPTION_ID: u32 = 268_435_455;
+
+/// Which session: tenant and MQTT client id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    pub tenant_id: String,
+    pub client_id: String,
+}
+
+impl SessionKey {
+    pub fn new(tenant_id: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            tenant_id: tenant_id.into(),
+            client_id: client_id.into(),
+        }
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        check_bytes(&self.client_id, MAX_SESSION_CLIENT_ID_BYTES, "client id")
+    }
+}
+
+/// A session's Last Will, kept from CONNECT until it is published or
+/// discarded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionWill {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    /// 0, 1 or 2.
+    pub qos: u8,
+    pub retain: bool,
+    /// A JSON object of the will's properties.
+    pub properties: Value,
+    /// Will Delay Interval, seconds.
+    pub delay: u32,
+    /// When it is due (set at disconnect); `None` while connected.
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+/// A session row as written at CONNECT (and read back).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionRecord {
+    pub tenant_id: String,
+    pub client_id: String,
+    /// The principal that created it; only it may resume it.
+    pub owner: String,
+    /// "3.1.1" or "5.0".
+    pub protocol: String,
+    /// Session Expiry Interval in force, seconds (`u32::MAX`: never).
+    pub expiry_interval: u32,
+    /// Absolute deadline while offline; `None` while connected (or never).
+    pub expires_at: Option<DateTime<Utc>>,
+    pub connected: bool,
+    /// The node serving (or that last served) it.
+    pub node_id: Option<String>,
+    pub connected_at: DateTime<Utc>,
+    pub disconnected_at: Option<DateTime<Utc>>,
+    pub will: Option<SessionWill>,
+}
+
+impl SessionRecord {
+    pub fn key(&self) -> SessionKey {
+        SessionKey::new(self.tenant_id.clone(), self.client_id.clone())
+    }
+
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        check_bytes(&self.client_id, MAX_SESSION_CLIENT_ID_BYTES, "client id")?;
+        check_bytes(&self.owner, MAX_SESSION_CLIENT_ID_BYTES, "owner")?;
+        if !matches!(self.protocol.as_str(), "3.1.1" | "5.0") {
+            return Err(invalid("protocol is not 3.1.1 or 5.0"));
+        }
+        if let Some(w) = &self.will {
+            check_bytes(&w.topic, MAX_TOPIC_BYTES, "will topic")?;
+            if w.qos > 2 || !w.properties.is_object() {
+                return Err(invalid("will qos 0-2, properties an object"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One subscription of a session, with all its options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSubscription {
+    pub filter: String,
+    /// Maximum QoS granted: 0, 1 or 2.
+    pub qos: u8,
+    pub no_local: bool,
+    pub retain_as_published: bool,
+    /// 0, 1 or 2 (MQTT 3.8.3.1).
+    pub retain_handling: u8,
+    /// 1..=268,435,455.
+    pub subscription_id: Option<u32>,
+}
+
+impl SessionSubscription {
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        check_bytes(&self.filter, MAX_TOPIC_BYTES, "topic filter")?;
+        if self.qos > 2 || self.retain_handling > 2 {
+            return Err(invalid("qos and retain handling 0-2"));
+        }
+        if self
+            .subscription_id
+            .is_some_and(|id| id == 0 || id > MAX_SUBSCRIPTION_ID)
+        {
+            return Err(invalid("subscription identifier out of range"));
+        }
+        Ok(())
+    }
+}
+
+/// A session as stored, for loading it back.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSession {
+    pub record: SessionRecord,
+    /// Bumped by every connect.
+    pub generation: i64,
+    /// In filter order.
+    pub subscriptions: Vec<SessionSubscription>,
+    /// Client → server QoS 2 packet ids awaiting PUBREL, ascending.
+    pub incoming_qos2: Vec<u16>,
+    /// Queue rows (queued or in flight); read them with
+    /// [`Store::session_queue`].
+    pub queued: u64,
+}
+
+/// One line of the operator's view of a tenant's sessions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSummary {
+    pub client_id: String,
+    pub owner: String,
+    pub protocol: String,
+    pub connected: bool,
+    pub node_id: Option<String>,
+    pub subscriptions: u64,
+    /// Messages waiting to be sent.
+    pub queued: u64,
+    /// Messages sent and not yet acknowledged.
+    pub in_flight: u64,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub connected_at: DateTime<Utc>,
+    pub disconnected_at: Option<DateTime<Utc>>,
+}
+
+/// What [`Store::purge_sessions`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionPurge {
+    /// Sessions past their deadline (with everything they held).
+    pub sessions: u64,
+    /// Queued (unsent) deliveries whose message expired.
+    pub expired_messages: u64,
+    /// Message bodies no queue references any more.
+    pub collected: u64,
+}
+
+pub(crate) fn invalid(reason: &'static str) -> Error {
+    Error::InvalidDocument {
+        kind: "mqtt session",
+        reason,
+    }
+}
+
+pub(crate) fn check_bytes(s: &str, max: usize, what: &'static str) -> Result<(), Error> {
+    if s.is_empty() || s.len() > max {
+        return Err(Error::InvalidDocument {
+            kind: "mqtt session",
+            reason: match what {
+                "client id" => "client id must be 1 to 1024 bytes",
+                "owner" => "owner must be 1 to 1024 bytes",
+                "will topic" => "will topic must be 1 to 65535 bytes",
+                "topic" => "topic must be 1 to 65535 bytes",
+                _ => "topic filter must be 1 to 65535 bytes",
+            },
+        });
+    }
+    Ok(())
+}
+
+pub(crate) fn to_u8(v: i16, what: &'static str) -> Result<u8, Error> {
+    u8::try_from(v).map_err(|_| invalid(what))
+}
+
+pub(crate) fn to_u32(v: i64, what: &'static str) -> Result<u32, Error> {
+    u32::try_from(v).map_err(|_| invalid(what))
+}
+
+macro_rules! session_columns {
+    () => {
+        "s.tenant_id, s.client_id, s.owner, s.protocol, s.expiry_interval, s.expires_at, \
+         s.connected, s.node_id, s.generation, s.connected_at, s.disconnected_at, s.will_topic, \
+         s.will_payload, s.will_qos, s.will_retain, s.will_properties, s.will_delay, s.will_due_at"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct SessionRow {
+    id: i64,
+    tenant_id: String,
+    client_id: String,
+    owner: String,
+    protocol: String,
+    expiry_interval: i64,
+    expires_at: Option<Ts>,
+    connected: bool,
+    node_id: Option<String>,
+    generation: i64,
+    connected_at: Ts,
+    disconnected_at: Option<Ts>,
+    will_topic: Option<String>,
+    will_payload: Option<Vec<u8>>,
+    will_qos: Option<i16>,
+    will_retain: Option<bool>,
+    will_properties: Option<Json<Value>>,
+    will_delay: Option<i64>,
+    will_due_at: Option<Ts>,
+    queued: i64,
+}
+
+impl SessionRow {
+    fn into_record(self) -> Result<(i64, i64, u64, SessionRecord), Error> {
+        let will = match (
+            self.will_topic,
+            self.will_payload,
+            self.will_qos,
+            self.will_retain,
+            self.will_properties,
+            self.will_delay,
+        ) {
+            (Some(topic), Some(payload), Some(qos), Some(retain), Some(props), Some(delay)) => {
+                Some(SessionWill {
+                    topic,
+                    payload,
+                    qos: to_u8(qos, "will qos out of range")?,
+                    retain,
+                    properties: props.0,
+                    delay: to_u32(delay, "will delay out of range")?,
+                    due_at: self.will_due_at.map(|t| t.0),
+                })
+            }
+            _ => None,
+        };
+        let record = SessionRecord {
+            tenant_id: self.tenant_id,
+            client_id: self.client_id,
+            owner: self.owner,
+            protocol: self.protocol,
+            expiry_interval: to_u32(self.expiry_interval, "expiry interval out of range")?,
+            expires_at: self.expires_at.map(|t| t.0),
+            connected: self.connected,
+            node_id: self.node_id,
+            connected_at: self.connected_at.0,
+            disconnected_at: self.disconnected_at.map(|t| t.0),
+            will,
+        };
+        let queued = u64::try_from(self.queued).unwrap_or_default();
+        Ok((self.id, self.generation, queued, record))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SubscriptionRow {
+    session_id: i64,
+    filter: String,
+    qos: i16,
+    no_local: bool,
+    retain_as_published: bool,
+    retain_handling: i16,
+    subscription_id: Option<i64>,
+}
+
+impl TryFrom<SubscriptionRow> for SessionSubscription {
+    type Error = Error;
+
+    fn try_from(r: SubscriptionRow) -> Result<Self, Error> {
+        Ok(SessionSubscription {
+            filter: r.filter,
+            qos: to_u8(r.qos, "subscription qos out of range")?,
+            no_local: r.no_local,
+            retain_as_published: r.retain_as_published,
+            retain_handling: to_u8(r.retain_handling, "retain handling out of range")?,
+            subscription_id: r
+                .subscription_id
+                .map(|id| to_u32(id, "subscription identifier out of range"))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SummaryRow {
+    client_id: String,
+    owner: String,
+    protocol: String,
+    connected: bool,
+    node_id: Option<String>,
+    expires_at: Option<Ts>,
+    connected_at: Ts,
+    disconnected_at: Option<Ts>,
+    subscriptions: i64,
+    queued: i64,
+    in_flight: i64,
+}
+
+impl From<SummaryRow> for SessionSummary {
+    fn from(r: SummaryRow) -> Self {
+        let count = |n: i64| u64::try_from(n).unwrap_or_default();
+        SessionSummary {
+            client_id: r.client_id,
+            owner: r.owner,
+            protocol: r.protocol,
+            connected: r.connected,
+            node_id: r.node_id,
+            subscriptions: count(r.subscriptions),
+            queued: count(r.queued),
+            in_flight: count(r.in_flight),
+            expires_at: r.expires_at.map(|t| t.0),
+            connected_at: r.connected_at.0,
+            disconnected_at: r.disconnected_at.map(|t| t.0),
+        }
+    }
+}
+
+impl Store {
+    /// Every stored session of a tenant with its subscriptions and incoming
+    /// QoS 2 ids, in client id order, whatever its deadlines: the broker
+    /// applies them (a will due, a session expired while it was down).
+    pub async fn load_sessions(&self, tenant_id: &str) -> Result<Vec<StoredSession>, Error> {
+        const SESSIONS: &str = concat!(
+            "SELECT s.id, ",
+            session_columns!(),
+            ", (SELECT COUNT(*) FROM mqtt_session_queue q WHERE q.session_id = s.id) AS queued \
+             FROM mqtt_sessions s WHERE s.tenant_id = $1 ORDER BY s.client_id"
+        );
+        const SUBSCRIPTIONS: &str = "SELECT x.session_id, x.filter, x.qos, x.no_local, \
+             x.retain_as_published, x.retain_handling, x.subscription_id \
+             FROM mqtt_session_subscriptions x JOIN mqtt_sessions s ON s.id = x.session_id \
+             WHERE s.tenant_id = $1 ORDER BY x.session_id, x.filter";
+        const INCOMING: &str = "SELECT i.session_id, i.packet_id FROM mqtt_session_incoming i \
+             JOIN mqtt_sessions s ON s.id = i.session_id WHERE s.tenant_id = $1 \
+             ORDER BY i.session_id, i.packet_id";
+        let (sessions, subscriptions, incoming) = on_pool!(self, pool => {
+            let sessions = sqlx::query_as::<_, SessionRow>(SESSIONS)
+                .bind(tenant_id)
+                .fetch_all(pool)
+                .await?;
+            let subscriptions = sqlx::query_as::<_, SubscriptionRow>(SUBSCRIPTIONS)
+                .bind(tenant_id)
+                .fetch_all(pool)
+                .await?;
+            let incoming = sqlx::query_as::<_, (i64, i32)>(INCOMING)
+                .bind(tenant_id)
+                .fetch_all(pool)
+                .await?;
+            (sessions, subscriptions, incoming)
+        });
+        let mut subs: HashMap<i64, Vec<SessionSubscription>> = HashMap::new();
+        for row in subscriptions {
+            let id = row.session_id;
+            subs.entry(id).or_default().push(row.try_into()?);
+        }
+        let mut ids: HashMap<i64, Vec<u16>> = HashMap::new();
+        for (session, packet_id) in incoming {
+            let packet_id = u16::try_from(packet_id).map_err(|_| invalid("packet id"))?;
+            ids.entry(session).or_default().push(packet_id);
+        }
+        sessions
+            .into_iter()
+            .map(|row| {
+                let (id, generation, queued, record) = row.into_record()?;
+                Ok(StoredSession {
+                    record,
+                    generation,
+                    subscriptions: subs.remove(&id).unwrap_or_default(),
+                    incoming_qos2: ids.remove(&id).unwrap_or_default(),
+                    queued,
+                })
+            })
+            .collect()
+    }
+
+    /// A tenant's sessions for the operator, in client id order. `NotFound`
+    /// (tenant) when the tenant does not exist.
+    pub async fn list_sessions(
+        &self,
+        tenant_id: &str,
+        page: &Page,
+    ) -> Result<Paged<SessionSummary>, Error> {
+        let after = page
+            .cursor
+            .as_deref()
+            .map(|c| decode_cursor(CursorKind::Sessions, c))
+            .transpose()?;
+        let rows = self
+            .session_summaries(tenant_id, after.as_deref(), None, page.fetch_limit())
+            .await?;
+        if rows.is_empty() && !self.tenant_exists(tenant_id).await? {
+            return Err(Error::NotFound {
+                kind: "tenant",
+                id: tenant_id.to_owned(),
+            });
+        }
+        Ok(Paged::from_rows(rows, page, CursorKind::Sessions, |s| {
+            s.client_id.clone()
+        }))
+    }
+
+    /// One session's line of the operator's view, or `NotFound`.
+    pub async fn session_summary(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<SessionSummary, Error> {
+        let mut rows = self
+            .session_summaries(tenant_id, None, Some(client_id), 1)
+            .await?;
+        rows.pop().ok_or_else(|| Error::NotFound {
+            kind: "session",
+            id: client_id.to_owned(),
+        })
+    }
+
+    async fn session_summaries(
+        &self,
+        tenant_id: &str,
+        after: Option<&str>,
+        only: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SessionSummary>, Error> {
+        let rows = on_pool!(self, pool => {
+            let mut q = sqlx::QueryBuilder::new(
+                "SELECT s.client_id, s.owner, s.protocol, s.connected, s.node_id, s.expires_at, \
+                 s.connected_at, s.disconnected_at, \
+                 (SELECT COUNT(*) FROM mqtt_session_subscriptions x WHERE x.session_id = s.id) \
+                 AS subscriptions, \
+                 (SELECT COUNT(*) FROM mqtt_session_queue q WHERE q.session_id = s.id \
+                 AND q.state = 'queued') AS queued, \
+                 (SELECT COUNT(*) FROM mqtt_session_queue q WHERE q.session_id = s.id \
+                 AND q.state <> 'queued') AS in_flight \
+                 FROM mqtt_sessions s WHERE s.tenant_id = ",
+            );
+            q.push_bind(tenant_id);
+            if let Some(after) = after {
+                q.push(" AND s.client_id > ").push_bind(after);
+            }
+            if let Some(only) = only {
+                q.push(" AND s.client_id = ").push_bind(only);
+            }
+            q.push(" ORDER BY s.client_id LIMIT ").push_bind(limit);
+            q.build_query_as::<SummaryRow>().fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(SessionSummary::from).collect())
+    }
+
+    /// Ends a session (`DELETE /v1/tenants/{t}/sessions/{client_id}`) with
+    /// its subscriptions, queue and message bodies no other queue holds.
+    /// Returns whether it existed.
+    pub async fn delete_session(&self, tenant_id: &str, client_id: &str) -> Result<bool, Error> {
+        let writes = SessionWrites {
+            deleted: vec![SessionKey::new(tenant_id, client_id)],
+            ..SessionWrites::default()
+        };
+        Ok(self.write_sessions(&writes).await?.sessions_deleted > 0)
+    }
+
+    /// Ends every session `owner` created in a tenant (a device or a
+    /// credential deleted). Returns how many. Deleting the tenant deletes
+    /// its sessions by itself (cascade).
+    pub async fn delete_sessions_of_owner(
+        &self,
+        tenant_id: &str,
+        owner: &str,
+    ) -> Result<u64, Error> {
+        const SQL: &str = "SELECT client_id FROM mqtt_sessions WHERE tenant_id = $1 AND owner = $2";
+        let clients: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(SQL)
+            .bind(tenant_id)
+            .bind(owner)
+            .fetch_all(pool)
+            .await?);
+        if clients.is_empty() {
+            return Ok(0);
+        }
+        let writes = SessionWrites {
+            deleted: clients
+                .into_iter()
+                .map(|c| SessionKey::new(tenant_id, c))
+                .collect(),
+            ..SessionWrites::default()
+        };
+        Ok(self.write_sessions(&writes).await?.sessions_deleted)
+    }
+
+    /// Sessions whose will is due by `before` (oldest first, at most
+    /// `limit`): their tenants must be brought into memory so that the
+    /// will goes out, even if no client of the tenant comes back.
+    pub async fn due_session_wills(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<SessionKey>, Error> {
+        const SQL: &str = "SELECT tenant_id, client_id FROM mqtt_sessions \
+             WHERE will_due_at <= $1 ORDER BY will_due_at LIMIT $2";
+        let rows: Vec<(String, String)> = on_pool!(self, pool => sqlx::query_as(SQL)
+            .bind(Ts(before))
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(t, c)| SessionKey::new(t, c))
+            .collect())
+    }
+
+    /// After a crash: the sessions `node_id` had connected are offline
+    /// as of `at` (their deadlines start then, and their wills become due),
+    /// as if their connections had been lost at that moment. Returns how
+    /// many.
+    pub async fn release_node_sessions(
+        &self,
+        node_id: &str,
+        at: DateTime<Utc>,
+    ) -> Result<u64, Error> {
+        const GROUPS: &str = "SELECT DISTINCT expiry_interval, will_delay FROM mqtt_sessions \
+             WHERE connected AND node_id = $1";
+        const UPDATE: &str = "UPDATE mqtt_sessions SET connected = FALSE, disconnected_at = $1, \
+             updated_at = $1, expires_at = $2, will_due_at = $3 \
+             WHERE connected AND node_id = $4 AND expiry_interval = $5 AND will_delay = $6";
+        const UPDATE_NO_WILL: &str = "UPDATE mqtt_sessions SET connected = FALSE, \
+             disconnected_at = $1, updated_at = $1, expires_at = $2, will_due_at = $3 \
+             WHERE connected AND node_id = $4 AND expiry_interval = $5 AND will_delay IS NULL";
+        // u32::MAX seconds: the session never expires (MQTT 3.1.2.11.2).
+        let deadline =
+            |secs: i64| (secs < i64::from(u32::MAX)).then(|| at + chrono::Duration::seconds(secs));
+        let mut released = 0;
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let groups: Vec<(i64, Option<i64>)> = sqlx::query_as(GROUPS)
+                .bind(node_id)
+                .fetch_all(&mut *tx)
+                .await?;
+            for (interval, delay) in groups {
+                // 3.1.3.2.2: the will goes at the earlier of its delay and
+                // the session's end.
+                let due = delay.map(|d| Ts(at + chrono::Duration::seconds(d.min(interval))));
+                let query = sqlx::query(if delay.is_some() { UPDATE } else { UPDATE_NO_WILL })
+                    .bind(Ts(at))
+                    .bind(deadline(interval).map(Ts))
+                    .bind(due)
+                    .bind(node_id)
+                    .bind(interval);
+                let query = match delay {
+                    Some(d) => query.bind(d),
+                    None => query,
+                };
+                released += query.execute(&mut *tx).await?.rows_affected();
+            }
+            tx.commit().await?;
+        });
+        Ok(released)
+    }
+}
