@@ -101,6 +101,7 @@ impl BrokerBuilder {
 
     /// The broker.
     pub fn build(self) -> Broker {
+        let limits = self.config.topic_limits;
         Broker {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -109,7 +110,7 @@ impl BrokerBuilder {
                 events: self.events,
                 retained_store: self.retained_store,
                 tenants: RwLock::default(),
-                platform: Arc::new(Tenant::new(TenantId::platform())),
+                platform: Arc::new(Tenant::with_limits(TenantId::platform(), limits)),
                 directory: self.directory,
                 topic_rules: RwLock::default(),
                 next_conn_id: AtomicU64::new(1),
@@ -190,11 +191,25 @@ impl Broker {
             .load(id)
             .await
             .map_err(|e| Error::Store(e.0))?;
-        let fresh = Arc::new(Tenant::new(id.clone()));
+        let fresh = Arc::new(Tenant::with_limits(
+            id.clone(),
+            self.inner.config.topic_limits,
+        ));
+        if let Some(rules) = self.topic_rules_of(id) {
+            fresh.set_rules(rules);
+        }
         let (now, wall) = (Instant::now(), std::time::SystemTime::now());
         // 3.3.2.3.3: one that expired while we were down is never delivered.
         for r in stored {
             let topic = r.topic.clone();
+            // Stored before the limits (or under a tenant's higher one):
+            // left in the database, where an empty retained PUBLISH or the
+            // tenant's deletion still clears it, but never in memory.
+            if let Err(e) = fresh.check_topic(&topic) {
+                tracing::warn!(tenant = %id, reason = %e, "stored retained message skipped on load");
+                crate::metrics::retained_skipped(e.label());
+                continue;
+            }
             if let Some(m) = Message::from_stored(r, now, wall) {
                 fresh.set_retained(&topic, Some(Arc::new(m)));
             }
@@ -414,7 +429,9 @@ impl Broker {
             None,
             Instant::now(),
         );
-        let (delivered, durability) = router::publish_durable(self, &t, SERVER_CLIENT_ID, message);
+        let (delivered, durability) =
+            router::publish_durable(self, &t, SERVER_CLIENT_ID, None, message)
+                .map_err(|e| Error::RetainedQuota(e.to_string()))?;
         // As for a client's QoS 1/2 publish: return once it is durable.
         if let Some(durable) = durability {
             durable.await.map_err(|e| Error::Store(e.0))?;

@@ -3,6 +3,17 @@
 use std::time::Duration;
 
 use crate::PublishLimits;
+use crate::hygiene::TopicLimits;
+
+/// A cap on retained messages: how many, and how many bytes of topic and
+/// payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetainedLimit {
+    /// Messages.
+    pub messages: usize,
+    /// Bytes (topic + payload).
+    pub bytes: usize,
+}
 
 /// Broker limits. Every field has a default ([`Config::default`]).
 #[derive(Debug, Clone)]
@@ -43,6 +54,21 @@ pub struct Config {
     /// Retained messages one SUBSCRIBE may deliver; the rest are skipped,
     /// counted and logged.
     pub max_retained_per_subscribe: usize,
+    /// Topic names and filters longer or deeper are refused (0x90 in a
+    /// PUBACK, 0x8F in a SUBACK); a tenant's `max_depth` rule replaces
+    /// the depth for it.
+    pub topic_limits: TopicLimits,
+    /// Subscriptions one session may hold; further new filters are refused
+    /// with 0x97 (0x80 in 3.1.1).
+    pub max_subscriptions_per_session: usize,
+    /// Total bytes of the filters one session may hold (same refusal).
+    pub max_subscription_bytes_per_session: usize,
+    /// Retained messages and bytes (topic + payload) one client identity
+    /// (device or credential) may keep in a tenant; over it a retained
+    /// PUBLISH is refused with 0x97 (3.1.1: the connection is closed).
+    pub retained_per_client: RetainedLimit,
+    /// The same for a whole tenant.
+    pub retained_per_tenant: RetainedLimit,
     /// How long a socket may refuse our writes before the client is
     /// disconnected as a slow consumer.
     pub write_timeout: Duration,
@@ -78,6 +104,20 @@ impl Default for Config {
             // non-acknowledging client holds in flight.
             max_inflight_messages: 32,
             max_retained_per_subscribe: 10_000,
+            topic_limits: TopicLimits::default(),
+            // A backend with a thousand filters is plausible, a device with
+            // more is not; 64 KiB of filters is at most about 32,000 trie
+            // nodes (two bytes a level) per session.
+            max_subscriptions_per_session: 1_000,
+            max_subscription_bytes_per_session: 64 * 1024,
+            retained_per_client: RetainedLimit {
+                messages: 1_000,
+                bytes: 16 * 1024 * 1024,
+            },
+            retained_per_tenant: RetainedLimit {
+                messages: 100_000,
+                bytes: 256 * 1024 * 1024,
+            },
             write_timeout: Duration::from_secs(30),
             max_session_expiry: 7 * 24 * 3600,
             takeover_timeout: Duration::from_secs(5),

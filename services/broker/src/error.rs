@@ -58,6 +58,9 @@ pub enum Error {
         /// Refusals in a row.
         strikes: u32,
     },
+    /// A retained message over a retained quota (client or tenant).
+    #[error("{0}")]
+    RetainedQuota(String),
     /// A TLS or WebSocket handshake failed.
     #[error("handshake: {0}")]
     Handshake(String),
@@ -85,6 +88,7 @@ impl From<&Error> for ReasonCode {
             | Error::Handshake(_) => ReasonCode::UnspecifiedError,
             Error::InvalidTenantId(_) | Error::Store(_) => ReasonCode::ServerUnavailable,
             Error::UnknownTenant(_) => ReasonCode::NotAuthorized,
+            Error::RetainedQuota(_) => ReasonCode::QuotaExceeded,
         }
     }
 }

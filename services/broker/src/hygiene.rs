@@ -35,6 +35,14 @@ pub enum TopicRefusal {
     /// Starts with `/`.
     #[error("topic starts with '/'; this tenant does not allow an empty first level")]
     LeadingSlash,
+    /// Longer than the broker's maximum topic length.
+    #[error("topic is {length} bytes long; at most {max} are allowed")]
+    TooLong {
+        /// Bytes found.
+        length: usize,
+        /// The maximum.
+        max: usize,
+    },
     /// Contains a space.
     #[error("topic contains a space; this tenant does not allow spaces in topics")]
     Space,
@@ -59,6 +67,65 @@ impl TopicRefusal {
             TopicRefusal::CatchAllLimit { .. } => ReasonCode::QuotaExceeded,
             _ => ReasonCode::TopicFilterInvalid,
         }
+    }
+}
+
+impl TopicRefusal {
+    /// Metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TopicRefusal::TooDeep { .. } => "depth",
+            TopicRefusal::TooLong { .. } => "length",
+            TopicRefusal::LeadingSlash => "leading_slash",
+            TopicRefusal::Space => "space",
+            TopicRefusal::CatchAllLimit { .. } => "catch_all",
+        }
+    }
+}
+
+/// The shape every topic name and filter must have in every tenant,
+/// whatever its rules: a peer chooses a topic's depth and length, and each
+/// level costs a trie node and a step of every walk. A tenant's
+/// [`TopicRules::max_depth`], when set, replaces `max_depth` for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicLimits {
+    /// Most levels (default 128).
+    pub max_depth: u16,
+    /// Most bytes (default 4096).
+    pub max_length: usize,
+}
+
+impl Default for TopicLimits {
+    /// 128 levels and 4 KiB: far above any real topic scheme (the
+    /// platform's own topics have at most 6 levels, cloud IoT services
+    /// allow 8 and 256 bytes), while a subscription's trie path stays
+    /// under about 128 nodes and a publish's match under 128 steps.
+    fn default() -> Self {
+        Self {
+            max_depth: 128,
+            max_length: 4096,
+        }
+    }
+}
+
+impl TopicLimits {
+    /// Checks length, then depth against `max_depth` (the tenant's own, or
+    /// ours); counting stops past the maximum.
+    pub fn check(&self, topic: &str, max_depth: u16) -> Result<(), TopicRefusal> {
+        if topic.len() > self.max_length {
+            return Err(TopicRefusal::TooLong {
+                length: topic.len(),
+                max: self.max_length,
+            });
+        }
+        let depth = topic.split('/').take(usize::from(max_depth) + 1).count();
+        if depth > usize::from(max_depth) {
+            return Err(TopicRefusal::TooDeep {
+                depth: topic.split('/').count(),
+                max: max_depth,
+            });
+        }
+        Ok(())
     }
 }
 
@@ -87,6 +154,24 @@ impl TopicRules {
             }
         }
         Ok(())
+    }
+}
+
+/// A peer's topic in a log line, cut after 200 bytes (at a character
+/// boundary): a topic may be 64 KiB of anything.
+pub(crate) struct Shown<'a>(pub(crate) &'a str);
+
+impl std::fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const MAX: usize = 200;
+        if self.0.len() <= MAX {
+            return f.write_str(self.0);
+        }
+        let cut = (0..=MAX)
+            .rev()
+            .find(|&i| self.0.is_char_boundary(i))
+            .unwrap_or(0);
+        write!(f, "{}… ({} bytes)", &self.0[..cut], self.0.len())
     }
 }
 

@@ -87,65 +87,162 @@ impl Node {
         }));
     }
 
-    fn walk(&self, levels: &[&str], depth: usize, system: bool, out: &mut Vec<Matched>) {
-        // MQTT-4.7.2-1: a filter starting with a wildcard does not match a
-        // topic starting with `$`.
-        let wildcards = !(depth == 0 && system);
-        match levels.split_first() {
-            None => {
-                self.collect(out);
+    /// Every subscription matching `levels`, walked with an explicit stack
+    /// of (node, level index): a topic's depth is the peer's to choose, so
+    /// no walk of this trie recurses per level.
+    fn walk(&self, levels: &[&str], system: bool, out: &mut Vec<Matched>) {
+        let mut stack: Vec<(&Node, usize)> = vec![(self, 0)];
+        while let Some((node, depth)) = stack.pop() {
+            let Some(level) = levels.get(depth) else {
+                node.collect(out);
                 // 4.7.1.2: `a/#` also matches `a`.
-                if let Some(hash) = self.children.get("#") {
+                if let Some(hash) = node.children.get("#") {
                     hash.collect(out);
                 }
+                continue;
+            };
+            if let Some(child) = node.children.get(*level) {
+                stack.push((child, depth + 1));
             }
-            Some((level, rest)) => {
-                if let Some(child) = self.children.get(*level) {
-                    child.walk(rest, depth + 1, system, out);
+            // MQTT-4.7.2-1: a filter starting with a wildcard does not
+            // match a topic starting with `$`.
+            if !(depth == 0 && system) {
+                if let Some(plus) = node.children.get("+") {
+                    stack.push((plus, depth + 1));
                 }
-                if wildcards {
-                    if let Some(plus) = self.children.get("+") {
-                        plus.walk(rest, depth + 1, system, out);
-                    }
-                    if let Some(hash) = self.children.get("#") {
-                        hash.collect(out);
-                    }
+                if let Some(hash) = node.children.get("#") {
+                    hash.collect(out);
                 }
             }
         }
     }
 
-    /// Removes `client`'s entry below this node; prunes empty nodes.
-    fn remove(&mut self, levels: &[&str], group: Option<&str>, client: &str) -> bool {
-        match levels.split_first() {
-            None => match group {
-                None => self.subscribers.remove(client).is_some(),
-                Some(g) => {
-                    let Some(grp) = self.groups.get_mut(g) else {
-                        return false;
-                    };
-                    let before = grp.members.len();
-                    grp.members.retain(|(c, _)| &**c != client);
-                    let removed = grp.members.len() != before;
-                    if grp.members.is_empty() {
-                        self.groups.remove(g);
-                    }
-                    removed
-                }
-            },
-            Some((level, rest)) => {
-                let Some(child) = self.children.get_mut(*level) else {
+    /// Removes `client`'s entry at the end of `levels`; returns whether it
+    /// was there.
+    fn remove_entry(&mut self, group: Option<&str>, client: &str) -> bool {
+        match group {
+            None => self.subscribers.remove(client).is_some(),
+            Some(g) => {
+                let Some(grp) = self.groups.get_mut(g) else {
                     return false;
                 };
-                let removed = child.remove(rest, group, client);
-                if child.is_empty() {
-                    self.children.remove(*level);
+                let before = grp.members.len();
+                grp.members.retain(|(c, _)| &**c != client);
+                let removed = grp.members.len() != before;
+                if grp.members.is_empty() {
+                    self.groups.remove(g);
                 }
                 removed
             }
         }
     }
+
+    /// Removes `client`'s entry below this node and prunes the nodes left
+    /// empty, without recursion: one descent to remove, one to find the
+    /// highest node that only led to the emptied leaf, and one cut there
+    /// (the chain below is dropped by [`Node`]'s iterative `Drop`).
+    fn remove(&mut self, levels: &[&str], group: Option<&str>, client: &str) -> bool {
+        let mut node = &mut *self;
+        for level in levels {
+            match node.children.get_mut(*level) {
+                Some(child) => node = child,
+                None => return false,
+            }
+        }
+        if !node.remove_entry(group, client) {
+            return false;
+        }
+        if node.is_empty() {
+            prune(self, levels, |n| {
+                !n.subscribers.is_empty() || !n.groups.is_empty()
+            });
+        }
+        true
+    }
 }
+
+/// Cuts the chain of nodes along `levels` that holds nothing but the path
+/// to an emptied leaf: the cut is below the deepest node that `keeps`
+/// (or has another child), or below the root. Iterative; shared by the
+/// subscription index and the retained trie through [`Children`].
+pub(crate) fn prune<N: Children>(root: &mut N, levels: &[&str], keeps: impl Fn(&N) -> bool) {
+    let mut cut = 0;
+    let mut node = &*root;
+    for (depth, level) in levels.iter().enumerate() {
+        let Some(child) = node.child(level) else {
+            return;
+        };
+        let below = depth + 1;
+        if below < levels.len() && (keeps(child) || child.child_count() > 1) {
+            cut = below;
+        }
+        node = child;
+    }
+    let mut node = &mut *root;
+    for level in levels.iter().take(cut) {
+        match node.child_mut(level) {
+            Some(child) => node = child,
+            None => return,
+        }
+    }
+    if let Some(level) = levels.get(cut) {
+        node.remove_child(level);
+    }
+}
+
+/// What [`prune`] and [`drop_iteratively`] need of a trie node.
+pub(crate) trait Children: Sized {
+    fn child(&self, level: &str) -> Option<&Self>;
+    fn child_mut(&mut self, level: &str) -> Option<&mut Self>;
+    fn child_count(&self) -> usize;
+    fn remove_child(&mut self, level: &str);
+    /// Moves every child out (into `into`), leaving this node childless.
+    fn take_children(&mut self, into: &mut Vec<Self>);
+}
+
+/// Drops the children of `node` without recursing: each node is emptied of
+/// its children before it is dropped, so a chain as deep as a peer's topic
+/// drops in constant stack.
+pub(crate) fn drop_iteratively<N: Children>(node: &mut N) {
+    let mut stack = Vec::new();
+    node.take_children(&mut stack);
+    while let Some(mut n) = stack.pop() {
+        n.take_children(&mut stack);
+    }
+}
+
+/// Implements [`Children`] and the iterative `Drop` for a trie node type
+/// whose children are in `children: HashMap<Box<str>, Self>`.
+macro_rules! trie_node {
+    ($node:ty) => {
+        impl $crate::index::Children for $node {
+            fn child(&self, level: &str) -> Option<&Self> {
+                self.children.get(level)
+            }
+            fn child_mut(&mut self, level: &str) -> Option<&mut Self> {
+                self.children.get_mut(level)
+            }
+            fn child_count(&self) -> usize {
+                self.children.len()
+            }
+            fn remove_child(&mut self, level: &str) {
+                self.children.remove(level);
+            }
+            fn take_children(&mut self, into: &mut Vec<Self>) {
+                into.extend(self.children.drain().map(|(_, n)| n));
+            }
+        }
+
+        impl Drop for $node {
+            fn drop(&mut self) {
+                $crate::index::drop_iteratively(self);
+            }
+        }
+    };
+}
+pub(crate) use trie_node;
+
+trie_node!(Node);
 
 /// The filter levels and share name of a (possibly shared) filter.
 fn split(filter: &TopicFilter) -> (Option<String>, TopicFilter) {
@@ -271,7 +368,7 @@ impl SubscriptionIndex {
     /// matching shared group).
     pub(crate) fn matches(&self, topic: &TopicName, out: &mut Vec<Matched>) {
         let levels: Vec<&str> = topic.levels().collect();
-        self.root.walk(&levels, 0, topic.is_system(), out);
+        self.root.walk(&levels, topic.is_system(), out);
     }
 }
 
@@ -363,5 +460,41 @@ mod tests {
         assert_eq!(seen.iter().filter(|n| *n == "m2").count(), 2);
         assert!(idx.remove(&TopicFilter::parse("$share/g/a/+").unwrap(), "m1"));
         assert_eq!(names(&idx, "a/b"), ["m2", "m3"]);
+    }
+
+    #[test]
+    fn deep_chains_match_remove_and_drop_without_recursion() {
+        // 65,000 levels (the most a topic string allows) overflow a
+        // recursive walk on a test thread.
+        let deep = format!("a{}", "/".repeat(65_000));
+        let mut idx = SubscriptionIndex::default();
+        add(&mut idx, &deep, "deep");
+        add(&mut idx, &format!("{deep}/+"), "plus");
+        add(&mut idx, "a/#", "hash");
+        assert_eq!(names(&idx, &deep), ["deep", "hash"]);
+        assert_eq!(names(&idx, &format!("{deep}/x")), ["hash", "plus"]);
+        assert!(idx.remove(&TopicFilter::parse(deep.as_str()).unwrap(), "deep"));
+        assert_eq!(names(&idx, &format!("{deep}/x")), ["hash", "plus"]);
+        assert!(idx.remove(&TopicFilter::parse(format!("{deep}/+")).unwrap(), "plus"));
+        assert!(idx.remove(&TopicFilter::parse("a/#").unwrap(), "hash"));
+        assert!(idx.root.is_empty());
+        // And a whole deep index dropped at once.
+        add(&mut idx, &deep, "deep");
+        drop(idx);
+    }
+
+    #[test]
+    fn remove_keeps_the_branches_others_use() {
+        let mut idx = SubscriptionIndex::default();
+        add(&mut idx, "a/b/c/d", "x");
+        add(&mut idx, "a/b", "y");
+        add(&mut idx, "a/b/e", "z");
+        assert!(idx.remove(&TopicFilter::parse("a/b/c/d").unwrap(), "x"));
+        assert_eq!(names(&idx, "a/b"), ["y"]);
+        assert_eq!(names(&idx, "a/b/e"), ["z"]);
+        assert!(idx.remove(&TopicFilter::parse("a/b").unwrap(), "y"));
+        assert_eq!(names(&idx, "a/b/e"), ["z"]);
+        assert!(idx.remove(&TopicFilter::parse("a/b/e").unwrap(), "z"));
+        assert!(idx.root.is_empty());
     }
 }

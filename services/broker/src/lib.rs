@@ -80,10 +80,10 @@ pub use auth::{
     MemoryAuthenticator, TemplateAcl, covers,
 };
 pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
-pub use config::Config;
+pub use config::{Config, RetainedLimit};
 pub use error::Error;
 pub use events::{Credential, Event, EventSink, MemoryEvents, NoEvents};
-pub use hygiene::{TopicRefusal, TopicRules};
+pub use hygiene::{TopicLimits, TopicRefusal, TopicRules};
 pub use ids::TenantId;
 pub use limits::{PublishLimits, Rate};
 pub use platform::TenantDirectory;

@@ -137,3 +137,32 @@ pub(crate) fn rate_limit_disconnect(tenant: &crate::TenantId) {
     )
     .increment(1);
 }
+
+/// A topic name (`packet="publish"`) or filter (`"subscribe"`) refused for
+/// its shape: over the depth or length limit, or a tenant's rule.
+pub(crate) fn topic_refused(packet: &'static str, reason: &'static str) {
+    metrics::counter!("mqtt_topics_refused_total", "packet" => packet, "reason" => reason)
+        .increment(1);
+}
+
+/// A stored retained message not loaded because its topic breaks the
+/// limits in force (it stays in the database until cleared).
+pub(crate) fn retained_skipped(reason: &'static str) {
+    metrics::counter!("mqtt_retained_skipped_total", "reason" => reason).increment(1);
+}
+
+/// A retained PUBLISH refused over a quota (`scope`: client or tenant).
+pub(crate) fn retained_quota_refused(tenant: &crate::TenantId, scope: &'static str) {
+    metrics::counter!(
+        "mqtt_retained_quota_refused_total",
+        "tenant" => tenant.as_str().to_owned(),
+        "scope" => scope
+    )
+    .increment(1);
+}
+
+/// A SUBSCRIBE filter refused over the session's subscription limits
+/// (`limit`: count or bytes).
+pub(crate) fn subscription_limit_refused(limit: &'static str) {
+    metrics::counter!("mqtt_subscriptions_refused_total", "limit" => limit).increment(1);
+}

@@ -16,7 +16,7 @@ use crate::index::Matched;
 use crate::message::{Delivery, Message};
 use crate::metrics;
 use crate::platform;
-use crate::retained::{Change, Lookup};
+use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, Usage};
 use crate::store::{Durability, StoredRetained};
 use crate::tenant::Tenant;
 
@@ -29,21 +29,26 @@ pub(crate) fn publish(
     client_id: &str,
     message: Message,
 ) -> usize {
-    publish_durable(broker, tenant, client_id, message).0
+    // A will or platform message over the tenant's retained quota is
+    // counted (metric) and not routed.
+    publish_durable(broker, tenant, client_id, None, message).map_or(0, |(n, _)| n)
 }
 
 /// Like [`publish`], and for a retained QoS 1/2 message also what to wait
-/// on before acknowledging it (the store's [`Durability`]).
+/// on before acknowledging it (the store's [`Durability`]). A retained
+/// message counts against `owner`'s (the publishing identity's) and the
+/// tenant's retained quota; over it, nothing is stored or routed.
 pub(crate) fn publish_durable(
     broker: &Broker,
     tenant: &Tenant,
     client_id: &str,
+    owner: Option<&str>,
     message: Message,
-) -> (usize, Option<Durability>) {
+) -> Result<(usize, Option<Durability>), QuotaRefusal> {
     let message = Arc::new(message);
     metrics::message_in(message.qos);
     let durability = if message.retain {
-        update_retained(broker, tenant, &message)
+        update_retained(broker, tenant, owner, &message)?
     } else {
         None
     };
@@ -59,7 +64,7 @@ pub(crate) fn publish_durable(
         });
     }
     let delivered = route(tenant, &message) + platform::fan_out(broker, tenant, &message);
-    (delivered, durability)
+    Ok((delivered, durability))
 }
 
 /// The tenant's retained messages matching a non-shared `filter`, at most
@@ -91,26 +96,52 @@ pub(crate) fn retained_for(
     found
 }
 
-/// MQTT-3.3.1-5/6/7: a retained PUBLISH replaces the topic's retained
-/// message; an empty payload deletes it (and is not itself retained).
-fn update_retained(broker: &Broker, tenant: &Tenant, message: &Arc<Message>) -> Option<Durability> {
-    let topic = &message.topic;
-    let durable = message.qos != QoS::AtMostOnce;
-    if message.payload.is_empty() {
-        if tenant.set_retained(topic, None) != Change::Removed {
-            return None;
-        }
-        let durability = broker
-            .retained_store()
-            .save(&tenant.id, topic, None, durable);
+/// Deletes `topic`'s retained message, in memory and in the store; what
+/// to wait on for a QoS 1/2 delete. Also for topics over the limits, so a
+/// message stored before them can still be cleared.
+pub(crate) fn clear_retained(
+    broker: &Broker,
+    tenant: &Tenant,
+    topic: &mqtt::TopicName,
+    durable: bool,
+) -> Option<Durability> {
+    // Whether or not memory had it: a message skipped on load is only in
+    // the store.
+    if tenant.set_retained(topic, None) == Change::Removed {
         broker.events().emit(Event::RetainedChanged {
             tenant: tenant.id.clone(),
             topic: topic.clone(),
             payload: None,
         });
-        return durability;
     }
-    tenant.set_retained(topic, Some(message.clone()));
+    broker
+        .retained_store()
+        .save(&tenant.id, topic, None, durable)
+}
+
+/// MQTT-3.3.1-5/6/7: a retained PUBLISH replaces the topic's retained
+/// message; an empty payload deletes it (and is not itself retained).
+fn update_retained(
+    broker: &Broker,
+    tenant: &Tenant,
+    owner: Option<&str>,
+    message: &Arc<Message>,
+) -> Result<Option<Durability>, QuotaRefusal> {
+    let topic = &message.topic;
+    let durable = message.qos != QoS::AtMostOnce;
+    if message.payload.is_empty() {
+        return Ok(clear_retained(broker, tenant, topic, durable));
+    }
+    let config = broker.config();
+    let limit = |l: crate::RetainedLimit| Usage {
+        count: l.messages,
+        bytes: l.bytes,
+    };
+    let quota = RetainedQuota {
+        per_owner: limit(config.retained_per_client),
+        per_tenant: limit(config.retained_per_tenant),
+    };
+    tenant.set_retained_checked(topic, message.clone(), owner.map(Arc::from), &quota)?;
     let (now, wall) = (Instant::now(), SystemTime::now());
     let durability = broker.retained_store().save(
         &tenant.id,
@@ -129,7 +160,7 @@ fn update_retained(broker: &Broker, tenant: &Tenant, message: &Arc<Message>) -> 
         topic: topic.clone(),
         payload: Some(message.payload.clone()),
     });
-    durability
+    Ok(durability)
 }
 
 /// One pending copy per session for the non-shared matches.

@@ -14,11 +14,11 @@ use mqtt::{SubscriptionOptions, TopicFilter};
 use tokio::time::Instant;
 
 use crate::TenantId;
-use crate::hygiene::{TopicRefusal, TopicRules};
+use crate::hygiene::{TopicLimits, TopicRefusal, TopicRules};
 use crate::index::{Subscriber, SubscriptionIndex};
 use crate::message::Delivery;
 use crate::metrics;
-use crate::retained::{Change, Lookup, RetainedTrie};
+use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, RetainedTrie};
 use crate::session::{ConnControl, QueueLimits, Session, SubscriptionEntry, TenantQueue};
 
 /// Counts describing a tenant, for tests and admin views.
@@ -70,6 +70,9 @@ pub(crate) struct Tenant {
     /// Topic hygiene; `rules_on` lets a tenant without rules skip the lock.
     rules: RwLock<TopicRules>,
     rules_on: AtomicBool,
+    /// The broker's topic shape limits (the rules' `max_depth` replaces
+    /// the depth).
+    limits: TopicLimits,
     /// What its sessions hold queued together.
     queue: Arc<TenantQueue>,
 }
@@ -83,7 +86,12 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
 }
 
 impl Tenant {
+    #[cfg(test)]
     pub(crate) fn new(id: TenantId) -> Self {
+        Self::with_limits(id, TopicLimits::default())
+    }
+
+    pub(crate) fn with_limits(id: TenantId, limits: TopicLimits) -> Self {
         Self {
             index: RwLock::default(),
             retained: RwLock::default(),
@@ -91,6 +99,7 @@ impl Tenant {
             subscribed: AtomicUsize::new(0),
             rules: RwLock::default(),
             rules_on: AtomicBool::new(false),
+            limits,
             queue: Arc::new(TenantQueue::new(&id)),
             id,
         }
@@ -110,9 +119,19 @@ impl Tenant {
         Some(*read(&self.rules))
     }
 
-    /// Checks a topic name against the tenant's rules.
+    /// Checks a topic name against the limits and the tenant's rules.
     pub(crate) fn check_topic(&self, topic: &mqtt::TopicName) -> Result<(), TopicRefusal> {
-        self.rules().map_or(Ok(()), |r| r.check(topic.as_str()))
+        self.check_shape(topic.as_str(), self.rules())
+    }
+
+    /// Checks a topic name or inner filter: the limits always, the rules
+    /// when on.
+    fn check_shape(&self, topic: &str, rules: Option<TopicRules>) -> Result<(), TopicRefusal> {
+        let depth = rules
+            .and_then(|r| r.max_depth)
+            .unwrap_or(self.limits.max_depth);
+        self.limits.check(topic, depth)?;
+        rules.map_or(Ok(()), |r| r.check(topic))
     }
 
     /// [`Tenant::subscribe`] held to the tenant's rules: the filter's
@@ -125,17 +144,15 @@ impl Tenant {
         options: SubscriptionOptions,
         id: Option<u32>,
     ) -> Result<bool, TopicRefusal> {
-        let Some(rules) = self.rules() else {
-            return Ok(self.subscribe(session, filter, options, id));
-        };
+        let rules = self.rules();
         let inner = filter.shared().map_or_else(|| filter.clone(), |s| s.filter);
-        rules.check(inner.as_str())?;
+        self.check_shape(inner.as_str(), rules)?;
         self.insert(
             session,
             filter,
             options,
             id,
-            rules.max_catch_all_subscriptions,
+            rules.and_then(|r| r.max_catch_all_subscriptions),
         )
     }
 
@@ -350,6 +367,7 @@ impl Tenant {
     }
 
     /// Adds or replaces a subscription; returns whether it existed.
+    #[cfg(test)]
     pub(crate) fn subscribe(
         &self,
         session: &Arc<Session>,
@@ -433,6 +451,24 @@ impl Tenant {
             Change::Added => metrics::retained(1.0),
             Change::Removed => metrics::retained(-1.0),
             Change::Replaced | Change::Unchanged => {}
+        }
+        change
+    }
+
+    /// Sets a retained message held to `quota` for `owner` and the tenant.
+    pub(crate) fn set_retained_checked(
+        &self,
+        topic: &mqtt::TopicName,
+        message: Arc<crate::message::Message>,
+        owner: Option<Arc<str>>,
+        quota: &RetainedQuota,
+    ) -> Result<Change, QuotaRefusal> {
+        let change = write(&self.retained).set_checked(topic, Some(message), owner, Some(quota));
+        if let Err(e) = &change {
+            metrics::retained_quota_refused(&self.id, e.scope());
+        }
+        if let Ok(Change::Added) = change {
+            metrics::retained(1.0);
         }
         change
     }

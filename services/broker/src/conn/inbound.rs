@@ -183,6 +183,21 @@ impl Conn {
             // QoS 0 has no acknowledgement to say so: counted instead.
             metrics::refused(reason);
         }
+        // A 3.1.1 PUBACK cannot refuse: a topic over the limits or a
+        // retained message over the quota closes the connection instead,
+        // so the client does not take it as stored (MQTT-3.3.5-2 lets a
+        // server close on a PUBLISH it will not accept).
+        if self.version != ProtocolVersion::V5
+            && matches!(
+                reason,
+                ReasonCode::TopicNameInvalid | ReasonCode::QuotaExceeded
+            )
+        {
+            return Err(Error::protocol(
+                reason,
+                "publish refused: topic limits or retained quota",
+            ));
+        }
         // A reason string only where the packet can carry one (3.4.2.2.2).
         let properties = mqtt::Properties {
             reason_string: why.filter(|_| self.version == ProtocolVersion::V5),
@@ -215,28 +230,47 @@ impl Conn {
     /// with the reason code and a reason string for the client.
     fn route_publish(&self, p: Publish, topic: mqtt::TopicName) -> Routed {
         let origin = Some(self.client_id.clone());
-        let refused = |e: crate::TopicRefusal| {
-            warn!(topic = %topic, reason = %e, "publish refused by the tenant's topic rules");
-            (e.publish_reason(), e.to_string())
+        let quota = |e: crate::retained::QuotaRefusal| {
+            warn!(topic = %topic, reason = %e, "retained publish refused");
+            (ReasonCode::QuotaExceeded, e.to_string())
         };
-        if !self.tenant.id.is_platform() {
-            self.tenant.check_topic(&topic).map_err(refused)?;
-            let message = Message::from_publish(p, topic, origin, Instant::now());
-            return Ok(self.route(message));
+        let (tenant, inner, platform_origin) = if self.tenant.id.is_platform() {
+            let (tenant, inner) = crate::platform::target(&self.broker, &topic).map_err(|e| {
+                warn!(topic = %topic, error = %e, "platform publish refused");
+                (ReasonCode::TopicNameInvalid, e.to_string())
+            })?;
+            (tenant, inner, true)
+        } else {
+            (self.tenant.clone(), topic.clone(), false)
+        };
+        if let Err(e) = tenant.check_topic(&inner) {
+            // An empty retained PUBLISH still clears what was stored under
+            // such a topic before the limits (or a tenant rule) came in;
+            // it reaches no subscriber.
+            if p.retain && p.payload.is_empty() {
+                let durable = p.qos != QoS::AtMostOnce;
+                return Ok((
+                    0,
+                    crate::router::clear_retained(&self.broker, &tenant, &inner, durable),
+                ));
+            }
+            warn!(topic = %crate::hygiene::Shown(topic.as_str()), reason = %e, "publish refused by the topic limits or rules");
+            metrics::topic_refused("publish", e.label());
+            return Err((e.publish_reason(), e.to_string()));
         }
-        let (tenant, inner) = crate::platform::target(&self.broker, &topic).map_err(|e| {
-            warn!(topic = %topic, error = %e, "platform publish refused");
-            (ReasonCode::TopicNameInvalid, e.to_string())
-        })?;
-        tenant.check_topic(&inner).map_err(refused)?;
         let mut message = Message::from_publish(p, inner, origin, Instant::now());
+        if !platform_origin {
+            return self.route(message).map_err(quota);
+        }
         message.platform_origin = true;
-        Ok(crate::router::publish_durable(
+        crate::router::publish_durable(
             &self.broker,
             &tenant,
             &self.client_id,
+            Some(&self.identity.principal),
             message,
-        ))
+        )
+        .map_err(quota)
     }
 
     /// Sends a PUBACK or PUBREC now, or after the retained store has made
@@ -301,22 +335,36 @@ impl Conn {
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Error> {
         let sub_id = s.properties.subscription_identifiers.first().copied();
-        let cap = self.broker.config().max_retained_per_subscribe;
+        let config = self.broker.config();
+        let cap = config.max_retained_per_subscribe;
         let now = Instant::now();
         let mut codes = Vec::with_capacity(s.subscriptions.len());
         let mut why: Vec<String> = Vec::new();
-        let mut retained = Vec::new();
+        // The distinct filters that want retained messages, in packet
+        // order, each with its last options: a filter repeated in one
+        // packet is looked up once (item 13 of issue 13: 2,000 copies of
+        // `#` were 2,000 lookups).
+        let mut wanted: Vec<(mqtt::TopicFilter, mqtt::SubscriptionOptions)> = Vec::new();
+        let mut held = self.subscription_usage();
         for sub in s.subscriptions {
             if !self
                 .broker
                 .authorizer()
                 .can_subscribe(&self.identity, &sub.filter)
             {
-                warn!(topic = %sub.filter, "subscribe not authorized");
+                warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), "subscribe not authorized");
                 codes.push(ReasonCode::NotAuthorized);
                 continue;
             }
             let opts = sub.options;
+            let new = !self.session.lock().subscriptions.contains_key(&sub.filter);
+            if new && let Err((limit, e)) = held.admit(sub.filter.as_str().len(), config) {
+                warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the session limits");
+                metrics::subscription_limit_refused(limit);
+                codes.push(ReasonCode::QuotaExceeded);
+                why.push(e);
+                continue;
+            }
             let existed = match self.tenant.subscribe_checked(
                 &self.session,
                 &sub.filter,
@@ -325,12 +373,16 @@ impl Conn {
             ) {
                 Ok(existed) => existed,
                 Err(e) => {
-                    warn!(topic = %sub.filter, reason = %e, "subscribe refused by the tenant's topic rules");
+                    warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the topic limits or rules");
+                    metrics::topic_refused("subscribe", e.label());
                     codes.push(e.subscribe_reason());
                     why.push(e.to_string());
                     continue;
                 }
             };
+            if new {
+                held.add(sub.filter.as_str().len());
+            }
             codes.push(granted(opts.qos));
             // 3.8.3.1 Retain Handling; shared subscriptions get no retained
             // messages (4.8.2).
@@ -339,14 +391,26 @@ impl Conn {
                 RetainHandling::SendIfNew => !existed,
                 RetainHandling::DoNotSend => false,
             };
-            if !send || sub.filter.shared().is_some() {
-                continue;
+            match wanted.iter_mut().find(|(f, _)| *f == sub.filter) {
+                // The repeat replaced the subscription: its options count.
+                Some(slot) => slot.1 = opts,
+                None if send && sub.filter.shared().is_none() => {
+                    wanted.push((sub.filter, opts));
+                }
+                None => {}
             }
+        }
+        // One budget for the whole packet, spent filter by filter: no
+        // lookup collects more than what is left of it.
+        let mut budget = cap;
+        let mut retained = Vec::new();
+        for (filter, opts) in wanted {
             let found = if self.tenant.id.is_platform() {
-                crate::platform::retained_for(&self.broker, &sub.filter, now, cap)
+                crate::platform::retained_for(&self.broker, &filter, now, budget)
             } else {
-                crate::router::retained_for(&self.broker, &self.tenant, &sub.filter, now, cap)
+                crate::router::retained_for(&self.broker, &self.tenant, &filter, now, budget)
             };
+            budget = budget.saturating_sub(found.messages.len());
             retained.extend(found.messages.into_iter().map(|m| Delivery {
                 qos: m.qos.min(opts.qos),
                 // MQTT-3.3.1-9: retained on subscribe keep RETAIN set.
@@ -374,6 +438,15 @@ impl Conn {
         Ok(())
     }
 
+    /// The subscriptions this session holds now, and their filter bytes.
+    fn subscription_usage(&self) -> SubscriptionUsage {
+        let st = self.session.lock();
+        SubscriptionUsage {
+            count: st.subscriptions.len(),
+            bytes: st.subscriptions.keys().map(|f| f.as_str().len()).sum(),
+        }
+    }
+
     fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Error> {
         let codes = u
             .filters
@@ -391,5 +464,44 @@ impl Conn {
             reason_codes: codes,
             properties: Default::default(),
         })
+    }
+}
+
+/// A session's subscriptions against
+/// [`crate::Config::max_subscriptions_per_session`] and
+/// [`crate::Config::max_subscription_bytes_per_session`].
+struct SubscriptionUsage {
+    count: usize,
+    bytes: usize,
+}
+
+impl SubscriptionUsage {
+    /// Whether one more filter of `len` bytes fits; if not, the metric
+    /// label and the reason string.
+    fn admit(&self, len: usize, config: &crate::Config) -> Result<(), (&'static str, String)> {
+        if self.count >= config.max_subscriptions_per_session {
+            return Err((
+                "count",
+                format!(
+                    "at most {} subscriptions per session",
+                    config.max_subscriptions_per_session
+                ),
+            ));
+        }
+        if self.bytes.saturating_add(len) > config.max_subscription_bytes_per_session {
+            return Err((
+                "bytes",
+                format!(
+                    "at most {} bytes of topic filters per session",
+                    config.max_subscription_bytes_per_session
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, len: usize) {
+        self.count += 1;
+        self.bytes += len;
     }
 }

@@ -536,8 +536,17 @@ impl Conn {
 
     /// Publishes an application message from this client; for a retained
     /// QoS 1/2 one, also what its acknowledgement waits for.
-    fn route(&self, message: crate::message::Message) -> (usize, Option<crate::store::Durability>) {
-        router::publish_durable(&self.broker, &self.tenant, &self.client_id, message)
+    fn route(
+        &self,
+        message: crate::message::Message,
+    ) -> Result<(usize, Option<crate::store::Durability>), crate::retained::QuotaRefusal> {
+        router::publish_durable(
+            &self.broker,
+            &self.tenant,
+            &self.client_id,
+            Some(&self.identity.principal),
+            message,
+        )
     }
 }
 
