@@ -47,6 +47,19 @@ async fn serve_help_documents_every_option() {
             "--mqtt-max-queued-messages",
             "FLEETMQ_MQTT_MAX_QUEUED_MESSAGES",
         ),
+        ("--mqtt-max-queued-bytes", "FLEETMQ_MQTT_MAX_QUEUED_BYTES"),
+        (
+            "--mqtt-max-tenant-queued-messages",
+            "FLEETMQ_MQTT_MAX_TENANT_QUEUED_MESSAGES",
+        ),
+        (
+            "--mqtt-max-tenant-queued-bytes",
+            "FLEETMQ_MQTT_MAX_TENANT_QUEUED_BYTES",
+        ),
+        (
+            "--mqtt-max-inflight-messages",
+            "FLEETMQ_MQTT_MAX_INFLIGHT_MESSAGES",
+        ),
         (
             "--mqtt-max-retained-per-subscribe",
             "FLEETMQ_MQTT_MAX_RETAINED_PER_SUBSCRIBE",
