@@ -16,6 +16,7 @@ use crate::message::Message;
 use crate::platform::TenantDirectory;
 use crate::router;
 use crate::session::DropCounters;
+use crate::session_store::SessionStore;
 use crate::store::{MemoryRetainedStore, RetainedStore};
 use crate::tenant::{Tenant, TenantStats};
 use crate::{Config, Error, PublishLimits, TenantId};
@@ -30,6 +31,8 @@ struct Inner {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
+    /// Where persistent sessions are written through, if anywhere.
+    session_store: Option<Arc<dyn SessionStore>>,
     /// Tenants by id, created on first use. Read-locked per CONNECT (and
     /// per platform client publish); tenant messages never touch it.
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
@@ -64,10 +67,18 @@ pub struct BrokerBuilder {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
+    session_store: Option<Arc<dyn SessionStore>>,
     directory: Option<Arc<dyn TenantDirectory>>,
 }
 
 impl BrokerBuilder {
+    /// Keeps persistent sessions in `store` (default: in this process's
+    /// memory only, lost at exit).
+    pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.session_store = Some(store);
+        self
+    }
+
     /// Replaces the default [`Config`].
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -109,6 +120,7 @@ impl BrokerBuilder {
                 authorizer: self.authorizer,
                 events: self.events,
                 retained_store: self.retained_store,
+                session_store: self.session_store,
                 tenants: RwLock::default(),
                 platform: Arc::new(Tenant::with_limits(TenantId::platform(), limits)),
                 directory: self.directory,
@@ -128,6 +140,7 @@ impl Broker {
             authorizer: Arc::new(AllowAll),
             events: Arc::new(NoEvents),
             retained_store: Arc::new(MemoryRetainedStore::new()),
+            session_store: None,
             directory: None,
         }
     }
@@ -191,10 +204,17 @@ impl Broker {
             .load(id)
             .await
             .map_err(|e| Error::Store(e.0))?;
+        let sessions = match &self.inner.session_store {
+            Some(store) => store.load(id).await.map_err(|e| Error::Store(e.0))?,
+            None => Vec::new(),
+        };
         let fresh = Arc::new(Tenant::with_limits(
             id.clone(),
             self.inner.config.topic_limits,
         ));
+        if let Some(store) = &self.inner.session_store {
+            fresh.set_session_store(store.clone());
+        }
         if let Some(rules) = self.topic_rules_of(id) {
             fresh.set_rules(rules);
         }
@@ -214,19 +234,52 @@ impl Broker {
                 fresh.set_retained(&topic, Some(Arc::new(m)));
             }
         }
-        let mut tenants = self
-            .inner
-            .tenants
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Another connection may have created it meanwhile: keep the first.
-        let tenant = tenants.entry(id.clone()).or_insert(fresh).clone();
-        // Under the tenants lock: a concurrent `set_topic_rules` either
-        // updated the map before (read here) or finds the tenant after.
-        if let Some(rules) = self.topic_rules_of(id) {
-            tenant.set_rules(rules);
+        let restored = fresh.restore(sessions, self.inner.config.max_queued_messages);
+        let (tenant, first) = {
+            let mut tenants = self
+                .inner
+                .tenants
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Another connection may have created it meanwhile: keep the first.
+            let first = !tenants.contains_key(id);
+            let tenant = tenants.entry(id.clone()).or_insert(fresh).clone();
+            // Under the tenants lock: a concurrent `set_topic_rules` either
+            // updated the map before (read here) or finds the tenant after.
+            if let Some(rules) = self.topic_rules_of(id) {
+                tenant.set_rules(rules);
+            }
+            (tenant, first)
+        };
+        if first {
+            // Wills that fell due and sessions that expired while the
+            // broker was down go now; the others get their timers.
+            crate::conn::arm_restored(self, &tenant, restored);
         }
         Ok(tenant)
+    }
+
+    /// Ends the session of `client_id` in `tenant` with its queue (an
+    /// operator's deletion): its connection, if any, is closed with
+    /// DISCONNECT 0x98 Administrative action. Returns whether it was in
+    /// memory, and what makes the deletion durable.
+    pub fn end_session(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> (bool, Option<crate::store::Durability>) {
+        match self.existing(tenant) {
+            Some(t) => t.end_session(client_id),
+            None => (false, None),
+        }
+    }
+
+    /// Ends every session `owner` (a device id or credential name) left in
+    /// `tenant`, connected or not, with their queues: the device or
+    /// credential was deleted. Returns how many ended.
+    pub fn end_sessions_of(&self, tenant: &TenantId, owner: &str) -> usize {
+        self.existing(tenant)
+            .map_or(0, |t| t.end_sessions_of(owner))
     }
 
     fn topic_rules_of(&self, id: &TenantId) -> Option<TopicRules> {

@@ -63,8 +63,14 @@ pub(crate) fn publish_durable(
             retain: message.retain,
         });
     }
-    let delivered = route(tenant, &message) + platform::fan_out(broker, tenant, &message);
-    Ok((delivered, durability))
+    // 'The durability rule' (services/state/sessions.md): the publisher's
+    // acknowledgement also waits for the persistent sessions' queues.
+    let (routed, queued) = route_durable(tenant, &message);
+    let delivered = routed + platform::fan_out(broker, tenant, &message);
+    Ok((
+        delivered,
+        crate::session_store::all_durable([durability, queued]),
+    ))
 }
 
 /// The tenant's retained messages matching a non-shared `filter`, at most
@@ -178,6 +184,16 @@ struct Merged {
 /// (MQTT-3.3.5-1, MQTT-3.3.4-3). Each matching shared group yields one copy
 /// to one member.
 pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
+    route_durable(tenant, message).0
+}
+
+/// [`route`], and what the publisher's acknowledgement waits for: the
+/// message queued durably for every persistent session it reached.
+pub(crate) fn route_durable(
+    tenant: &Tenant,
+    message: &Arc<Message>,
+) -> (usize, Option<Durability>) {
+    let mut targets: Vec<(Arc<crate::session::Session>, Delivery)> = Vec::new();
     let mut matched: Vec<Matched> = Vec::new();
     tenant.matches(&message.topic, &mut matched);
     let mut merged: HashMap<Arc<str>, Merged> = HashMap::new();
@@ -188,13 +204,17 @@ pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
         // MQTT-3.3.1-12, MQTT-3.3.1-13
         let retain = sub.options.retain_as_published && message.retain;
         if let Some(filter) = m.shared {
-            sub.session.enqueue(Delivery {
-                message: message.clone(),
-                qos,
-                retain,
-                subscription_ids: sub.id.into_iter().collect(),
-                shared: Some(filter),
-            });
+            targets.push((
+                sub.session.clone(),
+                Delivery {
+                    message: message.clone(),
+                    qos,
+                    retain,
+                    subscription_ids: sub.id.into_iter().collect(),
+                    shared: Some(filter),
+                    seq: None,
+                },
+            ));
             count += 1;
             continue;
         }
@@ -218,16 +238,20 @@ pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
         entry.ids.extend(sub.id);
     }
     for (_, m) in merged {
-        m.session.enqueue(Delivery {
-            message: message.clone(),
-            qos: m.qos,
-            retain: m.retain,
-            subscription_ids: m.ids,
-            shared: None,
-        });
+        targets.push((
+            m.session,
+            Delivery {
+                message: message.clone(),
+                qos: m.qos,
+                retain: m.retain,
+                subscription_ids: m.ids,
+                shared: None,
+                seq: None,
+            },
+        ));
         count += 1;
     }
-    count
+    (count, tenant.queue(message, targets))
 }
 
 #[cfg(test)]

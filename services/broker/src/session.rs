@@ -101,8 +101,9 @@ impl ConnControl {
 pub(crate) enum Outgoing {
     /// PUBLISH sent, PUBACK/PUBREC awaited.
     Publish(Delivery),
-    /// PUBREC received, PUBREL sent, PUBCOMP awaited.
-    Released,
+    /// PUBREC received, PUBREL sent, PUBCOMP awaited; the delivery's
+    /// place in the stored queue, if stored.
+    Released(Option<u64>),
 }
 
 /// Counters of messages this session lost, by reason.
@@ -143,6 +144,14 @@ pub(crate) struct SessionState {
     next_packet_id: u16,
     max_pending: usize,
     pub(crate) dropped: DropCounters,
+    /// Written through to the session store (a persistent session: expiry
+    /// above 0 at CONNECT, or restored after a restart).
+    pub(crate) durable: bool,
+    /// The next delivery's place in the stored queue.
+    pub(crate) next_seq: u64,
+    /// The principal that created the session (set at CONNECT), so that
+    /// deleting a device or credential can end its offline sessions too.
+    pub(crate) owner: Option<String>,
 }
 
 impl SessionState {
@@ -225,6 +234,9 @@ impl Session {
                 next_packet_id: 0,
                 max_pending,
                 dropped: DropCounters::default(),
+                durable: false,
+                next_seq: 0,
+                owner: None,
             }),
             ended_signal: CancellationToken::new(),
         }
@@ -246,6 +258,7 @@ impl Session {
 
     /// Queues a delivery and wakes the connection; drops (and counts) it
     /// when the queue is full, or when it is QoS 0 and nobody is connected.
+    #[cfg(test)]
     pub(crate) fn enqueue(&self, delivery: Delivery) {
         self.push(delivery, 0);
     }
@@ -258,16 +271,46 @@ impl Session {
     }
 
     fn push(&self, delivery: Delivery, headroom: usize) {
+        if let Some(d) = self.admit(delivery, headroom, false) {
+            self.place(d);
+        }
+    }
+
+    /// The first half of queueing: drops (and counts) a delivery the
+    /// session cannot take; for a persistent session, gives a QoS 1/2 one
+    /// its place in the stored queue (`store`: a session store is in use).
+    /// The caller writes it to the store, then [`Session::place`]s it, so
+    /// that the store hears of a delivery before anything the connection
+    /// does with it.
+    pub(crate) fn admit(
+        &self,
+        mut delivery: Delivery,
+        headroom: usize,
+        store: bool,
+    ) -> Option<Delivery> {
         let mut st = self.lock();
         if st.ended {
-            return;
+            return None;
         }
         if st.conn.is_none() && delivery.qos == QoS::AtMostOnce {
             st.count_drop(DropReason::OfflineQoS0);
-            return;
+            return None;
         }
         if st.pending.len() >= st.max_pending.saturating_add(headroom) {
             st.count_drop(DropReason::QueueFull);
+            return None;
+        }
+        if store && st.durable && delivery.qos != QoS::AtMostOnce {
+            delivery.seq = Some(st.next_seq);
+            st.next_seq += 1;
+        }
+        Some(delivery)
+    }
+
+    /// Queues an admitted delivery and wakes the connection.
+    pub(crate) fn place(&self, delivery: Delivery) {
+        let mut st = self.lock();
+        if st.ended {
             return;
         }
         st.pending.push_back(delivery);
@@ -300,6 +343,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             shared: None,
+            seq: None,
         }
     }
 
@@ -333,7 +377,7 @@ mod tests {
         let s = Session::new(Arc::from("c"), 2);
         let mut st = s.lock();
         let a = st.next_packet_id().unwrap();
-        st.inflight.insert(a, Outgoing::Released);
+        st.inflight.insert(a, Outgoing::Released(None));
         st.next_packet_id = u16::MAX;
         assert_eq!(st.next_packet_id(), PacketId::new(2));
         st.next_packet_id = 0;

@@ -21,6 +21,10 @@ use crate::metrics;
 use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, RetainedTrie};
 use crate::session::{ConnControl, Session, SubscriptionEntry};
 
+mod durable;
+
+pub(crate) use durable::{Restored, deadline};
+
 /// Counts describing a tenant, for tests and admin views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TenantStats {
@@ -39,6 +43,9 @@ pub(crate) struct Attached {
     pub(crate) present: bool,
     /// The connection that served the session before, to be closed.
     pub(crate) previous: Option<Arc<ConnControl>>,
+    /// A persistent session a Clean Start discarded, deleted from the
+    /// store: the CONNACK waits for it.
+    pub(crate) discarded: Option<crate::store::Durability>,
 }
 
 /// What detaching left behind.
@@ -67,6 +74,8 @@ pub(crate) struct Tenant {
     /// The broker's topic shape limits (the rules' `max_depth` replaces
     /// the depth).
     limits: TopicLimits,
+    /// Where persistent sessions are written through, if anywhere.
+    store: std::sync::OnceLock<durable::StoreHandle>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -93,6 +102,7 @@ impl Tenant {
             rules: RwLock::default(),
             rules_on: AtomicBool::new(false),
             limits,
+            store: std::sync::OnceLock::new(),
         }
     }
 
@@ -226,13 +236,14 @@ impl Tenant {
                     session: existing,
                     present: true,
                     previous,
+                    discarded: None,
                 };
             }
             // MQTT-3.1.2-4: Clean Start discards the existing session.
             let previous = existing.lock().conn.take();
             sessions.remove(client_id);
             drop(sessions);
-            self.end(&existing);
+            let discarded = self.end(&existing);
             sessions = self.sessions();
             let session = Arc::new(Session::new(client_id.clone(), max_pending));
             session.lock().conn = Some(ctl);
@@ -242,6 +253,7 @@ impl Tenant {
                 session,
                 present: false,
                 previous,
+                discarded,
             };
         }
         let session = Arc::new(Session::new(client_id.clone(), max_pending));
@@ -252,6 +264,7 @@ impl Tenant {
             session,
             present: false,
             previous: None,
+            discarded: None,
         }
     }
 
@@ -281,7 +294,8 @@ impl Tenant {
             sessions.remove(session.client_id());
         }
         drop(sessions);
-        self.end(session);
+        // Write-behind: nobody waits for a session ending at disconnect.
+        drop(self.end(session));
         Detached::Ended
     }
 
@@ -303,24 +317,26 @@ impl Tenant {
             sessions.remove(session.client_id());
         }
         drop(sessions);
-        self.end(session);
+        drop(self.end(session));
         true
     }
 
     /// Discards a session that is no longer in `sessions`: its
-    /// subscriptions leave the index and its queue is dropped.
-    fn end(&self, session: &Arc<Session>) {
-        let (subs, orphans) = {
+    /// subscriptions leave the index and its queue is dropped; a
+    /// persistent one is deleted from the store (what comes back says
+    /// when that is durable).
+    fn end(&self, session: &Arc<Session>) -> Option<crate::store::Durability> {
+        let (subs, orphans, durable) = {
             let mut st = session.lock();
             if st.ended {
-                return;
+                return None;
             }
             st.ended = true;
             session.ended_signal.cancel();
             let orphans = st.take_shared(None);
             st.pending.clear();
             st.inflight.clear();
-            (std::mem::take(&mut st.subscriptions), orphans)
+            (std::mem::take(&mut st.subscriptions), orphans, st.durable)
         };
         metrics::sessions(-1.0);
         {
@@ -331,7 +347,12 @@ impl Tenant {
                 }
             }
         }
+        let gone = match (durable, self.session_store()) {
+            (true, Some(store)) => store.end(&self.id, session.client_id()),
+            _ => None,
+        };
         self.redistribute(orphans);
+        gone
     }
 
     /// Gives deliveries a leaving shared-subscription member had not
@@ -344,18 +365,26 @@ impl Tenant {
             let Some(sub) = read(&self.index).pick_shared(&filter) else {
                 continue;
             };
-            sub.session.enqueue(Delivery {
-                qos: d.message.qos.min(sub.options.qos),
-                retain: d.retain,
-                subscription_ids: sub.id.into_iter().collect(),
-                shared: Some(filter),
-                message: d.message,
-            });
+            let message = d.message.clone();
+            // Write-behind: the publisher was acknowledged long ago.
+            drop(self.queue(
+                &message,
+                vec![(
+                    sub.session.clone(),
+                    Delivery {
+                        qos: d.message.qos.min(sub.options.qos),
+                        retain: d.retain,
+                        subscription_ids: sub.id.into_iter().collect(),
+                        shared: Some(filter),
+                        message: d.message,
+                        seq: None,
+                    },
+                )],
+            ));
         }
     }
 
     /// Adds or replaces a subscription; returns whether it existed.
-    #[cfg(test)]
     pub(crate) fn subscribe(
         &self,
         session: &Arc<Session>,
@@ -419,6 +448,7 @@ impl Tenant {
         if existed {
             self.count_subscriptions(false);
         }
+        self.forget_taken(session, &orphans);
         self.redistribute(orphans);
         existed
     }

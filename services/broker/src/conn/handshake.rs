@@ -217,13 +217,13 @@ where
 
     let ctl = ConnControl::new(conn_id);
     let _ = ctl.principal.set(identity.principal.clone());
-    let attached = tenant.attach(
+    let mut attached = tenant.attach(
         &client_id,
         connect.clean_start,
         ctl.clone(),
         config.max_queued_messages,
     );
-    if let Some(previous) = attached.previous {
+    if let Some(previous) = attached.previous.take() {
         // MQTT-3.1.4-3: the older connection is closed with 0x8E.
         previous.kicked.cancel();
         if tokio::time::timeout(config.takeover_timeout, previous.finished.cancelled())
@@ -232,6 +232,24 @@ where
         {
             warn!("previous connection did not let go of the session in time");
         }
+    }
+
+    if let Err(reason) = persist_connect(
+        &tenant,
+        &mut attached,
+        &identity.principal,
+        version,
+        session_expiry,
+        connect.will.as_ref(),
+        connect.clean_start,
+    )
+    .await
+    {
+        // Let go of it as it was, and say no: a CONNACK promises a session
+        // the store may not have.
+        tenant.detach(&attached.session, conn_id, session_expiry);
+        refuse(stream, version, reason).await?;
+        return Ok(None);
     }
 
     let mut ack = ConnAck::new(ReasonCode::Success, attached.present);
@@ -317,6 +335,71 @@ where
     }
     Ok(Some((conn, ack)))
 }
+
+/// Writes a persistent session's CONNECT through to the session store
+/// (issue 14) and waits until it is durable, as the CONNACK must: a Clean
+/// Start that discarded a stored session must not see it come back after
+/// a crash. A session is persistent if its expiry is above 0 now or it
+/// was (a resumed one is written until it ends). Refused with the reason
+/// code for the CONNACK.
+async fn persist_connect(
+    tenant: &crate::tenant::Tenant,
+    attached: &mut crate::tenant::Attached,
+    owner: &str,
+    version: ProtocolVersion,
+    session_expiry: u32,
+    will: Option<&mqtt::LastWill>,
+    clean_start: bool,
+) -> Result<(), ReasonCode> {
+    use crate::session_store::{SessionRecord, StoredWill, all_durable};
+    let Some(store) = tenant.session_store().filter(|_| !tenant.id.is_platform()) else {
+        return Ok(());
+    };
+    let durable = {
+        let mut st = attached.session.lock();
+        st.durable |= session_expiry > 0;
+        st.owner = Some(owner.to_owned());
+        st.durable
+    };
+    let connected = durable.then(|| {
+        let will = will.map(|w| {
+            let mut properties = w.properties.clone();
+            let delay = properties.will_delay_interval.take().unwrap_or(0);
+            StoredWill {
+                topic: w.topic.clone(),
+                payload: w.payload.clone(),
+                qos: w.qos,
+                retain: w.retain,
+                properties,
+                delay,
+            }
+        });
+        let record = SessionRecord {
+            client_id: attached.session.client_id().clone(),
+            owner: owner.to_owned(),
+            protocol: version,
+            expiry_interval: session_expiry,
+            will,
+        };
+        // A session not resumed replaces whatever was stored.
+        store.connect(&tenant.id, &record, clean_start || !attached.present)
+    });
+    let Some(durable) = all_durable([connected.flatten(), attached.discarded.take()]) else {
+        return Ok(());
+    };
+    durable.await.map_err(|e| {
+        warn!(error = %e, "persistent session not stored; CONNECT refused");
+        if attached.session.client_id().len() > MAX_STORED_CLIENT_ID {
+            ReasonCode::ClientIdentifierNotValid
+        } else {
+            ReasonCode::ServerUnavailable
+        }
+    })
+}
+
+/// The longest client id a persistent session can have (the store's key
+/// must fit a Postgres index entry).
+const MAX_STORED_CLIENT_ID: usize = 1024;
 
 #[cfg(test)]
 mod tests {

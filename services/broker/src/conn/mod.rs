@@ -39,6 +39,8 @@ mod outbound;
 mod throttle;
 mod will;
 
+pub(crate) use will::arm_restored;
+
 use outbound::Outbound;
 use throttle::{Pace, Stalled};
 
@@ -401,6 +403,8 @@ impl Conn {
     fn pump(&mut self) -> Result<bool, Error> {
         let now = Instant::now();
         let mut batch = Vec::new();
+        // Stored deliveries dropped on the way.
+        let mut gone = Vec::new();
         let more = {
             let mut st = self.session.lock();
             while batch.len() < PUMP_BATCH {
@@ -418,6 +422,9 @@ impl Conn {
                 // 3.3.2.3.3: an expired message is not sent.
                 if d.message.expired(now) {
                     st.count_drop(DropReason::Expired);
+                    if d.seq.is_some() {
+                        gone.push(d.seq);
+                    }
                     continue;
                 }
                 if d.qos == QoS::AtMostOnce {
@@ -433,9 +440,32 @@ impl Conn {
             }
             batch.len() == PUMP_BATCH && !st.pending.is_empty()
         };
+        for seq in gone {
+            self.delivered(seq);
+        }
         for (id, d) in batch {
             let mut publish = d.to_publish(now);
             publish.packet_id = id;
+            // A stored delivery's packet id is written before the PUBLISH:
+            // durably for QoS 2, so that a restart resends it with the same
+            // id and the client's deduplication holds (write-behind for
+            // QoS 1: at worst a message is sent twice).
+            let sent = match (d.seq, id, self.session_store(true)) {
+                (Some(seq), Some(id), Some(store)) => store.delivery_state(
+                    &self.tenant.id,
+                    &self.client_id,
+                    seq,
+                    crate::session_store::DeliveryState::Sent(id),
+                    d.qos == QoS::ExactlyOnce,
+                ),
+                _ => None,
+            };
+            if sent.is_some() || !self.deferred.is_empty() {
+                // Behind what waits, in order; written once durable.
+                self.acknowledge(publish.into(), sent)?;
+                metrics::message_out(d.qos);
+                continue;
+            }
             if self.out.publish(publish)? {
                 metrics::message_out(d.qos);
             } else {
@@ -444,7 +474,13 @@ impl Conn {
                 if let Some(id) = id {
                     st.inflight.remove(&id);
                 }
+                drop(st);
+                self.delivered(d.seq);
             }
+        }
+        // Deferred packets are written at the next turn: come back.
+        if !self.deferred.is_empty() {
+            self.ctl.wake.notify_one();
         }
         Ok(more)
     }
@@ -468,9 +504,10 @@ impl Conn {
                     publish.dup = true; // MQTT-3.3.1-1
                     if !self.out.publish(publish)? {
                         self.session.lock().inflight.remove(&id);
+                        self.delivered(d.seq);
                     }
                 }
-                Outgoing::Released => self.out.send(PubRel::new(id))?,
+                Outgoing::Released(_) => self.out.send(PubRel::new(id))?,
             }
         }
         Ok(())
@@ -550,6 +587,8 @@ impl Conn {
     }
 }
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
