@@ -43,7 +43,10 @@ fuzz_target!(|data: &[u8]| {
             assert!(!s.group.is_empty() && !s.group.contains(['/', '+', '#']));
         }
         (Ok(fl), Err(_)) => {
-            assert!(!f.starts_with("$share/"), "{f:?} parses as a filter but not as shared");
+            assert!(
+                !f.starts_with("$share/"),
+                "{f:?} parses as a filter but not as shared"
+            );
             assert!(fl.shared().is_none());
         }
         (Err(_), Ok(s)) => panic!("{f:?} parses as shared ({s:?}) but not as a filter"),
