@@ -234,7 +234,10 @@ impl Broker {
                 fresh.set_retained(&topic, Some(Arc::new(m)));
             }
         }
-        let restored = fresh.restore(sessions, self.inner.config.max_queued_messages);
+        let restored = fresh.restore(
+            sessions,
+            crate::session::QueueLimits::of(&self.inner.config),
+        );
         let (tenant, first) = {
             let mut tenants = self
                 .inner

@@ -29,6 +29,22 @@ pub(crate) struct Message {
     /// than of the tenant: client ids are unique per namespace only, so No
     /// Local compares them only inside the namespace they came from.
     pub(crate) platform_origin: bool,
+    /// What holding it costs, see [`Message::cost`]; computed once.
+    cost: usize,
+}
+
+/// Bytes a message holds: its wire-size parts (everything variable is a
+/// shared `Bytes` or one string) plus the struct and its `Arc`.
+fn cost_of(topic: &TopicName, payload: &Bytes, p: &Properties) -> usize {
+    let strings = p.content_type.as_ref().map_or(0, String::len)
+        + p.response_topic.as_ref().map_or(0, |t| t.as_str().len())
+        + p.correlation_data.as_ref().map_or(0, Bytes::len);
+    std::mem::size_of::<Message>()
+        + 2 * std::mem::size_of::<usize>()
+        + topic.as_str().len()
+        + payload.len()
+        + strings
+        + p.user_properties.wire_len()
 }
 
 impl Message {
@@ -66,6 +82,7 @@ impl Message {
         properties.topic_alias = None;
         properties.subscription_identifiers.clear();
         Self {
+            cost: cost_of(&topic, &payload, &properties),
             topic,
             payload,
             qos,
@@ -77,11 +94,20 @@ impl Message {
         }
     }
 
+    /// About the bytes this message holds in memory: its wire size plus a
+    /// fixed overhead. Queue bounds count every queued copy at this cost,
+    /// although copies share one `Message`: a session's bound is then what
+    /// it could hold on its own, whoever else holds the message too.
+    pub(crate) fn cost(&self) -> usize {
+        self.cost
+    }
+
     /// The same message under `topic` (a tenant's message as the platform
     /// namespace sees it, mounted under the tenant id): payload and
     /// properties are shared or cloned, the expiry instant is kept.
     pub(crate) fn with_topic(&self, topic: TopicName) -> Self {
         Self {
+            cost: cost_of(&topic, &self.payload, &self.properties),
             topic,
             payload: self.payload.clone(),
             qos: self.qos,

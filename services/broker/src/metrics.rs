@@ -10,6 +10,8 @@ pub(crate) enum DropReason {
     OfflineQoS0,
     Expired,
     TooLarge,
+    QueueBytes,
+    TenantQueueFull,
 }
 
 impl DropReason {
@@ -19,6 +21,8 @@ impl DropReason {
             DropReason::OfflineQoS0 => "offline_qos0",
             DropReason::Expired => "expired",
             DropReason::TooLarge => "too_large",
+            DropReason::QueueBytes => "queue_bytes",
+            DropReason::TenantQueueFull => "tenant_queue_full",
         }
     }
 }
@@ -39,6 +43,13 @@ pub(crate) fn dropped(reason: DropReason) {
 /// the only trace of a refused QoS 0 message.
 pub(crate) fn refused(reason: mqtt::ReasonCode) {
     metrics::counter!("mqtt_publishes_refused_total", "reason_code" => format!("0x{:02x}", reason.to_u8()))
+        .increment(1);
+}
+
+/// A message dropped because its tenant's queues together were full; per
+/// tenant, so the tenant it hits can see it (only drops get here).
+pub(crate) fn tenant_queue_dropped(tenant: &str) {
+    metrics::counter!("mqtt_tenant_queue_dropped_total", "tenant" => tenant.to_owned())
         .increment(1);
 }
 

@@ -45,7 +45,12 @@ fn message(t: &str, retain: bool, origin: &str) -> Message {
 /// A connected session in `ns` subscribed to `filter`.
 fn subscriber(ns: &Tenant, client: &str, filter: &str, no_local: bool) -> Arc<Session> {
     let s = ns
-        .attach(&Arc::from(client), true, ConnControl::new(1), 100)
+        .attach(
+            &Arc::from(client),
+            true,
+            ConnControl::new(1),
+            crate::session::QueueLimits::messages(100),
+        )
         .session;
     let mut o = SubscriptionOptions::new(QoS::AtLeastOnce);
     o.no_local = no_local;
@@ -54,10 +59,8 @@ fn subscriber(ns: &Tenant, client: &str, filter: &str, no_local: bool) -> Arc<Se
 }
 
 fn received(s: &Session) -> Vec<String> {
-    let mut v: Vec<String> = s
-        .lock()
-        .pending
-        .drain(..)
+    let mut st = s.lock();
+    let mut v: Vec<String> = std::iter::from_fn(|| st.pending.pop_front())
         .map(|d| d.message.topic.as_str().to_owned())
         .collect();
     v.sort();

@@ -5,7 +5,7 @@
 //! lock, so a slow client contends only with itself.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mqtt::{PacketId, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
@@ -117,6 +117,242 @@ pub struct DropCounters {
     pub expired: u64,
     /// Larger than the client's Maximum Packet Size (MQTT-3.1.2-25).
     pub too_large: u64,
+    /// The queue was at its bound in bytes.
+    pub queue_bytes: u64,
+    /// The tenant's queues together were at their bound (messages or
+    /// bytes).
+    pub tenant_queue_full: u64,
+}
+
+/// Bounds on what one session may hold queued, and on what all of its
+/// tenant's sessions may hold together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    pub(crate) messages: usize,
+    /// In [`crate::message::Message::cost`] units: about the wire size.
+    pub(crate) bytes: usize,
+    pub(crate) tenant_messages: usize,
+    pub(crate) tenant_bytes: usize,
+}
+
+impl QueueLimits {
+    /// The bounds the broker's configuration sets.
+    pub(crate) fn of(config: &crate::Config) -> Self {
+        Self {
+            messages: config.max_queued_messages,
+            bytes: config.max_queued_bytes,
+            tenant_messages: config.max_tenant_queued_messages,
+            tenant_bytes: config.max_tenant_queued_bytes,
+        }
+    }
+
+    /// Only a count per session (unit tests).
+    #[cfg(test)]
+    pub(crate) fn messages(messages: usize) -> Self {
+        Self {
+            messages,
+            bytes: usize::MAX,
+            tenant_messages: usize::MAX,
+            tenant_bytes: usize::MAX,
+        }
+    }
+}
+
+/// What all sessions of one tenant hold queued, shared by its sessions so
+/// that one device's backlog is bounded against its tenant's, and other
+/// tenants never see it.
+#[derive(Debug, Default)]
+pub(crate) struct TenantQueue {
+    /// The tenant's id, for its drop metric.
+    tenant: String,
+    messages: AtomicUsize,
+    bytes: AtomicUsize,
+    /// Messages dropped because the tenant was at its bound.
+    pub(crate) dropped: AtomicU64,
+}
+
+impl TenantQueue {
+    pub(crate) fn new(tenant: &crate::TenantId) -> Self {
+        Self {
+            tenant: tenant.as_str().to_owned(),
+            ..Self::default()
+        }
+    }
+
+    /// Takes room for one message of `cost` unless that would pass the
+    /// bounds. Added first and taken back on failure, so concurrent pushes
+    /// from other sessions can never overshoot together.
+    fn reserve(&self, cost: usize, limits: &QueueLimits) -> bool {
+        let messages = self.messages.fetch_add(1, Ordering::AcqRel);
+        let bytes = self.bytes.fetch_add(cost, Ordering::AcqRel);
+        if messages >= limits.tenant_messages || bytes.saturating_add(cost) > limits.tenant_bytes {
+            self.release(1, cost);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self, messages: usize, bytes: usize) {
+        self.messages.fetch_sub(messages, Ordering::AcqRel);
+        self.bytes.fetch_sub(bytes, Ordering::AcqRel);
+    }
+
+    /// Messages and bytes queued in the tenant's sessions now.
+    pub(crate) fn held(&self) -> (usize, usize) {
+        (
+            self.messages.load(Ordering::Acquire),
+            self.bytes.load(Ordering::Acquire),
+        )
+    }
+}
+
+/// A session's queue of deliveries waiting for the connection (or the
+/// in-flight window), which keeps its byte total and its tenant's tally in
+/// step with what it holds: every way out goes through here, and whatever
+/// is left is given back to the tenant when the queue is dropped.
+#[derive(Debug)]
+pub(crate) struct Queue {
+    items: VecDeque<Delivery>,
+    /// Bytes of `items`.
+    bytes: usize,
+    /// Deliveries admitted but not yet placed (see [`Queue::reserve`]),
+    /// and their bytes; counted against the bounds and the tenant's tally.
+    reserved: usize,
+    reserved_bytes: usize,
+    tenant: Arc<TenantQueue>,
+}
+
+impl Queue {
+    fn new(tenant: Arc<TenantQueue>) -> Self {
+        Self {
+            items: VecDeque::new(),
+            bytes: 0,
+            reserved: 0,
+            reserved_bytes: 0,
+            tenant,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub(crate) fn front(&self) -> Option<&Delivery> {
+        self.items.front()
+    }
+
+    pub(crate) fn pop_front(&mut self) -> Option<Delivery> {
+        let d = self.items.pop_front()?;
+        let cost = d.message.cost();
+        self.bytes -= cost;
+        self.tenant.release(1, cost);
+        Some(d)
+    }
+
+    /// Puts back what [`Queue::pop_front`] just took: it was counted a
+    /// moment ago, so no bound applies.
+    pub(crate) fn push_front(&mut self, d: Delivery) {
+        let cost = d.message.cost();
+        self.bytes += cost;
+        self.tenant.messages.fetch_add(1, Ordering::AcqRel);
+        self.tenant.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.items.push_front(d);
+    }
+
+    /// Makes room for one delivery of `cost` bytes within the session's
+    /// bounds (`headroom` more messages allowed) and the tenant's; why not
+    /// if it does not fit. Queueing is two steps because a persistent
+    /// session's store must hear of a delivery before the connection can
+    /// take it: the room is counted here, and the delivery either
+    /// [`Queue::push_reserved`] or [`Queue::cancel`]led right after.
+    fn reserve(
+        &mut self,
+        cost: usize,
+        limits: &QueueLimits,
+        headroom: usize,
+    ) -> Result<(), DropReason> {
+        if self.items.len().saturating_add(self.reserved)
+            >= limits.messages.saturating_add(headroom)
+        {
+            return Err(DropReason::QueueFull);
+        }
+        if self
+            .bytes
+            .saturating_add(self.reserved_bytes)
+            .saturating_add(cost)
+            > limits.bytes
+        {
+            return Err(DropReason::QueueBytes);
+        }
+        if !self.tenant.reserve(cost, limits) {
+            return Err(DropReason::TenantQueueFull);
+        }
+        self.reserved += 1;
+        self.reserved_bytes += cost;
+        Ok(())
+    }
+
+    /// Appends a delivery restored from the session store: it was
+    /// acknowledged before the restart, so no bound refuses it (it is
+    /// counted, and holds back new ones until the queue drains).
+    pub(crate) fn push_restored(&mut self, d: Delivery) {
+        let cost = d.message.cost();
+        self.bytes += cost;
+        self.tenant.messages.fetch_add(1, Ordering::AcqRel);
+        self.tenant.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.items.push_back(d);
+    }
+
+    /// Appends a delivery whose room [`Queue::reserve`] counted.
+    fn push_reserved(&mut self, d: Delivery) {
+        let cost = d.message.cost();
+        self.reserved = self.reserved.saturating_sub(1);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(cost);
+        self.bytes += cost;
+        self.items.push_back(d);
+    }
+
+    /// Gives back the room [`Queue::reserve`] counted for a delivery of
+    /// `cost` bytes that was not queued after all.
+    fn cancel(&mut self, cost: usize) {
+        self.reserved = self.reserved.saturating_sub(1);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(cost);
+        self.tenant.release(1, cost);
+    }
+
+    /// Keeps the deliveries `keep` says yes to.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Delivery) -> bool) {
+        let (before, bytes_before) = (self.items.len(), self.bytes);
+        let mut bytes = 0;
+        self.items.retain(|d| {
+            let kept = keep(d);
+            if kept {
+                bytes += d.message.cost();
+            }
+            kept
+        });
+        self.bytes = bytes;
+        self.tenant
+            .release(before - self.items.len(), bytes_before - bytes);
+    }
+
+    pub(crate) fn clear(&mut self) {
+        self.tenant.release(self.items.len(), self.bytes);
+        self.items.clear();
+        self.bytes = 0;
+    }
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        self.clear();
+        self.tenant.release(self.reserved, self.reserved_bytes);
+    }
 }
 
 /// What a session subscribed to.
@@ -136,13 +372,13 @@ pub(crate) struct SessionState {
     pub(crate) ended: bool,
     pub(crate) subscriptions: HashMap<TopicFilter, SubscriptionEntry>,
     /// Deliveries waiting for the connection (or the in-flight window).
-    pub(crate) pending: VecDeque<Delivery>,
+    pub(crate) pending: Queue,
     /// Server → client QoS 1/2 by packet id, in send order for redelivery.
     pub(crate) inflight: BTreeMap<PacketId, Outgoing>,
     /// Client → server QoS 2 packet ids awaiting PUBREL.
     pub(crate) incoming_qos2: HashSet<PacketId>,
     next_packet_id: u16,
-    max_pending: usize,
+    limits: QueueLimits,
     pub(crate) dropped: DropCounters,
     /// Written through to the session store (a persistent session: expiry
     /// above 0 at CONNECT, or restored after a restart).
@@ -204,6 +440,13 @@ impl SessionState {
             DropReason::OfflineQoS0 => self.dropped.offline_qos0 += 1,
             DropReason::Expired => self.dropped.expired += 1,
             DropReason::TooLarge => self.dropped.too_large += 1,
+            DropReason::QueueBytes => self.dropped.queue_bytes += 1,
+            DropReason::TenantQueueFull => {
+                self.dropped.tenant_queue_full += 1;
+                let tenant = &self.pending.tenant;
+                tenant.dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::tenant_queue_dropped(&tenant.tenant);
+            }
         }
         metrics::dropped(reason);
     }
@@ -220,7 +463,8 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(client_id: Arc<str>, max_pending: usize) -> Self {
+    /// A session counted against `tenant`'s queue tally.
+    pub(crate) fn new(client_id: Arc<str>, limits: QueueLimits, tenant: Arc<TenantQueue>) -> Self {
         Self {
             client_id,
             state: Mutex::new(SessionState {
@@ -228,11 +472,11 @@ impl Session {
                 generation: 0,
                 ended: false,
                 subscriptions: HashMap::new(),
-                pending: VecDeque::new(),
+                pending: Queue::new(tenant),
                 inflight: BTreeMap::new(),
                 incoming_qos2: HashSet::new(),
                 next_packet_id: 0,
-                max_pending,
+                limits,
                 dropped: DropCounters::default(),
                 durable: false,
                 next_seq: 0,
@@ -240,6 +484,12 @@ impl Session {
             }),
             ended_signal: CancellationToken::new(),
         }
+    }
+
+    /// A session bounded by `messages` alone, counted in a tally of its own.
+    #[cfg(test)]
+    pub(crate) fn with_bound(client_id: Arc<str>, messages: usize) -> Self {
+        Self::new(client_id, QueueLimits::messages(messages), Arc::default())
     }
 
     pub(crate) fn client_id(&self) -> &Arc<str> {
@@ -296,8 +546,12 @@ impl Session {
             st.count_drop(DropReason::OfflineQoS0);
             return None;
         }
-        if st.pending.len() >= st.max_pending.saturating_add(headroom) {
-            st.count_drop(DropReason::QueueFull);
+        let limits = st.limits;
+        if let Err(reason) = st
+            .pending
+            .reserve(delivery.message.cost(), &limits, headroom)
+        {
+            st.count_drop(reason);
             return None;
         }
         if store && st.durable && delivery.qos != QoS::AtMostOnce {
@@ -307,13 +561,15 @@ impl Session {
         Some(delivery)
     }
 
-    /// Queues an admitted delivery and wakes the connection.
+    /// Queues an admitted delivery (its room was reserved by
+    /// [`Session::admit`]) and wakes the connection.
     pub(crate) fn place(&self, delivery: Delivery) {
         let mut st = self.lock();
         if st.ended {
+            st.pending.cancel(delivery.message.cost());
             return;
         }
-        st.pending.push_back(delivery);
+        st.pending.push_reserved(delivery);
         if let Some(conn) = &st.conn {
             conn.wake.notify_one();
         }
@@ -349,7 +605,7 @@ mod tests {
 
     #[test]
     fn offline_queue_is_bounded_and_counts_drops() {
-        let s = Session::new(Arc::from("c"), 2);
+        let s = Session::with_bound(Arc::from("c"), 2);
         s.enqueue(delivery(QoS::AtMostOnce));
         for _ in 0..3 {
             s.enqueue(delivery(QoS::AtLeastOnce));
@@ -362,7 +618,7 @@ mod tests {
 
     #[test]
     fn online_qos0_overflow_is_dropped_and_counted() {
-        let s = Session::new(Arc::from("c"), 1);
+        let s = Session::with_bound(Arc::from("c"), 1);
         s.lock().conn = Some(ConnControl::new(1));
         s.enqueue(delivery(QoS::AtMostOnce));
         s.enqueue(delivery(QoS::AtMostOnce));
@@ -374,7 +630,7 @@ mod tests {
 
     #[test]
     fn packet_ids_skip_those_in_flight_and_never_zero() {
-        let s = Session::new(Arc::from("c"), 2);
+        let s = Session::with_bound(Arc::from("c"), 2);
         let mut st = s.lock();
         let a = st.next_packet_id().unwrap();
         st.inflight.insert(a, Outgoing::Released(None));

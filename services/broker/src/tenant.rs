@@ -19,7 +19,7 @@ use crate::index::{Subscriber, SubscriptionIndex};
 use crate::message::Delivery;
 use crate::metrics;
 use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, RetainedTrie};
-use crate::session::{ConnControl, Session, SubscriptionEntry};
+use crate::session::{ConnControl, QueueLimits, Session, SubscriptionEntry, TenantQueue};
 
 mod durable;
 
@@ -34,6 +34,12 @@ pub struct TenantStats {
     pub subscriptions: usize,
     /// Retained topics.
     pub retained: usize,
+    /// Messages queued in its sessions (in flight not included).
+    pub queued_messages: usize,
+    /// About the wire size of those messages.
+    pub queued_bytes: usize,
+    /// Messages dropped because its queues together were full.
+    pub queue_dropped: u64,
 }
 
 /// Result of attaching a connection to a session.
@@ -76,6 +82,8 @@ pub(crate) struct Tenant {
     limits: TopicLimits,
     /// Where persistent sessions are written through, if anywhere.
     store: std::sync::OnceLock<durable::StoreHandle>,
+    /// What its sessions hold queued together.
+    queue: Arc<TenantQueue>,
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -94,7 +102,6 @@ impl Tenant {
 
     pub(crate) fn with_limits(id: TenantId, limits: TopicLimits) -> Self {
         Self {
-            id,
             index: RwLock::default(),
             retained: RwLock::default(),
             sessions: Mutex::default(),
@@ -103,6 +110,8 @@ impl Tenant {
             rules_on: AtomicBool::new(false),
             limits,
             store: std::sync::OnceLock::new(),
+            queue: Arc::new(TenantQueue::new(&id)),
+            id,
         }
     }
 
@@ -182,6 +191,9 @@ impl Tenant {
             sessions: self.sessions().len(),
             subscriptions: read(&self.index).len(),
             retained: read(&self.retained).len(),
+            queued_messages: self.queue.held().0,
+            queued_bytes: self.queue.held().1,
+            queue_dropped: self.queue.dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -223,7 +235,7 @@ impl Tenant {
         client_id: &Arc<str>,
         clean_start: bool,
         ctl: Arc<ConnControl>,
-        max_pending: usize,
+        limits: QueueLimits,
     ) -> Attached {
         let mut sessions = self.sessions();
         if let Some(existing) = sessions.get(client_id).cloned() {
@@ -245,7 +257,7 @@ impl Tenant {
             drop(sessions);
             let discarded = self.end(&existing);
             sessions = self.sessions();
-            let session = Arc::new(Session::new(client_id.clone(), max_pending));
+            let session = Arc::new(Session::new(client_id.clone(), limits, self.queue.clone()));
             session.lock().conn = Some(ctl);
             sessions.insert(client_id.clone(), session.clone());
             metrics::sessions(1.0);
@@ -256,7 +268,7 @@ impl Tenant {
                 discarded,
             };
         }
-        let session = Arc::new(Session::new(client_id.clone(), max_pending));
+        let session = Arc::new(Session::new(client_id.clone(), limits, self.queue.clone()));
         session.lock().conn = Some(ctl);
         sessions.insert(client_id.clone(), session.clone());
         metrics::sessions(1.0);
@@ -530,7 +542,12 @@ mod tests {
     fn persistent_session_survives_and_clean_start_discards() {
         let t = tenant();
         let id: Arc<str> = Arc::from("c1");
-        let a = t.attach(&id, false, ConnControl::new(1), 10);
+        let a = t.attach(
+            &id,
+            false,
+            ConnControl::new(1),
+            crate::session::QueueLimits::messages(10),
+        );
         assert!(!a.present);
         let f = TopicFilter::parse("a/#").unwrap();
         t.subscribe(
@@ -540,13 +557,23 @@ mod tests {
             None,
         );
         assert!(matches!(t.detach(&a.session, 1, 60), Detached::Kept { .. }));
-        let b = t.attach(&id, false, ConnControl::new(2), 10);
+        let b = t.attach(
+            &id,
+            false,
+            ConnControl::new(2),
+            crate::session::QueueLimits::messages(10),
+        );
         assert!(b.present);
         assert!(Arc::ptr_eq(&a.session, &b.session));
         assert_eq!(t.stats().subscriptions, 1);
         // The old connection's late detach changes nothing.
         assert!(matches!(t.detach(&a.session, 1, 0), Detached::NotCurrent));
-        let c = t.attach(&id, true, ConnControl::new(3), 10);
+        let c = t.attach(
+            &id,
+            true,
+            ConnControl::new(3),
+            crate::session::QueueLimits::messages(10),
+        );
         assert!(!c.present);
         assert_eq!(c.previous.map(|p| p.id), Some(2));
         assert_eq!(t.stats().subscriptions, 0);
@@ -562,11 +589,21 @@ mod tests {
     fn expiry_only_ends_the_same_offline_period() {
         let t = tenant();
         let id: Arc<str> = Arc::from("c1");
-        let a = t.attach(&id, false, ConnControl::new(1), 10);
+        let a = t.attach(
+            &id,
+            false,
+            ConnControl::new(1),
+            crate::session::QueueLimits::messages(10),
+        );
         let Detached::Kept { generation } = t.detach(&a.session, 1, 60) else {
             panic!("kept")
         };
-        let _b = t.attach(&id, false, ConnControl::new(2), 10);
+        let _b = t.attach(
+            &id,
+            false,
+            ConnControl::new(2),
+            crate::session::QueueLimits::messages(10),
+        );
         assert!(!t.expire(&a.session, generation));
         let Detached::Kept { generation } = t.detach(&a.session, 2, 60) else {
             panic!("kept")

@@ -242,6 +242,35 @@ pub struct MqttLimitArgs {
     #[arg(long, env = "FLEETMQ_MQTT_MAX_QUEUED_MESSAGES", value_name = "N")]
     pub mqtt_max_queued_messages: Option<u64>,
 
+    /// Bytes (about the wire size of each message) queued per session
+    /// before new messages are dropped and counted. [default: 16777216]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_QUEUED_BYTES", value_name = "BYTES")]
+    pub mqtt_max_queued_bytes: Option<u64>,
+
+    /// Messages queued in all sessions of one tenant together before new
+    /// ones are dropped and counted for the tenant. [default: 1000000]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_TENANT_QUEUED_MESSAGES",
+        value_name = "N"
+    )]
+    pub mqtt_max_tenant_queued_messages: Option<u64>,
+
+    /// Bytes queued in all sessions of one tenant together.
+    /// [default: 536870912]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_TENANT_QUEUED_BYTES",
+        value_name = "BYTES"
+    )]
+    pub mqtt_max_tenant_queued_bytes: Option<u64>,
+
+    /// Unacknowledged QoS 1/2 messages sent to one client at most; a
+    /// smaller Receive Maximum from the client wins (3.1.1 clients
+    /// announce none). [default: 32]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_INFLIGHT_MESSAGES", value_name = "N")]
+    pub mqtt_max_inflight_messages: Option<u64>,
+
     /// Retained messages one SUBSCRIBE may deliver. [default: 10000]
     #[arg(
         long,

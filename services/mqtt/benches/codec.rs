@@ -15,7 +15,7 @@ use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_mai
 use mqtt::{
     Connect, LastWill, MAX_PACKET_SIZE, Packet, PacketId, PayloadFormat, Properties,
     ProtocolVersion, Publish, QoS, RetainHandling, Subscribe, Subscription, SubscriptionOptions,
-    TopicFilter, TopicName, decode,
+    TopicFilter, TopicName, UserProperties, decode,
 };
 
 fn topic(s: &str) -> TopicName {
@@ -52,10 +52,11 @@ fn publish_qos1_v5() -> Packet {
         response_topic: Some(topic("tenants/acme/devices/sensor-0042/reply")),
         correlation_data: Some(Bytes::from_static(b"0123456789abcdef")),
         topic_alias: Some(NonZeroU16::new(7).unwrap()),
-        user_properties: vec![
-            ("trace-id".into(), "4bf92f3577b34da6a3ce929d0e0e4736".into()),
-            ("firmware".into(), "2.4.1".into()),
-        ],
+        user_properties: UserProperties::from_pairs([
+            ("trace-id", "4bf92f3577b34da6a3ce929d0e0e4736"),
+            ("firmware", "2.4.1"),
+        ])
+        .unwrap(),
         ..Properties::default()
     };
     p.into()
@@ -79,7 +80,7 @@ fn connect(version: ProtocolVersion) -> Packet {
             receive_maximum: Some(NonZeroU16::new(64).unwrap()),
             maximum_packet_size: Some(NonZeroU32::new(256 * 1024).unwrap()),
             topic_alias_maximum: Some(16),
-            user_properties: vec![("model".into(), "th-200".into())],
+            user_properties: UserProperties::from_pairs([("model", "th-200")]).unwrap(),
             ..Properties::default()
         };
         if let Some(will) = c.will.as_mut() {

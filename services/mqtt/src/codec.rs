@@ -125,6 +125,14 @@ impl Reader {
 
     /// A UTF-8 encoded string (1.5.4).
     pub(crate) fn string(&mut self) -> Result<String, Error> {
+        let raw = self.utf8()?;
+        let s = std::str::from_utf8(&raw).map_err(|_| Error::InvalidUtf8)?;
+        Ok(s.to_owned())
+    }
+
+    /// A UTF-8 encoded string (1.5.4), checked and left as a zero-copy
+    /// slice of its bytes (without the length).
+    pub(crate) fn utf8(&mut self) -> Result<Bytes, Error> {
         let raw = self.binary()?;
         // MQTT-1.5.4-1: `from_utf8` also rejects encoded surrogates
         // (U+D800..U+DFFF) and overlong forms.
@@ -133,7 +141,7 @@ impl Reader {
         if s.contains('\0') {
             return Err(Error::NullCharacter);
         }
-        Ok(s.to_owned())
+        Ok(raw)
     }
 
     /// Fails unless everything was read.

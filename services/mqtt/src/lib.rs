@@ -53,6 +53,6 @@ pub use packet::{
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, RetainHandling, SubAck,
     Subscribe, Subscription, SubscriptionOptions, UnsubAck, Unsubscribe, decode,
 };
-pub use properties::{PayloadFormat, Properties, PropertyContext, PropertyId};
+pub use properties::{PayloadFormat, Properties, PropertyContext, PropertyId, UserProperties};
 pub use reason::ReasonCode;
 pub use topic::{SharedSubscription, TopicError, TopicFilter, TopicName};

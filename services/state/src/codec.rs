@@ -72,7 +72,8 @@ pub(crate) fn properties_to_json(p: &Properties) -> Value {
         out.insert("correlation_data".into(), json!(hex(cd)));
     }
     if !p.user_properties.is_empty() {
-        out.insert("user_properties".into(), json!(p.user_properties));
+        let pairs: Vec<(&str, &str)> = p.user_properties.iter().collect();
+        out.insert("user_properties".into(), json!(pairs));
     }
     Value::Object(out)
 }
@@ -97,7 +98,8 @@ pub(crate) fn properties_from_json(v: &Value) -> Option<Properties> {
         p.correlation_data = Some(Bytes::from(unhex(cd.as_str()?)?));
     }
     if let Some(up) = o.get("user_properties") {
-        p.user_properties = serde_json::from_value(up.clone()).ok()?;
+        let pairs: Vec<(String, String)> = serde_json::from_value(up.clone()).ok()?;
+        p.user_properties = mqtt::UserProperties::from_pairs(pairs).ok()?;
     }
     Some(p)
 }
@@ -139,7 +141,7 @@ mod tests {
             content_type: Some("application/json".into()),
             response_topic: Some(TopicName::parse("replies/ü").unwrap()),
             correlation_data: Some(Bytes::from_static(&[0, 1, 0xfe, 0xff])),
-            user_properties: vec![("b".into(), "2".into()), ("a".into(), "1".into())],
+            user_properties: mqtt::UserProperties::from_pairs([("b", "2"), ("a", "1")]).unwrap(),
             ..Properties::default()
         };
         // Whole microseconds: what both backends keep.

@@ -93,7 +93,7 @@ fn message(payload: String, qos: QoS) -> Arc<StoredMessage> {
         payload: Bytes::from(payload),
         qos,
         properties: Properties {
-            user_properties: vec![("k".into(), "v".into())],
+            user_properties: mqtt::UserProperties::from_pairs([("k", "v")]).unwrap(),
             ..Properties::default()
         },
         expires_at: None,

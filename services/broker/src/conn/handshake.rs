@@ -221,7 +221,7 @@ where
         &client_id,
         connect.clean_start,
         ctl.clone(),
-        config.max_queued_messages,
+        crate::session::QueueLimits::of(&config),
     );
     if let Some(previous) = attached.previous.take() {
         // MQTT-3.1.4-3: the older connection is closed with 0x8E.
@@ -296,11 +296,15 @@ where
         will: connect.will,
         session_expiry,
         out,
+        // 3.3.4: the client's Receive Maximum (65,535 when it announces
+        // none), held to ours so that a client that never acknowledges
+        // holds a bounded window; the rest waits in its bounded queue.
         receive_maximum: usize::from(
             connect
                 .properties
                 .receive_maximum
-                .map_or(u16::MAX, NonZeroU16::get),
+                .map_or(u16::MAX, NonZeroU16::get)
+                .min(config.max_inflight_messages.max(1)),
         ),
         in_aliases: HashMap::new(),
         resumed: attached.present,

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::Tenant;
 use crate::message::{Delivery, Message};
-use crate::session::{Outgoing, Session};
+use crate::session::{Outgoing, QueueLimits, Session};
 use crate::session_store::{DeliveryState, QueuedFor, SessionStore, StoredSession};
 use crate::store::Durability;
 
@@ -146,12 +146,12 @@ impl Tenant {
     /// the index, queued deliveries in order, in-flight ones to resend
     /// with their packet ids, incoming QoS 2 ids. Deadlines are left to
     /// the caller (only the broker can publish a will).
-    pub(crate) fn restore(&self, stored: Vec<StoredSession>, max_pending: usize) -> Vec<Restored> {
+    pub(crate) fn restore(&self, stored: Vec<StoredSession>, limits: QueueLimits) -> Vec<Restored> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut restored = Vec::with_capacity(stored.len());
         for s in stored {
             let client_id = s.record.client_id.clone();
-            let session = Arc::new(Session::new(client_id.clone(), max_pending));
+            let session = Arc::new(Session::new(client_id.clone(), limits, self.queue.clone()));
             let next_seq = s.next_seq();
             {
                 let mut st = session.lock();
@@ -169,7 +169,7 @@ impl Tenant {
                         seq: Some(d.seq),
                     };
                     match d.state {
-                        DeliveryState::Queued => st.pending.push_back(delivery),
+                        DeliveryState::Queued => st.pending.push_restored(delivery),
                         DeliveryState::Sent(id) => {
                             st.inflight.insert(id, Outgoing::Publish(delivery));
                         }

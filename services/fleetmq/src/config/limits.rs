@@ -18,6 +18,10 @@ pub struct MqttLimits {
     pub max_keep_alive: Option<u16>,
     pub max_session_expiry: u32,
     pub max_queued_messages: u32,
+    pub max_queued_bytes: u64,
+    pub max_tenant_queued_messages: u64,
+    pub max_tenant_queued_bytes: u64,
+    pub max_inflight_messages: u16,
     pub max_retained_per_subscribe: u32,
     pub topic_alias_maximum: u16,
     pub connect_timeout: Duration,
@@ -30,6 +34,7 @@ impl MqttLimits {
     /// The broker configuration with these limits; the rest keeps its defaults.
     pub fn broker_config(&self) -> broker::Config {
         let usize_of = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        let usize_of64 = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
         broker::Config {
             max_connections: usize_of(self.max_connections),
             max_packet_size: self.max_packet_size,
@@ -37,6 +42,10 @@ impl MqttLimits {
             max_keep_alive: self.max_keep_alive,
             max_session_expiry: self.max_session_expiry,
             max_queued_messages: usize_of(self.max_queued_messages),
+            max_queued_bytes: usize_of64(self.max_queued_bytes),
+            max_tenant_queued_messages: usize_of64(self.max_tenant_queued_messages),
+            max_tenant_queued_bytes: usize_of64(self.max_tenant_queued_bytes),
+            max_inflight_messages: self.max_inflight_messages,
             max_retained_per_subscribe: usize_of(self.max_retained_per_subscribe),
             topic_alias_maximum: self.topic_alias_maximum,
             connect_timeout: self.connect_timeout,
@@ -140,6 +149,44 @@ limit!(
     "mqtt_max_queued_messages",
     1..=10_000_000,
     "expected 1 to 10000000 messages per session"
+);
+// At least one message of the smallest packet size fits.
+limit!(
+    MAX_QUEUED_BYTES,
+    MQTT_MAX_QUEUED_BYTES,
+    "--mqtt-max-queued-bytes",
+    "FLEETMQ_MQTT_MAX_QUEUED_BYTES",
+    "mqtt_max_queued_bytes",
+    1024..=1_099_511_627_776,
+    "expected 1024 to 1099511627776 bytes per session"
+);
+limit!(
+    MAX_TENANT_QUEUED_MESSAGES,
+    MQTT_MAX_TENANT_QUEUED_MESSAGES,
+    "--mqtt-max-tenant-queued-messages",
+    "FLEETMQ_MQTT_MAX_TENANT_QUEUED_MESSAGES",
+    "mqtt_max_tenant_queued_messages",
+    1..=1_000_000_000,
+    "expected 1 to 1000000000 messages per tenant"
+);
+limit!(
+    MAX_TENANT_QUEUED_BYTES,
+    MQTT_MAX_TENANT_QUEUED_BYTES,
+    "--mqtt-max-tenant-queued-bytes",
+    "FLEETMQ_MQTT_MAX_TENANT_QUEUED_BYTES",
+    "mqtt_max_tenant_queued_bytes",
+    1024..=1_099_511_627_776,
+    "expected 1024 to 1099511627776 bytes per tenant"
+);
+// Packet ids are 16 bits (2.2.1).
+limit!(
+    MAX_INFLIGHT_MESSAGES,
+    MQTT_MAX_INFLIGHT_MESSAGES,
+    "--mqtt-max-inflight-messages",
+    "FLEETMQ_MQTT_MAX_INFLIGHT_MESSAGES",
+    "mqtt_max_inflight_messages",
+    1..=65_535,
+    "expected 1 to 65535 messages per client"
 );
 limit!(
     MAX_RETAINED_PER_SUBSCRIBE,
@@ -357,6 +404,26 @@ pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLim
             file.mqtt_max_queued_messages,
             wide(d.max_queued_messages),
         )?,
+        max_queued_bytes: MAX_QUEUED_BYTES.resolve(
+            args.mqtt_max_queued_bytes,
+            file.mqtt_max_queued_bytes,
+            wide(d.max_queued_bytes),
+        )?,
+        max_tenant_queued_messages: MAX_TENANT_QUEUED_MESSAGES.resolve(
+            args.mqtt_max_tenant_queued_messages,
+            file.mqtt_max_tenant_queued_messages,
+            wide(d.max_tenant_queued_messages),
+        )?,
+        max_tenant_queued_bytes: MAX_TENANT_QUEUED_BYTES.resolve(
+            args.mqtt_max_tenant_queued_bytes,
+            file.mqtt_max_tenant_queued_bytes,
+            wide(d.max_tenant_queued_bytes),
+        )?,
+        max_inflight_messages: MAX_INFLIGHT_MESSAGES.resolve(
+            args.mqtt_max_inflight_messages,
+            file.mqtt_max_inflight_messages,
+            u64::from(d.max_inflight_messages),
+        )?,
         max_retained_per_subscribe: MAX_RETAINED_PER_SUBSCRIBE.resolve(
             args.mqtt_max_retained_per_subscribe,
             file.mqtt_max_retained_per_subscribe,
@@ -396,6 +463,13 @@ mod tests {
         assert_eq!(ours.max_keep_alive, theirs.max_keep_alive);
         assert_eq!(ours.max_session_expiry, theirs.max_session_expiry);
         assert_eq!(ours.max_queued_messages, theirs.max_queued_messages);
+        assert_eq!(ours.max_queued_bytes, theirs.max_queued_bytes);
+        assert_eq!(
+            ours.max_tenant_queued_messages,
+            theirs.max_tenant_queued_messages
+        );
+        assert_eq!(ours.max_tenant_queued_bytes, theirs.max_tenant_queued_bytes);
+        assert_eq!(ours.max_inflight_messages, theirs.max_inflight_messages);
         assert_eq!(
             ours.max_retained_per_subscribe,
             theirs.max_retained_per_subscribe

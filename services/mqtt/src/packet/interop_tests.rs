@@ -206,10 +206,7 @@ fn captured_fields() {
     assert_eq!(p.properties.subscription_identifiers, [7]);
     assert_eq!(p.properties.content_type.as_deref(), Some("text/plain"));
     assert_eq!(p.properties.message_expiry_interval, Some(60));
-    assert_eq!(
-        p.properties.user_properties,
-        [("k".to_owned(), "v".to_owned())]
-    );
+    assert_eq!(p.properties.user_properties, [("k", "v")]);
     assert!(
         p.properties
             .present()

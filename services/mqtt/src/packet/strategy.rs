@@ -10,7 +10,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::codec::MAX_VARINT;
-use crate::properties::{PayloadFormat, Properties, PropertyContext, PropertyId};
+use crate::properties::{PayloadFormat, Properties, PropertyContext, PropertyId, UserProperties};
 use crate::reason::ReasonCode;
 use crate::topic::{TopicFilter, TopicName};
 
@@ -172,7 +172,8 @@ pub(crate) fn properties(ctx: PropertyContext) -> impl Strategy<Value = Properti
             topic_alias: b.7,
             maximum_qos: b.8,
             retain_available: b.9,
-            user_properties: b.10,
+            // `string()` has no U+0000, so every pair is sendable.
+            user_properties: UserProperties::from_pairs(b.10).unwrap_or_default(),
             maximum_packet_size: b.11,
             wildcard_subscription_available: c.0,
             subscription_identifier_available: c.1,

@@ -15,8 +15,10 @@ use crate::packet::QoS;
 use crate::topic::TopicName;
 
 mod id;
+mod user;
 
 pub use id::{PropertyContext, PropertyId};
+pub use user::{Iter as UserPropertiesIter, UserProperties};
 
 /// Payload Format Indicator values (3.3.2.3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,8 +78,9 @@ pub struct Properties {
     pub maximum_qos: Option<QoS>,
     /// 0x25 Retain Available.
     pub retain_available: Option<bool>,
-    /// 0x26 User Properties, in order, duplicates allowed.
-    pub user_properties: Vec<(String, String)>,
+    /// 0x26 User Properties, in order, duplicates allowed; in wire form,
+    /// so a clone shares them.
+    pub user_properties: UserProperties,
     /// 0x27 Maximum Packet Size; 0 is a Protocol Error.
     pub maximum_packet_size: Option<NonZeroU32>,
     /// 0x28 Wildcard Subscription Available.
@@ -189,6 +192,7 @@ impl Properties {
         let len = r.varint_len()?;
         let mut r = r.sub(len)?;
         let mut p = Properties::default();
+        let mut users = user::Decoder::default();
         while !r.is_empty() {
             // The identifier is a variable byte integer (2.2.2.2).
             let raw = r.varint()?;
@@ -199,8 +203,13 @@ impl Properties {
                     context: ctx,
                 });
             }
-            p.read_one(&mut r, id, ctx)?;
+            if id == PropertyId::UserProperty {
+                users.read_pair(&mut r)?;
+            } else {
+                p.read_one(&mut r, id, ctx)?;
+            }
         }
+        p.user_properties = users.finish();
         Ok(p)
     }
 
@@ -282,12 +291,11 @@ impl Properties {
                 let v = read_bool(r, id)?;
                 set_once(&mut self.retain_available, v, id)
             }
-            P::UserProperty => {
-                let key = r.string()?;
-                let value = r.string()?;
-                self.user_properties.push((key, value));
-                Ok(())
-            }
+            // Collected by `read` into one buffer; never reached.
+            P::UserProperty => Err(Error::PropertyNotAllowed {
+                property: id,
+                context: ctx,
+            }),
             P::MaximumPacketSize => {
                 let v = NonZeroU32::new(r.u32()?).ok_or(Error::InvalidPropertyValue(id))?;
                 set_once(&mut self.maximum_packet_size, v, id)
@@ -442,11 +450,8 @@ impl Properties {
             id(b, P::RetainAvailable);
             b.put_u8(u8::from(v));
         }
-        for (k, v) in &self.user_properties {
-            id(b, P::UserProperty);
-            put_string(b, k)?;
-            put_string(b, v)?;
-        }
+        // Already in wire form, identifiers included, checked when built.
+        b.extend_from_slice(self.user_properties.wire());
         if let Some(v) = self.maximum_packet_size {
             id(b, P::MaximumPacketSize);
             b.put_u32(v.get());

@@ -57,8 +57,8 @@ fn byte_exact_mixed_properties() {
         subscription_identifiers: vec![1, 268_435_455],
         ..Properties::default()
     };
-    p.user_properties.push(("k".to_owned(), "v".to_owned()));
-    p.user_properties.push(("k".to_owned(), "w".to_owned()));
+    p.user_properties.push("k", "v").unwrap();
+    p.user_properties.push("k", "w").unwrap();
     let mut b = BytesMut::new();
     p.write(PropertyContext::Publish, &mut b).unwrap();
     let expected: &[u8] = &[

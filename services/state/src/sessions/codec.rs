@@ -328,7 +328,7 @@ mod tests {
             properties: Properties {
                 payload_format_indicator: Some(PayloadFormat::Utf8),
                 message_expiry_interval: Some(600),
-                user_properties: vec![("k".into(), "v".into())],
+                user_properties: mqtt::UserProperties::from_pairs([("k", "v")]).unwrap(),
                 ..Properties::default()
             },
             delay: 30,
