@@ -283,7 +283,7 @@ mod tests {
 
     fn sub() -> Subscriber {
         Subscriber {
-            session: Arc::new(Session::new(Arc::from("s"), 10)),
+            session: Arc::new(Session::new(Arc::from("s"), Arc::from("s"), 10)),
             options: SubscriptionOptions::new(QoS::AtMostOnce),
             id: None,
         }
@@ -302,7 +302,7 @@ mod tests {
 
     fn add(idx: &mut SubscriptionIndex, filter: &str, client: &str) -> bool {
         let mut s = sub();
-        s.session = Arc::new(Session::new(Arc::from(client), 10));
+        s.session = Arc::new(Session::new(Arc::from(client), Arc::from(client), 10));
         idx.insert(&TopicFilter::parse(filter).unwrap(), &Arc::from(client), s)
     }
 

@@ -51,7 +51,7 @@ proptest! {
         for (i, f) in filters.iter().enumerate() {
             let id: Arc<str> = Arc::from(format!("c{i}"));
             let sub = Subscriber {
-                session: Arc::new(Session::new(id.clone(), 1)),
+                session: Arc::new(Session::new(id.clone(), id.clone(), 1)),
                 options: SubscriptionOptions::new(QoS::AtMostOnce),
                 id: None,
             };

@@ -45,7 +45,14 @@ fn message(t: &str, retain: bool, origin: &str) -> Message {
 /// A connected session in `ns` subscribed to `filter`.
 fn subscriber(ns: &Tenant, client: &str, filter: &str, no_local: bool) -> Arc<Session> {
     let s = ns
-        .attach(&Arc::from(client), true, ConnControl::new(1), 100)
+        .attach(
+            &Arc::from(client),
+            &Arc::from(client),
+            true,
+            ConnControl::new(1),
+            100,
+        )
+        .unwrap()
         .session;
     let mut o = SubscriptionOptions::new(QoS::AtLeastOnce);
     o.no_local = no_local;

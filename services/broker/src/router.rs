@@ -223,7 +223,14 @@ mod tests {
     fn overlapping_subscriptions_give_one_copy_at_max_qos_with_all_ids() {
         let t = Tenant::new(TenantId::parse("acme").unwrap());
         let s = t
-            .attach(&Arc::from("c"), true, ConnControl::new(1), 10)
+            .attach(
+                &Arc::from("c"),
+                &Arc::from("c"),
+                true,
+                ConnControl::new(1),
+                10,
+            )
+            .unwrap()
             .session;
         let opts = |q| SubscriptionOptions::new(q);
         t.subscribe(
@@ -251,7 +258,14 @@ mod tests {
     fn no_local_skips_the_publisher() {
         let t = Tenant::new(TenantId::parse("acme").unwrap());
         let s = t
-            .attach(&Arc::from("c"), true, ConnControl::new(1), 10)
+            .attach(
+                &Arc::from("c"),
+                &Arc::from("c"),
+                true,
+                ConnControl::new(1),
+                10,
+            )
+            .unwrap()
             .session;
         let mut o = SubscriptionOptions::new(QoS::AtMostOnce);
         o.no_local = true;

@@ -101,14 +101,29 @@ pub(crate) fn after_disconnect(
             let expiry = Duration::from_secs(u64::from(expiry));
             // One timer per offline period: the delayed will (published at
             // the earlier of its delay and the session's end), then expiry.
+            // A resume ends it at once, will and all: nothing of an offline
+            // period outlives it, however often a client reconnects.
             tokio::spawn(async move {
                 let start = Instant::now();
+                let resumed = session.resumed.notified();
+                tokio::pin!(resumed);
+                // Registered before looking, so a resume between the detach
+                // and this point is not missed.
+                resumed.as_mut().enable();
+                if session.lock().generation != generation {
+                    return;
+                }
                 if let Some(w) = will {
                     let due = Duration::from_secs(u64::from(delay)).min(expiry);
                     tokio::select! {
                         () = tokio::time::sleep_until(start + due) => {}
                         // A Clean Start reconnect discarded the session.
                         () = session.ended_signal.cancelled() => {}
+                        // 3.1.3.2.2: resumed before the delay: no will.
+                        () = &mut resumed => {
+                            debug!(client_id = %session.client_id(), "session resumed; delayed will dropped");
+                            return;
+                        }
                     }
                     // Not resumed by a reconnect in the meantime (3.1.3.2.2):
                     // either still offline, or ended without being resumed.
@@ -124,6 +139,8 @@ pub(crate) fn after_disconnect(
                     () = tokio::time::sleep_until(start + expiry) => {}
                     // Nothing left to expire; do not hold the task for days.
                     () = session.ended_signal.cancelled() => return,
+                    // This offline period is over; the next has its timer.
+                    () = &mut resumed => return,
                 }
                 if tenant.expire(&session, generation) {
                     debug!(client_id = %session.client_id(), "session expired");
