@@ -401,6 +401,65 @@ impl Broker {
         true
     }
 
+    /// Re-checks every live subscription in `tenant` against the
+    /// authorizer, after its policies changed (issue 13, item 6): filters
+    /// no longer allowed are removed, with the queued messages only they
+    /// matched. An MQTT 5 client that lost one is told by DISCONNECT 0x87
+    /// Not authorized, whose Reason String names the filters; its session
+    /// stays, so it resumes with what it may still have (and a SUBSCRIBE
+    /// to a removed filter is answered 0x87). A 3.1.1 client cannot be
+    /// told and keeps its connection. Sessions offline now are checked
+    /// when they resume, by the identity that resumes them. Returns how
+    /// many subscriptions were removed.
+    pub fn recheck_subscriptions(&self, tenant: &TenantId) -> usize {
+        let Some(t) = self.existing(tenant) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for session in t.all_sessions() {
+            let Some(conn) = session.lock().conn.clone() else {
+                continue;
+            };
+            let identity = crate::auth::Identity {
+                tenant: tenant.clone(),
+                principal: session.owner().to_string(),
+                limits: None,
+            };
+            let revoked =
+                t.revoke_subscriptions(&session, |f| self.authorizer().can_subscribe(&identity, f));
+            if revoked.is_empty() {
+                continue;
+            }
+            removed += revoked.len();
+            let list = revoked
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::info!(
+                tenant = %tenant,
+                client_id = %session.client_id(),
+                principal = %identity.principal,
+                revoked = %list,
+                "subscriptions no longer allowed by policy removed"
+            );
+            if conn.version.get() == Some(&mqtt::ProtocolVersion::V5) {
+                // A Reason String is bounded by the client's packet size:
+                // keep it short.
+                let mut why = format!("subscriptions no longer allowed by policy: {list}");
+                if why.len() > 256 {
+                    let mut end = 256;
+                    while !why.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    why.truncate(end);
+                }
+                conn.kick_saying(ReasonCode::NotAuthorized, Some(why));
+            }
+        }
+        removed
+    }
+
     /// Closes every connection `principal` authenticated in `tenant` (the
     /// platform namespace for [`TenantId::platform`]) with DISCONNECT 0x98
     /// Administrative action — for a credential deleted by the platform.

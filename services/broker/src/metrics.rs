@@ -67,6 +67,16 @@ pub(crate) fn connection_refused(reason: &'static str) {
     metrics::counter!("mqtt_connections_refused_total", "reason" => reason).increment(1);
 }
 
+/// Sockets waiting for their CONNECT (see `admission`).
+pub(crate) fn pending_connects(delta: f64) {
+    metrics::gauge!("mqtt_pending_connects").increment(delta);
+}
+
+/// A live subscription removed because a policy no longer allows it.
+pub(crate) fn subscription_revoked() {
+    metrics::counter!("mqtt_subscriptions_revoked_total").increment(1);
+}
+
 pub(crate) fn connection_closed() {
     metrics::gauge!("mqtt_connections").decrement(1.0);
 }

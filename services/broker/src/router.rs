@@ -280,10 +280,12 @@ mod tests {
         let s = t
             .attach(
                 &Arc::from("c"),
+                &Arc::from("c"),
                 true,
                 ConnControl::new(1),
                 crate::session::QueueLimits::messages(10),
             )
+            .unwrap()
             .session;
         let opts = |q| SubscriptionOptions::new(q);
         t.subscribe(
@@ -313,10 +315,12 @@ mod tests {
         let s = t
             .attach(
                 &Arc::from("c"),
+                &Arc::from("c"),
                 true,
                 ConnControl::new(1),
                 crate::session::QueueLimits::messages(10),
             )
+            .unwrap()
             .session;
         let mut o = SubscriptionOptions::new(QoS::AtMostOnce);
         o.no_local = true;

@@ -26,8 +26,8 @@ pub(crate) struct ConnControl {
     /// or an administrative disconnect).
     pub(crate) kicked: CancellationToken,
     /// The reason the DISCONNECT gives when `kicked` fires; takeover when
-    /// unset.
-    kick_reason: Mutex<Option<ReasonCode>>,
+    /// unset. With a Reason String for the client, if any.
+    kick_reason: Mutex<Option<(ReasonCode, Option<String>)>>,
     /// Cancelled by the connection once it has let go of the session.
     pub(crate) finished: CancellationToken,
     /// Publish limits set by the platform while connected, for the
@@ -38,6 +38,9 @@ pub(crate) struct ConnControl {
     /// Who authenticated the connection, so that deleting a credential
     /// can end the sessions it opened. Set once, at CONNECT.
     pub(crate) principal: std::sync::OnceLock<String>,
+    /// The connection's protocol, so that the platform can tell whether a
+    /// DISCONNECT can reach it. Set once, at CONNECT.
+    pub(crate) version: std::sync::OnceLock<mqtt::ProtocolVersion>,
 }
 
 impl ConnControl {
@@ -51,6 +54,7 @@ impl ConnControl {
             new_limits: Mutex::new(None),
             limits_changed: AtomicBool::new(false),
             principal: std::sync::OnceLock::new(),
+            version: std::sync::OnceLock::new(),
         })
     }
 
@@ -80,10 +84,16 @@ impl ConnControl {
 
     /// Closes the connection with `reason`.
     pub(crate) fn kick(&self, reason: ReasonCode) {
+        self.kick_saying(reason, None);
+    }
+
+    /// Closes the connection with `reason` and, for MQTT 5, a Reason
+    /// String saying why.
+    pub(crate) fn kick_saying(&self, reason: ReasonCode, why: Option<String>) {
         *self
             .kick_reason
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+            .unwrap_or_else(PoisonError::into_inner) = Some((reason, why));
         self.kicked.cancel();
     }
 
@@ -92,7 +102,17 @@ impl ConnControl {
         self.kick_reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .unwrap_or(ReasonCode::SessionTakenOver)
+            .as_ref()
+            .map_or(ReasonCode::SessionTakenOver, |(r, _)| *r)
+    }
+
+    /// The Reason String of the kick, if it has one.
+    pub(crate) fn kick_detail(&self) -> Option<String> {
+        self.kick_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|(_, why)| why.clone())
     }
 }
 
@@ -385,9 +405,6 @@ pub(crate) struct SessionState {
     pub(crate) durable: bool,
     /// The next delivery's place in the stored queue.
     pub(crate) next_seq: u64,
-    /// The principal that created the session (set at CONNECT), so that
-    /// deleting a device or credential can end its offline sessions too.
-    pub(crate) owner: Option<String>,
 }
 
 impl SessionState {
@@ -456,17 +473,32 @@ impl SessionState {
 #[derive(Debug)]
 pub(crate) struct Session {
     client_id: Arc<str>,
+    /// The principal that created the session: only it may resume it
+    /// (DESIGN.md; the durable store keeps it as `SessionRecord::owner`).
+    owner: Arc<str>,
     state: Mutex<SessionState>,
     /// Cancelled when the session ends, so a delayed will goes out at once
     /// (3.1.3.2.2: the earlier of the delay and the session's end).
     pub(crate) ended_signal: CancellationToken,
+    /// Woken when a connection resumes the session, so that the offline
+    /// period's timer drops its delayed will (3.1.3.2.2: not sent if the
+    /// session resumes first) and ends, instead of holding the will until
+    /// the delay is over (issue 13, item 16).
+    pub(crate) resumed: Notify,
 }
 
 impl Session {
-    /// A session counted against `tenant`'s queue tally.
-    pub(crate) fn new(client_id: Arc<str>, limits: QueueLimits, tenant: Arc<TenantQueue>) -> Self {
+    /// A session owned by principal `owner`, counted against `tenant`'s
+    /// queue tally.
+    pub(crate) fn new(
+        client_id: Arc<str>,
+        owner: Arc<str>,
+        limits: QueueLimits,
+        tenant: Arc<TenantQueue>,
+    ) -> Self {
         Self {
             client_id,
+            owner,
             state: Mutex::new(SessionState {
                 conn: None,
                 generation: 0,
@@ -480,20 +512,30 @@ impl Session {
                 dropped: DropCounters::default(),
                 durable: false,
                 next_seq: 0,
-                owner: None,
             }),
             ended_signal: CancellationToken::new(),
+            resumed: Notify::new(),
         }
     }
 
     /// A session bounded by `messages` alone, counted in a tally of its own.
     #[cfg(test)]
     pub(crate) fn with_bound(client_id: Arc<str>, messages: usize) -> Self {
-        Self::new(client_id, QueueLimits::messages(messages), Arc::default())
+        Self::new(
+            client_id.clone(),
+            client_id,
+            QueueLimits::messages(messages),
+            Arc::default(),
+        )
     }
 
     pub(crate) fn client_id(&self) -> &Arc<str> {
         &self.client_id
+    }
+
+    /// The principal that owns the session.
+    pub(crate) fn owner(&self) -> &Arc<str> {
+        &self.owner
     }
 
     /// Locks the state. A panic elsewhere while holding it leaves plain

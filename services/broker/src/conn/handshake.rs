@@ -91,34 +91,42 @@ where
     }
 }
 
-/// Answers a connection over the listener's limit: reads its CONNECT (so
-/// the client learns why, in its own protocol version) and refuses it with
-/// Server Busy (3.1.1: server unavailable), within a short deadline.
-pub(crate) async fn refuse_busy<S>(stream: &mut S, broker: &Broker) -> Result<(), Error>
+/// Reads the CONNECT within the connect timeout (3.1.4: the first packet).
+pub(crate) async fn read_connect_timed<S>(
+    stream: &mut S,
+    inbuf: &mut BytesMut,
+    broker: &Broker,
+) -> Result<Connect, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = broker.config();
-    let limit = config.connect_timeout.min(BUSY_CONNECT_TIMEOUT);
     let max_packet = usize::try_from(config.max_packet_size).unwrap_or(usize::MAX);
-    let mut inbuf = BytesMut::with_capacity(256);
-    let connect = tokio::time::timeout(limit, read_connect(stream, &mut inbuf, max_packet))
-        .await
-        .map_err(|_| Error::ConnectTimeout(limit))??;
-    refuse(stream, connect.protocol, ReasonCode::ServerBusy).await
+    tokio::time::timeout(
+        config.connect_timeout,
+        read_connect(stream, inbuf, max_packet),
+    )
+    .await
+    .map_err(|_| Error::ConnectTimeout(config.connect_timeout))?
 }
 
-/// How long a connection refused for being over the limit may take to
-/// send its CONNECT: it holds no permit, so it must not linger.
-const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Answers a CONNECT that found every connection place taken: Server Busy
+/// (3.1.1: server unavailable), in the client's own protocol version.
+pub(crate) async fn refuse_busy<S>(stream: &mut S, version: ProtocolVersion) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+{
+    refuse(stream, version, ReasonCode::ServerBusy).await
+}
 
-/// Runs the handshake up to attaching the session. `Ok(None)`: the client
+/// Runs the handshake from the CONNECT ([`read_connect_timed`]) up to
+/// attaching the session. `Ok(None)`: the client
 /// was refused (CONNACK sent). A returned [`Conn`] holds the session: the
 /// caller sends the CONNACK through [`Conn::start`] and must end with
 /// [`Conn::finish`] whatever happens.
 pub(crate) async fn handshake<S>(
     stream: &mut S,
-    inbuf: &mut BytesMut,
+    connect: Connect,
     peer: Peer,
     broker: &Broker,
     conn_id: u64,
@@ -127,19 +135,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = broker.config().clone();
-    let max_packet = usize::try_from(config.max_packet_size).unwrap_or(usize::MAX);
-    let connect = tokio::time::timeout(
-        config.connect_timeout,
-        read_connect(stream, inbuf, max_packet),
-    )
-    .await
-    .map_err(|_| Error::ConnectTimeout(config.connect_timeout))??;
     let version = connect.protocol;
     let v5 = version == ProtocolVersion::V5;
 
     // Enhanced authentication (4.12) is not supported.
     if connect.properties.authentication_method.is_some() {
         refuse(stream, version, ReasonCode::BadAuthenticationMethod).await?;
+        return Ok(None);
+    }
+
+    // A will is held for as long as the session may stay offline (its
+    // delay, up to the session expiry): its size is bounded up front.
+    if let Some(will) = &connect.will
+        && will.payload.len() > config.max_will_payload
+    {
+        warn!(
+            will_payload = will.payload.len(),
+            max = config.max_will_payload,
+            "will payload too large; CONNECT refused"
+        );
+        crate::metrics::connection_refused("will_too_large");
+        refuse(stream, version, ReasonCode::PacketTooLarge).await?;
         return Ok(None);
     }
 
@@ -217,12 +233,34 @@ where
 
     let ctl = ConnControl::new(conn_id);
     let _ = ctl.principal.set(identity.principal.clone());
-    let mut attached = tenant.attach(
+    let _ = ctl.version.set(version);
+    let owner: Arc<str> = Arc::from(identity.principal.as_str());
+    let mut attached = match tenant.attach(
         &client_id,
+        &owner,
         connect.clean_start,
         ctl.clone(),
         crate::session::QueueLimits::of(&config),
-    );
+    ) {
+        Ok(attached) => attached,
+        Err(crate::tenant::NotOwner::Foreign { owner }) => {
+            // Neither resumed nor taken over: the owner is not disturbed.
+            warn!(principal = %identity.principal, owner = %owner, "client id in use by another principal's session; refused");
+            crate::metrics::connection_refused("client_id_not_owned");
+            refuse(stream, version, ReasonCode::ClientIdentifierNotValid).await?;
+            return Ok(None);
+        }
+    };
+    if attached.present {
+        // Policies may have changed while the session was offline: what
+        // they no longer allow goes before anything is delivered.
+        let revoked = tenant.revoke_subscriptions(&attached.session, |f| {
+            broker.authorizer().can_subscribe(&identity, f)
+        });
+        if !revoked.is_empty() {
+            info!(principal = %identity.principal, revoked = ?revoked, "subscriptions no longer allowed removed at resume");
+        }
+    }
     if let Some(previous) = attached.previous.take() {
         // MQTT-3.1.4-3: the older connection is closed with 0x8E.
         previous.kicked.cancel();
@@ -362,7 +400,6 @@ async fn persist_connect(
     let durable = {
         let mut st = attached.session.lock();
         st.durable |= session_expiry > 0;
-        st.owner = Some(owner.to_owned());
         st.durable
     };
     let connected = durable.then(|| {

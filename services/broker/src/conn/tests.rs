@@ -45,7 +45,7 @@ impl Client {
             peer,
             broker.clone(),
             CancellationToken::new(),
-            super::Admission::Admitted,
+            super::Admission::unlimited(),
         ));
         Self {
             io: ours,

@@ -152,12 +152,28 @@ fn arm(
     let broker = broker.clone();
     let tenant = tenant.clone();
     let session = session.clone();
+    // One timer per offline period: the delayed will, then expiry. A
+    // resume ends it at once, will and all: nothing of an offline period
+    // outlives it, however often a client reconnects (issue 13 item 16).
     tokio::spawn(async move {
+        let resumed = session.resumed.notified();
+        tokio::pin!(resumed);
+        // Registered before looking, so a resume between the detach and
+        // this point is not missed.
+        resumed.as_mut().enable();
+        if session.lock().generation != generation {
+            return;
+        }
         if let Some((w, due)) = will {
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
                 // A Clean Start reconnect discarded the session.
                 () = session.ended_signal.cancelled() => {}
+                // 3.1.3.2.2: resumed before the delay: no will.
+                () = &mut resumed => {
+                    debug!(client_id = %session.client_id(), "session resumed; delayed will dropped");
+                    return;
+                }
             }
             // Not resumed by a reconnect in the meantime (3.1.3.2.2):
             // either still offline, or ended without being resumed.
@@ -174,6 +190,8 @@ fn arm(
             () = sleep_until(expires) => {}
             // Nothing left to expire; do not hold the task for days.
             () = session.ended_signal.cancelled() => return,
+            // This offline period is over; the next has its timer.
+            () = &mut resumed => return,
         }
         if tenant.expire(&session, generation) {
             debug!(client_id = %session.client_id(), "session expired");

@@ -121,7 +121,7 @@ impl Tenant {
             let mut sessions = self.sessions();
             let ids: Vec<Arc<str>> = sessions
                 .iter()
-                .filter(|(_, s)| s.lock().owner.as_deref() == Some(owner))
+                .filter(|(_, s)| &**s.owner() == owner)
                 .map(|(id, _)| id.clone())
                 .collect();
             ids.iter().filter_map(|id| sessions.remove(id)).collect()
@@ -151,13 +151,17 @@ impl Tenant {
         let mut restored = Vec::with_capacity(stored.len());
         for s in stored {
             let client_id = s.record.client_id.clone();
-            let session = Arc::new(Session::new(client_id.clone(), limits, self.queue.clone()));
+            let session = Arc::new(Session::new(
+                client_id.clone(),
+                Arc::from(s.record.owner.as_str()),
+                limits,
+                self.queue.clone(),
+            ));
             let next_seq = s.next_seq();
             {
                 let mut st = session.lock();
                 st.durable = true;
                 st.next_seq = next_seq;
-                st.owner = Some(s.record.owner.clone());
                 st.incoming_qos2.extend(s.incoming_qos2.iter().copied());
                 for d in s.queue {
                     let delivery = Delivery {
