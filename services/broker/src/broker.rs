@@ -277,6 +277,15 @@ impl Broker {
         }
     }
 
+    /// Brings tenant `id` into memory if the tenant directory knows it:
+    /// its stored sessions are restored, wills that fell due go out and
+    /// sessions past their expiry end (the session store's sweep calls it
+    /// for tenants nobody has used since start). Returns whether it is in
+    /// memory.
+    pub async fn load_tenant(&self, id: &TenantId) -> bool {
+        !id.is_platform() && self.load_if_exists(id).await.is_some()
+    }
+
     /// Ends every session `owner` (a device id or credential name) left in
     /// `tenant`, connected or not, with their queues: the device or
     /// credential was deleted. Returns how many ended.

@@ -148,6 +148,26 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+
+    #[command(flatten)]
+    pub sessions: SessionArgs,
+}
+
+/// Persistent MQTT sessions kept in the database (issue 14).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Persistent sessions")]
+pub struct SessionArgs {
+    /// Longest a session change nobody waits for (a QoS 1 delivery
+    /// acknowledged, a disconnect) stays in memory before it is written;
+    /// what an acknowledgement waits for is written at once. [default: 100]
+    #[arg(long, env = "FLEETMQ_SESSION_FLUSH_MS", value_name = "MS")]
+    pub session_flush_ms: Option<u64>,
+
+    /// Session changes that may wait to be written; beyond it QoS 1/2
+    /// messages for persistent sessions are refused (PUBACK/PUBREC 0x83, a
+    /// 3.1.1 connection is closed). [default: 1000000]
+    #[arg(long, env = "FLEETMQ_SESSION_BUFFER", value_name = "N")]
+    pub session_buffer: Option<u64>,
 }
 
 /// Webhook delivery: retries, timeouts, batching, the outbox bound.

@@ -88,6 +88,8 @@ mod limits;
 pub use limits::*;
 mod webhook_settings;
 pub use webhook_settings::WebhookSettings;
+mod session_settings;
+pub use session_settings::SessionSettings;
 setting!(
     RATE_LIMIT,
     "--rate-limit",
@@ -226,6 +228,8 @@ pub struct ServeConfig {
     pub token_rate_limit: Option<api::auth::RateLimit>,
     /// Retries, timeouts, batching and the outbox bound of webhooks.
     pub webhooks: WebhookSettings,
+    /// Persistent sessions' write-behind window and buffer bound.
+    pub sessions: SessionSettings,
 }
 
 /// A certificate chain and its key, both PEM files.
@@ -341,6 +345,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
     let mqtt_limits = limits::resolve(&args.mqtt_limits, &file)?;
     let http_conn = limits::resolve_http(&args.http_limits, &file)?;
     let webhooks = webhook_settings::resolve(&args.webhooks, &file)?;
+    let sessions = session_settings::resolve(&args.sessions)?;
     let rate_limit = |setting: Setting,
                       flag: &Option<String>,
                       file: &Option<String>,
@@ -369,6 +374,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         mqtt_limits,
         http_conn,
         webhooks,
+        sessions,
         mqtt_listen: addr(
             MQTT_LISTEN,
             &args.mqtt_listen,
