@@ -294,6 +294,19 @@ fn version(v5: bool) -> ProtocolVersion {
 }
 
 impl Harness {
+    /// A broker with the scenario's identities and ACL, on 127.0.0.1:0.
+    async fn start() -> Harness {
+        let events = Arc::new(MemoryEvents::new());
+        Harness {
+            tb: TestBroker::with_broker(broker(events.clone())).await,
+            events,
+            next: 0,
+            origin: BTreeMap::new(),
+            logins: BTreeSet::new(),
+            publishers: BTreeMap::new(),
+        }
+    }
+
     fn payload(&mut self) -> String {
         self.next += 1;
         format!("p{}", self.next)
@@ -515,15 +528,7 @@ async fn settle(h: &mut Harness, clients: &mut [Client], mut messages: Vec<Accep
 }
 
 async fn run(s: Scenario) {
-    let events = Arc::new(MemoryEvents::new());
-    let mut h = Harness {
-        tb: TestBroker::with_broker(broker(events.clone())).await,
-        events,
-        next: 0,
-        origin: BTreeMap::new(),
-        logins: BTreeSet::new(),
-        publishers: BTreeMap::new(),
-    };
+    let mut h = Harness::start().await;
 
     // 1. Retained state before anyone subscribes: the last retained
     // message of each topic, per tenant.
@@ -621,11 +626,7 @@ async fn run(s: Scenario) {
             .await;
         assert_eq!(ack.reason_code, ReasonCode::Success);
         assert!(ack.session_present, "{} resumes its session", c.id);
-        resumed.push(Client {
-            raw,
-            got: BTreeSet::new(),
-            ..c
-        });
+        resumed.push(c.reconnected(raw));
     }
     settle(&mut h, &mut resumed, offline, "resumed").await;
 
@@ -656,6 +657,99 @@ async fn run(s: Scenario) {
     h.tb.stop().await;
 }
 
+/// Issue 13, item 4: `intruder` (another identity of the same tenant)
+/// connects with the client id of `owner`'s session, first while the owner
+/// is away with a command queued, then while it is connected. Either the
+/// CONNECT is refused or it gets a session of its own: never the owner's
+/// subscriptions or queue, never the owner kicked off.
+async fn run_takeover(t: usize, owner: usize, intruder: &'static str, v5: bool) {
+    let mut h = Harness::start().await;
+    let sub = Sub {
+        tenant: t,
+        device: owner,
+        v5,
+        filters: vec![format!("commands/{}/#", DEVICES[owner])],
+    };
+    let id = "taken".to_owned();
+    let mut o = h.subscriber(&sub, id.clone(), DEVICES[owner]).await;
+    o.raw.send(Disconnect::new(ReasonCode::Success)).await;
+    assert!(o.raw.until_closed().await.is_empty());
+    // A command for the owner while it is away.
+    let command = Pub::Device {
+        tenant: t,
+        device: (owner + 1) % DEVICES.len(),
+        topic: format!("commands/{}/x", DEVICES[owner]),
+        retain: false,
+    };
+    let command = h
+        .publish(&command)
+        .await
+        .expect("commands/# may be published");
+
+    for owner_online in [false, true] {
+        let mut owner_conn = None;
+        if owner_online {
+            let (raw, ack) = h.connect(v5, &id, &user(t, DEVICES[owner])).await;
+            assert_eq!(ack.reason_code, ReasonCode::Success);
+            owner_conn = Some(o.reconnected(raw));
+        }
+        let (mut raw, ack) = h.connect(v5, &id, &user(t, intruder)).await;
+        if ack.reason_code == ReasonCode::Success {
+            assert!(
+                !ack.session_present,
+                "{intruder} resumed {}'s session",
+                DEVICES[owner]
+            );
+            // Anything queued for the owner would come before the reply to
+            // this ping.
+            raw.send(Packet::PingReq).await;
+            let got = raw.recv().await;
+            assert_eq!(
+                got,
+                Some(Packet::PingResp),
+                "{intruder} got the owner's messages"
+            );
+            raw.send(Disconnect::new(ReasonCode::Success)).await;
+            raw.until_closed().await;
+        }
+        if let Some(mut c) = owner_conn {
+            // Still connected: a ping is answered, nothing else arrives
+            // but what it is owed.
+            c.raw.send(Packet::PingReq).await;
+            loop {
+                match c.next().await {
+                    Packet::PingResp => break,
+                    Packet::Publish(p) => c.record(p).await,
+                    other => panic!("owner kicked: {other:?}"),
+                }
+            }
+            o = c;
+        }
+    }
+    // The owner's session kept its subscription and its queue.
+    if o.got.is_empty() {
+        let (raw, ack) = h.connect(v5, &id, &user(t, DEVICES[owner])).await;
+        assert!(ack.session_present);
+        o = o.reconnected(raw);
+    }
+    settle(&mut h, std::slice::from_mut(&mut o), vec![command], "owner").await;
+    h.tb.stop().await;
+}
+
+impl Client {
+    /// The same subscriber on a new connection, nothing received yet.
+    fn reconnected(&self, raw: Raw) -> Client {
+        Client {
+            raw,
+            sub: self.sub.clone(),
+            id: self.id.clone(),
+            principal: self.principal.clone(),
+            granted: self.granted.clone(),
+            got: BTreeSet::new(),
+        }
+    }
+}
+
 proptest! {
     // Each case starts a broker and runs a few dozen connections on
     // loopback: a bounded count keeps this to seconds in the suite.
@@ -674,5 +768,30 @@ proptest! {
             .build()
             .unwrap();
         rt.block_on(run(s));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 8,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    #[ignore = "issue 13 item 4: sessions are bound to their identity on branch ident; fails on main today"]
+    fn a_session_is_never_taken_over_by_another_identity(
+        t in 0..3usize,
+        owner in 0..3usize,
+        other in 0..3usize,
+        v5 in any::<bool>(),
+    ) {
+        let intruder = if other == owner { CTL } else { DEVICES[other] };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(run_takeover(t, owner, intruder, v5));
     }
 }
