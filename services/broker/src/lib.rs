@@ -60,6 +60,9 @@ pub mod config;
 mod conn;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hygiene;
 pub mod ids;
 mod index;
