@@ -184,7 +184,8 @@ pub struct WebhookArgs {
     #[arg(long, env = "FLEETMQ_WEBHOOK_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub webhook_request_timeout: Option<String>,
 
-    /// Failed attempts in a row after which an endpoint is disabled (with a
+    /// Deliveries failed for good (their retry schedule exhausted) in a row
+    /// after which an endpoint is disabled (with a
     /// `webhook.endpoint_disabled` event). [default: 50]
     #[arg(long, env = "FLEETMQ_WEBHOOK_DISABLE_AFTER_FAILURES", value_name = "N")]
     pub webhook_disable_after_failures: Option<u64>,
