@@ -97,7 +97,7 @@ pub(crate) fn retained_for(
     }
     if found.truncated {
         metrics::retained_cap_hit();
-        warn!(tenant = %tenant.id, topic = %filter, cap, "retained messages capped for this subscribe");
+        warn!(tenant = %tenant.id, topic = %crate::hygiene::Shown(filter.as_str()), cap, "retained messages capped for this subscribe");
     }
     found
 }

@@ -300,6 +300,50 @@ pub struct MqttLimitArgs {
     )]
     pub mqtt_max_retained_per_subscribe: Option<u64>,
 
+    /// Most levels in a topic name or filter (0x90 / 0x8F beyond); a tenant's max_depth rule replaces it. [default: 128]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_TOPIC_DEPTH", value_name = "N")]
+    pub mqtt_max_topic_depth: Option<u64>,
+
+    /// Most bytes in a topic name or filter (0x90 / 0x8F beyond). [default: 4096]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_TOPIC_LENGTH", value_name = "BYTES")]
+    pub mqtt_max_topic_length: Option<u64>,
+
+    /// Subscriptions one session may hold; more are refused 0x97 (3.1.1: 0x80). [default: 1000]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub mqtt_max_subscriptions: Option<u64>,
+
+    /// Bytes of topic filters one session may hold; more are refused 0x97 (3.1.1: 0x80). [default: 65536]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_SUBSCRIPTION_BYTES",
+        value_name = "BYTES"
+    )]
+    pub mqtt_max_subscription_bytes: Option<u64>,
+
+    /// Retained messages one device or credential may keep in a tenant; more are refused 0x97 (3.1.1: disconnect). [default: 1000]
+    #[arg(long, env = "FLEETMQ_MQTT_RETAINED_PER_CLIENT", value_name = "N")]
+    pub mqtt_retained_per_client: Option<u64>,
+
+    /// Bytes (topic + payload) of retained messages one device or credential may keep in a tenant. [default: 16777216]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_RETAINED_BYTES_PER_CLIENT",
+        value_name = "BYTES"
+    )]
+    pub mqtt_retained_bytes_per_client: Option<u64>,
+
+    /// Retained messages one tenant may keep. [default: 100000]
+    #[arg(long, env = "FLEETMQ_MQTT_RETAINED_PER_TENANT", value_name = "N")]
+    pub mqtt_retained_per_tenant: Option<u64>,
+
+    /// Bytes (topic + payload) of retained messages one tenant may keep. [default: 268435456]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_RETAINED_BYTES_PER_TENANT",
+        value_name = "BYTES"
+    )]
+    pub mqtt_retained_bytes_per_tenant: Option<u64>,
+
     /// Topic Alias Maximum announced to v5 clients; 0 turns client aliases
     /// off. [default: 64]
     #[arg(long, env = "FLEETMQ_MQTT_TOPIC_ALIAS_MAXIMUM", value_name = "N")]

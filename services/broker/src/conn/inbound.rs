@@ -1,5 +1,7 @@
 //! Packets from the client after CONNECT (3.3 – 3.15).
 
+use std::collections::HashMap;
+
 use mqtt::{
     Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -415,6 +417,7 @@ impl Conn {
         // packet is looked up once (item 13 of issue 13: 2,000 copies of
         // `#` were 2,000 lookups).
         let mut wanted: Vec<(mqtt::TopicFilter, mqtt::SubscriptionOptions)> = Vec::new();
+        let mut seen: HashMap<mqtt::TopicFilter, usize> = HashMap::new();
         let mut held = self.subscription_usage();
         // SUBACK waits for a persistent session's subscriptions to be
         // durable (a crash must not forget what SUBACK granted).
@@ -436,7 +439,7 @@ impl Conn {
                 warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the session limits");
                 metrics::subscription_limit_refused(limit);
                 codes.push(ReasonCode::QuotaExceeded);
-                why.push(e);
+                note(&mut why, e);
                 continue;
             }
             let existed = match self.tenant.subscribe_checked(
@@ -450,7 +453,7 @@ impl Conn {
                     warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the topic limits or rules");
                     metrics::topic_refused("subscribe", e.label());
                     codes.push(e.subscribe_reason());
-                    why.push(e.to_string());
+                    note(&mut why, e.to_string());
                     continue;
                 }
             };
@@ -476,10 +479,15 @@ impl Conn {
                 RetainHandling::SendIfNew => !existed,
                 RetainHandling::DoNotSend => false,
             };
-            match wanted.iter_mut().find(|(f, _)| *f == sub.filter) {
+            match seen.get(&sub.filter) {
                 // The repeat replaced the subscription: its options count.
-                Some(slot) => slot.1 = opts,
+                Some(&i) => {
+                    if let Some(slot) = wanted.get_mut(i) {
+                        slot.1 = opts;
+                    }
+                }
                 None if send && sub.filter.shared().is_none() => {
+                    seen.insert(sub.filter.clone(), wanted.len());
                     wanted.push((sub.filter, opts));
                 }
                 None => {}
@@ -563,6 +571,14 @@ impl Conn {
             .into(),
             crate::session_store::all_durable(stored),
         )
+    }
+}
+
+/// Adds a reason to a SUBACK's reason string, each once and at most 8:
+/// one packet may carry thousands of refused filters.
+fn note(why: &mut Vec<String>, reason: String) {
+    if why.len() < 8 && !why.contains(&reason) {
+        why.push(reason);
     }
 }
 
