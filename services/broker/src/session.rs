@@ -645,6 +645,103 @@ mod tests {
         }
     }
 
+    /// A QoS 1 delivery of `payload` bytes with `props` one-character
+    /// user properties.
+    fn sized(payload: usize, props: usize) -> Delivery {
+        let properties = Properties {
+            user_properties: mqtt::UserProperties::from_pairs(std::iter::repeat_n(
+                ("k", "v"),
+                props,
+            ))
+            .unwrap(),
+            ..Properties::default()
+        };
+        let mut d = delivery(QoS::AtLeastOnce);
+        d.message = Arc::new(Message::new(
+            TopicName::parse("t").unwrap(),
+            Bytes::from(vec![0; payload]),
+            QoS::AtLeastOnce,
+            false,
+            properties,
+            None,
+            Instant::now(),
+        ));
+        d
+    }
+
+    fn limits(bytes: usize, tenant_messages: usize, tenant_bytes: usize) -> QueueLimits {
+        QueueLimits {
+            messages: 1000,
+            bytes,
+            tenant_messages,
+            tenant_bytes,
+        }
+    }
+
+    #[test]
+    fn a_message_costs_about_its_wire_size() {
+        // The message: 142,000 one-character user properties, about
+        // 1 MB on the wire (7 bytes a pair).
+        let d = sized(0, 142_000);
+        let wire = 142_000 * 7;
+        assert!(d.message.cost() >= wire);
+        assert!(d.message.cost() < wire + 1024, "{}", d.message.cost());
+        // A copy for another session shares every byte of it.
+        let copy = d.clone();
+        assert!(Arc::ptr_eq(&copy.message, &d.message));
+    }
+
+    #[test]
+    fn the_byte_bound_drops_and_counts() {
+        let tenant = Arc::new(TenantQueue::default());
+        let one = sized(1000, 0).message.cost();
+        let s = Session::new(
+            Arc::from("c"),
+            limits(2 * one, 100, usize::MAX),
+            tenant.clone(),
+        );
+        for _ in 0..3 {
+            s.enqueue(sized(1000, 0));
+        }
+        let mut st = s.lock();
+        assert_eq!(st.pending.len(), 2);
+        assert_eq!(st.dropped.queue_bytes, 1);
+        assert_eq!(tenant.held(), (2, 2 * one));
+        // Taking one out gives its room back, to the session and tenant.
+        st.pending.pop_front().unwrap();
+        assert_eq!(tenant.held(), (1, one));
+        drop(st);
+        s.enqueue(sized(1000, 0));
+        assert_eq!(s.lock().pending.len(), 2);
+    }
+
+    #[test]
+    fn the_tenant_bound_spans_sessions_and_is_given_back_when_they_go() {
+        let tenant = Arc::new(TenantQueue::default());
+        let one = sized(1000, 0).message.cost();
+        let l = limits(usize::MAX, 100, 3 * one);
+        let a = Session::new(Arc::from("a"), l, tenant.clone());
+        let b = Session::new(Arc::from("b"), l, tenant.clone());
+        for _ in 0..2 {
+            a.enqueue(sized(1000, 0));
+            b.enqueue(sized(1000, 0));
+        }
+        assert_eq!(tenant.held(), (3, 3 * one));
+        assert_eq!(b.lock().dropped.tenant_queue_full, 1);
+        assert_eq!(tenant.dropped.load(Ordering::Relaxed), 1);
+        // Another tenant's tally is untouched by all this.
+        let other = Arc::new(TenantQueue::default());
+        let c = Session::new(Arc::from("c"), l, other.clone());
+        c.enqueue(sized(1000, 0));
+        assert_eq!(c.lock().pending.len(), 1);
+        // A session that goes away gives its room back.
+        drop(a);
+        assert_eq!(tenant.held(), (1, one));
+        b.lock().take_shared(None);
+        b.lock().pending.clear();
+        assert_eq!(tenant.held(), (0, 0));
+    }
+
     #[test]
     fn offline_queue_is_bounded_and_counts_drops() {
         let s = Session::with_bound(Arc::from("c"), 2);

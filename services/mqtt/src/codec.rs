@@ -73,6 +73,11 @@ impl Reader {
         Ok(self.buf.split_to(n))
     }
 
+    /// What is left, without consuming it (a reference count, no copy).
+    pub(crate) fn peek_rest(&self) -> Bytes {
+        self.buf.clone()
+    }
+
     /// Takes everything that is left.
     pub(crate) fn rest(&mut self) -> Bytes {
         std::mem::take(&mut self.buf)

@@ -194,6 +194,7 @@ impl Properties {
         let mut p = Properties::default();
         let mut users = user::Decoder::default();
         while !r.is_empty() {
+            let start = r.peek_rest();
             // The identifier is a variable byte integer (2.2.2.2).
             let raw = r.varint()?;
             let id = PropertyId::from_u32(raw).ok_or(Error::UnknownProperty(raw))?;
@@ -204,9 +205,10 @@ impl Properties {
                 });
             }
             if id == PropertyId::UserProperty {
-                users.read_pair(&mut r)?;
+                users.read_pair(&mut r, start)?;
             } else {
                 p.read_one(&mut r, id, ctx)?;
+                users.interrupt();
             }
         }
         p.user_properties = users.finish();

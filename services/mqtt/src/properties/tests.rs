@@ -182,3 +182,34 @@ proptest! {
         prop_assert!(r.is_empty());
     }
 }
+
+#[test]
+fn user_properties_split_by_other_properties_keep_their_order() {
+    // k=v, Content Type "c", x=y, a=b: two runs of pairs.
+    let bytes: &[u8] = &[
+        0x26, 0, 1, b'k', 0, 1, b'v', 0x03, 0, 1, b'c', 0x26, 0, 1, b'x', 0, 1, b'y', 0x26, 0, 1,
+        b'a', 0, 1, b'b',
+    ];
+    let p = read(bytes, PropertyContext::Publish).unwrap();
+    assert_eq!(p.user_properties, [("k", "v"), ("x", "y"), ("a", "b")]);
+    assert_eq!(p.content_type.as_deref(), Some("c"));
+    assert_eq!(p.user_properties.wire_len(), 21);
+}
+
+#[test]
+fn contiguous_user_properties_are_a_slice_of_the_packet() {
+    let mut list = vec![0x02, 0, 0, 0, 9];
+    for _ in 0..1000 {
+        list.extend_from_slice(&[0x26, 0, 1, b'k', 0, 1, b'v']);
+    }
+    list.extend_from_slice(&[0x03, 0, 1, b'c']);
+    let mut packet = BytesMut::new();
+    put_varint(&mut packet, list.len());
+    packet.extend_from_slice(&list);
+    let packet = packet.freeze();
+    let range = packet.as_ptr_range();
+    let mut r = Reader::new(packet.clone());
+    let p = Properties::read(&mut r, PropertyContext::Publish).unwrap();
+    assert_eq!(p.user_properties.len(), 1000);
+    assert!(range.contains(&p.user_properties.iter().next().unwrap().0.as_ptr()));
+}

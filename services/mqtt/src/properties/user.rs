@@ -123,29 +123,66 @@ impl UserProperties {
     }
 }
 
-/// Collects User Properties while a property list is decoded: each pair is
-/// checked (MQTT-1.5.4-1, -2) and appended to one buffer, no allocation
-/// per pair.
+/// Collects User Properties while a property list is decoded, each pair
+/// checked (MQTT-1.5.4-1, -2). Pairs that follow each other in the packet
+/// (the usual case) stay a slice of the received packet, no copy at all:
+/// the packet's buffer is held anyway by the payload, which is a slice of
+/// it too. Only pairs split by other properties are copied, once, into one
+/// buffer.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
-    wire: BytesMut,
+    /// The packet from the first pair of the current run on, and how many
+    /// bytes of it the run covers.
+    run: Option<(Bytes, usize)>,
+    /// Another property came after the run.
+    interrupted: bool,
+    /// Pairs of earlier runs, when there were several.
+    copied: BytesMut,
     len: usize,
 }
 
 impl Decoder {
-    /// Reads one pair (after its identifier).
-    pub(crate) fn read_pair(&mut self, r: &mut Reader) -> Result<(), Error> {
-        let key = r.utf8()?;
-        let value = r.utf8()?;
-        // Both came out of a two-byte length, so they fit again.
-        put_pair(&mut self.wire, &key, &value).map_err(|_| Error::UnexpectedEnd)?;
+    /// Reads one pair; `start` is the packet from the pair's identifier on
+    /// (read already).
+    pub(crate) fn read_pair(&mut self, r: &mut Reader, start: Bytes) -> Result<(), Error> {
+        r.utf8()?;
+        r.utf8()?;
+        let used = start.len().saturating_sub(r.remaining());
         self.len += 1;
+        match &mut self.run {
+            Some((_, run)) if !self.interrupted => *run += used,
+            Some((bytes, run)) => {
+                self.copied
+                    .extend_from_slice(bytes.get(..*run).unwrap_or_default());
+                self.copied
+                    .extend_from_slice(start.get(..used).unwrap_or_default());
+                self.run = None;
+            }
+            None if self.copied.is_empty() => self.run = Some((start, used)),
+            None => self
+                .copied
+                .extend_from_slice(start.get(..used).unwrap_or_default()),
+        }
         Ok(())
     }
 
+    /// Another property was read.
+    pub(crate) fn interrupt(&mut self) {
+        self.interrupted = self.run.is_some();
+    }
+
     pub(crate) fn finish(self) -> UserProperties {
+        let wire = match self.run {
+            Some((bytes, run)) if self.copied.is_empty() => bytes.slice(..run.min(bytes.len())),
+            Some((bytes, run)) => {
+                let mut copied = self.copied;
+                copied.extend_from_slice(bytes.get(..run).unwrap_or_default());
+                copied.freeze()
+            }
+            None => self.copied.freeze(),
+        };
         UserProperties {
-            wire: self.wire.freeze(),
+            wire,
             len: self.len,
         }
     }
