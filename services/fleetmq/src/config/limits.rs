@@ -21,6 +21,9 @@ pub struct MqttLimits {
     pub max_retained_per_subscribe: u32,
     pub topic_alias_maximum: u16,
     pub connect_timeout: Duration,
+    pub max_pending_connects: u32,
+    pub max_pending_connects_per_address: u32,
+    pub max_will_size: u32,
     /// The platform-wide publish limits (unlimited by default).
     pub publish_limits: broker::PublishLimits,
     pub rate_limit_strikes: u32,
@@ -40,6 +43,9 @@ impl MqttLimits {
             max_retained_per_subscribe: usize_of(self.max_retained_per_subscribe),
             topic_alias_maximum: self.topic_alias_maximum,
             connect_timeout: self.connect_timeout,
+            max_pending_connects: usize_of(self.max_pending_connects),
+            max_pending_connects_per_address: usize_of(self.max_pending_connects_per_address),
+            max_will_size: usize_of(self.max_will_size),
             publish_limits: self.publish_limits,
             rate_limit_strikes: self.rate_limit_strikes,
             ..broker::Config::default()
@@ -167,6 +173,34 @@ limit!(
     "mqtt_connect_timeout",
     1..=300,
     "expected 1 to 300 seconds"
+);
+limit!(
+    MAX_PENDING_CONNECTS,
+    MQTT_MAX_PENDING_CONNECTS,
+    "--mqtt-max-pending-connects",
+    "FLEETMQ_MQTT_MAX_PENDING_CONNECTS",
+    "mqtt_max_pending_connects",
+    1..=10_000_000,
+    "expected 1 to 10000000 sockets per listener"
+);
+limit!(
+    MAX_PENDING_CONNECTS_PER_ADDRESS,
+    MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS,
+    "--mqtt-max-pending-connects-per-address",
+    "FLEETMQ_MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS",
+    "mqtt_max_pending_connects_per_address",
+    1..=10_000_000,
+    "expected 1 to 10000000 sockets per address"
+);
+// Counted as held in memory, which can be more than the CONNECT's size.
+limit!(
+    MAX_WILL_SIZE,
+    MQTT_MAX_WILL_SIZE,
+    "--mqtt-max-will-size",
+    "FLEETMQ_MQTT_MAX_WILL_SIZE",
+    "mqtt_max_will_size",
+    0..=4_294_967_295,
+    "expected 0 to 4294967295 bytes"
 );
 
 const MAX_RATE: u64 = 1_000_000_000_000;
@@ -372,6 +406,21 @@ pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLim
             file.mqtt_connect_timeout,
             d.connect_timeout.as_secs(),
         )?),
+        max_pending_connects: MAX_PENDING_CONNECTS.resolve(
+            args.mqtt_max_pending_connects,
+            file.mqtt_max_pending_connects,
+            wide(d.max_pending_connects),
+        )?,
+        max_pending_connects_per_address: MAX_PENDING_CONNECTS_PER_ADDRESS.resolve(
+            args.mqtt_max_pending_connects_per_address,
+            file.mqtt_max_pending_connects_per_address,
+            wide(d.max_pending_connects_per_address),
+        )?,
+        max_will_size: MAX_WILL_SIZE.resolve(
+            args.mqtt_max_will_size,
+            file.mqtt_max_will_size,
+            wide(d.max_will_size),
+        )?,
         publish_limits: resolve_publish_limits(args, file)?,
         rate_limit_strikes: RATE_LIMIT_STRIKES.resolve(
             args.mqtt_rate_limit_strikes,
@@ -402,6 +451,12 @@ mod tests {
         );
         assert_eq!(ours.topic_alias_maximum, theirs.topic_alias_maximum);
         assert_eq!(ours.connect_timeout, theirs.connect_timeout);
+        assert_eq!(ours.max_pending_connects, theirs.max_pending_connects);
+        assert_eq!(
+            ours.max_pending_connects_per_address,
+            theirs.max_pending_connects_per_address
+        );
+        assert_eq!(ours.max_will_size, theirs.max_will_size);
         assert_eq!(ours.publish_limits, theirs.publish_limits);
         assert!(ours.publish_limits.is_unlimited());
         assert_eq!(ours.rate_limit_strikes, theirs.rate_limit_strikes);
