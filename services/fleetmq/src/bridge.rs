@@ -77,7 +77,9 @@ impl api::SessionControl for Sessions {
     async fn policies_changed(&self, tenant: &str) {
         if let Err(e) = self.cache.reload_policies(tenant).await {
             tracing::warn!(tenant, error = %e, "reloading ACL policies failed; sessions re-read them on their next check");
+            return;
         }
+        self.revocations.policies_changed(tenant);
     }
     async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
         let applied = match device {

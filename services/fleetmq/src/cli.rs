@@ -353,6 +353,26 @@ pub struct MqttLimitArgs {
     #[arg(long, env = "FLEETMQ_MQTT_CONNECT_TIMEOUT", value_name = "SECS")]
     pub mqtt_connect_timeout: Option<u64>,
 
+    /// Sockets per MQTT listener that have not sent CONNECT yet (they hold
+    /// no connection place); past it the oldest is closed. [default: 4096]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_PENDING_CONNECTS", value_name = "N")]
+    pub mqtt_max_pending_connects: Option<u64>,
+
+    /// Sockets per peer address that have not sent CONNECT yet; more are
+    /// closed at once. [default: 64]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS",
+        value_name = "N"
+    )]
+    pub mqtt_max_pending_connects_per_address: Option<u64>,
+
+    /// Largest Last Will accepted (topic, payload and properties as held
+    /// in memory), in bytes; a larger will is refused at CONNECT (0x95).
+    /// [default: 65536]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_WILL_SIZE", value_name = "BYTES")]
+    pub mqtt_max_will_size: Option<u64>,
+
     /// Platform-wide publish limit per client, in messages per second, for
     /// clients whose tenant or device has none set by REST; 0 is
     /// unlimited. [default: 0]

@@ -91,6 +91,26 @@ where
     }
 }
 
+/// What a will costs to hold: its topic and payload, and its properties
+/// with what each user property costs beyond its text (two `String`s and
+/// their allocations): a CONNECT of one-character user properties is
+/// small on the wire and about sixteen times larger in memory.
+pub(crate) fn will_size(will: &mqtt::LastWill) -> usize {
+    const PER_USER_PROPERTY: usize = 2 * std::mem::size_of::<String>() + 16;
+    let p = &will.properties;
+    let user: usize = p
+        .user_properties
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + PER_USER_PROPERTY)
+        .sum();
+    will.topic.as_str().len()
+        + will.payload.len()
+        + user
+        + p.content_type.as_ref().map_or(0, String::len)
+        + p.response_topic.as_ref().map_or(0, |t| t.as_str().len())
+        + p.correlation_data.as_ref().map_or(0, bytes::Bytes::len)
+}
+
 /// Reads the CONNECT within the connect timeout (3.1.4: the first packet).
 pub(crate) async fn read_connect_timed<S>(
     stream: &mut S,
@@ -146,12 +166,12 @@ where
 
     // A will is held for as long as the session may stay offline (its
     // delay, up to the session expiry): its size is bounded up front.
-    if let Some(will) = &connect.will
-        && will.payload.len() > config.max_will_payload
+    if let Some(size) = connect.will.as_ref().map(will_size)
+        && size > config.max_will_size
     {
         warn!(
-            will_payload = will.payload.len(),
-            max = config.max_will_payload,
+            will_size = size,
+            max = config.max_will_size,
             "will payload too large; CONNECT refused"
         );
         crate::metrics::connection_refused("will_too_large");

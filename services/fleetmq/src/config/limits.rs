@@ -33,6 +33,9 @@ pub struct MqttLimits {
     pub retained_bytes_per_tenant: u64,
     pub topic_alias_maximum: u16,
     pub connect_timeout: Duration,
+    pub max_pending_connects: u32,
+    pub max_pending_connects_per_address: u32,
+    pub max_will_size: u32,
     /// The platform-wide publish limits (unlimited by default).
     pub publish_limits: broker::PublishLimits,
     pub rate_limit_strikes: u32,
@@ -71,6 +74,9 @@ impl MqttLimits {
                 messages: usize_of(self.retained_per_tenant),
                 bytes: usize::try_from(self.retained_bytes_per_tenant).unwrap_or(usize::MAX),
             },
+            max_pending_connects: usize_of(self.max_pending_connects),
+            max_pending_connects_per_address: usize_of(self.max_pending_connects_per_address),
+            max_will_size: usize_of(self.max_will_size),
             publish_limits: self.publish_limits,
             rate_limit_strikes: self.rate_limit_strikes,
             ..broker::Config::default()
@@ -308,6 +314,34 @@ limit!(
     "mqtt_connect_timeout",
     1..=300,
     "expected 1 to 300 seconds"
+);
+limit!(
+    MAX_PENDING_CONNECTS,
+    MQTT_MAX_PENDING_CONNECTS,
+    "--mqtt-max-pending-connects",
+    "FLEETMQ_MQTT_MAX_PENDING_CONNECTS",
+    "mqtt_max_pending_connects",
+    1..=10_000_000,
+    "expected 1 to 10000000 sockets per listener"
+);
+limit!(
+    MAX_PENDING_CONNECTS_PER_ADDRESS,
+    MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS,
+    "--mqtt-max-pending-connects-per-address",
+    "FLEETMQ_MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS",
+    "mqtt_max_pending_connects_per_address",
+    1..=10_000_000,
+    "expected 1 to 10000000 sockets per address"
+);
+// Counted as held in memory, which can be more than the CONNECT's size.
+limit!(
+    MAX_WILL_SIZE,
+    MQTT_MAX_WILL_SIZE,
+    "--mqtt-max-will-size",
+    "FLEETMQ_MQTT_MAX_WILL_SIZE",
+    "mqtt_max_will_size",
+    0..=4_294_967_295,
+    "expected 0 to 4294967295 bytes"
 );
 
 const MAX_RATE: u64 = 1_000_000_000_000;
@@ -573,6 +607,21 @@ pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLim
             file.mqtt_connect_timeout,
             d.connect_timeout.as_secs(),
         )?),
+        max_pending_connects: MAX_PENDING_CONNECTS.resolve(
+            args.mqtt_max_pending_connects,
+            file.mqtt_max_pending_connects,
+            wide(d.max_pending_connects),
+        )?,
+        max_pending_connects_per_address: MAX_PENDING_CONNECTS_PER_ADDRESS.resolve(
+            args.mqtt_max_pending_connects_per_address,
+            file.mqtt_max_pending_connects_per_address,
+            wide(d.max_pending_connects_per_address),
+        )?,
+        max_will_size: MAX_WILL_SIZE.resolve(
+            args.mqtt_max_will_size,
+            file.mqtt_max_will_size,
+            wide(d.max_will_size),
+        )?,
         publish_limits: resolve_publish_limits(args, file)?,
         rate_limit_strikes: RATE_LIMIT_STRIKES.resolve(
             args.mqtt_rate_limit_strikes,
@@ -621,6 +670,12 @@ mod tests {
         assert_eq!(ours.retained_per_client, theirs.retained_per_client);
         assert_eq!(ours.retained_per_tenant, theirs.retained_per_tenant);
         assert_eq!(ours.connect_timeout, theirs.connect_timeout);
+        assert_eq!(ours.max_pending_connects, theirs.max_pending_connects);
+        assert_eq!(
+            ours.max_pending_connects_per_address,
+            theirs.max_pending_connects_per_address
+        );
+        assert_eq!(ours.max_will_size, theirs.max_will_size);
         assert_eq!(ours.publish_limits, theirs.publish_limits);
         assert!(ours.publish_limits.is_unlimited());
         assert_eq!(ours.rate_limit_strikes, theirs.rate_limit_strikes);
