@@ -174,7 +174,12 @@ impl V5 {
 
 /// Connects once with Paho (tests/interop/paho_connack.py): the CONNACK's
 /// return code and session present.
-async fn paho_connack(port: u16, client_id: &str, login: &Login<'_>, persistent: bool) -> (u8, bool) {
+async fn paho_connack(
+    port: u16,
+    client_id: &str,
+    login: &Login<'_>,
+    persistent: bool,
+) -> (u8, bool) {
     let mut cmd = tokio::process::Command::new("python3");
     cmd.arg(interop_dir().join("paho_connack.py"))
         .args(["--port", &port.to_string(), "--client-id", client_id])
@@ -650,7 +655,10 @@ async fn a_websocket_client_that_pings_and_never_reads_is_disconnected() {
 /// one-character user properties (a Will Payload is at most 65,535 bytes),
 /// which cost far more in memory than on the wire; delayed 600,000 s.
 fn will_client(port: u16) -> rumqttc::v5::MqttOptions {
-    let login = Login { user: "willer", password: "p" };
+    let login = Login {
+        user: "willer",
+        password: "p",
+    };
     let mut opts = V5::options(port, "willer", &login, true);
     opts.set_session_expiry_interval(Some(600_000));
     let props = rumqttc::v5::mqttbytes::v5::LastWillProperties {

@@ -697,6 +697,7 @@ mod tests {
         let one = sized(1000, 0).message.cost();
         let s = Session::new(
             Arc::from("c"),
+            Arc::from("p"),
             limits(2 * one, 100, usize::MAX),
             tenant.clone(),
         );
@@ -720,8 +721,8 @@ mod tests {
         let tenant = Arc::new(TenantQueue::default());
         let one = sized(1000, 0).message.cost();
         let l = limits(usize::MAX, 100, 3 * one);
-        let a = Session::new(Arc::from("a"), l, tenant.clone());
-        let b = Session::new(Arc::from("b"), l, tenant.clone());
+        let a = Session::new(Arc::from("a"), Arc::from("p"), l, tenant.clone());
+        let b = Session::new(Arc::from("b"), Arc::from("p"), l, tenant.clone());
         for _ in 0..2 {
             a.enqueue(sized(1000, 0));
             b.enqueue(sized(1000, 0));
@@ -731,7 +732,7 @@ mod tests {
         assert_eq!(tenant.dropped.load(Ordering::Relaxed), 1);
         // Another tenant's tally is untouched by all this.
         let other = Arc::new(TenantQueue::default());
-        let c = Session::new(Arc::from("c"), l, other.clone());
+        let c = Session::new(Arc::from("c"), Arc::from("p"), l, other.clone());
         c.enqueue(sized(1000, 0));
         assert_eq!(c.lock().pending.len(), 1);
         // A session that goes away gives its room back.

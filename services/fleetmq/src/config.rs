@@ -121,6 +121,8 @@ pub struct FileConfig {
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Option<u64>,
     pub retained_purge_interval: Option<u64>,
+    pub session_flush_ms: Option<u64>,
+    pub session_buffer: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub mqtt_max_connections: Option<u64>,
@@ -356,7 +358,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
     let mqtt_limits = limits::resolve(&args.mqtt_limits, &file)?;
     let http_conn = limits::resolve_http(&args.http_limits, &file)?;
     let webhooks = webhook_settings::resolve(&args.webhooks, &file)?;
-    let sessions = session_settings::resolve(&args.sessions)?;
+    let sessions = session_settings::resolve(&args.sessions, &file)?;
     let rate_limit = |setting: Setting,
                       flag: &Option<String>,
                       file: &Option<String>,

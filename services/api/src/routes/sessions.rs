@@ -35,7 +35,7 @@ pub(crate) struct Session {
     client_id: String,
     /// The device id or credential that created it (only it may resume it).
     owner: String,
-    /// `3.1.1` or `5`.
+    /// `3.1.1` or `5.0`.
     protocol: String,
     /// Whether a connection holds it now.
     connected: bool,

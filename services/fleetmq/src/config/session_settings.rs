@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::Setting;
+use super::{FileConfig, Setting};
 use crate::cli::SessionArgs;
 use crate::error::Error;
 
@@ -41,9 +41,9 @@ impl SessionSettings {
     }
 }
 
-pub(super) fn resolve(args: &SessionArgs) -> Result<SessionSettings, Error> {
+pub(super) fn resolve(args: &SessionArgs, file: &FileConfig) -> Result<SessionSettings, Error> {
     let defaults = state::SessionsConfig::new("");
-    let flush_window = match args.session_flush_ms {
+    let flush_window = match args.session_flush_ms.or(file.session_flush_ms) {
         None => defaults.flush_window,
         Some(ms) if (1..=10_000).contains(&ms) => Duration::from_millis(ms),
         Some(ms) => {
@@ -54,7 +54,7 @@ pub(super) fn resolve(args: &SessionArgs) -> Result<SessionSettings, Error> {
             ));
         }
     };
-    let max_pending = match args.session_buffer {
+    let max_pending = match args.session_buffer.or(file.session_buffer) {
         None => defaults.max_pending,
         Some(n) => usize::try_from(n)
             .ok()
@@ -75,6 +75,8 @@ mod tests {
 
     #[test]
     fn defaults_come_from_the_state_crate_and_bounds_are_checked() {
+        let file = FileConfig::default();
+        let resolve = |args: &SessionArgs| resolve(args, &file);
         let none = resolve(&SessionArgs::default()).unwrap();
         assert_eq!(none.flush_window, Duration::from_millis(100));
         assert_eq!(none.max_pending, 1_000_000);
