@@ -291,6 +291,24 @@ async fn deep_topics(db_args: &[&str]) {
         dev.subscribe(&deep_command_filter()).await,
         [SubscribeReasonCode::TopicFilterInvalid]
     );
+    // Repeated, the refusals cost nothing that stays.
+    let again = vm_rss(server.pid());
+    for _ in 0..100 {
+        assert_eq!(
+            dev.publish(&deep_retained_topic(), b"boom".to_vec(), true)
+                .await,
+            PubAckReason::TopicNameInvalid
+        );
+        assert_eq!(
+            dev.subscribe(&deep_command_filter()).await,
+            [SubscribeReasonCode::TopicFilterInvalid]
+        );
+    }
+    rss_note(
+        &server,
+        "100 more deep publishes and subscribes refused",
+        again,
+    );
     dev.client.disconnect().await.unwrap();
     let mut svc = V5::connect(&server, "backend-1", &backend).await;
     assert!(matches!(

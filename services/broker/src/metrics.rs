@@ -148,7 +148,7 @@ pub(crate) fn rate_limit_disconnect(tenant: &crate::TenantId) {
     .increment(1);
 }
 
-/// A topic name (`packet="publish"`) or filter (`"subscribe"`) refused for
+/// A topic name (`packet="publish"`, `"will"`) or filter (`"subscribe"`) refused for
 /// its shape: over the depth or length limit, or a tenant's rule.
 pub(crate) fn topic_refused(packet: &'static str, reason: &'static str) {
     metrics::counter!("mqtt_topics_refused_total", "packet" => packet, "reason" => reason)

@@ -29,8 +29,14 @@ pub(crate) fn publish(
     client_id: &str,
     message: Message,
 ) -> usize {
-    // A will or platform message over the tenant's retained quota is
-    // counted (metric) and not routed.
+    // Wills come here: their topic was never held to the limits at
+    // CONNECT, so it is here (dropped and counted, as a refused PUBLISH).
+    if let Err(e) = tenant.check_topic(&message.topic) {
+        warn!(tenant = %tenant.id, topic = %crate::hygiene::Shown(message.topic.as_str()), reason = %e, "message dropped by the topic limits or rules");
+        metrics::topic_refused("will", e.label());
+        return 0;
+    }
+    // Over the tenant's retained quota: counted (metric) and not routed.
     publish_durable(broker, tenant, client_id, None, message).map_or(0, |(n, _)| n)
 }
 
@@ -327,5 +333,33 @@ mod tests {
         t.subscribe(&s, &TopicFilter::parse("a").unwrap(), o, None);
         assert_eq!(route(&t, &message("a", QoS::AtMostOnce, "c")), 0);
         assert_eq!(route(&t, &message("a", QoS::AtMostOnce, "other")), 1);
+    }
+
+    #[test]
+    fn a_will_over_the_topic_limits_is_neither_routed_nor_retained() {
+        let id = TenantId::parse("acme").unwrap();
+        let b = Broker::allow_anonymous(id.clone(), crate::Config::default());
+        let t = Tenant::new(id);
+        let s = t
+            .attach(&Arc::from("c"), true, ConnControl::new(1), 10)
+            .session;
+        let all = TopicFilter::parse("#").unwrap();
+        t.subscribe(&s, &all, SubscriptionOptions::new(QoS::AtMostOnce), None);
+        let will = |topic: String| {
+            Message::new(
+                TopicName::parse(topic).unwrap(),
+                Bytes::from_static(b"w"),
+                QoS::AtMostOnce,
+                true,
+                Properties::default(),
+                Some(Arc::from("w")),
+                Instant::now(),
+            )
+        };
+        let deep = format!("a{}", "/".repeat(200));
+        assert_eq!(publish(&b, &t, "w", will(deep)), 0);
+        assert_eq!(t.stats().retained, 0);
+        assert_eq!(publish(&b, &t, "w", will("a/b".to_owned())), 1);
+        assert_eq!(t.stats().retained, 1);
     }
 }

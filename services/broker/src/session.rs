@@ -562,6 +562,16 @@ impl Session {
         self.push(delivery, cap);
     }
 
+    /// How many retained messages [`Session::enqueue_retained`] would take
+    /// now (at most `cap`): a SUBSCRIBE collects no more than that.
+    pub(crate) fn retained_room(&self, cap: usize) -> usize {
+        let st = self.lock();
+        st.max_pending
+            .saturating_add(cap)
+            .saturating_sub(st.pending.len())
+            .min(cap)
+    }
+
     fn push(&self, delivery: Delivery, headroom: usize) {
         if let Some(d) = self.admit(delivery, headroom, false) {
             self.place(d);

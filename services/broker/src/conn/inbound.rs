@@ -493,9 +493,10 @@ impl Conn {
                 None => {}
             }
         }
-        // One budget for the whole packet, spent filter by filter: no
-        // lookup collects more than what is left of it.
-        let mut budget = cap;
+        // One budget for the whole packet (what the session's queue would
+        // take), spent filter by filter: no lookup collects more than what
+        // is left of it.
+        let mut budget = self.session.retained_room(cap);
         let mut retained = Vec::new();
         for (filter, opts) in wanted {
             let found = if self.tenant.id.is_platform() {
