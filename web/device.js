@@ -1,6 +1,6 @@
 // One device: status (live), state with the desired editor (If-Match, 412
 // handling), presence history, the last messages arriving live,
-// certificates and the MQTT password.
+// certificates, the MQTT password and the device's persistent MQTT session.
 
 import { api, canEdit, empty, every, followEvents, h, liveLabel, loading, mount, problemView, table, time, toast, when } from "./lib.js";
 
@@ -13,12 +13,14 @@ export async function pageDevice(t, d) {
   const section = (id, title) => h("section", { "aria-labelledby": id, class: "panel" }, h("h2", { id }, title));
   const stateBox = section("state-h", "State");
   const certBox = section("cert-h", "Certificates");
+  const sessionBox = section("session-h", "Persistent session");
   const presenceBox = h("div", {}, loading("presence history"));
   const messagesBox = h("div", {}, loading("messages"));
   const liveState = h("span", { class: "live-state" }, "connecting…");
   mount(h("h1", {}, h("a", { href: `#/t/${t}/devices` }, "Devices"), " / ", h("span", { class: "device-id" }, d)),
     err, head,
     h("div", { class: "grid2" }, stateBox, certBox),
+    sessionBox,
     h("div", { class: "grid2" },
       h("section", { "aria-labelledby": "presence-h", class: "panel" }, h("h2", { id: "presence-h" }, "Presence history"), presenceBox),
       h("section", { "aria-labelledby": "messages-h", class: "panel" }, h("h2", { id: "messages-h" }, "Last messages ", liveState), messagesBox)));
@@ -34,15 +36,19 @@ export async function pageDevice(t, d) {
   loadCerts();
   loadPresence();
   loadMessages();
+  loadSession();
   // Only reported state is a platform event; other device topics are seen
   // in the recent-messages ring, read every few seconds while the page is
   // open (and at once on each event).
   every(3000, loadMessages);
+  // A disconnect is written to the session store just after its event.
+  every(3000, loadSession);
   followEvents(t, `?device=${encodeURIComponent(d)}`, (ev) => {
     if (ev.type === "device.connected" || ev.type === "device.disconnected") {
       device.status = ev.type === "device.connected" ? "online" : "offline";
       paintHead();
       loadPresence();
+      loadSession();
     }
     if (ev.type === "state.reported") { settle(); loadMessages(); }
     if (ev.type === "state.desired") settle();
@@ -158,6 +164,40 @@ export async function pageDevice(t, d) {
           h("div", {}, h("code", {}, m.topic), " ", h("span", { class: "muted" }, time(m.received_at), ` · QoS ${m.qos}${m.retain ? " · retained" : ""}`)),
           h("pre", {}, m.encoding === "base64" ? `(base64) ${m.payload}` : m.payload)))));
     } catch (e) { messagesBox.replaceChildren(e.status === 503 ? empty("MQTT is not available on this server.") : problemView(e)); }
+  }
+
+  // The session its client id (the device id) keeps across disconnects and
+  // restarts: stored only for clean session 0 / session expiry above 0.
+  async function loadSession() {
+    const path = `/v1/tenants/${t}/sessions/${encodeURIComponent(d)}`;
+    const title = h("h2", { id: "session-h" }, "Persistent session");
+    let s;
+    try {
+      ({ data: s } = await api("GET", path));
+    } catch (e) {
+      sessionBox.replaceChildren(title, e.status === 404 ? h("div", { id: "session", "data-session": "none" }, empty("No persistent session.")) : problemView(e));
+      return;
+    }
+    const out = h("div", { "aria-live": "polite" });
+    const end = async () => {
+      out.replaceChildren();
+      try {
+        await api("DELETE", path);
+        toast(`Session ${d} ended with its queue`);
+        loadSession();
+      } catch (e) { out.replaceChildren(problemView(e)); }
+    };
+    const row = (k, v) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v));
+    sessionBox.replaceChildren(title,
+      h("table", { id: "session", "data-session": s.connected ? "connected" : "offline" }, h("tbody", {},
+        row("Connected", s.connected ? `yes${s.node ? ` (node ${s.node})` : ""}` : "no"),
+        row("Protocol", `MQTT ${s.protocol}`),
+        row("Subscriptions", String(s.subscriptions)),
+        row("Queued messages", h("span", { class: "session-queued" }, String(s.queued))),
+        row("In flight", String(s.in_flight)),
+        row("Expires", s.connected ? "when it disconnects and stays away" : s.expires_at ? when(s.expires_at) : "never"))),
+      canEdit() ? h("div", { class: "toolbar" }, h("button", { type: "button", class: "danger", onclick: end }, "End session")) : null,
+      out);
   }
 
   async function loadCerts() {

@@ -186,6 +186,18 @@ try {
     check(await page.evaluate(() => window.__sameDocument === true), "the page was not reloaded");
   });
 
+  await step("the device's persistent session shows in the page, which ends it", async () => {
+    await page.locator('#session[data-session="none"]').waitFor({ timeout: WAIT });
+    // Session expiry above 0: kept in the database after it leaves.
+    const keep = mosquitto("mosquitto_sub", files, ["-c", "-x", "3600", "-q", "1", "-t", `commands/${DEVICE}/#`, "-E"]);
+    check((await keep.done) === 0, `mosquitto_sub -c succeeded: ${keep.err}`);
+    await page.locator('#session[data-session="offline"]').waitFor({ timeout: WAIT });
+    await shot(page, "device-session");
+    await page.getByRole("button", { name: "End session" }).click();
+    await page.locator('#session[data-session="none"]').waitFor({ timeout: WAIT });
+    check(await page.evaluate(() => window.__sameDocument === true), "the page was not reloaded");
+  });
+
   await step("revoke the certificate in the page and see the device go offline", async () => {
     sub = mosquitto("mosquitto_sub", files, ["-q", "1", "-t", `commands/${DEVICE}/#`, "-F", "%t %p"]);
     await page.locator('#device-status[data-status="online"]').waitFor({ timeout: WAIT });

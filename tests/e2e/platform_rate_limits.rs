@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq};
+use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq, metric};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use serde_json::json;
@@ -91,16 +91,6 @@ async fn flood(client: &rumqttc::v5::AsyncClient, topic: &str, n: usize) {
             .await
             .unwrap();
     }
-}
-
-/// The value of the series `name` with all of `labels` (0 if absent).
-fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
-        .find(|l| labels.iter().all(|label| l.contains(label)))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 async fn start(cwd: &Path, extra: &[&str]) -> Server {

@@ -286,6 +286,28 @@ fn loopback(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// The resident set size of process `pid` in bytes (VmRSS in
+/// /proc/PID/status), to state what an attack cost the server.
+pub fn vm_rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .expect("VmRSS line")
+}
+
+/// The value of the series `name` with all of `labels` (0 if absent).
+pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
 /// Fresh databases per test, shared with the store's own conformance suite.
 pub use store::testing::TestDb;
 

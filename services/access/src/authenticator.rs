@@ -254,7 +254,23 @@ impl PlatformAuthenticator {
         };
         // Service credentials are the tenant's own backends: the platform
         // default limits apply, not the devices'.
-        self.admit_service(password, login, service_principal).await
+        let identity = self
+            .admit_service(password, login, service_principal)
+            .await?;
+        // A device's id belongs to the device (issue 13, item 4): checked
+        // after the password, so the answer tells a stranger nothing.
+        if self
+            .cache
+            .device(identity.tenant.as_str(), &request.client_id)
+            .await?
+            .is_some()
+        {
+            return Err(Refusal::ClientIdOfDevice {
+                client_id: request.client_id.clone(),
+            }
+            .into());
+        }
+        Ok(identity)
     }
 
     /// A platform service credential: the client lives in the platform

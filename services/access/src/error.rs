@@ -93,6 +93,13 @@ pub enum Refusal {
         /// What it sent.
         client_id: String,
     },
+    /// A service credential may not use a device's id as client id: that
+    /// id (and the session under it) belongs to the device.
+    #[error("client id {client_id:?} is a device's id")]
+    ClientIdOfDevice {
+        /// What it sent.
+        client_id: String,
+    },
 }
 
 impl From<&Refusal> for AuthError {
@@ -110,7 +117,9 @@ impl From<&Refusal> for AuthError {
             Refusal::Revoked { .. } | Refusal::BelowFloor { .. } | Refusal::DeviceDisabled => {
                 AuthError::NotAuthorized
             }
-            Refusal::ClientIdNotDevice { .. } => AuthError::ClientIdNotValid,
+            Refusal::ClientIdNotDevice { .. } | Refusal::ClientIdOfDevice { .. } => {
+                AuthError::ClientIdNotValid
+            }
         }
     }
 }

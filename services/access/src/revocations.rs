@@ -114,6 +114,22 @@ impl Revocations {
         ended
     }
 
+    /// The tenant's ACL policies changed (and are reloaded): live
+    /// subscriptions they no longer allow are removed (see
+    /// `broker::Broker::recheck_subscriptions`). Returns how many.
+    pub fn policies_changed(&self, tenant: &str) -> usize {
+        let Ok(tenant_id) = TenantId::parse(tenant) else {
+            return 0;
+        };
+        let removed = self.broker.recheck_subscriptions(&tenant_id);
+        tracing::info!(
+            tenant,
+            removed,
+            "ACL policies changed; live subscriptions re-checked"
+        );
+        removed
+    }
+
     /// The tenant's topic hygiene rules were replaced: the broker applies
     /// them from the next packet of every session.
     pub fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {

@@ -70,6 +70,7 @@ mod router;
 mod routes;
 mod server;
 pub mod telemetry;
+mod tenant_limit;
 #[cfg(test)]
 mod test_support;
 
@@ -289,6 +290,12 @@ pub struct HttpLimits {
     /// `request_timeout`). `None` for no limit; `Some(0)` means 1. Probes
     /// and `/metrics` are never limited. Default 1024.
     pub concurrency_limit: Option<usize>,
+    /// Most `/v1/tenants/{t}/…` requests of one tenant in handlers at
+    /// once; more wait their turn (within `request_timeout`) before the
+    /// global limit, so one tenant's flood holds at most this many
+    /// database connections and never the whole pool (10 on Postgres, 8
+    /// on SQLite). `None` for no limit. Default 4.
+    pub tenant_concurrency: Option<usize>,
     /// Requests per authenticated caller (token subject), answered 429
     /// with `Retry-After` beyond it. `None` for no limit. Default 50/s,
     /// bursts of 200.
@@ -306,6 +313,7 @@ impl Default for HttpLimits {
             body_limit_bytes: 1024 * 1024,
             request_timeout: Duration::from_secs(30),
             concurrency_limit: Some(1024),
+            tenant_concurrency: Some(4),
             rate_limit: Some(auth::RateLimit::default()),
             token_rate_limit: Some(auth::RateLimit::token_exchange_default()),
         }

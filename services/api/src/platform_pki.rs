@@ -186,6 +186,18 @@ pub trait SessionControl: Send + Sync + 'static {
     fn platform_credential_deleted(&self, name: &str) {
         let _ = name;
     }
+    /// An operator ends the persistent session of `client_id` (its
+    /// connection, if any, is closed). Returns whether the broker held it.
+    /// Default: `false` (no broker to tell).
+    fn end_session(&self, tenant: &str, client_id: &str) -> bool {
+        let _ = (tenant, client_id);
+        false
+    }
+    /// Device or credential `owner` was deleted: every session it created
+    /// ends with its queue, connected or not. Default: nothing.
+    fn owner_deleted(&self, tenant: &str, owner: &str) {
+        let _ = (tenant, owner);
+    }
     /// The tenant's topic hygiene rules were replaced: the broker applies
     /// `rules` from now on.
     fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {

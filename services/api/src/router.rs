@@ -24,6 +24,7 @@ use crate::middleware::{
     make_request_span, no_route, panic_response, render_problems, timeout,
 };
 use crate::telemetry::record_http_metrics;
+use crate::tenant_limit::{TenantPermits, limit_tenant_concurrency};
 use crate::{AppState, HttpLimits, routes};
 
 /// The fleetmq HTTP app.
@@ -43,7 +44,8 @@ use crate::{AppState, HttpLimits, routes};
 /// 6. panics → 500 problem (message logged only);
 /// 7. request timeout → 503 problem;
 /// 8. body limit → 413 (by `Content-Length`, or while reading);
-/// 9. for `/v1` routes only: the concurrency limit, and the per-caller
+/// 9. for `/v1` routes only: the per-tenant concurrency limit (see
+///    `tenant_limit`), the concurrency limit, and the per-caller
 ///    rate limit (checked once the caller is authenticated); the token
 ///    exchange has its own, per API key and per client address.
 pub fn router(state: AppState, limits: &HttpLimits) -> Router {
@@ -59,6 +61,15 @@ pub(crate) fn with_api(state: AppState, limits: &HttpLimits, api: Router<AppStat
             let permits = Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS)));
             api.layer(from_fn_with_state(permits, limit_concurrency))
         }
+        None => api,
+    };
+    // Outside the global limit: a tenant's requests waiting their turn
+    // hold none of its permits.
+    let api = match limits.tenant_concurrency {
+        Some(max) => api.layer(from_fn_with_state(
+            Arc::new(TenantPermits::new(max)),
+            limit_tenant_concurrency,
+        )),
         None => api,
     };
     let api = match limits.rate_limit {

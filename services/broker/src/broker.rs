@@ -16,6 +16,7 @@ use crate::message::Message;
 use crate::platform::TenantDirectory;
 use crate::router;
 use crate::session::DropCounters;
+use crate::session_store::SessionStore;
 use crate::store::{MemoryRetainedStore, RetainedStore};
 use crate::tenant::{Tenant, TenantStats};
 use crate::{Config, Error, PublishLimits, TenantId};
@@ -30,6 +31,8 @@ struct Inner {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
+    /// Where persistent sessions are written through, if anywhere.
+    session_store: Option<Arc<dyn SessionStore>>,
     /// Tenants by id, created on first use. Read-locked per CONNECT (and
     /// per platform client publish); tenant messages never touch it.
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
@@ -64,10 +67,18 @@ pub struct BrokerBuilder {
     authorizer: Arc<dyn Authorizer>,
     events: Arc<dyn EventSink>,
     retained_store: Arc<dyn RetainedStore>,
+    session_store: Option<Arc<dyn SessionStore>>,
     directory: Option<Arc<dyn TenantDirectory>>,
 }
 
 impl BrokerBuilder {
+    /// Keeps persistent sessions in `store` (default: in this process's
+    /// memory only, lost at exit).
+    pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
+        self.session_store = Some(store);
+        self
+    }
+
     /// Replaces the default [`Config`].
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -109,6 +120,7 @@ impl BrokerBuilder {
                 authorizer: self.authorizer,
                 events: self.events,
                 retained_store: self.retained_store,
+                session_store: self.session_store,
                 tenants: RwLock::default(),
                 platform: Arc::new(Tenant::with_limits(TenantId::platform(), limits)),
                 directory: self.directory,
@@ -128,6 +140,7 @@ impl Broker {
             authorizer: Arc::new(AllowAll),
             events: Arc::new(NoEvents),
             retained_store: Arc::new(MemoryRetainedStore::new()),
+            session_store: None,
             directory: None,
         }
     }
@@ -191,10 +204,17 @@ impl Broker {
             .load(id)
             .await
             .map_err(|e| Error::Store(e.0))?;
+        let sessions = match &self.inner.session_store {
+            Some(store) => store.load(id).await.map_err(|e| Error::Store(e.0))?,
+            None => Vec::new(),
+        };
         let fresh = Arc::new(Tenant::with_limits(
             id.clone(),
             self.inner.config.topic_limits,
         ));
+        if let Some(store) = &self.inner.session_store {
+            fresh.set_session_store(store.clone());
+        }
         if let Some(rules) = self.topic_rules_of(id) {
             fresh.set_rules(rules);
         }
@@ -214,19 +234,64 @@ impl Broker {
                 fresh.set_retained(&topic, Some(Arc::new(m)));
             }
         }
-        let mut tenants = self
-            .inner
-            .tenants
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        // Another connection may have created it meanwhile: keep the first.
-        let tenant = tenants.entry(id.clone()).or_insert(fresh).clone();
-        // Under the tenants lock: a concurrent `set_topic_rules` either
-        // updated the map before (read here) or finds the tenant after.
-        if let Some(rules) = self.topic_rules_of(id) {
-            tenant.set_rules(rules);
+        let restored = fresh.restore(
+            sessions,
+            crate::session::QueueLimits::of(&self.inner.config),
+        );
+        let (tenant, first) = {
+            let mut tenants = self
+                .inner
+                .tenants
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            // Another connection may have created it meanwhile: keep the first.
+            let first = !tenants.contains_key(id);
+            let tenant = tenants.entry(id.clone()).or_insert(fresh).clone();
+            // Under the tenants lock: a concurrent `set_topic_rules` either
+            // updated the map before (read here) or finds the tenant after.
+            if let Some(rules) = self.topic_rules_of(id) {
+                tenant.set_rules(rules);
+            }
+            (tenant, first)
+        };
+        if first {
+            // Wills that fell due and sessions that expired while the
+            // broker was down go now; the others get their timers.
+            crate::conn::arm_restored(self, &tenant, restored);
         }
         Ok(tenant)
+    }
+
+    /// Ends the session of `client_id` in `tenant` with its queue (an
+    /// operator's deletion): its connection, if any, is closed with
+    /// DISCONNECT 0x98 Administrative action. Returns whether it was in
+    /// memory, and what makes the deletion durable.
+    pub fn end_session(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> (bool, Option<crate::store::Durability>) {
+        match self.existing(tenant) {
+            Some(t) => t.end_session(client_id),
+            None => (false, None),
+        }
+    }
+
+    /// Brings tenant `id` into memory if the tenant directory knows it:
+    /// its stored sessions are restored, wills that fell due go out and
+    /// sessions past their expiry end (the session store's sweep calls it
+    /// for tenants nobody has used since start). Returns whether it is in
+    /// memory.
+    pub async fn load_tenant(&self, id: &TenantId) -> bool {
+        !id.is_platform() && self.load_if_exists(id).await.is_some()
+    }
+
+    /// Ends every session `owner` (a device id or credential name) left in
+    /// `tenant`, connected or not, with their queues: the device or
+    /// credential was deleted. Returns how many ended.
+    pub fn end_sessions_of(&self, tenant: &TenantId, owner: &str) -> usize {
+        self.existing(tenant)
+            .map_or(0, |t| t.end_sessions_of(owner))
     }
 
     fn topic_rules_of(&self, id: &TenantId) -> Option<TopicRules> {
@@ -343,6 +408,65 @@ impl Broker {
         };
         conn.set_limits(limits.unwrap_or(self.inner.config.publish_limits));
         true
+    }
+
+    /// Re-checks every live subscription in `tenant` against the
+    /// authorizer, after its policies changed (issue 13, item 6): filters
+    /// no longer allowed are removed, with the queued messages only they
+    /// matched. An MQTT 5 client that lost one is told by DISCONNECT 0x87
+    /// Not authorized, whose Reason String names the filters; its session
+    /// stays, so it resumes with what it may still have (and a SUBSCRIBE
+    /// to a removed filter is answered 0x87). A 3.1.1 client cannot be
+    /// told and keeps its connection. Sessions offline now are checked
+    /// when they resume, by the identity that resumes them. Returns how
+    /// many subscriptions were removed.
+    pub fn recheck_subscriptions(&self, tenant: &TenantId) -> usize {
+        let Some(t) = self.existing(tenant) else {
+            return 0;
+        };
+        let mut removed = 0;
+        for session in t.all_sessions() {
+            let Some(conn) = session.lock().conn.clone() else {
+                continue;
+            };
+            let identity = crate::auth::Identity {
+                tenant: tenant.clone(),
+                principal: session.owner().to_string(),
+                limits: None,
+            };
+            let revoked =
+                t.revoke_subscriptions(&session, |f| self.authorizer().can_subscribe(&identity, f));
+            if revoked.is_empty() {
+                continue;
+            }
+            removed += revoked.len();
+            let list = revoked
+                .iter()
+                .map(|f| f.as_str())
+                .collect::<Vec<_>>()
+                .join(", ");
+            tracing::info!(
+                tenant = %tenant,
+                client_id = %session.client_id(),
+                principal = %identity.principal,
+                revoked = %list,
+                "subscriptions no longer allowed by policy removed"
+            );
+            if conn.version.get() == Some(&mqtt::ProtocolVersion::V5) {
+                // A Reason String is bounded by the client's packet size:
+                // keep it short.
+                let mut why = format!("subscriptions no longer allowed by policy: {list}");
+                if why.len() > 256 {
+                    let mut end = 256;
+                    while !why.is_char_boundary(end) {
+                        end -= 1;
+                    }
+                    why.truncate(end);
+                }
+                conn.kick_saying(ReasonCode::NotAuthorized, Some(why));
+            }
+        }
+        removed
     }
 
     /// Closes every connection `principal` authenticated in `tenant` (the

@@ -23,6 +23,19 @@ pub struct Config {
     pub max_connections: usize,
     /// Time a new connection has to send CONNECT.
     pub connect_timeout: Duration,
+    /// Sockets per listener that have not sent CONNECT yet (they hold no
+    /// connection place); past it the oldest of them is closed.
+    pub max_pending_connects: usize,
+    /// Sockets per peer address that have not sent CONNECT yet; more are
+    /// closed at once.
+    pub max_pending_connects_per_address: usize,
+    /// Largest Last Will accepted, bytes as held (topic, payload and
+    /// properties, each user property with its bookkeeping, see
+    /// `conn::handshake::will_size`); a larger will is refused at
+    /// CONNECT (0x95 Packet too large; 3.1.1: server unavailable). A
+    /// delayed will is held for up to the session's expiry, so this bounds
+    /// what each offline session can make us keep.
+    pub max_will_size: usize,
     /// If set, the largest keep alive we accept; larger (or 0) values are
     /// replaced and announced as Server Keep Alive in MQTT 5 (3.2.2.3.14).
     pub max_keep_alive: Option<u16>,
@@ -90,6 +103,9 @@ impl Default for Config {
         Self {
             max_connections: 10_000,
             connect_timeout: Duration::from_secs(10),
+            max_pending_connects: 4096,
+            max_pending_connects_per_address: 64,
+            max_will_size: 64 * 1024,
             max_keep_alive: None,
             receive_maximum: 64,
             max_packet_size: 1024 * 1024,

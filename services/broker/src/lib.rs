@@ -8,6 +8,8 @@
 //!
 //! - [`server`]: `run_listener` (TCP), `run_tls_listener`,
 //!   `run_ws_listener`: accept loops, connection cap, shutdown.
+//! - `admission` (private): sockets before CONNECT, counted apart from
+//!   connections, capped per address and per listener.
 //! - `transport` (private): WebSocket adapter to a byte stream.
 //! - `conn` (private): one connection: `handshake.rs` (CONNECT → CONNACK),
 //!   `mod.rs` (read/write loop, batching, keep alive), `inbound.rs`
@@ -51,12 +53,16 @@
 
 #![warn(missing_docs)]
 
+mod admission;
 pub mod auth;
 pub mod broker;
 pub mod config;
 mod conn;
 pub mod error;
 pub mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hygiene;
 pub mod ids;
 mod index;

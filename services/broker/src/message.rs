@@ -154,6 +154,47 @@ impl Message {
             .map(|at| wall + at.saturating_duration_since(now))
     }
 
+    /// The message as a persistent session's queue stores it (absolute
+    /// expiry on the wall clock; `now` and `wall` are the same moment).
+    pub(crate) fn to_session_store(
+        &self,
+        now: Instant,
+        wall: SystemTime,
+    ) -> crate::session_store::StoredMessage {
+        crate::session_store::StoredMessage {
+            topic: self.topic.clone(),
+            payload: self.payload.clone(),
+            qos: self.qos,
+            properties: self.properties.clone(),
+            expires_at: self.expires_at_wall(now, wall),
+        }
+    }
+
+    /// A persistent session's queued message reloaded after a restart: the
+    /// time the broker was down counts against its expiry. One past its
+    /// expiry keeps an instant in the past (so it is not sent if queued; an
+    /// in-flight one still completes, 3.3.2.3.3).
+    pub(crate) fn from_session_store(
+        stored: &crate::session_store::StoredMessage,
+        now: Instant,
+        wall: SystemTime,
+    ) -> Self {
+        let mut message = Self::new(
+            stored.topic.clone(),
+            stored.payload.clone(),
+            stored.qos,
+            false,
+            stored.properties.clone(),
+            None,
+            now,
+        );
+        message.expires_at = stored.expires_at.map(|at| match at.duration_since(wall) {
+            Ok(left) => now + left,
+            Err(_) => now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
+        });
+        message
+    }
+
     /// Whether the message has outlived its expiry interval.
     pub(crate) fn expired(&self, now: Instant) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
@@ -181,6 +222,9 @@ pub(crate) struct Delivery {
     /// The `$share/` filter it was routed through, so it can be given to
     /// another member if this one leaves before acknowledging it.
     pub(crate) shared: Option<mqtt::TopicFilter>,
+    /// Its place in a persistent session's stored queue; `None`: not
+    /// stored (QoS 0, a clean session, retained messages on subscribe).
+    pub(crate) seq: Option<u64>,
 }
 
 impl Delivery {

@@ -67,6 +67,16 @@ pub(crate) fn connection_refused(reason: &'static str) {
     metrics::counter!("mqtt_connections_refused_total", "reason" => reason).increment(1);
 }
 
+/// Sockets waiting for their CONNECT (see `admission`).
+pub(crate) fn pending_connects(delta: f64) {
+    metrics::gauge!("mqtt_pending_connects").increment(delta);
+}
+
+/// A live subscription removed because a policy no longer allows it.
+pub(crate) fn subscription_revoked() {
+    metrics::counter!("mqtt_subscriptions_revoked_total").increment(1);
+}
+
 pub(crate) fn connection_closed() {
     metrics::gauge!("mqtt_connections").decrement(1.0);
 }
@@ -138,7 +148,7 @@ pub(crate) fn rate_limit_disconnect(tenant: &crate::TenantId) {
     .increment(1);
 }
 
-/// A topic name (`packet="publish"`) or filter (`"subscribe"`) refused for
+/// A topic name (`packet="publish"`, `"will"`) or filter (`"subscribe"`) refused for
 /// its shape: over the depth or length limit, or a tenant's rule.
 pub(crate) fn topic_refused(packet: &'static str, reason: &'static str) {
     metrics::counter!("mqtt_topics_refused_total", "packet" => packet, "reason" => reason)

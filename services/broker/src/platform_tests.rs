@@ -47,10 +47,12 @@ fn subscriber(ns: &Tenant, client: &str, filter: &str, no_local: bool) -> Arc<Se
     let s = ns
         .attach(
             &Arc::from(client),
+            &Arc::from(client),
             true,
             ConnControl::new(1),
             crate::session::QueueLimits::messages(100),
         )
+        .unwrap()
         .session;
     let mut o = SubscriptionOptions::new(QoS::AtLeastOnce);
     o.no_local = no_local;

@@ -29,8 +29,14 @@ pub(crate) fn publish(
     client_id: &str,
     message: Message,
 ) -> usize {
-    // A will or platform message over the tenant's retained quota is
-    // counted (metric) and not routed.
+    // Wills come here: their topic was never held to the limits at
+    // CONNECT, so it is here (dropped and counted, as a refused PUBLISH).
+    if let Err(e) = tenant.check_topic(&message.topic) {
+        warn!(tenant = %tenant.id, topic = %crate::hygiene::Shown(message.topic.as_str()), reason = %e, "message dropped by the topic limits or rules");
+        metrics::topic_refused("will", e.label());
+        return 0;
+    }
+    // Over the tenant's retained quota: counted (metric) and not routed.
     publish_durable(broker, tenant, client_id, None, message).map_or(0, |(n, _)| n)
 }
 
@@ -63,8 +69,14 @@ pub(crate) fn publish_durable(
             retain: message.retain,
         });
     }
-    let delivered = route(tenant, &message) + platform::fan_out(broker, tenant, &message);
-    Ok((delivered, durability))
+    // 'The durability rule' (services/state/sessions.md): the publisher's
+    // acknowledgement also waits for the persistent sessions' queues.
+    let (routed, queued) = route_durable(tenant, &message);
+    let delivered = routed + platform::fan_out(broker, tenant, &message);
+    Ok((
+        delivered,
+        crate::session_store::all_durable([durability, queued]),
+    ))
 }
 
 /// The tenant's retained messages matching a non-shared `filter`, at most
@@ -91,7 +103,7 @@ pub(crate) fn retained_for(
     }
     if found.truncated {
         metrics::retained_cap_hit();
-        warn!(tenant = %tenant.id, topic = %filter, cap, "retained messages capped for this subscribe");
+        warn!(tenant = %tenant.id, topic = %crate::hygiene::Shown(filter.as_str()), cap, "retained messages capped for this subscribe");
     }
     found
 }
@@ -178,6 +190,16 @@ struct Merged {
 /// (MQTT-3.3.5-1, MQTT-3.3.4-3). Each matching shared group yields one copy
 /// to one member.
 pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
+    route_durable(tenant, message).0
+}
+
+/// [`route`], and what the publisher's acknowledgement waits for: the
+/// message queued durably for every persistent session it reached.
+pub(crate) fn route_durable(
+    tenant: &Tenant,
+    message: &Arc<Message>,
+) -> (usize, Option<Durability>) {
+    let mut targets: Vec<(Arc<crate::session::Session>, Delivery)> = Vec::new();
     let mut matched: Vec<Matched> = Vec::new();
     tenant.matches(&message.topic, &mut matched);
     let mut merged: HashMap<Arc<str>, Merged> = HashMap::new();
@@ -188,13 +210,17 @@ pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
         // MQTT-3.3.1-12, MQTT-3.3.1-13
         let retain = sub.options.retain_as_published && message.retain;
         if let Some(filter) = m.shared {
-            sub.session.enqueue(Delivery {
-                message: message.clone(),
-                qos,
-                retain,
-                subscription_ids: sub.id.into_iter().collect(),
-                shared: Some(filter),
-            });
+            targets.push((
+                sub.session.clone(),
+                Delivery {
+                    message: message.clone(),
+                    qos,
+                    retain,
+                    subscription_ids: sub.id.into_iter().collect(),
+                    shared: Some(filter),
+                    seq: None,
+                },
+            ));
             count += 1;
             continue;
         }
@@ -218,16 +244,20 @@ pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
         entry.ids.extend(sub.id);
     }
     for (_, m) in merged {
-        m.session.enqueue(Delivery {
-            message: message.clone(),
-            qos: m.qos,
-            retain: m.retain,
-            subscription_ids: m.ids,
-            shared: None,
-        });
+        targets.push((
+            m.session,
+            Delivery {
+                message: message.clone(),
+                qos: m.qos,
+                retain: m.retain,
+                subscription_ids: m.ids,
+                shared: None,
+                seq: None,
+            },
+        ));
         count += 1;
     }
-    count
+    (count, tenant.queue(message, targets))
 }
 
 #[cfg(test)]
@@ -256,10 +286,12 @@ mod tests {
         let s = t
             .attach(
                 &Arc::from("c"),
+                &Arc::from("c"),
                 true,
                 ConnControl::new(1),
                 crate::session::QueueLimits::messages(10),
             )
+            .unwrap()
             .session;
         let opts = |q| SubscriptionOptions::new(q);
         t.subscribe(
@@ -289,15 +321,45 @@ mod tests {
         let s = t
             .attach(
                 &Arc::from("c"),
+                &Arc::from("c"),
                 true,
                 ConnControl::new(1),
                 crate::session::QueueLimits::messages(10),
             )
+            .unwrap()
             .session;
         let mut o = SubscriptionOptions::new(QoS::AtMostOnce);
         o.no_local = true;
         t.subscribe(&s, &TopicFilter::parse("a").unwrap(), o, None);
         assert_eq!(route(&t, &message("a", QoS::AtMostOnce, "c")), 0);
         assert_eq!(route(&t, &message("a", QoS::AtMostOnce, "other")), 1);
+    }
+
+    #[test]
+    fn a_will_over_the_topic_limits_is_neither_routed_nor_retained() {
+        let id = TenantId::parse("acme").unwrap();
+        let b = Broker::allow_anonymous(id.clone(), crate::Config::default());
+        let t = Tenant::new(id);
+        let s = t
+            .attach(&Arc::from("c"), true, ConnControl::new(1), 10)
+            .session;
+        let all = TopicFilter::parse("#").unwrap();
+        t.subscribe(&s, &all, SubscriptionOptions::new(QoS::AtMostOnce), None);
+        let will = |topic: String| {
+            Message::new(
+                TopicName::parse(topic).unwrap(),
+                Bytes::from_static(b"w"),
+                QoS::AtMostOnce,
+                true,
+                Properties::default(),
+                Some(Arc::from("w")),
+                Instant::now(),
+            )
+        };
+        let deep = format!("a{}", "/".repeat(200));
+        assert_eq!(publish(&b, &t, "w", will(deep)), 0);
+        assert_eq!(t.stats().retained, 0);
+        assert_eq!(publish(&b, &t, "w", will("a/b".to_owned())), 1);
+        assert_eq!(t.stats().retained, 1);
     }
 }

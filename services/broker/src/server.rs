@@ -5,11 +5,14 @@
 //! shutdown stops accepting, tells every connection (v5 clients get
 //! DISCONNECT 0x8B) and waits for their tasks to end.
 //!
-//! Over the cap, a connection is still accepted, answered CONNACK "server
-//! busy" (0x89; 3.1.1: server unavailable) and closed, and counted in
-//! `mqtt_connections_refused_total`. Leaving it in the kernel's backlog
-//! instead would keep the client waiting with no answer until its own
-//! timeout, and hide the overload from our metrics.
+//! A socket takes a connection place only once its CONNECT has arrived;
+//! before that it is a *pending* socket ([`crate::admission`]: capped per
+//! address and per listener, the oldest evicted), so sockets that never
+//! speak cannot fill the places. A CONNECT that finds every place taken
+//! is answered CONNACK "server busy" (0x89; 3.1.1: server unavailable)
+//! and counted in `mqtt_connections_refused_total`. Leaving it in the
+//! kernel's backlog instead would keep the client waiting with no answer
+//! until its own timeout, and hide the overload from our metrics.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,9 +27,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::Error;
+use crate::admission::PendingConnects;
 use crate::broker::Broker;
 use crate::conn::{self, Admission, Peer};
-use crate::metrics;
 use crate::transport;
 
 /// Serves MQTT over plain TCP on `listener` until `shutdown` is cancelled,
@@ -71,7 +74,13 @@ pub async fn run_tls_listener(
             let acceptor = acceptor.clone();
             async move {
                 let limit = broker.config().connect_timeout;
-                match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                // The TLS handshake is before CONNECT too: evictable.
+                let evicted = admission.pending.evicted.clone();
+                let handshake = tokio::select! {
+                    done = tokio::time::timeout(limit, acceptor.accept(stream)) => done,
+                    () = evicted.cancelled() => return,
+                };
+                match handshake {
                     Ok(Ok(tls)) => {
                         // Handed to the Authenticator (DESIGN.md: device identity
                         // from the certificate chain).
@@ -112,7 +121,13 @@ pub async fn run_ws_listener(
         |stream, peer, broker, shutdown, admission| async move {
             let limit = broker.config().connect_timeout;
             let max = usize::try_from(broker.config().max_packet_size).unwrap_or(usize::MAX);
-            match tokio::time::timeout(limit, transport::ws::accept(stream, max)).await {
+            // The WebSocket handshake is before CONNECT too: evictable.
+            let evicted = admission.pending.evicted.clone();
+            let handshake = tokio::select! {
+                done = tokio::time::timeout(limit, transport::ws::accept(stream, max)) => done,
+                () = evicted.cancelled() => return,
+            };
+            match handshake {
                 Ok(Ok(ws)) => {
                     let peer = Peer {
                         addr: peer,
@@ -129,10 +144,6 @@ pub async fn run_ws_listener(
     .await
 }
 
-/// Over-limit connections being answered at once; past this a flood is
-/// closed without an answer, so refusing costs bounded work.
-const MAX_REFUSALS_IN_FLIGHT: usize = 64;
-
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
     broker: Broker,
@@ -144,14 +155,23 @@ where
     F: Fn(TcpStream, SocketAddr, Broker, CancellationToken, Admission) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let max_connections = broker.config().max_connections;
-    let limit = Arc::new(Semaphore::new(max_connections));
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let config = broker.config();
+    let max_connections = config.max_connections;
+    let places = Arc::new(Semaphore::new(max_connections));
+    let pending = PendingConnects::new(
+        config.max_pending_connects,
+        config.max_pending_connects_per_address,
+    );
     let tracker = TaskTracker::new();
-    info!(addr = ?listener.local_addr().ok(), proto, max_connections, "mqtt listening");
+    info!(
+        addr = ?listener.local_addr().ok(),
+        proto,
+        max_connections,
+        max_pending_connects = config.max_pending_connects,
+        max_pending_connects_per_address = config.max_pending_connects_per_address,
+        "mqtt listening"
+    );
     let mut backoff = Duration::from_millis(10);
-    // Warn once per overload episode, not once per refused client.
-    let mut at_limit = false;
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => break,
@@ -168,38 +188,19 @@ where
             }
         };
         backoff = Duration::from_millis(10);
+        let Ok(waiting) = pending.admit(peer.ip()) else {
+            debug!(%peer, "too many sockets from this address without CONNECT; closed");
+            drop(stream);
+            continue;
+        };
         // Small packets (acks, pings) should not wait for Nagle.
         let _ = stream.set_nodelay(true);
-        let (permit, admission) = match limit.clone().try_acquire_owned() {
-            Ok(permit) => {
-                at_limit = false;
-                (permit, Admission::Admitted)
-            }
-            Err(_) => {
-                metrics::connection_refused("max_connections");
-                if !at_limit {
-                    warn!(
-                        proto,
-                        max_connections,
-                        "connection limit reached; refusing new connections as server busy"
-                    );
-                    at_limit = true;
-                }
-                match refusals.clone().try_acquire_owned() {
-                    Ok(permit) => (permit, Admission::Busy),
-                    Err(_) => {
-                        debug!(%peer, "over the connection limit; closed unanswered");
-                        drop(stream);
-                        continue;
-                    }
-                }
-            }
+        let admission = Admission {
+            pending: waiting,
+            places: places.clone(),
         };
         let task = handle(stream, peer, broker.clone(), shutdown.clone(), admission);
-        tracker.spawn(async move {
-            task.await;
-            drop(permit);
-        });
+        tracker.spawn(task);
     }
     tracker.close();
     tracker.wait().await;

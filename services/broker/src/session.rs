@@ -26,8 +26,8 @@ pub(crate) struct ConnControl {
     /// or an administrative disconnect).
     pub(crate) kicked: CancellationToken,
     /// The reason the DISCONNECT gives when `kicked` fires; takeover when
-    /// unset.
-    kick_reason: Mutex<Option<ReasonCode>>,
+    /// unset. With a Reason String for the client, if any.
+    kick_reason: Mutex<Option<(ReasonCode, Option<String>)>>,
     /// Cancelled by the connection once it has let go of the session.
     pub(crate) finished: CancellationToken,
     /// Publish limits set by the platform while connected, for the
@@ -38,6 +38,9 @@ pub(crate) struct ConnControl {
     /// Who authenticated the connection, so that deleting a credential
     /// can end the sessions it opened. Set once, at CONNECT.
     pub(crate) principal: std::sync::OnceLock<String>,
+    /// The connection's protocol, so that the platform can tell whether a
+    /// DISCONNECT can reach it. Set once, at CONNECT.
+    pub(crate) version: std::sync::OnceLock<mqtt::ProtocolVersion>,
 }
 
 impl ConnControl {
@@ -51,6 +54,7 @@ impl ConnControl {
             new_limits: Mutex::new(None),
             limits_changed: AtomicBool::new(false),
             principal: std::sync::OnceLock::new(),
+            version: std::sync::OnceLock::new(),
         })
     }
 
@@ -80,10 +84,16 @@ impl ConnControl {
 
     /// Closes the connection with `reason`.
     pub(crate) fn kick(&self, reason: ReasonCode) {
+        self.kick_saying(reason, None);
+    }
+
+    /// Closes the connection with `reason` and, for MQTT 5, a Reason
+    /// String saying why.
+    pub(crate) fn kick_saying(&self, reason: ReasonCode, why: Option<String>) {
         *self
             .kick_reason
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(reason);
+            .unwrap_or_else(PoisonError::into_inner) = Some((reason, why));
         self.kicked.cancel();
     }
 
@@ -92,7 +102,17 @@ impl ConnControl {
         self.kick_reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .unwrap_or(ReasonCode::SessionTakenOver)
+            .as_ref()
+            .map_or(ReasonCode::SessionTakenOver, |(r, _)| *r)
+    }
+
+    /// The Reason String of the kick, if it has one.
+    pub(crate) fn kick_detail(&self) -> Option<String> {
+        self.kick_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .and_then(|(_, why)| why.clone())
     }
 }
 
@@ -101,8 +121,9 @@ impl ConnControl {
 pub(crate) enum Outgoing {
     /// PUBLISH sent, PUBACK/PUBREC awaited.
     Publish(Delivery),
-    /// PUBREC received, PUBREL sent, PUBCOMP awaited.
-    Released,
+    /// PUBREC received, PUBREL sent, PUBCOMP awaited; the delivery's
+    /// place in the stored queue, if stored.
+    Released(Option<u64>),
 }
 
 /// Counters of messages this session lost, by reason.
@@ -135,6 +156,16 @@ pub(crate) struct QueueLimits {
 }
 
 impl QueueLimits {
+    /// The bounds the broker's configuration sets.
+    pub(crate) fn of(config: &crate::Config) -> Self {
+        Self {
+            messages: config.max_queued_messages,
+            bytes: config.max_queued_bytes,
+            tenant_messages: config.max_tenant_queued_messages,
+            tenant_bytes: config.max_tenant_queued_bytes,
+        }
+    }
+
     /// Only a count per session (unit tests).
     #[cfg(test)]
     pub(crate) fn messages(messages: usize) -> Self {
@@ -202,7 +233,12 @@ impl TenantQueue {
 #[derive(Debug)]
 pub(crate) struct Queue {
     items: VecDeque<Delivery>,
+    /// Bytes of `items`.
     bytes: usize,
+    /// Deliveries admitted but not yet placed (see [`Queue::reserve`]),
+    /// and their bytes; counted against the bounds and the tenant's tally.
+    reserved: usize,
+    reserved_bytes: usize,
     tenant: Arc<TenantQueue>,
 }
 
@@ -211,6 +247,8 @@ impl Queue {
         Self {
             items: VecDeque::new(),
             bytes: 0,
+            reserved: 0,
+            reserved_bytes: 0,
             tenant,
         }
     }
@@ -246,27 +284,65 @@ impl Queue {
         self.items.push_front(d);
     }
 
-    /// Appends `d` within the session's bounds (`headroom` more messages
-    /// allowed) and the tenant's; why not if it does not fit.
-    fn push_back(
+    /// Makes room for one delivery of `cost` bytes within the session's
+    /// bounds (`headroom` more messages allowed) and the tenant's; why not
+    /// if it does not fit. Queueing is two steps because a persistent
+    /// session's store must hear of a delivery before the connection can
+    /// take it: the room is counted here, and the delivery either
+    /// [`Queue::push_reserved`] or [`Queue::cancel`]led right after.
+    fn reserve(
         &mut self,
-        d: Delivery,
+        cost: usize,
         limits: &QueueLimits,
         headroom: usize,
     ) -> Result<(), DropReason> {
-        let cost = d.message.cost();
-        if self.items.len() >= limits.messages.saturating_add(headroom) {
+        if self.items.len().saturating_add(self.reserved)
+            >= limits.messages.saturating_add(headroom)
+        {
             return Err(DropReason::QueueFull);
         }
-        if self.bytes.saturating_add(cost) > limits.bytes {
+        if self
+            .bytes
+            .saturating_add(self.reserved_bytes)
+            .saturating_add(cost)
+            > limits.bytes
+        {
             return Err(DropReason::QueueBytes);
         }
         if !self.tenant.reserve(cost, limits) {
             return Err(DropReason::TenantQueueFull);
         }
+        self.reserved += 1;
+        self.reserved_bytes += cost;
+        Ok(())
+    }
+
+    /// Appends a delivery restored from the session store: it was
+    /// acknowledged before the restart, so no bound refuses it (it is
+    /// counted, and holds back new ones until the queue drains).
+    pub(crate) fn push_restored(&mut self, d: Delivery) {
+        let cost = d.message.cost();
+        self.bytes += cost;
+        self.tenant.messages.fetch_add(1, Ordering::AcqRel);
+        self.tenant.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.items.push_back(d);
+    }
+
+    /// Appends a delivery whose room [`Queue::reserve`] counted.
+    fn push_reserved(&mut self, d: Delivery) {
+        let cost = d.message.cost();
+        self.reserved = self.reserved.saturating_sub(1);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(cost);
         self.bytes += cost;
         self.items.push_back(d);
-        Ok(())
+    }
+
+    /// Gives back the room [`Queue::reserve`] counted for a delivery of
+    /// `cost` bytes that was not queued after all.
+    fn cancel(&mut self, cost: usize) {
+        self.reserved = self.reserved.saturating_sub(1);
+        self.reserved_bytes = self.reserved_bytes.saturating_sub(cost);
+        self.tenant.release(1, cost);
     }
 
     /// Keeps the deliveries `keep` says yes to.
@@ -295,6 +371,7 @@ impl Queue {
 impl Drop for Queue {
     fn drop(&mut self) {
         self.clear();
+        self.tenant.release(self.reserved, self.reserved_bytes);
     }
 }
 
@@ -323,6 +400,11 @@ pub(crate) struct SessionState {
     next_packet_id: u16,
     limits: QueueLimits,
     pub(crate) dropped: DropCounters,
+    /// Written through to the session store (a persistent session: expiry
+    /// above 0 at CONNECT, or restored after a restart).
+    pub(crate) durable: bool,
+    /// The next delivery's place in the stored queue.
+    pub(crate) next_seq: u64,
 }
 
 impl SessionState {
@@ -391,17 +473,32 @@ impl SessionState {
 #[derive(Debug)]
 pub(crate) struct Session {
     client_id: Arc<str>,
+    /// The principal that created the session: only it may resume it
+    /// (DESIGN.md; the durable store keeps it as `SessionRecord::owner`).
+    owner: Arc<str>,
     state: Mutex<SessionState>,
     /// Cancelled when the session ends, so a delayed will goes out at once
     /// (3.1.3.2.2: the earlier of the delay and the session's end).
     pub(crate) ended_signal: CancellationToken,
+    /// Woken when a connection resumes the session, so that the offline
+    /// period's timer drops its delayed will (3.1.3.2.2: not sent if the
+    /// session resumes first) and ends, instead of holding the will until
+    /// the delay is over (issue 13, item 16).
+    pub(crate) resumed: Notify,
 }
 
 impl Session {
-    /// A session counted against `tenant`'s queue tally.
-    pub(crate) fn new(client_id: Arc<str>, limits: QueueLimits, tenant: Arc<TenantQueue>) -> Self {
+    /// A session owned by principal `owner`, counted against `tenant`'s
+    /// queue tally.
+    pub(crate) fn new(
+        client_id: Arc<str>,
+        owner: Arc<str>,
+        limits: QueueLimits,
+        tenant: Arc<TenantQueue>,
+    ) -> Self {
         Self {
             client_id,
+            owner,
             state: Mutex::new(SessionState {
                 conn: None,
                 generation: 0,
@@ -413,19 +510,32 @@ impl Session {
                 next_packet_id: 0,
                 limits,
                 dropped: DropCounters::default(),
+                durable: false,
+                next_seq: 0,
             }),
             ended_signal: CancellationToken::new(),
+            resumed: Notify::new(),
         }
     }
 
     /// A session bounded by `messages` alone, counted in a tally of its own.
     #[cfg(test)]
     pub(crate) fn with_bound(client_id: Arc<str>, messages: usize) -> Self {
-        Self::new(client_id, QueueLimits::messages(messages), Arc::default())
+        Self::new(
+            client_id.clone(),
+            client_id,
+            QueueLimits::messages(messages),
+            Arc::default(),
+        )
     }
 
     pub(crate) fn client_id(&self) -> &Arc<str> {
         &self.client_id
+    }
+
+    /// The principal that owns the session.
+    pub(crate) fn owner(&self) -> &Arc<str> {
+        &self.owner
     }
 
     /// Locks the state. A panic elsewhere while holding it leaves plain
@@ -440,6 +550,7 @@ impl Session {
 
     /// Queues a delivery and wakes the connection; drops (and counts) it
     /// when the queue is full, or when it is QoS 0 and nobody is connected.
+    #[cfg(test)]
     pub(crate) fn enqueue(&self, delivery: Delivery) {
         self.push(delivery, 0);
     }
@@ -451,20 +562,66 @@ impl Session {
         self.push(delivery, cap);
     }
 
+    /// How many retained messages [`Session::enqueue_retained`] would take
+    /// now (at most `cap`): a SUBSCRIBE collects no more than that.
+    pub(crate) fn retained_room(&self, cap: usize) -> usize {
+        let st = self.lock();
+        st.max_pending
+            .saturating_add(cap)
+            .saturating_sub(st.pending.len())
+            .min(cap)
+    }
+
     fn push(&self, delivery: Delivery, headroom: usize) {
+        if let Some(d) = self.admit(delivery, headroom, false) {
+            self.place(d);
+        }
+    }
+
+    /// The first half of queueing: drops (and counts) a delivery the
+    /// session cannot take; for a persistent session, gives a QoS 1/2 one
+    /// its place in the stored queue (`store`: a session store is in use).
+    /// The caller writes it to the store, then [`Session::place`]s it, so
+    /// that the store hears of a delivery before anything the connection
+    /// does with it.
+    pub(crate) fn admit(
+        &self,
+        mut delivery: Delivery,
+        headroom: usize,
+        store: bool,
+    ) -> Option<Delivery> {
         let mut st = self.lock();
         if st.ended {
-            return;
+            return None;
         }
         if st.conn.is_none() && delivery.qos == QoS::AtMostOnce {
             st.count_drop(DropReason::OfflineQoS0);
-            return;
+            return None;
         }
         let limits = st.limits;
-        if let Err(reason) = st.pending.push_back(delivery, &limits, headroom) {
+        if let Err(reason) = st
+            .pending
+            .reserve(delivery.message.cost(), &limits, headroom)
+        {
             st.count_drop(reason);
+            return None;
+        }
+        if store && st.durable && delivery.qos != QoS::AtMostOnce {
+            delivery.seq = Some(st.next_seq);
+            st.next_seq += 1;
+        }
+        Some(delivery)
+    }
+
+    /// Queues an admitted delivery (its room was reserved by
+    /// [`Session::admit`]) and wakes the connection.
+    pub(crate) fn place(&self, delivery: Delivery) {
+        let mut st = self.lock();
+        if st.ended {
+            st.pending.cancel(delivery.message.cost());
             return;
         }
+        st.pending.push_reserved(delivery);
         if let Some(conn) = &st.conn {
             conn.wake.notify_one();
         }
@@ -494,6 +651,7 @@ mod tests {
             retain: false,
             subscription_ids: vec![],
             shared: None,
+            seq: None,
         }
     }
 
@@ -549,6 +707,7 @@ mod tests {
         let one = sized(1000, 0).message.cost();
         let s = Session::new(
             Arc::from("c"),
+            Arc::from("p"),
             limits(2 * one, 100, usize::MAX),
             tenant.clone(),
         );
@@ -572,8 +731,8 @@ mod tests {
         let tenant = Arc::new(TenantQueue::default());
         let one = sized(1000, 0).message.cost();
         let l = limits(usize::MAX, 100, 3 * one);
-        let a = Session::new(Arc::from("a"), l, tenant.clone());
-        let b = Session::new(Arc::from("b"), l, tenant.clone());
+        let a = Session::new(Arc::from("a"), Arc::from("p"), l, tenant.clone());
+        let b = Session::new(Arc::from("b"), Arc::from("p"), l, tenant.clone());
         for _ in 0..2 {
             a.enqueue(sized(1000, 0));
             b.enqueue(sized(1000, 0));
@@ -583,7 +742,7 @@ mod tests {
         assert_eq!(tenant.dropped.load(Ordering::Relaxed), 1);
         // Another tenant's tally is untouched by all this.
         let other = Arc::new(TenantQueue::default());
-        let c = Session::new(Arc::from("c"), l, other.clone());
+        let c = Session::new(Arc::from("c"), Arc::from("p"), l, other.clone());
         c.enqueue(sized(1000, 0));
         assert_eq!(c.lock().pending.len(), 1);
         // A session that goes away gives its room back.
@@ -624,7 +783,7 @@ mod tests {
         let s = Session::with_bound(Arc::from("c"), 2);
         let mut st = s.lock();
         let a = st.next_packet_id().unwrap();
-        st.inflight.insert(a, Outgoing::Released);
+        st.inflight.insert(a, Outgoing::Released(None));
         st.next_packet_id = u16::MAX;
         assert_eq!(st.next_packet_id(), PacketId::new(2));
         st.next_packet_id = 0;

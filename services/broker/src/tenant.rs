@@ -21,6 +21,10 @@ use crate::metrics;
 use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, RetainedTrie};
 use crate::session::{ConnControl, QueueLimits, Session, SubscriptionEntry, TenantQueue};
 
+mod durable;
+
+pub(crate) use durable::{Restored, deadline};
+
 /// Counts describing a tenant, for tests and admin views.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TenantStats {
@@ -45,6 +49,17 @@ pub(crate) struct Attached {
     pub(crate) present: bool,
     /// The connection that served the session before, to be closed.
     pub(crate) previous: Option<Arc<ConnControl>>,
+    /// A persistent session a Clean Start discarded, deleted from the
+    /// store: the CONNACK waits for it.
+    pub(crate) discarded: Option<crate::store::Durability>,
+}
+
+/// Why a connection may not have the session of its client id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NotOwner {
+    /// The session belongs to another principal (`owner`), and the client
+    /// id is not the connecting principal's own name.
+    Foreign { owner: Arc<str> },
 }
 
 /// What detaching left behind.
@@ -73,6 +88,8 @@ pub(crate) struct Tenant {
     /// The broker's topic shape limits (the rules' `max_depth` replaces
     /// the depth).
     limits: TopicLimits,
+    /// Where persistent sessions are written through, if anywhere.
+    store: std::sync::OnceLock<durable::StoreHandle>,
     /// What its sessions hold queued together.
     queue: Arc<TenantQueue>,
 }
@@ -100,6 +117,7 @@ impl Tenant {
             rules: RwLock::default(),
             rules_on: AtomicBool::new(false),
             limits,
+            store: std::sync::OnceLock::new(),
             queue: Arc::new(TenantQueue::new(&id)),
             id,
         }
@@ -219,52 +237,83 @@ impl Tenant {
     }
 
     /// Finds or creates the session for `client_id` and makes `ctl` its
-    /// connection (3.1.2.4 Clean Start, MQTT-3.1.4-3 takeover).
+    /// connection (3.1.2.4 Clean Start, MQTT-3.1.4-3 takeover), for
+    /// principal `owner`.
+    ///
+    /// A session belongs to the principal that created it (issue 13, item
+    /// 4): another principal neither resumes it nor takes its connection
+    /// over ([`NotOwner`]; the owner is left alone), except the principal
+    /// whose own name the client id is (a device's client id is its device
+    /// id): a foreign session under its name is discarded and it starts
+    /// afresh (Session Present 0).
     pub(crate) fn attach(
         &self,
         client_id: &Arc<str>,
+        owner: &Arc<str>,
         clean_start: bool,
         ctl: Arc<ConnControl>,
         limits: QueueLimits,
-    ) -> Attached {
+    ) -> Result<Attached, NotOwner> {
         let mut sessions = self.sessions();
         if let Some(existing) = sessions.get(client_id).cloned() {
-            if !clean_start {
+            let foreign = existing.owner() != owner;
+            if foreign && **owner != **client_id {
+                return Err(NotOwner::Foreign {
+                    owner: existing.owner().clone(),
+                });
+            }
+            if !clean_start && !foreign {
                 let mut st = existing.lock();
                 let previous = st.conn.replace(ctl);
                 st.generation += 1;
                 drop(st);
-                return Attached {
+                // The offline period's timer lets go of its will now.
+                existing.resumed.notify_waiters();
+                return Ok(Attached {
                     session: existing,
                     present: true,
                     previous,
-                };
+                    discarded: None,
+                });
             }
-            // MQTT-3.1.2-4: Clean Start discards the existing session.
+            // MQTT-3.1.2-4: Clean Start discards the existing session; so
+            // does the id's own principal finding someone else's there.
             let previous = existing.lock().conn.take();
             sessions.remove(client_id);
             drop(sessions);
-            self.end(&existing);
+            let discarded = self.end(&existing);
             sessions = self.sessions();
-            let session = Arc::new(Session::new(client_id.clone(), limits, self.queue.clone()));
+            let session = Arc::new(Session::new(
+                client_id.clone(),
+                owner.clone(),
+                limits,
+                self.queue.clone(),
+            ));
             session.lock().conn = Some(ctl);
             sessions.insert(client_id.clone(), session.clone());
             metrics::sessions(1.0);
-            return Attached {
+            return Ok(Attached {
                 session,
                 present: false,
                 previous,
-            };
+                discarded,
+            });
         }
-        let session = Arc::new(Session::new(client_id.clone(), limits, self.queue.clone()));
+        let session = Arc::new(Session::new(
+            client_id.clone(),
+            owner.clone(),
+            limits,
+            self.queue.clone(),
+        ));
         session.lock().conn = Some(ctl);
         sessions.insert(client_id.clone(), session.clone());
         metrics::sessions(1.0);
-        Attached {
+        Ok(Attached {
             session,
             present: false,
             previous: None,
-        }
+            discarded: None,
+        })
     }
 
     /// The connection `conn_id` lets go of `session`.
@@ -293,7 +342,8 @@ impl Tenant {
             sessions.remove(session.client_id());
         }
         drop(sessions);
-        self.end(session);
+        // Write-behind: nobody waits for a session ending at disconnect.
+        drop(self.end(session));
         Detached::Ended
     }
 
@@ -315,24 +365,26 @@ impl Tenant {
             sessions.remove(session.client_id());
         }
         drop(sessions);
-        self.end(session);
+        drop(self.end(session));
         true
     }
 
     /// Discards a session that is no longer in `sessions`: its
-    /// subscriptions leave the index and its queue is dropped.
-    fn end(&self, session: &Arc<Session>) {
-        let (subs, orphans) = {
+    /// subscriptions leave the index and its queue is dropped; a
+    /// persistent one is deleted from the store (what comes back says
+    /// when that is durable).
+    fn end(&self, session: &Arc<Session>) -> Option<crate::store::Durability> {
+        let (subs, orphans, durable) = {
             let mut st = session.lock();
             if st.ended {
-                return;
+                return None;
             }
             st.ended = true;
             session.ended_signal.cancel();
             let orphans = st.take_shared(None);
             st.pending.clear();
             st.inflight.clear();
-            (std::mem::take(&mut st.subscriptions), orphans)
+            (std::mem::take(&mut st.subscriptions), orphans, st.durable)
         };
         metrics::sessions(-1.0);
         {
@@ -343,7 +395,12 @@ impl Tenant {
                 }
             }
         }
+        let gone = match (durable, self.session_store()) {
+            (true, Some(store)) => store.end(&self.id, session.client_id()),
+            _ => None,
+        };
         self.redistribute(orphans);
+        gone
     }
 
     /// Gives deliveries a leaving shared-subscription member had not
@@ -356,18 +413,26 @@ impl Tenant {
             let Some(sub) = read(&self.index).pick_shared(&filter) else {
                 continue;
             };
-            sub.session.enqueue(Delivery {
-                qos: d.message.qos.min(sub.options.qos),
-                retain: d.retain,
-                subscription_ids: sub.id.into_iter().collect(),
-                shared: Some(filter),
-                message: d.message,
-            });
+            let message = d.message.clone();
+            // Write-behind: the publisher was acknowledged long ago.
+            drop(self.queue(
+                &message,
+                vec![(
+                    sub.session.clone(),
+                    Delivery {
+                        qos: d.message.qos.min(sub.options.qos),
+                        retain: d.retain,
+                        subscription_ids: sub.id.into_iter().collect(),
+                        shared: Some(filter),
+                        message: d.message,
+                        seq: None,
+                    },
+                )],
+            ));
         }
     }
 
     /// Adds or replaces a subscription; returns whether it existed.
-    #[cfg(test)]
     pub(crate) fn subscribe(
         &self,
         session: &Arc<Session>,
@@ -431,8 +496,56 @@ impl Tenant {
         if existed {
             self.count_subscriptions(false);
         }
+        self.forget_taken(session, &orphans);
         self.redistribute(orphans);
         existed
+    }
+
+    /// Removes the subscriptions of `session` that `allowed` refuses (a
+    /// policy changed), and the queued messages only they matched; returns
+    /// the filters removed.
+    pub(crate) fn revoke_subscriptions(
+        &self,
+        session: &Arc<Session>,
+        allowed: impl Fn(&TopicFilter) -> bool,
+    ) -> Vec<TopicFilter> {
+        let filters: Vec<TopicFilter> = session.lock().subscriptions.keys().cloned().collect();
+        let revoked: Vec<TopicFilter> = filters.into_iter().filter(|f| !allowed(f)).collect();
+        if revoked.is_empty() {
+            return revoked;
+        }
+        let store = self.session_store().filter(|_| session.lock().durable);
+        for filter in &revoked {
+            self.unsubscribe(session, filter);
+            metrics::subscription_revoked();
+            // A persistent session must not get them back after a restart;
+            // written behind, as the broker's own decision needs no ack.
+            if let Some(store) = store {
+                drop(store.unsubscribe(&self.id, session.client_id(), filter));
+            }
+        }
+        let mut dropped = Vec::new();
+        {
+            let mut st = session.lock();
+            let kept: Vec<TopicFilter> = st.subscriptions.keys().cloned().collect();
+            st.pending.retain(|d| {
+                let keep = match &d.shared {
+                    Some(group) => kept.contains(group),
+                    None => kept.iter().any(|f| f.matches(&d.message.topic)),
+                };
+                if !keep && d.seq.is_some() {
+                    dropped.push(d.clone());
+                }
+                keep
+            });
+        }
+        self.forget_taken(session, &dropped);
+        revoked
+    }
+
+    /// Every session (connected or not).
+    pub(crate) fn all_sessions(&self) -> Vec<Arc<Session>> {
+        self.sessions().values().cloned().collect()
     }
 
     /// Collects the subscriptions matching `topic`.
@@ -512,12 +625,16 @@ mod tests {
     fn persistent_session_survives_and_clean_start_discards() {
         let t = tenant();
         let id: Arc<str> = Arc::from("c1");
-        let a = t.attach(
-            &id,
-            false,
-            ConnControl::new(1),
-            crate::session::QueueLimits::messages(10),
-        );
+        let own: Arc<str> = Arc::from("p1");
+        let a = t
+            .attach(
+                &id,
+                &own,
+                false,
+                ConnControl::new(1),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap();
         assert!(!a.present);
         let f = TopicFilter::parse("a/#").unwrap();
         t.subscribe(
@@ -527,23 +644,29 @@ mod tests {
             None,
         );
         assert!(matches!(t.detach(&a.session, 1, 60), Detached::Kept { .. }));
-        let b = t.attach(
-            &id,
-            false,
-            ConnControl::new(2),
-            crate::session::QueueLimits::messages(10),
-        );
+        let b = t
+            .attach(
+                &id,
+                &own,
+                false,
+                ConnControl::new(2),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap();
         assert!(b.present);
         assert!(Arc::ptr_eq(&a.session, &b.session));
         assert_eq!(t.stats().subscriptions, 1);
         // The old connection's late detach changes nothing.
         assert!(matches!(t.detach(&a.session, 1, 0), Detached::NotCurrent));
-        let c = t.attach(
-            &id,
-            true,
-            ConnControl::new(3),
-            crate::session::QueueLimits::messages(10),
-        );
+        let c = t
+            .attach(
+                &id,
+                &own,
+                true,
+                ConnControl::new(3),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap();
         assert!(!c.present);
         assert_eq!(c.previous.map(|p| p.id), Some(2));
         assert_eq!(t.stats().subscriptions, 0);
@@ -556,24 +679,94 @@ mod tests {
     }
 
     #[test]
+    fn a_session_is_resumed_only_by_its_owner_or_the_id_s_own_principal() {
+        let t = tenant();
+        let id: Arc<str> = Arc::from("sensor-2");
+        let backend: Arc<str> = Arc::from("service:b");
+        let other: Arc<str> = Arc::from("service:c");
+        let a = t
+            .attach(
+                &id,
+                &backend,
+                false,
+                ConnControl::new(1),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap();
+        let f = TopicFilter::parse("#").unwrap();
+        t.subscribe(
+            &a.session,
+            &f,
+            SubscriptionOptions::new(QoS::AtLeastOnce),
+            None,
+        );
+        // Another credential neither resumes nor takes over, with or
+        // without Clean Start; the owner stays connected.
+        for clean in [false, true] {
+            let refused = t.attach(
+                &id,
+                &other,
+                clean,
+                ConnControl::new(2),
+                crate::session::QueueLimits::messages(10),
+            );
+            assert!(matches!(refused, Err(NotOwner::Foreign { ref owner }) if *owner == backend));
+            assert!(a.session.is_online());
+        }
+        // The device whose id it is discards the foreign session.
+        let d = t
+            .attach(
+                &id,
+                &id,
+                false,
+                ConnControl::new(3),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap();
+        assert!(!d.present);
+        assert_eq!(d.previous.map(|p| p.id), Some(1));
+        assert!(a.session.ended_signal.is_cancelled());
+        assert_eq!(t.stats().subscriptions, 0);
+        assert_eq!(d.session.owner(), &id);
+        // And the backend cannot get it back.
+        assert!(
+            t.attach(
+                &id,
+                &backend,
+                false,
+                ConnControl::new(4),
+                crate::session::QueueLimits::messages(10)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
     fn expiry_only_ends_the_same_offline_period() {
         let t = tenant();
         let id: Arc<str> = Arc::from("c1");
-        let a = t.attach(
-            &id,
-            false,
-            ConnControl::new(1),
-            crate::session::QueueLimits::messages(10),
-        );
+        let own: Arc<str> = Arc::from("p1");
+        let a = t
+            .attach(
+                &id,
+                &own,
+                false,
+                ConnControl::new(1),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap();
         let Detached::Kept { generation } = t.detach(&a.session, 1, 60) else {
             panic!("kept")
         };
-        let _b = t.attach(
-            &id,
-            false,
-            ConnControl::new(2),
-            crate::session::QueueLimits::messages(10),
-        );
+        let _b = t
+            .attach(
+                &id,
+                &own,
+                false,
+                ConnControl::new(2),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap();
         assert!(!t.expire(&a.session, generation));
         let Detached::Kept { generation } = t.detach(&a.session, 2, 60) else {
             panic!("kept")

@@ -119,6 +119,11 @@ impl<T> FairQueue<T> {
         self.inner().queues.get(key).map_or(0, VecDeque::len)
     }
 
+    /// Whether [`FairQueue::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.inner().closed
+    }
+
     /// Refuse further pushes; what is queued still comes out.
     pub fn close(&self) {
         self.inner().closed = true;

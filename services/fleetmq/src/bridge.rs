@@ -53,6 +53,8 @@ pub struct Sessions {
     pub revocations: access::Revocations,
     pub cache: access::AccessCache,
     pub limits: access::LiveLimits,
+    /// Ends persistent sessions an operator or a deletion ends.
+    pub broker: broker::Broker,
 }
 
 #[async_trait::async_trait]
@@ -75,7 +77,9 @@ impl api::SessionControl for Sessions {
     async fn policies_changed(&self, tenant: &str) {
         if let Err(e) = self.cache.reload_policies(tenant).await {
             tracing::warn!(tenant, error = %e, "reloading ACL policies failed; sessions re-read them on their next check");
+            return;
         }
+        self.revocations.policies_changed(tenant);
     }
     async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
         let applied = match device {
@@ -95,6 +99,14 @@ impl api::SessionControl for Sessions {
     }
     fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
         self.revocations.topic_rules_changed(tenant, rules);
+    }
+    fn end_session(&self, tenant: &str, client_id: &str) -> bool {
+        broker::TenantId::parse(tenant).is_ok_and(|t| self.broker.end_session(&t, client_id).0)
+    }
+    fn owner_deleted(&self, tenant: &str, owner: &str) {
+        if let Ok(t) = broker::TenantId::parse(tenant) {
+            self.broker.end_sessions_of(&t, owner);
+        }
     }
 }
 

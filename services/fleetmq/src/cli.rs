@@ -148,6 +148,26 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+
+    #[command(flatten)]
+    pub sessions: SessionArgs,
+}
+
+/// Persistent MQTT sessions kept in the database (issue 14).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Persistent sessions")]
+pub struct SessionArgs {
+    /// Longest a session change nobody waits for (a QoS 1 delivery
+    /// acknowledged, a disconnect) stays in memory before it is written;
+    /// what an acknowledgement waits for is written at once. [default: 100]
+    #[arg(long, env = "FLEETMQ_SESSION_FLUSH_MS", value_name = "MS")]
+    pub session_flush_ms: Option<u64>,
+
+    /// Session changes that may wait to be written; beyond it QoS 1/2
+    /// messages for persistent sessions are refused (PUBACK/PUBREC 0x83, a
+    /// 3.1.1 connection is closed). [default: 1000000]
+    #[arg(long, env = "FLEETMQ_SESSION_BUFFER", value_name = "N")]
+    pub session_buffer: Option<u64>,
 }
 
 /// Webhook delivery: retries, timeouts, batching, the outbox bound.
@@ -164,7 +184,8 @@ pub struct WebhookArgs {
     #[arg(long, env = "FLEETMQ_WEBHOOK_REQUEST_TIMEOUT", value_name = "DURATION")]
     pub webhook_request_timeout: Option<String>,
 
-    /// Failed attempts in a row after which an endpoint is disabled (with a
+    /// Deliveries failed for good (their retry schedule exhausted) in a row
+    /// after which an endpoint is disabled (with a
     /// `webhook.endpoint_disabled` event). [default: 50]
     #[arg(long, env = "FLEETMQ_WEBHOOK_DISABLE_AFTER_FAILURES", value_name = "N")]
     pub webhook_disable_after_failures: Option<u64>,
@@ -279,6 +300,50 @@ pub struct MqttLimitArgs {
     )]
     pub mqtt_max_retained_per_subscribe: Option<u64>,
 
+    /// Most levels in a topic name or filter (0x90 / 0x8F beyond); a tenant's max_depth rule replaces it. [default: 128]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_TOPIC_DEPTH", value_name = "N")]
+    pub mqtt_max_topic_depth: Option<u64>,
+
+    /// Most bytes in a topic name or filter (0x90 / 0x8F beyond). [default: 4096]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_TOPIC_LENGTH", value_name = "BYTES")]
+    pub mqtt_max_topic_length: Option<u64>,
+
+    /// Subscriptions one session may hold; more are refused 0x97 (3.1.1: 0x80). [default: 1000]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub mqtt_max_subscriptions: Option<u64>,
+
+    /// Bytes of topic filters one session may hold; more are refused 0x97 (3.1.1: 0x80). [default: 65536]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_SUBSCRIPTION_BYTES",
+        value_name = "BYTES"
+    )]
+    pub mqtt_max_subscription_bytes: Option<u64>,
+
+    /// Retained messages one device or credential may keep in a tenant; more are refused 0x97 (3.1.1: disconnect). [default: 1000]
+    #[arg(long, env = "FLEETMQ_MQTT_RETAINED_PER_CLIENT", value_name = "N")]
+    pub mqtt_retained_per_client: Option<u64>,
+
+    /// Bytes (topic + payload) of retained messages one device or credential may keep in a tenant. [default: 16777216]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_RETAINED_BYTES_PER_CLIENT",
+        value_name = "BYTES"
+    )]
+    pub mqtt_retained_bytes_per_client: Option<u64>,
+
+    /// Retained messages one tenant may keep. [default: 100000]
+    #[arg(long, env = "FLEETMQ_MQTT_RETAINED_PER_TENANT", value_name = "N")]
+    pub mqtt_retained_per_tenant: Option<u64>,
+
+    /// Bytes (topic + payload) of retained messages one tenant may keep. [default: 268435456]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_RETAINED_BYTES_PER_TENANT",
+        value_name = "BYTES"
+    )]
+    pub mqtt_retained_bytes_per_tenant: Option<u64>,
+
     /// Topic Alias Maximum announced to v5 clients; 0 turns client aliases
     /// off. [default: 64]
     #[arg(long, env = "FLEETMQ_MQTT_TOPIC_ALIAS_MAXIMUM", value_name = "N")]
@@ -287,6 +352,26 @@ pub struct MqttLimitArgs {
     /// Seconds a new connection has to send CONNECT. [default: 10]
     #[arg(long, env = "FLEETMQ_MQTT_CONNECT_TIMEOUT", value_name = "SECS")]
     pub mqtt_connect_timeout: Option<u64>,
+
+    /// Sockets per MQTT listener that have not sent CONNECT yet (they hold
+    /// no connection place); past it the oldest is closed. [default: 4096]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_PENDING_CONNECTS", value_name = "N")]
+    pub mqtt_max_pending_connects: Option<u64>,
+
+    /// Sockets per peer address that have not sent CONNECT yet; more are
+    /// closed at once. [default: 64]
+    #[arg(
+        long,
+        env = "FLEETMQ_MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS",
+        value_name = "N"
+    )]
+    pub mqtt_max_pending_connects_per_address: Option<u64>,
+
+    /// Largest Last Will accepted (topic, payload and properties as held
+    /// in memory), in bytes; a larger will is refused at CONNECT (0x95).
+    /// [default: 65536]
+    #[arg(long, env = "FLEETMQ_MQTT_MAX_WILL_SIZE", value_name = "BYTES")]
+    pub mqtt_max_will_size: Option<u64>,
 
     /// Platform-wide publish limit per client, in messages per second, for
     /// clients whose tenant or device has none set by REST; 0 is

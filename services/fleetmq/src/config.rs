@@ -88,6 +88,8 @@ mod limits;
 pub use limits::*;
 mod webhook_settings;
 pub use webhook_settings::WebhookSettings;
+mod session_settings;
+pub use session_settings::SessionSettings;
 setting!(
     RATE_LIMIT,
     "--rate-limit",
@@ -119,6 +121,8 @@ pub struct FileConfig {
     pub allow_anonymous: Option<String>,
     pub shutdown_timeout: Option<u64>,
     pub retained_purge_interval: Option<u64>,
+    pub session_flush_ms: Option<u64>,
+    pub session_buffer: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
     pub mqtt_max_connections: Option<u64>,
@@ -132,8 +136,19 @@ pub struct FileConfig {
     pub mqtt_max_tenant_queued_bytes: Option<u64>,
     pub mqtt_max_inflight_messages: Option<u64>,
     pub mqtt_max_retained_per_subscribe: Option<u64>,
+    pub mqtt_max_topic_depth: Option<u64>,
+    pub mqtt_max_topic_length: Option<u64>,
+    pub mqtt_max_subscriptions: Option<u64>,
+    pub mqtt_max_subscription_bytes: Option<u64>,
+    pub mqtt_retained_per_client: Option<u64>,
+    pub mqtt_retained_bytes_per_client: Option<u64>,
+    pub mqtt_retained_per_tenant: Option<u64>,
+    pub mqtt_retained_bytes_per_tenant: Option<u64>,
     pub mqtt_topic_alias_maximum: Option<u64>,
     pub mqtt_connect_timeout: Option<u64>,
+    pub mqtt_max_pending_connects: Option<u64>,
+    pub mqtt_max_pending_connects_per_address: Option<u64>,
+    pub mqtt_max_will_size: Option<u64>,
     pub mqtt_publish_rate: Option<u64>,
     pub mqtt_publish_burst: Option<u64>,
     pub mqtt_publish_byte_rate: Option<u64>,
@@ -226,6 +241,8 @@ pub struct ServeConfig {
     pub token_rate_limit: Option<api::auth::RateLimit>,
     /// Retries, timeouts, batching and the outbox bound of webhooks.
     pub webhooks: WebhookSettings,
+    /// Persistent sessions' write-behind window and buffer bound.
+    pub sessions: SessionSettings,
 }
 
 /// A certificate chain and its key, both PEM files.
@@ -341,6 +358,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
     let mqtt_limits = limits::resolve(&args.mqtt_limits, &file)?;
     let http_conn = limits::resolve_http(&args.http_limits, &file)?;
     let webhooks = webhook_settings::resolve(&args.webhooks, &file)?;
+    let sessions = session_settings::resolve(&args.sessions, &file)?;
     let rate_limit = |setting: Setting,
                       flag: &Option<String>,
                       file: &Option<String>,
@@ -369,6 +387,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         mqtt_limits,
         http_conn,
         webhooks,
+        sessions,
         mqtt_listen: addr(
             MQTT_LISTEN,
             &args.mqtt_listen,

@@ -28,6 +28,7 @@ pub mod listen;
 pub mod message_events;
 pub mod pki_boot;
 pub mod presence_status;
+pub mod session_sweep;
 pub mod telemetry;
 pub mod tls;
 

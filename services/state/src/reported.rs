@@ -14,13 +14,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use broker::{Event, EventSink, TenantId};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use store::Store;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::writer::WriterTask;
 
@@ -122,36 +123,59 @@ impl EventSink for ReportedState {
 /// Reports applied per round (one tenant's run of them is not a round).
 const ROUND: usize = 64;
 
+/// The pause before a report is tried again while the database is
+/// unreachable.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
 async fn apply_reports(store: Store, queue: Arc<fair::FairQueue<Report>>) {
     let mut batch = Vec::with_capacity(ROUND);
+    let mut failing_since: Option<Instant> = None;
     while queue.next_batch(&mut batch, ROUND).await > 0 {
         for (_, r) in batch.drain(..) {
-            apply(&store, r).await;
+            // While the database is down the report is retried, in order:
+            // the queue behind it fills, and what overflows is dropped and
+            // counted (see the module docs), rather than every report
+            // being lost. After shutdown has begun it is given up.
+            while let Err(e) = apply(&store, &r).await {
+                if queue.is_closed() {
+                    warn!(error = %e, queued = queue.len(),
+                        "reported state not stored: database unreachable at shutdown");
+                    return;
+                }
+                if failing_since.is_none() {
+                    warn!(error = %e, "database unreachable: reported state waits");
+                    failing_since = Some(Instant::now());
+                }
+                tokio::time::sleep(RETRY_DELAY).await;
+            }
+            if let Some(since) = failing_since.take() {
+                info!(after = ?since.elapsed(), "database back: reported state catching up");
+            }
         }
     }
 }
 
-async fn apply(store: &Store, r: Report) {
-    {
-        let tenant = r.tenant.as_str();
-        let result = match serde_json::from_slice::<Value>(&r.payload) {
-            Ok(patch @ Value::Object(_)) => {
-                store.merge_reported(tenant, &r.device, &patch, r.at).await
-            }
-            _ => {
-                let why = "payload is not a JSON object";
-                store.set_reported_error(tenant, &r.device, why, r.at).await
-            }
-        };
-        match result {
-            Ok(_) => {}
-            // A client id that is no registered device.
-            Err(store::Error::NotFound { .. }) => {
-                debug!(tenant, device = %r.device, "report from an unknown device ignored");
-            }
-            Err(e) => warn!(tenant, device = %r.device, error = %e, "reported state not stored"),
+/// Applies one report; only an unreachable database is an error (worth
+/// retrying), anything else is logged here.
+async fn apply(store: &Store, r: &Report) -> Result<(), store::Error> {
+    let tenant = r.tenant.as_str();
+    let result = match serde_json::from_slice::<Value>(&r.payload) {
+        Ok(patch @ Value::Object(_)) => store.merge_reported(tenant, &r.device, &patch, r.at).await,
+        _ => {
+            let why = "payload is not a JSON object";
+            store.set_reported_error(tenant, &r.device, why, r.at).await
         }
+    };
+    match result {
+        Ok(_) => {}
+        // A client id that is no registered device.
+        Err(store::Error::NotFound { .. }) => {
+            debug!(tenant, device = %r.device, "report from an unknown device ignored");
+        }
+        Err(e) if e.is_unavailable() => return Err(e),
+        Err(e) => warn!(tenant, device = %r.device, error = %e, "reported state not stored"),
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -208,6 +232,33 @@ mod tests {
         // After shutdown, reports are counted as dropped.
         sink.emit(report("d1", "state/reported", b"{}"));
         assert_eq!(sink.dropped(), 1);
+        db.cleanup().await;
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_holds_reports_and_shutdown_gives_up() {
+        let db = crate::test_support::acme(&["d1"]).await;
+        let store = db.store().clone();
+        let sink = ReportedState::start(store.clone(), 2);
+        // Every call on a closed store fails `Unavailable`, as an
+        // unreachable database does.
+        store.close().await;
+        for n in 0..5 {
+            sink.emit(report(
+                "d1",
+                "state/reported",
+                if n % 2 == 0 {
+                    br#"{"a":1}"#
+                } else {
+                    br#"{"a":2}"#
+                },
+            ));
+        }
+        // At most one report is being retried and two wait: the rest
+        // overflowed and were counted, not lost silently.
+        assert!(sink.dropped() >= 2, "{}", sink.dropped());
+        // Shutdown does not wait for a database that is not coming back.
+        sink.shutdown().await;
         db.cleanup().await;
     }
 }

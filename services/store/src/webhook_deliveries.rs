@@ -236,8 +236,10 @@ impl Store {
         Ok(rows.into_iter().map(OutboxEvent::from).collect())
     }
 
-    /// Log an attempt and move the delivery on as `outcome` says. Failures
-    /// count towards the endpoint's run; the run reaching `disable_after`
+    /// Log an attempt and move the delivery on as `outcome` says.
+    /// Deliveries given up (their schedule exhausted) count towards the
+    /// endpoint's run of failures, attempts to be retried do not; the run
+    /// reaching `disable_after`
     /// (or `FailedAndDisable`) disables the endpoint and appends a
     /// `webhook.endpoint_disabled` event, in the same transaction.
     #[tracing::instrument(skip_all, fields(delivery_id = delivery_id))]
@@ -306,6 +308,13 @@ impl Store {
                         .bind(&endpoint_id)
                         .execute(&mut *$conn)
                         .await?;
+                    None
+                } else if status == DeliveryStatus::Pending {
+                    // A retry to come is no failure of the endpoint yet:
+                    // counting every attempt would disable an endpoint
+                    // whose receiver is down for ten minutes as soon as a
+                    // few dozen devices each had a delivery retried, and
+                    // their events would wait for a person to re-enable it.
                     None
                 } else {
                     let (failures, enabled): (i32, bool) = sqlx::query_as(FAILURE)

@@ -49,7 +49,9 @@ pub struct WorkerConfig {
     pub per_tenant_in_flight: u32,
     /// Sleep between rounds when there is nothing to do.
     pub poll_interval: Duration,
-    /// Failed attempts in a row after which an endpoint is disabled.
+    /// Deliveries failed for good (retry schedule exhausted) in a row after
+    /// which an endpoint is disabled; attempts still to be retried do not
+    /// count, so an outage shorter than the schedule disables nothing.
     pub disable_after_failures: u32,
     /// Batching of message events on endpoints with a topic filter;
     /// `max_events` 1 turns it off.

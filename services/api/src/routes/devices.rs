@@ -364,6 +364,9 @@ pub(crate) async fn remove(
         PlatformEvent::new(&t, "device.deleted", json!({ "device_id": d })).for_device(&d, seq),
     );
     state.tell_sessions(|s| s.device_changed(&t, &d));
+    // Its persistent sessions go with it: in the broker, then stored.
+    state.tell_sessions(|s| s.owner_deleted(&t, &d));
+    state.store.delete_sessions_of_owner(&t, &d).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

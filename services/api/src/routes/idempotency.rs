@@ -27,6 +27,7 @@ use http::{HeaderName, HeaderValue, Method, StatusCode};
 use store::IdempotencyClaim;
 
 use crate::auth::{Principal, Role};
+use crate::tenant_limit::tenant_scope;
 use crate::{ApiError, AppState};
 
 pub(crate) static IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -205,13 +206,6 @@ fn idempotency_key(req: &Request) -> Result<String, ApiError> {
     Ok(key.to_owned())
 }
 
-/// The tenant a `/v1/tenants/{t}/…` path is about, `""` otherwise.
-fn tenant_scope(path: &str) -> &str {
-    path.strip_prefix("/v1/tenants/")
-        .and_then(|rest| rest.split('/').next())
-        .unwrap_or("")
-}
-
 fn fingerprint(method: &Method, path: &str, body: &[u8]) -> String {
     let mut input = Vec::with_capacity(method.as_str().len() + path.len() + body.len() + 2);
     input.extend_from_slice(method.as_str().as_bytes());
@@ -237,13 +231,6 @@ mod tests {
         assert!(is_stale(now - chrono::Duration::minutes(6), true));
         assert!(!is_stale(now - chrono::Duration::minutes(6), false));
         assert!(is_stale(now - chrono::Duration::hours(25), false));
-    }
-
-    #[test]
-    fn scopes() {
-        assert_eq!(tenant_scope("/v1/tenants"), "");
-        assert_eq!(tenant_scope("/v1/tenants/acme/devices"), "acme");
-        assert_eq!(tenant_scope("/v1/tenants/acme"), "acme");
     }
 
     #[test]

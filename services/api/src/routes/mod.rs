@@ -32,6 +32,7 @@ pub(crate) mod publish_limits;
 
 pub use openapi::document as openapi_document;
 mod query;
+pub(crate) mod sessions;
 pub(crate) mod state;
 pub(crate) mod tenants;
 pub(crate) mod topic_rules;
@@ -72,6 +73,7 @@ pub(crate) fn api(state: &AppState) -> Router<AppState> {
         .merge(publish_limits::router())
         .merge(platform_credentials::router())
         .merge(topic_rules::router())
+        .merge(sessions::router())
 }
 
 /// For merge-patch members: absent → `None`, `null` → `Some(None)`, a value

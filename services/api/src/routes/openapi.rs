@@ -15,8 +15,8 @@ use utoipa::{Modify, OpenApi};
 
 use super::{
     api_keys, audit, byo_ca, ca, certificates, credentials, device_import, devices, events, fleet,
-    health, metrics, platform_credentials, policies, presence_settings, publish_limits, state,
-    tenants, topic_rules, webhooks,
+    health, metrics, platform_credentials, policies, presence_settings, publish_limits, sessions,
+    state, tenants, topic_rules, webhooks,
 };
 use crate::error::{FieldError, Problem};
 use crate::model::{
@@ -51,6 +51,7 @@ use crate::{AppState, PROBLEM_JSON};
         publish_limits::read_device, publish_limits::put_device, publish_limits::delete_device,
         platform_credentials::create, platform_credentials::list, platform_credentials::remove,
         topic_rules::read, topic_rules::put,
+        sessions::list, sessions::read, sessions::remove,
         health::healthz, health::readyz, metrics::metrics, serve,
         state::read_state, state::put_desired, state::recent_messages,
         events::stream,
@@ -80,6 +81,7 @@ use crate::{AppState, PROBLEM_JSON};
         platform_credentials::CreatePlatformCredential, platform_credentials::PlatformCredentialView,
         platform_credentials::CreatedPlatformCredential, platform_credentials::PlatformCredentialList,
         topic_rules::TopicRules,
+        sessions::Session, sessions::SessionPage,
     )),
     security(("bearer" = [])),
     modifiers(&Errors),
@@ -97,6 +99,7 @@ use crate::{AppState, PROBLEM_JSON};
         (name = "events", description = "Live platform events (server-sent events)."),
         (name = "fleet", description = "A tenant's last hour for dashboards: series, top talkers, lifecycle and presence history."),
         (name = "webhooks", description = "Signed HTTP callbacks for platform events."),
+        (name = "sessions", description = "Persistent MQTT sessions kept in the database: list, inspect, end."),
     ),
 )]
 pub(crate) struct ApiDoc;

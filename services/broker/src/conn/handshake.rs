@@ -91,34 +91,62 @@ where
     }
 }
 
-/// Answers a connection over the listener's limit: reads its CONNECT (so
-/// the client learns why, in its own protocol version) and refuses it with
-/// Server Busy (3.1.1: server unavailable), within a short deadline.
-pub(crate) async fn refuse_busy<S>(stream: &mut S, broker: &Broker) -> Result<(), Error>
+/// What a will costs to hold: its topic and payload, and its properties
+/// with what each user property costs beyond its text (two `String`s and
+/// their allocations): a CONNECT of one-character user properties is
+/// small on the wire and about sixteen times larger in memory.
+pub(crate) fn will_size(will: &mqtt::LastWill) -> usize {
+    const PER_USER_PROPERTY: usize = 2 * std::mem::size_of::<String>() + 16;
+    let p = &will.properties;
+    let user: usize = p
+        .user_properties
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + PER_USER_PROPERTY)
+        .sum();
+    will.topic.as_str().len()
+        + will.payload.len()
+        + user
+        + p.content_type.as_ref().map_or(0, String::len)
+        + p.response_topic.as_ref().map_or(0, |t| t.as_str().len())
+        + p.correlation_data.as_ref().map_or(0, bytes::Bytes::len)
+}
+
+/// Reads the CONNECT within the connect timeout (3.1.4: the first packet).
+pub(crate) async fn read_connect_timed<S>(
+    stream: &mut S,
+    inbuf: &mut BytesMut,
+    broker: &Broker,
+) -> Result<Connect, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = broker.config();
-    let limit = config.connect_timeout.min(BUSY_CONNECT_TIMEOUT);
     let max_packet = usize::try_from(config.max_packet_size).unwrap_or(usize::MAX);
-    let mut inbuf = BytesMut::with_capacity(256);
-    let connect = tokio::time::timeout(limit, read_connect(stream, &mut inbuf, max_packet))
-        .await
-        .map_err(|_| Error::ConnectTimeout(limit))??;
-    refuse(stream, connect.protocol, ReasonCode::ServerBusy).await
+    tokio::time::timeout(
+        config.connect_timeout,
+        read_connect(stream, inbuf, max_packet),
+    )
+    .await
+    .map_err(|_| Error::ConnectTimeout(config.connect_timeout))?
 }
 
-/// How long a connection refused for being over the limit may take to
-/// send its CONNECT: it holds no permit, so it must not linger.
-const BUSY_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Answers a CONNECT that found every connection place taken: Server Busy
+/// (3.1.1: server unavailable), in the client's own protocol version.
+pub(crate) async fn refuse_busy<S>(stream: &mut S, version: ProtocolVersion) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+{
+    refuse(stream, version, ReasonCode::ServerBusy).await
+}
 
-/// Runs the handshake up to attaching the session. `Ok(None)`: the client
+/// Runs the handshake from the CONNECT ([`read_connect_timed`]) up to
+/// attaching the session. `Ok(None)`: the client
 /// was refused (CONNACK sent). A returned [`Conn`] holds the session: the
 /// caller sends the CONNACK through [`Conn::start`] and must end with
 /// [`Conn::finish`] whatever happens.
 pub(crate) async fn handshake<S>(
     stream: &mut S,
-    inbuf: &mut BytesMut,
+    connect: Connect,
     peer: Peer,
     broker: &Broker,
     conn_id: u64,
@@ -127,19 +155,27 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let config = broker.config().clone();
-    let max_packet = usize::try_from(config.max_packet_size).unwrap_or(usize::MAX);
-    let connect = tokio::time::timeout(
-        config.connect_timeout,
-        read_connect(stream, inbuf, max_packet),
-    )
-    .await
-    .map_err(|_| Error::ConnectTimeout(config.connect_timeout))??;
     let version = connect.protocol;
     let v5 = version == ProtocolVersion::V5;
 
     // Enhanced authentication (4.12) is not supported.
     if connect.properties.authentication_method.is_some() {
         refuse(stream, version, ReasonCode::BadAuthenticationMethod).await?;
+        return Ok(None);
+    }
+
+    // A will is held for as long as the session may stay offline (its
+    // delay, up to the session expiry): its size is bounded up front.
+    if let Some(size) = connect.will.as_ref().map(will_size)
+        && size > config.max_will_size
+    {
+        warn!(
+            will_size = size,
+            max = config.max_will_size,
+            "will payload too large; CONNECT refused"
+        );
+        crate::metrics::connection_refused("will_too_large");
+        refuse(stream, version, ReasonCode::PacketTooLarge).await?;
         return Ok(None);
     }
 
@@ -217,18 +253,35 @@ where
 
     let ctl = ConnControl::new(conn_id);
     let _ = ctl.principal.set(identity.principal.clone());
-    let attached = tenant.attach(
+    let _ = ctl.version.set(version);
+    let owner: Arc<str> = Arc::from(identity.principal.as_str());
+    let mut attached = match tenant.attach(
         &client_id,
+        &owner,
         connect.clean_start,
         ctl.clone(),
-        crate::session::QueueLimits {
-            messages: config.max_queued_messages,
-            bytes: config.max_queued_bytes,
-            tenant_messages: config.max_tenant_queued_messages,
-            tenant_bytes: config.max_tenant_queued_bytes,
-        },
-    );
-    if let Some(previous) = attached.previous {
+        crate::session::QueueLimits::of(&config),
+    ) {
+        Ok(attached) => attached,
+        Err(crate::tenant::NotOwner::Foreign { owner }) => {
+            // Neither resumed nor taken over: the owner is not disturbed.
+            warn!(principal = %identity.principal, owner = %owner, "client id in use by another principal's session; refused");
+            crate::metrics::connection_refused("client_id_not_owned");
+            refuse(stream, version, ReasonCode::ClientIdentifierNotValid).await?;
+            return Ok(None);
+        }
+    };
+    if attached.present {
+        // Policies may have changed while the session was offline: what
+        // they no longer allow goes before anything is delivered.
+        let revoked = tenant.revoke_subscriptions(&attached.session, |f| {
+            broker.authorizer().can_subscribe(&identity, f)
+        });
+        if !revoked.is_empty() {
+            info!(principal = %identity.principal, revoked = ?revoked, "subscriptions no longer allowed removed at resume");
+        }
+    }
+    if let Some(previous) = attached.previous.take() {
         // MQTT-3.1.4-3: the older connection is closed with 0x8E.
         previous.kicked.cancel();
         if tokio::time::timeout(config.takeover_timeout, previous.finished.cancelled())
@@ -237,6 +290,24 @@ where
         {
             warn!("previous connection did not let go of the session in time");
         }
+    }
+
+    if let Err(reason) = persist_connect(
+        &tenant,
+        &mut attached,
+        &identity.principal,
+        version,
+        session_expiry,
+        connect.will.as_ref(),
+        connect.clean_start,
+    )
+    .await
+    {
+        // Let go of it as it was, and say no: a CONNACK promises a session
+        // the store may not have.
+        tenant.detach(&attached.session, conn_id, session_expiry);
+        refuse(stream, version, reason).await?;
+        return Ok(None);
     }
 
     let mut ack = ConnAck::new(ReasonCode::Success, attached.present);
@@ -326,6 +397,70 @@ where
     }
     Ok(Some((conn, ack)))
 }
+
+/// Writes a persistent session's CONNECT through to the session store
+/// (issue 14) and waits until it is durable, as the CONNACK must: a Clean
+/// Start that discarded a stored session must not see it come back after
+/// a crash. A session is persistent if its expiry is above 0 now or it
+/// was (a resumed one is written until it ends). Refused with the reason
+/// code for the CONNACK.
+async fn persist_connect(
+    tenant: &crate::tenant::Tenant,
+    attached: &mut crate::tenant::Attached,
+    owner: &str,
+    version: ProtocolVersion,
+    session_expiry: u32,
+    will: Option<&mqtt::LastWill>,
+    clean_start: bool,
+) -> Result<(), ReasonCode> {
+    use crate::session_store::{SessionRecord, StoredWill, all_durable};
+    let Some(store) = tenant.session_store().filter(|_| !tenant.id.is_platform()) else {
+        return Ok(());
+    };
+    let durable = {
+        let mut st = attached.session.lock();
+        st.durable |= session_expiry > 0;
+        st.durable
+    };
+    let connected = durable.then(|| {
+        let will = will.map(|w| {
+            let mut properties = w.properties.clone();
+            let delay = properties.will_delay_interval.take().unwrap_or(0);
+            StoredWill {
+                topic: w.topic.clone(),
+                payload: w.payload.clone(),
+                qos: w.qos,
+                retain: w.retain,
+                properties,
+                delay,
+            }
+        });
+        let record = SessionRecord {
+            client_id: attached.session.client_id().clone(),
+            owner: owner.to_owned(),
+            protocol: version,
+            expiry_interval: session_expiry,
+            will,
+        };
+        // A session not resumed replaces whatever was stored.
+        store.connect(&tenant.id, &record, clean_start || !attached.present)
+    });
+    let Some(durable) = all_durable([connected.flatten(), attached.discarded.take()]) else {
+        return Ok(());
+    };
+    durable.await.map_err(|e| {
+        warn!(error = %e, "persistent session not stored; CONNECT refused");
+        if attached.session.client_id().len() > MAX_STORED_CLIENT_ID {
+            ReasonCode::ClientIdentifierNotValid
+        } else {
+            ReasonCode::ServerUnavailable
+        }
+    })
+}
+
+/// The longest client id a persistent session can have (the store's key
+/// must fit a Postgres index entry).
+const MAX_STORED_CLIENT_ID: usize = 1024;
 
 #[cfg(test)]
 mod tests {

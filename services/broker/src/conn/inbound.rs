@@ -1,5 +1,7 @@
 //! Packets from the client after CONNECT (3.3 – 3.15).
 
+use std::collections::HashMap;
+
 use mqtt::{
     Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -37,23 +39,37 @@ impl Conn {
                 if let Some(Outgoing::Publish(d)) = st.inflight.get(&a.packet_id)
                     && d.qos == QoS::AtLeastOnce
                 {
+                    let seq = d.seq;
                     st.inflight.remove(&a.packet_id);
+                    drop(st);
+                    self.delivered(seq);
                 }
             }
             Packet::PubRec(r) => self.on_pubrec(r)?,
             Packet::PubComp(c) => {
                 let mut st = self.session.lock();
-                if matches!(st.inflight.get(&c.packet_id), Some(Outgoing::Released)) {
+                if let Some(Outgoing::Released(seq)) = st.inflight.get(&c.packet_id) {
+                    let seq = *seq;
                     st.inflight.remove(&c.packet_id);
+                    drop(st);
+                    self.delivered(seq);
                 }
             }
             Packet::PubRel(r) => {
-                let known = self.session.lock().incoming_qos2.remove(&r.packet_id);
+                let (known, durable) = {
+                    let mut st = self.session.lock();
+                    (st.incoming_qos2.remove(&r.packet_id), st.durable)
+                };
                 let mut comp = PubComp::new(r.packet_id);
                 if !known {
                     comp.reason_code = ReasonCode::PacketIdentifierNotFound;
                 }
-                self.out.send(comp)?;
+                // A client reuses the id once it has PUBCOMP: its removal
+                // must be durable first.
+                let released = self.session_store(durable && known).and_then(|s| {
+                    s.incoming_qos2(&self.tenant.id, &self.client_id, r.packet_id, false)
+                });
+                self.acknowledge(comp.into(), released)?;
             }
             Packet::Subscribe(s) => self.on_subscribe(s)?,
             Packet::Unsubscribe(u) => self.on_unsubscribe(u)?,
@@ -132,6 +148,7 @@ impl Conn {
         };
         let qos = p.qos;
         let id = p.packet_id;
+        let mut awaiting = None;
         if qos == QoS::ExactlyOnce
             && let Some(id) = id
         {
@@ -150,6 +167,11 @@ impl Conn {
                 ));
             }
             st.incoming_qos2.insert(id);
+            let durable = st.durable;
+            drop(st);
+            awaiting = self
+                .session_store(durable)
+                .and_then(|s| s.incoming_qos2(&self.tenant.id, &self.client_id, id, true));
         }
         // 3.1.1 PUBLISHes were paced before decoding got here (throttle).
         let admitted = self.version != ProtocolVersion::V5 || self.admit(qos, p.payload.len())?;
@@ -216,8 +238,17 @@ impl Conn {
                 rec.properties = properties;
                 if reason.is_error() {
                     // 4.3.3: a failed PUBREC ends the exchange.
-                    self.session.lock().incoming_qos2.remove(&id);
+                    let durable = {
+                        let mut st = self.session.lock();
+                        st.incoming_qos2.remove(&id);
+                        st.durable
+                    };
+                    if let Some(s) = self.session_store(durable) {
+                        drop(s.incoming_qos2(&self.tenant.id, &self.client_id, id, false));
+                    }
+                    awaiting = None;
                 }
+                let durability = crate::session_store::all_durable([durability, awaiting]);
                 self.acknowledge(rec.into(), durability)?;
             }
             _ => {}
@@ -273,10 +304,16 @@ impl Conn {
         .map_err(quota)
     }
 
-    /// Sends a PUBACK or PUBREC now, or after the retained store has made
-    /// the message durable. Acknowledgements stay in the order the
+    /// Sends a packet now, or once what it waits for is durable (a
+    /// PUBACK or PUBREC for the retained store and the persistent
+    /// sessions' queues, a SUBACK, PUBCOMP, PUBREL or QoS 2 PUBLISH for
+    /// the session store). Acknowledgements stay in the order the
     /// PUBLISHes came in (4.6), so one that waits holds back those after it.
-    fn acknowledge(&mut self, ack: Packet, durable: Option<Durability>) -> Result<(), Error> {
+    pub(super) fn acknowledge(
+        &mut self,
+        ack: Packet,
+        durable: Option<Durability>,
+    ) -> Result<(), Error> {
         if durable.is_none() && self.deferred.is_empty() {
             return self.out.send(ack);
         }
@@ -323,14 +360,49 @@ impl Conn {
             rel.reason_code = ReasonCode::PacketIdentifierNotFound;
             return self.out.send(rel);
         }
+        let seq = match st.inflight.get(&r.packet_id) {
+            Some(Outgoing::Publish(d)) => d.seq,
+            _ => None,
+        };
         if r.reason_code.is_error() {
             // 4.3.3: the client refused it; the packet id is free again.
             st.inflight.remove(&r.packet_id);
+            drop(st);
+            self.delivered(seq);
             return Ok(());
         }
-        st.inflight.insert(r.packet_id, Outgoing::Released);
+        st.inflight.insert(r.packet_id, Outgoing::Released(seq));
         drop(st);
-        self.out.send(PubRel::new(r.packet_id))
+        // The PUBREL goes out once `released` is durable, so that a
+        // restart resends the PUBREL and not the message.
+        let released = seq.and_then(|seq| {
+            self.session_store(true)?.delivery_state(
+                &self.tenant.id,
+                &self.client_id,
+                seq,
+                crate::session_store::DeliveryState::Released(r.packet_id),
+                true,
+            )
+        });
+        self.acknowledge(PubRel::new(r.packet_id).into(), released)
+    }
+
+    /// The session store, when this connection's session writes through
+    /// to one (`durable`: the session is persistent).
+    pub(super) fn session_store(
+        &self,
+        durable: bool,
+    ) -> Option<&dyn crate::session_store::SessionStore> {
+        self.tenant.session_store().filter(|_| durable)
+    }
+
+    /// A stored delivery is done with (acknowledged, refused, dropped).
+    pub(super) fn delivered(&self, seq: Option<u64>) {
+        if let Some(seq) = seq
+            && let Some(store) = self.session_store(true)
+        {
+            store.delivered(&self.tenant.id, &self.client_id, seq);
+        }
     }
 
     fn on_subscribe(&mut self, s: Subscribe) -> Result<(), Error> {
@@ -345,7 +417,12 @@ impl Conn {
         // packet is looked up once (item 13 of issue 13: 2,000 copies of
         // `#` were 2,000 lookups).
         let mut wanted: Vec<(mqtt::TopicFilter, mqtt::SubscriptionOptions)> = Vec::new();
+        let mut seen: HashMap<mqtt::TopicFilter, usize> = HashMap::new();
         let mut held = self.subscription_usage();
+        // SUBACK waits for a persistent session's subscriptions to be
+        // durable (a crash must not forget what SUBACK granted).
+        let durable = self.session.lock().durable;
+        let mut stored = Vec::new();
         for sub in s.subscriptions {
             if !self
                 .broker
@@ -362,7 +439,7 @@ impl Conn {
                 warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the session limits");
                 metrics::subscription_limit_refused(limit);
                 codes.push(ReasonCode::QuotaExceeded);
-                why.push(e);
+                note(&mut why, e);
                 continue;
             }
             let existed = match self.tenant.subscribe_checked(
@@ -376,7 +453,7 @@ impl Conn {
                     warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the topic limits or rules");
                     metrics::topic_refused("subscribe", e.label());
                     codes.push(e.subscribe_reason());
-                    why.push(e.to_string());
+                    note(&mut why, e.to_string());
                     continue;
                 }
             };
@@ -384,6 +461,17 @@ impl Conn {
                 held.add(sub.filter.as_str().len());
             }
             codes.push(granted(opts.qos));
+            if let Some(store) = self.session_store(durable) {
+                stored.push(store.subscribe(
+                    &self.tenant.id,
+                    &self.client_id,
+                    &crate::session_store::StoredSubscription {
+                        filter: sub.filter.clone(),
+                        options: opts,
+                        id: sub_id,
+                    },
+                ));
+            }
             // 3.8.3.1 Retain Handling; shared subscriptions get no retained
             // messages (4.8.2).
             let send = match opts.retain_handling {
@@ -391,18 +479,24 @@ impl Conn {
                 RetainHandling::SendIfNew => !existed,
                 RetainHandling::DoNotSend => false,
             };
-            match wanted.iter_mut().find(|(f, _)| *f == sub.filter) {
+            match seen.get(&sub.filter) {
                 // The repeat replaced the subscription: its options count.
-                Some(slot) => slot.1 = opts,
+                Some(&i) => {
+                    if let Some(slot) = wanted.get_mut(i) {
+                        slot.1 = opts;
+                    }
+                }
                 None if send && sub.filter.shared().is_none() => {
+                    seen.insert(sub.filter.clone(), wanted.len());
                     wanted.push((sub.filter, opts));
                 }
                 None => {}
             }
         }
-        // One budget for the whole packet, spent filter by filter: no
-        // lookup collects more than what is left of it.
-        let mut budget = cap;
+        // One budget for the whole packet (what the session's queue would
+        // take), spent filter by filter: no lookup collects more than what
+        // is left of it.
+        let mut budget = self.session.retained_room(cap);
         let mut retained = Vec::new();
         for (filter, opts) in wanted {
             let found = if self.tenant.id.is_platform() {
@@ -418,6 +512,7 @@ impl Conn {
                 subscription_ids: sub_id.into_iter().collect(),
                 shared: None,
                 message: m,
+                seq: None,
             }));
         }
         // MQTT-3.8.4-1: SUBACK before the retained messages it triggers.
@@ -427,11 +522,15 @@ impl Conn {
                 .then(|| why.join("; ")),
             ..Default::default()
         };
-        self.out.send(SubAck {
-            packet_id: s.packet_id,
-            reason_codes: codes,
-            properties,
-        })?;
+        self.acknowledge(
+            SubAck {
+                packet_id: s.packet_id,
+                reason_codes: codes,
+                properties,
+            }
+            .into(),
+            crate::session_store::all_durable(stored),
+        )?;
         for d in retained {
             self.session.enqueue_retained(d, cap);
         }
@@ -448,22 +547,39 @@ impl Conn {
     }
 
     fn on_unsubscribe(&mut self, u: Unsubscribe) -> Result<(), Error> {
+        let durable = self.session.lock().durable;
+        let mut stored = Vec::new();
         let codes = u
             .filters
             .iter()
             .map(|f| {
                 if self.tenant.unsubscribe(&self.session, f) {
+                    if let Some(store) = self.session_store(durable) {
+                        stored.push(store.unsubscribe(&self.tenant.id, &self.client_id, f));
+                    }
                     ReasonCode::Success
                 } else {
                     ReasonCode::NoSubscriptionExisted
                 }
             })
             .collect();
-        self.out.send(UnsubAck {
-            packet_id: u.packet_id,
-            reason_codes: codes,
-            properties: Default::default(),
-        })
+        self.acknowledge(
+            UnsubAck {
+                packet_id: u.packet_id,
+                reason_codes: codes,
+                properties: Default::default(),
+            }
+            .into(),
+            crate::session_store::all_durable(stored),
+        )
+    }
+}
+
+/// Adds a reason to a SUBACK's reason string, each once and at most 8:
+/// one packet may carry thousands of refused filters.
+fn note(why: &mut Vec<String>, reason: String) {
+    if why.len() < 8 && !why.contains(&reason) {
+        why.push(reason);
     }
 }
 

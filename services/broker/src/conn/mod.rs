@@ -39,6 +39,8 @@ mod outbound;
 mod throttle;
 mod will;
 
+pub(crate) use will::arm_restored;
+
 use outbound::Outbound;
 use throttle::{Pace, Stalled};
 
@@ -99,12 +101,28 @@ pub(crate) struct Peer {
     pub(crate) certificates: Option<Vec<bytes::Bytes>>,
 }
 
-/// Whether a connection got one of the listener's places.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Admission {
-    Admitted,
-    /// Over `max_connections`: answered "server busy" and closed.
-    Busy,
+/// A socket's standing with its listener: pending until its CONNECT
+/// arrives, then it needs one of the listener's `places`.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    pub(crate) pending: crate::admission::Pending,
+    pub(crate) places: Arc<tokio::sync::Semaphore>,
+}
+
+#[cfg(test)]
+impl Admission {
+    /// Room for everyone, for tests that do not exercise the caps.
+    pub(crate) fn unlimited() -> Self {
+        let pending = crate::admission::PendingConnects::new(usize::MAX, usize::MAX);
+        Self {
+            pending: pending
+                .admit(std::net::IpAddr::from([127, 0, 0, 1]))
+                .unwrap_or_else(|_| unreachable!("no cap")),
+            places: Arc::new(tokio::sync::Semaphore::new(
+                tokio::sync::Semaphore::MAX_PERMITS,
+            )),
+        }
+    }
 }
 
 /// Serves one connection until it ends; never fails the caller.
@@ -117,13 +135,6 @@ pub(crate) async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    if admission == Admission::Busy {
-        if let Err(e) = handshake::refuse_busy(&mut stream, &broker).await {
-            debug!(peer = %peer.addr, error = %e, "over-limit connection closed before CONNECT");
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-        return;
-    }
     let proto = peer.proto;
     let conn_id = broker.next_conn_id();
     let span = info_span!(
@@ -135,9 +146,42 @@ pub(crate) async fn serve<S>(
         client_id = field::Empty
     );
     async move {
-        metrics::connection_opened();
+        let Admission { pending, places } = admission;
         let mut inbuf = BytesMut::with_capacity(4096);
-        match handshake::handshake(&mut stream, &mut inbuf, peer, &broker, conn_id).await {
+        let read = tokio::select! {
+            read = handshake::read_connect_timed(&mut stream, &mut inbuf, &broker) => read,
+            () = pending.evicted.cancelled() => {
+                debug!("pending socket evicted for a newer one before its CONNECT");
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                return;
+            }
+        };
+        // From here on the socket is a connection, or gone: its pending
+        // place is free either way.
+        drop(pending);
+        let connect = match read {
+            Ok(connect) => connect,
+            Err(e) => {
+                debug!(error = %e, "closed before CONNECT");
+                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                return;
+            }
+        };
+        let Ok(_place) = places.try_acquire_owned() else {
+            metrics::connection_refused("max_connections");
+            // Per CONNECT, so not a warning: the metric says how many.
+            debug!(
+                max_connections = broker.config().max_connections,
+                "connection limit reached; CONNECT refused as server busy"
+            );
+            if let Err(e) = handshake::refuse_busy(&mut stream, connect.protocol).await {
+                debug!(error = %e, "could not answer server busy");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+            return;
+        };
+        metrics::connection_opened();
+        match handshake::handshake(&mut stream, connect, peer, &broker, conn_id).await {
             Ok(Some((mut conn, ack))) => {
                 let end = match conn.start(ack) {
                     Ok(()) => conn.run(&mut stream, &mut inbuf, &shutdown).await,
@@ -401,6 +445,8 @@ impl Conn {
     fn pump(&mut self) -> Result<bool, Error> {
         let now = Instant::now();
         let mut batch = Vec::new();
+        // Stored deliveries dropped on the way.
+        let mut gone = Vec::new();
         let more = {
             let mut st = self.session.lock();
             while batch.len() < PUMP_BATCH {
@@ -418,6 +464,9 @@ impl Conn {
                 // 3.3.2.3.3: an expired message is not sent.
                 if d.message.expired(now) {
                     st.count_drop(DropReason::Expired);
+                    if d.seq.is_some() {
+                        gone.push(d.seq);
+                    }
                     continue;
                 }
                 if d.qos == QoS::AtMostOnce {
@@ -433,9 +482,32 @@ impl Conn {
             }
             batch.len() == PUMP_BATCH && !st.pending.is_empty()
         };
+        for seq in gone {
+            self.delivered(seq);
+        }
         for (id, d) in batch {
             let mut publish = d.to_publish(now);
             publish.packet_id = id;
+            // A stored delivery's packet id is written before the PUBLISH:
+            // durably for QoS 2, so that a restart resends it with the same
+            // id and the client's deduplication holds (write-behind for
+            // QoS 1: at worst a message is sent twice).
+            let sent = match (d.seq, id, self.session_store(true)) {
+                (Some(seq), Some(id), Some(store)) => store.delivery_state(
+                    &self.tenant.id,
+                    &self.client_id,
+                    seq,
+                    crate::session_store::DeliveryState::Sent(id),
+                    d.qos == QoS::ExactlyOnce,
+                ),
+                _ => None,
+            };
+            if sent.is_some() || !self.deferred.is_empty() {
+                // Behind what waits, in order; written once durable.
+                self.acknowledge(publish.into(), sent)?;
+                metrics::message_out(d.qos);
+                continue;
+            }
             if self.out.publish(publish)? {
                 metrics::message_out(d.qos);
             } else {
@@ -444,7 +516,13 @@ impl Conn {
                 if let Some(id) = id {
                     st.inflight.remove(&id);
                 }
+                drop(st);
+                self.delivered(d.seq);
             }
+        }
+        // Deferred packets are written at the next turn: come back.
+        if !self.deferred.is_empty() {
+            self.ctl.wake.notify_one();
         }
         Ok(more)
     }
@@ -468,9 +546,10 @@ impl Conn {
                     publish.dup = true; // MQTT-3.3.1-1
                     if !self.out.publish(publish)? {
                         self.session.lock().inflight.remove(&id);
+                        self.delivered(d.seq);
                     }
                 }
-                Outgoing::Released => self.out.send(PubRel::new(id))?,
+                Outgoing::Released(_) => self.out.send(PubRel::new(id))?,
             }
         }
         Ok(())
@@ -488,7 +567,11 @@ impl Conn {
         {
             // MQTT-4.13.1-1: tell a v5 client why before closing.
             self.out.buf.clear();
-            if self.out.send(Disconnect::new(reason)).is_ok() {
+            let mut disconnect = Disconnect::new(reason);
+            if self.ctl.kicked.is_cancelled() {
+                disconnect.properties.reason_string = self.ctl.kick_detail();
+            }
+            if self.out.send(disconnect).is_ok() {
                 told = tokio::time::timeout(Duration::from_secs(1), self.flush(stream))
                     .await
                     .is_ok_and(|r| r.is_ok());
@@ -550,6 +633,8 @@ impl Conn {
     }
 }
 
+#[cfg(test)]
+mod durable_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

@@ -45,7 +45,7 @@ impl Client {
             peer,
             broker.clone(),
             CancellationToken::new(),
-            super::Admission::Admitted,
+            super::Admission::unlimited(),
         ));
         Self {
             io: ours,
@@ -227,7 +227,7 @@ fn login(client_id: &str, user: &str) -> Connect {
     c
 }
 
-async fn subscribe(client: &mut Client, filter: &str) {
+pub(super) async fn subscribe(client: &mut Client, filter: &str) {
     client
         .send(Subscribe {
             packet_id: NonZeroU16::new(1).unwrap(),

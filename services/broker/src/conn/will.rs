@@ -2,6 +2,7 @@
 //! Session Expiry timer (3.1.2.11.2).
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use mqtt::LastWill;
 use tokio::time::{Duration, Instant};
@@ -12,7 +13,8 @@ use crate::broker::Broker;
 use crate::message::Message;
 use crate::router;
 use crate::session::Session;
-use crate::tenant::{Detached, Tenant};
+use crate::session_store::Disconnected;
+use crate::tenant::{Detached, Restored, Tenant};
 
 /// A will that is due, with who left it.
 pub(crate) struct PendingWill {
@@ -73,6 +75,7 @@ pub(crate) fn after_disconnect(
         .as_ref()
         .and_then(|w| w.will.properties.will_delay_interval)
         .unwrap_or(0);
+    let expiry_secs = expiry;
     match tenant.detach(session, conn_id, expiry) {
         Detached::NotCurrent => {
             // Taken over: a new connection exists, so a delayed will is
@@ -95,40 +98,154 @@ pub(crate) fn after_disconnect(
                 }
                 other => other,
             };
-            let broker = broker.clone();
-            let tenant = tenant.clone();
-            let session = session.clone();
             let expiry = Duration::from_secs(u64::from(expiry));
-            // One timer per offline period: the delayed will (published at
-            // the earlier of its delay and the session's end), then expiry.
-            tokio::spawn(async move {
-                let start = Instant::now();
-                if let Some(w) = will {
-                    let due = Duration::from_secs(u64::from(delay)).min(expiry);
-                    tokio::select! {
-                        () = tokio::time::sleep_until(start + due) => {}
-                        // A Clean Start reconnect discarded the session.
-                        () = session.ended_signal.cancelled() => {}
-                    }
-                    // Not resumed by a reconnect in the meantime (3.1.3.2.2):
-                    // either still offline, or ended without being resumed.
-                    let due_now = {
-                        let st = session.lock();
-                        st.generation == generation && (st.ended || st.conn.is_none())
-                    };
-                    if due_now {
-                        publish_will(&broker, &tenant, w);
-                    }
-                }
-                tokio::select! {
-                    () = tokio::time::sleep_until(start + expiry) => {}
-                    // Nothing left to expire; do not hold the task for days.
-                    () = session.ended_signal.cancelled() => return,
-                }
-                if tenant.expire(&session, generation) {
-                    debug!(client_id = %session.client_id(), "session expired");
-                }
-            });
+            let due = Duration::from_secs(u64::from(delay)).min(expiry);
+            if session.lock().durable
+                && let Some(store) = tenant.session_store()
+            {
+                // Absolute deadlines: time the broker is down counts.
+                let wall = SystemTime::now();
+                let expires_at = crate::tenant::deadline(wall, expiry_secs);
+                store.disconnect(
+                    &tenant.id,
+                    session.client_id(),
+                    &Disconnected {
+                        at: wall,
+                        expires_at,
+                        will_due_at: will.as_ref().map(|_| wall + due),
+                    },
+                );
+            }
+            arm(
+                broker,
+                tenant,
+                session,
+                generation,
+                will.map(|w| (w, Instant::now() + due)),
+                Some(Instant::now() + expiry),
+            );
         }
+    }
+}
+
+/// Tells the store a persistent session's will is gone (published or
+/// cancelled), so that a restart does not send it again.
+fn will_gone(tenant: &Tenant, session: &Session) {
+    if session.lock().durable
+        && let Some(store) = tenant.session_store()
+    {
+        store.will_done(&tenant.id, session.client_id());
+    }
+}
+
+/// One timer per offline period: the delayed will (published at the
+/// earlier of its delay and the session's end, 3.1.3.2.2), then expiry.
+/// `expires`: `None`, never.
+fn arm(
+    broker: &Broker,
+    tenant: &Arc<Tenant>,
+    session: &Arc<Session>,
+    generation: u64,
+    will: Option<(PendingWill, Instant)>,
+    expires: Option<Instant>,
+) {
+    let broker = broker.clone();
+    let tenant = tenant.clone();
+    let session = session.clone();
+    // One timer per offline period: the delayed will, then expiry. A
+    // resume ends it at once, will and all: nothing of an offline period
+    // outlives it, however often a client reconnects (issue 13 item 16).
+    tokio::spawn(async move {
+        let resumed = session.resumed.notified();
+        tokio::pin!(resumed);
+        // Registered before looking, so a resume between the detach and
+        // this point is not missed.
+        resumed.as_mut().enable();
+        if session.lock().generation != generation {
+            return;
+        }
+        if let Some((w, due)) = will {
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {}
+                // A Clean Start reconnect discarded the session.
+                () = session.ended_signal.cancelled() => {}
+                // 3.1.3.2.2: resumed before the delay: no will.
+                () = &mut resumed => {
+                    debug!(client_id = %session.client_id(), "session resumed; delayed will dropped");
+                    return;
+                }
+            }
+            // Not resumed by a reconnect in the meantime (3.1.3.2.2):
+            // either still offline, or ended without being resumed.
+            let due_now = {
+                let st = session.lock();
+                st.generation == generation && (st.ended || st.conn.is_none())
+            };
+            if due_now {
+                publish_will(&broker, &tenant, w);
+                will_gone(&tenant, &session);
+            }
+        }
+        tokio::select! {
+            () = sleep_until(expires) => {}
+            // Nothing left to expire; do not hold the task for days.
+            () = session.ended_signal.cancelled() => return,
+            // This offline period is over; the next has its timer.
+            () = &mut resumed => return,
+        }
+        if tenant.expire(&session, generation) {
+            debug!(client_id = %session.client_id(), "session expired");
+        }
+    });
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Deadlines of sessions restored after a restart: a will that fell due
+/// while the broker was down goes out now, a session past its expiry ends
+/// now (after its will), the others get their timers. Wall-clock
+/// deadlines become instants here.
+pub(crate) fn arm_restored(broker: &Broker, tenant: &Arc<Tenant>, restored: Vec<Restored>) {
+    let wall = SystemTime::now();
+    let now = Instant::now();
+    let at = |t: SystemTime| now + t.duration_since(wall).unwrap_or_default();
+    for r in restored {
+        let will = match (r.will, r.will_due_at) {
+            (Some((will, owner)), Some(due)) => Some((
+                PendingWill {
+                    will,
+                    identity: Identity {
+                        tenant: tenant.id.clone(),
+                        principal: owner,
+                        limits: None,
+                    },
+                    client_id: r.session.client_id().clone(),
+                },
+                at(due),
+            )),
+            _ => None,
+        };
+        if r.expires_at.is_some_and(|e| e <= wall) {
+            // Ended while the broker was down: gone before anyone can
+            // resume it; its will goes out first.
+            if let Some((w, _)) = will {
+                publish_will(broker, tenant, w);
+            }
+            tenant.expire(&r.session, r.generation);
+            continue;
+        }
+        arm(
+            broker,
+            tenant,
+            &r.session,
+            r.generation,
+            will,
+            r.expires_at.map(at),
+        );
     }
 }

@@ -52,6 +52,22 @@ fn check(request: &Request, mut response: Response) -> Result<Response, ErrorRes
     Ok(response)
 }
 
+/// Largest binary frame we write: a write of the connection (a batch of
+/// packets) goes out as frames of at most this, so the write buffer never
+/// has to hold a whole batch (MQTT-6.0.0-2 lets packets span frames).
+const OUT_FRAME_MAX: usize = 64 * 1024;
+/// Bytes tungstenite gathers before writing to the socket.
+const WRITE_BUFFER: usize = 64 * 1024;
+/// Cap on tungstenite's write buffer: one gathered buffer, one frame and
+/// its header, and room for the control frames it answers by itself. The
+/// default is unlimited, and a peer that sends pings and never reads made
+/// pongs pile up there without bound (issue 13, item 14).
+const MAX_WRITE_BUFFER: usize = WRITE_BUFFER + OUT_FRAME_MAX + 4096;
+/// Pings that found the previous pong still unwritten, in a row, after
+/// which the peer is taken for one that does not read and disconnected.
+/// A reading peer empties the socket, so its pongs are flushed at once.
+const MAX_UNFLUSHED_PINGS: u32 = 16;
+
 /// Runs the WebSocket handshake. `max_packet_size` bounds what tungstenite
 /// buffers per message before the MQTT decoder sees it (a message may hold
 /// several packets, hence the slack).
@@ -59,13 +75,16 @@ pub(crate) async fn accept(stream: TcpStream, max_packet_size: usize) -> Result<
     let limit = max_packet_size.saturating_add(64 * 1024);
     let config = WebSocketConfig::default()
         .max_message_size(Some(limit))
-        .max_frame_size(Some(limit));
+        .max_frame_size(Some(limit))
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER);
     let ws = tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(config))
         .await
         .map_err(|e| Error::Handshake(e.to_string()))?;
     Ok(WsStream {
         inner: ws,
         chunk: Bytes::new(),
+        unflushed_pings: 0,
     })
 }
 
@@ -74,6 +93,8 @@ pub(crate) struct WsStream {
     inner: WebSocketStream<TcpStream>,
     /// The rest of the last binary frame.
     chunk: Bytes,
+    /// Pings in a row that arrived while our writes were blocked.
+    unflushed_pings: u32,
 }
 
 fn to_io(e: tokio_tungstenite::tungstenite::Error) -> io::Error {
@@ -96,8 +117,25 @@ impl AsyncRead for WsStream {
             match ready!(Pin::new(&mut self.inner).poll_next(cx)) {
                 None | Some(Ok(Message::Close(_))) => return Poll::Ready(Ok(())),
                 Some(Ok(Message::Binary(b))) => self.chunk = b,
-                // Pings are answered by tungstenite itself.
-                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                // Pings are answered by tungstenite itself; whether the
+                // answer got out says whether the peer reads at all.
+                Some(Ok(Message::Ping(_))) => {
+                    match Sink::<Message>::poll_flush(Pin::new(&mut self.inner), cx) {
+                        Poll::Ready(Ok(())) => self.unflushed_pings = 0,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(to_io(e))),
+                        Poll::Pending => {
+                            self.unflushed_pings += 1;
+                            if self.unflushed_pings > MAX_UNFLUSHED_PINGS {
+                                crate::metrics::connection_refused("ws_unread_pongs");
+                                return Poll::Ready(Err(io::Error::new(
+                                    io::ErrorKind::InvalidData,
+                                    "WebSocket peer sends pings but does not read the pongs",
+                                )));
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Message::Pong(_) | Message::Frame(_))) => {}
                 // MQTT-6.0.0-1: anything but binary frames closes.
                 Some(Ok(Message::Text(_))) => {
                     return Poll::Ready(Err(io::Error::new(
@@ -119,12 +157,15 @@ impl AsyncWrite for WsStream {
     ) -> Poll<io::Result<usize>> {
         let inner = Pin::new(&mut self.inner);
         ready!(Sink::<Message>::poll_ready(inner, cx)).map_err(to_io)?;
-        // One binary frame per write; the connection writes a whole batch
-        // of packets at once.
+        // One binary frame per write, of at most OUT_FRAME_MAX: the
+        // connection writes a whole batch of packets at once, and the
+        // caller's write_all comes back for the rest once this is out.
+        let n = buf.len().min(OUT_FRAME_MAX);
+        let frame = buf.get(..n).unwrap_or(buf);
         Pin::new(&mut self.inner)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
+            .start_send(Message::Binary(Bytes::copy_from_slice(frame)))
             .map_err(to_io)?;
-        Poll::Ready(Ok(buf.len()))
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

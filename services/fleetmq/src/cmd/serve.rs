@@ -94,6 +94,12 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         shutdown.clone().cancelled_owned(),
     ));
     let purge = state::RetainedPurge::spawn(store.clone(), config.retained_purge_interval);
+    let session_sweep = crate::session_sweep::SessionSweep::spawn(
+        store.clone(),
+        broker.clone(),
+        services.durable_sessions.clone(),
+        config.retained_purge_interval,
+    );
     let mqtt_tasks = [
         tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),
         tokio::spawn(broker::run_tls_listener(
@@ -168,6 +174,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         }
     };
     purge.stop();
+    session_sweep.stop();
     services.shutdown().await;
     store.close().await;
     drop(data_dir);
@@ -185,6 +192,7 @@ fn flatten(joined: Result<std::io::Result<()>, tokio::task::JoinError>) -> Resul
 /// What runs beside the broker and must be flushed when it stops.
 struct Services {
     retained: Arc<state::DurableRetained>,
+    durable_sessions: Arc<state::DurableSessions>,
     presence: Arc<state::Presence>,
     reported: Arc<state::ReportedState>,
     webhooks: webhooks::Worker,
@@ -241,6 +249,10 @@ impl Services {
             .await;
         if let Err(e) = self.retained.shutdown().await {
             tracing::error!(error = %e, "flushing retained messages at shutdown failed");
+        }
+        // The disconnects of the sessions the drain closed are written.
+        if let Err(e) = self.durable_sessions.shutdown().await {
+            tracing::error!(error = %e, "flushing persistent sessions at shutdown failed");
         }
         if let Err(e) = self.presence.shutdown().await {
             tracing::error!(error = %e, "flushing presence at shutdown failed");
@@ -311,6 +323,18 @@ async fn start_platform(
     ));
     let status = crate::presence_status::StatusPublisher::start(status_topics.clone());
     let retained = state::DurableRetained::start(store.clone(), state::RetainedConfig::default());
+    // Persistent sessions (issue 14): this node's sessions left connected
+    // by a crash are offline as of now, before anything is served.
+    let durable_sessions =
+        state::DurableSessions::start(store.clone(), config.sessions.config(node_id()));
+    match durable_sessions.recover().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            sessions = n,
+            "persistent sessions left connected by the last run released"
+        ),
+        Err(e) => return Err(Error::Pki(format!("persistent sessions: {e}"))),
+    }
     let presence = state::Presence::start(store.clone(), state::PresenceConfig::new(node_id()))
         .await
         .map_err(|e| Error::Pki(format!("presence: {e}")))?;
@@ -362,6 +386,7 @@ async fn start_platform(
         .authorizer(authorizer)
         .config(config.mqtt_limits.broker_config())
         .retained_store(retained.clone())
+        .session_store(durable_sessions.clone())
         .events(Arc::new(state::Fanout::new(events)))
         .tenant_directory(Arc::new(access::StoreTenants::new(store.clone())))
         .build();
@@ -372,6 +397,7 @@ async fn start_platform(
         .map_err(|e| Error::store(url, e))?;
     let services = Services {
         retained,
+        durable_sessions,
         presence,
         reported,
         webhooks,
@@ -381,6 +407,7 @@ async fn start_platform(
             revocations: access::Revocations::new(session_cache.clone(), broker.clone()),
             limits: access::LiveLimits::new(session_cache.clone(), broker.clone()),
             cache: session_cache,
+            broker: broker.clone(),
         }),
         commands: Arc::new(bridge::BrokerCommands {
             broker: broker.clone(),

@@ -23,8 +23,19 @@ pub struct MqttLimits {
     pub max_tenant_queued_bytes: u64,
     pub max_inflight_messages: u16,
     pub max_retained_per_subscribe: u32,
+    pub max_topic_depth: u16,
+    pub max_topic_length: u32,
+    pub max_subscriptions: u32,
+    pub max_subscription_bytes: u32,
+    pub retained_per_client: u32,
+    pub retained_bytes_per_client: u64,
+    pub retained_per_tenant: u32,
+    pub retained_bytes_per_tenant: u64,
     pub topic_alias_maximum: u16,
     pub connect_timeout: Duration,
+    pub max_pending_connects: u32,
+    pub max_pending_connects_per_address: u32,
+    pub max_will_size: u32,
     /// The platform-wide publish limits (unlimited by default).
     pub publish_limits: broker::PublishLimits,
     pub rate_limit_strikes: u32,
@@ -49,6 +60,23 @@ impl MqttLimits {
             max_retained_per_subscribe: usize_of(self.max_retained_per_subscribe),
             topic_alias_maximum: self.topic_alias_maximum,
             connect_timeout: self.connect_timeout,
+            topic_limits: broker::TopicLimits {
+                max_depth: self.max_topic_depth,
+                max_length: usize_of(self.max_topic_length),
+            },
+            max_subscriptions_per_session: usize_of(self.max_subscriptions),
+            max_subscription_bytes_per_session: usize_of(self.max_subscription_bytes),
+            retained_per_client: broker::RetainedLimit {
+                messages: usize_of(self.retained_per_client),
+                bytes: usize::try_from(self.retained_bytes_per_client).unwrap_or(usize::MAX),
+            },
+            retained_per_tenant: broker::RetainedLimit {
+                messages: usize_of(self.retained_per_tenant),
+                bytes: usize::try_from(self.retained_bytes_per_tenant).unwrap_or(usize::MAX),
+            },
+            max_pending_connects: usize_of(self.max_pending_connects),
+            max_pending_connects_per_address: usize_of(self.max_pending_connects_per_address),
+            max_will_size: usize_of(self.max_will_size),
             publish_limits: self.publish_limits,
             rate_limit_strikes: self.rate_limit_strikes,
             ..broker::Config::default()
@@ -198,6 +226,78 @@ limit!(
     "expected 0 to 10000000 messages"
 );
 limit!(
+    MAX_TOPIC_DEPTH,
+    MQTT_MAX_TOPIC_DEPTH,
+    "--mqtt-max-topic-depth",
+    "FLEETMQ_MQTT_MAX_TOPIC_DEPTH",
+    "mqtt_max_topic_depth",
+    1..=65_535,
+    "expected 1 to 65535 levels"
+);
+limit!(
+    MAX_TOPIC_LENGTH,
+    MQTT_MAX_TOPIC_LENGTH,
+    "--mqtt-max-topic-length",
+    "FLEETMQ_MQTT_MAX_TOPIC_LENGTH",
+    "mqtt_max_topic_length",
+    1..=65_535,
+    "expected 1 to 65535 bytes"
+);
+limit!(
+    MAX_SUBSCRIPTIONS,
+    MQTT_MAX_SUBSCRIPTIONS,
+    "--mqtt-max-subscriptions",
+    "FLEETMQ_MQTT_MAX_SUBSCRIPTIONS",
+    "mqtt_max_subscriptions",
+    1..=10_000_000,
+    "expected 1 to 10000000 subscriptions per session"
+);
+limit!(
+    MAX_SUBSCRIPTION_BYTES,
+    MQTT_MAX_SUBSCRIPTION_BYTES,
+    "--mqtt-max-subscription-bytes",
+    "FLEETMQ_MQTT_MAX_SUBSCRIPTION_BYTES",
+    "mqtt_max_subscription_bytes",
+    1..=4_294_967_295,
+    "expected 1 to 4294967295 bytes per session"
+);
+limit!(
+    RETAINED_PER_CLIENT,
+    MQTT_RETAINED_PER_CLIENT,
+    "--mqtt-retained-per-client",
+    "FLEETMQ_MQTT_RETAINED_PER_CLIENT",
+    "mqtt_retained_per_client",
+    0..=10_000_000,
+    "expected 0 to 10000000 messages per client identity"
+);
+limit!(
+    RETAINED_BYTES_PER_CLIENT,
+    MQTT_RETAINED_BYTES_PER_CLIENT,
+    "--mqtt-retained-bytes-per-client",
+    "FLEETMQ_MQTT_RETAINED_BYTES_PER_CLIENT",
+    "mqtt_retained_bytes_per_client",
+    0..=1_099_511_627_776,
+    "expected 0 to 1099511627776 bytes per client identity"
+);
+limit!(
+    RETAINED_PER_TENANT,
+    MQTT_RETAINED_PER_TENANT,
+    "--mqtt-retained-per-tenant",
+    "FLEETMQ_MQTT_RETAINED_PER_TENANT",
+    "mqtt_retained_per_tenant",
+    0..=100_000_000,
+    "expected 0 to 100000000 messages per tenant"
+);
+limit!(
+    RETAINED_BYTES_PER_TENANT,
+    MQTT_RETAINED_BYTES_PER_TENANT,
+    "--mqtt-retained-bytes-per-tenant",
+    "FLEETMQ_MQTT_RETAINED_BYTES_PER_TENANT",
+    "mqtt_retained_bytes_per_tenant",
+    0..=1_099_511_627_776,
+    "expected 0 to 1099511627776 bytes per tenant"
+);
+limit!(
     TOPIC_ALIAS_MAXIMUM,
     MQTT_TOPIC_ALIAS_MAXIMUM,
     "--mqtt-topic-alias-maximum",
@@ -214,6 +314,34 @@ limit!(
     "mqtt_connect_timeout",
     1..=300,
     "expected 1 to 300 seconds"
+);
+limit!(
+    MAX_PENDING_CONNECTS,
+    MQTT_MAX_PENDING_CONNECTS,
+    "--mqtt-max-pending-connects",
+    "FLEETMQ_MQTT_MAX_PENDING_CONNECTS",
+    "mqtt_max_pending_connects",
+    1..=10_000_000,
+    "expected 1 to 10000000 sockets per listener"
+);
+limit!(
+    MAX_PENDING_CONNECTS_PER_ADDRESS,
+    MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS,
+    "--mqtt-max-pending-connects-per-address",
+    "FLEETMQ_MQTT_MAX_PENDING_CONNECTS_PER_ADDRESS",
+    "mqtt_max_pending_connects_per_address",
+    1..=10_000_000,
+    "expected 1 to 10000000 sockets per address"
+);
+// Counted as held in memory, which can be more than the CONNECT's size.
+limit!(
+    MAX_WILL_SIZE,
+    MQTT_MAX_WILL_SIZE,
+    "--mqtt-max-will-size",
+    "FLEETMQ_MQTT_MAX_WILL_SIZE",
+    "mqtt_max_will_size",
+    0..=4_294_967_295,
+    "expected 0 to 4294967295 bytes"
 );
 
 const MAX_RATE: u64 = 1_000_000_000_000;
@@ -429,6 +557,46 @@ pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLim
             file.mqtt_max_retained_per_subscribe,
             wide(d.max_retained_per_subscribe),
         )?,
+        max_topic_depth: MAX_TOPIC_DEPTH.resolve(
+            args.mqtt_max_topic_depth,
+            file.mqtt_max_topic_depth,
+            u64::from(d.topic_limits.max_depth),
+        )?,
+        max_topic_length: MAX_TOPIC_LENGTH.resolve(
+            args.mqtt_max_topic_length,
+            file.mqtt_max_topic_length,
+            wide(d.topic_limits.max_length),
+        )?,
+        max_subscriptions: MAX_SUBSCRIPTIONS.resolve(
+            args.mqtt_max_subscriptions,
+            file.mqtt_max_subscriptions,
+            wide(d.max_subscriptions_per_session),
+        )?,
+        max_subscription_bytes: MAX_SUBSCRIPTION_BYTES.resolve(
+            args.mqtt_max_subscription_bytes,
+            file.mqtt_max_subscription_bytes,
+            wide(d.max_subscription_bytes_per_session),
+        )?,
+        retained_per_client: RETAINED_PER_CLIENT.resolve(
+            args.mqtt_retained_per_client,
+            file.mqtt_retained_per_client,
+            wide(d.retained_per_client.messages),
+        )?,
+        retained_bytes_per_client: RETAINED_BYTES_PER_CLIENT.resolve(
+            args.mqtt_retained_bytes_per_client,
+            file.mqtt_retained_bytes_per_client,
+            wide(d.retained_per_client.bytes),
+        )?,
+        retained_per_tenant: RETAINED_PER_TENANT.resolve(
+            args.mqtt_retained_per_tenant,
+            file.mqtt_retained_per_tenant,
+            wide(d.retained_per_tenant.messages),
+        )?,
+        retained_bytes_per_tenant: RETAINED_BYTES_PER_TENANT.resolve(
+            args.mqtt_retained_bytes_per_tenant,
+            file.mqtt_retained_bytes_per_tenant,
+            wide(d.retained_per_tenant.bytes),
+        )?,
         topic_alias_maximum: TOPIC_ALIAS_MAXIMUM.resolve(
             args.mqtt_topic_alias_maximum,
             file.mqtt_topic_alias_maximum,
@@ -439,6 +607,21 @@ pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLim
             file.mqtt_connect_timeout,
             d.connect_timeout.as_secs(),
         )?),
+        max_pending_connects: MAX_PENDING_CONNECTS.resolve(
+            args.mqtt_max_pending_connects,
+            file.mqtt_max_pending_connects,
+            wide(d.max_pending_connects),
+        )?,
+        max_pending_connects_per_address: MAX_PENDING_CONNECTS_PER_ADDRESS.resolve(
+            args.mqtt_max_pending_connects_per_address,
+            file.mqtt_max_pending_connects_per_address,
+            wide(d.max_pending_connects_per_address),
+        )?,
+        max_will_size: MAX_WILL_SIZE.resolve(
+            args.mqtt_max_will_size,
+            file.mqtt_max_will_size,
+            wide(d.max_will_size),
+        )?,
         publish_limits: resolve_publish_limits(args, file)?,
         rate_limit_strikes: RATE_LIMIT_STRIKES.resolve(
             args.mqtt_rate_limit_strikes,
@@ -475,7 +658,24 @@ mod tests {
             theirs.max_retained_per_subscribe
         );
         assert_eq!(ours.topic_alias_maximum, theirs.topic_alias_maximum);
+        assert_eq!(ours.topic_limits, theirs.topic_limits);
+        assert_eq!(
+            ours.max_subscriptions_per_session,
+            theirs.max_subscriptions_per_session
+        );
+        assert_eq!(
+            ours.max_subscription_bytes_per_session,
+            theirs.max_subscription_bytes_per_session
+        );
+        assert_eq!(ours.retained_per_client, theirs.retained_per_client);
+        assert_eq!(ours.retained_per_tenant, theirs.retained_per_tenant);
         assert_eq!(ours.connect_timeout, theirs.connect_timeout);
+        assert_eq!(ours.max_pending_connects, theirs.max_pending_connects);
+        assert_eq!(
+            ours.max_pending_connects_per_address,
+            theirs.max_pending_connects_per_address
+        );
+        assert_eq!(ours.max_will_size, theirs.max_will_size);
         assert_eq!(ours.publish_limits, theirs.publish_limits);
         assert!(ours.publish_limits.is_unlimited());
         assert_eq!(ours.rate_limit_strikes, theirs.rate_limit_strikes);

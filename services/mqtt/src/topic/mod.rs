@@ -45,6 +45,12 @@ pub enum TopicError {
     /// Not a `$share/` filter.
     #[error("not a shared subscription")]
     NotShared,
+    /// `$share/{ShareName}/$share/…`: the filter of a shared subscription
+    /// is itself shared. Refused: matching would strip the prefix twice
+    /// while the trie and `SharedSubscription::parse` strip it once, and
+    /// no client means it.
+    #[error("the filter of a shared subscription cannot be shared")]
+    NestedShare,
 }
 
 fn check_common(s: &str) -> Result<(), TopicError> {
@@ -204,6 +210,9 @@ fn split_share(rest: &str) -> Result<(&str, &str), TopicError> {
     }
     if filter.is_empty() {
         return Err(TopicError::EmptySharedFilter);
+    }
+    if filter.starts_with(SHARE_PREFIX) {
+        return Err(TopicError::NestedShare);
     }
     check_filter_levels(filter)?;
     Ok((group, filter))

@@ -207,3 +207,29 @@ proptest! {
         prop_assert_eq!(topic.levels().count(), t.split('/').count());
     }
 }
+
+/// Fuzz finding (topic target): `$share/g/$share/` was a valid filter whose
+/// `shared()` was `None`, so the trie stored it as a plain filter while
+/// `matches` stripped `$share/g/`; `$share/g/$share/h/x` had its prefix
+/// stripped once by the trie and twice by `matches`. Nested shares are
+/// refused everywhere alike.
+#[test]
+fn a_shared_filter_cannot_itself_be_shared() {
+    for s in [
+        "$share/g/$share/",
+        "$share/g/$share/h/x",
+        "$share/g/$share/h/#",
+    ] {
+        assert_eq!(TopicFilter::parse(s), Err(TopicError::NestedShare), "{s}");
+        assert_eq!(
+            SharedSubscription::parse(s),
+            Err(TopicError::NestedShare),
+            "{s}"
+        );
+    }
+    // `$share` as a plain level of the inner filter is still a filter.
+    let f = filter("$share/g/$share");
+    assert_eq!(f.shared().unwrap().filter.as_str(), "$share");
+    assert!(f.matches(&name("$share")));
+    assert!(filter("$share/g/a/$share/x").matches(&name("a/$share/x")));
+}
