@@ -258,6 +258,11 @@ impl Queue {
         self.items.len()
     }
 
+    /// Deliveries queued or admitted, as the count bound sees them.
+    fn count(&self) -> usize {
+        self.items.len().saturating_add(self.reserved)
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
@@ -296,9 +301,7 @@ impl Queue {
         limits: &QueueLimits,
         headroom: usize,
     ) -> Result<(), DropReason> {
-        if self.items.len().saturating_add(self.reserved)
-            >= limits.messages.saturating_add(headroom)
-        {
+        if self.count() >= limits.messages.saturating_add(headroom) {
             return Err(DropReason::QueueFull);
         }
         if self
@@ -566,9 +569,10 @@ impl Session {
     /// now (at most `cap`): a SUBSCRIBE collects no more than that.
     pub(crate) fn retained_room(&self, cap: usize) -> usize {
         let st = self.lock();
-        st.max_pending
+        st.limits
+            .messages
             .saturating_add(cap)
-            .saturating_sub(st.pending.len())
+            .saturating_sub(st.pending.count())
             .min(cap)
     }
 
