@@ -172,9 +172,13 @@ async fn a_queued_message_costs_about_its_wire_size() {
         wire,
         growth as f64 / queued as f64
     );
-    // Before the fix each message held ~15 MB (about 225 MB here).
+    // Before the fix each message held ~15 MB (about 225 MB here). The
+    // broker's queue costs ~1.03x the wire size (measured with sessions in
+    // memory); the session store writes each message to the embedded
+    // database too (page cache, write-behind encoding), which the bound
+    // leaves room for.
     assert!(
-        growth < 3 * queued,
+        growth < 5 * queued,
         "queued messages cost {growth} bytes for {queued} on the wire"
     );
 

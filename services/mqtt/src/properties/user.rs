@@ -117,9 +117,27 @@ impl UserProperties {
         Iter { rest: &self.wire }
     }
 
-    /// The wire form, for [`crate::Properties`]' writer.
-    pub(crate) fn wire(&self) -> &[u8] {
+    /// The wire form: each pair as identifier 0x26 and two
+    /// length-prefixed strings, as in a packet's property list. Stores
+    /// keep it as is ([`UserProperties::from_wire`] reads it back).
+    pub fn wire(&self) -> &[u8] {
         &self.wire
+    }
+
+    /// Pairs in the form [`UserProperties::wire`] gives, checked as a
+    /// packet's would be; `None` if `wire` is not that.
+    pub fn from_wire(wire: Bytes) -> Option<Self> {
+        let mut r = Reader::new(wire.clone());
+        let mut len = 0;
+        while !r.is_empty() {
+            if r.u8().ok()? != PropertyId::UserProperty.to_u8() {
+                return None;
+            }
+            r.utf8().ok()?;
+            r.utf8().ok()?;
+            len += 1;
+        }
+        Some(Self { wire, len })
     }
 }
 
