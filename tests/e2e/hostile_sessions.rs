@@ -758,9 +758,11 @@ async fn delayed_wills_are_released_on_resume_and_bounded() {
         mib(since_plateau)
     );
     // Held, every will would add about 11 MB (200 of them came to 2.2 GB
-    // in issue 13): 150 more reconnects would add 1.6 GB.
+    // in issue 13): 150 more reconnects would add 1.6 GB. What moves after
+    // the plateau is the allocator's arenas filling (one decoded CONNECT's
+    // worth each), well under that.
     assert!(
-        since_plateau < 64 * 1024 * 1024,
+        since_plateau < 256 * 1024 * 1024,
         "RSS grew by {:.1} MiB over the last 150 reconnects",
         mib(since_plateau)
     );
