@@ -208,8 +208,8 @@ async fn paho_connack(
     (rc, present)
 }
 
-async fn tenant(cwd: &Path, extra: &[&str]) -> (Server, Api) {
-    let (server, token) = platform_server(cwd, &[], extra).await;
+async fn tenant(cwd: &Path, db_args: &[&str]) -> (Server, Api) {
+    let (server, token) = platform_server(cwd, db_args, &[]).await;
     let api = Api::new(&server, token);
     api.post("/v1/tenants", json!({ "id": "acme", "name": "Acme" }))
         .await;
@@ -229,11 +229,16 @@ async fn service(api: &Api, name: &str, subscribe: &[&str], publish: &[&str]) ->
     )
 }
 
+// Items 4 and 6 on SQLite and, with TEST_DATABASE_URL, Postgres.
+fleetmq_tests::binary_backend_tests!(
+    a_session_belongs_to_the_identity_that_owns_it,
+    a_narrowed_policy_removes_live_subscriptions
+);
+
 /// Item 4: a client id belongs to one identity.
-#[tokio::test]
-async fn a_session_belongs_to_the_identity_that_owns_it() {
+async fn a_session_belongs_to_the_identity_that_owns_it(db_args: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
-    let (server, api) = tenant(cwd.path(), &[]).await;
+    let (server, api) = tenant(cwd.path(), db_args).await;
     let port = server.mqtt().port();
     let (du, dp) = api.password_device("acme", "sensor-2").await;
     let device = Login {
@@ -356,10 +361,9 @@ async fn a_session_belongs_to_the_identity_that_owns_it() {
 /// allows; an MQTT 5 client is told with DISCONNECT 0x87 and resumes with
 /// what it may still have; a 3.1.1 client (Paho cannot be driven here
 /// long-lived, so rumqttc's 3.1.1 client) keeps its connection.
-#[tokio::test]
-async fn a_narrowed_policy_removes_live_subscriptions() {
+async fn a_narrowed_policy_removes_live_subscriptions(db_args: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
-    let (server, api) = tenant(cwd.path(), &[]).await;
+    let (server, api) = tenant(cwd.path(), db_args).await;
     let port = server.mqtt().port();
     let policy = |alerts: bool| {
         let mut subscribe = vec!["commands/${device}/#"];
