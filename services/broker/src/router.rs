@@ -341,7 +341,14 @@ mod tests {
         let b = Broker::allow_anonymous(id.clone(), crate::Config::default());
         let t = Tenant::new(id);
         let s = t
-            .attach(&Arc::from("c"), true, ConnControl::new(1), 10)
+            .attach(
+                &Arc::from("c"),
+                &Arc::from("c"),
+                true,
+                ConnControl::new(1),
+                crate::session::QueueLimits::messages(10),
+            )
+            .unwrap()
             .session;
         let all = TopicFilter::parse("#").unwrap();
         t.subscribe(&s, &all, SubscriptionOptions::new(QoS::AtMostOnce), None);

@@ -253,7 +253,6 @@ impl Queue {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.items.len()
     }
@@ -566,9 +565,10 @@ impl Session {
     /// now (at most `cap`): a SUBSCRIBE collects no more than that.
     pub(crate) fn retained_room(&self, cap: usize) -> usize {
         let st = self.lock();
-        st.max_pending
+        st.limits
+            .messages
             .saturating_add(cap)
-            .saturating_sub(st.pending.len())
+            .saturating_sub(st.pending.len().saturating_add(st.pending.reserved))
             .min(cap)
     }
 
