@@ -285,7 +285,50 @@ async fn rest_lists_and_deletes(db: &[&str]) {
     server.stop().await.unwrap();
 }
 
+/// Deleting a device deletes the sessions it created, and deleting a
+/// tenant deletes every session of it.
+async fn deletions_take_their_sessions(db: &[&str]) {
+    let cwd = tempfile::tempdir().unwrap();
+    let (server, token) = fleetmq_tests::platform_server(cwd.path(), db, &[]).await;
+    let api = Api::new(&server, token);
+    api.post(
+        "/v1/tenants",
+        serde_json::json!({ "id": "acme", "name": "Acme" }),
+    )
+    .await;
+    for device in ["d1", "d2"] {
+        let (user, password) = api.password_device("acme", device).await;
+        let topic = format!("commands/{device}/#");
+        let login = [
+            "--username",
+            &user,
+            "--password",
+            &password,
+            "--topic",
+            &topic,
+        ];
+        paho(&server, "subscribe", device, &login).await;
+    }
+    let sessions = "/v1/tenants/acme/sessions";
+    let listed = |body: &serde_json::Value| body["items"].as_array().map_or(0, Vec::len);
+    api.wait_for(sessions, "both sessions", |b| listed(b) == 2)
+        .await;
+
+    api.delete("/v1/tenants/acme/devices/d1").await;
+    let (status, _) = api
+        .call(reqwest::Method::GET, &format!("{sessions}/d1"), None)
+        .await;
+    assert_eq!(status, 404, "the deleted device's session is gone");
+    api.get(&format!("{sessions}/d2")).await;
+
+    api.delete("/v1/tenants/acme").await;
+    let (status, body) = api.call(reqwest::Method::GET, sessions, None).await;
+    assert_eq!(status, 404, "the tenant and its sessions are gone: {body}");
+    server.stop().await.unwrap();
+}
+
 binary_backend_tests!(
+    deletions_take_their_sessions,
     offline_queue_survives_kill_9,
     in_flight_survives_kill_9,
     graceful_restart_keeps_subscriptions,

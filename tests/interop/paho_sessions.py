@@ -3,7 +3,8 @@
 Eclipse Paho Python client (paho-mqtt 2.x), a client we did not write.
 Each step is one process, because the server restarts between steps:
 
-    paho_sessions.py STEP --port P --client-id ID [--protocol 3|5] ...
+    paho_sessions.py STEP --port P --client-id ID [--protocol 3|5]
+        [--username U --password P] ...
 
   subscribe  connect with a persistent session (3.1.1: clean session 0;
              5: session expiry --expiry), subscribe --topic at QoS 1 and
@@ -55,6 +56,8 @@ class Peer:
         self.client.on_connect = lambda c, u, f, rc, p: self.connacks.put((f, rc))
         self.client.on_disconnect = lambda c, u, f, rc, p: self.disconnects.put(rc)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subacks.put(rcs)
+        if args.username:
+            self.client.username_pw_set(args.username, args.password)
         if v5:
             props = Properties(PacketTypes.CONNECT)
             if persistent:
@@ -160,6 +163,8 @@ def main():
     p.add_argument("--topic", default="sessions/t")
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--present", type=int, choices=[0, 1])
+    p.add_argument("--username")
+    p.add_argument("--password")
     args = p.parse_args()
     STEPS[args.step](args)
     print(f"ok {args.step}", flush=True)

@@ -779,7 +779,6 @@ proptest! {
     })]
 
     #[test]
-    #[ignore = "issue 13 item 4: sessions are bound to their identity on branch ident; fails on main today"]
     fn a_session_is_never_taken_over_by_another_identity(
         t in 0..3usize,
         owner in 0..3usize,

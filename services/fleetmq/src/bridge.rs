@@ -73,6 +73,8 @@ impl api::SessionControl for Sessions {
     }
     fn service_credential_deleted(&self, tenant: &str, name: &str) {
         self.revocations.service_credential_deleted(tenant, name);
+        // Its persistent sessions end too (written through to the store).
+        api::SessionControl::owner_deleted(self, tenant, &access::service_principal(name));
     }
     async fn policies_changed(&self, tenant: &str) {
         if let Err(e) = self.cache.reload_policies(tenant).await {

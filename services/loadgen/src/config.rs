@@ -56,6 +56,10 @@ pub struct Args {
     /// Print the result as one JSON line instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Subscribers connect with a persistent session (MQTT 3.1.1 clean
+    /// session 0), so each QoS 1 message is stored before its PUBACK.
+    #[arg(long)]
+    pub persistent_subscribers: bool,
 }
 
 /// QoS levels the tool publishes and subscribes with.
@@ -103,6 +107,8 @@ pub struct Config {
     pub subscribers: u32,
     /// Bound on the whole run.
     pub timeout: Duration,
+    /// Subscribers keep a persistent session.
+    pub persistent_subscribers: bool,
 }
 
 impl Config {
@@ -140,6 +146,7 @@ impl TryFrom<Args> for Config {
             qos,
             subscribers,
             timeout: Duration::from_secs(timeout.into()),
+            persistent_subscribers: a.persistent_subscribers,
         };
         let deliveries = config.expected_deliveries();
         if deliveries > MAX_DELIVERIES {

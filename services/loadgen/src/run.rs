@@ -325,7 +325,9 @@ async fn subscriber(
     shared: Arc<Mutex<SubscriberState>>,
     ready: oneshot::Sender<Result<(), Error>>,
 ) {
-    let (client, mut events) = AsyncClient::new(options(&config, &id), REQUEST_CAP);
+    let mut opts = options(&config, &id);
+    opts.set_clean_session(!config.persistent_subscribers);
+    let (client, mut events) = AsyncClient::new(opts, REQUEST_CAP);
     // Queued now, sent by the event loop right after CONNACK.
     if let Err(e) = client.subscribe(FILTER, config.qos.to_rumqttc()).await {
         let _ = ready.send(Err(setup_error(&id, e)));

@@ -172,3 +172,63 @@ async fn clean_start_and_expiry_zero_leave_nothing_stored() {
     let (_c, present) = connect_present(&after, persistent("sub")).await;
     assert!(!present);
 }
+
+#[tokio::test]
+async fn qos_2_is_exactly_once_across_a_restart() {
+    use mqtt::{
+        PubComp, PubRec, PubRel, Subscribe, Subscription, SubscriptionOptions, TopicFilter,
+    };
+    let store = Arc::new(MemorySessionStore::new());
+    let first = broker(&store);
+    let (mut sub, _) = connect_present(&first, persistent("sub")).await;
+    sub.send(Subscribe {
+        packet_id: NonZeroU16::new(1).unwrap(),
+        subscriptions: vec![Subscription {
+            filter: TopicFilter::parse("a/#").unwrap(),
+            options: SubscriptionOptions::new(QoS::ExactlyOnce),
+        }],
+        properties: Default::default(),
+    })
+    .await;
+    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    // A persistent publisher leaves with its QoS 2 message received
+    // (PUBREC) but not released.
+    let (mut publisher, _) = connect_present(&first, persistent("pub2")).await;
+    let mut p = Publish::new(TopicName::parse("a/b").unwrap(), "once");
+    p.qos = QoS::ExactlyOnce;
+    p.packet_id = NonZeroU16::new(7);
+    publisher.send(p.clone()).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubRec(r)) if r.packet_id.get() == 7));
+    publisher.send(Disconnect::new(ReasonCode::Success)).await;
+    assert_eq!(publisher.recv().await, None);
+    // The subscriber got it and sent PUBREC; its PUBCOMP never came.
+    let got = received(&mut sub, 1).await;
+    let id = got[0].packet_id.unwrap();
+    sub.send(PubRec::new(id)).await;
+    assert!(matches!(sub.recv().await, Some(Packet::PubRel(r)) if r.packet_id == id));
+    sub.send(Disconnect::new(ReasonCode::Success)).await;
+    assert_eq!(sub.recv().await, None);
+
+    let second = broker(&store);
+    // The subscriber is sent the PUBREL again, not the message.
+    let (mut sub, present) = connect_present(&second, persistent("sub")).await;
+    assert!(present);
+    assert!(matches!(sub.recv().await, Some(Packet::PubRel(r)) if r.packet_id == id));
+    sub.send(PubComp::new(id)).await;
+    // The publisher's resend of id 7 is acknowledged, not delivered twice.
+    let (mut publisher, present) = connect_present(&second, persistent("pub2")).await;
+    assert!(present);
+    p.dup = true;
+    publisher.send(p).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubRec(r)) if r.packet_id.get() == 7));
+    publisher
+        .send(PubRel::new(NonZeroU16::new(7).unwrap()))
+        .await;
+    assert!(
+        matches!(publisher.recv().await, Some(Packet::PubComp(c)) if c.packet_id.get() == 7 && c.reason_code == ReasonCode::Success)
+    );
+    // A new message comes through; the old one did not come twice.
+    publish_acked(&second, 1).await;
+    let next = received(&mut sub, 1).await;
+    assert_eq!(payloads(&next), ["m1"]);
+}
