@@ -224,7 +224,20 @@ async fn a_flood_in_one_tenant_costs_another_nothing(db_args: &[&str]) {
     // Server::stop's 20 s on a loaded machine.
     let mut server = server;
     server.signal("INT").await.unwrap();
-    let stopped = server.wait(Duration::from_secs(90)).await.unwrap();
+    let stopped = match server.wait(Duration::from_secs(90)).await {
+        Ok(stopped) => stopped,
+        Err(e) => {
+            let log: Vec<String> = server
+                .drain_stderr()
+                .into_iter()
+                .filter(|l| !l.contains("finished processing request") && !l.contains("DEBUG"))
+                .collect();
+            panic!(
+                "{e}; the server's last lines:\n{}",
+                log[log.len().saturating_sub(30)..].join("\n")
+            )
+        }
+    };
     assert!(stopped.success(), "{stopped}");
 }
 

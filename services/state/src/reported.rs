@@ -109,9 +109,7 @@ impl EventSink for ReportedState {
         };
         let tenant = report.tenant.as_str().to_owned();
         if self.queue.push(&tenant, report).is_err() {
-            metrics::counter!("fleetmq_write_behind_dropped_total",
-                "buffer" => "reported", "tenant" => tenant)
-            .increment(1);
+            count_dropped(tenant, 1);
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped.is_power_of_two() {
                 warn!(dropped, "reported state dropped: queue full or stopped");
@@ -126,11 +124,46 @@ const ROUND: usize = 64;
 /// The pause before a report is tried again while the database is
 /// unreachable.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
+/// How long shutdown goes on applying queued reports; the rest are
+/// dropped and counted, so a backlog of a flooding tenant cannot hold the
+/// process (and the service manager's stop) for minutes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+fn count_dropped(tenant: String, n: u64) {
+    metrics::counter!("fleetmq_write_behind_dropped_total",
+        "buffer" => "reported", "tenant" => tenant)
+    .increment(n);
+}
+
+/// Drops what `batch` and `queue` hold, counted per tenant.
+fn drop_all(batch: &mut Vec<(String, Report)>, queue: &fair::FairQueue<Report>) -> u64 {
+    let mut left = 0;
+    loop {
+        for (tenant, _) in batch.drain(..) {
+            count_dropped(tenant, 1);
+            left += 1;
+        }
+        if queue.take_batch(batch, ROUND) == 0 {
+            return left;
+        }
+    }
+}
 
 async fn apply_reports(store: Store, queue: Arc<fair::FairQueue<Report>>) {
     let mut batch = Vec::with_capacity(ROUND);
     let mut failing_since: Option<Instant> = None;
+    let mut closed_at: Option<Instant> = None;
     while queue.next_batch(&mut batch, ROUND).await > 0 {
+        if queue.is_closed()
+            && closed_at.get_or_insert_with(Instant::now).elapsed() > SHUTDOWN_GRACE
+        {
+            let left = drop_all(&mut batch, &queue);
+            warn!(
+                left,
+                "reported state not applied within the shutdown grace; dropped"
+            );
+            return;
+        }
         for (_, r) in batch.drain(..) {
             // While the database is down the report is retried, in order:
             // the queue behind it fills, and what overflows is dropped and

@@ -131,6 +131,49 @@ impl Store {
         self.complete_claims(deliveries).await
     }
 
+    /// After a delivery of `ordering_key` on `endpoint_id` went out, claim
+    /// the next one of that key for `lease` if it is due and first in line
+    /// (nothing earlier of the key pending or in flight), so that one
+    /// device's events go out back to back rather than one per worker
+    /// round: a round grows long while other tenants have backlogs, and a
+    /// device's rate would shrink with it. The caller reuses the finished
+    /// delivery's in-flight slot, so the endpoint's and the tenant's
+    /// limits still hold.
+    pub async fn claim_next_in_order(
+        &self,
+        endpoint_id: &str,
+        ordering_key: &str,
+        lease: Duration,
+    ) -> Result<Option<ClaimedDelivery>, Error> {
+        let sql = format!(
+            "UPDATE webhook_deliveries SET status = 'delivering', batch_open = FALSE, \
+             next_attempt_at = $3, updated_at = $4 WHERE id = ( \
+             SELECT id FROM webhook_deliveries WHERE endpoint_id = $1 AND ordering_key = $2 \
+             AND status IN ('pending', 'delivering') ORDER BY id LIMIT 1) \
+             AND status = 'pending' AND next_attempt_at <= $4 \
+             AND EXISTS (SELECT 1 FROM webhook_endpoints e WHERE e.id = $1 AND e.enabled) \
+             RETURNING {}",
+            delivery_columns!()
+        );
+        let at = now();
+        let lease_end = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
+        let row = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(
+                sqlx::AssertSqlSafe(sql.as_str()))
+            .bind(endpoint_id)
+            .bind(ordering_key)
+            .bind(Ts(lease_end))
+            .bind(Ts(at))
+            .fetch_optional(pool)
+            .await?);
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let claimed = self
+            .complete_claims(vec![WebhookDelivery::try_from(row)?])
+            .await?;
+        Ok(claimed.into_iter().next())
+    }
+
     /// Load the endpoints and events of claimed deliveries: two queries for
     /// the whole round, not two per delivery.
     async fn complete_claims(

@@ -37,7 +37,8 @@ pub struct WebhookEndpoint {
     #[serde(skip)]
     pub previous_secret: Option<String>,
     pub previous_secret_expires_at: Option<DateTime<Utc>>,
-    /// Failed attempts since the last success.
+    /// Deliveries failed for good (retries exhausted) since the last
+    /// success; attempts still to be retried do not count.
     pub consecutive_failures: i32,
     /// Why the endpoint was disabled, if the platform did it.
     pub disabled_reason: Option<String>,

@@ -4,7 +4,9 @@
 //! One loop per process. Each round: fan out new events, claim what is due
 //! (the store keeps it fair across tenants and their endpoints, ordered per
 //! device, and within each endpoint's and each tenant's in-flight limit), and send each claimed delivery on a
-//! task of its own. The loop sleeps `poll_interval` when idle; producers can
+//! task of its own, which then sends the device's next deliveries on the
+//! same slot while they go through (a bounded chain), so a device's
+//! events do not wait a round each. The loop sleeps `poll_interval` when idle; producers can
 //! wake it at once with [`Worker::wake`].
 
 use std::collections::HashSet;
@@ -122,6 +124,7 @@ impl Worker {
             store,
             config,
             client,
+            cancel: cancel.clone(),
         });
         let task = tokio::spawn(run(state, wake.clone(), cancel.clone()));
         Ok(Worker {
@@ -181,6 +184,8 @@ struct Shared {
     store: Store,
     config: WorkerConfig,
     client: reqwest::Client,
+    /// Stops delivery chains (see [`deliver_in_order`]) at shutdown.
+    cancel: CancellationToken,
 }
 
 async fn run(state: Arc<Shared>, wake: Arc<Notify>, cancel: CancellationToken) {
@@ -249,22 +254,57 @@ async fn round(state: &Arc<Shared>, in_flight: &mut JoinSet<()>) -> Result<bool,
     let found = !claimed.is_empty() || fanned.events > 0;
     for delivery in claimed {
         let state = state.clone();
-        in_flight.spawn(async move { deliver(&state, delivery).await });
+        in_flight.spawn(async move { deliver_in_order(&state, delivery).await });
     }
     Ok(found)
 }
 
-/// Send one claimed delivery and record the attempt.
+/// Deliveries one ordering key (device) may chain on one slot before the
+/// slot goes back to the round: a device with a backlog goes at the
+/// endpoint's pace, yet the endpoint's other devices get their turn.
+const CHAIN_MAX: u32 = 32;
+
+/// [`deliver`] `claimed`, then, while it goes out, the next deliveries of
+/// its ordering key on the same slot (up to [`CHAIN_MAX`]); without this a
+/// device's events would leave one per worker round, and a round takes
+/// long while another tenant has a backlog.
+async fn deliver_in_order(state: &Shared, claimed: ClaimedDelivery) {
+    let mut next = Some(claimed);
+    let mut chained = 0;
+    while let Some(claimed) = next.take() {
+        let delivered = deliver(state, &claimed).await;
+        let Some(key) = claimed.delivery.ordering_key.as_deref() else {
+            return;
+        };
+        chained += 1;
+        if !delivered || chained >= CHAIN_MAX || state.cancel.is_cancelled() {
+            return;
+        }
+        let lease = state.config.request_timeout + LEASE_MARGIN;
+        match state
+            .store
+            .claim_next_in_order(&claimed.endpoint.id, key, lease)
+            .await
+        {
+            Ok(claimed) => next = claimed,
+            // The next round claims it.
+            Err(e) => tracing::warn!(error = %e, "claiming the next delivery in order failed"),
+        }
+    }
+}
+
+/// Send one claimed delivery and record the attempt; whether it was
+/// delivered (and recorded so).
 #[tracing::instrument(skip_all, fields(
     tenant = %claimed.delivery.tenant_id,
     webhook_id = %claimed.endpoint.id,
     delivery_id = claimed.delivery.id,
     attempt = claimed.delivery.attempts + 1,
 ))]
-async fn deliver(state: &Shared, claimed: ClaimedDelivery) {
+async fn deliver(state: &Shared, claimed: &ClaimedDelivery) -> bool {
     let config = &state.config;
     let started = Instant::now();
-    let result = send(state, &claimed).await;
+    let result = send(state, claimed).await;
     let latency = started.elapsed();
     let (record, outcome) = match result {
         Ok((status, excerpt)) => {
@@ -297,6 +337,7 @@ async fn deliver(state: &Shared, claimed: ClaimedDelivery) {
         }
     };
     m::record_attempt(&outcome, latency);
+    let delivered = matches!(outcome, AttemptOutcome::Delivered);
     match state
         .store
         .record_webhook_attempt(
@@ -312,13 +353,18 @@ async fn deliver(state: &Shared, claimed: ClaimedDelivery) {
             if recorded.endpoint_disabled.is_some() {
                 m::endpoint_disabled();
             }
+            delivered
         }
         // The endpoint was deleted meanwhile, and its deliveries with it.
         Err(store::Error::NotFound { .. }) => {
             tracing::debug!("webhook delivery deleted while in flight");
+            false
         }
         // The lease runs out and the delivery is tried again.
-        Err(e) => tracing::error!(error = %e, "recording a webhook attempt failed"),
+        Err(e) => {
+            tracing::error!(error = %e, "recording a webhook attempt failed");
+            false
+        }
     }
 }
 

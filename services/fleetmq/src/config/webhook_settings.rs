@@ -178,7 +178,7 @@ pub(super) fn resolve(args: &WebhookArgs, file: &FileConfig) -> Result<WebhookSe
                 .or(file.webhook_disable_after_failures),
             worker.disable_after_failures,
             1..=1_000_000,
-            "expected 1 to 1000000 failed attempts in a row",
+            "expected 1 to 1000000 failed deliveries in a row",
         )?,
         batch_max_messages: number_in(
             BATCH_MAX_MESSAGES,

@@ -511,7 +511,87 @@ async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    super::tenant(store, "acme").await?;
+    let hook = endpoint(store, "acme", &["device.connected"]).await?;
+    store
+        .append_outbox_events(&[
+            device_event("acme", "d1", 1),
+            device_event("acme", "d1", 2),
+            device_event("acme", "d1", 3),
+        ])
+        .await?;
+    store.fan_out_outbox(10, NO_BATCH, by_type).await?;
+    let first = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    assert_eq!(first.len(), 1);
+    let key = first[0]
+        .delivery
+        .ordering_key
+        .clone()
+        .expect("a device key");
+    // The first is in flight: nothing after it may go.
+    assert!(
+        store
+            .claim_next_in_order(&hook.id, &key, LEASE)
+            .await?
+            .is_none()
+    );
+    store
+        .record_webhook_attempt(
+            first[0].delivery.id,
+            &ok_record(),
+            &AttemptOutcome::Delivered,
+            100,
+        )
+        .await?;
+    let second = store
+        .claim_next_in_order(&hook.id, &key, LEASE)
+        .await?
+        .expect("the second, once the first went out");
+    assert_eq!(second.events[0].device_seq, Some(2));
+    assert_eq!(second.endpoint.id, hook.id);
+    // Claimed: the round does not take the third meanwhile.
+    assert!(
+        store
+            .claim_webhook_deliveries(10, 10, LEASE)
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
+
+async fn retries_do_not_count_towards_disabling(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    super::tenant(store, "acme").await?;
+    let hook = endpoint(store, "acme", &["device.connected"]).await?;
+    store
+        .append_outbox_events(&[device_event("acme", "d1", 1), device_event("acme", "d2", 1)])
+        .await?;
+    store.fan_out_outbox(10, NO_BATCH, by_type).await?;
+    for claimed in store.claim_webhook_deliveries(10, 10, LEASE).await? {
+        let recorded = store
+            .record_webhook_attempt(
+                claimed.delivery.id,
+                &failed_record(),
+                &AttemptOutcome::Retry { at: Utc::now() },
+                1,
+            )
+            .await?;
+        assert_eq!(recorded.endpoint_disabled, None);
+    }
+    let hook = store.get_webhook_endpoint("acme", &hook.id).await?;
+    assert!(
+        hook.enabled,
+        "an outage within the schedule disables nothing"
+    );
+    assert_eq!(hook.consecutive_failures, 0);
+    Ok(())
+}
+
 store::backend_tests!(
+    the_next_in_order_is_claimed_by_its_key,
+    retries_do_not_count_towards_disabling,
     fan_out_is_fair_between_tenants,
     claims_are_fair_between_tenants,
     enabled_endpoints_by_tenant_or_all,
