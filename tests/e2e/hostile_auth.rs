@@ -333,7 +333,149 @@ async fn wrong_password_flood_is_bounded_and_fair(db: &[&str]) {
     server.stop().await.unwrap();
 }
 
+/// The database the server in `dir` runs on (`db` as given to it).
+fn database_url(dir: &std::path::Path, db: &[&str]) -> String {
+    match db {
+        [_, url] => (*url).to_owned(),
+        _ => format!("sqlite://{}", dir.join("fleetmq-data/fleetmq.db").display()),
+    }
+}
+
+/// Item 12, signing keys: stored sealed with the key-encryption key; a key
+/// an older version stored bare is sealed when the server starts, and
+/// still signs and verifies.
+async fn signing_keys_are_sealed_at_rest(db: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = platform_server(dir.path(), db, &[]).await;
+    server.stop().await.unwrap();
+    let url = database_url(dir.path(), db);
+    // What a version before sealing stored: a bare PKCS#8 key, the newest.
+    let store = store::Store::open(&url).await.unwrap();
+    let bare = rcgen::KeyPair::generate().unwrap();
+    store
+        .create_signing_key(&store::NewSigningKey {
+            kid: "zz-bare-from-an-older-version".to_owned(),
+            algorithm: "ES256".to_owned(),
+            private_key: bare.serialize_der(),
+            public_key: bare.public_key_raw().to_vec(),
+        })
+        .await
+        .unwrap();
+    store.close().await;
+
+    let (server, new_token) = platform_server(dir.path(), db, &[]).await;
+    let store = store::Store::open(&url).await.unwrap();
+    let keys = store.list_signing_keys().await.unwrap();
+    assert_eq!(keys.len(), 2);
+    for key in &keys {
+        // Sealed: version byte 1, nonce, ciphertext; a bare key is DER
+        // (SEQUENCE, 0x30) and holds the PKCS#8 bytes.
+        assert_eq!(key.private_key[0], 1, "{} is sealed", key.kid);
+        assert!(
+            !key.private_key
+                .windows(32)
+                .any(|w| bare.serialize_der().windows(32).any(|b| b == w)),
+            "{}: no trace of the bare key",
+            key.kid
+        );
+    }
+    store.close().await;
+    // The newest (formerly bare) key signed the new token; the first
+    // start's token still verifies.
+    let header = new_token.split('.').next().unwrap();
+    let header = String::from_utf8(
+        base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header).unwrap(),
+    )
+    .unwrap();
+    assert!(header.contains("zz-bare-from-an-older-version"), "{header}");
+    for token in [token, new_token] {
+        let (status, body) = Api::new(&server, token)
+            .call(reqwest::Method::GET, "/v1/tenants", None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    server.stop().await.unwrap();
+}
+
+/// Item 12, webhook ids: random-looking per delivery (no counter across
+/// tenants that reveals event volume), the same on every attempt at one
+/// delivery.
+async fn webhook_ids_are_random_per_delivery(db: &[&str]) {
+    use axum::http::{HeaderMap, StatusCode};
+    let (tx, mut ids) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let attempts = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::<
+        String,
+        u32,
+    >::new()));
+    let receiver = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap| {
+            let (tx, attempts) = (tx.clone(), attempts.clone());
+            async move {
+                let id = headers
+                    .get("webhook-id")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                let _ = tx.send(id.clone());
+                // Each delivery fails once, so its retry shows its id again.
+                let mut attempts = attempts.lock().unwrap();
+                let n = attempts.entry(id).or_default();
+                *n += 1;
+                if *n == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::NO_CONTENT
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let serving = tokio::spawn(async move { axum::serve(listener, receiver).await });
+
+    let dir = tempfile::tempdir().unwrap();
+    let extra = [
+        "--webhook-allow-private",
+        "--webhook-retry-schedule",
+        "0s,1s",
+    ];
+    let (server, token) = platform_server(dir.path(), db, &extra).await;
+    let api = Api::new(&server, token);
+    tenant(&api, "hooked").await;
+    api.post(
+        "/v1/tenants/hooked/webhooks",
+        json!({ "url": hook_url, "events": ["device.*"] }),
+    )
+    .await;
+    for d in ["d-1", "d-2", "d-3"] {
+        api.post("/v1/tenants/hooked/devices", json!({ "id": d }))
+            .await;
+    }
+    // Every attempt's id: each delivery's first attempt fails, its retry
+    // must carry the same id.
+    let mut seen = std::collections::HashMap::<String, u32>::new();
+    while seen.values().filter(|n| **n >= 2).count() < 3 {
+        let id = tokio::time::timeout(API_WAIT, ids.recv())
+            .await
+            .expect("three devices' events, each delivery attempted twice")
+            .unwrap();
+        *seen.entry(id).or_default() += 1;
+    }
+    for id in seen.keys() {
+        let hex = id.strip_prefix("msg_").unwrap_or_default();
+        assert!(
+            hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit()),
+            "{id}"
+        );
+    }
+    server.stop().await.unwrap();
+    serving.abort();
+}
+
 fleetmq_tests::binary_backend_tests!(
+    signing_keys_are_sealed_at_rest,
+    webhook_ids_are_random_per_delivery,
     wrong_password_flood_is_bounded_and_fair,
     api_key_guesses_do_not_lock_out_the_owner,
     recreated_tenant_inherits_nothing,

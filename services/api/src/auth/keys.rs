@@ -297,14 +297,19 @@ async fn load(store: &Store, kek: Option<&Kek>) -> Result<KeySet, AuthError> {
             for key in keys.iter().filter(|k| !Kek::is_sealed(&k.private_key)) {
                 seal_in_place(store, kek, key).await?;
             }
-            kek.open(
-                &signing.private_key,
-                &KeyPurpose::TokenSigning(signing.kid.clone()),
-            )
-            .map_err(|e| {
-                tracing::error!(kid = %signing.kid, error = %e, "cannot open the signing key");
-                AuthError::NoSigningKey
-            })?
+            if !Kek::is_sealed(&signing.private_key) {
+                // Sealed in the database just now; this copy is the bare one.
+                Zeroizing::new(signing.private_key.clone())
+            } else {
+                kek.open(
+                    &signing.private_key,
+                    &KeyPurpose::TokenSigning(signing.kid.clone()),
+                )
+                .map_err(|e| {
+                    tracing::error!(kid = %signing.kid, error = %e, "cannot open the signing key");
+                    AuthError::NoSigningKey
+                })?
+            }
         }
         // Without the KEK only a bare key can sign (a sealed one fails
         // to parse, and signing fails).
