@@ -473,7 +473,128 @@ async fn webhook_ids_are_random_per_delivery(db: &[&str]) {
     serving.abort();
 }
 
+/// A CA of a tenant's own with `subject`, registered for `tenant` over
+/// REST with proof of possession; its issuer signs leaves.
+async fn register_own_ca(
+    api: &Api,
+    tenant: &str,
+    subject: &str,
+) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose};
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::default();
+    params.distinguished_name.push(DnType::CommonName, subject);
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let pem = params.self_signed(&key).unwrap().pem();
+    let issuer = rcgen::Issuer::new(params, key);
+    let code = api
+        .post(
+            &format!("/v1/tenants/{tenant}/ca/registration-code"),
+            json!({}),
+        )
+        .await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (proof, _) = leaf_without_aki(&issuer, &code);
+    let proof = pem_of(&proof);
+    let registered = api
+        .post(
+            &format!("/v1/tenants/{tenant}/cas"),
+            json!({ "ca_pem": pem, "verification_pem": proof, "code": code }),
+        )
+        .await;
+    assert_eq!(registered["kind"], "registered", "{registered}");
+    issuer
+}
+
+/// A client certificate for `cn` signed by `issuer`, with no Authority Key
+/// Identifier (as some older CAs make them): its DER and PKCS#8 key.
+fn leaf_without_aki(
+    issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    cn: &str,
+) -> (rustls::pki_types::CertificateDer<'static>, Vec<u8>) {
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cn);
+    params.is_ca = rcgen::IsCa::ExplicitNoCa;
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.use_authority_key_identifier_extension = false;
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, issuer).unwrap();
+    (cert.der().clone(), key.serialize_der())
+}
+
+fn pem_of(der: &rustls::pki_types::CertificateDer<'_>) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
+    let lines: Vec<&str> = b64
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        lines.join("\n")
+    )
+}
+
+/// MQTT 5 CONNECT over TLS presenting `(cert, key)`: the CONNACK code.
+async fn connect_with_certificate(
+    server: &Server,
+    client_id: &str,
+    (cert, key): (rustls::pki_types::CertificateDer<'static>, Vec<u8>),
+) -> String {
+    fleetmq_tests::tls_client::connect_v5(server, client_id, cert, key).await
+}
+
+/// Item 9: tenant B registering a CA with the same subject as tenant A's
+/// does not lock out A's devices whose certificates lack the Authority Key
+/// Identifier (found by issuer name, then by the key that signed them);
+/// B's own devices work too.
+async fn same_subject_ca_of_another_tenant_locks_no_one_out(db: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, token) = platform_server(dir.path(), db, &[]).await;
+    let api = Api::new(&server, token);
+    for (t, d) in [("alpha", "meter-a"), ("bravo", "meter-b")] {
+        tenant(&api, t).await;
+        api.post(&format!("/v1/tenants/{t}/devices"), json!({ "id": d }))
+            .await;
+    }
+    let subject = "Factory Devices Root";
+    let alpha = register_own_ca(&api, "alpha", subject).await;
+    let alpha_leaf = leaf_without_aki(&alpha, "meter-a");
+    assert_eq!(
+        connect_with_certificate(&server, "meter-a", alpha_leaf.clone()).await,
+        "Success"
+    );
+    let bravo = register_own_ca(&api, "bravo", subject).await;
+    assert_eq!(
+        connect_with_certificate(&server, "meter-a", alpha_leaf).await,
+        "Success",
+        "alpha's device after bravo registered a CA of the same subject"
+    );
+    assert_eq!(
+        connect_with_certificate(&server, "meter-b", leaf_without_aki(&bravo, "meter-b")).await,
+        "Success"
+    );
+    // Bravo's CA does not vouch for alpha's device id: bravo has no such
+    // device, and the certificate names bravo's CA, not alpha's.
+    let forged = leaf_without_aki(&bravo, "meter-a");
+    assert_eq!(
+        connect_with_certificate(&server, "meter-a", forged).await,
+        "BadUserNamePassword"
+    );
+    server.stop().await.unwrap();
+}
+
 fleetmq_tests::binary_backend_tests!(
+    same_subject_ca_of_another_tenant_locks_no_one_out,
     signing_keys_are_sealed_at_rest,
     webhook_ids_are_random_per_delivery,
     wrong_password_flood_is_bounded_and_fair,
