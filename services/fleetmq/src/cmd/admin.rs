@@ -66,11 +66,12 @@ pub fn token(args: TokenArgs) -> Result<(), Error> {
                 None => None,
             };
             // Signing keys are sealed with the server's key-encryption
-            // key, kept in the data directory. Before any server has made
-            // one there, a bare key is created; the server seals it on
-            // start.
+            // key, kept in its data directory. Before any server has made
+            // one there, a bare key is created (never a second KEK: keys
+            // sealed under it would not open on the server), and the
+            // server seals it on start.
             let kek_path = storage.data_dir.join(crate::pki_boot::KEK_FILE);
-            let keys = if storage.data_dir.is_dir() {
+            let keys = if kek_path.is_file() {
                 let kek = pki::Kek::load_or_create_file(&kek_path)
                     .map_err(|e| Error::Pki(format!("{}: {e}", kek_path.display())))?;
                 api::Keys::load_or_create_sealed(&store, std::sync::Arc::new(kek)).await
