@@ -10,17 +10,15 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use fleetmq_tests::tls_client::{connect_v5, transport};
 use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SanType, date_time_ymd,
 };
-use rumqttc::{TlsConfiguration, Transport};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use rustls::pki_types::CertificateDer;
 use serde_json::json;
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -78,52 +76,6 @@ fn spiffe(tenant: &str, device: &str) -> String {
     format!("spiffe://fleetmq.local/tenant/{tenant}/device/{device}")
 }
 
-fn tls(server: &Server, cert: CertificateDer<'static>, key: Vec<u8>) -> Transport {
-    let ca = std::fs::read(server.mqtts_ca_file()).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_slice_iter(&ca) {
-        roots.add(c.unwrap()).unwrap();
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_client_auth_cert(
-        vec![cert],
-        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)),
-    )
-    .unwrap();
-    Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(config)))
-}
-
-/// MQTT 5 CONNECT over TLS as `client_id`: the CONNACK code (as rumqttc
-/// names it), or the transport error if there was no CONNACK.
-async fn connect_v5(
-    server: &Server,
-    client_id: &str,
-    cert: CertificateDer<'static>,
-    key: Vec<u8>,
-) -> String {
-    use rumqttc::v5::{ConnectionError, Event, MqttOptions, mqttbytes::v5::Packet};
-    let mut opts = MqttOptions::new(client_id, "localhost", server.mqtts().port());
-    opts.set_transport(tls(server, cert, key));
-    let (_client, mut el) = rumqttc::v5::AsyncClient::new(opts, 10);
-    let outcome = tokio::time::timeout(WAIT, async {
-        loop {
-            match el.poll().await {
-                Ok(Event::Incoming(Packet::ConnAck(ack))) => return format!("{:?}", ack.code),
-                Ok(_) => {}
-                Err(ConnectionError::ConnectionRefused(code)) => return format!("{code:?}"),
-                Err(e) => return format!("transport: {e}"),
-            }
-        }
-    })
-    .await;
-    outcome.expect("no CONNACK in time")
-}
-
 /// MQTT 3.1.1 CONNECT over TLS: the CONNACK code as rumqttc names it.
 async fn connect_v311(
     server: &Server,
@@ -133,7 +85,7 @@ async fn connect_v311(
 ) -> String {
     use rumqttc::{ConnectionError, Event, MqttOptions, Packet};
     let mut opts = MqttOptions::new(client_id, "localhost", server.mqtts().port());
-    opts.set_transport(tls(server, cert, key));
+    opts.set_transport(transport(server, cert, key));
     let (_client, mut el) = rumqttc::AsyncClient::new(opts, 10);
     let outcome = tokio::time::timeout(WAIT, async {
         loop {

@@ -7,6 +7,7 @@
 pub mod hooks;
 pub mod proxy;
 pub mod sse;
+pub mod tls_client;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,8 @@ use store::{CertificateStatus, PublishLimitSettings};
 
 use crate::cache::PrincipalRules;
 use crate::limits::broker_limits;
-use crate::password::{decoy_verify, parse_device_username, verify_password};
+use crate::password::parse_device_username;
+use crate::password_checks::{CheckRefused, PasswordCheckLimits, PasswordChecks};
 use crate::policy::PolicyTemplate;
 use crate::{AccessCache, AccessError, Refusal};
 
@@ -41,7 +42,13 @@ pub struct PlatformAuthenticator {
     trust: pki::TrustRegistry,
     cache: AccessCache,
     jit: Option<crate::jit::DeviceCreated>,
+    checks: Arc<PasswordChecks>,
 }
+
+/// The fairness key of password checks for users that name no existing
+/// device or credential: a flood of made-up names waits in its own queue,
+/// not in the queue of the tenant it claims.
+const UNKNOWN_USERS: &str = "";
 
 /// Who the refusal is about, for the log line.
 #[derive(Default)]
@@ -88,7 +95,36 @@ impl PlatformAuthenticator {
             trust,
             cache,
             jit: None,
+            checks: Arc::new(PasswordChecks::new(PasswordCheckLimits::default())),
         }
+    }
+
+    /// Run password checks in `checks` (bounded, fair per tenant, with a
+    /// failure budget per address) rather than in a default one.
+    #[must_use]
+    pub fn with_password_checks(mut self, checks: Arc<PasswordChecks>) -> PlatformAuthenticator {
+        self.checks = checks;
+        self
+    }
+
+    /// Check `password` against `hash` (the decoy's time when `None`) in
+    /// the bounded pool, queued under `tenant`.
+    async fn check(
+        &self,
+        request: &AuthRequest,
+        tenant: &str,
+        password: bytes::Bytes,
+        hash: Option<String>,
+    ) -> Result<bool, Outcome> {
+        self.checks
+            .verify(tenant, request.peer.ip(), password, hash)
+            .await
+            .map_err(|refused| {
+                Outcome::Refused(match refused {
+                    CheckRefused::Busy => Refusal::ChecksBusy,
+                    CheckRefused::OverBudget => Refusal::AddressOverBudget,
+                })
+            })
     }
 
     /// Tell `hook` about devices created just in time (the binary turns
@@ -224,7 +260,12 @@ impl PlatformAuthenticator {
                 (Some(_), None) => Some(Refusal::NoPassword),
                 _ => None,
             };
-            if !verify_blocking(password, hash).await? {
+            let queue = if entry.is_some() {
+                tenant
+            } else {
+                UNKNOWN_USERS
+            };
+            if !self.check(request, queue, password, hash).await? {
                 return Err(refusal.unwrap_or(Refusal::WrongPassword).into());
             }
             let Some(entry) = entry.filter(|e| e.enabled) else {
@@ -235,7 +276,9 @@ impl PlatformAuthenticator {
                 .await;
         }
         if username.starts_with(PLATFORM_PREFIX) {
-            return self.by_platform_credential(username, password).await;
+            return self
+                .by_platform_credential(request, username, password)
+                .await;
         }
         let credential = self
             .cache
@@ -255,7 +298,7 @@ impl PlatformAuthenticator {
         // Service credentials are the tenant's own backends: the platform
         // default limits apply, not the devices'.
         let identity = self
-            .admit_service(password, login, service_principal)
+            .admit_service(request, password, login, service_principal)
             .await?;
         // A device's id belongs to the device (issue 13, item 4): checked
         // after the password, so the answer tells a stranger nothing.
@@ -278,6 +321,7 @@ impl PlatformAuthenticator {
     /// apply to that mounted topic space, with the platform default limits.
     async fn by_platform_credential(
         &self,
+        request: &AuthRequest,
         username: &str,
         password: bytes::Bytes,
     ) -> Result<Identity, Outcome> {
@@ -293,7 +337,7 @@ impl PlatformAuthenticator {
             publish: &c.publish,
             subscribe: &c.subscribe,
         });
-        self.admit_service(password, login, platform_principal)
+        self.admit_service(request, password, login, platform_principal)
             .await
     }
 
@@ -301,12 +345,17 @@ impl PlatformAuthenticator {
     /// there is none) and admits it with its own filters as its policy.
     async fn admit_service(
         &self,
+        request: &AuthRequest,
         password: bytes::Bytes,
         login: Option<ServiceLogin<'_>>,
         principal_of: fn(&str) -> String,
     ) -> Result<Identity, Outcome> {
         let hash = login.as_ref().map(|l| l.password_hash.to_owned());
-        if !verify_blocking(password, hash).await? {
+        let queue = login
+            .as_ref()
+            .map_or(UNKNOWN_USERS, |l| l.tenant.as_str())
+            .to_owned();
+        if !self.check(request, &queue, password, hash).await? {
             let refusal = match login {
                 Some(_) => Refusal::WrongPassword,
                 None => Refusal::UnknownUser,
@@ -339,23 +388,6 @@ struct ServiceLogin<'a> {
     password_hash: &'a str,
     publish: &'a [String],
     subscribe: &'a [String],
-}
-
-/// Verify on the blocking pool (argon2 takes tens of milliseconds of CPU).
-/// With no hash, burn the same time on a decoy and return false.
-async fn verify_blocking(
-    password: bytes::Bytes,
-    hash: Option<String>,
-) -> Result<bool, AccessError> {
-    tokio::task::spawn_blocking(move || match hash {
-        Some(hash) => verify_password(&password, &hash),
-        None => {
-            decoy_verify(&password);
-            false
-        }
-    })
-    .await
-    .map_err(|e| AccessError::Task(e.to_string()))
 }
 
 #[async_trait]

@@ -87,6 +87,13 @@ pub enum Refusal {
     /// No device or service credential has this user name.
     #[error("unknown user name")]
     UnknownUser,
+    /// The client's address has used up its budget of failed password
+    /// checks: refused without checking (see [`crate::PasswordChecks`]).
+    #[error("too many failed password checks from this address")]
+    AddressOverBudget,
+    /// Too many password checks are waiting: refused as Server busy.
+    #[error("too many password checks waiting")]
+    ChecksBusy,
     /// A device must connect with its id as client id.
     #[error("client id {client_id:?} is not the device id")]
     ClientIdNotDevice {
@@ -113,7 +120,9 @@ impl From<&Refusal> for AuthError {
             | Refusal::UnknownDeviceNoJit { .. }
             | Refusal::NoPassword
             | Refusal::WrongPassword
-            | Refusal::UnknownUser => AuthError::BadCredentials,
+            | Refusal::UnknownUser
+            | Refusal::AddressOverBudget => AuthError::BadCredentials,
+            Refusal::ChecksBusy => AuthError::Busy,
             Refusal::Revoked { .. } | Refusal::BelowFloor { .. } | Refusal::DeviceDisabled => {
                 AuthError::NotAuthorized
             }

@@ -22,6 +22,9 @@
 //!   and [`LiveLimits`]: changed limits reach live sessions.
 //! - `tenants.rs` — [`StoreTenants`]: the broker's `TenantDirectory`.
 //! - `password.rs` — argon2id hashing, generated passwords, device usernames.
+//! - `password_checks.rs` — [`PasswordChecks`]: password checks bounded in
+//!   number, queued fairly per tenant, with a failure budget per address
+//!   and a cache of verified pairs.
 //! - `error.rs` — [`AccessError`] and [`Refusal`], mapped to `AuthError`.
 //!
 //! Wiring (in `fleetmq serve`): one [`AccessCache`] over the store; a
@@ -38,6 +41,7 @@ mod error;
 mod jit;
 mod limits;
 mod password;
+mod password_checks;
 mod policy;
 mod revocations;
 mod status_topic;
@@ -52,6 +56,7 @@ pub use limits::{LiveLimits, broker_limits};
 pub use password::{
     device_username, generate_password, hash_password, parse_device_username, verify_password,
 };
+pub use password_checks::{CheckRefused, PasswordCheckLimits, PasswordChecks};
 pub use policy::{
     Action, CompiledPolicy, Decision, Effect, PolicyError, PolicyTemplate, Variables,
 };

@@ -3,7 +3,8 @@
 
 use std::sync::LazyLock;
 
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use argon2::password_hash::phc::Output;
+use argon2::{Algorithm, Argon2, Block, Params, PasswordHash, PasswordHasher, Version};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
@@ -40,7 +41,52 @@ pub fn hash_password(password: &str) -> Result<String, AccessError> {
 /// Whether `password` matches the PHC string `hash`. A malformed hash
 /// matches nothing. CPU-heavy, as [`hash_password`].
 pub fn verify_password(password: &[u8], hash: &str) -> bool {
-    Argon2::default().verify_password(password, hash).is_ok()
+    verify_password_in(password, hash, &mut Vec::new())
+}
+
+/// Most argon2 memory one check may ask for (the hashes are ours, with
+/// argon2's default 19 MiB; this bounds a tampered row): 64 MiB.
+const MAX_BLOCKS: usize = 64 * 1024;
+
+/// [`verify_password`] computing in `blocks`, kept by the caller between
+/// checks: a thread that checks passwords reuses one 19 MiB buffer rather
+/// than allocating (and its allocator's arena keeping) a new one each time.
+pub(crate) fn verify_password_in(password: &[u8], hash: &str, blocks: &mut Vec<Block>) -> bool {
+    let Ok(parsed) = PasswordHash::new(hash) else {
+        return false;
+    };
+    let (Some(salt), Some(expected)) = (&parsed.salt, &parsed.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match parsed.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(&parsed) else {
+        return false;
+    };
+    let count = params.block_count();
+    if count > MAX_BLOCKS {
+        return false;
+    }
+    if blocks.len() < count {
+        blocks.resize(count, Block::default());
+    }
+    let mut buffer = [0u8; 64];
+    let Some(out) = buffer.get_mut(..expected.len()) else {
+        return false;
+    };
+    let Some(memory) = blocks.get_mut(..count) else {
+        return false;
+    };
+    Argon2::new(algorithm, version, params)
+        .hash_password_into_with_memory(password, salt, out, memory)
+        .is_ok()
+        // Output's equality is constant-time.
+        && Output::new(out).is_ok_and(|computed| computed == *expected)
 }
 
 /// A hash no password matches, verified against for unknown users so that
@@ -51,10 +97,11 @@ static DECOY_HASH: LazyLock<Option<String>> = LazyLock::new(|| {
         .and_then(|secret| hash_password(&URL_SAFE_NO_PAD.encode(secret)).ok())
 });
 
-/// Spend the time of one verification and refuse.
-pub(crate) fn decoy_verify(password: &[u8]) {
+/// Spend the time of one verification (in `blocks`, as
+/// [`verify_password_in`]) and refuse.
+pub(crate) fn decoy_verify_in(password: &[u8], blocks: &mut Vec<Block>) {
     if let Some(hash) = DECOY_HASH.as_deref() {
-        let _ = verify_password(password, hash);
+        let _ = verify_password_in(password, hash, blocks);
     }
 }
 
@@ -89,6 +136,13 @@ mod tests {
         assert!(verify_password(password.as_bytes(), &hash));
         assert!(!verify_password(b"wrong", &hash));
         assert!(!verify_password(password.as_bytes(), "not a PHC string"));
+        // One buffer for many checks gives the same answers.
+        let mut blocks = Vec::new();
+        assert!(verify_password_in(password.as_bytes(), &hash, &mut blocks));
+        assert!(!verify_password_in(b"wrong", &hash, &mut blocks));
+        assert_eq!(blocks.len(), 19 * 1024, "argon2's default 19 MiB");
+        let other = hash_password("other").unwrap();
+        assert!(verify_password_in(b"other", &other, &mut blocks));
         assert_ne!(hash_password(&password).unwrap(), hash, "salted");
         assert_ne!(generate_password().unwrap(), password);
     }

@@ -71,6 +71,9 @@ struct TenantStats {
     talkers: HashMap<String, VecDeque<(i64, u64)>>,
     lifecycle: VecDeque<LifecycleEntry>,
     presence: HashMap<String, VecDeque<LifecycleEntry>>,
+    /// When a tenant of this id was last deleted: lifecycle events stamped
+    /// earlier belong to that one, not to this.
+    born: Option<DateTime<Utc>>,
 }
 
 impl TenantStats {
@@ -113,6 +116,20 @@ impl FleetStats {
         }
     }
 
+    /// Forget everything about `tenant` (deleted): a tenant created again
+    /// under its id starts empty. Events stamped before `deleted_at` that
+    /// were still on their way are not counted for it.
+    pub fn forget_tenant(&self, tenant: &str, deleted_at: DateTime<Utc>) {
+        let mut tenants = self.lock();
+        tenants.insert(
+            tenant.to_owned(),
+            TenantStats {
+                born: Some(deleted_at),
+                ..TenantStats::default()
+            },
+        );
+    }
+
     /// Count one message `device` of `tenant` published at `now`.
     pub fn message_at(&self, tenant: &str, device: &str, now: DateTime<Utc>) {
         let secs = now.timestamp();
@@ -149,6 +166,9 @@ impl FleetStats {
         let secs = entry.at.timestamp();
         let mut tenants = self.lock();
         let stats = tenants.entry(tenant.to_owned()).or_default();
+        if stats.born.is_some_and(|born| entry.at < born) {
+            return;
+        }
         let presence = match entry.event_type.as_str() {
             "device.connected" => {
                 stats.connections += 1;

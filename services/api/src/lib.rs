@@ -247,8 +247,9 @@ impl AppState {
         &self.events
     }
 
-    /// Use `keys` (from [`Keys::load_or_create`] on the same store) rather
-    /// than loading them on first use.
+    /// Use `keys` (from [`Keys::load_or_create_sealed`] or
+    /// [`Keys::load_or_create`] on the same store) rather than loading them
+    /// on first use.
     #[must_use]
     pub fn with_keys(self, keys: Keys) -> Self {
         Self {
@@ -259,8 +260,15 @@ impl AppState {
 
     /// The token keys, loaded or created on first call.
     pub async fn keys(&self) -> Result<&Keys, auth::AuthError> {
+        // With the PKI wired, its key-encryption key seals them too.
+        let kek = self.pki.as_deref().map(Pki::kek);
         self.keys
-            .get_or_try_init(|| Keys::load_or_create(&self.store))
+            .get_or_try_init(|| async {
+                match kek {
+                    Some(kek) => Keys::load_or_create_sealed(&self.store, kek).await,
+                    None => Keys::load_or_create(&self.store).await,
+                }
+            })
             .await
     }
 

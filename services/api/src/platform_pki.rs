@@ -44,6 +44,11 @@ impl fmt::Debug for Pki {
 }
 
 impl Pki {
+    /// The key-encryption key, which seals the token signing keys too.
+    pub(crate) fn kek(&self) -> Arc<Kek> {
+        self.kek.clone()
+    }
+
     /// `trust` must be the registry the broker's verifier reads, so CAs made
     /// here are trusted at once. Device certificates default to one year,
     /// at most two (change the public fields to configure).

@@ -59,6 +59,9 @@ pub enum AuthError {
     /// The authenticator could not decide (its store is down).
     #[error("authentication unavailable: {0}")]
     Unavailable(String),
+    /// Too much authentication work is waiting; try again later.
+    #[error("server busy")]
+    Busy,
 }
 
 impl From<&AuthError> for ReasonCode {
@@ -69,6 +72,7 @@ impl From<&AuthError> for ReasonCode {
             AuthError::ClientIdNotValid => ReasonCode::ClientIdentifierNotValid,
             AuthError::Banned => ReasonCode::Banned,
             AuthError::Unavailable(_) => ReasonCode::ServerUnavailable,
+            AuthError::Busy => ReasonCode::ServerBusy,
         }
     }
 }

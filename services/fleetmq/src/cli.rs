@@ -134,7 +134,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FLEETMQ_RATE_LIMIT", value_name = "LIMIT")]
     pub rate_limit: Option<String>,
 
-    /// `POST /v1/auth/token` attempts per API key and per client address,
+    /// `POST /v1/auth/token` attempts per client address and per (API key, address),
     /// against secret guessing; same syntax as --rate-limit.
     /// [default: 10/min,burst=10]
     #[arg(long, env = "FLEETMQ_TOKEN_RATE_LIMIT", value_name = "LIMIT")]
@@ -151,6 +151,9 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub sessions: SessionArgs,
+
+    #[command(flatten)]
+    pub password_checks: PasswordCheckArgs,
 }
 
 /// Persistent MQTT sessions kept in the database (issue 14).
@@ -168,6 +171,28 @@ pub struct SessionArgs {
     /// 3.1.1 connection is closed). [default: 1000000]
     #[arg(long, env = "FLEETMQ_SESSION_BUFFER", value_name = "N")]
     pub session_buffer: Option<u64>,
+}
+
+/// MQTT password checks (argon2id, about 19 MiB each while it runs).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Password checks")]
+pub struct PasswordCheckArgs {
+    /// Password checks running at once; the others wait, served fairly per
+    /// tenant. [default: the number of CPU cores]
+    #[arg(long, env = "FLEETMQ_PASSWORD_CHECK_CONCURRENCY", value_name = "N")]
+    pub password_check_concurrency: Option<u64>,
+
+    /// Password checks waiting, all tenants together (a quarter of it per
+    /// tenant); past it a CONNECT is refused with Server busy (0x89, 3.1.1
+    /// 0x03). [default: 256]
+    #[arg(long, env = "FLEETMQ_PASSWORD_CHECK_QUEUE", value_name = "N")]
+    pub password_check_queue: Option<u64>,
+
+    /// Failed password checks one client address may have before its
+    /// CONNECTs are refused (0x86, 3.1.1 0x04) without a check; one is
+    /// forgiven every 3 s. [default: 20]
+    #[arg(long, env = "FLEETMQ_PASSWORD_FAILURES_PER_ADDRESS", value_name = "N")]
+    pub password_failures_per_address: Option<u64>,
 }
 
 /// Webhook delivery: retries, timeouts, batching, the outbox bound.

@@ -90,6 +90,7 @@ mod webhook_settings;
 pub use webhook_settings::WebhookSettings;
 mod session_settings;
 pub use session_settings::SessionSettings;
+mod password_checks;
 setting!(
     RATE_LIMIT,
     "--rate-limit",
@@ -125,6 +126,9 @@ pub struct FileConfig {
     pub session_buffer: Option<u64>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+    pub password_check_concurrency: Option<u64>,
+    pub password_check_queue: Option<u64>,
+    pub password_failures_per_address: Option<u64>,
     pub mqtt_max_connections: Option<u64>,
     pub mqtt_max_packet_size: Option<u64>,
     pub mqtt_receive_maximum: Option<u64>,
@@ -237,12 +241,15 @@ pub struct ServeConfig {
     pub http_conn: api::ConnLimits,
     /// Per authenticated caller on `/v1`; `None` when `off`.
     pub rate_limit: Option<api::auth::RateLimit>,
-    /// `POST /v1/auth/token` per API key and per client address.
+    /// `POST /v1/auth/token` per client address and per (API key, address).
     pub token_rate_limit: Option<api::auth::RateLimit>,
     /// Retries, timeouts, batching and the outbox bound of webhooks.
     pub webhooks: WebhookSettings,
     /// Persistent sessions' write-behind window and buffer bound.
     pub sessions: SessionSettings,
+    /// How many MQTT password checks run and wait, and the failure budget
+    /// per client address.
+    pub password_checks: access::PasswordCheckLimits,
 }
 
 /// A certificate chain and its key, both PEM files.
@@ -359,6 +366,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
     let http_conn = limits::resolve_http(&args.http_limits, &file)?;
     let webhooks = webhook_settings::resolve(&args.webhooks, &file)?;
     let sessions = session_settings::resolve(&args.sessions, &file)?;
+    let password_checks = password_checks::resolve(&args.password_checks, &file)?;
     let rate_limit = |setting: Setting,
                       flag: &Option<String>,
                       file: &Option<String>,
@@ -388,6 +396,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         http_conn,
         webhooks,
         sessions,
+        password_checks,
         mqtt_listen: addr(
             MQTT_LISTEN,
             &args.mqtt_listen,

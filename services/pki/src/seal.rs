@@ -1,4 +1,5 @@
-//! Key encryption at rest. CA private keys are stored sealed under a
+//! Key encryption at rest. CA private keys and the REST API's token signing
+//! keys are stored sealed under a
 //! key-encryption key (KEK) that lives outside the database (config, env or
 //! a 0600 file), so a leaked database or backup does not leak the CAs.
 //!
@@ -28,6 +29,8 @@ pub enum KeyPurpose {
     RootCa,
     /// A tenant's intermediate CA key.
     TenantCa(String),
+    /// A REST API token signing key, by its `kid`.
+    TokenSigning(String),
 }
 
 impl fmt::Display for KeyPurpose {
@@ -35,6 +38,7 @@ impl fmt::Display for KeyPurpose {
         match self {
             KeyPurpose::RootCa => f.write_str("root-ca"),
             KeyPurpose::TenantCa(tenant) => write!(f, "tenant-ca/{tenant}"),
+            KeyPurpose::TokenSigning(kid) => write!(f, "token-signing/{kid}"),
         }
     }
 }
@@ -108,6 +112,23 @@ impl Kek {
             }
             Err(e) => Err(file_error(e)),
         }
+    }
+
+    /// A 32-byte key for `label`, derived from the KEK (HMAC-SHA256 of the
+    /// label): the same on every node and after restarts, unknown to
+    /// whoever has only the database, and useless for opening sealed keys.
+    pub fn derive(&self, label: &str) -> Zeroizing<[u8; 32]> {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, self.0.as_ref());
+        let tag = aws_lc_rs::hmac::sign(&key, format!("fleetmq-kek-derive/v1/{label}").as_bytes());
+        let mut out = Zeroizing::new([0u8; 32]);
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// Whether `blob` looks like the output of [`Kek::seal`] (its version
+    /// byte) rather than a bare DER key (which starts with SEQUENCE, 0x30).
+    pub fn is_sealed(blob: &[u8]) -> bool {
+        blob.first() == Some(&VERSION_1)
     }
 
     fn cipher(&self) -> Result<LessSafeKey, Error> {
@@ -184,6 +205,22 @@ fn check_private(_path: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_are_stable_per_label_and_kek() {
+        let kek = Kek::generate().unwrap();
+        assert_eq!(*kek.derive("webhook-id"), *kek.derive("webhook-id"));
+        assert_ne!(*kek.derive("webhook-id"), *kek.derive("other"));
+        assert_ne!(
+            *kek.derive("webhook-id"),
+            *Kek::generate().unwrap().derive("webhook-id")
+        );
+        let sealed = kek
+            .seal(b"0\x81key", &KeyPurpose::TokenSigning("k".into()))
+            .unwrap();
+        assert!(Kek::is_sealed(&sealed));
+        assert!(!Kek::is_sealed(b"0\x81key"));
+    }
 
     #[test]
     fn seals_and_opens_for_the_same_purpose_only() {

@@ -337,15 +337,57 @@ impl TrustRegistry {
     }
 }
 
+/// Most CAs sharing one subject name whose keys are tried on a leaf
+/// without an Authority Key Identifier (a signature check each).
+const MAX_NAME_CANDIDATES: usize = 16;
+
+/// The CA that issued `leaf`. By its Authority Key Identifier when it has
+/// one (a CA's key id is unique in the set). Without one (some older CAs
+/// omit it), by issuer name, which any tenant may give its own CA: so
+/// only among the CAs of the tenant the leaf's SPIFFE SAN names, if it
+/// names one, and only a CA whose key verifies the leaf's signature. A
+/// second tenant registering a CA with the same subject thus neither
+/// hides nor replaces the first tenant's CA.
 fn find_issuer(set: &TrustSet, leaf: &X509Certificate<'_>) -> Option<Arc<TrustedCa>> {
     if let Some(key_id) = authority_key_id(leaf) {
         return set.by_key_id.get(&key_id).cloned();
     }
-    // No AKI (some older CAs omit it): match the issuer name, if exactly one CA has it.
     let issuer = leaf.issuer().as_raw();
-    let mut matches = set.by_key_id.values().filter(|ca| ca.subject_der == issuer);
-    match (matches.next(), matches.next()) {
-        (Some(ca), None) => Some(Arc::clone(ca)),
+    let named_tenant = spiffe_tenant(leaf);
+    let mut candidates: Vec<&Arc<TrustedCa>> = set
+        .by_key_id
+        .values()
+        .filter(|ca| ca.subject_der == issuer)
+        .filter(|ca| named_tenant.as_deref().is_none_or(|t| ca.tenant == t))
+        .collect();
+    // The same order whatever the map's: the cap cuts the same CAs.
+    candidates.sort_by(|a, b| a.subject_key_id.cmp(&b.subject_key_id));
+    candidates
+        .into_iter()
+        .take(MAX_NAME_CANDIDATES)
+        .find(|ca| {
+            parse_cert(&ca.cert_der)
+                .is_ok_and(|cert| leaf.verify_signature(Some(cert.public_key())).is_ok())
+        })
+        .cloned()
+}
+
+/// The tenant named by the leaf's single SPIFFE SAN, if it has one that
+/// parses (the names are checked in full later, in [`names_in`]).
+fn spiffe_tenant(leaf: &X509Certificate<'_>) -> Option<String> {
+    let san = leaf.subject_alternative_name().ok()??;
+    let mut uris = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::URI(uri) if uri.starts_with("spiffe:") => Some(*uri),
+            _ => None,
+        });
+    match (uris.next(), uris.next()) {
+        (Some(uri), None) => parse_spiffe_uri(uri)
+            .ok()
+            .map(|(_, tenant, _)| tenant.to_owned()),
         _ => None,
     }
 }

@@ -235,3 +235,56 @@ fn registered_ca_vouches_for_its_tenant_only() {
         Err(IdentityError::DeviceMismatch { .. })
     ));
 }
+
+#[test]
+fn another_tenants_ca_with_the_same_subject_locks_no_one_out() {
+    let f = Fixture::new();
+    let registry = f.registry();
+    let (a_cert, a_key, a_params) = own_ca("Common Name Devices Root");
+    let (b_cert, b_key, b_params) = own_ca("Common Name Devices Root");
+    // The second tenant registers first, and after: neither order matters.
+    registry
+        .add_ca("bravo", CaKind::Registered, b_cert.der().clone())
+        .unwrap();
+    registry
+        .add_ca("alpha", CaKind::Registered, a_cert.der().clone())
+        .unwrap();
+    let a_issuer = rcgen::Issuer::new(a_params, a_key);
+    let b_issuer = rcgen::Issuer::new(b_params, b_key);
+    // Leaves without an Authority Key Identifier: found by issuer name.
+    let sign = |issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, cn: &str, san: Option<&str>| {
+        let mut params = leaf_params(cn, san);
+        params.use_authority_key_identifier_extension = false;
+        params
+            .signed_by(&rcgen::KeyPair::generate().unwrap(), issuer)
+            .unwrap()
+            .der()
+            .clone()
+    };
+    for (issuer, tenant) in [(&a_issuer, "alpha"), (&b_issuer, "bravo")] {
+        let id = registry
+            .identify(&[sign(issuer, "meter-1", None)], Utc::now())
+            .unwrap();
+        assert_eq!(
+            (id.tenant.as_str(), id.device.as_str()),
+            (tenant, "meter-1")
+        );
+    }
+    // A leaf naming alpha is looked up among alpha's CAs only: bravo's key
+    // cannot make it alpha's.
+    let named = "spiffe://fleetmq.local/tenant/alpha/device/m";
+    let id = registry
+        .identify(&[sign(&a_issuer, "m", Some(named))], Utc::now())
+        .unwrap();
+    assert_eq!(id.tenant, "alpha");
+    assert!(matches!(
+        registry.identify(&[sign(&b_issuer, "m", Some(named))], Utc::now()),
+        Err(IdentityError::UnknownIssuer)
+    ));
+    // Removing bravo's CA changes nothing for alpha.
+    assert_eq!(registry.remove_tenant("bravo"), 1);
+    let id = registry
+        .identify(&[sign(&a_issuer, "meter-1", None)], Utc::now())
+        .unwrap();
+    assert_eq!(id.tenant, "alpha");
+}

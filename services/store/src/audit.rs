@@ -181,8 +181,10 @@ impl Store {
         Ok(row.into())
     }
 
-    /// Entries newest first: one tenant's, or with `None` every entry
-    /// (platform-wide, including those of other tenants).
+    /// Entries newest first: one tenant's (of the tenant living under that
+    /// id, if one does: none of a deleted predecessor's), or with `None`
+    /// every entry (platform-wide, including those of other tenants and of
+    /// deleted ones).
     pub async fn list_audit(
         &self,
         tenant_id: Option<&str>,
@@ -199,7 +201,14 @@ impl Store {
                 const SQL: &str = concat!(
                     "SELECT ",
                     columns!(),
-                    " FROM audit_log WHERE tenant_id = $1 AND id < $2 ORDER BY id DESC LIMIT $3"
+                    " FROM audit_log WHERE tenant_id = $1 AND id < $2",
+                    // A tenant deleted and created again under the same id
+                    // starts a new trail: only entries since the living
+                    // tenant's creation (its creation's own entry is written
+                    // after its row, in the same transaction). Once deleted,
+                    // the whole trail, for the platform.
+                    " AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = $1 AND t.created_at > audit_log.at)",
+                    " ORDER BY id DESC LIMIT $3"
                 );
                 on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(SQL)
                     .bind(tenant_id)

@@ -19,7 +19,9 @@ pub struct SigningKey {
     pub kid: String,
     /// JWS algorithm name, e.g. `ES256`.
     pub algorithm: String,
-    /// PKCS#8 DER. Secret.
+    /// PKCS#8 DER sealed with the key-encryption key by the API (rows
+    /// from before sealing hold it bare until the server's next start
+    /// seals them). Secret.
     pub private_key: Vec<u8>,
     /// Verification key bytes (for ES256: the uncompressed SEC1 point).
     pub public_key: Vec<u8>,
@@ -141,6 +143,28 @@ impl Store {
             .await?
             .rows_affected());
         Ok(n)
+    }
+
+    /// Replace key `kid`'s private key `bare` by `sealed` (the same key
+    /// sealed), unless another node did it first. Returns whether this
+    /// call replaced it.
+    #[tracing::instrument(skip_all, fields(kid = %kid))]
+    pub async fn seal_signing_key(
+        &self,
+        kid: &str,
+        bare: &[u8],
+        sealed: &[u8],
+    ) -> Result<bool, Error> {
+        const SQL: &str =
+            "UPDATE signing_keys SET private_key = $3 WHERE kid = $1 AND private_key = $2";
+        let n = on_pool!(self, pool => sqlx::query(SQL)
+            .bind(kid)
+            .bind(bare)
+            .bind(sealed)
+            .execute(pool)
+            .await?
+            .rows_affected());
+        Ok(n > 0)
     }
 
     /// Delete keys retired before `before` (no token they signed is still

@@ -42,5 +42,6 @@ pub use message_routes::{MESSAGE_EVENT_TYPE, MessageRoutes};
 pub use outbox_writer::{
     EVENTS_DROPPED_EVENT_TYPE, OutboxWriter, OutboxWriterConfig, OutboxWriterTask,
 };
+pub use signing::MessageIdKey;
 pub use ssrf::UrlPolicy;
 pub use worker::{RESPONSE_EXCERPT_BYTES, Worker, WorkerConfig, request_body};

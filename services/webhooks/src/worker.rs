@@ -24,7 +24,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics as m;
-use crate::signing::signature_header;
+use crate::signing::{MessageIdKey, signature_header};
 use crate::ssrf::{GuardedResolver, UrlPolicy};
 use crate::{Error, routing};
 
@@ -59,6 +59,9 @@ pub struct WorkerConfig {
     /// `max_events` 1 turns it off.
     pub batch: BatchLimits,
     pub url_policy: UrlPolicy,
+    /// Makes each delivery's `webhook-id`; the binary derives it from the
+    /// key-encryption key so ids are stable across nodes and restarts.
+    pub message_ids: MessageIdKey,
 }
 
 impl Default for WorkerConfig {
@@ -91,6 +94,7 @@ impl Default for WorkerConfig {
                 max_wait: Duration::from_secs(1),
             },
             url_policy: UrlPolicy::default(),
+            message_ids: MessageIdKey::random(),
         }
     }
 }
@@ -405,7 +409,7 @@ async fn send(state: &Shared, claimed: &ClaimedDelivery) -> Result<(u16, String)
         .map_err(|e| e.to_string())?;
     let body = serde_json::to_vec(&request_body(&claimed.delivery.event_type, &claimed.events))
         .map_err(|e| format!("encoding the body: {e}"))?;
-    let webhook_id = format!("msg_{}", claimed.delivery.id);
+    let webhook_id = state.config.message_ids.webhook_id(claimed.delivery.id);
     let now = Utc::now();
     let timestamp = now.timestamp();
     let signature = signature_header(

@@ -1,6 +1,9 @@
 //! [`Keys`]: the ES256 keys the API signs and verifies bearer tokens with,
 //! kept in the database (`signing_keys`) so that every node and the
-//! `fleetmq admin token` command share them.
+//! `fleetmq admin token` command share them. With a key-encryption key
+//! ([`Keys::load_or_create_sealed`], what the server uses) the private keys
+//! are stored sealed like the CA keys, so the database alone cannot mint
+//! tokens; keys stored bare by older versions are sealed on load.
 //!
 //! The newest unretired key signs. [`Keys::rotate`] adds a key and retires
 //! the others: they stop signing but keep verifying until every token they
@@ -14,7 +17,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
 use chrono::Utc;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use pki::{Kek, KeyPurpose};
 use store::{NewSigningKey, SigningKey, Store, TenantId};
+use zeroize::Zeroizing;
 
 use super::{AUDIENCE, AuthError, Claims, ISSUER, Role};
 
@@ -41,6 +46,8 @@ const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Clone)]
 pub struct Keys {
     store: Store,
+    /// Seals private keys at rest; `None` stores them bare (tests, tools).
+    kek: Option<Arc<Kek>>,
     inner: Arc<RwLock<KeySet>>,
 }
 
@@ -63,13 +70,26 @@ impl std::fmt::Debug for Keys {
 impl Keys {
     /// Load the keys from the database, creating the first one if there is
     /// none (first start). Needs the migrated schema.
+    /// Private keys are stored bare: for tests and tools without the
+    /// key-encryption key; the server uses [`Keys::load_or_create_sealed`].
     pub async fn load_or_create(store: &Store) -> Result<Keys, AuthError> {
+        Self::open(store, None).await
+    }
+
+    /// [`Keys::load_or_create`] with private keys sealed under `kek`; keys
+    /// found bare (stored by an older version) are sealed in place.
+    pub async fn load_or_create_sealed(store: &Store, kek: Arc<Kek>) -> Result<Keys, AuthError> {
+        Self::open(store, Some(kek)).await
+    }
+
+    async fn open(store: &Store, kek: Option<Arc<Kek>>) -> Result<Keys, AuthError> {
         if store.list_signing_keys().await?.is_empty() {
-            create_key(store).await?;
+            create_key(store, kek.as_deref()).await?;
         }
-        let set = load(store).await?;
+        let set = load(store, kek.as_deref()).await?;
         Ok(Keys {
             store: store.clone(),
+            kek,
             inner: Arc::new(RwLock::new(set)),
         })
     }
@@ -77,7 +97,7 @@ impl Keys {
     /// Make a new signing key and retire the others (they keep verifying
     /// until their tokens expire). Returns the new `kid`.
     pub async fn rotate(&self) -> Result<String, AuthError> {
-        let key = create_key(&self.store).await?;
+        let key = create_key(&self.store, self.kek.as_deref()).await?;
         self.store.retire_signing_keys_except(&key.kid).await?;
         self.reload().await?;
         tracing::info!(kid = %key.kid, "signing key rotated");
@@ -100,13 +120,46 @@ impl Keys {
         self.issue_for("cli", role, tenant, ttl)
     }
 
+    /// A bearer token for `subject` acting as `role` in `tenant` as it is
+    /// now: the token dies with this incarnation of the tenant (see
+    /// [`super::incarnation`]). `role` must be a tenant role.
+    pub fn issue_in(
+        &self,
+        subject: &str,
+        role: Role,
+        tenant: &store::Tenant,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        let id = TenantId::parse(&tenant.id).map_err(|e| AuthError::BadClaims(e.to_string()))?;
+        self.issue_claims(
+            subject,
+            role,
+            Some(&id),
+            Some(super::incarnation(tenant)),
+            ttl,
+        )
+    }
+
     /// A bearer token for `subject` acting as `role`. `platform-admin` takes
     /// no tenant; the other roles need one. `ttl` is 1 s to [`MAX_TTL`].
+    /// The token names no incarnation of its tenant: prefer
+    /// [`Keys::issue_in`] for tenants that exist.
     pub fn issue_for(
         &self,
         subject: &str,
         role: Role,
         tenant: Option<&TenantId>,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        self.issue_claims(subject, role, tenant, None, ttl)
+    }
+
+    fn issue_claims(
+        &self,
+        subject: &str,
+        role: Role,
+        tenant: Option<&TenantId>,
+        tinc: Option<i64>,
         ttl: Duration,
     ) -> Result<String, AuthError> {
         match (role, tenant) {
@@ -130,6 +183,7 @@ impl Keys {
             jti: uuid::Uuid::now_v7().to_string(),
             role,
             tenant: tenant.map(|t| t.as_str().to_owned()),
+            tinc,
         };
         self.sign(&claims)
     }
@@ -172,7 +226,7 @@ impl Keys {
     }
 
     async fn reload(&self) -> Result<(), AuthError> {
-        let set = load(&self.store).await?;
+        let set = load(&self.store, self.kek.as_deref()).await?;
         *self.inner.write().unwrap_or_else(PoisonError::into_inner) = set;
         Ok(())
     }
@@ -194,16 +248,23 @@ fn validation() -> Validation {
     v
 }
 
-async fn create_key(store: &Store) -> Result<SigningKey, AuthError> {
+async fn create_key(store: &Store, kek: Option<&Kek>) -> Result<SigningKey, AuthError> {
     let pkcs8 =
         EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
             .map_err(|_| AuthError::KeyGeneration)?;
     let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref())
         .map_err(|_| AuthError::KeyGeneration)?;
+    let kid = uuid::Uuid::now_v7().simple().to_string();
+    let private_key = match kek {
+        Some(kek) => kek
+            .seal(pkcs8.as_ref(), &KeyPurpose::TokenSigning(kid.clone()))
+            .map_err(|_| AuthError::KeyGeneration)?,
+        None => pkcs8.as_ref().to_vec(),
+    };
     let new = NewSigningKey {
-        kid: uuid::Uuid::now_v7().simple().to_string(),
+        kid,
         algorithm: ALGORITHM_NAME.to_owned(),
-        private_key: pkcs8.as_ref().to_vec(),
+        private_key,
         public_key: pair.public_key().as_ref().to_vec(),
     };
     let key = store.create_signing_key(&new).await?;
@@ -213,7 +274,7 @@ async fn create_key(store: &Store) -> Result<SigningKey, AuthError> {
 
 /// Read every key; drop those retired so long ago that nothing they signed
 /// can still be valid.
-async fn load(store: &Store) -> Result<KeySet, AuthError> {
+async fn load(store: &Store, kek: Option<&Kek>) -> Result<KeySet, AuthError> {
     let horizon = Utc::now()
         - chrono::Duration::from_std(MAX_TTL + Duration::from_secs(LEEWAY_SECS))
             .unwrap_or_default();
@@ -231,10 +292,53 @@ async fn load(store: &Store) -> Result<KeySet, AuthError> {
         .rev()
         .find(|k| k.retired_at.is_none() && k.algorithm == ALGORITHM_NAME)
         .ok_or(AuthError::NoSigningKey)?;
+    let private_key = match kek {
+        Some(kek) => {
+            for key in keys.iter().filter(|k| !Kek::is_sealed(&k.private_key)) {
+                seal_in_place(store, kek, key).await?;
+            }
+            if !Kek::is_sealed(&signing.private_key) {
+                // Sealed in the database just now; this copy is the bare one.
+                Zeroizing::new(signing.private_key.clone())
+            } else {
+                kek.open(
+                    &signing.private_key,
+                    &KeyPurpose::TokenSigning(signing.kid.clone()),
+                )
+                .map_err(|e| {
+                    tracing::error!(kid = %signing.kid, error = %e, "cannot open the signing key");
+                    AuthError::NoSigningKey
+                })?
+            }
+        }
+        // Without the KEK only a bare key can sign (a sealed one fails
+        // to parse, and signing fails).
+        None => Zeroizing::new(signing.private_key.clone()),
+    };
     Ok(KeySet {
         signing_kid: signing.kid.clone(),
-        signing: EncodingKey::from_ec_der(&signing.private_key),
+        signing: EncodingKey::from_ec_der(&private_key),
         verifying,
         loaded_at: Instant::now(),
     })
+}
+
+/// Seal `key`'s bare private key (stored by a version before sealing)
+/// under `kek`, in place. A key that is not the PKCS#8 key it should be
+/// is left alone: [`load`] then fails to sign with it, loudly.
+async fn seal_in_place(store: &Store, kek: &Kek, key: &SigningKey) -> Result<(), AuthError> {
+    if EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.private_key).is_err() {
+        tracing::error!(kid = %key.kid, "a stored signing key is neither sealed nor a key");
+        return Ok(());
+    }
+    let sealed = kek
+        .seal(&key.private_key, &KeyPurpose::TokenSigning(key.kid.clone()))
+        .map_err(|_| AuthError::KeyGeneration)?;
+    if store
+        .seal_signing_key(&key.kid, &key.private_key, &sealed)
+        .await?
+    {
+        tracing::info!(kid = %key.kid, "signing key sealed with the key-encryption key");
+    }
+    Ok(())
 }

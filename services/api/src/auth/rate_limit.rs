@@ -41,8 +41,9 @@ impl RateLimit {
         }
     }
 
-    /// The limit on `POST /v1/auth/token` per API key and per client
-    /// address, against secret guessing: 10/min, bursts of 10.
+    /// The limit on `POST /v1/auth/token` per client address and per
+    /// (API key, client address), against secret guessing: 10/min, bursts
+    /// of 10.
     pub fn token_exchange_default() -> Self {
         Self {
             requests: 10,
@@ -132,7 +133,7 @@ struct Bucket {
 
 /// The limiter of `POST /v1/auth/token` (a type of its own so the two
 /// limiters are told apart among the request's extensions). Callers are
-/// `key:{api key id}` and `addr:{client ip}`.
+/// `addr:{client ip}` and `key:{api key id}@{client ip}`.
 #[derive(Debug)]
 pub(crate) struct TokenRateLimiter(pub RateLimiter);
 

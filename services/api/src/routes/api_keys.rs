@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
-use store::{NewApiKey, TenantId};
+use store::NewApiKey;
 use utoipa::ToSchema;
 
 use super::audit::{Event, RequestId, entry};
@@ -179,8 +179,9 @@ pub(crate) async fn revoke(
 
 /// Exchange an API key secret for a bearer token of its role and tenant,
 /// valid 15 minutes. No bearer token needed. Attempts are rate limited per
-/// API key and per client address (default 10 a minute), so secrets cannot
-/// be guessed at speed.
+/// client address and per (API key, client address) (default 10 a minute),
+/// so secrets cannot be guessed at speed and wrong guesses from one address
+/// never lock the key's owner out from another.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "api-keys",
     operation_id = "exchange_api_key",
     security(()),
@@ -189,7 +190,7 @@ pub(crate) async fn revoke(
         (status = 200, description = "A bearer token", body = AccessToken),
         (status = 401, description = "Unknown, malformed or revoked API key",
          body = crate::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Too many attempts for this key or from this address; see Retry-After",
+        (status = 429, description = "Too many attempts from this address (for this key or in all); see Retry-After",
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn token(
@@ -205,8 +206,11 @@ pub(crate) async fn token(
             .map_err(|retry_after| ApiError::TooManyRequests { retry_after }),
         None => Ok(()),
     };
-    if let Some(ConnectInfo(peer)) = extensions.get::<ConnectInfo<SocketAddr>>() {
-        attempt(format!("addr:{}", peer.ip()))?;
+    let peer = extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    if let Some(ip) = peer {
+        attempt(format!("addr:{ip}"))?;
     }
     let invalid = || ApiError::Unauthorized("invalid or revoked API key".to_owned());
     let secret = body.api_key;
@@ -217,7 +221,15 @@ pub(crate) async fn token(
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once('_'))
         .ok_or_else(invalid)?;
-    attempt(format!("key:{id}"))?;
+    // Per (key, address): the key id is the secret's visible prefix, so a
+    // bucket per key alone let anyone who saw it lock the owner out with a
+    // few wrong guesses from elsewhere. The bucket refills (10 a minute by
+    // default), so even the guessing address only backs off; the secret's
+    // 256 bits, not this limit, are what makes guessing hopeless.
+    match peer {
+        Some(ip) => attempt(format!("key:{id}@{ip}"))?,
+        None => attempt(format!("key:{id}"))?,
+    }
     let (key, hash) = match state.store.api_key_with_hash(id).await {
         Ok(found) => found,
         Err(store::Error::NotFound { .. }) => return Err(invalid()),
@@ -231,14 +243,10 @@ pub(crate) async fn token(
         .role
         .parse()
         .map_err(|e: AuthError| ApiError::internal(e))?;
-    let tenant = TenantId::parse(&key.tenant_id)?;
+    // The key's row goes with its tenant (cascade), so the tenant is there.
+    let tenant = state.store.get_tenant(&key.tenant_id).await?;
     let keys = state.keys().await?;
-    let token = keys.issue_for(
-        &format!("api-key:{}", key.id),
-        role,
-        Some(&tenant),
-        TOKEN_TTL,
-    )?;
+    let token = keys.issue_in(&format!("api-key:{}", key.id), role, &tenant, TOKEN_TTL)?;
     Ok(ApiJson(AccessToken {
         access_token: token,
         token_type: "Bearer".to_owned(),

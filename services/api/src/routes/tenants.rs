@@ -212,6 +212,10 @@ pub(crate) async fn remove(
         },
     );
     state.store.delete_tenant_audited(&t, &audit).await?;
+    // A tenant created again under this id must not inherit the dashboard's
+    // lifecycle history either (its audit trail and tokens are kept apart
+    // by the tenant's incarnation).
+    state.fleet_stats.forget_tenant(&t, chrono::Utc::now());
     state.webhooks_changed(&t).await;
     if let Some(pki) = state.pki.as_deref() {
         pki.forget_tenant(&t).await;

@@ -184,10 +184,21 @@ async fn token_exchange_is_rate_limited(db: &TestDb) {
         limited.send(req).await
     };
 
-    // Per key: a third attempt within the minute is refused, from anywhere.
-    exchange(&secrets[0], [10, 0, 0, 1]).await.expect(200);
+    // Per (key, address): a third attempt within the minute from one
+    // address is refused; the key's owner elsewhere is not locked out.
+    let wrong = format!(
+        "{}_{}",
+        secrets[0].rsplit_once('_').unwrap().0,
+        "0".repeat(64)
+    );
+    exchange(&wrong, [10, 0, 0, 1])
+        .await
+        .problem(401, "unauthorized");
+    exchange(&wrong, [10, 0, 0, 1])
+        .await
+        .problem(401, "unauthorized");
     exchange(&secrets[0], [10, 0, 0, 2]).await.expect(200);
-    let r = exchange(&secrets[0], [10, 0, 0, 3])
+    let r = exchange(&secrets[0], [10, 0, 0, 1])
         .await
         .problem(429, "rate-limited");
     let retry: u64 = r.headers[http::header::RETRY_AFTER]

@@ -28,6 +28,7 @@ fn claims(role: Role, tenant: Option<&str>) -> Claims {
         jti: "j".to_owned(),
         role,
         tenant: tenant.map(str::to_owned),
+        tinc: None,
     }
 }
 

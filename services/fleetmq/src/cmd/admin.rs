@@ -55,19 +55,36 @@ pub fn token(args: TokenArgs) -> Result<(), Error> {
         let url = storage.effective_database_url();
         let (store, _) = super::open_and_migrate(&url).await?;
         let result = async {
-            if let Some(tenant) = &tenant
-                && !store
-                    .tenant_exists(tenant.as_str())
-                    .await
-                    .map_err(|e| Error::store(&url, e))?
-            {
-                return Err(Error::NoSuchTenant(tenant.as_str().to_owned()));
+            let record = match &tenant {
+                Some(tenant) => match store.get_tenant(tenant.as_str()).await {
+                    Ok(record) => Some(record),
+                    Err(store::Error::NotFound { .. }) => {
+                        return Err(Error::NoSuchTenant(tenant.as_str().to_owned()));
+                    }
+                    Err(e) => return Err(Error::store(&url, e)),
+                },
+                None => None,
+            };
+            // Signing keys are sealed with the server's key-encryption
+            // key, kept in its data directory. Before any server has made
+            // one there, a bare key is created (never a second KEK: keys
+            // sealed under it would not open on the server), and the
+            // server seals it on start.
+            let kek_path = storage.data_dir.join(crate::pki_boot::KEK_FILE);
+            let keys = if kek_path.is_file() {
+                let kek = pki::Kek::load_or_create_file(&kek_path)
+                    .map_err(|e| Error::Pki(format!("{}: {e}", kek_path.display())))?;
+                api::Keys::load_or_create_sealed(&store, std::sync::Arc::new(kek)).await
+            } else {
+                api::Keys::load_or_create(&store).await
             }
-            let keys = api::Keys::load_or_create(&store)
-                .await
-                .map_err(|e| Error::Token(e.to_string()))?;
-            keys.issue(role, tenant.as_ref(), ttl)
-                .map_err(|e| Error::Token(e.to_string()))
+            .map_err(|e| Error::Token(e.to_string()))?;
+            // A tenant token dies with this incarnation of its tenant.
+            match &record {
+                Some(record) => keys.issue_in("cli", role, record, ttl),
+                None => keys.issue(role, None, ttl),
+            }
+            .map_err(|e| Error::Token(e.to_string()))
         }
         .await;
         store.close().await;

@@ -75,9 +75,18 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
                 return Err(e);
             }
         };
+    // The token signing keys, sealed with the key-encryption key (keys an
+    // older version stored bare are sealed now, at start).
+    let keys = match api::Keys::load_or_create_sealed(&store, platform.kek.clone()).await {
+        Ok(keys) => keys,
+        Err(e) => {
+            store.close().await;
+            return Err(Error::Token(e.to_string()));
+        }
+    };
     let app = api::router(
         services.wire_api(
-            api::AppState::new(store.clone(), metrics),
+            api::AppState::new(store.clone(), metrics).with_keys(keys),
             &platform,
             &config,
         ),
@@ -297,7 +306,10 @@ async fn start_platform(
     let hub = api::events::EventHub::default();
     let platform_auth: Arc<dyn broker::Authenticator> = Arc::new(
         access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone())
-            .on_device_created(bridge::jit_device_created(store.clone(), hub.clone())),
+            .on_device_created(bridge::jit_device_created(store.clone(), hub.clone()))
+            .with_password_checks(Arc::new(access::PasswordChecks::new(
+                config.password_checks,
+            ))),
     );
     let policy: Arc<dyn broker::Authorizer> = Arc::new(access::PolicyAuthorizer::new(cache));
     let (authenticator, authorizer): (Arc<dyn broker::Authenticator>, Arc<dyn broker::Authorizer>) =
@@ -341,7 +353,10 @@ async fn start_platform(
     let reported = state::ReportedState::start(store.clone(), 10_000);
     let webhooks = webhooks::Worker::spawn(
         store.clone(),
-        config.webhooks.worker_config(url_policy(config)),
+        webhooks::WorkerConfig {
+            message_ids: webhooks::MessageIdKey::new(platform.kek.derive("webhook-id").as_ref()),
+            ..config.webhooks.worker_config(url_policy(config))
+        },
     )
     .map_err(|e| Error::Webhooks(e.to_string()))?;
     let (outbox, outbox_task) = webhooks::OutboxWriter::spawn(

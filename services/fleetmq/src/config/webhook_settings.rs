@@ -138,7 +138,7 @@ fn duration_in(
         .ok_or_else(|| Error::invalid(setting, text, hint))
 }
 
-fn number_in<T: TryFrom<u64>>(
+pub(super) fn number_in<T: TryFrom<u64>>(
     setting: Setting,
     value: Option<u64>,
     default: T,

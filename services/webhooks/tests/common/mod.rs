@@ -218,6 +218,7 @@ pub fn config() -> WorkerConfig {
             max_wait: Duration::ZERO,
         },
         url_policy: DEV,
+        message_ids: webhooks::MessageIdKey::random(),
     }
 }
 
