@@ -14,7 +14,8 @@
 //! - item 3: the 400 x 16 x 60 KB SUBSCRIBE attack, and the same under the
 //!   length limit, end at the session's filter limits (0x97, 3.1.1 0x80);
 //! - item 7: 300 retained messages of 1 MB stop at the client's quota
-//!   (0x97, 3.1.1 disconnected), and the database holds only those;
+//!   (0x97, 3.1.1 disconnected), and the database holds only those; a
+//!   quota filled before a restart is still full after it;
 //! - item 13: 2,000 copies of `#` in one SUBSCRIBE over 10,000 retained
 //!   messages deliver at most one budget, while another tenant keeps
 //!   talking (its publish-to-receive latency is printed, not asserted).
@@ -572,26 +573,47 @@ async fn subscription_limits() {
     server.stop().await.unwrap();
 }
 
-/// The retained rows of the database and their payload bytes.
-async fn retained_rows(cwd: &Path, db_args: &[&str]) -> (i64, i64) {
-    let sql = "SELECT CAST(count(*) AS BIGINT), CAST(coalesce(sum(length(payload)), 0) AS BIGINT) \
-               FROM retained_messages";
+/// The rows `sql` returns from the server's database (SQLite in the data
+/// directory, or the Postgres of `db_args`).
+async fn query<T>(cwd: &Path, db_args: &[&str], sql: &'static str) -> Vec<T>
+where
+    T: Send + Unpin,
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+    T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>,
+{
     match db_args.get(1) {
         Some(url) => {
             let pool = sqlx::PgPool::connect(url).await.unwrap();
-            let row = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
             pool.close().await;
-            row
+            rows
         }
         None => {
             let path = cwd.join("fleetmq-data/fleetmq.db");
             let url = format!("sqlite://{}?mode=ro", path.display());
             let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
-            let row = sqlx::query_as(sql).fetch_one(&pool).await.unwrap();
+            let rows = sqlx::query_as(sql).fetch_all(&pool).await.unwrap();
             pool.close().await;
-            row
+            rows
         }
     }
+}
+
+/// The retained rows of the database and their payload bytes.
+async fn retained_rows(cwd: &Path, db_args: &[&str]) -> (i64, i64) {
+    let sql = "SELECT CAST(count(*) AS BIGINT), CAST(coalesce(sum(length(payload)), 0) AS BIGINT) \
+               FROM retained_messages";
+    query(cwd, db_args, sql).await.remove(0)
+}
+
+/// Retained publishes refused in tenant `acme` over a client's quota.
+async fn client_quota_refusals(server: &Server) -> f64 {
+    let text = server.get("/metrics").await.unwrap().text().await.unwrap();
+    metric(
+        &text,
+        "mqtt_retained_quota_refused_total",
+        &["tenant=\"acme\"", "scope=\"client\""],
+    )
 }
 
 /// Item 7: 300 retained messages of 1 MB from one device stop at its quota
@@ -641,16 +663,85 @@ async fn retained_quota(db_args: &[&str]) {
         .await
         .unwrap();
     assert!(!old.closed().await, "3.1.1 over-quota publish acknowledged");
-    let text = server.get("/metrics").await.unwrap().text().await.unwrap();
-    assert!(
-        metric(
-            &text,
-            "mqtt_retained_quota_refused_total",
-            &["tenant=\"acme\"", "scope=\"client\""]
-        ) >= 285.0,
-        "{text}"
-    );
+    let refused = client_quota_refusals(&server).await;
+    assert!(refused >= 285.0, "{refused}");
     alive(&server).await;
+    server.stop().await.unwrap();
+}
+
+/// The retained rows of the database per owner (`None`: unknown), in
+/// owner order.
+async fn retained_owners(cwd: &Path, db_args: &[&str]) -> Vec<(Option<String>, i64)> {
+    let sql = "SELECT owner, CAST(count(*) AS BIGINT) FROM retained_messages \
+               GROUP BY owner ORDER BY owner";
+    query(cwd, db_args, sql).await
+}
+
+/// Item 7 across restarts: a device that filled its retained quota finds
+/// it still full after the server restarts on the same database (the
+/// database records who published each message), and a message another
+/// principal takes over counts for that principal from then on.
+async fn retained_quota_survives_restart(db_args: &[&str]) {
+    const QUOTA: &[&str] = &["--mqtt-retained-per-client", "3"];
+    const STORED: PubAckReason = PubAckReason::NoMatchingSubscribers;
+    const REFUSED: PubAckReason = PubAckReason::QuotaExceeded;
+    /// Retained QoS 1 publishes under `devices/sensor-1/r/` and the
+    /// PUBACK each must get (an empty payload deletes).
+    async fn publish(client: &mut V5, steps: &[(&str, &[u8], PubAckReason)]) {
+        for (topic, payload, want) in steps {
+            let topic = format!("devices/sensor-1/r/{topic}");
+            let got = client.publish(&topic, payload.to_vec(), true).await;
+            assert_eq!(got, *want, "{topic}");
+        }
+    }
+    let cwd = tempfile::tempdir().unwrap();
+    let (server, api) = start(cwd.path(), db_args, QUOTA).await;
+    let (device, backend) = tenant(&api, "acme").await;
+    let mut dev = V5::connect(&server, "sensor-1", &device).await;
+    for topic in ["0", "1", "2"] {
+        publish(&mut dev, &[(topic, b"v", STORED)]).await;
+    }
+    publish(&mut dev, &[("3", b"v", REFUSED)]).await;
+    drop((dev, api));
+    server.stop().await.unwrap();
+    let mine = (Some("sensor-1".to_owned()), 3);
+    assert_eq!(
+        retained_owners(cwd.path(), db_args).await,
+        std::slice::from_ref(&mine)
+    );
+
+    // Restarted: still full; replacing its own message still fits. The
+    // backend then replaces one of the device's messages: it is the
+    // backend's now, and the device has one place free.
+    let (server, api) = start(cwd.path(), db_args, QUOTA).await;
+    let mut dev = V5::connect(&server, "sensor-1", &device).await;
+    publish(&mut dev, &[("3", b"v", REFUSED), ("0", b"w", STORED)]).await;
+    let mut svc = V5::connect(&server, "backend-1", &backend).await;
+    publish(&mut svc, &[("1", b"b", STORED)]).await;
+    publish(&mut dev, &[("3", b"v", STORED), ("4", b"v", REFUSED)]).await;
+    drop((dev, svc, api));
+    server.stop().await.unwrap();
+    let owners = retained_owners(cwd.path(), db_args).await;
+    assert_eq!(owners.len(), 2, "{owners:?}");
+    assert!(owners.contains(&mine), "{owners:?}");
+
+    // Once more: still full; an empty retained publish deletes one of its
+    // messages and gives its place back.
+    let (server, api) = start(cwd.path(), db_args, QUOTA).await;
+    let mut dev = V5::connect(&server, "sensor-1", &device).await;
+    publish(
+        &mut dev,
+        &[
+            ("4", b"v", REFUSED),
+            ("0", b"", STORED),
+            ("4", b"v", STORED),
+        ],
+    )
+    .await;
+    let refused = client_quota_refusals(&server).await;
+    assert!(refused >= 1.0, "{refused}");
+    alive(&server).await;
+    drop((dev, api));
     server.stop().await.unwrap();
 }
 
@@ -745,4 +836,4 @@ async fn repeated_filters_over_many_retained() {
     server.stop().await.unwrap();
 }
 
-binary_backend_tests!(deep_topics, retained_quota);
+binary_backend_tests!(deep_topics, retained_quota, retained_quota_survives_restart);

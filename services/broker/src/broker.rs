@@ -222,6 +222,7 @@ impl Broker {
         // 3.3.2.3.3: one that expired while we were down is never delivered.
         for r in stored {
             let topic = r.topic.clone();
+            let owner = r.owner.clone();
             // Stored before the limits (or under a tenant's higher one):
             // left in the database, where an empty retained PUBLISH or the
             // tenant's deletion still clears it, but never in memory.
@@ -231,7 +232,9 @@ impl Broker {
                 continue;
             }
             if let Some(m) = Message::from_stored(r, now, wall) {
-                fresh.set_retained(&topic, Some(Arc::new(m)));
+                // Counted for its publisher again, so that a restart does
+                // not hand every device a fresh retained quota.
+                fresh.load_retained(&topic, Arc::new(m), owner);
             }
         }
         let restored = fresh.restore(

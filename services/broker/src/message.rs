@@ -277,6 +277,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             properties: Properties::default(),
             expires_at,
+            owner: None,
         };
         let now = Instant::now();
         // Published with 60 s, 55 s ago: 5 s are left, not 60.

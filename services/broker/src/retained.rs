@@ -26,8 +26,8 @@ pub(crate) enum Change {
 struct Node {
     children: HashMap<Box<str>, Node>,
     message: Option<Arc<Message>>,
-    /// Whose quota the message counts against (`None`: loaded from the
-    /// store, which does not record it, or published by the platform).
+    /// Whose quota the message counts against (`None`: published by the
+    /// platform, or stored before the store recorded owners).
     owner: Option<Arc<str>>,
 }
 

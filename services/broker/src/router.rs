@@ -153,7 +153,8 @@ fn update_retained(
         per_owner: limit(config.retained_per_client),
         per_tenant: limit(config.retained_per_tenant),
     };
-    tenant.set_retained_checked(topic, message.clone(), owner.map(Arc::from), &quota)?;
+    let owner: Option<Arc<str>> = owner.map(Arc::from);
+    tenant.set_retained_checked(topic, message.clone(), owner.clone(), &quota)?;
     let (now, wall) = (Instant::now(), SystemTime::now());
     let durability = broker.retained_store().save(
         &tenant.id,
@@ -164,6 +165,8 @@ fn update_retained(
             qos: message.qos,
             properties: message.properties.clone(),
             expires_at: message.expires_at_wall(now, wall),
+            // Recorded so that the quota still counts it after a restart.
+            owner,
         }),
         durable,
     );
@@ -368,5 +371,81 @@ mod tests {
         assert_eq!(t.stats().retained, 0);
         assert_eq!(publish(&b, &t, "w", will("a/b".to_owned())), 1);
         assert_eq!(t.stats().retained, 1);
+    }
+
+    /// Two brokers on one retained store stand for a restart: what a
+    /// principal stored before still counts against its quota after.
+    #[tokio::test]
+    async fn reloaded_retained_messages_count_for_their_publisher() {
+        use crate::store::RetainedStore;
+        let id = TenantId::parse("acme").unwrap();
+        let store = Arc::new(crate::store::MemoryRetainedStore::new());
+        let config = crate::Config {
+            retained_per_client: crate::RetainedLimit {
+                messages: 2,
+                bytes: 1 << 20,
+            },
+            ..crate::Config::default()
+        };
+        let start = || {
+            Broker::builder(Arc::new(crate::auth::AllowAnonymous { tenant: id.clone() }))
+                .config(config.clone())
+                .retained_store(store.clone())
+                .build()
+        };
+        let retained = |topic: &str, payload: &'static [u8]| {
+            Message::new(
+                TopicName::parse(topic).unwrap(),
+                Bytes::from_static(payload),
+                QoS::AtLeastOnce,
+                true,
+                Properties::default(),
+                Some(Arc::from("c")),
+                Instant::now(),
+            )
+        };
+        let put = |b: &Broker, t: &Tenant, who: &str, topic: &str, payload: &'static [u8]| {
+            publish_durable(b, t, "c", Some(who), retained(topic, payload)).map(|_| ())
+        };
+        let b = start();
+        let t = b.tenant(&id).await.unwrap();
+        put(&b, &t, "d1", "devices/d1/a", b"1").unwrap();
+        put(&b, &t, "d1", "devices/d1/b", b"1").unwrap();
+        assert!(put(&b, &t, "d1", "devices/d1/c", b"1").is_err());
+        drop((t, b));
+
+        let b = start();
+        let t = b.tenant(&id).await.unwrap();
+        assert_eq!(t.stats().retained, 2);
+        // Still full after the restart; replacing its own still fits.
+        assert!(put(&b, &t, "d1", "devices/d1/c", b"1").is_err());
+        put(&b, &t, "d1", "devices/d1/a", b"2").unwrap();
+        // Another principal takes `b` over: it is theirs now, in the store
+        // too, and d1 has room for one more, across a restart as well.
+        put(&b, &t, "d2", "devices/d1/b", b"2").unwrap();
+        drop((t, b));
+        let b = start();
+        let t = b.tenant(&id).await.unwrap();
+        put(&b, &t, "d1", "devices/d1/c", b"1").unwrap();
+        assert!(put(&b, &t, "d1", "devices/d1/d", b"1").is_err());
+        // An empty retained publish deletes, and gives the place back.
+        put(&b, &t, "d1", "devices/d1/c", b"").unwrap();
+        put(&b, &t, "d1", "devices/d1/d", b"1").unwrap();
+        let owners: Vec<(String, Option<String>)> = store
+            .load(&id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.topic.as_str().to_owned(), r.owner.map(|o| o.to_string())))
+            .collect();
+        let some = |o: &str| Some(o.to_owned());
+        assert_eq!(
+            owners,
+            [
+                ("devices/d1/a".to_owned(), some("d1")),
+                ("devices/d1/b".to_owned(), some("d2")),
+                ("devices/d1/d".to_owned(), some("d1")),
+            ]
+        );
     }
 }

@@ -2,7 +2,7 @@
 //! on its database, write-behind), and an in-memory store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
@@ -28,6 +28,11 @@ pub struct StoredRetained {
     /// never. Absolute, so that reloading a message after a restart does
     /// not start its Message Expiry Interval again.
     pub expires_at: Option<SystemTime>,
+    /// The principal (device id or service credential) that published it,
+    /// whose retained quota it counts against, after a restart too.
+    /// `None`: published by the platform, or stored before owners were
+    /// recorded; it then counts towards the tenant's quota only.
+    pub owner: Option<Arc<str>>,
 }
 
 impl StoredRetained {

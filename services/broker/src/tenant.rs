@@ -568,6 +568,21 @@ impl Tenant {
         change
     }
 
+    /// Puts back a retained message loaded from the store, counted for
+    /// `owner` and the tenant but never refused: it was accepted once, and
+    /// limits lowered since only stop new ones.
+    pub(crate) fn load_retained(
+        &self,
+        topic: &mqtt::TopicName,
+        message: Arc<crate::message::Message>,
+        owner: Option<Arc<str>>,
+    ) {
+        let change = write(&self.retained).set_checked(topic, Some(message), owner, None);
+        if let Ok(Change::Added) = change {
+            metrics::retained(1.0);
+        }
+    }
+
     /// Sets a retained message held to `quota` for `owner` and the tenant.
     pub(crate) fn set_retained_checked(
         &self,

@@ -70,6 +70,7 @@ fn message(topic: &TopicName, round: usize, qos: QoS) -> StoredRetained {
         qos,
         properties: Properties::default(),
         expires_at: None,
+        owner: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! [`RetainedMessage`]: the pass-through properties as a JSON object,
 //! wall-clock times as UTC timestamps.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use broker::StoredRetained;
@@ -28,6 +29,7 @@ pub(crate) fn to_row(
         properties: properties_to_json(&message.properties),
         expires_at: message.expires_at.map(DateTime::<Utc>::from),
         updated_at: now,
+        owner: message.owner.as_deref().map(str::to_owned),
     }
 }
 
@@ -49,6 +51,7 @@ pub(crate) fn from_row(row: RetainedMessage) -> Result<StoredRetained, Error> {
         qos,
         properties,
         expires_at: row.expires_at.map(SystemTime::from),
+        owner: row.owner.as_deref().map(Arc::from),
     })
 }
 
@@ -160,6 +163,7 @@ mod tests {
             qos: QoS::ExactlyOnce,
             properties,
             expires_at: Some(expires_at),
+            owner: Some(Arc::from("sensor-1")),
         };
         let row = to_row("acme", &message, Utc::now());
         assert_eq!(row.qos, 2);
@@ -189,6 +193,7 @@ mod tests {
                 qos: QoS::AtMostOnce,
                 properties: Properties::default(),
                 expires_at: None,
+                owner: None,
             },
             Utc::now(),
         );

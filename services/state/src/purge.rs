@@ -78,6 +78,7 @@ mod tests {
                 properties: serde_json::json!({}),
                 expires_at,
                 updated_at: now,
+                owner: None,
             })
         };
         store

@@ -455,6 +455,7 @@ mod tests {
             qos: QoS::AtMostOnce,
             properties: Properties::default(),
             expires_at,
+            owner: Some(Arc::from("d1")),
         }
     }
 
@@ -518,6 +519,45 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
+        retained.shutdown().await.unwrap();
+        db.cleanup().await;
+    }
+
+    /// The publisher is persisted on both paths (write-behind and group
+    /// commit); of coalesced changes the last publisher wins, and a load
+    /// before the flush sees it too.
+    #[tokio::test]
+    async fn the_owner_is_persisted_and_the_last_change_s_owner_wins() {
+        let (db, retained) = setup(RetainedConfig {
+            flush_window: Duration::from_secs(3600),
+            ..RetainedConfig::default()
+        })
+        .await;
+        let by = |topic: &str, owner: Option<&str>| StoredRetained {
+            owner: owner.map(Arc::from),
+            ..message(topic, "x", None)
+        };
+        // QoS 0, coalesced: d1's change then the credential's.
+        save(&retained, &by("devices/d1/a", Some("d1")), false);
+        save(&retained, &by("devices/d1/a", Some("backend")), false);
+        save(&retained, &by("devices/d1/b", None), false);
+        let owners = |v: Vec<StoredRetained>| {
+            v.into_iter()
+                .map(|m| m.owner.map(|o| o.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let want = [Some("backend".to_owned()), None];
+        assert_eq!(owners(retained.load(&tenant()).await.unwrap()), want);
+        retained.flush().await.unwrap();
+        assert_eq!(owners(retained.load(&tenant()).await.unwrap()), want);
+        // QoS 1 (group commit): committed with its owner before it resolves.
+        save(&retained, &by("devices/d1/b", Some("d1")), true)
+            .expect("QoS 1 waits")
+            .await
+            .unwrap();
+        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        let rows: Vec<_> = rows.iter().map(|r| r.owner.as_deref()).collect();
+        assert_eq!(rows, [Some("backend"), Some("d1")]);
         retained.shutdown().await.unwrap();
         db.cleanup().await;
     }

@@ -14,7 +14,7 @@ use sqlx::types::Json;
 use crate::codec::Ts;
 use crate::{Error, Store};
 
-/// Rows per multi-row statement: 7 parameters each stays far below the
+/// Rows per multi-row statement: 8 parameters each stays far below the
 /// bind limits (SQLite 32,766, Postgres 65,535).
 const CHUNK: usize = 1_000;
 
@@ -32,6 +32,11 @@ pub struct RetainedMessage {
     /// Absolute expiry; `None`: never.
     pub expires_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The principal (device id or service credential) whose retained
+    /// quota the message counts against; `None`: unknown (written before
+    /// owners were recorded, or published by the platform), counted for
+    /// the tenant only. A replacement takes the new publisher's owner.
+    pub owner: Option<String>,
 }
 
 /// One change in a [`Store::write_retained`] batch.
@@ -73,6 +78,7 @@ struct RetainedRow {
     properties: Json<Value>,
     expires_at: Option<Ts>,
     updated_at: Ts,
+    owner: Option<String>,
 }
 
 impl TryFrom<RetainedRow> for RetainedMessage {
@@ -94,13 +100,14 @@ impl TryFrom<RetainedRow> for RetainedMessage {
             properties: r.properties.0,
             expires_at: r.expires_at.map(|t| t.0),
             updated_at: r.updated_at.0,
+            owner: r.owner,
         })
     }
 }
 
 macro_rules! retained_columns {
     () => {
-        "tenant_id, topic, payload, qos, properties, expires_at, updated_at"
+        "tenant_id, topic, payload, qos, properties, expires_at, updated_at, owner"
     };
 }
 
@@ -133,10 +140,14 @@ impl Store {
         for w in kept {
             match w {
                 RetainedWrite::Set(m) => {
-                    if m.payload.is_empty() || m.qos > 2 || !m.properties.is_object() {
+                    if m.payload.is_empty()
+                        || m.qos > 2
+                        || !m.properties.is_object()
+                        || m.owner.as_deref() == Some("")
+                    {
                         return Err(Error::InvalidDocument {
                             kind: "retained message",
-                            reason: "payload must not be empty, qos 0-2, properties an object",
+                            reason: "payload must not be empty, qos 0-2, properties an object, owner not empty",
                         });
                     }
                     sets.push(m);
@@ -160,7 +171,8 @@ impl Store {
                         .push_bind(i16::from(m.qos))
                         .push_bind(Json(&m.properties))
                         .push_bind(m.expires_at.map(Ts))
-                        .push_bind(Ts(m.updated_at));
+                        .push_bind(Ts(m.updated_at))
+                        .push_bind(m.owner.as_deref());
                 });
                 // `WHERE true`: SQLite needs it to parse ON CONFLICT after a
                 // SELECT. The join drops rows of tenants that do not exist.
@@ -168,11 +180,11 @@ impl Store {
                     ") INSERT INTO retained_messages (",
                     retained_columns!(),
                     ") SELECT v.tenant_id, v.topic, v.payload, v.qos, v.properties, ",
-                    "v.expires_at, v.updated_at FROM v JOIN tenants t ON t.id = v.tenant_id ",
+                    "v.expires_at, v.updated_at, v.owner FROM v JOIN tenants t ON t.id = v.tenant_id ",
                     "WHERE true ON CONFLICT (tenant_id, topic) DO UPDATE SET ",
                     "payload = excluded.payload, qos = excluded.qos, ",
                     "properties = excluded.properties, expires_at = excluded.expires_at, ",
-                    "updated_at = excluded.updated_at"
+                    "updated_at = excluded.updated_at, owner = excluded.owner"
                 ));
                 count.upserted += q.build().execute(&mut *tx).await?.rows_affected();
             }
@@ -307,6 +319,7 @@ mod tests {
                 properties: Value::Object(Default::default()),
                 expires_at: None,
                 updated_at: at,
+                owner: None,
             })
         };
         let del = RetainedWrite::Delete {

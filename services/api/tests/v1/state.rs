@@ -34,6 +34,7 @@ impl DeviceCommands for RetainedInStore {
                 properties: json!({}),
                 expires_at: None,
                 updated_at: Utc::now(),
+                owner: None,
             };
             self.0
                 .write_retained(&[RetainedWrite::Set(message)])

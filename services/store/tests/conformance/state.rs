@@ -19,6 +19,7 @@ fn message(tenant: &str, topic: &str, payload: &[u8]) -> RetainedMessage {
         properties: json!({"content_type": "text/plain", "user_properties": [["k", "v"]]}),
         expires_at: None,
         updated_at: Utc::now(),
+        owner: Some("d1".into()),
     }
 }
 
@@ -119,6 +120,82 @@ async fn retained_batches_upsert_delete_and_skip(db: &TestDb) -> anyhow::Result<
     // Deleting the tenant deletes its retained messages.
     store.delete_tenant("globex").await?;
     assert!(store.load_retained("globex", now).await?.is_empty());
+    Ok(())
+}
+
+/// Who published a retained message survives a reload, a replacement by
+/// another principal moves it, and an unknown owner stays unknown.
+async fn retained_owner_is_kept_and_moves_on_replace(db: &TestDb) -> anyhow::Result<()> {
+    let store = db.store();
+    tenant(store, "acme").await?;
+    let now = Utc::now();
+    let mut platform = message("acme", "commands/d1/desired", b"p");
+    platform.owner = None;
+    let credential = "cred-backend-1".to_owned();
+    store
+        .write_retained(&[
+            RetainedWrite::Set(message("acme", "devices/d1/a", b"1")),
+            RetainedWrite::Set(message("acme", "devices/d1/b", b"1")),
+            RetainedWrite::Set(platform),
+        ])
+        .await?;
+    let owners = |loaded: Vec<RetainedMessage>| {
+        loaded
+            .into_iter()
+            .map(|m| (m.topic, m.owner))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        owners(store.load_retained("acme", now).await?),
+        [
+            ("commands/d1/desired".to_owned(), None),
+            ("devices/d1/a".to_owned(), Some("d1".to_owned())),
+            ("devices/d1/b".to_owned(), Some("d1".to_owned())),
+        ]
+    );
+    // Another principal replaces `b` (and the platform's message): the
+    // rows are theirs now.
+    let mut taken = message("acme", "devices/d1/b", b"2");
+    taken.owner = Some(credential.clone());
+    let mut adopted = message("acme", "commands/d1/desired", b"q");
+    adopted.owner = Some(credential.clone());
+    store
+        .write_retained(&[RetainedWrite::Set(taken), RetainedWrite::Set(adopted)])
+        .await?;
+    assert_eq!(
+        owners(store.list_retained("acme", "", now, 10).await?),
+        [
+            ("commands/d1/desired".to_owned(), Some(credential.clone())),
+            ("devices/d1/a".to_owned(), Some("d1".to_owned())),
+            ("devices/d1/b".to_owned(), Some(credential.clone())),
+        ]
+    );
+    // A platform replacement forgets the owner; a delete removes the row.
+    let mut platform = message("acme", "devices/d1/b", b"3");
+    platform.owner = None;
+    store
+        .write_retained(&[
+            RetainedWrite::Set(platform),
+            RetainedWrite::Delete {
+                tenant_id: "acme".into(),
+                topic: "devices/d1/a".into(),
+            },
+        ])
+        .await?;
+    assert_eq!(
+        owners(store.load_retained("acme", now).await?),
+        [
+            ("commands/d1/desired".to_owned(), Some(credential)),
+            ("devices/d1/b".to_owned(), None),
+        ]
+    );
+    // An empty owner is no owner: refused rather than stored as one.
+    let mut blank = message("acme", "devices/d1/c", b"x");
+    blank.owner = Some(String::new());
+    assert!(matches!(
+        store.write_retained(&[RetainedWrite::Set(blank)]).await,
+        Err(Error::InvalidDocument { .. })
+    ));
     Ok(())
 }
 
@@ -384,6 +461,7 @@ async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result
 
 store::backend_tests!(
     retained_batches_upsert_delete_and_skip,
+    retained_owner_is_kept_and_moves_on_replace,
     presence_batches_and_status_filter,
     state_document_merge_versions_and_events
 );
