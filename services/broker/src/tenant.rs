@@ -636,19 +636,17 @@ mod tests {
         Tenant::new(TenantId::parse("acme").unwrap())
     }
 
+    fn limits() -> crate::session::QueueLimits {
+        crate::session::QueueLimits::messages(10)
+    }
+
     #[test]
     fn persistent_session_survives_and_clean_start_discards() {
         let t = tenant();
         let id: Arc<str> = Arc::from("c1");
         let own: Arc<str> = Arc::from("p1");
         let a = t
-            .attach(
-                &id,
-                &own,
-                false,
-                ConnControl::new(1),
-                crate::session::QueueLimits::messages(10),
-            )
+            .attach(&id, &own, false, ConnControl::new(1), limits())
             .unwrap();
         assert!(!a.present);
         let f = TopicFilter::parse("a/#").unwrap();
@@ -660,13 +658,7 @@ mod tests {
         );
         assert!(matches!(t.detach(&a.session, 1, 60), Detached::Kept { .. }));
         let b = t
-            .attach(
-                &id,
-                &own,
-                false,
-                ConnControl::new(2),
-                crate::session::QueueLimits::messages(10),
-            )
+            .attach(&id, &own, false, ConnControl::new(2), limits())
             .unwrap();
         assert!(b.present);
         assert!(Arc::ptr_eq(&a.session, &b.session));
@@ -674,13 +666,7 @@ mod tests {
         // The old connection's late detach changes nothing.
         assert!(matches!(t.detach(&a.session, 1, 0), Detached::NotCurrent));
         let c = t
-            .attach(
-                &id,
-                &own,
-                true,
-                ConnControl::new(3),
-                crate::session::QueueLimits::messages(10),
-            )
+            .attach(&id, &own, true, ConnControl::new(3), limits())
             .unwrap();
         assert!(!c.present);
         assert_eq!(c.previous.map(|p| p.id), Some(2));
@@ -700,13 +686,7 @@ mod tests {
         let backend: Arc<str> = Arc::from("service:b");
         let other: Arc<str> = Arc::from("service:c");
         let a = t
-            .attach(
-                &id,
-                &backend,
-                false,
-                ConnControl::new(1),
-                crate::session::QueueLimits::messages(10),
-            )
+            .attach(&id, &backend, false, ConnControl::new(1), limits())
             .unwrap();
         let f = TopicFilter::parse("#").unwrap();
         t.subscribe(
@@ -718,25 +698,13 @@ mod tests {
         // Another credential neither resumes nor takes over, with or
         // without Clean Start; the owner stays connected.
         for clean in [false, true] {
-            let refused = t.attach(
-                &id,
-                &other,
-                clean,
-                ConnControl::new(2),
-                crate::session::QueueLimits::messages(10),
-            );
+            let refused = t.attach(&id, &other, clean, ConnControl::new(2), limits());
             assert!(matches!(refused, Err(NotOwner::Foreign { ref owner }) if *owner == backend));
             assert!(a.session.is_online());
         }
         // The device whose id it is discards the foreign session.
         let d = t
-            .attach(
-                &id,
-                &id,
-                false,
-                ConnControl::new(3),
-                crate::session::QueueLimits::messages(10),
-            )
+            .attach(&id, &id, false, ConnControl::new(3), limits())
             .unwrap();
         assert!(!d.present);
         assert_eq!(d.previous.map(|p| p.id), Some(1));
@@ -745,14 +713,8 @@ mod tests {
         assert_eq!(d.session.owner(), &id);
         // And the backend cannot get it back.
         assert!(
-            t.attach(
-                &id,
-                &backend,
-                false,
-                ConnControl::new(4),
-                crate::session::QueueLimits::messages(10)
-            )
-            .is_err()
+            t.attach(&id, &backend, false, ConnControl::new(4), limits())
+                .is_err()
         );
     }
 
@@ -762,25 +724,13 @@ mod tests {
         let id: Arc<str> = Arc::from("c1");
         let own: Arc<str> = Arc::from("p1");
         let a = t
-            .attach(
-                &id,
-                &own,
-                false,
-                ConnControl::new(1),
-                crate::session::QueueLimits::messages(10),
-            )
+            .attach(&id, &own, false, ConnControl::new(1), limits())
             .unwrap();
         let Detached::Kept { generation } = t.detach(&a.session, 1, 60) else {
             panic!("kept")
         };
         let _b = t
-            .attach(
-                &id,
-                &own,
-                false,
-                ConnControl::new(2),
-                crate::session::QueueLimits::messages(10),
-            )
+            .attach(&id, &own, false, ConnControl::new(2), limits())
             .unwrap();
         assert!(!t.expire(&a.session, generation));
         let Detached::Kept { generation } = t.detach(&a.session, 2, 60) else {
