@@ -183,14 +183,11 @@ async fn paho_connack(
     let mut cmd = tokio::process::Command::new("python3");
     cmd.arg(interop_dir().join("paho_connack.py"))
         .args(["--port", &port.to_string(), "--client-id", client_id])
-        .args([
-            "--user",
-            login.user,
-            "--password",
-            login.password,
-            "--protocol",
-            "311",
-        ])
+        // `--password=` keeps a generated secret that starts with '-' from
+        // being read by argparse as an option.
+        .args(["--user", login.user])
+        .arg(format!("--password={}", login.password))
+        .args(["--protocol", "311"])
         .kill_on_drop(true);
     if persistent {
         cmd.arg("--persistent");
