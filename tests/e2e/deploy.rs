@@ -359,7 +359,7 @@ async fn haproxy_spreads_devices_over_three_nodes_on_mqtt_tls_websocket_and_http
     }
     wait_connections(
         &[&s[0], &s[1], &s[2]],
-        |c| c == [1.0, 1.0, 1.0],
+        |c| c == [1.0, 1.0, 1.0].as_slice(),
         "leastconn: one connection per node",
     )
     .await;
