@@ -8,16 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use fleetmq_tests::haproxy::{self, Frontends, Haproxy, Node};
+use fleetmq_tests::tls_client;
 use fleetmq_tests::{
     API_WAIT, Api, Server, fleetmq, fleetmq_bin, platform_server, run_to_exit, start_anonymous,
 };
-use rumqttc::{Packet, QoS, TlsConfiguration, Transport};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use rumqttc::{Packet, QoS, Transport};
 use serde_json::json;
 use tokio::process::Command;
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
@@ -135,7 +133,10 @@ async fn systemd_unit_verifies_and_is_sandboxed() {
     assert!(nofile >= 65536, "LimitNOFILE={nofile}");
     // verify checks that ExecStart's binary exists: the one this suite built.
     const INSTALLED: &str = "/usr/local/bin/fleetmq ";
-    assert!(unit.contains(&format!("ExecStart={INSTALLED}serve")), "{unit}");
+    assert!(
+        unit.contains(&format!("ExecStart={INSTALLED}serve")),
+        "{unit}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let copy = dir.path().join("fleetmq.service");
     let bin = format!("{} ", fleetmq_bin().display());
@@ -325,6 +326,25 @@ async fn three_nodes() -> Three {
     }
 }
 
+impl Three {
+    async fn stop(self) {
+        for server in self.servers {
+            server.stop().await.unwrap();
+        }
+    }
+}
+
+/// `/readyz` through HAProxy answers 200 `times` times in a row.
+async fn ready_through(lb: &Haproxy, times: usize) {
+    let http = reqwest::Client::new();
+    for _ in 0..times {
+        let res = http.get(lb.url("/readyz")).send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        let body: serde_json::Value = res.json().await.unwrap();
+        assert_eq!(body["status"], "ready", "{body}");
+    }
+}
+
 fn nodes_of(servers: &[Server]) -> [Node; 3] {
     [
         Node::of(&servers[0]),
@@ -344,13 +364,7 @@ async fn haproxy_spreads_devices_over_three_nodes_on_mqtt_tls_websocket_and_http
     let lb = Haproxy::start(&nodes_of(s)).await.unwrap();
 
     // HTTP: the API through HAProxy, nodes answering /readyz.
-    let http = reqwest::Client::new();
-    for _ in 0..6 {
-        let res = http.get(lb.url("/readyz")).send().await.unwrap();
-        assert_eq!(res.status(), 200);
-        let body: serde_json::Value = res.json().await.unwrap();
-        assert_eq!(body["status"], "ready", "{body}");
-    }
+    ready_through(&lb, 6).await;
 
     // MQTT: leastconn gives three long-lived connections one node each.
     let mut held = Vec::new();
@@ -367,24 +381,9 @@ async fn haproxy_spreads_devices_over_three_nodes_on_mqtt_tls_websocket_and_http
     // MQTT over TLS, passed through: the client checks the node's own
     // certificate (each node here has its own root CA, so trust all three;
     // they name "localhost").
-    let mut roots = rustls::RootCertStore::empty();
-    for server in s {
-        let pem = std::fs::read(server.mqtts_ca_file()).unwrap();
-        for cert in CertificateDer::pem_slice_iter(&pem) {
-            roots.add(cert.unwrap()).unwrap();
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::aws_lc_rs::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let cas: Vec<PathBuf> = s.iter().map(Server::mqtts_ca_file).collect();
     let mut opts = rumqttc::MqttOptions::new("tls-0", "localhost", lb.front.mqtts.port());
-    opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-        Arc::new(tls),
-    )));
+    opts.set_transport(tls_client::trusting(&cas));
     held.push(round_trip(opts).await);
 
     // MQTT over WebSocket.
@@ -402,9 +401,7 @@ async fn haproxy_spreads_devices_over_three_nodes_on_mqtt_tls_websocket_and_http
     .await;
     drop(held);
     drop(lb);
-    for server in three.servers {
-        server.stop().await.unwrap();
-    }
+    three.stop().await;
 }
 
 #[tokio::test]
@@ -442,16 +439,10 @@ async fn haproxy_passes_a_stopped_node_over() {
     for backend in ["mqtt_nodes", "mqtts_nodes", "ws_nodes"] {
         assert!(log.contains(&format!("{backend}/node1 is DOWN")), "{log}");
     }
-    let http = reqwest::Client::new();
-    for _ in 0..6 {
-        let res = http.get(lb.url("/readyz")).send().await.unwrap();
-        assert_eq!(res.status(), 200);
-    }
+    ready_through(&lb, 6).await;
     drop(held);
     drop(lb);
-    for server in three.servers {
-        server.stop().await.unwrap();
-    }
+    three.stop().await;
 }
 
 /// A device's certificate reaches the node through HAProxy (TLS is not
@@ -473,10 +464,7 @@ async fn haproxy_passes_device_certificates_through() {
     api.post("/v1/tenants/acme/devices", json!({"id": "sensor-1"}))
         .await;
     let issued = api
-        .post(
-            "/v1/tenants/acme/devices/sensor-1/certificates",
-            json!({}),
-        )
+        .post("/v1/tenants/acme/devices/sensor-1/certificates", json!({}))
         .await;
     let chain = format!(
         "{}{}",
@@ -499,7 +487,12 @@ async fn haproxy_passes_device_certificates_through() {
         .arg("--key")
         .arg(&key)
         .args(["-i", "sensor-1", "-V", "mqttv5", "-q", "1"])
-        .args(["-t", "devices/sensor-1/state/reported", "-m", r#"{"temp":7}"#])
+        .args([
+            "-t",
+            "devices/sensor-1/state/reported",
+            "-m",
+            r#"{"temp":7}"#,
+        ])
         .kill_on_drop(true);
     let out = run_to_exit(publish).await.unwrap();
     assert!(

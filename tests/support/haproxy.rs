@@ -135,11 +135,7 @@ impl Haproxy {
             if let Some(status) = self.child.try_wait()? {
                 bail!("haproxy exited ({status}):\n{}", self.stderr());
             }
-            let answer = http
-                .get(&url)
-                .timeout(Duration::from_secs(5))
-                .send()
-                .await;
+            let answer = http.get(&url).timeout(Duration::from_secs(5)).send().await;
             if answer.is_ok_and(|r| r.status() == 200) {
                 return Ok(());
             }
