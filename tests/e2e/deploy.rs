@@ -30,15 +30,28 @@ async fn check(group: &str) {
     cmd.arg(haproxy::repo_root().join("tests/deploy/check.py"))
         .arg(group)
         .kill_on_drop(true);
+    let out = succeeds(
+        cmd,
+        &format!(
+            "check.py {group} (its checkers: tests/deploy/requirements.txt, installed by .ci/deps)"
+        ),
+    )
+    .await;
+    assert!(out.stdout.contains("ok "), "{}", out.stdout);
+    println!("{}", out.stdout);
+}
+
+/// Runs `cmd` to its exit, which must be a success; `what` it was.
+async fn succeeds(cmd: Command, what: &str) -> fleetmq_tests::Finished {
     let out = run_to_exit(cmd).await.unwrap();
     assert!(
-        out.status.success() && out.stdout.contains("ok "),
-        "check.py {group} ({}):\n{}{}\n(the checkers come from tests/deploy/requirements.txt; .ci/deps installs them)",
+        out.status.success(),
+        "{what} failed ({}):\n{}{}",
         out.status,
         out.stdout,
         out.stderr
     );
-    println!("{}", out.stdout);
+    out
 }
 
 #[tokio::test]
@@ -160,14 +173,7 @@ async fn systemd_unit_verifies_and_is_sandboxed() {
     security
         .args(["security", "--offline=true", "--threshold=20", "--no-pager"])
         .arg(&copy);
-    let out = run_to_exit(security).await.unwrap();
-    assert!(
-        out.status.success(),
-        "systemd-analyze security above 2.0 ({}):\n{}{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    let out = succeeds(security, "systemd-analyze security at most 2.0").await;
     println!(
         "{}",
         out.stdout
@@ -494,14 +500,11 @@ async fn haproxy_passes_device_certificates_through() {
             r#"{"temp":7}"#,
         ])
         .kill_on_drop(true);
-    let out = run_to_exit(publish).await.unwrap();
-    assert!(
-        out.status.success(),
-        "mosquitto_pub with the device certificate through HAProxy ({}):\n{}{}",
-        out.status,
-        out.stdout,
-        out.stderr
-    );
+    succeeds(
+        publish,
+        "mosquitto_pub with the device certificate through HAProxy",
+    )
+    .await;
     api.wait_for(
         "/v1/tenants/acme/devices/sensor-1/state",
         "the reported temperature",
