@@ -76,6 +76,13 @@ def mqtt_idle_timeouts():
     return found
 
 
+def hard_stop_after():
+    """haproxy.cfg's hard-stop-after, in seconds."""
+    m = re.search(r"^\s*hard-stop-after (\d+)s\b", read("haproxy.cfg"), re.M)
+    require(m, "haproxy.cfg sets hard-stop-after in seconds")
+    return int(m.group(1))
+
+
 def check_haproxy_env(env, where):
     """`env` (name -> value) sets every variable haproxy.cfg reads."""
     missing = [v for v in haproxy_variables() if v not in env]
@@ -132,6 +139,8 @@ def compose():
             host = str(env[f"NODE{n}_{listener}"]).rsplit(":", 1)[0]
             require(host in nodes, f"NODE{n}_{listener} names a node service: {host}")
     require("./haproxy.cfg:/usr/local/etc/haproxy/haproxy.cfg:ro" in lb["volumes"], "haproxy mounts deploy/haproxy.cfg")
+    require(int(lb["stop_grace_period"].rstrip("s")) > hard_stop_after(),
+            "haproxy's stop_grace_period exceeds hard-stop-after")
     published = {int(p.rsplit(":", 1)[1]) for p in lb["ports"]}
     binds = {int(str(env[f"LB_{l}_BIND"]).rsplit(":", 1)[1]) for l in PORTS}
     require(published == binds, f"haproxy publishes the ports it binds: {published} vs {binds}")
@@ -229,6 +238,8 @@ def k8s():
     (hc,) = lb["spec"]["template"]["spec"]["containers"]
     henv = env_of(hc)
     check_haproxy_env(henv, "k8s haproxy")
+    require(lb["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > hard_stop_after(),
+            "haproxy's terminationGracePeriodSeconds exceeds hard-stop-after")
     ns = sts["metadata"]["namespace"]
     for n in (1, 2, 3):
         for listener in PORTS:
