@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod haproxy;
 pub mod hooks;
 pub mod proxy;
 pub mod sse;
