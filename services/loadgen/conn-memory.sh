@@ -13,7 +13,7 @@
 # sit idle. Prints (RSS after - RSS before) / N in KB per connection and the
 # idle CPU in percent of one core. Release builds unless --debug (figures
 # from a debug build are larger; compare like with like). Figures and
-# history: docs/conn-memory.md.
+# history: services/loadgen/conn-memory.md.
 #
 # The load side alone, against any loopback broker:
 #   fleetmq-loadgen idle --port P [--connections N] [--hold SECS]
