@@ -343,7 +343,9 @@ impl Conn {
                 () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
                 () = sleep_until(stall), if stall.is_some() => {
                     last_rx = Instant::now();
-                    if let Some(end) = self.release_stalled(inbuf, max_packet).await? {
+                    // Boxed: rare, and the loop's future would otherwise be
+                    // as large as this state for every connection.
+                    if let Some(end) = Box::pin(self.release_stalled(inbuf, max_packet)).await? {
                         self.settle_deferred().await?;
                         self.flush(stream).await?;
                         return Ok(end);
@@ -383,7 +385,9 @@ impl Conn {
                 break;
             };
             if self.tenant.id.is_platform() {
-                load_tenants_for(&self.broker, &packet).await;
+                // Boxed: platform clients only; the tenant loads would size
+                // every connection's future.
+                Box::pin(load_tenants_for(&self.broker, &packet)).await;
             }
             if self.version != ProtocolVersion::V5 {
                 match self.hold_back(packet, true) {
