@@ -3,14 +3,16 @@
 #
 #   services/loadgen/conn-memory.sh [--connections N] [--hold SECS]
 #                                   [--only fleetmq|mosquitto] [--no-build]
-#                                   [--debug]
+#                                   [--debug] [--tls]
 #
 # For each broker: start it fresh (temporary config or data dir, free port,
 # never 1883), read VmRSS from /proc/PID/status, open N plain MQTT 3.1.1
 # connections (keep alive 60 s) with `fleetmq-loadgen idle`, wait for every
 # CONNACK and 2 s more, read VmRSS again, then watch the broker's CPU time
 # (utime+stime from /proc/PID/stat) for --hold seconds while the connections
-# sit idle. Prints (RSS after - RSS before) / N in KB per connection and the
+# sit idle. With --tls the connections are MQTT over TLS without client
+# certificates (fleetmq's mqtts listener, whose CA file it prints; Mosquitto
+# with a P-256 server certificate made here by openssl). Prints (RSS after - RSS before) / N in KB per connection and the
 # idle CPU in percent of one core. Release builds unless --debug (figures
 # from a debug build are larger; compare like with like). Figures and
 # history: services/loadgen/conn-memory.md.
@@ -30,6 +32,7 @@ hold=10
 only=""
 build=1
 profile=release
+tls=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --connections) connections="$2"; shift ;;
@@ -37,7 +40,8 @@ while [[ $# -gt 0 ]]; do
         --only) only="$2"; shift ;;
         --no-build) build=0 ;;
         --debug) profile=debug ;;
-        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+        --tls) tls=1 ;;
+        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
@@ -82,11 +86,12 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # measure NAME PID PORT: one idle run against a started broker.
 measure() {
     local name="$1" pid="$2" port="$3"
+    shift 3
     sleep 1
     local before after
     before="$(rss_kb "$pid")"
     "$target/$profile/fleetmq-loadgen" idle --port "$port" \
-        --connections "$connections" --hold 0 >"$work/$name-idle.out" 2>&1 &
+        --connections "$connections" --hold 0 "$@" >"$work/$name-idle.out" 2>&1 &
     local gen=$!
     pids+=("$gen")
     for _ in $(seq 1200); do
@@ -134,24 +139,56 @@ persistence false
 max_connections -1
 log_dest none
 CONF
+    extra=()
+    if [[ $tls -eq 1 ]]; then
+        (
+            cd "$work"
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout ca.key -out ca.pem -days 2 -subj /CN=conn-memory-ca
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+                -keyout server.key -out server.csr -subj /CN=localhost
+            printf 'subjectAltName=DNS:localhost\n' >san.ext
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+                -out server.pem -days 2 -extfile san.ext
+        ) >/dev/null 2>&1
+        # Mosquitto started as root reads its files as user mosquitto: a
+        # throwaway key in a throwaway directory.
+        chmod 755 "$work"
+        chmod 644 "$work/server.key"
+        printf 'cafile %s\ncertfile %s\nkeyfile %s\n' \
+            "$work/ca.pem" "$work/server.pem" "$work/server.key" >>"$work/mosquitto.conf"
+        extra=(--tls-ca "$work/ca.pem")
+    fi
     "$mosquitto_bin" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
     pid=$!
     pids+=("$pid")
     up "$port" "$pid" mosquitto
-    measure mosquitto "$pid" "$port"
+    measure mosquitto "$pid" "$port" "${extra[@]}"
 fi
 
 if [[ -z "$only" || "$only" == fleetmq ]]; then
     port="$(free_port)"
+    tls_port="$(free_port)"
     "$target/$profile/fleetmq" serve \
         --mqtt-listen "127.0.0.1:$port" \
         --allow-anonymous idle \
-        --mqtts-listen 127.0.0.1:0 \
+        --mqtts-listen "127.0.0.1:$tls_port" \
         --ws-listen 127.0.0.1:0 \
         --http-listen 127.0.0.1:0 \
         --data-dir "$work/fleetmq-data" >"$work/fleetmq.log" 2>&1 &
     pid=$!
     pids+=("$pid")
     up "$port" "$pid" fleetmq
-    measure fleetmq "$pid" "$port"
+    extra=()
+    if [[ $tls -eq 1 ]]; then
+        ca=""
+        for _ in $(seq 100); do
+            ca="$(sed -n 's/^fleetmq: mqtts ca-file //p' "$work/fleetmq.log" | head -1)"
+            [[ -n $ca ]] && break
+            sleep 0.1
+        done
+        port="$tls_port"
+        extra=(--tls-ca "$ca")
+    fi
+    measure fleetmq "$pid" "$port" "${extra[@]}"
 fi
