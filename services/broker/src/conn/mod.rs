@@ -8,9 +8,11 @@
 //! QoS 1/2 in flight), writes the buffer in one go, then waits for the
 //! first of: bytes from the client, new deliveries, the keep-alive
 //! deadline, a takeover or shutdown. Every branch of that `select!` is
-//! cancel-safe (`read_buf`, `Notify::notified`, `CancellationToken::
-//! cancelled`, `sleep_until`). Writes happen outside the `select!`, under
-//! `write_timeout`: a client that stops reading is disconnected.
+//! cancel-safe (`buffers::read_pooled`, `Notify::notified`,
+//! `CancellationToken::cancelled`, `sleep_until`). Writes happen outside the
+//! `select!`, under `write_timeout`: a client that stops reading is
+//! disconnected. Waiting, a connection holds no read or encode buffer
+//! ([`buffers`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
