@@ -57,6 +57,11 @@ mod tests {
     use super::*;
     use tokio::io::AsyncWriteExt;
 
+    /// Bytes of a connection's future over an in-memory stream, in debug
+    /// builds (larger than release): 7,400 when set, where a 4 KiB array
+    /// kept across an await, as the linger had, would not fit.
+    const FUTURE_BUDGET: usize = 8 * 1024;
+
     #[tokio::test]
     async fn reads_append_and_end_of_stream_reads_zero() {
         let (mut client, mut server) = tokio::io::duplex(64);
@@ -83,6 +88,33 @@ mod tests {
             read_pooled(&mut server, &mut inbuf).await.unwrap();
         }
         assert_eq!(&inbuf[..], &sent[..]);
+    }
+
+    /// A connection's task is its future: transient states (CONNECT read,
+    /// handshake, goodbye, linger) are boxed, so that it stays the size of
+    /// the read loop (issue 16). Printed so a change shows what it costs.
+    #[tokio::test]
+    async fn a_connection_future_stays_the_size_of_its_read_loop() {
+        let (_ours, theirs) = tokio::io::duplex(64);
+        let broker = crate::Broker::allow_anonymous(
+            crate::TenantId::parse("dev").unwrap(),
+            crate::Config::default(),
+        );
+        let peer = super::super::Peer {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            proto: "test",
+            certificates: None,
+        };
+        let serve = super::super::serve(
+            theirs,
+            peer,
+            broker,
+            tokio_util::sync::CancellationToken::new(),
+            super::super::Admission::unlimited(),
+        );
+        let size = std::mem::size_of_val(&serve);
+        eprintln!("connection future: {size} bytes");
+        assert!(size <= FUTURE_BUDGET, "{size} bytes");
     }
 
     #[test]
