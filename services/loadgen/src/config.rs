@@ -161,7 +161,7 @@ impl TryFrom<Args> for Config {
 
 /// `localhost` or a loopback IP (brackets allowed around IPv6). Other names
 /// are refused rather than resolved: a name could point anywhere.
-fn loopback(host: &str) -> Result<IpAddr, Error> {
+pub(crate) fn loopback(host: &str) -> Result<IpAddr, Error> {
     let refused = || Error::NotLoopback {
         host: host.to_owned(),
     };
@@ -181,7 +181,7 @@ fn loopback(host: &str) -> Result<IpAddr, Error> {
     }
 }
 
-fn bounded(option: &'static str, value: u64, min: u64, max: u64) -> Result<u32, Error> {
+pub(crate) fn bounded(option: &'static str, value: u64, min: u64, max: u64) -> Result<u32, Error> {
     if (min..=max).contains(&value) {
         u32::try_from(value).map_err(|_| out_of_range(option, value))
     } else {

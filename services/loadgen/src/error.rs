@@ -66,4 +66,30 @@ pub enum Error {
         /// The filter.
         filter: &'static str,
     },
+    /// An idle connection failed before its CONNACK.
+    #[error("idle connection {connection}: {reason}")]
+    Idle {
+        /// 0-based connection number.
+        connection: u32,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Not every idle connection was CONNACKed in time.
+    #[error("{connected} of {wanted} connections CONNACKed after {waited:?}")]
+    IdleTimeout {
+        /// CONNACKed so far.
+        connected: usize,
+        /// Asked for.
+        wanted: u32,
+        /// How long we waited.
+        waited: Duration,
+    },
+    /// A CA, certificate or key file could not be used.
+    #[error("{}: {reason}", path.display())]
+    Tls {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

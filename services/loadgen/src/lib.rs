@@ -18,10 +18,13 @@
 //! - [`run`]: the run itself: connect subscribers, then publishers, start
 //!   them together, stop when everything arrived, the broker went quiet, or
 //!   the time bound passed.
+//! - [`idle`]: `fleetmq-loadgen idle`, N idle connections held open for
+//!   the broker's memory per connection (`conn-memory.sh`).
 //! - [`error`]: [`Error`], what can go wrong in setup.
 
 pub mod config;
 pub mod error;
+pub mod idle;
 pub mod payload;
 pub mod run;
 pub mod stats;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use mqtt::{ConnAck, Connect, Packet, ProtocolVersion, ReasonCode, decode};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Duration;
 use tracing::{Span, debug, info, warn};
 
@@ -85,7 +85,7 @@ where
                 return Err(e.into());
             }
         }
-        if stream.read_buf(inbuf).await? == 0 {
+        if super::buffers::read_pooled(stream, inbuf).await? == 0 {
             return Err(Error::Io(std::io::ErrorKind::UnexpectedEof.into()));
         }
     }

@@ -8,9 +8,11 @@
 //! QoS 1/2 in flight), writes the buffer in one go, then waits for the
 //! first of: bytes from the client, new deliveries, the keep-alive
 //! deadline, a takeover or shutdown. Every branch of that `select!` is
-//! cancel-safe (`read_buf`, `Notify::notified`, `CancellationToken::
-//! cancelled`, `sleep_until`). Writes happen outside the `select!`, under
-//! `write_timeout`: a client that stops reading is disconnected.
+//! cancel-safe (`buffers::read_pooled`, `Notify::notified`,
+//! `CancellationToken::cancelled`, `sleep_until`). Writes happen outside the
+//! `select!`, under `write_timeout`: a client that stops reading is
+//! disconnected. Waiting, a connection holds no read or encode buffer
+//! ([`buffers`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,7 +23,7 @@ use bytes::BytesMut;
 use mqtt::{
     ConnAck, Disconnect, LastWill, ProtocolVersion, PubRel, QoS, ReasonCode, TopicName, decode,
 };
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, field, info, info_span, warn};
@@ -33,6 +35,7 @@ use crate::session::{ConnControl, Outgoing, Session};
 use crate::tenant::Tenant;
 use crate::{Error, router};
 
+mod buffers;
 mod handshake;
 mod inbound;
 mod outbound;
@@ -147,9 +150,13 @@ pub(crate) async fn serve<S>(
     );
     async move {
         let Admission { pending, places } = admission;
-        let mut inbuf = BytesMut::with_capacity(4096);
+        // Grows only with what the client sends (see `buffers`).
+        let mut inbuf = BytesMut::new();
         let read = tokio::select! {
-            read = handshake::read_connect_timed(&mut stream, &mut inbuf, &broker) => read,
+            // Boxed, like the handshake and the goodbye below: the task
+            // holds a future as large as its largest state for as long as
+            // the connection lives, and these states are transient.
+            read = Box::pin(handshake::read_connect_timed(&mut stream, &mut inbuf, &broker)) => read,
             () = pending.evicted.cancelled() => {
                 debug!("pending socket evicted for a newer one before its CONNECT");
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
@@ -181,7 +188,7 @@ pub(crate) async fn serve<S>(
             return;
         };
         metrics::connection_opened();
-        match handshake::handshake(&mut stream, connect, peer, &broker, conn_id).await {
+        match Box::pin(handshake::handshake(&mut stream, connect, peer, &broker, conn_id)).await {
             Ok(Some((mut conn, ack))) => {
                 let end = match conn.start(ack) {
                     Ok(()) => conn.run(&mut stream, &mut inbuf, &shutdown).await,
@@ -191,7 +198,7 @@ pub(crate) async fn serve<S>(
                     }
                 };
                 // Always: the session must be let go of.
-                let told = conn.finish(&mut stream, end).await;
+                let told = Box::pin(conn.finish(&mut stream, end)).await;
                 // Best effort, and bounded: the peer may be gone or, with TLS
                 // or WebSocket, not reading the close we try to write.
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
@@ -200,7 +207,8 @@ pub(crate) async fn serve<S>(
                     // client's PUBLISHes) makes the kernel send a reset,
                     // which can destroy our DISCONNECT before the client
                     // reads it: read and drop until it closes, briefly.
-                    let _ = tokio::time::timeout(LINGER, discard_until_eof(&mut stream)).await;
+                    let _ = Box::pin(tokio::time::timeout(LINGER, discard_until_eof(&mut stream)))
+                        .await;
                 }
                 metrics::connection_closed();
                 return;
@@ -220,11 +228,12 @@ pub(crate) async fn serve<S>(
 const LINGER: Duration = Duration::from_secs(1);
 
 async fn discard_until_eof<S: AsyncRead + Unpin>(stream: &mut S) {
-    let mut scratch = [0u8; 4096];
-    while let Ok(n) = stream.read(&mut scratch).await {
+    let mut sink = BytesMut::new();
+    while let Ok(n) = buffers::read_pooled(stream, &mut sink).await {
         if n == 0 {
             return;
         }
+        sink.clear();
     }
 }
 
@@ -320,9 +329,9 @@ impl Conn {
                 self.ctl.wake.notify_one();
             }
             self.flush(stream).await?;
-            if inbuf.capacity() - inbuf.len() < 1024 {
-                inbuf.reserve(4096);
-            }
+            // About to wait: an idle connection keeps no buffers.
+            buffers::release_if_empty(inbuf);
+            buffers::release_if_empty(&mut self.out.buf);
             let stall = self.stalled.as_ref().map(|s| s.until);
             // While a PUBLISH is held back the socket is not read, so the
             // client's silence is ours: no keep-alive deadline.
@@ -336,13 +345,15 @@ impl Conn {
                 () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
                 () = sleep_until(stall), if stall.is_some() => {
                     last_rx = Instant::now();
-                    if let Some(end) = self.release_stalled(inbuf, max_packet).await? {
+                    // Boxed: rare, and the loop's future would otherwise be
+                    // as large as this state for every connection.
+                    if let Some(end) = Box::pin(self.release_stalled(inbuf, max_packet)).await? {
                         self.settle_deferred().await?;
                         self.flush(stream).await?;
                         return Ok(end);
                     }
                 }
-                read = stream.read_buf(inbuf), if stall.is_none() => {
+                read = buffers::read_pooled(stream, inbuf), if stall.is_none() => {
                     let n = read?;
                     if n == 0 {
                         return Ok(End::Lost);
@@ -376,7 +387,9 @@ impl Conn {
                 break;
             };
             if self.tenant.id.is_platform() {
-                load_tenants_for(&self.broker, &packet).await;
+                // Boxed: platform clients only; the tenant loads would size
+                // every connection's future.
+                Box::pin(load_tenants_for(&self.broker, &packet)).await;
             }
             if self.version != ProtocolVersion::V5 {
                 match self.hold_back(packet, true) {

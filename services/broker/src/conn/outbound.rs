@@ -54,7 +54,8 @@ enum AliasUse {
 impl Outbound {
     pub(crate) fn new(version: ProtocolVersion, max_packet_size: usize, alias_max: u16) -> Self {
         Self {
-            buf: BytesMut::with_capacity(4096),
+            // Allocated by the first packet, released when idle (`buffers`).
+            buf: BytesMut::new(),
             version,
             max_packet_size,
             alias_max: alias_max.min(MAX_ALIASES),
