@@ -14,17 +14,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::{
-    api_keys, byo_ca, certificates, credentials, device_import, devices, events, fleet, health,
-    platform_credentials, policies, presence_settings, publish_limits, sessions, state, tenants,
-    topic_rules, webhooks,
-};
+use super::events;
 use crate::PROBLEM_JSON;
 use crate::error::{FieldError, Problem};
-use crate::model::{
-    AccessToken, ApiKey, ApiKeyPage, AuditEntry, AuditPage, CreatedApiKey, Device, DevicePage,
-    Tenant, TenantPage,
-};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -34,33 +26,11 @@ use crate::model::{
             application/problem+json with a stable `type`. Lists page with \
             `?limit=&cursor=` and answer `{items, next_cursor}`.",
     ),
-    paths(
-        events::stream,
-    ),
-    components(schemas(
-        Tenant, TenantPage, Device, DevicePage, AuditEntry, AuditPage, Problem, FieldError,
-        tenants::CreateTenant, tenants::PatchTenant, devices::CreateDevice, devices::PatchDevice,
-        ApiKey, ApiKeyPage, CreatedApiKey, AccessToken, api_keys::CreateApiKey,
-        api_keys::TokenRequest, device_import::ImportReport, device_import::LineResult,
-        device_import::LineError, health::Health, health::Ready,
-        events::SseFrame, state::DeviceStateView, state::StateVersions, state::RetainedView, state::Payload,
-        state::RecentMessageView, state::RecentMessagesView,
-        fleet::SeriesView, fleet::BucketView, fleet::TalkerView, fleet::LifecycleView, fleet::LifecycleList,
-        webhooks::Webhook, webhooks::WebhookWithSecret, webhooks::WebhookPage, webhooks::Delivery,
-        webhooks::DeliveryPage, webhooks::CreateWebhook, webhooks::PatchWebhook,
-        byo_ca::RegistrationCodeView, byo_ca::RegisterCa, byo_ca::PatchCa, byo_ca::TenantCaView, byo_ca::TenantCaList,
-        certificates::IssueCertificate, certificates::IssuedCertificate, certificates::Certificate,
-        certificates::CertificateList, certificates::RevokeCertificate, certificates::RevokeBefore,
-        certificates::Floor, credentials::DevicePassword, credentials::CreateServiceCredential,
-        credentials::ServiceCredentialView, credentials::CreatedServiceCredential,
-        credentials::ServiceCredentialList, policies::Policy, policies::PolicyList,
-        presence_settings::PresenceSettingsView, presence_settings::PutPresenceSettings,
-        publish_limits::PublishLimits, publish_limits::PublishLimitsView,
-        platform_credentials::CreatePlatformCredential, platform_credentials::PlatformCredentialView,
-        platform_credentials::CreatedPlatformCredential, platform_credentials::PlatformCredentialList,
-        topic_rules::TopicRules,
-        sessions::Session, sessions::SessionPage,
-    )),
+    // Until `events` has an `OpenApiRouter` of its own.
+    paths(events::stream),
+    // The rest come with the operations that use them; these two are
+    // named by `Errors` only.
+    components(schemas(Problem, FieldError)),
     security(("bearer" = [])),
     tags(
         (name = "tenants", description = "Tenants: the unit of isolation."),

@@ -256,3 +256,128 @@ pub(crate) struct DevicePath {
     #[param(pattern = "^[A-Za-z0-9._-]{1,128}$")]
     d: String,
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::body::Body;
+    use axum::routing::get;
+    use http::Request;
+
+    use super::*;
+    use crate::auth::{Keys, Role};
+    use crate::test_support::{self, body_json, problem, send};
+    use crate::{ApiJson, HttpLimits};
+
+    /// What a handler got from its scope: the ids and the entry it makes.
+    async fn tenant_admin(scope: InTenant<Admin>) -> ApiJson<NewAuditEntry> {
+        ApiJson(scope.audit("x.do", format!("tenants/{}", scope.t()), Value::Null))
+    }
+
+    async fn device_writer(at: InDevice<Write>) -> String {
+        format!("{}/{}", at.t(), at.d())
+    }
+
+    async fn platform(admin: AsPlatform) -> ApiJson<NewAuditEntry> {
+        ApiJson(admin.audit(None, "x.platform", "platform".to_owned(), Value::Null))
+    }
+
+    struct Fixture {
+        app: Router,
+        keys: Keys,
+        _s: test_support::TestState,
+    }
+
+    impl Fixture {
+        async fn new() -> Fixture {
+            let s = test_support::state().await;
+            let keys = Keys::load_or_create(&s.state.store).await.unwrap();
+            let state = s.state.clone().with_keys(keys.clone());
+            let routes = Router::new()
+                .route("/v1/tenants/{t}/x", get(tenant_admin))
+                .route("/v1/tenants/{t}/devices/{d}/x", get(device_writer))
+                .route("/v1/x", get(platform));
+            let app = crate::router::with_api(state, &HttpLimits::default(), routes);
+            Fixture { app, keys, _s: s }
+        }
+
+        async fn get(&self, uri: &str, role: Role, tenant: &str) -> axum::response::Response {
+            let tenant = (role != Role::PlatformAdmin).then(|| TenantId::parse(tenant).unwrap());
+            let token = self
+                .keys
+                .issue_for("tester", role, tenant.as_ref(), Duration::from_secs(60))
+                .unwrap();
+            let req = Request::get(uri)
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-request-id", "req-1")
+                .body(Body::empty())
+                .unwrap();
+            send(&self.app, req).await
+        }
+    }
+
+    #[tokio::test]
+    async fn tenant_scope_authorizes_and_audits() {
+        let f = Fixture::new().await;
+        let response = f.get("/v1/tenants/acme/x", Role::TenantAdmin, "acme").await;
+        assert_eq!(response.status(), 200);
+        let entry = body_json(response).await;
+        assert_eq!(entry["tenant_id"], "acme");
+        assert_eq!(entry["actor"], "tenant-admin:tester");
+        assert_eq!(entry["action"], "x.do");
+        assert_eq!(entry["target"], "tenants/acme");
+        assert_eq!(entry["request_id"], "req-1");
+
+        let response = f.get("/v1/tenants/acme/x", Role::PlatformAdmin, "").await;
+        assert_eq!(response.status(), 200);
+
+        // A role without the access: 403.
+        let body = problem(f.get("/v1/tenants/acme/x", Role::Viewer, "acme").await, 403).await;
+        assert_eq!(body["type"], "https://fleetmq.dev/problems/forbidden");
+        // Another tenant, and an id no tenant can have: 404, as if missing.
+        for uri in ["/v1/tenants/other/x", "/v1/tenants/Not%20An%20Id/x"] {
+            let body = problem(f.get(uri, Role::TenantAdmin, "acme").await, 404).await;
+            assert_eq!(body["type"], "https://fleetmq.dev/problems/not-found");
+        }
+        problem(
+            f.get("/v1/tenants/AB/x", Role::PlatformAdmin, "").await,
+            404,
+        )
+        .await;
+
+        let req = Request::get("/v1/tenants/acme/x")
+            .body(Body::empty())
+            .unwrap();
+        problem(send(&f.app, req).await, 401).await;
+    }
+
+    #[tokio::test]
+    async fn device_scope_parses_the_device_id() {
+        let f = Fixture::new().await;
+        let uri = "/v1/tenants/acme/devices/s-1.a_b/x";
+        let response = f.get(uri, Role::Operator, "acme").await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(test_support::body_bytes(response).await, b"acme/s-1.a_b");
+
+        problem(f.get(uri, Role::Viewer, "acme").await, 403).await;
+        problem(f.get(uri, Role::Operator, "other").await, 404).await;
+        let bad = "/v1/tenants/acme/devices/a%2Fb/x";
+        let body = problem(f.get(bad, Role::Operator, "acme").await, 404).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("device"),
+            "{body}"
+        );
+    }
+
+    #[tokio::test]
+    async fn platform_scope_is_for_platform_admins() {
+        let f = Fixture::new().await;
+        let response = f.get("/v1/x", Role::PlatformAdmin, "").await;
+        let entry = body_json(response).await;
+        assert_eq!(entry["tenant_id"], Value::Null);
+        assert_eq!(entry["actor"], "platform-admin:tester");
+        problem(f.get("/v1/x", Role::TenantAdmin, "acme").await, 403).await;
+    }
+}
