@@ -13,18 +13,17 @@ use std::time::Duration;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
-use axum::Router;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
 use store::NewApiKey;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
-use super::{query, validate};
-use crate::auth::{Access, AuthError, Principal, Role, TokenRateLimiter};
+use super::scope::{Admin, InTenant, TenantPath};
+use super::{Routes, query, validate};
+use crate::auth::{AuthError, Role, TokenRateLimiter};
 use crate::model::{AccessToken, ApiKeyPage, CreatedApiKey};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -34,11 +33,19 @@ const PREFIX: &str = "fmq_";
 /// Longest `api_key` we look at.
 const MAX_SECRET_LEN: usize = 128;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/api-keys", get(list).post(create))
-        .route("/v1/tenants/{t}/api-keys/{id}", delete(revoke))
-        .route("/v1/auth/token", post(token))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list, create))
+        .routes(routes!(revoke))
+        .routes(routes!(token))
+}
+
+/// The `{id}` of an API key's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct KeyPath {
+    /// API key id
+    id: String,
 }
 
 /// A new API key.
@@ -69,17 +76,15 @@ pub(crate) struct TokenRequest {
 /// secret is shown.
 #[utoipa::path(post, path = "/v1/tenants/{t}/api-keys", tag = "api-keys",
     operation_id = "create_api_key",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = CreateApiKey,
     responses((status = 201, description = "The key and its secret", body = CreatedApiKey)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let mut errors = Vec::new();
     validate::name(&body.name, "/name", &mut errors);
     match body.role.parse::<Role>() {
@@ -98,19 +103,14 @@ pub(crate) async fn create(
         .fill(&mut random)
         .map_err(|_| ApiError::internal(std::io::Error::other("no randomness")))?;
     let secret = format!("{PREFIX}{id}_{}", hex(&random));
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "api_key.create",
-            target: format!("tenants/{t}/api-keys/{id}"),
-            details: json!({ "role": body.role, "name": body.name }),
-        },
+    let audit = scope.audit(
+        "api_key.create",
+        format!("tenants/{t}/api-keys/{id}"),
+        json!({ "role": body.role, "name": body.name }),
     );
     let new = NewApiKey {
         id,
-        tenant_id: t.clone(),
+        tenant_id: t.to_owned(),
         name: body.name,
         role: body.role,
         secret_hash: digest(&SHA256, secret.as_bytes()).as_ref().to_vec(),
@@ -128,52 +128,42 @@ pub(crate) async fn create(
 /// List a tenant's API keys, revoked ones included (tenant-admin).
 #[utoipa::path(get, path = "/v1/tenants/{t}/api-keys", tag = "api-keys",
     operation_id = "list_api_keys",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+    params(TenantPath,
         super::PageParams),
     responses((status = 200, description = "A page of keys", body = ApiKeyPage)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<ApiKeyPage>, ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let q = query::parse(raw.as_deref(), &[], &[])?;
-    if !state.store.tenant_exists(&t).await? {
+    if !state.store.tenant_exists(t).await? {
         return Err(ApiError::NotFound {
             resource: "tenant".to_owned(),
-            id: t,
+            id: t.to_owned(),
         });
     }
-    Ok(ApiJson(
-        state.store.list_api_keys(&t, &q.page).await?.into(),
-    ))
+    Ok(ApiJson(state.store.list_api_keys(t, &q.page).await?.into()))
 }
 
 /// Revoke an API key (tenant-admin): it gets no more tokens.
 #[utoipa::path(delete, path = "/v1/tenants/{t}/api-keys/{id}", tag = "api-keys",
     operation_id = "revoke_api_key",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("id" = String, Path, description = "API key id")),
+    params(TenantPath, KeyPath),
     responses((status = 204, description = "Revoked")))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, id)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(KeyPath { id }): Path<KeyPath>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "api_key.revoke",
-            target: format!("tenants/{t}/api-keys/{id}"),
-            details: json!({}),
-        },
+    let t = scope.t();
+    let audit = scope.audit(
+        "api_key.revoke",
+        format!("tenants/{t}/api-keys/{id}"),
+        json!({}),
     );
-    state.store.revoke_api_key_audited(&t, &id, &audit).await?;
+    state.store.revoke_api_key_audited(t, &id, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -12,29 +12,36 @@
 //! (audited as `device.create` by `mqtt:jit-registration`, with a
 //! `device.created` event) instead of refused.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get, post};
 use chrono::{DateTime, Duration, Utc};
 use pki::{CaKind, RegistrationCode};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{NewTenantCa, TenantCaKind};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry, record};
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson, AppState};
 
 /// How long a registration code can be used.
 const CODE_VALIDITY_HOURS: i64 = 24;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/ca/registration-code", post(new_code))
-        .route("/v1/tenants/{t}/cas", get(list).post(register))
-        .route("/v1/tenants/{t}/cas/{key_id}", delete(remove).patch(update))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(new_code))
+        .routes(routes!(list, register))
+        .routes(routes!(remove, update))
+}
+
+/// The `{key_id}` of a CA's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CaPath {
+    /// Hex subject key identifier
+    key_id: String,
 }
 
 /// A single-use code for the CN of a verification certificate.
@@ -112,30 +119,23 @@ pub(crate) struct TenantCaList {
 
 /// Make a registration code (tenant-admin), valid for 24 hours, single use.
 #[utoipa::path(post, path = "/v1/tenants/{t}/ca/registration-code", operation_id = "create_ca_registration_code", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 201, description = "The code", body = RegistrationCodeView)))]
 pub(crate) async fn new_code(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
 ) -> Result<(StatusCode, ApiJson<RegistrationCodeView>), ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let code = RegistrationCode::generate().map_err(ApiError::internal)?;
     let expires_at = Utc::now() + Duration::hours(CODE_VALIDITY_HOURS);
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "ca.registration_code",
-            target: format!("tenants/{t}/cas"),
-            details: json!({ "expires_at": expires_at }),
-        },
+    let audit = scope.audit(
+        "ca.registration_code",
+        format!("tenants/{t}/cas"),
+        json!({ "expires_at": expires_at }),
     );
     state
         .store
-        .create_ca_registration_code(&t, code.as_str(), expires_at, Some(&audit))
+        .create_ca_registration_code(t, code.as_str(), expires_at, Some(&audit))
         .await?;
     Ok((
         StatusCode::CREATED,
@@ -149,7 +149,7 @@ pub(crate) async fn new_code(
 /// Register a CA with proof of possession (tenant-admin). The code is used
 /// up by a successful registration.
 #[utoipa::path(post, path = "/v1/tenants/{t}/cas", operation_id = "register_ca", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = RegisterCa,
     responses(
         (status = 201, description = "The registered CA", body = TenantCaView),
@@ -159,12 +159,10 @@ pub(crate) async fn new_code(
     ))]
 pub(crate) async fn register(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     ApiJson(body): ApiJson<RegisterCa>,
 ) -> Result<(StatusCode, ApiJson<TenantCaView>), ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let pki = state.pki()?;
     let now = Utc::now();
     let code = RegistrationCode::from_stored(body.code.clone());
@@ -172,7 +170,7 @@ pub(crate) async fn register(
         .map_err(|e| ApiError::invalid_field("", e.to_string()))?;
     if !state
         .store
-        .take_ca_registration_code(&t, &body.code, now)
+        .take_ca_registration_code(t, &body.code, now)
         .await?
     {
         return Err(ApiError::invalid_field(
@@ -182,11 +180,11 @@ pub(crate) async fn register(
     }
     let new = NewTenantCa {
         subject_key_id: hex::encode(&registered.subject_key_id),
-        tenant_id: t.clone(),
+        tenant_id: t.to_owned(),
         kind: TenantCaKind::Registered,
         cert_pem: registered.cert_pem.clone(),
         sealed_key: None,
-        subject: registered.subject.clone(),
+        subject: registered.subject.to_owned(),
         fingerprint: pki::fingerprint_sha256(&registered.cert_der),
         not_after: registered.not_after,
     };
@@ -194,17 +192,17 @@ pub(crate) async fn register(
     if body.jit_registration {
         stored = state
             .store
-            .set_tenant_ca_jit(&t, &new.subject_key_id, true, None)
+            .set_tenant_ca_jit(t, &new.subject_key_id, true, None)
             .await?;
     }
     if let Err(e) = pki
         .trust()
-        .add_ca(&t, CaKind::Registered, registered.cert_der)
+        .add_ca(t, CaKind::Registered, registered.cert_der)
     {
         // Stored but not trusted would list a CA that does not work: undo.
         state
             .store
-            .delete_tenant_ca(&t, &new.subject_key_id, None)
+            .delete_tenant_ca(t, &new.subject_key_id, None)
             .await?;
         return Err(match e {
             pki::Error::CaTaken { .. } => ApiError::Conflict(e.to_string()),
@@ -213,30 +211,30 @@ pub(crate) async fn register(
     }
     // Recorded on its own, after the trust set took the CA: an entry
     // committed with the row would outlive the undo above.
-    let event = Event {
-        tenant: Some(&t),
-        action: "ca.register",
-        target: format!("tenants/{t}/cas/{}", new.subject_key_id),
-        details: json!({ "subject": new.subject, "jit_registration": body.jit_registration }),
-    };
-    record(&state, &who, &request_id, event).await?;
+    scope
+        .record(
+            &state,
+            "ca.register",
+            format!("tenants/{t}/cas/{}", new.subject_key_id),
+            json!({ "subject": new.subject, "jit_registration": body.jit_registration }),
+        )
+        .await?;
     Ok((StatusCode::CREATED, ApiJson(stored.into())))
 }
 
 /// The tenant's CAs, platform-issued and registered (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/cas", operation_id = "list_cas", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The CAs", body = TenantCaList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<TenantCaList>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_tenant(&t).await?;
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
     let items = state
         .store
-        .list_tenant_cas(Some(&t))
+        .list_tenant_cas(Some(t))
         .await?
         .into_iter()
         .map(TenantCaView::from)
@@ -247,51 +245,39 @@ pub(crate) async fn list(
 /// Remove a registered CA (tenant-admin); its certificates are refused from
 /// then on. The platform-issued CA cannot be removed (409).
 #[utoipa::path(delete, path = "/v1/tenants/{t}/cas/{key_id}", operation_id = "delete_ca", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("key_id" = String, Path, description = "Hex subject key identifier")),
+    params(TenantPath, CaPath),
     responses(
         (status = 204, description = "Removed"),
         (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, key_id)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(CaPath { key_id }): Path<CaPath>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let ca = state.store.get_tenant_ca(&t, &key_id).await?;
+    let t = scope.t();
+    let ca = state.store.get_tenant_ca(t, &key_id).await?;
     if ca.kind == TenantCaKind::Issued {
         return Err(ApiError::Conflict(
             "the platform-issued tenant CA cannot be removed".to_owned(),
         ));
     }
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "ca.delete",
-            target: format!("tenants/{t}/cas/{key_id}"),
-            details: json!({}),
-        },
-    );
+    let audit = scope.audit("ca.delete", format!("tenants/{t}/cas/{key_id}"), json!({}));
     state
         .store
-        .delete_tenant_ca(&t, &key_id, Some(&audit))
+        .delete_tenant_ca(t, &key_id, Some(&audit))
         .await?;
     if let (Ok(pki), Ok(raw)) = (state.pki(), hex::decode(&key_id)) {
         pki.trust().remove_ca(&raw);
     }
-    state.tell_sessions(|s| s.tenant_changed(&t));
+    state.tell_sessions(|s| s.tenant_changed(t));
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Turn just-in-time registration of a registered CA on or off
 /// (tenant-admin). The platform-issued CA has no such switch (409).
 #[utoipa::path(patch, path = "/v1/tenants/{t}/cas/{key_id}", operation_id = "update_ca", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("key_id" = String, Path, description = "Hex subject key identifier")),
+    params(TenantPath, CaPath),
     request_body = PatchCa,
     responses(
         (status = 200, description = "The CA", body = TenantCaView),
@@ -301,31 +287,25 @@ pub(crate) async fn remove(
     ))]
 pub(crate) async fn update(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, key_id)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(CaPath { key_id }): Path<CaPath>,
     ApiJson(body): ApiJson<PatchCa>,
 ) -> Result<ApiJson<TenantCaView>, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let ca = state.store.get_tenant_ca(&t, &key_id).await?;
+    let t = scope.t();
+    let ca = state.store.get_tenant_ca(t, &key_id).await?;
     if ca.kind == TenantCaKind::Issued {
         return Err(ApiError::Conflict(
             "just-in-time registration is for registered CAs; the platform-issued CA's devices are registered before issuance".to_owned(),
         ));
     }
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "ca.update",
-            target: format!("tenants/{t}/cas/{key_id}"),
-            details: json!({ "jit_registration": body.jit_registration }),
-        },
+    let audit = scope.audit(
+        "ca.update",
+        format!("tenants/{t}/cas/{key_id}"),
+        json!({ "jit_registration": body.jit_registration }),
     );
     let stored = state
         .store
-        .set_tenant_ca_jit(&t, &key_id, body.jit_registration, Some(&audit))
+        .set_tenant_ca_jit(t, &key_id, body.jit_registration, Some(&audit))
         .await?;
     Ok(ApiJson(stored.into()))
 }

@@ -6,17 +6,17 @@
 
 use std::str::FromStr;
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{Duration, Utc};
 use http::HeaderMap;
 use http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use pki::{RevocationReason, RevokedCert};
 
-use super::query;
-use crate::auth::{Access, Principal};
+use utoipa_axum::routes;
+
+use super::scope::{InTenant, Read, TenantPath};
+use super::{Routes, query};
 use crate::{ApiError, AppState};
 
 pub(crate) const PEM: &str = "application/x-pem-file";
@@ -25,11 +25,11 @@ const PKIX_CRL: &str = "application/pkix-crl";
 /// before this.
 const CRL_NEXT_UPDATE_HOURS: i64 = 24;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/ca", get(root))
-        .route("/v1/tenants/{t}/ca", get(tenant_chain))
-        .route("/v1/tenants/{t}/ca/crl", get(crl))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(root))
+        .routes(routes!(tenant_chain))
+        .routes(routes!(crl))
 }
 
 /// The platform root CA certificate, PEM. No token needed.
@@ -47,18 +47,17 @@ pub(crate) async fn root(State(state): State<AppState>) -> Result<Response, ApiE
 /// The tenant's CA chain (tenant CA, then root), PEM (any role of the
 /// tenant). The tenant CA is made on first need for tenants older than the PKI.
 #[utoipa::path(get, path = "/v1/tenants/{t}/ca", operation_id = "get_tenant_ca", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses(
         (status = 200, description = "The CA chain", body = String, content_type = "application/x-pem-file"),
         (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn tenant_chain(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<Response, ApiError> {
-    who.require(&t, Access::Read)?;
-    let ca = state.pki()?.tenant_ca(&state.store, &t).await?;
+    let t = scope.t();
+    let ca = state.pki()?.tenant_ca(&state.store, t).await?;
     Ok(([(CONTENT_TYPE, PEM)], ca.chain_pem()).into_response())
 }
 
@@ -66,7 +65,7 @@ pub(crate) async fn tenant_chain(
 /// DER (`application/pkix-crl`) by default, PEM with
 /// `Accept: application/x-pem-file` or `?format=pem`.
 #[utoipa::path(get, path = "/v1/tenants/{t}/ca/crl", operation_id = "get_tenant_crl", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+    params(TenantPath,
         ("format" = Option<String>, Query, description = "`der` (default) or `pem`", pattern = "^(der|pem)$")),
     responses(
         (status = 200, description = "The CRL", content(
@@ -76,12 +75,11 @@ pub(crate) async fn tenant_chain(
     ))]
 pub(crate) async fn crl(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t();
     let q = query::parse(raw.as_deref(), &["format"], &[])?;
     let mut pem = headers
         .get_all(ACCEPT)
@@ -99,12 +97,12 @@ pub(crate) async fn crl(
             }
         };
     }
-    let ca = state.pki()?.tenant_ca(&state.store, &t).await?;
+    let ca = state.pki()?.tenant_ca(&state.store, t).await?;
     let key_id = hex::encode(ca.subject_key_id());
     let now = Utc::now();
     let revoked = state
         .store
-        .list_revoked_certificates(&t, now)
+        .list_revoked_certificates(t, now)
         .await?
         .into_iter()
         // Only what this CA issued: a CRL speaks for its issuer alone.
@@ -119,7 +117,7 @@ pub(crate) async fn crl(
             serial: c.serial,
         })
         .collect::<Vec<_>>();
-    let number = state.store.next_crl_number(&t, &key_id).await?;
+    let number = state.store.next_crl_number(t, &key_id).await?;
     let number = u64::try_from(number).map_err(ApiError::internal)?;
     let crl = ca
         .crl(

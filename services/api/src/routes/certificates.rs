@@ -6,40 +6,35 @@
 
 use std::str::FromStr;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use chrono::{DateTime, Duration, Utc};
 use http::header::CACHE_CONTROL;
 use pki::{DeviceCertParams, DeviceKey, RevocationReason};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{DeviceCertificate, NewDeviceCertificate};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use crate::{ApiError, ApiJson, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/tenants/{t}/devices/{d}/certificates",
-            get(list).post(issue),
-        )
-        .route(
-            "/v1/tenants/{t}/devices/{d}/certificates/{serial}/revoke",
-            post(revoke),
-        )
-        .route(
-            "/v1/tenants/{t}/devices/{d}/certificates:revoke-before",
-            post(device_floor),
-        )
-        .route(
-            "/v1/tenants/{t}/certificates:revoke-before",
-            post(tenant_floor),
-        )
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list, issue))
+        .routes(routes!(revoke))
+        .routes(routes!(device_floor))
+        .routes(routes!(tenant_floor))
+}
+
+/// The `{serial}` of a certificate's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct SerialPath {
+    /// Serial, hex
+    serial: String,
 }
 
 /// `{}` for a server-made ECDSA P-256 key (returned once), or a CSR whose
@@ -147,7 +142,7 @@ pub(crate) struct Floor {
 /// Issue a certificate for a device (operator, tenant-admin). The response
 /// carries `Cache-Control: no-store`.
 #[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/certificates", operation_id = "issue_certificate", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     request_body = IssueCertificate,
     responses(
         (status = 201, description = "The certificate (and key, for `{}`)", body = IssuedCertificate),
@@ -157,9 +152,7 @@ pub(crate) struct Floor {
     ))]
 pub(crate) async fn issue(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
     ApiJson(body): ApiJson<IssueCertificate>,
 ) -> Result<
     (
@@ -169,9 +162,9 @@ pub(crate) async fn issue(
     ),
     ApiError,
 > {
-    who.require(&t, Access::WriteDevices)?;
+    let (t, d) = (at.t(), at.d());
     let pki = state.pki()?;
-    state.store.get_device(&t, &d).await?;
+    state.store.get_device(t, d).await?;
     let validity = match body.validity_days {
         None => pki.default_validity,
         Some(0) => {
@@ -182,14 +175,14 @@ pub(crate) async fn issue(
         }
         Some(days) => Duration::days(i64::from(days)),
     };
-    let ca = pki.tenant_ca(&state.store, &t).await?;
+    let ca = pki.tenant_ca(&state.store, t).await?;
     let key = match body.csr_pem.as_deref() {
         Some(pem) => DeviceKey::Csr(pem),
         None => DeviceKey::Generate,
     };
     let params = DeviceCertParams {
         trust_domain: pki.trust_domain(),
-        device: &d,
+        device: d,
         validity,
         max_validity: pki.max_validity,
         now: Utc::now(),
@@ -199,26 +192,21 @@ pub(crate) async fn issue(
         other => ApiError::internal(other),
     })?;
     let new = NewDeviceCertificate {
-        tenant_id: t.clone(),
-        device_id: d.clone(),
+        tenant_id: t.to_owned(),
+        device_id: d.to_owned(),
         serial: issued.serial.clone(),
         fingerprint: issued.fingerprint_sha256.clone(),
         issuer_key_id: hex::encode(ca.subject_key_id()),
         not_before: issued.not_before,
         not_after: issued.not_after,
     };
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "certificate.issue",
-            target: target(&t, &d, &issued.serial),
-            details: json!({
-                "key": if body.csr_pem.is_some() { "csr" } else { "server" },
-                "not_after": issued.not_after,
-            }),
-        },
+    let audit = at.audit(
+        "certificate.issue",
+        target(t, d, &issued.serial),
+        json!({
+            "key": if body.csr_pem.is_some() { "csr" } else { "server" },
+            "not_after": issued.not_after,
+        }),
     );
     state
         .store
@@ -229,8 +217,8 @@ pub(crate) async fn issue(
         .events
         .publish_device(
             &state.store,
-            &t,
-            &d,
+            t,
+            d,
             "certificate.issued",
             json!({
                 "serial": issued.serial,
@@ -259,18 +247,17 @@ pub(crate) async fn issue(
 
 /// A device's certificates, oldest first (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/certificates", operation_id = "list_certificates", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses((status = 200, description = "The certificates", body = CertificateList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Read>,
 ) -> Result<ApiJson<CertificateList>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_device(&t, &d).await?;
+    let (t, d) = (at.t(), at.d());
+    state.store.get_device(t, d).await?;
     let items = state
         .store
-        .list_device_certificates(&t, &d)
+        .list_device_certificates(t, d)
         .await?
         .into_iter()
         .map(Certificate::from)
@@ -281,18 +268,16 @@ pub(crate) async fn list(
 /// Revoke a certificate (operator, tenant-admin): it is listed in the CRL
 /// and sessions using it end. Revoking again keeps the first time and reason.
 #[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/certificates/{serial}/revoke", operation_id = "revoke_certificate", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$"),
-        ("serial" = String, Path, description = "Serial, hex")),
+    params(DevicePath, SerialPath),
     request_body = RevokeCertificate,
     responses((status = 200, description = "The revoked certificate", body = Certificate)))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d, serial)): Path<(String, String, String)>,
+    at: InDevice<Write>,
+    Path(SerialPath { serial }): Path<SerialPath>,
     ApiJson(body): ApiJson<RevokeCertificate>,
 ) -> Result<ApiJson<Certificate>, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let (t, d) = (at.t(), at.d());
     let reason = match body.reason.as_deref() {
         None => RevocationReason::Unspecified,
         Some(r) => RevocationReason::from_str(r).map_err(|_| {
@@ -303,27 +288,22 @@ pub(crate) async fn revoke(
             )
         })?,
     };
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "certificate.revoke",
-            target: target(&t, &d, &serial),
-            details: json!({ "reason": reason.as_str() }),
-        },
+    let audit = at.audit(
+        "certificate.revoke",
+        target(t, d, &serial),
+        json!({ "reason": reason.as_str() }),
     );
     let revoked = state
         .store
-        .revoke_device_certificate(&t, &d, &serial, reason.as_str(), Utc::now(), Some(&audit))
+        .revoke_device_certificate(t, d, &serial, reason.as_str(), Utc::now(), Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.certificate_revoked(&t, &d, &revoked.serial));
+    state.tell_sessions(|s| s.certificate_revoked(t, d, &revoked.serial));
     state
         .events
         .publish_device(
             &state.store,
-            &t,
-            &d,
+            t,
+            d,
             "certificate.revoked",
             json!({ "serial": revoked.serial, "reason": reason.as_str(), "revoked_at": revoked.revoked_at }),
         )
@@ -334,41 +314,34 @@ pub(crate) async fn revoke(
 /// Refuse every certificate of the device issued before `before` (operator,
 /// tenant-admin); its sessions end.
 #[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/certificates:revoke-before", operation_id = "revoke_device_certificates_before", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     request_body = RevokeBefore,
     responses((status = 200, description = "The floor set", body = Floor)))]
 pub(crate) async fn device_floor(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let (t, d) = (at.t(), at.d());
     let before = floor_time(&body)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "certificate.revoke_before",
-            target: format!("tenants/{t}/devices/{d}/certificates"),
-            details: json!({ "before": before }),
-        },
+    let audit = at.audit(
+        "certificate.revoke_before",
+        format!("tenants/{t}/devices/{d}/certificates"),
+        json!({ "before": before }),
     );
     state
         .store
-        .set_device_cert_floor(&t, &d, before, Some(&audit))
+        .set_device_cert_floor(t, d, before, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.device_changed(&t, &d));
+    state.tell_sessions(|s| s.device_changed(t, d));
     // One event for the floor: its certificates are refused without being
     // listed one by one.
     state
         .events
         .publish_device(
             &state.store,
-            &t,
-            &d,
+            t,
+            d,
             "certificate.revoked",
             json!({ "scope": "device", "issued_before": before }),
         )
@@ -379,37 +352,30 @@ pub(crate) async fn device_floor(
 /// Refuse every certificate of the tenant issued before `before` (operator,
 /// tenant-admin); all its certificate sessions end.
 #[utoipa::path(post, path = "/v1/tenants/{t}/certificates:revoke-before", operation_id = "revoke_tenant_certificates_before", tag = "pki",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = RevokeBefore,
     responses((status = 200, description = "The floor set", body = Floor)))]
 pub(crate) async fn tenant_floor(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let t = scope.t();
     let before = floor_time(&body)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "certificate.revoke_before",
-            target: format!("tenants/{t}/certificates"),
-            details: json!({ "before": before }),
-        },
+    let audit = scope.audit(
+        "certificate.revoke_before",
+        format!("tenants/{t}/certificates"),
+        json!({ "before": before }),
     );
     state
         .store
-        .set_tenant_cert_floor(&t, before, Some(&audit))
+        .set_tenant_cert_floor(t, before, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.tenant_changed(&t));
+    state.tell_sessions(|s| s.tenant_changed(t));
     // A tenant-wide event (no device, so no per-device sequence): one
     // floor covers every device, listed or not.
     state.events.publish(crate::events::PlatformEvent::new(
-        t.as_str(),
+        t,
         "certificate.revoked",
         json!({ "scope": "tenant", "issued_before": before }),
     ));

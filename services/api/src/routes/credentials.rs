@@ -4,39 +4,37 @@
 //! tenant-admin; any role of the tenant lists them, without secrets).
 //! Secrets are made here, returned once, and stored only as argon2id hashes.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
 use chrono::{DateTime, Utc};
 use http::header::CACHE_CONTROL;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{NewServiceCredential, ServiceCredential};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
+use super::Routes;
 use super::policies::check_document;
-use crate::auth::{Access, Principal};
+use super::scope::{Admin, DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
 /// The most topic filters a service credential may list per action.
 const MAX_FILTERS: usize = 64;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/tenants/{t}/devices/{d}/password",
-            post(set_password).delete(delete_password),
-        )
-        .route(
-            "/v1/tenants/{t}/service-credentials",
-            post(create_service).get(list_services),
-        )
-        .route(
-            "/v1/tenants/{t}/service-credentials/{id}",
-            delete(delete_service),
-        )
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(set_password, delete_password))
+        .routes(routes!(create_service, list_services))
+        .routes(routes!(delete_service))
+}
+
+/// The `{id}` of a service credential's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct CredentialPath {
+    /// Credential id
+    id: String,
 }
 
 /// An MQTT user name and its password, shown this once.
@@ -117,13 +115,11 @@ pub(crate) async fn new_secret() -> Result<(String, String), ApiError> {
 /// Give the device a new random MQTT password, replacing any old one
 /// (operator, tenant-admin). Its sessions end. `Cache-Control: no-store`.
 #[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/password", operation_id = "set_device_password", tag = "credentials",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses((status = 201, description = "The user name and password (shown once)", body = DevicePassword)))]
 pub(crate) async fn set_password(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
 ) -> Result<
     (
         StatusCode,
@@ -132,29 +128,20 @@ pub(crate) async fn set_password(
     ),
     ApiError,
 > {
-    who.require(&t, Access::WriteDevices)?;
-    state.store.get_device(&t, &d).await?;
+    let (t, d) = (at.t(), at.d());
+    state.store.get_device(t, d).await?;
     let (password, hash) = new_secret().await?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.password.set",
-            target: password_target(&t, &d),
-            details: json!({}),
-        },
-    );
+    let audit = at.audit("device.password.set", password_target(t, d), json!({}));
     state
         .store
-        .set_device_password(&t, &d, &hash, Some(&audit))
+        .set_device_password(t, d, &hash, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.device_changed(&t, &d));
+    state.tell_sessions(|s| s.device_changed(t, d));
     Ok((
         StatusCode::CREATED,
         [(CACHE_CONTROL, "no-store")],
         ApiJson(DevicePassword {
-            username: access::device_username(&d, &t),
+            username: access::device_username(d, t),
             password,
         }),
     ))
@@ -163,28 +150,17 @@ pub(crate) async fn set_password(
 /// Remove the device's MQTT password (operator, tenant-admin); 404 if it
 /// has none. Its sessions end.
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}/password", operation_id = "delete_device_password", tag = "credentials",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses((status = 204, description = "Removed")))]
 pub(crate) async fn delete_password(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.password.delete",
-            target: password_target(&t, &d),
-            details: json!({}),
-        },
-    );
+    let (t, d) = (at.t(), at.d());
+    let audit = at.audit("device.password.delete", password_target(t, d), json!({}));
     if !state
         .store
-        .delete_device_password(&t, &d, Some(&audit))
+        .delete_device_password(t, d, Some(&audit))
         .await?
     {
         return Err(ApiError::NotFound {
@@ -192,13 +168,13 @@ pub(crate) async fn delete_password(
             id: format!("{t}/{d}"),
         });
     }
-    state.tell_sessions(|s| s.device_changed(&t, &d));
+    state.tell_sessions(|s| s.device_changed(t, d));
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create a service credential (tenant-admin); the password is shown once.
 #[utoipa::path(post, path = "/v1/tenants/{t}/service-credentials", operation_id = "create_service_credential", tag = "credentials",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = CreateServiceCredential,
     responses(
         (status = 201, description = "The credential and its password (shown once)", body = CreatedServiceCredential),
@@ -207,9 +183,7 @@ pub(crate) async fn delete_password(
     ))]
 pub(crate) async fn create_service(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateServiceCredential>,
 ) -> Result<
     (
@@ -219,7 +193,7 @@ pub(crate) async fn create_service(
     ),
     ApiError,
 > {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let errors = check_credential(&body.name, &body.publish, &body.subscribe);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -227,22 +201,17 @@ pub(crate) async fn create_service(
     let (password, hash) = new_secret().await?;
     let new = NewServiceCredential {
         id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: t.clone(),
-        username: service_username(&t, &body.name),
+        tenant_id: t.to_owned(),
+        username: service_username(t, &body.name),
         name: body.name,
         password_hash: hash,
         publish: body.publish,
         subscribe: body.subscribe,
     };
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "service_credential.create",
-            target: service_target(&t, &new.id),
-            details: json!({ "name": new.name }),
-        },
+    let audit = scope.audit(
+        "service_credential.create",
+        service_target(t, &new.id),
+        json!({ "name": new.name }),
     );
     let created = state
         .store
@@ -260,18 +229,17 @@ pub(crate) async fn create_service(
 
 /// A tenant's service credentials, by name, without secrets (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/service-credentials", operation_id = "list_service_credentials", tag = "credentials",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The credentials", body = ServiceCredentialList)))]
 pub(crate) async fn list_services(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_tenant(&t).await?;
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
     let items = state
         .store
-        .list_service_credentials(&t)
+        .list_service_credentials(t)
         .await?
         .into_iter()
         .map(ServiceCredentialView::from)
@@ -281,30 +249,24 @@ pub(crate) async fn list_services(
 
 /// Delete a service credential (tenant-admin). Sessions using it end.
 #[utoipa::path(delete, path = "/v1/tenants/{t}/service-credentials/{id}", operation_id = "delete_service_credential", tag = "credentials",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("id" = String, Path, description = "Credential id")),
+    params(TenantPath, CredentialPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_service(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, id)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(CredentialPath { id }): Path<CredentialPath>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "service_credential.delete",
-            target: service_target(&t, &id),
-            details: json!({}),
-        },
+    let t = scope.t();
+    let audit = scope.audit(
+        "service_credential.delete",
+        service_target(t, &id),
+        json!({}),
     );
     let name = state
         .store
-        .delete_service_credential(&t, &id, Some(&audit))
+        .delete_service_credential(t, &id, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.service_credential_deleted(&t, &name));
+    state.tell_sessions(|s| s.service_credential_deleted(t, &name));
     Ok(StatusCode::NO_CONTENT)
 }
 

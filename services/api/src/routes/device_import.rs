@@ -8,17 +8,16 @@
 //! 200 with an [`ImportReport`]: `applied` says whether anything persisted.
 
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use serde::Serialize;
 use serde_json::json;
 use utoipa::ToSchema;
 
-use super::audit::{Event, RequestId, entry};
 use super::devices::{CreateDevice, new_device};
 use super::query;
-use crate::auth::{Access, Principal};
+use super::scope::{InTenant, TenantPath, Write};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
 /// Most lines in one import.
@@ -88,7 +87,7 @@ impl LineError {
 /// refuses the whole body (400).
 #[utoipa::path(post, path = "/v1/tenants/{t}/devices:import", tag = "devices",
     operation_id = "import_devices",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+    params(TenantPath,
         ("all_or_nothing" = Option<bool>, Query, description = "Apply every line or none")),
     request_body(description = "Devices as NDJSON or CSV, at most 10000",
         content(
@@ -102,14 +101,12 @@ impl LineError {
     ))]
 pub(crate) async fn import(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Write>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<ApiJson<ImportReport>, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let t = scope.t();
     let q = query::parse(raw.as_deref(), &["all_or_nothing"], &[])?;
     let all_or_nothing = match q.filters.first().map(|(_, v)| v.as_str()) {
         None | Some("false") => false,
@@ -166,22 +163,20 @@ pub(crate) async fn import(
                 .filter_map(|o| o.as_ref().ok())
                 .map(|d| d.id.as_str())
                 .collect();
-            let event = Event {
-                tenant: Some(&t),
-                action: "device.import",
-                target: format!("tenants/{t}/devices"),
-                details: json!({
+            scope.audit(
+                "device.import",
+                format!("tenants/{t}/devices"),
+                json!({
                     "created": created.len(),
                     "ids": created.iter().take(MAX_AUDITED_IDS).collect::<Vec<_>>(),
                     "ids_truncated": created.len() > MAX_AUDITED_IDS,
                     "all_or_nothing": all_or_nothing,
                 }),
-            };
-            entry(&who, &request_id, event)
+            )
         };
         let outcomes = state
             .store
-            .import_devices(&t, &devices, all_or_nothing, Some(&audit))
+            .import_devices(t, &devices, all_or_nothing, Some(&audit))
             .await?;
         let committed = !all_or_nothing || outcomes.iter().all(Result::is_ok);
         for ((i, _), outcome) in valid.iter().zip(outcomes) {

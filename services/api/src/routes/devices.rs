@@ -2,37 +2,29 @@
 //! read, update with a JSON merge patch, delete. Reading needs any role of
 //! the tenant; the rest needs operator, tenant-admin or platform-admin.
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use http::HeaderMap;
 use http::header::IF_MATCH;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use store::{Attributes, DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice, PresenceStatus};
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
 use super::etag::ETag;
+use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use super::tenants::id_detail;
-use super::{nullable, query, validate};
-use crate::auth::{Access, Principal};
+use super::{Routes, nullable, query, validate};
 use crate::events::PlatformEvent;
 use crate::model::{Device, DevicePage};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/devices", get(list).post(create))
-        .route(
-            "/v1/tenants/{t}/devices:import",
-            axum::routing::post(super::device_import::import),
-        )
-        .route(
-            "/v1/tenants/{t}/devices/{d}",
-            get(read).patch(update).delete(remove),
-        )
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list, create))
+        .routes(routes!(super::device_import::import))
+        .routes(routes!(read, update, remove))
 }
 
 /// A new device.
@@ -91,7 +83,7 @@ pub(crate) struct PatchDevice {
 
 /// Create a device (operator, tenant-admin). Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/v1/tenants/{t}/devices", operation_id = "create_device", tag = "devices",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), super::IdempotencyKeyHeader),
+    params(TenantPath, super::IdempotencyKeyHeader),
     request_body = CreateDevice,
     responses(
         (status = 201, description = "The device", body = Device),
@@ -100,25 +92,18 @@ pub(crate) struct PatchDevice {
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Write>,
     ApiJson(body): ApiJson<CreateDevice>,
 ) -> Result<(StatusCode, ApiJson<Device>), ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let t = scope.t();
     let new = new_device(body).map_err(ApiError::Validation)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.create",
-            target: target(&t, &new.id),
-            details: json!({ "enabled": new.enabled }),
-        },
+    let audit = scope.audit(
+        "device.create",
+        target(t, &new.id),
+        json!({ "enabled": new.enabled }),
     );
-    let device = Device::from(state.store.create_device_audited(&t, &new, &audit).await?);
-    publish(&state, &t, &device.id, "device.created", &device).await;
+    let device = Device::from(state.store.create_device_audited(t, &new, &audit).await?);
+    publish(&state, t, &device.id, "device.created", &device).await;
     Ok((StatusCode::CREATED, ApiJson(device)))
 }
 
@@ -127,15 +112,14 @@ pub(crate) async fn create(
 /// `?status=enabled|disabled` and `?label=key=value` (repeatable, all must
 /// match), `?status=online|offline` (presence).
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices", operation_id = "list_devices", tag = "devices",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), super::PageParams, DeviceFilters),
+    params(TenantPath, super::PageParams, DeviceFilters),
     responses((status = 200, description = "A page of devices", body = DevicePage)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<DevicePage>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t();
     let q = query::parse(raw.as_deref(), &["status", "label"], &["label"])?;
     let mut filter = DeviceFilter::default();
     for (name, value) in q.filters {
@@ -169,9 +153,9 @@ pub(crate) async fn list(
             filter.labels.insert(key.to_owned(), value.to_owned());
         }
     }
-    let page = state.store.list_devices(&t, &filter, &q.page).await?;
+    let page = state.store.list_devices(t, &filter, &q.page).await?;
     let ids: Vec<String> = page.items.iter().map(|d| d.id.clone()).collect();
-    let online = state.store.online_devices(&t, &ids).await?;
+    let online = state.store.online_devices(t, &ids).await?;
     let mut page = DevicePage::from(page);
     for device in &mut page.items {
         device.status = if online.contains(&device.id) {
@@ -213,23 +197,20 @@ fn label_filters_schema() -> utoipa::openapi::Array {
 /// Read a device (any role of the tenant). The `ETag` names this version,
 /// for `If-Match` on a later update.
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}", operation_id = "get_device", tag = "devices",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses((status = 200, description = "The device", body = Device,
         headers(("ETag" = String, description = "This version of the device")))))]
 pub(crate) async fn read(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Read>,
 ) -> Result<(ETag, ApiJson<Device>), ApiError> {
-    who.require(&t, Access::Read)?;
-    tagged_with_status(&state, state.store.get_device(&t, &d).await?).await
+    tagged_with_status(&state, state.store.get_device(at.t(), at.d()).await?).await
 }
 
 /// Update a device with a JSON merge patch (operator, tenant-admin). With
 /// `If-Match`, only if the device is still the version that `ETag` names.
 #[utoipa::path(patch, path = "/v1/tenants/{t}/devices/{d}", operation_id = "update_device", tag = "devices",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$"),
-        super::IfMatchHeader),
+    params(DevicePath, super::IfMatchHeader),
     request_body(content = PatchDevice, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The updated device", body = Device,
@@ -239,14 +220,12 @@ pub(crate) async fn read(
     ))]
 pub(crate) async fn update(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchDevice>,
 ) -> Result<(ETag, ApiJson<Device>), ApiError> {
-    who.require(&t, Access::WriteDevices)?;
-    let current = state.store.get_device(&t, &d).await?;
+    let (t, d) = (at.t(), at.d());
+    let current = state.store.get_device(t, d).await?;
     let read_at = current.updated_at;
     let was_enabled = current.enabled;
     let conditional = headers.contains_key(IF_MATCH);
@@ -311,62 +290,42 @@ pub(crate) async fn update(
         attributes,
         enabled,
     };
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.update",
-            target: target(&t, &d),
-            details,
-        },
-    );
+    let audit = at.audit("device.update", at.target(), details);
     // The merge was computed from `current`: with If-Match, a change made
     // since then must fail the update rather than be overwritten.
     let device = state
         .store
-        .update_device_audited(&t, &d, &patch, conditional.then_some(read_at), &audit)
+        .update_device_audited(t, d, &patch, conditional.then_some(read_at), &audit)
         .await?;
     let (tag, ApiJson(device)) = tagged_with_status(&state, device).await?;
     if enabled_changes {
-        state.tell_sessions(|s| s.device_changed(&t, &d));
+        state.tell_sessions(|s| s.device_changed(t, d));
     }
-    publish(&state, &t, &d, "device.updated", &device).await;
+    publish(&state, t, d, "device.updated", &device).await;
     Ok((tag, ApiJson(device)))
 }
 
 /// Delete a device (operator, tenant-admin).
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}", operation_id = "delete_device", tag = "devices",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let (t, d) = (at.t(), at.d());
     // Numbered first: the sequence lives in the device's state row, which
     // goes with the device.
-    let seq = state.store.next_event_seq(&t, &d).await.ok();
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.delete",
-            target: target(&t, &d),
-            details: json!({}),
-        },
-    );
-    state.store.delete_device_audited(&t, &d, &audit).await?;
+    let seq = state.store.next_event_seq(t, d).await.ok();
+    let audit = at.audit("device.delete", at.target(), json!({}));
+    state.store.delete_device_audited(t, d, &audit).await?;
     state.events.publish(
-        PlatformEvent::new(&t, "device.deleted", json!({ "device_id": d })).for_device(&d, seq),
+        PlatformEvent::new(t, "device.deleted", json!({ "device_id": d })).for_device(d, seq),
     );
-    state.tell_sessions(|s| s.device_changed(&t, &d));
+    state.tell_sessions(|s| s.device_changed(t, d));
     // Its persistent sessions go with it: in the broker, then stored.
-    state.tell_sessions(|s| s.owner_deleted(&t, &d));
-    state.store.delete_sessions_of_owner(&t, &d).await?;
+    state.tell_sessions(|s| s.owner_deleted(t, d));
+    state.store.delete_sessions_of_owner(t, d).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,25 +5,25 @@
 //! lifecycle events) and `GET /v1/tenants/{t}/devices/{d}/presence` (a
 //! device's connects and disconnects). Memory only: empty after a restart.
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath};
 use crate::fleet_stats::{self, BUCKET_SECONDS, LifecycleEntry};
 use crate::{ApiError, ApiJson, AppState};
 
 /// Top talkers listed.
 const TOP_TALKERS: usize = 10;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/metrics/series", get(series))
-        .route("/v1/tenants/{t}/lifecycle", get(lifecycle))
-        .route("/v1/tenants/{t}/devices/{d}/presence", get(presence))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(series))
+        .routes(routes!(lifecycle))
+        .routes(routes!(presence))
 }
 
 /// One ten-second bucket.
@@ -100,7 +100,7 @@ pub(crate) struct LifecycleList {
 /// ten-second buckets, and its top talkers (any role of the tenant). Kept
 /// in memory by this node: empty after a restart.
 #[utoipa::path(get, path = "/v1/tenants/{t}/metrics/series", operation_id = "get_tenant_series", tag = "fleet",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses(
         (status = 200, description = "The last hour", body = SeriesView),
         (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
@@ -108,16 +108,15 @@ pub(crate) struct LifecycleList {
     security(("bearer" = [])))]
 pub(crate) async fn series(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<SeriesView>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_tenant(&t).await?;
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
     let now = Utc::now();
-    let (buckets, connections) = state.fleet_stats.series_at(&t, now);
+    let (buckets, connections) = state.fleet_stats.series_at(t, now);
     let top_talkers = state
         .fleet_stats
-        .top_talkers_at(&t, now, TOP_TALKERS)
+        .top_talkers_at(t, now, TOP_TALKERS)
         .into_iter()
         .map(|(device_id, messages)| TalkerView {
             device_id,
@@ -145,7 +144,7 @@ pub(crate) async fn series(
 /// creations, changes, deletions), newest first (any role of the tenant).
 /// Kept in memory by this node: empty after a restart.
 #[utoipa::path(get, path = "/v1/tenants/{t}/lifecycle", operation_id = "list_tenant_lifecycle", tag = "fleet",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses(
         (status = 200, description = "The events", body = LifecycleList),
         (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
@@ -153,12 +152,11 @@ pub(crate) async fn series(
     security(("bearer" = [])))]
 pub(crate) async fn lifecycle(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<LifecycleList>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_tenant(&t).await?;
-    let items = state.fleet_stats.recent_lifecycle(&t);
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
+    let items = state.fleet_stats.recent_lifecycle(t);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),
     }))
@@ -168,7 +166,7 @@ pub(crate) async fn lifecycle(
 /// reasons, newest first (any role of the tenant). Kept in memory by this
 /// node: empty after a restart.
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/presence", operation_id = "list_device_presence", tag = "fleet",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses(
         (status = 200, description = "The history", body = LifecycleList),
         (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
@@ -176,12 +174,11 @@ pub(crate) async fn lifecycle(
     security(("bearer" = [])))]
 pub(crate) async fn presence(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Read>,
 ) -> Result<ApiJson<LifecycleList>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_device(&t, &d).await?;
-    let items = state.fleet_stats.presence(&t, &d);
+    let (t, d) = (at.t(), at.d());
+    state.store.get_device(t, d).await?;
+    let items = state.fleet_stats.presence(t, d);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),
     }))

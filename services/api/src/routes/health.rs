@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::State;
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -15,10 +15,10 @@ use crate::error::ApiError;
 /// timeout so a hung database reads as "unreachable", not as a timeout.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+pub(crate) fn router() -> super::Routes {
+    super::Routes::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
 /// The process is up.

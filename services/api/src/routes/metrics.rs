@@ -1,10 +1,8 @@
 //! `GET /metrics`: the Prometheus text exposition of every metric recorded
 //! in the process.
 
-use axum::Router;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use http::HeaderValue;
 use http::header::CONTENT_TYPE;
 
@@ -13,8 +11,8 @@ use crate::AppState;
 /// Content type of the Prometheus text format.
 pub(crate) const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/metrics", get(metrics))
+pub(crate) fn router() -> super::Routes {
+    super::Routes::new().routes(utoipa_axum::routes!(metrics))
 }
 
 /// Every metric of the process in the Prometheus text format (HTTP requests

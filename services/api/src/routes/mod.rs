@@ -1,11 +1,17 @@
 //! Routes, one file per resource; each file has `router()`, and they are
 //! merged here, in one place. `query`, `validate` and `idempotency` are
-//! shared by the resources.
+//! shared by the resources; `scope` gives handlers their typed, authorized
+//! path ids.
+//!
+//! A resource's `router()` is an [`OpenApiRouter`] of `routes!(handler,
+//! …)`: the path is written once, in the handler's `#[utoipa::path]`, which
+//! both routes it and puts it in the OpenAPI document ([`documented`]).
 
 use axum::Router;
 use axum::middleware::from_fn_with_state;
 use serde::{Deserialize, Deserializer};
 use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::AppState;
 
@@ -32,6 +38,7 @@ pub(crate) mod publish_limits;
 
 pub use openapi::document as openapi_document;
 mod query;
+pub(crate) mod scope;
 pub(crate) mod sessions;
 pub(crate) mod state;
 pub(crate) mod tenants;
@@ -39,11 +46,18 @@ pub(crate) mod topic_rules;
 mod validate;
 pub(crate) mod webhooks;
 
+/// A resource's routes with their OpenAPI operations.
+pub(crate) type Routes = OpenApiRouter<AppState>;
+
 /// Operational endpoints: `/healthz`, `/readyz`, `/metrics`. Not subject
 /// to the concurrency limit, so probes and scrapes still get through when
 /// the API is saturated.
 pub(crate) fn ops() -> Router<AppState> {
-    Router::new()
+    documented_ops().into()
+}
+
+fn documented_ops() -> Routes {
+    Routes::new()
         .merge(health::router())
         .merge(metrics::router())
         .merge(openapi::router())
@@ -52,16 +66,34 @@ pub(crate) fn ops() -> Router<AppState> {
 /// The resource API (`/v1/…`), behind the concurrency limit. Creating
 /// tenants and devices honours `Idempotency-Key` (see `idempotency`).
 pub(crate) fn api(state: &AppState) -> Router<AppState> {
-    Router::new()
+    Router::from(idempotent())
+        .route_layer(from_fn_with_state(state.clone(), idempotency::layer))
+        .merge(Router::from(resources()))
+}
+
+/// The OpenAPI operations of every route (`openapi` adds the rest of the
+/// document).
+pub(crate) fn documented() -> utoipa::openapi::OpenApi {
+    documented_ops()
+        .merge(idempotent())
+        .merge(resources())
+        .into_openapi()
+}
+
+/// Only these honour `Idempotency-Key`: API key and token responses carry
+/// secrets, which must not be kept for replay.
+fn idempotent() -> Routes {
+    Routes::new()
         .merge(tenants::router())
         .merge(devices::router())
-        // Only these: API key and token responses carry secrets, which
-        // must not be kept for replay.
-        .route_layer(from_fn_with_state(state.clone(), idempotency::layer))
+}
+
+fn resources() -> Routes {
+    Routes::new()
         .merge(audit::router())
         .merge(api_keys::router())
         .merge(state::router())
-        .merge(events::router())
+        .merge(events::router().into())
         .merge(fleet::router())
         .merge(webhooks::router())
         .merge(ca::router())

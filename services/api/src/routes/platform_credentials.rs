@@ -4,26 +4,25 @@
 //! MQTT user name `platform:{name}`; the secret is made here, returned
 //! once, and stored only as an argon2id hash.
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, post};
 use chrono::{DateTime, Utc};
 use http::header::CACHE_CONTROL;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{NewPlatformCredential, PlatformCredential};
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
+use super::Routes;
 use super::credentials::{check_credential, new_secret};
-use crate::auth::Principal;
+use super::scope::AsPlatform;
 use crate::{ApiError, ApiJson, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/service-credentials", post(create).get(list))
-        .route("/v1/service-credentials/{id}", delete(remove))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(create, list))
+        .routes(routes!(remove))
 }
 
 /// A new platform service credential.
@@ -97,8 +96,7 @@ fn target(id: &str) -> String {
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
+    admin: AsPlatform,
     ApiJson(body): ApiJson<CreatePlatformCredential>,
 ) -> Result<
     (
@@ -108,7 +106,6 @@ pub(crate) async fn create(
     ),
     ApiError,
 > {
-    who.require_platform_admin()?;
     let errors = check_credential(&body.name, &body.publish, &body.subscribe);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
@@ -122,13 +119,12 @@ pub(crate) async fn create(
         publish: body.publish,
         subscribe: body.subscribe,
     };
-    let event = Event {
-        tenant: None,
-        action: "platform_credential.create",
-        target: target(&new.id),
-        details: json!({ "name": new.name }),
-    };
-    let audit = entry(&who, &request_id, event);
+    let audit = admin.audit(
+        None,
+        "platform_credential.create",
+        target(&new.id),
+        json!({ "name": new.name }),
+    );
     let created = state
         .store
         .create_platform_credential(&new, Some(&audit))
@@ -148,9 +144,8 @@ pub(crate) async fn create(
     responses((status = 200, description = "The credentials", body = PlatformCredentialList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    _admin: AsPlatform,
 ) -> Result<ApiJson<PlatformCredentialList>, ApiError> {
-    who.require_platform_admin()?;
     let items = state
         .store
         .list_platform_credentials()
@@ -168,20 +163,17 @@ pub(crate) async fn list(
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
+    admin: AsPlatform,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    who.require_platform_admin()?;
     // The entry names the credential, which only the delete returns.
     let audit = |deleted: &PlatformCredential| {
-        let event = Event {
-            tenant: None,
-            action: "platform_credential.delete",
-            target: target(&id),
-            details: json!({ "name": deleted.name }),
-        };
-        entry(&who, &request_id, event)
+        admin.audit(
+            None,
+            "platform_credential.delete",
+            target(&id),
+            json!({ "name": deleted.name }),
+        )
     };
     let deleted = state
         .store

@@ -6,32 +6,37 @@
 //! policies after a change.
 
 use access::{PolicyError, PolicyTemplate};
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use store::AclPolicy;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
+use super::Routes;
 use super::credentials::name_ok;
-use crate::auth::{Access, Principal};
+use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
 /// Most rules in one document; more is a mistake, and every session
 /// compiles them.
 const MAX_RULES: usize = 256;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/policies", get(list))
-        .route(
-            "/v1/tenants/{t}/policies/{name}",
-            get(read).put(put).delete(remove),
-        )
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list))
+        .routes(routes!(read, put, remove))
+}
+
+/// The `{name}` of a policy's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct PolicyPath {
+    /// Policy name
+    #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    name: String,
 }
 
 /// A stored policy.
@@ -116,18 +121,17 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 
 /// A tenant's policies by name (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/policies", operation_id = "list_policies", tag = "policies",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The policies", body = PolicyList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<PolicyList>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_tenant(&t).await?;
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
     let items = state
         .store
-        .list_acl_policies(&t)
+        .list_acl_policies(t)
         .await?
         .into_iter()
         .map(Policy::from)
@@ -137,22 +141,20 @@ pub(crate) async fn list(
 
 /// One policy (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/policies/{name}", operation_id = "get_policy", tag = "policies",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("name" = String, Path, description = "Policy name", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    params(TenantPath, PolicyPath),
     responses((status = 200, description = "The policy", body = Policy)))]
 pub(crate) async fn read(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, name)): Path<(String, String)>,
+    scope: InTenant<Read>,
+    Path(PolicyPath { name }): Path<PolicyPath>,
 ) -> Result<ApiJson<Policy>, ApiError> {
-    who.require(&t, Access::Read)?;
-    Ok(ApiJson(state.store.get_acl_policy(&t, &name).await?.into()))
+    let t = scope.t();
+    Ok(ApiJson(state.store.get_acl_policy(t, &name).await?.into()))
 }
 
 /// Create or replace a policy (tenant-admin). The body is the document.
 #[utoipa::path(put, path = "/v1/tenants/{t}/policies/{name}", operation_id = "put_policy", tag = "policies",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("name" = String, Path, description = "Policy name", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    params(TenantPath, PolicyPath),
     request_body(content = Object, description = "The policy document"),
     responses(
         (status = 200, description = "The stored policy", body = Policy),
@@ -161,62 +163,41 @@ pub(crate) async fn read(
     ))]
 pub(crate) async fn put(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, name)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(PolicyPath { name }): Path<PolicyPath>,
     ApiJson(document): ApiJson<Map<String, Value>>,
 ) -> Result<ApiJson<Policy>, ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     check_name(&name)?;
     check_document(&name, &document).map_err(|e| ApiError::Validation(vec![e]))?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "policy.put",
-            target: target(&t, &name),
-            details: json!({}),
-        },
-    );
+    let audit = scope.audit("policy.put", target(t, &name), json!({}));
     let stored = state
         .store
-        .put_acl_policy(&t, &name, &document, Some(&audit))
+        .put_acl_policy(t, &name, &document, Some(&audit))
         .await?;
     if let Some(sessions) = state.sessions() {
-        sessions.policies_changed(&t).await;
+        sessions.policies_changed(t).await;
     }
     Ok(ApiJson(stored.into()))
 }
 
 /// Delete a policy (tenant-admin).
 #[utoipa::path(delete, path = "/v1/tenants/{t}/policies/{name}", operation_id = "delete_policy", tag = "policies",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("name" = String, Path, description = "Policy name", pattern = "^[A-Za-z0-9._-]{1,64}$")),
+    params(TenantPath, PolicyPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, name)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(PolicyPath { name }): Path<PolicyPath>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "policy.delete",
-            target: target(&t, &name),
-            details: json!({}),
-        },
-    );
+    let t = scope.t();
+    let audit = scope.audit("policy.delete", target(t, &name), json!({}));
     state
         .store
-        .delete_acl_policy(&t, &name, Some(&audit))
+        .delete_acl_policy(t, &name, Some(&audit))
         .await?;
     if let Some(sessions) = state.sessions() {
-        sessions.policies_changed(&t).await;
+        sessions.policies_changed(t).await;
     }
     Ok(StatusCode::NO_CONTENT)
 }

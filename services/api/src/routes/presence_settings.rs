@@ -6,20 +6,19 @@
 //! changing needs tenant-admin; a change is audited and takes effect at
 //! once for new connects, disconnects and publishes.
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/tenants/{t}/presence-settings", get(read).put(put))
+pub(crate) fn router() -> Routes {
+    Routes::new().routes(routes!(read, put))
 }
 
 /// How the tenant's presence is published over MQTT.
@@ -57,21 +56,20 @@ pub(crate) struct PutPresenceSettings {
 
 /// The tenant's presence settings (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/presence-settings", operation_id = "get_presence_settings", tag = "state",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The settings", body = PresenceSettingsView)))]
 pub(crate) async fn read(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_tenant(&t).await?;
-    Ok(ApiJson(state.store.get_presence_settings(&t).await?.into()))
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
+    Ok(ApiJson(state.store.get_presence_settings(t).await?.into()))
 }
 
 /// Set the tenant's presence settings (tenant-admin).
 #[utoipa::path(put, path = "/v1/tenants/{t}/presence-settings", operation_id = "put_presence_settings", tag = "state",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = PutPresenceSettings,
     responses(
         (status = 200, description = "The stored settings", body = PresenceSettingsView),
@@ -80,26 +78,19 @@ pub(crate) async fn read(
     ))]
 pub(crate) async fn put(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     ApiJson(body): ApiJson<PutPresenceSettings>,
 ) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "presence_settings.put",
-            target: format!("tenants/{t}/presence-settings"),
-            details: json!({ "publish_status": body.publish_status }),
-        },
+    let t = scope.t();
+    let audit = scope.audit(
+        "presence_settings.put",
+        format!("tenants/{t}/presence-settings"),
+        json!({ "publish_status": body.publish_status }),
     );
     let stored = state
         .store
-        .put_presence_settings(&t, body.publish_status, Some(&audit))
+        .put_presence_settings(t, body.publish_status, Some(&audit))
         .await?;
-    state.status_topics.set(&t, stored.publish_status);
+    state.status_topics.set(t, stored.publish_status);
     Ok(ApiJson(stored.into()))
 }

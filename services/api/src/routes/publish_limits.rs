@@ -7,34 +7,27 @@
 //! the platform default of `fleetmq serve` (`--mqtt-publish-*`). A change
 //! reaches the device's live session from its next PUBLISH.
 
-use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{PublishLimitSettings, StoredPublishLimits};
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{Admin, DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
 /// The largest rate or burst accepted (a trillion per second is already
 /// "unlimited"; the bound keeps values inside the database's integers).
 const MAX_VALUE: u64 = 1_000_000_000_000;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/v1/tenants/{t}/publish-limits",
-            get(read_tenant).put(put_tenant).delete(delete_tenant),
-        )
-        .route(
-            "/v1/tenants/{t}/devices/{d}/publish-limits",
-            get(read_device).put(put_device).delete(delete_device),
-        )
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(read_tenant, put_tenant, delete_tenant))
+        .routes(routes!(read_device, put_device, delete_device))
 }
 
 /// Publish rate limits. An absent (or null) rate is not limited; an absent
@@ -145,22 +138,21 @@ async fn tell_sessions(state: &AppState, tenant: &str, device: Option<&str>) {
 /// The tenant's default publish limits for its devices (any role of the
 /// tenant); 404 when it has none (the platform default applies).
 #[utoipa::path(get, path = "/v1/tenants/{t}/publish-limits", operation_id = "get_tenant_publish_limits", tag = "publish-limits",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The tenant's default", body = PublishLimitsView)))]
 pub(crate) async fn read_tenant(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t();
     Ok(ApiJson(
-        state.store.get_tenant_publish_limits(&t).await?.into(),
+        state.store.get_tenant_publish_limits(t).await?.into(),
     ))
 }
 
 /// Set the tenant's default publish limits (tenant-admin).
 #[utoipa::path(put, path = "/v1/tenants/{t}/publish-limits", operation_id = "put_tenant_publish_limits", tag = "publish-limits",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = PublishLimits,
     responses(
         (status = 200, description = "The stored default", body = PublishLimitsView),
@@ -169,82 +161,65 @@ pub(crate) async fn read_tenant(
     ))]
 pub(crate) async fn put_tenant(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let settings = body.check()?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "publish_limits.put",
-            target: format!("tenants/{t}/publish-limits"),
-            details: audit_details(&settings),
-        },
+    let audit = scope.audit(
+        "publish_limits.put",
+        format!("tenants/{t}/publish-limits"),
+        audit_details(&settings),
     );
     let stored = state
         .store
-        .put_tenant_publish_limits(&t, &settings, Some(&audit))
+        .put_tenant_publish_limits(t, &settings, Some(&audit))
         .await?;
-    tell_sessions(&state, &t, None).await;
+    tell_sessions(&state, t, None).await;
     Ok(ApiJson(stored.into()))
 }
 
 /// Remove the tenant's default (tenant-admin): the platform default
 /// applies to devices without an override.
 #[utoipa::path(delete, path = "/v1/tenants/{t}/publish-limits", operation_id = "delete_tenant_publish_limits", tag = "publish-limits",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 204, description = "Removed")))]
 pub(crate) async fn delete_tenant(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "publish_limits.delete",
-            target: format!("tenants/{t}/publish-limits"),
-            details: json!({}),
-        },
+    let t = scope.t();
+    let audit = scope.audit(
+        "publish_limits.delete",
+        format!("tenants/{t}/publish-limits"),
+        json!({}),
     );
     state
         .store
-        .delete_tenant_publish_limits(&t, Some(&audit))
+        .delete_tenant_publish_limits(t, Some(&audit))
         .await?;
-    tell_sessions(&state, &t, None).await;
+    tell_sessions(&state, t, None).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// A device's override (any role of the tenant); 404 when it has none.
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "get_device_publish_limits", tag = "publish-limits",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses((status = 200, description = "The device's override", body = PublishLimitsView)))]
 pub(crate) async fn read_device(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let (t, d) = (at.t(), at.d());
     Ok(ApiJson(
-        state.store.get_device_publish_limits(&t, &d).await?.into(),
+        state.store.get_device_publish_limits(t, d).await?.into(),
     ))
 }
 
 /// Set a device's override (operator and up); its live session follows
 /// from its next PUBLISH.
 #[utoipa::path(put, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "put_device_publish_limits", tag = "publish-limits",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     request_body = PublishLimits,
     responses(
         (status = 200, description = "The stored override", body = PublishLimitsView),
@@ -253,58 +228,43 @@ pub(crate) async fn read_device(
     ))]
 pub(crate) async fn put_device(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let (t, d) = (at.t(), at.d());
     let settings = body.check()?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.publish_limits.put",
-            target: format!("tenants/{t}/devices/{d}/publish-limits"),
-            details: audit_details(&settings),
-        },
+    let audit = at.audit(
+        "device.publish_limits.put",
+        format!("tenants/{t}/devices/{d}/publish-limits"),
+        audit_details(&settings),
     );
     let stored = state
         .store
-        .put_device_publish_limits(&t, &d, &settings, Some(&audit))
+        .put_device_publish_limits(t, d, &settings, Some(&audit))
         .await?;
-    tell_sessions(&state, &t, Some(&d)).await;
+    tell_sessions(&state, t, Some(d)).await;
     Ok(ApiJson(stored.into()))
 }
 
 /// Remove a device's override (operator and up): the tenant's default, or
 /// the platform's, applies again.
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "delete_device_publish_limits", tag = "publish-limits",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses((status = 204, description = "Removed")))]
 pub(crate) async fn delete_device(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "device.publish_limits.delete",
-            target: format!("tenants/{t}/devices/{d}/publish-limits"),
-            details: json!({}),
-        },
+    let (t, d) = (at.t(), at.d());
+    let audit = at.audit(
+        "device.publish_limits.delete",
+        format!("tenants/{t}/devices/{d}/publish-limits"),
+        json!({}),
     );
     state
         .store
-        .delete_device_publish_limits(&t, &d, Some(&audit))
+        .delete_device_publish_limits(t, d, Some(&audit))
         .await?;
-    tell_sessions(&state, &t, Some(&d)).await;
+    tell_sessions(&state, t, Some(d)).await;
     Ok(StatusCode::NO_CONTENT)
 }

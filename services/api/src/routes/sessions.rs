@@ -5,27 +5,32 @@
 //! from the database, so `connected` and `node` hold across nodes. Clean
 //! sessions are never stored and are not listed.
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use chrono::{DateTime, Utc};
+use serde::Deserialize;
 use serde::Serialize;
 use serde_json::json;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, record};
-use super::query;
-use crate::auth::{Access, Principal};
+use super::scope::{InTenant, Read, TenantPath, Write};
+use super::{Routes, query};
 use crate::{ApiError, ApiJson, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/sessions", get(list))
-        .route(
-            "/v1/tenants/{t}/sessions/{client_id}",
-            get(read).delete(remove),
-        )
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list))
+        .routes(routes!(read, remove))
+}
+
+/// The `{client_id}` of a session's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct SessionPath {
+    /// MQTT client id
+    #[param(min_length = 1, max_length = 1024)]
+    client_id: String,
 }
 
 /// A persistent MQTT session.
@@ -82,18 +87,17 @@ pub(crate) struct SessionPage {
 
 /// List a tenant's persistent MQTT sessions (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/sessions", operation_id = "list_sessions", tag = "sessions",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+    params(TenantPath,
         super::PageParams),
     responses((status = 200, description = "A page of sessions", body = SessionPage)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<SessionPage>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t();
     let q = query::parse(raw.as_deref(), &[], &[])?;
-    let page = state.store.list_sessions(&t, &q.page).await?;
+    let page = state.store.list_sessions(t, &q.page).await?;
     Ok(ApiJson(SessionPage {
         items: page.items.into_iter().map(Session::from).collect(),
         next_cursor: page.next_cursor,
@@ -102,17 +106,16 @@ pub(crate) async fn list(
 
 /// One persistent MQTT session (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/sessions/{client_id}", operation_id = "get_session", tag = "sessions",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("client_id" = String, Path, description = "MQTT client id", min_length = 1, max_length = 1024)),
+    params(TenantPath, SessionPath),
     responses((status = 200, description = "The session", body = Session)))]
 pub(crate) async fn read(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, client_id)): Path<(String, String)>,
+    scope: InTenant<Read>,
+    Path(SessionPath { client_id }): Path<SessionPath>,
 ) -> Result<ApiJson<Session>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t();
     Ok(ApiJson(
-        state.store.session_summary(&t, &client_id).await?.into(),
+        state.store.session_summary(t, &client_id).await?.into(),
     ))
 }
 
@@ -120,22 +123,20 @@ pub(crate) async fn read(
 /// (operator): its connection, if any, is closed with DISCONNECT 0x98.
 /// The client's next connect starts a new session.
 #[utoipa::path(delete, path = "/v1/tenants/{t}/sessions/{client_id}", operation_id = "delete_session", tag = "sessions",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        ("client_id" = String, Path, description = "MQTT client id", min_length = 1, max_length = 1024)),
+    params(TenantPath, SessionPath),
     responses((status = 204, description = "Ended")))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, client_id)): Path<(String, String)>,
+    scope: InTenant<Write>,
+    Path(SessionPath { client_id }): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let t = scope.t();
     // The broker first, so that it writes nothing more for the session;
     // then the database, which also covers tenants not in memory.
     let ended = state
         .sessions()
-        .is_some_and(|s| s.end_session(&t, &client_id));
-    let deleted = state.store.delete_session(&t, &client_id).await?;
+        .is_some_and(|s| s.end_session(t, &client_id));
+    let deleted = state.store.delete_session(t, &client_id).await?;
     if !ended && !deleted {
         return Err(ApiError::NotFound {
             resource: "session".to_owned(),
@@ -143,12 +144,13 @@ pub(crate) async fn remove(
         });
     }
     // Not in the deletion's transaction: the broker's part cannot be.
-    let event = Event {
-        tenant: Some(&t),
-        action: "session.delete",
-        target: format!("tenants/{t}/sessions/{client_id}"),
-        details: json!({ "connected": ended }),
-    };
-    record(&state, &who, &request_id, event).await?;
+    scope
+        .record(
+            &state,
+            "session.delete",
+            format!("tenants/{t}/sessions/{client_id}"),
+            json!({ "connected": ended }),
+        )
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,11 +4,9 @@
 //! retained to the device) and `GET …/messages` (what it last published).
 //! Reading needs any role of the tenant; desired needs operator and up.
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
@@ -18,9 +16,10 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use store::{DeviceState, PresenceStatus, RetainedMessage};
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{DevicePath, InDevice, Read, Write};
 use crate::device_io::RecentMessage;
 use crate::{ApiError, ApiJson, AppState};
 
@@ -29,14 +28,11 @@ const MAX_RETAINED_PER_PREFIX: u32 = 100;
 /// Messages `GET …/messages` returns at most.
 const MAX_RECENT: usize = 100;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/devices/{d}/state", get(read_state))
-        .route(
-            "/v1/tenants/{t}/devices/{d}/state/desired",
-            put(put_desired),
-        )
-        .route("/v1/tenants/{t}/devices/{d}/messages", get(recent_messages))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(read_state))
+        .routes(routes!(put_desired))
+        .routes(routes!(recent_messages))
 }
 
 /// Versions of the two halves of the state document.
@@ -162,7 +158,7 @@ fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
 
 /// A device's state (any role of the tenant). `ETag` is the desired version.
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/state", operation_id = "get_device_state", tag = "state",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$")),
+    params(DevicePath),
     responses(
         (status = 200, description = "The device's state", body = DeviceStateView,
          headers(("ETag" = String, description = "The desired version, quoted"))),
@@ -171,12 +167,11 @@ fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     security(("bearer" = [])))]
 pub(crate) async fn read_state(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Read>,
 ) -> Result<Response, ApiError> {
-    who.require(&t, Access::Read)?;
-    let document = state.store.get_device_state(&t, &d).await?;
-    let view = state_view(&state, &t, &d, document).await?;
+    let (t, d) = (at.t(), at.d());
+    let document = state.store.get_device_state(t, d).await?;
+    let view = state_view(&state, t, d, document).await?;
     Ok(([(ETAG, etag(view.versions.desired))], ApiJson(view)).into_response())
 }
 
@@ -240,7 +235,7 @@ async fn state_view(
 /// the publish fails after the change was stored, the answer is 503 too;
 /// `PUT {}` publishes the stored document again.
 #[utoipa::path(put, path = "/v1/tenants/{t}/devices/{d}/state/desired", operation_id = "put_desired_state", tag = "state",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$"),
+    params(DevicePath,
         ("If-Match" = Option<String>, Header, nullable = false, description = "The ETag of the desired version this change is based on, or `*`",
             pattern = "^(\\*|(W/)?\"[0-9]{1,18}\")$")),
     request_body(content = Object, content_type = "application/merge-patch+json"),
@@ -256,13 +251,11 @@ async fn state_view(
     security(("bearer" = [])))]
 pub(crate) async fn put_desired(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Write>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    who.require(&t, Access::WriteDevices)?;
+    let (t, d) = (at.t(), at.d());
     let expected = if_match_version(&headers)?;
     let commands = state
         .commands
@@ -270,22 +263,20 @@ pub(crate) async fn put_desired(
         .ok_or_else(|| ApiError::unavailable("MQTT not available"))?;
     // The entry gives the new version, which the store sets.
     let stored = |document: &DeviceState| {
-        let event = Event {
-            tenant: Some(&t),
-            action: "device.state.desired",
-            target: format!("tenants/{t}/devices/{d}/state"),
-            details: json!({ "version": document.desired_version }),
-        };
-        entry(&who, &request_id, event)
+        at.audit(
+            "device.state.desired",
+            format!("tenants/{t}/devices/{d}/state"),
+            json!({ "version": document.desired_version }),
+        )
     };
     let document = state
         .store
-        .merge_desired(&t, &d, &patch, expected, Utc::now(), Some(&stored))
+        .merge_desired(t, d, &patch, expected, Utc::now(), Some(&stored))
         .await?;
     let topic = format!("commands/{d}/state/desired");
     let payload = serde_json::to_vec(&document.desired).map_err(ApiError::internal)?;
     commands
-        .publish_retained(&t, &topic, payload)
+        .publish_retained(t, &topic, payload)
         .await
         .map_err(|e| ApiError::Unavailable {
             detail: format!(
@@ -299,8 +290,8 @@ pub(crate) async fn put_desired(
         .events
         .publish_device(
             &state.store,
-            &t,
-            &d,
+            t,
+            d,
             "state.desired",
             json!({
                 "device_id": d,
@@ -311,7 +302,7 @@ pub(crate) async fn put_desired(
         )
         .await;
     let version = document.desired_version;
-    let view = state_view(&state, &t, &d, document).await?;
+    let view = state_view(&state, t, d, document).await?;
     Ok(([(ETAG, etag(version))], ApiJson(view)).into_response())
 }
 
@@ -352,7 +343,7 @@ pub(crate) struct RecentMessagesView {
 /// tenant). `?limit=` 1 to 100, default 20. Kept in memory by this node:
 /// bounded per device, and empty after a restart.
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/messages", operation_id = "list_device_messages", tag = "state",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"), ("d" = String, Path, description = "Device id", pattern = "^[A-Za-z0-9._-]{1,128}$"),
+    params(DevicePath,
         ("limit" = Option<u32>, Query, description = "1 to 100; default 20", minimum = 1, maximum = 100)),
     responses(
         (status = 200, description = "The messages", body = RecentMessagesView),
@@ -362,19 +353,18 @@ pub(crate) struct RecentMessagesView {
     security(("bearer" = [])))]
 pub(crate) async fn recent_messages(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, d)): Path<(String, String)>,
+    at: InDevice<Read>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<RecentMessagesView>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let (t, d) = (at.t(), at.d());
     let limit = parse_limit(raw.as_deref())?;
     let recent = state
         .recent_messages
         .clone()
         .ok_or_else(|| ApiError::unavailable("MQTT not available"))?;
-    state.store.get_device(&t, &d).await?;
+    state.store.get_device(t, d).await?;
     let items = recent
-        .recent(&t, &d, limit)
+        .recent(t, d, limit)
         .into_iter()
         .map(RecentMessageView::from)
         .collect();

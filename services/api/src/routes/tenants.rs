@@ -2,28 +2,26 @@
 //! tenant), update with a JSON merge patch (tenant-admin), delete
 //! (platform-admin; deletes the tenant's devices too).
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::get;
 use http::HeaderMap;
 use http::header::IF_MATCH;
 use serde::Deserialize;
 use serde_json::json;
 use store::{NewTenant, TenantId, TenantPatch};
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
 use super::etag::{ETag, tagged};
-use super::{nullable, query, validate};
-use crate::auth::{Access, Principal};
+use super::scope::{Admin, AsPlatform, InTenant, Platform, Read, TenantPath};
+use super::{Routes, nullable, query, validate};
 use crate::model::{Tenant, TenantPage};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants", get(list).post(create))
-        .route("/v1/tenants/{t}", get(read).patch(update).delete(remove))
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
 }
 
 /// A new tenant.
@@ -63,11 +61,9 @@ pub(crate) struct PatchTenant {
     ))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
+    admin: AsPlatform,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, ApiJson<Tenant>), ApiError> {
-    who.require_platform_admin()?;
     let mut errors = Vec::new();
     if let Err(e) = TenantId::parse(&body.id) {
         errors.push(FieldError::new("/id", id_detail(&e)));
@@ -76,15 +72,11 @@ pub(crate) async fn create(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&body.id),
-            action: "tenant.create",
-            target: format!("tenants/{}", body.id),
-            details: json!({ "name": body.name }),
-        },
+    let audit = admin.audit(
+        Some(&body.id),
+        "tenant.create",
+        target(&body.id),
+        json!({ "name": body.name }),
     );
     let new = NewTenant {
         id: body.id,
@@ -106,10 +98,9 @@ pub(crate) async fn create(
     responses((status = 200, description = "A page of tenants", body = TenantPage)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
+    _admin: AsPlatform,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<TenantPage>, ApiError> {
-    who.require_platform_admin()?;
     let q = query::parse(raw.as_deref(), &[], &[])?;
     Ok(ApiJson(state.store.list_tenants(&q.page).await?.into()))
 }
@@ -117,23 +108,20 @@ pub(crate) async fn list(
 /// Read a tenant (any role of the tenant). The `ETag` names this version,
 /// for `If-Match` on a later update.
 #[utoipa::path(get, path = "/v1/tenants/{t}", operation_id = "get_tenant", tag = "tenants",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The tenant", body = Tenant,
         headers(("ETag" = String, description = "This version of the tenant")))))]
 pub(crate) async fn read(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<(ETag, ApiJson<Tenant>), ApiError> {
-    who.require(&t, Access::Read)?;
-    tagged(state.store.get_tenant(&t).await?.into())
+    tagged(state.store.get_tenant(scope.t()).await?.into())
 }
 
 /// Update a tenant with a JSON merge patch (tenant-admin). With
 /// `If-Match`, only if the tenant is still the version that `ETag` names.
 #[utoipa::path(patch, path = "/v1/tenants/{t}", operation_id = "update_tenant", tag = "tenants",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
-        super::IfMatchHeader),
+    params(TenantPath, super::IfMatchHeader),
     request_body(content = PatchTenant, content_type = "application/merge-patch+json"),
     responses(
         (status = 200, description = "The updated tenant", body = Tenant,
@@ -143,17 +131,15 @@ pub(crate) async fn read(
     ))]
 pub(crate) async fn update(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchTenant>,
 ) -> Result<(ETag, ApiJson<Tenant>), ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     // With If-Match: compare with the current version, and update only if
     // it is still that version when the write happens.
     let unchanged_since = if headers.contains_key(IF_MATCH) {
-        let current = state.store.get_tenant(&t).await?;
+        let current = state.store.get_tenant(t).await?;
         let read_at = current.updated_at;
         ETag::of(&Tenant::from(current))?.check_if_match(&headers)?;
         Some(read_at)
@@ -172,56 +158,40 @@ pub(crate) async fn update(
             Some(name)
         }
     };
-    let changed = json!({ "name": name });
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "tenant.update",
-            target: format!("tenants/{t}"),
-            details: changed,
-        },
-    );
+    let audit = scope.audit("tenant.update", target(t), json!({ "name": name }));
     let tenant = state
         .store
-        .update_tenant_audited(&t, &TenantPatch { name }, unchanged_since, &audit)
+        .update_tenant_audited(t, &TenantPatch { name }, unchanged_since, &audit)
         .await?;
     tagged(tenant.into())
 }
 
 /// Delete a tenant and all its devices (platform-admin).
 #[utoipa::path(delete, path = "/v1/tenants/{t}", operation_id = "delete_tenant", tag = "tenants",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Platform>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::Platform)?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "tenant.delete",
-            target: format!("tenants/{t}"),
-            details: json!({}),
-        },
-    );
-    state.store.delete_tenant_audited(&t, &audit).await?;
+    let t = scope.t();
+    let audit = scope.audit("tenant.delete", target(t), json!({}));
+    state.store.delete_tenant_audited(t, &audit).await?;
     // A tenant created again under this id must not inherit the dashboard's
     // lifecycle history either (its audit trail and tokens are kept apart
     // by the tenant's incarnation).
-    state.fleet_stats.forget_tenant(&t, chrono::Utc::now());
-    state.webhooks_changed(&t).await;
+    state.fleet_stats.forget_tenant(t, chrono::Utc::now());
+    state.webhooks_changed(t).await;
     if let Some(pki) = state.pki.as_deref() {
-        pki.forget_tenant(&t).await;
+        pki.forget_tenant(t).await;
     }
-    state.tell_sessions(|s| s.tenant_deleted(&t));
+    state.tell_sessions(|s| s.tenant_deleted(t));
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The audit target of tenant `t`.
+fn target(t: &str) -> String {
+    format!("tenants/{t}")
 }
 
 /// The store's id error, without repeating the id back.

@@ -5,19 +5,18 @@
 //! counted), refused subscriptions SUBACK 0x8F (0x97 over the catch-all
 //! limit; 0x80 in 3.1.1), each with a reason string in MQTT 5.
 
-use axum::Router;
-use axum::extract::{Path, State};
-use axum::routing::get;
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
+use utoipa_axum::routes;
 
-use super::audit::{Event, RequestId, entry};
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/tenants/{t}/topic-rules", get(read).put(put))
+pub(crate) fn router() -> Routes {
+    Routes::new().routes(routes!(read, put))
 }
 
 /// Topic hygiene rules; an absent or `null` limit is no limit, `false`
@@ -89,46 +88,35 @@ impl TopicRules {
 
 /// The tenant's topic hygiene rules (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/topic-rules", operation_id = "get_topic_rules", tag = "policies",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The rules (all off unless set)", body = TopicRules)))]
 pub(crate) async fn read(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<TopicRules>, ApiError> {
-    who.require(&t, Access::Read)?;
-    Ok(ApiJson(state.store.topic_rules(&t).await?.into()))
+    let t = scope.t();
+    Ok(ApiJson(state.store.topic_rules(t).await?.into()))
 }
 
 /// Replace the tenant's topic hygiene rules (tenant-admin). Live sessions
 /// are held to them from their next packet.
 #[utoipa::path(put, path = "/v1/tenants/{t}/topic-rules", operation_id = "put_topic_rules", tag = "policies",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = TopicRules,
     responses((status = 200, description = "The rules now in force", body = TopicRules)))]
 pub(crate) async fn put(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     ApiJson(body): ApiJson<TopicRules>,
 ) -> Result<ApiJson<TopicRules>, ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let rules = body.parse()?;
-    let audit = entry(
-        &who,
-        &request_id,
-        Event {
-            tenant: Some(&t),
-            action: "topic_rules.put",
-            target: format!("tenants/{t}/topic-rules"),
-            details: json!(TopicRules::from(rules)),
-        },
+    let audit = scope.audit(
+        "topic_rules.put",
+        format!("tenants/{t}/topic-rules"),
+        json!(TopicRules::from(rules)),
     );
-    state
-        .store
-        .set_topic_rules(&t, &rules, Some(&audit))
-        .await?;
-    state.tell_sessions(|s| s.topic_rules_changed(&t, &rules));
+    state.store.set_topic_rules(t, &rules, Some(&audit)).await?;
+    state.tell_sessions(|s| s.topic_rules_changed(t, &rules));
     Ok(ApiJson(rules.into()))
 }

@@ -4,37 +4,48 @@
 //! the rest needs tenant-admin (or platform-admin). URLs are checked with
 //! the server's [`webhooks::UrlPolicy`].
 
-use axum::Router;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEndpointChange};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
-use super::audit::{RequestId, tenant_entry};
-use crate::auth::{Access, Principal};
+use super::Routes;
+use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson, AppState};
 
 /// How long the previous secret keeps signing after a rotation.
 const ROTATION_OVERLAP_HOURS: i64 = 24;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tenants/{t}/webhooks", get(list).post(create))
-        .route(
-            "/v1/tenants/{t}/webhooks/{w}",
-            get(read).patch(update).delete(remove),
-        )
-        .route("/v1/tenants/{t}/webhooks/{w}/rotate-secret", post(rotate))
-        .route("/v1/tenants/{t}/webhooks/{w}/test", post(test_ping))
-        .route("/v1/tenants/{t}/webhooks/{w}/deliveries", get(deliveries))
-        .route(
-            "/v1/tenants/{t}/webhooks/{w}/deliveries/{id}/redeliver",
-            post(redeliver),
-        )
+pub(crate) fn router() -> Routes {
+    Routes::new()
+        .routes(routes!(list, create))
+        .routes(routes!(read, update, remove))
+        .routes(routes!(rotate))
+        .routes(routes!(test_ping))
+        .routes(routes!(deliveries))
+        .routes(routes!(redeliver))
+}
+
+/// The `{w}` of an endpoint's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct WebhookPath {
+    /// Webhook id
+    w: String,
+}
+
+/// The `{w}` and `{id}` of a delivery's path.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub(crate) struct DeliveryPath {
+    /// Webhook id
+    w: String,
+    /// Delivery id
+    id: i64,
 }
 
 /// The one mapping from the webhooks crate's errors.
@@ -202,7 +213,7 @@ fn target(t: &str, w: &str) -> String {
 
 /// Register an endpoint (tenant-admin). The secret is in this response only.
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks", operation_id = "create_webhook", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     request_body = CreateWebhook,
     responses(
         (status = 201, description = "The endpoint, with its secret", body = WebhookWithSecret),
@@ -213,13 +224,11 @@ fn target(t: &str, w: &str) -> String {
     security(("bearer" = [])))]
 pub(crate) async fn create(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path(t): Path<String>,
+    scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, ApiJson<WebhookWithSecret>), ApiError> {
-    who.require(&t, Access::Admin)?;
-    state.store.get_tenant(&t).await?;
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
     let request = webhooks::EndpointRequest {
         url: body.url,
         event_types: body.events,
@@ -227,40 +236,36 @@ pub(crate) async fn create(
     };
     // The entry names the endpoint, whose id the store makes.
     let created = |endpoint: &WebhookEndpoint| {
-        tenant_entry(
-            &who,
-            &request_id,
-            &t,
+        scope.audit(
             "webhook.create",
-            target(&t, &endpoint.id),
+            target(t, &endpoint.id),
             json!({ "url": endpoint.url, "events": endpoint.event_types }),
         )
     };
     let endpoint = webhooks::create_endpoint(
         &state.store,
         &state.webhook_url_policy,
-        &t,
+        t,
         &request,
         Some(&created),
     )
     .await?;
-    state.webhooks_changed(&t).await;
+    state.webhooks_changed(t).await;
     Ok((StatusCode::CREATED, ApiJson(endpoint.into())))
 }
 
 /// List the tenant's endpoints (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/webhooks", operation_id = "list_webhooks", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$")),
+    params(TenantPath),
     responses((status = 200, description = "The endpoints", body = WebhookPage)),
     security(("bearer" = [])))]
 pub(crate) async fn list(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
 ) -> Result<ApiJson<WebhookPage>, ApiError> {
-    who.require(&t, Access::Read)?;
-    state.store.get_tenant(&t).await?;
-    let items = state.store.list_webhook_endpoints(&t).await?;
+    let t = scope.t();
+    state.store.get_tenant(t).await?;
+    let items = state.store.list_webhook_endpoints(t).await?;
     Ok(ApiJson(WebhookPage {
         items: items.into_iter().map(Webhook::from).collect(),
         next_cursor: None,
@@ -269,37 +274,36 @@ pub(crate) async fn list(
 
 /// Read an endpoint (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "get_webhook", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    params(TenantPath, WebhookPath),
     responses((status = 200, description = "The endpoint", body = Webhook),
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn read(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, w)): Path<(String, String)>,
+    scope: InTenant<Read>,
+    Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<ApiJson<Webhook>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t();
     Ok(ApiJson(
-        state.store.get_webhook_endpoint(&t, &w).await?.into(),
+        state.store.get_webhook_endpoint(t, &w).await?.into(),
     ))
 }
 
 /// Change an endpoint: enable or disable it, its URL, events or topic
 /// filter (tenant-admin).
 #[utoipa::path(patch, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "update_webhook", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    params(TenantPath, WebhookPath),
     request_body(content = PatchWebhook, content_type = "application/merge-patch+json"),
     responses((status = 200, description = "The endpoint", body = Webhook),
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn update(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, w)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(WebhookPath { w }): Path<WebhookPath>,
     ApiJson(body): ApiJson<PatchWebhook>,
 ) -> Result<ApiJson<Webhook>, ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let change = WebhookEndpointChange {
         url: body.url,
         event_types: body.events,
@@ -312,111 +316,88 @@ pub(crate) async fn update(
         "events": change.event_types,
         "topic_filter": change.topic_filter.is_some(),
     });
-    let entry = tenant_entry(
-        &who,
-        &request_id,
-        &t,
-        "webhook.update",
-        target(&t, &w),
-        details,
-    );
+    let entry = scope.audit("webhook.update", target(t, &w), details);
     // The change, the enabled flag and the entry commit together.
     let endpoint = webhooks::update_endpoint(
         &state.store,
         &state.webhook_url_policy,
-        &t,
+        t,
         &w,
         &change,
         Some(&entry),
     )
     .await?;
-    state.webhooks_changed(&t).await;
+    state.webhooks_changed(t).await;
     Ok(ApiJson(endpoint.into()))
 }
 
 /// Delete an endpoint with its delivery log (tenant-admin).
 #[utoipa::path(delete, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "delete_webhook", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    params(TenantPath, WebhookPath),
     responses((status = 204, description = "Deleted"),
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, w)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<StatusCode, ApiError> {
-    who.require(&t, Access::Admin)?;
-    let entry = tenant_entry(
-        &who,
-        &request_id,
-        &t,
-        "webhook.delete",
-        target(&t, &w),
-        json!({}),
-    );
+    let t = scope.t();
+    let entry = scope.audit("webhook.delete", target(t, &w), json!({}));
     state
         .store
-        .delete_webhook_endpoint(&t, &w, Some(&entry))
+        .delete_webhook_endpoint(t, &w, Some(&entry))
         .await?;
-    state.webhooks_changed(&t).await;
+    state.webhooks_changed(t).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Give an endpoint a new secret (tenant-admin); the old one keeps signing
 /// (a second signature) for 24 hours. The new secret is shown once.
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    params(TenantPath, WebhookPath),
     responses((status = 200, description = "The endpoint, with its new secret", body = WebhookWithSecret),
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn rotate(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, w)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<ApiJson<WebhookWithSecret>, ApiError> {
-    who.require(&t, Access::Admin)?;
+    let t = scope.t();
     let overlap_until = Utc::now() + ChronoDuration::hours(ROTATION_OVERLAP_HOURS);
-    let entry = tenant_entry(
-        &who,
-        &request_id,
-        &t,
+    let entry = scope.audit(
         "webhook.rotate_secret",
-        target(&t, &w),
+        target(t, &w),
         json!({ "previous_valid_until": overlap_until }),
     );
     let endpoint =
-        webhooks::rotate_secret(&state.store, &t, &w, overlap_until, Some(&entry)).await?;
+        webhooks::rotate_secret(&state.store, t, &w, overlap_until, Some(&entry)).await?;
     Ok(ApiJson(endpoint.into()))
 }
 
 /// Queue a `webhook.ping` to this endpoint only (tenant-admin).
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/test", operation_id = "test_webhook", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id")),
+    params(TenantPath, WebhookPath),
     responses((status = 202, description = "The queued delivery", body = Delivery),
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn test_ping(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, w)): Path<(String, String)>,
+    scope: InTenant<Admin>,
+    Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<(StatusCode, ApiJson<Delivery>), ApiError> {
-    who.require(&t, Access::Admin)?;
-    state.store.get_webhook_endpoint(&t, &w).await?;
+    let t = scope.t();
+    state.store.get_webhook_endpoint(t, &w).await?;
     // The entry names the delivery, whose id the store makes.
     let queued = |delivery: &WebhookDelivery| {
-        tenant_entry(
-            &who,
-            &request_id,
-            &t,
+        scope.audit(
             "webhook.test",
-            target(&t, &w),
+            target(t, &w),
             json!({ "delivery_id": delivery.id }),
         )
     };
-    let delivery = webhooks::send_test_ping(&state.store, &t, &w, Some(&queued)).await?;
+    let delivery = webhooks::send_test_ping(&state.store, t, &w, Some(&queued)).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
 }
 
@@ -424,7 +405,7 @@ pub(crate) async fn test_ping(
 /// `?status=pending|delivering|delivered|failed`, `?limit=` (1 to 1000,
 /// default 100), `?cursor=`.
 #[utoipa::path(get, path = "/v1/tenants/{t}/webhooks/{w}/deliveries", operation_id = "list_webhook_deliveries", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id"),
+    params(TenantPath, WebhookPath,
         ("status" = Option<String>, Query, description = "pending, delivering, delivered or failed"),
         ("limit" = Option<u32>, Query, description = "1 to 1000; default 100", minimum = 1, maximum = 1000),
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
@@ -434,11 +415,11 @@ pub(crate) async fn test_ping(
     security(("bearer" = [])))]
 pub(crate) async fn deliveries(
     State(state): State<AppState>,
-    who: Principal,
-    Path((t, w)): Path<(String, String)>,
+    scope: InTenant<Read>,
+    Path(WebhookPath { w }): Path<WebhookPath>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<DeliveryPage>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t();
     let mut status = None;
     let mut limit: u32 = 100;
     let mut before = None;
@@ -478,10 +459,10 @@ pub(crate) async fn deliveries(
             }
         }
     }
-    state.store.get_webhook_endpoint(&t, &w).await?;
+    state.store.get_webhook_endpoint(t, &w).await?;
     let mut items = state
         .store
-        .list_webhook_deliveries(&t, &w, status, before, limit + 1)
+        .list_webhook_deliveries(t, &w, status, before, limit + 1)
         .await?;
     let next_cursor = if items.len() > limit as usize {
         items.truncate(limit as usize);
@@ -498,32 +479,28 @@ pub(crate) async fn deliveries(
 /// Send a delivery again from the start of the retry schedule
 /// (tenant-admin).
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/deliveries/{id}/redeliver", operation_id = "redeliver_webhook_delivery", tag = "webhooks",
-    params(("t" = String, Path, description = "Tenant id"), ("w" = String, Path, description = "Webhook id"), ("id" = i64, Path, description = "Delivery id")),
+    params(TenantPath, DeliveryPath),
     responses((status = 202, description = "The delivery, pending again", body = Delivery),
         (status = 404, description = "No such delivery of this endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn redeliver(
     State(state): State<AppState>,
-    who: Principal,
-    request_id: RequestId,
-    Path((t, w, id)): Path<(String, String, i64)>,
+    scope: InTenant<Admin>,
+    Path(DeliveryPath { w, id }): Path<DeliveryPath>,
 ) -> Result<(StatusCode, ApiJson<Delivery>), ApiError> {
-    who.require(&t, Access::Admin)?;
-    let existing = state.store.get_webhook_delivery(&t, id).await?;
+    let t = scope.t();
+    let existing = state.store.get_webhook_delivery(t, id).await?;
     if existing.endpoint_id != w {
         return Err(ApiError::NotFound {
             resource: "delivery".to_owned(),
             id: id.to_string(),
         });
     }
-    let entry = tenant_entry(
-        &who,
-        &request_id,
-        &t,
+    let entry = scope.audit(
         "webhook.redeliver",
-        format!("{}/deliveries/{id}", target(&t, &w)),
+        format!("{}/deliveries/{id}", target(t, &w)),
         json!({}),
     );
-    let delivery = webhooks::redeliver(&state.store, &t, id, Some(&entry)).await?;
+    let delivery = webhooks::redeliver(&state.store, t, id, Some(&entry)).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
 }
