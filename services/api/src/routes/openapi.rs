@@ -5,6 +5,7 @@
 //! path id, 413/415/422 with a body, 500, 503) are added by [`Errors`]
 //! rather than repeated on each handler.
 
+use ::events::openapi::Webhooks as EventWebhooks;
 use axum::Router;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -84,7 +85,7 @@ use crate::{AppState, PROBLEM_JSON};
         sessions::Session, sessions::SessionPage,
     )),
     security(("bearer" = [])),
-    modifiers(&Errors),
+    modifiers(&Errors, &EventWebhooks),
     tags(
         (name = "tenants", description = "Tenants: the unit of isolation."),
         (name = "devices", description = "A tenant's devices."),
