@@ -348,8 +348,8 @@ impl CompiledPolicy {
     /// overlaps it (shares a topic). `$share/{group}/` is looked through.
     pub fn decide_subscribe(&self, filter: &TopicFilter) -> Decision {
         let inner = filter.shared().map_or_else(|| filter.clone(), |s| s.filter);
-        let allow = |f: &TopicFilter| broker::covers(f, &inner);
-        let deny = |f: &TopicFilter| overlaps(f, &inner);
+        let allow = |f: &TopicFilter| f.covers(&inner);
+        let deny = |f: &TopicFilter| f.overlaps(&inner);
         self.decide_with(Action::Subscribe, allow, deny)
     }
 
@@ -387,20 +387,6 @@ impl CompiledPolicy {
                 allowed: false,
                 rule: Arc::from("default deny"),
             },
-        }
-    }
-}
-
-/// Whether some topic matches both filters (level-wise; `+` matches any
-/// one level, `#` the rest, including the parent level).
-fn overlaps(a: &TopicFilter, b: &TopicFilter) -> bool {
-    let mut a = a.as_str().split('/');
-    let mut b = b.as_str().split('/');
-    loop {
-        match (a.next(), b.next()) {
-            (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
-            (Some(x), Some(y)) if x == "+" || y == "+" || x == y => {}
-            _ => return false,
         }
     }
 }

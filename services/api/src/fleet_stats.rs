@@ -13,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use ::events::EventType;
 use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
@@ -169,8 +170,8 @@ impl FleetStats {
         if stats.born.is_some_and(|born| entry.at < born) {
             return;
         }
-        let presence = match entry.event_type.as_str() {
-            "device.connected" => {
+        let presence = match entry.event_type.parse() {
+            Ok(EventType::DeviceConnected) => {
                 stats.connections += 1;
                 let connections = stats.connections;
                 let bucket = stats.bucket(secs);
@@ -179,7 +180,7 @@ impl FleetStats {
                 bucket.open_at_end = connections;
                 true
             }
-            "device.disconnected" => {
+            Ok(EventType::DeviceDisconnected) => {
                 // The bucket first: it opens with the count before this one
                 // went.
                 stats.bucket(secs);
@@ -211,7 +212,7 @@ impl FleetStats {
                 ring.pop_front();
             }
         }
-        if entry.event_type == "device.deleted" {
+        if entry.event_type == EventType::DeviceDeleted {
             stats.presence.remove(&entry.device_id);
             stats.talkers.remove(&entry.device_id);
         }
@@ -323,7 +324,7 @@ impl EventListener for FleetStats {
         let Some(device) = &event.device else {
             return;
         };
-        if !event.event_type.starts_with("device.") {
+        if !::events::pattern_matches("device.*", &event.event_type) {
             return;
         }
         self.lifecycle(
@@ -470,7 +471,7 @@ mod tests {
     fn hub_events_with_reasons_feed_presence() {
         let stats = FleetStats::new();
         stats.on_event(
-            &PlatformEvent::new(
+            &PlatformEvent::named(
                 "acme",
                 "device.disconnected",
                 json!({"reason": "KeepAliveTimeout", "graceful": false}),
@@ -478,9 +479,9 @@ mod tests {
             .for_device("d1", Some(3)),
         );
         stats.on_event(
-            &PlatformEvent::new("acme", "state.reported", json!({})).for_device("d1", None),
+            &PlatformEvent::named("acme", "state.reported", json!({})).for_device("d1", None),
         );
-        stats.on_event(&PlatformEvent::new("acme", "device.created", json!({})));
+        stats.on_event(&PlatformEvent::named("acme", "device.created", json!({})));
         let history = stats.presence("acme", "d1");
         assert_eq!(history.len(), 1);
         assert_eq!(history[0].reason.as_deref(), Some("KeepAliveTimeout"));

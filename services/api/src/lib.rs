@@ -74,13 +74,13 @@ mod tenant_limit;
 #[cfg(test)]
 mod test_support;
 
+pub use crate::events::{EventHub, EventListener, PlatformEvent};
 pub use auth::{Keys, Principal, Role};
 pub use device_io::{
     CommandError, DeviceCommands, InMemoryRecentMessages, RecentMessage, RecentMessages,
     RecentMessagesLimits,
 };
 pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
-pub use events::{EventHub, EventListener, PlatformEvent};
 pub use extract::ApiJson;
 pub use fleet_stats::{CountingRecentMessages, FleetStats};
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};

@@ -63,6 +63,24 @@ impl Device {
     }
 }
 
+impl Device {
+    /// The device as `device.created` and `device.updated` carry it: the
+    /// same fields as this REST view.
+    pub fn snapshot(&self) -> ::events::payload::DeviceSnapshot {
+        ::events::payload::DeviceSnapshot {
+            tenant_id: Some(self.tenant_id.clone()),
+            id: self.id.clone(),
+            labels: self.labels.clone(),
+            attributes: self.attributes.clone(),
+            enabled: self.enabled,
+            status: Some(self.status.to_owned()),
+            created_at: self.created_at,
+            updated_at: Some(self.updated_at),
+            registered_by: None,
+        }
+    }
+}
+
 impl From<store::Device> for Device {
     fn from(d: store::Device) -> Self {
         Device {

@@ -208,23 +208,6 @@ impl TemplateAcl {
     }
 }
 
-/// Whether every topic `inner` can match is also matched by `outer`
-/// (level-wise; `#` in `outer` covers the rest). Public so that other
-/// authorizers decide subscriptions the same way.
-pub fn covers(outer: &TopicFilter, inner: &TopicFilter) -> bool {
-    let mut o = outer.as_str().split('/');
-    let mut i = inner.as_str().split('/');
-    loop {
-        match (o.next(), i.next()) {
-            (Some("#"), _) => return true,
-            (None, None) => return true,
-            (Some("+"), Some(l)) if l != "#" => {}
-            (Some(a), Some(b)) if a == b => {}
-            _ => return false,
-        }
-    }
-}
-
 impl Authorizer for TemplateAcl {
     fn can_publish(&self, identity: &Identity, topic: &TopicName) -> bool {
         self.publish
@@ -238,7 +221,7 @@ impl Authorizer for TemplateAcl {
         self.subscribe
             .iter()
             .filter_map(|t| Self::expand(t, identity))
-            .any(|f| covers(&f, &inner))
+            .any(|f| f.covers(&inner))
     }
 }
 

@@ -83,7 +83,7 @@ mod transport;
 
 pub use auth::{
     AllowAll, AllowAnonymous, AuthError, AuthRequest, Authenticator, Authorizer, Identity,
-    MemoryAuthenticator, TemplateAcl, covers,
+    MemoryAuthenticator, TemplateAcl,
 };
 pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
 pub use config::{Config, RetainedLimit};

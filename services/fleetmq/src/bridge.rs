@@ -6,9 +6,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
 use api::device_io::{CommandError, DeviceCommands, RecentMessage, RecentMessages};
-use api::events::EventHub;
 use broker::{Broker, Event, EventSink};
 use bytes::Bytes;
+use events::EventType;
+use events::hub::EventHub;
+use events::payload::{DeviceConnected, DeviceDisconnected, DeviceSnapshot, StateReported};
 use futures::future::BoxFuture;
 use mqtt::{Properties, QoS, TopicName};
 use serde_json::json;
@@ -118,17 +120,21 @@ pub fn jit_device_created(store: store::Store, hub: EventHub) -> access::DeviceC
     access::DeviceCreated(Arc::new(move |device: &store::Device| {
         let (store, hub) = (store.clone(), hub.clone());
         let (tenant, id) = (device.tenant_id.clone(), device.id.clone());
-        let data = json!({
-            "id": device.id,
-            "labels": device.labels,
-            "attributes": device.attributes,
-            "enabled": device.enabled,
-            "created_at": device.created_at,
-            "registered_by": access::JIT_ACTOR,
+        // Fewer fields than the REST API's snapshot: no status or update
+        // time, and who registered it.
+        let event = events::Event::DeviceCreated(DeviceSnapshot {
+            tenant_id: None,
+            id: device.id.clone(),
+            labels: device.labels.clone(),
+            attributes: device.attributes.clone(),
+            enabled: device.enabled,
+            status: None,
+            created_at: device.created_at,
+            updated_at: None,
+            registered_by: Some(access::JIT_ACTOR.to_owned()),
         });
         tokio::spawn(async move {
-            hub.publish_device(&store, &tenant, &id, "device.created", data)
-                .await;
+            hub.publish_device(&store, &tenant, &id, &event).await;
         });
     }))
 }
@@ -380,7 +386,7 @@ struct Planned {
     /// `message.published` for the webhooks.
     message: bool,
     /// `device.connected`, `device.disconnected` or `state.reported`.
-    platform: Option<&'static str>,
+    platform: Option<EventType>,
 }
 
 impl Planned {
@@ -389,13 +395,13 @@ impl Planned {
         let platform = match &event {
             // Service credentials and anonymous clients are not devices.
             Event::Connected { principal, .. } if !principal.contains(':') => {
-                Some("device.connected")
+                Some(EventType::DeviceConnected)
             }
-            Event::Disconnected { .. } => Some("device.disconnected"),
+            Event::Disconnected { .. } => Some(EventType::DeviceDisconnected),
             Event::Published { topic, .. }
                 if device_of(topic).is_some_and(|d| is_reported_state(topic, d)) =>
             {
-                Some("state.reported")
+                Some(EventType::StateReported)
             }
             _ => None,
         };
@@ -440,15 +446,17 @@ impl Planned {
         {
             messages.send(&self.event, seq);
         }
-        let (Some(kind), Some((tenant, device))) = (self.platform, self.platform_device()) else {
+        let Some((tenant, device)) = self.platform_device() else {
             return;
         };
         let Some(seq) = numbers.next(tenant, device) else {
             return;
         };
-        let data = platform_data(&self.event);
+        let Some(platform) = platform_event(&self.event) else {
+            return;
+        };
         drain.hub.publish(
-            api::events::PlatformEvent::new(tenant, kind, data).for_device(device, Some(seq)),
+            events::hub::PlatformEvent::new(tenant, &platform).for_device(device, Some(seq)),
         );
     }
 }
@@ -498,38 +506,40 @@ impl Numbers {
 }
 
 /// The `data` of a lifecycle or state event.
-fn platform_data(event: &Event) -> serde_json::Value {
-    match event {
+/// The platform event a broker event becomes, if [`Planned::of`] chose
+/// one for it.
+fn platform_event(event: &Event) -> Option<events::Event> {
+    Some(match event {
         Event::Connected {
             client_id,
             peer,
             protocol,
             credential,
             ..
-        } => json!({
-            "client_id": client_id,
-            "remote_addr": peer.to_string(),
-            "protocol": format!("{protocol:?}"),
-            "credential": state::credential_text(credential),
+        } => events::Event::DeviceConnected(DeviceConnected {
+            client_id: client_id.clone(),
+            remote_addr: peer.to_string(),
+            protocol: format!("{protocol:?}"),
+            credential: state::credential_text(credential),
         }),
         Event::Disconnected {
             client_id,
             graceful,
             reason,
             ..
-        } => json!({
-            "client_id": client_id,
-            "graceful": graceful,
-            "reason_code": reason.to_u8(),
-            "reason": format!("{reason:?}"),
+        } => events::Event::DeviceDisconnected(DeviceDisconnected {
+            client_id: client_id.clone(),
+            graceful: *graceful,
+            reason_code: reason.to_u8(),
+            reason: format!("{reason:?}"),
         }),
         Event::Published { payload, .. } => {
             let reported = serde_json::from_slice::<serde_json::Value>(payload)
                 .unwrap_or_else(|_| json!({ "error": "payload is not JSON" }));
-            json!({ "reported": reported })
+            events::Event::StateReported(StateReported { reported })
         }
-        _ => json!({}),
-    }
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

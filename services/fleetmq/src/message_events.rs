@@ -11,7 +11,7 @@
 
 use base64::Engine;
 use broker::Event;
-use serde_json::{Value, json};
+use events::payload::{MessagePublished, PayloadEncoding};
 use store::NewOutboxEvent;
 
 /// The webhook side of message events: what is wanted, and where it goes.
@@ -79,35 +79,35 @@ impl MessageWebhooks {
 /// payload, payload_encoding}`, the payload as text when it is UTF-8 and
 /// base64 otherwise.
 fn outbox_event(m: &Message<'_>, seq: Option<i64>) -> NewOutboxEvent {
-    let (payload, encoding) = match std::str::from_utf8(m.payload) {
-        Ok(text) => (text.to_owned(), "utf8"),
+    let (payload, payload_encoding) = match std::str::from_utf8(m.payload) {
+        Ok(text) => (text.to_owned(), PayloadEncoding::Utf8),
         Err(_) => (
             base64::engine::general_purpose::STANDARD.encode(m.payload),
-            "base64",
+            PayloadEncoding::Base64,
         ),
     };
-    let mut data = json!({
-        "device_id": m.client_id,
-        "client_id": m.client_id,
-        "topic": m.topic,
-        "qos": m.qos,
-        "retain": m.retain,
-        "payload": payload,
-        "payload_encoding": encoding,
+    let event = events::Event::MessagePublished(MessagePublished {
+        device_id: m.client_id.to_owned(),
+        client_id: m.client_id.to_owned(),
+        topic: m.topic.to_owned(),
+        qos: m.qos,
+        retain: m.retain,
+        payload,
+        payload_encoding,
+        seq,
     });
-    if let (Some(seq), Value::Object(fields)) = (seq, &mut data) {
-        fields.insert("seq".to_owned(), Value::from(seq));
-    }
     NewOutboxEvent {
         device_id: Some(m.client_id.to_owned()),
         device_seq: seq,
         topic: Some(m.topic.to_owned()),
-        ..NewOutboxEvent::new(m.tenant, webhooks::MESSAGE_EVENT_TYPE, data)
+        ..NewOutboxEvent::of(m.tenant, &event)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+
     use super::*;
 
     #[test]
@@ -195,7 +195,7 @@ mod tests {
         let routes = webhooks::MessageRoutes::load(store.clone()).await.unwrap();
         let (outbox_writer, outbox_task) =
             webhooks::OutboxWriter::spawn(store.clone(), Default::default(), None);
-        let hub = api::events::EventHub::default();
+        let hub = events::hub::EventHub::default();
         hub.add_listener(Arc::new(outbox_writer.clone()));
         let recent = Arc::new(api::device_io::InMemoryRecentMessages::new(
             api::device_io::RecentMessagesLimits::default(),

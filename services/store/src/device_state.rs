@@ -492,6 +492,19 @@ fn state_error(e: sqlx::Error, tenant_id: &str, device_id: &str) -> Error {
     }
 }
 
+/// The event hub numbers device events with [`Store::next_event_seq`].
+impl events::hub::EventNumbers for Store {
+    type Error = Error;
+
+    fn next_event_seq(
+        &self,
+        tenant: &str,
+        device: &str,
+    ) -> impl Future<Output = Result<i64, Error>> + Send {
+        Store::next_event_seq(self, tenant, device)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -134,12 +134,12 @@ pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};
 pub use tenants::{NewTenant, Tenant, TenantPatch};
 pub use webhook_claims::ClaimedDelivery;
 pub use webhook_deliveries::{
-    AttemptOutcome, AttemptRecord, AttemptRecorded, DeliveryStatus, ENDPOINT_DISABLED_EVENT_TYPE,
-    QueueDepth, WebhookAttempt, WebhookDelivery,
+    AttemptOutcome, AttemptRecord, AttemptRecorded, DeliveryStatus, QueueDepth, WebhookAttempt,
+    WebhookDelivery,
 };
 pub use webhook_endpoint_update::WebhookEndpointChange;
 pub use webhook_endpoints::{NewWebhookEndpoint, WebhookEndpoint};
 pub use webhook_outbox::{
-    BATCH_EVENT_TYPE, BatchLimits, FanOut, NewOutboxEvent, OutboxEvent, Route, StoreTx,
+    BatchLimits, FanOut, NewOutboxEvent, OutboxEvent, Route, StoreTx,
     append_postgres as append_outbox_events_postgres, append_sqlite as append_outbox_events_sqlite,
 };

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::audit::{append_audit_in, audited_tx};
 use crate::codec::{Ts, now};
@@ -17,9 +16,6 @@ use crate::webhook_outbox::OutboxRow;
 use crate::{AuditOf, Error, NewAuditEntry, NewOutboxEvent, OutboxEvent, Store};
 
 const KIND: &str = "webhook delivery";
-
-/// The event type the platform emits when it disables an endpoint.
-pub const ENDPOINT_DISABLED_EVENT_TYPE: &str = "webhook.endpoint_disabled";
 
 /// Where a delivery stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -337,10 +333,14 @@ impl Store {
                             .await?;
                         tracing::warn!(tenant = %tenant_id, webhook_id = %endpoint_id,
                             %reason, "webhook endpoint disabled");
-                        let event = NewOutboxEvent::new(
+                        let event = NewOutboxEvent::of(
                             tenant_id.clone(),
-                            ENDPOINT_DISABLED_EVENT_TYPE,
-                            json!({"webhook_id": endpoint_id, "reason": reason}),
+                            &events::Event::WebhookEndpointDisabled(
+                                events::payload::EndpointDisabled {
+                                    webhook_id: endpoint_id.clone(),
+                                    reason: reason.clone(),
+                                },
+                            ),
                         );
                         disabled = Some(reason);
                         Some(event)

@@ -19,9 +19,6 @@ use crate::{Error, Store, WebhookEndpoint};
 /// Device ids cannot contain `#`, so it never meets a device's key.
 const BATCH_ORDERING_KEY: &str = "#batch";
 
-/// The body `type` of a batch of message events.
-pub const BATCH_EVENT_TYPE: &str = "message.batch";
-
 /// The Postgres advisory lock the fan-out holds ("fleetwh" in ASCII): one
 /// fan-out at a time, so deliveries are created in event order.
 const POSTGRES_FAN_OUT_LOCK_KEY: i64 = 0x0066_6c65_6574_7768;
@@ -70,6 +67,12 @@ impl NewOutboxEvent {
             device_seq: None,
             topic: None,
         }
+    }
+
+    /// `event` of `tenant_id`, not about a device; set the other fields
+    /// after.
+    pub fn of(tenant_id: impl Into<String>, event: &events::Event) -> NewOutboxEvent {
+        NewOutboxEvent::new(tenant_id, event.event_type(), event.data())
     }
 }
 
@@ -449,7 +452,7 @@ macro_rules! fan_out_on {
                                 let delivery_id = sqlx::query_scalar::<_, i64>(NEW_DELIVERY)
                                     .bind(&event.tenant_id)
                                     .bind(&endpoint.id)
-                                    .bind(BATCH_EVENT_TYPE)
+                                    .bind(events::EventType::MessageBatch.as_str())
                                     .bind(BATCH_ORDERING_KEY)
                                     .bind(true)
                                     .bind(Ts(batch_due))

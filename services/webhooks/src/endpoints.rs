@@ -2,7 +2,6 @@
 //! rotate its secret, send a test ping, redeliver.
 
 use chrono::{DateTime, Utc};
-use serde_json::json;
 use store::{
     AuditOf, NewAuditEntry, NewWebhookEndpoint, Store, WebhookDelivery, WebhookEndpoint,
     WebhookEndpointChange,
@@ -12,9 +11,8 @@ use crate::Error;
 use crate::routing::validate_topic_filter;
 use crate::signing::generate_secret;
 use crate::ssrf::UrlPolicy;
-
-/// The event type of a test ping.
-pub const PING_EVENT_TYPE: &str = "webhook.ping";
+use events::payload::WebhookRef;
+use events::{Event, EventType};
 
 /// Most event types an endpoint may list.
 const MAX_EVENT_TYPES: usize = 64;
@@ -123,8 +121,11 @@ pub async fn send_test_ping(
         .enqueue_direct_delivery(
             tenant_id,
             endpoint_id,
-            PING_EVENT_TYPE,
-            json!({"webhook_id": endpoint_id}),
+            EventType::WebhookPing.as_str(),
+            Event::WebhookPing(WebhookRef {
+                webhook_id: endpoint_id.to_owned(),
+            })
+            .data(),
             audit,
         )
         .await?)

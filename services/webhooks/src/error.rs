@@ -21,7 +21,7 @@ pub enum Error {
 
     /// A topic filter that is not a valid MQTT topic filter.
     #[error("invalid topic filter: {reason}")]
-    InvalidTopicFilter { reason: &'static str },
+    InvalidTopicFilter { reason: String },
 
     /// The event type list is empty, too long, or has a malformed name.
     #[error("invalid event types: give 1 to 64 names without spaces")]

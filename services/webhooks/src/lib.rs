@@ -7,8 +7,8 @@
 //! - `signing.rs` — Standard Webhooks signatures and `whsec_` secrets.
 //! - `ssrf.rs` — [`UrlPolicy`] and the resolver that keeps requests off
 //!   internal addresses.
-//! - `routing.rs` — event type patterns, MQTT topic filter matching, the
-//!   fan-out decision.
+//! - `routing.rs` — the fan-out decision, with the event catalogue's
+//!   pattern matcher and the mqtt crate's topic filters.
 //! - `worker.rs` — [`Worker`]: fan-out, claiming, sending, retries.
 //! - `endpoints.rs` — create and update (checked), rotate, ping, redeliver: what the
 //!   REST API calls.
@@ -34,14 +34,11 @@ pub mod ssrf;
 mod worker;
 
 pub use endpoints::{
-    EndpointRequest, PING_EVENT_TYPE, create_endpoint, redeliver, rotate_secret, send_test_ping,
-    update_endpoint,
+    EndpointRequest, create_endpoint, redeliver, rotate_secret, send_test_ping, update_endpoint,
 };
 pub use error::Error;
-pub use message_routes::{MESSAGE_EVENT_TYPE, MessageRoutes};
-pub use outbox_writer::{
-    EVENTS_DROPPED_EVENT_TYPE, OutboxWriter, OutboxWriterConfig, OutboxWriterTask,
-};
+pub use message_routes::MessageRoutes;
+pub use outbox_writer::{OutboxWriter, OutboxWriterConfig, OutboxWriterTask};
 pub use signing::MessageIdKey;
 pub use ssrf::UrlPolicy;
 pub use worker::{RESPONSE_EXCERPT_BYTES, Worker, WorkerConfig, request_body};

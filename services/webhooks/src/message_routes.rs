@@ -14,22 +14,21 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use events::EventType;
+use mqtt::TopicFilter;
 use store::{Store, WebhookEndpoint};
 use tokio_util::sync::CancellationToken;
 
 use crate::Error;
-use crate::routing::{event_type_matches, topic_matches};
-
-/// The event type of one MQTT message published by a device.
-pub const MESSAGE_EVENT_TYPE: &str = "message.published";
 
 /// What one tenant's endpoints want of its messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Wanted {
     /// An endpoint without a topic filter takes every message.
     All,
-    /// The union of the endpoints' topic filters.
-    Filters(Vec<String>),
+    /// The union of the endpoints' topic filters, parsed once here rather
+    /// than on every message.
+    Filters(Vec<TopicFilter>),
 }
 
 /// The cache. Cheap to clone (one shared map).
@@ -71,7 +70,7 @@ impl MessageRoutes {
         match tenants.get(tenant) {
             None => false,
             Some(Wanted::All) => true,
-            Some(Wanted::Filters(filters)) => filters.iter().any(|f| topic_matches(f, topic)),
+            Some(Wanted::Filters(filters)) => filters.iter().any(|f| f.matches_str(topic)),
         }
     }
 
@@ -133,7 +132,9 @@ impl MessageRoutes {
 fn wanted_by_tenant(endpoints: &[WebhookEndpoint]) -> HashMap<String, Wanted> {
     let mut tenants: HashMap<String, Wanted> = HashMap::new();
     for endpoint in endpoints {
-        if !endpoint.enabled || !event_type_matches(&endpoint.event_types, MESSAGE_EVENT_TYPE) {
+        if !endpoint.enabled
+            || !events::matches_any(&endpoint.event_types, EventType::MessagePublished.as_str())
+        {
             continue;
         }
         let entry = tenants
@@ -141,11 +142,19 @@ fn wanted_by_tenant(endpoints: &[WebhookEndpoint]) -> HashMap<String, Wanted> {
             .or_insert_with(|| Wanted::Filters(Vec::new()));
         match (&endpoint.topic_filter, &mut *entry) {
             (None, _) => *entry = Wanted::All,
-            (Some(filter), Wanted::Filters(filters)) => {
-                if !filters.contains(filter) {
-                    filters.push(filter.clone());
+            (Some(filter), Wanted::Filters(filters)) => match TopicFilter::parse(filter.as_str()) {
+                Ok(filter) => {
+                    if !filters.contains(&filter) {
+                        filters.push(filter);
+                    }
                 }
-            }
+                // Checked when stored; one that no longer parses takes
+                // nothing (as the fan-out's own routing decides).
+                Err(e) => {
+                    tracing::warn!(tenant = %endpoint.tenant_id, webhook = %endpoint.id,
+                        error = %e, "stored webhook topic filter does not parse");
+                }
+            },
             (Some(_), Wanted::All) => {}
         }
     }
@@ -193,7 +202,9 @@ mod tests {
         ]);
         assert_eq!(
             wanted.get("a"),
-            Some(&Wanted::Filters(vec!["devices/+/temp".to_owned()]))
+            Some(&Wanted::Filters(vec![
+                TopicFilter::parse("devices/+/temp").unwrap()
+            ]))
         );
         assert_eq!(wanted.get("b"), Some(&Wanted::All));
         assert_eq!(wanted.get("c"), None);

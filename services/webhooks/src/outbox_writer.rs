@@ -16,12 +16,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde_json::json;
+use events::Event;
+use events::payload::EventsDropped;
 use store::{NewOutboxEvent, Store};
 use tokio::sync::Notify;
-
-/// The event type that reports dropped events.
-pub const EVENTS_DROPPED_EVENT_TYPE: &str = "webhook.events_dropped";
 
 /// Bounds of an [`OutboxWriter`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,10 +168,9 @@ async fn write(
             dropped
                 .drain()
                 .map(|(tenant_id, count)| {
-                    NewOutboxEvent::new(
+                    NewOutboxEvent::of(
                         tenant_id,
-                        EVENTS_DROPPED_EVENT_TYPE,
-                        json!({"count": count}),
+                        &Event::WebhookEventsDropped(EventsDropped { count }),
                     )
                 })
                 .collect()
@@ -224,5 +221,27 @@ async fn drop_over_bound(
     }
     if !over.is_empty() {
         batch.retain(|e| !over.iter().any(|(tenant, _)| *tenant == e.tenant_id));
+    }
+}
+
+/// The outbox as a listener of the event hub: events go in with their
+/// device and sequence number; a full writer drops (and counts) rather
+/// than blocks.
+impl events::hub::EventListener for OutboxWriter {
+    fn on_event(&self, event: &events::hub::PlatformEvent) {
+        let outbox_event = NewOutboxEvent {
+            tenant_id: event.tenant.clone(),
+            event_type: event.event_type.clone(),
+            payload: event.data.clone(),
+            device_id: event.device.clone(),
+            device_seq: event.seq,
+            topic: None,
+        };
+        // A drop is counted and reported to the tenant by the writer; one
+        // log line per event would flood the log exactly when it hurts.
+        if !self.push(outbox_event) {
+            tracing::debug!(tenant = %event.tenant, event_type = %event.event_type,
+                "webhook outbox full: event not queued for webhooks");
+        }
     }
 }

@@ -14,11 +14,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use events::EventType;
 use serde_json::{Value, json};
-use store::{
-    AttemptOutcome, AttemptRecord, BATCH_EVENT_TYPE, BatchLimits, ClaimedDelivery, OutboxEvent,
-    Store,
-};
+use store::{AttemptOutcome, AttemptRecord, BatchLimits, ClaimedDelivery, OutboxEvent, Store};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -445,7 +443,7 @@ pub fn request_body(event_type: &str, events: &[OutboxEvent]) -> Value {
         })
     };
     match events {
-        [event] if event_type != BATCH_EVENT_TYPE => one(event),
+        [event] if event_type != EventType::MessageBatch => one(event),
         _ => json!({
             "type": event_type,
             "timestamp": events.first().map_or_else(Utc::now, |e| e.created_at)

@@ -190,7 +190,7 @@ async fn redeliver_and_ping(db: &TestDb) {
     worker.wake();
     until("ping", || receiver.delivered("r").len() == 3).await;
     let body = receiver.delivered("r")[2].json();
-    assert_eq!(body["type"], webhooks::PING_EVENT_TYPE);
+    assert_eq!(body["type"], events::EventType::WebhookPing.as_str());
     assert_eq!(body["data"]["webhook_id"], json!(hook.id));
     assert!(ping.id > delivery.id);
     worker.shutdown().await;

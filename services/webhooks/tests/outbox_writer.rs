@@ -11,9 +11,7 @@ use common::*;
 use serde_json::json;
 use store::testing::TestDb;
 use store::{BatchLimits, NewOutboxEvent, Route};
-use webhooks::{
-    EVENTS_DROPPED_EVENT_TYPE, MessageRoutes, OutboxWriter, OutboxWriterConfig, Worker,
-};
+use webhooks::{MessageRoutes, OutboxWriter, OutboxWriterConfig, Worker};
 
 fn message(n: i64) -> NewOutboxEvent {
     NewOutboxEvent {
@@ -96,7 +94,7 @@ async fn a_full_outbox_drops_and_reports(db: &TestDb) {
     let mut messages = 0;
     let mut reported = 0;
     for event in fan_out_to(store, &hook).await {
-        if event.event_type == EVENTS_DROPPED_EVENT_TYPE {
+        if event.event_type == events::EventType::WebhookEventsDropped.as_str() {
             reported += event.payload["count"].as_i64().unwrap();
         } else {
             messages += 1;
@@ -141,7 +139,7 @@ async fn close_flushes_while_producers_still_hold_the_writer(db: &TestDb) {
     assert_eq!(
         types
             .iter()
-            .filter(|t| *t == EVENTS_DROPPED_EVENT_TYPE)
+            .filter(|t| *t == events::EventType::WebhookEventsDropped.as_str())
             .count(),
         1,
         "{types:?}"

@@ -6,6 +6,8 @@
 
 use std::str::FromStr;
 
+use ::events as catalogue;
+use ::events::payload::{CertificateIssued, CertificateRevoked, KeySource, RevocationScope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
@@ -219,13 +221,16 @@ pub(crate) async fn issue(
             &state.store,
             t,
             d,
-            "certificate.issued",
-            json!({
-                "serial": issued.serial,
-                "fingerprint_sha256": issued.fingerprint_sha256,
-                "not_before": issued.not_before,
-                "not_after": issued.not_after,
-                "key": if body.csr_pem.is_some() { "csr" } else { "server" },
+            &catalogue::Event::CertificateIssued(CertificateIssued {
+                serial: issued.serial.clone(),
+                fingerprint_sha256: issued.fingerprint_sha256.clone(),
+                not_before: issued.not_before,
+                not_after: issued.not_after,
+                key: if body.csr_pem.is_some() {
+                    KeySource::Csr
+                } else {
+                    KeySource::Server
+                },
             }),
         )
         .await;
@@ -304,8 +309,11 @@ pub(crate) async fn revoke(
             &state.store,
             t,
             d,
-            "certificate.revoked",
-            json!({ "serial": revoked.serial, "reason": reason.as_str(), "revoked_at": revoked.revoked_at }),
+            &catalogue::Event::CertificateRevoked(CertificateRevoked::Certificate {
+                serial: revoked.serial.clone(),
+                reason: reason.as_str().to_owned(),
+                revoked_at: revoked.revoked_at,
+            }),
         )
         .await;
     Ok(ApiJson(revoked.into()))
@@ -342,8 +350,10 @@ pub(crate) async fn device_floor(
             &state.store,
             t,
             d,
-            "certificate.revoked",
-            json!({ "scope": "device", "issued_before": before }),
+            &catalogue::Event::CertificateRevoked(CertificateRevoked::Floor {
+                scope: RevocationScope::Device,
+                issued_before: before,
+            }),
         )
         .await;
     Ok(ApiJson(Floor { before }))
@@ -376,8 +386,10 @@ pub(crate) async fn tenant_floor(
     // floor covers every device, listed or not.
     state.events.publish(crate::events::PlatformEvent::new(
         t,
-        "certificate.revoked",
-        json!({ "scope": "tenant", "issued_before": before }),
+        &catalogue::Event::CertificateRevoked(CertificateRevoked::Floor {
+            scope: RevocationScope::Tenant,
+            issued_before: before,
+        }),
     ));
     Ok(ApiJson(Floor { before }))
 }

@@ -2,6 +2,8 @@
 //! read, update with a JSON merge patch, delete. Reading needs any role of
 //! the tenant; the rest needs operator, tenant-admin or platform-admin.
 
+use ::events as catalogue;
+use ::events::payload::{DeviceDeleted, DeviceSnapshot};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use http::HeaderMap;
@@ -103,7 +105,14 @@ pub(crate) async fn create(
         json!({ "enabled": new.enabled }),
     );
     let device = Device::from(state.store.create_device_audited(t, &new, &audit).await?);
-    publish(&state, t, &device.id, "device.created", &device).await;
+    publish(
+        &state,
+        t,
+        &device.id,
+        catalogue::Event::DeviceCreated,
+        &device,
+    )
+    .await;
     Ok((StatusCode::CREATED, ApiJson(device)))
 }
 
@@ -301,7 +310,7 @@ pub(crate) async fn update(
     if enabled_changes {
         state.tell_sessions(|s| s.device_changed(t, d));
     }
-    publish(&state, t, d, "device.updated", &device).await;
+    publish(&state, t, d, catalogue::Event::DeviceUpdated, &device).await;
     Ok((tag, ApiJson(device)))
 }
 
@@ -320,7 +329,13 @@ pub(crate) async fn remove(
     let audit = at.audit("device.delete", at.target(), json!({}));
     state.store.delete_device_audited(t, d, &audit).await?;
     state.events.publish(
-        PlatformEvent::new(t, "device.deleted", json!({ "device_id": d })).for_device(d, seq),
+        PlatformEvent::new(
+            t,
+            &catalogue::Event::DeviceDeleted(DeviceDeleted {
+                device_id: d.to_owned(),
+            }),
+        )
+        .for_device(d, seq),
     );
     state.tell_sessions(|s| s.device_changed(t, d));
     // Its persistent sessions go with it: in the broker, then stored.
@@ -351,11 +366,19 @@ async fn with_status(state: &AppState, device: store::Device) -> Result<Device, 
 }
 
 /// Tell SSE clients and webhooks about a device change.
-async fn publish(state: &AppState, t: &str, d: &str, event_type: &str, device: &Device) {
-    let data = serde_json::to_value(device).unwrap_or_else(|_| json!({ "device_id": d }));
+/// `device.created` or `device.updated` (`kind`) with the device as the
+/// REST API shows it.
+async fn publish(
+    state: &AppState,
+    t: &str,
+    d: &str,
+    kind: fn(DeviceSnapshot) -> catalogue::Event,
+    device: &Device,
+) {
+    let event = kind(device.snapshot());
     state
         .events
-        .publish_device(&state.store, t, d, event_type, data)
+        .publish_device(&state.store, t, d, &event)
         .await;
 }
 

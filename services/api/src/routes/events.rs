@@ -24,7 +24,7 @@ use store::DeviceId;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::auth::{Access, Principal};
-use crate::events::{PlatformEvent, StreamItem, type_matches};
+use crate::events::{PlatformEvent, StreamItem};
 use crate::{ApiError, AppState};
 
 /// Time between keep-alive comments, so proxies keep the stream open.
@@ -100,7 +100,7 @@ impl EventFilter {
                 || self
                     .types
                     .iter()
-                    .any(|p| type_matches(p, &event.event_type)))
+                    .any(|p| ::events::pattern_matches(p, &event.event_type)))
     }
 }
 
@@ -204,7 +204,7 @@ mod tests {
         assert_eq!(f.devices.len(), 2);
         assert_eq!(f.types, ["device.*", "state.desired"]);
         let ev = |tenant: &str, device: Option<&str>, ty: &str| {
-            let e = PlatformEvent::new(tenant, ty, json!({}));
+            let e = PlatformEvent::named(tenant, ty, json!({}));
             match device {
                 Some(d) => e.for_device(d, None),
                 None => e,

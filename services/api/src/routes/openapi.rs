@@ -8,6 +8,7 @@
 //! path id, 413/415/422 with a body, 500, 503) are added by [`Errors`]
 //! rather than repeated on each handler.
 
+use ::events::openapi::Webhooks as EventWebhooks;
 use axum::response::IntoResponse;
 use http::header::CONTENT_TYPE;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -32,6 +33,7 @@ use crate::error::{FieldError, Problem};
     // named by `Errors` only.
     components(schemas(Problem, FieldError)),
     security(("bearer" = [])),
+    modifiers(&EventWebhooks),
     tags(
         (name = "tenants", description = "Tenants: the unit of isolation."),
         (name = "devices", description = "A tenant's devices."),

@@ -4,6 +4,8 @@
 //! retained to the device) and `GET …/messages` (what it last published).
 //! Reading needs any role of the tenant; desired needs operator and up.
 
+use ::events as catalogue;
+use ::events::payload::StateDesired;
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -292,12 +294,11 @@ pub(crate) async fn put_desired(
             &state.store,
             t,
             d,
-            "state.desired",
-            json!({
-                "device_id": d,
-                "desired": document.desired,
-                "version": document.desired_version,
-                "delta": document.delta(),
+            &catalogue::Event::StateDesired(StateDesired {
+                device_id: d.to_string(),
+                desired: document.desired.clone(),
+                version: document.desired_version,
+                delta: document.delta(),
             }),
         )
         .await;

@@ -126,7 +126,7 @@ async fn a_lagging_client_is_told_what_it_missed(db: &TestDb) {
     let mut body = response.into_body();
     // Nobody reads while ten events go by: the buffer keeps the last four.
     for i in 0..10 {
-        hub.publish(PlatformEvent::new("acme", "test.tick", json!({ "i": i })));
+        hub.publish(PlatformEvent::named("acme", "test.tick", json!({ "i": i })));
     }
     let (_, lagged) = next_event(&mut body, "lagged").await;
     assert_eq!(lagged["missed"], 6);

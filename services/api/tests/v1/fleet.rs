@@ -13,7 +13,7 @@ async fn series_lifecycle_and_presence(db: &TestDb) {
     t.tenant("beta").await;
     t.device("acme", "d1").await;
     stats.on_event(
-        &PlatformEvent::new(
+        &PlatformEvent::named(
             "acme",
             "device.connected",
             json!({"remote_addr": "127.0.0.1:5"}),

@@ -205,7 +205,7 @@ struct Services {
     presence: Arc<state::Presence>,
     reported: Arc<state::ReportedState>,
     webhooks: webhooks::Worker,
-    events: api::events::EventHub,
+    events: events::hub::EventHub,
     recent: Arc<dyn api::device_io::RecentMessages>,
     sessions: Arc<bridge::Sessions>,
     commands: Arc<bridge::BrokerCommands>,
@@ -303,7 +303,7 @@ async fn start_platform(
     let session_cache = cache.clone();
     // Platform events reach SSE clients through the hub and webhooks
     // through the outbox, which wakes the worker when it has written.
-    let hub = api::events::EventHub::default();
+    let hub = events::hub::EventHub::default();
     let platform_auth: Arc<dyn broker::Authenticator> = Arc::new(
         access::PlatformAuthenticator::new(platform.trust.clone(), cache.clone())
             .on_device_created(bridge::jit_device_created(store.clone(), hub.clone()))

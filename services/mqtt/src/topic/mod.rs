@@ -171,11 +171,19 @@ impl TopicFilter {
     /// Filters starting with `+` or `#` do not match `$`-topics
     /// (MQTT-4.7.2-1); `a/#` also matches `a` (4.7.1.2).
     pub fn matches(&self, topic: &TopicName) -> bool {
+        self.matches_str(topic.as_str())
+    }
+
+    /// [`TopicFilter::matches`] for a topic held as a string (a stored
+    /// event's topic, say), without parsing it into a [`TopicName`]
+    /// first. A string that is not a valid topic name matches nothing more
+    /// than its levels allow: a `+` level in it is compared as a literal.
+    pub fn matches_str(&self, topic: &str) -> bool {
         let filter = self.match_filter();
-        let mut topic_levels = topic.levels();
+        let mut topic_levels = topic.split('/');
         let mut filter_levels = filter.split('/').peekable();
         // MQTT-4.7.2-1
-        if topic.is_system() && matches!(filter_levels.peek(), Some(&"+" | &"#")) {
+        if topic.starts_with('$') && matches!(filter_levels.peek(), Some(&"+" | &"#")) {
             return false;
         }
         for f in filter_levels {
@@ -196,10 +204,73 @@ impl TopicFilter {
         topic_levels.next().is_none()
     }
 
+    /// Whether every topic that `other` matches is matched by `self` too:
+    /// an ACL rule's filter covering a subscription. Shared subscriptions
+    /// are looked through on both sides, as in [`TopicFilter::matches`].
+    ///
+    /// Exact, not conservative: `+/#` covers `#` (topics have at least
+    /// one level), and no filter starting with a wildcard covers a
+    /// `$`-filter (MQTT-4.7.2-1: it matches none of its topics).
+    pub fn covers(&self, other: &TopicFilter) -> bool {
+        let (outer, inner) = (self.match_filter(), other.match_filter());
+        if is_system(inner) && starts_with_wildcard(outer) {
+            return false;
+        }
+        let mut o = leading_levels(outer);
+        let mut i = leading_levels(inner);
+        loop {
+            match (o.next(), i.next()) {
+                // `#` takes the rest, the parent level included.
+                (Some("#"), _) | (None, None) => return true,
+                // `+` takes any one level, but not the many of an inner `#`.
+                (Some("+"), Some(level)) if level != "#" => {}
+                (Some(a), Some(b)) if a == b => {}
+                _ => return false,
+            }
+        }
+    }
+
+    /// Whether some topic name matches both filters: a deny rule's filter
+    /// touching a subscription. Shared subscriptions are looked through.
+    pub fn overlaps(&self, other: &TopicFilter) -> bool {
+        let (a, b) = (self.match_filter(), other.match_filter());
+        if (is_system(a) && starts_with_wildcard(b)) || (is_system(b) && starts_with_wildcard(a)) {
+            return false;
+        }
+        let mut a = a.split('/');
+        let mut b = b.split('/');
+        loop {
+            match (a.next(), b.next()) {
+                (Some("#"), _) | (_, Some("#")) | (None, None) => return true,
+                (Some(x), Some(y)) if x == "+" || y == "+" || x == y => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// Gives back the inner string.
     pub fn into_string(self) -> String {
         self.0
     }
+}
+
+/// Whether a (non-shared) filter's first level is a literal starting with
+/// `$`: only such filters match `$`-topics.
+fn is_system(filter: &str) -> bool {
+    filter.starts_with('$')
+}
+
+fn starts_with_wildcard(filter: &str) -> bool {
+    matches!(filter.split('/').next(), Some("+" | "#"))
+}
+
+/// A filter's levels, with a leading `#` read as `+/#`: they match the same
+/// topics (a topic has at least one level), and [`TopicFilter::covers`]
+/// then needs no special case for the first level.
+fn leading_levels(filter: &str) -> impl Iterator<Item = &str> {
+    let expanded: &[&str] = if filter == "#" { &["+", "#"] } else { &[] };
+    let plain = (filter != "#").then(|| filter.split('/'));
+    expanded.iter().copied().chain(plain.into_iter().flatten())
 }
 
 /// Splits what follows `$share/` into (group, filter) and validates both.

@@ -233,3 +233,126 @@ fn a_shared_filter_cannot_itself_be_shared() {
     assert!(f.matches(&name("$share")));
     assert!(filter("$share/g/a/$share/x").matches(&name("a/$share/x")));
 }
+
+#[test]
+fn covers_examples() {
+    for (outer, inner, expected) in [
+        ("a/#", "a/b", true),
+        ("a/#", "a", true),
+        ("a/#", "a/+/c", true),
+        ("a/+", "a/b", true),
+        ("a/+", "a/#", false),
+        ("a/+", "a/b/c", false),
+        ("a/b", "a/+", false),
+        ("#", "+/#", true),
+        ("+/#", "#", true),
+        ("+", "#", false),
+        ("#", "$SYS/x", false),
+        ("+/x", "$SYS/x", false),
+        ("$SYS/#", "$SYS/x", true),
+        ("commands/d1/#", "$share/g/commands/d1/+", true),
+    ] {
+        assert_eq!(
+            filter(outer).covers(&filter(inner)),
+            expected,
+            "{outer} covers {inner}"
+        );
+    }
+}
+
+#[test]
+fn overlaps_examples() {
+    for (a, b, expected) in [
+        ("a/#", "a", true),
+        ("a/+", "+/b", true),
+        ("a/b", "a/c", false),
+        ("a/+", "a/b/c", false),
+        ("#", "$SYS/x", false),
+        ("+/x", "$SYS/+", false),
+        ("$SYS/#", "$SYS/+", true),
+    ] {
+        assert_eq!(filter(a).overlaps(&filter(b)), expected, "{a} ~ {b}");
+        assert_eq!(filter(b).overlaps(&filter(a)), expected, "{b} ~ {a}");
+    }
+}
+
+/// Every topic of up to one level more than the longer filter, built from
+/// the filters' own literal levels and one fresh level: where two filters
+/// differ on some topic, they differ on one of these. The empty string is
+/// among them: it is no valid topic name, but `covers` and `overlaps` work
+/// on levels and count it (for a deny rule, `/#` overlapping `+` errs on
+/// the safe side).
+fn witness_topics(a: &str, b: &str) -> Vec<String> {
+    let mut levels: Vec<&str> = a
+        .split('/')
+        .chain(b.split('/'))
+        .filter(|l| *l != "+" && *l != "#")
+        .chain(["z", "$z"])
+        .collect();
+    levels.sort_unstable();
+    levels.dedup();
+    let depth = a.split('/').count().max(b.split('/').count()) + 1;
+    let mut all = Vec::new();
+    let mut frontier = vec![String::new()];
+    for d in 0..depth {
+        let mut next = Vec::new();
+        for prefix in &frontier {
+            for level in &levels {
+                let t = if d == 0 {
+                    (*level).to_owned()
+                } else {
+                    format!("{prefix}/{level}")
+                };
+                all.push(t.clone());
+                next.push(t);
+            }
+        }
+        frontier = next;
+    }
+    all
+}
+
+fn small_filter() -> impl Strategy<Value = String> {
+    let level = prop_oneof![Just("a"), Just("b"), Just("$SYS"), Just(""), Just("+")];
+    (prop::collection::vec(level, 0..4), any::<bool>()).prop_filter_map(
+        "non-empty",
+        |(levels, hash)| {
+            let mut s = levels.join("/");
+            if hash {
+                s = if levels.is_empty() {
+                    "#".to_owned()
+                } else {
+                    format!("{s}/#")
+                };
+            }
+            (!s.is_empty()).then_some(s)
+        },
+    )
+}
+
+proptest! {
+    #[test]
+    fn covers_agrees_with_the_topics_each_matches(o in small_filter(), i in small_filter()) {
+        let (outer, inner) = (filter(&o), filter(&i));
+        let model = witness_topics(&o, &i)
+            .iter()
+            .all(|t| !inner.matches_str(t) || outer.matches_str(t));
+        prop_assert_eq!(outer.covers(&inner), model, "{} covers {}", o, i);
+    }
+
+    #[test]
+    fn overlaps_agrees_with_the_topics_both_match(a in small_filter(), b in small_filter()) {
+        let (fa, fb) = (filter(&a), filter(&b));
+        let model = witness_topics(&a, &b)
+            .iter()
+            .any(|t| fa.matches_str(t) && fb.matches_str(t));
+        prop_assert_eq!(fa.overlaps(&fb), model, "{} ~ {}", a, b);
+        prop_assert_eq!(fb.overlaps(&fa), model);
+    }
+
+    #[test]
+    fn matches_str_is_matches(f in filter_string(), t in topic_string()) {
+        let topic = TopicName::parse(t.clone()).unwrap();
+        prop_assert_eq!(filter(&f).matches_str(&t), filter(&f).matches(&topic));
+    }
+}

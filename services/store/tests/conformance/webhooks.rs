@@ -6,8 +6,8 @@ use chrono::Utc;
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    AttemptOutcome, AttemptRecord, BatchLimits, DeliveryStatus, ENDPOINT_DISABLED_EVENT_TYPE,
-    NewOutboxEvent, NewWebhookEndpoint, Route, Store, WebhookEndpoint,
+    AttemptOutcome, AttemptRecord, BatchLimits, DeliveryStatus, NewOutboxEvent, NewWebhookEndpoint,
+    Route, Store, WebhookEndpoint,
 };
 
 const NO_BATCH: BatchLimits = BatchLimits {
@@ -202,7 +202,10 @@ async fn batches_fill_and_close(db: &TestDb) -> anyhow::Result<()> {
     // Two full batches are due now; the third waits for more or max_wait.
     let claimed = store.claim_webhook_deliveries(10, 10, LEASE).await?;
     assert_eq!(claimed.len(), 1, "batches of one endpoint go one at a time");
-    assert_eq!(claimed[0].delivery.event_type, store::BATCH_EVENT_TYPE);
+    assert_eq!(
+        claimed[0].delivery.event_type,
+        events::EventType::MessageBatch
+    );
     let ns: Vec<_> = claimed[0]
         .events
         .iter()
@@ -354,7 +357,12 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
     let store = db.store();
     super::tenant(store, "acme").await?;
     let hook = endpoint(store, "acme", &["device.connected"]).await?;
-    let watcher = endpoint(store, "acme", &[ENDPOINT_DISABLED_EVENT_TYPE]).await?;
+    let watcher = endpoint(
+        store,
+        "acme",
+        &[events::EventType::WebhookEndpointDisabled.as_str()],
+    )
+    .await?;
     store
         .append_outbox_events(&[device_event("acme", "d1", 1), device_event("acme", "d2", 1)])
         .await?;
