@@ -21,6 +21,8 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub mod lease;
 mod node;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use lease::Holder;
 pub use node::{MAX_NAME_LEN, NAME_RULE, NodeName, hostname};

@@ -1,67 +1,18 @@
-//! The name lease against a real `nats-server -js` (Debian's, which
-//! .ci/deps installs), one per test on a free port.
+//! The name lease against a real `nats-server -js` (cluster::testing),
+//! one per test on a free port.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::Path;
-use std::process::Stdio;
 use std::time::Duration;
 
+use cluster::testing::NatsServer;
 use cluster::{Cluster, ClusterConfig, Error, Holder, NodeName};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 
-const NATS_SERVER: &str = "/usr/sbin/nats-server";
 const POLL_BOUND: Duration = Duration::from_secs(60);
 
-struct Nats {
-    url: String,
-    _store: tempfile::TempDir,
-    _child: Child,
-}
-
-async fn nats() -> Nats {
-    assert!(
-        Path::new(NATS_SERVER).exists(),
-        "{NATS_SERVER} is missing: `source .ci/deps` installs it"
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let store = tempfile::tempdir().unwrap();
-    let mut child = Command::new(NATS_SERVER)
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(store.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let ready = tokio::time::timeout(POLL_BOUND, async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("Server is ready") {
-                return true;
-            }
-        }
-        false
-    })
-    .await;
-    assert!(matches!(ready, Ok(true)), "nats-server did not get ready");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    Nats {
-        url: format!("nats://127.0.0.1:{port}"),
-        _store: store,
-        _child: child,
-    }
-}
-
-fn config(nats: &Nats, name: &str, host: &str, dir: &str, ttl: Duration) -> ClusterConfig {
+fn config(nats: &NatsServer, name: &str, host: &str, dir: &str, ttl: Duration) -> ClusterConfig {
     ClusterConfig {
-        nats_url: nats.url.clone(),
+        nats_url: nats.url(),
         node_name: NodeName::parse(name).unwrap(),
         holder: Holder::new(host.into(), dir.into()),
         lease_ttl: ttl,
@@ -70,7 +21,7 @@ fn config(nats: &Nats, name: &str, host: &str, dir: &str, ttl: Duration) -> Clus
 
 #[tokio::test]
 async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
-    let nats = nats().await;
+    let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(30);
     let first = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
         .await
@@ -106,7 +57,7 @@ async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
 
 #[tokio::test]
 async fn a_dead_nodes_name_is_free_after_the_ttl() {
-    let nats = nats().await;
+    let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(3);
     let dead = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
         .await
@@ -134,7 +85,7 @@ async fn a_dead_nodes_name_is_free_after_the_ttl() {
 
 #[tokio::test]
 async fn a_restart_of_the_same_node_takes_its_stale_lease_over() {
-    let nats = nats().await;
+    let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(30);
     let crashed = Cluster::join(config(&nats, "n1", "host-a", "/data", ttl))
         .await
