@@ -90,6 +90,13 @@ pub use routes::openapi_document;
 pub use server::{ConnLimits, serve, serve_with};
 pub use telemetry::install_metrics_recorder;
 
+/// Something besides the database that `/readyz` must see ready, such as
+/// a cluster member's NATS connection. Asked on every probe: keep it cheap.
+pub trait ReadinessCheck: Send + Sync {
+    /// `Err(detail)` while not ready; the detail is the 503's.
+    fn check(&self) -> Result<(), String>;
+}
+
 /// What every handler can reach. Cheap to clone (handles only).
 #[derive(Clone)]
 pub struct AppState {
@@ -120,6 +127,8 @@ pub struct AppState {
     /// The broker's view of which tenants get platform presence on
     /// `devices/{d}/status`; the presence-settings route updates it.
     pub(crate) status_topics: access::StatusTopics,
+    /// What `/readyz` asks besides the database ([`AppState::with_readiness_check`]).
+    pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
 }
 
 impl AppState {
@@ -140,7 +149,15 @@ impl AppState {
             webhook_routes: None,
             fleet_stats: Arc::new(FleetStats::new()),
             status_topics: access::StatusTopics::new(),
+            readiness: Vec::new(),
         }
+    }
+
+    /// `/readyz` answers 503 with `check`'s detail while it fails.
+    #[must_use]
+    pub fn with_readiness_check(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
+        self.readiness.push(check);
+        self
     }
 
     /// Share `topics` with the broker, so presence-settings changes reach

@@ -74,6 +74,12 @@ pub struct StorageArgs {
     /// [default: pretty]
     #[arg(long, env = "FLEETMQ_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<LogFormat>,
+
+    /// The key-encryption key (64 hex digits, mode 0600) that seals the CA
+    /// and token keys; never created. Every node on one database needs the
+    /// same key. [default: <data-dir>/kek.hex, created by the first start]
+    #[arg(long, env = "FLEETMQ_KEK_FILE", value_name = "FILE")]
+    pub kek_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Args)]
@@ -154,6 +160,25 @@ pub struct ServeArgs {
 
     #[command(flatten)]
     pub password_checks: PasswordCheckArgs,
+
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+}
+
+/// Cluster membership over NATS (issue 15).
+#[derive(Debug, Clone, Default, Args)]
+#[command(next_help_heading = "Cluster")]
+pub struct ClusterArgs {
+    /// NATS server(s), nats://HOST:PORT[,…], with JetStream on: makes this
+    /// node a cluster member (needs a postgres:// --database-url shared by
+    /// every node). [default: none, a single node]
+    #[arg(long, env = "FLEETMQ_NATS_URL", value_name = "URL")]
+    pub nats_url: Option<String>,
+
+    /// This node's name, unique among the live nodes (A-Z a-z 0-9 - _).
+    /// [default: <host>-<random>, made once and kept in <data-dir>/node-name]
+    #[arg(long, env = "FLEETMQ_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
 }
 
 /// Persistent MQTT sessions kept in the database (issue 14).

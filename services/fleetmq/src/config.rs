@@ -90,7 +90,10 @@ mod webhook_settings;
 pub use webhook_settings::WebhookSettings;
 mod session_settings;
 pub use session_settings::SessionSettings;
+mod cluster_settings;
 mod password_checks;
+pub use cluster_settings::{ClusterSettings, NATS_URL, NODE_NAME};
+setting!(KEK_FILE, "--kek-file", "FLEETMQ_KEK_FILE", "kek_file");
 setting!(
     RATE_LIMIT,
     "--rate-limit",
@@ -169,6 +172,10 @@ pub struct FileConfig {
     pub webhook_batch_max_messages: Option<u64>,
     pub webhook_batch_max_wait: Option<String>,
     pub webhook_max_pending_events: Option<u64>,
+    // Cluster (issue 15).
+    pub nats_url: Option<String>,
+    pub node_name: Option<String>,
+    pub kek_file: Option<PathBuf>,
 }
 
 impl FileConfig {
@@ -209,9 +216,19 @@ pub struct StorageConfig {
     /// The database URL; `None` means the embedded SQLite file in the data dir.
     pub database_url: Option<String>,
     pub log_format: LogFormat,
+    /// `--kek-file`: the key-encryption key elsewhere than the data dir.
+    pub kek_file: Option<PathBuf>,
 }
 
 impl StorageConfig {
+    /// Where the key-encryption key is read: `--kek-file`, or
+    /// `<data-dir>/kek.hex` (created there by the first node).
+    pub fn kek_path(&self) -> PathBuf {
+        self.kek_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join(crate::pki_boot::KEK_FILE))
+    }
+
     /// The URL to open: the explicit one, or SQLite inside the data dir.
     pub fn effective_database_url(&self) -> String {
         match &self.database_url {
@@ -250,6 +267,8 @@ pub struct ServeConfig {
     /// How many MQTT password checks run and wait, and the failure budget
     /// per client address.
     pub password_checks: access::PasswordCheckLimits,
+    /// `--nats-url` and `--node-name` (issue 15).
+    pub cluster: ClusterSettings,
 }
 
 /// A certificate chain and its key, both PEM files.
@@ -291,6 +310,7 @@ fn storage_from(args: &StorageArgs, file: &FileConfig) -> Result<StorageConfig, 
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Pretty),
+        kek_file: args.kek_file.clone().or_else(|| file.kek_file.clone()),
     })
 }
 
@@ -367,6 +387,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
     let webhooks = webhook_settings::resolve(&args.webhooks, &file)?;
     let sessions = session_settings::resolve(&args.sessions, &file)?;
     let password_checks = password_checks::resolve(&args.password_checks, &file)?;
+    let cluster = cluster_settings::resolve(&args.cluster, &file, &storage)?;
     let rate_limit = |setting: Setting,
                       flag: &Option<String>,
                       file: &Option<String>,
@@ -397,6 +418,7 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
         webhooks,
         sessions,
         password_checks,
+        cluster,
         mqtt_listen: addr(
             MQTT_LISTEN,
             &args.mqtt_listen,

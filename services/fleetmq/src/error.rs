@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::{DATA_DIR, Setting};
+use crate::config::{DATA_DIR, KEK_FILE, NODE_NAME, Setting};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -92,6 +92,29 @@ pub enum Error {
     #[error("PKI: {0}")]
     Pki(String),
 
+    #[error(
+        "PKI: the database already holds a platform root CA, but there is no key-encryption key at {}: every node on one database needs the first node's key; copy its <data-dir>/kek.hex there (mode 0600) or give it with {KEK_FILE}",
+        path.display()
+    )]
+    KekMissing { path: PathBuf },
+
+    #[error(
+        "PKI: the key-encryption key in {} is not the one that sealed the platform root CA in the database ({reason}): every node on one database needs the first node's key; copy its <data-dir>/kek.hex there or give it with {KEK_FILE}",
+        path.display()
+    )]
+    KekMismatch { path: PathBuf, reason: String },
+
+    #[error(
+        "cluster: {0}; if that node is not this one, give this node another name with {NODE_NAME}"
+    )]
+    NodeNameInUse(cluster::Error),
+
+    #[error("cluster: {0}")]
+    Cluster(cluster::Error),
+
+    #[error("node name file {}: {source}", path.display())]
+    NodeNameFile { path: PathBuf, source: io::Error },
+
     #[error("webhooks: {0}")]
     Webhooks(String),
 
@@ -141,6 +164,9 @@ impl Error {
             | Error::InvalidSetting { .. }
             | Error::TlsFileRead { .. }
             | Error::TlsFileInvalid { .. }
+            | Error::KekMissing { .. }
+            | Error::KekMismatch { .. }
+            | Error::NodeNameInUse(_)
             | Error::Usage(_) => 2,
             _ => 1,
         }

@@ -11,6 +11,7 @@
 //! - [`message_events`]: MQTT messages some webhook wants as `message.published` events.
 //! - [`presence_status`]: retained `devices/{d}/status` presence messages published by the broker.
 //! - [`pki_boot`]: the key-encryption key, the platform root CA and the trust set at start.
+//! - [`cluster_boot`]: a cluster member's name, its NATS connection and name lease (issue 15).
 //! - [`tls`]: the MQTT/TLS listener: the server certificate (given, or issued by the root) and the device-certificate verifier.
 //! - [`telemetry`]: the tracing subscriber (`--log-format`, `RUST_LOG`).
 //! - [`cmd`]: one file per subcommand (`serve`, `migrate`, `admin`).
@@ -19,6 +20,7 @@
 pub mod anonymous;
 pub mod bridge;
 pub mod cli;
+pub mod cluster_boot;
 pub mod cmd;
 pub mod config;
 pub mod datadir;

@@ -2,13 +2,13 @@
 //! first start and stored sealed, so every node on one database shares it)
 //! and the run-time trust set of every tenant CA the broker accepts.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
 use pki::{CaKind, Kek, RootCa, TrustRegistry};
 
-use crate::datadir::DataDir;
+use crate::config::StorageConfig;
 use crate::error::Error;
 
 /// The KEK's file in the data directory (hex, 0600).
@@ -38,20 +38,41 @@ impl std::fmt::Debug for Platform {
     }
 }
 
-/// Loads (or on first start creates) the KEK and the root CA, and trusts
-/// every active tenant CA in the database.
-pub async fn load(store: &store::Store, data_dir: &DataDir, url: &str) -> Result<Platform, Error> {
-    let kek_path: PathBuf = data_dir.path().join(KEK_FILE);
-    let kek = Kek::load_or_create_file(&kek_path)
-        .map_err(|e| Error::Pki(format!("{}: {e}", kek_path.display())))?;
-    let root = match store.platform_ca().await.map_err(|e| Error::store(url, e))? {
-        Some(row) => RootCa::from_sealed(&row.cert_pem, &row.sealed_key, &kek).map_err(|e| {
-            Error::Pki(format!(
-                "the root CA's key in the database does not open with the key-encryption key in {} ({e}); restore that file",
-                kek_path.display()
-            ))
-        })?,
-        None => create_root(store, &kek, url).await?,
+/// Loads (or on the first start on a database creates) the KEK and the
+/// root CA, and trusts every active tenant CA in the database.
+///
+/// Once the database holds a root CA, the KEK is only ever read: a node
+/// whose key is missing or another one refuses to start, having created
+/// nothing (every node on one database shares the first node's key; one
+/// with its own would be a second platform).
+pub async fn load(
+    store: &store::Store,
+    storage: &StorageConfig,
+    url: &str,
+) -> Result<Platform, Error> {
+    let kek_path = storage.kek_path();
+    let (kek, root) = match store
+        .platform_ca()
+        .await
+        .map_err(|e| Error::store(url, e))?
+    {
+        Some(row) => {
+            let kek = read_kek(&kek_path)?;
+            let root = RootCa::from_sealed(&row.cert_pem, &row.sealed_key, &kek)
+                .map_err(|e| kek_mismatch(&kek_path, &e))?;
+            (kek, root)
+        }
+        None => {
+            // The first node: the key is made in the data dir, unless
+            // given with --kek-file (then it must exist).
+            let kek = match storage.kek_file {
+                Some(_) => read_kek(&kek_path)?,
+                None => Kek::load_or_create_file(&kek_path)
+                    .map_err(|e| Error::Pki(format!("{}: {e}", kek_path.display())))?,
+            };
+            let root = create_root(store, &kek, &kek_path, url).await?;
+            (kek, root)
+        }
     };
     let trust = TrustRegistry::new(root.cert_der().clone(), TRUST_DOMAIN)
         .map_err(|e| Error::Pki(format!("root CA: {e}")))?;
@@ -87,7 +108,31 @@ pub async fn load(store: &store::Store, data_dir: &DataDir, url: &str) -> Result
     })
 }
 
-async fn create_root(store: &store::Store, kek: &Kek, url: &str) -> Result<RootCa, Error> {
+/// The KEK from `path`, which must exist.
+fn read_kek(path: &Path) -> Result<Kek, Error> {
+    Kek::load_file(path).map_err(|e| match e {
+        pki::Error::KekFile { source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            Error::KekMissing {
+                path: path.to_owned(),
+            }
+        }
+        other => Error::Pki(format!("{}: {other}", path.display())),
+    })
+}
+
+fn kek_mismatch(path: &Path, e: &pki::Error) -> Error {
+    Error::KekMismatch {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+async fn create_root(
+    store: &store::Store,
+    kek: &Kek,
+    kek_path: &Path,
+    url: &str,
+) -> Result<RootCa, Error> {
     let root = RootCa::generate(Utc::now(), Duration::days(ROOT_VALIDITY_DAYS))
         .map_err(|e| Error::Pki(format!("generating the root CA: {e}")))?;
     let sealed = root
@@ -106,7 +151,7 @@ async fn create_root(store: &store::Store, kek: &Kek, url: &str) -> Result<RootC
                 .map_err(|e| Error::store(url, e))?
                 .ok_or_else(|| Error::Pki("the root CA vanished while starting".into()))?;
             RootCa::from_sealed(&row.cert_pem, &row.sealed_key, kek)
-                .map_err(|e| Error::Pki(format!("the root CA another node stored: {e}")))
+                .map_err(|e| kek_mismatch(kek_path, &e))
         }
         Err(e) => Err(Error::store(url, e)),
     }

@@ -179,7 +179,13 @@ mod tests {
 
     async fn platform(dir: &DataDir) -> (Platform, store::testing::TestDb) {
         let db = store::testing::TestDb::sqlite().await;
-        let platform = crate::pki_boot::load(db.store(), dir, "sqlite://test")
+        let storage = crate::config::StorageConfig {
+            data_dir: dir.path().to_owned(),
+            database_url: None,
+            log_format: crate::cli::LogFormat::Pretty,
+            kek_file: None,
+        };
+        let platform = crate::pki_boot::load(db.store(), &storage, "sqlite://test")
             .await
             .unwrap();
         (platform, db)

@@ -91,14 +91,8 @@ impl Kek {
             path: path.display().to_string(),
             source,
         };
-        match std::fs::read_to_string(path) {
-            Ok(mut text) => {
-                check_private(path).map_err(file_error)?;
-                let kek = Kek::from_hex(&text);
-                text.zeroize();
-                kek
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match Kek::load_file(path) {
+            Err(Error::KekFile { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
                 let kek = Kek::generate()?;
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
@@ -110,8 +104,25 @@ impl Kek {
                     .map_err(file_error)?;
                 Ok(kek)
             }
-            Err(e) => Err(file_error(e)),
+            loaded => loaded,
         }
+    }
+
+    /// Read the KEK from `path` (hex); never creates it. A missing file is
+    /// a [`Error::KekFile`] with [`std::io::ErrorKind::NotFound`]: a node
+    /// joining a database whose root CA exists must be given the key, not
+    /// make a new one. A file readable by group or others is refused.
+    pub fn load_file(path: &Path) -> Result<Kek, Error> {
+        let file_error = |source| Error::KekFile {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut text = std::fs::read_to_string(path).map_err(file_error)?;
+        let kek = check_private(path)
+            .map_err(file_error)
+            .and_then(|()| Kek::from_hex(&text));
+        text.zeroize();
+        kek
     }
 
     /// A 32-byte key for `label`, derived from the KEK (HMAC-SHA256 of the
@@ -292,5 +303,20 @@ mod tests {
             Kek::load_or_create_file(&path),
             Err(Error::KekFile { .. })
         ));
+    }
+
+    #[test]
+    fn load_file_never_creates_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kek");
+        match Kek::load_file(&path) {
+            Err(Error::KekFile { source, .. }) => {
+                assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
+            }
+            other => panic!("expected a missing file, got {other:?}"),
+        }
+        assert!(!path.exists());
+        let made = Kek::load_or_create_file(&path).unwrap();
+        assert_eq!(Kek::load_file(&path).unwrap().to_hex(), made.to_hex());
     }
 }

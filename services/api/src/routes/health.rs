@@ -1,5 +1,7 @@
 //! `GET /healthz` (the process is up) and `GET /readyz` (it can serve: the
-//! database answers and its migrations are current).
+//! database answers and its migrations are current, and every
+//! [`crate::ReadinessCheck`] the binary added passes, such as a cluster
+//! member's NATS connection).
 
 use std::time::Duration;
 
@@ -57,10 +59,13 @@ pub(crate) async fn healthz() -> Json<Health> {
     security(()),
     responses(
         (status = 200, description = "Ready to serve", body = Ready),
-        (status = 503, description = "Not ready: the database is unreachable, or its migrations are not this server's",
+        (status = 503, description = "Not ready: the database is unreachable, or its migrations are not this server's, or (a cluster member) NATS is unreachable",
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
+    for check in &state.readiness {
+        check.check().map_err(ApiError::unavailable)?;
+    }
     match tokio::time::timeout(READY_CHECK_TIMEOUT, state.store.check_ready()).await {
         Ok(Ok(())) => Ok(Json(Ready {
             status: "ready",
@@ -131,6 +136,31 @@ mod tests {
             assert_eq!(send(&app, get("/healthz")).await.status(), 200);
             s.db.cleanup().await;
         }
+    }
+
+    /// A readiness input the binary adds (a cluster member's NATS link).
+    struct Switch(std::sync::atomic::AtomicBool);
+
+    impl crate::ReadinessCheck for Switch {
+        fn check(&self) -> Result<(), String> {
+            match self.0.load(std::sync::atomic::Ordering::Relaxed) {
+                true => Ok(()),
+                false => Err("the NATS connection is down".to_owned()),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_an_added_check() {
+        let s = test_support::state().await;
+        let switch = std::sync::Arc::new(Switch(false.into()));
+        let state = s.state.clone().with_readiness_check(switch.clone());
+        let app = router(state, &HttpLimits::default());
+        let body = problem(send(&app, get("/readyz")).await, 503).await;
+        assert_eq!(body["detail"], "the NATS connection is down");
+        assert_eq!(send(&app, get("/healthz")).await.status(), 200);
+        switch.0.store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(send(&app, get("/readyz")).await.status(), 200);
     }
 
     #[tokio::test]

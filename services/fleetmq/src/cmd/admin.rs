@@ -70,9 +70,9 @@ pub fn token(args: TokenArgs) -> Result<(), Error> {
             // one there, a bare key is created (never a second KEK: keys
             // sealed under it would not open on the server), and the
             // server seals it on start.
-            let kek_path = storage.data_dir.join(crate::pki_boot::KEK_FILE);
+            let kek_path = storage.kek_path();
             let keys = if kek_path.is_file() {
-                let kek = pki::Kek::load_or_create_file(&kek_path)
+                let kek = pki::Kek::load_file(&kek_path)
                     .map_err(|e| Error::Pki(format!("{}: {e}", kek_path.display())))?;
                 api::Keys::load_or_create_sealed(&store, std::sync::Arc::new(kek)).await
             } else {

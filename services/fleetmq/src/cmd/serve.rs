@@ -29,6 +29,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     crate::fdlimit::raise_and_check(&config);
 
     let data_dir = DataDir::open(&config.storage.data_dir)?;
+    let node = crate::cluster_boot::node_name(&config.cluster, &data_dir)?;
     // Bind before the (possibly slow) migration so a taken port fails fast.
     let http = listen::bind("HTTP", config.http_listen, HTTP_LISTEN).await?;
     let http_addr = http.local_addr().map_err(|source| Error::Bind {
@@ -64,32 +65,50 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         newly_applied = status.newly_applied,
         "database ready"
     );
-    // Before the services start: what they record at once (the webhook
-    // worker's first queue depths) must not go to the no-op recorder.
-    let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
-    let (broker, platform, services, server_tls) =
-        match start_platform(&config, &store, &url, &data_dir, given_cert).await {
-            Ok(started) => started,
-            Err(e) => {
-                store.close().await;
-                return Err(e);
-            }
-        };
-    // The token signing keys, sealed with the key-encryption key (keys an
-    // older version stored bare are sealed now, at start).
-    let keys = match api::Keys::load_or_create_sealed(&store, platform.kek.clone()).await {
-        Ok(keys) => keys,
+    // A cluster member takes its name before anything is created: a
+    // second live node with the same name stops here.
+    let cluster = match crate::cluster_boot::join(&config.cluster, &node, &data_dir).await {
+        Ok(cluster) => cluster,
         Err(e) => {
             store.close().await;
-            return Err(Error::Token(e.to_string()));
+            return Err(e);
         }
     };
+    // Before the services start: what they record at once (the webhook
+    // worker's first queue depths) must not go to the no-op recorder.
+    let started = async {
+        let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
+        let (broker, platform, services, server_tls) =
+            start_platform(&config, &store, &url, &data_dir, given_cert, &node).await?;
+        // The token signing keys, sealed with the key-encryption key (keys an
+        // older version stored bare are sealed now, at start).
+        let keys = api::Keys::load_or_create_sealed(&store, platform.kek.clone())
+            .await
+            .map_err(|e| Error::Token(e.to_string()))?;
+        Ok((metrics, broker, platform, services, server_tls, keys))
+    };
+    let (metrics, broker, platform, services, server_tls, keys) = match started.await {
+        Ok(started) => started,
+        Err(e) => {
+            if let Some(cluster) = cluster {
+                cluster.leave().await;
+            }
+            store.close().await;
+            return Err(e);
+        }
+    };
+    let mut state = services.wire_api(
+        api::AppState::new(store.clone(), metrics).with_keys(keys),
+        &platform,
+        &config,
+    );
+    if let Some(cluster) = &cluster {
+        state = state.with_readiness_check(Arc::new(crate::cluster_boot::NatsReadiness(
+            cluster.readiness(),
+        )));
+    }
     let app = api::router(
-        services.wire_api(
-            api::AppState::new(store.clone(), metrics).with_keys(keys),
-            &platform,
-            &config,
-        ),
+        state,
         &api::HttpLimits {
             rate_limit: config.rate_limit,
             token_rate_limit: config.token_rate_limit,
@@ -185,6 +204,9 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     purge.stop();
     session_sweep.stop();
     services.shutdown().await;
+    if let Some(cluster) = cluster {
+        cluster.leave().await;
+    }
     store.close().await;
     drop(data_dir);
     tracing::info!("stopped");
@@ -296,8 +318,9 @@ async fn start_platform(
     url: &str,
     data_dir: &DataDir,
     given_cert: Option<tls::GivenCert>,
+    node: &str,
 ) -> Result<(broker::Broker, Platform, Services, tls::ServerTls), Error> {
-    let platform = pki_boot::load(store, data_dir, url).await?;
+    let platform = pki_boot::load(store, &config.storage, url).await?;
     let server_tls = tls::server_config(given_cert, &platform, data_dir)?;
     let cache = access::AccessCache::new(store.clone());
     let session_cache = cache.clone();
@@ -338,7 +361,7 @@ async fn start_platform(
     // Persistent sessions (issue 14): this node's sessions left connected
     // by a crash are offline as of now, before anything is served.
     let durable_sessions =
-        state::DurableSessions::start(store.clone(), config.sessions.config(node_id()));
+        state::DurableSessions::start(store.clone(), config.sessions.config(node.to_owned()));
     match durable_sessions.recover().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(
@@ -347,7 +370,7 @@ async fn start_platform(
         ),
         Err(e) => return Err(Error::Pki(format!("persistent sessions: {e}"))),
     }
-    let presence = state::Presence::start(store.clone(), state::PresenceConfig::new(node_id()))
+    let presence = state::Presence::start(store.clone(), state::PresenceConfig::new(node))
         .await
         .map_err(|e| Error::Pki(format!("presence: {e}")))?;
     let reported = state::ReportedState::start(store.clone(), 10_000);
@@ -484,16 +507,6 @@ async fn anonymous_tenant(
         "ANONYMOUS MQTT ACCESS IS ON: clients without valid credentials get full access to this tenant's topics; never use this in production"
     );
     Ok(id)
-}
-
-/// This node's name in presence rows, so a restart after a crash sets the
-/// devices it had online offline (and no other node's).
-fn node_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "fleetmq".to_owned())
 }
 
 /// Where the listeners ended up (a port of 0 is resolved).

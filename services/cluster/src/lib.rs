@@ -1,0 +1,284 @@
+//! Cluster membership over NATS (issue 15): many identical fleetmq nodes
+//! on one Postgres database, with NATS between them.
+//!
+//! - [`Cluster::join`] connects to NATS (reconnecting for as long as the
+//!   process runs) and takes this node's name lease in a JetStream
+//!   key-value bucket ([`lease`]): a second live node with the same name is
+//!   refused; a dead node's name is free again after the lease TTL.
+//! - [`Cluster::readiness`] is what `/readyz` reports: NATS connected and
+//!   the lease held.
+//! - [`NodeName`]: the node's checked name, and a unique default.
+//!
+//! This crate knows NATS and nothing of MQTT, HTTP or SQL.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_nats::connection::State;
+use tokio::task::JoinHandle;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+pub mod lease;
+mod node;
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use lease::Holder;
+pub use node::{MAX_NAME_LEN, NAME_RULE, NodeName, hostname};
+
+/// How long a node's name stays taken after it stops renewing (a crash).
+pub const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(15);
+
+/// How long a clean stop waits to release the lease and flush.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect { url: String, reason: String },
+
+    #[error(
+        "node name '{name}' is held by a live node ({holder}); names of nodes that stopped are free {} s after their last sign of life",
+        ttl.as_secs()
+    )]
+    NameInUse {
+        name: NodeName,
+        holder: String,
+        ttl: Duration,
+    },
+
+    #[error("NATS JetStream (is the server started with -js?): {0}")]
+    JetStream(String),
+}
+
+/// What joining needs.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// One or more `nats://HOST:PORT` (or `tls://`), comma-separated.
+    pub nats_url: String,
+    pub node_name: NodeName,
+    /// Who this run is, written into the lease.
+    pub holder: Holder,
+    pub lease_ttl: Duration,
+}
+
+/// Why the node is not ready to serve as a cluster member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("the NATS connection is down (reconnecting)")]
+    NatsDown,
+    #[error("another node holds this node's name")]
+    LeaseLost,
+}
+
+/// A joined node: the NATS connection and the renewed name lease.
+/// Dropped without [`Cluster::leave`], the lease is no longer renewed and
+/// lapses after its TTL, as when the process dies.
+#[derive(Debug)]
+pub struct Cluster {
+    client: async_nats::Client,
+    name: NodeName,
+    held: Arc<AtomicBool>,
+    stop: CancellationToken,
+    _stop_on_drop: DropGuard,
+    heartbeat: JoinHandle<u64>,
+    store: async_nats::jetstream::kv::Store,
+}
+
+impl Cluster {
+    /// Connects and takes the name lease; refuses (with who holds it) when
+    /// a live node has this name.
+    pub async fn join(config: ClusterConfig) -> Result<Cluster, Error> {
+        let url = redact_url(&config.nats_url);
+        let name = config.node_name.clone();
+        let log_name = name.clone();
+        let client = async_nats::ConnectOptions::new()
+            .name(format!("fleetmq {name}"))
+            .connection_timeout(Duration::from_secs(5))
+            // Unlimited reconnects (the default): a node outlives a NATS restart.
+            .event_callback(move |event| {
+                let node = log_name.clone();
+                async move { log_event(&node, &event) }
+            })
+            .connect(
+                config
+                    .nats_url
+                    .split(',')
+                    .map(str::trim)
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .map_err(|e| Error::Connect {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let js = async_nats::jetstream::new(client.clone());
+        let store = lease::bucket(&js, config.lease_ttl).await?;
+        let revision = lease::acquire(&store, &name, &config.holder, config.lease_ttl).await?;
+        tracing::info!(node = %name, nats = %url, "joined the cluster");
+        let held = Arc::new(AtomicBool::new(true));
+        let stop = CancellationToken::new();
+        let heartbeat = tokio::spawn(lease::heartbeat(
+            store.clone(),
+            name.clone(),
+            config.holder,
+            config.lease_ttl,
+            revision,
+            held.clone(),
+            stop.clone(),
+        ));
+        Ok(Cluster {
+            client,
+            name,
+            held,
+            _stop_on_drop: stop.clone().drop_guard(),
+            stop,
+            heartbeat,
+            store,
+        })
+    }
+
+    pub fn node_name(&self) -> &NodeName {
+        &self.name
+    }
+
+    /// The NATS connection, for the parts that route over it.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// Ready while NATS is connected and the name lease is held.
+    pub fn readiness(&self) -> Readiness {
+        Readiness {
+            client: self.client.clone(),
+            held: self.held.clone(),
+        }
+    }
+
+    /// A clean stop: the lease is released (the name is free at once) and
+    /// what was published is flushed, each for a bounded time.
+    pub async fn leave(self) {
+        self.stop.cancel();
+        let revision = match self.heartbeat.await {
+            Ok(revision) => revision,
+            Err(e) => {
+                tracing::warn!(node = %self.name, error = %e, "the lease heartbeat ended abnormally");
+                return;
+            }
+        };
+        let held = self.held.load(Ordering::Relaxed);
+        let release = async {
+            if held {
+                lease::release(&self.store, &self.name, revision).await;
+            }
+            if let Err(e) = self.client.flush().await {
+                tracing::warn!(node = %self.name, error = %e, "flushing NATS at stop failed");
+            }
+        };
+        if tokio::time::timeout(LEAVE_TIMEOUT, release).await.is_err() {
+            tracing::warn!(node = %self.name, "NATS did not answer at stop; the name lease lapses by itself");
+        }
+        tracing::info!(node = %self.name, "left the cluster");
+    }
+}
+
+/// The node's readiness as a cluster member, cheap to clone and to ask.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    client: async_nats::Client,
+    held: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    /// Ready while NATS is connected and the name lease is held.
+    pub fn check(&self) -> Result<(), NotReady> {
+        if self.client.connection_state() != State::Connected {
+            return Err(NotReady::NatsDown);
+        }
+        match self.held.load(Ordering::Relaxed) {
+            true => Ok(()),
+            false => Err(NotReady::LeaseLost),
+        }
+    }
+}
+
+fn log_event(node: &NodeName, event: &async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => tracing::info!(%node, "NATS connected"),
+        async_nats::Event::Disconnected => {
+            tracing::warn!(%node, "NATS connection lost; reconnecting (not ready meanwhile)");
+        }
+        other => tracing::info!(%node, event = %other, "NATS"),
+    }
+}
+
+/// A NATS URL list without user names, passwords or tokens, for messages.
+pub fn redact_url(urls: &str) -> String {
+    urls.split(',')
+        .map(|url| {
+            let url = url.trim();
+            let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+            let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+            let redacted = host.len() != rest.len();
+            match (scheme.is_empty(), redacted) {
+                (true, false) => host.to_owned(),
+                (true, true) => format!("***@{host}"),
+                (false, false) => format!("{scheme}://{host}"),
+                (false, true) => format!("{scheme}://***@{host}"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Checks a `--nats-url` value without connecting: each comma-separated
+/// address parses as a NATS server address. The error never repeats it.
+pub fn check_url(urls: &str) -> Result<(), &'static str> {
+    const HINT: &str =
+        "expected nats://HOST:PORT (or tls://HOST:PORT), several separated by commas";
+    if urls.trim().is_empty() {
+        return Err(HINT);
+    }
+    for url in urls.split(',') {
+        let url = url.trim();
+        let has_scheme = ["nats://", "tls://", "ws://", "wss://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        if !has_scheme || url.parse::<async_nats::ServerAddr>().is_err() {
+            return Err(HINT);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact_url("nats://127.0.0.1:4222"), "nats://127.0.0.1:4222");
+        assert_eq!(
+            redact_url("nats://user:hunter2@h:4222, tls://tok@h2:4222"),
+            "nats://***@h:4222,tls://***@h2:4222"
+        );
+        assert_eq!(redact_url("h:4222"), "h:4222");
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(check_url("nats://127.0.0.1:4222").is_ok());
+        assert!(check_url("nats://a:4222,nats://b:4222").is_ok());
+        assert!(check_url("tls://nats.example.com:4222").is_ok());
+        for bad in [
+            "",
+            "127.0.0.1:4222",
+            "http://h:4222",
+            "nats://h:4222,",
+            "postgres://x",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The name lease against a real `nats-server -js` (cluster::testing),
+//! one per test on a free port.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use cluster::testing::NatsServer;
+use cluster::{Cluster, ClusterConfig, Error, Holder, NodeName};
+
+const POLL_BOUND: Duration = Duration::from_secs(60);
+
+fn config(nats: &NatsServer, name: &str, host: &str, dir: &str, ttl: Duration) -> ClusterConfig {
+    ClusterConfig {
+        nats_url: nats.url(),
+        node_name: NodeName::parse(name).unwrap(),
+        holder: Holder::new(host.into(), dir.into()),
+        lease_ttl: ttl,
+    }
+}
+
+#[tokio::test]
+async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
+    let nats = NatsServer::start().await;
+    let ttl = Duration::from_secs(30);
+    let first = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
+        .await
+        .unwrap();
+    assert_eq!(first.node_name().as_str(), "n1");
+    assert_eq!(first.readiness().check(), Ok(()));
+
+    let refused = Cluster::join(config(&nats, "n1", "host-b", "/b", ttl))
+        .await
+        .unwrap_err();
+    match &refused {
+        Error::NameInUse { name, holder, .. } => {
+            assert_eq!(name.as_str(), "n1");
+            assert!(
+                holder.contains("host-a") && holder.contains("/a"),
+                "{holder}"
+            );
+        }
+        other => panic!("expected NameInUse, got {other}"),
+    }
+    // Other names are free.
+    let other = Cluster::join(config(&nats, "n2", "host-b", "/b", ttl))
+        .await
+        .unwrap();
+
+    first.leave().await;
+    let again = Cluster::join(config(&nats, "n1", "host-b", "/b2", ttl))
+        .await
+        .unwrap();
+    again.leave().await;
+    other.leave().await;
+}
+
+#[tokio::test]
+async fn a_dead_nodes_name_is_free_after_the_ttl() {
+    let nats = NatsServer::start().await;
+    let ttl = Duration::from_secs(3);
+    let dead = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
+        .await
+        .unwrap();
+    // Dropped without leaving: the lease is no longer renewed.
+    drop(dead);
+    let deadline = tokio::time::Instant::now() + POLL_BOUND;
+    let taken = loop {
+        match Cluster::join(config(&nats, "n1", "host-b", "/b", ttl)).await {
+            Ok(joined) => break joined,
+            Err(Error::NameInUse { .. }) => {
+                assert!(tokio::time::Instant::now() < deadline, "never freed");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(other) => panic!("{other}"),
+        }
+    };
+    // Renewed past several TTLs, the new holder keeps it.
+    tokio::time::sleep(ttl * 2).await;
+    assert_eq!(taken.readiness().check(), Ok(()));
+    let refused = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl)).await;
+    assert!(matches!(refused, Err(Error::NameInUse { .. })));
+    taken.leave().await;
+}
+
+#[tokio::test]
+async fn a_restart_of_the_same_node_takes_its_stale_lease_over() {
+    let nats = NatsServer::start().await;
+    let ttl = Duration::from_secs(30);
+    let crashed = Cluster::join(config(&nats, "n1", "host-a", "/data", ttl))
+        .await
+        .unwrap();
+    drop(crashed);
+    // Same host and data dir (whose lock the caller holds): an earlier run.
+    let restarted = Cluster::join(config(&nats, "n1", "host-a", "/data", ttl))
+        .await
+        .unwrap();
+    assert_eq!(restarted.readiness().check(), Ok(()));
+    restarted.leave().await;
+}
+
+#[tokio::test]
+async fn no_server_is_a_clear_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = ClusterConfig {
+        nats_url: format!("nats://user:hunter2@127.0.0.1:{port}"),
+        node_name: NodeName::parse("n1").unwrap(),
+        holder: Holder::new("h".into(), "/d".into()),
+        lease_ttl: Duration::from_secs(5),
+    };
+    let err = Cluster::join(cfg).await.unwrap_err().to_string();
+    assert!(err.contains("cannot connect to NATS"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
