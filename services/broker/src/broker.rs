@@ -557,7 +557,7 @@ impl Broker {
             Instant::now(),
         );
         let (delivered, durability) =
-            router::publish_durable(self, &t, SERVER_CLIENT_ID, None, message)
+            router::publish_durable(self, &t, SERVER_CLIENT_ID, None, message, None)
                 .map_err(|e| Error::RetainedQuota(e.to_string()))?;
         // As for a client's QoS 1/2 publish: return once it is durable.
         if let Some(durable) = durability {

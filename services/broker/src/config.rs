@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::PublishLimits;
+use crate::backpressure::SlowConsumerPolicy;
 use crate::hygiene::TopicLimits;
 
 /// A cap on retained messages: how many, and how many bytes of topic and
@@ -96,6 +97,15 @@ pub struct Config {
     /// rate limit after which an MQTT 5 client is disconnected with 0x96;
     /// any admitted PUBLISH starts the count again.
     pub rate_limit_strikes: u32,
+    /// How long a subscriber's queue may stay above its high-water mark
+    /// (7/8 of its bound) while publishers adding to it stop reading their
+    /// sockets; past it the subscriber is a slow consumer
+    /// (`slow_consumer_policy`) and publishers go on without waiting for it
+    /// until it has drained to half its bound. Zero: no back-pressure,
+    /// messages past the bound are dropped at once.
+    pub slow_consumer_timeout: Duration,
+    /// What becomes of a slow consumer.
+    pub slow_consumer_policy: SlowConsumerPolicy,
 }
 
 impl Default for Config {
@@ -139,6 +149,12 @@ impl Default for Config {
             takeover_timeout: Duration::from_secs(5),
             publish_limits: PublishLimits::default(),
             rate_limit_strikes: 20,
+            // Long enough for a reading subscriber to catch up with a
+            // burst (a 10,000-message queue drains in well under a second),
+            // short enough that a stuck one costs its tenant's publishers
+            // little.
+            slow_consumer_timeout: Duration::from_secs(5),
+            slow_consumer_policy: SlowConsumerPolicy::Drop,
         }
     }
 }

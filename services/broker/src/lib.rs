@@ -23,6 +23,8 @@
 //! - `platform` (private): the platform namespace, where every tenant's
 //!   topics are mounted under the tenant id; [`TenantDirectory`].
 //! - `session` (private): state that outlives a connection: queue, in-flight.
+//! - `backpressure` (private): a full subscriber pauses its publishers'
+//!   reads, for a bounded time ([`SlowConsumerPolicy`] after it).
 //! - `index` (private): the subscription trie, shared subscriptions.
 //! - `retained` (private): the retained trie with capped wildcard lookup.
 //! - `router` (private): publishing one message: retained, fan-out, events.
@@ -55,6 +57,7 @@
 
 mod admission;
 pub mod auth;
+mod backpressure;
 pub mod broker;
 pub mod config;
 mod conn;
@@ -85,6 +88,7 @@ pub use auth::{
     AllowAll, AllowAnonymous, AuthError, AuthRequest, Authenticator, Authorizer, Identity,
     MemoryAuthenticator, TemplateAcl,
 };
+pub use backpressure::SlowConsumerPolicy;
 pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
 pub use config::{Config, RetainedLimit};
 pub use error::Error;

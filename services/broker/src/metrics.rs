@@ -12,6 +12,8 @@ pub(crate) enum DropReason {
     TooLarge,
     QueueBytes,
     TenantQueueFull,
+    /// The queue was full after it was found a slow consumer.
+    SlowConsumer,
 }
 
 impl DropReason {
@@ -23,6 +25,7 @@ impl DropReason {
             DropReason::TooLarge => "too_large",
             DropReason::QueueBytes => "queue_bytes",
             DropReason::TenantQueueFull => "tenant_queue_full",
+            DropReason::SlowConsumer => "slow_consumer",
         }
     }
 }
@@ -51,6 +54,23 @@ pub(crate) fn refused(reason: mqtt::ReasonCode) {
 pub(crate) fn tenant_queue_dropped(tenant: &str) {
     metrics::counter!("mqtt_tenant_queue_dropped_total", "tenant" => tenant.to_owned())
         .increment(1);
+}
+
+/// A message dropped for a slow consumer, per tenant (only drops get
+/// here).
+pub(crate) fn slow_consumer_dropped(tenant: &str) {
+    metrics::counter!("mqtt_slow_consumer_dropped_total", "tenant" => tenant.to_owned())
+        .increment(1);
+}
+
+/// A subscriber found a slow consumer, by the policy applied to it.
+pub(crate) fn slow_consumer(tenant: &str, policy: crate::backpressure::SlowConsumerPolicy) {
+    metrics::counter!(
+        "mqtt_slow_consumers_total",
+        "tenant" => tenant.to_owned(),
+        "policy" => policy.as_str()
+    )
+    .increment(1);
 }
 
 pub(crate) fn retained_cap_hit() {

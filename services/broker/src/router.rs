@@ -17,6 +17,7 @@ use crate::message::{Delivery, Message};
 use crate::metrics;
 use crate::platform;
 use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, Usage};
+use crate::session::Session;
 use crate::store::{Durability, StoredRetained};
 use crate::tenant::Tenant;
 
@@ -37,19 +38,23 @@ pub(crate) fn publish(
         return 0;
     }
     // Over the tenant's retained quota: counted (metric) and not routed.
-    publish_durable(broker, tenant, client_id, None, message).map_or(0, |(n, _)| n)
+    publish_durable(broker, tenant, client_id, None, message, None).map_or(0, |(n, _)| n)
 }
 
 /// Like [`publish`], and for a retained QoS 1/2 message also what to wait
 /// on before acknowledging it (the store's [`Durability`]). A retained
 /// message counts against `owner`'s (the publishing identity's) and the
 /// tenant's retained quota; over it, nothing is stored or routed.
+///
+/// Sessions the message left at their high-water mark go to `full`, if
+/// given, for the publisher to wait on (`backpressure`).
 pub(crate) fn publish_durable(
     broker: &Broker,
     tenant: &Tenant,
     client_id: &str,
     owner: Option<&str>,
     message: Message,
+    full: Option<&mut Vec<Arc<Session>>>,
 ) -> Result<(usize, Option<Durability>), QuotaRefusal> {
     let message = Arc::new(message);
     metrics::message_in(message.qos);
@@ -71,7 +76,7 @@ pub(crate) fn publish_durable(
     }
     // 'The durability rule' (services/state/sessions.md): the publisher's
     // acknowledgement also waits for the persistent sessions' queues.
-    let (routed, queued) = route_durable(tenant, &message);
+    let (routed, queued) = route_durable(tenant, &message, full);
     let delivered = routed + platform::fan_out(broker, tenant, &message);
     Ok((
         delivered,
@@ -180,7 +185,7 @@ fn update_retained(
 
 /// One pending copy per session for the non-shared matches.
 struct Merged {
-    session: Arc<crate::session::Session>,
+    session: Arc<Session>,
     qos: QoS,
     retain: bool,
     ids: Vec<u32>,
@@ -193,16 +198,18 @@ struct Merged {
 /// (MQTT-3.3.5-1, MQTT-3.3.4-3). Each matching shared group yields one copy
 /// to one member.
 pub(crate) fn route(tenant: &Tenant, message: &Arc<Message>) -> usize {
-    route_durable(tenant, message).0
+    route_durable(tenant, message, None).0
 }
 
 /// [`route`], and what the publisher's acknowledgement waits for: the
 /// message queued durably for every persistent session it reached.
+/// Sessions it left at their high-water mark go to `full`, if given.
 pub(crate) fn route_durable(
     tenant: &Tenant,
     message: &Arc<Message>,
+    full: Option<&mut Vec<Arc<Session>>>,
 ) -> (usize, Option<Durability>) {
-    let mut targets: Vec<(Arc<crate::session::Session>, Delivery)> = Vec::new();
+    let mut targets: Vec<(Arc<Session>, Delivery)> = Vec::new();
     let mut matched: Vec<Matched> = Vec::new();
     tenant.matches(&message.topic, &mut matched);
     let mut merged: HashMap<Arc<str>, Merged> = HashMap::new();
@@ -260,7 +267,7 @@ pub(crate) fn route_durable(
         ));
         count += 1;
     }
-    (count, tenant.queue(message, targets))
+    (count, tenant.queue(message, targets, full))
 }
 
 #[cfg(test)]
@@ -405,7 +412,7 @@ mod tests {
             )
         };
         let put = |b: &Broker, t: &Tenant, who: &str, topic: &str, payload: &'static [u8]| {
-            publish_durable(b, t, "c", Some(who), retained(topic, payload)).map(|_| ())
+            publish_durable(b, t, "c", Some(who), retained(topic, payload), None).map(|_| ())
         };
         let b = start();
         let t = b.tenant(&id).await.unwrap();

@@ -10,9 +10,12 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use mqtt::{PacketId, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::PublishLimits;
+use crate::backpressure::{Backlog, Marks, SlowConsumerPolicy};
 use crate::message::Delivery;
 use crate::metrics::{self, DropReason};
 
@@ -142,6 +145,10 @@ pub struct DropCounters {
     /// The tenant's queues together were at their bound (messages or
     /// bytes).
     pub tenant_queue_full: u64,
+    /// The queue was at its bound after it stayed full past the
+    /// slow-consumer timeout, so publishers no longer waited for it
+    /// (see `backpressure`).
+    pub slow_consumer: u64,
 }
 
 /// Bounds on what one session may hold queued, and on what all of its
@@ -189,6 +196,8 @@ pub(crate) struct TenantQueue {
     bytes: AtomicUsize,
     /// Messages dropped because the tenant was at its bound.
     pub(crate) dropped: AtomicU64,
+    /// Messages dropped for its slow consumers (see `backpressure`).
+    pub(crate) slow_dropped: AtomicU64,
 }
 
 impl TenantQueue {
@@ -265,6 +274,11 @@ impl Queue {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.items.is_empty()
+    }
+
+    /// Deliveries and bytes queued or admitted.
+    fn held(&self) -> (usize, usize) {
+        (self.count(), self.bytes.saturating_add(self.reserved_bytes))
     }
 
     pub(crate) fn front(&self) -> Option<&Delivery> {
@@ -408,6 +422,8 @@ pub(crate) struct SessionState {
     pub(crate) durable: bool,
     /// The next delivery's place in the stored queue.
     pub(crate) next_seq: u64,
+    /// Whether its publishers are held back for it (`backpressure`).
+    pub(crate) backlog: Backlog,
 }
 
 impl SessionState {
@@ -467,8 +483,35 @@ impl SessionState {
                 tenant.dropped.fetch_add(1, Ordering::Relaxed);
                 metrics::tenant_queue_dropped(&tenant.tenant);
             }
+            DropReason::SlowConsumer => {
+                self.dropped.slow_consumer += 1;
+                let tenant = &self.pending.tenant;
+                tenant.slow_dropped.fetch_add(1, Ordering::Relaxed);
+                metrics::slow_consumer_dropped(&tenant.tenant);
+            }
         }
         metrics::dropped(reason);
+    }
+
+    /// Whether the queue is at its high-water mark, for either bound.
+    fn above_high_water(&self) -> bool {
+        let (count, bytes) = self.pending.held();
+        count >= Marks::of(self.limits.messages).high || bytes >= Marks::of(self.limits.bytes).high
+    }
+
+    /// Ends the back-pressure once the queue has drained to its low-water
+    /// mark (both bounds); returns whether publishers wait for the
+    /// [`Session::drained`] wake-up the caller then gives.
+    pub(crate) fn relieve(&mut self) -> bool {
+        if self.backlog.since.is_none() {
+            return false;
+        }
+        let (count, bytes) = self.pending.held();
+        if count > Marks::of(self.limits.messages).low || bytes > Marks::of(self.limits.bytes).low {
+            return false;
+        }
+        self.backlog = Backlog::default();
+        true
     }
 }
 
@@ -488,6 +531,10 @@ pub(crate) struct Session {
     /// session resumes first) and ends, instead of holding the will until
     /// the delay is over (issue 13, item 16).
     pub(crate) resumed: Notify,
+    /// Woken when the session stops holding its publishers back: its
+    /// queue drained to the low-water mark, its connection went, or it was
+    /// found a slow consumer (`backpressure`).
+    pub(crate) drained: Notify,
 }
 
 impl Session {
@@ -515,9 +562,11 @@ impl Session {
                 dropped: DropCounters::default(),
                 durable: false,
                 next_seq: 0,
+                backlog: Backlog::default(),
             }),
             ended_signal: CancellationToken::new(),
             resumed: Notify::new(),
+            drained: Notify::new(),
         }
     }
 
@@ -607,6 +656,12 @@ impl Session {
             .pending
             .reserve(delivery.message.cost(), &limits, headroom)
         {
+            let reason = match reason {
+                DropReason::QueueFull | DropReason::QueueBytes if st.backlog.slow => {
+                    DropReason::SlowConsumer
+                }
+                other => other,
+            };
             st.count_drop(reason);
             return None;
         }
@@ -618,17 +673,67 @@ impl Session {
     }
 
     /// Queues an admitted delivery (its room was reserved by
-    /// [`Session::admit`]) and wakes the connection.
-    pub(crate) fn place(&self, delivery: Delivery) {
+    /// [`Session::admit`]) and wakes the connection. Returns whether the
+    /// publisher is to wait for the queue to drain: it is at its
+    /// high-water mark, with a connection to drain it (an offline
+    /// session's queue only fills), and not yet found a slow consumer.
+    pub(crate) fn place(&self, delivery: Delivery) -> bool {
         let mut st = self.lock();
         if st.ended {
             st.pending.cancel(delivery.message.cost());
-            return;
+            return false;
         }
         st.pending.push_reserved(delivery);
-        if let Some(conn) = &st.conn {
-            conn.wake.notify_one();
+        let Some(conn) = &st.conn else {
+            return false;
+        };
+        conn.wake.notify_one();
+        if st.backlog.slow || !st.above_high_water() {
+            return false;
         }
+        st.backlog.since.get_or_insert_with(Instant::now);
+        true
+    }
+
+    /// Since when the session holds its publishers back, if it does.
+    pub(crate) fn holding_back(&self) -> Option<Instant> {
+        let st = self.lock();
+        if st.ended || st.conn.is_none() || st.backlog.slow {
+            return None;
+        }
+        st.backlog.since
+    }
+
+    /// The session stayed above its high-water mark past the bound:
+    /// publishers stop waiting for it, and `policy` says what becomes of
+    /// it. Counted once per time it fills up.
+    pub(crate) fn slow_consumer(&self, policy: SlowConsumerPolicy) {
+        let mut st = self.lock();
+        if st.ended || st.backlog.slow || st.backlog.since.is_none() {
+            return;
+        }
+        st.backlog.slow = true;
+        let tenant = &st.pending.tenant.tenant;
+        let (queued, _) = st.pending.held();
+        warn!(tenant = %tenant, client_id = %self.client_id, queued, policy = policy.as_str(), "slow consumer: queue full past the slow-consumer timeout");
+        metrics::slow_consumer(tenant, policy);
+        if policy == SlowConsumerPolicy::Disconnect
+            && let Some(conn) = &st.conn
+        {
+            conn.kick_saying(
+                ReasonCode::QuotaExceeded,
+                Some("slow consumer: queue full past the slow-consumer timeout".to_owned()),
+            );
+        }
+        drop(st);
+        self.drained.notify_waiters();
+    }
+
+    /// The connection let go of the session: nothing drains it now, so
+    /// nobody waits for it.
+    pub(crate) fn stop_holding_back(&self) {
+        self.lock().backlog = Backlog::default();
+        self.drained.notify_waiters();
     }
 }
 
@@ -638,7 +743,6 @@ mod tests {
     use crate::message::Message;
     use bytes::Bytes;
     use mqtt::{Properties, TopicName};
-    use tokio::time::Instant;
 
     fn delivery(qos: QoS) -> Delivery {
         Delivery {

@@ -40,6 +40,8 @@ pub struct TenantStats {
     pub queued_bytes: usize,
     /// Messages dropped because its queues together were full.
     pub queue_dropped: u64,
+    /// Messages dropped for its slow consumers (`backpressure`).
+    pub slow_consumer_dropped: u64,
 }
 
 /// Result of attaching a connection to a session.
@@ -202,6 +204,7 @@ impl Tenant {
             queued_messages: self.queue.held().0,
             queued_bytes: self.queue.held().1,
             queue_dropped: self.queue.dropped.load(Ordering::Relaxed),
+            slow_consumer_dropped: self.queue.slow_dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -329,12 +332,13 @@ impl Tenant {
             };
         }
         st.conn = None;
-        if expiry > 0 {
-            return Detached::Kept {
-                generation: st.generation,
-            };
-        }
+        let generation = st.generation;
         drop(st);
+        // Nothing drains the queue now: publishers stop waiting for it.
+        session.stop_holding_back();
+        if expiry > 0 {
+            return Detached::Kept { generation };
+        }
         if sessions
             .get(session.client_id())
             .is_some_and(|s| Arc::ptr_eq(s, session))
@@ -387,6 +391,7 @@ impl Tenant {
             (std::mem::take(&mut st.subscriptions), orphans, st.durable)
         };
         metrics::sessions(-1.0);
+        session.stop_holding_back();
         {
             let mut index = write(&self.index);
             for filter in subs.keys() {
@@ -428,6 +433,7 @@ impl Tenant {
                         seq: None,
                     },
                 )],
+                None,
             ));
         }
     }

@@ -448,6 +448,40 @@ pub struct MqttLimitArgs {
     /// client is disconnected (0x96). [default: 20]
     #[arg(long, env = "FLEETMQ_MQTT_RATE_LIMIT_STRIKES", value_name = "N")]
     pub mqtt_rate_limit_strikes: Option<u64>,
+
+    /// Seconds a subscriber's queue may stay above its high-water mark
+    /// (7/8 of its bound) while the publishers adding to it are paused
+    /// (their sockets not read); past it the subscriber is a slow consumer
+    /// (--mqtt-slow-consumer-policy). 0: no pausing, messages past the
+    /// bound are dropped at once. [default: 5]
+    #[arg(long, env = "FLEETMQ_MQTT_SLOW_CONSUMER_TIMEOUT", value_name = "SECS")]
+    pub mqtt_slow_consumer_timeout: Option<u64>,
+
+    /// What becomes of a slow consumer: its messages past the bound are
+    /// dropped and counted, or it is disconnected (MQTT 5: DISCONNECT 0x97
+    /// Quota exceeded). [default: drop]
+    #[arg(long, env = "FLEETMQ_MQTT_SLOW_CONSUMER_POLICY", value_name = "POLICY")]
+    pub mqtt_slow_consumer_policy: Option<SlowConsumerPolicy>,
+}
+
+/// `--mqtt-slow-consumer-policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SlowConsumerPolicy {
+    /// Publishers stop waiting for it; its messages past the bound are
+    /// dropped and counted.
+    Drop,
+    /// Its connection is closed.
+    Disconnect,
+}
+
+impl From<SlowConsumerPolicy> for broker::SlowConsumerPolicy {
+    fn from(p: SlowConsumerPolicy) -> Self {
+        match p {
+            SlowConsumerPolicy::Drop => broker::SlowConsumerPolicy::Drop,
+            SlowConsumerPolicy::Disconnect => broker::SlowConsumerPolicy::Disconnect,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]

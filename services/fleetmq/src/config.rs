@@ -161,6 +161,8 @@ pub struct FileConfig {
     pub mqtt_publish_byte_rate: Option<u64>,
     pub mqtt_publish_byte_burst: Option<u64>,
     pub mqtt_rate_limit_strikes: Option<u64>,
+    pub mqtt_slow_consumer_timeout: Option<u64>,
+    pub mqtt_slow_consumer_policy: Option<crate::cli::SlowConsumerPolicy>,
     pub http_max_connections: Option<u64>,
     pub http_max_connections_per_address: Option<u64>,
     pub http_header_timeout: Option<u64>,

@@ -373,6 +373,7 @@ where
         ),
         strikes: 0,
         stalled: None,
+        paused: Vec::new(),
     };
     info!(
         principal = %identity.principal,

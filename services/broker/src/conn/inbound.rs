@@ -1,6 +1,7 @@
 //! Packets from the client after CONNECT (3.3 – 3.15).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use mqtt::{
     Packet, ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, ReasonCode,
@@ -259,7 +260,7 @@ impl Conn {
     /// Routes an authorized publish: in this connection's tenant, or for a
     /// platform client in the tenant its first topic level names. Refused
     /// with the reason code and a reason string for the client.
-    fn route_publish(&self, p: Publish, topic: mqtt::TopicName) -> Routed {
+    fn route_publish(&mut self, p: Publish, topic: mqtt::TopicName) -> Routed {
         let origin = Some(self.client_id.clone());
         let quota = |e: crate::retained::QuotaRefusal| {
             warn!(topic = %topic, reason = %e, "retained publish refused");
@@ -290,18 +291,23 @@ impl Conn {
             return Err((e.publish_reason(), e.to_string()));
         }
         let mut message = Message::from_publish(p, inner, origin, Instant::now());
-        if !platform_origin {
-            return self.route(message).map_err(quota);
-        }
-        message.platform_origin = true;
-        crate::router::publish_durable(
+        message.platform_origin = platform_origin;
+        let routed = crate::router::publish_durable(
             &self.broker,
             &tenant,
             &self.client_id,
             Some(&self.identity.principal),
             message,
+            Some(&mut self.paused),
         )
-        .map_err(quota)
+        .map_err(quota);
+        // Never wait for our own session: it drains only as we read its
+        // acknowledgements, which pausing would stop.
+        self.paused.retain(|s| !Arc::ptr_eq(s, &self.session));
+        if self.broker.config().slow_consumer_timeout.is_zero() {
+            self.paused.clear();
+        }
+        routed
     }
 
     /// Sends a packet now, or once what it waits for is durable (a

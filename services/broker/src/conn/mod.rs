@@ -28,12 +28,12 @@ use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, field, info, info_span, warn};
 
+use crate::Error;
 use crate::auth::Identity;
 use crate::broker::Broker;
 use crate::metrics::{self, DropReason};
 use crate::session::{ConnControl, Outgoing, Session};
 use crate::tenant::Tenant;
-use crate::{Error, router};
 
 mod buffers;
 mod handshake;
@@ -92,6 +92,9 @@ pub(crate) struct Conn {
     strikes: u32,
     /// A 3.1.1 PUBLISH held back by the rate limit.
     stalled: Option<Stalled>,
+    /// Sessions the last PUBLISH left at their high-water mark: the
+    /// socket is not read until they drain (`crate::backpressure`).
+    paused: Vec<Arc<Session>>,
 }
 
 /// Where a connection comes from.
@@ -333,12 +336,20 @@ impl Conn {
             buffers::release_if_empty(inbuf);
             buffers::release_if_empty(&mut self.out.buf);
             let stall = self.stalled.as_ref().map(|s| s.until);
-            // While a PUBLISH is held back the socket is not read, so the
-            // client's silence is ours: no keep-alive deadline.
+            let paused = !self.paused.is_empty();
+            // While a PUBLISH is held back, or subscribers are full, the
+            // socket is not read, so the client's silence is ours: no
+            // keep-alive deadline.
             let deadline = self
                 .keep_alive
-                .filter(|_| stall.is_none())
+                .filter(|_| stall.is_none() && !paused)
                 .map(|k| last_rx + k);
+            let config = self.broker.config();
+            let drained = crate::backpressure::until_drained(
+                self.paused.clone(),
+                config.slow_consumer_timeout,
+                config.slow_consumer_policy,
+            );
             tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
@@ -353,7 +364,16 @@ impl Conn {
                         return Ok(end);
                     }
                 }
-                read = buffers::read_pooled(stream, inbuf), if stall.is_none() => {
+                () = drained, if paused => {
+                    self.paused.clear();
+                    last_rx = Instant::now();
+                    if let Some(end) = self.drain(inbuf, max_packet).await? {
+                        self.settle_deferred().await?;
+                        self.flush(stream).await?;
+                        return Ok(end);
+                    }
+                }
+                read = buffers::read_pooled(stream, inbuf), if stall.is_none() && !paused => {
                     let n = read?;
                     if n == 0 {
                         return Ok(End::Lost);
@@ -382,7 +402,7 @@ impl Conn {
         inbuf: &mut BytesMut,
         max_packet: usize,
     ) -> Result<Option<End>, Error> {
-        while self.stalled.is_none() {
+        while self.stalled.is_none() && self.paused.is_empty() {
             let Some(mut packet) = decode(inbuf, self.version, max_packet)? else {
                 break;
             };
@@ -460,7 +480,7 @@ impl Conn {
         let mut batch = Vec::new();
         // Stored deliveries dropped on the way.
         let mut gone = Vec::new();
-        let more = {
+        let (more, relieved) = {
             let mut st = self.session.lock();
             while batch.len() < PUMP_BATCH {
                 let Some(front) = st.pending.front() else {
@@ -493,8 +513,12 @@ impl Conn {
                 st.inflight.insert(id, Outgoing::Publish(d.clone()));
                 batch.push((Some(id), d));
             }
-            batch.len() == PUMP_BATCH && !st.pending.is_empty()
+            let more = batch.len() == PUMP_BATCH && !st.pending.is_empty();
+            (more, st.relieve())
         };
+        if relieved {
+            self.session.drained.notify_waiters();
+        }
         for seq in gone {
             self.delivered(seq);
         }
@@ -628,21 +652,6 @@ impl Conn {
         );
         self.ctl.finished.cancel();
         told
-    }
-
-    /// Publishes an application message from this client; for a retained
-    /// QoS 1/2 one, also what its acknowledgement waits for.
-    fn route(
-        &self,
-        message: crate::message::Message,
-    ) -> Result<(usize, Option<crate::store::Durability>), crate::retained::QuotaRefusal> {
-        router::publish_durable(
-            &self.broker,
-            &self.tenant,
-            &self.client_id,
-            Some(&self.identity.principal),
-            message,
-        )
     }
 }
 

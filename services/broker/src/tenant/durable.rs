@@ -51,11 +51,14 @@ impl Tenant {
     /// Queues `message` for `targets`: deliveries for persistent sessions
     /// get their place in the stored queue and are written (one body, one
     /// row per session) before any connection can see them. Returns what
-    /// the publisher's acknowledgement waits for.
+    /// the publisher's acknowledgement waits for. Sessions the message left
+    /// at their high-water mark go to `full`, if given: the publisher is to
+    /// wait for them (`backpressure`).
     pub(crate) fn queue(
         &self,
         message: &Arc<Message>,
         targets: Vec<(Arc<Session>, Delivery)>,
+        mut full: Option<&mut Vec<Arc<Session>>>,
     ) -> Option<Durability> {
         let store = self.session_store();
         let admitted: Vec<(Arc<Session>, Delivery)> = targets
@@ -88,7 +91,11 @@ impl Tenant {
             None => None,
         };
         for (s, d) in admitted {
-            s.place(d);
+            if s.place(d)
+                && let Some(full) = full.as_deref_mut()
+            {
+                full.push(s);
+            }
         }
         durability
     }

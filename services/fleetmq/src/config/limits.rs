@@ -39,6 +39,8 @@ pub struct MqttLimits {
     /// The platform-wide publish limits (unlimited by default).
     pub publish_limits: broker::PublishLimits,
     pub rate_limit_strikes: u32,
+    pub slow_consumer_timeout: Duration,
+    pub slow_consumer_policy: broker::SlowConsumerPolicy,
 }
 
 impl MqttLimits {
@@ -79,6 +81,8 @@ impl MqttLimits {
             max_will_size: usize_of(self.max_will_size),
             publish_limits: self.publish_limits,
             rate_limit_strikes: self.rate_limit_strikes,
+            slow_consumer_timeout: self.slow_consumer_timeout,
+            slow_consumer_policy: self.slow_consumer_policy,
             ..broker::Config::default()
         }
     }
@@ -391,6 +395,16 @@ limit!(
     "expected 1 to 1000000 refusals in a row"
 );
 
+limit!(
+    SLOW_CONSUMER_TIMEOUT,
+    MQTT_SLOW_CONSUMER_TIMEOUT,
+    "--mqtt-slow-consumer-timeout",
+    "FLEETMQ_MQTT_SLOW_CONSUMER_TIMEOUT",
+    "mqtt_slow_consumer_timeout",
+    0..=3600,
+    "expected 0 (no back-pressure) to 3600 seconds"
+);
+
 /// One rate and its burst: `None` when the rate is 0 (unlimited); a burst
 /// without a rate is a mistake, not silently ignored.
 fn rate(
@@ -628,6 +642,15 @@ pub(super) fn resolve(args: &MqttLimitArgs, file: &FileConfig) -> Result<MqttLim
             file.mqtt_rate_limit_strikes,
             u64::from(d.rate_limit_strikes),
         )?,
+        slow_consumer_timeout: Duration::from_secs(SLOW_CONSUMER_TIMEOUT.resolve::<u64>(
+            args.mqtt_slow_consumer_timeout,
+            file.mqtt_slow_consumer_timeout,
+            d.slow_consumer_timeout.as_secs(),
+        )?),
+        slow_consumer_policy: args
+            .mqtt_slow_consumer_policy
+            .or(file.mqtt_slow_consumer_policy)
+            .map_or(d.slow_consumer_policy, Into::into),
     })
 }
 
@@ -679,6 +702,41 @@ mod tests {
         assert_eq!(ours.publish_limits, theirs.publish_limits);
         assert!(ours.publish_limits.is_unlimited());
         assert_eq!(ours.rate_limit_strikes, theirs.rate_limit_strikes);
+        assert_eq!(ours.slow_consumer_timeout, theirs.slow_consumer_timeout);
+        assert_eq!(ours.slow_consumer_policy, theirs.slow_consumer_policy);
+    }
+
+    #[test]
+    fn slow_consumer_settings_from_flags_and_file() {
+        let file = FileConfig::parse(
+            "mqtt_slow_consumer_timeout = 2\nmqtt_slow_consumer_policy = \"disconnect\"\n",
+        )
+        .unwrap();
+        let c = resolve(&MqttLimitArgs::default(), &file)
+            .unwrap()
+            .broker_config();
+        assert_eq!(c.slow_consumer_timeout, Duration::from_secs(2));
+        assert_eq!(
+            c.slow_consumer_policy,
+            broker::SlowConsumerPolicy::Disconnect
+        );
+        let args = MqttLimitArgs {
+            mqtt_slow_consumer_timeout: Some(0),
+            mqtt_slow_consumer_policy: Some(crate::cli::SlowConsumerPolicy::Drop),
+            ..Default::default()
+        };
+        let c = resolve(&args, &file).unwrap().broker_config();
+        assert!(c.slow_consumer_timeout.is_zero());
+        assert_eq!(c.slow_consumer_policy, broker::SlowConsumerPolicy::Drop);
+        let too_long = MqttLimitArgs {
+            mqtt_slow_consumer_timeout: Some(3601),
+            ..Default::default()
+        };
+        let err = resolve(&too_long, &FileConfig::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("--mqtt-slow-consumer-timeout"),
+            "{err}"
+        );
     }
 
     #[test]
