@@ -1,5 +1,6 @@
 //! Errors of a load run.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why a load run could not be set up or measured.
@@ -65,5 +66,13 @@ pub enum Error {
         client: String,
         /// The filter.
         filter: &'static str,
+    },
+    /// A storm's CA file or client certificates could not be used.
+    #[error("{}: {reason}", path.display())]
+    Certificates {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
     },
 }

@@ -1,4 +1,4 @@
-//! `fleetmq-loadgen`: an MQTT fan-in load generator built on rumqttc, a
+//! `fleetmq-loadgen`: an MQTT fan-in / fan-out and connect-storm load generator built on rumqttc, a
 //! client neither fleetmq nor Mosquitto ships, so both brokers are measured
 //! by the same outside tool.
 //!
@@ -18,6 +18,8 @@
 //! - [`run`]: the run itself: connect subscribers, then publishers, start
 //!   them together, stop when everything arrived, the broker went quiet, or
 //!   the time bound passed.
+//! - [`storm`]: the connect storm (`--mode storm`): fresh connections, plain
+//!   or TLS 1.3 with a client certificate each, C at a time.
 //! - [`error`]: [`Error`], what can go wrong in setup.
 
 pub mod config;
@@ -25,8 +27,10 @@ pub mod error;
 pub mod payload;
 pub mod run;
 pub mod stats;
+pub mod storm;
 
-pub use config::{Args, Config};
+pub use config::{Args, Config, Mode, StormConfig};
 pub use error::Error;
 pub use run::run;
 pub use stats::Report;
+pub use storm::{StormReport, storm};
