@@ -3,7 +3,8 @@
 #
 #   services/loadgen/conn-memory.sh [--connections N] [--hold SECS]
 #                                   [--only fleetmq|mosquitto] [--no-build]
-#                                   [--debug] [--tls]
+#                                   [--debug] [--tls] [--bytes-lines]
+#                                   [--fleetmq-bin PATH --loadgen-bin PATH]
 #
 # For each broker: start it fresh (temporary config or data dir, free port,
 # never 1883), read VmRSS from /proc/PID/status, open N plain MQTT 3.1.1
@@ -33,6 +34,10 @@ only=""
 build=1
 profile=release
 tls=0
+# bench.sh's memory row: also print "BROKER BYTES_PER_CONNECTION" lines.
+bytes_lines=0
+fleetmq_bin=""
+loadgen_bin=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --connections) connections="$2"; shift ;;
@@ -41,7 +46,10 @@ while [[ $# -gt 0 ]]; do
         --no-build) build=0 ;;
         --debug) profile=debug ;;
         --tls) tls=1 ;;
-        -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+        --bytes-lines) bytes_lines=1 ;;
+        --fleetmq-bin) fleetmq_bin="$2"; build=0; shift ;;
+        --loadgen-bin) loadgen_bin="$2"; build=0; shift ;;
+        -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 64 ;;
     esac
     shift
@@ -50,6 +58,8 @@ done
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 target="${CARGO_TARGET_DIR:-$root/target}"
 mosquitto_bin=/usr/sbin/mosquitto
+fleetmq_bin="${fleetmq_bin:-$target/$profile/fleetmq}"
+loadgen_bin="${loadgen_bin:-$target/$profile/fleetmq-loadgen}"
 work="$(mktemp -d -t fleetmq-connmem.XXXXXX)"
 pids=()
 
@@ -90,7 +100,7 @@ measure() {
     sleep 1
     local before after
     before="$(rss_kb "$pid")"
-    "$target/$profile/fleetmq-loadgen" idle --port "$port" \
+    "$loadgen_bin" idle --port "$port" \
         --connections "$connections" --hold 0 "$@" >"$work/$name-idle.out" 2>&1 &
     local gen=$!
     pids+=("$gen")
@@ -113,13 +123,15 @@ measure() {
     kill -TERM "$gen" 2>/dev/null || true
     wait "$gen" 2>/dev/null || true
     python3 - "$name" "$connections" "$before" "$after" "$t0" "$t1" "$hz" "$hold" \
-        "$(head -1 "$work/$name-idle.out")" <<'PY'
+        "$(head -1 "$work/$name-idle.out")" "$bytes_lines" <<'PY'
 import sys
-name, n, before, after, t0, t1, hz, hold, line = sys.argv[1:]
+name, n, before, after, t0, t1, hz, hold, line, bytes_lines = sys.argv[1:]
 n, before, after = int(n), int(before), int(after)
 cpu = (int(t1) - int(t0)) / int(hz) / int(hold) * 100
 print(f"{name:<10} {n:>6} conns  RSS {before:>8} -> {after:>8} KB  "
       f"{(after - before) / n:>7.2f} KB/conn  idle CPU {cpu:5.2f}%  ({line})")
+if bytes_lines == "1":
+    print(f"{name} {(after - before) * 1024 / n:.0f}")
 PY
 }
 
@@ -169,7 +181,7 @@ fi
 if [[ -z "$only" || "$only" == fleetmq ]]; then
     port="$(free_port)"
     tls_port="$(free_port)"
-    "$target/$profile/fleetmq" serve \
+    "$fleetmq_bin" serve \
         --mqtt-listen "127.0.0.1:$port" \
         --allow-anonymous idle \
         --mqtts-listen "127.0.0.1:$tls_port" \

@@ -3,9 +3,10 @@
 //! targets pass: this tool loads the local machine, nothing else.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 
 use crate::error::Error;
 use crate::payload::HEADER_LEN;
@@ -16,15 +17,22 @@ pub const MAX_PUBLISHERS: u64 = 10_000;
 pub const MAX_MESSAGES: u64 = 10_000_000;
 /// Largest payload: 1 MiB.
 pub const MAX_PAYLOAD: u64 = 1024 * 1024;
-/// Most subscribers.
-pub const MAX_SUBSCRIBERS: u64 = 100;
+/// Most subscribers: enough for a 1 → 1000 fan-out.
+pub const MAX_SUBSCRIBERS: u64 = 1000;
+/// Most connections of one connect storm.
+pub const MAX_CONNECTIONS: u64 = 100_000;
+/// Most storm connections in flight at once.
+pub const MAX_CONCURRENCY: u64 = 10_000;
 /// Longest run: one hour.
 pub const MAX_TIMEOUT_SECS: u64 = 3600;
 /// Most deliveries one run records: each keeps a latency sample (8 bytes).
 pub const MAX_DELIVERIES: u64 = 20_000_000;
 
-/// MQTT fan-in load: N publishers × M messages of S bytes to `bench/<n>`,
-/// K subscribers on `bench/#`. Loopback targets only.
+/// MQTT load on a loopback broker. `--mode fan-in` (the default): N
+/// publishers × M messages of S bytes to `bench/<n>`, K subscribers on
+/// `bench/#` (one publisher and many subscribers is a fan-out).
+/// `--mode storm`: a connect storm, plain or TLS 1.3 with a client
+/// certificate per connection.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "fleetmq-loadgen", version)]
 pub struct Args {
@@ -60,6 +68,36 @@ pub struct Args {
     /// session 0), so each QoS 1 message is stored before its PUBACK.
     #[arg(long)]
     pub persistent_subscribers: bool,
+    /// What to run.
+    #[arg(long, value_enum, default_value_t = Mode::FanIn)]
+    pub mode: Mode,
+    /// Storm: connections to open (each connects, gets its CONNACK and
+    /// disconnects).
+    #[arg(long, default_value_t = 1000)]
+    pub connections: u64,
+    /// Storm: connections in flight at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: u64,
+    /// Storm over TLS 1.3: the CA file that signed the broker's certificate.
+    /// Needs `--certs`.
+    #[arg(long, value_name = "FILE", requires = "certs")]
+    pub tls_ca: Option<PathBuf>,
+    /// Storm over TLS: a directory of client certificates, `NAME.crt` with
+    /// `NAME.key` (PEM); NAME is the client id. One pair per connection.
+    #[arg(long, value_name = "DIR", requires = "tls_ca")]
+    pub certs: Option<PathBuf>,
+    /// Storm over TLS: the name the broker's certificate is checked for.
+    #[arg(long, default_value = "localhost")]
+    pub server_name: String,
+}
+
+/// What one invocation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Publishers to subscribers through `bench/#` (fan-in or fan-out).
+    FanIn,
+    /// A connect storm.
+    Storm,
 }
 
 /// QoS levels the tool publishes and subscribes with.
@@ -156,6 +194,64 @@ impl TryFrom<Args> for Config {
             });
         }
         Ok(config)
+    }
+}
+
+/// A validated connect storm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StormConfig {
+    /// Broker IP, always a loopback address.
+    pub host: IpAddr,
+    /// Broker port, never 0.
+    pub port: u16,
+    /// Connections to open.
+    pub connections: u32,
+    /// Connections in flight at once.
+    pub concurrency: u32,
+    /// TLS files; `None` for plain TCP.
+    pub tls: Option<TlsFiles>,
+    /// The name the broker's certificate must carry.
+    pub server_name: String,
+    /// Bound on the whole storm.
+    pub timeout: Duration,
+}
+
+/// Where a TLS storm finds its trust anchor and client certificates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// CA file for the broker's certificate.
+    pub ca: PathBuf,
+    /// Directory of `NAME.crt` / `NAME.key` pairs.
+    pub certs: PathBuf,
+}
+
+impl TryFrom<&Args> for StormConfig {
+    type Error = Error;
+
+    fn try_from(a: &Args) -> Result<Self, Error> {
+        let host = loopback(&a.host)?;
+        if a.port == 0 {
+            return Err(Error::PortZero);
+        }
+        let tls = match (&a.tls_ca, &a.certs) {
+            (Some(ca), Some(certs)) => Some(TlsFiles {
+                ca: ca.clone(),
+                certs: certs.clone(),
+            }),
+            // clap's `requires` makes these a pair.
+            _ => None,
+        };
+        Ok(StormConfig {
+            host,
+            port: a.port,
+            connections: bounded("connections", a.connections, 1, MAX_CONNECTIONS)?,
+            concurrency: bounded("concurrency", a.concurrency, 1, MAX_CONCURRENCY)?,
+            tls,
+            server_name: a.server_name.clone(),
+            timeout: Duration::from_secs(
+                bounded("timeout", a.timeout, 1, MAX_TIMEOUT_SECS)?.into(),
+            ),
+        })
     }
 }
 
@@ -319,7 +415,7 @@ mod tests {
             ("--payload", "15"),
             ("--payload", "1048577"),
             ("--subscribers", "0"),
-            ("--subscribers", "101"),
+            ("--subscribers", "1001"),
             ("--timeout", "0"),
             ("--timeout", "3601"),
         ] {
@@ -342,6 +438,43 @@ mod tests {
                 deliveries: 100_000_000,
                 ..
             }
+        ));
+    }
+
+    #[test]
+    fn storm_options_parse_and_tls_needs_both_files() {
+        let a = args(&[
+            "--mode",
+            "storm",
+            "--connections",
+            "5000",
+            "--concurrency",
+            "100",
+        ])
+        .unwrap();
+        assert_eq!(a.mode, Mode::Storm);
+        let c = StormConfig::try_from(&a).unwrap();
+        assert_eq!(
+            (c.connections, c.concurrency, c.tls.clone()),
+            (5000, 100, None)
+        );
+        assert_eq!(c.server_name, "localhost");
+        let a = args(&["--mode", "storm", "--tls-ca", "ca.pem", "--certs", "d"]).unwrap();
+        let tls = StormConfig::try_from(&a).unwrap().tls.unwrap();
+        assert_eq!((tls.ca, tls.certs), ("ca.pem".into(), "d".into()));
+        assert!(args(&["--mode", "storm", "--tls-ca", "ca.pem"]).is_err());
+        assert!(args(&["--mode", "storm", "--certs", "d"]).is_err());
+        for (option, value) in [("--connections", "0"), ("--concurrency", "10001")] {
+            let a = args(&["--mode", "storm", option, value]).unwrap();
+            assert!(matches!(
+                StormConfig::try_from(&a),
+                Err(Error::OutOfRange { .. })
+            ));
+        }
+        let a = args(&["--mode", "storm", "--host", "10.0.0.1"]).unwrap();
+        assert!(matches!(
+            StormConfig::try_from(&a),
+            Err(Error::NotLoopback { .. })
         ));
     }
 

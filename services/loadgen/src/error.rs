@@ -1,5 +1,6 @@
 //! Errors of a load run.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Why a load run could not be set up or measured.
@@ -84,11 +85,12 @@ pub enum Error {
         /// How long we waited.
         waited: Duration,
     },
-    /// A CA, certificate or key file could not be used.
+    /// A CA file, a client certificate or key, or the directory of them
+    /// (idle connections, connect storms) could not be used.
     #[error("{}: {reason}", path.display())]
     Tls {
-        /// The file.
-        path: std::path::PathBuf,
+        /// The file or directory.
+        path: PathBuf,
         /// What is wrong with it.
         reason: String,
     },

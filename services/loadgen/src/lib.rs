@@ -1,4 +1,4 @@
-//! `fleetmq-loadgen`: an MQTT fan-in load generator built on rumqttc, a
+//! `fleetmq-loadgen`: an MQTT fan-in / fan-out and connect-storm load generator built on rumqttc, a
 //! client neither fleetmq nor Mosquitto ships, so both brokers are measured
 //! by the same outside tool.
 //!
@@ -20,6 +20,8 @@
 //!   the time bound passed.
 //! - [`idle`]: `fleetmq-loadgen idle`, N idle connections held open for
 //!   the broker's memory per connection (`conn-memory.sh`).
+//! - [`storm`]: the connect storm (`--mode storm`): fresh connections, plain
+//!   or TLS 1.3 with a client certificate each, C at a time.
 //! - [`error`]: [`Error`], what can go wrong in setup.
 
 pub mod config;
@@ -28,8 +30,10 @@ pub mod idle;
 pub mod payload;
 pub mod run;
 pub mod stats;
+pub mod storm;
 
-pub use config::{Args, Config};
+pub use config::{Args, Config, Mode, StormConfig};
 pub use error::Error;
 pub use run::run;
 pub use stats::Report;
+pub use storm::{StormReport, storm};

@@ -1,6 +1,7 @@
-//! `fleetmq-loadgen`: parses the command line, runs one bounded fan-in load
-//! against a loopback broker and prints the report (a table, or one JSON
-//! line with `--json`). Exits 2 if connections failed during the run.
+//! `fleetmq-loadgen`: parses the command line, runs one bounded load
+//! against a loopback broker (fan-in / fan-out, or a connect storm with
+//! `--mode storm`) and prints the report (a table, or one JSON line with
+//! `--json`). Exits 2 if connections failed during the run.
 //!
 //! `fleetmq-loadgen idle --port P [--connections N] ...` instead holds N
 //! idle connections open (see [`loadgen::idle`]); it exits 2 if the broker
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use loadgen::idle::IdleArgs;
-use loadgen::{Args, Config};
+use loadgen::{Args, Config, Mode, StormConfig};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
@@ -35,14 +36,28 @@ async fn main() -> anyhow::Result<ExitCode> {
     }
     let args = Args::parse();
     let json = args.json;
-    let config = Config::try_from(args)?;
-    let report = loadgen::run(&config).await.context("load run failed")?;
+    let (text, line, clean) = match args.mode {
+        Mode::FanIn => {
+            let config = Config::try_from(args)?;
+            let report = loadgen::run(&config).await.context("load run failed")?;
+            let clean = report.errors.is_empty();
+            (report.to_string(), serde_json::to_string(&report)?, clean)
+        }
+        Mode::Storm => {
+            let config = StormConfig::try_from(&args)?;
+            let report = loadgen::storm(&config)
+                .await
+                .context("connect storm failed")?;
+            let clean = report.failed == 0;
+            (report.to_string(), serde_json::to_string(&report)?, clean)
+        }
+    };
     if json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{line}");
     } else {
-        print!("{report}");
+        print!("{text}");
     }
-    Ok(if report.errors.is_empty() {
+    Ok(if clean {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(2)

@@ -1,0 +1,102 @@
+//! The fleetmq vs Mosquitto benchmark (`services/loadgen/bench.sh`) run
+//! once at tiny sizes against the binaries of this build, so the tool keeps
+//! working: every scenario row is in the table with numbers, and the tiny
+//! fan-in loses nothing. Speed is never asserted (that is what the full run
+//! in services/loadgen/PERFORMANCE.md is for); the machine is shared.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+
+use fleetmq_tests::fleetmq_bin;
+
+#[test]
+fn tiny_bench_prints_every_scenario_for_both_brokers() {
+    let fleetmq = fleetmq_bin();
+    let loadgen = fleetmq.with_file_name("fleetmq-loadgen");
+    assert!(
+        loadgen.exists(),
+        "{} is missing: build it with `cargo build -p loadgen` (nextest --workspace does)",
+        loadgen.display()
+    );
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    let json_out = dir.path().join("bench.json");
+    let out = Command::new(root.join("services/loadgen/bench.sh"))
+        .args(["--size", "tiny", "--runs", "1", "--no-build"])
+        .arg("--fleetmq-bin")
+        .arg(&fleetmq)
+        .arg("--loadgen-bin")
+        .arg(&loadgen)
+        .arg("--json-out")
+        .arg(&json_out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench.sh failed:\n{stdout}\n{stderr}");
+
+    // Every measured row, for both brokers: scenario, broker, then rate,
+    // losses, CPU per operation and p99 as numbers.
+    let rows: Vec<&str> = stdout.lines().collect();
+    for scenario in [
+        "fan-in 5x40x64B qos0",
+        "fan-in 5x40x64B qos1",
+        "fan-out 1->10 x20 qos0",
+        "fan-out 1->10 x20 qos1",
+        "connect 20 c5",
+        "tls-connect 20 c5",
+    ] {
+        for broker in ["fleetmq", "mosquitto"] {
+            let row = rows
+                .iter()
+                .find(|l| {
+                    l.starts_with(scenario) && l[scenario.len()..].trim_start().starts_with(broker)
+                })
+                .unwrap_or_else(|| panic!("no row {scenario} {broker} in:\n{stdout}"));
+            let cells: Vec<&str> = row[scenario.len()..].split_whitespace().collect();
+            for (name, cell) in ["rate", "lost", "cpu", "p99"].iter().zip(&cells[1..5]) {
+                assert!(
+                    cell.parse::<f64>().is_ok(),
+                    "{scenario} {broker}: {name} is {cell:?} in {row:?}"
+                );
+            }
+            if scenario.starts_with("fan-in") {
+                assert_eq!(
+                    cells[2], "0",
+                    "tiny fan-in lost messages: {row:?}\n{stderr}"
+                );
+            }
+        }
+    }
+    // The ratio column is there for each measured scenario.
+    let ratios = rows
+        .iter()
+        .filter(|l| l.contains(" fleetmq ") && !l.starts_with("memory"))
+        .filter(|l| l.split_whitespace().last().unwrap().parse::<f64>().is_ok())
+        .count();
+    assert_eq!(ratios, 6, "{stdout}");
+    // Memory per connection: a figure when conn-memory.sh is in the tree,
+    // n/a when it is not, never a missing row.
+    let hook = root.join("services/loadgen/conn-memory.sh").exists();
+    for broker in ["fleetmq", "mosquitto"] {
+        let row = rows
+            .iter()
+            .find(|l| l.starts_with("memory 50 idle conns") && l.contains(broker))
+            .unwrap_or_else(|| panic!("no memory row for {broker} in:\n{stdout}"));
+        assert_eq!(!row.contains("n/a"), hook, "{row:?}\n{stderr}");
+    }
+    // The JSON has one report per row and broker, from the real runs.
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json_out).unwrap()).unwrap();
+    let results = json["results"].as_array().unwrap();
+    assert_eq!(results.len(), 12, "{json}");
+    for r in results {
+        let report = &r["runs"][0]["report"];
+        assert!(
+            report["broker"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{r}"
+        );
+    }
+}
