@@ -381,7 +381,7 @@ async fn sleep_or_never(d: Option<Duration>) {
 }
 
 /// An MQTT 3.1.1 CONNECT, clean session.
-fn connect_packet(
+pub(crate) fn connect_packet(
     client_id: &str,
     keep_alive: u16,
     username: Option<&str>,

@@ -328,7 +328,9 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     client_id: &str,
 ) -> Result<(), String> {
-    let packet = connect_packet(client_id)?;
+    // Clean session, keep alive 60 s, no credentials: TLS clients are
+    // known by their certificate.
+    let packet = crate::idle::connect_packet(client_id, 60, None, None)?;
     stream
         .write_all(&packet)
         .await
@@ -353,51 +355,9 @@ async fn mqtt_connect<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// MQTT 3.1.1 CONNECT: clean session, keep alive 60 s, no credentials (TLS
-/// clients are known by their certificate).
-fn connect_packet(client_id: &str) -> Result<Vec<u8>, String> {
-    let id_len =
-        u16::try_from(client_id.len()).map_err(|_| format!("client id too long: {client_id}"))?;
-    let mut body = vec![0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x02, 0x00, 0x3C];
-    body.extend_from_slice(&id_len.to_be_bytes());
-    body.extend_from_slice(client_id.as_bytes());
-    let mut packet = vec![0x10];
-    // Remaining length, MQTT's base-128 varint.
-    let mut len = body.len();
-    loop {
-        let mut byte = (len % 128) as u8;
-        len /= 128;
-        if len > 0 {
-            byte |= 0x80;
-        }
-        packet.push(byte);
-        if len == 0 {
-            break;
-        }
-    }
-    packet.extend_from_slice(&body);
-    Ok(packet)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn connect_packet_is_mqtt_311_clean_session() {
-        let p = connect_packet("d1").unwrap();
-        assert_eq!(
-            p,
-            [
-                0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60, 0, 2, b'd', b'1'
-            ]
-        );
-        // Past 127 bytes the remaining length takes two bytes.
-        let long = "x".repeat(200);
-        let p = connect_packet(&long).unwrap();
-        assert_eq!(&p[..3], &[0x10, (212 % 128) as u8 | 0x80, 1]);
-        assert_eq!(p.len(), 3 + 212);
-    }
 
     #[test]
     fn only_complete_pairs_count_as_clients() {
