@@ -14,16 +14,17 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::routing::get;
 use futures::Stream;
 use serde_json::json;
 use store::DeviceId;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::auth::{Access, Principal};
+use utoipa_axum::routes;
+
+use super::Routes;
+use super::scope::{InTenant, Read, TenantPath};
 use crate::events::{PlatformEvent, StreamItem};
 use crate::{ApiError, AppState};
 
@@ -32,8 +33,8 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Most comma-separated type patterns in `?type=`.
 const MAX_TYPE_PATTERNS: usize = 32;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/tenants/{t}/events/stream", get(stream))
+pub(crate) fn router() -> Routes {
+    Routes::new().routes(routes!(stream))
 }
 
 /// Which events a client wants.
@@ -136,7 +137,7 @@ pub(crate) struct SseFrame {
 }
 
 #[utoipa::path(get, path = "/v1/tenants/{t}/events/stream", operation_id = "stream_events", tag = "events",
-    params(("t" = String, Path, description = "Tenant id", pattern = "^[a-z0-9-]{3,63}$"),
+    params(TenantPath,
         ("device" = Option<String>, Query, description = "Comma-separated device ids (each at most 128 characters)",
             pattern = "^[A-Za-z0-9._-]+(,[A-Za-z0-9._-]+)*$"),
         ("type" = Option<String>, Query, description = "Comma-separated event types or `prefix.*` patterns (at most 32, each at most 128 characters)",
@@ -149,16 +150,15 @@ pub(crate) struct SseFrame {
     security(("bearer" = [])))]
 pub(crate) async fn stream(
     State(state): State<AppState>,
-    who: Principal,
-    Path(t): Path<String>,
+    scope: InTenant<Read>,
     RawQuery(raw): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
-    who.require(&t, Access::Read)?;
+    let t = scope.t().to_owned();
     let filter = EventFilter::parse(raw.as_deref())?;
     state.store.get_tenant(&t).await?;
     let receiver = state.events.subscribe(&t);
     let closing = state.events.closing();
-    tracing::debug!(tenant = %t, subject = %who.subject, "event stream opened");
+    tracing::debug!(tenant = %t, subject = %scope.who.subject, "event stream opened");
     let events = futures::stream::unfold(
         (receiver, closing, filter, t),
         |(mut receiver, mut closing, filter, t)| async move {

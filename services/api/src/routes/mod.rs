@@ -93,7 +93,7 @@ fn resources() -> Routes {
         .merge(audit::router())
         .merge(api_keys::router())
         .merge(state::router())
-        .merge(events::router().into())
+        .merge(events::router())
         .merge(fleet::router())
         .merge(webhooks::router())
         .merge(ca::router())

@@ -15,7 +15,6 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
-use super::events;
 use crate::PROBLEM_JSON;
 use crate::error::{FieldError, Problem};
 
@@ -27,8 +26,6 @@ use crate::error::{FieldError, Problem};
             application/problem+json with a stable `type`. Lists page with \
             `?limit=&cursor=` and answer `{items, next_cursor}`.",
     ),
-    // Until `events` has an `OpenApiRouter` of its own.
-    paths(events::stream),
     // The rest come with the operations that use them; these two are
     // named by `Errors` only.
     components(schemas(Problem, FieldError)),
