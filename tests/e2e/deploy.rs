@@ -126,7 +126,10 @@ fn env_names(text: &str) -> Vec<&str> {
         let end = tail
             .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
             .unwrap_or(tail.len());
-        names.push(&tail[..end]);
+        // A bare prefix is prose ("every setting is a FLEETMQ_* variable").
+        if end > "FLEETMQ_".len() {
+            names.push(&tail[..end]);
+        }
         rest = &tail[end..];
     }
     names
