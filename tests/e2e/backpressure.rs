@@ -300,14 +300,20 @@ async fn a_stuck_subscriber_past_the_timeout_is_disconnected() {
     })
     .await
     .expect("the stuck client learns it was disconnected");
-    assert!(
-        matches!(
-            ended,
-            rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
-                reason_code: rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::QuotaExceeded,
-                ..
-            })
-        ),
-        "{ended:?}"
+    // rumqttc reads the DISCONNECT 0x97 the server sent before closing,
+    // unless it first writes its acknowledgements of the messages it finds
+    // into the closed socket: then the write fails (broken pipe, reset).
+    // Either way the server ended the connection; why is the metric above
+    // (found slow once, under the disconnect policy).
+    let told = matches!(
+        ended,
+        rumqttc::v5::ConnectionError::MqttState(rumqttc::v5::StateError::ServerDisconnect {
+            reason_code: rumqttc::v5::mqttbytes::v5::DisconnectReasonCode::QuotaExceeded,
+            ..
+        })
     );
+    let closed = ["BrokenPipe", "ConnectionReset", "ConnectionAborted"]
+        .iter()
+        .any(|kind| format!("{ended:?}").contains(kind));
+    assert!(told || closed, "{ended:?}");
 }
