@@ -242,17 +242,11 @@ impl TlsSetup {
 
     /// The config presenting `DIR/<n>.crt` with `DIR/<n>.key`.
     fn with_cert(&self, dir: &Path, n: u32) -> Result<Arc<rustls::ClientConfig>, Error> {
-        let crt = dir.join(format!("{n}.crt"));
-        let key = dir.join(format!("{n}.key"));
+        let (crt, chain, key_der) = client_identity(dir, &n.to_string())?;
         let bad = |path: &Path, reason: String| Error::Tls {
             path: path.to_owned(),
             reason,
         };
-        let chain = CertificateDer::pem_file_iter(&crt)
-            .map_err(|e| bad(&crt, e.to_string()))?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| bad(&crt, e.to_string()))?;
-        let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| bad(&key, e.to_string()))?;
         let config = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| bad(&crt, e.to_string()))?
@@ -381,6 +375,34 @@ async fn sleep_or_never(d: Option<Duration>) {
 }
 
 /// An MQTT 3.1.1 CONNECT, clean session.
+/// `DIR/<stem>.crt` (a PEM chain) and `DIR/<stem>.key`, the client identity
+/// of one connection (idle connections and connect storms); the
+/// certificate's path comes back for later errors about it.
+pub(crate) fn client_identity(
+    dir: &Path,
+    stem: &str,
+) -> Result<
+    (
+        PathBuf,
+        Vec<CertificateDer<'static>>,
+        PrivateKeyDer<'static>,
+    ),
+    Error,
+> {
+    let crt = dir.join(format!("{stem}.crt"));
+    let key = dir.join(format!("{stem}.key"));
+    let bad = |path: &Path, reason: String| Error::Tls {
+        path: path.to_owned(),
+        reason,
+    };
+    let chain = CertificateDer::pem_file_iter(&crt)
+        .map_err(|e| bad(&crt, e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(&crt, e.to_string()))?;
+    let key_der = PrivateKeyDer::from_pem_file(&key).map_err(|e| bad(&key, e.to_string()))?;
+    Ok((crt, chain, key_der))
+}
+
 pub(crate) fn connect_packet(
     client_id: &str,
     keep_alive: u16,

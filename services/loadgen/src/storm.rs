@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, ServerName};
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -279,17 +279,11 @@ fn client_config(
     stem: &str,
     roots: rustls::RootCertStore,
 ) -> Result<rustls::ClientConfig, Error> {
-    let crt = dir.join(format!("{stem}.crt"));
-    let key = dir.join(format!("{stem}.key"));
+    let (crt, chain, key) = crate::idle::client_identity(dir, stem)?;
     let bad = |path: &Path, reason: String| Error::Tls {
         path: path.to_owned(),
         reason,
     };
-    let chain = CertificateDer::pem_file_iter(&crt)
-        .map_err(|e| bad(&crt, e.to_string()))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(&crt, e.to_string()))?;
-    let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| bad(&key, e.to_string()))?;
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
