@@ -15,6 +15,10 @@
 //!   stops: after the restart the pending `device.connected` and the
 //!   `device.disconnected` of the shutdown (written to the outbox during the
 //!   graceful stop) are delivered, in order.
+//! - The payloads published in openapi.json (OpenAPI 3.1 `webhooks`) are
+//!   what is delivered: a receiver whose models datamodel-code-generator
+//!   generates from the committed document validates every delivery of
+//!   every event type the test can cause.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,9 +48,19 @@ struct Receiver {
 
 impl Receiver {
     async fn start() -> Receiver {
+        Receiver::start_with(None).await
+    }
+
+    /// With `models`, a module generated from openapi.json's webhooks that
+    /// the receiver validates every verified body against.
+    async fn start_with(models: Option<&Path>) -> Receiver {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("webhooks/receiver.py");
-        let mut child = Command::new("python3")
-            .arg(script)
+        let mut command = Command::new("python3");
+        command.arg(script);
+        if let Some(models) = models {
+            command.arg("--models").arg(models);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
@@ -144,6 +158,12 @@ async fn webhook(api: &Api, rx: &Receiver, path: &str, body: Value, fail_first: 
     created["id"].as_str().unwrap().to_owned()
 }
 
+/// An endpoint that gets the device's telemetry as `message.batch`.
+async fn batched_webhook(api: &Api, rx: &Receiver) -> String {
+    let body = json!({"events": ["message.published"], "topic_filter": "devices/+/telemetry"});
+    webhook(api, rx, "/batched", body, 0).await
+}
+
 fn mqtt_args(server: &Server, creds: &(String, String)) -> Vec<String> {
     let mut args: Vec<String> = ["-h", "localhost", "-V", "mqttv5", "-q", "1", "-i", DEVICE]
         .iter()
@@ -166,9 +186,14 @@ fn mqtt_args(server: &Server, creds: &(String, String)) -> Vec<String> {
 /// The device connects, publishes `lines` on its telemetry topic (one
 /// connection) and leaves.
 async fn publish_lines(server: &Server, creds: &(String, String), lines: &[&str]) {
+    publish_lines_on(server, creds, "telemetry", lines).await;
+}
+
+/// [`publish_lines`] on `devices/{DEVICE}/{suffix}`.
+async fn publish_lines_on(server: &Server, creds: &(String, String), suffix: &str, lines: &[&str]) {
     let mut cmd = Command::new("mosquitto_pub");
     cmd.args(mqtt_args(server, creds))
-        .args(["-t", &format!("devices/{DEVICE}/telemetry"), "-l"])
+        .args(["-t", &format!("devices/{DEVICE}/{suffix}"), "-l"])
         .stdin(Stdio::piped())
         .kill_on_drop(true);
     let mut child = cmd
@@ -258,14 +283,7 @@ async fn scenario(db_args: &[&str]) {
         0,
     )
     .await;
-    webhook(
-        &api,
-        &rx,
-        "/batched",
-        json!({"events": ["message.published"], "topic_filter": "devices/+/telemetry"}),
-        0,
-    )
-    .await;
+    batched_webhook(&api, &rx).await;
     publish_lines(&server, &creds, &["t0", "t1", "t2"]).await;
     rx.until("lifecycle, messages and a batch", |seen| {
         let r = seen.iter().filter(|r| r["answered"] == 200);
@@ -470,5 +488,116 @@ async fn scenario(db_args: &[&str]) {
     })
     .await;
     assert!(exposed.is_ok(), "{names:?} not all in /metrics:\n{metrics}");
+    server.stop().await.unwrap();
+}
+
+/// Models for a receiver, generated from the committed openapi.json's
+/// OpenAPI 3.1 `webhooks` by datamodel-code-generator, as a customer would.
+async fn generated_receiver_models(dir: &Path) -> std::path::PathBuf {
+    let document = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi/openapi.json");
+    let models = dir.join("fleetmq_webhooks.py");
+    let out = Command::new("python3")
+        .args(["-m", "datamodel_code_generator", "--input"])
+        .arg(&document)
+        .args(["--input-file-type", "openapi"])
+        .args(["--openapi-scopes", "schemas", "webhooks"])
+        .args(["--output-model-type", "pydantic_v2.BaseModel"])
+        .args(["--formatters", "builtin", "--disable-warnings"])
+        .arg("--output")
+        .arg(&models)
+        .output()
+        .await
+        .expect("python3 runs");
+    assert!(
+        out.status.success(),
+        "datamodel-code-generator (tests/webhooks/requirements.txt) failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    models
+}
+
+#[tokio::test]
+async fn deliveries_match_a_receiver_generated_from_openapi() {
+    let scratch = tempfile::tempdir().unwrap();
+    let models = generated_receiver_models(scratch.path()).await;
+    let mut rx = Receiver::start_with(Some(&models)).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let server = start(cwd.path(), &[], true).await;
+    let token = admin_token(cwd.path(), &["--role", "platform-admin"]).await;
+    let api = Api::new(&server, token);
+    api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
+        .await;
+    let every = webhook(&api, &rx, "/every", json!({"events": ["*"]}), 0).await;
+    batched_webhook(&api, &rx).await;
+
+    // Every event type something here can cause, each at least once.
+    let device = format!("/v1/tenants/acme/devices/{DEVICE}");
+    api.post(
+        "/v1/tenants/acme/devices",
+        json!({"id": DEVICE, "labels": {"site": "berlin"}}),
+    )
+    .await;
+    let password = api.post(&format!("{device}/password"), json!({})).await;
+    let creds = (
+        password["username"].as_str().unwrap().to_owned(),
+        password["password"].as_str().unwrap().to_owned(),
+    );
+    api.ok(
+        reqwest::Method::PATCH,
+        &device,
+        Some(json!({"labels": {"site": "paris"}})),
+    )
+    .await;
+    api.put(
+        &format!("{device}/state/desired"),
+        json!({"fan": {"speed": 3}}),
+    )
+    .await;
+    publish_lines(&server, &creds, &["t0", "t1", "t2"]).await;
+    let reported = r#"{"fan":{"speed":3},"temp":21.5}"#;
+    publish_lines_on(&server, &creds, "state/reported", &[reported]).await;
+    let issued = api.post(&format!("{device}/certificates"), json!({})).await;
+    let serial = issued["serial"].as_str().expect("a serial").to_owned();
+    api.post(
+        &format!("{device}/certificates/{serial}/revoke"),
+        json!({"reason": "superseded"}),
+    )
+    .await;
+    api.post(
+        &format!("/v1/tenants/acme/webhooks/{every}/test"),
+        json!({}),
+    )
+    .await;
+    api.delete(&device).await;
+
+    let wanted = [
+        "device.created",
+        "device.updated",
+        "device.deleted",
+        "device.connected",
+        "device.disconnected",
+        "state.reported",
+        "state.desired",
+        "certificate.issued",
+        "certificate.revoked",
+        "message.published",
+        "message.batch",
+        "webhook.ping",
+    ];
+    rx.until("every event type", |seen| {
+        wanted.iter().all(|t| {
+            seen.iter()
+                .any(|r| r["answered"] == 200 && body_type(r) == *t)
+        })
+    })
+    .await;
+    rx.settle(Duration::from_secs(1)).await;
+    for r in &rx.seen {
+        assert_eq!(r["verified"], true, "standardwebhooks verifies: {r}");
+        assert_eq!(
+            r["schema"], "ok",
+            "the delivered body matches the model generated from openapi.json: {r:#}"
+        );
+    }
     server.stop().await.unwrap();
 }

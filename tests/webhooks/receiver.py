@@ -10,11 +10,20 @@ verified, error, body}. The test configures each path with
 - secret: the endpoint's `whsec_` secret; requests that do not verify get 401;
 - fail_first: answer 503 to the first N attempts of each webhook-id;
 - down: answer 503 to everything while true.
+
+With `--models FILE`, FILE is a Python module generated from openapi.json's
+OpenAPI 3.1 `webhooks` by datamodel-code-generator (a generator that is not
+fleetmq's): every verified body is also validated against the generated model
+for its `type`, and the record says so in `schema` ("ok", or why not).
 """
 
+import argparse
+import enum
+import importlib.util
 import json
 import sys
 import threading
+import typing
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -23,6 +32,38 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 LOCK = threading.Lock()
 PATHS = {}  # path -> {"secret", "fail_first", "down"}
 ATTEMPTS = {}  # (path, webhook-id) -> attempts seen
+MODELS = None  # event type -> generated pydantic model, with --models
+
+
+def load_models(path):
+    """The generated request-body model of each webhook, by its event type:
+    the model whose `type` field is an enum of that one event type."""
+    spec = importlib.util.spec_from_file_location("fleetmq_webhooks", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # for its forward references
+    spec.loader.exec_module(module)
+    models = {}
+    for name in dir(module):
+        model = getattr(module, name)
+        fields = getattr(model, "model_fields", None)
+        if not name.endswith("PostRequest") or not fields or "type" not in fields:
+            continue
+        # The module says `from __future__ import annotations`: resolve.
+        kind = typing.get_type_hints(model).get("type")
+        if isinstance(kind, type) and issubclass(kind, enum.Enum) and len(kind) == 1:
+            models[next(iter(kind)).value] = model
+    return models
+
+
+def check_schema(body):
+    model = MODELS.get(body.get("type")) if isinstance(body, dict) else None
+    if model is None:
+        return f"no generated model for type {body.get('type') if isinstance(body, dict) else body!r}"
+    try:
+        model.model_validate(body)
+    except Exception as e:  # pydantic's ValidationError, said as it is
+        return f"{type(e).__name__}: {e}"
+    return "ok"
 
 
 def emit(record):
@@ -70,11 +111,14 @@ class Handler(BaseHTTPRequestHandler):
             "verified": False,
             "error": None,
             "body": None,
+            "schema": None,
         }
         try:
             headers = {k: v for k, v in self.headers.items()}
             record["body"] = Webhook(config["secret"]).verify(data, headers)
             record["verified"] = True
+            if MODELS is not None:
+                record["schema"] = check_schema(record["body"])
         except (WebhookVerificationError, KeyError, ValueError) as e:
             record["error"] = f"{type(e).__name__}: {e}"
         if not record["verified"]:
@@ -89,9 +133,17 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
+    global MODELS
+    parser = argparse.ArgumentParser(description="webhook receiver for the e2e tests")
+    parser.add_argument("--models", help="module generated from openapi.json's webhooks")
+    args = parser.parse_args()
+    if args.models:
+        MODELS = load_models(args.models)
+        if not MODELS:
+            sys.exit(f"{args.models}: no webhook request models found")
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    emit({"listening": server.server_address[1]})
+    emit({"listening": server.server_address[1], "models": sorted(MODELS or [])})
     server.serve_forever()
 
 
