@@ -41,7 +41,7 @@ impl SubscriptionTrie {
         let session = self
             .sessions
             .entry(client.to_owned())
-            .or_insert_with(|| Arc::new(Session::new(Arc::from(client), 1)))
+            .or_insert_with(|| Arc::new(Session::with_bound(Arc::from(client), 1)))
             .clone();
         let key = session.client_id().clone();
         let sub = Subscriber {

@@ -173,8 +173,8 @@ impl QueueLimits {
         }
     }
 
-    /// Only a count per session (unit tests).
-    #[cfg(test)]
+    /// Only a count per session (unit tests, the fuzzing face).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn messages(messages: usize) -> Self {
         Self {
             messages,
@@ -571,7 +571,7 @@ impl Session {
     }
 
     /// A session bounded by `messages` alone, counted in a tally of its own.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn with_bound(client_id: Arc<str>, messages: usize) -> Self {
         Self::new(
             client_id.clone(),
