@@ -2,8 +2,9 @@
 
 use bytes::BytesMut;
 
-use super::disconnect::{read_reason_and_properties, write_reason_and_properties};
-use super::{PacketType, ProtocolVersion};
+use super::ack::read_reason_and_properties;
+use super::disconnect::write_reason_and_properties;
+use super::{Body, PacketType, ProtocolVersion};
 use crate::codec::Reader;
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -31,13 +32,10 @@ impl Auth {
             properties,
         })
     }
+}
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
+impl Body for Auth {
+    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
         if version == ProtocolVersion::V311 {
             return Err(EncodeError::NotInVersion(PacketType::Auth));
         }

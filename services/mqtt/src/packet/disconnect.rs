@@ -2,8 +2,8 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::ack::{check_reason, read_reason};
-use super::{PacketType, ProtocolVersion};
+use super::ack::{check_reason, read_reason_and_properties};
+use super::{Body, PacketType, ProtocolVersion};
 use crate::codec::Reader;
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -39,13 +39,10 @@ impl Disconnect {
             properties,
         })
     }
+}
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
+impl Body for Disconnect {
+    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
         if version == ProtocolVersion::V5 {
             let ctx = PropertyContext::Disconnect;
             write_reason_and_properties(
@@ -58,24 +55,6 @@ impl Disconnect {
         }
         Ok(0)
     }
-}
-
-/// DISCONNECT and AUTH: both parts may be left out, a remaining length of
-/// 0 meaning Success and of 1 meaning no properties (3.14.2.1, 3.15.2.1).
-pub(crate) fn read_reason_and_properties(
-    r: &mut Reader,
-    version: ProtocolVersion,
-    packet: PacketType,
-    ctx: PropertyContext,
-) -> Result<(ReasonCode, Properties), Error> {
-    let mut out = (ReasonCode::Success, Properties::default());
-    if version == ProtocolVersion::V5 && !r.is_empty() {
-        out.0 = read_reason(r, packet)?;
-        if !r.is_empty() {
-            out.1 = Properties::read(r, ctx)?;
-        }
-    }
-    Ok(out)
 }
 
 /// A reason code and properties; both left out for Success without
@@ -101,10 +80,7 @@ pub(crate) fn write_reason_and_properties(
 mod tests {
     use super::*;
     use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
-
-    const V4: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
 
     #[test]
     fn short_forms() {
