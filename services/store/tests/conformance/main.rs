@@ -24,7 +24,14 @@ mod state;
 mod tenants;
 mod webhooks;
 
+use store::testing::TestDb;
 use store::{NewTenant, Store, Tenant};
+
+/// The test's store with tenant "acme" in it, where most tests start.
+async fn acme(db: &TestDb) -> anyhow::Result<&Store> {
+    tenant(db.store(), "acme").await?;
+    Ok(db.store())
+}
 
 /// Create tenant `id` named after itself.
 async fn tenant(store: &Store, id: &str) -> anyhow::Result<Tenant> {

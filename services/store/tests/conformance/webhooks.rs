@@ -67,8 +67,7 @@ fn failed_record() -> AttemptRecord {
 }
 
 async fn endpoint_crud_and_rotation(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let created = endpoint(store, "acme", &["device.connected"]).await?;
     assert!(created.id.starts_with("wh_") && created.enabled);
     assert_eq!(
@@ -133,8 +132,7 @@ async fn endpoint_crud_and_rotation(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn outbox_is_transactional_and_fans_out_once(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let connected = endpoint(store, "acme", &["device.connected"]).await?;
     let other = endpoint(store, "acme", &["device.disconnected"]).await?;
 
@@ -181,8 +179,7 @@ async fn outbox_is_transactional_and_fans_out_once(db: &TestDb) -> anyhow::Resul
 }
 
 async fn batches_fill_and_close(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let hook = endpoint(store, "acme", &["message.published"]).await?;
     let messages: Vec<_> = (0..5)
         .map(|n| NewOutboxEvent {
@@ -252,8 +249,7 @@ async fn batches_fill_and_close(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn claims_are_fair_and_ordered(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let busy = endpoint(store, "acme", &["busy"]).await?;
     let quiet = endpoint(store, "acme", &["quiet"]).await?;
     // A backlog of 50 on one endpoint (no ordering key), then one on another.
@@ -328,8 +324,7 @@ async fn claims_are_fair_and_ordered(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn expired_leases_are_claimed_again(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     endpoint(store, "acme", &["device.connected"]).await?;
     store
         .append_outbox_events(&[device_event("acme", "d1", 1)])
@@ -354,8 +349,7 @@ async fn expired_leases_are_claimed_again(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let hook = endpoint(store, "acme", &["device.connected"]).await?;
     let watcher = endpoint(
         store,
@@ -438,8 +432,7 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
 }
 
 async fn enabled_endpoints_by_tenant_or_all(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     super::tenant(store, "beta").await?;
     let a1 = endpoint(store, "acme", &["message.published"]).await?;
     let a2 = endpoint(store, "acme", &["*"]).await?;
@@ -468,8 +461,7 @@ async fn enabled_endpoints_by_tenant_or_all(db: &TestDb) -> anyhow::Result<()> {
 /// A tenant with many endpoints and a backlog holds at most its share of
 /// the slots, and another tenant's delivery comes first in the next round.
 async fn claims_are_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     super::tenant(store, "beta").await?;
     for _ in 0..5 {
         endpoint(store, "acme", &["busy"]).await?;
@@ -501,8 +493,7 @@ async fn claims_are_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
 /// One tenant's outbox backlog delays another tenant's events by one
 /// fan-out round at most.
 async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     super::tenant(store, "beta").await?;
     let backlog: Vec<_> = (0..300)
         .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
@@ -520,8 +511,7 @@ async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let hook = endpoint(store, "acme", &["device.connected"]).await?;
     store
         .append_outbox_events(&[
@@ -570,8 +560,7 @@ async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<
 }
 
 async fn retries_do_not_count_towards_disabling(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let hook = endpoint(store, "acme", &["device.connected"]).await?;
     store
         .append_outbox_events(&[device_event("acme", "d1", 1), device_event("acme", "d2", 1)])
