@@ -292,11 +292,8 @@ impl Store {
              SELECT 1 AS specificity, {COLUMNS} FROM tenant_publish_limits WHERE tenant_id = $1\
              ) AS limits ORDER BY specificity LIMIT 1"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as Row => sqlx::AssertSqlSafe(sql.as_str()), tenant_id,
+            device_id)?;
         Ok(row.map(|r| StoredPublishLimits::from(r).settings))
     }
 }

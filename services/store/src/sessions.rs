@@ -500,11 +500,7 @@ impl Store {
         owner: &str,
     ) -> Result<u64, Error> {
         const SQL: &str = "SELECT client_id FROM mqtt_sessions WHERE tenant_id = $1 AND owner = $2";
-        let clients: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(tenant_id)
-            .bind(owner)
-            .fetch_all(pool)
-            .await?);
+        let clients: Vec<String> = sql!(self, fetch_all scalar => SQL, tenant_id, owner)?;
         if clients.is_empty() {
             return Ok(0);
         }
@@ -528,11 +524,8 @@ impl Store {
     ) -> Result<Vec<SessionKey>, Error> {
         const SQL: &str = "SELECT tenant_id, client_id FROM mqtt_sessions \
              WHERE will_due_at <= $1 ORDER BY will_due_at LIMIT $2";
-        let rows: Vec<(String, String)> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(Ts(before))
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?);
+        let rows: Vec<(String, String)> = sql!(self, fetch_all as _ => SQL, Ts(before),
+            i64::from(limit))?;
         Ok(rows
             .into_iter()
             .map(|(t, c)| SessionKey::new(t, c))
