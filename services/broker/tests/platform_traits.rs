@@ -16,16 +16,6 @@ use rumqttc::QoS;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-async fn eventually(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("condition not reached");
-}
-
 #[tokio::test]
 async fn events_and_retained_persistence_across_a_restart() {
     let store = Arc::new(MemoryRetainedStore::new());

@@ -58,16 +58,6 @@ async fn subscribed(raw: &mut Raw, filter: &str, qos: QoS) {
     }
 }
 
-async fn wait_until(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("condition not reached");
-}
-
 #[tokio::test]
 async fn enhanced_auth_is_refused_with_0x8c() {
     let b = TestBroker::start().await;
@@ -340,7 +330,7 @@ async fn session_expiry_ends_offline_sessions() {
     raw.send(mqtt::Disconnect::new(ReasonCode::Success)).await;
     assert!(raw.until_closed().await.is_empty());
     let dev = tenant("dev");
-    wait_until(|| b.broker.tenant_stats(&dev).is_some_and(|s| s.sessions == 0)).await;
+    eventually(|| b.broker.tenant_stats(&dev).is_some_and(|s| s.sessions == 0)).await;
     let (_raw, ack) = Raw::connect(b.port(), V5, c).await;
     assert!(!ack.session_present);
     b.stop().await;

@@ -36,9 +36,7 @@ async fn pub_sub_at_every_qos() {
 #[tokio::test]
 async fn qos_is_downgraded_to_the_subscription() {
     let b = TestBroker::start().await;
-    let (sub, mut srx, _t1) = v4_client(b.port(), "sub", true);
-    sub.subscribe("t", QoS::AtLeastOnce).await.unwrap();
-    v4_suback(&mut srx).await;
+    let (_sub, mut srx, _t1) = v4_subscriber(b.port(), "sub", "t", QoS::AtLeastOnce).await;
     let (publ, _prx, _t2) = v4_client(b.port(), "pub", true);
     publ.publish("t", QoS::ExactlyOnce, false, "x")
         .await
@@ -105,9 +103,7 @@ async fn retained_set_replace_delete() {
 #[tokio::test]
 async fn will_on_ungraceful_loss_but_not_on_disconnect() {
     let b = TestBroker::start().await;
-    let (sub, mut srx, _t) = v4_client(b.port(), "watcher", true);
-    sub.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
-    v4_suback(&mut srx).await;
+    let (_sub, mut srx, _t) = v4_subscriber(b.port(), "watcher", "wills/#", QoS::AtLeastOnce).await;
 
     // Graceful: DISCONNECT discards the will.
     let mut opts = rumqttc::MqttOptions::new("polite", "127.0.0.1", b.port());
