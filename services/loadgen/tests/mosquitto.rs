@@ -101,10 +101,11 @@ fn loadgen(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn json_run(port: u16, extra: &[&str]) -> serde_json::Value {
+/// A run against `port` with the flags `extra` (space-separated), its JSON report.
+fn json_run(port: u16, extra: &str) -> serde_json::Value {
     let port = port.to_string();
     let mut args = vec!["--port", port.as_str(), "--json", "--timeout", "60"];
-    args.extend_from_slice(extra);
+    args.extend(extra.split_whitespace());
     let out = loadgen(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -121,16 +122,7 @@ fn every_qos1_message_arrives_through_mosquitto() {
     let broker = Mosquitto::start();
     let r = json_run(
         broker.port,
-        &[
-            "--publishers",
-            "5",
-            "--messages",
-            "200",
-            "--payload",
-            "64",
-            "--qos",
-            "1",
-        ],
+        "--publishers 5 --messages 200 --payload 64 --qos 1",
     );
     assert_eq!(r["qos"], 1, "{r}");
     assert_eq!(r["expected"], 1000, "{r}");
@@ -148,16 +140,7 @@ fn each_subscriber_gets_its_own_copy() {
     let broker = Mosquitto::start();
     let r = json_run(
         broker.port,
-        &[
-            "--publishers",
-            "3",
-            "--messages",
-            "50",
-            "--subscribers",
-            "2",
-            "--qos",
-            "1",
-        ],
+        "--publishers 3 --messages 50 --subscribers 2 --qos 1",
     );
     assert_eq!(r["expected"], 300, "{r}");
     assert_eq!(r["delivered"], 300, "{r}");
