@@ -24,8 +24,8 @@ use broker::{RetainedStore, StoredRetained, TenantId};
 use bytes::Bytes;
 use mqtt::{Properties, QoS, TopicName};
 use state::{DurableRetained, RetainedConfig, RetainedStats};
+use store::Backend;
 use store::testing::TestDb;
-use store::{Backend, NewTenant};
 
 struct Args {
     devices: usize,
@@ -76,13 +76,7 @@ fn message(topic: &TopicName, round: usize, qos: QoS) -> StoredRetained {
 
 async fn fresh(backend: Backend) -> Option<TestDb> {
     let db = TestDb::new(backend, true).await?;
-    db.store()
-        .create_tenant(&NewTenant {
-            id: "bench".into(),
-            name: "Bench".into(),
-        })
-        .await
-        .unwrap();
+    db.with_tenant("bench").await;
     Some(db)
 }
 
