@@ -17,12 +17,8 @@ async fn connections_messages_bytes_drops_retained_sessions_subscriptions() {
     let b = TestBroker::start().await;
     let (_sub, mut srx, _t1) = v4_subscriber(b.port(), "sub", "m/#", QoS::AtLeastOnce).await;
     let (publ, _prx, _t2) = v4_client(b.port(), "pub", true);
-    publ.publish("m/1", QoS::AtLeastOnce, true, "x")
-        .await
-        .unwrap();
-    publ.publish("m/0", QoS::AtMostOnce, false, "y")
-        .await
-        .unwrap();
+    v4_send(&publ, "m/1", QoS::AtLeastOnce, true, "x").await;
+    v4_send(&publ, "m/0", QoS::AtMostOnce, false, "y").await;
     v4_publish(&mut srx).await;
     v4_publish(&mut srx).await;
 

@@ -65,11 +65,8 @@ async fn enhanced_auth_is_refused_with_0x8c() {
     c.properties.authentication_method = Some("SCRAM-SHA-1".into());
     let mut raw = Raw::open(b.port(), V5).await;
     raw.send(c).await;
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == ReasonCode::BadAuthenticationMethod),
-        "{got:?}"
-    );
+    raw.assert_refused(ReasonCode::BadAuthenticationMethod)
+        .await;
     b.stop().await;
 }
 
@@ -80,11 +77,8 @@ async fn v311_empty_client_id_needs_clean_session() {
     c.clean_start = false;
     let mut raw = Raw::open(b.port(), V4).await;
     raw.send(c).await;
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == ReasonCode::ClientIdentifierNotValid),
-        "{got:?}"
-    );
+    raw.assert_refused(ReasonCode::ClientIdentifierNotValid)
+        .await;
     let (_raw, ack) = Raw::connect(b.port(), V4, connect(V4, "")).await;
     assert_eq!(ack.reason_code, ReasonCode::Success);
     b.stop().await;
@@ -134,11 +128,9 @@ async fn keep_alive_timeout_disconnects_with_0x8d_and_publishes_the_will() {
     .await
     .expect("no will");
     assert_eq!(&will.payload[..], b"silent one died");
-    let got = silent.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout),
-        "{got:?}"
-    );
+    silent
+        .assert_disconnected(ReasonCode::KeepAliveTimeout)
+        .await;
     b.stop().await;
 }
 
@@ -462,11 +454,8 @@ async fn shutdown_tells_v5_clients_0x8b_and_the_listener_returns() {
     let (mut old, _) = Raw::connect(b.port(), V4, connect(V4, "bye4")).await;
     let addr = b.addr;
     b.stop().await;
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown),
-        "{got:?}"
-    );
+    raw.assert_disconnected(ReasonCode::ServerShuttingDown)
+        .await;
     assert!(old.until_closed().await.is_empty());
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
@@ -620,11 +609,7 @@ async fn a_clean_start_takeover_publishes_the_delayed_will_at_once() {
     // Clean Start 1 ends the old session: its 600 s will delay is over.
     let (_new, ack) = Raw::connect(b.port(), V5, connect(V5, "dev")).await;
     assert!(!ack.session_present);
-    let got = old.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver),
-        "{got:?}"
-    );
+    old.assert_disconnected(ReasonCode::SessionTakenOver).await;
     expect_will(&mut watcher).await;
     b.stop().await;
 }

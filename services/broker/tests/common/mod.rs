@@ -138,6 +138,17 @@ pub async fn v4_subscriber(port: u16, id: &str, filter: &str, qos: rumqttc::QoS)
     (client, rx, task)
 }
 
+/// Publishes `payload` on `topic` through the v4 client `client`.
+pub async fn v4_send(
+    client: &rumqttc::AsyncClient,
+    topic: &str,
+    qos: rumqttc::QoS,
+    retain: bool,
+    payload: impl Into<Vec<u8>>,
+) {
+    client.publish(topic, qos, retain, payload).await.unwrap();
+}
+
 pub fn v4_with(opts: rumqttc::MqttOptions) -> V4Client {
     let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
     let (tx, rx) = mpsc::unbounded_channel();
@@ -329,6 +340,26 @@ impl Raw {
             got.push(p);
         }
         got
+    }
+
+    /// Reads until the server closes and asserts its last word was one
+    /// CONNACK with `want`.
+    pub async fn assert_refused(&mut self, want: mqtt::ReasonCode) {
+        let got = self.until_closed().await;
+        assert!(
+            matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == want),
+            "{got:?}"
+        );
+    }
+
+    /// Reads until the server closes and asserts its last word was one
+    /// DISCONNECT with `want`.
+    pub async fn assert_disconnected(&mut self, want: mqtt::ReasonCode) {
+        let got = self.until_closed().await;
+        assert!(
+            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == want),
+            "{got:?}"
+        );
     }
 }
 
