@@ -2,10 +2,9 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::ack::{check_reason, read_reason_and_properties};
-use super::{Body, PacketType, ProtocolVersion};
-use crate::codec::Reader;
-use crate::error::{EncodeError, Error};
+use super::PacketType;
+use super::ack::check_reason;
+use crate::error::EncodeError;
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 
@@ -26,36 +25,40 @@ impl Disconnect {
             properties: Properties::default(),
         }
     }
-
-    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        read_reason_and_properties(
-            r,
-            version,
-            PacketType::Disconnect,
-            PropertyContext::Disconnect,
-        )
-        .map(|(reason_code, properties)| Self {
-            reason_code,
-            properties,
-        })
-    }
 }
 
-impl Body for Disconnect {
-    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
-        if version == ProtocolVersion::V5 {
-            let ctx = PropertyContext::Disconnect;
-            write_reason_and_properties(
-                self.reason_code,
-                &self.properties,
-                PacketType::Disconnect,
-                ctx,
-                dst,
-            )?;
-        }
-        Ok(0)
-    }
+/// `read` and [`Body`](super::Body) for DISCONNECT and AUTH, whose bodies
+/// are both an optional reason code and optional properties; `$v311` is
+/// what writing one for 3.1.1 does (DISCONNECT has no body there, AUTH does
+/// not exist).
+macro_rules! reason_packet {
+    ($name:ident, v311 = $v311:expr) => {
+        $crate::packet::impl_codec!(
+            $name,
+            read = |r: &mut $crate::codec::Reader, version, (packet, ctx)| {
+                $crate::packet::ack::read_reason_and_properties(r, version, packet, ctx).map(
+                    |(reason_code, properties)| Self {
+                        reason_code,
+                        properties,
+                    },
+                )
+            },
+            write = |p: &Self, version, (packet, ctx), dst| match version {
+                $crate::packet::ProtocolVersion::V311 => $v311.map(|()| 0),
+                $crate::packet::ProtocolVersion::V5 => {
+                    let (reason, properties) = (p.reason_code, &p.properties);
+                    $crate::packet::disconnect::write_reason_and_properties(
+                        reason, properties, packet, ctx, dst,
+                    )
+                    .map(|()| 0)
+                }
+            }
+        );
+    };
 }
+pub(crate) use reason_packet;
+
+reason_packet!(Disconnect, v311 = Ok(()));
 
 /// A reason code and properties; both left out for Success without
 /// properties. The property length is written even when it is 0: the spec
@@ -79,6 +82,7 @@ pub(crate) fn write_reason_and_properties(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::packet::Packet;
     use crate::packet::testutil::{V4, V5, decode_one, encode};
 

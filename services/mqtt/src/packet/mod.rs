@@ -302,7 +302,7 @@ fn read_body(
         PacketType::PingReq => Packet::PingReq,
         PacketType::PingResp => Packet::PingResp,
         PacketType::Disconnect => Packet::Disconnect(Disconnect::read(&mut r, version)?),
-        PacketType::Auth => Packet::Auth(Auth::read(&mut r)?),
+        PacketType::Auth => Packet::Auth(Auth::read(&mut r, version)?),
     };
     r.finish()?;
     Ok(packet)
