@@ -6,7 +6,7 @@ use serde_json::json;
 use store::testing::TestDb;
 use store::{DeviceFilter, DevicePatch, Error, Labels, NewDevice, Page};
 
-use super::{acme, tenant};
+use super::{acme, device_ids, tenant};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -221,12 +221,7 @@ async fn filters_by_enabled_and_labels(db: &TestDb) -> anyhow::Result<()> {
             labels: labels(l),
             ..DeviceFilter::default()
         };
-        async move {
-            let got = store
-                .list_devices("acme", &filter, &Page::default())
-                .await?;
-            anyhow::Ok(got.items.into_iter().map(|d| d.id).collect::<Vec<_>>())
-        }
+        device_ids(store, filter)
     };
     assert_eq!(ids(None, &[]).await?, ["a", "b", "c", "d", "e", "f"]);
     assert_eq!(ids(Some(true), &[]).await?, ["a", "b", "e", "f"]);

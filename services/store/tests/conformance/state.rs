@@ -4,11 +4,10 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    DeviceFilter, Error, NewDevice, Page, PresenceStatus, PresenceUpdate, RetainedMessage,
-    RetainedWrite,
+    DeviceFilter, Error, NewDevice, PresenceStatus, PresenceUpdate, RetainedMessage, RetainedWrite,
 };
 
-use super::{acme, tenant};
+use super::{acme, device_ids, tenant};
 
 fn message(tenant: &str, topic: &str, payload: &[u8]) -> RetainedMessage {
     RetainedMessage {
@@ -275,12 +274,7 @@ async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
             presence: Some(presence),
             ..DeviceFilter::default()
         };
-        async move {
-            let page = store
-                .list_devices("acme", &filter, &Page::default())
-                .await?;
-            anyhow::Ok(page.items.into_iter().map(|d| d.id).collect::<Vec<_>>())
-        }
+        device_ids(store, filter)
     };
     assert_eq!(by_status(PresenceStatus::Online).await?, ["a"]);
     assert_eq!(by_status(PresenceStatus::Offline).await?, ["b", "c"]);
