@@ -183,14 +183,12 @@ async fn qos2_inbound_is_delivered_once_despite_a_resend() {
 #[tokio::test]
 async fn unacked_messages_are_redelivered_with_dup_and_window_is_respected() {
     let b = TestBroker::start().await;
-    let persistent = |id: &str| {
-        let mut c = connect(V5, id);
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
+    let slow = |id: &str| {
+        let mut c = persistent(id, 60);
         c.properties.receive_maximum = NonZeroU16::new(1);
         c
     };
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("slowpoke")).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, slow("slowpoke")).await;
     subscribed(&mut sub, "work", QoS::AtLeastOnce).await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     publ.send(publish("work", QoS::AtLeastOnce, Some(1), b"first"))
@@ -204,7 +202,7 @@ async fn unacked_messages_are_redelivered_with_dup_and_window_is_respected() {
     assert!(early.is_err(), "sent beyond the window: {early:?}");
     drop(sub);
 
-    let (mut sub, ack) = Raw::connect(b.port(), V5, persistent("slowpoke")).await;
+    let (mut sub, ack) = Raw::connect(b.port(), V5, slow("slowpoke")).await;
     assert!(ack.session_present);
     let again = expect_publish(&mut sub).await;
     assert!(again.dup, "MQTT-3.3.1-1");
@@ -220,13 +218,7 @@ async fn unacked_messages_are_redelivered_with_dup_and_window_is_respected() {
 #[tokio::test]
 async fn expired_messages_are_not_delivered_to_returning_sessions() {
     let b = TestBroker::start().await;
-    let persistent = || {
-        let mut c = connect(V5, "away");
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
-        c
-    };
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("away", 60)).await;
     subscribed(&mut sub, "news", QoS::AtLeastOnce).await;
     drop(sub);
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
@@ -238,7 +230,7 @@ async fn expired_messages_are_not_delivered_to_returning_sessions() {
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("away", 60)).await;
     assert_eq!(&expect_publish(&mut sub).await.payload[..], b"fresh");
     b.stop().await;
 }
@@ -314,9 +306,7 @@ async fn retained_lookup_is_capped_per_subscribe() {
 #[tokio::test]
 async fn session_expiry_ends_offline_sessions() {
     let b = TestBroker::start().await;
-    let mut c = connect(V5, "brief");
-    c.clean_start = false;
-    c.properties.session_expiry_interval = Some(1);
+    let c = persistent("brief", 1);
     let (mut raw, _) = Raw::connect(b.port(), V5, c.clone()).await;
     subscribed(&mut raw, "a", QoS::AtLeastOnce).await;
     raw.send(mqtt::Disconnect::new(ReasonCode::Success)).await;
@@ -414,13 +404,7 @@ async fn a_leaving_shared_member_s_unacked_messages_go_to_the_others() {
 #[tokio::test]
 async fn qos2_outbound_completes_across_a_reconnect() {
     let b = TestBroker::start().await;
-    let persistent = || {
-        let mut c = connect(V5, "q2sub");
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
-        c
-    };
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("q2sub", 60)).await;
     subscribed(&mut sub, "q2/#", QoS::ExactlyOnce).await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     publ.send(publish("q2/x", QoS::ExactlyOnce, Some(5), b"exactly"))
@@ -432,7 +416,7 @@ async fn qos2_outbound_completes_across_a_reconnect() {
     assert!(matches!(sub.recv().await, Some(Packet::PubRel(r)) if r.packet_id == id));
     // Gone before PUBCOMP: the PUBREL is resent on reconnect, not the PUBLISH.
     drop(sub);
-    let (mut sub, ack) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, ack) = Raw::connect(b.port(), V5, persistent("q2sub", 60)).await;
     assert!(ack.session_present);
     assert!(matches!(sub.recv().await, Some(Packet::PubRel(r)) if r.packet_id == id));
     sub.send(mqtt::PubComp::new(id)).await;

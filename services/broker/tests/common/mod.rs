@@ -367,6 +367,14 @@ pub fn connect(version: ProtocolVersion, id: &str) -> Connect {
     Connect::new(version, id)
 }
 
+/// A v5 CONNECT for a persistent session of `expiry` seconds.
+pub fn persistent(id: &str, expiry: u32) -> Connect {
+    let mut c = Connect::new(ProtocolVersion::V5, id);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(expiry);
+    c
+}
+
 pub fn arc<T>(t: T) -> Arc<T> {
     Arc::new(t)
 }
