@@ -237,13 +237,8 @@ impl Store {
             "WHERE tenant_id = $1 AND device_id = $2 RETURNING ",
             state_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, StateRow>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .bind(error)
-            .bind(Ts(at))
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as StateRow => SQL, tenant_id, device_id, error,
+            Ts(at))?;
         row.map(DeviceState::from)
             .ok_or_else(|| device_not_found(tenant_id, device_id))
     }
@@ -361,11 +356,7 @@ impl Store {
             state_columns!(),
             " FROM device_state WHERE tenant_id = $1 AND device_id = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, StateRow>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as StateRow => SQL, tenant_id, device_id)?;
         Ok(row.map(DeviceState::from))
     }
 

@@ -180,11 +180,7 @@ impl Store {
             columns!(),
             " FROM devices WHERE tenant_id = $1 AND id = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as DeviceRow => SQL, tenant_id, id)?;
         row.map(Device::from)
             .ok_or_else(|| not_found(tenant_id, id))
     }

@@ -106,27 +106,14 @@ impl Store {
     ) -> Result<(), Error> {
         const SQL: &str = "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 \
             WHERE scope = $1 AND key = $2";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(scope)
-            .bind(key)
-            .bind(i32::from(status))
-            .bind(content_type)
-            .bind(body)
-            .execute(pool)
-            .await
-            .map(drop)?);
+        sql!(self, execute => SQL, scope, key, i32::from(status), content_type, body)?;
         Ok(())
     }
 
     /// Forget `(scope, key)`, so that a retry runs the request again.
     pub async fn release_idempotency_key(&self, scope: &str, key: &str) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(scope)
-            .bind(key)
-            .execute(pool)
-            .await
-            .map(drop)?);
+        sql!(self, execute => SQL, scope, key)?;
         Ok(())
     }
 

@@ -415,19 +415,14 @@ impl Store {
     ) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO ca_registration_codes (tenant_id, code, expires_at, created_at) \
                            VALUES ($1, $2, $3, $4)";
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(code)
-            .bind(Ts(expires_at))
-            .bind(Ts(now()))
-            .execute(tx)
-            .await
-            .map(|_| ()));
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
+            tenant_id, code, Ts(expires_at), Ts(now())));
         let unique = Error::AlreadyExists {
             kind: "CA registration code",
             id: tenant_id.to_owned(),
         };
-        done.map_err(|e| on_violation(e, Some(unique), Some(tenant_not_found(tenant_id))))
+        done.map(drop)
+            .map_err(|e| on_violation(e, Some(unique), Some(tenant_not_found(tenant_id))))
     }
 
     /// Use up a registration code: true if the tenant had it and it had not
