@@ -468,10 +468,7 @@ fn conflict(tenant_id: &str, device_id: &str, expected: i64, actual: i64) -> Err
 }
 
 fn device_not_found(tenant_id: &str, device_id: &str) -> Error {
-    Error::NotFound {
-        kind: "device",
-        id: qualified(tenant_id, device_id),
-    }
+    Error::not_found("device", qualified(tenant_id, device_id))
 }
 
 /// A failed write on `device_state`: a missing device shows as a foreign

@@ -88,10 +88,7 @@ impl Store {
         match row {
             Some(row) => Ok(IdempotencyClaim::Existing(row.into())),
             // Released between our insert and select: the caller may retry.
-            None => Err(Error::NotFound {
-                kind: "idempotency key",
-                id: key.to_owned(),
-            }),
+            None => Err(Error::not_found("idempotency key", key.to_owned())),
         }
     }
 

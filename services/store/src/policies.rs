@@ -47,10 +47,7 @@ impl From<AclPolicyRow> for AclPolicy {
 const COLUMNS: &str = "tenant_id, name, document, created_at, updated_at";
 
 fn policy_not_found(tenant_id: &str, name: &str) -> Error {
-    Error::NotFound {
-        kind: "ACL policy",
-        id: format!("{tenant_id}/{name}"),
-    }
+    Error::not_found("ACL policy", format!("{tenant_id}/{name}"))
 }
 
 impl Store {

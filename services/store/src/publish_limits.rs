@@ -92,14 +92,8 @@ impl Scope<'_> {
 
     fn not_found(self) -> Error {
         match self {
-            Scope::Tenant(t) => Error::NotFound {
-                kind: "tenant publish limits",
-                id: t.to_owned(),
-            },
-            Scope::Device(t, d) => Error::NotFound {
-                kind: "device publish limits",
-                id: format!("{t}/{d}"),
-            },
+            Scope::Tenant(t) => Error::not_found("tenant publish limits", t.to_owned()),
+            Scope::Device(t, d) => Error::not_found("device publish limits", format!("{t}/{d}")),
         }
     }
 

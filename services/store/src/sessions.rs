@@ -423,10 +423,7 @@ impl Store {
             .session_summaries(tenant_id, after.as_deref(), None, page.fetch_limit())
             .await?;
         if rows.is_empty() && !self.tenant_exists(tenant_id).await? {
-            return Err(Error::NotFound {
-                kind: "tenant",
-                id: tenant_id.to_owned(),
-            });
+            return Err(Error::not_found("tenant", tenant_id.to_owned()));
         }
         Ok(Paged::from_rows(rows, page, CursorKind::Sessions, |s| {
             s.client_id.clone()
@@ -442,10 +439,8 @@ impl Store {
         let mut rows = self
             .session_summaries(tenant_id, None, Some(client_id), 1)
             .await?;
-        rows.pop().ok_or_else(|| Error::NotFound {
-            kind: "session",
-            id: client_id.to_owned(),
-        })
+        rows.pop()
+            .ok_or_else(|| Error::not_found("session", client_id.to_owned()))
     }
 
     async fn session_summaries(

@@ -102,10 +102,7 @@ impl Store {
         match row {
             Ok(row) => Ok(row.into()),
             Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::AlreadyExists {
-                    kind: KIND,
-                    id: new.kid.clone(),
-                }),
+                Some(Violation::Unique) => Err(Error::already_exists(KIND, new.kid.clone())),
                 _ => Err(e.into()),
             },
         }

@@ -102,10 +102,7 @@ impl Store {
         match row {
             Ok(row) => Ok(row.into()),
             Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::AlreadyExists {
-                    kind: KIND,
-                    id: new.id.clone(),
-                }),
+                Some(Violation::Unique) => Err(Error::already_exists(KIND, new.id.clone())),
                 _ => Err(e.into()),
             },
         }
@@ -197,10 +194,7 @@ impl Store {
         match row {
             Some(row) => Ok(row.into()),
             None if unchanged_since.is_some() && self.tenant_exists(id).await? => {
-                Err(Error::Modified {
-                    kind: KIND,
-                    id: id.to_owned(),
-                })
+                Err(Error::modified(KIND, id.to_owned()))
             }
             None => Err(not_found(id)),
         }
@@ -243,8 +237,5 @@ impl Store {
 }
 
 fn not_found(id: &str) -> Error {
-    Error::NotFound {
-        kind: KIND,
-        id: id.to_owned(),
-    }
+    Error::not_found(KIND, id.to_owned())
 }

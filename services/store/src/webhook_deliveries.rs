@@ -593,8 +593,5 @@ impl Store {
 }
 
 fn not_found(id: i64) -> Error {
-    Error::NotFound {
-        kind: KIND,
-        id: id.to_string(),
-    }
+    Error::not_found(KIND, id.to_string())
 }

@@ -181,10 +181,7 @@ impl Store {
         match result {
             Ok(endpoint) => Ok(endpoint),
             Err(e) => Err(match violation(&e) {
-                Some(Violation::ForeignKey) => Error::NotFound {
-                    kind: "tenant",
-                    id: new.tenant_id.clone(),
-                },
+                Some(Violation::ForeignKey) => Error::not_found("tenant", new.tenant_id.clone()),
                 Some(Violation::Unique) => Error::AlreadyExists { kind: KIND, id },
                 None => e.into(),
             }),
@@ -303,8 +300,5 @@ impl Store {
 }
 
 fn not_found(id: &str) -> Error {
-    Error::NotFound {
-        kind: KIND,
-        id: id.to_owned(),
-    }
+    Error::not_found(KIND, id.to_owned())
 }
