@@ -19,6 +19,8 @@
 //!    back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -61,8 +63,7 @@ fn tenant() -> TenantId {
 }
 
 async fn fresh(backend: Backend) -> Option<(TestDb, Arc<DurableSessions>)> {
-    let db = TestDb::new(backend, true).await?;
-    db.with_tenant("bench").await;
+    let db = common::fresh_db(backend).await?;
     let sessions = DurableSessions::start(db.store().clone(), SessionsConfig::new("bench-node"));
     Some((db, sessions))
 }
@@ -268,11 +269,7 @@ async fn fan_in(backend: Backend, a: &Args) {
 
 fn main() {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     println!(
         "session throughput: fan-out {} messages x {} offline sessions ({} publishers); \
          fan-in {} publishers x {} messages of 64 B to one offline session",
