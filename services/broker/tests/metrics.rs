@@ -4,10 +4,8 @@
 
 mod common;
 
-use std::collections::HashMap;
-
 use common::*;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use rumqttc::QoS;
 
 #[tokio::test]
@@ -17,34 +15,14 @@ async fn connections_messages_bytes_drops_retained_sessions_subscriptions() {
     recorder.install().unwrap();
 
     let b = TestBroker::start().await;
-    let (sub, mut srx, _t1) = v4_client(b.port(), "sub", true);
-    sub.subscribe("m/#", QoS::AtLeastOnce).await.unwrap();
-    v4_suback(&mut srx).await;
+    let (_sub, mut srx, _t1) = v4_subscriber(b.port(), "sub", "m/#", QoS::AtLeastOnce).await;
     let (publ, _prx, _t2) = v4_client(b.port(), "pub", true);
-    publ.publish("m/1", QoS::AtLeastOnce, true, "x")
-        .await
-        .unwrap();
-    publ.publish("m/0", QoS::AtMostOnce, false, "y")
-        .await
-        .unwrap();
+    v4_send(&publ, "m/1", QoS::AtLeastOnce, true, "x").await;
+    v4_send(&publ, "m/0", QoS::AtMostOnce, false, "y").await;
     v4_publish(&mut srx).await;
     v4_publish(&mut srx).await;
 
-    let mut seen: HashMap<String, f64> = HashMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let k = key.key();
-        let labels: Vec<String> = k
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        let name = format!("{}{{{}}}", k.name(), labels.join(","));
-        let v = match value {
-            DebugValue::Counter(c) => c as f64,
-            DebugValue::Gauge(g) => g.into_inner(),
-            DebugValue::Histogram(_) => 0.0,
-        };
-        seen.insert(name, v);
-    }
+    let seen = metric_values(&snapshotter);
     let get = |n: &str| {
         seen.get(n)
             .copied()

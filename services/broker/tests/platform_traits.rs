@@ -16,16 +16,6 @@ use rumqttc::QoS;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-async fn eventually(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("condition not reached");
-}
-
 #[tokio::test]
 async fn events_and_retained_persistence_across_a_restart() {
     let store = Arc::new(MemoryRetainedStore::new());
@@ -44,15 +34,9 @@ async fn events_and_retained_persistence_across_a_restart() {
         matches!(p, rumqttc::Packet::ConnAck(_)).then_some(())
     })
     .await;
-    c.publish("devices/dev-1/state", QoS::AtLeastOnce, true, "on")
-        .await
-        .unwrap();
-    c.publish("devices/dev-1/tmp", QoS::AtLeastOnce, true, "x")
-        .await
-        .unwrap();
-    c.publish("devices/dev-1/tmp", QoS::AtLeastOnce, true, "")
-        .await
-        .unwrap();
+    v4_send(&c, "devices/dev-1/state", QoS::AtLeastOnce, true, "on").await;
+    v4_send(&c, "devices/dev-1/tmp", QoS::AtLeastOnce, true, "x").await;
+    v4_send(&c, "devices/dev-1/tmp", QoS::AtLeastOnce, true, "").await;
     next_matching(&mut rx, |p| {
         matches!(p, rumqttc::Packet::PubAck(_)).then_some(())
     })
@@ -306,11 +290,7 @@ async fn a_tenant_that_cannot_load_is_refused_with_server_unavailable() {
     let b = TestBroker::with_broker(broker).await;
     let mut raw = Raw::open(b.port(), V5).await;
     raw.send(connect(V5, "c")).await;
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == ReasonCode::ServerUnavailable),
-        "{got:?}"
-    );
+    raw.assert_refused(ReasonCode::ServerUnavailable).await;
     b.stop().await;
 }
 
@@ -361,11 +341,8 @@ async fn the_platform_can_publish_and_disconnect_devices() {
 
     assert!(b.broker.disconnect_client(&dev, "d1"));
     assert!(!b.broker.disconnect_client(&dev, "nobody"));
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::AdministrativeAction),
-        "{got:?}"
-    );
+    raw.assert_disconnected(ReasonCode::AdministrativeAction)
+        .await;
     // Not the device's choice, so its will is published.
     eventually(|| b.broker.tenant_stats(&dev).is_some_and(|s| s.retained == 2)).await;
     b.stop().await;
@@ -392,11 +369,8 @@ async fn removing_a_tenant_ends_its_sessions_and_forgets_its_state() {
 
     assert_eq!(b.broker.remove_tenant(&dev), 2);
     for raw in [&mut first, &mut second] {
-        let got = raw.until_closed().await;
-        assert!(
-            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::AdministrativeAction),
-            "{got:?}"
-        );
+        raw.assert_disconnected(ReasonCode::AdministrativeAction)
+            .await;
     }
     assert!(b.broker.tenant_stats(&dev).is_none());
     assert_eq!(b.broker.remove_tenant(&dev), 0);

@@ -58,16 +58,6 @@ async fn subscribed(raw: &mut Raw, filter: &str, qos: QoS) {
     }
 }
 
-async fn wait_until(mut cond: impl FnMut() -> bool) {
-    tokio::time::timeout(WAIT, async {
-        while !cond() {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .expect("condition not reached");
-}
-
 #[tokio::test]
 async fn enhanced_auth_is_refused_with_0x8c() {
     let b = TestBroker::start().await;
@@ -75,11 +65,8 @@ async fn enhanced_auth_is_refused_with_0x8c() {
     c.properties.authentication_method = Some("SCRAM-SHA-1".into());
     let mut raw = Raw::open(b.port(), V5).await;
     raw.send(c).await;
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == ReasonCode::BadAuthenticationMethod),
-        "{got:?}"
-    );
+    raw.assert_refused(ReasonCode::BadAuthenticationMethod)
+        .await;
     b.stop().await;
 }
 
@@ -90,11 +77,8 @@ async fn v311_empty_client_id_needs_clean_session() {
     c.clean_start = false;
     let mut raw = Raw::open(b.port(), V4).await;
     raw.send(c).await;
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == ReasonCode::ClientIdentifierNotValid),
-        "{got:?}"
-    );
+    raw.assert_refused(ReasonCode::ClientIdentifierNotValid)
+        .await;
     let (_raw, ack) = Raw::connect(b.port(), V4, connect(V4, "")).await;
     assert_eq!(ack.reason_code, ReasonCode::Success);
     b.stop().await;
@@ -144,11 +128,9 @@ async fn keep_alive_timeout_disconnects_with_0x8d_and_publishes_the_will() {
     .await
     .expect("no will");
     assert_eq!(&will.payload[..], b"silent one died");
-    let got = silent.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::KeepAliveTimeout),
-        "{got:?}"
-    );
+    silent
+        .assert_disconnected(ReasonCode::KeepAliveTimeout)
+        .await;
     b.stop().await;
 }
 
@@ -201,14 +183,12 @@ async fn qos2_inbound_is_delivered_once_despite_a_resend() {
 #[tokio::test]
 async fn unacked_messages_are_redelivered_with_dup_and_window_is_respected() {
     let b = TestBroker::start().await;
-    let persistent = |id: &str| {
-        let mut c = connect(V5, id);
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
+    let slow = |id: &str| {
+        let mut c = persistent(id, 60);
         c.properties.receive_maximum = NonZeroU16::new(1);
         c
     };
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("slowpoke")).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, slow("slowpoke")).await;
     subscribed(&mut sub, "work", QoS::AtLeastOnce).await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     publ.send(publish("work", QoS::AtLeastOnce, Some(1), b"first"))
@@ -222,7 +202,7 @@ async fn unacked_messages_are_redelivered_with_dup_and_window_is_respected() {
     assert!(early.is_err(), "sent beyond the window: {early:?}");
     drop(sub);
 
-    let (mut sub, ack) = Raw::connect(b.port(), V5, persistent("slowpoke")).await;
+    let (mut sub, ack) = Raw::connect(b.port(), V5, slow("slowpoke")).await;
     assert!(ack.session_present);
     let again = expect_publish(&mut sub).await;
     assert!(again.dup, "MQTT-3.3.1-1");
@@ -238,13 +218,7 @@ async fn unacked_messages_are_redelivered_with_dup_and_window_is_respected() {
 #[tokio::test]
 async fn expired_messages_are_not_delivered_to_returning_sessions() {
     let b = TestBroker::start().await;
-    let persistent = || {
-        let mut c = connect(V5, "away");
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
-        c
-    };
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("away", 60)).await;
     subscribed(&mut sub, "news", QoS::AtLeastOnce).await;
     drop(sub);
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
@@ -256,7 +230,7 @@ async fn expired_messages_are_not_delivered_to_returning_sessions() {
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("away", 60)).await;
     assert_eq!(&expect_publish(&mut sub).await.payload[..], b"fresh");
     b.stop().await;
 }
@@ -332,15 +306,13 @@ async fn retained_lookup_is_capped_per_subscribe() {
 #[tokio::test]
 async fn session_expiry_ends_offline_sessions() {
     let b = TestBroker::start().await;
-    let mut c = connect(V5, "brief");
-    c.clean_start = false;
-    c.properties.session_expiry_interval = Some(1);
+    let c = persistent("brief", 1);
     let (mut raw, _) = Raw::connect(b.port(), V5, c.clone()).await;
     subscribed(&mut raw, "a", QoS::AtLeastOnce).await;
     raw.send(mqtt::Disconnect::new(ReasonCode::Success)).await;
     assert!(raw.until_closed().await.is_empty());
     let dev = tenant("dev");
-    wait_until(|| b.broker.tenant_stats(&dev).is_some_and(|s| s.sessions == 0)).await;
+    eventually(|| b.broker.tenant_stats(&dev).is_some_and(|s| s.sessions == 0)).await;
     let (_raw, ack) = Raw::connect(b.port(), V5, c).await;
     assert!(!ack.session_present);
     b.stop().await;
@@ -432,13 +404,7 @@ async fn a_leaving_shared_member_s_unacked_messages_go_to_the_others() {
 #[tokio::test]
 async fn qos2_outbound_completes_across_a_reconnect() {
     let b = TestBroker::start().await;
-    let persistent = || {
-        let mut c = connect(V5, "q2sub");
-        c.clean_start = false;
-        c.properties.session_expiry_interval = Some(60);
-        c
-    };
-    let (mut sub, _) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, _) = Raw::connect(b.port(), V5, persistent("q2sub", 60)).await;
     subscribed(&mut sub, "q2/#", QoS::ExactlyOnce).await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     publ.send(publish("q2/x", QoS::ExactlyOnce, Some(5), b"exactly"))
@@ -450,7 +416,7 @@ async fn qos2_outbound_completes_across_a_reconnect() {
     assert!(matches!(sub.recv().await, Some(Packet::PubRel(r)) if r.packet_id == id));
     // Gone before PUBCOMP: the PUBREL is resent on reconnect, not the PUBLISH.
     drop(sub);
-    let (mut sub, ack) = Raw::connect(b.port(), V5, persistent()).await;
+    let (mut sub, ack) = Raw::connect(b.port(), V5, persistent("q2sub", 60)).await;
     assert!(ack.session_present);
     assert!(matches!(sub.recv().await, Some(Packet::PubRel(r)) if r.packet_id == id));
     sub.send(mqtt::PubComp::new(id)).await;
@@ -472,11 +438,8 @@ async fn shutdown_tells_v5_clients_0x8b_and_the_listener_returns() {
     let (mut old, _) = Raw::connect(b.port(), V4, connect(V4, "bye4")).await;
     let addr = b.addr;
     b.stop().await;
-    let got = raw.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::ServerShuttingDown),
-        "{got:?}"
-    );
+    raw.assert_disconnected(ReasonCode::ServerShuttingDown)
+        .await;
     assert!(old.until_closed().await.is_empty());
     assert!(
         tokio::net::TcpStream::connect(addr).await.is_err(),
@@ -630,11 +593,7 @@ async fn a_clean_start_takeover_publishes_the_delayed_will_at_once() {
     // Clean Start 1 ends the old session: its 600 s will delay is over.
     let (_new, ack) = Raw::connect(b.port(), V5, connect(V5, "dev")).await;
     assert!(!ack.session_present);
-    let got = old.until_closed().await;
-    assert!(
-        matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == ReasonCode::SessionTakenOver),
-        "{got:?}"
-    );
+    old.assert_disconnected(ReasonCode::SessionTakenOver).await;
     expect_will(&mut watcher).await;
     b.stop().await;
 }

@@ -8,7 +8,7 @@ use std::num::NonZeroU16;
 
 use broker::{Config, PublishLimits, Rate};
 use common::*;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::debugging::DebuggingRecorder;
 use mqtt::{Packet, ProtocolVersion, Publish, QoS, ReasonCode, TopicName};
 
 /// 2 messages a second, burst 2; disconnected after 5 refusals in a row.
@@ -94,32 +94,22 @@ async fn refusals_drops_and_disconnects_are_counted_per_tenant() {
         raw.send(publish(QoS::AtLeastOnce, id)).await;
     }
     raw.until_closed().await;
-    let mut seen = std::collections::HashMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let k = key.key();
-        let labels: Vec<String> = k
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        if let DebugValue::Counter(c) = value {
-            seen.insert(format!("{}{{{}}}", k.name(), labels.join(",")), c);
-        }
-    }
-    let get = |n: &str| seen.get(n).copied().unwrap_or(0);
+    let seen = metric_values(&snapshotter);
+    let get = |n: &str| seen.get(n).copied().unwrap_or(0.0);
     assert_eq!(
         get("mqtt_messages_throttled_total{tenant=metered,outcome=dropped}"),
-        3,
+        3.0,
         "{seen:?}"
     );
     // Strikes count in a row across QoS: 3 drops + 2 refusals make 5.
     assert_eq!(
         get("mqtt_messages_throttled_total{tenant=metered,outcome=refused}"),
-        2,
+        2.0,
         "{seen:?}"
     );
     assert_eq!(
         get("mqtt_rate_limit_disconnects_total{tenant=metered}"),
-        1,
+        1.0,
         "{seen:?}"
     );
     b.stop().await;

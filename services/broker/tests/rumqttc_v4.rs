@@ -21,9 +21,7 @@ async fn pub_sub_at_every_qos() {
         .into_iter()
         .enumerate()
     {
-        publ.publish("devices/d1/state", qos, false, format!("m{i}"))
-            .await
-            .unwrap();
+        v4_send(&publ, "devices/d1/state", qos, false, format!("m{i}")).await;
         let p = v4_publish(&mut srx).await;
         assert_eq!(&p.topic, "devices/d1/state");
         assert_eq!(&p.payload[..], format!("m{i}").as_bytes());
@@ -36,13 +34,9 @@ async fn pub_sub_at_every_qos() {
 #[tokio::test]
 async fn qos_is_downgraded_to_the_subscription() {
     let b = TestBroker::start().await;
-    let (sub, mut srx, _t1) = v4_client(b.port(), "sub", true);
-    sub.subscribe("t", QoS::AtLeastOnce).await.unwrap();
-    v4_suback(&mut srx).await;
+    let (_sub, mut srx, _t1) = v4_subscriber(b.port(), "sub", "t", QoS::AtLeastOnce).await;
     let (publ, _prx, _t2) = v4_client(b.port(), "pub", true);
-    publ.publish("t", QoS::ExactlyOnce, false, "x")
-        .await
-        .unwrap();
+    v4_send(&publ, "t", QoS::ExactlyOnce, false, "x").await;
     assert_eq!(v4_publish(&mut srx).await.qos, QoS::AtLeastOnce);
     b.stop().await;
 }
@@ -51,22 +45,12 @@ async fn qos_is_downgraded_to_the_subscription() {
 async fn retained_set_replace_delete() {
     let b = TestBroker::start().await;
     let (publ, _prx, _t) = v4_client(b.port(), "pub", true);
-    publ.publish("r/a", QoS::AtLeastOnce, true, "one")
-        .await
-        .unwrap();
-    publ.publish("r/a", QoS::AtLeastOnce, true, "two")
-        .await
-        .unwrap();
-    publ.publish("r/b", QoS::AtMostOnce, true, "bee")
-        .await
-        .unwrap();
-    publ.publish("r/b", QoS::AtMostOnce, true, "")
-        .await
-        .unwrap();
+    v4_send(&publ, "r/a", QoS::AtLeastOnce, true, "one").await;
+    v4_send(&publ, "r/a", QoS::AtLeastOnce, true, "two").await;
+    v4_send(&publ, "r/b", QoS::AtMostOnce, true, "bee").await;
+    v4_send(&publ, "r/b", QoS::AtMostOnce, true, "").await;
     // A positive control that the publishes above were processed.
-    publ.publish("r/c", QoS::AtLeastOnce, true, "sea")
-        .await
-        .unwrap();
+    v4_send(&publ, "r/c", QoS::AtLeastOnce, true, "sea").await;
     let t = tenant("dev");
     tokio::time::timeout(WAIT, async {
         while b.broker.tenant_stats(&t).map(|s| s.retained) != Some(2) {
@@ -93,9 +77,7 @@ async fn retained_set_replace_delete() {
         [("r/a".into(), "two".into()), ("r/c".into(), "sea".into())]
     );
     // Normal forwarding of a retained publish clears RETAIN (3.1.1 MQTT-3.3.1-9).
-    publ.publish("r/a", QoS::AtLeastOnce, true, "three")
-        .await
-        .unwrap();
+    v4_send(&publ, "r/a", QoS::AtLeastOnce, true, "three").await;
     let p = v4_publish(&mut srx).await;
     assert_eq!(&p.payload[..], b"three");
     assert!(!p.retain);
@@ -105,9 +87,7 @@ async fn retained_set_replace_delete() {
 #[tokio::test]
 async fn will_on_ungraceful_loss_but_not_on_disconnect() {
     let b = TestBroker::start().await;
-    let (sub, mut srx, _t) = v4_client(b.port(), "watcher", true);
-    sub.subscribe("wills/#", QoS::AtLeastOnce).await.unwrap();
-    v4_suback(&mut srx).await;
+    let (_sub, mut srx, _t) = v4_subscriber(b.port(), "watcher", "wills/#", QoS::AtLeastOnce).await;
 
     // Graceful: DISCONNECT discards the will.
     let mut opts = rumqttc::MqttOptions::new("polite", "127.0.0.1", b.port());
@@ -156,15 +136,9 @@ async fn persistent_session_queues_qos1_while_offline() {
     tokio::time::timeout(WAIT, stask).await.unwrap().unwrap();
 
     let (publ, _prx, _t) = v4_client(b.port(), "pub", true);
-    publ.publish("q/1", QoS::AtLeastOnce, false, "while away")
-        .await
-        .unwrap();
-    publ.publish("q/0", QoS::AtMostOnce, false, "qos0 is not kept")
-        .await
-        .unwrap();
-    publ.publish("q/2", QoS::AtLeastOnce, false, "second")
-        .await
-        .unwrap();
+    v4_send(&publ, "q/1", QoS::AtLeastOnce, false, "while away").await;
+    v4_send(&publ, "q/0", QoS::AtMostOnce, false, "qos0 is not kept").await;
+    v4_send(&publ, "q/2", QoS::AtLeastOnce, false, "second").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let (_sub2, mut rx2, _t2) = v4_client(b.port(), "keeper", false);
@@ -194,9 +168,7 @@ async fn shared_subscription_delivers_each_message_once() {
     v4_suback(&mut rx2).await;
     let (publ, _prx, _t) = v4_client(b.port(), "pub", true);
     for i in 0..10 {
-        publ.publish("jobs/x", QoS::AtLeastOnce, false, format!("{i}"))
-            .await
-            .unwrap();
+        v4_send(&publ, "jobs/x", QoS::AtLeastOnce, false, format!("{i}")).await;
     }
     let mut seen = Vec::new();
     let mut per_member = [0, 0];

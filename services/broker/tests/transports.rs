@@ -79,9 +79,7 @@ async fn tls_listener_serves_rumqttc() {
     sub.subscribe("secure/#", QoS::AtLeastOnce).await.unwrap();
     v4_suback(&mut srx).await;
     let (publ, _prx, _t2) = v4_with(tls("tls-pub"));
-    publ.publish("secure/1", QoS::AtLeastOnce, false, "sealed")
-        .await
-        .unwrap();
+    v4_send(&publ, "secure/1", QoS::AtLeastOnce, false, "sealed").await;
     assert_eq!(&v4_publish(&mut srx).await.payload[..], b"sealed");
     shutdown.cancel();
 }

@@ -219,13 +219,7 @@ impl TlsSetup {
             path: ca.to_owned(),
             reason,
         };
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
-            roots
-                .add(cert.map_err(|e| bad(e.to_string()))?)
-                .map_err(|e| bad(e.to_string()))?;
-        }
-        let roots = Arc::new(roots);
+        let roots = Arc::new(ca_roots(ca)?);
         let anonymous = rustls::ClientConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| bad(e.to_string()))?
@@ -374,7 +368,20 @@ async fn sleep_or_never(d: Option<Duration>) {
     }
 }
 
-/// An MQTT 3.1.1 CONNECT, clean session.
+/// The CA certificates of the PEM file `ca`, as trust roots (idle
+/// connections and connect storms).
+pub(crate) fn ca_roots(ca: &Path) -> Result<rustls::RootCertStore, Error> {
+    let bad = |e: &dyn std::fmt::Display| Error::Tls {
+        path: ca.to_owned(),
+        reason: e.to_string(),
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    Ok(roots)
+}
+
 /// `DIR/<stem>.crt` (a PEM chain) and `DIR/<stem>.key`, the client identity
 /// of one connection (idle connections and connect storms); the
 /// certificate's path comes back for later errors about it.

@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -237,18 +236,12 @@ fn clients(config: &StormConfig) -> Result<Vec<Client>, Error> {
 }
 
 fn roots(ca: &Path) -> Result<rustls::RootCertStore, Error> {
-    let bad = |reason: String| Error::Tls {
-        path: ca.to_owned(),
-        reason,
-    };
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| bad(e.to_string()))? {
-        roots
-            .add(cert.map_err(|e| bad(e.to_string()))?)
-            .map_err(|e| bad(e.to_string()))?;
-    }
+    let roots = crate::idle::ca_roots(ca)?;
     if roots.is_empty() {
-        return Err(bad("no certificate in the file".into()));
+        return Err(Error::Tls {
+            path: ca.to_owned(),
+            reason: "no certificate in the file".into(),
+        });
     }
     Ok(roots)
 }

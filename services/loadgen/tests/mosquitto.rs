@@ -101,10 +101,13 @@ fn loadgen(args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
-fn json_run(port: u16, extra: &[&str]) -> serde_json::Value {
-    let port = port.to_string();
+/// A run against a fresh mosquitto with the flags `extra`
+/// (space-separated): its JSON report.
+fn json_run(extra: &str) -> serde_json::Value {
+    let broker = Mosquitto::start();
+    let port = broker.port.to_string();
     let mut args = vec!["--port", port.as_str(), "--json", "--timeout", "60"];
-    args.extend_from_slice(extra);
+    args.extend(extra.split_whitespace());
     let out = loadgen(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -118,20 +121,7 @@ fn json_run(port: u16, extra: &[&str]) -> serde_json::Value {
 
 #[test]
 fn every_qos1_message_arrives_through_mosquitto() {
-    let broker = Mosquitto::start();
-    let r = json_run(
-        broker.port,
-        &[
-            "--publishers",
-            "5",
-            "--messages",
-            "200",
-            "--payload",
-            "64",
-            "--qos",
-            "1",
-        ],
-    );
+    let r = json_run("--publishers 5 --messages 200 --payload 64 --qos 1");
     assert_eq!(r["qos"], 1, "{r}");
     assert_eq!(r["expected"], 1000, "{r}");
     assert_eq!(r["published"], 1000, "{r}");
@@ -145,20 +135,7 @@ fn every_qos1_message_arrives_through_mosquitto() {
 
 #[test]
 fn each_subscriber_gets_its_own_copy() {
-    let broker = Mosquitto::start();
-    let r = json_run(
-        broker.port,
-        &[
-            "--publishers",
-            "3",
-            "--messages",
-            "50",
-            "--subscribers",
-            "2",
-            "--qos",
-            "1",
-        ],
-    );
+    let r = json_run("--publishers 3 --messages 50 --subscribers 2 --qos 1");
     assert_eq!(r["expected"], 300, "{r}");
     assert_eq!(r["delivered"], 300, "{r}");
 }

@@ -17,6 +17,8 @@
 //!    its next update (group commit), one update per device.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -24,8 +26,8 @@ use broker::{RetainedStore, StoredRetained, TenantId};
 use bytes::Bytes;
 use mqtt::{Properties, QoS, TopicName};
 use state::{DurableRetained, RetainedConfig, RetainedStats};
+use store::Backend;
 use store::testing::TestDb;
-use store::{Backend, NewTenant};
 
 struct Args {
     devices: usize,
@@ -74,18 +76,6 @@ fn message(topic: &TopicName, round: usize, qos: QoS) -> StoredRetained {
     }
 }
 
-async fn fresh(backend: Backend) -> Option<TestDb> {
-    let db = TestDb::new(backend, true).await?;
-    db.store()
-        .create_tenant(&NewTenant {
-            id: "bench".into(),
-            name: "Bench".into(),
-        })
-        .await
-        .unwrap();
-    Some(db)
-}
-
 /// Samples the backlog every 100 ms until `done`; returns the worst.
 fn sampler(
     retained: Arc<DurableRetained>,
@@ -132,7 +122,7 @@ fn report(
 }
 
 async fn qos0(backend: Backend, a: &Args, paced: bool) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = common::fresh_db(backend).await else {
         return;
     };
     let retained = DurableRetained::start(db.store().clone(), RetainedConfig::default());
@@ -166,7 +156,7 @@ async fn qos0(backend: Backend, a: &Args, paced: bool) {
 }
 
 async fn qos1(backend: Backend, a: &Args) {
-    let Some(db) = fresh(backend).await else {
+    let Some(db) = common::fresh_db(backend).await else {
         return;
     };
     let retained = DurableRetained::start(db.store().clone(), RetainedConfig::default());
@@ -215,11 +205,7 @@ async fn check(db: &TestDb, devices: usize) {
 
 fn main() {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     println!(
         "retained throughput: {} devices, {} rounds (QoS 0), paced over {} s, {} QoS 1 publishers",
         a.devices, a.rounds, a.paced_secs, a.concurrency

@@ -19,6 +19,8 @@
 //!    back.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -28,8 +30,8 @@ use broker::session_store::{Disconnected, QueuedFor, SessionRecord, SessionStore
 use bytes::Bytes;
 use mqtt::{Properties, ProtocolVersion, QoS, TopicName};
 use state::{DurableSessions, SessionStats, SessionsConfig};
+use store::Backend;
 use store::testing::TestDb;
-use store::{Backend, NewTenant};
 
 struct Args {
     sessions: usize,
@@ -61,14 +63,7 @@ fn tenant() -> TenantId {
 }
 
 async fn fresh(backend: Backend) -> Option<(TestDb, Arc<DurableSessions>)> {
-    let db = TestDb::new(backend, true).await?;
-    db.store()
-        .create_tenant(&NewTenant {
-            id: "bench".into(),
-            name: "Bench".into(),
-        })
-        .await
-        .unwrap();
+    let db = common::fresh_db(backend).await?;
     let sessions = DurableSessions::start(db.store().clone(), SessionsConfig::new("bench-node"));
     Some((db, sessions))
 }
@@ -185,44 +180,75 @@ async fn publish(
     started.elapsed()
 }
 
+/// One measured phase: `publishers` tasks publish `messages`, which queue
+/// `rows` deliveries.
+struct Phase {
+    name: &'static str,
+    publishers: usize,
+    messages: usize,
+    rows: usize,
+}
+
+/// A QoS 1 delivery of message `seq` to the offline session `id`.
+fn queued_for(id: &Arc<str>, seq: u64) -> QueuedFor {
+    QueuedFor {
+        client_id: id.clone(),
+        seq,
+        qos: QoS::AtLeastOnce,
+        retain: false,
+        subscription_ids: vec![],
+        shared: None,
+    }
+}
+
+/// Runs `phase` against `targets`, reports it, then loads the queued
+/// deliveries back on a fresh instance.
+async fn measure(
+    backend: Backend,
+    (db, sessions): (TestDb, Arc<DurableSessions>),
+    phase: Phase,
+    targets: Arc<dyn Fn(u64) -> Vec<QueuedFor> + Send + Sync>,
+) {
+    let before = sessions.stats();
+    let payload = Bytes::from(vec![b'x'; 64]);
+    let elapsed = publish(
+        &sessions,
+        phase.publishers,
+        phase.messages,
+        payload,
+        targets,
+    )
+    .await;
+    let after = sessions.stats();
+    report(
+        phase.name,
+        backend,
+        phase.messages,
+        phase.rows,
+        elapsed,
+        before,
+        after,
+    );
+    sessions.shutdown().await.unwrap();
+    let reader = DurableSessions::start(db.store().clone(), SessionsConfig::new("bench-node"));
+    load(phase.name, backend, &reader, phase.rows).await;
+    reader.shutdown().await.unwrap();
+    db.cleanup().await;
+}
+
 async fn fan_out(backend: Backend, a: &Args) {
     let Some((db, sessions)) = fresh(backend).await else {
         return;
     };
-    let ids = Arc::new(offline_sessions(&sessions, a.sessions).await);
-    let before = sessions.stats();
-    let targets = {
-        let ids = ids.clone();
-        Arc::new(move |seq: u64| {
-            ids.iter()
-                .map(|id| QueuedFor {
-                    client_id: id.clone(),
-                    seq,
-                    qos: QoS::AtLeastOnce,
-                    retain: false,
-                    subscription_ids: vec![],
-                    shared: None,
-                })
-                .collect()
-        })
+    let ids = offline_sessions(&sessions, a.sessions).await;
+    let targets = Arc::new(move |seq: u64| ids.iter().map(|id| queued_for(id, seq)).collect());
+    let phase = Phase {
+        name: "fan-out",
+        publishers: a.fanout_publishers,
+        messages: a.messages,
+        rows: a.messages * a.sessions,
     };
-    let payload = Bytes::from(vec![b'x'; 64]);
-    let elapsed = publish(&sessions, a.fanout_publishers, a.messages, payload, targets).await;
-    let rows = a.messages * a.sessions;
-    report(
-        "fan-out",
-        backend,
-        a.messages,
-        rows,
-        elapsed,
-        before,
-        sessions.stats(),
-    );
-    sessions.shutdown().await.unwrap();
-    let reader = DurableSessions::start(db.store().clone(), SessionsConfig::new("bench-node"));
-    load("fan-out", backend, &reader, rows).await;
-    reader.shutdown().await.unwrap();
-    db.cleanup().await;
+    measure(backend, (db, sessions), phase, targets).await;
 }
 
 async fn fan_in(backend: Backend, a: &Args) {
@@ -230,43 +256,20 @@ async fn fan_in(backend: Backend, a: &Args) {
         return;
     };
     let id = offline_sessions(&sessions, 1).await.remove(0);
-    let before = sessions.stats();
-    let targets = Arc::new(move |seq: u64| {
-        vec![QueuedFor {
-            client_id: id.clone(),
-            seq,
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            subscription_ids: vec![],
-            shared: None,
-        }]
-    });
+    let targets = Arc::new(move |seq: u64| vec![queued_for(&id, seq)]);
     let total = a.fanin_publishers * a.fanin_messages;
-    let payload = Bytes::from(vec![b'x'; 64]);
-    let elapsed = publish(&sessions, a.fanin_publishers, total, payload, targets).await;
-    report(
-        "fan-in",
-        backend,
-        total,
-        total,
-        elapsed,
-        before,
-        sessions.stats(),
-    );
-    sessions.shutdown().await.unwrap();
-    let reader = DurableSessions::start(db.store().clone(), SessionsConfig::new("bench-node"));
-    load("fan-in", backend, &reader, total).await;
-    reader.shutdown().await.unwrap();
-    db.cleanup().await;
+    let phase = Phase {
+        name: "fan-in",
+        publishers: a.fanin_publishers,
+        messages: total,
+        rows: total,
+    };
+    measure(backend, (db, sessions), phase, targets).await;
 }
 
 fn main() {
     let a = args();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     println!(
         "session throughput: fan-out {} messages x {} offline sessions ({} publishers); \
          fan-in {} publishers x {} messages of 64 B to one offline session",

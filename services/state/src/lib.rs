@@ -66,12 +66,7 @@ mod test_support {
     /// A SQLite database with tenant `acme` and `devices` in it.
     pub(crate) async fn acme(devices: &[&str]) -> TestDb {
         let db = TestDb::sqlite().await;
-        let store = db.store();
-        let tenant = store::NewTenant {
-            id: "acme".into(),
-            name: "Acme".into(),
-        };
-        store.create_tenant(&tenant).await.unwrap();
+        let store = db.with_tenant("acme").await;
         for d in devices {
             store
                 .create_device("acme", &store::NewDevice::new(*d))

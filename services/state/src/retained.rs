@@ -36,8 +36,8 @@
 //!   writer; call it after the broker's listeners have stopped.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -45,11 +45,10 @@ use broker::{Durability, RetainedStore, StoreError, StoredRetained, TenantId};
 use chrono::Utc;
 use mqtt::TopicName;
 use store::{RetainedWrite, Store};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::writer::{GroupCommit, Waiters, WriterTask, run_group_commit};
+use crate::writer::{Backlog, Buffer, Changes, Waiters, WriterTask};
 use crate::{Error, codec};
 
 /// How the write-behind buffer behaves; see the module docs.
@@ -105,31 +104,45 @@ pub struct RetainedStats {
 
 type Key = (TenantId, TopicName);
 
+/// The last change of each topic not yet written (`None`: delete), and
+/// how many of them each tenant has.
 #[derive(Default)]
-struct Pending {
-    /// The last change of each topic not yet written (`None`: delete).
+struct RetainedChanges {
     writes: HashMap<Key, Option<StoredRetained>>,
-    /// How many of `writes` each tenant has.
     per_tenant: HashMap<TenantId, usize>,
-    /// QoS 1/2 publishers waiting for the next commit.
-    waiters: Waiters,
-    /// When the oldest change in `writes` arrived.
-    since: Option<Instant>,
-    /// Changes in the transaction being written, and when the oldest of
-    /// them arrived: still behind, until committed.
-    in_flight: usize,
-    in_flight_since: Option<Instant>,
-    closed: bool,
 }
 
-impl Pending {
-    /// When the writer should start the next transaction, if at all.
-    fn due(&self, config: &RetainedConfig) -> Option<Instant> {
-        if !self.waiters.is_empty() || self.writes.len() >= config.flush_rows {
+impl Changes for RetainedChanges {
+    type Config = RetainedConfig;
+    type Counters = Counters;
+
+    fn len(&self) -> usize {
+        self.writes.len()
+    }
+
+    fn settled(backlog: &Backlog<Self>) -> bool {
+        backlog.writes.is_empty()
+    }
+
+    fn due(backlog: &Backlog<Self>, config: &RetainedConfig) -> Option<Instant> {
+        if !backlog.waiters.is_empty() || backlog.writes.len() >= config.flush_rows {
             return Some(Instant::now());
         }
-        self.since.map(|since| since + config.flush_window)
+        backlog.since.map(|since| since + config.flush_window)
     }
+
+    fn retry_delay(config: &RetainedConfig) -> Duration {
+        config.retry_delay
+    }
+
+    async fn write(shared: &Shared, changes: Self, waiters: Waiters) -> Result<(), Error> {
+        write_batch(shared, changes.writes, waiters).await
+    }
+
+    // How the log and the errors name this buffer's changes.
+    const WHAT: &'static str = "retained changes";
+    const STOPPED: Error = Error::Stopped;
+    const NOT_DURABLE: fn(String) -> Error = Error::NotDurable;
 }
 
 #[derive(Default)]
@@ -141,20 +154,7 @@ struct Counters {
     dropped: AtomicU64,
 }
 
-struct Shared {
-    store: Store,
-    config: RetainedConfig,
-    // std Mutex: held only to move changes in and out, never across await.
-    pending: Mutex<Pending>,
-    wake: Notify,
-    counters: Counters,
-}
-
-impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+type Shared = Buffer<RetainedChanges>;
 
 /// Retained messages on the database, write-behind and coalesced; see the
 /// module docs. Give it to `BrokerBuilder::retained_store`.
@@ -174,61 +174,27 @@ impl std::fmt::Debug for DurableRetained {
 impl DurableRetained {
     /// Starts the writer task (call inside a tokio runtime).
     pub fn start(store: Store, config: RetainedConfig) -> Arc<Self> {
-        let shared = Arc::new(Shared {
-            store,
-            config,
-            pending: Mutex::default(),
-            wake: Notify::new(),
-            counters: Counters::default(),
-        });
-        let writer = WriterTask::spawn(run_group_commit(shared.clone(), "retained changes"));
+        let (shared, writer) = Buffer::start(store, config);
         Arc::new(Self { shared, writer })
     }
 
     /// Waits until every change handed over before this call is committed
     /// (or its transaction failed).
     pub async fn flush(&self) -> Result<(), Error> {
-        let committed = {
-            let mut p = self.shared.pending();
-            if p.writes.is_empty() {
-                return Ok(());
-            }
-            if p.closed {
-                return Err(Error::Stopped);
-            }
-            p.waiters.push()
-        };
-        self.shared.wake.notify_one();
-        match committed.wait().await {
-            Ok(()) => Ok(()),
-            Err(Some(e)) => Err(Error::NotDurable(e.0)),
-            Err(None) => Err(Error::Stopped),
-        }
+        self.shared.flush().await
     }
 
     /// Writes what is waiting and stops the writer. Changes handed over
     /// afterwards are not persisted (QoS 1/2 ones are refused). Returns an
     /// error if the last transaction failed: those changes are lost.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.shared.pending().closed = true;
-        self.shared.wake.notify_one();
-        self.writer.join().await;
-        let left = self.shared.pending().writes.len();
-        if left > 0 {
-            return Err(Error::NotDurable(format!(
-                "{left} retained changes not written at shutdown"
-            )));
-        }
-        Ok(())
+        self.shared.shutdown(&self.writer).await
     }
 
     /// Counters and backlog.
     pub fn stats(&self) -> RetainedStats {
         let c = &self.shared.counters;
-        let (backlog, since) = {
-            let p = self.shared.pending();
-            (p.writes.len() + p.in_flight, p.in_flight_since.or(p.since))
-        };
+        let (backlog, lag) = self.shared.backlog();
         RetainedStats {
             saves: c.saves.load(Ordering::Relaxed),
             rows_written: c.rows_written.load(Ordering::Relaxed),
@@ -236,7 +202,7 @@ impl DurableRetained {
             failed_flushes: c.failed_flushes.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             backlog,
-            lag: since.map_or(Duration::ZERO, |s| s.elapsed()),
+            lag,
         }
     }
 
@@ -335,44 +301,6 @@ impl RetainedStore for DurableRetained {
     }
 }
 
-impl GroupCommit for Shared {
-    fn due(&self) -> (Option<Instant>, bool) {
-        let p = self.pending();
-        (p.due(&self.config), p.closed)
-    }
-
-    fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
-    fn retry_delay(&self) -> Duration {
-        self.config.retry_delay
-    }
-
-    async fn flush_once(&self) -> Result<(), Error> {
-        flush_once(self).await
-    }
-}
-
-/// One transaction with everything waiting.
-async fn flush_once(shared: &Shared) -> Result<(), Error> {
-    let (writes, waiters) = {
-        let mut p = shared.pending();
-        p.in_flight_since = p.since.take();
-        p.in_flight = p.writes.len();
-        p.per_tenant.clear();
-        (
-            std::mem::take(&mut p.writes),
-            std::mem::take(&mut p.waiters),
-        )
-    };
-    let outcome = write_batch(shared, writes, waiters).await;
-    let mut p = shared.pending();
-    p.in_flight = 0;
-    p.in_flight_since = None;
-    outcome
-}
-
 async fn write_batch(
     shared: &Shared,
     writes: HashMap<Key, Option<StoredRetained>>,
@@ -420,12 +348,12 @@ async fn write_batch(
                 .failed_flushes
                 .fetch_add(1, Ordering::Relaxed);
             waiters.resolve(&Err(StoreError::from(&e)));
-            let mut guard = shared.pending();
-            let p = &mut *guard;
+            let mut p = shared.pending();
+            let c = &mut p.changes;
             for (key, change) in writes {
                 // A newer change of the topic arrived meanwhile: it wins.
-                if let std::collections::hash_map::Entry::Vacant(slot) = p.writes.entry(key) {
-                    *p.per_tenant.entry(slot.key().0.clone()).or_default() += 1;
+                if let std::collections::hash_map::Entry::Vacant(slot) = c.writes.entry(key) {
+                    *c.per_tenant.entry(slot.key().0.clone()).or_default() += 1;
                     slot.insert(change);
                 }
             }

@@ -1,12 +1,16 @@
 //! [`WriterTask`]: the one background task behind each write-behind
 //! buffer; [`run_group_commit`], the loop such a task runs; [`Waiters`],
-//! the callers a commit answers.
+//! the callers a commit answers; [`Buffer`], what the callers and the
+//! writer of a group-commit buffer share, whatever [`Changes`] it holds
+//! (retained messages, session changes).
 
 use std::future::Future;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use broker::{Durability, StoreError};
+use store::Store;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -125,5 +129,170 @@ impl Committed {
             Ok(outcome) => outcome.map_err(Some),
             Err(_) => Err(None),
         }
+    }
+}
+
+/// The changes a group-commit [`Buffer`] holds, coalesced as suits them,
+/// and what differs between such buffers.
+pub(crate) trait Changes: Default + Send + Sync + Sized + 'static {
+    type Config: std::fmt::Debug + Send + Sync + 'static;
+    type Counters: Default + Send + Sync + 'static;
+    /// What the changes are, for the log and errors ("retained changes").
+    const WHAT: &'static str;
+    /// How many changes wait.
+    fn len(&self) -> usize;
+    /// Whether [`Buffer::flush`] has nothing to wait for.
+    fn settled(backlog: &Backlog<Self>) -> bool;
+    /// When the next transaction should start, if at all.
+    fn due(backlog: &Backlog<Self>, config: &Self::Config) -> Option<Instant>;
+    /// The pause after a failed transaction.
+    fn retry_delay(config: &Self::Config) -> Duration;
+    /// The error once the writer has stopped.
+    const STOPPED: Error;
+    /// The error for changes that were not committed.
+    const NOT_DURABLE: fn(String) -> Error;
+    /// One transaction with `changes`, answering `waiters`.
+    fn write(
+        buffer: &Buffer<Self>,
+        changes: Self,
+        waiters: Waiters,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// What waits in a [`Buffer`]: the changes (reached through `Deref`), who
+/// waits for their commit, and how far behind the database is.
+#[derive(Default)]
+pub(crate) struct Backlog<C> {
+    pub(crate) changes: C,
+    pub(crate) waiters: Waiters,
+    /// When the oldest change waiting arrived.
+    pub(crate) since: Option<Instant>,
+    /// Changes in the transaction being written, and when the oldest of
+    /// them arrived: still behind, until committed.
+    pub(crate) in_flight: usize,
+    pub(crate) in_flight_since: Option<Instant>,
+    pub(crate) closed: bool,
+}
+
+impl<C> Deref for Backlog<C> {
+    type Target = C;
+    fn deref(&self) -> &C {
+        &self.changes
+    }
+}
+
+impl<C> DerefMut for Backlog<C> {
+    fn deref_mut(&mut self) -> &mut C {
+        &mut self.changes
+    }
+}
+
+/// A group-commit write-behind buffer: shared by the callers handing
+/// changes over and the writer task committing them.
+pub(crate) struct Buffer<C: Changes> {
+    pub(crate) store: Store,
+    pub(crate) config: C::Config,
+    // std Mutex: held only to move changes in and out, never across await.
+    pending: Mutex<Backlog<C>>,
+    pub(crate) wake: Notify,
+    pub(crate) counters: C::Counters,
+}
+
+impl<C: Changes> Buffer<C> {
+    /// The buffer and its writer task (call inside a tokio runtime).
+    pub(crate) fn start(store: Store, config: C::Config) -> (Arc<Self>, WriterTask) {
+        let buffer = Arc::new(Self {
+            store,
+            config,
+            pending: Mutex::default(),
+            wake: Notify::new(),
+            counters: C::Counters::default(),
+        });
+        let writer = WriterTask::spawn(run_group_commit(buffer.clone(), C::WHAT));
+        (buffer, writer)
+    }
+
+    pub(crate) fn pending(&self) -> MutexGuard<'_, Backlog<C>> {
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until every change handed over before this call is committed
+    /// (or its transaction failed).
+    pub(crate) async fn flush(&self) -> Result<(), Error> {
+        let committed = {
+            let mut p = self.pending();
+            if C::settled(&p) {
+                return Ok(());
+            }
+            if p.closed {
+                return Err(C::STOPPED);
+            }
+            p.waiters.push()
+        };
+        self.wake.notify_one();
+        match committed.wait().await {
+            Ok(()) => Ok(()),
+            Err(Some(e)) => Err((C::NOT_DURABLE)(e.0)),
+            Err(None) => Err(C::STOPPED),
+        }
+    }
+
+    /// Writes what is waiting and stops `writer`. Returns an error if the
+    /// last transaction failed: those changes are lost.
+    pub(crate) async fn shutdown(&self, writer: &WriterTask) -> Result<(), Error> {
+        self.pending().closed = true;
+        self.wake.notify_one();
+        writer.join().await;
+        let left = self.pending().len();
+        if left > 0 {
+            return Err((C::NOT_DURABLE)(format!(
+                "{left} {} not written at shutdown",
+                C::WHAT
+            )));
+        }
+        Ok(())
+    }
+
+    /// Changes not committed yet (waiting or being written), and how long
+    /// the oldest of them has waited.
+    pub(crate) fn backlog(&self) -> (usize, Duration) {
+        let p = self.pending();
+        let since = p.in_flight_since.or(p.since);
+        (
+            p.len() + p.in_flight,
+            since.map_or(Duration::ZERO, |s| s.elapsed()),
+        )
+    }
+}
+
+impl<C: Changes> GroupCommit for Buffer<C> {
+    fn due(&self) -> (Option<Instant>, bool) {
+        let p = self.pending();
+        (C::due(&p, &self.config), p.closed)
+    }
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn retry_delay(&self) -> Duration {
+        C::retry_delay(&self.config)
+    }
+
+    async fn flush_once(&self) -> Result<(), Error> {
+        let (changes, waiters) = {
+            let mut p = self.pending();
+            p.in_flight_since = p.since.take();
+            p.in_flight = p.len();
+            (
+                std::mem::take(&mut p.changes),
+                std::mem::take(&mut p.waiters),
+            )
+        };
+        let outcome = C::write(self, changes, waiters).await;
+        let mut p = self.pending();
+        p.in_flight = 0;
+        p.in_flight_since = None;
+        outcome
     }
 }

@@ -11,7 +11,7 @@ use broker::{AllowAnonymous, Broker, CancellationToken, TenantId};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use state::{DurableRetained, Fanout, Presence, PresenceConfig, RetainedConfig};
 use store::testing::TestDb;
-use store::{NewDevice, NewTenant, PresenceStatus, Store};
+use store::{NewDevice, PresenceStatus, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -149,14 +149,8 @@ async fn retained_seen(port: u16, expected: usize) -> Vec<(String, String)> {
     got
 }
 
-async fn tenant_with_devices(store: &Store, devices: &[&str]) {
-    store
-        .create_tenant(&NewTenant {
-            id: "acme".into(),
-            name: "Acme".into(),
-        })
-        .await
-        .unwrap();
+async fn tenant_with_devices(db: &TestDb, devices: &[&str]) {
+    let store = db.with_tenant("acme").await;
     for d in devices {
         store
             .create_device("acme", &NewDevice::new(*d))
@@ -166,7 +160,7 @@ async fn tenant_with_devices(store: &Store, devices: &[&str]) {
 }
 
 async fn retained_survive_a_graceful_restart(db: &TestDb) -> anyhow::Result<()> {
-    tenant_with_devices(db.store(), &[]).await;
+    tenant_with_devices(db, &[]).await;
     let node = Node::start(db.url(), Duration::from_millis(50)).await;
     let (publisher, mut rx) = client(node.port, "publisher");
     // 50 topics updated 4 times at QoS 1, 100 topics once at QoS 0.
@@ -206,7 +200,7 @@ async fn retained_survive_a_graceful_restart(db: &TestDb) -> anyhow::Result<()> 
 }
 
 async fn acknowledged_qos1_survives_a_crash(db: &TestDb) -> anyhow::Result<()> {
-    tenant_with_devices(db.store(), &[]).await;
+    tenant_with_devices(db, &[]).await;
     // An hour-long window: QoS 0 changes stay in memory, as they would
     // when the process is killed between two flushes.
     let crashed = Node::start(db.url(), Duration::from_secs(3600)).await;
@@ -239,7 +233,7 @@ async fn acknowledged_qos1_survives_a_crash(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn coalescing_writes_fewer_rows_than_updates(db: &TestDb) -> anyhow::Result<()> {
-    tenant_with_devices(db.store(), &[]).await;
+    tenant_with_devices(db, &[]).await;
     let node = Node::start(db.url(), Duration::from_millis(200)).await;
     let (publisher, mut rx) = client(node.port, "publisher");
     for i in 0..1_000 {
@@ -287,7 +281,7 @@ async fn eventually_status(
 }
 
 async fn presence_follows_connections_takeover_and_crash(db: &TestDb) -> anyhow::Result<()> {
-    tenant_with_devices(db.store(), &["d1", "d2"]).await;
+    tenant_with_devices(db, &["d1", "d2"]).await;
     let node = Node::start(db.url(), Duration::from_millis(50)).await;
     let store = node.store.clone();
 

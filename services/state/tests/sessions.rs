@@ -21,8 +21,8 @@ use mqtt::{
     PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter, TopicName,
 };
 use state::{DurableSessions, SessionsConfig};
+use store::Store;
 use store::testing::TestDb;
-use store::{NewTenant, Store};
 
 /// One `#[tokio::test]` (current thread) per backend for each function.
 macro_rules! current_thread_backend_tests {
@@ -52,15 +52,7 @@ fn acme() -> TenantId {
 }
 
 async fn setup(db: &TestDb) -> Store {
-    let store = db.store().clone();
-    store
-        .create_tenant(&NewTenant {
-            id: "acme".into(),
-            name: "Acme".into(),
-        })
-        .await
-        .unwrap();
-    store
+    db.with_tenant("acme").await.clone()
 }
 
 /// Write-behind changes wait an hour: only what a caller waits for (or

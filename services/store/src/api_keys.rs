@@ -137,10 +137,7 @@ impl Store {
     /// The key `id` and its secret hash, revoked or not, or `NotFound`.
     pub async fn api_key_with_hash(&self, id: &str) -> Result<(ApiKey, Vec<u8>), Error> {
         const SQL: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
-        let row = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as ApiKeyRow => SQL, id)?;
         row.map(ApiKeyRow::split).ok_or_else(|| Error::NotFound {
             kind: KIND,
             id: id.to_owned(),
@@ -164,12 +161,8 @@ impl Store {
             columns!(),
             " FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, ApiKeyRow>(SQL)
-            .bind(tenant_id)
-            .bind(&after)
-            .bind(page.fetch_limit())
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as ApiKeyRow => SQL, tenant_id, &after,
+            page.fetch_limit())?;
         let keys = rows.into_iter().map(|r| r.split().0).collect();
         Ok(Paged::from_rows(keys, page, CursorKind::ApiKeys, |k| {
             k.id.clone()

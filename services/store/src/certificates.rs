@@ -111,10 +111,7 @@ macro_rules! cert_columns {
 }
 
 fn cert_not_found(tenant_id: &str, serial: &str) -> Error {
-    Error::NotFound {
-        kind: "certificate",
-        id: format!("{tenant_id}/{serial}"),
-    }
+    Error::not_found("certificate", format!("{tenant_id}/{serial}"))
 }
 
 impl Store {
@@ -144,10 +141,8 @@ impl Store {
             .bind(Ts(now()))
             .fetch_one(tx)
             .await);
-        let unique = Error::AlreadyExists {
-            kind: "certificate",
-            id: format!("{}/{}", new.tenant_id, new.serial),
-        };
+        let unique =
+            Error::already_exists("certificate", format!("{}/{}", new.tenant_id, new.serial));
         let missing = device_not_found(&new.tenant_id, &new.device_id);
         row.map_err(|e| on_violation(e, Some(unique), Some(missing)))?
             .try_into()

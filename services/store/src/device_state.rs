@@ -237,13 +237,8 @@ impl Store {
             "WHERE tenant_id = $1 AND device_id = $2 RETURNING ",
             state_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, StateRow>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .bind(error)
-            .bind(Ts(at))
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as StateRow => SQL, tenant_id, device_id, error,
+            Ts(at))?;
         row.map(DeviceState::from)
             .ok_or_else(|| device_not_found(tenant_id, device_id))
     }
@@ -361,11 +356,7 @@ impl Store {
             state_columns!(),
             " FROM device_state WHERE tenant_id = $1 AND device_id = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, StateRow>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as StateRow => SQL, tenant_id, device_id)?;
         Ok(row.map(DeviceState::from))
     }
 
@@ -477,10 +468,7 @@ fn conflict(tenant_id: &str, device_id: &str, expected: i64, actual: i64) -> Err
 }
 
 fn device_not_found(tenant_id: &str, device_id: &str) -> Error {
-    Error::NotFound {
-        kind: "device",
-        id: qualified(tenant_id, device_id),
-    }
+    Error::not_found("device", qualified(tenant_id, device_id))
 }
 
 /// A failed write on `device_state`: a missing device shows as a foreign

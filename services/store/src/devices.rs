@@ -160,14 +160,12 @@ impl Store {
         match row {
             Ok(row) => Ok(row.into()),
             Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::AlreadyExists {
-                    kind: KIND,
-                    id: qualified(tenant_id, &new.id),
-                }),
-                Some(Violation::ForeignKey) => Err(Error::NotFound {
-                    kind: "tenant",
-                    id: tenant_id.to_owned(),
-                }),
+                Some(Violation::Unique) => {
+                    Err(Error::already_exists(KIND, qualified(tenant_id, &new.id)))
+                }
+                Some(Violation::ForeignKey) => {
+                    Err(Error::not_found("tenant", tenant_id.to_owned()))
+                }
                 None => Err(e.into()),
             },
         }
@@ -180,11 +178,7 @@ impl Store {
             columns!(),
             " FROM devices WHERE tenant_id = $1 AND id = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as DeviceRow => SQL, tenant_id, id)?;
         row.map(Device::from)
             .ok_or_else(|| not_found(tenant_id, id))
     }
@@ -250,10 +244,7 @@ impl Store {
             q.build_query_as::<DeviceRow>().fetch_all(pool).await?
         });
         if rows.is_empty() && !self.tenant_exists(tenant_id).await? {
-            return Err(Error::NotFound {
-                kind: "tenant",
-                id: tenant_id.to_owned(),
-            });
+            return Err(Error::not_found("tenant", tenant_id.to_owned()));
         }
         let devices = rows.into_iter().map(Device::from).collect();
         Ok(Paged::from_rows(devices, page, CursorKind::Devices, |d| {
@@ -322,10 +313,7 @@ impl Store {
         match row {
             Some(row) => Ok(row.into()),
             None if unchanged_since.is_some() && self.get_device(tenant_id, id).await.is_ok() => {
-                Err(Error::Modified {
-                    kind: KIND,
-                    id: qualified(tenant_id, id),
-                })
+                Err(Error::modified(KIND, qualified(tenant_id, id)))
             }
             None => Err(not_found(tenant_id, id)),
         }
@@ -391,10 +379,7 @@ impl Store {
         audit: Option<AuditOf<'_, [Result<Device, Error>]>>,
     ) -> Result<Vec<Result<Device, Error>>, Error> {
         if !self.tenant_exists(tenant_id).await? {
-            return Err(Error::NotFound {
-                kind: "tenant",
-                id: tenant_id.to_owned(),
-            });
+            return Err(Error::not_found("tenant", tenant_id.to_owned()));
         }
         // A taken id returns no row instead of failing, which on Postgres
         // would abort the transaction and every later device with it.
@@ -422,16 +407,10 @@ impl Store {
                         .await
                     {
                         Ok(Some(row)) => Ok(Device::from(row)),
-                        Ok(None) => Err(Error::AlreadyExists {
-                            kind: KIND,
-                            id: qualified(tenant_id, &new.id),
-                        }),
+                        Ok(None) => Err(Error::already_exists(KIND, qualified(tenant_id, &new.id))),
                         Err(e) => match violation(&e) {
                             Some(Violation::ForeignKey) => {
-                                return Err(Error::NotFound {
-                                    kind: "tenant",
-                                    id: tenant_id.to_owned(),
-                                });
+                                return Err(Error::not_found("tenant", tenant_id.to_owned()));
                             }
                             // The transaction rolls back on drop.
                             _ => return Err(e.into()),
@@ -460,10 +439,7 @@ fn qualified(tenant_id: &str, id: &str) -> String {
 }
 
 fn not_found(tenant_id: &str, id: &str) -> Error {
-    Error::NotFound {
-        kind: KIND,
-        id: qualified(tenant_id, id),
-    }
+    Error::not_found(KIND, qualified(tenant_id, id))
 }
 
 #[cfg(test)]

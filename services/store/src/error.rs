@@ -121,6 +121,30 @@ pub enum Error {
 }
 
 impl Error {
+    /// No `kind` with this `id`.
+    pub(crate) fn not_found(kind: &'static str, id: impl Into<String>) -> Self {
+        Error::NotFound {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The `kind` with this `id` exists already.
+    pub(crate) fn already_exists(kind: &'static str, id: impl Into<String>) -> Self {
+        Error::AlreadyExists {
+            kind,
+            id: id.into(),
+        }
+    }
+
+    /// The `kind` with this `id` changed since the version given.
+    pub(crate) fn modified(kind: &'static str, id: impl Into<String>) -> Self {
+        Error::Modified {
+            kind,
+            id: id.into(),
+        }
+    }
+
     /// True when retrying later may help (the database is unreachable or busy).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Unavailable(_))

@@ -80,30 +80,15 @@ impl Store {
             ON CONFLICT (scope, key) DO NOTHING";
         const SELECT: &str = "SELECT scope, key, actor, request_hash, status, content_type, \
             body, created_at FROM idempotency_keys WHERE scope = $1 AND key = $2";
-        let inserted = on_pool!(self, pool => sqlx::query(INSERT)
-            .bind(scope)
-            .bind(key)
-            .bind(actor)
-            .bind(request_hash)
-            .bind(Ts(now()))
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let inserted = sql!(self, execute => INSERT, scope, key, actor, request_hash, Ts(now()))?;
         if inserted == 1 {
             return Ok(IdempotencyClaim::Claimed);
         }
-        let row = on_pool!(self, pool => sqlx::query_as::<_, IdempotencyRow>(SELECT)
-            .bind(scope)
-            .bind(key)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as IdempotencyRow => SELECT, scope, key)?;
         match row {
             Some(row) => Ok(IdempotencyClaim::Existing(row.into())),
             // Released between our insert and select: the caller may retry.
-            None => Err(Error::NotFound {
-                kind: "idempotency key",
-                id: key.to_owned(),
-            }),
+            None => Err(Error::not_found("idempotency key", key.to_owned())),
         }
     }
 
@@ -118,38 +103,21 @@ impl Store {
     ) -> Result<(), Error> {
         const SQL: &str = "UPDATE idempotency_keys SET status = $3, content_type = $4, body = $5 \
             WHERE scope = $1 AND key = $2";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(scope)
-            .bind(key)
-            .bind(i32::from(status))
-            .bind(content_type)
-            .bind(body)
-            .execute(pool)
-            .await
-            .map(drop)?);
+        sql!(self, execute => SQL, scope, key, i32::from(status), content_type, body)?;
         Ok(())
     }
 
     /// Forget `(scope, key)`, so that a retry runs the request again.
     pub async fn release_idempotency_key(&self, scope: &str, key: &str) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM idempotency_keys WHERE scope = $1 AND key = $2";
-        on_pool!(self, pool => sqlx::query(SQL)
-            .bind(scope)
-            .bind(key)
-            .execute(pool)
-            .await
-            .map(drop)?);
+        sql!(self, execute => SQL, scope, key)?;
         Ok(())
     }
 
     /// Forget keys claimed before `before`. Returns how many.
     pub async fn purge_idempotency_keys_before(&self, before: DateTime<Utc>) -> Result<u64, Error> {
         const SQL: &str = "DELETE FROM idempotency_keys WHERE created_at < $1";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(Ts(before))
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let n = sql!(self, execute => SQL, Ts(before))?;
         Ok(n)
     }
 }

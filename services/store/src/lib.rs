@@ -65,6 +65,34 @@ macro_rules! on_pool {
     };
 }
 
+/// One statement on `$store`'s pool (or, after `in`, on the connection or
+/// transaction `$conn`): `$sql` with each `$arg` bound in order, then
+/// - `execute`: run, evaluating to the number of rows it affected;
+/// - `$fetch as $row`: a `query_as` into `$row` (`_`: the binding's type);
+/// - `$fetch scalar`: a `query_scalar`;
+///
+/// with `$fetch` one of `fetch_one`, `fetch_optional`, `fetch_all`. Evaluates
+/// to the sqlx result, for `?` or the caller's error mapping. The binds and
+/// fetch of a query are written once here rather than in every repository
+/// method, and like [`on_pool!`] the statement is compiled for each backend.
+macro_rules! sql {
+    (@on $conn:expr, execute => $sql:expr $(, $arg:expr)* $(,)?) => {
+        sqlx::query($sql)$(.bind($arg))*.execute($conn).await.map(|done| done.rows_affected())
+    };
+    (@on $conn:expr, $fetch:ident scalar => $sql:expr $(, $arg:expr)* $(,)?) => {
+        sqlx::query_scalar($sql)$(.bind($arg))*.$fetch($conn).await
+    };
+    (@on $conn:expr, $fetch:ident as $row:ty => $sql:expr $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as::<_, $row>($sql)$(.bind($arg))*.$fetch($conn).await
+    };
+    (in $conn:expr, $($rest:tt)*) => {
+        sql!(@on $conn, $($rest)*)
+    };
+    ($store:expr, $($rest:tt)*) => {
+        on_pool!($store, pool => sql!(@on pool, $($rest)*))
+    };
+}
+
 mod api_keys;
 mod audit;
 mod certificates;

@@ -225,9 +225,7 @@ impl Store {
         }
         const SQL: &str =
             "SELECT version, checksum, success FROM _sqlx_migrations ORDER BY version";
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, AppliedMigration>(SQL)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as AppliedMigration => SQL)?;
         Ok(rows)
     }
 }

@@ -241,9 +241,7 @@ impl Store {
     /// The platform root, if one was stored.
     pub async fn platform_ca(&self) -> Result<Option<PlatformCa>, Error> {
         const SQL: &str = "SELECT cert_pem, sealed_key, created_at FROM platform_ca WHERE id = 1";
-        let row = on_pool!(self, pool => sqlx::query_as::<_, PlatformCaRow>(SQL)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as PlatformCaRow => SQL)?;
         Ok(row.map(PlatformCa::from))
     }
 
@@ -257,12 +255,7 @@ impl Store {
     ) -> Result<PlatformCa, Error> {
         const SQL: &str = "INSERT INTO platform_ca (id, cert_pem, sealed_key, created_at) \
                            VALUES (1, $1, $2, $3) RETURNING cert_pem, sealed_key, created_at";
-        let row = on_pool!(self, pool => sqlx::query_as::<_, PlatformCaRow>(SQL)
-            .bind(cert_pem)
-            .bind(sealed_key)
-            .bind(Ts(now()))
-            .fetch_one(pool)
-            .await);
+        let row = sql!(self, fetch_one as PlatformCaRow => SQL, cert_pem, sealed_key, Ts(now()));
         row.map(PlatformCa::from).map_err(|e| {
             on_violation(
                 e,
@@ -285,18 +278,9 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
             ca_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
-            .bind(&new.subject_key_id)
-            .bind(&new.tenant_id)
-            .bind(new.kind.as_str())
-            .bind(&new.cert_pem)
-            .bind(new.sealed_key.as_deref())
-            .bind(&new.subject)
-            .bind(&new.fingerprint)
-            .bind(Ts(new.not_after))
-            .bind(Ts(now()))
-            .fetch_one(pool)
-            .await);
+        let row = sql!(self, fetch_one as TenantCaRow => SQL, &new.subject_key_id, &new.tenant_id,
+            new.kind.as_str(), &new.cert_pem, new.sealed_key.as_deref(), &new.subject,
+            &new.fingerprint, Ts(new.not_after), Ts(now()));
         let unique = Error::AlreadyExists {
             kind: "tenant CA",
             id: new.subject_key_id.clone(),
@@ -315,10 +299,7 @@ impl Store {
             " FROM tenant_cas WHERE ($1 IS NULL OR tenant_id = $1) ",
             "ORDER BY tenant_id, created_at, subject_key_id"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
-            .bind(tenant_id)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as TenantCaRow => SQL, tenant_id)?;
         rows.into_iter().map(TenantCa::try_from).collect()
     }
 
@@ -333,11 +314,7 @@ impl Store {
             ca_columns!(),
             " FROM tenant_cas WHERE tenant_id = $1 AND subject_key_id = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
-            .bind(tenant_id)
-            .bind(subject_key_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as TenantCaRow => SQL, tenant_id, subject_key_id)?;
         row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))?
             .try_into()
     }
@@ -355,12 +332,8 @@ impl Store {
             "RETURNING ",
             ca_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantCaRow>(SQL)
-            .bind(tenant_id)
-            .bind(subject_key_id)
-            .bind(status.as_str())
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as TenantCaRow => SQL, tenant_id, subject_key_id,
+            status.as_str())?;
         row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))?
             .try_into()
     }
@@ -383,12 +356,8 @@ impl Store {
             "RETURNING ",
             ca_columns!()
         );
-        let row = audited_tx!(self, audit, Option::is_some, tx => sqlx::query_as::<_, TenantCaRow>(SQL)
-            .bind(tenant_id)
-            .bind(subject_key_id)
-            .bind(jit_registration)
-            .fetch_optional(tx)
-            .await?);
+        let row = audited_tx!(self, audit, Option::is_some, tx => sql!(in tx,
+            fetch_optional as TenantCaRow => SQL, tenant_id, subject_key_id, jit_registration)?);
         match row {
             Some(row) => row.try_into(),
             None => {
@@ -413,12 +382,8 @@ impl Store {
         audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM tenant_cas WHERE tenant_id = $1 AND subject_key_id = $2";
-        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(subject_key_id)
-            .execute(tx)
-            .await?
-            .rows_affected());
+        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sql!(in tx, execute => SQL,
+            tenant_id, subject_key_id)?);
         if n == 0 {
             return Err(tenant_ca_not_found(tenant_id, subject_key_id));
         }
@@ -434,11 +399,7 @@ impl Store {
     ) -> Result<i64, Error> {
         const SQL: &str = "UPDATE tenant_cas SET crl_number = crl_number + 1 \
                            WHERE tenant_id = $1 AND subject_key_id = $2 RETURNING crl_number";
-        let n: Option<(i64,)> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant_id)
-            .bind(subject_key_id)
-            .fetch_optional(pool)
-            .await?);
+        let n: Option<(i64,)> = sql!(self, fetch_optional as _ => SQL, tenant_id, subject_key_id)?;
         n.map(|(n,)| n)
             .ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))
     }
@@ -454,19 +415,14 @@ impl Store {
     ) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO ca_registration_codes (tenant_id, code, expires_at, created_at) \
                            VALUES ($1, $2, $3, $4)";
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(code)
-            .bind(Ts(expires_at))
-            .bind(Ts(now()))
-            .execute(tx)
-            .await
-            .map(|_| ()));
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
+            tenant_id, code, Ts(expires_at), Ts(now())));
         let unique = Error::AlreadyExists {
             kind: "CA registration code",
             id: tenant_id.to_owned(),
         };
-        done.map_err(|e| on_violation(e, Some(unique), Some(tenant_not_found(tenant_id))))
+        done.map(drop)
+            .map_err(|e| on_violation(e, Some(unique), Some(tenant_not_found(tenant_id))))
     }
 
     /// Use up a registration code: true if the tenant had it and it had not

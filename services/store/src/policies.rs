@@ -47,10 +47,7 @@ impl From<AclPolicyRow> for AclPolicy {
 const COLUMNS: &str = "tenant_id, name, document, created_at, updated_at";
 
 fn policy_not_found(tenant_id: &str, name: &str) -> Error {
-    Error::NotFound {
-        kind: "ACL policy",
-        id: format!("{tenant_id}/{name}"),
-    }
+    Error::not_found("ACL policy", format!("{tenant_id}/{name}"))
 }
 
 impl Store {
@@ -71,13 +68,9 @@ impl Store {
              DO UPDATE SET document = excluded.document, updated_at = excluded.updated_at \
              RETURNING {COLUMNS}"
         );
-        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(tenant_id)
-            .bind(name)
-            .bind(Json(document))
-            .bind(Ts(now()))
-            .fetch_one(tx)
-            .await);
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx,
+            fetch_one as AclPolicyRow => sqlx::AssertSqlSafe(sql.as_str()), tenant_id, name,
+            Json(document), Ts(now())));
         row.map(AclPolicy::from)
             .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
     }
@@ -85,11 +78,8 @@ impl Store {
     /// The tenant's policy `name`. `NotFound` if it has none by that name.
     pub async fn get_acl_policy(&self, tenant_id: &str, name: &str) -> Result<AclPolicy, Error> {
         let sql = format!("SELECT {COLUMNS} FROM acl_policies WHERE tenant_id = $1 AND name = $2");
-        let row = on_pool!(self, pool => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(tenant_id)
-            .bind(name)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as AclPolicyRow => sqlx::AssertSqlSafe(sql.as_str()),
+            tenant_id, name)?;
         row.map(AclPolicy::from)
             .ok_or_else(|| policy_not_found(tenant_id, name))
     }
@@ -97,10 +87,8 @@ impl Store {
     /// The tenant's policies by name.
     pub async fn list_acl_policies(&self, tenant_id: &str) -> Result<Vec<AclPolicy>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM acl_policies WHERE tenant_id = $1 ORDER BY name");
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, AclPolicyRow>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(tenant_id)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as AclPolicyRow => sqlx::AssertSqlSafe(sql.as_str()),
+            tenant_id)?;
         Ok(rows.into_iter().map(AclPolicy::from).collect())
     }
 
@@ -114,12 +102,8 @@ impl Store {
         audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM acl_policies WHERE tenant_id = $1 AND name = $2";
-        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(name)
-            .execute(tx)
-            .await?
-            .rows_affected());
+        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sql!(in tx, execute => SQL,
+            tenant_id, name)?);
         if n == 0 {
             return Err(policy_not_found(tenant_id, name));
         }

@@ -192,11 +192,7 @@ impl Store {
         const SQL: &str = "SELECT tenant_id, device_id, status, connected_at, disconnected_at, \
              last_seen, remote_addr, protocol, credential, disconnect_reason, node_id \
              FROM device_presence WHERE tenant_id = $1 AND device_id = $2";
-        let row = on_pool!(self, pool => sqlx::query_as::<_, PresenceRow>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as PresenceRow => SQL, tenant_id, device_id)?;
         row.map(DevicePresence::try_from).transpose()
     }
 
@@ -214,12 +210,8 @@ impl Store {
         const SQL: &str = "UPDATE device_presence SET status = 'offline', disconnected_at = $2, \
              disconnect_reason = $3 WHERE node_id = $1 AND status = 'online' \
              RETURNING tenant_id, device_id";
-        let mut devices: Vec<(String, String)> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(node_id)
-            .bind(Ts(at))
-            .bind(reason)
-            .fetch_all(pool)
-            .await?);
+        let mut devices: Vec<(String, String)> = sql!(self, fetch_all as _ => SQL, node_id, Ts(at),
+            reason)?;
         devices.sort();
         Ok(devices)
     }

@@ -53,10 +53,7 @@ impl Store {
     pub async fn get_presence_settings(&self, tenant_id: &str) -> Result<PresenceSettings, Error> {
         const SQL: &str = "SELECT tenant_id, publish_status, updated_at \
                            FROM tenant_presence_settings WHERE tenant_id = $1";
-        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(SQL)
-            .bind(tenant_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as Row => SQL, tenant_id)?;
         Ok(row.map_or_else(
             || PresenceSettings::default_for(tenant_id),
             PresenceSettings::from,
@@ -68,9 +65,7 @@ impl Store {
     pub async fn list_presence_settings(&self) -> Result<Vec<PresenceSettings>, Error> {
         const SQL: &str = "SELECT tenant_id, publish_status, updated_at \
                            FROM tenant_presence_settings ORDER BY tenant_id";
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, Row>(SQL)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as Row => SQL)?;
         Ok(rows.into_iter().map(PresenceSettings::from).collect())
     }
 
@@ -87,12 +82,8 @@ impl Store {
                            VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE SET \
                            publish_status = excluded.publish_status, updated_at = excluded.updated_at \
                            RETURNING tenant_id, publish_status, updated_at";
-        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, Row>(SQL)
-            .bind(tenant_id)
-            .bind(publish_status)
-            .bind(Ts(now()))
-            .fetch_one(tx)
-            .await);
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, fetch_one as Row => SQL,
+            tenant_id, publish_status, Ts(now())));
         row.map(PresenceSettings::from)
             .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
     }

@@ -92,14 +92,8 @@ impl Scope<'_> {
 
     fn not_found(self) -> Error {
         match self {
-            Scope::Tenant(t) => Error::NotFound {
-                kind: "tenant publish limits",
-                id: t.to_owned(),
-            },
-            Scope::Device(t, d) => Error::NotFound {
-                kind: "device publish limits",
-                id: format!("{t}/{d}"),
-            },
+            Scope::Tenant(t) => Error::not_found("tenant publish limits", t.to_owned()),
+            Scope::Device(t, d) => Error::not_found("device publish limits", format!("{t}/{d}")),
         }
     }
 
@@ -292,11 +286,8 @@ impl Store {
              SELECT 1 AS specificity, {COLUMNS} FROM tenant_publish_limits WHERE tenant_id = $1\
              ) AS limits ORDER BY specificity LIMIT 1"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as Row => sqlx::AssertSqlSafe(sql.as_str()), tenant_id,
+            device_id)?;
         Ok(row.map(|r| StoredPublishLimits::from(r).settings))
     }
 }

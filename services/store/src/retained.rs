@@ -265,11 +265,7 @@ impl Store {
     /// Delete retained messages that expired by `now`; returns how many.
     pub async fn purge_expired_retained(&self, now: DateTime<Utc>) -> Result<u64, Error> {
         const SQL: &str = "DELETE FROM retained_messages WHERE expires_at <= $1";
-        Ok(on_pool!(self, pool => sqlx::query(SQL)
-            .bind(Ts(now))
-            .execute(pool)
-            .await?
-            .rows_affected()))
+        Ok(sql!(self, execute => SQL, Ts(now))?)
     }
 }
 

@@ -229,13 +229,8 @@ impl Store {
         let after_seq = after
             .map_or(Ok(-1), i64::try_from)
             .map_err(|_| invalid("seq"))?;
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, QueueRow>(SQL)
-            .bind(tenant_id)
-            .bind(client_id)
-            .bind(after_seq)
-            .bind(limit)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as QueueRow => SQL, tenant_id, client_id, after_seq,
+            limit)?;
         let full = i64::try_from(rows.len()).is_ok_and(|n| n == limit);
         let mut wanted = HashSet::new();
         let mut entries = Vec::with_capacity(rows.len());
@@ -291,10 +286,7 @@ impl Store {
     /// however many sessions reference it).
     pub async fn count_session_messages(&self, tenant_id: &str) -> Result<u64, Error> {
         const SQL: &str = "SELECT COUNT(*) FROM mqtt_session_messages WHERE tenant_id = $1";
-        let n: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(tenant_id)
-            .fetch_one(pool)
-            .await?);
+        let n: i64 = sql!(self, fetch_one scalar => SQL, tenant_id)?;
         Ok(u64::try_from(n).unwrap_or_default())
     }
 }

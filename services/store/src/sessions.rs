@@ -423,10 +423,7 @@ impl Store {
             .session_summaries(tenant_id, after.as_deref(), None, page.fetch_limit())
             .await?;
         if rows.is_empty() && !self.tenant_exists(tenant_id).await? {
-            return Err(Error::NotFound {
-                kind: "tenant",
-                id: tenant_id.to_owned(),
-            });
+            return Err(Error::not_found("tenant", tenant_id.to_owned()));
         }
         Ok(Paged::from_rows(rows, page, CursorKind::Sessions, |s| {
             s.client_id.clone()
@@ -442,10 +439,8 @@ impl Store {
         let mut rows = self
             .session_summaries(tenant_id, None, Some(client_id), 1)
             .await?;
-        rows.pop().ok_or_else(|| Error::NotFound {
-            kind: "session",
-            id: client_id.to_owned(),
-        })
+        rows.pop()
+            .ok_or_else(|| Error::not_found("session", client_id.to_owned()))
     }
 
     async fn session_summaries(
@@ -500,11 +495,7 @@ impl Store {
         owner: &str,
     ) -> Result<u64, Error> {
         const SQL: &str = "SELECT client_id FROM mqtt_sessions WHERE tenant_id = $1 AND owner = $2";
-        let clients: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(tenant_id)
-            .bind(owner)
-            .fetch_all(pool)
-            .await?);
+        let clients: Vec<String> = sql!(self, fetch_all scalar => SQL, tenant_id, owner)?;
         if clients.is_empty() {
             return Ok(0);
         }
@@ -528,11 +519,8 @@ impl Store {
     ) -> Result<Vec<SessionKey>, Error> {
         const SQL: &str = "SELECT tenant_id, client_id FROM mqtt_sessions \
              WHERE will_due_at <= $1 ORDER BY will_due_at LIMIT $2";
-        let rows: Vec<(String, String)> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(Ts(before))
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?);
+        let rows: Vec<(String, String)> = sql!(self, fetch_all as _ => SQL, Ts(before),
+            i64::from(limit))?;
         Ok(rows
             .into_iter()
             .map(|(t, c)| SessionKey::new(t, c))

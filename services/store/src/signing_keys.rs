@@ -97,21 +97,12 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, SigningKeyRow>(SQL)
-            .bind(&new.kid)
-            .bind(&new.algorithm)
-            .bind(&new.private_key)
-            .bind(&new.public_key)
-            .bind(Ts(now()))
-            .fetch_one(pool)
-            .await);
+        let row = sql!(self, fetch_one as SigningKeyRow => SQL, &new.kid, &new.algorithm,
+            &new.private_key, &new.public_key, Ts(now()));
         match row {
             Ok(row) => Ok(row.into()),
             Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::AlreadyExists {
-                    kind: KIND,
-                    id: new.kid.clone(),
-                }),
+                Some(Violation::Unique) => Err(Error::already_exists(KIND, new.kid.clone())),
                 _ => Err(e.into()),
             },
         }
@@ -124,9 +115,7 @@ impl Store {
             columns!(),
             " FROM signing_keys ORDER BY created_at, kid"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, SigningKeyRow>(SQL)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as SigningKeyRow => SQL)?;
         Ok(rows.into_iter().map(SigningKey::from).collect())
     }
 
@@ -136,12 +125,7 @@ impl Store {
     pub async fn retire_signing_keys_except(&self, keep: &str) -> Result<u64, Error> {
         const SQL: &str =
             "UPDATE signing_keys SET retired_at = $2 WHERE kid <> $1 AND retired_at IS NULL";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(keep)
-            .bind(Ts(now()))
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let n = sql!(self, execute => SQL, keep, Ts(now()))?;
         Ok(n)
     }
 
@@ -157,13 +141,7 @@ impl Store {
     ) -> Result<bool, Error> {
         const SQL: &str =
             "UPDATE signing_keys SET private_key = $3 WHERE kid = $1 AND private_key = $2";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(kid)
-            .bind(bare)
-            .bind(sealed)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let n = sql!(self, execute => SQL, kid, bare, sealed)?;
         Ok(n > 0)
     }
 
@@ -175,11 +153,7 @@ impl Store {
     ) -> Result<u64, Error> {
         const SQL: &str =
             "DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1";
-        let n = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(Ts(before))
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let n = sql!(self, execute => SQL, Ts(before))?;
         Ok(n)
     }
 }

@@ -131,10 +131,7 @@ impl Store {
     /// tooling that need to reach past the repositories.
     #[cfg(any(test, feature = "testing"))]
     pub(crate) async fn execute_raw(&self, sql: &'static str) -> Result<u64, Error> {
-        let done = on_pool!(self, pool => sqlx::query(sql)
-            .execute(pool)
-            .await?
-            .rows_affected());
+        let done = sql!(self, execute => sql)?;
         Ok(done)
     }
 }

@@ -102,10 +102,7 @@ impl Store {
         match row {
             Ok(row) => Ok(row.into()),
             Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::AlreadyExists {
-                    kind: KIND,
-                    id: new.id.clone(),
-                }),
+                Some(Violation::Unique) => Err(Error::already_exists(KIND, new.id.clone())),
                 _ => Err(e.into()),
             },
         }
@@ -114,20 +111,14 @@ impl Store {
     /// The tenant `id`, or `NotFound`.
     pub async fn get_tenant(&self, id: &str) -> Result<Tenant, Error> {
         const SQL: &str = concat!("SELECT ", columns!(), " FROM tenants WHERE id = $1");
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as TenantRow => SQL, id)?;
         row.map(Tenant::from).ok_or_else(|| not_found(id))
     }
 
     /// Whether the tenant `id` exists (cheaper than `get_tenant`).
     pub async fn tenant_exists(&self, id: &str) -> Result<bool, Error> {
         const SQL: &str = "SELECT COUNT(*) FROM tenants WHERE id = $1";
-        let n: i64 = on_pool!(self, pool => sqlx::query_scalar(SQL)
-            .bind(id)
-            .fetch_one(pool)
-            .await?);
+        let n: i64 = sql!(self, fetch_one scalar => SQL, id)?;
         Ok(n > 0)
     }
 
@@ -138,10 +129,7 @@ impl Store {
             None => {
                 const SQL: &str =
                     concat!("SELECT ", columns!(), " FROM tenants ORDER BY id LIMIT $1");
-                on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?)
+                sql!(self, fetch_all as TenantRow => SQL, limit)?
             }
             Some(cursor) => {
                 let after = decode_cursor(CursorKind::Tenants, cursor)?;
@@ -150,11 +138,7 @@ impl Store {
                     columns!(),
                     " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
                 );
-                on_pool!(self, pool => sqlx::query_as::<_, TenantRow>(SQL)
-                    .bind(&after)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?)
+                sql!(self, fetch_all as TenantRow => SQL, &after, limit)?
             }
         };
         let tenants = rows.into_iter().map(Tenant::from).collect();
@@ -210,10 +194,7 @@ impl Store {
         match row {
             Some(row) => Ok(row.into()),
             None if unchanged_since.is_some() && self.tenant_exists(id).await? => {
-                Err(Error::Modified {
-                    kind: KIND,
-                    id: id.to_owned(),
-                })
+                Err(Error::modified(KIND, id.to_owned()))
             }
             None => Err(not_found(id)),
         }
@@ -256,8 +237,5 @@ impl Store {
 }
 
 fn not_found(id: &str) -> Error {
-    Error::NotFound {
-        kind: KIND,
-        id: id.to_owned(),
-    }
+    Error::not_found(KIND, id.to_owned())
 }

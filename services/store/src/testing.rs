@@ -39,7 +39,7 @@ use std::sync::Once;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
-use crate::{Backend, Error, Store};
+use crate::{Backend, Error, NewTenant, Store};
 
 /// Where the admin connection for Postgres test databases comes from, in
 /// order of preference.
@@ -95,6 +95,20 @@ impl TestDb {
     }
 
     pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates tenant `id`, named after itself, the fixture most tests
+    /// start from; returns the store.
+    pub async fn with_tenant(&self, id: &str) -> &Store {
+        let tenant = NewTenant {
+            id: id.into(),
+            name: id.into(),
+        };
+        self.store
+            .create_tenant(&tenant)
+            .await
+            .expect("create the test tenant");
         &self.store
     }
 

@@ -157,14 +157,8 @@ impl Store {
         );
         let at = now();
         let lease_end = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(
-                sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(endpoint_id)
-            .bind(ordering_key)
-            .bind(Ts(lease_end))
-            .bind(Ts(at))
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as DeliveryRow => sqlx::AssertSqlSafe(sql.as_str()),
+            endpoint_id, ordering_key, Ts(lease_end), Ts(at))?;
         let Some(row) = row else {
             return Ok(None);
         };

@@ -224,11 +224,8 @@ impl Store {
              ON de.event_id = o.id WHERE de.delivery_id = $1 ORDER BY de.position",
             prefixed_outbox_columns()
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, OutboxRow>(
-                sqlx::AssertSqlSafe(sql.as_str()))
-            .bind(delivery_id)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as OutboxRow => sqlx::AssertSqlSafe(sql.as_str()),
+            delivery_id)?;
         Ok(rows.into_iter().map(OutboxEvent::from).collect())
     }
 
@@ -381,11 +378,7 @@ impl Store {
             delivery_columns!(),
             " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as DeliveryRow => SQL, tenant_id, id)?;
         row.ok_or_else(|| not_found(id))?.try_into()
     }
 
@@ -406,14 +399,9 @@ impl Store {
             " FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 ",
             "AND ($3 IS NULL OR status = $3) AND id < $4 ORDER BY id DESC LIMIT $5"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeliveryRow>(SQL)
-            .bind(tenant_id)
-            .bind(endpoint_id)
-            .bind(status.map(DeliveryStatus::as_str))
-            .bind(before.unwrap_or(i64::MAX))
-            .bind(i64::from(limit.clamp(1, 1000)))
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as DeliveryRow => SQL, tenant_id, endpoint_id,
+            status.map(DeliveryStatus::as_str), before.unwrap_or(i64::MAX),
+            i64::from(limit.clamp(1, 1000)))?;
         rows.into_iter().map(WebhookDelivery::try_from).collect()
     }
 
@@ -428,11 +416,7 @@ impl Store {
             "a.response, a.error FROM webhook_attempts a JOIN webhook_deliveries d ",
             "ON d.id = a.delivery_id WHERE d.tenant_id = $1 AND a.delivery_id = $2 ORDER BY a.id"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, AttemptRow>(SQL)
-            .bind(tenant_id)
-            .bind(delivery_id)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as AttemptRow => SQL, tenant_id, delivery_id)?;
         Ok(rows.into_iter().map(WebhookAttempt::from).collect())
     }
 
@@ -596,9 +580,7 @@ impl Store {
             "WHERE status IN ('pending', 'delivering') GROUP BY tenant_id, endpoint_id ",
             "ORDER BY endpoint_id"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, (String, String, i64)>(SQL)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as (String, String, i64) => SQL)?;
         Ok(rows
             .into_iter()
             .map(|(tenant_id, endpoint_id, pending)| QueueDepth {
@@ -611,8 +593,5 @@ impl Store {
 }
 
 fn not_found(id: i64) -> Error {
-    Error::NotFound {
-        kind: KIND,
-        id: id.to_string(),
-    }
+    Error::not_found(KIND, id.to_string())
 }

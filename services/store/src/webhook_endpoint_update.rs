@@ -70,9 +70,6 @@ impl Store {
                 .await?
         });
         row.map(WebhookEndpoint::from)
-            .ok_or_else(|| Error::NotFound {
-                kind: "webhook",
-                id: id.to_owned(),
-            })
+            .ok_or_else(|| Error::not_found("webhook", id.to_owned()))
     }
 }

@@ -181,10 +181,7 @@ impl Store {
         match result {
             Ok(endpoint) => Ok(endpoint),
             Err(e) => Err(match violation(&e) {
-                Some(Violation::ForeignKey) => Error::NotFound {
-                    kind: "tenant",
-                    id: new.tenant_id.clone(),
-                },
+                Some(Violation::ForeignKey) => Error::not_found("tenant", new.tenant_id.clone()),
                 Some(Violation::Unique) => Error::AlreadyExists { kind: KIND, id },
                 None => e.into(),
             }),
@@ -202,11 +199,7 @@ impl Store {
             endpoint_columns!(),
             " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as EndpointRow => SQL, tenant_id, id)?;
         row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
     }
 
@@ -221,10 +214,7 @@ impl Store {
             endpoint_columns!(),
             " FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(tenant_id)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as EndpointRow => SQL, tenant_id)?;
         Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
     }
 
@@ -241,10 +231,7 @@ impl Store {
             " FROM webhook_endpoints WHERE enabled AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) ",
             "ORDER BY tenant_id, id"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(tenant_id)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as EndpointRow => SQL, tenant_id)?;
         Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
     }
 
@@ -264,13 +251,8 @@ impl Store {
             "updated_at = $4 WHERE tenant_id = $1 AND id = $2 RETURNING ",
             endpoint_columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .bind(enabled)
-            .bind(Ts(now()))
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as EndpointRow => SQL, tenant_id, id, enabled,
+            Ts(now()))?;
         row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
     }
 
@@ -292,14 +274,9 @@ impl Store {
             "WHERE tenant_id = $1 AND id = $2 RETURNING ",
             endpoint_columns!()
         );
-        let row = audited_tx!(self, audit, Option::is_some, tx => sqlx::query_as::<_, EndpointRow>(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .bind(new_secret)
-            .bind(Ts(previous_expires_at))
-            .bind(Ts(now()))
-            .fetch_optional(tx)
-            .await?);
+        let row = audited_tx!(self, audit, Option::is_some, tx => sql!(in tx,
+            fetch_optional as EndpointRow => SQL, tenant_id, id, new_secret,
+            Ts(previous_expires_at), Ts(now()))?);
         row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
     }
 
@@ -313,12 +290,8 @@ impl Store {
         audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2";
-        let deleted = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(id)
-            .execute(tx)
-            .await?
-            .rows_affected());
+        let deleted = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sql!(in tx, execute => SQL,
+            tenant_id, id)?);
         if deleted == 0 {
             return Err(not_found(id));
         }
@@ -327,8 +300,5 @@ impl Store {
 }
 
 fn not_found(id: &str) -> Error {
-    Error::NotFound {
-        kind: KIND,
-        id: id.to_owned(),
-    }
+    Error::not_found(KIND, id.to_owned())
 }

@@ -17,6 +17,40 @@ use tokio::task::JoinHandle;
 /// Generous: only for liveness, never for speed.
 pub const WAIT: Duration = Duration::from_secs(15);
 
+/// Every metric `snapshotter` has seen, keyed `name{label=value,…}`:
+/// counters and gauges by value, histograms as 0.
+pub fn metric_values(
+    snapshotter: &metrics_util::debugging::Snapshotter,
+) -> std::collections::HashMap<String, f64> {
+    use metrics_util::debugging::DebugValue;
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let k = key.key();
+        let labels: Vec<String> = k
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let v = match value {
+            DebugValue::Counter(c) => c as f64,
+            DebugValue::Gauge(g) => g.into_inner(),
+            DebugValue::Histogram(_) => 0.0,
+        };
+        seen.insert(format!("{}{{{}}}", k.name(), labels.join(",")), v);
+    }
+    seen
+}
+
+/// Polls `cond` until it holds; panics after [`WAIT`].
+pub async fn eventually(mut cond: impl FnMut() -> bool) {
+    tokio::time::timeout(WAIT, async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("condition not reached");
+}
+
 pub fn init_tracing() {
     if std::env::var_os("TEST_LOG").is_some() {
         let _ = tracing_subscriber::fmt()
@@ -80,29 +114,42 @@ impl TestBroker {
     }
 }
 
-/// Runs a rumqttc v4 event loop; incoming packets arrive on the channel.
-pub fn v4_client(
-    port: u16,
-    id: &str,
-    clean: bool,
-) -> (
+/// A rumqttc v4 client, the channel its incoming packets arrive on, and its
+/// event loop's task.
+pub type V4Client = (
     rumqttc::AsyncClient,
     mpsc::UnboundedReceiver<rumqttc::Packet>,
     JoinHandle<()>,
-) {
+);
+
+/// Runs a rumqttc v4 event loop; incoming packets arrive on the channel.
+pub fn v4_client(port: u16, id: &str, clean: bool) -> V4Client {
     let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
     opts.set_clean_session(clean);
     opts.set_keep_alive(Duration::from_secs(30));
     v4_with(opts)
 }
 
-pub fn v4_with(
-    opts: rumqttc::MqttOptions,
-) -> (
-    rumqttc::AsyncClient,
-    mpsc::UnboundedReceiver<rumqttc::Packet>,
-    JoinHandle<()>,
+/// A clean-session v4 client `id` subscribed to `filter` (its SUBACK seen).
+pub async fn v4_subscriber(port: u16, id: &str, filter: &str, qos: rumqttc::QoS) -> V4Client {
+    let (client, mut rx, task) = v4_client(port, id, true);
+    client.subscribe(filter, qos).await.unwrap();
+    v4_suback(&mut rx).await;
+    (client, rx, task)
+}
+
+/// Publishes `payload` on `topic` through the v4 client `client`.
+pub async fn v4_send(
+    client: &rumqttc::AsyncClient,
+    topic: &str,
+    qos: rumqttc::QoS,
+    retain: bool,
+    payload: impl Into<Vec<u8>>,
 ) {
+    client.publish(topic, qos, retain, payload).await.unwrap();
+}
+
+pub fn v4_with(opts: rumqttc::MqttOptions) -> V4Client {
     let (client, mut el) = rumqttc::AsyncClient::new(opts, 100);
     let (tx, rx) = mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
@@ -294,10 +341,38 @@ impl Raw {
         }
         got
     }
+
+    /// Reads until the server closes and asserts its last word was one
+    /// CONNACK with `want`.
+    pub async fn assert_refused(&mut self, want: mqtt::ReasonCode) {
+        let got = self.until_closed().await;
+        assert!(
+            matches!(got.as_slice(), [Packet::ConnAck(a)] if a.reason_code == want),
+            "{got:?}"
+        );
+    }
+
+    /// Reads until the server closes and asserts its last word was one
+    /// DISCONNECT with `want`.
+    pub async fn assert_disconnected(&mut self, want: mqtt::ReasonCode) {
+        let got = self.until_closed().await;
+        assert!(
+            matches!(got.as_slice(), [Packet::Disconnect(d)] if d.reason_code == want),
+            "{got:?}"
+        );
+    }
 }
 
 pub fn connect(version: ProtocolVersion, id: &str) -> Connect {
     Connect::new(version, id)
+}
+
+/// A v5 CONNECT for a persistent session of `expiry` seconds.
+pub fn persistent(id: &str, expiry: u32) -> Connect {
+    let mut c = Connect::new(ProtocolVersion::V5, id);
+    c.clean_start = false;
+    c.properties.session_expiry_interval = Some(expiry);
+    c
 }
 
 pub fn arc<T>(t: T) -> Arc<T> {

@@ -4,7 +4,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{PacketId, PacketType, ProtocolVersion, read_packet_id};
+use super::{Kind, PacketId, PacketType, ProtocolVersion, read_packet_id};
 use crate::codec::Reader;
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -40,33 +40,45 @@ pub(crate) fn check_reason(rc: ReasonCode, packet: PacketType) -> Result<(), Enc
 pub(crate) fn read(
     r: &mut Reader,
     version: ProtocolVersion,
-    packet: PacketType,
-    ctx: PropertyContext,
+    (packet, ctx): Kind,
 ) -> Result<AckParts, Error> {
     let packet_id = read_packet_id(r, packet)?;
-    let mut parts = AckParts {
-        packet_id,
-        reason_code: ReasonCode::Success,
-        properties: Properties::default(),
-    };
     // 3.1.1 stops here; any further byte is reported as trailing.
     // In 5.0 a remaining length of 2 means Success without properties
     // (3.4.2.1), and one of 3 means no properties (3.4.2.2.1).
+    let (reason_code, properties) = read_reason_and_properties(r, version, packet, ctx)?;
+    Ok(AckParts {
+        packet_id,
+        reason_code,
+        properties,
+    })
+}
+
+/// An optional reason code, then optional properties (MQTT 5 only): a
+/// packet that ends before either means Success or no properties. The
+/// acknowledgements have them after the packet identifier, DISCONNECT and
+/// AUTH as their whole body (3.14.2.1, 3.15.2.1).
+pub(crate) fn read_reason_and_properties(
+    r: &mut Reader,
+    version: ProtocolVersion,
+    packet: PacketType,
+    ctx: PropertyContext,
+) -> Result<(ReasonCode, Properties), Error> {
+    let mut out = (ReasonCode::Success, Properties::default());
     if version == ProtocolVersion::V5 && !r.is_empty() {
-        parts.reason_code = read_reason(r, packet)?;
+        out.0 = read_reason(r, packet)?;
         if !r.is_empty() {
-            parts.properties = Properties::read(r, ctx)?;
+            out.1 = Properties::read(r, ctx)?;
         }
     }
-    Ok(parts)
+    Ok(out)
 }
 
 /// Writes the shortest form the spec allows.
 pub(crate) fn write(
     parts: (PacketId, ReasonCode, &Properties),
     version: ProtocolVersion,
-    packet: PacketType,
-    ctx: PropertyContext,
+    (packet, ctx): Kind,
     dst: &mut BytesMut,
 ) -> Result<(), EncodeError> {
     let (packet_id, reason_code, properties) = parts;
@@ -110,41 +122,22 @@ macro_rules! ack_packet {
                     properties: $crate::properties::Properties::default(),
                 }
             }
+        }
 
-            pub(crate) fn read(
-                r: &mut $crate::codec::Reader,
-                version: $crate::packet::ProtocolVersion,
-            ) -> Result<Self, $crate::error::Error> {
-                let parts = $crate::packet::ack::read(
-                    r,
-                    version,
-                    $crate::packet::PacketType::$kind,
-                    $crate::properties::PropertyContext::$kind,
-                )?;
-                Ok(Self {
+        $crate::packet::impl_codec!(
+            $name,
+            read = |r: &mut $crate::codec::Reader, version, kind| {
+                $crate::packet::ack::read(r, version, kind).map(|parts| Self {
                     packet_id: parts.packet_id,
                     reason_code: parts.reason_code,
                     properties: parts.properties,
                 })
+            },
+            write = |p: &Self, version, kind, dst| {
+                let parts = (p.packet_id, p.reason_code, &p.properties);
+                $crate::packet::ack::write(parts, version, kind, dst).map(|()| $flags)
             }
-
-            /// Writes the body; returns the fixed header flags.
-            pub(crate) fn write(
-                &self,
-                version: $crate::packet::ProtocolVersion,
-                dst: &mut bytes::BytesMut,
-            ) -> Result<u8, $crate::error::EncodeError> {
-                let parts = (self.packet_id, self.reason_code, &self.properties);
-                $crate::packet::ack::write(
-                    parts,
-                    version,
-                    $crate::packet::PacketType::$kind,
-                    $crate::properties::PropertyContext::$kind,
-                    dst,
-                )?;
-                Ok($flags)
-            }
-        }
+        );
     };
 }
 pub(crate) use ack_packet;

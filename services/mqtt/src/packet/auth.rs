@@ -1,12 +1,8 @@
 //! AUTH (3.15): MQTT 5 extended authentication exchange.
 
-use bytes::BytesMut;
-
-use super::disconnect::{read_reason_and_properties, write_reason_and_properties};
-use super::{PacketType, ProtocolVersion};
-use crate::codec::Reader;
-use crate::error::{EncodeError, Error};
-use crate::properties::{Properties, PropertyContext};
+use super::PacketType;
+use crate::error::EncodeError;
+use crate::properties::Properties;
 use crate::reason::ReasonCode;
 
 /// AUTH (3.15). Does not exist in 3.1.1: type 15 is reserved there.
@@ -18,48 +14,19 @@ pub struct Auth {
     pub properties: Properties,
 }
 
-impl Auth {
-    pub(crate) fn read(r: &mut Reader) -> Result<Self, Error> {
-        read_reason_and_properties(
-            r,
-            ProtocolVersion::V5,
-            PacketType::Auth,
-            PropertyContext::Auth,
-        )
-        .map(|(reason_code, properties)| Self {
-            reason_code,
-            properties,
-        })
-    }
-
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
-        if version == ProtocolVersion::V311 {
-            return Err(EncodeError::NotInVersion(PacketType::Auth));
-        }
-        let ctx = PropertyContext::Auth;
-        write_reason_and_properties(
-            self.reason_code,
-            &self.properties,
-            PacketType::Auth,
-            ctx,
-            dst,
-        )?;
-        Ok(0)
-    }
-}
+super::disconnect::reason_packet!(
+    Auth,
+    v311 = Err(EncodeError::NotInVersion(PacketType::Auth))
+);
 
 #[cfg(test)]
 mod tests {
-    use bytes::Bytes;
+    use bytes::{Bytes, BytesMut};
 
     use super::*;
+    use crate::error::Error;
     use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
 
     #[test]
     fn continue_authentication_byte_exact() {
@@ -74,14 +41,14 @@ mod tests {
             0x01, 0x01,
         ];
         let p = Packet::Auth(auth);
-        assert_eq!(encode(&p, ProtocolVersion::V5), bytes);
-        assert_eq!(decode_one(&bytes, ProtocolVersion::V5).unwrap(), p);
+        assert_eq!(encode(&p, V5), bytes);
+        assert_eq!(decode_one(&bytes, V5).unwrap(), p);
     }
 
     #[test]
     fn not_in_v311() {
         assert_eq!(
-            decode_one(&[0xF0, 0x00], ProtocolVersion::V311),
+            decode_one(&[0xF0, 0x00], V4),
             Err(Error::ReservedPacketType(15))
         );
         let mut buf = BytesMut::new();
@@ -90,7 +57,7 @@ mod tests {
             properties: Properties::default(),
         });
         assert_eq!(
-            p.encode(ProtocolVersion::V311, &mut buf),
+            p.encode(V4, &mut buf),
             Err(EncodeError::NotInVersion(PacketType::Auth))
         );
     }

@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::ack::{check_reason, read_reason};
-use super::{PacketType, ProtocolVersion};
+use super::{Body, PacketType, ProtocolVersion};
 use crate::codec::Reader;
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -64,13 +64,10 @@ impl ConnAck {
             properties,
         })
     }
+}
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
+impl Body for ConnAck {
+    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
         if self.session_present && self.reason_code.is_error() {
             return Err(EncodeError::SessionPresentOnFailure);
         }
@@ -91,10 +88,7 @@ impl ConnAck {
 mod tests {
     use super::*;
     use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
-
-    const V4: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
 
     #[test]
     fn byte_exact_v311_and_v5() {

@@ -3,7 +3,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{ProtocolVersion, QoS};
+use super::{Body, ProtocolVersion, QoS};
 use crate::codec::{Reader, put_binary, put_string};
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -98,14 +98,14 @@ impl Connect {
             return Err(Error::PasswordWithoutUsername);
         }
         let keep_alive = r.u16()?;
-        let properties = read_properties(r, protocol, PropertyContext::Connect)?;
+        let properties = Properties::read_in(r, protocol, PropertyContext::Connect)?;
         // 3.1.2.11.10
         if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
             return Err(Error::AuthDataWithoutMethod);
         }
         let client_id = r.string()?; // MQTT-3.1.3-4
         let will = if has_will {
-            let properties = read_properties(r, protocol, PropertyContext::Will)?;
+            let properties = Properties::read_in(r, protocol, PropertyContext::Will)?;
             let topic = TopicName::parse(r.string()?).map_err(Error::InvalidTopicName)?;
             let payload = r.binary()?;
             Some(LastWill {
@@ -131,13 +131,10 @@ impl Connect {
             properties,
         })
     }
+}
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
+impl Body for Connect {
+    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
         if version == ProtocolVersion::V311 && self.password.is_some() && self.username.is_none() {
             return Err(EncodeError::PasswordWithoutUsername); // MQTT-3.1.2-22
         }
@@ -170,9 +167,8 @@ impl Connect {
         }
         put_string(dst, &self.client_id)?;
         if let Some(will) = &self.will {
-            if version == ProtocolVersion::V5 {
-                will.properties.write(PropertyContext::Will, dst)?;
-            }
+            will.properties
+                .write_in(version, PropertyContext::Will, dst)?;
             put_string(dst, will.topic.as_str())?;
             put_binary(dst, &will.payload)?;
         }
@@ -186,27 +182,12 @@ impl Connect {
     }
 }
 
-/// Properties exist only in MQTT 5; 3.1.1 gets an empty set.
-fn read_properties(
-    r: &mut Reader,
-    version: ProtocolVersion,
-    ctx: PropertyContext,
-) -> Result<Properties, Error> {
-    match version {
-        ProtocolVersion::V311 => Ok(Properties::default()),
-        ProtocolVersion::V5 => Properties::read(r, ctx),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
     use crate::topic::TopicError;
-
-    const V4: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
 
     /// `mosquitto_pub -i test -t t -m m` (3.1.1, clean session, keep alive 60).
     const MOSQUITTO_CONNECT: &[u8] = &[

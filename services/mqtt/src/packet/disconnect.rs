@@ -2,10 +2,9 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::ack::{check_reason, read_reason};
-use super::{PacketType, ProtocolVersion};
-use crate::codec::Reader;
-use crate::error::{EncodeError, Error};
+use super::PacketType;
+use super::ack::check_reason;
+use crate::error::EncodeError;
 use crate::properties::{Properties, PropertyContext};
 use crate::reason::ReasonCode;
 
@@ -26,57 +25,40 @@ impl Disconnect {
             properties: Properties::default(),
         }
     }
-
-    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        read_reason_and_properties(
-            r,
-            version,
-            PacketType::Disconnect,
-            PropertyContext::Disconnect,
-        )
-        .map(|(reason_code, properties)| Self {
-            reason_code,
-            properties,
-        })
-    }
-
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
-        if version == ProtocolVersion::V5 {
-            let ctx = PropertyContext::Disconnect;
-            write_reason_and_properties(
-                self.reason_code,
-                &self.properties,
-                PacketType::Disconnect,
-                ctx,
-                dst,
-            )?;
-        }
-        Ok(0)
-    }
 }
 
-/// DISCONNECT and AUTH: both parts may be left out, a remaining length of
-/// 0 meaning Success and of 1 meaning no properties (3.14.2.1, 3.15.2.1).
-pub(crate) fn read_reason_and_properties(
-    r: &mut Reader,
-    version: ProtocolVersion,
-    packet: PacketType,
-    ctx: PropertyContext,
-) -> Result<(ReasonCode, Properties), Error> {
-    let mut out = (ReasonCode::Success, Properties::default());
-    if version == ProtocolVersion::V5 && !r.is_empty() {
-        out.0 = read_reason(r, packet)?;
-        if !r.is_empty() {
-            out.1 = Properties::read(r, ctx)?;
-        }
-    }
-    Ok(out)
+/// `read` and [`Body`](super::Body) for DISCONNECT and AUTH, whose bodies
+/// are both an optional reason code and optional properties; `$v311` is
+/// what writing one for 3.1.1 does (DISCONNECT has no body there, AUTH does
+/// not exist).
+macro_rules! reason_packet {
+    ($name:ident, v311 = $v311:expr) => {
+        $crate::packet::impl_codec!(
+            $name,
+            read = |r: &mut $crate::codec::Reader, version, (packet, ctx)| {
+                $crate::packet::ack::read_reason_and_properties(r, version, packet, ctx).map(
+                    |(reason_code, properties)| Self {
+                        reason_code,
+                        properties,
+                    },
+                )
+            },
+            write = |p: &Self, version, (packet, ctx), dst| match version {
+                $crate::packet::ProtocolVersion::V311 => $v311.map(|()| 0),
+                $crate::packet::ProtocolVersion::V5 => {
+                    let (reason, properties) = (p.reason_code, &p.properties);
+                    $crate::packet::disconnect::write_reason_and_properties(
+                        reason, properties, packet, ctx, dst,
+                    )
+                    .map(|()| 0)
+                }
+            }
+        );
+    };
 }
+pub(crate) use reason_packet;
+
+reason_packet!(Disconnect, v311 = Ok(()));
 
 /// A reason code and properties; both left out for Success without
 /// properties. The property length is written even when it is 0: the spec
@@ -100,11 +82,9 @@ pub(crate) fn write_reason_and_properties(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::Error;
     use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
-
-    const V4: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
 
     #[test]
     fn short_forms() {

@@ -3,13 +3,10 @@
 //! loopback through a logging TCP proxy. Client to server is `C>`, server to
 //! client `S<`.
 
-use super::testutil::{decode_one, encode};
+use super::testutil::{V4, V5, decode_one, encode};
 use super::*;
 use crate::properties::PropertyContext;
 use crate::reason::ReasonCode;
-
-const V4: ProtocolVersion = ProtocolVersion::V311;
-const V5: ProtocolVersion = ProtocolVersion::V5;
 
 fn hex(s: &str) -> Vec<u8> {
     (0..s.len())

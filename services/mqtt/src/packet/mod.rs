@@ -14,6 +14,7 @@ mod auth;
 mod connack;
 mod connect;
 mod disconnect;
+mod list;
 mod ping;
 mod puback;
 mod pubcomp;
@@ -301,7 +302,7 @@ fn read_body(
         PacketType::PingReq => Packet::PingReq,
         PacketType::PingResp => Packet::PingResp,
         PacketType::Disconnect => Packet::Disconnect(Disconnect::read(&mut r, version)?),
-        PacketType::Auth => Packet::Auth(Auth::read(&mut r)?),
+        PacketType::Auth => Packet::Auth(Auth::read(&mut r, version)?),
     };
     r.finish()?;
     Ok(packet)
@@ -411,6 +412,49 @@ into_packet! {
     Disconnect(Disconnect) => std::convert::identity,
     Auth(Auth) => std::convert::identity,
 }
+
+/// A packet's body: everything after the fixed header. Each packet's file
+/// implements it; [`Packet::encode_limited`] adds the fixed header.
+pub(crate) trait Body {
+    /// Writes the body for `version`; returns the fixed header flags.
+    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError>;
+}
+
+/// The packet type and property context of a packet, for the helpers that
+/// read and write the layouts several packets share (ack.rs, list.rs).
+pub(crate) type Kind = (PacketType, crate::properties::PropertyContext);
+
+/// Implements `read` and [`Body`] for the packet `$name` of a shared layout:
+/// `$read(r, version, kind)` reads it, `$write(packet, version, kind, dst)`
+/// writes it, with `kind` its [`Kind`].
+macro_rules! impl_codec {
+    ($name:ident, read = $read:expr, write = $write:expr) => {
+        impl $name {
+            const KIND: $crate::packet::Kind = (
+                $crate::packet::PacketType::$name,
+                $crate::properties::PropertyContext::$name,
+            );
+
+            pub(crate) fn read(
+                r: &mut $crate::codec::Reader,
+                version: $crate::packet::ProtocolVersion,
+            ) -> Result<Self, $crate::error::Error> {
+                $read(r, version, Self::KIND)
+            }
+        }
+
+        impl $crate::packet::Body for $name {
+            fn write(
+                &self,
+                version: $crate::packet::ProtocolVersion,
+                dst: &mut bytes::BytesMut,
+            ) -> Result<u8, $crate::error::EncodeError> {
+                $write(self, version, Self::KIND, dst)
+            }
+        }
+    };
+}
+pub(crate) use impl_codec;
 
 /// Reads a packet identifier that must not be 0 (MQTT-2.2.1-3).
 pub(crate) fn read_packet_id(r: &mut Reader, packet: PacketType) -> Result<PacketId, Error> {

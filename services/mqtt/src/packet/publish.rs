@@ -2,7 +2,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::{PacketId, PacketType, ProtocolVersion, QoS, read_packet_id};
+use super::{Body, PacketId, PacketType, ProtocolVersion, QoS, read_packet_id};
 use crate::codec::{Reader, put_string};
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -61,10 +61,7 @@ impl Publish {
         } else {
             Some(read_packet_id(r, PacketType::Publish)?)
         };
-        let properties = match version {
-            ProtocolVersion::V311 => Properties::default(),
-            ProtocolVersion::V5 => Properties::read(r, PropertyContext::Publish)?,
-        };
+        let properties = Properties::read_in(r, version, PropertyContext::Publish)?;
         let topic = if topic.is_empty() {
             match version {
                 // 3.3.2.3.4: an empty name is fine when an alias stands in.
@@ -87,13 +84,11 @@ impl Publish {
             properties,
         })
     }
+}
 
-    /// Writes the body up to the payload; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
+impl Body for Publish {
+    // Only up to the payload: `Packet::encode_limited` appends it.
+    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
         match (self.qos, self.packet_id) {
             (QoS::AtMostOnce, Some(_)) => return Err(EncodeError::UnexpectedPacketId),
             (QoS::AtLeastOnce | QoS::ExactlyOnce, None) => {
@@ -114,9 +109,8 @@ impl Publish {
         if let Some(id) = self.packet_id {
             dst.put_u16(id.get());
         }
-        if version == ProtocolVersion::V5 {
-            self.properties.write(PropertyContext::Publish, dst)?;
-        }
+        self.properties
+            .write_in(version, PropertyContext::Publish, dst)?;
         // The payload is appended by `Packet::encode_limited` straight into
         // the output, so it is copied once.
         let mut flags = self.qos.to_u8() << 1;
@@ -135,11 +129,8 @@ mod tests {
     use std::num::NonZeroU16;
 
     use super::*;
-    use crate::packet::testutil::{decode_one, encode};
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
     use crate::packet::{MAX_PACKET_SIZE, Packet, decode};
-
-    const V4: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
 
     fn topic(s: &str) -> TopicName {
         TopicName::parse(s).unwrap()

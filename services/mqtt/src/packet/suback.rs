@@ -3,10 +3,10 @@
 use bytes::{BufMut, BytesMut};
 
 use super::ack::{check_reason, read_reason};
-use super::{PacketId, PacketType, ProtocolVersion, read_packet_id};
+use super::{PacketId, PacketType, ProtocolVersion, list};
 use crate::codec::Reader;
 use crate::error::{EncodeError, Error};
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::Properties;
 use crate::reason::ReasonCode;
 
 /// SUBACK (3.9).
@@ -35,63 +35,35 @@ fn from_v311(code: u8) -> Result<ReasonCode, Error> {
     }
 }
 
-impl SubAck {
-    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        let packet_id = read_packet_id(r, PacketType::SubAck)?;
-        let properties = match version {
-            ProtocolVersion::V311 => Properties::default(),
-            ProtocolVersion::V5 => Properties::read(r, PropertyContext::SubAck)?,
-        };
-        let mut reason_codes = Vec::with_capacity(r.remaining());
-        while !r.is_empty() {
-            reason_codes.push(match version {
-                ProtocolVersion::V311 => from_v311(r.u8()?)?,
-                ProtocolVersion::V5 => read_reason(r, PacketType::SubAck)?,
-            });
-        }
-        if reason_codes.is_empty() {
-            return Err(Error::EmptyPayload(PacketType::SubAck));
-        }
-        Ok(Self {
-            packet_id,
-            reason_codes,
-            properties,
-        })
-    }
+list::list_packet!(SubAck, reason_codes, flags = 0);
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
-        if self.reason_codes.is_empty() {
-            return Err(EncodeError::EmptyPayload(PacketType::SubAck));
-        }
-        dst.put_u16(self.packet_id.get());
-        if version == ProtocolVersion::V5 {
-            self.properties.write(PropertyContext::SubAck, dst)?;
-        }
-        for &rc in &self.reason_codes {
-            check_reason(rc, PacketType::SubAck)?;
-            dst.put_u8(match version {
-                ProtocolVersion::V5 => rc.to_u8(),
-                ProtocolVersion::V311 if rc.is_error() => 0x80,
-                ProtocolVersion::V311 => rc.to_u8(),
-            });
-        }
-        Ok(0)
+fn read_entry(r: &mut Reader, version: ProtocolVersion) -> Result<ReasonCode, Error> {
+    match version {
+        ProtocolVersion::V311 => from_v311(r.u8()?),
+        ProtocolVersion::V5 => read_reason(r, PacketType::SubAck),
     }
+}
+
+/// On 3.1.1 every failure is 0x80 (3.9.3).
+fn write_entry(
+    &rc: &ReasonCode,
+    version: ProtocolVersion,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    check_reason(rc, PacketType::SubAck)?;
+    dst.put_u8(match version {
+        ProtocolVersion::V5 => rc.to_u8(),
+        ProtocolVersion::V311 if rc.is_error() => 0x80,
+        ProtocolVersion::V311 => rc.to_u8(),
+    });
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
-
-    const V4: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
 
     #[test]
     fn v5_failures_become_0x80_on_v311() {

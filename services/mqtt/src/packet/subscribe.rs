@@ -2,10 +2,10 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::{PacketId, PacketType, ProtocolVersion, QoS, read_packet_id};
+use super::{PacketId, ProtocolVersion, QoS, list};
 use crate::codec::{Reader, put_string};
 use crate::error::{EncodeError, Error};
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::Properties;
 use crate::topic::TopicFilter;
 
 const NO_LOCAL: u8 = 0b0000_0100;
@@ -119,68 +119,38 @@ pub struct Subscribe {
     pub properties: Properties,
 }
 
-impl Subscribe {
-    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        let packet_id = read_packet_id(r, PacketType::Subscribe)?;
-        let properties = match version {
-            ProtocolVersion::V311 => Properties::default(),
-            ProtocolVersion::V5 => Properties::read(r, PropertyContext::Subscribe)?,
-        };
-        let mut subscriptions = Vec::new();
-        while !r.is_empty() {
-            let filter = TopicFilter::parse(r.string()?).map_err(Error::InvalidTopicFilter)?;
-            let options = SubscriptionOptions::read(r.u8()?, version)?;
-            if options.no_local && filter.shared().is_some() {
-                return Err(Error::NoLocalOnSharedSubscription); // MQTT-3.8.3-4
-            }
-            subscriptions.push(Subscription { filter, options });
-        }
-        if subscriptions.is_empty() {
-            return Err(Error::EmptyPayload(PacketType::Subscribe)); // MQTT-3.8.3-2
-        }
-        Ok(Self {
-            packet_id,
-            subscriptions,
-            properties,
-        })
-    }
+// MQTT-3.8.1-1: flags 0b0010.
+list::list_packet!(Subscribe, subscriptions, flags = 0b0010);
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
-        if self.subscriptions.is_empty() {
-            return Err(EncodeError::EmptyPayload(PacketType::Subscribe));
-        }
-        dst.put_u16(self.packet_id.get());
-        if version == ProtocolVersion::V5 {
-            self.properties.write(PropertyContext::Subscribe, dst)?;
-        }
-        for sub in &self.subscriptions {
-            if version == ProtocolVersion::V5
-                && sub.options.no_local
-                && sub.filter.shared().is_some()
-            {
-                return Err(EncodeError::NoLocalOnSharedSubscription);
-            }
-            put_string(dst, sub.filter.as_str())?;
-            dst.put_u8(sub.options.to_u8(version));
-        }
-        Ok(0b0010)
+/// One subscription: a filter and its options byte.
+fn read_entry(r: &mut Reader, version: ProtocolVersion) -> Result<Subscription, Error> {
+    let filter = TopicFilter::parse(r.string()?).map_err(Error::InvalidTopicFilter)?;
+    let options = SubscriptionOptions::read(r.u8()?, version)?;
+    if options.no_local && filter.shared().is_some() {
+        return Err(Error::NoLocalOnSharedSubscription); // MQTT-3.8.3-4
     }
+    Ok(Subscription { filter, options })
+}
+
+fn write_entry(
+    sub: &Subscription,
+    version: ProtocolVersion,
+    dst: &mut BytesMut,
+) -> Result<(), EncodeError> {
+    if version == ProtocolVersion::V5 && sub.options.no_local && sub.filter.shared().is_some() {
+        return Err(EncodeError::NoLocalOnSharedSubscription);
+    }
+    put_string(dst, sub.filter.as_str())?;
+    dst.put_u8(sub.options.to_u8(version));
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
+    use crate::packet::testutil::{V4, V5, decode_one, encode};
+    use crate::packet::{Packet, PacketType};
     use crate::topic::TopicError;
-
-    const V4: ProtocolVersion = ProtocolVersion::V311;
-    const V5: ProtocolVersion = ProtocolVersion::V5;
 
     fn sub(filter: &str, options: SubscriptionOptions) -> Subscription {
         Subscription {

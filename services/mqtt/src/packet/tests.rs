@@ -5,13 +5,10 @@ use bytes::BytesMut;
 use proptest::prelude::*;
 
 use super::strategy::packet;
-use super::testutil::decode_one;
+use super::testutil::{V4, V5, decode_one};
 use super::*;
 use crate::reason::ReasonCode;
 use crate::topic::TopicName;
-
-const V4: ProtocolVersion = ProtocolVersion::V311;
-const V5: ProtocolVersion = ProtocolVersion::V5;
 
 fn encoded(p: &Packet, v: ProtocolVersion) -> BytesMut {
     let mut buf = BytesMut::new();

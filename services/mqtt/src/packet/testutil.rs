@@ -5,6 +5,10 @@ use bytes::BytesMut;
 use super::{MAX_PACKET_SIZE, Packet, ProtocolVersion, decode};
 use crate::error::Error;
 
+/// The two protocol versions, short, for byte tables.
+pub(crate) const V4: ProtocolVersion = ProtocolVersion::V311;
+pub(crate) const V5: ProtocolVersion = ProtocolVersion::V5;
+
 /// Decodes `bytes` as exactly one whole packet.
 pub(crate) fn decode_one(bytes: &[u8], version: ProtocolVersion) -> Result<Packet, Error> {
     let mut buf = BytesMut::from(bytes);

@@ -4,7 +4,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::ack::{check_reason, read_reason};
-use super::{PacketId, PacketType, ProtocolVersion, read_packet_id};
+use super::{Body, PacketId, PacketType, ProtocolVersion, read_packet_id};
 use crate::codec::Reader;
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -43,13 +43,10 @@ impl UnsubAck {
         }
         Ok(ack)
     }
+}
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
+impl Body for UnsubAck {
+    fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
         dst.put_u16(self.packet_id.get());
         if version == ProtocolVersion::V311 {
             return Ok(0);

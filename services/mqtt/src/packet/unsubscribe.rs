@@ -1,11 +1,11 @@
 //! UNSUBSCRIBE (3.10): topic filters to remove.
 
-use bytes::{BufMut, BytesMut};
+use bytes::BytesMut;
 
-use super::{PacketId, PacketType, ProtocolVersion, read_packet_id};
+use super::{PacketId, ProtocolVersion, list};
 use crate::codec::{Reader, put_string};
 use crate::error::{EncodeError, Error};
-use crate::properties::{Properties, PropertyContext};
+use crate::properties::Properties;
 use crate::topic::TopicFilter;
 
 /// UNSUBSCRIBE (3.10).
@@ -19,52 +19,22 @@ pub struct Unsubscribe {
     pub properties: Properties,
 }
 
-impl Unsubscribe {
-    pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        let packet_id = read_packet_id(r, PacketType::Unsubscribe)?;
-        let properties = match version {
-            ProtocolVersion::V311 => Properties::default(),
-            ProtocolVersion::V5 => Properties::read(r, PropertyContext::Unsubscribe)?,
-        };
-        let mut filters = Vec::new();
-        while !r.is_empty() {
-            filters.push(TopicFilter::parse(r.string()?).map_err(Error::InvalidTopicFilter)?);
-        }
-        if filters.is_empty() {
-            return Err(Error::EmptyPayload(PacketType::Unsubscribe)); // MQTT-3.10.3-2
-        }
-        Ok(Self {
-            packet_id,
-            filters,
-            properties,
-        })
-    }
+// MQTT-3.10.1-1: flags 0b0010.
+list::list_packet!(Unsubscribe, filters, flags = 0b0010);
 
-    /// Writes the body; returns the fixed header flags.
-    pub(crate) fn write(
-        &self,
-        version: ProtocolVersion,
-        dst: &mut BytesMut,
-    ) -> Result<u8, EncodeError> {
-        if self.filters.is_empty() {
-            return Err(EncodeError::EmptyPayload(PacketType::Unsubscribe));
-        }
-        dst.put_u16(self.packet_id.get());
-        if version == ProtocolVersion::V5 {
-            self.properties.write(PropertyContext::Unsubscribe, dst)?;
-        }
-        for filter in &self.filters {
-            put_string(dst, filter.as_str())?;
-        }
-        Ok(0b0010) // MQTT-3.10.1-1
-    }
+fn read_entry(r: &mut Reader, _: ProtocolVersion) -> Result<TopicFilter, Error> {
+    TopicFilter::parse(r.string()?).map_err(Error::InvalidTopicFilter)
+}
+
+fn write_entry(f: &TopicFilter, _: ProtocolVersion, dst: &mut BytesMut) -> Result<(), EncodeError> {
+    put_string(dst, f.as_str())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::Packet;
     use crate::packet::testutil::{decode_one, encode};
+    use crate::packet::{Packet, PacketType};
 
     #[test]
     fn byte_exact_and_empty_rejected() {

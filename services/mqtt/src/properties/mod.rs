@@ -11,7 +11,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::codec::{MAX_VARINT, Reader, put_binary, put_string, put_varint};
 use crate::error::{EncodeError, Error};
-use crate::packet::QoS;
+use crate::packet::{ProtocolVersion, QoS};
 use crate::topic::TopicName;
 
 mod id;
@@ -343,6 +343,32 @@ impl Properties {
             return Err(EncodeError::InvalidPropertyValue(PropertyId::MaximumQoS));
         }
         Ok(())
+    }
+
+    /// Reads the properties of a packet in `version`: they exist only in
+    /// MQTT 5, so 3.1.1 gets an empty set and reads nothing.
+    pub(crate) fn read_in(
+        r: &mut Reader,
+        version: ProtocolVersion,
+        ctx: PropertyContext,
+    ) -> Result<Self, Error> {
+        match version {
+            ProtocolVersion::V311 => Ok(Properties::default()),
+            ProtocolVersion::V5 => Properties::read(r, ctx),
+        }
+    }
+
+    /// Writes the properties for MQTT 5; 3.1.1 has none, so they are dropped.
+    pub(crate) fn write_in(
+        &self,
+        version: ProtocolVersion,
+        ctx: PropertyContext,
+        dst: &mut BytesMut,
+    ) -> Result<(), EncodeError> {
+        match version {
+            ProtocolVersion::V311 => Ok(()),
+            ProtocolVersion::V5 => self.write(ctx, dst),
+        }
     }
 
     /// Writes the property length and the properties, after [`Self::validate`].

@@ -35,8 +35,8 @@ mod batch;
 mod codec;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -48,13 +48,12 @@ use broker::{Durability, StoreError, TenantId};
 use chrono::Utc;
 use mqtt::{PacketId, QoS, TopicFilter};
 use store::{MAX_SESSION_CLIENT_ID_BYTES, SessionMessageId, Store};
-use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, error, warn};
 
 use self::batch::{Batch, PendingBody};
 use crate::Error;
-use crate::writer::{GroupCommit, Waiters, WriterTask, run_group_commit};
+use crate::writer::{Backlog, Buffer, Changes, Waiters, WriterTask};
 
 /// How the session buffer behaves; see the module docs.
 #[derive(Debug, Clone)]
@@ -109,18 +108,41 @@ pub struct SessionStats {
     pub lag: Duration,
 }
 
-#[derive(Default)]
-struct Pending {
-    batch: Batch,
-    waiters: Waiters,
-    since: Option<Instant>,
-    in_flight: usize,
-    in_flight_since: Option<Instant>,
-    closed: bool,
+impl Changes for Batch {
+    type Config = SessionsConfig;
+    type Counters = Counters;
+
+    fn len(&self) -> usize {
+        self.changes
+    }
+
+    fn settled(backlog: &Backlog<Self>) -> bool {
+        backlog.is_empty() && backlog.in_flight == 0
+    }
+
+    fn due(backlog: &Backlog<Self>, config: &SessionsConfig) -> Option<Instant> {
+        if !backlog.waiters.is_empty() || backlog.changes.changes >= config.flush_changes {
+            return Some(Instant::now());
+        }
+        backlog.since.map(|since| since + config.flush_window)
+    }
+
+    fn retry_delay(config: &SessionsConfig) -> Duration {
+        config.retry_delay
+    }
+
+    async fn write(shared: &Shared, batch: Self, waiters: Waiters) -> Result<(), Error> {
+        shared.write(batch, waiters).await
+    }
+
+    // How the log and the errors name this buffer's changes.
+    const WHAT: &'static str = "session changes";
+    const STOPPED: Error = Error::SessionsStopped;
+    const NOT_DURABLE: fn(String) -> Error = Error::SessionsNotDurable;
 }
 
 #[derive(Default)]
-struct Counters {
+pub(crate) struct Counters {
     changes: AtomicU64,
     rows_written: AtomicU64,
     transactions: AtomicU64,
@@ -129,14 +151,7 @@ struct Counters {
     dropped: AtomicU64,
 }
 
-struct Shared {
-    store: Store,
-    config: SessionsConfig,
-    // std Mutex: held only to move changes in and out, never across await.
-    pending: Mutex<Pending>,
-    wake: Notify,
-    counters: Counters,
-}
+type Shared = Buffer<Batch>;
 
 /// Whether a change waits for its commit.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -174,14 +189,7 @@ fn store_error(e: &Error) -> StoreError {
 impl DurableSessions {
     /// Starts the writer task (call inside a tokio runtime).
     pub fn start(store: Store, config: SessionsConfig) -> Arc<Self> {
-        let shared = Arc::new(Shared {
-            store,
-            config,
-            pending: Mutex::default(),
-            wake: Notify::new(),
-            counters: Counters::default(),
-        });
-        let writer = WriterTask::spawn(run_group_commit(shared.clone(), "session changes"));
+        let (shared, writer) = Buffer::start(store, config);
         Arc::new(Self { shared, writer })
     }
 
@@ -200,46 +208,19 @@ impl DurableSessions {
     /// Waits until every change handed over before this call is committed
     /// (or its transaction failed).
     pub async fn flush(&self) -> Result<(), Error> {
-        let committed = {
-            let mut p = self.shared.pending();
-            if p.batch.is_empty() && p.in_flight == 0 {
-                return Ok(());
-            }
-            if p.closed {
-                return Err(Error::SessionsStopped);
-            }
-            p.waiters.push()
-        };
-        self.shared.wake.notify_one();
-        match committed.wait().await {
-            Ok(()) => Ok(()),
-            Err(Some(e)) => Err(Error::SessionsNotDurable(e.0)),
-            Err(None) => Err(Error::SessionsStopped),
-        }
+        self.shared.flush().await
     }
 
     /// Writes what is waiting and stops the writer. Returns an error if
     /// the last transaction failed: those changes are lost.
     pub async fn shutdown(&self) -> Result<(), Error> {
-        self.shared.pending().closed = true;
-        self.shared.wake.notify_one();
-        self.writer.join().await;
-        let left = self.shared.pending().batch.changes;
-        if left > 0 {
-            return Err(Error::SessionsNotDurable(format!(
-                "{left} session changes not written at shutdown"
-            )));
-        }
-        Ok(())
+        self.shared.shutdown(&self.writer).await
     }
 
     /// Counters and backlog.
     pub fn stats(&self) -> SessionStats {
         let c = &self.shared.counters;
-        let (backlog, since) = {
-            let p = self.shared.pending();
-            (p.batch.changes + p.in_flight, p.in_flight_since.or(p.since))
-        };
+        let (backlog, lag) = self.shared.backlog();
         SessionStats {
             changes: c.changes.load(Ordering::Relaxed),
             rows_written: c.rows_written.load(Ordering::Relaxed),
@@ -248,7 +229,7 @@ impl DurableSessions {
             refused: c.refused.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             backlog,
-            lag: since.map_or(Duration::ZERO, |s| s.elapsed()),
+            lag,
         }
     }
 
@@ -273,7 +254,7 @@ impl DurableSessions {
             return Some(not_durable(Error::SessionsStopped.to_string()));
         }
         let capacity = shared.config.max_pending;
-        if refusable && p.batch.changes + p.in_flight >= capacity {
+        if refusable && p.changes.changes + p.in_flight >= capacity {
             drop(p);
             let refused = shared.counters.refused.fetch_add(1, Ordering::Relaxed) + 1;
             // Logged on 1, 2, 4, 8, …: visible without flooding the log.
@@ -287,13 +268,13 @@ impl DurableSessions {
                 Error::SessionBufferFull { capacity }.to_string(),
             ));
         }
-        change(&mut p.batch);
+        change(&mut p.changes);
         let first = p.since.is_none();
         if first {
             p.since = Some(Instant::now());
         }
         let waiter = (commit == Commit::Now).then(|| p.waiters.push());
-        let wake = waiter.is_some() || first || p.batch.changes >= shared.config.flush_changes;
+        let wake = waiter.is_some() || first || p.changes.changes >= shared.config.flush_changes;
         drop(p);
         if wake {
             shared.wake.notify_one();
@@ -303,10 +284,6 @@ impl DurableSessions {
 }
 
 impl Shared {
-    fn pending(&self) -> MutexGuard<'_, Pending> {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     async fn write(&self, batch: Batch, waiters: Waiters) -> Result<(), Error> {
         if batch.is_empty() {
             waiters.resolve(&Ok(()));
@@ -336,10 +313,10 @@ impl Shared {
                 if retry {
                     warn!(error = %e, changes = batch.changes, "session changes not committed; will retry");
                     let mut p = self.pending();
-                    let newer = std::mem::take(&mut p.batch);
+                    let newer = std::mem::take(&mut p.changes);
                     let mut older = batch;
                     older.absorb(newer);
-                    p.batch = older;
+                    p.changes = older;
                     p.since = Some(p.in_flight_since.or(p.since).unwrap_or_else(Instant::now));
                 } else {
                     // A change the database refuses would fail every retry
@@ -350,40 +327,6 @@ impl Shared {
                 Err(e)
             }
         }
-    }
-}
-
-impl GroupCommit for Shared {
-    fn due(&self) -> (Option<Instant>, bool) {
-        let p = self.pending();
-        let due = if !p.waiters.is_empty() || p.batch.changes >= self.config.flush_changes {
-            Some(Instant::now())
-        } else {
-            p.since.map(|since| since + self.config.flush_window)
-        };
-        (due, p.closed)
-    }
-
-    fn wake(&self) -> &Notify {
-        &self.wake
-    }
-
-    fn retry_delay(&self) -> Duration {
-        self.config.retry_delay
-    }
-
-    async fn flush_once(&self) -> Result<(), Error> {
-        let (batch, waiters) = {
-            let mut p = self.pending();
-            p.in_flight_since = p.since.take();
-            p.in_flight = p.batch.changes;
-            (std::mem::take(&mut p.batch), std::mem::take(&mut p.waiters))
-        };
-        let outcome = self.write(batch, waiters).await;
-        let mut p = self.pending();
-        p.in_flight = 0;
-        p.in_flight_since = None;
-        outcome
     }
 }
 

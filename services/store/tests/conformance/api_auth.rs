@@ -3,7 +3,7 @@
 use store::testing::TestDb;
 use store::{Error, IdempotencyClaim, NewApiKey, NewDevice, NewSigningKey, Page};
 
-use crate::tenant;
+use crate::acme;
 
 fn signing_key(kid: &str) -> NewSigningKey {
     NewSigningKey {
@@ -73,8 +73,7 @@ async fn idempotency_keys_claim_once(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn api_keys_revoke_and_cascade(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let new = |id: &str, tenant: &str| NewApiKey {
         id: id.into(),
         tenant_id: tenant.into(),
@@ -116,8 +115,7 @@ async fn api_keys_revoke_and_cascade(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn import_all_or_nothing(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     store.create_device("acme", &NewDevice::new("dup")).await?;
     let batch = [
         NewDevice::new("a"),

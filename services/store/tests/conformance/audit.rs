@@ -9,11 +9,10 @@ use store::{
     TenantPatch, WebhookEndpoint,
 };
 
-use super::tenant;
+use super::acme;
 
 async fn audit_append_and_list(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
 
     let mut platform = NewAuditEntry::new("platform-admin", "tenant.create", "tenants/acme");
     platform.request_id = Some("req-1".into());
@@ -264,8 +263,7 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
 /// from its results). A change that does not happen writes no entry; once
 /// no entry can be written, no change persists.
 async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let entry = |action: &str| {
         let mut e = NewAuditEntry::new("tenant-admin:t", action, "tenants/acme");
         e.tenant_id = Some("acme".into());

@@ -6,7 +6,7 @@ use serde_json::json;
 use store::testing::TestDb;
 use store::{DeviceFilter, DevicePatch, Error, Labels, NewDevice, Page};
 
-use super::tenant;
+use super::{acme, device_ids, tenant};
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -16,8 +16,7 @@ fn labels(pairs: &[(&str, &str)]) -> Labels {
 }
 
 async fn device_crud(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let attributes =
         json!({"model": "X-1", "fw": {"version": [1, 2, 3]}, "ok": true, "note": "ünïcødé"});
     let new = NewDevice {
@@ -90,8 +89,7 @@ async fn device_crud(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn device_ids_are_scoped_to_a_tenant(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     tenant(store, "globex").await?;
     store.create_device("acme", &NewDevice::new("s-1")).await?;
     let err = store
@@ -147,8 +145,7 @@ async fn device_in_missing_tenant_is_not_found(db: &TestDb) -> anyhow::Result<()
 }
 
 async fn invalid_device_ids_are_refused(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     for bad in ["", "a/b", "a+b", "a#", "a b", "é", &"a".repeat(129)] {
         let err = store
             .create_device("acme", &NewDevice::new(bad))
@@ -163,8 +160,7 @@ async fn invalid_device_ids_are_refused(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn deleting_a_tenant_deletes_its_devices(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     tenant(store, "globex").await?;
     for i in 0..5 {
         store
@@ -188,8 +184,7 @@ async fn deleting_a_tenant_deletes_its_devices(db: &TestDb) -> anyhow::Result<()
 }
 
 async fn filters_by_enabled_and_labels(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     type Spec<'a> = (&'a str, &'a [(&'a str, &'a str)], bool);
     let specs: [Spec; 6] = [
         ("a", &[("site", "berlin"), ("kind", "meter")], true),
@@ -226,12 +221,7 @@ async fn filters_by_enabled_and_labels(db: &TestDb) -> anyhow::Result<()> {
             labels: labels(l),
             ..DeviceFilter::default()
         };
-        async move {
-            let got = store
-                .list_devices("acme", &filter, &Page::default())
-                .await?;
-            anyhow::Ok(got.items.into_iter().map(|d| d.id).collect::<Vec<_>>())
-        }
+        device_ids(store, filter)
     };
     assert_eq!(ids(None, &[]).await?, ["a", "b", "c", "d", "e", "f"]);
     assert_eq!(ids(Some(true), &[]).await?, ["a", "b", "e", "f"]);
@@ -280,8 +270,7 @@ async fn filters_by_enabled_and_labels(db: &TestDb) -> anyhow::Result<()> {
 /// and some after the cursor: every original device is seen exactly once,
 /// in order, and nothing is seen twice.
 async fn paging_has_no_gaps_or_duplicates_under_inserts(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let originals: BTreeSet<String> = (0..250).map(|i| format!("dev-{i:03}")).collect();
     for id in &originals {
         store.create_device("acme", &NewDevice::new(id)).await?;

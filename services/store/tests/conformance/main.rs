@@ -24,7 +24,22 @@ mod state;
 mod tenants;
 mod webhooks;
 
-use store::{NewTenant, Store, Tenant};
+use store::testing::TestDb;
+use store::{DeviceFilter, NewTenant, Page, Store, Tenant};
+
+/// The test's store with tenant "acme" in it, where most tests start.
+async fn acme(db: &TestDb) -> anyhow::Result<&Store> {
+    tenant(db.store(), "acme").await?;
+    Ok(db.store())
+}
+
+/// The ids of acme's devices that `filter` selects, in order.
+async fn device_ids(store: &Store, filter: DeviceFilter) -> anyhow::Result<Vec<String>> {
+    let page = store
+        .list_devices("acme", &filter, &Page::default())
+        .await?;
+    Ok(page.items.into_iter().map(|d| d.id).collect())
+}
 
 /// Create tenant `id` named after itself.
 async fn tenant(store: &Store, id: &str) -> anyhow::Result<Tenant> {

@@ -9,7 +9,7 @@ use store::{
     Store, TenantCaKind, TenantCaStatus,
 };
 
-use crate::tenant;
+use crate::{acme, tenant};
 
 async fn device(store: &Store, tenant_id: &str, id: &str) -> anyhow::Result<()> {
     let new = NewDevice {
@@ -53,8 +53,7 @@ async fn platform_ca_is_stored_once(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn tenant_cas_are_kept_per_tenant(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     tenant(store, "beta").await?;
     let new = issued_ca("acme", "aa01");
     let ca = store.create_tenant_ca(&new).await?;
@@ -128,8 +127,7 @@ async fn tenant_cas_are_kept_per_tenant(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn device_certificates_are_recorded_and_revoked(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     device(store, "acme", "d1").await?;
     let not_before = Utc::now().trunc_subsecs(0);
     let new = |serial: &str, device_id: &str| NewDeviceCertificate {
@@ -222,8 +220,7 @@ async fn device_certificates_are_recorded_and_revoked(db: &TestDb) -> anyhow::Re
 }
 
 async fn revocation_floors_per_device_and_tenant(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     device(store, "acme", "d1").await?;
     device(store, "acme", "d2").await?;
     assert_eq!(store.cert_floors("acme", "d1").await?.effective(), None);
@@ -252,8 +249,7 @@ async fn revocation_floors_per_device_and_tenant(db: &TestDb) -> anyhow::Result<
 }
 
 async fn ca_registration_codes_are_single_use(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let now = Utc::now();
     store
         .create_ca_registration_code("acme", "c0de", now + Duration::minutes(10), None)
@@ -275,8 +271,7 @@ async fn ca_registration_codes_are_single_use(db: &TestDb) -> anyhow::Result<()>
 }
 
 async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     device(store, "acme", "d1").await?;
     assert_eq!(store.device_password_hash("acme", "d1").await?, None);
     store
@@ -354,8 +349,7 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn acl_policies_put_get_list_delete(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let doc = |topic: &str| {
         json!({"rules": [{"effect": "allow", "action": "publish", "topic": topic}]})
             .as_object()

@@ -3,13 +3,12 @@
 use store::testing::TestDb;
 use store::{Error, backend_tests};
 
-use crate::tenant;
+use crate::acme;
 
 backend_tests!(presence_settings_default_on_then_set);
 
 async fn presence_settings_default_on_then_set(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let before = store.get_presence_settings("acme").await?;
     assert!(before.publish_status);
     assert_eq!(before.updated_at, None);

@@ -3,11 +3,10 @@
 use store::testing::TestDb;
 use store::{Error, NewDevice, PublishLimitSettings};
 
-use crate::tenant;
+use crate::acme;
 
 async fn device_beats_tenant_and_both_go_with_their_owner(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     for d in ["d1", "d2"] {
         store.create_device("acme", &NewDevice::new(d)).await?;
     }

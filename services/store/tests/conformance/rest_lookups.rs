@@ -5,7 +5,7 @@ use chrono::Utc;
 use store::testing::TestDb;
 use store::{NewDevice, NewWebhookEndpoint, PresenceStatus, PresenceUpdate, WebhookEndpointChange};
 
-use super::tenant;
+use super::{acme, tenant};
 
 fn presence(tenant_id: &str, device: &str, status: PresenceStatus) -> PresenceUpdate {
     PresenceUpdate {
@@ -23,8 +23,7 @@ fn presence(tenant_id: &str, device: &str, status: PresenceStatus) -> PresenceUp
 }
 
 async fn online_devices_of_a_page(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     tenant(store, "other").await?;
     for d in ["a", "b", "c"] {
         store.create_device("acme", &NewDevice::new(d)).await?;
@@ -51,8 +50,7 @@ async fn online_devices_of_a_page(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn webhook_endpoint_changes(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let created = store
         .create_webhook_endpoint(
             &NewWebhookEndpoint {

@@ -8,7 +8,7 @@ use store::testing::TestDb;
 use store::{IncomingWrite, QueueState, QueueTransition, SessionKey, SessionWrites, Store};
 
 use super::sessions::{body, connect, key, queued, record, t0};
-use super::tenant;
+use super::{acme, tenant};
 
 fn done(k: &SessionKey, seq: u64) -> QueueTransition {
     QueueTransition {
@@ -37,8 +37,7 @@ async fn queue_len(store: &Store, client: &str) -> anyhow::Result<u64> {
 async fn one_body_is_written_per_message_and_collected_after_the_last_ack(
     db: &TestDb,
 ) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let at = t0();
     let clients: Vec<String> = (0..1_200).map(|i| format!("sensor-{i:04}")).collect();
     connect(
@@ -103,8 +102,7 @@ async fn one_body_is_written_per_message_and_collected_after_the_last_ack(
 }
 
 async fn queues_keep_their_order_and_page_in_bounded_steps(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let at = t0();
     connect(
         store,
@@ -182,8 +180,7 @@ async fn queues_keep_their_order_and_page_in_bounded_steps(db: &TestDb) -> anyho
 async fn deliveries_move_from_queued_to_sent_to_released_to_done(
     db: &TestDb,
 ) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     connect(store, vec![record("acme", "a", t0())]).await?;
     let k = key("acme", "a");
     let m = body("acme", b"x");
@@ -250,8 +247,7 @@ async fn deliveries_move_from_queued_to_sent_to_released_to_done(
 }
 
 async fn incoming_qos2_ids_are_kept_until_released(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     connect(
         store,
         vec![record("acme", "a", t0()), record("acme", "b", t0())],

@@ -10,7 +10,7 @@ use store::{
     SubscriptionWrite,
 };
 
-use super::tenant;
+use super::{acme, tenant};
 
 /// Now, as both backends store it (microseconds).
 pub(crate) fn t0() -> DateTime<Utc> {
@@ -99,8 +99,7 @@ fn sub(filter: &str, qos: u8, id: Option<u32>) -> SessionSubscription {
 }
 
 async fn sessions_are_created_replaced_and_deleted(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let at = t0();
     let mut r = record("acme", "d1", at);
     r.will = Some(SessionWill {
@@ -153,8 +152,7 @@ async fn sessions_are_created_replaced_and_deleted(db: &TestDb) -> anyhow::Resul
 }
 
 async fn subscriptions_are_upserted_and_removed(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     connect(store, vec![record("acme", "d1", t0())]).await?;
     let k = key("acme", "d1");
     // Longer than a Postgres index entry may be: keyed by its hash.
@@ -201,8 +199,7 @@ async fn subscriptions_are_upserted_and_removed(db: &TestDb) -> anyhow::Result<(
 async fn disconnects_start_deadlines_and_wills_are_kept_until_cleared(
     db: &TestDb,
 ) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let at = t0();
     let mut with_will = record("acme", "d1", at);
     with_will.will = Some(SessionWill {
@@ -267,8 +264,7 @@ async fn disconnects_start_deadlines_and_wills_are_kept_until_cleared(
 }
 
 async fn a_crashed_node_releases_its_sessions(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let at = t0();
     let mut a = record("acme", "a", at);
     a.will = Some(SessionWill {
@@ -312,8 +308,7 @@ async fn a_crashed_node_releases_its_sessions(db: &TestDb) -> anyhow::Result<()>
 async fn expired_sessions_and_messages_are_purged_by_absolute_deadline(
     db: &TestDb,
 ) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let at = t0();
     let mut with_will = record("acme", "will", at);
     with_will.will = Some(SessionWill {
@@ -382,8 +377,7 @@ async fn expired_sessions_and_messages_are_purged_by_absolute_deadline(
 }
 
 async fn deleting_a_tenant_owner_or_client_deletes_everything(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     tenant(store, "globex").await?;
     store.create_device("acme", &NewDevice::new("d1")).await?;
     let at = t0();
@@ -438,8 +432,7 @@ async fn deleting_a_tenant_owner_or_client_deletes_everything(db: &TestDb) -> an
 }
 
 async fn the_operator_view_pages_with_counts(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     tenant(store, "empty").await?;
     let at = t0();
     let clients = ["a", "b", "c", "d", "e"];
@@ -514,8 +507,7 @@ async fn the_operator_view_pages_with_counts(db: &TestDb) -> anyhow::Result<()> 
 }
 
 async fn a_malformed_batch_is_refused_whole_and_writes_nothing(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let at = t0();
     let too_long = "c".repeat(1_025);
     let mut bad_sub = sub("a", 1, None);

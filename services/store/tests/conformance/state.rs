@@ -4,11 +4,10 @@ use chrono::{Duration, Utc};
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    DeviceFilter, Error, NewDevice, Page, PresenceStatus, PresenceUpdate, RetainedMessage,
-    RetainedWrite,
+    DeviceFilter, Error, NewDevice, PresenceStatus, PresenceUpdate, RetainedMessage, RetainedWrite,
 };
 
-use super::tenant;
+use super::{acme, device_ids, tenant};
 
 fn message(tenant: &str, topic: &str, payload: &[u8]) -> RetainedMessage {
     RetainedMessage {
@@ -24,8 +23,7 @@ fn message(tenant: &str, topic: &str, payload: &[u8]) -> RetainedMessage {
 }
 
 async fn retained_batches_upsert_delete_and_skip(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     tenant(store, "globex").await?;
     let now = Utc::now();
     let mut expiring = message("acme", "devices/d1/expiring", b"x");
@@ -126,8 +124,7 @@ async fn retained_batches_upsert_delete_and_skip(db: &TestDb) -> anyhow::Result<
 /// Who published a retained message survives a reload, a replacement by
 /// another principal moves it, and an unknown owner stays unknown.
 async fn retained_owner_is_kept_and_moves_on_replace(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let now = Utc::now();
     let mut platform = message("acme", "commands/d1/desired", b"p");
     platform.owner = None;
@@ -238,8 +235,7 @@ fn offline(device: &str, at: chrono::DateTime<Utc>, reason: &str) -> PresenceUpd
 }
 
 async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     for d in ["a", "b", "c"] {
         store.create_device("acme", &NewDevice::new(d)).await?;
     }
@@ -278,12 +274,7 @@ async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
             presence: Some(presence),
             ..DeviceFilter::default()
         };
-        async move {
-            let page = store
-                .list_devices("acme", &filter, &Page::default())
-                .await?;
-            anyhow::Ok(page.items.into_iter().map(|d| d.id).collect::<Vec<_>>())
-        }
+        device_ids(store, filter)
     };
     assert_eq!(by_status(PresenceStatus::Online).await?, ["a"]);
     assert_eq!(by_status(PresenceStatus::Offline).await?, ["b", "c"]);
@@ -328,8 +319,7 @@ async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     store.create_device("acme", &NewDevice::new("d1")).await?;
     let now = Utc::now();
     let empty = store.get_device_state("acme", "d1").await?;

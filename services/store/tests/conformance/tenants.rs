@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use store::testing::TestDb;
 use store::{Error, NewTenant, Page, TenantPatch};
 
-use super::tenant;
+use super::{acme, tenant};
 
 async fn tenant_crud(db: &TestDb) -> anyhow::Result<()> {
     let store = db.store();
@@ -52,8 +52,7 @@ async fn tenant_crud(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn duplicate_tenant_already_exists(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    tenant(store, "acme").await?;
+    let store = acme(db).await?;
     let err = tenant(store, "acme").await.expect_err("duplicate");
     let err = err.downcast::<Error>()?;
     assert!(

@@ -6,8 +6,8 @@ use chrono::Utc;
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    AttemptOutcome, AttemptRecord, BatchLimits, DeliveryStatus, NewOutboxEvent, NewWebhookEndpoint,
-    Route, Store, WebhookEndpoint,
+    AttemptOutcome, AttemptRecord, AttemptRecorded, BatchLimits, ClaimedDelivery, DeliveryStatus,
+    NewOutboxEvent, NewWebhookEndpoint, Route, Store, WebhookEndpoint,
 };
 
 const NO_BATCH: BatchLimits = BatchLimits {
@@ -15,6 +15,19 @@ const NO_BATCH: BatchLimits = BatchLimits {
     max_wait: Duration::from_secs(3600),
 };
 const LEASE: Duration = Duration::from_secs(60);
+
+/// Claims what is due, up to 10 deliveries and 10 per endpoint.
+async fn claim(store: &Store) -> Result<Vec<ClaimedDelivery>, store::Error> {
+    store.claim_webhook_deliveries(10, 10, LEASE).await
+}
+
+/// The store with tenant acme and one endpoint of its for
+/// `device.connected`, where most tests here start.
+async fn acme_hook(db: &TestDb) -> anyhow::Result<(&Store, WebhookEndpoint)> {
+    let store = super::acme(db).await?;
+    let hook = endpoint(store, "acme", &["device.connected"]).await?;
+    Ok((store, hook))
+}
 
 async fn endpoint(store: &Store, tenant: &str, types: &[&str]) -> anyhow::Result<WebhookEndpoint> {
     Ok(store
@@ -57,6 +70,44 @@ fn ok_record() -> AttemptRecord {
     }
 }
 
+/// A backlog of `n` "busy" events of acme's, then one "quiet" event of
+/// `quiet_tenant`'s.
+async fn busy_then_quiet(store: &Store, n: usize, quiet_tenant: &str) -> anyhow::Result<()> {
+    let backlog: Vec<_> = (0..n)
+        .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
+        .collect();
+    store.append_outbox_events(&backlog).await?;
+    let quiet = NewOutboxEvent::new(quiet_tenant, "quiet", json!({}));
+    store.append_outbox_events(&[quiet]).await?;
+    Ok(())
+}
+
+/// What a claim of up to 100 deliveries gives tenant beta.
+async fn beta_claims(store: &Store) -> anyhow::Result<Vec<ClaimedDelivery>> {
+    let all = store.claim_webhook_deliveries(100, 10, LEASE).await?;
+    Ok(all
+        .into_iter()
+        .filter(|c| c.delivery.tenant_id == "beta")
+        .collect())
+}
+
+/// Records an attempt of `delivery_id` that ended in `outcome` (a 200 for
+/// `Delivered`, a 500 otherwise).
+async fn attempt(
+    store: &Store,
+    delivery_id: i64,
+    outcome: AttemptOutcome,
+    disable_after: u32,
+) -> anyhow::Result<AttemptRecorded> {
+    let record = match outcome {
+        AttemptOutcome::Delivered => ok_record(),
+        _ => failed_record(),
+    };
+    Ok(store
+        .record_webhook_attempt(delivery_id, &record, &outcome, disable_after)
+        .await?)
+}
+
 fn failed_record() -> AttemptRecord {
     AttemptRecord {
         status_code: Some(500),
@@ -67,8 +118,7 @@ fn failed_record() -> AttemptRecord {
 }
 
 async fn endpoint_crud_and_rotation(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let created = endpoint(store, "acme", &["device.connected"]).await?;
     assert!(created.id.starts_with("wh_") && created.enabled);
     assert_eq!(
@@ -133,8 +183,7 @@ async fn endpoint_crud_and_rotation(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn outbox_is_transactional_and_fans_out_once(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let connected = endpoint(store, "acme", &["device.connected"]).await?;
     let other = endpoint(store, "acme", &["device.disconnected"]).await?;
 
@@ -181,8 +230,7 @@ async fn outbox_is_transactional_and_fans_out_once(db: &TestDb) -> anyhow::Resul
 }
 
 async fn batches_fill_and_close(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let hook = endpoint(store, "acme", &["message.published"]).await?;
     let messages: Vec<_> = (0..5)
         .map(|n| NewOutboxEvent {
@@ -200,7 +248,7 @@ async fn batches_fill_and_close(db: &TestDb) -> anyhow::Result<()> {
         .await?;
     assert_eq!((done.batched, done.deliveries_created), (5, 3));
     // Two full batches are due now; the third waits for more or max_wait.
-    let claimed = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    let claimed = claim(store).await?;
     assert_eq!(claimed.len(), 1, "batches of one endpoint go one at a time");
     assert_eq!(
         claimed[0].delivery.event_type,
@@ -212,31 +260,12 @@ async fn batches_fill_and_close(db: &TestDb) -> anyhow::Result<()> {
         .map(|e| e.payload["n"].clone())
         .collect();
     assert_eq!(ns, [json!(0), json!(1)]);
-    store
-        .record_webhook_attempt(
-            claimed[0].delivery.id,
-            &ok_record(),
-            &AttemptOutcome::Delivered,
-            5,
-        )
-        .await?;
-    let claimed = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    attempt(store, claimed[0].delivery.id, AttemptOutcome::Delivered, 5).await?;
+    let claimed = claim(store).await?;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].events.len(), 2);
-    store
-        .record_webhook_attempt(
-            claimed[0].delivery.id,
-            &ok_record(),
-            &AttemptOutcome::Delivered,
-            5,
-        )
-        .await?;
-    assert!(
-        store
-            .claim_webhook_deliveries(10, 10, LEASE)
-            .await?
-            .is_empty()
-    );
+    attempt(store, claimed[0].delivery.id, AttemptOutcome::Delivered, 5).await?;
+    assert!(claim(store).await?.is_empty());
 
     // One more message joins the open batch.
     store.append_outbox_events(&messages[..1]).await?;
@@ -252,18 +281,11 @@ async fn batches_fill_and_close(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn claims_are_fair_and_ordered(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     let busy = endpoint(store, "acme", &["busy"]).await?;
     let quiet = endpoint(store, "acme", &["quiet"]).await?;
     // A backlog of 50 on one endpoint (no ordering key), then one on another.
-    let backlog: Vec<_> = (0..50)
-        .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
-        .collect();
-    store.append_outbox_events(&backlog).await?;
-    store
-        .append_outbox_events(&[NewOutboxEvent::new("acme", "quiet", json!({}))])
-        .await?;
+    busy_then_quiet(store, 50, "acme").await?;
     store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
 
     let first = store.claim_webhook_deliveries(4, 3, LEASE).await?;
@@ -282,14 +304,7 @@ async fn claims_are_fair_and_ordered(db: &TestDb) -> anyhow::Result<()> {
             .is_empty()
     );
     let done = first.iter().find(|c| c.endpoint.id == busy.id).unwrap();
-    store
-        .record_webhook_attempt(
-            done.delivery.id,
-            &ok_record(),
-            &AttemptOutcome::Delivered,
-            5,
-        )
-        .await?;
+    attempt(store, done.delivery.id, AttemptOutcome::Delivered, 5).await?;
     assert_eq!(store.claim_webhook_deliveries(10, 3, LEASE).await?.len(), 1);
 
     // One device's deliveries go one at a time, in order.
@@ -299,37 +314,25 @@ async fn claims_are_fair_and_ordered(db: &TestDb) -> anyhow::Result<()> {
         .append_outbox_events(&[device_event("beta", "d1", 1), device_event("beta", "d1", 2)])
         .await?;
     store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
-    let claimed: Vec<_> = store
-        .claim_webhook_deliveries(100, 10, LEASE)
-        .await?
-        .into_iter()
-        .filter(|c| c.delivery.tenant_id == "beta")
-        .collect();
+    let claimed = beta_claims(store).await?;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].events[0].device_seq, Some(1));
     // A retry keeps the next one waiting behind it.
-    store
-        .record_webhook_attempt(
-            claimed[0].delivery.id,
-            &failed_record(),
-            &AttemptOutcome::Retry { at: Utc::now() },
-            100,
-        )
-        .await?;
-    let claimed: Vec<_> = store
-        .claim_webhook_deliveries(100, 10, LEASE)
-        .await?
-        .into_iter()
-        .filter(|c| c.delivery.tenant_id == "beta")
-        .collect();
+    attempt(
+        store,
+        claimed[0].delivery.id,
+        AttemptOutcome::Retry { at: Utc::now() },
+        100,
+    )
+    .await?;
+    let claimed = beta_claims(store).await?;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].events[0].device_seq, Some(1), "still the first");
     Ok(())
 }
 
 async fn expired_leases_are_claimed_again(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     endpoint(store, "acme", &["device.connected"]).await?;
     store
         .append_outbox_events(&[device_event("acme", "d1", 1)])
@@ -341,22 +344,15 @@ async fn expired_leases_are_claimed_again(db: &TestDb) -> anyhow::Result<()> {
     assert_eq!(first.len(), 1);
     tokio::time::sleep(Duration::from_millis(20)).await;
     // The worker that claimed it died: its lease ran out.
-    let again = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    let again = claim(store).await?;
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].delivery.id, first[0].delivery.id);
-    assert!(
-        store
-            .claim_webhook_deliveries(10, 10, LEASE)
-            .await?
-            .is_empty()
-    );
+    assert!(claim(store).await?.is_empty());
     Ok(())
 }
 
 async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
-    let hook = endpoint(store, "acme", &["device.connected"]).await?;
+    let (store, hook) = acme_hook(db).await?;
     let watcher = endpoint(
         store,
         "acme",
@@ -367,28 +363,14 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
         .append_outbox_events(&[device_event("acme", "d1", 1), device_event("acme", "d2", 1)])
         .await?;
     store.fan_out_outbox(10, NO_BATCH, by_type).await?;
-    let claimed = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    let claimed = claim(store).await?;
     assert_eq!(claimed.len(), 2);
-    let first = store
-        .record_webhook_attempt(
-            claimed[0].delivery.id,
-            &failed_record(),
-            &AttemptOutcome::Failed,
-            2,
-        )
-        .await?;
+    let first = attempt(store, claimed[0].delivery.id, AttemptOutcome::Failed, 2).await?;
     assert_eq!(
         (first.status, first.endpoint_disabled),
         (DeliveryStatus::Failed, None)
     );
-    let second = store
-        .record_webhook_attempt(
-            claimed[1].delivery.id,
-            &failed_record(),
-            &AttemptOutcome::Failed,
-            2,
-        )
-        .await?;
+    let second = attempt(store, claimed[1].delivery.id, AttemptOutcome::Failed, 2).await?;
     assert!(second.endpoint_disabled.is_some());
     let hook = store.get_webhook_endpoint("acme", &hook.id).await?;
     assert!(!hook.enabled);
@@ -397,7 +379,7 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
 
     // The event saying so reaches the endpoint that asked for it.
     store.fan_out_outbox(10, NO_BATCH, by_type).await?;
-    let told = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    let told = claim(store).await?;
     assert_eq!(told.len(), 1);
     assert_eq!(told[0].endpoint.id, watcher.id);
     assert_eq!(told[0].events[0].payload["webhook_id"], json!(hook.id));
@@ -417,7 +399,7 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
         .redeliver_webhook_delivery("acme", claimed[0].delivery.id, None)
         .await?;
     assert_eq!((again.status, again.attempts), (DeliveryStatus::Pending, 0));
-    let claimed = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    let claimed = claim(store).await?;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].delivery.id, again.id);
 
@@ -438,8 +420,7 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
 }
 
 async fn enabled_endpoints_by_tenant_or_all(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     super::tenant(store, "beta").await?;
     let a1 = endpoint(store, "acme", &["message.published"]).await?;
     let a2 = endpoint(store, "acme", &["*"]).await?;
@@ -468,8 +449,7 @@ async fn enabled_endpoints_by_tenant_or_all(db: &TestDb) -> anyhow::Result<()> {
 /// A tenant with many endpoints and a backlog holds at most its share of
 /// the slots, and another tenant's delivery comes first in the next round.
 async fn claims_are_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     super::tenant(store, "beta").await?;
     for _ in 0..5 {
         endpoint(store, "acme", &["busy"]).await?;
@@ -501,16 +481,9 @@ async fn claims_are_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
 /// One tenant's outbox backlog delays another tenant's events by one
 /// fan-out round at most.
 async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
+    let store = super::acme(db).await?;
     super::tenant(store, "beta").await?;
-    let backlog: Vec<_> = (0..300)
-        .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
-        .collect();
-    store.append_outbox_events(&backlog).await?;
-    store
-        .append_outbox_events(&[NewOutboxEvent::new("beta", "quiet", json!({}))])
-        .await?;
+    busy_then_quiet(store, 300, "beta").await?;
     let round = store.fan_out_outbox_fair(50, 10, NO_BATCH, by_type).await?;
     assert_eq!(round.events, 11);
     let waiting = store.undispatched_outbox_len_of(&["acme", "beta"]).await?;
@@ -520,9 +493,7 @@ async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
 }
 
 async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
-    let hook = endpoint(store, "acme", &["device.connected"]).await?;
+    let (store, hook) = acme_hook(db).await?;
     store
         .append_outbox_events(&[
             device_event("acme", "d1", 1),
@@ -531,7 +502,7 @@ async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<
         ])
         .await?;
     store.fan_out_outbox(10, NO_BATCH, by_type).await?;
-    let first = store.claim_webhook_deliveries(10, 10, LEASE).await?;
+    let first = claim(store).await?;
     assert_eq!(first.len(), 1);
     let key = first[0]
         .delivery
@@ -545,14 +516,7 @@ async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<
             .await?
             .is_none()
     );
-    store
-        .record_webhook_attempt(
-            first[0].delivery.id,
-            &ok_record(),
-            &AttemptOutcome::Delivered,
-            100,
-        )
-        .await?;
+    attempt(store, first[0].delivery.id, AttemptOutcome::Delivered, 100).await?;
     let second = store
         .claim_next_in_order(&hook.id, &key, LEASE)
         .await?
@@ -560,32 +524,24 @@ async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<
     assert_eq!(second.events[0].device_seq, Some(2));
     assert_eq!(second.endpoint.id, hook.id);
     // Claimed: the round does not take the third meanwhile.
-    assert!(
-        store
-            .claim_webhook_deliveries(10, 10, LEASE)
-            .await?
-            .is_empty()
-    );
+    assert!(claim(store).await?.is_empty());
     Ok(())
 }
 
 async fn retries_do_not_count_towards_disabling(db: &TestDb) -> anyhow::Result<()> {
-    let store = db.store();
-    super::tenant(store, "acme").await?;
-    let hook = endpoint(store, "acme", &["device.connected"]).await?;
+    let (store, hook) = acme_hook(db).await?;
     store
         .append_outbox_events(&[device_event("acme", "d1", 1), device_event("acme", "d2", 1)])
         .await?;
     store.fan_out_outbox(10, NO_BATCH, by_type).await?;
-    for claimed in store.claim_webhook_deliveries(10, 10, LEASE).await? {
-        let recorded = store
-            .record_webhook_attempt(
-                claimed.delivery.id,
-                &failed_record(),
-                &AttemptOutcome::Retry { at: Utc::now() },
-                1,
-            )
-            .await?;
+    for claimed in claim(store).await? {
+        let recorded = attempt(
+            store,
+            claimed.delivery.id,
+            AttemptOutcome::Retry { at: Utc::now() },
+            1,
+        )
+        .await?;
         assert_eq!(recorded.endpoint_disabled, None);
     }
     let hook = store.get_webhook_endpoint("acme", &hook.id).await?;
