@@ -101,10 +101,18 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         api::AppState::new(store.clone(), metrics).with_keys(keys),
         &config,
     );
+    // Changes made on other nodes reach this one's sessions, and this
+    // one's reach theirs, from before the first client is served.
+    let mut feed_link = None;
     if let Some(cluster) = &cluster {
         state = state.with_readiness_check(Arc::new(crate::cluster_boot::NatsReadiness(
             cluster.readiness(),
         )));
+        feed_link = Some(
+            cluster::feed::carry(cluster, &services.changes)
+                .await
+                .map_err(Error::Cluster)?,
+        );
     }
     let app = api::router(
         state,
@@ -203,6 +211,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     purge.stop();
     session_sweep.stop();
     services.shutdown().await;
+    drop(feed_link);
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }
