@@ -104,15 +104,22 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     // Changes made on other nodes reach this one's sessions, and this
     // one's reach theirs, from before the first client is served.
     let mut feed_link = None;
-    if let Some(cluster) = &cluster {
+    if let Some(joined) = &cluster {
         state = state.with_readiness_check(Arc::new(crate::cluster_boot::NatsReadiness(
-            cluster.readiness(),
+            joined.readiness(),
         )));
-        feed_link = Some(
-            cluster::feed::carry(cluster, &services.changes)
-                .await
-                .map_err(Error::Cluster)?,
-        );
+        match cluster::feed::carry(joined, &services.changes).await {
+            Ok(link) => feed_link = Some(link),
+            Err(e) => {
+                // Nothing is served yet: stop what started, cleanly.
+                services.shutdown().await;
+                if let Some(joined) = cluster {
+                    joined.leave().await;
+                }
+                store.close().await;
+                return Err(Error::Cluster(e));
+            }
+        }
     }
     let app = api::router(
         state,
