@@ -181,6 +181,18 @@ impl AccessCache {
         state.compiled.retain(|(t, _), _| t != tenant);
     }
 
+    /// Forget every device, certificate and policy (changes may have been
+    /// missed); what live sessions logged in with is kept, so later
+    /// revocations still find them. Returns the tenants whose policies
+    /// were cached.
+    pub fn invalidate_all(&self) -> Vec<String> {
+        let mut state = self.invalidating();
+        state.devices.clear();
+        state.certificates.clear();
+        state.compiled.clear();
+        state.tenant_policies.drain().map(|(t, _)| t).collect()
+    }
+
     /// Load the tenant's policies from the store now and swap them in (the
     /// old ones serve checks until then). Call after a policy is created,
     /// replaced or deleted.

@@ -13,6 +13,9 @@
 //! - `cache.rs` — [`AccessCache`]: device, certificate and policy state in
 //!   memory, invalidated on change.
 //! - `revocations.rs` — [`Revocations`]: invalidate and end live sessions.
+//! - `changes.rs` — [`LiveSessions`]: the change feed's listener that
+//!   applies revocations, deletions, policies, publish limits and topic
+//!   rules to the cache and the broker, whichever node made the change.
 //! - `status_topic.rs` — [`StatusTopics`] (which tenants get platform
 //!   presence on `devices/{d}/status`) and [`StatusTopicGuard`], which keeps
 //!   devices from forging it.
@@ -29,14 +32,15 @@
 //!
 //! Wiring (in `fleetmq serve`): one [`AccessCache`] over the store; a
 //! [`PlatformAuthenticator`] and a [`PolicyAuthorizer`] sharing it, given
-//! to `Broker::builder`; then [`Revocations`] over the cache and the built
-//! broker, for the REST API.
+//! to `Broker::builder`; then [`LiveSessions`] over the cache and the built
+//! broker, subscribed to the change feed the REST API publishes on.
 
 #![warn(missing_docs)]
 
 mod authenticator;
 mod authorizer;
 mod cache;
+mod changes;
 mod error;
 mod jit;
 mod limits;
@@ -50,6 +54,7 @@ mod tenants;
 pub use authenticator::{PlatformAuthenticator, platform_principal, service_principal};
 pub use authorizer::PolicyAuthorizer;
 pub use cache::AccessCache;
+pub use changes::LiveSessions;
 pub use error::{AccessError, Refusal};
 pub use jit::{DeviceCreated, JIT_ACTOR};
 pub use limits::{LiveLimits, broker_limits};

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use broker::{Authorizer, Identity};
+use events::change::{Change, ChangeListener, Origin};
 use mqtt::{TopicFilter, TopicName};
 
 /// The status topic of `device`.
@@ -23,10 +24,14 @@ pub fn status_topic(device: &str) -> String {
 
 /// Which tenants have platform presence on (the default) or off; an
 /// in-memory view of the store's presence settings, read on the hot path.
+/// It follows the change feed ([`ChangeListener`]); built with
+/// [`StatusTopics::load`] it reads the settings again when changes were
+/// missed.
 #[derive(Debug, Clone, Default)]
 pub struct StatusTopics {
     // std RwLock: held only to read or set one entry, never across await.
     by_tenant: Arc<RwLock<HashMap<String, bool>>>,
+    store: Option<store::Store>,
 }
 
 impl StatusTopics {
@@ -37,14 +42,25 @@ impl StatusTopics {
 
     /// The view of the settings stored now.
     pub async fn load(store: &store::Store) -> Result<StatusTopics, store::Error> {
-        let topics = StatusTopics::new();
-        for s in store.list_presence_settings().await? {
-            topics.set(&s.tenant_id, s.publish_status);
-        }
+        let topics = StatusTopics {
+            store: Some(store.clone()),
+            ..StatusTopics::default()
+        };
+        topics.reload().await?;
         Ok(topics)
     }
 
-    /// After the tenant's setting changed (the REST API calls this).
+    async fn reload(&self) -> Result<(), store::Error> {
+        if let Some(store) = &self.store {
+            for s in store.list_presence_settings().await? {
+                self.set(&s.tenant_id, s.publish_status);
+            }
+        }
+        Ok(())
+    }
+
+    /// After the tenant's setting changed (a presence-settings change on
+    /// the feed).
     pub fn set(&self, tenant: &str, publish_status: bool) {
         self.by_tenant
             .write()
@@ -60,6 +76,31 @@ impl StatusTopics {
             .get(tenant)
             .copied()
             .unwrap_or(true)
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeListener for StatusTopics {
+    async fn apply(&self, change: &Change, _: &Origin) {
+        match change {
+            Change::PresenceSettingsChanged {
+                tenant,
+                publish_status,
+            } => self.set(tenant, *publish_status),
+            // A tenant made again under the id starts from the default.
+            Change::TenantDeleted { tenant } => {
+                self.by_tenant
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(tenant);
+            }
+            Change::Missed => {
+                if let Err(e) = self.reload().await {
+                    tracing::error!(error = %e, "presence settings could not be read again after missed changes");
+                }
+            }
+            _ => {}
+        }
     }
 }
 

@@ -41,8 +41,9 @@
 //!   presence, from [`fleet_stats`]).
 //! - [`fleet_stats`] — [`FleetStats`]: per-tenant series of the last hour,
 //!   top talkers and lifecycle rings, in memory.
-//! - [`platform_pki`] — [`Pki`] and [`SessionControl`], which the binary
-//!   sets on [`AppState`] for the certificate, CA and credential routes.
+//! - [`platform_pki`] — [`Pki`], which the binary sets on [`AppState`]
+//!   for the certificate, CA and credential routes, and [`PkiChanges`],
+//!   its listener on the change feed.
 //! - `server.rs` — [`serve`]: the app on a bound listener until a shutdown
 //!   future completes.
 //! - `test_support.rs` (tests only) — apps on `store::testing` databases,
@@ -52,6 +53,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ::events::change::{Change, ChangeFeed};
 use metrics_exporter_prometheus::PrometheusHandle;
 use store::Store;
 use tokio::sync::OnceCell;
@@ -84,7 +86,7 @@ pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use extract::ApiJson;
 pub use fleet_stats::{CountingRecentMessages, FleetStats};
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
-pub use platform_pki::{Pki, SessionControl};
+pub use platform_pki::{Pki, PkiChanges, trust_stored_cas};
 pub use router::router;
 pub use routes::openapi_document;
 pub use server::{ConnLimits, serve, serve_with};
@@ -115,18 +117,13 @@ pub struct AppState {
     /// Set by [`AppState::with_pki`]; the certificate and CA routes answer
     /// 503 without it.
     pub(crate) pki: Option<Arc<Pki>>,
-    /// Set by [`AppState::with_session_control`]; without it changes are
-    /// stored but live sessions are not told.
-    pub(crate) sessions: Option<Arc<dyn SessionControl>>,
+    /// Where changes that live sessions must see are published, after
+    /// they are stored ([`AppState::with_change_feed`]); nothing listens
+    /// to the default one.
+    pub(crate) changes: ChangeFeed,
     /// The dashboard's series, top talkers and presence history; an empty
     /// one (nothing feeds it) unless [`AppState::with_fleet_stats`].
     pub(crate) fleet_stats: Arc<FleetStats>,
-    /// Set by [`AppState::with_webhook_message_routes`]; told when a
-    /// tenant's webhook endpoints change.
-    pub(crate) webhook_routes: Option<webhooks::MessageRoutes>,
-    /// The broker's view of which tenants get platform presence on
-    /// `devices/{d}/status`; the presence-settings route updates it.
-    pub(crate) status_topics: access::StatusTopics,
     /// What `/readyz` asks besides the database ([`AppState::with_readiness_check`]).
     pub(crate) readiness: Vec<Arc<dyn ReadinessCheck>>,
 }
@@ -145,10 +142,8 @@ impl AppState {
             recent_messages: None,
             webhook_url_policy: webhooks::UrlPolicy::default(),
             pki: None,
-            sessions: None,
-            webhook_routes: None,
+            changes: ChangeFeed::new(),
             fleet_stats: Arc::new(FleetStats::new()),
-            status_topics: access::StatusTopics::new(),
             readiness: Vec::new(),
         }
     }
@@ -158,16 +153,6 @@ impl AppState {
     pub fn with_readiness_check(mut self, check: Arc<dyn ReadinessCheck>) -> Self {
         self.readiness.push(check);
         self
-    }
-
-    /// Share `topics` with the broker, so presence-settings changes reach
-    /// it at once.
-    #[must_use]
-    pub fn with_status_topics(self, topics: access::StatusTopics) -> Self {
-        Self {
-            status_topics: topics,
-            ..self
-        }
     }
 
     /// Serve the dashboard's series and presence history from `stats`
@@ -189,13 +174,21 @@ impl AppState {
         }
     }
 
-    /// Tell `sessions` about revocations, device and policy changes.
+    /// Publish revocations, deletions, policy, limit, rule, presence and
+    /// webhook changes on `feed`, whose listeners apply them to live
+    /// sessions (on every node, in a cluster).
     #[must_use]
-    pub fn with_session_control(self, sessions: Arc<dyn SessionControl>) -> Self {
+    pub fn with_change_feed(self, feed: ChangeFeed) -> Self {
         Self {
-            sessions: Some(sessions),
+            changes: feed,
             ..self
         }
+    }
+
+    /// The change is stored: every listener of the feed applies it before
+    /// this returns (each logs its own failures).
+    pub(crate) async fn changed(&self, change: Change) {
+        self.changes.publish(change).await;
     }
 
     /// Publish platform events on `hub` (a default one otherwise); the
@@ -234,28 +227,6 @@ impl AppState {
         Self {
             webhook_url_policy: policy,
             ..self
-        }
-    }
-
-    /// Reload `routes` for a tenant whenever its webhook endpoints (or the
-    /// tenant) change, so MQTT messages reach new endpoints at once.
-    #[must_use]
-    pub fn with_webhook_message_routes(self, routes: webhooks::MessageRoutes) -> Self {
-        Self {
-            webhook_routes: Some(routes),
-            ..self
-        }
-    }
-
-    /// A tenant's webhook endpoints changed: read its message routes again
-    /// before answering, so messages published after the answer reach a
-    /// new endpoint.
-    pub(crate) async fn webhooks_changed(&self, tenant: &str) {
-        if let Some(routes) = &self.webhook_routes
-            && let Err(e) = routes.reload(Some(tenant)).await
-        {
-            tracing::warn!(tenant, error = %e, "reloading webhook message routes failed; retried in the background");
-            routes.invalidate(tenant);
         }
     }
 

@@ -1,13 +1,14 @@
 //! What the certificate and CA routes need from the rest of the platform:
 //! [`Pki`] (the root CA, the key-encryption key, the run-time trust set and
-//! the validity settings) and [`SessionControl`] (how the binary ends live
-//! MQTT sessions after a change). Both are set on [`crate::AppState`] by
-//! the binary; without them the PKI routes answer 503.
+//! the validity settings), set on [`crate::AppState`] by the binary
+//! (without it the PKI routes answer 503), and [`PkiChanges`], which keeps
+//! the trust set in step with CA changes made on any node.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use ::events::change::{Change, ChangeListener, Origin};
 use chrono::{Duration, Utc};
 use pki::{Kek, RootCa, TenantCa, TrustRegistry};
 use store::{NewTenantCa, Store, TenantCaKind, TenantCaStatus};
@@ -87,14 +88,15 @@ impl Pki {
     /// The tenant's platform-issued CA: from memory, else unsealed from the
     /// store, else made now (tenants created before the PKI existed), stored
     /// sealed and added to the trust set.
-    pub(crate) async fn tenant_ca(
+    /// The second value says whether it was made now.
+    async fn tenant_ca(
         &self,
         store: &Store,
         tenant: &str,
-    ) -> Result<Arc<TenantCa>, ApiError> {
+    ) -> Result<(Arc<TenantCa>, bool), ApiError> {
         let mut cached = self.tenant_cas.lock().await;
         if let Some(ca) = cached.get(tenant) {
-            return Ok(Arc::clone(ca));
+            return Ok((Arc::clone(ca), false));
         }
         let stored = store
             .list_tenant_cas(Some(tenant))
@@ -102,7 +104,7 @@ impl Pki {
             .into_iter()
             .rev()
             .find(|ca| ca.kind == TenantCaKind::Issued && ca.status == TenantCaStatus::Active);
-        let ca = match stored {
+        let (ca, created) = match stored {
             Some(row) => {
                 let sealed = row.sealed_key.as_deref().ok_or_else(|| {
                     ApiError::internal(format!("tenant {tenant} CA is stored without its key"))
@@ -116,13 +118,13 @@ impl Pki {
                 )
                 .map_err(ApiError::internal)?;
                 self.trust.add_tenant_ca(&ca).map_err(ApiError::internal)?;
-                ca
+                (ca, false)
             }
-            None => self.create_tenant_ca(store, tenant).await?,
+            None => (self.create_tenant_ca(store, tenant).await?, true),
         };
         let ca = Arc::new(ca);
         cached.insert(tenant.to_owned(), Arc::clone(&ca));
-        Ok(ca)
+        Ok((ca, created))
     }
 
     async fn create_tenant_ca(&self, store: &Store, tenant: &str) -> Result<TenantCa, ApiError> {
@@ -149,84 +151,111 @@ impl Pki {
     }
 
     /// Forget a tenant's CAs (the tenant was deleted).
-    pub(crate) async fn forget_tenant(&self, tenant: &str) {
+    async fn forget_tenant(&self, tenant: &str) {
         self.tenant_cas.lock().await.remove(tenant);
         self.trust.remove_tenant(tenant);
     }
 }
 
-/// How the API tells the broker side that live sessions may have to end.
-/// The binary implements it (onto `access::Revocations` and
-/// `access::AccessCache::reload_policies`); calls happen after the change
-/// is stored.
+/// The PKI's share of the change feed: the trust set and the unsealed
+/// tenant CAs follow CA and tenant changes made on any node. Subscribed
+/// by the binary before the listeners that end sessions, so a session
+/// ended for a removed CA cannot come back with it.
+pub struct PkiChanges {
+    pki: Arc<Pki>,
+    store: Store,
+}
+
+impl PkiChanges {
+    pub fn new(pki: Arc<Pki>, store: Store) -> PkiChanges {
+        PkiChanges { pki, store }
+    }
+
+    /// Trusts every active CA of `tenant` the trust set lacks (a CA made
+    /// or registered on another node).
+    async fn trust_tenant_cas(&self, tenant: &str) -> Result<usize, store::Error> {
+        let cas = self.store.list_tenant_cas(Some(tenant)).await?;
+        Ok(trust_stored_cas(&self.pki.trust, &cas))
+    }
+}
+
+/// Trusts the active CAs among `cas` (rows of the store) that `trust` does
+/// not hold yet: at start, and when another node made or registered one.
+/// Returns how many were added; a row that cannot be trusted is logged.
+pub fn trust_stored_cas(trust: &TrustRegistry, cas: &[store::TenantCa]) -> usize {
+    let mut added = 0;
+    for ca in cas.iter().filter(|ca| ca.status == TenantCaStatus::Active) {
+        let known = hex::decode(&ca.subject_key_id).is_ok_and(|raw| trust.get(&raw).is_some());
+        if known {
+            continue;
+        }
+        let kind = match ca.kind {
+            TenantCaKind::Issued => pki::CaKind::Issued,
+            TenantCaKind::Registered => pki::CaKind::Registered,
+        };
+        let der = match pki::pem_to_der_chain(&ca.cert_pem) {
+            Ok(mut chain) if !chain.is_empty() => chain.swap_remove(0),
+            _ => {
+                tracing::warn!(tenant = %ca.tenant_id, "a tenant CA certificate in the database is not PEM; not trusted");
+                continue;
+            }
+        };
+        match trust.add_ca(&ca.tenant_id, kind, der) {
+            Ok(_) => added += 1,
+            Err(e) => {
+                tracing::warn!(tenant = %ca.tenant_id, error = %e, "a tenant CA in the database is not trusted")
+            }
+        }
+    }
+    added
+}
+
 #[async_trait::async_trait]
-pub trait SessionControl: Send + Sync + 'static {
-    /// Certificate `serial` of `device` in `tenant` was revoked.
-    fn certificate_revoked(&self, tenant: &str, device: &str, serial: &str);
-    /// The device was disabled, deleted, got a new revocation floor or its
-    /// password changed: its sessions must re-check who they are.
-    fn device_changed(&self, tenant: &str, device: &str);
-    /// Something affecting every device of the tenant changed (a tenant
-    /// floor, a CA removed).
-    fn tenant_changed(&self, tenant: &str);
-    /// The tenant was deleted: every session of it ends and the broker
-    /// forgets it. Default: as [`SessionControl::tenant_changed`].
-    fn tenant_deleted(&self, tenant: &str) {
-        self.tenant_changed(tenant);
-    }
-    /// The tenant's service credential `name` was deleted: its sessions
-    /// end. Default: nothing (no broker to tell).
-    fn service_credential_deleted(&self, tenant: &str, name: &str) {
-        let _ = (tenant, name);
-    }
-    /// The tenant's ACL policies changed; reload them for live sessions.
-    async fn policies_changed(&self, tenant: &str);
-    /// Publish limits changed: the device's override (`Some(device)`) or
-    /// the tenant's default (`None`). Forget the cached ones and give live
-    /// sessions the new ones. Default: nothing (no broker to tell).
-    async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
-        let _ = (tenant, device);
-    }
-    /// Platform service credential `name` was deleted: its sessions end.
-    fn platform_credential_deleted(&self, name: &str) {
-        let _ = name;
-    }
-    /// An operator ends the persistent session of `client_id` (its
-    /// connection, if any, is closed). Returns whether the broker held it.
-    /// Default: `false` (no broker to tell).
-    fn end_session(&self, tenant: &str, client_id: &str) -> bool {
-        let _ = (tenant, client_id);
-        false
-    }
-    /// Device or credential `owner` was deleted: every session it created
-    /// ends with its queue, connected or not. Default: nothing.
-    fn owner_deleted(&self, tenant: &str, owner: &str) {
-        let _ = (tenant, owner);
-    }
-    /// The tenant's topic hygiene rules were replaced: the broker applies
-    /// `rules` from now on.
-    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
-        let _ = (tenant, rules);
+impl ChangeListener for PkiChanges {
+    async fn apply(&self, change: &Change, _: &Origin) {
+        match change {
+            Change::TenantCaAdded { tenant } => match self.trust_tenant_cas(tenant).await {
+                Ok(added) => tracing::info!(tenant, added, "tenant CAs trusted"),
+                Err(e) => {
+                    tracing::error!(tenant, error = %e, "a tenant CA could not be trusted; its devices are refused until the next start")
+                }
+            },
+            Change::TenantCaRemoved { tenant, key_id } => {
+                if let Ok(raw) = hex::decode(key_id) {
+                    self.pki.trust.remove_ca(&raw);
+                }
+                tracing::info!(tenant, ca = %key_id, "tenant CA no longer trusted");
+            }
+            Change::TenantDeleted { tenant } => self.pki.forget_tenant(tenant).await,
+            Change::Missed => {
+                // CAs made elsewhere meanwhile are read again on the next
+                // use; a missed removal is caught by the store check at
+                // connect (the certificate's CA row is gone).
+                self.pki.tenant_cas.lock().await.clear();
+            }
+            _ => {}
+        }
     }
 }
 
 impl crate::AppState {
+    /// The tenant's platform-issued CA (see `Pki::tenant_ca`); one made
+    /// now is announced on the change feed, so every node trusts it.
+    pub(crate) async fn tenant_ca(&self, tenant: &str) -> Result<Arc<TenantCa>, ApiError> {
+        let (ca, created) = self.pki()?.tenant_ca(&self.store, tenant).await?;
+        if created {
+            self.changed(Change::TenantCaAdded {
+                tenant: tenant.to_owned(),
+            })
+            .await;
+        }
+        Ok(ca)
+    }
+
     /// The PKI, or 503 when the binary did not set one.
     pub(crate) fn pki(&self) -> Result<&Pki, ApiError> {
         self.pki
             .as_deref()
             .ok_or_else(|| ApiError::unavailable("the PKI is not configured on this server"))
-    }
-
-    /// Tell the session control (if the binary set one) what changed.
-    pub(crate) fn tell_sessions(&self, tell: impl FnOnce(&dyn SessionControl)) {
-        if let Some(sessions) = self.sessions.as_deref() {
-            tell(sessions);
-        }
-    }
-
-    /// The session control, if the binary set one.
-    pub(crate) fn sessions(&self) -> Option<&dyn SessionControl> {
-        self.sessions.as_deref()
     }
 }

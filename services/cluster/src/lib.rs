@@ -8,17 +8,22 @@
 //! - [`Cluster::readiness`] is what `/readyz` reports: NATS connected and
 //!   the lease held.
 //! - [`NodeName`]: the node's checked name, and a unique default.
+//! - [`feed`]: the change feed (`events::change`) carried between nodes
+//!   on core NATS.
 //!
-//! This crate knows NATS and nothing of MQTT, HTTP or SQL.
+//! This crate knows NATS and nothing of MQTT, HTTP or SQL (it carries the
+//! `events` crate's changes as they are).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_nats::connection::State;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
+pub mod feed;
 pub mod lease;
 mod node;
 #[cfg(feature = "testing")]
@@ -50,6 +55,9 @@ pub enum Error {
 
     #[error("NATS JetStream (is the server started with -js?): {0}")]
     JetStream(String),
+
+    #[error("the change feed on NATS: {0}")]
+    Feed(String),
 }
 
 /// What joining needs.
@@ -79,6 +87,10 @@ pub enum NotReady {
 pub struct Cluster {
     client: async_nats::Client,
     name: NodeName,
+    /// Counts the times this node may have missed messages: a reconnect
+    /// after the connection was lost, or the server dropping messages for
+    /// a slow subscriber.
+    gaps: watch::Sender<u64>,
     held: Arc<AtomicBool>,
     stop: CancellationToken,
     _stop_on_drop: DropGuard,
@@ -93,12 +105,18 @@ impl Cluster {
         let url = redact_url(&config.nats_url);
         let name = config.node_name.clone();
         let log_name = name.clone();
+        let (gaps, _) = watch::channel(0u64);
+        let gap_seen = Gaps {
+            count: gaps.clone(),
+            down: Arc::new(AtomicBool::new(false)),
+        };
         let client = async_nats::ConnectOptions::new()
             .name(format!("fleetmq {name}"))
             .connection_timeout(Duration::from_secs(5))
             // Unlimited reconnects (the default): a node outlives a NATS restart.
             .event_callback(move |event| {
                 let node = log_name.clone();
+                gap_seen.on(&event);
                 async move { log_event(&node, &event) }
             })
             .connect(
@@ -131,6 +149,7 @@ impl Cluster {
         Ok(Cluster {
             client,
             name,
+            gaps,
             held,
             _stop_on_drop: stop.clone().drop_guard(),
             stop,
@@ -146,6 +165,12 @@ impl Cluster {
     /// The NATS connection, for the parts that route over it.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+
+    /// Changes each time this node may have missed what other nodes sent
+    /// (see [`feed`]).
+    pub fn gaps(&self) -> watch::Receiver<u64> {
+        self.gaps.subscribe()
     }
 
     /// Ready while NATS is connected and the name lease is held.
@@ -199,6 +224,30 @@ impl Readiness {
         match self.held.load(Ordering::Relaxed) {
             true => Ok(()),
             false => Err(NotReady::LeaseLost),
+        }
+    }
+}
+
+/// Turns connection events into gaps: what was sent while the connection
+/// was down, or dropped as a slow consumer, never arrives.
+struct Gaps {
+    count: watch::Sender<u64>,
+    down: Arc<AtomicBool>,
+}
+
+impl Gaps {
+    fn on(&self, event: &async_nats::Event) {
+        let gap = match event {
+            async_nats::Event::Disconnected => {
+                self.down.store(true, Ordering::Relaxed);
+                false
+            }
+            async_nats::Event::Connected => self.down.swap(false, Ordering::Relaxed),
+            async_nats::Event::SlowConsumer(_) => true,
+            _ => false,
+        };
+        if gap {
+            self.count.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }

@@ -13,12 +13,17 @@
 //! - [`hub`]: [`hub::EventHub`], the in-process stream of events that
 //!   producers (broker bridge, REST API) publish to and consumers (webhooks
 //!   outbox, SSE, fleet stats) listen on.
+//! - [`change`]: [`change::ChangeFeed`], the one feed of REST changes that
+//!   live sessions must see ([`change::Change`]), applied by the access
+//!   cache, the broker's sessions and the rest, and carried between
+//!   cluster nodes.
 //!
 //! The crate sits below `store`, `webhooks` and `api` and knows none of
 //! them: producers build an [`Event`], consumers match on names; the store
 //! numbers device events through [`hub::EventNumbers`].
 
 mod catalogue;
+pub mod change;
 pub mod hub;
 pub mod openapi;
 pub mod pattern;

@@ -1,5 +1,5 @@
 //! Where the broker and the REST API meet, in the one place that knows
-//! both: the API's hooks implemented on the broker, and the broker's events
+//! both: the API's device commands implemented on the broker, and the broker's events
 //! turned into platform events (SSE, webhooks) and recent messages.
 
 use std::collections::HashMap;
@@ -47,70 +47,6 @@ impl DeviceCommands for BrokerCommands {
                 .map(|_| ())
                 .map_err(|e| CommandError::Failed(e.to_string()))
         })
-    }
-}
-
-/// Revocations, disabled devices and policy changes reach live sessions.
-pub struct Sessions {
-    pub revocations: access::Revocations,
-    pub cache: access::AccessCache,
-    pub limits: access::LiveLimits,
-    /// Ends persistent sessions an operator or a deletion ends.
-    pub broker: broker::Broker,
-}
-
-#[async_trait::async_trait]
-impl api::SessionControl for Sessions {
-    fn certificate_revoked(&self, tenant: &str, device: &str, serial: &str) {
-        self.revocations.certificate_revoked(tenant, device, serial);
-    }
-    fn device_changed(&self, tenant: &str, device: &str) {
-        self.revocations.device_changed(tenant, device);
-    }
-    fn tenant_changed(&self, tenant: &str) {
-        self.revocations.tenant_changed(tenant);
-    }
-    fn tenant_deleted(&self, tenant: &str) {
-        self.revocations.tenant_deleted(tenant);
-    }
-    fn service_credential_deleted(&self, tenant: &str, name: &str) {
-        self.revocations.service_credential_deleted(tenant, name);
-        // Its persistent sessions end too (written through to the store).
-        api::SessionControl::owner_deleted(self, tenant, &access::service_principal(name));
-    }
-    async fn policies_changed(&self, tenant: &str) {
-        if let Err(e) = self.cache.reload_policies(tenant).await {
-            tracing::warn!(tenant, error = %e, "reloading ACL policies failed; sessions re-read them on their next check");
-            return;
-        }
-        self.revocations.policies_changed(tenant);
-    }
-    async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
-        let applied = match device {
-            Some(device) => self
-                .limits
-                .device_changed(tenant, device)
-                .await
-                .map(usize::from),
-            None => self.limits.tenant_changed(tenant).await,
-        };
-        if let Err(e) = applied {
-            tracing::warn!(tenant, device, error = %e, "publish limits not applied to live sessions; they apply at the next connect");
-        }
-    }
-    fn platform_credential_deleted(&self, name: &str) {
-        self.revocations.platform_credential_deleted(name);
-    }
-    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
-        self.revocations.topic_rules_changed(tenant, rules);
-    }
-    fn end_session(&self, tenant: &str, client_id: &str) -> bool {
-        broker::TenantId::parse(tenant).is_ok_and(|t| self.broker.end_session(&t, client_id).0)
-    }
-    fn owner_deleted(&self, tenant: &str, owner: &str) {
-        if let Ok(t) = broker::TenantId::parse(tenant) {
-            self.broker.end_sessions_of(&t, owner);
-        }
     }
 }
 

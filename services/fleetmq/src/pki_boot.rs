@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
-use pki::{CaKind, Kek, RootCa, TrustRegistry};
+use pki::{Kek, RootCa, TrustRegistry};
 
 use crate::config::StorageConfig;
 use crate::error::Error;
@@ -80,25 +80,7 @@ pub async fn load(
         .list_tenant_cas(None)
         .await
         .map_err(|e| Error::store(url, e))?;
-    for ca in cas
-        .iter()
-        .filter(|ca| ca.status == store::TenantCaStatus::Active)
-    {
-        let kind = match ca.kind {
-            store::TenantCaKind::Issued => CaKind::Issued,
-            store::TenantCaKind::Registered => CaKind::Registered,
-        };
-        let der = match pki::pem_to_der_chain(&ca.cert_pem) {
-            Ok(mut chain) if !chain.is_empty() => chain.swap_remove(0),
-            _ => {
-                tracing::warn!(tenant = %ca.tenant_id, "a tenant CA certificate in the database is not PEM; not trusted");
-                continue;
-            }
-        };
-        if let Err(e) = trust.add_ca(&ca.tenant_id, kind, der) {
-            tracing::warn!(tenant = %ca.tenant_id, error = %e, "a tenant CA in the database is not trusted");
-        }
-    }
+    api::trust_stored_cas(&trust, &cas);
     tracing::info!(trusted_tenant_cas = trust.len(), "PKI ready");
     Ok(Platform {
         root: Arc::new(root),

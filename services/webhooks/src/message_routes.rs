@@ -4,9 +4,10 @@
 //! filter) costs one map lookup and is never written anywhere.
 //!
 //! The cache is loaded at start, reloaded for one tenant whenever its
-//! endpoints change through the API ([`MessageRoutes::invalidate`]), and
-//! reloaded whole now and then ([`MessageRoutes::spawn_refresh`]) to pick up
-//! what changed elsewhere (another node, the worker disabling an endpoint).
+//! endpoints change through the API on any node (it listens on the change
+//! feed: `events::change`), and reloaded whole now and then
+//! ([`MessageRoutes::spawn_refresh`]) to pick up what changed otherwise
+//! (the worker disabling an endpoint).
 //! A stale entry only costs work: the fan-out reads the endpoints again
 //! and routes exactly.
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use events::EventType;
+use events::change::{Change, ChangeListener, Origin};
 use mqtt::TopicFilter;
 use store::{Store, WebhookEndpoint};
 use tokio_util::sync::CancellationToken;
@@ -126,6 +128,26 @@ impl MessageRoutes {
                 }
             }
         })
+    }
+}
+
+#[async_trait::async_trait]
+impl ChangeListener for MessageRoutes {
+    /// Reloads before the change's REST answer, so messages published
+    /// after it reach a new endpoint.
+    async fn apply(&self, change: &Change, _: &Origin) {
+        let tenant = match change {
+            Change::WebhooksChanged { tenant } | Change::TenantDeleted { tenant } => Some(tenant),
+            Change::Missed => None,
+            _ => return,
+        };
+        if let Err(e) = self.reload(tenant.map(String::as_str)).await {
+            tracing::warn!(tenant, error = %e, "reloading webhook message routes failed; retried in the background");
+            match tenant {
+                Some(tenant) => self.invalidate(tenant),
+                None => tracing::warn!("the periodic refresh reads every tenant's routes again"),
+            }
+        }
     }
 }
 

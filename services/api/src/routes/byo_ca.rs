@@ -12,6 +12,7 @@
 //! (audited as `device.create` by `mqtt:jit-registration`, with a
 //! `device.created` event) instead of refused.
 
+use ::events::change::Change;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
@@ -219,6 +220,12 @@ pub(crate) async fn register(
             json!({ "subject": new.subject, "jit_registration": body.jit_registration }),
         )
         .await?;
+    // Trusted here already; the other nodes read it from the store.
+    state
+        .changed(Change::TenantCaAdded {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok((StatusCode::CREATED, ApiJson(stored.into())))
 }
 
@@ -267,10 +274,13 @@ pub(crate) async fn remove(
         .store
         .delete_tenant_ca(t, &key_id, Some(&audit))
         .await?;
-    if let (Ok(pki), Ok(raw)) = (state.pki(), hex::decode(&key_id)) {
-        pki.trust().remove_ca(&raw);
-    }
-    state.tell_sessions(|s| s.tenant_changed(t));
+    // The trust set forgets it (`PkiChanges`), then its sessions end.
+    state
+        .changed(Change::TenantCaRemoved {
+            tenant: t.to_owned(),
+            key_id,
+        })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

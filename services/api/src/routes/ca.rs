@@ -57,7 +57,7 @@ pub(crate) async fn tenant_chain(
     scope: InTenant<Read>,
 ) -> Result<Response, ApiError> {
     let t = scope.t();
-    let ca = state.pki()?.tenant_ca(&state.store, t).await?;
+    let ca = state.tenant_ca(t).await?;
     Ok(([(CONTENT_TYPE, PEM)], ca.chain_pem()).into_response())
 }
 
@@ -97,7 +97,7 @@ pub(crate) async fn crl(
             }
         };
     }
-    let ca = state.pki()?.tenant_ca(&state.store, t).await?;
+    let ca = state.tenant_ca(t).await?;
     let key_id = hex::encode(ca.subject_key_id());
     let now = Utc::now();
     let revoked = state

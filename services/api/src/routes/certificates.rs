@@ -7,6 +7,7 @@
 use std::str::FromStr;
 
 use ::events as catalogue;
+use ::events::change::Change;
 use ::events::payload::{CertificateIssued, CertificateRevoked, KeySource, RevocationScope};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -177,7 +178,7 @@ pub(crate) async fn issue(
         }
         Some(days) => Duration::days(i64::from(days)),
     };
-    let ca = pki.tenant_ca(&state.store, t).await?;
+    let ca = state.tenant_ca(t).await?;
     let key = match body.csr_pem.as_deref() {
         Some(pem) => DeviceKey::Csr(pem),
         None => DeviceKey::Generate,
@@ -302,7 +303,13 @@ pub(crate) async fn revoke(
         .store
         .revoke_device_certificate(t, d, &serial, reason.as_str(), Utc::now(), Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.certificate_revoked(t, d, &revoked.serial));
+    state
+        .changed(Change::CertificateRevoked {
+            tenant: t.to_owned(),
+            device: d.to_owned(),
+            serial: revoked.serial.clone(),
+        })
+        .await;
     state
         .events
         .publish_device(
@@ -341,7 +348,12 @@ pub(crate) async fn device_floor(
         .store
         .set_device_cert_floor(t, d, before, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.device_changed(t, d));
+    state
+        .changed(Change::DeviceFloorRaised {
+            tenant: t.to_owned(),
+            device: d.to_owned(),
+        })
+        .await;
     // One event for the floor: its certificates are refused without being
     // listed one by one.
     state
@@ -381,7 +393,11 @@ pub(crate) async fn tenant_floor(
         .store
         .set_tenant_cert_floor(t, before, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.tenant_changed(t));
+    state
+        .changed(Change::TenantFloorRaised {
+            tenant: t.to_owned(),
+        })
+        .await;
     // A tenant-wide event (no device, so no per-device sequence): one
     // floor covers every device, listed or not.
     state.events.publish(crate::events::PlatformEvent::new(

@@ -4,6 +4,7 @@
 //! tenant-admin; any role of the tenant lists them, without secrets).
 //! Secrets are made here, returned once, and stored only as argon2id hashes.
 
+use ::events::change::Change;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -136,7 +137,12 @@ pub(crate) async fn set_password(
         .store
         .set_device_password(t, d, &hash, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.device_changed(t, d));
+    state
+        .changed(Change::DevicePasswordChanged {
+            tenant: t.to_owned(),
+            device: d.to_owned(),
+        })
+        .await;
     Ok((
         StatusCode::CREATED,
         [(CACHE_CONTROL, "no-store")],
@@ -168,7 +174,12 @@ pub(crate) async fn delete_password(
             id: format!("{t}/{d}"),
         });
     }
-    state.tell_sessions(|s| s.device_changed(t, d));
+    state
+        .changed(Change::DevicePasswordChanged {
+            tenant: t.to_owned(),
+            device: d.to_owned(),
+        })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -266,7 +277,12 @@ pub(crate) async fn delete_service(
         .store
         .delete_service_credential(t, &id, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.service_credential_deleted(t, &name));
+    state
+        .changed(Change::ServiceCredentialDeleted {
+            tenant: t.to_owned(),
+            name,
+        })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -3,6 +3,7 @@
 //! the tenant; the rest needs operator, tenant-admin or platform-admin.
 
 use ::events as catalogue;
+use ::events::change::Change;
 use ::events::payload::{DeviceDeleted, DeviceSnapshot};
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
@@ -308,7 +309,12 @@ pub(crate) async fn update(
         .await?;
     let (tag, ApiJson(device)) = tagged_with_status(&state, device).await?;
     if enabled_changes {
-        state.tell_sessions(|s| s.device_changed(t, d));
+        state
+            .changed(Change::DeviceDisabled {
+                tenant: t.to_owned(),
+                device: d.to_owned(),
+            })
+            .await;
     }
     publish(&state, t, d, catalogue::Event::DeviceUpdated, &device).await;
     Ok((tag, ApiJson(device)))
@@ -337,9 +343,14 @@ pub(crate) async fn remove(
         )
         .for_device(d, seq),
     );
-    state.tell_sessions(|s| s.device_changed(t, d));
-    // Its persistent sessions go with it: in the broker, then stored.
-    state.tell_sessions(|s| s.owner_deleted(t, d));
+    // Its session ends and its persistent sessions go with it: in the
+    // broker (on every node), then stored.
+    state
+        .changed(Change::DeviceDeleted {
+            tenant: t.to_owned(),
+            device: d.to_owned(),
+        })
+        .await;
     state.store.delete_sessions_of_owner(t, d).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -4,6 +4,7 @@
 //! MQTT user name `platform:{name}`; the secret is made here, returned
 //! once, and stored only as an argon2id hash.
 
+use ::events::change::Change;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -179,6 +180,8 @@ pub(crate) async fn remove(
         .store
         .delete_platform_credential(&id, Some(&audit))
         .await?;
-    state.tell_sessions(|s| s.platform_credential_deleted(&deleted.name));
+    state
+        .changed(Change::PlatformCredentialDeleted { name: deleted.name })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }

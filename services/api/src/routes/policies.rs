@@ -5,6 +5,7 @@
 //! JSON pointer of the bad part), and live sessions reload the tenant's
 //! policies after a change.
 
+use ::events::change::Change;
 use access::{PolicyError, PolicyTemplate};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -175,9 +176,11 @@ pub(crate) async fn put(
         .store
         .put_acl_policy(t, &name, &document, Some(&audit))
         .await?;
-    if let Some(sessions) = state.sessions() {
-        sessions.policies_changed(t).await;
-    }
+    state
+        .changed(Change::PoliciesChanged {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok(ApiJson(stored.into()))
 }
 
@@ -196,9 +199,11 @@ pub(crate) async fn remove(
         .store
         .delete_acl_policy(t, &name, Some(&audit))
         .await?;
-    if let Some(sessions) = state.sessions() {
-        sessions.policies_changed(t).await;
-    }
+    state
+        .changed(Change::PoliciesChanged {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,6 +6,7 @@
 //! changing needs tenant-admin; a change is audited and takes effect at
 //! once for new connects, disconnects and publishes.
 
+use ::events::change::Change;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -91,6 +92,11 @@ pub(crate) async fn put(
         .store
         .put_presence_settings(t, body.publish_status, Some(&audit))
         .await?;
-    state.status_topics.set(t, stored.publish_status);
+    state
+        .changed(Change::PresenceSettingsChanged {
+            tenant: t.to_owned(),
+            publish_status: stored.publish_status,
+        })
+        .await;
     Ok(ApiJson(stored.into()))
 }

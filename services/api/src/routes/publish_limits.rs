@@ -7,6 +7,7 @@
 //! the platform default of `fleetmq serve` (`--mqtt-publish-*`). A change
 //! reaches the device's live session from its next PUBLISH.
 
+use ::events::change::Change;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -127,12 +128,15 @@ fn audit_details(s: &PublishLimitSettings) -> serde_json::Value {
     })
 }
 
-/// Tell live sessions (the session control logs its own failures: the
-/// change is stored either way, and the next connect reads it).
+/// Tell live sessions (the appliers log their own failures: the change is
+/// stored either way, and the next connect reads it).
 async fn tell_sessions(state: &AppState, tenant: &str, device: Option<&str>) {
-    if let Some(sessions) = state.sessions() {
-        sessions.publish_limits_changed(tenant, device).await;
-    }
+    state
+        .changed(Change::PublishLimitsChanged {
+            tenant: tenant.to_owned(),
+            device: device.map(str::to_owned),
+        })
+        .await;
 }
 
 /// The tenant's default publish limits for its devices (any role of the

@@ -5,6 +5,7 @@
 //! from the database, so `connected` and `node` hold across nodes. Clean
 //! sessions are never stored and are not listed.
 
+use ::events::change::Change;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -131,11 +132,22 @@ pub(crate) async fn remove(
     Path(SessionPath { client_id }): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
     let t = scope.t();
-    // The broker first, so that it writes nothing more for the session;
-    // then the database, which also covers tenants not in memory.
-    let ended = state
-        .sessions()
-        .is_some_and(|s| s.end_session(t, &client_id));
+    // Whether a connection holds it, as the database says (whichever node
+    // serves it).
+    let ended = match state.store.session_summary(t, &client_id).await {
+        Ok(summary) => summary.connected,
+        Err(store::Error::NotFound { .. }) => false,
+        Err(e) => return Err(e.into()),
+    };
+    // The broker first (on every node), so that it writes nothing more for
+    // the session; then the database, which also covers tenants not in
+    // memory.
+    state
+        .changed(Change::SessionDeleted {
+            tenant: t.to_owned(),
+            client_id: client_id.clone(),
+        })
+        .await;
     let deleted = state.store.delete_session(t, &client_id).await?;
     if !ended && !deleted {
         return Err(ApiError::NotFound {

@@ -2,6 +2,7 @@
 //! tenant), update with a JSON merge patch (tenant-admin), delete
 //! (platform-admin; deletes the tenant's devices too).
 
+use ::events::change::Change;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use http::HeaderMap;
@@ -83,9 +84,9 @@ pub(crate) async fn create(
         name: body.name,
     };
     let tenant = state.store.create_tenant_audited(&new, &audit).await?;
-    if let Some(pki) = state.pki.as_deref() {
+    if state.pki.is_some() {
         // The tenant stands without it: the CA is made on first need then.
-        if let Err(e) = pki.tenant_ca(&state.store, &tenant.id).await {
+        if let Err(e) = state.tenant_ca(&tenant.id).await {
             tracing::warn!(tenant = %tenant.id, error = %e, "tenant CA not created yet");
         }
     }
@@ -181,11 +182,12 @@ pub(crate) async fn remove(
     // lifecycle history either (its audit trail and tokens are kept apart
     // by the tenant's incarnation).
     state.fleet_stats.forget_tenant(t, chrono::Utc::now());
-    state.webhooks_changed(t).await;
-    if let Some(pki) = state.pki.as_deref() {
-        pki.forget_tenant(t).await;
-    }
-    state.tell_sessions(|s| s.tenant_deleted(t));
+    // Its sessions end, its CAs and webhook routes go, on every node.
+    state
+        .changed(Change::TenantDeleted {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

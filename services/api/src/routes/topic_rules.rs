@@ -5,6 +5,7 @@
 //! counted), refused subscriptions SUBACK 0x8F (0x97 over the catch-all
 //! limit; 0x80 in 3.1.1), each with a reason string in MQTT 5.
 
+use ::events::change::Change;
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -117,6 +118,10 @@ pub(crate) async fn put(
         json!(TopicRules::from(rules)),
     );
     state.store.set_topic_rules(t, &rules, Some(&audit)).await?;
-    state.tell_sessions(|s| s.topic_rules_changed(t, &rules));
+    state
+        .changed(Change::TopicRulesChanged {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok(ApiJson(rules.into()))
 }

@@ -4,6 +4,7 @@
 //! the rest needs tenant-admin (or platform-admin). URLs are checked with
 //! the server's [`webhooks::UrlPolicy`].
 
+use ::events::change::Change;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
@@ -250,7 +251,11 @@ pub(crate) async fn create(
         Some(&created),
     )
     .await?;
-    state.webhooks_changed(t).await;
+    state
+        .changed(Change::WebhooksChanged {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok((StatusCode::CREATED, ApiJson(endpoint.into())))
 }
 
@@ -327,7 +332,11 @@ pub(crate) async fn update(
         Some(&entry),
     )
     .await?;
-    state.webhooks_changed(t).await;
+    state
+        .changed(Change::WebhooksChanged {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok(ApiJson(endpoint.into()))
 }
 
@@ -348,7 +357,11 @@ pub(crate) async fn remove(
         .store
         .delete_webhook_endpoint(t, &w, Some(&entry))
         .await?;
-    state.webhooks_changed(t).await;
+    state
+        .changed(Change::WebhooksChanged {
+            tenant: t.to_owned(),
+        })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

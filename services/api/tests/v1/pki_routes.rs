@@ -1,11 +1,12 @@
 //! Certificates, CAs, CRLs, passwords, service credentials and policies
-//! over HTTP, with a real PKI (root generated here) and a session control
-//! that records what the binary would be told.
+//! over HTTP, with a real PKI (root generated here) and a listener on the
+//! change feed that records what live sessions would be told.
 
 use std::sync::{Arc, Mutex};
 
-use api::{Pki, Role, SessionControl};
+use api::{Pki, Role};
 use chrono::Utc;
+use events::change::{Change, ChangeFeed, ChangeListener, Origin};
 use http::Method;
 use pki::{Kek, RootCa, TrustRegistry};
 use serde_json::{Value, json};
@@ -27,28 +28,37 @@ impl Told {
     }
 }
 
+/// The change feed's changes as the lines the tests expect; CA additions
+/// (every first certificate makes the tenant's CA) are left out.
 #[async_trait::async_trait]
-impl SessionControl for Told {
-    fn certificate_revoked(&self, tenant: &str, device: &str, serial: &str) {
-        self.push(format!("revoked {tenant}/{device}/{serial}"));
-    }
-    fn device_changed(&self, tenant: &str, device: &str) {
-        self.push(format!("device {tenant}/{device}"));
-    }
-    fn tenant_changed(&self, tenant: &str) {
-        self.push(format!("tenant {tenant}"));
-    }
-    fn tenant_deleted(&self, tenant: &str) {
-        self.push(format!("tenant deleted {tenant}"));
-    }
-    fn service_credential_deleted(&self, tenant: &str, name: &str) {
-        self.push(format!("service credential {tenant}/{name}"));
-    }
-    async fn policies_changed(&self, tenant: &str) {
-        self.push(format!("policies {tenant}"));
-    }
-    async fn publish_limits_changed(&self, tenant: &str, device: Option<&str>) {
-        self.push(format!("limits {tenant}/{}", device.unwrap_or("*")));
+impl ChangeListener for Told {
+    async fn apply(&self, change: &Change, _: &Origin) {
+        let line = match change {
+            Change::CertificateRevoked {
+                tenant,
+                device,
+                serial,
+            } => format!("revoked {tenant}/{device}/{serial}"),
+            Change::DeviceFloorRaised { tenant, device }
+            | Change::DeviceDisabled { tenant, device }
+            | Change::DeviceDeleted { tenant, device }
+            | Change::DevicePasswordChanged { tenant, device } => {
+                format!("device {tenant}/{device}")
+            }
+            Change::TenantFloorRaised { tenant } | Change::TenantCaRemoved { tenant, .. } => {
+                format!("tenant {tenant}")
+            }
+            Change::TenantDeleted { tenant } => format!("tenant deleted {tenant}"),
+            Change::ServiceCredentialDeleted { tenant, name } => {
+                format!("service credential {tenant}/{name}")
+            }
+            Change::PoliciesChanged { tenant } => format!("policies {tenant}"),
+            Change::PublishLimitsChanged { tenant, device } => {
+                format!("limits {tenant}/{}", device.as_deref().unwrap_or("*"))
+            }
+            _ => return,
+        };
+        self.push(line);
     }
 }
 
@@ -70,9 +80,15 @@ pub(crate) async fn pki_app(db: &TestDb) -> PkiApp {
         "fleetmq.local",
     ));
     let told = Arc::new(Told::default());
-    let sessions: Arc<dyn SessionControl> = told.clone();
+    let feed = ChangeFeed::new();
     let app = TestApp::with(db, |state| {
-        state.with_pki(pki).with_session_control(sessions)
+        // As the binary wires it: the trust set follows CA changes first.
+        feed.subscribe(Arc::new(api::PkiChanges::new(
+            pki.clone(),
+            state.store().clone(),
+        )));
+        feed.subscribe(told.clone());
+        state.with_pki(pki).with_change_feed(feed)
     })
     .await;
     PkiApp {

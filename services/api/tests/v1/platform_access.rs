@@ -4,7 +4,8 @@
 
 use std::sync::{Arc, Mutex};
 
-use api::{Role, SessionControl};
+use api::Role;
+use events::change::{Change, ChangeFeed, ChangeListener, Origin};
 use http::Method;
 use serde_json::json;
 use store::testing::TestDb;
@@ -15,26 +16,22 @@ use crate::TestApp;
 struct Told(Mutex<Vec<String>>);
 
 #[async_trait::async_trait]
-impl SessionControl for Told {
-    fn certificate_revoked(&self, _: &str, _: &str, _: &str) {}
-    fn device_changed(&self, _: &str, _: &str) {}
-    fn tenant_changed(&self, _: &str) {}
-    async fn policies_changed(&self, _: &str) {}
-    fn platform_credential_deleted(&self, name: &str) {
-        self.0.lock().unwrap().push(format!("deleted {name}"));
-    }
-    fn topic_rules_changed(&self, tenant: &str, rules: &store::TopicRules) {
-        self.0.lock().unwrap().push(format!(
-            "rules {tenant} depth={:?} catch_all={:?}",
-            rules.max_depth, rules.max_catch_all_subscriptions
-        ));
+impl ChangeListener for Told {
+    async fn apply(&self, change: &Change, _: &Origin) {
+        let line = match change {
+            Change::PlatformCredentialDeleted { name } => format!("deleted {name}"),
+            Change::TopicRulesChanged { tenant } => format!("rules {tenant}"),
+            _ => return,
+        };
+        self.0.lock().unwrap().push(line);
     }
 }
 
 async fn app(db: &TestDb) -> (TestApp, Arc<Told>) {
     let told = Arc::new(Told::default());
-    let sessions: Arc<dyn SessionControl> = told.clone();
-    let app = TestApp::with(db, |state| state.with_session_control(sessions)).await;
+    let feed = ChangeFeed::new();
+    feed.subscribe(told.clone());
+    let app = TestApp::with(db, |state| state.with_change_feed(feed)).await;
     (app, told)
 }
 
@@ -151,10 +148,7 @@ async fn topic_rules_get_put(db: &TestDb) {
         .body;
     assert_eq!(put, rules);
     assert_eq!(t.get(url, &viewer).await.expect(200).body, rules);
-    assert_eq!(
-        *told.0.lock().unwrap(),
-        ["rules acme depth=Some(4) catch_all=Some(0)"]
-    );
+    assert_eq!(*told.0.lock().unwrap(), ["rules acme"]);
     t.get("/v1/tenants/nope/topic-rules", &t.admin)
         .await
         .problem(404, "not-found");

@@ -1,7 +1,10 @@
 //! `GET|PUT /v1/tenants/{t}/presence-settings`: defaults, roles, audit,
 //! validation, and the broker's view told at once.
 
+use std::sync::Arc;
+
 use api::Role;
+use events::change::ChangeFeed;
 use http::Method;
 use serde_json::json;
 use store::testing::TestDb;
@@ -9,9 +12,11 @@ use store::testing::TestDb;
 use crate::TestApp;
 
 async fn presence_settings(db: &TestDb) {
+    // The broker's view, fed by the change feed as the binary wires it.
     let topics = access::StatusTopics::new();
-    let shared = topics.clone();
-    let t = TestApp::with(db, |s| s.with_status_topics(shared)).await;
+    let feed = ChangeFeed::new();
+    feed.subscribe(Arc::new(topics.clone()));
+    let t = TestApp::with(db, |s| s.with_change_feed(feed)).await;
     t.tenant("acme").await;
     let uri = "/v1/tenants/acme/presence-settings";
     let viewer = t.token(Role::Viewer, "acme");

@@ -87,7 +87,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
             .map_err(|e| Error::Token(e.to_string()))?;
         Ok((metrics, broker, platform, services, server_tls, keys))
     };
-    let (metrics, broker, platform, services, server_tls, keys) = match started.await {
+    let (metrics, broker, _, services, server_tls, keys) = match started.await {
         Ok(started) => started,
         Err(e) => {
             if let Some(cluster) = cluster {
@@ -99,13 +99,27 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     };
     let mut state = services.wire_api(
         api::AppState::new(store.clone(), metrics).with_keys(keys),
-        &platform,
         &config,
     );
-    if let Some(cluster) = &cluster {
+    // Changes made on other nodes reach this one's sessions, and this
+    // one's reach theirs, from before the first client is served.
+    let mut feed_link = None;
+    if let Some(joined) = &cluster {
         state = state.with_readiness_check(Arc::new(crate::cluster_boot::NatsReadiness(
-            cluster.readiness(),
+            joined.readiness(),
         )));
+        match cluster::feed::carry(joined, &services.changes).await {
+            Ok(link) => feed_link = Some(link),
+            Err(e) => {
+                // Nothing is served yet: stop what started, cleanly.
+                services.shutdown().await;
+                if let Some(joined) = cluster {
+                    joined.leave().await;
+                }
+                store.close().await;
+                return Err(Error::Cluster(e));
+            }
+        }
     }
     let app = api::router(
         state,
@@ -204,6 +218,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     purge.stop();
     session_sweep.stop();
     services.shutdown().await;
+    drop(feed_link);
     if let Some(cluster) = cluster {
         cluster.leave().await;
     }
@@ -229,17 +244,17 @@ struct Services {
     webhooks: webhooks::Worker,
     events: events::hub::EventHub,
     recent: Arc<dyn api::device_io::RecentMessages>,
-    sessions: Arc<bridge::Sessions>,
+    /// REST changes that live sessions must see; its listeners (PKI,
+    /// access cache and broker, status topics, webhook message routes)
+    /// are subscribed in `start_platform`.
+    changes: events::change::ChangeFeed,
+    pki: Arc<api::Pki>,
     commands: Arc<bridge::BrokerCommands>,
     fleet_stats: Arc<api::FleetStats>,
-    /// Message webhooks: who wants which messages (told of endpoint
-    /// changes by the API), and the queue into the outbox.
-    webhook_routes: webhooks::MessageRoutes,
     platform_events: Arc<bridge::PlatformEvents>,
     outbox_task: webhooks::OutboxWriterTask,
     stop_refresh: CancellationToken,
     status: Arc<crate::presence_status::StatusPublisher>,
-    status_topics: access::StatusTopics,
 }
 
 /// How long a graceful stop waits for queued webhook events to be written.
@@ -247,28 +262,15 @@ const OUTBOX_FLUSH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 
 impl Services {
     /// The REST API's hooks into the PKI, the broker and the event hub.
-    fn wire_api(
-        &self,
-        state: api::AppState,
-        platform: &Platform,
-        config: &ServeConfig,
-    ) -> api::AppState {
-        let pki = api::Pki::new(
-            platform.root.clone(),
-            platform.kek.clone(),
-            platform.trust.clone(),
-            platform.trust_domain.clone(),
-        );
+    fn wire_api(&self, state: api::AppState, config: &ServeConfig) -> api::AppState {
         state
-            .with_pki(Arc::new(pki))
-            .with_session_control(self.sessions.clone())
+            .with_pki(self.pki.clone())
+            .with_change_feed(self.changes.clone())
             .with_event_hub(self.events.clone())
             .with_device_commands(self.commands.clone())
             .with_recent_messages(self.recent.clone())
             .with_fleet_stats(self.fleet_stats.clone())
             .with_webhook_url_policy(url_policy(config))
-            .with_webhook_message_routes(self.webhook_routes.clone())
-            .with_status_topics(self.status_topics.clone())
     }
 
     /// After the listeners have returned: nothing new arrives, so what is
@@ -324,6 +326,12 @@ async fn start_platform(
     let server_tls = tls::server_config(given_cert, &platform, data_dir)?;
     let cache = access::AccessCache::new(store.clone());
     let session_cache = cache.clone();
+    let pki = Arc::new(api::Pki::new(
+        platform.root.clone(),
+        platform.kek.clone(),
+        platform.trust.clone(),
+        platform.trust_domain.clone(),
+    ));
     // Platform events reach SSE clients through the hub and webhooks
     // through the outbox, which wakes the worker when it has written.
     let hub = events::hub::EventHub::default();
@@ -433,6 +441,17 @@ async fn start_platform(
     access::load_topic_rules(store, &broker)
         .await
         .map_err(|e| Error::store(url, e))?;
+    // The PKI first: a CA removed is no longer trusted before the
+    // sessions it let in end.
+    let changes = events::change::ChangeFeed::new();
+    changes.subscribe(Arc::new(api::PkiChanges::new(pki.clone(), store.clone())));
+    changes.subscribe(Arc::new(access::LiveSessions::new(
+        session_cache,
+        broker.clone(),
+        store.clone(),
+    )));
+    changes.subscribe(Arc::new(status_topics));
+    changes.subscribe(Arc::new(webhook_routes));
     let services = Services {
         retained,
         durable_sessions,
@@ -441,22 +460,16 @@ async fn start_platform(
         webhooks,
         events: hub,
         recent,
-        sessions: Arc::new(bridge::Sessions {
-            revocations: access::Revocations::new(session_cache.clone(), broker.clone()),
-            limits: access::LiveLimits::new(session_cache.clone(), broker.clone()),
-            cache: session_cache,
-            broker: broker.clone(),
-        }),
+        changes,
+        pki,
         commands: Arc::new(bridge::BrokerCommands {
             broker: broker.clone(),
         }),
         fleet_stats,
-        webhook_routes,
         platform_events,
         outbox_task,
         stop_refresh,
         status,
-        status_topics,
     };
     Ok((broker, platform, services, server_tls))
 }
