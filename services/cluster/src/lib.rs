@@ -21,6 +21,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub mod lease;
 mod node;
+pub mod subjects;
 #[cfg(feature = "testing")]
 pub mod testing;
 
