@@ -326,6 +326,31 @@ impl SubscriptionIndex {
         }
     }
 
+    /// The node of `filter`'s inner filter, if it exists.
+    fn node_at(&self, filter: &TopicFilter) -> Option<&Node> {
+        let (_, inner) = split(filter);
+        let mut node = &self.root;
+        for level in inner.as_str().split('/') {
+            node = node.children.get(level)?;
+        }
+        Some(node)
+    }
+
+    /// Whether any subscription, shared or not, has `filter`'s inner
+    /// filter: what the node's interest in other nodes' traffic is made of.
+    pub(crate) fn is_live(&self, filter: &TopicFilter) -> bool {
+        self.node_at(filter)
+            .is_some_and(|n| !n.subscribers.is_empty() || !n.groups.is_empty())
+    }
+
+    /// Appends the subscriptions to exactly `filter` (one member per shared
+    /// group of that inner filter) to `out`.
+    pub(crate) fn matches_at(&self, filter: &TopicFilter, out: &mut Vec<Matched>) {
+        if let Some(node) = self.node_at(filter) {
+            node.collect(out);
+        }
+    }
+
     /// Number of catch-all subscriptions.
     pub(crate) fn catch_all(&self) -> usize {
         self.catch_all

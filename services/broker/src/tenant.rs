@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::TenantId;
 use crate::hygiene::{TopicLimits, TopicRefusal, TopicRules};
 use crate::index::{Subscriber, SubscriptionIndex};
+use crate::interconnect::Interconnect;
 use crate::message::Delivery;
 use crate::metrics;
 use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, RetainedTrie};
@@ -94,6 +95,23 @@ pub(crate) struct Tenant {
     store: std::sync::OnceLock<durable::StoreHandle>,
     /// What its sessions hold queued together.
     queue: Arc<TenantQueue>,
+    /// The cluster's interconnect, told of interest changes, if any.
+    interconnect: std::sync::OnceLock<Watcher>,
+}
+
+/// The interconnect a tenant tells its interest changes (a newtype: the
+/// trait object has no `Debug`).
+pub(crate) struct Watcher(Arc<dyn Interconnect>);
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interconnect")
+    }
+}
+
+/// `filter` without its `$share/{group}/`: what interest is kept by.
+fn inner(filter: &TopicFilter) -> TopicFilter {
+    filter.shared().map_or_else(|| filter.clone(), |s| s.filter)
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -121,8 +139,42 @@ impl Tenant {
             limits,
             store: std::sync::OnceLock::new(),
             queue: Arc::new(TenantQueue::new(&id)),
+            interconnect: std::sync::OnceLock::new(),
             id,
         }
+    }
+
+    /// Makes the tenant tell `interconnect` when its set of distinct
+    /// filters changes (set once, before any subscription).
+    pub(crate) fn set_interconnect(&self, interconnect: Arc<dyn Interconnect>) {
+        let _ = self.interconnect.set(Watcher(interconnect));
+    }
+
+    /// Removes `client`'s subscription to `filter` from `index` (held
+    /// write-locked by the caller, so interest changes are told in order);
+    /// returns whether it existed.
+    fn remove_from(
+        &self,
+        index: &mut SubscriptionIndex,
+        filter: &TopicFilter,
+        client: &str,
+    ) -> bool {
+        if !index.remove(filter, client) {
+            return false;
+        }
+        self.count_subscriptions(false);
+        if let Some(Watcher(ic)) = self.interconnect.get()
+            && !index.is_live(filter)
+        {
+            ic.interest(&self.id, &inner(filter), false);
+        }
+        true
+    }
+
+    /// The subscriptions to exactly `filter` (another node's message came
+    /// for it).
+    pub(crate) fn matches_at(&self, filter: &TopicFilter, out: &mut Vec<crate::index::Matched>) {
+        read(&self.index).matches_at(filter, out);
     }
 
     /// Replaces the tenant's topic hygiene rules.
@@ -395,9 +447,7 @@ impl Tenant {
         {
             let mut index = write(&self.index);
             for filter in subs.keys() {
-                if index.remove(filter, session.client_id()) {
-                    self.count_subscriptions(false);
-                }
+                self.remove_from(&mut index, filter, session.client_id());
             }
         }
         let gone = match (durable, self.session_store()) {
@@ -467,6 +517,13 @@ impl Tenant {
         {
             return Err(TopicRefusal::CatchAllLimit { max });
         }
+        // Told under the index lock, so the interconnect sees the changes
+        // in the order they happened.
+        if let Some(Watcher(ic)) = self.interconnect.get()
+            && !index.is_live(filter)
+        {
+            ic.interest(&self.id, &inner(filter), true);
+        }
         let existed = index.insert(
             filter,
             session.client_id(),
@@ -498,10 +555,7 @@ impl Tenant {
                 Vec::new()
             }
         };
-        let existed = write(&self.index).remove(filter, session.client_id());
-        if existed {
-            self.count_subscriptions(false);
-        }
+        let existed = self.remove_from(&mut write(&self.index), filter, session.client_id());
         self.forget_taken(session, &orphans);
         self.redistribute(orphans);
         existed
