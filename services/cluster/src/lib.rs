@@ -21,9 +21,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub mod lease;
 mod node;
+pub mod routing;
 pub mod subjects;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wire;
 
 pub use lease::Holder;
 pub use node::{MAX_NAME_LEN, NAME_RULE, NodeName, hostname};
@@ -85,6 +87,8 @@ pub struct Cluster {
     _stop_on_drop: DropGuard,
     heartbeat: JoinHandle<u64>,
     store: async_nats::jetstream::kv::Store,
+    /// For the routing connection ([`Cluster::router`]).
+    nats_url: String,
 }
 
 impl Cluster {
@@ -94,26 +98,12 @@ impl Cluster {
         let url = redact_url(&config.nats_url);
         let name = config.node_name.clone();
         let log_name = name.clone();
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("fleetmq {name}"))
-            .connection_timeout(Duration::from_secs(5))
-            // Unlimited reconnects (the default): a node outlives a NATS restart.
-            .event_callback(move |event| {
-                let node = log_name.clone();
-                async move { log_event(&node, &event) }
-            })
-            .connect(
-                config
-                    .nats_url
-                    .split(',')
-                    .map(str::trim)
-                    .collect::<Vec<_>>(),
-            )
-            .await
-            .map_err(|e| Error::Connect {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = connect(
+            async_nats::ConnectOptions::new().name(format!("fleetmq {name}")),
+            &config.nats_url,
+            log_name,
+        )
+        .await?;
         let js = async_nats::jetstream::new(client.clone());
         let store = lease::bucket(&js, config.lease_ttl).await?;
         let revision = lease::acquire(&store, &name, &config.holder, config.lease_ttl).await?;
@@ -137,7 +127,20 @@ impl Cluster {
             stop,
             heartbeat,
             store,
+            nats_url: config.nats_url,
         })
+    }
+
+    /// The message router for the broker ([`routing`]), on a NATS
+    /// connection of its own: opened with no echo (a node never hears its
+    /// own messages), and so that message traffic never queues the lease
+    /// heartbeat behind it.
+    pub async fn router(&self) -> Result<(routing::Router, routing::Pending), Error> {
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("fleetmq {} routing", self.name))
+            .no_echo();
+        let client = connect(options, &self.nats_url, self.name.clone()).await?;
+        Ok(routing::Router::new(client, self.name.as_str()))
     }
 
     pub fn node_name(&self) -> &NodeName {
@@ -202,6 +205,27 @@ impl Readiness {
             false => Err(NotReady::LeaseLost),
         }
     }
+}
+
+/// Connects with `options` to the comma-separated `urls`, reconnecting
+/// without limit (the default: a node outlives a NATS restart).
+async fn connect(
+    options: async_nats::ConnectOptions,
+    urls: &str,
+    node: NodeName,
+) -> Result<async_nats::Client, Error> {
+    options
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let node = node.clone();
+            async move { log_event(&node, &event) }
+        })
+        .connect(urls.split(',').map(str::trim).collect::<Vec<_>>())
+        .await
+        .map_err(|e| Error::Connect {
+            url: redact_url(urls),
+            reason: e.to_string(),
+        })
 }
 
 fn log_event(node: &NodeName, event: &async_nats::Event) {

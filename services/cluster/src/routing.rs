@@ -1,0 +1,324 @@
+//! [`Router`]: the broker's [`Interconnect`] over core NATS (issue 15).
+//!
+//! - Interest: for each distinct filter a namespace has on this node, one
+//!   NATS subscription per subject of it ([`subjects`]; two for `x/#`);
+//!   withdrawn when the filter's last local subscription goes. A node
+//!   without a matching subscription is sent nothing by NATS.
+//! - Outbound: each message published here goes out once, on its topic's
+//!   subject, in publish order through one task on one connection (so
+//!   order per publisher and topic holds). The connection is opened with
+//!   no echo: a node never hears its own messages back.
+//! - Inbound: what a filter's subscription receives is delivered by the
+//!   broker to that filter's local subscriptions only
+//!   ([`broker::Broker::deliver_remote`]), so overlapping filters on one
+//!   node never deliver a message twice to one subscription.
+//! - Retained: every retained change also goes out on
+//!   `fleetmq.retained.{tenant}.{levels}`; every node listens to all of
+//!   them and applies them to its in-memory cache (the origin node stored
+//!   it in Postgres). A cache miss cannot tell "none" from "not heard of",
+//!   and a wildcard subscribe would have to read the database each time;
+//!   one small message per change keeps every cache current instead.
+//!
+//! The broker calls in on its publish and subscribe paths: nothing here
+//! blocks there. Outbound messages wait in a bounded queue (dropped and
+//! counted past it, as when NATS is unreachable for long); interest
+//! changes in an unbounded one (one entry per filter change).
+
+use std::collections::HashMap;
+
+use async_nats::Client;
+use broker::{Broker, Interconnect, Outbound, TenantId};
+use bytes::Bytes;
+use futures::StreamExt;
+use mqtt::{TopicFilter, TopicName};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::subjects;
+use crate::wire;
+
+/// How many messages may wait for the NATS connection.
+pub const OUTBOUND_QUEUE: usize = 65_536;
+
+/// Metric names (the binary installs the Prometheus recorder).
+mod metric {
+    pub const FORWARDED: &str = "cluster_messages_forwarded_total";
+    pub const RECEIVED: &str = "cluster_messages_received_total";
+    pub const DROPPED: &str = "cluster_messages_dropped_total";
+    pub const RETAINED: &str = "cluster_retained_changes_total";
+    pub const INTEREST: &str = "cluster_interest_subjects";
+}
+
+fn dropped(reason: &'static str) {
+    metrics::counter!(metric::DROPPED, "reason" => reason).increment(1);
+}
+
+struct Frame {
+    subject: String,
+    body: Bytes,
+}
+
+struct Interest {
+    namespace: TenantId,
+    filter: TopicFilter,
+    present: bool,
+}
+
+/// The broker's side: hands interest changes, messages and retained
+/// changes to the tasks [`Pending::start`] runs.
+pub struct Router {
+    node: String,
+    outbound: mpsc::Sender<Frame>,
+    interest: mpsc::UnboundedSender<Interest>,
+}
+
+/// The tasks' side, started once the broker exists (the broker is built
+/// with the [`Router`], and the tasks deliver into it).
+pub struct Pending {
+    client: Client,
+    node: String,
+    outbound: mpsc::Receiver<Frame>,
+    interest: mpsc::UnboundedReceiver<Interest>,
+}
+
+/// The running tasks; dropped or stopped, they end (subscriptions go).
+pub struct Routing {
+    tasks: JoinSet<()>,
+    client: Client,
+}
+
+impl Router {
+    /// A router on `client` (a connection of its own, opened with no
+    /// echo) for node `node`.
+    pub fn new(client: Client, node: &str) -> (Router, Pending) {
+        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let (int_tx, int_rx) = mpsc::unbounded_channel();
+        (
+            Router {
+                node: node.to_owned(),
+                outbound: out_tx,
+                interest: int_tx,
+            },
+            Pending {
+                client,
+                node: node.to_owned(),
+                outbound: out_rx,
+                interest: int_rx,
+            },
+        )
+    }
+
+    fn send(&self, subject: Option<String>, body: Result<Bytes, wire::WireError>) -> bool {
+        let Some(subject) = subject else {
+            dropped("subject_too_long");
+            return false;
+        };
+        let body = match body {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(error = %e, "message not routed to other nodes");
+                dropped("encode");
+                return false;
+            }
+        };
+        match self.outbound.try_send(Frame { subject, body }) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                dropped("queue_full");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                dropped("stopped");
+                false
+            }
+        }
+    }
+}
+
+impl Interconnect for Router {
+    fn interest(&self, tenant: &TenantId, filter: &TopicFilter, present: bool) {
+        // Fails only once the tasks have stopped, at shutdown.
+        let _ = self.interest.send(Interest {
+            namespace: tenant.clone(),
+            filter: filter.clone(),
+            present,
+        });
+    }
+
+    fn forward(&self, tenant: &TenantId, message: &Outbound<'_>) {
+        let subject = subjects::message_subject(tenant.as_str(), message.topic);
+        self.send(subject, wire::encode(&self.node, message));
+    }
+
+    fn retained_changed(
+        &self,
+        tenant: &TenantId,
+        topic: &TopicName,
+        retained: Option<&Outbound<'_>>,
+    ) {
+        let subject = subjects::retained_subject(tenant.as_str(), topic);
+        let body = match retained {
+            Some(m) => wire::encode(&self.node, &Outbound { retain: true, ..*m }),
+            None => wire::encode_delete(&self.node, topic),
+        };
+        if self.send(subject, body) {
+            metrics::counter!(metric::RETAINED, "direction" => "sent").increment(1);
+        }
+    }
+}
+
+impl Pending {
+    /// Starts publishing, following interest and applying retained
+    /// changes, delivering into `broker`.
+    pub async fn start(self, broker: Broker) -> Result<Routing, async_nats::SubscribeError> {
+        let mut tasks = JoinSet::new();
+        let retained = self.client.subscribe(subjects::all_retained()).await?;
+        tasks.spawn(apply_retained(retained, broker.clone(), self.node.clone()));
+        tasks.spawn(publish(self.client.clone(), self.outbound));
+        tasks.spawn(follow_interest(
+            self.client.clone(),
+            broker,
+            self.node,
+            self.interest,
+        ));
+        Ok(Routing {
+            tasks,
+            client: self.client,
+        })
+    }
+}
+
+impl Routing {
+    /// Stops every task, then flushes what was published (bounded).
+    pub async fn stop(mut self) {
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        let flush = tokio::time::timeout(std::time::Duration::from_secs(2), self.client.flush());
+        if !matches!(flush.await, Ok(Ok(()))) {
+            tracing::warn!("NATS did not confirm the last routed messages at stop");
+        }
+    }
+}
+
+async fn publish(client: Client, mut outbound: mpsc::Receiver<Frame>) {
+    while let Some(frame) = outbound.recv().await {
+        match client.publish(frame.subject, frame.body).await {
+            Ok(()) => metrics::counter!(metric::FORWARDED).increment(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "a message was not routed to other nodes");
+                dropped("nats");
+            }
+        }
+    }
+}
+
+/// One task per namespace filter; dropping its [`JoinSet`] aborts them,
+/// and the subscriptions they held are unsubscribed.
+async fn follow_interest(
+    client: Client,
+    broker: Broker,
+    node: String,
+    mut changes: mpsc::UnboundedReceiver<Interest>,
+) {
+    let mut live: HashMap<(TenantId, TopicFilter), JoinSet<()>> = HashMap::new();
+    while let Some(change) = changes.recv().await {
+        let key = (change.namespace, change.filter);
+        if !change.present {
+            if let Some(set) = live.remove(&key) {
+                metrics::gauge!(metric::INTEREST).decrement(set.len() as f64);
+            }
+            continue;
+        }
+        // Told again after a tenant was loaded twice at once: one is enough.
+        if live.contains_key(&key) {
+            continue;
+        }
+        let (namespace, filter) = &key;
+        let subjects = match namespace.is_platform() {
+            true => subjects::platform_filter_subjects(filter),
+            false => subjects::tenant_filter_subjects(namespace.as_str(), filter),
+        };
+        let Some(subjects) = subjects else {
+            tracing::warn!(tenant = %namespace, topic = %filter, "filter too long to subscribe on other nodes");
+            dropped("subject_too_long");
+            continue;
+        };
+        let mut set = JoinSet::new();
+        for subject in subjects {
+            match client.subscribe(subject).await {
+                Ok(sub) => {
+                    set.spawn(receive(
+                        sub,
+                        broker.clone(),
+                        node.clone(),
+                        namespace.clone(),
+                        filter.clone(),
+                    ));
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %namespace, topic = %filter, error = %e, "NATS subscribe failed");
+                }
+            }
+        }
+        metrics::gauge!(metric::INTEREST).increment(set.len() as f64);
+        live.insert(key, set);
+    }
+}
+
+/// Decodes one message from another node; `None` (counted) if it is not
+/// one to deliver.
+fn inbound(message: async_nats::Message, node: &str) -> Option<(TenantId, wire::Envelope)> {
+    let Some((tenant, topic)) = subjects::parse_subject(message.subject.as_str()) else {
+        dropped("bad_subject");
+        return None;
+    };
+    let Ok(tenant) = TenantId::parse(&tenant) else {
+        dropped("bad_subject");
+        return None;
+    };
+    let envelope = match wire::decode(message.payload) {
+        Ok(envelope) => envelope,
+        Err(e) => {
+            tracing::warn!(tenant = %tenant, error = %e, "undecodable message from another node");
+            dropped("decode");
+            return None;
+        }
+    };
+    // No echo keeps our own messages away; this holds if it did not.
+    if envelope.node == node {
+        return None;
+    }
+    // The subject is the topic's, or the message is not what it claims.
+    if envelope.message.topic != topic {
+        dropped("bad_subject");
+        return None;
+    }
+    Some((tenant, envelope))
+}
+
+async fn receive(
+    mut sub: async_nats::Subscriber,
+    broker: Broker,
+    node: String,
+    namespace: TenantId,
+    filter: TopicFilter,
+) {
+    while let Some(message) = sub.next().await {
+        metrics::counter!(metric::RECEIVED).increment(1);
+        if let Some((tenant, envelope)) = inbound(message, &node) {
+            broker.deliver_remote(&namespace, &filter, &tenant, envelope.message);
+        }
+    }
+}
+
+async fn apply_retained(mut sub: async_nats::Subscriber, broker: Broker, node: String) {
+    while let Some(message) = sub.next().await {
+        let Some((tenant, envelope)) = inbound(message, &node) else {
+            continue;
+        };
+        metrics::counter!(metric::RETAINED, "direction" => "received").increment(1);
+        let topic = envelope.message.topic.clone();
+        let retained = (!envelope.message.payload.is_empty()).then_some(envelope.message);
+        broker.apply_remote_retained(&tenant, &topic, retained);
+    }
+}
