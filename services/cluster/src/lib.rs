@@ -53,6 +53,9 @@ pub enum Error {
 
     #[error("NATS JetStream (is the server started with -js?): {0}")]
     JetStream(String),
+
+    #[error("NATS subscription for routing: {0}")]
+    Routing(String),
 }
 
 /// What joining needs.

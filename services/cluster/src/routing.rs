@@ -170,9 +170,13 @@ impl Interconnect for Router {
 impl Pending {
     /// Starts publishing, following interest and applying retained
     /// changes, delivering into `broker`.
-    pub async fn start(self, broker: Broker) -> Result<Routing, async_nats::SubscribeError> {
+    pub async fn start(self, broker: Broker) -> Result<Routing, crate::Error> {
         let mut tasks = JoinSet::new();
-        let retained = self.client.subscribe(subjects::all_retained()).await?;
+        let retained = self
+            .client
+            .subscribe(subjects::all_retained())
+            .await
+            .map_err(|e| crate::Error::Routing(e.to_string()))?;
         tasks.spawn(apply_retained(retained, broker.clone(), self.node.clone()));
         tasks.spawn(publish(self.client.clone(), self.outbound));
         tasks.spawn(follow_interest(

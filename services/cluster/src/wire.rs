@@ -194,7 +194,10 @@ mod tests {
         let got = decode(encode("node-a", &out).unwrap()).unwrap();
         assert_eq!(got.node, "node-a");
         let m = got.message;
-        assert_eq!((m.topic, m.payload, m.qos, m.retain), (topic, payload, QoS::ExactlyOnce, true));
+        assert_eq!(
+            (m.topic, m.payload, m.qos, m.retain),
+            (topic, payload, QoS::ExactlyOnce, true)
+        );
         assert_eq!(m.properties.message_expiry_interval, Some(17));
         properties.message_expiry_interval = Some(17);
         assert_eq!(m.properties, properties);
@@ -216,6 +219,9 @@ mod tests {
         let mut extra = BytesMut::from(&whole[..]);
         extra.put_u8(0);
         assert!(decode(extra.freeze()).is_err());
-        assert_eq!(decode(Bytes::from_static(b"\x02\x00\x00")).unwrap_err(), WireError::Envelope);
+        assert_eq!(
+            decode(Bytes::from_static(b"\x02\x00\x00")).unwrap_err(),
+            WireError::Envelope
+        );
     }
 }
