@@ -1,5 +1,5 @@
-//! Cluster membership over NATS (issue 15): many identical fleetmq nodes
-//! on one Postgres database, with NATS between them.
+//! Cluster membership and routing over NATS (issue 15): many identical
+//! fleetmq nodes on one Postgres database, with NATS between them.
 //!
 //! - [`Cluster::join`] connects to NATS (reconnecting for as long as the
 //!   process runs) and takes this node's name lease in a JetStream
@@ -8,8 +8,47 @@
 //! - [`Cluster::readiness`] is what `/readyz` reports: NATS connected and
 //!   the lease held.
 //! - [`NodeName`]: the node's checked name, and a unique default.
+//! - [`Cluster::router`]: message routing between nodes ([`routing`]), the
+//!   broker's `Interconnect` over core NATS, on a connection of its own.
 //!
-//! This crate knows NATS and nothing of MQTT, HTTP or SQL.
+//! # Routing (issue 15)
+//!
+//! - Subjects ([`subjects`]): a message on topic `a/b` in tenant `t`
+//!   travels on `fleetmq.msg.t.a.b`, each level escaped into one token
+//!   (reversibly; `.`, `*`, `>`, whitespace, non-ASCII, a leading `$` and
+//!   empty levels cannot be tokens as they are). A filter maps `+` to `*`
+//!   and `#` to `>`, `x/#` to both `x` and `x.>`.
+//! - Interest: the broker tells the router when a namespace's first
+//!   subscription of a distinct filter (shared ones by their inner filter)
+//!   arrives and when its last one leaves; the router holds one NATS
+//!   subscription per subject of each such filter. Nodes without a matching
+//!   subscription are sent nothing, and a tenant's traffic never reaches
+//!   another tenant's subjects.
+//! - Outbound: each message published on a node is sent once, in publish
+//!   order, by one task on one connection (order per publisher and topic
+//!   holds), as [`wire`]: an MQTT 5 PUBLISH with the time of expiry left,
+//!   plus the origin client id (No Local), whether it is a platform
+//!   client, the retained owner and the node. The connection has no echo,
+//!   so a node never hears its own messages.
+//! - Inbound: a message a filter's subscription receives is delivered by
+//!   the broker to that filter's subscriptions only, with every
+//!   subscription's semantics, and is not forwarded, stored or announced
+//!   again. One NATS subscription per filter means overlapping filters on a
+//!   node each get their copy (one per matching subscription, which MQTT 5
+//!   allows) and none twice.
+//! - Retained: every retained set or delete also goes to
+//!   `fleetmq.retained.t.…`, which every node follows and applies to its
+//!   in-memory cache; the origin node alone writes Postgres. Reading the
+//!   database on a cache miss was the other choice: a miss cannot tell
+//!   "none" from "not heard of", so every subscribe would read it.
+//! - Not yet: shared subscriptions are balanced per node (each node with
+//!   members of a group gets one copy); a QoS 1/2 publisher's
+//!   acknowledgement does not wait for persistent sessions on other nodes
+//!   (written behind there); a subscription's interest reaches NATS a
+//!   moment after its SUBACK.
+//!
+//! This crate knows NATS; of MQTT only topics and the PUBLISH codec (the
+//! `mqtt` crate) and the broker's `Interconnect`; nothing of HTTP or SQL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
