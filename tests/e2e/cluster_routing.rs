@@ -417,3 +417,86 @@ async fn a_retained_message_set_or_deleted_on_one_node_is_what_others_serve_at_o
     assert!(received >= 3.0, "{received}");
     c.stop().await;
 }
+
+#[tokio::test]
+async fn a_shared_group_gets_each_message_once_cluster_wide() {
+    let Some(c) = anonymous_nodes().await else {
+        return;
+    };
+    let (publisher, _own) = connect(c.node(0), "feeder", None).await;
+    let mut members = Vec::new();
+    for (i, id) in [(0, "worker-1"), (1, "worker-2"), (2, "worker-3")] {
+        let (m, mut rx) = connect(c.node(i), id, None).await;
+        subscribe(&m, &mut rx, filter("$share/g/sh/#", QoS::AtLeastOnce), None).await;
+        members.push((m, rx, false));
+    }
+    // Each member's interest is in NATS once a probe has reached it (NATS
+    // gives each probe to one of them).
+    let deadline = tokio::time::Instant::now() + POLL_BOUND;
+    while !members.iter().all(|(_, _, probed)| *probed) {
+        if tokio::time::Instant::now() >= deadline {
+            let probed: Vec<bool> = members.iter().map(|m| m.2).collect();
+            let mut seen = Vec::new();
+            for i in 0..3 {
+                let text = c.metrics(i).await;
+                seen.push(
+                    text.lines()
+                        .filter(|l| l.starts_with("cluster_"))
+                        .map(str::to_owned)
+                        .collect::<Vec<_>>(),
+                );
+            }
+            panic!("a member never got a probe: {probed:?} {seen:#?}");
+        }
+        publisher
+            .publish("sh/probe", QoS::AtMostOnce, false, PROBE.to_vec())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (_, rx, probed) in &mut members {
+            while let Ok(p) = rx.try_recv() {
+                *probed |= matches!(p, Ok(Packet::Publish(p)) if p.payload == PROBE);
+            }
+        }
+    }
+    const N: usize = 60;
+    for i in 0..N {
+        publisher
+            .publish(format!("sh/{i}"), QoS::AtLeastOnce, false, i.to_string())
+            .await
+            .unwrap();
+    }
+    let mut got: Vec<Vec<String>> = vec![Vec::new(); members.len()];
+    let mut total = 0;
+    let deadline = tokio::time::Instant::now() + POLL_BOUND;
+    while total < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {total} of {N} arrived"
+        );
+        for (k, (_, rx, _)) in members.iter_mut().enumerate() {
+            if let Ok(m) = tokio::time::timeout(Duration::from_millis(50), message(rx)).await {
+                got[k].push(String::from_utf8(m.payload.to_vec()).unwrap());
+                total += 1;
+            }
+        }
+    }
+    for (_, rx, _) in &mut members {
+        assert!(
+            nothing_within(rx, Duration::from_millis(300)).await,
+            "a copy too many"
+        );
+    }
+    let mut all: Vec<String> = got.concat();
+    all.sort();
+    let mut want: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    want.sort();
+    assert_eq!(all, want, "each message once");
+    let busy = got.iter().filter(|g| !g.is_empty()).count();
+    assert!(
+        busy >= 2,
+        "balanced across nodes: {:?}",
+        got.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    c.stop().await;
+}

@@ -336,18 +336,32 @@ impl SubscriptionIndex {
         Some(node)
     }
 
-    /// Whether any subscription, shared or not, has `filter`'s inner
-    /// filter: what the node's interest in other nodes' traffic is made of.
+    /// Whether `filter` has a subscription: any non-shared one to it, or,
+    /// for `$share/{group}/{f}`, any member of that group. What the node's
+    /// interest in other nodes' traffic is made of.
     pub(crate) fn is_live(&self, filter: &TopicFilter) -> bool {
-        self.node_at(filter)
-            .is_some_and(|n| !n.subscribers.is_empty() || !n.groups.is_empty())
+        let (group, _) = split(filter);
+        self.node_at(filter).is_some_and(|n| match group {
+            None => !n.subscribers.is_empty(),
+            Some(g) => n.groups.contains_key(g.as_str()),
+        })
     }
 
-    /// Appends the subscriptions to exactly `filter` (one member per shared
-    /// group of that inner filter) to `out`.
+    /// Appends the non-shared subscriptions to exactly `filter`, or for a
+    /// `$share/` filter one member of its group, to `out`.
     pub(crate) fn matches_at(&self, filter: &TopicFilter, out: &mut Vec<Matched>) {
+        if filter.shared().is_some() {
+            out.extend(self.pick_shared(filter).map(|subscriber| Matched {
+                subscriber,
+                shared: Some(filter.clone()),
+            }));
+            return;
+        }
         if let Some(node) = self.node_at(filter) {
-            node.collect(out);
+            out.extend(node.subscribers.values().map(|s| Matched {
+                subscriber: s.clone(),
+                shared: None,
+            }));
         }
     }
 

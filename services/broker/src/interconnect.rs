@@ -35,9 +35,13 @@ use crate::message::Message;
 pub trait Interconnect: Send + Sync + 'static {
     /// Namespace `tenant` ([`TenantId::platform`] for the platform
     /// namespace, whose filters' first level is a tenant id) now has
-    /// (`present`) or no longer has a local subscription whose filter (the
-    /// inner filter for `$share/…`) is `filter`. Calls for one namespace
-    /// come in the order the changes happened.
+    /// (`present`) or no longer has a local non-shared subscription to
+    /// `filter`, or for `$share/{group}/{f}` a member of that group. Calls
+    /// for one namespace come in the order the changes happened.
+    ///
+    /// A shared group's messages, those published on this node included,
+    /// reach its members here only through [`Broker::deliver_remote`], so
+    /// that the interconnect can give each to one member cluster-wide.
     fn interest(&self, tenant: &TenantId, filter: &TopicFilter, present: bool);
 
     /// A message published on this node in `tenant`.
@@ -137,7 +141,9 @@ impl Broker {
     /// subscriptions to `filter` in `namespace` (the tenant itself, or
     /// [`TenantId::platform`] with `filter` over mounted topics): the
     /// filter whose interest brought it here, so a message matching several
-    /// of this node's filters reaches each subscription once. It is not
+    /// of this node's filters reaches each subscription once. For a
+    /// `$share/` filter, one member of the group gets it (also for a
+    /// message published on this node). It is not
     /// forwarded again, stored or announced as an event (its node did
     /// that). Returns how many sessions it was queued for.
     pub fn deliver_remote(
@@ -162,7 +168,8 @@ impl Broker {
         };
         // MQTT-4.7.2-1 ($ topics and leading wildcards) is not NATS's rule;
         // and a subject is only trusted as far as the topic matches.
-        if !filter.matches(&topic) {
+        let inner = filter.shared().map(|s| s.filter);
+        if !inner.as_ref().unwrap_or(filter).matches(&topic) {
             return 0;
         }
         let message = Arc::new(Message::inbound(message, topic, Instant::now()));
@@ -284,12 +291,26 @@ mod tests {
         t.subscribe(&s1, &filter("$share/g/b"), q0, None);
         t.unsubscribe(&s1, &filter("a/+"));
         t.unsubscribe(&s2, &filter("a/+"));
-        // The shared member still holds `a/+`; `b` goes when its session ends.
+        // A local publish reaches the shared group only through the
+        // interconnect (which picks one member cluster-wide), and counts.
+        let m = remote("a/x", QoS::AtMostOnce, Properties::default(), "p");
+        let local = Arc::new(Message::inbound(m.clone(), m.topic.clone(), Instant::now()));
+        assert_eq!(crate::router::route(&t, &local), 1);
+        assert!(s2.lock().pending.is_empty());
+        assert_eq!(b.deliver_remote(&id, &filter("$share/g/a/+"), &id, m), 1);
+        assert_eq!(s2.lock().pending.len(), 1);
         let (s2_gone, _) = t.end_session("c2");
         assert!(s2_gone);
         t.end_session("c1");
         let told: Vec<(String, bool)> = told.interest.lock().unwrap().clone();
-        let want = [("a/+", true), ("b", true), ("a/+", false), ("b", false)];
+        let want = [
+            ("a/+", true),
+            ("$share/g/a/+", true),
+            ("$share/g/b", true),
+            ("a/+", false),
+            ("$share/g/a/+", false),
+            ("$share/g/b", false),
+        ];
         let want: Vec<(String, bool)> = want.iter().map(|(f, p)| (f.to_string(), *p)).collect();
         assert_eq!(told, want);
     }

@@ -223,7 +223,19 @@ pub(crate) fn route_durable(
 ) -> (usize, Option<Durability>) {
     let mut matched: Vec<Matched> = Vec::new();
     tenant.matches(&message.topic, &mut matched);
-    route_matched(tenant, message, matched, full)
+    // In a cluster one member of a group cluster-wide gets each message:
+    // the interconnect picks it (a member here included), not this node.
+    let mut elsewhere = 0;
+    if tenant.clustered() {
+        matched.retain(|m| {
+            m.shared.is_none() || {
+                elsewhere += 1;
+                false
+            }
+        });
+    }
+    let (count, durability) = route_matched(tenant, message, matched, full);
+    (count + elsewhere, durability)
 }
 
 /// [`route_durable`] over subscriptions already `matched`.

@@ -109,11 +109,6 @@ impl std::fmt::Debug for Watcher {
     }
 }
 
-/// `filter` without its `$share/{group}/`: what interest is kept by.
-fn inner(filter: &TopicFilter) -> TopicFilter {
-    filter.shared().map_or_else(|| filter.clone(), |s| s.filter)
-}
-
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
     l.read().unwrap_or_else(PoisonError::into_inner)
 }
@@ -146,8 +141,17 @@ impl Tenant {
 
     /// Makes the tenant tell `interconnect` when its set of distinct
     /// filters changes (set once, before any subscription).
+    ///
+    /// A clustered tenant's shared subscriptions get messages through the
+    /// interconnect only, local ones too, so that one member cluster-wide
+    /// gets each ([`Tenant::clustered`]).
     pub(crate) fn set_interconnect(&self, interconnect: Arc<dyn Interconnect>) {
         let _ = self.interconnect.set(Watcher(interconnect));
+    }
+
+    /// Whether the tenant is one node's part of a cluster.
+    pub(crate) fn clustered(&self) -> bool {
+        self.interconnect.get().is_some()
     }
 
     /// Removes `client`'s subscription to `filter` from `index` (held
@@ -166,13 +170,13 @@ impl Tenant {
         if let Some(Watcher(ic)) = self.interconnect.get()
             && !index.is_live(filter)
         {
-            ic.interest(&self.id, &inner(filter), false);
+            ic.interest(&self.id, filter, false);
         }
         true
     }
 
-    /// The subscriptions to exactly `filter` (another node's message came
-    /// for it).
+    /// The subscriptions to exactly `filter`, one member for a shared one
+    /// (another node's message came for it).
     pub(crate) fn matches_at(&self, filter: &TopicFilter, out: &mut Vec<crate::index::Matched>) {
         read(&self.index).matches_at(filter, out);
     }
@@ -522,7 +526,7 @@ impl Tenant {
         if let Some(Watcher(ic)) = self.interconnect.get()
             && !index.is_live(filter)
         {
-            ic.interest(&self.id, &inner(filter), true);
+            ic.interest(&self.id, filter, true);
         }
         let existed = index.insert(
             filter,

@@ -41,8 +41,13 @@
 //!   in-memory cache; the origin node alone writes Postgres. Reading the
 //!   database on a cache miss was the other choice: a miss cannot tell
 //!   "none" from "not heard of", so every subscribe would read it.
-//! - Not yet: shared subscriptions are balanced per node (each node with
-//!   members of a group gets one copy); a QoS 1/2 publisher's
+//! - Shared subscriptions: a node with members of `$share/g/f` in tenant
+//!   `t` holds a NATS queue subscription on `f`'s subjects in the queue
+//!   group `t_g` (escaped), so NATS gives each message to one node's
+//!   subscription; that node gives it to one of its members. A clustered
+//!   node routes its own publishes to shared groups that way too (on a
+//!   second connection, with echo), never locally as well.
+//! - Not yet: a QoS 1/2 publisher's
 //!   acknowledgement does not wait for persistent sessions on other nodes
 //!   (written behind there); a subscription's interest reaches NATS a
 //!   moment after its SUBACK.
@@ -182,7 +187,13 @@ impl Cluster {
             .name(format!("fleetmq {} routing", self.name))
             .no_echo();
         let client = connect(options, &self.nats_url, self.name.clone()).await?;
-        Ok(routing::Router::new(client, self.name.as_str()))
+        // Queue subscriptions (shared groups) on another connection: with
+        // no echo, NATS would never pick this node's own member for a
+        // message this node published.
+        let options =
+            async_nats::ConnectOptions::new().name(format!("fleetmq {} shared", self.name));
+        let shared = connect(options, &self.nats_url, self.name.clone()).await?;
+        Ok(routing::Router::new(client, shared, self.name.as_str()))
     }
 
     pub fn node_name(&self) -> &NodeName {

@@ -8,6 +8,9 @@
 //!   subject, in publish order through one task on one connection (so
 //!   order per publisher and topic holds). The connection is opened with
 //!   no echo: a node never hears its own messages back.
+//! - Shared groups: a queue subscription per subject of the inner filter,
+//!   in the group's queue ([`subjects::queue_group`]), on a connection with
+//!   echo: NATS picks one node for each message, this one included.
 //! - Inbound: what a filter's subscription receives is delivered by the
 //!   broker to that filter's local subscriptions only
 //!   ([`broker::Broker::deliver_remote`]), so overlapping filters on one
@@ -76,6 +79,8 @@ pub struct Router {
 /// with the [`Router`], and the tasks deliver into it).
 pub struct Pending {
     client: Client,
+    /// For queue subscriptions: with echo, see [`crate::Cluster::router`].
+    shared: Client,
     node: String,
     outbound: mpsc::Receiver<Frame>,
     interest: mpsc::UnboundedReceiver<Interest>,
@@ -89,8 +94,9 @@ pub struct Routing {
 
 impl Router {
     /// A router on `client` (a connection of its own, opened with no
-    /// echo) for node `node`.
-    pub fn new(client: Client, node: &str) -> (Router, Pending) {
+    /// echo) and `shared` (for shared groups' queue subscriptions) for node
+    /// `node`.
+    pub fn new(client: Client, shared: Client, node: &str) -> (Router, Pending) {
         let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
         let (int_tx, int_rx) = mpsc::unbounded_channel();
         (
@@ -101,6 +107,7 @@ impl Router {
             },
             Pending {
                 client,
+                shared,
                 node: node.to_owned(),
                 outbound: out_rx,
                 interest: int_rx,
@@ -180,7 +187,7 @@ impl Pending {
         tasks.spawn(apply_retained(retained, broker.clone(), self.node.clone()));
         tasks.spawn(publish(self.client.clone(), self.outbound));
         tasks.spawn(follow_interest(
-            self.client.clone(),
+            [self.client.clone(), self.shared],
             broker,
             self.node,
             self.interest,
@@ -219,7 +226,7 @@ async fn publish(client: Client, mut outbound: mpsc::Receiver<Frame>) {
 /// One task per namespace filter; dropping its [`JoinSet`] aborts them,
 /// and the subscriptions they held are unsubscribed.
 async fn follow_interest(
-    client: Client,
+    [client, shared]: [Client; 2],
     broker: Broker,
     node: String,
     mut changes: mpsc::UnboundedReceiver<Interest>,
@@ -238,9 +245,11 @@ async fn follow_interest(
             continue;
         }
         let (namespace, filter) = &key;
+        let group = filter.shared();
+        let inner = group.as_ref().map_or(filter, |g| &g.filter);
         let subjects = match namespace.is_platform() {
-            true => subjects::platform_filter_subjects(filter),
-            false => subjects::tenant_filter_subjects(namespace.as_str(), filter),
+            true => subjects::platform_filter_subjects(inner),
+            false => subjects::tenant_filter_subjects(namespace.as_str(), inner),
         };
         let Some(subjects) = subjects else {
             tracing::warn!(tenant = %namespace, topic = %filter, "filter too long to subscribe on other nodes");
@@ -249,7 +258,14 @@ async fn follow_interest(
         };
         let mut set = JoinSet::new();
         for subject in subjects {
-            match client.subscribe(subject).await {
+            let subscribed = match &group {
+                None => client.subscribe(subject).await,
+                Some(g) => {
+                    let queue = subjects::queue_group(namespace.as_str(), &g.group);
+                    shared.queue_subscribe(subject, queue).await
+                }
+            };
+            match subscribed {
                 Ok(sub) => {
                     set.spawn(receive(
                         sub,
@@ -269,9 +285,13 @@ async fn follow_interest(
     }
 }
 
-/// Decodes one message from another node; `None` (counted) if it is not
-/// one to deliver.
-fn inbound(message: async_nats::Message, node: &str) -> Option<(TenantId, wire::Envelope)> {
+/// Decodes one routed message; `None` (counted) if it is not one to
+/// deliver. `not_from`: this node's name where its own messages are not
+/// (all but a shared group's, whose member here NATS may pick).
+fn inbound(
+    message: async_nats::Message,
+    not_from: Option<&str>,
+) -> Option<(TenantId, wire::Envelope)> {
     let Some((tenant, topic)) = subjects::parse_subject(message.subject.as_str()) else {
         dropped("bad_subject");
         return None;
@@ -289,7 +309,7 @@ fn inbound(message: async_nats::Message, node: &str) -> Option<(TenantId, wire::
         }
     };
     // No echo keeps our own messages away; this holds if it did not.
-    if envelope.node == node {
+    if not_from == Some(envelope.node.as_str()) {
         return None;
     }
     // The subject is the topic's, or the message is not what it claims.
@@ -307,9 +327,10 @@ async fn receive(
     namespace: TenantId,
     filter: TopicFilter,
 ) {
+    let not_from = filter.shared().is_none().then_some(node.as_str());
     while let Some(message) = sub.next().await {
         metrics::counter!(metric::RECEIVED).increment(1);
-        if let Some((tenant, envelope)) = inbound(message, &node) {
+        if let Some((tenant, envelope)) = inbound(message, not_from) {
             broker.deliver_remote(&namespace, &filter, &tenant, envelope.message);
         }
     }
@@ -317,7 +338,7 @@ async fn receive(
 
 async fn apply_retained(mut sub: async_nats::Subscriber, broker: Broker, node: String) {
     while let Some(message) = sub.next().await {
-        let Some((tenant, envelope)) = inbound(message, &node) else {
+        let Some((tenant, envelope)) = inbound(message, Some(&node)) else {
             continue;
         };
         metrics::counter!(metric::RETAINED, "direction" => "received").increment(1);

@@ -191,6 +191,17 @@ pub fn platform_filter_subjects(filter: &TopicFilter) -> Option<Vec<String>> {
     filter_subjects(None, filter.as_str().split('/'))
 }
 
+/// The NATS queue group of MQTT shared group `group` in `tenant`:
+/// `{tenant}_{group}`, both escaped (a tenant token has no `_`, so no two
+/// pairs meet).
+pub fn queue_group(tenant: &str, group: &str) -> String {
+    let mut out = String::with_capacity(tenant.len() + group.len() + 1);
+    escape_level(tenant, &mut out);
+    out.push('_');
+    escape_level(group, &mut out);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,6 +245,8 @@ mod tests {
             ["fleetmq.msg.*.devices", "fleetmq.msg.*.devices.>"]
         );
         assert_eq!(p("acme/a"), ["fleetmq.msg.acme.a"]);
+        assert_eq!(queue_group("acme", "g.1 x"), "acme_g%2E1%20x");
+        assert_eq!(queue_group("$platform", "g"), "%24platform_g");
     }
 
     #[test]
