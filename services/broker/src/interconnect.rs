@@ -28,6 +28,7 @@ use tokio::time::Instant;
 use crate::TenantId;
 use crate::broker::Broker;
 use crate::message::Message;
+use crate::store::Durability;
 
 /// Where the broker hands cluster traffic over. Every method is called on
 /// the publish or subscribe path, some under a tenant's index lock: it must
@@ -42,7 +43,15 @@ pub trait Interconnect: Send + Sync + 'static {
     /// A shared group's messages, those published on this node included,
     /// reach its members here only through [`Broker::deliver_remote`], so
     /// that the interconnect can give each to one member cluster-wide.
-    fn interest(&self, tenant: &TenantId, filter: &TopicFilter, present: bool);
+    ///
+    /// For a new interest, what may come back is what the SUBACK waits
+    /// for: once it resolves, other nodes' messages reach the filter.
+    fn interest(
+        &self,
+        tenant: &TenantId,
+        filter: &TopicFilter,
+        present: bool,
+    ) -> Option<Durability>;
 
     /// A message published on this node in `tenant`.
     fn forward(&self, tenant: &TenantId, message: &Outbound<'_>);
@@ -227,9 +236,15 @@ mod tests {
     }
 
     impl Interconnect for Told {
-        fn interest(&self, _: &TenantId, filter: &TopicFilter, present: bool) {
+        fn interest(
+            &self,
+            _: &TenantId,
+            filter: &TopicFilter,
+            present: bool,
+        ) -> Option<Durability> {
             let entry = (filter.as_str().to_owned(), present);
             self.interest.lock().unwrap().push(entry);
+            None
         }
         fn forward(&self, _: &TenantId, m: &Outbound<'_>) {
             let entry = (

@@ -170,7 +170,8 @@ impl Tenant {
         if let Some(Watcher(ic)) = self.interconnect.get()
             && !index.is_live(filter)
         {
-            ic.interest(&self.id, filter, false);
+            // Nothing waits for a withdrawal.
+            drop(ic.interest(&self.id, filter, false));
         }
         true
     }
@@ -212,14 +213,16 @@ impl Tenant {
 
     /// [`Tenant::subscribe`] held to the tenant's rules: the filter's
     /// shape, and the catch-all cap (decided under the index lock, so
-    /// concurrent subscribes cannot overshoot it).
+    /// concurrent subscribes cannot overshoot it). Also what the SUBACK
+    /// waits for in a cluster: the other nodes' traffic reaching a filter
+    /// new on this node.
     pub(crate) fn subscribe_checked(
         &self,
         session: &Arc<Session>,
         filter: &TopicFilter,
         options: SubscriptionOptions,
         id: Option<u32>,
-    ) -> Result<bool, TopicRefusal> {
+    ) -> Result<(bool, Option<crate::store::Durability>), TopicRefusal> {
         let rules = self.rules();
         let inner = filter.shared().map_or_else(|| filter.clone(), |s| s.filter);
         self.check_shape(inner.as_str(), rules)?;
@@ -502,6 +505,7 @@ impl Tenant {
     ) -> bool {
         // Without a cap, inserting cannot be refused.
         self.insert(session, filter, options, id, None)
+            .map(|(existed, _)| existed)
             .unwrap_or_default()
     }
 
@@ -512,7 +516,7 @@ impl Tenant {
         options: SubscriptionOptions,
         id: Option<u32>,
         catch_all_cap: Option<u32>,
-    ) -> Result<bool, TopicRefusal> {
+    ) -> Result<(bool, Option<crate::store::Durability>), TopicRefusal> {
         let mut index = write(&self.index);
         if let Some(max) = catch_all_cap
             && crate::hygiene::is_catch_all(filter)
@@ -523,10 +527,11 @@ impl Tenant {
         }
         // Told under the index lock, so the interconnect sees the changes
         // in the order they happened.
+        let mut routed = None;
         if let Some(Watcher(ic)) = self.interconnect.get()
             && !index.is_live(filter)
         {
-            ic.interest(&self.id, filter, true);
+            routed = ic.interest(&self.id, filter, true);
         }
         let existed = index.insert(
             filter,
@@ -545,7 +550,7 @@ impl Tenant {
         if !existed {
             self.count_subscriptions(true);
         }
-        Ok(existed)
+        Ok((existed, routed))
     }
 
     /// Removes a subscription; returns whether it existed.

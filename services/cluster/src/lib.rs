@@ -35,7 +35,9 @@
 //!   subscription's semantics, and is not forwarded, stored or announced
 //!   again. One NATS subscription per filter means overlapping filters on a
 //!   node each get their copy (one per matching subscription, which MQTT 5
-//!   allows) and none twice.
+//!   allows) and none twice. A new interest is confirmed by NATS before
+//!   the SUBACK that made it leaves (at most 2 s), so a subscriber gets
+//!   every other node's next message once it has its SUBACK.
 //! - Retained: every retained set or delete also goes to
 //!   `fleetmq.retained.t.…`, which every node follows and applies to its
 //!   in-memory cache; the origin node alone writes Postgres. Reading the
@@ -49,8 +51,7 @@
 //!   second connection, with echo), never locally as well.
 //! - Not yet: a QoS 1/2 publisher's
 //!   acknowledgement does not wait for persistent sessions on other nodes
-//!   (written behind there); a subscription's interest reaches NATS a
-//!   moment after its SUBACK.
+//!   (written behind there).
 //!
 //! This crate knows NATS; of MQTT only topics and the PUBLISH codec (the
 //! `mqtt` crate) and the broker's `Interconnect`; nothing of HTTP or SQL.

@@ -22,6 +22,13 @@
 //!   and a wildcard subscribe would have to read the database each time;
 //!   one small message per change keeps every cache current instead.
 //!
+//! A new interest is confirmed by NATS (a flush after the SUBs) before
+//! the SUBACK that made it is sent (bounded by [`INTEREST_WAIT`]): after its
+//! SUBACK a subscription gets every other node's next message (with one
+//! NATS server; a NATS cluster spreads interest between its servers a
+//! moment later). A second subscription to a filter still being confirmed
+//! does not wait.
+//!
 //! The broker calls in on its publish and subscribe paths: nothing here
 //! blocks there. Outbound messages wait in a bounded queue (dropped and
 //! counted past it, as when NATS is unreachable for long); interest
@@ -30,11 +37,11 @@
 use std::collections::HashMap;
 
 use async_nats::Client;
-use broker::{Broker, Interconnect, Outbound, TenantId};
+use broker::{Broker, Durability, Interconnect, Outbound, TenantId};
 use bytes::Bytes;
 use futures::StreamExt;
 use mqtt::{TopicFilter, TopicName};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use crate::subjects;
@@ -65,7 +72,14 @@ struct Interest {
     namespace: TenantId,
     filter: TopicFilter,
     present: bool,
+    /// Told once NATS has the subscription (a new interest only).
+    ready: Option<oneshot::Sender<()>>,
 }
+
+/// How long a SUBACK waits for NATS to confirm a new interest; past it the
+/// subscription is acknowledged anyway (NATS is down: other nodes' traffic
+/// comes once the connection is back and resubscribed).
+pub const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The broker's side: hands interest changes, messages and retained
 /// changes to the tasks [`Pending::start`] runs.
@@ -143,13 +157,32 @@ impl Router {
 }
 
 impl Interconnect for Router {
-    fn interest(&self, tenant: &TenantId, filter: &TopicFilter, present: bool) {
+    fn interest(
+        &self,
+        tenant: &TenantId,
+        filter: &TopicFilter,
+        present: bool,
+    ) -> Option<Durability> {
+        let (ready, confirmed) = match present {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
         // Fails only once the tasks have stopped, at shutdown.
         let _ = self.interest.send(Interest {
             namespace: tenant.clone(),
             filter: filter.clone(),
             present,
+            ready,
         });
+        let confirmed = confirmed?;
+        Some(Box::pin(async move {
+            // Not confirmed in time, or not at all: acknowledged anyway.
+            let _ = tokio::time::timeout(INTEREST_WAIT, confirmed).await;
+            Ok(())
+        }))
     }
 
     fn forward(&self, tenant: &TenantId, message: &Outbound<'_>) {
@@ -242,6 +275,9 @@ async fn follow_interest(
         }
         // Told again after a tenant was loaded twice at once: one is enough.
         if live.contains_key(&key) {
+            if let Some(ready) = change.ready {
+                let _ = ready.send(());
+            }
             continue;
         }
         let (namespace, filter) = &key;
@@ -282,6 +318,20 @@ async fn follow_interest(
         }
         metrics::gauge!(metric::INTEREST).increment(set.len() as f64);
         live.insert(key, set);
+        // A PING after the SUBs on the same connection: its PONG means the
+        // server has them, and another node's next message is routed here.
+        if let Some(ready) = change.ready {
+            let connection = if group.is_some() {
+                shared.clone()
+            } else {
+                client.clone()
+            };
+            tokio::spawn(async move {
+                if connection.flush().await.is_ok() {
+                    let _ = ready.send(());
+                }
+            });
+        }
     }
 }
 

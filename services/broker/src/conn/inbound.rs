@@ -454,7 +454,10 @@ impl Conn {
                 opts,
                 sub_id,
             ) {
-                Ok(existed) => existed,
+                Ok((existed, routed)) => {
+                    stored.push(routed);
+                    existed
+                }
                 Err(e) => {
                     warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the topic limits or rules");
                     metrics::topic_refused("subscribe", e.label());
