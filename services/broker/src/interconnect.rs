@@ -393,6 +393,36 @@ mod tests {
         assert_eq!(t.stats().retained, 0);
     }
 
+    #[tokio::test]
+    async fn a_remote_tenant_message_reaches_platform_subscribers_mounted() {
+        let id = TenantId::parse("acme").unwrap();
+        let b = Broker::allow_anonymous(id.clone(), crate::Config::default());
+        let platform = b.existing(&TenantId::platform()).unwrap();
+        let s = session(&platform, "backend");
+        let all = filter("+/devices/#");
+        platform.subscribe(&s, &all, SubscriptionOptions::new(QoS::AtLeastOnce), None);
+        let m = remote(
+            "devices/d1/up",
+            QoS::AtLeastOnce,
+            Properties::default(),
+            "d1",
+        );
+        assert_eq!(
+            b.deliver_remote(&TenantId::platform(), &all, &id, m.clone()),
+            1
+        );
+        let topic = s.lock().pending.front().unwrap().message.topic.clone();
+        assert_eq!(topic.as_str(), "acme/devices/d1/up");
+        // A tenant's $ topics are not mounted.
+        let system = remote("$SYS/x", QoS::AtLeastOnce, Properties::default(), "d1");
+        let every = filter("#");
+        platform.subscribe(&s, &every, SubscriptionOptions::new(QoS::AtLeastOnce), None);
+        assert_eq!(
+            b.deliver_remote(&TenantId::platform(), &every, &id, system),
+            0
+        );
+    }
+
     // Paused: the expiry left is read in whole seconds.
     #[tokio::test(start_paused = true)]
     async fn remote_messages_keep_every_subscription_semantic() {

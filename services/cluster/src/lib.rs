@@ -19,9 +19,10 @@
 //!   empty levels cannot be tokens as they are). A filter maps `+` to `*`
 //!   and `#` to `>`, `x/#` to both `x` and `x.>`.
 //! - Interest: the broker tells the router when a namespace's first
-//!   subscription of a distinct filter (shared ones by their inner filter)
-//!   arrives and when its last one leaves; the router holds one NATS
-//!   subscription per subject of each such filter. Nodes without a matching
+//!   non-shared subscription of a distinct filter (or first member of a
+//!   shared group) arrives and when its last one leaves; the router holds
+//!   one NATS subscription per subject of each such filter. The platform
+//!   namespace's filters (`{tenant}/…`) map onto the same subjects. Nodes without a matching
 //!   subscription are sent nothing, and a tenant's traffic never reaches
 //!   another tenant's subjects.
 //! - Outbound: each message published on a node is sent once, in publish
@@ -49,9 +50,8 @@
 //!   subscription; that node gives it to one of its members. A clustered
 //!   node routes its own publishes to shared groups that way too (on a
 //!   second connection, with echo), never locally as well.
-//! - Not yet: a QoS 1/2 publisher's
-//!   acknowledgement does not wait for persistent sessions on other nodes
-//!   (written behind there).
+//! - Not yet: a QoS 1/2 publisher's acknowledgement does not wait for
+//!   persistent sessions on other nodes (written behind there).
 //!
 //! This crate knows NATS; of MQTT only topics and the PUBLISH codec (the
 //! `mqtt` crate) and the broker's `Interconnect`; nothing of HTTP or SQL.
