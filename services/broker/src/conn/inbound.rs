@@ -455,7 +455,11 @@ impl Conn {
                 sub_id,
             ) {
                 Ok((existed, routed)) => {
-                    stored.push(routed);
+                    // Only a cluster's new filter has one (no allocation
+                    // on a single node).
+                    if routed.is_some() {
+                        stored.push(routed);
+                    }
                     existed
                 }
                 Err(e) => {
