@@ -7,54 +7,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cluster::testing::NatsServer as Nats;
+use fleetmq_tests::cluster::{NodeDir, write_private};
 use fleetmq_tests::{Server, TestDb, error_line, fleetmq, run_to_exit};
-use tokio::process::Command;
 
 /// A generous bound on anything polled here (NATS reconnects back off to 4 s).
 const POLL_BOUND: Duration = Duration::from_secs(60);
-
-/// One node's working directory; its data dir is `fleetmq-data` inside.
-struct NodeDir(tempfile::TempDir);
-
-impl NodeDir {
-    fn new() -> NodeDir {
-        NodeDir(tempfile::tempdir().unwrap())
-    }
-
-    fn data(&self) -> PathBuf {
-        self.0.path().join("fleetmq-data")
-    }
-
-    fn kek(&self) -> PathBuf {
-        self.data().join("kek.hex")
-    }
-
-    /// `fleetmq serve` as a cluster member on `db` and `nats`.
-    fn serve(&self, db: &TestDb, nats: &Nats, extra: &[&str]) -> Command {
-        let mut cmd = fleetmq(self.0.path());
-        cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
-            .args(["--database-url", db.url(), "--nats-url", &nats.url()])
-            .args(extra);
-        cmd
-    }
-
-    /// Puts a copy of `kek` (a key file) into this node's data dir, 0600.
-    fn copy_kek_from(&self, kek: &Path) {
-        std::fs::create_dir_all(self.data()).unwrap();
-        std::fs::set_permissions(self.data(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        write_private(&self.kek(), &std::fs::read(kek).unwrap());
-    }
-}
-
-fn write_private(path: &Path, contents: &[u8]) {
-    std::fs::write(path, contents).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
-}
 
 /// A fresh Postgres database, or `None` (the test is skipped, saying so)
 /// when none is configured: a cluster needs Postgres.
@@ -82,7 +42,7 @@ async fn readyz_becomes(server: &Server, status: u16) -> serde_json::Value {
 #[tokio::test]
 async fn a_cluster_on_sqlite_is_refused_in_one_line() {
     let dir = NodeDir::new();
-    let mut cmd = fleetmq(dir.0.path());
+    let mut cmd = fleetmq(dir.path());
     // No NATS is needed to be refused: the settings are checked first.
     cmd.args([
         "serve",
@@ -99,7 +59,7 @@ async fn a_cluster_on_sqlite_is_refused_in_one_line() {
         "{line}"
     );
     // The same through the environment, with an explicit SQLite URL.
-    let mut cmd = fleetmq(dir.0.path());
+    let mut cmd = fleetmq(dir.path());
     cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
         .env("FLEETMQ_NATS_URL", "nats://127.0.0.1:4222")
         .env("FLEETMQ_DATABASE_URL", "sqlite://x.db");
@@ -198,7 +158,7 @@ async fn every_node_needs_the_first_nodes_key_encryption_key() {
 
     // The same key given with --kek-file: joins too.
     let given = NodeDir::new();
-    let kek_file = given.0.path().join("the-key");
+    let kek_file = given.path().join("the-key");
     write_private(&kek_file, &std::fs::read(first_dir.kek()).unwrap());
     let third = Server::start(given.serve(&db, &nats, &["--kek-file", kek_file.to_str().unwrap()]))
         .await

@@ -8,13 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use fleetmq_tests::rumqtt::{WAIT, next, v5, v5_publish, v5_suback};
 use fleetmq_tests::{Server, anonymous_server};
-use rumqttc::v5::mqttbytes::v5::{Packet as V5Packet, Publish as V5Publish};
+use rumqttc::v5::mqttbytes::v5::Packet as V5Packet;
 use rumqttc::{Packet, QoS, TlsConfiguration, Transport};
 use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
 use tokio::task::JoinHandle;
-
-const WAIT: Duration = Duration::from_secs(20);
 
 /// A v3.1.1 client whose event loop feeds incoming packets to a channel.
 fn v4(
@@ -38,44 +37,6 @@ fn v4(
     (client, rx, task)
 }
 
-/// A v5 client; the error that ends its event loop arrives as `Err`.
-fn v5(
-    opts: rumqttc::v5::MqttOptions,
-) -> (
-    rumqttc::v5::AsyncClient,
-    UnboundedReceiver<Result<V5Packet, String>>,
-    JoinHandle<()>,
-) {
-    let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 100);
-    let (tx, rx) = unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            let item = match el.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(p),
-                Ok(_) => continue,
-                Err(e) => Err(format!("{e:?}")),
-            };
-            let ended = item.is_err();
-            if tx.send(item).is_err() || ended {
-                return;
-            }
-        }
-    });
-    (client, rx, task)
-}
-
-async fn next<P, T>(rx: &mut UnboundedReceiver<P>, mut pick: impl FnMut(P) -> Option<T>) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Some(t) = pick(rx.recv().await.expect("client ended")) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a packet")
-}
-
 async fn v4_publish(rx: &mut UnboundedReceiver<Packet>) -> rumqttc::Publish {
     next(rx, |p| match p {
         Packet::Publish(p) => Some(p),
@@ -86,24 +47,6 @@ async fn v4_publish(rx: &mut UnboundedReceiver<Packet>) -> rumqttc::Publish {
 
 async fn v4_suback(rx: &mut UnboundedReceiver<Packet>) {
     next(rx, |p| matches!(p, Packet::SubAck(_)).then_some(())).await;
-}
-
-async fn v5_publish(rx: &mut UnboundedReceiver<Result<V5Packet, String>>) -> V5Publish {
-    next(rx, |p| match p {
-        Ok(V5Packet::Publish(p)) => Some(p),
-        Err(e) => panic!("client failed: {e}"),
-        _ => None,
-    })
-    .await
-}
-
-async fn v5_suback(rx: &mut UnboundedReceiver<Result<V5Packet, String>>) {
-    next(rx, |p| match p {
-        Ok(V5Packet::SubAck(_)) => Some(()),
-        Err(e) => panic!("client failed: {e}"),
-        _ => None,
-    })
-    .await;
 }
 
 fn v4_opts(server: &Server, id: &str) -> rumqttc::MqttOptions {

@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cluster;
 pub mod haproxy;
 pub mod hooks;
 pub mod proxy;
+pub mod rumqtt;
 pub mod sse;
 pub mod tls_client;
 
@@ -300,10 +302,11 @@ pub fn vm_rss(pid: u32) -> u64 {
         .expect("VmRSS line")
 }
 
-/// The value of the series `name` with all of `labels` (0 if absent).
+/// The value of the series `name` with all of `labels` (0 if absent;
+/// no labels also finds a series without any).
 pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
         .find(|l| labels.iter().all(|label| l.contains(label)))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.trim().parse().ok())

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use crate::auth::{AllowAll, AllowAnonymous, Authenticator, Authorizer};
 use crate::events::{EventSink, NoEvents};
 use crate::hygiene::TopicRules;
+use crate::interconnect::Interconnect;
 use crate::message::Message;
 use crate::platform::TenantDirectory;
 use crate::router;
@@ -43,6 +44,8 @@ struct Inner {
     /// tenants not in memory yet: a tenant loaded later starts with them.
     topic_rules: RwLock<HashMap<TenantId, TopicRules>>,
     next_conn_id: AtomicU64,
+    /// The other nodes of a cluster, if this node is in one.
+    interconnect: Option<Arc<dyn Interconnect>>,
 }
 
 /// The broker: tenants, sessions and the traits it calls out through.
@@ -69,9 +72,18 @@ pub struct BrokerBuilder {
     retained_store: Arc<dyn RetainedStore>,
     session_store: Option<Arc<dyn SessionStore>>,
     directory: Option<Arc<dyn TenantDirectory>>,
+    interconnect: Option<Arc<dyn Interconnect>>,
 }
 
 impl BrokerBuilder {
+    /// Makes this node one of a cluster's: interest, published messages
+    /// and retained changes go to `interconnect` (default: none, a single
+    /// node).
+    pub fn interconnect(mut self, interconnect: Arc<dyn Interconnect>) -> Self {
+        self.interconnect = Some(interconnect);
+        self
+    }
+
     /// Keeps persistent sessions in `store` (default: in this process's
     /// memory only, lost at exit).
     pub fn session_store(mut self, store: Arc<dyn SessionStore>) -> Self {
@@ -113,6 +125,10 @@ impl BrokerBuilder {
     /// The broker.
     pub fn build(self) -> Broker {
         let limits = self.config.topic_limits;
+        let platform = Tenant::with_limits(TenantId::platform(), limits);
+        if let Some(ic) = &self.interconnect {
+            platform.set_interconnect(ic.clone());
+        }
         Broker {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -122,10 +138,11 @@ impl BrokerBuilder {
                 retained_store: self.retained_store,
                 session_store: self.session_store,
                 tenants: RwLock::default(),
-                platform: Arc::new(Tenant::with_limits(TenantId::platform(), limits)),
+                platform: Arc::new(platform),
                 directory: self.directory,
                 topic_rules: RwLock::default(),
                 next_conn_id: AtomicU64::new(1),
+                interconnect: self.interconnect,
             }),
         }
     }
@@ -142,6 +159,7 @@ impl Broker {
             retained_store: Arc::new(MemoryRetainedStore::new()),
             session_store: None,
             directory: None,
+            interconnect: None,
         }
     }
 
@@ -172,6 +190,10 @@ impl Broker {
 
     pub(crate) fn retained_store(&self) -> &dyn RetainedStore {
         &*self.inner.retained_store
+    }
+
+    pub(crate) fn interconnect(&self) -> Option<&dyn Interconnect> {
+        self.inner.interconnect.as_deref()
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {
@@ -214,6 +236,9 @@ impl Broker {
         ));
         if let Some(store) = &self.inner.session_store {
             fresh.set_session_store(store.clone());
+        }
+        if let Some(ic) = &self.inner.interconnect {
+            fresh.set_interconnect(ic.clone());
         }
         if let Some(rules) = self.topic_rules_of(id) {
             fresh.set_rules(rules);

@@ -326,6 +326,45 @@ impl SubscriptionIndex {
         }
     }
 
+    /// The node of `filter`'s inner filter, if it exists.
+    fn node_at(&self, filter: &TopicFilter) -> Option<&Node> {
+        let (_, inner) = split(filter);
+        let mut node = &self.root;
+        for level in inner.as_str().split('/') {
+            node = node.children.get(level)?;
+        }
+        Some(node)
+    }
+
+    /// Whether `filter` has a subscription: any non-shared one to it, or,
+    /// for `$share/{group}/{f}`, any member of that group. What the node's
+    /// interest in other nodes' traffic is made of.
+    pub(crate) fn is_live(&self, filter: &TopicFilter) -> bool {
+        let (group, _) = split(filter);
+        self.node_at(filter).is_some_and(|n| match group {
+            None => !n.subscribers.is_empty(),
+            Some(g) => n.groups.contains_key(g.as_str()),
+        })
+    }
+
+    /// Appends the non-shared subscriptions to exactly `filter`, or for a
+    /// `$share/` filter one member of its group, to `out`.
+    pub(crate) fn matches_at(&self, filter: &TopicFilter, out: &mut Vec<Matched>) {
+        if filter.shared().is_some() {
+            out.extend(self.pick_shared(filter).map(|subscriber| Matched {
+                subscriber,
+                shared: Some(filter.clone()),
+            }));
+            return;
+        }
+        if let Some(node) = self.node_at(filter) {
+            out.extend(node.subscribers.values().map(|s| Matched {
+                subscriber: s.clone(),
+                shared: None,
+            }));
+        }
+    }
+
     /// Number of catch-all subscriptions.
     pub(crate) fn catch_all(&self) -> usize {
         self.catch_all

@@ -32,6 +32,8 @@
 //! - [`auth`]: [`Authenticator`], [`Authorizer`], [`AllowAnonymous`] and
 //!   in-memory implementations.
 //! - [`events`]: [`EventSink`] and [`Event`].
+//! - [`interconnect`]: [`Interconnect`], how a cluster's nodes exchange
+//!   interest, messages and retained changes, and the inbound side.
 //! - [`hygiene`]: per-tenant [`TopicRules`] and [`TopicRefusal`].
 //! - [`store`]: [`RetainedStore`] and the in-memory store.
 //! - [`config`]: [`Config`]. [`ids`]: [`TenantId`]. [`error`]: [`Error`].
@@ -71,6 +73,7 @@ pub mod ids;
 mod index;
 #[cfg(test)]
 mod index_props;
+pub mod interconnect;
 pub mod limits;
 mod message;
 mod metrics;
@@ -95,6 +98,7 @@ pub use error::Error;
 pub use events::{Credential, Event, EventSink, MemoryEvents, NoEvents};
 pub use hygiene::{TopicLimits, TopicRefusal, TopicRules};
 pub use ids::TenantId;
+pub use interconnect::{Inbound, Interconnect, Outbound};
 pub use limits::{PublishLimits, Rate};
 pub use platform::TenantDirectory;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};

@@ -78,6 +78,11 @@ pub(crate) fn publish_durable(
     // acknowledgement also waits for the persistent sessions' queues.
     let (routed, queued) = route_durable(tenant, &message, full);
     let delivered = routed + platform::fan_out(broker, tenant, &message);
+    // Once, after the retained update and the local fan-out; what arrives
+    // from other nodes never comes through here.
+    if let Some(ic) = broker.interconnect() {
+        ic.forward(&tenant.id, &message.outbound(owner, Instant::now()));
+    }
     Ok((
         delivered,
         crate::session_store::all_durable([durability, queued]),
@@ -131,6 +136,9 @@ pub(crate) fn clear_retained(
             payload: None,
         });
     }
+    if let Some(ic) = broker.interconnect() {
+        ic.retained_changed(&tenant.id, topic, None);
+    }
     broker
         .retained_store()
         .save(&tenant.id, topic, None, durable)
@@ -158,6 +166,7 @@ fn update_retained(
         per_owner: limit(config.retained_per_client),
         per_tenant: limit(config.retained_per_tenant),
     };
+    let owner_name = owner;
     let owner: Option<Arc<str>> = owner.map(Arc::from);
     tenant.set_retained_checked(topic, message.clone(), owner.clone(), &quota)?;
     let (now, wall) = (Instant::now(), SystemTime::now());
@@ -175,6 +184,9 @@ fn update_retained(
         }),
         durable,
     );
+    if let Some(ic) = broker.interconnect() {
+        ic.retained_changed(&tenant.id, topic, Some(&message.outbound(owner_name, now)));
+    }
     broker.events().emit(Event::RetainedChanged {
         tenant: tenant.id.clone(),
         topic: topic.clone(),
@@ -209,9 +221,31 @@ pub(crate) fn route_durable(
     message: &Arc<Message>,
     full: Option<&mut Vec<Arc<Session>>>,
 ) -> (usize, Option<Durability>) {
-    let mut targets: Vec<(Arc<Session>, Delivery)> = Vec::new();
     let mut matched: Vec<Matched> = Vec::new();
     tenant.matches(&message.topic, &mut matched);
+    // In a cluster one member of a group cluster-wide gets each message:
+    // the interconnect picks it (a member here included), not this node.
+    let mut elsewhere = 0;
+    if tenant.clustered() {
+        matched.retain(|m| {
+            m.shared.is_none() || {
+                elsewhere += 1;
+                false
+            }
+        });
+    }
+    let (count, durability) = route_matched(tenant, message, matched, full);
+    (count + elsewhere, durability)
+}
+
+/// [`route_durable`] over subscriptions already `matched`.
+pub(crate) fn route_matched(
+    tenant: &Tenant,
+    message: &Arc<Message>,
+    matched: Vec<Matched>,
+    full: Option<&mut Vec<Arc<Session>>>,
+) -> (usize, Option<Durability>) {
+    let mut targets: Vec<(Arc<Session>, Delivery)> = Vec::new();
     let mut merged: HashMap<Arc<str>, Merged> = HashMap::new();
     let mut count = 0;
     for m in matched {

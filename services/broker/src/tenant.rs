@@ -16,6 +16,7 @@ use tokio::time::Instant;
 use crate::TenantId;
 use crate::hygiene::{TopicLimits, TopicRefusal, TopicRules};
 use crate::index::{Subscriber, SubscriptionIndex};
+use crate::interconnect::Interconnect;
 use crate::message::Delivery;
 use crate::metrics;
 use crate::retained::{Change, Lookup, QuotaRefusal, RetainedQuota, RetainedTrie};
@@ -94,6 +95,18 @@ pub(crate) struct Tenant {
     store: std::sync::OnceLock<durable::StoreHandle>,
     /// What its sessions hold queued together.
     queue: Arc<TenantQueue>,
+    /// The cluster's interconnect, told of interest changes, if any.
+    interconnect: std::sync::OnceLock<Watcher>,
+}
+
+/// The interconnect a tenant tells its interest changes (a newtype: the
+/// trait object has no `Debug`).
+pub(crate) struct Watcher(Arc<dyn Interconnect>);
+
+impl std::fmt::Debug for Watcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Interconnect")
+    }
 }
 
 fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -121,8 +134,52 @@ impl Tenant {
             limits,
             store: std::sync::OnceLock::new(),
             queue: Arc::new(TenantQueue::new(&id)),
+            interconnect: std::sync::OnceLock::new(),
             id,
         }
+    }
+
+    /// Makes the tenant tell `interconnect` when its set of distinct
+    /// filters changes (set once, before any subscription).
+    ///
+    /// A clustered tenant's shared subscriptions get messages through the
+    /// interconnect only, local ones too, so that one member cluster-wide
+    /// gets each ([`Tenant::clustered`]).
+    pub(crate) fn set_interconnect(&self, interconnect: Arc<dyn Interconnect>) {
+        let _ = self.interconnect.set(Watcher(interconnect));
+    }
+
+    /// Whether the tenant is one node's part of a cluster.
+    pub(crate) fn clustered(&self) -> bool {
+        self.interconnect.get().is_some()
+    }
+
+    /// Removes `client`'s subscription to `filter` from `index` (held
+    /// write-locked by the caller, so interest changes are told in order);
+    /// returns whether it existed.
+    fn remove_from(
+        &self,
+        index: &mut SubscriptionIndex,
+        filter: &TopicFilter,
+        client: &str,
+    ) -> bool {
+        if !index.remove(filter, client) {
+            return false;
+        }
+        self.count_subscriptions(false);
+        if let Some(Watcher(ic)) = self.interconnect.get()
+            && !index.is_live(filter)
+        {
+            // Nothing waits for a withdrawal.
+            drop(ic.interest(&self.id, filter, false));
+        }
+        true
+    }
+
+    /// The subscriptions to exactly `filter`, one member for a shared one
+    /// (another node's message came for it).
+    pub(crate) fn matches_at(&self, filter: &TopicFilter, out: &mut Vec<crate::index::Matched>) {
+        read(&self.index).matches_at(filter, out);
     }
 
     /// Replaces the tenant's topic hygiene rules.
@@ -156,14 +213,16 @@ impl Tenant {
 
     /// [`Tenant::subscribe`] held to the tenant's rules: the filter's
     /// shape, and the catch-all cap (decided under the index lock, so
-    /// concurrent subscribes cannot overshoot it).
+    /// concurrent subscribes cannot overshoot it). Also what the SUBACK
+    /// waits for in a cluster: the other nodes' traffic reaching a filter
+    /// new on this node.
     pub(crate) fn subscribe_checked(
         &self,
         session: &Arc<Session>,
         filter: &TopicFilter,
         options: SubscriptionOptions,
         id: Option<u32>,
-    ) -> Result<bool, TopicRefusal> {
+    ) -> Result<(bool, Option<crate::store::Durability>), TopicRefusal> {
         let rules = self.rules();
         let inner = filter.shared().map_or_else(|| filter.clone(), |s| s.filter);
         self.check_shape(inner.as_str(), rules)?;
@@ -395,9 +454,7 @@ impl Tenant {
         {
             let mut index = write(&self.index);
             for filter in subs.keys() {
-                if index.remove(filter, session.client_id()) {
-                    self.count_subscriptions(false);
-                }
+                self.remove_from(&mut index, filter, session.client_id());
             }
         }
         let gone = match (durable, self.session_store()) {
@@ -448,6 +505,7 @@ impl Tenant {
     ) -> bool {
         // Without a cap, inserting cannot be refused.
         self.insert(session, filter, options, id, None)
+            .map(|(existed, _)| existed)
             .unwrap_or_default()
     }
 
@@ -458,7 +516,7 @@ impl Tenant {
         options: SubscriptionOptions,
         id: Option<u32>,
         catch_all_cap: Option<u32>,
-    ) -> Result<bool, TopicRefusal> {
+    ) -> Result<(bool, Option<crate::store::Durability>), TopicRefusal> {
         let mut index = write(&self.index);
         if let Some(max) = catch_all_cap
             && crate::hygiene::is_catch_all(filter)
@@ -466,6 +524,14 @@ impl Tenant {
             && index.catch_all() >= usize::try_from(max).unwrap_or(usize::MAX)
         {
             return Err(TopicRefusal::CatchAllLimit { max });
+        }
+        // Told under the index lock, so the interconnect sees the changes
+        // in the order they happened.
+        let mut routed = None;
+        if let Some(Watcher(ic)) = self.interconnect.get()
+            && !index.is_live(filter)
+        {
+            routed = ic.interest(&self.id, filter, true);
         }
         let existed = index.insert(
             filter,
@@ -484,7 +550,7 @@ impl Tenant {
         if !existed {
             self.count_subscriptions(true);
         }
-        Ok(existed)
+        Ok((existed, routed))
     }
 
     /// Removes a subscription; returns whether it existed.
@@ -498,10 +564,7 @@ impl Tenant {
                 Vec::new()
             }
         };
-        let existed = write(&self.index).remove(filter, session.client_id());
-        if existed {
-            self.count_subscriptions(false);
-        }
+        let existed = self.remove_from(&mut write(&self.index), filter, session.client_id());
         self.forget_taken(session, &orphans);
         self.redistribute(orphans);
         existed

@@ -1,5 +1,5 @@
-//! Cluster membership over NATS (issue 15): many identical fleetmq nodes
-//! on one Postgres database, with NATS between them.
+//! Cluster membership and routing over NATS (issue 15): many identical
+//! fleetmq nodes on one Postgres database, with NATS between them.
 //!
 //! - [`Cluster::join`] connects to NATS (reconnecting for as long as the
 //!   process runs) and takes this node's name lease in a JetStream
@@ -8,11 +8,57 @@
 //! - [`Cluster::readiness`] is what `/readyz` reports: NATS connected and
 //!   the lease held.
 //! - [`NodeName`]: the node's checked name, and a unique default.
+//! - [`Cluster::router`]: message routing between nodes ([`routing`]), the
+//!   broker's `Interconnect` over core NATS, on a connection of its own.
 //! - [`feed`]: the change feed (`events::change`) carried between nodes
-//!   on core NATS.
+//!   on core NATS, and [`Cluster::gaps`], when this node may have missed
+//!   some of it.
 //!
-//! This crate knows NATS and nothing of MQTT, HTTP or SQL (it carries the
-//! `events` crate's changes as they are).
+//! # Routing (issue 15)
+//!
+//! - Subjects ([`subjects`]): a message on topic `a/b` in tenant `t`
+//!   travels on `fleetmq.msg.t.a.b`, each level escaped into one token
+//!   (reversibly; `.`, `*`, `>`, whitespace, non-ASCII, a leading `$` and
+//!   empty levels cannot be tokens as they are). A filter maps `+` to `*`
+//!   and `#` to `>`, `x/#` to both `x` and `x.>`.
+//! - Interest: the broker tells the router when a namespace's first
+//!   non-shared subscription of a distinct filter (or first member of a
+//!   shared group) arrives and when its last one leaves; the router holds
+//!   one NATS subscription per subject of each such filter. The platform
+//!   namespace's filters (`{tenant}/…`) map onto the same subjects. Nodes without a matching
+//!   subscription are sent nothing, and a tenant's traffic never reaches
+//!   another tenant's subjects.
+//! - Outbound: each message published on a node is sent once, in publish
+//!   order, by one task on one connection (order per publisher and topic
+//!   holds), as [`wire`]: an MQTT 5 PUBLISH with the time of expiry left,
+//!   plus the origin client id (No Local), whether it is a platform
+//!   client, the retained owner and the node. The connection has no echo,
+//!   so a node never hears its own messages.
+//! - Inbound: a message a filter's subscription receives is delivered by
+//!   the broker to that filter's subscriptions only, with every
+//!   subscription's semantics, and is not forwarded, stored or announced
+//!   again. One NATS subscription per filter means overlapping filters on a
+//!   node each get their copy (one per matching subscription, which MQTT 5
+//!   allows) and none twice. A new interest is confirmed by NATS before
+//!   the SUBACK that made it leaves (at most 2 s), so a subscriber gets
+//!   every other node's next message once it has its SUBACK.
+//! - Retained: every retained set or delete also goes to
+//!   `fleetmq.retained.t.…`, which every node follows and applies to its
+//!   in-memory cache; the origin node alone writes Postgres. Reading the
+//!   database on a cache miss was the other choice: a miss cannot tell
+//!   "none" from "not heard of", so every subscribe would read it.
+//! - Shared subscriptions: a node with members of `$share/g/f` in tenant
+//!   `t` holds a NATS queue subscription on `f`'s subjects in the queue
+//!   group `t_g` (escaped), so NATS gives each message to one node's
+//!   subscription; that node gives it to one of its members. A clustered
+//!   node routes its own publishes to shared groups that way too (on a
+//!   second connection, with echo), never locally as well.
+//! - Not yet: a QoS 1/2 publisher's acknowledgement does not wait for
+//!   persistent sessions on other nodes (written behind there).
+//!
+//! This crate knows NATS; of MQTT only topics and the PUBLISH codec (the
+//! `mqtt` crate) and the broker's `Interconnect`; of the platform only the
+//! `events` crate's changes, carried as they are; nothing of HTTP or SQL.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,8 +72,11 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 pub mod feed;
 pub mod lease;
 mod node;
+pub mod routing;
+pub mod subjects;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wire;
 
 pub use lease::Holder;
 pub use node::{MAX_NAME_LEN, NAME_RULE, NodeName, hostname};
@@ -58,6 +107,8 @@ pub enum Error {
 
     #[error("the change feed on NATS: {0}")]
     Feed(String),
+    #[error("NATS subscription for routing: {0}")]
+    Routing(String),
 }
 
 /// What joining needs.
@@ -96,6 +147,8 @@ pub struct Cluster {
     _stop_on_drop: DropGuard,
     heartbeat: JoinHandle<u64>,
     store: async_nats::jetstream::kv::Store,
+    /// For the routing connection ([`Cluster::router`]).
+    nats_url: String,
 }
 
 impl Cluster {
@@ -110,27 +163,13 @@ impl Cluster {
             count: gaps.clone(),
             down: Arc::new(AtomicBool::new(false)),
         };
-        let client = async_nats::ConnectOptions::new()
-            .name(format!("fleetmq {name}"))
-            .connection_timeout(Duration::from_secs(5))
-            // Unlimited reconnects (the default): a node outlives a NATS restart.
-            .event_callback(move |event| {
-                let node = log_name.clone();
-                gap_seen.on(&event);
-                async move { log_event(&node, &event) }
-            })
-            .connect(
-                config
-                    .nats_url
-                    .split(',')
-                    .map(str::trim)
-                    .collect::<Vec<_>>(),
-            )
-            .await
-            .map_err(|e| Error::Connect {
-                url: url.clone(),
-                reason: e.to_string(),
-            })?;
+        let client = connect(
+            async_nats::ConnectOptions::new().name(format!("fleetmq {name}")),
+            &config.nats_url,
+            log_name,
+            Some(gap_seen),
+        )
+        .await?;
         let js = async_nats::jetstream::new(client.clone());
         let store = lease::bucket(&js, config.lease_ttl).await?;
         let revision = lease::acquire(&store, &name, &config.holder, config.lease_ttl).await?;
@@ -155,7 +194,26 @@ impl Cluster {
             stop,
             heartbeat,
             store,
+            nats_url: config.nats_url,
         })
+    }
+
+    /// The message router for the broker ([`routing`]), on a NATS
+    /// connection of its own: opened with no echo (a node never hears its
+    /// own messages), and so that message traffic never queues the lease
+    /// heartbeat behind it.
+    pub async fn router(&self) -> Result<(routing::Router, routing::Pending), Error> {
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("fleetmq {} routing", self.name))
+            .no_echo();
+        let client = connect(options, &self.nats_url, self.name.clone(), None).await?;
+        // Queue subscriptions (shared groups) on another connection: with
+        // no echo, NATS would never pick this node's own member for a
+        // message this node published.
+        let options =
+            async_nats::ConnectOptions::new().name(format!("fleetmq {} shared", self.name));
+        let shared = connect(options, &self.nats_url, self.name.clone(), None).await?;
+        Ok(routing::Router::new(client, shared, self.name.as_str()))
     }
 
     pub fn node_name(&self) -> &NodeName {
@@ -250,6 +308,32 @@ impl Gaps {
             self.count.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
+}
+
+/// Connects with `options` to the comma-separated `urls`, reconnecting
+/// without limit (the default: a node outlives a NATS restart); `gaps`, if
+/// given, counts what the connection may have missed.
+async fn connect(
+    options: async_nats::ConnectOptions,
+    urls: &str,
+    node: NodeName,
+    gaps: Option<Gaps>,
+) -> Result<async_nats::Client, Error> {
+    options
+        .connection_timeout(Duration::from_secs(5))
+        .event_callback(move |event| {
+            let node = node.clone();
+            if let Some(gaps) = &gaps {
+                gaps.on(&event);
+            }
+            async move { log_event(&node, &event) }
+        })
+        .connect(urls.split(',').map(str::trim).collect::<Vec<_>>())
+        .await
+        .map_err(|e| Error::Connect {
+            url: redact_url(urls),
+            reason: e.to_string(),
+        })
 }
 
 fn log_event(node: &NodeName, event: &async_nats::Event) {

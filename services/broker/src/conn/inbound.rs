@@ -454,7 +454,14 @@ impl Conn {
                 opts,
                 sub_id,
             ) {
-                Ok(existed) => existed,
+                Ok((existed, routed)) => {
+                    // Only a cluster's new filter has one (no allocation
+                    // on a single node).
+                    if routed.is_some() {
+                        stored.push(routed);
+                    }
+                    existed
+                }
                 Err(e) => {
                     warn!(topic = %crate::hygiene::Shown(sub.filter.as_str()), reason = %e, "subscribe refused by the topic limits or rules");
                     metrics::topic_refused("subscribe", e.label());

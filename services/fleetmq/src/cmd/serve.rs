@@ -78,8 +78,16 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     // worker's first queue depths) must not go to the no-op recorder.
     let started = async {
         let metrics = api::install_metrics_recorder().map_err(|e| Error::Metrics(e.to_string()))?;
-        let (broker, platform, services, server_tls) =
-            start_platform(&config, &store, &url, &data_dir, given_cert, &node).await?;
+        let (broker, platform, services, server_tls) = start_platform(
+            &config,
+            &store,
+            &url,
+            &data_dir,
+            given_cert,
+            &node,
+            cluster.as_ref(),
+        )
+        .await?;
         // The token signing keys, sealed with the key-encryption key (keys an
         // older version stored bare are sealed now, at start).
         let keys = api::Keys::load_or_create_sealed(&store, platform.kek.clone())
@@ -255,6 +263,8 @@ struct Services {
     outbox_task: webhooks::OutboxWriterTask,
     stop_refresh: CancellationToken,
     status: Arc<crate::presence_status::StatusPublisher>,
+    /// Message routing between cluster nodes (`--nats-url`).
+    routing: Option<cluster::routing::Routing>,
 }
 
 /// How long a graceful stop waits for queued webhook events to be written.
@@ -280,6 +290,10 @@ impl Services {
         self.status
             .shutdown(std::time::Duration::from_secs(5))
             .await;
+        // What the drain and the statuses published reaches the other nodes.
+        if let Some(routing) = self.routing {
+            routing.stop().await;
+        }
         if let Err(e) = self.retained.shutdown().await {
             tracing::error!(error = %e, "flushing retained messages at shutdown failed");
         }
@@ -321,6 +335,7 @@ async fn start_platform(
     data_dir: &DataDir,
     given_cert: Option<tls::GivenCert>,
     node: &str,
+    cluster: Option<&cluster::Cluster>,
 ) -> Result<(broker::Broker, Platform, Services, tls::ServerTls), Error> {
     let platform = pki_boot::load(store, &config.storage, url).await?;
     let server_tls = tls::server_config(given_cert, &platform, data_dir)?;
@@ -428,14 +443,33 @@ async fn start_platform(
         platform_events.clone(),
         status.clone(),
     ];
-    let broker = broker::Broker::builder(authenticator)
+    let mut builder = broker::Broker::builder(authenticator)
         .authorizer(authorizer)
         .config(config.mqtt_limits.broker_config())
         .retained_store(retained.clone())
         .session_store(durable_sessions.clone())
         .events(Arc::new(state::Fanout::new(events)))
-        .tenant_directory(Arc::new(access::StoreTenants::new(store.clone())))
-        .build();
+        .tenant_directory(Arc::new(access::StoreTenants::new(store.clone())));
+    // A cluster member routes messages and retained changes over NATS; a
+    // single node has no interconnect and pays nothing for it.
+    let pending = match cluster {
+        Some(cluster) => {
+            let (router, pending) = cluster.router().await.map_err(Error::Cluster)?;
+            builder = builder.interconnect(Arc::new(router));
+            Some(pending)
+        }
+        None => None,
+    };
+    let broker = builder.build();
+    let routing = match pending {
+        Some(pending) => Some(
+            pending
+                .start(broker.clone())
+                .await
+                .map_err(Error::Cluster)?,
+        ),
+        None => None,
+    };
     status.set_broker(broker.clone());
     status.node_restarted(presence.recovered());
     access::load_topic_rules(store, &broker)
@@ -470,6 +504,7 @@ async fn start_platform(
         outbox_task,
         stop_refresh,
         status,
+        routing,
     };
     Ok((broker, platform, services, server_tls))
 }

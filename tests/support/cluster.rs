@@ -1,0 +1,124 @@
+//! Nodes of the real binary as one cluster (issue 15): each node's working
+//! directory with the first node's key-encryption key, on one Postgres
+//! database and a private `nats-server` (`cluster::testing`).
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use cluster::testing::NatsServer as Nats;
+use tokio::process::Command;
+
+use crate::{Server, TestDb, fleetmq};
+
+/// One node's working directory; its data dir is `fleetmq-data` inside.
+pub struct NodeDir(pub tempfile::TempDir);
+
+impl Default for NodeDir {
+    fn default() -> Self {
+        NodeDir::new()
+    }
+}
+
+impl NodeDir {
+    pub fn new() -> NodeDir {
+        NodeDir(tempfile::tempdir().expect("temp dir"))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    pub fn data(&self) -> PathBuf {
+        self.0.path().join("fleetmq-data")
+    }
+
+    pub fn kek(&self) -> PathBuf {
+        self.data().join("kek.hex")
+    }
+
+    /// `fleetmq serve` as a cluster member on `db` and `nats`.
+    pub fn serve(&self, db: &TestDb, nats: &Nats, extra: &[&str]) -> Command {
+        let mut cmd = fleetmq(self.0.path());
+        cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
+            .args(["--database-url", db.url(), "--nats-url", &nats.url()])
+            .args(extra);
+        cmd
+    }
+
+    /// Puts a copy of `kek` (a key file) into this node's data dir, 0600.
+    pub fn copy_kek_from(&self, kek: &Path) {
+        std::fs::create_dir_all(self.data()).expect("data dir");
+        std::fs::set_permissions(self.data(), std::fs::Permissions::from_mode(0o700))
+            .expect("data dir mode");
+        write_private(&self.kek(), &std::fs::read(kek).expect("kek"));
+    }
+}
+
+/// Writes `contents` to `path`, readable by the owner only.
+pub fn write_private(path: &Path, contents: &[u8]) {
+    std::fs::write(path, contents).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("mode");
+}
+
+/// `n` nodes started one after the other (the first makes the key the
+/// others copy), each with `extra` flags, on a fresh Postgres database and
+/// a private NATS; `None` (the test is skipped, saying so) without a
+/// Postgres to test on.
+pub struct Nodes {
+    pub nodes: Vec<Server>,
+    pub dirs: Vec<NodeDir>,
+    pub nats: Nats,
+    pub db: TestDb,
+}
+
+impl Nodes {
+    pub async fn start(n: usize, extra: &[&str]) -> Option<Nodes> {
+        let db = TestDb::postgres_unmigrated().await?;
+        let nats = Nats::start().await;
+        let mut nodes = Vec::with_capacity(n);
+        let mut dirs: Vec<NodeDir> = Vec::with_capacity(n);
+        for i in 0..n {
+            let dir = NodeDir::new();
+            if let Some(first) = dirs.first() {
+                dir.copy_kek_from(&first.kek());
+            }
+            let name = format!("node-{}", i + 1);
+            let server =
+                Server::start(dir.serve(&db, &nats, &[&["--node-name", &name], extra].concat()))
+                    .await
+                    .expect("node starts");
+            nodes.push(server);
+            dirs.push(dir);
+        }
+        Some(Nodes {
+            nodes,
+            dirs,
+            nats,
+            db,
+        })
+    }
+
+    /// Node `i` (0-based).
+    pub fn node(&self, i: usize) -> &Server {
+        &self.nodes[i]
+    }
+
+    /// Node `i`'s `/metrics` text.
+    pub async fn metrics(&self, i: usize) -> String {
+        self.nodes[i]
+            .get("/metrics")
+            .await
+            .expect("/metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// Stops every node and drops the database.
+    pub async fn stop(self) {
+        for server in self.nodes {
+            server.stop().await.expect("clean stop");
+        }
+        self.db.cleanup().await;
+    }
+}

@@ -1,0 +1,72 @@
+//! rumqttc (a client we did not write) as the tests drive it: an MQTT 5
+//! client whose incoming packets arrive on a channel, and waiting for the
+//! next packet of a kind.
+
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{Packet as V5Packet, Publish as V5Publish};
+use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::task::JoinHandle;
+
+/// How long [`next`] waits for a packet.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// What a [`v5`] client's event loop received (an error ends it).
+pub type V5Incoming = UnboundedReceiver<Result<V5Packet, String>>;
+
+/// A v5 client; the error that ends its event loop arrives as `Err`.
+pub fn v5(
+    opts: rumqttc::v5::MqttOptions,
+) -> (
+    rumqttc::v5::AsyncClient,
+    UnboundedReceiver<Result<V5Packet, String>>,
+    JoinHandle<()>,
+) {
+    let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 100);
+    let (tx, rx) = unbounded_channel();
+    let task = tokio::spawn(async move {
+        loop {
+            let item = match el.poll().await {
+                Ok(rumqttc::v5::Event::Incoming(p)) => Ok(p),
+                Ok(_) => continue,
+                Err(e) => Err(format!("{e:?}")),
+            };
+            let ended = item.is_err();
+            if tx.send(item).is_err() || ended {
+                return;
+            }
+        }
+    });
+    (client, rx, task)
+}
+
+/// The first packet `pick` takes, within [`WAIT`].
+pub async fn next<P, T>(rx: &mut UnboundedReceiver<P>, mut pick: impl FnMut(P) -> Option<T>) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(t) = pick(rx.recv().await.expect("client ended")) {
+                return t;
+            }
+        }
+    })
+    .await
+    .expect("timed out waiting for a packet")
+}
+
+pub async fn v5_publish(rx: &mut UnboundedReceiver<Result<V5Packet, String>>) -> V5Publish {
+    next(rx, |p| match p {
+        Ok(V5Packet::Publish(p)) => Some(p),
+        Err(e) => panic!("client failed: {e}"),
+        _ => None,
+    })
+    .await
+}
+
+pub async fn v5_suback(rx: &mut UnboundedReceiver<Result<V5Packet, String>>) {
+    next(rx, |p| match p {
+        Ok(V5Packet::SubAck(_)) => Some(()),
+        Err(e) => panic!("client failed: {e}"),
+        _ => None,
+    })
+    .await;
+}
