@@ -181,8 +181,9 @@ impl Broker {
         if !inner.as_ref().unwrap_or(filter).matches(&topic) {
             return 0;
         }
+        // Not counted as received here (its node did): the router counts
+        // what crosses nodes.
         let message = Arc::new(Message::inbound(message, topic, Instant::now()));
-        crate::metrics::message_in(message.qos);
         let mut matched = Vec::new();
         ns.matches_at(filter, &mut matched);
         // Written behind for persistent sessions: the publisher on the

@@ -103,6 +103,9 @@ pub struct Pending {
 /// The running tasks; dropped or stopped, they end (subscriptions go).
 pub struct Routing {
     tasks: JoinSet<()>,
+    /// The publishing task, stopped apart: what is queued still goes out.
+    publisher: tokio::task::JoinHandle<()>,
+    stop: tokio_util::sync::CancellationToken,
     client: Client,
 }
 
@@ -218,7 +221,8 @@ impl Pending {
             .await
             .map_err(|e| crate::Error::Routing(e.to_string()))?;
         tasks.spawn(apply_retained(retained, broker.clone(), self.node.clone()));
-        tasks.spawn(publish(self.client.clone(), self.outbound));
+        let stop = tokio_util::sync::CancellationToken::new();
+        let publisher = tokio::spawn(publish(self.client.clone(), self.outbound, stop.clone()));
         tasks.spawn(follow_interest(
             [self.client.clone(), self.shared],
             broker,
@@ -227,31 +231,57 @@ impl Pending {
         ));
         Ok(Routing {
             tasks,
+            publisher,
+            stop,
             client: self.client,
         })
     }
 }
 
 impl Routing {
-    /// Stops every task, then flushes what was published (bounded).
+    /// Stops receiving; publishes what is queued (the shutdown's last
+    /// statuses and wills among it) and flushes it, for a bounded time.
     pub async fn stop(mut self) {
         self.tasks.abort_all();
         while self.tasks.join_next().await.is_some() {}
-        let flush = tokio::time::timeout(std::time::Duration::from_secs(2), self.client.flush());
-        if !matches!(flush.await, Ok(Ok(()))) {
+        self.stop.cancel();
+        let drain = async {
+            let _ = (&mut self.publisher).await;
+            self.client.flush().await
+        };
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(2), drain).await;
+        self.publisher.abort();
+        if !matches!(drained, Ok(Ok(()))) {
             tracing::warn!("NATS did not confirm the last routed messages at stop");
         }
     }
 }
 
-async fn publish(client: Client, mut outbound: mpsc::Receiver<Frame>) {
-    while let Some(frame) = outbound.recv().await {
-        match client.publish(frame.subject, frame.body).await {
-            Ok(()) => metrics::counter!(metric::FORWARDED).increment(1),
-            Err(e) => {
-                tracing::warn!(error = %e, "a message was not routed to other nodes");
-                dropped("nats");
-            }
+/// Publishes queued frames in order until `stop`, then what is left.
+async fn publish(
+    client: Client,
+    mut outbound: mpsc::Receiver<Frame>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let frame = tokio::select! {
+            frame = outbound.recv() => frame,
+            () = stop.cancelled() => break,
+        };
+        let Some(frame) = frame else { return };
+        send(&client, frame).await;
+    }
+    while let Ok(frame) = outbound.try_recv() {
+        send(&client, frame).await;
+    }
+}
+
+async fn send(client: &Client, frame: Frame) {
+    match client.publish(frame.subject, frame.body).await {
+        Ok(()) => metrics::counter!(metric::FORWARDED).increment(1),
+        Err(e) => {
+            tracing::warn!(error = %e, "a message was not routed to other nodes");
+            dropped("nats");
         }
     }
 }
