@@ -31,7 +31,10 @@
 //!   ([`SessionWrites`]) applied by [`Store::write_sessions`] in one
 //!   transaction; expiry and deletion.
 //! - `page.rs` — cursor paging ([`Page`] → [`Paged`]).
-//! - `ids.rs` — [`TenantId`] and [`DeviceId`] (parse, don't validate).
+//! - [`TenantId`] and [`DeviceId`] are the `ids` crate's (parse, don't
+//!   validate), re-exported; the repositories take `&str` (the api crate
+//!   parses at its edge) but check ids again on create, and the schema has
+//!   the same checks as a backstop.
 //! - `codec.rs` — the timestamp column type shared by both backends.
 //! - `error.rs` — [`Error`], and the mapping from sqlx errors.
 //! - `testing.rs` (feature `testing`) — fresh, migrated databases per test on
@@ -74,7 +77,6 @@ mod device_state;
 mod devices;
 mod error;
 mod idempotency;
-mod ids;
 mod migrate;
 mod page;
 mod pki;
