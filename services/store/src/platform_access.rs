@@ -14,6 +14,10 @@ use crate::codec::{Ts, now};
 use crate::pki::{on_violation, tenant_not_found};
 use crate::{AuditOf, Error, NewAuditEntry, Store};
 
+/// A tenant's topic hygiene rules: the broker's own type, stored as it is
+/// applied. The default (every rule off) is what a tenant without rules has.
+pub use mqtt::TopicRules;
+
 /// A platform service credential to store. `Debug` leaves the hash out.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewPlatformCredential {
@@ -89,21 +93,6 @@ macro_rules! platform_credential_columns {
     () => {
         "id, name, username, password_hash, publish_filters, subscribe_filters, created_at"
     };
-}
-
-/// A tenant's topic hygiene rules. The default (every field off) is what a
-/// tenant without rules has.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TopicRules {
-    /// Most levels in a topic name or filter.
-    pub max_depth: Option<u16>,
-    /// Refuse topics and filters starting with `/`.
-    pub forbid_leading_slash: bool,
-    /// Refuse topics and filters containing a space.
-    pub forbid_spaces: bool,
-    /// Most live catch-all subscriptions (`#`, `+/#`, …) in the tenant;
-    /// `Some(0)` refuses them.
-    pub max_catch_all_subscriptions: Option<u32>,
 }
 
 #[derive(sqlx::FromRow)]
