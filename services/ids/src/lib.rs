@@ -13,9 +13,16 @@
 //! direction of the graph.
 //!
 //! - [`TenantId`], [`DeviceId`] and their one error, [`InvalidId`].
+//! - [`topics`]: the device topic conventions (`devices/{d}/…`,
+//!   `commands/{d}/…`, status, reported and desired state), built and read
+//!   in one place. They live beside the device id because they are where it
+//!   is substituted, and every crate that reads them (access, state, api,
+//!   the binary's bridge) already depends on this one.
 
 use std::fmt;
 use std::sync::Arc;
+
+pub mod topics;
 
 /// An id that does not match its pattern. Carries the rejected input,
 /// bounded (it may be anything a client sent).
@@ -42,11 +49,9 @@ macro_rules! id_type {
             /// The rule, in words, for error messages.
             pub const EXPECTED: &'static str = $expected;
 
-            /// Checks `s` against the rule: a length in `$len`, every byte
-            /// allowed by `$byte`.
+            /// Checks `s` against the rule.
             pub fn parse(s: &str) -> Result<Self, InvalidId> {
-                let byte_ok: fn(u8) -> bool = $byte;
-                if ($len).contains(&s.len()) && s.bytes().all(byte_ok) {
+                if Self::is_valid(s) {
                     Ok(Self(Arc::from(s)))
                 } else {
                     Err(InvalidId {
@@ -55,6 +60,13 @@ macro_rules! id_type {
                         expected: Self::EXPECTED,
                     })
                 }
+            }
+
+            /// Whether `s` follows the rule (a length in `$len`, every byte
+            /// allowed by `$byte`), without making an id of it.
+            pub fn is_valid(s: &str) -> bool {
+                let byte_ok: fn(u8) -> bool = $byte;
+                ($len).contains(&s.len()) && s.bytes().all(byte_ok)
             }
 
             /// The id as a string.
