@@ -287,7 +287,8 @@ impl PlatformAuthenticator {
             .await?;
         let login = match &credential {
             Some(c) => Some(ServiceLogin {
-                tenant: tenant_id(&c.tenant_id)?,
+                // Never empty: this is the tenants' table.
+                tenant: tenant_id(c.scope.tenant_id().unwrap_or_default())?,
                 name: &c.name,
                 password_hash: &c.password_hash,
                 publish: &c.publish,

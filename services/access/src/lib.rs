@@ -66,5 +66,5 @@ pub use policy::{
     Action, CompiledPolicy, Decision, Effect, PolicyError, PolicyTemplate, Variables,
 };
 pub use revocations::Revocations;
-pub use status_topic::{StatusTopicGuard, StatusTopics, status_topic};
+pub use status_topic::{StatusTopicGuard, StatusTopics};
 pub use tenants::{StoreTenants, load_topic_rules};

@@ -136,8 +136,7 @@ impl Revocations {
         let Ok(tenant_id) = TenantId::parse(tenant) else {
             return;
         };
-        self.broker
-            .set_topic_rules(&tenant_id, crate::tenants::broker_rules(rules));
+        self.broker.set_topic_rules(&tenant_id, *rules);
         tracing::info!(tenant, "topic rules changed");
     }
 

@@ -17,11 +17,6 @@ use broker::{Authorizer, Identity};
 use events::change::{Change, ChangeListener, Origin};
 use mqtt::{TopicFilter, TopicName};
 
-/// The status topic of `device`.
-pub fn status_topic(device: &str) -> String {
-    format!("devices/{device}/status")
-}
-
 /// Which tenants have platform presence on (the default) or off; an
 /// in-memory view of the store's presence settings, read on the hot path.
 /// It follows the change feed ([`ChangeListener`]); built with
@@ -118,12 +113,9 @@ impl StatusTopicGuard {
     }
 }
 
-/// `topic` is `devices/{principal}/status`, without building a string.
+/// `topic` is `devices/{principal}/status`.
 fn is_own_status(principal: &str, topic: &str) -> bool {
-    topic
-        .strip_prefix("devices/")
-        .and_then(|rest| rest.strip_prefix(principal))
-        .is_some_and(|rest| rest == "/status")
+    ids::topics::status_of(topic) == Some(principal)
 }
 
 impl Authorizer for StatusTopicGuard {

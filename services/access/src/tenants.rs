@@ -6,16 +6,6 @@ use async_trait::async_trait;
 use broker::{Broker, StoreError, TenantDirectory, TenantId};
 use store::Store;
 
-/// The store's rules as the broker's.
-pub(crate) fn broker_rules(r: &store::TopicRules) -> broker::TopicRules {
-    broker::TopicRules {
-        max_depth: r.max_depth,
-        forbid_leading_slash: r.forbid_leading_slash,
-        forbid_spaces: r.forbid_spaces,
-        max_catch_all_subscriptions: r.max_catch_all_subscriptions,
-    }
-}
-
 /// Gives the broker every tenant's topic rules (at start; changes come
 /// through [`crate::Revocations::topic_rules_changed`]). Returns how many
 /// tenants have rules.
@@ -23,7 +13,7 @@ pub async fn load_topic_rules(store: &Store, broker: &Broker) -> Result<usize, s
     let all = store.all_topic_rules().await?;
     for (tenant, rules) in &all {
         match TenantId::parse(tenant) {
-            Ok(id) => broker.set_topic_rules(&id, broker_rules(rules)),
+            Ok(id) => broker.set_topic_rules(&id, *rules),
             Err(e) => {
                 tracing::warn!(tenant = %tenant, error = %e, "topic rules of an invalid tenant id skipped")
             }

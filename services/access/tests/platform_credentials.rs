@@ -11,7 +11,7 @@ use chrono::Utc;
 use mqtt::{TopicFilter, TopicName};
 use pki::{RootCa, TrustRegistry};
 use store::testing::TestDb;
-use store::{NewPlatformCredential, NewTenant};
+use store::{CredentialScope, NewServiceCredential, NewTenant};
 
 fn request(username: &str, password: &str) -> AuthRequest {
     AuthRequest {
@@ -35,9 +35,10 @@ async fn platform_credentials_authenticate_into_the_platform_namespace(
     let authorizer = PolicyAuthorizer::new(cache);
     let secret = access::generate_password()?;
     store
-        .create_platform_credential(
-            &NewPlatformCredential {
+        .create_service_credential(
+            &NewServiceCredential {
                 id: "p1".into(),
+                scope: CredentialScope::Platform,
                 name: "ops".into(),
                 username: access::platform_principal("ops"),
                 password_hash: access::hash_password(&secret)?,

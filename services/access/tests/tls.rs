@@ -18,7 +18,9 @@ use rumqttc::{TlsConfiguration, Transport};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use store::testing::TestDb;
-use store::{NewDevice, NewDeviceCertificate, NewServiceCredential, NewTenant, Store};
+use store::{
+    CredentialScope, NewDevice, NewDeviceCertificate, NewServiceCredential, NewTenant, Store,
+};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -213,7 +215,7 @@ fn backend(
 ) -> anyhow::Result<NewServiceCredential> {
     Ok(NewServiceCredential {
         id: "svc-1".into(),
-        tenant_id: "acme".into(),
+        scope: CredentialScope::Tenant("acme".into()),
         name: "backend".into(),
         username: "acme-backend".into(),
         password_hash: access::hash_password(secret)?,

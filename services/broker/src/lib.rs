@@ -36,7 +36,8 @@
 //!   interest, messages and retained changes, and the inbound side.
 //! - [`hygiene`]: per-tenant [`TopicRules`] and [`TopicRefusal`].
 //! - [`store`]: [`RetainedStore`] and the in-memory store.
-//! - [`config`]: [`Config`]. [`ids`]: [`TenantId`]. [`error`]: [`Error`].
+//! - [`config`]: [`Config`]. [`error`]: [`Error`]. [`TenantId`] is the `ids`
+//!   crate's, re-exported.
 //! - `metrics` (private): metric names.
 //!
 //! Wiring (what `fleetmq serve --allow-anonymous dev` does, minus config):
@@ -69,7 +70,6 @@ pub mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hygiene;
-pub mod ids;
 mod index;
 #[cfg(test)]
 mod index_props;

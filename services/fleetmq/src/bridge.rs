@@ -12,6 +12,7 @@ use events::EventType;
 use events::hub::EventHub;
 use events::payload::{DeviceConnected, DeviceDisconnected, DeviceSnapshot, StateReported};
 use futures::future::BoxFuture;
+use ids::topics;
 use mqtt::{Properties, QoS, TopicName};
 use serde_json::json;
 
@@ -211,7 +212,8 @@ impl EventSink for PlatformEvents {
                 .is_some_and(|m| m.routes.wants(tenant.as_str(), topic.as_str()));
             // The broker's own messages (presence on devices/{d}/status)
             // are not the device's traffic: not in its recent messages.
-            let device = device_of(topic).filter(|_| client_id != broker::SERVER_CLIENT_ID);
+            let device =
+                topics::device_of(topic.as_str()).filter(|_| client_id != broker::SERVER_CLIENT_ID);
             let Some(device) = device else {
                 if watched {
                     self.queue_or_count(event);
@@ -233,7 +235,7 @@ impl EventSink for PlatformEvents {
                     received_at: chrono::Utc::now(),
                 },
             );
-            if !watched && !is_reported_state(topic, device) {
+            if !watched && topics::reporting_device(topic.as_str()) != Some(device) {
                 return;
             }
         }
@@ -263,21 +265,6 @@ fn tenant_of(event: &Event) -> Option<&str> {
         | Event::Published { tenant, .. } => Some(tenant.as_str()),
         _ => None,
     }
-}
-
-/// `devices/{d}/…` → `d`.
-fn device_of(topic: &TopicName) -> Option<&str> {
-    let mut levels = topic.as_str().split('/');
-    match (levels.next(), levels.next(), levels.next()) {
-        (Some("devices"), Some(device), Some(_)) if !device.is_empty() => Some(device),
-        _ => None,
-    }
-}
-
-/// Is `topic` some device's `devices/{d}/state/reported`?
-fn is_reported_state(topic: &TopicName, device: &str) -> bool {
-    topic.as_str().len() == "devices/".len() + device.len() + "/state/reported".len()
-        && topic.as_str().ends_with("/state/reported")
 }
 
 /// What the drain task works with.
@@ -335,7 +322,7 @@ impl Planned {
             }
             Event::Disconnected { .. } => Some(EventType::DeviceDisconnected),
             Event::Published { topic, .. }
-                if device_of(topic).is_some_and(|d| is_reported_state(topic, d)) =>
+                if topics::reporting_device(topic.as_str()).is_some() =>
             {
                 Some(EventType::StateReported)
             }
@@ -363,7 +350,9 @@ impl Planned {
     fn platform_device(&self) -> Option<(&str, &str)> {
         self.platform?;
         match &self.event {
-            Event::Published { tenant, topic, .. } => Some((tenant.as_str(), device_of(topic)?)),
+            Event::Published { tenant, topic, .. } => {
+                Some((tenant.as_str(), topics::device_of(topic.as_str())?))
+            }
             Event::Connected {
                 tenant, client_id, ..
             }
@@ -476,19 +465,4 @@ fn platform_event(event: &Event) -> Option<events::Event> {
         }
         _ => return None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn device_topics() {
-        let t = |s: &str| TopicName::parse(s).unwrap();
-        assert_eq!(device_of(&t("devices/d1/state/reported")), Some("d1"));
-        assert_eq!(device_of(&t("devices/d1")), None);
-        assert_eq!(device_of(&t("commands/d1/x")), None);
-        assert!(is_reported_state(&t("devices/d1/state/reported"), "d1"));
-        assert!(!is_reported_state(&t("devices/d1/x/state/reported"), "d1"));
-    }
 }

@@ -279,7 +279,7 @@ async fn publish_all(broker: Arc<OnceLock<Broker>>, mut rx: mpsc::Receiver<Statu
             tracing::warn!(tenant = %status.tenant, device = status.device, "presence status before the broker was wired; dropped");
             continue;
         };
-        let topic = match TopicName::parse(access::status_topic(&status.device)) {
+        let topic = match TopicName::parse(ids::topics::status(&status.device)) {
             Ok(topic) => topic,
             Err(e) => {
                 tracing::warn!(tenant = %status.tenant, device = status.device, error = %e, "no status topic for this device id");

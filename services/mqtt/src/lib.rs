@@ -12,6 +12,8 @@
 //!   `From<&Error> for ReasonCode` mapping.
 //! - [`topic`]: [`TopicName`], [`TopicFilter`], [`SharedSubscription`] and
 //!   matching.
+//! - [`hygiene`]: [`TopicRules`] (optional per-tenant rules: depth, leading
+//!   `/`, spaces, catch-all cap), [`TopicLimits`] and [`TopicRefusal`].
 //! - [`error`]: [`Error`] (the peer sent something wrong) and
 //!   [`EncodeError`] (we tried to send something wrong).
 //! - `codec` (private): bounds-checked reader and writers; nothing else
@@ -42,12 +44,14 @@
 
 mod codec;
 pub mod error;
+pub mod hygiene;
 pub mod packet;
 pub mod properties;
 pub mod reason;
 pub mod topic;
 
 pub use error::{EncodeError, Error};
+pub use hygiene::{TopicLimits, TopicRefusal, TopicRules};
 pub use packet::{
     Auth, ConnAck, Connect, Disconnect, LastWill, MAX_PACKET_SIZE, Packet, PacketId, PacketType,
     ProtocolVersion, PubAck, PubComp, PubRec, PubRel, Publish, QoS, RetainHandling, SubAck,

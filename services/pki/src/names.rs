@@ -1,35 +1,25 @@
 //! Ids as they appear in certificates. Tenant and device ids go into
 //! subject names and the SPIFFE URI, so only the characters the platform
-//! allows everywhere are accepted (the same rules as `store`'s ids).
+//! allows everywhere are accepted (the `ids` crate's rules).
 
 use crate::Error;
 
 /// The trust domain used when the configuration names none.
 pub const DEFAULT_TRUST_DOMAIN: &str = "fleetmq.local";
 
-/// Check a tenant id: `[a-z0-9-]{3,63}`.
+/// Check a tenant id: `[a-z0-9-]{3,63}` (the `ids` crate's rule).
 pub fn validate_tenant_id(id: &str) -> Result<(), Error> {
-    let ok = (3..=63).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidTenantId { id: id.to_owned() })
+    match ids::TenantId::parse(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::InvalidTenantId { id: id.to_owned() }),
     }
 }
 
-/// Check a device id: `[A-Za-z0-9._-]{1,128}`.
+/// Check a device id: `[A-Za-z0-9._-]{1,128}` (the `ids` crate's rule).
 pub fn validate_device_id(id: &str) -> Result<(), Error> {
-    let ok = (1..=128).contains(&id.len())
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidDeviceId { id: id.to_owned() })
+    match ids::DeviceId::parse(id) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(Error::InvalidDeviceId { id: id.to_owned() }),
     }
 }
 

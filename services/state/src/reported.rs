@@ -25,14 +25,6 @@ use tracing::{debug, info, warn};
 
 use crate::writer::WriterTask;
 
-/// A device's reported-state topic is `devices/{device}/state/reported`.
-fn reporting_device(topic: &str) -> Option<&str> {
-    let device = topic
-        .strip_prefix("devices/")?
-        .strip_suffix("/state/reported")?;
-    store::DeviceId::parse(device).ok().map(|_| device)
-}
-
 struct Report {
     tenant: TenantId,
     device: String,
@@ -93,7 +85,7 @@ impl EventSink for ReportedState {
         else {
             return;
         };
-        let Some(device) = reporting_device(topic.as_str()) else {
+        let Some(device) = ids::topics::reporting_device(topic.as_str()) else {
             return;
         };
         // An empty payload on a retained topic deletes the retained
@@ -225,18 +217,6 @@ mod tests {
             qos: mqtt::QoS::AtLeastOnce,
             retain: true,
         }
-    }
-
-    #[test]
-    fn only_the_reported_topic_of_a_valid_device_id_counts() {
-        assert_eq!(
-            reporting_device("devices/d-1.x/state/reported"),
-            Some("d-1.x")
-        );
-        assert_eq!(reporting_device("devices/d1/state/desired"), None);
-        assert_eq!(reporting_device("devices/a/b/state/reported"), None);
-        assert_eq!(reporting_device("devices//state/reported"), None);
-        assert_eq!(reporting_device("commands/d1/state/reported"), None);
     }
 
     #[tokio::test]

@@ -395,7 +395,7 @@ impl Store {
             let mut results = Vec::with_capacity(devices.len());
             for new in devices {
                 let result = match DeviceId::parse(&new.id) {
-                    Err(e) => Err(e),
+                    Err(e) => Err(Error::from(e)),
                     Ok(_) => match sqlx::query_as::<_, DeviceRow>(SQL)
                         .bind(tenant_id)
                         .bind(&new.id)

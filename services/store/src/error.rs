@@ -151,6 +151,13 @@ impl Error {
     }
 }
 
+impl From<ids::InvalidId> for Error {
+    fn from(e: ids::InvalidId) -> Self {
+        let ids::InvalidId { kind, id, expected } = e;
+        Error::InvalidId { kind, id, expected }
+    }
+}
+
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {

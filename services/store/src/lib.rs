@@ -18,8 +18,11 @@
 //!   revocation floors, device passwords and service credentials, ACL policies.
 //! - `publish_limits.rs` — issue 5: publish rate limits per tenant (default)
 //!   and per device (override).
-//! - `platform_access.rs` — issue 5: platform service credentials, every
-//!   tenant's id, per-tenant topic hygiene rules.
+//! - `service_credentials.rs` — issue 5: service credentials for backends,
+//!   a tenant's or the platform's ([`CredentialScope`]), one type and one
+//!   set of queries.
+//! - `platform_access.rs` — issue 5: every tenant's id, per-tenant topic
+//!   hygiene rules.
 //! - `idempotency.rs` — first responses kept for `Idempotency-Key` retries.
 //! - `retained.rs`, `presence.rs`, `device_state.rs` — what the broker
 //!   keeps about devices (issue 6): durable retained messages, presence,
@@ -31,7 +34,10 @@
 //!   ([`SessionWrites`]) applied by [`Store::write_sessions`] in one
 //!   transaction; expiry and deletion.
 //! - `page.rs` — cursor paging ([`Page`] → [`Paged`]).
-//! - `ids.rs` — [`TenantId`] and [`DeviceId`] (parse, don't validate).
+//! - [`TenantId`] and [`DeviceId`] are the `ids` crate's (parse, don't
+//!   validate), re-exported; the repositories take `&str` (the api crate
+//!   parses at its edge) but check ids again on create, and the schema has
+//!   the same checks as a backstop.
 //! - `codec.rs` — the timestamp column type shared by both backends.
 //! - `error.rs` — [`Error`], and the mapping from sqlx errors.
 //! - `testing.rs` (feature `testing`) — fresh, migrated databases per test on
@@ -102,7 +108,6 @@ mod device_state;
 mod devices;
 mod error;
 mod idempotency;
-mod ids;
 mod migrate;
 mod page;
 mod pki;
@@ -113,6 +118,7 @@ mod presence_lookup;
 mod presence_settings;
 mod publish_limits;
 mod retained;
+mod service_credentials;
 mod session_batch;
 mod session_queue;
 mod session_writes;
@@ -133,7 +139,6 @@ pub use audit::{AuditEntry, AuditOf, NewAuditEntry};
 pub use certificates::{
     CertificateFloors, CertificateStatus, DeviceCertificate, NewDeviceCertificate,
 };
-pub use credentials::{NewServiceCredential, ServiceCredential};
 pub use device_state::{DeviceState, merge_patch};
 pub use devices::{Attributes, Device, DeviceFilter, DevicePatch, Labels, NewDevice};
 pub use error::Error;
@@ -142,12 +147,13 @@ pub use ids::{DeviceId, TenantId};
 pub use migrate::MigrationStatus;
 pub use page::{Page, Paged};
 pub use pki::{NewTenantCa, PlatformCa, TenantCa, TenantCaKind, TenantCaStatus};
-pub use platform_access::{NewPlatformCredential, PlatformCredential, TopicRules};
+pub use platform_access::TopicRules;
 pub use policies::{AclPolicy, PolicyDocument};
 pub use presence::{DevicePresence, PresenceStatus, PresenceUpdate};
 pub use presence_settings::PresenceSettings;
 pub use publish_limits::{PublishLimitSettings, StoredPublishLimits};
 pub use retained::{RetainedMessage, RetainedWrite, RetainedWriteCount};
+pub use service_credentials::{CredentialScope, NewServiceCredential, ServiceCredential};
 pub use session_batch::{
     IncomingWrite, QueueTransition, SessionDisconnect, SessionWriteCount, SessionWrites,
     SubscriptionWrite,

@@ -1,110 +1,16 @@
-//! Issue 5's platform-wide access: platform service credentials (MQTT
-//! clients of the operator's backends that see every tenant, mounted under
-//! the tenant id), every tenant's id (for the broker's platform
-//! namespace), and per-tenant topic hygiene rules. Only argon2id PHC
-//! strings are stored; hashing and verifying are the caller's.
+//! Issue 5's platform-wide access: every tenant's id (for the broker's
+//! platform namespace) and per-tenant topic hygiene rules. Platform service
+//! credentials are service credentials of the platform scope
+//! (`service_credentials.rs`).
 
-use std::fmt;
-
-use chrono::{DateTime, Utc};
-use sqlx::types::Json;
-
-use crate::audit::{audited_tx, commit_audited};
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
 use crate::pki::{on_violation, tenant_not_found};
-use crate::{AuditOf, Error, NewAuditEntry, Store};
+use crate::{Error, NewAuditEntry, Store};
 
-/// A platform service credential to store. `Debug` leaves the hash out.
-#[derive(Clone, PartialEq, Eq)]
-pub struct NewPlatformCredential {
-    pub id: String,
-    /// Unique on the platform.
-    pub name: String,
-    /// The MQTT username: `platform:{name}`.
-    pub username: String,
-    /// argon2id PHC string.
-    pub password_hash: String,
-    /// Topic filters (mounted topic space) it may publish to; empty: all.
-    pub publish: Vec<String>,
-    /// Topic filters (mounted topic space) it may subscribe to; empty: all.
-    pub subscribe: Vec<String>,
-}
-
-/// A stored platform service credential. `Debug` leaves the hash out.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PlatformCredential {
-    pub id: String,
-    pub name: String,
-    pub username: String,
-    pub password_hash: String,
-    pub publish: Vec<String>,
-    pub subscribe: Vec<String>,
-    pub created_at: DateTime<Utc>,
-}
-
-macro_rules! debug_without_hash {
-    ($ty:ident) => {
-        impl fmt::Debug for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($ty))
-                    .field("id", &self.id)
-                    .field("name", &self.name)
-                    .field("username", &self.username)
-                    .field("publish", &self.publish)
-                    .field("subscribe", &self.subscribe)
-                    .finish_non_exhaustive()
-            }
-        }
-    };
-}
-debug_without_hash!(NewPlatformCredential);
-debug_without_hash!(PlatformCredential);
-
-#[derive(sqlx::FromRow)]
-struct PlatformCredentialRow {
-    id: String,
-    name: String,
-    username: String,
-    password_hash: String,
-    publish_filters: Json<Vec<String>>,
-    subscribe_filters: Json<Vec<String>>,
-    created_at: Ts,
-}
-
-impl From<PlatformCredentialRow> for PlatformCredential {
-    fn from(r: PlatformCredentialRow) -> Self {
-        PlatformCredential {
-            id: r.id,
-            name: r.name,
-            username: r.username,
-            password_hash: r.password_hash,
-            publish: r.publish_filters.0,
-            subscribe: r.subscribe_filters.0,
-            created_at: r.created_at.0,
-        }
-    }
-}
-
-macro_rules! platform_credential_columns {
-    () => {
-        "id, name, username, password_hash, publish_filters, subscribe_filters, created_at"
-    };
-}
-
-/// A tenant's topic hygiene rules. The default (every field off) is what a
-/// tenant without rules has.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TopicRules {
-    /// Most levels in a topic name or filter.
-    pub max_depth: Option<u16>,
-    /// Refuse topics and filters starting with `/`.
-    pub forbid_leading_slash: bool,
-    /// Refuse topics and filters containing a space.
-    pub forbid_spaces: bool,
-    /// Most live catch-all subscriptions (`#`, `+/#`, …) in the tenant;
-    /// `Some(0)` refuses them.
-    pub max_catch_all_subscriptions: Option<u32>,
-}
+/// A tenant's topic hygiene rules: the broker's own type, stored as it is
+/// applied. The default (every rule off) is what a tenant without rules has.
+pub use mqtt::TopicRules;
 
 #[derive(sqlx::FromRow)]
 struct TopicRulesRow {
@@ -142,99 +48,6 @@ impl TopicRulesRow {
 }
 
 impl Store {
-    /// Store a platform service credential, with `audit` in the same
-    /// transaction. `AlreadyExists` if the id, name or username is taken.
-    #[tracing::instrument(skip_all, fields(credential = %new.id))]
-    pub async fn create_platform_credential(
-        &self,
-        new: &NewPlatformCredential,
-        audit: Option<&NewAuditEntry>,
-    ) -> Result<PlatformCredential, Error> {
-        const SQL: &str = concat!(
-            "INSERT INTO platform_service_credentials (id, name, username, password_hash, ",
-            "publish_filters, subscribe_filters, created_at) ",
-            "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
-            platform_credential_columns!()
-        );
-        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, PlatformCredentialRow>(SQL)
-            .bind(&new.id)
-            .bind(&new.name)
-            .bind(&new.username)
-            .bind(&new.password_hash)
-            .bind(Json(&new.publish))
-            .bind(Json(&new.subscribe))
-            .bind(Ts(now()))
-            .fetch_one(tx)
-            .await);
-        let unique = Error::AlreadyExists {
-            kind: "platform service credential",
-            id: new.name.clone(),
-        };
-        row.map(PlatformCredential::from)
-            .map_err(|e| on_violation(e, Some(unique), None))
-    }
-
-    /// The platform credential an MQTT client names by username, if any.
-    pub async fn platform_credential_by_username(
-        &self,
-        username: &str,
-    ) -> Result<Option<PlatformCredential>, Error> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            platform_credential_columns!(),
-            " FROM platform_service_credentials WHERE username = $1"
-        );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, PlatformCredentialRow>(SQL)
-            .bind(username)
-            .fetch_optional(pool)
-            .await?);
-        Ok(row.map(PlatformCredential::from))
-    }
-
-    /// Every platform service credential, by name.
-    pub async fn list_platform_credentials(&self) -> Result<Vec<PlatformCredential>, Error> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            platform_credential_columns!(),
-            " FROM platform_service_credentials ORDER BY name"
-        );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, PlatformCredentialRow>(SQL)
-            .fetch_all(pool)
-            .await?);
-        Ok(rows.into_iter().map(PlatformCredential::from).collect())
-    }
-
-    /// Delete a platform service credential; returns it. With `audit`,
-    /// the entry it makes of the deleted credential (whose name the caller
-    /// may not know yet) is written in the same transaction. `NotFound` if
-    /// there is none with this id.
-    #[tracing::instrument(skip_all, fields(credential = %id))]
-    pub async fn delete_platform_credential(
-        &self,
-        id: &str,
-        audit: Option<AuditOf<'_, PlatformCredential>>,
-    ) -> Result<PlatformCredential, Error> {
-        const SQL: &str = concat!(
-            "DELETE FROM platform_service_credentials WHERE id = $1 RETURNING ",
-            platform_credential_columns!()
-        );
-        let deleted = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let deleted = sqlx::query_as::<_, PlatformCredentialRow>(SQL)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(PlatformCredential::from);
-            let entry = deleted.as_ref().zip(audit).map(|(c, audit)| audit(c));
-            commit_audited!(tx, deleted.is_some(), entry.as_ref());
-            deleted
-        });
-        deleted.ok_or_else(|| Error::NotFound {
-            kind: "platform service credential",
-            id: id.to_owned(),
-        })
-    }
-
     /// Every tenant's id, in id order (the broker's platform namespace
     /// mounts them all).
     pub async fn all_tenant_ids(&self) -> Result<Vec<String>, Error> {

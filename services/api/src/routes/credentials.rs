@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use http::header::CACHE_CONTROL;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{NewServiceCredential, ServiceCredential};
+use store::{CredentialScope, NewAuditEntry, NewServiceCredential, ServiceCredential};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
@@ -205,29 +205,21 @@ pub(crate) async fn create_service(
     ApiError,
 > {
     let t = scope.t();
-    let errors = check_credential(&body.name, &body.publish, &body.subscribe);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let (password, hash) = new_secret().await?;
-    let new = NewServiceCredential {
-        id: uuid::Uuid::now_v7().to_string(),
-        tenant_id: t.to_owned(),
+    let new = NewCredential {
+        scope: CredentialScope::Tenant(t.to_owned()),
         username: service_username(t, &body.name),
         name: body.name,
-        password_hash: hash,
         publish: body.publish,
         subscribe: body.subscribe,
     };
-    let audit = scope.audit(
-        "service_credential.create",
-        service_target(t, &new.id),
-        json!({ "name": new.name }),
-    );
-    let created = state
-        .store
-        .create_service_credential(&new, Some(&audit))
-        .await?;
+    let (created, password) = create_credential(&state, new, |new| {
+        scope.audit(
+            "service_credential.create",
+            service_target(t, &new.id),
+            json!({ "name": new.name }),
+        )
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         [(CACHE_CONTROL, "no-store")],
@@ -250,7 +242,7 @@ pub(crate) async fn list_services(
     state.store.get_tenant(t).await?;
     let items = state
         .store
-        .list_service_credentials(t)
+        .list_service_credentials(&CredentialScope::Tenant(t.to_owned()))
         .await?
         .into_iter()
         .map(ServiceCredentialView::from)
@@ -273,17 +265,61 @@ pub(crate) async fn delete_service(
         service_target(t, &id),
         json!({}),
     );
-    let name = state
+    let deleted = state
         .store
-        .delete_service_credential(t, &id, Some(&audit))
+        .delete_service_credential(
+            &CredentialScope::Tenant(t.to_owned()),
+            &id,
+            Some(&|_: &ServiceCredential| audit.clone()),
+        )
         .await?;
     state
         .changed(Change::ServiceCredentialDeleted {
             tenant: t.to_owned(),
-            name,
+            name: deleted.name,
         })
         .await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A service credential to create, in either scope, before its id and
+/// secret are made.
+pub(crate) struct NewCredential {
+    pub(crate) scope: CredentialScope,
+    pub(crate) name: String,
+    pub(crate) username: String,
+    pub(crate) publish: Vec<String>,
+    pub(crate) subscribe: Vec<String>,
+}
+
+/// Checks, makes the secret and stores a service credential of either
+/// scope, with the audit entry `audit` makes of it; returns it and its
+/// password (to show once).
+pub(crate) async fn create_credential(
+    state: &AppState,
+    new: NewCredential,
+    audit: impl FnOnce(&NewServiceCredential) -> NewAuditEntry,
+) -> Result<(ServiceCredential, String), ApiError> {
+    let errors = check_credential(&new.name, &new.publish, &new.subscribe);
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let (password, hash) = new_secret().await?;
+    let new = NewServiceCredential {
+        id: uuid::Uuid::now_v7().to_string(),
+        scope: new.scope,
+        name: new.name,
+        username: new.username,
+        password_hash: hash,
+        publish: new.publish,
+        subscribe: new.subscribe,
+    };
+    let entry = audit(&new);
+    let created = state
+        .store
+        .create_service_credential(&new, Some(&entry))
+        .await?;
+    Ok((created, password))
 }
 
 /// The name and filters of a service credential (tenant or platform), one

@@ -11,12 +11,12 @@ use chrono::{DateTime, Utc};
 use http::header::CACHE_CONTROL;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{NewPlatformCredential, PlatformCredential};
+use store::{CredentialScope, ServiceCredential};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::Routes;
-use super::credentials::{check_credential, new_secret};
+use super::credentials::{NewCredential, create_credential};
 use super::scope::AsPlatform;
 use crate::{ApiError, ApiJson, AppState};
 
@@ -55,8 +55,8 @@ pub(crate) struct PlatformCredentialView {
     created_at: DateTime<Utc>,
 }
 
-impl From<PlatformCredential> for PlatformCredentialView {
-    fn from(c: PlatformCredential) -> Self {
+impl From<ServiceCredential> for PlatformCredentialView {
+    fn from(c: ServiceCredential) -> Self {
         PlatformCredentialView {
             id: c.id,
             name: c.name,
@@ -107,29 +107,22 @@ pub(crate) async fn create(
     ),
     ApiError,
 > {
-    let errors = check_credential(&body.name, &body.publish, &body.subscribe);
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let (password, hash) = new_secret().await?;
-    let new = NewPlatformCredential {
-        id: uuid::Uuid::now_v7().to_string(),
+    let new = NewCredential {
+        scope: CredentialScope::Platform,
         username: access::platform_principal(&body.name),
         name: body.name,
-        password_hash: hash,
         publish: body.publish,
         subscribe: body.subscribe,
     };
-    let audit = admin.audit(
-        None,
-        "platform_credential.create",
-        target(&new.id),
-        json!({ "name": new.name }),
-    );
-    let created = state
-        .store
-        .create_platform_credential(&new, Some(&audit))
-        .await?;
+    let (created, password) = create_credential(&state, new, |new| {
+        admin.audit(
+            None,
+            "platform_credential.create",
+            target(&new.id),
+            json!({ "name": new.name }),
+        )
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         [(CACHE_CONTROL, "no-store")],
@@ -149,7 +142,7 @@ pub(crate) async fn list(
 ) -> Result<ApiJson<PlatformCredentialList>, ApiError> {
     let items = state
         .store
-        .list_platform_credentials()
+        .list_service_credentials(&CredentialScope::Platform)
         .await?
         .into_iter()
         .map(PlatformCredentialView::from)
@@ -168,7 +161,7 @@ pub(crate) async fn remove(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     // The entry names the credential, which only the delete returns.
-    let audit = |deleted: &PlatformCredential| {
+    let audit = |deleted: &ServiceCredential| {
         admin.audit(
             None,
             "platform_credential.delete",
@@ -178,7 +171,7 @@ pub(crate) async fn remove(
     };
     let deleted = state
         .store
-        .delete_platform_credential(&id, Some(&audit))
+        .delete_service_credential(&CredentialScope::Platform, &id, Some(&audit))
         .await?;
     state
         .changed(Change::PlatformCredentialDeleted { name: deleted.name })

@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use chrono::{DateTime, Utc};
 use http::HeaderValue;
 use http::header::{ETAG, IF_MATCH};
+use ids::topics;
 use serde::Serialize;
 use serde_json::{Value, json};
 use store::{DeviceState, PresenceStatus, RetainedMessage};
@@ -188,12 +189,12 @@ async fn state_view(
     let now = Utc::now();
     let mut retained = state
         .store
-        .list_retained(t, &format!("devices/{d}/"), now, MAX_RETAINED_PER_PREFIX)
+        .list_retained(t, &topics::device_prefix(d), now, MAX_RETAINED_PER_PREFIX)
         .await?;
     retained.extend(
         state
             .store
-            .list_retained(t, &format!("commands/{d}/"), now, MAX_RETAINED_PER_PREFIX)
+            .list_retained(t, &topics::command_prefix(d), now, MAX_RETAINED_PER_PREFIX)
             .await?,
     );
     let online = presence
@@ -275,7 +276,7 @@ pub(crate) async fn put_desired(
         .store
         .merge_desired(t, d, &patch, expected, Utc::now(), Some(&stored))
         .await?;
-    let topic = format!("commands/{d}/state/desired");
+    let topic = topics::desired_state(d);
     let payload = serde_json::to_vec(&document.desired).map_err(ApiError::internal)?;
     commands
         .publish_retained(t, &topic, payload)

@@ -196,10 +196,7 @@ fn target(t: &str) -> String {
     format!("tenants/{t}")
 }
 
-/// The store's id error, without repeating the id back.
-pub(crate) fn id_detail(e: &store::Error) -> String {
-    match e {
-        store::Error::InvalidId { kind, expected, .. } => format!("{kind} id must be {expected}"),
-        other => other.to_string(),
-    }
+/// An id error, without repeating the id back.
+pub(crate) fn id_detail(e: &ids::InvalidId) -> String {
+    format!("{} id must be {}", e.kind, e.expected)
 }

@@ -4,8 +4,8 @@ use chrono::Utc;
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    Device, DevicePatch, DeviceState, Error, NewAuditEntry, NewDevice, NewPlatformCredential,
-    NewServiceCredential, NewTenant, NewWebhookEndpoint, Page, PlatformCredential, PolicyDocument,
+    CredentialScope, Device, DevicePatch, DeviceState, Error, NewAuditEntry, NewDevice,
+    NewServiceCredential, NewTenant, NewWebhookEndpoint, Page, PolicyDocument, ServiceCredential,
     TenantPatch, WebhookEndpoint,
 };
 
@@ -313,7 +313,7 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
     );
     let service = |id: &str, name: &str| NewServiceCredential {
         id: id.into(),
-        tenant_id: "acme".into(),
+        scope: CredentialScope::Tenant("acme".into()),
         name: name.into(),
         username: format!("{name}@acme"),
         password_hash: "$argon2id$secret".into(),
@@ -338,8 +338,9 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
         matches!(missing, Err(Error::NotFound { .. })),
         "{missing:?}"
     );
-    let platform = |id: &str, name: &str| NewPlatformCredential {
+    let platform = |id: &str, name: &str| NewServiceCredential {
         id: id.into(),
+        scope: CredentialScope::Platform,
         name: name.into(),
         username: format!("platform:{name}"),
         password_hash: "$argon2id$secret".into(),
@@ -347,17 +348,19 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
         subscribe: vec![],
     };
     store
-        .create_platform_credential(&platform("pc1", "ops"), Some(&entry("pc.create")))
+        .create_service_credential(&platform("pc1", "ops"), Some(&entry("pc.create")))
         .await?;
-    let named = |c: &PlatformCredential| NewAuditEntry {
+    let named = |c: &ServiceCredential| NewAuditEntry {
         details: json!({ "name": c.name }),
         ..entry("pc.delete")
     };
     store
-        .delete_platform_credential("pc1", Some(&named))
+        .delete_service_credential(&CredentialScope::Platform, "pc1", Some(&named))
         .await?;
     assert!(matches!(
-        store.delete_platform_credential("pc1", Some(&named)).await,
+        store
+            .delete_service_credential(&CredentialScope::Platform, "pc1", Some(&named))
+            .await,
         Err(Error::NotFound { .. })
     ));
     // An import that skips a taken id: the entry counts what it created.
@@ -448,12 +451,16 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
     );
     assert!(
         store
-            .delete_service_credential("acme", "sc1", Some(&entry("sc.delete")))
+            .delete_service_credential(
+                &CredentialScope::Tenant("acme".into()),
+                "sc1",
+                Some(&|_: &ServiceCredential| entry("sc.delete"))
+            )
             .await
             .is_err()
     );
     let names: Vec<String> = store
-        .list_service_credentials("acme")
+        .list_service_credentials(&CredentialScope::Tenant("acme".into()))
         .await?
         .into_iter()
         .map(|c| c.name)
@@ -461,11 +468,16 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
     assert_eq!(names, ["ingest"]);
     assert!(
         store
-            .create_platform_credential(&platform("pc2", "ops2"), Some(&entry("pc.create")))
+            .create_service_credential(&platform("pc2", "ops2"), Some(&entry("pc.create")))
             .await
             .is_err()
     );
-    assert!(store.list_platform_credentials().await?.is_empty());
+    assert!(
+        store
+            .list_service_credentials(&CredentialScope::Platform)
+            .await?
+            .is_empty()
+    );
     let more = [NewDevice::new("i3"), NewDevice::new("i4")];
     assert!(
         store

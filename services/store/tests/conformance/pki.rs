@@ -5,8 +5,8 @@ use chrono::{Duration, SubsecRound, Utc};
 use serde_json::json;
 use store::testing::TestDb;
 use store::{
-    CertificateStatus, Error, NewDevice, NewDeviceCertificate, NewServiceCredential, NewTenantCa,
-    Store, TenantCaKind, TenantCaStatus,
+    CertificateStatus, CredentialScope, Error, NewDevice, NewDeviceCertificate,
+    NewServiceCredential, NewTenantCa, Store, TenantCaKind, TenantCaStatus,
 };
 
 use crate::{acme, tenant};
@@ -293,7 +293,7 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
 
     let new = NewServiceCredential {
         id: "sc1".into(),
-        tenant_id: "acme".into(),
+        scope: CredentialScope::Tenant("acme".into()),
         name: "ingest".into(),
         username: "svc-ingest@acme".into(),
         password_hash: "$argon2id$secret".into(),
@@ -330,13 +330,23 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
             .await?,
         Some(created.clone())
     );
-    assert_eq!(store.list_service_credentials("acme").await?, vec![created]);
+    assert_eq!(
+        store
+            .list_service_credentials(&CredentialScope::Tenant("acme".into()))
+            .await?,
+        vec![created]
+    );
     assert!(matches!(
-        store.delete_service_credential("beta", "sc1", None).await,
+        store
+            .delete_service_credential(&CredentialScope::Tenant("beta".into()), "sc1", None)
+            .await,
         Err(Error::NotFound { .. })
     ));
     assert_eq!(
-        store.delete_service_credential("acme", "sc1", None).await?,
+        store
+            .delete_service_credential(&CredentialScope::Tenant("acme".into()), "sc1", None)
+            .await?
+            .name,
         "ingest"
     );
     assert_eq!(

@@ -2,13 +2,14 @@
 //! per-tenant topic hygiene rules.
 
 use store::testing::TestDb;
-use store::{Error, NewPlatformCredential, TopicRules};
+use store::{CredentialScope, Error, NewServiceCredential, TopicRules};
 
 use crate::tenant;
 
-fn credential(id: &str, name: &str) -> NewPlatformCredential {
-    NewPlatformCredential {
+fn credential(id: &str, name: &str) -> NewServiceCredential {
+    NewServiceCredential {
         id: id.into(),
+        scope: CredentialScope::Platform,
         name: name.into(),
         username: format!("platform:{name}"),
         password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into(),
@@ -20,18 +21,18 @@ fn credential(id: &str, name: &str) -> NewPlatformCredential {
 async fn platform_credentials_create_find_list_delete(db: &TestDb) -> anyhow::Result<()> {
     let store = db.store();
     let made = store
-        .create_platform_credential(&credential("c1", "ops"), None)
+        .create_service_credential(&credential("c1", "ops"), None)
         .await?;
     assert_eq!(made.username, "platform:ops");
     assert_eq!(made.subscribe, ["+/devices/+/status"]);
     assert!(matches!(
         store
-            .create_platform_credential(&credential("c2", "ops"), None)
+            .create_service_credential(&credential("c2", "ops"), None)
             .await,
         Err(Error::AlreadyExists { .. })
     ));
     store
-        .create_platform_credential(&credential("c3", "audit"), None)
+        .create_service_credential(&credential("c3", "audit"), None)
         .await?;
     let found = store
         .platform_credential_by_username("platform:ops")
@@ -44,18 +45,23 @@ async fn platform_credentials_create_find_list_delete(db: &TestDb) -> anyhow::Re
             .is_none()
     );
     let names: Vec<String> = store
-        .list_platform_credentials()
+        .list_service_credentials(&CredentialScope::Platform)
         .await?
         .into_iter()
         .map(|c| c.name)
         .collect();
     assert_eq!(names, ["audit", "ops"]);
     assert_eq!(
-        store.delete_platform_credential("c1", None).await?.name,
+        store
+            .delete_service_credential(&CredentialScope::Platform, "c1", None)
+            .await?
+            .name,
         "ops"
     );
     assert!(matches!(
-        store.delete_platform_credential("c1", None).await,
+        store
+            .delete_service_credential(&CredentialScope::Platform, "c1", None)
+            .await,
         Err(Error::NotFound { .. })
     ));
     assert!(
