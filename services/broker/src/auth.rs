@@ -172,9 +172,9 @@ impl Authorizer for AllowAll {
 }
 
 /// In-memory ACL of filter templates; `${principal}` in a template is
-/// replaced by the identity's principal. The default device policy of
-/// DESIGN.md is `publish devices/${principal}/#`, `subscribe
-/// commands/${principal}/#`.
+/// replaced by the identity's principal. The platform's default device
+/// policy (`access::policy`) is `publish devices/${principal}/#`,
+/// `subscribe commands/${principal}/#`.
 #[derive(Debug, Clone, Default)]
 pub struct TemplateAcl {
     publish: Vec<String>,

@@ -82,8 +82,8 @@ pub async fn run_tls_listener(
                 };
                 match handshake {
                     Ok(Ok(tls)) => {
-                        // Handed to the Authenticator (DESIGN.md: device identity
-                        // from the certificate chain).
+                        // Handed to the Authenticator: a device's identity
+                        // comes from its certificate chain.
                         let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
                             chain
                                 .iter()

@@ -520,7 +520,8 @@ impl SessionState {
 pub(crate) struct Session {
     client_id: Arc<str>,
     /// The principal that created the session: only it may resume it
-    /// (DESIGN.md; the durable store keeps it as `SessionRecord::owner`).
+    /// (identity is the boundary; the durable store keeps it as
+    /// `SessionRecord::owner`).
     owner: Arc<str>,
     state: Mutex<SessionState>,
     /// Cancelled when the session ends, so a delayed will goes out at once

@@ -3,7 +3,7 @@
 //! type everywhere.
 //!
 //! Ids are substituted into MQTT topics, certificate names and URLs, so only
-//! a small alphabet is allowed (DESIGN.md): tenant `[a-z0-9-]{3,63}`, device
+//! a small alphabet is allowed: tenant `[a-z0-9-]{3,63}`, device
 //! `[A-Za-z0-9._-]{1,128}`. Both hold an `Arc<str>`: the broker clones the
 //! tenant id into every session, route and event, and a clone should be a
 //! reference count, not an allocation.

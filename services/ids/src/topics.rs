@@ -1,4 +1,4 @@
-//! The platform's device topic conventions, in one place (DESIGN.md): a
+//! The platform's device topic conventions, in one place: a
 //! device publishes under `devices/{d}/…` and is sent commands under
 //! `commands/{d}/…`; its presence is `devices/{d}/status`, the state it
 //! reports `devices/{d}/state/reported` and the state the platform wants
