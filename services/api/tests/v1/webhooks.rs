@@ -183,28 +183,16 @@ async fn webhook_crud_roles_and_url_policy(db: &TestDb) {
     t.delete(&one, &admin).await.expect(204);
     t.get(&one, &viewer).await.problem(404, "not-found");
 
-    let audit = t
-        .get("/v1/tenants/acme/audit", &admin)
-        .await
-        .expect(200)
-        .body;
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["action"].as_str().unwrap())
-        .collect();
-    for action in [
-        "webhook.create",
-        "webhook.update",
-        "webhook.rotate_secret",
-        "webhook.delete",
-    ] {
-        assert!(
-            actions.contains(&action),
-            "{action} not audited: {actions:?}"
-        );
-    }
+    t.assert_audited(
+        "/v1/tenants/acme/audit",
+        &[
+            "webhook.create",
+            "webhook.update",
+            "webhook.rotate_secret",
+            "webhook.delete",
+        ],
+    )
+    .await;
 }
 
 /// A `device.*` webhook of tenant acme to a fresh receiver, and a worker.
