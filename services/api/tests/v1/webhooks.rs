@@ -300,7 +300,9 @@ async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
     worker.shutdown().await;
 }
 
-async fn device_events_reach_webhooks_through_the_outbox_writer(db: &TestDb) {
+/// Device events of REST changes are in the outbox with their change; the
+/// hub's outbox writer only wakes the worker for them.
+async fn device_events_of_rest_changes_reach_webhooks(db: &TestDb) {
     let hub = EventHub::default();
     let t = TestApp::with(db, |s| {
         s.with_webhook_url_policy(DEV_POLICY)
@@ -361,5 +363,5 @@ async fn device_events_reach_webhooks_through_the_outbox_writer(db: &TestDb) {
 store::backend_tests!(
     webhook_crud_roles_and_url_policy,
     test_ping_and_redeliver_reach_a_real_receiver,
-    device_events_reach_webhooks_through_the_outbox_writer
+    device_events_of_rest_changes_reach_webhooks
 );
