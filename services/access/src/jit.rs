@@ -51,6 +51,8 @@ pub(crate) async fn register(
         attributes: Default::default(),
         enabled: true,
     };
+    // Its `device.created` goes out through the hook, on the broker's fast
+    // path like other MQTT-originated events, not with this entry.
     let audit = store::NewAuditEntry {
         tenant_id: Some(tenant.to_owned()),
         actor: JIT_ACTOR.to_owned(),
@@ -62,10 +64,11 @@ pub(crate) async fn register(
             "ca": id.issuer_ca,
             "serial": id.serial,
         }),
+        events: Vec::new(),
     };
     match cache
         .store()
-        .create_device_audited(tenant, &new, &audit)
+        .create_device_audited(tenant, &new, &|_| audit.clone())
         .await
     {
         Ok(created) => {

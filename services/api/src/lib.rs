@@ -106,8 +106,6 @@ pub struct AppState {
     pub(crate) metrics: PrometheusHandle,
     /// Loaded (or created) on first use unless given by [`AppState::with_keys`].
     keys: Arc<OnceCell<Keys>>,
-    /// Platform events for SSE and webhooks (see [`AppState::with_event_hub`]).
-    pub(crate) events: EventHub,
     /// `None` until the binary wires the broker: desired state answers 503.
     pub(crate) commands: Option<Arc<dyn DeviceCommands>>,
     /// `None` until the binary wires the broker: recent messages answer 503.
@@ -137,7 +135,6 @@ impl AppState {
             store,
             metrics,
             keys: Arc::new(OnceCell::new()),
-            events: EventHub::default(),
             commands: None,
             recent_messages: None,
             webhook_url_policy: webhooks::UrlPolicy::default(),
@@ -191,13 +188,14 @@ impl AppState {
         self.changes.publish(change).await;
     }
 
-    /// Publish platform events on `hub` (a default one otherwise); the
-    /// binary shares it with the broker's event feed and attaches the
-    /// webhooks outbox with [`EventHub::add_listener`].
+    /// Stream platform events from `hub` (the store's own otherwise), on
+    /// which the store announces the events of REST changes once they
+    /// commit; the binary shares it with the broker's event feed and
+    /// attaches the webhooks outbox with [`EventHub::add_listener`].
     #[must_use]
     pub fn with_event_hub(self, hub: EventHub) -> Self {
         Self {
-            events: hub,
+            store: self.store.with_event_hub(hub),
             ..self
         }
     }
@@ -232,7 +230,7 @@ impl AppState {
 
     /// The platform event hub.
     pub fn events(&self) -> &EventHub {
-        &self.events
+        self.store.event_hub()
     }
 
     /// Use `keys` (from [`Keys::load_or_create_sealed`] or

@@ -5,7 +5,10 @@
 //! meet without one of them owning the other.
 //!
 //! Producers call [`EventHub::publish`] (or [`EventHub::publish_device`],
-//! which numbers the device's events from the store); it never blocks: SSE
+//! which numbers the device's events from the store). The events of REST
+//! changes are published by the store itself, once the transaction that
+//! wrote them to the outbox with their change has committed
+//! ([`PlatformEvent::outbox_id`] set). Publishing never blocks: SSE
 //! clients read a `tokio::sync::broadcast` of their tenant's own (one
 //! tenant's event rate never makes another tenant's streams lag), a slow
 //! one loses the oldest events (and is told so), and each [`EventListener`]
@@ -46,6 +49,12 @@ pub struct PlatformEvent {
     pub seq: Option<i64>,
     pub timestamp: DateTime<Utc>,
     pub data: Value,
+    /// The event's row in the webhook outbox, when it was written there in
+    /// the transaction of the change that caused it (REST changes): it is
+    /// announced only once that committed, and the outbox writer must not
+    /// append it again.
+    #[serde(skip)]
+    pub outbox_id: Option<i64>,
 }
 
 impl PlatformEvent {
@@ -67,6 +76,7 @@ impl PlatformEvent {
             seq: None,
             timestamp: Utc::now(),
             data,
+            outbox_id: None,
         }
     }
 

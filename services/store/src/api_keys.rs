@@ -115,7 +115,7 @@ impl Store {
                 .bind(Ts(now()))
                 .fetch_one(&mut *tx)
                 .await;
-            commit_audited!(tx, row.is_ok(), audit);
+            commit_audited!(self, tx, row.is_ok(), audit);
             row
         });
         match row {
@@ -205,7 +205,7 @@ impl Store {
                 .bind(Ts(now()))
                 .fetch_optional(&mut *tx)
                 .await?;
-            commit_audited!(tx, row.is_some(), audit);
+            commit_audited!(self, tx, row.is_some(), audit);
             row
         });
         row.map(|r| r.split().0).ok_or_else(|| Error::NotFound {

@@ -39,6 +39,11 @@ pub struct NewAuditEntry {
     pub request_id: Option<String>,
     #[serde(default = "empty_object")]
     pub details: Value,
+    /// The events the change causes: written with this entry, in the
+    /// change's transaction, and announced once it commits
+    /// ([`NewAuditEntry::with_event`]).
+    #[serde(skip)]
+    pub events: Vec<crate::ChangeEvent>,
 }
 
 /// Makes the audit entry of a change from what the change returned (say a
@@ -63,6 +68,7 @@ impl NewAuditEntry {
             target: target.into(),
             request_id: None,
             details: empty_object(),
+            events: Vec::new(),
         }
     }
 }
@@ -125,16 +131,21 @@ macro_rules! append_audit_in {
 }
 pub(crate) use append_audit_in;
 
-/// Ends transaction `$tx` of a mutation: when `$done` (the change was
-/// made), appends `$audit` (an `Option<&NewAuditEntry>`) and commits, with
-/// `?` on failure; otherwise leaves `$tx` to roll back when dropped.
+/// Ends transaction `$tx` of a mutation of `$store`: when `$done` (the
+/// change was made), appends `$audit` (an `Option<&NewAuditEntry>`) and
+/// its events, commits, and announces the events, with `?` on failure;
+/// otherwise leaves `$tx` to roll back when dropped.
 macro_rules! commit_audited {
-    ($tx:ident, $done:expr, $audit:expr) => {
+    ($store:expr, $tx:ident, $done:expr, $audit:expr) => {
         if $done {
+            let mut committed = Vec::new();
             if let Some(entry) = $audit {
+                let entry: &$crate::NewAuditEntry = entry;
                 $crate::audit::append_audit_in!(&mut *$tx, entry)?;
+                committed = $crate::change_events::write_events_in!(&mut *$tx, &entry.events)?;
             }
             $tx.commit().await?;
+            $store.announce(committed);
         }
     };
 }
@@ -152,7 +163,7 @@ macro_rules! audited_tx {
                 let $conn = &mut *tx;
                 $run
             };
-            $crate::audit::commit_audited!(tx, ($done)(&out), $audit);
+            $crate::audit::commit_audited!($store, tx, ($done)(&out), $audit);
             out
         })
     };
@@ -160,7 +171,7 @@ macro_rules! audited_tx {
 pub(crate) use audited_tx;
 
 impl Store {
-    /// Record an entry; `id` and `at` are assigned here.
+    /// Record an entry (and its events); `id` and `at` are assigned here.
     #[tracing::instrument(skip_all, fields(action = %entry.action))]
     pub async fn append_audit(&self, entry: &NewAuditEntry) -> Result<AuditEntry, Error> {
         const SQL: &str = concat!(
@@ -168,16 +179,23 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(SQL)
-            .bind(Ts(now()))
-            .bind(entry.tenant_id.as_deref())
-            .bind(&entry.actor)
-            .bind(&entry.action)
-            .bind(&entry.target)
-            .bind(entry.request_id.as_deref())
-            .bind(Json(&entry.details))
-            .fetch_one(pool)
-            .await?);
+        let row = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let row = sqlx::query_as::<_, AuditRow>(SQL)
+                .bind(Ts(now()))
+                .bind(entry.tenant_id.as_deref())
+                .bind(&entry.actor)
+                .bind(&entry.action)
+                .bind(&entry.target)
+                .bind(entry.request_id.as_deref())
+                .bind(Json(&entry.details))
+                .fetch_one(&mut *tx)
+                .await?;
+            let committed = crate::change_events::write_events_in!(&mut *tx, &entry.events)?;
+            tx.commit().await?;
+            self.announce(committed);
+            row
+        });
         Ok(row.into())
     }
 

@@ -4,10 +4,10 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::audit::audited_tx;
+use crate::audit::{audited_tx, commit_audited};
 use crate::codec::{Ts, now};
 use crate::pki::{device_not_found, on_violation, tenant_not_found, text_enum};
-use crate::{Error, NewAuditEntry, Store};
+use crate::{AuditOf, Error, NewAuditEntry, Store};
 
 text_enum!(
     /// Whether a certificate may still be used.
@@ -190,9 +190,10 @@ impl Store {
         rows.into_iter().map(DeviceCertificate::try_from).collect()
     }
 
-    /// Revoke one of a device's certificates at `at` for `reason`, with
-    /// `audit` in the same transaction. Revoking twice keeps the first time
-    /// and reason. `NotFound` unless the device has this serial.
+    /// Revoke one of a device's certificates at `at` for `reason`, with the
+    /// entry `audit` makes of the revoked certificate (and its events) in
+    /// the same transaction. Revoking twice keeps the first time and
+    /// reason. `NotFound` unless the device has this serial.
     #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id, serial = %serial, reason))]
     pub async fn revoke_device_certificate(
         &self,
@@ -201,7 +202,7 @@ impl Store {
         serial: &str,
         reason: &str,
         at: DateTime<Utc>,
-        audit: Option<&NewAuditEntry>,
+        audit: Option<AuditOf<'_, DeviceCertificate>>,
     ) -> Result<DeviceCertificate, Error> {
         const SQL: &str = concat!(
             "UPDATE device_certificates SET status = 'revoked', ",
@@ -210,16 +211,23 @@ impl Store {
             "WHERE tenant_id = $1 AND device_id = $2 AND serial = $3 RETURNING ",
             cert_columns!()
         );
-        let row = audited_tx!(self, audit, Option::is_some, tx => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .bind(serial)
-            .bind(Ts(at))
-            .bind(reason)
-            .fetch_optional(tx)
-            .await?);
-        row.ok_or_else(|| cert_not_found(tenant_id, serial))?
-            .try_into()
+        let revoked = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let revoked = sqlx::query_as::<_, DeviceCertificateRow>(SQL)
+                .bind(tenant_id)
+                .bind(device_id)
+                .bind(serial)
+                .bind(Ts(at))
+                .bind(reason)
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(DeviceCertificate::try_from)
+                .transpose()?;
+            let entry = revoked.as_ref().zip(audit).map(|(cert, audit)| audit(cert));
+            commit_audited!(self, tx, revoked.is_some(), entry.as_ref());
+            revoked
+        });
+        revoked.ok_or_else(|| cert_not_found(tenant_id, serial))
     }
 
     /// The tenant's revoked certificates that have not expired at `at`: what

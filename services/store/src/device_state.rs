@@ -150,6 +150,11 @@ enum Side<'a> {
     },
 }
 
+/// Takes the device's next event sequence number ($1 tenant, $2 device).
+pub(crate) const NEXT_EVENT_SEQ: &str = "INSERT INTO device_state (tenant_id, device_id, event_seq) \
+     VALUES ($1, $2, 1) ON CONFLICT (tenant_id, device_id) \
+     DO UPDATE SET event_seq = device_state.event_seq + 1 RETURNING event_seq";
+
 fn qualified(tenant_id: &str, device_id: &str) -> String {
     format!("{tenant_id}/{device_id}")
 }
@@ -247,10 +252,7 @@ impl Store {
     /// never reused, so a consumer receiving events out of order can tell
     /// which is latest. `NotFound` if the device does not exist.
     pub async fn next_event_seq(&self, tenant_id: &str, device_id: &str) -> Result<i64, Error> {
-        const SQL: &str = "INSERT INTO device_state (tenant_id, device_id, event_seq) \
-             VALUES ($1, $2, 1) ON CONFLICT (tenant_id, device_id) \
-             DO UPDATE SET event_seq = device_state.event_seq + 1 RETURNING event_seq";
-        let seq = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL)
+        let seq = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(NEXT_EVENT_SEQ)
             .bind(tenant_id)
             .bind(device_id)
             .fetch_one(pool)
@@ -440,7 +442,7 @@ impl Store {
                     let mut tx = pool.begin().await?;
                     let written = write!(&mut *tx);
                     let entry = written.as_ref().map(audit);
-                    commit_audited!(tx, written.is_some(), entry.as_ref());
+                    commit_audited!(self, tx, written.is_some(), entry.as_ref());
                     written
                 }),
             };
@@ -473,7 +475,7 @@ fn device_not_found(tenant_id: &str, device_id: &str) -> Error {
 
 /// A failed write on `device_state`: a missing device shows as a foreign
 /// key violation.
-fn state_error(e: sqlx::Error, tenant_id: &str, device_id: &str) -> Error {
+pub(crate) fn state_error(e: sqlx::Error, tenant_id: &str, device_id: &str) -> Error {
     match violation(&e) {
         Some(Violation::ForeignKey) => device_not_found(tenant_id, device_id),
         _ => e.into(),

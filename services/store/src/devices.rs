@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use crate::audit::commit_audited;
+use crate::audit::{append_audit_in, commit_audited};
+use crate::change_events::write_events_in;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
@@ -118,13 +119,14 @@ impl Store {
         self.write_new_device(tenant_id, new, None).await
     }
 
-    /// [`Store::create_device`] and `audit` in one transaction: both or
-    /// neither persist.
+    /// [`Store::create_device`] and the entry `audit` makes of the new
+    /// device (with its events) in one transaction: both or neither
+    /// persist.
     pub async fn create_device_audited(
         &self,
         tenant_id: &str,
         new: &NewDevice,
-        audit: &NewAuditEntry,
+        audit: AuditOf<'_, Device>,
     ) -> Result<Device, Error> {
         self.write_new_device(tenant_id, new, Some(audit)).await
     }
@@ -134,7 +136,7 @@ impl Store {
         &self,
         tenant_id: &str,
         new: &NewDevice,
-        audit: Option<&NewAuditEntry>,
+        audit: Option<AuditOf<'_, Device>>,
     ) -> Result<Device, Error> {
         DeviceId::parse(&new.id)?;
         const SQL: &str = concat!(
@@ -153,12 +155,14 @@ impl Store {
                 .bind(new.enabled)
                 .bind(Ts(now()))
                 .fetch_one(&mut *tx)
-                .await;
-            commit_audited!(tx, row.is_ok(), audit);
+                .await
+                .map(Device::from);
+            let entry = row.as_ref().ok().zip(audit).map(|(device, audit)| audit(device));
+            commit_audited!(self, tx, row.is_ok(), entry.as_ref());
             row
         });
         match row {
-            Ok(row) => Ok(row.into()),
+            Ok(device) => Ok(device),
             Err(e) => match violation(&e) {
                 Some(Violation::Unique) => {
                     Err(Error::already_exists(KIND, qualified(tenant_id, &new.id)))
@@ -263,17 +267,17 @@ impl Store {
             .await
     }
 
-    /// [`Store::update_device`] and `audit` in one transaction. With
-    /// `unchanged_since`, only if the device's `updated_at` is still that
-    /// (else `Modified`): a read-modify-write that cannot lose a concurrent
-    /// change.
+    /// [`Store::update_device`] and the entry `audit` makes of the updated
+    /// device (with its events) in one transaction. With `unchanged_since`,
+    /// only if the device's `updated_at` is still that (else `Modified`): a
+    /// read-modify-write that cannot lose a concurrent change.
     pub async fn update_device_audited(
         &self,
         tenant_id: &str,
         id: &str,
         patch: &DevicePatch,
         unchanged_since: Option<DateTime<Utc>>,
-        audit: &NewAuditEntry,
+        audit: AuditOf<'_, Device>,
     ) -> Result<Device, Error> {
         self.write_device_patch(tenant_id, id, patch, unchanged_since, Some(audit))
             .await
@@ -286,7 +290,7 @@ impl Store {
         id: &str,
         patch: &DevicePatch,
         unchanged_since: Option<DateTime<Utc>>,
-        audit: Option<&NewAuditEntry>,
+        audit: Option<AuditOf<'_, Device>>,
     ) -> Result<Device, Error> {
         const SQL: &str = concat!(
             "UPDATE devices SET labels = COALESCE($3, labels), ",
@@ -306,12 +310,14 @@ impl Store {
                 .bind(Ts(now()))
                 .bind(unchanged_since.map(Ts))
                 .fetch_optional(&mut *tx)
-                .await?;
-            commit_audited!(tx, row.is_some(), audit);
+                .await?
+                .map(Device::from);
+            let entry = row.as_ref().zip(audit).map(|(device, audit)| audit(device));
+            commit_audited!(self, tx, row.is_some(), entry.as_ref());
             row
         });
         match row {
-            Some(row) => Ok(row.into()),
+            Some(device) => Ok(device),
             None if unchanged_since.is_some() && self.get_device(tenant_id, id).await.is_ok() => {
                 Err(Error::modified(KIND, qualified(tenant_id, id)))
             }
@@ -344,13 +350,24 @@ impl Store {
         const SQL: &str = "DELETE FROM devices WHERE tenant_id = $1 AND id = $2";
         let deleted = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
+            // The events are numbered before the delete: the sequence lives
+            // in the device's state row, which goes with the device. A
+            // missing device fails here, as `NotFound`, like the delete.
+            let events = audit.map_or(&[][..], |entry| entry.events.as_slice());
+            let committed = write_events_in!(&mut *tx, events)?;
             let deleted = sqlx::query(SQL)
                 .bind(tenant_id)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            commit_audited!(tx, deleted > 0, audit);
+            if deleted > 0 {
+                if let Some(entry) = audit {
+                    append_audit_in!(&mut *tx, entry)?;
+                }
+                tx.commit().await?;
+                self.announce(committed);
+            }
             deleted
         });
         if deleted == 0 {
@@ -426,7 +443,7 @@ impl Store {
             let created = results.iter().filter(|r| r.is_ok()).count();
             let refused = all_or_nothing && created < results.len();
             let entry = audit.filter(|_| created > 0).map(|audit| audit(&results));
-            commit_audited!(tx, !refused, entry.as_ref());
+            commit_audited!(self, tx, !refused, entry.as_ref());
             results
         });
         Ok(results)

@@ -8,6 +8,9 @@
 //!   [`Store::migrate`], [`Store::migration_status`], [`Store::check_ready`].
 //! - `tenants.rs`, `devices.rs`, `audit.rs` — one file per aggregate: its
 //!   domain types and its repository methods on [`Store`].
+//! - `change_events.rs` — [`ChangeEvent`]: the events a change causes,
+//!   written with its audit entry in its transaction and announced on the
+//!   store's event hub once it commits.
 //! - `webhook_endpoints.rs`, `webhook_outbox.rs`, `webhook_deliveries.rs`,
 //!   `webhook_claims.rs` — webhooks: endpoints, the outbox and its fan-out,
 //!   the delivery queue and its attempt log, claiming.
@@ -102,6 +105,7 @@ macro_rules! sql {
 mod api_keys;
 mod audit;
 mod certificates;
+mod change_events;
 mod codec;
 mod credentials;
 mod device_state;
@@ -139,6 +143,7 @@ pub use audit::{AuditEntry, AuditOf, NewAuditEntry};
 pub use certificates::{
     CertificateFloors, CertificateStatus, DeviceCertificate, NewDeviceCertificate,
 };
+pub use change_events::ChangeEvent;
 pub use device_state::{DeviceState, merge_patch};
 pub use devices::{Attributes, Device, DeviceFilter, DevicePatch, Labels, NewDevice};
 pub use error::Error;

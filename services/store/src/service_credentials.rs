@@ -307,7 +307,7 @@ impl Store {
                 .await?
                 .map(ServiceCredential::from);
             let entry = deleted.as_ref().zip(audit).map(|(c, audit)| audit(c));
-            commit_audited!(tx, deleted.is_some(), entry.as_ref());
+            commit_audited!(self, tx, deleted.is_some(), entry.as_ref());
             deleted
         });
         deleted.ok_or_else(|| Error::NotFound {

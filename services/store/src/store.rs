@@ -84,6 +84,8 @@ pub(crate) enum Pool {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: Pool,
+    /// Where committed change events are announced (`change_events.rs`).
+    pub(crate) events: events::hub::EventHub,
 }
 
 impl fmt::Debug for Store {
@@ -106,7 +108,10 @@ impl Store {
             Backend::Postgres => Pool::Postgres(open_postgres(url).await?),
         };
         tracing::info!(%backend, "database opened");
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            events: events::hub::EventHub::default(),
+        })
     }
 
     pub fn backend(&self) -> Backend {

@@ -96,7 +96,7 @@ impl Store {
                 .bind(at)
                 .fetch_one(&mut *tx)
                 .await;
-            commit_audited!(tx, row.is_ok(), audit);
+            commit_audited!(self, tx, row.is_ok(), audit);
             row
         });
         match row {
@@ -188,7 +188,7 @@ impl Store {
                 .bind(unchanged_since.map(Ts))
                 .fetch_optional(&mut *tx)
                 .await?;
-            commit_audited!(tx, row.is_some(), audit);
+            commit_audited!(self, tx, row.is_some(), audit);
             row
         });
         match row {
@@ -225,7 +225,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
-            commit_audited!(tx, deleted > 0, audit);
+            commit_audited!(self, tx, deleted > 0, audit);
             deleted
         });
         if deleted == 0 {

@@ -112,6 +112,14 @@ impl TestDb {
         &self.store
     }
 
+    /// Every event in the webhook outbox, oldest first, fanned out or not.
+    pub async fn outbox(&self) -> Vec<crate::OutboxEvent> {
+        self.store
+            .outbox_events()
+            .await
+            .expect("read the webhook outbox")
+    }
+
     /// The database URL, for opening a second `Store` on the same database.
     pub fn url(&self) -> &str {
         &self.url

@@ -175,7 +175,7 @@ impl Store {
                 .await
                 .map(WebhookEndpoint::from);
             let entry = created.as_ref().ok().zip(audit).map(|(e, audit)| audit(e));
-            commit_audited!(tx, created.is_ok(), entry.as_ref());
+            commit_audited!(self, tx, created.is_ok(), entry.as_ref());
             created
         });
         match result {

@@ -1,6 +1,10 @@
-//! The webhook outbox: events appended by whoever caused them (inside their
-//! own transaction, so an event exists if and only if its change does), and
-//! the fan-out that turns each event into deliveries, exactly once.
+//! The webhook outbox: events appended by whoever caused them, and the
+//! fan-out that turns each event into deliveries, exactly once. Events of
+//! a change of ours (REST changes through `change_events.rs`, webhook
+//! bookkeeping) are appended inside the change's transaction, so they
+//! exist if and only if their change does; the broker's events, which have
+//! no transaction of ours, come through the bounded `OutboxWriter` of the
+//! webhooks crate ([`Store::append_outbox_events`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -262,6 +266,20 @@ impl Store {
         let ids = tx.append_outbox_events(events).await?;
         tx.commit().await?;
         Ok(ids)
+    }
+
+    /// Every event in the outbox, oldest first, fanned out or not: for
+    /// tests of what was written.
+    #[cfg(any(test, feature = "testing"))]
+    pub(crate) async fn outbox_events(&self) -> Result<Vec<OutboxEvent>, Error> {
+        const SQL: &str = concat!(
+            "SELECT ",
+            outbox_columns!(),
+            " FROM webhook_outbox ORDER BY id"
+        );
+        let rows =
+            on_pool!(self, pool => sqlx::query_as::<_, OutboxRow>(SQL).fetch_all(pool).await?);
+        Ok(rows.into_iter().map(OutboxEvent::from).collect())
     }
 
     /// Events not yet fanned out.

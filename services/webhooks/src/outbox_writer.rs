@@ -10,7 +10,8 @@
 //! `max_undispatched` of its events not yet fanned out, its events are
 //! dropped: counted in `fleetmq_webhook_events_dropped_total{tenant}` and
 //! reported to that tenant (only) as a `webhook.events_dropped` event
-//! (`{count}`) with the next batch.
+//! (`{count}`) with the next batch. Events of REST changes never pass
+//! here: the store writes them in their change's transaction.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -58,6 +59,8 @@ type Queue = fair::FairQueue<NewOutboxEvent>;
 pub struct OutboxWriter {
     queue: Arc<Queue>,
     dropped: Arc<Mutex<HashMap<String, u64>>>,
+    /// Told of events already in the outbox (REST changes' own).
+    wake: Option<Arc<Notify>>,
     _producers: Arc<CloseOnDrop>,
 }
 
@@ -106,11 +109,18 @@ impl OutboxWriter {
             total: config.capacity.max(1).saturating_mul(TENANTS_SHARING),
         }));
         let dropped = Arc::new(Mutex::new(HashMap::new()));
-        let task = tokio::spawn(write(store, config, queue.clone(), dropped.clone(), wake));
+        let task = tokio::spawn(write(
+            store,
+            config,
+            queue.clone(),
+            dropped.clone(),
+            wake.clone(),
+        ));
         (
             OutboxWriter {
                 queue: queue.clone(),
                 dropped,
+                wake,
                 _producers: Arc::new(CloseOnDrop(queue.clone())),
             },
             OutboxWriterTask { task, queue },
@@ -226,9 +236,17 @@ async fn drop_over_bound(
 
 /// The outbox as a listener of the event hub: events go in with their
 /// device and sequence number; a full writer drops (and counts) rather
-/// than blocks.
+/// than blocks. Events of REST changes are already in the outbox, written
+/// with their change, and announced only once it committed: the worker is
+/// woken for them, nothing is queued.
 impl events::hub::EventListener for OutboxWriter {
     fn on_event(&self, event: &events::hub::PlatformEvent) {
+        if event.outbox_id.is_some() {
+            if let Some(wake) = &self.wake {
+                wake.notify_one();
+            }
+            return;
+        }
         let outbox_event = NewOutboxEvent {
             tenant_id: event.tenant.clone(),
             event_type: event.event_type.clone(),

@@ -13,7 +13,7 @@ use std::time::Duration;
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use aws_lc_rs::digest::{SHA256, digest};
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -21,8 +21,9 @@ use store::NewApiKey;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
+use super::query::PageQuery;
 use super::scope::{Admin, InTenant, TenantPath};
-use super::{Routes, query, validate};
+use super::{Routes, validate};
 use crate::auth::{AuthError, Role, TokenRateLimiter};
 use crate::model::{AccessToken, ApiKeyPage, CreatedApiKey};
 use crate::{ApiError, ApiJson, AppState, FieldError};
@@ -134,17 +135,16 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
     scope: InTenant<Admin>,
-    RawQuery(raw): RawQuery,
+    PageQuery(page): PageQuery,
 ) -> Result<ApiJson<ApiKeyPage>, ApiError> {
     let t = scope.t();
-    let q = query::parse(raw.as_deref(), &[], &[])?;
     if !state.store.tenant_exists(t).await? {
         return Err(ApiError::NotFound {
             resource: "tenant".to_owned(),
             id: t.to_owned(),
         });
     }
-    Ok(ApiJson(state.store.list_api_keys(t, &q.page).await?.into()))
+    Ok(ApiJson(state.store.list_api_keys(t, &page).await?.into()))
 }
 
 /// Revoke an API key (tenant-admin): it gets no more tokens.

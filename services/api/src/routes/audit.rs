@@ -2,15 +2,16 @@
 //! first; and the [`RequestId`] entries name. Mutating handlers make their
 //! entries with their scope (`scope::InTenant::audit`).
 
-use axum::extract::{FromRequestParts, RawQuery, State};
+use axum::extract::{FromRequestParts, State};
 use http::request::Parts;
 use utoipa_axum::routes;
 
 use crate::model::AuditPage;
 use crate::{ApiError, ApiJson, AppState, X_REQUEST_ID};
 
+use super::Routes;
+use super::query::PageQuery;
 use super::scope::{Admin, AsPlatform, InTenant, TenantPath};
-use super::{Routes, query};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
@@ -44,10 +45,9 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 pub(crate) async fn list_all(
     State(state): State<AppState>,
     _admin: AsPlatform,
-    RawQuery(raw): RawQuery,
+    PageQuery(page): PageQuery,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
-    let q = query::parse(raw.as_deref(), &[], &[])?;
-    Ok(ApiJson(state.store.list_audit(None, &q.page).await?.into()))
+    Ok(ApiJson(state.store.list_audit(None, &page).await?.into()))
 }
 
 /// One tenant's audit entries, newest first (tenant-admin; platform-admin
@@ -58,14 +58,9 @@ pub(crate) async fn list_all(
 pub(crate) async fn list_tenant(
     State(state): State<AppState>,
     scope: InTenant<Admin>,
-    RawQuery(raw): RawQuery,
+    PageQuery(page): PageQuery,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
-    let q = query::parse(raw.as_deref(), &[], &[])?;
     Ok(ApiJson(
-        state
-            .store
-            .list_audit(Some(scope.t()), &q.page)
-            .await?
-            .into(),
+        state.store.list_audit(Some(scope.t()), &page).await?.into(),
     ))
 }

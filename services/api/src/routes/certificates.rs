@@ -16,7 +16,7 @@ use http::header::CACHE_CONTROL;
 use pki::{DeviceCertParams, DeviceKey, RevocationReason};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{DeviceCertificate, NewDeviceCertificate};
+use store::{DeviceCertificate, NewAuditEntry, NewDeviceCertificate};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
@@ -203,26 +203,17 @@ pub(crate) async fn issue(
         not_before: issued.not_before,
         not_after: issued.not_after,
     };
-    let audit = at.audit(
-        "certificate.issue",
-        target(t, d, &issued.serial),
-        json!({
-            "key": if body.csr_pem.is_some() { "csr" } else { "server" },
-            "not_after": issued.not_after,
-        }),
-    );
-    state
-        .store
-        .create_device_certificate(&new, Some(&audit))
-        .await?;
-    tracing::info!(tenant = %t, device = %d, serial = %issued.serial, "certificate issued");
-    state
-        .events
-        .publish_device(
-            &state.store,
-            t,
-            d,
-            &catalogue::Event::CertificateIssued(CertificateIssued {
+    let audit = at
+        .audit(
+            "certificate.issue",
+            target(t, d, &issued.serial),
+            json!({
+                "key": if body.csr_pem.is_some() { "csr" } else { "server" },
+                "not_after": issued.not_after,
+            }),
+        )
+        .with_event(
+            at.event(catalogue::Event::CertificateIssued(CertificateIssued {
                 serial: issued.serial.clone(),
                 fingerprint_sha256: issued.fingerprint_sha256.clone(),
                 not_before: issued.not_before,
@@ -232,9 +223,13 @@ pub(crate) async fn issue(
                 } else {
                     KeySource::Server
                 },
-            }),
-        )
-        .await;
+            })),
+        );
+    state
+        .store
+        .create_device_certificate(&new, Some(&audit))
+        .await?;
+    tracing::info!(tenant = %t, device = %d, serial = %issued.serial, "certificate issued");
     let response = IssuedCertificate {
         serial: issued.serial,
         certificate_pem: issued.certificate_pem,
@@ -294,11 +289,22 @@ pub(crate) async fn revoke(
             )
         })?,
     };
-    let audit = at.audit(
-        "certificate.revoke",
-        target(t, d, &serial),
-        json!({ "reason": reason.as_str() }),
-    );
+    // `certificate.revoked` says when, as stored (the first time, if it
+    // was revoked before).
+    let audit = |revoked: &store::DeviceCertificate| {
+        at.audit(
+            "certificate.revoke",
+            target(t, d, &serial),
+            json!({ "reason": reason.as_str() }),
+        )
+        .with_event(at.event(catalogue::Event::CertificateRevoked(
+            CertificateRevoked::Certificate {
+                serial: revoked.serial.clone(),
+                reason: reason.as_str().to_owned(),
+                revoked_at: revoked.revoked_at,
+            },
+        )))
+    };
     let revoked = state
         .store
         .revoke_device_certificate(t, d, &serial, reason.as_str(), Utc::now(), Some(&audit))
@@ -309,19 +315,6 @@ pub(crate) async fn revoke(
             device: d.to_owned(),
             serial: revoked.serial.clone(),
         })
-        .await;
-    state
-        .events
-        .publish_device(
-            &state.store,
-            t,
-            d,
-            &catalogue::Event::CertificateRevoked(CertificateRevoked::Certificate {
-                serial: revoked.serial.clone(),
-                reason: reason.as_str().to_owned(),
-                revoked_at: revoked.revoked_at,
-            }),
-        )
         .await;
     Ok(ApiJson(revoked.into()))
 }
@@ -339,11 +332,7 @@ pub(crate) async fn device_floor(
 ) -> Result<ApiJson<Floor>, ApiError> {
     let (t, d) = (at.t(), at.d());
     let before = floor_time(&body)?;
-    let audit = at.audit(
-        "certificate.revoke_before",
-        format!("tenants/{t}/devices/{d}/certificates"),
-        json!({ "before": before }),
-    );
+    let audit = floor_audit(&at.scope, Some(d), before);
     state
         .store
         .set_device_cert_floor(t, d, before, Some(&audit))
@@ -353,20 +342,6 @@ pub(crate) async fn device_floor(
             tenant: t.to_owned(),
             device: d.to_owned(),
         })
-        .await;
-    // One event for the floor: its certificates are refused without being
-    // listed one by one.
-    state
-        .events
-        .publish_device(
-            &state.store,
-            t,
-            d,
-            &catalogue::Event::CertificateRevoked(CertificateRevoked::Floor {
-                scope: RevocationScope::Device,
-                issued_before: before,
-            }),
-        )
         .await;
     Ok(ApiJson(Floor { before }))
 }
@@ -384,11 +359,7 @@ pub(crate) async fn tenant_floor(
 ) -> Result<ApiJson<Floor>, ApiError> {
     let t = scope.t();
     let before = floor_time(&body)?;
-    let audit = scope.audit(
-        "certificate.revoke_before",
-        format!("tenants/{t}/certificates"),
-        json!({ "before": before }),
-    );
+    let audit = floor_audit(&scope, None, before);
     state
         .store
         .set_tenant_cert_floor(t, before, Some(&audit))
@@ -398,16 +369,41 @@ pub(crate) async fn tenant_floor(
             tenant: t.to_owned(),
         })
         .await;
-    // A tenant-wide event (no device, so no per-device sequence): one
-    // floor covers every device, listed or not.
-    state.events.publish(crate::events::PlatformEvent::new(
-        t,
-        &catalogue::Event::CertificateRevoked(CertificateRevoked::Floor {
-            scope: RevocationScope::Tenant,
-            issued_before: before,
-        }),
-    ));
     Ok(ApiJson(Floor { before }))
+}
+
+/// The entry of a revocation floor of the tenant or of `device`, with its
+/// one `certificate.revoked` event: the certificates it refuses are not
+/// listed one by one. A tenant-wide floor covers every device, listed or
+/// not, so its event has no device (and no per-device sequence).
+fn floor_audit<N>(
+    scope: &InTenant<N>,
+    device: Option<&str>,
+    before: DateTime<Utc>,
+) -> NewAuditEntry {
+    let t = scope.t();
+    let (target, kind) = match device {
+        Some(d) => (
+            format!("tenants/{t}/devices/{d}/certificates"),
+            RevocationScope::Device,
+        ),
+        None => (format!("tenants/{t}/certificates"), RevocationScope::Tenant),
+    };
+    let event = catalogue::Event::CertificateRevoked(CertificateRevoked::Floor {
+        scope: kind,
+        issued_before: before,
+    });
+    let event = match device {
+        Some(d) => scope.device_event(d, event),
+        None => scope.event(event),
+    };
+    scope
+        .audit(
+            "certificate.revoke_before",
+            target,
+            json!({ "before": before }),
+        )
+        .with_event(event)
 }
 
 /// `before`, defaulting to now. A future floor would refuse certificates

@@ -4,7 +4,7 @@
 
 use ::events as catalogue;
 use ::events::change::Change;
-use ::events::payload::{DeviceDeleted, DeviceSnapshot};
+use ::events::payload::DeviceDeleted;
 use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use http::HeaderMap;
@@ -19,7 +19,6 @@ use super::etag::ETag;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use super::tenants::id_detail;
 use super::{Routes, nullable, query, validate};
-use crate::events::PlatformEvent;
 use crate::model::{Device, DevicePage};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -100,20 +99,22 @@ pub(crate) async fn create(
 ) -> Result<(StatusCode, ApiJson<Device>), ApiError> {
     let t = scope.t();
     let new = new_device(body).map_err(ApiError::Validation)?;
-    let audit = scope.audit(
-        "device.create",
-        target(t, &new.id),
-        json!({ "enabled": new.enabled }),
-    );
+    // The entry and `device.created` (with the device as stored) commit
+    // with the device.
+    let audit = |created: &store::Device| {
+        let device = Device::from(created.clone());
+        scope
+            .audit(
+                "device.create",
+                target(t, &device.id),
+                json!({ "enabled": device.enabled }),
+            )
+            .with_event(scope.device_event(
+                &device.id,
+                catalogue::Event::DeviceCreated(device.snapshot()),
+            ))
+    };
     let device = Device::from(state.store.create_device_audited(t, &new, &audit).await?);
-    publish(
-        &state,
-        t,
-        &device.id,
-        catalogue::Event::DeviceCreated,
-        &device,
-    )
-    .await;
     Ok((StatusCode::CREATED, ApiJson(device)))
 }
 
@@ -300,14 +301,21 @@ pub(crate) async fn update(
         attributes,
         enabled,
     };
-    let audit = at.audit("device.update", at.target(), details);
+    // `device.updated` carries the device as stored, with its presence as
+    // of just before the change.
+    let online = is_online(&state, t, d).await?;
+    let audit = |updated: &store::Device| {
+        let device = Device::from(updated.clone()).online(online);
+        at.audit("device.update", at.target(), details.clone())
+            .with_event(at.event(catalogue::Event::DeviceUpdated(device.snapshot())))
+    };
     // The merge was computed from `current`: with If-Match, a change made
     // since then must fail the update rather than be overwritten.
     let device = state
         .store
         .update_device_audited(t, d, &patch, conditional.then_some(read_at), &audit)
         .await?;
-    let (tag, ApiJson(device)) = tagged_with_status(&state, device).await?;
+    let tag = ETag::of(&Device::from(device.clone()))?;
     if enabled_changes {
         state
             .changed(Change::DeviceDisabled {
@@ -316,8 +324,7 @@ pub(crate) async fn update(
             })
             .await;
     }
-    publish(&state, t, d, catalogue::Event::DeviceUpdated, &device).await;
-    Ok((tag, ApiJson(device)))
+    Ok((tag, ApiJson(Device::from(device).online(online))))
 }
 
 /// Delete a device (operator, tenant-admin).
@@ -329,20 +336,12 @@ pub(crate) async fn remove(
     at: InDevice<Write>,
 ) -> Result<StatusCode, ApiError> {
     let (t, d) = (at.t(), at.d());
-    // Numbered first: the sequence lives in the device's state row, which
-    // goes with the device.
-    let seq = state.store.next_event_seq(t, d).await.ok();
-    let audit = at.audit("device.delete", at.target(), json!({}));
+    let audit = at
+        .audit("device.delete", at.target(), json!({}))
+        .with_event(at.event(catalogue::Event::DeviceDeleted(DeviceDeleted {
+            device_id: d.to_owned(),
+        })));
     state.store.delete_device_audited(t, d, &audit).await?;
-    state.events.publish(
-        PlatformEvent::new(
-            t,
-            &catalogue::Event::DeviceDeleted(DeviceDeleted {
-                device_id: d.to_owned(),
-            }),
-        )
-        .for_device(d, seq),
-    );
     // Its session ends and its persistent sessions go with it: in the
     // broker (on every node), then stored.
     state
@@ -363,34 +362,17 @@ async fn tagged_with_status(
     device: store::Device,
 ) -> Result<(ETag, ApiJson<Device>), ApiError> {
     let tag = ETag::of(&Device::from(device.clone()))?;
-    Ok((tag, ApiJson(with_status(state, device).await?)))
+    let online = is_online(state, &device.tenant_id, &device.id).await?;
+    Ok((tag, ApiJson(Device::from(device).online(online))))
 }
 
-/// `device` with its presence.
-async fn with_status(state: &AppState, device: store::Device) -> Result<Device, ApiError> {
-    let online = state
+/// Whether the device is online.
+async fn is_online(state: &AppState, t: &str, d: &str) -> Result<bool, ApiError> {
+    Ok(state
         .store
-        .get_presence(&device.tenant_id, &device.id)
+        .get_presence(t, d)
         .await?
-        .is_some_and(|p| p.status == PresenceStatus::Online);
-    Ok(Device::from(device).online(online))
-}
-
-/// Tell SSE clients and webhooks about a device change.
-/// `device.created` or `device.updated` (`kind`) with the device as the
-/// REST API shows it.
-async fn publish(
-    state: &AppState,
-    t: &str,
-    d: &str,
-    kind: fn(DeviceSnapshot) -> catalogue::Event,
-    device: &Device,
-) {
-    let event = kind(device.snapshot());
-    state
-        .events
-        .publish_device(&state.store, t, d, &event)
-        .await;
+        .is_some_and(|p| p.status == PresenceStatus::Online))
 }
 
 fn target(t: &str, d: &str) -> String {

@@ -156,8 +156,8 @@ pub(crate) async fn stream(
     let t = scope.t().to_owned();
     let filter = EventFilter::parse(raw.as_deref())?;
     state.store.get_tenant(&t).await?;
-    let receiver = state.events.subscribe(&t);
-    let closing = state.events.closing();
+    let receiver = state.events().subscribe(&t);
+    let closing = state.events().closing();
     tracing::debug!(tenant = %t, subject = %scope.who.subject, "event stream opened");
     let events = futures::stream::unfold(
         (receiver, closing, filter, t),

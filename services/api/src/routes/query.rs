@@ -17,6 +17,22 @@ pub(crate) struct ListQuery {
     pub filters: Vec<(String, String)>,
 }
 
+/// `?limit=&cursor=` of a list with no filters, parsed as [`parse`] does:
+/// an extractor, last in a handler's arguments (after its scope, so an
+/// unauthorized caller is told so before a bad query is).
+pub(crate) struct PageQuery(pub Page);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PageQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        Ok(PageQuery(parse(parts.uri.query(), &[], &[])?.page))
+    }
+}
+
 /// Parse `query` (without `?`), accepting `limit`, `cursor` and the names in
 /// `filters` (of which only `repeatable` ones may repeat).
 pub(crate) fn parse(

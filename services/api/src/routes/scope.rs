@@ -18,7 +18,7 @@ use std::marker::PhantomData;
 use axum::extract::{FromRequestParts, RawPathParams};
 use http::request::Parts;
 use serde_json::Value;
-use store::{DeviceId, NewAuditEntry, TenantId};
+use store::{ChangeEvent, DeviceId, NewAuditEntry, TenantId};
 use utoipa::IntoParams;
 
 use super::audit::RequestId;
@@ -87,6 +87,24 @@ impl<N> InTenant<N> {
         )
     }
 
+    /// `event` of this tenant, not about one device, for
+    /// [`NewAuditEntry::with_event`]: written with the change's entry.
+    pub fn event(&self, event: ::events::Event) -> ChangeEvent {
+        ChangeEvent {
+            tenant_id: self.t().to_owned(),
+            device_id: None,
+            event,
+        }
+    }
+
+    /// `event` of this tenant's device `d` (numbered in its sequence).
+    pub fn device_event(&self, d: &str, event: ::events::Event) -> ChangeEvent {
+        ChangeEvent {
+            device_id: Some(d.to_owned()),
+            ..self.event(event)
+        }
+    }
+
     /// Append the [`audit`](Self::audit) entry of a change that has just
     /// succeeded, where it cannot be written in the change's own
     /// transaction (a CA registration, undone when the trust registry
@@ -123,6 +141,11 @@ impl<N> InDevice<N> {
     /// [`InTenant::audit`].
     pub fn audit(&self, action: &'static str, target: String, details: Value) -> NewAuditEntry {
         self.scope.audit(action, target, details)
+    }
+
+    /// `event` of this device, for [`NewAuditEntry::with_event`].
+    pub fn event(&self, event: ::events::Event) -> ChangeEvent {
+        self.scope.device_event(self.d(), event)
     }
 }
 
@@ -161,6 +184,7 @@ fn entry(
         target,
         request_id: request_id.0.clone(),
         details,
+        events: Vec::new(),
     }
 }
 

@@ -6,7 +6,7 @@
 //! sessions are never stored and are not listed.
 
 use ::events::change::Change;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -15,8 +15,9 @@ use serde_json::json;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
+use super::Routes;
+use super::query::PageQuery;
 use super::scope::{InTenant, Read, TenantPath, Write};
-use super::{Routes, query};
 use crate::{ApiError, ApiJson, AppState};
 
 pub(crate) fn router() -> Routes {
@@ -94,11 +95,10 @@ pub(crate) struct SessionPage {
 pub(crate) async fn list(
     State(state): State<AppState>,
     scope: InTenant<Read>,
-    RawQuery(raw): RawQuery,
+    PageQuery(page): PageQuery,
 ) -> Result<ApiJson<SessionPage>, ApiError> {
     let t = scope.t();
-    let q = query::parse(raw.as_deref(), &[], &[])?;
-    let page = state.store.list_sessions(t, &q.page).await?;
+    let page = state.store.list_sessions(t, &page).await?;
     Ok(ApiJson(SessionPage {
         items: page.items.into_iter().map(Session::from).collect(),
         next_cursor: page.next_cursor,

@@ -264,13 +264,21 @@ pub(crate) async fn put_desired(
         .commands
         .clone()
         .ok_or_else(|| ApiError::unavailable("MQTT not available"))?;
-    // The entry gives the new version, which the store sets.
+    // The entry and `state.desired` give the new version, which the store
+    // sets; the event commits with the document, whether or not the
+    // broker then takes it.
     let stored = |document: &DeviceState| {
         at.audit(
             "device.state.desired",
             format!("tenants/{t}/devices/{d}/state"),
             json!({ "version": document.desired_version }),
         )
+        .with_event(at.event(catalogue::Event::StateDesired(StateDesired {
+            device_id: d.to_string(),
+            desired: document.desired.clone(),
+            version: document.desired_version,
+            delta: document.delta(),
+        })))
     };
     let document = state
         .store
@@ -289,20 +297,6 @@ pub(crate) async fn put_desired(
             source: Some(Box::new(e)),
         })?;
     tracing::info!(tenant = %t, device = %d, version = document.desired_version, "desired state published");
-    state
-        .events
-        .publish_device(
-            &state.store,
-            t,
-            d,
-            &catalogue::Event::StateDesired(StateDesired {
-                device_id: d.to_string(),
-                desired: document.desired.clone(),
-                version: document.desired_version,
-                delta: document.delta(),
-            }),
-        )
-        .await;
     let version = document.desired_version;
     let view = state_view(&state, t, d, document).await?;
     Ok(([(ETAG, etag(version))], ApiJson(view)).into_response())

@@ -3,7 +3,7 @@
 //! (platform-admin; deletes the tenant's devices too).
 
 use ::events::change::Change;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use http::HeaderMap;
 use http::header::IF_MATCH;
@@ -14,8 +14,9 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::etag::{ETag, tagged};
+use super::query::PageQuery;
 use super::scope::{Admin, AsPlatform, InTenant, Platform, Read, TenantPath};
-use super::{Routes, nullable, query, validate};
+use super::{Routes, nullable, validate};
 use crate::model::{Tenant, TenantPage};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -100,10 +101,9 @@ pub(crate) async fn create(
 pub(crate) async fn list(
     State(state): State<AppState>,
     _admin: AsPlatform,
-    RawQuery(raw): RawQuery,
+    PageQuery(page): PageQuery,
 ) -> Result<ApiJson<TenantPage>, ApiError> {
-    let q = query::parse(raw.as_deref(), &[], &[])?;
-    Ok(ApiJson(state.store.list_tenants(&q.page).await?.into()))
+    Ok(ApiJson(state.store.list_tenants(&page).await?.into()))
 }
 
 /// Read a tenant (any role of the tenant). The `ETag` names this version,

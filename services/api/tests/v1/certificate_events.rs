@@ -78,30 +78,27 @@ async fn certificate_events(db: &TestDb) {
         "later events have larger numbers"
     );
 
-    t.post(
-        "/v1/tenants/acme/devices/d1/certificates:revoke-before",
-        &t.admin,
-        json!({}),
-    )
-    .await
-    .expect(200);
-    let e = next().await;
-    assert_eq!(e.event_type, "certificate.revoked");
-    assert_eq!(e.device.as_deref(), Some("d1"));
-    assert_eq!(e.data["scope"], "device");
-    assert!(e.data["issued_before"].is_string(), "{}", e.data);
-
-    t.post(
-        "/v1/tenants/acme/certificates:revoke-before",
-        &t.admin,
-        json!({}),
-    )
-    .await
-    .expect(200);
-    let e = next().await;
-    assert_eq!(e.event_type, "certificate.revoked");
-    assert_eq!(e.device, None);
-    assert_eq!(e.data["scope"], "tenant");
+    // Floors: one event each, the device's numbered, the tenant's not.
+    for (url, device, scope) in [
+        (
+            "/v1/tenants/acme/devices/d1/certificates:revoke-before",
+            Some("d1"),
+            "device",
+        ),
+        (
+            "/v1/tenants/acme/certificates:revoke-before",
+            None,
+            "tenant",
+        ),
+    ] {
+        t.post(url, &t.admin, json!({})).await.expect(200);
+        let e = next().await;
+        assert_eq!(e.event_type, "certificate.revoked");
+        assert_eq!(e.device.as_deref(), device);
+        assert_eq!(e.seq.is_some(), device.is_some());
+        assert_eq!(e.data["scope"], scope);
+        assert!(e.data["issued_before"].is_string(), "{}", e.data);
+    }
 }
 
 store::backend_tests!(certificate_events);

@@ -19,6 +19,18 @@ async fn import_as(t: &TestApp, token: &str, media_type: &str, query: &str, body
     t.send(req).await
 }
 
+/// An all-or-nothing NDJSON import that applies nothing, with the
+/// `(line, status)` pairs `expected`; its report.
+async fn refused(t: &TestApp, token: &str, body: &str, expected: &[(u64, &str)]) -> Value {
+    let r = import(t, token, "?all_or_nothing=true", body)
+        .await
+        .expect(200)
+        .body;
+    assert_eq!(r["applied"], false);
+    assert_eq!(statuses(&r), s(expected));
+    r
+}
+
 fn statuses(report: &Value) -> Vec<(u64, String)> {
     report["results"]
         .as_array()
@@ -54,35 +66,31 @@ async fn ndjson_import(db: &TestDb) {
     );
 
     // All or nothing: the invalid lines stop everything before the store.
-    let r = import(&t, &op, "?all_or_nothing=true", body)
-        .await
-        .expect(200)
-        .body;
-    assert_eq!(r["applied"], false);
-    assert_eq!(
-        statuses(&r),
-        s(&[
+    let r = refused(
+        &t,
+        &op,
+        body,
+        &[
             (1, "not_attempted"),
             (3, "failed"),
             (4, "not_attempted"),
             (5, "failed"),
             (6, "failed"),
-            (7, "not_attempted")
-        ])
-    );
+            (7, "not_attempted"),
+        ],
+    )
+    .await;
     assert_eq!(r["results"][1]["error"]["errors"][0]["pointer"], "/id");
     assert_eq!(r["results"][4]["error"]["errors"][0]["pointer"], "/extra");
     // Valid lines, but a duplicate: rolled back.
     let valid = "{\"id\":\"i1\"}\n{\"id\":\"dup\"}\n{\"id\":\"i3\"}\n";
-    let r = import(&t, &op, "?all_or_nothing=true", valid)
-        .await
-        .expect(200)
-        .body;
-    assert_eq!(r["applied"], false);
-    assert_eq!(
-        statuses(&r),
-        s(&[(1, "rolled_back"), (2, "failed"), (3, "not_attempted")])
-    );
+    let r = refused(
+        &t,
+        &op,
+        valid,
+        &[(1, "rolled_back"), (2, "failed"), (3, "not_attempted")],
+    )
+    .await;
     assert_eq!(
         r["results"][1]["error"]["type"],
         "https://fleetmq.dev/problems/already-exists"

@@ -144,7 +144,100 @@ async fn a_lagging_client_is_told_what_it_missed(db: &TestDb) {
     assert!(end.is_ok(), "stream still open after close_streams");
 }
 
+/// A REST change's event is written in the change's transaction: the
+/// outbox has one exactly for each change that committed, even when the
+/// in-memory outbox writer takes nothing, and the stream hears of a change
+/// only once it committed (and of none that failed).
+async fn events_of_rest_changes_exist_exactly_when_their_change_committed(db: &TestDb) {
+    let hub = EventHub::new(64);
+    let t = TestApp::with(db, |s| s.with_event_hub(hub.clone())).await;
+    // A writer that refuses every event it is handed.
+    let (writer, writer_task) = webhooks::OutboxWriter::spawn(
+        t.store.clone(),
+        webhooks::OutboxWriterConfig {
+            capacity: 1,
+            max_batch: 1,
+            max_undispatched: 0,
+        },
+        None,
+    );
+    hub.add_listener(std::sync::Arc::new(writer));
+    t.tenant("acme").await;
+    let mut stream = hub.subscribe("acme");
+    let devices = "/v1/tenants/acme/devices";
+
+    t.device("acme", "d1").await;
+    // Refused changes: a taken id, a stale If-Match, a missing device.
+    t.post(devices, &t.admin, json!({"id": "d1"}))
+        .await
+        .problem(409, "already-exists");
+    t.send(request(
+        Method::PATCH,
+        "/v1/tenants/acme/devices/d1",
+        Some(&t.admin),
+        Some(json!({"enabled": false})),
+        &[("if-match", "\"0000\"")],
+    ))
+    .await
+    .expect(412);
+    t.delete("/v1/tenants/acme/devices/ghost", &t.admin)
+        .await
+        .problem(404, "not-found");
+    // Committed: five updates and the deletion.
+    let mut changes: Vec<_> = (0..5)
+        .map(|i| {
+            (
+                Method::PATCH,
+                Some(json!({"labels": {"n": i.to_string()}})),
+                200,
+            )
+        })
+        .collect();
+    changes.push((Method::DELETE, None, 204));
+    for (method, body, status) in changes {
+        t.send(request(
+            method,
+            "/v1/tenants/acme/devices/d1",
+            Some(&t.admin),
+            body,
+            &[],
+        ))
+        .await
+        .expect(status);
+    }
+
+    // Announced before the answer, each with the outbox row it is.
+    let mut heard = Vec::new();
+    while let Ok(item) = stream.try_recv() {
+        let api::events::StreamItem::Event(e) = item else {
+            panic!("events missed");
+        };
+        heard.push((e.event_type.clone(), e.seq, e.outbox_id));
+    }
+    let written: Vec<_> = db
+        .outbox()
+        .await
+        .into_iter()
+        .map(|e| (e.event_type, e.device_seq, Some(e.id)))
+        .collect();
+    let mut expected = vec![("device.created".to_owned(), Some(1))];
+    expected.extend((2..7).map(|seq| ("device.updated".to_owned(), Some(seq))));
+    expected.push(("device.deleted".to_owned(), Some(7)));
+    let types = |events: &[(String, Option<i64>, Option<i64>)]| {
+        events
+            .iter()
+            .map(|(ty, seq, _)| (ty.clone(), *seq))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(types(&written), expected);
+    assert_eq!(heard, written);
+    drop(hub);
+    drop(t);
+    writer_task.closed().await;
+}
+
 store::backend_tests!(
+    events_of_rest_changes_exist_exactly_when_their_change_committed,
     a_lagging_client_is_told_what_it_missed,
     sse_gets_events_published_after_connecting,
     sse_is_tenant_scoped_and_filters_are_checked

@@ -18,25 +18,18 @@ async fn post_with_key(t: &TestApp, uri: &str, token: &str, body: Value, key: &s
 
 async fn retries_get_the_first_response(db: &TestDb) {
     let t = TestApp::new(db).await;
-    let first = post_with_key(
-        &t,
-        "/v1/tenants",
-        &t.admin,
-        json!({"id": "acme", "name": "A"}),
-        "k-1",
-    )
-    .await
-    .expect(201);
+    let create = || {
+        post_with_key(
+            &t,
+            "/v1/tenants",
+            &t.admin,
+            json!({"id": "acme", "name": "A"}),
+            "k-1",
+        )
+    };
+    let first = create().await.expect(201);
     assert!(!first.headers.contains_key("idempotent-replayed"));
-    let retry = post_with_key(
-        &t,
-        "/v1/tenants",
-        &t.admin,
-        json!({"id": "acme", "name": "A"}),
-        "k-1",
-    )
-    .await
-    .expect(201);
+    let retry = create().await.expect(201);
     assert_eq!(retry.headers["idempotent-replayed"], "true");
     assert_eq!(retry.body, first.body);
     // Without the key, the duplicate is a 409 as usual.

@@ -184,6 +184,25 @@ impl TestApp {
             .expect(201);
     }
 
+    /// Assert that the audit log at `log` (`/v1/audit` or a tenant's),
+    /// read as platform-admin, has an entry of each of `actions`.
+    pub async fn assert_audited(&self, log: &str, actions: &[&str]) {
+        let log = self
+            .get(&format!("{log}?limit=100"), &self.admin)
+            .await
+            .expect(200)
+            .body;
+        let found: Vec<&str> = log["items"]
+            .as_array()
+            .expect("a page of entries")
+            .iter()
+            .filter_map(|e| e["action"].as_str())
+            .collect();
+        for action in actions {
+            assert!(found.contains(action), "{action} not audited: {found:?}");
+        }
+    }
+
     /// Create device `d` in `t` as platform-admin.
     pub async fn device(&self, t: &str, d: &str) -> Value {
         self.post(

@@ -100,15 +100,11 @@ async fn platform_credentials_are_for_platform_admins(db: &TestDb) {
         .problem(404, "not-found");
     assert_eq!(*told.0.lock().unwrap(), ["deleted ops"]);
 
-    let log = t.get("/v1/audit", &t.admin).await.expect(200).body;
-    let actions: Vec<&str> = log["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
-    assert!(actions.contains(&"platform_credential.create"), "{log}");
-    assert!(actions.contains(&"platform_credential.delete"), "{log}");
+    t.assert_audited(
+        "/v1/audit",
+        &["platform_credential.create", "platform_credential.delete"],
+    )
+    .await;
 }
 
 async fn topic_rules_get_put(db: &TestDb) {

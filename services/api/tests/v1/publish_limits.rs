@@ -112,25 +112,16 @@ async fn tenant_default_and_device_override(db: &TestDb) {
     );
 
     // Every change is audited.
-    let audit = t
-        .get("/v1/tenants/acme/audit?limit=100", &t.admin)
-        .await
-        .expect(200)
-        .body;
-    let actions: Vec<&str> = audit["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["action"].as_str())
-        .collect();
-    for action in [
-        "publish_limits.put",
-        "publish_limits.delete",
-        "device.publish_limits.put",
-        "device.publish_limits.delete",
-    ] {
-        assert!(actions.contains(&action), "{action} missing: {actions:?}");
-    }
+    t.assert_audited(
+        "/v1/tenants/acme/audit",
+        &[
+            "publish_limits.put",
+            "publish_limits.delete",
+            "device.publish_limits.put",
+            "device.publish_limits.delete",
+        ],
+    )
+    .await;
 }
 
 store::backend_tests!(tenant_default_and_device_override);

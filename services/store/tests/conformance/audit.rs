@@ -106,14 +106,14 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
         .create_tenant_audited(&acme, &entry("tenant.create"))
         .await?;
     store
-        .create_device_audited("acme", &NewDevice::new("d1"), &entry("device.create"))
+        .create_device_audited("acme", &NewDevice::new("d1"), &|_| entry("device.create"))
         .await?;
     let patch = DevicePatch {
         enabled: Some(false),
         ..DevicePatch::default()
     };
     let d1 = store
-        .update_device_audited("acme", "d1", &patch, None, &entry("device.update"))
+        .update_device_audited("acme", "d1", &patch, None, &|_| entry("device.update"))
         .await?;
     // A precondition on an old version: refused, nothing written.
     let stale = store
@@ -122,22 +122,20 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
             "d1",
             &DevicePatch::default(),
             Some(created.updated_at - chrono::Duration::seconds(1)),
-            &entry("device.update"),
+            &|_| entry("device.update"),
         )
         .await;
     assert!(matches!(stale, Err(Error::Modified { .. })), "{stale:?}");
     let current = store
-        .update_device_audited(
-            "acme",
-            "d1",
-            &patch,
-            Some(d1.updated_at),
-            &entry("device.update"),
-        )
+        .update_device_audited("acme", "d1", &patch, Some(d1.updated_at), &|_| {
+            entry("device.update")
+        })
         .await?;
     assert!(!current.enabled);
     let missing = store
-        .update_device_audited("acme", "ghost", &patch, Some(d1.updated_at), &entry("x"))
+        .update_device_audited("acme", "ghost", &patch, Some(d1.updated_at), &|_| {
+            entry("x")
+        })
         .await;
     assert!(
         matches!(missing, Err(Error::NotFound { .. })),
@@ -164,7 +162,7 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
         )
         .await?;
     store
-        .create_device_audited("acme", &NewDevice::new("d2"), &entry("device.create"))
+        .create_device_audited("acme", &NewDevice::new("d2"), &|_| entry("device.create"))
         .await?;
     store
         .delete_device_audited("acme", "d2", &entry("device.delete"))
@@ -192,7 +190,7 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
     // Now no entry can be written: every change fails and leaves no trace.
     db.execute("DROP TABLE audit_log").await?;
     let failed = store
-        .create_device_audited("acme", &NewDevice::new("d3"), &entry("device.create"))
+        .create_device_audited("acme", &NewDevice::new("d3"), &|_| entry("device.create"))
         .await;
     assert!(failed.is_err());
     assert!(matches!(
@@ -209,7 +207,7 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
                     ..DevicePatch::default()
                 },
                 None,
-                &entry("device.update")
+                &|_| entry("device.update")
             )
             .await
             .is_err()

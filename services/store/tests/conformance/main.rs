@@ -10,6 +10,7 @@
 
 mod api_auth;
 mod audit;
+mod change_events;
 mod devices;
 mod migrations;
 mod pki;
