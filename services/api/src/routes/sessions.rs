@@ -132,11 +132,12 @@ pub(crate) async fn remove(
     Path(SessionPath { client_id }): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
     let t = scope.t();
-    // Whether a connection holds it, as the database says (whichever node
-    // serves it).
-    let ended = match state.store.session_summary(t, &client_id).await {
-        Ok(summary) => summary.connected,
-        Err(store::Error::NotFound { .. }) => false,
+    // Whether it is stored, and whether a connection holds it, as the
+    // database says (whichever node serves it). Asked first: the broker's
+    // end of the session may delete the row before this call does.
+    let (stored, ended) = match state.store.session_summary(t, &client_id).await {
+        Ok(summary) => (true, summary.connected),
+        Err(store::Error::NotFound { .. }) => (false, false),
         Err(e) => return Err(e.into()),
     };
     // The broker first (on every node), so that it writes nothing more for
@@ -149,7 +150,7 @@ pub(crate) async fn remove(
         })
         .await;
     let deleted = state.store.delete_session(t, &client_id).await?;
-    if !ended && !deleted {
+    if !stored && !deleted {
         return Err(ApiError::NotFound {
             resource: "session".to_owned(),
             id: client_id,
