@@ -168,7 +168,13 @@ async fn a_node_cut_off_from_nats_sends_its_clients_to_another_node() {
     println!("node 1 ready again {back:?} after the proxy was restored");
     let (_again, _arx, _) = connect(&node1, "newcomer", false).await;
 
-    node1.stop().await.expect("node 1 stops");
+    let logs = node1.stop().await.expect("node 1 stops");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("cut off from the cluster") && l.contains("node-1")),
+        "node 1 did not log that it fenced itself:\n{}",
+        logs.join("\n")
+    );
     node2.stop().await.expect("node 2 stops");
     db.cleanup().await;
 }
