@@ -24,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 const POLL: Duration = Duration::from_millis(100);
 /// How long fencing waits for closed connections to end before flushing.
 const CLOSE_BOUND: Duration = Duration::from_secs(2);
+/// How long fencing waits for the persistent sessions' flush.
+const FLUSH_BOUND: Duration = Duration::from_secs(5);
 /// Counts the times this node fenced itself.
 const FENCED_TOTAL: &str = "cluster_fenced_total";
 /// 1 while the node is fenced.
@@ -110,7 +112,12 @@ async fn watch(
                 let (closed, still_open) = broker
                     .disconnect_all(mqtt::ReasonCode::UseAnotherServer, CLOSE_BOUND)
                     .await;
-                let flushed = sessions.flush().await;
+                // Bounded: with the database away too, the shutdown must
+                // not wait on this task forever.
+                let flushed = match tokio::time::timeout(FLUSH_BOUND, sessions.flush()).await {
+                    Ok(flushed) => flushed.map_err(|e| e.to_string()),
+                    Err(_) => Err(format!("not done within {FLUSH_BOUND:?}")),
+                };
                 tracing::error!(
                     %node,
                     reason = %why,
