@@ -38,9 +38,15 @@ impl NodeDir {
 
     /// `fleetmq serve` as a cluster member on `db` and `nats`.
     pub fn serve(&self, db: &TestDb, nats: &Nats, extra: &[&str]) -> Command {
+        self.serve_on(db, &nats.url(), extra)
+    }
+
+    /// `fleetmq serve` as a cluster member on `db` and the NATS at
+    /// `nats_url` (e.g. through a proxy the test can cut).
+    pub fn serve_on(&self, db: &TestDb, nats_url: &str, extra: &[&str]) -> Command {
         let mut cmd = fleetmq(self.0.path());
         cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
-            .args(["--database-url", db.url(), "--nats-url", &nats.url()])
+            .args(["--database-url", db.url(), "--nats-url", nats_url])
             .args(extra);
         cmd
     }

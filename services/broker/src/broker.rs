@@ -2,7 +2,7 @@
 //! `Arc`), and [`BrokerBuilder`] to plug in the platform's traits.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
@@ -44,6 +44,8 @@ struct Inner {
     /// tenants not in memory yet: a tenant loaded later starts with them.
     topic_rules: RwLock<HashMap<TenantId, TopicRules>>,
     next_conn_id: AtomicU64,
+    /// Whether new connections are taken ([`Broker::set_accepting`]).
+    accepting: AtomicBool,
     /// The other nodes of a cluster, if this node is in one.
     interconnect: Option<Arc<dyn Interconnect>>,
 }
@@ -142,6 +144,7 @@ impl BrokerBuilder {
                 directory: self.directory,
                 topic_rules: RwLock::default(),
                 next_conn_id: AtomicU64::new(1),
+                accepting: AtomicBool::new(true),
                 interconnect: self.interconnect,
             }),
         }
@@ -194,6 +197,63 @@ impl Broker {
 
     pub(crate) fn interconnect(&self) -> Option<&dyn Interconnect> {
         self.inner.interconnect.as_deref()
+    }
+
+    /// Whether a CONNECT is taken now; while not, each is refused with
+    /// 0x88 Server unavailable (3.1.1: return code 3), before it is
+    /// authenticated.
+    pub fn accepting(&self) -> bool {
+        self.inner.accepting.load(Ordering::Relaxed)
+    }
+
+    /// Takes new connections again (`true`, the default) or refuses them
+    /// (`false`): for a node that must not serve for a while, such as a
+    /// cluster member cut off from the others. Live connections are left
+    /// alone ([`Broker::disconnect_all`] ends them).
+    pub fn set_accepting(&self, accepting: bool) {
+        self.inner.accepting.store(accepting, Ordering::Relaxed);
+    }
+
+    /// Closes every live connection with DISCONNECT `reason` (v5) and
+    /// waits, at most `within`, until each has ended: their sessions are
+    /// then detached, and a persistent session's last state is handed to
+    /// the session store. Returns how many were closed and how many were
+    /// still open at the bound.
+    pub async fn disconnect_all(
+        &self,
+        reason: ReasonCode,
+        within: std::time::Duration,
+    ) -> (usize, usize) {
+        let conns = self.all_connections();
+        for conn in &conns {
+            conn.kick(reason);
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            // A kicked connection's session drops it when its task ends.
+            let live: std::collections::HashSet<u64> =
+                self.all_connections().iter().map(|c| c.id).collect();
+            let open = conns.iter().filter(|c| live.contains(&c.id)).count();
+            if open == 0 || Instant::now() >= deadline {
+                return (conns.len(), open);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    fn all_connections(&self) -> Vec<Arc<crate::session::ConnControl>> {
+        let tenants: Vec<Arc<Tenant>> = self
+            .inner
+            .tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        std::iter::once(&self.inner.platform)
+            .chain(&tenants)
+            .flat_map(|t| t.connections())
+            .collect()
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

@@ -26,6 +26,7 @@ pub mod config;
 pub mod datadir;
 pub mod error;
 pub mod fdlimit;
+pub mod fence;
 pub mod listen;
 pub mod message_events;
 pub mod pki_boot;

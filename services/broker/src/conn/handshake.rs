@@ -139,6 +139,18 @@ where
     refuse(stream, version, ReasonCode::ServerBusy).await
 }
 
+/// Answers a CONNECT while the broker takes none ([`Broker::accepting`]):
+/// Server Unavailable (3.1.1: return code 3), in the client's version.
+pub(crate) async fn refuse_unavailable<S>(
+    stream: &mut S,
+    version: ProtocolVersion,
+) -> Result<(), Error>
+where
+    S: AsyncWrite + Unpin,
+{
+    refuse(stream, version, ReasonCode::ServerUnavailable).await
+}
+
 /// Runs the handshake from the CONNECT ([`read_connect_timed`]) up to
 /// attaching the session. `Ok(None)`: the client
 /// was refused (CONNACK sent). A returned [`Conn`] holds the session: the

@@ -177,6 +177,15 @@ pub(crate) async fn serve<S>(
                 return;
             }
         };
+        if !broker.accepting() {
+            metrics::connection_refused("not_accepting");
+            debug!("not accepting connections now; CONNECT refused as server unavailable");
+            if let Err(e) = handshake::refuse_unavailable(&mut stream, connect.protocol).await {
+                debug!(error = %e, "could not answer server unavailable");
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+            return;
+        }
         let Ok(_place) = places.try_acquire_owned() else {
             metrics::connection_refused("max_connections");
             // Per CONNECT, so not a warning: the metric says how many.
@@ -631,11 +640,15 @@ impl Conn {
         }
         // MQTT-3.1.2-8: the will is published unless the client said a
         // normal DISCONNECT (MQTT-3.14.4-3); 0x04 asks for it. A server
-        // shutdown is not the client's loss.
+        // shutdown, or a server sending the client elsewhere (a cluster
+        // node cut off), is not the client's loss.
         let will_due = match end {
             End::Lost => true,
             End::Client(r) => r == ReasonCode::DisconnectWithWillMessage,
-            End::Server(r) => r != ReasonCode::ServerShuttingDown,
+            End::Server(r) => !matches!(
+                r,
+                ReasonCode::ServerShuttingDown | ReasonCode::UseAnotherServer
+            ),
         };
         let will = self.will.take().filter(|_| will_due);
         will::after_disconnect(

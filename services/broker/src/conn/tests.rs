@@ -381,3 +381,41 @@ async fn topic_rules_refuse_with_reason_codes_and_strings_at_once() {
         matches!(d.recv().await, Some(Packet::Publish(p)) if p.topic.as_ref().map(TopicName::as_str) == Some("a/b c"))
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_not_accepting_refuses_connects_and_sends_its_clients_elsewhere() {
+    let b = broker();
+    let mut persistent = Client::connect(&b, leaver()).await;
+    let mut other = Client::connect(&b, Connect::new(V5, "other")).await;
+    b.set_accepting(false);
+    let mut late = Client::open(&b);
+    late.send(Connect::new(V5, "late")).await;
+    let got = late.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::ServerUnavailable),
+        "{got:?}"
+    );
+    // Live connections are left alone until they are sent away.
+    other.send(Packet::PingReq).await;
+    assert_eq!(other.recv().await, Some(Packet::PingResp));
+    let (closed, open) = b
+        .disconnect_all(ReasonCode::UseAnotherServer, Duration::from_secs(2))
+        .await;
+    assert_eq!((closed, open), (2, 0));
+    for client in [&mut persistent, &mut other] {
+        let got = client.recv().await;
+        assert!(
+            matches!(&got, Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::UseAnotherServer),
+            "{got:?}"
+        );
+    }
+    // Accepting again, the persistent session is still there.
+    b.set_accepting(true);
+    let mut back = Client::open(&b);
+    back.send(leaver()).await;
+    let got = back.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::ConnAck(a)) if a.reason_code == ReasonCode::Success && a.session_present),
+        "{got:?}"
+    );
+}

@@ -150,6 +150,16 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         services.durable_sessions.clone(),
         config.retained_purge_interval,
     );
+    // A member cut off from NATS stops serving MQTT before its lease lapses.
+    let fence = cluster.as_ref().map(|joined| {
+        crate::fence::Fence::spawn(
+            joined.node_name().to_string(),
+            joined.readiness(),
+            broker.clone(),
+            services.durable_sessions.clone(),
+            crate::fence::grace(cluster::DEFAULT_LEASE_TTL),
+        )
+    });
     let mqtt_tasks = [
         tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),
         tokio::spawn(broker::run_tls_listener(
@@ -225,6 +235,9 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     };
     purge.stop();
     session_sweep.stop();
+    if let Some(fence) = fence {
+        fence.stop().await;
+    }
     services.shutdown().await;
     drop(feed_link);
     if let Some(cluster) = cluster {
