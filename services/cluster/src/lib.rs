@@ -70,6 +70,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub mod feed;
+pub mod handoff;
 pub mod lease;
 mod node;
 pub mod routing;
