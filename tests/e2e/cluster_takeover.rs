@@ -75,6 +75,21 @@ async fn received(rx: &mut V5Incoming, n: usize) -> Vec<String> {
     got
 }
 
+/// Waits for the connection of `rx` to end with DISCONNECT 0x8E Session
+/// taken over (rumqttc ends its event loop with it as the error).
+async fn taken_over(rx: &mut V5Incoming) {
+    let ended = next(rx, |p| match p {
+        Ok(Packet::Disconnect(d)) => Some(format!("{:?}", d.reason_code)),
+        Err(e) => Some(e),
+        _ => None,
+    })
+    .await;
+    assert!(
+        ended.contains("SessionTakenOver"),
+        "the connection ended otherwise: {ended}"
+    );
+}
+
 fn numbered(from: usize, to: usize) -> Vec<String> {
     (from..to).map(|i| format!("m{i}")).collect()
 }
@@ -106,17 +121,7 @@ async fn a_connect_on_another_node_takes_the_session_over_and_it_moves() {
     // The same client id on node 2: node 1's connection is taken over.
     let (_x2, mut r2, present) = persistent(c.node(1), "mover").await;
     assert!(present, "the session moved: Session Present 1");
-    // rumqttc ends its event loop with the server's DISCONNECT as the error.
-    let ended = next(&mut r1, |p| match p {
-        Ok(Packet::Disconnect(d)) => Some(format!("{:?}", d.reason_code)),
-        Err(e) => Some(e),
-        _ => None,
-    })
-    .await;
-    assert!(
-        ended.contains("SessionTakenOver"),
-        "node 1's connection ended otherwise: {ended}"
-    );
+    taken_over(&mut r1).await;
 
     // Its subscription came with it: node 3's messages arrive on node 2.
     publish_acked(&publisher, &mut pr, "take/b", &numbered(1, 21)).await;
@@ -164,5 +169,28 @@ async fn qos_1_messages_queued_while_offline_on_one_node_arrive_on_another() {
     assert_eq!(received(&mut r3, more.len()).await, more);
     let extra = tokio::time::timeout(Duration::from_millis(700), received(&mut r3, 1)).await;
     assert!(extra.is_err(), "a message came twice: {extra:?}");
+    c.stop().await;
+}
+
+#[tokio::test]
+async fn a_clean_start_on_another_node_ends_the_old_connection_too() {
+    let Some(c) = anonymous_nodes().await else {
+        return;
+    };
+    let (x1, mut r1, _) = persistent(c.node(0), "fresh").await;
+    x1.subscribe("clean/#", QoS::AtLeastOnce).await.unwrap();
+    v5_suback(&mut r1).await;
+
+    let mut o = MqttOptions::new("fresh", "127.0.0.1", c.node(1).mqtt().port());
+    o.set_keep_alive(Duration::from_secs(30));
+    let (_x2, mut r2, _task) = v5(o);
+    let present = next(&mut r2, |p| match p {
+        Ok(Packet::ConnAck(ack)) => Some(ack.session_present),
+        Err(e) => panic!("connect failed: {e}"),
+        _ => None,
+    })
+    .await;
+    assert!(!present, "Clean Start discards the session");
+    taken_over(&mut r1).await;
     c.stop().await;
 }
