@@ -11,6 +11,7 @@ use tokio::time::Instant;
 
 use crate::auth::{AllowAll, AllowAnonymous, Authenticator, Authorizer};
 use crate::events::{EventSink, NoEvents};
+use crate::handoff::SessionHandoff;
 use crate::hygiene::TopicRules;
 use crate::interconnect::Interconnect;
 use crate::message::Message;
@@ -48,6 +49,8 @@ struct Inner {
     accepting: AtomicBool,
     /// The other nodes of a cluster, if this node is in one.
     interconnect: Option<Arc<dyn Interconnect>>,
+    /// How client ids are taken over from other nodes, in a cluster.
+    handoff: Option<Arc<dyn SessionHandoff>>,
 }
 
 /// The broker: tenants, sessions and the traits it calls out through.
@@ -75,9 +78,18 @@ pub struct BrokerBuilder {
     session_store: Option<Arc<dyn SessionStore>>,
     directory: Option<Arc<dyn TenantDirectory>>,
     interconnect: Option<Arc<dyn Interconnect>>,
+    handoff: Option<Arc<dyn SessionHandoff>>,
 }
 
 impl BrokerBuilder {
+    /// Makes client ids unique across a cluster: a CONNECT takes the
+    /// session over from the node that holds it through `handoff`
+    /// (default: none, a single node). Needs a session store.
+    pub fn session_handoff(mut self, handoff: Arc<dyn SessionHandoff>) -> Self {
+        self.handoff = Some(handoff);
+        self
+    }
+
     /// Makes this node one of a cluster's: interest, published messages
     /// and retained changes go to `interconnect` (default: none, a single
     /// node).
@@ -146,6 +158,7 @@ impl BrokerBuilder {
                 next_conn_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
                 interconnect: self.interconnect,
+                handoff: self.handoff,
             }),
         }
     }
@@ -163,6 +176,7 @@ impl Broker {
             session_store: None,
             directory: None,
             interconnect: None,
+            handoff: None,
         }
     }
 
@@ -286,10 +300,16 @@ impl Broker {
             .load(id)
             .await
             .map_err(|e| Error::Store(e.0))?;
-        let sessions = match &self.inner.session_store {
+        let mut sessions = match &self.inner.session_store {
             Some(store) => store.load(id).await.map_err(|e| Error::Store(e.0))?,
             None => Vec::new(),
         };
+        if let Some(handoff) = &self.inner.handoff {
+            // Another node's sessions stay there until a CONNECT takes
+            // them over: one node holds a session in memory, or two would
+            // queue its messages.
+            sessions.retain(|s| s.node.as_deref().is_none_or(|n| n == handoff.node()));
+        }
         let fresh = Arc::new(Tenant::with_limits(
             id.clone(),
             self.inner.config.topic_limits,
@@ -480,6 +500,85 @@ impl Broker {
         };
         conn.kick(ReasonCode::AdministrativeAction);
         true
+    }
+
+    /// Lets go of the session of `client_id` in `tenant` for another node
+    /// of the cluster that took the client id over (issue 15): its
+    /// connection, if any, is closed with DISCONNECT 0x8E Session taken
+    /// over (as a local takeover: no will, the session goes on), what this
+    /// node holds of it is written to the session store, and it is
+    /// forgotten here without ending in the store. Returns whether this
+    /// node held it.
+    pub async fn release_session(&self, tenant: &TenantId, client_id: &str) -> Result<bool, Error> {
+        let Some(session) = self
+            .existing(tenant)
+            .and_then(|t| t.session(client_id).map(|s| (t, s)))
+        else {
+            return Ok(false);
+        };
+        let (t, session) = session;
+        // The connection stops being the session's before it closes, as in
+        // `Tenant::attach`: it then neither keeps it offline nor arms its
+        // will.
+        let previous = {
+            let mut st = session.lock();
+            st.generation += 1;
+            st.conn.take()
+        };
+        session.resumed.notify_waiters();
+        if let Some(conn) = previous {
+            conn.kick(ReasonCode::SessionTakenOver);
+            let timeout = self.inner.config.takeover_timeout;
+            if tokio::time::timeout(timeout, conn.finished.cancelled())
+                .await
+                .is_err()
+            {
+                tracing::warn!(tenant = %tenant, client_id, "connection did not let go of the session in time");
+            }
+        }
+        t.forget(&session);
+        if let Some(store) = &self.inner.session_store {
+            store.flush().await.map_err(|e| Error::Store(e.0))?;
+        }
+        tracing::info!(tenant = %tenant, client_id, "session released to another node");
+        Ok(true)
+    }
+
+    /// In a cluster, before a CONNECT of `client_id` attaches in `tenant`:
+    /// the node the store names as the session's lets go of it, and it is
+    /// loaded here from the store. Nothing happens on a single node or
+    /// for a session this node serves.
+    pub(crate) async fn claim_session(
+        &self,
+        tenant: &Arc<Tenant>,
+        client_id: &str,
+    ) -> Result<(), Error> {
+        let (Some(handoff), Some(store)) = (&self.inner.handoff, &self.inner.session_store) else {
+            return Ok(());
+        };
+        let load = || async {
+            store
+                .load_session(&tenant.id, client_id)
+                .await
+                .map_err(|e| Error::Store(e.0))
+        };
+        let Some(node) = load()
+            .await?
+            .and_then(|s| s.node)
+            .filter(|n| n != handoff.node())
+        else {
+            return Ok(());
+        };
+        if let Err(e) = handoff.release(&node, &tenant.id, client_id).await {
+            // A dead node cannot answer: its session is taken as stored.
+            tracing::warn!(node, error = %e, "session not released by its node; taken over as stored");
+        }
+        tenant.adopt(
+            client_id,
+            load().await?,
+            crate::session::QueueLimits::of(&self.inner.config),
+        );
+        Ok(())
     }
 
     /// Gives the live connection of `client_id` in `tenant` new publish

@@ -69,6 +69,7 @@ pub mod events;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handoff;
 pub mod hygiene;
 mod index;
 #[cfg(test)]
@@ -96,6 +97,7 @@ pub use broker::{Broker, BrokerBuilder, SERVER_CLIENT_ID};
 pub use config::{Config, RetainedLimit};
 pub use error::Error;
 pub use events::{Credential, Event, EventSink, MemoryEvents, NoEvents};
+pub use handoff::{HandoffError, SessionHandoff};
 pub use hygiene::{TopicLimits, TopicRefusal, TopicRules};
 pub use ids::TenantId;
 pub use interconnect::{Inbound, Interconnect, Outbound};

@@ -211,6 +211,28 @@ pub trait SessionStore: Send + Sync + 'static {
     /// publish the will.
     async fn load(&self, tenant: &TenantId) -> Result<Vec<StoredSession>, StoreError>;
 
+    /// The stored session of `client_id` in `tenant`, if any, as
+    /// [`SessionStore::load`] would return it: read when a session moves
+    /// from another node of a cluster.
+    async fn load_session(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        Ok(self
+            .load(tenant)
+            .await?
+            .into_iter()
+            .find(|s| &*s.record.client_id == client_id))
+    }
+
+    /// Waits until every change handed over before this call is durable:
+    /// a session leaving this node is complete in the store before
+    /// another node loads it.
+    async fn flush(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// A connection takes up the session `session.client_id` (new or
     /// resumed); `clean_start` discards whatever was stored under that
     /// client id first. A resumed session keeps what it holds.

@@ -273,6 +273,11 @@ impl Tenant {
         session.lock().conn.clone()
     }
 
+    /// The session of `client_id`, if this node holds it.
+    pub(crate) fn session(&self, client_id: &str) -> Option<Arc<Session>> {
+        self.sessions().get(client_id).cloned()
+    }
+
     /// Every live connection.
     pub(crate) fn connections(&self) -> Vec<Arc<ConnControl>> {
         let sessions: Vec<Arc<Session>> = self.sessions().values().cloned().collect();
@@ -430,6 +435,41 @@ impl Tenant {
         drop(sessions);
         drop(self.end(session));
         true
+    }
+
+    /// Takes `session` out of this node without ending it in the store:
+    /// another node of the cluster took it over and loads it from there.
+    /// Its subscriptions leave the index and its timers (expiry, delayed
+    /// will) find it moved on.
+    pub(crate) fn forget(&self, session: &Arc<Session>) {
+        {
+            let mut sessions = self.sessions();
+            if sessions
+                .get(session.client_id())
+                .is_some_and(|s| Arc::ptr_eq(s, session))
+            {
+                sessions.remove(session.client_id());
+            }
+        }
+        let subs = {
+            let mut st = session.lock();
+            if st.ended {
+                return;
+            }
+            st.ended = true;
+            st.generation += 1;
+            st.conn = None;
+            st.pending.clear();
+            st.inflight.clear();
+            std::mem::take(&mut st.subscriptions)
+        };
+        session.ended_signal.cancel();
+        metrics::sessions(-1.0);
+        session.stop_holding_back();
+        let mut index = write(&self.index);
+        for filter in subs.keys() {
+            self.remove_from(&mut index, filter, session.client_id());
+        }
     }
 
     /// Discards a session that is no longer in `sessions`: its

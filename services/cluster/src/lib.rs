@@ -53,6 +53,9 @@
 //!   subscription; that node gives it to one of its members. A clustered
 //!   node routes its own publishes to shared groups that way too (on a
 //!   second connection, with echo), never locally as well.
+//! - Sessions ([`handoff`]): a CONNECT takes its client id over from the
+//!   node the session's stored row names (0x8E there, the session
+//!   written and forgotten), then loads it from Postgres.
 //! - Not yet: a QoS 1/2 publisher's acknowledgement does not wait for
 //!   persistent sessions on other nodes (written behind there).
 //!
@@ -70,6 +73,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub mod feed;
+pub mod handoff;
 pub mod lease;
 mod node;
 pub mod routing;

@@ -37,7 +37,7 @@
 use std::collections::HashMap;
 
 use async_nats::Client;
-use broker::{Broker, Durability, Interconnect, Outbound, TenantId};
+use broker::{Broker, Durability, HandoffError, Interconnect, Outbound, SessionHandoff, TenantId};
 use bytes::Bytes;
 use futures::StreamExt;
 use mqtt::{TopicFilter, TopicName};
@@ -85,6 +85,8 @@ pub const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 /// changes to the tasks [`Pending::start`] runs.
 pub struct Router {
     node: String,
+    /// For session takeover requests ([`crate::handoff`]).
+    client: Client,
     outbound: mpsc::Sender<Frame>,
     interest: mpsc::UnboundedSender<Interest>,
 }
@@ -119,6 +121,7 @@ impl Router {
         (
             Router {
                 node: node.to_owned(),
+                client: client.clone(),
                 outbound: out_tx,
                 interest: int_tx,
             },
@@ -156,6 +159,25 @@ impl Router {
                 false
             }
         }
+    }
+}
+
+/// The router's connection also carries session takeovers between nodes
+/// ([`crate::handoff`]); its node name is the one the session store
+/// records.
+#[async_trait::async_trait]
+impl SessionHandoff for Router {
+    fn node(&self) -> &str {
+        &self.node
+    }
+
+    async fn release(
+        &self,
+        node: &str,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> Result<(), HandoffError> {
+        crate::handoff::release(&self.client, node, tenant, client_id).await
     }
 }
 
@@ -221,6 +243,16 @@ impl Pending {
             .await
             .map_err(|e| crate::Error::Routing(e.to_string()))?;
         tasks.spawn(apply_retained(retained, broker.clone(), self.node.clone()));
+        let releases = self
+            .client
+            .subscribe(crate::handoff::subject(&self.node))
+            .await
+            .map_err(|e| crate::Error::Routing(e.to_string()))?;
+        tasks.spawn(crate::handoff::serve(
+            releases,
+            self.client.clone(),
+            broker.clone(),
+        ));
         let stop = tokio_util::sync::CancellationToken::new();
         let publisher = tokio::spawn(publish(self.client.clone(), self.outbound, stop.clone()));
         tasks.spawn(follow_interest(

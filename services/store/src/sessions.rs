@@ -354,30 +354,58 @@ impl Store {
     /// QoS 2 ids, in client id order, whatever its deadlines: the broker
     /// applies them (a will due, a session expired while it was down).
     pub async fn load_sessions(&self, tenant_id: &str) -> Result<Vec<StoredSession>, Error> {
+        self.load_sessions_of(tenant_id, None).await
+    }
+
+    /// The stored session of `client_id` in a tenant, as
+    /// [`Store::load_sessions`] returns it: a session moving between the
+    /// nodes of a cluster.
+    pub async fn load_session(
+        &self,
+        tenant_id: &str,
+        client_id: &str,
+    ) -> Result<Option<StoredSession>, Error> {
+        Ok(self
+            .load_sessions_of(tenant_id, Some(client_id))
+            .await?
+            .pop())
+    }
+
+    /// A tenant's sessions, or only `client_id`'s.
+    async fn load_sessions_of(
+        &self,
+        tenant_id: &str,
+        client_id: Option<&str>,
+    ) -> Result<Vec<StoredSession>, Error> {
         const SESSIONS: &str = concat!(
             "SELECT s.id, ",
             session_columns!(),
             ", (SELECT COUNT(*) FROM mqtt_session_queue q WHERE q.session_id = s.id) AS queued \
-             FROM mqtt_sessions s WHERE s.tenant_id = $1 ORDER BY s.client_id"
+             FROM mqtt_sessions s WHERE s.tenant_id = $1 \
+             AND ($2 IS NULL OR s.client_id = $2) ORDER BY s.client_id"
         );
         const SUBSCRIPTIONS: &str = "SELECT x.session_id, x.filter, x.qos, x.no_local, \
              x.retain_as_published, x.retain_handling, x.subscription_id \
              FROM mqtt_session_subscriptions x JOIN mqtt_sessions s ON s.id = x.session_id \
-             WHERE s.tenant_id = $1 ORDER BY x.session_id, x.filter";
+             WHERE s.tenant_id = $1 AND ($2 IS NULL OR s.client_id = $2) \
+             ORDER BY x.session_id, x.filter";
         const INCOMING: &str = "SELECT i.session_id, i.packet_id FROM mqtt_session_incoming i \
              JOIN mqtt_sessions s ON s.id = i.session_id WHERE s.tenant_id = $1 \
-             ORDER BY i.session_id, i.packet_id";
+             AND ($2 IS NULL OR s.client_id = $2) ORDER BY i.session_id, i.packet_id";
         let (sessions, subscriptions, incoming) = on_pool!(self, pool => {
             let sessions = sqlx::query_as::<_, SessionRow>(SESSIONS)
                 .bind(tenant_id)
+                .bind(client_id)
                 .fetch_all(pool)
                 .await?;
             let subscriptions = sqlx::query_as::<_, SubscriptionRow>(SUBSCRIPTIONS)
                 .bind(tenant_id)
+                .bind(client_id)
                 .fetch_all(pool)
                 .await?;
             let incoming = sqlx::query_as::<_, (i64, i32)>(INCOMING)
                 .bind(tenant_id)
+                .bind(client_id)
                 .fetch_all(pool)
                 .await?;
             (sessions, subscriptions, incoming)

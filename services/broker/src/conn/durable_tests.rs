@@ -232,3 +232,35 @@ async fn qos_2_is_exactly_once_across_a_restart() {
     let next = received(&mut sub, 1).await;
     assert_eq!(payloads(&next), ["m1"]);
 }
+
+/// Issue 15: a node lets go of a session another node took over. Its
+/// connection ends with DISCONNECT 0x8E, it no longer routes to it, and
+/// the session (subscription and queue) is left in the store for the
+/// other node: a second broker on the store stands for it.
+#[tokio::test]
+async fn a_released_session_leaves_with_0x8e_and_stays_in_the_store() {
+    let store = Arc::new(MemorySessionStore::new());
+    let first = broker(&store);
+    let (mut sub, _) = connect_present(&first, persistent("sub")).await;
+    subscribe(&mut sub, "a/#").await;
+
+    assert!(first.release_session(&dev(), "sub").await.unwrap());
+    match sub.recv().await {
+        Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::SessionTakenOver),
+        other => panic!("DISCONNECT 0x8E expected, got {other:?}"),
+    }
+    assert_eq!(sub.recv().await, None);
+    assert!(
+        !first.release_session(&dev(), "sub").await.unwrap(),
+        "forgotten"
+    );
+    // Published on the first node after: not routed to the session it let
+    // go of (the other node queues its messages).
+    publish_acked(&first, 1).await;
+
+    let second = broker(&store);
+    let (mut sub, present) = connect_present(&second, persistent("sub")).await;
+    assert!(present, "not ended in the store");
+    publish_acked(&second, 2).await;
+    assert_eq!(payloads(&received(&mut sub, 2).await), ["m1", "m2"]);
+}

@@ -263,6 +263,14 @@ where
     Span::current().record("tenant", identity.tenant.as_str());
     Span::current().record("client_id", &*client_id);
 
+    // Client ids are unique across a cluster: the session comes here
+    // from the node that holds it first.
+    if let Err(e) = broker.claim_session(&tenant, &client_id).await {
+        tracing::error!(error = %e, "session could not be taken over from another node");
+        refuse(stream, version, ReasonCode::ServerUnavailable).await?;
+        return Ok(None);
+    }
+
     let ctl = ConnControl::new(conn_id);
     let _ = ctl.principal.set(identity.principal.clone());
     let _ = ctl.version.set(version);

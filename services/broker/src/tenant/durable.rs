@@ -149,6 +149,27 @@ impl Tenant {
         self.end(session)
     }
 
+    /// Makes `stored`, the session of `client_id` as another node of the
+    /// cluster left it in the store, this node's (`None`: it has none
+    /// any more), in place of any copy held here. A CONNECT attaches to
+    /// it next: its will and its expiry wait for that connection's end.
+    pub(crate) fn adopt(
+        &self,
+        client_id: &str,
+        stored: Option<StoredSession>,
+        limits: QueueLimits,
+    ) {
+        if let Some(stale) = self.session(client_id) {
+            self.forget(&stale);
+        }
+        if let Some(mut s) = stored {
+            s.connected = false;
+            s.expires_at = None;
+            s.will_due_at = None;
+            drop(self.restore(vec![s], limits));
+        }
+    }
+
     /// Puts the sessions stored before a restart back: subscriptions into
     /// the index, queued deliveries in order, in-flight ones to resend
     /// with their packet ids, incoming QoS 2 ids. Deadlines are left to

@@ -468,7 +468,10 @@ async fn start_platform(
     let pending = match cluster {
         Some(cluster) => {
             let (router, pending) = cluster.router().await.map_err(Error::Cluster)?;
-            builder = builder.interconnect(Arc::new(router));
+            // One node name for the router and the session store: a
+            // session's stored node is the one that takes its release.
+            let router = Arc::new(router);
+            builder = builder.interconnect(router.clone()).session_handoff(router);
             Some(pending)
         }
         None => None,

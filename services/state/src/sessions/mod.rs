@@ -330,14 +330,15 @@ impl Shared {
     }
 }
 
-#[async_trait]
-impl SessionStore for DurableSessions {
-    async fn load(&self, tenant: &TenantId) -> Result<Vec<StoredSession>, StoreError> {
-        // Changes still buffered are newer than the database.
-        self.flush().await.map_err(|e| store_error(&e))?;
+impl DurableSessions {
+    /// `rows` with their queued deliveries, read page by page.
+    async fn with_queues(
+        &self,
+        tenant: &TenantId,
+        rows: Vec<store::StoredSession>,
+    ) -> Result<Vec<StoredSession>, StoreError> {
         let store = &self.shared.store;
         let failed = |e: store::Error| store_error(&Error::from(e));
-        let rows = store.load_sessions(tenant.as_str()).await.map_err(failed)?;
         // Bodies shared by many sessions are read once per page and held
         // once in memory.
         let mut bodies: HashMap<SessionMessageId, Arc<StoredMessage>> = HashMap::new();
@@ -390,6 +391,47 @@ impl SessionStore for DurableSessions {
             }
         }
         Ok(sessions)
+    }
+}
+
+#[async_trait]
+impl SessionStore for DurableSessions {
+    async fn load(&self, tenant: &TenantId) -> Result<Vec<StoredSession>, StoreError> {
+        // Changes still buffered are newer than the database.
+        self.flush().await.map_err(|e| store_error(&e))?;
+        let store = &self.shared.store;
+        let rows = store
+            .load_sessions(tenant.as_str())
+            .await
+            .map_err(|e| store_error(&Error::from(e)))?;
+        self.with_queues(tenant, rows).await
+    }
+
+    async fn load_session(
+        &self,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> Result<Option<StoredSession>, StoreError> {
+        if !storable(client_id) {
+            return Ok(None);
+        }
+        self.flush().await.map_err(|e| store_error(&e))?;
+        let row = self
+            .shared
+            .store
+            .load_session(tenant.as_str(), client_id)
+            .await
+            .map_err(|e| store_error(&Error::from(e)))?;
+        Ok(self
+            .with_queues(tenant, row.into_iter().collect())
+            .await?
+            .pop())
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        DurableSessions::flush(self)
+            .await
+            .map_err(|e| store_error(&e))
     }
 
     fn connect(

@@ -1,0 +1,95 @@
+//! Session takeover between nodes (issue 15): client ids are unique per
+//! tenant across the cluster. The connecting node asks the node its
+//! session's stored row names, on that node's own subject
+//! (`fleetmq.takeover.{node}`, a core NATS request), to let go of it
+//! ([`Broker::release_session`]: 0x8E to its connection, the session
+//! written and forgotten); the reply comes once it has. A node that does
+//! not answer within [`RELEASE_TIMEOUT`] (or has no subscriber: it is
+//! gone) leaves the session as stored.
+//!
+//! One node per request, rather than a broadcast every node answers: the
+//! store already says which node serves the session, and a requester
+//! could not tell how many answers to wait for.
+
+use std::time::Duration;
+
+use async_nats::Client;
+use broker::{Broker, HandoffError, TenantId};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+/// The longest a connecting node waits for another node to let go of a
+/// session: above the broker's default takeover timeout (5 s), which
+/// bounds the old connection's end there.
+pub const RELEASE_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// The subject node `node` takes release requests on (node names are
+/// letters, digits, `-` and `_`: one token).
+pub fn subject(node: &str) -> String {
+    format!("fleetmq.takeover.{node}")
+}
+
+#[derive(Serialize, Deserialize)]
+struct Release {
+    tenant: String,
+    client_id: String,
+}
+
+/// Asks `node` to let go of `client_id` in `tenant`; see the module docs.
+pub async fn release(
+    client: &Client,
+    node: &str,
+    tenant: &TenantId,
+    client_id: &str,
+) -> Result<(), HandoffError> {
+    let body = serde_json::to_vec(&Release {
+        tenant: tenant.as_str().to_owned(),
+        client_id: client_id.to_owned(),
+    })
+    .map_err(|e| HandoffError(e.to_string()))?;
+    let reply = tokio::time::timeout(
+        RELEASE_TIMEOUT,
+        client.request(subject(node), Bytes::from(body)),
+    )
+    .await
+    .map_err(|_| HandoffError(format!("node {node} did not answer in time")))?
+    .map_err(|e| HandoffError(format!("node {node}: {e}")))?;
+    match reply.payload.is_empty() {
+        true => Ok(()),
+        false => Err(HandoffError(format!(
+            "node {node}: {}",
+            String::from_utf8_lossy(&reply.payload)
+        ))),
+    }
+}
+
+/// Answers this node's release requests until `sub` ends: each in a task
+/// of its own (one slow connection does not hold the others up). The
+/// reply is empty on success, else the reason.
+pub(crate) async fn serve(mut sub: async_nats::Subscriber, client: Client, broker: Broker) {
+    while let Some(message) = sub.next().await {
+        let Some(reply) = message.reply.clone() else {
+            continue;
+        };
+        let (client, broker) = (client.clone(), broker.clone());
+        tokio::spawn(async move {
+            let answer = match serde_json::from_slice::<Release>(&message.payload) {
+                Err(e) => format!("bad release request: {e}"),
+                Ok(r) => match TenantId::parse(&r.tenant) {
+                    Err(_) => "bad tenant id".to_owned(),
+                    Ok(tenant) => match broker.release_session(&tenant, &r.client_id).await {
+                        Ok(_) => String::new(),
+                        Err(e) => {
+                            tracing::warn!(tenant = %tenant, client_id = %r.client_id, error = %e, "session not released");
+                            e.to_string()
+                        }
+                    },
+                },
+            };
+            if let Err(e) = client.publish(reply, Bytes::from(answer)).await {
+                tracing::warn!(error = %e, "release reply not sent");
+            }
+        });
+    }
+}
