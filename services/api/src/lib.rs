@@ -14,9 +14,10 @@
 //!   store, rotation by `kid`, [`Keys::issue`] for `fleetmq admin token`),
 //!   [`Role`], the [`Principal`] extractor with its access checks and the
 //!   per-caller rate limit.
-//! - [`events`] — [`EventHub`]: platform events (device lifecycle,
-//!   presence, state) for SSE and, through an [`EventListener`] such as the
-//!   webhooks `OutboxWriter`, the webhook outbox.
+//! - [`events`] — the `events` crate's [`EventHub`] re-exported for the
+//!   routes: platform events (device lifecycle, presence, state) for SSE
+//!   and, through an [`EventListener`] such as the webhooks
+//!   `OutboxWriter`, the webhook outbox.
 //! - [`device_io`] — what the binary provides from the broker:
 //!   [`DeviceCommands`] (retained publishes) and [`RecentMessages`] (with the
 //!   bounded [`InMemoryRecentMessages`]).
@@ -34,11 +35,15 @@
 //!   (`devices:import`, NDJSON and, in `device_csv`, CSV), `audit`, `api_keys` (with `/v1/auth/token`),
 //!   `state` (device state, desired, recent messages), `events` (SSE),
 //!   `webhooks`, `ca` (root, tenant chain, CRL), `byo_ca`, `certificates`,
-//!   `credentials` (device passwords, service credentials), `policies`; and
-//!   what they share: `query` (strict list query strings), `validate`
-//!   (bounds, merge patch) and `idempotency` (the `Idempotency-Key`
-//!   middleware on creates); `fleet` (the dashboard's series, lifecycle and
-//!   presence, from [`fleet_stats`]).
+//!   `credentials` (device passwords, tenant service credentials),
+//!   `platform_credentials` (`/v1/service-credentials`), `policies`,
+//!   `publish_limits`, `topic_rules`, `presence_settings`, `sessions`
+//!   (persistent MQTT sessions), `fleet` (the dashboard's series, lifecycle
+//!   and presence, from [`fleet_stats`]); and what they share: `scope`
+//!   (the `InTenant`/`InDevice`/`AsPlatform` extractors that parse and
+//!   authorize path ids, and the audit helper), `query` (strict list query
+//!   strings), `validate` (bounds, merge patch), `etag` (`ETag`/`If-Match`)
+//!   and `idempotency` (the `Idempotency-Key` middleware on creates).
 //! - [`fleet_stats`] — [`FleetStats`]: per-tenant series of the last hour,
 //!   top talkers and lifecycle rings, in memory.
 //! - [`platform_pki`] — [`Pki`], which the binary sets on [`AppState`]
