@@ -9,12 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cluster::testing::NatsServer as Nats;
-use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq, tls_client};
+use fleetmq_tests::cluster::Nodes;
+use fleetmq_tests::{Api, Server, admin_token, tls_client};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
@@ -31,51 +29,19 @@ const WAIT: Duration = Duration::from_secs(20);
 const LOOSE_BOUND: Duration = Duration::from_secs(5);
 
 /// One node: its working directory (data dir `fleetmq-data` inside).
-struct Node {
-    dir: tempfile::TempDir,
-    server: Server,
-}
-
-impl Node {
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("fleetmq-data")
-    }
-}
-
-/// `n` nodes on `db` and `nats`, the first one's key-encryption key copied
-/// to the others, and a platform-admin token (valid on every node: the
-/// signing keys are in the database).
-async fn nodes(db: &TestDb, nats: &Nats, n: usize) -> (Vec<Node>, String) {
-    let mut nodes: Vec<Node> = Vec::new();
-    for i in 0..n {
-        let dir = tempfile::tempdir().unwrap();
-        if let Some(first) = nodes.first() {
-            copy_kek(
-                &first.data().join("kek.hex"),
-                &dir.path().join("fleetmq-data"),
-            );
-        }
-        let mut cmd = fleetmq(dir.path());
-        cmd.args(["serve", "--http-listen", "127.0.0.1:0"])
-            .args(["--database-url", db.url(), "--nats-url", &nats.url()])
-            .args(["--node-name", &format!("node-{}", i + 1)]);
-        let server = Server::start(cmd).await.unwrap();
-        nodes.push(Node { dir, server });
-    }
+/// Two nodes, tenant `acme` made through node 1, and a platform-admin API
+/// on node 1; `None` (skipped, saying so) without a Postgres to test on.
+async fn two_nodes_with_acme() -> Option<(Nodes, Api)> {
+    let nodes = Nodes::start(2, &[]).await?;
     let token = admin_token(
-        nodes[0].dir.path(),
-        &["--role", "platform-admin", "--database-url", db.url()],
+        nodes.dirs[0].path(),
+        &["--role", "platform-admin", "--database-url", nodes.db.url()],
     )
     .await;
-    (nodes, token)
-}
-
-fn copy_kek(kek: &Path, data: &Path) {
-    std::fs::create_dir_all(data).unwrap();
-    std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let copy = data.join("kek.hex");
-    std::fs::write(&copy, std::fs::read(kek).unwrap()).unwrap();
-    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let api = Api::new(nodes.node(0), &token);
+    api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
+        .await;
+    Some((nodes, api))
 }
 
 /// An MQTT 5 client (rumqttc) and what its connection saw, as lines:
@@ -158,15 +124,10 @@ async fn time_to_disconnect(client: &mut Client, start: Instant) -> (Duration, S
 
 #[tokio::test]
 async fn a_revocation_or_deletion_through_one_node_ends_the_session_on_another() {
-    let Some(db) = TestDb::postgres_unmigrated().await else {
+    let Some((nodes, api)) = two_nodes_with_acme().await else {
         return;
     };
-    let nats = Nats::start().await;
-    let (nodes, token) = nodes(&db, &nats, 2).await;
-    let (one, two) = (&nodes[0].server, &nodes[1].server);
-    let api = Api::new(one, &token);
-    api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
-        .await;
+    let two = nodes.node(1);
     api.post("/v1/tenants/acme/devices", json!({"id": "d1"}))
         .await;
     // The tenant's CA is made on node 1 (first certificate); node 2 trusts
@@ -226,23 +187,15 @@ async fn a_revocation_or_deletion_through_one_node_ends_the_session_on_another()
         "{refused}"
     );
 
-    for node in nodes {
-        node.server.stop().await.unwrap();
-    }
-    db.cleanup().await;
+    nodes.stop().await;
 }
 
 #[tokio::test]
 async fn a_policy_narrowed_through_one_node_removes_subscriptions_on_another() {
-    let Some(db) = TestDb::postgres_unmigrated().await else {
+    let Some((nodes, api)) = two_nodes_with_acme().await else {
         return;
     };
-    let nats = Nats::start().await;
-    let (nodes, token) = nodes(&db, &nats, 2).await;
-    let (one, two) = (&nodes[0].server, &nodes[1].server);
-    let api = Api::new(one, &token);
-    api.post("/v1/tenants", json!({"id": "acme", "name": "Acme"}))
-        .await;
+    let two = nodes.node(1);
     let policy = |alerts: bool| {
         let mut subscribe = vec!["commands/${device}/#"];
         if alerts {
@@ -279,8 +232,5 @@ async fn a_policy_narrowed_through_one_node_removes_subscriptions_on_another() {
     assert_eq!(why, "disconnect NotAuthorized");
     assert!(took < LOOSE_BOUND, "{took:?}");
 
-    for node in nodes {
-        node.server.stop().await.unwrap();
-    }
-    db.cleanup().await;
+    nodes.stop().await;
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use cluster::testing::NatsServer;
 use fleetmq_tests::cluster::NodeDir;
 use fleetmq_tests::proxy::TcpProxy;
-use fleetmq_tests::rumqtt::{V5Incoming, next, v5, v5_publish, v5_suback};
+use fleetmq_tests::rumqtt::{V5Incoming, next, v5, v5_connected, v5_publish, v5_suback};
 use fleetmq_tests::{Server, TestDb, metric};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
@@ -41,14 +41,7 @@ fn opts(node: &Server, id: &str, persistent: bool) -> MqttOptions {
 
 /// Connects; returns the client, its packets and CONNACK's session present.
 async fn connect(node: &Server, id: &str, persistent: bool) -> (AsyncClient, V5Incoming, bool) {
-    let (client, mut rx, _task) = v5(opts(node, id, persistent));
-    let present = next(&mut rx, |p| match p {
-        Ok(Packet::ConnAck(ack)) => Some(ack.session_present),
-        Err(e) => panic!("connect failed: {e}"),
-        _ => None,
-    })
-    .await;
-    (client, rx, present)
+    v5_connected(opts(node, id, persistent)).await
 }
 
 /// The error a CONNECT to `node` ends with (it must be refused).

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use fleetmq_tests::Server;
 use fleetmq_tests::cluster::Nodes;
-use fleetmq_tests::rumqtt::{V5Incoming, next, v5, v5_suback};
+use fleetmq_tests::rumqtt::{V5Incoming, next, v5, v5_connected, v5_suback};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, MqttOptions};
@@ -27,14 +27,7 @@ async fn persistent(node: &Server, id: &str) -> (AsyncClient, V5Incoming, bool) 
     o.set_keep_alive(Duration::from_secs(30));
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(EXPIRY));
-    let (client, mut rx, _task) = v5(o);
-    let present = next(&mut rx, |p| match p {
-        Ok(Packet::ConnAck(ack)) => Some(ack.session_present),
-        Err(e) => panic!("connect failed: {e}"),
-        _ => None,
-    })
-    .await;
-    (client, rx, present)
+    v5_connected(o).await
 }
 
 /// Publishes `payloads` on `topic` at QoS 1 and waits for every PUBACK.

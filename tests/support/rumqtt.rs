@@ -40,6 +40,21 @@ pub fn v5(
     (client, rx, task)
 }
 
+/// A [`v5`] client once its CONNACK came; with the CONNACK's Session
+/// Present.
+pub async fn v5_connected(
+    opts: rumqttc::v5::MqttOptions,
+) -> (rumqttc::v5::AsyncClient, V5Incoming, bool) {
+    let (client, mut rx, _task) = v5(opts);
+    let present = next(&mut rx, |p| match p {
+        Ok(V5Packet::ConnAck(ack)) => Some(ack.session_present),
+        Err(e) => panic!("connect failed: {e}"),
+        _ => None,
+    })
+    .await;
+    (client, rx, present)
+}
+
 /// The first packet `pick` takes, within [`WAIT`].
 pub async fn next<P, T>(rx: &mut UnboundedReceiver<P>, mut pick: impl FnMut(P) -> Option<T>) -> T {
     tokio::time::timeout(WAIT, async {
