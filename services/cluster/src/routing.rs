@@ -30,15 +30,19 @@
 //! does not wait.
 //!
 //! The broker calls in on its publish and subscribe paths: nothing here
-//! blocks there. Outbound messages wait in a bounded queue (dropped and
-//! counted past it, as when NATS is unreachable for long); interest
+//! blocks there. Outbound messages wait in a bounded queue fair per tenant
+//! (`fair::FairQueue`: a tenant past its share is dropped and counted
+//! with its tenant label, as when NATS is unreachable for long, and never
+//! crowds out another tenant's messages); interest
 //! changes in an unbounded one (one entry per filter change).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_nats::Client;
 use broker::{Broker, Durability, HandoffError, Interconnect, Outbound, SessionHandoff, TenantId};
 use bytes::Bytes;
+use fair::{Bounds, FairQueue, Refused};
 use futures::StreamExt;
 use mqtt::{TopicFilter, TopicName};
 use tokio::sync::{mpsc, oneshot};
@@ -49,6 +53,10 @@ use crate::wire;
 
 /// How many messages may wait for the NATS connection.
 pub const OUTBOUND_QUEUE: usize = 65_536;
+/// Of those, what one tenant may hold (it gets less when others wait).
+pub const OUTBOUND_PER_TENANT: usize = 16_384;
+/// Frames the publishing task takes per turn.
+const PUBLISH_BATCH: usize = 256;
 
 /// Metric names (the binary installs the Prometheus recorder).
 mod metric {
@@ -87,7 +95,9 @@ pub struct Router {
     node: String,
     /// For session takeover requests ([`crate::handoff`]).
     client: Client,
-    outbound: mpsc::Sender<Frame>,
+    /// Fair per tenant: one tenant's flood fills its own share, never
+    /// another tenant's.
+    outbound: Arc<FairQueue<Frame>>,
     interest: mpsc::UnboundedSender<Interest>,
 }
 
@@ -98,7 +108,7 @@ pub struct Pending {
     /// For queue subscriptions: with echo, see [`crate::Cluster::router`].
     shared: Client,
     node: String,
-    outbound: mpsc::Receiver<Frame>,
+    outbound: Arc<FairQueue<Frame>>,
     interest: mpsc::UnboundedReceiver<Interest>,
 }
 
@@ -116,26 +126,34 @@ impl Router {
     /// echo) and `shared` (for shared groups' queue subscriptions) for node
     /// `node`.
     pub fn new(client: Client, shared: Client, node: &str) -> (Router, Pending) {
-        let (out_tx, out_rx) = mpsc::channel(OUTBOUND_QUEUE);
+        let outbound = Arc::new(FairQueue::new(Bounds {
+            per_key: OUTBOUND_PER_TENANT,
+            total: OUTBOUND_QUEUE,
+        }));
         let (int_tx, int_rx) = mpsc::unbounded_channel();
         (
             Router {
                 node: node.to_owned(),
                 client: client.clone(),
-                outbound: out_tx,
+                outbound: outbound.clone(),
                 interest: int_tx,
             },
             Pending {
                 client,
                 shared,
                 node: node.to_owned(),
-                outbound: out_rx,
+                outbound,
                 interest: int_rx,
             },
         )
     }
 
-    fn send(&self, subject: Option<String>, body: Result<Bytes, wire::WireError>) -> bool {
+    fn send(
+        &self,
+        tenant: &TenantId,
+        subject: Option<String>,
+        body: Result<Bytes, wire::WireError>,
+    ) -> bool {
         let Some(subject) = subject else {
             dropped("subject_too_long");
             return false;
@@ -148,13 +166,14 @@ impl Router {
                 return false;
             }
         };
-        match self.outbound.try_send(Frame { subject, body }) {
+        match self.outbound.push(tenant.as_str(), Frame { subject, body }) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                dropped("queue_full");
+            Err((Refused::Full, _)) => {
+                metrics::counter!(metric::DROPPED, "reason" => "queue_full", "tenant" => tenant.to_string())
+                    .increment(1);
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
+            Err((Refused::Closed, _)) => {
                 dropped("stopped");
                 false
             }
@@ -212,7 +231,7 @@ impl Interconnect for Router {
 
     fn forward(&self, tenant: &TenantId, message: &Outbound<'_>) {
         let subject = subjects::message_subject(tenant.as_str(), message.topic);
-        self.send(subject, wire::encode(&self.node, message));
+        self.send(tenant, subject, wire::encode(&self.node, message));
     }
 
     fn retained_changed(
@@ -226,7 +245,7 @@ impl Interconnect for Router {
             Some(m) => wire::encode(&self.node, &Outbound { retain: true, ..*m }),
             None => wire::encode_delete(&self.node, topic),
         };
-        if self.send(subject, body) {
+        if self.send(tenant, subject, body) {
             metrics::counter!(metric::RETAINED, "direction" => "sent").increment(1);
         }
     }
@@ -289,22 +308,32 @@ impl Routing {
     }
 }
 
-/// Publishes queued frames in order until `stop`, then what is left.
+/// Publishes queued frames, round-robin over the tenants and in order
+/// within each, until `stop`; then what is left.
 async fn publish(
     client: Client,
-    mut outbound: mpsc::Receiver<Frame>,
+    outbound: Arc<FairQueue<Frame>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
-        let frame = tokio::select! {
-            frame = outbound.recv() => frame,
+        // Cancel-safe: a batch is taken only when next_batch returns it.
+        let taken = tokio::select! {
+            taken = outbound.next_batch(&mut batch, PUBLISH_BATCH) => taken,
             () = stop.cancelled() => break,
         };
-        let Some(frame) = frame else { return };
-        send(&client, frame).await;
+        if taken == 0 {
+            return;
+        }
+        for (_, frame) in batch.drain(..) {
+            send(&client, frame).await;
+        }
     }
-    while let Ok(frame) = outbound.try_recv() {
-        send(&client, frame).await;
+    outbound.close();
+    while outbound.take_batch(&mut batch, PUBLISH_BATCH) > 0 {
+        for (_, frame) in batch.drain(..) {
+            send(&client, frame).await;
+        }
     }
 }
 
