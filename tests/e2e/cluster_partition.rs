@@ -10,11 +10,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use cluster::testing::NatsServer;
-use fleetmq_tests::cluster::NodeDir;
+use fleetmq_tests::cluster::{NodeDir, nats_addr};
 use fleetmq_tests::proxy::TcpProxy;
 use fleetmq_tests::rumqtt::{V5Incoming, next, v5, v5_connected, v5_publish, v5_suback};
 use fleetmq_tests::{Server, TestDb, metric};
@@ -26,8 +25,6 @@ use rumqttc::v5::{AsyncClient, MqttOptions};
 const GRACE: Duration = Duration::from_secs(5);
 /// The lease TTL: node 1 must have let its clients go before it.
 const LEASE_TTL: Duration = Duration::from_secs(15);
-/// A bound on anything polled here (a hang guard on a shared machine).
-const POLL_BOUND: Duration = Duration::from_secs(60);
 
 fn opts(node: &Server, id: &str, persistent: bool) -> MqttOptions {
     let mut o = MqttOptions::new(id, "127.0.0.1", node.mqtt().port());
@@ -53,34 +50,6 @@ async fn refused(node: &Server, id: &str) -> String {
         _ => None,
     })
     .await
-}
-
-async fn readyz(node: &Server) -> u16 {
-    node.get("/readyz")
-        .await
-        .expect("/readyz")
-        .status()
-        .as_u16()
-}
-
-/// Polls node's `/readyz` until it answers `status`; returns the wait.
-async fn readyz_becomes(node: &Server, status: u16) -> Duration {
-    let start = Instant::now();
-    while readyz(node).await != status {
-        assert!(
-            start.elapsed() < POLL_BOUND,
-            "/readyz never answered {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    start.elapsed()
-}
-
-fn nats_addr(nats: &NatsServer) -> SocketAddr {
-    let url = nats.url();
-    url.trim_start_matches("nats://")
-        .parse()
-        .expect("nats address")
 }
 
 #[tokio::test]
@@ -132,8 +101,8 @@ async fn a_node_cut_off_from_nats_sends_its_clients_to_another_node() {
     // Fenced: new CONNECTs refused, not ready; node 2 is ready.
     let refusal = refused(&node1, "newcomer").await;
     assert!(refusal.contains("ServerUnavailable"), "{refusal}");
-    assert_eq!(readyz(&node1).await, 503);
-    assert_eq!(readyz(&node2).await, 200);
+    assert_eq!(node1.readyz().await, 503);
+    assert_eq!(node2.readyz().await, 200);
     let fenced = metric(
         &node1.get("/metrics").await.unwrap().text().await.unwrap(),
         "cluster_fenced_total",
@@ -157,7 +126,7 @@ async fn a_node_cut_off_from_nats_sends_its_clients_to_another_node() {
 
     // NATS back: node 1 serves again.
     proxy.restore();
-    let back = readyz_becomes(&node1, 200).await;
+    let back = node1.readyz_becomes(200).await;
     println!("node 1 ready again {back:?} after the proxy was restored");
     let (_again, _arx, _) = connect(&node1, "newcomer", false).await;
 

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use fleetmq_tests::Server;
 use fleetmq_tests::cluster::Nodes;
-use fleetmq_tests::rumqtt::{V5Incoming, next, v5, v5_connected, v5_suback};
+use fleetmq_tests::rumqtt::{
+    V5Incoming, next, v5, v5_connected, v5_payloads, v5_publish_acked, v5_suback,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, MqttOptions};
@@ -28,44 +30,6 @@ async fn persistent(node: &Server, id: &str) -> (AsyncClient, V5Incoming, bool) 
     o.set_clean_start(false);
     o.set_session_expiry_interval(Some(EXPIRY));
     v5_connected(o).await
-}
-
-/// Publishes `payloads` on `topic` at QoS 1 and waits for every PUBACK.
-async fn publish_acked(
-    client: &AsyncClient,
-    rx: &mut V5Incoming,
-    topic: &str,
-    payloads: &[String],
-) {
-    for p in payloads {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, p.clone().into_bytes())
-            .await
-            .unwrap();
-    }
-    for _ in payloads {
-        next(rx, |p| match p {
-            Ok(Packet::PubAck(_)) => Some(()),
-            Err(e) => panic!("publisher failed: {e}"),
-            _ => None,
-        })
-        .await;
-    }
-}
-
-/// The payloads of the next `n` application messages.
-async fn received(rx: &mut V5Incoming, n: usize) -> Vec<String> {
-    let mut got = Vec::with_capacity(n);
-    while got.len() < n {
-        let m = next(rx, |p| match p {
-            Ok(Packet::Publish(m)) => Some(m),
-            Err(e) => panic!("subscriber failed: {e}"),
-            _ => None,
-        })
-        .await;
-        got.push(String::from_utf8(m.payload.to_vec()).unwrap());
-    }
-    got
 }
 
 /// Waits for the connection of `rx` to end with DISCONNECT 0x8E Session
@@ -104,9 +68,9 @@ async fn a_connect_on_another_node_takes_the_session_over_and_it_moves() {
     let mut p = MqttOptions::new("pub-3", "127.0.0.1", c.node(2).mqtt().port());
     p.set_keep_alive(Duration::from_secs(30));
     let (publisher, mut pr, _task) = v5(p);
-    publish_acked(&publisher, &mut pr, "take/a", &numbered(0, 1)).await;
+    v5_publish_acked(&publisher, &mut pr, "take/a", &numbered(0, 1)).await;
     assert_eq!(
-        received(&mut r1, 1).await,
+        v5_payloads(&mut r1, 1).await,
         numbered(0, 1),
         "routed to node 1"
     );
@@ -117,8 +81,8 @@ async fn a_connect_on_another_node_takes_the_session_over_and_it_moves() {
     taken_over(&mut r1).await;
 
     // Its subscription came with it: node 3's messages arrive on node 2.
-    publish_acked(&publisher, &mut pr, "take/b", &numbered(1, 21)).await;
-    assert_eq!(received(&mut r2, 20).await, numbered(1, 21));
+    v5_publish_acked(&publisher, &mut pr, "take/b", &numbered(1, 21)).await;
+    assert_eq!(v5_payloads(&mut r2, 20).await, numbered(1, 21));
     c.stop().await;
 }
 
@@ -138,29 +102,29 @@ async fn qos_1_messages_queued_while_offline_on_one_node_arrive_on_another() {
     p.set_keep_alive(Duration::from_secs(30));
     let (publisher, mut pr, _task) = v5(p);
     let sent = numbered(0, 50);
-    publish_acked(&publisher, &mut pr, "queue/x", &sent).await;
+    v5_publish_acked(&publisher, &mut pr, "queue/x", &sent).await;
 
     let (x2, mut r2, present) = persistent(c.node(1), "wanderer").await;
     assert!(present, "the session moved: Session Present 1");
     assert_eq!(
-        received(&mut r2, sent.len()).await,
+        v5_payloads(&mut r2, sent.len()).await,
         sent,
         "none lost, in order"
     );
     // And it keeps receiving on node 2.
-    publish_acked(&publisher, &mut pr, "queue/y", &numbered(50, 51)).await;
-    assert_eq!(received(&mut r2, 1).await, numbered(50, 51));
+    v5_publish_acked(&publisher, &mut pr, "queue/y", &numbered(50, 51)).await;
+    assert_eq!(v5_payloads(&mut r2, 1).await, numbered(50, 51));
 
     // Back to node 1, offline in between: node 1 let go of its copy, so
     // what it gets there is what was queued since, once each.
     x2.disconnect().await.unwrap();
     next(&mut r2, |p| p.err()).await;
     let more = numbered(51, 61);
-    publish_acked(&publisher, &mut pr, "queue/z", &more).await;
+    v5_publish_acked(&publisher, &mut pr, "queue/z", &more).await;
     let (_x3, mut r3, present) = persistent(c.node(0), "wanderer").await;
     assert!(present);
-    assert_eq!(received(&mut r3, more.len()).await, more);
-    let extra = tokio::time::timeout(Duration::from_millis(700), received(&mut r3, 1)).await;
+    assert_eq!(v5_payloads(&mut r3, more.len()).await, more);
+    let extra = tokio::time::timeout(Duration::from_millis(700), v5_payloads(&mut r3, 1)).await;
     assert!(extra.is_err(), "a message came twice: {extra:?}");
     c.stop().await;
 }

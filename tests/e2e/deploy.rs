@@ -8,12 +8,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use fleetmq_tests::haproxy::{self, Frontends, Haproxy, Node};
 use fleetmq_tests::tls_client;
 use fleetmq_tests::{
     API_WAIT, Api, Server, fleetmq, fleetmq_bin, platform_server, run_to_exit, start_anonymous,
+    wait_connections,
 };
 use rumqttc::{Packet, QoS, Transport};
 use serde_json::json;
@@ -289,33 +289,6 @@ async fn round_trip(opts: rumqttc::MqttOptions) -> rumqttc::AsyncClient {
     c
 }
 
-/// The node's `mqtt_connections` gauge.
-async fn connections(server: &Server) -> f64 {
-    let text = server.get("/metrics").await.unwrap().text().await.unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix("mqtt_connections "))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
-}
-
-/// Waits until the nodes' connection counts are `want`.
-async fn wait_connections(servers: &[&Server], want: impl Fn(&[f64]) -> bool, what: &str) {
-    let deadline = tokio::time::Instant::now() + API_WAIT;
-    loop {
-        let mut counts = Vec::new();
-        for s in servers {
-            counts.push(connections(s).await);
-        }
-        if want(&counts) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{what}: connections per node {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 struct Three {
     _dirs: Vec<tempfile::TempDir>,
     servers: Vec<Server>,
@@ -354,14 +327,6 @@ async fn ready_through(lb: &Haproxy, times: usize) {
     }
 }
 
-fn nodes_of(servers: &[Server]) -> [Node; 3] {
-    [
-        Node::of(&servers[0]),
-        Node::of(&servers[1]),
-        Node::of(&servers[2]),
-    ]
-}
-
 fn mqtt_options(id: &str, lb: &Haproxy) -> rumqttc::MqttOptions {
     rumqttc::MqttOptions::new(id, "127.0.0.1", lb.front.mqtt.port())
 }
@@ -370,7 +335,7 @@ fn mqtt_options(id: &str, lb: &Haproxy) -> rumqttc::MqttOptions {
 async fn haproxy_spreads_devices_over_three_nodes_on_mqtt_tls_websocket_and_http() {
     let three = three_nodes().await;
     let s = &three.servers;
-    let lb = Haproxy::start(&nodes_of(s)).await.unwrap();
+    let lb = Haproxy::start(&Node::three(s)).await.unwrap();
 
     // HTTP: the API through HAProxy, nodes answering /readyz.
     ready_through(&lb, 6).await;
@@ -416,7 +381,7 @@ async fn haproxy_spreads_devices_over_three_nodes_on_mqtt_tls_websocket_and_http
 #[tokio::test]
 async fn haproxy_passes_a_stopped_node_over() {
     let mut three = three_nodes().await;
-    let lb = Haproxy::start(&nodes_of(&three.servers)).await.unwrap();
+    let lb = Haproxy::start(&Node::three(&three.servers)).await.unwrap();
     let first = three.servers.remove(0);
     first.stop().await.unwrap();
 
@@ -435,15 +400,7 @@ async fn haproxy_passes_a_stopped_node_over() {
     .await;
 
     // The /readyz check takes it out of every backend (the MQTT ones track it).
-    let deadline = tokio::time::Instant::now() + API_WAIT;
-    while !lb.stderr().contains("http_nodes/node1 is DOWN") {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "node1 never marked down:\n{}",
-            lb.stderr()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    lb.wait_log("http_nodes/node1 is DOWN", 0).await;
     let log = lb.stderr();
     for backend in ["mqtt_nodes", "mqtts_nodes", "ws_nodes"] {
         assert!(log.contains(&format!("{backend}/node1 is DOWN")), "{log}");

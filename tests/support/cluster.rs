@@ -2,12 +2,14 @@
 //! directory with the first node's key-encryption key, on one Postgres
 //! database and a private `nats-server` (`cluster::testing`).
 
+use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use cluster::testing::NatsServer as Nats;
 use tokio::process::Command;
 
+use crate::proxy::TcpProxy;
 use crate::{Server, TestDb, fleetmq};
 
 /// One node's working directory; its data dir is `fleetmq-data` inside.
@@ -66,6 +68,14 @@ pub fn write_private(path: &Path, contents: &[u8]) {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("mode");
 }
 
+/// The host:port of `nats` (to put a [`TcpProxy`] in front of it).
+pub fn nats_addr(nats: &Nats) -> SocketAddr {
+    nats.url()
+        .trim_start_matches("nats://")
+        .parse()
+        .expect("nats address")
+}
+
 /// `n` nodes started one after the other (the first makes the key the
 /// others copy), each with `extra` flags, on a fresh Postgres database and
 /// a private NATS; `None` (the test is skipped, saying so) without a
@@ -79,8 +89,27 @@ pub struct Nodes {
 
 impl Nodes {
     pub async fn start(n: usize, extra: &[&str]) -> Option<Nodes> {
+        Some(Nodes::launch(n, extra, false).await?.0)
+    }
+
+    /// As [`Nodes::start`], but node 1 reaches NATS through a [`TcpProxy`]
+    /// the test can cut (a node partitioned from the cluster).
+    pub async fn start_first_cuttable(n: usize, extra: &[&str]) -> Option<(Nodes, TcpProxy)> {
+        let (nodes, proxy) = Nodes::launch(n, extra, true).await?;
+        Some((nodes, proxy.expect("proxy started")))
+    }
+
+    async fn launch(
+        n: usize,
+        extra: &[&str],
+        cut_first: bool,
+    ) -> Option<(Nodes, Option<TcpProxy>)> {
         let db = TestDb::postgres_unmigrated().await?;
         let nats = Nats::start().await;
+        let proxy = match cut_first {
+            true => Some(TcpProxy::start(nats_addr(&nats)).await),
+            false => None,
+        };
         let mut nodes = Vec::with_capacity(n);
         let mut dirs: Vec<NodeDir> = Vec::with_capacity(n);
         for i in 0..n {
@@ -88,20 +117,28 @@ impl Nodes {
             if let Some(first) = dirs.first() {
                 dir.copy_kek_from(&first.kek());
             }
+            let nats_url = match (&proxy, i) {
+                (Some(proxy), 0) => format!("nats://{}", proxy.addr()),
+                _ => nats.url(),
+            };
             let name = format!("node-{}", i + 1);
-            let server =
-                Server::start(dir.serve(&db, &nats, &[&["--node-name", &name], extra].concat()))
-                    .await
-                    .expect("node starts");
+            let server = Server::start(dir.serve_on(
+                &db,
+                &nats_url,
+                &[&["--node-name", &name], extra].concat(),
+            ))
+            .await
+            .expect("node starts");
             nodes.push(server);
             dirs.push(dir);
         }
-        Some(Nodes {
+        let nodes = Nodes {
             nodes,
             dirs,
             nats,
             db,
-        })
+        };
+        Some((nodes, proxy))
     }
 
     /// Node `i` (0-based).

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use tokio::process::{Child, Command};
 
-use crate::{START_TIMEOUT, Server};
+use crate::{API_WAIT, START_TIMEOUT, Server, poll_until};
 
 /// deploy/haproxy.cfg in this checkout.
 pub fn config_path() -> PathBuf {
@@ -42,6 +42,15 @@ impl Node {
             ws: server.ws(),
             http: server.http,
         }
+    }
+
+    /// The first three of `servers`, as node1..node3.
+    pub fn three(servers: &[Server]) -> [Node; 3] {
+        [
+            Node::of(&servers[0]),
+            Node::of(&servers[1]),
+            Node::of(&servers[2]),
+        ]
     }
 }
 
@@ -149,6 +158,20 @@ impl Haproxy {
     /// What HAProxy printed on stderr so far (alerts, servers going down/up).
     pub fn stderr(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    /// Waits (within [`API_WAIT`]) until HAProxy's stderr has `line`
+    /// (e.g. "http_nodes/node1 is DOWN": its health check changed its mind)
+    /// after its first `since` bytes (see [`Haproxy::stderr`]).
+    pub async fn wait_log(&self, line: &str, since: usize) {
+        poll_until(API_WAIT, &format!("haproxy logs {line:?}"), async || {
+            let log = self.stderr();
+            match log.get(since..).is_some_and(|s| s.contains(line)) {
+                true => Ok(()),
+                false => Err(format!("its log:\n{log}")),
+            }
+        })
+        .await
     }
 
     /// A URL on HAProxy's HTTP frontend.

@@ -212,6 +212,37 @@ impl Server {
         self.child.id().expect("running")
     }
 
+    /// The status `/readyz` answers with.
+    pub async fn readyz(&self) -> u16 {
+        self.get("/readyz")
+            .await
+            .expect("/readyz")
+            .status()
+            .as_u16()
+    }
+
+    /// Polls `/readyz` until it answers `status` (within [`START_TIMEOUT`]);
+    /// returns the wait.
+    pub async fn readyz_becomes(&self, status: u16) -> Duration {
+        let start = tokio::time::Instant::now();
+        poll_until(
+            START_TIMEOUT,
+            &format!("/readyz {status}"),
+            async || match self.readyz().await {
+                answer if answer == status => Ok(()),
+                answer => Err(format!("/readyz answered {answer}")),
+            },
+        )
+        .await;
+        start.elapsed()
+    }
+
+    /// The node's `mqtt_connections` gauge: MQTT clients it holds now.
+    pub async fn mqtt_connections(&self) -> f64 {
+        let text = self.get("/metrics").await.unwrap().text().await.unwrap();
+        metric(&text, "mqtt_connections", &[])
+    }
+
     /// Sends a real signal, as Ctrl-C or a service manager would.
     pub async fn signal(&self, name: &str) -> Result<()> {
         let status = Command::new("kill")
@@ -311,6 +342,46 @@ pub fn metric(text: &str, name: &str, labels: &[&str]) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0)
+}
+
+/// Waits (within [`API_WAIT`]) until the servers' MQTT connection counts
+/// satisfy `want`; returns them.
+pub async fn wait_connections(
+    servers: &[&Server],
+    want: impl Fn(&[f64]) -> bool,
+    what: &str,
+) -> Vec<f64> {
+    poll_until(API_WAIT, what, async || {
+        let mut counts = Vec::new();
+        for s in servers {
+            counts.push(s.mqtt_connections().await);
+        }
+        match want(&counts) {
+            true => Ok(counts),
+            false => Err(format!("connections per node {counts:?}")),
+        }
+    })
+    .await
+}
+
+/// Runs `probe` every 100 ms until it is `Ok` (returned), at most for
+/// `bound`; then panics with `what` and the last `Err` (what was seen).
+pub async fn poll_until<T>(
+    bound: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> std::result::Result<T, String>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + bound;
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(seen) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} within {bound:?}: {seen}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Fresh databases per test, shared with the store's own conformance suite.
@@ -483,18 +554,14 @@ impl Api {
         what: &str,
         done: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = std::time::Instant::now() + API_WAIT;
-        loop {
+        poll_until(API_WAIT, what, async || {
             let body = self.get(path).await;
-            if done(&body) {
-                return body;
+            match done(&body) {
+                true => Ok(body),
+                false => Err(format!("at {path}: {body}")),
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{what} never seen at {path}: {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Creates device `device` in `tenant` with a password; returns its

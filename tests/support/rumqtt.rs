@@ -85,3 +85,41 @@ pub async fn v5_suback(rx: &mut UnboundedReceiver<Result<V5Packet, String>>) {
     })
     .await;
 }
+
+/// Publishes `payloads` on `topic` at QoS 1 and waits for every PUBACK.
+pub async fn v5_publish_acked(
+    client: &rumqttc::v5::AsyncClient,
+    rx: &mut V5Incoming,
+    topic: &str,
+    payloads: &[String],
+) {
+    for p in payloads {
+        client
+            .publish(
+                topic,
+                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                false,
+                p.clone().into_bytes(),
+            )
+            .await
+            .expect("publish queued");
+    }
+    for _ in payloads {
+        next(rx, |p| match p {
+            Ok(V5Packet::PubAck(_)) => Some(()),
+            Err(e) => panic!("publisher failed: {e}"),
+            _ => None,
+        })
+        .await;
+    }
+}
+
+/// The payloads (UTF-8) of the next `n` application messages.
+pub async fn v5_payloads(rx: &mut V5Incoming, n: usize) -> Vec<String> {
+    let mut got = Vec::with_capacity(n);
+    while got.len() < n {
+        let m = v5_publish(rx).await;
+        got.push(String::from_utf8(m.payload.to_vec()).expect("UTF-8 payload"));
+    }
+    got
+}
