@@ -79,11 +79,21 @@ fn absolute(path: &Path) -> String {
 }
 
 /// `/readyz` answers 503 while NATS is down or the name lease is lost.
-pub struct NatsReadiness(pub cluster::Readiness);
+pub struct NatsReadiness {
+    pub cluster: cluster::Readiness,
+    /// Ready means MQTT connections are taken too: after NATS comes back
+    /// the fence reopens the broker a moment later, and a load balancer
+    /// must not send clients before (they would get 0x88).
+    pub broker: broker::Broker,
+}
 
 impl api::ReadinessCheck for NatsReadiness {
     fn check(&self) -> Result<(), String> {
-        self.0.check().map_err(|e| e.to_string())
+        self.cluster.check().map_err(|e| e.to_string())?;
+        if !self.broker.accepting() {
+            return Err("MQTT connections are refused for now (fenced off the cluster)".to_owned());
+        }
+        Ok(())
     }
 }
 

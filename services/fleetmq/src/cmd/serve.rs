@@ -113,9 +113,10 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     // one's reach theirs, from before the first client is served.
     let mut feed_link = None;
     if let Some(joined) = &cluster {
-        state = state.with_readiness_check(Arc::new(crate::cluster_boot::NatsReadiness(
-            joined.readiness(),
-        )));
+        state = state.with_readiness_check(Arc::new(crate::cluster_boot::NatsReadiness {
+            cluster: joined.readiness(),
+            broker: broker.clone(),
+        }));
         match cluster::feed::carry(joined, &services.changes).await {
             Ok(link) => feed_link = Some(link),
             Err(e) => {
