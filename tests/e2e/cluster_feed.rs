@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use fleetmq_tests::cluster::Nodes;
-use fleetmq_tests::{Api, Server, admin_token, tls_client};
+use fleetmq_tests::{Api, Server, admin_token, alerts_policy, tls_client};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, MqttOptions, StateError};
@@ -196,17 +196,7 @@ async fn a_policy_narrowed_through_one_node_removes_subscriptions_on_another() {
         return;
     };
     let two = nodes.node(1);
-    let policy = |alerts: bool| {
-        let mut subscribe = vec!["commands/${device}/#"];
-        if alerts {
-            subscribe.push("alerts/#");
-        }
-        json!({ "rules": [
-            { "effect": "allow", "action": "publish", "filters": ["devices/${device}/#"] },
-            { "effect": "allow", "action": "subscribe", "filters": subscribe },
-        ]})
-    };
-    api.put("/v1/tenants/acme/policies/devices", policy(true))
+    api.put("/v1/tenants/acme/policies/devices", alerts_policy(true))
         .await;
     let (user, password) = api.password_device("acme", "d3").await;
     let mut device = Client::start(password_options(two, "d3", &user, &password));
@@ -222,7 +212,7 @@ async fn a_policy_narrowed_through_one_node_removes_subscriptions_on_another() {
     );
 
     let start = Instant::now();
-    api.put("/v1/tenants/acme/policies/devices", policy(false))
+    api.put("/v1/tenants/acme/policies/devices", alerts_policy(false))
         .await;
     let (took, why) = time_to_disconnect(&mut device, start).await;
     println!(

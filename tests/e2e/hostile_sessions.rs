@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use fleetmq_tests::{Api, Server, interop_dir, platform_server, run_to_exit};
+use fleetmq_tests::{Api, Server, alerts_policy, interop_dir, platform_server, run_to_exit};
 use futures::SinkExt;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{ConnectReturnCode, LastWill, Packet};
@@ -362,17 +362,7 @@ async fn a_narrowed_policy_removes_live_subscriptions(db_args: &[&str]) {
     let cwd = tempfile::tempdir().unwrap();
     let (server, api) = tenant(cwd.path(), db_args).await;
     let port = server.mqtt().port();
-    let policy = |alerts: bool| {
-        let mut subscribe = vec!["commands/${device}/#"];
-        if alerts {
-            subscribe.push("alerts/#");
-        }
-        json!({ "rules": [
-            { "effect": "allow", "action": "publish", "filters": ["devices/${device}/#"] },
-            { "effect": "allow", "action": "subscribe", "filters": subscribe },
-        ]})
-    };
-    api.put("/v1/tenants/acme/policies/devices", policy(true))
+    api.put("/v1/tenants/acme/policies/devices", alerts_policy(true))
         .await;
     let (du, dp) = api.password_device("acme", "d6").await;
     let device = Login {
@@ -437,7 +427,7 @@ async fn a_narrowed_policy_removes_live_subscriptions(db_args: &[&str]) {
     assert_eq!(old_next().await, Ok("alerts/1".to_owned()));
 
     // Narrowed over REST: alerts/# is no longer allowed.
-    api.put("/v1/tenants/acme/policies/devices", policy(false))
+    api.put("/v1/tenants/acme/policies/devices", alerts_policy(false))
         .await;
     let told = d.disconnected().await;
     assert!(told.contains("NotAuthorized"), "{told}");

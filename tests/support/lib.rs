@@ -583,3 +583,16 @@ impl Api {
         (username, pw["password"].as_str().unwrap().to_owned())
     }
 }
+
+/// The default device policy, plus (`alerts`) a subscription to
+/// `alerts/#`: the policy the narrowing tests put and then take back.
+pub fn alerts_policy(alerts: bool) -> serde_json::Value {
+    let mut subscribe = vec!["commands/${device}/#"];
+    if alerts {
+        subscribe.push("alerts/#");
+    }
+    serde_json::json!({ "rules": [
+        { "effect": "allow", "action": "publish", "filters": ["devices/${device}/#"] },
+        { "effect": "allow", "action": "subscribe", "filters": subscribe },
+    ]})
+}
