@@ -157,10 +157,17 @@ impl Nodes {
             .expect("metrics text")
     }
 
-    /// Stops every node and drops the database.
+    /// `kill -9` of node `i` (0-based); the others keep their numbers.
+    pub async fn kill_9(&mut self, i: usize) {
+        self.nodes[i].kill_9().await.expect("kill -9");
+    }
+
+    /// Stops every node still running and drops the database.
     pub async fn stop(self) {
-        for server in self.nodes {
-            server.stop().await.expect("clean stop");
+        for mut server in self.nodes {
+            if server.running() {
+                server.stop().await.expect("clean stop");
+            }
         }
         self.db.cleanup().await;
     }

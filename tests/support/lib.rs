@@ -256,6 +256,21 @@ impl Server {
         Ok(())
     }
 
+    /// `kill -9`: nothing is flushed, nothing is said to the clients.
+    pub async fn kill_9(&mut self) -> Result<()> {
+        self.signal("KILL").await?;
+        let status = self.wait(Duration::from_secs(20)).await?;
+        if status.success() {
+            bail!("killed, yet it exited cleanly: {status}");
+        }
+        Ok(())
+    }
+
+    /// Whether the process is still running (not killed, not exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Waits for the process to exit by itself.
     pub async fn wait(&mut self, within: Duration) -> Result<ExitStatus> {
         tokio::time::timeout(within, self.child.wait())

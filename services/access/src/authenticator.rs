@@ -393,6 +393,37 @@ struct ServiceLogin<'a> {
 
 #[async_trait]
 impl Authenticator for PlatformAuthenticator {
+    /// A device that still exists and is enabled gets its tenant's
+    /// policies again, as at connect. Service credentials are not
+    /// readmitted (their filters come with their password check): a will
+    /// a backend left on a node that died is refused by the authorizer.
+    async fn readmit(&self, tenant: &TenantId, principal: &str) -> bool {
+        // Service and platform principals have a `:`; device ids cannot.
+        if principal.contains(':') {
+            return false;
+        }
+        let t = tenant.as_str();
+        let admitted = async {
+            let Some(entry) = self.cache.device(t, principal).await? else {
+                return Ok(false);
+            };
+            if !entry.enabled {
+                return Ok(false);
+            }
+            self.cache.ensure_policies(t).await?;
+            self.cache
+                .set_principal(t, principal, PrincipalRules::Device);
+            Ok::<_, AccessError>(true)
+        };
+        match admitted.await {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!(tenant = t, principal, error = %e, "a restored session's owner could not be readmitted");
+                false
+            }
+        }
+    }
+
     async fn authenticate(&self, request: &AuthRequest) -> Result<Identity, AuthError> {
         let mut subject = Subject::default();
         let mut cert_identity = None;

@@ -83,6 +83,16 @@ impl From<&AuthError> for ReasonCode {
 pub trait Authenticator: Send + Sync + 'static {
     /// Decides who the client is, or refuses it.
     async fn authenticate(&self, request: &AuthRequest) -> Result<Identity, AuthError>;
+
+    /// Makes `principal` of `tenant` known to the [`Authorizer`] again
+    /// without a CONNECT: a persistent session restored on a node it never
+    /// connected to (after a restart, or adopted from a dead node of a
+    /// cluster) may have a will to authorize. Returns whether the
+    /// principal is known now. The default does nothing: an authorizer
+    /// that needs no CONNECT to decide.
+    async fn readmit(&self, _tenant: &TenantId, _principal: &str) -> bool {
+        false
+    }
 }
 
 /// Decides publish and subscribe per identity and topic.

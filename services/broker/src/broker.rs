@@ -345,6 +345,7 @@ impl Broker {
         let restored = fresh.restore(
             sessions,
             crate::session::QueueLimits::of(&self.inner.config),
+            false,
         );
         let (tenant, first) = {
             let mut tenants = self
@@ -365,6 +366,7 @@ impl Broker {
         if first {
             // Wills that fell due and sessions that expired while the
             // broker was down go now; the others get their timers.
+            self.readmit_will_owners(id, &restored).await;
             crate::conn::arm_restored(self, &tenant, restored);
         }
         Ok(tenant)
@@ -562,23 +564,96 @@ impl Broker {
                 .await
                 .map_err(|e| Error::Store(e.0))
         };
-        let Some(node) = load()
-            .await?
-            .and_then(|s| s.node)
-            .filter(|n| n != handoff.node())
-        else {
+        let Some(stored) = load().await? else {
             return Ok(());
         };
-        if let Err(e) = handoff.release(&node, &tenant.id, client_id).await {
-            // A dead node cannot answer: its session is taken as stored.
-            tracing::warn!(node, error = %e, "session not released by its node; taken over as stored");
-        }
+        let stored = match stored.node.as_deref() {
+            Some(node) if node != handoff.node() => {
+                if let Err(e) = handoff.release(node, &tenant.id, client_id).await {
+                    // A dead node cannot answer: its session is taken as stored.
+                    tracing::warn!(node, error = %e, "session not released by its node; taken over as stored");
+                }
+                load().await?
+            }
+            // The store names this node but it is not held here: taken
+            // from a dead node a moment ago, not yet restored
+            // (`adopt_sessions`).
+            Some(_) if tenant.session(client_id).is_none() => Some(stored),
+            _ => return Ok(()),
+        };
         tenant.adopt(
             client_id,
-            load().await?,
+            stored,
             crate::session::QueueLimits::of(&self.inner.config),
         );
         Ok(())
+    }
+
+    /// Takes in the persistent sessions of `client_ids` in `tenant` that
+    /// the store now names this node for, taken from a node that died
+    /// (issue 15, `fleetmq::node_death`): each is restored offline with
+    /// its subscriptions (this node's interest now routes its messages
+    /// here, and they are queued for it) and its queue. Once that interest
+    /// is in force, wills due go out and the other deadlines are armed, as
+    /// after a restart. A session held here already (its client came back
+    /// here meanwhile), or that the store names another node for (it came
+    /// back there), is left alone. Returns how many were taken in; when it
+    /// returns, their interest is in force (unless the interconnect did
+    /// not confirm it in time), so what other nodes publish next is queued.
+    pub async fn adopt_sessions(
+        &self,
+        tenant: &TenantId,
+        client_ids: &[String],
+    ) -> Result<usize, Error> {
+        let (Some(handoff), Some(store)) = (&self.inner.handoff, &self.inner.session_store) else {
+            return Ok(0);
+        };
+        // A tenant loaded now brings them along: the store names this node.
+        let Some(t) = self.load_if_exists(tenant).await else {
+            return Ok(0);
+        };
+        let mut stored = Vec::new();
+        for client_id in client_ids {
+            if t.session(client_id).is_some() {
+                continue;
+            }
+            match store
+                .load_session(tenant, client_id)
+                .await
+                .map_err(|e| Error::Store(e.0))?
+            {
+                Some(s) if s.node.as_deref() == Some(handoff.node()) => stored.push(s),
+                _ => {}
+            }
+        }
+        let restored = t.restore(
+            stored,
+            crate::session::QueueLimits::of(&self.inner.config),
+            true,
+        );
+        let taken = restored.len();
+        if let Some(settled) = self.inner.interconnect.as_ref().and_then(|ic| ic.settled()) {
+            // Bounded by the interconnect; unconfirmed, the wills go anyway.
+            let _ = settled.await;
+        }
+        self.readmit_will_owners(tenant, &restored).await;
+        crate::conn::arm_restored(self, &t, restored);
+        Ok(taken)
+    }
+
+    /// Makes the owners of restored sessions' wills known to the
+    /// authorizer again ([`Authenticator::readmit`]): they never connected
+    /// to this run of this node, and a will is authorized as its owner.
+    async fn readmit_will_owners(&self, tenant: &TenantId, restored: &[crate::tenant::Restored]) {
+        let mut owners: Vec<&str> = restored
+            .iter()
+            .filter_map(|r| r.will.as_ref().map(|(_, owner)| owner.as_str()))
+            .collect();
+        owners.sort_unstable();
+        owners.dedup();
+        for owner in owners {
+            self.inner.authenticator.readmit(tenant, owner).await;
+        }
     }
 
     /// Gives the live connection of `client_id` in `tenant` new publish

@@ -53,6 +53,14 @@ pub trait Interconnect: Send + Sync + 'static {
         present: bool,
     ) -> Option<Durability>;
 
+    /// What resolves once every interest told before this call is in
+    /// force, so that other nodes' next messages reach it (sessions taken
+    /// over from a dead node, before what was missed is replayed). `None`:
+    /// nothing to wait for.
+    fn settled(&self) -> Option<Durability> {
+        None
+    }
+
     /// A message published on this node in `tenant`.
     fn forward(&self, tenant: &TenantId, message: &Outbound<'_>);
 

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, Operation, Store};
 use async_nats::jetstream::stream;
@@ -139,6 +139,11 @@ pub(crate) async fn acquire(
             .await
             .map_err(|e| Error::JetStream(format!("taking the lease on node name {name}: {e}")));
     };
+    if Claim::is_claim(&entry.value) {
+        // A survivor is cleaning up after this name's last run (it died):
+        // the name is free once it is done, within the TTL at worst.
+        return acquire_after_claim(store, name, me, ttl).await;
+    }
     let holder = Holder::decode(&entry.value);
     match &holder {
         Some(holder) if me.is_earlier_run_of(holder) => {
@@ -159,6 +164,40 @@ pub(crate) async fn acquire(
         }),
     }
 }
+
+/// Takes `name` once the survivor's [`Claim`] on it is released (or has
+/// lapsed), trying every [`CLAIM_RETRY`] for at most the TTL.
+async fn acquire_after_claim(
+    store: &Store,
+    name: &NodeName,
+    me: &Holder,
+    ttl: Duration,
+) -> Result<u64, Error> {
+    tracing::info!(node = %name, "another node is taking over what this node's last run left; waiting for it");
+    let deadline = tokio::time::Instant::now() + ttl;
+    loop {
+        tokio::time::sleep(CLAIM_RETRY).await;
+        match store.create(name.as_str(), me.encode()).await {
+            Ok(revision) => return Ok(revision),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(Error::JetStream(format!(
+                    "taking the lease on node name {name}: {e}"
+                )));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::NameInUse {
+                name: name.clone(),
+                holder: "a node taking over after its last run".to_owned(),
+                ttl,
+            });
+        }
+    }
+}
+
+/// How often a starting node looks whether a [`Claim`] on its name is gone.
+const CLAIM_RETRY: Duration = Duration::from_millis(250);
 
 /// Rewrites the lease every third of the TTL until `stop`; `held` says
 /// whether the last attempt kept it. While NATS is unreachable the
@@ -242,6 +281,87 @@ pub(crate) async fn release(store: &Store, name: &NodeName, revision: u64) {
     }
 }
 
+/// The leases as other nodes see them: whether a node is alive, and the
+/// claim a survivor takes on a dead node's name while it cleans up after
+/// it (`fleetmq::node_death`).
+#[derive(Debug, Clone)]
+pub struct Leases {
+    store: Store,
+    /// This node, named in the claims it takes.
+    me: NodeName,
+}
+
+impl Leases {
+    pub(crate) fn new(store: Store, me: NodeName) -> Leases {
+        Leases { store, me }
+    }
+
+    /// When `node` last rewrote its lease; `None` when it holds none (it
+    /// stopped, or died and its lease lapsed). A name under a survivor's
+    /// claim counts as held: the claimer is at work on it.
+    pub async fn last_renewed(&self, node: &NodeName) -> Result<Option<SystemTime>, Error> {
+        let entry =
+            self.store.entry(node.as_str()).await.map_err(|e| {
+                Error::JetStream(format!("reading the lease on node name {node}: {e}"))
+            })?;
+        Ok(entry
+            .filter(|e| e.operation == Operation::Put)
+            .map(|e| SystemTime::from(e.created)))
+    }
+
+    /// Takes `node`'s name while this node cleans up after it; `None` when
+    /// the name is held (the node is alive again, or another survivor
+    /// claimed it first).
+    ///
+    /// Why a claim on the name itself: the create is atomic in JetStream,
+    /// so it both proves the lease lapsed and keeps the dead node from
+    /// starting again under its name (its `acquire` waits) until the
+    /// claim is released; without it, a node restarting between a
+    /// survivor's look at its lease and the survivor taking its sessions
+    /// could load sessions the survivor then takes from under it. A
+    /// claimer that dies too leaves a claim that lapses with the TTL.
+    pub async fn claim(&self, node: &NodeName) -> Result<Option<Claim>, Error> {
+        let value = Claim::encode(&self.me);
+        match self.store.create(node.as_str(), value).await {
+            Ok(revision) => Ok(Some(Claim {
+                store: self.store.clone(),
+                node: node.clone(),
+                revision,
+            })),
+            Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
+            Err(e) => Err(Error::JetStream(format!(
+                "claiming the node name {node}: {e}"
+            ))),
+        }
+    }
+}
+
+/// A survivor's hold on a dead node's name ([`Leases::claim`]); call
+/// [`Claim::release`] when done (dropped, it lapses after the TTL).
+#[derive(Debug)]
+pub struct Claim {
+    store: Store,
+    node: NodeName,
+    revision: u64,
+}
+
+impl Claim {
+    const PREFIX: &'static [u8] = b"claim ";
+
+    fn encode(claimer: &NodeName) -> Bytes {
+        Bytes::from(format!("claim {claimer}"))
+    }
+
+    fn is_claim(value: &[u8]) -> bool {
+        value.starts_with(Self::PREFIX)
+    }
+
+    /// Frees the name: the dead node may start again under it.
+    pub async fn release(self) {
+        release(&self.store, &self.node, self.revision).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +373,15 @@ mod tests {
         assert_eq!(Holder::decode(b"v2 x y z"), None);
         assert_eq!(Holder::decode(b"v1 only-two"), None);
         assert_eq!(Holder::decode(&[0xff, 0xfe]), None);
+    }
+
+    #[test]
+    fn a_claim_is_no_holder_and_a_holder_no_claim() {
+        let claim = Claim::encode(&NodeName::parse("node-2").unwrap());
+        assert!(Claim::is_claim(&claim));
+        assert_eq!(Holder::decode(&claim), None);
+        let me = Holder::new("host-a".into(), "/data".into());
+        assert!(!Claim::is_claim(&me.encode()));
     }
 
     #[test]

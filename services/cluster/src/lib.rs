@@ -7,6 +7,9 @@
 //!   refused; a dead node's name is free again after the lease TTL.
 //! - [`Cluster::readiness`] is what `/readyz` reports: NATS connected and
 //!   the lease held.
+//! - [`Cluster::leases`]: whether another node is alive (its lease), and
+//!   the claim a survivor takes on a dead node's name while it takes over
+//!   its devices, wills and sessions (`fleetmq::node_death`).
 //! - [`NodeName`]: the node's checked name, and a unique default.
 //! - [`Cluster::router`]: message routing between nodes ([`routing`]), the
 //!   broker's `Interconnect` over core NATS, on a connection of its own.
@@ -82,7 +85,7 @@ pub mod subjects;
 pub mod testing;
 pub mod wire;
 
-pub use lease::Holder;
+pub use lease::{Claim, Holder, Leases};
 pub use node::{MAX_NAME_LEN, NAME_RULE, NodeName, hostname};
 
 /// How long a node's name stays taken after it stops renewing (a crash).
@@ -218,6 +221,12 @@ impl Cluster {
             async_nats::ConnectOptions::new().name(format!("fleetmq {} shared", self.name));
         let shared = connect(options, &self.nats_url, self.name.clone(), None).await?;
         Ok(routing::Router::new(client, shared, self.name.as_str()))
+    }
+
+    /// The other nodes' leases: who is alive, and claims on dead nodes'
+    /// names ([`Leases::claim`]).
+    pub fn leases(&self) -> Leases {
+        Leases::new(self.store.clone(), self.name.clone())
     }
 
     pub fn node_name(&self) -> &NodeName {

@@ -76,6 +76,13 @@ struct Frame {
     body: Bytes,
 }
 
+/// What the interest task is told, in the order it happened.
+enum Told {
+    Interest(Interest),
+    /// Answered once NATS has confirmed every interest told before it.
+    Settled(oneshot::Sender<()>),
+}
+
 struct Interest {
     namespace: TenantId,
     filter: TopicFilter,
@@ -98,7 +105,7 @@ pub struct Router {
     /// Fair per tenant: one tenant's flood fills its own share, never
     /// another tenant's.
     outbound: Arc<FairQueue<Frame>>,
-    interest: mpsc::UnboundedSender<Interest>,
+    interest: mpsc::UnboundedSender<Told>,
 }
 
 /// The tasks' side, started once the broker exists (the broker is built
@@ -109,7 +116,7 @@ pub struct Pending {
     shared: Client,
     node: String,
     outbound: Arc<FairQueue<Frame>>,
-    interest: mpsc::UnboundedReceiver<Interest>,
+    interest: mpsc::UnboundedReceiver<Told>,
 }
 
 /// The running tasks; dropped or stopped, they end (subscriptions go).
@@ -215,16 +222,26 @@ impl Interconnect for Router {
             false => (None, None),
         };
         // Fails only once the tasks have stopped, at shutdown.
-        let _ = self.interest.send(Interest {
+        let _ = self.interest.send(Told::Interest(Interest {
             namespace: tenant.clone(),
             filter: filter.clone(),
             present,
             ready,
-        });
+        }));
         let confirmed = confirmed?;
         Some(Box::pin(async move {
             // Not confirmed in time, or not at all: acknowledged anyway.
             let _ = tokio::time::timeout(INTEREST_WAIT, confirmed).await;
+            Ok(())
+        }))
+    }
+
+    fn settled(&self) -> Option<Durability> {
+        let (tx, rx) = oneshot::channel();
+        let _ = self.interest.send(Told::Settled(tx));
+        Some(Box::pin(async move {
+            // As for a SUBACK: NATS away, it is not worth waiting for.
+            let _ = tokio::time::timeout(INTEREST_WAIT, rx).await;
             Ok(())
         }))
     }
@@ -353,10 +370,24 @@ async fn follow_interest(
     [client, shared]: [Client; 2],
     broker: Broker,
     node: String,
-    mut changes: mpsc::UnboundedReceiver<Interest>,
+    mut changes: mpsc::UnboundedReceiver<Told>,
 ) {
     let mut live: HashMap<(TenantId, TopicFilter), JoinSet<()>> = HashMap::new();
-    while let Some(change) = changes.recv().await {
+    while let Some(told) = changes.recv().await {
+        let change = match told {
+            Told::Interest(change) => change,
+            Told::Settled(done) => {
+                // The SUBs before are on both connections already: a PING
+                // on each after them confirms them all.
+                let (client, shared) = (client.clone(), shared.clone());
+                tokio::spawn(async move {
+                    if client.flush().await.is_ok() && shared.flush().await.is_ok() {
+                        let _ = done.send(());
+                    }
+                });
+                continue;
+            }
+        };
         let key = (change.namespace, change.filter);
         if !change.present {
             if let Some(set) = live.remove(&key) {

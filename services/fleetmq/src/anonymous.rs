@@ -32,6 +32,10 @@ impl broker::Authenticator for Fallback {
             other => other,
         }
     }
+
+    async fn readmit(&self, tenant: &broker::TenantId, principal: &str) -> bool {
+        self.platform.readmit(tenant, principal).await
+    }
 }
 
 pub struct Authorizer {

@@ -12,6 +12,7 @@
 //! - [`presence_status`]: retained `devices/{d}/status` presence messages published by the broker.
 //! - [`pki_boot`]: the key-encryption key, the platform root CA and the trust set at start.
 //! - [`cluster_boot`]: a cluster member's name, its NATS connection and name lease (issue 15).
+//! - [`node_death`]: survivors take over a dead member's devices, wills and sessions (issue 15).
 //! - [`tls`]: the MQTT/TLS listener: the server certificate (given, or issued by the root) and the device-certificate verifier.
 //! - [`telemetry`]: the tracing subscriber (`--log-format`, `RUST_LOG`).
 //! - [`cmd`]: one file per subcommand (`serve`, `migrate`, `admin`).
@@ -29,6 +30,7 @@ pub mod fdlimit;
 pub mod fence;
 pub mod listen;
 pub mod message_events;
+pub mod node_death;
 pub mod pki_boot;
 pub mod presence_status;
 pub mod session_sweep;

@@ -11,7 +11,9 @@
 //! DISCONNECT 0x00), `keep_alive_timeout`, `administrative_action`
 //! (revoked, disabled or deleted), `connection_lost`,
 //! `server_shutting_down`, `node_restarted` (the node that had it online
-//! crashed and started again), or the snake-cased MQTT reason otherwise;
+//! crashed and started again), `node_lost` (that node died and another
+//! node of the cluster took over, `node_death`), or the snake-cased MQTT
+//! reason otherwise;
 //! offline messages for a connection's end carry `reason_code` too.
 //!
 //! Connections are counted per client id. In a takeover the old
@@ -121,10 +123,20 @@ impl StatusPublisher {
     /// retained status still says `online`. Call before the listeners
     /// start, so a device's next connect is published after it.
     pub fn node_restarted(&self, devices: &[(TenantId, String)]) {
+        self.node_gone(devices, "node_restarted");
+    }
+
+    /// Publishes `offline` (reason `node_lost`) for devices another node
+    /// of the cluster had online when it died (`node_death`).
+    pub fn node_lost(&self, devices: &[(TenantId, String)]) {
+        self.node_gone(devices, "node_lost");
+    }
+
+    fn node_gone(&self, devices: &[(TenantId, String)], reason: &'static str) {
         for (tenant, device) in devices {
             let payload = json!({
                 "status": "offline",
-                "reason": "node_restarted",
+                "reason": reason,
                 "at": now(),
                 "device": device,
             });
@@ -384,6 +396,8 @@ mod tests {
             (TenantId::parse("quiet").unwrap(), "d2".to_owned()),
         ]);
         assert_eq!(drain(&mut rx), [pair("offline", "node_restarted")]);
+        p.node_lost(&[(TenantId::parse("acme").unwrap(), "d3".to_owned())]);
+        assert_eq!(drain(&mut rx), [pair("offline", "node_lost")]);
     }
 
     #[test]

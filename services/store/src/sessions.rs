@@ -564,42 +564,115 @@ impl Store {
         node_id: &str,
         at: DateTime<Utc>,
     ) -> Result<u64, Error> {
+        let released = self.move_node_sessions(node_id, node_id, at, false).await?;
+        Ok(released.len() as u64)
+    }
+
+    /// A dead node's sessions become `to`'s (issue 15): those it had
+    /// connected are released as by [`Store::release_node_sessions`] (as
+    /// of `at`, its last sign of life), and every session it held, those
+    /// offline too, now names `to`. Returns the sessions taken.
+    ///
+    /// Each row is taken by one caller only: every statement is guarded
+    /// by `node_id = dead`, and on Postgres a concurrent caller's UPDATE
+    /// waits for the first's row locks, then finds the rows no longer
+    /// naming the dead node and skips them. So survivors racing for the
+    /// same dead node (or the node itself restarting and releasing its
+    /// own) never both take a session.
+    pub async fn adopt_node_sessions(
+        &self,
+        dead: &str,
+        to: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Vec<SessionKey>, Error> {
+        self.move_node_sessions(dead, to, at, true).await
+    }
+
+    /// The sessions `from` had connected, released as of `at` and given to
+    /// `to` (`to` = `from` at a restart); with `offline_too`, `from`'s
+    /// offline sessions are given to `to` as well. One transaction.
+    async fn move_node_sessions(
+        &self,
+        from: &str,
+        to: &str,
+        at: DateTime<Utc>,
+        offline_too: bool,
+    ) -> Result<Vec<SessionKey>, Error> {
         const GROUPS: &str = "SELECT DISTINCT expiry_interval, will_delay FROM mqtt_sessions \
              WHERE connected AND node_id = $1";
-        const UPDATE: &str = "UPDATE mqtt_sessions SET connected = FALSE, disconnected_at = $1, \
-             updated_at = $1, expires_at = $2, will_due_at = $3 \
-             WHERE connected AND node_id = $4 AND expiry_interval = $5 AND will_delay = $6";
+        const UPDATE: &str = "UPDATE mqtt_sessions SET connected = FALSE, node_id = $1, \
+             disconnected_at = $2, updated_at = $2, expires_at = $3, will_due_at = $4 \
+             WHERE connected AND node_id = $5 AND expiry_interval = $6 AND will_delay = $7 \
+             RETURNING tenant_id, client_id";
         const UPDATE_NO_WILL: &str = "UPDATE mqtt_sessions SET connected = FALSE, \
-             disconnected_at = $1, updated_at = $1, expires_at = $2, will_due_at = $3 \
-             WHERE connected AND node_id = $4 AND expiry_interval = $5 AND will_delay IS NULL";
+             node_id = $1, disconnected_at = $2, updated_at = $2, expires_at = $3, \
+             will_due_at = $4 WHERE connected AND node_id = $5 AND expiry_interval = $6 \
+             AND will_delay IS NULL RETURNING tenant_id, client_id";
+        const OFFLINE: &str = "UPDATE mqtt_sessions SET node_id = $1, updated_at = $2 \
+             WHERE node_id = $3 AND NOT connected RETURNING tenant_id, client_id";
         // u32::MAX seconds: the session never expires (MQTT 3.1.2.11.2).
         let deadline =
             |secs: i64| (secs < i64::from(u32::MAX)).then(|| at + chrono::Duration::seconds(secs));
-        let mut released = 0;
+        let mut moved: Vec<(String, String)> = Vec::new();
         on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             let groups: Vec<(i64, Option<i64>)> = sqlx::query_as(GROUPS)
-                .bind(node_id)
+                .bind(from)
                 .fetch_all(&mut *tx)
                 .await?;
             for (interval, delay) in groups {
                 // 3.1.3.2.2: the will goes at the earlier of its delay and
                 // the session's end.
                 let due = delay.map(|d| Ts(at + chrono::Duration::seconds(d.min(interval))));
-                let query = sqlx::query(if delay.is_some() { UPDATE } else { UPDATE_NO_WILL })
+                let query = sqlx::query_as(if delay.is_some() { UPDATE } else { UPDATE_NO_WILL })
+                    .bind(to)
                     .bind(Ts(at))
                     .bind(deadline(interval).map(Ts))
                     .bind(due)
-                    .bind(node_id)
+                    .bind(from)
                     .bind(interval);
                 let query = match delay {
                     Some(d) => query.bind(d),
                     None => query,
                 };
-                released += query.execute(&mut *tx).await?.rows_affected();
+                moved.extend(query.fetch_all(&mut *tx).await?);
+            }
+            if offline_too {
+                let offline: Vec<(String, String)> =
+                    sql!(in &mut *tx, fetch_all as _ => OFFLINE, to, Ts(at), from)?;
+                moved.extend(offline);
             }
             tx.commit().await?;
         });
-        Ok(released)
+        Ok(moved
+            .into_iter()
+            .map(|(t, c)| SessionKey::new(t, c))
+            .collect())
+    }
+
+    /// The nodes that rows name as serving something now: connected
+    /// sessions and online devices. A cluster member that names another
+    /// one whose lease is gone has found a dead node (issue 15). A walk
+    /// over the two partial indexes, one step per distinct node, so the
+    /// cost grows with the nodes, not the rows.
+    pub async fn nodes_in_use(&self) -> Result<Vec<String>, Error> {
+        const SQL: &str = "WITH RECURSIVE \
+             s(node_id) AS ( \
+               SELECT (SELECT MIN(node_id) FROM mqtt_sessions WHERE connected) \
+               UNION ALL \
+               SELECT (SELECT MIN(x.node_id) FROM mqtt_sessions x \
+                       WHERE x.connected AND x.node_id > s.node_id) \
+               FROM s WHERE s.node_id IS NOT NULL), \
+             p(node_id) AS ( \
+               SELECT (SELECT MIN(node_id) FROM device_presence WHERE status = 'online') \
+               UNION ALL \
+               SELECT (SELECT MIN(y.node_id) FROM device_presence y \
+                       WHERE y.status = 'online' AND y.node_id > p.node_id) \
+               FROM p WHERE p.node_id IS NOT NULL) \
+             SELECT node_id FROM s WHERE node_id IS NOT NULL \
+             UNION SELECT node_id FROM p WHERE node_id IS NOT NULL";
+        let mut nodes: Vec<String> = sql!(self, fetch_all scalar => SQL)?;
+        nodes.sort_unstable();
+        Ok(nodes)
     }
 }

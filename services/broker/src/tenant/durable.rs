@@ -166,19 +166,29 @@ impl Tenant {
             s.connected = false;
             s.expires_at = None;
             s.will_due_at = None;
-            drop(self.restore(vec![s], limits));
+            drop(self.restore(vec![s], limits, false));
         }
     }
 
     /// Puts the sessions stored before a restart back: subscriptions into
     /// the index, queued deliveries in order, in-flight ones to resend
     /// with their packet ids, incoming QoS 2 ids. Deadlines are left to
-    /// the caller (only the broker can publish a will).
-    pub(crate) fn restore(&self, stored: Vec<StoredSession>, limits: QueueLimits) -> Vec<Restored> {
+    /// the caller (only the broker can publish a will). With `keep_held`,
+    /// a session this tenant holds already (a CONNECT took it meanwhile)
+    /// is kept and the stored one skipped, checked as it is put in.
+    pub(crate) fn restore(
+        &self,
+        stored: Vec<StoredSession>,
+        limits: QueueLimits,
+        keep_held: bool,
+    ) -> Vec<Restored> {
         let (now, wall) = (Instant::now(), SystemTime::now());
         let mut restored = Vec::with_capacity(stored.len());
         for s in stored {
             let client_id = s.record.client_id.clone();
+            if keep_held && self.session(&client_id).is_some() {
+                continue;
+            }
             let session = Arc::new(Session::new(
                 client_id.clone(),
                 Arc::from(s.record.owner.as_str()),
@@ -211,7 +221,14 @@ impl Tenant {
                     }
                 }
             }
-            self.sessions().insert(client_id, session.clone());
+            {
+                let mut sessions = self.sessions();
+                if keep_held && sessions.contains_key(&client_id) {
+                    // Dropped unused: its queue gives its room back.
+                    continue;
+                }
+                sessions.insert(client_id, session.clone());
+            }
             crate::metrics::sessions(1.0);
             for sub in s.subscriptions {
                 // Restored as they were granted; the tenant's rules apply

@@ -161,6 +161,19 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
             crate::fence::grace(cluster::DEFAULT_LEASE_TTL),
         )
     });
+    // Survivors take over a dead member's devices, wills and sessions.
+    let node_death = cluster.as_ref().map(|joined| {
+        crate::node_death::NodeDeath::spawn(crate::node_death::Watcher {
+            me: joined.node_name().clone(),
+            leases: joined.leases(),
+            readiness: joined.readiness(),
+            lease_ttl: cluster::DEFAULT_LEASE_TTL,
+            store: store.clone(),
+            broker: broker.clone(),
+            status: services.status.clone(),
+            replay: None,
+        })
+    });
     let mqtt_tasks = [
         tokio::spawn(broker::run_listener(mqtt, broker.clone(), shutdown.clone())),
         tokio::spawn(broker::run_tls_listener(
@@ -238,6 +251,9 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     session_sweep.stop();
     if let Some(fence) = fence {
         fence.stop().await;
+    }
+    if let Some(node_death) = node_death {
+        node_death.stop().await;
     }
     services.shutdown().await;
     drop(feed_link);

@@ -305,6 +305,91 @@ async fn a_crashed_node_releases_its_sessions(db: &TestDb) -> anyhow::Result<()>
     Ok(())
 }
 
+async fn a_dead_nodes_sessions_are_taken_once_by_one_survivor(db: &TestDb) -> anyhow::Result<()> {
+    let store = acme(db).await?;
+    let at = t0();
+    let mut lost = record("acme", "lost", at);
+    lost.will = Some(SessionWill {
+        delay: 0,
+        due_at: None,
+        ..will(at)
+    });
+    let offline = record("acme", "offline", at);
+    let mut alive = record("acme", "alive", at);
+    alive.node_id = Some("node-2".into());
+    connect(store, vec![lost, offline, alive]).await?;
+    let gone = at + Duration::seconds(5);
+    let writes = SessionWrites {
+        disconnected: vec![SessionDisconnect {
+            key: key("acme", "offline"),
+            at: gone,
+            expires_at: Some(gone + Duration::seconds(3600)),
+            will_due_at: None,
+        }],
+        ..SessionWrites::default()
+    };
+    store.write_sessions(&writes).await?;
+    store.create_device("acme", &NewDevice::new("d1")).await?;
+    store
+        .update_presence(&[super::state::online("d1", at, "node-3")])
+        .await?;
+    assert_eq!(
+        store.nodes_in_use().await?,
+        ["node-1", "node-2", "node-3"],
+        "connected sessions' and online devices' nodes, once each"
+    );
+
+    // Two survivors at once (a cluster is on Postgres; SQLite's single
+    // writer would only refuse the second): each session goes to one.
+    let death = at + Duration::seconds(10);
+    let (a, b) = match store.backend() {
+        store::Backend::Postgres => tokio::join!(
+            store.adopt_node_sessions("node-1", "node-2", death),
+            store.adopt_node_sessions("node-1", "node-3", death),
+        ),
+        store::Backend::Sqlite => (
+            store.adopt_node_sessions("node-1", "node-2", death).await,
+            store.adopt_node_sessions("node-1", "node-3", death).await,
+        ),
+    };
+    let mut taken = [a?, b?].concat();
+    taken.sort();
+    assert_eq!(taken, [key("acme", "lost"), key("acme", "offline")]);
+    assert!(
+        store
+            .adopt_node_sessions("node-1", "node-2", death)
+            .await?
+            .is_empty()
+    );
+    assert_eq!(store.release_node_sessions("node-1", death).await?, 0);
+    assert_eq!(store.nodes_in_use().await?, ["node-2", "node-3"]);
+
+    let loaded = store.load_sessions("acme").await?;
+    let r = |client: &str| {
+        loaded
+            .iter()
+            .find(|s| s.record.client_id == client)
+            .map(|s| s.record.clone())
+            .unwrap()
+    };
+    let lost = r("lost");
+    assert!(!lost.connected);
+    assert_ne!(lost.node_id.as_deref(), Some("node-1"));
+    assert_eq!(lost.disconnected_at, Some(death));
+    assert_eq!(lost.will.and_then(|w| w.due_at), Some(death));
+    let offline = r("offline");
+    assert_ne!(offline.node_id.as_deref(), Some("node-1"));
+    // Its offline period started at its own disconnect, not the death.
+    assert_eq!(offline.disconnected_at, Some(gone));
+    assert_eq!(offline.expires_at, Some(gone + Duration::seconds(3600)));
+    assert!(r("alive").connected);
+    assert_eq!(
+        store.due_session_wills(death, 10).await?,
+        [key("acme", "lost")]
+    );
+    Ok(())
+}
+
 async fn expired_sessions_and_messages_are_purged_by_absolute_deadline(
     db: &TestDb,
 ) -> anyhow::Result<()> {
@@ -555,6 +640,7 @@ store::backend_tests!(
     subscriptions_are_upserted_and_removed,
     disconnects_start_deadlines_and_wills_are_kept_until_cleared,
     a_crashed_node_releases_its_sessions,
+    a_dead_nodes_sessions_are_taken_once_by_one_survivor,
     expired_sessions_and_messages_are_purged_by_absolute_deadline,
     deleting_a_tenant_owner_or_client_deletes_everything,
     the_operator_view_pages_with_counts,

@@ -206,7 +206,7 @@ impl Micros for chrono::DateTime<Utc> {
     }
 }
 
-fn online(device: &str, at: chrono::DateTime<Utc>, node: &str) -> PresenceUpdate {
+pub(crate) fn online(device: &str, at: chrono::DateTime<Utc>, node: &str) -> PresenceUpdate {
     PresenceUpdate {
         tenant_id: "acme".into(),
         device_id: device.into(),
