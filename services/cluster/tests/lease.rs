@@ -116,3 +116,57 @@ async fn no_server_is_a_clear_error() {
     assert!(err.contains("cannot connect to NATS"), "{err}");
     assert!(!err.contains("hunter2"), "{err}");
 }
+
+#[tokio::test]
+async fn a_dead_nodes_name_is_claimed_by_one_survivor_and_its_restart_waits() {
+    let nats = NatsServer::start().await;
+    let ttl = Duration::from_secs(3);
+    let survivor = Cluster::join(config(&nats, "n2", "host-b", "/b", ttl))
+        .await
+        .unwrap();
+    let other = Cluster::join(config(&nats, "n3", "host-c", "/c", ttl))
+        .await
+        .unwrap();
+    let dying = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
+        .await
+        .unwrap();
+    let n1 = NodeName::parse("n1").unwrap();
+    let leases = survivor.leases();
+    assert!(leases.last_renewed(&n1).await.unwrap().is_some());
+    assert!(
+        leases.claim(&n1).await.unwrap().is_none(),
+        "a live node's name cannot be claimed"
+    );
+
+    // Dropped without leaving: its lease lapses after the TTL.
+    drop(dying);
+    let deadline = tokio::time::Instant::now() + POLL_BOUND;
+    while leases.last_renewed(&n1).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "never lapsed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let claim = leases
+        .claim(&n1)
+        .await
+        .unwrap()
+        .expect("a dead name is claimed");
+    assert!(
+        other.leases().claim(&n1).await.unwrap().is_none(),
+        "one survivor only"
+    );
+
+    // The dead node starting again waits for the claim, then joins.
+    let restart = tokio::spawn(Cluster::join(config(&nats, "n1", "host-a", "/a", ttl)));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(!restart.is_finished(), "joined under a survivor's claim");
+    claim.release().await;
+    let back = tokio::time::timeout(POLL_BOUND, restart)
+        .await
+        .expect("joins once the claim is released")
+        .unwrap()
+        .unwrap();
+    assert!(leases.last_renewed(&n1).await.unwrap().is_some());
+    back.leave().await;
+    other.leave().await;
+    survivor.leave().await;
+}
