@@ -595,7 +595,9 @@ impl Broker {
     /// its subscriptions (this node's interest now routes its messages
     /// here, and they are queued for it) and its queue. Once that interest
     /// is in force, wills due go out and the other deadlines are armed, as
-    /// after a restart. A session held here already (its client came back
+    /// after a restart (a tenant not in memory yet is loaded with them and
+    /// arms them as it loads, a moment before NATS confirms the interest).
+    /// A session held here already (its client came back
     /// here meanwhile), or that the store names another node for (it came
     /// back there), is left alone. Returns how many were taken in; when it
     /// returns, their interest is in force (unless the interconnect did
