@@ -267,16 +267,7 @@ impl Store {
                 }
             }};
         }
-        let event = match &mut tx {
-            crate::StoreTx::Sqlite(tx) => {
-                let conn: &mut sqlx::SqliteConnection = tx;
-                body!(conn)
-            }
-            crate::StoreTx::Postgres(tx) => {
-                let conn: &mut sqlx::PgConnection = tx;
-                body!(conn)
-            }
-        };
+        let event = on_tx!(&mut tx, conn => body!(conn));
         if let Some(event) = event {
             tx.append_outbox_events(&[event]).await?;
         }
@@ -419,16 +410,7 @@ impl Store {
                 delivery
             }};
         }
-        let delivery = match &mut tx {
-            crate::StoreTx::Sqlite(tx) => {
-                let conn: &mut sqlx::SqliteConnection = tx;
-                body!(conn)
-            }
-            crate::StoreTx::Postgres(tx) => {
-                let conn: &mut sqlx::PgConnection = tx;
-                body!(conn)
-            }
-        };
+        let delivery = on_tx!(&mut tx, conn => body!(conn));
         tx.commit().await?;
         Ok(delivery)
     }
