@@ -80,22 +80,17 @@ pub struct ServiceCredential {
     pub created_at: DateTime<Utc>,
 }
 
-debug_fields!(NewServiceCredential {
-    id,
-    scope,
-    name,
-    username,
-    publish,
-    subscribe
-});
-debug_fields!(ServiceCredential {
-    id,
-    scope,
-    name,
-    username,
-    publish,
-    subscribe
-});
+debug_fields!(
+    NewServiceCredential,
+    ServiceCredential {
+        id,
+        scope,
+        name,
+        username,
+        publish,
+        subscribe
+    }
+);
 
 /// Both tables' rows; the platform's has no `tenant_id` column.
 #[derive(sqlx::FromRow)]

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{FileConfig, Setting, in_range, number_in};
+use super::{FileConfig, Setting, in_range};
 use crate::cli::SessionArgs;
 use crate::error::Error;
 
@@ -52,13 +52,15 @@ pub(super) fn resolve(args: &SessionArgs, file: &FileConfig) -> Result<SessionSe
             "expected 1 to 10000 milliseconds",
         )?),
     };
-    let max_pending = number_in(
-        BUFFER,
-        args.session_buffer.or(file.session_buffer),
-        defaults.max_pending,
-        1_000..=100_000_000,
-        "expected 1000 to 100000000 changes",
-    )?;
+    let max_pending = match args.session_buffer.or(file.session_buffer) {
+        None => defaults.max_pending,
+        Some(n) => in_range(
+            BUFFER,
+            n,
+            1_000..=100_000_000,
+            "expected 1000 to 100000000 changes",
+        )?,
+    };
     Ok(SessionSettings {
         flush_window,
         max_pending,
