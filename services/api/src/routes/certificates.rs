@@ -10,19 +10,17 @@ use ::events as catalogue;
 use ::events::change::Change;
 use ::events::payload::{CertificateIssued, CertificateRevoked, KeySource, RevocationScope};
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
-use http::header::CACHE_CONTROL;
 use pki::{DeviceCertParams, DeviceKey, RevocationReason};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{DeviceCertificate, NewAuditEntry, NewDeviceCertificate};
+use store::{DeviceCertificate, NewDeviceCertificate};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::Routes;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson, AppState, ShownOnce};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
@@ -157,14 +155,7 @@ pub(crate) async fn issue(
     State(state): State<AppState>,
     at: InDevice<Write>,
     ApiJson(body): ApiJson<IssueCertificate>,
-) -> Result<
-    (
-        StatusCode,
-        [(http::HeaderName, &'static str); 1],
-        ApiJson<IssuedCertificate>,
-    ),
-    ApiError,
-> {
+) -> Result<ShownOnce<IssuedCertificate>, ApiError> {
     let (t, d) = (at.t(), at.d());
     let pki = state.pki()?;
     state.store.get_device(t, d).await?;
@@ -239,11 +230,7 @@ pub(crate) async fn issue(
         not_after: issued.not_after,
         fingerprint_sha256: issued.fingerprint_sha256,
     };
-    Ok((
-        StatusCode::CREATED,
-        [(CACHE_CONTROL, "no-store")],
-        ApiJson(response),
-    ))
+    Ok(ShownOnce(response))
 }
 
 /// A device's certificates, oldest first (any role of the tenant).
@@ -330,20 +317,7 @@ pub(crate) async fn device_floor(
     at: InDevice<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    let before = floor_time(&body)?;
-    let audit = floor_audit(&at.scope, Some(d), before);
-    state
-        .store
-        .set_device_cert_floor(t, d, before, Some(&audit))
-        .await?;
-    state
-        .changed(Change::DeviceFloorRaised {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
-    Ok(ApiJson(Floor { before }))
+    set_floor(&state, &at.scope, Some(at.d()), &body).await
 }
 
 /// Refuse every certificate of the tenant issued before `before` (operator,
@@ -357,31 +331,22 @@ pub(crate) async fn tenant_floor(
     scope: InTenant<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    let t = scope.t();
-    let before = floor_time(&body)?;
-    let audit = floor_audit(&scope, None, before);
-    state
-        .store
-        .set_tenant_cert_floor(t, before, Some(&audit))
-        .await?;
-    state
-        .changed(Change::TenantFloorRaised {
-            tenant: t.to_owned(),
-        })
-        .await;
-    Ok(ApiJson(Floor { before }))
+    set_floor(&state, &scope, None, &body).await
 }
 
-/// The entry of a revocation floor of the tenant or of `device`, with its
-/// one `certificate.revoked` event: the certificates it refuses are not
-/// listed one by one. A tenant-wide floor covers every device, listed or
-/// not, so its event has no device (and no per-device sequence).
-fn floor_audit<N>(
+/// Sets the revocation floor of the tenant or of `device`, with its entry
+/// and its one `certificate.revoked` event (the certificates it refuses are
+/// not listed one by one), and ends the sessions it refuses. A tenant-wide
+/// floor covers every device, listed or not, so its event has no device
+/// (and no per-device sequence).
+async fn set_floor<N>(
+    state: &AppState,
     scope: &InTenant<N>,
     device: Option<&str>,
-    before: DateTime<Utc>,
-) -> NewAuditEntry {
+    body: &RevokeBefore,
+) -> Result<ApiJson<Floor>, ApiError> {
     let t = scope.t();
+    let before = floor_time(body)?;
     let (target, kind) = match device {
         Some(d) => (
             format!("tenants/{t}/devices/{d}/certificates"),
@@ -397,13 +362,33 @@ fn floor_audit<N>(
         Some(d) => scope.device_event(d, event),
         None => scope.event(event),
     };
-    scope
+    let audit = scope
         .audit(
             "certificate.revoke_before",
             target,
             json!({ "before": before }),
         )
-        .with_event(event)
+        .with_event(event);
+    let store = &state.store;
+    let change = match device {
+        Some(d) => {
+            store
+                .set_device_cert_floor(t, d, before, Some(&audit))
+                .await?;
+            Change::DeviceFloorRaised {
+                tenant: t.to_owned(),
+                device: d.to_owned(),
+            }
+        }
+        None => {
+            store.set_tenant_cert_floor(t, before, Some(&audit)).await?;
+            Change::TenantFloorRaised {
+                tenant: t.to_owned(),
+            }
+        }
+    };
+    state.changed(change).await;
+    Ok(ApiJson(Floor { before }))
 }
 
 /// `before`, defaulting to now. A future floor would refuse certificates

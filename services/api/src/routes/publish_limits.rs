@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{PublishLimitSettings, StoredPublishLimits};
+use store::{NewAuditEntry, PublishLimitSettings, StoredPublishLimits};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
@@ -119,24 +119,109 @@ impl PublishLimits {
     }
 }
 
-fn audit_details(s: &PublishLimitSettings) -> serde_json::Value {
-    json!({
-        "messages_per_second": s.messages_per_second,
-        "messages_burst": s.messages_burst,
-        "bytes_per_second": s.bytes_per_second,
-        "bytes_burst": s.bytes_burst,
-    })
+/// The audit actions of setting and removing a tenant's and a device's
+/// limits.
+const PUT: [&str; 2] = ["publish_limits.put", "device.publish_limits.put"];
+const DELETE: [&str; 2] = ["publish_limits.delete", "device.publish_limits.delete"];
+
+async fn read(
+    state: &AppState,
+    t: &str,
+    device: Option<&str>,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    let stored = match device {
+        None => state.store.get_tenant_publish_limits(t).await?,
+        Some(d) => state.store.get_device_publish_limits(t, d).await?,
+    };
+    Ok(ApiJson(stored.into()))
+}
+
+/// The audit entry of a change to the limits of the tenant (`actions[0]`)
+/// or of `device` (`actions[1]`).
+fn entry<N>(
+    scope: &InTenant<N>,
+    device: Option<&str>,
+    [tenant_action, device_action]: [&'static str; 2],
+    details: serde_json::Value,
+) -> NewAuditEntry {
+    let t = scope.t();
+    let (action, target) = match device {
+        None => (tenant_action, format!("tenants/{t}/publish-limits")),
+        Some(d) => (
+            device_action,
+            format!("tenants/{t}/devices/{d}/publish-limits"),
+        ),
+    };
+    scope.audit(action, target, details)
 }
 
 /// Tell live sessions (the appliers log their own failures: the change is
 /// stored either way, and the next connect reads it).
-async fn tell_sessions(state: &AppState, tenant: &str, device: Option<&str>) {
+async fn tell_sessions(state: &AppState, t: &str, device: Option<&str>) {
     state
         .changed(Change::PublishLimitsChanged {
-            tenant: tenant.to_owned(),
+            tenant: t.to_owned(),
             device: device.map(str::to_owned),
         })
         .await;
+}
+
+/// Sets the limits of the tenant (its default) or of `device` (its
+/// override).
+async fn put<N>(
+    state: &AppState,
+    scope: &InTenant<N>,
+    device: Option<&str>,
+    body: PublishLimits,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    let (t, s) = (scope.t(), body.check()?);
+    let details = json!({
+        "messages_per_second": s.messages_per_second,
+        "messages_burst": s.messages_burst,
+        "bytes_per_second": s.bytes_per_second,
+        "bytes_burst": s.bytes_burst,
+    });
+    let audit = Some(entry(scope, device, PUT, details));
+    let store = &state.store;
+    let stored = match device {
+        None => {
+            store
+                .put_tenant_publish_limits(t, &s, audit.as_ref())
+                .await?
+        }
+        Some(d) => {
+            store
+                .put_device_publish_limits(t, d, &s, audit.as_ref())
+                .await?
+        }
+    };
+    tell_sessions(state, t, device).await;
+    Ok(ApiJson(stored.into()))
+}
+
+async fn delete<N>(
+    state: &AppState,
+    scope: &InTenant<N>,
+    device: Option<&str>,
+) -> Result<StatusCode, ApiError> {
+    let t = scope.t();
+    let audit = Some(entry(scope, device, DELETE, json!({})));
+    match device {
+        None => {
+            state
+                .store
+                .delete_tenant_publish_limits(t, audit.as_ref())
+                .await?
+        }
+        Some(d) => {
+            state
+                .store
+                .delete_device_publish_limits(t, d, audit.as_ref())
+                .await?
+        }
+    }
+    tell_sessions(state, t, device).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The tenant's default publish limits for its devices (any role of the
@@ -148,10 +233,7 @@ pub(crate) async fn read_tenant(
     State(state): State<AppState>,
     scope: InTenant<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let t = scope.t();
-    Ok(ApiJson(
-        state.store.get_tenant_publish_limits(t).await?.into(),
-    ))
+    read(&state, scope.t(), None).await
 }
 
 /// Set the tenant's default publish limits (tenant-admin).
@@ -168,19 +250,7 @@ pub(crate) async fn put_tenant(
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let t = scope.t();
-    let settings = body.check()?;
-    let audit = scope.audit(
-        "publish_limits.put",
-        format!("tenants/{t}/publish-limits"),
-        audit_details(&settings),
-    );
-    let stored = state
-        .store
-        .put_tenant_publish_limits(t, &settings, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, None).await;
-    Ok(ApiJson(stored.into()))
+    put(&state, &scope, None, body).await
 }
 
 /// Remove the tenant's default (tenant-admin): the platform default
@@ -192,18 +262,7 @@ pub(crate) async fn delete_tenant(
     State(state): State<AppState>,
     scope: InTenant<Admin>,
 ) -> Result<StatusCode, ApiError> {
-    let t = scope.t();
-    let audit = scope.audit(
-        "publish_limits.delete",
-        format!("tenants/{t}/publish-limits"),
-        json!({}),
-    );
-    state
-        .store
-        .delete_tenant_publish_limits(t, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, None).await;
-    Ok(StatusCode::NO_CONTENT)
+    delete(&state, &scope, None).await
 }
 
 /// A device's override (any role of the tenant); 404 when it has none.
@@ -214,10 +273,7 @@ pub(crate) async fn read_device(
     State(state): State<AppState>,
     at: InDevice<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    Ok(ApiJson(
-        state.store.get_device_publish_limits(t, d).await?.into(),
-    ))
+    read(&state, at.t(), Some(at.d())).await
 }
 
 /// Set a device's override (operator and up); its live session follows
@@ -235,19 +291,7 @@ pub(crate) async fn put_device(
     at: InDevice<Write>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    let settings = body.check()?;
-    let audit = at.audit(
-        "device.publish_limits.put",
-        format!("tenants/{t}/devices/{d}/publish-limits"),
-        audit_details(&settings),
-    );
-    let stored = state
-        .store
-        .put_device_publish_limits(t, d, &settings, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, Some(d)).await;
-    Ok(ApiJson(stored.into()))
+    put(&state, &at.scope, Some(at.d()), body).await
 }
 
 /// Remove a device's override (operator and up): the tenant's default, or
@@ -259,16 +303,5 @@ pub(crate) async fn delete_device(
     State(state): State<AppState>,
     at: InDevice<Write>,
 ) -> Result<StatusCode, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    let audit = at.audit(
-        "device.publish_limits.delete",
-        format!("tenants/{t}/devices/{d}/publish-limits"),
-        json!({}),
-    );
-    state
-        .store
-        .delete_device_publish_limits(t, d, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, Some(d)).await;
-    Ok(StatusCode::NO_CONTENT)
+    delete(&state, &at.scope, Some(at.d())).await
 }

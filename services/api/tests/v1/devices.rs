@@ -9,9 +9,8 @@ use http::Method;
 use crate::{TestApp, request};
 
 async fn device_crud(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     let base = "/v1/tenants/acme/devices";
     let created = t
         .post(
@@ -29,7 +28,7 @@ async fn device_crud(db: &TestDb) {
     assert_eq!(created["labels"]["room"], "lab");
 
     let one = format!("{base}/Sensor_1.x-2");
-    assert_eq!(t.get(&one, a).await.expect(200).body, created);
+    assert_eq!(t.fetch(&one, a).await, created);
 
     // Merge patch: set, remove, nested merge, replace.
     let patched = t
@@ -76,9 +75,8 @@ async fn device_crud(db: &TestDb) {
 }
 
 async fn device_validation(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     let base = "/v1/tenants/acme/devices";
     for bad in [
         "",
@@ -163,9 +161,8 @@ async fn device_validation(db: &TestDb) {
 }
 
 async fn device_filters(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     let base = "/v1/tenants/acme/devices";
     for (id, room, enabled) in [
         ("a1", "lab", true),
@@ -188,7 +185,7 @@ async fn device_filters(db: &TestDb) {
             .map(|d| d["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let all = t.get(base, a).await.expect(200).body;
+    let all = t.fetch(base, a).await;
     assert_eq!(ids(&all), ["a1", "a2", "a3"]);
     assert!(all["next_cursor"].is_null());
     let r = t
@@ -222,8 +219,7 @@ async fn device_filters(db: &TestDb) {
 /// device that existed before paging started is seen exactly once, in
 /// order, and nothing is seen twice.
 async fn paging_while_adding(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     for i in 0..2500 {
         t.store
             .create_device("acme", &NewDevice::new(format!("dev-{i:05}")))
@@ -255,7 +251,7 @@ async fn paging_while_adding(db: &TestDb) {
             Some(c) => format!("/v1/tenants/acme/devices?limit=100&cursor={c}"),
             None => "/v1/tenants/acme/devices?limit=100".to_owned(),
         };
-        let page = t.get(&uri, &t.admin).await.expect(200).body;
+        let page = t.fetch(&uri, &t.admin).await;
         pages += 1;
         for d in page["items"].as_array().unwrap() {
             seen.push(d["id"].as_str().unwrap().to_owned());
@@ -279,9 +275,8 @@ async fn paging_while_adding(db: &TestDb) {
 /// GET and PATCH answer with an ETag; a PATCH with If-Match applies only
 /// to that version (412 otherwise), for devices and tenants alike.
 async fn if_match_guards_updates(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     t.device("acme", "d1").await;
     for (uri, change, other) in [
         (
@@ -327,7 +322,7 @@ async fn if_match_guards_updates(db: &TestDb) {
         patch(&other, &etag)
             .await
             .problem(412, "precondition-failed");
-        assert_eq!(t.get(uri, a).await.expect(200).body, read.body);
+        assert_eq!(t.fetch(uri, a).await, read.body);
         // Weak tags never match; `*` and lists do; no If-Match is fine.
         patch(&other, &format!("W/{new_tag}"))
             .await
@@ -358,8 +353,7 @@ async fn if_match_guards_updates(db: &TestDb) {
 /// U+0000 in attributes is refused on both backends alike (PostgreSQL's
 /// jsonb cannot store it), with the pointer of the string or key.
 async fn nul_in_attributes_is_422(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let base = "/v1/tenants/acme/devices";
     let r = t
         .post(

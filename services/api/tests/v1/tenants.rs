@@ -15,19 +15,17 @@ async fn tenant_crud(db: &TestDb) {
     assert_eq!(created["name"], "Acme");
     assert!(created["created_at"].is_string());
 
-    let got = t.get("/v1/tenants/acme", a).await.expect(200).body;
+    let got = t.fetch("/v1/tenants/acme", a).await;
     assert_eq!(got, created);
 
     t.tenant("beta").await;
-    let list = t.get("/v1/tenants?limit=1", a).await.expect(200).body;
+    let list = t.fetch("/v1/tenants?limit=1", a).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert_eq!(list["items"][0]["id"], "acme");
     let cursor = list["next_cursor"].as_str().unwrap().to_owned();
     let list = t
-        .get(&format!("/v1/tenants?limit=1&cursor={cursor}"), a)
-        .await
-        .expect(200)
-        .body;
+        .fetch(&format!("/v1/tenants?limit=1&cursor={cursor}"), a)
+        .await;
     assert_eq!(list["items"][0]["id"], "beta");
     assert!(list["next_cursor"].is_null());
 
@@ -60,9 +58,8 @@ async fn tenant_crud(db: &TestDb) {
 }
 
 async fn tenant_validation(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     let r = t
         .post("/v1/tenants", a, json!({"id": "acme", "name": "Again"}))
         .await
@@ -131,8 +128,7 @@ async fn openapi_is_served(db: &TestDb) {
 
 /// `application/merge-patch+json` is the PATCH media type (plain JSON too).
 async fn merge_patch_media_type(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let req = http::Request::patch("/v1/tenants/acme")
         .header(http::header::AUTHORIZATION, format!("Bearer {}", t.admin))
         .header(http::header::CONTENT_TYPE, "application/merge-patch+json")
