@@ -9,7 +9,7 @@ use std::str::FromStr;
 use ::events as catalogue;
 use ::events::change::Change;
 use ::events::payload::{CertificateIssued, CertificateRevoked, KeySource, RevocationScope};
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use chrono::{DateTime, Duration, Utc};
 use pki::{DeviceCertParams, DeviceKey, RevocationReason};
 use serde::{Deserialize, Serialize};
@@ -152,13 +152,12 @@ pub(crate) struct Floor {
         (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn issue(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     ApiJson(body): ApiJson<IssueCertificate>,
 ) -> Result<ShownOnce<IssuedCertificate>, ApiError> {
     let (t, d) = (at.t(), at.d());
-    let pki = state.pki()?;
-    state.store.get_device(t, d).await?;
+    let pki = at.state().pki()?;
+    at.store().get_device(t, d).await?;
     let validity = match body.validity_days {
         None => pki.default_validity,
         Some(0) => {
@@ -169,7 +168,7 @@ pub(crate) async fn issue(
         }
         Some(days) => Duration::days(i64::from(days)),
     };
-    let ca = state.tenant_ca(t).await?;
+    let ca = at.state().tenant_ca(t).await?;
     let key = match body.csr_pem.as_deref() {
         Some(pem) => DeviceKey::Csr(pem),
         None => DeviceKey::Generate,
@@ -216,8 +215,7 @@ pub(crate) async fn issue(
                 },
             })),
         );
-    state
-        .store
+    at.store()
         .create_device_certificate(&new, Some(&audit))
         .await?;
     tracing::info!(tenant = %t, device = %d, serial = %issued.serial, "certificate issued");
@@ -237,14 +235,11 @@ pub(crate) async fn issue(
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/certificates", operation_id = "list_certificates", tag = "pki",
     params(DevicePath),
     responses((status = 200, description = "The certificates", body = CertificateList)))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    at: InDevice<Read>,
-) -> Result<ApiJson<CertificateList>, ApiError> {
+pub(crate) async fn list(at: InDevice<Read>) -> Result<ApiJson<CertificateList>, ApiError> {
     let (t, d) = (at.t(), at.d());
-    state.store.get_device(t, d).await?;
-    let items = state
-        .store
+    at.store().get_device(t, d).await?;
+    let items = at
+        .store()
         .list_device_certificates(t, d)
         .await?
         .into_iter()
@@ -260,7 +255,6 @@ pub(crate) async fn list(
     request_body = RevokeCertificate,
     responses((status = 200, description = "The revoked certificate", body = Certificate)))]
 pub(crate) async fn revoke(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     Path(SerialPath { serial }): Path<SerialPath>,
     ApiJson(body): ApiJson<RevokeCertificate>,
@@ -292,17 +286,16 @@ pub(crate) async fn revoke(
             },
         )))
     };
-    let revoked = state
-        .store
+    let revoked = at
+        .store()
         .revoke_device_certificate(t, d, &serial, reason.as_str(), Utc::now(), Some(&audit))
         .await?;
-    state
-        .changed(Change::CertificateRevoked {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-            serial: revoked.serial.clone(),
-        })
-        .await;
+    at.changed(Change::CertificateRevoked {
+        tenant: t.to_owned(),
+        device: d.to_owned(),
+        serial: revoked.serial.clone(),
+    })
+    .await;
     Ok(ApiJson(revoked.into()))
 }
 
@@ -313,11 +306,10 @@ pub(crate) async fn revoke(
     request_body = RevokeBefore,
     responses((status = 200, description = "The floor set", body = Floor)))]
 pub(crate) async fn device_floor(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    set_floor(&state, &at.scope, Some(at.d()), &body).await
+    set_floor(at.state(), &at.scope, Some(at.d()), &body).await
 }
 
 /// Refuse every certificate of the tenant issued before `before` (operator,
@@ -327,11 +319,10 @@ pub(crate) async fn device_floor(
     request_body = RevokeBefore,
     responses((status = 200, description = "The floor set", body = Floor)))]
 pub(crate) async fn tenant_floor(
-    State(state): State<AppState>,
     scope: InTenant<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    set_floor(&state, &scope, None, &body).await
+    set_floor(scope.state(), &scope, None, &body).await
 }
 
 /// Sets the revocation floor of the tenant or of `device`, with its entry

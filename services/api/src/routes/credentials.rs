@@ -5,7 +5,7 @@
 //! Secrets are made here, returned once, and stored only as argon2id hashes.
 
 use ::events::change::Change;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -122,23 +122,20 @@ pub(crate) async fn new_secret() -> Result<(String, String), ApiError> {
     params(DevicePath),
     responses((status = 201, description = "The user name and password (shown once)", body = DevicePassword)))]
 pub(crate) async fn set_password(
-    State(state): State<AppState>,
     at: InDevice<Write>,
 ) -> Result<ShownOnce<DevicePassword>, ApiError> {
     let (t, d) = (at.t(), at.d());
-    state.store.get_device(t, d).await?;
+    at.store().get_device(t, d).await?;
     let (password, hash) = new_secret().await?;
     let audit = at.audit("device.password.set", password_target(t, d), json!({}));
-    state
-        .store
+    at.store()
         .set_device_password(t, d, &hash, Some(&audit))
         .await?;
-    state
-        .changed(Change::DevicePasswordChanged {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
+    at.changed(Change::DevicePasswordChanged {
+        tenant: t.to_owned(),
+        device: d.to_owned(),
+    })
+    .await;
     Ok(ShownOnce(DevicePassword {
         username: access::device_username(d, t),
         password,
@@ -150,14 +147,11 @@ pub(crate) async fn set_password(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}/password", operation_id = "delete_device_password", tag = "credentials",
     params(DevicePath),
     responses((status = 204, description = "Removed")))]
-pub(crate) async fn delete_password(
-    State(state): State<AppState>,
-    at: InDevice<Write>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete_password(at: InDevice<Write>) -> Result<StatusCode, ApiError> {
     let (t, d) = (at.t(), at.d());
     let audit = at.audit("device.password.delete", password_target(t, d), json!({}));
-    if !state
-        .store
+    if !at
+        .store()
         .delete_device_password(t, d, Some(&audit))
         .await?
     {
@@ -166,12 +160,11 @@ pub(crate) async fn delete_password(
             id: format!("{t}/{d}"),
         });
     }
-    state
-        .changed(Change::DevicePasswordChanged {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
+    at.changed(Change::DevicePasswordChanged {
+        tenant: t.to_owned(),
+        device: d.to_owned(),
+    })
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -185,11 +178,10 @@ pub(crate) async fn delete_password(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create_service(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateServiceCredential>,
 ) -> Result<ShownOnce<CreatedServiceCredential>, ApiError> {
-    create_credential(&state, &scope, body).await
+    create_credential(scope.state(), &scope, body).await
 }
 
 /// A tenant's service credentials, by name, without secrets (any role of the tenant).
@@ -197,11 +189,10 @@ pub(crate) async fn create_service(
     params(TenantPath),
     responses((status = 200, description = "The credentials", body = ServiceCredentialList)))]
 pub(crate) async fn list_services(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
 ) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
-    state.store.get_tenant(scope.t()).await?;
-    list_credentials(&state, &scope).await
+    scope.store().get_tenant(scope.t()).await?;
+    list_credentials(scope.state(), &scope).await
 }
 
 /// Delete a service credential (tenant-admin). Sessions using it end.
@@ -209,11 +200,10 @@ pub(crate) async fn list_services(
     params(TenantPath, CredentialPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_service(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(CredentialPath { id }): Path<CredentialPath>,
 ) -> Result<StatusCode, ApiError> {
-    delete_credential(&state, &scope, &id).await
+    delete_credential(scope.state(), &scope, &id).await
 }
 
 /// Whose service credentials a route is about: a tenant's ([`InTenant`])

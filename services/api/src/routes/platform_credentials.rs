@@ -7,7 +7,7 @@
 //! platform's scope.
 
 use ::events::change::Change;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use store::{CredentialScope, NewAuditEntry, ServiceCredential};
@@ -19,7 +19,7 @@ use super::credentials::{
     ServiceCredentialList, create_credential, delete_credential, list_credentials,
 };
 use super::scope::AsPlatform;
-use crate::{ApiError, ApiJson, AppState, ShownOnce};
+use crate::{ApiError, ApiJson, ShownOnce};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
@@ -62,21 +62,17 @@ impl CredentialOwner for AsPlatform {
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
     admin: AsPlatform,
     ApiJson(body): ApiJson<CreateServiceCredential>,
 ) -> Result<ShownOnce<CreatedServiceCredential>, ApiError> {
-    create_credential(&state, &admin, body).await
+    create_credential(admin.state(), &admin, body).await
 }
 
 /// The platform service credentials, by name, without secrets (platform-admin).
 #[utoipa::path(get, path = "/v1/service-credentials", operation_id = "list_platform_credentials", tag = "credentials",
     responses((status = 200, description = "The credentials", body = ServiceCredentialList)))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    admin: AsPlatform,
-) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
-    list_credentials(&state, &admin).await
+pub(crate) async fn list(admin: AsPlatform) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
+    list_credentials(admin.state(), &admin).await
 }
 
 /// Delete a platform service credential (platform-admin). Its MQTT
@@ -85,9 +81,8 @@ pub(crate) async fn list(
     params(CredentialPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
-    State(state): State<AppState>,
     admin: AsPlatform,
     Path(CredentialPath { id }): Path<CredentialPath>,
 ) -> Result<StatusCode, ApiError> {
-    delete_credential(&state, &admin, &id).await
+    delete_credential(admin.state(), &admin, &id).await
 }

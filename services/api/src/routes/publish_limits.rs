@@ -8,7 +8,6 @@
 //! reaches the device's live session from its next PUBLISH.
 
 use ::events::change::Change;
-use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -230,10 +229,9 @@ async fn delete<N>(
     params(TenantPath),
     responses((status = 200, description = "The tenant's default", body = PublishLimitsView)))]
 pub(crate) async fn read_tenant(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    read(&state, scope.t(), None).await
+    read(scope.state(), scope.t(), None).await
 }
 
 /// Set the tenant's default publish limits (tenant-admin).
@@ -246,11 +244,10 @@ pub(crate) async fn read_tenant(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put_tenant(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    put(&state, &scope, None, body).await
+    put(scope.state(), &scope, None, body).await
 }
 
 /// Remove the tenant's default (tenant-admin): the platform default
@@ -258,11 +255,8 @@ pub(crate) async fn put_tenant(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/publish-limits", operation_id = "delete_tenant_publish_limits", tag = "publish-limits",
     params(TenantPath),
     responses((status = 204, description = "Removed")))]
-pub(crate) async fn delete_tenant(
-    State(state): State<AppState>,
-    scope: InTenant<Admin>,
-) -> Result<StatusCode, ApiError> {
-    delete(&state, &scope, None).await
+pub(crate) async fn delete_tenant(scope: InTenant<Admin>) -> Result<StatusCode, ApiError> {
+    delete(scope.state(), &scope, None).await
 }
 
 /// A device's override (any role of the tenant); 404 when it has none.
@@ -270,10 +264,9 @@ pub(crate) async fn delete_tenant(
     params(DevicePath),
     responses((status = 200, description = "The device's override", body = PublishLimitsView)))]
 pub(crate) async fn read_device(
-    State(state): State<AppState>,
     at: InDevice<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    read(&state, at.t(), Some(at.d())).await
+    read(at.state(), at.t(), Some(at.d())).await
 }
 
 /// Set a device's override (operator and up); its live session follows
@@ -287,11 +280,10 @@ pub(crate) async fn read_device(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put_device(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    put(&state, &at.scope, Some(at.d()), body).await
+    put(at.state(), &at.scope, Some(at.d()), body).await
 }
 
 /// Remove a device's override (operator and up): the tenant's default, or
@@ -299,9 +291,6 @@ pub(crate) async fn put_device(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "delete_device_publish_limits", tag = "publish-limits",
     params(DevicePath),
     responses((status = 204, description = "Removed")))]
-pub(crate) async fn delete_device(
-    State(state): State<AppState>,
-    at: InDevice<Write>,
-) -> Result<StatusCode, ApiError> {
-    delete(&state, &at.scope, Some(at.d())).await
+pub(crate) async fn delete_device(at: InDevice<Write>) -> Result<StatusCode, ApiError> {
+    delete(at.state(), &at.scope, Some(at.d())).await
 }
