@@ -109,11 +109,9 @@ async fn api_key_access(db: &TestDb) {
         .problem(404, "not-found");
     t.get(keys, &other_admin).await.problem(404, "not-found");
     let ta = t.token(Role::TenantAdmin, "acme");
-    let r = t
-        .post(keys, &ta, json!({"name": "n", "role": "platform-admin"}))
+    t.post(keys, &ta, json!({"name": "n", "role": "platform-admin"}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/role");
+        .invalid_at("/role");
     t.delete(&format!("{keys}/nope"), &ta)
         .await
         .problem(404, "not-found");

@@ -89,11 +89,9 @@ async fn device_validation(db: &TestDb) {
         "é",
         &"a".repeat(129),
     ] {
-        let r = t
-            .post(base, a, json!({ "id": bad }))
+        t.post(base, a, json!({ "id": bad }))
             .await
-            .problem(422, "validation");
-        assert_eq!(r.pointer(), "/id", "{bad:?}");
+            .invalid_at("/id");
     }
     let cases: [(Value, &str); 7] = [
         (json!({"id": "d", "color": "red"}), "/color"),
@@ -114,11 +112,7 @@ async fn device_validation(db: &TestDb) {
         (json!({"id": "d", "enabled": "yes"}), "/enabled"),
     ];
     for (body, pointer) in cases {
-        let r = t
-            .post(base, a, body.clone())
-            .await
-            .problem(422, "validation");
-        assert_eq!(r.pointer(), pointer, "{body}");
+        t.post(base, a, body.clone()).await.invalid_at(pointer);
     }
     let many: serde_json::Map<String, Value> =
         (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
@@ -128,21 +122,15 @@ async fn device_validation(db: &TestDb) {
 
     t.device("acme", "d").await;
     let one = format!("{base}/d");
-    let r = t
-        .patch(&one, a, json!({"enabled": null}))
+    t.patch(&one, a, json!({"enabled": null}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/enabled");
-    let r = t
-        .patch(&one, a, json!({"labels": {"k": 5}}))
+        .invalid_at("/enabled");
+    t.patch(&one, a, json!({"labels": {"k": 5}}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/labels/k");
-    let r = t
-        .patch(&one, a, json!({"id": "other"}))
+        .invalid_at("/labels/k");
+    t.patch(&one, a, json!({"id": "other"}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/id");
+        .invalid_at("/id");
 
     for q in [
         "status=on",
@@ -355,34 +343,28 @@ async fn if_match_guards_updates(db: &TestDb) {
 async fn nul_in_attributes_is_422(db: &TestDb) {
     let t = TestApp::with_tenants(db, &["acme"]).await;
     let base = "/v1/tenants/acme/devices";
-    let r = t
-        .post(
-            base,
-            &t.admin,
-            json!({"id": "n1", "attributes": {"a": ["ok", {"b": "x\0y"}]}}),
-        )
-        .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/attributes/a/1/b");
-    let r = t
-        .post(
-            base,
-            &t.admin,
-            json!({"id": "n1", "attributes": {"k\0": 1}}),
-        )
-        .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/attributes/k\0");
+    t.post(
+        base,
+        &t.admin,
+        json!({"id": "n1", "attributes": {"a": ["ok", {"b": "x\0y"}]}}),
+    )
+    .await
+    .invalid_at("/attributes/a/1/b");
+    t.post(
+        base,
+        &t.admin,
+        json!({"id": "n1", "attributes": {"k\0": 1}}),
+    )
+    .await
+    .invalid_at("/attributes/k\0");
     t.device("acme", "n1").await;
-    let r = t
-        .patch(
-            &format!("{base}/n1"),
-            &t.admin,
-            json!({"attributes": {"z": "\0"}}),
-        )
-        .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/attributes/z");
+    t.patch(
+        &format!("{base}/n1"),
+        &t.admin,
+        json!({"attributes": {"z": "\0"}}),
+    )
+    .await
+    .invalid_at("/attributes/z");
 }
 
 store::backend_tests!(

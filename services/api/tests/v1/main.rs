@@ -87,6 +87,14 @@ impl Resp {
         r.body
     }
 
+    /// Asserts a 422 whose first field error is at `pointer`.
+    #[track_caller]
+    pub fn invalid_at(self, pointer: &str) -> Resp {
+        let r = self.problem(422, "validation");
+        assert_eq!(r.pointer(), pointer, "{}", r.body);
+        r
+    }
+
     /// The JSON pointer of the first field error.
     pub fn pointer(&self) -> &str {
         self.body["errors"][0]["pointer"].as_str().unwrap_or("")

@@ -43,11 +43,9 @@ async fn platform_credentials_are_for_platform_admins(db: &TestDb) {
         .await
         .problem(403, "forbidden");
     t.get(url, &tenant_admin).await.problem(403, "forbidden");
-    let r = t
-        .post(url, &t.admin, json!({"name": "bad name"}))
+    t.post(url, &t.admin, json!({"name": "bad name"}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/name");
+        .invalid_at("/name");
     let r = t
         .post(
             url,
@@ -106,11 +104,9 @@ async fn topic_rules_get_put(db: &TestDb) {
     t.put(url, &viewer, rules.clone())
         .await
         .problem(403, "forbidden");
-    let r = t
-        .put(url, &admin, json!({"max_depth": 0}))
+    t.put(url, &admin, json!({"max_depth": 0}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/max_depth");
+        .invalid_at("/max_depth");
     t.put(url, &admin, json!({"depth": 3}))
         .await
         .problem(422, "validation");
