@@ -699,6 +699,13 @@ impl Broker {
         for conn in &conns {
             conn.kick(ReasonCode::AdministrativeAction);
         }
+        // Its sessions, offline persistent ones too, leave the index: a
+        // clustered node withdraws the tenant's interest rather than keep
+        // receiving its traffic for nobody. The store deletes them with
+        // the tenant.
+        for session in tenant.all_sessions() {
+            tenant.forget(&session);
+        }
         conns.len()
     }
 

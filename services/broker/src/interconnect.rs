@@ -261,6 +261,17 @@ mod tests {
         }
     }
 
+    /// A broker whose interconnect records what it is told, and tenant
+    /// `acme`'s id.
+    fn clustered() -> (Arc<Told>, TenantId, Broker) {
+        let told = Arc::new(Told::default());
+        let id = TenantId::parse("acme").unwrap();
+        let b = Broker::builder(Arc::new(crate::AllowAnonymous { tenant: id.clone() }))
+            .interconnect(told.clone())
+            .build();
+        (told, id, b)
+    }
+
     fn session(t: &Tenant, id: &str) -> Arc<Session> {
         t.attach(
             &Arc::from(id),
@@ -293,11 +304,7 @@ mod tests {
 
     #[tokio::test]
     async fn interest_is_told_for_the_first_and_last_subscription_of_a_filter() {
-        let told = Arc::new(Told::default());
-        let id = TenantId::parse("acme").unwrap();
-        let b = Broker::builder(Arc::new(crate::AllowAnonymous { tenant: id.clone() }))
-            .interconnect(told.clone())
-            .build();
+        let (told, id, b) = clustered();
         let t = b.tenant(&id).await.unwrap();
         let (s1, s2) = (session(&t, "c1"), session(&t, "c2"));
         let q0 = SubscriptionOptions::new(QoS::AtMostOnce);
@@ -331,14 +338,32 @@ mod tests {
         assert_eq!(told, want);
     }
 
+    #[tokio::test]
+    async fn a_removed_tenant_withdraws_the_interest_of_its_sessions() {
+        let (told, id, b) = clustered();
+        let t = b.tenant(&id).await.unwrap();
+        let q1 = SubscriptionOptions::new(QoS::AtLeastOnce);
+        let online = session(&t, "online");
+        t.subscribe(&online, &filter("a/#"), q1, None);
+        // A persistent session with no connection keeps its interest.
+        let offline = session(&t, "offline");
+        t.subscribe(&offline, &filter("b/+"), q1, None);
+        t.detach(&offline, 1, 3600);
+        b.remove_tenant(&id);
+        let mut told: Vec<(String, bool)> = told.interest.lock().unwrap().clone();
+        told.sort();
+        let want: Vec<(String, bool)> =
+            [("a/#", false), ("a/#", true), ("b/+", false), ("b/+", true)]
+                .iter()
+                .map(|(f, p)| (f.to_string(), *p))
+                .collect();
+        assert_eq!(told, want);
+    }
+
     // Paused: the expiry left is read in whole seconds.
     #[tokio::test(start_paused = true)]
     async fn published_messages_and_retained_changes_are_forwarded_once() {
-        let told = Arc::new(Told::default());
-        let id = TenantId::parse("acme").unwrap();
-        let b = Broker::builder(Arc::new(crate::AllowAnonymous { tenant: id.clone() }))
-            .interconnect(told.clone())
-            .build();
+        let (told, id, b) = clustered();
         let props = Properties {
             message_expiry_interval: Some(60),
             ..Properties::default()

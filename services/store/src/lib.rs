@@ -74,6 +74,23 @@ macro_rules! on_pool {
     };
 }
 
+/// [`on_pool!`] for a [`StoreTx`] (`&mut`): `$body` with `$conn` the
+/// transaction's connection, compiled for each backend.
+macro_rules! on_tx {
+    ($tx:expr, $conn:ident => $body:expr) => {
+        match $tx {
+            $crate::StoreTx::Sqlite(tx) => {
+                let $conn: &mut sqlx::SqliteConnection = tx;
+                $body
+            }
+            $crate::StoreTx::Postgres(tx) => {
+                let $conn: &mut sqlx::PgConnection = tx;
+                $body
+            }
+        }
+    };
+}
+
 /// One statement on `$store`'s pool (or, after `in`, on the connection or
 /// transaction `$conn`): `$sql` with each `$arg` bound in order, then
 /// - `execute`: run, evaluating to the number of rows it affected;

@@ -7,13 +7,13 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use crate::codec::{Ts, now};
-use crate::error::{Violation, violation};
+use crate::pki::on_violation;
 use crate::{Error, Store};
 
 const KIND: &str = "signing key";
 
 /// One key. `Debug` leaves the private key out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SigningKey {
     /// The JWT header `kid`.
     pub kid: String,
@@ -59,29 +59,6 @@ impl fmt::Debug for NewSigningKey {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct SigningKeyRow {
-    kid: String,
-    algorithm: String,
-    private_key: Vec<u8>,
-    public_key: Vec<u8>,
-    created_at: Ts,
-    retired_at: Option<Ts>,
-}
-
-impl From<SigningKeyRow> for SigningKey {
-    fn from(r: SigningKeyRow) -> Self {
-        SigningKey {
-            kid: r.kid,
-            algorithm: r.algorithm,
-            private_key: r.private_key,
-            public_key: r.public_key,
-            created_at: r.created_at.0,
-            retired_at: r.retired_at.map(|t| t.0),
-        }
-    }
-}
-
 macro_rules! columns {
     () => {
         "kid, algorithm, private_key, public_key, created_at, retired_at"
@@ -97,15 +74,9 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5) RETURNING ",
             columns!()
         );
-        let row = sql!(self, fetch_one as SigningKeyRow => SQL, &new.kid, &new.algorithm,
+        let row = sql!(self, fetch_one as SigningKey => SQL, &new.kid, &new.algorithm,
             &new.private_key, &new.public_key, Ts(now()));
-        match row {
-            Ok(row) => Ok(row.into()),
-            Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::already_exists(KIND, new.kid.clone())),
-                _ => Err(e.into()),
-            },
-        }
+        row.map_err(|e| on_violation(e, Some(Error::already_exists(KIND, new.kid.clone())), None))
     }
 
     /// Every stored key, oldest first (ties broken by kid).
@@ -115,8 +86,7 @@ impl Store {
             columns!(),
             " FROM signing_keys ORDER BY created_at, kid"
         );
-        let rows = sql!(self, fetch_all as SigningKeyRow => SQL)?;
-        Ok(rows.into_iter().map(SigningKey::from).collect())
+        Ok(sql!(self, fetch_all as SigningKey => SQL)?)
     }
 
     /// Mark every unretired key other than `keep` retired (it stops signing,
