@@ -205,21 +205,12 @@ def start_mosquitto(work, run, queue, pki):
 # --- fleetmq ---------------------------------------------------------------
 
 
-def start_fleetmq(bin_, work, run, queue):
-    port, tls_port = free_port(), free_port()
-    data = os.path.join(work, "fleetmq-data")
-    logfile = os.path.join(work, f"fleetmq-{run}.log")
-    argv = [
-        bin_, "serve", "--data-dir", data,
-        "--mqtt-listen", f"127.0.0.1:{port}",
-        "--mqtts-listen", f"127.0.0.1:{tls_port}",
-        "--ws-listen", "127.0.0.1:0",
-        "--http-listen", "127.0.0.1:0",
-        "--allow-anonymous", "bench",
-        # Benchmark bounds as large as Mosquitto's, not smaller defaults that
-        # would count as losses: queues hold a run's backlog, a storm from one
-        # address may have `concurrency` handshakes pending, provisioning is
-        # not rate limited.
+def bench_bounds(queue):
+    """fleetmq flags for benchmark bounds as large as Mosquitto's, not smaller
+    defaults that would count as losses: queues hold a run's backlog, a storm
+    from one address may have `concurrency` handshakes pending, provisioning
+    is not rate limited."""
+    return [
         "--mqtt-max-queued-messages", str(queue),
         "--mqtt-max-queued-bytes", str(queue * 1024),
         "--mqtt-max-tenant-queued-messages", str(queue * 4),
@@ -230,6 +221,20 @@ def start_fleetmq(bin_, work, run, queue):
         "--mqtt-max-pending-connects", "10000",
         "--mqtt-max-pending-connects-per-address", "10000",
         "--rate-limit", "off",
+    ]
+
+
+def start_fleetmq(bin_, work, run, queue):
+    port, tls_port = free_port(), free_port()
+    data = os.path.join(work, "fleetmq-data")
+    logfile = os.path.join(work, f"fleetmq-{run}.log")
+    argv = [
+        bin_, "serve", "--data-dir", data,
+        "--mqtt-listen", f"127.0.0.1:{port}",
+        "--mqtts-listen", f"127.0.0.1:{tls_port}",
+        "--ws-listen", "127.0.0.1:0",
+        "--http-listen", "127.0.0.1:0",
+        "--allow-anonymous", "bench", *bench_bounds(queue),
     ]
     b = Broker("fleetmq", argv, logfile, port, tls_port, None)
     wait_listening(port, b.proc, "fleetmq", logfile)
@@ -398,16 +403,34 @@ def fmt(v, spec):
     return "n/a" if v is None else format(v, spec)
 
 
+def add_binary_args(ap):
+    """The options that say which fleetmq and loadgen binaries run."""
+    ap.add_argument("--profile", choices=["release", "debug"], default="release")
+    ap.add_argument("--fleetmq-bin")
+    ap.add_argument("--loadgen-bin")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+
+
+def binaries(args):
+    """(fleetmq, fleetmq-loadgen) paths, built first unless --no-build."""
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    fleetmq = args.fleetmq_bin or os.path.join(target, args.profile, "fleetmq")
+    loadgen = args.loadgen_bin or os.path.join(target, args.profile, "fleetmq-loadgen")
+    if not args.no_build:
+        flags = ["--release"] if args.profile == "release" else []
+        log(f"building fleetmq and fleetmq-loadgen ({args.profile})")
+        subprocess.run(["cargo", "build", "--quiet", *flags, "-p", "fleetmq", "-p", "loadgen"],
+                       cwd=ROOT, check=True)
+    return fleetmq, loadgen
+
+
 def main():
     ap = argparse.ArgumentParser(description="fleetmq vs Mosquitto on loopback")
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help="comma-separated: " + ",".join(SCENARIOS))
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size", choices=sorted(SIZES), default="full")
-    ap.add_argument("--profile", choices=["release", "debug"], default="release")
-    ap.add_argument("--fleetmq-bin")
-    ap.add_argument("--loadgen-bin")
-    ap.add_argument("--no-build", action="store_true", help="use the binaries as they are")
+    add_binary_args(ap)
     ap.add_argument("--json-out", help="also write every measurement to this file")
     args = ap.parse_args()
     scenarios = [s.strip() for s in args.scenarios.split(",") if s.strip()]
@@ -417,14 +440,7 @@ def main():
     if not os.path.exists(MOSQUITTO):
         sys.exit(f"{MOSQUITTO} is missing: install the Debian mosquitto package")
 
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    fleetmq = args.fleetmq_bin or os.path.join(target, args.profile, "fleetmq")
-    loadgen = args.loadgen_bin or os.path.join(target, args.profile, "fleetmq-loadgen")
-    if not args.no_build:
-        flags = ["--release"] if args.profile == "release" else []
-        log(f"building fleetmq and fleetmq-loadgen ({args.profile})")
-        subprocess.run(["cargo", "build", "--quiet", *flags, "-p", "fleetmq", "-p", "loadgen"],
-                       cwd=ROOT, check=True)
+    fleetmq, loadgen = binaries(args)
     s = SIZES[args.size]
     p, m, _ = s["fan_in"]
     queue = max(p * m, max(msgs for _, msgs in s["fan_out"]), 10000)

@@ -100,3 +100,65 @@ fn tiny_bench_prints_every_scenario_for_both_brokers() {
         );
     }
 }
+
+/// The cluster benchmark (`services/loadgen/cluster-bench.sh`) at tiny
+/// sizes through 1, 2 and 3 nodes of this build: every row is printed with
+/// numbers and nothing is lost. Needs Postgres (skipped, saying so,
+/// without one).
+#[test]
+fn tiny_cluster_bench_prints_every_row_for_each_cluster_size() {
+    let Some(admin_url) = store::testing::postgres_admin_url() else {
+        eprintln!("tiny cluster bench: skipped (no Postgres configured)");
+        return;
+    };
+    let fleetmq = fleetmq_bin();
+    let loadgen = fleetmq.with_file_name("fleetmq-loadgen");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(root.join("services/loadgen/cluster-bench.sh"))
+        .args(["--size", "tiny", "--no-build", "--database-url", &admin_url])
+        .arg("--fleetmq-bin")
+        .arg(&fleetmq)
+        .arg("--loadgen-bin")
+        .arg(&loadgen)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "cluster-bench.sh failed:\n{stdout}\n{stderr}"
+    );
+    let mut rows = 0;
+    for (scenario, sizes) in [
+        ("fan-in 5x40 qos0", &[1, 2, 3][..]),
+        ("fan-in 5x40 qos1", &[1, 2, 3]),
+        ("fan-out 1->10 x20 qos0", &[1, 2, 3]),
+        ("fan-out 1->10 x20 qos1", &[1, 2, 3]),
+        ("remote fan-in 5x40 qos0", &[2, 3]),
+        ("remote fan-in 5x40 qos1", &[2, 3]),
+    ] {
+        for n in sizes {
+            let row = stdout
+                .lines()
+                .find(|l| {
+                    l.strip_prefix(scenario)
+                        .and_then(|rest| rest.split_whitespace().next())
+                        == Some(&n.to_string())
+                })
+                .unwrap_or_else(|| panic!("no row {scenario} on {n} nodes in:\n{stdout}"));
+            let cells: Vec<&str> = row[scenario.len()..].split_whitespace().collect();
+            assert_eq!(cells[2], "0", "lost messages: {row:?}\n{stderr}");
+            // Rate, lost, CPU of the nodes and of NATS per message; per-node
+            // efficiency is n/a when a tiny run spent less than a clock tick.
+            for cell in &cells[1..5] {
+                assert!(cell.parse::<f64>().is_ok(), "{cell:?} in {row:?}");
+            }
+            assert!(
+                cells[5] == "n/a" || cells[5].parse::<f64>().is_ok(),
+                "{row:?}"
+            );
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, 16);
+}

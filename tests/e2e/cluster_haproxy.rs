@@ -12,6 +12,10 @@
 //!    through HAProxy, land on the other nodes with their sessions
 //!    (Session Present 1) and keep receiving. With NATS back, node 1 is
 //!    ready again and HAProxy sends it new clients.
+//! 3. The REST API through HAProxy's HTTP frontend (round robin per
+//!    request): one token from `fleetmq admin token` works on every node,
+//!    devices made and deleted through it are listed the same by every
+//!    node, and each node served its share of the writes.
 //!
 //! Skipped, saying so, without TEST_DATABASE_URL.
 
@@ -19,11 +23,11 @@
 
 use std::time::{Duration, Instant};
 
-use fleetmq_tests::Server;
 use fleetmq_tests::cluster::Nodes;
 use fleetmq_tests::haproxy::{Haproxy, Node};
 use fleetmq_tests::rumqtt::{V5Incoming, v5_connected, v5_payloads, v5_publish_acked, v5_suback};
 use fleetmq_tests::wait_connections;
+use fleetmq_tests::{Api, Server, admin_token};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{DisconnectReasonCode, Packet};
 use rumqttc::v5::{AsyncClient, MqttOptions};
@@ -270,6 +274,86 @@ async fn clients_of_a_node_cut_off_from_nats_move_through_haproxy_with_their_ses
     }
 
     drop(devices);
+    drop(lb);
+    c.stop().await;
+}
+
+/// POST requests a node answered with `route` (its `http_requests_total`).
+fn posts_to(metrics: &str, route: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{"))
+        .filter(|l| l.contains("method=\"POST\"") && l.contains(&format!("route=\"{route}\"")))
+        .filter_map(|l| l.rsplit(' ').next()?.trim().parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_rest_api_through_haproxy_is_one_api_whichever_node_answers() {
+    const DEVICES: usize = 30;
+    const DEVICES_ROUTE: &str = "/v1/tenants/{t}/devices";
+    let Some(c) = Nodes::start(3, ANONYMOUS).await else {
+        return;
+    };
+    let lb = Haproxy::start(&Node::three(&c.nodes)).await.unwrap();
+    let token = admin_token(
+        c.dirs[0].path(),
+        &["--role", "platform-admin", "--database-url", c.db.url()],
+    )
+    .await;
+    let api = Api {
+        base: lb.url(""),
+        token,
+        http: reqwest::Client::new(),
+    };
+    api.post(
+        "/v1/tenants",
+        serde_json::json!({"id": "acme", "name": "Acme"}),
+    )
+    .await;
+    for i in 0..DEVICES {
+        api.post(
+            "/v1/tenants/acme/devices",
+            serde_json::json!({"id": format!("lb-{i}")}),
+        )
+        .await;
+    }
+    for i in (0..DEVICES).step_by(3) {
+        api.delete(&format!("/v1/tenants/acme/devices/lb-{i}"))
+            .await;
+    }
+    // Round robin: consecutive reads come from different nodes, and each
+    // lists the same devices.
+    let mut listed = Vec::new();
+    for _ in 0..3 {
+        let page = api.get("/v1/tenants/acme/devices?limit=100").await;
+        let mut ids: Vec<String> = page["items"]
+            .as_array()
+            .expect("a device page")
+            .iter()
+            .map(|d| d["id"].as_str().unwrap().to_owned())
+            .collect();
+        ids.sort();
+        listed.push(ids);
+    }
+    let mut expected: Vec<String> = (0..DEVICES)
+        .filter(|i| i % 3 != 0)
+        .map(|i| format!("lb-{i}"))
+        .collect();
+    expected.sort();
+    for ids in &listed {
+        assert_eq!(ids, &expected);
+    }
+    let mut writes = Vec::new();
+    for i in 0..3 {
+        writes.push(posts_to(&c.metrics(i).await, DEVICES_ROUTE));
+    }
+    println!("device creations served per node through HAProxy: {writes:?}");
+    assert_eq!(writes.iter().sum::<f64>(), DEVICES as f64);
+    assert!(
+        writes.iter().all(|&n| n >= 1.0),
+        "a node served no write: {writes:?}"
+    );
     drop(lb);
     c.stop().await;
 }

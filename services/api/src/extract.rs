@@ -60,6 +60,22 @@ impl<T: Serialize> IntoResponse for ApiJson<T> {
     }
 }
 
+/// A created resource carrying a secret shown this once (a password, a
+/// private key): 201 with `Cache-Control: no-store`, so no cache keeps it.
+#[derive(Debug)]
+pub struct ShownOnce<T>(pub T);
+
+impl<T: Serialize> IntoResponse for ShownOnce<T> {
+    fn into_response(self) -> Response {
+        (
+            StatusCode::CREATED,
+            [(http::header::CACHE_CONTROL, "no-store")],
+            ApiJson(self.0),
+        )
+            .into_response()
+    }
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {

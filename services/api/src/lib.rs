@@ -88,7 +88,7 @@ pub use device_io::{
     RecentMessagesLimits,
 };
 pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
-pub use extract::ApiJson;
+pub use extract::{ApiJson, ShownOnce};
 pub use fleet_stats::{CountingRecentMessages, FleetStats};
 pub use middleware::{MAX_REQUEST_ID_LEN, X_REQUEST_ID, is_valid_request_id};
 pub use platform_pki::{Pki, PkiChanges, trust_stored_cas};

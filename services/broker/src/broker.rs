@@ -439,6 +439,24 @@ impl Broker {
         &self.inner.platform
     }
 
+    /// The client ids of the sessions this node holds (connected or
+    /// not), per namespace in memory, the platform namespace included: for
+    /// a cluster node that catches up on what it missed.
+    pub fn held_sessions(&self) -> Vec<(TenantId, Vec<String>)> {
+        let mut all = self.loaded_tenants();
+        all.push(self.inner.platform.clone());
+        all.iter()
+            .map(|t| {
+                let ids = t
+                    .all_sessions()
+                    .iter()
+                    .map(|s| s.client_id().to_string())
+                    .collect();
+                (t.id.clone(), ids)
+            })
+            .collect()
+    }
+
     /// Every tenant in memory (not the platform namespace).
     pub(crate) fn loaded_tenants(&self) -> Vec<Arc<Tenant>> {
         self.inner
@@ -564,29 +582,49 @@ impl Broker {
                 .await
                 .map_err(|e| Error::Store(e.0))
         };
-        let Some(stored) = load().await? else {
+        let Some(before) = load().await? else {
             return Ok(());
         };
-        let stored = match stored.node.as_deref() {
-            Some(node) if node != handoff.node() => {
-                if let Err(e) = handoff.release(node, &tenant.id, client_id).await {
-                    // A dead node cannot answer: its session is taken as stored.
-                    tracing::warn!(node, error = %e, "session not released by its node; taken over as stored");
-                }
-                load().await?
-            }
+        let limits = crate::session::QueueLimits::of(&self.inner.config);
+        let node = match before.node.clone() {
+            Some(node) if node != handoff.node() => node,
             // The store names this node but it is not held here: taken
             // from a dead node a moment ago, not yet restored
             // (`adopt_sessions`).
-            Some(_) if tenant.session(client_id).is_none() => Some(stored),
+            Some(_) if tenant.session(client_id).is_none() => {
+                tenant.adopt(client_id, Some(before), limits, None);
+                return Ok(());
+            }
             _ => return Ok(()),
         };
-        tenant.adopt(
+        // What is routed for the session while the other node lets go of
+        // it is caught here from now on, other nodes' messages once NATS
+        // confirms this node's interest (bounded): nothing falls between
+        // the two nodes (`Tenant::stand_in`).
+        let (stand_in, confirmed) = tenant.stand_in(
             client_id,
-            stored,
-            crate::session::QueueLimits::of(&self.inner.config),
+            &before.record.owner,
+            &before.subscriptions,
+            limits,
         );
-        Ok(())
+        drop(before);
+        for interest in confirmed {
+            let _ = interest.await;
+        }
+        if let Err(e) = handoff.release(&node, &tenant.id, client_id).await {
+            // A dead node cannot answer: its session is taken as stored.
+            tracing::warn!(node, error = %e, "session not released by its node; taken over as stored");
+        }
+        match load().await {
+            Ok(stored) => {
+                tenant.adopt(client_id, stored, limits, Some(stand_in));
+                Ok(())
+            }
+            Err(e) => {
+                tenant.forget(&stand_in);
+                Err(e)
+            }
+        }
     }
 
     /// Takes in the persistent sessions of `client_ids` in `tenant` that
@@ -775,6 +813,13 @@ impl Broker {
         let conns = tenant.connections();
         for conn in &conns {
             conn.kick(ReasonCode::AdministrativeAction);
+        }
+        // Its sessions, offline persistent ones too, leave the index: a
+        // clustered node withdraws the tenant's interest rather than keep
+        // receiving its traffic for nobody. The store deletes them with
+        // the tenant.
+        for session in tenant.all_sessions() {
+            tenant.forget(&session);
         }
         conns.len()
     }

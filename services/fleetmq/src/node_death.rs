@@ -30,8 +30,10 @@
 //!    holds the session) and the other deadlines are armed. A client that
 //!    reconnects anywhere gets its session by the usual takeover.
 //! 6. What was published between the death and step 5 reached nobody:
-//!    [`Replay`], given the dead node's last lease write, delivers it
-//!    again to the adopted sessions.
+//!    the cluster's journal is replayed into the adopted sessions from the
+//!    dead node's last lease write (`cluster::journal`), skipping what a
+//!    session holds already; what the dead node had delivered since that
+//!    write may come again (at least once).
 //!
 //! Why the claim and the single statements both: the statements alone
 //! make the takeover exclusive and idempotent (a second survivor, or a
@@ -68,15 +70,6 @@ const TAKEN_OVER: &str = "cluster_nodes_taken_over_total";
 /// Counts the sessions this node adopted from dead nodes.
 const ADOPTED: &str = "cluster_sessions_adopted_total";
 
-/// Delivers again, to sessions just adopted from a dead node, the QoS 1/2
-/// messages published since `since` (the dead node's last lease write)
-/// that were routed while nobody held them. Called once their interest is
-/// in force, so what comes after is queued by routing itself.
-#[async_trait::async_trait]
-pub trait Replay: Send + Sync + 'static {
-    async fn replay(&self, since: SystemTime, sessions: &[SessionKey]);
-}
-
 /// What watching needs.
 pub struct Watcher {
     pub me: cluster::NodeName,
@@ -86,7 +79,9 @@ pub struct Watcher {
     pub store: store::Store,
     pub broker: broker::Broker,
     pub status: Arc<StatusPublisher>,
-    pub replay: Option<Arc<dyn Replay>>,
+    /// Where the messages routed while nobody held the sessions are read
+    /// back from.
+    pub journal: cluster::journal::Journal,
 }
 
 /// The watching task; [`NodeDeath::stop`] at shutdown.
@@ -205,12 +200,7 @@ impl Watcher {
             .filter_map(|(tenant, device)| Some((TenantId::parse(&tenant).ok()?, device)))
             .collect();
         self.status.node_lost(&devices);
-        let adopted = self.adopt(&sessions).await;
-        if let Some(replay) = &self.replay
-            && !sessions.is_empty()
-        {
-            replay.replay(since, &sessions).await;
-        }
+        let (adopted, replayed) = self.adopt(&sessions, since).await;
         metrics::counter!(TAKEN_OVER).increment(1);
         metrics::counter!(ADOPTED).increment(adopted as u64);
         tracing::warn!(
@@ -218,6 +208,7 @@ impl Watcher {
             devices_offline = devices.len(),
             sessions_taken = sessions.len(),
             sessions_adopted = adopted,
+            replayed,
             last_seen_ms_ago = u64::try_from(
                 SystemTime::now().duration_since(since).unwrap_or_default().as_millis()
             )
@@ -227,9 +218,12 @@ impl Watcher {
         );
     }
 
-    /// Hands the sessions taken to the broker, tenant by tenant; returns
-    /// how many it took in (the others came back to a client meanwhile).
-    async fn adopt(&self, sessions: &[SessionKey]) -> usize {
+    /// Hands the sessions taken to the broker, tenant by tenant, and once
+    /// their interest is in force replays the journal into them from
+    /// `since`; returns how many sessions the broker took in (the others
+    /// came back to a client meanwhile) and how many copies the replay
+    /// queued.
+    async fn adopt(&self, sessions: &[SessionKey], since: SystemTime) -> (usize, u64) {
         let mut by_tenant: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for key in sessions {
             by_tenant
@@ -237,7 +231,7 @@ impl Watcher {
                 .or_default()
                 .push(key.client_id.clone());
         }
-        let mut adopted = 0;
+        let (mut adopted, mut replayed) = (0, 0);
         for (tenant, clients) in by_tenant {
             let Ok(id) = TenantId::parse(tenant) else {
                 tracing::warn!(tenant, "stored session of an invalid tenant id");
@@ -248,10 +242,18 @@ impl Watcher {
                 // In the store as this node's: a client's CONNECT still
                 // finds them there (`claim_session`).
                 Err(e) => {
-                    tracing::error!(tenant, error = %e, "adopted sessions not loaded; they load with the tenant")
+                    tracing::error!(tenant, error = %e, "adopted sessions not loaded; they load when their clients come back");
+                    continue;
+                }
+            }
+            let from = cluster::journal::Since::Time(since);
+            match self.journal.replay(&self.broker, &id, &clients, from).await {
+                Ok(done) => replayed += done.delivered,
+                Err(e) => {
+                    tracing::error!(tenant, error = %e, "replaying the journal into adopted sessions failed; what was published while the node was dead is lost for them")
                 }
             }
         }
-        adopted
+        (adopted, replayed)
     }
 }

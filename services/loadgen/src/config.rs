@@ -58,6 +58,13 @@ pub struct Args {
     /// Subscriber connections, each on `bench/#`.
     #[arg(long, default_value_t = 1)]
     pub subscribers: u64,
+    /// Ports the publishers connect to, in turn (publisher n to the n-th
+    /// modulo their number): the nodes of a cluster. Default: `--port`.
+    #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
+    pub publisher_ports: Vec<u16>,
+    /// Ports the subscribers connect to, in turn. Default: `--port`.
+    #[arg(long, value_delimiter = ',', value_name = "PORT,...")]
+    pub subscriber_ports: Vec<u16>,
     /// Bound on the whole run, setup included, in seconds.
     #[arg(long, default_value_t = 60)]
     pub timeout: u64,
@@ -135,6 +142,10 @@ pub struct Config {
     pub port: u16,
     /// Publisher connections.
     pub publishers: u32,
+    /// Where publisher n connects: `publisher_ports[n % len]`; never empty.
+    pub publisher_ports: Vec<u16>,
+    /// Where subscriber k connects: `subscriber_ports[k % len]`; never empty.
+    pub subscriber_ports: Vec<u16>,
     /// Messages per publisher.
     pub messages: u32,
     /// Payload bytes, header included.
@@ -162,7 +173,13 @@ impl TryFrom<Args> for Config {
 
     fn try_from(a: Args) -> Result<Self, Error> {
         let host = loopback(&a.host)?;
-        if a.port == 0 {
+        let ports = |given: &[u16]| match given {
+            [] => vec![a.port],
+            some => some.to_vec(),
+        };
+        let (publisher_ports, subscriber_ports) =
+            (ports(&a.publisher_ports), ports(&a.subscriber_ports));
+        if a.port == 0 || publisher_ports.contains(&0) || subscriber_ports.contains(&0) {
             return Err(Error::PortZero);
         }
         let qos = match a.qos {
@@ -179,6 +196,8 @@ impl TryFrom<Args> for Config {
             host,
             port: a.port,
             publishers,
+            publisher_ports,
+            subscriber_ports,
             messages,
             payload: usize::try_from(payload).map_err(|_| out_of_range("payload", a.payload))?,
             qos,
@@ -323,6 +342,28 @@ mod tests {
         assert_eq!(c.timeout, Duration::from_secs(60));
         assert_eq!(c.expected_deliveries(), 50_000);
         assert!(!args(&[]).unwrap().json);
+    }
+
+    #[test]
+    fn publishers_and_subscribers_may_go_to_other_ports_but_never_zero() {
+        let c = config(&[]).unwrap();
+        assert_eq!(
+            (c.publisher_ports, c.subscriber_ports),
+            (vec![18830], vec![18830])
+        );
+        let c = config(&[
+            "--publisher-ports",
+            "1001,1002,1003",
+            "--subscriber-ports",
+            "1002",
+        ])
+        .unwrap();
+        assert_eq!(c.publisher_ports, vec![1001, 1002, 1003]);
+        assert_eq!(c.subscriber_ports, vec![1002]);
+        assert!(matches!(
+            config(&["--subscriber-ports", "1001,0"]),
+            Err(Error::PortZero)
+        ));
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub enum Error {
         max: u64,
     },
     /// Port 0 cannot be connected to.
-    #[error("--port must not be 0")]
+    #[error("--port, --publisher-ports and --subscriber-ports must not hold 0")]
     PortZero,
     /// --qos is not 0 or 1.
     #[error("--qos must be 0 or 1, got {0}")]

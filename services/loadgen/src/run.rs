@@ -66,6 +66,7 @@ async fn measure(
         let (tx, rx) = oneshot::channel();
         tasks.spawn(subscriber(
             id.clone(),
+            nth_port(&config.subscriber_ports, k),
             config.clone(),
             origin,
             Arc::clone(&shared),
@@ -245,8 +246,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn options(config: &Config, client_id: &str) -> MqttOptions {
-    let mut o = MqttOptions::new(client_id, config.host.to_string(), config.port);
+/// The `n`-th connection's port among `ports` (never empty).
+fn nth_port(ports: &[u16], n: u32) -> u16 {
+    ports[n as usize % ports.len()]
+}
+
+fn options(config: &Config, client_id: &str, port: u16) -> MqttOptions {
+    let mut o = MqttOptions::new(client_id, config.host.to_string(), port);
     o.set_keep_alive(Duration::from_secs(30));
     o.set_clean_session(true);
     // Room for the payload plus topic, header and properties.
@@ -320,12 +326,13 @@ impl SubscriberState {
 
 async fn subscriber(
     id: String,
+    port: u16,
     config: Config,
     origin: Instant,
     shared: Arc<Mutex<SubscriberState>>,
     ready: oneshot::Sender<Result<(), Error>>,
 ) {
-    let mut opts = options(&config, &id);
+    let mut opts = options(&config, &id, port);
     opts.set_clean_session(!config.persistent_subscribers);
     let (client, mut events) = AsyncClient::new(opts, REQUEST_CAP);
     // Queued now, sent by the event loop right after CONNACK.
@@ -402,7 +409,14 @@ struct Publisher {
 
 impl Publisher {
     async fn run(self, ready: oneshot::Sender<Result<(), Error>>) {
-        let (client, mut events) = AsyncClient::new(options(&self.config, &self.id), REQUEST_CAP);
+        let (client, mut events) = AsyncClient::new(
+            options(
+                &self.config,
+                &self.id,
+                nth_port(&self.config.publisher_ports, self.index),
+            ),
+            REQUEST_CAP,
+        );
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 let _ = ready.send(Ok(()));

@@ -1,21 +1,19 @@
 //! API keys: a tenant's long-lived credentials for its backends, exchanged
 //! by the API for short-lived tokens. Only a hash of each secret is kept.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::audit::commit_audited;
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
-use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::pki::{on_violation, tenant_not_found};
 use crate::{Error, NewAuditEntry, Store};
 
 const KIND: &str = "api key";
 
 /// An API key, without its secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct ApiKey {
     pub id: String,
     pub tenant_id: String,
@@ -37,44 +35,23 @@ pub struct NewApiKey {
     pub secret_hash: Vec<u8>,
 }
 
-impl fmt::Debug for NewApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewApiKey")
-            .field("id", &self.id)
-            .field("tenant_id", &self.tenant_id)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(NewApiKey {
+    id,
+    tenant_id,
+    role
+});
 
+/// A key as [`Store::api_key_with_hash`] reads it.
 #[derive(sqlx::FromRow)]
-struct ApiKeyRow {
-    id: String,
-    tenant_id: String,
-    name: String,
-    role: String,
+struct ApiKeyWithHash {
+    #[sqlx(flatten)]
+    key: ApiKey,
     secret_hash: Vec<u8>,
-    created_at: Ts,
-    revoked_at: Option<Ts>,
-}
-
-impl ApiKeyRow {
-    fn split(self) -> (ApiKey, Vec<u8>) {
-        let key = ApiKey {
-            id: self.id,
-            tenant_id: self.tenant_id,
-            name: self.name,
-            role: self.role,
-            created_at: self.created_at.0,
-            revoked_at: self.revoked_at.map(|t| t.0),
-        };
-        (key, self.secret_hash)
-    }
 }
 
 macro_rules! columns {
     () => {
-        "id, tenant_id, name, role, secret_hash, created_at, revoked_at"
+        "id, tenant_id, name, role, created_at, revoked_at"
     };
 }
 
@@ -104,44 +81,28 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<_, ApiKeyRow>(SQL)
-                .bind(&new.id)
-                .bind(&new.tenant_id)
-                .bind(&new.name)
-                .bind(&new.role)
-                .bind(&new.secret_hash)
-                .bind(Ts(now()))
-                .fetch_one(&mut *tx)
-                .await;
-            commit_audited!(self, tx, row.is_ok(), audit);
-            row
-        });
-        match row {
-            Ok(row) => Ok(row.split().0),
-            Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::AlreadyExists {
-                    kind: KIND,
-                    id: new.id.clone(),
-                }),
-                Some(Violation::ForeignKey) => Err(Error::NotFound {
-                    kind: "tenant",
-                    id: new.tenant_id.clone(),
-                }),
-                None => Err(e.into()),
-            },
-        }
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx,
+            fetch_one as ApiKey => SQL, &new.id, &new.tenant_id, &new.name, &new.role,
+            &new.secret_hash, Ts(now())));
+        row.map_err(|e| {
+            on_violation(
+                e,
+                Some(Error::already_exists(KIND, new.id.clone())),
+                Some(tenant_not_found(&new.tenant_id)),
+            )
+        })
     }
 
     /// The key `id` and its secret hash, revoked or not, or `NotFound`.
     pub async fn api_key_with_hash(&self, id: &str) -> Result<(ApiKey, Vec<u8>), Error> {
-        const SQL: &str = concat!("SELECT ", columns!(), " FROM api_keys WHERE id = $1");
-        let row = sql!(self, fetch_optional as ApiKeyRow => SQL, id)?;
-        row.map(ApiKeyRow::split).ok_or_else(|| Error::NotFound {
-            kind: KIND,
-            id: id.to_owned(),
-        })
+        const SQL: &str = concat!(
+            "SELECT ",
+            columns!(),
+            ", secret_hash FROM api_keys WHERE id = $1"
+        );
+        let row = sql!(self, fetch_optional as ApiKeyWithHash => SQL, id)?;
+        row.map(|r| (r.key, r.secret_hash))
+            .ok_or_else(|| Error::not_found(KIND, id))
     }
 
     /// A tenant's keys (revoked ones included) in id order.
@@ -161,9 +122,7 @@ impl Store {
             columns!(),
             " FROM api_keys WHERE tenant_id = $1 AND id > $2 ORDER BY id LIMIT $3"
         );
-        let rows = sql!(self, fetch_all as ApiKeyRow => SQL, tenant_id, &after,
-            page.fetch_limit())?;
-        let keys = rows.into_iter().map(|r| r.split().0).collect();
+        let keys = sql!(self, fetch_all as ApiKey => SQL, tenant_id, &after, page.fetch_limit())?;
         Ok(Paged::from_rows(keys, page, CursorKind::ApiKeys, |k| {
             k.id.clone()
         }))
@@ -197,20 +156,8 @@ impl Store {
             "WHERE tenant_id = $1 AND id = $2 RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<_, ApiKeyRow>(SQL)
-                .bind(tenant_id)
-                .bind(id)
-                .bind(Ts(now()))
-                .fetch_optional(&mut *tx)
-                .await?;
-            commit_audited!(self, tx, row.is_some(), audit);
-            row
-        });
-        row.map(|r| r.split().0).ok_or_else(|| Error::NotFound {
-            kind: KIND,
-            id: id.to_owned(),
-        })
+        let row = audited_tx!(self, audit, Option::is_some, tx => sql!(in tx,
+            fetch_optional as ApiKey => SQL, tenant_id, id, Ts(now()))?);
+        row.ok_or_else(|| Error::not_found(KIND, id))
     }
 }

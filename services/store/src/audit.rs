@@ -12,7 +12,7 @@ use crate::codec::{Ts, now};
 use crate::page::{CursorKind, Page, Paged, decode_int_cursor};
 use crate::{Error, Store};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct AuditEntry {
     /// Increasing with insertion order.
     pub id: i64,
@@ -27,6 +27,7 @@ pub struct AuditEntry {
     pub target: String,
     pub request_id: Option<String>,
     /// Anything else worth keeping, never secrets.
+    #[sqlx(json)]
     pub details: Value,
 }
 
@@ -73,34 +74,7 @@ impl NewAuditEntry {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    id: i64,
-    at: Ts,
-    tenant_id: Option<String>,
-    actor: String,
-    action: String,
-    target: String,
-    request_id: Option<String>,
-    details: Json<Value>,
-}
-
-impl From<AuditRow> for AuditEntry {
-    fn from(r: AuditRow) -> Self {
-        AuditEntry {
-            id: r.id,
-            at: r.at.0,
-            tenant_id: r.tenant_id,
-            actor: r.actor,
-            action: r.action,
-            target: r.target,
-            request_id: r.request_id,
-            details: r.details.0,
-        }
-    }
-}
-
-/// The columns of [`AuditRow`], for `concat!`.
+/// The columns of [`AuditEntry`], for `concat!`.
 macro_rules! columns {
     () => {
         "id, at, tenant_id, actor, action, target, request_id, details"
@@ -157,18 +131,40 @@ pub(crate) use commit_audited;
 /// persist together or not at all. Evaluates to the result of `$run`.
 macro_rules! audited_tx {
     ($store:expr, $audit:expr, $done:expr, $conn:ident => $run:expr) => {
+        $crate::audit::audited_tx!(@with $store, $conn => $run, out => (($done)(&out), $audit))
+    };
+    (@with $store:expr, $conn:ident => $run:expr, $out:ident => ($done:expr, $entry:expr)) => {
         on_pool!($store, pool => {
             let mut tx = pool.begin().await?;
-            let out = {
+            let $out = {
                 let $conn = &mut *tx;
                 $run
             };
-            $crate::audit::commit_audited!($store, tx, ($done)(&out), $audit);
-            out
+            let entry = $entry;
+            $crate::audit::commit_audited!($store, tx, $done, entry.as_ref());
+            $out
         })
     };
 }
 pub(crate) use audited_tx;
+
+/// [`audited_tx!`] for an entry made from the change: `$made(&result)` is
+/// what the change made (`None`: nothing, and the transaction rolls back),
+/// and `$audit`, an `Option<AuditOf<_>>`, makes the entry of it.
+macro_rules! audited_of_tx {
+    ($store:expr, $audit:expr, $made:expr, $conn:ident => $run:expr) => {
+        $crate::audit::audited_tx!(@with $store, $conn => $run, out => (
+            ($made)(&out).is_some(),
+            ($made)(&out).zip($audit).map(|(made, audit)| audit(made))
+        ))
+    };
+}
+pub(crate) use audited_of_tx;
+
+/// What a change that evaluates to a `Result` made, for [`audited_of_tx!`].
+pub(crate) fn made_ok<T, E>(result: &Result<T, E>) -> Option<&T> {
+    result.as_ref().ok()
+}
 
 impl Store {
     /// Record an entry (and its events); `id` and `at` are assigned here.
@@ -181,22 +177,15 @@ impl Store {
         );
         let row = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<_, AuditRow>(SQL)
-                .bind(Ts(now()))
-                .bind(entry.tenant_id.as_deref())
-                .bind(&entry.actor)
-                .bind(&entry.action)
-                .bind(&entry.target)
-                .bind(entry.request_id.as_deref())
-                .bind(Json(&entry.details))
-                .fetch_one(&mut *tx)
-                .await?;
+            let row = sql!(in &mut *tx, fetch_one as AuditEntry => SQL, Ts(now()),
+                entry.tenant_id.as_deref(), &entry.actor, &entry.action, &entry.target,
+                entry.request_id.as_deref(), Json(&entry.details))?;
             let committed = crate::change_events::write_events_in!(&mut *tx, &entry.events)?;
             tx.commit().await?;
             self.announce(committed);
             row
         });
-        Ok(row.into())
+        Ok(row)
     }
 
     /// Entries newest first: one tenant's (of the tenant living under that
@@ -214,7 +203,7 @@ impl Store {
             None => i64::MAX,
         };
         let limit = page.fetch_limit();
-        let rows = match tenant_id {
+        let entries = match tenant_id {
             Some(tenant_id) => {
                 const SQL: &str = concat!(
                     "SELECT ",
@@ -228,12 +217,7 @@ impl Store {
                     " AND NOT EXISTS (SELECT 1 FROM tenants t WHERE t.id = $1 AND t.created_at > audit_log.at)",
                     " ORDER BY id DESC LIMIT $3"
                 );
-                on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(SQL)
-                    .bind(tenant_id)
-                    .bind(before)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?)
+                sql!(self, fetch_all as AuditEntry => SQL, tenant_id, before, limit)?
             }
             None => {
                 const SQL: &str = concat!(
@@ -241,14 +225,9 @@ impl Store {
                     columns!(),
                     " FROM audit_log WHERE id < $1 ORDER BY id DESC LIMIT $2"
                 );
-                on_pool!(self, pool => sqlx::query_as::<_, AuditRow>(SQL)
-                    .bind(before)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?)
+                sql!(self, fetch_all as AuditEntry => SQL, before, limit)?
             }
         };
-        let entries = rows.into_iter().map(AuditEntry::from).collect();
         Ok(Paged::from_rows(entries, page, CursorKind::Audit, |e| {
             e.id.to_string()
         }))

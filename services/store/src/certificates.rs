@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::audit::{audited_tx, commit_audited};
+use crate::audit::{audited_of_tx, audited_tx};
 use crate::codec::{Ts, now};
 use crate::pki::{device_not_found, on_violation, tenant_not_found, text_enum};
 use crate::{AuditOf, Error, NewAuditEntry, Store};
@@ -33,7 +33,7 @@ pub struct NewDeviceCertificate {
 }
 
 /// A recorded certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DeviceCertificate {
     pub tenant_id: String,
     pub device_id: String,
@@ -48,42 +48,6 @@ pub struct DeviceCertificate {
     pub revocation_reason: Option<String>,
     /// When it was issued: what revocation floors compare against.
     pub created_at: DateTime<Utc>,
-}
-
-#[derive(sqlx::FromRow)]
-struct DeviceCertificateRow {
-    tenant_id: String,
-    device_id: String,
-    serial: String,
-    fingerprint: String,
-    issuer_key_id: String,
-    not_before: Ts,
-    not_after: Ts,
-    status: String,
-    revoked_at: Option<Ts>,
-    revocation_reason: Option<String>,
-    created_at: Ts,
-}
-
-impl TryFrom<DeviceCertificateRow> for DeviceCertificate {
-    type Error = Error;
-
-    fn try_from(r: DeviceCertificateRow) -> Result<Self, Error> {
-        let status = CertificateStatus::parse(&r.status)?;
-        Ok(DeviceCertificate {
-            tenant_id: r.tenant_id,
-            device_id: r.device_id,
-            serial: r.serial,
-            fingerprint: r.fingerprint,
-            issuer_key_id: r.issuer_key_id,
-            not_before: r.not_before.0,
-            not_after: r.not_after.0,
-            status,
-            revoked_at: r.revoked_at.map(|t| t.0),
-            revocation_reason: r.revocation_reason,
-            created_at: r.created_at.0,
-        })
-    }
 }
 
 /// The revocation floors that apply to one device.
@@ -130,22 +94,14 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
             cert_columns!()
         );
-        let row = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
-            .bind(&new.tenant_id)
-            .bind(&new.device_id)
-            .bind(&new.serial)
-            .bind(&new.fingerprint)
-            .bind(&new.issuer_key_id)
-            .bind(Ts(new.not_before))
-            .bind(Ts(new.not_after))
-            .bind(Ts(now()))
-            .fetch_one(tx)
-            .await);
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx,
+            fetch_one as DeviceCertificate => SQL, &new.tenant_id, &new.device_id, &new.serial,
+            &new.fingerprint, &new.issuer_key_id, Ts(new.not_before), Ts(new.not_after),
+            Ts(now())));
         let unique =
             Error::already_exists("certificate", format!("{}/{}", new.tenant_id, new.serial));
         let missing = device_not_found(&new.tenant_id, &new.device_id);
-        row.map_err(|e| on_violation(e, Some(unique), Some(missing)))?
-            .try_into()
+        row.map_err(|e| on_violation(e, Some(unique), Some(missing)))
     }
 
     /// One certificate by tenant and serial (what the broker looks up for a
@@ -160,13 +116,8 @@ impl Store {
             cert_columns!(),
             " FROM device_certificates WHERE tenant_id = $1 AND serial = $2"
         );
-        let row = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
-            .bind(tenant_id)
-            .bind(serial)
-            .fetch_optional(pool)
-            .await?);
-        row.ok_or_else(|| cert_not_found(tenant_id, serial))?
-            .try_into()
+        let row = sql!(self, fetch_optional as DeviceCertificate => SQL, tenant_id, serial)?;
+        row.ok_or_else(|| cert_not_found(tenant_id, serial))
     }
 
     /// A device's certificates, oldest first. Unpaged: a device holds a few
@@ -182,12 +133,7 @@ impl Store {
             " FROM device_certificates WHERE tenant_id = $1 AND device_id = $2 ",
             "ORDER BY created_at, serial"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_all(pool)
-            .await?);
-        rows.into_iter().map(DeviceCertificate::try_from).collect()
+        Ok(sql!(self, fetch_all as DeviceCertificate => SQL, tenant_id, device_id)?)
     }
 
     /// Revoke one of a device's certificates at `at` for `reason`, with the
@@ -211,22 +157,9 @@ impl Store {
             "WHERE tenant_id = $1 AND device_id = $2 AND serial = $3 RETURNING ",
             cert_columns!()
         );
-        let revoked = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let revoked = sqlx::query_as::<_, DeviceCertificateRow>(SQL)
-                .bind(tenant_id)
-                .bind(device_id)
-                .bind(serial)
-                .bind(Ts(at))
-                .bind(reason)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(DeviceCertificate::try_from)
-                .transpose()?;
-            let entry = revoked.as_ref().zip(audit).map(|(cert, audit)| audit(cert));
-            commit_audited!(self, tx, revoked.is_some(), entry.as_ref());
-            revoked
-        });
+        let revoked = audited_of_tx!(self, audit, Option::as_ref, tx => sql!(in tx,
+            fetch_optional as DeviceCertificate => SQL, tenant_id, device_id, serial, Ts(at),
+            reason)?);
         revoked.ok_or_else(|| cert_not_found(tenant_id, serial))
     }
 
@@ -243,12 +176,7 @@ impl Store {
             " FROM device_certificates WHERE tenant_id = $1 AND status = 'revoked' ",
             "AND not_after > $2 ORDER BY revoked_at, serial"
         );
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, DeviceCertificateRow>(SQL)
-            .bind(tenant_id)
-            .bind(Ts(at))
-            .fetch_all(pool)
-            .await?);
-        rows.into_iter().map(DeviceCertificate::try_from).collect()
+        Ok(sql!(self, fetch_all as DeviceCertificate => SQL, tenant_id, Ts(at))?)
     }
 
     /// Refuse every certificate of the tenant issued before `not_before`
@@ -264,14 +192,10 @@ impl Store {
         const SQL: &str = "INSERT INTO tenant_cert_floors (tenant_id, not_before, updated_at) \
                            VALUES ($1, $2, $3) ON CONFLICT (tenant_id) \
                            DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(Ts(not_before))
-            .bind(Ts(now()))
-            .execute(tx)
-            .await
-            .map(|_| ()));
-        done.map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
+            tenant_id, Ts(not_before), Ts(now())));
+        done.map(drop)
+            .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
     }
 
     /// Refuse every certificate of the device issued before `not_before`
@@ -288,15 +212,10 @@ impl Store {
         const SQL: &str = "INSERT INTO device_cert_floors (tenant_id, device_id, not_before, updated_at) \
                            VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) \
                            DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .bind(Ts(not_before))
-            .bind(Ts(now()))
-            .execute(tx)
-            .await
-            .map(|_| ()));
-        done.map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
+            tenant_id, device_id, Ts(not_before), Ts(now())));
+        done.map(drop)
+            .map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))
     }
 
     /// The floors that apply to a device (both `None` if none is set).
@@ -308,14 +227,8 @@ impl Store {
         const SQL: &str = "SELECT \
             (SELECT not_before FROM tenant_cert_floors WHERE tenant_id = $1) AS tenant_floor, \
             (SELECT not_before FROM device_cert_floors WHERE tenant_id = $1 AND device_id = $2) AS device_floor";
-        let (tenant, device): (Option<Ts>, Option<Ts>) = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_one(pool)
-            .await?);
-        Ok(CertificateFloors {
-            tenant: tenant.map(|t| t.0),
-            device: device.map(|t| t.0),
-        })
+        let (tenant, device) = sql!(self, fetch_one as (Option<DateTime<Utc>>, Option<DateTime<Utc>>)
+            => SQL, tenant_id, device_id)?;
+        Ok(CertificateFloors { tenant, device })
     }
 }

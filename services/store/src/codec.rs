@@ -5,6 +5,8 @@
 //! varies the number of fractional digits, so text order would not be time
 //! order; ours always writes six (microseconds, Postgres' precision), which
 //! also makes a value read back equal the value written on both backends.
+//! Reading needs no codec: sqlx decodes RFC 3339 text into `DateTime<Utc>`,
+//! so row types hold plain `DateTime<Utc>` fields.
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use sqlx::encode::IsNull;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use crate::audit::commit_audited;
+use crate::audit::audited_of_tx;
 use crate::codec::Ts;
 use crate::error::{Violation, violation};
 use crate::{AuditOf, Error, Store};
@@ -24,11 +24,12 @@ const KIND: &str = "device state";
 const MAX_ATTEMPTS: usize = 16;
 
 /// A device's state document.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct DeviceState {
     pub tenant_id: String,
     pub device_id: String,
     /// A JSON object (`{}` until the device reports).
+    #[sqlx(json)]
     pub reported: Value,
     /// Bumped by every reported merge (0: never reported).
     pub reported_version: i64,
@@ -37,6 +38,7 @@ pub struct DeviceState {
     /// after a good one.
     pub reported_error: Option<String>,
     /// A JSON object (`{}` until set).
+    #[sqlx(json)]
     pub desired: Value,
     /// Bumped by every desired merge (0: never set); `If-Match` compares it.
     pub desired_version: i64,
@@ -99,35 +101,6 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             } else {
                 merge_patch(target.entry(key.clone()).or_insert(Value::Null), value);
             }
-        }
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct StateRow {
-    tenant_id: String,
-    device_id: String,
-    reported: Json<Value>,
-    reported_version: i64,
-    reported_at: Option<Ts>,
-    reported_error: Option<String>,
-    desired: Json<Value>,
-    desired_version: i64,
-    desired_at: Option<Ts>,
-}
-
-impl From<StateRow> for DeviceState {
-    fn from(r: StateRow) -> Self {
-        DeviceState {
-            tenant_id: r.tenant_id,
-            device_id: r.device_id,
-            reported: r.reported.0,
-            reported_version: r.reported_version,
-            reported_at: r.reported_at.map(|t| t.0),
-            reported_error: r.reported_error,
-            desired: r.desired.0,
-            desired_version: r.desired_version,
-            desired_at: r.desired_at.map(|t| t.0),
         }
     }
 }
@@ -242,10 +215,9 @@ impl Store {
             "WHERE tenant_id = $1 AND device_id = $2 RETURNING ",
             state_columns!()
         );
-        let row = sql!(self, fetch_optional as StateRow => SQL, tenant_id, device_id, error,
+        let row = sql!(self, fetch_optional as DeviceState => SQL, tenant_id, device_id, error,
             Ts(at))?;
-        row.map(DeviceState::from)
-            .ok_or_else(|| device_not_found(tenant_id, device_id))
+        row.ok_or_else(|| device_not_found(tenant_id, device_id))
     }
 
     /// The next lifecycle event sequence number of the device: 1, 2, 3, …
@@ -358,8 +330,7 @@ impl Store {
             state_columns!(),
             " FROM device_state WHERE tenant_id = $1 AND device_id = $2"
         );
-        let row = sql!(self, fetch_optional as StateRow => SQL, tenant_id, device_id)?;
-        Ok(row.map(DeviceState::from))
+        Ok(sql!(self, fetch_optional as DeviceState => SQL, tenant_id, device_id)?)
     }
 
     async fn ensure_state_row(&self, tenant_id: &str, device_id: &str) -> Result<(), Error> {
@@ -423,28 +394,15 @@ impl Store {
             merge_patch(&mut doc, patch);
             macro_rules! write {
                 ($conn:expr) => {
-                    sqlx::query_as::<_, StateRow>(sql)
-                        .bind(tenant_id)
-                        .bind(device_id)
-                        .bind(Json(&doc))
-                        .bind(version)
-                        .bind(Ts(at))
-                        .fetch_optional($conn)
-                        .await?
-                        .map(DeviceState::from)
+                    sql!(in $conn, fetch_optional as DeviceState => sql, tenant_id, device_id,
+                        Json(&doc), version, Ts(at))?
                 };
             }
             // Reported state (the MQTT hot path) has no entry and needs
             // no transaction.
             let written = match audit {
                 None => on_pool!(self, pool => write!(pool)),
-                Some(audit) => on_pool!(self, pool => {
-                    let mut tx = pool.begin().await?;
-                    let written = write!(&mut *tx);
-                    let entry = written.as_ref().map(audit);
-                    commit_audited!(self, tx, written.is_some(), entry.as_ref());
-                    written
-                }),
+                Some(audit) => audited_of_tx!(self, Some(audit), Option::as_ref, tx => write!(tx)),
             };
             if let Some(state) = written {
                 return Ok(state);

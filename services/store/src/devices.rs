@@ -7,11 +7,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sqlx::types::Json;
 
-use crate::audit::{append_audit_in, commit_audited};
+use crate::audit::{append_audit_in, audited_of_tx, commit_audited, made_ok};
 use crate::change_events::write_events_in;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::pki::{on_violation, tenant_not_found};
 use crate::{AuditOf, Backend, DeviceId, Error, NewAuditEntry, Store};
 
 const KIND: &str = "device";
@@ -19,13 +20,15 @@ const KIND: &str = "device";
 pub type Labels = BTreeMap<String, String>;
 pub type Attributes = Map<String, Value>;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Device {
     pub tenant_id: String,
     pub id: String,
     /// Flat string → string tags, for filtering (`?label=k=v`).
+    #[sqlx(json)]
     pub labels: Labels,
     /// Free-form JSON object.
+    #[sqlx(json)]
     pub attributes: Attributes,
     /// A disabled device may not connect.
     pub enabled: bool,
@@ -80,32 +83,7 @@ pub struct DeviceFilter {
     pub presence: Option<crate::PresenceStatus>,
 }
 
-#[derive(sqlx::FromRow)]
-struct DeviceRow {
-    tenant_id: String,
-    id: String,
-    labels: Json<Labels>,
-    attributes: Json<Attributes>,
-    enabled: bool,
-    created_at: Ts,
-    updated_at: Ts,
-}
-
-impl From<DeviceRow> for Device {
-    fn from(r: DeviceRow) -> Self {
-        Device {
-            tenant_id: r.tenant_id,
-            id: r.id,
-            labels: r.labels.0,
-            attributes: r.attributes.0,
-            enabled: r.enabled,
-            created_at: r.created_at.0,
-            updated_at: r.updated_at.0,
-        }
-    }
-}
-
-/// The columns of [`DeviceRow`], for `concat!`.
+/// The columns of [`Device`], for `concat!`.
 macro_rules! columns {
     () => {
         "tenant_id, id, labels, attributes, enabled, created_at, updated_at"
@@ -145,34 +123,16 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<_, DeviceRow>(SQL)
-                .bind(tenant_id)
-                .bind(&new.id)
-                .bind(Json(&new.labels))
-                .bind(Json(&new.attributes))
-                .bind(new.enabled)
-                .bind(Ts(now()))
-                .fetch_one(&mut *tx)
-                .await
-                .map(Device::from);
-            let entry = row.as_ref().ok().zip(audit).map(|(device, audit)| audit(device));
-            commit_audited!(self, tx, row.is_ok(), entry.as_ref());
-            row
-        });
-        match row {
-            Ok(device) => Ok(device),
-            Err(e) => match violation(&e) {
-                Some(Violation::Unique) => {
-                    Err(Error::already_exists(KIND, qualified(tenant_id, &new.id)))
-                }
-                Some(Violation::ForeignKey) => {
-                    Err(Error::not_found("tenant", tenant_id.to_owned()))
-                }
-                None => Err(e.into()),
-            },
-        }
+        let row = audited_of_tx!(self, audit, made_ok,
+            tx => sql!(in tx, fetch_one as Device => SQL, tenant_id, &new.id, Json(&new.labels),
+                Json(&new.attributes), new.enabled, Ts(now())));
+        row.map_err(|e| {
+            on_violation(
+                e,
+                Some(Error::already_exists(KIND, qualified(tenant_id, &new.id))),
+                Some(tenant_not_found(tenant_id)),
+            )
+        })
     }
 
     /// The device, or `NotFound`.
@@ -182,9 +142,8 @@ impl Store {
             columns!(),
             " FROM devices WHERE tenant_id = $1 AND id = $2"
         );
-        let row = sql!(self, fetch_optional as DeviceRow => SQL, tenant_id, id)?;
-        row.map(Device::from)
-            .ok_or_else(|| not_found(tenant_id, id))
+        let row = sql!(self, fetch_optional as Device => SQL, tenant_id, id)?;
+        row.ok_or_else(|| not_found(tenant_id, id))
     }
 
     /// A tenant's devices matching `filter`, in device id order. `NotFound`
@@ -201,7 +160,7 @@ impl Store {
             .map(|c| decode_cursor(CursorKind::Devices, c))
             .transpose()?;
         let backend = self.backend();
-        let rows = on_pool!(self, pool => {
+        let devices = on_pool!(self, pool => {
             let mut q = sqlx::QueryBuilder::new(concat!(
                 "SELECT ",
                 columns!(),
@@ -245,12 +204,11 @@ impl Store {
                 }
             }
             q.push(" ORDER BY id LIMIT ").push_bind(page.fetch_limit());
-            q.build_query_as::<DeviceRow>().fetch_all(pool).await?
+            q.build_query_as::<Device>().fetch_all(pool).await?
         });
-        if rows.is_empty() && !self.tenant_exists(tenant_id).await? {
-            return Err(Error::not_found("tenant", tenant_id.to_owned()));
+        if devices.is_empty() && !self.tenant_exists(tenant_id).await? {
+            return Err(tenant_not_found(tenant_id));
         }
-        let devices = rows.into_iter().map(Device::from).collect();
         Ok(Paged::from_rows(devices, page, CursorKind::Devices, |d| {
             d.id.clone()
         }))
@@ -299,23 +257,10 @@ impl Store {
             "AND ($7 IS NULL OR updated_at = $7) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<_, DeviceRow>(SQL)
-                .bind(tenant_id)
-                .bind(id)
-                .bind(patch.labels.as_ref().map(Json))
-                .bind(patch.attributes.as_ref().map(Json))
-                .bind(patch.enabled)
-                .bind(Ts(now()))
-                .bind(unchanged_since.map(Ts))
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(Device::from);
-            let entry = row.as_ref().zip(audit).map(|(device, audit)| audit(device));
-            commit_audited!(self, tx, row.is_some(), entry.as_ref());
-            row
-        });
+        let row = audited_of_tx!(self, audit, Option::as_ref, tx => sql!(in tx,
+            fetch_optional as Device => SQL, tenant_id, id, patch.labels.as_ref().map(Json),
+            patch.attributes.as_ref().map(Json), patch.enabled, Ts(now()),
+            unchanged_since.map(Ts))?);
         match row {
             Some(device) => Ok(device),
             None if unchanged_since.is_some() && self.get_device(tenant_id, id).await.is_ok() => {
@@ -355,12 +300,7 @@ impl Store {
             // missing device fails here, as `NotFound`, like the delete.
             let events = audit.map_or(&[][..], |entry| entry.events.as_slice());
             let committed = write_events_in!(&mut *tx, events)?;
-            let deleted = sqlx::query(SQL)
-                .bind(tenant_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let deleted = sql!(in &mut *tx, execute => SQL, tenant_id, id)?;
             if deleted > 0 {
                 if let Some(entry) = audit {
                     append_audit_in!(&mut *tx, entry)?;
@@ -396,7 +336,7 @@ impl Store {
         audit: Option<AuditOf<'_, [Result<Device, Error>]>>,
     ) -> Result<Vec<Result<Device, Error>>, Error> {
         if !self.tenant_exists(tenant_id).await? {
-            return Err(Error::not_found("tenant", tenant_id.to_owned()));
+            return Err(tenant_not_found(tenant_id));
         }
         // A taken id returns no row instead of failing, which on Postgres
         // would abort the transaction and every later device with it.
@@ -413,22 +353,13 @@ impl Store {
             for new in devices {
                 let result = match DeviceId::parse(&new.id) {
                     Err(e) => Err(Error::from(e)),
-                    Ok(_) => match sqlx::query_as::<_, DeviceRow>(SQL)
-                        .bind(tenant_id)
-                        .bind(&new.id)
-                        .bind(Json(&new.labels))
-                        .bind(Json(&new.attributes))
-                        .bind(new.enabled)
-                        .bind(at)
-                        .fetch_optional(&mut *tx)
-                        .await
+                    Ok(_) => match sql!(in &mut *tx, fetch_optional as Device => SQL, tenant_id,
+                        &new.id, Json(&new.labels), Json(&new.attributes), new.enabled, at)
                     {
-                        Ok(Some(row)) => Ok(Device::from(row)),
+                        Ok(Some(device)) => Ok(device),
                         Ok(None) => Err(Error::already_exists(KIND, qualified(tenant_id, &new.id))),
                         Err(e) => match violation(&e) {
-                            Some(Violation::ForeignKey) => {
-                                return Err(Error::not_found("tenant", tenant_id.to_owned()));
-                            }
+                            Some(Violation::ForeignKey) => return Err(tenant_not_found(tenant_id)),
                             // The transaction rolls back on drop.
                             _ => return Err(e.into()),
                         },

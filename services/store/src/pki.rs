@@ -2,8 +2,6 @@
 //! codes. Plain data: certificates as PEM, keys as the sealed bytes the
 //! `pki` crate made (this crate never sees a key in the clear).
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
 use crate::audit::audited_tx;
@@ -48,7 +46,7 @@ pub(crate) fn device_not_found(tenant_id: &str, device_id: &str) -> Error {
 }
 
 /// The platform root as stored. `Debug` leaves the sealed key out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PlatformCa {
     pub cert_pem: String,
     /// Sealed under the KEK (`pki::Kek::seal`, purpose root-ca).
@@ -56,33 +54,11 @@ pub struct PlatformCa {
     pub created_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-struct PlatformCaRow {
-    cert_pem: String,
-    sealed_key: Vec<u8>,
-    created_at: Ts,
-}
-
-impl From<PlatformCaRow> for PlatformCa {
-    fn from(r: PlatformCaRow) -> Self {
-        PlatformCa {
-            cert_pem: r.cert_pem,
-            sealed_key: r.sealed_key,
-            created_at: r.created_at.0,
-        }
-    }
-}
-
-impl fmt::Debug for PlatformCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlatformCa")
-            .field("created_at", &self.created_at)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(PlatformCa { created_at });
 
 /// A Rust enum over a TEXT column with a CHECK list: `as_str` for binding,
-/// and a `parse` that calls any other value corrupt.
+/// and read straight from the column (`FromRow` fields), any other value
+/// being corrupt.
 macro_rules! text_enum {
     ($(#[$meta:meta])* $name:ident, $what:literal {
         $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
@@ -105,6 +81,30 @@ macro_rules! text_enum {
                     $($text => Ok($name::$variant),)+
                     other => Err($crate::pki::corrupt($what, other)),
                 }
+            }
+        }
+
+        impl<DB: sqlx::Database> sqlx::Type<DB> for $name
+        where
+            str: sqlx::Type<DB>,
+        {
+            fn type_info() -> DB::TypeInfo {
+                <str as sqlx::Type<DB>>::type_info()
+            }
+
+            fn compatible(ty: &DB::TypeInfo) -> bool {
+                <str as sqlx::Type<DB>>::compatible(ty)
+            }
+        }
+
+        impl<'r, DB: sqlx::Database> sqlx::Decode<'r, DB> for $name
+        where
+            &'r str: sqlx::Decode<'r, DB>,
+        {
+            fn decode(
+                value: <DB as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok(Self::parse(<&'r str as sqlx::Decode<'r, DB>>::decode(value)?)?)
             }
         }
     };
@@ -145,18 +145,14 @@ pub struct NewTenantCa {
     pub not_after: DateTime<Utc>,
 }
 
-impl fmt::Debug for NewTenantCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewTenantCa")
-            .field("subject_key_id", &self.subject_key_id)
-            .field("tenant_id", &self.tenant_id)
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(NewTenantCa {
+    subject_key_id,
+    tenant_id,
+    kind
+});
 
 /// A stored tenant CA. `Debug` leaves the sealed key out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct TenantCa {
     pub subject_key_id: String,
     pub tenant_id: String,
@@ -175,53 +171,12 @@ pub struct TenantCa {
     pub jit_registration: bool,
 }
 
-impl fmt::Debug for TenantCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantCa")
-            .field("subject_key_id", &self.subject_key_id)
-            .field("tenant_id", &self.tenant_id)
-            .field("kind", &self.kind)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct TenantCaRow {
-    subject_key_id: String,
-    tenant_id: String,
-    kind: String,
-    cert_pem: String,
-    sealed_key: Option<Vec<u8>>,
-    subject: String,
-    fingerprint: String,
-    not_after: Ts,
-    status: String,
-    crl_number: i64,
-    created_at: Ts,
-    jit_registration: bool,
-}
-
-impl TryFrom<TenantCaRow> for TenantCa {
-    type Error = Error;
-
-    fn try_from(r: TenantCaRow) -> Result<Self, Error> {
-        Ok(TenantCa {
-            kind: TenantCaKind::parse(&r.kind)?,
-            status: TenantCaStatus::parse(&r.status)?,
-            subject_key_id: r.subject_key_id,
-            tenant_id: r.tenant_id,
-            cert_pem: r.cert_pem,
-            sealed_key: r.sealed_key,
-            subject: r.subject,
-            fingerprint: r.fingerprint,
-            not_after: r.not_after.0,
-            crl_number: r.crl_number,
-            created_at: r.created_at.0,
-            jit_registration: r.jit_registration,
-        })
-    }
-}
+debug_fields!(TenantCa {
+    subject_key_id,
+    tenant_id,
+    kind,
+    status
+});
 
 macro_rules! ca_columns {
     () => {
@@ -241,8 +196,7 @@ impl Store {
     /// The platform root, if one was stored.
     pub async fn platform_ca(&self) -> Result<Option<PlatformCa>, Error> {
         const SQL: &str = "SELECT cert_pem, sealed_key, created_at FROM platform_ca WHERE id = 1";
-        let row = sql!(self, fetch_optional as PlatformCaRow => SQL)?;
-        Ok(row.map(PlatformCa::from))
+        Ok(sql!(self, fetch_optional as PlatformCa => SQL)?)
     }
 
     /// Store the platform root. There is only one: `AlreadyExists` if a
@@ -255,8 +209,8 @@ impl Store {
     ) -> Result<PlatformCa, Error> {
         const SQL: &str = "INSERT INTO platform_ca (id, cert_pem, sealed_key, created_at) \
                            VALUES (1, $1, $2, $3) RETURNING cert_pem, sealed_key, created_at";
-        let row = sql!(self, fetch_one as PlatformCaRow => SQL, cert_pem, sealed_key, Ts(now()));
-        row.map(PlatformCa::from).map_err(|e| {
+        let row = sql!(self, fetch_one as PlatformCa => SQL, cert_pem, sealed_key, Ts(now()));
+        row.map_err(|e| {
             on_violation(
                 e,
                 Some(Error::AlreadyExists {
@@ -278,7 +232,7 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
             ca_columns!()
         );
-        let row = sql!(self, fetch_one as TenantCaRow => SQL, &new.subject_key_id, &new.tenant_id,
+        let row = sql!(self, fetch_one as TenantCa => SQL, &new.subject_key_id, &new.tenant_id,
             new.kind.as_str(), &new.cert_pem, new.sealed_key.as_deref(), &new.subject,
             &new.fingerprint, Ts(new.not_after), Ts(now()));
         let unique = Error::AlreadyExists {
@@ -286,8 +240,7 @@ impl Store {
             id: new.subject_key_id.clone(),
         };
         let missing = tenant_not_found(&new.tenant_id);
-        row.map_err(|e| on_violation(e, Some(unique), Some(missing)))?
-            .try_into()
+        row.map_err(|e| on_violation(e, Some(unique), Some(missing)))
     }
 
     /// Tenant CAs, oldest first: one tenant's, or every tenant's (`None`,
@@ -299,8 +252,7 @@ impl Store {
             " FROM tenant_cas WHERE ($1 IS NULL OR tenant_id = $1) ",
             "ORDER BY tenant_id, created_at, subject_key_id"
         );
-        let rows = sql!(self, fetch_all as TenantCaRow => SQL, tenant_id)?;
-        rows.into_iter().map(TenantCa::try_from).collect()
+        Ok(sql!(self, fetch_all as TenantCa => SQL, tenant_id)?)
     }
 
     /// One tenant CA by subject key identifier. `NotFound` unless the tenant has it.
@@ -314,9 +266,8 @@ impl Store {
             ca_columns!(),
             " FROM tenant_cas WHERE tenant_id = $1 AND subject_key_id = $2"
         );
-        let row = sql!(self, fetch_optional as TenantCaRow => SQL, tenant_id, subject_key_id)?;
-        row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))?
-            .try_into()
+        let row = sql!(self, fetch_optional as TenantCa => SQL, tenant_id, subject_key_id)?;
+        row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))
     }
 
     /// Enable or disable a tenant CA. `NotFound` unless the tenant has it.
@@ -332,10 +283,9 @@ impl Store {
             "RETURNING ",
             ca_columns!()
         );
-        let row = sql!(self, fetch_optional as TenantCaRow => SQL, tenant_id, subject_key_id,
+        let row = sql!(self, fetch_optional as TenantCa => SQL, tenant_id, subject_key_id,
             status.as_str())?;
-        row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))?
-            .try_into()
+        row.ok_or_else(|| tenant_ca_not_found(tenant_id, subject_key_id))
     }
 
     /// Turn just-in-time registration on or off for a registered CA, with
@@ -357,9 +307,9 @@ impl Store {
             ca_columns!()
         );
         let row = audited_tx!(self, audit, Option::is_some, tx => sql!(in tx,
-            fetch_optional as TenantCaRow => SQL, tenant_id, subject_key_id, jit_registration)?);
+            fetch_optional as TenantCa => SQL, tenant_id, subject_key_id, jit_registration)?);
         match row {
-            Some(row) => row.try_into(),
+            Some(row) => Ok(row),
             None => {
                 // Missing, or the issued CA: tell which.
                 self.get_tenant_ca(tenant_id, subject_key_id).await?;

@@ -14,34 +14,14 @@ use crate::{Error, NewAuditEntry, Store};
 pub type PolicyDocument = Map<String, Value>;
 
 /// A stored policy.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct AclPolicy {
     pub tenant_id: String,
     pub name: String,
+    #[sqlx(json)]
     pub document: PolicyDocument,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
-}
-
-#[derive(sqlx::FromRow)]
-struct AclPolicyRow {
-    tenant_id: String,
-    name: String,
-    document: Json<PolicyDocument>,
-    created_at: Ts,
-    updated_at: Ts,
-}
-
-impl From<AclPolicyRow> for AclPolicy {
-    fn from(r: AclPolicyRow) -> Self {
-        AclPolicy {
-            tenant_id: r.tenant_id,
-            name: r.name,
-            document: r.document.0,
-            created_at: r.created_at.0,
-            updated_at: r.updated_at.0,
-        }
-    }
 }
 
 const COLUMNS: &str = "tenant_id, name, document, created_at, updated_at";
@@ -69,27 +49,23 @@ impl Store {
              RETURNING {COLUMNS}"
         );
         let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx,
-            fetch_one as AclPolicyRow => sqlx::AssertSqlSafe(sql.as_str()), tenant_id, name,
+            fetch_one as AclPolicy => sqlx::AssertSqlSafe(sql.as_str()), tenant_id, name,
             Json(document), Ts(now())));
-        row.map(AclPolicy::from)
-            .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+        row.map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
     }
 
     /// The tenant's policy `name`. `NotFound` if it has none by that name.
     pub async fn get_acl_policy(&self, tenant_id: &str, name: &str) -> Result<AclPolicy, Error> {
         let sql = format!("SELECT {COLUMNS} FROM acl_policies WHERE tenant_id = $1 AND name = $2");
-        let row = sql!(self, fetch_optional as AclPolicyRow => sqlx::AssertSqlSafe(sql.as_str()),
+        let row = sql!(self, fetch_optional as AclPolicy => sqlx::AssertSqlSafe(sql.as_str()),
             tenant_id, name)?;
-        row.map(AclPolicy::from)
-            .ok_or_else(|| policy_not_found(tenant_id, name))
+        row.ok_or_else(|| policy_not_found(tenant_id, name))
     }
 
     /// The tenant's policies by name.
     pub async fn list_acl_policies(&self, tenant_id: &str) -> Result<Vec<AclPolicy>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM acl_policies WHERE tenant_id = $1 ORDER BY name");
-        let rows = sql!(self, fetch_all as AclPolicyRow => sqlx::AssertSqlSafe(sql.as_str()),
-            tenant_id)?;
-        Ok(rows.into_iter().map(AclPolicy::from).collect())
+        Ok(sql!(self, fetch_all as AclPolicy => sqlx::AssertSqlSafe(sql.as_str()), tenant_id)?)
     }
 
     /// Delete the tenant's policy `name`, with `audit` in the same

@@ -8,37 +8,20 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::codec::Ts;
+use crate::pki::text_enum;
 use crate::{Error, Store};
 
 /// Rows per multi-row statement (10 parameters each).
 const CHUNK: usize = 1_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum PresenceStatus {
-    Online,
-    Offline,
-}
-
-impl PresenceStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PresenceStatus::Online => "online",
-            PresenceStatus::Offline => "offline",
-        }
+text_enum!(
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    PresenceStatus, "presence status" {
+        Online = "online",
+        Offline = "offline",
     }
-
-    fn parse(s: &str) -> Result<Self, Error> {
-        match s {
-            "online" => Ok(PresenceStatus::Online),
-            "offline" => Ok(PresenceStatus::Offline),
-            _ => Err(Error::InvalidDocument {
-                kind: "device presence",
-                reason: "status is not online or offline",
-            }),
-        }
-    }
-}
+);
 
 /// One device's presence as of `at`, for [`Store::update_presence`].
 /// `None` in an optional field keeps what is stored (an offline update
@@ -62,7 +45,7 @@ pub struct PresenceUpdate {
 }
 
 /// A device's presence as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct DevicePresence {
     pub tenant_id: String,
     pub device_id: String,
@@ -75,41 +58,6 @@ pub struct DevicePresence {
     pub credential: Option<String>,
     pub disconnect_reason: Option<String>,
     pub node_id: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct PresenceRow {
-    tenant_id: String,
-    device_id: String,
-    status: String,
-    connected_at: Option<Ts>,
-    disconnected_at: Option<Ts>,
-    last_seen: Ts,
-    remote_addr: Option<String>,
-    protocol: Option<String>,
-    credential: Option<String>,
-    disconnect_reason: Option<String>,
-    node_id: Option<String>,
-}
-
-impl TryFrom<PresenceRow> for DevicePresence {
-    type Error = Error;
-
-    fn try_from(r: PresenceRow) -> Result<Self, Error> {
-        Ok(DevicePresence {
-            tenant_id: r.tenant_id,
-            device_id: r.device_id,
-            status: PresenceStatus::parse(&r.status)?,
-            connected_at: r.connected_at.map(|t| t.0),
-            disconnected_at: r.disconnected_at.map(|t| t.0),
-            last_seen: r.last_seen.0,
-            remote_addr: r.remote_addr,
-            protocol: r.protocol,
-            credential: r.credential,
-            disconnect_reason: r.disconnect_reason,
-            node_id: r.node_id,
-        })
-    }
 }
 
 /// The last update of each device, in the order given (Postgres refuses
@@ -192,8 +140,7 @@ impl Store {
         const SQL: &str = "SELECT tenant_id, device_id, status, connected_at, disconnected_at, \
              last_seen, remote_addr, protocol, credential, disconnect_reason, node_id \
              FROM device_presence WHERE tenant_id = $1 AND device_id = $2";
-        let row = sql!(self, fetch_optional as PresenceRow => SQL, tenant_id, device_id)?;
-        row.map(DevicePresence::try_from).transpose()
+        Ok(sql!(self, fetch_optional as DevicePresence => SQL, tenant_id, device_id)?)
     }
 
     /// Sets every device that `node_id` has marked online to offline (at

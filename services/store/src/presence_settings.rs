@@ -10,7 +10,7 @@ use crate::pki::{on_violation, tenant_not_found};
 use crate::{Error, NewAuditEntry, Store};
 
 /// A tenant's presence settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PresenceSettings {
     pub tenant_id: String,
     /// Publish `devices/{d}/status`, retained, on connect and disconnect.
@@ -30,34 +30,14 @@ impl PresenceSettings {
     }
 }
 
-#[derive(sqlx::FromRow)]
-struct Row {
-    tenant_id: String,
-    publish_status: bool,
-    updated_at: Ts,
-}
-
-impl From<Row> for PresenceSettings {
-    fn from(r: Row) -> Self {
-        PresenceSettings {
-            tenant_id: r.tenant_id,
-            publish_status: r.publish_status,
-            updated_at: Some(r.updated_at.0),
-        }
-    }
-}
-
 impl Store {
     /// The tenant's presence settings (the defaults if never set). Does not
     /// check that the tenant exists.
     pub async fn get_presence_settings(&self, tenant_id: &str) -> Result<PresenceSettings, Error> {
         const SQL: &str = "SELECT tenant_id, publish_status, updated_at \
                            FROM tenant_presence_settings WHERE tenant_id = $1";
-        let row = sql!(self, fetch_optional as Row => SQL, tenant_id)?;
-        Ok(row.map_or_else(
-            || PresenceSettings::default_for(tenant_id),
-            PresenceSettings::from,
-        ))
+        let row = sql!(self, fetch_optional as PresenceSettings => SQL, tenant_id)?;
+        Ok(row.unwrap_or_else(|| PresenceSettings::default_for(tenant_id)))
     }
 
     /// Every tenant's settings that differ from never having set them, for
@@ -65,8 +45,7 @@ impl Store {
     pub async fn list_presence_settings(&self) -> Result<Vec<PresenceSettings>, Error> {
         const SQL: &str = "SELECT tenant_id, publish_status, updated_at \
                            FROM tenant_presence_settings ORDER BY tenant_id";
-        let rows = sql!(self, fetch_all as Row => SQL)?;
-        Ok(rows.into_iter().map(PresenceSettings::from).collect())
+        Ok(sql!(self, fetch_all as PresenceSettings => SQL)?)
     }
 
     /// Set the tenant's presence settings, with `audit` in the same
@@ -82,9 +61,8 @@ impl Store {
                            VALUES ($1, $2, $3) ON CONFLICT (tenant_id) DO UPDATE SET \
                            publish_status = excluded.publish_status, updated_at = excluded.updated_at \
                            RETURNING tenant_id, publish_status, updated_at";
-        let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, fetch_one as Row => SQL,
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, fetch_one as PresenceSettings => SQL,
             tenant_id, publish_status, Ts(now())));
-        row.map(PresenceSettings::from)
-            .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+        row.map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
     }
 }

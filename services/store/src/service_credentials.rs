@@ -7,12 +7,10 @@
 //! Only argon2id PHC strings are stored; hashing and verifying are the
 //! caller's.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
-use crate::audit::{audited_tx, commit_audited};
+use crate::audit::{audited_of_tx, audited_tx};
 use crate::codec::{Ts, now};
 use crate::pki::{on_violation, tenant_not_found};
 use crate::{AuditOf, Error, NewAuditEntry, Store};
@@ -82,24 +80,17 @@ pub struct ServiceCredential {
     pub created_at: DateTime<Utc>,
 }
 
-macro_rules! debug_without_hash {
-    ($ty:ident) => {
-        impl fmt::Debug for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($ty))
-                    .field("id", &self.id)
-                    .field("scope", &self.scope)
-                    .field("name", &self.name)
-                    .field("username", &self.username)
-                    .field("publish", &self.publish)
-                    .field("subscribe", &self.subscribe)
-                    .finish_non_exhaustive()
-            }
-        }
-    };
-}
-debug_without_hash!(NewServiceCredential);
-debug_without_hash!(ServiceCredential);
+debug_fields!(
+    NewServiceCredential,
+    ServiceCredential {
+        id,
+        scope,
+        name,
+        username,
+        publish,
+        subscribe
+    }
+);
 
 /// Both tables' rows; the platform's has no `tenant_id` column.
 #[derive(sqlx::FromRow)]
@@ -295,20 +286,13 @@ impl Store {
         audit: Option<AuditOf<'_, ServiceCredential>>,
     ) -> Result<ServiceCredential, Error> {
         let table = scope.table();
-        let deleted = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+        let deleted = audited_of_tx!(self, audit, Option::as_ref, tx => {
             let q = sqlx::query_as::<_, CredentialRow>(table.delete).bind(id);
             let q = match scope.tenant_id() {
                 Some(t) => q.bind(t),
                 None => q,
             };
-            let deleted = q
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(ServiceCredential::from);
-            let entry = deleted.as_ref().zip(audit).map(|(c, audit)| audit(c));
-            commit_audited!(self, tx, deleted.is_some(), entry.as_ref());
-            deleted
+            q.fetch_optional(tx).await?.map(ServiceCredential::from)
         });
         deleted.ok_or_else(|| Error::NotFound {
             kind: table.kind,

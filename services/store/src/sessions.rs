@@ -154,17 +154,20 @@ pub struct StoredSession {
 }
 
 /// One line of the operator's view of a tenant's sessions.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SessionSummary {
     pub client_id: String,
     pub owner: String,
     pub protocol: String,
     pub connected: bool,
     pub node_id: Option<String>,
+    #[sqlx(try_from = "i64")]
     pub subscriptions: u64,
     /// Messages waiting to be sent.
+    #[sqlx(try_from = "i64")]
     pub queued: u64,
     /// Messages sent and not yet acknowledged.
+    #[sqlx(try_from = "i64")]
     pub in_flight: u64,
     pub expires_at: Option<DateTime<Utc>>,
     pub connected_at: DateTime<Utc>,
@@ -312,40 +315,6 @@ impl TryFrom<SubscriptionRow> for SessionSubscription {
                 .map(|id| to_u32(id, "subscription identifier out of range"))
                 .transpose()?,
         })
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct SummaryRow {
-    client_id: String,
-    owner: String,
-    protocol: String,
-    connected: bool,
-    node_id: Option<String>,
-    expires_at: Option<Ts>,
-    connected_at: Ts,
-    disconnected_at: Option<Ts>,
-    subscriptions: i64,
-    queued: i64,
-    in_flight: i64,
-}
-
-impl From<SummaryRow> for SessionSummary {
-    fn from(r: SummaryRow) -> Self {
-        let count = |n: i64| u64::try_from(n).unwrap_or_default();
-        SessionSummary {
-            client_id: r.client_id,
-            owner: r.owner,
-            protocol: r.protocol,
-            connected: r.connected,
-            node_id: r.node_id,
-            subscriptions: count(r.subscriptions),
-            queued: count(r.queued),
-            in_flight: count(r.in_flight),
-            expires_at: r.expires_at.map(|t| t.0),
-            connected_at: r.connected_at.0,
-            disconnected_at: r.disconnected_at.map(|t| t.0),
-        }
     }
 }
 
@@ -498,9 +467,9 @@ impl Store {
                 q.push(" AND s.client_id = ").push_bind(only);
             }
             q.push(" ORDER BY s.client_id LIMIT ").push_bind(limit);
-            q.build_query_as::<SummaryRow>().fetch_all(pool).await?
+            q.build_query_as::<SessionSummary>().fetch_all(pool).await?
         });
-        Ok(rows.into_iter().map(SessionSummary::from).collect())
+        Ok(rows)
     }
 
     /// Ends a session (`DELETE /v1/tenants/{t}/sessions/{client_id}`) with

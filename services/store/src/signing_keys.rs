@@ -2,18 +2,16 @@
 //! unretired key signs; every key still listed verifies, so tokens signed
 //! before a rotation keep working until they expire.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
 use crate::codec::{Ts, now};
-use crate::error::{Violation, violation};
+use crate::pki::on_violation;
 use crate::{Error, Store};
 
 const KIND: &str = "signing key";
 
 /// One key. `Debug` leaves the private key out.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct SigningKey {
     /// The JWT header `kid`.
     pub kid: String,
@@ -30,16 +28,12 @@ pub struct SigningKey {
     pub retired_at: Option<DateTime<Utc>>,
 }
 
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .field("created_at", &self.created_at)
-            .field("retired_at", &self.retired_at)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(SigningKey {
+    kid,
+    algorithm,
+    created_at,
+    retired_at
+});
 
 /// A key to store. `Debug` leaves the private key out.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,37 +44,7 @@ pub struct NewSigningKey {
     pub public_key: Vec<u8>,
 }
 
-impl fmt::Debug for NewSigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewSigningKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(sqlx::FromRow)]
-struct SigningKeyRow {
-    kid: String,
-    algorithm: String,
-    private_key: Vec<u8>,
-    public_key: Vec<u8>,
-    created_at: Ts,
-    retired_at: Option<Ts>,
-}
-
-impl From<SigningKeyRow> for SigningKey {
-    fn from(r: SigningKeyRow) -> Self {
-        SigningKey {
-            kid: r.kid,
-            algorithm: r.algorithm,
-            private_key: r.private_key,
-            public_key: r.public_key,
-            created_at: r.created_at.0,
-            retired_at: r.retired_at.map(|t| t.0),
-        }
-    }
-}
+debug_fields!(NewSigningKey { kid, algorithm });
 
 macro_rules! columns {
     () => {
@@ -97,15 +61,9 @@ impl Store {
             "VALUES ($1, $2, $3, $4, $5) RETURNING ",
             columns!()
         );
-        let row = sql!(self, fetch_one as SigningKeyRow => SQL, &new.kid, &new.algorithm,
+        let row = sql!(self, fetch_one as SigningKey => SQL, &new.kid, &new.algorithm,
             &new.private_key, &new.public_key, Ts(now()));
-        match row {
-            Ok(row) => Ok(row.into()),
-            Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::already_exists(KIND, new.kid.clone())),
-                _ => Err(e.into()),
-            },
-        }
+        row.map_err(|e| on_violation(e, Some(Error::already_exists(KIND, new.kid.clone())), None))
     }
 
     /// Every stored key, oldest first (ties broken by kid).
@@ -115,8 +73,7 @@ impl Store {
             columns!(),
             " FROM signing_keys ORDER BY created_at, kid"
         );
-        let rows = sql!(self, fetch_all as SigningKeyRow => SQL)?;
-        Ok(rows.into_iter().map(SigningKey::from).collect())
+        Ok(sql!(self, fetch_all as SigningKey => SQL)?)
     }
 
     /// Mark every unretired key other than `keep` retired (it stops signing,

@@ -3,15 +3,15 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::audit::commit_audited;
+use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
-use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::pki::on_violation;
 use crate::{Error, NewAuditEntry, Store, TenantId};
 
 const KIND: &str = "tenant";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct Tenant {
     pub id: String,
     pub name: String,
@@ -32,26 +32,7 @@ pub struct TenantPatch {
     pub name: Option<String>,
 }
 
-#[derive(sqlx::FromRow)]
-struct TenantRow {
-    id: String,
-    name: String,
-    created_at: Ts,
-    updated_at: Ts,
-}
-
-impl From<TenantRow> for Tenant {
-    fn from(r: TenantRow) -> Self {
-        Tenant {
-            id: r.id,
-            name: r.name,
-            created_at: r.created_at.0,
-            updated_at: r.updated_at.0,
-        }
-    }
-}
-
-/// The columns of [`TenantRow`], as a macro so that `concat!` can build
+/// The columns of [`Tenant`], as a macro so that `concat!` can build
 /// `&'static str` queries from it.
 macro_rules! columns {
     () => {
@@ -87,32 +68,16 @@ impl Store {
             "RETURNING ",
             columns!()
         );
-        let at = Ts(now());
-        let row = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<_, TenantRow>(SQL)
-                .bind(&new.id)
-                .bind(&new.name)
-                .bind(at)
-                .fetch_one(&mut *tx)
-                .await;
-            commit_audited!(self, tx, row.is_ok(), audit);
-            row
-        });
-        match row {
-            Ok(row) => Ok(row.into()),
-            Err(e) => match violation(&e) {
-                Some(Violation::Unique) => Err(Error::already_exists(KIND, new.id.clone())),
-                _ => Err(e.into()),
-            },
-        }
+        let row = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx,
+            fetch_one as Tenant => SQL, &new.id, &new.name, Ts(now())));
+        row.map_err(|e| on_violation(e, Some(Error::already_exists(KIND, new.id.clone())), None))
     }
 
     /// The tenant `id`, or `NotFound`.
     pub async fn get_tenant(&self, id: &str) -> Result<Tenant, Error> {
         const SQL: &str = concat!("SELECT ", columns!(), " FROM tenants WHERE id = $1");
-        let row = sql!(self, fetch_optional as TenantRow => SQL, id)?;
-        row.map(Tenant::from).ok_or_else(|| not_found(id))
+        let row = sql!(self, fetch_optional as Tenant => SQL, id)?;
+        row.ok_or_else(|| not_found(id))
     }
 
     /// Whether the tenant `id` exists (cheaper than `get_tenant`).
@@ -125,11 +90,11 @@ impl Store {
     /// Tenants in id order.
     pub async fn list_tenants(&self, page: &Page) -> Result<Paged<Tenant>, Error> {
         let limit = page.fetch_limit();
-        let rows = match &page.cursor {
+        let tenants = match &page.cursor {
             None => {
                 const SQL: &str =
                     concat!("SELECT ", columns!(), " FROM tenants ORDER BY id LIMIT $1");
-                sql!(self, fetch_all as TenantRow => SQL, limit)?
+                sql!(self, fetch_all as Tenant => SQL, limit)?
             }
             Some(cursor) => {
                 let after = decode_cursor(CursorKind::Tenants, cursor)?;
@@ -138,10 +103,9 @@ impl Store {
                     columns!(),
                     " FROM tenants WHERE id > $1 ORDER BY id LIMIT $2"
                 );
-                sql!(self, fetch_all as TenantRow => SQL, &after, limit)?
+                sql!(self, fetch_all as Tenant => SQL, &after, limit)?
             }
         };
-        let tenants = rows.into_iter().map(Tenant::from).collect();
         Ok(Paged::from_rows(tenants, page, CursorKind::Tenants, |t| {
             t.id.clone()
         }))
@@ -179,20 +143,11 @@ impl Store {
             "AND ($4 IS NULL OR updated_at = $4) RETURNING ",
             columns!()
         );
-        let row = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let row = sqlx::query_as::<_, TenantRow>(SQL)
-                .bind(id)
-                .bind(patch.name.as_deref())
-                .bind(Ts(now()))
-                .bind(unchanged_since.map(Ts))
-                .fetch_optional(&mut *tx)
-                .await?;
-            commit_audited!(self, tx, row.is_some(), audit);
-            row
-        });
+        let row = audited_tx!(self, audit, Option::is_some, tx => sql!(in tx,
+            fetch_optional as Tenant => SQL, id, patch.name.as_deref(), Ts(now()),
+            unchanged_since.map(Ts))?);
         match row {
-            Some(row) => Ok(row.into()),
+            Some(tenant) => Ok(tenant),
             None if unchanged_since.is_some() && self.tenant_exists(id).await? => {
                 Err(Error::modified(KIND, id.to_owned()))
             }
@@ -218,16 +173,8 @@ impl Store {
     #[tracing::instrument(skip_all, fields(tenant = %id))]
     async fn remove_tenant(&self, id: &str, audit: Option<&NewAuditEntry>) -> Result<(), Error> {
         const SQL: &str = "DELETE FROM tenants WHERE id = $1";
-        let deleted = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let deleted = sqlx::query(SQL)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            commit_audited!(self, tx, deleted > 0, audit);
-            deleted
-        });
+        let deleted = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sql!(in tx,
+            execute => SQL, id)?);
         if deleted == 0 {
             return Err(not_found(id));
         }

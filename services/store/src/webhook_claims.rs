@@ -17,9 +17,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::codec::{Ts, now};
-use crate::webhook_deliveries::{DeliveryRow, delivery_columns};
-use crate::webhook_endpoints::{EndpointRow, endpoint_columns};
-use crate::webhook_outbox::{OutboxRow, outbox_columns};
+use crate::webhook_deliveries::delivery_columns;
+use crate::webhook_endpoints::endpoint_columns;
+use crate::webhook_outbox::outbox_columns;
 use crate::{Error, OutboxEvent, Store, WebhookDelivery, WebhookEndpoint};
 
 /// A claimed delivery with everything needed to send it.
@@ -82,7 +82,7 @@ impl Store {
     ) -> Result<Vec<ClaimedDelivery>, Error> {
         let at = now();
         let lease_end = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
-        let rows: Vec<DeliveryRow> = match &self.pool {
+        let deliveries: Vec<WebhookDelivery> = match &self.pool {
             crate::store::Pool::Sqlite(pool) => {
                 let sql = format!(
                     "UPDATE webhook_deliveries SET status = 'delivering', batch_open = FALSE, \
@@ -91,16 +91,11 @@ impl Store {
                     delivery_columns!()
                 );
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let rows = sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(Ts(at))
-                    .bind(i64::from(per_endpoint))
-                    .bind(i64::from(limit))
-                    .bind(Ts(lease_end))
-                    .bind(i64::from(per_tenant))
-                    .fetch_all(&mut *tx)
-                    .await?;
+                let deliveries = sql!(in &mut *tx, fetch_all as WebhookDelivery =>
+                    sqlx::AssertSqlSafe(sql), Ts(at), i64::from(per_endpoint), i64::from(limit),
+                    Ts(lease_end), i64::from(per_tenant))?;
                 tx.commit().await?;
-                rows
+                deliveries
             }
             crate::store::Pool::Postgres(pool) => {
                 // The inner SELECT re-checks status and due time on the row
@@ -114,20 +109,11 @@ impl Store {
                      FOR UPDATE SKIP LOCKED) RETURNING {}",
                     delivery_columns!()
                 );
-                sqlx::query_as::<_, DeliveryRow>(sqlx::AssertSqlSafe(sql))
-                    .bind(Ts(at))
-                    .bind(i64::from(per_endpoint))
-                    .bind(i64::from(limit))
-                    .bind(Ts(lease_end))
-                    .bind(i64::from(per_tenant))
-                    .fetch_all(pool)
-                    .await?
+                sql!(in pool, fetch_all as WebhookDelivery => sqlx::AssertSqlSafe(sql), Ts(at),
+                    i64::from(per_endpoint), i64::from(limit), Ts(lease_end),
+                    i64::from(per_tenant))?
             }
         };
-        let deliveries = rows
-            .into_iter()
-            .map(WebhookDelivery::try_from)
-            .collect::<Result<Vec<_>, Error>>()?;
         self.complete_claims(deliveries).await
     }
 
@@ -157,14 +143,12 @@ impl Store {
         );
         let at = now();
         let lease_end = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::zero());
-        let row = sql!(self, fetch_optional as DeliveryRow => sqlx::AssertSqlSafe(sql.as_str()),
+        let row = sql!(self, fetch_optional as WebhookDelivery => sqlx::AssertSqlSafe(sql.as_str()),
             endpoint_id, ordering_key, Ts(lease_end), Ts(at))?;
         let Some(row) = row else {
             return Ok(None);
         };
-        let claimed = self
-            .complete_claims(vec![WebhookDelivery::try_from(row)?])
-            .await?;
+        let claimed = self.complete_claims(vec![row]).await?;
         Ok(claimed.into_iter().next())
     }
 
@@ -193,13 +177,10 @@ impl Store {
                 ids.push_bind(*id);
             }
             q.push(")");
-            q.build_query_as::<EndpointRow>().fetch_all(pool).await?
+            q.build_query_as::<WebhookEndpoint>().fetch_all(pool).await?
         })
         .into_iter()
-        .map(|row| {
-            let endpoint = WebhookEndpoint::from(row);
-            (endpoint.id.clone(), endpoint)
-        })
+        .map(|endpoint| (endpoint.id.clone(), endpoint))
         .collect();
         let mut events: HashMap<i64, Vec<OutboxEvent>> = HashMap::new();
         let rows = on_pool!(self, pool => {
@@ -216,10 +197,7 @@ impl Store {
             q.build_query_as::<DeliveryEventRow>().fetch_all(pool).await?
         });
         for row in rows {
-            events
-                .entry(row.delivery_id)
-                .or_default()
-                .push(OutboxEvent::from(row.event));
+            events.entry(row.delivery_id).or_default().push(row.event);
         }
         // An endpoint deleted since the claim took its deliveries with it
         // (ON DELETE CASCADE): nothing to send.
@@ -251,5 +229,5 @@ pub(crate) fn prefixed_outbox_columns() -> String {
 struct DeliveryEventRow {
     delivery_id: i64,
     #[sqlx(flatten)]
-    event: OutboxRow,
+    event: OutboxEvent,
 }

@@ -11,32 +11,23 @@ use serde::Serialize;
 
 use crate::audit::{append_audit_in, audited_tx};
 use crate::codec::{Ts, now};
+use crate::pki::text_enum;
 use crate::webhook_claims::prefixed_outbox_columns;
-use crate::webhook_outbox::OutboxRow;
 use crate::{AuditOf, Error, NewAuditEntry, NewOutboxEvent, OutboxEvent, Store};
 
 const KIND: &str = "webhook delivery";
 
-/// Where a delivery stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeliveryStatus {
-    Pending,
-    Delivering,
-    Delivered,
-    Failed,
-}
-
-impl DeliveryStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => "pending",
-            DeliveryStatus::Delivering => "delivering",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Failed => "failed",
-        }
+text_enum!(
+    /// Where a delivery stands.
+    #[derive(Serialize)]
+    #[serde(rename_all = "lowercase")]
+    DeliveryStatus, "delivery status" {
+        Pending = "pending",
+        Delivering = "delivering",
+        Delivered = "delivered",
+        Failed = "failed",
     }
-}
+);
 
 impl fmt::Display for DeliveryStatus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -47,23 +38,19 @@ impl fmt::Display for DeliveryStatus {
 impl FromStr for DeliveryStatus {
     type Err = Error;
 
+    /// A status a caller names (a list filter): an unknown one is the
+    /// caller's mistake, not a corrupt row.
     fn from_str(s: &str) -> Result<Self, Error> {
-        match s {
-            "pending" => Ok(DeliveryStatus::Pending),
-            "delivering" => Ok(DeliveryStatus::Delivering),
-            "delivered" => Ok(DeliveryStatus::Delivered),
-            "failed" => Ok(DeliveryStatus::Failed),
-            _ => Err(Error::InvalidId {
-                kind: "delivery status",
-                id: s.chars().take(32).collect(),
-                expected: "pending, delivering, delivered or failed",
-            }),
-        }
+        DeliveryStatus::parse(s).map_err(|_| Error::InvalidId {
+            kind: "delivery status",
+            id: s.chars().take(32).collect(),
+            expected: "pending, delivering, delivered or failed",
+        })
     }
 }
 
 /// One delivery: one request's worth of events to one endpoint.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct WebhookDelivery {
     pub id: i64,
     pub tenant_id: String,
@@ -84,49 +71,6 @@ pub struct WebhookDelivery {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct DeliveryRow {
-    id: i64,
-    tenant_id: String,
-    endpoint_id: String,
-    event_type: String,
-    ordering_key: Option<String>,
-    status: String,
-    event_count: i32,
-    attempts: i32,
-    next_attempt_at: Ts,
-    last_status: Option<i32>,
-    last_latency_ms: Option<i64>,
-    last_error: Option<String>,
-    last_response: Option<String>,
-    created_at: Ts,
-    updated_at: Ts,
-}
-
-impl TryFrom<DeliveryRow> for WebhookDelivery {
-    type Error = Error;
-
-    fn try_from(r: DeliveryRow) -> Result<Self, Error> {
-        Ok(WebhookDelivery {
-            id: r.id,
-            tenant_id: r.tenant_id,
-            endpoint_id: r.endpoint_id,
-            event_type: r.event_type,
-            ordering_key: r.ordering_key,
-            status: r.status.parse()?,
-            event_count: r.event_count,
-            attempts: r.attempts,
-            next_attempt_at: r.next_attempt_at.0,
-            last_status: r.last_status,
-            last_latency_ms: r.last_latency_ms,
-            last_error: r.last_error,
-            last_response: r.last_response,
-            created_at: r.created_at.0,
-            updated_at: r.updated_at.0,
-        })
-    }
-}
-
 macro_rules! delivery_columns {
     () => {
         "id, tenant_id, endpoint_id, event_type, ordering_key, status, event_count, attempts, \
@@ -137,7 +81,7 @@ macro_rules! delivery_columns {
 pub(crate) use delivery_columns;
 
 /// One logged attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct WebhookAttempt {
     pub id: i64,
     pub delivery_id: i64,
@@ -148,31 +92,6 @@ pub struct WebhookAttempt {
     /// At most 1 KiB of the response body.
     pub response: Option<String>,
     pub error: Option<String>,
-}
-
-#[derive(sqlx::FromRow)]
-struct AttemptRow {
-    id: i64,
-    delivery_id: i64,
-    attempted_at: Ts,
-    status_code: Option<i32>,
-    latency_ms: i64,
-    response: Option<String>,
-    error: Option<String>,
-}
-
-impl From<AttemptRow> for WebhookAttempt {
-    fn from(r: AttemptRow) -> Self {
-        WebhookAttempt {
-            id: r.id,
-            delivery_id: r.delivery_id,
-            attempted_at: r.attempted_at.0,
-            status_code: r.status_code,
-            latency_ms: r.latency_ms,
-            response: r.response,
-            error: r.error,
-        }
-    }
 }
 
 /// What happened on one attempt, to log.
@@ -224,9 +143,10 @@ impl Store {
              ON de.event_id = o.id WHERE de.delivery_id = $1 ORDER BY de.position",
             prefixed_outbox_columns()
         );
-        let rows = sql!(self, fetch_all as OutboxRow => sqlx::AssertSqlSafe(sql.as_str()),
-            delivery_id)?;
-        Ok(rows.into_iter().map(OutboxEvent::from).collect())
+        Ok(
+            sql!(self, fetch_all as OutboxEvent => sqlx::AssertSqlSafe(sql.as_str()),
+            delivery_id)?,
+        )
     }
 
     /// Log an attempt and move the delivery on as `outcome` says.
@@ -347,16 +267,7 @@ impl Store {
                 }
             }};
         }
-        let event = match &mut tx {
-            crate::StoreTx::Sqlite(tx) => {
-                let conn: &mut sqlx::SqliteConnection = tx;
-                body!(conn)
-            }
-            crate::StoreTx::Postgres(tx) => {
-                let conn: &mut sqlx::PgConnection = tx;
-                body!(conn)
-            }
-        };
+        let event = on_tx!(&mut tx, conn => body!(conn));
         if let Some(event) = event {
             tx.append_outbox_events(&[event]).await?;
         }
@@ -378,8 +289,8 @@ impl Store {
             delivery_columns!(),
             " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
         );
-        let row = sql!(self, fetch_optional as DeliveryRow => SQL, tenant_id, id)?;
-        row.ok_or_else(|| not_found(id))?.try_into()
+        let row = sql!(self, fetch_optional as WebhookDelivery => SQL, tenant_id, id)?;
+        row.ok_or_else(|| not_found(id))
     }
 
     /// An endpoint's deliveries, newest first, optionally of one status:
@@ -399,10 +310,10 @@ impl Store {
             " FROM webhook_deliveries WHERE tenant_id = $1 AND endpoint_id = $2 ",
             "AND ($3 IS NULL OR status = $3) AND id < $4 ORDER BY id DESC LIMIT $5"
         );
-        let rows = sql!(self, fetch_all as DeliveryRow => SQL, tenant_id, endpoint_id,
+        let rows = sql!(self, fetch_all as WebhookDelivery => SQL, tenant_id, endpoint_id,
             status.map(DeliveryStatus::as_str), before.unwrap_or(i64::MAX),
             i64::from(limit.clamp(1, 1000)))?;
-        rows.into_iter().map(WebhookDelivery::try_from).collect()
+        Ok(rows)
     }
 
     /// A delivery's attempts, oldest first.
@@ -416,8 +327,7 @@ impl Store {
             "a.response, a.error FROM webhook_attempts a JOIN webhook_deliveries d ",
             "ON d.id = a.delivery_id WHERE d.tenant_id = $1 AND a.delivery_id = $2 ORDER BY a.id"
         );
-        let rows = sql!(self, fetch_all as AttemptRow => SQL, tenant_id, delivery_id)?;
-        Ok(rows.into_iter().map(WebhookAttempt::from).collect())
+        Ok(sql!(self, fetch_all as WebhookAttempt => SQL, tenant_id, delivery_id)?)
     }
 
     /// Send a delivery again from the start of the schedule (a finished one
@@ -442,19 +352,10 @@ impl Store {
             " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
         );
         let row = audited_tx!(self, audit, Option::is_some, tx => {
-            sqlx::query(SQL)
-                .bind(tenant_id)
-                .bind(id)
-                .bind(Ts(now()))
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query_as::<_, DeliveryRow>(GET)
-                .bind(tenant_id)
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?
+            sql!(in &mut *tx, execute => SQL, tenant_id, id, Ts(now()))?;
+            sql!(in &mut *tx, fetch_optional as WebhookDelivery => GET, tenant_id, id)?
         });
-        row.ok_or_else(|| not_found(id))?.try_into()
+        row.ok_or_else(|| not_found(id))
     }
 
     /// Queue a delivery of one event to one endpoint only, bypassing the
@@ -498,44 +399,18 @@ impl Store {
         let at = Ts(now());
         macro_rules! body {
             ($conn:expr) => {{
-                sqlx::query(DISPATCHED)
-                    .bind(event_id)
-                    .bind(at)
-                    .execute(&mut *$conn)
-                    .await?;
-                let id: i64 = sqlx::query_scalar(NEW)
-                    .bind(tenant_id)
-                    .bind(endpoint_id)
-                    .bind(event_type)
-                    .bind(at)
-                    .fetch_one(&mut *$conn)
-                    .await?;
-                sqlx::query(LINK)
-                    .bind(id)
-                    .bind(event_id)
-                    .execute(&mut *$conn)
-                    .await?;
-                let delivery: WebhookDelivery = sqlx::query_as::<_, DeliveryRow>(GET)
-                    .bind(id)
-                    .fetch_one(&mut *$conn)
-                    .await?
-                    .try_into()?;
+                sql!(in &mut *$conn, execute => DISPATCHED, event_id, at)?;
+                let id: i64 =
+                    sql!(in &mut *$conn, fetch_one scalar => NEW, tenant_id, endpoint_id, event_type, at)?;
+                sql!(in &mut *$conn, execute => LINK, id, event_id)?;
+                let delivery = sql!(in &mut *$conn, fetch_one as WebhookDelivery => GET, id)?;
                 if let Some(audit) = audit {
                     append_audit_in!(&mut *$conn, &audit(&delivery))?;
                 }
                 delivery
             }};
         }
-        let delivery = match &mut tx {
-            crate::StoreTx::Sqlite(tx) => {
-                let conn: &mut sqlx::SqliteConnection = tx;
-                body!(conn)
-            }
-            crate::StoreTx::Postgres(tx) => {
-                let conn: &mut sqlx::PgConnection = tx;
-                body!(conn)
-            }
-        };
+        let delivery = on_tx!(&mut tx, conn => body!(conn));
         tx.commit().await?;
         Ok(delivery)
     }

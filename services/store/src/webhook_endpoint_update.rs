@@ -4,7 +4,7 @@ use sqlx::types::Json;
 
 use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
-use crate::webhook_endpoints::{EndpointRow, endpoint_columns};
+use crate::webhook_endpoints::endpoint_columns;
 use crate::{Error, NewAuditEntry, Store, WebhookEndpoint};
 
 /// What to change in an endpoint; `None` keeps the stored value.
@@ -51,25 +51,13 @@ impl Store {
         );
         let unchanged = *change == WebhookEndpointChange::default();
         let row = audited_tx!(self, audit, Option::is_some, tx => if unchanged {
-            sqlx::query_as::<_, EndpointRow>(GET)
-                .bind(tenant_id)
-                .bind(id)
-                .fetch_optional(tx)
-                .await?
+            sql!(in tx, fetch_optional as WebhookEndpoint => GET, tenant_id, id)?
         } else {
-            sqlx::query_as::<_, EndpointRow>(SQL)
-                .bind(tenant_id)
-                .bind(id)
-                .bind(change.url.as_deref())
-                .bind(change.event_types.as_ref().map(Json))
-                .bind(change.topic_filter.is_some())
-                .bind(change.topic_filter.clone().flatten())
-                .bind(Ts(now()))
-                .bind(change.enabled)
-                .fetch_optional(tx)
-                .await?
+            sql!(in tx, fetch_optional as WebhookEndpoint => SQL, tenant_id, id,
+                change.url.as_deref(), change.event_types.as_ref().map(Json),
+                change.topic_filter.is_some(), change.topic_filter.clone().flatten(), Ts(now()),
+                change.enabled)?
         });
-        row.map(WebhookEndpoint::from)
-            .ok_or_else(|| Error::not_found("webhook", id.to_owned()))
+        row.ok_or_else(|| Error::not_found("webhook", id.to_owned()))
     }
 }

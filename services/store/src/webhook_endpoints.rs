@@ -5,27 +5,26 @@
 //! with them, so they have to be recoverable. Whoever can read this table can
 //! forge webhooks to the tenant's receivers; guard it like `signing_keys`.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
 
-use crate::audit::{audited_tx, commit_audited};
+use crate::audit::{audited_of_tx, audited_tx, made_ok};
 use crate::codec::{Ts, now};
-use crate::error::{Violation, violation};
+use crate::pki::{on_violation, tenant_not_found};
 use crate::{AuditOf, Error, NewAuditEntry, Store};
 
 const KIND: &str = "webhook";
 
 /// A tenant's webhook endpoint. `Debug` leaves the secrets out.
-#[derive(Clone, PartialEq, Eq, Serialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
 pub struct WebhookEndpoint {
     /// `wh_` + a UUIDv7 (hex).
     pub id: String,
     pub tenant_id: String,
     pub url: String,
     /// Event type names; `"*"` matches every type.
+    #[sqlx(json)]
     pub event_types: Vec<String>,
     /// MQTT topic filter that message events must match; `None`: any topic.
     pub topic_filter: Option<String>,
@@ -61,20 +60,16 @@ impl WebhookEndpoint {
     }
 }
 
-impl fmt::Debug for WebhookEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookEndpoint")
-            .field("id", &self.id)
-            .field("tenant_id", &self.tenant_id)
-            .field("url", &self.url)
-            .field("event_types", &self.event_types)
-            .field("topic_filter", &self.topic_filter)
-            .field("enabled", &self.enabled)
-            .field("consecutive_failures", &self.consecutive_failures)
-            .field("disabled_reason", &self.disabled_reason)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(WebhookEndpoint {
+    id,
+    tenant_id,
+    url,
+    event_types,
+    topic_filter,
+    enabled,
+    consecutive_failures,
+    disabled_reason
+});
 
 /// An endpoint to create. The caller checks the URL (the `webhooks` crate's
 /// SSRF guard) and makes the secret. `Debug` leaves the secret out.
@@ -87,55 +82,14 @@ pub struct NewWebhookEndpoint {
     pub secret: String,
 }
 
-impl fmt::Debug for NewWebhookEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewWebhookEndpoint")
-            .field("tenant_id", &self.tenant_id)
-            .field("url", &self.url)
-            .field("event_types", &self.event_types)
-            .field("topic_filter", &self.topic_filter)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(NewWebhookEndpoint {
+    tenant_id,
+    url,
+    event_types,
+    topic_filter
+});
 
-#[derive(sqlx::FromRow)]
-pub(crate) struct EndpointRow {
-    id: String,
-    tenant_id: String,
-    url: String,
-    event_types: Json<Vec<String>>,
-    topic_filter: Option<String>,
-    enabled: bool,
-    secret: String,
-    previous_secret: Option<String>,
-    previous_secret_expires_at: Option<Ts>,
-    consecutive_failures: i32,
-    disabled_reason: Option<String>,
-    created_at: Ts,
-    updated_at: Ts,
-}
-
-impl From<EndpointRow> for WebhookEndpoint {
-    fn from(r: EndpointRow) -> Self {
-        WebhookEndpoint {
-            id: r.id,
-            tenant_id: r.tenant_id,
-            url: r.url,
-            event_types: r.event_types.0,
-            topic_filter: r.topic_filter,
-            enabled: r.enabled,
-            secret: r.secret,
-            previous_secret: r.previous_secret,
-            previous_secret_expires_at: r.previous_secret_expires_at.map(|t| t.0),
-            consecutive_failures: r.consecutive_failures,
-            disabled_reason: r.disabled_reason,
-            created_at: r.created_at.0,
-            updated_at: r.updated_at.0,
-        }
-    }
-}
-
-/// The columns of [`EndpointRow`], for `concat!`.
+/// The columns of [`WebhookEndpoint`], for `concat!`.
 macro_rules! endpoint_columns {
     () => {
         "id, tenant_id, url, event_types, topic_filter, enabled, secret, previous_secret, \
@@ -161,31 +115,16 @@ impl Store {
             endpoint_columns!()
         );
         let id = format!("wh_{}", uuid::Uuid::now_v7().simple());
-        let result = on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            let created = sqlx::query_as::<_, EndpointRow>(SQL)
-                .bind(&id)
-                .bind(&new.tenant_id)
-                .bind(&new.url)
-                .bind(Json(&new.event_types))
-                .bind(new.topic_filter.as_deref())
-                .bind(&new.secret)
-                .bind(Ts(now()))
-                .fetch_one(&mut *tx)
-                .await
-                .map(WebhookEndpoint::from);
-            let entry = created.as_ref().ok().zip(audit).map(|(e, audit)| audit(e));
-            commit_audited!(self, tx, created.is_ok(), entry.as_ref());
-            created
-        });
-        match result {
-            Ok(endpoint) => Ok(endpoint),
-            Err(e) => Err(match violation(&e) {
-                Some(Violation::ForeignKey) => Error::not_found("tenant", new.tenant_id.clone()),
-                Some(Violation::Unique) => Error::AlreadyExists { kind: KIND, id },
-                None => e.into(),
-            }),
-        }
+        let created = audited_of_tx!(self, audit, made_ok,
+            tx => sql!(in tx, fetch_one as WebhookEndpoint => SQL, &id, &new.tenant_id, &new.url,
+                Json(&new.event_types), new.topic_filter.as_deref(), &new.secret, Ts(now())));
+        created.map_err(|e| {
+            on_violation(
+                e,
+                Some(Error::already_exists(KIND, id)),
+                Some(tenant_not_found(&new.tenant_id)),
+            )
+        })
     }
 
     /// One endpoint of a tenant, or `NotFound`.
@@ -199,8 +138,8 @@ impl Store {
             endpoint_columns!(),
             " FROM webhook_endpoints WHERE tenant_id = $1 AND id = $2"
         );
-        let row = sql!(self, fetch_optional as EndpointRow => SQL, tenant_id, id)?;
-        row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
+        let row = sql!(self, fetch_optional as WebhookEndpoint => SQL, tenant_id, id)?;
+        row.ok_or_else(|| not_found(id))
     }
 
     /// All of a tenant's endpoints, in id (creation) order. Tenants have a
@@ -214,8 +153,7 @@ impl Store {
             endpoint_columns!(),
             " FROM webhook_endpoints WHERE tenant_id = $1 ORDER BY id"
         );
-        let rows = sql!(self, fetch_all as EndpointRow => SQL, tenant_id)?;
-        Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
+        Ok(sql!(self, fetch_all as WebhookEndpoint => SQL, tenant_id)?)
     }
 
     /// The enabled endpoints of one tenant, or of every tenant when
@@ -231,8 +169,7 @@ impl Store {
             " FROM webhook_endpoints WHERE enabled AND (CAST($1 AS TEXT) IS NULL OR tenant_id = $1) ",
             "ORDER BY tenant_id, id"
         );
-        let rows = sql!(self, fetch_all as EndpointRow => SQL, tenant_id)?;
-        Ok(rows.into_iter().map(WebhookEndpoint::from).collect())
+        Ok(sql!(self, fetch_all as WebhookEndpoint => SQL, tenant_id)?)
     }
 
     /// Enable or disable an endpoint by hand. Enabling clears the failure
@@ -251,9 +188,9 @@ impl Store {
             "updated_at = $4 WHERE tenant_id = $1 AND id = $2 RETURNING ",
             endpoint_columns!()
         );
-        let row = sql!(self, fetch_optional as EndpointRow => SQL, tenant_id, id, enabled,
+        let row = sql!(self, fetch_optional as WebhookEndpoint => SQL, tenant_id, id, enabled,
             Ts(now()))?;
-        row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
+        row.ok_or_else(|| not_found(id))
     }
 
     /// Replace the secret with `new_secret`; the old one keeps signing
@@ -275,9 +212,9 @@ impl Store {
             endpoint_columns!()
         );
         let row = audited_tx!(self, audit, Option::is_some, tx => sql!(in tx,
-            fetch_optional as EndpointRow => SQL, tenant_id, id, new_secret,
+            fetch_optional as WebhookEndpoint => SQL, tenant_id, id, new_secret,
             Ts(previous_expires_at), Ts(now()))?);
-        row.map(WebhookEndpoint::from).ok_or_else(|| not_found(id))
+        row.ok_or_else(|| not_found(id))
     }
 
     /// Delete an endpoint with its deliveries and their attempts. With

@@ -16,7 +16,7 @@ use sqlx::types::Json;
 use sqlx::{PgConnection, Postgres, Sqlite, SqliteConnection, Transaction};
 
 use crate::codec::{Ts, now};
-use crate::webhook_endpoints::{EndpointRow, endpoint_columns};
+use crate::webhook_endpoints::endpoint_columns;
 use crate::{Error, Store, WebhookEndpoint};
 
 /// The `ordering_key` of an endpoint's batches: batches go out one at a time.
@@ -28,7 +28,7 @@ const BATCH_ORDERING_KEY: &str = "#batch";
 const POSTGRES_FAN_OUT_LOCK_KEY: i64 = 0x0066_6c65_6574_7768;
 
 /// An event as the outbox keeps it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct OutboxEvent {
     /// Increasing with insertion order.
     pub id: i64,
@@ -36,6 +36,7 @@ pub struct OutboxEvent {
     /// E.g. `device.connected`, `message.published`.
     pub event_type: String,
     /// The body's `data`.
+    #[sqlx(json)]
     pub payload: Value,
     pub device_id: Option<String>,
     pub device_seq: Option<i64>,
@@ -77,33 +78,6 @@ impl NewOutboxEvent {
     /// after.
     pub fn of(tenant_id: impl Into<String>, event: &events::Event) -> NewOutboxEvent {
         NewOutboxEvent::new(tenant_id, event.event_type(), event.data())
-    }
-}
-
-#[derive(sqlx::FromRow)]
-pub(crate) struct OutboxRow {
-    id: i64,
-    tenant_id: String,
-    event_type: String,
-    payload: Json<Value>,
-    device_id: Option<String>,
-    device_seq: Option<i64>,
-    topic: Option<String>,
-    created_at: Ts,
-}
-
-impl From<OutboxRow> for OutboxEvent {
-    fn from(r: OutboxRow) -> Self {
-        OutboxEvent {
-            id: r.id,
-            tenant_id: r.tenant_id,
-            event_type: r.event_type,
-            payload: r.payload.0,
-            device_id: r.device_id,
-            device_seq: r.device_seq,
-            topic: r.topic,
-            created_at: r.created_at.0,
-        }
     }
 }
 
@@ -277,9 +251,7 @@ impl Store {
             outbox_columns!(),
             " FROM webhook_outbox ORDER BY id"
         );
-        let rows =
-            on_pool!(self, pool => sqlx::query_as::<_, OutboxRow>(SQL).fetch_all(pool).await?);
-        Ok(rows.into_iter().map(OutboxEvent::from).collect())
+        Ok(sql!(self, fetch_all as OutboxEvent => SQL)?)
     }
 
     /// Events not yet fanned out.
@@ -406,14 +378,8 @@ macro_rules! fan_out_on {
         let at = now();
         let batch_due =
             at + chrono::Duration::from_std($batch.max_wait).unwrap_or(chrono::Duration::zero());
-        let events: Vec<OutboxEvent> = sqlx::query_as::<_, OutboxRow>(EVENTS)
-            .bind(i64::from(limits.round))
-            .bind(i64::from(limits.per_tenant))
-            .fetch_all(&mut *$conn)
-            .await?
-            .into_iter()
-            .map(OutboxEvent::from)
-            .collect();
+        let events = sql!(in &mut *$conn, fetch_all as OutboxEvent => EVENTS,
+            i64::from(limits.round), i64::from(limits.per_tenant))?;
         let mut endpoints: HashMap<String, Vec<WebhookEndpoint>> = HashMap::new();
         let mut batches: HashMap<String, OpenBatch> = HashMap::new();
         let mut done = FanOut {
@@ -422,14 +388,9 @@ macro_rules! fan_out_on {
         };
         for event in &events {
             if !endpoints.contains_key(&event.tenant_id) {
-                let rows = sqlx::query_as::<_, EndpointRow>(ENDPOINTS)
-                    .bind(&event.tenant_id)
-                    .fetch_all(&mut *$conn)
-                    .await?;
-                endpoints.insert(
-                    event.tenant_id.clone(),
-                    rows.into_iter().map(WebhookEndpoint::from).collect(),
-                );
+                let tenant_endpoints = sql!(in &mut *$conn,
+                    fetch_all as WebhookEndpoint => ENDPOINTS, &event.tenant_id)?;
+                endpoints.insert(event.tenant_id.clone(), tenant_endpoints);
             }
             let tenant_endpoints = endpoints
                 .get(&event.tenant_id)

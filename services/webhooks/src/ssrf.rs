@@ -262,26 +262,18 @@ mod tests {
     #[test]
     fn scheme_and_literals_without_dns() {
         let strict = UrlPolicy::default();
-        assert!(matches!(
-            strict.check_without_dns("http://example.com/"),
-            Err(Error::UrlRefused { .. })
-        ));
-        assert!(matches!(
-            strict.check_without_dns("https://127.0.0.1:8443/"),
-            Err(Error::UrlRefused { .. })
-        ));
-        assert!(matches!(
-            strict.check_without_dns("https://[::ffff:10.0.0.1]/"),
-            Err(Error::UrlRefused { .. })
-        ));
-        assert!(matches!(
-            strict.check_without_dns("ftp://example.com/"),
-            Err(Error::InvalidUrl { .. })
-        ));
-        assert!(matches!(
-            strict.check_without_dns("https://user:pw@example.com/"),
-            Err(Error::InvalidUrl { .. })
-        ));
+        for url in [
+            "http://example.com/",
+            "https://127.0.0.1:8443/",
+            "https://[::ffff:10.0.0.1]/",
+        ] {
+            let refused = strict.check_without_dns(url);
+            assert!(matches!(refused, Err(Error::UrlRefused { .. })), "{url}");
+        }
+        for url in ["ftp://example.com/", "https://user:pw@example.com/"] {
+            let invalid = strict.check_without_dns(url);
+            assert!(matches!(invalid, Err(Error::InvalidUrl { .. })), "{url}");
+        }
         assert!(strict.check_without_dns("https://example.com/hook").is_ok());
         let dev = UrlPolicy {
             allow_private: true,

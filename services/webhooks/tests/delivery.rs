@@ -20,10 +20,7 @@ async fn signatures_verify_during_rotation(db: &TestDb) {
     let hook = endpoint(store, addr, "a", &["device.*"], None).await;
     let worker = Worker::spawn(store.clone(), config()).unwrap();
 
-    store
-        .append_outbox_events(&[device_event("device.connected", "d1", 1)])
-        .await
-        .unwrap();
+    append_device_event(store, "device.connected", "d1", 1).await;
     worker.wake();
     until("first delivery", || receiver.delivered("a").len() == 1).await;
     let first = &receiver.delivered("a")[0];
@@ -48,10 +45,7 @@ async fn signatures_verify_during_rotation(db: &TestDb) {
     .await
     .unwrap();
     assert_ne!(rotated.secret, hook.secret);
-    store
-        .append_outbox_events(&[device_event("device.disconnected", "d1", 2)])
-        .await
-        .unwrap();
+    append_device_event(store, "device.disconnected", "d1", 2).await;
     worker.wake();
     until("second delivery", || receiver.delivered("a").len() == 2).await;
     let second = &receiver.delivered("a")[1];
@@ -67,14 +61,9 @@ async fn signatures_verify_during_rotation(db: &TestDb) {
 }
 
 async fn retries_until_the_fourth_attempt(db: &TestDb) {
-    let (store, receiver, addr, server) = scene(db).await;
-    receiver.set("flaky", Behaviour::failing_first(3));
-    let hook = endpoint(store, addr, "flaky", &["device.connected"], None).await;
+    let (store, receiver, hook, server) =
+        one_event_for(db, "flaky", Behaviour::failing_first(3)).await;
     let worker = Worker::spawn(store.clone(), config()).unwrap();
-    store
-        .append_outbox_events(&[device_event("device.connected", "d1", 1)])
-        .await
-        .unwrap();
     until("delivered on the 4th attempt", || {
         receiver.delivered("flaky").len() == 1
     })
@@ -110,14 +99,9 @@ async fn retries_until_the_fourth_attempt(db: &TestDb) {
 }
 
 async fn exhausted_schedule_fails_the_delivery(db: &TestDb) {
-    let (store, receiver, addr, server) = scene(db).await;
-    receiver.set("down", Behaviour::failing_first(usize::MAX));
-    let hook = endpoint(store, addr, "down", &["device.connected"], None).await;
+    let (store, receiver, hook, server) =
+        one_event_for(db, "down", Behaviour::failing_first(usize::MAX)).await;
     let worker = Worker::spawn(store.clone(), config()).unwrap();
-    store
-        .append_outbox_events(&[device_event("device.connected", "d1", 1)])
-        .await
-        .unwrap();
     until_statuses(store, &hook, &[DeliveryStatus::Failed]).await;
     // One attempt per step of the schedule, then no more.
     assert_eq!(receiver.all("down").len(), config().retry_schedule.len());
@@ -126,19 +110,14 @@ async fn exhausted_schedule_fails_the_delivery(db: &TestDb) {
 }
 
 async fn pending_deliveries_survive_a_restart(db: &TestDb) {
-    let (store, receiver, addr, server) = scene(db).await;
-    receiver.set("later", Behaviour::failing_first(1));
-    let hook = endpoint(store, addr, "later", &["device.connected"], None).await;
+    let (store, receiver, hook, server) =
+        one_event_for(db, "later", Behaviour::failing_first(1)).await;
     // The first attempt fails, and the retry is far off.
     let slow = WorkerConfig {
         retry_schedule: vec![Duration::ZERO, Duration::from_millis(500)],
         ..config()
     };
     let worker = Worker::spawn(store.clone(), slow.clone()).unwrap();
-    store
-        .append_outbox_events(&[device_event("device.connected", "d1", 1)])
-        .await
-        .unwrap();
     until("first attempt", || receiver.all("later").len() == 1).await;
     until_statuses(store, &hook, &[DeliveryStatus::Pending]).await;
     drop(worker);
@@ -163,17 +142,10 @@ async fn redeliver_and_ping(db: &TestDb) {
     let (store, receiver, addr, server) = scene(db).await;
     let hook = endpoint(store, addr, "r", &["device.connected"], None).await;
     let worker = Worker::spawn(store.clone(), config()).unwrap();
-    store
-        .append_outbox_events(&[device_event("device.connected", "d1", 1)])
-        .await
-        .unwrap();
+    append_device_event(store, "device.connected", "d1", 1).await;
     until("first delivery", || receiver.delivered("r").len() == 1).await;
     until_statuses(store, &hook, &[DeliveryStatus::Delivered]).await;
-    let delivery = store
-        .list_webhook_deliveries("acme", &hook.id, None, None, 1)
-        .await
-        .unwrap()
-        .remove(0);
+    let delivery = latest_delivery(store, &hook).await;
     webhooks::redeliver(store, "acme", delivery.id, None)
         .await
         .unwrap();
@@ -244,16 +216,9 @@ async fn private_urls_are_refused(db: &TestDb) {
         ..config()
     };
     let worker = Worker::spawn(store.clone(), strict_worker).unwrap();
-    store
-        .append_outbox_events(&[device_event("device.connected", "d1", 1)])
-        .await
-        .unwrap();
+    append_device_event(store, "device.connected", "d1", 1).await;
     until_statuses(store, &hook, &[DeliveryStatus::Failed]).await;
-    let delivery = store
-        .list_webhook_deliveries("acme", &hook.id, None, None, 1)
-        .await
-        .unwrap()
-        .remove(0);
+    let delivery = latest_delivery(store, &hook).await;
     let attempts = store
         .list_webhook_attempts("acme", delivery.id)
         .await
@@ -397,10 +362,7 @@ async fn gone_disables_the_endpoint(db: &TestDb) {
     let gone = endpoint(store, addr, "gone", &["device.connected"], None).await;
     endpoint(store, addr, "watch", &["webhook.endpoint_disabled"], None).await;
     let worker = Worker::spawn(store.clone(), config()).unwrap();
-    store
-        .append_outbox_events(&[device_event("device.connected", "d1", 1)])
-        .await
-        .unwrap();
+    append_device_event(store, "device.connected", "d1", 1).await;
     until("told it was disabled", || {
         receiver.delivered("watch").len() == 1
     })

@@ -81,7 +81,6 @@ pub(crate) struct TokenRequest {
     request_body = CreateApiKey,
     responses((status = 201, description = "The key and its secret", body = CreatedApiKey)))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateApiKey>,
 ) -> Result<(StatusCode, ApiJson<CreatedApiKey>), ApiError> {
@@ -116,7 +115,7 @@ pub(crate) async fn create(
         role: body.role,
         secret_hash: digest(&SHA256, secret.as_bytes()).as_ref().to_vec(),
     };
-    let key = state.store.create_api_key_audited(&new, &audit).await?;
+    let key = scope.store().create_api_key_audited(&new, &audit).await?;
     Ok((
         StatusCode::CREATED,
         ApiJson(CreatedApiKey {
@@ -133,18 +132,17 @@ pub(crate) async fn create(
         super::PageParams),
     responses((status = 200, description = "A page of keys", body = ApiKeyPage)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     PageQuery(page): PageQuery,
 ) -> Result<ApiJson<ApiKeyPage>, ApiError> {
     let t = scope.t();
-    if !state.store.tenant_exists(t).await? {
+    if !scope.store().tenant_exists(t).await? {
         return Err(ApiError::NotFound {
             resource: "tenant".to_owned(),
             id: t.to_owned(),
         });
     }
-    Ok(ApiJson(state.store.list_api_keys(t, &page).await?.into()))
+    Ok(ApiJson(scope.store().list_api_keys(t, &page).await?.into()))
 }
 
 /// Revoke an API key (tenant-admin): it gets no more tokens.
@@ -153,7 +151,6 @@ pub(crate) async fn list(
     params(TenantPath, KeyPath),
     responses((status = 204, description = "Revoked")))]
 pub(crate) async fn revoke(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(KeyPath { id }): Path<KeyPath>,
 ) -> Result<StatusCode, ApiError> {
@@ -163,7 +160,7 @@ pub(crate) async fn revoke(
         format!("tenants/{t}/api-keys/{id}"),
         json!({}),
     );
-    state.store.revoke_api_key_audited(t, &id, &audit).await?;
+    scope.store().revoke_api_key_audited(t, &id, &audit).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,12 +2,12 @@
 //! first; and the [`RequestId`] entries name. Mutating handlers make their
 //! entries with their scope (`scope::InTenant::audit`).
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::FromRequestParts;
 use http::request::Parts;
 use utoipa_axum::routes;
 
 use crate::model::AuditPage;
-use crate::{ApiError, ApiJson, AppState, X_REQUEST_ID};
+use crate::{ApiError, ApiJson, X_REQUEST_ID};
 
 use super::Routes;
 use super::query::PageQuery;
@@ -43,11 +43,10 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
     params(super::PageParams),
     responses((status = 200, description = "A page of entries", body = AuditPage)))]
 pub(crate) async fn list_all(
-    State(state): State<AppState>,
-    _admin: AsPlatform,
+    admin: AsPlatform,
     PageQuery(page): PageQuery,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
-    Ok(ApiJson(state.store.list_audit(None, &page).await?.into()))
+    Ok(ApiJson(admin.store().list_audit(None, &page).await?.into()))
 }
 
 /// One tenant's audit entries, newest first (tenant-admin; platform-admin
@@ -56,11 +55,14 @@ pub(crate) async fn list_all(
     params(TenantPath, super::PageParams),
     responses((status = 200, description = "A page of entries", body = AuditPage)))]
 pub(crate) async fn list_tenant(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     PageQuery(page): PageQuery,
 ) -> Result<ApiJson<AuditPage>, ApiError> {
     Ok(ApiJson(
-        state.store.list_audit(Some(scope.t()), &page).await?.into(),
+        scope
+            .store()
+            .list_audit(Some(scope.t()), &page)
+            .await?
+            .into(),
     ))
 }

@@ -13,7 +13,7 @@
 //! `device.created` event) instead of refused.
 
 use ::events::change::Change;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration, Utc};
 use pki::{CaKind, RegistrationCode};
@@ -25,7 +25,7 @@ use utoipa_axum::routes;
 
 use super::Routes;
 use super::scope::{Admin, InTenant, Read, TenantPath};
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson};
 
 /// How long a registration code can be used.
 const CODE_VALIDITY_HOURS: i64 = 24;
@@ -123,7 +123,6 @@ pub(crate) struct TenantCaList {
     params(TenantPath),
     responses((status = 201, description = "The code", body = RegistrationCodeView)))]
 pub(crate) async fn new_code(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
 ) -> Result<(StatusCode, ApiJson<RegistrationCodeView>), ApiError> {
     let t = scope.t();
@@ -134,8 +133,8 @@ pub(crate) async fn new_code(
         format!("tenants/{t}/cas"),
         json!({ "expires_at": expires_at }),
     );
-    state
-        .store
+    scope
+        .store()
         .create_ca_registration_code(t, code.as_str(), expires_at, Some(&audit))
         .await?;
     Ok((
@@ -159,18 +158,17 @@ pub(crate) async fn new_code(
         (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn register(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<RegisterCa>,
 ) -> Result<(StatusCode, ApiJson<TenantCaView>), ApiError> {
     let t = scope.t();
-    let pki = state.pki()?;
+    let pki = scope.state().pki()?;
     let now = Utc::now();
     let code = RegistrationCode::from_stored(body.code.clone());
     let registered = pki::verify_ca_registration(&body.ca_pem, &body.verification_pem, &code, now)
         .map_err(|e| ApiError::invalid_field("", e.to_string()))?;
-    if !state
-        .store
+    if !scope
+        .store()
         .take_ca_registration_code(t, &body.code, now)
         .await?
     {
@@ -189,10 +187,10 @@ pub(crate) async fn register(
         fingerprint: pki::fingerprint_sha256(&registered.cert_der),
         not_after: registered.not_after,
     };
-    let mut stored = state.store.create_tenant_ca(&new).await?;
+    let mut stored = scope.store().create_tenant_ca(&new).await?;
     if body.jit_registration {
-        stored = state
-            .store
+        stored = scope
+            .store()
             .set_tenant_ca_jit(t, &new.subject_key_id, true, None)
             .await?;
     }
@@ -201,8 +199,8 @@ pub(crate) async fn register(
         .add_ca(t, CaKind::Registered, registered.cert_der)
     {
         // Stored but not trusted would list a CA that does not work: undo.
-        state
-            .store
+        scope
+            .store()
             .delete_tenant_ca(t, &new.subject_key_id, None)
             .await?;
         return Err(match e {
@@ -214,14 +212,13 @@ pub(crate) async fn register(
     // committed with the row would outlive the undo above.
     scope
         .record(
-            &state,
             "ca.register",
             format!("tenants/{t}/cas/{}", new.subject_key_id),
             json!({ "subject": new.subject, "jit_registration": body.jit_registration }),
         )
         .await?;
     // Trusted here already; the other nodes read it from the store.
-    state
+    scope
         .changed(Change::TenantCaAdded {
             tenant: t.to_owned(),
         })
@@ -233,14 +230,11 @@ pub(crate) async fn register(
 #[utoipa::path(get, path = "/v1/tenants/{t}/cas", operation_id = "list_cas", tag = "pki",
     params(TenantPath),
     responses((status = 200, description = "The CAs", body = TenantCaList)))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<ApiJson<TenantCaList>, ApiError> {
+pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<TenantCaList>, ApiError> {
     let t = scope.t();
-    state.store.get_tenant(t).await?;
-    let items = state
-        .store
+    scope.store().get_tenant(t).await?;
+    let items = scope
+        .store()
         .list_tenant_cas(Some(t))
         .await?
         .into_iter()
@@ -258,24 +252,23 @@ pub(crate) async fn list(
         (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn remove(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(CaPath { key_id }): Path<CaPath>,
 ) -> Result<StatusCode, ApiError> {
     let t = scope.t();
-    let ca = state.store.get_tenant_ca(t, &key_id).await?;
+    let ca = scope.store().get_tenant_ca(t, &key_id).await?;
     if ca.kind == TenantCaKind::Issued {
         return Err(ApiError::Conflict(
             "the platform-issued tenant CA cannot be removed".to_owned(),
         ));
     }
     let audit = scope.audit("ca.delete", format!("tenants/{t}/cas/{key_id}"), json!({}));
-    state
-        .store
+    scope
+        .store()
         .delete_tenant_ca(t, &key_id, Some(&audit))
         .await?;
     // The trust set forgets it (`PkiChanges`), then its sessions end.
-    state
+    scope
         .changed(Change::TenantCaRemoved {
             tenant: t.to_owned(),
             key_id,
@@ -296,13 +289,12 @@ pub(crate) async fn remove(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn update(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(CaPath { key_id }): Path<CaPath>,
     ApiJson(body): ApiJson<PatchCa>,
 ) -> Result<ApiJson<TenantCaView>, ApiError> {
     let t = scope.t();
-    let ca = state.store.get_tenant_ca(t, &key_id).await?;
+    let ca = scope.store().get_tenant_ca(t, &key_id).await?;
     if ca.kind == TenantCaKind::Issued {
         return Err(ApiError::Conflict(
             "just-in-time registration is for registered CAs; the platform-issued CA's devices are registered before issuance".to_owned(),
@@ -313,8 +305,8 @@ pub(crate) async fn update(
         format!("tenants/{t}/cas/{key_id}"),
         json!({ "jit_registration": body.jit_registration }),
     );
-    let stored = state
-        .store
+    let stored = scope
+        .store()
         .set_tenant_ca_jit(t, &key_id, body.jit_registration, Some(&audit))
         .await?;
     Ok(ApiJson(stored.into()))

@@ -52,12 +52,9 @@ pub(crate) async fn root(State(state): State<AppState>) -> Result<Response, ApiE
         (status = 200, description = "The CA chain", body = String, content_type = "application/x-pem-file"),
         (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
     ))]
-pub(crate) async fn tenant_chain(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<Response, ApiError> {
+pub(crate) async fn tenant_chain(scope: InTenant<Read>) -> Result<Response, ApiError> {
     let t = scope.t();
-    let ca = state.tenant_ca(t).await?;
+    let ca = scope.state().tenant_ca(t).await?;
     Ok(([(CONTENT_TYPE, PEM)], ca.chain_pem()).into_response())
 }
 
@@ -74,7 +71,6 @@ pub(crate) async fn tenant_chain(
         (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn crl(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -97,11 +93,11 @@ pub(crate) async fn crl(
             }
         };
     }
-    let ca = state.tenant_ca(t).await?;
+    let ca = scope.state().tenant_ca(t).await?;
     let key_id = hex::encode(ca.subject_key_id());
     let now = Utc::now();
-    let revoked = state
-        .store
+    let revoked = scope
+        .store()
         .list_revoked_certificates(t, now)
         .await?
         .into_iter()
@@ -117,7 +113,7 @@ pub(crate) async fn crl(
             serial: c.serial,
         })
         .collect::<Vec<_>>();
-    let number = state.store.next_crl_number(t, &key_id).await?;
+    let number = scope.store().next_crl_number(t, &key_id).await?;
     let number = u64::try_from(number).map_err(ApiError::internal)?;
     let crl = ca
         .crl(

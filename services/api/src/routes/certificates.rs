@@ -9,20 +9,18 @@ use std::str::FromStr;
 use ::events as catalogue;
 use ::events::change::Change;
 use ::events::payload::{CertificateIssued, CertificateRevoked, KeySource, RevocationScope};
-use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::extract::Path;
 use chrono::{DateTime, Duration, Utc};
-use http::header::CACHE_CONTROL;
 use pki::{DeviceCertParams, DeviceKey, RevocationReason};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{DeviceCertificate, NewAuditEntry, NewDeviceCertificate};
+use store::{DeviceCertificate, NewDeviceCertificate};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::Routes;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson, AppState, ShownOnce};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
@@ -154,20 +152,12 @@ pub(crate) struct Floor {
         (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn issue(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     ApiJson(body): ApiJson<IssueCertificate>,
-) -> Result<
-    (
-        StatusCode,
-        [(http::HeaderName, &'static str); 1],
-        ApiJson<IssuedCertificate>,
-    ),
-    ApiError,
-> {
+) -> Result<ShownOnce<IssuedCertificate>, ApiError> {
     let (t, d) = (at.t(), at.d());
-    let pki = state.pki()?;
-    state.store.get_device(t, d).await?;
+    let pki = at.state().pki()?;
+    at.store().get_device(t, d).await?;
     let validity = match body.validity_days {
         None => pki.default_validity,
         Some(0) => {
@@ -178,7 +168,7 @@ pub(crate) async fn issue(
         }
         Some(days) => Duration::days(i64::from(days)),
     };
-    let ca = state.tenant_ca(t).await?;
+    let ca = at.state().tenant_ca(t).await?;
     let key = match body.csr_pem.as_deref() {
         Some(pem) => DeviceKey::Csr(pem),
         None => DeviceKey::Generate,
@@ -225,8 +215,7 @@ pub(crate) async fn issue(
                 },
             })),
         );
-    state
-        .store
+    at.store()
         .create_device_certificate(&new, Some(&audit))
         .await?;
     tracing::info!(tenant = %t, device = %d, serial = %issued.serial, "certificate issued");
@@ -239,25 +228,18 @@ pub(crate) async fn issue(
         not_after: issued.not_after,
         fingerprint_sha256: issued.fingerprint_sha256,
     };
-    Ok((
-        StatusCode::CREATED,
-        [(CACHE_CONTROL, "no-store")],
-        ApiJson(response),
-    ))
+    Ok(ShownOnce(response))
 }
 
 /// A device's certificates, oldest first (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/certificates", operation_id = "list_certificates", tag = "pki",
     params(DevicePath),
     responses((status = 200, description = "The certificates", body = CertificateList)))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    at: InDevice<Read>,
-) -> Result<ApiJson<CertificateList>, ApiError> {
+pub(crate) async fn list(at: InDevice<Read>) -> Result<ApiJson<CertificateList>, ApiError> {
     let (t, d) = (at.t(), at.d());
-    state.store.get_device(t, d).await?;
-    let items = state
-        .store
+    at.store().get_device(t, d).await?;
+    let items = at
+        .store()
         .list_device_certificates(t, d)
         .await?
         .into_iter()
@@ -273,7 +255,6 @@ pub(crate) async fn list(
     request_body = RevokeCertificate,
     responses((status = 200, description = "The revoked certificate", body = Certificate)))]
 pub(crate) async fn revoke(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     Path(SerialPath { serial }): Path<SerialPath>,
     ApiJson(body): ApiJson<RevokeCertificate>,
@@ -305,17 +286,16 @@ pub(crate) async fn revoke(
             },
         )))
     };
-    let revoked = state
-        .store
+    let revoked = at
+        .store()
         .revoke_device_certificate(t, d, &serial, reason.as_str(), Utc::now(), Some(&audit))
         .await?;
-    state
-        .changed(Change::CertificateRevoked {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-            serial: revoked.serial.clone(),
-        })
-        .await;
+    at.changed(Change::CertificateRevoked {
+        tenant: t.to_owned(),
+        device: d.to_owned(),
+        serial: revoked.serial.clone(),
+    })
+    .await;
     Ok(ApiJson(revoked.into()))
 }
 
@@ -326,24 +306,10 @@ pub(crate) async fn revoke(
     request_body = RevokeBefore,
     responses((status = 200, description = "The floor set", body = Floor)))]
 pub(crate) async fn device_floor(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    let before = floor_time(&body)?;
-    let audit = floor_audit(&at.scope, Some(d), before);
-    state
-        .store
-        .set_device_cert_floor(t, d, before, Some(&audit))
-        .await?;
-    state
-        .changed(Change::DeviceFloorRaised {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
-    Ok(ApiJson(Floor { before }))
+    set_floor(at.state(), &at.scope, Some(at.d()), &body).await
 }
 
 /// Refuse every certificate of the tenant issued before `before` (operator,
@@ -353,35 +319,25 @@ pub(crate) async fn device_floor(
     request_body = RevokeBefore,
     responses((status = 200, description = "The floor set", body = Floor)))]
 pub(crate) async fn tenant_floor(
-    State(state): State<AppState>,
     scope: InTenant<Write>,
     ApiJson(body): ApiJson<RevokeBefore>,
 ) -> Result<ApiJson<Floor>, ApiError> {
-    let t = scope.t();
-    let before = floor_time(&body)?;
-    let audit = floor_audit(&scope, None, before);
-    state
-        .store
-        .set_tenant_cert_floor(t, before, Some(&audit))
-        .await?;
-    state
-        .changed(Change::TenantFloorRaised {
-            tenant: t.to_owned(),
-        })
-        .await;
-    Ok(ApiJson(Floor { before }))
+    set_floor(scope.state(), &scope, None, &body).await
 }
 
-/// The entry of a revocation floor of the tenant or of `device`, with its
-/// one `certificate.revoked` event: the certificates it refuses are not
-/// listed one by one. A tenant-wide floor covers every device, listed or
-/// not, so its event has no device (and no per-device sequence).
-fn floor_audit<N>(
+/// Sets the revocation floor of the tenant or of `device`, with its entry
+/// and its one `certificate.revoked` event (the certificates it refuses are
+/// not listed one by one), and ends the sessions it refuses. A tenant-wide
+/// floor covers every device, listed or not, so its event has no device
+/// (and no per-device sequence).
+async fn set_floor<N>(
+    state: &AppState,
     scope: &InTenant<N>,
     device: Option<&str>,
-    before: DateTime<Utc>,
-) -> NewAuditEntry {
+    body: &RevokeBefore,
+) -> Result<ApiJson<Floor>, ApiError> {
     let t = scope.t();
+    let before = floor_time(body)?;
     let (target, kind) = match device {
         Some(d) => (
             format!("tenants/{t}/devices/{d}/certificates"),
@@ -397,13 +353,33 @@ fn floor_audit<N>(
         Some(d) => scope.device_event(d, event),
         None => scope.event(event),
     };
-    scope
+    let audit = scope
         .audit(
             "certificate.revoke_before",
             target,
             json!({ "before": before }),
         )
-        .with_event(event)
+        .with_event(event);
+    let store = &state.store;
+    let change = match device {
+        Some(d) => {
+            store
+                .set_device_cert_floor(t, d, before, Some(&audit))
+                .await?;
+            Change::DeviceFloorRaised {
+                tenant: t.to_owned(),
+                device: d.to_owned(),
+            }
+        }
+        None => {
+            store.set_tenant_cert_floor(t, before, Some(&audit)).await?;
+            Change::TenantFloorRaised {
+                tenant: t.to_owned(),
+            }
+        }
+    };
+    state.changed(change).await;
+    Ok(ApiJson(Floor { before }))
 }
 
 /// `before`, defaulting to now. A future floor would refuse certificates

@@ -5,20 +5,19 @@
 //! Secrets are made here, returned once, and stored only as argon2id hashes.
 
 use ::events::change::Change;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use http::header::CACHE_CONTROL;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde_json::{Value, json};
 use store::{CredentialScope, NewAuditEntry, NewServiceCredential, ServiceCredential};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::Routes;
 use super::policies::check_document;
-use super::scope::{Admin, DevicePath, InDevice, InTenant, Read, TenantPath, Write};
-use crate::{ApiError, ApiJson, AppState, FieldError};
+use super::scope::{Admin, DevicePath, InDevice, InTenant, Need, Read, TenantPath, Write};
+use crate::{ApiError, ApiJson, AppState, FieldError, ShownOnce};
 
 /// The most topic filters a service credential may list per action.
 const MAX_FILTERS: usize = 64;
@@ -35,7 +34,7 @@ pub(crate) fn router() -> Routes {
 #[into_params(parameter_in = Path)]
 pub(crate) struct CredentialPath {
     /// Credential id
-    id: String,
+    pub(crate) id: String,
 }
 
 /// An MQTT user name and its password, shown this once.
@@ -46,18 +45,21 @@ pub(crate) struct DevicePassword {
     password: String,
 }
 
-/// A new service credential.
+/// A new service credential, of a tenant or of the platform.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateServiceCredential {
-    /// Unique in the tenant; `[A-Za-z0-9._-]{1,64}`.
+    /// Unique in its tenant (a platform credential's: on the platform);
+    /// `[A-Za-z0-9._-]{1,64}`.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     name: String,
-    /// Topic filters it may publish to (variables allowed); empty or absent
-    /// for the whole tenant.
+    /// Topic filters it may publish to (variables allowed; a platform
+    /// credential's are over the mounted topic space, `{tenant}/…`); empty
+    /// or absent for every topic it sees.
     #[serde(default)]
     publish: Vec<String>,
-    /// Topic filters it may subscribe to; empty or absent for the whole tenant.
+    /// Topic filters it may subscribe to, likewise; empty or absent for
+    /// every topic it sees.
     #[serde(default)]
     subscribe: Vec<String>,
 }
@@ -67,7 +69,8 @@ pub(crate) struct CreateServiceCredential {
 pub(crate) struct ServiceCredentialView {
     id: String,
     name: String,
-    /// The MQTT user name: `service:{tenant}:{name}`.
+    /// The MQTT user name: `service:{tenant}:{name}` of a tenant's,
+    /// `platform:{name}` of a platform credential.
     username: String,
     publish: Vec<String>,
     subscribe: Vec<String>,
@@ -95,7 +98,7 @@ pub(crate) struct CreatedServiceCredential {
     password: String,
 }
 
-/// Service credentials of a tenant, by name.
+/// Service credentials, by name.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ServiceCredentialList {
     items: Vec<ServiceCredentialView>,
@@ -119,38 +122,24 @@ pub(crate) async fn new_secret() -> Result<(String, String), ApiError> {
     params(DevicePath),
     responses((status = 201, description = "The user name and password (shown once)", body = DevicePassword)))]
 pub(crate) async fn set_password(
-    State(state): State<AppState>,
     at: InDevice<Write>,
-) -> Result<
-    (
-        StatusCode,
-        [(http::HeaderName, &'static str); 1],
-        ApiJson<DevicePassword>,
-    ),
-    ApiError,
-> {
+) -> Result<ShownOnce<DevicePassword>, ApiError> {
     let (t, d) = (at.t(), at.d());
-    state.store.get_device(t, d).await?;
+    at.store().get_device(t, d).await?;
     let (password, hash) = new_secret().await?;
     let audit = at.audit("device.password.set", password_target(t, d), json!({}));
-    state
-        .store
+    at.store()
         .set_device_password(t, d, &hash, Some(&audit))
         .await?;
-    state
-        .changed(Change::DevicePasswordChanged {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
-    Ok((
-        StatusCode::CREATED,
-        [(CACHE_CONTROL, "no-store")],
-        ApiJson(DevicePassword {
-            username: access::device_username(d, t),
-            password,
-        }),
-    ))
+    at.changed(Change::DevicePasswordChanged {
+        tenant: t.to_owned(),
+        device: d.to_owned(),
+    })
+    .await;
+    Ok(ShownOnce(DevicePassword {
+        username: access::device_username(d, t),
+        password,
+    }))
 }
 
 /// Remove the device's MQTT password (operator, tenant-admin); 404 if it
@@ -158,14 +147,11 @@ pub(crate) async fn set_password(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}/password", operation_id = "delete_device_password", tag = "credentials",
     params(DevicePath),
     responses((status = 204, description = "Removed")))]
-pub(crate) async fn delete_password(
-    State(state): State<AppState>,
-    at: InDevice<Write>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn delete_password(at: InDevice<Write>) -> Result<StatusCode, ApiError> {
     let (t, d) = (at.t(), at.d());
     let audit = at.audit("device.password.delete", password_target(t, d), json!({}));
-    if !state
-        .store
+    if !at
+        .store()
         .delete_device_password(t, d, Some(&audit))
         .await?
     {
@@ -174,12 +160,11 @@ pub(crate) async fn delete_password(
             id: format!("{t}/{d}"),
         });
     }
-    state
-        .changed(Change::DevicePasswordChanged {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
+    at.changed(Change::DevicePasswordChanged {
+        tenant: t.to_owned(),
+        device: d.to_owned(),
+    })
+    .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -193,41 +178,10 @@ pub(crate) async fn delete_password(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create_service(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateServiceCredential>,
-) -> Result<
-    (
-        StatusCode,
-        [(http::HeaderName, &'static str); 1],
-        ApiJson<CreatedServiceCredential>,
-    ),
-    ApiError,
-> {
-    let t = scope.t();
-    let new = NewCredential {
-        scope: CredentialScope::Tenant(t.to_owned()),
-        username: service_username(t, &body.name),
-        name: body.name,
-        publish: body.publish,
-        subscribe: body.subscribe,
-    };
-    let (created, password) = create_credential(&state, new, |new| {
-        scope.audit(
-            "service_credential.create",
-            service_target(t, &new.id),
-            json!({ "name": new.name }),
-        )
-    })
-    .await?;
-    Ok((
-        StatusCode::CREATED,
-        [(CACHE_CONTROL, "no-store")],
-        ApiJson(CreatedServiceCredential {
-            credential: created.into(),
-            password,
-        }),
-    ))
+) -> Result<ShownOnce<CreatedServiceCredential>, ApiError> {
+    create_credential(scope.state(), &scope, body).await
 }
 
 /// A tenant's service credentials, by name, without secrets (any role of the tenant).
@@ -235,19 +189,10 @@ pub(crate) async fn create_service(
     params(TenantPath),
     responses((status = 200, description = "The credentials", body = ServiceCredentialList)))]
 pub(crate) async fn list_services(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
 ) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
-    let t = scope.t();
-    state.store.get_tenant(t).await?;
-    let items = state
-        .store
-        .list_service_credentials(&CredentialScope::Tenant(t.to_owned()))
-        .await?
-        .into_iter()
-        .map(ServiceCredentialView::from)
-        .collect();
-    Ok(ApiJson(ServiceCredentialList { items }))
+    scope.store().get_tenant(scope.t()).await?;
+    list_credentials(scope.state(), &scope).await
 }
 
 /// Delete a service credential (tenant-admin). Sessions using it end.
@@ -255,71 +200,124 @@ pub(crate) async fn list_services(
     params(TenantPath, CredentialPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn delete_service(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(CredentialPath { id }): Path<CredentialPath>,
 ) -> Result<StatusCode, ApiError> {
-    let t = scope.t();
-    let audit = scope.audit(
-        "service_credential.delete",
-        service_target(t, &id),
-        json!({}),
-    );
-    let deleted = state
-        .store
-        .delete_service_credential(
-            &CredentialScope::Tenant(t.to_owned()),
-            &id,
-            Some(&|_: &ServiceCredential| audit.clone()),
-        )
-        .await?;
-    state
-        .changed(Change::ServiceCredentialDeleted {
-            tenant: t.to_owned(),
-            name: deleted.name,
-        })
-        .await;
-    Ok(StatusCode::NO_CONTENT)
+    delete_credential(scope.state(), &scope, &id).await
 }
 
-/// A service credential to create, in either scope, before its id and
-/// secret are made.
-pub(crate) struct NewCredential {
-    pub(crate) scope: CredentialScope,
-    pub(crate) name: String,
-    pub(crate) username: String,
-    pub(crate) publish: Vec<String>,
-    pub(crate) subscribe: Vec<String>,
+/// Whose service credentials a route is about: a tenant's ([`InTenant`])
+/// or the platform's ([`AsPlatform`](super::scope::AsPlatform)). Both have
+/// the same three operations, on the owner's [`CredentialScope`].
+pub(crate) trait CredentialOwner: Sync {
+    /// The audit actions of creating and deleting one.
+    const CREATE: &'static str;
+    const DELETE: &'static str;
+
+    fn scope(&self) -> CredentialScope;
+    /// The MQTT user name of the owner's credential `name`.
+    fn username(&self, name: &str) -> String;
+    /// The audit entry of `action` on the owner's credential `id`.
+    fn entry(&self, action: &'static str, id: &str, details: Value) -> NewAuditEntry;
+    /// The details of a deletion's entry.
+    fn deleted_details(&self, deleted: &ServiceCredential) -> Value;
+    /// What live sessions must hear of the credential `name`'s deletion.
+    fn deleted(&self, name: String) -> Change;
 }
 
-/// Checks, makes the secret and stores a service credential of either
-/// scope, with the audit entry `audit` makes of it; returns it and its
-/// password (to show once).
-pub(crate) async fn create_credential(
+impl<N: Need> CredentialOwner for InTenant<N> {
+    const CREATE: &'static str = "service_credential.create";
+    const DELETE: &'static str = "service_credential.delete";
+
+    fn scope(&self) -> CredentialScope {
+        CredentialScope::Tenant(self.t().to_owned())
+    }
+
+    /// `service:{tenant}:{name}`: `:` is in no device id, so this is never
+    /// read as a device's `{device}@{tenant}`, and it is unique platform-wide.
+    fn username(&self, name: &str) -> String {
+        format!("service:{}:{name}", self.t())
+    }
+
+    fn entry(&self, action: &'static str, id: &str, details: Value) -> NewAuditEntry {
+        let target = format!("tenants/{}/service-credentials/{id}", self.t());
+        self.audit(action, target, details)
+    }
+
+    fn deleted_details(&self, _: &ServiceCredential) -> Value {
+        json!({})
+    }
+
+    fn deleted(&self, name: String) -> Change {
+        Change::ServiceCredentialDeleted {
+            tenant: self.t().to_owned(),
+            name,
+        }
+    }
+}
+
+/// Checks, makes the secret and stores a service credential of `owner`;
+/// answers it with its password (shown once).
+pub(crate) async fn create_credential<O: CredentialOwner>(
     state: &AppState,
-    new: NewCredential,
-    audit: impl FnOnce(&NewServiceCredential) -> NewAuditEntry,
-) -> Result<(ServiceCredential, String), ApiError> {
-    let errors = check_credential(&new.name, &new.publish, &new.subscribe);
+    owner: &O,
+    body: CreateServiceCredential,
+) -> Result<ShownOnce<CreatedServiceCredential>, ApiError> {
+    let errors = check_credential(&body.name, &body.publish, &body.subscribe);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let (password, hash) = new_secret().await?;
     let new = NewServiceCredential {
         id: uuid::Uuid::now_v7().to_string(),
-        scope: new.scope,
-        name: new.name,
-        username: new.username,
+        scope: owner.scope(),
+        username: owner.username(&body.name),
+        name: body.name,
         password_hash: hash,
-        publish: new.publish,
-        subscribe: new.subscribe,
+        publish: body.publish,
+        subscribe: body.subscribe,
     };
-    let entry = audit(&new);
+    let entry = owner.entry(O::CREATE, &new.id, json!({ "name": new.name }));
     let created = state
         .store
         .create_service_credential(&new, Some(&entry))
         .await?;
-    Ok((created, password))
+    Ok(ShownOnce(CreatedServiceCredential {
+        credential: created.into(),
+        password,
+    }))
+}
+
+/// `owner`'s service credentials, by name, without secrets.
+pub(crate) async fn list_credentials(
+    state: &AppState,
+    owner: &impl CredentialOwner,
+) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
+    let items = state
+        .store
+        .list_service_credentials(&owner.scope())
+        .await?
+        .into_iter()
+        .map(ServiceCredentialView::from)
+        .collect();
+    Ok(ApiJson(ServiceCredentialList { items }))
+}
+
+/// Deletes `owner`'s credential `id` and ends the sessions using it.
+pub(crate) async fn delete_credential<O: CredentialOwner>(
+    state: &AppState,
+    owner: &O,
+    id: &str,
+) -> Result<StatusCode, ApiError> {
+    // The entry may name the credential, which only the delete returns.
+    let entry =
+        |deleted: &ServiceCredential| owner.entry(O::DELETE, id, owner.deleted_details(deleted));
+    let deleted = state
+        .store
+        .delete_service_credential(&owner.scope(), id, Some(&entry))
+        .await?;
+    state.changed(owner.deleted(deleted.name)).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The name and filters of a service credential (tenant or platform), one
@@ -367,16 +365,6 @@ pub(crate) fn name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// `service:{tenant}:{name}`: `:` is in no device id, so this is never
-/// read as a device's `{device}@{tenant}`, and it is unique platform-wide.
-fn service_username(t: &str, name: &str) -> String {
-    format!("service:{t}:{name}")
-}
-
 fn password_target(t: &str, d: &str) -> String {
     format!("tenants/{t}/devices/{d}/password")
-}
-
-fn service_target(t: &str, id: &str) -> String {
-    format!("tenants/{t}/service-credentials/{id}")
 }

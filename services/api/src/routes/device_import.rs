@@ -8,7 +8,7 @@
 //! 200 with an [`ImportReport`]: `applied` says whether anything persisted.
 
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use http::HeaderMap;
 use http::header::CONTENT_TYPE;
 use serde::Serialize;
@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 use super::devices::{CreateDevice, new_device};
 use super::query;
 use super::scope::{InTenant, TenantPath, Write};
-use crate::{ApiError, ApiJson, AppState, FieldError};
+use crate::{ApiError, ApiJson, FieldError};
 
 /// Most lines in one import.
 pub(crate) const MAX_LINES: usize = 10_000;
@@ -100,7 +100,6 @@ impl LineError {
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn import(
-    State(state): State<AppState>,
     scope: InTenant<Write>,
     RawQuery(raw): RawQuery,
     headers: HeaderMap,
@@ -174,8 +173,8 @@ pub(crate) async fn import(
                 }),
             )
         };
-        let outcomes = state
-            .store
+        let outcomes = scope
+            .store()
             .import_devices(t, &devices, all_or_nothing, Some(&audit))
             .await?;
         let committed = !all_or_nothing || outcomes.iter().all(Result::is_ok);

@@ -5,7 +5,7 @@
 use ::events as catalogue;
 use ::events::change::Change;
 use ::events::payload::DeviceDeleted;
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use axum::http::StatusCode;
 use http::HeaderMap;
 use http::header::IF_MATCH;
@@ -93,7 +93,6 @@ pub(crate) struct PatchDevice {
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
     scope: InTenant<Write>,
     ApiJson(body): ApiJson<CreateDevice>,
 ) -> Result<(StatusCode, ApiJson<Device>), ApiError> {
@@ -114,7 +113,7 @@ pub(crate) async fn create(
                 catalogue::Event::DeviceCreated(device.snapshot()),
             ))
     };
-    let device = Device::from(state.store.create_device_audited(t, &new, &audit).await?);
+    let device = Device::from(scope.store().create_device_audited(t, &new, &audit).await?);
     Ok((StatusCode::CREATED, ApiJson(device)))
 }
 
@@ -126,7 +125,6 @@ pub(crate) async fn create(
     params(TenantPath, super::PageParams, DeviceFilters),
     responses((status = 200, description = "A page of devices", body = DevicePage)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<DevicePage>, ApiError> {
@@ -164,9 +162,9 @@ pub(crate) async fn list(
             filter.labels.insert(key.to_owned(), value.to_owned());
         }
     }
-    let page = state.store.list_devices(t, &filter, &q.page).await?;
+    let page = scope.store().list_devices(t, &filter, &q.page).await?;
     let ids: Vec<String> = page.items.iter().map(|d| d.id.clone()).collect();
-    let online = state.store.online_devices(t, &ids).await?;
+    let online = scope.store().online_devices(t, &ids).await?;
     let mut page = DevicePage::from(page);
     for device in &mut page.items {
         device.status = if online.contains(&device.id) {
@@ -211,11 +209,8 @@ fn label_filters_schema() -> utoipa::openapi::Array {
     params(DevicePath),
     responses((status = 200, description = "The device", body = Device,
         headers(("ETag" = String, description = "This version of the device")))))]
-pub(crate) async fn read(
-    State(state): State<AppState>,
-    at: InDevice<Read>,
-) -> Result<(ETag, ApiJson<Device>), ApiError> {
-    tagged_with_status(&state, state.store.get_device(at.t(), at.d()).await?).await
+pub(crate) async fn read(at: InDevice<Read>) -> Result<(ETag, ApiJson<Device>), ApiError> {
+    tagged_with_status(at.state(), at.store().get_device(at.t(), at.d()).await?).await
 }
 
 /// Update a device with a JSON merge patch (operator, tenant-admin). With
@@ -230,13 +225,12 @@ pub(crate) async fn read(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn update(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchDevice>,
 ) -> Result<(ETag, ApiJson<Device>), ApiError> {
     let (t, d) = (at.t(), at.d());
-    let current = state.store.get_device(t, d).await?;
+    let current = at.store().get_device(t, d).await?;
     let read_at = current.updated_at;
     let was_enabled = current.enabled;
     let conditional = headers.contains_key(IF_MATCH);
@@ -303,7 +297,7 @@ pub(crate) async fn update(
     };
     // `device.updated` carries the device as stored, with its presence as
     // of just before the change.
-    let online = is_online(&state, t, d).await?;
+    let online = is_online(at.state(), t, d).await?;
     let audit = |updated: &store::Device| {
         let device = Device::from(updated.clone()).online(online);
         at.audit("device.update", at.target(), details.clone())
@@ -311,18 +305,17 @@ pub(crate) async fn update(
     };
     // The merge was computed from `current`: with If-Match, a change made
     // since then must fail the update rather than be overwritten.
-    let device = state
-        .store
+    let device = at
+        .store()
         .update_device_audited(t, d, &patch, conditional.then_some(read_at), &audit)
         .await?;
     let tag = ETag::of(&Device::from(device.clone()))?;
     if enabled_changes {
-        state
-            .changed(Change::DeviceDisabled {
-                tenant: t.to_owned(),
-                device: d.to_owned(),
-            })
-            .await;
+        at.changed(Change::DeviceDisabled {
+            tenant: t.to_owned(),
+            device: d.to_owned(),
+        })
+        .await;
     }
     Ok((tag, ApiJson(Device::from(device).online(online))))
 }
@@ -331,26 +324,22 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}", operation_id = "delete_device", tag = "devices",
     params(DevicePath),
     responses((status = 204, description = "Deleted")))]
-pub(crate) async fn remove(
-    State(state): State<AppState>,
-    at: InDevice<Write>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn remove(at: InDevice<Write>) -> Result<StatusCode, ApiError> {
     let (t, d) = (at.t(), at.d());
     let audit = at
         .audit("device.delete", at.target(), json!({}))
         .with_event(at.event(catalogue::Event::DeviceDeleted(DeviceDeleted {
             device_id: d.to_owned(),
         })));
-    state.store.delete_device_audited(t, d, &audit).await?;
+    at.store().delete_device_audited(t, d, &audit).await?;
     // Its session ends and its persistent sessions go with it: in the
     // broker (on every node), then stored.
-    state
-        .changed(Change::DeviceDeleted {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
-    state.store.delete_sessions_of_owner(t, d).await?;
+    at.changed(Change::DeviceDeleted {
+        tenant: t.to_owned(),
+        device: d.to_owned(),
+    })
+    .await;
+    at.store().delete_sessions_of_owner(t, d).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use futures::Stream;
 use serde_json::json;
@@ -25,8 +25,8 @@ use utoipa_axum::routes;
 
 use super::Routes;
 use super::scope::{InTenant, Read, TenantPath};
+use crate::ApiError;
 use crate::events::{PlatformEvent, StreamItem};
-use crate::{ApiError, AppState};
 
 /// Time between keep-alive comments, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -149,15 +149,14 @@ pub(crate) struct SseFrame {
     ),
     security(("bearer" = [])))]
 pub(crate) async fn stream(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     RawQuery(raw): RawQuery,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, std::convert::Infallible>>>, ApiError> {
     let t = scope.t().to_owned();
     let filter = EventFilter::parse(raw.as_deref())?;
-    state.store.get_tenant(&t).await?;
-    let receiver = state.events().subscribe(&t);
-    let closing = state.events().closing();
+    scope.store().get_tenant(&t).await?;
+    let receiver = scope.state().events().subscribe(&t);
+    let closing = scope.state().events().closing();
     tracing::debug!(tenant = %t, subject = %scope.who.subject, "event stream opened");
     let events = futures::stream::unfold(
         (receiver, closing, filter, t),

@@ -5,7 +5,6 @@
 //! lifecycle events) and `GET /v1/tenants/{t}/devices/{d}/presence` (a
 //! device's connects and disconnects). Memory only: empty after a restart.
 
-use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -14,7 +13,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath};
 use crate::fleet_stats::{self, BUCKET_SECONDS, LifecycleEntry};
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson};
 
 /// Top talkers listed.
 const TOP_TALKERS: usize = 10;
@@ -106,15 +105,13 @@ pub(crate) struct LifecycleList {
         (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-pub(crate) async fn series(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<ApiJson<SeriesView>, ApiError> {
+pub(crate) async fn series(scope: InTenant<Read>) -> Result<ApiJson<SeriesView>, ApiError> {
     let t = scope.t();
-    state.store.get_tenant(t).await?;
+    scope.store().get_tenant(t).await?;
     let now = Utc::now();
-    let (buckets, connections) = state.fleet_stats.series_at(t, now);
-    let top_talkers = state
+    let (buckets, connections) = scope.state().fleet_stats.series_at(t, now);
+    let top_talkers = scope
+        .state()
         .fleet_stats
         .top_talkers_at(t, now, TOP_TALKERS)
         .into_iter()
@@ -150,13 +147,10 @@ pub(crate) async fn series(
         (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-pub(crate) async fn lifecycle(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<ApiJson<LifecycleList>, ApiError> {
+pub(crate) async fn lifecycle(scope: InTenant<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
     let t = scope.t();
-    state.store.get_tenant(t).await?;
-    let items = state.fleet_stats.recent_lifecycle(t);
+    scope.store().get_tenant(t).await?;
+    let items = scope.state().fleet_stats.recent_lifecycle(t);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),
     }))
@@ -172,13 +166,10 @@ pub(crate) async fn lifecycle(
         (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-pub(crate) async fn presence(
-    State(state): State<AppState>,
-    at: InDevice<Read>,
-) -> Result<ApiJson<LifecycleList>, ApiError> {
+pub(crate) async fn presence(at: InDevice<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
     let (t, d) = (at.t(), at.d());
-    state.store.get_device(t, d).await?;
-    let items = state.fleet_stats.presence(t, d);
+    at.store().get_device(t, d).await?;
+    let items = at.state().fleet_stats.presence(t, d);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),
     }))

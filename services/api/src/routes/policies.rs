@@ -7,7 +7,7 @@
 
 use ::events::change::Change;
 use access::{PolicyError, PolicyTemplate};
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::credentials::name_ok;
 use super::scope::{Admin, InTenant, Read, TenantPath};
-use crate::{ApiError, ApiJson, AppState, FieldError};
+use crate::{ApiError, ApiJson, FieldError};
 
 /// Most rules in one document; more is a mistake, and every session
 /// compiles them.
@@ -124,14 +124,11 @@ fn check_name(name: &str) -> Result<(), ApiError> {
 #[utoipa::path(get, path = "/v1/tenants/{t}/policies", operation_id = "list_policies", tag = "policies",
     params(TenantPath),
     responses((status = 200, description = "The policies", body = PolicyList)))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<ApiJson<PolicyList>, ApiError> {
+pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<PolicyList>, ApiError> {
     let t = scope.t();
-    state.store.get_tenant(t).await?;
-    let items = state
-        .store
+    scope.store().get_tenant(t).await?;
+    let items = scope
+        .store()
         .list_acl_policies(t)
         .await?
         .into_iter()
@@ -145,12 +142,13 @@ pub(crate) async fn list(
     params(TenantPath, PolicyPath),
     responses((status = 200, description = "The policy", body = Policy)))]
 pub(crate) async fn read(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     Path(PolicyPath { name }): Path<PolicyPath>,
 ) -> Result<ApiJson<Policy>, ApiError> {
     let t = scope.t();
-    Ok(ApiJson(state.store.get_acl_policy(t, &name).await?.into()))
+    Ok(ApiJson(
+        scope.store().get_acl_policy(t, &name).await?.into(),
+    ))
 }
 
 /// Create or replace a policy (tenant-admin). The body is the document.
@@ -163,7 +161,6 @@ pub(crate) async fn read(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(PolicyPath { name }): Path<PolicyPath>,
     ApiJson(document): ApiJson<Map<String, Value>>,
@@ -172,11 +169,11 @@ pub(crate) async fn put(
     check_name(&name)?;
     check_document(&name, &document).map_err(|e| ApiError::Validation(vec![e]))?;
     let audit = scope.audit("policy.put", target(t, &name), json!({}));
-    let stored = state
-        .store
+    let stored = scope
+        .store()
         .put_acl_policy(t, &name, &document, Some(&audit))
         .await?;
-    state
+    scope
         .changed(Change::PoliciesChanged {
             tenant: t.to_owned(),
         })
@@ -189,17 +186,16 @@ pub(crate) async fn put(
     params(TenantPath, PolicyPath),
     responses((status = 204, description = "Deleted")))]
 pub(crate) async fn remove(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(PolicyPath { name }): Path<PolicyPath>,
 ) -> Result<StatusCode, ApiError> {
     let t = scope.t();
     let audit = scope.audit("policy.delete", target(t, &name), json!({}));
-    state
-        .store
+    scope
+        .store()
         .delete_acl_policy(t, &name, Some(&audit))
         .await?;
-    state
+    scope
         .changed(Change::PoliciesChanged {
             tenant: t.to_owned(),
         })

@@ -7,7 +7,6 @@
 //! once for new connects, disconnects and publishes.
 
 use ::events::change::Change;
-use axum::extract::State;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -16,7 +15,7 @@ use utoipa_axum::routes;
 
 use super::Routes;
 use super::scope::{Admin, InTenant, Read, TenantPath};
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson};
 
 pub(crate) fn router() -> Routes {
     Routes::new().routes(routes!(read, put))
@@ -59,13 +58,12 @@ pub(crate) struct PutPresenceSettings {
 #[utoipa::path(get, path = "/v1/tenants/{t}/presence-settings", operation_id = "get_presence_settings", tag = "state",
     params(TenantPath),
     responses((status = 200, description = "The settings", body = PresenceSettingsView)))]
-pub(crate) async fn read(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
+pub(crate) async fn read(scope: InTenant<Read>) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
     let t = scope.t();
-    state.store.get_tenant(t).await?;
-    Ok(ApiJson(state.store.get_presence_settings(t).await?.into()))
+    scope.store().get_tenant(t).await?;
+    Ok(ApiJson(
+        scope.store().get_presence_settings(t).await?.into(),
+    ))
 }
 
 /// Set the tenant's presence settings (tenant-admin).
@@ -78,7 +76,6 @@ pub(crate) async fn read(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<PutPresenceSettings>,
 ) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
@@ -88,11 +85,11 @@ pub(crate) async fn put(
         format!("tenants/{t}/presence-settings"),
         json!({ "publish_status": body.publish_status }),
     );
-    let stored = state
-        .store
+    let stored = scope
+        .store()
         .put_presence_settings(t, body.publish_status, Some(&audit))
         .await?;
-    state
+    scope
         .changed(Change::PresenceSettingsChanged {
             tenant: t.to_owned(),
             publish_status: stored.publish_status,

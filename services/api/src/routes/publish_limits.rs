@@ -8,12 +8,11 @@
 //! reaches the device's live session from its next PUBLISH.
 
 use ::events::change::Change;
-use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use store::{PublishLimitSettings, StoredPublishLimits};
+use store::{NewAuditEntry, PublishLimitSettings, StoredPublishLimits};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
@@ -119,24 +118,109 @@ impl PublishLimits {
     }
 }
 
-fn audit_details(s: &PublishLimitSettings) -> serde_json::Value {
-    json!({
-        "messages_per_second": s.messages_per_second,
-        "messages_burst": s.messages_burst,
-        "bytes_per_second": s.bytes_per_second,
-        "bytes_burst": s.bytes_burst,
-    })
+/// The audit actions of setting and removing a tenant's and a device's
+/// limits.
+const PUT: [&str; 2] = ["publish_limits.put", "device.publish_limits.put"];
+const DELETE: [&str; 2] = ["publish_limits.delete", "device.publish_limits.delete"];
+
+async fn read(
+    state: &AppState,
+    t: &str,
+    device: Option<&str>,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    let stored = match device {
+        None => state.store.get_tenant_publish_limits(t).await?,
+        Some(d) => state.store.get_device_publish_limits(t, d).await?,
+    };
+    Ok(ApiJson(stored.into()))
+}
+
+/// The audit entry of a change to the limits of the tenant (`actions[0]`)
+/// or of `device` (`actions[1]`).
+fn entry<N>(
+    scope: &InTenant<N>,
+    device: Option<&str>,
+    [tenant_action, device_action]: [&'static str; 2],
+    details: serde_json::Value,
+) -> NewAuditEntry {
+    let t = scope.t();
+    let (action, target) = match device {
+        None => (tenant_action, format!("tenants/{t}/publish-limits")),
+        Some(d) => (
+            device_action,
+            format!("tenants/{t}/devices/{d}/publish-limits"),
+        ),
+    };
+    scope.audit(action, target, details)
 }
 
 /// Tell live sessions (the appliers log their own failures: the change is
 /// stored either way, and the next connect reads it).
-async fn tell_sessions(state: &AppState, tenant: &str, device: Option<&str>) {
+async fn tell_sessions(state: &AppState, t: &str, device: Option<&str>) {
     state
         .changed(Change::PublishLimitsChanged {
-            tenant: tenant.to_owned(),
+            tenant: t.to_owned(),
             device: device.map(str::to_owned),
         })
         .await;
+}
+
+/// Sets the limits of the tenant (its default) or of `device` (its
+/// override).
+async fn put<N>(
+    state: &AppState,
+    scope: &InTenant<N>,
+    device: Option<&str>,
+    body: PublishLimits,
+) -> Result<ApiJson<PublishLimitsView>, ApiError> {
+    let (t, s) = (scope.t(), body.check()?);
+    let details = json!({
+        "messages_per_second": s.messages_per_second,
+        "messages_burst": s.messages_burst,
+        "bytes_per_second": s.bytes_per_second,
+        "bytes_burst": s.bytes_burst,
+    });
+    let audit = Some(entry(scope, device, PUT, details));
+    let store = &state.store;
+    let stored = match device {
+        None => {
+            store
+                .put_tenant_publish_limits(t, &s, audit.as_ref())
+                .await?
+        }
+        Some(d) => {
+            store
+                .put_device_publish_limits(t, d, &s, audit.as_ref())
+                .await?
+        }
+    };
+    tell_sessions(state, t, device).await;
+    Ok(ApiJson(stored.into()))
+}
+
+async fn delete<N>(
+    state: &AppState,
+    scope: &InTenant<N>,
+    device: Option<&str>,
+) -> Result<StatusCode, ApiError> {
+    let t = scope.t();
+    let audit = Some(entry(scope, device, DELETE, json!({})));
+    match device {
+        None => {
+            state
+                .store
+                .delete_tenant_publish_limits(t, audit.as_ref())
+                .await?
+        }
+        Some(d) => {
+            state
+                .store
+                .delete_device_publish_limits(t, d, audit.as_ref())
+                .await?
+        }
+    }
+    tell_sessions(state, t, device).await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// The tenant's default publish limits for its devices (any role of the
@@ -145,13 +229,9 @@ async fn tell_sessions(state: &AppState, tenant: &str, device: Option<&str>) {
     params(TenantPath),
     responses((status = 200, description = "The tenant's default", body = PublishLimitsView)))]
 pub(crate) async fn read_tenant(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let t = scope.t();
-    Ok(ApiJson(
-        state.store.get_tenant_publish_limits(t).await?.into(),
-    ))
+    read(scope.state(), scope.t(), None).await
 }
 
 /// Set the tenant's default publish limits (tenant-admin).
@@ -164,23 +244,10 @@ pub(crate) async fn read_tenant(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put_tenant(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let t = scope.t();
-    let settings = body.check()?;
-    let audit = scope.audit(
-        "publish_limits.put",
-        format!("tenants/{t}/publish-limits"),
-        audit_details(&settings),
-    );
-    let stored = state
-        .store
-        .put_tenant_publish_limits(t, &settings, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, None).await;
-    Ok(ApiJson(stored.into()))
+    put(scope.state(), &scope, None, body).await
 }
 
 /// Remove the tenant's default (tenant-admin): the platform default
@@ -188,22 +255,8 @@ pub(crate) async fn put_tenant(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/publish-limits", operation_id = "delete_tenant_publish_limits", tag = "publish-limits",
     params(TenantPath),
     responses((status = 204, description = "Removed")))]
-pub(crate) async fn delete_tenant(
-    State(state): State<AppState>,
-    scope: InTenant<Admin>,
-) -> Result<StatusCode, ApiError> {
-    let t = scope.t();
-    let audit = scope.audit(
-        "publish_limits.delete",
-        format!("tenants/{t}/publish-limits"),
-        json!({}),
-    );
-    state
-        .store
-        .delete_tenant_publish_limits(t, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, None).await;
-    Ok(StatusCode::NO_CONTENT)
+pub(crate) async fn delete_tenant(scope: InTenant<Admin>) -> Result<StatusCode, ApiError> {
+    delete(scope.state(), &scope, None).await
 }
 
 /// A device's override (any role of the tenant); 404 when it has none.
@@ -211,13 +264,9 @@ pub(crate) async fn delete_tenant(
     params(DevicePath),
     responses((status = 200, description = "The device's override", body = PublishLimitsView)))]
 pub(crate) async fn read_device(
-    State(state): State<AppState>,
     at: InDevice<Read>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    Ok(ApiJson(
-        state.store.get_device_publish_limits(t, d).await?.into(),
-    ))
+    read(at.state(), at.t(), Some(at.d())).await
 }
 
 /// Set a device's override (operator and up); its live session follows
@@ -231,23 +280,10 @@ pub(crate) async fn read_device(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put_device(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     ApiJson(body): ApiJson<PublishLimits>,
 ) -> Result<ApiJson<PublishLimitsView>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    let settings = body.check()?;
-    let audit = at.audit(
-        "device.publish_limits.put",
-        format!("tenants/{t}/devices/{d}/publish-limits"),
-        audit_details(&settings),
-    );
-    let stored = state
-        .store
-        .put_device_publish_limits(t, d, &settings, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, Some(d)).await;
-    Ok(ApiJson(stored.into()))
+    put(at.state(), &at.scope, Some(at.d()), body).await
 }
 
 /// Remove a device's override (operator and up): the tenant's default, or
@@ -255,20 +291,6 @@ pub(crate) async fn put_device(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/devices/{d}/publish-limits", operation_id = "delete_device_publish_limits", tag = "publish-limits",
     params(DevicePath),
     responses((status = 204, description = "Removed")))]
-pub(crate) async fn delete_device(
-    State(state): State<AppState>,
-    at: InDevice<Write>,
-) -> Result<StatusCode, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    let audit = at.audit(
-        "device.publish_limits.delete",
-        format!("tenants/{t}/devices/{d}/publish-limits"),
-        json!({}),
-    );
-    state
-        .store
-        .delete_device_publish_limits(t, d, Some(&audit))
-        .await?;
-    tell_sessions(&state, t, Some(d)).await;
-    Ok(StatusCode::NO_CONTENT)
+pub(crate) async fn delete_device(at: InDevice<Write>) -> Result<StatusCode, ApiError> {
+    delete(at.state(), &at.scope, Some(at.d())).await
 }

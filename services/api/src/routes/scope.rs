@@ -4,9 +4,12 @@
 //!
 //! A handler names what it needs in its signature: `InTenant<Admin>` for
 //! `…/tenants/{t}/…` routes, `InDevice<Write>` for `…/devices/{d}…`
-//! routes. The answers are those of [`Principal::require`]: 401 without a
-//! usable token, 404 (as if missing) for another tenant's id or an id that
-//! no resource can have, 403 for a role that lacks the access. The scope
+//! routes, `AsPlatform` for the platform's own; each also carries the
+//! [`AppState`] (`store()`, `changed()`), so a handler takes nothing else
+//! but its body and query. The answers are those of
+//! [`Principal::require`]: 401 without a usable token, 404 (as if missing)
+//! for another tenant's id or an id that no resource can have, 403 for a
+//! role that lacks the access. The scope
 //! also makes the request's audit entries ([`InTenant::audit`]), so every
 //! change is recorded with the same actor, tenant and request id.
 //!
@@ -15,10 +18,11 @@
 
 use std::marker::PhantomData;
 
+use ::events::change::Change;
 use axum::extract::{FromRequestParts, RawPathParams};
 use http::request::Parts;
 use serde_json::Value;
-use store::{ChangeEvent, DeviceId, NewAuditEntry, TenantId};
+use store::{ChangeEvent, DeviceId, NewAuditEntry, Store, TenantId};
 use utoipa::IntoParams;
 
 use super::audit::RequestId;
@@ -52,11 +56,13 @@ impl Need for Platform {
     const ACCESS: Access = Access::Platform;
 }
 
-/// `{t}` of the path: a tenant the caller may act on with `N`.
+/// `{t}` of the path: a tenant the caller may act on with `N`, and the
+/// app to act with (so a handler needs no other extractor for it).
 pub(crate) struct InTenant<N> {
     pub who: Principal,
     pub tenant: TenantId,
     request_id: RequestId,
+    state: AppState,
     _need: PhantomData<N>,
 }
 
@@ -71,6 +77,19 @@ impl<N> InTenant<N> {
     /// The tenant id, for the store's `&str` parameters.
     pub fn t(&self) -> &str {
         self.tenant.as_str()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    /// [`AppState::changed`]: tell live sessions, after the commit.
+    pub async fn changed(&self, change: Change) {
+        self.state.changed(change).await;
     }
 
     /// The audit entry of `action` on `target` in this tenant, by this
@@ -113,13 +132,12 @@ impl<N> InTenant<N> {
     /// error log then says.
     pub async fn record(
         &self,
-        state: &AppState,
         action: &'static str,
         target: String,
         details: Value,
     ) -> Result<(), ApiError> {
         let entry = self.audit(action, target, details);
-        state.store.append_audit(&entry).await?;
+        self.store().append_audit(&entry).await?;
         Ok(())
     }
 }
@@ -127,6 +145,19 @@ impl<N> InTenant<N> {
 impl<N> InDevice<N> {
     pub fn t(&self) -> &str {
         self.scope.t()
+    }
+
+    pub fn state(&self) -> &AppState {
+        self.scope.state()
+    }
+
+    pub fn store(&self) -> &Store {
+        self.scope.store()
+    }
+
+    /// [`AppState::changed`].
+    pub async fn changed(&self, change: Change) {
+        self.scope.changed(change).await;
     }
 
     pub fn d(&self) -> &str {
@@ -154,9 +185,18 @@ impl<N> InDevice<N> {
 pub(crate) struct AsPlatform {
     pub who: Principal,
     request_id: RequestId,
+    state: AppState,
 }
 
 impl AsPlatform {
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
     /// [`InTenant::audit`] for a change to `tenant`, or to the platform.
     pub fn audit(
         &self,
@@ -196,7 +236,11 @@ impl FromRequestParts<AppState> for AsPlatform {
         parts.extensions.insert(who.clone());
         who.require_platform_admin()?;
         let Ok(request_id) = RequestId::from_request_parts(parts, state).await;
-        Ok(AsPlatform { who, request_id })
+        Ok(AsPlatform {
+            who,
+            request_id,
+            state: state.clone(),
+        })
     }
 }
 
@@ -219,6 +263,7 @@ impl<N: Need> FromRequestParts<AppState> for InTenant<N> {
             who,
             tenant,
             request_id,
+            state: state.clone(),
             _need: PhantomData,
         })
     }

@@ -6,7 +6,7 @@
 //! sessions are never stored and are not listed.
 
 use ::events::change::Change;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::query::PageQuery;
 use super::scope::{InTenant, Read, TenantPath, Write};
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
@@ -93,12 +93,11 @@ pub(crate) struct SessionPage {
         super::PageParams),
     responses((status = 200, description = "A page of sessions", body = SessionPage)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     PageQuery(page): PageQuery,
 ) -> Result<ApiJson<SessionPage>, ApiError> {
     let t = scope.t();
-    let page = state.store.list_sessions(t, &page).await?;
+    let page = scope.store().list_sessions(t, &page).await?;
     Ok(ApiJson(SessionPage {
         items: page.items.into_iter().map(Session::from).collect(),
         next_cursor: page.next_cursor,
@@ -110,13 +109,12 @@ pub(crate) async fn list(
     params(TenantPath, SessionPath),
     responses((status = 200, description = "The session", body = Session)))]
 pub(crate) async fn read(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     Path(SessionPath { client_id }): Path<SessionPath>,
 ) -> Result<ApiJson<Session>, ApiError> {
     let t = scope.t();
     Ok(ApiJson(
-        state.store.session_summary(t, &client_id).await?.into(),
+        scope.store().session_summary(t, &client_id).await?.into(),
     ))
 }
 
@@ -127,7 +125,6 @@ pub(crate) async fn read(
     params(TenantPath, SessionPath),
     responses((status = 204, description = "Ended")))]
 pub(crate) async fn remove(
-    State(state): State<AppState>,
     scope: InTenant<Write>,
     Path(SessionPath { client_id }): Path<SessionPath>,
 ) -> Result<StatusCode, ApiError> {
@@ -135,7 +132,7 @@ pub(crate) async fn remove(
     // Whether it is stored, and whether a connection holds it, as the
     // database says (whichever node serves it). Asked first: the broker's
     // end of the session may delete the row before this call does.
-    let (stored, ended) = match state.store.session_summary(t, &client_id).await {
+    let (stored, ended) = match scope.store().session_summary(t, &client_id).await {
         Ok(summary) => (true, summary.connected),
         Err(store::Error::NotFound { .. }) => (false, false),
         Err(e) => return Err(e.into()),
@@ -143,13 +140,13 @@ pub(crate) async fn remove(
     // The broker first (on every node), so that it writes nothing more for
     // the session; then the database, which also covers tenants not in
     // memory.
-    state
+    scope
         .changed(Change::SessionDeleted {
             tenant: t.to_owned(),
             client_id: client_id.clone(),
         })
         .await;
-    let deleted = state.store.delete_session(t, &client_id).await?;
+    let deleted = scope.store().delete_session(t, &client_id).await?;
     if !stored && !deleted {
         return Err(ApiError::NotFound {
             resource: "session".to_owned(),
@@ -159,7 +156,6 @@ pub(crate) async fn remove(
     // Not in the deletion's transaction: the broker's part cannot be.
     scope
         .record(
-            &state,
             "session.delete",
             format!("tenants/{t}/sessions/{client_id}"),
             json!({ "connected": ended }),

@@ -6,7 +6,7 @@
 
 use ::events as catalogue;
 use ::events::payload::StateDesired;
-use axum::extract::{RawQuery, State};
+use axum::extract::RawQuery;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
@@ -168,13 +168,10 @@ fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
         (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-pub(crate) async fn read_state(
-    State(state): State<AppState>,
-    at: InDevice<Read>,
-) -> Result<Response, ApiError> {
+pub(crate) async fn read_state(at: InDevice<Read>) -> Result<Response, ApiError> {
     let (t, d) = (at.t(), at.d());
-    let document = state.store.get_device_state(t, d).await?;
-    let view = state_view(&state, t, d, document).await?;
+    let document = at.store().get_device_state(t, d).await?;
+    let view = state_view(at.state(), t, d, document).await?;
     Ok(([(ETAG, etag(view.versions.desired))], ApiJson(view)).into_response())
 }
 
@@ -253,18 +250,18 @@ async fn state_view(
     ),
     security(("bearer" = [])))]
 pub(crate) async fn put_desired(
-    State(state): State<AppState>,
     at: InDevice<Write>,
     headers: HeaderMap,
     ApiJson(patch): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let (t, d) = (at.t(), at.d());
     let expected = if_match_version(&headers)?;
-    let commands = state
+    let commands = at
+        .state()
         .commands
         .clone()
         .ok_or_else(|| ApiError::unavailable("MQTT not available"))?;
-    // The entry and `state.desired` give the new version, which the store
+    // The entry and `at.state().desired` give the new version, which the store
     // sets; the event commits with the document, whether or not the
     // broker then takes it.
     let stored = |document: &DeviceState| {
@@ -280,8 +277,8 @@ pub(crate) async fn put_desired(
             delta: document.delta(),
         })))
     };
-    let document = state
-        .store
+    let document = at
+        .store()
         .merge_desired(t, d, &patch, expected, Utc::now(), Some(&stored))
         .await?;
     let topic = topics::desired_state(d);
@@ -298,7 +295,7 @@ pub(crate) async fn put_desired(
         })?;
     tracing::info!(tenant = %t, device = %d, version = document.desired_version, "desired state published");
     let version = document.desired_version;
-    let view = state_view(&state, t, d, document).await?;
+    let view = state_view(at.state(), t, d, document).await?;
     Ok(([(ETAG, etag(version))], ApiJson(view)).into_response())
 }
 
@@ -348,17 +345,17 @@ pub(crate) struct RecentMessagesView {
     ),
     security(("bearer" = [])))]
 pub(crate) async fn recent_messages(
-    State(state): State<AppState>,
     at: InDevice<Read>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<RecentMessagesView>, ApiError> {
     let (t, d) = (at.t(), at.d());
     let limit = parse_limit(raw.as_deref())?;
-    let recent = state
+    let recent = at
+        .state()
         .recent_messages
         .clone()
         .ok_or_else(|| ApiError::unavailable("MQTT not available"))?;
-    state.store.get_device(t, d).await?;
+    at.store().get_device(t, d).await?;
     let items = recent
         .recent(t, d, limit)
         .into_iter()

@@ -3,7 +3,6 @@
 //! (platform-admin; deletes the tenant's devices too).
 
 use ::events::change::Change;
-use axum::extract::State;
 use axum::http::StatusCode;
 use http::HeaderMap;
 use http::header::IF_MATCH;
@@ -18,7 +17,7 @@ use super::query::PageQuery;
 use super::scope::{Admin, AsPlatform, InTenant, Platform, Read, TenantPath};
 use super::{Routes, nullable, validate};
 use crate::model::{Tenant, TenantPage};
-use crate::{ApiError, ApiJson, AppState, FieldError};
+use crate::{ApiError, ApiJson, FieldError};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
@@ -62,7 +61,6 @@ pub(crate) struct PatchTenant {
          content_type = "application/problem+json"),
     ))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
     admin: AsPlatform,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> Result<(StatusCode, ApiJson<Tenant>), ApiError> {
@@ -84,10 +82,10 @@ pub(crate) async fn create(
         id: body.id,
         name: body.name,
     };
-    let tenant = state.store.create_tenant_audited(&new, &audit).await?;
-    if state.pki.is_some() {
+    let tenant = admin.store().create_tenant_audited(&new, &audit).await?;
+    if admin.state().pki.is_some() {
         // The tenant stands without it: the CA is made on first need then.
-        if let Err(e) = state.tenant_ca(&tenant.id).await {
+        if let Err(e) = admin.state().tenant_ca(&tenant.id).await {
             tracing::warn!(tenant = %tenant.id, error = %e, "tenant CA not created yet");
         }
     }
@@ -99,11 +97,10 @@ pub(crate) async fn create(
     params(super::PageParams),
     responses((status = 200, description = "A page of tenants", body = TenantPage)))]
 pub(crate) async fn list(
-    State(state): State<AppState>,
-    _admin: AsPlatform,
+    admin: AsPlatform,
     PageQuery(page): PageQuery,
 ) -> Result<ApiJson<TenantPage>, ApiError> {
-    Ok(ApiJson(state.store.list_tenants(&page).await?.into()))
+    Ok(ApiJson(admin.store().list_tenants(&page).await?.into()))
 }
 
 /// Read a tenant (any role of the tenant). The `ETag` names this version,
@@ -112,11 +109,8 @@ pub(crate) async fn list(
     params(TenantPath),
     responses((status = 200, description = "The tenant", body = Tenant,
         headers(("ETag" = String, description = "This version of the tenant")))))]
-pub(crate) async fn read(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<(ETag, ApiJson<Tenant>), ApiError> {
-    tagged(state.store.get_tenant(scope.t()).await?.into())
+pub(crate) async fn read(scope: InTenant<Read>) -> Result<(ETag, ApiJson<Tenant>), ApiError> {
+    tagged(scope.store().get_tenant(scope.t()).await?.into())
 }
 
 /// Update a tenant with a JSON merge patch (tenant-admin). With
@@ -131,7 +125,6 @@ pub(crate) async fn read(
          body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn update(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PatchTenant>,
@@ -140,7 +133,7 @@ pub(crate) async fn update(
     // With If-Match: compare with the current version, and update only if
     // it is still that version when the write happens.
     let unchanged_since = if headers.contains_key(IF_MATCH) {
-        let current = state.store.get_tenant(t).await?;
+        let current = scope.store().get_tenant(t).await?;
         let read_at = current.updated_at;
         ETag::of(&Tenant::from(current))?.check_if_match(&headers)?;
         Some(read_at)
@@ -160,8 +153,8 @@ pub(crate) async fn update(
         }
     };
     let audit = scope.audit("tenant.update", target(t), json!({ "name": name }));
-    let tenant = state
-        .store
+    let tenant = scope
+        .store()
         .update_tenant_audited(t, &TenantPatch { name }, unchanged_since, &audit)
         .await?;
     tagged(tenant.into())
@@ -171,19 +164,19 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/v1/tenants/{t}", operation_id = "delete_tenant", tag = "tenants",
     params(TenantPath),
     responses((status = 204, description = "Deleted")))]
-pub(crate) async fn remove(
-    State(state): State<AppState>,
-    scope: InTenant<Platform>,
-) -> Result<StatusCode, ApiError> {
+pub(crate) async fn remove(scope: InTenant<Platform>) -> Result<StatusCode, ApiError> {
     let t = scope.t();
     let audit = scope.audit("tenant.delete", target(t), json!({}));
-    state.store.delete_tenant_audited(t, &audit).await?;
+    scope.store().delete_tenant_audited(t, &audit).await?;
     // A tenant created again under this id must not inherit the dashboard's
     // lifecycle history either (its audit trail and tokens are kept apart
     // by the tenant's incarnation).
-    state.fleet_stats.forget_tenant(t, chrono::Utc::now());
+    scope
+        .state()
+        .fleet_stats
+        .forget_tenant(t, chrono::Utc::now());
     // Its sessions end, its CAs and webhook routes go, on every node.
-    state
+    scope
         .changed(Change::TenantDeleted {
             tenant: t.to_owned(),
         })

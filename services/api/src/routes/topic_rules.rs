@@ -6,7 +6,6 @@
 //! limit; 0x80 in 3.1.1), each with a reason string in MQTT 5.
 
 use ::events::change::Change;
-use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use utoipa::ToSchema;
@@ -14,7 +13,7 @@ use utoipa_axum::routes;
 
 use super::Routes;
 use super::scope::{Admin, InTenant, Read, TenantPath};
-use crate::{ApiError, ApiJson, AppState, FieldError};
+use crate::{ApiError, ApiJson, FieldError};
 
 pub(crate) fn router() -> Routes {
     Routes::new().routes(routes!(read, put))
@@ -91,12 +90,9 @@ impl TopicRules {
 #[utoipa::path(get, path = "/v1/tenants/{t}/topic-rules", operation_id = "get_topic_rules", tag = "policies",
     params(TenantPath),
     responses((status = 200, description = "The rules (all off unless set)", body = TopicRules)))]
-pub(crate) async fn read(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<ApiJson<TopicRules>, ApiError> {
+pub(crate) async fn read(scope: InTenant<Read>) -> Result<ApiJson<TopicRules>, ApiError> {
     let t = scope.t();
-    Ok(ApiJson(state.store.topic_rules(t).await?.into()))
+    Ok(ApiJson(scope.store().topic_rules(t).await?.into()))
 }
 
 /// Replace the tenant's topic hygiene rules (tenant-admin). Live sessions
@@ -106,7 +102,6 @@ pub(crate) async fn read(
     request_body = TopicRules,
     responses((status = 200, description = "The rules now in force", body = TopicRules)))]
 pub(crate) async fn put(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<TopicRules>,
 ) -> Result<ApiJson<TopicRules>, ApiError> {
@@ -117,8 +112,11 @@ pub(crate) async fn put(
         format!("tenants/{t}/topic-rules"),
         json!(TopicRules::from(rules)),
     );
-    state.store.set_topic_rules(t, &rules, Some(&audit)).await?;
-    state
+    scope
+        .store()
+        .set_topic_rules(t, &rules, Some(&audit))
+        .await?;
+    scope
         .changed(Change::TopicRulesChanged {
             tenant: t.to_owned(),
         })

@@ -5,7 +5,7 @@
 //! the server's [`webhooks::UrlPolicy`].
 
 use ::events::change::Change;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
@@ -16,7 +16,7 @@ use utoipa_axum::routes;
 
 use super::Routes;
 use super::scope::{Admin, InTenant, Read, TenantPath};
-use crate::{ApiError, ApiJson, AppState};
+use crate::{ApiError, ApiJson};
 
 /// How long the previous secret keeps signing after a rotation.
 const ROTATION_OVERLAP_HOURS: i64 = 24;
@@ -224,12 +224,11 @@ fn target(t: &str, w: &str) -> String {
     ),
     security(("bearer" = [])))]
 pub(crate) async fn create(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, ApiJson<WebhookWithSecret>), ApiError> {
     let t = scope.t();
-    state.store.get_tenant(t).await?;
+    scope.store().get_tenant(t).await?;
     let request = webhooks::EndpointRequest {
         url: body.url,
         event_types: body.events,
@@ -244,14 +243,14 @@ pub(crate) async fn create(
         )
     };
     let endpoint = webhooks::create_endpoint(
-        &state.store,
-        &state.webhook_url_policy,
+        scope.store(),
+        &scope.state().webhook_url_policy,
         t,
         &request,
         Some(&created),
     )
     .await?;
-    state
+    scope
         .changed(Change::WebhooksChanged {
             tenant: t.to_owned(),
         })
@@ -264,13 +263,10 @@ pub(crate) async fn create(
     params(TenantPath),
     responses((status = 200, description = "The endpoints", body = WebhookPage)),
     security(("bearer" = [])))]
-pub(crate) async fn list(
-    State(state): State<AppState>,
-    scope: InTenant<Read>,
-) -> Result<ApiJson<WebhookPage>, ApiError> {
+pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<WebhookPage>, ApiError> {
     let t = scope.t();
-    state.store.get_tenant(t).await?;
-    let items = state.store.list_webhook_endpoints(t).await?;
+    scope.store().get_tenant(t).await?;
+    let items = scope.store().list_webhook_endpoints(t).await?;
     Ok(ApiJson(WebhookPage {
         items: items.into_iter().map(Webhook::from).collect(),
         next_cursor: None,
@@ -284,13 +280,12 @@ pub(crate) async fn list(
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn read(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<ApiJson<Webhook>, ApiError> {
     let t = scope.t();
     Ok(ApiJson(
-        state.store.get_webhook_endpoint(t, &w).await?.into(),
+        scope.store().get_webhook_endpoint(t, &w).await?.into(),
     ))
 }
 
@@ -303,7 +298,6 @@ pub(crate) async fn read(
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn update(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
     ApiJson(body): ApiJson<PatchWebhook>,
@@ -324,15 +318,15 @@ pub(crate) async fn update(
     let entry = scope.audit("webhook.update", target(t, &w), details);
     // The change, the enabled flag and the entry commit together.
     let endpoint = webhooks::update_endpoint(
-        &state.store,
-        &state.webhook_url_policy,
+        scope.store(),
+        &scope.state().webhook_url_policy,
         t,
         &w,
         &change,
         Some(&entry),
     )
     .await?;
-    state
+    scope
         .changed(Change::WebhooksChanged {
             tenant: t.to_owned(),
         })
@@ -347,17 +341,16 @@ pub(crate) async fn update(
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn remove(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<StatusCode, ApiError> {
     let t = scope.t();
     let entry = scope.audit("webhook.delete", target(t, &w), json!({}));
-    state
-        .store
+    scope
+        .store()
         .delete_webhook_endpoint(t, &w, Some(&entry))
         .await?;
-    state
+    scope
         .changed(Change::WebhooksChanged {
             tenant: t.to_owned(),
         })
@@ -373,7 +366,6 @@ pub(crate) async fn remove(
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn rotate(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<ApiJson<WebhookWithSecret>, ApiError> {
@@ -385,7 +377,7 @@ pub(crate) async fn rotate(
         json!({ "previous_valid_until": overlap_until }),
     );
     let endpoint =
-        webhooks::rotate_secret(&state.store, t, &w, overlap_until, Some(&entry)).await?;
+        webhooks::rotate_secret(scope.store(), t, &w, overlap_until, Some(&entry)).await?;
     Ok(ApiJson(endpoint.into()))
 }
 
@@ -396,12 +388,11 @@ pub(crate) async fn rotate(
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn test_ping(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
 ) -> Result<(StatusCode, ApiJson<Delivery>), ApiError> {
     let t = scope.t();
-    state.store.get_webhook_endpoint(t, &w).await?;
+    scope.store().get_webhook_endpoint(t, &w).await?;
     // The entry names the delivery, whose id the store makes.
     let queued = |delivery: &WebhookDelivery| {
         scope.audit(
@@ -410,7 +401,7 @@ pub(crate) async fn test_ping(
             json!({ "delivery_id": delivery.id }),
         )
     };
-    let delivery = webhooks::send_test_ping(&state.store, t, &w, Some(&queued)).await?;
+    let delivery = webhooks::send_test_ping(scope.store(), t, &w, Some(&queued)).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
 }
 
@@ -427,7 +418,6 @@ pub(crate) async fn test_ping(
         (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn deliveries(
-    State(state): State<AppState>,
     scope: InTenant<Read>,
     Path(WebhookPath { w }): Path<WebhookPath>,
     RawQuery(raw): RawQuery,
@@ -472,9 +462,9 @@ pub(crate) async fn deliveries(
             }
         }
     }
-    state.store.get_webhook_endpoint(t, &w).await?;
-    let mut items = state
-        .store
+    scope.store().get_webhook_endpoint(t, &w).await?;
+    let mut items = scope
+        .store()
         .list_webhook_deliveries(t, &w, status, before, limit + 1)
         .await?;
     let next_cursor = if items.len() > limit as usize {
@@ -497,12 +487,11 @@ pub(crate) async fn deliveries(
         (status = 404, description = "No such delivery of this endpoint", body = crate::Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub(crate) async fn redeliver(
-    State(state): State<AppState>,
     scope: InTenant<Admin>,
     Path(DeliveryPath { w, id }): Path<DeliveryPath>,
 ) -> Result<(StatusCode, ApiJson<Delivery>), ApiError> {
     let t = scope.t();
-    let existing = state.store.get_webhook_delivery(t, id).await?;
+    let existing = scope.store().get_webhook_delivery(t, id).await?;
     if existing.endpoint_id != w {
         return Err(ApiError::NotFound {
             resource: "delivery".to_owned(),
@@ -514,6 +503,6 @@ pub(crate) async fn redeliver(
         format!("{}/deliveries/{id}", target(t, &w)),
         json!({}),
     );
-    let delivery = webhooks::redeliver(&state.store, t, id, Some(&entry)).await?;
+    let delivery = webhooks::redeliver(scope.store(), t, id, Some(&entry)).await?;
     Ok((StatusCode::ACCEPTED, ApiJson(delivery.into())))
 }

@@ -56,7 +56,7 @@ async fn mutations_are_audited(db: &TestDb) {
         .expect(422);
     t.get(dev, &op).await.expect(200);
 
-    let log = t.get("/v1/tenants/acme/audit", &ta).await.expect(200).body;
+    let log = t.fetch("/v1/tenants/acme/audit", &ta).await;
     let items = log["items"].as_array().unwrap();
     let summary: Vec<(String, String, String, String)> = items
         .iter()
@@ -109,41 +109,30 @@ async fn mutations_are_audited(db: &TestDb) {
     );
 
     // Paging, and the platform-wide log.
-    let page = t
-        .get("/v1/tenants/acme/audit?limit=2", &ta)
-        .await
-        .expect(200)
-        .body;
+    let page = t.fetch("/v1/tenants/acme/audit?limit=2", &ta).await;
     assert_eq!(page["items"].as_array().unwrap().len(), 2);
     let next = page["next_cursor"].as_str().unwrap();
     let page = t
-        .get(
+        .fetch(
             &format!("/v1/tenants/acme/audit?limit=2&cursor={next}"),
             &ta,
         )
-        .await
-        .expect(200)
-        .body;
+        .await;
     assert_eq!(page["items"][0]["request_id"], "r3");
-    let all = t.get("/v1/audit", &t.admin).await.expect(200).body;
+    let all = t.fetch("/v1/audit", &t.admin).await;
     assert_eq!(all["items"].as_array().unwrap().len(), 5);
 
     // The trail outlives the tenant, for the platform admin.
     t.delete("/v1/tenants/acme", &t.admin).await.expect(204);
-    let log = t
-        .get("/v1/tenants/acme/audit", &t.admin)
-        .await
-        .expect(200)
-        .body;
+    let log = t.fetch("/v1/tenants/acme/audit", &t.admin).await;
     assert_eq!(log["items"][0]["action"], "tenant.delete");
 }
 
 /// A change whose audit entry cannot be written is not made: the request
 /// fails (500) and the data is as before.
 async fn unaudited_changes_roll_back(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     t.device("acme", "d1").await;
     db.execute("DROP TABLE audit_log").await.unwrap();
 
@@ -156,11 +145,7 @@ async fn unaudited_changes_roll_back(db: &TestDb) {
     t.patch("/v1/tenants/acme/devices/d1", a, json!({"enabled": false}))
         .await
         .problem(500, "internal");
-    let d1 = t
-        .get("/v1/tenants/acme/devices/d1", a)
-        .await
-        .expect(200)
-        .body;
+    let d1 = t.fetch("/v1/tenants/acme/devices/d1", a).await;
     assert_eq!(d1["enabled"], true);
     t.delete("/v1/tenants/acme/devices/d1", a)
         .await
@@ -175,10 +160,7 @@ async fn unaudited_changes_roll_back(db: &TestDb) {
     t.patch("/v1/tenants/acme", a, json!({"name": "Renamed"}))
         .await
         .problem(500, "internal");
-    assert_eq!(
-        t.get("/v1/tenants/acme", a).await.expect(200).body["name"],
-        "acme"
-    );
+    assert_eq!(t.fetch("/v1/tenants/acme", a).await["name"], "acme");
     t.delete("/v1/tenants/acme", a)
         .await
         .problem(500, "internal");
@@ -187,7 +169,7 @@ async fn unaudited_changes_roll_back(db: &TestDb) {
     t.post(keys, a, json!({"name": "ci", "role": "viewer"}))
         .await
         .problem(500, "internal");
-    let listed = t.get(keys, a).await.expect(200).body;
+    let listed = t.fetch(keys, a).await;
     assert_eq!(listed["items"], json!([]));
 }
 

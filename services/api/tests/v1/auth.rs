@@ -230,8 +230,7 @@ async fn keys_load_lazily(db: &TestDb) {
 
 /// Every role against every endpoint of its own tenant.
 async fn role_matrix(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     t.device("acme", "d1").await;
     let roles = [
         Role::PlatformAdmin,
@@ -333,15 +332,9 @@ async fn role_matrix(db: &TestDb) {
 /// Tenant-A tokens of every role get 404 on every tenant-B URL, exactly as
 /// for a tenant that does not exist, and change nothing there.
 async fn cross_tenant_probes_are_404(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
-    t.tenant("other").await;
+    let t = TestApp::with_tenants(db, &["acme", "other"]).await;
     t.device("other", "d1").await;
-    let before = t
-        .get("/v1/tenants/other/devices", &t.admin)
-        .await
-        .expect(200)
-        .body;
+    let before = t.fetch("/v1/tenants/other/devices", &t.admin).await;
     for role in [Role::TenantAdmin, Role::Operator, Role::Viewer] {
         let tok = t.token(role, "acme");
         for tenant in ["other", "missing"] {
@@ -416,11 +409,7 @@ async fn cross_tenant_probes_are_404(db: &TestDb) {
             t.send(req).await.problem(404, "not-found");
         }
     }
-    let after = t
-        .get("/v1/tenants/other/devices", &t.admin)
-        .await
-        .expect(200)
-        .body;
+    let after = t.fetch("/v1/tenants/other/devices", &t.admin).await;
     assert_eq!(before, after);
     t.get("/v1/tenants/other", &t.admin).await.expect(200);
 }

@@ -51,8 +51,7 @@ fn s(v: &[(u64, &str)]) -> Vec<(u64, String)> {
 }
 
 async fn ndjson_import(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     t.device("acme", "dup").await;
     let op = t.token(Role::Operator, "acme");
     let body = concat!(
@@ -117,17 +116,9 @@ async fn ndjson_import(db: &TestDb) {
             (7, "created")
         ])
     );
-    let i3 = t
-        .get("/v1/tenants/acme/devices/i3", &op)
-        .await
-        .expect(200)
-        .body;
+    let i3 = t.fetch("/v1/tenants/acme/devices/i3", &op).await;
     assert_eq!(i3["enabled"], false);
-    let log = t
-        .get("/v1/tenants/acme/audit?limit=1", &t.admin)
-        .await
-        .expect(200)
-        .body;
+    let log = t.fetch("/v1/tenants/acme/audit?limit=1", &t.admin).await;
     assert_eq!(log["items"][0]["action"], "device.import");
     assert_eq!(
         log["items"][0]["details"]["ids"],
@@ -165,8 +156,7 @@ async fn ndjson_import(db: &TestDb) {
 
 /// CSV: same results per row (numbered by line), same all-or-nothing.
 async fn csv_import(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     t.device("acme", "dup").await;
     let op = t.token(Role::Operator, "acme");
     let csv = |query: &'static str, body: &'static str| {
@@ -206,19 +196,11 @@ async fn csv_import(db: &TestDb) {
         r["results"][2]["error"]["type"],
         "https://fleetmq.dev/problems/already-exists"
     );
-    let c1 = t
-        .get("/v1/tenants/acme/devices/c1", &op)
-        .await
-        .expect(200)
-        .body;
+    let c1 = t.fetch("/v1/tenants/acme/devices/c1", &op).await;
     assert_eq!(c1["labels"]["site"], "berlin");
     assert_eq!(c1["attributes"]["fw"], "1.2");
     assert!(c1["enabled"].as_bool().unwrap());
-    let c2 = t
-        .get("/v1/tenants/acme/devices/c2", &op)
-        .await
-        .expect(200)
-        .body;
+    let c2 = t.fetch("/v1/tenants/acme/devices/c2", &op).await;
     assert_eq!(c2["enabled"], false);
 
     // All or nothing, all fine.

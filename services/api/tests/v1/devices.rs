@@ -9,9 +9,8 @@ use http::Method;
 use crate::{TestApp, request};
 
 async fn device_crud(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     let base = "/v1/tenants/acme/devices";
     let created = t
         .post(
@@ -29,7 +28,7 @@ async fn device_crud(db: &TestDb) {
     assert_eq!(created["labels"]["room"], "lab");
 
     let one = format!("{base}/Sensor_1.x-2");
-    assert_eq!(t.get(&one, a).await.expect(200).body, created);
+    assert_eq!(t.fetch(&one, a).await, created);
 
     // Merge patch: set, remove, nested merge, replace.
     let patched = t
@@ -76,9 +75,8 @@ async fn device_crud(db: &TestDb) {
 }
 
 async fn device_validation(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     let base = "/v1/tenants/acme/devices";
     for bad in [
         "",
@@ -91,11 +89,9 @@ async fn device_validation(db: &TestDb) {
         "é",
         &"a".repeat(129),
     ] {
-        let r = t
-            .post(base, a, json!({ "id": bad }))
+        t.post(base, a, json!({ "id": bad }))
             .await
-            .problem(422, "validation");
-        assert_eq!(r.pointer(), "/id", "{bad:?}");
+            .invalid_at("/id");
     }
     let cases: [(Value, &str); 7] = [
         (json!({"id": "d", "color": "red"}), "/color"),
@@ -116,11 +112,7 @@ async fn device_validation(db: &TestDb) {
         (json!({"id": "d", "enabled": "yes"}), "/enabled"),
     ];
     for (body, pointer) in cases {
-        let r = t
-            .post(base, a, body.clone())
-            .await
-            .problem(422, "validation");
-        assert_eq!(r.pointer(), pointer, "{body}");
+        t.post(base, a, body.clone()).await.invalid_at(pointer);
     }
     let many: serde_json::Map<String, Value> =
         (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
@@ -130,21 +122,15 @@ async fn device_validation(db: &TestDb) {
 
     t.device("acme", "d").await;
     let one = format!("{base}/d");
-    let r = t
-        .patch(&one, a, json!({"enabled": null}))
+    t.patch(&one, a, json!({"enabled": null}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/enabled");
-    let r = t
-        .patch(&one, a, json!({"labels": {"k": 5}}))
+        .invalid_at("/enabled");
+    t.patch(&one, a, json!({"labels": {"k": 5}}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/labels/k");
-    let r = t
-        .patch(&one, a, json!({"id": "other"}))
+        .invalid_at("/labels/k");
+    t.patch(&one, a, json!({"id": "other"}))
         .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/id");
+        .invalid_at("/id");
 
     for q in [
         "status=on",
@@ -163,9 +149,8 @@ async fn device_validation(db: &TestDb) {
 }
 
 async fn device_filters(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     let base = "/v1/tenants/acme/devices";
     for (id, room, enabled) in [
         ("a1", "lab", true),
@@ -188,7 +173,7 @@ async fn device_filters(db: &TestDb) {
             .map(|d| d["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let all = t.get(base, a).await.expect(200).body;
+    let all = t.fetch(base, a).await;
     assert_eq!(ids(&all), ["a1", "a2", "a3"]);
     assert!(all["next_cursor"].is_null());
     let r = t
@@ -222,8 +207,7 @@ async fn device_filters(db: &TestDb) {
 /// device that existed before paging started is seen exactly once, in
 /// order, and nothing is seen twice.
 async fn paging_while_adding(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     for i in 0..2500 {
         t.store
             .create_device("acme", &NewDevice::new(format!("dev-{i:05}")))
@@ -255,7 +239,7 @@ async fn paging_while_adding(db: &TestDb) {
             Some(c) => format!("/v1/tenants/acme/devices?limit=100&cursor={c}"),
             None => "/v1/tenants/acme/devices?limit=100".to_owned(),
         };
-        let page = t.get(&uri, &t.admin).await.expect(200).body;
+        let page = t.fetch(&uri, &t.admin).await;
         pages += 1;
         for d in page["items"].as_array().unwrap() {
             seen.push(d["id"].as_str().unwrap().to_owned());
@@ -279,9 +263,8 @@ async fn paging_while_adding(db: &TestDb) {
 /// GET and PATCH answer with an ETag; a PATCH with If-Match applies only
 /// to that version (412 otherwise), for devices and tenants alike.
 async fn if_match_guards_updates(db: &TestDb) {
-    let t = TestApp::new(db).await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    t.tenant("acme").await;
     t.device("acme", "d1").await;
     for (uri, change, other) in [
         (
@@ -327,7 +310,7 @@ async fn if_match_guards_updates(db: &TestDb) {
         patch(&other, &etag)
             .await
             .problem(412, "precondition-failed");
-        assert_eq!(t.get(uri, a).await.expect(200).body, read.body);
+        assert_eq!(t.fetch(uri, a).await, read.body);
         // Weak tags never match; `*` and lists do; no If-Match is fine.
         patch(&other, &format!("W/{new_tag}"))
             .await
@@ -358,37 +341,30 @@ async fn if_match_guards_updates(db: &TestDb) {
 /// U+0000 in attributes is refused on both backends alike (PostgreSQL's
 /// jsonb cannot store it), with the pointer of the string or key.
 async fn nul_in_attributes_is_422(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     let base = "/v1/tenants/acme/devices";
-    let r = t
-        .post(
-            base,
-            &t.admin,
-            json!({"id": "n1", "attributes": {"a": ["ok", {"b": "x\0y"}]}}),
-        )
-        .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/attributes/a/1/b");
-    let r = t
-        .post(
-            base,
-            &t.admin,
-            json!({"id": "n1", "attributes": {"k\0": 1}}),
-        )
-        .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/attributes/k\0");
+    t.post(
+        base,
+        &t.admin,
+        json!({"id": "n1", "attributes": {"a": ["ok", {"b": "x\0y"}]}}),
+    )
+    .await
+    .invalid_at("/attributes/a/1/b");
+    t.post(
+        base,
+        &t.admin,
+        json!({"id": "n1", "attributes": {"k\0": 1}}),
+    )
+    .await
+    .invalid_at("/attributes/k\0");
     t.device("acme", "n1").await;
-    let r = t
-        .patch(
-            &format!("{base}/n1"),
-            &t.admin,
-            json!({"attributes": {"z": "\0"}}),
-        )
-        .await
-        .problem(422, "validation");
-    assert_eq!(r.pointer(), "/attributes/z");
+    t.patch(
+        &format!("{base}/n1"),
+        &t.admin,
+        json!({"attributes": {"z": "\0"}}),
+    )
+    .await
+    .invalid_at("/attributes/z");
 }
 
 store::backend_tests!(

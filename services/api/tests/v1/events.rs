@@ -39,9 +39,7 @@ async fn next_event(body: &mut axum::body::Body, wanted: &str) -> (String, Value
 }
 
 async fn sse_gets_events_published_after_connecting(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
-    t.tenant("other").await;
+    let t = TestApp::with_tenants(db, &["acme", "other"]).await;
     let viewer = t.token(Role::Viewer, "acme");
     let response = t
         .app
@@ -70,13 +68,7 @@ async fn sse_gets_events_published_after_connecting(db: &TestDb) {
     assert_eq!(created["seq"], 1);
     assert!(created["timestamp"].is_string());
 
-    t.patch(
-        "/v1/tenants/acme/devices/d1",
-        &t.admin,
-        json!({"enabled": false}),
-    )
-    .await
-    .expect(200);
+    t.disable("acme", "d1").await;
     let (_, updated) = next_event(&mut body, "device.updated").await;
     assert_eq!(updated["device"], "d1");
     assert_eq!(updated["seq"], 2);
@@ -89,9 +81,7 @@ async fn sse_gets_events_published_after_connecting(db: &TestDb) {
 }
 
 async fn sse_is_tenant_scoped_and_filters_are_checked(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
-    t.tenant("other").await;
+    let t = TestApp::with_tenants(db, &["acme", "other"]).await;
     let stranger = t.token(Role::Viewer, "other");
     t.get("/v1/tenants/acme/events/stream", &stranger)
         .await

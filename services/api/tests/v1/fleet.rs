@@ -23,11 +23,7 @@ async fn series_lifecycle_and_presence(db: &TestDb) {
     stats.message_at("acme", "d1", chrono::Utc::now());
     let viewer = t.token(Role::Viewer, "acme");
 
-    let series = t
-        .get("/v1/tenants/acme/metrics/series", &viewer)
-        .await
-        .expect(200)
-        .body;
+    let series = t.fetch("/v1/tenants/acme/metrics/series", &viewer).await;
     assert_eq!(series["bucket_seconds"], 10);
     let buckets = series["buckets"].as_array().unwrap();
     assert_eq!(buckets.len(), 360);
@@ -45,26 +41,16 @@ async fn series_lifecycle_and_presence(db: &TestDb) {
     );
 
     let history = t
-        .get("/v1/tenants/acme/devices/d1/presence", &viewer)
-        .await
-        .expect(200)
-        .body;
+        .fetch("/v1/tenants/acme/devices/d1/presence", &viewer)
+        .await;
     assert_eq!(history["items"][0]["type"], "device.connected");
     assert_eq!(history["items"][0]["remote_addr"], "127.0.0.1:5");
-    let recent = t
-        .get("/v1/tenants/acme/lifecycle", &viewer)
-        .await
-        .expect(200)
-        .body;
+    let recent = t.fetch("/v1/tenants/acme/lifecycle", &viewer).await;
     assert_eq!(recent["items"][0]["device_id"], "d1");
 
     // Nothing of acme is seen from beta, and beta's own series is empty.
     let beta = t.token(Role::Viewer, "beta");
-    let empty = t
-        .get("/v1/tenants/beta/metrics/series", &beta)
-        .await
-        .expect(200)
-        .body;
+    let empty = t.fetch("/v1/tenants/beta/metrics/series", &beta).await;
     assert_eq!(empty["connections"], 0);
     assert_eq!(empty["top_talkers"], json!([]));
     t.get("/v1/tenants/acme/metrics/series", &beta)

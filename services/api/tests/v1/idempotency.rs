@@ -57,7 +57,7 @@ async fn retries_get_the_first_response(db: &TestDb) {
         .await
         .expect(201);
     assert_eq!(retry.body, first.body);
-    let list = t.get(dev, &op).await.expect(200).body;
+    let list = t.fetch(dev, &op).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let other = t.token(Role::TenantAdmin, "acme");
     let other = crate::TestApp {

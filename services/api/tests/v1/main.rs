@@ -78,6 +78,23 @@ impl Resp {
         self
     }
 
+    /// Asserts a 201 carrying a secret shown this once (never cached);
+    /// returns the body.
+    #[track_caller]
+    pub fn shown_once(self) -> Value {
+        let r = self.expect(201);
+        assert_eq!(r.headers[http::header::CACHE_CONTROL], "no-store");
+        r.body
+    }
+
+    /// Asserts a 422 whose first field error is at `pointer`.
+    #[track_caller]
+    pub fn invalid_at(self, pointer: &str) -> Resp {
+        let r = self.problem(422, "validation");
+        assert_eq!(r.pointer(), pointer, "{}", r.body);
+        r
+    }
+
     /// The JSON pointer of the first field error.
     pub fn pointer(&self) -> &str {
         self.body["errors"][0]["pointer"].as_str().unwrap_or("")
@@ -87,6 +104,15 @@ impl Resp {
 impl TestApp {
     pub async fn new(db: &TestDb) -> TestApp {
         TestApp::with(db, |state| state).await
+    }
+
+    /// The app with `tenants` created.
+    pub async fn with_tenants(db: &TestDb, tenants: &[&str]) -> TestApp {
+        let t = TestApp::new(db).await;
+        for id in tenants {
+            t.tenant(id).await;
+        }
+        t
     }
 
     /// The app with `configure` applied to its state (hooks the binary wires).
@@ -173,8 +199,17 @@ impl TestApp {
         self.call(Method::PATCH, uri, Some(token), Some(body)).await
     }
 
+    pub async fn put(&self, uri: &str, token: &str, body: Value) -> Resp {
+        self.call(Method::PUT, uri, Some(token), Some(body)).await
+    }
+
     pub async fn delete(&self, uri: &str, token: &str) -> Resp {
         self.call(Method::DELETE, uri, Some(token), None).await
+    }
+
+    /// The body of `GET uri` as `token`, which must answer 200.
+    pub async fn fetch(&self, uri: &str, token: &str) -> Value {
+        self.get(uri, token).await.expect(200).body
     }
 
     /// Create tenant `id` as platform-admin.
@@ -203,6 +238,13 @@ impl TestApp {
         }
     }
 
+    /// Disable device `d` of `t` as platform-admin.
+    pub async fn disable(&self, t: &str, d: &str) {
+        let uri = format!("/v1/tenants/{t}/devices/{d}");
+        let off = json!({"enabled": false});
+        self.patch(&uri, &self.admin, off).await.expect(200);
+    }
+
     /// Create device `d` in `t` as platform-admin.
     pub async fn device(&self, t: &str, d: &str) -> Value {
         self.post(
@@ -214,6 +256,15 @@ impl TestApp {
         .expect(201)
         .body
     }
+}
+
+/// Asserts that `hash` is the argon2id hash of `password`.
+#[track_caller]
+pub fn assert_hash_of(hash: &str, password: &Value) {
+    let password = password.as_str().expect("a password");
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(password));
+    assert!(access::verify_password(password.as_bytes(), hash));
 }
 
 pub fn request(

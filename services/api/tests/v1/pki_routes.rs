@@ -69,7 +69,8 @@ pub(crate) struct PkiApp {
     root_pem: String,
 }
 
-pub(crate) async fn pki_app(db: &TestDb) -> PkiApp {
+/// The app with PKI and a change feed, and `tenants` created.
+pub(crate) async fn pki_app(db: &TestDb, tenants: &[&str]) -> PkiApp {
     let root = RootCa::generate(Utc::now(), chrono::Duration::days(3650)).unwrap();
     let root_pem = root.cert_pem().to_owned();
     let trust = TrustRegistry::new(root.cert_der().clone(), "fleetmq.local").unwrap();
@@ -91,6 +92,9 @@ pub(crate) async fn pki_app(db: &TestDb) -> PkiApp {
         state.with_pki(pki).with_change_feed(feed)
     })
     .await;
+    for id in tenants {
+        app.tenant(id).await;
+    }
     PkiApp {
         app,
         told,
@@ -133,9 +137,8 @@ fn check_chain(p: &PkiApp, issued: &Value, tenant: &str, device: &str) {
 }
 
 async fn certificates_issue_list_revoke_crl(db: &TestDb) {
-    let p = pki_app(db).await;
+    let p = pki_app(db, &["acme"]).await;
     let t = &p.app;
-    t.tenant("acme").await;
     // Made with the tenant: stored sealed and trusted at once.
     assert_eq!(
         t.store.list_tenant_cas(Some("acme")).await.unwrap().len(),
@@ -147,9 +150,7 @@ async fn certificates_issue_list_revoke_crl(db: &TestDb) {
     let base = "/v1/tenants/acme/devices/s-1/certificates";
 
     // Server-made key: returned once, never cached.
-    let r = t.post(base, &op, json!({})).await.expect(201);
-    assert_eq!(r.headers[http::header::CACHE_CONTROL], "no-store");
-    let server = r.body;
+    let server = t.post(base, &op, json!({})).await.shown_once();
     let key = server["private_key_pem"].as_str().unwrap();
     assert!(key.starts_with("-----BEGIN PRIVATE KEY-----"), "{key}");
     assert_eq!(server["fingerprint_sha256"].as_str().unwrap().len(), 64);
@@ -208,7 +209,7 @@ async fn certificates_issue_list_revoke_crl(db: &TestDb) {
 
     // List.
     let viewer = t.token(Role::Viewer, "acme");
-    let list = t.get(base, &viewer).await.expect(200).body;
+    let list = t.fetch(base, &viewer).await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert!(items.iter().all(|c| c["status"] == "active"));
@@ -372,8 +373,7 @@ async fn certificates_issue_list_revoke_crl(db: &TestDb) {
 
 async fn root_and_lazy_tenant_ca(db: &TestDb) {
     // A tenant made before the PKI was configured.
-    let plain = TestApp::new(db).await;
-    plain.tenant("old-one").await;
+    let plain = TestApp::with_tenants(db, &["old-one"]).await;
     plain.device("old-one", "d1").await;
     plain
         .post(
@@ -395,7 +395,7 @@ async fn root_and_lazy_tenant_ca(db: &TestDb) {
             .is_empty()
     );
 
-    let p = pki_app(db).await;
+    let p = pki_app(db, &[]).await;
     let t = &p.app;
     // The root needs no token.
     let (status, headers, body) = t
@@ -439,28 +439,19 @@ async fn root_and_lazy_tenant_ca(db: &TestDb) {
 }
 
 async fn device_passwords(db: &TestDb) {
-    let p = pki_app(db).await;
+    let p = pki_app(db, &["acme"]).await;
     let t = &p.app;
-    t.tenant("acme").await;
     t.device("acme", "s-1").await;
     let url = "/v1/tenants/acme/devices/s-1/password";
     let op = t.token(Role::Operator, "acme");
     t.post(url, &t.token(Role::Viewer, "acme"), json!({}))
         .await
         .problem(403, "forbidden");
-    let r = t.post(url, &op, json!({})).await.expect(201);
-    assert_eq!(r.headers[http::header::CACHE_CONTROL], "no-store");
-    assert_eq!(r.body["username"], "s-1@acme");
-    let first = r.body["password"].as_str().unwrap().to_owned();
-    let hash = t
-        .store
-        .device_password_hash("acme", "s-1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(hash.starts_with("$argon2id$"), "{hash}");
-    assert!(!hash.contains(&first));
-    assert!(access::verify_password(first.as_bytes(), &hash));
+    let r = t.post(url, &op, json!({})).await.shown_once();
+    assert_eq!(r["username"], "s-1@acme");
+    let first = r["password"].as_str().unwrap().to_owned();
+    let hash = t.store.device_password_hash("acme", "s-1").await.unwrap();
+    crate::assert_hash_of(&hash.unwrap(), &r["password"]);
     // A new one replaces it.
     let second = t.post(url, &op, json!({})).await.expect(201).body;
     assert_ne!(second["password"], first);
@@ -490,9 +481,8 @@ async fn device_passwords(db: &TestDb) {
 }
 
 async fn service_credentials(db: &TestDb) {
-    let p = pki_app(db).await;
+    let p = pki_app(db, &["acme"]).await;
     let t = &p.app;
-    t.tenant("acme").await;
     let url = "/v1/tenants/acme/service-credentials";
     let admin = t.token(Role::TenantAdmin, "acme");
     t.post(
@@ -502,28 +492,14 @@ async fn service_credentials(db: &TestDb) {
     )
     .await
     .problem(403, "forbidden");
-    let r = t
-        .post(
-            url,
-            &admin,
-            json!({"name": "ingest", "subscribe": ["devices/+/telemetry"]}),
-        )
-        .await
-        .expect(201);
-    assert_eq!(r.headers[http::header::CACHE_CONTROL], "no-store");
-    let created = r.body;
+    let ingest = json!({"name": "ingest", "subscribe": ["devices/+/telemetry"]});
+    let created = t.post(url, &admin, ingest).await.shown_once();
     assert_eq!(created["username"], "service:acme:ingest");
-    let password = created["password"].as_str().unwrap();
     let stored = t
         .store
-        .service_credential_by_username("service:acme:ingest")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(access::verify_password(
-        password.as_bytes(),
-        &stored.password_hash
-    ));
+        .service_credential_by_username("service:acme:ingest");
+    let stored = stored.await.unwrap().unwrap();
+    crate::assert_hash_of(&stored.password_hash, &created["password"]);
     assert_eq!(stored.subscribe, vec!["devices/+/telemetry".to_owned()]);
     t.post(url, &admin, json!({"name": "ingest"}))
         .await
@@ -544,11 +520,7 @@ async fn service_credentials(db: &TestDb) {
         .collect();
     assert_eq!(pointers, vec!["/name", "/publish/0"]);
 
-    let list = t
-        .get(url, &t.token(Role::Viewer, "acme"))
-        .await
-        .expect(200)
-        .body;
+    let list = t.fetch(url, &t.token(Role::Viewer, "acme")).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     assert!(list["items"][0].get("password").is_none());
     assert!(list["items"][0].get("password_hash").is_none());
@@ -564,9 +536,8 @@ async fn service_credentials(db: &TestDb) {
 }
 
 async fn policies_round_trip(db: &TestDb) {
-    let p = pki_app(db).await;
+    let p = pki_app(db, &["acme"]).await;
     let t = &p.app;
-    t.tenant("acme").await;
     let admin = t.token(Role::TenantAdmin, "acme");
     let url = "/v1/tenants/acme/policies/sensors";
     let document = json!({"rules": [
@@ -575,7 +546,7 @@ async fn policies_round_trip(db: &TestDb) {
     ]});
     let put = |token: String, body: Value| {
         let uri = url.to_owned();
-        async move { t.call(Method::PUT, &uri, Some(&token), Some(body)).await }
+        async move { t.put(&uri, &token, body).await }
     };
     put(t.token(Role::Operator, "acme"), document.clone())
         .await
@@ -585,15 +556,8 @@ async fn policies_round_trip(db: &TestDb) {
     assert_eq!(stored["document"], document);
     assert_eq!(p.told.take(), vec!["policies acme".to_owned()]);
     let viewer = t.token(Role::Viewer, "acme");
-    assert_eq!(
-        t.get(url, &viewer).await.expect(200).body["document"],
-        document
-    );
-    let list = t
-        .get("/v1/tenants/acme/policies", &viewer)
-        .await
-        .expect(200)
-        .body;
+    assert_eq!(t.fetch(url, &viewer).await["document"], document);
+    let list = t.fetch("/v1/tenants/acme/policies", &viewer).await;
     assert_eq!(list["items"][0]["name"], "sensors");
 
     // Invalid documents: 422 pointing at the bad part; nothing stored.
@@ -612,21 +576,14 @@ async fn policies_round_trip(db: &TestDb) {
         ),
         (json!({"rulez": []}), ""),
     ] {
-        let r = put(admin.clone(), bad.clone())
-            .await
-            .problem(422, "validation");
-        assert_eq!(r.pointer(), pointer, "{bad}: {}", r.body);
+        put(admin.clone(), bad.clone()).await.invalid_at(pointer);
     }
-    assert_eq!(
-        t.get(url, &viewer).await.expect(200).body["document"],
-        document
-    );
+    assert_eq!(t.fetch(url, &viewer).await["document"], document);
     assert!(p.told.take().is_empty());
-    t.call(
-        Method::PUT,
+    t.put(
         "/v1/tenants/acme/policies/bad%20name",
-        Some(&admin),
-        Some(document.clone()),
+        &admin,
+        document.clone(),
     )
     .await
     .problem(400, "bad-request");
@@ -639,10 +596,8 @@ async fn policies_round_trip(db: &TestDb) {
 
 /// Who may do what, and another tenant's token sees nothing (404).
 async fn roles_and_tenant_isolation(db: &TestDb) {
-    let p = pki_app(db).await;
+    let p = pki_app(db, &["acme", "beta"]).await;
     let t = &p.app;
-    t.tenant("acme").await;
-    t.tenant("beta").await;
     t.device("acme", "s-1").await;
     let certs = "/v1/tenants/acme/devices/s-1/certificates";
     t.post(certs, &t.token(Role::Viewer, "acme"), json!({}))
@@ -723,9 +678,8 @@ async fn roles_and_tenant_isolation(db: &TestDb) {
 /// Bring-your-own CA: code, proof of possession, registered and trusted,
 /// listed, removed.
 async fn bring_your_own_ca(db: &TestDb) {
-    let p = pki_app(db).await;
+    let p = pki_app(db, &["acme"]).await;
     let t = &p.app;
-    t.tenant("acme").await;
     let admin = t.token(Role::TenantAdmin, "acme");
     t.post(
         "/v1/tenants/acme/ca/registration-code",
@@ -797,11 +751,7 @@ async fn bring_your_own_ca(db: &TestDb) {
     .await
     .problem(422, "validation");
 
-    let list = t
-        .get(url, &t.token(Role::Viewer, "acme"))
-        .await
-        .expect(200)
-        .body;
+    let list = t.fetch(url, &t.token(Role::Viewer, "acme")).await;
     let kinds: Vec<&str> = list["items"]
         .as_array()
         .unwrap()

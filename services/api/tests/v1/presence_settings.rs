@@ -5,7 +5,6 @@ use std::sync::Arc;
 
 use api::Role;
 use events::change::ChangeFeed;
-use http::Method;
 use serde_json::json;
 use store::testing::TestDb;
 
@@ -27,43 +26,25 @@ async fn presence_settings(db: &TestDb) {
     assert_eq!(fresh.body["status_topic"], "devices/{d}/status");
     assert!(fresh.body["updated_at"].is_null());
 
-    t.call(
-        Method::PUT,
-        uri,
-        Some(&viewer),
-        Some(json!({"publish_status": false})),
-    )
-    .await
-    .problem(403, "forbidden");
+    t.put(uri, &viewer, json!({"publish_status": false}))
+        .await
+        .problem(403, "forbidden");
     assert!(topics.publishes("acme"));
-    t.call(
-        Method::PUT,
-        uri,
-        Some(&admin),
-        Some(json!({"publish": false})),
-    )
-    .await
-    .problem(422, "validation");
-    t.call(Method::PUT, uri, Some(&admin), Some(json!({})))
+    t.put(uri, &admin, json!({"publish": false}))
+        .await
+        .problem(422, "validation");
+    t.put(uri, &admin, json!({}))
         .await
         .problem(422, "validation");
 
     let off = t
-        .call(
-            Method::PUT,
-            uri,
-            Some(&admin),
-            Some(json!({"publish_status": false})),
-        )
+        .put(uri, &admin, json!({"publish_status": false}))
         .await
         .expect(200);
     assert_eq!(off.body["publish_status"], false);
     assert!(off.body["updated_at"].is_string());
     assert!(!topics.publishes("acme"));
-    assert_eq!(
-        t.get(uri, &viewer).await.expect(200).body["publish_status"],
-        false
-    );
+    assert_eq!(t.fetch(uri, &viewer).await["publish_status"], false);
 
     let audit = t.get("/v1/tenants/acme/audit", &t.admin).await.expect(200);
     let entry = audit.body["items"]

@@ -2,22 +2,19 @@
 //! roles, validation, audit, and what the session side is told.
 
 use api::Role;
-use http::Method;
 use serde_json::{Value, json};
 use store::testing::TestDb;
 
 use crate::pki_routes::pki_app;
 
 async fn tenant_default_and_device_override(db: &TestDb) {
-    let p = pki_app(db).await;
+    let p = pki_app(db, &["acme", "beta"]).await;
     let t = &p.app;
-    t.tenant("acme").await;
-    t.tenant("beta").await;
     t.device("acme", "d1").await;
     let tenant_url = "/v1/tenants/acme/publish-limits";
     let device_url = "/v1/tenants/acme/devices/d1/publish-limits";
     let put = |uri: &'static str, token: String, body: Value| async move {
-        t.call(Method::PUT, uri, Some(&token), Some(body)).await
+        t.put(uri, &token, body).await
     };
     let admin = t.token(Role::TenantAdmin, "acme");
     let operator = t.token(Role::Operator, "acme");
@@ -53,10 +50,7 @@ async fn tenant_default_and_device_override(db: &TestDb) {
     assert_eq!(stored["messages_burst"], 3);
     assert_eq!(stored["bytes_per_second"], Value::Null);
     assert_eq!(p.told.take(), vec!["limits acme/d1".to_owned()]);
-    assert_eq!(
-        t.get(device_url, &viewer).await.expect(200).body["messages_per_second"],
-        2
-    );
+    assert_eq!(t.fetch(device_url, &viewer).await["messages_per_second"], 2);
 
     // Invalid bodies: 422 with the pointer; nothing stored or told.
     for (bad, pointer) in [
@@ -68,10 +62,9 @@ async fn tenant_default_and_device_override(db: &TestDb) {
             "/bytes_per_second",
         ),
     ] {
-        let r = put(device_url, operator.clone(), bad.clone())
+        put(device_url, operator.clone(), bad.clone())
             .await
-            .problem(422, "validation");
-        assert_eq!(r.pointer(), pointer, "{bad}: {}", r.body);
+            .invalid_at(pointer);
     }
     let typo = put(device_url, operator.clone(), json!({"messages_per_sec": 1})).await;
     assert!(
@@ -80,10 +73,7 @@ async fn tenant_default_and_device_override(db: &TestDb) {
         typo.body
     );
     assert!(p.told.take().is_empty());
-    assert_eq!(
-        t.get(device_url, &viewer).await.expect(200).body["messages_per_second"],
-        2
-    );
+    assert_eq!(t.fetch(device_url, &viewer).await["messages_per_second"], 2);
 
     // Unknown device, other tenant's token: 404.
     put(

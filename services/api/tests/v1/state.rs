@@ -189,8 +189,7 @@ async fn desired_state(db: &TestDb) {
 }
 
 async fn desired_without_mqtt_is_503(db: &TestDb) {
-    let t = TestApp::new(db).await;
-    t.tenant("acme").await;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
     t.device("acme", "d1").await;
     put_desired(
         &t,

@@ -71,8 +71,7 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<Received>) -> Received {
 }
 
 async fn webhook_crud_roles_and_url_policy(db: &TestDb) {
-    let strict = TestApp::new(db).await;
-    strict.tenant("acme").await;
+    let strict = TestApp::with_tenants(db, &["acme"]).await;
     let base = "/v1/tenants/acme/webhooks";
     // The default policy refuses loopback (and plain http).
     let refused = strict
@@ -119,9 +118,9 @@ async fn webhook_crud_roles_and_url_policy(db: &TestDb) {
     assert_eq!(created["enabled"], true);
 
     let one = format!("{base}/{id}");
-    let read = t.get(&one, &viewer).await.expect(200).body;
+    let read = t.fetch(&one, &viewer).await;
     assert!(read.get("secret").is_none(), "secret shown again: {read}");
-    let listed = t.get(base, &viewer).await.expect(200).body;
+    let listed = t.fetch(base, &viewer).await;
     assert_eq!(listed["items"].as_array().unwrap().len(), 1);
     assert!(listed["next_cursor"].is_null());
     t.get(&one, &t.token(Role::Viewer, "other"))
@@ -263,10 +262,8 @@ async fn test_ping_and_redeliver_reach_a_real_receiver(db: &TestDb) {
     let mut status = Value::Null;
     for _ in 0..300 {
         let page = t
-            .get(&format!("{deliveries}?status=delivered"), &admin)
-            .await
-            .expect(200)
-            .body;
+            .fetch(&format!("{deliveries}?status=delivered"), &admin)
+            .await;
         if let Some(d) = page["items"].as_array().unwrap().first() {
             status = d["status"].clone();
             assert_eq!(d["id"], delivery_id);
@@ -325,13 +322,7 @@ async fn device_events_of_rest_changes_reach_webhooks(db: &TestDb) {
     hub.add_listener(Arc::new(writer));
 
     t.device("acme", "d1").await;
-    t.patch(
-        "/v1/tenants/acme/devices/d1",
-        &t.admin,
-        json!({"enabled": false}),
-    )
-    .await
-    .expect(200);
+    t.disable("acme", "d1").await;
     t.delete("/v1/tenants/acme/devices/d1", &t.admin)
         .await
         .expect(204);

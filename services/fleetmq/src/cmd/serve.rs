@@ -171,7 +171,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
             store: store.clone(),
             broker: broker.clone(),
             status: services.status.clone(),
-            replay: None,
+            journal: joined.journal(),
         })
     });
     let mqtt_tasks = [

@@ -309,14 +309,19 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
         matches!(missing_hook, Err(Error::NotFound { .. })),
         "{missing_hook:?}"
     );
-    let service = |id: &str, name: &str| NewServiceCredential {
-        id: id.into(),
-        scope: CredentialScope::Tenant("acme".into()),
-        name: name.into(),
-        username: format!("{name}@acme"),
-        password_hash: "$argon2id$secret".into(),
-        publish: vec![],
-        subscribe: vec![],
+    let credential =
+        |id: &str, scope: CredentialScope, name: &str, username: String| NewServiceCredential {
+            id: id.into(),
+            scope,
+            name: name.into(),
+            username,
+            password_hash: "$argon2id$secret".into(),
+            publish: vec![],
+            subscribe: vec![],
+        };
+    let service = |id: &str, name: &str| {
+        let acme = CredentialScope::Tenant("acme".into());
+        credential(id, acme, name, format!("{name}@acme"))
     };
     store
         .create_service_credential(&service("sc1", "ingest"), Some(&entry("sc.create")))
@@ -336,14 +341,13 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
         matches!(missing, Err(Error::NotFound { .. })),
         "{missing:?}"
     );
-    let platform = |id: &str, name: &str| NewServiceCredential {
-        id: id.into(),
-        scope: CredentialScope::Platform,
-        name: name.into(),
-        username: format!("platform:{name}"),
-        password_hash: "$argon2id$secret".into(),
-        publish: vec![],
-        subscribe: vec![],
+    let platform = |id: &str, name: &str| {
+        credential(
+            id,
+            CredentialScope::Platform,
+            name,
+            format!("platform:{name}"),
+        )
     };
     store
         .create_service_credential(&platform("pc1", "ops"), Some(&entry("pc.create")))

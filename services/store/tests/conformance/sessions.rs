@@ -47,6 +47,8 @@ pub(crate) fn body(tenant: &str, payload: &[u8]) -> SessionMessage {
         properties: json!({}),
         expires_at: None,
         created_at: t0(),
+        // Read back as written (the cluster's routed id, issue 15).
+        routed_id: Some(*b"origin-run\x00\x00\x00\x00\x00\x07"),
     }
 }
 
@@ -75,7 +77,8 @@ pub(crate) async fn connect(store: &Store, records: Vec<SessionRecord>) -> anyho
     Ok(())
 }
 
-fn will(at: DateTime<Utc>) -> SessionWill {
+/// A will not yet due (its session is connected).
+fn will() -> SessionWill {
     SessionWill {
         topic: "devices/d1/status".into(),
         payload: b"offline".to_vec(),
@@ -83,7 +86,15 @@ fn will(at: DateTime<Utc>) -> SessionWill {
         retain: true,
         properties: json!({"content_type": "text/plain"}),
         delay: 30,
-        due_at: Some(at),
+        due_at: None,
+    }
+}
+
+/// [`record`] with [`will`].
+fn with_will(tenant: &str, client: &str, at: DateTime<Utc>) -> SessionRecord {
+    SessionRecord {
+        will: Some(will()),
+        ..record(tenant, client, at)
     }
 }
 
@@ -101,11 +112,7 @@ fn sub(filter: &str, qos: u8, id: Option<u32>) -> SessionSubscription {
 async fn sessions_are_created_replaced_and_deleted(db: &TestDb) -> anyhow::Result<()> {
     let store = acme(db).await?;
     let at = t0();
-    let mut r = record("acme", "d1", at);
-    r.will = Some(SessionWill {
-        due_at: None,
-        ..will(at)
-    });
+    let r = with_will("acme", "d1", at);
     connect(store, vec![r.clone()]).await?;
     let loaded = store.load_sessions("acme").await?;
     assert_eq!(loaded.len(), 1);
@@ -201,17 +208,12 @@ async fn disconnects_start_deadlines_and_wills_are_kept_until_cleared(
 ) -> anyhow::Result<()> {
     let store = acme(db).await?;
     let at = t0();
-    let mut with_will = record("acme", "d1", at);
-    with_will.will = Some(SessionWill {
-        due_at: None,
-        ..will(at)
-    });
-    let mut normal = record("acme", "d2", at);
-    normal.will = Some(SessionWill {
-        due_at: None,
-        ..will(at)
-    });
-    connect(store, vec![with_will, normal, record("acme", "d3", at)]).await?;
+    let records = vec![
+        with_will("acme", "d1", at),
+        with_will("acme", "d2", at),
+        record("acme", "d3", at),
+    ];
+    connect(store, records).await?;
     let gone = at + Duration::seconds(5);
     let disconnect = |client: &str, due: Option<DateTime<Utc>>| SessionDisconnect {
         key: key("acme", client),
@@ -269,15 +271,13 @@ async fn a_crashed_node_releases_its_sessions(db: &TestDb) -> anyhow::Result<()>
     let mut a = record("acme", "a", at);
     a.will = Some(SessionWill {
         delay: 7_200, // longer than the session: due at its end
-        due_at: None,
-        ..will(at)
+        ..will()
     });
     let mut b = record("acme", "b", at);
     b.expiry_interval = u32::MAX; // never expires
     b.will = Some(SessionWill {
         delay: 10,
-        due_at: None,
-        ..will(at)
+        ..will()
     });
     let c = record("acme", "c", at);
     let mut elsewhere = record("acme", "d", at);
@@ -395,14 +395,9 @@ async fn expired_sessions_and_messages_are_purged_by_absolute_deadline(
 ) -> anyhow::Result<()> {
     let store = acme(db).await?;
     let at = t0();
-    let mut with_will = record("acme", "will", at);
-    with_will.will = Some(SessionWill {
-        due_at: None,
-        ..will(at)
-    });
     let clients = ["expired", "later", "online", "will"];
     let mut records: Vec<_> = clients[..3].iter().map(|c| record("acme", c, at)).collect();
-    records.push(with_will);
+    records.push(with_will("acme", "will", at));
     connect(store, records).await?;
     let mut expiring = body("acme", b"short-lived");
     expiring.expires_at = Some(at + Duration::seconds(10));

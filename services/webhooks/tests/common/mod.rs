@@ -20,7 +20,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use store::testing::TestDb;
-use store::{BatchLimits, DeliveryStatus, NewOutboxEvent, Store, WebhookEndpoint};
+use store::{BatchLimits, DeliveryStatus, NewOutboxEvent, Store, WebhookDelivery, WebhookEndpoint};
 use webhooks::{EndpointRequest, UrlPolicy, WorkerConfig};
 
 /// Long enough for a loaded, shared machine; tests wait for events, never
@@ -270,6 +270,43 @@ pub fn device_event(event_type: &str, device: &str, seq: i64) -> NewOutboxEvent 
         device_seq: Some(seq),
         ..NewOutboxEvent::new("acme", event_type, json!({"device": device, "seq": seq}))
     }
+}
+
+/// A [`scene`] whose receiver answers `path` with `behaviour`, an endpoint
+/// there for `device.connected`, and one such event in the outbox for a
+/// worker the test starts.
+pub async fn one_event_for<'db>(
+    db: &'db TestDb,
+    path: &str,
+    behaviour: Behaviour,
+) -> (
+    &'db Store,
+    Arc<Receiver>,
+    WebhookEndpoint,
+    tokio::task::JoinHandle<()>,
+) {
+    let (store, receiver, addr, server) = scene(db).await;
+    receiver.set(path, behaviour);
+    let hook = endpoint(store, addr, path, &["device.connected"], None).await;
+    append_device_event(store, "device.connected", "d1", 1).await;
+    (store, receiver, hook, server)
+}
+
+/// The newest delivery to `hook`.
+pub async fn latest_delivery(store: &Store, hook: &WebhookEndpoint) -> WebhookDelivery {
+    store
+        .list_webhook_deliveries("acme", &hook.id, None, None, 1)
+        .await
+        .unwrap()
+        .remove(0)
+}
+
+/// Append [`device_event`] to the outbox.
+pub async fn append_device_event(store: &Store, event_type: &str, device: &str, seq: i64) {
+    store
+        .append_outbox_events(&[device_event(event_type, device, seq)])
+        .await
+        .unwrap();
 }
 
 /// Wait until `done` holds, failing the test after [`PATIENCE`].
