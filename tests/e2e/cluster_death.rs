@@ -288,6 +288,13 @@ async fn survivors_take_over_a_dead_nodes_devices_wills_and_sessions() {
         acked.insert(name.to_owned(), task.await.unwrap());
     }
 
+    for i in 1..3 {
+        for line in c.nodes[i].drain_stderr() {
+            if line.contains("journal") || line.contains("dead node was taken over") {
+                println!("node {}: {line}", i + 1);
+            }
+        }
+    }
     // Each subscriber gets every message acknowledged after the adoption,
     // in order per publisher.
     for ((id, (_client, mut rx)), before) in SUBSCRIBERS.into_iter().zip(after_rx).zip(before) {
@@ -302,12 +309,23 @@ async fn survivors_take_over_a_dead_nodes_devices_wills_and_sessions() {
         let mut after: Vec<(String, usize)> = Vec::new();
         let drained = tokio::time::timeout(DRAIN_BOUND, async {
             while !missing.is_empty() {
-                let m = parse(&v5_publish(&mut rx).await.payload);
-                missing.remove(&m);
-                after.push(m);
+                match rx.recv().await.expect("client ended") {
+                    Ok(Packet::Publish(p)) => {
+                        let m = parse(&p.payload);
+                        missing.remove(&m);
+                        after.push(m);
+                    }
+                    Ok(_) => {}
+                    Err(e) => panic!("{id}: the client failed: {e}"),
+                }
             }
         })
         .await;
+        if !missing.is_empty() {
+            let mut missing: Vec<_> = missing.iter().collect();
+            missing.sort();
+            println!("{id}: never arrived: {missing:?}");
+        }
         // What else is already there: repeats.
         tokio::time::sleep(Duration::from_millis(300)).await;
         drain_now(&mut rx, &mut after);
