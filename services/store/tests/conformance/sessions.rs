@@ -312,7 +312,7 @@ async fn a_dead_nodes_sessions_are_taken_once_by_one_survivor(db: &TestDb) -> an
     lost.will = Some(SessionWill {
         delay: 0,
         due_at: None,
-        ..will(at)
+        ..will()
     });
     let offline = record("acme", "offline", at);
     let mut alive = record("acme", "alive", at);
