@@ -309,11 +309,7 @@ async fn a_dead_nodes_sessions_are_taken_once_by_one_survivor(db: &TestDb) -> an
     let store = acme(db).await?;
     let at = t0();
     let mut lost = record("acme", "lost", at);
-    lost.will = Some(SessionWill {
-        delay: 0,
-        due_at: None,
-        ..will()
-    });
+    lost.will = Some(SessionWill { delay: 0, ..will() });
     let offline = record("acme", "offline", at);
     let mut alive = record("acme", "alive", at);
     alive.node_id = Some("node-2".into());
