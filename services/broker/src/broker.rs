@@ -437,6 +437,24 @@ impl Broker {
         &self.inner.platform
     }
 
+    /// The client ids of the sessions this node holds (connected or
+    /// not), per namespace in memory, the platform namespace included: for
+    /// a cluster node that catches up on what it missed.
+    pub fn held_sessions(&self) -> Vec<(TenantId, Vec<String>)> {
+        let mut all = self.loaded_tenants();
+        all.push(self.inner.platform.clone());
+        all.iter()
+            .map(|t| {
+                let ids = t
+                    .all_sessions()
+                    .iter()
+                    .map(|s| s.client_id().to_string())
+                    .collect();
+                (t.id.clone(), ids)
+            })
+            .collect()
+    }
+
     /// Every tenant in memory (not the platform namespace).
     pub(crate) fn loaded_tenants(&self) -> Vec<Arc<Tenant>> {
         self.inner
@@ -562,23 +580,42 @@ impl Broker {
                 .await
                 .map_err(|e| Error::Store(e.0))
         };
-        let Some(node) = load()
+        let Some((node, before)) = load()
             .await?
-            .and_then(|s| s.node)
-            .filter(|n| n != handoff.node())
+            .and_then(|s| Some((s.node.clone()?, s)))
+            .filter(|(n, _)| n != handoff.node())
         else {
             return Ok(());
         };
+        // What is routed for the session while the other node lets go of
+        // it is caught here from now on, other nodes' messages once NATS
+        // confirms this node's interest (bounded): nothing falls between
+        // the two nodes (`Tenant::stand_in`).
+        let limits = crate::session::QueueLimits::of(&self.inner.config);
+        let (stand_in, confirmed) = tenant.stand_in(
+            client_id,
+            &before.record.owner,
+            &before.subscriptions,
+            limits,
+        );
+        drop(before);
+        for interest in confirmed {
+            let _ = interest.await;
+        }
         if let Err(e) = handoff.release(&node, &tenant.id, client_id).await {
             // A dead node cannot answer: its session is taken as stored.
             tracing::warn!(node, error = %e, "session not released by its node; taken over as stored");
         }
-        tenant.adopt(
-            client_id,
-            load().await?,
-            crate::session::QueueLimits::of(&self.inner.config),
-        );
-        Ok(())
+        match load().await {
+            Ok(stored) => {
+                tenant.adopt(client_id, stored, limits, Some(stand_in));
+                Ok(())
+            }
+            Err(e) => {
+                tenant.forget(&stand_in);
+                Err(e)
+            }
+        }
     }
 
     /// Gives the live connection of `client_id` in `tenant` new publish

@@ -53,8 +53,20 @@ pub trait Interconnect: Send + Sync + 'static {
         present: bool,
     ) -> Option<Durability>;
 
-    /// A message published on this node in `tenant`.
-    fn forward(&self, tenant: &TenantId, message: &Outbound<'_>);
+    /// The id of the next message published on this node (set on it
+    /// before it is routed, so local copies carry it too); `None`: this
+    /// interconnect does not number messages.
+    fn next_id(&self) -> Option<MessageId> {
+        None
+    }
+
+    /// A message published on this node in `tenant`. For a QoS 1/2 one,
+    /// what may come back is what the publisher's PUBACK / PUBREC waits
+    /// for besides this node's own stores: the message made durable where
+    /// the other nodes can find it again (the cluster's journal). It must
+    /// resolve, with an error if need be, within a bound. QoS 0 messages
+    /// never wait.
+    fn forward(&self, tenant: &TenantId, message: &Outbound<'_>) -> Option<Durability>;
 
     /// This node set (`Some`, a retained message) or deleted (`None`) the
     /// retained message of `topic` in `tenant`.
@@ -66,10 +78,52 @@ pub trait Interconnect: Send + Sync + 'static {
     );
 }
 
+/// A routed message's id, unique across a cluster: the run of the node
+/// that published it (`origin`, random per process) and that run's count
+/// of published messages (`seq`, increasing in publish order). A session
+/// that holds a message with an id does not take a second copy of it
+/// (a takeover's overlap, a replay).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct MessageId {
+    /// The origin node's run.
+    pub origin: u64,
+    /// Its order on that run.
+    pub seq: u64,
+}
+
+impl MessageId {
+    /// Its 16 bytes (origin then seq, big-endian), as the wire envelope
+    /// and the session store keep it.
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&self.origin.to_be_bytes());
+        out[8..].copy_from_slice(&self.seq.to_be_bytes());
+        out
+    }
+
+    /// From [`MessageId::to_bytes`]; `None` unless exactly 16 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<MessageId> {
+        let bytes: &[u8; 16] = bytes.try_into().ok()?;
+        let (origin, seq) = bytes.split_at(8);
+        Some(MessageId {
+            origin: u64::from_be_bytes(origin.try_into().ok()?),
+            seq: u64::from_be_bytes(seq.try_into().ok()?),
+        })
+    }
+}
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}-{}", self.origin, self.seq)
+    }
+}
+
 /// A message as it leaves this node: what another node needs to deliver
 /// it with the same semantics.
 #[derive(Debug, Clone, Copy)]
 pub struct Outbound<'a> {
+    /// Its id across the cluster, if the interconnect numbered it.
+    pub id: Option<MessageId>,
     /// The topic in its tenant.
     pub topic: &'a TopicName,
     /// The application message.
@@ -96,6 +150,8 @@ pub struct Outbound<'a> {
 /// [`Broker::apply_remote_retained`] take it.
 #[derive(Debug, Clone)]
 pub struct Inbound {
+    /// Its id across the cluster, if its node numbered it.
+    pub id: Option<MessageId>,
     /// The topic in its tenant.
     pub topic: TopicName,
     /// The application message.
@@ -118,6 +174,7 @@ impl Message {
     /// This message as it leaves the node.
     pub(crate) fn outbound<'a>(&'a self, owner: Option<&'a str>, now: Instant) -> Outbound<'a> {
         Outbound {
+            id: self.id,
             topic: &self.topic,
             payload: &self.payload,
             qos: self.qos,
@@ -141,6 +198,7 @@ impl Message {
             now,
         );
         message.platform_origin = m.platform_origin;
+        message.id = m.id;
         message
     }
 }
@@ -162,17 +220,7 @@ impl Broker {
         tenant: &TenantId,
         message: Inbound,
     ) -> usize {
-        let Some(ns) = self.existing(namespace) else {
-            return 0;
-        };
-        let topic = if namespace.is_platform() {
-            match crate::platform::mount(tenant, &message.topic) {
-                Some(topic) => topic,
-                None => return 0,
-            }
-        } else if namespace == tenant {
-            message.topic.clone()
-        } else {
+        let Some((ns, topic)) = self.arriving(namespace, tenant, &message.topic) else {
             return 0;
         };
         // MQTT-4.7.2-1 ($ topics and leading wildcards) is not NATS's rule;
@@ -189,6 +237,80 @@ impl Broker {
         // Written behind for persistent sessions: the publisher on the
         // other node was acknowledged by its own node's rule.
         crate::router::route_matched(&ns, &message, matched, None).0
+    }
+
+    /// Delivers a message read back from the cluster's journal (a replay,
+    /// `cluster::journal`) in `tenant` to those of the sessions
+    /// `client_ids` of `namespace` this node holds that do not hold it
+    /// already (same [`MessageId`]): one copy per session through all its
+    /// matching subscriptions, as for a local publish, and to the first
+    /// of them in each shared group that matches. Written behind to the
+    /// session store (the journal holds it), and neither forwarded nor
+    /// announced again. Returns how many sessions it was queued for.
+    pub fn deliver_replayed(
+        &self,
+        namespace: &TenantId,
+        client_ids: &[String],
+        tenant: &TenantId,
+        message: Inbound,
+    ) -> usize {
+        let Some((ns, topic)) = self.arriving(namespace, tenant, &message.topic) else {
+            return 0;
+        };
+        let message = Arc::new(Message::inbound(message, topic, Instant::now()));
+        let mut matched = Vec::new();
+        let mut groups: Vec<TopicFilter> = Vec::new();
+        for client_id in client_ids {
+            let Some(session) = ns.session(client_id) else {
+                continue;
+            };
+            let st = session.lock();
+            if message.id.is_some_and(|id| st.holds(id)) {
+                continue;
+            }
+            for (filter, entry) in &st.subscriptions {
+                let shared = filter.shared();
+                if !shared
+                    .as_ref()
+                    .map_or(filter, |s| &s.filter)
+                    .matches(&message.topic)
+                    || (shared.is_some() && groups.contains(filter))
+                {
+                    continue;
+                }
+                if shared.is_some() {
+                    groups.push(filter.clone());
+                }
+                matched.push(crate::index::Matched {
+                    subscriber: crate::index::Subscriber {
+                        session: session.clone(),
+                        options: entry.options,
+                        id: entry.id,
+                    },
+                    shared: shared.map(|_| filter.clone()),
+                });
+            }
+        }
+        crate::router::route_matched(&ns, &message, matched, None).0
+    }
+
+    /// Namespace `namespace`, if in memory, and `tenant`'s `topic` as it
+    /// sees it: the tenant's own, or mounted under the tenant id in the
+    /// platform namespace; `None` for another tenant's, or one the
+    /// platform does not mount.
+    fn arriving(
+        &self,
+        namespace: &TenantId,
+        tenant: &TenantId,
+        topic: &TopicName,
+    ) -> Option<(Arc<crate::tenant::Tenant>, TopicName)> {
+        let ns = self.existing(namespace)?;
+        let topic = if namespace.is_platform() {
+            crate::platform::mount(tenant, topic)?
+        } else {
+            (namespace == tenant).then(|| topic.clone())?
+        };
+        Some((ns, topic))
     }
 
     /// Applies another node's retained change of `topic` in `tenant` to
@@ -247,13 +369,14 @@ mod tests {
             self.interest.lock().unwrap().push(entry);
             None
         }
-        fn forward(&self, _: &TenantId, m: &Outbound<'_>) {
+        fn forward(&self, _: &TenantId, m: &Outbound<'_>) -> Option<Durability> {
             let entry = (
                 m.topic.as_str().to_owned(),
                 m.origin.map(str::to_owned),
                 m.expiry,
             );
             self.forwarded.lock().unwrap().push(entry);
+            None
         }
         fn retained_changed(&self, _: &TenantId, topic: &TopicName, r: Option<&Outbound<'_>>) {
             let entry = (topic.as_str().to_owned(), r.is_some());
@@ -287,6 +410,7 @@ mod tests {
     /// A retained message from client `origin` on another node.
     fn remote(topic: &str, qos: QoS, properties: Properties, origin: &str) -> Inbound {
         Inbound {
+            id: None,
             topic: TopicName::parse(topic).unwrap(),
             payload: Bytes::from_static(b"p"),
             qos,
@@ -417,6 +541,136 @@ mod tests {
         assert_eq!(t.stats().retained, 1);
         b.apply_remote_retained(&id, &inbound.topic, None);
         assert_eq!(t.stats().retained, 0);
+    }
+
+    /// A QoS 1 message numbered `seq` by node run `origin`.
+    fn numbered(topic: &str, origin: u64, seq: u64) -> Arc<Message> {
+        let mut m = remote(topic, QoS::AtLeastOnce, Properties::default(), "p");
+        m.retain = false;
+        m.id = Some(MessageId { origin, seq });
+        Arc::new(Message::inbound(m.clone(), m.topic, Instant::now()))
+    }
+
+    fn ids_of(s: &Session) -> Vec<(Option<u64>, u64)> {
+        let mut st = s.lock();
+        st.pending
+            .iter_mut()
+            .map(|d| (d.seq, d.message.id.map_or(0, |id| id.seq)))
+            .collect()
+    }
+
+    /// A session moving here from another node (issue 15): what its
+    /// stand-in catches meanwhile follows the stored queue, less what the
+    /// stored queue already has; numbered after it and stored too.
+    #[tokio::test]
+    async fn a_stand_in_keeps_what_came_meanwhile_after_the_stored_queue_once() {
+        use crate::session_store::{
+            MemorySessionStore, QueuedFor, SessionRecord, SessionStore, StoredSubscription,
+        };
+        let id = TenantId::parse("acme").unwrap();
+        let store = Arc::new(MemorySessionStore::new());
+        let t = Tenant::new(id.clone());
+        t.set_session_store(store.clone());
+        // As the other node left it: messages 1 and 2 of run 7 queued.
+        let record = SessionRecord {
+            client_id: Arc::from("mover"),
+            owner: "mover".to_owned(),
+            protocol: mqtt::ProtocolVersion::V5,
+            expiry_interval: 3600,
+            will: None,
+        };
+        drop(store.connect(&id, &record, true));
+        let sub = StoredSubscription {
+            filter: filter("a/#"),
+            options: SubscriptionOptions::new(QoS::AtLeastOnce),
+            id: None,
+        };
+        drop(store.subscribe(&id, "mover", &sub));
+        for seq in [1, 2] {
+            let body = Arc::new(
+                numbered("a/x", 7, seq)
+                    .to_session_store(Instant::now(), std::time::SystemTime::now()),
+            );
+            let to = QueuedFor {
+                client_id: Arc::from("mover"),
+                seq: seq - 1,
+                qos: QoS::AtLeastOnce,
+                retain: false,
+                subscription_ids: vec![],
+                shared: None,
+            };
+            drop(store.enqueue(&id, &body, &[to]));
+        }
+        let before = store.load_session(&id, "mover").await.unwrap().unwrap();
+        let limits = QueueLimits::messages(10);
+        let (stand_in, _) = t.stand_in("mover", "mover", &before.subscriptions, limits);
+        assert!(
+            t.session("mover").is_none(),
+            "a stand-in is not the session yet"
+        );
+        // Routed while the other node lets go: 2 (which it stored too), 3,
+        // and one of this node's own.
+        for m in [
+            numbered("a/x", 7, 2),
+            numbered("a/y", 7, 3),
+            numbered("a/z", 9, 0),
+        ] {
+            assert_eq!(crate::router::route(&t, &m), 1);
+        }
+        let after = store.load_session(&id, "mover").await.unwrap();
+        t.adopt("mover", after, limits, Some(stand_in.clone()));
+        let session = t.session("mover").unwrap();
+        assert!(Arc::ptr_eq(&session, &stand_in));
+        assert_eq!(
+            ids_of(&session),
+            [(Some(0), 1), (Some(1), 2), (Some(2), 3), (Some(3), 0)]
+        );
+        assert_eq!(session.lock().next_seq, 4);
+        // The caught ones are in the store, after the stored ones.
+        let stored = store.load_session(&id, "mover").await.unwrap().unwrap();
+        let seqs: Vec<(u64, Option<MessageId>)> =
+            stored.queue.iter().map(|d| (d.seq, d.message.id)).collect();
+        let run = |origin, seq| Some(MessageId { origin, seq });
+        assert_eq!(
+            seqs,
+            [
+                (0, run(7, 1)),
+                (1, run(7, 2)),
+                (2, run(7, 3)),
+                (3, run(9, 0))
+            ]
+        );
+        // Its subscription routes to it as the session now.
+        assert_eq!(crate::router::route(&t, &numbered("a/w", 7, 4)), 1);
+        assert_eq!(ids_of(&session).len(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_replayed_message_reaches_the_named_sessions_that_lack_it() {
+        let id = TenantId::parse("acme").unwrap();
+        let b = Broker::allow_anonymous(id.clone(), crate::Config::default());
+        let t = b.tenant(&id).await.unwrap();
+        let (named, other) = (session(&t, "named"), session(&t, "other"));
+        let q1 = SubscriptionOptions::new(QoS::AtLeastOnce);
+        t.subscribe(&named, &filter("a/+"), q1, Some(3));
+        t.subscribe(&named, &filter("a/#"), q1, None);
+        t.subscribe(&other, &filter("a/#"), q1, None);
+        let message = |seq| {
+            let mut m = remote("a/b", QoS::AtLeastOnce, Properties::default(), "p");
+            m.id = Some(MessageId { origin: 1, seq });
+            m
+        };
+        let names = ["named".to_owned(), "gone".to_owned()];
+        // One copy for the session (both filters match), none for "other".
+        assert_eq!(b.deliver_replayed(&id, &names, &id, message(5)), 1);
+        assert_eq!(b.deliver_replayed(&id, &names, &id, message(5)), 0);
+        assert_eq!(b.deliver_replayed(&id, &names, &id, message(6)), 1);
+        assert_eq!(named.lock().pending.len(), 2);
+        assert_eq!(named.lock().pending.front().unwrap().subscription_ids, [3]);
+        assert!(other.lock().pending.is_empty());
+        // Another tenant's message does not enter this one.
+        let elsewhere = TenantId::parse("other").unwrap();
+        assert_eq!(b.deliver_replayed(&id, &names, &elsewhere, message(7)), 0);
     }
 
     #[tokio::test]

@@ -29,6 +29,10 @@ pub(crate) struct Message {
     /// than of the tenant: client ids are unique per namespace only, so No
     /// Local compares them only inside the namespace they came from.
     pub(crate) platform_origin: bool,
+    /// Its id across a cluster (the origin node's run and order), so that
+    /// a session that gets it twice (a takeover, a replay) keeps one copy.
+    /// `None` on a single node.
+    pub(crate) id: Option<crate::interconnect::MessageId>,
     /// What holding it costs, see [`Message::cost`]; computed once.
     cost: usize,
 }
@@ -91,6 +95,7 @@ impl Message {
             expires_at,
             origin,
             platform_origin: false,
+            id: None,
         }
     }
 
@@ -116,6 +121,7 @@ impl Message {
             expires_at: self.expires_at,
             origin: self.origin.clone(),
             platform_origin: self.platform_origin,
+            id: self.id,
         }
     }
 
@@ -167,6 +173,7 @@ impl Message {
             qos: self.qos,
             properties: self.properties.clone(),
             expires_at: self.expires_at_wall(now, wall),
+            id: self.id,
         }
     }
 
@@ -192,6 +199,7 @@ impl Message {
             Ok(left) => now + left,
             Err(_) => now.checked_sub(Duration::from_secs(1)).unwrap_or(now),
         });
+        message.id = stored.id;
         message
     }
 

@@ -56,6 +56,9 @@ pub(crate) fn publish_durable(
     message: Message,
     full: Option<&mut Vec<Arc<Session>>>,
 ) -> Result<(usize, Option<Durability>), QuotaRefusal> {
+    let mut message = message;
+    // Numbered before it is routed: local copies carry the id too.
+    message.id = broker.interconnect().and_then(|ic| ic.next_id());
     let message = Arc::new(message);
     metrics::message_in(message.qos);
     let durability = if message.retain {
@@ -80,12 +83,14 @@ pub(crate) fn publish_durable(
     let delivered = routed + platform::fan_out(broker, tenant, &message);
     // Once, after the retained update and the local fan-out; what arrives
     // from other nodes never comes through here.
-    if let Some(ic) = broker.interconnect() {
-        ic.forward(&tenant.id, &message.outbound(owner, Instant::now()));
-    }
+    // In a cluster a QoS 1/2 message is also durable in the cluster's
+    // journal before it is acknowledged, for the sessions on other nodes.
+    let journaled = broker
+        .interconnect()
+        .and_then(|ic| ic.forward(&tenant.id, &message.outbound(owner, Instant::now())));
     Ok((
         delivered,
-        crate::session_store::all_durable([durability, queued]),
+        crate::session_store::all_durable([durability, queued, journaled]),
     ))
 }
 

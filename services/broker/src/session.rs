@@ -378,6 +378,11 @@ impl Queue {
             .release(before - self.items.len(), bytes_before - bytes);
     }
 
+    /// The deliveries in order, to renumber in place (their cost stays).
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Delivery> {
+        self.items.iter_mut()
+    }
+
     pub(crate) fn clear(&mut self) {
         self.tenant.release(self.items.len(), self.bytes);
         self.items.clear();
@@ -427,6 +432,18 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
+    /// Whether the message `id` is queued or in flight here (a copy of it
+    /// arriving again, through a takeover's overlap or a replay, is not
+    /// taken).
+    pub(crate) fn holds(&self, id: crate::interconnect::MessageId) -> bool {
+        let is = |d: &Delivery| d.message.id == Some(id);
+        self.pending.items.iter().any(is)
+            || self
+                .inflight
+                .values()
+                .any(|o| matches!(o, Outgoing::Publish(d) if is(d)))
+    }
+
     /// A packet id not in flight (2.2.1), or `None` if all 65,535 are.
     pub(crate) fn next_packet_id(&mut self) -> Option<PacketId> {
         for _ in 0..u16::MAX {

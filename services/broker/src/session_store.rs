@@ -95,6 +95,10 @@ pub struct StoredMessage {
     pub properties: Properties,
     /// When the message expires, on the wall clock; `None`: never.
     pub expires_at: Option<SystemTime>,
+    /// Its id across a cluster ([`crate::interconnect::MessageId`]), so
+    /// that a session moved or replayed into keeps one copy; `None` on a
+    /// single node.
+    pub id: Option<crate::interconnect::MessageId>,
 }
 
 impl StoredMessage {

@@ -10,6 +10,34 @@
 //! One node per request, rather than a broadcast every node answers: the
 //! store already says which node serves the session, and a requester
 //! could not tell how many answers to wait for.
+//!
+//! Nothing is missed while a session moves (issue 15): before asking, the
+//! connecting node puts a stand-in of the session (its stored
+//! subscriptions, not yet in its session table nor its store) into its
+//! subscription index and waits until NATS confirms its interest in
+//! those filters (the bound of `routing::INTEREST_WAIT`); from then on
+//! every message routed for the session, from any node and its own,
+//! queues in the stand-in. Once the other node has let go and flushed,
+//! the stored session is merged into the stand-in, which becomes the
+//! session: the stored queue first, then what the stand-in caught less
+//! the messages the stored queue has already (by their
+//! [`broker::MessageId`], kept with each stored message), numbered after
+//! them and written to the store. The messages the two nodes both
+//! received are kept once; the order per publisher holds (the stored
+//! ones came first on the old node, the caught ones after).
+//!
+//! Why a stand-in rather than a second NATS subscription whose buffer is
+//! appended after loading: the buffer and the new node's own
+//! subscriptions would be two deliveries of the same messages with no
+//! moment at which one takes over from the other without a gap, a
+//! duplicate or a reordering; the stand-in is one session object that
+//! every route reaches (local publishes too, which never come back
+//! through NATS), so the switch is the merge under its lock. A replay of
+//! the journal instead would have needed a start point (the stream's end
+//! before the request) and the same hold of live messages until it ends.
+//! The one duplicate left: a message the old node delivered and its
+//! client acknowledged between the stand-in's start and the release (a
+//! client still connected there), which QoS 1 allows.
 
 use std::time::Duration;
 

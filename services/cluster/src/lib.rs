@@ -17,7 +17,8 @@
 //! # Routing (issue 15)
 //!
 //! - Subjects ([`subjects`]): a message on topic `a/b` in tenant `t`
-//!   travels on `fleetmq.msg.t.a.b`, each level escaped into one token
+//!   travels on `fleetmq.msg.1.t.a.b` (QoS 1/2, kept by the journal) or
+//!   `fleetmq.msg.0.t.a.b` (QoS 0), each level escaped into one token
 //!   (reversibly; `.`, `*`, `>`, whitespace, non-ASCII, a leading `$` and
 //!   empty levels cannot be tokens as they are). A filter maps `+` to `*`
 //!   and `#` to `>`, `x/#` to both `x` and `x.>`.
@@ -55,9 +56,20 @@
 //!   second connection, with echo), never locally as well.
 //! - Sessions ([`handoff`]): a CONNECT takes its client id over from the
 //!   node the session's stored row names (0x8E there, the session
-//!   written and forgotten), then loads it from Postgres.
-//! - Not yet: a QoS 1/2 publisher's acknowledgement does not wait for
-//!   persistent sessions on other nodes (written behind there).
+//!   written and forgotten), then loads it from Postgres. Meanwhile a
+//!   stand-in of the session on the new node catches what is routed for
+//!   it, and follows the stored queue less what that already holds
+//!   (by [`broker::MessageId`]): nothing is missed while it moves.
+//! - Acknowledged means durable across nodes ([`journal`]): every QoS 1/2
+//!   message routed is also kept in a JetStream stream, and its
+//!   publisher's PUBACK / PUBREC waits for that stream's ack (bounded;
+//!   past the bound it is not a success). A node whose routing
+//!   connection dropped replays the journal into its sessions once back;
+//!   [`Cluster::replay`] does it for any sessions (a dead node's adopted).
+//! - Not yet: the journal is one stream on one NATS server's disk (a NATS
+//!   cluster with replicas would keep it through the loss of a server);
+//!   messages replayed after a reconnect follow those that arrived live
+//!   after it.
 //!
 //! This crate knows NATS; of MQTT only topics and the PUBLISH codec (the
 //! `mqtt` crate) and the broker's `Interconnect`; of the platform only the
@@ -74,6 +86,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 pub mod feed;
 pub mod handoff;
+pub mod journal;
 pub mod lease;
 mod node;
 pub mod routing;
@@ -163,10 +176,7 @@ impl Cluster {
         let name = config.node_name.clone();
         let log_name = name.clone();
         let (gaps, _) = watch::channel(0u64);
-        let gap_seen = Gaps {
-            count: gaps.clone(),
-            down: Arc::new(AtomicBool::new(false)),
-        };
+        let gap_seen = Gaps::new(gaps.clone());
         let client = connect(
             async_nats::ConnectOptions::new().name(format!("fleetmq {name}")),
             &config.nats_url,
@@ -176,6 +186,7 @@ impl Cluster {
         .await?;
         let js = async_nats::jetstream::new(client.clone());
         let store = lease::bucket(&js, config.lease_ttl).await?;
+        journal::ensure(&js).await?;
         let revision = lease::acquire(&store, &name, &config.holder, config.lease_ttl).await?;
         tracing::info!(node = %name, nats = %url, "joined the cluster");
         let held = Arc::new(AtomicBool::new(true));
@@ -210,14 +221,33 @@ impl Cluster {
         let options = async_nats::ConnectOptions::new()
             .name(format!("fleetmq {} routing", self.name))
             .no_echo();
-        let client = connect(options, &self.nats_url, self.name.clone(), None).await?;
+        // What this connection misses while it is down is read back from
+        // the journal once it is up again (`journal`).
+        let (missed, _) = watch::channel(0u64);
+        let gaps = Gaps::new(missed.clone());
+        let since = gaps.since.clone();
+        let client = connect(options, &self.nats_url, self.name.clone(), Some(gaps)).await?;
         // Queue subscriptions (shared groups) on another connection: with
         // no echo, NATS would never pick this node's own member for a
         // message this node published.
         let options =
             async_nats::ConnectOptions::new().name(format!("fleetmq {} shared", self.name));
         let shared = connect(options, &self.nats_url, self.name.clone(), None).await?;
-        Ok(routing::Router::new(client, shared, self.name.as_str()))
+        let (router, pending) = routing::Router::new(client, shared, self.name.as_str());
+        Ok((router, pending.catching_up(missed.subscribe(), since)))
+    }
+
+    /// Replays the journal into sessions this node holds: see
+    /// [`journal::replay`] (e.g. the adoption of a dead node's sessions,
+    /// with `since` its last lease write).
+    pub async fn replay(
+        &self,
+        broker: &broker::Broker,
+        namespace: &broker::TenantId,
+        client_ids: &[String],
+        since: journal::Since,
+    ) -> Result<journal::Replayed, Error> {
+        journal::replay(&self.client, broker, namespace, client_ids, since).await
     }
 
     pub fn node_name(&self) -> &NodeName {
@@ -295,17 +325,38 @@ impl Readiness {
 struct Gaps {
     count: watch::Sender<u64>,
     down: Arc<AtomicBool>,
+    /// When the gap not yet dealt with began (taken by who deals with it).
+    since: Since,
 }
 
+/// When a gap began, if one is open.
+type Since = Arc<std::sync::Mutex<Option<std::time::SystemTime>>>;
+
 impl Gaps {
+    fn new(count: watch::Sender<u64>) -> Gaps {
+        Gaps {
+            count,
+            down: Arc::new(AtomicBool::new(false)),
+            since: Since::default(),
+        }
+    }
+
     fn on(&self, event: &async_nats::Event) {
+        let began = || {
+            let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+            since.get_or_insert_with(std::time::SystemTime::now);
+        };
         let gap = match event {
             async_nats::Event::Disconnected => {
+                began();
                 self.down.store(true, Ordering::Relaxed);
                 false
             }
             async_nats::Event::Connected => self.down.swap(false, Ordering::Relaxed),
-            async_nats::Event::SlowConsumer(_) => true,
+            async_nats::Event::SlowConsumer(_) => {
+                began();
+                true
+            }
             _ => false,
         };
         if gap {

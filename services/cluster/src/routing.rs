@@ -6,8 +6,13 @@
 //!   without a matching subscription is sent nothing by NATS.
 //! - Outbound: each message published here goes out once, on its topic's
 //!   subject, in publish order through one task on one connection (so
-//!   order per publisher and topic holds). The connection is opened with
-//!   no echo: a node never hears its own messages back.
+//!   order per publisher and topic holds, across QoS too). The connection
+//!   is opened with no echo: a node never hears its own messages back.
+//!   Each carries an id ([`broker::MessageId`]: this run's random origin
+//!   and a count). A QoS 1/2 one is a JetStream publish into the journal
+//!   ([`crate::journal`]), whose ack the publisher's acknowledgement waits
+//!   for (at most [`crate::journal::ACK_WAIT`]); a message that cannot be
+//!   queued (full, stopped, a subject too long) fails that wait at once.
 //! - Shared groups: a queue subscription per subject of the inner filter,
 //!   in the group's queue ([`subjects::queue_group`]), on a connection with
 //!   echo: NATS picks one node for each message, this one included.
@@ -38,9 +43,15 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
 use async_nats::Client;
-use broker::{Broker, Durability, HandoffError, Interconnect, Outbound, SessionHandoff, TenantId};
+use async_nats::jetstream;
+use broker::{
+    Broker, Durability, HandoffError, Interconnect, MessageId, Outbound, SessionHandoff,
+    StoreError, TenantId,
+};
 use bytes::Bytes;
 use fair::{Bounds, FairQueue, Refused};
 use futures::StreamExt;
@@ -65,6 +76,10 @@ mod metric {
     pub const DROPPED: &str = "cluster_messages_dropped_total";
     pub const RETAINED: &str = "cluster_retained_changes_total";
     pub const INTEREST: &str = "cluster_interest_subjects";
+    pub const JOURNALED: &str = "cluster_journal_acked_total";
+    pub const REPLAYED: &str = "cluster_journal_replayed_total";
+    pub const JOURNAL_FAILED: &str = "cluster_journal_failed_total";
+    pub const JOURNAL_TIMEOUTS: &str = "cluster_journal_ack_timeouts_total";
 }
 
 fn dropped(reason: &'static str) {
@@ -74,7 +89,12 @@ fn dropped(reason: &'static str) {
 struct Frame {
     subject: String,
     body: Bytes,
+    /// For a journaled (QoS 1/2) message: told the journal's answer.
+    ack: Option<oneshot::Sender<Result<(), String>>>,
 }
+
+/// What the publisher of a journaled message waits for.
+type Acked = oneshot::Receiver<Result<(), String>>;
 
 struct Interest {
     namespace: TenantId,
@@ -93,6 +113,11 @@ pub const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(2)
 /// changes to the tasks [`Pending::start`] runs.
 pub struct Router {
     node: String,
+    /// This run's half of every [`MessageId`]: random, so that a restart
+    /// never reuses an id.
+    origin: u64,
+    /// The other half: messages published by this run so far.
+    seq: AtomicU64,
     /// For session takeover requests ([`crate::handoff`]).
     client: Client,
     /// Fair per tenant: one tenant's flood fills its own share, never
@@ -110,6 +135,9 @@ pub struct Pending {
     node: String,
     outbound: Arc<FairQueue<Frame>>,
     interest: mpsc::UnboundedReceiver<Interest>,
+    /// Changes when the connection may have missed messages, and since
+    /// when ([`Pending::catching_up`]).
+    gaps: Option<(tokio::sync::watch::Receiver<u64>, crate::Since)>,
 }
 
 /// The running tasks; dropped or stopped, they end (subscriptions go).
@@ -134,6 +162,12 @@ impl Router {
         (
             Router {
                 node: node.to_owned(),
+                origin: u64::from_be_bytes(
+                    uuid::Uuid::new_v4().as_bytes()[..8]
+                        .try_into()
+                        .unwrap_or_default(),
+                ),
+                seq: AtomicU64::new(0),
                 client: client.clone(),
                 outbound: outbound.clone(),
                 interest: int_tx,
@@ -144,41 +178,74 @@ impl Router {
                 node: node.to_owned(),
                 outbound,
                 interest: int_rx,
+                gaps: None,
             },
         )
     }
 
+    /// Queues a frame; `journaled`: what its publisher waits for (the
+    /// journal's ack), or why it was not queued.
     fn send(
         &self,
         tenant: &TenantId,
         subject: Option<String>,
         body: Result<Bytes, wire::WireError>,
-    ) -> bool {
+        journaled: bool,
+    ) -> Result<Option<Acked>, &'static str> {
         let Some(subject) = subject else {
             dropped("subject_too_long");
-            return false;
+            return Err("the topic is too long to route between nodes");
         };
         let body = match body {
             Ok(body) => body,
             Err(e) => {
-                tracing::warn!(error = %e, "message not routed to other nodes");
+                tracing::warn!(tenant = %tenant, error = %e, "message not routed to other nodes");
                 dropped("encode");
-                return false;
+                return Err("the message cannot be routed between nodes");
             }
         };
-        match self.outbound.push(tenant.as_str(), Frame { subject, body }) {
-            Ok(()) => true,
+        let (ack, acked) = match journaled {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        match self
+            .outbound
+            .push(tenant.as_str(), Frame { subject, body, ack })
+        {
+            Ok(()) => Ok(acked),
             Err((Refused::Full, _)) => {
                 metrics::counter!(metric::DROPPED, "reason" => "queue_full", "tenant" => tenant.to_string())
                     .increment(1);
-                false
+                Err("the queue to the other nodes is full")
             }
             Err((Refused::Closed, _)) => {
                 dropped("stopped");
-                false
+                Err("the node is stopping")
             }
         }
     }
+}
+
+/// What a journaled message's publisher waits for: the journal's ack
+/// within [`crate::journal::ACK_WAIT`] of the publish.
+fn journal_wait(acked: Acked) -> Durability {
+    Box::pin(async move {
+        match tokio::time::timeout(crate::journal::ACK_WAIT, acked).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(e))) => Err(StoreError(format!("cluster journal: {e}"))),
+            Ok(Err(_)) => Err(StoreError("cluster journal: not published".to_owned())),
+            Err(_) => {
+                metrics::counter!(metric::JOURNAL_TIMEOUTS).increment(1);
+                Err(StoreError(format!(
+                    "cluster journal: no ack within {:?} (NATS unreachable?)",
+                    crate::journal::ACK_WAIT
+                )))
+            }
+        }
+    })
 }
 
 /// The router's connection also carries session takeovers between nodes
@@ -229,9 +296,28 @@ impl Interconnect for Router {
         }))
     }
 
-    fn forward(&self, tenant: &TenantId, message: &Outbound<'_>) {
-        let subject = subjects::message_subject(tenant.as_str(), message.topic);
-        self.send(tenant, subject, wire::encode(&self.node, message));
+    fn next_id(&self) -> Option<MessageId> {
+        Some(MessageId {
+            origin: self.origin,
+            seq: self.seq.fetch_add(1, Ordering::Relaxed),
+        })
+    }
+
+    fn forward(&self, tenant: &TenantId, message: &Outbound<'_>) -> Option<Durability> {
+        let journaled = message.qos != mqtt::QoS::AtMostOnce;
+        let subject = subjects::message_subject(tenant.as_str(), message.topic, journaled);
+        match self.send(
+            tenant,
+            subject,
+            wire::encode(&self.node, message),
+            journaled,
+        ) {
+            Ok(acked) => acked.map(journal_wait),
+            Err(why) if journaled => Some(broker::session_store::not_durable(format!(
+                "cluster journal: {why}"
+            ))),
+            Err(_) => None,
+        }
     }
 
     fn retained_changed(
@@ -245,13 +331,26 @@ impl Interconnect for Router {
             Some(m) => wire::encode(&self.node, &Outbound { retain: true, ..*m }),
             None => wire::encode_delete(&self.node, topic),
         };
-        if self.send(tenant, subject, body) {
+        if self.send(tenant, subject, body, false).is_ok() {
             metrics::counter!(metric::RETAINED, "direction" => "sent").increment(1);
         }
     }
 }
 
 impl Pending {
+    /// Once started, each time `gaps` changes, replays the journal since
+    /// the time `since` holds (less [`GAP_MARGIN`]) into every session
+    /// this node holds: what other nodes routed here while the connection
+    /// was down.
+    pub fn catching_up(
+        mut self,
+        gaps: tokio::sync::watch::Receiver<u64>,
+        since: crate::Since,
+    ) -> Pending {
+        self.gaps = Some((gaps, since));
+        self
+    }
+
     /// Starts publishing, following interest and applying retained
     /// changes, delivering into `broker`.
     pub async fn start(self, broker: Broker) -> Result<Routing, crate::Error> {
@@ -274,6 +373,9 @@ impl Pending {
         ));
         let stop = tokio_util::sync::CancellationToken::new();
         let publisher = tokio::spawn(publish(self.client.clone(), self.outbound, stop.clone()));
+        if let Some((gaps, since)) = self.gaps {
+            tasks.spawn(catch_up(self.client.clone(), broker.clone(), gaps, since));
+        }
         tasks.spawn(follow_interest(
             [self.client.clone(), self.shared],
             broker,
@@ -308,13 +410,29 @@ impl Routing {
     }
 }
 
+/// A journal publish in flight and whom to tell its answer.
+type InFlight = (
+    jetstream::context::PublishAckFuture,
+    oneshot::Sender<Result<(), String>>,
+);
+
 /// Publishes queued frames, round-robin over the tenants and in order
-/// within each, until `stop`; then what is left.
+/// within each, until `stop`; then what is left. Journaled frames are
+/// JetStream publishes on the same connection (so in the same order);
+/// their acks are awaited apart (`acks`), so the next frames need not wait.
 async fn publish(
     client: Client,
     outbound: Arc<FairQueue<Frame>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
+    // A publish past the in-flight bound waits for room (backpressure);
+    // the publisher's own wait is bounded anyway (`journal_wait`).
+    let js = jetstream::ContextBuilder::new()
+        .timeout(crate::journal::ACK_WAIT)
+        .max_ack_inflight(OUTBOUND_QUEUE)
+        .build(client.clone());
+    let (in_flight, waiting) = mpsc::unbounded_channel::<InFlight>();
+    let acks = tokio::spawn(await_acks(waiting));
     let mut batch = Vec::with_capacity(PUBLISH_BATCH);
     loop {
         // Cancel-safe: a batch is taken only when next_batch returns it.
@@ -323,26 +441,124 @@ async fn publish(
             () = stop.cancelled() => break,
         };
         if taken == 0 {
-            return;
+            break;
         }
         for (_, frame) in batch.drain(..) {
-            send(&client, frame).await;
+            send(&client, &js, &in_flight, frame).await;
         }
     }
     outbound.close();
     while outbound.take_batch(&mut batch, PUBLISH_BATCH) > 0 {
         for (_, frame) in batch.drain(..) {
-            send(&client, frame).await;
+            send(&client, &js, &in_flight, frame).await;
+        }
+    }
+    drop(in_flight);
+    let _ = acks.await;
+}
+
+async fn send(
+    client: &Client,
+    js: &jetstream::Context,
+    in_flight: &mpsc::UnboundedSender<InFlight>,
+    frame: Frame,
+) {
+    let Some(ack) = frame.ack else {
+        match client.publish(frame.subject, frame.body).await {
+            Ok(()) => metrics::counter!(metric::FORWARDED).increment(1),
+            Err(e) => {
+                tracing::warn!(error = %e, "a message was not routed to other nodes");
+                dropped("nats");
+            }
+        }
+        return;
+    };
+    match js.publish(frame.subject, frame.body).await {
+        Ok(pending) => {
+            metrics::counter!(metric::FORWARDED).increment(1);
+            // Fails only once the ack task is gone: at the end, when no
+            // publisher waits any more.
+            let _ = in_flight.send((pending, ack));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "a QoS 1/2 message was not journaled nor routed to other nodes");
+            dropped("nats");
+            metrics::counter!(metric::JOURNAL_FAILED).increment(1);
+            let _ = ack.send(Err(e.to_string()));
         }
     }
 }
 
-async fn send(client: &Client, frame: Frame) {
-    match client.publish(frame.subject, frame.body).await {
-        Ok(()) => metrics::counter!(metric::FORWARDED).increment(1),
-        Err(e) => {
-            tracing::warn!(error = %e, "a message was not routed to other nodes");
-            dropped("nats");
+/// Tells each journal publish's waiter its ack, many awaited at once.
+async fn await_acks(mut waiting: mpsc::UnboundedReceiver<InFlight>) {
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        tokio::select! {
+            next = waiting.recv(), if open => match next {
+                Some((ack, tell)) => pending.push(async move {
+                    let answer = ack.await.map(|_| ()).map_err(|e| e.to_string());
+                    match &answer {
+                        Ok(()) => metrics::counter!(metric::JOURNALED).increment(1),
+                        Err(_) => metrics::counter!(metric::JOURNAL_FAILED).increment(1),
+                    }
+                    // The publisher may have stopped waiting.
+                    let _ = tell.send(answer);
+                }),
+                None => open = false,
+            },
+            Some(()) = pending.next(), if !pending.is_empty() => {}
+            else => break,
+        }
+    }
+}
+
+/// How long before a gap's first sign a replay starts: what was on the
+/// wire when the connection dropped was lost too.
+pub const GAP_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// See [`Pending::catching_up`]. A replay that fails is logged; the next
+/// gap tries again from its own start.
+async fn catch_up(
+    client: Client,
+    broker: Broker,
+    mut gaps: tokio::sync::watch::Receiver<u64>,
+    since: crate::Since,
+) {
+    while gaps.changed().await.is_ok() {
+        let began = since.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let Some(began) = began else {
+            continue;
+        };
+        let from = began.checked_sub(GAP_MARGIN).unwrap_or(began);
+        let took = SystemTime::now()
+            .duration_since(began)
+            .unwrap_or_default()
+            .as_millis();
+        tracing::info!(
+            gap_ms = took,
+            "NATS routing connection back: replaying the journal since the gap began"
+        );
+        for (namespace, client_ids) in broker.held_sessions() {
+            if client_ids.is_empty() {
+                continue;
+            }
+            let replayed = crate::journal::replay(
+                &client,
+                &broker,
+                &namespace,
+                &client_ids,
+                crate::journal::Since::Time(from),
+            )
+            .await;
+            match replayed {
+                Ok(done) => {
+                    metrics::counter!(metric::REPLAYED).increment(done.delivered);
+                }
+                Err(e) => {
+                    tracing::warn!(tenant = %namespace, error = %e, "journal replay after a gap failed");
+                }
+            }
         }
     }
 }

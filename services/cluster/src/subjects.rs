@@ -1,7 +1,11 @@
 //! MQTT topics and filters as NATS subjects (issue 15).
 //!
-//! A tenant's message on topic `a/b` travels on `fleetmq.msg.{tenant}.a.b`;
-//! a retained change on `fleetmq.retained.{tenant}.a.b`. Each topic level
+//! A tenant's message on topic `a/b` travels on `fleetmq.msg.{j}.{tenant}.a.b`,
+//! `{j}` being `1` for a QoS 1/2 message (which the cluster's journal
+//! keeps, [`crate::journal`]) and `0` for QoS 0 (which it does not: no
+//! disk for QoS 0); a node's subscriptions take both (`*`), so that one
+//! subscription keeps a publisher's order across QoS. A retained change
+//! travels on `fleetmq.retained.{tenant}.a.b`. Each topic level
 //! becomes one subject token through an escaping that is injective and
 //! reversible ([`escape_level`], [`unescape_token`]): every byte NATS
 //! reserves or handles badly in a token ('.', '*', '>', whitespace, control
@@ -25,6 +29,10 @@ use mqtt::{TopicFilter, TopicName};
 
 /// Where tenants' messages travel.
 pub const MSG_PREFIX: &str = "fleetmq.msg";
+/// The token after [`MSG_PREFIX`] of messages the journal keeps (QoS 1/2).
+pub const JOURNALED: &str = "1";
+/// The token after [`MSG_PREFIX`] of messages it does not (QoS 0).
+pub const NOT_JOURNALED: &str = "0";
 /// Where retained changes travel (every node listens to all of them).
 pub const RETAINED_PREFIX: &str = "fleetmq.retained";
 /// Longest subject sent or subscribed: nats-server's control line (the
@@ -101,10 +109,38 @@ fn subject(prefix: &str, tenant: &str, levels: std::str::Split<'_, char>) -> Opt
     (out.len() <= MAX_SUBJECT_LEN).then_some(out)
 }
 
-/// The subject a message on `topic` in `tenant` is published on; `None`
-/// when it would be longer than [`MAX_SUBJECT_LEN`].
-pub fn message_subject(tenant: &str, topic: &TopicName) -> Option<String> {
-    subject(MSG_PREFIX, tenant, topic.levels())
+/// The subject a message on `topic` in `tenant` is published on
+/// (`journaled`: a QoS 1/2 message, which the journal keeps); `None` when
+/// it would be longer than [`MAX_SUBJECT_LEN`].
+pub fn message_subject(tenant: &str, topic: &TopicName, journaled: bool) -> Option<String> {
+    let prefix = match journaled {
+        true => journaled_prefix(),
+        false => format!("{MSG_PREFIX}.{NOT_JOURNALED}"),
+    };
+    subject(&prefix, tenant, topic.levels())
+}
+
+fn journaled_prefix() -> String {
+    format!("{MSG_PREFIX}.{JOURNALED}")
+}
+
+/// Every journaled message of every tenant: what the journal's stream
+/// captures.
+pub fn all_journaled() -> String {
+    format!("{}.>", journaled_prefix())
+}
+
+/// Every journaled message of `tenant`; of every tenant for the platform
+/// namespace (its filters span tenants).
+pub fn tenant_journaled(tenant: &str, platform: bool) -> String {
+    if platform {
+        return all_journaled();
+    }
+    let mut out = journaled_prefix();
+    out.push('.');
+    escape_level(tenant, &mut out);
+    out.push_str(".>");
+    out
 }
 
 /// The subject a retained change of `topic` in `tenant` is published on.
@@ -120,10 +156,15 @@ pub fn all_retained() -> String {
 /// The tenant and topic a message or retained subject names, if it is one
 /// [`message_subject`] or [`retained_subject`] makes.
 pub fn parse_subject(subject: &str) -> Option<(String, TopicName)> {
-    let rest = subject
-        .strip_prefix(MSG_PREFIX)
-        .or_else(|| subject.strip_prefix(RETAINED_PREFIX))?
-        .strip_prefix('.')?;
+    let rest = match subject.strip_prefix(MSG_PREFIX) {
+        Some(rest) => {
+            let rest = rest.strip_prefix('.')?;
+            rest.strip_prefix(JOURNALED)
+                .or_else(|| rest.strip_prefix(NOT_JOURNALED))?
+        }
+        None => subject.strip_prefix(RETAINED_PREFIX)?,
+    }
+    .strip_prefix('.')?;
     let mut tokens = rest.split('.');
     let tenant = unescape_token(tokens.next()?)?;
     let levels: Option<Vec<String>> = tokens.map(unescape_token).collect();
@@ -141,7 +182,8 @@ fn filter_subjects<'a>(
     head: Option<&str>,
     levels: impl Iterator<Item = &'a str>,
 ) -> Option<Vec<String>> {
-    let mut base = String::from(MSG_PREFIX);
+    // Journaled or not: one subscription for both keeps their order.
+    let mut base = format!("{MSG_PREFIX}.*");
     let push = |level: &str, out: &mut String| {
         out.push('.');
         match level {
@@ -217,13 +259,20 @@ mod tests {
 
     #[test]
     fn reserved_bytes_are_escaped() {
-        let s = |t: &str| message_subject("acme", &topic(t)).unwrap();
-        assert_eq!(s("a/b"), "fleetmq.msg.acme.a.b");
-        assert_eq!(s("a.b/c d"), "fleetmq.msg.acme.a%2Eb.c%20d");
-        assert_eq!(s("/a//"), "fleetmq.msg.acme.%.a.%.%");
-        assert_eq!(s("$SYS/x$"), "fleetmq.msg.acme.%24SYS.x$");
-        assert_eq!(s("*/>/%"), "fleetmq.msg.acme.%2A.%3E.%25");
-        assert_eq!(s("é"), "fleetmq.msg.acme.%C3%A9");
+        let s = |t: &str| message_subject("acme", &topic(t), false).unwrap();
+        assert_eq!(s("a/b"), "fleetmq.msg.0.acme.a.b");
+        assert_eq!(s("a.b/c d"), "fleetmq.msg.0.acme.a%2Eb.c%20d");
+        assert_eq!(s("/a//"), "fleetmq.msg.0.acme.%.a.%.%");
+        assert_eq!(s("$SYS/x$"), "fleetmq.msg.0.acme.%24SYS.x$");
+        assert_eq!(s("*/>/%"), "fleetmq.msg.0.acme.%2A.%3E.%25");
+        assert_eq!(s("é"), "fleetmq.msg.0.acme.%C3%A9");
+        assert_eq!(
+            message_subject("acme", &topic("a/b"), true).unwrap(),
+            "fleetmq.msg.1.acme.a.b"
+        );
+        assert_eq!(all_journaled(), "fleetmq.msg.1.>");
+        assert_eq!(tenant_journaled("acme", false), "fleetmq.msg.1.acme.>");
+        assert_eq!(tenant_journaled("$platform", true), "fleetmq.msg.1.>");
         assert_eq!(
             retained_subject("acme", &topic("a")).unwrap(),
             "fleetmq.retained.acme.a"
@@ -233,18 +282,18 @@ mod tests {
     #[test]
     fn filters_map_wildcards() {
         let f = |x: &str| tenant_filter_subjects("acme", &filter(x)).unwrap();
-        assert_eq!(f("a/+/c"), ["fleetmq.msg.acme.a.*.c"]);
-        assert_eq!(f("a/#"), ["fleetmq.msg.acme.a", "fleetmq.msg.acme.a.>"]);
-        assert_eq!(f("#"), ["fleetmq.msg.acme.>"]);
-        assert_eq!(f("+/#"), ["fleetmq.msg.acme.*", "fleetmq.msg.acme.*.>"]);
-        assert_eq!(f("a.b/*"), ["fleetmq.msg.acme.a%2Eb.%2A"]);
+        assert_eq!(f("a/+/c"), ["fleetmq.msg.*.acme.a.*.c"]);
+        assert_eq!(f("a/#"), ["fleetmq.msg.*.acme.a", "fleetmq.msg.*.acme.a.>"]);
+        assert_eq!(f("#"), ["fleetmq.msg.*.acme.>"]);
+        assert_eq!(f("+/#"), ["fleetmq.msg.*.acme.*", "fleetmq.msg.*.acme.*.>"]);
+        assert_eq!(f("a.b/*"), ["fleetmq.msg.*.acme.a%2Eb.%2A"]);
         let p = |x: &str| platform_filter_subjects(&filter(x)).unwrap();
-        assert_eq!(p("#"), ["fleetmq.msg.>"]);
+        assert_eq!(p("#"), ["fleetmq.msg.*.>"]);
         assert_eq!(
             p("+/devices/#"),
-            ["fleetmq.msg.*.devices", "fleetmq.msg.*.devices.>"]
+            ["fleetmq.msg.*.*.devices", "fleetmq.msg.*.*.devices.>"]
         );
-        assert_eq!(p("acme/a"), ["fleetmq.msg.acme.a"]);
+        assert_eq!(p("acme/a"), ["fleetmq.msg.*.acme.a"]);
         assert_eq!(queue_group("acme", "g.1 x"), "acme_g%2E1%20x");
         assert_eq!(queue_group("$platform", "g"), "%24platform_g");
     }
@@ -252,10 +301,10 @@ mod tests {
     #[test]
     fn subjects_past_the_control_line_are_refused() {
         let long = "a/".repeat(2000) + "a";
-        assert!(message_subject("acme", &topic(&long)).is_none());
+        assert!(message_subject("acme", &topic(&long), true).is_none());
         assert!(tenant_filter_subjects("acme", &filter(&long)).is_none());
         let fits = "é".repeat(500);
-        assert!(message_subject("acme", &topic(&fits)).is_some());
+        assert!(message_subject("acme", &topic(&fits), true).is_some());
     }
 
     #[test]
@@ -264,7 +313,9 @@ mod tests {
             assert_eq!(unescape_token(bad), None, "{bad}");
         }
         assert_eq!(parse_subject("other.acme.a"), None);
-        assert_eq!(parse_subject("fleetmq.msg.acme"), None);
+        assert_eq!(parse_subject("fleetmq.msg.1.acme"), None);
+        assert_eq!(parse_subject("fleetmq.msg.acme.a"), None);
+        assert_eq!(parse_subject("fleetmq.msg.2.acme.a"), None);
     }
 
     /// A model matcher over NATS subjects: `*` one token, `>` one or more.
@@ -318,7 +369,11 @@ mod tests {
     proptest! {
         #[test]
         fn topics_round_trip(t in topic_strategy()) {
-            let s = message_subject("acme", &t).unwrap();
+            let s = message_subject("acme", &t, false).unwrap();
+            prop_assert_eq!(
+                parse_subject(&message_subject("acme", &t, true).unwrap()),
+                Some(("acme".to_owned(), t.clone()))
+            );
             for token in s.split('.') {
                 prop_assert!(!token.is_empty());
                 prop_assert!(token != "*" && token != ">");
@@ -329,7 +384,7 @@ mod tests {
 
         #[test]
         fn distinct_topics_get_distinct_subjects(a in topic_strategy(), b in topic_strategy()) {
-            let (sa, sb) = (message_subject("t", &a), message_subject("t", &b));
+            let (sa, sb) = (message_subject("t", &a, true), message_subject("t", &b, true));
             prop_assert_eq!(a == b, sa == sb);
         }
 
@@ -339,7 +394,7 @@ mod tests {
         #[test]
         fn subject_matching_is_topic_matching(f in filter_strategy(), t in topic_strategy()) {
             let subjects = tenant_filter_subjects("acme", &f).unwrap();
-            let subject = message_subject("acme", &t).unwrap();
+            let subject = message_subject("acme", &t, t.levels().count() % 2 == 0).unwrap();
             let nats = subjects.iter().any(|p| nats_matches(p, &subject));
             let mqtt = f.matches(&t);
             if t.is_system() {
@@ -348,7 +403,7 @@ mod tests {
                 prop_assert_eq!(nats, mqtt, "{:?} {:?} {:?}", subjects, subject, f);
             }
             // Another tenant's subjects never match.
-            let other = message_subject("acmf", &t).unwrap();
+            let other = message_subject("acmf", &t, true).unwrap();
             prop_assert!(!subjects.iter().any(|p| nats_matches(p, &other)));
         }
     }

@@ -4,10 +4,16 @@
 //! through the one codec the broker already trusts.
 //!
 //! ```text
-//! u8 version (1) · u8 flags (1 platform origin, 2 origin, 4 owner)
-//! u8 len · node name · [u16 len · origin client id] · [u16 len · owner]
-//! MQTT 5 PUBLISH (Message Expiry Interval = the time left)
+//! u8 version (2) · u8 flags (1 platform origin, 2 origin, 4 owner, 8 id)
+//! u8 len · node name · [16 bytes id] · [u16 len · origin client id]
+//! [u16 len · owner] · MQTT 5 PUBLISH (Message Expiry Interval = the time left)
 //! ```
+//!
+//! The id ([`MessageId`]: the origin node's run, then its order there,
+//! big-endian) lets a receiver skip a copy it already holds: the same
+//! message caught by two nodes during a session takeover, or read back
+//! from the journal by a replay. Version 1 (no id) is not read: nodes of
+//! one cluster run one version.
 //!
 //! The client id and owner stay out of NATS headers: a header value may
 //! not hold every byte an MQTT string may.
@@ -15,12 +21,14 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use mqtt::{Packet, ProtocolVersion, Publish, QoS, TopicName};
 
-use broker::{Inbound, Outbound};
+use broker::{Inbound, MessageId, Outbound};
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
 const PLATFORM_ORIGIN: u8 = 1;
 const HAS_ORIGIN: u8 = 2;
 const HAS_OWNER: u8 = 4;
+const HAS_ID: u8 = 8;
+const ID_LEN: usize = 16;
 
 /// A message decoded from another node.
 #[derive(Debug, Clone)]
@@ -73,11 +81,17 @@ pub fn encode(node: &str, message: &Outbound<'_>) -> Result<Bytes, WireError> {
     if message.owner.is_some() {
         flags |= HAS_OWNER;
     }
+    if message.id.is_some() {
+        flags |= HAS_ID;
+    }
     let mut buf = BytesMut::with_capacity(64 + message.payload.len());
     buf.put_u8(VERSION);
     buf.put_u8(flags);
     buf.put_u8(u8::try_from(node.len()).map_err(|_| WireError::TooLong)?);
     buf.put_slice(node.as_bytes());
+    if let Some(id) = message.id {
+        buf.put_slice(&id.to_bytes());
+    }
     for s in [message.origin, message.owner].into_iter().flatten() {
         put_str16(&mut buf, s)?;
     }
@@ -94,6 +108,7 @@ pub fn encode_delete(node: &str, topic: &TopicName) -> Result<Bytes, WireError> 
     encode(
         node,
         &Outbound {
+            id: None,
             topic,
             payload: &empty,
             qos: QoS::AtMostOnce,
@@ -130,6 +145,11 @@ pub fn decode(mut buf: Bytes) -> Result<Envelope, WireError> {
     let flags = buf.get_u8();
     let node_len = usize::from(buf.get_u8());
     let node = take_str(&mut buf, node_len)?;
+    let id = match flags & HAS_ID != 0 {
+        true if buf.remaining() >= ID_LEN => MessageId::from_bytes(&buf.split_to(ID_LEN)),
+        true => return Err(WireError::Envelope),
+        false => None,
+    };
     let origin = (flags & HAS_ORIGIN != 0)
         .then(|| take_str16(&mut buf))
         .transpose()?;
@@ -151,6 +171,7 @@ pub fn decode(mut buf: Bytes) -> Result<Envelope, WireError> {
     Ok(Envelope {
         node,
         message: Inbound {
+            id,
             topic,
             payload: publish.payload,
             qos: publish.qos,
@@ -180,7 +201,12 @@ mod tests {
             ..Properties::default()
         };
         properties.user_properties.push("k", "v").unwrap();
+        let id = MessageId {
+            origin: 0x0123_4567_89ab_cdef,
+            seq: u64::MAX - 1,
+        };
         let out = Outbound {
+            id: Some(id),
             topic: &topic,
             payload: &payload,
             qos: QoS::ExactlyOnce,
@@ -204,9 +230,63 @@ mod tests {
         assert_eq!(m.origin.as_deref(), Some("device-1"));
         assert_eq!(m.owner.as_deref(), Some("device-1"));
         assert!(m.platform_origin);
+        assert_eq!(m.id, Some(id));
 
         let gone = decode(encode_delete("n", &TopicName::parse("x").unwrap()).unwrap()).unwrap();
         assert!(gone.message.payload.is_empty() && gone.message.origin.is_none());
+    }
+
+    #[test]
+    fn message_ids_are_sixteen_big_endian_bytes() {
+        let id = MessageId {
+            origin: 0x0102_0304_0506_0708,
+            seq: 0x090a_0b0c_0d0e_0f10,
+        };
+        let bytes = id.to_bytes();
+        assert_eq!(
+            bytes,
+            *b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10"
+        );
+        assert_eq!(MessageId::from_bytes(&bytes), Some(id));
+        assert_eq!(MessageId::from_bytes(&bytes[..15]), None);
+        assert_eq!(MessageId::from_bytes(&[0; 17]), None);
+        // Later in one run orders after: the seq is the low half.
+        let next = MessageId {
+            seq: id.seq + 1,
+            ..id
+        };
+        assert!(next.to_bytes() > bytes);
+        assert_eq!(next.to_string(), "0102030405060708-651345242494996241");
+    }
+
+    #[test]
+    fn an_envelope_with_an_id_cut_inside_it_is_refused() {
+        let topic = TopicName::parse("a").unwrap();
+        let (payload, properties) = (Bytes::from_static(b"p"), mqtt::Properties::default());
+        let out = Outbound {
+            id: Some(MessageId { origin: 7, seq: 9 }),
+            topic: &topic,
+            payload: &payload,
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: &properties,
+            expiry: None,
+            origin: None,
+            platform_origin: false,
+            owner: None,
+        };
+        let whole = encode("n", &out).unwrap();
+        assert_eq!(
+            decode(whole.clone()).unwrap().message.id,
+            Some(MessageId { origin: 7, seq: 9 })
+        );
+        // The id sits right after the node name: 3 + 1 bytes in.
+        for cut in 4..4 + ID_LEN {
+            assert_eq!(decode(whole.slice(..cut)).unwrap_err(), WireError::Envelope);
+        }
+        let plain = encode("n", &Outbound { id: None, ..out }).unwrap();
+        assert_eq!(plain.len() + ID_LEN, whole.len());
+        assert_eq!(decode(plain).unwrap().message.id, None);
     }
 
     #[test]
@@ -220,7 +300,7 @@ mod tests {
         extra.put_u8(0);
         assert!(decode(extra.freeze()).is_err());
         assert_eq!(
-            decode(Bytes::from_static(b"\x02\x00\x00")).unwrap_err(),
+            decode(Bytes::from_static(b"\x01\x00\x00")).unwrap_err(),
             WireError::Envelope
         );
     }

@@ -84,6 +84,34 @@ setting!(
 setting!(TLS_CERT, "--tls-cert", "FLEETMQ_TLS_CERT", "tls_cert");
 setting!(TLS_KEY, "--tls-key", "FLEETMQ_TLS_KEY", "tls_key");
 
+/// `value` if `range` holds it, in the type its user wants (the ranges fit
+/// those types), else the error naming `setting` and `hint`: the one check
+/// of every number setting.
+fn in_range<T: TryFrom<u64>>(
+    setting: Setting,
+    value: u64,
+    range: std::ops::RangeInclusive<u64>,
+    hint: &'static str,
+) -> Result<T, Error> {
+    range
+        .contains(&value)
+        .then(|| T::try_from(value).ok())
+        .flatten()
+        .ok_or_else(|| Error::invalid(setting, &value.to_string(), hint))
+}
+
+/// [`in_range`] for a setting given (flag, else file) or not: `default`
+/// when it is not.
+fn number_in<T: TryFrom<u64>>(
+    setting: Setting,
+    value: Option<u64>,
+    default: T,
+    range: std::ops::RangeInclusive<u64>,
+    hint: &'static str,
+) -> Result<T, Error> {
+    value.map_or(Ok(default), |value| in_range(setting, value, range, hint))
+}
+
 mod limits;
 pub use limits::*;
 mod webhook_settings;
@@ -350,28 +378,21 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
             "a tenant id is 3 to 63 characters of a-z, 0-9 and -",
         ));
     }
-    let shutdown_secs = args
-        .shutdown_timeout
-        .or(file.shutdown_timeout)
-        .unwrap_or(10);
-    if shutdown_secs == 0 || shutdown_secs > 3600 {
-        return Err(Error::invalid(
-            SHUTDOWN_TIMEOUT,
-            &shutdown_secs.to_string(),
-            "expected 1 to 3600 seconds",
-        ));
-    }
-    let purge_secs = args
-        .retained_purge_interval
-        .or(file.retained_purge_interval)
-        .unwrap_or(60);
-    if purge_secs == 0 || purge_secs > 86_400 {
-        return Err(Error::invalid(
-            RETAINED_PURGE_INTERVAL,
-            &purge_secs.to_string(),
-            "expected 1 to 86400 seconds",
-        ));
-    }
+    let shutdown_secs: u64 = number_in(
+        SHUTDOWN_TIMEOUT,
+        args.shutdown_timeout.or(file.shutdown_timeout),
+        10,
+        1..=3600,
+        "expected 1 to 3600 seconds",
+    )?;
+    let purge_secs: u64 = number_in(
+        RETAINED_PURGE_INTERVAL,
+        args.retained_purge_interval
+            .or(file.retained_purge_interval),
+        60,
+        1..=86_400,
+        "expected 1 to 86400 seconds",
+    )?;
     let tls = match (
         args.tls_cert.clone().or_else(|| file.tls_cert.clone()),
         args.tls_key.clone().or_else(|| file.tls_key.clone()),

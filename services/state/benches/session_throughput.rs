@@ -104,6 +104,7 @@ fn message(payload: Bytes) -> Arc<StoredMessage> {
         qos: QoS::AtLeastOnce,
         properties: Properties::default(),
         expires_at: None,
+        id: None,
     })
 }
 

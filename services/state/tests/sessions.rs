@@ -89,6 +89,11 @@ fn message(payload: String, qos: QoS) -> Arc<StoredMessage> {
             ..Properties::default()
         },
         expires_at: None,
+        // Read back as written: a cluster node skips what it holds by it.
+        id: Some(broker::MessageId {
+            origin: 0xfeed,
+            seq: u64::from(qos.to_u8()),
+        }),
     })
 }
 

@@ -1,8 +1,6 @@
 //! API keys: a tenant's long-lived credentials for its backends, exchanged
 //! by the API for short-lived tokens. Only a hash of each secret is kept.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -37,15 +35,11 @@ pub struct NewApiKey {
     pub secret_hash: Vec<u8>,
 }
 
-impl fmt::Debug for NewApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewApiKey")
-            .field("id", &self.id)
-            .field("tenant_id", &self.tenant_id)
-            .field("role", &self.role)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(NewApiKey {
+    id,
+    tenant_id,
+    role
+});
 
 /// A key as [`Store::api_key_with_hash`] reads it.
 #[derive(sqlx::FromRow)]

@@ -74,6 +74,24 @@ macro_rules! on_pool {
     };
 }
 
+/// `Debug` for a type that holds secrets: the fields named, then `..`
+/// (what is left out never reaches a log).
+macro_rules! debug_fields {
+    ($first:ident, $($more:ident),+ { $($fields:tt)* }) => {
+        debug_fields!($first { $($fields)* });
+        debug_fields!($($more),+ { $($fields)* });
+    };
+    ($ty:ident { $($field:ident),+ $(,)? }) => {
+        impl std::fmt::Debug for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.debug_struct(stringify!($ty))
+                    $(.field(stringify!($field), &self.$field))+
+                    .finish_non_exhaustive()
+            }
+        }
+    };
+}
+
 /// [`on_pool!`] for a [`StoreTx`] (`&mut`): `$body` with `$conn` the
 /// transaction's connection, compiled for each backend.
 macro_rules! on_tx {

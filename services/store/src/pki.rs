@@ -2,8 +2,6 @@
 //! codes. Plain data: certificates as PEM, keys as the sealed bytes the
 //! `pki` crate made (this crate never sees a key in the clear).
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
 use crate::audit::audited_tx;
@@ -56,13 +54,7 @@ pub struct PlatformCa {
     pub created_at: DateTime<Utc>,
 }
 
-impl fmt::Debug for PlatformCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlatformCa")
-            .field("created_at", &self.created_at)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(PlatformCa { created_at });
 
 /// A Rust enum over a TEXT column with a CHECK list: `as_str` for binding,
 /// and read straight from the column (`FromRow` fields), any other value
@@ -153,15 +145,11 @@ pub struct NewTenantCa {
     pub not_after: DateTime<Utc>,
 }
 
-impl fmt::Debug for NewTenantCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewTenantCa")
-            .field("subject_key_id", &self.subject_key_id)
-            .field("tenant_id", &self.tenant_id)
-            .field("kind", &self.kind)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(NewTenantCa {
+    subject_key_id,
+    tenant_id,
+    kind
+});
 
 /// A stored tenant CA. `Debug` leaves the sealed key out.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -183,16 +171,12 @@ pub struct TenantCa {
     pub jit_registration: bool,
 }
 
-impl fmt::Debug for TenantCa {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("TenantCa")
-            .field("subject_key_id", &self.subject_key_id)
-            .field("tenant_id", &self.tenant_id)
-            .field("kind", &self.kind)
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(TenantCa {
+    subject_key_id,
+    tenant_id,
+    kind,
+    status
+});
 
 macro_rules! ca_columns {
     () => {

@@ -7,8 +7,6 @@
 //! Only argon2id PHC strings are stored; hashing and verifying are the
 //! caller's.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 
@@ -82,24 +80,17 @@ pub struct ServiceCredential {
     pub created_at: DateTime<Utc>,
 }
 
-macro_rules! debug_without_hash {
-    ($ty:ident) => {
-        impl fmt::Debug for $ty {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.debug_struct(stringify!($ty))
-                    .field("id", &self.id)
-                    .field("scope", &self.scope)
-                    .field("name", &self.name)
-                    .field("username", &self.username)
-                    .field("publish", &self.publish)
-                    .field("subscribe", &self.subscribe)
-                    .finish_non_exhaustive()
-            }
-        }
-    };
-}
-debug_without_hash!(NewServiceCredential);
-debug_without_hash!(ServiceCredential);
+debug_fields!(
+    NewServiceCredential,
+    ServiceCredential {
+        id,
+        scope,
+        name,
+        username,
+        publish,
+        subscribe
+    }
+);
 
 /// Both tables' rows; the platform's has no `tenant_id` column.
 #[derive(sqlx::FromRow)]

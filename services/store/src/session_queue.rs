@@ -52,6 +52,10 @@ pub struct SessionMessage {
     /// Absolute expiry; `None`: never.
     pub expires_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
+    /// The id it was routed with between cluster nodes (opaque here), so
+    /// that a session holding it does not take it twice; `None` on a
+    /// single node.
+    pub routed_id: Option<[u8; 16]>,
 }
 
 impl SessionMessage {
@@ -188,6 +192,7 @@ struct MessageRow {
     properties: Json<Value>,
     expires_at: Option<Ts>,
     created_at: Ts,
+    routed_id: Option<Vec<u8>>,
 }
 
 impl TryFrom<MessageRow> for SessionMessage {
@@ -203,6 +208,11 @@ impl TryFrom<MessageRow> for SessionMessage {
             properties: r.properties.0,
             expires_at: r.expires_at.map(|t| t.0),
             created_at: r.created_at.0,
+            routed_id: r
+                .routed_id
+                .map(|id| <[u8; 16]>::try_from(id.as_slice()))
+                .transpose()
+                .map_err(|_| invalid("routed id is not 16 bytes"))?,
         })
     }
 }
@@ -266,7 +276,7 @@ impl Store {
             let rows = on_pool!(self, pool => {
                 let mut q = sqlx::QueryBuilder::new(
                     "SELECT id, tenant_id, topic, payload, qos, properties, expires_at, \
-                     created_at FROM mqtt_session_messages WHERE id IN (",
+                     created_at, routed_id FROM mqtt_session_messages WHERE id IN (",
                 );
                 let mut list = q.separated(", ");
                 for id in chunk {

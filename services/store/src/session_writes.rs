@@ -306,7 +306,7 @@ impl Store {
             for chunk in messages.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
                     "WITH v (id, tenant_id, topic, payload, qos, properties, expires_at, \
-                     created_at) AS (",
+                     created_at, routed_id) AS (",
                 );
                 q.push_values(chunk, |mut row, m| {
                     row.push_bind(m.id.0.as_slice())
@@ -316,12 +316,14 @@ impl Store {
                         .push_bind(i16::from(m.qos))
                         .push_bind(Json(&m.properties))
                         .push_bind(m.expires_at.map(Ts))
-                        .push_bind(Ts(m.created_at));
+                        .push_bind(Ts(m.created_at))
+                        .push_bind(m.routed_id.as_ref().map(|id| id.as_slice()));
                 });
                 q.push(
                     ") INSERT INTO mqtt_session_messages (id, tenant_id, topic, payload, qos, \
-                     properties, expires_at, created_at) SELECT v.id, v.tenant_id, v.topic, \
-                     v.payload, v.qos, v.properties, v.expires_at, v.created_at FROM v \
+                     properties, expires_at, created_at, routed_id) SELECT v.id, v.tenant_id, \
+                     v.topic, v.payload, v.qos, v.properties, v.expires_at, v.created_at, \
+                     v.routed_id FROM v \
                      JOIN tenants t ON t.id = v.tenant_id WHERE true \
                      ON CONFLICT (id) DO NOTHING",
                 );

@@ -2,8 +2,6 @@
 //! unretired key signs; every key still listed verifies, so tokens signed
 //! before a rotation keep working until they expire.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 
 use crate::codec::{Ts, now};
@@ -30,16 +28,12 @@ pub struct SigningKey {
     pub retired_at: Option<DateTime<Utc>>,
 }
 
-impl fmt::Debug for SigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SigningKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .field("created_at", &self.created_at)
-            .field("retired_at", &self.retired_at)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(SigningKey {
+    kid,
+    algorithm,
+    created_at,
+    retired_at
+});
 
 /// A key to store. `Debug` leaves the private key out.
 #[derive(Clone, PartialEq, Eq)]
@@ -50,14 +44,7 @@ pub struct NewSigningKey {
     pub public_key: Vec<u8>,
 }
 
-impl fmt::Debug for NewSigningKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewSigningKey")
-            .field("kid", &self.kid)
-            .field("algorithm", &self.algorithm)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(NewSigningKey { kid, algorithm });
 
 macro_rules! columns {
     () => {

@@ -5,8 +5,6 @@
 //! with them, so they have to be recoverable. Whoever can read this table can
 //! forge webhooks to the tenant's receivers; guard it like `signing_keys`.
 
-use std::fmt;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::types::Json;
@@ -62,20 +60,16 @@ impl WebhookEndpoint {
     }
 }
 
-impl fmt::Debug for WebhookEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebhookEndpoint")
-            .field("id", &self.id)
-            .field("tenant_id", &self.tenant_id)
-            .field("url", &self.url)
-            .field("event_types", &self.event_types)
-            .field("topic_filter", &self.topic_filter)
-            .field("enabled", &self.enabled)
-            .field("consecutive_failures", &self.consecutive_failures)
-            .field("disabled_reason", &self.disabled_reason)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(WebhookEndpoint {
+    id,
+    tenant_id,
+    url,
+    event_types,
+    topic_filter,
+    enabled,
+    consecutive_failures,
+    disabled_reason
+});
 
 /// An endpoint to create. The caller checks the URL (the `webhooks` crate's
 /// SSRF guard) and makes the secret. `Debug` leaves the secret out.
@@ -88,16 +82,12 @@ pub struct NewWebhookEndpoint {
     pub secret: String,
 }
 
-impl fmt::Debug for NewWebhookEndpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("NewWebhookEndpoint")
-            .field("tenant_id", &self.tenant_id)
-            .field("url", &self.url)
-            .field("event_types", &self.event_types)
-            .field("topic_filter", &self.topic_filter)
-            .finish_non_exhaustive()
-    }
-}
+debug_fields!(NewWebhookEndpoint {
+    tenant_id,
+    url,
+    event_types,
+    topic_filter
+});
 
 /// The columns of [`WebhookEndpoint`], for `concat!`.
 macro_rules! endpoint_columns {

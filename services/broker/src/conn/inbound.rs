@@ -336,7 +336,7 @@ impl Conn {
             if let Some(durable) = durable
                 && let Err(e) = durable.await
             {
-                warn!(error = %e, "retained message not made durable");
+                warn!(error = %e, "message not made durable: not acknowledged as a success");
                 if self.version != ProtocolVersion::V5 {
                     return Err(Error::Store(e.0));
                 }

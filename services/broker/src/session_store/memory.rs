@@ -262,6 +262,7 @@ mod tests {
             qos: QoS::ExactlyOnce,
             properties: Properties::default(),
             expires_at: None,
+            id: None,
         })
     }
 

@@ -153,21 +153,143 @@ impl Tenant {
     /// cluster left it in the store, this node's (`None`: it has none
     /// any more), in place of any copy held here. A CONNECT attaches to
     /// it next: its will and its expiry wait for that connection's end.
+    ///
+    /// With a `stand_in` ([`Tenant::stand_in`]), what it caught while the
+    /// other node let go follows the stored queue, less the messages the
+    /// stored queue already has (same id): the stand-in becomes the
+    /// session, so nothing routed meanwhile falls between the two.
     pub(crate) fn adopt(
         &self,
         client_id: &str,
         stored: Option<StoredSession>,
         limits: QueueLimits,
+        stand_in: Option<Arc<Session>>,
     ) {
+        let Some(stand_in) = stand_in else {
+            if let Some(stale) = self.session(client_id) {
+                self.forget(&stale);
+            }
+            if let Some(mut s) = stored {
+                s.connected = false;
+                s.expires_at = None;
+                s.will_due_at = None;
+                drop(self.restore(vec![s], limits));
+            }
+            return;
+        };
+        match stored {
+            Some(s) => self.merge_into(&stand_in, s),
+            None => self.forget(&stand_in),
+        }
+    }
+
+    /// A session in the making for `client_id` (owned by `owner`), while
+    /// another node of the cluster lets go of it (issue 15): in the index
+    /// with `subscriptions` (as stored before the release), but not in
+    /// the session table and not written to the store, it takes every
+    /// message routed here for it from now on, local ones and (once what
+    /// comes back has resolved) other nodes'. [`Tenant::adopt`] then
+    /// makes it the session. Also what to wait for: the other nodes'
+    /// traffic reaching its filters.
+    pub(crate) fn stand_in(
+        &self,
+        client_id: &str,
+        owner: &str,
+        subscriptions: &[crate::session_store::StoredSubscription],
+        limits: QueueLimits,
+    ) -> (Arc<Session>, Vec<Durability>) {
         if let Some(stale) = self.session(client_id) {
             self.forget(&stale);
         }
-        if let Some(mut s) = stored {
-            s.connected = false;
-            s.expires_at = None;
-            s.will_due_at = None;
-            drop(self.restore(vec![s], limits));
+        let session = Arc::new(Session::new(
+            Arc::from(client_id),
+            Arc::from(owner),
+            limits,
+            self.queue.clone(),
+        ));
+        // Counted now: `forget` or the session it becomes uncounts it.
+        crate::metrics::sessions(1.0);
+        let mut routed = Vec::new();
+        for sub in subscriptions {
+            if let Ok((_, Some(confirmed))) =
+                self.insert(&session, &sub.filter, sub.options, sub.id, None)
+            {
+                routed.push(confirmed);
+            }
         }
+        (session, routed)
+    }
+
+    /// Makes `session` (a stand-in) the stored session `stored`: the
+    /// stored deliveries first (older than anything the stand-in caught),
+    /// then what it caught less the stored ones' ids, numbered after them
+    /// and written to the store (behind: the cluster's journal holds them
+    /// already); the stored subscriptions replace the ones it stood in
+    /// with.
+    fn merge_into(&self, session: &Arc<Session>, stored: StoredSession) {
+        let (now, wall) = (Instant::now(), SystemTime::now());
+        let stored_ids: std::collections::HashSet<crate::interconnect::MessageId> =
+            stored.queue.iter().filter_map(|d| d.message.id).collect();
+        let mut caught = Vec::new();
+        let mut duplicates = 0usize;
+        let had: Vec<mqtt::TopicFilter> = {
+            let mut st = session.lock();
+            st.durable = true;
+            st.incoming_qos2
+                .extend(stored.incoming_qos2.iter().copied());
+            st.pending.retain(|d| {
+                let seen = d.message.id.is_some_and(|id| stored_ids.contains(&id));
+                duplicates += usize::from(seen);
+                !seen
+            });
+            let mut next = stored.next_seq();
+            for d in st.pending.iter_mut() {
+                if d.qos == mqtt::QoS::AtMostOnce {
+                    continue;
+                }
+                d.seq = Some(next);
+                caught.push((
+                    d.message.clone(),
+                    QueuedFor {
+                        client_id: session.client_id().clone(),
+                        seq: next,
+                        qos: d.qos,
+                        retain: d.retain,
+                        subscription_ids: d.subscription_ids.clone(),
+                        shared: d.shared.clone(),
+                    },
+                ));
+                next += 1;
+            }
+            st.next_seq = next;
+            for d in stored.queue.into_iter().rev() {
+                put_stored(&mut st, d, (now, wall), true);
+            }
+            st.subscriptions.keys().cloned().collect()
+        };
+        self.sessions()
+            .insert(session.client_id().clone(), session.clone());
+        for sub in &stored.subscriptions {
+            self.subscribe(session, &sub.filter, sub.options, sub.id);
+        }
+        for filter in had {
+            if !stored.subscriptions.iter().any(|s| s.filter == filter) {
+                self.unsubscribe(session, &filter);
+            }
+        }
+        if let Some(store) = self.session_store() {
+            for (message, queued) in &caught {
+                let body = Arc::new(message.to_session_store(now, wall));
+                drop(store.enqueue(&self.id, &body, std::slice::from_ref(queued)));
+            }
+        }
+        tracing::info!(
+            tenant = %self.id,
+            client_id = %session.client_id(),
+            caught = caught.len(),
+            duplicates,
+            "session taken over from another node with what was routed meanwhile"
+        );
     }
 
     /// Puts the sessions stored before a restart back: subscriptions into
@@ -192,23 +314,7 @@ impl Tenant {
                 st.next_seq = next_seq;
                 st.incoming_qos2.extend(s.incoming_qos2.iter().copied());
                 for d in s.queue {
-                    let delivery = Delivery {
-                        message: Arc::new(Message::from_session_store(&d.message, now, wall)),
-                        qos: d.qos,
-                        retain: d.retain,
-                        subscription_ids: d.subscription_ids,
-                        shared: d.shared,
-                        seq: Some(d.seq),
-                    };
-                    match d.state {
-                        DeliveryState::Queued => st.pending.push_restored(delivery),
-                        DeliveryState::Sent(id) => {
-                            st.inflight.insert(id, Outgoing::Publish(delivery));
-                        }
-                        DeliveryState::Released(id) => {
-                            st.inflight.insert(id, Outgoing::Released(Some(d.seq)));
-                        }
-                    }
+                    put_stored(&mut st, d, (now, wall), false);
                 }
             }
             self.sessions().insert(client_id, session.clone());
@@ -256,6 +362,35 @@ impl Tenant {
             });
         }
         restored
+    }
+}
+
+/// Puts a stored delivery back into a session: a queued one at the back
+/// (`front`: the front) of its queue, an in-flight one to resend with its
+/// packet id.
+fn put_stored(
+    st: &mut crate::session::SessionState,
+    d: crate::session_store::StoredDelivery,
+    (now, wall): (Instant, SystemTime),
+    front: bool,
+) {
+    let delivery = Delivery {
+        message: Arc::new(Message::from_session_store(&d.message, now, wall)),
+        qos: d.qos,
+        retain: d.retain,
+        subscription_ids: d.subscription_ids,
+        shared: d.shared,
+        seq: Some(d.seq),
+    };
+    match d.state {
+        DeliveryState::Queued if front => st.pending.push_front(delivery),
+        DeliveryState::Queued => st.pending.push_restored(delivery),
+        DeliveryState::Sent(id) => {
+            st.inflight.insert(id, Outgoing::Publish(delivery));
+        }
+        DeliveryState::Released(id) => {
+            st.inflight.insert(id, Outgoing::Released(Some(d.seq)));
+        }
     }
 }
 

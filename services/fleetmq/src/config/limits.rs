@@ -5,7 +5,7 @@
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::{FileConfig, Setting};
+use super::{FileConfig, Setting, in_range};
 use crate::cli::MqttLimitArgs;
 use crate::error::Error;
 
@@ -117,11 +117,7 @@ impl Bounds {
         default: u64,
     ) -> Result<T, Error> {
         let value = flag.or(file).unwrap_or(default);
-        self.range
-            .contains(&value)
-            .then(|| T::try_from(value).ok())
-            .flatten()
-            .ok_or_else(|| Error::invalid(self.setting, &value.to_string(), self.hint))
+        in_range(self.setting, value, self.range.clone(), self.hint)
     }
 }
 

@@ -2,8 +2,7 @@
 //! resolved into an [`access::PasswordCheckLimits`] whose defaults are the
 //! `access` crate's own.
 
-use super::webhook_settings::number_in;
-use super::{FileConfig, Setting};
+use super::{FileConfig, Setting, number_in};
 use crate::cli::PasswordCheckArgs;
 use crate::error::Error;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{FileConfig, Setting};
+use super::{FileConfig, Setting, in_range};
 use crate::cli::SessionArgs;
 use crate::error::Error;
 
@@ -45,23 +45,21 @@ pub(super) fn resolve(args: &SessionArgs, file: &FileConfig) -> Result<SessionSe
     let defaults = state::SessionsConfig::new("");
     let flush_window = match args.session_flush_ms.or(file.session_flush_ms) {
         None => defaults.flush_window,
-        Some(ms) if (1..=10_000).contains(&ms) => Duration::from_millis(ms),
-        Some(ms) => {
-            return Err(Error::invalid(
-                FLUSH_MS,
-                &ms.to_string(),
-                "expected 1 to 10000 milliseconds",
-            ));
-        }
+        Some(ms) => Duration::from_millis(in_range(
+            FLUSH_MS,
+            ms,
+            1..=10_000,
+            "expected 1 to 10000 milliseconds",
+        )?),
     };
     let max_pending = match args.session_buffer.or(file.session_buffer) {
         None => defaults.max_pending,
-        Some(n) => usize::try_from(n)
-            .ok()
-            .filter(|n| (1_000..=100_000_000).contains(n))
-            .ok_or_else(|| {
-                Error::invalid(BUFFER, &n.to_string(), "expected 1000 to 100000000 changes")
-            })?,
+        Some(n) => in_range(
+            BUFFER,
+            n,
+            1_000..=100_000_000,
+            "expected 1000 to 100000000 changes",
+        )?,
     };
     Ok(SessionSettings {
         flush_window,

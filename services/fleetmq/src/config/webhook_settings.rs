@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{FileConfig, Setting};
+use super::{FileConfig, Setting, number_in};
 use crate::cli::WebhookArgs;
 use crate::error::Error;
 
@@ -136,23 +136,6 @@ fn duration_in(
     parse_duration(text)
         .filter(|d| range.contains(d))
         .ok_or_else(|| Error::invalid(setting, text, hint))
-}
-
-pub(super) fn number_in<T: TryFrom<u64>>(
-    setting: Setting,
-    value: Option<u64>,
-    default: T,
-    range: std::ops::RangeInclusive<u64>,
-    hint: &'static str,
-) -> Result<T, Error> {
-    let Some(value) = value else {
-        return Ok(default);
-    };
-    range
-        .contains(&value)
-        .then(|| T::try_from(value).ok())
-        .flatten()
-        .ok_or_else(|| Error::invalid(setting, &value.to_string(), hint))
 }
 
 pub(super) fn resolve(args: &WebhookArgs, file: &FileConfig) -> Result<WebhookSettings, Error> {

@@ -359,6 +359,7 @@ mod tests {
                 qos: QoS::ExactlyOnce,
                 properties: Properties::default(),
                 expires_at: None,
+                id: None,
             }),
             at: SystemTime::now(),
         })

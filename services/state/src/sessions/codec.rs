@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use broker::TenantId;
 use broker::session_store::{
     DeliveryState, SessionRecord, StoredDelivery, StoredMessage, StoredSession, StoredSubscription,
     StoredWill,
 };
+use broker::{MessageId, TenantId};
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use mqtt::{
@@ -108,6 +108,7 @@ pub(crate) fn message_row(tenant: &TenantId, b: &PendingBody) -> SessionMessage 
         properties: properties_to_json(&m.properties),
         expires_at: m.expires_at.map(utc),
         created_at: utc(b.at),
+        routed_id: m.id.map(MessageId::to_bytes),
     }
 }
 
@@ -154,6 +155,10 @@ pub(crate) fn message_from_row(m: SessionMessage) -> Result<StoredMessage, Bad> 
         qos: qos(m.qos)?,
         properties: properties_from_json(&m.properties).ok_or("properties do not parse")?,
         expires_at: m.expires_at.map(SystemTime::from),
+        id: m
+            .routed_id
+            .as_ref()
+            .and_then(|id| MessageId::from_bytes(id)),
     })
 }
 
@@ -388,6 +393,7 @@ mod tests {
             properties: json!({}),
             expires_at: None,
             created_at: Utc::now(),
+            routed_id: None,
         };
         assert!(message_from_row(m.clone()).is_err());
         let entry = QueueEntry {
@@ -405,6 +411,7 @@ mod tests {
             qos: QoS::AtLeastOnce,
             properties: Properties::default(),
             expires_at: None,
+            id: None,
         });
         assert!(delivery_from_row(entry, message).is_err());
     }

@@ -47,6 +47,8 @@ pub(crate) fn body(tenant: &str, payload: &[u8]) -> SessionMessage {
         properties: json!({}),
         expires_at: None,
         created_at: t0(),
+        // Read back as written (the cluster's routed id, issue 15).
+        routed_id: Some(*b"origin-run\x00\x00\x00\x00\x00\x07"),
     }
 }
 
