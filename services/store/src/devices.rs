@@ -83,6 +83,20 @@ pub struct DeviceFilter {
     pub presence: Option<crate::PresenceStatus>,
 }
 
+/// An operator's note on a device: one line of its maintenance log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct DeviceNote {
+    pub id: i64,
+    /// 1 to [`MAX_NOTE_CHARS`] characters.
+    pub text: String,
+    /// Who wrote it: the audit actor of the request.
+    pub author: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The longest note, in characters (the tables' check).
+pub const MAX_NOTE_CHARS: usize = 2000;
+
 /// The columns of [`Device`], for `concat!`.
 macro_rules! columns {
     () => {
@@ -91,6 +105,42 @@ macro_rules! columns {
 }
 
 impl Store {
+    /// The device's notes, newest first: its newest 100 (the migration's
+    /// trigger drops older ones). `NotFound` for an unknown device.
+    pub async fn list_device_notes(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+    ) -> Result<Vec<DeviceNote>, Error> {
+        const SQL: &str = "SELECT id, text, author, created_at FROM device_notes \
+                           WHERE tenant_id = $1 AND device_id = $2 ORDER BY id DESC";
+        let notes = sql!(self, fetch_all as DeviceNote => SQL, tenant_id, device_id)?;
+        if notes.is_empty() {
+            self.get_device(tenant_id, device_id).await?;
+        }
+        Ok(notes)
+    }
+
+    /// Add `author`'s note to the device's log, with the entry `audit`
+    /// makes of it, in one transaction; the oldest goes past 100.
+    /// `NotFound` for an unknown device.
+    #[tracing::instrument(skip_all, fields(tenant = %tenant_id, device = %device_id))]
+    pub async fn add_device_note_audited(
+        &self,
+        tenant_id: &str,
+        device_id: &str,
+        text: &str,
+        author: &str,
+        audit: AuditOf<'_, DeviceNote>,
+    ) -> Result<DeviceNote, Error> {
+        const SQL: &str = "INSERT INTO device_notes \
+                           (tenant_id, device_id, text, author, created_at) \
+                           VALUES ($1, $2, $3, $4, $5) RETURNING id, text, author, created_at";
+        let row = audited_of_tx!(self, Some(audit), made_ok, tx => sql!(in tx,
+            fetch_one as DeviceNote => SQL, tenant_id, device_id, text, author, Ts(now())));
+        row.map_err(|e| on_violation(e, None, Some(not_found(tenant_id, device_id))))
+    }
+
     /// Create a device in `tenant_id`. `NotFound` (tenant) if the tenant does
     /// not exist, `AlreadyExists` if the device id is taken in that tenant.
     pub async fn create_device(&self, tenant_id: &str, new: &NewDevice) -> Result<Device, Error> {

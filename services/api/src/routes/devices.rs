@@ -1,17 +1,22 @@
 //! `/v1/tenants/{t}/devices`: create, list (filters `status`, `label`),
-//! read, update with a JSON merge patch, delete. Reading needs any role of
-//! the tenant; the rest needs operator, tenant-admin or platform-admin.
+//! read, update with a JSON merge patch, delete; a device's notes (its
+//! maintenance log). Reading needs any role of the tenant; the rest needs
+//! operator, tenant-admin or platform-admin.
 
 use ::events as catalogue;
 use ::events::change::Change;
 use ::events::payload::DeviceDeleted;
 use axum::extract::RawQuery;
 use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
 use http::HeaderMap;
 use http::header::IF_MATCH;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use store::{Attributes, DeviceFilter, DeviceId, DevicePatch, Labels, NewDevice, PresenceStatus};
+use store::{
+    Attributes, DeviceFilter, DeviceId, DeviceNote, DevicePatch, Labels, MAX_NOTE_CHARS, NewDevice,
+    PresenceStatus,
+};
 use utoipa::ToSchema;
 use utoipa_axum::routes;
 
@@ -27,6 +32,7 @@ pub(crate) fn router() -> Routes {
         .routes(routes!(list, create))
         .routes(routes!(super::device_import::import))
         .routes(routes!(read, update, remove))
+        .routes(routes!(notes, add_note))
 }
 
 /// A new device.
@@ -341,6 +347,84 @@ pub(crate) async fn remove(at: InDevice<Write>) -> Result<StatusCode, ApiError> 
     .await;
     at.store().delete_sessions_of_owner(t, d).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A note to add to a device's log.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewNote {
+    /// 1 to 2000 characters, none of them U+0000.
+    #[schema(min_length = 1, max_length = 2000, pattern = "^[^\\u0000]*$")]
+    text: String,
+}
+
+/// An operator's note on a device.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Note {
+    id: i64,
+    text: String,
+    /// Who wrote it: `{role}:{subject}` of the token or API key.
+    #[schema(example = "operator:alice")]
+    author: String,
+    created_at: DateTime<Utc>,
+}
+
+impl From<DeviceNote> for Note {
+    fn from(n: DeviceNote) -> Self {
+        Note {
+            id: n.id,
+            text: n.text,
+            author: n.author,
+            created_at: n.created_at,
+        }
+    }
+}
+
+/// A device's notes, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct NoteList {
+    items: Vec<Note>,
+}
+
+/// A device's notes, newest first: its maintenance log (any role of the
+/// tenant). A device keeps its newest 100.
+#[utoipa::path(get, path = "/v1/tenants/{t}/devices/{d}/notes", operation_id = "list_device_notes", tag = "devices",
+    params(DevicePath),
+    responses((status = 200, description = "The notes, newest first", body = NoteList)))]
+pub(crate) async fn notes(at: InDevice<Read>) -> Result<ApiJson<NoteList>, ApiError> {
+    let notes = at.store().list_device_notes(at.t(), at.d()).await?;
+    let items = notes.into_iter().map(Note::from).collect();
+    Ok(ApiJson(NoteList { items }))
+}
+
+/// Add a note to a device's log (operator, tenant-admin), signed with the
+/// caller's identity; past 100 notes the oldest goes.
+#[utoipa::path(post, path = "/v1/tenants/{t}/devices/{d}/notes", operation_id = "add_device_note", tag = "devices",
+    params(DevicePath, super::IdempotencyKeyHeader),
+    request_body = NewNote,
+    responses((status = 201, description = "The note as stored", body = Note)))]
+pub(crate) async fn add_note(
+    at: InDevice<Write>,
+    ApiJson(body): ApiJson<NewNote>,
+) -> Result<(StatusCode, ApiJson<Note>), ApiError> {
+    let text = body.text;
+    if !(1..=MAX_NOTE_CHARS).contains(&text.chars().count()) || text.contains('\0') {
+        return Err(ApiError::invalid_field(
+            "/text",
+            format!("expected 1 to {MAX_NOTE_CHARS} characters, none of them U+0000"),
+        ));
+    }
+    let author = at.scope.who.actor();
+    let audit = |note: &DeviceNote| {
+        let target = format!("{}/notes/{}", at.target(), note.id);
+        at.audit("device.note.add", target, json!({ "author": note.author }))
+    };
+    let (t, d) = (at.t(), at.d());
+    let note = at
+        .store()
+        .add_device_note_audited(t, d, &text, &author, &audit)
+        .await?;
+    Ok((StatusCode::CREATED, ApiJson(note.into())))
 }
 
 /// `device` with its presence, tagged by its stored version: connects and

@@ -367,7 +367,60 @@ async fn nul_in_attributes_is_422(db: &TestDb) {
     .invalid_at("/attributes/z");
 }
 
+/// A device's notes: any role reads them, operator and up add them, each
+/// signed and audited; bad text is 422; a device keeps its newest 100 and
+/// its notes go with it.
+async fn device_notes(db: &TestDb) {
+    use api::Role;
+    let t = TestApp::with_tenants(db, &["acme"]).await;
+    t.device("acme", "d1").await;
+    let url = "/v1/tenants/acme/devices/d1/notes";
+    let viewer = t.token(Role::Viewer, "acme");
+    let op = t.token(Role::Operator, "acme");
+    assert_eq!(t.fetch(url, &viewer).await, json!({"items": []}));
+    let note = json!({"text": "battery replaced"});
+    t.post(url, &viewer, note.clone())
+        .await
+        .problem(403, "forbidden");
+    let added = t.post(url, &op, note).await.expect(201).body;
+    assert_eq!(added["text"], "battery replaced");
+    assert_eq!(added["author"], "operator:tester");
+    assert!(added["created_at"].is_string());
+    for bad in [String::new(), "x".repeat(2001), "a\0b".to_owned()] {
+        t.post(url, &op, json!({ "text": bad }))
+            .await
+            .invalid_at("/text");
+    }
+    let ghost = "/v1/tenants/acme/devices/ghost/notes";
+    t.get(ghost, &viewer).await.problem(404, "not-found");
+    t.post(ghost, &op, json!({"text": "x"}))
+        .await
+        .problem(404, "not-found");
+    t.assert_audited("/v1/tenants/acme/audit", &["device.note.add"])
+        .await;
+
+    // Newest first, and only the newest 100 are kept.
+    for n in 1..=100 {
+        t.post(url, &op, json!({ "text": format!("note {n}") }))
+            .await
+            .expect(201);
+    }
+    let items = t.fetch(url, &viewer).await["items"].clone();
+    let items = items.as_array().unwrap();
+    assert_eq!(items.len(), 100);
+    assert_eq!(items[0]["text"], "note 100");
+    assert_eq!(items[99]["text"], "note 1");
+
+    // The notes go with their device.
+    t.delete("/v1/tenants/acme/devices/d1", &op)
+        .await
+        .expect(204);
+    t.device("acme", "d1").await;
+    assert_eq!(t.fetch(url, &viewer).await, json!({"items": []}));
+}
+
 store::backend_tests!(
+    device_notes,
     nul_in_attributes_is_422,
     device_crud,
     device_validation,
