@@ -233,6 +233,21 @@ impl DurableSessions {
         }
     }
 
+    /// [`Self::record`] of a change to `client_id`'s session that cannot
+    /// be refused; nothing for a client id the store cannot key (that
+    /// session lives in memory only).
+    fn record_for(
+        &self,
+        client_id: &str,
+        commit: Commit,
+        change: impl FnOnce(&mut Batch),
+    ) -> Option<Durability> {
+        if !storable(client_id) {
+            return None;
+        }
+        self.record(commit, false, change)
+    }
+
     /// Hands one change over. `refusable` changes (new messages) are
     /// refused when the buffer is full; the rest follow state the broker
     /// already holds and are always taken.
@@ -453,24 +468,19 @@ impl SessionStore for DurableSessions {
     }
 
     fn disconnect(&self, tenant: &TenantId, client_id: &str, d: &Disconnected) {
-        if storable(client_id) {
-            self.record(Commit::Behind, false, |b| {
-                b.disconnect(tenant, client_id, d)
-            });
-        }
+        self.record_for(client_id, Commit::Behind, |b| {
+            b.disconnect(tenant, client_id, d)
+        });
     }
 
     fn will_done(&self, tenant: &TenantId, client_id: &str) {
-        if storable(client_id) {
-            self.record(Commit::Behind, false, |b| b.will_done(tenant, client_id));
-        }
+        self.record_for(client_id, Commit::Behind, |b| {
+            b.will_done(tenant, client_id)
+        });
     }
 
     fn end(&self, tenant: &TenantId, client_id: &str) -> Option<Durability> {
-        if !storable(client_id) {
-            return None;
-        }
-        self.record(Commit::Now, false, |b| b.end(tenant, client_id))
+        self.record_for(client_id, Commit::Now, |b| b.end(tenant, client_id))
     }
 
     fn subscribe(
@@ -479,10 +489,7 @@ impl SessionStore for DurableSessions {
         client_id: &str,
         subscription: &StoredSubscription,
     ) -> Option<Durability> {
-        if !storable(client_id) {
-            return None;
-        }
-        self.record(Commit::Now, false, |b| {
+        self.record_for(client_id, Commit::Now, |b| {
             b.subscription(tenant, client_id, &subscription.filter, Some(subscription));
         })
     }
@@ -493,10 +500,7 @@ impl SessionStore for DurableSessions {
         client_id: &str,
         filter: &TopicFilter,
     ) -> Option<Durability> {
-        if !storable(client_id) {
-            return None;
-        }
-        self.record(Commit::Now, false, |b| {
+        self.record_for(client_id, Commit::Now, |b| {
             b.subscription(tenant, client_id, filter, None);
         })
     }
@@ -532,21 +536,16 @@ impl SessionStore for DurableSessions {
         state: DeliveryState,
         durable: bool,
     ) -> Option<Durability> {
-        if !storable(client_id) {
-            return None;
-        }
         let commit = if durable { Commit::Now } else { Commit::Behind };
-        self.record(commit, false, |b| {
+        self.record_for(client_id, commit, |b| {
             b.delivery_state(tenant, client_id, seq, state);
         })
     }
 
     fn delivered(&self, tenant: &TenantId, client_id: &str, seq: u64) {
-        if storable(client_id) {
-            self.record(Commit::Behind, false, |b| {
-                b.delivered(tenant, client_id, seq)
-            });
-        }
+        self.record_for(client_id, Commit::Behind, |b| {
+            b.delivered(tenant, client_id, seq)
+        });
     }
 
     fn incoming_qos2(
@@ -556,10 +555,7 @@ impl SessionStore for DurableSessions {
         packet_id: PacketId,
         awaiting: bool,
     ) -> Option<Durability> {
-        if !storable(client_id) {
-            return None;
-        }
-        self.record(Commit::Now, false, |b| {
+        self.record_for(client_id, Commit::Now, |b| {
             b.incoming(tenant, client_id, packet_id, awaiting);
         })
     }
