@@ -16,6 +16,9 @@ connection; require_certificate and use_identity_as_username on).
 
 Memory per connection comes from services/loadgen/conn-memory.sh when that
 script is present (see memory_hook below); otherwise the row says n/a.
+Memory per TLS connection (tls-memory) is measured here: each broker fresh,
+N idle connections over TLS, each presenting its own client certificate
+(the same certificates as the TLS connect storm), RSS growth / N.
 """
 
 import argparse
@@ -35,7 +38,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MOSQUITTO = "/usr/sbin/mosquitto"
-SCENARIOS = ["fan-in", "fan-out", "connect", "tls-connect", "memory"]
+SCENARIOS = ["fan-in", "fan-out", "connect", "tls-connect", "memory", "tls-memory"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 # Workload per size. tiny: the suite's smoke run (seconds, debug build);
@@ -329,6 +332,55 @@ def memory_hook(loadgen, fleetmq, connections):
     return found
 
 
+def idle_tls_memory(loadgen, broker, ca, certs, count):
+    """Bytes of RSS per idle TLS connection of a freshly started `broker`:
+    `count` connections, connection n presenting certificate n of `certs`
+    (its client id the certificate's name), held after their CONNACK."""
+    # fleetmq-loadgen idle wants DIR/<n>.crt, <n>.key and <n>.id.
+    numbered = certs.rstrip("/") + f"-numbered-{broker.name}"
+    if not os.path.isdir(numbered):
+        os.makedirs(numbered)
+        stems = sorted(n[:-4] for n in os.listdir(certs) if n.endswith(".crt"))
+        if len(stems) < count:
+            sys.exit(f"tls-memory: {len(stems)} certificates in {certs}, {count} wanted")
+        for i, stem in enumerate(stems[:count]):
+            for ext in ("crt", "key"):
+                os.symlink(os.path.join(certs, f"{stem}.{ext}"), os.path.join(numbered, f"{i}.{ext}"))
+            with open(os.path.join(numbered, f"{i}.id"), "w") as f:
+                f.write(stem + "\n")
+    time.sleep(1)
+    before = rss_bytes(broker.proc.pid)
+    out = os.path.join(os.path.dirname(numbered), f"idle-tls-{broker.name}.out")
+    with open(out, "w") as f:
+        gen = subprocess.Popen([loadgen, "idle", "--port", str(broker.tls_port), "--tls-ca", ca,
+                                "--tls-certs", numbered, "--connections", str(count), "--hold", "0",
+                                "--connect-timeout", "600"],
+                               stdout=f, stderr=subprocess.STDOUT)
+    try:
+        until = time.monotonic() + 660
+        while time.monotonic() < until:
+            with open(out) as f:
+                text = f.read()
+            if any(line.startswith("connected ") for line in text.splitlines()):
+                break
+            if gen.poll() is not None:
+                sys.exit(f"fleetmq-loadgen idle (TLS) against {broker.name} failed:\n{text[-2000:]}")
+            time.sleep(0.2)
+        else:
+            sys.exit(f"fleetmq-loadgen idle (TLS) against {broker.name}: not all connected in time")
+        time.sleep(2)
+        after = rss_bytes(broker.proc.pid)
+    finally:
+        gen.send_signal(signal.SIGTERM)
+        try:
+            gen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            gen.kill()
+            gen.wait()
+    log(f"   {broker.name}: RSS {before // 1024} -> {after // 1024} KiB, {text.splitlines()[0]}")
+    return (after - before) / count
+
+
 # --- scenarios -------------------------------------------------------------
 
 
@@ -444,19 +496,21 @@ def main():
     s = SIZES[args.size]
     p, m, _ = s["fan_in"]
     queue = max(p * m, max(msgs for _, msgs in s["fan_out"]), 10000)
-    measured = [sc for sc in scenarios if sc != "memory"]
+    measured = [sc for sc in scenarios if sc not in ("memory", "tls-memory")]
 
     work = tempfile.mkdtemp(prefix="fleetmq-bench.")
     brokers = []
     results = {}  # (row, broker) -> [record per run]
     labels = []
     try:
-        tls = "tls-connect" in scenarios
+        tls = "tls-connect" in scenarios or "tls-memory" in scenarios
+        # One certificate per connection: for the storm and the held ones.
+        cert_count = max(s["connects"], s["memory"] if "tls-memory" in scenarios else 0)
         mosq_pki = None
         fleet_certs = None
         if tls:
-            log(f"openssl: CA, server and {s['connects']} client certificates for Mosquitto")
-            mosq_pki = mosquitto_certs(work, s["connects"])
+            log(f"openssl: CA, server and {cert_count} client certificates for Mosquitto")
+            mosq_pki = mosquitto_certs(work, cert_count)
         for run in range(1, args.runs + 1):
             # Odd runs fleetmq first, even runs Mosquitto first: neither
             # always gets the cooler machine.
@@ -468,8 +522,8 @@ def main():
             started["fleetmq"] = start_fleetmq(fleetmq, work, run, queue)
             brokers.append(started["fleetmq"])
             if tls and fleet_certs is None:
-                log(f"fleetmq REST: tenant, {s['connects']} devices and certificates")
-                fleet_certs = fleetmq_certs(fleetmq, work, started["fleetmq"], s["connects"])
+                log(f"fleetmq REST: tenant, {cert_count} devices and certificates")
+                fleet_certs = fleetmq_certs(fleetmq, work, started["fleetmq"], cert_count)
             for scenario in measured:
                 for label, argv, kind in scenario_rows(scenario, args.size):
                     if label not in labels:
@@ -493,6 +547,18 @@ def main():
         memory = {}
         if "memory" in scenarios:
             memory = memory_hook(loadgen, fleetmq, s["memory"])
+        tls_memory = {}
+        if "tls-memory" in scenarios:
+            # Fresh processes, one at a time, Mosquitto first (as conn-memory.sh).
+            log(f"== tls-memory: {s['memory']} idle TLS connections, a client certificate each")
+            b = start_mosquitto(work, "tls-memory", queue, mosq_pki)
+            brokers.append(b)
+            tls_memory["mosquitto"] = idle_tls_memory(loadgen, b, mosq_pki[0], mosq_pki[1], s["memory"])
+            b.stop()
+            b = start_fleetmq(fleetmq, work, "tls-memory", queue)
+            brokers.append(b)
+            tls_memory["fleetmq"] = idle_tls_memory(loadgen, b, b.ca, fleet_certs, s["memory"])
+            b.stop()
     finally:
         for b in brokers:
             b.stop()
@@ -501,6 +567,7 @@ def main():
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump({"size": args.size, "runs": args.runs, "memory_bytes_per_connection": memory,
+                       "tls_memory_bytes_per_connection": tls_memory,
                        "results": [{"row": k[0], "broker": k[1], "runs": v} for k, v in results.items()]},
                       f, indent=1)
 
@@ -527,9 +594,12 @@ def main():
             print(f"{label:<30} {name:<10} {fmt(r['rate'], '.0f'):>10} {r['lost']:>7} "
                   f"{fmt(r['cpu_us'], '.1f'):>10} {fmt(r['p99'], '.2f'):>8} {'-':>10} "
                   f"{fmt(ratio, '.2f') if name == 'fleetmq' else '':>9}")
-    if "memory" in scenarios:
-        label = f"memory {s['memory']} idle conns"
-        f_mem, m_mem = memory.get("fleetmq"), memory.get("mosquitto")
+    for scenario, label, found in (
+            ("memory", f"memory {s['memory']} idle conns", memory),
+            ("tls-memory", f"tls-memory {s['memory']} idle conns", tls_memory)):
+        if scenario not in scenarios:
+            continue
+        f_mem, m_mem = found.get("fleetmq"), found.get("mosquitto")
         ratio = f_mem / m_mem if f_mem is not None and m_mem else None
         for name, v in (("fleetmq", f_mem), ("mosquitto", m_mem)):
             mem = "n/a" if v is None else f"{v / 1024:.1f}KiB"

@@ -3,7 +3,7 @@
 # fan-in, fan-out, plain and TLS connect storms and memory per connection,
 # measured by fleetmq-loadgen (rumqttc and rustls, shipped by neither broker).
 #
-#   services/loadgen/bench.sh [--scenarios fan-in,fan-out,connect,tls-connect,memory]
+#   services/loadgen/bench.sh [--scenarios fan-in,fan-out,connect,tls-connect,memory,tls-memory]
 #                             [--runs 3] [--size tiny|full] [--profile release|debug]
 #                             [--fleetmq-bin PATH] [--loadgen-bin PATH] [--no-build]
 #                             [--json-out FILE]

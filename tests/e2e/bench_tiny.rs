@@ -73,7 +73,7 @@ fn tiny_bench_prints_every_scenario_for_both_brokers() {
     // The ratio column is there for each measured scenario.
     let ratios = rows
         .iter()
-        .filter(|l| l.contains(" fleetmq ") && !l.starts_with("memory"))
+        .filter(|l| l.contains(" fleetmq ") && !l.contains("memory "))
         .filter(|l| l.split_whitespace().last().unwrap().parse::<f64>().is_ok())
         .count();
     assert_eq!(ratios, 6, "{stdout}");
@@ -86,6 +86,12 @@ fn tiny_bench_prints_every_scenario_for_both_brokers() {
             .find(|l| l.starts_with("memory 50 idle conns") && l.contains(broker))
             .unwrap_or_else(|| panic!("no memory row for {broker} in:\n{stdout}"));
         assert_eq!(!row.contains("n/a"), hook, "{row:?}\n{stderr}");
+        // Over TLS, a client certificate each: measured by bench.py itself.
+        let row = rows
+            .iter()
+            .find(|l| l.starts_with("tls-memory 50 idle conns") && l.contains(broker))
+            .unwrap_or_else(|| panic!("no tls-memory row for {broker} in:\n{stdout}"));
+        assert!(row.contains("KiB"), "{row:?}\n{stderr}");
     }
     // The JSON has one report per row and broker, from the real runs.
     let json: serde_json::Value =

@@ -73,37 +73,65 @@ pub async fn run_tls_listener(
         move |stream, peer, broker, shutdown, admission| {
             let acceptor = acceptor.clone();
             async move {
-                let limit = broker.config().connect_timeout;
-                // The TLS handshake is before CONNECT too: evictable.
-                let evicted = admission.pending.evicted.clone();
-                let handshake = tokio::select! {
-                    done = tokio::time::timeout(limit, acceptor.accept(stream)) => done,
-                    () = evicted.cancelled() => return,
-                };
-                match handshake {
-                    Ok(Ok(tls)) => {
-                        // Handed to the Authenticator: a device's identity
-                        // comes from its certificate chain.
-                        let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
-                            chain
-                                .iter()
-                                .map(|c| Bytes::copy_from_slice(c.as_ref()))
-                                .collect()
-                        });
-                        let peer = Peer {
-                            addr: peer,
-                            proto: "tls",
-                            certificates,
-                        };
-                        conn::serve(tls, peer, broker, shutdown, admission).await;
-                    }
-                    Ok(Err(e)) => warn!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => warn!(%peer, "TLS handshake timed out"),
+                // Boxed, and the stream comes back boxed: the handshake's
+                // state is gone once it is done, and the connection's task
+                // holds a pointer rather than rustls's connection state
+                // inline in each local it passed through (issue 16).
+                let accepted =
+                    Box::pin(accept_tls(acceptor, stream, peer, &broker, &admission)).await;
+                if let Some((tls, certificates)) = accepted {
+                    let peer = Peer {
+                        addr: peer,
+                        proto: "tls",
+                        certificates,
+                    };
+                    conn::serve(tls, peer, broker, shutdown, admission).await;
                 }
             }
         },
     )
     .await
+}
+
+/// The TLS handshake of a pending socket, within the connect timeout;
+/// `None` when it failed, timed out or the socket was evicted. Returns the
+/// client's certificate chain (DER, leaf first), which the Authenticator
+/// takes a device's identity from.
+async fn accept_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Broker,
+    admission: &Admission,
+) -> Option<(
+    Box<tokio_rustls::server::TlsStream<TcpStream>>,
+    Option<Vec<Bytes>>,
+)> {
+    let limit = broker.config().connect_timeout;
+    // The TLS handshake is before CONNECT too: evictable.
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(limit, acceptor.accept(stream)) => done,
+        () = admission.pending.evicted.cancelled() => return None,
+    };
+    match handshake {
+        Ok(Ok(tls)) => {
+            let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
+                chain
+                    .iter()
+                    .map(|c| Bytes::copy_from_slice(c.as_ref()))
+                    .collect()
+            });
+            Some((Box::new(tls), certificates))
+        }
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            warn!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// Serves MQTT over WebSocket (path `/mqtt`, subprotocol `mqtt`) on

@@ -371,7 +371,7 @@ where
         client_id: client_id.clone(),
         version,
         keep_alive,
-        will: connect.will,
+        will: connect.will.map(Box::new),
         session_expiry,
         out,
         // 3.3.4: the client's Receive Maximum (65,535 when it announces

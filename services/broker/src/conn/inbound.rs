@@ -332,6 +332,15 @@ impl Conn {
     /// success: v5 gets 0x83 in its PUBACK/PUBREC; v3.1.1 acks cannot say
     /// no, so the connection is closed and the client sends it again.
     pub(super) async fn settle_deferred(&mut self) -> Result<(), Error> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        // Boxed: only retained QoS 1/2 PUBLISHes wait here, and the wait's
+        // state (an ack, the store's answer) would size every connection.
+        Box::pin(self.settle_waiting()).await
+    }
+
+    async fn settle_waiting(&mut self) -> Result<(), Error> {
         for (durable, mut ack) in std::mem::take(&mut self.deferred) {
             if let Some(durable) = durable
                 && let Err(e) = durable.await

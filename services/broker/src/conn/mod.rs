@@ -73,7 +73,9 @@ pub(crate) struct Conn {
     version: ProtocolVersion,
     /// 1.5 × the keep alive in force (MQTT-3.1.2-22), if any.
     keep_alive: Option<Duration>,
-    will: Option<LastWill>,
+    /// Boxed, like `stalled`: most connections have none, and a
+    /// connection is kept small for the many that sit idle (issue 16).
+    will: Option<Box<LastWill>>,
     /// Session Expiry Interval in force, seconds.
     session_expiry: u32,
     out: Outbound,
@@ -91,7 +93,7 @@ pub(crate) struct Conn {
     /// MQTT 5 PUBLISHes refused for the rate limit in a row.
     strikes: u32,
     /// A 3.1.1 PUBLISH held back by the rate limit.
-    stalled: Option<Stalled>,
+    stalled: Option<Box<Stalled>>,
     /// Sessions the last PUBLISH left at their high-water mark: the
     /// socket is not read until they drain (`crate::backpressure`).
     paused: Vec<Arc<Session>>,
@@ -152,87 +154,146 @@ pub(crate) async fn serve<S>(
         client_id = field::Empty
     );
     async move {
-        let Admission { pending, places } = admission;
         // Grows only with what the client sends (see `buffers`).
         let mut inbuf = BytesMut::new();
-        let read = tokio::select! {
-            // Boxed, like the handshake and the goodbye below: the task
-            // holds a future as large as its largest state for as long as
-            // the connection lives, and these states are transient.
-            read = Box::pin(handshake::read_connect_timed(&mut stream, &mut inbuf, &broker)) => read,
-            () = pending.evicted.cancelled() => {
-                debug!("pending socket evicted for a newer one before its CONNECT");
+        // Boxed, and gone once it returns: the CONNECT, the CONNACK and the
+        // handshake's own states would otherwise stay in the task's future
+        // (a value moved out of a local keeps its room there) for as long
+        // as the connection lives, several times the size of a `Conn`.
+        let opened = Box::pin(open(
+            &mut stream,
+            &mut inbuf,
+            peer,
+            &broker,
+            admission,
+            conn_id,
+        ))
+        .await;
+        let (mut conn, _place, failed_start) = match opened {
+            Opened::Refused => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
                 return;
             }
-        };
-        // From here on the socket is a connection, or gone: its pending
-        // place is free either way.
-        drop(pending);
-        let connect = match read {
-            Ok(connect) => connect,
-            Err(e) => {
-                debug!(error = %e, "closed before CONNECT");
+            Opened::Closed => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-                return;
-            }
-        };
-        if !broker.accepting() {
-            metrics::connection_refused("not_accepting");
-            debug!("not accepting connections now; CONNECT refused as server unavailable");
-            if let Err(e) = handshake::refuse_unavailable(&mut stream, connect.protocol).await {
-                debug!(error = %e, "could not answer server unavailable");
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-            return;
-        }
-        let Ok(_place) = places.try_acquire_owned() else {
-            metrics::connection_refused("max_connections");
-            // Per CONNECT, so not a warning: the metric says how many.
-            debug!(
-                max_connections = broker.config().max_connections,
-                "connection limit reached; CONNECT refused as server busy"
-            );
-            if let Err(e) = handshake::refuse_busy(&mut stream, connect.protocol).await {
-                debug!(error = %e, "could not answer server busy");
-            }
-            let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-            return;
-        };
-        metrics::connection_opened();
-        match Box::pin(handshake::handshake(&mut stream, connect, peer, &broker, conn_id)).await {
-            Ok(Some((mut conn, ack))) => {
-                let end = match conn.start(ack) {
-                    Ok(()) => conn.run(&mut stream, &mut inbuf, &shutdown).await,
-                    Err(e) => {
-                        error!(error = %e, "could not encode CONNACK or resends");
-                        End::Server(ReasonCode::from(&e))
-                    }
-                };
-                // Always: the session must be let go of.
-                let told = Box::pin(conn.finish(&mut stream, end)).await;
-                // Best effort, and bounded: the peer may be gone or, with TLS
-                // or WebSocket, not reading the close we try to write.
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-                if told {
-                    // Closing with the client's bytes unread (a flooding
-                    // client's PUBLISHes) makes the kernel send a reset,
-                    // which can destroy our DISCONNECT before the client
-                    // reads it: read and drop until it closes, briefly.
-                    let _ = Box::pin(tokio::time::timeout(LINGER, discard_until_eof(&mut stream)))
-                        .await;
-                }
                 metrics::connection_closed();
                 return;
             }
-            Ok(None) => {}
-            Err(e) => debug!(error = %e, "connection closed before CONNACK"),
-        }
+            Opened::Conn {
+                conn,
+                place,
+                failed_start,
+            } => (conn, place, failed_start),
+        };
+        let end = match failed_start {
+            Some(end) => end,
+            None => conn.run(&mut stream, &mut inbuf, &shutdown).await,
+        };
+        // Always: the session must be let go of.
+        let told = Box::pin(conn.finish(&mut stream, end)).await;
+        // Best effort, and bounded: the peer may be gone or, with TLS
+        // or WebSocket, not reading the close we try to write.
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+        if told {
+            // Closing with the client's bytes unread (a flooding
+            // client's PUBLISHes) makes the kernel send a reset,
+            // which can destroy our DISCONNECT before the client
+            // reads it: read and drop until it closes, briefly.
+            let _ = Box::pin(tokio::time::timeout(LINGER, discard_until_eof(&mut stream))).await;
+        }
         metrics::connection_closed();
     }
     .instrument(span)
     .await;
+}
+
+/// What [`open`] made of a socket.
+enum Opened {
+    /// Never a connection (evicted, closed or refused before a place was
+    /// taken): nothing was counted.
+    Refused,
+    /// Counted as opened, then refused or closed before the CONNACK.
+    Closed,
+    /// A connection: its CONNACK is queued, unless `failed_start` says how
+    /// it ends without one.
+    Conn {
+        conn: Box<Conn>,
+        place: tokio::sync::OwnedSemaphorePermit,
+        failed_start: Option<End>,
+    },
+}
+
+/// From a fresh socket to a connection: reads the CONNECT, takes a place,
+/// runs the handshake and queues the CONNACK.
+async fn open<S>(
+    stream: &mut S,
+    inbuf: &mut BytesMut,
+    peer: Peer,
+    broker: &Broker,
+    admission: Admission,
+    conn_id: u64,
+) -> Opened
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Admission { pending, places } = admission;
+    let read = tokio::select! {
+        read = handshake::read_connect_timed(stream, inbuf, broker) => read,
+        () = pending.evicted.cancelled() => {
+            debug!("pending socket evicted for a newer one before its CONNECT");
+            return Opened::Refused;
+        }
+    };
+    // From here on the socket is a connection, or gone: its pending
+    // place is free either way.
+    drop(pending);
+    let connect = match read {
+        Ok(connect) => connect,
+        Err(e) => {
+            debug!(error = %e, "closed before CONNECT");
+            return Opened::Refused;
+        }
+    };
+    if !broker.accepting() {
+        metrics::connection_refused("not_accepting");
+        debug!("not accepting connections now; CONNECT refused as server unavailable");
+        if let Err(e) = handshake::refuse_unavailable(stream, connect.protocol).await {
+            debug!(error = %e, "could not answer server unavailable");
+        }
+        return Opened::Refused;
+    }
+    let Ok(place) = places.try_acquire_owned() else {
+        metrics::connection_refused("max_connections");
+        // Per CONNECT, so not a warning: the metric says how many.
+        debug!(
+            max_connections = broker.config().max_connections,
+            "connection limit reached; CONNECT refused as server busy"
+        );
+        if let Err(e) = handshake::refuse_busy(stream, connect.protocol).await {
+            debug!(error = %e, "could not answer server busy");
+        }
+        return Opened::Refused;
+    };
+    metrics::connection_opened();
+    match handshake::handshake(stream, connect, peer, broker, conn_id).await {
+        Ok(Some((conn, ack))) => {
+            let mut conn = Box::new(conn);
+            let failed_start = conn.start(ack).err().map(|e| {
+                error!(error = %e, "could not encode CONNACK or resends");
+                End::Server(ReasonCode::from(&e))
+            });
+            Opened::Conn {
+                conn,
+                place,
+                failed_start,
+            }
+        }
+        Ok(None) => Opened::Closed,
+        Err(e) => {
+            debug!(error = %e, "connection closed before CONNACK");
+            Opened::Closed
+        }
+    }
 }
 
 /// How long a connection we closed with a DISCONNECT keeps reading, so
@@ -264,6 +325,22 @@ async fn load_tenants_for(broker: &Broker, packet: &mqtt::Packet) {
             }
         }
         _ => {}
+    }
+}
+
+/// What ended a connection's wait (see `Conn::run_inner`).
+enum Woke {
+    Drained,
+    Read(usize),
+    Deliveries,
+    Timer,
+}
+
+/// Runs `fut` if there is one; pending forever otherwise.
+async fn until_some<F: std::future::Future<Output = ()>>(fut: Option<F>) {
+    match fut {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
     }
 }
 
@@ -305,7 +382,12 @@ impl Conn {
                 // 0x97): the client gets those answers before the DISCONNECT.
                 let reason = ReasonCode::from(&e);
                 warn!(error = %e, reason = reason.to_u8(), "closing connection");
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.flush(stream)).await;
+                // Boxed: rare, and a timer and a write in the task's future.
+                let _ = Box::pin(tokio::time::timeout(
+                    Duration::from_secs(1),
+                    self.flush(stream),
+                ))
+                .await;
                 End::Server(reason)
             }
             Err(e) => {
@@ -344,96 +426,127 @@ impl Conn {
             // About to wait: an idle connection keeps no buffers.
             buffers::release_if_empty(inbuf);
             buffers::release_if_empty(&mut self.out.buf);
-            let stall = self.stalled.as_ref().map(|s| s.until);
+            let stalled = self.stalled.as_ref().map(|s| s.until);
             let paused = !self.paused.is_empty();
             // While a PUBLISH is held back, or subscribers are full, the
             // socket is not read, so the client's silence is ours: no
-            // keep-alive deadline.
-            let deadline = self
-                .keep_alive
-                .filter(|_| stall.is_none() && !paused)
-                .map(|k| last_rx + k);
-            let config = self.broker.config();
-            let drained = crate::backpressure::until_drained(
-                self.paused.clone(),
-                config.slow_consumer_timeout,
-                config.slow_consumer_policy,
-            );
-            tokio::select! {
+            // keep-alive deadline. So one timer serves both: the held-back
+            // PUBLISH's time, or the keep-alive deadline.
+            let timer =
+                stalled.or_else(|| self.keep_alive.filter(|_| !paused).map(|k| last_rx + k));
+            // Boxed, and only while paused: every idle connection's future
+            // would otherwise hold this state's room.
+            let drained = paused.then(|| {
+                let config = self.broker.config();
+                Box::pin(crate::backpressure::until_drained(
+                    self.paused.clone(),
+                    config.slow_consumer_timeout,
+                    config.slow_consumer_policy,
+                ))
+            });
+            let woke = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
                 () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
-                () = sleep_until(stall), if stall.is_some() => {
+                () = until_some(drained) => Woke::Drained,
+                read = buffers::read_pooled(stream, inbuf), if stalled.is_none() && !paused => Woke::Read(read?),
+                () = self.ctl.wake.notified() => Woke::Deliveries,
+                () = sleep_until(timer) => Woke::Timer,
+            };
+            let end = match woke {
+                Woke::Deliveries => continue,
+                Woke::Timer if stalled.is_none() => {
+                    return Err(Error::KeepAliveTimeout(self.keep_alive.unwrap_or_default()));
+                }
+                Woke::Timer => {
                     last_rx = Instant::now();
                     // Boxed: rare, and the loop's future would otherwise be
                     // as large as this state for every connection.
-                    if let Some(end) = Box::pin(self.release_stalled(inbuf, max_packet)).await? {
-                        self.settle_deferred().await?;
-                        self.flush(stream).await?;
-                        return Ok(end);
-                    }
+                    Box::pin(self.release_stalled(inbuf, max_packet)).await?
                 }
-                () = drained, if paused => {
+                Woke::Drained => {
                     self.paused.clear();
                     last_rx = Instant::now();
-                    if let Some(end) = self.drain(inbuf, max_packet).await? {
-                        self.settle_deferred().await?;
-                        self.flush(stream).await?;
-                        return Ok(end);
-                    }
+                    self.drain(inbuf, max_packet).await?
                 }
-                read = buffers::read_pooled(stream, inbuf), if stall.is_none() && !paused => {
-                    let n = read?;
-                    if n == 0 {
-                        return Ok(End::Lost);
-                    }
+                Woke::Read(0) => return Ok(End::Lost),
+                Woke::Read(n) => {
                     metrics::bytes_in(n);
                     last_rx = Instant::now();
-                    if let Some(end) = self.drain(inbuf, max_packet).await? {
-                        self.settle_deferred().await?;
-                        self.flush(stream).await?;
-                        return Ok(end);
-                    }
+                    self.drain(inbuf, max_packet).await?
                 }
-                () = self.ctl.wake.notified() => {}
-                () = sleep_until(deadline) => {
-                    return Err(Error::KeepAliveTimeout(self.keep_alive.unwrap_or_default()));
-                }
+            };
+            if let Some(end) = end {
+                self.settle_deferred().await?;
+                self.flush(stream).await?;
+                return Ok(end);
             }
         }
     }
 
     /// Handles every whole packet in the read buffer, or stops at a 3.1.1
     /// PUBLISH the rate limit holds back. Awaits only for a platform
-    /// client, whose packets may name tenants not yet in memory.
+    /// client, whose packets may name tenants not yet in memory: boxed, so
+    /// that a decoded packet (several hundred bytes) is not part of every
+    /// connection's future.
     async fn drain(
         &mut self,
         inbuf: &mut BytesMut,
         max_packet: usize,
     ) -> Result<Option<End>, Error> {
-        while self.stalled.is_none() && self.paused.is_empty() {
-            let Some(mut packet) = decode(inbuf, self.version, max_packet)? else {
-                break;
-            };
-            if self.tenant.id.is_platform() {
-                // Boxed: platform clients only; the tenant loads would size
-                // every connection's future.
-                Box::pin(load_tenants_for(&self.broker, &packet)).await;
-            }
-            if self.version != ProtocolVersion::V5 {
-                match self.hold_back(packet, true) {
-                    Pace::Go(p) => packet = p,
-                    Pace::Wait(stalled) => {
-                        self.stalled = Some(stalled);
-                        break;
-                    }
-                }
-            }
-            if let Some(end) = self.handle(packet)? {
+        if self.tenant.id.is_platform() {
+            return Box::pin(self.drain_loading(inbuf, max_packet)).await;
+        }
+        while let Some(packet) = self.next_packet(inbuf, max_packet)? {
+            if let Some(end) = self.pace_and_handle(packet)? {
                 return Ok(Some(end));
             }
         }
         Ok(None)
+    }
+
+    /// [`Conn::drain`] for a platform client: the tenants a packet names
+    /// are brought into memory before it is handled.
+    async fn drain_loading(
+        &mut self,
+        inbuf: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<End>, Error> {
+        while let Some(packet) = self.next_packet(inbuf, max_packet)? {
+            load_tenants_for(&self.broker, &packet).await;
+            if let Some(end) = self.pace_and_handle(packet)? {
+                return Ok(Some(end));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The next whole packet in the read buffer, unless reading is held
+    /// back (a 3.1.1 PUBLISH waiting for the rate limit, full subscribers).
+    fn next_packet(
+        &mut self,
+        inbuf: &mut BytesMut,
+        max_packet: usize,
+    ) -> Result<Option<mqtt::Packet>, Error> {
+        if self.stalled.is_some() || !self.paused.is_empty() {
+            return Ok(None);
+        }
+        Ok(decode(inbuf, self.version, max_packet)?)
+    }
+
+    /// Handles `packet`, or holds it back when the 3.1.1 rate limit says
+    /// wait (then reading stops until its time).
+    fn pace_and_handle(&mut self, mut packet: mqtt::Packet) -> Result<Option<End>, Error> {
+        if self.version != ProtocolVersion::V5 {
+            match self.hold_back(packet, true) {
+                Pace::Go(p) => packet = p,
+                Pace::Wait(stalled) => {
+                    self.stalled = Some(Box::new(stalled));
+                    return Ok(None);
+                }
+            }
+        }
+        self.handle(packet)
     }
 
     /// The held-back PUBLISH, once its time has come, then the rest of the
@@ -454,7 +567,7 @@ impl Conn {
             }
             // Not yet (the limits changed meanwhile): wait again.
             Pace::Wait(again) => {
-                self.stalled = Some(again);
+                self.stalled = Some(Box::new(again));
                 return Ok(None);
             }
         }
@@ -658,7 +771,7 @@ impl Conn {
             self.ctl.id,
             self.session_expiry,
             will.map(|w| will::PendingWill {
-                will: w,
+                will: *w,
                 identity: self.identity.clone(),
                 client_id: self.client_id.clone(),
             }),
