@@ -2,8 +2,8 @@
 //! over what it left (issue 15), within about 20 s of the death:
 //!
 //! 1. Detection: every [`POLL`], each member asks the database which nodes
-//!    rows name as serving something now (connected sessions, online
-//!    devices: `Store::nodes_in_use`) and NATS whether each of those
+//!    rows name as serving something now (sessions, connected or held
+//!    offline, and online devices: `Store::nodes_in_use`) and NATS whether each of those
 //!    holds its name lease (`cluster::Leases`). A node named there whose
 //!    lease is gone is dead: leases are rewritten every 5 s and lapse
 //!    15 s after the last write, so that is 10 to 15 s after the death,

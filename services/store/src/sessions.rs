@@ -619,18 +619,20 @@ impl Store {
             .collect())
     }
 
-    /// The nodes that rows name as serving something now: connected
-    /// sessions and online devices. A cluster member that names another
-    /// one whose lease is gone has found a dead node (issue 15). A walk
-    /// over the two partial indexes, one step per distinct node, so the
-    /// cost grows with the nodes, not the rows.
+    /// The nodes that rows name as serving something now: sessions
+    /// (connected, or held offline with their subscriptions) and online
+    /// devices. A cluster member that names another one whose lease is
+    /// gone has found a dead node (issue 15); a node holding only offline
+    /// sessions counts, since routing reaches them through it alone. A
+    /// walk over two indexes, one step per distinct node, so the cost
+    /// grows with the nodes, not the rows.
     pub async fn nodes_in_use(&self) -> Result<Vec<String>, Error> {
         const SQL: &str = "WITH RECURSIVE \
              s(node_id) AS ( \
-               SELECT (SELECT MIN(node_id) FROM mqtt_sessions WHERE connected) \
+               SELECT (SELECT MIN(node_id) FROM mqtt_sessions) \
                UNION ALL \
                SELECT (SELECT MIN(x.node_id) FROM mqtt_sessions x \
-                       WHERE x.connected AND x.node_id > s.node_id) \
+                       WHERE x.node_id > s.node_id) \
                FROM s WHERE s.node_id IS NOT NULL), \
              p(node_id) AS ( \
                SELECT (SELECT MIN(node_id) FROM device_presence WHERE status = 'online') \

@@ -329,10 +329,25 @@ async fn a_dead_nodes_sessions_are_taken_once_by_one_survivor(db: &TestDb) -> an
     store
         .update_presence(&[super::state::online("d1", at, "node-3")])
         .await?;
+    // A node that holds only an offline session is in use too: messages
+    // reach that session through it alone.
+    let mut held = record("acme", "held", at);
+    held.node_id = Some("node-4".into());
+    connect(store, vec![held]).await?;
+    let writes = SessionWrites {
+        disconnected: vec![SessionDisconnect {
+            key: key("acme", "held"),
+            at: gone,
+            expires_at: None,
+            will_due_at: None,
+        }],
+        ..SessionWrites::default()
+    };
+    store.write_sessions(&writes).await?;
     assert_eq!(
         store.nodes_in_use().await?,
-        ["node-1", "node-2", "node-3"],
-        "connected sessions' and online devices' nodes, once each"
+        ["node-1", "node-2", "node-3", "node-4"],
+        "sessions' (connected or offline) and online devices' nodes, once each"
     );
 
     // Two survivors at once (a cluster is on Postgres; SQLite's single
@@ -358,7 +373,7 @@ async fn a_dead_nodes_sessions_are_taken_once_by_one_survivor(db: &TestDb) -> an
             .is_empty()
     );
     assert_eq!(store.release_node_sessions("node-1", death).await?, 0);
-    assert_eq!(store.nodes_in_use().await?, ["node-2", "node-3"]);
+    assert_eq!(store.nodes_in_use().await?, ["node-2", "node-3", "node-4"]);
 
     let loaded = store.load_sessions("acme").await?;
     let r = |client: &str| {
