@@ -27,7 +27,7 @@
 //!   and a wildcard subscribe would have to read the database each time;
 //!   one small message per change keeps every cache current instead.
 //!
-//! A new interest is confirmed by NATS (a flush after the SUBs) before
+//! A new interest is confirmed by NATS (a round trip after the SUBs) before
 //! the SUBACK that made it is sent (bounded by [`INTEREST_WAIT`]): after its
 //! SUBACK a subscription gets every other node's next message (with one
 //! NATS server; a NATS cluster spreads interest between its servers a
@@ -80,6 +80,7 @@ mod metric {
     pub const REPLAYED: &str = "cluster_journal_replayed_total";
     pub const JOURNAL_FAILED: &str = "cluster_journal_failed_total";
     pub const JOURNAL_TIMEOUTS: &str = "cluster_journal_ack_timeouts_total";
+    pub const INTEREST_UNCONFIRMED: &str = "cluster_interest_unconfirmed_total";
 }
 
 fn dropped(reason: &'static str) {
@@ -298,7 +299,13 @@ impl Interconnect for Router {
         let confirmed = confirmed?;
         Some(Box::pin(async move {
             // Not confirmed in time, or not at all: acknowledged anyway.
-            let _ = tokio::time::timeout(INTEREST_WAIT, confirmed).await;
+            if !matches!(
+                tokio::time::timeout(INTEREST_WAIT, confirmed).await,
+                Ok(Ok(()))
+            ) {
+                metrics::counter!(metric::INTEREST_UNCONFIRMED).increment(1);
+                tracing::warn!("NATS did not confirm a new interest in time: SUBACK sent anyway");
+            }
             Ok(())
         }))
     }
@@ -597,7 +604,8 @@ async fn follow_interest(
                 // on each after them confirms them all.
                 let (client, shared) = (client.clone(), shared.clone());
                 tokio::spawn(async move {
-                    if client.flush().await.is_ok() && shared.flush().await.is_ok() {
+                    if server_has_all_before(&client).await && server_has_all_before(&shared).await
+                    {
                         let _ = done.send(());
                     }
                 });
@@ -656,8 +664,9 @@ async fn follow_interest(
         }
         metrics::gauge!(metric::INTEREST).increment(set.len() as f64);
         live.insert(key, set);
-        // A PING after the SUBs on the same connection: its PONG means the
-        // server has them, and another node's next message is routed here.
+        // A round trip after the SUBs on the same connection: its answer
+        // means the server has them, and another node's next message is
+        // routed here.
         if let Some(ready) = change.ready {
             let connection = if group.is_some() {
                 shared.clone()
@@ -665,11 +674,25 @@ async fn follow_interest(
                 client.clone()
             };
             tokio::spawn(async move {
-                if connection.flush().await.is_ok() {
+                if server_has_all_before(&connection).await {
                     let _ = ready.send(());
                 }
             });
         }
+    }
+}
+
+/// Whether the server has processed everything this connection sent
+/// before the call (its SUBs above all). `Client::flush` only writes the
+/// buffer to the socket: the server may still handle another
+/// connection's PUB first. A request nobody answers is answered by the
+/// server itself ("no responders") once it reads it, and it reads a
+/// connection's operations in order.
+async fn server_has_all_before(connection: &Client) -> bool {
+    let barrier = format!("fleetmq.barrier.{}", connection.new_inbox());
+    match connection.request(barrier, bytes::Bytes::new()).await {
+        Ok(_) => true,
+        Err(e) => matches!(e.kind(), async_nats::client::RequestErrorKind::NoResponders),
     }
 }
 
