@@ -17,7 +17,10 @@
 //! subscription index and waits until NATS confirms its interest in
 //! those filters (the bound of `routing::INTEREST_WAIT`); from then on
 //! every message routed for the session, from any node and its own,
-//! queues in the stand-in. Once the other node has let go and flushed,
+//! queues in the stand-in. The other node first delivers what its
+//! routing subscriptions got before the request (those messages came
+//! before the stand-in's interest: the stored queue is their only way
+//! over; `routing::Drainer`). Once the other node has let go and flushed,
 //! the stored session is merged into the stand-in, which becomes the
 //! session: the stored queue first, then what the stand-in caught less
 //! the messages the stored queue has already (by their
