@@ -17,7 +17,10 @@
 //! subscription index and waits until NATS confirms its interest in
 //! those filters (the bound of `routing::INTEREST_WAIT`); from then on
 //! every message routed for the session, from any node and its own,
-//! queues in the stand-in. Once the other node has let go and flushed,
+//! queues in the stand-in. The other node first delivers what its
+//! routing subscriptions got before the request (those messages came
+//! before the stand-in's interest: the stored queue is their only way
+//! over; `routing::Drainer`). Once the other node has let go and flushed,
 //! the stored session is merged into the stand-in, which becomes the
 //! session: the stored queue first, then what the stand-in caught less
 //! the messages the stored queue has already (by their
@@ -46,6 +49,8 @@ use broker::{Broker, HandoffError, TenantId};
 use bytes::Bytes;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+
+use crate::routing::Drainer;
 
 /// The longest a connecting node waits for another node to let go of a
 /// session: above the broker's default takeover timeout (5 s), which
@@ -94,25 +99,35 @@ pub async fn release(
 
 /// Answers this node's release requests until `sub` ends: each in a task
 /// of its own (one slow connection does not hold the others up). The
-/// reply is empty on success, else the reason.
-pub(crate) async fn serve(mut sub: async_nats::Subscriber, client: Client, broker: Broker) {
+/// reply is empty on success, else the reason. Before a session goes,
+/// what this node's routing subscriptions received ahead of the request
+/// is delivered into it (`drainer`): the requester's interest came after
+/// those messages, so they reach it only through the stored queue.
+pub(crate) async fn serve(
+    mut sub: async_nats::Subscriber,
+    client: Client,
+    broker: Broker,
+    drainer: Drainer,
+) {
     while let Some(message) = sub.next().await {
         let Some(reply) = message.reply.clone() else {
             continue;
         };
-        let (client, broker) = (client.clone(), broker.clone());
+        let (client, broker, drainer) = (client.clone(), broker.clone(), drainer.clone());
         tokio::spawn(async move {
             let answer = match serde_json::from_slice::<Release>(&message.payload) {
                 Err(e) => format!("bad release request: {e}"),
                 Ok(r) => match TenantId::parse(&r.tenant) {
                     Err(_) => "bad tenant id".to_owned(),
-                    Ok(tenant) => match broker.release_session(&tenant, &r.client_id).await {
-                        Ok(_) => String::new(),
-                        Err(e) => {
-                            tracing::warn!(tenant = %tenant, client_id = %r.client_id, error = %e, "session not released");
-                            e.to_string()
+                    Ok(tenant) => {
+                        match release_drained(&broker, &drainer, &tenant, &r.client_id).await {
+                            Ok(_) => String::new(),
+                            Err(e) => {
+                                tracing::warn!(tenant = %tenant, client_id = %r.client_id, error = %e, "session not released");
+                                e.to_string()
+                            }
                         }
-                    },
+                    }
                 },
             };
             if let Err(e) = client.publish(reply, Bytes::from(answer)).await {
@@ -120,4 +135,16 @@ pub(crate) async fn serve(mut sub: async_nats::Subscriber, client: Client, broke
             }
         });
     }
+}
+
+/// [`Broker::release_session`] once `drainer` has delivered what arrived
+/// before the request (see [`serve`]).
+async fn release_drained(
+    broker: &Broker,
+    drainer: &Drainer,
+    tenant: &TenantId,
+    client_id: &str,
+) -> Result<bool, broker::Error> {
+    drainer.drained().await;
+    broker.release_session(tenant, client_id).await
 }

@@ -99,7 +99,41 @@ enum Told {
     Interest(Interest),
     /// Answered once NATS has confirmed every interest told before it.
     Settled(oneshot::Sender<()>),
+    /// Answered once every message this node's subscriptions had received
+    /// when it was told has been delivered into the broker
+    /// ([`Drainer::drained`]).
+    Drained(oneshot::Sender<()>),
 }
+
+/// Asks the interest task for [`Told::Drained`]: what a release waits for
+/// before the session goes (`crate::handoff::serve`).
+#[derive(Clone)]
+pub(crate) struct Drainer(mpsc::UnboundedSender<Told>);
+
+impl Drainer {
+    /// Returns once every message that reached this node's routing
+    /// subscriptions before the call is delivered into the broker
+    /// (bounded by [`DRAIN_WAIT`]). Why: a message another node routed
+    /// here before a takeover request arrived on the same connection was
+    /// dispatched to its subscription's queue first, but its task may not
+    /// have delivered it yet (a loaded machine); the session released now
+    /// would lose it, and the new node, whose interest came after it, never
+    /// had it.
+    pub(crate) async fn drained(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(Told::Drained(tx)).is_ok() {
+            let _ = tokio::time::timeout(DRAIN_WAIT, rx).await;
+        }
+    }
+}
+
+/// The longest a release waits for the routing subscriptions to deliver
+/// what they hold: below the release's own bound less the takeover timeout.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// One routing subscription's task's side of [`Told::Drained`]: each
+/// sender is answered once what the subscription held then is delivered.
+type DrainAsk = mpsc::UnboundedSender<oneshot::Sender<()>>;
 
 /// What the publisher of a journaled message waits for.
 type Acked = oneshot::Receiver<Result<(), String>>;
@@ -143,6 +177,7 @@ pub struct Pending {
     node: String,
     outbound: Arc<FairQueue<Frame>>,
     interest: mpsc::UnboundedReceiver<Told>,
+    drainer: Drainer,
     /// Changes when the connection may have missed messages, and since
     /// when ([`Pending::catching_up`]).
     gaps: Option<(tokio::sync::watch::Receiver<u64>, crate::Since)>,
@@ -178,7 +213,7 @@ impl Router {
                 seq: AtomicU64::new(0),
                 client: client.clone(),
                 outbound: outbound.clone(),
-                interest: int_tx,
+                interest: int_tx.clone(),
             },
             Pending {
                 client,
@@ -186,6 +221,7 @@ impl Router {
                 node: node.to_owned(),
                 outbound,
                 interest: int_rx,
+                drainer: Drainer(int_tx),
                 gaps: None,
             },
         )
@@ -394,6 +430,7 @@ impl Pending {
             releases,
             self.client.clone(),
             broker.clone(),
+            self.drainer,
         ));
         let stop = tokio_util::sync::CancellationToken::new();
         let publisher = tokio::spawn(publish(self.client.clone(), self.outbound, stop.clone()));
@@ -595,7 +632,7 @@ async fn follow_interest(
     node: String,
     mut changes: mpsc::UnboundedReceiver<Told>,
 ) {
-    let mut live: HashMap<(TenantId, TopicFilter), JoinSet<()>> = HashMap::new();
+    let mut live: HashMap<(TenantId, TopicFilter), (JoinSet<()>, Vec<DrainAsk>)> = HashMap::new();
     while let Some(told) = changes.recv().await {
         let change = match told {
             Told::Interest(change) => change,
@@ -611,10 +648,26 @@ async fn follow_interest(
                 });
                 continue;
             }
+            Told::Drained(done) => {
+                let asked: Vec<oneshot::Receiver<()>> = live
+                    .values()
+                    .flat_map(|(_, asks)| asks)
+                    .filter_map(|ask| {
+                        let (tx, rx) = oneshot::channel();
+                        ask.send(tx).ok().map(|()| rx)
+                    })
+                    .collect();
+                tokio::spawn(async move {
+                    // A task gone answers at once (its sender dropped).
+                    futures::future::join_all(asked).await;
+                    let _ = done.send(());
+                });
+                continue;
+            }
         };
         let key = (change.namespace, change.filter);
         if !change.present {
-            if let Some(set) = live.remove(&key) {
+            if let Some((set, _)) = live.remove(&key) {
                 metrics::gauge!(metric::INTEREST).decrement(set.len() as f64);
             }
             continue;
@@ -639,6 +692,7 @@ async fn follow_interest(
             continue;
         };
         let mut set = JoinSet::new();
+        let mut asks = Vec::new();
         for subject in subjects {
             let subscribed = match &group {
                 None => client.subscribe(subject).await,
@@ -649,8 +703,11 @@ async fn follow_interest(
             };
             match subscribed {
                 Ok(sub) => {
+                    let (ask, asked) = mpsc::unbounded_channel();
+                    asks.push(ask);
                     set.spawn(receive(
                         sub,
+                        asked,
                         broker.clone(),
                         node.clone(),
                         namespace.clone(),
@@ -663,7 +720,7 @@ async fn follow_interest(
             }
         }
         metrics::gauge!(metric::INTEREST).increment(set.len() as f64);
-        live.insert(key, set);
+        live.insert(key, (set, asks));
         // A round trip after the SUBs on the same connection: its answer
         // means the server has them, and another node's next message is
         // routed here.
@@ -731,15 +788,31 @@ fn inbound(
     Some((tenant, envelope))
 }
 
+/// Delivers what `sub` receives; answers each drain request (`asked`)
+/// once `sub` holds nothing more (see [`Told::Drained`]).
 async fn receive(
     mut sub: async_nats::Subscriber,
+    mut asked: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
     broker: Broker,
     node: String,
     namespace: TenantId,
     filter: TopicFilter,
 ) {
     let not_from = filter.shared().is_none().then_some(node.as_str());
-    while let Some(message) = sub.next().await {
+    loop {
+        // Biased: a drain request is answered only when no message is
+        // waiting, i.e. once what arrived before it is delivered.
+        let message = tokio::select! {
+            biased;
+            message = sub.next() => message,
+            Some(done) = asked.recv() => {
+                let _ = done.send(());
+                continue;
+            }
+        };
+        let Some(message) = message else {
+            break;
+        };
         metrics::counter!(metric::RECEIVED).increment(1);
         if let Some((tenant, envelope)) = inbound(message, not_from) {
             broker.deliver_remote(&namespace, &filter, &tenant, envelope.message);
