@@ -178,6 +178,22 @@ async fn survivors_take_over_a_dead_nodes_devices_wills_and_sessions() {
     let (_will_watch, mut will_rx, _) =
         subscribed(options(c.node(2), "will-watch", backend), &will_topic).await;
 
+    // A backend on node 1 in a clean session (expiry 0) with a will: its
+    // will is stored with a session row of its own, and readmitting its
+    // service credential authorizes it on the survivor.
+    let clean_topic = "backends/clean/will";
+    let (_clean_watch, mut clean_rx, _) =
+        subscribed(options(c.node(2), "clean-watch", backend), clean_topic).await;
+    let mut o = options(c.node(0), "clean-backend", backend);
+    o.set_last_will(LastWill::new(
+        clean_topic,
+        "clean gone",
+        QoS::AtLeastOnce,
+        false,
+        None,
+    ));
+    let (_clean, _clean_rx, _) = v5_connected(o).await;
+
     // The device on node 1, persistent (its will is stored with its session).
     let mut o = persistent(c.node(0), DEVICE, (&dev_user, &dev_password));
     o.set_last_will(LastWill::new(
@@ -269,6 +285,17 @@ async fn survivors_take_over_a_dead_nodes_devices_wills_and_sessions() {
     assert_eq!(status["reason"], "node_lost", "{status}");
     assert_eq!(&will.payload[..], b"gone");
     assert_eq!(&will.topic[..], will_topic.as_bytes());
+    let clean_will = within(
+        &mut clean_rx,
+        TAKEOVER_BOUND,
+        "the clean session's will",
+        |p| match p {
+            Packet::Publish(p) => Some(p),
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(&clean_will.payload[..], b"clean gone");
 
     // Publishing goes on; the subscribers come back on node 2 meanwhile.
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -400,6 +427,11 @@ async fn survivors_take_over_a_dead_nodes_devices_wills_and_sessions() {
             repeats += 1;
         }
     }
-    assert_eq!(repeats, 0, "the will was published more than once");
+    while let Ok(item) = clean_rx.try_recv() {
+        if matches!(item, Ok(Packet::Publish(_))) {
+            repeats += 1;
+        }
+    }
+    assert_eq!(repeats, 0, "a will was published more than once");
     c.stop().await;
 }

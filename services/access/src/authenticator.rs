@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use broker::{AuthError, AuthRequest, Authenticator, Identity, TenantId};
 use chrono::Utc;
 use rustls_pki_types::CertificateDer;
-use store::{CertificateStatus, PublishLimitSettings};
+use store::{CertificateStatus, CredentialScope, PublishLimitSettings};
 
 use crate::cache::PrincipalRules;
 use crate::limits::broker_limits;
@@ -365,18 +365,76 @@ impl PlatformAuthenticator {
         }
         let login = login.ok_or(Refusal::UnknownUser)?;
         let principal = principal_of(login.name);
-        let template =
-            PolicyTemplate::service_credential(login.name, login.publish, login.subscribe);
-        self.cache.set_principal(
-            login.tenant.as_str(),
+        self.set_service_rules(
+            &login.tenant,
             &principal,
-            PrincipalRules::Service(Arc::new(template)),
+            login.name,
+            login.publish,
+            login.subscribe,
         );
         Ok(Identity {
             tenant: login.tenant,
             principal,
             limits: None,
         })
+    }
+
+    /// Gives service credential `name`'s principal its own filters as its
+    /// policy, at connect and at readmission alike.
+    fn set_service_rules(
+        &self,
+        tenant: &TenantId,
+        principal: &str,
+        name: &str,
+        publish: &[String],
+        subscribe: &[String],
+    ) {
+        let template = PolicyTemplate::service_credential(name, publish, subscribe);
+        self.cache.set_principal(
+            tenant.as_str(),
+            principal,
+            PrincipalRules::Service(Arc::new(template)),
+        );
+    }
+
+    /// Readmits the service credential behind `principal` (`service:{name}`
+    /// in a tenant, `platform:{name}` in the platform namespace) if it
+    /// still exists in that scope. Returns whether it does.
+    async fn readmit_service(
+        &self,
+        tenant: &TenantId,
+        principal: &str,
+    ) -> Result<bool, AccessError> {
+        let (scope, name) = if let Some(name) = principal.strip_prefix(PLATFORM_PREFIX) {
+            if !tenant.is_platform() {
+                return Ok(false);
+            }
+            (CredentialScope::Platform, name)
+        } else if let Some(name) = principal.strip_prefix("service:") {
+            if tenant.is_platform() {
+                return Ok(false);
+            }
+            (CredentialScope::Tenant(tenant.as_str().to_owned()), name)
+        } else {
+            return Ok(false);
+        };
+        // No lookup by name exists; a scope holds a handful of backends,
+        // and readmission happens once per restored will owner.
+        let credentials = self.cache.store().list_service_credentials(&scope).await?;
+        let Some(c) = credentials.iter().find(|c| c.name == name) else {
+            return Ok(false);
+        };
+        // The principal is derived from the name, as at connect, so that a
+        // credential recreated under another name is not readmitted.
+        let expected = match scope {
+            CredentialScope::Platform => platform_principal(&c.name),
+            CredentialScope::Tenant(_) => service_principal(&c.name),
+        };
+        if expected != principal {
+            return Ok(false);
+        }
+        self.set_service_rules(tenant, principal, &c.name, &c.publish, &c.subscribe);
+        Ok(true)
     }
 }
 
@@ -394,16 +452,16 @@ struct ServiceLogin<'a> {
 #[async_trait]
 impl Authenticator for PlatformAuthenticator {
     /// A device that still exists and is enabled gets its tenant's
-    /// policies again, as at connect. Service credentials are not
-    /// readmitted (their filters come with their password check): a will
-    /// a backend left on a node that died is refused by the authorizer.
+    /// policies again, as at connect; a service credential that still
+    /// exists in its scope gets its own filters again, so a will a backend
+    /// left on a node that died is authorized as on its live connection.
     async fn readmit(&self, tenant: &TenantId, principal: &str) -> bool {
-        // Service and platform principals have a `:`; device ids cannot.
-        if principal.contains(':') {
-            return false;
-        }
         let t = tenant.as_str();
         let admitted = async {
+            // Service and platform principals have a `:`; device ids cannot.
+            if principal.contains(':') {
+                return self.readmit_service(tenant, principal).await;
+            }
             let Some(entry) = self.cache.device(t, principal).await? else {
                 return Ok(false);
             };

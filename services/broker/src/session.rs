@@ -425,6 +425,10 @@ pub(crate) struct SessionState {
     /// Written through to the session store (a persistent session: expiry
     /// above 0 at CONNECT, or restored after a restart).
     pub(crate) durable: bool,
+    /// A clean session (expiry 0) stored only for its will, so that a
+    /// crash cannot swallow it (issue 15): its row is deleted when it
+    /// ends, but nothing else of it (queue, subscriptions) is written.
+    pub(crate) will_stored: bool,
     /// The next delivery's place in the stored queue.
     pub(crate) next_seq: u64,
     /// Whether its publishers are held back for it (`backpressure`).
@@ -579,6 +583,7 @@ impl Session {
                 limits,
                 dropped: DropCounters::default(),
                 durable: false,
+                will_stored: false,
                 next_seq: 0,
                 backlog: Backlog::default(),
             }),

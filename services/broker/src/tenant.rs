@@ -487,7 +487,12 @@ impl Tenant {
             let orphans = st.take_shared(None);
             st.pending.clear();
             st.inflight.clear();
-            (std::mem::take(&mut st.subscriptions), orphans, st.durable)
+            // A clean session's stored will row goes with it too.
+            (
+                std::mem::take(&mut st.subscriptions),
+                orphans,
+                st.durable || st.will_stored,
+            )
         };
         metrics::sessions(-1.0);
         session.stop_holding_back();

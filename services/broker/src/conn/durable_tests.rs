@@ -264,3 +264,60 @@ async fn a_released_session_leaves_with_0x8e_and_stays_in_the_store() {
     publish_acked(&second, 2).await;
     assert_eq!(payloads(&received(&mut sub, 2).await), ["m1", "m2"]);
 }
+
+/// A clean session's connection with a retained will `clean/will`.
+fn clean_with_will(id: &str) -> Connect {
+    let mut c = Connect::new(V5, id);
+    c.keep_alive = 0;
+    c.will = Some(mqtt::LastWill {
+        topic: TopicName::parse("clean/will").unwrap(),
+        payload: "gone".into(),
+        qos: QoS::AtMostOnce,
+        retain: true,
+        properties: Default::default(),
+    });
+    c
+}
+
+#[tokio::test]
+async fn a_clean_sessions_will_outlives_a_crash_once() {
+    let store = Arc::new(MemorySessionStore::new());
+    let first = broker(&store);
+    // Kept connected: the crash takes the broker with the connection.
+    let (mut c, _) = connect_present(&first, clean_with_will("clean")).await;
+    subscribe(&mut c, "q/#").await;
+    tokio::task::yield_now().await;
+    let stored = store.load(&dev()).await.unwrap();
+    let [s] = stored.as_slice() else {
+        panic!("one stored session expected, got {stored:?}")
+    };
+    assert_eq!(s.record.expiry_interval, 0);
+    assert!(s.record.will.is_some());
+    // Only the will is stored, not what the session holds.
+    assert!(s.queue.is_empty() && s.subscriptions.is_empty());
+
+    // The restart sends the will (retained, so a later subscriber sees
+    // it) and the stored session is gone with it.
+    let second = broker(&store);
+    let mut sub = Client::connect(&second, Connect::new(V5, "sub")).await;
+    subscribe(&mut sub, "clean/#").await;
+    let got = received(&mut sub, 1).await;
+    assert_eq!(payloads(&got), ["gone"]);
+    assert!(store.load(&dev()).await.unwrap().is_empty());
+    // A second restart has no will left to send.
+    let third = broker(&store);
+    let (_c, present) = connect_present(&third, persistent("other")).await;
+    assert!(!present);
+    assert_eq!(store.load(&dev()).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_clean_sessions_stored_will_goes_at_a_normal_disconnect() {
+    let store = Arc::new(MemorySessionStore::new());
+    let b = broker(&store);
+    let (mut c, _) = connect_present(&b, clean_with_will("clean")).await;
+    c.send(Disconnect::new(ReasonCode::Success)).await;
+    assert_eq!(c.recv().await, None);
+    tokio::task::yield_now().await;
+    assert!(store.load(&dev()).await.unwrap().is_empty());
+}

@@ -423,8 +423,10 @@ where
 /// (issue 14) and waits until it is durable, as the CONNACK must: a Clean
 /// Start that discarded a stored session must not see it come back after
 /// a crash. A session is persistent if its expiry is above 0 now or it
-/// was (a resumed one is written until it ends). Refused with the reason
-/// code for the CONNACK.
+/// was (a resumed one is written until it ends). A clean session with a
+/// will is written too (expiry 0, written behind), its row only, so that
+/// a restart or a survivor sends the will of a node that crashed. Refused
+/// with the reason code for the CONNACK.
 async fn persist_connect(
     tenant: &crate::tenant::Tenant,
     attached: &mut crate::tenant::Attached,
@@ -438,12 +440,18 @@ async fn persist_connect(
     let Some(store) = tenant.session_store().filter(|_| !tenant.id.is_platform()) else {
         return Ok(());
     };
-    let durable = {
+    let (durable, will_only) = {
         let mut st = attached.session.lock();
         st.durable |= session_expiry > 0;
-        st.durable
+        // A clean session's will is stored too (a crash must not swallow
+        // it), within the store's client id bound: not for its own sake,
+        // so a client id the store cannot hold is no reason to refuse.
+        st.will_stored = !st.durable
+            && will.is_some()
+            && attached.session.client_id().len() <= MAX_STORED_CLIENT_ID;
+        (st.durable, st.will_stored)
     };
-    let connected = durable.then(|| {
+    let connected = (durable || will_only).then(|| {
         let will = will.map(|w| {
             let mut properties = w.properties.clone();
             let delay = properties.will_delay_interval.take().unwrap_or(0);
@@ -466,6 +474,9 @@ async fn persist_connect(
         // A session not resumed replaces whatever was stored.
         store.connect(&tenant.id, &record, clean_start || !attached.present)
     });
+    // Written behind for a clean session: its CONNACK neither waits for
+    // the database nor fails with it, as before wills were stored.
+    let connected = connected.filter(|_| durable);
     let Some(durable) = all_durable([connected.flatten(), attached.discarded.take()]) else {
         return Ok(());
     };
