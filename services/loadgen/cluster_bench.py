@@ -31,7 +31,7 @@ import tempfile
 import time
 
 import bench
-from bench import Broker, cpu_secs, free_port, log, loadgen_json, median, wait_listening
+from bench import Broker, cpu_secs, log, loadgen_json, median
 
 NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -54,6 +54,24 @@ def with_database(url, name):
     return f"{base}?{query}" if query else base
 
 
+def printed_port(proc, logfile, marker, ready, within):
+    """The port a process started on a port of its own choosing printed
+    after `marker`, once it also printed `ready`: picking a free port here
+    and passing it would race other processes to bind it."""
+    until = time.monotonic() + within
+    while time.monotonic() < until:
+        if proc.proc.poll() is not None:
+            with open(logfile) as f:
+                sys.exit(f"{proc.name} exited with {proc.proc.returncode}:\n{f.read()}")
+        with open(logfile) as f:
+            lines = f.read().splitlines()
+        found = [line for line in lines if marker in line]
+        if found and any(ready in line for line in lines):
+            return int(found[0].rsplit(":", 1)[1].strip())
+        time.sleep(0.1)
+    sys.exit(f"{proc.name} did not print {marker!r} within {within:.0f} s; see {logfile}")
+
+
 class Cluster:
     """nats-server and `n` fleetmq nodes on a fresh database."""
 
@@ -64,29 +82,42 @@ class Cluster:
         psql(admin_url, f"CREATE DATABASE {self.database}")
         db = with_database(admin_url, self.database)
         self.procs = []
-        nats_port = free_port()
         nats_log = os.path.join(work, f"nats-{n}.log")
-        self.nats = Broker("nats-server", [NATS, "-js", "-a", "127.0.0.1", "-p", str(nats_port),
+        # -p -1: a port of the server's choosing, read from its log.
+        self.nats = Broker("nats-server", [NATS, "-js", "-a", "127.0.0.1", "-p", "-1",
                                            "-sd", os.path.join(work, f"js-{n}")],
-                           nats_log, nats_port, None, None)
+                           nats_log, None, None, None)
         self.procs.append(self.nats)
-        wait_listening(nats_port, self.nats.proc, "nats-server", nats_log)
+        nats_port = printed_port(self.nats, nats_log, "Listening for client connections on ",
+                                 "Server is ready", within=30)
         self.nodes = []
         for i in range(1, n + 1):
             data = os.path.join(work, f"c{n}-node{i}")
-            port = free_port()
+            # Port 0 and the port the node prints: a port picked free here
+            # could be taken by another process before the node binds it.
             argv = [fleetmq, "serve", "--data-dir", data, "--database-url", db,
                     "--nats-url", f"nats://127.0.0.1:{nats_port}", "--node-name", f"node-{i}",
-                    "--mqtt-listen", f"127.0.0.1:{port}", "--mqtts-listen", "127.0.0.1:0",
+                    "--mqtt-listen", "127.0.0.1:0", "--mqtts-listen", "127.0.0.1:0",
                     "--ws-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0",
                     "--allow-anonymous", "bench", *bench.bench_bounds(queue)]
             if i > 1:
                 argv += ["--kek-file", os.path.join(work, f"c{n}-node1", "kek.hex")]
             logfile = os.path.join(work, f"c{n}-node{i}.log")
-            node = Broker(f"node-{i}", argv, logfile, port, None, None)
+            node = Broker(f"node-{i}", argv, logfile, None, None, None)
             self.procs.append(node)
-            wait_listening(port, node.proc, f"node-{i}", logfile, within=60)
+            node.port = printed_port(node, logfile, "fleetmq: mqtt listening on ",
+                                     "fleetmq: http listening on ", within=60)
             self.nodes.append(node)
+
+    def show_logs(self, lines=30):
+        """The end of every process's log, for a run that failed."""
+        for p in self.procs:
+            alive = "running" if p.proc.poll() is None else f"exited {p.proc.returncode}"
+            with open(p.logfile) as f:
+                tail = f.read().splitlines()[-lines:]
+            log(f"--- {p.name} ({alive}), last {len(tail)} lines of {p.logfile}")
+            for line in tail:
+                log(line)
 
     def ports(self, which):
         return ",".join(str(self.nodes[i].port) for i in which)
@@ -186,8 +217,13 @@ def main():
                         if label not in labels:
                             labels.append(label)
                         log(f"== {label} on {n} node(s)")
-                        results.setdefault((label, n), []).append(
-                            measure(cluster, loadgen, label, argv, pubs, subs, s["timeout"]))
+                        try:
+                            record = measure(cluster, loadgen, label, argv, pubs, subs,
+                                             s["timeout"])
+                        except SystemExit:
+                            cluster.show_logs()
+                            raise
+                        results.setdefault((label, n), []).append(record)
                 finally:
                     cluster.stop()
     finally:
