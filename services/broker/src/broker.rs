@@ -611,20 +611,38 @@ impl Broker {
         for interest in confirmed {
             let _ = interest.await;
         }
-        if let Err(e) = handoff.release(&node, &tenant.id, client_id).await {
+        let released = match handoff.release(&node, &tenant.id, client_id).await {
+            Ok(()) => true,
             // A dead node cannot answer: its session is taken as stored.
-            tracing::warn!(node, error = %e, "session not released by its node; taken over as stored");
-        }
-        match load().await {
-            Ok(stored) => {
-                tenant.adopt(client_id, stored, limits, Some(stand_in));
-                Ok(())
+            Err(e) => {
+                tracing::warn!(tenant = %tenant.id, client_id, node, error = %e, "session not released by its node; taken over as stored");
+                false
             }
+        };
+        let stored = match load().await {
+            Ok(stored) => stored,
             Err(e) => {
                 tenant.forget(&stand_in);
-                Err(e)
+                return Err(e);
+            }
+        };
+        let held = stored.is_some();
+        tenant.adopt(client_id, stored, limits, Some(stand_in));
+        if !released && held {
+            // What the silent node missed came before what the stand-in
+            // caught; it is queued after it (see ARCHITECTURE.md, order
+            // across a failover). A failed recovery does not refuse the
+            // client: it gets what the store and the stand-in hold.
+            match handoff.recover(self, &node, &tenant.id, client_id).await {
+                Ok(recovered) => {
+                    tracing::info!(tenant = %tenant.id, client_id, node, recovered, "session recovered from the cluster's journal")
+                }
+                Err(e) => {
+                    tracing::error!(tenant = %tenant.id, client_id, node, error = %e, "what the silent node missed for this session could not be recovered")
+                }
             }
         }
+        Ok(())
     }
 
     /// Takes in the persistent sessions of `client_ids` in `tenant` that

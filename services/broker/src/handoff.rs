@@ -11,7 +11,7 @@
 
 use async_trait::async_trait;
 
-use crate::TenantId;
+use crate::{Broker, TenantId};
 
 /// The other side of a takeover failed or did not answer in time.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -34,4 +34,20 @@ pub trait SessionHandoff: Send + Sync + 'static {
         tenant: &TenantId,
         client_id: &str,
     ) -> Result<(), HandoffError>;
+
+    /// After `node` did not let go of `client_id` in `tenant` (it died,
+    /// or was cut off from the other nodes) and its session was taken
+    /// here as stored: brings into it what `node` may never have heard
+    /// while it was unreachable, from what the cluster kept (the
+    /// session, held here again, skips what it holds). Returns how many
+    /// messages were queued for it. A single node has nothing to bring.
+    async fn recover(
+        &self,
+        _broker: &Broker,
+        _node: &str,
+        _tenant: &TenantId,
+        _client_id: &str,
+    ) -> Result<u64, HandoffError> {
+        Ok(0)
+    }
 }

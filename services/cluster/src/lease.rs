@@ -309,6 +309,19 @@ impl Leases {
             .map(|e| SystemTime::from(e.created)))
     }
 
+    /// When `node` itself last wrote its lease; `None` when it holds none
+    /// (it stopped, or its lease lapsed) or a survivor's claim stands in
+    /// its place (whose time says nothing of when `node` was last heard).
+    pub async fn heard_from(&self, node: &NodeName) -> Result<Option<SystemTime>, Error> {
+        let entry =
+            self.store.entry(node.as_str()).await.map_err(|e| {
+                Error::JetStream(format!("reading the lease on node name {node}: {e}"))
+            })?;
+        Ok(entry
+            .filter(|e| e.operation == Operation::Put && !Claim::is_claim(&e.value))
+            .map(|e| SystemTime::from(e.created)))
+    }
+
     /// Takes `node`'s name while this node cleans up after it; `None` when
     /// the name is held (the node is alive again, or another survivor
     /// claimed it first).

@@ -167,6 +167,7 @@ pub struct Cluster {
     _stop_on_drop: DropGuard,
     heartbeat: JoinHandle<u64>,
     store: async_nats::jetstream::kv::Store,
+    lease_ttl: Duration,
     /// For the routing connection ([`Cluster::router`]).
     nats_url: String,
 }
@@ -212,6 +213,7 @@ impl Cluster {
             stop,
             heartbeat,
             store,
+            lease_ttl: config.lease_ttl,
             nats_url: config.nats_url,
         })
     }
@@ -237,6 +239,7 @@ impl Cluster {
             async_nats::ConnectOptions::new().name(format!("fleetmq {} shared", self.name));
         let shared = connect(options, &self.nats_url, self.name.clone(), None).await?;
         let (router, pending) = routing::Router::new(client, shared, self.name.as_str());
+        let router = router.recovering_with(self.leases(), self.lease_ttl);
         Ok((router, pending.catching_up(missed.subscribe(), since)))
     }
 

@@ -81,6 +81,9 @@ mod metric {
     pub const JOURNAL_FAILED: &str = "cluster_journal_failed_total";
     pub const JOURNAL_TIMEOUTS: &str = "cluster_journal_ack_timeouts_total";
     pub const INTEREST_UNCONFIRMED: &str = "cluster_interest_unconfirmed_total";
+    /// Sessions taken from a node that did not let go of them, and read
+    /// back from the journal.
+    pub const SESSIONS_RECOVERED: &str = "cluster_sessions_recovered_total";
 }
 
 fn dropped(reason: &'static str) {
@@ -151,6 +154,11 @@ struct Interest {
 /// comes once the connection is back and resubscribed).
 pub const INTEREST_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long before a silent node's last lease write a recovery reads the
+/// journal from: what it heard just before then may not have reached the
+/// store (written behind) when it fell silent.
+const RECOVERY_MARGIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The broker's side: hands interest changes, messages and retained
 /// changes to the tasks [`Pending::start`] runs.
 pub struct Router {
@@ -166,6 +174,9 @@ pub struct Router {
     /// another tenant's.
     outbound: Arc<FairQueue<Frame>>,
     interest: mpsc::UnboundedSender<Told>,
+    /// When a node that did not let go of a session was last heard
+    /// ([`SessionHandoff::recover`]), and its lease's TTL.
+    leases: Option<(crate::Leases, std::time::Duration)>,
 }
 
 /// The tasks' side, started once the broker exists (the broker is built
@@ -214,6 +225,7 @@ impl Router {
                 client: client.clone(),
                 outbound: outbound.clone(),
                 interest: int_tx.clone(),
+                leases: None,
             },
             Pending {
                 client,
@@ -225,6 +237,49 @@ impl Router {
                 gaps: None,
             },
         )
+    }
+
+    /// Recovers sessions taken from a node that did not answer
+    /// ([`SessionHandoff::recover`]) from the journal, from when that
+    /// node last wrote its lease in `leases` (TTL `lease_ttl`).
+    pub fn recovering_with(
+        mut self,
+        leases: crate::Leases,
+        lease_ttl: std::time::Duration,
+    ) -> Router {
+        self.leases = Some((leases, lease_ttl));
+        self
+    }
+
+    /// From when a session taken from `node`, which did not let go of it,
+    /// is read back from the journal. A node cut off from NATS (or dead)
+    /// stops writing its lease; what it heard until a little before its
+    /// last write the store holds. A node with no lease of its own any
+    /// more (it lapsed, or a survivor's claim stands) was last heard at
+    /// an unknown time: everything the journal keeps, duplicates being
+    /// better than losses.
+    async fn silent_since(&self, node: &str) -> SystemTime {
+        let now = SystemTime::now();
+        let whole_journal = now
+            .checked_sub(crate::journal::MAX_AGE)
+            .unwrap_or(SystemTime::UNIX_EPOCH);
+        let Some((leases, _)) = &self.leases else {
+            return whole_journal;
+        };
+        let Ok(name) = crate::NodeName::parse(node) else {
+            return whole_journal;
+        };
+        match leases.heard_from(&name).await {
+            Ok(Some(at)) => at
+                .checked_sub(RECOVERY_MARGIN)
+                .unwrap_or(whole_journal)
+                .max(whole_journal),
+            Ok(None) => whole_journal,
+            Err(e) => {
+                tracing::warn!(node, error = %e, "the silent node's lease could not be read; the whole journal is read back");
+                whole_journal
+            }
+        }
     }
 
     /// Queues a frame; `journaled`: what its publisher waits for (the
@@ -308,6 +363,27 @@ impl SessionHandoff for Router {
         client_id: &str,
     ) -> Result<(), HandoffError> {
         crate::handoff::release(&self.client, node, tenant, client_id).await
+    }
+
+    async fn recover(
+        &self,
+        broker: &Broker,
+        node: &str,
+        tenant: &TenantId,
+        client_id: &str,
+    ) -> Result<u64, HandoffError> {
+        let since = self.silent_since(node).await;
+        let replayed = crate::journal::replay(
+            &self.client,
+            broker,
+            tenant,
+            &[client_id.to_owned()],
+            crate::journal::Since::Time(since),
+        )
+        .await
+        .map_err(|e| HandoffError(e.to_string()))?;
+        metrics::counter!(metric::SESSIONS_RECOVERED).increment(1);
+        Ok(replayed.delivered)
     }
 }
 
