@@ -300,25 +300,28 @@ impl Leases {
     /// stopped, or died and its lease lapsed). A name under a survivor's
     /// claim counts as held: the claimer is at work on it.
     pub async fn last_renewed(&self, node: &NodeName) -> Result<Option<SystemTime>, Error> {
-        let entry =
-            self.store.entry(node.as_str()).await.map_err(|e| {
-                Error::JetStream(format!("reading the lease on node name {node}: {e}"))
-            })?;
-        Ok(entry
-            .filter(|e| e.operation == Operation::Put)
-            .map(|e| SystemTime::from(e.created)))
+        self.written(node, |_| true).await
     }
 
     /// When `node` itself last wrote its lease; `None` when it holds none
     /// (it stopped, or its lease lapsed) or a survivor's claim stands in
     /// its place (whose time says nothing of when `node` was last heard).
     pub async fn heard_from(&self, node: &NodeName) -> Result<Option<SystemTime>, Error> {
+        self.written(node, |value| !Claim::is_claim(value)).await
+    }
+
+    /// When `node`'s key was last written, if it holds a value `counts`.
+    async fn written(
+        &self,
+        node: &NodeName,
+        counts: impl Fn(&[u8]) -> bool,
+    ) -> Result<Option<SystemTime>, Error> {
         let entry =
             self.store.entry(node.as_str()).await.map_err(|e| {
                 Error::JetStream(format!("reading the lease on node name {node}: {e}"))
             })?;
         Ok(entry
-            .filter(|e| e.operation == Operation::Put && !Claim::is_claim(&e.value))
+            .filter(|e| e.operation == Operation::Put && counts(&e.value))
             .map(|e| SystemTime::from(e.created)))
     }
 
