@@ -5,9 +5,10 @@
 //! server, refuses new CONNECTs with 0x88 Server unavailable and answers
 //! `/readyz` with 503, while node 2 keeps serving; the client moves to
 //! node 2 with its persistent session (its subscription works there) and
-//! gets every QoS 1 message node 2 acknowledged while node 1 was cut off
+//! gets every QoS 2 message node 2 completed while node 1 was cut off
 //! (node 1 never heard them and cannot answer the takeover: node 2 reads
-//! them back from the journal).
+//! them back from the journal), and those it completed on node 1 not
+//! again (exactly once).
 //! With the proxy back, node 1 takes connections again. rumqttc is the
 //! client. Skipped, saying so, without TEST_DATABASE_URL.
 
@@ -19,7 +20,7 @@ use cluster::testing::NatsServer;
 use fleetmq_tests::cluster::{NodeDir, nats_addr};
 use fleetmq_tests::proxy::TcpProxy;
 use fleetmq_tests::rumqtt::{
-    V5Incoming, next, v5, v5_connected, v5_payloads, v5_publish, v5_publish_acked, v5_suback,
+    V5Incoming, next, v5, v5_connected, v5_payloads, v5_publish, v5_publish_confirmed, v5_suback,
 };
 use fleetmq_tests::{Server, TestDb, metric};
 use rumqttc::v5::mqttbytes::QoS;
@@ -78,11 +79,11 @@ async fn a_node_cut_off_from_nats_sends_its_clients_to_another_node() {
     // A persistent client on node 1 with a subscription; a publisher on
     // node 2 whose messages reach it through NATS.
     let (mover, mut rx, _) = connect(&node1, "mover", true).await;
-    mover.subscribe("part/#", QoS::AtLeastOnce).await.unwrap();
+    mover.subscribe("part/#", QoS::ExactlyOnce).await.unwrap();
     v5_suback(&mut rx).await;
     let (publisher, mut prx, _) = connect(&node2, "publisher", false).await;
     let before: Vec<String> = (0..5).map(|i| format!("before-{i}")).collect();
-    v5_publish_acked(&publisher, &mut prx, "part/load", &before).await;
+    v5_publish_confirmed(&publisher, &mut prx, "part/load", QoS::ExactlyOnce, &before).await;
     assert_eq!(v5_payloads(&mut rx, before.len()).await, before);
 
     // Node 1 loses NATS: its client is sent elsewhere within the grace.
@@ -92,7 +93,7 @@ async fn a_node_cut_off_from_nats_sends_its_clients_to_another_node() {
     let cut = Instant::now();
     proxy.cut();
     let during: Vec<String> = (0..20).map(|i| format!("during-{i}")).collect();
-    v5_publish_acked(&publisher, &mut prx, "part/load", &during).await;
+    v5_publish_confirmed(&publisher, &mut prx, "part/load", QoS::ExactlyOnce, &during).await;
     // rumqttc ends its event loop with the server's DISCONNECT.
     let ended = next(&mut rx, |p| match p {
         Ok(Packet::Disconnect(d)) => Some(format!("{:?}", d.reason_code)),
@@ -126,31 +127,33 @@ async fn a_node_cut_off_from_nats_sends_its_clients_to_another_node() {
     assert_eq!(fenced, 1.0, "cluster_fenced_total on node 1");
 
     let fenced_off: Vec<String> = (0..10).map(|i| format!("fenced-{i}")).collect();
-    v5_publish_acked(&publisher, &mut prx, "part/load", &fenced_off).await;
+    v5_publish_confirmed(
+        &publisher,
+        &mut prx,
+        "part/load",
+        QoS::ExactlyOnce,
+        &fenced_off,
+    )
+    .await;
 
     // The client moves to node 2 with its session; node 2 serves it, with
-    // every message acknowledged while node 1 was cut off.
+    // every message completed while node 1 was cut off.
     let (_moved, mut rx, present) = connect(&node2, "mover", true).await;
     let moved = cut.elapsed();
     println!("client resumed its session on node 2 at {moved:?} after the cut");
     assert!(present, "the persistent session did not move to node 2");
     let missed: Vec<String> = during.iter().chain(&fenced_off).cloned().collect();
-    let mut got = v5_payloads(&mut rx, missed.len()).await;
-    // At least once: a message node 1 heard just before the cut may come
-    // again; the ones acknowledged after it all come, in order.
-    got.retain(|p| !p.starts_with("before-"));
-    while got.len() < missed.len() {
-        got.extend(v5_payloads(&mut rx, missed.len() - got.len()).await);
-        got.retain(|p| !p.starts_with("before-"));
-    }
+    // Exactly once: the replay starts before the cut, but what the client
+    // completed on node 1 (PUBREC) is not sent again.
+    let got = v5_payloads(&mut rx, missed.len()).await;
     println!(
-        "after the move: {} of the {} acknowledged while node 1 was cut off arrived",
+        "after the move: {} of the {} completed while node 1 was cut off arrived",
         got.len(),
         missed.len()
     );
     assert_eq!(
         got, missed,
-        "what node 2 acknowledged while node 1 was cut off"
+        "what node 2 completed while node 1 was cut off, once each"
     );
     let recovered = metric(
         &node2.get("/metrics").await.unwrap().text().await.unwrap(),
@@ -163,8 +166,11 @@ async fn a_node_cut_off_from_nats_sends_its_clients_to_another_node() {
         .await
         .unwrap();
     let got = v5_publish(&mut rx).await;
-    assert_eq!(&got.topic[..], b"part/1");
-    assert_eq!(&got.payload[..], b"after the cut");
+    assert_eq!(
+        (&got.topic[..], &got.payload[..]),
+        (&b"part/1"[..], &b"after the cut"[..]),
+        "nothing else came before it"
+    );
 
     // NATS back: node 1 serves again.
     proxy.restore();

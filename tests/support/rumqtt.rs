@@ -93,20 +93,35 @@ pub async fn v5_publish_acked(
     topic: &str,
     payloads: &[String],
 ) {
+    v5_publish_confirmed(
+        client,
+        rx,
+        topic,
+        rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+        payloads,
+    )
+    .await;
+}
+
+/// Publishes `payloads` on `topic` at `qos` (1 or 2) and waits for every
+/// PUBACK (QoS 1) or PUBCOMP (QoS 2).
+pub async fn v5_publish_confirmed(
+    client: &rumqttc::v5::AsyncClient,
+    rx: &mut V5Incoming,
+    topic: &str,
+    qos: rumqttc::v5::mqttbytes::QoS,
+    payloads: &[String],
+) {
     for p in payloads {
         client
-            .publish(
-                topic,
-                rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
-                false,
-                p.clone().into_bytes(),
-            )
+            .publish(topic, qos, false, p.clone().into_bytes())
             .await
             .expect("publish queued");
     }
     for _ in payloads {
         next(rx, |p| match p {
-            Ok(V5Packet::PubAck(_)) => Some(()),
+            Ok(V5Packet::PubAck(_)) if qos == rumqttc::v5::mqttbytes::QoS::AtLeastOnce => Some(()),
+            Ok(V5Packet::PubComp(_)) if qos == rumqttc::v5::mqttbytes::QoS::ExactlyOnce => Some(()),
             Err(e) => panic!("publisher failed: {e}"),
             _ => None,
         })

@@ -120,6 +120,42 @@ impl MessageId {
     }
 }
 
+/// The routed QoS 2 messages a persistent session completed (its client
+/// sent PUBREC), as the session store held them when the session was
+/// loaded here (a restart, a dead node's sessions adopted, a takeover): a
+/// replay of the cluster's journal into the session skips them, so that a
+/// message completed before its node died is not delivered again as a
+/// new one (exactly once). Not grown by what completes here later: the
+/// store keeps those for the next load, and memory stays flat.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+// Boxed: 8 bytes in every session while empty (nearly always), not 48.
+#[allow(clippy::box_collection)]
+pub struct Completed(Option<Box<std::collections::HashSet<MessageId>>>);
+
+impl Completed {
+    /// Whether the session completed `id`.
+    pub fn contains(&self, id: MessageId) -> bool {
+        self.0.as_ref().is_some_and(|ids| ids.contains(&id))
+    }
+
+    /// Adds `id`.
+    pub fn insert(&mut self, id: MessageId) {
+        self.0.get_or_insert_default().insert(id);
+    }
+
+    /// The ids, in no order.
+    pub fn iter(&self) -> impl Iterator<Item = MessageId> + '_ {
+        self.0.iter().flat_map(|ids| ids.iter().copied())
+    }
+}
+
+impl FromIterator<MessageId> for Completed {
+    fn from_iter<I: IntoIterator<Item = MessageId>>(ids: I) -> Completed {
+        let ids: std::collections::HashSet<MessageId> = ids.into_iter().collect();
+        Completed((!ids.is_empty()).then(|| Box::new(ids)))
+    }
+}
+
 impl std::fmt::Display for MessageId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}-{}", self.origin, self.seq)

@@ -429,6 +429,8 @@ pub(crate) struct SessionState {
     /// crash cannot swallow it (issue 15): its row is deleted when it
     /// ends, but nothing else of it (queue, subscriptions) is written.
     pub(crate) will_stored: bool,
+    /// What a journal replay into the session skips.
+    pub(crate) completed: crate::interconnect::Completed,
     /// The next delivery's place in the stored queue.
     pub(crate) next_seq: u64,
     /// Whether its publishers are held back for it (`backpressure`).
@@ -436,12 +438,13 @@ pub(crate) struct SessionState {
 }
 
 impl SessionState {
-    /// Whether the message `id` is queued or in flight here (a copy of it
-    /// arriving again, through a takeover's overlap or a replay, is not
-    /// taken).
+    /// Whether the message `id` is queued or in flight here, or was done
+    /// with (a copy of it arriving again, through a takeover's overlap or
+    /// a replay, is not taken).
     pub(crate) fn holds(&self, id: crate::interconnect::MessageId) -> bool {
         let is = |d: &Delivery| d.message.id == Some(id);
-        self.pending.items.iter().any(is)
+        self.completed.contains(id)
+            || self.pending.items.iter().any(is)
             || self
                 .inflight
                 .values()
@@ -584,6 +587,7 @@ impl Session {
                 dropped: DropCounters::default(),
                 durable: false,
                 will_stored: false,
+                completed: crate::interconnect::Completed::default(),
                 next_seq: 0,
                 backlog: Backlog::default(),
             }),

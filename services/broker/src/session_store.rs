@@ -190,6 +190,8 @@ pub struct StoredSession {
     pub queue: Vec<StoredDelivery>,
     /// Client → server QoS 2 packet ids awaiting PUBREL.
     pub incoming_qos2: Vec<PacketId>,
+    /// The routed QoS 2 messages it completed lately.
+    pub completed: crate::interconnect::Completed,
 }
 
 impl StoredSession {
@@ -301,6 +303,13 @@ pub trait SessionStore: Send + Sync + 'static {
     /// reason code), or dropped (expired, too large, given to another
     /// member of its shared group). Write-behind.
     fn delivered(&self, tenant: &TenantId, client_id: &str, seq: u64);
+
+    /// The client completed the routed QoS 2 message `id` (PUBREC; see
+    /// [`Completed`](crate::interconnect::Completed)). Called before the
+    /// delivery's PUBREL state is written (durably), so that it commits
+    /// with it or earlier: a replay never finds the message gone from
+    /// the stored queue and not completed. Write-behind.
+    fn completed(&self, tenant: &TenantId, client_id: &str, id: crate::MessageId);
 
     /// An incoming QoS 2 packet id awaits PUBREL (`true`: PUBREC waits)
     /// or was released (`false`: PUBCOMP waits, since a client reuses the

@@ -197,13 +197,13 @@ pub use publish_limits::{PublishLimitSettings, StoredPublishLimits};
 pub use retained::{RetainedMessage, RetainedWrite, RetainedWriteCount};
 pub use service_credentials::{CredentialScope, NewServiceCredential, ServiceCredential};
 pub use session_batch::{
-    IncomingWrite, QueueTransition, SessionDisconnect, SessionWriteCount, SessionWrites,
-    SubscriptionWrite,
+    CompletedWrite, IncomingWrite, QueueTransition, SessionDisconnect, SessionWriteCount,
+    SessionWrites, SubscriptionWrite,
 };
 pub use session_queue::{QueueEntry, QueuePage, QueueState, SessionMessage, SessionMessageId};
 pub use sessions::{
-    MAX_SESSION_CLIENT_ID_BYTES, SessionKey, SessionPurge, SessionRecord, SessionSubscription,
-    SessionSummary, SessionWill, StoredSession,
+    COMPLETED_KEPT, MAX_SESSION_CLIENT_ID_BYTES, SessionKey, SessionPurge, SessionRecord,
+    SessionSubscription, SessionSummary, SessionWill, StoredSession,
 };
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};

@@ -49,6 +49,15 @@ pub struct QueueTransition {
     pub to: Option<QueueState>,
 }
 
+/// A persistent session completed the routed QoS 2 message `routed_id`
+/// (its client sent PUBREC; see migration 0017): a journal replay into
+/// the session skips it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompletedWrite {
+    pub key: SessionKey,
+    pub routed_id: [u8; 16],
+}
+
 /// An incoming QoS 2 packet id now awaiting PUBREL, or released.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingWrite {
@@ -75,6 +84,8 @@ pub struct SessionWrites {
     pub enqueued: Vec<(SessionKey, QueueEntry)>,
     pub transitions: Vec<QueueTransition>,
     pub incoming: Vec<IncomingWrite>,
+    /// Written with the queue transitions, in the same transaction.
+    pub completed: Vec<CompletedWrite>,
 }
 
 impl SessionWrites {
@@ -88,6 +99,7 @@ impl SessionWrites {
             && self.enqueued.is_empty()
             && self.transitions.is_empty()
             && self.incoming.is_empty()
+            && self.completed.is_empty()
     }
 
     /// Every change well-formed, so that the database never refuses one
@@ -101,7 +113,8 @@ impl SessionWrites {
             .chain(self.subscriptions.iter().map(|s| s.key().0))
             .chain(self.enqueued.iter().map(|(k, _)| k))
             .chain(self.transitions.iter().map(|t| &t.key))
-            .chain(self.incoming.iter().map(|i| &i.key));
+            .chain(self.incoming.iter().map(|i| &i.key))
+            .chain(self.completed.iter().map(|c| &c.key));
         for key in keys {
             key.check()?;
         }

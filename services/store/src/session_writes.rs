@@ -53,15 +53,20 @@ macro_rules! with_keys {
     }};
 }
 
-/// `WITH v (tenant_id, client_id, packet_id) AS (VALUES …)` for incoming
-/// QoS 2 packet ids.
-macro_rules! with_packet_ids {
-    ($writes:expr) => {{
-        let mut q = sqlx::QueryBuilder::new("WITH v (tenant_id, client_id, packet_id) AS (");
-        q.push_values($writes, |mut row, i| {
-            row.push_bind(i.key.tenant_id.as_str())
-                .push_bind(i.key.client_id.as_str())
-                .push_bind(i32::from(i.packet_id));
+/// `WITH v (tenant_id, client_id, COLUMNS) AS (VALUES …) ` for `items`:
+/// each one's session key (`key`), then what `bind` pushes for `COLUMNS`.
+macro_rules! with_keyed {
+    ($items:expr, $columns:literal, |$row:ident, $item:ident| $key:expr, $bind:expr) => {{
+        let mut q = sqlx::QueryBuilder::new(concat!(
+            "WITH v (tenant_id, client_id, ",
+            $columns,
+            ") AS ("
+        ));
+        q.push_values($items, |mut $row, $item| {
+            let key: &SessionKey = $key;
+            $row.push_bind(key.tenant_id.as_str())
+                .push_bind(key.client_id.as_str());
+            $bind;
         });
         q.push(") ");
         q
@@ -134,6 +139,7 @@ impl Store {
         let enqueued = last_per(&writes.enqueued, |(k, e)| (k, e.seq));
         let transitions = last_per(&writes.transitions, |t| (&t.key, t.seq));
         let (moves, done): (Vec<_>, Vec<_>) = transitions.into_iter().partition(|t| t.to.is_some());
+        let completed = last_per(&writes.completed, |c| (&c.key, c.routed_id));
         let incoming = last_per(&writes.incoming, |i| (&i.key, i.packet_id));
         let (awaiting, released): (Vec<_>, Vec<_>) = incoming.into_iter().partition(|i| i.awaiting);
 
@@ -219,18 +225,12 @@ impl Store {
                 count.sessions_upserted += q.build().execute(&mut *tx).await?.rows_affected();
             }
             for chunk in disconnected.chunks(CHUNK) {
-                let mut q = sqlx::QueryBuilder::new(
-                    "WITH v (tenant_id, client_id, at, expires_at, will_due_at) AS (",
-                );
-                q.push_values(chunk, |mut row, d| {
-                    row.push_bind(d.key.tenant_id.as_str())
-                        .push_bind(d.key.client_id.as_str())
-                        .push_bind(Ts(d.at))
+                let mut q = with_keyed!(chunk, "at, expires_at, will_due_at", |row, d| &d.key,
+                    row.push_bind(Ts(d.at))
                         .push_bind(d.expires_at.map(Ts))
-                        .push_bind(d.will_due_at.map(Ts));
-                });
+                        .push_bind(d.will_due_at.map(Ts)));
                 q.push(
-                    ") UPDATE mqtt_sessions SET connected = FALSE, disconnected_at = v.at, \
+                    "UPDATE mqtt_sessions SET connected = FALSE, disconnected_at = v.at, \
                      updated_at = v.at, expires_at = v.expires_at, will_due_at = CASE WHEN \
                      mqtt_sessions.will_topic IS NULL THEN NULL ELSE v.will_due_at END FROM v \
                      WHERE mqtt_sessions.tenant_id = v.tenant_id \
@@ -373,6 +373,17 @@ impl Store {
                 );
                 count.transitions += delete_queue_rows!(tx, q, candidates);
             }
+            for chunk in completed.chunks(CHUNK) {
+                let mut q = with_keyed!(chunk, "routed_id, created_at", |row, c| &c.key,
+                    row.push_bind(c.routed_id.as_slice()).push_bind(Ts(at)));
+                q.push(
+                    "INSERT INTO mqtt_session_completed (session_id, routed_id, created_at) \
+                     SELECT s.id, v.routed_id, v.created_at FROM v JOIN mqtt_sessions s \
+                     ON s.tenant_id = v.tenant_id AND s.client_id = v.client_id WHERE true \
+                     ON CONFLICT (session_id, routed_id) DO NOTHING",
+                );
+                count.transitions += q.build().execute(&mut *tx).await?.rows_affected();
+            }
             for chunk in moves.chunks(CHUNK) {
                 let mut q = sqlx::QueryBuilder::new(
                     "WITH v (tenant_id, client_id, seq, state, packet_id) AS (",
@@ -398,7 +409,7 @@ impl Store {
                 count.transitions += q.build().execute(&mut *tx).await?.rows_affected();
             }
             for chunk in released.chunks(CHUNK) {
-                let mut q = with_packet_ids!(chunk);
+                let mut q = with_keyed!(chunk, "packet_id", |row, i| &i.key, row.push_bind(i32::from(i.packet_id)));
                 q.push(
                     "DELETE FROM mqtt_session_incoming WHERE (session_id, packet_id) IN \
                      (SELECT s.id, v.packet_id FROM v JOIN mqtt_sessions s \
@@ -407,7 +418,7 @@ impl Store {
                 count.incoming += q.build().execute(&mut *tx).await?.rows_affected();
             }
             for chunk in awaiting.chunks(CHUNK) {
-                let mut q = with_packet_ids!(chunk);
+                let mut q = with_keyed!(chunk, "packet_id", |row, i| &i.key, row.push_bind(i32::from(i.packet_id)));
                 q.push(
                     "INSERT INTO mqtt_session_incoming (session_id, packet_id) \
                      SELECT s.id, v.packet_id FROM v JOIN mqtt_sessions s \
@@ -475,6 +486,13 @@ impl Store {
             );
             q.push_bind(Ts(before)).push(")");
             purge.expired_messages = delete_queue_rows!(tx, q, candidates);
+            let stale = before - chrono::Duration::from_std(crate::sessions::COMPLETED_KEPT)
+                .unwrap_or_else(|_| chrono::Duration::zero());
+            purge.completed = sqlx::query("DELETE FROM mqtt_session_completed WHERE created_at <= $1")
+                .bind(Ts(stale))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
             purge.collected = collect_bodies!(tx, candidates);
             tx.commit().await?;
         });

@@ -148,6 +148,9 @@ pub struct StoredSession {
     pub subscriptions: Vec<SessionSubscription>,
     /// Client → server QoS 2 packet ids awaiting PUBREL, ascending.
     pub incoming_qos2: Vec<u16>,
+    /// The routed ids of the QoS 2 messages it completed lately (a
+    /// journal replay into it skips them).
+    pub completed: Vec<[u8; 16]>,
     /// Queue rows (queued or in flight); read them with
     /// [`Store::session_queue`].
     pub queued: u64,
@@ -183,7 +186,14 @@ pub struct SessionPurge {
     pub expired_messages: u64,
     /// Message bodies no queue references any more.
     pub collected: u64,
+    /// Completed QoS 2 ids older than [`COMPLETED_KEPT`] (no replay reads
+    /// that far back).
+    pub completed: u64,
 }
+
+/// How long a session's completed QoS 2 ids are kept: twice the cluster
+/// journal's five minutes.
+pub const COMPLETED_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub(crate) fn invalid(reason: &'static str) -> Error {
     Error::InvalidDocument {
@@ -361,7 +371,10 @@ impl Store {
         const INCOMING: &str = "SELECT i.session_id, i.packet_id FROM mqtt_session_incoming i \
              JOIN mqtt_sessions s ON s.id = i.session_id WHERE s.tenant_id = $1 \
              AND ($2 IS NULL OR s.client_id = $2) ORDER BY i.session_id, i.packet_id";
-        let (sessions, subscriptions, incoming) = on_pool!(self, pool => {
+        const COMPLETED: &str = "SELECT c.session_id, c.routed_id FROM mqtt_session_completed c \
+             JOIN mqtt_sessions s ON s.id = c.session_id WHERE s.tenant_id = $1 \
+             AND ($2 IS NULL OR s.client_id = $2)";
+        let (sessions, subscriptions, incoming, completed) = on_pool!(self, pool => {
             let sessions = sqlx::query_as::<_, SessionRow>(SESSIONS)
                 .bind(tenant_id)
                 .bind(client_id)
@@ -377,8 +390,18 @@ impl Store {
                 .bind(client_id)
                 .fetch_all(pool)
                 .await?;
-            (sessions, subscriptions, incoming)
+            let completed = sqlx::query_as::<_, (i64, Vec<u8>)>(COMPLETED)
+                .bind(tenant_id)
+                .bind(client_id)
+                .fetch_all(pool)
+                .await?;
+            (sessions, subscriptions, incoming, completed)
         });
+        let mut done: HashMap<i64, Vec<[u8; 16]>> = HashMap::new();
+        for (session, routed_id) in completed {
+            let routed_id = routed_id.try_into().map_err(|_| invalid("routed id"))?;
+            done.entry(session).or_default().push(routed_id);
+        }
         let mut subs: HashMap<i64, Vec<SessionSubscription>> = HashMap::new();
         for row in subscriptions {
             let id = row.session_id;
@@ -398,6 +421,7 @@ impl Store {
                     generation,
                     subscriptions: subs.remove(&id).unwrap_or_default(),
                     incoming_qos2: ids.remove(&id).unwrap_or_default(),
+                    completed: done.remove(&id).unwrap_or_default(),
                     queued,
                 })
             })

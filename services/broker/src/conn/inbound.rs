@@ -375,9 +375,9 @@ impl Conn {
             rel.reason_code = ReasonCode::PacketIdentifierNotFound;
             return self.out.send(rel);
         }
-        let seq = match st.inflight.get(&r.packet_id) {
-            Some(Outgoing::Publish(d)) => d.seq,
-            _ => None,
+        let (seq, routed) = match st.inflight.get(&r.packet_id) {
+            Some(Outgoing::Publish(d)) => (d.seq, d.message.id),
+            _ => (None, None),
         };
         if r.reason_code.is_error() {
             // 4.3.3: the client refused it; the packet id is free again.
@@ -388,6 +388,11 @@ impl Conn {
         }
         st.inflight.insert(r.packet_id, Outgoing::Released(seq));
         drop(st);
+        // The client has it: a replay must not send it as a new message
+        // (exactly once); written with the PUBREL state.
+        if let (Some(id), Some(store)) = (routed, self.session_store(seq.is_some())) {
+            store.completed(&self.tenant.id, &self.client_id, id);
+        }
         // The PUBREL goes out once `released` is durable, so that a
         // restart resends the PUBREL and not the message.
         let released = seq.and_then(|seq| {

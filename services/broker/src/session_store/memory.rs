@@ -74,6 +74,7 @@ impl SessionStore for MemorySessionStore {
             subscriptions: Vec::new(),
             queue: Vec::new(),
             incoming_qos2: Vec::new(),
+            completed: crate::interconnect::Completed::default(),
         };
         match sessions.get_mut(&key) {
             Some(s) if !clean_start => {
@@ -190,6 +191,10 @@ impl SessionStore for MemorySessionStore {
 
     fn delivered(&self, tenant: &TenantId, client_id: &str, seq: u64) {
         self.change(tenant, client_id, |s| s.queue.retain(|d| d.seq != seq));
+    }
+
+    fn completed(&self, tenant: &TenantId, client_id: &str, id: crate::MessageId) {
+        self.change(tenant, client_id, |s| s.completed.insert(id));
     }
 
     fn incoming_qos2(

@@ -237,8 +237,12 @@ impl Tenant {
             st.durable = true;
             st.incoming_qos2
                 .extend(stored.incoming_qos2.iter().copied());
+            st.completed = stored.completed.clone();
             st.pending.retain(|d| {
-                let seen = d.message.id.is_some_and(|id| stored_ids.contains(&id));
+                let seen = d
+                    .message
+                    .id
+                    .is_some_and(|id| stored_ids.contains(&id) || stored.completed.contains(id));
                 duplicates += usize::from(seen);
                 !seen
             });
@@ -323,6 +327,7 @@ impl Tenant {
                 st.durable = true;
                 st.next_seq = next_seq;
                 st.incoming_qos2.extend(s.incoming_qos2.iter().copied());
+                st.completed = s.completed;
                 for d in s.queue {
                     put_stored(&mut st, d, (now, wall), false);
                 }

@@ -18,10 +18,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use broker::TenantId;
 use broker::session_store::{
     DeliveryState, Disconnected, QueuedFor, SessionRecord, StoredMessage, StoredSubscription,
 };
+use broker::{MessageId, TenantId};
 use mqtt::{PacketId, QoS, TopicFilter};
 use store::SessionMessageId;
 
@@ -81,6 +81,8 @@ pub(crate) struct SessionChanges {
     pub(crate) transitions: BTreeMap<u64, Option<DeliveryState>>,
     /// Incoming QoS 2 ids: awaiting PUBREL or released.
     pub(crate) incoming: HashMap<PacketId, bool>,
+    /// Routed QoS 2 messages its client completed.
+    pub(crate) completed: Vec<MessageId>,
 }
 
 impl SessionChanges {
@@ -179,6 +181,12 @@ impl SessionChanges {
         }
     }
 
+    fn completed(&mut self, id: MessageId) {
+        if !self.gone() {
+            self.completed.push(id);
+        }
+    }
+
     /// Replays `newer` (changes made after ours) onto these.
     fn absorb(&mut self, newer: SessionChanges) {
         if newer.reset {
@@ -214,6 +222,9 @@ impl SessionChanges {
         }
         for (packet_id, awaiting) in newer.incoming {
             self.incoming(packet_id, awaiting);
+        }
+        for id in newer.completed {
+            self.completed(id);
         }
     }
 }
@@ -319,6 +330,10 @@ impl Batch {
     ) {
         self.session(tenant, client_id)
             .incoming(packet_id, awaiting);
+    }
+
+    pub(crate) fn completed(&mut self, tenant: &TenantId, client_id: &str, id: MessageId) {
+        self.session(tenant, client_id).completed(id);
     }
 
     /// Puts a failed batch (`self`, older) back under `newer`.

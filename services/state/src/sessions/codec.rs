@@ -19,8 +19,8 @@ use mqtt::{
 };
 use serde_json::{Value, json};
 use store::{
-    IncomingWrite, QueueEntry, QueueState, QueueTransition, SessionDisconnect, SessionKey,
-    SessionMessage, SessionMessageId, SessionSubscription, SessionWill, SessionWrites,
+    CompletedWrite, IncomingWrite, QueueEntry, QueueState, QueueTransition, SessionDisconnect,
+    SessionKey, SessionMessage, SessionMessageId, SessionSubscription, SessionWill, SessionWrites,
     SubscriptionWrite,
 };
 
@@ -248,6 +248,11 @@ pub(crate) fn session_from_row(
             .into_iter()
             .map(packet_id)
             .collect::<Result<_, _>>()?,
+        completed: s
+            .completed
+            .iter()
+            .filter_map(|id| MessageId::from_bytes(id))
+            .collect(),
     })
 }
 
@@ -300,6 +305,12 @@ pub(crate) fn writes(batch: &Batch, node: &str) -> SessionWrites {
                 key: key.clone(),
                 packet_id: packet_id.get(),
                 awaiting: *awaiting,
+            });
+        }
+        for id in &c.completed {
+            w.completed.push(CompletedWrite {
+                key: key.clone(),
+                routed_id: id.to_bytes(),
             });
         }
     }
@@ -371,6 +382,7 @@ mod tests {
             generation: 1,
             subscriptions: vec![subscription_row(&sub)],
             incoming_qos2: vec![7],
+            completed: vec![],
             queued: 0,
         };
         let back = session_from_row(stored, vec![]).unwrap();

@@ -548,6 +548,12 @@ impl SessionStore for DurableSessions {
         });
     }
 
+    fn completed(&self, tenant: &TenantId, client_id: &str, id: broker::MessageId) {
+        self.record_for(client_id, Commit::Behind, |b| {
+            b.completed(tenant, client_id, id)
+        });
+    }
+
     fn incoming_qos2(
         &self,
         tenant: &TenantId,

@@ -467,6 +467,70 @@ async fn expired_sessions_and_messages_are_purged_by_absolute_deadline(
     Ok(())
 }
 
+async fn completed_qos_2_ids_are_kept_for_a_while_and_go_with_their_session(
+    db: &TestDb,
+) -> anyhow::Result<()> {
+    let store = acme(db).await?;
+    connect(
+        store,
+        vec![record("acme", "d1", t0()), record("acme", "d2", t0())],
+    )
+    .await?;
+    let done = |client: &str, n: u8| store::CompletedWrite {
+        key: key("acme", client),
+        routed_id: [n; 16],
+    };
+    let writes = SessionWrites {
+        // Twice in one batch, and for a session that does not exist.
+        completed: vec![
+            done("d1", 1),
+            done("d1", 2),
+            done("d1", 1),
+            done("nobody", 3),
+        ],
+        ..SessionWrites::default()
+    };
+    store.write_sessions(&writes).await?;
+    // Again in a later batch: kept once.
+    let again = SessionWrites {
+        completed: vec![done("d1", 2), done("d2", 4)],
+        ..SessionWrites::default()
+    };
+    store.write_sessions(&again).await?;
+    let completed = |sessions: &[store::StoredSession], client: &str| {
+        let mut ids = sessions
+            .iter()
+            .find(|s| s.record.client_id == client)
+            .map(|s| s.completed.clone())
+            .unwrap_or_default();
+        ids.sort_unstable();
+        ids
+    };
+    let loaded = store.load_sessions("acme").await?;
+    assert_eq!(completed(&loaded, "d1"), [[1; 16], [2; 16]]);
+    assert_eq!(completed(&loaded, "d2"), [[4; 16]]);
+
+    // Kept while a replay may still need them.
+    let purge = store.purge_sessions(Utc::now(), 100).await?;
+    assert_eq!(purge.completed, 0);
+    // A clean start drops what the discarded session completed.
+    let writes = SessionWrites {
+        deleted: vec![key("acme", "d2")],
+        upserted: vec![record("acme", "d2", t0())],
+        ..SessionWrites::default()
+    };
+    store.write_sessions(&writes).await?;
+    let loaded = store.load_sessions("acme").await?;
+    assert!(completed(&loaded, "d2").is_empty());
+    // Past twice the journal's window, purged.
+    let later = Utc::now() + Duration::from_std(store::COMPLETED_KEPT)? + Duration::seconds(1);
+    let purge = store.purge_sessions(later, 100).await?;
+    assert_eq!(purge.completed, 2);
+    let loaded = store.load_session("acme", "d1").await?;
+    assert!(loaded.is_some_and(|s| s.completed.is_empty()));
+    Ok(())
+}
+
 async fn deleting_a_tenant_owner_or_client_deletes_everything(db: &TestDb) -> anyhow::Result<()> {
     let store = acme(db).await?;
     tenant(store, "globex").await?;
@@ -648,6 +712,7 @@ store::backend_tests!(
     a_crashed_node_releases_its_sessions,
     a_dead_nodes_sessions_are_taken_once_by_one_survivor,
     expired_sessions_and_messages_are_purged_by_absolute_deadline,
+    completed_qos_2_ids_are_kept_for_a_while_and_go_with_their_session,
     deleting_a_tenant_owner_or_client_deletes_everything,
     the_operator_view_pages_with_counts,
     a_malformed_batch_is_refused_whole_and_writes_nothing,
