@@ -325,31 +325,28 @@ impl AccessCache {
         tenant: &str,
         device: &str,
     ) -> Result<Option<DeviceEntry>, AccessError> {
+        let load = async {
+            let found = match self.store().get_device(tenant, device).await {
+                Ok(d) => d,
+                Err(store::Error::NotFound { .. } | store::Error::InvalidId { .. }) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let floors = self.store().cert_floors(tenant, device).await?;
+            let limits = self
+                .store()
+                .effective_publish_limits(tenant, device)
+                .await?;
+            Ok(Some(DeviceEntry {
+                enabled: found.enabled,
+                floors,
+                limits,
+            }))
+        };
         let k = key(tenant, device);
-        if let Some(entry) = self.read().devices.get(&k) {
-            return Ok(Some(*entry));
-        }
-        let generation = self.generation();
-        let found = match self.store().get_device(tenant, device).await {
-            Ok(d) => d,
-            Err(store::Error::NotFound { .. } | store::Error::InvalidId { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let floors = self.store().cert_floors(tenant, device).await?;
-        let limits = self
-            .store()
-            .effective_publish_limits(tenant, device)
-            .await?;
-        let entry = DeviceEntry {
-            enabled: found.enabled,
-            floors,
-            limits,
-        };
-        let mut state = self.write();
-        if self.generation() == generation {
-            state.devices.insert(k, entry);
-        }
-        Ok(Some(entry))
+        self.read_through(|s| &s.devices, |s| &mut s.devices, k, load)
+            .await
     }
 
     /// The recorded certificate with this serial, from memory or the
@@ -359,24 +356,45 @@ impl AccessCache {
         tenant: &str,
         serial: &str,
     ) -> Result<Option<CertEntry>, AccessError> {
+        let load = async {
+            let found = match self.store().get_device_certificate(tenant, serial).await {
+                Ok(c) => c,
+                Err(store::Error::NotFound { .. }) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            };
+            Ok(Some(CertEntry {
+                device: found.device_id,
+                status: found.status,
+                issued_at: found.created_at,
+            }))
+        };
         let k = key(tenant, serial);
-        if let Some(entry) = self.read().certificates.get(&k) {
+        self.read_through(|s| &s.certificates, |s| &mut s.certificates, k, load)
+            .await
+    }
+
+    /// The entry for `k` in one of the maps (`map` reads it, `map_mut`
+    /// inserts into it), from memory, or else what `load` reads from the
+    /// store (`None`: there is no such thing, and nothing is kept). A load
+    /// that an invalidation overtook is returned but not kept (see the
+    /// module docs).
+    async fn read_through<V: Clone>(
+        &self,
+        map: fn(&State) -> &HashMap<Key, V>,
+        map_mut: fn(&mut State) -> &mut HashMap<Key, V>,
+        k: Key,
+        load: impl Future<Output = Result<Option<V>, AccessError>>,
+    ) -> Result<Option<V>, AccessError> {
+        if let Some(entry) = map(&self.read()).get(&k) {
             return Ok(Some(entry.clone()));
         }
         let generation = self.generation();
-        let found = match self.store().get_device_certificate(tenant, serial).await {
-            Ok(c) => c,
-            Err(store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let entry = CertEntry {
-            device: found.device_id,
-            status: found.status,
-            issued_at: found.created_at,
+        let Some(entry) = load.await? else {
+            return Ok(None);
         };
         let mut state = self.write();
         if self.generation() == generation {
-            state.certificates.insert(k, entry.clone());
+            map_mut(&mut state).insert(k, entry.clone());
         }
         Ok(Some(entry))
     }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use access::{AccessCache, PlatformAuthenticator, PolicyAuthorizer, Revocations};
+use broker::testing::{Served, WAIT, next_matching, v5_client};
 use broker::{AuthError, AuthRequest, Authenticator, Broker, CancellationToken};
 use bytes::Bytes;
 use chrono::Utc;
@@ -21,11 +22,7 @@ use store::testing::TestDb;
 use store::{
     CredentialScope, NewDevice, NewDeviceCertificate, NewServiceCredential, NewTenant, Store,
 };
-use tokio::net::TcpListener;
 use tokio::sync::mpsc;
-
-/// Generous: only for liveness, never for speed.
-const WAIT: Duration = Duration::from_secs(15);
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -91,15 +88,7 @@ impl Platform {
         // A resumed session skips the verifier: resumption off.
         config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         config.send_tls13_tickets = 0;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let shutdown = CancellationToken::new();
-        tokio::spawn(broker::run_tls_listener(
-            listener,
-            broker.clone(),
-            Arc::new(config),
-            shutdown.clone(),
-        ));
+        let served = Served::tls(broker.clone(), Arc::new(config)).await;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("root.pem"), root.cert_pem()).unwrap();
         Platform {
@@ -110,8 +99,8 @@ impl Platform {
             broker,
             cache,
             revocations,
-            port,
-            shutdown,
+            port: served.port(),
+            shutdown: served.shutdown,
             dir,
         }
     }
@@ -255,38 +244,12 @@ struct Client {
 impl Client {
     fn start(mut o: rumqttc::v5::MqttOptions) -> Client {
         o.set_keep_alive(Duration::from_secs(30));
-        let (client, mut el) = rumqttc::v5::AsyncClient::new(o, 100);
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(rumqttc::v5::Event::Incoming(p)) => {
-                        if tx.send(Ok(p)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("{e:?}")));
-                        return;
-                    }
-                }
-            }
-        });
+        let (client, rx, _) = v5_client(o);
         Client { client, rx }
     }
 
-    async fn next<T>(&mut self, mut pick: impl FnMut(Result<Packet, String>) -> Option<T>) -> T {
-        tokio::time::timeout(WAIT, async {
-            loop {
-                let p = self.rx.recv().await.expect("client task ended");
-                if let Some(t) = pick(p) {
-                    return t;
-                }
-            }
-        })
-        .await
-        .expect("timed out waiting for the broker")
+    async fn next<T>(&mut self, pick: impl FnMut(Result<Packet, String>) -> Option<T>) -> T {
+        next_matching(&mut self.rx, pick).await
     }
 
     async fn connected(&mut self) {

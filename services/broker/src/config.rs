@@ -17,7 +17,7 @@ pub struct RetainedLimit {
 }
 
 /// Broker limits. Every field has a default ([`Config::default`]).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Connections served at once per listener; further ones are answered
     /// "server busy" and closed (counted in `mqtt_connections_refused_total`).

@@ -608,22 +608,13 @@ mod tests {
     /// stored queue already has; numbered after it and stored too.
     #[tokio::test]
     async fn a_stand_in_keeps_what_came_meanwhile_after_the_stored_queue_once() {
-        use crate::session_store::{
-            MemorySessionStore, QueuedFor, SessionRecord, SessionStore, StoredSubscription,
-        };
+        use crate::session_store::{MemorySessionStore, SessionStore, StoredSubscription, testing};
         let id = TenantId::parse("acme").unwrap();
         let store = Arc::new(MemorySessionStore::new());
         let t = Tenant::new(id.clone());
         t.set_session_store(store.clone());
         // As the other node left it: messages 1 and 2 of run 7 queued.
-        let record = SessionRecord {
-            client_id: Arc::from("mover"),
-            owner: "mover".to_owned(),
-            protocol: mqtt::ProtocolVersion::V5,
-            expiry_interval: 3600,
-            will: None,
-        };
-        drop(store.connect(&id, &record, true));
+        drop(store.connect(&id, &testing::record("mover"), true));
         let sub = StoredSubscription {
             filter: filter("a/#"),
             options: SubscriptionOptions::new(QoS::AtLeastOnce),
@@ -635,14 +626,7 @@ mod tests {
                 numbered("a/x", 7, seq)
                     .to_session_store(Instant::now(), std::time::SystemTime::now()),
             );
-            let to = QueuedFor {
-                client_id: Arc::from("mover"),
-                seq: seq - 1,
-                qos: QoS::AtLeastOnce,
-                retain: false,
-                subscription_ids: vec![],
-                shared: None,
-            };
+            let to = testing::queued_for("mover", seq - 1, QoS::AtLeastOnce);
             drop(store.enqueue(&id, &body, &[to]));
         }
         let before = store.load_session(&id, "mover").await.unwrap().unwrap();

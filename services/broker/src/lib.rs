@@ -38,6 +38,8 @@
 //! - [`store`]: [`RetainedStore`] and the in-memory store.
 //! - [`config`]: [`Config`]. [`error`]: [`Error`]. [`TenantId`] is the `ids`
 //!   crate's, re-exported.
+//! - `testing` (feature `testing`): a broker listening on a free port, for
+//!   tests here and in other crates.
 //! - `metrics` (private): metric names.
 //!
 //! Wiring (what `fleetmq serve --allow-anonymous dev` does, minus config):
@@ -86,6 +88,8 @@ mod session;
 pub mod session_store;
 pub mod store;
 mod tenant;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod transport;
 
 pub use auth::{

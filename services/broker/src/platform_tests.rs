@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::auth::AllowAnonymous;
-use crate::session::{ConnControl, Session};
+use crate::session::Session;
 use crate::{Broker, Config};
 
 fn broker() -> Broker {
@@ -44,16 +44,7 @@ fn message(t: &str, retain: bool, origin: &str) -> Message {
 
 /// A connected session in `ns` subscribed to `filter`.
 fn subscriber(ns: &Tenant, client: &str, filter: &str, no_local: bool) -> Arc<Session> {
-    let s = ns
-        .attach(
-            &Arc::from(client),
-            &Arc::from(client),
-            true,
-            ConnControl::new(1),
-            crate::session::QueueLimits::messages(100),
-        )
-        .unwrap()
-        .session;
+    let s = ns.attach_for_test(client, 100);
     let mut o = SubscriptionOptions::new(QoS::AtLeastOnce);
     o.no_local = no_local;
     ns.subscribe(&s, &TopicFilter::parse(filter).unwrap(), o, None);

@@ -313,7 +313,6 @@ pub(crate) fn route_matched(
 mod tests {
     use super::*;
     use crate::TenantId;
-    use crate::session::ConnControl;
     use bytes::Bytes;
     use mqtt::{Properties, SubscriptionOptions, TopicFilter, TopicName};
 
@@ -332,16 +331,7 @@ mod tests {
     #[test]
     fn overlapping_subscriptions_give_one_copy_at_max_qos_with_all_ids() {
         let t = Tenant::new(TenantId::parse("acme").unwrap());
-        let s = t
-            .attach(
-                &Arc::from("c"),
-                &Arc::from("c"),
-                true,
-                ConnControl::new(1),
-                crate::session::QueueLimits::messages(10),
-            )
-            .unwrap()
-            .session;
+        let s = t.attach_for_test("c", 10);
         let opts = |q| SubscriptionOptions::new(q);
         t.subscribe(
             &s,
@@ -367,16 +357,7 @@ mod tests {
     #[test]
     fn no_local_skips_the_publisher() {
         let t = Tenant::new(TenantId::parse("acme").unwrap());
-        let s = t
-            .attach(
-                &Arc::from("c"),
-                &Arc::from("c"),
-                true,
-                ConnControl::new(1),
-                crate::session::QueueLimits::messages(10),
-            )
-            .unwrap()
-            .session;
+        let s = t.attach_for_test("c", 10);
         let mut o = SubscriptionOptions::new(QoS::AtMostOnce);
         o.no_local = true;
         t.subscribe(&s, &TopicFilter::parse("a").unwrap(), o, None);
@@ -389,16 +370,7 @@ mod tests {
         let id = TenantId::parse("acme").unwrap();
         let b = Broker::allow_anonymous(id.clone(), crate::Config::default());
         let t = Tenant::new(id);
-        let s = t
-            .attach(
-                &Arc::from("c"),
-                &Arc::from("c"),
-                true,
-                ConnControl::new(1),
-                crate::session::QueueLimits::messages(10),
-            )
-            .unwrap()
-            .session;
+        let s = t.attach_for_test("c", 10);
         let all = TopicFilter::parse("#").unwrap();
         t.subscribe(&s, &all, SubscriptionOptions::new(QoS::AtMostOnce), None);
         let will = |topic: String| {

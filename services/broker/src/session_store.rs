@@ -36,6 +36,8 @@ use crate::TenantId;
 use crate::store::{Durability, StoreError};
 
 mod memory;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use memory::MemorySessionStore;
 

@@ -117,6 +117,17 @@ fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Takes `session` out of `sessions` if it is still the one under its
+/// client id (a Clean Start may have put a new one there since).
+fn remove_if_current(sessions: &mut HashMap<Arc<str>, Arc<Session>>, session: &Arc<Session>) {
+    if sessions
+        .get(session.client_id())
+        .is_some_and(|s| Arc::ptr_eq(s, session))
+    {
+        sessions.remove(session.client_id());
+    }
+}
+
 impl Tenant {
     #[cfg(test)]
     pub(crate) fn new(id: TenantId) -> Self {
@@ -322,6 +333,8 @@ impl Tenant {
         limits: QueueLimits,
     ) -> Result<Attached, NotOwner> {
         let mut sessions = self.sessions();
+        let mut previous = None;
+        let mut discarded = None;
         if let Some(existing) = sessions.get(client_id).cloned() {
             let foreign = existing.owner() != owner;
             if foreign && **owner != **client_id {
@@ -345,26 +358,11 @@ impl Tenant {
             }
             // MQTT-3.1.2-4: Clean Start discards the existing session; so
             // does the id's own principal finding someone else's there.
-            let previous = existing.lock().conn.take();
+            previous = existing.lock().conn.take();
             sessions.remove(client_id);
             drop(sessions);
-            let discarded = self.end(&existing);
+            discarded = self.end(&existing);
             sessions = self.sessions();
-            let session = Arc::new(Session::new(
-                client_id.clone(),
-                owner.clone(),
-                limits,
-                self.queue.clone(),
-            ));
-            session.lock().conn = Some(ctl);
-            sessions.insert(client_id.clone(), session.clone());
-            metrics::sessions(1.0);
-            return Ok(Attached {
-                session,
-                present: false,
-                previous,
-                discarded,
-            });
         }
         let session = Arc::new(Session::new(
             client_id.clone(),
@@ -378,9 +376,25 @@ impl Tenant {
         Ok(Attached {
             session,
             present: false,
-            previous: None,
-            discarded: None,
+            previous,
+            discarded,
         })
+    }
+
+    /// A new session of `client` (its own owner) on a test connection,
+    /// queueing at most `messages` while it is not read.
+    #[cfg(test)]
+    pub(crate) fn attach_for_test(&self, client: &str, messages: usize) -> Arc<Session> {
+        let client: Arc<str> = Arc::from(client);
+        self.attach(
+            &client,
+            &client,
+            true,
+            ConnControl::new(1),
+            QueueLimits::messages(messages),
+        )
+        .unwrap()
+        .session
     }
 
     /// The connection `conn_id` lets go of `session`.
@@ -403,12 +417,7 @@ impl Tenant {
         if expiry > 0 {
             return Detached::Kept { generation };
         }
-        if sessions
-            .get(session.client_id())
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
-            sessions.remove(session.client_id());
-        }
+        remove_if_current(&mut sessions, session);
         drop(sessions);
         // Write-behind: nobody waits for a session ending at disconnect.
         drop(self.end(session));
@@ -426,12 +435,7 @@ impl Tenant {
                 return false;
             }
         }
-        if sessions
-            .get(session.client_id())
-            .is_some_and(|s| Arc::ptr_eq(s, session))
-        {
-            sessions.remove(session.client_id());
-        }
+        remove_if_current(&mut sessions, session);
         drop(sessions);
         drop(self.end(session));
         true
@@ -442,15 +446,7 @@ impl Tenant {
     /// Its subscriptions leave the index and its timers (expiry, delayed
     /// will) find it moved on.
     pub(crate) fn forget(&self, session: &Arc<Session>) {
-        {
-            let mut sessions = self.sessions();
-            if sessions
-                .get(session.client_id())
-                .is_some_and(|s| Arc::ptr_eq(s, session))
-            {
-                sessions.remove(session.client_id());
-            }
-        }
+        remove_if_current(&mut self.sessions(), session);
         let subs = {
             let mut st = session.lock();
             if st.ended {
@@ -754,34 +750,42 @@ mod tests {
         crate::session::QueueLimits::messages(10)
     }
 
-    #[test]
-    fn persistent_session_survives_and_clean_start_discards() {
-        let t = tenant();
-        let id: Arc<str> = Arc::from("c1");
-        let own: Arc<str> = Arc::from("p1");
-        let a = t
-            .attach(&id, &own, false, ConnControl::new(1), limits())
-            .unwrap();
-        assert!(!a.present);
-        let f = TopicFilter::parse("a/#").unwrap();
+    /// `session` subscribes to `filter` at QoS 1.
+    fn subscribe(t: &Tenant, session: &Arc<Session>, filter: &str) {
         t.subscribe(
-            &a.session,
-            &f,
+            session,
+            &TopicFilter::parse(filter).unwrap(),
             SubscriptionOptions::new(QoS::AtLeastOnce),
             None,
         );
+    }
+
+    /// Connection `conn` of principal p1 takes up its session c1.
+    fn attach_c1(t: &Tenant, conn: u64, clean_start: bool) -> Attached {
+        t.attach(
+            &Arc::from("c1"),
+            &Arc::from("p1"),
+            clean_start,
+            ConnControl::new(conn),
+            limits(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn persistent_session_survives_and_clean_start_discards() {
+        let t = tenant();
+        let a = attach_c1(&t, 1, false);
+        assert!(!a.present);
+        subscribe(&t, &a.session, "a/#");
         assert!(matches!(t.detach(&a.session, 1, 60), Detached::Kept { .. }));
-        let b = t
-            .attach(&id, &own, false, ConnControl::new(2), limits())
-            .unwrap();
+        let b = attach_c1(&t, 2, false);
         assert!(b.present);
         assert!(Arc::ptr_eq(&a.session, &b.session));
         assert_eq!(t.stats().subscriptions, 1);
         // The old connection's late detach changes nothing.
         assert!(matches!(t.detach(&a.session, 1, 0), Detached::NotCurrent));
-        let c = t
-            .attach(&id, &own, true, ConnControl::new(3), limits())
-            .unwrap();
+        let c = attach_c1(&t, 3, true);
         assert!(!c.present);
         assert_eq!(c.previous.map(|p| p.id), Some(2));
         assert_eq!(t.stats().subscriptions, 0);
@@ -802,13 +806,7 @@ mod tests {
         let a = t
             .attach(&id, &backend, false, ConnControl::new(1), limits())
             .unwrap();
-        let f = TopicFilter::parse("#").unwrap();
-        t.subscribe(
-            &a.session,
-            &f,
-            SubscriptionOptions::new(QoS::AtLeastOnce),
-            None,
-        );
+        subscribe(&t, &a.session, "#");
         // Another credential neither resumes nor takes over, with or
         // without Clean Start; the owner stays connected.
         for clean in [false, true] {
@@ -835,17 +833,11 @@ mod tests {
     #[test]
     fn expiry_only_ends_the_same_offline_period() {
         let t = tenant();
-        let id: Arc<str> = Arc::from("c1");
-        let own: Arc<str> = Arc::from("p1");
-        let a = t
-            .attach(&id, &own, false, ConnControl::new(1), limits())
-            .unwrap();
+        let a = attach_c1(&t, 1, false);
         let Detached::Kept { generation } = t.detach(&a.session, 1, 60) else {
             panic!("kept")
         };
-        let _b = t
-            .attach(&id, &own, false, ConnControl::new(2), limits())
-            .unwrap();
+        let _b = attach_c1(&t, 2, false);
         assert!(!t.expire(&a.session, generation));
         let Detached::Kept { generation } = t.detach(&a.session, 2, 60) else {
             panic!("kept")

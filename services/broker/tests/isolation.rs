@@ -41,7 +41,7 @@ use bytes::Bytes;
 use common::{Raw, TestBroker};
 use mqtt::{
     Connect, Disconnect, LastWill, Packet, Properties, ProtocolVersion, PubAck, Publish, QoS,
-    ReasonCode, Subscribe, Subscription, SubscriptionOptions, TopicFilter, TopicName,
+    ReasonCode, Subscribe, SubscriptionOptions, TopicFilter, TopicName,
 };
 use proptest::prelude::*;
 
@@ -422,14 +422,11 @@ impl Harness {
         for (n, f) in filters.into_iter().enumerate() {
             client
                 .raw
-                .send(Subscribe {
-                    packet_id: NonZeroU16::new(u16::try_from(n + 1).unwrap()).unwrap(),
-                    subscriptions: vec![Subscription {
-                        filter: TopicFilter::parse(f.clone()).unwrap(),
-                        options: SubscriptionOptions::new(QoS::AtLeastOnce),
-                    }],
-                    properties: Properties::default(),
-                })
+                .send(Subscribe::new(
+                    NonZeroU16::new(u16::try_from(n + 1).unwrap()).unwrap(),
+                    TopicFilter::parse(f.clone()).unwrap(),
+                    SubscriptionOptions::new(QoS::AtLeastOnce),
+                ))
                 .await;
             // Retained messages may come before the SUBACK.
             let granted = loop {
@@ -584,13 +581,12 @@ async fn run(s: Scenario) {
         let mut c = connect_packet(true, &id, &user(*t, principal));
         c.clean_start = true;
         c.properties.session_expiry_interval = None;
-        c.will = Some(LastWill {
-            topic: TopicName::parse(topic.clone()).unwrap(),
-            payload: Bytes::from(payload.clone()),
-            qos: QoS::AtLeastOnce,
-            retain: false,
-            properties: Properties::default(),
-        });
+        c.will = Some(LastWill::new(
+            TopicName::parse(topic.clone()).unwrap(),
+            payload.clone(),
+            QoS::AtLeastOnce,
+            false,
+        ));
         let (raw, ack) = Raw::connect(h.tb.port(), ProtocolVersion::V5, c).await;
         assert_eq!(ack.reason_code, ReasonCode::Success);
         drop(raw);

@@ -8,8 +8,8 @@ mod common;
 use std::process::Stdio;
 
 use common::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{ChildStdout, Command};
 
 fn have_clients() -> bool {
     let ok = std::process::Command::new("mosquitto_pub")
@@ -59,27 +59,24 @@ async fn sub_lines(
     let mut out = Vec::new();
     let done = tokio::time::timeout(WAIT, async {
         // The first line (a retained message) shows the subscription is in.
-        out.push(
-            lines
-                .next_line()
-                .await
-                .unwrap()
-                .expect("mosquitto_sub ended"),
-        );
+        out.push(next_line(&mut lines).await);
         after_ready().await;
         while out.len() < count {
-            out.push(
-                lines
-                    .next_line()
-                    .await
-                    .unwrap()
-                    .expect("mosquitto_sub ended"),
-            );
+            out.push(next_line(&mut lines).await);
         }
     })
     .await;
     assert!(done.is_ok(), "mosquitto_sub got too little: {out:?}");
     out
+}
+
+/// The next line `mosquitto_sub` printed.
+async fn next_line(lines: &mut Lines<BufReader<ChildStdout>>) -> String {
+    lines
+        .next_line()
+        .await
+        .unwrap()
+        .expect("mosquitto_sub ended")
 }
 
 #[tokio::test]

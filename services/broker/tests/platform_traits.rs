@@ -294,41 +294,42 @@ async fn a_tenant_that_cannot_load_is_refused_with_server_unavailable() {
     b.stop().await;
 }
 
-#[tokio::test]
-async fn the_platform_can_publish_and_disconnect_devices() {
-    let b = TestBroker::start().await;
-    let dev = tenant("dev");
-    // Desired state as a retained command, before the device is online.
-    let queued = b
-        .broker
+/// The platform retains `payload` on `topic` in tenant `dev` (QoS 1);
+/// returns for how many sessions it was queued.
+async fn retain(b: &TestBroker, topic: &str, payload: &'static [u8]) -> usize {
+    b.broker
         .publish(
-            &dev,
-            mqtt::TopicName::parse("commands/d1/state/desired").unwrap(),
-            bytes::Bytes::from_static(b"{\"led\":true}"),
+            &tenant("dev"),
+            mqtt::TopicName::parse(topic).unwrap(),
+            bytes::Bytes::from_static(payload),
             mqtt::QoS::AtLeastOnce,
             true,
             Default::default(),
         )
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_platform_can_publish_and_disconnect_devices() {
+    let b = TestBroker::start().await;
+    let dev = tenant("dev");
+    // Desired state as a retained command, before the device is online.
+    let queued = retain(&b, "commands/d1/state/desired", b"{\"led\":true}").await;
     assert_eq!(queued, 0);
     let mut c = connect(V5, "d1");
-    c.will = Some(mqtt::LastWill {
-        topic: mqtt::TopicName::parse("devices/d1/status").unwrap(),
-        payload: "offline".into(),
-        qos: mqtt::QoS::AtMostOnce,
-        retain: true,
-        properties: Default::default(),
-    });
+    c.will = Some(mqtt::LastWill::new(
+        mqtt::TopicName::parse("devices/d1/status").unwrap(),
+        "offline",
+        mqtt::QoS::AtMostOnce,
+        true,
+    ));
     let (mut raw, _) = Raw::connect(b.port(), V5, c).await;
-    raw.send(mqtt::Subscribe {
-        packet_id: mqtt::PacketId::new(1).unwrap(),
-        subscriptions: vec![mqtt::Subscription {
-            filter: mqtt::TopicFilter::parse("commands/d1/#").unwrap(),
-            options: mqtt::SubscriptionOptions::new(mqtt::QoS::AtLeastOnce),
-        }],
-        properties: Default::default(),
-    })
+    raw.send(mqtt::Subscribe::new(
+        mqtt::PacketId::new(1).unwrap(),
+        mqtt::TopicFilter::parse("commands/d1/#").unwrap(),
+        mqtt::SubscriptionOptions::new(mqtt::QoS::AtLeastOnce),
+    ))
     .await;
     assert!(matches!(raw.recv().await, Some(Packet::SubAck(_))));
     match raw.recv().await {
@@ -352,17 +353,7 @@ async fn the_platform_can_publish_and_disconnect_devices() {
 async fn removing_a_tenant_ends_its_sessions_and_forgets_its_state() {
     let b = TestBroker::start().await;
     let dev = tenant("dev");
-    b.broker
-        .publish(
-            &dev,
-            mqtt::TopicName::parse("devices/d1/state").unwrap(),
-            bytes::Bytes::from_static(b"kept?"),
-            mqtt::QoS::AtLeastOnce,
-            true,
-            Default::default(),
-        )
-        .await
-        .unwrap();
+    retain(&b, "devices/d1/state", b"kept?").await;
     let (mut first, _) = Raw::connect(b.port(), V5, connect(V5, "d1")).await;
     let (mut second, _) = Raw::connect(b.port(), V5, connect(V5, "backend")).await;
     assert_eq!(b.broker.tenant_stats(&dev).map(|s| s.retained), Some(1));

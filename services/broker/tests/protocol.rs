@@ -11,7 +11,7 @@ use broker::Config;
 use common::*;
 use mqtt::{
     Packet, PacketId, ProtocolVersion, PubAck, PubRel, Publish, QoS, ReasonCode, Subscribe,
-    Subscription, SubscriptionOptions, TopicFilter, TopicName,
+    SubscriptionOptions, TopicFilter, TopicName,
 };
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -22,14 +22,11 @@ fn pid(n: u16) -> PacketId {
 }
 
 fn subscribe(filter: &str, qos: QoS) -> Subscribe {
-    Subscribe {
-        packet_id: pid(1),
-        subscriptions: vec![Subscription {
-            filter: TopicFilter::parse(filter).unwrap(),
-            options: SubscriptionOptions::new(qos),
-        }],
-        properties: Default::default(),
-    }
+    Subscribe::new(
+        pid(1),
+        TopicFilter::parse(filter).unwrap(),
+        SubscriptionOptions::new(qos),
+    )
 }
 
 fn publish(topic: &str, qos: QoS, id: Option<u16>, payload: &'static [u8]) -> Publish {
@@ -47,6 +44,22 @@ async fn expect_publish(raw: &mut Raw) -> Publish {
             None => panic!("closed while waiting for PUBLISH"),
         }
     }
+}
+
+/// `publ` retains `payload` on `topic` at QoS 1 (packet id `id`), acknowledged.
+async fn retain(publ: &mut Raw, topic: &str, id: u16, payload: &'static [u8]) {
+    let mut p = publish(topic, QoS::AtLeastOnce, Some(id), payload);
+    p.retain = true;
+    publ.send(p).await;
+    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+}
+
+/// `publ` publishes "live" on `topic` at QoS 0: the next message `sub`
+/// gets (`why` says what must not come before it).
+async fn live_is_next(publ: &mut Raw, sub: &mut Raw, topic: &str, why: &str) {
+    publ.send(publish(topic, QoS::AtMostOnce, None, b"live"))
+        .await;
+    assert_eq!(&expect_publish(sub).await.payload[..], b"live", "{why}");
 }
 
 async fn subscribed(raw: &mut Raw, filter: &str, qos: QoS) {
@@ -104,13 +117,12 @@ async fn keep_alive_timeout_disconnects_with_0x8d_and_publishes_the_will() {
 
     let mut c = connect(V5, "silent");
     c.keep_alive = 0;
-    c.will = Some(mqtt::LastWill {
-        topic: TopicName::parse("w").unwrap(),
-        payload: "silent one died".into(),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: Default::default(),
-    });
+    c.will = Some(mqtt::LastWill::new(
+        TopicName::parse("w").unwrap(),
+        "silent one died",
+        QoS::AtMostOnce,
+        false,
+    ));
     let (mut silent, ack) = Raw::connect(b.port(), V5, c).await;
     // MQTT-3.2.2-21: the keep alive we impose is announced.
     assert_eq!(ack.properties.server_keep_alive, Some(2));
@@ -282,24 +294,14 @@ async fn retained_lookup_is_capped_per_subscribe() {
     let b = TestBroker::with_config(config).await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     for i in 1..=10u16 {
-        let mut p = publish("r/x", QoS::AtLeastOnce, Some(i), b"v");
-        p.topic = Some(TopicName::parse(format!("r/{i}")).unwrap());
-        p.retain = true;
-        publ.send(p).await;
-        assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+        retain(&mut publ, &format!("r/{i}"), i, b"v").await;
     }
     let (mut sub, _) = Raw::connect(b.port(), V5, connect(V5, "sub")).await;
     subscribed(&mut sub, "r/+", QoS::AtMostOnce).await;
     for _ in 0..3 {
         assert!(expect_publish(&mut sub).await.retain);
     }
-    publ.send(publish("r/live", QoS::AtMostOnce, None, b"live"))
-        .await;
-    assert_eq!(
-        &expect_publish(&mut sub).await.payload[..],
-        b"live",
-        "only 3 retained came first"
-    );
+    live_is_next(&mut publ, &mut sub, "r/live", "only 3 retained came first").await;
     b.stop().await;
 }
 
@@ -451,13 +453,12 @@ async fn shutdown_tells_v5_clients_0x8b_and_the_listener_returns() {
 async fn disconnect_0x04_publishes_a_retained_will() {
     let b = TestBroker::start().await;
     let mut c = connect(V5, "leaving");
-    c.will = Some(mqtt::LastWill {
-        topic: TopicName::parse("status/leaving").unwrap(),
-        payload: "offline".into(),
-        qos: QoS::AtLeastOnce,
-        retain: true,
-        properties: Default::default(),
-    });
+    c.will = Some(mqtt::LastWill::new(
+        TopicName::parse("status/leaving").unwrap(),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
     let (mut raw, _) = Raw::connect(b.port(), V5, c).await;
     raw.send(mqtt::Disconnect::new(ReasonCode::DisconnectWithWillMessage))
         .await;
@@ -475,10 +476,7 @@ async fn disconnect_0x04_publishes_a_retained_will() {
 async fn retain_handling_1_sends_retained_only_for_new_subscriptions() {
     let b = TestBroker::start().await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
-    let mut p = publish("rh1", QoS::AtLeastOnce, Some(1), b"kept");
-    p.retain = true;
-    publ.send(p).await;
-    assert!(matches!(publ.recv().await, Some(Packet::PubAck(_))));
+    retain(&mut publ, "rh1", 1, b"kept").await;
     let (mut sub, _) = Raw::connect(b.port(), V5, connect(V5, "sub")).await;
     let mut s = subscribe("rh1", QoS::AtMostOnce);
     s.subscriptions[0].options.retain_handling = mqtt::RetainHandling::SendIfNew;
@@ -487,13 +485,13 @@ async fn retain_handling_1_sends_retained_only_for_new_subscriptions() {
     assert_eq!(&expect_publish(&mut sub).await.payload[..], b"kept");
     sub.send(s).await;
     assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
-    publ.send(publish("rh1", QoS::AtMostOnce, None, b"live"))
-        .await;
-    assert_eq!(
-        &expect_publish(&mut sub).await.payload[..],
-        b"live",
-        "no second retained copy for an existing subscription"
-    );
+    live_is_next(
+        &mut publ,
+        &mut sub,
+        "rh1",
+        "no second retained copy for an existing subscription",
+    )
+    .await;
     b.stop().await;
 }
 
@@ -566,13 +564,12 @@ async fn watcher_and_delayed_will(port: u16) -> (Raw, Raw) {
     subscribed(&mut watcher, "wills/#", QoS::AtMostOnce).await;
     let mut c = connect(V5, "dev");
     c.properties.session_expiry_interval = Some(600);
-    let mut will = mqtt::LastWill {
-        topic: TopicName::parse("wills/dev").unwrap(),
-        payload: "gone".into(),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: Default::default(),
-    };
+    let mut will = mqtt::LastWill::new(
+        TopicName::parse("wills/dev").unwrap(),
+        "gone",
+        QoS::AtMostOnce,
+        false,
+    );
     will.properties.will_delay_interval = Some(600);
     c.will = Some(will);
     let (dev, _) = Raw::connect(port, V5, c).await;

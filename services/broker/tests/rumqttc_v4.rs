@@ -84,40 +84,36 @@ async fn retained_set_replace_delete() {
     b.stop().await;
 }
 
+/// Client `id` with a QoS 1 will of `payload` on `wills/{id}`, once its
+/// CONNACK is in.
+async fn connected_with_will(port: u16, id: &str, payload: &'static str) -> V4Client {
+    let mut opts = rumqttc::MqttOptions::new(id, "127.0.0.1", port);
+    opts.set_last_will(rumqttc::LastWill::new(
+        format!("wills/{id}"),
+        payload,
+        QoS::AtLeastOnce,
+        false,
+    ));
+    let (client, mut rx, task) = v4_with(opts);
+    next_matching(&mut rx, |p| {
+        matches!(p, rumqttc::Packet::ConnAck(_)).then_some(())
+    })
+    .await;
+    (client, rx, task)
+}
+
 #[tokio::test]
 async fn will_on_ungraceful_loss_but_not_on_disconnect() {
     let b = TestBroker::start().await;
     let (_sub, mut srx, _t) = v4_subscriber(b.port(), "watcher", "wills/#", QoS::AtLeastOnce).await;
 
     // Graceful: DISCONNECT discards the will.
-    let mut opts = rumqttc::MqttOptions::new("polite", "127.0.0.1", b.port());
-    opts.set_last_will(rumqttc::LastWill::new(
-        "wills/polite",
-        "gone",
-        QoS::AtLeastOnce,
-        false,
-    ));
-    let (polite, mut prx, ptask) = v4_with(opts);
-    next_matching(&mut prx, |p| {
-        matches!(p, rumqttc::Packet::ConnAck(_)).then_some(())
-    })
-    .await;
+    let (polite, _prx, ptask) = connected_with_will(b.port(), "polite", "gone").await;
     polite.disconnect().await.unwrap();
     tokio::time::timeout(WAIT, ptask).await.unwrap().unwrap();
 
     // Ungraceful: the event loop dies, the socket closes.
-    let mut opts = rumqttc::MqttOptions::new("rude", "127.0.0.1", b.port());
-    opts.set_last_will(rumqttc::LastWill::new(
-        "wills/rude",
-        "lost",
-        QoS::AtLeastOnce,
-        false,
-    ));
-    let (_rude, mut rrx, rtask) = v4_with(opts);
-    next_matching(&mut rrx, |p| {
-        matches!(p, rumqttc::Packet::ConnAck(_)).then_some(())
-    })
-    .await;
+    let (_rude, _rrx, rtask) = connected_with_will(b.port(), "rude", "lost").await;
     rtask.abort();
 
     let p = v4_publish(&mut srx).await;

@@ -16,9 +16,8 @@ use rumqttc::v5::mqttbytes::v5::{
 async fn connack(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Result<V5Packet, String>>,
 ) -> rumqttc::v5::mqttbytes::v5::ConnAck {
-    next_matching(rx, |p| match p {
-        Ok(V5Packet::ConnAck(a)) => Some(a),
-        Err(e) => panic!("client failed: {e}"),
+    v5_next(rx, |p| match p {
+        V5Packet::ConnAck(a) => Some(a),
         _ => None,
     })
     .await
@@ -27,25 +26,22 @@ async fn connack(
 #[tokio::test]
 async fn properties_pass_through_and_subscription_ids() {
     let b = TestBroker::start().await;
-    let (sub, mut srx, _t1) = v5_with(v5_opts(b.port(), "sub"));
-    let props = SubscribeProperties {
-        id: Some(7),
-        user_properties: vec![],
-    };
-    sub.subscribe_with_properties("cmd/#", QoS::AtLeastOnce, props)
-        .await
-        .unwrap();
-    v5_suback(&mut srx).await;
-    let props = SubscribeProperties {
-        id: Some(9),
-        user_properties: vec![],
-    };
-    sub.subscribe_with_properties("cmd/+/go", QoS::ExactlyOnce, props)
-        .await
-        .unwrap();
-    v5_suback(&mut srx).await;
+    let (sub, mut srx, _t1) = v5_client(v5_opts(b.port(), "sub"));
+    for (filter, qos, id) in [
+        ("cmd/#", QoS::AtLeastOnce, 7),
+        ("cmd/+/go", QoS::ExactlyOnce, 9),
+    ] {
+        let props = SubscribeProperties {
+            id: Some(id),
+            user_properties: vec![],
+        };
+        sub.subscribe_with_properties(filter, qos, props)
+            .await
+            .unwrap();
+        v5_suback(&mut srx).await;
+    }
 
-    let (publ, _prx, _t2) = v5_with(v5_opts(b.port(), "pub"));
+    let (publ, _prx, _t2) = v5_client(v5_opts(b.port(), "pub"));
     let props = PublishProperties {
         payload_format_indicator: Some(1),
         content_type: Some("application/json".into()),
@@ -84,7 +80,7 @@ async fn properties_pass_through_and_subscription_ids() {
 #[tokio::test]
 async fn empty_client_id_is_assigned() {
     let b = TestBroker::start().await;
-    let (_c, mut rx, _t) = v5_with(v5_opts(b.port(), ""));
+    let (_c, mut rx, _t) = v5_client(v5_opts(b.port(), ""));
     let ack = connack(&mut rx).await;
     assert_eq!(ack.code, ConnectReturnCode::Success);
     let id = ack.properties.unwrap().assigned_client_identifier.unwrap();
@@ -101,7 +97,7 @@ async fn takeover_closes_the_older_connection_with_0x8e() {
         connect(mqtt::ProtocolVersion::V5, "twin"),
     )
     .await;
-    let (_new, mut nrx, _t2) = v5_with(v5_opts(b.port(), "twin"));
+    let (_new, mut nrx, _t2) = v5_client(v5_opts(b.port(), "twin"));
     connack(&mut nrx).await;
     let got = old.until_closed().await;
     assert!(
@@ -109,9 +105,9 @@ async fn takeover_closes_the_older_connection_with_0x8e() {
         "{got:?}"
     );
     // And a rumqttc client being taken over sees its connection end.
-    let (_old2, mut orx, _t3) = v5_with(v5_opts(b.port(), "twin2"));
+    let (_old2, mut orx, _t3) = v5_client(v5_opts(b.port(), "twin2"));
     connack(&mut orx).await;
-    let (_new2, mut n2rx, _t4) = v5_with(v5_opts(b.port(), "twin2"));
+    let (_new2, mut n2rx, _t4) = v5_client(v5_opts(b.port(), "twin2"));
     connack(&mut n2rx).await;
     next_matching(&mut orx, |p| p.err()).await;
     b.stop().await;
@@ -120,12 +116,12 @@ async fn takeover_closes_the_older_connection_with_0x8e() {
 #[tokio::test]
 async fn no_local_and_retain_handling() {
     let b = TestBroker::start().await;
-    let (publ, _prx, _t0) = v5_with(v5_opts(b.port(), "seed"));
+    let (publ, _prx, _t0) = v5_client(v5_opts(b.port(), "seed"));
     publ.publish("rh/x", QoS::AtLeastOnce, true, "kept")
         .await
         .unwrap();
 
-    let (c, mut rx, _t) = v5_with(v5_opts(b.port(), "me"));
+    let (c, mut rx, _t) = v5_client(v5_opts(b.port(), "me"));
     let mut never = Filter::new("rh/#", QoS::AtLeastOnce);
     never.retain_forward_rule = RetainForwardRule::Never;
     let mut local = Filter::new("loop/#", QoS::AtLeastOnce);
@@ -162,10 +158,10 @@ async fn server_topic_aliases_are_resolved_by_the_client() {
     let b = TestBroker::start().await;
     let mut opts = v5_opts(b.port(), "aliased");
     opts.set_topic_alias_max(Some(4));
-    let (c, mut rx, _t) = v5_with(opts);
+    let (c, mut rx, _t) = v5_client(opts);
     c.subscribe("alias/#", QoS::AtMostOnce).await.unwrap();
     v5_suback(&mut rx).await;
-    let (publ, _prx, _t2) = v5_with(v5_opts(b.port(), "pub"));
+    let (publ, _prx, _t2) = v5_client(v5_opts(b.port(), "pub"));
     for i in 0..3 {
         publ.publish(
             "alias/long/topic/name",
@@ -190,7 +186,7 @@ async fn server_topic_aliases_are_resolved_by_the_client() {
 #[tokio::test]
 async fn will_delay_is_cancelled_by_a_reconnect_and_fires_otherwise() {
     let b = TestBroker::start().await;
-    let (w, mut wrx, _tw) = v5_with(v5_opts(b.port(), "watcher"));
+    let (w, mut wrx, _tw) = v5_client(v5_opts(b.port(), "watcher"));
     w.subscribe("will/#", QoS::AtLeastOnce).await.unwrap();
     v5_suback(&mut wrx).await;
 
@@ -218,13 +214,13 @@ async fn will_delay_is_cancelled_by_a_reconnect_and_fires_otherwise() {
     };
     // Comes back before the delay: no will (the exact timing is checked
     // with paused time in conn::tests).
-    let (_a, mut arx, atask) = v5_with(delayed("back", "will/back", 30));
+    let (_a, mut arx, atask) = v5_client(delayed("back", "will/back", 30));
     connack(&mut arx).await;
     atask.abort();
-    let (_a2, mut a2rx, _t) = v5_with(delayed("back", "will/back", 30));
+    let (_a2, mut a2rx, _t) = v5_client(delayed("back", "will/back", 30));
     connack(&mut a2rx).await;
     // Stays away: the will comes after its delay.
-    let (_g, mut grx, gtask) = v5_with(delayed("gone", "will/gone", 1));
+    let (_g, mut grx, gtask) = v5_client(delayed("gone", "will/gone", 1));
     connack(&mut grx).await;
     gtask.abort();
     let p = v5_publish(&mut wrx).await;
@@ -258,13 +254,13 @@ async fn tenants_are_isolated() {
         o.set_credentials(id, "pw");
         o
     };
-    let (other, mut orx, _t1) = v5_with(login("b1"));
+    let (other, mut orx, _t1) = v5_client(login("b1"));
     other.subscribe("#", QoS::AtMostOnce).await.unwrap();
     v5_suback(&mut orx).await;
-    let (same, mut srx, _t2) = v5_with(login("a2"));
+    let (same, mut srx, _t2) = v5_client(login("a2"));
     same.subscribe("#", QoS::AtMostOnce).await.unwrap();
     v5_suback(&mut srx).await;
-    let (publ, _prx, _t3) = v5_with(login("a1"));
+    let (publ, _prx, _t3) = v5_client(login("a1"));
     publ.publish("devices/a1/state", QoS::AtLeastOnce, true, "on")
         .await
         .unwrap();
@@ -285,7 +281,7 @@ async fn tenants_are_isolated() {
 
     let mut bad = v5_opts(b.port(), "x");
     bad.set_credentials("a1", "wrong");
-    let (_x, mut xrx, _t4) = v5_with(bad);
+    let (_x, mut xrx, _t4) = v5_client(bad);
     let err = next_matching(&mut xrx, |p| p.err()).await;
     assert!(
         err.contains("BadUserNamePassword") || err.contains("ConnectionRefused"),

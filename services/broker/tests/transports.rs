@@ -7,11 +7,11 @@ mod common;
 
 use std::sync::Arc;
 
-use broker::{Broker, CancellationToken, Config};
+use broker::testing::Served;
+use broker::{Broker, Config};
 use common::*;
 use rumqttc::{QoS, TlsConfiguration, Transport};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use tokio::net::TcpListener;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -42,25 +42,17 @@ fn certs() -> Certs {
     }
 }
 
-async fn start_tls(certs: &Certs) -> (u16, CancellationToken, Broker) {
+/// An anonymous broker of tenant `dev`.
+fn dev_broker() -> Broker {
     init_tracing();
-    let broker = Broker::allow_anonymous(tenant("dev"), Config::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(broker::run_tls_listener(
-        listener,
-        broker.clone(),
-        certs.server.clone(),
-        shutdown.clone(),
-    ));
-    (port, shutdown, broker)
+    Broker::allow_anonymous(tenant("dev"), Config::default())
 }
 
 #[tokio::test]
 async fn tls_listener_serves_rumqttc() {
     let certs = certs();
-    let (port, shutdown, _broker) = start_tls(&certs).await;
+    let served = Served::tls(dev_broker(), certs.server.clone()).await;
+    let port = served.port();
     let mut roots = rustls::RootCertStore::empty();
     roots.add(certs.cert_der.clone()).unwrap();
     let client = rustls::ClientConfig::builder_with_provider(provider())
@@ -81,7 +73,7 @@ async fn tls_listener_serves_rumqttc() {
     let (publ, _prx, _t2) = v4_with(tls("tls-pub"));
     v4_send(&publ, "secure/1", QoS::AtLeastOnce, false, "sealed").await;
     assert_eq!(&v4_publish(&mut srx).await.payload[..], b"sealed");
-    shutdown.cancel();
+    served.shutdown.cancel();
 }
 
 #[tokio::test]
@@ -95,7 +87,8 @@ async fn tls_listener_serves_mosquitto_clients() {
         return;
     }
     let certs = certs();
-    let (port, shutdown, _broker) = start_tls(&certs).await;
+    let served = Served::tls(dev_broker(), certs.server.clone()).await;
+    let port = served.port();
     let dir = tempfile_dir();
     let ca = dir.join("ca.pem");
     std::fs::write(&ca, &certs.cert_pem).unwrap();
@@ -124,7 +117,7 @@ async fn tls_listener_serves_mosquitto_clients() {
         "tls/r over-tls"
     );
     let _ = std::fs::remove_dir_all(&dir);
-    shutdown.cancel();
+    served.shutdown.cancel();
 }
 
 fn tempfile_dir() -> std::path::PathBuf {
@@ -144,28 +137,20 @@ fn uuid_like() -> String {
 
 #[tokio::test]
 async fn ws_listener_serves_rumqttc_on_path_mqtt() {
-    init_tracing();
-    let broker = Broker::allow_anonymous(tenant("dev"), Config::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(broker::run_ws_listener(
-        listener,
-        broker.clone(),
-        shutdown.clone(),
-    ));
+    let served = Served::ws(dev_broker()).await;
+    let port = served.port();
     let ws = |id: &str| {
         let mut o = rumqttc::v5::MqttOptions::new(id, format!("ws://127.0.0.1:{port}/mqtt"), port);
         o.set_transport(Transport::Ws);
         o.set_max_packet_size(Some(1 << 20));
         o
     };
-    let (sub, mut srx, _t1) = v5_with(ws("ws-sub"));
+    let (sub, mut srx, _t1) = v5_client(ws("ws-sub"));
     sub.subscribe("web/#", rumqttc::v5::mqttbytes::QoS::ExactlyOnce)
         .await
         .unwrap();
     v5_suback(&mut srx).await;
-    let (publ, _prx, _t2) = v5_with(ws("ws-pub"));
+    let (publ, _prx, _t2) = v5_client(ws("ws-pub"));
     // Big enough to span WebSocket frames and MQTT reads.
     let big = vec![b'w'; 100_000];
     publ.publish(
@@ -184,23 +169,14 @@ async fn ws_listener_serves_rumqttc_on_path_mqtt() {
     raw.send(connect(mqtt::ProtocolVersion::V311, "raw")).await;
     assert!(raw.until_closed().await.is_empty());
 
-    shutdown.cancel();
-    tokio::time::timeout(WAIT, server)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    served.stop().await;
 }
 
 #[tokio::test]
 async fn ws_wrong_path_or_subprotocol_is_refused() {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    init_tracing();
-    let broker = Broker::allow_anonymous(tenant("dev"), Config::default());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(broker::run_ws_listener(listener, broker, shutdown.clone()));
+    let served = Served::ws(dev_broker()).await;
+    let port = served.port();
     for (path, proto) in [
         ("/other", Some("mqtt")),
         ("/mqtt", None),
@@ -232,7 +208,7 @@ async fn ws_wrong_path_or_subprotocol_is_refused() {
         resp.headers().get("sec-websocket-protocol").unwrap(),
         "mqtt"
     );
-    shutdown.cancel();
+    served.shutdown.cancel();
 }
 
 /// Records what the TLS layer handed to the authenticator.
@@ -294,15 +270,8 @@ async fn tls_client_certificates_reach_the_authenticator() {
         seen: std::sync::Mutex::new(Vec::new()),
     });
     let broker = Broker::builder(auth.clone()).build();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(broker::run_tls_listener(
-        listener,
-        broker,
-        Arc::new(server),
-        shutdown.clone(),
-    ));
+    let served = Served::tls(broker, Arc::new(server)).await;
+    let port = served.port();
 
     let mut roots = rustls::RootCertStore::empty();
     roots.add(server_key.0).unwrap();
@@ -329,5 +298,5 @@ async fn tls_client_certificates_reach_the_authenticator() {
         .await;
     }
     assert_eq!(*auth.seen.lock().unwrap(), [Some(1), None]);
-    shutdown.cancel();
+    served.shutdown.cancel();
 }

@@ -19,13 +19,18 @@ fn config(nats: &NatsServer, name: &str, host: &str, dir: &str, ttl: Duration) -
     }
 }
 
+/// Node `name` joined, as `host` with data dir `dir`.
+async fn join(nats: &NatsServer, name: &str, host: &str, dir: &str, ttl: Duration) -> Cluster {
+    Cluster::join(config(nats, name, host, dir, ttl))
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
     let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(30);
-    let first = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
-        .await
-        .unwrap();
+    let first = join(&nats, "n1", "host-a", "/a", ttl).await;
     assert_eq!(first.node_name().as_str(), "n1");
     assert_eq!(first.readiness().check(), Ok(()));
 
@@ -43,14 +48,10 @@ async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
         other => panic!("expected NameInUse, got {other}"),
     }
     // Other names are free.
-    let other = Cluster::join(config(&nats, "n2", "host-b", "/b", ttl))
-        .await
-        .unwrap();
+    let other = join(&nats, "n2", "host-b", "/b", ttl).await;
 
     first.leave().await;
-    let again = Cluster::join(config(&nats, "n1", "host-b", "/b2", ttl))
-        .await
-        .unwrap();
+    let again = join(&nats, "n1", "host-b", "/b2", ttl).await;
     again.leave().await;
     other.leave().await;
 }
@@ -59,9 +60,7 @@ async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
 async fn a_dead_nodes_name_is_free_after_the_ttl() {
     let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(3);
-    let dead = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
-        .await
-        .unwrap();
+    let dead = join(&nats, "n1", "host-a", "/a", ttl).await;
     // Dropped without leaving: the lease is no longer renewed.
     drop(dead);
     let deadline = tokio::time::Instant::now() + POLL_BOUND;
@@ -87,14 +86,10 @@ async fn a_dead_nodes_name_is_free_after_the_ttl() {
 async fn a_restart_of_the_same_node_takes_its_stale_lease_over() {
     let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(30);
-    let crashed = Cluster::join(config(&nats, "n1", "host-a", "/data", ttl))
-        .await
-        .unwrap();
+    let crashed = join(&nats, "n1", "host-a", "/data", ttl).await;
     drop(crashed);
     // Same host and data dir (whose lock the caller holds): an earlier run.
-    let restarted = Cluster::join(config(&nats, "n1", "host-a", "/data", ttl))
-        .await
-        .unwrap();
+    let restarted = join(&nats, "n1", "host-a", "/data", ttl).await;
     assert_eq!(restarted.readiness().check(), Ok(()));
     restarted.leave().await;
 }
@@ -121,15 +116,9 @@ async fn no_server_is_a_clear_error() {
 async fn a_dead_nodes_name_is_claimed_by_one_survivor_and_its_restart_waits() {
     let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(3);
-    let survivor = Cluster::join(config(&nats, "n2", "host-b", "/b", ttl))
-        .await
-        .unwrap();
-    let other = Cluster::join(config(&nats, "n3", "host-c", "/c", ttl))
-        .await
-        .unwrap();
-    let dying = Cluster::join(config(&nats, "n1", "host-a", "/a", ttl))
-        .await
-        .unwrap();
+    let survivor = join(&nats, "n2", "host-b", "/b", ttl).await;
+    let other = join(&nats, "n3", "host-c", "/c", ttl).await;
+    let dying = join(&nats, "n1", "host-a", "/a", ttl).await;
     let n1 = NodeName::parse("n1").unwrap();
     let leases = survivor.leases();
     assert!(leases.last_renewed(&n1).await.unwrap().is_some());

@@ -16,7 +16,7 @@ use ids::topics;
 use mqtt::{Properties, QoS, TopicName};
 use serde_json::json;
 
-use crate::message_events::MessageWebhooks;
+use crate::message_events::{Message, MessageWebhooks};
 
 /// The API publishes desired state through the broker, retained at QoS 1.
 pub struct BrokerCommands {
@@ -196,24 +196,15 @@ impl PlatformEvents {
 
 impl EventSink for PlatformEvents {
     fn emit(&self, event: Event) {
-        if let Event::Published {
-            tenant,
-            client_id,
-            topic,
-            payload,
-            qos,
-            retain,
-            ..
-        } = &event
-        {
+        if let Some(m) = Message::of(&event) {
             let watched = self
                 .messages
                 .as_ref()
-                .is_some_and(|m| m.routes.wants(tenant.as_str(), topic.as_str()));
+                .is_some_and(|w| w.routes.wants(m.tenant, m.topic));
             // The broker's own messages (presence on devices/{d}/status)
             // are not the device's traffic: not in its recent messages.
             let device =
-                topics::device_of(topic.as_str()).filter(|_| client_id != broker::SERVER_CLIENT_ID);
+                topics::device_of(m.topic).filter(|_| m.client_id != broker::SERVER_CLIENT_ID);
             let Some(device) = device else {
                 if watched {
                     self.queue_or_count(event);
@@ -221,21 +212,21 @@ impl EventSink for PlatformEvents {
                 return;
             };
             self.recent.record(
-                tenant.as_str(),
+                m.tenant,
                 device,
                 RecentMessage {
-                    topic: topic.as_str().to_owned(),
+                    topic: m.topic.to_owned(),
                     // A copy on purpose: the payload may be a slice of the
                     // connection's read buffer, and keeping it would pin that
                     // whole buffer for as long as the message is recent.
-                    payload: payload.to_vec(),
+                    payload: m.payload.to_vec(),
                     truncated: false,
-                    qos: qos.to_u8(),
-                    retain: *retain,
+                    qos: m.qos,
+                    retain: m.retain,
                     received_at: chrono::Utc::now(),
                 },
             );
-            if !watched && topics::reporting_device(topic.as_str()) != Some(device) {
+            if !watched && topics::reporting_device(m.topic) != Some(device) {
                 return;
             }
         }

@@ -22,47 +22,50 @@ pub struct MessageWebhooks {
 }
 
 /// What one message event carries besides its number.
-struct Message<'a> {
-    tenant: &'a str,
-    client_id: &'a str,
-    topic: &'a str,
-    payload: &'a [u8],
-    qos: u8,
-    retain: bool,
+pub(crate) struct Message<'a> {
+    pub(crate) tenant: &'a str,
+    pub(crate) client_id: &'a str,
+    pub(crate) topic: &'a str,
+    pub(crate) payload: &'a [u8],
+    pub(crate) qos: u8,
+    pub(crate) retain: bool,
 }
 
-fn as_message(event: &Event) -> Option<Message<'_>> {
-    match event {
-        Event::Published {
-            tenant,
-            client_id,
-            topic,
-            payload,
-            qos,
-            retain,
-            ..
-        } => Some(Message {
-            tenant: tenant.as_str(),
-            client_id,
-            topic: topic.as_str(),
-            payload,
-            qos: qos.to_u8(),
-            retain: *retain,
-        }),
-        _ => None,
+impl<'a> Message<'a> {
+    /// The message an `Event::Published` is about; `None` for other events.
+    pub(crate) fn of(event: &'a Event) -> Option<Self> {
+        match event {
+            Event::Published {
+                tenant,
+                client_id,
+                topic,
+                payload,
+                qos,
+                retain,
+                ..
+            } => Some(Message {
+                tenant: tenant.as_str(),
+                client_id,
+                topic: topic.as_str(),
+                payload,
+                qos: qos.to_u8(),
+                retain: *retain,
+            }),
+            _ => None,
+        }
     }
 }
 
 impl MessageWebhooks {
     /// Does some endpoint want this message?
     pub fn watched(&self, event: &Event) -> bool {
-        as_message(event).is_some_and(|m| self.routes.wants(m.tenant, m.topic))
+        Message::of(event).is_some_and(|m| self.routes.wants(m.tenant, m.topic))
     }
 
     /// Hand a message numbered `seq` in its device's sequence to the
     /// outbox writer.
     pub fn send(&self, event: &Event, seq: i64) {
-        let Some(message) = as_message(event) else {
+        let Some(message) = Message::of(event) else {
             return;
         };
         if !self.outbox.push(outbox_event(&message, Some(seq))) {

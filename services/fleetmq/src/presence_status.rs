@@ -402,22 +402,22 @@ mod tests {
 
     #[test]
     fn reasons_read_as_words() {
-        assert_eq!(offline_reason(true, ReasonCode::Success), "disconnected");
-        assert_eq!(
-            offline_reason(false, ReasonCode::KeepAliveTimeout),
-            "keep_alive_timeout"
-        );
-        assert_eq!(
-            offline_reason(false, ReasonCode::AdministrativeAction),
-            "administrative_action"
-        );
-        assert_eq!(
-            offline_reason(false, ReasonCode::UnspecifiedError),
-            "connection_lost"
-        );
-        assert_eq!(
-            offline_reason(false, ReasonCode::ServerShuttingDown),
-            "server_shutting_down"
-        );
+        for (graceful, reason, word) in [
+            (true, ReasonCode::Success, "disconnected"),
+            (false, ReasonCode::KeepAliveTimeout, "keep_alive_timeout"),
+            (
+                false,
+                ReasonCode::AdministrativeAction,
+                "administrative_action",
+            ),
+            (false, ReasonCode::UnspecifiedError, "connection_lost"),
+            (
+                false,
+                ReasonCode::ServerShuttingDown,
+                "server_shutting_down",
+            ),
+        ] {
+            assert_eq!(offline_reason(graceful, reason), word, "{reason:?}");
+        }
     }
 }

@@ -10,6 +10,33 @@ fn chain_of(issued: &crate::IssuedDeviceCert) -> Vec<CertificateDer<'static>> {
     chain
 }
 
+/// A CA of `tenant`'s own, named `name`, registered in `registry`: what
+/// signs its devices' certificates.
+fn register_own_ca(
+    registry: &TrustRegistry,
+    tenant: &str,
+    name: &str,
+) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+    let (cert, key, params) = own_ca(name);
+    registry
+        .add_ca(tenant, CaKind::Registered, cert.der().clone())
+        .unwrap();
+    rcgen::Issuer::new(params, key)
+}
+
+/// The certificate `params` describe, with a key of its own, signed by
+/// `issuer`.
+fn signed(
+    params: rcgen::CertificateParams,
+    issuer: &rcgen::Issuer<'_, rcgen::KeyPair>,
+) -> CertificateDer<'static> {
+    params
+        .signed_by(&rcgen::KeyPair::generate().unwrap(), issuer)
+        .unwrap()
+        .der()
+        .clone()
+}
+
 #[test]
 fn identifies_a_device_from_its_leaf_or_full_chain() {
     let f = Fixture::new();
@@ -200,18 +227,8 @@ fn trust_set_changes_apply_at_once() {
 fn registered_ca_vouches_for_its_tenant_only() {
     let f = Fixture::new();
     let registry = f.registry();
-    let (ca_cert, ca_key, ca_params) = own_ca("Beta Devices Root");
-    registry
-        .add_ca("beta", CaKind::Registered, ca_cert.der().clone())
-        .unwrap();
-    let issuer = rcgen::Issuer::new(ca_params, ca_key);
-    let sign = |params: rcgen::CertificateParams| {
-        params
-            .signed_by(&rcgen::KeyPair::generate().unwrap(), &issuer)
-            .unwrap()
-            .der()
-            .clone()
-    };
+    let issuer = register_own_ca(&registry, "beta", "Beta Devices Root");
+    let sign = |params| signed(params, &issuer);
     // Their own naming: the CN is the device.
     let id = registry
         .identify(&[sign(leaf_params("meter-7", None))], Utc::now())
@@ -240,26 +257,14 @@ fn registered_ca_vouches_for_its_tenant_only() {
 fn another_tenants_ca_with_the_same_subject_locks_no_one_out() {
     let f = Fixture::new();
     let registry = f.registry();
-    let (a_cert, a_key, a_params) = own_ca("Common Name Devices Root");
-    let (b_cert, b_key, b_params) = own_ca("Common Name Devices Root");
     // The second tenant registers first, and after: neither order matters.
-    registry
-        .add_ca("bravo", CaKind::Registered, b_cert.der().clone())
-        .unwrap();
-    registry
-        .add_ca("alpha", CaKind::Registered, a_cert.der().clone())
-        .unwrap();
-    let a_issuer = rcgen::Issuer::new(a_params, a_key);
-    let b_issuer = rcgen::Issuer::new(b_params, b_key);
+    let b_issuer = register_own_ca(&registry, "bravo", "Common Name Devices Root");
+    let a_issuer = register_own_ca(&registry, "alpha", "Common Name Devices Root");
     // Leaves without an Authority Key Identifier: found by issuer name.
     let sign = |issuer: &rcgen::Issuer<'_, rcgen::KeyPair>, cn: &str, san: Option<&str>| {
         let mut params = leaf_params(cn, san);
         params.use_authority_key_identifier_extension = false;
-        params
-            .signed_by(&rcgen::KeyPair::generate().unwrap(), issuer)
-            .unwrap()
-            .der()
-            .clone()
+        signed(params, issuer)
     };
     for (issuer, tenant) in [(&a_issuer, "alpha"), (&b_issuer, "bravo")] {
         let id = registry

@@ -397,6 +397,11 @@ mod tests {
         r.save(&tenant(), &m.topic, Some(m), durable)
     }
 
+    /// What the database holds for the tenant now.
+    async fn stored(db: &TestDb) -> Vec<store::RetainedMessage> {
+        db.store().load_retained("acme", Utc::now()).await.unwrap()
+    }
+
     #[tokio::test]
     async fn qos0_changes_coalesce_per_topic() {
         let (db, retained) = setup(RetainedConfig {
@@ -418,7 +423,7 @@ mod tests {
             (1_000, 10, 1)
         );
         assert_eq!(stats.backlog, 0);
-        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        let rows = stored(&db).await;
         let d3 = rows.iter().find(|r| r.topic == "devices/d3/state").unwrap();
         assert_eq!(d3.payload, b"993");
         retained.shutdown().await.unwrap();
@@ -436,17 +441,11 @@ mod tests {
         let durable = save(&retained, &m, true).expect("QoS 1 waits");
         durable.await.unwrap();
         // Committed, though the window has an hour to go.
-        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        let rows = stored(&db).await;
         assert_eq!(rows.len(), 1);
         let gone = retained.save(&tenant(), &m.topic, None, true).unwrap();
         gone.await.unwrap();
-        assert!(
-            db.store()
-                .load_retained("acme", Utc::now())
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        assert!(stored(&db).await.is_empty());
         retained.shutdown().await.unwrap();
         db.cleanup().await;
     }
@@ -483,7 +482,7 @@ mod tests {
             .expect("QoS 1 waits")
             .await
             .unwrap();
-        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        let rows = stored(&db).await;
         let rows: Vec<_> = rows.iter().map(|r| r.owner.as_deref()).collect();
         assert_eq!(rows, [Some("backend"), Some("d1")]);
         retained.shutdown().await.unwrap();
@@ -507,7 +506,7 @@ mod tests {
         assert_eq!(topics(retained.load(&tenant()).await.unwrap()), ["b", "c"]);
         retained.flush().await.unwrap();
         // Written as a delete: never in the database.
-        let rows = db.store().load_retained("acme", Utc::now()).await.unwrap();
+        let rows = stored(&db).await;
         assert_eq!(rows.len(), 2);
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(topics(retained.load(&tenant()).await.unwrap()), ["c"]);
@@ -550,14 +549,7 @@ mod tests {
         // After shutdown: nothing is taken.
         let late = save(&retained, &message("a", "3", None), true).unwrap();
         assert!(late.await.is_err());
-        assert_eq!(
-            db.store()
-                .load_retained("acme", Utc::now())
-                .await
-                .unwrap()
-                .len(),
-            2
-        );
+        assert_eq!(stored(&db).await.len(), 2);
         db.cleanup().await;
     }
 

@@ -7,13 +7,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::{AllowAnonymous, Broker, CancellationToken, TenantId};
+use broker::testing::Served;
+use broker::{AllowAnonymous, Broker, TenantId};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use state::{DurableRetained, Fanout, Presence, PresenceConfig, RetainedConfig};
 use store::testing::TestDb;
 use store::{NewDevice, PresenceStatus, Store};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -22,8 +22,7 @@ struct Node {
     retained: Arc<DurableRetained>,
     presence: Arc<Presence>,
     port: u16,
-    shutdown: CancellationToken,
-    listener: JoinHandle<()>,
+    served: Served,
 }
 
 impl Node {
@@ -51,30 +50,19 @@ impl Node {
         .retained_store(retained.clone())
         .events(Arc::new(Fanout::new(vec![presence.clone()])))
         .build();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(broker::run_listener(listener, broker, shutdown.clone()));
-        let listener = tokio::spawn(async move {
-            task.await.unwrap().unwrap();
-        });
+        let served = Served::tcp(broker).await;
         Node {
             store,
             retained,
             presence,
-            port,
-            shutdown,
-            listener,
+            port: served.port(),
+            served,
         }
     }
 
     /// Stops the listeners (every connection ends), then the writers.
     async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.listener)
-            .await
-            .unwrap()
-            .unwrap();
+        self.served.stop().await;
         self.retained.shutdown().await.unwrap();
         self.presence.shutdown().await.unwrap();
         self.store.close().await;
@@ -227,7 +215,7 @@ async fn acknowledged_qos1_survives_a_crash(db: &TestDb) -> anyhow::Result<()> {
             .all(|(t, p)| t.starts_with("devices/d") && p == "acked")
     );
     node.stop().await;
-    crashed.shutdown.cancel();
+    crashed.served.shutdown.cancel();
     crashed.store.close().await;
     Ok(())
 }
@@ -331,8 +319,7 @@ async fn presence_follows_connections_takeover_and_crash(db: &TestDb) -> anyhow:
     // Presence stops writing before the listener is told to stop: the
     // other order lets the shutdown's disconnects race into the last flush.
     node.presence.shutdown().await?;
-    node.shutdown.cancel();
-    tokio::time::timeout(WAIT, node.listener).await??;
+    node.served.stop().await;
     node.retained.shutdown().await?;
     assert_eq!(
         store.get_presence("acme", "d2").await?.unwrap().status,

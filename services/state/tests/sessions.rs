@@ -11,15 +11,14 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use broker::session_store::testing::{pid, queued_for, record};
 use broker::session_store::{
-    DeliveryState, Disconnected, QueuedFor, SessionRecord, SessionStore, StoredMessage,
-    StoredSubscription, StoredWill,
+    DeliveryState, Disconnected, QueuedFor, SessionStore, StoredMessage, StoredSubscription,
+    StoredWill,
 };
 use broker::{Durability, TenantId};
 use bytes::Bytes;
-use mqtt::{
-    PacketId, Properties, ProtocolVersion, QoS, SubscriptionOptions, TopicFilter, TopicName,
-};
+use mqtt::{Properties, QoS, SubscriptionOptions, TopicFilter, TopicName};
 use state::{DurableSessions, SessionsConfig};
 use store::Store;
 use store::testing::TestDb;
@@ -69,16 +68,6 @@ fn start_with(store: &Store, tweak: impl FnOnce(&mut SessionsConfig)) -> Arc<Dur
     DurableSessions::start(store.clone(), config)
 }
 
-fn record(client: &str) -> SessionRecord {
-    SessionRecord {
-        client_id: Arc::from(client),
-        owner: client.to_owned(),
-        protocol: ProtocolVersion::V5,
-        expiry_interval: 3600,
-        will: None,
-    }
-}
-
 fn message(payload: String, qos: QoS) -> Arc<StoredMessage> {
     Arc::new(StoredMessage {
         topic: TopicName::parse("commands/sub/run").unwrap(),
@@ -97,19 +86,12 @@ fn message(payload: String, qos: QoS) -> Arc<StoredMessage> {
     })
 }
 
+/// A delivery through the subscription with identifier 3.
 fn to(client: &str, seq: u64, qos: QoS) -> QueuedFor {
     QueuedFor {
-        client_id: Arc::from(client),
-        seq,
-        qos,
-        retain: false,
         subscription_ids: vec![3],
-        shared: None,
+        ..queued_for(client, seq, qos)
     }
-}
-
-fn pid(n: u16) -> PacketId {
-    PacketId::new(n).unwrap()
 }
 
 async fn durable(d: Option<Durability>) {

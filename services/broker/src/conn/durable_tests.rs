@@ -11,7 +11,7 @@ use mqtt::{
     Connect, Disconnect, Packet, ProtocolVersion, PubAck, Publish, QoS, ReasonCode, TopicName,
 };
 
-use super::tests::{Client, subscribe};
+use super::tests::{Client, suback, subscribe};
 use crate::session_store::{Disconnected, MemorySessionStore, SessionStore};
 use crate::{AllowAnonymous, Broker, TenantId};
 
@@ -175,22 +175,11 @@ async fn clean_start_and_expiry_zero_leave_nothing_stored() {
 
 #[tokio::test]
 async fn qos_2_is_exactly_once_across_a_restart() {
-    use mqtt::{
-        PubComp, PubRec, PubRel, Subscribe, Subscription, SubscriptionOptions, TopicFilter,
-    };
+    use mqtt::{PubComp, PubRec, PubRel};
     let store = Arc::new(MemorySessionStore::new());
     let first = broker(&store);
     let (mut sub, _) = connect_present(&first, persistent("sub")).await;
-    sub.send(Subscribe {
-        packet_id: NonZeroU16::new(1).unwrap(),
-        subscriptions: vec![Subscription {
-            filter: TopicFilter::parse("a/#").unwrap(),
-            options: SubscriptionOptions::new(QoS::ExactlyOnce),
-        }],
-        properties: Default::default(),
-    })
-    .await;
-    assert!(matches!(sub.recv().await, Some(Packet::SubAck(_))));
+    suback(&mut sub, "a/#", QoS::ExactlyOnce).await;
     // A persistent publisher leaves with its QoS 2 message received
     // (PUBREC) but not released.
     let (mut publisher, _) = connect_present(&first, persistent("pub2")).await;
@@ -269,13 +258,12 @@ async fn a_released_session_leaves_with_0x8e_and_stays_in_the_store() {
 fn clean_with_will(id: &str) -> Connect {
     let mut c = Connect::new(V5, id);
     c.keep_alive = 0;
-    c.will = Some(mqtt::LastWill {
-        topic: TopicName::parse("clean/will").unwrap(),
-        payload: "gone".into(),
-        qos: QoS::AtMostOnce,
-        retain: true,
-        properties: Default::default(),
-    });
+    c.will = Some(mqtt::LastWill::new(
+        TopicName::parse("clean/will").unwrap(),
+        "gone",
+        QoS::AtMostOnce,
+        true,
+    ));
     c
 }
 

@@ -6,8 +6,8 @@ use std::num::NonZeroU16;
 
 use bytes::BytesMut;
 use mqtt::{
-    Connect, LastWill, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, Subscription,
-    SubscriptionOptions, TopicFilter, TopicName, decode,
+    Connect, LastWill, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions,
+    TopicFilter, TopicName, decode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::{Duration, Instant};
@@ -81,12 +81,17 @@ impl Client {
     }
 }
 
+/// Client `id` connected with a keep alive of 10 s.
+async fn keeping_alive(b: &Broker, id: &str) -> Client {
+    let mut c = Connect::new(V5, id);
+    c.keep_alive = 10;
+    Client::connect(b, c).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn keep_alive_expires_at_one_and_a_half_times() {
     let b = broker();
-    let mut c = Connect::new(V5, "ka");
-    c.keep_alive = 10;
-    let mut client = Client::connect(&b, c).await;
+    let mut client = keeping_alive(&b, "ka").await;
     let start = Instant::now();
     let got = client.recv().await;
     assert!(
@@ -99,9 +104,7 @@ async fn keep_alive_expires_at_one_and_a_half_times() {
 #[tokio::test(start_paused = true)]
 async fn pings_keep_the_connection_alive() {
     let b = broker();
-    let mut c = Connect::new(V5, "pinger");
-    c.keep_alive = 10;
-    let mut client = Client::connect(&b, c).await;
+    let mut client = keeping_alive(&b, "pinger").await;
     for _ in 0..5 {
         tokio::time::sleep(Duration::from_secs(9)).await;
         client.send(Packet::PingReq).await;
@@ -122,17 +125,7 @@ pub(super) async fn watcher(b: &Broker) -> Client {
     let mut c = Connect::new(V5, "watcher");
     c.keep_alive = 0;
     let mut watcher = Client::connect(b, c).await;
-    watcher
-        .send(Subscribe {
-            packet_id: NonZeroU16::new(1).unwrap(),
-            subscriptions: vec![Subscription {
-                filter: TopicFilter::parse("will").unwrap(),
-                options: SubscriptionOptions::new(QoS::AtMostOnce),
-            }],
-            properties: Default::default(),
-        })
-        .await;
-    assert!(matches!(watcher.recv().await, Some(Packet::SubAck(_))));
+    suback(&mut watcher, "will", QoS::AtMostOnce).await;
     watcher
 }
 
@@ -141,13 +134,12 @@ fn leaver() -> Connect {
     c.clean_start = false;
     c.keep_alive = 0;
     c.properties.session_expiry_interval = Some(100);
-    let mut will = LastWill {
-        topic: TopicName::parse("will").unwrap(),
-        payload: "late".into(),
-        qos: QoS::AtMostOnce,
-        retain: false,
-        properties: Default::default(),
-    };
+    let mut will = LastWill::new(
+        TopicName::parse("will").unwrap(),
+        "late",
+        QoS::AtMostOnce,
+        false,
+    );
     will.properties.will_delay_interval = Some(30);
     c.will = Some(will);
     c
@@ -227,20 +219,10 @@ fn login(client_id: &str, user: &str) -> Connect {
     c
 }
 
+/// Subscribes `client` to `filter` at QoS 1, which must be granted.
 pub(super) async fn subscribe(client: &mut Client, filter: &str) {
-    client
-        .send(Subscribe {
-            packet_id: NonZeroU16::new(1).unwrap(),
-            subscriptions: vec![Subscription {
-                filter: TopicFilter::parse(filter).unwrap(),
-                options: SubscriptionOptions::new(QoS::AtLeastOnce),
-            }],
-            properties: Default::default(),
-        })
-        .await;
-    assert!(
-        matches!(client.recv().await, Some(Packet::SubAck(a)) if !a.reason_codes[0].is_error())
-    );
+    let a = suback(client, filter, QoS::AtLeastOnce).await;
+    assert!(!a.reason_codes[0].is_error(), "{a:?}");
 }
 
 fn publish(topic: &str, id: u16) -> mqtt::Publish {
@@ -308,16 +290,14 @@ async fn deleting_a_credential_ends_the_sessions_it_opened() {
     );
 }
 
-async fn suback(client: &mut Client, filter: &str) -> mqtt::SubAck {
+/// What the broker answers to `client` subscribing to `filter` at `qos`.
+pub(super) async fn suback(client: &mut Client, filter: &str, qos: QoS) -> mqtt::SubAck {
     client
-        .send(Subscribe {
-            packet_id: NonZeroU16::new(7).unwrap(),
-            subscriptions: vec![Subscription {
-                filter: TopicFilter::parse(filter).unwrap(),
-                options: SubscriptionOptions::new(QoS::AtMostOnce),
-            }],
-            properties: Default::default(),
-        })
+        .send(Subscribe::new(
+            NonZeroU16::new(1).unwrap(),
+            TopicFilter::parse(filter).unwrap(),
+            SubscriptionOptions::new(qos),
+        ))
         .await;
     match client.recv().await {
         Some(Packet::SubAck(a)) => a,
@@ -341,18 +321,18 @@ async fn topic_rules_refuse_with_reason_codes_and_strings_at_once() {
     );
     let mut d = Client::connect(&b, login("d1", "d1@tenant-a")).await;
     let mut other = Client::connect(&b, login("d2", "d1@tenant-a")).await;
-    let a = suback(&mut d, "#").await;
+    let a = suback(&mut d, "#", QoS::AtMostOnce).await;
     assert_eq!(a.reason_codes, [ReasonCode::GRANTED_QOS_0]);
     // Re-subscribing to the same catch-all is a replacement, not another.
     assert_eq!(
-        suback(&mut d, "#").await.reason_codes,
+        suback(&mut d, "#", QoS::AtMostOnce).await.reason_codes,
         [ReasonCode::GRANTED_QOS_0]
     );
-    let a = suback(&mut other, "+/#").await;
+    let a = suback(&mut other, "+/#", QoS::AtMostOnce).await;
     assert_eq!(a.reason_codes, [ReasonCode::QuotaExceeded]);
     assert!(a.properties.reason_string.unwrap().contains("catch-all"));
     for (filter, reason) in [("a/b c", "space"), ("/a", "'/'"), ("a/b/c/d", "levels")] {
-        let a = suback(&mut other, filter).await;
+        let a = suback(&mut other, filter, QoS::AtMostOnce).await;
         assert_eq!(a.reason_codes, [ReasonCode::TopicFilterInvalid], "{filter}");
         assert!(
             a.properties.reason_string.unwrap().contains(reason),
@@ -360,7 +340,9 @@ async fn topic_rules_refuse_with_reason_codes_and_strings_at_once() {
         );
     }
     assert_eq!(
-        suback(&mut other, "a/+/c").await.reason_codes,
+        suback(&mut other, "a/+/c", QoS::AtMostOnce)
+            .await
+            .reason_codes,
         [ReasonCode::GRANTED_QOS_0]
     );
 

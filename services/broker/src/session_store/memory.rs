@@ -223,10 +223,11 @@ mod tests {
     use std::time::{Duration, SystemTime};
 
     use bytes::Bytes;
-    use mqtt::{Properties, ProtocolVersion, SubscriptionOptions, TopicName};
+    use mqtt::{Properties, SubscriptionOptions, TopicName};
 
     use super::*;
     use crate::session_store::StoredWill;
+    use crate::session_store::testing::{self, pid, queued_for};
 
     fn tenant(id: &str) -> TenantId {
         TenantId::parse(id).unwrap()
@@ -234,10 +235,6 @@ mod tests {
 
     fn record(client: &str) -> SessionRecord {
         SessionRecord {
-            client_id: Arc::from(client),
-            owner: client.to_owned(),
-            protocol: ProtocolVersion::V5,
-            expiry_interval: 3600,
             will: Some(StoredWill {
                 topic: TopicName::parse("devices/d1/status").unwrap(),
                 payload: Bytes::from_static(b"offline"),
@@ -246,17 +243,7 @@ mod tests {
                 properties: Properties::default(),
                 delay: 10,
             }),
-        }
-    }
-
-    fn target(client: &str, seq: u64, qos: QoS) -> QueuedFor {
-        QueuedFor {
-            client_id: Arc::from(client),
-            seq,
-            qos,
-            retain: false,
-            subscription_ids: vec![],
-            shared: None,
+            ..testing::record(client)
         }
     }
 
@@ -269,10 +256,6 @@ mod tests {
             expires_at: None,
             id: None,
         })
-    }
-
-    fn pid(n: u16) -> PacketId {
-        PacketId::new(n).unwrap()
     }
 
     #[tokio::test]
@@ -292,14 +275,14 @@ mod tests {
             &acme,
             &m,
             &[
-                target("d1", 2, QoS::ExactlyOnce),
-                target("nobody", 1, QoS::AtLeastOnce),
+                queued_for("d1", 2, QoS::ExactlyOnce),
+                queued_for("nobody", 1, QoS::AtLeastOnce),
             ],
         );
         store.enqueue(
             &acme,
             &message(b"first"),
-            &[target("d1", 1, QoS::AtLeastOnce)],
+            &[queued_for("d1", 1, QoS::AtLeastOnce)],
         );
         store.delivery_state(&acme, "d1", 2, DeliveryState::Sent(pid(9)), true);
         store.delivery_state(&acme, "d1", 2, DeliveryState::Released(pid(9)), true);

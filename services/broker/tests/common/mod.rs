@@ -1,21 +1,20 @@
 //! Test harness: a broker on 127.0.0.1:0, rumqttc helpers, and a raw
 //! packet client for what real clients will not send.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+// Each test binary uses a part of it.
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use broker::{Broker, CancellationToken, Config, TenantId};
+pub use broker::testing::{Served, WAIT, next_matching, v5_client};
+use broker::{Broker, Config, TenantId};
 use bytes::BytesMut;
 use mqtt::{Connect, Packet, ProtocolVersion, decode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-
-/// Generous: only for liveness, never for speed.
-pub const WAIT: Duration = Duration::from_secs(15);
 
 /// Every metric `snapshotter` has seen, keyed `name{label=value,…}`:
 /// counters and gauges by value, histograms as 0.
@@ -63,8 +62,7 @@ pub fn init_tracing() {
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub broker: Broker,
-    shutdown: CancellationToken,
-    task: JoinHandle<()>,
+    served: Served,
 }
 
 pub fn tenant(s: &str) -> TenantId {
@@ -82,22 +80,11 @@ impl TestBroker {
 
     pub async fn with_broker(broker: Broker) -> Self {
         init_tracing();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(broker::run_listener(
-            listener,
-            broker.clone(),
-            shutdown.clone(),
-        ));
-        let task = tokio::spawn(async move {
-            task.await.unwrap().unwrap();
-        });
+        let served = Served::tcp(broker.clone()).await;
         Self {
-            addr,
+            addr: served.addr,
             broker,
-            shutdown,
-            task,
+            served,
         }
     }
 
@@ -106,11 +93,7 @@ impl TestBroker {
     }
 
     pub async fn stop(self) {
-        self.shutdown.cancel();
-        tokio::time::timeout(WAIT, self.task)
-            .await
-            .unwrap()
-            .unwrap();
+        self.served.stop().await;
     }
 }
 
@@ -170,57 +153,10 @@ pub fn v4_with(opts: rumqttc::MqttOptions) -> V4Client {
 
 pub type V5Packet = rumqttc::v5::mqttbytes::v5::Packet;
 
-/// Runs a rumqttc v5 event loop; incoming packets (and the error that
-/// ended it, as `Err`) arrive on the channel.
-pub fn v5_with(
-    opts: rumqttc::v5::MqttOptions,
-) -> (
-    rumqttc::v5::AsyncClient,
-    mpsc::UnboundedReceiver<Result<V5Packet, String>>,
-    JoinHandle<()>,
-) {
-    let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 100);
-    let (tx, rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(async move {
-        loop {
-            match el.poll().await {
-                Ok(rumqttc::v5::Event::Incoming(p)) => {
-                    if tx.send(Ok(p)).is_err() {
-                        return;
-                    }
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    let _ = tx.send(Err(format!("{e:?}")));
-                    return;
-                }
-            }
-        }
-    });
-    (client, rx, task)
-}
-
 pub fn v5_opts(port: u16, id: &str) -> rumqttc::v5::MqttOptions {
     let mut opts = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
     opts.set_keep_alive(Duration::from_secs(30));
     opts
-}
-
-/// Waits for the next packet matching `pick`.
-pub async fn next_matching<P, T>(
-    rx: &mut mpsc::UnboundedReceiver<P>,
-    mut pick: impl FnMut(P) -> Option<T>,
-) -> T {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            let p = rx.recv().await.expect("client ended");
-            if let Some(t) = pick(p) {
-                return t;
-            }
-        }
-    })
-    .await
-    .expect("timed out waiting for a packet")
 }
 
 pub async fn v4_publish(rx: &mut mpsc::UnboundedReceiver<rumqttc::Packet>) -> rumqttc::Publish {
@@ -238,24 +174,31 @@ pub async fn v4_suback(rx: &mut mpsc::UnboundedReceiver<rumqttc::Packet>) {
     .await;
 }
 
+/// Waits for the next v5 packet matching `pick`; panics if the client
+/// failed first.
+pub async fn v5_next<T>(
+    rx: &mut mpsc::UnboundedReceiver<Result<V5Packet, String>>,
+    mut pick: impl FnMut(V5Packet) -> Option<T>,
+) -> T {
+    next_matching(rx, |p| match p {
+        Ok(p) => pick(p),
+        Err(e) => panic!("client failed: {e}"),
+    })
+    .await
+}
+
 pub async fn v5_publish(
     rx: &mut mpsc::UnboundedReceiver<Result<V5Packet, String>>,
 ) -> rumqttc::v5::mqttbytes::v5::Publish {
-    next_matching(rx, |p| match p {
-        Ok(V5Packet::Publish(p)) => Some(p),
-        Err(e) => panic!("client failed: {e}"),
+    v5_next(rx, |p| match p {
+        V5Packet::Publish(p) => Some(p),
         _ => None,
     })
     .await
 }
 
 pub async fn v5_suback(rx: &mut mpsc::UnboundedReceiver<Result<V5Packet, String>>) {
-    next_matching(rx, |p| match p {
-        Ok(V5Packet::SubAck(_)) => Some(()),
-        Err(e) => panic!("client failed: {e}"),
-        _ => None,
-    })
-    .await;
+    v5_next(rx, |p| matches!(p, V5Packet::SubAck(_)).then_some(())).await;
 }
 
 /// Asserts nothing matching `pick` arrives within `quiet` (used only to

@@ -33,6 +33,19 @@ pub struct LastWill {
     pub properties: Properties,
 }
 
+impl LastWill {
+    /// A will of `payload` on `topic` at `qos`, without properties.
+    pub fn new(topic: TopicName, payload: impl Into<Bytes>, qos: QoS, retain: bool) -> Self {
+        Self {
+            topic,
+            payload: payload.into(),
+            qos,
+            retain,
+            properties: Properties::default(),
+        }
+    }
+}
+
 /// CONNECT (3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Connect {
@@ -274,13 +287,12 @@ mod tests {
     #[test]
     fn will_topic_must_be_a_topic_name() {
         let mut c = Connect::new(V4, "x");
-        c.will = Some(LastWill {
-            topic: TopicName::parse("w").unwrap(),
-            payload: Bytes::from_static(b"bye"),
-            qos: QoS::AtLeastOnce,
-            retain: true,
-            properties: Properties::default(),
-        });
+        c.will = Some(LastWill::new(
+            TopicName::parse("w").unwrap(),
+            "bye",
+            QoS::AtLeastOnce,
+            true,
+        ));
         let mut bytes = encode(&Packet::Connect(Box::new(c)), V4);
         let at = bytes.iter().position(|&b| b == b'w').unwrap();
         bytes[at] = b'#';

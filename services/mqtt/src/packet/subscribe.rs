@@ -119,6 +119,17 @@ pub struct Subscribe {
     pub properties: Properties,
 }
 
+impl Subscribe {
+    /// A SUBSCRIBE of one `filter` with `options`, without properties.
+    pub fn new(packet_id: PacketId, filter: TopicFilter, options: SubscriptionOptions) -> Self {
+        Self {
+            packet_id,
+            subscriptions: vec![Subscription { filter, options }],
+            properties: Properties::default(),
+        }
+    }
+}
+
 // MQTT-3.8.1-1: flags 0b0010.
 list::list_packet!(Subscribe, subscriptions, flags = 0b0010);
 

@@ -348,21 +348,12 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use broker::session_store::testing::{pid, queued_for, record};
     use bytes::Bytes;
-    use mqtt::{Properties, ProtocolVersion, TopicName};
+    use mqtt::{Properties, TopicName};
 
     fn acme() -> TenantId {
         TenantId::parse("acme").unwrap()
-    }
-
-    fn record(client: &str) -> SessionRecord {
-        SessionRecord {
-            client_id: Arc::from(client),
-            owner: client.to_owned(),
-            protocol: ProtocolVersion::V5,
-            expiry_interval: 60,
-            will: None,
-        }
     }
 
     fn body() -> Arc<PendingBody> {
@@ -380,21 +371,6 @@ mod tests {
         })
     }
 
-    fn target(client: &str, seq: u64, qos: QoS) -> QueuedFor {
-        QueuedFor {
-            client_id: Arc::from(client),
-            seq,
-            qos,
-            retain: false,
-            subscription_ids: vec![],
-            shared: None,
-        }
-    }
-
-    fn pid(n: u16) -> PacketId {
-        PacketId::new(n).unwrap()
-    }
-
     fn of<'a>(b: &'a Batch, client: &str) -> &'a SessionChanges {
         &b.sessions[&(acme(), Arc::from(client))]
     }
@@ -403,8 +379,8 @@ mod tests {
     fn a_delivery_acknowledged_within_the_batch_is_never_written() {
         let mut b = Batch::default();
         let t = [
-            target("a", 1, QoS::AtLeastOnce),
-            target("b", 1, QoS::ExactlyOnce),
+            queued_for("a", 1, QoS::AtLeastOnce),
+            queued_for("b", 1, QoS::ExactlyOnce),
         ];
         b.enqueue(&acme(), &body(), &t.iter().collect::<Vec<_>>());
         b.delivery_state(&acme(), "a", 1, DeliveryState::Sent(pid(3)));
@@ -425,17 +401,17 @@ mod tests {
     fn ending_or_a_clean_start_drops_what_was_buffered() {
         let mut b = Batch::default();
         b.connect(&acme(), &record("a"), false, SystemTime::now());
-        b.enqueue(&acme(), &body(), &[&target("a", 5, QoS::AtLeastOnce)]);
+        b.enqueue(&acme(), &body(), &[&queued_for("a", 5, QoS::AtLeastOnce)]);
         b.delivered(&acme(), "a", 2);
         b.end(&acme(), "a");
         let a = of(&b, "a");
         assert!(a.reset && matches!(a.row, Row::Deleted));
         assert!(a.inserts.is_empty() && a.transitions.is_empty());
         // Nothing attaches to an ended session until it connects again.
-        b.enqueue(&acme(), &body(), &[&target("a", 6, QoS::AtLeastOnce)]);
+        b.enqueue(&acme(), &body(), &[&queued_for("a", 6, QoS::AtLeastOnce)]);
         assert!(of(&b, "a").inserts.is_empty());
         b.connect(&acme(), &record("a"), false, SystemTime::now());
-        b.enqueue(&acme(), &body(), &[&target("a", 0, QoS::AtLeastOnce)]);
+        b.enqueue(&acme(), &body(), &[&queued_for("a", 0, QoS::AtLeastOnce)]);
         // Transitions of the old session's rows are not kept either.
         b.delivered(&acme(), "a", 3);
         let a = of(&b, "a");
@@ -447,7 +423,7 @@ mod tests {
     #[test]
     fn a_failed_batch_put_back_keeps_the_order_of_changes() {
         let mut older = Batch::default();
-        older.enqueue(&acme(), &body(), &[&target("a", 1, QoS::ExactlyOnce)]);
+        older.enqueue(&acme(), &body(), &[&queued_for("a", 1, QoS::ExactlyOnce)]);
         older.subscription(&acme(), "a", &TopicFilter::parse("x").unwrap(), None);
         older.delivery_state(&acme(), "a", 0, DeliveryState::Sent(pid(1)));
         let mut newer = Batch::default();
