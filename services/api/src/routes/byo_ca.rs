@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::{PkiUnconfigured, PlatformCa};
 use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson};
 
@@ -155,7 +156,7 @@ pub(crate) async fn new_code(
         (status = 201, description = "The registered CA", body = TenantCaView),
         (status = 409, description = "This CA is registered already (here or for another tenant)",
          body = crate::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+        PkiUnconfigured,
     ))]
 pub(crate) async fn register(
     scope: InTenant<Admin>,
@@ -249,7 +250,7 @@ pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<TenantCaList>,
     params(TenantPath, CaPath),
     responses(
         (status = 204, description = "Removed"),
-        (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
+        PlatformCa,
     ))]
 pub(crate) async fn remove(
     scope: InTenant<Admin>,
@@ -284,7 +285,7 @@ pub(crate) async fn remove(
     request_body = PatchCa,
     responses(
         (status = 200, description = "The CA", body = TenantCaView),
-        (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
+        PlatformCa,
         (status = 422, description = "The body is not a valid change; the pointer says where",
          body = crate::Problem, content_type = "application/problem+json"),
     ))]

@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::etag::ETag;
+use super::openapi::StaleVersion;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use super::tenants::id_detail;
 use super::{Routes, nullable, query, validate};
@@ -227,8 +228,7 @@ pub(crate) async fn read(at: InDevice<Read>) -> Result<(ETag, ApiJson<Device>), 
     responses(
         (status = 200, description = "The updated device", body = Device,
          headers(("ETag" = String, description = "The new version of the device"))),
-        (status = 412, description = "If-Match does not name the current version",
-         body = crate::Problem, content_type = "application/problem+json"),
+        StaleVersion,
     ))]
 pub(crate) async fn update(
     at: InDevice<Write>,

@@ -15,6 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::{NoSuchEndpoint, NoSuchTenant};
 use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson};
 
@@ -219,10 +220,9 @@ fn target(t: &str, w: &str) -> String {
     responses(
         (status = 201, description = "The endpoint, with its secret", body = WebhookWithSecret),
         (status = 403, description = "Not tenant-admin", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
+        NoSuchTenant,
         (status = 422, description = "URL refused (scheme, private address), bad events or topic filter", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub(crate) async fn create(
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateWebhook>,
@@ -261,8 +261,7 @@ pub(crate) async fn create(
 /// List the tenant's endpoints (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/webhooks", operation_id = "list_webhooks", tag = "webhooks",
     params(TenantPath),
-    responses((status = 200, description = "The endpoints", body = WebhookPage)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The endpoints", body = WebhookPage)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<WebhookPage>, ApiError> {
     let t = scope.t();
     scope.store().get_tenant(t).await?;
@@ -277,8 +276,7 @@ pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<WebhookPage>, 
 #[utoipa::path(get, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "get_webhook", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 200, description = "The endpoint", body = Webhook),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn read(
     scope: InTenant<Read>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -295,8 +293,7 @@ pub(crate) async fn read(
     params(TenantPath, WebhookPath),
     request_body(content = PatchWebhook, content_type = "application/merge-patch+json"),
     responses((status = 200, description = "The endpoint", body = Webhook),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn update(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -338,8 +335,7 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "delete_webhook", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 204, description = "Deleted"),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn remove(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -363,8 +359,7 @@ pub(crate) async fn remove(
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 200, description = "The endpoint, with its new secret", body = WebhookWithSecret),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn rotate(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -385,8 +380,7 @@ pub(crate) async fn rotate(
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/test", operation_id = "test_webhook", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 202, description = "The queued delivery", body = Delivery),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn test_ping(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -415,8 +409,7 @@ pub(crate) async fn test_ping(
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "A page of deliveries", body = DeliveryPage),
         (status = 400, description = "Bad query", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn deliveries(
     scope: InTenant<Read>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -484,8 +477,7 @@ pub(crate) async fn deliveries(
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/deliveries/{id}/redeliver", operation_id = "redeliver_webhook_delivery", tag = "webhooks",
     params(TenantPath, DeliveryPath),
     responses((status = 202, description = "The delivery, pending again", body = Delivery),
-        (status = 404, description = "No such delivery of this endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        (status = 404, description = "No such delivery of this endpoint", body = crate::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn redeliver(
     scope: InTenant<Admin>,
     Path(DeliveryPath { w, id }): Path<DeliveryPath>,
