@@ -220,9 +220,7 @@ pub(crate) async fn register(
         .await?;
     // Trusted here already; the other nodes read it from the store.
     scope
-        .changed(Change::TenantCaAdded {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::TenantCaAdded { tenant })
         .await;
     Ok((StatusCode::CREATED, ApiJson(stored.into())))
 }

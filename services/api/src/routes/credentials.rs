@@ -131,11 +131,8 @@ pub(crate) async fn set_password(
     at.store()
         .set_device_password(t, d, &hash, Some(&audit))
         .await?;
-    at.changed(Change::DevicePasswordChanged {
-        tenant: t.to_owned(),
-        device: d.to_owned(),
-    })
-    .await;
+    at.device_changed(|tenant, device| Change::DevicePasswordChanged { tenant, device })
+        .await;
     Ok(ShownOnce(DevicePassword {
         username: access::device_username(d, t),
         password,
@@ -160,11 +157,8 @@ pub(crate) async fn delete_password(at: InDevice<Write>) -> Result<StatusCode, A
             id: format!("{t}/{d}"),
         });
     }
-    at.changed(Change::DevicePasswordChanged {
-        tenant: t.to_owned(),
-        device: d.to_owned(),
-    })
-    .await;
+    at.device_changed(|tenant, device| Change::DevicePasswordChanged { tenant, device })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -317,11 +317,8 @@ pub(crate) async fn update(
         .await?;
     let tag = ETag::of(&Device::from(device.clone()))?;
     if enabled_changes {
-        at.changed(Change::DeviceDisabled {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
+        at.device_changed(|tenant, device| Change::DeviceDisabled { tenant, device })
+            .await;
     }
     Ok((tag, ApiJson(Device::from(device).online(online))))
 }
@@ -340,11 +337,8 @@ pub(crate) async fn remove(at: InDevice<Write>) -> Result<StatusCode, ApiError> 
     at.store().delete_device_audited(t, d, &audit).await?;
     // Its session ends and its persistent sessions go with it: in the
     // broker (on every node), then stored.
-    at.changed(Change::DeviceDeleted {
-        tenant: t.to_owned(),
-        device: d.to_owned(),
-    })
-    .await;
+    at.device_changed(|tenant, device| Change::DeviceDeleted { tenant, device })
+        .await;
     at.store().delete_sessions_of_owner(t, d).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -174,9 +174,7 @@ pub(crate) async fn put(
         .put_acl_policy(t, &name, &document, Some(&audit))
         .await?;
     scope
-        .changed(Change::PoliciesChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::PoliciesChanged { tenant })
         .await;
     Ok(ApiJson(stored.into()))
 }
@@ -196,9 +194,7 @@ pub(crate) async fn remove(
         .delete_acl_policy(t, &name, Some(&audit))
         .await?;
     scope
-        .changed(Change::PoliciesChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::PoliciesChanged { tenant })
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

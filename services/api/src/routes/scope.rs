@@ -92,6 +92,12 @@ impl<N> InTenant<N> {
         self.state.changed(change).await;
     }
 
+    /// [`changed`](Self::changed) with a change that names this tenant
+    /// only, made from its id (`|tenant| Change::PoliciesChanged { tenant }`).
+    pub async fn tenant_changed(&self, change: impl FnOnce(String) -> Change) {
+        self.changed(change(self.t().to_owned())).await;
+    }
+
     /// The audit entry of `action` on `target` in this tenant, by this
     /// caller in this request, for the store's `*_audited` methods (which
     /// write it in the transaction of the change it records).
@@ -158,6 +164,13 @@ impl<N> InDevice<N> {
     /// [`AppState::changed`].
     pub async fn changed(&self, change: Change) {
         self.scope.changed(change).await;
+    }
+
+    /// [`changed`](Self::changed) with a change that names this device
+    /// only, made from its tenant and device ids.
+    pub async fn device_changed(&self, change: impl FnOnce(String, String) -> Change) {
+        self.changed(change(self.t().to_owned(), self.d().to_owned()))
+            .await;
     }
 
     pub fn d(&self) -> &str {

@@ -177,9 +177,7 @@ pub(crate) async fn remove(scope: InTenant<Platform>) -> Result<StatusCode, ApiE
         .forget_tenant(t, chrono::Utc::now());
     // Its sessions end, its CAs and webhook routes go, on every node.
     scope
-        .changed(Change::TenantDeleted {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::TenantDeleted { tenant })
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

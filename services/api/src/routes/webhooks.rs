@@ -251,9 +251,7 @@ pub(crate) async fn create(
     )
     .await?;
     scope
-        .changed(Change::WebhooksChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::WebhooksChanged { tenant })
         .await;
     Ok((StatusCode::CREATED, ApiJson(endpoint.into())))
 }
@@ -324,9 +322,7 @@ pub(crate) async fn update(
     )
     .await?;
     scope
-        .changed(Change::WebhooksChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::WebhooksChanged { tenant })
         .await;
     Ok(ApiJson(endpoint.into()))
 }
@@ -347,9 +343,7 @@ pub(crate) async fn remove(
         .delete_webhook_endpoint(t, &w, Some(&entry))
         .await?;
     scope
-        .changed(Change::WebhooksChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::WebhooksChanged { tenant })
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
