@@ -284,8 +284,6 @@ pub(crate) async fn remove(
     responses(
         (status = 200, description = "The CA", body = TenantCaView),
         PlatformCa,
-        (status = 422, description = "The body is not a valid change; the pointer says where",
-         body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn update(
     scope: InTenant<Admin>,

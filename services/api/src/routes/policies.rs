@@ -157,8 +157,6 @@ pub(crate) async fn read(
     request_body(content = Object, description = "The policy document"),
     responses(
         (status = 200, description = "The stored policy", body = Policy),
-        (status = 422, description = "The document is not a valid policy; the pointer says where",
-         body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put(
     scope: InTenant<Admin>,

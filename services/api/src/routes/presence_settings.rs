@@ -72,8 +72,6 @@ pub(crate) async fn read(scope: InTenant<Read>) -> Result<ApiJson<PresenceSettin
     request_body = PutPresenceSettings,
     responses(
         (status = 200, description = "The stored settings", body = PresenceSettingsView),
-        (status = 422, description = "The body is not valid settings; the pointer says where",
-         body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put(
     scope: InTenant<Admin>,
