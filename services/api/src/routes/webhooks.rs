@@ -14,9 +14,9 @@ use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEndpointCha
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use super::Routes;
 use super::openapi::{NoSuchEndpoint, NoSuchTenant};
 use super::scope::{Admin, InTenant, Read, TenantPath};
+use super::{Routes, query};
 use crate::{ApiError, ApiJson};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -410,45 +410,25 @@ pub(crate) async fn deliveries(
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<DeliveryPage>, ApiError> {
     let t = scope.t();
-    let mut status = None;
-    let mut limit: u32 = 100;
-    let mut before = None;
-    for pair in raw
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "status" => {
-                status = Some(value.parse::<DeliveryStatus>().map_err(|_| {
-                    ApiError::BadRequest(
-                        "`status` must be pending, delivering, delivered or failed".to_owned(),
-                    )
-                })?);
-            }
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| ApiError::BadRequest("`limit` must be 1 to 1000".to_owned()))?;
-            }
-            "cursor" => {
-                before = Some(
-                    value
-                        .parse::<i64>()
-                        .map_err(|_| store::Error::InvalidCursor)?,
-                );
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`"
-                )));
-            }
-        }
-    }
+    let q = query::parse(raw.as_deref(), &["status"], &[])?;
+    // `status` is the one filter, given at most once.
+    let status = q
+        .filters
+        .first()
+        .map(|(_, value)| value.parse::<DeliveryStatus>())
+        .transpose()
+        .map_err(|_| {
+            ApiError::BadRequest(
+                "`status` must be pending, delivering, delivered or failed".to_owned(),
+            )
+        })?;
+    let before = q
+        .page
+        .cursor
+        .map(|cursor| cursor.parse::<i64>())
+        .transpose()
+        .map_err(|_| store::Error::InvalidCursor)?;
+    let limit = q.page.limit;
     scope.store().get_webhook_endpoint(t, &w).await?;
     let mut items = scope
         .store()
