@@ -230,8 +230,7 @@ pub(crate) async fn register(
     params(TenantPath),
     responses((status = 200, description = "The CAs", body = TenantCaList)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<TenantCaList>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope
         .store()
         .list_tenant_cas(Some(t))

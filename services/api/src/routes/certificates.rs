@@ -237,8 +237,7 @@ pub(crate) async fn issue(
     params(DevicePath),
     responses((status = 200, description = "The certificates", body = CertificateList)))]
 pub(crate) async fn list(at: InDevice<Read>) -> Result<ApiJson<CertificateList>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    at.store().get_device(t, d).await?;
+    let (t, d) = at.existing().await?;
     let items = at
         .store()
         .list_device_certificates(t, d)

@@ -124,8 +124,7 @@ pub(crate) async fn new_secret() -> Result<(String, String), ApiError> {
 pub(crate) async fn set_password(
     at: InDevice<Write>,
 ) -> Result<ShownOnce<DevicePassword>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    at.store().get_device(t, d).await?;
+    let (t, d) = at.existing().await?;
     let (password, hash) = new_secret().await?;
     let audit = at.audit("device.password.set", password_target(t, d), json!({}));
     at.store()
@@ -185,7 +184,7 @@ pub(crate) async fn create_service(
 pub(crate) async fn list_services(
     scope: InTenant<Read>,
 ) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
-    scope.store().get_tenant(scope.t()).await?;
+    scope.existing().await?;
     list_credentials(scope.state(), &scope).await
 }
 

@@ -106,8 +106,7 @@ pub(crate) struct LifecycleList {
         NoSuchTenant,
     ))]
 pub(crate) async fn series(scope: InTenant<Read>) -> Result<ApiJson<SeriesView>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let now = Utc::now();
     let (buckets, connections) = scope.state().fleet_stats.series_at(t, now);
     let top_talkers = scope
@@ -147,8 +146,7 @@ pub(crate) async fn series(scope: InTenant<Read>) -> Result<ApiJson<SeriesView>,
         NoSuchTenant,
     ))]
 pub(crate) async fn lifecycle(scope: InTenant<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope.state().fleet_stats.recent_lifecycle(t);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),
@@ -165,8 +163,7 @@ pub(crate) async fn lifecycle(scope: InTenant<Read>) -> Result<ApiJson<Lifecycle
         NoSuchDevice,
     ))]
 pub(crate) async fn presence(at: InDevice<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    at.store().get_device(t, d).await?;
+    let (t, d) = at.existing().await?;
     let items = at.state().fleet_stats.presence(t, d);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),

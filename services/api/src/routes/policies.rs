@@ -125,8 +125,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     params(TenantPath),
     responses((status = 200, description = "The policies", body = PolicyList)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<PolicyList>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope
         .store()
         .list_acl_policies(t)

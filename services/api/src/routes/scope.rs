@@ -87,6 +87,14 @@ impl<N> InTenant<N> {
         &self.state.store
     }
 
+    /// [`t`](Self::t) once the store has the tenant (404 otherwise), for
+    /// the routes whose answer would not say by itself that it is missing
+    /// (an empty list, settings that default).
+    pub async fn existing(&self) -> Result<&str, ApiError> {
+        self.store().get_tenant(self.t()).await?;
+        Ok(self.t())
+    }
+
     /// [`AppState::changed`]: tell live sessions, after the commit.
     pub async fn changed(&self, change: Change) {
         self.state.changed(change).await;
@@ -175,6 +183,14 @@ impl<N> InDevice<N> {
 
     pub fn d(&self) -> &str {
         self.device.as_str()
+    }
+
+    /// [`t`](Self::t) and [`d`](Self::d) once the store has the device
+    /// (404 otherwise), for the routes whose answer would not say by
+    /// itself that it is missing.
+    pub async fn existing(&self) -> Result<(&str, &str), ApiError> {
+        self.store().get_device(self.t(), self.d()).await?;
+        Ok((self.t(), self.d()))
     }
 
     /// `tenants/{t}/devices/{d}`: the audit target of the device.

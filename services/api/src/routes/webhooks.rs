@@ -227,8 +227,7 @@ pub(crate) async fn create(
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, ApiJson<WebhookWithSecret>), ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let request = webhooks::EndpointRequest {
         url: body.url,
         event_types: body.events,
@@ -261,8 +260,7 @@ pub(crate) async fn create(
     params(TenantPath),
     responses((status = 200, description = "The endpoints", body = WebhookPage)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<WebhookPage>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope.store().list_webhook_endpoints(t).await?;
     Ok(ApiJson(WebhookPage {
         items: items.into_iter().map(Webhook::from).collect(),
