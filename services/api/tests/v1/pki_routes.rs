@@ -314,46 +314,28 @@ async fn certificates_issue_list_revoke_crl(db: &TestDb) {
         )
     );
     assert_eq!(p.told.take(), vec!["device acme/s-1".to_owned()]);
+    let tenant_floor = "/v1/tenants/acme/certificates:revoke-before";
     let earlier = "2020-01-01T00:00:00Z";
-    t.post(
-        "/v1/tenants/acme/certificates:revoke-before",
-        &op,
-        json!({"before": earlier}),
-    )
-    .await
-    .expect(200);
+    t.post(tenant_floor, &op, json!({"before": earlier}))
+        .await
+        .expect(200);
     let floors = t.store.cert_floors("acme", "s-1").await.unwrap();
     assert_eq!(
         floors.tenant.unwrap().to_rfc3339(),
         "2020-01-01T00:00:00+00:00"
     );
     assert_eq!(p.told.take(), vec!["tenant acme".to_owned()]);
-    t.post(
-        "/v1/tenants/acme/certificates:revoke-before",
-        &op,
-        json!({"before": "2999-01-01T00:00:00Z"}),
-    )
-    .await
-    .problem(422, "validation");
-
-    // Disabling and deleting the device end its sessions.
-    t.patch(
-        "/v1/tenants/acme/devices/s-1",
-        &op,
-        json!({"enabled": false}),
-    )
-    .await
-    .expect(200);
-    t.patch(
-        "/v1/tenants/acme/devices/s-1",
-        &op,
-        json!({"labels": {"a": "b"}}),
-    )
-    .await
-    .expect(200);
-    t.delete("/v1/tenants/acme/devices/s-1", &op)
+    t.post(tenant_floor, &op, json!({"before": "2999-01-01T00:00:00Z"}))
         .await
-        .expect(204);
+        .problem(422, "validation");
+
+    // Disabling and deleting the device end its sessions; other changes
+    // (labels) do not.
+    let device = "/v1/tenants/acme/devices/s-1";
+    for change in [json!({"enabled": false}), json!({"labels": {"a": "b"}})] {
+        t.patch(device, &op, change).await.expect(200);
+    }
+    t.delete(device, &op).await.expect(204);
     assert_eq!(
         p.told.take(),
         vec!["device acme/s-1".to_owned(), "device acme/s-1".to_owned()]
