@@ -42,13 +42,13 @@ async fn tenant_default_and_device_override(db: &TestDb) {
     assert_eq!(stored["messages_burst"], Value::Null);
     assert_eq!(stored["bytes_per_second"], 65536);
     assert!(stored["updated_at"].is_string());
-    assert_eq!(p.told.take(), vec!["limits acme/*".to_owned()]);
+    p.told.assert(&["limits acme/*"]);
 
     let low = json!({"messages_per_second": 2, "messages_burst": 3});
     let stored = set(device_url, &viewer, &operator, &low).await;
     assert_eq!(stored["messages_burst"], 3);
     assert_eq!(stored["bytes_per_second"], Value::Null);
-    assert_eq!(p.told.take(), vec!["limits acme/d1".to_owned()]);
+    p.told.assert(&["limits acme/d1"]);
     assert_eq!(t.fetch(device_url, &viewer).await["messages_per_second"], 2);
 
     // Invalid bodies: 422 with the pointer; nothing stored or told.
@@ -71,7 +71,7 @@ async fn tenant_default_and_device_override(db: &TestDb) {
         "unknown fields are refused: {}",
         typo.body
     );
-    assert!(p.told.take().is_empty());
+    p.told.assert(&[]);
     assert_eq!(t.fetch(device_url, &viewer).await["messages_per_second"], 2);
 
     // Unknown device, other tenant's token: 404.
@@ -95,10 +95,7 @@ async fn tenant_default_and_device_override(db: &TestDb) {
         .problem(404, "not-found");
     t.delete(tenant_url, &admin).await.expect(204);
     t.get(tenant_url, &viewer).await.problem(404, "not-found");
-    assert_eq!(
-        p.told.take(),
-        vec!["limits acme/d1".to_owned(), "limits acme/*".to_owned()]
-    );
+    p.told.assert(&["limits acme/d1", "limits acme/*"]);
 
     // Every change is audited.
     t.assert_audited(
