@@ -24,6 +24,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::{PkiUnconfigured, PlatformCa};
 use super::scope::{Admin, InTenant, Read, TenantPath};
 use crate::{ApiError, ApiJson};
 
@@ -155,7 +156,7 @@ pub(crate) async fn new_code(
         (status = 201, description = "The registered CA", body = TenantCaView),
         (status = 409, description = "This CA is registered already (here or for another tenant)",
          body = crate::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+        PkiUnconfigured,
     ))]
 pub(crate) async fn register(
     scope: InTenant<Admin>,
@@ -219,9 +220,7 @@ pub(crate) async fn register(
         .await?;
     // Trusted here already; the other nodes read it from the store.
     scope
-        .changed(Change::TenantCaAdded {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::TenantCaAdded { tenant })
         .await;
     Ok((StatusCode::CREATED, ApiJson(stored.into())))
 }
@@ -231,8 +230,7 @@ pub(crate) async fn register(
     params(TenantPath),
     responses((status = 200, description = "The CAs", body = TenantCaList)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<TenantCaList>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope
         .store()
         .list_tenant_cas(Some(t))
@@ -249,7 +247,7 @@ pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<TenantCaList>,
     params(TenantPath, CaPath),
     responses(
         (status = 204, description = "Removed"),
-        (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
+        PlatformCa,
     ))]
 pub(crate) async fn remove(
     scope: InTenant<Admin>,
@@ -284,9 +282,7 @@ pub(crate) async fn remove(
     request_body = PatchCa,
     responses(
         (status = 200, description = "The CA", body = TenantCaView),
-        (status = 409, description = "The platform-issued CA", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "The body is not a valid change; the pointer says where",
-         body = crate::Problem, content_type = "application/problem+json"),
+        PlatformCa,
     ))]
 pub(crate) async fn update(
     scope: InTenant<Admin>,

@@ -15,6 +15,7 @@ use pki::{RevocationReason, RevokedCert};
 
 use utoipa_axum::routes;
 
+use super::openapi::PkiUnconfigured;
 use super::scope::{InTenant, Read, TenantPath};
 use super::{Routes, query};
 use crate::{ApiError, AppState};
@@ -37,7 +38,7 @@ pub(crate) fn router() -> Routes {
     security(()),
     responses(
         (status = 200, description = "The root CA certificate", body = String, content_type = "application/x-pem-file"),
-        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+        PkiUnconfigured,
     ))]
 pub(crate) async fn root(State(state): State<AppState>) -> Result<Response, ApiError> {
     let pem = state.pki()?.root_pem().to_owned();
@@ -50,7 +51,7 @@ pub(crate) async fn root(State(state): State<AppState>) -> Result<Response, ApiE
     params(TenantPath),
     responses(
         (status = 200, description = "The CA chain", body = String, content_type = "application/x-pem-file"),
-        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+        PkiUnconfigured,
     ))]
 pub(crate) async fn tenant_chain(scope: InTenant<Read>) -> Result<Response, ApiError> {
     let t = scope.t();
@@ -68,7 +69,7 @@ pub(crate) async fn tenant_chain(scope: InTenant<Read>) -> Result<Response, ApiE
         (status = 200, description = "The CRL", content(
             (Vec<u8> = "application/pkix-crl"),
             (String = "application/x-pem-file"))),
-        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+        PkiUnconfigured,
     ))]
 pub(crate) async fn crl(
     scope: InTenant<Read>,

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::PkiUnconfigured;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use crate::{ApiError, ApiJson, AppState, ShownOnce};
 
@@ -149,7 +150,7 @@ pub(crate) struct Floor {
         (status = 201, description = "The certificate (and key, for `{}`)", body = IssuedCertificate),
         (status = 400, description = "The CSR is malformed, its signature does not verify, or its key type is not accepted",
          body = crate::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "The PKI is not configured", body = crate::Problem, content_type = "application/problem+json"),
+        PkiUnconfigured,
     ))]
 pub(crate) async fn issue(
     at: InDevice<Write>,
@@ -236,8 +237,7 @@ pub(crate) async fn issue(
     params(DevicePath),
     responses((status = 200, description = "The certificates", body = CertificateList)))]
 pub(crate) async fn list(at: InDevice<Read>) -> Result<ApiJson<CertificateList>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    at.store().get_device(t, d).await?;
+    let (t, d) = at.existing().await?;
     let items = at
         .store()
         .list_device_certificates(t, d)

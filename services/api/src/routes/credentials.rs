@@ -124,18 +124,14 @@ pub(crate) async fn new_secret() -> Result<(String, String), ApiError> {
 pub(crate) async fn set_password(
     at: InDevice<Write>,
 ) -> Result<ShownOnce<DevicePassword>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    at.store().get_device(t, d).await?;
+    let (t, d) = at.existing().await?;
     let (password, hash) = new_secret().await?;
     let audit = at.audit("device.password.set", password_target(t, d), json!({}));
     at.store()
         .set_device_password(t, d, &hash, Some(&audit))
         .await?;
-    at.changed(Change::DevicePasswordChanged {
-        tenant: t.to_owned(),
-        device: d.to_owned(),
-    })
-    .await;
+    at.device_changed(|tenant, device| Change::DevicePasswordChanged { tenant, device })
+        .await;
     Ok(ShownOnce(DevicePassword {
         username: access::device_username(d, t),
         password,
@@ -160,11 +156,8 @@ pub(crate) async fn delete_password(at: InDevice<Write>) -> Result<StatusCode, A
             id: format!("{t}/{d}"),
         });
     }
-    at.changed(Change::DevicePasswordChanged {
-        tenant: t.to_owned(),
-        device: d.to_owned(),
-    })
-    .await;
+    at.device_changed(|tenant, device| Change::DevicePasswordChanged { tenant, device })
+        .await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -191,7 +184,7 @@ pub(crate) async fn create_service(
 pub(crate) async fn list_services(
     scope: InTenant<Read>,
 ) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
-    scope.store().get_tenant(scope.t()).await?;
+    scope.existing().await?;
     list_credentials(scope.state(), &scope).await
 }
 

@@ -21,6 +21,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::etag::ETag;
+use super::openapi::StaleVersion;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use super::tenants::id_detail;
 use super::{Routes, nullable, query, validate};
@@ -227,8 +228,7 @@ pub(crate) async fn read(at: InDevice<Read>) -> Result<(ETag, ApiJson<Device>), 
     responses(
         (status = 200, description = "The updated device", body = Device,
          headers(("ETag" = String, description = "The new version of the device"))),
-        (status = 412, description = "If-Match does not name the current version",
-         body = crate::Problem, content_type = "application/problem+json"),
+        StaleVersion,
     ))]
 pub(crate) async fn update(
     at: InDevice<Write>,
@@ -317,11 +317,8 @@ pub(crate) async fn update(
         .await?;
     let tag = ETag::of(&Device::from(device.clone()))?;
     if enabled_changes {
-        at.changed(Change::DeviceDisabled {
-            tenant: t.to_owned(),
-            device: d.to_owned(),
-        })
-        .await;
+        at.device_changed(|tenant, device| Change::DeviceDisabled { tenant, device })
+            .await;
     }
     Ok((tag, ApiJson(Device::from(device).online(online))))
 }
@@ -340,11 +337,8 @@ pub(crate) async fn remove(at: InDevice<Write>) -> Result<StatusCode, ApiError> 
     at.store().delete_device_audited(t, d, &audit).await?;
     // Its session ends and its persistent sessions go with it: in the
     // broker (on every node), then stored.
-    at.changed(Change::DeviceDeleted {
-        tenant: t.to_owned(),
-        device: d.to_owned(),
-    })
-    .await;
+    at.device_changed(|tenant, device| Change::DeviceDeleted { tenant, device })
+        .await;
     at.store().delete_sessions_of_owner(t, d).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -24,6 +24,7 @@ use tokio::sync::broadcast::error::RecvError;
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::NoSuchTenant;
 use super::scope::{InTenant, Read, TenantPath};
 use crate::ApiError;
 use crate::events::{PlatformEvent, StreamItem};
@@ -145,9 +146,8 @@ pub(crate) struct SseFrame {
     responses(
         (status = 200, description = "`text/event-stream`: `id` = event id, `event` = type, `data` = `{type, timestamp, data, device, seq}`; a `lagged` event `{missed}` when the client fell behind", content_type = "text/event-stream", body = SseFrame),
         (status = 400, description = "Bad filter", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoSuchTenant,
+    ))]
 pub(crate) async fn stream(
     scope: InTenant<Read>,
     RawQuery(raw): RawQuery,

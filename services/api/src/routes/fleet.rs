@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::{NoSuchDevice, NoSuchTenant};
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath};
 use crate::fleet_stats::{self, BUCKET_SECONDS, LifecycleEntry};
 use crate::{ApiError, ApiJson};
@@ -102,12 +103,10 @@ pub(crate) struct LifecycleList {
     params(TenantPath),
     responses(
         (status = 200, description = "The last hour", body = SeriesView),
-        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoSuchTenant,
+    ))]
 pub(crate) async fn series(scope: InTenant<Read>) -> Result<ApiJson<SeriesView>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let now = Utc::now();
     let (buckets, connections) = scope.state().fleet_stats.series_at(t, now);
     let top_talkers = scope
@@ -144,12 +143,10 @@ pub(crate) async fn series(scope: InTenant<Read>) -> Result<ApiJson<SeriesView>,
     params(TenantPath),
     responses(
         (status = 200, description = "The events", body = LifecycleList),
-        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoSuchTenant,
+    ))]
 pub(crate) async fn lifecycle(scope: InTenant<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope.state().fleet_stats.recent_lifecycle(t);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),
@@ -163,12 +160,10 @@ pub(crate) async fn lifecycle(scope: InTenant<Read>) -> Result<ApiJson<Lifecycle
     params(DevicePath),
     responses(
         (status = 200, description = "The history", body = LifecycleList),
-        (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoSuchDevice,
+    ))]
 pub(crate) async fn presence(at: InDevice<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
-    let (t, d) = (at.t(), at.d());
-    at.store().get_device(t, d).await?;
+    let (t, d) = at.existing().await?;
     let items = at.state().fleet_stats.presence(t, d);
     Ok(ApiJson(LifecycleList {
         items: items.into_iter().map(LifecycleView::from).collect(),

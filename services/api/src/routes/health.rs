@@ -86,6 +86,7 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>,
 
 #[cfg(test)]
 mod tests {
+    use axum::Router;
     use store::Backend;
 
     use crate::test_support::{self, TestState, body_json, get, problem, send};
@@ -104,13 +105,21 @@ mod tests {
         );
     }
 
+    /// The router on a fresh database (`migrated` or not) of each backend
+    /// this machine has, with the state behind it to clean up.
+    async fn apps(migrated: bool) -> Vec<(Backend, Router, TestState)> {
+        let mut apps = Vec::new();
+        for backend in BACKENDS {
+            if let Some(s) = TestState::new(backend, migrated).await {
+                apps.push((backend, router(s.state.clone(), &HttpLimits::default()), s));
+            }
+        }
+        apps
+    }
+
     #[tokio::test]
     async fn readyz_is_ready_on_a_migrated_store() {
-        for backend in BACKENDS {
-            let Some(s) = TestState::new(backend, true).await else {
-                continue;
-            };
-            let app = router(s.state.clone(), &HttpLimits::default());
+        for (backend, app, s) in apps(true).await {
             let response = send(&app, get("/readyz")).await;
             assert_eq!(response.status(), 200, "{backend}");
             assert_eq!(
@@ -123,11 +132,7 @@ mod tests {
 
     #[tokio::test]
     async fn readyz_names_pending_migrations() {
-        for backend in BACKENDS {
-            let Some(s) = TestState::new(backend, false).await else {
-                continue;
-            };
-            let app = router(s.state.clone(), &HttpLimits::default());
+        for (backend, app, s) in apps(false).await {
             let body = problem(send(&app, get("/readyz")).await, 503).await;
             assert_eq!(body["type"], "https://fleetmq.dev/problems/unavailable");
             let detail = body["detail"].as_str().unwrap();

@@ -6,13 +6,17 @@
 //!
 //! Errors every `/v1` operation can answer (400, 401, 403, 404 under a
 //! path id, 413/415/422 with a body, 500, 503) are added by [`Errors`]
-//! rather than repeated on each handler.
+//! rather than repeated on each handler; problems several operations
+//! describe alike are types here ([`problem_responses!`]), named in their
+//! `responses(...)`.
+
+use std::collections::BTreeMap;
 
 use ::events::openapi::Webhooks as EventWebhooks;
 use axum::response::IntoResponse;
 use http::header::CONTENT_TYPE;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Content, OpenApi as Document, RefOr, ResponseBuilder};
+use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::PROBLEM_JSON;
@@ -75,6 +79,50 @@ pub(crate) async fn serve() -> impl IntoResponse {
     }
 }
 
+/// A problem response: `description`, with a [`Problem`] as
+/// `application/problem+json`.
+fn problem(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                PROBLEM_JSON,
+                Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                    "Problem",
+                )))),
+            )
+            .build(),
+    )
+}
+
+/// Problem responses that several operations declare with the same
+/// description (beyond the shared ones [`Errors`] adds): each is a type
+/// (never a value) implementing [`utoipa::IntoResponses`], for
+/// `responses(...)` of `#[utoipa::path]`.
+macro_rules! problem_responses {
+    ($($name:ident = $status:literal, $description:literal;)*) => {$(
+        #[doc = concat!($status, ": ", $description, ".")]
+        pub(crate) enum $name {}
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                BTreeMap::from([($status.to_owned(), problem($description))])
+            }
+        }
+    )*};
+}
+
+problem_responses! {
+    NoSuchTenant = "404", "No such tenant";
+    NoSuchDevice = "404", "No such device (or tenant)";
+    NoSuchEndpoint = "404", "No such endpoint";
+    StaleVersion = "412", "If-Match does not name the current version";
+    PkiUnconfigured = "503", "The PKI is not configured";
+    MqttUnavailable = "503", "MQTT not available";
+    PlatformCa = "409", "The platform-issued CA";
+    InvalidPublishLimits = "422", "A value out of range, or a burst without its rate";
+}
+
 /// Adds the bearer scheme and the shared error responses.
 struct Errors;
 
@@ -94,19 +142,6 @@ impl Modify for Errors {
                     .build(),
             ),
         );
-        let problem = |description: &str| {
-            RefOr::T(
-                ResponseBuilder::new()
-                    .description(description)
-                    .content(
-                        PROBLEM_JSON,
-                        Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
-                            "Problem",
-                        )))),
-                    )
-                    .build(),
-            )
-        };
         for (path, item) in doc.paths.paths.iter_mut() {
             let has_id = path.contains('{');
             let ops = [

@@ -125,8 +125,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     params(TenantPath),
     responses((status = 200, description = "The policies", body = PolicyList)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<PolicyList>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope
         .store()
         .list_acl_policies(t)
@@ -157,8 +156,6 @@ pub(crate) async fn read(
     request_body(content = Object, description = "The policy document"),
     responses(
         (status = 200, description = "The stored policy", body = Policy),
-        (status = 422, description = "The document is not a valid policy; the pointer says where",
-         body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put(
     scope: InTenant<Admin>,
@@ -174,9 +171,7 @@ pub(crate) async fn put(
         .put_acl_policy(t, &name, &document, Some(&audit))
         .await?;
     scope
-        .changed(Change::PoliciesChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::PoliciesChanged { tenant })
         .await;
     Ok(ApiJson(stored.into()))
 }
@@ -196,9 +191,7 @@ pub(crate) async fn remove(
         .delete_acl_policy(t, &name, Some(&audit))
         .await?;
     scope
-        .changed(Change::PoliciesChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::PoliciesChanged { tenant })
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -59,8 +59,7 @@ pub(crate) struct PutPresenceSettings {
     params(TenantPath),
     responses((status = 200, description = "The settings", body = PresenceSettingsView)))]
 pub(crate) async fn read(scope: InTenant<Read>) -> Result<ApiJson<PresenceSettingsView>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     Ok(ApiJson(
         scope.store().get_presence_settings(t).await?.into(),
     ))
@@ -72,8 +71,6 @@ pub(crate) async fn read(scope: InTenant<Read>) -> Result<ApiJson<PresenceSettin
     request_body = PutPresenceSettings,
     responses(
         (status = 200, description = "The stored settings", body = PresenceSettingsView),
-        (status = 422, description = "The body is not valid settings; the pointer says where",
-         body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn put(
     scope: InTenant<Admin>,

@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::InvalidPublishLimits;
 use super::scope::{Admin, DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
@@ -240,8 +241,7 @@ pub(crate) async fn read_tenant(
     request_body = PublishLimits,
     responses(
         (status = 200, description = "The stored default", body = PublishLimitsView),
-        (status = 422, description = "A value out of range, or a burst without its rate",
-         body = crate::Problem, content_type = "application/problem+json"),
+        InvalidPublishLimits,
     ))]
 pub(crate) async fn put_tenant(
     scope: InTenant<Admin>,
@@ -276,8 +276,7 @@ pub(crate) async fn read_device(
     request_body = PublishLimits,
     responses(
         (status = 200, description = "The stored override", body = PublishLimitsView),
-        (status = 422, description = "A value out of range, or a burst without its rate",
-         body = crate::Problem, content_type = "application/problem+json"),
+        InvalidPublishLimits,
     ))]
 pub(crate) async fn put_device(
     at: InDevice<Write>,

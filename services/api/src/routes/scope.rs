@@ -87,9 +87,23 @@ impl<N> InTenant<N> {
         &self.state.store
     }
 
+    /// [`t`](Self::t) once the store has the tenant (404 otherwise), for
+    /// the routes whose answer would not say by itself that it is missing
+    /// (an empty list, settings that default).
+    pub async fn existing(&self) -> Result<&str, ApiError> {
+        self.store().get_tenant(self.t()).await?;
+        Ok(self.t())
+    }
+
     /// [`AppState::changed`]: tell live sessions, after the commit.
     pub async fn changed(&self, change: Change) {
         self.state.changed(change).await;
+    }
+
+    /// [`changed`](Self::changed) with a change that names this tenant
+    /// only, made from its id (`|tenant| Change::PoliciesChanged { tenant }`).
+    pub async fn tenant_changed(&self, change: impl FnOnce(String) -> Change) {
+        self.changed(change(self.t().to_owned())).await;
     }
 
     /// The audit entry of `action` on `target` in this tenant, by this
@@ -160,8 +174,23 @@ impl<N> InDevice<N> {
         self.scope.changed(change).await;
     }
 
+    /// [`changed`](Self::changed) with a change that names this device
+    /// only, made from its tenant and device ids.
+    pub async fn device_changed(&self, change: impl FnOnce(String, String) -> Change) {
+        self.changed(change(self.t().to_owned(), self.d().to_owned()))
+            .await;
+    }
+
     pub fn d(&self) -> &str {
         self.device.as_str()
+    }
+
+    /// [`t`](Self::t) and [`d`](Self::d) once the store has the device
+    /// (404 otherwise), for the routes whose answer would not say by
+    /// itself that it is missing.
+    pub async fn existing(&self) -> Result<(&str, &str), ApiError> {
+        self.store().get_device(self.t(), self.d()).await?;
+        Ok((self.t(), self.d()))
     }
 
     /// `tenants/{t}/devices/{d}`: the audit target of the device.

@@ -22,6 +22,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::Routes;
+use super::openapi::{MqttUnavailable, NoSuchDevice};
 use super::scope::{DevicePath, InDevice, Read, Write};
 use crate::device_io::RecentMessage;
 use crate::{ApiError, ApiJson, AppState};
@@ -165,9 +166,8 @@ fn if_match_version(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     responses(
         (status = 200, description = "The device's state", body = DeviceStateView,
          headers(("ETag" = String, description = "The desired version, quoted"))),
-        (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoSuchDevice,
+    ))]
 pub(crate) async fn read_state(at: InDevice<Read>) -> Result<Response, ApiError> {
     let (t, d) = (at.t(), at.d());
     let document = at.store().get_device_state(t, d).await?;
@@ -244,11 +244,10 @@ async fn state_view(
          headers(("ETag" = String, description = "The new desired version, quoted"))),
         (status = 400, description = "The patch is not a JSON object", body = crate::Problem, content_type = "application/problem+json"),
         (status = 403, description = "Viewer role", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
+        NoSuchDevice,
         (status = 412, description = "Desired is no longer at the `If-Match` version", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "MQTT not available", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        MqttUnavailable,
+    ))]
 pub(crate) async fn put_desired(
     at: InDevice<Write>,
     headers: HeaderMap,
@@ -340,10 +339,9 @@ pub(crate) struct RecentMessagesView {
         ("limit" = Option<u32>, Query, description = "1 to 100; default 20", minimum = 1, maximum = 100)),
     responses(
         (status = 200, description = "The messages", body = RecentMessagesView),
-        (status = 404, description = "No such device (or tenant)", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 503, description = "MQTT not available", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+        NoSuchDevice,
+        MqttUnavailable,
+    ))]
 pub(crate) async fn recent_messages(
     at: InDevice<Read>,
     RawQuery(raw): RawQuery,

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::routes;
 
 use super::etag::{ETag, tagged};
+use super::openapi::StaleVersion;
 use super::query::PageQuery;
 use super::scope::{Admin, AsPlatform, InTenant, Platform, Read, TenantPath};
 use super::{Routes, nullable, validate};
@@ -121,8 +122,7 @@ pub(crate) async fn read(scope: InTenant<Read>) -> Result<(ETag, ApiJson<Tenant>
     responses(
         (status = 200, description = "The updated tenant", body = Tenant,
          headers(("ETag" = String, description = "The new version of the tenant"))),
-        (status = 412, description = "If-Match does not name the current version",
-         body = crate::Problem, content_type = "application/problem+json"),
+        StaleVersion,
     ))]
 pub(crate) async fn update(
     scope: InTenant<Admin>,
@@ -177,9 +177,7 @@ pub(crate) async fn remove(scope: InTenant<Platform>) -> Result<StatusCode, ApiE
         .forget_tenant(t, chrono::Utc::now());
     // Its sessions end, its CAs and webhook routes go, on every node.
     scope
-        .changed(Change::TenantDeleted {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::TenantDeleted { tenant })
         .await;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -117,9 +117,7 @@ pub(crate) async fn put(
         .set_topic_rules(t, &rules, Some(&audit))
         .await?;
     scope
-        .changed(Change::TopicRulesChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::TopicRulesChanged { tenant })
         .await;
     Ok(ApiJson(rules.into()))
 }

@@ -14,8 +14,9 @@ use store::{DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEndpointCha
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::routes;
 
-use super::Routes;
+use super::openapi::{NoSuchEndpoint, NoSuchTenant};
 use super::scope::{Admin, InTenant, Read, TenantPath};
+use super::{Routes, query};
 use crate::{ApiError, ApiJson};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -219,16 +220,14 @@ fn target(t: &str, w: &str) -> String {
     responses(
         (status = 201, description = "The endpoint, with its secret", body = WebhookWithSecret),
         (status = 403, description = "Not tenant-admin", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such tenant", body = crate::Problem, content_type = "application/problem+json"),
+        NoSuchTenant,
         (status = 422, description = "URL refused (scheme, private address), bad events or topic filter", body = crate::Problem, content_type = "application/problem+json"),
-    ),
-    security(("bearer" = [])))]
+    ))]
 pub(crate) async fn create(
     scope: InTenant<Admin>,
     ApiJson(body): ApiJson<CreateWebhook>,
 ) -> Result<(StatusCode, ApiJson<WebhookWithSecret>), ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let request = webhooks::EndpointRequest {
         url: body.url,
         event_types: body.events,
@@ -251,9 +250,7 @@ pub(crate) async fn create(
     )
     .await?;
     scope
-        .changed(Change::WebhooksChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::WebhooksChanged { tenant })
         .await;
     Ok((StatusCode::CREATED, ApiJson(endpoint.into())))
 }
@@ -261,11 +258,9 @@ pub(crate) async fn create(
 /// List the tenant's endpoints (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/webhooks", operation_id = "list_webhooks", tag = "webhooks",
     params(TenantPath),
-    responses((status = 200, description = "The endpoints", body = WebhookPage)),
-    security(("bearer" = [])))]
+    responses((status = 200, description = "The endpoints", body = WebhookPage)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<WebhookPage>, ApiError> {
-    let t = scope.t();
-    scope.store().get_tenant(t).await?;
+    let t = scope.existing().await?;
     let items = scope.store().list_webhook_endpoints(t).await?;
     Ok(ApiJson(WebhookPage {
         items: items.into_iter().map(Webhook::from).collect(),
@@ -277,8 +272,7 @@ pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<WebhookPage>, 
 #[utoipa::path(get, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "get_webhook", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 200, description = "The endpoint", body = Webhook),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn read(
     scope: InTenant<Read>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -295,8 +289,7 @@ pub(crate) async fn read(
     params(TenantPath, WebhookPath),
     request_body(content = PatchWebhook, content_type = "application/merge-patch+json"),
     responses((status = 200, description = "The endpoint", body = Webhook),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn update(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -327,9 +320,7 @@ pub(crate) async fn update(
     )
     .await?;
     scope
-        .changed(Change::WebhooksChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::WebhooksChanged { tenant })
         .await;
     Ok(ApiJson(endpoint.into()))
 }
@@ -338,8 +329,7 @@ pub(crate) async fn update(
 #[utoipa::path(delete, path = "/v1/tenants/{t}/webhooks/{w}", operation_id = "delete_webhook", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 204, description = "Deleted"),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn remove(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -351,9 +341,7 @@ pub(crate) async fn remove(
         .delete_webhook_endpoint(t, &w, Some(&entry))
         .await?;
     scope
-        .changed(Change::WebhooksChanged {
-            tenant: t.to_owned(),
-        })
+        .tenant_changed(|tenant| Change::WebhooksChanged { tenant })
         .await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -363,8 +351,7 @@ pub(crate) async fn remove(
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/rotate-secret", operation_id = "rotate_webhook_secret", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 200, description = "The endpoint, with its new secret", body = WebhookWithSecret),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn rotate(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -385,8 +372,7 @@ pub(crate) async fn rotate(
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/test", operation_id = "test_webhook", tag = "webhooks",
     params(TenantPath, WebhookPath),
     responses((status = 202, description = "The queued delivery", body = Delivery),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn test_ping(
     scope: InTenant<Admin>,
     Path(WebhookPath { w }): Path<WebhookPath>,
@@ -415,53 +401,32 @@ pub(crate) async fn test_ping(
         ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page")),
     responses((status = 200, description = "A page of deliveries", body = DeliveryPage),
         (status = 400, description = "Bad query", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        NoSuchEndpoint))]
 pub(crate) async fn deliveries(
     scope: InTenant<Read>,
     Path(WebhookPath { w }): Path<WebhookPath>,
     RawQuery(raw): RawQuery,
 ) -> Result<ApiJson<DeliveryPage>, ApiError> {
     let t = scope.t();
-    let mut status = None;
-    let mut limit: u32 = 100;
-    let mut before = None;
-    for pair in raw
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match name {
-            "status" => {
-                status = Some(value.parse::<DeliveryStatus>().map_err(|_| {
-                    ApiError::BadRequest(
-                        "`status` must be pending, delivering, delivered or failed".to_owned(),
-                    )
-                })?);
-            }
-            "limit" => {
-                limit = value
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| ApiError::BadRequest("`limit` must be 1 to 1000".to_owned()))?;
-            }
-            "cursor" => {
-                before = Some(
-                    value
-                        .parse::<i64>()
-                        .map_err(|_| store::Error::InvalidCursor)?,
-                );
-            }
-            other => {
-                return Err(ApiError::BadRequest(format!(
-                    "unknown query parameter `{other}`"
-                )));
-            }
-        }
-    }
+    let q = query::parse(raw.as_deref(), &["status"], &[])?;
+    // `status` is the one filter, given at most once.
+    let status = q
+        .filters
+        .first()
+        .map(|(_, value)| value.parse::<DeliveryStatus>())
+        .transpose()
+        .map_err(|_| {
+            ApiError::BadRequest(
+                "`status` must be pending, delivering, delivered or failed".to_owned(),
+            )
+        })?;
+    let before = q
+        .page
+        .cursor
+        .map(|cursor| cursor.parse::<i64>())
+        .transpose()
+        .map_err(|_| store::Error::InvalidCursor)?;
+    let limit = q.page.limit;
     scope.store().get_webhook_endpoint(t, &w).await?;
     let mut items = scope
         .store()
@@ -484,8 +449,7 @@ pub(crate) async fn deliveries(
 #[utoipa::path(post, path = "/v1/tenants/{t}/webhooks/{w}/deliveries/{id}/redeliver", operation_id = "redeliver_webhook_delivery", tag = "webhooks",
     params(TenantPath, DeliveryPath),
     responses((status = 202, description = "The delivery, pending again", body = Delivery),
-        (status = 404, description = "No such delivery of this endpoint", body = crate::Problem, content_type = "application/problem+json")),
-    security(("bearer" = [])))]
+        (status = 404, description = "No such delivery of this endpoint", body = crate::Problem, content_type = "application/problem+json")))]
 pub(crate) async fn redeliver(
     scope: InTenant<Admin>,
     Path(DeliveryPath { w, id }): Path<DeliveryPath>,

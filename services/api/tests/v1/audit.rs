@@ -136,41 +136,40 @@ async fn unaudited_changes_roll_back(db: &TestDb) {
     t.device("acme", "d1").await;
     db.execute("DROP TABLE audit_log").await.unwrap();
 
-    t.post("/v1/tenants/acme/devices", a, json!({"id": "d2"}))
-        .await
-        .problem(500, "internal");
-    t.get("/v1/tenants/acme/devices/d2", a)
-        .await
-        .problem(404, "not-found");
-    t.patch("/v1/tenants/acme/devices/d1", a, json!({"enabled": false}))
-        .await
-        .problem(500, "internal");
-    let d1 = t.fetch("/v1/tenants/acme/devices/d1", a).await;
-    assert_eq!(d1["enabled"], true);
-    t.delete("/v1/tenants/acme/devices/d1", a)
-        .await
-        .problem(500, "internal");
-    t.get("/v1/tenants/acme/devices/d1", a).await.expect(200);
-    t.post("/v1/tenants", a, json!({"id": "globex", "name": "G"}))
-        .await
-        .problem(500, "internal");
-    t.get("/v1/tenants/globex", a)
-        .await
-        .problem(404, "not-found");
-    t.patch("/v1/tenants/acme", a, json!({"name": "Renamed"}))
-        .await
-        .problem(500, "internal");
-    assert_eq!(t.fetch("/v1/tenants/acme", a).await["name"], "acme");
-    t.delete("/v1/tenants/acme", a)
-        .await
-        .problem(500, "internal");
-    t.get("/v1/tenants/acme", a).await.expect(200);
-    let keys = "/v1/tenants/acme/api-keys";
-    t.post(keys, a, json!({"name": "ci", "role": "viewer"}))
-        .await
-        .problem(500, "internal");
-    let listed = t.fetch(keys, a).await;
-    assert_eq!(listed["items"], json!([]));
+    // Each change leaves what a GET of its URI (the resource, or the
+    // collection it would have joined) answers as it was.
+    let d1 = "/v1/tenants/acme/devices/d1";
+    for (method, uri, body) in [
+        (
+            Method::POST,
+            "/v1/tenants/acme/devices",
+            Some(json!({"id": "d2"})),
+        ),
+        (Method::PATCH, d1, Some(json!({"enabled": false}))),
+        (Method::DELETE, d1, None),
+        (
+            Method::POST,
+            "/v1/tenants",
+            Some(json!({"id": "globex", "name": "G"})),
+        ),
+        (
+            Method::PATCH,
+            "/v1/tenants/acme",
+            Some(json!({"name": "Renamed"})),
+        ),
+        (Method::DELETE, "/v1/tenants/acme", None),
+        (
+            Method::POST,
+            "/v1/tenants/acme/api-keys",
+            Some(json!({"name": "ci", "role": "viewer"})),
+        ),
+    ] {
+        let before = t.fetch(uri, a).await;
+        t.call(method.clone(), uri, Some(a.as_str()), body)
+            .await
+            .problem(500, "internal");
+        assert_eq!(t.fetch(uri, a).await, before, "{method} {uri}");
+    }
 }
 
 store::backend_tests!(mutations_are_audited, unaudited_changes_roll_back);

@@ -243,81 +243,62 @@ async fn role_matrix(db: &TestDb) {
         let n = role.as_str();
         // (request, expected for PA, TA, OP, VI)
         let expect = |codes: [u16; 4]| codes[roles.iter().position(|r| *r == role).unwrap()];
-        let cases: Vec<(Method, String, Option<serde_json::Value>, [u16; 4])> = vec![
+        let by_n = format!("/v1/tenants/acme/devices/by-{n}");
+        let cases: Vec<(Method, &str, Option<serde_json::Value>, [u16; 4])> = vec![
             (
                 Method::POST,
-                "/v1/tenants".into(),
+                "/v1/tenants",
                 Some(json!({"id": format!("new-{n}"), "name": "n"})),
                 [201, 403, 403, 403],
             ),
-            (
-                Method::GET,
-                "/v1/tenants".into(),
-                None,
-                [200, 403, 403, 403],
-            ),
-            (
-                Method::GET,
-                "/v1/tenants/acme".into(),
-                None,
-                [200, 200, 200, 200],
-            ),
+            (Method::GET, "/v1/tenants", None, [200, 403, 403, 403]),
+            (Method::GET, "/v1/tenants/acme", None, [200, 200, 200, 200]),
             (
                 Method::PATCH,
-                "/v1/tenants/acme".into(),
+                "/v1/tenants/acme",
                 Some(json!({"name": n})),
                 [200, 200, 403, 403],
             ),
-            (
-                Method::DELETE,
-                "/v1/tenants/acme".into(),
-                None,
-                [0, 403, 403, 403],
-            ),
+            (Method::DELETE, "/v1/tenants/acme", None, [0, 403, 403, 403]),
             (
                 Method::POST,
-                "/v1/tenants/acme/devices".into(),
+                "/v1/tenants/acme/devices",
                 Some(json!({"id": format!("by-{n}")})),
                 [201, 201, 201, 403],
             ),
             (
                 Method::GET,
-                "/v1/tenants/acme/devices".into(),
+                "/v1/tenants/acme/devices",
                 None,
                 [200, 200, 200, 200],
             ),
             (
                 Method::GET,
-                "/v1/tenants/acme/devices/d1".into(),
+                "/v1/tenants/acme/devices/d1",
                 None,
                 [200, 200, 200, 200],
             ),
             (
                 Method::PATCH,
-                "/v1/tenants/acme/devices/d1".into(),
+                "/v1/tenants/acme/devices/d1",
                 Some(json!({"labels": {"by": n}})),
                 [200, 200, 200, 403],
             ),
-            (
-                Method::DELETE,
-                format!("/v1/tenants/acme/devices/by-{n}"),
-                None,
-                [204, 204, 204, 403],
-            ),
+            (Method::DELETE, &by_n, None, [204, 204, 204, 403]),
             (
                 Method::GET,
-                "/v1/tenants/acme/audit".into(),
+                "/v1/tenants/acme/audit",
                 None,
                 [200, 200, 403, 403],
             ),
-            (Method::GET, "/v1/audit".into(), None, [200, 403, 403, 403]),
+            (Method::GET, "/v1/audit", None, [200, 403, 403, 403]),
         ];
         for (method, uri, body, codes) in cases {
             let want = expect(codes);
             if want == 0 {
                 continue; // platform-admin deleting acme: tested below.
             }
-            let r = t.call(method.clone(), &uri, Some(&tok), body).await;
+            let r = t.call(method.clone(), uri, Some(&tok), body).await;
             assert_eq!(r.status, want, "{n} {method} {uri}: {}", r.body);
             if want == 403 {
                 r.problem(403, "forbidden");

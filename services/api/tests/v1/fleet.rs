@@ -53,15 +53,13 @@ async fn series_lifecycle_and_presence(db: &TestDb) {
     let empty = t.fetch("/v1/tenants/beta/metrics/series", &beta).await;
     assert_eq!(empty["connections"], 0);
     assert_eq!(empty["top_talkers"], json!([]));
-    t.get("/v1/tenants/acme/metrics/series", &beta)
-        .await
-        .problem(404, "not-found");
-    t.get("/v1/tenants/nope/lifecycle", &t.admin)
-        .await
-        .problem(404, "not-found");
-    t.get("/v1/tenants/acme/devices/nope/presence", &viewer)
-        .await
-        .problem(404, "not-found");
+    for (uri, token) in [
+        ("/v1/tenants/acme/metrics/series", &beta),
+        ("/v1/tenants/nope/lifecycle", &t.admin),
+        ("/v1/tenants/acme/devices/nope/presence", &viewer),
+    ] {
+        t.get(uri, token).await.problem(404, "not-found");
+    }
 }
 
 store::backend_tests!(series_lifecycle_and_presence);

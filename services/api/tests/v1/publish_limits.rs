@@ -19,6 +19,17 @@ async fn tenant_default_and_device_override(db: &TestDb) {
     let admin = t.token(Role::TenantAdmin, "acme");
     let operator = t.token(Role::Operator, "acme");
     let viewer = t.token(Role::Viewer, "acme");
+    // `body` put at `uri`: refused to `denied` (403), then stored for
+    // `allowed`; the stored view.
+    let set = async |uri: &'static str, denied: &str, allowed: &str, body: &Value| {
+        put(uri, denied.to_owned(), body.clone())
+            .await
+            .problem(403, "forbidden");
+        put(uri, allowed.to_owned(), body.clone())
+            .await
+            .expect(200)
+            .body
+    };
 
     // None set: 404 for both (the platform default applies).
     t.get(tenant_url, &viewer).await.problem(404, "not-found");
@@ -26,30 +37,18 @@ async fn tenant_default_and_device_override(db: &TestDb) {
 
     // The tenant default is tenant-admin's; the device override operator's.
     let default = json!({"messages_per_second": 100, "bytes_per_second": 65536});
-    put(tenant_url, operator.clone(), default.clone())
-        .await
-        .problem(403, "forbidden");
-    let stored = put(tenant_url, admin.clone(), default.clone())
-        .await
-        .expect(200)
-        .body;
+    let stored = set(tenant_url, &operator, &admin, &default).await;
     assert_eq!(stored["messages_per_second"], 100);
     assert_eq!(stored["messages_burst"], Value::Null);
     assert_eq!(stored["bytes_per_second"], 65536);
     assert!(stored["updated_at"].is_string());
-    assert_eq!(p.told.take(), vec!["limits acme/*".to_owned()]);
+    p.told.assert(&["limits acme/*"]);
 
     let low = json!({"messages_per_second": 2, "messages_burst": 3});
-    put(device_url, viewer.clone(), low.clone())
-        .await
-        .problem(403, "forbidden");
-    let stored = put(device_url, operator.clone(), low.clone())
-        .await
-        .expect(200)
-        .body;
+    let stored = set(device_url, &viewer, &operator, &low).await;
     assert_eq!(stored["messages_burst"], 3);
     assert_eq!(stored["bytes_per_second"], Value::Null);
-    assert_eq!(p.told.take(), vec!["limits acme/d1".to_owned()]);
+    p.told.assert(&["limits acme/d1"]);
     assert_eq!(t.fetch(device_url, &viewer).await["messages_per_second"], 2);
 
     // Invalid bodies: 422 with the pointer; nothing stored or told.
@@ -72,7 +71,7 @@ async fn tenant_default_and_device_override(db: &TestDb) {
         "unknown fields are refused: {}",
         typo.body
     );
-    assert!(p.told.take().is_empty());
+    p.told.assert(&[]);
     assert_eq!(t.fetch(device_url, &viewer).await["messages_per_second"], 2);
 
     // Unknown device, other tenant's token: 404.
@@ -96,10 +95,7 @@ async fn tenant_default_and_device_override(db: &TestDb) {
         .problem(404, "not-found");
     t.delete(tenant_url, &admin).await.expect(204);
     t.get(tenant_url, &viewer).await.problem(404, "not-found");
-    assert_eq!(
-        p.told.take(),
-        vec!["limits acme/d1".to_owned(), "limits acme/*".to_owned()]
-    );
+    p.told.assert(&["limits acme/d1", "limits acme/*"]);
 
     // Every change is audited.
     t.assert_audited(

@@ -74,15 +74,11 @@ async fn webhook_crud_roles_and_url_policy(db: &TestDb) {
     let strict = TestApp::with_tenants(db, &["acme"]).await;
     let base = "/v1/tenants/acme/webhooks";
     // The default policy refuses loopback (and plain http).
-    let refused = strict
-        .post(
-            base,
-            &strict.admin,
-            json!({"url": "https://127.0.0.1/x", "events": ["device.*"]}),
-        )
+    let loopback = json!({"url": "https://127.0.0.1/x", "events": ["device.*"]});
+    strict
+        .post(base, &strict.admin, loopback)
         .await
-        .problem(422, "validation");
-    assert_eq!(refused.pointer(), "/url");
+        .invalid_at("/url");
 
     let t = TestApp::with(db, |s| s.with_webhook_url_policy(DEV_POLICY)).await;
     t.tenant("other").await;
@@ -161,12 +157,9 @@ async fn webhook_crud_roles_and_url_policy(db: &TestDb) {
     assert!(cleared["topic_filter"].is_null());
     assert_eq!(cleared["url"], "http://127.0.0.1:10/h");
     assert_eq!(cleared["events"], json!(["state.*", "device.connected"]));
-    t.patch(&one, &admin, json!({"events": []}))
-        .await
-        .problem(422, "validation");
-    t.patch(&one, &admin, json!({"url": "ftp://x"}))
-        .await
-        .problem(422, "validation");
+    for bad in [json!({"events": []}), json!({"url": "ftp://x"})] {
+        t.patch(&one, &admin, bad).await.problem(422, "validation");
+    }
     t.patch(&format!("{base}/wh_nope"), &admin, json!({"events": ["x"]}))
         .await
         .problem(404, "not-found");
