@@ -16,7 +16,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use crate::codec::Ts;
-use crate::page::{CursorKind, decode_cursor};
+use crate::page::CursorKind;
 use crate::{Error, Page, Paged, SessionWrites, Store};
 
 /// The longest client id (and owner) a stored session may have, in bytes.
@@ -361,24 +361,10 @@ impl Store {
         const INCOMING: &str = "SELECT i.session_id, i.packet_id FROM mqtt_session_incoming i \
              JOIN mqtt_sessions s ON s.id = i.session_id WHERE s.tenant_id = $1 \
              AND ($2 IS NULL OR s.client_id = $2) ORDER BY i.session_id, i.packet_id";
-        let (sessions, subscriptions, incoming) = on_pool!(self, pool => {
-            let sessions = sqlx::query_as::<_, SessionRow>(SESSIONS)
-                .bind(tenant_id)
-                .bind(client_id)
-                .fetch_all(pool)
-                .await?;
-            let subscriptions = sqlx::query_as::<_, SubscriptionRow>(SUBSCRIPTIONS)
-                .bind(tenant_id)
-                .bind(client_id)
-                .fetch_all(pool)
-                .await?;
-            let incoming = sqlx::query_as::<_, (i64, i32)>(INCOMING)
-                .bind(tenant_id)
-                .bind(client_id)
-                .fetch_all(pool)
-                .await?;
-            (sessions, subscriptions, incoming)
-        });
+        let sessions = sql!(self, fetch_all as SessionRow => SESSIONS, tenant_id, client_id)?;
+        let subscriptions =
+            sql!(self, fetch_all as SubscriptionRow => SUBSCRIPTIONS, tenant_id, client_id)?;
+        let incoming = sql!(self, fetch_all as (i64, i32) => INCOMING, tenant_id, client_id)?;
         let mut subs: HashMap<i64, Vec<SessionSubscription>> = HashMap::new();
         for row in subscriptions {
             let id = row.session_id;
@@ -411,11 +397,7 @@ impl Store {
         tenant_id: &str,
         page: &Page,
     ) -> Result<Paged<SessionSummary>, Error> {
-        let after = page
-            .cursor
-            .as_deref()
-            .map(|c| decode_cursor(CursorKind::Sessions, c))
-            .transpose()?;
+        let after = page.after_key(CursorKind::Sessions)?;
         let rows = self
             .session_summaries(tenant_id, after.as_deref(), None, page.fetch_limit())
             .await?;
