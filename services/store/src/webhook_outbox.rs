@@ -213,6 +213,33 @@ struct OpenBatch {
     event_count: i64,
 }
 
+/// A new pending delivery with no events yet: `$1` tenant, `$2` endpoint,
+/// `$3` event type, `$4` ordering key, `$5` whether it is an open batch,
+/// `$6` when it is due, `$7` now. Its id comes back.
+pub(crate) const NEW_DELIVERY: &str = concat!(
+    "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_type, ordering_key, ",
+    "status, batch_open, event_count, attempts, next_attempt_at, created_at, updated_at) ",
+    "VALUES ($1, $2, $3, $4, 'pending', $5, 0, 0, $6, $7, $7) RETURNING id"
+);
+
+/// Event `$2` as the next of delivery `$1`; [`COUNT_EVENT`] then counts it.
+pub(crate) const ADD_EVENT: &str = concat!(
+    "INSERT INTO webhook_delivery_events (delivery_id, position, event_id) ",
+    "VALUES ($1, (SELECT event_count FROM webhook_deliveries WHERE id = $1), $2)"
+);
+
+/// Counts an event added to delivery `$1` at `$3`: a batch that reaches its
+/// size `$2` closes and is due at once.
+pub(crate) const COUNT_EVENT: &str = concat!(
+    "UPDATE webhook_deliveries SET event_count = event_count + 1, ",
+    "batch_open = (batch_open AND event_count + 1 < $2), ",
+    "next_attempt_at = CASE WHEN event_count + 1 >= $2 THEN $3 ELSE next_attempt_at END, ",
+    "updated_at = $3 WHERE id = $1"
+);
+
+/// Outbox event `$1` has been turned into deliveries at `$2`.
+pub(crate) const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
+
 /// The fan-out body for one backend's connection type. `$lock_batch` is the
 /// row-lock suffix for reading an open batch (Postgres locks it against a
 /// concurrent claim; SQLite already holds the only write lock).
@@ -237,23 +264,6 @@ macro_rules! fan_out_on {
             "AND batch_open AND status = 'pending' ORDER BY id DESC LIMIT 1",
             $lock_batch
         );
-        const NEW_DELIVERY: &str = concat!(
-            "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_type, ordering_key, ",
-            "status, batch_open, event_count, attempts, next_attempt_at, created_at, updated_at) ",
-            "VALUES ($1, $2, $3, $4, 'pending', $5, 0, 0, $6, $7, $7) RETURNING id"
-        );
-        const ADD_EVENT: &str = concat!(
-            "INSERT INTO webhook_delivery_events (delivery_id, position, event_id) ",
-            "VALUES ($1, (SELECT event_count FROM webhook_deliveries WHERE id = $1), $2)"
-        );
-        // A batch that reaches its size closes and is due at once.
-        const COUNT_EVENT: &str = concat!(
-            "UPDATE webhook_deliveries SET event_count = event_count + 1, ",
-            "batch_open = (batch_open AND event_count + 1 < $2), ",
-            "next_attempt_at = CASE WHEN event_count + 1 >= $2 THEN $3 ELSE next_attempt_at END, ",
-            "updated_at = $3 WHERE id = $1"
-        );
-        const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
 
         let limits: FanOutLimits = $limit;
         let max_events = i64::from($batch.max_events.max(1));
