@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
-use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::page::{CursorKind, Page, Paged};
 use crate::pki::{on_violation, tenant_not_found};
 use crate::{Error, NewAuditEntry, Store};
 
@@ -111,12 +111,7 @@ impl Store {
         tenant_id: &str,
         page: &Page,
     ) -> Result<Paged<ApiKey>, Error> {
-        let after = page
-            .cursor
-            .as_deref()
-            .map(|c| decode_cursor(CursorKind::ApiKeys, c))
-            .transpose()?
-            .unwrap_or_default();
+        let after = page.after_key(CursorKind::ApiKeys)?.unwrap_or_default();
         const SQL: &str = concat!(
             "SELECT ",
             columns!(),

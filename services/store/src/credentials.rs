@@ -21,15 +21,10 @@ impl Store {
         const SQL: &str = "INSERT INTO device_passwords (tenant_id, device_id, password_hash, created_at) \
                            VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) \
                            DO UPDATE SET password_hash = excluded.password_hash, created_at = excluded.created_at";
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .bind(password_hash)
-            .bind(Ts(now()))
-            .execute(tx)
-            .await
-            .map(|_| ()));
-        done.map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
+            tenant_id, device_id, password_hash, Ts(now())));
+        done.map(drop)
+            .map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))
     }
 
     /// The device's password hash, if it has a password.
@@ -40,12 +35,7 @@ impl Store {
     ) -> Result<Option<String>, Error> {
         const SQL: &str =
             "SELECT password_hash FROM device_passwords WHERE tenant_id = $1 AND device_id = $2";
-        let row: Option<(String,)> = on_pool!(self, pool => sqlx::query_as(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_optional(pool)
-            .await?);
-        Ok(row.map(|(hash,)| hash))
+        Ok(sql!(self, fetch_optional scalar => SQL, tenant_id, device_id)?)
     }
 
     /// Remove a device's password, with `audit` in the same transaction
@@ -57,12 +47,8 @@ impl Store {
         audit: Option<&NewAuditEntry>,
     ) -> Result<bool, Error> {
         const SQL: &str = "DELETE FROM device_passwords WHERE tenant_id = $1 AND device_id = $2";
-        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .execute(tx)
-            .await?
-            .rows_affected());
+        let n = audited_tx!(self, audit, |n: &u64| *n > 0, tx => sql!(in tx, execute => SQL,
+            tenant_id, device_id)?);
         Ok(n > 0)
     }
 }

@@ -224,11 +224,7 @@ impl Store {
     /// never reused, so a consumer receiving events out of order can tell
     /// which is latest. `NotFound` if the device does not exist.
     pub async fn next_event_seq(&self, tenant_id: &str, device_id: &str) -> Result<i64, Error> {
-        let seq = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(NEXT_EVENT_SEQ)
-            .bind(tenant_id)
-            .bind(device_id)
-            .fetch_one(pool)
-            .await);
+        let seq = sql!(self, fetch_one scalar => NEXT_EVENT_SEQ, tenant_id, device_id);
         seq.map_err(|e| state_error(e, tenant_id, device_id))
     }
 
@@ -246,12 +242,7 @@ impl Store {
              VALUES ($1, $2, $3) ON CONFLICT (tenant_id, device_id) \
              DO UPDATE SET event_seq = device_state.event_seq + $3 RETURNING event_seq";
         let count = i64::from(count.max(1));
-        let seq = on_pool!(self, pool => sqlx::query_scalar::<_, i64>(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .bind(count)
-            .fetch_one(pool)
-            .await);
+        let seq = sql!(self, fetch_one scalar => SQL, tenant_id, device_id, count);
         seq.map_err(|e| state_error(e, tenant_id, device_id))
     }
 
@@ -336,13 +327,9 @@ impl Store {
     async fn ensure_state_row(&self, tenant_id: &str, device_id: &str) -> Result<(), Error> {
         const SQL: &str = "INSERT INTO device_state (tenant_id, device_id) VALUES ($1, $2) \
              ON CONFLICT (tenant_id, device_id) DO NOTHING";
-        let done = on_pool!(self, pool => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(device_id)
-            .execute(pool)
-            .await
-            .map(|_| ()));
-        done.map_err(|e| state_error(e, tenant_id, device_id))
+        let done = sql!(self, execute => SQL, tenant_id, device_id);
+        done.map(drop)
+            .map_err(|e| state_error(e, tenant_id, device_id))
     }
 
     async fn merge(

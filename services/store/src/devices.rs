@@ -11,7 +11,7 @@ use crate::audit::{append_audit_in, audited_of_tx, commit_audited, made_ok};
 use crate::change_events::write_events_in;
 use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
-use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::page::{CursorKind, Page, Paged};
 use crate::pki::{on_violation, tenant_not_found};
 use crate::{AuditOf, Backend, DeviceId, Error, NewAuditEntry, Store};
 
@@ -204,11 +204,7 @@ impl Store {
         filter: &DeviceFilter,
         page: &Page,
     ) -> Result<Paged<Device>, Error> {
-        let after = page
-            .cursor
-            .as_deref()
-            .map(|c| decode_cursor(CursorKind::Devices, c))
-            .transpose()?;
+        let after = page.after_key(CursorKind::Devices)?;
         let backend = self.backend();
         let devices = on_pool!(self, pool => {
             let mut q = sqlx::QueryBuilder::new(concat!(

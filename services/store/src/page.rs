@@ -52,6 +52,15 @@ impl Page {
     pub(crate) fn fetch_limit(&self) -> i64 {
         i64::from(self.effective_limit()) + 1
     }
+
+    /// The key this page starts after (`None` on the first page), or
+    /// `InvalidCursor` if the cursor is not one of `kind`'s.
+    pub(crate) fn after_key(&self, kind: CursorKind) -> Result<Option<String>, Error> {
+        self.cursor
+            .as_deref()
+            .map(|cursor| decode_cursor(kind, cursor))
+            .transpose()
+    }
 }
 
 impl Default for Page {

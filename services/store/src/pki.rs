@@ -388,22 +388,8 @@ impl Store {
                             WHERE tenant_id = $1 AND code = $2 AND expires_at > $3";
         const PURGE: &str = "DELETE FROM ca_registration_codes \
                              WHERE tenant_id = $1 AND (code = $2 OR expires_at <= $3)";
-        let taken = on_pool!(self, pool => {
-            let taken = sqlx::query(TAKE)
-                .bind(tenant_id)
-                .bind(code)
-                .bind(Ts(at))
-                .execute(pool)
-                .await?
-                .rows_affected();
-            sqlx::query(PURGE)
-                .bind(tenant_id)
-                .bind(code)
-                .bind(Ts(at))
-                .execute(pool)
-                .await?;
-            taken
-        });
+        let taken = sql!(self, execute => TAKE, tenant_id, code, Ts(at))?;
+        sql!(self, execute => PURGE, tenant_id, code, Ts(at))?;
         Ok(taken == 1)
     }
 }

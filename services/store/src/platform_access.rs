@@ -52,10 +52,7 @@ impl Store {
     /// mounts them all).
     pub async fn all_tenant_ids(&self) -> Result<Vec<String>, Error> {
         const SQL: &str = "SELECT id FROM tenants ORDER BY id";
-        let ids: Vec<String> = on_pool!(self, pool => sqlx::query_scalar(SQL)
-            .fetch_all(pool)
-            .await?);
-        Ok(ids)
+        Ok(sql!(self, fetch_all scalar => SQL)?)
     }
 
     /// The tenant's topic hygiene rules (all off when none were set).
@@ -63,10 +60,7 @@ impl Store {
     pub async fn topic_rules(&self, tenant_id: &str) -> Result<TopicRules, Error> {
         const SQL: &str = "SELECT max_depth, forbid_leading_slash, forbid_spaces, \
                            max_catch_all_subscriptions FROM tenant_topic_rules WHERE tenant_id = $1";
-        let row = on_pool!(self, pool => sqlx::query_as::<_, TopicRulesRow>(SQL)
-            .bind(tenant_id)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as TopicRulesRow => SQL, tenant_id)?;
         match row {
             Some(r) => r.into_rules(),
             None if self.tenant_exists(tenant_id).await? => Ok(TopicRules::default()),
@@ -79,9 +73,7 @@ impl Store {
     pub async fn all_topic_rules(&self) -> Result<Vec<(String, TopicRules)>, Error> {
         const SQL: &str = "SELECT tenant_id, max_depth, forbid_leading_slash, forbid_spaces, \
                            max_catch_all_subscriptions FROM tenant_topic_rules ORDER BY tenant_id";
-        let rows = on_pool!(self, pool => sqlx::query_as::<_, TopicRulesRow>(SQL)
-            .fetch_all(pool)
-            .await?);
+        let rows = sql!(self, fetch_all as TopicRulesRow => SQL)?;
         rows.into_iter()
             .map(|mut r| Ok((std::mem::take(&mut r.tenant_id), r.into_rules()?)))
             .collect()
@@ -107,16 +99,10 @@ impl Store {
         let max_catch_all = rules
             .max_catch_all_subscriptions
             .map(|n| i32::try_from(n).unwrap_or(i32::MAX));
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sqlx::query(SQL)
-            .bind(tenant_id)
-            .bind(rules.max_depth.map(i32::from))
-            .bind(rules.forbid_leading_slash)
-            .bind(rules.forbid_spaces)
-            .bind(max_catch_all)
-            .bind(Ts(now()))
-            .execute(tx)
-            .await
-            .map(|_| ()));
-        done.map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
+            tenant_id, rules.max_depth.map(i32::from), rules.forbid_leading_slash,
+            rules.forbid_spaces, max_catch_all, Ts(now())));
+        done.map(drop)
+            .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
     }
 }

@@ -16,7 +16,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use crate::codec::Ts;
-use crate::page::{CursorKind, decode_cursor};
+use crate::page::CursorKind;
 use crate::{Error, Page, Paged, SessionWrites, Store};
 
 /// The longest client id (and owner) a stored session may have, in bytes.
@@ -374,29 +374,11 @@ impl Store {
         const COMPLETED: &str = "SELECT c.session_id, c.routed_id FROM mqtt_session_completed c \
              JOIN mqtt_sessions s ON s.id = c.session_id WHERE s.tenant_id = $1 \
              AND ($2 IS NULL OR s.client_id = $2)";
-        let (sessions, subscriptions, incoming, completed) = on_pool!(self, pool => {
-            let sessions = sqlx::query_as::<_, SessionRow>(SESSIONS)
-                .bind(tenant_id)
-                .bind(client_id)
-                .fetch_all(pool)
-                .await?;
-            let subscriptions = sqlx::query_as::<_, SubscriptionRow>(SUBSCRIPTIONS)
-                .bind(tenant_id)
-                .bind(client_id)
-                .fetch_all(pool)
-                .await?;
-            let incoming = sqlx::query_as::<_, (i64, i32)>(INCOMING)
-                .bind(tenant_id)
-                .bind(client_id)
-                .fetch_all(pool)
-                .await?;
-            let completed = sqlx::query_as::<_, (i64, Vec<u8>)>(COMPLETED)
-                .bind(tenant_id)
-                .bind(client_id)
-                .fetch_all(pool)
-                .await?;
-            (sessions, subscriptions, incoming, completed)
-        });
+        let sessions = sql!(self, fetch_all as SessionRow => SESSIONS, tenant_id, client_id)?;
+        let subscriptions =
+            sql!(self, fetch_all as SubscriptionRow => SUBSCRIPTIONS, tenant_id, client_id)?;
+        let incoming = sql!(self, fetch_all as (i64, i32) => INCOMING, tenant_id, client_id)?;
+        let completed = sql!(self, fetch_all as (i64, Vec<u8>) => COMPLETED, tenant_id, client_id)?;
         let mut done: HashMap<i64, Vec<[u8; 16]>> = HashMap::new();
         for (session, routed_id) in completed {
             let routed_id = routed_id.try_into().map_err(|_| invalid("routed id"))?;
@@ -435,11 +417,7 @@ impl Store {
         tenant_id: &str,
         page: &Page,
     ) -> Result<Paged<SessionSummary>, Error> {
-        let after = page
-            .cursor
-            .as_deref()
-            .map(|c| decode_cursor(CursorKind::Sessions, c))
-            .transpose()?;
+        let after = page.after_key(CursorKind::Sessions)?;
         let rows = self
             .session_summaries(tenant_id, after.as_deref(), None, page.fetch_limit())
             .await?;

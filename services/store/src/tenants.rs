@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::audited_tx;
 use crate::codec::{Ts, now};
-use crate::page::{CursorKind, Page, Paged, decode_cursor};
+use crate::page::{CursorKind, Page, Paged};
 use crate::pki::on_violation;
 use crate::{Error, NewAuditEntry, Store, TenantId};
 
@@ -90,14 +90,13 @@ impl Store {
     /// Tenants in id order.
     pub async fn list_tenants(&self, page: &Page) -> Result<Paged<Tenant>, Error> {
         let limit = page.fetch_limit();
-        let tenants = match &page.cursor {
+        let tenants = match page.after_key(CursorKind::Tenants)? {
             None => {
                 const SQL: &str =
                     concat!("SELECT ", columns!(), " FROM tenants ORDER BY id LIMIT $1");
                 sql!(self, fetch_all as Tenant => SQL, limit)?
             }
-            Some(cursor) => {
-                let after = decode_cursor(CursorKind::Tenants, cursor)?;
+            Some(after) => {
                 const SQL: &str = concat!(
                     "SELECT ",
                     columns!(),

@@ -13,6 +13,7 @@ use crate::audit::{append_audit_in, audited_tx};
 use crate::codec::{Ts, now};
 use crate::pki::text_enum;
 use crate::webhook_claims::prefixed_outbox_columns;
+use crate::webhook_outbox::{ADD_EVENT, COUNT_EVENT, DISPATCHED, NEW_DELIVERY};
 use crate::{AuditOf, Error, NewAuditEntry, NewOutboxEvent, OutboxEvent, Store};
 
 const KIND: &str = "webhook delivery";
@@ -79,6 +80,13 @@ macro_rules! delivery_columns {
     };
 }
 pub(crate) use delivery_columns;
+
+/// A tenant's delivery: `$1` tenant, `$2` id.
+const GET_DELIVERY: &str = concat!(
+    "SELECT ",
+    delivery_columns!(),
+    " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
+);
 
 /// One logged attempt.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -284,12 +292,7 @@ impl Store {
         tenant_id: &str,
         id: i64,
     ) -> Result<WebhookDelivery, Error> {
-        const SQL: &str = concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
-        );
-        let row = sql!(self, fetch_optional as WebhookDelivery => SQL, tenant_id, id)?;
+        let row = sql!(self, fetch_optional as WebhookDelivery => GET_DELIVERY, tenant_id, id)?;
         row.ok_or_else(|| not_found(id))
     }
 
@@ -346,14 +349,9 @@ impl Store {
             "next_attempt_at = $3, updated_at = $3 WHERE tenant_id = $1 AND id = $2 ",
             "AND status <> 'delivering'"
         );
-        const GET: &str = concat!(
-            "SELECT ",
-            delivery_columns!(),
-            " FROM webhook_deliveries WHERE tenant_id = $1 AND id = $2"
-        );
         let row = audited_tx!(self, audit, Option::is_some, tx => {
             sql!(in &mut *tx, execute => SQL, tenant_id, id, Ts(now()))?;
-            sql!(in &mut *tx, fetch_optional as WebhookDelivery => GET, tenant_id, id)?
+            sql!(in &mut *tx, fetch_optional as WebhookDelivery => GET_DELIVERY, tenant_id, id)?
         });
         row.ok_or_else(|| not_found(id))
     }
@@ -381,16 +379,6 @@ impl Store {
             .into_iter()
             .next()
             .ok_or_else(|| not_found(0))?;
-        const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
-        const NEW: &str = concat!(
-            "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_type, ordering_key, ",
-            "status, batch_open, event_count, attempts, next_attempt_at, created_at, updated_at) ",
-            "VALUES ($1, $2, $3, NULL, 'pending', FALSE, 1, 0, $4, $4, $4) RETURNING id"
-        );
-        const LINK: &str = concat!(
-            "INSERT INTO webhook_delivery_events (delivery_id, position, event_id) ",
-            "VALUES ($1, 0, $2)"
-        );
         const GET: &str = concat!(
             "SELECT ",
             delivery_columns!(),
@@ -400,9 +388,12 @@ impl Store {
         macro_rules! body {
             ($conn:expr) => {{
                 sql!(in &mut *$conn, execute => DISPATCHED, event_id, at)?;
-                let id: i64 =
-                    sql!(in &mut *$conn, fetch_one scalar => NEW, tenant_id, endpoint_id, event_type, at)?;
-                sql!(in &mut *$conn, execute => LINK, id, event_id)?;
+                // The statements of the fan-out's own deliveries: a delivery
+                // of one event, not a batch, with no ordering key, due now.
+                let id: i64 = sql!(in &mut *$conn, fetch_one scalar => NEW_DELIVERY, tenant_id,
+                    endpoint_id, event_type, None::<&str>, false, at, at)?;
+                sql!(in &mut *$conn, execute => ADD_EVENT, id, event_id)?;
+                sql!(in &mut *$conn, execute => COUNT_EVENT, id, 1_i64, at)?;
                 let delivery = sql!(in &mut *$conn, fetch_one as WebhookDelivery => GET, id)?;
                 if let Some(audit) = audit {
                     append_audit_in!(&mut *$conn, &audit(&delivery))?;

@@ -136,17 +136,10 @@ macro_rules! append_on {
         let at = Ts(now());
         let mut ids = Vec::with_capacity($events.len());
         for event in $events {
-            let id: i64 = sqlx::query_scalar(APPEND_SQL)
-                .bind(&event.tenant_id)
-                .bind(&event.event_type)
-                .bind(Json(&event.payload))
-                .bind(event.device_id.as_deref())
-                .bind(event.device_seq)
-                .bind(event.topic.as_deref())
-                .bind(at)
-                .fetch_one(&mut *$conn)
-                .await
-                .map_err(tenant_missing)?;
+            let id: i64 = sql!(in &mut *$conn, fetch_one scalar => APPEND_SQL, &event.tenant_id,
+                &event.event_type, Json(&event.payload), event.device_id.as_deref(),
+                event.device_seq, event.topic.as_deref(), at)
+            .map_err(tenant_missing)?;
             ids.push(id);
         }
         Ok(ids)
@@ -218,6 +211,133 @@ pub struct FanOut {
 struct OpenBatch {
     delivery_id: i64,
     event_count: i64,
+}
+
+/// A new pending delivery with no events yet: `$1` tenant, `$2` endpoint,
+/// `$3` event type, `$4` ordering key, `$5` whether it is an open batch,
+/// `$6` when it is due, `$7` now. Its id comes back.
+pub(crate) const NEW_DELIVERY: &str = concat!(
+    "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_type, ordering_key, ",
+    "status, batch_open, event_count, attempts, next_attempt_at, created_at, updated_at) ",
+    "VALUES ($1, $2, $3, $4, 'pending', $5, 0, 0, $6, $7, $7) RETURNING id"
+);
+
+/// Event `$2` as the next of delivery `$1`; [`COUNT_EVENT`] then counts it.
+pub(crate) const ADD_EVENT: &str = concat!(
+    "INSERT INTO webhook_delivery_events (delivery_id, position, event_id) ",
+    "VALUES ($1, (SELECT event_count FROM webhook_deliveries WHERE id = $1), $2)"
+);
+
+/// Counts an event added to delivery `$1` at `$3`: a batch that reaches its
+/// size `$2` closes and is due at once.
+pub(crate) const COUNT_EVENT: &str = concat!(
+    "UPDATE webhook_deliveries SET event_count = event_count + 1, ",
+    "batch_open = (batch_open AND event_count + 1 < $2), ",
+    "next_attempt_at = CASE WHEN event_count + 1 >= $2 THEN $3 ELSE next_attempt_at END, ",
+    "updated_at = $3 WHERE id = $1"
+);
+
+/// Outbox event `$1` has been turned into deliveries at `$2`.
+pub(crate) const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
+
+/// The fan-out body for one backend's connection type. `$lock_batch` is the
+/// row-lock suffix for reading an open batch (Postgres locks it against a
+/// concurrent claim; SQLite already holds the only write lock).
+macro_rules! fan_out_on {
+    ($conn:expr, $limit:expr, $batch:expr, $route:expr, $lock_batch:literal) => {{
+        // Each tenant's oldest, at most $2 of them (the partial index on
+        // (tenant_id, id) serves the window), oldest first overall.
+        const EVENTS: &str = concat!(
+            "SELECT ",
+            outbox_columns!(),
+            " FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS turn ",
+            "FROM webhook_outbox WHERE dispatched_at IS NULL) AS waiting ",
+            "WHERE turn <= $2 ORDER BY id LIMIT $1"
+        );
+        const ENDPOINTS: &str = concat!(
+            "SELECT ",
+            endpoint_columns!(),
+            " FROM webhook_endpoints WHERE tenant_id = $1 AND enabled ORDER BY id"
+        );
+        const OPEN_BATCH: &str = concat!(
+            "SELECT id, event_count FROM webhook_deliveries WHERE endpoint_id = $1 ",
+            "AND batch_open AND status = 'pending' ORDER BY id DESC LIMIT 1",
+            $lock_batch
+        );
+
+        let limits: FanOutLimits = $limit;
+        let max_events = i64::from($batch.max_events.max(1));
+        let at = now();
+        let batch_due =
+            at + chrono::Duration::from_std($batch.max_wait).unwrap_or(chrono::Duration::zero());
+        let events = sql!(in &mut *$conn, fetch_all as OutboxEvent => EVENTS,
+            i64::from(limits.round), i64::from(limits.per_tenant))?;
+        let mut endpoints: HashMap<String, Vec<WebhookEndpoint>> = HashMap::new();
+        let mut batches: HashMap<String, OpenBatch> = HashMap::new();
+        let mut done = FanOut {
+            events: events.len(),
+            ..FanOut::default()
+        };
+        for event in &events {
+            if !endpoints.contains_key(&event.tenant_id) {
+                let tenant_endpoints = sql!(in &mut *$conn,
+                    fetch_all as WebhookEndpoint => ENDPOINTS, &event.tenant_id)?;
+                endpoints.insert(event.tenant_id.clone(), tenant_endpoints);
+            }
+            let tenant_endpoints = endpoints
+                .get(&event.tenant_id)
+                .map_or(&[][..], Vec::as_slice);
+            for endpoint in tenant_endpoints {
+                let delivery_id: i64 = match $route(event, endpoint) {
+                    Route::Skip => continue,
+                    Route::Single => {
+                        done.deliveries_created += 1;
+                        sql!(in &mut *$conn, fetch_one scalar => NEW_DELIVERY, &event.tenant_id,
+                            &endpoint.id, &event.event_type, event.device_id.as_deref(), false,
+                            Ts(at), Ts(at))?
+                    }
+                    Route::Batch => {
+                        done.batched += 1;
+                        let open = match batches.remove(&endpoint.id) {
+                            Some(open) => Some(open),
+                            None => sql!(in &mut *$conn,
+                                fetch_optional as (i64, i32) => OPEN_BATCH, &endpoint.id)?
+                                .map(|(delivery_id, event_count)| OpenBatch {
+                                    delivery_id,
+                                    event_count: i64::from(event_count),
+                                }),
+                        };
+                        let open = match open {
+                            Some(open) if open.event_count < max_events => open,
+                            _ => {
+                                done.deliveries_created += 1;
+                                let delivery_id = sql!(in &mut *$conn,
+                                    fetch_one scalar => NEW_DELIVERY, &event.tenant_id,
+                                    &endpoint.id, events::EventType::MessageBatch.as_str(),
+                                    BATCH_ORDERING_KEY, true, Ts(batch_due), Ts(at))?;
+                                OpenBatch {
+                                    delivery_id,
+                                    event_count: 0,
+                                }
+                            }
+                        };
+                        batches.insert(
+                            endpoint.id.clone(),
+                            OpenBatch {
+                                delivery_id: open.delivery_id,
+                                event_count: open.event_count + 1,
+                            },
+                        );
+                        open.delivery_id
+                    }
+                };
+                sql!(in &mut *$conn, execute => ADD_EVENT, delivery_id, event.id)?;
+                sql!(in &mut *$conn, execute => COUNT_EVENT, delivery_id, max_events, Ts(at))?;
+            }
+            sql!(in &mut *$conn, execute => DISPATCHED, event.id, Ts(at))?;
+        }
+        Ok::<FanOut, Error>(done)
+    }};
 }
 
 impl Store {
@@ -313,183 +433,18 @@ impl Store {
         match &self.pool {
             crate::store::Pool::Sqlite(pool) => {
                 let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-                let done = fan_out_sqlite(&mut tx, limit, batch, &route).await?;
+                let done = fan_out_on!(tx, limit, batch, route, "")?;
                 tx.commit().await?;
                 Ok(done)
             }
             crate::store::Pool::Postgres(pool) => {
                 let mut tx = pool.begin().await?;
-                sqlx::query("SELECT pg_advisory_xact_lock($1)")
-                    .bind(POSTGRES_FAN_OUT_LOCK_KEY)
-                    .execute(&mut *tx)
-                    .await?;
-                let done = fan_out_postgres(&mut tx, limit, batch, &route).await?;
+                const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+                sql!(in &mut *tx, execute => LOCK, POSTGRES_FAN_OUT_LOCK_KEY)?;
+                let done = fan_out_on!(tx, limit, batch, route, " FOR UPDATE")?;
                 tx.commit().await?;
                 Ok(done)
             }
         }
     }
-}
-
-/// The fan-out body for one backend's connection type. `$lock_batch` is the
-/// row-lock suffix for reading an open batch (Postgres locks it against a
-/// concurrent claim; SQLite already holds the only write lock).
-macro_rules! fan_out_on {
-    ($conn:expr, $limit:expr, $batch:expr, $route:expr, $lock_batch:literal) => {{
-        // Each tenant's oldest, at most $2 of them (the partial index on
-        // (tenant_id, id) serves the window), oldest first overall.
-        const EVENTS: &str = concat!(
-            "SELECT ",
-            outbox_columns!(),
-            " FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY id) AS turn ",
-            "FROM webhook_outbox WHERE dispatched_at IS NULL) AS waiting ",
-            "WHERE turn <= $2 ORDER BY id LIMIT $1"
-        );
-        const ENDPOINTS: &str = concat!(
-            "SELECT ",
-            endpoint_columns!(),
-            " FROM webhook_endpoints WHERE tenant_id = $1 AND enabled ORDER BY id"
-        );
-        const OPEN_BATCH: &str = concat!(
-            "SELECT id, event_count FROM webhook_deliveries WHERE endpoint_id = $1 ",
-            "AND batch_open AND status = 'pending' ORDER BY id DESC LIMIT 1",
-            $lock_batch
-        );
-        const NEW_DELIVERY: &str = concat!(
-            "INSERT INTO webhook_deliveries (tenant_id, endpoint_id, event_type, ordering_key, ",
-            "status, batch_open, event_count, attempts, next_attempt_at, created_at, updated_at) ",
-            "VALUES ($1, $2, $3, $4, 'pending', $5, 0, 0, $6, $7, $7) RETURNING id"
-        );
-        const ADD_EVENT: &str = concat!(
-            "INSERT INTO webhook_delivery_events (delivery_id, position, event_id) ",
-            "VALUES ($1, (SELECT event_count FROM webhook_deliveries WHERE id = $1), $2)"
-        );
-        // A batch that reaches its size closes and is due at once.
-        const COUNT_EVENT: &str = concat!(
-            "UPDATE webhook_deliveries SET event_count = event_count + 1, ",
-            "batch_open = (batch_open AND event_count + 1 < $2), ",
-            "next_attempt_at = CASE WHEN event_count + 1 >= $2 THEN $3 ELSE next_attempt_at END, ",
-            "updated_at = $3 WHERE id = $1"
-        );
-        const DISPATCHED: &str = "UPDATE webhook_outbox SET dispatched_at = $2 WHERE id = $1";
-
-        let limits: FanOutLimits = $limit;
-        let max_events = i64::from($batch.max_events.max(1));
-        let at = now();
-        let batch_due =
-            at + chrono::Duration::from_std($batch.max_wait).unwrap_or(chrono::Duration::zero());
-        let events = sql!(in &mut *$conn, fetch_all as OutboxEvent => EVENTS,
-            i64::from(limits.round), i64::from(limits.per_tenant))?;
-        let mut endpoints: HashMap<String, Vec<WebhookEndpoint>> = HashMap::new();
-        let mut batches: HashMap<String, OpenBatch> = HashMap::new();
-        let mut done = FanOut {
-            events: events.len(),
-            ..FanOut::default()
-        };
-        for event in &events {
-            if !endpoints.contains_key(&event.tenant_id) {
-                let tenant_endpoints = sql!(in &mut *$conn,
-                    fetch_all as WebhookEndpoint => ENDPOINTS, &event.tenant_id)?;
-                endpoints.insert(event.tenant_id.clone(), tenant_endpoints);
-            }
-            let tenant_endpoints = endpoints
-                .get(&event.tenant_id)
-                .map_or(&[][..], Vec::as_slice);
-            for endpoint in tenant_endpoints {
-                let delivery_id = match $route(event, endpoint) {
-                    Route::Skip => continue,
-                    Route::Single => {
-                        done.deliveries_created += 1;
-                        sqlx::query_scalar::<_, i64>(NEW_DELIVERY)
-                            .bind(&event.tenant_id)
-                            .bind(&endpoint.id)
-                            .bind(&event.event_type)
-                            .bind(event.device_id.as_deref())
-                            .bind(false)
-                            .bind(Ts(at))
-                            .bind(Ts(at))
-                            .fetch_one(&mut *$conn)
-                            .await?
-                    }
-                    Route::Batch => {
-                        done.batched += 1;
-                        let open = match batches.remove(&endpoint.id) {
-                            Some(open) => Some(open),
-                            None => sqlx::query_as::<_, (i64, i32)>(OPEN_BATCH)
-                                .bind(&endpoint.id)
-                                .fetch_optional(&mut *$conn)
-                                .await?
-                                .map(|(delivery_id, event_count)| OpenBatch {
-                                    delivery_id,
-                                    event_count: i64::from(event_count),
-                                }),
-                        };
-                        let open = match open {
-                            Some(open) if open.event_count < max_events => open,
-                            _ => {
-                                done.deliveries_created += 1;
-                                let delivery_id = sqlx::query_scalar::<_, i64>(NEW_DELIVERY)
-                                    .bind(&event.tenant_id)
-                                    .bind(&endpoint.id)
-                                    .bind(events::EventType::MessageBatch.as_str())
-                                    .bind(BATCH_ORDERING_KEY)
-                                    .bind(true)
-                                    .bind(Ts(batch_due))
-                                    .bind(Ts(at))
-                                    .fetch_one(&mut *$conn)
-                                    .await?;
-                                OpenBatch {
-                                    delivery_id,
-                                    event_count: 0,
-                                }
-                            }
-                        };
-                        batches.insert(
-                            endpoint.id.clone(),
-                            OpenBatch {
-                                delivery_id: open.delivery_id,
-                                event_count: open.event_count + 1,
-                            },
-                        );
-                        open.delivery_id
-                    }
-                };
-                sqlx::query(ADD_EVENT)
-                    .bind(delivery_id)
-                    .bind(event.id)
-                    .execute(&mut *$conn)
-                    .await?;
-                sqlx::query(COUNT_EVENT)
-                    .bind(delivery_id)
-                    .bind(max_events)
-                    .bind(Ts(at))
-                    .execute(&mut *$conn)
-                    .await?;
-            }
-            sqlx::query(DISPATCHED)
-                .bind(event.id)
-                .bind(Ts(at))
-                .execute(&mut *$conn)
-                .await?;
-        }
-        Ok::<FanOut, Error>(done)
-    }};
-}
-
-async fn fan_out_sqlite(
-    conn: &mut SqliteConnection,
-    limit: FanOutLimits,
-    batch: BatchLimits,
-    route: &impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
-) -> Result<FanOut, Error> {
-    fan_out_on!(conn, limit, batch, route, "")
-}
-
-async fn fan_out_postgres(
-    conn: &mut PgConnection,
-    limit: FanOutLimits,
-    batch: BatchLimits,
-    route: &impl Fn(&OutboxEvent, &WebhookEndpoint) -> Route,
-) -> Result<FanOut, Error> {
-    fan_out_on!(conn, limit, batch, route, " FOR UPDATE")
 }

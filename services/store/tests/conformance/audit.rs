@@ -9,7 +9,7 @@ use store::{
     TenantPatch, WebhookEndpoint,
 };
 
-use super::acme;
+use super::{acme, assert_fails};
 
 async fn audit_append_and_list(db: &TestDb) -> anyhow::Result<()> {
     let store = acme(db).await?;
@@ -189,68 +189,45 @@ async fn audited_changes_commit_with_their_entry(db: &TestDb) -> anyhow::Result<
 
     // Now no entry can be written: every change fails and leaves no trace.
     db.execute("DROP TABLE audit_log").await?;
-    let failed = store
-        .create_device_audited("acme", &NewDevice::new("d3"), &|_| entry("device.create"))
-        .await;
-    assert!(failed.is_err());
+    assert_fails(
+        store.create_device_audited("acme", &NewDevice::new("d3"), &|_| entry("device.create")),
+    )
+    .await;
     assert!(matches!(
         store.get_device("acme", "d3").await,
         Err(Error::NotFound { .. })
     ));
-    assert!(
-        store
-            .update_device_audited(
-                "acme",
-                "d1",
-                &DevicePatch {
-                    enabled: Some(true),
-                    ..DevicePatch::default()
-                },
-                None,
-                &|_| entry("device.update")
-            )
-            .await
-            .is_err()
-    );
+    assert_fails(store.update_device_audited(
+        "acme",
+        "d1",
+        &DevicePatch {
+            enabled: Some(true),
+            ..DevicePatch::default()
+        },
+        None,
+        &|_| entry("device.update"),
+    ))
+    .await;
     assert!(!store.get_device("acme", "d1").await?.enabled);
-    assert!(
-        store
-            .delete_device_audited("acme", "d1", &entry("device.delete"))
-            .await
-            .is_err()
-    );
+    assert_fails(store.delete_device_audited("acme", "d1", &entry("device.delete"))).await;
     store.get_device("acme", "d1").await?;
     let other = NewTenant {
         id: "globex".into(),
         name: "Globex".into(),
     };
-    assert!(
-        store
-            .create_tenant_audited(&other, &entry("tenant.create"))
-            .await
-            .is_err()
-    );
+    assert_fails(store.create_tenant_audited(&other, &entry("tenant.create"))).await;
     assert!(!store.tenant_exists("globex").await?);
-    assert!(
-        store
-            .update_tenant_audited(
-                "acme",
-                &TenantPatch {
-                    name: Some("Nope".into())
-                },
-                None,
-                &entry("t")
-            )
-            .await
-            .is_err()
-    );
+    assert_fails(store.update_tenant_audited(
+        "acme",
+        &TenantPatch {
+            name: Some("Nope".into()),
+        },
+        None,
+        &entry("t"),
+    ))
+    .await;
     assert_eq!(store.get_tenant("acme").await?.name, "Acme 2");
-    assert!(
-        store
-            .delete_tenant_audited("acme", &entry("tenant.delete"))
-            .await
-            .is_err()
-    );
+    assert_fails(store.delete_tenant_audited("acme", &entry("tenant.delete"))).await;
     assert!(store.tenant_exists("acme").await?);
     Ok(())
 }
@@ -421,59 +398,35 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
     // Now no entry can be written: every change fails and leaves no trace.
     db.execute("DROP TABLE audit_log").await?;
     let other: PolicyDocument = serde_json::from_value(json!({"publish": []}))?;
-    assert!(
-        store
-            .put_acl_policy("acme", "p1", &other, Some(&entry("policy.put")))
-            .await
-            .is_err()
-    );
-    assert!(
-        store
-            .put_acl_policy("acme", "p2", &other, Some(&entry("policy.put")))
-            .await
-            .is_err()
-    );
+    assert_fails(store.put_acl_policy("acme", "p1", &other, Some(&entry("policy.put")))).await;
+    assert_fails(store.put_acl_policy("acme", "p2", &other, Some(&entry("policy.put")))).await;
     assert_eq!(store.get_acl_policy("acme", "p1").await?.document, document);
     assert!(matches!(
         store.get_acl_policy("acme", "p2").await,
         Err(Error::NotFound { .. })
     ));
-    assert!(
-        store
-            .delete_acl_policy("acme", "p1", Some(&entry("policy.delete")))
-            .await
-            .is_err()
-    );
+    assert_fails(store.delete_acl_policy("acme", "p1", Some(&entry("policy.delete")))).await;
     store.get_acl_policy("acme", "p1").await?;
-    assert!(
-        store
-            .create_service_credential(&service("sc3", "other"), Some(&entry("sc.create")))
-            .await
-            .is_err()
-    );
-    assert!(
-        store
-            .delete_service_credential(
-                &CredentialScope::Tenant("acme".into()),
-                "sc1",
-                Some(&|_: &ServiceCredential| entry("sc.delete"))
-            )
-            .await
-            .is_err()
-    );
-    let names: Vec<String> = store
-        .list_service_credentials(&CredentialScope::Tenant("acme".into()))
-        .await?
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    assert_fails(
+        store.create_service_credential(&service("sc3", "other"), Some(&entry("sc.create"))),
+    )
+    .await;
+    assert_fails(store.delete_service_credential(
+        &CredentialScope::Tenant("acme".into()),
+        "sc1",
+        Some(&|_: &ServiceCredential| entry("sc.delete")),
+    ))
+    .await;
+    let names = super::listed(
+        store.list_service_credentials(&CredentialScope::Tenant("acme".into())),
+        |c| c.name,
+    )
+    .await?;
     assert_eq!(names, ["ingest"]);
-    assert!(
-        store
-            .create_service_credential(&platform("pc2", "ops2"), Some(&entry("pc.create")))
-            .await
-            .is_err()
-    );
+    assert_fails(
+        store.create_service_credential(&platform("pc2", "ops2"), Some(&entry("pc.create"))),
+    )
+    .await;
     assert!(
         store
             .list_service_credentials(&CredentialScope::Platform)
@@ -481,42 +434,20 @@ async fn optional_audit_entries_commit_with_their_change(db: &TestDb) -> anyhow:
             .is_empty()
     );
     let more = [NewDevice::new("i3"), NewDevice::new("i4")];
-    assert!(
-        store
-            .import_devices("acme", &more, false, Some(&imported))
-            .await
-            .is_err()
-    );
+    assert_fails(store.import_devices("acme", &more, false, Some(&imported))).await;
     assert!(matches!(
         store.get_device("acme", "i3").await,
         Err(Error::NotFound { .. })
     ));
-    assert!(
-        store
-            .create_webhook_endpoint(&hook("https://example.com/c"), Some(&hook_created))
-            .await
-            .is_err()
-    );
-    assert!(
-        store
-            .delete_webhook_endpoint("acme", &kept.id, Some(&entry("wh.delete")))
-            .await
-            .is_err()
-    );
-    let hooks: Vec<String> = store
-        .list_webhook_endpoints("acme")
-        .await?
-        .into_iter()
-        .map(|e| e.url)
-        .collect();
+    assert_fails(
+        store.create_webhook_endpoint(&hook("https://example.com/c"), Some(&hook_created)),
+    )
+    .await;
+    assert_fails(store.delete_webhook_endpoint("acme", &kept.id, Some(&entry("wh.delete")))).await;
+    let hooks = super::listed(store.list_webhook_endpoints("acme"), |e| e.url).await?;
     assert_eq!(hooks, ["https://example.com/b"]);
     let fan = json!({"fan": 2});
-    assert!(
-        store
-            .merge_desired("acme", "sd", &fan, None, Utc::now(), Some(&versioned))
-            .await
-            .is_err()
-    );
+    assert_fails(store.merge_desired("acme", "sd", &fan, None, Utc::now(), Some(&versioned))).await;
     let desired = store.get_device_state("acme", "sd").await?;
     assert_eq!((desired.desired, desired.desired_version), (led, 1));
     // Without an entry the same changes still work.

@@ -4,9 +4,15 @@ use std::collections::BTreeSet;
 
 use serde_json::json;
 use store::testing::TestDb;
-use store::{DeviceFilter, DevicePatch, Error, Labels, NewDevice, Page};
+use store::{DeviceFilter, DevicePatch, Error, Labels, NewDevice, Page, Store};
 
 use super::{acme, device_ids, tenant};
+
+/// The error creating device `id` in `tenant_id` fails with.
+async fn create_error(store: &Store, tenant_id: &str, id: &str) -> Error {
+    let created = store.create_device(tenant_id, &NewDevice::new(id)).await;
+    created.expect_err("the device is refused")
+}
 
 fn labels(pairs: &[(&str, &str)]) -> Labels {
     pairs
@@ -92,10 +98,7 @@ async fn device_ids_are_scoped_to_a_tenant(db: &TestDb) -> anyhow::Result<()> {
     let store = acme(db).await?;
     tenant(store, "globex").await?;
     store.create_device("acme", &NewDevice::new("s-1")).await?;
-    let err = store
-        .create_device("acme", &NewDevice::new("s-1"))
-        .await
-        .expect_err("duplicate");
+    let err = create_error(store, "acme", "s-1").await;
     assert!(
         matches!(&err, Error::AlreadyExists { kind: "device", id } if id == "acme/s-1"),
         "{err:?}"
@@ -121,10 +124,7 @@ async fn device_ids_are_scoped_to_a_tenant(db: &TestDb) -> anyhow::Result<()> {
 
 async fn device_in_missing_tenant_is_not_found(db: &TestDb) -> anyhow::Result<()> {
     let store = db.store();
-    let err = store
-        .create_device("ghost", &NewDevice::new("s-1"))
-        .await
-        .expect_err("no tenant");
+    let err = create_error(store, "ghost", "s-1").await;
     assert!(
         matches!(&err, Error::NotFound { kind: "tenant", id } if id == "ghost"),
         "{err:?}"
@@ -147,10 +147,7 @@ async fn device_in_missing_tenant_is_not_found(db: &TestDb) -> anyhow::Result<()
 async fn invalid_device_ids_are_refused(db: &TestDb) -> anyhow::Result<()> {
     let store = acme(db).await?;
     for bad in ["", "a/b", "a+b", "a#", "a b", "é", &"a".repeat(129)] {
-        let err = store
-            .create_device("acme", &NewDevice::new(bad))
-            .await
-            .expect_err(bad);
+        let err = create_error(store, "acme", bad).await;
         assert!(
             matches!(err, Error::InvalidId { kind: "device", .. }),
             "{bad:?}: {err:?}"

@@ -42,6 +42,21 @@ async fn device_ids(store: &Store, filter: DeviceFilter) -> anyhow::Result<Vec<S
     Ok(page.items.into_iter().map(|d| d.id).collect())
 }
 
+/// Assert that `change` fails; what the failure was is the caller's to check
+/// where it matters.
+async fn assert_fails<T: std::fmt::Debug>(change: impl Future<Output = Result<T, store::Error>>) {
+    let result = change.await;
+    assert!(result.is_err(), "expected an error, got {result:?}");
+}
+
+/// What `field` takes from each item that `list` returns, in order.
+async fn listed<T, F>(
+    list: impl Future<Output = Result<Vec<T>, store::Error>>,
+    field: impl FnMut(T) -> F,
+) -> anyhow::Result<Vec<F>> {
+    Ok(list.await?.into_iter().map(field).collect())
+}
+
 /// Create tenant `id` named after itself.
 async fn tenant(store: &Store, id: &str) -> anyhow::Result<Tenant> {
     Ok(store

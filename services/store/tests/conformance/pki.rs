@@ -306,24 +306,25 @@ async fn passwords_and_service_credentials(db: &TestDb) -> anyhow::Result<()> {
         (new.publish.clone(), new.subscribe.clone())
     );
     assert!(!format!("{created:?} {new:?}").contains("argon2id"));
-    let taken_name = NewServiceCredential {
-        id: "sc2".into(),
-        username: "other".into(),
-        ..new.clone()
-    };
-    assert!(matches!(
-        store.create_service_credential(&taken_name, None).await,
-        Err(Error::AlreadyExists { .. })
-    ));
-    let taken_user = NewServiceCredential {
-        id: "sc3".into(),
-        name: "other".into(),
-        ..new.clone()
-    };
-    assert!(matches!(
-        store.create_service_credential(&taken_user, None).await,
-        Err(Error::AlreadyExists { .. })
-    ));
+    // Another credential may take neither its name nor its username.
+    for (id, name, username) in [
+        ("sc2", "ingest", "other"),
+        ("sc3", "other", "svc-ingest@acme"),
+    ] {
+        let taken = NewServiceCredential {
+            id: id.into(),
+            name: name.into(),
+            username: username.into(),
+            ..new.clone()
+        };
+        assert!(
+            matches!(
+                store.create_service_credential(&taken, None).await,
+                Err(Error::AlreadyExists { .. })
+            ),
+            "{id}"
+        );
+    }
     assert_eq!(
         store
             .service_credential_by_username("svc-ingest@acme")
@@ -378,12 +379,7 @@ async fn acl_policies_put_get_list_delete(db: &TestDb) -> anyhow::Result<()> {
     store
         .put_acl_policy("acme", "backend", &doc("#"), None)
         .await?;
-    let names: Vec<_> = store
-        .list_acl_policies("acme")
-        .await?
-        .into_iter()
-        .map(|p| p.name)
-        .collect();
+    let names = super::listed(store.list_acl_policies("acme"), |p| p.name).await?;
     assert_eq!(names, ["backend", "device"]);
     assert_eq!(store.get_acl_policy("acme", "device").await?, second);
     assert!(matches!(

@@ -44,12 +44,11 @@ async fn platform_credentials_create_find_list_delete(db: &TestDb) -> anyhow::Re
             .await?
             .is_none()
     );
-    let names: Vec<String> = store
-        .list_service_credentials(&CredentialScope::Platform)
-        .await?
-        .into_iter()
-        .map(|c| c.name)
-        .collect();
+    let names = super::listed(
+        store.list_service_credentials(&CredentialScope::Platform),
+        |c| c.name,
+    )
+    .await?;
     assert_eq!(names, ["audit", "ops"]);
     assert_eq!(
         store

@@ -82,6 +82,13 @@ async fn busy_then_quiet(store: &Store, n: usize, quiet_tenant: &str) -> anyhow:
     Ok(())
 }
 
+/// Appends `events` and fans them out, one delivery each (routed by type).
+async fn fan_out(store: &Store, events: &[NewOutboxEvent]) -> anyhow::Result<()> {
+    store.append_outbox_events(events).await?;
+    store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
+    Ok(())
+}
+
 /// What a claim of up to 100 deliveries gives tenant beta.
 async fn beta_claims(store: &Store) -> anyhow::Result<Vec<ClaimedDelivery>> {
     let all = store.claim_webhook_deliveries(100, 10, LEASE).await?;
@@ -310,10 +317,11 @@ async fn claims_are_fair_and_ordered(db: &TestDb) -> anyhow::Result<()> {
     // One device's deliveries go one at a time, in order.
     super::tenant(store, "beta").await?;
     endpoint(store, "beta", &["device.connected"]).await?;
-    store
-        .append_outbox_events(&[device_event("beta", "d1", 1), device_event("beta", "d1", 2)])
-        .await?;
-    store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
+    fan_out(
+        store,
+        &[device_event("beta", "d1", 1), device_event("beta", "d1", 2)],
+    )
+    .await?;
     let claimed = beta_claims(store).await?;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].events[0].device_seq, Some(1));
@@ -334,10 +342,7 @@ async fn claims_are_fair_and_ordered(db: &TestDb) -> anyhow::Result<()> {
 async fn expired_leases_are_claimed_again(db: &TestDb) -> anyhow::Result<()> {
     let store = super::acme(db).await?;
     endpoint(store, "acme", &["device.connected"]).await?;
-    store
-        .append_outbox_events(&[device_event("acme", "d1", 1)])
-        .await?;
-    store.fan_out_outbox(10, NO_BATCH, by_type).await?;
+    fan_out(store, &[device_event("acme", "d1", 1)]).await?;
     let first = store
         .claim_webhook_deliveries(10, 10, Duration::from_millis(1))
         .await?;
@@ -359,10 +364,11 @@ async fn failures_disable_the_endpoint_with_an_event(db: &TestDb) -> anyhow::Res
         &[events::EventType::WebhookEndpointDisabled.as_str()],
     )
     .await?;
-    store
-        .append_outbox_events(&[device_event("acme", "d1", 1), device_event("acme", "d2", 1)])
-        .await?;
-    store.fan_out_outbox(10, NO_BATCH, by_type).await?;
+    fan_out(
+        store,
+        &[device_event("acme", "d1", 1), device_event("acme", "d2", 1)],
+    )
+    .await?;
     let claimed = claim(store).await?;
     assert_eq!(claimed.len(), 2);
     let first = attempt(store, claimed[0].delivery.id, AttemptOutcome::Failed, 2).await?;
@@ -457,18 +463,14 @@ async fn claims_are_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
     let backlog: Vec<_> = (0..40)
         .map(|n| NewOutboxEvent::new("acme", "busy", json!({"n": n})))
         .collect();
-    store.append_outbox_events(&backlog).await?;
-    store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
+    fan_out(store, &backlog).await?;
     // acme: 5 endpoints × 2 = 10 could go; its tenant limit is 6.
     let first = store
         .claim_webhook_deliveries_fair(100, 2, 6, LEASE)
         .await?;
     assert_eq!(first.len(), 6);
     endpoint(store, "beta", &["quiet"]).await?;
-    store
-        .append_outbox_events(&[NewOutboxEvent::new("beta", "quiet", json!({}))])
-        .await?;
-    store.fan_out_outbox(1000, NO_BATCH, by_type).await?;
+    fan_out(store, &[NewOutboxEvent::new("beta", "quiet", json!({}))]).await?;
     // acme is at its limit: beta's one delivery is all there is.
     let second = store
         .claim_webhook_deliveries_fair(100, 2, 6, LEASE)
@@ -494,14 +496,15 @@ async fn fan_out_is_fair_between_tenants(db: &TestDb) -> anyhow::Result<()> {
 
 async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<()> {
     let (store, hook) = acme_hook(db).await?;
-    store
-        .append_outbox_events(&[
+    fan_out(
+        store,
+        &[
             device_event("acme", "d1", 1),
             device_event("acme", "d1", 2),
             device_event("acme", "d1", 3),
-        ])
-        .await?;
-    store.fan_out_outbox(10, NO_BATCH, by_type).await?;
+        ],
+    )
+    .await?;
     let first = claim(store).await?;
     assert_eq!(first.len(), 1);
     let key = first[0]
@@ -530,10 +533,11 @@ async fn the_next_in_order_is_claimed_by_its_key(db: &TestDb) -> anyhow::Result<
 
 async fn retries_do_not_count_towards_disabling(db: &TestDb) -> anyhow::Result<()> {
     let (store, hook) = acme_hook(db).await?;
-    store
-        .append_outbox_events(&[device_event("acme", "d1", 1), device_event("acme", "d2", 1)])
-        .await?;
-    store.fan_out_outbox(10, NO_BATCH, by_type).await?;
+    fan_out(
+        store,
+        &[device_event("acme", "d1", 1), device_event("acme", "d2", 1)],
+    )
+    .await?;
     for claimed in claim(store).await? {
         let recorded = attempt(
             store,
