@@ -247,6 +247,29 @@ impl Message {
     }
 }
 
+/// What a remote delivery's caller waits for before the next message
+/// ([`Broker::deliver_remote_held`]): every full subscriber it reached has
+/// drained below its low-water mark, gone, or been handled as a slow
+/// consumer.
+pub struct HeldBack(std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>);
+
+impl std::future::Future for HeldBack {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.0.as_mut().poll(cx)
+    }
+}
+
+impl std::fmt::Debug for HeldBack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HeldBack")
+    }
+}
+
 impl Broker {
     /// Delivers another node's message in `tenant` to this node's
     /// subscriptions to `filter` in `namespace` (the tenant itself, or
@@ -264,14 +287,34 @@ impl Broker {
         tenant: &TenantId,
         message: Inbound,
     ) -> usize {
+        self.deliver_remote_held(namespace, filter, tenant, message)
+            .0
+    }
+
+    /// [`Broker::deliver_remote`], and what the caller waits for before
+    /// it takes the next message of this filter from the interconnect:
+    /// `Some` when a subscriber it reached is full (its queue past its
+    /// high-water mark). As a local publisher stops reading its socket
+    /// (`backpressure`), the interconnect then stops taking that
+    /// filter's messages, so a burst from another node waits in the
+    /// interconnect's buffers instead of overflowing the subscriber's
+    /// queue; the wait is bounded by the slow-consumer timeout, as for a
+    /// local publisher, and holds up only this tenant's filter.
+    pub fn deliver_remote_held(
+        &self,
+        namespace: &TenantId,
+        filter: &TopicFilter,
+        tenant: &TenantId,
+        message: Inbound,
+    ) -> (usize, Option<HeldBack>) {
         let Some((ns, topic)) = self.arriving(namespace, tenant, &message.topic) else {
-            return 0;
+            return (0, None);
         };
         // MQTT-4.7.2-1 ($ topics and leading wildcards) is not NATS's rule;
         // and a subject is only trusted as far as the topic matches.
         let inner = filter.shared().map(|s| s.filter);
         if !inner.as_ref().unwrap_or(filter).matches(&topic) {
-            return 0;
+            return (0, None);
         }
         // Not counted as received here (its node did): the router counts
         // what crosses nodes.
@@ -280,7 +323,18 @@ impl Broker {
         ns.matches_at(filter, &mut matched);
         // Written behind for persistent sessions: the publisher on the
         // other node was acknowledged by its own node's rule.
-        crate::router::route_matched(&ns, &message, matched, None).0
+        let mut full = Vec::new();
+        let delivered = crate::router::route_matched(&ns, &message, matched, Some(&mut full)).0;
+        if full.is_empty() {
+            return (delivered, None);
+        }
+        let config = self.config();
+        let drained = crate::backpressure::until_drained(
+            full,
+            config.slow_consumer_timeout,
+            config.slow_consumer_policy,
+        );
+        (delivered, Some(HeldBack(Box::pin(drained))))
     }
 
     /// Delivers a message read back from the cluster's journal (a replay,
@@ -729,6 +783,39 @@ mod tests {
             b.deliver_remote(&TenantId::platform(), &every, &id, system),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_subscriber_holds_back_the_next_remote_message_until_it_drains() {
+        use futures::FutureExt;
+        let (_, id, b) = clustered();
+        let t = b.tenant(&id).await.unwrap();
+        // Bounded at 10 messages: held back from 9 (high-water), let go
+        // below 5 (low-water).
+        let sink = session(&t, "sink");
+        let q0 = SubscriptionOptions::new(QoS::AtMostOnce);
+        t.subscribe(&sink, &filter("a/+"), q0, None);
+        let m = || remote("a/x", QoS::AtMostOnce, Properties::default(), "p");
+        for _ in 0..8 {
+            let (n, held) = b.deliver_remote_held(&id, &filter("a/+"), &id, m());
+            assert_eq!((n, held.is_some()), (1, false));
+        }
+        let (n, held) = b.deliver_remote_held(&id, &filter("a/+"), &id, m());
+        assert_eq!(n, 1, "the message that fills it is queued, not dropped");
+        let mut held = held.expect("a full subscriber holds the filter back");
+        assert!((&mut held).now_or_never().is_none(), "still full");
+        {
+            let mut st = sink.lock();
+            for _ in 0..5 {
+                st.pending.pop_front();
+            }
+            assert!(st.relieve());
+        }
+        sink.drained.notify_waiters();
+        tokio::time::timeout(std::time::Duration::from_secs(5), held)
+            .await
+            .expect("drained below the low-water mark: the filter goes on");
+        assert_eq!(sink.lock().dropped, crate::session::DropCounters::default());
     }
 
     // Paused: the expiry left is read in whole seconds.

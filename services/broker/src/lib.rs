@@ -104,7 +104,7 @@ pub use events::{Credential, Event, EventSink, MemoryEvents, NoEvents};
 pub use handoff::{HandoffError, SessionHandoff};
 pub use hygiene::{TopicLimits, TopicRefusal, TopicRules};
 pub use ids::TenantId;
-pub use interconnect::{Completed, Inbound, Interconnect, MessageId, Outbound};
+pub use interconnect::{Completed, HeldBack, Inbound, Interconnect, MessageId, Outbound};
 pub use limits::{PublishLimits, Rate};
 pub use platform::TenantDirectory;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};

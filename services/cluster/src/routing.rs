@@ -84,6 +84,9 @@ mod metric {
     /// Sessions taken from a node that did not let go of them, and read
     /// back from the journal.
     pub const SESSIONS_RECOVERED: &str = "cluster_sessions_recovered_total";
+    /// Times a filter's messages from other nodes waited for a full
+    /// subscriber here.
+    pub const HELD_BACK: &str = "cluster_inbound_held_back_total";
 }
 
 fn dropped(reason: &'static str) {
@@ -890,8 +893,16 @@ async fn receive(
             break;
         };
         metrics::counter!(metric::RECEIVED).increment(1);
-        if let Some((tenant, envelope)) = inbound(message, not_from) {
-            broker.deliver_remote(&namespace, &filter, &tenant, envelope.message);
+        let Some((tenant, envelope)) = inbound(message, not_from) else {
+            continue;
+        };
+        let (_, held) = broker.deliver_remote_held(&namespace, &filter, &tenant, envelope.message);
+        if let Some(held) = held {
+            // A subscriber here is full: what else comes for this filter
+            // waits in the subscription's buffer (bounded by the
+            // slow-consumer timeout), not dropped at the full queue.
+            metrics::counter!(metric::HELD_BACK).increment(1);
+            held.await;
         }
     }
 }
