@@ -2,7 +2,7 @@
 // handling), presence history, the last messages arriving live,
 // certificates, the MQTT password and the device's persistent MQTT session.
 
-import { api, canEdit, empty, every, followEvents, h, liveLabel, loading, mount, problemView, table, time, toast, when } from "./lib.js";
+import { api, canEdit, dropsText, empty, every, followEvents, h, liveLabel, loading, mount, problemView, table, time, toast, when } from "./lib.js";
 
 const pretty = (v) => JSON.stringify(v ?? null, null, 2);
 
@@ -188,6 +188,12 @@ export async function pageDevice(t, d) {
       } catch (e) { out.replaceChildren(problemView(e)); }
     };
     const row = (k, v) => h("tr", {}, h("th", { scope: "row" }, k), h("td", {}, v));
+    // Counted by the node holding the session in memory: null from any
+    // other node (or without a broker).
+    const drops = s.drops ? dropsText(s.drops) : null;
+    const dropsCell = drops
+      ? h("span", { class: `session-drops${drops.total > 0 ? " bad" : ""}`, "data-drops": drops.total }, drops.text)
+      : h("span", { class: "session-drops muted", "data-drops": "unknown" }, "not counted on this node (see the node serving it)");
     sessionBox.replaceChildren(title,
       h("table", { id: "session", "data-session": s.connected ? "connected" : "offline" }, h("tbody", {},
         row("Connected", s.connected ? `yes${s.node ? ` (node ${s.node})` : ""}` : "no"),
@@ -195,6 +201,7 @@ export async function pageDevice(t, d) {
         row("Subscriptions", String(s.subscriptions)),
         row("Queued messages", h("span", { class: "session-queued" }, String(s.queued))),
         row("In flight", String(s.in_flight)),
+        row("Dropped messages", dropsCell),
         row("Expires", s.connected ? "when it disconnects and stays away" : s.expires_at ? when(s.expires_at) : "never"))),
       canEdit() ? h("div", { class: "toolbar" }, h("button", { type: "button", class: "danger", onclick: end }, "End session")) : null,
       out);

@@ -115,6 +115,25 @@ export async function listAll(path, max = 10000) {
   return items;
 }
 
+// The broker's reasons for dropping a message (the API's SessionDrops and
+// TenantDrops fields), as the pages name them.
+export const DROP_REASONS = {
+  slow_consumer: "slow consumer",
+  queue_full: "queue full",
+  queue_bytes: "queue full (bytes)",
+  tenant_queue_full: "tenant queues full",
+  offline_qos0: "QoS 0 while offline",
+  expired: "expired",
+  too_large: "too large for the client",
+};
+
+// "12 (slow consumer 10, expired 2)" for a drops object; its total first.
+export function dropsText(drops) {
+  const parts = Object.entries(DROP_REASONS).filter(([k]) => drops[k] > 0).map(([k, label]) => `${label} ${drops[k]}`);
+  const total = Object.keys(DROP_REASONS).reduce((n, k) => n + (drops[k] || 0), 0);
+  return { total, text: parts.length === 0 ? "none" : `${total} (${parts.join(", ")})` };
+}
+
 export const role = () => session.claims?.role;
 export const canEdit = () => ["platform-admin", "tenant-admin", "operator"].includes(role());
 export const isAdmin = () => ["platform-admin", "tenant-admin"].includes(role());

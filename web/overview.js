@@ -1,9 +1,10 @@
 // The tenant overview: device counts, live charts of connections and
 // messages per second over the last hour (the server's ten-second series),
-// top talkers and recent lifecycle events.
+// messages the broker dropped for the tenant's subscribers, top talkers and
+// recent lifecycle events.
 
 import { lineChart } from "./chart.js";
-import { api, empty, every, followEvents, h, listAll, liveLabel, loading, mount, problemView, table, time } from "./lib.js";
+import { DROP_REASONS, api, empty, every, followEvents, h, listAll, liveLabel, loading, mount, problemView, table, time } from "./lib.js";
 
 function card(n, label, cls) {
   return h("div", { class: `card ${cls || ""}` }, h("div", { class: "n" }, n), h("div", { class: "l" }, label));
@@ -20,12 +21,15 @@ function lifecycleRow(t, e) {
 export async function pageOverview(t) {
   const cards = h("div", { class: "cards", "aria-live": "polite" }, loading("devices"));
   const charts = h("div", { class: "grid2 charts" }, loading("charts"));
+  const drops = h("div", { class: "cards", id: "drops", "aria-live": "polite" }, loading("dropped messages"));
   const talkers = h("div", {}, loading("top talkers"));
   const events = h("div", {}, loading("events"));
   const status = h("span", { class: "live-state" }, "connecting…");
   mount(h("h1", {}, `Tenant ${t}`),
     h("section", { "aria-labelledby": "fleet-h" }, h("h2", { id: "fleet-h", class: "sr-only" }, "Fleet"), cards),
     h("section", { "aria-labelledby": "charts-h" }, h("h2", { id: "charts-h" }, "Last hour ", status), charts),
+    h("section", { "aria-labelledby": "drops-h" },
+      h("h2", { id: "drops-h" }, "Dropped messages ", h("span", { class: "muted small" }, "for the tenant's subscribers, on this node since it started")), drops),
     h("div", { class: "grid2" },
       h("section", { "aria-labelledby": "talkers-h" }, h("h2", { id: "talkers-h" }, "Top talkers"), talkers),
       h("section", { "aria-labelledby": "events-h" }, h("h2", { id: "events-h" }, "Recent lifecycle events"), events)));
@@ -53,7 +57,19 @@ export async function pageOverview(t) {
         : table(["Device", h("th", { scope: "col", class: "num" }, "Messages (1 h)")], data.top_talkers.map((x) => h("tr", {},
           h("td", {}, h("a", { href: `#/t/${t}/devices/${encodeURIComponent(x.device_id)}` }, x.device_id)),
           h("td", { class: "num" }, x.messages))), { class: "talkers" }));
+      paintDrops(data.drops);
     } catch (e) { charts.replaceChildren(problemView(e)); }
+  }
+
+  // Per reason the broker counts for a tenant; null without a broker.
+  function paintDrops(d) {
+    drops.replaceChildren(...(d === null || d === undefined
+      ? [empty("Not counted: this server runs no MQTT broker.")]
+      : ["slow_consumer", "tenant_queue_full"].map((k) => {
+        const c = card(d[k], DROP_REASONS[k], `drop ${k.replaceAll("_", "-")}${d[k] > 0 ? " dropped" : ""}`);
+        c.dataset.drops = d[k];
+        return c;
+      })));
   }
 
   // Presence is written to the store in the background: a device that went

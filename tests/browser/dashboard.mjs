@@ -4,7 +4,9 @@
 // prints the step, saves a screenshot of it and exits non-zero.
 //
 // Env: BASE_URL, TENANT, ADMIN_KEY (tenant-admin API key), VIEWER_KEY,
-// MQTTS_PORT, CA_FILE, SHOTS (screenshot folder), WORK (scratch folder).
+// MQTTS_PORT, MQTT_PORT (plain, for a service credential), CA_FILE, SHOTS
+// (screenshot folder), WORK (scratch folder). The server runs with a
+// 16-message queue bound and a 1 s slow-consumer timeout.
 
 import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -86,6 +88,15 @@ async function until(what, fn) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+// A bearer token for an API key, for calls the page does not make.
+async function tokenFor(key) {
+  const res = await fetch(`${BASE}/v1/auth/token`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ api_key: key }),
+  });
+  check(res.ok, `token for an API key: ${res.status}`);
+  return (await res.json()).access_token;
 }
 
 async function signIn(p, key) {
@@ -198,6 +209,42 @@ try {
     check(await page.evaluate(() => window.__sameDocument === true), "the page was not reloaded");
   });
 
+  await step("a subscriber that stops reading while a service floods it shows a slow consumer's drops", async () => {
+    // A persistent QoS 0 subscription (so the session is listed), stopped
+    // once subscribed: its socket fills, then its 16-message queue, and
+    // past the 1 s pause the broker drops for it.
+    const slow = mosquitto("mosquitto_sub", files, ["-c", "-x", "3600", "-q", "0", "-t", `commands/${DEVICE}/#`, "-d"]);
+    await until("the SUBACK", () => slow.text.includes("SUBACK"));
+    slow.child.kill("SIGSTOP");
+    await page.locator('#session[data-session="connected"]').waitFor({ timeout: WAIT });
+    const token = await tokenFor(env("ADMIN_KEY"));
+    const res = await fetch(`${BASE}/v1/tenants/${TENANT}/service-credentials`, {
+      method: "POST", headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ name: "flooder", publish: [`commands/${DEVICE}/#`] }),
+    });
+    check(res.status === 201, `a service credential (${res.status})`);
+    const cred = await res.json();
+    const payload = join(WORK, "flood.bin");
+    writeFileSync(payload, Buffer.alloc(64 * 1024, "x"));
+    const flood = spawn("mosquitto_pub", ["-h", "127.0.0.1", "-p", env("MQTT_PORT"), "-V", "mqttv5", "-i", "flooder",
+      "-u", cred.username, "-P", cred.password, "-q", "0", "-t", `commands/${DEVICE}/flood`, "-f", payload, "--repeat", "300"],
+    { stdio: ["ignore", "ignore", "pipe"] });
+    children.push(flood);
+    let floodErr = "";
+    flood.stderr.on("data", (b) => { floodErr += b; });
+    const floodCode = await new Promise((resolve) => flood.on("exit", resolve));
+    check(floodCode === 0, `mosquitto_pub flood succeeded: ${floodErr}`);
+    const cell = page.locator("#session .session-drops");
+    await until("drops in the session box", async () => Number(await cell.getAttribute("data-drops")) > 0);
+    const text = await cell.innerText();
+    check(text.includes("slow consumer"), `the reason is named: ${text}`);
+    await shot(page, "device-session-drops");
+    // SIGKILL ends even a stopped process; the device goes offline.
+    slow.child.kill("SIGKILL");
+    await slow.done;
+    await page.locator('#device-status[data-status="offline"]').waitFor({ timeout: WAIT });
+  });
+
   await step("revoke the certificate in the page and see the device go offline", async () => {
     sub = mosquitto("mosquitto_sub", files, ["-q", "1", "-t", `commands/${DEVICE}/#`, "-F", "%t %p"]);
     await page.locator('#device-status[data-status="online"]').waitFor({ timeout: WAIT });
@@ -216,6 +263,10 @@ try {
     await page.locator("table.talkers").getByText(DEVICE).waitFor({ timeout: WAIT });
     check(await page.locator("table.talkers td.num").first().innerText() === "21", "20 telemetry messages and 1 report counted");
     await page.locator("table.lifecycle").getByText("device.disconnected").first().waitFor({ timeout: WAIT });
+    // The slow consumer's drops, for the tenant.
+    const dropped = page.locator("#drops .card.slow-consumer");
+    await until("the tenant's slow-consumer drops", async () => Number(await dropped.getAttribute("data-drops")) > 0);
+    check((await dropped.innerText()).includes("slow consumer"), "the card is labelled");
     const label = await page.locator("#chart-messages svg").getAttribute("aria-label");
     check(/Messages: now .* per second/.test(label), `the chart has a text summary: ${label}`);
     await shot(page, "overview");
@@ -290,7 +341,8 @@ try {
   if (page) await shot(page, "failure").catch(() => {});
   process.exitCode = 1;
 } finally {
-  for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+  // A stopped child would not act on SIGTERM.
+  for (const c of children) if (c.exitCode === null) { c.kill("SIGCONT"); c.kill("SIGTERM"); }
   receiver.close();
   await browser.close();
 }

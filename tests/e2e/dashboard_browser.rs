@@ -3,6 +3,8 @@
 //! core from npm) and the Debian mosquitto clients as the device. The steps
 //! are in tests/browser/dashboard.mjs; this test starts the server, makes
 //! the tenant and its API keys, runs the script and fails with its output.
+//! A service credential's `mosquitto_pub` floods a stopped subscriber so
+//! that the page shows a slow consumer's drops (issue 16).
 //!
 //! Screenshots go to `target/browser-screenshots/{sqlite,postgres}/`.
 
@@ -63,11 +65,17 @@ async fn dashboard_in_chromium(name: &str, db_args: &[&str]) {
     let work = tempfile::tempdir().unwrap();
     let mut cmd = fleetmq(cwd.path());
     // The script's webhook receiver listens on loopback over plain http.
+    // Small queues and a short pause make a stopped subscriber a slow
+    // consumer within a second of a flood (issue 16: its drops are shown).
     cmd.args([
         "serve",
         "--http-listen",
         "127.0.0.1:0",
         "--webhook-allow-private",
+        "--mqtt-max-queued-messages",
+        "16",
+        "--mqtt-slow-consumer-timeout",
+        "1",
     ])
     .args(db_args);
     let server = Server::start(cmd).await.unwrap();
@@ -106,6 +114,7 @@ async fn dashboard_in_chromium(name: &str, db_args: &[&str]) {
         .env("ADMIN_KEY", &keys[0])
         .env("VIEWER_KEY", &keys[1])
         .env("MQTTS_PORT", server.mqtts().port().to_string())
+        .env("MQTT_PORT", server.mqtt().port().to_string())
         .env("CA_FILE", server.mqtts_ca_file())
         .env("SHOTS", &shots)
         .env("WORK", work.path())
@@ -124,7 +133,12 @@ async fn dashboard_in_chromium(name: &str, db_args: &[&str]) {
         shots.display()
     );
     assert!(stdout.contains("all steps passed"), "{stdout}");
-    for png in ["overview.png", "device.png", "device-viewer.png"] {
+    for png in [
+        "overview.png",
+        "device.png",
+        "device-session-drops.png",
+        "device-viewer.png",
+    ] {
         assert!(shots.join(png).exists(), "{png} in {}", shots.display());
     }
     server.stop().await.unwrap();

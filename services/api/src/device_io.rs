@@ -1,13 +1,17 @@
 //! What the API needs from the broker, as traits the binary implements:
-//! [`DeviceCommands`] (publish a retained command to a device) and
+//! [`DeviceCommands`] (publish a retained command to a device),
 //! [`RecentMessages`] (the last messages each device published), with
-//! [`InMemoryRecentMessages`], a bounded implementation the broker can feed.
+//! [`InMemoryRecentMessages`], a bounded implementation the broker can feed,
+//! and [`BrokerDrops`] (messages the broker dropped, per session and per
+//! tenant).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 /// Why a command could not be published.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +55,51 @@ pub trait RecentMessages: Send + Sync {
     fn record(&self, tenant: &str, device: &str, message: RecentMessage);
     /// Up to `limit` of the device's last messages, newest first.
     fn recent(&self, tenant: &str, device: &str, limit: usize) -> Vec<RecentMessage>;
+}
+
+/// Messages the broker dropped for one session, by reason, counted by the
+/// node that holds the session in memory since it took the session (a
+/// restart or a move to another node starts again at 0).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct SessionDrops {
+    /// Its queue was at its bound in messages while it was not a slow
+    /// consumer (e.g. with the slow-consumer timeout at 0).
+    pub queue_full: u64,
+    /// Its queue was at its bound in bytes, likewise.
+    pub queue_bytes: u64,
+    /// Its queue was full after it had stayed behind past the
+    /// slow-consumer timeout: publishers no longer waited for it.
+    pub slow_consumer: u64,
+    /// The tenant's queues together were at their bound.
+    pub tenant_queue_full: u64,
+    /// QoS 0 messages for it while its client was offline.
+    pub offline_qos0: u64,
+    /// Their Message Expiry Interval ran out before they were sent.
+    pub expired: u64,
+    /// Larger than the Maximum Packet Size its client announced.
+    pub too_large: u64,
+}
+
+/// Messages the broker dropped for a tenant's subscribers, counted by this
+/// node since it started (each node counts its own sessions).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+pub struct TenantDrops {
+    /// For its slow consumers: subscribers that stayed behind past the
+    /// slow-consumer timeout.
+    pub slow_consumer: u64,
+    /// Because its sessions' queues together were at the tenant's bound.
+    pub tenant_queue_full: u64,
+}
+
+/// What the broker dropped (the binary implements it on the broker). Both
+/// answer from this node's memory only.
+pub trait BrokerDrops: Send + Sync {
+    /// The drops of session `client_id` of `tenant`, if this node holds
+    /// it in memory.
+    fn session(&self, tenant: &str, client_id: &str) -> Option<SessionDrops>;
+    /// The drops of `tenant`'s subscribers on this node (all 0 for a
+    /// tenant it has not served since it started).
+    fn tenant(&self, tenant: &str) -> TenantDrops;
 }
 
 /// Bounds of [`InMemoryRecentMessages`]: memory is at most about

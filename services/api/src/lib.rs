@@ -19,8 +19,9 @@
 //!   and, through an [`EventListener`] such as the webhooks
 //!   `OutboxWriter`, the webhook outbox.
 //! - [`device_io`] — what the binary provides from the broker:
-//!   [`DeviceCommands`] (retained publishes) and [`RecentMessages`] (with the
-//!   bounded [`InMemoryRecentMessages`]).
+//!   [`DeviceCommands`] (retained publishes), [`RecentMessages`] (with the
+//!   bounded [`InMemoryRecentMessages`]) and [`BrokerDrops`] (messages
+//!   dropped per session and tenant).
 //! - [`model`] — what the API sends (its own types, with OpenAPI schemas).
 //! - [`extract`] — [`ApiJson`], the JSON body extractor whose rejections
 //!   are problems, with the JSON pointer of the bad field.
@@ -84,8 +85,8 @@ mod test_support;
 pub use crate::events::{EventHub, EventListener, PlatformEvent};
 pub use auth::{Keys, Principal, Role};
 pub use device_io::{
-    CommandError, DeviceCommands, InMemoryRecentMessages, RecentMessage, RecentMessages,
-    RecentMessagesLimits,
+    BrokerDrops, CommandError, DeviceCommands, InMemoryRecentMessages, RecentMessage,
+    RecentMessages, RecentMessagesLimits, SessionDrops, TenantDrops,
 };
 pub use error::{ApiError, FieldError, PROBLEM_JSON, Problem};
 pub use extract::{ApiJson, ShownOnce};
@@ -115,6 +116,9 @@ pub struct AppState {
     pub(crate) commands: Option<Arc<dyn DeviceCommands>>,
     /// `None` until the binary wires the broker: recent messages answer 503.
     pub(crate) recent_messages: Option<Arc<dyn RecentMessages>>,
+    /// `None` until the binary wires the broker: sessions and series
+    /// carry no drop counts (`drops` is `null`).
+    pub(crate) drops: Option<Arc<dyn BrokerDrops>>,
     /// Which webhook URLs tenants may register.
     pub(crate) webhook_url_policy: webhooks::UrlPolicy,
     /// Set by [`AppState::with_pki`]; the certificate and CA routes answer
@@ -142,6 +146,7 @@ impl AppState {
             keys: Arc::new(OnceCell::new()),
             commands: None,
             recent_messages: None,
+            drops: None,
             webhook_url_policy: webhooks::UrlPolicy::default(),
             pki: None,
             changes: ChangeFeed::new(),
@@ -219,6 +224,15 @@ impl AppState {
     pub fn with_recent_messages(self, recent: Arc<dyn RecentMessages>) -> Self {
         Self {
             recent_messages: Some(recent),
+            ..self
+        }
+    }
+
+    /// Show the broker's drop counts from `drops` in sessions and series.
+    #[must_use]
+    pub fn with_broker_drops(self, drops: Arc<dyn BrokerDrops>) -> Self {
+        Self {
+            drops: Some(drops),
             ..self
         }
     }

@@ -1,11 +1,15 @@
 //! Where the broker and the REST API meet, in the one place that knows
-//! both: the API's device commands implemented on the broker, and the broker's events
-//! turned into platform events (SSE, webhooks) and recent messages.
+//! both: the API's device commands and drop counts implemented on the
+//! broker, and the broker's events turned into platform events (SSE,
+//! webhooks) and recent messages.
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError};
 
-use api::device_io::{CommandError, DeviceCommands, RecentMessage, RecentMessages};
+use api::device_io::{
+    BrokerDrops, CommandError, DeviceCommands, RecentMessage, RecentMessages, SessionDrops,
+    TenantDrops,
+};
 use broker::{Broker, Event, EventSink};
 use bytes::Bytes;
 use events::EventType;
@@ -47,6 +51,39 @@ impl DeviceCommands for BrokerCommands {
                 .await
                 .map(|_| ())
                 .map_err(|e| CommandError::Failed(e.to_string()))
+        })
+    }
+}
+
+/// The API's sessions and series show what this node's broker dropped.
+pub struct BrokerDropCounts {
+    pub broker: Broker,
+}
+
+impl BrokerDrops for BrokerDropCounts {
+    fn session(&self, tenant: &str, client_id: &str) -> Option<SessionDrops> {
+        let tenant = broker::TenantId::parse(tenant).ok()?;
+        let d = self.broker.session_drops(&tenant, client_id)?;
+        Some(SessionDrops {
+            queue_full: d.queue_full,
+            queue_bytes: d.queue_bytes,
+            slow_consumer: d.slow_consumer,
+            tenant_queue_full: d.tenant_queue_full,
+            offline_qos0: d.offline_qos0,
+            expired: d.expired,
+            too_large: d.too_large,
+        })
+    }
+
+    fn tenant(&self, tenant: &str) -> TenantDrops {
+        let stats = broker::TenantId::parse(tenant)
+            .ok()
+            .and_then(|t| self.broker.tenant_stats(&t));
+        // A tenant the broker has not served since it started dropped
+        // nothing here.
+        stats.map_or_else(TenantDrops::default, |s| TenantDrops {
+            slow_consumer: s.slow_consumer_dropped,
+            tenant_queue_full: s.queue_dropped,
         })
     }
 }

@@ -1,7 +1,8 @@
 //! What the dashboard charts (any role of the tenant), from this node's
 //! [`FleetStats`](crate::fleet_stats::FleetStats): `GET
-//! /v1/tenants/{t}/metrics/series` (the last hour in ten-second buckets and
-//! the top talkers), `GET /v1/tenants/{t}/lifecycle` (recent device
+//! /v1/tenants/{t}/metrics/series` (the last hour in ten-second buckets, the
+//! top talkers and, from the broker, the messages dropped for the tenant),
+//! `GET /v1/tenants/{t}/lifecycle` (recent device
 //! lifecycle events) and `GET /v1/tenants/{t}/devices/{d}/presence` (a
 //! device's connects and disconnects). Memory only: empty after a restart.
 
@@ -13,6 +14,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::openapi::{NoSuchDevice, NoSuchTenant};
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath};
+use crate::device_io::TenantDrops;
 use crate::fleet_stats::{self, BUCKET_SECONDS, LifecycleEntry};
 use crate::{ApiError, ApiJson};
 
@@ -58,6 +60,11 @@ pub(crate) struct SeriesView {
     pub connections: u64,
     /// Up to 10 devices by messages in the last hour, most first.
     pub top_talkers: Vec<TalkerView>,
+    /// Messages the broker dropped for the tenant's subscribers since
+    /// this node started. Each node counts the sessions it holds: in a
+    /// cluster this is the answering node's share. `null` when this
+    /// server runs no broker.
+    pub drops: Option<TenantDrops>,
 }
 
 /// A device lifecycle event.
@@ -97,8 +104,9 @@ pub(crate) struct LifecycleList {
 }
 
 /// The tenant's connections and messages over the last hour, in
-/// ten-second buckets, and its top talkers (any role of the tenant). Kept
-/// in memory by this node: empty after a restart.
+/// ten-second buckets, its top talkers and the messages dropped for its
+/// subscribers (any role of the tenant). Kept in memory by this node:
+/// empty after a restart.
 #[utoipa::path(get, path = "/v1/tenants/{t}/metrics/series", operation_id = "get_tenant_series", tag = "fleet",
     params(TenantPath),
     responses(
@@ -133,6 +141,7 @@ pub(crate) async fn series(scope: InTenant<Read>) -> Result<ApiJson<SeriesView>,
             .collect(),
         connections,
         top_talkers,
+        drops: scope.state().drops.as_ref().map(|d| d.tenant(t)),
     }))
 }
 

@@ -3,7 +3,9 @@
 //! `DELETE …/sessions/{client_id}` (ends it with its queue: its
 //! connection, if any, is closed with 0x98 Administrative action). Read
 //! from the database, so `connected` and `node` hold across nodes. Clean
-//! sessions are never stored and are not listed.
+//! sessions are never stored and are not listed. Each session's `drops`
+//! come from the broker's memory on the node that answers: only a session
+//! that node holds has them.
 
 use ::events::change::Change;
 use axum::extract::Path;
@@ -18,7 +20,8 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::query::PageQuery;
 use super::scope::{InTenant, Read, TenantPath, Write};
-use crate::{ApiError, ApiJson};
+use crate::device_io::SessionDrops;
+use crate::{ApiError, ApiJson, AppState};
 
 pub(crate) fn router() -> Routes {
     Routes::new()
@@ -59,6 +62,27 @@ pub(crate) struct Session {
     expires_at: Option<DateTime<Utc>>,
     connected_at: DateTime<Utc>,
     disconnected_at: Option<DateTime<Utc>>,
+    /// Messages the broker dropped for it, by reason, since the node
+    /// holding it in memory took it. Counted where the session is held:
+    /// `null` unless the node answering this request holds it (in a
+    /// cluster, ask the node in `node`; after a restart, until the
+    /// session is loaded again) or when this server runs no broker.
+    drops: Option<SessionDrops>,
+}
+
+impl Session {
+    /// `summary` with its drop counts from this node's broker, if it holds
+    /// the session.
+    fn on_this_node(state: &AppState, tenant: &str, summary: store::SessionSummary) -> Self {
+        let drops = state
+            .drops
+            .as_ref()
+            .and_then(|d| d.session(tenant, &summary.client_id));
+        Session {
+            drops,
+            ..summary.into()
+        }
+    }
 }
 
 impl From<store::SessionSummary> for Session {
@@ -75,6 +99,7 @@ impl From<store::SessionSummary> for Session {
             expires_at: s.expires_at,
             connected_at: s.connected_at,
             disconnected_at: s.disconnected_at,
+            drops: None,
         }
     }
 }
@@ -99,7 +124,11 @@ pub(crate) async fn list(
     let t = scope.t();
     let page = scope.store().list_sessions(t, &page).await?;
     Ok(ApiJson(SessionPage {
-        items: page.items.into_iter().map(Session::from).collect(),
+        items: page
+            .items
+            .into_iter()
+            .map(|s| Session::on_this_node(scope.state(), t, s))
+            .collect(),
         next_cursor: page.next_cursor,
     }))
 }
@@ -113,9 +142,8 @@ pub(crate) async fn read(
     Path(SessionPath { client_id }): Path<SessionPath>,
 ) -> Result<ApiJson<Session>, ApiError> {
     let t = scope.t();
-    Ok(ApiJson(
-        scope.store().session_summary(t, &client_id).await?.into(),
-    ))
+    let summary = scope.store().session_summary(t, &client_id).await?;
+    Ok(ApiJson(Session::on_this_node(scope.state(), t, summary)))
 }
 
 /// End a persistent MQTT session with everything queued for it

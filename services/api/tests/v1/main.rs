@@ -18,6 +18,7 @@ mod pki_routes;
 mod platform_access;
 mod presence_settings;
 mod publish_limits;
+mod sessions;
 mod state;
 mod tenants;
 mod webhooks;

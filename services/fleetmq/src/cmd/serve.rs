@@ -309,6 +309,9 @@ impl Services {
             .with_event_hub(self.events.clone())
             .with_device_commands(self.commands.clone())
             .with_recent_messages(self.recent.clone())
+            .with_broker_drops(Arc::new(bridge::BrokerDropCounts {
+                broker: self.commands.broker.clone(),
+            }))
             .with_fleet_stats(self.fleet_stats.clone())
             .with_webhook_url_policy(url_policy(config))
     }
