@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import bench
 from bench import Broker, cpu_secs, log, loadgen_json, median
@@ -107,6 +108,8 @@ class Cluster:
             self.procs.append(node)
             node.port = printed_port(node, logfile, "fleetmq: mqtt listening on ",
                                      "fleetmq: http listening on ", within=60)
+            node.http = printed_port(node, logfile, "fleetmq: http listening on ",
+                                     "fleetmq: http listening on ", within=5)
             self.nodes.append(node)
 
     def show_logs(self, lines=30):
@@ -153,8 +156,35 @@ def rows(n, size):
     return out
 
 
+# Where a message can be dropped on the way, by metric family: the
+# sending node's queue to NATS, the NATS subscription's buffer on the
+# receiving node (slow consumer: a gap), and the subscriber's session.
+DROP_METRICS = {
+    "cluster_messages_dropped_total": "outbound",
+    "cluster_slow_consumer_total": "nats",
+    "mqtt_messages_dropped_total": "session",
+}
+
+
+def drops(node):
+    """The node's drop counters summed per place (see DROP_METRICS)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{node.http}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in DROP_METRICS and not line.startswith("#"):
+            place = DROP_METRICS[name]
+            out[place] = out.get(place, 0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
 def measure(cluster, loadgen, label, argv, pubs, subs, timeout):
     pids = [node.proc.pid for node in cluster.nodes]
+    drops_before = [drops(node) for node in cluster.nodes]
     before = [cpu_secs(pid) for pid in pids]
     nats_before = cpu_secs(cluster.nats.proc.pid)
     report = loadgen_json(loadgen, ["--port", str(cluster.nodes[0].port),
@@ -164,6 +194,10 @@ def measure(cluster, loadgen, label, argv, pubs, subs, timeout):
     nats = cpu_secs(cluster.nats.proc.pid) - nats_before
     done = report["delivered"]
     per = (lambda secs: secs * 1e6 / done) if done else (lambda secs: None)
+    dropped = {}
+    for node, before in zip(cluster.nodes, drops_before):
+        for place, n in drops(node).items():
+            dropped[place] = dropped.get(place, 0) + n - before.get(place, 0)
     return {
         "rate": report["delivery_rate"],
         "lost": report["expected"] - done,
@@ -172,6 +206,7 @@ def measure(cluster, loadgen, label, argv, pubs, subs, timeout):
         # Deliveries per CPU second of the busiest node: what one node of
         # this cluster would sustain on a core of its own.
         "per_node": done / max(spent) if max(spent) > 0 else None,
+        "dropped": {k: int(v) for k, v in dropped.items() if v},
     }
 
 
@@ -232,7 +267,7 @@ def main():
     print(f"# fleetmq cluster, {args.size} size, {args.runs} run(s), median; cpu = utime+stime "
           "per delivered message; per-node = deliveries per CPU second of the busiest node")
     head = (f"{'scenario':<28} {'nodes':>5} {'rate/s':>10} {'lost':>7} {'nodes us/msg':>13} "
-            f"{'nats us/msg':>12} {'per-node/s':>11}")
+            f"{'nats us/msg':>12} {'per-node/s':>11}  dropped where")
     print(head)
     print("-" * len(head))
     for label in labels:
@@ -240,13 +275,21 @@ def main():
             recs = results.get((label, n))
             if not recs:
                 continue
-            med = {k: median([r[k] for r in recs]) for k in recs[0] if k != "lost"}
+            med = {k: median([r[k] for r in recs]) for k in recs[0]
+                   if k not in ("lost", "dropped")}
             lost = sum(r["lost"] for r in recs)
+            where = {}
+            for r in recs:
+                for place, count in r["dropped"].items():
+                    where[place] = where.get(place, 0) + count
+            where = " ".join(f"{place} {c}" for place, c in sorted(where.items())) or "-"
             print(f"{label:<28} {n:>5} {bench.fmt(med['rate'], '.0f'):>10} {lost:>7} "
                   f"{bench.fmt(med['nodes_cpu_us'], '.1f'):>13} "
                   f"{bench.fmt(med['nats_cpu_us'], '.1f'):>12} "
-                  f"{bench.fmt(med['per_node'], '.0f'):>11}")
-    print("lost: summed over runs (deliveries short of expected)")
+                  f"{bench.fmt(med['per_node'], '.0f'):>11}  {where}")
+    print("lost: summed over runs (deliveries short of expected); dropped where: the nodes' "
+          "counters (outbound: the sending node's queue to NATS; nats: NATS subscription "
+          "buffers that overflowed, messages unknown; session: subscribers' queues)")
 
 
 if __name__ == "__main__":

@@ -371,6 +371,9 @@ impl Gaps {
             }
             async_nats::Event::Connected => self.down.swap(false, Ordering::Relaxed),
             async_nats::Event::SlowConsumer(_) => {
+                // One per message a full subscription buffer dropped (as
+                // far as the client's event queue keeps up).
+                metrics::counter!("cluster_slow_consumer_total").increment(1);
                 began();
                 true
             }

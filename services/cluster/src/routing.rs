@@ -67,7 +67,7 @@ pub const OUTBOUND_QUEUE: usize = 65_536;
 /// Of those, what one tenant may hold (it gets less when others wait).
 pub const OUTBOUND_PER_TENANT: usize = 16_384;
 /// Frames the publishing task takes per turn.
-const PUBLISH_BATCH: usize = 256;
+const PUBLISH_BATCH: usize = 1024;
 
 /// Metric names (the binary installs the Prometheus recorder).
 mod metric {
@@ -583,9 +583,18 @@ async fn publish(
         if taken == 0 {
             break;
         }
-        for (_, frame) in batch.drain(..) {
-            send(&client, &js, &in_flight, frame).await;
-        }
+        // One task drains what every publisher connection of the node
+        // fills: under tokio's per-poll budget it would send ~128 frames
+        // a turn while dozens of publishers each add as many, and the
+        // queue would overflow while NATS idles. A whole batch per turn
+        // (NATS's own buffer still pushes back), then a yield.
+        tokio::task::unconstrained(async {
+            for (_, frame) in batch.drain(..) {
+                send(&client, &js, &in_flight, frame).await;
+            }
+        })
+        .await;
+        tokio::task::yield_now().await;
     }
     outbound.close();
     while outbound.take_batch(&mut batch, PUBLISH_BATCH) > 0 {
