@@ -86,6 +86,7 @@ mod router;
 pub mod server;
 mod session;
 pub mod session_store;
+mod signal;
 pub mod store;
 mod tenant;
 #[cfg(feature = "testing")]
