@@ -246,7 +246,7 @@ mod tests {
         )
         .await;
         assert_eq!(s.holding_back(), None);
-        assert!(!ctl.kicked.is_cancelled());
+        assert!(!ctl.is_kicked());
         // Publishers go on: up to the bound without waiting, then dropped
         // and counted for the session and its tenant.
         assert_eq!(offer(&s), (true, false));
@@ -276,7 +276,7 @@ mod tests {
             SlowConsumerPolicy::Disconnect,
         )
         .await;
-        assert!(ctl.kicked.is_cancelled());
+        assert!(ctl.is_kicked());
         assert_eq!(ctl.kick_reason(), ReasonCode::QuotaExceeded);
         assert_eq!(s.holding_back(), None);
     }

@@ -549,7 +549,7 @@ impl Broker {
         if let Some(conn) = previous {
             conn.kick(ReasonCode::SessionTakenOver);
             let timeout = self.inner.config.takeover_timeout;
-            if tokio::time::timeout(timeout, conn.finished.cancelled())
+            if tokio::time::timeout(timeout, conn.finished.fired())
                 .await
                 .is_err()
             {

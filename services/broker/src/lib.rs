@@ -23,6 +23,8 @@
 //! - `platform` (private): the platform namespace, where every tenant's
 //!   topics are mounted under the tenant id; [`TenantDirectory`].
 //! - `session` (private): state that outlives a connection: queue, in-flight.
+//! - `signal` (private): a one-shot flag that can be awaited, stored inline
+//!   (a connection's kick and end, a session's end).
 //! - `backpressure` (private): a full subscriber pauses its publishers'
 //!   reads, for a bounded time ([`SlowConsumerPolicy`] after it).
 //! - `index` (private): the subscription trie, shared subscriptions.
@@ -86,6 +88,7 @@ mod router;
 pub mod server;
 mod session;
 pub mod session_store;
+mod signal;
 pub mod store;
 mod tenant;
 #[cfg(feature = "testing")]

@@ -44,13 +44,15 @@ pub async fn run_listener(
         broker,
         shutdown,
         "tcp",
-        |stream, peer, broker, shutdown, admission| async move {
+        // The connection's future itself, not one that awaits it: that
+        // would hold a second copy of its arguments (issue 16).
+        |stream, peer, broker, shutdown, admission| {
             let peer = Peer {
                 addr: peer,
                 proto: "tcp",
                 certificates: None,
             };
-            conn::serve(stream, peer, broker, shutdown, admission).await;
+            conn::serve(stream, peer, broker, shutdown, admission)
         },
     )
     .await

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use mqtt::{PacketId, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use crate::PublishLimits;
 use crate::backpressure::{Backlog, Marks, SlowConsumerPolicy};
 use crate::message::Delivery;
 use crate::metrics::{self, DropReason};
+use crate::signal::Signal;
 
 /// The link between a session and the connection currently serving it.
 #[derive(Debug)]
@@ -25,22 +25,24 @@ pub(crate) struct ConnControl {
     pub(crate) id: u64,
     /// Woken when deliveries are queued.
     pub(crate) wake: Notify,
-    /// Cancelled to close the connection (session takeover, MQTT-3.1.4-3,
-    /// or an administrative disconnect).
-    pub(crate) kicked: CancellationToken,
+    /// Fired to close the connection (session takeover, MQTT-3.1.4-3,
+    /// or an administrative disconnect); `wake` is woken with it, so the
+    /// connection waits on one thing less (issue 16).
+    kicked: Signal,
     /// The reason the DISCONNECT gives when `kicked` fires; takeover when
     /// unset. With a Reason String for the client, if any.
     kick_reason: Mutex<Option<(ReasonCode, Option<String>)>>,
-    /// Cancelled by the connection once it has let go of the session.
-    pub(crate) finished: CancellationToken,
+    /// Fired by the connection once it has let go of the session.
+    pub(crate) finished: Signal,
     /// Publish limits set by the platform while connected, for the
     /// connection to pick up at its next PUBLISH; `limits_changed` says
     /// there are some, so the hot path reads one atomic and no lock.
     new_limits: Mutex<Option<PublishLimits>>,
     limits_changed: AtomicBool,
     /// Who authenticated the connection, so that deleting a credential
-    /// can end the sessions it opened. Set once, at CONNECT.
-    pub(crate) principal: std::sync::OnceLock<String>,
+    /// can end the sessions it opened. Set once, at CONNECT (shared with
+    /// the session's owner).
+    pub(crate) principal: std::sync::OnceLock<Arc<str>>,
     /// The connection's protocol, so that the platform can tell whether a
     /// DISCONNECT can reach it. Set once, at CONNECT.
     pub(crate) version: std::sync::OnceLock<mqtt::ProtocolVersion>,
@@ -51,9 +53,9 @@ impl ConnControl {
         Arc::new(Self {
             id,
             wake: Notify::new(),
-            kicked: CancellationToken::new(),
+            kicked: Signal::default(),
             kick_reason: Mutex::new(None),
-            finished: CancellationToken::new(),
+            finished: Signal::default(),
             new_limits: Mutex::new(None),
             limits_changed: AtomicBool::new(false),
             principal: std::sync::OnceLock::new(),
@@ -97,7 +99,20 @@ impl ConnControl {
             .kick_reason
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some((reason, why));
-        self.kicked.cancel();
+        self.take_over();
+    }
+
+    /// Closes the connection with the reason a kick gave, if any, else as
+    /// taken over (MQTT-3.1.4-3).
+    pub(crate) fn take_over(&self) {
+        self.kicked.fire();
+        // The connection looks at `kicked` whenever it wakes.
+        self.wake.notify_one();
+    }
+
+    /// Whether the connection was told to close ([`ConnControl::kick`]).
+    pub(crate) fn is_kicked(&self) -> bool {
+        self.kicked.is_fired()
     }
 
     /// Why the connection was kicked.
@@ -550,7 +565,7 @@ pub(crate) struct Session {
     state: Mutex<SessionState>,
     /// Cancelled when the session ends, so a delayed will goes out at once
     /// (3.1.3.2.2: the earlier of the delay and the session's end).
-    pub(crate) ended_signal: CancellationToken,
+    pub(crate) ended_signal: Signal,
     /// Woken when a connection resumes the session, so that the offline
     /// period's timer drops its delayed will (3.1.3.2.2: not sent if the
     /// session resumes first) and ends, instead of holding the will until
@@ -591,7 +606,7 @@ impl Session {
                 next_seq: 0,
                 backlog: Backlog::default(),
             }),
-            ended_signal: CancellationToken::new(),
+            ended_signal: Signal::default(),
             resumed: Notify::new(),
             drained: Notify::new(),
         }

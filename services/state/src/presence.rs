@@ -17,7 +17,9 @@
 //! - Client ids that are not registered devices (backends on service
 //!   credentials) are skipped by the store.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -59,14 +61,38 @@ impl PresenceConfig {
 
 type Key = (TenantId, String);
 
-/// A connected device.
+/// A connected device. One per connection held while it is idle, so
+/// kept small (issue 16): what its `last_seen` rows repeat of its online
+/// row, without the row's owned copies of the tenant, device and node ids
+/// (the map's key and the config have those) and with the address unformatted.
 struct Live {
     /// Connections with this client id (2 during a takeover).
     connections: u32,
-    /// Its online row, reused for `last_seen` updates.
-    online: PresenceUpdate,
     /// When `last_seen` was last queued.
     seen_queued: Instant,
+    peer: SocketAddr,
+    protocol: ProtocolVersion,
+    /// [`credential_text`]: borrowed unless it names a certificate.
+    credential: Cow<'static, str>,
+}
+
+impl Live {
+    /// The device's online row as of `at`, as a `last_seen` update (which
+    /// leaves `connected_at` as stored).
+    fn seen_row(&self, key: &Key, node_id: &str, at: DateTime<Utc>) -> PresenceUpdate {
+        PresenceUpdate {
+            tenant_id: key.0.as_str().to_owned(),
+            device_id: key.1.clone(),
+            status: PresenceStatus::Online,
+            at,
+            connected_at: None,
+            remote_addr: Some(self.peer.to_string()),
+            protocol: Some(protocol_name(self.protocol).to_owned()),
+            credential: Some(self.credential.clone().into_owned()),
+            disconnect_reason: None,
+            node_id: Some(node_id.to_owned()),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -117,15 +143,20 @@ fn protocol_name(v: ProtocolVersion) -> &'static str {
 /// `device.connected`: `certificate:{serial}` (the serial the REST API
 /// names certificates by), `password`, or `none`.
 pub fn credential_text(credential: &Credential) -> String {
+    credential_cow(credential).into_owned()
+}
+
+/// [`credential_text`], allocating only for a certificate's serial.
+fn credential_cow(credential: &Credential) -> Cow<'static, str> {
     match credential {
         Credential::Certificate(leaf) => match pki::serial_of(leaf) {
-            Some(serial) => format!("certificate:{serial}"),
+            Some(serial) => Cow::Owned(format!("certificate:{serial}")),
             // The TLS layer parsed it already; this cannot fail for a
             // connection that got this far, but presence must not panic.
-            None => "certificate".to_owned(),
+            None => Cow::Borrowed("certificate"),
         },
-        Credential::Password => "password".to_owned(),
-        Credential::None => "none".to_owned(),
+        Credential::Password => Cow::Borrowed("password"),
+        Credential::None => Cow::Borrowed("none"),
     }
 }
 
@@ -187,35 +218,32 @@ impl Presence {
     fn connected(
         &self,
         key: Key,
-        peer: String,
+        peer: SocketAddr,
         protocol: ProtocolVersion,
         credential: &Credential,
         now: DateTime<Utc>,
     ) {
-        let update = PresenceUpdate {
-            tenant_id: key.0.as_str().to_owned(),
-            device_id: key.1.clone(),
-            status: PresenceStatus::Online,
-            at: now,
-            connected_at: Some(now),
-            remote_addr: Some(peer),
-            protocol: Some(protocol_name(protocol).to_owned()),
-            credential: Some(credential_text(credential)),
-            disconnect_reason: None,
-            node_id: Some(self.shared.config.node_id.clone()),
+        let live = Live {
+            connections: 0,
+            seen_queued: Instant::now(),
+            peer,
+            protocol,
+            credential: credential_cow(credential),
         };
+        let mut update = live.seen_row(&key, &self.shared.config.node_id, now);
+        update.connected_at = Some(now);
         let mut st = self.shared.state();
         if st.closed {
             return;
         }
-        let live = st.live.entry(key.clone()).or_insert_with(|| Live {
-            connections: 0,
-            online: update.clone(),
-            seen_queued: Instant::now(),
-        });
-        live.connections += 1;
-        live.online = update.clone();
-        live.seen_queued = Instant::now();
+        let connections = st.live.get(&key).map_or(0, |l| l.connections);
+        st.live.insert(
+            key.clone(),
+            Live {
+                connections: connections + 1,
+                ..live
+            },
+        );
         st.updates.insert(key, update);
     }
 
@@ -258,9 +286,7 @@ impl Presence {
             return;
         }
         live.seen_queued = Instant::now();
-        let mut update = live.online.clone();
-        update.at = now;
-        update.connected_at = None;
+        let update = live.seen_row(&key, &self.shared.config.node_id, now);
         st.updates.insert(key, update);
     }
 }
@@ -276,13 +302,7 @@ impl EventSink for Presence {
                 protocol,
                 credential,
                 ..
-            } => self.connected(
-                (tenant, client_id),
-                peer.to_string(),
-                protocol,
-                &credential,
-                now,
-            ),
+            } => self.connected((tenant, client_id), peer, protocol, &credential, now),
             Event::Disconnected {
                 tenant,
                 client_id,
@@ -315,7 +335,11 @@ async fn run_writer(shared: Arc<Shared>) {
 }
 
 async fn flush_once(shared: &Shared) -> Result<(), Error> {
-    let updates: Vec<(Key, PresenceUpdate)> = shared.state().updates.drain().collect();
+    // Taken, not drained: a drained map keeps the room its largest batch
+    // needed (a connect storm's), for good (issue 16).
+    let updates: Vec<(Key, PresenceUpdate)> = std::mem::take(&mut shared.state().updates)
+        .into_iter()
+        .collect();
     if updates.is_empty() {
         return Ok(());
     }

@@ -124,7 +124,16 @@ impl Store {
                      node_id = COALESCE(excluded.node_id, device_presence.node_id) \
                      WHERE excluded.last_seen >= device_presence.last_seen",
                 );
-                changed += q.build().execute(&mut *tx).await?.rows_affected();
+                // Not kept prepared: each batch size is another statement
+                // text, and a connect storm's batches filled the statement
+                // cache with up to a hundred of them, several MB of SQLite
+                // memory held for good (issue 16).
+                changed += q
+                    .build()
+                    .persistent(false)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
             }
             tx.commit().await?;
         });

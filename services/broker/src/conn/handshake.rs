@@ -1,7 +1,6 @@
 //! CONNECT → CONNACK (3.1, 3.2): read CONNECT within the timeout,
 //! authenticate, settle client id, keep alive and session, answer.
 
-use std::collections::HashMap;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 
@@ -272,9 +271,9 @@ where
     }
 
     let ctl = ConnControl::new(conn_id);
-    let _ = ctl.principal.set(identity.principal.clone());
-    let _ = ctl.version.set(version);
     let owner: Arc<str> = Arc::from(identity.principal.as_str());
+    let _ = ctl.principal.set(owner.clone());
+    let _ = ctl.version.set(version);
     let mut attached = match tenant.attach(
         &client_id,
         &owner,
@@ -303,8 +302,8 @@ where
     }
     if let Some(previous) = attached.previous.take() {
         // MQTT-3.1.4-3: the older connection is closed with 0x8E.
-        previous.kicked.cancel();
-        if tokio::time::timeout(config.takeover_timeout, previous.finished.cancelled())
+        previous.take_over();
+        if tokio::time::timeout(config.takeover_timeout, previous.finished.fired())
             .await
             .is_err()
         {
@@ -384,13 +383,14 @@ where
                 .map_or(u16::MAX, NonZeroU16::get)
                 .min(config.max_inflight_messages.max(1)),
         ),
-        in_aliases: HashMap::new(),
+        in_aliases: None,
         resumed: attached.present,
         deferred: Vec::new(),
         limiter: crate::limits::Limiter::new(
             identity.limits.unwrap_or(config.publish_limits),
             tokio::time::Instant::now(),
-        ),
+        )
+        .map(Box::new),
         strikes: 0,
         stalled: None,
         paused: Vec::new(),

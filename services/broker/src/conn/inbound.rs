@@ -130,13 +130,20 @@ impl Conn {
                 }
                 match topic {
                     Some(t) => {
-                        self.in_aliases.insert(alias, t.clone());
+                        self.in_aliases
+                            .get_or_insert_default()
+                            .insert(alias, t.clone());
                         t
                     }
-                    None => self.in_aliases.get(&alias).cloned().ok_or(Error::protocol(
-                        ReasonCode::ProtocolError,
-                        "unknown topic alias",
-                    ))?,
+                    None => self
+                        .in_aliases
+                        .as_ref()
+                        .and_then(|a| a.get(&alias))
+                        .cloned()
+                        .ok_or(Error::protocol(
+                            ReasonCode::ProtocolError,
+                            "unknown topic alias",
+                        ))?,
                 }
             }
             (Some(t), None) => t,

@@ -81,15 +81,19 @@ pub(crate) struct Conn {
     out: Outbound,
     /// The client's Receive Maximum: our in-flight window (MQTT-3.3.4-7).
     receive_maximum: usize,
-    /// Client → server topic aliases (3.3.2.3.4).
-    in_aliases: HashMap<NonZeroU16, TopicName>,
+    /// Client → server topic aliases (3.3.2.3.4); made at the first one
+    /// (most clients never send one). Boxed although a map is on the heap
+    /// already: `None` is 8 bytes of every idle connection, an empty map 48.
+    #[allow(clippy::box_collection)]
+    in_aliases: Option<Box<HashMap<NonZeroU16, TopicName>>>,
     /// Whether an existing session was resumed (Session Present).
     resumed: bool,
     /// PUBACK/PUBREC waiting for the retained store (QoS 1/2 retained
     /// publishes), and those queued behind them; sent before the next write.
     deferred: Vec<(Option<crate::store::Durability>, mqtt::Packet)>,
-    /// The publish rate limiter; `None` when nothing is limited.
-    limiter: Option<crate::limits::Limiter>,
+    /// The publish rate limiter; `None` when nothing is limited. Boxed:
+    /// about a hundred bytes that most connections would hold unused.
+    limiter: Option<Box<crate::limits::Limiter>>,
     /// MQTT 5 PUBLISHes refused for the rate limit in a row.
     strikes: u32,
     /// A 3.1.1 PUBLISH held back by the rate limit.
@@ -134,18 +138,24 @@ impl Admission {
 }
 
 /// Serves one connection until it ends; never fails the caller.
-pub(crate) async fn serve<S>(
+///
+/// Not an `async fn`: its arguments would be kept in its future once more
+/// beside the block that owns them, for the connection's life (issue 16).
+pub(crate) fn serve<S>(
     mut stream: S,
     peer: Peer,
     broker: Broker,
     shutdown: CancellationToken,
     admission: Admission,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let proto = peer.proto;
     let conn_id = broker.next_conn_id();
+    // No parent, as when it was made in the connection's own task.
     let span = info_span!(
+        parent: None,
         "conn",
         conn_id,
         peer = %peer.addr,
@@ -204,7 +214,6 @@ pub(crate) async fn serve<S>(
         metrics::connection_closed();
     }
     .instrument(span)
-    .await;
 }
 
 /// What [`open`] made of a socket.
@@ -331,7 +340,7 @@ async fn load_tenants_for(broker: &Broker, packet: &mqtt::Packet) {
 /// What ended a connection's wait (see `Conn::run_inner`).
 enum Woke {
     Drained,
-    Read(usize),
+    Read(std::io::Result<usize>),
     Deliveries,
     Timer,
 }
@@ -444,15 +453,24 @@ impl Conn {
                     config.slow_consumer_policy,
                 ))
             });
+            // A kick comes through `wake` (see `ConnControl::kick`) rather
+            // than a branch of its own, whose future every idle connection
+            // would hold (issue 16); it is looked at before waiting and
+            // after waking, so it still goes before anything but shutdown.
+            if self.ctl.is_kicked() && !shutdown.is_cancelled() {
+                return Ok(End::Server(self.ctl.kick_reason()));
+            }
             let woke = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
-                () = self.ctl.kicked.cancelled() => return Ok(End::Server(self.ctl.kick_reason())),
                 () = until_some(drained) => Woke::Drained,
-                read = buffers::read_pooled(stream, inbuf), if stalled.is_none() && !paused => Woke::Read(read?),
+                read = buffers::read_pooled(stream, inbuf), if stalled.is_none() && !paused => Woke::Read(read),
                 () = self.ctl.wake.notified() => Woke::Deliveries,
                 () = sleep_until(timer) => Woke::Timer,
             };
+            if self.ctl.is_kicked() {
+                return Ok(End::Server(self.ctl.kick_reason()));
+            }
             let end = match woke {
                 Woke::Deliveries => continue,
                 Woke::Timer if stalled.is_none() => {
@@ -469,8 +487,11 @@ impl Conn {
                     last_rx = Instant::now();
                     self.drain(inbuf, max_packet).await?
                 }
-                Woke::Read(0) => return Ok(End::Lost),
-                Woke::Read(n) => {
+                Woke::Read(read) => {
+                    let n = read?;
+                    if n == 0 {
+                        return Ok(End::Lost);
+                    }
                     metrics::bytes_in(n);
                     last_rx = Instant::now();
                     self.drain(inbuf, max_packet).await?
@@ -727,7 +748,7 @@ impl Conn {
             // MQTT-4.13.1-1: tell a v5 client why before closing.
             self.out.buf.clear();
             let mut disconnect = Disconnect::new(reason);
-            if self.ctl.kicked.is_cancelled() {
+            if self.ctl.is_kicked() {
                 disconnect.properties.reason_string = self.ctl.kick_detail();
             }
             if self.out.send(disconnect).is_ok() {
@@ -776,7 +797,7 @@ impl Conn {
                 client_id: self.client_id.clone(),
             }),
         );
-        self.ctl.finished.cancel();
+        self.ctl.finished.fire();
         told
     }
 }

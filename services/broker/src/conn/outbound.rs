@@ -20,7 +20,15 @@ pub(crate) struct Outbound {
     /// Aliases we use: the client's Topic Alias Maximum (3.1.2.11.5),
     /// capped at [`MAX_ALIASES`]; 0 = none.
     alias_max: u16,
-    aliases: HashMap<TopicName, Slot>,
+    /// Made at the first aliased PUBLISH: most connections never send
+    /// one, and each holds its `Outbound` while idle (issue 16).
+    aliases: Option<Box<Aliases>>,
+}
+
+/// The topic aliases of one connection (server → client).
+#[derive(Debug, Default)]
+struct Aliases {
+    assigned: HashMap<TopicName, Slot>,
     /// Topics sent without an alias since the table filled, with how often:
     /// one that gets busier than the least used aliased topic takes its
     /// alias. Bounded: cleared when it reaches [`MAX_CANDIDATES`].
@@ -59,8 +67,7 @@ impl Outbound {
             version,
             max_packet_size,
             alias_max: alias_max.min(MAX_ALIASES),
-            aliases: HashMap::new(),
-            candidates: HashMap::new(),
+            aliases: None,
         }
     }
 
@@ -68,13 +75,15 @@ impl Outbound {
     /// least used one when `topic` has become busier (3.3.2.3.4 lets the
     /// sender remap an alias by sending it with a topic name).
     fn plan_alias(&mut self, topic: &TopicName) -> AliasUse {
-        if let Some(slot) = self.aliases.get_mut(topic) {
+        let alias_max = self.alias_max;
+        let table = self.aliases.get_or_insert_default();
+        if let Some(slot) = table.assigned.get_mut(topic) {
             slot.hits = slot.hits.saturating_add(1);
             return AliasUse::Reuse(slot.alias);
         }
-        if let Some(alias) = u16::try_from(self.aliases.len() + 1)
+        if let Some(alias) = u16::try_from(table.assigned.len() + 1)
             .ok()
-            .filter(|n| *n <= self.alias_max)
+            .filter(|n| *n <= alias_max)
             .and_then(NonZeroU16::new)
         {
             return AliasUse::Assign {
@@ -83,14 +92,14 @@ impl Outbound {
                 hits: 1,
             };
         }
-        if self.candidates.len() >= MAX_CANDIDATES {
-            self.candidates.clear();
+        if table.candidates.len() >= MAX_CANDIDATES {
+            table.candidates.clear();
         }
-        let seen = self.candidates.entry(topic.clone()).or_insert(0);
+        let seen = table.candidates.entry(topic.clone()).or_insert(0);
         *seen = seen.saturating_add(1);
         let seen = *seen;
-        let coldest = self
-            .aliases
+        let coldest = table
+            .assigned
             .iter()
             .min_by_key(|(_, s)| s.hits)
             .map(|(t, s)| (t.clone(), *s));
@@ -143,11 +152,12 @@ impl Outbound {
             Ok(()) => {
                 // Only a mapping the client has seen is remembered.
                 if let (AliasUse::Assign { alias, evict, hits }, Some(topic)) = (plan, topic) {
+                    let table = self.aliases.get_or_insert_default();
                     if let Some(cold) = evict {
-                        self.aliases.remove(&cold);
+                        table.assigned.remove(&cold);
                     }
-                    self.candidates.remove(&topic);
-                    self.aliases.insert(topic, Slot { alias, hits });
+                    table.candidates.remove(&topic);
+                    table.assigned.insert(topic, Slot { alias, hits });
                 }
                 Ok(true)
             }

@@ -36,7 +36,7 @@ impl Conn {
     fn refresh_limits(&mut self, now: Instant) {
         if let Some(limits) = self.ctl.take_limits() {
             debug!(?limits, "publish limits changed");
-            self.limiter = Limiter::new(limits, now);
+            self.limiter = Limiter::new(limits, now).map(Box::new);
         }
     }
 

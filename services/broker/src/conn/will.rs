@@ -168,7 +168,7 @@ fn arm(
             tokio::select! {
                 () = tokio::time::sleep_until(due) => {}
                 // A Clean Start reconnect discarded the session.
-                () = session.ended_signal.cancelled() => {}
+                () = session.ended_signal.fired() => {}
                 // 3.1.3.2.2: resumed before the delay: no will.
                 () = &mut resumed => {
                     debug!(client_id = %session.client_id(), "session resumed; delayed will dropped");
@@ -189,7 +189,7 @@ fn arm(
         tokio::select! {
             () = sleep_until(expires) => {}
             // Nothing left to expire; do not hold the task for days.
-            () = session.ended_signal.cancelled() => return,
+            () = session.ended_signal.fired() => return,
             // This offline period is over; the next has its timer.
             () = &mut resumed => return,
         }
