@@ -202,8 +202,8 @@ pub use session_batch::{
 };
 pub use session_queue::{QueueEntry, QueuePage, QueueState, SessionMessage, SessionMessageId};
 pub use sessions::{
-    COMPLETED_KEPT, MAX_SESSION_CLIENT_ID_BYTES, SessionKey, SessionPurge, SessionRecord,
-    SessionSubscription, SessionSummary, SessionWill, StoredSession,
+    COMPLETED_KEPT, COMPLETED_LOADED, MAX_SESSION_CLIENT_ID_BYTES, SessionKey, SessionPurge,
+    SessionRecord, SessionSubscription, SessionSummary, SessionWill, StoredSession,
 };
 pub use signing_keys::{NewSigningKey, SigningKey};
 pub use store::{Backend, DEFAULT_SQLITE_URL, Store, redact_url, sqlite_url};

@@ -148,8 +148,9 @@ pub struct StoredSession {
     pub subscriptions: Vec<SessionSubscription>,
     /// Client → server QoS 2 packet ids awaiting PUBREL, ascending.
     pub incoming_qos2: Vec<u16>,
-    /// The routed ids of the QoS 2 messages it completed lately (a
-    /// journal replay into it skips them).
+    /// The routed ids of the QoS 2 messages it completed lately, newest
+    /// first, at most [`COMPLETED_LOADED`] (a journal replay into it
+    /// skips them).
     pub completed: Vec<[u8; 16]>,
     /// Queue rows (queued or in flight); read them with
     /// [`Store::session_queue`].
@@ -194,6 +195,15 @@ pub struct SessionPurge {
 /// How long a session's completed QoS 2 ids are kept: twice the cluster
 /// journal's five minutes.
 pub const COMPLETED_KEPT: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// How many of a session's completed QoS 2 ids a load returns at most,
+/// the newest: a replay reads back seconds (from a silent node's last
+/// lease write, at most about 7 s before it fell silent), not minutes,
+/// and a busy QoS 2 subscriber must not make a restart hold every id of
+/// the last ten minutes in memory (8,192 ids: about 200 KB a session at
+/// most; a subscriber completing more than about 1,000 a second may get
+/// a replayed one again).
+pub const COMPLETED_LOADED: usize = 8_192;
 
 pub(crate) fn invalid(reason: &'static str) -> Error {
     Error::InvalidDocument {
@@ -373,7 +383,7 @@ impl Store {
              AND ($2 IS NULL OR s.client_id = $2) ORDER BY i.session_id, i.packet_id";
         const COMPLETED: &str = "SELECT c.session_id, c.routed_id FROM mqtt_session_completed c \
              JOIN mqtt_sessions s ON s.id = c.session_id WHERE s.tenant_id = $1 \
-             AND ($2 IS NULL OR s.client_id = $2)";
+             AND ($2 IS NULL OR s.client_id = $2) ORDER BY c.session_id, c.created_at DESC";
         let sessions = sql!(self, fetch_all as SessionRow => SESSIONS, tenant_id, client_id)?;
         let subscriptions =
             sql!(self, fetch_all as SubscriptionRow => SUBSCRIPTIONS, tenant_id, client_id)?;
@@ -382,7 +392,10 @@ impl Store {
         let mut done: HashMap<i64, Vec<[u8; 16]>> = HashMap::new();
         for (session, routed_id) in completed {
             let routed_id = routed_id.try_into().map_err(|_| invalid("routed id"))?;
-            done.entry(session).or_default().push(routed_id);
+            let ids = done.entry(session).or_default();
+            if ids.len() < COMPLETED_LOADED {
+                ids.push(routed_id);
+            }
         }
         let mut subs: HashMap<i64, Vec<SessionSubscription>> = HashMap::new();
         for row in subscriptions {

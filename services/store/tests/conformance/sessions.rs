@@ -522,10 +522,33 @@ async fn completed_qos_2_ids_are_kept_for_a_while_and_go_with_their_session(
     store.write_sessions(&writes).await?;
     let loaded = store.load_sessions("acme").await?;
     assert!(completed(&loaded, "d2").is_empty());
+    // A load returns at most the newest COMPLETED_LOADED of a session.
+    let many: Vec<store::CompletedWrite> = (0..=store::COMPLETED_LOADED as u32)
+        .map(|n| {
+            let mut routed_id = [0u8; 16];
+            routed_id[..4].copy_from_slice(&n.to_be_bytes());
+            routed_id[15] = 9;
+            store::CompletedWrite {
+                key: key("acme", "d2"),
+                routed_id,
+            }
+        })
+        .collect();
+    store
+        .write_sessions(&SessionWrites {
+            completed: many,
+            ..SessionWrites::default()
+        })
+        .await?;
+    let loaded = store.load_session("acme", "d2").await?;
+    assert_eq!(
+        loaded.map(|s| s.completed.len()),
+        Some(store::COMPLETED_LOADED)
+    );
     // Past twice the journal's window, purged.
     let later = Utc::now() + Duration::from_std(store::COMPLETED_KEPT)? + Duration::seconds(1);
     let purge = store.purge_sessions(later, 100).await?;
-    assert_eq!(purge.completed, 2);
+    assert_eq!(purge.completed, 2 + store::COMPLETED_LOADED as u64 + 1);
     let loaded = store.load_session("acme", "d1").await?;
     assert!(loaded.is_some_and(|s| s.completed.is_empty()));
     Ok(())
