@@ -64,24 +64,7 @@ struct Login<'a> {
 
 impl V5 {
     fn start(opts: rumqttc::v5::MqttOptions) -> V5 {
-        let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 1000);
-        let (tx, incoming) = unbounded_channel();
-        let task = tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(rumqttc::v5::Event::Incoming(p)) => {
-                        if tx.send(Ok(p)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("{e:?}")));
-                        return;
-                    }
-                }
-            }
-        });
+        let (client, incoming, task) = fleetmq_tests::rumqtt::v5(opts);
         V5 {
             client,
             incoming,

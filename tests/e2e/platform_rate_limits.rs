@@ -16,7 +16,7 @@ use fleetmq_tests::{Api, Server, TestDb, admin_token, fleetmq, metric};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason};
 use serde_json::json;
-use tokio::sync::mpsc::{UnboundedReceiver, unbounded_channel};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -30,25 +30,8 @@ impl V5 {
     fn connect(server: &Server, client_id: &str, (user, password): &(String, String)) -> V5 {
         let mut opts = rumqttc::v5::MqttOptions::new(client_id, "127.0.0.1", server.mqtt().port());
         opts.set_credentials(user, password);
-        let (client, mut el) = rumqttc::v5::AsyncClient::new(opts, 1000);
-        let (tx, incoming) = unbounded_channel();
-        tokio::spawn(async move {
-            loop {
-                match el.poll().await {
-                    Ok(rumqttc::v5::Event::Incoming(p)) => {
-                        if tx.send(Ok(p)).is_err() {
-                            return;
-                        }
-                    }
-                    Ok(_) => {}
-                    // No reconnecting: the test wants to see the end.
-                    Err(e) => {
-                        let _ = tx.send(Err(format!("{e:?}")));
-                        return;
-                    }
-                }
-            }
-        });
+        // No reconnecting: the test wants to see the end.
+        let (client, incoming, _task) = fleetmq_tests::rumqtt::v5(opts);
         V5 { client, incoming }
     }
 
