@@ -156,6 +156,30 @@ macro_rules! page {
     };
 }
 
+/// A list response that is not paged (`{items}`: a handful per tenant or
+/// device, or a bounded window), made from the rows it lists, each as its
+/// view. `$item` must have `From` for the row type. The struct keeps the
+/// name and description the OpenAPI document gives it.
+macro_rules! item_list {
+    ($vis:vis $name:ident, $item:ty, $doc:literal $(, items = $items_doc:literal)?) => {
+        #[doc = $doc]
+        #[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+        $vis struct $name {
+            $(#[doc = $items_doc])?
+            pub items: Vec<$item>,
+        }
+
+        impl<T: Into<$item>> From<Vec<T>> for $name {
+            fn from(rows: Vec<T>) -> Self {
+                $name {
+                    items: rows.into_iter().map(Into::into).collect(),
+                }
+            }
+        }
+    };
+}
+pub(crate) use item_list;
+
 page!(TenantPage, Tenant, "A page of tenants, in id order.");
 page!(DevicePage, Device, "A page of devices, in id order.");
 page!(

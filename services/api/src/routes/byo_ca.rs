@@ -26,6 +26,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::openapi::{PkiUnconfigured, PlatformCa};
 use super::scope::{Admin, InTenant, Read, TenantPath};
+use crate::model::item_list;
 use crate::{ApiError, ApiJson};
 
 /// How long a registration code can be used.
@@ -113,11 +114,7 @@ impl From<store::TenantCa> for TenantCaView {
     }
 }
 
-/// A tenant's CAs.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct TenantCaList {
-    items: Vec<TenantCaView>,
-}
+item_list!(pub(crate) TenantCaList, TenantCaView, "A tenant's CAs.");
 
 /// Make a registration code (tenant-admin), valid for 24 hours, single use.
 #[utoipa::path(post, path = "/v1/tenants/{t}/ca/registration-code", operation_id = "create_ca_registration_code", tag = "pki",
@@ -231,14 +228,9 @@ pub(crate) async fn register(
     responses((status = 200, description = "The CAs", body = TenantCaList)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<TenantCaList>, ApiError> {
     let t = scope.existing().await?;
-    let items = scope
-        .store()
-        .list_tenant_cas(Some(t))
-        .await?
-        .into_iter()
-        .map(TenantCaView::from)
-        .collect();
-    Ok(ApiJson(TenantCaList { items }))
+    Ok(ApiJson(
+        scope.store().list_tenant_cas(Some(t)).await?.into(),
+    ))
 }
 
 /// Remove a registered CA (tenant-admin); its certificates are refused from

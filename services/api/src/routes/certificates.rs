@@ -21,6 +21,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::openapi::PkiUnconfigured;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
+use crate::model::item_list;
 use crate::{ApiError, ApiJson, AppState, ShownOnce};
 
 pub(crate) fn router() -> Routes {
@@ -108,11 +109,7 @@ impl From<DeviceCertificate> for Certificate {
     }
 }
 
-/// A device's certificates, oldest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct CertificateList {
-    items: Vec<Certificate>,
-}
+item_list!(pub(crate) CertificateList, Certificate, "A device's certificates, oldest first.");
 
 /// Why a certificate is revoked.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -238,14 +235,9 @@ pub(crate) async fn issue(
     responses((status = 200, description = "The certificates", body = CertificateList)))]
 pub(crate) async fn list(at: InDevice<Read>) -> Result<ApiJson<CertificateList>, ApiError> {
     let (t, d) = at.existing().await?;
-    let items = at
-        .store()
-        .list_device_certificates(t, d)
-        .await?
-        .into_iter()
-        .map(Certificate::from)
-        .collect();
-    Ok(ApiJson(CertificateList { items }))
+    Ok(ApiJson(
+        at.store().list_device_certificates(t, d).await?.into(),
+    ))
 }
 
 /// Revoke a certificate (operator, tenant-admin): it is listed in the CRL

@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::policies::check_document;
 use super::scope::{Admin, DevicePath, InDevice, InTenant, Need, Read, TenantPath, Write};
+use crate::model::item_list;
 use crate::{ApiError, ApiJson, AppState, FieldError, ShownOnce};
 
 /// The most topic filters a service credential may list per action.
@@ -98,11 +99,7 @@ pub(crate) struct CreatedServiceCredential {
     password: String,
 }
 
-/// Service credentials, by name.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct ServiceCredentialList {
-    items: Vec<ServiceCredentialView>,
-}
+item_list!(pub(crate) ServiceCredentialList, ServiceCredentialView, "Service credentials, by name.");
 
 /// A fresh password and its argon2id hash (hashing is slow on purpose: off
 /// the async threads).
@@ -286,14 +283,8 @@ pub(crate) async fn list_credentials(
     state: &AppState,
     owner: &impl CredentialOwner,
 ) -> Result<ApiJson<ServiceCredentialList>, ApiError> {
-    let items = state
-        .store
-        .list_service_credentials(&owner.scope())
-        .await?
-        .into_iter()
-        .map(ServiceCredentialView::from)
-        .collect();
-    Ok(ApiJson(ServiceCredentialList { items }))
+    let credentials = state.store.list_service_credentials(&owner.scope()).await?;
+    Ok(ApiJson(credentials.into()))
 }
 
 /// Deletes `owner`'s credential `id` and ends the sessions using it.

@@ -25,7 +25,7 @@ use super::openapi::StaleVersion;
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath, Write};
 use super::tenants::id_detail;
 use super::{Routes, nullable, query, validate};
-use crate::model::{Device, DevicePage};
+use crate::model::{Device, DevicePage, item_list};
 use crate::{ApiError, ApiJson, AppState, FieldError};
 
 pub(crate) fn router() -> Routes {
@@ -374,11 +374,7 @@ impl From<DeviceNote> for Note {
     }
 }
 
-/// A device's notes, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct NoteList {
-    items: Vec<Note>,
-}
+item_list!(pub(crate) NoteList, Note, "A device's notes, newest first.");
 
 /// A device's notes, newest first: its maintenance log (any role of the
 /// tenant). A device keeps its newest 100.
@@ -387,8 +383,7 @@ pub(crate) struct NoteList {
     responses((status = 200, description = "The notes, newest first", body = NoteList)))]
 pub(crate) async fn notes(at: InDevice<Read>) -> Result<ApiJson<NoteList>, ApiError> {
     let notes = at.store().list_device_notes(at.t(), at.d()).await?;
-    let items = notes.into_iter().map(Note::from).collect();
-    Ok(ApiJson(NoteList { items }))
+    Ok(ApiJson(notes.into()))
 }
 
 /// Add a note to a device's log (operator, tenant-admin), signed with the

@@ -16,6 +16,7 @@ use super::openapi::{NoSuchDevice, NoSuchTenant};
 use super::scope::{DevicePath, InDevice, InTenant, Read, TenantPath};
 use crate::device_io::TenantDrops;
 use crate::fleet_stats::{self, BUCKET_SECONDS, LifecycleEntry};
+use crate::model::item_list;
 use crate::{ApiError, ApiJson};
 
 /// Top talkers listed.
@@ -97,11 +98,7 @@ impl From<LifecycleEntry> for LifecycleView {
     }
 }
 
-/// Lifecycle events, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct LifecycleList {
-    pub items: Vec<LifecycleView>,
-}
+item_list!(pub(crate) LifecycleList, LifecycleView, "Lifecycle events, newest first.");
 
 /// The tenant's connections and messages over the last hour, in
 /// ten-second buckets, its top talkers and the messages dropped for its
@@ -156,10 +153,9 @@ pub(crate) async fn series(scope: InTenant<Read>) -> Result<ApiJson<SeriesView>,
     ))]
 pub(crate) async fn lifecycle(scope: InTenant<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
     let t = scope.existing().await?;
-    let items = scope.state().fleet_stats.recent_lifecycle(t);
-    Ok(ApiJson(LifecycleList {
-        items: items.into_iter().map(LifecycleView::from).collect(),
-    }))
+    Ok(ApiJson(
+        scope.state().fleet_stats.recent_lifecycle(t).into(),
+    ))
 }
 
 /// The device's last 50 connects and disconnects with their times and
@@ -173,8 +169,5 @@ pub(crate) async fn lifecycle(scope: InTenant<Read>) -> Result<ApiJson<Lifecycle
     ))]
 pub(crate) async fn presence(at: InDevice<Read>) -> Result<ApiJson<LifecycleList>, ApiError> {
     let (t, d) = at.existing().await?;
-    let items = at.state().fleet_stats.presence(t, d);
-    Ok(ApiJson(LifecycleList {
-        items: items.into_iter().map(LifecycleView::from).collect(),
-    }))
+    Ok(ApiJson(at.state().fleet_stats.presence(t, d).into()))
 }

@@ -19,6 +19,7 @@ use utoipa_axum::routes;
 use super::Routes;
 use super::credentials::name_ok;
 use super::scope::{Admin, InTenant, Read, TenantPath};
+use crate::model::item_list;
 use crate::{ApiError, ApiJson, FieldError};
 
 /// Most rules in one document; more is a mistake, and every session
@@ -64,11 +65,7 @@ impl From<AclPolicy> for Policy {
     }
 }
 
-/// A tenant's policies, by name.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct PolicyList {
-    items: Vec<Policy>,
-}
+item_list!(pub(crate) PolicyList, Policy, "A tenant's policies, by name.");
 
 /// `document` as the broker will read it, or the field error saying where
 /// it is wrong.
@@ -126,14 +123,7 @@ fn check_name(name: &str) -> Result<(), ApiError> {
     responses((status = 200, description = "The policies", body = PolicyList)))]
 pub(crate) async fn list(scope: InTenant<Read>) -> Result<ApiJson<PolicyList>, ApiError> {
     let t = scope.existing().await?;
-    let items = scope
-        .store()
-        .list_acl_policies(t)
-        .await?
-        .into_iter()
-        .map(Policy::from)
-        .collect();
-    Ok(ApiJson(PolicyList { items }))
+    Ok(ApiJson(scope.store().list_acl_policies(t).await?.into()))
 }
 
 /// One policy (any role of the tenant).

@@ -25,6 +25,7 @@ use super::Routes;
 use super::openapi::{MqttUnavailable, NoSuchDevice};
 use super::scope::{DevicePath, InDevice, Read, Write};
 use crate::device_io::RecentMessage;
+use crate::model::item_list;
 use crate::{ApiError, ApiJson, AppState};
 
 /// Retained messages listed per topic prefix of a device.
@@ -324,12 +325,12 @@ impl From<RecentMessage> for RecentMessageView {
     }
 }
 
-/// The device's last messages.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct RecentMessagesView {
-    /// Newest first.
-    pub items: Vec<RecentMessageView>,
-}
+item_list!(
+    pub(crate) RecentMessagesView,
+    RecentMessageView,
+    "The device's last messages.",
+    items = "Newest first."
+);
 
 /// The last messages a device published, newest first (any role of the
 /// tenant). `?limit=` 1 to 100, default 20. Kept in memory by this node:
@@ -354,12 +355,7 @@ pub(crate) async fn recent_messages(
         .clone()
         .ok_or_else(|| ApiError::unavailable("MQTT not available"))?;
     at.store().get_device(t, d).await?;
-    let items = recent
-        .recent(t, d, limit)
-        .into_iter()
-        .map(RecentMessageView::from)
-        .collect();
-    Ok(ApiJson(RecentMessagesView { items }))
+    Ok(ApiJson(recent.recent(t, d, limit).into()))
 }
 
 fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
