@@ -8,13 +8,15 @@ use http::Method;
 
 use crate::{TestApp, request};
 
+/// The device collection of tenant `acme`, which every test here creates.
+const DEVICES: &str = "/v1/tenants/acme/devices";
+
 async fn device_crud(db: &TestDb) {
     let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    let base = "/v1/tenants/acme/devices";
     let created = t
         .post(
-            base,
+            DEVICES,
             a,
             json!({"id": "Sensor_1.x-2", "labels": {"room": "lab", "floor": "2"},
                    "attributes": {"fw": {"version": "1.0", "channel": "beta"}}}),
@@ -27,7 +29,7 @@ async fn device_crud(db: &TestDb) {
     assert_eq!(created["enabled"], true);
     assert_eq!(created["labels"]["room"], "lab");
 
-    let one = format!("{base}/Sensor_1.x-2");
+    let one = format!("{DEVICES}/Sensor_1.x-2");
     assert_eq!(t.fetch(&one, a).await, created);
 
     // Merge patch: set, remove, nested merge, replace.
@@ -56,7 +58,7 @@ async fn device_crud(db: &TestDb) {
     assert_eq!(cleared["labels"], json!({}));
     assert_eq!(cleared["attributes"]["x"], json!([1]));
 
-    t.post(base, a, json!({"id": "Sensor_1.x-2"}))
+    t.post(DEVICES, a, json!({"id": "Sensor_1.x-2"}))
         .await
         .problem(409, "already-exists");
     t.delete(&one, a).await.expect(204);
@@ -77,7 +79,6 @@ async fn device_crud(db: &TestDb) {
 async fn device_validation(db: &TestDb) {
     let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    let base = "/v1/tenants/acme/devices";
     for bad in [
         "",
         "a/b",
@@ -89,7 +90,7 @@ async fn device_validation(db: &TestDb) {
         "é",
         &"a".repeat(129),
     ] {
-        t.post(base, a, json!({ "id": bad }))
+        t.post(DEVICES, a, json!({ "id": bad }))
             .await
             .invalid_at("/id");
     }
@@ -112,16 +113,16 @@ async fn device_validation(db: &TestDb) {
         (json!({"id": "d", "enabled": "yes"}), "/enabled"),
     ];
     for (body, pointer) in cases {
-        t.post(base, a, body.clone()).await.invalid_at(pointer);
+        t.post(DEVICES, a, body.clone()).await.invalid_at(pointer);
     }
     let many: serde_json::Map<String, Value> =
         (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
-    t.post(base, a, json!({"id": "d", "labels": many}))
+    t.post(DEVICES, a, json!({"id": "d", "labels": many}))
         .await
         .problem(422, "validation");
 
     t.device("acme", "d").await;
-    let one = format!("{base}/d");
+    let one = format!("{DEVICES}/d");
     t.patch(&one, a, json!({"enabled": null}))
         .await
         .invalid_at("/enabled");
@@ -142,7 +143,7 @@ async fn device_validation(db: &TestDb) {
         "status=enabled&status=disabled",
         "sort=id",
     ] {
-        t.get(&format!("{base}?{q}"), a)
+        t.get(&format!("{DEVICES}?{q}"), a)
             .await
             .problem(400, "bad-request");
     }
@@ -151,14 +152,13 @@ async fn device_validation(db: &TestDb) {
 async fn device_filters(db: &TestDb) {
     let t = TestApp::with_tenants(db, &["acme"]).await;
     let a = &t.admin;
-    let base = "/v1/tenants/acme/devices";
     for (id, room, enabled) in [
         ("a1", "lab", true),
         ("a2", "lab", false),
         ("a3", "hall", true),
     ] {
         t.post(
-            base,
+            DEVICES,
             a,
             json!({"id": id, "labels": {"room": room, "kind": "temp"}, "enabled": enabled}),
         )
@@ -173,7 +173,7 @@ async fn device_filters(db: &TestDb) {
             .map(|d| d["id"].as_str().unwrap().to_owned())
             .collect()
     };
-    let all = t.fetch(base, a).await;
+    let all = t.fetch(DEVICES, a).await;
     assert_eq!(ids(&all), ["a1", "a2", "a3"]);
     assert!(all["next_cursor"].is_null());
     for (query, want) in [
@@ -183,7 +183,7 @@ async fn device_filters(db: &TestDb) {
         ("label=room=hall&label=kind=temp", &["a3"]),
         ("label=room=hall&label=kind=other", &[]),
     ] {
-        let r = t.get(&format!("{base}?{query}"), a).await.expect(200);
+        let r = t.get(&format!("{DEVICES}?{query}"), a).await.expect(200);
         assert_eq!(ids(&r.body), want, "{query}");
     }
 }
@@ -327,16 +327,15 @@ async fn if_match_guards_updates(db: &TestDb) {
 /// jsonb cannot store it), with the pointer of the string or key.
 async fn nul_in_attributes_is_422(db: &TestDb) {
     let t = TestApp::with_tenants(db, &["acme"]).await;
-    let base = "/v1/tenants/acme/devices";
     t.post(
-        base,
+        DEVICES,
         &t.admin,
         json!({"id": "n1", "attributes": {"a": ["ok", {"b": "x\0y"}]}}),
     )
     .await
     .invalid_at("/attributes/a/1/b");
     t.post(
-        base,
+        DEVICES,
         &t.admin,
         json!({"id": "n1", "attributes": {"k\0": 1}}),
     )
@@ -344,7 +343,7 @@ async fn nul_in_attributes_is_422(db: &TestDb) {
     .invalid_at("/attributes/k\0");
     t.device("acme", "n1").await;
     t.patch(
-        &format!("{base}/n1"),
+        &format!("{DEVICES}/n1"),
         &t.admin,
         json!({"attributes": {"z": "\0"}}),
     )
