@@ -399,7 +399,7 @@ pub(crate) type Kind = (PacketType, crate::properties::PropertyContext);
 macro_rules! impl_codec {
     ($name:ident, read = $read:expr, write = $write:expr) => {
         impl $name {
-            const KIND: $crate::packet::Kind = (
+            pub(crate) const KIND: $crate::packet::Kind = (
                 $crate::packet::PacketType::$name,
                 $crate::properties::PropertyContext::$name,
             );
