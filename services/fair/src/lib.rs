@@ -191,12 +191,17 @@ mod tests {
         Bounds { per_key, total }
     }
 
+    /// Queues 0, 1, … `n - 1` under `key`, each one admitted.
+    fn fill(q: &FairQueue<i32>, key: &str, n: i32) {
+        for i in 0..n {
+            q.push(key, i).unwrap();
+        }
+    }
+
     #[test]
     fn round_robin_keeps_order_within_a_key() {
         let q = FairQueue::new(bounds(100, 1000));
-        for i in 0..5 {
-            q.push("a", i).unwrap();
-        }
+        fill(&q, "a", 5);
         q.push("b", 100).unwrap();
         q.push("b", 101).unwrap();
         let mut batch = Vec::new();
@@ -213,9 +218,7 @@ mod tests {
     #[test]
     fn a_full_key_is_refused_and_others_are_not() {
         let q = FairQueue::new(bounds(3, 1000));
-        for i in 0..3 {
-            q.push("a", i).unwrap();
-        }
+        fill(&q, "a", 3);
         assert_eq!(q.push("a", 3), Err((Refused::Full, 3)));
         q.push("b", 0).unwrap();
         assert_eq!(q.len_of("a"), 3);
@@ -226,14 +229,10 @@ mod tests {
     #[test]
     fn a_full_queue_still_admits_a_key_below_its_share() {
         let q = FairQueue::new(bounds(100, 10));
-        for i in 0..10 {
-            q.push("a", i).unwrap();
-        }
+        fill(&q, "a", 10);
         assert_eq!(q.push("a", 10), Err((Refused::Full, 10)));
         // Two keys waiting: b's share is 5.
-        for i in 0..5 {
-            q.push("b", i).unwrap();
-        }
+        fill(&q, "b", 5);
         assert_eq!(q.push("b", 5), Err((Refused::Full, 5)));
     }
 

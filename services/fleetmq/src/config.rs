@@ -37,6 +37,49 @@ macro_rules! setting {
         };
     };
 }
+
+/// A number setting's accepted range; the hint repeats it for the error
+/// message.
+struct Bounds {
+    setting: Setting,
+    range: std::ops::RangeInclusive<u64>,
+    hint: &'static str,
+}
+
+/// A number setting's [`Setting`] (public, for messages) and its [`Bounds`].
+macro_rules! limit {
+    ($bounds:ident, $setting:ident, $flag:literal, $env:literal, $key:literal, $range:expr, $hint:literal) => {
+        setting!($setting, $flag, $env, $key);
+        const $bounds: Bounds = Bounds {
+            setting: $setting,
+            range: $range,
+            hint: $hint,
+        };
+    };
+}
+
+impl Bounds {
+    /// The flag's, else the file's, else the default value, in range and
+    /// in the type the broker wants (the ranges fit those types).
+    fn resolve<T: TryFrom<u64>>(
+        &self,
+        flag: Option<u64>,
+        file: Option<u64>,
+        default: u64,
+    ) -> Result<T, Error> {
+        let value = flag.or(file).unwrap_or(default);
+        in_range(self.setting, value, self.range.clone(), self.hint)
+    }
+
+    /// `value` (the flag's, else the file's) in range and in the type its
+    /// user wants; `default` as it is when the setting is not given.
+    fn given<T: TryFrom<u64>>(&self, value: Option<u64>, default: T) -> Result<T, Error> {
+        value.map_or(Ok(default), |value| {
+            in_range(self.setting, value, self.range.clone(), self.hint)
+        })
+    }
+}
+
 setting!(DATA_DIR, "--data-dir", "FLEETMQ_DATA_DIR", "data_dir");
 setting!(
     DATABASE_URL,
@@ -69,17 +112,23 @@ setting!(
     "FLEETMQ_ALLOW_ANONYMOUS",
     "allow_anonymous"
 );
-setting!(
+limit!(
+    SHUTDOWN_TIMEOUT_BOUNDS,
     SHUTDOWN_TIMEOUT,
     "--shutdown-timeout",
     "FLEETMQ_SHUTDOWN_TIMEOUT",
-    "shutdown_timeout"
+    "shutdown_timeout",
+    1..=3600,
+    "expected 1 to 3600 seconds"
 );
-setting!(
+limit!(
+    RETAINED_PURGE_INTERVAL_BOUNDS,
     RETAINED_PURGE_INTERVAL,
     "--retained-purge-interval",
     "FLEETMQ_RETAINED_PURGE_INTERVAL",
-    "retained_purge_interval"
+    "retained_purge_interval",
+    1..=86_400,
+    "expected 1 to 86400 seconds"
 );
 setting!(TLS_CERT, "--tls-cert", "FLEETMQ_TLS_CERT", "tls_cert");
 setting!(TLS_KEY, "--tls-key", "FLEETMQ_TLS_KEY", "tls_key");
@@ -98,18 +147,6 @@ fn in_range<T: TryFrom<u64>>(
         .then(|| T::try_from(value).ok())
         .flatten()
         .ok_or_else(|| Error::invalid(setting, &value.to_string(), hint))
-}
-
-/// [`in_range`] for a setting given (flag, else file) or not: `default`
-/// when it is not.
-fn number_in<T: TryFrom<u64>>(
-    setting: Setting,
-    value: Option<u64>,
-    default: T,
-    range: std::ops::RangeInclusive<u64>,
-    hint: &'static str,
-) -> Result<T, Error> {
-    value.map_or(Ok(default), |value| in_range(setting, value, range, hint))
 }
 
 mod limits;
@@ -378,20 +415,12 @@ pub fn resolve_serve(args: &ServeArgs) -> Result<ServeConfig, Error> {
             "a tenant id is 3 to 63 characters of a-z, 0-9 and -",
         ));
     }
-    let shutdown_secs: u64 = number_in(
-        SHUTDOWN_TIMEOUT,
-        args.shutdown_timeout.or(file.shutdown_timeout),
-        10,
-        1..=3600,
-        "expected 1 to 3600 seconds",
-    )?;
-    let purge_secs: u64 = number_in(
-        RETAINED_PURGE_INTERVAL,
+    let shutdown_secs: u64 =
+        SHUTDOWN_TIMEOUT_BOUNDS.given(args.shutdown_timeout.or(file.shutdown_timeout), 10)?;
+    let purge_secs: u64 = RETAINED_PURGE_INTERVAL_BOUNDS.given(
         args.retained_purge_interval
             .or(file.retained_purge_interval),
         60,
-        1..=86_400,
-        "expected 1 to 86400 seconds",
     )?;
     let tls = match (
         args.tls_cert.clone().or_else(|| file.tls_cert.clone()),

@@ -42,6 +42,7 @@
 
 #![warn(missing_docs)]
 
+mod byte_enum;
 mod codec;
 pub mod error;
 pub mod hygiene;

@@ -4,129 +4,107 @@
 //! return codes and SUBACK return codes, which [`ReasonCode::v311_connack_code`]
 //! and the SUBACK codec derive from it.
 
+use crate::byte_enum::byte_enum;
 use crate::error::Error;
 use crate::packet::PacketType;
 
-/// Declares the enum together with its byte values so the two cannot drift.
-macro_rules! reason_codes {
-    ($($(#[$doc:meta])* $name:ident = $value:literal,)*) => {
-        /// An MQTT 5 reason code (2.4).
-        ///
-        /// `0x00` is spelled `Success` here; the spec also calls it "Normal
-        /// disconnection" (DISCONNECT) and "Granted QoS 0" (SUBACK), see the
-        /// associated constants.
-        ///
-        /// Not `non_exhaustive`: the set is fixed by the spec, so callers may
-        /// match exhaustively.
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-        pub enum ReasonCode {
-            $($(#[$doc])* $name,)*
-        }
-
-        impl ReasonCode {
-            /// Every reason code, in byte order.
-            pub const ALL: &'static [ReasonCode] = &[$(ReasonCode::$name,)*];
-
-            /// The byte on the wire.
-            pub fn to_u8(self) -> u8 {
-                match self { $(ReasonCode::$name => $value,)* }
-            }
-
-            /// The code for a wire byte, if one is defined.
-            pub fn from_u8(byte: u8) -> Option<Self> {
-                match byte { $($value => Some(ReasonCode::$name),)* _ => None }
-            }
-        }
-    };
-}
-
-reason_codes! {
-    /// 0x00 Success / Normal disconnection / Granted QoS 0.
-    Success = 0x00,
-    /// 0x01 Granted QoS 1.
-    GrantedQoS1 = 0x01,
-    /// 0x02 Granted QoS 2.
-    GrantedQoS2 = 0x02,
-    /// 0x04 Disconnect with Will Message.
-    DisconnectWithWillMessage = 0x04,
-    /// 0x10 No matching subscribers.
-    NoMatchingSubscribers = 0x10,
-    /// 0x11 No subscription existed.
-    NoSubscriptionExisted = 0x11,
-    /// 0x18 Continue authentication.
-    ContinueAuthentication = 0x18,
-    /// 0x19 Re-authenticate.
-    ReAuthenticate = 0x19,
-    /// 0x80 Unspecified error.
-    UnspecifiedError = 0x80,
-    /// 0x81 Malformed Packet.
-    MalformedPacket = 0x81,
-    /// 0x82 Protocol Error.
-    ProtocolError = 0x82,
-    /// 0x83 Implementation specific error.
-    ImplementationSpecificError = 0x83,
-    /// 0x84 Unsupported Protocol Version.
-    UnsupportedProtocolVersion = 0x84,
-    /// 0x85 Client Identifier not valid.
-    ClientIdentifierNotValid = 0x85,
-    /// 0x86 Bad User Name or Password.
-    BadUserNameOrPassword = 0x86,
-    /// 0x87 Not authorized.
-    NotAuthorized = 0x87,
-    /// 0x88 Server unavailable.
-    ServerUnavailable = 0x88,
-    /// 0x89 Server busy.
-    ServerBusy = 0x89,
-    /// 0x8A Banned.
-    Banned = 0x8A,
-    /// 0x8B Server shutting down.
-    ServerShuttingDown = 0x8B,
-    /// 0x8C Bad authentication method.
-    BadAuthenticationMethod = 0x8C,
-    /// 0x8D Keep Alive timeout.
-    KeepAliveTimeout = 0x8D,
-    /// 0x8E Session taken over.
-    SessionTakenOver = 0x8E,
-    /// 0x8F Topic Filter invalid.
-    TopicFilterInvalid = 0x8F,
-    /// 0x90 Topic Name invalid.
-    TopicNameInvalid = 0x90,
-    /// 0x91 Packet Identifier in use.
-    PacketIdentifierInUse = 0x91,
-    /// 0x92 Packet Identifier not found.
-    PacketIdentifierNotFound = 0x92,
-    /// 0x93 Receive Maximum exceeded.
-    ReceiveMaximumExceeded = 0x93,
-    /// 0x94 Topic Alias invalid.
-    TopicAliasInvalid = 0x94,
-    /// 0x95 Packet too large.
-    PacketTooLarge = 0x95,
-    /// 0x96 Message rate too high.
-    MessageRateTooHigh = 0x96,
-    /// 0x97 Quota exceeded.
-    QuotaExceeded = 0x97,
-    /// 0x98 Administrative action.
-    AdministrativeAction = 0x98,
-    /// 0x99 Payload format invalid.
-    PayloadFormatInvalid = 0x99,
-    /// 0x9A Retain not supported.
-    RetainNotSupported = 0x9A,
-    /// 0x9B QoS not supported.
-    QoSNotSupported = 0x9B,
-    /// 0x9C Use another server.
-    UseAnotherServer = 0x9C,
-    /// 0x9D Server moved.
-    ServerMoved = 0x9D,
-    /// 0x9E Shared Subscriptions not supported.
-    SharedSubscriptionsNotSupported = 0x9E,
-    /// 0x9F Connection rate exceeded.
-    ConnectionRateExceeded = 0x9F,
-    /// 0xA0 Maximum connect time.
-    MaximumConnectTime = 0xA0,
-    /// 0xA1 Subscription Identifiers not supported.
-    SubscriptionIdentifiersNotSupported = 0xA1,
-    /// 0xA2 Wildcard Subscriptions not supported.
-    WildcardSubscriptionsNotSupported = 0xA2,
+byte_enum! {
+    /// An MQTT 5 reason code (2.4).
+    ///
+    /// `0x00` is spelled `Success` here; the spec also calls it "Normal
+    /// disconnection" (DISCONNECT) and "Granted QoS 0" (SUBACK), see the
+    /// associated constants.
+    ///
+    /// Not `non_exhaustive`: the set is fixed by the spec, so callers may
+    /// match exhaustively.
+    ReasonCode {
+        /// 0x00 Success / Normal disconnection / Granted QoS 0.
+        Success = 0x00,
+        /// 0x01 Granted QoS 1.
+        GrantedQoS1 = 0x01,
+        /// 0x02 Granted QoS 2.
+        GrantedQoS2 = 0x02,
+        /// 0x04 Disconnect with Will Message.
+        DisconnectWithWillMessage = 0x04,
+        /// 0x10 No matching subscribers.
+        NoMatchingSubscribers = 0x10,
+        /// 0x11 No subscription existed.
+        NoSubscriptionExisted = 0x11,
+        /// 0x18 Continue authentication.
+        ContinueAuthentication = 0x18,
+        /// 0x19 Re-authenticate.
+        ReAuthenticate = 0x19,
+        /// 0x80 Unspecified error.
+        UnspecifiedError = 0x80,
+        /// 0x81 Malformed Packet.
+        MalformedPacket = 0x81,
+        /// 0x82 Protocol Error.
+        ProtocolError = 0x82,
+        /// 0x83 Implementation specific error.
+        ImplementationSpecificError = 0x83,
+        /// 0x84 Unsupported Protocol Version.
+        UnsupportedProtocolVersion = 0x84,
+        /// 0x85 Client Identifier not valid.
+        ClientIdentifierNotValid = 0x85,
+        /// 0x86 Bad User Name or Password.
+        BadUserNameOrPassword = 0x86,
+        /// 0x87 Not authorized.
+        NotAuthorized = 0x87,
+        /// 0x88 Server unavailable.
+        ServerUnavailable = 0x88,
+        /// 0x89 Server busy.
+        ServerBusy = 0x89,
+        /// 0x8A Banned.
+        Banned = 0x8A,
+        /// 0x8B Server shutting down.
+        ServerShuttingDown = 0x8B,
+        /// 0x8C Bad authentication method.
+        BadAuthenticationMethod = 0x8C,
+        /// 0x8D Keep Alive timeout.
+        KeepAliveTimeout = 0x8D,
+        /// 0x8E Session taken over.
+        SessionTakenOver = 0x8E,
+        /// 0x8F Topic Filter invalid.
+        TopicFilterInvalid = 0x8F,
+        /// 0x90 Topic Name invalid.
+        TopicNameInvalid = 0x90,
+        /// 0x91 Packet Identifier in use.
+        PacketIdentifierInUse = 0x91,
+        /// 0x92 Packet Identifier not found.
+        PacketIdentifierNotFound = 0x92,
+        /// 0x93 Receive Maximum exceeded.
+        ReceiveMaximumExceeded = 0x93,
+        /// 0x94 Topic Alias invalid.
+        TopicAliasInvalid = 0x94,
+        /// 0x95 Packet too large.
+        PacketTooLarge = 0x95,
+        /// 0x96 Message rate too high.
+        MessageRateTooHigh = 0x96,
+        /// 0x97 Quota exceeded.
+        QuotaExceeded = 0x97,
+        /// 0x98 Administrative action.
+        AdministrativeAction = 0x98,
+        /// 0x99 Payload format invalid.
+        PayloadFormatInvalid = 0x99,
+        /// 0x9A Retain not supported.
+        RetainNotSupported = 0x9A,
+        /// 0x9B QoS not supported.
+        QoSNotSupported = 0x9B,
+        /// 0x9C Use another server.
+        UseAnotherServer = 0x9C,
+        /// 0x9D Server moved.
+        ServerMoved = 0x9D,
+        /// 0x9E Shared Subscriptions not supported.
+        SharedSubscriptionsNotSupported = 0x9E,
+        /// 0x9F Connection rate exceeded.
+        ConnectionRateExceeded = 0x9F,
+        /// 0xA0 Maximum connect time.
+        MaximumConnectTime = 0xA0,
+        /// 0xA1 Subscription Identifiers not supported.
+        SubscriptionIdentifiersNotSupported = 0xA1,
+        /// 0xA2 Wildcard Subscriptions not supported.
+        WildcardSubscriptionsNotSupported = 0xA2,
+    }
 }
 
 impl ReasonCode {

@@ -2,10 +2,9 @@
 //! each bounded, resolved into a [`broker::Config`]. Defaults are the
 //! broker's own ([`broker::Config::default`]), so they live in one place.
 
-use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::{FileConfig, Setting, in_range};
+use super::{Bounds, FileConfig, Setting};
 use crate::cli::MqttLimitArgs;
 use crate::error::Error;
 
@@ -85,39 +84,6 @@ impl MqttLimits {
             slow_consumer_policy: self.slow_consumer_policy,
             ..broker::Config::default()
         }
-    }
-}
-
-/// A setting's accepted range; the hint repeats it for the error message.
-struct Bounds {
-    setting: Setting,
-    range: RangeInclusive<u64>,
-    hint: &'static str,
-}
-
-/// A limit's [`Setting`] (public, for messages) and its [`Bounds`].
-macro_rules! limit {
-    ($bounds:ident, $setting:ident, $flag:literal, $env:literal, $key:literal, $range:expr, $hint:literal) => {
-        setting!($setting, $flag, $env, $key);
-        const $bounds: Bounds = Bounds {
-            setting: $setting,
-            range: $range,
-            hint: $hint,
-        };
-    };
-}
-
-impl Bounds {
-    /// The flag's, else the file's, else the default value, in range and
-    /// in the type the broker wants (the ranges fit those types).
-    fn resolve<T: TryFrom<u64>>(
-        &self,
-        flag: Option<u64>,
-        file: Option<u64>,
-        default: u64,
-    ) -> Result<T, Error> {
-        let value = flag.or(file).unwrap_or(default);
-        in_range(self.setting, value, self.range.clone(), self.hint)
     }
 }
 

@@ -2,27 +2,36 @@
 //! resolved into an [`access::PasswordCheckLimits`] whose defaults are the
 //! `access` crate's own.
 
-use super::{FileConfig, Setting, number_in};
+use super::{Bounds, FileConfig, Setting};
 use crate::cli::PasswordCheckArgs;
 use crate::error::Error;
 
-setting!(
+limit!(
+    CONCURRENCY_BOUNDS,
     CONCURRENCY,
     "--password-check-concurrency",
     "FLEETMQ_PASSWORD_CHECK_CONCURRENCY",
-    "password_check_concurrency"
+    "password_check_concurrency",
+    1..=1024,
+    "expected 1 to 1024 checks at once"
 );
-setting!(
+limit!(
+    QUEUE_BOUNDS,
     QUEUE,
     "--password-check-queue",
     "FLEETMQ_PASSWORD_CHECK_QUEUE",
-    "password_check_queue"
+    "password_check_queue",
+    1..=100_000,
+    "expected 1 to 100000 waiting checks"
 );
-setting!(
+limit!(
+    FAILURES_PER_ADDRESS_BOUNDS,
     FAILURES_PER_ADDRESS,
     "--password-failures-per-address",
     "FLEETMQ_PASSWORD_FAILURES_PER_ADDRESS",
-    "password_failures_per_address"
+    "password_failures_per_address",
+    1..=1_000_000,
+    "expected 1 to 1000000 failures"
 );
 
 pub(super) fn resolve(
@@ -30,28 +39,19 @@ pub(super) fn resolve(
     file: &FileConfig,
 ) -> Result<access::PasswordCheckLimits, Error> {
     let default = access::PasswordCheckLimits::default();
-    let concurrency = number_in(
-        CONCURRENCY,
+    let concurrency = CONCURRENCY_BOUNDS.given(
         args.password_check_concurrency
             .or(file.password_check_concurrency),
         default.concurrency,
-        1..=1024,
-        "expected 1 to 1024 checks at once",
     )?;
-    let max_waiting: usize = number_in(
-        QUEUE,
+    let max_waiting: usize = QUEUE_BOUNDS.given(
         args.password_check_queue.or(file.password_check_queue),
         default.max_waiting,
-        1..=100_000,
-        "expected 1 to 100000 waiting checks",
     )?;
-    let address_burst = number_in(
-        FAILURES_PER_ADDRESS,
+    let address_burst = FAILURES_PER_ADDRESS_BOUNDS.given(
         args.password_failures_per_address
             .or(file.password_failures_per_address),
         default.address_burst,
-        1..=1_000_000,
-        "expected 1 to 1000000 failures",
     )?;
     Ok(access::PasswordCheckLimits {
         concurrency,

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{FileConfig, Setting, number_in};
+use super::{Bounds, FileConfig, Setting};
 use crate::cli::WebhookArgs;
 use crate::error::Error;
 
@@ -21,17 +21,23 @@ setting!(
     "FLEETMQ_WEBHOOK_REQUEST_TIMEOUT",
     "webhook_request_timeout"
 );
-setting!(
+limit!(
+    DISABLE_AFTER_FAILURES_BOUNDS,
     DISABLE_AFTER_FAILURES,
     "--webhook-disable-after-failures",
     "FLEETMQ_WEBHOOK_DISABLE_AFTER_FAILURES",
-    "webhook_disable_after_failures"
+    "webhook_disable_after_failures",
+    1..=1_000_000,
+    "expected 1 to 1000000 failed deliveries in a row"
 );
-setting!(
+limit!(
+    BATCH_MAX_MESSAGES_BOUNDS,
     BATCH_MAX_MESSAGES,
     "--webhook-batch-max-messages",
     "FLEETMQ_WEBHOOK_BATCH_MAX_MESSAGES",
-    "webhook_batch_max_messages"
+    "webhook_batch_max_messages",
+    1..=10_000,
+    "expected 1 (no batching) to 10000 messages"
 );
 setting!(
     BATCH_MAX_WAIT,
@@ -39,11 +45,14 @@ setting!(
     "FLEETMQ_WEBHOOK_BATCH_MAX_WAIT",
     "webhook_batch_max_wait"
 );
-setting!(
+limit!(
+    MAX_PENDING_EVENTS_BOUNDS,
     MAX_PENDING_EVENTS,
     "--webhook-max-pending-events",
     "FLEETMQ_WEBHOOK_MAX_PENDING_EVENTS",
-    "webhook_max_pending_events"
+    "webhook_max_pending_events",
+    1..=1_000_000_000,
+    "expected 1 to 1000000000 events"
 );
 
 /// Most steps a retry schedule may have.
@@ -155,21 +164,15 @@ pub(super) fn resolve(args: &WebhookArgs, file: &FileConfig) -> Result<WebhookSe
             Duration::from_secs(1)..=Duration::from_secs(300),
             "expected 1s to 300s",
         )?,
-        disable_after_failures: number_in(
-            DISABLE_AFTER_FAILURES,
+        disable_after_failures: DISABLE_AFTER_FAILURES_BOUNDS.given(
             args.webhook_disable_after_failures
                 .or(file.webhook_disable_after_failures),
             worker.disable_after_failures,
-            1..=1_000_000,
-            "expected 1 to 1000000 failed deliveries in a row",
         )?,
-        batch_max_messages: number_in(
-            BATCH_MAX_MESSAGES,
+        batch_max_messages: BATCH_MAX_MESSAGES_BOUNDS.given(
             args.webhook_batch_max_messages
                 .or(file.webhook_batch_max_messages),
             worker.batch.max_events,
-            1..=10_000,
-            "expected 1 (no batching) to 10000 messages",
         )?,
         batch_max_wait: duration_in(
             BATCH_MAX_WAIT,
@@ -178,13 +181,10 @@ pub(super) fn resolve(args: &WebhookArgs, file: &FileConfig) -> Result<WebhookSe
             Duration::ZERO..=Duration::from_secs(3600),
             "expected 0s to 1h, such as 500ms or 2s",
         )?,
-        max_pending_events: number_in(
-            MAX_PENDING_EVENTS,
+        max_pending_events: MAX_PENDING_EVENTS_BOUNDS.given(
             args.webhook_max_pending_events
                 .or(file.webhook_max_pending_events),
             outbox.max_undispatched,
-            1..=1_000_000_000,
-            "expected 1 to 1000000000 events",
         )?,
     })
 }

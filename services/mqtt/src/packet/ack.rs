@@ -122,16 +122,20 @@ macro_rules! ack_packet {
                     properties: $crate::properties::Properties::default(),
                 }
             }
+
+            pub(crate) fn from_parts(parts: $crate::packet::ack::AckParts) -> Self {
+                Self {
+                    packet_id: parts.packet_id,
+                    reason_code: parts.reason_code,
+                    properties: parts.properties,
+                }
+            }
         }
 
         $crate::packet::impl_codec!(
             $name,
             read = |r: &mut $crate::codec::Reader, version, kind| {
-                $crate::packet::ack::read(r, version, kind).map(|parts| Self {
-                    packet_id: parts.packet_id,
-                    reason_code: parts.reason_code,
-                    properties: parts.properties,
-                })
+                $crate::packet::ack::read(r, version, kind).map(Self::from_parts)
             },
             write = |p: &Self, version, kind, dst| {
                 let parts = (p.packet_id, p.reason_code, &p.properties);

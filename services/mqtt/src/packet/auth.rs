@@ -26,7 +26,7 @@ mod tests {
     use super::*;
     use crate::error::Error;
     use crate::packet::Packet;
-    use crate::packet::testutil::{V4, V5, decode_one, encode};
+    use crate::packet::testutil::{V4, V5, assert_round_trip, decode_one};
 
     #[test]
     fn continue_authentication_byte_exact() {
@@ -40,9 +40,7 @@ mod tests {
             0xF0, 0x0E, 0x18, 0x0C, 0x15, 0x00, 0x05, b'S', b'C', b'R', b'A', b'M', 0x16, 0x00,
             0x01, 0x01,
         ];
-        let p = Packet::Auth(auth);
-        assert_eq!(encode(&p, V5), bytes);
-        assert_eq!(decode_one(&bytes, V5).unwrap(), p);
+        assert_round_trip(&Packet::Auth(auth), V5, &bytes);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use bytes::{BufMut, BytesMut};
 
+use crate::byte_enum::byte_enum;
 use crate::codec::{MAX_VARINT, Reader, Varint, put_varint, scan_varint, varint_size};
 use crate::error::{EncodeError, Error};
 
@@ -97,82 +98,50 @@ impl QoS {
     }
 }
 
-/// The control packet type from the fixed header (2.1.2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum PacketType {
-    /// 1
-    Connect,
-    /// 2
-    ConnAck,
-    /// 3
-    Publish,
-    /// 4
-    PubAck,
-    /// 5
-    PubRec,
-    /// 6
-    PubRel,
-    /// 7
-    PubComp,
-    /// 8
-    Subscribe,
-    /// 9
-    SubAck,
-    /// 10
-    Unsubscribe,
-    /// 11
-    UnsubAck,
-    /// 12
-    PingReq,
-    /// 13
-    PingResp,
-    /// 14
-    Disconnect,
-    /// 15, MQTT 5 only.
-    Auth,
+byte_enum! {
+    /// The control packet type from the fixed header (2.1.2); its byte is
+    /// the type nibble.
+    PacketType {
+        /// CONNECT.
+        Connect = 1,
+        /// CONNACK.
+        ConnAck = 2,
+        /// PUBLISH.
+        Publish = 3,
+        /// PUBACK.
+        PubAck = 4,
+        /// PUBREC.
+        PubRec = 5,
+        /// PUBREL.
+        PubRel = 6,
+        /// PUBCOMP.
+        PubComp = 7,
+        /// SUBSCRIBE.
+        Subscribe = 8,
+        /// SUBACK.
+        SubAck = 9,
+        /// UNSUBSCRIBE.
+        Unsubscribe = 10,
+        /// UNSUBACK.
+        UnsubAck = 11,
+        /// PINGREQ.
+        PingReq = 12,
+        /// PINGRESP.
+        PingResp = 13,
+        /// DISCONNECT.
+        Disconnect = 14,
+        /// AUTH, MQTT 5 only.
+        Auth = 15,
+    }
 }
 
 impl PacketType {
-    /// The type nibble.
-    pub fn to_u8(self) -> u8 {
-        match self {
-            PacketType::Connect => 1,
-            PacketType::ConnAck => 2,
-            PacketType::Publish => 3,
-            PacketType::PubAck => 4,
-            PacketType::PubRec => 5,
-            PacketType::PubRel => 6,
-            PacketType::PubComp => 7,
-            PacketType::Subscribe => 8,
-            PacketType::SubAck => 9,
-            PacketType::Unsubscribe => 10,
-            PacketType::UnsubAck => 11,
-            PacketType::PingReq => 12,
-            PacketType::PingResp => 13,
-            PacketType::Disconnect => 14,
-            PacketType::Auth => 15,
-        }
-    }
-
+    /// The type of a fixed header's type nibble: 0, and AUTH outside MQTT
+    /// 5, are reserved.
     fn from_nibble(v: u8, version: ProtocolVersion) -> Result<Self, Error> {
-        Ok(match v {
-            1 => PacketType::Connect,
-            2 => PacketType::ConnAck,
-            3 => PacketType::Publish,
-            4 => PacketType::PubAck,
-            5 => PacketType::PubRec,
-            6 => PacketType::PubRel,
-            7 => PacketType::PubComp,
-            8 => PacketType::Subscribe,
-            9 => PacketType::SubAck,
-            10 => PacketType::Unsubscribe,
-            11 => PacketType::UnsubAck,
-            12 => PacketType::PingReq,
-            13 => PacketType::PingResp,
-            14 => PacketType::Disconnect,
-            15 if version == ProtocolVersion::V5 => PacketType::Auth,
-            _ => return Err(Error::ReservedPacketType(v)),
-        })
+        Self::from_u8(v)
+            .filter(|&t| t != PacketType::Auth || version == ProtocolVersion::V5)
+            .ok_or(Error::ReservedPacketType(v))
     }
 
     /// The flags the spec fixes for this type (2.1.3); PUBLISH has none.
@@ -430,7 +399,7 @@ pub(crate) type Kind = (PacketType, crate::properties::PropertyContext);
 macro_rules! impl_codec {
     ($name:ident, read = $read:expr, write = $write:expr) => {
         impl $name {
-            const KIND: $crate::packet::Kind = (
+            pub(crate) const KIND: $crate::packet::Kind = (
                 $crate::packet::PacketType::$name,
                 $crate::properties::PropertyContext::$name,
             );

@@ -69,98 +69,82 @@ pub(crate) fn reason(packet: PacketType) -> impl Strategy<Value = ReasonCode> {
     prop::sample::select(allowed)
 }
 
-/// Clears every property `ctx` may not carry, so the rest is encodable.
-fn mask(mut p: Properties, ctx: PropertyContext) -> Properties {
-    for id in p.present() {
-        if id.allowed_in(ctx) {
-            continue;
-        }
-        match id {
-            PropertyId::PayloadFormatIndicator => p.payload_format_indicator = None,
-            PropertyId::MessageExpiryInterval => p.message_expiry_interval = None,
-            PropertyId::ContentType => p.content_type = None,
-            PropertyId::ResponseTopic => p.response_topic = None,
-            PropertyId::CorrelationData => p.correlation_data = None,
-            PropertyId::SubscriptionIdentifier => p.subscription_identifiers.clear(),
-            PropertyId::SessionExpiryInterval => p.session_expiry_interval = None,
-            PropertyId::AssignedClientIdentifier => p.assigned_client_identifier = None,
-            PropertyId::ServerKeepAlive => p.server_keep_alive = None,
-            PropertyId::AuthenticationMethod => p.authentication_method = None,
-            PropertyId::AuthenticationData => p.authentication_data = None,
-            PropertyId::RequestProblemInformation => p.request_problem_information = None,
-            PropertyId::WillDelayInterval => p.will_delay_interval = None,
-            PropertyId::RequestResponseInformation => p.request_response_information = None,
-            PropertyId::ResponseInformation => p.response_information = None,
-            PropertyId::ServerReference => p.server_reference = None,
-            PropertyId::ReasonString => p.reason_string = None,
-            PropertyId::ReceiveMaximum => p.receive_maximum = None,
-            PropertyId::TopicAliasMaximum => p.topic_alias_maximum = None,
-            PropertyId::TopicAlias => p.topic_alias = None,
-            PropertyId::MaximumQoS => p.maximum_qos = None,
-            PropertyId::RetainAvailable => p.retain_available = None,
-            PropertyId::UserProperty => p.user_properties.clear(),
-            PropertyId::MaximumPacketSize => p.maximum_packet_size = None,
-            PropertyId::WildcardSubscriptionAvailable => p.wildcard_subscription_available = None,
-            PropertyId::SubscriptionIdentifierAvailable => {
-                p.subscription_identifier_available = None;
-            }
-            PropertyId::SharedSubscriptionAvailable => p.shared_subscription_available = None,
-        }
+/// Some or no `value` for the property `id` where `ctx` may carry it, else
+/// always none, so that every generated set is encodable.
+fn allowed<T: Clone + std::fmt::Debug + 'static>(
+    ctx: PropertyContext,
+    id: PropertyId,
+    value: impl Strategy<Value = T> + 'static,
+) -> BoxedStrategy<Option<T>> {
+    if id.allowed_in(ctx) {
+        of(value).boxed()
+    } else {
+        Just(None).boxed()
     }
-    if ctx != PropertyContext::Publish {
-        p.subscription_identifiers.truncate(1);
-    }
-    if ctx == PropertyContext::Connect && p.authentication_method.is_none() {
-        p.authentication_data = None;
-    }
-    p
 }
 
 /// Random properties valid in `ctx`.
 pub(crate) fn properties(ctx: PropertyContext) -> impl Strategy<Value = Properties> {
+    use PropertyId as P;
     let format = prop_oneof![Just(PayloadFormat::Unspecified), Just(PayloadFormat::Utf8)];
+    let sub_ids = allowed(ctx, P::SubscriptionIdentifier, vec(1..=MAX_VARINT, 1..3));
     let a = (
-        of(format),
-        of(any::<u32>()),
-        of(string()),
-        of(topic_name()),
-        of(bytes()),
-        vec(1..=MAX_VARINT, 0..3),
-        of(any::<u32>()),
-        of(string()),
-        of(any::<u16>()),
-        of(string()),
-        of(bytes()),
-        of(any::<bool>()),
+        allowed(ctx, P::PayloadFormatIndicator, format),
+        allowed(ctx, P::MessageExpiryInterval, any::<u32>()),
+        allowed(ctx, P::ContentType, string()),
+        allowed(ctx, P::ResponseTopic, topic_name()),
+        allowed(ctx, P::CorrelationData, bytes()),
+        sub_ids,
+        allowed(ctx, P::SessionExpiryInterval, any::<u32>()),
+        allowed(ctx, P::AssignedClientIdentifier, string()),
+        allowed(ctx, P::ServerKeepAlive, any::<u16>()),
+        allowed(ctx, P::AuthenticationMethod, string()),
+        allowed(ctx, P::AuthenticationData, bytes()),
+        allowed(ctx, P::RequestProblemInformation, any::<bool>()),
     );
     let b = (
-        of(any::<u32>()),
-        of(any::<bool>()),
-        of(string()),
-        of(string()),
-        of(string()),
-        of(any::<NonZeroU16>()),
-        of(any::<u16>()),
-        of(any::<NonZeroU16>()),
-        of(prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce)]),
-        of(any::<bool>()),
+        allowed(ctx, P::WillDelayInterval, any::<u32>()),
+        allowed(ctx, P::RequestResponseInformation, any::<bool>()),
+        allowed(ctx, P::ResponseInformation, string()),
+        allowed(ctx, P::ServerReference, string()),
+        allowed(ctx, P::ReasonString, string()),
+        allowed(ctx, P::ReceiveMaximum, any::<NonZeroU16>()),
+        allowed(ctx, P::TopicAliasMaximum, any::<u16>()),
+        allowed(ctx, P::TopicAlias, any::<NonZeroU16>()),
+        allowed(
+            ctx,
+            P::MaximumQoS,
+            prop_oneof![Just(QoS::AtMostOnce), Just(QoS::AtLeastOnce)],
+        ),
+        allowed(ctx, P::RetainAvailable, any::<bool>()),
         vec((string(), string()), 0..3),
-        of(any::<NonZeroU32>()),
+        allowed(ctx, P::MaximumPacketSize, any::<NonZeroU32>()),
     );
-    let c = (of(any::<bool>()), of(any::<bool>()), of(any::<bool>()));
+    let c = (
+        allowed(ctx, P::WildcardSubscriptionAvailable, any::<bool>()),
+        allowed(ctx, P::SubscriptionIdentifierAvailable, any::<bool>()),
+        allowed(ctx, P::SharedSubscriptionAvailable, any::<bool>()),
+    );
     (a, b, c).prop_map(move |(a, b, c)| {
-        let p = Properties {
+        let mut subscription_identifiers = a.5.unwrap_or_default();
+        if ctx != PropertyContext::Publish {
+            subscription_identifiers.truncate(1);
+        }
+        // 3.1.2.11.10: no Authentication Data without a method.
+        let authentication_data =
+            a.10.filter(|_| ctx != PropertyContext::Connect || a.9.is_some());
+        Properties {
             payload_format_indicator: a.0,
             message_expiry_interval: a.1,
             content_type: a.2,
             response_topic: a.3,
             correlation_data: a.4,
-            subscription_identifiers: a.5,
+            subscription_identifiers,
             session_expiry_interval: a.6,
             assigned_client_identifier: a.7,
             server_keep_alive: a.8,
             authentication_method: a.9,
-            authentication_data: a.10,
+            authentication_data,
             request_problem_information: a.11,
             will_delay_interval: b.0,
             request_response_information: b.1,
@@ -178,8 +162,7 @@ pub(crate) fn properties(ctx: PropertyContext) -> impl Strategy<Value = Properti
             wildcard_subscription_available: c.0,
             subscription_identifier_available: c.1,
             shared_subscription_available: c.2,
-        };
-        mask(p, ctx)
+        }
     })
 }
 
@@ -292,17 +275,42 @@ fn publish(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         )
 }
 
-/// PUBACK/PUBREC/PUBREL/PUBCOMP parts for `packet`.
-fn ack(
+/// PUBACK, PUBREC, PUBREL or PUBCOMP (`packet`), made by `from_parts`.
+fn ack_packet<P: Into<Packet>>(
     v: ProtocolVersion,
-    packet: PacketType,
-    ctx: PropertyContext,
-) -> BoxedStrategy<(PacketId, ReasonCode, Properties)> {
+    (packet, ctx): Kind,
+    from_parts: fn(ack::AckParts) -> P,
+) -> impl Strategy<Value = Packet> {
     let code = match v {
         ProtocolVersion::V311 => Just(ReasonCode::Success).boxed(),
         ProtocolVersion::V5 => reason(packet).boxed(),
     };
-    (packet_id(), code, props(v, ctx)).boxed()
+    (packet_id(), code, props(v, ctx)).prop_map(move |(packet_id, reason_code, properties)| {
+        from_parts(ack::AckParts {
+            packet_id,
+            reason_code,
+            properties,
+        })
+        .into()
+    })
+}
+
+/// SUBSCRIBE, SUBACK, UNSUBSCRIBE or UNSUBACK: a packet identifier,
+/// `entries` and properties for `ctx`, made by `from_parts`.
+fn list_packet<T: std::fmt::Debug, P: Into<Packet>>(
+    v: ProtocolVersion,
+    ctx: PropertyContext,
+    entries: impl Strategy<Value = Vec<T>>,
+    from_parts: fn(list::ListParts<T>) -> P,
+) -> impl Strategy<Value = Packet> {
+    (packet_id(), entries, props(v, ctx)).prop_map(move |(packet_id, items, properties)| {
+        from_parts(list::ListParts {
+            packet_id,
+            properties,
+            items,
+        })
+        .into()
+    })
 }
 
 fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -322,18 +330,12 @@ fn subscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
             Subscription { filter, options }
         },
     );
-    (
-        packet_id(),
+    list_packet(
+        v,
+        PropertyContext::Subscribe,
         vec(sub, 1..4),
-        props(v, PropertyContext::Subscribe),
+        Subscribe::from_parts,
     )
-        .prop_map(|(packet_id, subscriptions, properties)| {
-            Packet::Subscribe(Subscribe {
-                packet_id,
-                subscriptions,
-                properties,
-            })
-        })
 }
 
 fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -347,33 +349,21 @@ fn suback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         .boxed(),
         ProtocolVersion::V5 => reason(PacketType::SubAck).boxed(),
     };
-    (
-        packet_id(),
+    list_packet(
+        v,
+        PropertyContext::SubAck,
         vec(code, 1..4),
-        props(v, PropertyContext::SubAck),
+        SubAck::from_parts,
     )
-        .prop_map(|(packet_id, reason_codes, properties)| {
-            Packet::SubAck(SubAck {
-                packet_id,
-                reason_codes,
-                properties,
-            })
-        })
 }
 
 fn unsubscribe(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
-    (
-        packet_id(),
+    list_packet(
+        v,
+        PropertyContext::Unsubscribe,
         vec(topic_filter(), 1..4),
-        props(v, PropertyContext::Unsubscribe),
+        Unsubscribe::from_parts,
     )
-        .prop_map(|(packet_id, filters, properties)| {
-            Packet::Unsubscribe(Unsubscribe {
-                packet_id,
-                filters,
-                properties,
-            })
-        })
 }
 
 fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -381,15 +371,7 @@ fn unsuback(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
         ProtocolVersion::V311 => Just(Vec::new()).boxed(),
         ProtocolVersion::V5 => vec(reason(PacketType::UnsubAck), 1..4).boxed(),
     };
-    (packet_id(), codes, props(v, PropertyContext::UnsubAck)).prop_map(
-        |(packet_id, reason_codes, properties)| {
-            Packet::UnsubAck(UnsubAck {
-                packet_id,
-                reason_codes,
-                properties,
-            })
-        },
-    )
+    list_packet(v, PropertyContext::UnsubAck, codes, UnsubAck::from_parts)
 }
 
 fn disconnect(v: ProtocolVersion) -> impl Strategy<Value = Packet> {
@@ -422,34 +404,10 @@ pub(crate) fn packet(v: ProtocolVersion) -> BoxedStrategy<Packet> {
         connect(v),
         connack(v),
         publish(v),
-        ack(v, PacketType::PubAck, PropertyContext::PubAck).prop_map(
-            |(packet_id, reason_code, properties)| Packet::PubAck(PubAck {
-                packet_id,
-                reason_code,
-                properties
-            })
-        ),
-        ack(v, PacketType::PubRec, PropertyContext::PubRec).prop_map(
-            |(packet_id, reason_code, properties)| Packet::PubRec(PubRec {
-                packet_id,
-                reason_code,
-                properties
-            })
-        ),
-        ack(v, PacketType::PubRel, PropertyContext::PubRel).prop_map(
-            |(packet_id, reason_code, properties)| Packet::PubRel(PubRel {
-                packet_id,
-                reason_code,
-                properties
-            })
-        ),
-        ack(v, PacketType::PubComp, PropertyContext::PubComp).prop_map(
-            |(packet_id, reason_code, properties)| Packet::PubComp(PubComp {
-                packet_id,
-                reason_code,
-                properties
-            })
-        ),
+        ack_packet(v, PubAck::KIND, PubAck::from_parts),
+        ack_packet(v, PubRec::KIND, PubRec::from_parts),
+        ack_packet(v, PubRel::KIND, PubRel::from_parts),
+        ack_packet(v, PubComp::KIND, PubComp::from_parts),
         subscribe(v),
         suback(v),
         unsubscribe(v),

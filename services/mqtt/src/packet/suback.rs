@@ -35,7 +35,7 @@ fn from_v311(code: u8) -> Result<ReasonCode, Error> {
     }
 }
 
-list::list_packet!(SubAck, reason_codes, flags = 0);
+list::list_packet!(SubAck, reason_codes: ReasonCode, flags = 0, new);
 
 fn read_entry(r: &mut Reader, version: ProtocolVersion) -> Result<ReasonCode, Error> {
     match version {
@@ -63,21 +63,14 @@ fn write_entry(
 mod tests {
     use super::*;
     use crate::packet::Packet;
-    use crate::packet::testutil::{V4, V5, decode_one, encode};
+    use crate::packet::testutil::{V4, V5, assert_round_trip, decode_one, encode};
 
     #[test]
     fn v5_failures_become_0x80_on_v311() {
-        let p = Packet::SubAck(SubAck {
-            packet_id: PacketId::new(1).unwrap(),
-            reason_codes: vec![ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized],
-            properties: Properties::default(),
-        });
+        let codes = vec![ReasonCode::GrantedQoS1, ReasonCode::NotAuthorized];
+        let p = Packet::from(SubAck::new(PacketId::new(1).unwrap(), codes));
         assert_eq!(encode(&p, V4), [0x90, 0x04, 0x00, 0x01, 0x01, 0x80]);
-        assert_eq!(encode(&p, V5), [0x90, 0x05, 0x00, 0x01, 0x00, 0x01, 0x87]);
-        assert_eq!(
-            decode_one(&[0x90, 0x05, 0x00, 0x01, 0x00, 0x01, 0x87], V5).unwrap(),
-            p
-        );
+        assert_round_trip(&p, V5, &[0x90, 0x05, 0x00, 0x01, 0x00, 0x01, 0x87]);
     }
 
     #[test]

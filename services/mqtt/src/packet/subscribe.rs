@@ -131,7 +131,7 @@ impl Subscribe {
 }
 
 // MQTT-3.8.1-1: flags 0b0010.
-list::list_packet!(Subscribe, subscriptions, flags = 0b0010);
+list::list_packet!(Subscribe, subscriptions: Subscription, flags = 0b0010);
 
 /// One subscription: a filter and its options byte.
 fn read_entry(r: &mut Reader, version: ProtocolVersion) -> Result<Subscription, Error> {
@@ -159,7 +159,7 @@ fn write_entry(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::testutil::{V4, V5, decode_one, encode};
+    use crate::packet::testutil::{V4, V5, assert_round_trip, decode_one};
     use crate::packet::{Packet, PacketType};
     use crate::topic::TopicError;
 
@@ -178,8 +178,7 @@ mod tests {
             properties: Properties::default(),
         });
         let v4 = [0x82, 0x08, 0x00, 0x01, 0x00, 0x03, b'a', b'/', b'+', 0x01];
-        assert_eq!(encode(&p, V4), v4);
-        assert_eq!(decode_one(&v4, V4).unwrap(), p);
+        assert_round_trip(&p, V4, &v4);
         let mut opts = SubscriptionOptions::new(QoS::ExactlyOnce);
         opts.no_local = true;
         opts.retain_as_published = true;
@@ -190,8 +189,7 @@ mod tests {
             properties: Properties::default(),
         });
         let v5 = [0x82, 0x07, 0x00, 0x02, 0x00, 0x00, 0x01, b'x', 0x2E];
-        assert_eq!(encode(&p5, V5), v5);
-        assert_eq!(decode_one(&v5, V5).unwrap(), p5);
+        assert_round_trip(&p5, V5, &v5);
     }
 
     #[test]

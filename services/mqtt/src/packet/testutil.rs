@@ -17,6 +17,17 @@ pub(crate) fn decode_one(bytes: &[u8], version: ProtocolVersion) -> Result<Packe
     Ok(packet)
 }
 
+/// Checks that `packet` encodes for `version` to exactly `bytes`, and that
+/// `bytes` decode back to it.
+pub(crate) fn assert_round_trip(packet: &Packet, version: ProtocolVersion, bytes: &[u8]) {
+    assert_eq!(encode(packet, version), bytes, "encoded {packet:?}");
+    assert_eq!(
+        decode_one(bytes, version).as_ref(),
+        Ok(packet),
+        "decoded {bytes:02X?}"
+    );
+}
+
 /// Encodes `packet` for `version`.
 pub(crate) fn encode(packet: &Packet, version: ProtocolVersion) -> Vec<u8> {
     let mut buf = BytesMut::new();

@@ -4,7 +4,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::ack::{check_reason, read_reason};
-use super::{Body, PacketId, PacketType, ProtocolVersion, read_packet_id};
+use super::{Body, Kind, PacketId, PacketType, ProtocolVersion, list, read_packet_id};
 use crate::codec::Reader;
 use crate::error::{EncodeError, Error};
 use crate::properties::{Properties, PropertyContext};
@@ -22,43 +22,38 @@ pub struct UnsubAck {
     pub properties: Properties,
 }
 
+list::list_fields!(UnsubAck, reason_codes: ReasonCode, new);
+
 impl UnsubAck {
+    const KIND: Kind = (PacketType::UnsubAck, PropertyContext::UnsubAck);
+
+    /// 3.1.1 has only the packet identifier; 5.0 the list layout.
     pub(crate) fn read(r: &mut Reader, version: ProtocolVersion) -> Result<Self, Error> {
-        let packet_id = read_packet_id(r, PacketType::UnsubAck)?;
-        let mut ack = Self {
-            packet_id,
-            reason_codes: Vec::new(),
-            properties: Properties::default(),
-        };
-        if version == ProtocolVersion::V311 {
-            return Ok(ack);
+        match version {
+            ProtocolVersion::V311 => Ok(Self::new(
+                read_packet_id(r, PacketType::UnsubAck)?,
+                Vec::new(),
+            )),
+            ProtocolVersion::V5 => list::read(r, version, Self::KIND, |r| {
+                read_reason(r, PacketType::UnsubAck)
+            })
+            .map(Self::from_parts),
         }
-        ack.properties = Properties::read(r, PropertyContext::UnsubAck)?;
-        ack.reason_codes.reserve(r.remaining());
-        while !r.is_empty() {
-            ack.reason_codes.push(read_reason(r, PacketType::UnsubAck)?);
-        }
-        if ack.reason_codes.is_empty() {
-            return Err(Error::EmptyPayload(PacketType::UnsubAck));
-        }
-        Ok(ack)
     }
 }
 
 impl Body for UnsubAck {
     fn write(&self, version: ProtocolVersion, dst: &mut BytesMut) -> Result<u8, EncodeError> {
-        dst.put_u16(self.packet_id.get());
         if version == ProtocolVersion::V311 {
+            dst.put_u16(self.packet_id.get());
             return Ok(0);
         }
-        if self.reason_codes.is_empty() {
-            return Err(EncodeError::EmptyPayload(PacketType::UnsubAck));
-        }
-        self.properties.write(PropertyContext::UnsubAck, dst)?;
-        for &rc in &self.reason_codes {
+        let parts = (self.packet_id, &self.properties, &self.reason_codes[..]);
+        list::write(parts, version, Self::KIND, dst, |&rc, dst| {
             check_reason(rc, PacketType::UnsubAck)?;
             dst.put_u8(rc.to_u8());
-        }
+            Ok(())
+        })?;
         Ok(0)
     }
 }
@@ -67,26 +62,19 @@ impl Body for UnsubAck {
 mod tests {
     use super::*;
     use crate::packet::Packet;
-    use crate::packet::testutil::{decode_one, encode};
+    use crate::packet::testutil::{V4, V5, assert_round_trip, decode_one, encode};
 
     #[test]
     fn v311_drops_reason_codes() {
-        let p = Packet::UnsubAck(UnsubAck {
-            packet_id: PacketId::new(9).unwrap(),
-            reason_codes: vec![ReasonCode::NoSubscriptionExisted],
-            properties: Properties::default(),
-        });
-        assert_eq!(encode(&p, ProtocolVersion::V311), [0xB0, 0x02, 0x00, 0x09]);
-        let v5 = [0xB0, 0x04, 0x00, 0x09, 0x00, 0x11];
-        assert_eq!(encode(&p, ProtocolVersion::V5), v5);
-        assert_eq!(decode_one(&v5, ProtocolVersion::V5).unwrap(), p);
+        let codes = vec![ReasonCode::NoSubscriptionExisted];
+        let p = Packet::from(UnsubAck::new(PacketId::new(9).unwrap(), codes));
+        assert_eq!(encode(&p, V4), [0xB0, 0x02, 0x00, 0x09]);
+        assert_round_trip(&p, V5, &[0xB0, 0x04, 0x00, 0x09, 0x00, 0x11]);
+        let no_codes = [0xB0, 0x03, 0x00, 0x09, 0x00];
         assert_eq!(
-            decode_one(&[0xB0, 0x03, 0x00, 0x09, 0x00], ProtocolVersion::V5),
+            decode_one(&no_codes, V5),
             Err(Error::EmptyPayload(PacketType::UnsubAck))
         );
-        assert_eq!(
-            decode_one(&[0xB0, 0x03, 0x00, 0x09, 0x00], ProtocolVersion::V311),
-            Err(Error::TrailingBytes(1))
-        );
+        assert_eq!(decode_one(&no_codes, V4), Err(Error::TrailingBytes(1)));
     }
 }

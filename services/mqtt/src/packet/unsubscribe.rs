@@ -20,7 +20,7 @@ pub struct Unsubscribe {
 }
 
 // MQTT-3.10.1-1: flags 0b0010.
-list::list_packet!(Unsubscribe, filters, flags = 0b0010);
+list::list_packet!(Unsubscribe, filters: TopicFilter, flags = 0b0010, new);
 
 fn read_entry(r: &mut Reader, _: ProtocolVersion) -> Result<TopicFilter, Error> {
     TopicFilter::parse(r.string()?).map_err(Error::InvalidTopicFilter)
@@ -33,21 +33,17 @@ fn write_entry(f: &TopicFilter, _: ProtocolVersion, dst: &mut BytesMut) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::testutil::{decode_one, encode};
+    use crate::packet::testutil::{V4, V5, assert_round_trip, decode_one};
     use crate::packet::{Packet, PacketType};
 
     #[test]
     fn byte_exact_and_empty_rejected() {
-        let p = Packet::Unsubscribe(Unsubscribe {
-            packet_id: PacketId::new(3).unwrap(),
-            filters: vec![TopicFilter::parse("a/#").unwrap()],
-            properties: Properties::default(),
-        });
+        let filters = vec![TopicFilter::parse("a/#").unwrap()];
+        let p = Packet::from(Unsubscribe::new(PacketId::new(3).unwrap(), filters));
         let v4 = [0xA2, 0x07, 0x00, 0x03, 0x00, 0x03, b'a', b'/', b'#'];
-        assert_eq!(encode(&p, ProtocolVersion::V311), v4);
-        assert_eq!(decode_one(&v4, ProtocolVersion::V311).unwrap(), p);
+        assert_round_trip(&p, V4, &v4);
         assert_eq!(
-            decode_one(&[0xA2, 0x03, 0x00, 0x03, 0x00], ProtocolVersion::V5),
+            decode_one(&[0xA2, 0x03, 0x00, 0x03, 0x00], V5),
             Err(Error::EmptyPayload(PacketType::Unsubscribe))
         );
     }

@@ -111,80 +111,115 @@ fn read_bool(r: &mut Reader, id: PropertyId) -> Result<bool, Error> {
 impl Properties {
     /// Whether no property is set.
     pub fn is_empty(&self) -> bool {
-        self.present().is_empty()
+        self.values().next().is_none()
     }
 
     /// The identifiers of the properties that are set, in identifier order,
     /// once each.
     pub fn present(&self) -> Vec<PropertyId> {
+        let mut ids: Vec<PropertyId> = self.values().map(|(id, _)| id).collect();
+        // Several Subscription Identifiers are one property here.
+        ids.dedup();
+        ids
+    }
+
+    /// Every value that is set, in identifier order (the order they are
+    /// written in), with the property it belongs to.
+    fn values(&self) -> impl Iterator<Item = (PropertyId, Value<'_>)> {
         use PropertyId as P;
-        let flags = [
+        use Value as V;
+        let flag = |v: bool| V::Byte(u8::from(v));
+        let format = |f: PayloadFormat| V::Byte(u8::from(f == PayloadFormat::Utf8));
+        let first = [
             (
                 P::PayloadFormatIndicator,
-                self.payload_format_indicator.is_some(),
+                self.payload_format_indicator.map(format),
             ),
             (
                 P::MessageExpiryInterval,
-                self.message_expiry_interval.is_some(),
+                self.message_expiry_interval.map(V::Four),
             ),
-            (P::ContentType, self.content_type.is_some()),
-            (P::ResponseTopic, self.response_topic.is_some()),
-            (P::CorrelationData, self.correlation_data.is_some()),
+            (P::ContentType, self.content_type.as_deref().map(V::Str)),
+            (P::ResponseTopic, self.response_topic.as_ref().map(V::topic)),
             (
-                P::SubscriptionIdentifier,
-                !self.subscription_identifiers.is_empty(),
+                P::CorrelationData,
+                self.correlation_data.as_deref().map(V::Bin),
             ),
+        ];
+        let subscription_identifiers = self
+            .subscription_identifiers
+            .iter()
+            .map(|&v| (P::SubscriptionIdentifier, Some(V::Varint(v))));
+        let rest = [
             (
                 P::SessionExpiryInterval,
-                self.session_expiry_interval.is_some(),
+                self.session_expiry_interval.map(V::Four),
             ),
             (
                 P::AssignedClientIdentifier,
-                self.assigned_client_identifier.is_some(),
+                self.assigned_client_identifier.as_deref().map(V::Str),
             ),
-            (P::ServerKeepAlive, self.server_keep_alive.is_some()),
+            (P::ServerKeepAlive, self.server_keep_alive.map(V::Two)),
             (
                 P::AuthenticationMethod,
-                self.authentication_method.is_some(),
+                self.authentication_method.as_deref().map(V::Str),
             ),
-            (P::AuthenticationData, self.authentication_data.is_some()),
+            (
+                P::AuthenticationData,
+                self.authentication_data.as_deref().map(V::Bin),
+            ),
             (
                 P::RequestProblemInformation,
-                self.request_problem_information.is_some(),
+                self.request_problem_information.map(flag),
             ),
-            (P::WillDelayInterval, self.will_delay_interval.is_some()),
+            (P::WillDelayInterval, self.will_delay_interval.map(V::Four)),
             (
                 P::RequestResponseInformation,
-                self.request_response_information.is_some(),
+                self.request_response_information.map(flag),
             ),
-            (P::ResponseInformation, self.response_information.is_some()),
-            (P::ServerReference, self.server_reference.is_some()),
-            (P::ReasonString, self.reason_string.is_some()),
-            (P::ReceiveMaximum, self.receive_maximum.is_some()),
-            (P::TopicAliasMaximum, self.topic_alias_maximum.is_some()),
-            (P::TopicAlias, self.topic_alias.is_some()),
-            (P::MaximumQoS, self.maximum_qos.is_some()),
-            (P::RetainAvailable, self.retain_available.is_some()),
-            (P::UserProperty, !self.user_properties.is_empty()),
-            (P::MaximumPacketSize, self.maximum_packet_size.is_some()),
+            (
+                P::ResponseInformation,
+                self.response_information.as_deref().map(V::Str),
+            ),
+            (
+                P::ServerReference,
+                self.server_reference.as_deref().map(V::Str),
+            ),
+            (P::ReasonString, self.reason_string.as_deref().map(V::Str)),
+            (
+                P::ReceiveMaximum,
+                self.receive_maximum.map(|v| V::Two(v.get())),
+            ),
+            (P::TopicAliasMaximum, self.topic_alias_maximum.map(V::Two)),
+            (P::TopicAlias, self.topic_alias.map(|v| V::Two(v.get()))),
+            (P::MaximumQoS, self.maximum_qos.map(|q| V::Byte(q.to_u8()))),
+            (P::RetainAvailable, self.retain_available.map(flag)),
+            (
+                P::UserProperty,
+                (!self.user_properties.is_empty()).then(|| V::Users(self.user_properties.wire())),
+            ),
+            (
+                P::MaximumPacketSize,
+                self.maximum_packet_size.map(|v| V::Four(v.get())),
+            ),
             (
                 P::WildcardSubscriptionAvailable,
-                self.wildcard_subscription_available.is_some(),
+                self.wildcard_subscription_available.map(flag),
             ),
             (
                 P::SubscriptionIdentifierAvailable,
-                self.subscription_identifier_available.is_some(),
+                self.subscription_identifier_available.map(flag),
             ),
             (
                 P::SharedSubscriptionAvailable,
-                self.shared_subscription_available.is_some(),
+                self.shared_subscription_available.map(flag),
             ),
         ];
-        flags
+        first
             .into_iter()
-            .filter(|&(_, set)| set)
-            .map(|(id, _)| id)
-            .collect()
+            .chain(subscription_identifiers)
+            .chain(rest)
+            .filter_map(|(id, value)| Some((id, value?)))
     }
 
     /// Reads a property length and the properties it covers (2.2.2).
@@ -386,123 +421,47 @@ impl Properties {
     }
 
     fn write_body(&self, b: &mut BytesMut) -> Result<(), EncodeError> {
-        use PropertyId as P;
-        fn id(b: &mut BytesMut, p: PropertyId) {
-            b.put_u8(p.to_u8());
+        for (id, value) in self.values() {
+            value.put(id, b)?;
         }
-        if let Some(v) = self.payload_format_indicator {
-            id(b, P::PayloadFormatIndicator);
-            b.put_u8(u8::from(v == PayloadFormat::Utf8));
+        Ok(())
+    }
+}
+
+/// A property value in its wire form (2.2.2.2): a Byte, a Two or Four Byte
+/// Integer, a Variable Byte Integer, a UTF-8 Encoded String or Binary Data.
+#[derive(Debug, Clone, Copy)]
+enum Value<'a> {
+    Byte(u8),
+    Two(u16),
+    Four(u32),
+    Varint(u32),
+    Str(&'a str),
+    Bin(&'a [u8]),
+    /// Every User Property, already in wire form, identifiers included
+    /// (checked when built).
+    Users(&'a [u8]),
+}
+
+impl<'a> Value<'a> {
+    fn topic(t: &'a TopicName) -> Self {
+        Value::Str(t.as_str())
+    }
+
+    /// Writes the identifier `id`, then the value (User Properties carry
+    /// their own identifiers).
+    fn put(self, id: PropertyId, b: &mut BytesMut) -> Result<(), EncodeError> {
+        if !matches!(self, Value::Users(_)) {
+            b.put_u8(id.to_u8());
         }
-        if let Some(v) = self.message_expiry_interval {
-            id(b, P::MessageExpiryInterval);
-            b.put_u32(v);
-        }
-        if let Some(v) = &self.content_type {
-            id(b, P::ContentType);
-            put_string(b, v)?;
-        }
-        if let Some(v) = &self.response_topic {
-            id(b, P::ResponseTopic);
-            put_string(b, v.as_str())?;
-        }
-        if let Some(v) = &self.correlation_data {
-            id(b, P::CorrelationData);
-            put_binary(b, v)?;
-        }
-        for &v in &self.subscription_identifiers {
-            id(b, P::SubscriptionIdentifier);
-            put_varint(b, usize::try_from(v).unwrap_or(0));
-        }
-        if let Some(v) = self.session_expiry_interval {
-            id(b, P::SessionExpiryInterval);
-            b.put_u32(v);
-        }
-        if let Some(v) = &self.assigned_client_identifier {
-            id(b, P::AssignedClientIdentifier);
-            put_string(b, v)?;
-        }
-        if let Some(v) = self.server_keep_alive {
-            id(b, P::ServerKeepAlive);
-            b.put_u16(v);
-        }
-        if let Some(v) = &self.authentication_method {
-            id(b, P::AuthenticationMethod);
-            put_string(b, v)?;
-        }
-        if let Some(v) = &self.authentication_data {
-            id(b, P::AuthenticationData);
-            put_binary(b, v)?;
-        }
-        if let Some(v) = self.request_problem_information {
-            id(b, P::RequestProblemInformation);
-            b.put_u8(u8::from(v));
-        }
-        if let Some(v) = self.will_delay_interval {
-            id(b, P::WillDelayInterval);
-            b.put_u32(v);
-        }
-        if let Some(v) = self.request_response_information {
-            id(b, P::RequestResponseInformation);
-            b.put_u8(u8::from(v));
-        }
-        if let Some(v) = &self.response_information {
-            id(b, P::ResponseInformation);
-            put_string(b, v)?;
-        }
-        if let Some(v) = &self.server_reference {
-            id(b, P::ServerReference);
-            put_string(b, v)?;
-        }
-        if let Some(v) = &self.reason_string {
-            id(b, P::ReasonString);
-            put_string(b, v)?;
-        }
-        if let Some(v) = self.receive_maximum {
-            id(b, P::ReceiveMaximum);
-            b.put_u16(v.get());
-        }
-        if let Some(v) = self.topic_alias_maximum {
-            id(b, P::TopicAliasMaximum);
-            b.put_u16(v);
-        }
-        if let Some(v) = self.topic_alias {
-            id(b, P::TopicAlias);
-            b.put_u16(v.get());
-        }
-        if let Some(v) = self.maximum_qos {
-            id(b, P::MaximumQoS);
-            b.put_u8(v.to_u8());
-        }
-        if let Some(v) = self.retain_available {
-            id(b, P::RetainAvailable);
-            b.put_u8(u8::from(v));
-        }
-        // Already in wire form, identifiers included, checked when built.
-        b.extend_from_slice(self.user_properties.wire());
-        if let Some(v) = self.maximum_packet_size {
-            id(b, P::MaximumPacketSize);
-            b.put_u32(v.get());
-        }
-        let flags = [
-            (
-                P::WildcardSubscriptionAvailable,
-                self.wildcard_subscription_available,
-            ),
-            (
-                P::SubscriptionIdentifierAvailable,
-                self.subscription_identifier_available,
-            ),
-            (
-                P::SharedSubscriptionAvailable,
-                self.shared_subscription_available,
-            ),
-        ];
-        for (p, v) in flags {
-            if let Some(v) = v {
-                id(b, p);
-                b.put_u8(u8::from(v));
-            }
+        match self {
+            Value::Byte(v) => b.put_u8(v),
+            Value::Two(v) => b.put_u16(v),
+            Value::Four(v) => b.put_u32(v),
+            Value::Varint(v) => put_varint(b, usize::try_from(v).unwrap_or(0)),
+            Value::Str(v) => put_string(b, v)?,
+            Value::Bin(v) => put_binary(b, v)?,
+            Value::Users(wire) => b.extend_from_slice(wire),
         }
         Ok(())
     }
