@@ -74,6 +74,13 @@ macro_rules! cert_columns {
     };
 }
 
+/// Whose revocation floor: a whole tenant's or one device's.
+#[derive(Clone, Copy)]
+enum FloorOf<'a> {
+    Tenant(&'a str),
+    Device(&'a str, &'a str),
+}
+
 fn cert_not_found(tenant_id: &str, serial: &str) -> Error {
     Error::not_found("certificate", format!("{tenant_id}/{serial}"))
 }
@@ -189,13 +196,8 @@ impl Store {
         not_before: DateTime<Utc>,
         audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
-        const SQL: &str = "INSERT INTO tenant_cert_floors (tenant_id, not_before, updated_at) \
-                           VALUES ($1, $2, $3) ON CONFLICT (tenant_id) \
-                           DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
-            tenant_id, Ts(not_before), Ts(now())));
-        done.map(drop)
-            .map_err(|e| on_violation(e, None, Some(tenant_not_found(tenant_id))))
+        self.write_cert_floor(FloorOf::Tenant(tenant_id), not_before, audit)
+            .await
     }
 
     /// Refuse every certificate of the device issued before `not_before`
@@ -209,13 +211,35 @@ impl Store {
         not_before: DateTime<Utc>,
         audit: Option<&NewAuditEntry>,
     ) -> Result<(), Error> {
-        const SQL: &str = "INSERT INTO device_cert_floors (tenant_id, device_id, not_before, updated_at) \
-                           VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) \
-                           DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
-        let done = audited_tx!(self, audit, Result::is_ok, tx => sql!(in tx, execute => SQL,
-            tenant_id, device_id, Ts(not_before), Ts(now())));
+        self.write_cert_floor(FloorOf::Device(tenant_id, device_id), not_before, audit)
+            .await
+    }
+
+    /// Upsert `owner`'s floor: a tenant's and a device's differ only in
+    /// their table and key.
+    async fn write_cert_floor(
+        &self,
+        owner: FloorOf<'_>,
+        not_before: DateTime<Utc>,
+        audit: Option<&NewAuditEntry>,
+    ) -> Result<(), Error> {
+        const TENANT: &str = "INSERT INTO tenant_cert_floors (tenant_id, not_before, updated_at) \
+                              VALUES ($1, $2, $3) ON CONFLICT (tenant_id) \
+                              DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
+        const DEVICE: &str = "INSERT INTO device_cert_floors (tenant_id, device_id, not_before, updated_at) \
+                              VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, device_id) \
+                              DO UPDATE SET not_before = excluded.not_before, updated_at = excluded.updated_at";
+        let (not_before, at) = (Ts(not_before), Ts(now()));
+        let done = audited_tx!(self, audit, Result::is_ok, tx => match owner {
+            FloorOf::Tenant(t) => sql!(in tx, execute => TENANT, t, not_before, at),
+            FloorOf::Device(t, d) => sql!(in tx, execute => DEVICE, t, d, not_before, at),
+        });
+        let missing = match owner {
+            FloorOf::Tenant(t) => tenant_not_found(t),
+            FloorOf::Device(t, d) => device_not_found(t, d),
+        };
         done.map(drop)
-            .map_err(|e| on_violation(e, None, Some(device_not_found(tenant_id, device_id))))
+            .map_err(|e| on_violation(e, None, Some(missing)))
     }
 
     /// The floors that apply to a device (both `None` if none is set).

@@ -13,6 +13,7 @@ use crate::codec::{Ts, now};
 use crate::error::{Violation, violation};
 use crate::page::{CursorKind, Page, Paged};
 use crate::pki::{on_violation, tenant_not_found};
+use crate::store::tenant_query;
 use crate::{AuditOf, Backend, DeviceId, Error, NewAuditEntry, Store};
 
 const KIND: &str = "device";
@@ -207,12 +208,10 @@ impl Store {
         let after = page.after_key(CursorKind::Devices)?;
         let backend = self.backend();
         let devices = on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(concat!(
-                "SELECT ",
-                columns!(),
-                " FROM devices WHERE tenant_id = "
-            ));
-            q.push_bind(tenant_id);
+            let mut q = tenant_query(
+                concat!("SELECT ", columns!(), " FROM devices WHERE tenant_id = "),
+                tenant_id,
+            );
             if let Some(after) = &after {
                 q.push(" AND id > ").push_bind(after.as_str());
             }

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 
+use crate::store::tenant_query;
 use crate::{Error, Store};
 
 impl Store {
@@ -16,10 +17,11 @@ impl Store {
             return Ok(HashSet::new());
         }
         let ids = on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(
+            let mut q = tenant_query(
                 "SELECT device_id FROM device_presence WHERE status = 'online' AND tenant_id = ",
+                tenant_id,
             );
-            q.push_bind(tenant_id).push(" AND device_id IN (");
+            q.push(" AND device_id IN (");
             let mut list = q.separated(", ");
             for id in device_ids {
                 list.push_bind(id);

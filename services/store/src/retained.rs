@@ -12,6 +12,7 @@ use serde_json::Value;
 use sqlx::types::Json;
 
 use crate::codec::Ts;
+use crate::store::tenant_query;
 use crate::{Error, Store};
 
 /// Rows per multi-row statement: 8 parameters each stays far below the
@@ -236,12 +237,14 @@ impl Store {
         limit: Option<u32>,
     ) -> Result<Vec<RetainedMessage>, Error> {
         let rows = on_pool!(self, pool => {
-            let mut q = sqlx::QueryBuilder::new(concat!(
-                "SELECT ",
-                retained_columns!(),
-                " FROM retained_messages WHERE tenant_id = "
-            ));
-            q.push_bind(tenant_id);
+            let mut q = tenant_query(
+                concat!(
+                    "SELECT ",
+                    retained_columns!(),
+                    " FROM retained_messages WHERE tenant_id = "
+                ),
+                tenant_id,
+            );
             q.push(" AND (expires_at IS NULL OR expires_at > ")
                 .push_bind(Ts(now))
                 .push(")");

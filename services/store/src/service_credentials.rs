@@ -8,6 +8,7 @@
 //! caller's.
 
 use chrono::{DateTime, Utc};
+use sqlx::query::QueryAs;
 use sqlx::types::Json;
 
 use crate::audit::{audited_of_tx, audited_tx};
@@ -195,6 +196,21 @@ const PLATFORM: Table = Table {
     ),
 };
 
+/// `query` with the scope's tenant id bound next, when it has one (a
+/// tenant's statements take it after the credential id).
+fn bind_tenant<'q, DB: sqlx::Database, O>(
+    query: QueryAs<'q, DB, O, DB::Arguments>,
+    scope: &'q CredentialScope,
+) -> QueryAs<'q, DB, O, DB::Arguments>
+where
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    match scope.tenant_id() {
+        Some(t) => query.bind(t),
+        None => query,
+    }
+}
+
 impl Store {
     /// Store a service credential, with `audit` in the same transaction.
     /// `NotFound` for an unknown tenant, `AlreadyExists` if the id, the
@@ -207,12 +223,8 @@ impl Store {
     ) -> Result<ServiceCredential, Error> {
         let table = new.scope.table();
         let row = audited_tx!(self, audit, Result::is_ok, tx => {
-            let q = sqlx::query_as::<_, CredentialRow>(table.insert).bind(&new.id);
-            let q = match new.scope.tenant_id() {
-                Some(t) => q.bind(t),
-                None => q,
-            };
-            q.bind(&new.name)
+            bind_tenant(sqlx::query_as::<_, CredentialRow>(table.insert).bind(&new.id), &new.scope)
+                .bind(&new.name)
                 .bind(&new.username)
                 .bind(&new.password_hash)
                 .bind(Json(&new.publish))
@@ -251,10 +263,7 @@ impl Store {
         table: &Table,
         username: &str,
     ) -> Result<Option<ServiceCredential>, Error> {
-        let row = on_pool!(self, pool => sqlx::query_as::<_, CredentialRow>(table.by_username)
-            .bind(username)
-            .fetch_optional(pool)
-            .await?);
+        let row = sql!(self, fetch_optional as CredentialRow => table.by_username, username)?;
         Ok(row.map(ServiceCredential::from))
     }
 
@@ -263,13 +272,10 @@ impl Store {
         &self,
         scope: &CredentialScope,
     ) -> Result<Vec<ServiceCredential>, Error> {
-        let rows = on_pool!(self, pool => {
-            let q = sqlx::query_as::<_, CredentialRow>(scope.table().list);
-            let q = match scope.tenant_id() {
-                Some(t) => q.bind(t),
-                None => q,
-            };
-            q.fetch_all(pool).await?
+        let rows: Vec<CredentialRow> = on_pool!(self, pool => {
+            bind_tenant(sqlx::query_as(scope.table().list), scope)
+                .fetch_all(pool)
+                .await?
         });
         Ok(rows.into_iter().map(ServiceCredential::from).collect())
     }
@@ -287,12 +293,10 @@ impl Store {
     ) -> Result<ServiceCredential, Error> {
         let table = scope.table();
         let deleted = audited_of_tx!(self, audit, Option::as_ref, tx => {
-            let q = sqlx::query_as::<_, CredentialRow>(table.delete).bind(id);
-            let q = match scope.tenant_id() {
-                Some(t) => q.bind(t),
-                None => q,
-            };
-            q.fetch_optional(tx).await?.map(ServiceCredential::from)
+            bind_tenant(sqlx::query_as::<_, CredentialRow>(table.delete).bind(id), scope)
+                .fetch_optional(tx)
+                .await?
+                .map(ServiceCredential::from)
         });
         deleted.ok_or_else(|| Error::NotFound {
             kind: table.kind,

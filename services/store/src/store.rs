@@ -141,6 +141,21 @@ impl Store {
     }
 }
 
+/// A query built at run time over one tenant's rows: `head` ends in
+/// `tenant_id = `, and the tenant is bound there; the caller pushes the rest.
+pub(crate) fn tenant_query<'a, DB: sqlx::Database>(
+    head: &'static str,
+    tenant_id: &'a str,
+) -> sqlx::QueryBuilder<DB>
+where
+    <DB as sqlx::Database>::Arguments: Default,
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    let mut q = sqlx::QueryBuilder::new(head);
+    q.push_bind(tenant_id);
+    q
+}
+
 async fn open_sqlite(url: &str) -> Result<SqlitePool, Error> {
     let options = SqliteConnectOptions::from_str(url)
         .map_err(Error::InvalidUrl)?

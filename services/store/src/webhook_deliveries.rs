@@ -203,32 +203,15 @@ impl Store {
         let mut disabled = None;
         macro_rules! body {
             ($conn:expr) => {{
-                sqlx::query(LOG)
-                    .bind(delivery_id)
-                    .bind(Ts(at))
-                    .bind(status_code)
-                    .bind(latency_ms)
-                    .bind(record.response.as_deref())
-                    .bind(record.error.as_deref())
-                    .execute(&mut *$conn)
-                    .await?;
-                let (endpoint_id, tenant_id): (String, String) = sqlx::query_as(UPDATE)
-                    .bind(delivery_id)
-                    .bind(status.as_str())
-                    .bind(Ts(next_at))
-                    .bind(status_code)
-                    .bind(latency_ms)
-                    .bind(record.error.as_deref())
-                    .bind(record.response.as_deref())
-                    .bind(Ts(at))
-                    .fetch_optional(&mut *$conn)
-                    .await?
-                    .ok_or_else(|| not_found(delivery_id))?;
+                sql!(in &mut *$conn, execute => LOG, delivery_id, Ts(at), status_code, latency_ms,
+                    record.response.as_deref(), record.error.as_deref())?;
+                let updated: Option<(String, String)> = sql!(in &mut *$conn,
+                    fetch_optional as _ => UPDATE, delivery_id, status.as_str(), Ts(next_at),
+                    status_code, latency_ms, record.error.as_deref(), record.response.as_deref(),
+                    Ts(at))?;
+                let (endpoint_id, tenant_id) = updated.ok_or_else(|| not_found(delivery_id))?;
                 if status == DeliveryStatus::Delivered {
-                    sqlx::query(SUCCESS)
-                        .bind(&endpoint_id)
-                        .execute(&mut *$conn)
-                        .await?;
+                    sql!(in &mut *$conn, execute => SUCCESS, &endpoint_id)?;
                     None
                 } else if status == DeliveryStatus::Pending {
                     // A retry to come is no failure of the endpoint yet:
@@ -238,10 +221,8 @@ impl Store {
                     // their events would wait for a person to re-enable it.
                     None
                 } else {
-                    let (failures, enabled): (i32, bool) = sqlx::query_as(FAILURE)
-                        .bind(&endpoint_id)
-                        .fetch_one(&mut *$conn)
-                        .await?;
+                    let (failures, enabled): (i32, bool) =
+                        sql!(in &mut *$conn, fetch_one as _ => FAILURE, &endpoint_id)?;
                     let reason = match outcome {
                         AttemptOutcome::FailedAndDisable { reason } => Some(reason.clone()),
                         _ if i64::from(failures) >= i64::from(disable_after.max(1)) => {
@@ -250,12 +231,7 @@ impl Store {
                         _ => None,
                     };
                     if let Some(reason) = reason.filter(|_| enabled) {
-                        sqlx::query(DISABLE)
-                            .bind(&endpoint_id)
-                            .bind(&reason)
-                            .bind(Ts(at))
-                            .execute(&mut *$conn)
-                            .await?;
+                        sql!(in &mut *$conn, execute => DISABLE, &endpoint_id, &reason, Ts(at))?;
                         tracing::warn!(tenant = %tenant_id, webhook_id = %endpoint_id,
                             %reason, "webhook endpoint disabled");
                         let event = NewOutboxEvent::of(
@@ -421,19 +397,8 @@ impl Store {
             "DELETE FROM webhook_outbox WHERE dispatched_at IS NOT NULL AND dispatched_at < $1 ",
             "AND NOT EXISTS (SELECT 1 FROM webhook_delivery_events de WHERE de.event_id = webhook_outbox.id)"
         );
-        let (deliveries, events) = on_pool!(self, pool => {
-            let deliveries = sqlx::query(DELIVERIES)
-                .bind(Ts(before))
-                .execute(pool)
-                .await?
-                .rows_affected();
-            let events = sqlx::query(EVENTS)
-                .bind(Ts(before))
-                .execute(pool)
-                .await?
-                .rows_affected();
-            (deliveries, events)
-        });
+        let deliveries = sql!(self, execute => DELIVERIES, Ts(before))?;
+        let events = sql!(self, execute => EVENTS, Ts(before))?;
         tracing::info!(deliveries, events, "webhook history pruned");
         Ok((deliveries, events))
     }

@@ -311,14 +311,7 @@ pub async fn append_device_event(store: &Store, event_type: &str, device: &str, 
 
 /// Wait until `done` holds, failing the test after [`PATIENCE`].
 pub async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + PATIENCE;
-    while !done() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    until_async(what, || std::future::ready(done())).await;
 }
 
 /// Wait until the endpoint's deliveries have these statuses (newest first).
@@ -327,11 +320,20 @@ pub async fn until_statuses(
     endpoint: &WebhookEndpoint,
     expected: &[DeliveryStatus],
 ) {
+    let what = format!("deliveries {expected:?}");
+    until_async(&what, || async move {
+        delivery_status(store, endpoint).await == expected
+    })
+    .await;
+}
+
+/// [`until`] for a condition that takes a query to know.
+async fn until_async<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
     let deadline = tokio::time::Instant::now() + PATIENCE;
-    while delivery_status(store, endpoint).await != expected {
+    while !done().await {
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {expected:?}"
+            "timed out waiting: {what}"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
