@@ -318,8 +318,8 @@ async fn the_platform_can_publish_and_disconnect_devices() {
     let queued = retain(&b, "commands/d1/state/desired", b"{\"led\":true}").await;
     assert_eq!(queued, 0);
     let mut c = connect(V5, "d1");
-    c.will = Some(mqtt::LastWill::new(
-        mqtt::TopicName::parse("devices/d1/status").unwrap(),
+    c.will = Some(will(
+        "devices/d1/status",
         "offline",
         mqtt::QoS::AtMostOnce,
         true,

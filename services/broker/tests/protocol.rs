@@ -117,12 +117,7 @@ async fn keep_alive_timeout_disconnects_with_0x8d_and_publishes_the_will() {
 
     let mut c = connect(V5, "silent");
     c.keep_alive = 0;
-    c.will = Some(mqtt::LastWill::new(
-        TopicName::parse("w").unwrap(),
-        "silent one died",
-        QoS::AtMostOnce,
-        false,
-    ));
+    c.will = Some(will("w", "silent one died", QoS::AtMostOnce, false));
     let (mut silent, ack) = Raw::connect(b.port(), V5, c).await;
     // MQTT-3.2.2-21: the keep alive we impose is announced.
     assert_eq!(ack.properties.server_keep_alive, Some(2));
@@ -453,12 +448,7 @@ async fn shutdown_tells_v5_clients_0x8b_and_the_listener_returns() {
 async fn disconnect_0x04_publishes_a_retained_will() {
     let b = TestBroker::start().await;
     let mut c = connect(V5, "leaving");
-    c.will = Some(mqtt::LastWill::new(
-        TopicName::parse("status/leaving").unwrap(),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
+    c.will = Some(will("status/leaving", "offline", QoS::AtLeastOnce, true));
     let (mut raw, _) = Raw::connect(b.port(), V5, c).await;
     raw.send(mqtt::Disconnect::new(ReasonCode::DisconnectWithWillMessage))
         .await;
@@ -564,12 +554,7 @@ async fn watcher_and_delayed_will(port: u16) -> (Raw, Raw) {
     subscribed(&mut watcher, "wills/#", QoS::AtMostOnce).await;
     let mut c = connect(V5, "dev");
     c.properties.session_expiry_interval = Some(600);
-    let mut will = mqtt::LastWill::new(
-        TopicName::parse("wills/dev").unwrap(),
-        "gone",
-        QoS::AtMostOnce,
-        false,
-    );
+    let mut will = will("wills/dev", "gone", QoS::AtMostOnce, false);
     will.properties.will_delay_interval = Some(600);
     c.will = Some(will);
     let (dev, _) = Raw::connect(port, V5, c).await;

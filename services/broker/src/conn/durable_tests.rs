@@ -263,8 +263,8 @@ async fn a_released_session_leaves_with_0x8e_and_stays_in_the_store() {
 fn clean_with_will(id: &str) -> Connect {
     let mut c = Connect::new(V5, id);
     c.keep_alive = 0;
-    c.will = Some(mqtt::LastWill::new(
-        TopicName::parse("clean/will").unwrap(),
+    c.will = Some(crate::testing::will(
+        "clean/will",
         "gone",
         QoS::AtMostOnce,
         true,
