@@ -10,6 +10,16 @@ fn doc(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+/// The template named `name` whose document holds `rules`.
+fn parse_template(name: &str, rules: serde_json::Value) -> PolicyTemplate {
+    PolicyTemplate::parse(name, &doc(json!({ "rules": rules }))).unwrap()
+}
+
+/// The policy of template `name` (holding `rules`) for device d1.
+fn d1_policy(name: &str, rules: serde_json::Value) -> CompiledPolicy {
+    parse_template(name, rules).compile(&device_vars("d1"))
+}
+
 fn topic(s: &str) -> TopicName {
     TopicName::parse(s).unwrap()
 }
@@ -50,30 +60,26 @@ fn default_device_policy() {
 
 #[test]
 fn deny_beats_allow_whatever_the_order() {
-    let template = PolicyTemplate::parse(
+    let p = d1_policy(
         "p",
-        &doc(json!({"rules": [
+        json!([
             {"effect": "allow", "action": "both", "filters": ["devices/${device}/#"]},
             {"effect": "deny", "action": "publish", "filters": ["devices/${device}/secret"]},
-        ]})),
-    )
-    .unwrap();
-    let p = template.compile(&device_vars("d1"));
+        ]),
+    );
     assert!(p.decide_publish(&topic("devices/d1/state")).allowed);
     let denied = p.decide_publish(&topic("devices/d1/secret"));
     assert!(!denied.allowed);
     assert_eq!(&*denied.rule, "policy p rule 1");
     // Deny for subscribe: overlapping filters are refused, even when an
     // allow covers them (a `#` would receive the denied topic).
-    let template = PolicyTemplate::parse(
+    let p = d1_policy(
         "q",
-        &doc(json!({"rules": [
+        json!([
             {"effect": "deny", "action": "subscribe", "filters": ["devices/${device}/secret"]},
             {"effect": "allow", "action": "subscribe", "filters": ["devices/${device}/#"]},
-        ]})),
-    )
-    .unwrap();
-    let p = template.compile(&device_vars("d1"));
+        ]),
+    );
     assert!(!p.decide_subscribe(&filter("devices/d1/#")).allowed);
     assert!(!p.decide_subscribe(&filter("devices/d1/+")).allowed);
     assert!(p.decide_subscribe(&filter("devices/d1/state/#")).allowed);
@@ -82,15 +88,14 @@ fn deny_beats_allow_whatever_the_order() {
 
 #[test]
 fn unsafe_substitutions_match_nothing_and_deny_stays_in_force() {
-    let template = PolicyTemplate::parse(
+    let template = parse_template(
         "p",
-        &doc(json!({"rules": [
+        json!([
             {"effect": "allow", "action": "both", "filters": ["users/${username}/#"]},
             {"effect": "allow", "action": "publish", "filters": ["up/${client_id}"]},
             {"effect": "deny", "action": "publish", "filters": ["up/${username}/x"]},
-        ]})),
-    )
-    .unwrap();
+        ]),
+    );
     for crafted in ["+", "#", "a/b", "", "x+"] {
         let vars = Variables {
             tenant: "acme",

@@ -213,6 +213,19 @@ fn backend(
     })
 }
 
+/// What the broker asks the authenticator when client d1 connects with
+/// the certificate `der` and no user name.
+fn cert_login(der: &[u8], protocol: mqtt::ProtocolVersion) -> AuthRequest {
+    AuthRequest {
+        username: None,
+        password: None,
+        client_id: "d1".into(),
+        peer: "127.0.0.1:1".parse().unwrap(),
+        peer_certificates: Some(vec![Bytes::copy_from_slice(der)]),
+        protocol,
+    }
+}
+
 fn hex_key(ca: &TenantCa) -> String {
     ca.subject_key_id()
         .iter()
@@ -259,6 +272,12 @@ impl Client {
             _ => None,
         })
         .await;
+    }
+
+    /// Asserts the connection attempt is refused with an error naming `why`.
+    async fn refused_with(&mut self, why: &str) {
+        let refused = self.refused().await;
+        assert!(refused.contains(why), "{refused}");
     }
 
     /// The error that ended the connection attempt.
@@ -393,8 +412,9 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
     );
 
     // The client id must be the device id.
-    let refused = p.with_cert("not-d1", &d1).refused().await;
-    assert!(refused.contains("ClientIdentifierNotValid"), "{refused}");
+    p.with_cert("not-d1", &d1)
+        .refused_with("ClientIdentifierNotValid")
+        .await;
 
     // Revoke while connected: DISCONNECT 0x98 at once, refused afterwards.
     p.store
@@ -412,8 +432,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
     let took = revoked_at.elapsed();
     eprintln!("revoked certificate's session ended after {took:?} ({ended})");
     assert!(took < WAIT);
-    let refused = p.with_cert("d1", &d1).refused().await;
-    assert!(refused.contains("NotAuthorized"), "{refused}");
+    p.with_cert("d1", &d1).refused_with("NotAuthorized").await;
 
     // A newer certificate for d1 still works, until a floor refuses it.
     let d1b = p.cert("acme", "d1", Utc::now()).await;
@@ -428,8 +447,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
         )
         .await?;
     assert!(p.revocations.device_changed("acme", "d1"));
-    let refused = p.with_cert("d1", &d1b).refused().await;
-    assert!(refused.contains("NotAuthorized"), "{refused}");
+    p.with_cert("d1", &d1b).refused_with("NotAuthorized").await;
 
     // A tenant-wide floor ends globex's certificate sessions and refuses
     // their certificates.
@@ -439,8 +457,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
     assert_eq!(p.revocations.tenant_changed("globex"), 1);
     let ended = other.ended().await;
     assert!(!ended.is_empty());
-    let refused = p.with_cert("g1", &g1).refused().await;
-    assert!(refused.contains("NotAuthorized"), "{refused}");
+    p.with_cert("g1", &g1).refused_with("NotAuthorized").await;
 
     // A disabled device is refused.
     p.store
@@ -455,8 +472,7 @@ async fn certificate_devices(db: &TestDb) -> anyhow::Result<()> {
         .await?;
     p.revocations.device_changed("acme", "d2");
     let d2 = p.cert("acme", "d2", Utc::now()).await;
-    let refused = p.with_cert("d2", &d2).refused().await;
-    assert!(refused.contains("NotAuthorized"), "{refused}");
+    p.with_cert("d2", &d2).refused_with("NotAuthorized").await;
 
     p.shutdown.cancel();
     Ok(())
@@ -467,14 +483,7 @@ async fn bad_certificates(db: &TestDb) -> anyhow::Result<()> {
     let p = Platform::start(db.store(), &["acme", "globex"]).await;
     p.device("acme", "d1").await;
     let auth = PlatformAuthenticator::new(p.trust.clone(), AccessCache::new(p.store.clone()));
-    let request = |der: &CertificateDer<'_>| AuthRequest {
-        username: None,
-        password: None,
-        client_id: "d1".into(),
-        peer: "127.0.0.1:1".parse().unwrap(),
-        peer_certificates: Some(vec![Bytes::copy_from_slice(der.as_ref())]),
-        protocol: mqtt::ProtocolVersion::V5,
-    };
+    let request = |der: &CertificateDer<'_>| cert_login(der, mqtt::ProtocolVersion::V5);
     let year = chrono::Duration::days(365);
     let expired = p.cert("acme", "d1", Utc::now() - year).await;
     let not_yet = p
@@ -518,8 +527,9 @@ async fn bad_certificates(db: &TestDb) -> anyhow::Result<()> {
             .await,
         Err(AuthError::BadCredentials)
     );
-    let refused = p.with_cert("d1", &unrecorded).refused().await;
-    assert!(refused.contains("BadUserNamePassword"), "{refused}");
+    p.with_cert("d1", &unrecorded)
+        .refused_with("BadUserNamePassword")
+        .await;
     p.shutdown.cancel();
     Ok(())
 }
@@ -633,6 +643,21 @@ fn mosquitto(program: &str, args: &[&str]) -> std::process::Output {
         .unwrap_or_else(|e| panic!("{program}: {e}"))
 }
 
+/// Asserts a mosquitto client ran to success (showing what it said if not).
+fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Asserts a mosquitto client failed, saying `why` (in any case).
+fn assert_failed_saying(out: &std::process::Output, why: &str) {
+    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(!out.status.success() && said.contains(why), "{said}");
+}
+
 async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
     let p = Platform::start(db.store(), &["acme"]).await;
     p.device("acme", "m1").await;
@@ -678,11 +703,7 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
     };
     let publish = ["-t", "devices/m1/state", "-m", "hello", "-q", "1"];
     let out = run("mosquitto_pub", &[&["-i", "m1"][..], &publish].concat()).await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(
         service.message().await,
         ("devices/m1/state".into(), Bytes::from("hello"))
@@ -716,11 +737,7 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let out = sub.await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ping");
     // A live mosquitto_sub session ends when its certificate is revoked.
     let watcher = run(
@@ -759,20 +776,12 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
     let log = String::from_utf8_lossy(&out.stdout);
     assert!(log.contains("Received DISCONNECT (152)"), "{log}");
     let out = run("mosquitto_pub", &[&["-i", "m1"][..], &publish].concat()).await?;
-    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
-    assert!(
-        !out.status.success() && said.contains("not authorized"),
-        "{said}"
-    );
+    assert_failed_saying(&out, "not authorized");
     // 3.1.1 return codes: the revoked certificate gets 0x05 (it wins over
     // any user name), a wrong password 0x04.
     let v311 = ["-V", "mqttv311", "-i", "m1", "-t", "x", "-m", "x"];
     let out = run("mosquitto_pub", &v311).await?;
-    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
-    assert!(
-        !out.status.success() && said.contains("not authorised"),
-        "{said}"
-    );
+    assert_failed_saying(&out, "not authorised");
     let wrong_password = [
         "-V",
         "mqttv311",
@@ -788,11 +797,7 @@ async fn mosquitto_clients(db: &TestDb) -> anyhow::Result<()> {
         "x",
     ];
     let out = mosquitto("mosquitto_pub", &[&server[..], &wrong_password].concat());
-    let said = String::from_utf8_lossy(&out.stderr).to_lowercase();
-    assert!(
-        !out.status.success() && said.contains("bad user name or password"),
-        "{said}"
-    );
+    assert_failed_saying(&out, "bad user name or password");
     p.shutdown.cancel();
     Ok(())
 }
@@ -807,14 +812,7 @@ async fn cached_connects_skip_the_store(db: &TestDb) -> anyhow::Result<()> {
     let own_pool = Store::open(db.url()).await?;
     let cache = AccessCache::new(own_pool.clone());
     let auth = PlatformAuthenticator::new(p.trust.clone(), cache.clone());
-    let request = AuthRequest {
-        username: None,
-        password: None,
-        client_id: "d1".into(),
-        peer: "127.0.0.1:1".parse()?,
-        peer_certificates: Some(vec![Bytes::copy_from_slice(cert.certificate_der.as_ref())]),
-        protocol: mqtt::ProtocolVersion::V311,
-    };
+    let request = cert_login(&cert.certificate_der, mqtt::ProtocolVersion::V311);
     let limits = store::PublishLimitSettings {
         bytes_per_second: Some(4096),
         ..Default::default()

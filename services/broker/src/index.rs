@@ -442,6 +442,19 @@ mod tests {
         idx.insert(&TopicFilter::parse(filter).unwrap(), &Arc::from(client), s)
     }
 
+    /// An index holding each `(filter, client)` of `subscriptions`.
+    fn index_of(subscriptions: &[(&str, &str)]) -> SubscriptionIndex {
+        let mut idx = SubscriptionIndex::default();
+        for (filter, client) in subscriptions {
+            add(&mut idx, filter, client);
+        }
+        idx
+    }
+
+    fn remove(idx: &mut SubscriptionIndex, filter: &str, client: &str) -> bool {
+        idx.remove(&TopicFilter::parse(filter).unwrap(), client)
+    }
+
     #[test]
     fn matches_like_the_naive_matcher() {
         let filters = [
@@ -471,23 +484,22 @@ mod tests {
 
     #[test]
     fn remove_prunes_and_reports() {
-        let mut idx = SubscriptionIndex::default();
-        add(&mut idx, "a/b/c", "x");
+        let mut idx = index_of(&[("a/b/c", "x")]);
         assert!(add(&mut idx, "a/b/c", "x"));
         assert_eq!(idx.len(), 1);
-        let f = TopicFilter::parse("a/b/c").unwrap();
-        assert!(idx.remove(&f, "x"));
-        assert!(!idx.remove(&f, "x"));
+        assert!(remove(&mut idx, "a/b/c", "x"));
+        assert!(!remove(&mut idx, "a/b/c", "x"));
         assert!(idx.root.is_empty());
         assert_eq!(idx.len(), 0);
     }
 
     #[test]
     fn shared_groups_yield_one_member_round_robin() {
-        let mut idx = SubscriptionIndex::default();
-        add(&mut idx, "$share/g/a/+", "m1");
-        add(&mut idx, "$share/g/a/+", "m2");
-        add(&mut idx, "$share/h/a/#", "m3");
+        let mut idx = index_of(&[
+            ("$share/g/a/+", "m1"),
+            ("$share/g/a/+", "m2"),
+            ("$share/h/a/#", "m3"),
+        ]);
         let mut seen = Vec::new();
         for _ in 0..4 {
             let got = names(&idx, "a/b");
@@ -497,7 +509,7 @@ mod tests {
         }
         assert_eq!(seen.iter().filter(|n| *n == "m1").count(), 2);
         assert_eq!(seen.iter().filter(|n| *n == "m2").count(), 2);
-        assert!(idx.remove(&TopicFilter::parse("$share/g/a/+").unwrap(), "m1"));
+        assert!(remove(&mut idx, "$share/g/a/+", "m1"));
         assert_eq!(names(&idx, "a/b"), ["m2", "m3"]);
     }
 
@@ -506,16 +518,14 @@ mod tests {
         // 65,000 levels (the most a topic string allows) overflow a
         // recursive walk on a test thread.
         let deep = format!("a{}", "/".repeat(65_000));
-        let mut idx = SubscriptionIndex::default();
-        add(&mut idx, &deep, "deep");
-        add(&mut idx, &format!("{deep}/+"), "plus");
-        add(&mut idx, "a/#", "hash");
+        let deep_plus = format!("{deep}/+");
+        let mut idx = index_of(&[(&deep, "deep"), (&deep_plus, "plus"), ("a/#", "hash")]);
         assert_eq!(names(&idx, &deep), ["deep", "hash"]);
         assert_eq!(names(&idx, &format!("{deep}/x")), ["hash", "plus"]);
-        assert!(idx.remove(&TopicFilter::parse(deep.as_str()).unwrap(), "deep"));
+        assert!(remove(&mut idx, &deep, "deep"));
         assert_eq!(names(&idx, &format!("{deep}/x")), ["hash", "plus"]);
-        assert!(idx.remove(&TopicFilter::parse(format!("{deep}/+")).unwrap(), "plus"));
-        assert!(idx.remove(&TopicFilter::parse("a/#").unwrap(), "hash"));
+        assert!(remove(&mut idx, &deep_plus, "plus"));
+        assert!(remove(&mut idx, "a/#", "hash"));
         assert!(idx.root.is_empty());
         // And a whole deep index dropped at once.
         add(&mut idx, &deep, "deep");
@@ -524,16 +534,13 @@ mod tests {
 
     #[test]
     fn remove_keeps_the_branches_others_use() {
-        let mut idx = SubscriptionIndex::default();
-        add(&mut idx, "a/b/c/d", "x");
-        add(&mut idx, "a/b", "y");
-        add(&mut idx, "a/b/e", "z");
-        assert!(idx.remove(&TopicFilter::parse("a/b/c/d").unwrap(), "x"));
+        let mut idx = index_of(&[("a/b/c/d", "x"), ("a/b", "y"), ("a/b/e", "z")]);
+        assert!(remove(&mut idx, "a/b/c/d", "x"));
         assert_eq!(names(&idx, "a/b"), ["y"]);
         assert_eq!(names(&idx, "a/b/e"), ["z"]);
-        assert!(idx.remove(&TopicFilter::parse("a/b").unwrap(), "y"));
+        assert!(remove(&mut idx, "a/b", "y"));
         assert_eq!(names(&idx, "a/b/e"), ["z"]);
-        assert!(idx.remove(&TopicFilter::parse("a/b/e").unwrap(), "z"));
+        assert!(remove(&mut idx, "a/b/e", "z"));
         assert!(idx.root.is_empty());
     }
 }

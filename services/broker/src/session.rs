@@ -236,6 +236,13 @@ impl TenantQueue {
         true
     }
 
+    /// Counts one message of `cost` with no bound applied (see
+    /// [`Queue::hold_unbounded`]).
+    fn hold(&self, cost: usize) {
+        self.messages.fetch_add(1, Ordering::AcqRel);
+        self.bytes.fetch_add(cost, Ordering::AcqRel);
+    }
+
     fn release(&self, messages: usize, bytes: usize) {
         self.messages.fetch_sub(messages, Ordering::AcqRel);
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
@@ -311,11 +318,16 @@ impl Queue {
     /// Puts back what [`Queue::pop_front`] just took: it was counted a
     /// moment ago, so no bound applies.
     pub(crate) fn push_front(&mut self, d: Delivery) {
+        self.hold_unbounded(&d);
+        self.items.push_front(d);
+    }
+
+    /// Counts `d` in the queue's bytes and the tenant's tally without
+    /// checking a bound: for deliveries that were admitted before.
+    fn hold_unbounded(&mut self, d: &Delivery) {
         let cost = d.message.cost();
         self.bytes += cost;
-        self.tenant.messages.fetch_add(1, Ordering::AcqRel);
-        self.tenant.bytes.fetch_add(cost, Ordering::AcqRel);
-        self.items.push_front(d);
+        self.tenant.hold(cost);
     }
 
     /// Makes room for one delivery of `cost` bytes within the session's
@@ -353,10 +365,7 @@ impl Queue {
     /// acknowledged before the restart, so no bound refuses it (it is
     /// counted, and holds back new ones until the queue drains).
     pub(crate) fn push_restored(&mut self, d: Delivery) {
-        let cost = d.message.cost();
-        self.bytes += cost;
-        self.tenant.messages.fetch_add(1, Ordering::AcqRel);
-        self.tenant.bytes.fetch_add(cost, Ordering::AcqRel);
+        self.hold_unbounded(&d);
         self.items.push_back(d);
     }
 
@@ -786,17 +795,22 @@ mod tests {
     use bytes::Bytes;
     use mqtt::{Properties, TopicName};
 
+    /// A message on topic `t`, not retained, with no expiry.
+    fn message(payload: Bytes, qos: QoS, properties: Properties) -> Arc<Message> {
+        Arc::new(Message::new(
+            TopicName::parse("t").unwrap(),
+            payload,
+            qos,
+            false,
+            properties,
+            None,
+            Instant::now(),
+        ))
+    }
+
     fn delivery(qos: QoS) -> Delivery {
         Delivery {
-            message: Arc::new(Message::new(
-                TopicName::parse("t").unwrap(),
-                Bytes::new(),
-                qos,
-                false,
-                Properties::default(),
-                None,
-                Instant::now(),
-            )),
+            message: message(Bytes::new(), qos, Properties::default()),
             qos,
             retain: false,
             subscription_ids: vec![],
@@ -817,15 +831,7 @@ mod tests {
             ..Properties::default()
         };
         let mut d = delivery(QoS::AtLeastOnce);
-        d.message = Arc::new(Message::new(
-            TopicName::parse("t").unwrap(),
-            Bytes::from(vec![0; payload]),
-            QoS::AtLeastOnce,
-            false,
-            properties,
-            None,
-            Instant::now(),
-        ));
+        d.message = message(Bytes::from(vec![0; payload]), QoS::AtLeastOnce, properties);
         d
     }
 
@@ -903,6 +909,17 @@ mod tests {
         assert_eq!(tenant.held(), (0, 0));
     }
 
+    /// What `s` holds and what it dropped: (pending, dropped as offline
+    /// QoS 0, dropped as queue full).
+    fn held_and_dropped(s: &Session) -> (usize, u64, u64) {
+        let st = s.lock();
+        (
+            st.pending.len(),
+            st.dropped.offline_qos0,
+            st.dropped.queue_full,
+        )
+    }
+
     #[test]
     fn offline_queue_is_bounded_and_counts_drops() {
         let s = Session::with_bound(Arc::from("c"), 2);
@@ -910,10 +927,7 @@ mod tests {
         for _ in 0..3 {
             s.enqueue(delivery(QoS::AtLeastOnce));
         }
-        let st = s.lock();
-        assert_eq!(st.pending.len(), 2);
-        assert_eq!(st.dropped.offline_qos0, 1);
-        assert_eq!(st.dropped.queue_full, 1);
+        assert_eq!(held_and_dropped(&s), (2, 1, 1));
     }
 
     #[test]
@@ -922,10 +936,7 @@ mod tests {
         s.lock().conn = Some(ConnControl::new(1));
         s.enqueue(delivery(QoS::AtMostOnce));
         s.enqueue(delivery(QoS::AtMostOnce));
-        let st = s.lock();
-        assert_eq!(st.pending.len(), 1);
-        assert_eq!(st.dropped.queue_full, 1);
-        assert_eq!(st.dropped.offline_qos0, 0);
+        assert_eq!(held_and_dropped(&s), (1, 0, 1));
     }
 
     #[test]

@@ -82,6 +82,11 @@ impl Served {
     }
 }
 
+/// A Last Will on `topic` (a valid topic name) for a CONNECT under test.
+pub fn will(topic: &str, payload: &'static str, qos: mqtt::QoS, retain: bool) -> mqtt::LastWill {
+    mqtt::LastWill::new(mqtt::TopicName::parse(topic).unwrap(), payload, qos, retain)
+}
+
 /// A rumqttc v5 client, the channel its incoming packets arrive on (the
 /// error that ends its event loop last), and its event loop's task.
 pub type V5Client = (

@@ -113,50 +113,38 @@ async fn the_authorizer_decides_publish_and_subscribe() {
         }
         other => panic!("{other:?}"),
     }
-    let mut p = mqtt::Publish::new(mqtt::TopicName::parse("devices/d2/state").unwrap(), "x");
-    p.qos = mqtt::QoS::AtLeastOnce;
-    p.packet_id = mqtt::PacketId::new(2);
-    raw.send(p).await;
-    assert!(
-        matches!(raw.recv().await, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::NotAuthorized)
+    assert_eq!(
+        puback_reason(&mut raw, "devices/d2/state", 2).await,
+        ReasonCode::NotAuthorized
     );
-    let mut p = mqtt::Publish::new(mqtt::TopicName::parse("devices/d1/state").unwrap(), "x");
-    p.qos = mqtt::QoS::AtLeastOnce;
-    p.packet_id = mqtt::PacketId::new(3);
-    raw.send(p).await;
-    assert!(
-        matches!(raw.recv().await, Some(Packet::PubAck(a)) if a.reason_code == ReasonCode::NoMatchingSubscribers)
+    assert_eq!(
+        puback_reason(&mut raw, "devices/d1/state", 3).await,
+        ReasonCode::NoMatchingSubscribers
     );
     b.stop().await;
 }
 
-/// A store whose database is down.
-struct DownStore;
-
-#[async_trait::async_trait]
-impl broker::RetainedStore for DownStore {
-    async fn load(
-        &self,
-        _: &broker::TenantId,
-    ) -> Result<Vec<broker::StoredRetained>, broker::StoreError> {
-        Err(broker::StoreError("connection refused".into()))
-    }
-    fn save(
-        &self,
-        _: &broker::TenantId,
-        _: &mqtt::TopicName,
-        _: Option<&broker::StoredRetained>,
-        _: bool,
-    ) -> Option<broker::Durability> {
-        None
+/// `raw` publishes "x" to `topic` at QoS 1 (packet id `id`); the reason
+/// code of its PUBACK.
+async fn puback_reason(raw: &mut Raw, topic: &str, id: u16) -> ReasonCode {
+    let mut p = mqtt::Publish::new(mqtt::TopicName::parse(topic).unwrap(), "x");
+    p.qos = mqtt::QoS::AtLeastOnce;
+    p.packet_id = mqtt::PacketId::new(id);
+    raw.send(p).await;
+    match raw.recv().await {
+        Some(Packet::PubAck(a)) => a.reason_code,
+        other => panic!("PUBACK expected, got {other:?}"),
     }
 }
 
 /// A store that makes QoS 1/2 retained writes durable only when the test
-/// says so (`release`), or fails them.
+/// says so (`release`), or fails them; and whose loads fail when its
+/// database is `down`.
 struct GatedStore {
     saves: std::sync::Mutex<Vec<(String, bool)>>,
     gate: tokio::sync::watch::Sender<Option<Result<(), broker::StoreError>>>,
+    /// What every load fails with, if anything.
+    load_error: Option<broker::StoreError>,
 }
 
 impl GatedStore {
@@ -164,6 +152,14 @@ impl GatedStore {
         Self {
             saves: Default::default(),
             gate: tokio::sync::watch::channel(None).0,
+            load_error: None,
+        }
+    }
+    /// A store whose database is down: every load fails.
+    fn down() -> Self {
+        Self {
+            load_error: Some(broker::StoreError("connection refused".into())),
+            ..Self::new()
         }
     }
     fn release(&self, outcome: Result<(), broker::StoreError>) {
@@ -177,7 +173,10 @@ impl broker::RetainedStore for GatedStore {
         &self,
         _: &broker::TenantId,
     ) -> Result<Vec<broker::StoredRetained>, broker::StoreError> {
-        Ok(Vec::new())
+        match &self.load_error {
+            Some(e) => Err(e.clone()),
+            None => Ok(Vec::new()),
+        }
     }
     fn save(
         &self,
@@ -282,12 +281,7 @@ async fn a_retained_write_that_fails_is_not_acknowledged_as_success() {
 
 #[tokio::test]
 async fn a_tenant_that_cannot_load_is_refused_with_server_unavailable() {
-    let broker = Broker::builder(Arc::new(AllowAnonymous {
-        tenant: tenant("acme"),
-    }))
-    .retained_store(Arc::new(DownStore))
-    .build();
-    let b = TestBroker::with_broker(broker).await;
+    let b = gated_broker(&Arc::new(GatedStore::down())).await;
     let mut raw = Raw::open(b.port(), V5).await;
     raw.send(connect(V5, "c")).await;
     raw.assert_refused(ReasonCode::ServerUnavailable).await;
@@ -318,8 +312,8 @@ async fn the_platform_can_publish_and_disconnect_devices() {
     let queued = retain(&b, "commands/d1/state/desired", b"{\"led\":true}").await;
     assert_eq!(queued, 0);
     let mut c = connect(V5, "d1");
-    c.will = Some(mqtt::LastWill::new(
-        mqtt::TopicName::parse("devices/d1/status").unwrap(),
+    c.will = Some(will(
+        "devices/d1/status",
         "offline",
         mqtt::QoS::AtMostOnce,
         true,

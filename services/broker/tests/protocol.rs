@@ -62,6 +62,13 @@ async fn live_is_next(publ: &mut Raw, sub: &mut Raw, topic: &str, why: &str) {
     assert_eq!(&expect_publish(sub).await.payload[..], b"live", "{why}");
 }
 
+/// A v5 client `id` on `port`, subscribed to `filter`.
+async fn subscriber(port: u16, id: &str, filter: &str, qos: QoS) -> Raw {
+    let (mut raw, _) = Raw::connect(port, V5, connect(V5, id)).await;
+    subscribed(&mut raw, filter, qos).await;
+    raw
+}
+
 async fn subscribed(raw: &mut Raw, filter: &str, qos: QoS) {
     raw.send(subscribe(filter, qos)).await;
     loop {
@@ -104,8 +111,7 @@ async fn keep_alive_timeout_disconnects_with_0x8d_and_publishes_the_will() {
         ..Config::default()
     };
     let b = TestBroker::with_config(config).await;
-    let (mut watcher, _) = Raw::connect(b.port(), V5, connect(V5, "watcher")).await;
-    subscribed(&mut watcher, "w", QoS::AtMostOnce).await;
+    let mut watcher = subscriber(b.port(), "watcher", "w", QoS::AtMostOnce).await;
     // 3.1.1 cannot be told our keep alive, so a larger one is refused.
     let mut raw = Raw::open(b.port(), V4).await;
     raw.send(connect(V4, "old")).await;
@@ -117,12 +123,7 @@ async fn keep_alive_timeout_disconnects_with_0x8d_and_publishes_the_will() {
 
     let mut c = connect(V5, "silent");
     c.keep_alive = 0;
-    c.will = Some(mqtt::LastWill::new(
-        TopicName::parse("w").unwrap(),
-        "silent one died",
-        QoS::AtMostOnce,
-        false,
-    ));
+    c.will = Some(will("w", "silent one died", QoS::AtMostOnce, false));
     let (mut silent, ack) = Raw::connect(b.port(), V5, c).await;
     // MQTT-3.2.2-21: the keep alive we impose is announced.
     assert_eq!(ack.properties.server_keep_alive, Some(2));
@@ -171,8 +172,7 @@ async fn exceeding_our_receive_maximum_is_0x93() {
 #[tokio::test]
 async fn qos2_inbound_is_delivered_once_despite_a_resend() {
     let b = TestBroker::start().await;
-    let (mut sub, _) = Raw::connect(b.port(), V5, connect(V5, "sub")).await;
-    subscribed(&mut sub, "q2", QoS::AtMostOnce).await;
+    let mut sub = subscriber(b.port(), "sub", "q2", QoS::AtMostOnce).await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     publ.send(publish("q2", QoS::ExactlyOnce, Some(9), b"once"))
         .await;
@@ -250,8 +250,7 @@ async fn expired_messages_are_not_delivered_to_returning_sessions() {
 #[tokio::test]
 async fn client_topic_aliases_are_resolved() {
     let b = TestBroker::start().await;
-    let (mut sub, _) = Raw::connect(b.port(), V5, connect(V5, "sub")).await;
-    subscribed(&mut sub, "x/#", QoS::AtMostOnce).await;
+    let mut sub = subscriber(b.port(), "sub", "x/#", QoS::AtMostOnce).await;
     let (mut publ, ack) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     assert!(ack.properties.topic_alias_maximum.unwrap_or(0) >= 1);
     let mut p = publish("x/long", QoS::AtMostOnce, None, b"1");
@@ -296,8 +295,7 @@ async fn retained_lookup_is_capped_per_subscribe() {
     for i in 1..=10u16 {
         retain(&mut publ, &format!("r/{i}"), i, b"v").await;
     }
-    let (mut sub, _) = Raw::connect(b.port(), V5, connect(V5, "sub")).await;
-    subscribed(&mut sub, "r/+", QoS::AtMostOnce).await;
+    let mut sub = subscriber(b.port(), "sub", "r/+", QoS::AtMostOnce).await;
     for _ in 0..3 {
         assert!(expect_publish(&mut sub).await.retain);
     }
@@ -329,10 +327,8 @@ async fn a_client_that_stops_reading_is_disconnected_and_others_carry_on() {
     };
     let b = TestBroker::with_config(config).await;
     // Subscribes, then never reads again.
-    let (mut stuck, _) = Raw::connect(b.port(), V5, connect(V5, "stuck")).await;
-    subscribed(&mut stuck, "firehose", QoS::AtMostOnce).await;
-    let (mut healthy, _) = Raw::connect(b.port(), V5, connect(V5, "healthy")).await;
-    subscribed(&mut healthy, "other", QoS::AtMostOnce).await;
+    let _stuck = subscriber(b.port(), "stuck", "firehose", QoS::AtMostOnce).await;
+    let mut healthy = subscriber(b.port(), "healthy", "other", QoS::AtMostOnce).await;
     let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
     let dev = tenant("dev");
     static BIG: [u8; 60_000] = [b'x'; 60_000];
@@ -367,10 +363,8 @@ async fn a_leaving_shared_member_s_unacked_messages_go_to_the_others() {
         } else {
             "$share/g1/jobs"
         };
-        let (mut m1, _) = Raw::connect(b.port(), V5, connect(V5, "m1")).await;
-        subscribed(&mut m1, group, QoS::AtLeastOnce).await;
-        let (mut m2, _) = Raw::connect(b.port(), V5, connect(V5, "m2")).await;
-        subscribed(&mut m2, group, QoS::AtLeastOnce).await;
+        let mut m1 = subscriber(b.port(), "m1", group, QoS::AtLeastOnce).await;
+        let mut m2 = subscriber(b.port(), "m2", group, QoS::AtLeastOnce).await;
         let (mut publ, _) = Raw::connect(b.port(), V5, connect(V5, "pub")).await;
         publ.send(publish("jobs", QoS::AtLeastOnce, Some(1), b"a"))
             .await;
@@ -453,19 +447,13 @@ async fn shutdown_tells_v5_clients_0x8b_and_the_listener_returns() {
 async fn disconnect_0x04_publishes_a_retained_will() {
     let b = TestBroker::start().await;
     let mut c = connect(V5, "leaving");
-    c.will = Some(mqtt::LastWill::new(
-        TopicName::parse("status/leaving").unwrap(),
-        "offline",
-        QoS::AtLeastOnce,
-        true,
-    ));
+    c.will = Some(will("status/leaving", "offline", QoS::AtLeastOnce, true));
     let (mut raw, _) = Raw::connect(b.port(), V5, c).await;
     raw.send(mqtt::Disconnect::new(ReasonCode::DisconnectWithWillMessage))
         .await;
     assert!(raw.until_closed().await.is_empty());
     // Will Retain: a later subscriber still gets it (MQTT-3.1.2-17).
-    let (mut sub, _) = Raw::connect(b.port(), V5, connect(V5, "later")).await;
-    subscribed(&mut sub, "status/+", QoS::AtLeastOnce).await;
+    let mut sub = subscriber(b.port(), "later", "status/+", QoS::AtLeastOnce).await;
     let p = expect_publish(&mut sub).await;
     assert_eq!(&p.payload[..], b"offline");
     assert!(p.retain);
@@ -560,16 +548,10 @@ async fn over_the_connection_limit_clients_are_told_server_busy() {
 /// A watcher subscribed to `wills/#`, and client "dev" connected with a
 /// 600 s session and a will delayed by 600 s.
 async fn watcher_and_delayed_will(port: u16) -> (Raw, Raw) {
-    let (mut watcher, _) = Raw::connect(port, V5, connect(V5, "watcher")).await;
-    subscribed(&mut watcher, "wills/#", QoS::AtMostOnce).await;
+    let watcher = subscriber(port, "watcher", "wills/#", QoS::AtMostOnce).await;
     let mut c = connect(V5, "dev");
     c.properties.session_expiry_interval = Some(600);
-    let mut will = mqtt::LastWill::new(
-        TopicName::parse("wills/dev").unwrap(),
-        "gone",
-        QoS::AtMostOnce,
-        false,
-    );
+    let mut will = will("wills/dev", "gone", QoS::AtMostOnce, false);
     will.properties.will_delay_interval = Some(600);
     c.will = Some(will);
     let (dev, _) = Raw::connect(port, V5, c).await;

@@ -38,6 +38,15 @@ fn server_config(f: &Fixture, registry: &TrustRegistry) -> Arc<ServerConfig> {
     Arc::new(config)
 }
 
+/// A CA fixture, its trust registry, and a server that verifies client
+/// certificates against that registry.
+fn served() -> (Fixture, TrustRegistry, Arc<ServerConfig>) {
+    let f = Fixture::new();
+    let registry = f.registry();
+    let server = server_config(&f, &registry);
+    (f, registry, server)
+}
+
 fn client_config(
     f: &Fixture,
     client: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
@@ -70,6 +79,29 @@ fn device_credentials(
     }
     let key = key_der(issued.private_key_pem.as_ref().unwrap().expose());
     (chain, key)
+}
+
+/// A client presenting `issued` (with its chain or the leaf only).
+fn device_client(
+    f: &Fixture,
+    issued: &IssuedDeviceCert,
+    full_chain: bool,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    client_config(f, Some(device_credentials(issued, full_chain)), versions)
+}
+
+/// Whether `openssl` is missing, so that the interop test is skipped
+/// (with a note).
+fn openssl_missing() -> bool {
+    let missing = std::process::Command::new("openssl")
+        .arg("version")
+        .output()
+        .is_err();
+    if missing {
+        eprintln!("openssl not found: interop test skipped");
+    }
+    missing
 }
 
 /// Run one handshake and a ping/pong; the server's view: the peer's
@@ -114,12 +146,10 @@ const TLS12: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
 
 #[tokio::test]
 async fn good_device_certificates_connect_with_full_chain_or_leaf_only() {
-    let f = Fixture::new();
-    let registry = f.registry();
-    let server = server_config(&f, &registry);
+    let (f, registry, server) = served();
     let issued = f.issue("acme", "sensor-1", DeviceKey::Generate);
     for (full_chain, versions) in [(true, TLS13), (false, TLS13), (false, TLS12)] {
-        let client = client_config(&f, Some(device_credentials(&issued, full_chain)), versions);
+        let client = device_client(&f, &issued, full_chain, versions);
         let peer = handshake(server.clone(), client).await.unwrap().unwrap();
         let identity = registry.identify(&peer, Utc::now()).unwrap();
         assert_eq!(
@@ -149,9 +179,8 @@ async fn good_device_certificates_connect_with_full_chain_or_leaf_only() {
 
 #[tokio::test]
 async fn clients_without_a_certificate_still_connect() {
-    let f = Fixture::new();
-    let registry = f.registry();
-    let peer = handshake(server_config(&f, &registry), client_config(&f, None, TLS13))
+    let (f, _registry, server) = served();
+    let peer = handshake(server, client_config(&f, None, TLS13))
         .await
         .unwrap();
     assert!(peer.is_none());
@@ -159,9 +188,7 @@ async fn clients_without_a_certificate_still_connect() {
 
 #[tokio::test]
 async fn bad_certificates_fail_the_handshake_or_reach_connect_with_their_reason() {
-    let f = Fixture::new();
-    let registry = f.registry();
-    let server = server_config(&f, &registry);
+    let (f, registry, server) = served();
     let acme = f.tenant("acme");
     let at = |now| crate::DeviceCertParams {
         now,
@@ -211,18 +238,16 @@ async fn bad_certificates_fail_the_handshake_or_reach_connect_with_their_reason(
         assert!(format!("{refused:?}").contains(why), "{case}: {refused:?}");
     }
     // Not ours at all: refused in the handshake.
-    let client = client_config(&f, Some(device_credentials(&foreign, true)), TLS13);
+    let client = device_client(&f, &foreign, true, TLS13);
     let err = handshake(server.clone(), client).await.unwrap_err();
     assert!(err.contains("UnknownIssuer"), "other root: {err}");
 }
 
 #[tokio::test]
 async fn ca_changes_take_effect_without_a_new_config() {
-    let f = Fixture::new();
-    let registry = f.registry();
-    let server = server_config(&f, &registry);
+    let (f, registry, server) = served();
     let issued = f.issue("acme", "d", DeviceKey::Generate);
-    let client = client_config(&f, Some(device_credentials(&issued, false)), TLS13);
+    let client = device_client(&f, &issued, false, TLS13);
     assert!(handshake(server.clone(), client.clone()).await.is_ok());
     registry.remove_tenant("acme");
     assert!(handshake(server.clone(), client.clone()).await.is_err());
@@ -235,8 +260,7 @@ async fn ca_changes_take_effect_without_a_new_config() {
 #[test]
 fn openssl_agrees() {
     use std::process::Command;
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl not found: interop test skipped");
+    if openssl_missing() {
         return;
     }
     let f = Fixture::new();
@@ -257,13 +281,11 @@ fn openssl_agrees() {
             ),
         )
     };
-    // A CSR made by OpenSSL, for each key type it should be accepted for.
-    for (i, newkey) in ["ec:p256.param", "rsa:2048", "ed25519"].iter().enumerate() {
-        if i == 0 {
-            let (ok, out) = openssl(&["ecparam", "-name", "prime256v1", "-out", "p256.param"]);
-            assert!(ok, "{out}");
-        }
-        let (ok, out) = openssl(&[
+    // A new key of type `newkey` (`{name}.key`) and a CSR for it
+    // (`{name}.csr`).
+    let request = |newkey: &str, name: &str| {
+        let (key, csr) = (format!("{name}.key"), format!("{name}.csr"));
+        openssl(&[
             "req",
             "-new",
             "-newkey",
@@ -272,26 +294,32 @@ fn openssl_agrees() {
             "-subj",
             "/CN=whatever",
             "-keyout",
-            "device.key",
+            &key,
             "-out",
-            "device.csr",
-        ]);
+            &csr,
+        ])
+    };
+    // device.pem verified up to root.pem through tenant.pem, with `checks`.
+    let verify_device = |checks: &[&str]| {
+        let mut args = vec!["verify", "-CAfile", "root.pem", "-untrusted", "tenant.pem"];
+        args.extend_from_slice(checks);
+        args.push("device.pem");
+        openssl(&args)
+    };
+    // A CSR made by OpenSSL, for each key type it should be accepted for.
+    for (i, newkey) in ["ec:p256.param", "rsa:2048", "ed25519"].iter().enumerate() {
+        if i == 0 {
+            let (ok, out) = openssl(&["ecparam", "-name", "prime256v1", "-out", "p256.param"]);
+            assert!(ok, "{out}");
+        }
+        let (ok, out) = request(newkey, "device");
         assert!(ok, "{out}");
         let csr = std::fs::read_to_string(path("device.csr")).unwrap();
         let issued = f.issue("acme", "dev-1", DeviceKey::Csr(&csr));
         std::fs::write(path("root.pem"), f.root.cert_pem()).unwrap();
         std::fs::write(path("tenant.pem"), f.acme.cert_pem()).unwrap();
         std::fs::write(path("device.pem"), &issued.certificate_pem).unwrap();
-        let (ok, out) = openssl(&[
-            "verify",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "tenant.pem",
-            "-purpose",
-            "sslclient",
-            "device.pem",
-        ]);
+        let (ok, out) = verify_device(&["-purpose", "sslclient"]);
         assert!(ok && out.contains("device.pem: OK"), "{newkey}: {out}");
 
         // Revoked on the tenant CRL: OpenSSL now refuses it.
@@ -306,33 +334,11 @@ fn openssl_agrees() {
             .crl(&revoked, 1, now, now + Duration::days(1))
             .unwrap();
         std::fs::write(path("crl.pem"), &crl.pem).unwrap();
-        let (ok, out) = openssl(&[
-            "verify",
-            "-crl_check",
-            "-CRLfile",
-            "crl.pem",
-            "-CAfile",
-            "root.pem",
-            "-untrusted",
-            "tenant.pem",
-            "device.pem",
-        ]);
+        let (ok, out) = verify_device(&["-crl_check", "-CRLfile", "crl.pem"]);
         assert!(!ok && out.contains("certificate revoked"), "{out}");
     }
     // A 1024-bit RSA CSR is refused with a reason.
-    let (ok, out) = openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "rsa:1024",
-        "-nodes",
-        "-subj",
-        "/CN=x",
-        "-keyout",
-        "small.key",
-        "-out",
-        "small.csr",
-    ]);
+    let (ok, out) = request("rsa:1024", "small");
     if ok {
         let csr = std::fs::read_to_string(path("small.csr")).unwrap();
         let err = f
@@ -350,13 +356,11 @@ fn openssl_agrees() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openssl_client_sends_its_leaf_without_hints() {
     use std::process::{Command, Stdio};
-    if Command::new("openssl").arg("version").output().is_err() {
-        eprintln!("openssl not found: interop test skipped");
+    if openssl_missing() {
         return;
     }
-    let f = Fixture::new();
-    let registry = f.registry();
-    let acceptor = TlsAcceptor::from(server_config(&f, &registry));
+    let (f, registry, server) = served();
+    let acceptor = TlsAcceptor::from(server);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("root.pem"), f.root.cert_pem()).unwrap();
     let ours = f.issue("acme", "sensor-1", DeviceKey::Generate);

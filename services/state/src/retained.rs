@@ -393,6 +393,22 @@ mod tests {
         (db, retained)
     }
 
+    /// A window of an hour: nothing is written in a test unless it is
+    /// flushed or waited for (QoS 1).
+    fn hour_window() -> RetainedConfig {
+        RetainedConfig {
+            flush_window: Duration::from_secs(3600),
+            ..RetainedConfig::default()
+        }
+    }
+
+    /// Stops the writer, which must have lost nothing, and drops the
+    /// database.
+    async fn teardown(db: TestDb, retained: Arc<DurableRetained>) {
+        retained.shutdown().await.unwrap();
+        db.cleanup().await;
+    }
+
     fn save(r: &DurableRetained, m: &StoredRetained, durable: bool) -> Option<Durability> {
         r.save(&tenant(), &m.topic, Some(m), durable)
     }
@@ -404,11 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn qos0_changes_coalesce_per_topic() {
-        let (db, retained) = setup(RetainedConfig {
-            flush_window: Duration::from_secs(3600),
-            ..RetainedConfig::default()
-        })
-        .await;
+        let (db, retained) = setup(hour_window()).await;
         for i in 0..1_000 {
             let m = message(&format!("devices/d{}/state", i % 10), &i.to_string(), None);
             assert!(save(&retained, &m, false).is_none());
@@ -426,17 +438,12 @@ mod tests {
         let rows = stored(&db).await;
         let d3 = rows.iter().find(|r| r.topic == "devices/d3/state").unwrap();
         assert_eq!(d3.payload, b"993");
-        retained.shutdown().await.unwrap();
-        db.cleanup().await;
+        teardown(db, retained).await;
     }
 
     #[tokio::test]
     async fn qos1_completes_only_once_committed_and_deletes_persist() {
-        let (db, retained) = setup(RetainedConfig {
-            flush_window: Duration::from_secs(3600),
-            ..RetainedConfig::default()
-        })
-        .await;
+        let (db, retained) = setup(hour_window()).await;
         let m = message("devices/d1/state", "on", None);
         let durable = save(&retained, &m, true).expect("QoS 1 waits");
         durable.await.unwrap();
@@ -446,8 +453,7 @@ mod tests {
         let gone = retained.save(&tenant(), &m.topic, None, true).unwrap();
         gone.await.unwrap();
         assert!(stored(&db).await.is_empty());
-        retained.shutdown().await.unwrap();
-        db.cleanup().await;
+        teardown(db, retained).await;
     }
 
     /// The publisher is persisted on both paths (write-behind and group
@@ -455,11 +461,7 @@ mod tests {
     /// before the flush sees it too.
     #[tokio::test]
     async fn the_owner_is_persisted_and_the_last_change_s_owner_wins() {
-        let (db, retained) = setup(RetainedConfig {
-            flush_window: Duration::from_secs(3600),
-            ..RetainedConfig::default()
-        })
-        .await;
+        let (db, retained) = setup(hour_window()).await;
         let by = |topic: &str, owner: Option<&str>| StoredRetained {
             owner: owner.map(Arc::from),
             ..message(topic, "x", None)
@@ -485,8 +487,7 @@ mod tests {
         let rows = stored(&db).await;
         let rows: Vec<_> = rows.iter().map(|r| r.owner.as_deref()).collect();
         assert_eq!(rows, [Some("backend"), Some("d1")]);
-        retained.shutdown().await.unwrap();
-        db.cleanup().await;
+        teardown(db, retained).await;
     }
 
     #[tokio::test]
@@ -515,8 +516,7 @@ mod tests {
             c.expires_at.map(DateTime::<Utc>::from),
             Some(DateTime::<Utc>::from(later).trunc_micros())
         );
-        retained.shutdown().await.unwrap();
-        db.cleanup().await;
+        teardown(db, retained).await;
     }
 
     trait TruncMicros {
@@ -532,9 +532,8 @@ mod tests {
     #[tokio::test]
     async fn a_full_buffer_refuses_qos1_and_counts_qos0() {
         let (db, retained) = setup(RetainedConfig {
-            flush_window: Duration::from_secs(3600),
             max_pending: 2,
-            ..RetainedConfig::default()
+            ..hour_window()
         })
         .await;
         save(&retained, &message("a", "1", None), false);

@@ -47,10 +47,16 @@ async fn connect_present(b: &Broker, c: Connect) -> (Client, bool) {
     }
 }
 
+/// A client connected with `c` and subscribed to `filter`.
+async fn subscribed(b: &Broker, c: Connect, filter: &str) -> Client {
+    let (mut client, _) = connect_present(b, c).await;
+    subscribe(&mut client, filter).await;
+    client
+}
+
 /// A persistent subscriber to `a/#` that went offline.
 async fn offline_subscriber(b: &Broker) {
-    let (mut sub, _) = connect_present(b, persistent("sub")).await;
-    subscribe(&mut sub, "a/#").await;
+    let mut sub = subscribed(b, persistent("sub"), "a/#").await;
     sub.send(Disconnect::new(ReasonCode::Success)).await;
     assert_eq!(sub.recv().await, None);
 }
@@ -230,8 +236,7 @@ async fn qos_2_is_exactly_once_across_a_restart() {
 async fn a_released_session_leaves_with_0x8e_and_stays_in_the_store() {
     let store = Arc::new(MemorySessionStore::new());
     let first = broker(&store);
-    let (mut sub, _) = connect_present(&first, persistent("sub")).await;
-    subscribe(&mut sub, "a/#").await;
+    let mut sub = subscribed(&first, persistent("sub"), "a/#").await;
 
     assert!(first.release_session(&dev(), "sub").await.unwrap());
     match sub.recv().await {
@@ -258,8 +263,8 @@ async fn a_released_session_leaves_with_0x8e_and_stays_in_the_store() {
 fn clean_with_will(id: &str) -> Connect {
     let mut c = Connect::new(V5, id);
     c.keep_alive = 0;
-    c.will = Some(mqtt::LastWill::new(
-        TopicName::parse("clean/will").unwrap(),
+    c.will = Some(crate::testing::will(
+        "clean/will",
         "gone",
         QoS::AtMostOnce,
         true,
@@ -272,8 +277,7 @@ async fn a_clean_sessions_will_outlives_a_crash_once() {
     let store = Arc::new(MemorySessionStore::new());
     let first = broker(&store);
     // Kept connected: the crash takes the broker with the connection.
-    let (mut c, _) = connect_present(&first, clean_with_will("clean")).await;
-    subscribe(&mut c, "q/#").await;
+    let _c = subscribed(&first, clean_with_will("clean"), "q/#").await;
     tokio::task::yield_now().await;
     let stored = store.load(&dev()).await.unwrap();
     let [s] = stored.as_slice() else {

@@ -6,8 +6,8 @@ use std::num::NonZeroU16;
 
 use bytes::BytesMut;
 use mqtt::{
-    Connect, LastWill, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions,
-    TopicFilter, TopicName, decode,
+    Connect, Packet, ProtocolVersion, QoS, ReasonCode, Subscribe, SubscriptionOptions, TopicFilter,
+    TopicName, decode,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::time::{Duration, Instant};
@@ -134,12 +134,7 @@ fn leaver() -> Connect {
     c.clean_start = false;
     c.keep_alive = 0;
     c.properties.session_expiry_interval = Some(100);
-    let mut will = LastWill::new(
-        TopicName::parse("will").unwrap(),
-        "late",
-        QoS::AtMostOnce,
-        false,
-    );
+    let mut will = crate::testing::will("will", "late", QoS::AtMostOnce, false);
     will.properties.will_delay_interval = Some(30);
     c.will = Some(will);
     c

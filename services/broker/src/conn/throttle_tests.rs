@@ -37,6 +37,15 @@ async fn publisher(b: &Broker, version: ProtocolVersion) -> Client {
     Client::connect(b, c).await
 }
 
+/// A publisher that has sent `count` messages of `qos`, ids from 1.
+async fn publisher_sending(b: &Broker, version: ProtocolVersion, qos: QoS, count: u16) -> Client {
+    let mut p = publisher(b, version).await;
+    for id in 1..=count {
+        p.send(publish(qos, id)).await;
+    }
+    p
+}
+
 async fn puback(c: &mut Client) -> PubAck {
     match c.recv().await {
         Some(Packet::PubAck(a)) => a,
@@ -57,14 +66,16 @@ async fn received(w: &mut Client) -> Vec<Publish> {
     }
 }
 
+/// The payloads of what the watcher got until its PINGRESP.
+async fn received_payloads(w: &mut Client) -> Vec<bytes::Bytes> {
+    received(w).await.into_iter().map(|p| p.payload).collect()
+}
+
 #[tokio::test(start_paused = true)]
 async fn v5_over_the_limit_gets_0x97_and_is_not_routed_then_recovers() {
     let b = limited(100);
     let mut w = watcher(&b).await;
-    let mut p = publisher(&b, ProtocolVersion::V5).await;
-    for id in 1..=3 {
-        p.send(publish(QoS::AtLeastOnce, id)).await;
-    }
+    let mut p = publisher_sending(&b, ProtocolVersion::V5, QoS::AtLeastOnce, 3).await;
     let reasons: Vec<_> = [
         puback(&mut p).await,
         puback(&mut p).await,
@@ -81,11 +92,7 @@ async fn v5_over_the_limit_gets_0x97_and_is_not_routed_then_recovers() {
             ReasonCode::QuotaExceeded
         ]
     );
-    let got: Vec<_> = received(&mut w)
-        .await
-        .into_iter()
-        .map(|p| p.payload)
-        .collect();
+    let got = received_payloads(&mut w).await;
     assert_eq!(got, ["m1", "m2"]);
     // Refusals cost no tokens: half a second later one more fits.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -97,10 +104,7 @@ async fn v5_over_the_limit_gets_0x97_and_is_not_routed_then_recovers() {
 async fn v5_qos0_excess_is_dropped() {
     let b = limited(100);
     let mut w = watcher(&b).await;
-    let mut p = publisher(&b, ProtocolVersion::V5).await;
-    for id in 1..=5 {
-        p.send(publish(QoS::AtMostOnce, id)).await;
-    }
+    let mut p = publisher_sending(&b, ProtocolVersion::V5, QoS::AtMostOnce, 5).await;
     // A ping after them: the connection still stands and answers.
     p.send(Packet::PingReq).await;
     assert_eq!(p.recv().await, Some(Packet::PingResp));
@@ -155,11 +159,7 @@ async fn v311_is_slowed_by_back_pressure_and_loses_nothing() {
         "{:?}",
         start.elapsed()
     );
-    let got: Vec<_> = received(&mut w)
-        .await
-        .into_iter()
-        .map(|p| p.payload)
-        .collect();
+    let got = received_payloads(&mut w).await;
     assert_eq!(got, ["m1", "m2", "m3", "m4", "m5", "m6"]);
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use broker::testing::{Served, WAIT, next_matching, v5_client};
+pub use broker::testing::{Served, WAIT, next_matching, v5_client, will};
 use broker::{Broker, Config, TenantId};
 use bytes::BytesMut;
 use mqtt::{Connect, Packet, ProtocolVersion, decode};
