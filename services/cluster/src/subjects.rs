@@ -247,15 +247,8 @@ pub fn queue_group(tenant: &str, group: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mqtt::testing::{filter, topic};
     use proptest::prelude::*;
-
-    fn topic(s: &str) -> TopicName {
-        TopicName::parse(s).unwrap()
-    }
-
-    fn filter(s: &str) -> TopicFilter {
-        TopicFilter::parse(s).unwrap()
-    }
 
     #[test]
     fn reserved_bytes_are_escaped() {

@@ -1,14 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-
-fn name(s: &str) -> TopicName {
-    TopicName::parse(s).unwrap()
-}
-
-fn filter(s: &str) -> TopicFilter {
-    TopicFilter::parse(s).unwrap()
-}
+use crate::testing::{filter, topic as name};
 
 #[test]
 fn topic_name_rules() {
