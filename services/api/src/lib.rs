@@ -79,6 +79,8 @@ mod routes;
 mod server;
 pub mod telemetry;
 mod tenant_limit;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod test_support;
 
