@@ -54,6 +54,8 @@
 //!   future completes.
 //! - `test_support.rs` (tests only) — apps on `store::testing` databases,
 //!   `oneshot` helpers.
+//! - `testing` (feature `testing`, and this crate's tests) — the app served
+//!   on a real socket and raw HTTP/1.1 requests to it.
 
 use std::fmt;
 use std::sync::Arc;
@@ -81,6 +83,8 @@ pub mod telemetry;
 mod tenant_limit;
 #[cfg(test)]
 mod test_support;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use crate::events::{EventHub, EventListener, PlatformEvent};
 pub use auth::{Keys, Principal, Role};

@@ -135,10 +135,14 @@ impl From<store::AuditEntry> for AuditEntry {
     }
 }
 
+/// A page of a paged list response (`{items, next_cursor}`), made from the
+/// store's [`store::Paged`] rows, each as its view (or built by hand where a
+/// view needs more than its row). The struct keeps the name and description
+/// the OpenAPI document gives it.
 macro_rules! page {
     ($name:ident, $item:ty, $doc:literal) => {
         #[doc = $doc]
-        #[derive(Debug, Clone, Serialize, ToSchema)]
+        #[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
         pub struct $name {
             pub items: Vec<$item>,
             /// Pass as `?cursor=` for the next page; `null` on the last page.
@@ -178,7 +182,7 @@ macro_rules! item_list {
         }
     };
 }
-pub(crate) use item_list;
+pub(crate) use {item_list, page};
 
 page!(TenantPage, Tenant, "A page of tenants, in id order.");
 page!(DevicePage, Device, "A page of devices, in id order.");

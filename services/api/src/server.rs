@@ -232,23 +232,13 @@ mod tests {
 
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::net::{TcpListener, TcpStream};
-    use tokio::sync::oneshot;
 
-    use super::{ConnLimits, serve, serve_with};
+    use super::{ConnLimits, serve_with};
     use crate::HttpLimits;
     use crate::router::tests::{Gate, test_routes};
     use crate::router::with_api;
     use crate::test_support;
-
-    async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
-    }
+    use crate::testing::{Served, http_get};
 
     #[tokio::test]
     async fn serves_on_port_0_and_drains_on_shutdown() {
@@ -259,14 +249,9 @@ mod tests {
             &HttpLimits::default(),
             test_routes(gate.clone()),
         );
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, app, async {
-            let _ = stopped.await;
-        }));
+        let Served { addr, stop, server } = Served::start(app).await;
 
-        let response = http_get(addr, "/healthz").await;
+        let response = http_get(addr, "/healthz", "").await;
         assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
         assert!(
             response.to_ascii_lowercase().contains("x-request-id: "),
@@ -275,7 +260,7 @@ mod tests {
         assert!(response.ends_with(r#"{"status":"ok"}"#), "{response}");
 
         // A request in flight when shutdown starts still gets its answer.
-        let in_flight = tokio::spawn(http_get(addr, "/test/gate"));
+        let in_flight = tokio::spawn(http_get(addr, "/test/gate", ""));
         gate.entered.notified().await;
         stop.send(()).unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -360,7 +345,7 @@ mod tests {
         drop(held);
         // Room again once they are gone.
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let response = http_get(addr, "/healthz").await;
+        let response = http_get(addr, "/healthz", "").await;
         assert!(response.starts_with("HTTP/1.1 200 OK"), "{response}");
     }
 }

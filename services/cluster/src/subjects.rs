@@ -247,15 +247,8 @@ pub fn queue_group(tenant: &str, group: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mqtt::testing::{filter, filter_strings, topic, topic_strings};
     use proptest::prelude::*;
-
-    fn topic(s: &str) -> TopicName {
-        TopicName::parse(s).unwrap()
-    }
-
-    fn filter(s: &str) -> TopicFilter {
-        TopicFilter::parse(s).unwrap()
-    }
 
     #[test]
     fn reserved_bytes_are_escaped() {
@@ -348,22 +341,12 @@ mod tests {
     }
 
     fn topic_strategy() -> impl Strategy<Value = TopicName> {
-        proptest::collection::vec(level(), 1..5).prop_filter_map("valid topic", |levels| {
-            TopicName::parse(levels.join("/")).ok()
-        })
+        topic_strings(level()).prop_filter_map("valid topic", |s| TopicName::parse(s).ok())
     }
 
     fn filter_strategy() -> impl Strategy<Value = TopicFilter> {
-        let level = prop_oneof![3 => level(), 1 => Just("+".to_owned())];
-        (proptest::collection::vec(level, 1..4), any::<bool>()).prop_filter_map(
-            "valid filter",
-            |(mut levels, hash)| {
-                if hash {
-                    levels.push("#".to_owned());
-                }
-                TopicFilter::parse(levels.join("/")).ok()
-            },
-        )
+        filter_strings(level(), 1..4)
+            .prop_filter_map("valid filter", |s| TopicFilter::parse(s).ok())
     }
 
     proptest! {

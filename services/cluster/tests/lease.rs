@@ -26,6 +26,25 @@ async fn join(nats: &NatsServer, name: &str, host: &str, dir: &str, ttl: Duratio
         .unwrap()
 }
 
+/// Node `name` joined and then gone without leaving (a crash): its lease is
+/// no longer renewed, nor released.
+async fn crashed(nats: &NatsServer, name: &str, host: &str, dir: &str, ttl: Duration) {
+    drop(join(nats, name, host, dir, ttl).await);
+}
+
+/// What `attempt` gives once it gives something; fails the test as
+/// `never` if that takes longer than [`POLL_BOUND`].
+async fn eventually<T>(never: &str, mut attempt: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + POLL_BOUND;
+    loop {
+        if let Some(done) = attempt().await {
+            return done;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{never}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
     let nats = NatsServer::start().await;
@@ -60,20 +79,15 @@ async fn a_live_nodes_name_is_refused_and_free_after_a_clean_leave() {
 async fn a_dead_nodes_name_is_free_after_the_ttl() {
     let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(3);
-    let dead = join(&nats, "n1", "host-a", "/a", ttl).await;
-    // Dropped without leaving: the lease is no longer renewed.
-    drop(dead);
-    let deadline = tokio::time::Instant::now() + POLL_BOUND;
-    let taken = loop {
+    crashed(&nats, "n1", "host-a", "/a", ttl).await;
+    let taken = eventually("never freed", async || {
         match Cluster::join(config(&nats, "n1", "host-b", "/b", ttl)).await {
-            Ok(joined) => break joined,
-            Err(Error::NameInUse { .. }) => {
-                assert!(tokio::time::Instant::now() < deadline, "never freed");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
+            Ok(joined) => Some(joined),
+            Err(Error::NameInUse { .. }) => None,
             Err(other) => panic!("{other}"),
         }
-    };
+    })
+    .await;
     // Renewed past several TTLs, the new holder keeps it.
     tokio::time::sleep(ttl * 2).await;
     assert_eq!(taken.readiness().check(), Ok(()));
@@ -86,8 +100,7 @@ async fn a_dead_nodes_name_is_free_after_the_ttl() {
 async fn a_restart_of_the_same_node_takes_its_stale_lease_over() {
     let nats = NatsServer::start().await;
     let ttl = Duration::from_secs(30);
-    let crashed = join(&nats, "n1", "host-a", "/data", ttl).await;
-    drop(crashed);
+    crashed(&nats, "n1", "host-a", "/data", ttl).await;
     // Same host and data dir (whose lock the caller holds): an earlier run.
     let restarted = join(&nats, "n1", "host-a", "/data", ttl).await;
     assert_eq!(restarted.readiness().check(), Ok(()));
@@ -129,11 +142,11 @@ async fn a_dead_nodes_name_is_claimed_by_one_survivor_and_its_restart_waits() {
 
     // Dropped without leaving: its lease lapses after the TTL.
     drop(dying);
-    let deadline = tokio::time::Instant::now() + POLL_BOUND;
-    while leases.last_renewed(&n1).await.unwrap().is_some() {
-        assert!(tokio::time::Instant::now() < deadline, "never lapsed");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually("never lapsed", async || {
+        let renewed = leases.last_renewed(&n1).await.unwrap();
+        renewed.is_none().then_some(())
+    })
+    .await;
     let claim = leases
         .claim(&n1)
         .await

@@ -40,6 +40,19 @@ impl Latency {
     }
 }
 
+/// The report line's figures, in milliseconds.
+impl fmt::Display for Latency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
+            ms(self.p50_us),
+            ms(self.p99_us),
+            ms(self.max_us)
+        )
+    }
+}
+
 /// `count` events over `secs` seconds; 0 when no time passed.
 pub fn rate(count: u64, secs: f64) -> f64 {
     if secs > 0.0 { count as f64 / secs } else { 0.0 }
@@ -119,13 +132,7 @@ impl fmt::Display for Report {
             self.duplicates
         )?;
         match self.latency {
-            Some(l) => writeln!(
-                f,
-                "latency     p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-                ms(l.p50_us),
-                ms(l.p99_us),
-                ms(l.max_us)
-            )?,
+            Some(l) => writeln!(f, "latency     {l}")?,
             None => writeln!(f, "latency     n/a (nothing delivered)")?,
         }
         if self.foreign > 0 {
@@ -231,7 +238,10 @@ mod tests {
             errors: vec![],
         };
         let text = r.to_string();
-        assert!(text.contains("p50 1.500 ms"), "{text}");
+        assert!(
+            text.contains("\nlatency     p50 1.500 ms  p99 9.000 ms  max 12.000 ms\n"),
+            "{text}"
+        );
         assert!(text.contains("ratio 1.0000"), "{text}");
         let json: serde_json::Value = serde_json::to_value(&r).unwrap();
         assert_eq!(json["delivered"], 1000);

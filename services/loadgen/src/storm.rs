@@ -79,13 +79,7 @@ impl std::fmt::Display for StormReport {
             self.connected, self.secs, self.connect_rate, self.failed
         )?;
         match self.latency {
-            Some(l) => writeln!(
-                f,
-                "latency     p50 {:.3} ms  p99 {:.3} ms  max {:.3} ms",
-                l.p50_us as f64 / 1000.0,
-                l.p99_us as f64 / 1000.0,
-                l.max_us as f64 / 1000.0
-            )?,
+            Some(l) => writeln!(f, "latency     {l}")?,
             None => writeln!(f, "latency     n/a (nothing connected)")?,
         }
         if self.timed_out {

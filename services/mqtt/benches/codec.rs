@@ -12,19 +12,12 @@ use std::num::{NonZeroU16, NonZeroU32};
 
 use bytes::{Bytes, BytesMut};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
+use mqtt::testing::{filter, topic};
 use mqtt::{
     Connect, LastWill, MAX_PACKET_SIZE, Packet, PacketId, PayloadFormat, Properties,
     ProtocolVersion, Publish, QoS, RetainHandling, Subscribe, Subscription, SubscriptionOptions,
-    TopicFilter, TopicName, UserProperties, decode,
+    UserProperties, decode,
 };
-
-fn topic(s: &str) -> TopicName {
-    TopicName::parse(s).unwrap()
-}
-
-fn filter(s: &str) -> TopicFilter {
-    TopicFilter::parse(s).unwrap()
-}
 
 fn pid(n: u16) -> PacketId {
     PacketId::new(n).unwrap()

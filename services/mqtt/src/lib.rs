@@ -49,6 +49,8 @@ pub mod hygiene;
 pub mod packet;
 pub mod properties;
 pub mod reason;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod topic;
 
 pub use error::{EncodeError, Error};

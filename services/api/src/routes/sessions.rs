@@ -21,6 +21,7 @@ use super::Routes;
 use super::query::PageQuery;
 use super::scope::{InTenant, Read, TenantPath, Write};
 use crate::device_io::SessionDrops;
+use crate::model::page;
 use crate::{ApiError, ApiJson, AppState};
 
 pub(crate) fn router() -> Routes {
@@ -104,13 +105,11 @@ impl From<store::SessionSummary> for Session {
     }
 }
 
-/// A page of persistent sessions, in client id order.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub(crate) struct SessionPage {
-    items: Vec<Session>,
-    /// Pass as `?cursor=` for the next page; `null` on the last page.
-    next_cursor: Option<String>,
-}
+page!(
+    SessionPage,
+    Session,
+    "A page of persistent sessions, in client id order."
+);
 
 /// List a tenant's persistent MQTT sessions (any role of the tenant).
 #[utoipa::path(get, path = "/v1/tenants/{t}/sessions", operation_id = "list_sessions", tag = "sessions",

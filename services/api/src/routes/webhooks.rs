@@ -17,6 +17,7 @@ use utoipa_axum::routes;
 use super::openapi::{NoSuchEndpoint, NoSuchTenant};
 use super::scope::{Admin, InTenant, Read, TenantPath};
 use super::{Routes, query};
+use crate::model::page;
 use crate::{ApiError, ApiJson};
 
 /// How long the previous secret keeps signing after a rotation.
@@ -129,7 +130,7 @@ pub(crate) struct WebhookPage {
 }
 
 /// One delivery: a request's worth of events to one endpoint.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub(crate) struct Delivery {
     pub id: i64,
     pub webhook_id: String,
@@ -168,13 +169,7 @@ impl From<WebhookDelivery> for Delivery {
     }
 }
 
-/// Deliveries, newest first.
-#[derive(Debug, Serialize, ToSchema)]
-pub(crate) struct DeliveryPage {
-    pub items: Vec<Delivery>,
-    /// Pass as `?cursor=` for the next page; `null` on the last page.
-    pub next_cursor: Option<String>,
-}
+page!(DeliveryPage, Delivery, "Deliveries, newest first.");
 
 /// A new endpoint.
 #[derive(Debug, Deserialize, ToSchema)]

@@ -1,6 +1,7 @@
 use std::time::Duration;
 
 use api::auth::{AUDIENCE, Claims, ISSUER};
+use api::testing::{Served, http_get};
 use api::{AppState, HttpLimits, Keys, Role};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair};
@@ -9,7 +10,6 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::json;
 use store::TenantId;
 use store::testing::TestDb;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{Resp, TestApp, request};
 
@@ -398,21 +398,8 @@ async fn cross_tenant_probes_are_404(db: &TestDb) {
 /// The app on a real socket, port 0.
 async fn serves_on_a_real_port(db: &TestDb) {
     let t = TestApp::new(db).await;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(api::serve(listener, t.app.clone(), async move {
-        let _ = stopped.await;
-    }));
-    let raw = async |auth: &str| {
-        let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let req =
-            format!("GET /v1/tenants HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
-        conn.write_all(req.as_bytes()).await.unwrap();
-        let mut out = String::new();
-        conn.read_to_string(&mut out).await.unwrap();
-        out
-    };
+    let Served { addr, stop, server } = Served::start(t.app.clone()).await;
+    let raw = async |auth: &str| http_get(addr, "/v1/tenants", auth).await;
     let ok = raw(&format!("Authorization: Bearer {}\r\n", t.admin)).await;
     assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
     assert!(ok.contains(r#""items":[]"#), "{ok}");

@@ -131,10 +131,7 @@ mod tests {
     use super::*;
     use crate::packet::testutil::{V4, V5, decode_one, encode};
     use crate::packet::{MAX_PACKET_SIZE, Packet, decode};
-
-    fn topic(s: &str) -> TopicName {
-        TopicName::parse(s).unwrap()
-    }
+    use crate::testing::topic;
 
     #[test]
     fn byte_exact_qos0_and_qos1() {

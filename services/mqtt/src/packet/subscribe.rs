@@ -221,13 +221,6 @@ mod tests {
             decode_one(&[0x82, 0x06, 0x00, 0x00, 0x00, 0x01, b'a', 0x00], V4),
             Err(Error::ZeroPacketId(PacketType::Subscribe))
         );
-        assert_eq!(
-            decode_one(&[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00], V4),
-            Err(Error::InvalidHeaderFlags {
-                packet: PacketType::Subscribe,
-                flags: 0
-            })
-        );
         let v5 = |opts: u8, filter: &[u8]| {
             let mut b = vec![
                 0x82,

@@ -85,20 +85,24 @@ fn reserved_types_and_flags() {
         decode_one(&[0x62, 0x02, 0x00, 0x01], V4).unwrap(),
         Packet::PubRel(PubRel::new(PacketId::new(1).unwrap()))
     );
-    assert_eq!(
-        decode_one(&[0x60, 0x02, 0x00, 0x01], V4),
-        Err(Error::InvalidHeaderFlags {
-            packet: PacketType::PubRel,
-            flags: 0
-        })
-    );
-    assert_eq!(
-        decode_one(&[0xC1, 0x00], V4),
-        Err(Error::InvalidHeaderFlags {
-            packet: PacketType::PingReq,
-            flags: 1
-        })
-    );
+    // MQTT-2.1.3-1: a packet whose header flags are fixed refuses others.
+    let wrong_flags: [(&[u8], PacketType, u8); 4] = [
+        (&[0x60, 0x02, 0x00, 0x01], PacketType::PubRel, 0),
+        (&[0xC1, 0x00], PacketType::PingReq, 1),
+        (&[0xE1, 0x00], PacketType::Disconnect, 1),
+        (
+            &[0x80, 0x06, 0x00, 0x01, 0x00, 0x01, b'a', 0x00],
+            PacketType::Subscribe,
+            0,
+        ),
+    ];
+    for (bytes, packet, flags) in wrong_flags {
+        assert_eq!(
+            decode_one(bytes, V4),
+            Err(Error::InvalidHeaderFlags { packet, flags }),
+            "{packet:?}"
+        );
+    }
     assert_eq!(
         decode_one(&[0xC0, 0x01, 0x00], V4),
         Err(Error::TrailingBytes(1))

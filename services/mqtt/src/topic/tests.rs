@@ -1,14 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-
-fn name(s: &str) -> TopicName {
-    TopicName::parse(s).unwrap()
-}
-
-fn filter(s: &str) -> TopicFilter {
-    TopicFilter::parse(s).unwrap()
-}
+use crate::testing::{filter, filter_strings, topic as name, topic_strings};
 
 #[test]
 fn topic_name_rules() {
@@ -156,23 +149,13 @@ fn level() -> impl Strategy<Value = String> {
 }
 
 fn topic_string() -> impl Strategy<Value = String> {
-    prop::collection::vec(level(), 1..5)
-        .prop_map(|l| l.join("/"))
-        .prop_filter("non-empty", |s| !s.is_empty())
+    topic_strings(level()).prop_filter("non-empty", |s| !s.is_empty())
 }
 
 fn filter_string() -> impl Strategy<Value = String> {
-    let flevel = prop_oneof![3 => level(), 1 => Just("+".to_owned())];
-    (prop::collection::vec(flevel, 0..5), any::<bool>()).prop_filter_map(
-        "non-empty",
-        |(mut levels, hash)| {
-            if hash {
-                levels.push("#".to_owned());
-            }
-            let s = levels.join("/");
-            (!s.is_empty() && !s.starts_with(SHARE_PREFIX)).then_some(s)
-        },
-    )
+    filter_strings(level(), 0..5).prop_filter("non-empty, not shared", |s| {
+        !s.is_empty() && !s.starts_with(SHARE_PREFIX)
+    })
 }
 
 proptest! {
