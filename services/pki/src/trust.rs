@@ -78,6 +78,11 @@ pub struct TrustedCa {
     /// The certificate.
     pub cert_der: CertificateDer<'static>,
     subject_der: Vec<u8>,
+    /// For an `Issued` CA, the seconds (Unix) within which both it and the
+    /// root are valid: a leaf is verified with the CA as its anchor (its
+    /// signature by the root was verified once, when it was added), and
+    /// webpki checks no anchor's validity, so we check this instead.
+    chain_validity: Option<(i64, i64)>,
 }
 
 /// Who a verified client certificate says it is. The caller still checks
@@ -185,6 +190,7 @@ impl TrustRegistry {
             return Err(Error::NotACa { what });
         }
         let key_id = subject_key_id(&cert).ok_or(Error::MissingSubjectKeyId)?;
+        let mut chain_validity = None;
         if kind == CaKind::Issued {
             let root = self.read().root.clone();
             let root_cert = parse_cert(&root).map_err(|reason| Error::Parse {
@@ -196,6 +202,11 @@ impl TrustRegistry {
                     tenant: tenant.to_owned(),
                 });
             }
+            let (ca, root) = (cert.validity(), root_cert.validity());
+            chain_validity = Some((
+                ca.not_before.timestamp().max(root.not_before.timestamp()),
+                ca.not_after.timestamp().min(root.not_after.timestamp()),
+            ));
         }
         let trusted = Arc::new(TrustedCa {
             tenant: tenant.to_owned(),
@@ -205,6 +216,7 @@ impl TrustRegistry {
             subject_key_id: key_id.clone(),
             subject_der: cert.subject().as_raw().to_vec(),
             cert_der: cert_der.clone(),
+            chain_validity,
         });
         let mut set = self.write();
         if set.root_key_id == key_id {
@@ -266,12 +278,12 @@ impl TrustRegistry {
         if is_ca(&leaf) {
             return Err(IdentityError::CaAsClient);
         }
-        let (ca, root, trust_domain) = {
+        let (ca, trust_domain) = {
             let set = self.read();
             let ca = find_issuer(&set, &leaf).ok_or(IdentityError::UnknownIssuer)?;
-            (ca, set.root.clone(), set.trust_domain.clone())
+            (ca, set.trust_domain.clone())
         };
-        self.verify_path(leaf_der, &leaf, &ca, &root, now)?;
+        self.verify_path(leaf_der, &leaf, &ca, now)?;
         let (tenant, device) = names_in(&leaf, &ca, &trust_domain)?;
         Ok(DeviceIdentity {
             tenant,
@@ -285,16 +297,32 @@ impl TrustRegistry {
         })
     }
 
-    /// Signatures, validity periods, CA constraints and EKU, by webpki (the
-    /// code rustls itself verifies with).
+    /// The leaf's signature, validity period and EKU, by webpki (the code
+    /// rustls itself verifies with), with its CA as the anchor. An issued
+    /// CA is not verified against the root again: that was done once when
+    /// it was added, and a P-384 signature check per connection was most
+    /// of a TLS connect's CPU, twice over (the handshake's verifier and the
+    /// authenticator both identify the leaf; issue 16). What that check
+    /// also covered, the CA's and the root's validity, is checked here.
     fn verify_path(
         &self,
         leaf_der: &CertificateDer<'_>,
         leaf: &X509Certificate<'_>,
         ca: &TrustedCa,
-        root: &CertificateDer<'static>,
         now: DateTime<Utc>,
     ) -> Result<(), IdentityError> {
+        if let Some((from, until)) = ca.chain_validity {
+            if now.timestamp() > until {
+                return Err(IdentityError::Expired {
+                    not_after: from_unix(leaf.validity().not_after.timestamp()),
+                });
+            }
+            if now.timestamp() < from {
+                return Err(IdentityError::NotYetValid {
+                    not_before: from_unix(leaf.validity().not_before.timestamp()),
+                });
+            }
+        }
         let refused = |e: webpki::Error| IdentityError::Refused {
             reason: format!("{e:?}"),
         };
@@ -302,16 +330,12 @@ impl TrustRegistry {
             EndEntityCert::try_from(leaf_der).map_err(|e| IdentityError::Malformed {
                 reason: format!("{e:?}"),
             })?;
-        let (anchor_der, intermediates) = match ca.kind {
-            CaKind::Issued => (root, vec![ca.cert_der.clone()]),
-            CaKind::Registered => (&ca.cert_der, Vec::new()),
-        };
-        let anchors = [anchor_from_trusted_cert(anchor_der).map_err(refused)?];
+        let anchors = [anchor_from_trusted_cert(&ca.cert_der).map_err(refused)?];
         let seconds = u64::try_from(now.timestamp()).unwrap_or(0);
         let result = end_entity.verify_for_usage(
             self.algorithms.all,
             &anchors,
-            &intermediates,
+            &[],
             UnixTime::since_unix_epoch(std::time::Duration::from_secs(seconds)),
             KeyUsage::client_auth(),
             None,

@@ -84,6 +84,40 @@ fn refuses_outside_the_validity_period() {
     ));
 }
 
+/// A leaf is verified with its issued CA as the anchor (the CA's signature
+/// by the root was checked when it was added): the CA's own validity still
+/// bounds the leaf's, as it did when webpki walked the chain to the root.
+#[test]
+fn an_issued_cas_validity_bounds_its_leaves() {
+    let f = Fixture::new();
+    let start = Utc::now() + Duration::days(10);
+    let short = f
+        .root
+        .issue_tenant_ca("acme", start, Duration::days(1))
+        .unwrap();
+    let registry =
+        TrustRegistry::new(f.root.cert_der().clone(), "fleetmq.local").unwrap();
+    registry.add_tenant_ca(&short).unwrap();
+    // A leaf our issuance would cap at the CA's end: valid for a year.
+    let mut params = leaf_params("d", Some("spiffe://fleetmq.local/tenant/acme/device/d"));
+    params.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(365);
+    let leaf = params
+        .signed_by(&rcgen::KeyPair::generate().unwrap(), short.issuer())
+        .unwrap()
+        .der()
+        .clone();
+    let chain = [leaf];
+    assert!(registry.identify(&chain, start + Duration::hours(12)).is_ok());
+    assert!(matches!(
+        registry.identify(&chain, start + Duration::days(2)),
+        Err(IdentityError::Expired { .. })
+    ));
+    assert!(matches!(
+        registry.identify(&chain, Utc::now()),
+        Err(IdentityError::NotYetValid { .. })
+    ));
+}
+
 #[test]
 fn refuses_names_that_do_not_add_up() {
     let f = Fixture::new();
