@@ -318,6 +318,47 @@ async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A batch larger than one statement's chunk (1,000 rows), with quotes,
+/// backslashes and non-ASCII in its text columns, lands whole and byte
+/// for byte.
+async fn presence_batch_over_a_chunk_keeps_every_row_and_byte(
+    db: &TestDb,
+) -> anyhow::Result<()> {
+    let store = acme(db).await?;
+    let odd = "d.odd_1-";
+    for d in ["first", odd, "last"] {
+        store.create_device("acme", &NewDevice::new(d)).await?;
+    }
+    let at = chrono::SubsecRound::trunc_subsecs(Utc::now(), 6);
+    let mut batch = vec![online("first", at, "node-1")];
+    // Client ids that are no device: skipped, but they fill the chunks.
+    batch.extend((0..1_500).map(|i| online(&format!("backend-{i}"), at, "node-1")));
+    let mut strange = online(odd, at, "node-1");
+    strange.remote_addr = Some("[2001:db8::1]:1883".into());
+    strange.credential = Some("password ' OR 1=1 --".into());
+    batch.push(strange);
+    batch.push(offline("last", at, "it said \"bye\" \u{1F44B}"));
+    assert_eq!(store.update_presence(&batch).await?, 3);
+
+    let p = store.get_presence("acme", odd).await?.unwrap();
+    assert_eq!(p.device_id, odd);
+    assert_eq!(p.credential.as_deref(), Some("password ' OR 1=1 --"));
+    assert_eq!(p.remote_addr.as_deref(), Some("[2001:db8::1]:1883"));
+    assert_eq!((p.connected_at, p.last_seen), (Some(at), at));
+    let last = store.get_presence("acme", "last").await?.unwrap();
+    assert_eq!(last.status, PresenceStatus::Offline);
+    assert_eq!(last.disconnected_at, Some(at));
+    assert_eq!(
+        last.disconnect_reason.as_deref(),
+        Some("it said \"bye\" \u{1F44B}")
+    );
+    assert_eq!(
+        store.get_presence("acme", "first").await?.unwrap().status,
+        PresenceStatus::Online
+    );
+    Ok(())
+}
+
 async fn state_document_merge_versions_and_events(db: &TestDb) -> anyhow::Result<()> {
     let store = acme(db).await?;
     store.create_device("acme", &NewDevice::new("d1")).await?;
@@ -453,5 +494,6 @@ store::backend_tests!(
     retained_batches_upsert_delete_and_skip,
     retained_owner_is_kept_and_moves_on_replace,
     presence_batches_and_status_filter,
+    presence_batch_over_a_chunk_keeps_every_row_and_byte,
     state_document_merge_versions_and_events
 );
