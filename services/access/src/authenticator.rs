@@ -518,7 +518,9 @@ impl Authenticator for PlatformAuthenticator {
         };
         match result {
             Ok(identity) => {
-                tracing::info!(tenant = %identity.tenant.as_str(), principal = %identity.principal, client_id, method, peer = %request.peer, "client authenticated");
+                // At debug: the broker's "connected" line says the same
+                // (with the method) once the session is set up.
+                tracing::debug!(tenant = %identity.tenant.as_str(), principal = %identity.principal, client_id, method, peer = %request.peer, "client authenticated");
                 Ok(identity)
             }
             Err(Outcome::Refused(refusal)) => {

@@ -87,6 +87,15 @@ impl Credential {
             None => Credential::None,
         }
     }
+
+    /// How the client authenticated, for logs.
+    pub fn method(&self) -> &'static str {
+        match self {
+            Credential::Certificate(_) => "certificate",
+            Credential::Password => "password",
+            Credential::None => "anonymous",
+        }
+    }
 }
 
 /// Receives [`Event`]s. Called on the hot path, under no lock: an

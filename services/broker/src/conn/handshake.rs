@@ -395,8 +395,11 @@ where
         stalled: None,
         paused: Vec::new(),
     };
+    // The one line per accepted connection (the authenticator logs only
+    // refusals at info): a connect storm pays for one formatted line each.
     info!(
         principal = %identity.principal,
+        method = credential.method(),
         clean_start = connect.clean_start,
         session_present = attached.present,
         "connected"
