@@ -674,7 +674,7 @@ mod tests {
             options: SubscriptionOptions::new(QoS::AtLeastOnce),
             id: None,
         };
-        drop(store.subscribe(&id, "mover", &sub));
+        drop(store.subscription(&id, "mover", &sub.filter, Some(&sub)));
         for seq in [1, 2] {
             let body = Arc::new(
                 numbered("a/x", 7, seq)
