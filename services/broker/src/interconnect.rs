@@ -443,6 +443,7 @@ mod tests {
     use crate::session::{ConnControl, QueueLimits, Session};
     use crate::tenant::Tenant;
     use mqtt::SubscriptionOptions;
+    use mqtt::testing::filter;
     use std::sync::Mutex;
 
     /// A forwarded message's topic, origin and expiry left.
@@ -518,10 +519,6 @@ mod tests {
             platform_origin: false,
             owner: None,
         }
-    }
-
-    fn filter(s: &str) -> TopicFilter {
-        TopicFilter::parse(s).unwrap()
     }
 
     #[tokio::test]
