@@ -1,3 +1,4 @@
+use mqtt::testing::{filter, topic};
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -18,14 +19,6 @@ fn parse_template(name: &str, rules: serde_json::Value) -> PolicyTemplate {
 /// The policy of template `name` (holding `rules`) for device d1.
 fn d1_policy(name: &str, rules: serde_json::Value) -> CompiledPolicy {
     parse_template(name, rules).compile(&device_vars("d1"))
-}
-
-fn topic(s: &str) -> TopicName {
-    TopicName::parse(s).unwrap()
-}
-
-fn filter(s: &str) -> TopicFilter {
-    TopicFilter::parse(s).unwrap()
 }
 
 fn device_vars(device: &str) -> Variables<'_> {

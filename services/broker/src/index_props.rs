@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use mqtt::testing::{filter_strings, topic_strings};
 use mqtt::{Properties, QoS, SubscriptionOptions, TopicFilter, TopicName};
 use proptest::prelude::*;
 use tokio::time::Instant;
@@ -24,21 +25,11 @@ fn level() -> impl Strategy<Value = String> {
 }
 
 fn topic() -> impl Strategy<Value = TopicName> {
-    prop::collection::vec(level(), 1..5)
-        .prop_filter_map("valid topic", |l| TopicName::parse(l.join("/")).ok())
+    topic_strings(level()).prop_filter_map("valid topic", |t| TopicName::parse(t).ok())
 }
 
 fn filter() -> impl Strategy<Value = TopicFilter> {
-    let lvl = prop_oneof![level(), Just("+".to_owned())];
-    (prop::collection::vec(lvl, 1..5), any::<bool>()).prop_filter_map(
-        "valid filter",
-        |(mut l, hash)| {
-            if hash {
-                l.push("#".to_owned());
-            }
-            TopicFilter::parse(l.join("/")).ok()
-        },
-    )
+    filter_strings(level(), 1..5).prop_filter_map("valid filter", |f| TopicFilter::parse(f).ok())
 }
 
 proptest! {

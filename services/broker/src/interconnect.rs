@@ -443,6 +443,7 @@ mod tests {
     use crate::session::{ConnControl, QueueLimits, Session};
     use crate::tenant::Tenant;
     use mqtt::SubscriptionOptions;
+    use mqtt::testing::filter;
     use std::sync::Mutex;
 
     /// A forwarded message's topic, origin and expiry left.
@@ -518,10 +519,6 @@ mod tests {
             platform_origin: false,
             owner: None,
         }
-    }
-
-    fn filter(s: &str) -> TopicFilter {
-        TopicFilter::parse(s).unwrap()
     }
 
     #[tokio::test]
@@ -674,7 +671,7 @@ mod tests {
             options: SubscriptionOptions::new(QoS::AtLeastOnce),
             id: None,
         };
-        drop(store.subscribe(&id, "mover", &sub));
+        drop(store.subscription(&id, "mover", &sub.filter, Some(&sub)));
         for seq in [1, 2] {
             let body = Arc::new(
                 numbered("a/x", 7, seq)

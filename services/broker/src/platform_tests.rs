@@ -5,7 +5,8 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use mqtt::{Properties, QoS, SubscriptionOptions, TopicFilter, TopicName};
+use mqtt::testing::topic;
+use mqtt::{Properties, QoS, SubscriptionOptions, TopicFilter};
 use proptest::prelude::*;
 use tokio::time::Instant;
 
@@ -24,10 +25,6 @@ fn broker() -> Broker {
 
 fn id(s: &str) -> TenantId {
     TenantId::parse(s).unwrap()
-}
-
-fn topic(s: &str) -> TopicName {
-    TopicName::parse(s).unwrap()
 }
 
 fn message(t: &str, retain: bool, origin: &str) -> Message {

@@ -16,7 +16,7 @@
 //! | write | waits before |
 //! |---|---|
 //! | [`connect`](SessionStore::connect), [`end`](SessionStore::end) | CONNACK (a clean start must not resurrect the old session after a crash) |
-//! | [`subscribe`](SessionStore::subscribe), [`unsubscribe`](SessionStore::unsubscribe) | SUBACK, UNSUBACK |
+//! | [`subscription`](SessionStore::subscription) (`Some`: subscribed, `None`: unsubscribed) | SUBACK, UNSUBACK |
 //! | [`enqueue`](SessionStore::enqueue) | the publisher's PUBACK / PUBREC |
 //! | [`incoming_qos2`](SessionStore::incoming_qos2) | PUBREC (awaiting) and PUBCOMP (released) |
 //! | [`delivery_state`](SessionStore::delivery_state) with `durable` | a QoS 2 PUBLISH and its PUBREL to the subscriber |
@@ -262,20 +262,15 @@ pub trait SessionStore: Send + Sync + 'static {
     /// clean start, deleted): everything stored for it goes.
     fn end(&self, tenant: &TenantId, client_id: &str) -> Option<Durability>;
 
-    /// A subscription added or replaced.
-    fn subscribe(
-        &self,
-        tenant: &TenantId,
-        client_id: &str,
-        subscription: &StoredSubscription,
-    ) -> Option<Durability>;
-
-    /// A subscription removed.
-    fn unsubscribe(
+    /// The subscription to `filter` added or replaced (`Some`, whose
+    /// filter is `filter`) or removed (`None`); one change either way, as
+    /// [`RetainedStore::save`](crate::RetainedStore::save) is for a topic.
+    fn subscription(
         &self,
         tenant: &TenantId,
         client_id: &str,
         filter: &TopicFilter,
+        subscription: Option<&StoredSubscription>,
     ) -> Option<Durability>;
 
     /// `message` queued for each of `targets` (persistent sessions, QoS

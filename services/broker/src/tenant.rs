@@ -631,7 +631,7 @@ impl Tenant {
             // A persistent session must not get them back after a restart;
             // written behind, as the broker's own decision needs no ack.
             if let Some(store) = store {
-                drop(store.unsubscribe(&self.id, session.client_id(), filter));
+                drop(store.subscription(&self.id, session.client_id(), filter, None));
             }
         }
         let mut dropped = Vec::new();

@@ -107,7 +107,7 @@ async fn acknowledged_messages_survive_a_crash(db: &TestDb) {
         options: SubscriptionOptions::new(QoS::ExactlyOnce),
         id: Some(3),
     };
-    durable(node.subscribe(&acme(), "sub", &sub)).await;
+    durable(node.subscription(&acme(), "sub", &sub.filter, Some(&sub))).await;
     // The subscriber stops reading; 300 QoS 1 messages are acknowledged
     // to publishers, a few of them sent (write-behind) when the node dies.
     let mut publishers = Vec::new();
@@ -274,7 +274,7 @@ async fn wills_clean_starts_and_ends_are_kept_in_order(db: &TestDb) {
         options: SubscriptionOptions::new(QoS::AtLeastOnce),
         id: None,
     };
-    durable(node.subscribe(&acme(), "d1", &sub)).await;
+    durable(node.subscription(&acme(), "d1", &sub.filter, Some(&sub))).await;
     // Lost while the broker ran; the broker went down for longer than the
     // session's expiry: load still returns it (the broker publishes the
     // will, then ends the session), with its absolute deadlines.
@@ -298,7 +298,7 @@ async fn wills_clean_starts_and_ends_are_kept_in_order(db: &TestDb) {
     durable(node.connect(&acme(), &record("d1"), true)).await;
     let s = start(&store).load(&acme()).await.unwrap().remove(0);
     assert!(s.connected && s.subscriptions.is_empty() && s.record.will.is_none());
-    durable(node.unsubscribe(&acme(), "d1", &sub.filter)).await;
+    durable(node.subscription(&acme(), "d1", &sub.filter, None)).await;
     durable(node.end(&acme(), "d1")).await;
     assert!(start(&store).load(&acme()).await.unwrap().is_empty());
     // A client id the store cannot key is refused, not half-stored.

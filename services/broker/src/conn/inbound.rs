@@ -496,14 +496,15 @@ impl Conn {
             }
             codes.push(granted(opts.qos));
             if let Some(store) = self.session_store(durable) {
-                stored.push(store.subscribe(
+                stored.push(store.subscription(
                     &self.tenant.id,
                     &self.client_id,
-                    &crate::session_store::StoredSubscription {
+                    &sub.filter,
+                    Some(&crate::session_store::StoredSubscription {
                         filter: sub.filter.clone(),
                         options: opts,
                         id: sub_id,
-                    },
+                    }),
                 ));
             }
             // 3.8.3.1 Retain Handling; shared subscriptions get no retained
@@ -589,7 +590,7 @@ impl Conn {
             .map(|f| {
                 if self.tenant.unsubscribe(&self.session, f) {
                     if let Some(store) = self.session_store(durable) {
-                        stored.push(store.unsubscribe(&self.tenant.id, &self.client_id, f));
+                        stored.push(store.subscription(&self.tenant.id, &self.client_id, f, None));
                     }
                     ReasonCode::Success
                 } else {

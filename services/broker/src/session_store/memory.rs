@@ -114,27 +114,16 @@ impl SessionStore for MemorySessionStore {
         None
     }
 
-    fn subscribe(
-        &self,
-        tenant: &TenantId,
-        client_id: &str,
-        subscription: &StoredSubscription,
-    ) -> Option<Durability> {
-        self.change(tenant, client_id, |s| {
-            s.subscriptions.retain(|x| x.filter != subscription.filter);
-            s.subscriptions.push(subscription.clone());
-        });
-        None
-    }
-
-    fn unsubscribe(
+    fn subscription(
         &self,
         tenant: &TenantId,
         client_id: &str,
         filter: &TopicFilter,
+        subscription: Option<&StoredSubscription>,
     ) -> Option<Durability> {
         self.change(tenant, client_id, |s| {
             s.subscriptions.retain(|x| &x.filter != filter);
+            s.subscriptions.extend(subscription.cloned());
         });
         None
     }
@@ -268,7 +257,7 @@ mod tests {
             options: SubscriptionOptions::new(QoS::ExactlyOnce),
             id: Some(4),
         };
-        store.subscribe(&acme, "d1", &sub);
+        store.subscription(&acme, "d1", &sub.filter, Some(&sub));
         // One body, two sessions (the second does not exist: skipped).
         let m = message(b"go");
         store.enqueue(

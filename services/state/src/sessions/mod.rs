@@ -483,25 +483,15 @@ impl SessionStore for DurableSessions {
         self.record_for(client_id, Commit::Now, |b| b.end(tenant, client_id))
     }
 
-    fn subscribe(
-        &self,
-        tenant: &TenantId,
-        client_id: &str,
-        subscription: &StoredSubscription,
-    ) -> Option<Durability> {
-        self.record_for(client_id, Commit::Now, |b| {
-            b.subscription(tenant, client_id, &subscription.filter, Some(subscription));
-        })
-    }
-
-    fn unsubscribe(
+    fn subscription(
         &self,
         tenant: &TenantId,
         client_id: &str,
         filter: &TopicFilter,
+        subscription: Option<&StoredSubscription>,
     ) -> Option<Durability> {
         self.record_for(client_id, Commit::Now, |b| {
-            b.subscription(tenant, client_id, filter, None);
+            b.subscription(tenant, client_id, filter, subscription);
         })
     }
 
