@@ -95,8 +95,7 @@ fn an_issued_cas_validity_bounds_its_leaves() {
         .root
         .issue_tenant_ca("acme", start, Duration::days(1))
         .unwrap();
-    let registry =
-        TrustRegistry::new(f.root.cert_der().clone(), "fleetmq.local").unwrap();
+    let registry = TrustRegistry::new(f.root.cert_der().clone(), "fleetmq.local").unwrap();
     registry.add_tenant_ca(&short).unwrap();
     // A leaf our issuance would cap at the CA's end: valid for a year.
     let mut params = leaf_params("d", Some("spiffe://fleetmq.local/tenant/acme/device/d"));
@@ -107,7 +106,11 @@ fn an_issued_cas_validity_bounds_its_leaves() {
         .der()
         .clone();
     let chain = [leaf];
-    assert!(registry.identify(&chain, start + Duration::hours(12)).is_ok());
+    assert!(
+        registry
+            .identify(&chain, start + Duration::hours(12))
+            .is_ok()
+    );
     assert!(matches!(
         registry.identify(&chain, start + Duration::days(2)),
         Err(IdentityError::Expired { .. })

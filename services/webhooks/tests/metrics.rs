@@ -5,36 +5,14 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use common::*;
-use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
+use metrics_util::debugging::DebuggingRecorder;
 use store::testing::TestDb;
 use store::{DeliveryStatus, Store};
+use testkit::metric_values;
 use webhooks::{Worker, WorkerConfig};
-
-/// Counter and gauge values by `name{label=value,…}`; histograms by their
-/// number of samples.
-fn values(snapshotter: &Snapshotter) -> HashMap<String, f64> {
-    let mut seen = HashMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let k = key.key();
-        let labels: Vec<String> = k
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        let name = format!("{}{{{}}}", k.name(), labels.join(","));
-        #[allow(clippy::cast_precision_loss)]
-        let v = match value {
-            DebugValue::Counter(c) => c as f64,
-            DebugValue::Gauge(g) => g.into_inner(),
-            DebugValue::Histogram(samples) => samples.len() as f64,
-        };
-        seen.insert(name, v);
-    }
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outcomes_latency_and_queue_depth() {
@@ -64,7 +42,7 @@ async fn outcomes_latency_and_queue_depth() {
     until_statuses(store, &down, &[DeliveryStatus::Pending; 2]).await;
     worker.shutdown().await;
 
-    let seen = values(&snapshotter);
+    let seen = metric_values(&snapshotter);
     let get = |n: &str| {
         seen.get(n)
             .copied()

@@ -16,28 +16,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-/// Every metric `snapshotter` has seen, keyed `name{label=value,…}`:
-/// counters and gauges by value, histograms as 0.
-pub fn metric_values(
-    snapshotter: &metrics_util::debugging::Snapshotter,
-) -> std::collections::HashMap<String, f64> {
-    use metrics_util::debugging::DebugValue;
-    let mut seen = std::collections::HashMap::new();
-    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
-        let k = key.key();
-        let labels: Vec<String> = k
-            .labels()
-            .map(|l| format!("{}={}", l.key(), l.value()))
-            .collect();
-        let v = match value {
-            DebugValue::Counter(c) => c as f64,
-            DebugValue::Gauge(g) => g.into_inner(),
-            DebugValue::Histogram(_) => 0.0,
-        };
-        seen.insert(format!("{}{{{}}}", k.name(), labels.join(",")), v);
-    }
-    seen
-}
+pub use testkit::metric_values;
 
 /// Polls `cond` until it holds; panics after [`WAIT`].
 pub async fn eventually(mut cond: impl FnMut() -> bool) {

@@ -321,9 +321,7 @@ async fn presence_batches_and_status_filter(db: &TestDb) -> anyhow::Result<()> {
 /// A batch larger than one statement's chunk (1,000 rows), with quotes,
 /// backslashes and non-ASCII in its text columns, lands whole and byte
 /// for byte.
-async fn presence_batch_over_a_chunk_keeps_every_row_and_byte(
-    db: &TestDb,
-) -> anyhow::Result<()> {
+async fn presence_batch_over_a_chunk_keeps_every_row_and_byte(db: &TestDb) -> anyhow::Result<()> {
     let store = acme(db).await?;
     let odd = "d.odd_1-";
     for d in ["first", odd, "last"] {
