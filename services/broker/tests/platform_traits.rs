@@ -145,6 +145,8 @@ struct GatedStore {
     gate: tokio::sync::watch::Sender<Option<Result<(), broker::StoreError>>>,
     /// What every load fails with, if anything.
     load_error: Option<broker::StoreError>,
+    /// Loads so far; each takes a while, as a database's would.
+    loads: std::sync::atomic::AtomicUsize,
 }
 
 impl GatedStore {
@@ -153,6 +155,7 @@ impl GatedStore {
             saves: Default::default(),
             gate: tokio::sync::watch::channel(None).0,
             load_error: None,
+            loads: Default::default(),
         }
     }
     /// A store whose database is down: every load fails.
@@ -173,6 +176,8 @@ impl broker::RetainedStore for GatedStore {
         &self,
         _: &broker::TenantId,
     ) -> Result<Vec<broker::StoredRetained>, broker::StoreError> {
+        self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await;
         match &self.load_error {
             Some(e) => Err(e.clone()),
             None => Ok(Vec::new()),
@@ -285,6 +290,30 @@ async fn a_tenant_that_cannot_load_is_refused_with_server_unavailable() {
     let mut raw = Raw::open(b.port(), V5).await;
     raw.send(connect(V5, "c")).await;
     raw.assert_refused(ReasonCode::ServerUnavailable).await;
+    b.stop().await;
+}
+
+/// After a start, the connects that miss a tenant together wait for one
+/// load of it (each read the tenant's whole retained set before).
+#[tokio::test]
+async fn connects_that_miss_a_tenant_together_load_it_once() {
+    let store = Arc::new(GatedStore::new());
+    let b = gated_broker(&store).await;
+    let mut connects = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let port = b.port();
+        connects.spawn(async move {
+            let (raw, ack) = Raw::connect(port, V5, connect(V5, &format!("c{i}"))).await;
+            (raw, ack.reason_code)
+        });
+    }
+    let acked = connects.join_all().await;
+    assert!(
+        acked
+            .iter()
+            .all(|(_, reason)| *reason == ReasonCode::Success)
+    );
+    assert_eq!(store.loads.load(std::sync::atomic::Ordering::SeqCst), 1);
     b.stop().await;
 }
 
