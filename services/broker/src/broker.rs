@@ -39,8 +39,10 @@ struct Inner {
     /// per platform client publish); tenant messages never touch it.
     tenants: RwLock<HashMap<TenantId, Arc<Tenant>>>,
     /// Tenants being loaded, one gate each: the connects that miss a tenant
-    /// at once wait for one load of its retained messages and sessions.
-    loading: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<()>>>>,
+    /// at once wait for one load of its retained messages and sessions,
+    /// and share its failure (the gate holds it) rather than each trying
+    /// again in turn behind a store that is down.
+    loading: Mutex<HashMap<TenantId, Arc<tokio::sync::Mutex<Option<String>>>>>,
     /// The platform namespace ([`TenantId::platform`]), never in `tenants`.
     platform: Arc<Tenant>,
     directory: Option<Arc<dyn TenantDirectory>>,
@@ -311,10 +313,17 @@ impl Broker {
                 .or_default(),
         );
         let loaded = {
-            let _turn = gate.lock().await;
-            match self.existing(id) {
-                Some(t) => Ok(t),
-                None => self.load(id).await,
+            let mut failed = gate.lock().await;
+            match (self.existing(id), failed.as_ref()) {
+                (Some(t), _) => Ok(t),
+                (None, Some(error)) => Err(Error::Store(error.clone())),
+                (None, None) => {
+                    let loaded = self.load(id).await;
+                    if let Err(Error::Store(error)) = &loaded {
+                        *failed = Some(error.clone());
+                    }
+                    loaded
+                }
             }
         };
         let mut loading = self

@@ -177,7 +177,9 @@ impl broker::RetainedStore for GatedStore {
         _: &broker::TenantId,
     ) -> Result<Vec<broker::StoredRetained>, broker::StoreError> {
         self.loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // A database that is down takes longer to say so.
+        let took = if self.load_error.is_some() { 200 } else { 20 };
+        tokio::time::sleep(Duration::from_millis(took)).await;
         match &self.load_error {
             Some(e) => Err(e.clone()),
             None => Ok(Vec::new()),
@@ -286,10 +288,26 @@ async fn a_retained_write_that_fails_is_not_acknowledged_as_success() {
 
 #[tokio::test]
 async fn a_tenant_that_cannot_load_is_refused_with_server_unavailable() {
-    let b = gated_broker(&Arc::new(GatedStore::down())).await;
+    let store = Arc::new(GatedStore::down());
+    let b = gated_broker(&store).await;
     let mut raw = Raw::open(b.port(), V5).await;
     raw.send(connect(V5, "c")).await;
     raw.assert_refused(ReasonCode::ServerUnavailable).await;
+    // Connects that wait for one failing load share its failure; the next
+    // connect after it tries again.
+    let mut connects = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let port = b.port();
+        connects.spawn(async move {
+            let mut raw = Raw::open(port, V5).await;
+            raw.send(connect(V5, &format!("c{i}"))).await;
+            raw.assert_refused(ReasonCode::ServerUnavailable).await;
+        });
+    }
+    connects.join_all().await;
+    let loads = store.loads.load(std::sync::atomic::Ordering::SeqCst);
+    // One load each, in turn behind the gate, would make 11.
+    assert!((2..=6).contains(&loads), "{loads} loads");
     b.stop().await;
 }
 
