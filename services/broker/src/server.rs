@@ -66,21 +66,20 @@ pub async fn run_tls_listener(
     config: Arc<rustls::ServerConfig>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     accept_loop(
         listener,
         broker,
         shutdown,
         "tls",
         move |stream, peer, broker, shutdown, admission| {
-            let acceptor = acceptor.clone();
+            let config = config.clone();
             async move {
                 // Boxed, and the stream comes back boxed: the handshake's
                 // state is gone once it is done, and the connection's task
                 // holds a pointer rather than rustls's connection state
                 // inline in each local it passed through (issue 16).
                 let accepted =
-                    Box::pin(accept_tls(acceptor, stream, peer, &broker, &admission)).await;
+                    Box::pin(accept_tls(config, stream, peer, &broker, &admission)).await;
                 if let Some((tls, certificates)) = accepted {
                     let peer = Peer {
                         addr: peer,
@@ -100,29 +99,24 @@ pub async fn run_tls_listener(
 /// client's certificate chain (DER, leaf first), which the Authenticator
 /// takes a device's identity from.
 async fn accept_tls(
-    acceptor: tokio_rustls::TlsAcceptor,
+    config: Arc<rustls::ServerConfig>,
     stream: TcpStream,
     peer: SocketAddr,
     broker: &Broker,
     admission: &Admission,
 ) -> Option<(
-    Box<tokio_rustls::server::TlsStream<TcpStream>>,
+    Box<transport::tls::TlsStream<TcpStream>>,
     Option<Vec<Bytes>>,
 )> {
     let limit = broker.config().connect_timeout;
     // The TLS handshake is before CONNECT too: evictable.
     let handshake = tokio::select! {
-        done = tokio::time::timeout(limit, acceptor.accept(stream)) => done,
+        done = tokio::time::timeout(limit, transport::tls::accept(config, stream)) => done,
         () = admission.pending.evicted.cancelled() => return None,
     };
     match handshake {
         Ok(Ok(tls)) => {
-            let certificates = tls.get_ref().1.peer_certificates().map(|chain| {
-                chain
-                    .iter()
-                    .map(|c| Bytes::copy_from_slice(c.as_ref()))
-                    .collect()
-            });
+            let certificates = tls.peer_certificates();
             Some((Box::new(tls), certificates))
         }
         Ok(Err(e)) => {

@@ -13,7 +13,7 @@
 use std::cell::RefCell;
 use std::io;
 use std::pin::Pin;
-use std::task::{Poll, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, ReadBuf};
@@ -24,29 +24,55 @@ const SCRATCH_LEN: usize = 16 * 1024;
 
 thread_local! {
     static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+    static TRANSPORT_SCRATCH: RefCell<Box<[u8]>> =
+        RefCell::new(vec![0; SCRATCH_LEN].into_boxed_slice());
+}
+
+/// Which per-thread scratch buffer a read goes through.
+#[derive(Clone, Copy)]
+pub(crate) enum Pool {
+    /// The connection's reads of MQTT bytes.
+    Connection,
+    /// A transport's own reads beneath the connection's (TLS ciphertext,
+    /// `transport::tls`): they happen inside a read through the other.
+    Transport,
 }
 
 /// Reads what the stream has into `inbuf` (appended); `Ok(0)` is the end
 /// of the stream. Cancel-safe: nothing is read unless it completes.
-pub(super) async fn read_pooled<S>(stream: &mut S, inbuf: &mut BytesMut) -> io::Result<usize>
+pub(crate) async fn read_pooled<S>(stream: &mut S, inbuf: &mut BytesMut) -> io::Result<usize>
 where
     S: AsyncRead + Unpin,
 {
-    std::future::poll_fn(|cx| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut rb = ReadBuf::new(scratch);
-            ready!(Pin::new(&mut *stream).poll_read(cx, &mut rb))?;
-            let got = rb.filled();
-            inbuf.extend_from_slice(got);
-            Poll::Ready(Ok(got.len()))
-        })
+    std::future::poll_fn(|cx| poll_read_pooled(Pool::Connection, stream, cx, inbuf)).await
+}
+
+/// [`read_pooled`] as a poll function, through the scratch buffer of `pool`.
+pub(crate) fn poll_read_pooled<S>(
+    pool: Pool,
+    stream: &mut S,
+    cx: &mut Context<'_>,
+    inbuf: &mut BytesMut,
+) -> Poll<io::Result<usize>>
+where
+    S: AsyncRead + Unpin,
+{
+    let scratch = match pool {
+        Pool::Connection => &SCRATCH,
+        Pool::Transport => &TRANSPORT_SCRATCH,
+    };
+    scratch.with_borrow_mut(|scratch| {
+        let mut rb = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut *stream).poll_read(cx, &mut rb))?;
+        let got = rb.filled();
+        inbuf.extend_from_slice(got);
+        Poll::Ready(Ok(got.len()))
     })
-    .await
 }
 
 /// Gives an empty buffer's memory back. Bytes split off it earlier (the
 /// payloads of decoded PUBLISHes) keep their own share alive.
-pub(super) fn release_if_empty(buf: &mut BytesMut) {
+pub(crate) fn release_if_empty(buf: &mut BytesMut) {
     if buf.is_empty() && buf.capacity() > 0 {
         *buf = BytesMut::new();
     }

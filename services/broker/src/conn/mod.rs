@@ -35,7 +35,7 @@ use crate::metrics::{self, DropReason};
 use crate::session::{ConnControl, Outgoing, Session};
 use crate::tenant::Tenant;
 
-mod buffers;
+pub(crate) mod buffers;
 mod handshake;
 mod inbound;
 mod outbound;

@@ -1,4 +1,5 @@
-//! Byte-stream adapters for transports that are not a plain socket. TLS
-//! needs none (`tokio_rustls` streams are `AsyncRead + AsyncWrite`).
+//! Byte-stream adapters for transports that are not a plain socket: TLS on
+//! rustls's unbuffered API ([`tls`]) and WebSocket ([`ws`]).
 
+pub(crate) mod tls;
 pub(crate) mod ws;
