@@ -223,7 +223,7 @@ impl Message {
             payload: &self.payload,
             qos: self.qos,
             retain: self.retain,
-            properties: &self.properties,
+            properties: self.properties(),
             expiry: self.remaining_expiry(now),
             origin: self.origin.as_deref(),
             platform_origin: self.platform_origin,

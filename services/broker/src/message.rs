@@ -2,7 +2,7 @@
 //! subscriber it goes to (`Arc`, payload `Bytes`), and [`Delivery`], one
 //! copy of it queued for one session.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -19,8 +19,11 @@ pub(crate) struct Message {
     /// Pass-through properties only: payload format, content type,
     /// response topic, correlation data, user properties (MQTT-3.3.2-17,
     /// MQTT-3.3.2-18, MQTT-3.3.2-20). Alias, subscription ids and expiry are
-    /// per delivery.
-    pub(crate) properties: Properties,
+    /// per delivery. `None` when there are none, as for most device
+    /// messages: an empty `Properties` is about 300 bytes that every
+    /// retained and queued message would carry (issue 16). Read through
+    /// [`Message::properties`].
+    properties: Option<Box<Properties>>,
     /// When the Message Expiry Interval runs out (3.3.2.3.3).
     pub(crate) expires_at: Option<Instant>,
     /// The publishing client, for No Local (MQTT-3.8.3-3).
@@ -91,12 +94,18 @@ impl Message {
             payload,
             qos,
             retain,
-            properties,
+            properties: (!properties.is_empty()).then(|| Box::new(properties)),
             expires_at,
             origin,
             platform_origin: false,
             id: None,
         }
+    }
+
+    /// Its pass-through properties (none: all unset).
+    pub(crate) fn properties(&self) -> &Properties {
+        static NONE: LazyLock<Properties> = LazyLock::new(Properties::default);
+        self.properties.as_deref().unwrap_or(&NONE)
     }
 
     /// About the bytes this message holds in memory: its wire size plus a
@@ -112,7 +121,7 @@ impl Message {
     /// properties are shared or cloned, the expiry instant is kept.
     pub(crate) fn with_topic(&self, topic: TopicName) -> Self {
         Self {
-            cost: cost_of(&topic, &self.payload, &self.properties),
+            cost: cost_of(&topic, &self.payload, self.properties()),
             topic,
             payload: self.payload.clone(),
             qos: self.qos,
@@ -171,7 +180,7 @@ impl Message {
             topic: self.topic.clone(),
             payload: self.payload.clone(),
             qos: self.qos,
-            properties: self.properties.clone(),
+            properties: self.properties().clone(),
             expires_at: self.expires_at_wall(now, wall),
             id: self.id,
         }
@@ -239,7 +248,7 @@ impl Delivery {
     /// The PUBLISH to send (no packet id, alias or DUP yet).
     pub(crate) fn to_publish(&self, now: Instant) -> Publish {
         let m = &self.message;
-        let mut properties = m.properties.clone();
+        let mut properties = m.properties().clone();
         properties.message_expiry_interval = m.remaining_expiry(now);
         properties
             .subscription_identifiers
@@ -267,13 +276,40 @@ mod tests {
         p.properties.topic_alias = std::num::NonZeroU16::new(3);
         let now = Instant::now();
         let m = Message::from_publish(p, TopicName::parse("t").unwrap(), None, now);
-        assert_eq!(m.properties.topic_alias, None);
+        assert_eq!(m.properties().topic_alias, None);
         assert_eq!(m.remaining_expiry(now), Some(10));
         tokio::time::advance(Duration::from_millis(9_500)).await;
         assert_eq!(m.remaining_expiry(Instant::now()), Some(1));
         assert!(!m.expired(Instant::now()));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert!(m.expired(Instant::now()));
+    }
+
+    /// Retained statuses and queued telemetry rarely carry properties:
+    /// such a message holds none (issue 16: the struct was 440 bytes with
+    /// an empty `Properties` inline). Printed so a change shows its cost.
+    #[test]
+    fn a_message_without_properties_holds_none() {
+        let now = Instant::now();
+        let topic = TopicName::parse("t").unwrap();
+        let plain = Message::from_publish(
+            Publish::new(topic.clone(), &b"x"[..]),
+            topic.clone(),
+            None,
+            now,
+        );
+        assert!(plain.properties.is_none());
+        let size = std::mem::size_of::<Message>();
+        eprintln!("Message: {size} bytes");
+        assert!(size <= 192, "{size} bytes");
+        let mut publish = Publish::new(topic.clone(), &b"x"[..]);
+        publish.properties.content_type = Some("application/json".into());
+        let with = Message::from_publish(publish, topic, None, now);
+        assert_eq!(
+            with.properties().content_type.as_deref(),
+            Some("application/json")
+        );
+        assert!(plain.cost() < with.cost());
     }
 
     #[tokio::test(start_paused = true)]

@@ -182,7 +182,7 @@ fn update_retained(
             topic: topic.clone(),
             payload: message.payload.clone(),
             qos: message.qos,
-            properties: message.properties.clone(),
+            properties: message.properties().clone(),
             expires_at: message.expires_at_wall(now, wall),
             // Recorded so that the quota still counts it after a restart.
             owner,
