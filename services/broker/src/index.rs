@@ -64,7 +64,7 @@ impl Group {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: crate::child_map::ChildMap<Node>,
     subscribers: HashMap<Arc<str>, Subscriber>,
     groups: HashMap<Box<str>, Group>,
 }
@@ -101,7 +101,7 @@ impl Node {
                 }
                 continue;
             };
-            if let Some(child) = node.children.get(*level) {
+            if let Some(child) = node.children.get(level) {
                 stack.push((child, depth + 1));
             }
             // MQTT-4.7.2-1: a filter starting with a wildcard does not
@@ -144,7 +144,7 @@ impl Node {
     fn remove(&mut self, levels: &[&str], group: Option<&str>, client: &str) -> bool {
         let mut node = &mut *self;
         for level in levels {
-            match node.children.get_mut(*level) {
+            match node.children.get_mut(level) {
                 Some(child) => node = child,
                 None => return false,
             }
@@ -212,7 +212,7 @@ pub(crate) fn drop_iteratively<N: Children>(node: &mut N) {
 }
 
 /// Implements [`Children`] and the iterative `Drop` for a trie node type
-/// whose children are in `children: HashMap<Box<str>, Self>`.
+/// whose children are in `children: ChildMap<Self>` (`crate::child_map`).
 macro_rules! trie_node {
     ($node:ty) => {
         impl $crate::index::Children for $node {
@@ -229,7 +229,7 @@ macro_rules! trie_node {
                 self.children.remove(level);
             }
             fn take_children(&mut self, into: &mut Vec<Self>) {
-                into.extend(self.children.drain().map(|(_, n)| n));
+                self.children.drain_into(into);
             }
         }
 
@@ -273,7 +273,7 @@ impl SubscriptionIndex {
         let (group, inner) = split(filter);
         let mut node = &mut self.root;
         for level in inner.as_str().split('/') {
-            node = node.children.entry(Box::from(level)).or_default();
+            node = node.children.get_or_default(level);
         }
         let existed = match group {
             None => node.subscribers.insert(client.clone(), sub).is_some(),

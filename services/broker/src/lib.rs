@@ -66,6 +66,7 @@ mod admission;
 pub mod auth;
 mod backpressure;
 pub mod broker;
+mod child_map;
 pub mod config;
 mod conn;
 pub mod error;

@@ -24,7 +24,7 @@ pub(crate) enum Change {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: crate::child_map::ChildMap<Node>,
     message: Option<Arc<Message>>,
     /// Whose quota the message counts against (`None`: published by the
     /// platform, or stored before the store recorded owners).
@@ -102,7 +102,7 @@ impl Node {
                         .map(|(_, child)| (child, depth + 1)),
                 ),
                 Some(level) => {
-                    if let Some(child) = node.children.get(*level) {
+                    if let Some(child) = node.children.get(level) {
                         stack.push((child, depth + 1));
                     }
                 }
@@ -200,7 +200,7 @@ impl RetainedTrie {
         }
         let mut node = &mut self.root;
         for level in topic.levels() {
-            node = node.children.entry(Box::from(level)).or_default();
+            node = node.children.get_or_default(level);
         }
         let new = size(&m);
         let old = node.message.replace(m);
@@ -282,7 +282,7 @@ impl RetainedTrie {
         let levels: Vec<&str> = topic.levels().collect();
         let mut node = &mut self.root;
         for level in &levels {
-            match node.children.get_mut(*level) {
+            match node.children.get_mut(level) {
                 Some(child) => node = child,
                 None => return Change::Unchanged,
             }
