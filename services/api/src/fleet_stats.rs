@@ -206,7 +206,13 @@ impl FleetStats {
                     stats.presence.remove(&stalest);
                 }
             }
-            let ring = stats.presence.entry(entry.device_id.clone()).or_default();
+            // Most devices connect and stay: room for one entry at first,
+            // not the four a default deque grows to (issue 16: a fleet of
+            // idle devices paid for three unused entries each).
+            let ring = stats
+                .presence
+                .entry(entry.device_id.clone())
+                .or_insert_with(|| VecDeque::with_capacity(1));
             ring.push_back(entry.clone());
             while ring.len() > PRESENCE_PER_DEVICE {
                 ring.pop_front();
