@@ -38,7 +38,8 @@ fn tiny_bench_prints_every_scenario_for_both_brokers() {
     assert!(out.status.success(), "bench.sh failed:\n{stdout}\n{stderr}");
 
     // Every measured row, for both brokers: scenario, broker, then rate,
-    // losses, CPU per operation and p99 as numbers.
+    // losses, the broker's and the load generator's CPU per operation and
+    // p99 as numbers.
     let rows: Vec<&str> = stdout.lines().collect();
     for scenario in [
         "fan-in 5x40x64B qos0",
@@ -56,7 +57,10 @@ fn tiny_bench_prints_every_scenario_for_both_brokers() {
                 })
                 .unwrap_or_else(|| panic!("no row {scenario} {broker} in:\n{stdout}"));
             let cells: Vec<&str> = row[scenario.len()..].split_whitespace().collect();
-            for (name, cell) in ["rate", "lost", "cpu", "p99"].iter().zip(&cells[1..5]) {
+            for (name, cell) in ["rate", "lost", "cpu", "gen", "p99"]
+                .iter()
+                .zip(&cells[1..6])
+            {
                 assert!(
                     cell.parse::<f64>().is_ok(),
                     "{scenario} {broker}: {name} is {cell:?} in {row:?}"
