@@ -294,6 +294,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for TlsStream<S> {
             if !this.plaintext.is_empty() || this.read_closed {
                 continue;
             }
+            // A peer that sends what needs replies (key updates) and never
+            // reads them would grow `outgoing` without bound: past
+            // MAX_WRITE unsent, it is not read until it reads.
+            if this.outgoing.len() > MAX_WRITE {
+                ready!(this.poll_flush_outgoing(cx))?;
+            }
             let TlsStream { io, incoming, .. } = this;
             if ready!(poll_read_pooled(Pool::Transport, io, cx, incoming))? == 0 {
                 this.read_closed = true;

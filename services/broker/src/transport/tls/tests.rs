@@ -202,3 +202,49 @@ async fn a_peer_that_leaves_mid_handshake_is_reported_closed() {
         Err(HandshakeError::Closed | HandshakeError::Io(_))
     ));
 }
+
+#[tokio::test]
+async fn a_peer_that_does_not_read_our_replies_is_not_read_either() {
+    let pki = pki(false);
+    let (ours, theirs) = tokio::io::duplex(4 * 1024);
+    let name = ServerName::try_from("localhost").unwrap();
+    let (server, client) = tokio::join!(
+        accept(pki.server.clone(), ours),
+        client(&pki, false, false).connect(name, theirs)
+    );
+    let (mut server, mut client) = (server.unwrap(), client.unwrap());
+    client.write_all(b"ping").await.unwrap();
+    client.flush().await.unwrap();
+    // Owed to a peer whose socket is full (it is not reading): as if its
+    // key updates had piled up replies.
+    server
+        .outgoing
+        .extend_from_slice(&vec![0u8; MAX_WRITE + 16 * 1024]);
+    let mut got = [0u8; 4];
+    let read = tokio::time::timeout(
+        std::time::Duration::from_millis(200),
+        server.read_exact(&mut got),
+    )
+    .await;
+    assert!(
+        read.is_err(),
+        "read on while {} bytes were owed",
+        server.outgoing.len()
+    );
+    // Once the peer reads, so do we (what it reads is not TLS: it only
+    // has to be taken off the socket).
+    let drain = tokio::spawn(async move {
+        let mut sink = vec![0u8; 64 * 1024];
+        let inner = client.get_mut().0;
+        while inner.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        server.read_exact(&mut got),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(&got, b"ping");
+    drain.abort();
+}
