@@ -276,7 +276,10 @@ impl Presence {
         st.updates.insert(key, update);
     }
 
-    fn seen(&self, key: Key, now: DateTime<Utc>) {
+    /// A message from `key`: its last-seen time, at most once per
+    /// `last_seen_interval`. Called for every message a device publishes,
+    /// so the wall clock is read only when an update is due.
+    fn seen(&self, key: Key) {
         let interval = self.shared.config.last_seen_interval;
         let mut st = self.shared.state();
         let Some(live) = st.live.get_mut(&key) else {
@@ -286,14 +289,13 @@ impl Presence {
             return;
         }
         live.seen_queued = Instant::now();
-        let update = live.seen_row(&key, &self.shared.config.node_id, now);
+        let update = live.seen_row(&key, &self.shared.config.node_id, Utc::now());
         st.updates.insert(key, update);
     }
 }
 
 impl EventSink for Presence {
     fn emit(&self, event: Event) {
-        let now = Utc::now();
         match event {
             Event::Connected {
                 tenant,
@@ -302,16 +304,16 @@ impl EventSink for Presence {
                 protocol,
                 credential,
                 ..
-            } => self.connected((tenant, client_id), peer, protocol, &credential, now),
+            } => self.connected((tenant, client_id), peer, protocol, &credential, Utc::now()),
             Event::Disconnected {
                 tenant,
                 client_id,
                 reason,
                 ..
-            } => self.disconnected((tenant, client_id), reason, now),
+            } => self.disconnected((tenant, client_id), reason, Utc::now()),
             Event::Published {
                 tenant, client_id, ..
-            } => self.seen((tenant, client_id), now),
+            } => self.seen((tenant, client_id)),
             _ => {}
         }
     }
