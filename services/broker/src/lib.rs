@@ -110,6 +110,7 @@ pub use hygiene::{TopicLimits, TopicRefusal, TopicRules};
 pub use ids::TenantId;
 pub use interconnect::{Completed, HeldBack, Inbound, Interconnect, MessageId, Outbound};
 pub use limits::{PublishLimits, Rate};
+pub use metrics::connection_churn;
 pub use platform::TenantDirectory;
 pub use server::{run_listener, run_tls_listener, run_ws_listener};
 pub use session::DropCounters;

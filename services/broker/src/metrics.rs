@@ -1,6 +1,8 @@
 //! Metric names and the helpers that record them (`metrics` crate; the
 //! binary installs the Prometheus recorder).
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use mqtt::QoS;
 
 /// Why a message was not delivered.
@@ -77,13 +79,25 @@ pub(crate) fn retained_cap_hit() {
     metrics::counter!("mqtt_messages_dropped_total", "reason" => "retained_cap").increment(1);
 }
 
+/// Connections opened, refused and closed since start: how much the
+/// connection set has moved, for the binary's allocator upkeep (a
+/// connect storm's freed memory is given back once it ends).
+static CONNECTION_CHURN: AtomicU64 = AtomicU64::new(0);
+
+/// Connections opened, refused and closed since the process started.
+pub fn connection_churn() -> u64 {
+    CONNECTION_CHURN.load(Ordering::Relaxed)
+}
+
 pub(crate) fn connection_opened() {
+    CONNECTION_CHURN.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("mqtt_connections_total").increment(1);
     metrics::gauge!("mqtt_connections").increment(1.0);
 }
 
 /// A connection answered and closed before CONNECT was served.
 pub(crate) fn connection_refused(reason: &'static str) {
+    CONNECTION_CHURN.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("mqtt_connections_refused_total", "reason" => reason).increment(1);
 }
 
@@ -98,6 +112,7 @@ pub(crate) fn subscription_revoked() {
 }
 
 pub(crate) fn connection_closed() {
+    CONNECTION_CHURN.fetch_add(1, Ordering::Relaxed);
     metrics::gauge!("mqtt_connections").decrement(1.0);
 }
 

@@ -6,6 +6,7 @@
 //! - [`datadir`]: the data directory (0700), its exclusive lock, and 0600 secret files.
 //! - [`listen`]: binding listeners with errors that name the flag to change.
 //! - [`fdlimit`]: the open-file limit raised at start, and checked against the connection caps.
+//! - [`memory_upkeep`]: freed memory given back to the system once a connect storm is over.
 //! - [`anonymous`]: `--allow-anonymous`: unknown clients fall back to one tenant.
 //! - [`bridge`]: the API's hooks implemented on the broker, and broker events as platform events.
 //! - [`message_events`]: MQTT messages some webhook wants as `message.published` events.
@@ -29,6 +30,7 @@ pub mod error;
 pub mod fdlimit;
 pub mod fence;
 pub mod listen;
+pub mod memory_upkeep;
 pub mod message_events;
 pub mod node_death;
 pub mod pki_boot;

@@ -145,6 +145,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
         shutdown.clone().cancelled_owned(),
     ));
     let purge = state::RetainedPurge::spawn(store.clone(), config.retained_purge_interval);
+    let memory_upkeep = crate::memory_upkeep::MemoryUpkeep::spawn();
     let session_sweep = crate::session_sweep::SessionSweep::spawn(
         store.clone(),
         broker.clone(),
@@ -249,6 +250,7 @@ async fn serve(config: ServeConfig) -> Result<(), Error> {
     };
     purge.stop();
     session_sweep.stop();
+    memory_upkeep.stop();
     if let Some(fence) = fence {
         fence.stop().await;
     }
