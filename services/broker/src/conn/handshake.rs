@@ -190,6 +190,7 @@ where
         return Ok(None);
     }
 
+    let (peer_addr, proto) = (peer.addr, peer.proto);
     let request = AuthRequest {
         username: connect.username.clone(),
         password: connect.password.clone(),
@@ -362,6 +363,8 @@ where
 
     let keep_alive = (keep_alive > 0).then(|| Duration::from_millis(u64::from(keep_alive) * 1500));
     let conn = Conn {
+        peer_addr,
+        proto,
         broker: broker.clone(),
         tenant,
         session: attached.session,

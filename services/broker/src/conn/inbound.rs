@@ -8,7 +8,7 @@ use mqtt::{
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{Instrument, debug, warn};
 
 use super::{Conn, End};
 use crate::Error;
@@ -344,7 +344,8 @@ impl Conn {
         }
         // Boxed: only retained QoS 1/2 PUBLISHes wait here, and the wait's
         // state (an ack, the store's answer) would size every connection.
-        Box::pin(self.settle_waiting()).await
+        let span = self.span();
+        Box::pin(self.settle_waiting().instrument(span)).await
     }
 
     async fn settle_waiting(&mut self) -> Result<(), Error> {

@@ -26,7 +26,7 @@ use mqtt::{
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, error, field, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use crate::Error;
 use crate::auth::Identity;
@@ -64,6 +64,9 @@ pub(crate) enum End {
 
 /// A connection after a successful CONNECT.
 pub(crate) struct Conn {
+    /// Where the client connects from, and over what: for [`Conn::span`].
+    peer_addr: SocketAddr,
+    proto: &'static str,
     broker: Broker,
     tenant: Arc<Tenant>,
     session: Arc<Session>,
@@ -151,18 +154,10 @@ pub(crate) fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let proto = peer.proto;
     let conn_id = broker.next_conn_id();
-    // No parent, as when it was made in the connection's own task.
-    let span = info_span!(
-        parent: None,
-        "conn",
-        conn_id,
-        peer = %peer.addr,
-        proto,
-        tenant = field::Empty,
-        client_id = field::Empty
-    );
+    // The handshake's; the tenant and client id are recorded once known.
+    // Not held past it: see [`Conn::span`].
+    let span = conn_span(conn_id, peer.addr, peer.proto, None, None);
     async move {
         // Grows only with what the client sends (see `buffers`).
         let mut inbuf = BytesMut::new();
@@ -170,14 +165,9 @@ where
         // handshake's own states would otherwise stay in the task's future
         // (a value moved out of a local keeps its room there) for as long
         // as the connection lives, several times the size of a `Conn`.
-        let opened = Box::pin(open(
-            &mut stream,
-            &mut inbuf,
-            peer,
-            &broker,
-            admission,
-            conn_id,
-        ))
+        let opened = Box::pin(
+            open(&mut stream, &mut inbuf, peer, &broker, admission, conn_id).instrument(span),
+        )
         .await;
         let (mut conn, _place, failed_start) = match opened {
             Opened::Refused => {
@@ -200,7 +190,8 @@ where
             None => conn.run(&mut stream, &mut inbuf, &shutdown).await,
         };
         // Always: the session must be let go of.
-        let told = Box::pin(conn.finish(&mut stream, end)).await;
+        let span = conn.span();
+        let told = Box::pin(conn.finish(&mut stream, end).instrument(span)).await;
         // Best effort, and bounded: the peer may be gone or, with TLS
         // or WebSocket, not reading the close we try to write.
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
@@ -213,7 +204,27 @@ where
         }
         metrics::connection_closed();
     }
-    .instrument(span)
+}
+
+/// The `conn` span: a connection's fields on every event logged in it.
+fn conn_span(
+    conn_id: u64,
+    peer: SocketAddr,
+    proto: &'static str,
+    tenant: Option<&str>,
+    client_id: Option<&str>,
+) -> tracing::Span {
+    // No parent, as when it was made in the connection's own task.
+    info_span!(
+        parent: None,
+        "conn",
+        conn_id,
+        peer = %peer,
+        proto,
+        // Unset (recorded later) when `None`.
+        tenant,
+        client_id,
+    )
 }
 
 /// What [`open`] made of a socket.
@@ -362,6 +373,21 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 impl Conn {
+    /// The connection's `conn` span, made anew for each stretch of work
+    /// that may log (the packets one read brought, the end) rather than
+    /// held: a span lives in the tracing registry and the fmt layer keeps
+    /// its fields formatted, 440 bytes of every idle connection for the
+    /// life of a span held by its task (heaptrack, issue 16).
+    fn span(&self) -> tracing::Span {
+        conn_span(
+            self.ctl.id,
+            self.peer_addr,
+            self.proto,
+            Some(self.identity.tenant.as_str()),
+            Some(&self.client_id),
+        )
+    }
+
     /// Queues the CONNACK and, for a resumed session, the resends.
     fn start(&mut self, ack: ConnAck) -> Result<(), Error> {
         self.out.send(ack)?;
@@ -380,7 +406,17 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        match self.run_inner(stream, inbuf, shutdown).await {
+        let result = self.run_inner(stream, inbuf, shutdown).await;
+        let span = self.span();
+        self.ended(stream, result).instrument(span).await
+    }
+
+    /// How `run_inner`'s result ends the connection.
+    async fn ended<S>(&mut self, stream: &mut S, result: Result<End, Error>) -> End
+    where
+        S: AsyncWrite + Unpin,
+    {
+        match result {
             Ok(end) => end,
             Err(e @ (Error::Io(_) | Error::WriteTimeout(_))) => {
                 debug!(error = %e, "connection lost");
@@ -480,7 +516,8 @@ impl Conn {
                     last_rx = Instant::now();
                     // Boxed: rare, and the loop's future would otherwise be
                     // as large as this state for every connection.
-                    Box::pin(self.release_stalled(inbuf, max_packet)).await?
+                    let span = self.span();
+                    Box::pin(self.release_stalled(inbuf, max_packet).instrument(span)).await?
                 }
                 Woke::Drained => {
                     self.paused.clear();
@@ -515,9 +552,19 @@ impl Conn {
         inbuf: &mut BytesMut,
         max_packet: usize,
     ) -> Result<Option<End>, Error> {
-        if self.tenant.id.is_platform() {
-            return Box::pin(self.drain_loading(inbuf, max_packet)).await;
+        if inbuf.is_empty() {
+            return Ok(None);
         }
+        if self.tenant.id.is_platform() {
+            let span = self.span();
+            return Box::pin(self.drain_loading(inbuf, max_packet).instrument(span)).await;
+        }
+        self.drain_now(inbuf, max_packet)
+    }
+
+    /// [`Conn::drain`] for a client, whose packets are handled at once.
+    fn drain_now(&mut self, inbuf: &mut BytesMut, max_packet: usize) -> Result<Option<End>, Error> {
+        let _in_span = self.span().entered();
         while let Some(packet) = self.next_packet(inbuf, max_packet)? {
             if let Some(end) = self.pace_and_handle(packet)? {
                 return Ok(Some(end));

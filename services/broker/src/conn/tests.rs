@@ -396,3 +396,111 @@ async fn a_broker_not_accepting_refuses_connects_and_sends_its_clients_elsewhere
         "{got:?}"
     );
 }
+
+/// Log lines, as the fmt layer writes them.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
+}
+
+/// How many `conn` spans exist.
+struct ConnSpans(std::sync::Arc<std::sync::atomic::AtomicIsize>);
+
+impl<S> tracing_subscriber::Layer<S> for ConnSpans
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if attrs.metadata().name() == "conn" {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    fn on_close(&self, id: tracing::span::Id, ctx: tracing_subscriber::layer::Context<'_, S>) {
+        if ctx.metadata(&id).is_some_and(|m| m.name() == "conn") {
+            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+/// A waiting connection holds no span (issue 16: 440 bytes each), yet
+/// what it logs while handling packets, and when it ends, still names
+/// its tenant and client id.
+#[tokio::test]
+async fn an_idle_connection_holds_no_span_and_its_logs_still_name_it() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = std::sync::Arc::new(std::sync::atomic::AtomicIsize::new(0));
+    let logs = Captured::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(ConnSpans(spans.clone()))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(logs.clone())
+                .with_ansi(false),
+        );
+    // Current-thread runtime: every task logs through this subscriber.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let open = || spans.load(std::sync::atomic::Ordering::SeqCst);
+
+    let b = broker();
+    let mut client = Client::connect(&b, Connect::new(V5, "quiet-one")).await;
+    client.send(Packet::PingReq).await;
+    assert_eq!(client.recv().await, Some(Packet::PingResp));
+    assert_eq!(open(), 0, "a waiting connection holds no span");
+
+    // Refused by the topic limits (128 levels), logged while handling it.
+    let deep = vec!["a"; 200].join("/");
+    client.send(publish(&deep, 1)).await;
+    let got = client.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::PubAck(a)) if a.reason_code.is_error()),
+        "{got:?}"
+    );
+    assert_eq!(open(), 0);
+    // A second CONNECT is a protocol error: the connection is closed.
+    client.send(Connect::new(V5, "quiet-one")).await;
+    let got = client.recv().await;
+    assert!(
+        matches!(&got, Some(Packet::Disconnect(d)) if d.reason_code == ReasonCode::ProtocolError),
+        "{got:?}"
+    );
+    assert_eq!(client.recv().await, None);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(open(), 0, "every span made was closed");
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for what in [
+        "publish refused by the topic limits",
+        "closing connection",
+        "disconnected",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(what))
+            .unwrap_or_else(|| panic!("no {what:?} in:\n{text}"));
+        assert!(
+            line.contains("tenant=\"dev\"") && line.contains("client_id=\"quiet-one\""),
+            "{line}"
+        );
+    }
+}
