@@ -88,3 +88,54 @@ async fn without_credentials_a_client_is_refused() {
     );
     server.stop().await.unwrap();
 }
+
+/// A connect storm's freed memory is given back once it is over (issue
+/// 16, `fleetmq::memory_upkeep`): 300 clients connect and leave, and
+/// within a few seconds of the last the allocator has been trimmed.
+#[tokio::test]
+async fn a_connect_burst_is_followed_by_an_allocator_trim() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (_cwd, server) = fleetmq_tests::anonymous_server().await;
+    let trims = || async {
+        let text = server.get("/metrics").await.unwrap().text().await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix("allocator_trims_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(trims().await, 0.0, "no burst yet");
+
+    let port = server.mqtt().port();
+    let clients = (0..300u16).map(|n| async move {
+        let id = format!("burst-{n}");
+        // MQTT 3.1.1 CONNECT, clean session, keep alive 60 s.
+        let mut packet = vec![0x10, (12 + id.len()) as u8];
+        packet.extend_from_slice(&[0, 4, b'M', b'Q', b'T', b'T', 4, 2, 0, 60]);
+        packet.extend_from_slice(&(id.len() as u16).to_be_bytes());
+        packet.extend_from_slice(id.as_bytes());
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        stream.write_all(&packet).await.unwrap();
+        let mut connack = [0u8; 4];
+        stream.read_exact(&mut connack).await.unwrap();
+        assert_eq!(connack, [0x20, 2, 0, 0], "{id}");
+    });
+    // 30 at a time; each closes once it has its CONNACK.
+    use futures::StreamExt;
+    futures::stream::iter(clients)
+        .buffer_unordered(30)
+        .collect::<Vec<()>>()
+        .await;
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while trims().await < 1.0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no allocator trim 20 s after the burst"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await.unwrap();
+}
