@@ -214,7 +214,7 @@ mod tests {
         assert_eq!(offer(&s), (true, true));
         assert_eq!(offer(&s), (true, true));
         assert_eq!(offer(&s), (false, false));
-        assert_eq!(s.lock().dropped.queue_full, 1);
+        assert_eq!(s.lock().dropped().queue_full, 1);
 
         let mut waiting = Box::pin(until_drained(
             vec![s.clone()],
@@ -253,7 +253,7 @@ mod tests {
         for _ in 0..3 {
             assert_eq!(offer(&s), (false, false));
         }
-        assert_eq!(s.lock().dropped.slow_consumer, 3);
+        assert_eq!(s.lock().dropped().slow_consumer, 3);
         assert_eq!(tenant.slow_dropped.load(Ordering::Relaxed), 3);
         // Once it has caught up it holds publishers back again.
         drain(&s, 4);

@@ -812,7 +812,10 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), held)
             .await
             .expect("drained below the low-water mark: the filter goes on");
-        assert_eq!(sink.lock().dropped, crate::session::DropCounters::default());
+        assert_eq!(
+            sink.lock().dropped(),
+            crate::session::DropCounters::default()
+        );
     }
 
     // Paused: the expiry left is read in whole seconds.

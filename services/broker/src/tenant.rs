@@ -310,7 +310,7 @@ impl Tenant {
 
     pub(crate) fn session_drops(&self, client_id: &str) -> Option<crate::session::DropCounters> {
         let session = self.sessions().get(client_id).cloned()?;
-        let dropped = session.lock().dropped;
+        let dropped = session.lock().dropped();
         Some(dropped)
     }
 
