@@ -34,6 +34,9 @@ pub enum Event {
         tenant: TenantId,
         /// MQTT client id.
         client_id: String,
+        /// Principal from the authenticator, as at [`Event::Connected`]:
+        /// whether a device left, without asking the store.
+        principal: String,
         /// Whether the client said DISCONNECT 0x00 (a clean goodbye).
         graceful: bool,
         /// The reason code of the DISCONNECT that ended it (ours or theirs).

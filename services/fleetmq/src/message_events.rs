@@ -240,6 +240,7 @@ mod tests {
         events.emit(Event::Disconnected {
             tenant: acme,
             client_id: "d1".into(),
+            principal: "d1".into(),
             graceful: true,
             reason: ReasonCode::Success,
         });

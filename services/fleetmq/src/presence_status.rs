@@ -336,6 +336,7 @@ mod tests {
         Event::Disconnected {
             tenant: TenantId::parse("acme").unwrap(),
             client_id: client_id.into(),
+            principal: client_id.into(),
             graceful,
             reason,
         }

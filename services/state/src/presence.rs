@@ -385,6 +385,7 @@ mod tests {
         Event::Disconnected {
             tenant: key().0,
             client_id: key().1,
+            principal: key().1,
             graceful: false,
             reason,
         }

@@ -817,6 +817,7 @@ impl Conn {
                 .emit(crate::events::Event::Disconnected {
                     tenant: self.tenant.id.clone(),
                     client_id: self.client_id.to_string(),
+                    principal: self.identity.principal.clone(),
                     graceful: end == End::Client(ReasonCode::Success),
                     reason: match end {
                         End::Lost => ReasonCode::UnspecifiedError,
