@@ -397,6 +397,7 @@ where
         strikes: 0,
         stalled: None,
         paused: Vec::new(),
+        active_span: None,
     };
     // The one line per accepted connection (the authenticator logs only
     // refusals at info): a connect storm pays for one formatted line each.
