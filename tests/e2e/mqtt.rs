@@ -99,10 +99,7 @@ async fn a_connect_burst_is_followed_by_an_allocator_trim() {
     let (_cwd, server) = fleetmq_tests::anonymous_server().await;
     let trims = || async {
         let text = server.get("/metrics").await.unwrap().text().await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix("allocator_trims_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .unwrap_or(0.0)
+        fleetmq_tests::metric(&text, "allocator_trims_total", &[])
     };
     assert_eq!(trims().await, 0.0, "no burst yet");
 
