@@ -261,6 +261,16 @@ impl Broker {
         }
     }
 
+    /// Wakes every live connection, so that each looks at the shutdown
+    /// token it was given: a waiting connection does not wait on the token
+    /// itself (issue 16). One attached after this looked at its session was
+    /// attached after the token was cancelled, and sees it before waiting.
+    pub(crate) fn wake_connections(&self) {
+        for conn in self.all_connections() {
+            conn.wake();
+        }
+    }
+
     fn all_connections(&self) -> Vec<Arc<crate::session::ConnControl>> {
         let tenants: Vec<Arc<Tenant>> = self
             .inner

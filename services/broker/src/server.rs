@@ -226,6 +226,8 @@ where
         let task = handle(stream, peer, broker.clone(), shutdown.clone(), admission);
         tracker.spawn(task);
     }
+    // Connections do not wait on `shutdown` themselves.
+    broker.wake_connections();
     tracker.close();
     tracker.wait().await;
     info!(proto, "mqtt listener stopped");

@@ -7,7 +7,9 @@
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
 
+use futures::task::AtomicWaker;
 use mqtt::{PacketId, QoS, ReasonCode, SubscriptionOptions, TopicFilter};
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -23,12 +25,18 @@ use crate::signal::Signal;
 #[derive(Debug)]
 pub(crate) struct ConnControl {
     pub(crate) id: u64,
-    /// Woken when deliveries are queued.
-    pub(crate) wake: Notify,
-    /// Fired to close the connection (session takeover, MQTT-3.1.4-3,
-    /// or an administrative disconnect); `wake` is woken with it, so the
-    /// connection waits on one thing less (issue 16).
-    kicked: Signal,
+    /// The one thing a waiting connection waits on besides its socket:
+    /// woken when deliveries are queued, when it is kicked and at shutdown
+    /// ([`ConnControl::wake`]). A `Notify`'s waiter and a shutdown
+    /// token's were 136 bytes of every waiting connection's future, and
+    /// the kick's own `Notify` 40 bytes here (issue 16).
+    waker: AtomicWaker,
+    /// A wake not yet seen by the connection (a `notify_one` permit).
+    woken: AtomicBool,
+    /// Set to close the connection (session takeover, MQTT-3.1.4-3, or an
+    /// administrative disconnect), with a wake: the connection looks at
+    /// it whenever it wakes.
+    kicked: AtomicBool,
     /// What the platform told the connection: made at the first notice,
     /// since most connections never get one (boxed: 88 bytes inline of
     /// every idle connection otherwise, issue 16).
@@ -62,8 +70,9 @@ impl ConnControl {
     pub(crate) fn new(id: u64) -> Arc<Self> {
         Arc::new(Self {
             id,
-            wake: Notify::new(),
-            kicked: Signal::default(),
+            waker: AtomicWaker::new(),
+            woken: AtomicBool::new(false),
+            kicked: AtomicBool::new(false),
             notices: Mutex::new(None),
             finished: Signal::default(),
             limits_changed: AtomicBool::new(false),
@@ -109,14 +118,32 @@ impl ConnControl {
     /// Closes the connection with the reason a kick gave, if any, else as
     /// taken over (MQTT-3.1.4-3).
     pub(crate) fn take_over(&self) {
-        self.kicked.fire();
-        // The connection looks at `kicked` whenever it wakes.
-        self.wake.notify_one();
+        self.kicked.store(true, Ordering::Release);
+        self.wake();
     }
 
     /// Whether the connection was told to close ([`ConnControl::kick`]).
     pub(crate) fn is_kicked(&self) -> bool {
-        self.kicked.is_fired()
+        self.kicked.load(Ordering::Acquire)
+    }
+
+    /// Wakes the connection, or its next wait ends at once: a wake is
+    /// never lost (the permit of `Notify::notify_one`).
+    pub(crate) fn wake(&self) {
+        self.woken.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once [`ConnControl::wake`] was called since the last time it
+    /// was; the task of `cx` is woken by the next call otherwise.
+    pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before looking, so a wake in between is not missed.
+        self.waker.register(cx.waker());
+        if self.woken.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 
     /// Why the connection was kicked.
@@ -748,7 +775,7 @@ impl Session {
         let Some(conn) = &st.conn else {
             return false;
         };
-        conn.wake.notify_one();
+        conn.wake();
         if st.backlog.slow || !st.above_high_water() {
             return false;
         }

@@ -6,18 +6,20 @@
 //! The loop is one task. Each turn it moves queued deliveries from the
 //! session into the encode buffer (up to the client's Receive Maximum of
 //! QoS 1/2 in flight), writes the buffer in one go, then waits for the
-//! first of: bytes from the client, new deliveries, the keep-alive
-//! deadline, a takeover or shutdown. Every branch of that `select!` is
-//! cancel-safe (`buffers::read_pooled`, `Notify::notified`,
-//! `CancellationToken::cancelled`, `sleep_until`). Writes happen outside the
-//! `select!`, under `write_timeout`: a client that stops reading is
-//! disconnected. Waiting, a connection holds no read or encode buffer
-//! ([`buffers`]).
+//! first of: bytes from the client, a wake of its `ConnControl` (new
+//! deliveries, a takeover, shutdown), the keep-alive deadline. Nothing
+//! that wait polls holds state of its own but the timer: the read goes
+//! through [`buffers::poll_read_pooled`], the wake is an `AtomicWaker` in
+//! the `ConnControl`, so a waiting connection's future stays small
+//! (issue 16). Writes happen outside the wait, under `write_timeout`: a
+//! client that stops reading is disconnected. Waiting, a connection holds
+//! no read or encode buffer ([`buffers`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::BytesMut;
 use mqtt::{
@@ -360,25 +362,36 @@ async fn load_tenants_for(broker: &Broker, packet: &mqtt::Packet) {
 
 /// What ended a connection's wait (see `Conn::run_inner`).
 enum Woke {
+    Shutdown,
     Drained,
     Read(std::io::Result<usize>),
     Deliveries,
     Timer,
 }
 
-/// Runs `fut` if there is one; pending forever otherwise.
-async fn until_some<F: std::future::Future<Output = ()>>(fut: Option<F>) {
-    match fut {
-        Some(fut) => fut.await,
-        None => std::future::pending().await,
+/// Writes and flushes what `buf` holds as far as `stream` takes it
+/// without waiting, dropping what was written from `buf`; whether all of
+/// it went. Where it stopped, the task is woken when `stream` can take
+/// more (and maybe, harmlessly, later).
+fn write_without_waiting<S>(
+    stream: &mut S,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut BytesMut,
+) -> std::io::Result<bool>
+where
+    S: AsyncWrite + Unpin,
+{
+    while !buf.is_empty() {
+        match std::pin::Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => bytes::Buf::advance(buf, n),
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => return Ok(false),
+        }
     }
-}
-
-/// Sleeps until `deadline`, or forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
+    match std::pin::Pin::new(&mut *stream).poll_flush(cx) {
+        Poll::Ready(result) => result.map(|()| true),
+        Poll::Pending => Ok(false),
     }
 }
 
@@ -477,7 +490,7 @@ impl Conn {
             self.settle_deferred().await?;
             if self.pump()? {
                 // More than one batch is queued: come back without waiting.
-                self.ctl.wake.notify_one();
+                self.ctl.wake();
             }
             self.flush(stream).await?;
             // About to wait: an idle connection keeps no buffers.
@@ -501,26 +514,50 @@ impl Conn {
                     config.slow_consumer_policy,
                 ))
             });
-            // A kick comes through `wake` (see `ConnControl::kick`) rather
-            // than a branch of its own, whose future every idle connection
+            // A kick, as shutdown, comes through `wake` (see
+            // `ConnControl::kick`, `Broker::wake_connections`) rather than a
+            // wait of its own, whose state every idle connection's future
             // would hold (issue 16); it is looked at before waiting and
             // after waking, so it still goes before anything but shutdown.
             if self.ctl.is_kicked() && !shutdown.is_cancelled() {
                 return Ok(End::Server(self.ctl.kick_reason()));
             }
             self.active_span = None;
-            let woke = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
-                () = until_some(drained) => Woke::Drained,
-                read = buffers::read_pooled(stream, inbuf), if stalled.is_none() && !paused => Woke::Read(read),
-                () = self.ctl.wake.notified() => Woke::Deliveries,
-                () = sleep_until(timer) => Woke::Timer,
-            };
-            if self.ctl.is_kicked() {
-                return Ok(End::Server(self.ctl.kick_reason()));
-            }
+            let reading = stalled.is_none() && !paused;
+            let mut drained = drained;
+            let timer = std::pin::pin!(timer.map(tokio::time::sleep_until));
+            let mut timer = timer.as_pin_mut();
+            let ctl = &self.ctl;
+            // In this order of precedence, as a biased `select!` would.
+            let woke = std::future::poll_fn(|cx| {
+                if shutdown.is_cancelled() {
+                    return Poll::Ready(Woke::Shutdown);
+                }
+                if let Some(d) = drained.as_mut()
+                    && d.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::Drained);
+                }
+                if reading
+                    && let Poll::Ready(read) =
+                        buffers::poll_read_pooled(buffers::Pool::Connection, stream, cx, inbuf)
+                {
+                    return Poll::Ready(Woke::Read(read));
+                }
+                if ctl.poll_woken(cx).is_ready() {
+                    return Poll::Ready(Woke::Deliveries);
+                }
+                if let Some(t) = timer.as_mut()
+                    && t.as_mut().poll(cx).is_ready()
+                {
+                    return Poll::Ready(Woke::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
             let end = match woke {
+                Woke::Shutdown => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
+                _ if self.ctl.is_kicked() => return Ok(End::Server(self.ctl.kick_reason())),
                 Woke::Deliveries => continue,
                 Woke::Timer if stalled.is_none() => {
                     return Err(Error::KeepAliveTimeout(self.keep_alive.unwrap_or_default()));
@@ -660,18 +697,28 @@ impl Conn {
     where
         S: AsyncWrite + Unpin,
     {
-        if self.out.buf.is_empty() {
+        let len = self.out.buf.len();
+        if len == 0 {
             return Ok(());
         }
-        let limit = self.broker.config().write_timeout;
-        let write = async {
-            stream.write_all(&self.out.buf).await?;
-            stream.flush().await
-        };
-        tokio::time::timeout(limit, write)
-            .await
-            .map_err(|_| Error::WriteTimeout(limit))??;
-        metrics::bytes_out(self.out.buf.len());
+        // Most writes are taken by the socket at once: tried first with no
+        // timer armed, so the write's `Sleep` is not room in every
+        // connection's future (issue 16) nor a timer per write.
+        let out = &mut self.out.buf;
+        let done =
+            std::future::poll_fn(|cx| Poll::Ready(write_without_waiting(stream, cx, out))).await?;
+        if !done {
+            let limit = self.broker.config().write_timeout;
+            let rest = async {
+                stream.write_all(out).await?;
+                stream.flush().await
+            };
+            // Boxed: only a client that is slow to read waits here.
+            Box::pin(tokio::time::timeout(limit, rest))
+                .await
+                .map_err(|_| Error::WriteTimeout(limit))??;
+        }
+        metrics::bytes_out(len);
         self.out.buf.clear();
         Ok(())
     }
@@ -762,7 +809,7 @@ impl Conn {
         }
         // Deferred packets are written at the next turn: come back.
         if !self.deferred.is_empty() {
-            self.ctl.wake.notify_one();
+            self.ctl.wake();
         }
         Ok(more)
     }
