@@ -54,6 +54,8 @@ struct Inner {
     accepting: AtomicBool,
     /// The other nodes of a cluster, if this node is in one.
     interconnect: Option<Arc<dyn Interconnect>>,
+    /// Every connection's keep-alive deadline.
+    keep_alive: Arc<crate::keep_alive::KeepAliveWheel>,
     /// How client ids are taken over from other nodes, in a cluster.
     handoff: Option<Arc<dyn SessionHandoff>>,
 }
@@ -164,6 +166,7 @@ impl BrokerBuilder {
                 next_conn_id: AtomicU64::new(1),
                 accepting: AtomicBool::new(true),
                 interconnect: self.interconnect,
+                keep_alive: crate::keep_alive::KeepAliveWheel::new(),
                 handoff: self.handoff,
             }),
         }
@@ -284,6 +287,10 @@ impl Broker {
             .chain(&tenants)
             .flat_map(|t| t.connections())
             .collect()
+    }
+
+    pub(crate) fn keep_alive(&self) -> &Arc<crate::keep_alive::KeepAliveWheel> {
+        &self.inner.keep_alive
     }
 
     pub(crate) fn next_conn_id(&self) -> u64 {

@@ -77,6 +77,7 @@ pub mod fuzzing;
 pub mod handoff;
 pub mod hygiene;
 mod index;
+mod keep_alive;
 #[cfg(test)]
 mod index_props;
 pub mod interconnect;

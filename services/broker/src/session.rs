@@ -33,6 +33,16 @@ pub(crate) struct ConnControl {
     waker: AtomicWaker,
     /// A wake not yet seen by the connection (a `notify_one` permit).
     woken: AtomicBool,
+    /// When the connection last heard from its client, milliseconds on
+    /// the broker's `KeepAliveWheel` clock.
+    last_heard: AtomicU64,
+    /// Whether the connection holds its reads back (a held-back PUBLISH,
+    /// full subscribers): the client's silence is ours then, and keeps no
+    /// keep-alive deadline.
+    holding_reads: AtomicBool,
+    /// Set, with a wake, by the `KeepAliveWheel` once the keep-alive
+    /// period passed in silence.
+    keep_alive_expired: AtomicBool,
     /// Set to close the connection (session takeover, MQTT-3.1.4-3, or an
     /// administrative disconnect), with a wake: the connection looks at
     /// it whenever it wakes.
@@ -72,6 +82,9 @@ impl ConnControl {
             id,
             waker: AtomicWaker::new(),
             woken: AtomicBool::new(false),
+            last_heard: AtomicU64::new(0),
+            holding_reads: AtomicBool::new(false),
+            keep_alive_expired: AtomicBool::new(false),
             kicked: AtomicBool::new(false),
             notices: Mutex::new(None),
             finished: Signal::default(),
@@ -132,6 +145,42 @@ impl ConnControl {
     pub(crate) fn wake(&self) {
         self.woken.store(true, Ordering::Release);
         self.waker.wake();
+    }
+
+    /// Records that the connection heard from its client at `ms`
+    /// (`KeepAliveWheel::now_ms`).
+    pub(crate) fn heard_at(&self, ms: u64) {
+        self.last_heard.store(ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn last_heard(&self) -> u64 {
+        self.last_heard.load(Ordering::Relaxed)
+    }
+
+    /// Says whether the connection holds its reads back.
+    pub(crate) fn hold_reads(&self, holding: bool) {
+        // A plain load first: most turns change nothing.
+        if self.holding_reads.load(Ordering::Relaxed) != holding {
+            self.holding_reads.store(holding, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn is_holding_reads(&self) -> bool {
+        self.holding_reads.load(Ordering::Relaxed)
+    }
+
+    /// The keep-alive period passed in silence: wakes the connection.
+    pub(crate) fn expire_keep_alive(&self) {
+        self.keep_alive_expired.store(true, Ordering::Release);
+        self.wake();
+    }
+
+    pub(crate) fn keep_alive_expired(&self) -> bool {
+        self.keep_alive_expired.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn clear_keep_alive_expired(&self) {
+        self.keep_alive_expired.store(false, Ordering::Release);
     }
 
     /// Ready once [`ConnControl::wake`] was called since the last time it

@@ -168,7 +168,13 @@ where
     // or not (168 bytes of every connection, issue 16); a box, 8.
     let opening = Box::new((peer, admission, span));
     async move {
-        let (peer, admission, span) = *opening;
+        // In a block of its own: a box moved out of is freed only where
+        // its binding goes out of scope, the end of the connection
+        // otherwise (heaptrack: 168 bytes of every idle connection).
+        let (peer, admission, span) = {
+            let opening = opening;
+            *opening
+        };
         // Grows only with what the client sends (see `buffers`).
         let mut inbuf = BytesMut::new();
         // Boxed, and gone once it returns: the CONNECT, the CONNACK and the
@@ -477,7 +483,10 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut last_rx = Instant::now();
+        // Dropped, and so out of the wheel, however this returns.
+        let keep_alive = self
+            .keep_alive
+            .map(|period| self.broker.keep_alive().register(self.ctl.clone(), period));
         let max_packet =
             usize::try_from(self.broker.config().max_packet_size).unwrap_or(usize::MAX);
         // Packets pipelined behind CONNECT are already in the buffer.
@@ -500,10 +509,11 @@ impl Conn {
             let paused = !self.paused.is_empty();
             // While a PUBLISH is held back, or subscribers are full, the
             // socket is not read, so the client's silence is ours: no
-            // keep-alive deadline. So one timer serves both: the held-back
-            // PUBLISH's time, or the keep-alive deadline.
-            let timer =
-                stalled.or_else(|| self.keep_alive.filter(|_| !paused).map(|k| last_rx + k));
+            // keep-alive deadline (the wheel looks at this).
+            self.ctl.hold_reads(stalled.is_some() || paused);
+            // The keep-alive deadline is the wheel's; the only timer here
+            // is a held-back PUBLISH's, boxed as it is rare.
+            let mut timer = stalled.map(|until| Box::pin(tokio::time::sleep_until(until)));
             // Boxed, and only while paused: every idle connection's future
             // would otherwise hold this state's room.
             let drained = paused.then(|| {
@@ -525,8 +535,6 @@ impl Conn {
             self.active_span = None;
             let reading = stalled.is_none() && !paused;
             let mut drained = drained;
-            let timer = std::pin::pin!(timer.map(tokio::time::sleep_until));
-            let mut timer = timer.as_pin_mut();
             let ctl = &self.ctl;
             // In this order of precedence, as a biased `select!` would.
             let woke = std::future::poll_fn(|cx| {
@@ -558,12 +566,16 @@ impl Conn {
             let end = match woke {
                 Woke::Shutdown => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
                 _ if self.ctl.is_kicked() => return Ok(End::Server(self.ctl.kick_reason())),
-                Woke::Deliveries => continue,
-                Woke::Timer if stalled.is_none() => {
-                    return Err(Error::KeepAliveTimeout(self.keep_alive.unwrap_or_default()));
+                Woke::Deliveries => {
+                    if let Some(registration) = &keep_alive
+                        && self.ctl.keep_alive_expired()
+                    {
+                        self.keep_alive_check(registration)?;
+                    }
+                    continue;
                 }
                 Woke::Timer => {
-                    last_rx = Instant::now();
+                    self.heard(keep_alive.is_some());
                     // Boxed: rare, and the loop's future would otherwise be
                     // as large as this state for every connection.
                     let span = self.span();
@@ -571,7 +583,7 @@ impl Conn {
                 }
                 Woke::Drained => {
                     self.paused.clear();
-                    last_rx = Instant::now();
+                    self.heard(keep_alive.is_some());
                     self.drain(inbuf, max_packet).await?
                 }
                 Woke::Read(read) => {
@@ -580,7 +592,7 @@ impl Conn {
                         return Ok(End::Lost);
                     }
                     metrics::bytes_in(n);
-                    last_rx = Instant::now();
+                    self.heard(keep_alive.is_some());
                     self.drain(inbuf, max_packet).await?
                 }
             };
@@ -590,6 +602,31 @@ impl Conn {
                 return Ok(end);
             }
         }
+    }
+
+    /// Tells the keep-alive wheel the client was heard from (or that its
+    /// silence was ours), if the connection has a keep alive.
+    fn heard(&self, keeping_alive: bool) {
+        if keeping_alive {
+            self.ctl.heard_at(self.broker.keep_alive().now_ms());
+        }
+    }
+
+    /// The wheel found the keep-alive period over: so it is, unless the
+    /// client was heard from since it looked (then the entry goes back).
+    fn keep_alive_check(
+        &self,
+        registration: &crate::keep_alive::Registration,
+    ) -> Result<(), Error> {
+        let period = self.keep_alive.unwrap_or_default();
+        let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX / 2);
+        let now = self.broker.keep_alive().now_ms();
+        if now >= self.ctl.last_heard().saturating_add(period_ms) {
+            return Err(Error::KeepAliveTimeout(period));
+        }
+        self.ctl.clear_keep_alive_expired();
+        registration.rearm();
+        Ok(())
     }
 
     /// Handles every whole packet in the read buffer, or stops at a 3.1.1
