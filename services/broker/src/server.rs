@@ -72,22 +72,34 @@ pub async fn run_tls_listener(
         shutdown,
         "tls",
         move |stream, peer, broker, shutdown, admission| {
-            let config = config.clone();
+            // One box for what only the handshake needs: what an async
+            // block captures keeps its room for the block's life, and the
+            // block's locals too unless their scope ends before the
+            // connection's own future is awaited (issue 16).
+            let handshake = Box::new((config.clone(), stream, peer, admission));
             async move {
-                // Boxed, and the stream comes back boxed: the handshake's
-                // state is gone once it is done, and the connection's task
-                // holds a pointer rather than rustls's connection state
-                // inline in each local it passed through (issue 16).
-                let accepted =
-                    Box::pin(accept_tls(config, stream, peer, &broker, &admission)).await;
-                if let Some((tls, certificates)) = accepted {
+                let serving = {
+                    let (config, stream, peer, admission) = {
+                        let handshake = handshake;
+                        *handshake
+                    };
+                    // Boxed, and the stream comes back boxed: the
+                    // handshake's state is gone once it is done, and the
+                    // connection's task holds a pointer rather than
+                    // rustls's connection state inline (issue 16).
+                    let accepted =
+                        Box::pin(accept_tls(config, stream, peer, &broker, &admission)).await;
+                    let Some((tls, certificates)) = accepted else {
+                        return;
+                    };
                     let peer = Peer {
                         addr: peer,
                         proto: "tls",
                         certificates,
                     };
-                    conn::serve(tls, peer, broker, shutdown, admission).await;
-                }
+                    conn::serve(tls, peer, broker, shutdown, admission)
+                };
+                serving.await;
             }
         },
     )
@@ -142,30 +154,61 @@ pub async fn run_ws_listener(
         broker,
         shutdown,
         "ws",
-        |stream, peer, broker, shutdown, admission| async move {
-            let limit = broker.config().connect_timeout;
-            let max = usize::try_from(broker.config().max_packet_size).unwrap_or(usize::MAX);
-            // The WebSocket handshake is before CONNECT too: evictable.
-            let evicted = admission.pending.evicted.clone();
-            let handshake = tokio::select! {
-                done = tokio::time::timeout(limit, transport::ws::accept(stream, max)) => done,
-                () = evicted.cancelled() => return,
-            };
-            match handshake {
-                Ok(Ok(ws)) => {
+        |stream, peer, broker, shutdown, admission| {
+            // As for TLS: the handshake's inputs in one box, its state
+            // boxed, and the stream boxed, so the connection's task holds
+            // none of them inline (issue 16).
+            let handshake = Box::new((stream, peer, admission));
+            async move {
+                let serving = {
+                    let (stream, peer, admission) = {
+                        let handshake = handshake;
+                        *handshake
+                    };
+                    let Some(ws) = Box::pin(accept_ws(stream, peer, &broker, &admission)).await
+                    else {
+                        return;
+                    };
                     let peer = Peer {
                         addr: peer,
                         proto: "ws",
                         certificates: None,
                     };
-                    conn::serve(ws, peer, broker, shutdown, admission).await;
-                }
-                Ok(Err(e)) => warn!(%peer, error = %e, "WebSocket handshake failed"),
-                Err(_) => warn!(%peer, "WebSocket handshake timed out"),
+                    conn::serve(ws, peer, broker, shutdown, admission)
+                };
+                serving.await;
             }
         },
     )
     .await
+}
+
+/// The WebSocket handshake of a pending socket, within the connect
+/// timeout; `None` when it failed, timed out or the socket was evicted.
+async fn accept_ws(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: &Broker,
+    admission: &Admission,
+) -> Option<Box<transport::ws::WsStream>> {
+    let limit = broker.config().connect_timeout;
+    let max = usize::try_from(broker.config().max_packet_size).unwrap_or(usize::MAX);
+    // The WebSocket handshake is before CONNECT too: evictable.
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(limit, transport::ws::accept(stream, max)) => done,
+        () = admission.pending.evicted.cancelled() => return None,
+    };
+    match handshake {
+        Ok(Ok(ws)) => Some(Box::new(ws)),
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "WebSocket handshake failed");
+            None
+        }
+        Err(_) => {
+            warn!(%peer, "WebSocket handshake timed out");
+            None
+        }
+    }
 }
 
 async fn accept_loop<F, Fut>(
