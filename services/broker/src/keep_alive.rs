@@ -119,7 +119,11 @@ impl KeepAliveWheel {
     /// Watches `ctl`'s connection: once `period` passes without it hearing
     /// from its client (`ConnControl::heard_at`) and while it is not
     /// holding its reads back, it is woken with its keep-alive expired.
-    pub(crate) fn register(self: &Arc<Self>, ctl: Arc<ConnControl>, period: Duration) -> Registration {
+    pub(crate) fn register(
+        self: &Arc<Self>,
+        ctl: Arc<ConnControl>,
+        period: Duration,
+    ) -> Registration {
         self.sweeper.get_or_init(|| {
             tokio::spawn(sweep(Arc::downgrade(self)));
         });
@@ -190,7 +194,11 @@ impl KeepAliveWheel {
                         }
                     };
                     // Holding its reads back, the client's silence is ours.
-                    let heard = if ctl.is_holding_reads() { now } else { ctl.last_heard() };
+                    let heard = if ctl.is_holding_reads() {
+                        now
+                    } else {
+                        ctl.last_heard()
+                    };
                     let deadline = heard.saturating_add(period);
                     if deadline <= now {
                         fired.push(ctl);

@@ -77,10 +77,10 @@ pub mod fuzzing;
 pub mod handoff;
 pub mod hygiene;
 mod index;
-mod keep_alive;
 #[cfg(test)]
 mod index_props;
 pub mod interconnect;
+mod keep_alive;
 pub mod limits;
 mod message;
 mod metrics;

@@ -397,6 +397,7 @@ where
         strikes: 0,
         stalled: None,
         paused: Vec::new(),
+        place: None,
         active_span: None,
     };
     // The one line per accepted connection (the authenticator logs only

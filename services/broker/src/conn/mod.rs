@@ -106,6 +106,10 @@ pub(crate) struct Conn {
     /// Sessions the last PUBLISH left at their high-water mark: the
     /// socket is not read until they drain (`crate::backpressure`).
     paused: Vec<Arc<Session>>,
+    /// The listener's place the connection holds (`Admission::places`):
+    /// here rather than in the task's future, where it would be 16 bytes
+    /// more of every connection's task for its whole life (issue 16).
+    place: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The `conn` span of the current stretch of work (see
     /// [`Conn::span`]): made at its first use, dropped before waiting.
     active_span: Option<tracing::Span>,
@@ -165,13 +169,13 @@ where
     let span = conn_span(conn_id, peer.addr, peer.proto, None, None);
     // One box for what only the handshake needs: what the block captures
     // keeps its room in the future for the connection's life, moved out
-    // or not (168 bytes of every connection, issue 16); a box, 8.
-    let opening = Box::new((peer, admission, span));
+    // or not (176 bytes of every connection, issue 16); a box, 8.
+    let opening = Box::new((peer, admission, span, conn_id));
     async move {
         // In a block of its own: a box moved out of is freed only where
         // its binding goes out of scope, the end of the connection
         // otherwise (heaptrack: 168 bytes of every idle connection).
-        let (peer, admission, span) = {
+        let (peer, admission, span, conn_id) = {
             let opening = opening;
             *opening
         };
@@ -181,11 +185,13 @@ where
         // handshake's own states would otherwise stay in the task's future
         // (a value moved out of a local keeps its room there) for as long
         // as the connection lives, several times the size of a `Conn`.
-        let opened = Box::pin(
+        // Matched as a temporary: a local `Opened` would keep its room in
+        // the future after being taken apart.
+        let (mut conn, failed_start) = match Box::pin(
             open(&mut stream, &mut inbuf, peer, &broker, admission, conn_id).instrument(span),
         )
-        .await;
-        let (mut conn, _place, failed_start) = match opened {
+        .await
+        {
             Opened::Refused => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
                 return;
@@ -195,33 +201,43 @@ where
                 metrics::connection_closed();
                 return;
             }
-            Opened::Conn {
-                conn,
-                place,
-                failed_start,
-            } => (conn, place, failed_start),
+            Opened::Conn { conn, failed_start } => (conn, failed_start),
         };
         let end = match failed_start {
             Some(end) => end,
             None => conn.run(&mut stream, &mut inbuf, &shutdown).await,
         };
-        // Always: the session must be let go of.
-        let span = conn.span();
-        let told = Box::pin(conn.finish(&mut stream, end).instrument(span)).await;
-        // Done with: not kept (nor its span) through the linger below.
-        drop(conn);
-        // Best effort, and bounded: the peer may be gone or, with TLS
-        // or WebSocket, not reading the close we try to write.
-        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
-        if told {
-            // Closing with the client's bytes unread (a flooding
-            // client's PUBLISHes) makes the kernel send a reset,
-            // which can destroy our DISCONNECT before the client
-            // reads it: read and drop until it closes, briefly.
-            let _ = Box::pin(tokio::time::timeout(LINGER, discard_until_eof(&mut stream))).await;
-        }
-        metrics::connection_closed();
+        // Always: the session must be let go of. Boxed, one state for the
+        // whole goodbye: its locals would otherwise be room kept in every
+        // connection's future from its start (issue 16).
+        Box::pin(goodbye(conn, &mut stream, end)).await;
     }
+}
+
+/// Says goodbye ([`Conn::finish`]), closes the socket and gives the
+/// connection's place back.
+async fn goodbye<S>(mut conn: Box<Conn>, stream: &mut S, end: End)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let span = conn.span();
+    let told = conn.finish(stream, end).instrument(span).await;
+    // Held through the linger below: a closing socket still counts.
+    let place = conn.place.take();
+    // Done with: not kept (nor its span) through the linger below.
+    drop(conn);
+    // Best effort, and bounded: the peer may be gone or, with TLS
+    // or WebSocket, not reading the close we try to write.
+    let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+    if told {
+        // Closing with the client's bytes unread (a flooding
+        // client's PUBLISHes) makes the kernel send a reset,
+        // which can destroy our DISCONNECT before the client
+        // reads it: read and drop until it closes, briefly.
+        let _ = tokio::time::timeout(LINGER, discard_until_eof(stream)).await;
+    }
+    drop(place);
+    metrics::connection_closed();
 }
 
 /// The `conn` span: a connection's fields on every event logged in it.
@@ -255,8 +271,8 @@ enum Opened {
     /// A connection: its CONNACK is queued, unless `failed_start` says how
     /// it ends without one.
     Conn {
+        /// Holding its place (`Conn::place`).
         conn: Box<Conn>,
-        place: tokio::sync::OwnedSemaphorePermit,
         failed_start: Option<End>,
     },
 }
@@ -316,15 +332,12 @@ where
     match handshake::handshake(stream, connect, peer, broker, conn_id).await {
         Ok(Some((conn, ack))) => {
             let mut conn = Box::new(conn);
+            conn.place = Some(place);
             let failed_start = conn.start(ack).err().map(|e| {
                 error!(error = %e, "could not encode CONNACK or resends");
                 End::Server(ReasonCode::from(&e))
             });
-            Opened::Conn {
-                conn,
-                place,
-                failed_start,
-            }
+            Opened::Conn { conn, failed_start }
         }
         Ok(None) => Opened::Closed,
         Err(e) => {
@@ -428,18 +441,24 @@ impl Conn {
         Ok(())
     }
 
-    async fn run<S>(
-        &mut self,
-        stream: &mut S,
-        inbuf: &mut BytesMut,
-        shutdown: &CancellationToken,
-    ) -> End
+    /// Not an `async fn`, as `run_inner`: an `async fn` keeps its
+    /// arguments twice in its future (as given, and as its locals), and
+    /// this one is every connection's for its whole life (issue 16).
+    #[allow(clippy::manual_async_fn)] // see above: the size, not the style
+    fn run<'a, S>(
+        &'a mut self,
+        stream: &'a mut S,
+        inbuf: &'a mut BytesMut,
+        shutdown: &'a CancellationToken,
+    ) -> impl std::future::Future<Output = End> + 'a
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let result = self.run_inner(stream, inbuf, shutdown).await;
-        let span = self.span();
-        self.ended(stream, result).instrument(span).await
+        async move {
+            let result = self.run_inner(stream, inbuf, shutdown).await;
+            let span = self.span();
+            self.ended(stream, result).instrument(span).await
+        }
     }
 
     /// How `run_inner`'s result ends the connection.
@@ -474,132 +493,135 @@ impl Conn {
         }
     }
 
-    async fn run_inner<S>(
-        &mut self,
-        stream: &mut S,
-        inbuf: &mut BytesMut,
-        shutdown: &CancellationToken,
-    ) -> Result<End, Error>
+    #[allow(clippy::manual_async_fn)] // the size, as `run`
+    fn run_inner<'a, S>(
+        &'a mut self,
+        stream: &'a mut S,
+        inbuf: &'a mut BytesMut,
+        shutdown: &'a CancellationToken,
+    ) -> impl std::future::Future<Output = Result<End, Error>> + 'a
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        // Dropped, and so out of the wheel, however this returns.
-        let keep_alive = self
-            .keep_alive
-            .map(|period| self.broker.keep_alive().register(self.ctl.clone(), period));
-        let max_packet =
-            usize::try_from(self.broker.config().max_packet_size).unwrap_or(usize::MAX);
-        // Packets pipelined behind CONNECT are already in the buffer.
-        if let Some(end) = self.drain(inbuf, max_packet).await? {
-            self.settle_deferred().await?;
-            self.flush(stream).await?;
-            return Ok(end);
-        }
-        loop {
-            self.settle_deferred().await?;
-            if self.pump()? {
-                // More than one batch is queued: come back without waiting.
-                self.ctl.wake();
-            }
-            self.flush(stream).await?;
-            // About to wait: an idle connection keeps no buffers.
-            buffers::release_if_empty(inbuf);
-            buffers::release_if_empty(&mut self.out.buf);
-            let stalled = self.stalled.as_ref().map(|s| s.until);
-            let paused = !self.paused.is_empty();
-            // While a PUBLISH is held back, or subscribers are full, the
-            // socket is not read, so the client's silence is ours: no
-            // keep-alive deadline (the wheel looks at this).
-            self.ctl.hold_reads(stalled.is_some() || paused);
-            // The keep-alive deadline is the wheel's; the only timer here
-            // is a held-back PUBLISH's, boxed as it is rare.
-            let mut timer = stalled.map(|until| Box::pin(tokio::time::sleep_until(until)));
-            // Boxed, and only while paused: every idle connection's future
-            // would otherwise hold this state's room.
-            let drained = paused.then(|| {
-                let config = self.broker.config();
-                Box::pin(crate::backpressure::until_drained(
-                    self.paused.clone(),
-                    config.slow_consumer_timeout,
-                    config.slow_consumer_policy,
-                ))
-            });
-            // A kick, as shutdown, comes through `wake` (see
-            // `ConnControl::kick`, `Broker::wake_connections`) rather than a
-            // wait of its own, whose state every idle connection's future
-            // would hold (issue 16); it is looked at before waiting and
-            // after waking, so it still goes before anything but shutdown.
-            if self.ctl.is_kicked() && !shutdown.is_cancelled() {
-                return Ok(End::Server(self.ctl.kick_reason()));
-            }
-            self.active_span = None;
-            let reading = stalled.is_none() && !paused;
-            let mut drained = drained;
-            let ctl = &self.ctl;
-            // In this order of precedence, as a biased `select!` would.
-            let woke = std::future::poll_fn(|cx| {
-                if shutdown.is_cancelled() {
-                    return Poll::Ready(Woke::Shutdown);
-                }
-                if let Some(d) = drained.as_mut()
-                    && d.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Woke::Drained);
-                }
-                if reading
-                    && let Poll::Ready(read) =
-                        buffers::poll_read_pooled(buffers::Pool::Connection, stream, cx, inbuf)
-                {
-                    return Poll::Ready(Woke::Read(read));
-                }
-                if ctl.poll_woken(cx).is_ready() {
-                    return Poll::Ready(Woke::Deliveries);
-                }
-                if let Some(t) = timer.as_mut()
-                    && t.as_mut().poll(cx).is_ready()
-                {
-                    return Poll::Ready(Woke::Timer);
-                }
-                Poll::Pending
-            })
-            .await;
-            let end = match woke {
-                Woke::Shutdown => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
-                _ if self.ctl.is_kicked() => return Ok(End::Server(self.ctl.kick_reason())),
-                Woke::Deliveries => {
-                    if let Some(registration) = &keep_alive
-                        && self.ctl.keep_alive_expired()
-                    {
-                        self.keep_alive_check(registration)?;
-                    }
-                    continue;
-                }
-                Woke::Timer => {
-                    self.heard(keep_alive.is_some());
-                    // Boxed: rare, and the loop's future would otherwise be
-                    // as large as this state for every connection.
-                    let span = self.span();
-                    Box::pin(self.release_stalled(inbuf, max_packet).instrument(span)).await?
-                }
-                Woke::Drained => {
-                    self.paused.clear();
-                    self.heard(keep_alive.is_some());
-                    self.drain(inbuf, max_packet).await?
-                }
-                Woke::Read(read) => {
-                    let n = read?;
-                    if n == 0 {
-                        return Ok(End::Lost);
-                    }
-                    metrics::bytes_in(n);
-                    self.heard(keep_alive.is_some());
-                    self.drain(inbuf, max_packet).await?
-                }
-            };
-            if let Some(end) = end {
+        async move {
+            // Dropped, and so out of the wheel, however this returns.
+            let keep_alive = self
+                .keep_alive
+                .map(|period| self.broker.keep_alive().register(self.ctl.clone(), period));
+            let max_packet =
+                usize::try_from(self.broker.config().max_packet_size).unwrap_or(usize::MAX);
+            // Packets pipelined behind CONNECT are already in the buffer.
+            if let Some(end) = self.drain(inbuf, max_packet).await? {
                 self.settle_deferred().await?;
                 self.flush(stream).await?;
                 return Ok(end);
+            }
+            loop {
+                self.settle_deferred().await?;
+                if self.pump()? {
+                    // More than one batch is queued: come back without waiting.
+                    self.ctl.wake();
+                }
+                self.flush(stream).await?;
+                // About to wait: an idle connection keeps no buffers.
+                buffers::release_if_empty(inbuf);
+                buffers::release_if_empty(&mut self.out.buf);
+                let stalled = self.stalled.as_ref().map(|s| s.until);
+                let paused = !self.paused.is_empty();
+                // While a PUBLISH is held back, or subscribers are full, the
+                // socket is not read, so the client's silence is ours: no
+                // keep-alive deadline (the wheel looks at this).
+                self.ctl.hold_reads(stalled.is_some() || paused);
+                // The keep-alive deadline is the wheel's; the only timer here
+                // is a held-back PUBLISH's, boxed as it is rare.
+                let mut timer = stalled.map(|until| Box::pin(tokio::time::sleep_until(until)));
+                // Boxed, and only while paused: every idle connection's future
+                // would otherwise hold this state's room.
+                let drained = paused.then(|| {
+                    let config = self.broker.config();
+                    Box::pin(crate::backpressure::until_drained(
+                        self.paused.clone(),
+                        config.slow_consumer_timeout,
+                        config.slow_consumer_policy,
+                    ))
+                });
+                // A kick, as shutdown, comes through `wake` (see
+                // `ConnControl::kick`, `Broker::wake_connections`) rather than a
+                // wait of its own, whose state every idle connection's future
+                // would hold (issue 16); it is looked at before waiting and
+                // after waking, so it still goes before anything but shutdown.
+                if self.ctl.is_kicked() && !shutdown.is_cancelled() {
+                    return Ok(End::Server(self.ctl.kick_reason()));
+                }
+                self.active_span = None;
+                let reading = stalled.is_none() && !paused;
+                let mut drained = drained;
+                let ctl = &self.ctl;
+                // In this order of precedence, as a biased `select!` would.
+                let woke = std::future::poll_fn(|cx| {
+                    if shutdown.is_cancelled() {
+                        return Poll::Ready(Woke::Shutdown);
+                    }
+                    if let Some(d) = drained.as_mut()
+                        && d.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Woke::Drained);
+                    }
+                    if reading
+                        && let Poll::Ready(read) =
+                            buffers::poll_read_pooled(buffers::Pool::Connection, stream, cx, inbuf)
+                    {
+                        return Poll::Ready(Woke::Read(read));
+                    }
+                    if ctl.poll_woken(cx).is_ready() {
+                        return Poll::Ready(Woke::Deliveries);
+                    }
+                    if let Some(t) = timer.as_mut()
+                        && t.as_mut().poll(cx).is_ready()
+                    {
+                        return Poll::Ready(Woke::Timer);
+                    }
+                    Poll::Pending
+                })
+                .await;
+                let end = match woke {
+                    Woke::Shutdown => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
+                    _ if self.ctl.is_kicked() => return Ok(End::Server(self.ctl.kick_reason())),
+                    Woke::Deliveries => {
+                        if let Some(registration) = &keep_alive
+                            && self.ctl.keep_alive_expired()
+                        {
+                            self.keep_alive_check(registration)?;
+                        }
+                        continue;
+                    }
+                    Woke::Timer => {
+                        self.heard(keep_alive.is_some());
+                        // Boxed: rare, and the loop's future would otherwise be
+                        // as large as this state for every connection.
+                        let span = self.span();
+                        Box::pin(self.release_stalled(inbuf, max_packet).instrument(span)).await?
+                    }
+                    Woke::Drained => {
+                        self.paused.clear();
+                        self.heard(keep_alive.is_some());
+                        self.drain(inbuf, max_packet).await?
+                    }
+                    Woke::Read(read) => {
+                        let n = read?;
+                        if n == 0 {
+                            return Ok(End::Lost);
+                        }
+                        metrics::bytes_in(n);
+                        self.heard(keep_alive.is_some());
+                        self.drain(inbuf, max_packet).await?
+                    }
+                };
+                if let Some(end) = end {
+                    self.settle_deferred().await?;
+                    self.flush(stream).await?;
+                    return Ok(end);
+                }
             }
         }
     }
