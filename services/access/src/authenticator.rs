@@ -231,7 +231,7 @@ impl PlatformAuthenticator {
         Ok(Identity {
             tenant: tenant_id(tenant)?,
             principal: device.to_owned(),
-            limits: limits.as_ref().map(broker_limits),
+            limits: limits.as_ref().map(|l| Box::new(broker_limits(l))),
         })
     }
 

@@ -822,7 +822,10 @@ async fn cached_connects_skip_the_store(db: &TestDb) -> anyhow::Result<()> {
         .await?;
     let identity = auth.authenticate(&request).await?;
     assert_eq!(identity.principal, "d1");
-    assert_eq!(identity.limits, Some(access::broker_limits(&limits)));
+    assert_eq!(
+        identity.limits.as_deref(),
+        Some(&access::broker_limits(&limits))
+    );
     own_pool.close().await;
     assert_eq!(auth.authenticate(&request).await, Ok(identity));
     cache.invalidate_device("acme", "d1");

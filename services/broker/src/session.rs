@@ -499,6 +499,48 @@ impl Drop for Queue {
     }
 }
 
+/// A set of packet ids that costs one pointer while empty: a session's
+/// QoS 2 PUBLISHes awaiting PUBREL, which most sessions never have (an
+/// empty `HashSet` is 48 bytes of every session, issue 16).
+#[derive(Debug, Default)]
+#[allow(clippy::box_collection)] // the point: `None` is 8 bytes, an empty set 48
+pub(crate) struct PacketIds(Option<Box<HashSet<PacketId>>>);
+
+impl PacketIds {
+    pub(crate) fn contains(&self, id: &PacketId) -> bool {
+        self.0.as_ref().is_some_and(|ids| ids.contains(id))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |ids| ids.len())
+    }
+
+    /// Whether `id` was not in the set.
+    pub(crate) fn insert(&mut self, id: PacketId) -> bool {
+        self.0.get_or_insert_default().insert(id)
+    }
+
+    /// Whether `id` was in the set; the set's memory goes with its last id.
+    pub(crate) fn remove(&mut self, id: &PacketId) -> bool {
+        let Some(ids) = self.0.as_mut() else {
+            return false;
+        };
+        let removed = ids.remove(id);
+        if ids.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+}
+
+impl Extend<PacketId> for PacketIds {
+    fn extend<I: IntoIterator<Item = PacketId>>(&mut self, ids: I) {
+        for id in ids {
+            self.insert(id);
+        }
+    }
+}
+
 /// What a session subscribed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SubscriptionEntry {
@@ -520,7 +562,7 @@ pub(crate) struct SessionState {
     /// Server → client QoS 1/2 by packet id, in send order for redelivery.
     pub(crate) inflight: BTreeMap<PacketId, Outgoing>,
     /// Client → server QoS 2 packet ids awaiting PUBREL.
-    pub(crate) incoming_qos2: HashSet<PacketId>,
+    pub(crate) incoming_qos2: PacketIds,
     next_packet_id: u16,
     limits: QueueLimits,
     /// Made at the first drop: most sessions never lose a message (boxed:
@@ -691,7 +733,7 @@ impl Session {
                 subscriptions: HashMap::new(),
                 pending: Queue::new(tenant),
                 inflight: BTreeMap::new(),
-                incoming_qos2: HashSet::new(),
+                incoming_qos2: PacketIds::default(),
                 next_packet_id: 0,
                 limits,
                 dropped: None,
@@ -880,6 +922,25 @@ mod tests {
     use crate::message::Message;
     use bytes::Bytes;
     use mqtt::{Properties, TopicName};
+
+    #[test]
+    fn packet_ids_hold_memory_only_while_some_are_in() {
+        let pid = |n: u16| PacketId::new(n).unwrap();
+        let mut ids = PacketIds::default();
+        assert!(ids.0.is_none());
+        assert!(ids.insert(pid(7)));
+        assert!(!ids.insert(pid(7)));
+        ids.extend([pid(8), pid(9)]);
+        assert_eq!(ids.len(), 3);
+        assert!(ids.contains(&pid(8)));
+        assert!(ids.remove(&pid(7)) && ids.remove(&pid(8)));
+        assert!(!ids.remove(&pid(7)));
+        assert!(ids.0.is_some());
+        assert!(ids.remove(&pid(9)));
+        assert!(ids.0.is_none());
+        assert_eq!(ids.len(), 0);
+        assert!(!ids.contains(&pid(9)));
+    }
 
     /// A message on topic `t`, not retained, with no expiry.
     fn message(payload: Bytes, qos: QoS, properties: Properties) -> Arc<Message> {

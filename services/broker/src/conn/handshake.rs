@@ -390,7 +390,7 @@ where
         resumed: attached.present,
         deferred: Vec::new(),
         limiter: crate::limits::Limiter::new(
-            identity.limits.unwrap_or(config.publish_limits),
+            identity.limits.map_or(config.publish_limits, |l| *l),
             tokio::time::Instant::now(),
         )
         .map(Box::new),
