@@ -72,8 +72,13 @@ where
 
 /// Gives an empty buffer's memory back. Bytes split off it earlier (the
 /// payloads of decoded PUBLISHes) keep their own share alive.
+///
+/// Whatever its capacity says: a buffer whose every byte was split off or
+/// written out has none left, yet still holds its allocation (and, once
+/// split, the shared header), the CONNECT's for as long as an idle
+/// connection lives (heaptrack: 69 bytes of every one, issue 16).
 pub(crate) fn release_if_empty(buf: &mut BytesMut) {
-    if buf.is_empty() && buf.capacity() > 0 {
+    if buf.is_empty() {
         *buf = BytesMut::new();
     }
 }
@@ -143,6 +148,17 @@ mod tests {
         let size = std::mem::size_of_val(&serve);
         eprintln!("connection future: {size} bytes");
         assert!(size <= FUTURE_BUDGET, "{size} bytes");
+    }
+
+    #[test]
+    fn a_buffer_split_to_its_end_lets_go_of_what_it_shared() {
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(&[7; 16]);
+        let packet = buf.split_to(16).freeze();
+        assert_eq!(buf.capacity(), 0);
+        assert!(!packet.is_unique(), "shared with the empty buffer");
+        release_if_empty(&mut buf);
+        assert!(packet.is_unique());
     }
 
     #[test]
