@@ -62,37 +62,26 @@ impl PresenceConfig {
 type Key = (TenantId, String);
 
 /// A connected device. One per connection held while it is idle, so
-/// kept small (issue 16): what its `last_seen` rows repeat of its online
-/// row, without the row's owned copies of the tenant, device and node ids
-/// (the map's key and the config have those) and with the address unformatted.
+/// kept small (issue 16): its online row is queued once, at connect, and
+/// a `last_seen` row says only what changed (the store keeps the rest, as
+/// [`merge_into_newer`] does for rows not written yet).
 struct Live {
     /// Connections with this client id (2 during a takeover).
     connections: u32,
     /// When `last_seen` was last queued.
     seen_queued: Instant,
-    peer: SocketAddr,
-    protocol: ProtocolVersion,
-    /// [`credential_text`]: borrowed unless it names a certificate.
-    credential: Cow<'static, str>,
 }
 
-impl Live {
-    /// The device's online row as of `at`, as a `last_seen` update (which
-    /// leaves `connected_at` as stored).
-    fn seen_row(&self, key: &Key, node_id: &str, at: DateTime<Utc>) -> PresenceUpdate {
-        PresenceUpdate {
-            tenant_id: key.0.as_str().to_owned(),
-            device_id: key.1.clone(),
-            status: PresenceStatus::Online,
-            at,
-            connected_at: None,
-            remote_addr: Some(self.peer.to_string()),
-            protocol: Some(protocol_name(self.protocol).to_owned()),
-            credential: Some(self.credential.clone().into_owned()),
-            disconnect_reason: None,
-            node_id: Some(node_id.to_owned()),
-        }
-    }
+/// `newer` as the store would have it after `older` then `newer` were
+/// written: what `newer` leaves unsaid (`None`) is `older`'s, as the
+/// upsert's `COALESCE`s keep the stored values. So a `last_seen` row that
+/// supersedes an online row not written yet loses nothing of it.
+fn merge_into_newer(newer: &mut PresenceUpdate, older: PresenceUpdate) {
+    newer.connected_at = newer.connected_at.or(older.connected_at);
+    newer.remote_addr = newer.remote_addr.take().or(older.remote_addr);
+    newer.protocol = newer.protocol.take().or(older.protocol);
+    newer.credential = newer.credential.take().or(older.credential);
+    newer.node_id = newer.node_id.take().or(older.node_id);
 }
 
 #[derive(Default)]
@@ -223,15 +212,18 @@ impl Presence {
         credential: &Credential,
         now: DateTime<Utc>,
     ) {
-        let live = Live {
-            connections: 0,
-            seen_queued: Instant::now(),
-            peer,
-            protocol,
-            credential: credential_cow(credential),
+        let update = PresenceUpdate {
+            tenant_id: key.0.as_str().to_owned(),
+            device_id: key.1.clone(),
+            status: PresenceStatus::Online,
+            at: now,
+            connected_at: Some(now),
+            remote_addr: Some(peer.to_string()),
+            protocol: Some(protocol_name(protocol).to_owned()),
+            credential: Some(credential_cow(credential).into_owned()),
+            disconnect_reason: None,
+            node_id: Some(self.shared.config.node_id.clone()),
         };
-        let mut update = live.seen_row(&key, &self.shared.config.node_id, now);
-        update.connected_at = Some(now);
         let mut st = self.shared.state();
         if st.closed {
             return;
@@ -241,7 +233,7 @@ impl Presence {
             key.clone(),
             Live {
                 connections: connections + 1,
-                ..live
+                seen_queued: Instant::now(),
             },
         );
         st.updates.insert(key, update);
@@ -289,7 +281,24 @@ impl Presence {
             return;
         }
         live.seen_queued = Instant::now();
-        let update = live.seen_row(&key, &self.shared.config.node_id, Utc::now());
+        let now = Utc::now();
+        if let Some(pending) = st.updates.get_mut(&key) {
+            // The online row not written yet: it says all but the time.
+            pending.at = now;
+            return;
+        }
+        let update = PresenceUpdate {
+            tenant_id: key.0.as_str().to_owned(),
+            device_id: key.1.clone(),
+            status: PresenceStatus::Online,
+            at: now,
+            connected_at: None,
+            remote_addr: None,
+            protocol: None,
+            credential: None,
+            disconnect_reason: None,
+            node_id: None,
+        };
         st.updates.insert(key, update);
     }
 }
@@ -354,8 +363,16 @@ async fn flush_once(shared: &Shared) -> Result<(), Error> {
         Err(e) => {
             let mut st = shared.state();
             for (key, update) in updates {
-                // A newer change of the device arrived meanwhile: it wins.
-                st.updates.entry(key).or_insert(update);
+                // A newer change of the device arrived meanwhile: it wins,
+                // keeping what it leaves unsaid from this one.
+                match st.updates.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(mut newer) => {
+                        merge_into_newer(newer.get_mut(), update);
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
+                        slot.insert(update);
+                    }
+                }
             }
             Err(e.into())
         }
@@ -418,6 +435,107 @@ mod tests {
             credential_text(&Credential::Certificate(bytes::Bytes::from_static(b"junk"))),
             "certificate"
         );
+    }
+
+    #[test]
+    fn a_newer_row_keeps_what_it_leaves_unsaid_from_the_older() {
+        let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
+        let online = PresenceUpdate {
+            tenant_id: "acme".into(),
+            device_id: "d1".into(),
+            status: PresenceStatus::Online,
+            at: at(10),
+            connected_at: Some(at(10)),
+            remote_addr: Some("192.0.2.7:4000".into()),
+            protocol: Some("5.0".into()),
+            credential: Some("password".into()),
+            disconnect_reason: None,
+            node_id: Some("n1".into()),
+        };
+        let mut seen = PresenceUpdate {
+            at: at(20),
+            connected_at: None,
+            remote_addr: None,
+            protocol: None,
+            credential: None,
+            node_id: None,
+            ..online.clone()
+        };
+        merge_into_newer(&mut seen, online.clone());
+        assert_eq!(
+            seen,
+            PresenceUpdate {
+                at: at(20),
+                ..online.clone()
+            }
+        );
+        let mut offline = PresenceUpdate {
+            status: PresenceStatus::Offline,
+            at: at(30),
+            connected_at: None,
+            remote_addr: None,
+            protocol: None,
+            credential: None,
+            disconnect_reason: Some("KeepAliveTimeout (0x8D)".into()),
+            node_id: None,
+            ..online.clone()
+        };
+        merge_into_newer(&mut offline, online.clone());
+        assert_eq!(offline.status, PresenceStatus::Offline);
+        assert_eq!(offline.at, at(30));
+        assert_eq!(offline.remote_addr, online.remote_addr);
+        assert_eq!(
+            offline.disconnect_reason.as_deref(),
+            Some("KeepAliveTimeout (0x8D)")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_publish_before_the_online_row_is_written_keeps_it_whole() {
+        let db = crate::test_support::acme(&["d1"]).await;
+        let store = db.store().clone();
+        let presence = Presence::start(
+            store.clone(),
+            PresenceConfig {
+                flush_interval: Duration::from_secs(3600),
+                last_seen_interval: Duration::ZERO,
+                ..PresenceConfig::new("n1")
+            },
+        )
+        .await
+        .unwrap();
+        presence.emit(connected());
+        presence.emit(published());
+        presence.flush().await.unwrap();
+        let row = store.get_presence("acme", "d1").await.unwrap().unwrap();
+        assert_eq!(row.status, PresenceStatus::Online);
+        assert_eq!(row.remote_addr.as_deref(), Some("192.0.2.7:4000"));
+        assert_eq!(row.protocol.as_deref(), Some("5.0"));
+        assert_eq!(row.credential.as_deref(), Some("password"));
+        assert_eq!(row.node_id.as_deref(), Some("n1"));
+        assert!(row.connected_at.is_some());
+        // A later publish writes only the time; the rest stays as stored.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        presence.emit(published());
+        presence.flush().await.unwrap();
+        let later = store.get_presence("acme", "d1").await.unwrap().unwrap();
+        assert!(later.last_seen > row.last_seen);
+        assert_eq!(
+            (
+                later.remote_addr,
+                later.protocol,
+                later.credential,
+                later.connected_at
+            ),
+            (
+                row.remote_addr,
+                row.protocol,
+                row.credential,
+                row.connected_at
+            )
+        );
+        presence.shutdown().await.unwrap();
+        db.cleanup().await;
     }
 
     #[tokio::test]
