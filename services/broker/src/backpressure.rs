@@ -108,16 +108,14 @@ pub(crate) async fn until_drained(
 ) {
     for session in full {
         loop {
-            let drained = session.drained.notified();
-            tokio::pin!(drained);
             // Registered before the check, so a wake-up between the check
             // and the await is not lost.
-            drained.as_mut().enable();
+            let changed = session.change();
             let Some(since) = session.holding_back() else {
                 break;
             };
             tokio::select! {
-                () = &mut drained => {}
+                () = changed => {}
                 () = tokio::time::sleep_until(since + bound) => session.slow_consumer(policy),
             }
         }
@@ -185,7 +183,7 @@ mod tests {
         }
         if st.relieve() {
             drop(st);
-            s.drained.notify_waiters();
+            s.changed();
         }
     }
 

@@ -607,7 +607,7 @@ impl Broker {
             st.generation += 1;
             st.conn.take()
         };
-        session.resumed.notify_waiters();
+        session.changed();
         if let Some(conn) = previous {
             conn.kick(ReasonCode::SessionTakenOver);
             let timeout = self.inner.config.takeover_timeout;

@@ -808,7 +808,7 @@ mod tests {
             }
             assert!(st.relieve());
         }
-        sink.drained.notify_waiters();
+        sink.changed();
         tokio::time::timeout(std::time::Duration::from_secs(5), held)
             .await
             .expect("drained below the low-water mark: the filter goes on");

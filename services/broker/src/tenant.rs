@@ -348,7 +348,7 @@ impl Tenant {
                 st.generation += 1;
                 drop(st);
                 // The offline period's timer lets go of its will now.
-                existing.resumed.notify_waiters();
+                existing.changed();
                 return Ok(Attached {
                     session: existing,
                     present: true,
@@ -459,7 +459,7 @@ impl Tenant {
             st.inflight.clear();
             std::mem::take(&mut st.subscriptions)
         };
-        session.ended_signal.fire();
+        session.changed();
         metrics::sessions(-1.0);
         session.stop_holding_back();
         let mut index = write(&self.index);
@@ -479,7 +479,7 @@ impl Tenant {
                 return None;
             }
             st.ended = true;
-            session.ended_signal.fire();
+            session.changed();
             let orphans = st.take_shared(None);
             st.pending.clear();
             st.inflight.clear();
@@ -792,7 +792,7 @@ mod tests {
         // The connection taken over by a Clean Start lost its session: its
         // will (even a delayed one) is due now.
         assert!(matches!(t.detach(&b.session, 2, 60), Detached::Ended));
-        assert!(b.session.ended_signal.is_fired());
+        assert!(b.session.lock().ended);
         assert!(matches!(t.detach(&c.session, 3, 0), Detached::Ended));
         assert_eq!(t.stats().sessions, 0);
     }
@@ -820,7 +820,7 @@ mod tests {
             .unwrap();
         assert!(!d.present);
         assert_eq!(d.previous.map(|p| p.id), Some(1));
-        assert!(a.session.ended_signal.is_fired());
+        assert!(a.session.lock().ended);
         assert_eq!(t.stats().subscriptions, 0);
         assert_eq!(d.session.owner(), &id);
         // And the backend cannot get it back.

@@ -835,7 +835,7 @@ impl Conn {
             (more, st.relieve())
         };
         if relieved {
-            self.session.drained.notify_waiters();
+            self.session.changed();
         }
         for seq in gone {
             self.delivered(seq);

@@ -156,25 +156,16 @@ fn arm(
     // resume ends it at once, will and all: nothing of an offline period
     // outlives it, however often a client reconnects (issue 13 item 16).
     tokio::spawn(async move {
-        let resumed = session.resumed.notified();
-        tokio::pin!(resumed);
-        // Registered before looking, so a resume between the detach and
-        // this point is not missed.
-        resumed.as_mut().enable();
+        // This offline period is over once the session was resumed (a
+        // new generation) or ended; `wait_for` looks at every change.
+        let over = |st: &crate::session::SessionState| st.generation != generation || st.ended;
         if session.lock().generation != generation {
             return;
         }
         if let Some((w, due)) = will {
-            tokio::select! {
-                () = tokio::time::sleep_until(due) => {}
-                // A Clean Start reconnect discarded the session.
-                () = session.ended_signal.fired() => {}
-                // 3.1.3.2.2: resumed before the delay: no will.
-                () = &mut resumed => {
-                    debug!(client_id = %session.client_id(), "session resumed; delayed will dropped");
-                    return;
-                }
-            }
+            // Until the delay is over, a Clean Start reconnect discarded
+            // the session, or (3.1.3.2.2) it was resumed: then no will.
+            session.wait_for(Some(due), over).await;
             // Not resumed by a reconnect in the meantime (3.1.3.2.2):
             // either still offline, or ended without being resumed.
             let due_now = {
@@ -184,26 +175,19 @@ fn arm(
             if due_now {
                 publish_will(&broker, &tenant, w);
                 will_gone(&tenant, &session);
+            } else if session.lock().generation != generation {
+                debug!(client_id = %session.client_id(), "session resumed; delayed will dropped");
             }
         }
-        tokio::select! {
-            () = sleep_until(expires) => {}
-            // Nothing left to expire; do not hold the task for days.
-            () = session.ended_signal.fired() => return,
-            // This offline period is over; the next has its timer.
-            () = &mut resumed => return,
+        // Nothing left to expire once ended, and the next offline period
+        // has its own timer: neither holds this task for days.
+        if session.wait_for(expires, over).await {
+            return;
         }
         if tenant.expire(&session, generation) {
             debug!(client_id = %session.client_id(), "session expired");
         }
     });
-}
-
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Deadlines of sessions restored after a restart: a will that fell due
