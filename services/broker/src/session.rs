@@ -183,6 +183,12 @@ impl ConnControl {
         self.keep_alive_expired.store(false, Ordering::Release);
     }
 
+    /// Forgets the task the last [`ConnControl::poll_woken`] registered:
+    /// while the connection works, a wake only leaves its permit.
+    pub(crate) fn stop_waiting(&self) {
+        drop(self.waker.take());
+    }
+
     /// Ready once [`ConnControl::wake`] was called since the last time it
     /// was; the task of `cx` is woken by the next call otherwise.
     pub(crate) fn poll_woken(&self, cx: &mut Context<'_>) -> Poll<()> {

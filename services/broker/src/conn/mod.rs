@@ -513,6 +513,11 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         async move {
+            // Shut down before this connection was attached, so it was not
+            // among those woken (`Broker::wake_connections`): now or never.
+            if shutdown.is_cancelled() {
+                return Ok(End::Server(ReasonCode::ServerShuttingDown));
+            }
             // Dropped, and so out of the wheel, however this returns.
             let keep_alive = self
                 .keep_alive
@@ -566,10 +571,20 @@ impl Conn {
                 let reading = stalled.is_none() && !paused;
                 let mut drained = drained;
                 let ctl = &self.ctl;
-                // In this order of precedence, as a biased `select!` would.
+                // The wake first: a kick or shutdown goes before the
+                // client's bytes, and queued deliveries before more reads.
                 let woke = std::future::poll_fn(|cx| {
-                    if shutdown.is_cancelled() {
-                        return Poll::Ready(Woke::Shutdown);
+                    if ctl.poll_woken(cx).is_ready() {
+                        // Looked at only on a wake (the token's check takes
+                        // a lock every connection shares): shutdown always
+                        // comes with one (`Broker::wake_connections`), and
+                        // a connection attached after that sees the token
+                        // cancelled when it starts (`run_inner`).
+                        return Poll::Ready(if shutdown.is_cancelled() {
+                            Woke::Shutdown
+                        } else {
+                            Woke::Deliveries
+                        });
                     }
                     if let Some(d) = drained.as_mut()
                         && d.as_mut().poll(cx).is_ready()
@@ -582,9 +597,6 @@ impl Conn {
                     {
                         return Poll::Ready(Woke::Read(read));
                     }
-                    if ctl.poll_woken(cx).is_ready() {
-                        return Poll::Ready(Woke::Deliveries);
-                    }
                     if let Some(t) = timer.as_mut()
                         && t.as_mut().poll(cx).is_ready()
                     {
@@ -593,6 +605,9 @@ impl Conn {
                     Poll::Pending
                 })
                 .await;
+                // Working now: a wake meanwhile only leaves its permit, it
+                // does not schedule this task again for nothing.
+                self.ctl.stop_waiting();
                 let end = match woke {
                     Woke::Shutdown => return Ok(End::Server(ReasonCode::ServerShuttingDown)),
                     _ if self.ctl.is_kicked() => return Ok(End::Server(self.ctl.kick_reason())),
