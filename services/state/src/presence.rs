@@ -437,6 +437,22 @@ mod tests {
         );
     }
 
+    /// Presence on a store with device `acme/d1`, written only when a
+    /// test flushes, `last_seen` queued at most every `last_seen_interval`.
+    async fn started(
+        last_seen_interval: Duration,
+    ) -> (store::testing::TestDb, Store, Arc<Presence>) {
+        let db = crate::test_support::acme(&["d1"]).await;
+        let store = db.store().clone();
+        let config = PresenceConfig {
+            flush_interval: Duration::from_secs(3600),
+            last_seen_interval,
+            ..PresenceConfig::new("n1")
+        };
+        let presence = Presence::start(store.clone(), config).await.unwrap();
+        (db, store, presence)
+    }
+
     #[test]
     fn a_newer_row_keeps_what_it_leaves_unsaid_from_the_older() {
         let at = |s: i64| DateTime::from_timestamp(s, 0).unwrap();
@@ -492,18 +508,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_publish_before_the_online_row_is_written_keeps_it_whole() {
-        let db = crate::test_support::acme(&["d1"]).await;
-        let store = db.store().clone();
-        let presence = Presence::start(
-            store.clone(),
-            PresenceConfig {
-                flush_interval: Duration::from_secs(3600),
-                last_seen_interval: Duration::ZERO,
-                ..PresenceConfig::new("n1")
-            },
-        )
-        .await
-        .unwrap();
+        let (db, store, presence) = started(Duration::ZERO).await;
         presence.emit(connected());
         presence.emit(published());
         presence.flush().await.unwrap();
@@ -540,18 +545,7 @@ mod tests {
 
     #[tokio::test]
     async fn last_seen_is_throttled_and_a_takeover_stays_online() {
-        let db = crate::test_support::acme(&["d1"]).await;
-        let store = db.store().clone();
-        let presence = Presence::start(
-            store.clone(),
-            PresenceConfig {
-                flush_interval: Duration::from_secs(3600),
-                last_seen_interval: Duration::from_millis(200),
-                ..PresenceConfig::new("n1")
-            },
-        )
-        .await
-        .unwrap();
+        let (db, store, presence) = started(Duration::from_millis(200)).await;
         let get = || async { store.get_presence("acme", "d1").await.unwrap().unwrap() };
 
         presence.emit(connected());
