@@ -69,6 +69,7 @@ pub mod broker;
 mod child_map;
 pub mod config;
 mod conn;
+mod conn_control;
 pub mod error;
 pub mod events;
 #[cfg(feature = "fuzzing")]
