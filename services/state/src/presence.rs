@@ -72,6 +72,23 @@ struct Live {
     seen_queued: Instant,
 }
 
+/// A row for `key` saying only its status and time: the store keeps what
+/// a row leaves `None` (the upsert's `COALESCE`s).
+fn bare_row(key: &Key, status: PresenceStatus, at: DateTime<Utc>) -> PresenceUpdate {
+    PresenceUpdate {
+        tenant_id: key.0.as_str().to_owned(),
+        device_id: key.1.clone(),
+        status,
+        at,
+        connected_at: None,
+        remote_addr: None,
+        protocol: None,
+        credential: None,
+        disconnect_reason: None,
+        node_id: None,
+    }
+}
+
 /// `newer` as the store would have it after `older` then `newer` were
 /// written: what `newer` leaves unsaid (`None`) is `older`'s, as the
 /// upsert's `COALESCE`s keep the stored values. So a `last_seen` row that
@@ -213,16 +230,12 @@ impl Presence {
         now: DateTime<Utc>,
     ) {
         let update = PresenceUpdate {
-            tenant_id: key.0.as_str().to_owned(),
-            device_id: key.1.clone(),
-            status: PresenceStatus::Online,
-            at: now,
             connected_at: Some(now),
             remote_addr: Some(peer.to_string()),
             protocol: Some(protocol_name(protocol).to_owned()),
             credential: Some(credential_cow(credential).into_owned()),
-            disconnect_reason: None,
             node_id: Some(self.shared.config.node_id.clone()),
+            ..bare_row(&key, PresenceStatus::Online, now)
         };
         let mut st = self.shared.state();
         if st.closed {
@@ -254,16 +267,8 @@ impl Presence {
         }
         st.live.remove(&key);
         let update = PresenceUpdate {
-            tenant_id: key.0.as_str().to_owned(),
-            device_id: key.1.clone(),
-            status: PresenceStatus::Offline,
-            at: now,
-            connected_at: None,
-            remote_addr: None,
-            protocol: None,
-            credential: None,
             disconnect_reason: Some(reason_text(reason)),
-            node_id: None,
+            ..bare_row(&key, PresenceStatus::Offline, now)
         };
         st.updates.insert(key, update);
     }
@@ -287,19 +292,8 @@ impl Presence {
             pending.at = now;
             return;
         }
-        let update = PresenceUpdate {
-            tenant_id: key.0.as_str().to_owned(),
-            device_id: key.1.clone(),
-            status: PresenceStatus::Online,
-            at: now,
-            connected_at: None,
-            remote_addr: None,
-            protocol: None,
-            credential: None,
-            disconnect_reason: None,
-            node_id: None,
-        };
-        st.updates.insert(key, update);
+        let row = bare_row(&key, PresenceStatus::Online, now);
+        st.updates.insert(key, row);
     }
 }
 
